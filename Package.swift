@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+// SwiftSSI: a single-system-image cluster runtime for Linux, in user space.
+// The targets follow the stack of docs/architecture.md, bottom to top.
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "SwiftSSI",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ssi", targets: ["ssi"]),
+        .executable(name: "ssid", targets: ["ssid"]),
+        .executable(name: "ssi-bench", targets: ["ssi-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C shim: ptrace, raw syscalls, clone3 spawns, prctl, wait macros, CRC-32C.
+        .target(name: "CSSILinux", cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-msse4.2"])]),
+        // Typed syscall layer and /proc readers.
+        .target(name: "SSISystem", dependencies: ["CSSILinux"], swiftSettings: swiftSettings),
+        // The snapshot format and the per-application version store.
+        .target(name: "SSIImage", dependencies: ["SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        // The checkpoint/restart engine.
+        .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
+        // SysV IPC objects saved and restored with their key and id.
+        .target(name: "SSIIPC", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
+        .executableTarget(name: "ssi", dependencies: [
+            "SSICheckpoint", "SSIIPC", "SSISystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "ssid", dependencies: [
+            "SSISystem",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        .target(name: "SSITestSupport", dependencies: ["SSISystem", "CSSILinux"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSITestSupport"], swiftSettings: swiftSettings),
+    ]
+)

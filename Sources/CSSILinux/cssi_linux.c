@@ -1,0 +1,217 @@
+// CSSILinux: see include/cssi_linux.h for what each function is for.
+#include "cssi_linux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+#include <nmmintrin.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+
+_Static_assert(sizeof(struct user_regs_struct) == sizeof(struct cssi_user_regs), "user_regs_struct");
+
+static inline long neg_errno(long r) { return r == -1 ? -errno : r; }
+
+long cssi_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data) {
+    return neg_errno(syscall(SYS_ptrace, (long)request, (long)pid, addr, data));
+}
+
+// The raw PTRACE_PEEK* syscall stores the word at `data` (glibc's wrapper hides this); using
+// the raw form means a word of -1 cannot be mistaken for an error.
+long cssi_ptrace_peek(int request, pid_t pid, uintptr_t addr, uint64_t *out) {
+    return neg_errno(syscall(SYS_ptrace, (long)request, (long)pid, addr, (uintptr_t)out));
+}
+
+long cssi_get_regs(pid_t pid, struct cssi_user_regs *regs) {
+    return cssi_ptrace(CSSI_PTRACE_GETREGS, pid, 0, (uintptr_t)regs);
+}
+
+long cssi_set_regs(pid_t pid, const struct cssi_user_regs *regs) {
+    return cssi_ptrace(CSSI_PTRACE_SETREGS, pid, 0, (uintptr_t)regs);
+}
+
+long cssi_get_regset(pid_t pid, int type, void *buf, size_t *len) {
+    struct iovec iov = { .iov_base = buf, .iov_len = *len };
+    long r = cssi_ptrace(CSSI_PTRACE_GETREGSET, pid, (uintptr_t)type, (uintptr_t)&iov);
+    if (r >= 0) *len = iov.iov_len;
+    return r;
+}
+
+long cssi_set_regset(pid_t pid, int type, const void *buf, size_t len) {
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    return cssi_ptrace(CSSI_PTRACE_SETREGSET, pid, (uintptr_t)type, (uintptr_t)&iov);
+}
+
+pid_t cssi_waitpid(pid_t pid, int *status, int options) {
+    for (;;) {
+        pid_t r = waitpid(pid, status, options | __WALL);
+        if (r >= 0) return r;
+        if (errno != EINTR) return -errno;
+    }
+}
+
+int cssi_wifexited(int s) { return WIFEXITED(s); }
+int cssi_wexitstatus(int s) { return WEXITSTATUS(s); }
+int cssi_wifsignaled(int s) { return WIFSIGNALED(s); }
+int cssi_wtermsig(int s) { return WTERMSIG(s); }
+int cssi_wifstopped(int s) { return WIFSTOPPED(s); }
+int cssi_wstopsig(int s) { return WSTOPSIG(s); }
+int cssi_wptrace_event(int s) { return (s >> 16) & 0xff; }
+
+long cssi_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+    return neg_errno(syscall(nr, a1, a2, a3, a4, a5, a6));
+}
+
+long cssi_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) {
+    return neg_errno(prctl(option, a2, a3, a4, a5));
+}
+
+long cssi_fcntl_int(int fd, int cmd, int arg) { return neg_errno(fcntl(fd, cmd, arg)); }
+
+long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len) {
+    void *h = NULL;
+    size_t l = 0;
+    long r = neg_errno(syscall(SYS_get_robust_list, pid, &h, &l));
+    if (r >= 0) { *head = (uint64_t)(uintptr_t)h; *len = l; }
+    return r;
+}
+
+long cssi_prlimit(pid_t pid, int resource, const uint64_t *newlim, uint64_t *oldlim) {
+    struct rlimit64 n, o;
+    if (newlim) { n.rlim_cur = newlim[0]; n.rlim_max = newlim[1]; }
+    long r = neg_errno(syscall(SYS_prlimit64, pid, resource, newlim ? &n : NULL, oldlim ? &o : NULL));
+    if (r >= 0 && oldlim) { oldlim[0] = o.rlim_cur; oldlim[1] = o.rlim_max; }
+    return r;
+}
+
+long cssi_pidfd_open(pid_t pid) { return neg_errno(syscall(SYS_pidfd_open, pid, 0)); }
+
+long cssi_process_vm_readv(pid_t pid, const struct iovec *l, unsigned long nl,
+                           const struct iovec *r, unsigned long nr) {
+    return neg_errno(syscall(SYS_process_vm_readv, pid, l, nl, r, nr, 0));
+}
+
+long cssi_process_vm_writev(pid_t pid, const struct iovec *l, unsigned long nl,
+                            const struct iovec *r, unsigned long nr) {
+    return neg_errno(syscall(SYS_process_vm_writev, pid, l, nl, r, nr, 0));
+}
+
+long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags) {
+    return neg_errno(tee(fdin, fdout, len, flags));
+}
+
+int cssi_errno(void) { return errno; }
+
+// <linux/sched.h> struct clone_args (v2, with set_tid and cgroup: Linux 5.7), copied by hand
+// because the installed uapi headers may predate it.
+struct cssi_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+    uint64_t set_tid, set_tid_size, cgroup;
+};
+_Static_assert(sizeof(struct cssi_clone_args) == 88, "clone_args v2 layout");
+
+// A raw clone3 without CLONE_VM behaves like fork: the child continues here on a copy of the
+// stack. glibc's caches (the cached TID in the thread descriptor) are stale in the child, so
+// the child below only uses raw syscalls until it execs or stops.
+static long raw_clone3(struct cssi_clone_args *args) {
+    return syscall(SYS_clone3, args, sizeof(*args));
+}
+
+pid_t cssi_spawn_session(char *const argv[], int cgroup_fd) {
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0) return -errno;
+    struct cssi_clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.exit_signal = SIGCHLD;
+    if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
+    long pid = raw_clone3(&args);
+    if (pid < 0) { int e = errno; close(pfd[0]); close(pfd[1]); return -e; }
+    if (pid == 0) {
+        close(pfd[0]);
+        // The parent may run with signals blocked on its calling thread; an application
+        // starts with an empty mask and default dispositions (signal(7): both survive exec).
+        sigset_t none;
+        sigemptyset(&none);
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(uint64_t));
+        for (int s = 1; s < 65; s++) {
+            if (s == SIGKILL || s == SIGSTOP) continue;
+            struct sigaction dfl;
+            memset(&dfl, 0, sizeof(dfl));
+            dfl.sa_handler = SIG_DFL;
+            sigaction(s, &dfl, NULL);
+        }
+        if (syscall(SYS_setsid) < 0) { int e = errno; (void)!write(pfd[1], &e, sizeof(e)); syscall(SYS_exit_group, 127); }
+        execvp(argv[0], argv);
+        int e = errno;
+        (void)!write(pfd[1], &e, sizeof(e));
+        syscall(SYS_exit_group, 127);
+    }
+    close(pfd[1]);
+    int child_errno = 0;
+    ssize_t n;
+    do { n = read(pfd[0], &child_errno, sizeof(child_errno)); } while (n < 0 && errno == EINTR);
+    close(pfd[0]);
+    if (n == sizeof(child_errno)) {
+        int st;
+        while (waitpid((pid_t)pid, &st, 0) < 0 && errno == EINTR) {}
+        return -child_errno;
+    }
+    return (pid_t)pid;
+}
+
+pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd) {
+    struct cssi_clone_args args;
+    memset(&args, 0, sizeof(args));
+    pid_t tid = pid;
+    args.exit_signal = SIGCHLD;
+    args.set_tid = (uint64_t)(uintptr_t)&tid;
+    args.set_tid_size = 1;
+    if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
+    long r = raw_clone3(&args);
+    if (r < 0) return -errno;
+    if (r == 0) {
+        syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
+        syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+        // Only reached if the restorer let go without taking over: never run the copy of
+        // the restorer's own code.
+        for (;;) syscall(SYS_exit_group, 127);
+    }
+    return (pid_t)r;
+}
+
+uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len) {
+    const unsigned char *p = buf;
+    uint64_t c = ~crc;
+    while (len && ((uintptr_t)p & 7)) { c = _mm_crc32_u8((uint32_t)c, *p++); len--; }
+    // One sequential stream of 8-byte crc32 instructions: about 8 bytes per 3 cycles,
+    // several GB/s, which keeps checksumming off the critical path of dump and restore.
+    while (len >= 32) {
+        uint64_t a, b, d, e;
+        memcpy(&a, p, 8); memcpy(&b, p + 8, 8); memcpy(&d, p + 16, 8); memcpy(&e, p + 24, 8);
+        c = _mm_crc32_u64(c, a);
+        c = _mm_crc32_u64(c, b);
+        c = _mm_crc32_u64(c, d);
+        c = _mm_crc32_u64(c, e);
+        p += 32; len -= 32;
+    }
+    while (len >= 8) { uint64_t a; memcpy(&a, p, 8); c = _mm_crc32_u64(c, a); p += 8; len -= 8; }
+    while (len) { c = _mm_crc32_u8((uint32_t)c, *p++); len--; }
+    return ~(uint32_t)c;
+}

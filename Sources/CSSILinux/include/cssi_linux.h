@@ -1,0 +1,135 @@
+// CSSILinux: the C shim under SwiftSSI.
+//
+// Swift cannot call variadic C functions (ptrace, syscall, prctl, fcntl) nor function-like
+// macros (WIFSTOPPED), and code that runs between clone and exec must not be Swift. This
+// header wraps exactly those. Every symbol is prefixed `cssi_`; errors come back as -errno
+// so that errno never has to cross the language boundary.
+#ifndef CSSI_LINUX_H
+#define CSSI_LINUX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <signal.h>
+
+// ---- ptrace -------------------------------------------------------------------------------
+
+// Every ptrace request returns >= 0 on success or -errno. PEEK requests write the word to *out.
+long cssi_ptrace(int request, pid_t pid, uintptr_t addr, uintptr_t data);
+long cssi_ptrace_peek(int request, pid_t pid, uintptr_t addr, uint64_t *out);
+
+// ptrace request numbers and event values from <linux/ptrace.h>; glibc's <sys/ptrace.h> has an
+// enum that does not always carry the newer ones (PTRACE_GET_RSEQ_CONFIGURATION is 5.13+).
+enum {
+    CSSI_PTRACE_TRACEME = 0,
+    CSSI_PTRACE_PEEKDATA = 2,
+    CSSI_PTRACE_POKEDATA = 5,
+    CSSI_PTRACE_CONT = 7,
+    CSSI_PTRACE_KILL = 8,
+    CSSI_PTRACE_SINGLESTEP = 9,
+    CSSI_PTRACE_GETREGS = 12,
+    CSSI_PTRACE_SETREGS = 13,
+    CSSI_PTRACE_DETACH = 17,
+    CSSI_PTRACE_SETOPTIONS = 0x4200,
+    CSSI_PTRACE_GETSIGINFO = 0x4202,
+    CSSI_PTRACE_GETREGSET = 0x4204,
+    CSSI_PTRACE_SETREGSET = 0x4205,
+    CSSI_PTRACE_SEIZE = 0x4206,
+    CSSI_PTRACE_INTERRUPT = 0x4207,
+    CSSI_PTRACE_LISTEN = 0x4208,
+    CSSI_PTRACE_PEEKSIGINFO = 0x4209,
+    CSSI_PTRACE_GETSIGMASK = 0x420a,
+    CSSI_PTRACE_SETSIGMASK = 0x420b,
+    CSSI_PTRACE_GET_RSEQ_CONFIGURATION = 0x420f,
+    CSSI_PTRACE_O_EXITKILL = 1 << 20,
+    CSSI_PTRACE_EVENT_STOP = 128,
+    CSSI_PTRACE_PEEKSIGINFO_SHARED = 1,
+    CSSI_NT_PRSTATUS = 1,
+    CSSI_NT_X86_XSTATE = 0x202,
+};
+
+// <linux/ptrace.h> struct ptrace_rseq_configuration, copied by hand (glibc lacks it).
+struct cssi_rseq_configuration {
+    uint64_t rseq_abi_pointer;
+    uint32_t rseq_abi_size;
+    uint32_t signature;
+    uint32_t flags;
+    uint32_t pad;
+};
+_Static_assert(sizeof(struct cssi_rseq_configuration) == 24, "ptrace_rseq_configuration layout");
+
+struct cssi_peeksiginfo_args {
+    uint64_t off;
+    uint32_t flags;
+    int32_t nr;
+};
+
+// x86_64 struct user_regs_struct from <sys/user.h>, as 27 named 64-bit words.
+struct cssi_user_regs {
+    uint64_t r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
+    uint64_t rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
+    uint64_t fs_base, gs_base, ds, es, fs, gs;
+};
+_Static_assert(sizeof(struct cssi_user_regs) == 27 * 8, "user_regs_struct layout");
+
+long cssi_get_regs(pid_t pid, struct cssi_user_regs *regs);
+long cssi_set_regs(pid_t pid, const struct cssi_user_regs *regs);
+// PTRACE_GETREGSET/SETREGSET with one iovec; *len is in/out for GET.
+long cssi_get_regset(pid_t pid, int type, void *buf, size_t *len);
+long cssi_set_regset(pid_t pid, int type, const void *buf, size_t len);
+
+// ---- wait ---------------------------------------------------------------------------------
+
+// waitpid with __WALL, retried on EINTR; returns pid or -errno.
+pid_t cssi_waitpid(pid_t pid, int *status, int options);
+int cssi_wifexited(int status);
+int cssi_wexitstatus(int status);
+int cssi_wifsignaled(int status);
+int cssi_wtermsig(int status);
+int cssi_wifstopped(int status);
+int cssi_wstopsig(int status);
+// The PTRACE_EVENT_* in bits 16..23 of a stop status (status >> 16).
+int cssi_wptrace_event(int status);
+
+// ---- raw syscalls and small wrappers --------------------------------------------------------
+
+long cssi_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
+long cssi_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5);
+long cssi_fcntl_int(int fd, int cmd, int arg);
+long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len);
+long cssi_prlimit(pid_t pid, int resource, const uint64_t *newlim /* [2] or NULL */, uint64_t *oldlim /* [2] or NULL */);
+long cssi_pidfd_open(pid_t pid);
+long cssi_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                           const struct iovec *remote, unsigned long nremote);
+long cssi_process_vm_writev(pid_t pid, const struct iovec *local, unsigned long nlocal,
+                            const struct iovec *remote, unsigned long nremote);
+long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags);
+
+// ---- process creation ---------------------------------------------------------------------
+
+// Starts an application for `ssi run`: clone3 (into the cgroup whose directory fd is
+// cgroup_fd, when >= 0, with CLONE_INTO_CGROUP so that no fork can escape before the move),
+// setsid() in the child, then execvp(argv[0], argv). An exec failure is reported back over a
+// close-on-exec pipe. Returns the child's pid, or -errno (exec's errno if exec failed).
+pid_t cssi_spawn_session(char *const argv[], int cgroup_fd);
+
+// Creates the empty shell of a process being restored: clone3 with set_tid = pid (Linux 5.5,
+// needs CAP_CHECKPOINT_RESTORE in the owning user namespace of the pid namespace), into the
+// cgroup cgroup_fd if >= 0. The child calls PTRACE_TRACEME and stops itself with SIGSTOP; from
+// then on the restorer drives it by syscall injection and it never runs its own code again.
+// Returns the pid, -EEXIST when the pid is in use, or another -errno.
+pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd);
+
+// ---- checksums ----------------------------------------------------------------------------
+
+// CRC-32C (Castagnoli), with the SSE4.2 crc32 instruction. Chain calls by passing the
+// previous result as crc (start with 0).
+uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len);
+
+// ---- misc ---------------------------------------------------------------------------------
+
+// The errno of the calling thread (for the few libc calls Swift makes directly).
+int cssi_errno(void);
+
+#endif

@@ -1,0 +1,1 @@
+// SysV IPC objects saved and restored with their key and id.

@@ -1,0 +1,200 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Readers for /proc/PID files (proc(5)). Reads are plain open/read/close: /proc files are
+/// generated on read, so they are read whole, once.
+public enum ProcFS {
+    /// Reads a whole file as bytes. Throws .notFound / .system naming the path.
+    public static func readBytes(_ path: String) throws(SSIError) -> [UInt8] {
+        let fd = Int32(try checkLibc("open \(path)") { Int(open(path, O_RDONLY | O_CLOEXEC)) })
+        defer { close(fd) }
+        var out = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = try checkLibc("read \(path)") { chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        return out
+    }
+
+    public static func read(_ path: String) throws(SSIError) -> String {
+        String(decoding: try readBytes(path), as: UTF8.self)
+    }
+
+    public static func readLink(_ path: String) throws(SSIError) -> String {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = try checkLibc("readlink \(path)") { readlink(path, &buf, buf.count - 1) }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// Writes a small string to a /proc or /sys file.
+    public static func write(_ path: String, _ text: String) throws(SSIError) {
+        let fd = Int32(try checkLibc("open \(path)") { Int(open(path, O_WRONLY | O_CLOEXEC)) })
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        try checkLibc("write \(path)") { bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } }
+    }
+}
+
+/// One line of /proc/PID/maps.
+public struct MapsEntry: Sendable, Equatable {
+    public var start: UInt64
+    public var end: UInt64
+    public var read: Bool, write: Bool, exec: Bool, shared: Bool
+    public var offset: UInt64
+    public var device: String
+    public var inode: UInt64
+    /// The path or pseudo name ([heap], [stack], [vdso], "/SYSV00000000 (deleted)"), or "".
+    public var name: String
+
+    public var size: UInt64 { end - start }
+    public var isSpecialKernelMapping: Bool {
+        name == "[vdso]" || name == "[vvar]" || name == "[vvar_vclock]" || name == "[vsyscall]"
+    }
+
+    public static func parse(_ text: String) -> [MapsEntry] {
+        var out = [MapsEntry]()
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            // start-end perms offset dev inode [name]; the name may contain spaces.
+            var fields = [Substring]()
+            var rest = line[...]
+            for _ in 0..<5 {
+                rest = rest.drop(while: { $0 == " " })
+                guard let sp = rest.firstIndex(of: " ") else { fields.append(rest); rest = ""; break }
+                fields.append(rest[..<sp]); rest = rest[sp...]
+            }
+            guard fields.count == 5 else { continue }
+            let name = String(rest.drop(while: { $0 == " " }))
+            let range = fields[0].split(separator: "-")
+            let perms = Array(fields[1].utf8)
+            guard range.count == 2, perms.count >= 4,
+                  let s = UInt64(range[0], radix: 16), let e = UInt64(range[1], radix: 16) else { continue }
+            out.append(MapsEntry(start: s, end: e, read: perms[0] == UInt8(ascii: "r"), write: perms[1] == UInt8(ascii: "w"),
+                                 exec: perms[2] == UInt8(ascii: "x"), shared: perms[3] == UInt8(ascii: "s"),
+                                 offset: UInt64(fields[2], radix: 16) ?? 0, device: String(fields[3]),
+                                 inode: UInt64(fields[4]) ?? 0, name: name))
+        }
+        return out
+    }
+}
+
+/// The fields of /proc/PID/stat that the engine uses (proc(5) numbers them from 1).
+public struct ProcStat: Sendable {
+    public var pid: Int32
+    public var comm: String
+    public var state: Character
+    public var ppid: Int32, pgid: Int32, sid: Int32, ttyNr: Int32
+    public var flags: UInt64
+    public var startTime: UInt64
+    public var startCode: UInt64, endCode: UInt64, startStack: UInt64
+    public var startData: UInt64, endData: UInt64, startBrk: UInt64
+    public var argStart: UInt64, argEnd: UInt64, envStart: UInt64, envEnd: UInt64
+    public var exitSignal: Int32
+
+    /// PF_KTHREAD from include/linux/sched.h.
+    public var isKernelThread: Bool { flags & 0x0020_0000 != 0 }
+
+    public static func read(pid: Int32) throws(SSIError) -> ProcStat {
+        let text: String
+        do { text = try ProcFS.read("/proc/\(pid)/stat") } catch {
+            throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps; an application's id is the PID of its root process")
+        }
+        return try parse(text, pid: pid)
+    }
+
+    public static func parse(_ text: String, pid: Int32) throws(SSIError) -> ProcStat {
+        // comm is in parentheses and may itself contain ") "; the last ')' ends it.
+        guard let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")") else {
+            throw SSIError(.corrupt, "cannot parse /proc/\(pid)/stat")
+        }
+        let comm = String(text[text.index(after: open)..<close])
+        let f = text[text.index(close, offsetBy: 2)...].split(separator: " ").map(String.init)
+        // f[0] is field 3 (state).
+        func u(_ n: Int) -> UInt64 { n - 3 < f.count ? UInt64(f[n - 3]) ?? 0 : 0 }
+        func i(_ n: Int) -> Int32 { n - 3 < f.count ? Int32(f[n - 3]) ?? 0 : 0 }
+        guard f.count >= 50 else { throw SSIError(.corrupt, "short /proc/\(pid)/stat") }
+        return ProcStat(pid: pid, comm: comm, state: f[0].first ?? "?", ppid: i(4), pgid: i(5), sid: i(6), ttyNr: i(7),
+                        flags: u(9), startTime: u(22), startCode: u(26), endCode: u(27), startStack: u(28),
+                        startData: u(45), endData: u(46), startBrk: u(47), argStart: u(48), argEnd: u(49),
+                        envStart: u(50), envEnd: u(51), exitSignal: i(38))
+    }
+}
+
+/// "Key:\tvalue" lines of /proc/PID/status.
+public struct ProcStatus: Sendable {
+    public var fields: [String: String]
+
+    public static func read(pid: Int32) throws(SSIError) -> ProcStatus {
+        parse(try ProcFS.read("/proc/\(pid)/status"))
+    }
+
+    public static func parse(_ text: String) -> ProcStatus {
+        var d = [String: String]()
+        for line in text.split(separator: "\n") {
+            guard let c = line.firstIndex(of: ":") else { continue }
+            d[String(line[..<c])] = line[line.index(after: c)...].trimmingCharacters(in: " \t")
+        }
+        return ProcStatus(fields: d)
+    }
+
+    public func ints(_ key: String) -> [Int64] {
+        (fields[key] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int64($0) }
+    }
+
+    public func hexMask(_ key: String) -> UInt64 { UInt64(fields[key] ?? "0", radix: 16) ?? 0 }
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> String {
+        let chars = Set(set)
+        var s = self[...]
+        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
+        while let l = s.last, chars.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+/// /proc/PID/fdinfo/N: pos, flags (octal), mnt_id and type-specific lines.
+public struct FdInfo: Sendable {
+    public var pos: Int64
+    public var flags: Int32
+    public var lines: [String: String]
+
+    public static func read(pid: Int32, fd: Int32) throws(SSIError) -> FdInfo {
+        let st = ProcStatus.parse(try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)"))
+        return FdInfo(pos: Int64(st.fields["pos"] ?? "0") ?? 0, flags: Int32(st.fields["flags"] ?? "0", radix: 8) ?? 0,
+                      lines: st.fields)
+    }
+}
+
+/// The PIDs of the threads of a process (/proc/PID/task).
+public func threadIDs(of pid: Int32) throws(SSIError) -> [Int32] {
+    guard let dir = opendir("/proc/\(pid)/task") else {
+        throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps")
+    }
+    defer { closedir(dir) }
+    var out = [Int32]()
+    while let e = readdir(dir) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if let t = Int32(name) { out.append(t) }
+    }
+    return out.sorted()
+}
+
+/// The open file descriptor numbers of a process (/proc/PID/fd).
+public func openFDs(of pid: Int32) throws(SSIError) -> [Int32] {
+    guard let dir = opendir("/proc/\(pid)/fd") else {
+        throw SSIError.sys("open /proc/\(pid)/fd", errno: Glibc.errno)
+    }
+    defer { closedir(dir) }
+    var out = [Int32]()
+    while let e = readdir(dir) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if let t = Int32(name) { out.append(t) }
+    }
+    return out.sorted()
+}

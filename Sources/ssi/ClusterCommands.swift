@@ -1,0 +1,4 @@
+import ArgumentParser
+
+// Cluster commands (`ssi nodes`, `ssi cluster`, `ssi kddm`): issue "Cluster core".
+let clusterCommands: [ParsableCommand.Type] = []

@@ -1,0 +1,37 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ssi`: the one command-line tool. Thin: it parses, calls a library, prints.
+/// Kerrighed's command names are installed as links to it (see scripts/install.sh) and
+/// mapped to subcommands here, so that Kerrighed's manuals still read right.
+@main
+struct SSI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ssi",
+        abstract: "SwiftSSI: checkpoint, restart and migrate unmodified Linux applications across a cluster.",
+        subcommands: [Run.self, Checkpoint.self, Restart.self, Snapshots.self, IPC.self] + clusterCommands)
+
+    /// Kerrighed aliases: argv[0] name -> the subcommand words it stands for.
+    static let aliases: [String: [String]] = [
+        "krgcr-run": ["run"], "checkpoint": ["checkpoint"], "restart": ["restart"],
+        "ipccheckpoint": ["ipc", "checkpoint"], "ipcrestart": ["ipc", "restart"], "krgadm": [],
+    ]
+
+    static func main() async {
+        var args = Array(CommandLine.arguments.dropFirst())
+        let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "ssi"
+        if let prefix = aliases[invokedAs] { args = prefix + args }
+        do {
+            var command = try parseAsRoot(args)
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}

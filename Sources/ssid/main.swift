@@ -1,0 +1,2 @@
+// ssid: the node daemon (issue "Cluster core").
+print("ssid: not built yet")
