@@ -105,12 +105,12 @@ long cssi_pidfd_open(pid_t pid) { return neg_errno(syscall(SYS_pidfd_open, pid, 
 
 long cssi_process_vm_readv(pid_t pid, const struct iovec *l, unsigned long nl,
                            const struct iovec *r, unsigned long nr) {
-    return neg_errno(syscall(SYS_process_vm_readv, pid, l, nl, r, nr, 0));
+    return neg_errno(syscall(SYS_process_vm_readv, pid, l, nl, r, nr, 0UL));
 }
 
 long cssi_process_vm_writev(pid_t pid, const struct iovec *l, unsigned long nl,
                             const struct iovec *r, unsigned long nr) {
-    return neg_errno(syscall(SYS_process_vm_writev, pid, l, nl, r, nr, 0));
+    return neg_errno(syscall(SYS_process_vm_writev, pid, l, nl, r, nr, 0UL));
 }
 
 long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags) {
@@ -118,6 +118,8 @@ long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags) {
 }
 
 int cssi_errno(void) { return errno; }
+
+long cssi_pipe2(int fds[2], int flags) { return neg_errno(pipe2(fds, flags)); }
 
 // <linux/sched.h> struct clone_args (v2, with set_tid and cgroup: Linux 5.7), copied by hand
 // because the installed uapi headers may predate it.

@@ -6,7 +6,7 @@ import Glibc
 /// generated on read, so they are read whole, once.
 public enum ProcFS {
     /// Reads a whole file as bytes. Throws .notFound / .system naming the path.
-    public static func readBytes(_ path: String) throws(SSIError) -> [UInt8] {
+    public static func readBytes(_ path: String) throws -> [UInt8] {
         let fd = Int32(try checkLibc("open \(path)") { Int(open(path, O_RDONLY | O_CLOEXEC)) })
         defer { close(fd) }
         var out = [UInt8]()
@@ -19,11 +19,11 @@ public enum ProcFS {
         return out
     }
 
-    public static func read(_ path: String) throws(SSIError) -> String {
+    public static func read(_ path: String) throws -> String {
         String(decoding: try readBytes(path), as: UTF8.self)
     }
 
-    public static func readLink(_ path: String) throws(SSIError) -> String {
+    public static func readLink(_ path: String) throws -> String {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = try checkLibc("readlink \(path)") { readlink(path, &buf, buf.count - 1) }
         return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -32,7 +32,7 @@ public enum ProcFS {
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
     /// Writes a small string to a /proc or /sys file.
-    public static func write(_ path: String, _ text: String) throws(SSIError) {
+    public static func write(_ path: String, _ text: String) throws {
         let fd = Int32(try checkLibc("open \(path)") { Int(open(path, O_WRONLY | O_CLOEXEC)) })
         defer { close(fd) }
         let bytes = Array(text.utf8)
@@ -98,7 +98,7 @@ public struct ProcStat: Sendable {
     /// PF_KTHREAD from include/linux/sched.h.
     public var isKernelThread: Bool { flags & 0x0020_0000 != 0 }
 
-    public static func read(pid: Int32) throws(SSIError) -> ProcStat {
+    public static func read(pid: Int32) throws -> ProcStat {
         let text: String
         do { text = try ProcFS.read("/proc/\(pid)/stat") } catch {
             throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps; an application's id is the PID of its root process")
@@ -106,7 +106,7 @@ public struct ProcStat: Sendable {
         return try parse(text, pid: pid)
     }
 
-    public static func parse(_ text: String, pid: Int32) throws(SSIError) -> ProcStat {
+    public static func parse(_ text: String, pid: Int32) throws -> ProcStat {
         // comm is in parentheses and may itself contain ") "; the last ')' ends it.
         guard let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")") else {
             throw SSIError(.corrupt, "cannot parse /proc/\(pid)/stat")
@@ -128,7 +128,7 @@ public struct ProcStat: Sendable {
 public struct ProcStatus: Sendable {
     public var fields: [String: String]
 
-    public static func read(pid: Int32) throws(SSIError) -> ProcStatus {
+    public static func read(pid: Int32) throws -> ProcStatus {
         parse(try ProcFS.read("/proc/\(pid)/status"))
     }
 
@@ -164,7 +164,7 @@ public struct FdInfo: Sendable {
     public var flags: Int32
     public var lines: [String: String]
 
-    public static func read(pid: Int32, fd: Int32) throws(SSIError) -> FdInfo {
+    public static func read(pid: Int32, fd: Int32) throws -> FdInfo {
         let st = ProcStatus.parse(try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)"))
         return FdInfo(pos: Int64(st.fields["pos"] ?? "0") ?? 0, flags: Int32(st.fields["flags"] ?? "0", radix: 8) ?? 0,
                       lines: st.fields)
@@ -172,7 +172,7 @@ public struct FdInfo: Sendable {
 }
 
 /// The PIDs of the threads of a process (/proc/PID/task).
-public func threadIDs(of pid: Int32) throws(SSIError) -> [Int32] {
+public func threadIDs(of pid: Int32) throws -> [Int32] {
     guard let dir = opendir("/proc/\(pid)/task") else {
         throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps")
     }
@@ -186,7 +186,7 @@ public func threadIDs(of pid: Int32) throws(SSIError) -> [Int32] {
 }
 
 /// The open file descriptor numbers of a process (/proc/PID/fd).
-public func openFDs(of pid: Int32) throws(SSIError) -> [Int32] {
+public func openFDs(of pid: Int32) throws -> [Int32] {
     guard let dir = opendir("/proc/\(pid)/fd") else {
         throw SSIError.sys("open /proc/\(pid)/fd", errno: Glibc.errno)
     }

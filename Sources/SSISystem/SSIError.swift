@@ -54,7 +54,7 @@ public struct SSIError: Error, CustomStringConvertible, Sendable, Equatable {
 /// Throws SSIError.sys when a shim call returned -errno.
 @discardableResult
 @inline(__always)
-public func check(_ r: Int, _ what: @autoclosure () -> String, hint: String? = nil) throws(SSIError) -> Int {
+public func check(_ r: Int, _ what: @autoclosure () -> String, hint: String? = nil) throws -> Int {
     if r < 0 { throw SSIError.sys(what(), errno: Int32(-r), hint: hint) }
     return r
 }
@@ -62,7 +62,7 @@ public func check(_ r: Int, _ what: @autoclosure () -> String, hint: String? = n
 /// Throws for a libc call that returns -1 and sets errno; retries on EINTR.
 @discardableResult
 @inline(__always)
-public func checkLibc(_ what: @autoclosure () -> String, hint: String? = nil, _ body: () -> Int) throws(SSIError) -> Int {
+public func checkLibc(_ what: @autoclosure () -> String, hint: String? = nil, _ body: () -> Int) throws -> Int {
     while true {
         let r = body()
         if r >= 0 { return r }
@@ -73,7 +73,7 @@ public func checkLibc(_ what: @autoclosure () -> String, hint: String? = nil, _ 
 }
 
 /// Programs that need root call this first, so that non-root users get one plain sentence.
-public func requireRoot(_ what: String) throws(SSIError) {
+public func requireRoot(_ what: String) throws {
     if geteuid() != 0 {
         throw SSIError(.permission, "\(what) needs root (it uses ptrace on other users' processes, clone3 with set_tid and cgroups)",
                        hint: "run it with sudo, or as root")

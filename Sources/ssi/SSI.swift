@@ -23,6 +23,7 @@ struct SSI: AsyncParsableCommand {
         var args = Array(CommandLine.arguments.dropFirst())
         let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "ssi"
         if let prefix = aliases[invokedAs] { args = prefix + args }
+        if args.first == "checkpoint" { args = Checkpoint.normalize(args) }
         do {
             var command = try parseAsRoot(args)
             if var async = command as? AsyncParsableCommand {

@@ -127,6 +127,10 @@ pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd);
 // previous result as crc (start with 0).
 uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len);
 
+// fcntl/splice constants that glibc only declares under _GNU_SOURCE (fcntl(2), tee(2)).
+enum { CSSI_F_SETPIPE_SZ = 1031, CSSI_F_GETPIPE_SZ = 1032, CSSI_SPLICE_F_NONBLOCK = 2, CSSI_MAP_FIXED_NOREPLACE = 0x100000 };
+long cssi_pipe2(int fds[2], int flags);
+
 // ---- misc ---------------------------------------------------------------------------------
 
 // The errno of the calling thread (for the few libc calls Swift makes directly).

@@ -1,0 +1,282 @@
+import CSSILinux
+import Foundation
+import SSIImage
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the whole state of one stopped process (see docs/snapshot-format.md for what each
+/// field means). The caller holds it in a ptrace stop; this type only reads, except for the
+/// short syscalls it injects to learn what /proc does not show (sigactions, sigaltstack,
+/// brk, clear_child_tid, pdeath signal), after which the registers are put back.
+struct ProcessDumper {
+    let pid: Int32
+    var ignoreUnsupported = false
+
+    // MARK: file descriptors (checked first: an unsupported fd fails before anything is written)
+
+    func dumpFileDescriptors() throws -> [FileDescriptorImage] {
+        var out = [FileDescriptorImage]()
+        var pipeEnds = [UInt64: [(fd: Int32, write: Bool)]]()
+        for fd in try openFDs(of: pid) {
+            let link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)")
+            let info = try FdInfo.read(pid: pid, fd: fd)
+            let cloexec = info.flags & O_CLOEXEC != 0
+            let flags = info.flags & ~O_CLOEXEC
+            var st = stat()
+            if stat("/proc/\(pid)/fd/\(fd)", &st) != 0 { throw SSIError.sys("stat fd \(fd) of PID \(pid) (\(link))", errno: errno) }
+            let mode = st.st_mode & S_IFMT
+            func unsupported(_ kind: String) throws {
+                if ignoreUnsupported { return }
+                throw SSIError(.unsupported, "PID \(pid) fd \(fd): \(kind) (\(link)) is not supported by the checkpoint engine yet; nothing was written and the application goes on",
+                               hint: "close it before checkpointing, or use `ssi checkpoint -i` to restore it as a closed fd")
+            }
+            if link.hasPrefix("pipe:[") {
+                let ino = UInt64(st.st_ino)
+                let isWrite = flags & O_ACCMODE == O_WRONLY
+                pipeEnds[ino, default: []].append((fd, isWrite))
+                var img = FileDescriptorImage(fd: fd, kind: .pipe, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+                img.pipeID = ino
+                out.append(img)
+                continue
+            }
+            if link.hasPrefix("socket:") { try unsupported("socket"); continue }
+            if link.hasPrefix("anon_inode:") { try unsupported("\(link.dropFirst("anon_inode:".count)) file"); continue }
+            if link.hasSuffix(" (deleted)") { try unsupported("unlinked file"); continue }
+            guard link.hasPrefix("/") else { try unsupported("special file"); continue }
+            switch mode {
+            case S_IFREG:
+                var img = FileDescriptorImage(fd: fd, kind: .regular, path: link, flags: flags, closeOnExec: cloexec, position: info.pos)
+                img.size = Int64(st.st_size)
+                out.append(img)
+            case S_IFDIR:
+                out.append(FileDescriptorImage(fd: fd, kind: .directory, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
+            case S_IFCHR:
+                let major = (st.st_rdev >> 8) & 0xfff
+                let minor = st.st_rdev & 0xff
+                // Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5).
+                let tty = (136...143).contains(major) || major == 4 || (major == 5 && minor <= 1)
+                out.append(FileDescriptorImage(fd: fd, kind: tty ? .tty : .charDevice, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
+            case S_IFIFO:
+                try unsupported("named FIFO")
+            default:
+                try unsupported("block device or special file")
+            }
+        }
+        // Part 1 handles pipes whose both ends are inside the process; their bytes are read
+        // without consuming them: tee(2) duplicates a pipe's content into another pipe.
+        for (ino, ends) in pipeEnds {
+            guard ends.contains(where: { $0.write }), ends.contains(where: { !$0.write }) else {
+                if ignoreUnsupported { out.removeAll { $0.pipeID == ino }; continue }
+                throw SSIError(.unsupported, "PID \(pid) fd \(ends[0].fd): pipe whose other end is outside the application is not supported yet; nothing was written",
+                               hint: "checkpoint the whole pipeline as one application (ssi run -- sh -c '...'), or use -i")
+            }
+            let readFD = ends.first(where: { !$0.write })!.fd
+            let (data, size) = try peekPipe(fd: readFD)
+            for i in out.indices where out[i].pipeID == ino {
+                out[i].pipeData = data
+                out[i].pipeSize = size
+            }
+        }
+        return out
+    }
+
+    func peekPipe(fd: Int32) throws -> (Data, Int32) {
+        // Opening /proc/PID/fd/N of a pipe opens the same pipe (fifo_open).
+        let src = open("/proc/\(pid)/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        if src < 0 { throw SSIError.sys("open pipe fd \(fd) of PID \(pid)", errno: errno) }
+        defer { close(src) }
+        let size = Int32(cssi_fcntl_int(src, Int32(CSSI_F_GETPIPE_SZ), 0))
+        var p: [Int32] = [0, 0]
+        try check(cssi_pipe2(&p, O_CLOEXEC | O_NONBLOCK), "pipe2")
+        defer { close(p[0]); close(p[1]) }
+        _ = cssi_fcntl_int(p[1], Int32(CSSI_F_SETPIPE_SZ), max(size, 65536))
+        var data = Data()
+        let n = cssi_tee(src, p[1], Int(size), UInt32(CSSI_SPLICE_F_NONBLOCK))
+        if n > 0 {
+            var buf = [UInt8](repeating: 0, count: Int(n))
+            let r = read(p[0], &buf, Int(n))
+            if r != n { throw SSIError(.system, "short read while copying the pipe of PID \(pid) fd \(fd)") }
+            data = Data(buf)
+        } else if n < 0 && n != -Int(EAGAIN) {
+            throw SSIError.sys("tee from pipe fd \(fd) of PID \(pid)", errno: Int32(-n))
+        }
+        return (data, size)
+    }
+
+    // MARK: state that needs injected syscalls
+
+    struct InjectedState {
+        var sigactions: [SigAction] = []
+        var altStack = AltStack()
+        var brk: UInt64 = 0
+        var clearChildTID: UInt64 = 0
+        var parentDeathSignal: Int32 = 0
+        var dumpable: Int32 = 1
+    }
+
+    func dumpInjected(saved: UserRegs, status: ProcStatus, tracee: Tracee) throws -> InjectedState {
+        var st = InjectedState()
+        let inj = try Injector(pid: pid, base: saved)
+        // Block every signal while we run syscalls, so that none is dequeued meanwhile; but not
+        // when the task sleeps with a temporary mask (sigsuspend...): SETSIGMASK would drop the
+        // mask the kernel saved for it.
+        let mask = try tracee.sigmask()
+        let canBlock = Int64(bitPattern: saved.orig_rax) < 0 || !Arch.syscallsWithTemporaryMask.contains(Int(saved.orig_rax))
+        if canBlock { try tracee.setSigmask(~0) }
+        defer {
+            if canBlock { try? tracee.setSigmask(mask) }
+            try? tracee.setRegisters(saved)
+        }
+        let scratch = try inj.call("mmap scratch page", Arch.SYS.mmap, 0, 4096, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
+        defer { _ = try? inj.raw(Arch.SYS.munmap, scratch, 4096) }
+        let mem = RemoteMemory(pid: pid)
+        let interesting = status.hexMask("SigCgt") | status.hexMask("SigIgn")
+        for sig in Int32(1)...64 where interesting & (1 << UInt64(sig - 1)) != 0 {
+            try inj.call("rt_sigaction(\(sig))", Arch.SYS.rt_sigaction, UInt64(sig), 0, scratch, 8)
+            let b = try mem.readBytes(at: scratch, count: 32)
+            let w = b.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+            st.sigactions.append(SigAction(signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3]))
+        }
+        try inj.call("sigaltstack", Arch.SYS.sigaltstack, 0, scratch)
+        let ss = try mem.readBytes(at: scratch, count: 24).withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+        st.altStack.sp = ss[0]; st.altStack.flags = Int32(truncatingIfNeeded: ss[1]); st.altStack.size = ss[2]
+        st.brk = try inj.call("brk(0)", Arch.SYS.brk, 0)
+        // PR_GET_TID_ADDRESS (40) needs CONFIG_CHECKPOINT_RESTORE; without it the value stays 0.
+        if (try? inj.call("prctl(PR_GET_TID_ADDRESS)", Arch.SYS.prctl, 40, scratch)) != nil {
+            st.clearChildTID = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { $0.load(as: UInt64.self) }
+        }
+        try inj.call("prctl(PR_GET_PDEATHSIG)", Arch.SYS.prctl, 2, scratch)
+        st.parentDeathSignal = try mem.readBytes(at: scratch, count: 4).withUnsafeBytes { $0.load(as: Int32.self) }
+        st.dumpable = Int32(truncatingIfNeeded: try inj.call("prctl(PR_GET_DUMPABLE)", Arch.SYS.prctl, 3))
+        return st
+    }
+
+    // MARK: memory
+
+    static func classify(_ m: MapsEntry) -> VMA.Kind? {
+        switch m.name {
+        case "[vdso]": return .vdso
+        case "[vvar]": return .vvar
+        case "[vvar_vclock]": return .vvarVclock
+        case "[vsyscall]": return nil
+        default:
+            if m.name.hasPrefix("/SYSV") { return .sysvShm }
+            if m.inode == 0 || m.name == "/dev/zero (deleted)" || m.name.hasPrefix("[anon_shmem") { return .anonymous }
+            return .file
+        }
+    }
+
+    /// Reads /proc/PID/smaps only for the VmFlags lines (the one place they are shown).
+    func vmFlags() throws -> [UInt64: [String]] {
+        var out = [UInt64: [String]]()
+        var current: UInt64 = 0
+        let keep: Set<Substring> = ["gd", "dc", "dd", "hg", "nh", "wf", "lo"]
+        for line in try ProcFS.read("/proc/\(pid)/smaps").split(separator: "\n") {
+            if line.hasPrefix("VmFlags:") {
+                out[current] = line.dropFirst(8).split(separator: " ").filter { keep.contains($0) }.map(String.init)
+            } else if let dash = line.firstIndex(of: "-"), let start = UInt64(line[..<dash], radix: 16), line.first?.isHexDigit == true,
+                      line.split(separator: " ").count >= 5 {
+                current = start
+            }
+        }
+        return out
+    }
+
+    /// Writes the present pages of every VMA to `pages` and returns the VMA list.
+    func dumpMemory(to pages: StreamFile) throws -> [VMA] {
+        let maps = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+        let flags = try vmFlags()
+        let pm = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        if pm < 0 { throw SSIError.sys("open /proc/\(pid)/pagemap", errno: errno) }
+        defer { close(pm) }
+        let mem = RemoteMemory(pid: pid)
+        let bufSize = 32 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bufSize, alignment: 4096)
+        defer { buf.deallocate() }
+        var vmas = [VMA]()
+        for m in maps {
+            guard let kind = ProcessDumper.classify(m) else { continue }
+            var path: String? = nil
+            if kind == .file {
+                if m.name.hasSuffix(" (deleted)") {
+                    throw SSIError(.unsupported, "PID \(pid) maps a file that was deleted (\(m.name)) at 0x\(String(m.start, radix: 16)); not supported yet")
+                }
+                path = m.name
+            }
+            var vma = VMA(start: m.start, end: m.end, read: m.read, write: m.write, exec: m.exec, shared: m.shared, kind: kind,
+                          name: m.name, path: path, fileOffset: m.offset, vmFlags: flags[m.start] ?? [])
+            if kind == .sysvShm { vma.sysvShmID = Int32(truncatingIfNeeded: m.inode) }
+            // What must be saved: anonymous memory (private or shared) that is present or
+            // swapped; for private file mappings only pages the process changed (COW copies,
+            // which pagemap shows as not file-backed); shared file mappings live in their file.
+            let wantsPages: Bool
+            switch kind {
+            case .anonymous: wantsPages = true
+            case .file: wantsPages = !m.shared
+            default: wantsPages = false
+            }
+            if wantsPages {
+                let runs = try presentRuns(pagemap: pm, vma: m, fileBacked: kind == .file)
+                var batch = [(UInt64, Int)]()
+                var batchBytes = 0
+                func flush() throws {
+                    guard batchBytes > 0 else { return }
+                    let b = UnsafeMutableRawBufferPointer(rebasing: buf[0..<batchBytes])
+                    if m.read {
+                        _ = try mem.read(into: b, from: batch)
+                    } else {
+                        var off = 0
+                        for (a, l) in batch { try mem.forcedRead(into: UnsafeMutableRawBufferPointer(rebasing: buf[off..<(off + l)]), at: a); off += l }
+                    }
+                    try pages.append(UnsafeRawBufferPointer(b))
+                    batch.removeAll(keepingCapacity: true)
+                    batchBytes = 0
+                }
+                for (addr, count) in runs {
+                    vma.pages.append(PageRun(address: addr, count: count, fileOffset: pages.size + UInt64(batchBytes)))
+                    var a = addr
+                    var left = Int(count * SnapshotFormat.pageSize)
+                    while left > 0 {
+                        let take = min(left, bufSize - batchBytes)
+                        batch.append((a, take))
+                        batchBytes += take
+                        a += UInt64(take)
+                        left -= take
+                        if batchBytes == bufSize { try flush() }
+                    }
+                }
+                try flush()
+            }
+            vmas.append(vma)
+        }
+        return vmas
+    }
+
+    /// Runs of pages to save in one VMA, from /proc/PID/pagemap (bit 63 present, 62 swapped,
+    /// 61 file-page or shared-anonymous: Documentation/admin-guide/mm/pagemap.rst).
+    func presentRuns(pagemap: Int32, vma: MapsEntry, fileBacked: Bool) throws -> [(UInt64, UInt64)] {
+        let n = Int(vma.size / SnapshotFormat.pageSize)
+        var entries = [UInt64](repeating: 0, count: n)
+        let want = n * 8
+        let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, want, off_t((vma.start / SnapshotFormat.pageSize) * 8)) }
+        if got != want { throw SSIError.sys("read /proc/\(pid)/pagemap", errno: errno) }
+        var runs = [(UInt64, UInt64)]()
+        var runStart = -1
+        for i in 0...n {
+            var keep = false
+            if i < n {
+                let e = entries[i]
+                let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
+                keep = fileBacked ? ((present && !file) || swapped) : (present || swapped)
+            }
+            if keep && runStart < 0 { runStart = i }
+            if !keep && runStart >= 0 {
+                runs.append((vma.start + UInt64(runStart) * SnapshotFormat.pageSize, UInt64(i - runStart)))
+                runStart = -1
+            }
+        }
+        return runs
+    }
+}

@@ -1,0 +1,393 @@
+import CSSILinux
+import Foundation
+import SSIImage
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Rebuilds one process from its image.
+///
+/// The process is created empty-handed: clone3 with set_tid gives it its old PID, and the
+/// child stops itself at once (cssi_spawn_restore_shell). From then on it never runs its own
+/// code: we drive it with injected syscalls (see Injector) that tear down the copy of our
+/// address space it inherited, map the snapshot's memory at the old addresses, reopen its
+/// files, and set everything else; then we load its registers and let it go.
+struct ProcessRestorer {
+    let image: ProcessImage
+    let snapshotDir: String
+    /// Give the fds that were terminals the caller's terminal (`restart -t`).
+    var useCallerTerminal = false
+    var warnings: [String] = []
+
+    init(image: ProcessImage, snapshotDir: String) { self.image = image; self.snapshotDir = snapshotDir }
+
+    /// Checks, before creating anything, what can be checked from outside.
+    func preflight() throws {
+        let pid = image.pid
+        if kill(pid, 0) == 0 || errno != ESRCH || ProcFS.exists("/proc/\(pid)") {
+            throw SSIError(.busy, "PID \(pid) is busy: a process with that PID exists, so application \(pid) cannot be restarted with its PID; nothing was changed",
+                           hint: "if it is the running application, checkpoint it with --kill first; if it is a zombie, its parent must reap it")
+        }
+        guard image.threads.count == 1 else { throw SSIError(.unsupported, "snapshot of PID \(pid) has \(image.threads.count) threads; not supported yet") }
+        for f in image.fds where f.kind == .regular {
+            var st = stat()
+            if stat(f.path, &st) != 0 {
+                throw SSIError(.notFound, "PID \(pid) fd \(f.fd): file \(f.path) no longer exists", hint: "put the file back where it was, then restart again")
+            }
+            if Int64(st.st_size) < f.position {
+                throw SSIError(.state, "PID \(pid) fd \(f.fd): \(f.path) is now \(st.st_size) bytes, shorter than the saved offset \(f.position)",
+                               hint: "restore the file's content (e.g. from a copy taken with the snapshot) before restarting")
+            }
+        }
+        for v in image.vmas where v.kind == .file {
+            if let p = v.path, access(p, R_OK) != 0 {
+                throw SSIError(.notFound, "PID \(pid): mapped file \(p) no longer exists or is unreadable", hint: "reinstall the file, then restart again")
+            }
+        }
+        if useCallerTerminal, image.fds.contains(where: { $0.kind == .tty }), callerTerminalFD() == nil {
+            throw SSIError(.invalidArgument, "-t was given but ssi's standard input, output and error are not terminals")
+        }
+    }
+
+    func callerTerminalFD() -> Int32? { [0, 1, 2].first { isatty($0) != 0 } }
+
+    /// Creates and fills the process; returns it stopped under our ptrace, ready to detach.
+    func restore(cgroupFD: Int32) throws -> Tracee {
+        let pid = image.pid
+        let r = cssi_spawn_restore_shell(pid, cgroupFD)
+        if r == -EEXIST { throw SSIError(.busy, "PID \(pid) is busy (taken while restarting); nothing was changed") }
+        if r < 0 { throw SSIError.sys("clone3 with set_tid=\(pid)", errno: -r, hint: r == -EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil) }
+        let tracee = Tracee.adoptTraceMe(pid)
+        do {
+            guard case .signal(SIGSTOP) = try tracee.wait() else { throw SSIError(.system, "restored process \(pid) did not stop as expected") }
+            // If ssi dies mid-restore, the half-built process dies with it (PTRACE_O_EXITKILL).
+            try tracee.setOptions(UInt(CSSI_PTRACE_O_EXITKILL))
+            try fill(tracee)
+            return tracee
+        } catch {
+            kill(pid, SIGKILL)
+            var st: Int32 = 0
+            _ = cssi_waitpid(pid, &st, 0)
+            throw error
+        }
+    }
+
+    private func fill(_ tracee: Tracee) throws {
+        let pid = image.pid
+        guard let thread = image.threads.first else { throw SSIError(.corrupt, "snapshot of PID \(pid) has no thread") }
+        var inj = try Injector(pid: pid, base: try tracee.registers())
+        try tracee.setSigmask(~0)
+        let mem = RemoteMemory(pid: pid)
+
+        // 1. glibc in our copy registered rseq for its thread; unregister it while its memory
+        //    is still there (the kernel writes to the area on unregister).
+        if let r = try tracee.rseqConfiguration() {
+            try inj.call("rseq unregister", Arch.SYS.rseq, r.rseq_abi_pointer, UInt64(r.rseq_abi_size), 1, UInt64(r.signature))
+        }
+
+        // 2. A scratch page for syscall arguments, in a hole of the target layout.
+        let current = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+        let scratchSize: UInt64 = 1 << 20
+        let scratch = try findHole(size: scratchSize, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
+        try inj.call("mmap scratch", Arch.SYS.mmap, scratch, scratchSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC),
+                     UInt64(MAP_PRIVATE | MAP_ANONYMOUS | Int32(CSSI_MAP_FIXED_NOREPLACE)), UInt64.max, 0)
+        // From now on syscalls run from a `syscall` instruction in the scratch area: the vDSO
+        // is about to move, and a syscall cannot return into a mapping it has just moved.
+        try mem.write(Arch.syscallInstruction, to: scratch + scratchSize - 16)
+        inj.gadget = scratch + scratchSize - 16
+        func putString(_ s: String, _ off: UInt64 = 0) throws -> UInt64 {
+            try mem.write(Array(s.utf8) + [0], to: scratch + off)
+            return scratch + off
+        }
+
+        // 3. File descriptors: keep only the caller's terminal (for -t), at a high number.
+        let maxFD = UInt64(max(image.fds.map(\.fd).max() ?? 2, 2))
+        let high = maxFD + 10
+        var ttyFD: UInt64? = nil
+        if useCallerTerminal, let t = callerTerminalFD() {
+            ttyFD = try inj.call("dup terminal", Arch.SYS.fcntl, UInt64(t), UInt64(F_DUPFD), high)
+        }
+        if let ttyFD {
+            if ttyFD > 0 { try inj.call("close_range", Arch.SYS.close_range, 0, ttyFD - 1, 0) }
+            try inj.call("close_range", Arch.SYS.close_range, ttyFD + 1, UInt64(UInt32.max), 0)
+        } else {
+            try inj.call("close_range", Arch.SYS.close_range, 0, UInt64(UInt32.max), 0)
+        }
+        let imagesFD = try inj.call("open pages", Arch.SYS.openat, UInt64(AT_FDCWD), try putString("\(snapshotDir)/\(image.pagesFile)"), UInt64(O_RDONLY | O_CLOEXEC), 0)
+        let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
+        try inj.call("close", Arch.SYS.close, imagesFD)
+
+        // 4. Unmap everything we inherited but the vDSO/vvar (moved below) and the scratch.
+        for m in current where !m.isSpecialKernelMapping {
+            try inj.call("munmap 0x\(String(m.start, radix: 16))", Arch.SYS.munmap, m.start, m.size)
+        }
+
+        // 5. vDSO and vvar back to their old addresses. They must keep their relative layout:
+        //    the vDSO code reaches its data pages at fixed offsets.
+        try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
+
+        // 6. Memory: map each area, writable while we fill it, then give it its protection.
+        var fileFDs = [String: UInt64]()
+        for v in image.vmas {
+            switch v.kind {
+            case .vdso, .vvar, .vvarVclock: continue
+            case .sysvShm:
+                guard let id = v.sysvShmID else { continue }
+                let r = try inj.rawArgs(Arch.SYS.shmat, [UInt64(id), v.start, UInt64(v.write ? 0 : SHM_RDONLY) | UInt64(SHM_REMAP)])
+                if r < 0 {
+                    throw SSIError(.notFound, "PID \(pid) had SysV shared memory \(v.name) (id \(id)) attached at 0x\(String(v.start, radix: 16)), and it cannot be attached now: \(String(cString: strerror(Int32(-r))))",
+                                   hint: "restore the segment first with `ssi ipc restart -m FILE`")
+                }
+                continue
+            case .anonymous, .file:
+                break
+            }
+            var prot = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
+            let needsFill = !v.pages.isEmpty
+            if needsFill { prot |= PROT_READ | PROT_WRITE }
+            var flags = MAP_FIXED | (v.shared ? MAP_SHARED : MAP_PRIVATE)
+            if v.vmFlags.contains("gd") { flags |= MAP_GROWSDOWN }
+            var fd = UInt64.max
+            if v.kind == .anonymous {
+                flags |= MAP_ANONYMOUS
+            } else if let path = v.path {
+                let mode = (v.shared && v.write) ? O_RDWR : O_RDONLY
+                let key = "\(mode):\(path)"
+                if let f = fileFDs[key] { fd = f } else {
+                    let f0 = try inj.call("open \(path)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_CLOEXEC), 0)
+                    fd = try inj.call("dup", Arch.SYS.fcntl, f0, UInt64(F_DUPFD_CLOEXEC), high + 2)
+                    try inj.call("close", Arch.SYS.close, f0)
+                    fileFDs[key] = fd
+                }
+            }
+            try inj.call("mmap 0x\(String(v.start, radix: 16)) \(v.name)", Arch.SYS.mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset)
+            for run in v.pages {
+                var done: UInt64 = 0
+                let total = run.count * SnapshotFormat.pageSize
+                while done < total {
+                    let n = try inj.call("pread pages into 0x\(String(run.address, radix: 16))", Arch.SYS.pread64, pagesFD, run.address + done, total - done, run.fileOffset + done)
+                    if n == 0 { throw SSIError(.corrupt, "\(snapshotDir)/\(image.pagesFile) is shorter than its page index") }
+                    done += n
+                }
+            }
+            let finalProt = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
+            if finalProt != prot { try inj.call("mprotect", Arch.SYS.mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+            // madvise(2) flags that /proc/PID/smaps shows as VmFlags.
+            let advice: [String: Int32] = ["dc": 10 /* MADV_DONTFORK */, "dd": 16 /* MADV_DONTDUMP */, "hg": 14 /* MADV_HUGEPAGE */,
+                                           "nh": 15 /* MADV_NOHUGEPAGE */, "wf": 18 /* MADV_WIPEONFORK */]
+            for f in v.vmFlags { if let a = advice[f] { _ = try inj.raw(Arch.SYS.madvise, v.start, v.end - v.start, UInt64(a)) } }
+        }
+        for (_, fd) in fileFDs { try inj.call("close", Arch.SYS.close, fd) }
+
+        // 7. mm fields and /proc/PID/exe: prctl(PR_SET_MM, PR_SET_MM_MAP) (Linux 3.18), which
+        //    unlike the single-field PR_SET_MM options does not need CAP_SYS_RESOURCE.
+        let exeFD0 = try inj.call("open exe \(image.exe)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(image.exe), UInt64(O_RDONLY | O_CLOEXEC), 0)
+        let exeFD = try inj.call("dup", Arch.SYS.fcntl, exeFD0, UInt64(F_DUPFD_CLOEXEC), high + 3)
+        try inj.call("close", Arch.SYS.close, exeFD0)
+        let mm = image.mm
+        let auxvAddr = scratch + 8192
+        try mem.write(mm.auxv.withUnsafeBytes { Array($0) }, to: auxvAddr)
+        var map: [UInt64] = [mm.startCode, mm.endCode, mm.startData, mm.endData, mm.startBrk, mm.brk, mm.startStack,
+                             mm.argStart, mm.argEnd, mm.envStart, mm.envEnd, auxvAddr]
+        map.append(UInt64(UInt32(mm.auxv.count * 8)) | (exeFD << 32))
+        try mem.write(map.withUnsafeBytes { Array($0) }, to: scratch + 4096)
+        try inj.call("prctl(PR_SET_MM_MAP)", Arch.SYS.prctl, 35, 14, scratch + 4096, UInt64(map.count * 8))
+        try inj.call("close", Arch.SYS.close, exeFD)
+
+        // 8. Files, cwd, root, umask.
+        try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
+        if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
+        try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd))
+        try inj.call("umask", Arch.SYS.umask, UInt64(image.umask))
+        if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
+        try inj.call("close", Arch.SYS.close, pagesFD)
+
+        // 9. Signal handlers and the alternate stack. Our copy's handlers are reset first.
+        let saved = Dictionary(image.sigactions.map { ($0.signal, $0) }, uniquingKeysWith: { a, _ in a })
+        for sig in Int32(1)...64 where sig != SIGKILL && sig != SIGSTOP {
+            let a = saved[sig] ?? SigAction(signal: sig, handler: 0, flags: 0, restorer: 0, mask: 0)
+            try mem.write([a.handler, a.flags, a.restorer, a.mask].withUnsafeBytes { Array($0) }, to: scratch)
+            let r = try inj.raw(Arch.SYS.rt_sigaction, UInt64(sig), scratch, 0, 8)
+            if r < 0 && saved[sig] != nil { throw SSIError.sys("rt_sigaction(\(sig)) in PID \(pid)", errno: Int32(-r)) }
+        }
+        let ss = thread.altStack
+        if ss.flags & 2 == 0 {
+            try mem.write([ss.sp, UInt64(UInt32(bitPattern: ss.flags & ~1)), ss.size].withUnsafeBytes { Array($0) }, to: scratch)
+            try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch, 0)
+        }
+
+        // 10. Identity and the rest of the task state.
+        if image.sid == pid {
+            try inj.call("setsid", Arch.SYS.setsid)
+        } else if image.pgid == pid {
+            try inj.call("setpgid", Arch.SYS.setpgid, 0, 0)
+        } else {
+            warn("PID \(pid) belonged to session \(image.sid) / group \(image.pgid), led by processes outside the snapshot; it now runs in ssi's session")
+        }
+        try inj.call("personality", Arch.SYS.personality, UInt64(image.personality))
+        var comm = Array(image.comm.utf8.prefix(15)) + [0]
+        comm += Array(repeating: 0, count: 16 - comm.count)
+        try mem.write(comm, to: scratch)
+        try inj.call("prctl(PR_SET_NAME)", Arch.SYS.prctl, 15, scratch)
+        try inj.call("set_tid_address", Arch.SYS.set_tid_address, thread.clearChildTID)
+        if thread.robustListHead != 0 { try inj.call("set_robust_list", Arch.SYS.set_robust_list, thread.robustListHead, thread.robustListLength) }
+        if let r = thread.rseq { try inj.call("rseq register", Arch.SYS.rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
+        for l in image.rlimits {
+            var v: [UInt64] = [l.cur, l.max]
+            var old: [UInt64] = [0, 0]
+            if cssi_prlimit(pid, l.resource, nil, &old) >= 0, old == v { continue }
+            let r = cssi_prlimit(pid, l.resource, &v, nil)
+            if r < 0 { warn("rlimit \(l.resource) of PID \(pid) could not be set to \(l.cur)/\(l.max): \(String(cString: strerror(Int32(-r))))") }
+        }
+        try? ProcFS.write("/proc/\(pid)/oom_score_adj", "\(image.oomScoreAdj)")
+        // Credentials last but for what they reset: a uid change clears the dumpable flag and
+        // the parent-death signal (commit_creds), so those come after.
+        let c = image.credentials
+        if c.uids.count == 4 && c.gids.count == 4 {
+            try mem.write(c.groups.withUnsafeBytes { Array($0) } + [0], to: scratch)
+            try inj.call("setgroups", Arch.SYS.setgroups, UInt64(c.groups.count), scratch)
+            try inj.call("setresgid", Arch.SYS.setresgid, UInt64(c.gids[0]), UInt64(c.gids[1]), UInt64(c.gids[2]))
+            try inj.call("setresuid", Arch.SYS.setresuid, UInt64(c.uids[0]), UInt64(c.uids[1]), UInt64(c.uids[2]))
+        }
+        try inj.call("prctl(PR_SET_DUMPABLE)", Arch.SYS.prctl, 4, UInt64(image.dumpable))
+        if image.parentDeathSignal != 0 { try inj.call("prctl(PR_SET_PDEATHSIG)", Arch.SYS.prctl, 1, UInt64(image.parentDeathSignal)) }
+
+        // 11. Pending signals, queued while everything is still blocked, with their siginfo.
+        for info in image.sharedPending + thread.pending {
+            guard info.count == 128 else { continue }
+            let sig = info.withUnsafeBytes { $0.load(as: Int32.self) }
+            try mem.write(Array(info), to: scratch)
+            let isShared = image.sharedPending.contains(info)
+            if isShared {
+                try inj.call("rt_sigqueueinfo(\(sig))", Arch.SYS.rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
+            } else {
+                try inj.call("rt_tgsigqueueinfo(\(sig))", Arch.SYS.rt_tgsigqueueinfo, UInt64(pid), UInt64(pid), UInt64(sig), scratch)
+            }
+        }
+        try inj.call("munmap scratch", Arch.SYS.munmap, scratch, scratchSize)
+
+        // 12. Registers, FPU/AVX state and the signal mask.
+        try tracee.setXState(Array(thread.xstate))
+        try tracee.setRegisters(Arch.registersForResume(try UserRegs(named: thread.registers)))
+        try tracee.setSigmask(thread.blockedMask)
+    }
+
+    private func moveVDSO(inj: inout Injector, current: [MapsEntry], reserved: (UInt64, UInt64)) throws {
+        let names: [(VMA.Kind, String)] = [(.vvar, "[vvar]"), (.vvarVclock, "[vvar_vclock]"), (.vdso, "[vdso]")]
+        var moves = [(from: UInt64, to: UInt64, size: UInt64)]()
+        for (kind, name) in names {
+            let old = image.vmas.first { $0.kind == kind }
+            let now = current.first { $0.name == name }
+            switch (old, now) {
+            case (nil, nil): continue
+            case let (o?, n?):
+                guard o.end - o.start == n.size else {
+                    throw SSIError(.unsupported, "the snapshot's \(name) is \(o.end - o.start) bytes, this kernel's is \(n.size): it was taken under another kernel",
+                                   hint: "restart it on a node running the kernel it was checkpointed on")
+                }
+                moves.append((n.start, o.start, n.size))
+            default:
+                throw SSIError(.unsupported, "the snapshot and this kernel disagree on the \(name) mapping: it was taken under another kernel")
+            }
+        }
+        guard moves.contains(where: { $0.from != $0.to }) else { return }
+        // Move through a temporary place first, so no move lands on a mapping not yet moved.
+        let hole = try findHole(size: moves.reduce(0) { $0 + $1.size } + (1 << 20),
+                                avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) } + [reserved])
+        var tmp = hole
+        var staged = [(UInt64, UInt64, UInt64)]()
+        for m in moves {
+            try inj.call("mremap vdso", Arch.SYS.mremap, m.from, m.size, m.size, 3 /* MREMAP_MAYMOVE|MREMAP_FIXED */, tmp)
+            staged.append((tmp, m.to, m.size))
+            tmp += m.size
+        }
+        for (from, to, size) in staged {
+            try inj.call("mremap vdso", Arch.SYS.mremap, from, size, size, 3, to)
+        }
+    }
+
+    private func restoreFileDescriptors(inj: Injector, scratch: UInt64, high: UInt64, putString: (String, UInt64) throws -> UInt64, ttyFD: UInt64?) throws {
+        let pid = image.pid
+        let mem = RemoteMemory(pid: pid)
+        // Pipes first, at high numbers so they collide with no fd being restored.
+        var pipes = [UInt64: (r: UInt64, w: UInt64)]()
+        var next = high + 4
+        for f in image.fds where f.kind == .pipe {
+            guard let id = f.pipeID, pipes[id] == nil else { continue }
+            try inj.call("pipe2", Arch.SYS.pipe2, scratch, UInt64(O_CLOEXEC))
+            let ends = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
+            let r = try inj.call("dup pipe", Arch.SYS.fcntl, UInt64(ends[0]), UInt64(F_DUPFD_CLOEXEC), next)
+            let w = try inj.call("dup pipe", Arch.SYS.fcntl, UInt64(ends[1]), UInt64(F_DUPFD_CLOEXEC), next + 1)
+            next += 2
+            try inj.call("close", Arch.SYS.close, UInt64(ends[0]))
+            try inj.call("close", Arch.SYS.close, UInt64(ends[1]))
+            if let size = f.pipeSize, size > 0 { _ = try inj.raw(Arch.SYS.fcntl, w, UInt64(CSSI_F_SETPIPE_SZ), UInt64(size)) }
+            if let data = f.pipeData, !data.isEmpty {
+                // Write the saved bytes from here, through the pipe's /proc link.
+                let wfd = open("/proc/\(pid)/fd/\(w)", O_WRONLY | O_CLOEXEC | O_NONBLOCK)
+                if wfd < 0 { throw SSIError.sys("open pipe of restored PID \(pid)", errno: errno) }
+                defer { close(wfd) }
+                let n = data.withUnsafeBytes { Glibc.write(wfd, $0.baseAddress, $0.count) }
+                if n != data.count { throw SSIError(.system, "could not refill the pipe of PID \(pid) fd \(f.fd) (\(n) of \(data.count) bytes)") }
+            }
+            pipes[id] = (r, w)
+        }
+        for f in image.fds.sorted(by: { $0.fd < $1.fd }) {
+            let target = UInt64(f.fd)
+            var src: UInt64
+            var temporary = true
+            switch f.kind {
+            case .pipe:
+                guard let id = f.pipeID, let p = pipes[id] else { continue }
+                src = (f.flags & O_ACCMODE) == O_WRONLY ? p.w : p.r
+                temporary = false
+            case .tty where ttyFD != nil:
+                src = ttyFD!
+                temporary = false
+            default:
+                let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
+                let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path, 0), UInt64(flags | O_NOCTTY), 0])
+                if r < 0 {
+                    throw SSIError.sys("PID \(pid) fd \(f.fd): reopen \(f.path)", errno: Int32(-r),
+                                       hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
+                }
+                src = UInt64(r)
+            }
+            if src != target {
+                try inj.call("dup3 to fd \(f.fd)", Arch.SYS.dup3, src, target, UInt64(f.closeOnExec ? O_CLOEXEC : 0))
+                if temporary { try inj.call("close", Arch.SYS.close, src) }
+            } else if f.closeOnExec {
+                try inj.call("fcntl FD_CLOEXEC", Arch.SYS.fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
+            }
+            if f.kind == .pipe && f.flags & O_NONBLOCK != 0 {
+                try inj.call("fcntl O_NONBLOCK", Arch.SYS.fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
+            }
+            if f.kind == .regular || f.kind == .directory {
+                try inj.call("lseek fd \(f.fd)", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+            }
+        }
+        for (_, p) in pipes {
+            try inj.call("close", Arch.SYS.close, p.r)
+            try inj.call("close", Arch.SYS.close, p.w)
+        }
+    }
+
+    /// The lowest gap of `size` bytes above 4 GiB that overlaps none of `ranges`.
+    func findHole(size: UInt64, avoiding ranges: [(UInt64, UInt64)]) throws -> UInt64 {
+        let sorted = ranges.sorted { $0.0 < $1.0 }
+        var candidate: UInt64 = 1 << 32
+        for (s, e) in sorted {
+            if e <= candidate { continue }
+            if s >= candidate + size { break }
+            candidate = (e + 0xfff) & ~0xfff
+        }
+        guard candidate + size < (1 << 47) - (1 << 30) else { throw SSIError(.system, "no free address range for the restorer's scratch page") }
+        return candidate
+    }
+}
+
+/// Something the user should know that does not stop the restart.
+func warn(_ text: String) {
+    FileHandle.standardError.write(Data("ssi: warning: \(text)\n".utf8))
+}

@@ -1,1 +1,0 @@
-// The snapshot format: see docs/snapshot-format.md.

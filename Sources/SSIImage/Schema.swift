@@ -1,0 +1,200 @@
+import Foundation
+
+/// The snapshot format, version 1. docs/snapshot-format.md describes it for humans; these
+/// types are the single definition the writer and the reader share.
+///
+/// A snapshot is a directory `<appid>/v<N>/` holding:
+///  - `manifest.json`: what this is, and every other file with its size and CRC-32C;
+///  - `manifest.crc`: the CRC-32C of manifest.json, in hex;
+///  - `core-<pid>.json`: one process's state except memory contents;
+///  - `pages-<pid>.img`: that process's saved pages, concatenated, page aligned.
+public enum SnapshotFormat {
+    public static let magic = "swiftssi-snapshot"
+    public static let version = 1
+    public static let pageSize: UInt64 = 4096
+}
+
+public struct Manifest: Codable, Sendable, Equatable {
+    public var format: String
+    public var formatVersion: Int
+    public var appID: Int32
+    public var version: Int
+    public var description: String
+    public var date: String
+    public var arch: String
+    public var kernel: String
+    public var processes: [Int32]
+    public var files: [FileEntry]
+
+    public init(appID: Int32, version: Int, description: String, date: String, arch: String, kernel: String,
+                processes: [Int32], files: [FileEntry]) {
+        self.format = SnapshotFormat.magic
+        self.formatVersion = SnapshotFormat.version
+        self.appID = appID; self.version = version; self.description = description; self.date = date
+        self.arch = arch; self.kernel = kernel; self.processes = processes; self.files = files
+    }
+}
+
+public struct FileEntry: Codable, Sendable, Equatable {
+    public var name: String
+    public var size: UInt64
+    public var crc32c: UInt32
+    public init(name: String, size: UInt64, crc32c: UInt32) { self.name = name; self.size = size; self.crc32c = crc32c }
+}
+
+/// One process (thread group).
+public struct ProcessImage: Codable, Sendable {
+    public var pid: Int32
+    public var ppid: Int32
+    public var pgid: Int32
+    public var sid: Int32
+    public var comm: String
+    public var exe: String
+    public var credentials: Credentials
+    public var umask: UInt32
+    public var cwd: String
+    public var root: String
+    public var personality: UInt32
+    public var parentDeathSignal: Int32
+    public var dumpable: Int32
+    public var rlimits: [RLimit]
+    public var mm: MMFields
+    public var vmas: [VMA]
+    public var pagesFile: String
+    public var fds: [FileDescriptorImage]
+    public var sigactions: [SigAction]
+    public var sharedPending: [Data]
+    public var threads: [ThreadImage]
+    public var oomScoreAdj: Int32
+
+    public init(pid: Int32) {
+        self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
+        umask = 0o022; cwd = "/"; root = "/"; personality = 0; parentDeathSignal = 0; dumpable = 1; rlimits = []
+        mm = MMFields(); vmas = []; pagesFile = ""; fds = []; sigactions = []; sharedPending = []; threads = []; oomScoreAdj = 0
+    }
+}
+
+public struct Credentials: Codable, Sendable, Equatable {
+    /// real, effective, saved, filesystem
+    public var uids: [UInt32] = [0, 0, 0, 0]
+    public var gids: [UInt32] = [0, 0, 0, 0]
+    public var groups: [UInt32] = []
+    public init() {}
+}
+
+public struct RLimit: Codable, Sendable, Equatable {
+    public var resource: Int32
+    public var cur: UInt64
+    public var max: UInt64
+    public init(resource: Int32, cur: UInt64, max: UInt64) { self.resource = resource; self.cur = cur; self.max = max }
+}
+
+/// The mm_struct fields restored with prctl(PR_SET_MM, PR_SET_MM_MAP) (prctl(2)).
+public struct MMFields: Codable, Sendable, Equatable {
+    public var startCode: UInt64 = 0, endCode: UInt64 = 0, startData: UInt64 = 0, endData: UInt64 = 0
+    public var startBrk: UInt64 = 0, brk: UInt64 = 0, startStack: UInt64 = 0
+    public var argStart: UInt64 = 0, argEnd: UInt64 = 0, envStart: UInt64 = 0, envEnd: UInt64 = 0
+    public var auxv: [UInt64] = []
+    public init() {}
+}
+
+/// One virtual memory area, as /proc/PID/maps and smaps describe it.
+public struct VMA: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        case anonymous, file, vdso, vvar, vvarVclock = "vvar_vclock", sysvShm = "sysv_shm"
+    }
+    public var start: UInt64
+    public var end: UInt64
+    public var read: Bool, write: Bool, exec: Bool, shared: Bool
+    public var kind: Kind
+    /// "[heap]", "[stack]", a file path, "/SYSV0000002a (deleted)"...
+    public var name: String
+    public var path: String?
+    public var fileOffset: UInt64
+    /// smaps VmFlags we restore: gd (grows down), dc (dontfork), dd (dontdump), hg/nh (huge page advice), wf (wipe on fork).
+    public var vmFlags: [String]
+    public var sysvShmID: Int32?
+    /// Saved pages: runs of consecutive pages and where they start in the pages file.
+    public var pages: [PageRun]
+
+    public init(start: UInt64, end: UInt64, read: Bool, write: Bool, exec: Bool, shared: Bool, kind: Kind, name: String,
+                path: String?, fileOffset: UInt64, vmFlags: [String]) {
+        self.start = start; self.end = end; self.read = read; self.write = write; self.exec = exec; self.shared = shared
+        self.kind = kind; self.name = name; self.path = path; self.fileOffset = fileOffset; self.vmFlags = vmFlags
+        self.sysvShmID = nil; self.pages = []
+    }
+}
+
+public struct PageRun: Codable, Sendable, Equatable {
+    public var address: UInt64
+    public var count: UInt64
+    /// Byte offset in the pages file.
+    public var fileOffset: UInt64
+    public init(address: UInt64, count: UInt64, fileOffset: UInt64) { self.address = address; self.count = count; self.fileOffset = fileOffset }
+}
+
+public struct FileDescriptorImage: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe }
+    public var fd: Int32
+    public var kind: Kind
+    public var path: String
+    /// open(2) flags as in /proc/PID/fdinfo (O_ACCMODE, O_APPEND, O_NONBLOCK...).
+    public var flags: Int32
+    public var closeOnExec: Bool
+    public var position: Int64
+    /// Regular files: size at checkpoint time, to detect a file shrunk below the offset.
+    public var size: Int64?
+    /// Pipes: the pipe's inode, shared by both ends; its buffered bytes and capacity.
+    public var pipeID: UInt64?
+    public var pipeData: Data?
+    public var pipeSize: Int32?
+
+    public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
+        self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position
+    }
+}
+
+public struct SigAction: Codable, Sendable, Equatable {
+    public var signal: Int32
+    public var handler: UInt64
+    public var flags: UInt64
+    public var restorer: UInt64
+    public var mask: UInt64
+    public init(signal: Int32, handler: UInt64, flags: UInt64, restorer: UInt64, mask: UInt64) {
+        self.signal = signal; self.handler = handler; self.flags = flags; self.restorer = restorer; self.mask = mask
+    }
+}
+
+public struct ThreadImage: Codable, Sendable {
+    public var tid: Int32
+    /// General-purpose registers by name (Arch's register file), as saved while stopped.
+    public var registers: [String: UInt64]
+    /// The XSAVE area (PTRACE_GETREGSET NT_X86_XSTATE).
+    public var xstate: Data
+    public var blockedMask: UInt64
+    public var pending: [Data]
+    public var altStack: AltStack
+    public var rseq: RSeq?
+    public var robustListHead: UInt64
+    public var robustListLength: UInt64
+    public var clearChildTID: UInt64
+
+    public init(tid: Int32) {
+        self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()
+        rseq = nil; robustListHead = 0; robustListLength = 0; clearChildTID = 0
+    }
+}
+
+public struct AltStack: Codable, Sendable, Equatable {
+    public var sp: UInt64 = 0
+    public var flags: Int32 = 2 // SS_DISABLE
+    public var size: UInt64 = 0
+    public init() {}
+}
+
+public struct RSeq: Codable, Sendable, Equatable {
+    public var pointer: UInt64
+    public var length: UInt32
+    public var signature: UInt32
+    public init(pointer: UInt64, length: UInt32, signature: UInt32) { self.pointer = pointer; self.length = length; self.signature = signature }
+}

@@ -1,0 +1,242 @@
+import CSSILinux
+import Foundation
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The per-application version store: `<root>/<appid>/v<N>/`. Root is $SSI_CHKPT_DIR, or
+/// /var/chkpt as in Kerrighed.
+public struct SnapshotStore: Sendable {
+    public let root: String
+
+    public init(root: String? = nil) {
+        self.root = root ?? ProcessInfo.processInfo.environment["SSI_CHKPT_DIR"] ?? "/var/chkpt"
+    }
+
+    public func appDirectory(_ app: Int32) -> String { "\(root)/\(app)" }
+    public func directory(_ app: Int32, version: Int) -> String { "\(root)/\(app)/v\(version)" }
+
+    /// Committed versions, ascending. Temporary directories of unfinished checkpoints are ignored.
+    public func versions(_ app: Int32) -> [Int] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: appDirectory(app)) else { return [] }
+        return names.compactMap { $0.hasPrefix("v") ? Int($0.dropFirst()) : nil }.sorted()
+    }
+
+    public func applications() -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap { Int32($0) }.sorted()
+    }
+
+    /// Starts writing a new snapshot in a temporary directory beside the versions.
+    public func beginWrite(app: Int32) throws -> SnapshotWriter {
+        let dir = appDirectory(app)
+        do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+            throw SSIError(.permission, "cannot create snapshot directory \(dir): \(error.localizedDescription)",
+                           hint: "set SSI_CHKPT_DIR to a writable directory, or run as root")
+        }
+        // Leftovers of checkpoints killed mid-way: never a version, safe to remove.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(".tmp-") {
+            let parts = name.split(separator: "-")
+            if parts.count >= 2, let owner = Int32(parts[1]), kill(owner, 0) != 0 { try? FileManager.default.removeItem(atPath: "\(dir)/\(name)") }
+        }
+        let tmp = "\(dir)/.tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard mkdir(tmp, 0o700) == 0 else { throw SSIError.sys("mkdir \(tmp)", errno: errno) }
+        return SnapshotWriter(store: self, app: app, tempDir: tmp)
+    }
+
+    /// Opens a committed snapshot and verifies every file before anything uses it.
+    public func open(app: Int32, version: Int?) throws -> Snapshot {
+        let all = versions(app)
+        guard let v = version ?? all.last else {
+            throw SSIError(.notFound, "no snapshot of application \(app) in \(appDirectory(app))",
+                           hint: "checkpoint it first (ssi checkpoint \(app)), or set SSI_CHKPT_DIR to where its snapshots are")
+        }
+        guard all.contains(v) else {
+            throw SSIError(.notFound, "application \(app) has no snapshot version \(v) (versions: \(all.map(String.init).joined(separator: ", ")))",
+                           hint: "ssi snapshots \(app) lists them")
+        }
+        return try Snapshot.load(directory: directory(app, version: v))
+    }
+}
+
+/// Writes one snapshot: files go into a temporary directory, then one rename(2) makes the
+/// version appear whole. A checkpoint killed at any instant leaves no half version.
+public final class SnapshotWriter {
+    let store: SnapshotStore
+    public let app: Int32
+    public let tempDir: String
+    private var entries: [FileEntry] = []
+    private var committed = false
+
+    init(store: SnapshotStore, app: Int32, tempDir: String) { self.store = store; self.app = app; self.tempDir = tempDir }
+
+    deinit { if !committed { abort() } }
+
+    public func abort() { try? FileManager.default.removeItem(atPath: tempDir) }
+
+    public func addFile(_ name: String, _ bytes: [UInt8]) throws {
+        let f = try StreamFile(path: "\(tempDir)/\(name)")
+        try bytes.withUnsafeBytes { (b) throws in try f.append(b) }
+        entries.append(try f.finish(name: name))
+    }
+
+    public func createStream(_ name: String) throws -> StreamFile { try StreamFile(path: "\(tempDir)/\(name)") }
+
+    public func addFinished(_ entry: FileEntry) { entries.append(entry) }
+
+    public func addJSON<T: Encodable>(_ name: String, _ value: T) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .prettyPrinted]
+        do { try addFile(name, Array(try enc.encode(value))) } catch let e as SSIError { throw e } catch {
+            throw SSIError(.system, "cannot encode \(name): \(error)")
+        }
+    }
+
+    /// Writes the manifest, syncs everything to disk and renames the directory to the next
+    /// unused version. Returns the version number.
+    public func commit(description: String, processes: [Int32], date: Date = Date()) throws -> (Int, Manifest) {
+        var uts = utsname()
+        uname(&uts)
+        let kernel = withUnsafeBytes(of: uts.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        let fmt = ISO8601DateFormatter()
+        while true {
+            let version = (store.versions(app).last ?? 0) + 1
+            let manifest = Manifest(appID: app, version: version, description: description, date: fmt.string(from: date),
+                                    arch: "x86_64", kernel: kernel, processes: processes, files: entries)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys, .prettyPrinted]
+            let bytes: [UInt8]
+            do { bytes = Array(try enc.encode(manifest)) } catch { throw SSIError(.system, "cannot encode manifest: \(error)") }
+            let mf = try StreamFile(path: "\(tempDir)/manifest.json")
+            try bytes.withUnsafeBytes { (b) throws in try mf.append(b) }
+            let crc = try mf.finish(name: "manifest.json").crc32c
+            let cf = try StreamFile(path: "\(tempDir)/manifest.crc")
+            try Array(String(crc, radix: 16).utf8).withUnsafeBytes { (b) throws in try cf.append(b) }
+            _ = try cf.finish(name: "manifest.crc")
+            try fsyncPath(tempDir)
+            let target = store.directory(app, version: version)
+            if rename(tempDir, target) == 0 {
+                committed = true
+                try fsyncPath(store.appDirectory(app))
+                return (version, manifest)
+            }
+            let e = errno
+            // Another checkpoint took this number first: take the next one.
+            if e == EEXIST || e == ENOTEMPTY { continue }
+            throw SSIError.sys("rename \(tempDir) to \(target)", errno: e)
+        }
+    }
+}
+
+func fsyncPath(_ path: String) throws {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { throw SSIError.sys("open \(path)", errno: errno) }
+    defer { close(fd) }
+    if fsync(fd) != 0 { throw SSIError.sys("fsync \(path)", errno: errno) }
+}
+
+/// A file written sequentially with a running CRC-32C; fsync'd by finish().
+public final class StreamFile {
+    public let path: String
+    public let fd: Int32
+    public private(set) var size: UInt64 = 0
+    private var crc: UInt32 = 0
+
+    public init(path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd < 0 { throw SSIError.sys("create \(path)", errno: errno) }
+    }
+
+    deinit { close(fd) }
+
+    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+        guard bytes.count > 0 else { return }
+        crc = cssi_crc32c(crc, bytes.baseAddress, bytes.count)
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SSIError.sys("write \(path)", errno: errno, hint: errno == ENOSPC ? "free space in the snapshot directory" : nil)
+            }
+            done += n
+        }
+        size += UInt64(bytes.count)
+    }
+
+    public func finish(name: String) throws -> FileEntry {
+        if fsync(fd) != 0 { throw SSIError.sys("fsync \(path)", errno: errno) }
+        return FileEntry(name: name, size: size, crc32c: crc)
+    }
+}
+
+/// A verified snapshot, ready for restart.
+public struct Snapshot: Sendable {
+    public let directory: String
+    public let manifest: Manifest
+    public let processes: [ProcessImage]
+
+    /// Refuses, naming the file, anything truncated, corrupt, of another format version, or
+    /// not a SwiftSSI snapshot at all. Nothing is used before everything checks out.
+    public static func load(directory dir: String) throws -> Snapshot {
+        let mpath = "\(dir)/manifest.json"
+        let mbytes: [UInt8]
+        do { mbytes = try ProcFS.readBytes(mpath) } catch {
+            throw SSIError(.corrupt, "\(mpath) is missing or unreadable: \(dir) is not a complete SwiftSSI snapshot", hint: "restart another version")
+        }
+        let crcText = (try? ProcFS.read("\(dir)/manifest.crc"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        let actual = mbytes.withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        guard let expected = UInt32(crcText, radix: 16), expected == actual else {
+            throw SSIError(.corrupt, "\(mpath) is corrupt (its checksum in manifest.crc does not match)", hint: "restart another version")
+        }
+        let manifest: Manifest
+        do { manifest = try JSONDecoder().decode(Manifest.self, from: Data(mbytes)) } catch {
+            throw SSIError(.corrupt, "\(mpath) is not a SwiftSSI manifest: \(error)")
+        }
+        guard manifest.format == SnapshotFormat.magic else { throw SSIError(.corrupt, "\(mpath): not a SwiftSSI snapshot (format \(manifest.format))") }
+        guard manifest.formatVersion == SnapshotFormat.version else {
+            throw SSIError(.corrupt, "\(mpath): snapshot format version \(manifest.formatVersion), this ssi reads version \(SnapshotFormat.version)",
+                           hint: "restart it with the SwiftSSI release that wrote it")
+        }
+        for entry in manifest.files {
+            try verify(entry, in: dir)
+        }
+        var procs = [ProcessImage]()
+        for pid in manifest.processes {
+            let path = "\(dir)/core-\(pid).json"
+            guard manifest.files.contains(where: { $0.name == "core-\(pid).json" }) else { throw SSIError(.corrupt, "\(mpath) does not list core-\(pid).json") }
+            do { procs.append(try JSONDecoder().decode(ProcessImage.self, from: Data(try ProcFS.readBytes(path)))) } catch {
+                throw SSIError(.corrupt, "\(path) does not decode: \(error)")
+            }
+        }
+        return Snapshot(directory: dir, manifest: manifest, processes: procs)
+    }
+
+    static func verify(_ entry: FileEntry, in dir: String) throws {
+        guard !entry.name.contains("/"), !entry.name.hasPrefix(".") else { throw SSIError(.corrupt, "\(dir)/manifest.json names a file outside the snapshot: \(entry.name)") }
+        let path = "\(dir)/\(entry.name)"
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SSIError(.corrupt, "\(path) is missing from the snapshot", hint: "restart another version") }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        guard UInt64(st.st_size) == entry.size else {
+            throw SSIError(.corrupt, "\(path) is truncated or extended: \(st.st_size) bytes, the manifest says \(entry.size)", hint: "restart another version")
+        }
+        let chunk = 8 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buf.deallocate() }
+        var crc: UInt32 = 0
+        while true {
+            let n = Glibc.read(fd, buf.baseAddress, chunk)
+            if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("read \(path)", errno: errno) }
+            if n == 0 { break }
+            crc = cssi_crc32c(crc, buf.baseAddress, n)
+        }
+        guard crc == entry.crc32c else {
+            throw SSIError(.corrupt, "\(path) is corrupt: its CRC-32C is \(String(crc, radix: 16)), the manifest says \(String(entry.crc32c, radix: 16))",
+                           hint: "restart another version")
+        }
+    }
+}
