@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <spawn.h>
 #include <string.h>
 #include <unistd.h>
 #include <nmmintrin.h>
@@ -217,3 +218,6 @@ uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len) {
     while (len) { c = _mm_crc32_u8((uint32_t)c, *p++); len--; }
     return ~(uint32_t)c;
 }
+
+int cssi_spawn_addclosefrom(posix_spawn_file_actions_t *fa, int from) { return posix_spawn_file_actions_addclosefrom_np(fa, from); }
+int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path) { return posix_spawn_file_actions_addchdir_np(fa, path); }

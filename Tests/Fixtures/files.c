@@ -8,7 +8,7 @@ int main(void) {
     for (int i = 0; i < 5000; i++) fprintf(f, "%04d\n", i);
     fclose(f);
     int in = open("input.txt", O_RDONLY);
-    char buf[64];
+    char buf[1024];
     read(in, buf, 1000);                                        // 200 lines consumed
     int app = open("append.txt", O_WRONLY | O_APPEND | O_CREAT | O_TRUNC, 0644);
     write(app, "before\n", 7);

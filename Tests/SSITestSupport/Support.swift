@@ -1,1 +1,137 @@
-// Shared helpers for tests.
+import CSSILinux
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the tests need to know about where they run, and small helpers to run real programs.
+public enum TestEnv {
+    public static let isRoot = geteuid() == 0
+
+    /// The repository root, from this file's path (Tests/SSITestSupport/Support.swift).
+    public static let repoRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    /// The folder holding the built products: the test bundle sits beside `ssi`.
+    public static let productsDir: String = {
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        // On Linux the bundle is an executable .xctest file in the products folder.
+        if dir.lastPathComponent.hasSuffix(".xctest") { dir.deleteLastPathComponent() }
+        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("ssi").path) { return dir.path }
+        return "\(repoRoot)/.build/debug"
+    }()
+
+    public static var ssi: String { "\(productsDir)/ssi" }
+
+    /// Compiles Tests/Fixtures/NAME.c (once per test run) and returns the binary's path.
+    public static func fixture(_ name: String) throws -> String {
+        let out = "\(productsDir)/fixtures"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let bin = "\(out)/\(name)"
+        let src = "\(repoRoot)/Tests/Fixtures/\(name).c"
+        let lock = fixtureLock
+        lock.lock()
+        defer { lock.unlock() }
+        if !built.contains(name) {
+            let r = try run(["/usr/bin/gcc", "-O1", "-g", "-Wall", "-o", bin, src])
+            guard r.status == 0 else { throw TestFailure("gcc \(src) failed: \(r.stderr)") }
+            built.insert(name)
+        }
+        return bin
+    }
+    nonisolated(unsafe) private static var built = Set<String>()   // guarded by fixtureLock
+    private static let fixtureLock = NSLock()
+
+    /// PID 1 on the CI machines does not reap orphans: restarted and background processes
+    /// are reparented to us instead, and we reap them (tests call `reap`).
+    public static func becomeSubreaper() {
+        _ = cssi_prctl(36 /* PR_SET_CHILD_SUBREAPER */, 1, 0, 0, 0)
+    }
+
+    public static func makeTempDir(_ tag: String) throws -> String {
+        let dir = NSTemporaryDirectory() + "ssi-test-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+}
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+    public var output: String { stdout + stderr }
+}
+
+/// Runs a program to completion with posix_spawn; stdout/stderr are captured through files,
+/// stdin is /dev/null and every other fd is closed (so no fd of ours leaks into what it starts).
+public func run(_ argv: [String], env: [String: String] = [:], cwd: String? = nil, stdoutPath: String? = nil) throws -> CommandResult {
+    let tmp = try TestEnv.makeTempDir("cmd")
+    defer { try? FileManager.default.removeItem(atPath: tmp) }
+    let outPath = stdoutPath ?? "\(tmp)/out", errPath = stdoutPath ?? "\(tmp)/err"
+    var fa = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&fa)
+    defer { posix_spawn_file_actions_destroy(&fa) }
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&fa, 1, outPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_addopen(&fa, 2, errPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    cssi_spawn_addclosefrom(&fa, 3)
+    if let cwd { cssi_spawn_addchdir(&fa, cwd) }
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    let cargs = argv.map { strdup($0) } + [nil]
+    let cenv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { cargs.forEach { free($0) }; cenv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawnp(&pid, argv[0], &fa, nil, cargs, cenv)
+    guard rc == 0 else { throw TestFailure("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let err = stdoutPath == nil ? ((try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "") : ""
+    let code = cssi_wifexited(status) != 0 ? cssi_wexitstatus(status) : 128 + cssi_wtermsig(status)
+    return CommandResult(status: code, stdout: out, stderr: err)
+}
+
+/// Polls `condition` every 20 ms until it holds or `seconds` pass.
+public func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+    let end = Date().addingTimeInterval(seconds)
+    while Date() < end {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+/// Waits for a child (or adopted orphan) to end and reaps it; returns its wait status, or
+/// nil if it is still running after `seconds`.
+@discardableResult
+public func reap(_ pid: Int32, within seconds: Double = 5) -> Int32? {
+    var status: Int32 = 0
+    var result: Int32? = nil
+    _ = waitUntil(seconds) {
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { result = status; return true }
+        return r < 0   // not our child (already reaped elsewhere)
+    }
+    return result
+}
+
+/// A process state letter from /proc/PID/stat ("R", "S", "T", "Z"...), or nil if gone.
+public func processState(_ pid: Int32) -> Character? {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = s.lastIndex(of: ")") else { return nil }
+    return s[s.index(close, offsetBy: 2)]
+}
+
+/// The exit code of a wait status, or 128+signal when it was killed.
+public func exitCode(_ status: Int32) -> Int32 {
+    cssi_wifexited(status) != 0 ? cssi_wexitstatus(status) : 128 + cssi_wtermsig(status)
+}

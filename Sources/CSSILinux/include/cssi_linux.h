@@ -12,6 +12,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <signal.h>
+#include <spawn.h>
 
 // ---- ptrace -------------------------------------------------------------------------------
 
@@ -130,6 +131,10 @@ uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len);
 // fcntl/splice constants that glibc only declares under _GNU_SOURCE (fcntl(2), tee(2)).
 enum { CSSI_F_SETPIPE_SZ = 1031, CSSI_F_GETPIPE_SZ = 1032, CSSI_SPLICE_F_NONBLOCK = 2, CSSI_MAP_FIXED_NOREPLACE = 0x100000 };
 long cssi_pipe2(int fds[2], int flags);
+
+// glibc's GNU extensions to posix_spawn (2.29/2.34), declared only under _GNU_SOURCE.
+int cssi_spawn_addclosefrom(posix_spawn_file_actions_t *fa, int from);
+int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path);
 
 // ---- misc ---------------------------------------------------------------------------------
 

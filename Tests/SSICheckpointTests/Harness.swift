@@ -1,0 +1,63 @@
+import Foundation
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One test's world: its own snapshot directory and working directory, and the `ssi`
+/// commands run against them, as a user would type them.
+struct World {
+    let dir: String
+    let chkpt: String
+
+    init(_ tag: String) throws {
+        TestEnv.becomeSubreaper()
+        dir = try TestEnv.makeTempDir(tag)
+        chkpt = "\(dir)/chkpt"
+    }
+
+    func ssi(_ args: String...) throws -> CommandResult {
+        try run([TestEnv.ssi] + args, env: ["SSI_CHKPT_DIR": chkpt], cwd: dir)
+    }
+
+    /// `ssi run -b` with the application's output in out.log; returns the application id.
+    func start(_ argv: [String], log: String = "out.log") throws -> Int32 {
+        let appFile = "\(dir)/app-\(UInt32.random(in: 0...UInt32.max))"
+        let r = try run([TestEnv.ssi, "run", "-b", "-o", appFile, "--"] + argv, env: ["SSI_CHKPT_DIR": chkpt], cwd: dir,
+                        stdoutPath: "\(dir)/\(log)")
+        guard r.status == 0, let text = try? String(contentsOfFile: appFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw TestFailure("ssi run \(argv) failed (\(r.status)): \(r.output) \(self.log(log))")
+        }
+        return pid
+    }
+
+    func log(_ name: String = "out.log") -> String { (try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8)) ?? "" }
+
+    func waitLog(_ text: String, _ seconds: Double = 10, _ name: String = "out.log") -> Bool {
+        waitUntil(seconds) { log(name).contains(text) }
+    }
+
+    /// Checkpoints with --kill=9 and reaps the killed process, so its PID is free.
+    func checkpointKill(_ app: Int32, _ extra: [String] = []) throws -> CommandResult {
+        let r = try run([TestEnv.ssi, "checkpoint", "--kill=KILL"] + extra + ["\(app)"], env: ["SSI_CHKPT_DIR": chkpt], cwd: dir)
+        if r.status == 0 { reap(app) }
+        return r
+    }
+
+    func killAndReap(_ pid: Int32) {
+        kill(pid, SIGKILL)
+        reap(pid)
+    }
+
+    func cleanUp(_ pids: Int32...) {
+        for p in pids { if processState(p) != nil { killAndReap(p) } }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+extension CommandResult {
+    func field(_ name: String) -> String? {
+        stdout.split(separator: "\n").first { $0.hasPrefix("\(name): ") }.map { String($0.dropFirst(name.count + 2)) }
+    }
+}

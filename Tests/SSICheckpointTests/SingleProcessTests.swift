@@ -1,0 +1,72 @@
+import Foundation
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Checkpoint, kill, restart of one unmodified process: each test program sets up one kind of
+/// state and checks it itself after restart (PASS/FAIL in its output).
+@Suite("C/R of one process", .serialized,
+       .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"))
+struct SingleProcessTests {
+    @Test("state survives checkpoint, kill, restart", arguments: ["memory", "fpu", "signals", "files", "piperead"])
+    func programChecksItsState(program: String) throws {
+        let w = try World(program)
+        let app = try w.start([try TestEnv.fixture(program)])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(200_000)
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        #expect(processState(app) == nil, "checkpoint --kill left PID \(app) alive")
+        if program == "files" {
+            // Another writer appends while the application is down: O_APPEND must write after it.
+            let h = FileHandle(forWritingAtPath: "\(w.dir)/append.txt")!
+            h.seekToEndOfFile(); h.write(Data("external\n".utf8)); h.closeFile()
+        }
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        #expect(processState(app) != nil)
+        usleep(100_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
+        #expect(w.log().contains("PASS"), "\(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        let status = reap(app)
+        #expect(status.map { exitCode($0) == 0 } ?? false, "exit status \(String(describing: status))")
+    }
+
+    @Test("a process asleep in nanosleep wakes after restart, having slept the full time")
+    func nanosleepResumes() throws {
+        let w = try World("sleep")
+        let app = try w.start([try TestEnv.fixture("sleeper")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(300_000)
+        try #require(try w.checkpointKill(app).status == 0)
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        #expect(w.waitLog("PASS", 6), "\(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        reap(app)
+    }
+
+    @Test("a python3 loop keeps counting, with no number lost or repeated")
+    func pythonCounts() throws {
+        let w = try World("python")
+        let exe = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(!exe.isEmpty)
+        let app = try w.start([exe, "-u", "-c", "import time\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.02)"])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("\n20\n"))
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        let before = w.log().split(separator: "\n").count
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        #expect(waitUntil(10) { w.log().split(separator: "\n").count > before + 20 })
+        let numbers = w.log().split(separator: "\n").compactMap { Int($0) }
+        #expect(numbers == Array(0..<numbers.count), "sequence broken: \(numbers.suffix(40))")
+    }
+}
