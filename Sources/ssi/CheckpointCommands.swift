@@ -79,14 +79,18 @@ struct Checkpoint: ParsableCommand {
     @Flag(help: "Print the result as JSON.") var json = false
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
+    /// What a bare --unfreeze becomes: unfreeze without sending a signal.
+    static let noSignal = "none"
+
     static func normalize(_ args: [String]) -> [String] {
         // --kill and --unfreeze take an optional value (--kill=9); bare forms mean the default.
         args.map { a in
             switch a {
             case "--kill", "-k": return "--kill=TERM"
-            case "--unfreeze", "-u": return "--unfreeze="
+            case "--unfreeze", "-u": return "--unfreeze=" + Checkpoint.noSignal
             default:
                 if a.hasPrefix("-u=") { return "--unfreeze=" + a.dropFirst(3) }
+                if a == "--unfreeze=" { return "--unfreeze=" + Checkpoint.noSignal }
                 if a.hasPrefix("-k=") { return "--kill=" + a.dropFirst(3) }
                 return a
             }
@@ -102,7 +106,7 @@ struct Checkpoint: ParsableCommand {
                 return
             }
             if unfreeze != nil {
-                let sig = try unfreeze.flatMap { $0.isEmpty ? nil : try parseSignal($0) }
+                let sig = try unfreeze.flatMap { $0.isEmpty || $0 == Checkpoint.noSignal ? nil : try parseSignal($0) }
                 try engine.unfreeze(app: app, signal: sig)
                 print("Application \(app) unfrozen")
                 return

@@ -1,0 +1,246 @@
+import Foundation
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The command sequences users type: checkpoint, kill, restart in various orders, freezing,
+/// versions, and every way to get it wrong.
+@Suite("checkpoint/restart scenarios", .serialized,
+       .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"))
+struct ScenarioTests {
+    func counter(_ w: World) throws -> Int32 {
+        let app = try w.start([try TestEnv.fixture("counter")])
+        #expect(w.waitLog("\n3\n"))
+        return app
+    }
+
+    func lastNumber(_ w: World) -> Int { w.log().split(separator: "\n").compactMap { Int($0) }.last ?? -1 }
+
+    /// The counter keeps counting from where it was (the restored fd offset means the lines
+    /// after the snapshot are overwritten, so the file stays one consecutive sequence).
+    /// The log is opened O_APPEND, so after a restart from an older snapshot the lines
+    /// printed since that snapshot appear again: `exact` is for restarts from the latest one.
+    func expectCounting(_ w: World, exact: Bool = true) {
+        let n = lastNumber(w)
+        #expect(waitUntil(5) { lastNumber(w) > n + 3 }, "not counting: \(w.log().suffix(60))")
+        let nums = w.log().split(separator: "\n").compactMap { Int($0) }
+        if exact {
+            #expect(nums == Array(0..<nums.count), "sequence broken: \(nums.suffix(20))")
+        } else {
+            let tail = Array(nums.suffix(4))
+            #expect(tail == Array((tail.first ?? 0)..<((tail.first ?? 0) + tail.count)), "sequence broken: \(nums.suffix(20))")
+        }
+    }
+
+    @Test("C,K,R: output lines, same PID, counting goes on")
+    func checkpointKillRestart() throws {
+        let w = try World("ckr")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        let ck = try w.ssi("checkpoint", "-d", "first one", "\(app)")
+        try #require(ck.status == 0, "\(ck.output)")
+        #expect(ck.field("Identifier") == "\(app)")
+        #expect(ck.field("Version") == "1")
+        #expect(ck.field("Description") == "first one")
+        #expect(ck.field("Date")?.contains("T") == true)
+        #expect(processState(app) != nil && processState(app) != "T", "the application must go on after a plain checkpoint")
+        w.killAndReap(app)
+        let rs = try w.ssi("restart", "\(app)", "1")
+        try #require(rs.status == 0, "\(rs.output)")
+        expectCounting(w)
+        let json = try w.ssi("checkpoint", "--json", "\(app)")
+        let obj = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        #expect(obj?["version"] as? Int == 2 && obj?["identifier"] as? Int == Int(app), "\(json.output)")
+    }
+
+    @Test("C,C,K,R v2; then R v1 after K; the next checkpoint is v3")
+    func versions() throws {
+        let w = try World("versions")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        #expect(try w.ssi("checkpoint", "\(app)").field("Version") == "1")
+        usleep(300_000)
+        #expect(try w.checkpointKill(app).field("Version") == "2")
+        let rs = try w.ssi("restart", "\(app)", "2")
+        try #require(rs.status == 0, "\(rs.output)")
+        expectCounting(w)
+        w.killAndReap(app)
+        #expect(try w.ssi("restart", "\(app)", "1").status == 0)
+        #expect(waitUntil(3) { processState(app) != nil })
+        #expect(try w.ssi("checkpoint", "\(app)").field("Version") == "3")
+        let list = try w.ssi("snapshots", "\(app)")
+        #expect(list.stdout.contains("v1") && list.stdout.contains("v3"), "\(list.output)")
+    }
+
+    @Test("R while the application runs fails 'busy' and changes nothing")
+    func restartBusy() throws {
+        let w = try World("busy")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        try #require(try w.ssi("checkpoint", "\(app)").status == 0)
+        let rs = try w.ssi("restart", "\(app)")
+        #expect(rs.status != 0)
+        #expect(rs.stderr.contains("busy") && rs.stderr.contains("\(app)"), "\(rs.output)")
+        expectCounting(w)
+    }
+
+    @Test("R, K, R: a restarted application can be killed and restarted again, 3 times")
+    func restartKillRestart() throws {
+        let w = try World("rkr")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        try #require(try w.checkpointKill(app).status == 0)
+        for _ in 0..<3 {
+            try #require(try w.ssi("restart", "\(app)").status == 0)
+            usleep(200_000)
+            w.killAndReap(app)
+        }
+        try #require(try w.ssi("restart", "\(app)").status == 0)
+        expectCounting(w, exact: false)
+    }
+
+    @Test("freeze, dump frozen, unfreeze, and the errors of each")
+    func freezeSequences() throws {
+        let w = try World("freeze")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        let notFrozen = try w.ssi("checkpoint", "-c", "\(app)")
+        #expect(notFrozen.status != 0 && notFrozen.stderr.contains("not frozen"), "\(notFrozen.output)")
+        let unNotFrozen = try w.ssi("checkpoint", "-u", "\(app)")
+        #expect(unNotFrozen.status != 0 && unNotFrozen.stderr.contains("not frozen"), "\(unNotFrozen.output)")
+        try #require(try w.ssi("checkpoint", "-f", "\(app)").status == 0)
+        let n = lastNumber(w)
+        usleep(400_000)
+        #expect(lastNumber(w) == n, "still counting while frozen")
+        let twice = try w.ssi("checkpoint", "--freeze", "\(app)")
+        #expect(twice.status != 0 && twice.stderr.contains("already frozen"), "\(twice.output)")
+        let plain = try w.ssi("checkpoint", "\(app)")
+        #expect(plain.status != 0 && plain.stderr.contains("frozen"), "\(plain.output)")
+        let dump = try w.ssi("checkpoint", "-c", "\(app)")
+        #expect(dump.status == 0 && dump.field("Version") == "1", "\(dump.output)")
+        usleep(300_000)
+        #expect(lastNumber(w) == n, "-c must leave the application frozen")
+        try #require(try w.ssi("checkpoint", "-u", "\(app)").status == 0)
+        expectCounting(w)
+        // Unfreeze with a signal: it is delivered as the application thaws.
+        try #require(try w.ssi("checkpoint", "-f", "\(app)").status == 0)
+        try #require(try w.ssi("checkpoint", "--unfreeze=TERM", "\(app)").status == 0)
+        let st = reap(app)
+        #expect(st.map { exitCode($0) } == 128 + SIGTERM)
+    }
+
+    @Test("-k sends SIGTERM by default, or the signal given")
+    func killSignals() throws {
+        let w = try World("kill")
+        let app = try counter(w)
+        let r = try w.ssi("checkpoint", "-k", "\(app)")
+        #expect(r.status == 0, "\(r.output)")
+        #expect(reap(app).map { exitCode($0) } == 128 + SIGTERM)
+        try #require(try w.ssi("restart", "\(app)").status == 0)
+        let r2 = try w.ssi("checkpoint", "--kill=USR2", "\(app)")
+        #expect(r2.status == 0 && r2.field("Version") == "2", "\(r2.output)")
+        #expect(reap(app).map { exitCode($0) } == 128 + SIGUSR2)
+        w.cleanUp(app)
+    }
+
+    @Test("restart -U leaves it frozen until checkpoint -u; -f waits and returns its status")
+    func restartFrozenAndForeground() throws {
+        let w = try World("restartopts")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        try #require(try w.checkpointKill(app).status == 0)
+        try #require(try w.ssi("restart", "-U", "\(app)").status == 0)
+        let n = lastNumber(w)
+        usleep(400_000)
+        #expect(lastNumber(w) == n, "restart -U must leave it frozen")
+        try #require(try w.ssi("checkpoint", "-u", "\(app)").status == 0)
+        expectCounting(w)
+        try #require(try w.checkpointKill(app).status == 0)
+        // -f: ssi waits for the application; it is killed from outside after a moment.
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.5) { kill(app, SIGTERM) }
+        let fg = try w.ssi("restart", "-f", "\(app)")
+        #expect(fg.status == 128 + SIGTERM, "\(fg.output)")
+    }
+
+    @Test("a corrupt, truncated or incomplete snapshot is refused, naming the file; other versions still restart")
+    func corruptSnapshots() throws {
+        let w = try World("corrupt")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        try #require(try w.ssi("checkpoint", "\(app)").status == 0)
+        try #require(try w.checkpointKill(app).status == 0)
+        let v2 = "\(w.chkpt)/\(app)/v2"
+        // One flipped byte in the pages.
+        let pages = "\(v2)/pages-\(app).img"
+        let fh = FileHandle(forUpdatingAtPath: pages)!
+        fh.seek(toFileOffset: 100)
+        let b = fh.readData(ofLength: 1)
+        fh.seek(toFileOffset: 100)
+        fh.write(Data([b[0] ^ 0xff]))
+        fh.closeFile()
+        let r = try w.ssi("restart", "\(app)", "2")
+        #expect(r.status != 0 && r.stderr.contains("pages-\(app).img") && r.stderr.contains("corrupt"), "\(r.output)")
+        #expect(processState(app) == nil, "a refused restart must create nothing")
+        // Truncated core file.
+        try FileManager.default.copyItem(atPath: "\(w.chkpt)/\(app)/v1", toPath: "\(w.chkpt)/\(app)/v3")
+        truncate("\(w.chkpt)/\(app)/v3/core-\(app).json", 10)
+        let r3 = try w.ssi("restart", "\(app)", "3")
+        #expect(r3.status != 0 && r3.stderr.contains("core-\(app).json") && r3.stderr.contains("truncated"), "\(r3.output)")
+        // A manifest that is not ours.
+        try FileManager.default.createDirectory(atPath: "\(w.chkpt)/\(app)/v4", withIntermediateDirectories: true)
+        try "{\"hello\": 1}".write(toFile: "\(w.chkpt)/\(app)/v4/manifest.json", atomically: true, encoding: .utf8)
+        let r4 = try w.ssi("restart", "\(app)", "4")
+        #expect(r4.status != 0 && r4.stderr.contains("manifest"), "\(r4.output)")
+        let missing = try w.ssi("restart", "\(app)", "9")
+        #expect(missing.status != 0 && missing.stderr.contains("no snapshot version 9"), "\(missing.output)")
+        let ok = try w.ssi("restart", "\(app)", "1")
+        #expect(ok.status == 0, "\(ok.output)")
+        expectCounting(w)
+    }
+
+    @Test("an fd the engine does not support fails the checkpoint, naming PID, fd and kind; the app goes on; -i passes")
+    func unsupportedFD() throws {
+        let w = try World("unsupported")
+        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let app = try w.start([py, "-u", "-c", "import socket, time\ns = socket.socket()\nprint('fd', s.fileno(), flush=True)\nwhile True:\n    time.sleep(0.05)"])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("fd "))
+        let fd = w.log().split(separator: "\n").first { $0.hasPrefix("fd ") }.map { String($0.dropFirst(3)) } ?? "?"
+        let r = try w.ssi("checkpoint", "\(app)")
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("PID \(app) fd \(fd): socket"), "\(r.output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"))
+        usleep(100_000)
+        #expect(processState(app) == "S" || processState(app) == "R", "the application must be left running, not \(String(describing: processState(app)))")
+        let ri = try w.ssi("checkpoint", "-i", "\(app)")
+        #expect(ri.status == 0, "\(ri.output)")
+    }
+
+    @Test("checkpointing PID 1, a kernel thread, a missing PID or ssi itself: clear errors")
+    func badTargets() throws {
+        let w = try World("bad")
+        defer { w.cleanUp() }
+        let one = try w.ssi("checkpoint", "1")
+        #expect(one.status != 0 && one.stderr.contains("PID 1"), "\(one.output)")
+        let kthread = try w.ssi("checkpoint", "2")
+        #expect(kthread.status != 0 && kthread.stderr.contains("kernel thread"), "\(kthread.output)")
+        let missing = try w.ssi("checkpoint", "4000000")
+        #expect(missing.status != 0 && missing.stderr.contains("no process with PID 4000000"), "\(missing.output)")
+        let me = try run(["/bin/sh", "-c", "exec \"$0\" checkpoint $$", TestEnv.ssi], env: ["SSI_CHKPT_DIR": w.chkpt])
+        #expect(me.status != 0 && me.stderr.contains("this ssi command itself"), "\(me.output)")
+        let norestart = try w.ssi("restart", "4000000")
+        #expect(norestart.status != 0 && norestart.stderr.contains("no snapshot"), "\(norestart.output)")
+    }
+}
+
+@Suite("ssi without root")
+struct NonRootTests {
+    @Test("non-root users are told plainly that root is needed", .enabled(if: TestEnv.isRoot, "needs root to switch to an unprivileged user"))
+    func needsRoot() throws {
+        let r = try run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", TestEnv.ssi, "checkpoint", "\(getpid())"],
+                        env: ["SSI_CHKPT_DIR": "/tmp"])
+        #expect(r.status != 0 && r.stderr.contains("needs root"), "\(r.output)")
+    }
+}
