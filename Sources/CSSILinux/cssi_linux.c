@@ -19,6 +19,9 @@
 #ifndef SYS_clone3
 #define SYS_clone3 435
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -137,7 +140,7 @@ static long raw_clone3(struct cssi_clone_args *args) {
     return syscall(SYS_clone3, args, sizeof(*args));
 }
 
-pid_t cssi_spawn_session(char *const argv[], int cgroup_fd) {
+pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds) {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0) return -errno;
     struct cssi_clone_args args;
@@ -160,6 +163,11 @@ pid_t cssi_spawn_session(char *const argv[], int cgroup_fd) {
             dfl.sa_handler = SIG_DFL;
             sigaction(s, &dfl, NULL);
         }
+        // Descriptors the caller happened to inherit (a CI runner's pipes...) would become
+        // part of the application; mark every fd above stderr close-on-exec
+        // (close_range(2) CLOSE_RANGE_CLOEXEC, Linux 5.11) so that only 0-2 reach it, while
+        // the error pipe stays usable until exec.
+        if (!keep_fds) syscall(SYS_close_range, 3U, ~0U, (unsigned int)(1U << 2));
         if (syscall(SYS_setsid) < 0) { int e = errno; (void)!write(pfd[1], &e, sizeof(e)); syscall(SYS_exit_group, 127); }
         execvp(argv[0], argv);
         int e = errno;

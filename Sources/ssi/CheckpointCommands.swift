@@ -30,6 +30,7 @@ struct Run: ParsableCommand {
 
     @Flag(name: .short, help: "Run in the background: return at once.") var background = false
     @Option(name: .short, help: "Write the application id to this file.") var output: String?
+    @Flag(help: "Pass file descriptors above 2 on to the application (by default only stdin, stdout and stderr are).") var keepFds = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
 
     func run() throws {
@@ -43,7 +44,7 @@ struct Run: ParsableCommand {
             if let freezer { group = try? freezer.openNewGroup() }
             var cargs = cmd.map { strdup($0) } + [nil]
             defer { cargs.forEach { free($0) } }
-            let pid = cssi_spawn_session(&cargs, group?.1 ?? -1)
+            let pid = cssi_spawn_session(&cargs, group?.1 ?? -1, keepFds ? 1 : 0)
             if let g = group { close(g.1) }
             if pid < 0 {
                 if let g = group { rmdir(g.0) }

@@ -111,9 +111,9 @@ long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags);
 
 // Starts an application for `ssi run`: clone3 (into the cgroup whose directory fd is
 // cgroup_fd, when >= 0, with CLONE_INTO_CGROUP so that no fork can escape before the move),
-// setsid() in the child, then execvp(argv[0], argv). An exec failure is reported back over a
+// setsid() in the child, then execvp(argv[0], argv); fds above 2 are closed unless keep_fds. An exec failure is reported back over a
 // close-on-exec pipe. Returns the child's pid, or -errno (exec's errno if exec failed).
-pid_t cssi_spawn_session(char *const argv[], int cgroup_fd);
+pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds);
 
 // Creates the empty shell of a process being restored: clone3 with set_tid = pid (Linux 5.5,
 // needs CAP_CHECKPOINT_RESTORE in the owning user namespace of the pid namespace), into the

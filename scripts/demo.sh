@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The main job, in short: start a counter as an application, checkpoint it, kill it,
+# restart it from the snapshot with the same PID, and watch it go on counting.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+swift build
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo: checkpoint/restart needs root (ptrace, clone3 with set_tid, cgroups): run it with sudo" >&2
+    exit 1
+fi
+BIN=$(swift build --show-bin-path)
+SSI="$BIN/ssi"
+work=$(mktemp -d /tmp/ssi-demo.XXXXXX)
+export SSI_CHKPT_DIR="$work/chkpt"
+gcc -O2 -o "$work/counter" Tests/Fixtures/counter.c
+
+# `ssi run` in the foreground stays the application's parent and reaps it when it is
+# killed, so its PID is free for the restart.
+"$SSI" run -o "$work/app" -- "$work/counter" > "$work/counter.log" 2>&1 < /dev/null &
+sleep 1
+APP=$(cat "$work/app")
+echo "== started application $APP; its output so far: $(tr '\n' ' ' < "$work/counter.log" | tail -c 60)"
+echo "== ssi checkpoint --kill=KILL $APP"
+"$SSI" checkpoint --kill=KILL -d "demo" "$APP"
+wait || true
+echo "== killed; last line written: $(tail -n 1 "$work/counter.log"); PID $APP is $( [ -e /proc/$APP ] && echo alive || echo gone)"
+sleep 1
+echo "== ssi restart $APP (same PID, from the snapshot)"
+"$SSI" restart -f "$APP" &
+sleep 1.5
+echo "== PID $APP is $(cat /proc/$APP/comm 2>/dev/null || echo missing), still counting: $(tail -n 4 "$work/counter.log" | tr '\n' ' ')"
+kill "$APP"
+wait || true
+echo "== snapshots:"
+"$SSI" snapshots "$APP"
+rm -rf "$work"

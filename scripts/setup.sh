@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what SwiftSSI needs beyond the Swift toolchain, idempotently: only packages that
+# are missing are installed, and apt-get update runs only when something must be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)
+command -v python3 >/dev/null || need+=(python3)
+
+if ((${#need[@]})); then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing packages: ${need[*]}; install them as root (apt-get install ${need[*]})" >&2
+        exit 1
+    fi
+    echo "setup: installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The cluster layer brings its own dependencies (etcd, nftables).
+if [ -x scripts/setup-cluster.sh ]; then
+    scripts/setup-cluster.sh
+fi
+
+command -v swift >/dev/null || { echo "setup: the Swift toolchain is not on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
