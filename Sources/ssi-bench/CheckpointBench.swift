@@ -1,0 +1,142 @@
+import CSSILinux
+import Foundation
+import SSICheckpoint
+import SSIImage
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Dump, frozen and restore times of a process with a large random-filled heap, checkpointed
+/// to tmpfs, killed and restarted; and the frozen time of a small process (median of 20).
+struct CheckpointBenchmark {
+    var mib = 1024
+    var dir = "/dev/shm/ssi-bench"
+    var runs = 20
+
+    init(args: [String]) throws {
+        var i = 0
+        while i < args.count {
+            switch args[i] {
+            case "--mib": mib = Int(args[i + 1]) ?? mib; i += 1
+            case "--dir": dir = args[i + 1]; i += 1
+            case "--runs": runs = Int(args[i + 1]) ?? runs; i += 1
+            default: throw SSIError(.invalidArgument, "unknown option \(args[i])")
+            }
+            i += 1
+        }
+    }
+
+    static let repoRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    func compile(_ name: String) throws -> String {
+        let out = "\(dir)/\(name)"
+        let src = "\(CheckpointBenchmark.repoRoot)/Tests/Fixtures/\(name).c"
+        guard shell("gcc -O2 -o '\(out)' '\(src)'") == 0 else { throw SSIError(.system, "gcc \(src) failed") }
+        return out
+    }
+
+    func shell(_ cmd: String) -> Int32 {
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = ([String](["/bin/sh", "-c", cmd])).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else { return -1 }
+        var st: Int32 = 0
+        waitpid(pid, &st, 0)
+        return st
+    }
+
+    /// Starts `argv` with stdout to `log`, stdin/stderr /dev/null, as our child.
+    func start(_ argv: [String], log: String) throws -> Int32 {
+        var fa = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fa)
+        defer { posix_spawn_file_actions_destroy(&fa) }
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0)
+        cssi_spawn_addclosefrom(&fa, 3)
+        var pid: pid_t = 0
+        let cargs: [UnsafeMutablePointer<CChar>?] = ([String](argv)).map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        let rc = posix_spawn(&pid, argv[0], &fa, nil, cargs, environ)
+        guard rc == 0 else { throw SSIError.sys("spawn \(argv[0])", errno: rc) }
+        return pid
+    }
+
+    func waitFor(_ log: String, _ text: String, _ secs: Double = 60) throws -> String {
+        let end = Date().addingTimeInterval(secs)
+        while Date() < end {
+            if let s = try? String(contentsOfFile: log, encoding: .utf8), let line = s.split(separator: "\n").last(where: { $0.hasPrefix(text) }) {
+                return String(line)
+            }
+            usleep(10_000)
+        }
+        throw SSIError(.system, "timed out waiting for '\(text)' in \(log)")
+    }
+
+    func killReap(_ pid: Int32) {
+        kill(pid, SIGKILL)
+        var st: Int32 = 0
+        waitpid(pid, &st, 0)
+    }
+
+    func run() throws {
+        try requireRoot("ssi-bench checkpoint")
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let engine = CheckpointEngine(store: SnapshotStore(root: "\(dir)/chkpt"))
+        let gib = Double(mib) / 1024
+
+        // 1. The big process.
+        let big = try compile("bigmem")
+        let log = "\(dir)/big.log"
+        let pid = try start([big, "\(mib)"], log: log)
+        let ready = try waitFor(log, "READY")
+        let sumBefore = ready.split(separator: " ").last.map(String.init) ?? ""
+        let t0 = DispatchTime.now()
+        var o = CheckpointEngine.CheckpointOptions()
+        o.killSignal = SIGKILL
+        let ck = try engine.checkpoint(app: pid, options: o)
+        let dump = seconds(since: t0)
+        var st: Int32 = 0
+        waitpid(pid, &st, 0)
+        let t1 = DispatchTime.now()
+        let rs = try engine.restart(app: pid, version: ck.version)
+        let restore = seconds(since: t1)
+        kill(pid, SIGUSR1)
+        let sumAfter = try waitFor(log, "SUM").split(separator: " ").last.map(String.init) ?? ""
+        killReap(pid)
+        let pagesGiB = Double(ck.pageBytes) / Double(1 << 30)
+        print("process with a \(mib) MiB random-filled heap, snapshot on \(dir) (\(String(format: "%.2f", pagesGiB)) GiB of pages):")
+        print(String(format: "  dump (checkpoint --kill, total):  %.3f s   %.2f GiB/s", dump, pagesGiB / dump))
+        print(String(format: "  frozen time:                      %.3f s", ck.frozenSeconds))
+        print(String(format: "  restore (verify + rebuild):       %.3f s   %.2f GiB/s", rs.restoreSeconds, pagesGiB / restore))
+        print("  memory checksum before/after:     \(sumBefore) / \(sumAfter) \(sumBefore == sumAfter ? "(equal)" : "(DIFFERENT)")")
+        _ = gib
+
+        // 2. Frozen time of a small process, median of `runs` checkpoints.
+        let counter = try compile("counter")
+        let small = try start([counter], log: "\(dir)/small.log")
+        _ = try waitFor("\(dir)/small.log", "1")
+        var frozen = [Double]()
+        var total = [Double]()
+        for _ in 0..<runs {
+            let t = DispatchTime.now()
+            let r = try engine.checkpoint(app: small)
+            total.append(seconds(since: t))
+            frozen.append(r.frozenSeconds)
+        }
+        killReap(small)
+        frozen.sort(); total.sort()
+        print("small process (counter), \(runs) checkpoints:")
+        print(String(format: "  frozen time median %.3f ms (min %.3f, max %.3f); whole checkpoint median %.3f ms",
+                     frozen[runs / 2] * 1000, frozen[0] * 1000, frozen[runs - 1] * 1000, total[runs / 2] * 1000))
+    }
+
+    func seconds(since t: DispatchTime) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t.uptimeNanoseconds) / 1e9 }
+}
