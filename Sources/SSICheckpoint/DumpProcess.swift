@@ -172,7 +172,7 @@ struct ProcessDumper {
     func vmFlags() throws -> [UInt64: [String]] {
         var out = [UInt64: [String]]()
         var current: UInt64 = 0
-        let keep: Set<Substring> = ["gd", "dc", "dd", "hg", "nh", "wf", "lo"]
+        let keep: Set<Substring> = ["gd", "dc", "dd", "hg", "nh", "wf"]
         for line in try ProcFS.read("/proc/\(pid)/smaps").split(separator: "\n") {
             if line.hasPrefix("VmFlags:") {
                 out[current] = line.dropFirst(8).split(separator: " ").filter { keep.contains($0) }.map(String.init)
