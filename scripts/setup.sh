@@ -8,6 +8,7 @@ need=()
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v script >/dev/null || need+=(bsdutils)
 command -v ip >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null || need+=(python3)
 

@@ -43,7 +43,10 @@ struct ProcessDumper {
             }
             if link.hasPrefix("socket:") { try unsupported("socket"); continue }
             if link.hasPrefix("anon_inode:") { try unsupported("\(link.dropFirst("anon_inode:".count)) file"); continue }
-            if link.hasSuffix(" (deleted)") { try unsupported("unlinked file"); continue }
+            // A terminal whose pty is gone reads "/dev/pts/N (deleted)": still a terminal, which
+            // `restart -t` replaces by the caller's.
+            if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked file"); continue }
+            let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
             guard link.hasPrefix("/") else { try unsupported("special file"); continue }
             switch mode {
             case S_IFREG:
@@ -57,7 +60,7 @@ struct ProcessDumper {
                 let minor = st.st_rdev & 0xff
                 // Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5).
                 let tty = (136...143).contains(major) || major == 4 || (major == 5 && minor <= 1)
-                out.append(FileDescriptorImage(fd: fd, kind: tty ? .tty : .charDevice, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
+                out.append(FileDescriptorImage(fd: fd, kind: tty ? .tty : .charDevice, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFIFO:
                 try unsupported("named FIFO")
             default:
