@@ -95,9 +95,12 @@ public struct CheckpointEngine: Sendable {
             if let sig = options.killSignal {
                 // The snapshot must be on disk before the application is killed.
                 result = try commit(writer: writer, image: image, app: app, options: options, frozenTime: frozenTime)
-                letGo()
-                try tracee.detach(signal: 0)
+                // Queue the signal while the process is still stopped: it is delivered before
+                // the process runs a single instruction more (SIGKILL ends it even in the
+                // ptrace stop), so nothing happens after the snapshot that it does not hold.
                 kill(app, sig)
+                letGo()
+                try? tracee.detach(signal: 0)
             } else {
                 letGo()
                 try tracee.detach()
