@@ -195,7 +195,7 @@ struct ProcessDumper {
         if pm < 0 { throw SSIError.sys("open /proc/\(pid)/pagemap", errno: errno) }
         defer { close(pm) }
         let mem = RemoteMemory(pid: pid)
-        let bufSize = 32 << 20
+        let bufSize = 8 << 20
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bufSize, alignment: 4096)
         defer { buf.deallocate() }
         var vmas = [VMA]()

@@ -122,7 +122,9 @@ public struct CheckpointEngine: Sendable {
         let saved = try tracee.registers()
         let stat = try ProcStat.read(pid: pid)
         let status = try ProcStatus.read(pid: pid)
+        var clock = PhaseClock()
         let inj = try dumper.dumpInjected(saved: saved, status: status, tracee: tracee)
+        clock.mark("dump: injected syscalls")
         var thread = ThreadImage(tid: pid)
         thread.registers = saved.named
         thread.xstate = Data(try tracee.xstate())
@@ -168,8 +170,11 @@ public struct CheckpointEngine: Sendable {
         mm.auxv = try ProcFS.readBytes("/proc/\(pid)/auxv").withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
         img.mm = mm
         let pages = try writer.createStream("pages-\(pid).img")
+        clock.mark("dump: /proc, fds, registers")
         img.vmas = try dumper.dumpMemory(to: pages)
+        clock.mark("dump: memory")
         writer.addFinished(try pages.finish(name: "pages-\(pid).img"))
+        clock.mark("dump: fsync pages")
         return img
     }
 
@@ -226,7 +231,9 @@ extension CheckpointEngine {
     public func restart(app: Int32, version: Int?, options: RestartOptions = RestartOptions()) throws -> RestartResult {
         try requireRoot("ssi restart")
         let t0 = DispatchTime.now()
+        var clock = PhaseClock()
         let snap = try store.open(app: app, version: version)
+        clock.mark("verify snapshot")
         guard let image = snap.processes.first else { throw SSIError(.corrupt, "\(snap.directory) holds no process") }
         var restorer = ProcessRestorer(image: image, snapshotDir: snap.directory)
         restorer.useCallerTerminal = options.useCallerTerminal
@@ -236,6 +243,7 @@ extension CheckpointEngine {
         if let freezer { cgroupFD = (try? freezer.openGroup(app)) ?? -1 }
         defer { if cgroupFD >= 0 { close(cgroupFD) } }
         let tracee = try restorer.restore(cgroupFD: cgroupFD)
+        clock.mark("rebuild process")
         if options.leaveFrozen {
             guard let freezer, cgroupFD >= 0 else {
                 kill(image.pid, SIGKILL)

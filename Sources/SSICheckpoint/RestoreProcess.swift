@@ -76,6 +76,7 @@ struct ProcessRestorer {
     private func fill(_ tracee: Tracee) throws {
         let pid = image.pid
         guard let thread = image.threads.first else { throw SSIError(.corrupt, "snapshot of PID \(pid) has no thread") }
+        var clock = PhaseClock()
         var inj = try Injector(pid: pid, base: try tracee.registers())
         try tracee.setSigmask(~0)
         let mem = RemoteMemory(pid: pid)
@@ -127,6 +128,7 @@ struct ProcessRestorer {
         //    the vDSO code reaches its data pages at fixed offsets.
         try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
 
+        clock.mark("restore: teardown, vdso")
         // 6. Memory: map each area, writable while we fill it, then give it its protection.
         var fileFDs = [String: UInt64]()
         for v in image.vmas {
@@ -179,6 +181,7 @@ struct ProcessRestorer {
             for f in v.vmFlags { if let a = advice[f] { _ = try inj.raw(Arch.SYS.madvise, v.start, v.end - v.start, UInt64(a)) } }
         }
         for (_, fd) in fileFDs { try inj.call("close", Arch.SYS.close, fd) }
+        clock.mark("restore: memory")
 
         // 7. mm fields and /proc/PID/exe: prctl(PR_SET_MM, PR_SET_MM_MAP) (Linux 3.18), which
         //    unlike the single-field PR_SET_MM options does not need CAP_SYS_RESOURCE.
@@ -267,6 +270,7 @@ struct ProcessRestorer {
         }
         try inj.call("munmap scratch", Arch.SYS.munmap, scratch, scratchSize)
 
+        clock.mark("restore: files, signals, ids")
         // 12. Registers, FPU/AVX state and the signal mask.
         try tracee.setXState(Array(thread.xstate))
         try tracee.setRegisters(Arch.registersForResume(try UserRegs(named: thread.registers)))

@@ -1,0 +1,16 @@
+import Foundation
+
+/// SSI_PROFILE=1 prints how long each phase of a checkpoint or restart took, to stderr.
+public struct PhaseClock {
+    public static let enabled = ProcessInfo.processInfo.environment["SSI_PROFILE"] == "1"
+    private var last = DispatchTime.now()
+    public init() {}
+
+    public mutating func mark(_ phase: @autoclosure () -> String) {
+        guard PhaseClock.enabled else { return }
+        let now = DispatchTime.now()
+        let ms = Double(now.uptimeNanoseconds - last.uptimeNanoseconds) / 1e6
+        FileHandle.standardError.write(Data(String(format: "ssi: profile: %-28@ %9.3f ms\n", phase() as NSString, ms).utf8))
+        last = now
+    }
+}
