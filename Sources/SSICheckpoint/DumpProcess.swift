@@ -111,27 +111,27 @@ struct ProcessDumper {
     // MARK: state that needs injected syscalls
 
     struct InjectedState {
+        struct PerThread {
+            var altStack = AltStack()
+            var clearChildTID: UInt64 = 0
+        }
         var sigactions: [SigAction] = []
-        var altStack = AltStack()
         var brk: UInt64 = 0
-        var clearChildTID: UInt64 = 0
         var parentDeathSignal: Int32 = 0
         var dumpable: Int32 = 1
+        var childSubreaper = false
+        var threads: [PerThread] = []
     }
 
-    func dumpInjected(saved: UserRegs, status: ProcStatus, tracee: Tracee) throws -> InjectedState {
+    /// Runs the syscalls that read what /proc does not show, in the process (main thread)
+    /// and in each of its threads for per-thread state; every task's registers and signal
+    /// mask are put back afterwards.
+    func dumpInjected(saved: UserRegs, status: ProcStatus, threads tids: [Int32]) throws -> InjectedState {
         var st = InjectedState()
+        let main = Tracee.adoptTraceMe(pid)
         let inj = try Injector(pid: pid, base: saved)
-        // Block every signal while we run syscalls, so that none is dequeued meanwhile; but not
-        // when the task sleeps with a temporary mask (sigsuspend...): SETSIGMASK would drop the
-        // mask the kernel saved for it.
-        let mask = try tracee.sigmask()
-        let canBlock = Int64(bitPattern: saved.orig_rax) < 0 || !Arch.syscallsWithTemporaryMask.contains(Int(saved.orig_rax))
-        if canBlock { try tracee.setSigmask(~0) }
-        defer {
-            if canBlock { try? tracee.setSigmask(mask) }
-            try? tracee.setRegisters(saved)
-        }
+        let guardMain = try MaskGuard(tracee: main, saved: saved)
+        defer { guardMain.restore() }
         let scratch = try inj.call("mmap scratch page", Arch.SYS.mmap, 0, 4096, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
         defer { _ = try? inj.raw(Arch.SYS.munmap, scratch, 4096) }
         let mem = RemoteMemory(pid: pid)
@@ -142,17 +142,28 @@ struct ProcessDumper {
             let w = b.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
             st.sigactions.append(SigAction(signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3]))
         }
-        try inj.call("sigaltstack", Arch.SYS.sigaltstack, 0, scratch)
-        let ss = try mem.readBytes(at: scratch, count: 24).withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
-        st.altStack.sp = ss[0]; st.altStack.flags = Int32(truncatingIfNeeded: ss[1]); st.altStack.size = ss[2]
         st.brk = try inj.call("brk(0)", Arch.SYS.brk, 0)
-        // PR_GET_TID_ADDRESS (40) needs CONFIG_CHECKPOINT_RESTORE; without it the value stays 0.
-        if (try? inj.call("prctl(PR_GET_TID_ADDRESS)", Arch.SYS.prctl, 40, scratch)) != nil {
-            st.clearChildTID = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { $0.load(as: UInt64.self) }
-        }
         try inj.call("prctl(PR_GET_PDEATHSIG)", Arch.SYS.prctl, 2, scratch)
         st.parentDeathSignal = try mem.readBytes(at: scratch, count: 4).withUnsafeBytes { $0.load(as: Int32.self) }
         st.dumpable = Int32(truncatingIfNeeded: try inj.call("prctl(PR_GET_DUMPABLE)", Arch.SYS.prctl, 3))
+        try inj.call("prctl(PR_GET_CHILD_SUBREAPER)", Arch.SYS.prctl, 37, scratch)
+        st.childSubreaper = try mem.readBytes(at: scratch, count: 4).withUnsafeBytes { $0.load(as: Int32.self) } != 0
+        for tid in tids {
+            var t = InjectedState.PerThread()
+            let tracee = Tracee.adoptTraceMe(tid)
+            let regs = tid == pid ? saved : try tracee.registers()
+            let tinj = tid == pid ? inj : Injector(pid: tid, base: regs, gadget: inj.gadget)
+            let g = tid == pid ? nil : try MaskGuard(tracee: tracee, saved: regs)
+            defer { g?.restore() }
+            try tinj.call("sigaltstack", Arch.SYS.sigaltstack, 0, scratch)
+            let ss = try mem.readBytes(at: scratch, count: 24).withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+            t.altStack.sp = ss[0]; t.altStack.flags = Int32(truncatingIfNeeded: ss[1]); t.altStack.size = ss[2]
+            // PR_GET_TID_ADDRESS (40) needs CONFIG_CHECKPOINT_RESTORE; without it the value stays 0.
+            if (try? tinj.call("prctl(PR_GET_TID_ADDRESS)", Arch.SYS.prctl, 40, scratch)) != nil {
+                t.clearChildTID = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { $0.load(as: UInt64.self) }
+            }
+            st.threads.append(t)
+        }
         return st
     }
 
@@ -281,5 +292,28 @@ struct ProcessDumper {
             }
         }
         return runs
+    }
+}
+
+/// Blocks every signal of a task while we run syscalls in it, so that none is dequeued
+/// meanwhile, and puts its mask and registers back. Not when the task sleeps with a temporary
+/// mask (sigsuspend, ppoll...): PTRACE_SETSIGMASK would drop the mask the kernel saved for it.
+struct MaskGuard {
+    let tracee: Tracee
+    let saved: UserRegs
+    let mask: UInt64
+    let blocked: Bool
+
+    init(tracee: Tracee, saved: UserRegs) throws {
+        self.tracee = tracee
+        self.saved = saved
+        mask = try tracee.sigmask()
+        blocked = Int64(bitPattern: saved.orig_rax) < 0 || !Arch.syscallsWithTemporaryMask.contains(Int(saved.orig_rax))
+        if blocked { try tracee.setSigmask(~0) }
+    }
+
+    func restore() {
+        if blocked { try? tracee.setSigmask(mask) }
+        try? tracee.setRegisters(saved)
     }
 }

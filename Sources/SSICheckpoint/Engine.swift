@@ -48,10 +48,6 @@ public struct CheckpointEngine: Sendable {
     public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions()) throws -> CheckpointResult {
         try requireRoot("ssi checkpoint")
         try CheckpointEngine.validateTarget(app)
-        let threads = try threadIDs(of: app)
-        if threads.count > 1 {
-            throw SSIError(.unsupported, "PID \(app) has \(threads.count) threads; multi-threaded processes are not supported yet (engine part 2); nothing was written")
-        }
         let freezer = CgroupFreezer.find()
         let frozen = freezer?.isFrozen(app) ?? false
         if options.alreadyFrozen && !frozen {
@@ -61,89 +57,95 @@ public struct CheckpointEngine: Sendable {
             throw SSIError(.state, "application \(app) is frozen", hint: "use `ssi checkpoint -c \(app)` to dump it as it is, or `ssi checkpoint -u \(app)` to unfreeze it")
         }
         let writer = try store.beginWrite(app: app)
-        let tracee = try Tracee.seize(app)
-        try tracee.interrupt()
-        // A cgroup-frozen task only enters the ptrace stop once thawed; ptrace keeps it stopped.
-        if frozen, let freezer { try freezer.thaw(app) }
-        let t0 = DispatchTime.now()
-        var attached = true
-        var stopSignal: Int32 = 0
-        func letGo() {
-            guard attached else { return }
-            attached = false
-            if frozen, let freezer { try? freezer.freeze(app) }
+        let seized = SeizedApplication(root: app)
+        var refreeze = false
+        func letGo(signal: Int32? = nil) {
+            // A -c checkpoint leaves the application frozen: freeze the group again before
+            // the tasks leave their ptrace stops.
+            if refreeze, let freezer { try? ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1") }
+            seized.release(signal: signal)
         }
         do {
-            stop: while true {
-                switch try tracee.wait() {
-                case .event: break stop
-                case .signal(let s):
-                    // A signal arrived before our interrupt: deliver it, the stop follows.
-                    stopSignal = s
-                    try tracee.cont(signal: s)
-                case .exited, .killed:
-                    throw SSIError(.state, "PID \(app) exited while being checkpointed; nothing was written")
+            try seized.seize(thaw: frozen ? { try freezer?.thaw(app); refreeze = true } : nil)
+            let t0 = DispatchTime.now()
+            var images = [ProcessImage]()
+            // File descriptors of every process first: an unsupported one must fail the
+            // checkpoint before anything is written.
+            var fdTables = [Int32: [FileDescriptorImage]]()
+            for pid in seized.tree.pids where seized.threads[pid] != nil {
+                var d = ProcessDumper(pid: pid)
+                d.ignoreUnsupported = options.ignoreUnsupported
+                fdTables[pid] = try d.dumpFileDescriptors()
+            }
+            for pid in seized.tree.pids {
+                if let status = seized.zombies[pid] {
+                    var img = ProcessImage(pid: pid)
+                    img.ppid = seized.tree.parent[pid] ?? 0
+                    img.zombieStatus = status
+                    if let st = try? ProcStat.read(pid: pid) { img.pgid = st.pgid; img.sid = st.sid; img.comm = st.comm; img.exitSignal = st.exitSignal }
+                    images.append(img)
+                    continue
                 }
+                guard let tids = seized.threads[pid] else { continue }
+                var dumper = ProcessDumper(pid: pid)
+                dumper.ignoreUnsupported = options.ignoreUnsupported
+                var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer)
+                img.pagesFile = "pages-\(pid).img"
+                img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
+                images.append(img)
             }
-            _ = stopSignal
-            var dumper = ProcessDumper(pid: app)
-            dumper.ignoreUnsupported = options.ignoreUnsupported
-            var image = try dumpProcess(dumper: dumper, tracee: tracee, writer: writer)
-            image.pagesFile = "pages-\(app).img"
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
-            var result: CheckpointResult
             if let sig = options.killSignal {
-                // The snapshot must be on disk before the application is killed.
-                result = try commit(writer: writer, image: image, app: app, options: options, frozenTime: frozenTime)
-                // Queue the signal while the process is still stopped: it is delivered before
-                // the process runs a single instruction more (SIGKILL ends it even in the
-                // ptrace stop), so nothing happens after the snapshot that it does not hold.
-                kill(app, sig)
-                letGo()
-                try? tracee.detach(signal: 0)
-            } else {
-                letGo()
-                try tracee.detach()
-                result = try commit(writer: writer, image: image, app: app, options: options, frozenTime: frozenTime)
+                // The snapshot must be on disk before the application is killed; the signal is
+                // queued while every task is still stopped, so none runs past the snapshot.
+                let result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+                letGo(signal: sig)
+                return result
             }
-            return result
+            letGo()
+            return try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
         } catch {
             writer.abort()
             letGo()
-            try? tracee.detach()
             throw error
         }
     }
 
-    private func dumpProcess(dumper: ProcessDumper, tracee: Tracee, writer: SnapshotWriter) throws -> ProcessImage {
+    private func dumpProcess(dumper: ProcessDumper, threads tids: [Int32], fds: [FileDescriptorImage], writer: SnapshotWriter) throws -> ProcessImage {
         let pid = dumper.pid
         var img = ProcessImage(pid: pid)
-        let fds = try dumper.dumpFileDescriptors()
-        let saved = try tracee.registers()
+        let main = Tracee.adoptTraceMe(pid)
+        let saved = try main.registers()
         let stat = try ProcStat.read(pid: pid)
         let status = try ProcStatus.read(pid: pid)
         var clock = PhaseClock()
-        let inj = try dumper.dumpInjected(saved: saved, status: status, tracee: tracee)
+        let inj = try dumper.dumpInjected(saved: saved, status: status, threads: tids)
         clock.mark("dump: injected syscalls")
-        var thread = ThreadImage(tid: pid)
-        thread.registers = saved.named
-        thread.xstate = Data(try tracee.xstate())
-        thread.blockedMask = try tracee.sigmask()
-        thread.pending = try tracee.pendingSiginfo(shared: false).map { Data($0) }
-        img.sharedPending = try tracee.pendingSiginfo(shared: true).map { Data($0) }
-        thread.altStack = inj.altStack
-        if let r = try tracee.rseqConfiguration() {
-            thread.rseq = RSeq(pointer: r.rseq_abi_pointer, length: r.rseq_abi_size, signature: r.signature)
+        for (i, tid) in tids.enumerated() {
+            let t = Tracee.adoptTraceMe(tid)
+            var thread = ThreadImage(tid: tid)
+            thread.registers = (tid == pid ? saved : try t.registers()).named
+            thread.xstate = Data(try t.xstate())
+            thread.blockedMask = try t.sigmask()
+            thread.pending = try t.pendingSiginfo(shared: false).map { Data($0) }
+            thread.altStack = inj.threads[i].altStack
+            thread.clearChildTID = inj.threads[i].clearChildTID
+            if let r = try t.rseqConfiguration() {
+                thread.rseq = RSeq(pointer: r.rseq_abi_pointer, length: r.rseq_abi_size, signature: r.signature)
+            }
+            var head: UInt64 = 0, len: UInt64 = 0
+            if cssi_get_robust_list(tid, &head, &len) >= 0 { thread.robustListHead = head; thread.robustListLength = len }
+            thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
+            img.threads.append(thread)
         }
-        var head: UInt64 = 0, len: UInt64 = 0
-        if cssi_get_robust_list(pid, &head, &len) >= 0 { thread.robustListHead = head; thread.robustListLength = len }
-        thread.clearChildTID = inj.clearChildTID
-        img.threads = [thread]
+        img.sharedPending = try main.pendingSiginfo(shared: true).map { Data($0) }
         img.sigactions = inj.sigactions
         img.parentDeathSignal = inj.parentDeathSignal
         img.dumpable = inj.dumpable
+        img.childSubreaper = inj.childSubreaper ? true : nil
         img.fds = fds
         img.ppid = stat.ppid; img.pgid = stat.pgid; img.sid = stat.sid
+        img.exitSignal = stat.exitSignal
         img.comm = (try? ProcFS.read("/proc/\(pid)/comm"))?.trimmingCharacters(in: .newlines) ?? stat.comm
         img.exe = try ProcFS.readLink("/proc/\(pid)/exe")
         img.cwd = try ProcFS.readLink("/proc/\(pid)/cwd")
@@ -169,8 +171,8 @@ public struct CheckpointEngine: Sendable {
         mm.argStart = stat.argStart; mm.argEnd = stat.argEnd; mm.envStart = stat.envStart; mm.envEnd = stat.envEnd
         mm.auxv = try ProcFS.readBytes("/proc/\(pid)/auxv").withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
         img.mm = mm
-        let pages = try writer.createStream("pages-\(pid).img")
         clock.mark("dump: /proc, fds, registers")
+        let pages = try writer.createStream("pages-\(pid).img")
         img.vmas = try dumper.dumpMemory(to: pages)
         clock.mark("dump: memory")
         writer.addFinished(try pages.finish(name: "pages-\(pid).img"))
@@ -178,10 +180,12 @@ public struct CheckpointEngine: Sendable {
         return img
     }
 
-    private func commit(writer: SnapshotWriter, image: ProcessImage, app: Int32, options: CheckpointOptions, frozenTime: Double) throws -> CheckpointResult {
-        try writer.addJSON("core-\(image.pid).json", image)
-        let (version, manifest) = try writer.commit(description: options.description, processes: [image.pid])
-        let bytes = image.vmas.reduce(UInt64(0)) { $0 + $1.pages.reduce(0) { $0 + $1.count * SnapshotFormat.pageSize } }
+    private func commit(writer: SnapshotWriter, images: [ProcessImage], app: Int32, options: CheckpointOptions, frozenTime: Double) throws -> CheckpointResult {
+        for image in images { try writer.addJSON("core-\(image.pid).json", image) }
+        let (version, manifest) = try writer.commit(description: options.description, processes: images.map(\.pid))
+        let bytes = images.reduce(UInt64(0)) { acc, image in
+            acc + image.vmas.reduce(0) { $0 + $1.pages.reduce(0) { $0 + $1.count * SnapshotFormat.pageSize } }
+        }
         return CheckpointResult(app: app, version: version, description: options.description, date: manifest.date,
                                 directory: store.directory(app, version: version), frozenSeconds: frozenTime, pageBytes: bytes)
     }
@@ -234,30 +238,81 @@ extension CheckpointEngine {
         var clock = PhaseClock()
         let snap = try store.open(app: app, version: version)
         clock.mark("verify snapshot")
-        guard let image = snap.processes.first else { throw SSIError(.corrupt, "\(snap.directory) holds no process") }
-        var restorer = ProcessRestorer(image: image, snapshotDir: snap.directory)
-        restorer.useCallerTerminal = options.useCallerTerminal
-        try restorer.preflight()
+        guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.directory) holds no process") }
+        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal) }
         let freezer = CgroupFreezer.find()
+        if options.leaveFrozen && freezer == nil {
+            throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
+        }
         var cgroupFD: Int32 = -1
         if let freezer { cgroupFD = (try? freezer.openGroup(app)) ?? -1 }
         defer { if cgroupFD >= 0 { close(cgroupFD) } }
-        let tracee = try restorer.restore(cgroupFD: cgroupFD)
-        clock.mark("rebuild process")
-        if options.leaveFrozen {
-            guard let freezer, cgroupFD >= 0 else {
-                kill(image.pid, SIGKILL)
-                var st: Int32 = 0
-                _ = cssi_waitpid(image.pid, &st, 0)
-                throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
+        // Processes orphaned by a failed restart are reparented to us and reaped below
+        // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
+        _ = cssi_prctl(36, 1, 0, 0, 0)
+
+        let r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        if r == -EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
+        if r < 0 { throw SSIError.sys("clone3 with set_tid=\(root.pid)", errno: -r, hint: r == -EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil) }
+        var created: [Int32] = [root.pid]
+        var restorers: [ProcessRestorer] = []
+        do {
+            let stub = Tracee.adoptTraceMe(root.pid)
+            guard case .signal(SIGSTOP) = try stub.wait() else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
+            // Create the tree top-down: each process forks its children itself, after taking
+            // its session, so that parent links and sessions are the original ones.
+            let byPID = Dictionary(snap.processes.map { ($0.pid, $0) }, uniquingKeysWith: { a, _ in a })
+            var children = [Int32: [ProcessImage]]()
+            for p in snap.processes where p.pid != root.pid { children[p.ppid, default: []].append(p) }
+            var queue: [(ProcessImage, Tracee)] = [(root, stub)]
+            while !queue.isEmpty {
+                let (image, t) = queue.removeFirst()
+                let pr = try ProcessRestorer(image: image, snapshotDir: snap.directory, stub: t)
+                pr.useCallerTerminal = options.useCallerTerminal
+                restorers.append(pr)
+                try pr.becomeSessionLeaderIfNeeded()
+                for child in (children[image.pid] ?? []).sorted(by: { $0.pid < $1.pid }) {
+                    let ct = try pr.fork(child: child)
+                    created.append(child.pid)
+                    if let status = child.zombieStatus {
+                        try ProcessRestorer.becomeZombie(ct, status: status)
+                    } else {
+                        queue.append((child, ct))
+                    }
+                }
             }
+            for pid in byPID.keys where !created.contains(pid) {
+                throw SSIError(.corrupt, "\(snap.directory): PID \(pid) has no parent in the snapshot")
+            }
+            clock.mark("create process tree")
+            for pr in restorers {
+                try pr.rebuild()
+                try pr.createThreads()
+            }
+            let known = Set(created)
+            for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
+            for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
+            for pr in restorers { try pr.finish() }
+            clock.mark("rebuild processes")
+        } catch {
+            for pid in created.reversed() { kill(pid, SIGKILL) }
+            var st: Int32 = 0
+            let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
+            while DispatchTime.now().uptimeNanoseconds < deadline {
+                let w = cssi_waitpid(-1, &st, WNOHANG)
+                if w < 0 { break }
+                if w == 0 { usleep(1000) }
+            }
+            throw error
+        }
+        if options.leaveFrozen, let freezer {
             try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")
-            try tracee.detach()
+            for pr in restorers.reversed() { pr.detach() }
             try freezer.freeze(app)
         } else {
-            try tracee.detach()
+            for pr in restorers.reversed() { pr.detach() }
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
-        return RestartResult(app: app, version: snap.manifest.version, pid: image.pid, restoreSeconds: secs)
+        return RestartResult(app: app, version: snap.manifest.version, pid: root.pid, restoreSeconds: secs)
     }
 }

@@ -27,6 +27,13 @@ struct Injector {
         self.gadget = try Injector.findGadget(pid: pid)
     }
 
+    /// Another thread of the same process: same address space, same gadget.
+    init(pid: Int32, base: UserRegs, gadget: UInt64) {
+        self.pid = pid
+        self.base = base
+        self.gadget = gadget
+    }
+
     static func findGadget(pid: Int32) throws -> UInt64 {
         let maps = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
         guard let vdso = maps.first(where: { $0.name == "[vdso]" }) else {

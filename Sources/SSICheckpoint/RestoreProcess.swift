@@ -6,30 +6,75 @@ import SSISystem
 import Glibc
 #endif
 
-/// Rebuilds one process from its image.
+/// Rebuilds one process from its image, in stages that the restart of a whole tree
+/// interleaves (RestartSession): begin, fork children, rebuild, threads, groups, finish.
 ///
-/// The process is created empty-handed: clone3 with set_tid gives it its old PID, and the
-/// child stops itself at once (cssi_spawn_restore_shell). From then on it never runs its own
-/// code: we drive it with injected syscalls (see Injector) that tear down the copy of our
-/// address space it inherited, map the snapshot's memory at the old addresses, reopen its
-/// files, and set everything else; then we load its registers and let it go.
-struct ProcessRestorer {
+/// The process is created empty-handed: clone3 with set_tid gives it its old PID (the root by
+/// ssi, every other process by its restored parent), and it stops at once. From then on it
+/// never runs its own code: we drive it with injected syscalls (see Injector) that tear down
+/// the copy of an address space it inherited, map the snapshot's memory at the old
+/// addresses, reopen its files, and set everything else; then we load its registers and let
+/// it go.
+final class ProcessRestorer {
     let image: ProcessImage
     let snapshotDir: String
     /// Give the fds that were terminals the caller's terminal (`restart -t`).
     var useCallerTerminal = false
-    var warnings: [String] = []
 
-    init(image: ProcessImage, snapshotDir: String) { self.image = image; self.snapshotDir = snapshotDir }
+    private(set) var tracee: Tracee
+    private var inj: Injector
+    private var scratch: UInt64 = 0
+    private let scratchSize: UInt64 = 1 << 20
+    private var mem: RemoteMemory { RemoteMemory(pid: image.pid) }
+    private var threadInjectors: [Int32: Injector] = [:]
+
+    var pid: Int32 { image.pid }
+
+    /// Takes over a stopped stub (our traced child, or a child auto-attached at its fork).
+    init(image: ProcessImage, snapshotDir: String, stub: Tracee) throws {
+        self.image = image
+        self.snapshotDir = snapshotDir
+        self.tracee = stub
+        // If ssi dies mid-restore, the half-built processes die with it (PTRACE_O_EXITKILL);
+        // forks and clones we inject stop at birth, traced (TRACEFORK, TRACECLONE).
+        try stub.setOptions(UInt(CSSI_PTRACE_O_EXITKILL) | 0x2 /* TRACEFORK */ | 0x8 /* TRACECLONE */)
+        inj = try Injector(pid: stub.pid, base: try stub.registers())
+        try stub.setSigmask(~0)
+        // glibc in our copy registered rseq for its thread; unregister it while its memory
+        // is still there (the kernel writes to the area on unregister).
+        if let r = try stub.rseqConfiguration() {
+            try inj.call("rseq unregister", Arch.SYS.rseq, r.rseq_abi_pointer, UInt64(r.rseq_abi_size), 1, UInt64(r.signature))
+        }
+        // A scratch area for syscall arguments, in a hole of the target layout; syscalls run
+        // from a `syscall` instruction placed in it from now on, because the vDSO is about to
+        // move and a syscall cannot return into a mapping it has just moved.
+        let current = MapsEntry.parse(try ProcFS.read("/proc/\(stub.pid)/maps"))
+        scratch = try findHole(size: scratchSize, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
+        try inj.call("mmap scratch", Arch.SYS.mmap, scratch, scratchSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC),
+                     UInt64(MAP_PRIVATE | MAP_ANONYMOUS | Int32(CSSI_MAP_FIXED_NOREPLACE)), UInt64.max, 0)
+        try mem.write(Arch.syscallInstruction, to: gadgetAddress)
+        inj.gadget = gadgetAddress
+    }
+
+    private var gadgetAddress: UInt64 { scratch + scratchSize - 16 }
+
+    private func putString(_ s: String, _ off: UInt64 = 0) throws -> UInt64 {
+        try mem.write(Array(s.utf8) + [0], to: scratch + off)
+        return scratch + off
+    }
+
+    // MARK: checks before anything is created
 
     /// Checks, before creating anything, what can be checked from outside.
-    func preflight() throws {
+    static func preflight(_ image: ProcessImage, useCallerTerminal: Bool) throws {
         let pid = image.pid
         if kill(pid, 0) == 0 || errno != ESRCH || ProcFS.exists("/proc/\(pid)") {
             throw SSIError(.busy, "PID \(pid) is busy: a process with that PID exists, so application \(pid) cannot be restarted with its PID; nothing was changed",
                            hint: "if it is the running application, checkpoint it with --kill first; if it is a zombie, its parent must reap it")
         }
-        guard image.threads.count == 1 else { throw SSIError(.unsupported, "snapshot of PID \(pid) has \(image.threads.count) threads; not supported yet") }
+        for t in image.threads where t.tid != pid && (kill(t.tid, 0) == 0 || ProcFS.exists("/proc/\(t.tid)")) {
+            throw SSIError(.busy, "thread id \(t.tid) of PID \(pid) is in use by another task; nothing was changed")
+        }
         for f in image.fds where f.kind == .regular {
             var st = stat()
             if stat(f.path, &st) != 0 {
@@ -50,63 +95,71 @@ struct ProcessRestorer {
         }
     }
 
-    func callerTerminalFD() -> Int32? { [0, 1, 2].first { isatty($0) != 0 } }
+    static func callerTerminalFD() -> Int32? { [0, 1, 2].first { isatty($0) != 0 } }
 
-    /// Creates and fills the process; returns it stopped under our ptrace, ready to detach.
-    func restore(cgroupFD: Int32) throws -> Tracee {
-        let pid = image.pid
-        let r = cssi_spawn_restore_shell(pid, cgroupFD)
-        if r == -EEXIST { throw SSIError(.busy, "PID \(pid) is busy (taken while restarting); nothing was changed") }
-        if r < 0 { throw SSIError.sys("clone3 with set_tid=\(pid)", errno: -r, hint: r == -EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil) }
-        let tracee = Tracee.adoptTraceMe(pid)
-        do {
-            guard case .signal(SIGSTOP) = try tracee.wait() else { throw SSIError(.system, "restored process \(pid) did not stop as expected") }
-            // If ssi dies mid-restore, the half-built process dies with it (PTRACE_O_EXITKILL).
-            try tracee.setOptions(UInt(CSSI_PTRACE_O_EXITKILL))
-            try fill(tracee)
-            return tracee
-        } catch {
-            kill(pid, SIGKILL)
-            var st: Int32 = 0
-            _ = cssi_waitpid(pid, &st, 0)
-            throw error
+    // MARK: stages
+
+    /// Session leaders lead a new session before they fork, so their children inherit it.
+    func becomeSessionLeaderIfNeeded() throws {
+        if image.sid == pid { try inj.call("setsid", Arch.SYS.setsid) }
+    }
+
+    /// Forks a child process with its old PID (clone3 set_tid, run by this process, so the
+    /// parent/child link is the original one). The child stops at birth, traced by us.
+    func fork(child: ProcessImage) throws -> Tracee {
+        // struct clone_args (linux/sched.h): flags, pidfd, child_tid, parent_tid, exit_signal,
+        // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+        let args: [UInt64] = [0, 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
+        try mem.write(args.withUnsafeBytes { Array($0) }, to: scratch + 128)
+        try mem.write([child.pid].withUnsafeBytes { Array($0) }, to: scratch + 256)
+        let r = try inj.rawArgs(Arch.SYS.clone3, [scratch + 128, 88])
+        if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(child.pid) is busy (taken while restarting); nothing was changed") }
+        if r < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in PID \(pid)", errno: Int32(-r)) }
+        let t = Tracee.adoptTraceMe(child.pid)
+        switch try t.wait() {
+        case .signal(SIGSTOP), .event: return t
+        case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")
         }
     }
 
-    private func fill(_ tracee: Tracee) throws {
-        let pid = image.pid
-        guard let thread = image.threads.first else { throw SSIError(.corrupt, "snapshot of PID \(pid) has no thread") }
+    /// A zombie: make the freshly forked child end with the saved wait status, so that its
+    /// parent can still reap it.
+    static func becomeZombie(_ t: Tracee, status: Int32) throws {
+        let inj = try Injector(pid: t.pid, base: try t.registers())
+        let termsig = status & 0x7f
+        if termsig != 0 && termsig != 0x7f {
+            // Killed by a signal: reset its handler (a zeroed sigaction, written below the
+            // stack pointer of the copy it is) and deliver the signal.
+            let regs = try t.registers()
+            let act = (regs.rsp - 512) & ~15
+            try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: act)
+            try inj.call("reset handler", Arch.SYS.rt_sigaction, UInt64(termsig), act, 0, 8)
+            try t.setSigmask(0)
+            try t.setRegisters(regs)
+            try t.cont(signal: termsig)
+        } else {
+            try t.setRegisters(Arch.syscallRegisters(base: try t.registers(), at: inj.gadget, nr: Arch.SYS.exit_group, [UInt64((status >> 8) & 0xff)]))
+            try t.cont()
+        }
+        while true {
+            switch try t.wait() {
+            case .exited, .killed: return
+            case .signal(let s): try t.cont(signal: s == SIGTRAP || s == SIGSTOP ? 0 : s)
+            case .event: try t.cont()
+            }
+        }
+    }
+
+    /// Everything of the process but its threads, ids, credentials and registers.
+    func rebuild() throws {
         var clock = PhaseClock()
-        var inj = try Injector(pid: pid, base: try tracee.registers())
-        try tracee.setSigmask(~0)
-        let mem = RemoteMemory(pid: pid)
-
-        // 1. glibc in our copy registered rseq for its thread; unregister it while its memory
-        //    is still there (the kernel writes to the area on unregister).
-        if let r = try tracee.rseqConfiguration() {
-            try inj.call("rseq unregister", Arch.SYS.rseq, r.rseq_abi_pointer, UInt64(r.rseq_abi_size), 1, UInt64(r.signature))
-        }
-
-        // 2. A scratch page for syscall arguments, in a hole of the target layout.
         let current = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
-        let scratchSize: UInt64 = 1 << 20
-        let scratch = try findHole(size: scratchSize, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
-        try inj.call("mmap scratch", Arch.SYS.mmap, scratch, scratchSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC),
-                     UInt64(MAP_PRIVATE | MAP_ANONYMOUS | Int32(CSSI_MAP_FIXED_NOREPLACE)), UInt64.max, 0)
-        // From now on syscalls run from a `syscall` instruction in the scratch area: the vDSO
-        // is about to move, and a syscall cannot return into a mapping it has just moved.
-        try mem.write(Arch.syscallInstruction, to: scratch + scratchSize - 16)
-        inj.gadget = scratch + scratchSize - 16
-        func putString(_ s: String, _ off: UInt64 = 0) throws -> UInt64 {
-            try mem.write(Array(s.utf8) + [0], to: scratch + off)
-            return scratch + off
-        }
 
-        // 3. File descriptors: keep only the caller's terminal (for -t), at a high number.
+        // File descriptors: keep only the caller's terminal (for -t), at a high number.
         let maxFD = UInt64(max(image.fds.map(\.fd).max() ?? 2, 2))
         let high = maxFD + 10
         var ttyFD: UInt64? = nil
-        if useCallerTerminal, let t = callerTerminalFD() {
+        if useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
             ttyFD = try inj.call("dup terminal", Arch.SYS.fcntl, UInt64(t), UInt64(F_DUPFD), high)
         }
         if let ttyFD {
@@ -119,17 +172,14 @@ struct ProcessRestorer {
         let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", Arch.SYS.close, imagesFD)
 
-        // 4. Unmap everything we inherited but the vDSO/vvar (moved below) and the scratch.
-        for m in current where !m.isSpecialKernelMapping {
+        // Unmap everything inherited but the vDSO/vvar (moved below) and the scratch area.
+        for m in current where !m.isSpecialKernelMapping && !(m.start >= scratch && m.end <= scratch + scratchSize) {
             try inj.call("munmap 0x\(String(m.start, radix: 16))", Arch.SYS.munmap, m.start, m.size)
         }
-
-        // 5. vDSO and vvar back to their old addresses. They must keep their relative layout:
-        //    the vDSO code reaches its data pages at fixed offsets.
         try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
-
         clock.mark("restore: teardown, vdso")
-        // 6. Memory: map each area, writable while we fill it, then give it its protection.
+
+        // Memory: map each area, writable while we fill it, then give it its protection.
         var fileFDs = [String: UInt64]()
         for v in image.vmas {
             switch v.kind {
@@ -146,8 +196,7 @@ struct ProcessRestorer {
                 break
             }
             var prot = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
-            let needsFill = !v.pages.isEmpty
-            if needsFill { prot |= PROT_READ | PROT_WRITE }
+            if !v.pages.isEmpty { prot |= PROT_READ | PROT_WRITE }
             var flags = MAP_FIXED | (v.shared ? MAP_SHARED : MAP_PRIVATE)
             if v.vmFlags.contains("gd") { flags |= MAP_GROWSDOWN }
             var fd = UInt64.max
@@ -164,6 +213,7 @@ struct ProcessRestorer {
                 }
             }
             try inj.call("mmap 0x\(String(v.start, radix: 16)) \(v.name)", Arch.SYS.mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset)
+            // The saved pages go straight from the pages file into place: one copy, in the kernel.
             for run in v.pages {
                 var done: UInt64 = 0
                 let total = run.count * SnapshotFormat.pageSize
@@ -183,8 +233,8 @@ struct ProcessRestorer {
         for (_, fd) in fileFDs { try inj.call("close", Arch.SYS.close, fd) }
         clock.mark("restore: memory")
 
-        // 7. mm fields and /proc/PID/exe: prctl(PR_SET_MM, PR_SET_MM_MAP) (Linux 3.18), which
-        //    unlike the single-field PR_SET_MM options does not need CAP_SYS_RESOURCE.
+        // mm fields and /proc/PID/exe: prctl(PR_SET_MM, PR_SET_MM_MAP) (Linux 3.18), which
+        // unlike the single-field PR_SET_MM options does not need CAP_SYS_RESOURCE.
         let exeFD0 = try inj.call("open exe \(image.exe)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(image.exe), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let exeFD = try inj.call("dup", Arch.SYS.fcntl, exeFD0, UInt64(F_DUPFD_CLOEXEC), high + 3)
         try inj.call("close", Arch.SYS.close, exeFD0)
@@ -198,7 +248,7 @@ struct ProcessRestorer {
         try inj.call("prctl(PR_SET_MM_MAP)", Arch.SYS.prctl, 35, 14, scratch + 4096, UInt64(map.count * 8))
         try inj.call("close", Arch.SYS.close, exeFD)
 
-        // 8. Files, cwd, root, umask.
+        // Files, cwd, root, umask.
         try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
         if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
         try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd))
@@ -206,7 +256,7 @@ struct ProcessRestorer {
         if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
         try inj.call("close", Arch.SYS.close, pagesFD)
 
-        // 9. Signal handlers and the alternate stack. Our copy's handlers are reset first.
+        // Signal handlers (shared by the threads). Our copy's handlers are reset first.
         let saved = Dictionary(image.sigactions.map { ($0.signal, $0) }, uniquingKeysWith: { a, _ in a })
         for sig in Int32(1)...64 where sig != SIGKILL && sig != SIGSTOP {
             let a = saved[sig] ?? SigAction(signal: sig, handler: 0, flags: 0, restorer: 0, mask: 0)
@@ -214,28 +264,8 @@ struct ProcessRestorer {
             let r = try inj.raw(Arch.SYS.rt_sigaction, UInt64(sig), scratch, 0, 8)
             if r < 0 && saved[sig] != nil { throw SSIError.sys("rt_sigaction(\(sig)) in PID \(pid)", errno: Int32(-r)) }
         }
-        let ss = thread.altStack
-        if ss.flags & 2 == 0 {
-            try mem.write([ss.sp, UInt64(UInt32(bitPattern: ss.flags & ~1)), ss.size].withUnsafeBytes { Array($0) }, to: scratch)
-            try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch, 0)
-        }
-
-        // 10. Identity and the rest of the task state.
-        if image.sid == pid {
-            try inj.call("setsid", Arch.SYS.setsid)
-        } else if image.pgid == pid {
-            try inj.call("setpgid", Arch.SYS.setpgid, 0, 0)
-        } else {
-            warn("PID \(pid) belonged to session \(image.sid) / group \(image.pgid), led by processes outside the snapshot; it now runs in ssi's session")
-        }
         try inj.call("personality", Arch.SYS.personality, UInt64(image.personality))
-        var comm = Array(image.comm.utf8.prefix(15)) + [0]
-        comm += Array(repeating: 0, count: 16 - comm.count)
-        try mem.write(comm, to: scratch)
-        try inj.call("prctl(PR_SET_NAME)", Arch.SYS.prctl, 15, scratch)
-        try inj.call("set_tid_address", Arch.SYS.set_tid_address, thread.clearChildTID)
-        if thread.robustListHead != 0 { try inj.call("set_robust_list", Arch.SYS.set_robust_list, thread.robustListHead, thread.robustListLength) }
-        if let r = thread.rseq { try inj.call("rseq register", Arch.SYS.rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
+        if image.childSubreaper == true { try inj.call("prctl(PR_SET_CHILD_SUBREAPER)", Arch.SYS.prctl, 36, 1) }
         for l in image.rlimits {
             var v: [UInt64] = [l.cur, l.max]
             var old: [UInt64] = [0, 0]
@@ -244,6 +274,71 @@ struct ProcessRestorer {
             if r < 0 { warn("rlimit \(l.resource) of PID \(pid) could not be set to \(l.cur)/\(l.max): \(String(cString: strerror(Int32(-r))))") }
         }
         try? ProcFS.write("/proc/\(pid)/oom_score_adj", "\(image.oomScoreAdj)")
+        guard let main = image.threads.first(where: { $0.tid == pid }) ?? image.threads.first else {
+            throw SSIError(.corrupt, "snapshot of PID \(pid) has no thread")
+        }
+        try restoreThreadState(main, inj: inj)
+        clock.mark("restore: files, signals, ids")
+    }
+
+    /// Per-thread state a thread must set itself.
+    private func restoreThreadState(_ t: ThreadImage, inj: Injector) throws {
+        let ss = t.altStack
+        if ss.flags & 2 == 0 {
+            try mem.write([ss.sp, UInt64(UInt32(bitPattern: ss.flags & ~1)), ss.size].withUnsafeBytes { Array($0) }, to: scratch + 512)
+            try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch + 512, 0)
+        }
+        let name = t.name ?? (t.tid == pid ? image.comm : nil)
+        if let name {
+            var comm = Array(name.utf8.prefix(15)) + [0]
+            comm += Array(repeating: 0, count: 16 - comm.count)
+            try mem.write(comm, to: scratch + 544)
+            try inj.call("prctl(PR_SET_NAME)", Arch.SYS.prctl, 15, scratch + 544)
+        }
+        try inj.call("set_tid_address", Arch.SYS.set_tid_address, t.clearChildTID)
+        if t.robustListHead != 0 { try inj.call("set_robust_list", Arch.SYS.set_robust_list, t.robustListHead, t.robustListLength) }
+        if let r = t.rseq { try inj.call("rseq register", Arch.SYS.rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
+    }
+
+    /// The other threads, with their old thread ids (clone3 set_tid with CLONE_THREAD).
+    func createThreads() throws {
+        for t in image.threads where t.tid != pid {
+            // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, as
+            // pthread_create does; no stack: the thread never runs before we set its registers.
+            let args: [UInt64] = [0x50f00, 0, 0, 0, 0, 0, 0, 0, scratch + 256, 1, 0]
+            try mem.write(args.withUnsafeBytes { Array($0) }, to: scratch + 128)
+            try mem.write([t.tid].withUnsafeBytes { Array($0) }, to: scratch + 256)
+            let r = try inj.rawArgs(Arch.SYS.clone3, [scratch + 128, 88])
+            if r < 0 { throw SSIError.sys("clone3 of thread \(t.tid) in PID \(pid)", errno: Int32(-r)) }
+            let th = Tracee.adoptTraceMe(t.tid)
+            switch try th.wait() {
+            case .signal(SIGSTOP), .event: break
+            case let other: throw SSIError(.system, "thread \(t.tid) of PID \(pid) did not stop as expected (\(other))")
+            }
+            try th.setSigmask(~0)
+            let tinj = Injector(pid: t.tid, base: try th.registers(), gadget: inj.gadget)
+            try restoreThreadState(t, inj: tinj)
+            threadInjectors[t.tid] = tinj
+        }
+    }
+
+    /// Process groups, after every process exists: leaders first (`leaders`), then members.
+    func joinGroup(leaders: Bool, known: Set<Int32>) throws {
+        guard image.sid != pid else { return }               // a session leader leads its group
+        if leaders && image.pgid == pid {
+            try inj.call("setpgid", Arch.SYS.setpgid, 0, 0)
+        } else if !leaders && image.pgid != pid {
+            if known.contains(image.pgid) {
+                let r = try inj.raw(Arch.SYS.setpgid, 0, UInt64(image.pgid))
+                if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }
+            } else if !known.contains(image.sid) {
+                warn("PID \(pid) belonged to session \(image.sid) / group \(image.pgid), led by processes outside the snapshot; it now runs in ssi's session")
+            }
+        }
+    }
+
+    /// Credentials, the flags they reset, pending signals, and the registers of every thread.
+    func finish() throws {
         // Credentials last but for what they reset: a uid change clears the dumpable flag and
         // the parent-death signal (commit_creds), so those come after.
         let c = image.credentials
@@ -256,25 +351,35 @@ struct ProcessRestorer {
         try inj.call("prctl(PR_SET_DUMPABLE)", Arch.SYS.prctl, 4, UInt64(image.dumpable))
         if image.parentDeathSignal != 0 { try inj.call("prctl(PR_SET_PDEATHSIG)", Arch.SYS.prctl, 1, UInt64(image.parentDeathSignal)) }
 
-        // 11. Pending signals, queued while everything is still blocked, with their siginfo.
-        for info in image.sharedPending + thread.pending {
-            guard info.count == 128 else { continue }
+        // Pending signals, queued while everything is still blocked, with their siginfo.
+        func queue(_ info: Data, tid: Int32?) throws {
+            guard info.count == 128 else { return }
             let sig = info.withUnsafeBytes { $0.load(as: Int32.self) }
             try mem.write(Array(info), to: scratch)
-            let isShared = image.sharedPending.contains(info)
-            if isShared {
-                try inj.call("rt_sigqueueinfo(\(sig))", Arch.SYS.rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
+            if let tid {
+                try inj.call("rt_tgsigqueueinfo(\(sig))", Arch.SYS.rt_tgsigqueueinfo, UInt64(pid), UInt64(tid), UInt64(sig), scratch)
             } else {
-                try inj.call("rt_tgsigqueueinfo(\(sig))", Arch.SYS.rt_tgsigqueueinfo, UInt64(pid), UInt64(pid), UInt64(sig), scratch)
+                try inj.call("rt_sigqueueinfo(\(sig))", Arch.SYS.rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
             }
         }
+        for info in image.sharedPending { try queue(info, tid: nil) }
+        for t in image.threads { for info in t.pending { try queue(info, tid: t.tid) } }
         try inj.call("munmap scratch", Arch.SYS.munmap, scratch, scratchSize)
 
-        clock.mark("restore: files, signals, ids")
-        // 12. Registers, FPU/AVX state and the signal mask.
-        try tracee.setXState(Array(thread.xstate))
-        try tracee.setRegisters(Arch.registersForResume(try UserRegs(named: thread.registers)))
-        try tracee.setSigmask(thread.blockedMask)
+        // Registers, FPU/AVX state and signal mask of every thread.
+        for t in image.threads {
+            let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(t.tid)
+            try th.setXState(Array(t.xstate))
+            try th.setRegisters(Arch.registersForResume(try UserRegs(named: t.registers)))
+            try th.setSigmask(t.blockedMask)
+        }
+    }
+
+    /// Every thread of the process leaves its ptrace stop.
+    func detach() {
+        if image.jobStopped == true { kill(pid, SIGSTOP) }
+        for t in image.threads where t.tid != pid { _ = cssi_ptrace(Int32(CSSI_PTRACE_DETACH), t.tid, 0, 0) }
+        _ = cssi_ptrace(Int32(CSSI_PTRACE_DETACH), pid, 0, 0)
     }
 
     private func moveVDSO(inj: inout Injector, current: [MapsEntry], reserved: (UInt64, UInt64)) throws {

@@ -10,7 +10,9 @@ import Foundation
 ///  - `pages-<pid>.img`: that process's saved pages, concatenated, page aligned.
 public enum SnapshotFormat {
     public static let magic = "swiftssi-snapshot"
-    public static let version = 1
+    /// 2 added process trees, threads and task states (optional fields: version 1 files read as before).
+    public static let version = 2
+    public static let readable: ClosedRange<Int> = 1...2
     public static let pageSize: UInt64 = 4096
 }
 
@@ -66,6 +68,14 @@ public struct ProcessImage: Codable, Sendable {
     public var sharedPending: [Data]
     public var threads: [ThreadImage]
     public var oomScoreAdj: Int32
+    /// Version 2: the signal sent to the parent when this process ends (SIGCHLD usually).
+    public var exitSignal: Int32?
+    /// Version 2: set for a zombie (exited, not yet reaped): its wait status, restored as is.
+    public var zombieStatus: Int32?
+    /// Version 2: stopped by job control (SIGSTOP/SIGTSTP) at checkpoint time.
+    public var jobStopped: Bool?
+    /// Version 2: PR_SET_CHILD_SUBREAPER.
+    public var childSubreaper: Bool?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -178,6 +188,8 @@ public struct ThreadImage: Codable, Sendable {
     public var robustListHead: UInt64
     public var robustListLength: UInt64
     public var clearChildTID: UInt64
+    /// Version 2: the thread's name (/proc/PID/task/TID/comm).
+    public var name: String?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()

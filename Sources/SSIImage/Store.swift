@@ -95,6 +95,7 @@ public final class SnapshotWriter {
     /// Writes the manifest, syncs everything to disk and renames the directory to the next
     /// unused version. Returns the version number.
     public func commit(description: String, processes: [Int32], date: Date = Date()) throws -> (Int, Manifest) {
+        // The root of the application comes first in `processes`.
         var uts = utsname()
         uname(&uts)
         let kernel = withUnsafeBytes(of: uts.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
@@ -195,8 +196,8 @@ public struct Snapshot: Sendable {
             throw SSIError(.corrupt, "\(mpath) is not a SwiftSSI manifest: \(error)")
         }
         guard manifest.format == SnapshotFormat.magic else { throw SSIError(.corrupt, "\(mpath): not a SwiftSSI snapshot (format \(manifest.format))") }
-        guard manifest.formatVersion == SnapshotFormat.version else {
-            throw SSIError(.corrupt, "\(mpath): snapshot format version \(manifest.formatVersion), this ssi reads version \(SnapshotFormat.version)",
+        guard SnapshotFormat.readable.contains(manifest.formatVersion) else {
+            throw SSIError(.corrupt, "\(mpath): snapshot format version \(manifest.formatVersion), this ssi reads versions \(SnapshotFormat.readable.lowerBound)-\(SnapshotFormat.readable.upperBound)",
                            hint: "restart it with the SwiftSSI release that wrote it")
         }
         for entry in manifest.files {

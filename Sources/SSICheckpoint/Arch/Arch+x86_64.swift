@@ -20,7 +20,7 @@ public enum Arch {
         public static let rt_sigqueueinfo = 129, sigaltstack = 131, personality = 135, prctl = 157, chroot = 161
         public static let set_tid_address = 218, restart_syscall = 219, rt_tgsigqueueinfo = 297
         public static let set_robust_list = 273, pipe2 = 293, dup3 = 292, openat = 257, rseq = 334, close_range = 436
-        public static let shmat = 30
+        public static let shmat = 30, kill = 62, exit_group = 231, clone3 = 435
     }
 
     /// A syscall's number and arguments placed in a copy of `base`, the way the `syscall`

@@ -1,0 +1,121 @@
+import CSSILinux
+import Foundation
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An application: a root process and all its descendants (Kerrighed's definition).
+struct ProcessTree {
+    let root: Int32
+    /// Root first; every parent before its children.
+    var pids: [Int32] = []
+    var parent: [Int32: Int32] = [:]
+
+    /// Walks /proc once: each process's parent from /proc/PID/stat.
+    static func collect(root: Int32) throws -> ProcessTree {
+        var children = [Int32: [Int32]]()
+        var parent = [Int32: Int32]()
+        guard let dir = opendir("/proc") else { throw SSIError.sys("opendir /proc", errno: errno) }
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard let pid = Int32(name), let st = try? ProcStat.read(pid: pid) else { continue }
+            parent[pid] = st.ppid
+            children[st.ppid, default: []].append(pid)
+        }
+        closedir(dir)
+        var tree = ProcessTree(root: root)
+        var queue = [root]
+        while !queue.isEmpty {
+            let p = queue.removeFirst()
+            tree.pids.append(p)
+            if p != root { tree.parent[p] = parent[p] }
+            queue += (children[p] ?? []).sorted()
+        }
+        return tree
+    }
+}
+
+/// Every task of an application held in a ptrace stop. No task can fork while stopped, and
+/// the tree is rescanned until a pass finds no task we do not hold, so the set is complete.
+final class SeizedApplication {
+    let root: Int32
+    private(set) var tree: ProcessTree
+    /// pid -> its threads, all stopped under us (main thread first).
+    private(set) var threads: [Int32: [Int32]] = [:]
+    /// Zombies cannot be traced: pid -> wait status, from /proc/PID/stat exit_code.
+    private(set) var zombies: [Int32: Int32] = [:]
+    /// Processes that were stopped by job control when we came.
+    private(set) var jobStopped: Set<Int32> = []
+    private var released = false
+
+    init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
+
+    /// `thaw` is called once the first tasks are seized (the cgroup freezer case: frozen
+    /// tasks only enter the ptrace stop once thawed).
+    func seize(thaw: (() throws -> Void)? = nil) throws {
+        var thawed = thaw == nil
+        for round in 0..<20 {
+            tree = try ProcessTree.collect(root: root)
+            var fresh = [Int32]()
+            for pid in tree.pids {
+                guard let st = try? ProcStat.read(pid: pid) else { continue }
+                if st.state == "Z" {
+                    if zombies[pid] == nil { zombies[pid] = try zombieStatus(pid) }
+                    continue
+                }
+                if threads[pid] == nil && st.state == "T" { jobStopped.insert(pid) }
+                let held = Set(threads[pid] ?? [])
+                for tid in (try? threadIDs(of: pid)) ?? [] where !held.contains(tid) {
+                    let r = cssi_ptrace(Int32(CSSI_PTRACE_SEIZE), tid, 0, 0)
+                    if r == -Int(ESRCH) { continue }            // exited meanwhile
+                    if r < 0 {
+                        if Int32(-r) == EPERM {
+                            throw SSIError(.permission, "cannot trace PID \(pid) (thread \(tid)): operation not permitted",
+                                           hint: "the process may already be traced (a debugger, strace) or you are not root")
+                        }
+                        throw SSIError.sys("PTRACE_SEIZE of PID \(pid) thread \(tid)", errno: Int32(-r))
+                    }
+                    try check(cssi_ptrace(Int32(CSSI_PTRACE_INTERRUPT), tid, 0, 0), "PTRACE_INTERRUPT \(tid)")
+                    threads[pid, default: []].append(tid)
+                    fresh.append(tid)
+                }
+            }
+            if !thawed, let thaw { try thaw(); thawed = true }
+            for tid in fresh { try waitForStop(tid) }
+            if fresh.isEmpty { return }
+            if round == 19 { throw SSIError(.system, "application \(root) keeps creating tasks faster than they can be stopped") }
+        }
+    }
+
+    private func waitForStop(_ tid: Int32) throws {
+        while true {
+            var status: Int32 = 0
+            try check(Int(cssi_waitpid(tid, &status, 0)), "waitpid \(tid)")
+            if cssi_wifexited(status) != 0 || cssi_wifsignaled(status) != 0 {
+                throw SSIError(.state, "task \(tid) of application \(root) exited while being stopped; nothing was written", hint: "try again")
+            }
+            if cssi_wptrace_event(status) == Int32(CSSI_PTRACE_EVENT_STOP) { return }
+            // A signal arrived before our interrupt: deliver it; the interrupt stop follows.
+            try check(cssi_ptrace(Int32(CSSI_PTRACE_CONT), tid, 0, UInt(cssi_wstopsig(status))), "PTRACE_CONT \(tid)")
+        }
+    }
+
+    /// The wait status a zombie will report: exit_code, field 52 of /proc/PID/stat.
+    private func zombieStatus(_ pid: Int32) throws -> Int32 {
+        let text = try ProcFS.read("/proc/\(pid)/stat")
+        guard let close = text.lastIndex(of: ")") else { return 0 }
+        let f = text[text.index(close, offsetBy: 2)...].split(separator: " ")
+        return f.count >= 50 ? Int32(f[49]) ?? 0 : 0
+    }
+
+    /// Lets every task go; `signal` is queued first to every process (checkpoint --kill).
+    func release(signal: Int32? = nil) {
+        guard !released else { return }
+        released = true
+        if let signal { for pid in threads.keys { kill(pid, signal) } }
+        for (_, tids) in threads { for t in tids { _ = cssi_ptrace(Int32(CSSI_PTRACE_DETACH), t, 0, 0) } }
+    }
+
+    deinit { release() }
+}
