@@ -18,7 +18,6 @@ struct ProcessDumper {
 
     func dumpFileDescriptors() throws -> [FileDescriptorImage] {
         var out = [FileDescriptorImage]()
-        var pipeEnds = [UInt64: [(fd: Int32, write: Bool)]]()
         for fd in try openFDs(of: pid) {
             let link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)")
             let info = try FdInfo.read(pid: pid, fd: fd)
@@ -34,8 +33,6 @@ struct ProcessDumper {
             }
             if link.hasPrefix("pipe:[") {
                 let ino = UInt64(st.st_ino)
-                let isWrite = flags & O_ACCMODE == O_WRONLY
-                pipeEnds[ino, default: []].append((fd, isWrite))
                 var img = FileDescriptorImage(fd: fd, kind: .pipe, path: link, flags: flags, closeOnExec: cloexec, position: 0)
                 img.pipeID = ino
                 out.append(img)
@@ -67,22 +64,33 @@ struct ProcessDumper {
                 try unsupported("block device or special file")
             }
         }
-        // Part 1 handles pipes whose both ends are inside the process; their bytes are read
-        // without consuming them: tee(2) duplicates a pipe's content into another pipe.
-        for (ino, ends) in pipeEnds {
-            guard ends.contains(where: { $0.write }), ends.contains(where: { !$0.write }) else {
-                if ignoreUnsupported { out.removeAll { $0.pipeID == ino }; continue }
-                throw SSIError(.unsupported, "PID \(pid) fd \(ends[0].fd): pipe whose other end is outside the application is not supported yet; nothing was written",
+        return out
+    }
+
+    /// Pipes are restored whole when both ends are inside the application (any of its
+    /// processes); their bytes are read without consuming them: tee(2) duplicates a pipe's
+    /// content into another pipe.
+    static func completePipes(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+        var ends = [UInt64: [(pid: Int32, fd: Int32, write: Bool)]]()
+        for (pid, fds) in tables { for f in fds where f.kind == .pipe { ends[f.pipeID!, default: []].append((pid, f.fd, f.flags & O_ACCMODE == O_WRONLY)) } }
+        for (ino, list) in ends {
+            guard let reader = list.first(where: { !$0.write }), list.contains(where: { $0.write }) else {
+                if ignoreUnsupported {
+                    for pid in tables.keys { tables[pid]!.removeAll { $0.pipeID == ino } }
+                    continue
+                }
+                let e = list[0]
+                throw SSIError(.unsupported, "PID \(e.pid) fd \(e.fd): pipe whose other end is outside the application is not supported yet; nothing was written",
                                hint: "checkpoint the whole pipeline as one application (ssi run -- sh -c '...'), or use -i")
             }
-            let readFD = ends.first(where: { !$0.write })!.fd
-            let (data, size) = try peekPipe(fd: readFD)
-            for i in out.indices where out[i].pipeID == ino {
-                out[i].pipeData = data
-                out[i].pipeSize = size
+            let (data, size) = try ProcessDumper(pid: reader.pid).peekPipe(fd: reader.fd)
+            for pid in tables.keys {
+                for i in tables[pid]!.indices where tables[pid]![i].pipeID == ino {
+                    tables[pid]![i].pipeData = data
+                    tables[pid]![i].pipeSize = size
+                }
             }
         }
-        return out
     }
 
     func peekPipe(fd: Int32) throws -> (Data, Int32) {

@@ -77,6 +77,7 @@ public struct CheckpointEngine: Sendable {
                 d.ignoreUnsupported = options.ignoreUnsupported
                 fdTables[pid] = try d.dumpFileDescriptors()
             }
+            try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             for pid in seized.tree.pids {
                 if let status = seized.zombies[pid] {
                     var img = ProcessImage(pid: pid)
@@ -256,7 +257,10 @@ extension CheckpointEngine {
         if r < 0 { throw SSIError.sys("clone3 with set_tid=\(root.pid)", errno: -r, hint: r == -EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil) }
         var created: [Int32] = [root.pid]
         var restorers: [ProcessRestorer] = []
+        let pipes = PipeRegistry()
+        defer { pipes.closeAll() }
         do {
+            try pipes.create(from: snap.processes)
             let stub = Tracee.adoptTraceMe(root.pid)
             guard case .signal(SIGSTOP) = try stub.wait() else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             // Create the tree top-down: each process forks its children itself, after taking
@@ -268,6 +272,7 @@ extension CheckpointEngine {
             while !queue.isEmpty {
                 let (image, t) = queue.removeFirst()
                 let pr = try ProcessRestorer(image: image, snapshotDir: snap.directory, stub: t)
+                pr.pipes = pipes
                 pr.useCallerTerminal = options.useCallerTerminal
                 restorers.append(pr)
                 try pr.becomeSessionLeaderIfNeeded()

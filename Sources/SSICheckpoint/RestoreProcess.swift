@@ -20,6 +20,8 @@ final class ProcessRestorer {
     let snapshotDir: String
     /// Give the fds that were terminals the caller's terminal (`restart -t`).
     var useCallerTerminal = false
+    /// The application's pipes, held open by ssi during the restart.
+    var pipes: PipeRegistry?
 
     private(set) var tracee: Tracee
     private var inj: Injector
@@ -418,39 +420,17 @@ final class ProcessRestorer {
 
     private func restoreFileDescriptors(inj: Injector, scratch: UInt64, high: UInt64, putString: (String, UInt64) throws -> UInt64, ttyFD: UInt64?) throws {
         let pid = image.pid
-        let mem = RemoteMemory(pid: pid)
-        // Pipes first, at high numbers so they collide with no fd being restored.
-        var pipes = [UInt64: (r: UInt64, w: UInt64)]()
-        var next = high + 4
-        for f in image.fds where f.kind == .pipe {
-            guard let id = f.pipeID, pipes[id] == nil else { continue }
-            try inj.call("pipe2", Arch.SYS.pipe2, scratch, UInt64(O_CLOEXEC))
-            let ends = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
-            let r = try inj.call("dup pipe", Arch.SYS.fcntl, UInt64(ends[0]), UInt64(F_DUPFD_CLOEXEC), next)
-            let w = try inj.call("dup pipe", Arch.SYS.fcntl, UInt64(ends[1]), UInt64(F_DUPFD_CLOEXEC), next + 1)
-            next += 2
-            try inj.call("close", Arch.SYS.close, UInt64(ends[0]))
-            try inj.call("close", Arch.SYS.close, UInt64(ends[1]))
-            if let size = f.pipeSize, size > 0 { _ = try inj.raw(Arch.SYS.fcntl, w, UInt64(CSSI_F_SETPIPE_SZ), UInt64(size)) }
-            if let data = f.pipeData, !data.isEmpty {
-                // Write the saved bytes from here, through the pipe's /proc link.
-                let wfd = open("/proc/\(pid)/fd/\(w)", O_WRONLY | O_CLOEXEC | O_NONBLOCK)
-                if wfd < 0 { throw SSIError.sys("open pipe of restored PID \(pid)", errno: errno) }
-                defer { close(wfd) }
-                let n = data.withUnsafeBytes { Glibc.write(wfd, $0.baseAddress, $0.count) }
-                if n != data.count { throw SSIError(.system, "could not refill the pipe of PID \(pid) fd \(f.fd) (\(n) of \(data.count) bytes)") }
-            }
-            pipes[id] = (r, w)
-        }
         for f in image.fds.sorted(by: { $0.fd < $1.fd }) {
             let target = UInt64(f.fd)
             var src: UInt64
             var temporary = true
             switch f.kind {
             case .pipe:
-                guard let id = f.pipeID, let p = pipes[id] else { continue }
-                src = (f.flags & O_ACCMODE) == O_WRONLY ? p.w : p.r
-                temporary = false
+                // The pipe is held by ssi; this process opens its end through /proc, which
+                // opens the same pipe (fifo_open), so processes share it as before.
+                guard let id = f.pipeID, let path = pipes?.path(id, write: (f.flags & O_ACCMODE) == O_WRONLY) else { continue }
+                let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
+                src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
             case .tty where ttyFD != nil:
                 src = ttyFD!
                 temporary = false
@@ -469,16 +449,9 @@ final class ProcessRestorer {
             } else if f.closeOnExec {
                 try inj.call("fcntl FD_CLOEXEC", Arch.SYS.fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
             }
-            if f.kind == .pipe && f.flags & O_NONBLOCK != 0 {
-                try inj.call("fcntl O_NONBLOCK", Arch.SYS.fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
-            }
             if f.kind == .regular || f.kind == .directory {
                 try inj.call("lseek fd \(f.fd)", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
-        }
-        for (_, p) in pipes {
-            try inj.call("close", Arch.SYS.close, p.r)
-            try inj.call("close", Arch.SYS.close, p.w)
         }
     }
 
@@ -499,4 +472,38 @@ final class ProcessRestorer {
 /// Something the user should know that does not stop the restart.
 func warn(_ text: String) {
     FileHandle.standardError.write(Data("ssi: warning: \(text)\n".utf8))
+}
+
+/// The pipes of an application being restarted: ssi creates each one, sets its capacity,
+/// refills its bytes, and holds both ends while every process opens its own ends through
+/// /proc/<ssi>/fd/N. Opening a pipe end blocks only while the other end has no opener
+/// (fifo(7)), and ssi holds both, so no open can block.
+final class PipeRegistry {
+    private var ends: [UInt64: (r: Int32, w: Int32)] = [:]
+
+    func create(from images: [ProcessImage]) throws {
+        for image in images {
+            for f in image.fds where f.kind == .pipe {
+                guard let id = f.pipeID, ends[id] == nil else { continue }
+                var p: [Int32] = [0, 0]
+                try check(cssi_pipe2(&p, O_CLOEXEC | O_NONBLOCK), "pipe2")
+                ends[id] = (p[0], p[1])
+                if let size = f.pipeSize, size > 0 { _ = cssi_fcntl_int(p[1], Int32(CSSI_F_SETPIPE_SZ), size) }
+                if let data = f.pipeData, !data.isEmpty {
+                    let n = data.withUnsafeBytes { Glibc.write(p[1], $0.baseAddress, $0.count) }
+                    if n != data.count { throw SSIError(.system, "could not refill pipe \(id) of PID \(image.pid) (\(n) of \(data.count) bytes)") }
+                }
+            }
+        }
+    }
+
+    func path(_ id: UInt64, write: Bool) -> String? {
+        guard let e = ends[id] else { return nil }
+        return "/proc/\(getpid())/fd/\(write ? e.w : e.r)"
+    }
+
+    func closeAll() {
+        for (_, e) in ends { close(e.r); close(e.w) }
+        ends = [:]
+    }
 }
