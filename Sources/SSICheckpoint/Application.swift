@@ -105,7 +105,7 @@ final class SeizedApplication {
     private func zombieStatus(_ pid: Int32) throws -> Int32 {
         let text = try ProcFS.read("/proc/\(pid)/stat")
         guard let close = text.lastIndex(of: ")") else { return 0 }
-        let f = text[text.index(close, offsetBy: 2)...].split(separator: " ")
+        let f = text[text.index(close, offsetBy: 2)...].split(whereSeparator: { $0 == " " || $0 == "\n" })
         return f.count >= 50 ? Int32(f[49]) ?? 0 : 0
     }
 

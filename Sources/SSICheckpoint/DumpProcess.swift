@@ -93,6 +93,35 @@ struct ProcessDumper {
         }
     }
 
+    /// Marks fds that share one open file description, within a process (dup) or across
+    /// processes (fork), by comparing them with kcmp(2) KCMP_FILE among fds of the same inode.
+    static func markSharedDescriptions(_ tables: inout [Int32: [FileDescriptorImage]]) {
+        struct Member { var pid: Int32; var index: Int; var fd: Int32 }
+        var byInode = [String: [Member]]()
+        for (pid, fds) in tables {
+            for (i, f) in fds.enumerated() where f.kind != .pipe {
+                var st = stat()
+                guard stat("/proc/\(pid)/fd/\(f.fd)", &st) == 0 else { continue }
+                byInode["\(st.st_dev):\(st.st_ino)", default: []].append(Member(pid: pid, index: i, fd: f.fd))
+            }
+        }
+        for (_, members) in byInode where members.count > 1 {
+            var reps = [(rep: Member, members: [Member])]()
+            for m in members.sorted(by: { ($0.pid, $0.fd) < ($1.pid, $1.fd) }) {
+                // kcmp(2): 0 when both fds refer to the same open file description.
+                if let k = reps.firstIndex(where: { cssi_syscall6(312, Int($0.rep.pid), Int(m.pid), 0, Int($0.rep.fd), Int(m.fd), 0) == 0 }) {
+                    reps[k].members.append(m)
+                } else {
+                    reps.append((m, [m]))
+                }
+            }
+            for group in reps where group.members.count > 1 {
+                let id = "\(group.rep.pid):\(group.rep.fd)"
+                for m in group.members { tables[m.pid]![m.index].sharedID = id }
+            }
+        }
+    }
+
     func peekPipe(fd: Int32) throws -> (Data, Int32) {
         // Opening /proc/PID/fd/N of a pipe opens the same pipe (fifo_open).
         let src = open("/proc/\(pid)/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)

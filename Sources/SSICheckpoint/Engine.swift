@@ -78,6 +78,7 @@ public struct CheckpointEngine: Sendable {
                 fdTables[pid] = try d.dumpFileDescriptors()
             }
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+            ProcessDumper.markSharedDescriptions(&fdTables)
             for pid in seized.tree.pids {
                 if let status = seized.zombies[pid] {
                     var img = ProcessImage(pid: pid)
@@ -268,11 +269,16 @@ extension CheckpointEngine {
             let byPID = Dictionary(snap.processes.map { ($0.pid, $0) }, uniquingKeysWith: { a, _ in a })
             var children = [Int32: [ProcessImage]]()
             for p in snap.processes where p.pid != root.pid { children[p.ppid, default: []].append(p) }
+            // Open file descriptions shared by several fds are opened once, in the root before
+            // it forks, so that every process inherits the same description.
+            let shared = SharedDescriptions(images: snap.processes)
             var queue: [(ProcessImage, Tracee)] = [(root, stub)]
             while !queue.isEmpty {
                 let (image, t) = queue.removeFirst()
                 let pr = try ProcessRestorer(image: image, snapshotDir: snap.directory, stub: t)
                 pr.pipes = pipes
+                pr.shared = shared
+                if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
                 pr.useCallerTerminal = options.useCallerTerminal
                 restorers.append(pr)
                 try pr.becomeSessionLeaderIfNeeded()

@@ -22,6 +22,8 @@ final class ProcessRestorer {
     var useCallerTerminal = false
     /// The application's pipes, held open by ssi during the restart.
     var pipes: PipeRegistry?
+    /// Open file descriptions shared by several fds, inherited from the root at fixed numbers.
+    var shared: SharedDescriptions?
 
     private(set) var tracee: Tracee
     private var inj: Injector
@@ -101,6 +103,26 @@ final class ProcessRestorer {
 
     // MARK: stages
 
+    /// Opens each shared description once, at `shared.base + index`, before any fork.
+    func openShared(useCallerTerminal: Bool) throws {
+        guard let shared, !shared.list.isEmpty else { return }
+        for (i, f) in shared.list.enumerated() {
+            let target = UInt64(shared.base + Int32(i))
+            var fd: UInt64
+            if f.kind == .tty, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
+                fd = UInt64(t)
+            } else {
+                let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
+                fd = try inj.call("open \(f.path)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0)
+            }
+            try inj.call("dup3 shared", Arch.SYS.dup3, fd, target, 0)
+            if f.kind == .regular || f.kind == .directory {
+                try inj.call("lseek shared", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+            }
+            if !(f.kind == .tty && useCallerTerminal) { try inj.call("close", Arch.SYS.close, fd) }
+        }
+    }
+
     /// Session leaders lead a new session before they fork, so their children inherit it.
     func becomeSessionLeaderIfNeeded() throws {
         if image.sid == pid { try inj.call("setsid", Arch.SYS.setsid) }
@@ -160,16 +182,23 @@ final class ProcessRestorer {
         // File descriptors: keep only the caller's terminal (for -t), at a high number.
         let maxFD = UInt64(max(image.fds.map(\.fd).max() ?? 2, 2))
         let high = maxFD + 10
+        if let shared, !shared.list.isEmpty, high + 8 >= UInt64(shared.base) {
+            throw SSIError(.system, "internal: fd layout of PID \(pid) overlaps the shared descriptions")
+        }
         var ttyFD: UInt64? = nil
         if useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
             ttyFD = try inj.call("dup terminal", Arch.SYS.fcntl, UInt64(t), UInt64(F_DUPFD), high)
         }
-        if let ttyFD {
-            if ttyFD > 0 { try inj.call("close_range", Arch.SYS.close_range, 0, ttyFD - 1, 0) }
-            try inj.call("close_range", Arch.SYS.close_range, ttyFD + 1, UInt64(UInt32.max), 0)
-        } else {
-            try inj.call("close_range", Arch.SYS.close_range, 0, UInt64(UInt32.max), 0)
+        // Close everything inherited but the terminal and the shared descriptions.
+        var keep = [UInt64]()
+        if let ttyFD { keep.append(ttyFD) }
+        if let shared, !shared.list.isEmpty { keep += (0..<shared.list.count).map { UInt64(shared.base) + UInt64($0) } }
+        var from: UInt64 = 0
+        for k in keep.sorted() {
+            if k > from { try inj.call("close_range", Arch.SYS.close_range, from, k - 1, 0) }
+            from = k + 1
         }
+        try inj.call("close_range", Arch.SYS.close_range, from, UInt64(UInt32.max), 0)
         let imagesFD = try inj.call("open pages", Arch.SYS.openat, UInt64(AT_FDCWD), try putString("\(snapshotDir)/\(image.pagesFile)"), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", Arch.SYS.close, imagesFD)
@@ -252,6 +281,9 @@ final class ProcessRestorer {
 
         // Files, cwd, root, umask.
         try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
+        if let shared, !shared.list.isEmpty {
+            try inj.call("close shared", Arch.SYS.close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.list.count) - 1, 0)
+        }
         if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
         try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd))
         try inj.call("umask", Arch.SYS.umask, UInt64(image.umask))
@@ -424,6 +456,11 @@ final class ProcessRestorer {
             let target = UInt64(f.fd)
             var src: UInt64
             var temporary = true
+            if let id = f.sharedID, let i = shared?.index[id], let base = shared?.base {
+                // One description shared with other fds: inherited from the root.
+                src = UInt64(base + Int32(i))
+                temporary = false
+            } else {
             switch f.kind {
             case .pipe:
                 // The pipe is held by ssi; this process opens its end through /proc, which
@@ -443,13 +480,14 @@ final class ProcessRestorer {
                 }
                 src = UInt64(r)
             }
+            }
             if src != target {
                 try inj.call("dup3 to fd \(f.fd)", Arch.SYS.dup3, src, target, UInt64(f.closeOnExec ? O_CLOEXEC : 0))
                 if temporary { try inj.call("close", Arch.SYS.close, src) }
             } else if f.closeOnExec {
                 try inj.call("fcntl FD_CLOEXEC", Arch.SYS.fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
             }
-            if f.kind == .regular || f.kind == .directory {
+            if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
                 try inj.call("lseek fd \(f.fd)", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
         }
@@ -505,5 +543,30 @@ final class PipeRegistry {
     func closeAll() {
         for (_, e) in ends { close(e.r); close(e.w) }
         ends = [:]
+    }
+}
+
+/// The open file descriptions that several fds share (after dup() or fork()), restored once.
+final class SharedDescriptions {
+    /// One representative fd image per shared description.
+    let list: [FileDescriptorImage]
+    /// sharedID -> position in `list`.
+    let index: [String: Int]
+    /// The fd number of the first one in every process; above every fd the restore uses.
+    let base: Int32
+
+    init(images: [ProcessImage]) {
+        var list = [FileDescriptorImage]()
+        var index = [String: Int]()
+        for image in images {
+            for f in image.fds {
+                guard let id = f.sharedID, index[id] == nil else { continue }
+                index[id] = list.count
+                list.append(f)
+            }
+        }
+        self.list = list
+        self.index = index
+        base = (images.flatMap { $0.fds.map(\.fd) }.max() ?? 2) + 64
     }
 }

@@ -158,6 +158,9 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var pipeID: UInt64?
     public var pipeData: Data?
     public var pipeSize: Int32?
+    /// Version 2: fds sharing one open file description (after dup() or fork(): one offset,
+    /// one set of flags) carry the same id, "<pid>:<fd>" of the first holder.
+    public var sharedID: String?
 
     public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
         self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position

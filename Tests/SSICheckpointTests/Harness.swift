@@ -38,11 +38,21 @@ struct World {
         waitUntil(seconds) { log(name).contains(text) }
     }
 
-    /// Checkpoints with --kill=9 and reaps the killed process, so its PID is free.
+    /// Checkpoints with --kill=9 and reaps every killed process (they are ours: we are the
+    /// subreaper), so their PIDs are free for the restart.
     func checkpointKill(_ app: Int32, _ extra: [String] = []) throws -> CommandResult {
         let r = try run([TestEnv.ssi, "checkpoint", "--kill=KILL"] + extra + ["\(app)"], env: ["SSI_CHKPT_DIR": chkpt], cwd: dir)
-        if r.status == 0 { reap(app) }
+        if r.status == 0 {
+            for pid in processes(app, version: r.field("Version")) { reap(pid) }
+        }
         return r
+    }
+
+    /// The PIDs a snapshot holds, children first (from its manifest).
+    func processes(_ app: Int32, version: String?) -> [Int32] {
+        guard let v = version, let data = FileManager.default.contents(atPath: "\(chkpt)/\(app)/v\(v)/manifest.json"),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let pids = obj["processes"] as? [Int] else { return [app] }
+        return pids.reversed().map { Int32($0) }
     }
 
     func killAndReap(_ pid: Int32) {
