@@ -113,7 +113,12 @@ final class ProcessRestorer {
                 fd = UInt64(t)
             } else {
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
-                fd = try inj.call("open \(f.path)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0)
+                let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0])
+                if r < 0 {
+                    throw SSIError.sys("PID \(f.sharedID ?? "?") fd \(f.fd): reopen \(f.path)", errno: Int32(-r),
+                                       hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
+                }
+                fd = UInt64(r)
             }
             try inj.call("dup3 shared", Arch.SYS.dup3, fd, target, 0)
             if f.kind == .regular || f.kind == .directory {
