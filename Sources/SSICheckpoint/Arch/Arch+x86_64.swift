@@ -45,25 +45,23 @@ public enum Arch {
     public static let ERESTARTNOHAND: Int64 = -514, ERESTART_RESTARTBLOCK: Int64 = -516
 
     /// The registers a restored task must resume with, given those saved while it was
-    /// stopped. If it was stopped inside an interrupted syscall, the kernel would, on return
-    /// to user space without running a handler, rewind rip over the `syscall` instruction
-    /// and restore rax = orig_rax (arch/x86/kernel/signal.c, arch_do_signal_or_restart).
-    /// We apply that rule ourselves because the restored task is not inside that syscall.
-    /// -ERESTART_RESTARTBLOCK would re-enter via restart_syscall, whose state (the
-    /// restart_block, e.g. nanosleep's expiry) lived in the old kernel task: we re-issue the
-    /// original syscall instead, with its original arguments (still in rdi..r9).
+    /// stopped. A task stopped inside an interrupted syscall has orig_rax = its number and
+    /// rax = -ERESTART*, with rip after the `syscall` instruction. We keep that state: the
+    /// restored task resumes from a ptrace signal-delivery stop, inside get_signal(), so the
+    /// kernel itself applies its restart rule on the way out (arch/x86/kernel/signal.c,
+    /// arch_do_signal_or_restart): rewind and re-issue the syscall if no handler runs, return
+    /// -EINTR (or restart, for -ERESTARTSYS with SA_RESTART) if one does. Rewinding rip
+    /// ourselves instead would lose a wakeup: a signal arriving before the re-issued syscall
+    /// would run its handler and then block in the syscall again (pause() never returning).
+    /// -ERESTART_RESTARTBLOCK re-enters through restart_syscall, whose state (the
+    /// restart_block, e.g. nanosleep's expiry) lived in the old kernel task: we turn it into
+    /// -ERESTARTNOHAND, which re-issues the original syscall with its original arguments
+    /// (still in rdi..r9) and gives -EINTR when a handler runs, as before.
     public static func registersForResume(_ saved: UserRegs) -> UserRegs {
         var r = saved
-        if Int64(bitPattern: r.orig_rax) >= 0 {
-            switch Int64(bitPattern: r.rax) {
-            case ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK:
-                r.rax = r.orig_rax
-                r.rip -= syscallInstructionLength
-            default:
-                break
-            }
+        if Int64(bitPattern: r.orig_rax) >= 0 && Int64(bitPattern: r.rax) == ERESTART_RESTARTBLOCK {
+            r.rax = UInt64(bitPattern: ERESTARTNOHAND)
         }
-        r.orig_rax = UInt64.max
         return r
     }
 
