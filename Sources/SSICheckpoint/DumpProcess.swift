@@ -39,7 +39,12 @@ struct ProcessDumper {
                 continue
             }
             if link.hasPrefix("socket:") { try unsupported("socket"); continue }
-            if link.hasPrefix("anon_inode:") { try unsupported("\(link.dropFirst("anon_inode:".count)) file"); continue }
+            if link.hasPrefix("anon_inode:") {
+                if let img = try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
+                    try unsupported("\(link.dropFirst("anon_inode:".count)) file")
+                }
+                continue
+            }
             // A terminal whose pty is gone reads "/dev/pts/N (deleted)": still a terminal, which
             // `restart -t` replaces by the caller's.
             if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked file"); continue }
@@ -65,6 +70,42 @@ struct ProcessDumper {
             }
         }
         return out
+    }
+
+    /// eventfd, timerfd, signalfd and epoll: /proc/PID/fdinfo shows all their state
+    /// (proc(5), "/proc/pid/fdinfo").
+    func anonInode(fd: Int32, link: String, flags: Int32, cloexec: Bool, info: FdInfo) throws -> FileDescriptorImage? {
+        var img = FileDescriptorImage(fd: fd, kind: .eventfd, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+        func pair(_ key: String) -> (Int64, Int64) {
+            let nums = (info.lines[key] ?? "").split(whereSeparator: { !"0123456789-".contains($0) }).compactMap { Int64($0) }
+            return nums.count == 2 ? (nums[0], nums[1]) : (0, 0)
+        }
+        switch link {
+        case "anon_inode:[eventfd]":
+            img.eventCount = UInt64((info.lines["eventfd-count"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+            img.eventSemaphore = (info.lines["eventfd-semaphore"] ?? "0").trimmingCharacters(in: .whitespaces) == "1"
+        case "anon_inode:[timerfd]":
+            img.kind = .timerfd
+            let v = pair("it_value"), i = pair("it_interval")
+            img.timer = TimerState(clockID: Int32(info.lines["clockid"] ?? "1") ?? 1, valueSeconds: v.0, valueNanoseconds: v.1,
+                                   intervalSeconds: i.0, intervalNanoseconds: i.1, ticks: UInt64(info.lines["ticks"] ?? "0") ?? 0)
+        case "anon_inode:[signalfd]":
+            img.kind = .signalfd
+            img.signalMask = UInt64((info.lines["sigmask"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+        case "anon_inode:[eventpoll]":
+            img.kind = .epoll
+            // "tfd: N events: HEX data: HEX ...", one line per registered fd.
+            var targets = [EpollTarget]()
+            for line in try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n") where line.hasPrefix("tfd:") {
+                let w = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                guard w.count >= 6, let t = Int32(w[1]), let ev = UInt32(w[3], radix: 16), let data = UInt64(w[5], radix: 16) else { continue }
+                targets.append(EpollTarget(fd: t, events: ev, data: data))
+            }
+            img.epollTargets = targets
+        default:
+            return nil
+        }
+        return img
     }
 
     /// Pipes are restored whole when both ends are inside the application (any of its
@@ -157,6 +198,8 @@ struct ProcessDumper {
         var parentDeathSignal: Int32 = 0
         var dumpable: Int32 = 1
         var childSubreaper = false
+        var intervalTimers: [IntervalTimer] = []
+        var posixTimers: [PosixTimer] = []
         var threads: [PerThread] = []
     }
 
@@ -185,6 +228,19 @@ struct ProcessDumper {
         st.dumpable = Int32(truncatingIfNeeded: try inj.call("prctl(PR_GET_DUMPABLE)", Arch.SYS.prctl, 3))
         try inj.call("prctl(PR_GET_CHILD_SUBREAPER)", Arch.SYS.prctl, 37, scratch)
         st.childSubreaper = try mem.readBytes(at: scratch, count: 4).withUnsafeBytes { $0.load(as: Int32.self) } != 0
+        // Timers: remaining time and interval, as getitimer/timer_gettime report them.
+        for which in Int32(0)...2 {
+            try inj.call("getitimer(\(which))", Arch.SYS.getitimer, UInt64(which), scratch)
+            let v = try mem.readBytes(at: scratch, count: 32).withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) }
+            if v[2] != 0 || v[3] != 0 { st.intervalTimers.append(IntervalTimer(which: which, interval: [v[0], v[1]], value: [v[2], v[3]])) }
+        }
+        for var timer in ProcessDumper.parseTimers((try? ProcFS.read("/proc/\(pid)/timers")) ?? "") {
+            try inj.call("timer_gettime(\(timer.id))", Arch.SYS.timer_gettime, UInt64(timer.id), scratch)
+            let v = try mem.readBytes(at: scratch, count: 32).withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) }
+            timer.interval = [v[0], v[1]]
+            timer.value = [v[2], v[3]]
+            st.posixTimers.append(timer)
+        }
         for tid in tids {
             var t = InjectedState.PerThread()
             let tracee = Tracee.adoptTraceMe(tid)
@@ -202,6 +258,35 @@ struct ProcessDumper {
             st.threads.append(t)
         }
         return st
+    }
+
+    /// /proc/PID/timers (proc(5)): "ID:", "signal: SIG/VALUE", "notify: KIND/pid.N", "ClockID:".
+    static func parseTimers(_ text: String) -> [PosixTimer] {
+        var out = [PosixTimer]()
+        var cur: PosixTimer? = nil
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2 else { continue }
+            switch parts[0] {
+            case "ID":
+                if let c = cur { out.append(c) }
+                cur = PosixTimer(id: Int32(parts[1]) ?? 0, clockID: 0, signal: 0, sigevValue: 0, notify: 0, notifyTID: 0, interval: [0, 0], value: [0, 0])
+            case "signal":
+                let sv = parts[1].split(separator: "/")
+                cur?.signal = Int32(sv.first ?? "0") ?? 0
+                cur?.sigevValue = UInt64(sv.count > 1 ? String(sv[1]) : "0", radix: 16) ?? 0
+            case "notify":
+                let kind = parts[1].split(separator: "/").first ?? ""
+                cur?.notify = kind == "none" ? 1 : (kind == "thread" ? 4 : 0)
+                cur?.notifyTID = Int32(parts[1].split(separator: ".").last ?? "0") ?? 0
+            case "ClockID":
+                cur?.clockID = Int32(parts[1]) ?? 0
+            default:
+                break
+            }
+        }
+        if let c = cur { out.append(c) }
+        return out
     }
 
     // MARK: memory

@@ -145,6 +145,8 @@ public struct CheckpointEngine: Sendable {
         img.parentDeathSignal = inj.parentDeathSignal
         img.dumpable = inj.dumpable
         img.childSubreaper = inj.childSubreaper ? true : nil
+        img.intervalTimers = inj.intervalTimers.isEmpty ? nil : inj.intervalTimers
+        img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
         img.fds = fds
         img.ppid = stat.ppid; img.pgid = stat.pgid; img.sid = stat.sid
         img.exitSignal = stat.exitSignal

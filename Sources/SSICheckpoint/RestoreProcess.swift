@@ -401,6 +401,7 @@ final class ProcessRestorer {
                 try inj.call("rt_sigqueueinfo(\(sig))", Arch.SYS.rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
             }
         }
+        try restoreTimers()
         for info in image.sharedPending { try queue(info, tid: nil) }
         for t in image.threads { for info in t.pending { try queue(info, tid: t.tid) } }
         try inj.call("munmap scratch", Arch.SYS.munmap, scratch, scratchSize)
@@ -412,6 +413,36 @@ final class ProcessRestorer {
             try th.setRegisters(Arch.registersForResume(try UserRegs(named: t.registers)))
             try th.setSigmask(t.blockedMask)
         }
+    }
+
+    /// Interval and POSIX timers, armed with their remaining time (relative to now).
+    private func restoreTimers() throws {
+        for t in image.intervalTimers ?? [] {
+            try mem.write((t.interval + t.value).withUnsafeBytes { Array($0) }, to: scratch)
+            try inj.call("setitimer(\(t.which))", Arch.SYS.setitimer, UInt64(t.which), scratch, 0)
+        }
+        guard let timers = image.posixTimers, !timers.isEmpty else { return }
+        // PR_TIMER_CREATE_RESTORE_IDS (77, Linux 6.14): timer_create takes the id to use from
+        // *timerid instead of choosing one.
+        let restoreIDs = try inj.raw(Arch.SYS.prctl, 77, 1, 0, 0, 0) >= 0
+        for t in timers.sorted(by: { $0.id < $1.id }) {
+            // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
+            var ev = [UInt8](repeating: 0, count: 64)
+            withUnsafeBytes(of: t.sigevValue) { ev.replaceSubrange(0..<8, with: $0) }
+            withUnsafeBytes(of: t.signal) { ev.replaceSubrange(8..<12, with: $0) }
+            withUnsafeBytes(of: t.notify) { ev.replaceSubrange(12..<16, with: $0) }
+            withUnsafeBytes(of: t.notifyTID) { ev.replaceSubrange(16..<20, with: $0) }
+            try mem.write(ev, to: scratch)
+            try mem.write([t.id].withUnsafeBytes { Array($0) }, to: scratch + 64)
+            try inj.call("timer_create(\(t.id))", Arch.SYS.timer_create, UInt64(t.clockID), scratch, scratch + 64)
+            let got = try mem.readBytes(at: scratch + 64, count: 4).withUnsafeBytes { $0.load(as: Int32.self) }
+            if got != t.id { warn("PID \(pid): POSIX timer \(t.id) was restored as timer \(got) (this kernel cannot choose timer ids: PR_TIMER_CREATE_RESTORE_IDS needs Linux 6.14)") }
+            if t.value != [0, 0] {
+                try mem.write((t.interval + t.value).withUnsafeBytes { Array($0) }, to: scratch + 128)
+                try inj.call("timer_settime(\(got))", Arch.SYS.timer_settime, UInt64(got), 0, scratch + 128, 0)
+            }
+        }
+        if restoreIDs { _ = try inj.raw(Arch.SYS.prctl, 77, 0, 0, 0, 0) }
     }
 
     /// Every thread of the process leaves its ptrace stop.
@@ -457,7 +488,8 @@ final class ProcessRestorer {
 
     private func restoreFileDescriptors(inj: Injector, scratch: UInt64, high: UInt64, putString: (String, UInt64) throws -> UInt64, ttyFD: UInt64?) throws {
         let pid = image.pid
-        for f in image.fds.sorted(by: { $0.fd < $1.fd }) {
+        // epoll instances last: the fds they watch must exist first.
+        for f in image.fds.sorted(by: { ($0.kind == .epoll ? 1 : 0, $0.fd) < ($1.kind == .epoll ? 1 : 0, $1.fd) }) {
             let target = UInt64(f.fd)
             var src: UInt64
             var temporary = true
@@ -473,6 +505,8 @@ final class ProcessRestorer {
                 guard let id = f.pipeID, let path = pipes?.path(id, write: (f.flags & O_ACCMODE) == O_WRONLY) else { continue }
                 let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
                 src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
+            case .eventfd, .timerfd, .signalfd, .epoll:
+                src = try createAnonInode(f, inj: inj, scratch: scratch)
             case .tty where ttyFD != nil:
                 src = ttyFD!
                 temporary = false
@@ -495,6 +529,52 @@ final class ProcessRestorer {
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
                 try inj.call("lseek fd \(f.fd)", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
+        }
+    }
+
+    /// eventfd, timerfd, signalfd, epoll: created anew with the saved state.
+    private func createAnonInode(_ f: FileDescriptorImage, inj: Injector, scratch: UInt64) throws -> UInt64 {
+        let flags = UInt64(f.flags & O_NONBLOCK)
+        switch f.kind {
+        case .eventfd:
+            let fd = try inj.call("eventfd2", Arch.SYS.eventfd2, 0, flags | (f.eventSemaphore == true ? 1 : 0))
+            if let n = f.eventCount, n > 0 {
+                try mem.write([n].withUnsafeBytes { Array($0) }, to: scratch)
+                try inj.call("write eventfd", Arch.SYS.write, fd, scratch, 8)
+            }
+            return fd
+        case .timerfd:
+            let t = f.timer ?? TimerState(clockID: 1, valueSeconds: 0, valueNanoseconds: 0, intervalSeconds: 0, intervalNanoseconds: 0, ticks: 0)
+            let fd = try inj.call("timerfd_create", Arch.SYS.timerfd_create, UInt64(t.clockID), flags)
+            if t.valueSeconds != 0 || t.valueNanoseconds != 0 {
+                // struct itimerspec { it_interval, it_value }, relative to now.
+                let spec: [Int64] = [t.intervalSeconds, t.intervalNanoseconds, t.valueSeconds, t.valueNanoseconds]
+                try mem.write(spec.withUnsafeBytes { Array($0) }, to: scratch)
+                try inj.call("timerfd_settime", Arch.SYS.timerfd_settime, fd, 0, scratch, 0)
+            }
+            if t.ticks > 0 {
+                // TFD_IOC_SET_TICKS = _IOW('T', 0, u64): expirations not yet read (needs CONFIG_CHECKPOINT_RESTORE).
+                try mem.write([t.ticks].withUnsafeBytes { Array($0) }, to: scratch)
+                let r = try inj.raw(Arch.SYS.ioctl, fd, 0x4008_5400, scratch)
+                if r < 0 { warn("PID \(pid) fd \(f.fd): \(t.ticks) unread timerfd expirations are lost (TFD_IOC_SET_TICKS: \(String(cString: strerror(Int32(-r)))))") }
+            }
+            return fd
+        case .signalfd:
+            try mem.write([f.signalMask ?? 0].withUnsafeBytes { Array($0) }, to: scratch)
+            return try inj.call("signalfd4", Arch.SYS.signalfd4, UInt64.max, scratch, 8, flags)
+        case .epoll:
+            let fd = try inj.call("epoll_create1", Arch.SYS.epoll_create1, 0)
+            for t in f.epollTargets ?? [] {
+                // struct epoll_event is packed on x86_64: u32 events, u64 data.
+                var ev = [UInt8](repeating: 0, count: 12)
+                withUnsafeBytes(of: t.events.littleEndian) { ev.replaceSubrange(0..<4, with: $0) }
+                withUnsafeBytes(of: t.data.littleEndian) { ev.replaceSubrange(4..<12, with: $0) }
+                try mem.write(ev, to: scratch)
+                try inj.call("epoll_ctl(ADD \(t.fd))", Arch.SYS.epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+            }
+            return fd
+        default:
+            throw SSIError(.corrupt, "fd \(f.fd) of PID \(pid) has kind \(f.kind), which is not an anonymous inode")
         }
     }
 

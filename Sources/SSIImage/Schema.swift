@@ -76,6 +76,10 @@ public struct ProcessImage: Codable, Sendable {
     public var jobStopped: Bool?
     /// Version 2: PR_SET_CHILD_SUBREAPER.
     public var childSubreaper: Bool?
+    /// Version 2: setitimer(2) timers (ITIMER_REAL, _VIRTUAL, _PROF) that are armed.
+    public var intervalTimers: [IntervalTimer]?
+    /// Version 2: POSIX timers (timer_create(2)), with their ids.
+    public var posixTimers: [PosixTimer]?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -144,7 +148,7 @@ public struct PageRun: Codable, Sendable, Equatable {
 }
 
 public struct FileDescriptorImage: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe }
+    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe, eventfd, timerfd, signalfd, epoll }
     public var fd: Int32
     public var kind: Kind
     public var path: String
@@ -161,6 +165,15 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// Version 2: fds sharing one open file description (after dup() or fork(): one offset,
     /// one set of flags) carry the same id, "<pid>:<fd>" of the first holder.
     public var sharedID: String?
+    /// Version 2, eventfd: its counter and EFD_SEMAPHORE.
+    public var eventCount: UInt64?
+    public var eventSemaphore: Bool?
+    /// Version 2, timerfd: clock, remaining time and interval (relative), expirations not read.
+    public var timer: TimerState?
+    /// Version 2, signalfd: the signals it accepts.
+    public var signalMask: UInt64?
+    /// Version 2, epoll: the fds registered in it, with their events and user data.
+    public var epollTargets: [EpollTarget]?
 
     public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
         self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position
@@ -212,4 +225,47 @@ public struct RSeq: Codable, Sendable, Equatable {
     public var length: UInt32
     public var signature: UInt32
     public init(pointer: UInt64, length: UInt32, signature: UInt32) { self.pointer = pointer; self.length = length; self.signature = signature }
+}
+
+public struct TimerState: Codable, Sendable, Equatable {
+    public var clockID: Int32
+    public var valueSeconds: Int64, valueNanoseconds: Int64
+    public var intervalSeconds: Int64, intervalNanoseconds: Int64
+    public var ticks: UInt64
+    public init(clockID: Int32, valueSeconds: Int64, valueNanoseconds: Int64, intervalSeconds: Int64, intervalNanoseconds: Int64, ticks: UInt64) {
+        self.clockID = clockID; self.valueSeconds = valueSeconds; self.valueNanoseconds = valueNanoseconds
+        self.intervalSeconds = intervalSeconds; self.intervalNanoseconds = intervalNanoseconds; self.ticks = ticks
+    }
+}
+
+public struct EpollTarget: Codable, Sendable, Equatable {
+    public var fd: Int32
+    public var events: UInt32
+    public var data: UInt64
+    public init(fd: Int32, events: UInt32, data: UInt64) { self.fd = fd; self.events = events; self.data = data }
+}
+
+public struct IntervalTimer: Codable, Sendable, Equatable {
+    public var which: Int32
+    /// struct itimerval: interval then value, seconds and microseconds.
+    public var interval: [Int64]
+    public var value: [Int64]
+    public init(which: Int32, interval: [Int64], value: [Int64]) { self.which = which; self.interval = interval; self.value = value }
+}
+
+public struct PosixTimer: Codable, Sendable, Equatable {
+    public var id: Int32
+    public var clockID: Int32
+    public var signal: Int32
+    public var sigevValue: UInt64
+    /// SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD_ID 4.
+    public var notify: Int32
+    public var notifyTID: Int32
+    /// struct itimerspec: interval then value, seconds and nanoseconds (relative).
+    public var interval: [Int64]
+    public var value: [Int64]
+    public init(id: Int32, clockID: Int32, signal: Int32, sigevValue: UInt64, notify: Int32, notifyTID: Int32, interval: [Int64], value: [Int64]) {
+        self.id = id; self.clockID = clockID; self.signal = signal; self.sigevValue = sigevValue; self.notify = notify
+        self.notifyTID = notifyTID; self.interval = interval; self.value = value
+    }
 }
