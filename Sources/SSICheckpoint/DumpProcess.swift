@@ -47,7 +47,16 @@ struct ProcessDumper {
             }
             // A terminal whose pty is gone reads "/dev/pts/N (deleted)": still a terminal, which
             // `restart -t` replaces by the caller's.
-            if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked file"); continue }
+            if link.hasSuffix(" (deleted)") && mode == S_IFREG {
+                // An unlinked file or a memfd: its content goes into the snapshot.
+                var img = FileDescriptorImage(fd: fd, kind: .regular, path: String(link.dropLast(" (deleted)".count)), flags: flags,
+                                              closeOnExec: cloexec, position: info.pos)
+                img.size = Int64(st.st_size)
+                img.deletedFileID = ProcessDumper.fileID(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+                out.append(img)
+                continue
+            }
+            if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
             let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
             guard link.hasPrefix("/") else { try unsupported("special file"); continue }
             switch mode {
@@ -68,6 +77,49 @@ struct ProcessDumper {
             default:
                 try unsupported("block device or special file")
             }
+        }
+        return out
+    }
+
+    /// The id /proc/PID/maps would show for a file: "major:minor" in hex, then the inode
+    /// (new_encode_dev layout of st_dev).
+    static func fileID(dev: UInt64, ino: UInt64) -> String {
+        let major = (dev >> 8) & 0xfff, minor = (dev & 0xff) | ((dev >> 12) & 0xfff00)
+        return String(format: "%02llx:%02llx:%llu", major, minor, ino)
+    }
+
+    /// Saves the content of every unlinked file or memfd the process uses (through an fd or
+    /// a mapping), once per file; returns their descriptions.
+    func dumpDeletedFiles(fds: [FileDescriptorImage], vmas: [VMA], writer: SnapshotWriter, done: inout Set<String>) throws -> [DeletedFile] {
+        var out = [DeletedFile]()
+        var sources = [(id: String, path: String, source: String)]()
+        for f in fds { if let id = f.deletedFileID { sources.append((id, f.path, "/proc/\(pid)/fd/\(f.fd)")) } }
+        for v in vmas {
+            if let id = v.deletedFileID {
+                sources.append((id, v.path ?? v.name, "/proc/\(pid)/map_files/\(String(v.start, radix: 16))-\(String(v.end, radix: 16))"))
+            }
+        }
+        for (id, path, source) in sources where !done.contains(id) {
+            done.insert(id)
+            let fd = open(source, O_RDONLY | O_CLOEXEC)
+            if fd < 0 { throw SSIError.sys("PID \(pid): open the unlinked file \(path) through \(source)", errno: errno) }
+            defer { close(fd) }
+            var st = stat()
+            fstat(fd, &st)
+            let name = "file-\(id.replacingOccurrences(of: ":", with: "-")).img"
+            let stream = try writer.createStream(name)
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+            defer { buf.deallocate() }
+            while true {
+                let n = read(fd, buf.baseAddress, buf.count)
+                if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("read \(source)", errno: errno) }
+                if n == 0 { break }
+                try stream.append(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+            }
+            writer.addFinished(try stream.finish(name: name))
+            let seals = Int32(truncatingIfNeeded: cssi_fcntl_int(fd, 1034 /* F_GET_SEALS */, 0))
+            out.append(DeletedFile(id: id, path: path, isMemfd: path.hasPrefix("/memfd:"), size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
+                                   seals: max(seals, 0), contentFile: name))
         }
         return out
     }
@@ -335,15 +387,19 @@ struct ProcessDumper {
         for m in maps {
             guard let kind = ProcessDumper.classify(m) else { continue }
             var path: String? = nil
+            var deletedID: String? = nil
             if kind == .file {
                 if m.name.hasSuffix(" (deleted)") {
-                    throw SSIError(.unsupported, "PID \(pid) maps a file that was deleted (\(m.name)) at 0x\(String(m.start, radix: 16)); not supported yet")
+                    deletedID = "\(m.device):\(m.inode)"
+                    path = String(m.name.dropLast(" (deleted)".count))
+                } else {
+                    path = m.name
                 }
-                path = m.name
             }
             var vma = VMA(start: m.start, end: m.end, read: m.read, write: m.write, exec: m.exec, shared: m.shared, kind: kind,
                           name: m.name, path: path, fileOffset: m.offset, vmFlags: flags[m.start] ?? [])
             if kind == .sysvShm { vma.sysvShmID = Int32(truncatingIfNeeded: m.inode) }
+            vma.deletedFileID = deletedID
             // What must be saved: anonymous memory (private or shared) that is present or
             // swapped; for private file mappings only pages the process changed (COW copies,
             // which pagemap shows as not file-backed); shared file mappings live in their file.

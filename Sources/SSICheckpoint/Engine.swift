@@ -72,6 +72,7 @@ public struct CheckpointEngine: Sendable {
             // File descriptors of every process first: an unsupported one must fail the
             // checkpoint before anything is written.
             var fdTables = [Int32: [FileDescriptorImage]]()
+            var deletedDone = Set<String>()
             for pid in seized.tree.pids where seized.threads[pid] != nil {
                 var d = ProcessDumper(pid: pid)
                 d.ignoreUnsupported = options.ignoreUnsupported
@@ -91,7 +92,7 @@ public struct CheckpointEngine: Sendable {
                 guard let tids = seized.threads[pid] else { continue }
                 var dumper = ProcessDumper(pid: pid)
                 dumper.ignoreUnsupported = options.ignoreUnsupported
-                var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer)
+                var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
                 img.pagesFile = "pages-\(pid).img"
                 img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
                 images.append(img)
@@ -113,7 +114,8 @@ public struct CheckpointEngine: Sendable {
         }
     }
 
-    private func dumpProcess(dumper: ProcessDumper, threads tids: [Int32], fds: [FileDescriptorImage], writer: SnapshotWriter) throws -> ProcessImage {
+    private func dumpProcess(dumper: ProcessDumper, threads tids: [Int32], fds: [FileDescriptorImage], writer: SnapshotWriter,
+                             deletedDone: inout Set<String>) throws -> ProcessImage {
         let pid = dumper.pid
         var img = ProcessImage(pid: pid)
         let main = Tracee.adoptTraceMe(pid)
@@ -180,6 +182,8 @@ public struct CheckpointEngine: Sendable {
         img.vmas = try dumper.dumpMemory(to: pages)
         clock.mark("dump: memory")
         writer.addFinished(try pages.finish(name: "pages-\(pid).img"))
+        let deleted = try dumper.dumpDeletedFiles(fds: fds, vmas: img.vmas, writer: writer, done: &deletedDone)
+        img.deletedFiles = deleted.isEmpty ? nil : deleted
         clock.mark("dump: fsync pages")
         return img
     }
@@ -264,6 +268,7 @@ extension CheckpointEngine {
         defer { pipes.closeAll() }
         do {
             try pipes.create(from: snap.processes)
+            try pipes.createDeletedFiles(from: snap.processes, snapshotDir: snap.directory)
             let stub = Tracee.adoptTraceMe(root.pid)
             guard case .signal(SIGSTOP) = try stub.wait() else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             // Create the tree top-down: each process forks its children itself, after taking

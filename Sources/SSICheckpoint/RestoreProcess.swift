@@ -79,7 +79,7 @@ final class ProcessRestorer {
         for t in image.threads where t.tid != pid && (kill(t.tid, 0) == 0 || ProcFS.exists("/proc/\(t.tid)")) {
             throw SSIError(.busy, "thread id \(t.tid) of PID \(pid) is in use by another task; nothing was changed")
         }
-        for f in image.fds where f.kind == .regular {
+        for f in image.fds where f.kind == .regular && f.deletedFileID == nil {
             var st = stat()
             if stat(f.path, &st) != 0 {
                 throw SSIError(.notFound, "PID \(pid) fd \(f.fd): file \(f.path) no longer exists", hint: "put the file back where it was, then restart again")
@@ -89,7 +89,7 @@ final class ProcessRestorer {
                                hint: "restore the file's content (e.g. from a copy taken with the snapshot) before restarting")
             }
         }
-        for v in image.vmas where v.kind == .file {
+        for v in image.vmas where v.kind == .file && v.deletedFileID == nil {
             if let p = v.path, access(p, R_OK) != 0 {
                 throw SSIError(.notFound, "PID \(pid): mapped file \(p) no longer exists or is unreadable", hint: "reinstall the file, then restart again")
             }
@@ -238,7 +238,8 @@ final class ProcessRestorer {
             var fd = UInt64.max
             if v.kind == .anonymous {
                 flags |= MAP_ANONYMOUS
-            } else if let path = v.path {
+            } else if var path = v.path {
+                if let id = v.deletedFileID, let p = pipes?.deletedPath(id) { path = p }
                 let mode = (v.shared && v.write) ? O_RDWR : O_RDONLY
                 let key = "\(mode):\(path)"
                 if let f = fileFDs[key] { fd = f } else {
@@ -512,7 +513,8 @@ final class ProcessRestorer {
                 temporary = false
             default:
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
-                let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path, 0), UInt64(flags | O_NOCTTY), 0])
+                let path = f.deletedFileID.flatMap { pipes?.deletedPath($0) } ?? f.path
+                let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(path, 0), UInt64(flags | O_NOCTTY), 0])
                 if r < 0 {
                     throw SSIError.sys("PID \(pid) fd \(f.fd): reopen \(f.path)", errno: Int32(-r),
                                        hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
@@ -620,6 +622,48 @@ final class PipeRegistry {
         }
     }
 
+    private var deleted: [String: Int32] = [:]
+
+    /// Unlinked files and memfds: recreated here, nameless, with their content (and seals),
+    /// and opened by the processes through /proc/<ssi>/fd/N like the pipes.
+    func createDeletedFiles(from images: [ProcessImage], snapshotDir: String) throws {
+        for image in images {
+            for d in image.deletedFiles ?? [] where deleted[d.id] == nil {
+                var fd: Int32
+                if d.isMemfd {
+                    let name = String(d.path.dropFirst("/memfd:".count))
+                    let r = name.withCString { cssi_syscall6(319 /* memfd_create */, Int(bitPattern: $0), 0x1 | 0x2 /* MFD_CLOEXEC|MFD_ALLOW_SEALING */, 0, 0, 0, 0) }
+                    if r < 0 { throw SSIError.sys("memfd_create for \(d.path)", errno: Int32(-r)) }
+                    fd = Int32(r)
+                } else {
+                    // O_TMPFILE (open(2), 3.11): a file without a name, in the same directory and
+                    // so the same file system as before; /tmp if that directory is gone.
+                    let oTmpfile: Int32 = 0o20_200_000
+                    let dir = (d.path as NSString).deletingLastPathComponent
+                    fd = open(dir.isEmpty ? "/tmp" : dir, oTmpfile | O_RDWR | O_CLOEXEC, mode_t(d.mode))
+                    if fd < 0 { fd = open("/tmp", oTmpfile | O_RDWR | O_CLOEXEC, mode_t(d.mode)) }
+                    if fd < 0 { throw SSIError.sys("recreate the unlinked file \(d.path)", errno: errno) }
+                }
+                deleted[d.id] = fd
+                let src = open("\(snapshotDir)/\(d.contentFile)", O_RDONLY | O_CLOEXEC)
+                if src < 0 { throw SSIError.sys("open \(snapshotDir)/\(d.contentFile)", errno: errno) }
+                defer { close(src) }
+                let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+                defer { buf.deallocate() }
+                while true {
+                    let n = read(src, buf.baseAddress, buf.count)
+                    if n <= 0 { break }
+                    if Glibc.write(fd, buf.baseAddress, n) != n { throw SSIError.sys("write the content of \(d.path)", errno: errno) }
+                }
+                if d.seals != 0 { _ = cssi_fcntl_int(fd, 1033 /* F_ADD_SEALS */, d.seals) }
+            }
+        }
+    }
+
+    func deletedPath(_ id: String) -> String? {
+        deleted[id].map { "/proc/\(getpid())/fd/\($0)" }
+    }
+
     func path(_ id: UInt64, write: Bool) -> String? {
         guard let e = ends[id] else { return nil }
         return "/proc/\(getpid())/fd/\(write ? e.w : e.r)"
@@ -627,7 +671,9 @@ final class PipeRegistry {
 
     func closeAll() {
         for (_, e) in ends { close(e.r); close(e.w) }
+        for (_, fd) in deleted { close(fd) }
         ends = [:]
+        deleted = [:]
     }
 }
 

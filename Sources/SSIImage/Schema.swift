@@ -80,6 +80,9 @@ public struct ProcessImage: Codable, Sendable {
     public var intervalTimers: [IntervalTimer]?
     /// Version 2: POSIX timers (timer_create(2)), with their ids.
     public var posixTimers: [PosixTimer]?
+    /// Version 2: files this process uses that have no name any more (unlinked files, memfd),
+    /// whose content is saved in the snapshot.
+    public var deletedFiles: [DeletedFile]?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -128,6 +131,8 @@ public struct VMA: Codable, Sendable, Equatable {
     /// smaps VmFlags we restore: gd (grows down), dc (dontfork), dd (dontdump), hg/nh (huge page advice), wf (wipe on fork).
     public var vmFlags: [String]
     public var sysvShmID: Int32?
+    /// Version 2: set when the mapped file was unlinked or is a memfd: the DeletedFile id.
+    public var deletedFileID: String?
     /// Saved pages: runs of consecutive pages and where they start in the pages file.
     public var pages: [PageRun]
 
@@ -165,6 +170,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// Version 2: fds sharing one open file description (after dup() or fork(): one offset,
     /// one set of flags) carry the same id, "<pid>:<fd>" of the first holder.
     public var sharedID: String?
+    /// Version 2: set for an unlinked file or memfd: the DeletedFile id.
+    public var deletedFileID: String?
     /// Version 2, eventfd: its counter and EFD_SEMAPHORE.
     public var eventCount: UInt64?
     public var eventSemaphore: Bool?
@@ -267,5 +274,23 @@ public struct PosixTimer: Codable, Sendable, Equatable {
     public init(id: Int32, clockID: Int32, signal: Int32, sigevValue: UInt64, notify: Int32, notifyTID: Int32, interval: [Int64], value: [Int64]) {
         self.id = id; self.clockID = clockID; self.signal = signal; self.sigevValue = sigevValue; self.notify = notify
         self.notifyTID = notifyTID; self.interval = interval; self.value = value
+    }
+}
+
+/// A file without a name (unlinked, or a memfd), saved whole in the snapshot.
+public struct DeletedFile: Codable, Sendable, Equatable {
+    /// "<device major:minor hex>:<inode>", as in /proc/PID/maps.
+    public var id: String
+    /// Its former path, or "/memfd:NAME".
+    public var path: String
+    public var isMemfd: Bool
+    public var size: Int64
+    public var mode: UInt32
+    /// memfd seals (F_GET_SEALS).
+    public var seals: Int32
+    /// The snapshot file holding its content.
+    public var contentFile: String
+    public init(id: String, path: String, isMemfd: Bool, size: Int64, mode: UInt32, seals: Int32, contentFile: String) {
+        self.id = id; self.path = path; self.isMemfd = isMemfd; self.size = size; self.mode = mode; self.seals = seals; self.contentFile = contentFile
     }
 }
