@@ -65,8 +65,16 @@ public struct CheckpointEngine: Sendable {
             if refreeze, let freezer { try? ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1") }
             seized.release(signal: signal)
         }
+        // An application started by `ssi run` has its own cgroup: freezing it first stops
+        // every task at once, forks included, before ptrace takes them one by one. Others are
+        // taken by ptrace alone, rescanning until no new task appears.
+        var freezeFirst = false
+        if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
+            try freezer.freeze(app)
+            freezeFirst = true
+        }
         do {
-            try seized.seize(thaw: frozen ? { try freezer?.thaw(app); refreeze = true } : nil)
+            try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
             let t0 = DispatchTime.now()
             var images = [ProcessImage]()
             // File descriptors of every process first: an unsupported one must fail the

@@ -10,7 +10,7 @@ import Glibc
 @Suite("C/R of one process", .serialized,
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"))
 struct SingleProcessTests {
-    @Test("state survives checkpoint, kill, restart", arguments: ["memory", "fpu", "signals", "files", "piperead", "fdkinds"])
+    @Test("state survives checkpoint, kill, restart", arguments: ["memory", "fpu", "signals", "files", "piperead", "fdkinds", "unlinked"])
     func programChecksItsState(program: String) throws {
         let w = try World(program)
         let app = try w.start([try TestEnv.fixture(program)])
