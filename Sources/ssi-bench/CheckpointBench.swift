@@ -86,6 +86,8 @@ struct CheckpointBenchmark {
 
     func run() throws {
         try requireRoot("ssi-bench checkpoint")
+        // Processes of killed trees are reparented to us and reaped here (PID 1 may not).
+        _ = cssi_prctl(36 /* PR_SET_CHILD_SUBREAPER */, 1, 0, 0, 0)
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -136,6 +138,65 @@ struct CheckpointBenchmark {
         print("small process (counter), \(runs) checkpoints:")
         print(String(format: "  frozen time median %.3f ms (min %.3f, max %.3f); whole checkpoint median %.3f ms",
                      frozen[runs / 2] * 1000, frozen[0] * 1000, frozen[runs - 1] * 1000, total[runs / 2] * 1000))
+
+        // 3. A 20-process tree, a process with 16 threads, and a 10-process tree sharing
+        //    100 MiB copy-on-write.
+        let tree = try compile("benchtree")
+        for (label, args) in [("20-process tree", ["20", "1", "1"]), ("process with 16 threads", ["1", "16", "1"]),
+                              ("10-process tree sharing 100 MiB copy-on-write", ["10", "1", "100"])] {
+            let log = "\(dir)/tree.log"
+            let root = try start([tree] + args, log: log)
+            _ = try waitFor(log, "READY")
+            let before = try pssOfTree(root)
+            let t0 = DispatchTime.now()
+            var o = CheckpointEngine.CheckpointOptions()
+            o.killSignal = SIGKILL
+            let ck = try engine.checkpoint(app: root, options: o)
+            let dumpSecs = seconds(since: t0)
+            reapTree(root)
+            let rs = try engine.restart(app: root, version: ck.version)
+            usleep(200_000)
+            let after = try pssOfTree(root)
+            killTree(root)
+            print("\(label):")
+            print(String(format: "  frozen %.1f ms, checkpoint %.1f ms, restart %.1f ms; memory (PSS) %.0f MiB before, %.0f MiB after restart",
+                         ck.frozenSeconds * 1000, dumpSecs * 1000, rs.restoreSeconds * 1000, Double(before) / 1024, Double(after) / 1024))
+        }
+    }
+
+    /// The processes of the tree rooted at `root` (children from /proc/PID/task/PID/children).
+    func treePIDs(_ root: Int32) -> [Int32] {
+        var out = [root]
+        var i = 0
+        while i < out.count {
+            let text = (try? String(contentsOfFile: "/proc/\(out[i])/task/\(out[i])/children", encoding: .utf8)) ?? ""
+            out += text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            i += 1
+        }
+        return out
+    }
+
+    /// Proportional set size of the tree, kB (shared pages counted once in total).
+    func pssOfTree(_ root: Int32) throws -> Int {
+        treePIDs(root).reduce(0) { acc, pid in
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)) ?? ""
+            let line = text.split(separator: "\n").first { $0.hasPrefix("Pss:") } ?? ""
+            return acc + (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0)
+        }
+    }
+
+    func reapTree(_ root: Int32) {
+        var st: Int32 = 0
+        // We are the parent of the root; its children were reparented to us (subreaper).
+        while waitpid(-1, &st, WNOHANG) > 0 || (kill(root, 0) == 0 && usleep(1000) == 0) {}
+        while waitpid(-1, &st, WNOHANG) > 0 {}
+    }
+
+    func killTree(_ root: Int32) {
+        for pid in treePIDs(root).reversed() { kill(pid, SIGKILL) }
+        usleep(100_000)
+        var st: Int32 = 0
+        while waitpid(-1, &st, WNOHANG) > 0 {}
     }
 
     func seconds(since t: DispatchTime) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t.uptimeNanoseconds) / 1e9 }
