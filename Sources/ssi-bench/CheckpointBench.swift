@@ -153,7 +153,8 @@ struct CheckpointBenchmark {
             o.killSignal = SIGKILL
             let ck = try engine.checkpoint(app: root, options: o)
             let dumpSecs = seconds(since: t0)
-            reapTree(root)
+            let snap = try SnapshotStore(root: "\(dir)/chkpt").open(app: root, version: ck.version)
+            reapTree(snap.manifest.processes)
             let rs = try engine.restart(app: root, version: ck.version)
             usleep(200_000)
             let after = try pssOfTree(root)
@@ -185,11 +186,14 @@ struct CheckpointBenchmark {
         }
     }
 
-    func reapTree(_ root: Int32) {
+    /// Reaps the killed processes of a snapshot: the root is our child, and its children are
+    /// reparented to us when it dies (we are a subreaper).
+    func reapTree(_ pids: [Int32]) {
         var st: Int32 = 0
-        // We are the parent of the root; its children were reparented to us (subreaper).
-        while waitpid(-1, &st, WNOHANG) > 0 || (kill(root, 0) == 0 && usleep(1000) == 0) {}
-        while waitpid(-1, &st, WNOHANG) > 0 {}
+        let deadline = Date().addingTimeInterval(10)
+        while pids.contains(where: { kill($0, 0) == 0 }) && Date() < deadline {
+            if waitpid(-1, &st, WNOHANG) <= 0 { usleep(1000) }
+        }
     }
 
     func killTree(_ root: Int32) {
