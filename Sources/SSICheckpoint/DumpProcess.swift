@@ -116,7 +116,7 @@ struct ProcessDumper {
                 if n == 0 { break }
                 try stream.append(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
             }
-            writer.addFinished(try stream.finish(name: name))
+            writer.addFinished(try stream.finish(name: name, sync: false))
             let seals = Int32(truncatingIfNeeded: cssi_fcntl_int(fd, 1034 /* F_GET_SEALS */, 0))
             out.append(DeletedFile(id: id, path: path, isMemfd: path.hasPrefix("/memfd:"), size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
                                    seals: max(seals, 0), contentFile: name))

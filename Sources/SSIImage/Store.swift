@@ -114,6 +114,7 @@ public final class SnapshotWriter {
             let cf = try StreamFile(path: "\(tempDir)/manifest.crc")
             try Array(String(crc, radix: 16).utf8).withUnsafeBytes { (b) throws in try cf.append(b) }
             _ = try cf.finish(name: "manifest.crc")
+            for entry in entries { try fsyncPath("\(tempDir)/\(entry.name)") }
             try fsyncPath(tempDir)
             let target = store.directory(app, version: version)
             if rename(tempDir, target) == 0 {
@@ -166,8 +167,11 @@ public final class StreamFile {
         size += UInt64(bytes.count)
     }
 
-    public func finish(name: String) throws -> FileEntry {
-        if fsync(fd) != 0 { throw SSIError.sys("fsync \(path)", errno: errno) }
+    /// Ends the file. Without `sync` the data reaches the disk at commit, which fsyncs every
+    /// file before the rename: the checkpoint path passes false so that no fsync happens while
+    /// the application is stopped.
+    public func finish(name: String, sync: Bool = true) throws -> FileEntry {
+        if sync && fsync(fd) != 0 { throw SSIError.sys("fsync \(path)", errno: errno) }
         return FileEntry(name: name, size: size, crc32c: crc)
     }
 }
