@@ -76,6 +76,8 @@ public struct CheckpointEngine: Sendable {
         do {
             try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
             let t0 = DispatchTime.now()
+            var phase = PhaseClock()
+            phase.mark("checkpoint: stop every task")
             var images = [ProcessImage]()
             // File descriptors of every process first: an unsupported one must fail the
             // checkpoint before anything is written.
@@ -88,6 +90,7 @@ public struct CheckpointEngine: Sendable {
             }
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             ProcessDumper.markSharedDescriptions(&fdTables)
+            phase.mark("checkpoint: file descriptors")
             for pid in seized.tree.pids {
                 if let status = seized.zombies[pid] {
                     var img = ProcessImage(pid: pid)
@@ -105,6 +108,7 @@ public struct CheckpointEngine: Sendable {
                 img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
                 images.append(img)
             }
+            phase.mark("checkpoint: all processes")
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
             if let sig = options.killSignal {
                 // The snapshot must be on disk before the application is killed; the signal is
