@@ -16,6 +16,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // C shim: ptrace, raw syscalls, clone3 spawns, prctl, wait macros, CRC-32C.
@@ -28,18 +31,35 @@ let package = Package(
         .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
         // SysV IPC objects saved and restored with their key and id.
         .target(name: "SSIIPC", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
+        // Cluster core: RPC over SwiftNIO, etcd membership, KDDM distributed objects.
+        .target(name: "SSICluster", dependencies: [
+            "SSISystem", "CSSILinux",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // The node daemon's services (control socket, lifecycle).
+        .target(name: "SSIDaemon", dependencies: [
+            "SSICluster", "SSISystem", "CSSILinux",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
+            "SSICluster", "SSIDaemon",
             "SSICheckpoint", "SSIIPC", "SSISystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
-            "SSISystem",
+            "SSISystem", "SSICluster", "SSIDaemon",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSICluster", "SSIDaemon"], swiftSettings: swiftSettings),
         .target(name: "SSITestSupport", dependencies: ["SSISystem", "CSSILinux"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIClusterTests", dependencies: ["SSICluster", "SSIDaemon", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSITestSupport"], swiftSettings: swiftSettings),
     ]
 )

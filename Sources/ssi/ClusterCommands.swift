@@ -1,4 +1,292 @@
 import ArgumentParser
+import Foundation
+import SSICluster
+import SSIDaemon
+import SSISystem
 
 // Cluster commands (`ssi nodes`, `ssi cluster`, `ssi kddm`): issue "Cluster core".
-let clusterCommands: [ParsableCommand.Type] = []
+// `krgadm nodes status` is `ssi nodes status`.
+let clusterCommands: [ParsableCommand.Type] = [Nodes.self, Cluster.self, KDDMCommand.self]
+
+private func clusterFail(_ error: Error) -> Never {
+    FileHandle.standardError.write(Data("ssi: \(error)\n".utf8))
+    exit(1)
+}
+
+/// Which daemon to ask: --socket, else $SSI_CONTROL, else node --node (default: the first
+/// that answers) of the local cluster, else /run/ssid.sock.
+struct DaemonOptions: ParsableArguments {
+    @Option(name: .customLong("node"), help: "Ask this node of the local cluster (default: the first that answers).")
+    var node: Int?
+    @Option(help: "The daemon's control socket.")
+    var socket: String?
+
+    func call(_ req: [String: Any], timeout: Int = 60) throws -> Any? {
+        if let socket { return try ControlClient.request(socket: socket, req, timeout: timeout) }
+        if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlClient.request(socket: env, req, timeout: timeout) }
+        let lc = LocalCluster()
+        if let plan = lc.plan() {
+            if let node { return try ControlClient.request(socket: lc.socket(node: node), req, timeout: timeout) }
+            var last: Error = SSIError(.notFound, "no node of the local cluster answers")
+            for k in 1...plan.nodes {
+                do { return try ControlClient.request(socket: lc.socket(node: k), req, timeout: timeout) } catch let e as ClusterError {
+                    if case .remote = e { throw e }
+                    last = e
+                }
+            }
+            throw last
+        }
+        return try ControlClient.request(socket: "/run/ssid.sock", req, timeout: timeout)
+    }
+}
+
+struct Nodes: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cluster membership (Kerrighed: krgadm nodes).",
+        subcommands: [NodesStatus.self, NodesAdd.self, NodesDel.self])
+}
+
+struct NodesStatus: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Print id:state for each node (possible, present, online, failed).")
+    @Option(name: .short, help: "Only these nodes, e.g. 2,3,6-10.") var n: String?
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            let only = try n.map { Set(try parseNodeList($0)) }
+            let r = try daemon.call(["op": "status"]) as? [String: Any]
+            for node in (r?["nodes"] as? [[String: Any]]) ?? [] {
+                guard let id = node["id"] as? Int, let st = node["state"] as? String else { continue }
+                if let only, !only.contains(NodeID(id)) { continue }
+                print("\(id):\(st)")
+            }
+            if let only {
+                let known = Set(((r?["nodes"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? Int })
+                for id in only.sorted() where !known.contains(Int(id)) { print("\(id):unknown") }
+            }
+        } catch { clusterFail(error) }
+    }
+}
+
+struct NodeSelection: ParsableArguments {
+    @Option(name: .short, help: "Nodes, e.g. 2,3,6-10.") var n: String?
+    @Option(name: .short, help: "This many nodes.") var c: Int?
+    @Flag(name: .short, help: "All nodes.") var a = false
+
+    func request(_ op: String) throws -> [String: Any] {
+        let given = (n != nil ? 1 : 0) + (c != nil ? 1 : 0) + (a ? 1 : 0)
+        guard given == 1 else { throw ValidationError("give exactly one of -n LIST, -c COUNT, -a") }
+        var r: [String: Any] = ["op": op]
+        if let n { _ = try parseNodeList(n); r["nodes"] = n }
+        if let c { r["count"] = c }
+        return r
+    }
+}
+
+struct NodesAdd: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add present nodes to the cluster (they become online).")
+    @OptionGroup var sel: NodeSelection
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        let req = try sel.request("nodes.add")
+        do {
+            let ids = (try daemon.call(req) as? [Int]) ?? []
+            print("added: \(ids.map(String.init).joined(separator: ","))")
+        } catch { clusterFail(error) }
+    }
+}
+
+struct NodesDel: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "del", abstract: "Remove nodes from the cluster (they stay present).")
+    @OptionGroup var sel: NodeSelection
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        let req = try sel.request("nodes.del")
+        do {
+            let ids = (try daemon.call(req) as? [Int]) ?? []
+            print("removed: \(ids.map(String.init).joined(separator: ","))")
+        } catch { clusterFail(error) }
+    }
+}
+
+struct Cluster: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "A local cluster on this machine, and the cluster's status.",
+        subcommands: [ClusterUp.self, ClusterDown.self, ClusterStatus.self, ClusterStartNode.self, ClusterLink.self, ClusterSupervise.self])
+}
+
+/// The sibling binary `name` of this executable (ssid beside ssi).
+func sibling(_ name: String) -> String {
+    let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    let p = me.deletingLastPathComponent().appendingPathComponent(name).path
+    if FileManager.default.isExecutableFile(atPath: p) { return p }
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent(name).path
+}
+
+struct ClusterUp: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "up", abstract: "Start a local cluster: etcd and N daemons, each in its own network namespace (root) or on a loopback address.")
+    @Option(help: "Number of nodes.") var nodes = 3
+    @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
+    func run() throws {
+        do {
+            let lc = LocalCluster()
+            let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil)
+            print("status: up on \(plan.nodes) nodes (\(plan.netns ? "network namespaces ssi-node1..\(plan.nodes), bridge ssi-br0 in ssi-hub" : "loopback addresses"))")
+            for k in 1...plan.nodes {
+                let how = plan.netns ? "ip netns exec ssi-node\(k) ..." : "127.0.1.\(k)"
+                print("node \(k): \(lc.nodeHost(k, netns: plan.netns)):7100  control \(lc.socket(node: k))  (\(how))")
+            }
+            print("etcd: \(plan.etcd)\(plan.netns ? " (in netns ssi-hub)" : "")  logs: \(lc.dir)/*.log")
+            print("ssi nodes status --node K asks node K; ssi cluster down removes everything")
+        } catch { clusterFail(error) }
+    }
+}
+
+struct ClusterDown: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "down", abstract: "Stop the local cluster and remove its namespaces, processes and files.")
+    func run() throws {
+        do {
+            try LocalCluster().down()
+            print("status: down")
+        } catch { clusterFail(error) }
+    }
+}
+
+struct ClusterStatus: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Print 'status: up on N nodes' or 'status: down'.")
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        guard let r = (try? daemon.call(["op": "status"], timeout: 5)) as? [String: Any] else {
+            print("status: down")
+            return
+        }
+        let online = ((r["nodes"] as? [[String: Any]]) ?? []).filter { ($0["state"] as? String) == "online" }.count
+        print(online > 0 ? "status: up on \(online) nodes" : "status: down")
+    }
+}
+
+struct ClusterStartNode: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "start-node", abstract: "Start node K's daemon of the local cluster again (after it stopped or was killed).")
+    @Argument var node: Int
+    func run() throws {
+        do { try LocalCluster().startNode(node); print("node \(node): started") } catch { clusterFail(error) }
+    }
+}
+
+struct ClusterLink: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "link", abstract: "Take node K's network link down or up (a partition; namespace clusters only).")
+    @Argument var node: Int
+    @Argument(help: "up or down") var state: String
+    func run() throws {
+        guard state == "up" || state == "down" else { throw ValidationError("state must be up or down") }
+        do { try LocalCluster().setLink(node, up: state == "up") } catch { clusterFail(error) }
+    }
+}
+
+struct ClusterSupervise: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "supervise", abstract: "Internal: the local cluster's supervisor.", shouldDisplay: false)
+    @Option var dir: String
+    func run() throws {
+        do { try LocalCluster().supervise() } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kddm", abstract: "Inspect and use KDDM sets and objects.",
+        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self])
+}
+
+struct ObjectArgs: ParsableArguments {
+    @Argument(help: "The set's name.") var set: String
+    @Argument(help: "The object's 64-bit id.") var id: UInt64
+}
+
+struct KDDMSets: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sets", abstract: "List sets: name, owner rule, objects.")
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            print("SET            RULE       OBJECTS")
+            for s in (try daemon.call(["op": "kddm.sets"]) as? [[String: Any]]) ?? [] {
+                let name = (s["name"] as? String ?? ""), rule = (s["rule"] as? String ?? "")
+                print(name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + rule.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s["objects"] as? Int ?? 0)")
+            }
+        } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMShow: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show an object: value, owner and coherence state.")
+    @OptionGroup var obj: ObjectArgs
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            let s = (try daemon.call(["op": "kddm.show", "set": obj.set, "id": String(obj.id)]) as? [String: Any]) ?? [:]
+            let readers = ((s["readers"] as? [Int]) ?? []).map(String.init).joined(separator: ",")
+            print("object:    \(obj.set)/\(obj.id)")
+            print("owner:     node \(s["owner"] as? Int ?? -1)")
+            print("exists:    \((s["exists"] as? Bool) == true ? "yes" : "no")")
+            print("value:     \(s["value"] as? String ?? "-")")
+            print("revision:  \(s["revision"] as? Int ?? 0)")
+            print("readers:   \(readers.isEmpty ? "-" : readers)")
+            print("writer:    \((s["writer"] as? Int).map { "node \($0)" } ?? "-")")
+            print("waiting:   \(s["waiting"] as? Int ?? 0)")
+            print("node \(s["asker"] as? Int ?? -1) copy: \(s["askerCopy"] as? String ?? "-")")
+        } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMGet: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "get", abstract: "Print an object's value (a read copy).")
+    @OptionGroup var obj: ObjectArgs
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            guard let v = try daemon.call(["op": "kddm.get", "set": obj.set, "id": String(obj.id)]) as? String else {
+                throw SSIError(.notFound, "no object \(obj.set)/\(obj.id)")
+            }
+            print(v)
+        } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMPut: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "put", abstract: "Set an object's value (grab, then put).")
+    @OptionGroup var obj: ObjectArgs
+    @Argument var value: String
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do { _ = try daemon.call(["op": "kddm.put", "set": obj.set, "id": String(obj.id), "value": value]) } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMIncr: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "incr", abstract: "Increment a decimal counter object COUNT times, each by grab and put; prints the last value.")
+    @OptionGroup var obj: ObjectArgs
+    @Option var count = 1
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do { print(try daemon.call(["op": "kddm.incr", "set": obj.set, "id": String(obj.id), "count": count], timeout: 600) as? Int ?? 0) } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMRemove: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "remove", abstract: "Remove an object.")
+    @OptionGroup var obj: ObjectArgs
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do { _ = try daemon.call(["op": "kddm.remove", "set": obj.set, "id": String(obj.id)]) } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMCreateSet: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create-set", abstract: "Create a set with an owner rule (hash, fixed:NODE).")
+    @Argument var name: String
+    @Option var rule = "hash"
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do { _ = try daemon.call(["op": "kddm.create-set", "set": name, "rule": rule]) } catch { clusterFail(error) }
+    }
+}

@@ -1,2 +1,28 @@
-// ssid: the node daemon (issue "Cluster core").
-print("ssid: not built yet")
+// ssid: the node daemon. Configuration: docs/cluster.md, and DaemonConfig's doc comment.
+//   ssid --config /etc/ssi/ssid.conf [--node 3] [--listen 10.0.0.3:7100] ...
+import Foundation
+import Logging
+import SSICluster
+import SSIDaemon
+
+let config: DaemonConfig
+do {
+    config = try DaemonConfig.parse(arguments: Array(CommandLine.arguments.dropFirst()))
+} catch {
+    FileHandle.standardError.write(Data("ssid: \(error)\n".utf8))
+    exit(2)
+}
+LoggingSystem.bootstrap { label in
+    var h = StreamLogHandler.standardError(label: label)
+    h.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+    return h
+}
+var logger = Logger(label: "ssid.\(config.node)")
+logger.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+do {
+    let daemon = try NodeDaemon(config: config, logger: logger)
+    try await daemon.run()
+} catch {
+    logger.error("ssid: \(error)")
+    exit(1)
+}

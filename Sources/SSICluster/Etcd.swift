@@ -1,0 +1,217 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A small client of etcd's v3 API through its JSON gateway (`POST /v3/kv/range` ...), which
+/// etcd 3.4 (Debian 12's etcd-server) serves on the client port. We use the gateway rather
+/// than etcd's gRPC so that the daemon does not pull in gRPC and protobuf code generation;
+/// keys and values travel base64-encoded, numbers as strings.
+public final class EtcdClient: Sendable {
+    public let endpoints: [(host: String, port: Int)]
+    let group: EventLoopGroup
+
+    public struct KeyValue: Sendable {
+        public var key: String
+        public var value: [UInt8]
+        public var modRevision: Int64
+        public var lease: Int64
+    }
+
+    /// Parses "http://10.0.0.1:2379,http://..." or "host:port".
+    public init(endpoints: String, group: EventLoopGroup) throws {
+        var eps: [(String, Int)] = []
+        for e in endpoints.split(separator: ",") {
+            var s = String(e)
+            if s.hasPrefix("http://") { s.removeFirst(7) }
+            let parts = s.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]) else {
+                throw ClusterError.config("bad etcd endpoint '\(e)': use http://HOST:PORT")
+            }
+            eps.append((String(parts[0]), port))
+        }
+        guard !eps.isEmpty else { throw ClusterError.config("no etcd endpoint given") }
+        self.endpoints = eps
+        self.group = group
+    }
+
+    /// POSTs `body` to `path`, trying each endpoint in turn.
+    func post(_ path: String, _ body: [String: Any], timeout: TimeAmount = .seconds(2)) async throws -> [String: Any] {
+        let data = try JSONSerialization.data(withJSONObject: body)
+        var lastError: Error = ClusterError.etcd("no endpoint")
+        for ep in endpoints {
+            do {
+                let bytes = try await request(host: ep.host, port: ep.port, path: path, body: Array(data), timeout: timeout)
+                guard let obj = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+                    throw ClusterError.etcd("bad reply to \(path)")
+                }
+                if let err = obj["error"] as? String { throw ClusterError.etcd("\(path): \(err)") }
+                return obj
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError
+    }
+
+    private func request(host: String, port: Int, path: String, body: [UInt8], timeout: TimeAmount) async throws -> [UInt8] {
+        let promise = group.next().makePromise(of: [UInt8].self)
+        let ch: Channel
+        do {
+            ch = try await ClientBootstrap(group: group)
+                .connectTimeout(timeout)
+                .channelInitializer { ch in
+                    ch.eventLoop.makeCompletedFuture {
+                        try ch.pipeline.syncOperations.addHTTPClientHandlers()
+                        try ch.pipeline.syncOperations.addHandler(HTTPCollector(promise: promise))
+                    }
+                }
+                .connect(host: host, port: port).get()
+        } catch {
+            promise.fail(error)
+            throw ClusterError.etcd("cannot reach etcd at \(host):\(port): \(error)")
+        }
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+        head.headers.add(name: "Host", value: "\(host):\(port)")
+        head.headers.add(name: "Content-Type", value: "application/json")
+        head.headers.add(name: "Content-Length", value: "\(body.count)")
+        head.headers.add(name: "Connection", value: "close")
+        ch.write(HTTPClientRequestPart.head(head), promise: nil)
+        ch.write(HTTPClientRequestPart.body(.byteBuffer(ch.allocator.buffer(bytes: body))), promise: nil)
+        ch.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        let timer = ch.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(ClusterError.etcd("etcd at \(host):\(port) did not answer \(path) within \(timeout.nanoseconds / 1_000_000) ms"))
+            ch.close(promise: nil)
+        }
+        defer { timer.cancel(); ch.close(promise: nil) }
+        return try await promise.futureResult.get()
+    }
+
+    // MARK: the operations we use
+
+    static func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
+    static func b64(_ b: [UInt8]) -> String { Data(b).base64EncodedString() }
+    static func unb64(_ any: Any?) -> [UInt8] {
+        guard let s = any as? String, let d = Data(base64Encoded: s) else { return [] }
+        return Array(d)
+    }
+    static func int(_ any: Any?) -> Int64 {
+        if let s = any as? String { return Int64(s) ?? 0 }
+        if let n = any as? NSNumber { return n.int64Value }
+        return 0
+    }
+
+    /// The key just past every key that starts with `prefix`.
+    static func prefixEnd(_ prefix: String) -> [UInt8] {
+        var b = Array(prefix.utf8)
+        b[b.count - 1] += 1
+        return b
+    }
+
+    static func kvs(_ obj: [String: Any]) -> [KeyValue] {
+        ((obj["kvs"] as? [[String: Any]]) ?? []).map {
+            KeyValue(key: String(decoding: unb64($0["key"]), as: UTF8.self), value: unb64($0["value"]),
+                     modRevision: int($0["mod_revision"]), lease: int($0["lease"]))
+        }
+    }
+
+    public func get(_ key: String) async throws -> KeyValue? {
+        Self.kvs(try await post("/v3/kv/range", ["key": Self.b64(key)])).first
+    }
+
+    public func list(prefix: String) async throws -> [KeyValue] {
+        Self.kvs(try await post("/v3/kv/range", ["key": Self.b64(prefix), "range_end": Self.b64(Self.prefixEnd(prefix))]))
+    }
+
+    public func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws {
+        var body: [String: Any] = ["key": Self.b64(key), "value": Self.b64(value)]
+        if lease != 0 { body["lease"] = String(lease) }
+        _ = try await post("/v3/kv/put", body)
+    }
+
+    public func delete(_ key: String) async throws {
+        _ = try await post("/v3/kv/deleterange", ["key": Self.b64(key)])
+    }
+
+    public func delete(prefix: String) async throws {
+        _ = try await post("/v3/kv/deleterange", ["key": Self.b64(prefix), "range_end": Self.b64(Self.prefixEnd(prefix))])
+    }
+
+    /// Writes `value` only if the key's mod revision is still `expected` (0: the key must not
+    /// exist). Returns the new revision, or nil when someone else wrote in between.
+    public func compareAndPut(_ key: String, expected: Int64, _ value: [UInt8]) async throws -> Int64? {
+        let k = Self.b64(key)
+        let r = try await post("/v3/kv/txn", [
+            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]],
+            "success": [["request_put": ["key": k, "value": Self.b64(value)]]],
+        ])
+        guard (r["succeeded"] as? Bool) == true else { return nil }
+        return Self.int((r["header"] as? [String: Any])?["revision"])
+    }
+
+    /// Deletes only if the key's mod revision is still `expected`.
+    public func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool {
+        let k = Self.b64(key)
+        let r = try await post("/v3/kv/txn", [
+            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]],
+            "success": [["request_delete_range": ["key": k]]],
+        ])
+        return (r["succeeded"] as? Bool) == true
+    }
+
+    public func grantLease(ttl: Int) async throws -> Int64 {
+        let r = try await post("/v3/lease/grant", ["TTL": String(ttl)])
+        let id = Self.int(r["ID"])
+        guard id != 0 else { throw ClusterError.etcd("lease grant returned no id") }
+        return id
+    }
+
+    /// Returns false when the lease has expired.
+    public func keepAlive(_ lease: Int64) async throws -> Bool {
+        let r = try await post("/v3/lease/keepalive", ["ID": String(lease)], timeout: .milliseconds(900))
+        let result = r["result"] as? [String: Any]
+        return Self.int(result?["TTL"]) > 0
+    }
+
+    public func revoke(_ lease: Int64) async throws {
+        _ = try await post("/v3/lease/revoke", ["ID": String(lease)])
+    }
+}
+
+final class HTTPCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    let promise: EventLoopPromise<[UInt8]>
+    var body: [UInt8] = []
+    init(promise: EventLoopPromise<[UInt8]>) { self.promise = promise }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head: break
+        case .body(var b): body += b.readBytes(length: b.readableBytes) ?? []
+        case .end: promise.succeed(body)
+        }
+    }
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(ClusterError.etcd("etcd closed the connection"))
+    }
+}
+
+public enum ClusterError: Error, CustomStringConvertible, Sendable {
+    case config(String)
+    case etcd(String)
+    case kddm(String)
+    /// An error the daemon reported over the control socket: its text as is.
+    case remote(String)
+    public var description: String {
+        switch self {
+        case .config(let s): return "configuration: \(s)"
+        case .etcd(let s): return "membership service (etcd): \(s)"
+        case .kddm(let s): return "kddm: \(s)"
+        case .remote(let s): return s
+        }
+    }
+}

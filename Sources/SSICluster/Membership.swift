@@ -1,0 +1,197 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Node states, as in Kerrighed.
+public enum NodeState: String, Sendable, Codable, Comparable {
+    /// Known to the cluster (configured), but no daemon runs there.
+    case possible
+    /// Its daemon runs and holds a lease, but it is not a member (not added).
+    case present
+    /// A member: it owns objects and serves calls.
+    case online
+    /// A member whose daemon lost its lease: dead, or cut off from the others.
+    case failed
+
+    public static func < (a: NodeState, b: NodeState) -> Bool { a.rawValue < b.rawValue }
+}
+
+public struct NodeInfo: Sendable, Codable, Equatable {
+    public var id: NodeID
+    public var state: NodeState
+    public var host: String
+    public var port: Int
+}
+
+public enum MembershipEvent: Sendable, Equatable {
+    case added(NodeID), removed(NodeID), failed(NodeID)
+}
+
+/// Where a daemon stands in etcd. Keys under `/ssi/<session>/`:
+///
+///     possible/<id>   the node is part of the cluster's configuration (no lease)
+///     present/<id>    {"id","host","port"} under the daemon's lease (TTL 2 s)
+///     online/<id>     an administrator (or autojoin) added the node (no lease)
+///
+/// A node's state follows: present+online = online, present only = present, online without
+/// present = failed, possible only = possible. The lease, kept alive every 300 ms, expires
+/// 2 s after the daemon's last keep-alive; etcd revokes expired leases every 500 ms and every
+/// daemon reads the view every 200 ms, so a killed daemon is seen failed within ~2.7 s.
+public final class Membership: Sendable {
+    public let me: NodeID
+    public let prefix: String
+    let etcd: EtcdClient
+    let logger: Logger
+    let host: String
+    let port: Int
+    public static let leaseTTL = 2
+
+    private struct State {
+        var view: [NodeID: NodeInfo] = [:]
+        var lease: Int64 = 0
+        var lastContact: ContinuousClock.Instant = .now
+        var subscribers: [@Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void] = []
+        var viewVersion = 0
+    }
+    private let state = Mutex(State())
+
+    public init(me: NodeID, session: UInt64, etcd: EtcdClient, host: String, port: Int, logger: Logger) {
+        self.me = me
+        self.prefix = "/ssi/\(session)/"
+        self.etcd = etcd
+        self.host = host
+        self.port = port
+        self.logger = logger
+    }
+
+    public func subscribe(_ f: @escaping @Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void) {
+        state.withLock { $0.subscribers.append(f) }
+    }
+
+    public var view: [NodeID: NodeInfo] { state.withLock { $0.view } }
+    public var viewVersion: Int { state.withLock { $0.viewVersion } }
+
+    /// Online members, sorted: the input of the KDDM owner rules.
+    public var online: [NodeID] {
+        state.withLock { $0.view.values.filter { $0.state == .online }.map(\.id).sorted() }
+    }
+
+    /// True when this node has not heard from etcd for over a second: it may be cut off, and
+    /// must not trust what it caches.
+    public var cutOff: Bool {
+        state.withLock { ContinuousClock.now - $0.lastContact > .seconds(1) }
+    }
+
+    /// Registers this node (possible, present under a fresh lease, and online when `join`).
+    public func register(join: Bool) async throws {
+        try await etcd.put(prefix + "possible/\(me)", Array("1".utf8))
+        try await renewLease()
+        if join { try await etcd.put(prefix + "online/\(me)", Array("1".utf8)) }
+    }
+
+    private func renewLease() async throws {
+        let lease = try await etcd.grantLease(ttl: Self.leaseTTL)
+        let info = try JSONEncoder().encode(NodeInfo(id: me, state: .present, host: host, port: port))
+        try await etcd.put(prefix + "present/\(me)", Array(info), lease: lease)
+        state.withLock { $0.lease = lease; $0.lastContact = .now }
+        logger.info("membership: node \(me) present under lease \(lease)")
+    }
+
+    /// Keeps the lease alive and refreshes the view until cancelled; then revokes the lease so
+    /// that a clean shutdown is seen at once.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { g in
+            g.addTask { await self.keepAliveLoop() }
+            g.addTask { await self.watchLoop() }
+            await g.waitForAll()
+        }
+        let lease = state.withLock { $0.lease }
+        try? await etcd.revoke(lease)
+        try? await etcd.delete(prefix + "present/\(me)")
+    }
+
+    private func keepAliveLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(300))
+            let lease = state.withLock { $0.lease }
+            do {
+                if try await etcd.keepAlive(lease) {
+                    state.withLock { $0.lastContact = .now }
+                } else {
+                    logger.warning("membership: lease \(lease) expired (we were cut off); registering again")
+                    try await renewLease()
+                }
+            } catch {
+                logger.debug("membership: keep-alive failed: \(error)")
+            }
+        }
+    }
+
+    private func watchLoop() async {
+        while !Task.isCancelled {
+            await refresh()
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// Reads the view once and notifies subscribers of what changed.
+    public func refresh() async {
+        let kvs: [EtcdClient.KeyValue]
+        do {
+            kvs = try await etcd.list(prefix: prefix)
+        } catch {
+            return
+        }
+        var possible = Set<NodeID>(), online = Set<NodeID>(), present: [NodeID: NodeInfo] = [:]
+        for kv in kvs {
+            let rest = kv.key.dropFirst(prefix.count)
+            let parts = rest.split(separator: "/")
+            guard parts.count == 2, let id = NodeID(parts[1]) else { continue }
+            switch parts[0] {
+            case "possible": possible.insert(id)
+            case "online": online.insert(id)
+            case "present": present[id] = try? JSONDecoder().decode(NodeInfo.self, from: Data(kv.value))
+            default: break
+            }
+        }
+        var view: [NodeID: NodeInfo] = [:]
+        for id in possible.union(online).union(present.keys) {
+            let p = present[id]
+            let st: NodeState = p != nil ? (online.contains(id) ? .online : .present) : (online.contains(id) ? .failed : .possible)
+            view[id] = NodeInfo(id: id, state: st, host: p?.host ?? "", port: p?.port ?? 0)
+        }
+        let (events, subs) = state.withLock { s -> ([MembershipEvent], [@Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void]) in
+            s.lastContact = .now
+            var ev: [MembershipEvent] = []
+            for (id, n) in view {
+                let old = s.view[id]?.state
+                if n.state == .online && old != .online { ev.append(.added(id)) }
+                if n.state == .failed && old == .online { ev.append(.failed(id)) }
+                if n.state == .present && old == .online { ev.append(.removed(id)) }
+            }
+            for (id, n) in s.view where view[id] == nil && n.state == .online { ev.append(.removed(id)) }
+            let addrChanged = view.contains { s.view[$0.key]?.port != $0.value.port || s.view[$0.key]?.host != $0.value.host }
+            s.view = view
+            if !ev.isEmpty || addrChanged { s.viewVersion += 1 }
+            return (ev, (ev.isEmpty && !addrChanged) ? [] : s.subscribers)
+        }
+        for e in events { logger.info("membership: \(e)") }
+        for f in subs { await f(events, view) }
+    }
+}
+
+/// Parses Kerrighed's node lists: "2,3,6-10".
+public func parseNodeList(_ s: String) throws -> [NodeID] {
+    var out: [NodeID] = []
+    for part in s.split(separator: ",") {
+        let r = part.split(separator: "-", maxSplits: 1)
+        if r.count == 2, let a = NodeID(r[0]), let b = NodeID(r[1]), a <= b {
+            out += Array(a...b)
+        } else if r.count == 1, let a = NodeID(r[0]) {
+            out.append(a)
+        } else {
+            throw ClusterError.config("bad node list '\(s)': use ids 0..255 like 2,3,6-10")
+        }
+    }
+    return out
+}

@@ -1,0 +1,246 @@
+import Foundation
+import SSICluster
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A cluster on this one machine, for development and tests.
+///
+/// As root every node runs in a network namespace `ssi-nodeK` with one veth whose other end
+/// sits on the bridge `ssi-br0` of a hub namespace `ssi-hub`, where etcd runs; nodes are
+/// 10.77.0.K and etcd 10.77.0.254:2379. No address or link is added to the caller's namespace.
+/// Without root, nodes are processes on 127.0.1.K and etcd listens on 127.0.0.1:23790.
+///
+/// Everything lives under one state directory, so `down` (and the next `up`, after a crash)
+/// finds it: the supervisor's pid, every child's pid, configs, logs, sockets, etcd's data.
+public struct LocalCluster: Sendable {
+    public static let subnet = "10.77.0"
+    public static let hub = "ssi-hub"
+    public let dir: String
+    public let root: Bool
+
+    public init() {
+        root = geteuid() == 0
+        dir = root ? "/run/ssi-cluster" : "/tmp/ssi-cluster-\(geteuid())"
+    }
+
+    public func socket(node: Int) -> String { "\(dir)/node\(node).sock" }
+    public func log(node: Int) -> String { "\(dir)/node\(node).log" }
+    var planPath: String { "\(dir)/plan.json" }
+
+    public struct Plan: Codable, Sendable {
+        public var nodes: Int
+        public var netns: Bool
+        public var session: UInt64
+        public var etcd: String
+        public var ssid: String
+    }
+
+    public func plan() -> Plan? {
+        guard let d = FileManager.default.contents(atPath: planPath) else { return nil }
+        return try? JSONDecoder().decode(Plan.self, from: d)
+    }
+
+    public func nodeHost(_ k: Int, netns: Bool) -> String { netns ? "\(Self.subnet).\(k)" : "127.0.1.\(k)" }
+
+    // MARK: up
+
+    /// Builds the cluster and returns once every node is online.
+    public func up(nodes: Int, ssid: String, ssi: String, useNetns: Bool? = nil) throws -> Plan {
+        guard (1...200).contains(nodes) else { throw SSIError(.invalidArgument, "--nodes must be 1..200") }
+        let netns = useNetns ?? root
+        if netns && !root { throw SSIError(.permission, "network namespaces need root", hint: "run as root, or without --netns for loopback nodes") }
+        guard let etcdPath = which("etcd") else {
+            throw SSIError(.notFound, "etcd is not installed", hint: "run scripts/setup-cluster.sh (as root) to install etcd-server")
+        }
+        try down(quiet: true)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o700)
+        var secret = [UInt8](repeating: 0, count: 32)
+        for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
+        _ = FileManager.default.createFile(atPath: "\(dir)/secret", contents: Data(secret), attributes: [.posixPermissions: 0o600])
+        let session = UInt64.random(in: 1...UInt64(UInt32.max))
+        let etcdHost = netns ? "\(Self.subnet).254" : "127.0.0.1"
+        let etcdPort = netns ? 2379 : 23790
+        let plan = Plan(nodes: nodes, netns: netns, session: session, etcd: "http://\(etcdHost):\(etcdPort)", ssid: ssid)
+        if netns { try buildNetwork(nodes: nodes) }
+        for k in 1...nodes {
+            let conf = """
+            # written by ssi cluster up
+            node = \(k)
+            session = \(session)
+            listen = \(nodeHost(k, netns: netns)):7100
+            secret = \(dir)/secret
+            etcd = \(plan.etcd)
+            control = \(socket(node: k))
+            join = yes
+            """
+            try conf.write(toFile: "\(dir)/node\(k).conf", atomically: true, encoding: .utf8)
+        }
+        // etcd's command line, kept for the supervisor.
+        let etcdArgv = [etcdPath, "--name", "ssi", "--data-dir", "\(dir)/etcd",
+                        "--listen-client-urls", plan.etcd, "--advertise-client-urls", plan.etcd,
+                        "--listen-peer-urls", "http://127.0.0.1:\(etcdPort + 1)",
+                        "--initial-advertise-peer-urls", "http://127.0.0.1:\(etcdPort + 1)",
+                        "--initial-cluster", "ssi=http://127.0.0.1:\(etcdPort + 1)", "--log-level", "warn"]
+        try JSONSerialization.data(withJSONObject: netns ? ["ip", "netns", "exec", Self.hub] + etcdArgv : etcdArgv)
+            .write(to: URL(fileURLWithPath: "\(dir)/etcd.argv"))
+        try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
+        let sup = try Proc.spawn([ssi, "cluster", "supervise", "--dir", dir], log: "\(dir)/supervisor.log", setsid: true)
+        try "\(sup)".write(toFile: "\(dir)/supervisor.pid", atomically: true, encoding: .utf8)
+        // Wait until every node is online, seen from node 1.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let online = try? onlineCount(via: 1), online == nodes { return plan }
+            if !Proc.alive(sup) { break }
+            usleep(100_000)
+        }
+        let tail = (try? String(contentsOfFile: log(node: 1), encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+        throw SSIError(.system, "the local cluster did not come up within 30 s", hint: "see \(dir)/*.log; node 1 says:\n\(tail)")
+    }
+
+    func onlineCount(via k: Int) throws -> Int {
+        let r = try ControlClient.request(socket: socket(node: k), ["op": "status"], timeout: 2) as? [String: Any]
+        let nodes = (r?["nodes"] as? [[String: Any]]) ?? []
+        return nodes.filter { ($0["state"] as? String) == "online" }.count
+    }
+
+    func buildNetwork(nodes: Int) throws {
+        let ip = "ip"
+        try Proc.run([ip, "netns", "add", Self.hub])
+        try Proc.run([ip, "-n", Self.hub, "link", "set", "lo", "up"])
+        try Proc.run([ip, "-n", Self.hub, "link", "add", "ssi-br0", "type", "bridge"])
+        try Proc.run([ip, "-n", Self.hub, "addr", "add", "\(Self.subnet).254/24", "dev", "ssi-br0"])
+        try Proc.run([ip, "-n", Self.hub, "link", "set", "ssi-br0", "up"])
+        for k in 1...nodes {
+            let ns = "ssi-node\(k)"
+            try Proc.run([ip, "netns", "add", ns])
+            try Proc.run([ip, "-n", Self.hub, "link", "add", "ssi-h\(k)", "type", "veth", "peer", "name", "eth0", "netns", ns])
+            try Proc.run([ip, "-n", Self.hub, "link", "set", "ssi-h\(k)", "master", "ssi-br0", "up"])
+            try Proc.run([ip, "-n", ns, "link", "set", "lo", "up"])
+            try Proc.run([ip, "-n", ns, "addr", "add", "\(Self.subnet).\(k)/24", "dev", "eth0"])
+            try Proc.run([ip, "-n", ns, "link", "set", "eth0", "up"])
+        }
+    }
+
+    /// Asks the supervisor to start node k's daemon again (after it died), and waits for its
+    /// control socket.
+    public func startNode(_ k: Int) throws {
+        guard let p = plan(), (1...p.nodes).contains(k) else { throw SSIError(.notFound, "no node \(k) in the local cluster") }
+        _ = FileManager.default.createFile(atPath: "\(dir)/start-\(k)", contents: nil)
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline {
+            if FileManager.default.fileExists(atPath: "\(dir)/start-\(k)") == false,
+               (try? ControlClient.request(socket: socket(node: k), ["op": "status"], timeout: 2)) != nil { return }
+            usleep(100_000)
+        }
+        throw SSIError(.system, "node \(k) did not start within 15 s", hint: "see \(log(node: k))")
+    }
+
+    /// Sets node k's link (its veth on the hub's bridge) down or up: a network partition.
+    public func setLink(_ k: Int, up: Bool) throws {
+        guard plan()?.netns == true else { throw SSIError(.unsupported, "links exist only in a root (namespace) local cluster") }
+        try Proc.run(["ip", "-n", Self.hub, "link", "set", "ssi-h\(k)", up ? "up" : "down"])
+    }
+
+    // MARK: down
+
+    /// Removes everything `up` made, whether or not its processes still run. Idempotent.
+    public func down(quiet: Bool = false) throws {
+        var pids: [pid_t] = []
+        if let s = try? String(contentsOfFile: "\(dir)/supervisor.pid", encoding: .utf8), let p = pid_t(s) { pids.append(p) }
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: "\(dir)/pids") {
+            for n in names { if let s = try? String(contentsOfFile: "\(dir)/pids/\(n)", encoding: .utf8), let p = pid_t(s) { pids.append(p) } }
+        }
+        // Only our own processes: the supervisor (ssi), etcd and ssid.
+        pids = pids.filter { p in Proc.alive(p) && ["ssi", "etcd", "ssid"].contains { Proc.cmdline(p).contains($0) } }
+        var nsList: [String] = []
+        if root, let (_, out) = try? Proc.run(["ip", "netns", "list"], check: false) {
+            nsList = out.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+                .filter { $0 == Self.hub || $0.hasPrefix("ssi-node") }
+            for ns in nsList {
+                if let (_, o) = try? Proc.run(["ip", "netns", "pids", ns], check: false) {
+                    pids += o.split(separator: "\n").compactMap { pid_t($0.trimmingCharacters(in: .whitespaces)) }
+                }
+            }
+        }
+        for p in pids { kill(p, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while pids.contains(where: Proc.alive) && ContinuousClock.now < deadline {
+            Proc.reapAll()
+            usleep(50_000)
+        }
+        for p in pids where Proc.alive(p) { kill(p, SIGKILL) }
+        while pids.contains(where: Proc.alive) { Proc.reapAll(); usleep(20_000) }
+        Proc.reapAll()
+        for ns in nsList { _ = try? Proc.run(["ip", "netns", "del", ns], check: false) }
+        if FileManager.default.fileExists(atPath: dir) {
+            try FileManager.default.removeItem(atPath: dir)
+        }
+    }
+
+    // MARK: the supervisor
+
+    /// Runs in the background for the cluster's life: parent and reaper of etcd and the
+    /// daemons; starts a node again when `start-K` appears; on SIGTERM stops them all.
+    public func supervise() throws -> Never {
+        Proc.becomeSubreaper()
+        guard let plan = plan(), let argvData = FileManager.default.contents(atPath: "\(dir)/etcd.argv"),
+              let etcdArgv = try JSONSerialization.jsonObject(with: argvData) as? [String] else {
+            throw SSIError(.notFound, "no local cluster plan in \(dir)")
+        }
+        var sigs = sigset_t()
+        sigemptyset(&sigs)
+        sigaddset(&sigs, SIGTERM); sigaddset(&sigs, SIGINT); sigaddset(&sigs, SIGCHLD); sigaddset(&sigs, SIGHUP)
+        sigprocmask(SIG_BLOCK, &sigs, nil)
+        try FileManager.default.createDirectory(atPath: "\(dir)/pids", withIntermediateDirectories: true)
+        func record(_ name: String, _ pid: pid_t) {
+            try? "\(pid)".write(toFile: "\(dir)/pids/\(name)", atomically: true, encoding: .utf8)
+        }
+        var children: [pid_t] = []
+        let etcd = try Proc.spawn(etcdArgv, log: "\(dir)/etcd.log")
+        record("etcd", etcd)
+        children.append(etcd)
+        func startNode(_ k: Int) throws {
+            var argv = [plan.ssid, "--config", "\(dir)/node\(k).conf"]
+            if plan.netns { argv = ["ip", "netns", "exec", "ssi-node\(k)"] + argv }
+            let p = try Proc.spawn(argv, log: log(node: k))
+            record("node\(k)", p)
+            children.append(p)
+        }
+        for k in 1...plan.nodes { try startNode(k) }
+        var ts = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+        while true {
+            let s = sigtimedwait(&sigs, nil, &ts)
+            if s == SIGTERM || s == SIGINT || s == SIGHUP { break }
+            Proc.reapAll()
+            for k in 1...plan.nodes where FileManager.default.fileExists(atPath: "\(dir)/start-\(k)") {
+                try? startNode(k)
+                unlink("\(dir)/start-\(k)")
+            }
+        }
+        // Daemons first (they revoke their leases in etcd), then etcd.
+        let nodes = children.filter { $0 != etcd && Proc.alive($0) }
+        for p in nodes { kill(p, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while nodes.contains(where: Proc.alive) && ContinuousClock.now < deadline { Proc.reapAll(); usleep(20_000) }
+        for p in children where Proc.alive(p) && p != etcd { kill(p, SIGKILL) }
+        kill(etcd, SIGTERM)
+        let d2 = ContinuousClock.now + .seconds(3)
+        while Proc.alive(etcd) && ContinuousClock.now < d2 { Proc.reapAll(); usleep(20_000) }
+        if Proc.alive(etcd) { kill(etcd, SIGKILL) }
+        while children.contains(where: Proc.alive) { Proc.reapAll(); usleep(20_000) }
+        Proc.reapAll()
+        exit(0)
+    }
+}
+
+func which(_ name: String) -> String? {
+    let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+    for d in path + ["/usr/sbin", "/sbin"] {
+        let p = "\(d)/\(name)"
+        if access(p, X_OK) == 0 { return p }
+    }
+    return nil
+}
