@@ -13,6 +13,9 @@ import Glibc
 struct ProcessDumper {
     let pid: Int32
     var ignoreUnsupported = false
+    /// The parent, when it is part of the application and stopped too: pages still shared
+    /// copy-on-write with it are not saved again (see VMA.inherited).
+    var parent: Int32? = nil
 
     // MARK: file descriptors (checked first: an unsupported fd fails before anything is written)
 
@@ -384,6 +387,16 @@ struct ProcessDumper {
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bufSize, alignment: 4096)
         defer { buf.deallocate() }
         var vmas = [VMA]()
+        // The parent's areas, to find those inherited at fork and still identical.
+        var parentMaps = [UInt64: MapsEntry]()
+        var parentFlags = [UInt64: [String]]()
+        var ppm: Int32 = -1
+        if let parent {
+            for e in MapsEntry.parse((try? ProcFS.read("/proc/\(parent)/maps")) ?? "") { parentMaps[e.start] = e }
+            parentFlags = (try? ProcessDumper(pid: parent).vmFlags()) ?? [:]
+            ppm = open("/proc/\(parent)/pagemap", O_RDONLY | O_CLOEXEC)
+        }
+        defer { if ppm >= 0 { close(ppm) } }
         for m in maps {
             guard let kind = ProcessDumper.classify(m) else { continue }
             var path: String? = nil
@@ -410,7 +423,18 @@ struct ProcessDumper {
             default: wantsPages = false
             }
             if wantsPages {
-                let runs = try presentRuns(pagemap: pm, vma: m, fileBacked: kind == .file)
+                var runs: [(UInt64, UInt64)]
+                // An area the parent has identically (same range, protection, file, offset and
+                // flags, none of MADV_DONTFORK/WIPEONFORK) was inherited at fork.
+                if ppm >= 0, let pe = parentMaps[m.start], pe == m, kind != .sysvShm, !m.shared,
+                   parentFlags[m.start] == flags[m.start], !(flags[m.start] ?? []).contains(where: { $0 == "dc" || $0 == "wf" }) {
+                    let (own, drop) = try inheritedRuns(pagemap: pm, parentPagemap: ppm, vma: m, fileBacked: kind == .file)
+                    runs = own
+                    vma.inherited = true
+                    vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
+                } else {
+                    runs = try presentRuns(pagemap: pm, vma: m, fileBacked: kind == .file)
+                }
                 var batch = [(UInt64, Int)]()
                 var batchBytes = 0
                 func flush() throws {
@@ -444,6 +468,43 @@ struct ProcessDumper {
             vmas.append(vma)
         }
         return vmas
+    }
+
+    /// For an area inherited from the parent: the runs of this process's own pages (to save),
+    /// and the runs where the parent has a page of its own and this process has none (to
+    /// drop at restart). A page present in both with the same page frame (pagemap bits 0-54,
+    /// shown to CAP_SYS_ADMIN) is still shared copy-on-write: neither saved nor dropped.
+    func inheritedRuns(pagemap: Int32, parentPagemap: Int32, vma: MapsEntry, fileBacked: Bool) throws -> ([(UInt64, UInt64)], [(UInt64, UInt64)]) {
+        let n = Int(vma.size / SnapshotFormat.pageSize)
+        func entries(_ fd: Int32) throws -> [UInt64] {
+            var e = [UInt64](repeating: 0, count: n)
+            let got = e.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n * 8, off_t((vma.start / SnapshotFormat.pageSize) * 8)) }
+            if got != n * 8 { throw SSIError.sys("read pagemap of the tree of PID \(pid)", errno: errno) }
+            return e
+        }
+        let c = try entries(pagemap), p = try entries(parentPagemap)
+        let pfnMask: UInt64 = (1 << 55) - 1
+        func own(_ e: UInt64) -> Bool {
+            let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
+            return fileBacked ? ((present && !file) || swapped) : (present || swapped)
+        }
+        var save = [Bool](repeating: false, count: n), drop = [Bool](repeating: false, count: n)
+        for i in 0..<n {
+            let sharedFrame = c[i] & (1 << 63) != 0 && p[i] & (1 << 63) != 0 && c[i] & pfnMask == p[i] & pfnMask && c[i] & pfnMask != 0
+            save[i] = own(c[i]) && !sharedFrame
+            drop[i] = own(p[i]) && !own(c[i])
+        }
+        func runs(_ flags: [Bool]) -> [(UInt64, UInt64)] {
+            var out = [(UInt64, UInt64)]()
+            var start = -1
+            for i in 0...n {
+                let on = i < n && flags[i]
+                if on && start < 0 { start = i }
+                if !on && start >= 0 { out.append((vma.start + UInt64(start) * SnapshotFormat.pageSize, UInt64(i - start))); start = -1 }
+            }
+            return out
+        }
+        return (runs(save), runs(drop))
     }
 
     /// Runs of pages to save in one VMA, from /proc/PID/pagemap (bit 63 present, 62 swapped,

@@ -103,6 +103,7 @@ public struct CheckpointEngine: Sendable {
                 guard let tids = seized.threads[pid] else { continue }
                 var dumper = ProcessDumper(pid: pid)
                 dumper.ignoreUnsupported = options.ignoreUnsupported
+                if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
                 var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
                 img.pagesFile = "pages-\(pid).img"
                 img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
@@ -301,24 +302,24 @@ extension CheckpointEngine {
                 pr.useCallerTerminal = options.useCallerTerminal
                 restorers.append(pr)
                 try pr.becomeSessionLeaderIfNeeded()
+                // Memory and files first, then the children: they are forked from the restored
+                // process, so the pages it shared copy-on-write with them are shared again.
+                try pr.rebuild()
                 for child in (children[image.pid] ?? []).sorted(by: { $0.pid < $1.pid }) {
                     let ct = try pr.fork(child: child)
                     created.append(child.pid)
                     if let status = child.zombieStatus {
-                        try ProcessRestorer.becomeZombie(ct, status: status)
+                        try pr.makeZombie(ct, status: status)
                     } else {
                         queue.append((child, ct))
                     }
                 }
+                try pr.createThreads()
             }
             for pid in byPID.keys where !created.contains(pid) {
                 throw SSIError(.corrupt, "\(snap.directory): PID \(pid) has no parent in the snapshot")
             }
             clock.mark("create process tree")
-            for pr in restorers {
-                try pr.rebuild()
-                try pr.createThreads()
-            }
             let known = Set(created)
             for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
             for pr in restorers { try pr.joinGroup(leaders: false, known: known) }

@@ -153,18 +153,15 @@ final class ProcessRestorer {
 
     /// A zombie: make the freshly forked child end with the saved wait status, so that its
     /// parent can still reap it.
-    static func becomeZombie(_ t: Tracee, status: Int32) throws {
-        let inj = try Injector(pid: t.pid, base: try t.registers())
+    func makeZombie(_ t: Tracee, status: Int32) throws {
+        // The child is a copy of this process: it has the same scratch area and gadget.
+        let cinj = Injector(pid: t.pid, base: try t.registers(), gadget: inj.gadget)
         let termsig = status & 0x7f
         if termsig != 0 && termsig != 0x7f {
-            // Killed by a signal: reset its handler (a zeroed sigaction, written below the
-            // stack pointer of the copy it is) and deliver the signal.
-            let regs = try t.registers()
-            let act = (regs.rsp - 512) & ~15
-            try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: act)
-            try inj.call("reset handler", Arch.SYS.rt_sigaction, UInt64(termsig), act, 0, 8)
+            // Killed by a signal: reset its handler (a zeroed sigaction) and deliver it.
+            try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: scratch + 1024)
+            try cinj.call("reset handler", Arch.SYS.rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
             try t.setSigmask(0)
-            try t.setRegisters(regs)
             try t.cont(signal: termsig)
         } else {
             try t.setRegisters(Arch.syscallRegisters(base: try t.registers(), at: inj.gadget, nr: Arch.SYS.exit_group, [UInt64((status >> 8) & 0xff)]))
@@ -208,9 +205,16 @@ final class ProcessRestorer {
         let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", Arch.SYS.close, imagesFD)
 
-        // Unmap everything inherited but the vDSO/vvar (moved below) and the scratch area.
+        // Unmap everything inherited but the vDSO/vvar (moved below), the scratch area and the
+        // areas this process shares with its parent (VMA.inherited).
+        let keepRanges = image.vmas.filter { $0.inherited == true }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
         for m in current where !m.isSpecialKernelMapping && !(m.start >= scratch && m.end <= scratch + scratchSize) {
-            try inj.call("munmap 0x\(String(m.start, radix: 16))", Arch.SYS.munmap, m.start, m.size)
+            var from = m.start
+            for (ks, ke) in keepRanges where ke > from && ks < m.end {
+                if ks > from { try inj.call("munmap 0x\(String(from, radix: 16))", Arch.SYS.munmap, from, ks - from) }
+                from = max(from, ke)
+            }
+            if from < m.end { try inj.call("munmap 0x\(String(from, radix: 16))", Arch.SYS.munmap, from, m.end - from) }
         }
         try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
         clock.mark("restore: teardown, vdso")
@@ -233,6 +237,17 @@ final class ProcessRestorer {
             }
             var prot = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
             if !v.pages.isEmpty { prot |= PROT_READ | PROT_WRITE }
+            if v.inherited == true {
+                // Kept from the parent: forget the parent's own pages, write ours over it.
+                for d in v.dropPages ?? [] {
+                    try inj.call("madvise(DONTNEED)", Arch.SYS.madvise, d.address, d.count * SnapshotFormat.pageSize, 4)
+                }
+                let finalProt = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
+                if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", Arch.SYS.mprotect, v.start, v.end - v.start, UInt64(prot)) }
+                try fillPages(v, pagesFD: pagesFD)
+                if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", Arch.SYS.mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+                continue
+            }
             var flags = MAP_FIXED | (v.shared ? MAP_SHARED : MAP_PRIVATE)
             if v.vmFlags.contains("gd") { flags |= MAP_GROWSDOWN }
             var fd = UInt64.max
@@ -250,16 +265,7 @@ final class ProcessRestorer {
                 }
             }
             try inj.call("mmap 0x\(String(v.start, radix: 16)) \(v.name)", Arch.SYS.mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset)
-            // The saved pages go straight from the pages file into place: one copy, in the kernel.
-            for run in v.pages {
-                var done: UInt64 = 0
-                let total = run.count * SnapshotFormat.pageSize
-                while done < total {
-                    let n = try inj.call("pread pages into 0x\(String(run.address, radix: 16))", Arch.SYS.pread64, pagesFD, run.address + done, total - done, run.fileOffset + done)
-                    if n == 0 { throw SSIError(.corrupt, "\(snapshotDir)/\(image.pagesFile) is shorter than its page index") }
-                    done += n
-                }
-            }
+            try fillPages(v, pagesFD: pagesFD)
             let finalProt = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
             if finalProt != prot { try inj.call("mprotect", Arch.SYS.mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
             // madvise(2) flags that /proc/PID/smaps shows as VmFlags.
@@ -287,9 +293,7 @@ final class ProcessRestorer {
 
         // Files, cwd, root, umask.
         try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
-        if let shared, !shared.list.isEmpty {
-            try inj.call("close shared", Arch.SYS.close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.list.count) - 1, 0)
-        }
+
         if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
         try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd))
         try inj.call("umask", Arch.SYS.umask, UInt64(image.umask))
@@ -319,6 +323,19 @@ final class ProcessRestorer {
         }
         try restoreThreadState(main, inj: inj)
         clock.mark("restore: files, signals, ids")
+    }
+
+    /// The saved pages go straight from the pages file into place: one copy, in the kernel.
+    private func fillPages(_ v: VMA, pagesFD: UInt64) throws {
+        for run in v.pages {
+            var done: UInt64 = 0
+            let total = run.count * SnapshotFormat.pageSize
+            while done < total {
+                let n = try inj.call("pread pages into 0x\(String(run.address, radix: 16))", Arch.SYS.pread64, pagesFD, run.address + done, total - done, run.fileOffset + done)
+                if n == 0 { throw SSIError(.corrupt, "\(snapshotDir)/\(image.pagesFile) is shorter than its page index") }
+                done += n
+            }
+        }
     }
 
     /// Per-thread state a thread must set itself.
@@ -401,6 +418,10 @@ final class ProcessRestorer {
             } else {
                 try inj.call("rt_sigqueueinfo(\(sig))", Arch.SYS.rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
             }
+        }
+        // The shared descriptions were kept open for the children forked since rebuild().
+        if let shared, !shared.list.isEmpty {
+            try inj.call("close shared", Arch.SYS.close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.list.count) - 1, 0)
         }
         try restoreTimers()
         for info in image.sharedPending { try queue(info, tid: nil) }

@@ -133,6 +133,12 @@ public struct VMA: Codable, Sendable, Equatable {
     public var sysvShmID: Int32?
     /// Version 2: set when the mapped file was unlinked or is a memfd: the DeletedFile id.
     public var deletedFileID: String?
+    /// Version 2: the same area exists in the parent, and the pages the two still share
+    /// copy-on-write are not saved here: restart forks this process from its restored parent
+    /// and keeps the area, so they stay shared. `pages` are this process's own pages;
+    /// `dropPages` are pages the parent has and this process does not (zero or file content).
+    public var inherited: Bool?
+    public var dropPages: [PageRun]?
     /// Saved pages: runs of consecutive pages and where they start in the pages file.
     public var pages: [PageRun]
 
