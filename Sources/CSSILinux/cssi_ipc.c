@@ -5,6 +5,7 @@
 #include "cssi_ipc.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/msg.h>
@@ -117,3 +118,4 @@ int cssi_ipc_shmdt(const void *addr) { RET(shmdt(addr)); }
 int cssi_ipc_shm_rmid(int id) { RET(shmctl(id, IPC_RMID, NULL)); }
 int cssi_ipc_mincore(void *addr, size_t len, unsigned char *vec) { RET(mincore(addr, len, vec)); }
 int cssi_ipc_willneed(void *addr, size_t len) { RET(madvise(addr, len, MADV_WILLNEED)); }
+int cssi_ipc_unshare_namespace(void) { RET(unshare(CLONE_NEWIPC)); }

@@ -83,4 +83,7 @@ int cssi_ipc_mincore(void *addr, size_t len, unsigned char *vec);
 // cache (mm/madvise.c, shmem_swapin_range), so that mincore(2) then reports them.
 int cssi_ipc_willneed(void *addr, size_t len);
 
+// unshare(CLONE_NEWIPC): the caller gets a fresh, empty IPC namespace (needs CAP_SYS_ADMIN).
+int cssi_ipc_unshare_namespace(void);
+
 #endif

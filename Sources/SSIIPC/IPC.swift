@@ -1,1 +1,0 @@
-// SysV IPC objects saved and restored with their key and id.
