@@ -15,6 +15,8 @@
 //   ipc_tool touch ID PAGE BYTE ...      writes BYTE over page PAGE (pairs)
 //   ipc_tool peek ID PAGE                prints the first and last byte of page PAGE
 //   ipc_tool shmstat ID                  prints "key=K uid=U gid=G mode=M size=S"
+//   ipc_tool lock ID                     SHM_LOCK
+//   ipc_tool hold ID SECONDS             attaches the segment, prints "attached", sleeps
 //   ipc_tool rm q|s|m ID                 IPC_RMID
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <unistd.h>
 
 union semun { int val; struct semid_ds *buf; unsigned short *array; };
 
@@ -107,6 +110,14 @@ int main(int argc, char **argv) {
         if (shmctl((int)num(argv[2]), IPC_STAT, &ds) < 0) die("shmctl IPC_STAT");
         printf("key=%d uid=%u gid=%u mode=%o size=%lu\n", ds.shm_perm.__key, ds.shm_perm.uid, ds.shm_perm.gid,
                ds.shm_perm.mode & 0777, (unsigned long)ds.shm_segsz);
+    } else if (!strcmp(cmd, "lock")) {
+        if (shmctl((int)num(argv[2]), SHM_LOCK, NULL) < 0) die("shmctl SHM_LOCK");
+    } else if (!strcmp(cmd, "hold")) {
+        void *p = shmat((int)num(argv[2]), NULL, 0);
+        if (p == (void *)-1) die("shmat");
+        printf("attached\n");
+        fflush(stdout);
+        sleep((unsigned)num(argv[3]));
     } else if (!strcmp(cmd, "rm")) {
         int id = (int)num(argv[3]), r;
         if (argv[2][0] == 'q') r = msgctl(id, IPC_RMID, NULL);
