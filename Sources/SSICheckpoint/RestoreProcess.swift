@@ -278,9 +278,15 @@ final class ProcessRestorer {
 
         // mm fields and /proc/PID/exe: prctl(PR_SET_MM, PR_SET_MM_MAP) (Linux 3.18), which
         // unlike the single-field PR_SET_MM options does not need CAP_SYS_RESOURCE.
-        let exeFD0 = try inj.call("open exe \(image.exe)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(image.exe), UInt64(O_RDONLY | O_CLOEXEC), 0)
-        let exeFD = try inj.call("dup", Arch.SYS.fcntl, exeFD0, UInt64(F_DUPFD_CLOEXEC), high + 3)
-        try inj.call("close", Arch.SYS.close, exeFD0)
+        // The exe link is left alone when it is already right (a child forked from its restored
+        // parent): the kernel refuses to change it while the old file is still mapped, as it
+        // is in the areas kept from the parent.
+        var exeFD = UInt64(UInt32.max)
+        if (try? ProcFS.readLink("/proc/\(pid)/exe")) != image.exe {
+            let exeFD0 = try inj.call("open exe \(image.exe)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(image.exe), UInt64(O_RDONLY | O_CLOEXEC), 0)
+            exeFD = try inj.call("dup", Arch.SYS.fcntl, exeFD0, UInt64(F_DUPFD_CLOEXEC), high + 3)
+            try inj.call("close", Arch.SYS.close, exeFD0)
+        }
         let mm = image.mm
         let auxvAddr = scratch + 8192
         try mem.write(mm.auxv.withUnsafeBytes { Array($0) }, to: auxvAddr)
@@ -289,7 +295,7 @@ final class ProcessRestorer {
         map.append(UInt64(UInt32(mm.auxv.count * 8)) | (exeFD << 32))
         try mem.write(map.withUnsafeBytes { Array($0) }, to: scratch + 4096)
         try inj.call("prctl(PR_SET_MM_MAP)", Arch.SYS.prctl, 35, 14, scratch + 4096, UInt64(map.count * 8))
-        try inj.call("close", Arch.SYS.close, exeFD)
+        if exeFD != UInt64(UInt32.max) { try inj.call("close", Arch.SYS.close, exeFD) }
 
         // Files, cwd, root, umask.
         try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
