@@ -142,7 +142,7 @@ public actor KDDM {
     /// Registers the RPC services and the membership subscription.
     public nonisolated func start() {
         let coder = JSONDecoder()
-        rpc.register(KDDMService.ping) { _, p in p }
+        rpc.registerInline(KDDMService.ping) { _, p in p }
         rpc.register(KDDMService.read) { [self] from, p in
             let m = try coder.decode(ObjMsg.self, from: Data(p))
             return try Self.enc(try await ownerRead(m.key, from: from))

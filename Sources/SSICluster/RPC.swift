@@ -47,6 +47,7 @@ final class RPCConnection: @unchecked Sendable {
     private struct State {
         var nextCall: UInt64 = 1
         var pending: [UInt64: CheckedContinuation<[UInt8], Error>] = [:]
+        var timers: [UInt64: Scheduled<Void?>] = [:]
         var peer: NodeID?
         var closed = false
     }
@@ -79,9 +80,10 @@ final class RPCConnection: @unchecked Sendable {
             }
             channel.writeAndFlush(buf, promise: nil)
             // The deadline: whichever of the reply and this timer comes first resumes `k`.
-            channel.eventLoop.scheduleTask(in: .milliseconds(Int64(ms))) { [weak self] in
+            let timer = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(ms))) { [weak self] in
                 self?.complete(id, .failure(RPCError.deadlineExceeded(peer, service: service)))
             }
+            state.withLock { s in if s.pending[id] != nil { s.timers[id] = timer } else { timer.cancel() } }
         }
     }
 
@@ -92,7 +94,9 @@ final class RPCConnection: @unchecked Sendable {
     }
 
     func complete(_ id: UInt64, _ r: Result<[UInt8], Error>) {
-        state.withLock { $0.pending.removeValue(forKey: id) }?.resume(with: r)
+        let (k, t) = state.withLock { ($0.pending.removeValue(forKey: id), $0.timers.removeValue(forKey: id)) }
+        t?.cancel()
+        k?.resume(with: r)
     }
 
     /// Every call in flight ends now with an error: a failed peer never leaves a caller hanging.
@@ -101,6 +105,8 @@ final class RPCConnection: @unchecked Sendable {
             s.closed = true
             let ks = Array(s.pending.values)
             s.pending = [:]
+            for t in s.timers.values { t.cancel() }
+            s.timers = [:]
             return (ks, s.peer)
         }
         for k in ks { k.resume(throwing: RPCError.peerFailed(peer ?? 255)) }
@@ -115,6 +121,7 @@ public final class RPCNode: Sendable {
     let group: EventLoopGroup
     let logger: Logger
     private let services = Mutex<[UInt16: RPCHandler]>([:])
+    private let inlineServices = Mutex<[UInt16: @Sendable (NodeID, [UInt8]) -> [UInt8]]>([:])
     private let onewayServices = Mutex<[UInt16: @Sendable (NodeID, [UInt8]) async -> Void]>([:])
     private let addresses = Mutex<[NodeID: (String, Int)]>([:])
     private let outgoing = Mutex<[NodeID: RPCConnection]>([:])
@@ -134,6 +141,12 @@ public final class RPCNode: Sendable {
 
     public func register(_ service: UInt16, _ handler: @escaping RPCHandler) {
         services.withLock { $0[service] = handler }
+    }
+
+    /// A service cheap enough to run on the event loop itself, with no hop to the task pool
+    /// and back: it must not block (ping, counters).
+    public func registerInline(_ service: UInt16, _ handler: @escaping @Sendable (NodeID, [UInt8]) -> [UInt8]) {
+        inlineServices.withLock { $0[service] = handler }
     }
 
     public func registerOneway(_ service: UInt16, _ handler: @escaping @Sendable (NodeID, [UInt8]) async -> Void) {
@@ -220,6 +233,7 @@ public final class RPCNode: Sendable {
     /// A request/response call. Self-calls run the handler directly.
     public func call(_ node: NodeID, service: UInt16, _ payload: [UInt8], timeout: Duration = .seconds(5)) async throws -> [UInt8] {
         if node == nodeID {
+            if let h = inlineServices.withLock({ $0[service] }) { return h(nodeID, payload) }
             guard let h = services.withLock({ $0[service] }) else { throw RPCError.noSuchService(service) }
             return try await h(nodeID, payload)
         }
@@ -257,6 +271,7 @@ public final class RPCNode: Sendable {
     }
 
     func handler(for service: UInt16) -> RPCHandler? { services.withLock { $0[service] } }
+    func inlineHandler(for service: UInt16) -> (@Sendable (NodeID, [UInt8]) -> [UInt8])? { inlineServices.withLock { $0[service] } }
     func onewayHandler(for service: UInt16) -> (@Sendable (NodeID, [UInt8]) async -> Void)? {
         onewayServices.withLock { $0[service] }
     }
@@ -394,6 +409,13 @@ final class RPCChannelHandler: ChannelInboundHandler {
                   let ms = frame.readInteger(as: UInt32.self) else { throw RPCError.protocolViolation("short request") }
             let payload = frame.readBytes(length: frame.readableBytes) ?? []
             let ch = context.channel
+            if let inline = node.inlineHandler(for: svc) {
+                let bytes = inline(peer, payload)
+                var buf = ch.allocator.buffer(capacity: bytes.count + 16)
+                buf.writeFrame(.reply) { b in b.writeInteger(id); b.writeInteger(UInt8(0)); b.writeBytes(bytes) }
+                context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
+                return
+            }
             let handler = node.handler(for: svc)
             Task {
                 let result: Result<[UInt8], Error>
@@ -415,7 +437,8 @@ final class RPCChannelHandler: ChannelInboundHandler {
                     case .failure(let e): b.writeInteger(UInt8(1)); b.writeString("\(e)")
                     }
                 }
-                ch.writeAndFlush(buf, promise: nil)
+                // A handler may outlive its connection (and, in tests, the event loop).
+                if ch.isActive { ch.writeAndFlush(buf, promise: nil) }
             }
         case .reply:
             guard let id = frame.readInteger(as: UInt64.self), let status = frame.readInteger(as: UInt8.self) else {

@@ -4,6 +4,35 @@ import SSICluster
 import Glibc
 #endif
 
+/// The client of `Bench`: asks node --from to measure against node --to and prints a table.
+/// `ssi-bench kddm` and `ssi kddm bench` both call it.
+public enum KDDMBenchmark {
+    public static func run(args: [String]) throws {
+        var from = 1, to = 2, n = 2000
+        var i = 0
+        while i < args.count {
+            let v = i + 1 < args.count ? Int(args[i + 1]) : nil
+            switch args[i] {
+            case "--from": from = v ?? from
+            case "--to": to = v ?? to
+            case "-n": n = v ?? n
+            default: throw ClusterError.config("usage: ssi-bench kddm [--from NODE] [--to NODE] [-n COUNT]")
+            }
+            i += 2
+        }
+        let lc = LocalCluster()
+        guard let plan = lc.plan() else { throw ClusterError.config("no local cluster: run ssi cluster up --nodes 3 first") }
+        let r = try ControlClient.request(socket: lc.socket(node: from), ["op": "bench", "peer": to, "n": n], timeout: 600) as? [String: Any]
+        print("kddm/rpc benchmark: node \(from) -> node \(to) (the owner), \(n) iterations, \(plan.netns ? "network namespaces" : "loopback")")
+        print("operation".padding(toLength: 28, withPad: " ", startingAt: 0) + "     p50 us     p99 us      ops/s   RPCs/op")
+        for row in (r?["results"] as? [[String: Any]]) ?? [] {
+            let name = (row["name"] as? String ?? "").padding(toLength: 28, withPad: " ", startingAt: 0)
+            func d(_ k: String) -> Double { (row[k] as? NSNumber)?.doubleValue ?? 0 }
+            print(name + String(format: " %10.1f %10.1f %10.0f %9.2f", d("p50_us"), d("p99_us"), d("ops_per_s"), d("rpcs_per_op")))
+        }
+    }
+}
+
 /// Measurements run inside a daemon (so they use its real RPC connections and caches), asked
 /// for by `ssi-bench kddm` over the control socket.
 enum Bench {

@@ -195,7 +195,7 @@ struct ClusterSupervise: ParsableCommand {
 struct KDDMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kddm", abstract: "Inspect and use KDDM sets and objects.",
-        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self])
+        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMBench.self])
 }
 
 struct ObjectArgs: ParsableArguments {
@@ -288,5 +288,15 @@ struct KDDMCreateSet: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
         do { _ = try daemon.call(["op": "kddm.create-set", "set": name, "rule": rule]) } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "KDDM and RPC latency on the local cluster (same as ssi-bench kddm).")
+    @Option var from = 1
+    @Option var to = 2
+    @Option(name: .short) var n = 2000
+    func run() throws {
+        do { try KDDMBenchmark.run(args: ["--from", "\(from)", "--to", "\(to)", "-n", "\(n)"]) } catch { clusterFail(error) }
     }
 }
