@@ -282,4 +282,38 @@ struct LocalClusterTests {
         // And down again is a no-op.
         #expect(try ssiOK("cluster", "down") == "status: down")
     }
+
+    /// The non-root layout (loopback addresses, no namespaces), the control socket's
+    /// credential check, and a graceful stop seen at once (the lease is revoked).
+    @Test(.timeLimit(.minutes(1))) func loopbackClusterCredentialsAndGracefulStop() throws {
+        Proc.becomeSubreaper()
+        let out = try ssiOK("cluster", "up", "--nodes", "2", "--loopback")
+        #expect(out.contains("loopback"))
+        defer { try? down() }
+        #expect(try nodeStates(via: 2) == [1: "online", 2: "online"])
+        _ = try ssiOK("kddm", "incr", "counters", "8", "--count", "100", "--node", "1")
+        _ = try ssiOK("kddm", "incr", "counters", "8", "--count", "100", "--node", "2")
+        #expect(try ssiOK("kddm", "get", "counters", "8", "--node", "1") == "200")
+        // Another user may not drive the daemon, even when the socket's mode lets it connect.
+        chmod(lc.dir, 0o711)
+        chmod(lc.socket(node: 1), 0o666)
+        let py = """
+        import os, socket
+        os.setgid(65534); os.setuid(65534)
+        s = socket.socket(socket.AF_UNIX); s.connect("\(lc.socket(node: 1))")
+        print(s.recv(4096).decode())  # refused at accept: the answer comes before any request
+        """
+        let r = try Proc.run(["python3", "-c", py], check: false)
+        #expect(r.1.contains("permission denied"), "\(r.1)")
+        #expect(try String(contentsOfFile: lc.log(node: 1), encoding: .utf8).contains("control: refused"))
+        // SIGTERM: graceful shutdown revokes the lease, so node 1 sees node 2 go well
+        // before the lease's 2 s TTL.
+        let t0 = ContinuousClock.now
+        kill(nodePid(2), SIGTERM)
+        _ = try waitFor("node 2 failed after SIGTERM", seconds: 3) { try nodeStates(via: 1)[2] == "failed" }
+        #expect(ContinuousClock.now - t0 < .milliseconds(1500))
+        _ = try waitFor("node 2 logs its stop", seconds: 3) { try String(contentsOfFile: lc.log(node: 2), encoding: .utf8).contains("stopped") }
+        _ = try ssiOK("nodes", "del", "-n", "2", "--node", "1")
+        #expect(try nodeStates(via: 1)[2] == "possible")
+    }
 }
