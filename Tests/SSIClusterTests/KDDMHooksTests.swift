@@ -1,0 +1,90 @@
+import Foundation
+import Logging
+import NIOPosix
+import SSICluster
+import SSIDaemon
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Records what KDDM asked of a set's subsystem.
+final class RecordingHooks: KDDMSetHooks {
+    let touched = Mutex<[UInt64]>([])
+    let invalidated = Mutex<[(UInt64, NodeID)]>([])
+    func firstTouch(id: UInt64) -> [UInt8]? { touched.withLock { $0.append(id) }; return Array("fresh-\(id)".utf8) }
+    func export(_ value: [UInt8]) -> [UInt8] { value.reversed() }
+    func `import`(_ bytes: [UInt8]) -> [UInt8] { bytes.reversed() }
+    func invalidated(id: UInt64, on node: NodeID) { invalidated.withLock { $0.append((id, node)) } }
+}
+
+/// Two KDDM nodes in this process against a real etcd on loopback (no root needed): the I/O
+/// hooks, cached gets without RPC, invalidation on grab, and durability through etcd.
+@Suite(.serialized, .enabled(if: toolPath("etcd") != nil, "needs etcd: run scripts/setup-cluster.sh"))
+struct KDDMInProcessTests {
+    @Test(.timeLimit(.minutes(1))) func hooksCacheAndInvalidation() async throws {
+        Proc.becomeSubreaper()
+        let port = Int.random(in: 30000...39000)
+        let dir = "/tmp/ssi-kddm-test-\(getpid())"
+        let etcdPid = try Proc.spawn([toolPath("etcd")!, "--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:\(port)",
+                                      "--advertise-client-urls", "http://127.0.0.1:\(port)", "--listen-peer-urls", "http://127.0.0.1:\(port + 1)",
+                                      "--initial-advertise-peer-urls", "http://127.0.0.1:\(port + 1)",
+                                      "--initial-cluster", "default=http://127.0.0.1:\(port + 1)", "--log-level", "warn"], log: "/tmp/ssi-kddm-test-etcd.log")
+        defer {
+            kill(etcdPid, SIGKILL)
+            var st: Int32 = 0
+            waitpid(etcdPid, &st, 0)
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let log = Logger(label: "kddm-test")
+        let etcd = try EtcdClient(endpoints: "http://127.0.0.1:\(port)", group: group)
+        let session = UInt64.random(in: 1...1_000_000)
+        var ready = false
+        for _ in 0..<50 where !ready {
+            ready = (try? await etcd.put("/probe", [1])) != nil
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ready, "etcd did not start: see /tmp/ssi-kddm-test-etcd.log")
+        let secret = Array("0123456789abcdef0123456789abcdef".utf8)
+        var nodes: [(RPCNode, Membership, KDDM, RecordingHooks)] = []
+        for id: NodeID in [1, 2] {
+            let rpc = RPCNode(nodeID: id, auth: RPCAuth(secret: secret, session: session), group: group, logger: log)
+            let p = try await rpc.listen(host: "127.0.0.1", port: 0)
+            let m = Membership(me: id, session: session, etcd: etcd, host: "127.0.0.1", port: p, logger: log)
+            let k = KDDM(rpc: rpc, etcd: etcd, membership: m, logger: log)
+            k.start()
+            m.subscribe { _, view in for n in view.values where n.port != 0 { rpc.setAddress(n.id, host: n.host, port: n.port) } }
+            try await m.register(join: true)
+            let hooks = RecordingHooks()
+            await k.register(hooks: hooks, for: "objs")
+            nodes.append((rpc, m, k, hooks))
+        }
+        for n in nodes { await n.1.refresh() }
+        let (rpc1, _, k1, h1) = nodes[0]
+        let (_, _, k2, h2) = nodes[1]
+        try await k1.createSet("objs", rule: .fixed(2))
+        // First touch: the owner's hook gives the value of an object nobody wrote.
+        #expect(try await k1.get("objs", 10) == Array("fresh-10".utf8))
+        #expect(h2.touched.withLock { $0 } == [10])
+        #expect(h1.touched.withLock { $0 }.isEmpty)
+        // A cached get makes no RPC.
+        let before = rpc1.callsSent.load(ordering: .relaxed)
+        for _ in 0..<100 { _ = try await k1.get("objs", 10) }
+        #expect(rpc1.callsSent.load(ordering: .relaxed) == before)
+        // A grab on the owner invalidates node 1's copy (its hook hears of it).
+        _ = try await k2.grab("objs", 10)
+        #expect(h1.invalidated.withLock { $0.map(\.0) } == [10])
+        try await k2.put("objs", 10, Array("new".utf8))
+        #expect(try await k1.get("objs", 10) == Array("new".utf8))
+        // Stored through the export hook (reversed), read back through import.
+        let raw = try await etcd.get("/ssi/\(session)/kddm/obj/objs/000000000000000a")
+        #expect(raw?.value == Array("wen".utf8))
+        // A put without a grab is refused.
+        await #expect(throws: ClusterError.self) { try await k1.put("objs", 10, [1]) }
+        for n in nodes { await n.0.shutdown() }
+        try await etcd.delete(prefix: "/ssi/\(session)/")
+        try await group.shutdownGracefully()
+    }
+}
