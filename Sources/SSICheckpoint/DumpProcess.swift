@@ -383,6 +383,9 @@ struct ProcessDumper {
         if pm < 0 { throw SSIError.sys("open /proc/\(pid)/pagemap", errno: errno) }
         defer { close(pm) }
         let mem = RemoteMemory(pid: pid)
+        let memFD = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        if memFD < 0 { throw SSIError.sys("open /proc/\(pid)/mem", errno: errno) }
+        defer { close(memFD) }
         let bufSize = 8 << 20
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bufSize, alignment: 4096)
         defer { buf.deallocate() }
@@ -440,12 +443,12 @@ struct ProcessDumper {
                 func flush() throws {
                     guard batchBytes > 0 else { return }
                     let b = UnsafeMutableRawBufferPointer(rebasing: buf[0..<batchBytes])
-                    if m.read {
-                        _ = try mem.read(into: b, from: batch)
-                    } else {
-                        var off = 0
-                        for (a, l) in batch { try mem.forcedRead(into: UnsafeMutableRawBufferPointer(rebasing: buf[off..<(off + l)]), at: a); off += l }
-                    }
+                    // Through /proc/PID/mem, not process_vm_readv: the latter pins pages
+                    // (FOLL_PIN), and since Linux 5.19 pinning an anonymous page shared
+                    // copy-on-write unshares it (mm/gup.c, gup_must_unshare), so a checkpoint
+                    // would copy every page a parent shares with its children.
+                    var off = 0
+                    for (a, l) in batch { try mem.forcedRead(into: UnsafeMutableRawBufferPointer(rebasing: buf[off..<(off + l)]), at: a, fd: memFD); off += l }
                     try pages.append(UnsafeRawBufferPointer(b))
                     batch.removeAll(keepingCapacity: true)
                     batchBytes = 0

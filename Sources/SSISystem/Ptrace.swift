@@ -181,10 +181,10 @@ public struct RemoteMemory {
     }
 
     /// /proc/PID/mem read, for ranges process_vm_readv refuses.
-    public func forcedRead(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64) throws {
+    public func forcedRead(into buffer: UnsafeMutableRawBufferPointer, at address: UInt64, fd given: Int32? = nil) throws {
         let path = "/proc/\(pid)/mem"
-        let fd = Int32(try checkLibc("open \(path)") { Int(open(path, O_RDONLY | O_CLOEXEC)) })
-        defer { close(fd) }
+        let fd = try given ?? Int32(checkLibc("open \(path)") { Int(open(path, O_RDONLY | O_CLOEXEC)) })
+        defer { if given == nil { close(fd) } }
         var done = 0
         while done < buffer.count {
             let n = try checkLibc("read \(path) at 0x\(String(address, radix: 16))") {
