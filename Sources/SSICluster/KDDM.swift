@@ -242,7 +242,7 @@ public actor KDDM {
 
     private func checkOwner(_ key: ObjKey) async throws {
         let o = try await owner(key)
-        guard o == rpc.nodeID else { throw ClusterError.kddm("node \(rpc.nodeID) is not the owner of \(key) (node \(o) is)") }
+        guard o == rpc.nodeID else { throw ClusterError.kddm("node \(rpc.nodeID) \(Self.notOwnerMarker) \(key) (node \(o) is)") }
     }
 
     func ownerRead(_ key: ObjKey, from: NodeID) async throws -> ObjMsg {
@@ -364,6 +364,25 @@ public actor KDDM {
 
     // MARK: client side
 
+    /// Runs `body` against the object's owner. Nodes read the view up to 200 ms apart, so the
+    /// node we picked may not yet agree that it owns the object: read the view again and
+    /// retry, for up to a second.
+    func atOwner<T: Sendable>(_ key: ObjKey, _ body: (NodeID) async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            let o = try await owner(key)
+            do {
+                return try await body(o)
+            } catch let RPCError.remote(text) where text.contains(Self.notOwnerMarker) && attempt < 20 {
+                attempt += 1
+                await membership.refresh()
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    static let notOwnerMarker = "is not the owner of"
+
     /// A node that has lost etcd may be cut off from the others: it fails at once rather than
     /// waiting for a deadline (its writes could not complete anyway: the owner writes to etcd).
     func checkReachable() throws {
@@ -379,8 +398,9 @@ public actor KDDM {
         try checkReachable()
         if let c = cache[key] { return c.value }
         let (e, g) = (epochs[key, default: 0], globalEpoch)
-        let o = try await owner(key)
-        let r = try Self.dec(ObjMsg.self, try await rpc.call(o, service: KDDMService.read, try Self.enc(ObjMsg(key: key))))
+        let r = try await atOwner(key) { o in
+            try Self.dec(ObjMsg.self, try await self.rpc.call(o, service: KDDMService.read, try Self.enc(ObjMsg(key: key))))
+        }
         if epochs[key, default: 0] == e && globalEpoch == g && grabbed[key] == nil { cache[key] = (r.value, r.rev) }
         return r.value
     }
@@ -390,10 +410,13 @@ public actor KDDM {
         let key = ObjKey(set: set, id: id)
         guard grabbed[key] == nil else { throw ClusterError.kddm("\(key) is already grabbed on this node") }
         try checkReachable()
-        let o = try await owner(key)
+        var o = try await owner(key)
         let r: ObjMsg
         do {
-            r = try Self.dec(ObjMsg.self, try await rpc.call(o, service: KDDMService.grab, try Self.enc(ObjMsg(key: key)), timeout: timeout))
+            r = try await atOwner(key) { owner in
+                o = owner
+                return try Self.dec(ObjMsg.self, try await self.rpc.call(owner, service: KDDMService.grab, try Self.enc(ObjMsg(key: key)), timeout: timeout))
+            }
         } catch RPCError.deadlineExceeded(let n, let s) {
             // The owner may grant it later: give it back so that no one waits for us forever.
             _ = try? await rpc.call(o, service: KDDMService.release, try Self.enc(ObjMsg(key: key)), timeout: .seconds(1))
@@ -410,7 +433,12 @@ public actor KDDM {
         guard let g = grabbed.removeValue(forKey: key) else { throw ClusterError.kddm("put of \(key) without a grab") }
         try checkReachable()
         let e = epochs[key, default: 0]
-        let r = try Self.dec(ObjMsg.self, try await rpc.call(g.owner, service: KDDMService.put, try Self.enc(ObjMsg(key: key, value: value, rev: g.rev))))
+        // To the owner of now: if ownership moved since the grab, the new owner accepts the
+        // value only if etcd still holds the revision we grabbed.
+        _ = g.owner
+        let r = try await atOwner(key) { o in
+            try Self.dec(ObjMsg.self, try await self.rpc.call(o, service: KDDMService.put, try Self.enc(ObjMsg(key: key, value: value, rev: g.rev))))
+        }
         if epochs[key, default: 0] == e { cache[key] = (value, r.rev) }
     }
 
@@ -468,8 +496,9 @@ public actor KDDM {
 
     public func state(_ set: String, _ id: UInt64) async throws -> KDDMObjectState {
         let key = ObjKey(set: set, id: id)
-        let o = try await owner(key)
-        var s = try Self.dec(KDDMObjectState.self, try await rpc.call(o, service: KDDMService.state, try Self.enc(ObjMsg(key: key))))
+        var s = try await atOwner(key) { o in
+            try Self.dec(KDDMObjectState.self, try await self.rpc.call(o, service: KDDMService.state, try Self.enc(ObjMsg(key: key))))
+        }
         s.localCopy = grabbed[key] != nil ? "write (grabbed)" : cache[key] != nil ? "read copy (rev \(cache[key]!.rev))" : "none"
         return s
     }
