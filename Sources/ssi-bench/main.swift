@@ -1,5 +1,7 @@
-// ssi-bench: benchmarks that print numbers (they are not tests). Run with -c release:
-//   swift run -c release ssi-bench checkpoint [--mib 1024] [--dir /dev/shm/ssi-bench]
+// ssi-bench: benchmarks that print numbers (they are not tests). Run with -c release, as root:
+//   swift run -c release ssi-bench checkpoint [--mib 1024] [--dir /dev/shm/ssi-bench] [--runs 20]
+//   swift run -c release ssi-bench ipc
+//   swift run -c release ssi-bench kddm
 import Foundation
 
 let args = Array(CommandLine.arguments.dropFirst())
@@ -7,8 +9,12 @@ do {
     switch args.first {
     case "checkpoint":
         try CheckpointBenchmark(args: Array(args.dropFirst())).run()
+    case "ipc":
+        try runIPCBenchmark(args: Array(args.dropFirst()))
+    case "kddm":
+        try await runKDDMBenchmark(args: Array(args.dropFirst()))
     default:
-        print("usage: ssi-bench checkpoint [--mib N] [--dir DIR] [--runs N]")
+        print("usage: ssi-bench checkpoint [--mib N] [--dir DIR] [--runs N] | ipc | kddm")
         exit(2)
     }
 } catch {
