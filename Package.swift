@@ -28,7 +28,7 @@ let package = Package(
         // The snapshot format and the per-application version store.
         .target(name: "SSIImage", dependencies: ["SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
         // The checkpoint/restart engine.
-        .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
+        .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIImage", "SSIIPC", "CSSILinux"], swiftSettings: swiftSettings),
         // SysV IPC objects saved and restored with their key and id.
         .target(name: "SSIIPC", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
         // Cluster core: RPC over SwiftNIO, etcd membership, KDDM distributed objects.

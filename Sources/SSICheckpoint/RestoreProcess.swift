@@ -1,6 +1,7 @@
 import CSSILinux
 import Foundation
 import SSIImage
+import SSIIPC
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -92,6 +93,15 @@ final class ProcessRestorer {
         for v in image.vmas where v.kind == .file && v.deletedFileID == nil {
             if let p = v.path, access(p, R_OK) != 0 {
                 throw SSIError(.notFound, "PID \(pid): mapped file \(p) no longer exists or is unreadable", hint: "reinstall the file, then restart again")
+            }
+        }
+        // SysV shared memory is not in the snapshot: the segment must exist (ssi ipc restart).
+        for v in image.vmas where v.kind == .sysvShm {
+            guard let id = v.sysvShmID else { continue }
+            let keyHex = v.name.dropFirst("/SYSV".count).prefix(8)
+            let key = Int32(bitPattern: UInt32(keyHex, radix: 16) ?? 0)
+            do { try SysVIPC.requireSegment(key: key, id: id) } catch let e as SSIError {
+                throw SSIError(e.kind, "PID \(pid) had it attached at 0x\(String(v.start, radix: 16)): \(e.message)", hint: e.hint)
             }
         }
         if useCallerTerminal, image.fds.contains(where: { $0.kind == .tty }), callerTerminalFD() == nil {

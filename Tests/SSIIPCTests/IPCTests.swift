@@ -283,9 +283,18 @@ struct IPCTests {
         #expect(w.values(r, "ERR2").first?.contains("no read permission on message queue id") == true, "\(r.output)")
     }
 
-    @Test("the seed's scenario: two processes, one queue, a log; freeze, save queue and app, restart both",
-          .disabled("needs the process checkpoint engine's support for SysV IPC users (issue 4, part 'Processes attached to segments'), being written concurrently"))
-    func seedScenario() throws {}
+    @Test("the seed's scenario: two processes, one queue, a log; freeze, save queue and app, restart both")
+    func seedScenario() throws {
+        let dir = try TestEnv.makeTempDir("ipc-seed")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let app = try TestEnv.fixture("msgapp")
+        // Fresh IPC and PID namespaces: the script is PID 1 there and reaps the orphans, and
+        // the host's queues are never touched.
+        let r = try run(["unshare", "--ipc", "--pid", "--fork", "--mount-proc", "/bin/bash",
+                         "\(TestEnv.repoRoot)/Tests/Fixtures/msgqueue-scenario.sh", TestEnv.ssi, app, dir])
+        #expect(r.stdout.contains("SCENARIO PASS"), "\(r.output)\n\((try? String(contentsOfFile: "\(dir)/out.log", encoding: .utf8)) ?? "")")
+        #expect(r.stdout.contains("EXIT 0"), "\(r.output)")
+    }
 }
 
 /// Needs neither root nor a namespace: the file is refused before any IPC call.
