@@ -364,7 +364,7 @@ public actor KDDM {
 
     // MARK: client side
 
-    /// Runs `body` against the object's owner. Nodes read the view up to 200 ms apart, so the
+    /// Runs `body` against the object's owner. Nodes read the view up to 100 ms apart, so the
     /// node we picked may not yet agree that it owns the object: read the view again and
     /// retry, for up to a second.
     func atOwner<T: Sendable>(_ key: ObjKey, _ body: (NodeID) async throws -> T) async throws -> T {

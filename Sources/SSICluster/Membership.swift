@@ -36,7 +36,7 @@ public enum MembershipEvent: Sendable, Equatable {
 /// A node's state follows: present+online = online, present only = present, online without
 /// present = failed, possible only = possible. The lease, kept alive every 300 ms, expires
 /// 2 s after the daemon's last keep-alive; etcd revokes expired leases every 500 ms and every
-/// daemon reads the view every 200 ms, so a killed daemon is seen failed within ~2.7 s.
+/// daemon reads the view every 100 ms, so a killed daemon is seen failed within ~2.6 s.
 public final class Membership: Sendable {
     public let me: NodeID
     public let prefix: String
@@ -130,7 +130,7 @@ public final class Membership: Sendable {
     private func watchLoop() async {
         while !Task.isCancelled {
             await refresh()
-            try? await Task.sleep(for: .milliseconds(200))
+            try? await Task.sleep(for: .milliseconds(100))
         }
     }
 
