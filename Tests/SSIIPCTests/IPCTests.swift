@@ -283,6 +283,23 @@ struct IPCTests {
         #expect(w.values(r, "ERR2").first?.contains("no read permission on message queue id") == true, "\(r.output)")
     }
 
+    @Test("a process attached to a segment: restart refuses while the segment is missing, re-attaches once it is restored")
+    func attachedSegment() throws {
+        let dir = try TestEnv.makeTempDir("ipc-attach")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try run(["unshare", "--ipc", "--pid", "--fork", "--mount-proc", "/bin/bash",
+                         "\(TestEnv.repoRoot)/Tests/Fixtures/shm-attach-scenario.sh", TestEnv.ssi, try TestEnv.fixture("ipc_tool"), dir])
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        let err = lines.first { $0.hasPrefix("ERR: ") } ?? ""
+        #expect(err.contains("0x00007777") || err.contains("7777"), "\(r.output)")
+        #expect(err.contains("does not exist"), "\(r.output)")
+        #expect(lines.contains { $0.hasPrefix("HINT: ") && $0.contains("ssi ipc restart -m") }, "\(r.output)")
+        #expect(lines.contains("RESTARTED"), "\(r.output)")
+        let addr = lines.first { $0.hasPrefix("ADDR: ") }?.dropFirst(6).split(separator: "/").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
+        #expect(addr.count == 2 && !addr[0].isEmpty && addr[0] == addr[1], "not re-attached at the same address: \(r.output)")
+        #expect(lines.contains { $0.hasPrefix("PEEK: ") && $0.contains("5a") || $0.contains("90") }, "\(r.output)")
+    }
+
     @Test("the seed's scenario: two processes, one queue, a log; freeze, save queue and app, restart both")
     func seedScenario() throws {
         let dir = try TestEnv.makeTempDir("ipc-seed")
