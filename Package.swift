@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSICluster", "SSIDaemon"], swiftSettings: swiftSettings),
         .target(name: "SSITestSupport", dependencies: ["SSISystem", "CSSILinux"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: ["SSICluster", "SSIDaemon", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSITestSupport"], swiftSettings: swiftSettings),
     ]

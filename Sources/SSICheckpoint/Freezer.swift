@@ -93,6 +93,9 @@ public struct CgroupFreezer: Sendable {
     /// Removes groups left empty by applications that ended.
     public func sweep() {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where name.hasPrefix("app-") || name.hasPrefix("new-") {
+            // A "new-<pid>-..." group belongs to an `ssi run` that may be about to clone into
+            // it: only a dead owner's group is removed.
+            if name.hasPrefix("new-"), let owner = Int32(name.split(separator: "-")[1]), kill(owner, 0) == 0 { continue }
             let procs = (try? ProcFS.read("\(base)/\(name)/cgroup.procs")) ?? "x"
             if procs.isEmpty { rmdir("\(base)/\(name)") }
         }

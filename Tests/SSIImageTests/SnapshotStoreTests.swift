@@ -1,0 +1,78 @@
+import CSSILinux
+import Foundation
+import SSIImage
+import SSISystem
+import SSITestSupport
+import Testing
+
+/// The snapshot format without any process: checksums, atomic versions, and refusal of
+/// damaged snapshots. Needs no root.
+@Suite("snapshot store")
+struct SnapshotStoreTests {
+    @Test("CRC-32C matches the Castagnoli check value")
+    func crc32c() {
+        let v = Array("123456789".utf8).withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        #expect(v == 0xE306_9283)
+        // Chained calls equal one call over the whole buffer.
+        let data = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let whole = data.withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        let a = data[0..<777].withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        let b = data[777...].withUnsafeBytes { cssi_crc32c(a, $0.baseAddress, $0.count) }
+        #expect(whole == b)
+    }
+
+    @Test("versions are numbered from 1, committed whole, and verified on open")
+    func writeAndVerify() throws {
+        let dir = try TestEnv.makeTempDir("store")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = SnapshotStore(root: dir)
+        for n in 1...2 {
+            let w = try store.beginWrite(app: 42)
+            var image = ProcessImage(pid: 42)
+            image.comm = "test"
+            image.pagesFile = "pages-42.img"
+            try w.addFile("pages-42.img", [UInt8](repeating: UInt8(n), count: 8192))
+            try w.addJSON("core-42.json", image)
+            let (version, _) = try w.commit(description: "v\(n)", processes: [42])
+            #expect(version == n)
+        }
+        #expect(store.versions(42) == [1, 2])
+        let snap = try store.open(app: 42, version: nil)
+        #expect(snap.manifest.version == 2 && snap.manifest.description == "v2" && snap.processes.first?.comm == "test")
+        // One flipped byte is found and the file named.
+        let pages = "\(dir)/42/v1/pages-42.img"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: pages))
+        bytes[100] ^= 0xff
+        try bytes.write(to: URL(fileURLWithPath: pages))
+        do {
+            _ = try store.open(app: 42, version: 1)
+            Issue.record("a corrupt snapshot was accepted")
+        } catch let e as SSIError {
+            #expect(e.kind == .corrupt && e.message.contains("pages-42.img"), "\(e)")
+        }
+        // An abandoned write leaves no version.
+        let w = try store.beginWrite(app: 42)
+        try w.addFile("pages-42.img", [1, 2, 3])
+        w.abort()
+        #expect(store.versions(42) == [1, 2])
+    }
+
+    @Test("a missing version and a manifest of another format are refused clearly")
+    func refusals() throws {
+        let dir = try TestEnv.makeTempDir("store2")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = SnapshotStore(root: dir)
+        #expect(throws: SSIError.self) { try store.open(app: 7, version: nil) }
+        try FileManager.default.createDirectory(atPath: "\(dir)/7/v1", withIntermediateDirectories: true)
+        let manifest = Array("{\"format\":\"other\"}".utf8)
+        try Data(manifest).write(to: URL(fileURLWithPath: "\(dir)/7/v1/manifest.json"))
+        let crc = manifest.withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        try String(crc, radix: 16).write(toFile: "\(dir)/7/v1/manifest.crc", atomically: false, encoding: .utf8)
+        do {
+            _ = try store.open(app: 7, version: 1)
+            Issue.record("a foreign manifest was accepted")
+        } catch let e as SSIError {
+            #expect(e.kind == .corrupt && e.message.contains("manifest.json"), "\(e)")
+        }
+    }
+}
