@@ -82,11 +82,22 @@ public struct CheckpointEngine: Sendable {
             // File descriptors of every process first: an unsupported one must fail the
             // checkpoint before anything is written.
             var fdTables = [Int32: [FileDescriptorImage]]()
+            let unixSockets = (try? UnixDiag.sockets()) ?? [:]
             var deletedDone = Set<String>()
             for pid in seized.tree.pids where seized.threads[pid] != nil {
                 var d = ProcessDumper(pid: pid)
                 d.ignoreUnsupported = options.ignoreUnsupported
+                d.unixSockets = unixSockets
                 fdTables[pid] = try d.dumpFileDescriptors()
+            }
+            // A socketpair is restored only when both ends are inside the application.
+            let ends = Set(fdTables.values.flatMap { $0.compactMap(\.socketID) })
+            for (pid, fds) in fdTables {
+                for f in fds where f.kind == .unixSocket && !ends.contains(f.peerID ?? 0) {
+                    if options.ignoreUnsupported { fdTables[pid]!.removeAll { $0.fd == f.fd }; continue }
+                    throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): unix socket whose peer is outside the application is not supported yet; nothing was written and the application goes on",
+                                   hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+                }
             }
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             ProcessDumper.markSharedDescriptions(&fdTables)

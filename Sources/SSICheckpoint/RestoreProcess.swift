@@ -115,7 +115,30 @@ final class ProcessRestorer {
 
     /// Opens each shared description once, at `shared.base + index`, before any fork.
     func openShared(useCallerTerminal: Bool) throws {
-        guard let shared, !shared.list.isEmpty else { return }
+        guard let shared, shared.count > 0 else { return }
+        var made = Set<UInt32>()
+        for f in shared.socketEnds {
+            guard let a = f.socketID, let b = f.peerID, !made.contains(a), let slotA = shared.socketSlot[a], let slotB = shared.socketSlot[b] else { continue }
+            made.insert(a); made.insert(b)
+            try inj.call("socketpair", Arch.SYS.socketpair, 1 /* AF_UNIX */, UInt64(f.socketType ?? 1), 0, scratch)
+            let ends = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
+            try inj.call("dup3 socket", Arch.SYS.dup3, UInt64(ends[0]), UInt64(slotA), 0)
+            try inj.call("dup3 socket", Arch.SYS.dup3, UInt64(ends[1]), UInt64(slotB), 0)
+            try inj.call("close", Arch.SYS.close, UInt64(ends[0]))
+            try inj.call("close", Arch.SYS.close, UInt64(ends[1]))
+        }
+        // Bytes queued to an end are sent again from its peer, through a copy of the peer's
+        // fd taken with pidfd_getfd(2).
+        for f in shared.socketEnds {
+            guard let data = f.socketData, !data.isEmpty, let peer = f.peerID, let slot = shared.socketSlot[peer] else { continue }
+            let pidfd = Int32(try check(cssi_pidfd_open(pid), "pidfd_open(\(pid))"))
+            defer { close(pidfd) }
+            let sock = Int32(try check(cssi_syscall6(438, Int(pidfd), Int(slot), 0, 0, 0, 0), "pidfd_getfd"))
+            defer { close(sock) }
+            let n = data.withUnsafeBytes { send(sock, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n != data.count { throw SSIError(.system, "could not requeue \(data.count) bytes on the socket of fd \(f.fd)") }
+        }
+        guard !shared.list.isEmpty else { return }
         for (i, f) in shared.list.enumerated() {
             let target = UInt64(shared.base + Int32(i))
             var fd: UInt64
@@ -194,7 +217,7 @@ final class ProcessRestorer {
         // File descriptors: keep only the caller's terminal (for -t), at a high number.
         let maxFD = UInt64(max(image.fds.map(\.fd).max() ?? 2, 2))
         let high = maxFD + 10
-        if let shared, !shared.list.isEmpty, high + 8 >= UInt64(shared.base) {
+        if let shared, shared.count > 0, high + 8 >= UInt64(shared.base) {
             throw SSIError(.system, "internal: fd layout of PID \(pid) overlaps the shared descriptions")
         }
         var ttyFD: UInt64? = nil
@@ -204,7 +227,7 @@ final class ProcessRestorer {
         // Close everything inherited but the terminal and the shared descriptions.
         var keep = [UInt64]()
         if let ttyFD { keep.append(ttyFD) }
-        if let shared, !shared.list.isEmpty { keep += (0..<shared.list.count).map { UInt64(shared.base) + UInt64($0) } }
+        if let shared, shared.count > 0 { keep += (0..<shared.count).map { UInt64(shared.base) + UInt64($0) } }
         var from: UInt64 = 0
         for k in keep.sorted() {
             if k > from { try inj.call("close_range", Arch.SYS.close_range, from, k - 1, 0) }
@@ -436,8 +459,8 @@ final class ProcessRestorer {
             }
         }
         // The shared descriptions were kept open for the children forked since rebuild().
-        if let shared, !shared.list.isEmpty {
-            try inj.call("close shared", Arch.SYS.close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.list.count) - 1, 0)
+        if let shared, shared.count > 0 {
+            try inj.call("close shared", Arch.SYS.close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)
         }
         try restoreTimers()
         for info in image.sharedPending { try queue(info, tid: nil) }
@@ -545,6 +568,11 @@ final class ProcessRestorer {
                 src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
             case .eventfd, .timerfd, .signalfd, .epoll:
                 src = try createAnonInode(f, inj: inj, scratch: scratch)
+            case .unixSocket:
+                // Created in the root before it forked: inherited at its slot.
+                guard let id = f.socketID, let slot = shared?.socketSlot[id] else { continue }
+                src = UInt64(slot)
+                temporary = false
             case .tty where ttyFD != nil:
                 src = ttyFD!
                 temporary = false
@@ -564,6 +592,9 @@ final class ProcessRestorer {
                 if temporary { try inj.call("close", Arch.SYS.close, src) }
             } else if f.closeOnExec {
                 try inj.call("fcntl FD_CLOEXEC", Arch.SYS.fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
+            }
+            if f.kind == .unixSocket && f.flags & O_NONBLOCK != 0 {
+                try inj.call("fcntl O_NONBLOCK", Arch.SYS.fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
                 try inj.call("lseek fd \(f.fd)", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
@@ -723,11 +754,24 @@ final class SharedDescriptions {
     /// The fd number of the first one in every process; above every fd the restore uses.
     let base: Int32
 
+    /// Socketpairs (both ends in the application): created in the root too, each end at
+    /// its own slot after the shared descriptions.
+    let socketEnds: [FileDescriptorImage]
+    let socketSlot: [UInt32: Int32]
+    /// How many fd numbers from `base` are used.
+    var count: Int { list.count + socketEnds.count }
+
     init(images: [ProcessImage]) {
         var list = [FileDescriptorImage]()
         var index = [String: Int]()
+        var socketEnds = [FileDescriptorImage]()
+        var socketSlot = [UInt32: Int32]()
         for image in images {
             for f in image.fds {
+                if f.kind == .unixSocket, let id = f.socketID, socketSlot[id] == nil {
+                    socketSlot[id] = -1
+                    socketEnds.append(f)
+                }
                 guard let id = f.sharedID, index[id] == nil else { continue }
                 index[id] = list.count
                 list.append(f)
@@ -736,5 +780,8 @@ final class SharedDescriptions {
         self.list = list
         self.index = index
         base = (images.flatMap { $0.fds.map(\.fd) }.max() ?? 2) + 64
+        for (k, f) in socketEnds.enumerated() { socketSlot[f.socketID!] = base + Int32(list.count + k) }
+        self.socketEnds = socketEnds
+        self.socketSlot = socketSlot
     }
 }

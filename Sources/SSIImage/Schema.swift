@@ -159,7 +159,7 @@ public struct PageRun: Codable, Sendable, Equatable {
 }
 
 public struct FileDescriptorImage: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe, eventfd, timerfd, signalfd, epoll }
+    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe, eventfd, timerfd, signalfd, epoll, unixSocket }
     public var fd: Int32
     public var kind: Kind
     public var path: String
@@ -178,6 +178,12 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var sharedID: String?
     /// Version 2: set for an unlinked file or memfd: the DeletedFile id.
     public var deletedFileID: String?
+    /// Version 2, unixSocket (one end of a socketpair whose other end is in the application):
+    /// its inode, its peer's inode, SOCK_STREAM/DGRAM/SEQPACKET, and the bytes queued to it.
+    public var socketID: UInt32?
+    public var peerID: UInt32?
+    public var socketType: Int32?
+    public var socketData: Data?
     /// Version 2, eventfd: its counter and EFD_SEMAPHORE.
     public var eventCount: UInt64?
     public var eventSemaphore: Bool?

@@ -1,0 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Unix domain sockets as the kernel lists them through sock_diag (sock_diag(7),
+/// NETLINK_SOCK_DIAG with AF_UNIX): each socket's inode, type, state, peer inode and queue.
+/// /proc/net/unix does not show peers; this is how a socketpair's two ends are matched.
+public struct UnixSocketInfo: Sendable, Equatable {
+    public var inode: UInt32
+    public var type: UInt8
+    public var state: UInt8
+    public var peer: UInt32
+    public var receiveQueue: UInt32
+    public var hasName: Bool
+}
+
+public enum UnixDiag {
+    public static func sockets() throws -> [UInt32: UnixSocketInfo] {
+        let fd = socket(16 /* AF_NETLINK */, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
+        if fd < 0 { throw SSIError.sys("socket(NETLINK_SOCK_DIAG)", errno: errno) }
+        defer { close(fd) }
+        // struct nlmsghdr (16 bytes) + struct unix_diag_req (24 bytes).
+        var req = [UInt8](repeating: 0, count: 40)
+        func put32(_ v: UInt32, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { req.replaceSubrange(at..<(at + 4), with: $0) } }
+        func put16(_ v: UInt16, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { req.replaceSubrange(at..<(at + 2), with: $0) } }
+        put32(40, 0)
+        put16(20, 4)                         // SOCK_DIAG_BY_FAMILY
+        put16(0x1 | 0x300, 6)                // NLM_F_REQUEST | NLM_F_DUMP
+        put32(1, 8)
+        req[16] = 1                          // AF_UNIX
+        put32(0xffff_ffff, 20)               // all states
+        put32(0x4 | 0x10 | 0x1, 28)          // UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_NAME
+        let sent = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        if sent < 0 { throw SSIError.sys("send sock_diag request", errno: errno) }
+        var out = [UInt32: UnixSocketInfo]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("recv sock_diag", errno: errno) }
+            var off = 0
+            func u32(_ at: Int) -> UInt32 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
+            func u16(_ at: Int) -> UInt16 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt16.self) } }
+            while off + 16 <= n {
+                let len = Int(u32(off)), type = u16(off + 4)
+                if type == 3 { return out }                      // NLMSG_DONE
+                if type == 2 { throw SSIError(.system, "sock_diag refused the request") }   // NLMSG_ERROR
+                if len < 16 || off + len > n { break }
+                // struct unix_diag_msg: family, type, state, pad, ino, cookie[2].
+                let m = off + 16
+                var info = UnixSocketInfo(inode: u32(m + 4), type: buf[m + 1], state: buf[m + 2], peer: 0, receiveQueue: 0, hasName: false)
+                var a = m + 16
+                while a + 4 <= off + len {
+                    let alen = Int(u16(a)), atype = u16(a + 2)
+                    if alen < 4 { break }
+                    switch atype {
+                    case 0: info.hasName = true                  // UNIX_DIAG_NAME
+                    case 2: info.peer = u32(a + 4)               // UNIX_DIAG_PEER
+                    case 4: info.receiveQueue = u32(a + 4)       // UNIX_DIAG_RQLEN
+                    default: break
+                    }
+                    a += (alen + 3) & ~3
+                }
+                out[info.inode] = info
+                off += (len + 3) & ~3
+            }
+        }
+    }
+}
