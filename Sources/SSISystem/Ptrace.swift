@@ -12,28 +12,9 @@ public struct Tracee {
 
     private init(pid: Int32) { self.pid = pid }
 
-    /// PTRACE_SEIZE then PTRACE_INTERRUPT (Linux 3.4): attaches without sending SIGSTOP, so the
-    /// process sees no job-control side effect, and stops it at the next opportunity; a
-    /// blocking syscall is interrupted and returns -ERESTART* (see Arch restart rules).
-    public static func seize(_ pid: Int32) throws -> Tracee {
-        let r = cssi_ptrace(Int32(CSSI_PTRACE_SEIZE), pid, 0, 0)  // no EXITKILL: if we die mid-dump the application must live on
-        if r < 0 {
-            let e = Int32(-r)
-            if e == EPERM {
-                throw SSIError(.permission, "cannot trace PID \(pid): operation not permitted",
-                               hint: "the process may already be traced (a debugger, strace) or you are not root")
-            }
-            throw SSIError.sys("PTRACE_SEIZE of PID \(pid)", errno: e)
-        }
-        return Tracee(pid: pid)
-    }
-
-    /// Adopts a child that called PTRACE_TRACEME.
+    /// A task already under our ptrace: a child that called PTRACE_TRACEME, a task seized
+    /// by SeizedApplication (PTRACE_SEIZE + PTRACE_INTERRUPT), or one auto-attached at fork.
     public static func adoptTraceMe(_ pid: Int32) -> Tracee { Tracee(pid: pid) }
-
-    public func interrupt() throws {
-        try check(cssi_ptrace(Int32(CSSI_PTRACE_INTERRUPT), pid, 0, 0), "PTRACE_INTERRUPT of PID \(pid)")
-    }
 
     public enum Stop: Equatable {
         case event(Int32)          // PTRACE_EVENT_* stop (group-stop/interrupt: PTRACE_EVENT_STOP)
