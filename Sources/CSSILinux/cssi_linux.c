@@ -229,3 +229,29 @@ uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len) {
 
 int cssi_spawn_addclosefrom(posix_spawn_file_actions_t *fa, int from) { return posix_spawn_file_actions_addclosefrom_np(fa, from); }
 int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path) { return posix_spawn_file_actions_addchdir_np(fa, path); }
+
+// CRC arithmetic in GF(2)[x] modulo the Castagnoli polynomial, in the bit-reflected form the
+// CRC uses (bit 31 is x^0). Appending n zero bytes to a message multiplies its CRC register
+// by x^(8n); the pre- and post-inversion of the CRC cancel out in crc(A|B) = crc(A)*x^(8|B|)
+// + crc(B), so two CRCs combine with one multiplication.
+#define CSSI_CRC32C_POLY 0x82f63b78u
+
+static uint32_t crc32c_mulmod(uint32_t a, uint32_t b) {
+    uint32_t product = 0;
+    for (uint32_t bit = 1u << 31; bit; bit >>= 1) {
+        if (a & bit) product ^= b;
+        b = (b & 1) ? (b >> 1) ^ CSSI_CRC32C_POLY : b >> 1;
+    }
+    return product;
+}
+
+uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
+    // x^(8 len_b) by square-and-multiply: square holds x^(2^k), starting from x^8.
+    uint32_t power = 1u << 31;          // x^0
+    uint32_t square = 1u << 23;         // x^8
+    for (uint64_t n = len_b; n; n >>= 1) {
+        if (n & 1) power = crc32c_mulmod(power, square);
+        square = crc32c_mulmod(square, square);
+    }
+    return crc32c_mulmod(power, crc_a) ^ crc_b;
+}

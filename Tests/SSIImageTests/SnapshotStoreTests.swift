@@ -19,6 +19,31 @@ struct SnapshotStoreTests {
         let a = data[0..<777].withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
         let b = data[777...].withUnsafeBytes { cssi_crc32c(a, $0.baseAddress, $0.count) }
         #expect(whole == b)
+        // Combining the CRCs of two pieces gives the CRC of the whole.
+        let c = data[777...].withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        #expect(cssi_crc32c_combine(a, c, UInt64(data.count - 777)) == whole)
+        #expect(cssi_crc32c_combine(whole, 0, 0) == whole)
+    }
+
+    @Test("a large file is verified in parallel pieces, and damage in any piece is found")
+    func largeFile() throws {
+        let dir = try TestEnv.makeTempDir("store-large")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = SnapshotStore(root: dir)
+        let w = try store.beginWrite(app: 9)
+        var image = ProcessImage(pid: 9)
+        image.pagesFile = "pages-9.img"
+        let big = (0..<(80 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
+        try w.addFile("pages-9.img", big)
+        try w.addJSON("core-9.json", image)
+        _ = try w.commit(description: "", processes: [9])
+        _ = try store.open(app: 9, version: 1)
+        let path = "\(dir)/9/v1/pages-9.img"
+        let fh = FileHandle(forUpdatingAtPath: path)!
+        fh.seek(toFileOffset: 70 << 20)
+        fh.write(Data([big[70 << 20] ^ 1]))
+        fh.closeFile()
+        #expect(throws: SSIError.self) { try store.open(app: 9, version: 1) }
     }
 
     @Test("versions are numbered from 1, committed whole, and verified on open")

@@ -127,6 +127,9 @@ pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd);
 // CRC-32C (Castagnoli), with the SSE4.2 crc32 instruction. Chain calls by passing the
 // previous result as crc (start with 0).
 uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len);
+// The CRC-32C of A followed by B, from crc(A), crc(B) and the length of B: lets a file be
+// checksummed in pieces, in parallel.
+uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
 // fcntl/splice constants that glibc only declares under _GNU_SOURCE (fcntl(2), tee(2)).
 enum { CSSI_F_SETPIPE_SZ = 1031, CSSI_F_GETPIPE_SZ = 1032, CSSI_SPLICE_F_NONBLOCK = 2, CSSI_MAP_FIXED_NOREPLACE = 0x100000 };
