@@ -233,8 +233,8 @@ public struct Snapshot: Sendable {
         // CRCs combined: verifying comes before every restart, so it is on the critical path.
         let pieces = entry.size >= 64 << 20 ? max(1, ProcessInfo.processInfo.activeProcessorCount) : 1
         let pieceSize = (entry.size + UInt64(pieces) - 1) / UInt64(pieces)
-        let results = UnsafeMutableBufferPointer<(crc: UInt32, errno: Int32)>.allocate(capacity: pieces)
-        defer { results.deallocate() }
+        let results = PieceResults(capacity: pieces)
+        defer { results.slots.deallocate() }
         let fdCopy = fd
         DispatchQueue.concurrentPerform(iterations: pieces) { i in
             let start = UInt64(i) * pieceSize, end = min(entry.size, start + pieceSize)
@@ -245,22 +245,32 @@ public struct Snapshot: Sendable {
             var off = start
             while off < end {
                 let n = pread(fdCopy, buf.baseAddress, Int(min(UInt64(chunk), end - off)), off_t(off))
-                if n < 0 { if errno == EINTR { continue }; results[i] = (0, errno); return }
+                if n < 0 { if errno == EINTR { continue }; results.slots[i] = (0, errno); return }
                 if n == 0 { break }
                 crc = cssi_crc32c(crc, buf.baseAddress, n)
                 off += UInt64(n)
             }
-            results[i] = (crc, 0)
+            results.slots[i] = (crc, 0)
         }
         var crc: UInt32 = 0
         for i in 0..<pieces {
-            if results[i].errno != 0 { throw SSIError.sys("read \(path)", errno: results[i].errno) }
+            if results.slots[i].errno != 0 { throw SSIError.sys("read \(path)", errno: results.slots[i].errno) }
             let start = UInt64(i) * pieceSize, end = min(entry.size, start + pieceSize)
-            crc = i == 0 ? results[i].crc : cssi_crc32c_combine(crc, results[i].crc, end - start)
+            crc = i == 0 ? results.slots[i].crc : cssi_crc32c_combine(crc, results.slots[i].crc, end - start)
         }
         guard crc == entry.crc32c else {
             throw SSIError(.corrupt, "\(path) is corrupt: its CRC-32C is \(String(crc, radix: 16)), the manifest says \(String(entry.crc32c, radix: 16))",
                            hint: "restart another version")
         }
+    }
+}
+
+/// One slot per piece of a parallel checksum. @unchecked Sendable: each concurrentPerform
+/// iteration writes only its own slot, and the slots are read after concurrentPerform returns.
+final class PieceResults: @unchecked Sendable {
+    let slots: UnsafeMutableBufferPointer<(crc: UInt32, errno: Int32)>
+    init(capacity: Int) {
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: (0, 0))
     }
 }
