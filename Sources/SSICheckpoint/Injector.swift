@@ -64,7 +64,8 @@ struct Injector {
             var status: Int32 = 0
             try check(Int(cssi_waitpid(pid, &status, 0)), "waitpid \(pid)")
             if cssi_wifexited(status) != 0 || cssi_wifsignaled(status) != 0 {
-                throw SSIError(.system, "PID \(pid) died while SwiftSSI was running syscall \(nr) in it")
+                throw SSIError(.system, "PID \(pid) died while SwiftSSI was running syscall \(nr) in it",
+                               hint: "a checkpoint leaves no snapshot behind then; a restart kills what it created: try again")
             }
             let sig = cssi_wstopsig(status)
             if cssi_wifstopped(status) != 0 && sig == SIGTRAP && cssi_wptrace_event(status) == 0 { break }
@@ -74,7 +75,8 @@ struct Injector {
                 throw SSIError(.system, "PID \(pid) faulted (signal \(sig)) at 0x\(String(at.rip, radix: 16)) while running syscall \(nr) in it")
             }
             attempts += 1
-            if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (signal \(sig)) instead of running syscall \(nr)") }
+            if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (signal \(sig)) instead of running syscall \(nr)",
+                                                     hint: "another program is signalling or tracing it; stop that and try again") }
             // Another stop (a signal that was not blocked, a group stop): the syscall has not
             // run yet. Suppress it and step again; pending signals stay queued in the kernel.
         }

@@ -92,7 +92,6 @@ struct CheckpointBenchmark {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let engine = CheckpointEngine(store: SnapshotStore(root: "\(dir)/chkpt"))
-        let gib = Double(mib) / 1024
 
         // 1. The big process.
         let big = try compile("bigmem")
@@ -119,7 +118,6 @@ struct CheckpointBenchmark {
         print(String(format: "  frozen time:                      %.3f s", ck.frozenSeconds))
         print(String(format: "  restore (verify + rebuild):       %.3f s   %.2f GiB/s", rs.restoreSeconds, pagesGiB / restore))
         print("  memory checksum before/after:     \(sumBefore) / \(sumAfter) \(sumBefore == sumAfter ? "(equal)" : "(DIFFERENT)")")
-        _ = gib
 
         // 2. Frozen time of a small process, median of `runs` checkpoints.
         let counter = try compile("counter")
