@@ -108,6 +108,10 @@ struct EnvironmentTests {
         if !FileManager.default.fileExists(atPath: pts) {
             let r = try w.ssi("restart", "\(app)")
             #expect(r.status != 0 && r.stderr.contains("-t"), "\(r.output)")
+        } else {
+            // Another terminal took the same number: the "terminal is gone" error cannot be
+            // provoked this time. Say so rather than pass quietly.
+            print("note: \(pts) was reused by another terminal; the restart-without--t error was not checked in this run")
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + 1.0) { kill(app, SIGTERM) }
         let s2 = try run(["script", "-qfec", "\(TestEnv.ssi) restart -t -f \(app); echo EXIT=$?", "\(w.dir)/tty2.log"], env: ["SSI_CHKPT_DIR": w.chkpt], cwd: w.dir)
