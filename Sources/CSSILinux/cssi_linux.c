@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/socket.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 
@@ -254,4 +255,43 @@ uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
         square = crc32c_mulmod(square, square);
     }
     return crc32c_mulmod(power, crc_a) ^ crc_b;
+}
+
+// ---- sockets --------------------------------------------------------------------------------
+
+int cssi_send_fds(int sock, const void *addr, unsigned addrlen, const int *fds, int n) {
+    if (n <= 0 || n > 250) return -EINVAL;   // SCM_MAX_FD is 253 per message
+    char byte = 0;
+    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(250 * sizeof(int))]; } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = { .msg_name = (void *)addr, .msg_namelen = addrlen, .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = u.buf, .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *had_fds) {
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(253 * sizeof(int)) + 256]; } u;
+    struct msghdr m = { .msg_name = name, .msg_namelen = name ? *namelen : 0, .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    *had_fds = 0;
+    ssize_t r = recvmsg(sock, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (r < 0) return -errno;
+    if (name) *namelen = m.msg_namelen;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            *had_fds = 1;
+            int count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *fds = (int *)CMSG_DATA(c);
+            for (int i = 0; i < count; i++) close(fds[i]);
+        }
+    }
+    if (m.msg_flags & MSG_CTRUNC) *had_fds = 1;
+    return r;
 }

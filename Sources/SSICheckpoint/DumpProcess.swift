@@ -44,21 +44,11 @@ struct ProcessDumper {
                 continue
             }
             if link.hasPrefix("socket:") {
-                if let info = unixSockets[UInt32(truncatingIfNeeded: st.st_ino)], !info.hasName, info.peer != 0 {
-                    var img = FileDescriptorImage(fd: fd, kind: .unixSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
-                    img.socketID = info.inode
-                    img.peerID = info.peer
-                    img.socketType = Int32(info.type)
-                    if info.receiveQueue > 0 {
-                        guard info.type == 1 /* SOCK_STREAM */ else {
-                            try unsupported("unix datagram socket with queued messages"); continue
-                        }
-                        img.socketData = try peekSocket(fd: fd, length: Int(info.receiveQueue))
-                    }
-                    out.append(img)
-                    continue
+                do {
+                    out.append(try dumpSocket(fd: fd, inode: UInt32(truncatingIfNeeded: st.st_ino), link: link, flags: flags, cloexec: cloexec))
+                } catch let u as UnsupportedSocket {
+                    try unsupported(u.kind)
                 }
-                try unsupported("socket (only socketpairs inside the application are supported)")
                 continue
             }
             if link.hasPrefix("anon_inode:") {
@@ -214,7 +204,7 @@ struct ProcessDumper {
         struct Member { var pid: Int32; var index: Int; var fd: Int32 }
         var byInode = [String: [Member]]()
         for (pid, fds) in tables {
-            for (i, f) in fds.enumerated() where f.kind != .pipe && f.kind != .unixSocket {
+            for (i, f) in fds.enumerated() where f.kind != .pipe && f.kind != .unixSocket && f.kind != .tcpSocket {
                 var st = stat()
                 guard stat("/proc/\(pid)/fd/\(f.fd)", &st) == 0 else { continue }
                 byInode["\(st.st_dev):\(st.st_ino)", default: []].append(Member(pid: pid, index: i, fd: f.fd))
@@ -235,19 +225,6 @@ struct ProcessDumper {
                 for m in group.members { tables[m.pid]![m.index].sharedID = id }
             }
         }
-    }
-
-    /// The bytes queued on a stream socket, read without consuming them: pidfd_getfd(2)
-    /// (Linux 5.6) gives us the process's socket, and recv(MSG_PEEK) leaves the queue as is.
-    func peekSocket(fd: Int32, length: Int) throws -> Data {
-        let pidfd = Int32(try check(cssi_pidfd_open(pid), "pidfd_open(\(pid))"))
-        defer { close(pidfd) }
-        let sock = Int32(try check(cssi_syscall6(438 /* pidfd_getfd */, Int(pidfd), Int(fd), 0, 0, 0, 0), "pidfd_getfd(\(pid), \(fd))"))
-        defer { close(sock) }
-        var buf = [UInt8](repeating: 0, count: length)
-        let n = recv(sock, &buf, length, Int32(MSG_PEEK | MSG_DONTWAIT))
-        if n < 0 { throw SSIError.sys("peek the socket of PID \(pid) fd \(fd)", errno: errno) }
-        return Data(buf[0..<n])
     }
 
     func peekPipe(fd: Int32) throws -> (Data, Int32) {

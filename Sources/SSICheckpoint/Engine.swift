@@ -90,15 +90,8 @@ public struct CheckpointEngine: Sendable {
                 d.unixSockets = unixSockets
                 fdTables[pid] = try d.dumpFileDescriptors()
             }
-            // A socketpair is restored only when both ends are inside the application.
-            let ends = Set(fdTables.values.flatMap { $0.compactMap(\.socketID) })
-            for (pid, fds) in fdTables {
-                for f in fds where f.kind == .unixSocket && !ends.contains(f.peerID ?? 0) {
-                    if options.ignoreUnsupported { fdTables[pid]!.removeAll { $0.fd == f.fd }; continue }
-                    throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): unix socket whose peer is outside the application is not supported yet; nothing was written and the application goes on",
-                                   hint: "use `ssi checkpoint -i` to restore it as a closed fd")
-                }
-            }
+            // A socket is restored only with its peer, its pending clients and its listener.
+            try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             ProcessDumper.markSharedDescriptions(&fdTables)
             phase.mark("checkpoint: file descriptors")

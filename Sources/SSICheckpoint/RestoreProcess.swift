@@ -116,27 +116,17 @@ final class ProcessRestorer {
     /// Opens each shared description once, at `shared.base + index`, before any fork.
     func openShared(useCallerTerminal: Bool) throws {
         guard let shared, shared.count > 0 else { return }
-        var made = Set<UInt32>()
-        for f in shared.socketEnds {
-            guard let a = f.socketID, let b = f.peerID, !made.contains(a), let slotA = shared.socketSlot[a], let slotB = shared.socketSlot[b] else { continue }
-            made.insert(a); made.insert(b)
-            try inj.call("socketpair", Arch.SYS.socketpair, 1 /* AF_UNIX */, UInt64(f.socketType ?? 1), 0, scratch)
-            let ends = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { Array($0.bindMemory(to: Int32.self)) }
-            try inj.call("dup3 socket", Arch.SYS.dup3, UInt64(ends[0]), UInt64(slotA), 0)
-            try inj.call("dup3 socket", Arch.SYS.dup3, UInt64(ends[1]), UInt64(slotB), 0)
-            try inj.call("close", Arch.SYS.close, UInt64(ends[0]))
-            try inj.call("close", Arch.SYS.close, UInt64(ends[1]))
-        }
-        // Bytes queued to an end are sent again from its peer, through a copy of the peer's
-        // fd taken with pidfd_getfd(2).
-        for f in shared.socketEnds {
-            guard let data = f.socketData, !data.isEmpty, let peer = f.peerID, let slot = shared.socketSlot[peer] else { continue }
-            let pidfd = Int32(try check(cssi_pidfd_open(pid), "pidfd_open(\(pid))"))
-            defer { close(pidfd) }
-            let sock = Int32(try check(cssi_syscall6(438, Int(pidfd), Int(slot), 0, 0, 0, 0), "pidfd_getfd"))
-            defer { close(sock) }
-            let n = data.withUnsafeBytes { send(sock, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if n != data.count { throw SSIError(.system, "could not requeue \(data.count) bytes on the socket of fd \(f.fd)") }
+        // Sockets are built in ssi, where they can be bound, connected and filled with plain
+        // calls, then handed to this process at their slots.
+        if !shared.socketEnds.isEmpty {
+            let sockets = SocketRebuilder()
+            defer { sockets.closeAll() }
+            try sockets.build(shared.socketEnds)
+            let moves = shared.socketEnds.compactMap { f -> (fd: Int32, slot: Int32)? in
+                guard let id = f.socketID, let fd = sockets.made[id], let slot = shared.socketSlot[id] else { return nil }
+                return (fd, slot)
+            }
+            try FDTransfer.transfer(moves, pid: pid, inj: inj, mem: mem, scratch: scratch)
         }
         guard !shared.list.isEmpty else { return }
         for (i, f) in shared.list.enumerated() {
@@ -379,11 +369,14 @@ final class ProcessRestorer {
 
     /// Per-thread state a thread must set itself.
     private func restoreThreadState(_ t: ThreadImage, inj: Injector) throws {
+        // Always set, SS_DISABLE included: the restore shell is a fork of ssi, and fork keeps
+        // the alternate signal stack (sigaltstack(2)) the Swift runtime set up for its own
+        // crash handler, in memory the process no longer has. A handler with SA_ONSTACK
+        // would then get SIGSEGV instead of running.
         let ss = t.altStack
-        if ss.flags & 2 == 0 {
-            try mem.write([ss.sp, UInt64(UInt32(bitPattern: ss.flags & ~1)), ss.size].withUnsafeBytes { Array($0) }, to: scratch + 512)
-            try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch + 512, 0)
-        }
+        let flags = ss.flags & 2 == 0 ? UInt64(UInt32(bitPattern: ss.flags & ~1)) : 2 /* SS_DISABLE */
+        try mem.write([ss.flags & 2 == 0 ? ss.sp : 0, flags, ss.flags & 2 == 0 ? ss.size : 0].withUnsafeBytes { Array($0) }, to: scratch + 512)
+        try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch + 512, 0)
         let name = t.name ?? (t.tid == pid ? image.comm : nil)
         if let name {
             var comm = Array(name.utf8.prefix(15)) + [0]
@@ -568,7 +561,7 @@ final class ProcessRestorer {
                 src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
             case .eventfd, .timerfd, .signalfd, .epoll:
                 src = try createAnonInode(f, inj: inj, scratch: scratch)
-            case .unixSocket:
+            case .unixSocket, .tcpSocket:
                 // Created in the root before it forked: inherited at its slot.
                 guard let id = f.socketID, let slot = shared?.socketSlot[id] else { continue }
                 src = UInt64(slot)
@@ -593,7 +586,7 @@ final class ProcessRestorer {
             } else if f.closeOnExec {
                 try inj.call("fcntl FD_CLOEXEC", Arch.SYS.fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
             }
-            if f.kind == .unixSocket && f.flags & O_NONBLOCK != 0 {
+            if (f.kind == .unixSocket || f.kind == .tcpSocket) && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", Arch.SYS.fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
@@ -768,7 +761,7 @@ final class SharedDescriptions {
         var socketSlot = [UInt32: Int32]()
         for image in images {
             for f in image.fds {
-                if f.kind == .unixSocket, let id = f.socketID, socketSlot[id] == nil {
+                if f.kind == .unixSocket || f.kind == .tcpSocket, let id = f.socketID, socketSlot[id] == nil {
                     socketSlot[id] = -1
                     socketEnds.append(f)
                 }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The snapshot format, version 1. docs/snapshot-format.md describes it for humans; these
+/// The snapshot format, version 3. docs/snapshot-format.md describes it for humans; these
 /// types are the single definition the writer and the reader share.
 ///
 /// A snapshot is a directory `<appid>/v<N>/` holding:
@@ -11,8 +11,9 @@ import Foundation
 public enum SnapshotFormat {
     public static let magic = "swiftssi-snapshot"
     /// 2 added process trees, threads and task states (optional fields: version 1 files read as before).
-    public static let version = 2
-    public static let readable: ClosedRange<Int> = 1...2
+    /// 3 added sockets beyond socketpairs (FileDescriptorImage.socket) and the tcpSocket kind.
+    public static let version = 3
+    public static let readable: ClosedRange<Int> = 1...3
     public static let pageSize: UInt64 = 4096
 }
 
@@ -159,7 +160,10 @@ public struct PageRun: Codable, Sendable, Equatable {
 }
 
 public struct FileDescriptorImage: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe, eventfd, timerfd, signalfd, epoll, unixSocket }
+    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe, eventfd, timerfd, signalfd, epoll, unixSocket
+        /// Version 3: a TCP socket (listening, bound, or connected inside the application).
+        case tcpSocket
+    }
     public var fd: Int32
     public var kind: Kind
     public var path: String
@@ -193,6 +197,13 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var signalMask: UInt64?
     /// Version 2, epoll: the fds registered in it, with their events and user data.
     public var epollTargets: [EpollTarget]?
+
+    // MARK: sockets (version 3)
+
+    /// unixSocket and tcpSocket: address, state, queues and options (see SocketImage).
+    /// socketID is the socket's inode for both kinds; peerID the peer's inode when the peer
+    /// is a unix socket inside the application.
+    public var socket: SocketImage?
 
     public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
         self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position
@@ -304,5 +315,81 @@ public struct DeletedFile: Codable, Sendable, Equatable {
     public var contentFile: String
     public init(id: String, path: String, isMemfd: Bool, size: Int64, mode: UInt32, seals: Int32, contentFile: String) {
         self.id = id; self.path = path; self.isMemfd = isMemfd; self.size = size; self.mode = mode; self.seals = seals; self.contentFile = contentFile
+    }
+}
+
+/// Version 3: what a socket was, beyond its kind: enough to rebuild it with the same address,
+/// state, connections and queued data.
+public struct SocketImage: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// Created, maybe bound, not connected (a datagram socket receiving by its name).
+        case unconnected
+        case listening
+        case connected
+    }
+    /// AF_UNIX (1), AF_INET (2) or AF_INET6 (10).
+    public var family: Int32
+    /// SOCK_STREAM (1), SOCK_DGRAM (2), SOCK_SEQPACKET (5).
+    public var type: Int32
+    public var state: State
+    /// unix: the sun_path bytes (an abstract name starts with a 0 byte); inet: the struct
+    /// sockaddr_in or sockaddr_in6 bytes. nil when unbound.
+    public var address: Data?
+    /// The address of the peer, for a connected socket.
+    public var peerAddress: Data?
+    /// listening: the backlog given to listen(2).
+    public var backlog: Int32?
+    /// unix listening: the inodes of the client sockets whose connections wait in the accept
+    /// queue, oldest first.
+    public var pendingClients: [UInt32]?
+    /// unix datagram: the datagrams waiting to be read, oldest first, with their sender's name.
+    public var datagrams: [QueuedDatagram]?
+    /// shutdown(2) already done: 1 = no more receiving, 2 = no more sending (unix_diag's bits).
+    public var shutdown: Int32?
+    /// unix bound to a path: the socket file's permission bits, owner and group.
+    public var fileMode: UInt32?
+    public var fileUID: UInt32?
+    public var fileGID: UInt32?
+    /// Socket options worth keeping, by name: SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE,
+    /// SO_PASSCRED, TCP_NODELAY, IPV6_V6ONLY.
+    public var options: [String: Int32]?
+    /// tcp connected: what TCP_REPAIR needs to rebuild the connection.
+    public var tcp: TCPRepairState?
+
+    public init(family: Int32, type: Int32, state: State) { self.family = family; self.type = type; self.state = state }
+}
+
+public struct QueuedDatagram: Codable, Sendable, Equatable {
+    public var data: Data
+    /// The sender's bound name (sun_path bytes), nil when it had none.
+    public var sender: Data?
+    public init(data: Data, sender: Data?) { self.data = data; self.sender = sender }
+}
+
+/// A TCP connection's sequence numbers, queues and negotiated options, read in repair mode
+/// (TCP_REPAIR, see tcp(7) and linux/tcp.h).
+public struct TCPRepairState: Codable, Sendable, Equatable {
+    /// The sequence number after the last byte queued to send (TCP_QUEUE_SEQ on the send
+    /// queue), and after the last byte received (on the receive queue).
+    public var sendSeq: UInt32
+    public var recvSeq: UInt32
+    /// Bytes written by the application and not yet acknowledged by the peer.
+    public var sendQueue: Data
+    /// Bytes received and not yet read by the application.
+    public var recvQueue: Data
+    public var mss: UInt32
+    public var sendWindowScale: UInt8
+    public var recvWindowScale: UInt8
+    public var sack: Bool
+    public var timestamps: Bool
+    /// TCP_TIMESTAMP: the connection's timestamp clock.
+    public var timestamp: UInt32
+    /// struct tcp_repair_window: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    public var window: [UInt32]
+    public init(sendSeq: UInt32, recvSeq: UInt32, sendQueue: Data, recvQueue: Data, mss: UInt32, sendWindowScale: UInt8,
+                recvWindowScale: UInt8, sack: Bool, timestamps: Bool, timestamp: UInt32, window: [UInt32]) {
+        self.sendSeq = sendSeq; self.recvSeq = recvSeq; self.sendQueue = sendQueue; self.recvQueue = recvQueue; self.mss = mss
+        self.sendWindowScale = sendWindowScale; self.recvWindowScale = recvWindowScale; self.sack = sack
+        self.timestamps = timestamps; self.timestamp = timestamp; self.window = window
     }
 }

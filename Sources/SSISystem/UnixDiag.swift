@@ -10,8 +10,20 @@ public struct UnixSocketInfo: Sendable, Equatable {
     public var type: UInt8
     public var state: UInt8
     public var peer: UInt32
+    /// Connected sockets: bytes (stream) or queued datagrams' size waiting to be read;
+    /// listening sockets: connections waiting in the accept queue.
     public var receiveQueue: UInt32
-    public var hasName: Bool
+    /// Connected sockets: memory of what this socket sent that its peer has not read yet
+    /// (skb truesize, not bytes); listening sockets: the backlog.
+    public var sendQueue: UInt32 = 0
+    /// The bound name, sun_path bytes (an abstract name starts with a 0 byte).
+    public var name: [UInt8]? = nil
+    public var hasName: Bool { name != nil }
+    /// Listening sockets: the client sockets whose connections wait to be accepted, oldest
+    /// first (UNIX_DIAG_ICONS lists each embryo's peer).
+    public var pendingClients: [UInt32] = []
+    /// RCV_SHUTDOWN (1) and SEND_SHUTDOWN (2) as shutdown(2) left them.
+    public var shutdown: UInt8 = 0
 }
 
 public enum UnixDiag {
@@ -29,7 +41,8 @@ public enum UnixDiag {
         put32(1, 8)
         req[16] = 1                          // AF_UNIX
         put32(0xffff_ffff, 20)               // all states
-        put32(0x4 | 0x10 | 0x1, 28)          // UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_NAME
+        put32(0x1 | 0x4 | 0x8 | 0x10, 28)    // UDIAG_SHOW_NAME | PEER | ICONS | RQLEN
+        put32(0, 32); put32(0, 36)           // cookie: any
         let sent = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         if sent < 0 { throw SSIError.sys("send sock_diag request", errno: errno) }
         var out = [UInt32: UnixSocketInfo]()
@@ -47,15 +60,18 @@ public enum UnixDiag {
                 if len < 16 || off + len > n { break }
                 // struct unix_diag_msg: family, type, state, pad, ino, cookie[2].
                 let m = off + 16
-                var info = UnixSocketInfo(inode: u32(m + 4), type: buf[m + 1], state: buf[m + 2], peer: 0, receiveQueue: 0, hasName: false)
+                var info = UnixSocketInfo(inode: u32(m + 4), type: buf[m + 1], state: buf[m + 2], peer: 0, receiveQueue: 0)
                 var a = m + 16
                 while a + 4 <= off + len {
                     let alen = Int(u16(a)), atype = u16(a + 2)
                     if alen < 4 { break }
                     switch atype {
-                    case 0: info.hasName = true                  // UNIX_DIAG_NAME
+                    case 0: info.name = Array(buf[(a + 4)..<(a + alen)])  // UNIX_DIAG_NAME
                     case 2: info.peer = u32(a + 4)               // UNIX_DIAG_PEER
-                    case 4: info.receiveQueue = u32(a + 4)       // UNIX_DIAG_RQLEN
+                    case 3:                                      // UNIX_DIAG_ICONS: u32 inodes
+                        info.pendingClients = stride(from: a + 4, to: a + alen, by: 4).map { u32($0) }
+                    case 4: info.receiveQueue = u32(a + 4); info.sendQueue = u32(a + 8)  // UNIX_DIAG_RQLEN
+                    case 6: info.shutdown = buf[a + 4]           // UNIX_DIAG_SHUTDOWN
                     default: break
                     }
                     a += (alen + 3) & ~3

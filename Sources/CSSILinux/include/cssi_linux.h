@@ -139,6 +139,17 @@ long cssi_pipe2(int fds[2], int flags);
 int cssi_spawn_addclosefrom(posix_spawn_file_actions_t *fa, int from);
 int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path);
 
+// ---- sockets --------------------------------------------------------------------------------
+
+// Sends fds[0..n) as one SCM_RIGHTS message (unix(7)) with a 1-byte payload to the unix
+// socket named addr (addrlen bytes of struct sockaddr_un). Returns 0 or -errno.
+int cssi_send_fds(int sock, const void *addr, unsigned addrlen, const int *fds, int n);
+// recvmsg(2) with MSG_PEEK|MSG_DONTWAIT: copies the next message (or, on a stream socket,
+// bytes) into buf without consuming it, and the sender's name into name (*namelen in/out).
+// File descriptors in flight (SCM_RIGHTS) are installed by a peek too: they are closed at
+// once and *had_fds set to 1. Returns the byte count or -errno.
+long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *had_fds);
+
 // ---- misc ---------------------------------------------------------------------------------
 
 // The errno of the calling thread (for the few libc calls Swift makes directly).

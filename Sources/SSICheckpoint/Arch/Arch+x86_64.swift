@@ -23,7 +23,7 @@ public enum Arch {
         public static let shmat = 30, kill = 62, exit_group = 231, clone3 = 435
         public static let ioctl = 16, getitimer = 36, setitimer = 38, timer_create = 222, timer_settime = 223, timer_gettime = 224
         public static let epoll_ctl = 233, timerfd_create = 283, timerfd_settime = 286, signalfd4 = 289, eventfd2 = 290, epoll_create1 = 291
-        public static let memfd_create = 319, socketpair = 53
+        public static let memfd_create = 319, socketpair = 53, socket = 41, bind = 49, recvmsg = 47
     }
 
     /// A syscall's number and arguments placed in a copy of `base`, the way the `syscall`

@@ -1,0 +1,88 @@
+import Foundation
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A server and its clients inside the application: unix and TCP sockets.
+@Suite("C/R of sockets", .serialized,
+       .enabled(if: TestEnv.isRoot, "needs root: ptrace, clone3 with set_tid, TCP_REPAIR (CAP_NET_ADMIN)"))
+struct SocketTests {
+    @Test("unix listener with accepted and pending connections, datagrams with senders, seqpacket records, TCP with 256 KiB in flight")
+    func serverAndClients() throws {
+        let w = try World("sockets")
+        let app = try w.start([try TestEnv.fixture("sockets")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+
+        // The listener's path taken by a live socket: restart refuses, names it, leaves nothing.
+        let path = "\(w.dir)/srv.sock"
+        unlink(path)
+        let squatter = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var a = sockaddr_un()
+        a.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &a.sun_path) { dst in path.utf8CString.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(dst.count))) } }
+        let bound = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(squatter, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        try #require(bound == 0 && listen(squatter, 1) == 0)
+        let busy = try w.ssi("restart", "\(app)")
+        #expect(busy.status != 0 && busy.stderr.contains("\(path) is in use by a running program"), "\(busy.output)")
+        #expect(processState(app) == nil, "a refused restart must leave no process behind")
+        close(squatter)
+
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL ("), "no verdict: \(w.log())")
+        #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log())")
+        #expect(reap(app).map { exitCode($0) } == 0)
+    }
+
+    @Test("a connection to a peer outside the application fails the checkpoint naming PID, fd and peer; -i restores it closed")
+    func peerOutside() throws {
+        let w = try World("sockout")
+        // The peer: a TCP listener held by the test.
+        let l = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(l) }
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &sin) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(l, $0, len) == 0 && listen(l, 4) == 0 && getsockname(l, $0, &len) == 0 }
+        }
+        try #require(ok)
+        let port = UInt16(bigEndian: sin.sin_port)
+        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let app = try w.start([py, "-u", "-c", """
+            import socket, sys, time, signal
+            s = socket.create_connection(("127.0.0.1", \(port)))
+            print("fd", s.fileno(), flush=True)
+            signal.signal(signal.SIGUSR1, lambda *a: None)
+            signal.pause()
+            try:
+                s.send(b"x"); print("STILL OPEN", flush=True)
+            except OSError as e:
+                print("CLOSED", e.errno, flush=True)
+            """])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("fd "))
+        let fd = w.log().split(separator: "\n").first { $0.hasPrefix("fd ") }.map { String($0.dropFirst(3)) } ?? "?"
+        let r = try w.ssi("checkpoint", "\(app)")
+        #expect(r.status != 0 && r.stderr.contains("PID \(app) fd \(fd): TCP connection") && r.stderr.contains("127.0.0.1:\(port)")
+                && r.stderr.contains("outside the application"), "\(r.output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"))
+        #expect(processState(app) == "S" || processState(app) == "R")
+        let ri = try w.checkpointKill(app, ["-i"])
+        try #require(ri.status == 0, "\(ri.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("CLOSED 9"), "the fd must be closed after -i: \(w.log())")
+        reap(app)
+    }
+}
