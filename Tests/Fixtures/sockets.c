@@ -74,6 +74,12 @@ int main(void) {
     socklen_t ialen = sizeof ia;
     if (bind(idle, (struct sockaddr *)&ia, sizeof ia) || listen(idle, 3) || getsockname(idle, (struct sockaddr *)&ia, &ialen)) { perror("tcp6 listen"); return 2; }
 
+    // A connection whose other end was closed after writing: the bytes, then end of file.
+    int orphan[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, orphan);
+    write(orphan[1], "bye", 3);
+    close(orphan[1]);
+
     int ready[2];
     pipe(ready);
     pid_t c = fork();
@@ -161,6 +167,9 @@ int main(void) {
     fcntl(lst, F_SETFL, O_NONBLOCK);
     int a1 = accept(lst, NULL, NULL), a2 = accept(lst, NULL, NULL), a3 = accept(lst, NULL, NULL);
     EXPECT(a1 >= 0 && a2 >= 0 && a3 < 0 && errno == EAGAIN, "pending connections: %d %d %d", a1, a2, a3);
+    expect_read(orphan[0], "bye", "connection closed by its peer");
+    char eof[4];
+    EXPECT(recv(orphan[0], eof, sizeof eof, MSG_DONTWAIT) == 0, "no end of file after the peer closed");
     // Datagrams in order, with their senders.
     const char *want[] = {"one", "two!", "three", "four"};
     for (int i = 0; i < 4; i++) {
