@@ -275,23 +275,43 @@ int cssi_send_fds(int sock, const void *addr, unsigned addrlen, const int *fds, 
     return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -errno : 0;
 }
 
-long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *had_fds) {
+long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n) {
+    if (n < 0 || n > 253) return -EINVAL;
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(253 * sizeof(int))]; } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = { .msg_name = (void *)addr, .msg_namelen = addr ? addrlen : 0, .msg_iov = &iov, .msg_iovlen = 1 };
+    if (n > 0) {
+        m.msg_control = u.buf;
+        m.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    }
+    ssize_t r = sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return r < 0 ? -errno : r;
+}
+
+long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds) {
     struct iovec iov = { .iov_base = buf, .iov_len = len };
     union { struct cmsghdr align; char buf[CMSG_SPACE(253 * sizeof(int)) + 256]; } u;
     struct msghdr m = { .msg_name = name, .msg_namelen = name ? *namelen : 0, .msg_iov = &iov, .msg_iovlen = 1,
                         .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-    *had_fds = 0;
+    *nfds = 0;
     ssize_t r = recvmsg(sock, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (r < 0) return -errno;
     if (name) *namelen = m.msg_namelen;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            *had_fds = 1;
             int count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            int *fds = (int *)CMSG_DATA(c);
-            for (int i = 0; i < count; i++) close(fds[i]);
+            int *in = (int *)CMSG_DATA(c);
+            for (int i = 0; i < count; i++) {
+                if (*nfds >= 0 && *nfds < 253) fds[(*nfds)++] = in[i]; else close(in[i]);
+            }
         }
     }
-    if (m.msg_flags & MSG_CTRUNC) *had_fds = 1;
+    if (m.msg_flags & MSG_CTRUNC) { for (int i = 0; i < *nfds; i++) close(fds[i]); *nfds = -1; }
     return r;
 }

@@ -18,6 +18,8 @@ struct ProcessDumper {
     var parent: Int32? = nil
     /// The system's unix sockets (sock_diag), to recognise socketpairs.
     var unixSockets: [UInt32: UnixSocketInfo] = [:]
+    /// 1 while describing a socket in flight in another (SCM_RIGHTS): no deeper nesting.
+    var inFlightDepth = 0
 
     // MARK: file descriptors (checked first: an unsupported fd fails before anything is written)
 

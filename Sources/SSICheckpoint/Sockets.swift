@@ -134,7 +134,7 @@ extension ProcessDumper {
         case (AF_UNIX, _):
             img = FileDescriptorImage(fd: fd, kind: .unixSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
             img.socket = try dumpUnix(sock, inode: inode)
-            if type == 1, let parts = img.socket?.datagrams {
+            if type == 1, let parts = img.socket?.datagrams, !parts.contains(where: { $0.files != nil }) {
                 img.socketData = parts.reduce(into: Data()) { $0.append($1.data) }
                 img.socket?.datagrams = nil
             }
@@ -204,22 +204,59 @@ extension ProcessDumper {
         var out = [QueuedDatagram]()
         var buf = [UInt8](repeating: 0, count: 1 << 17)
         var name = sockaddr_un()
+        var fds = [Int32](repeating: -1, count: 253)
         while true {
             var namelen = UInt32(MemoryLayout<sockaddr_un>.size)
-            var hadFDs: Int32 = 0
+            var nfds: Int32 = 0
             let n = withUnsafeMutableBytes(of: &name) { nm in
-                cssi_peek_message(sock, &buf, UInt(buf.count), nm.baseAddress, &namelen, &hadFDs)
+                cssi_peek_message(sock, &buf, UInt(buf.count), nm.baseAddress, &namelen, &fds, &nfds)
             }
             if n == -Int(EAGAIN) || n == 0 { break }
             if n < 0 { throw SSIError.sys("peek a socket of PID \(pid)", errno: Int32(-n)) }
-            if hadFDs != 0 { throw UnsupportedSocket(kind: "unix socket with file descriptors in flight (SCM_RIGHTS)") }
-            var sender: Data? = nil
-            if datagrams, namelen > 2 {
-                sender = withUnsafeBytes(of: &name.sun_path) { Data($0.prefix(Int(namelen) - 2)) }
+            if nfds < 0 { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
+            // A peek installs the fds in flight in ssi: copies of the very files, which are
+            // described like any fd, then closed.
+            let held = Array(fds.prefix(Int(nfds)))
+            defer { for fd in held { close(fd) } }
+            var msg = QueuedDatagram(data: Data(buf[0..<n]), sender: nil)
+            if !held.isEmpty {
+                if inFlightDepth > 0 { throw UnsupportedSocket(kind: "socket in flight that itself carries file descriptors in flight") }
+                msg.files = try held.enumerated().map { try describeInFlight($0.element, index: Int32($0.offset)) }
             }
-            out.append(QueuedDatagram(data: Data(buf[0..<n]), sender: sender))
+            if datagrams, namelen > 2 {
+                msg.sender = withUnsafeBytes(of: &name.sun_path) { Data($0.prefix(Int(namelen) - 2)) }
+            }
+            out.append(msg)
         }
         return out
+    }
+
+    /// An fd in flight, installed in ssi by a peek: a regular file or directory (path, flags,
+    /// offset) or a socket (described like the application's own).
+    private func describeInFlight(_ fd: Int32, index: Int32) throws -> FileDescriptorImage {
+        let me = getpid()
+        let link = (try? ProcFS.readLink("/proc/self/fd/\(fd)")) ?? "?"
+        let info = try FdInfo.read(pid: me, fd: fd)
+        let flags = info.flags & ~O_CLOEXEC
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw SSIError.sys("fstat an fd in flight", errno: errno) }
+        switch st.st_mode & S_IFMT {
+        case S_IFSOCK:
+            var d = ProcessDumper(pid: me)
+            d.unixSockets = unixSockets
+            d.inFlightDepth = inFlightDepth + 1
+            var img = try d.dumpSocket(fd: fd, inode: UInt32(truncatingIfNeeded: st.st_ino), link: link, flags: flags, cloexec: false)
+            img.fd = index
+            return img
+        case S_IFREG where link.hasPrefix("/") && !link.hasSuffix(" (deleted)"):
+            var img = FileDescriptorImage(fd: index, kind: .regular, path: link, flags: flags, closeOnExec: false, position: info.pos)
+            img.size = Int64(st.st_size)
+            return img
+        case S_IFDIR where link.hasPrefix("/"):
+            return FileDescriptorImage(fd: index, kind: .directory, path: link, flags: flags, closeOnExec: false, position: info.pos)
+        default:
+            throw UnsupportedSocket(kind: "unix socket with a file descriptor in flight (SCM_RIGHTS) that is \(link)")
+        }
     }
 
     private func dumpTCP(_ sock: Int32, family: Int32) throws -> SocketImage {
@@ -293,12 +330,13 @@ extension ProcessDumper {
     /// pending client, a TCP peer must all be inside it. Others fail the checkpoint (or, with
     /// -i, become closed fds).
     static func checkSockets(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
-        let all = tables.values.flatMap { $0 }
+        let all = tables.values.flatMap { $0 }.flatMap { [$0] + SocketRebuilder.inFlightSockets(of: $0) }
         let unixIDs = Set(all.filter { $0.kind == .unixSocket }.compactMap(\.socketID))
         let pendingIDs = Set(all.compactMap { $0.socket?.pendingClients }.flatMap { $0 })
         let tcpEnds = Set(all.filter { $0.kind == .tcpSocket && $0.socket?.state == .connected }.map { [$0.socket?.address, $0.socket?.peerAddress] })
         for (pid, fds) in tables {
-            for f in fds {
+            for carrier in fds {
+              for f in [carrier] + SocketRebuilder.inFlightSockets(of: carrier) {
                 var problem: String? = nil
                 if f.kind == .unixSocket {
                     let s = f.socket
@@ -316,9 +354,11 @@ extension ProcessDumper {
                     problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application"
                 }
                 guard let problem else { continue }
-                if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == f.fd }; continue }
-                throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): \(problem) is not supported yet; nothing was written and the application goes on",
+                let inFlight = f.socketID != carrier.socketID ? "a socket in flight in it: " : ""
+                if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == carrier.fd }; break }
+                throw SSIError(.unsupported, "PID \(pid) fd \(carrier.fd): \(inFlight)\(problem) is not supported yet; nothing was written and the application goes on",
                                hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+              }
             }
         }
     }
@@ -341,7 +381,21 @@ final class SocketRebuilder {
     }
 
     /// `sockets`: one image per socket (the first fd that holds it).
-    func build(_ sockets: [FileDescriptorImage]) throws {
+    /// Sockets in flight (SCM_RIGHTS) in the messages queued on `f`.
+    static func inFlightSockets(of f: FileDescriptorImage) -> [FileDescriptorImage] {
+        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket }
+    }
+
+    func build(_ held: [FileDescriptorImage]) throws {
+        // Sockets in flight that no process holds any more are rebuilt too, to be sent again.
+        var sockets = held
+        var seen = Set(held.compactMap(\.socketID))
+        for f in held {
+            for g in SocketRebuilder.inFlightSockets(of: f) where !seen.contains(g.socketID ?? 0) {
+                seen.insert(g.socketID ?? 0)
+                sockets.append(g)
+            }
+        }
         for f in sockets { if let id = f.socketID { images[id] = f } }
         let unix = sockets.filter { $0.kind == .unixSocket }
         let tcp = sockets.filter { $0.kind == .tcpSocket }
@@ -463,6 +517,12 @@ final class SocketRebuilder {
                 if n != data.count { throw SSIError.sys("requeue \(data.count) bytes on unix socket fd \(f.fd)", errno: errno) }
                 continue
             }
+            if s.type == 1 {
+                // Stream bytes cut where fds were attached: each piece sent with its fds.
+                guard let peer = f.peerID, let pfd = made[peer] else { continue }
+                for d in s.datagrams ?? [] { try sendMessage(d, from: pfd, to: nil, what: "unix socket fd \(f.fd)") }
+                continue
+            }
             for d in s.datagrams ?? [] {
                 try requeue(d, to: f, s, fd: fd)
             }
@@ -485,7 +545,6 @@ final class SocketRebuilder {
     }
 
     private func requeue(_ d: QueuedDatagram, to f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
-        let n: Int
         if let name = s.address, s.type == 2 {
             // Sent to its name, from the socket that sent it if that one is ours.
             var from: Int32 = -1
@@ -495,16 +554,39 @@ final class SocketRebuilder {
             }
             if from < 0 { from = try newSocket(AF_UNIX, s.type, "requeue a datagram"); temporary = true }
             defer { if temporary { close(from) } }
-            var (addr, len) = SockAddr.unix(name)
-            n = d.data.withUnsafeBytes { b in
-                withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(from, b.baseAddress, b.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL), $0, len) } }
-            }
+            try sendMessage(d, from: from, to: Data(unixAddr(name)), what: "unix socket fd \(f.fd)")
         } else if let peer = f.peerID, let pfd = made[peer] {
-            n = d.data.withUnsafeBytes { send(pfd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            try sendMessage(d, from: pfd, to: nil, what: "unix socket fd \(f.fd)")
         } else {
             throw SSIError(.unsupported, "unix socket fd \(f.fd) has queued messages but neither a name nor a peer to receive them again")
         }
-        if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on unix socket fd \(f.fd)", errno: errno) }
+    }
+
+    /// Sends one saved message again, with its fds in flight: sockets rebuilt here, files
+    /// reopened by ssi at their offset.
+    private func sendMessage(_ d: QueuedDatagram, from: Int32, to addr: Data?, what: String) throws {
+        var fds = [Int32]()
+        var opened = [Int32]()
+        defer { for fd in opened { close(fd) } }
+        for g in d.files ?? [] {
+            if g.kind == .unixSocket || g.kind == .tcpSocket {
+                guard let id = g.socketID, let fd = made[id] else { throw SSIError(.corrupt, "\(what): a socket in flight was not rebuilt") }
+                fds.append(fd)
+                continue
+            }
+            let fd = open(g.path, g.flags & ~(O_CREAT | O_TRUNC | O_EXCL) | O_CLOEXEC | O_NOCTTY)
+            if fd < 0 { throw SSIError.sys("\(what): reopen \(g.path), in flight in a queued message", errno: errno, hint: "put the file back, then restart again") }
+            opened.append(fd)
+            lseek(fd, off_t(g.position), SEEK_SET)
+            fds.append(fd)
+        }
+        let n = d.data.withUnsafeBytes { b in
+            fds.withUnsafeBufferPointer { f in
+                if let addr { return addr.withUnsafeBytes { cssi_send_with_fds(from, $0.baseAddress, UInt32($0.count), b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count)) } }
+                return cssi_send_with_fds(from, nil, 0, b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count))
+            }
+        }
+        if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
     }
 
     private func unixAddr(_ name: Data) -> [UInt8] {

@@ -342,7 +342,9 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// unix listening: the inodes of the client sockets whose connections wait in the accept
     /// queue, oldest first.
     public var pendingClients: [UInt32]?
-    /// unix datagram: the datagrams waiting to be read, oldest first, with their sender's name.
+    /// unix datagram and seqpacket: the messages waiting to be read, oldest first, with their
+    /// sender's name; unix stream with file descriptors in flight: its queued bytes, cut where
+    /// the kernel attached fds (otherwise they are in FileDescriptorImage.socketData).
     public var datagrams: [QueuedDatagram]?
     /// shutdown(2) already done: 1 = no more receiving, 2 = no more sending (unix_diag's bits).
     public var shutdown: Int32?
@@ -363,6 +365,9 @@ public struct QueuedDatagram: Codable, Sendable, Equatable {
     public var data: Data
     /// The sender's bound name (sun_path bytes), nil when it had none.
     public var sender: Data?
+    /// File descriptors in flight with this message (SCM_RIGHTS), in order: regular files,
+    /// directories and sockets, described like fds (their `fd` is their index here).
+    public var files: [FileDescriptorImage]?
     public init(data: Data, sender: Data?) { self.data = data; self.sender = sender }
 }
 

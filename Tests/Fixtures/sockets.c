@@ -80,6 +80,31 @@ int main(void) {
     write(orphan[1], "bye", 3);
     close(orphan[1]);
 
+    // File descriptors in flight (SCM_RIGHTS): a file open at offset 5 and one end of a
+    // socketpair that no process holds any more, sent with "files".
+    int carrier[2], inner[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, carrier);
+    socketpair(AF_UNIX, SOCK_STREAM, 0, inner);
+    char fpath[300];
+    snprintf(fpath, sizeof fpath, "%s/inflight.txt", dir);
+    int ff = open(fpath, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    write(ff, "0123456789", 10);
+    lseek(ff, 5, SEEK_SET);
+    {
+        int pass[2] = { ff, inner[0] };
+        char cbuf[CMSG_SPACE(sizeof pass)];
+        memset(cbuf, 0, sizeof cbuf);
+        struct iovec iov = { .iov_base = "files", .iov_len = 5 };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET; cm->cmsg_type = SCM_RIGHTS; cm->cmsg_len = CMSG_LEN(sizeof pass);
+        memcpy(CMSG_DATA(cm), pass, sizeof pass);
+        if (sendmsg(carrier[1], &m, 0) != 5) { perror("sendmsg SCM_RIGHTS"); return 2; }
+        close(ff);
+        close(inner[0]);
+        write(inner[1], "via-inflight", 12);
+    }
+
     int ready[2];
     pipe(ready);
     pid_t c = fork();
@@ -170,6 +195,21 @@ int main(void) {
     expect_read(orphan[0], "bye", "connection closed by its peer");
     char eof[4];
     EXPECT(recv(orphan[0], eof, sizeof eof, MSG_DONTWAIT) == 0, "no end of file after the peer closed");
+    {
+        char data[16] = {0}, cbuf[CMSG_SPACE(2 * sizeof(int))];
+        struct iovec iov = { .iov_base = data, .iov_len = sizeof data - 1 };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+        ssize_t n = recvmsg(carrier[0], &m, MSG_DONTWAIT);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        int got[2] = {-1, -1};
+        if (cm && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(2 * sizeof(int))) memcpy(got, CMSG_DATA(cm), sizeof got);
+        EXPECT(n == 5 && strcmp(data, "files") == 0 && got[0] >= 0 && got[1] >= 0, "message with fds in flight: '%s' (%zd), fds %d %d", data, n, got[0], got[1]);
+        if (got[0] >= 0) {
+            char rest[8] = {0};
+            EXPECT(read(got[0], rest, sizeof rest - 1) == 5 && strcmp(rest, "56789") == 0, "file in flight read '%s' from its offset", rest);
+        }
+        if (got[1] >= 0) expect_read(got[1], "via-inflight", "socket in flight");
+    }
     // Datagrams in order, with their senders.
     const char *want[] = {"one", "two!", "three", "four"};
     for (int i = 0; i < 4; i++) {

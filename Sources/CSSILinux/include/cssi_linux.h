@@ -144,11 +144,15 @@ int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path);
 // Sends fds[0..n) as one SCM_RIGHTS message (unix(7)) with a 1-byte payload to the unix
 // socket named addr (addrlen bytes of struct sockaddr_un). Returns 0 or -errno.
 int cssi_send_fds(int sock, const void *addr, unsigned addrlen, const int *fds, int n);
+// sendmsg(2) of len bytes from buf, to addr (NULL: the connected peer), with fds[0..n) as
+// SCM_RIGHTS when n > 0, MSG_DONTWAIT. Returns the bytes sent or -errno.
+long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n);
 // recvmsg(2) with MSG_PEEK|MSG_DONTWAIT: copies the next message (or, on a stream socket,
 // bytes) into buf without consuming it, and the sender's name into name (*namelen in/out).
-// File descriptors in flight (SCM_RIGHTS) are installed by a peek too: they are closed at
-// once and *had_fds set to 1. Returns the byte count or -errno.
-long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *had_fds);
+// File descriptors in flight (SCM_RIGHTS) are installed by a peek too, as new fds of the
+// caller: up to 253 are stored in fds (*nfds of them, close-on-exec), the caller owns them.
+// *nfds is -1 when some were cut off. Returns the byte count or -errno.
+long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds);
 
 // ---- misc ---------------------------------------------------------------------------------
 
