@@ -61,6 +61,10 @@ struct ProcessDumper {
                 try unsupported("socket (only socketpairs inside the application are supported)")
                 continue
             }
+            if link == "anon_inode:inotify" {                        // engine-fs
+                do { out.append(try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
+                continue
+            }
             if link.hasPrefix("anon_inode:") {
                 if let img = try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
                     try unsupported("\(link.dropFirst("anon_inode:".count)) file")
@@ -95,7 +99,7 @@ struct ProcessDumper {
                 let tty = (136...143).contains(major) || major == 4 || (major == 5 && minor <= 1)
                 out.append(FileDescriptorImage(fd: fd, kind: tty ? .tty : .charDevice, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFIFO:
-                try unsupported("named FIFO")
+                out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))   // engine-fs
             default:
                 try unsupported("block device or special file")
             }

@@ -100,6 +100,7 @@ public struct CheckpointEngine: Sendable {
                 }
             }
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+            try ProcessDumper.completeFifos(&fdTables)                                  // engine-fs
             ProcessDumper.markSharedDescriptions(&fdTables)
             phase.mark("checkpoint: file descriptors")
             for pid in seized.tree.pids {
@@ -290,9 +291,12 @@ extension CheckpointEngine {
         var restorers: [ProcessRestorer] = []
         let pipes = PipeRegistry()
         defer { pipes.closeAll() }
+        let fsObjects = FSObjects()                                                    // engine-fs
+        defer { fsObjects.closeAll() }
         do {
             try pipes.create(from: snap.processes)
             try pipes.createDeletedFiles(from: snap.processes, snapshotDir: snap.directory)
+            try fsObjects.create(from: snap.processes)                                 // engine-fs
             let stub = Tracee.adoptTraceMe(root.pid)
             guard case .signal(SIGSTOP) = try stub.wait() else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             // Create the tree top-down: each process forks its children itself, after taking
@@ -309,6 +313,7 @@ extension CheckpointEngine {
                 let pr = try ProcessRestorer(image: image, snapshotDir: snap.directory, stub: t)
                 pr.pipes = pipes
                 pr.shared = shared
+                pr.fsObjects = fsObjects                                               // engine-fs
                 if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
                 pr.useCallerTerminal = options.useCallerTerminal
                 restorers.append(pr)

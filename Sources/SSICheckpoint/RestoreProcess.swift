@@ -25,6 +25,8 @@ final class ProcessRestorer {
     var pipes: PipeRegistry?
     /// Open file descriptions shared by several fds, inherited from the root at fixed numbers.
     var shared: SharedDescriptions?
+    /// inotify instances and FIFOs, prepared by ssi (FSObjects). engine-fs
+    var fsObjects: FSObjects?
 
     private(set) var tracee: Tracee
     private var inj: Injector
@@ -104,6 +106,7 @@ final class ProcessRestorer {
                 throw SSIError(e.kind, "PID \(pid) had it attached at 0x\(String(v.start, radix: 16)): \(e.message)", hint: e.hint)
             }
         }
+        try FSObjects.preflight(image)                                                 // engine-fs
         if useCallerTerminal, image.fds.contains(where: { $0.kind == .tty }), callerTerminalFD() == nil {
             throw SSIError(.invalidArgument, "-t was given but ssi's standard input, output and error are not terminals")
         }
@@ -144,6 +147,8 @@ final class ProcessRestorer {
             var fd: UInt64
             if f.kind == .tty, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
                 fd = UInt64(t)
+            } else if f.kind == .inotify, let fsObjects {                              // engine-fs
+                fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
             } else {
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
                 let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0])
@@ -568,6 +573,9 @@ final class ProcessRestorer {
                 src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
             case .eventfd, .timerfd, .signalfd, .epoll:
                 src = try createAnonInode(f, inj: inj, scratch: scratch)
+            case .inotify:                                                             // engine-fs
+                guard let fsObjects else { continue }
+                src = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
             case .unixSocket:
                 // Created in the root before it forked: inherited at its slot.
                 guard let id = f.socketID, let slot = shared?.socketSlot[id] else { continue }

@@ -1,0 +1,67 @@
+import Foundation
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// inotify instances and named FIFOs,
+/// each checked by a test program after checkpoint, kill and restart.
+@Suite("C/R of inotify, FIFOs, sleeps and shared fd tables", .serialized,
+       .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, open_by_handle_at"))
+struct FileSystemTests {
+    /// Starts `program`, checkpoints it with --kill once READY, runs `whileDown`, restarts it,
+    /// sends SIGUSR1 and expects PASS.
+    func checkAfterRestart(_ program: String, whileDown: (World) throws -> Void = { _ in }) throws {
+        let w = try World(program)
+        let app = try w.start([try TestEnv.fixture(program)])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(200_000)
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        try whileDown(w)
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(100_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
+        #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log())")
+        #expect(reap(app).map { exitCode($0) } == 0)
+    }
+
+    @Test("an inotify fd keeps its watches and their watch descriptors")
+    func inotify() throws {
+        try checkAfterRestart("inotify")
+    }
+
+    @Test("named FIFOs keep their bytes and their ends across processes; a removed FIFO is recreated")
+    func fifo() throws {
+        try checkAfterRestart("fifo") { w in
+            try FileManager.default.removeItem(atPath: "\(w.dir)/f1")
+        }
+    }
+
+    @Test("an inotify watch on a deleted file fails the checkpoint, naming PID and fd; -i restores the fd closed")
+    func inotifyOnDeletedFile() throws {
+        let w = try World("inotifygone")
+        let app = try w.start([try TestEnv.fixture("inotifygone")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("INOTIFY"))
+        let fd = w.log().split(separator: "\n").first { $0.hasPrefix("INOTIFY ") }.map { String($0.dropFirst(8)) } ?? "?"
+        let ck = try w.ssi("checkpoint", "\(app)")
+        #expect(ck.status != 0)
+        #expect(ck.stderr.contains("PID \(app) fd \(fd): inotify watch 1"), "\(ck.output)")
+        #expect(ck.stderr.contains("nothing was written") && ck.stderr.contains("-i"), "\(ck.output)")
+        #expect(processState(app) != nil, "the failed checkpoint killed the application")
+        let ck2 = try w.checkpointKill(app, ["-i"])
+        try #require(ck2.status == 0, "\(ck2.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(100_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        #expect(reap(app).map { exitCode($0) } == 0)
+    }
+}
