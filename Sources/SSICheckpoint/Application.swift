@@ -47,6 +47,9 @@ final class SeizedApplication {
     private(set) var zombies: [Int32: Int32] = [:]
     /// Processes that were stopped by job control when we came.
     private(set) var jobStopped: Set<Int32> = []
+    /// CLOCK_MONOTONIC (ns) when each task was seen in its ptrace stop: an interrupted
+    /// relative sleep had its remaining time computed just before (see Sleep.swift).
+    private(set) var stoppedAt: [Int32: Int64] = [:]
     private var released = false
 
     init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
@@ -82,7 +85,7 @@ final class SeizedApplication {
                 }
             }
             if !thawed, let thaw { try thaw(); thawed = true }
-            for tid in fresh { try waitForStop(tid) }
+            for tid in fresh { try waitForStop(tid); stoppedAt[tid] = monotonicNanoseconds() }
             if fresh.isEmpty { return }
             if round == 19 { throw SSIError(.system, "application \(root) keeps creating tasks faster than they can be stopped") }
         }

@@ -18,6 +18,8 @@ struct ProcessDumper {
     var parent: Int32? = nil
     /// The system's unix sockets (sock_diag), to recognise socketpairs.
     var unixSockets: [UInt32: UnixSocketInfo] = [:]
+    /// CLOCK_MONOTONIC (ns) when each task was seen stopped (SeizedApplication.stoppedAt). engine-fs
+    var stoppedAt: [Int32: Int64] = [:]
 
     // MARK: file descriptors (checked first: an unsupported fd fails before anything is written)
 

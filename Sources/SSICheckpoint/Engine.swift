@@ -115,6 +115,7 @@ public struct CheckpointEngine: Sendable {
                 guard let tids = seized.threads[pid] else { continue }
                 var dumper = ProcessDumper(pid: pid)
                 dumper.ignoreUnsupported = options.ignoreUnsupported
+                dumper.stoppedAt = seized.stoppedAt                                        // engine-fs
                 if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
                 var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
                 img.pagesFile = "pages-\(pid).img"
@@ -165,6 +166,7 @@ public struct CheckpointEngine: Sendable {
             var head: UInt64 = 0, len: UInt64 = 0
             if cssi_get_robust_list(tid, &head, &len) >= 0 { thread.robustListHead = head; thread.robustListLength = len }
             thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
+            thread.interruptedSleep = try dumper.interruptedSleep(tid: tid, registers: try UserRegs(named: thread.registers)) // engine-fs
             img.threads.append(thread)
         }
         img.sharedPending = try main.pendingSiginfo(shared: true).map { Data($0) }

@@ -476,7 +476,7 @@ final class ProcessRestorer {
         for t in image.threads {
             let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(t.tid)
             try th.setXState(Array(t.xstate))
-            try th.setRegisters(Arch.registersForResume(try UserRegs(named: t.registers)))
+            try th.setRegisters(try shortenInterruptedSleep(t, Arch.registersForResume(try UserRegs(named: t.registers)))) // engine-fs
             try th.setSigmask(t.blockedMask)
         }
     }

@@ -5,7 +5,7 @@ import Testing
 import Glibc
 #endif
 
-/// inotify instances and named FIFOs,
+/// inotify instances, named FIFOs and interrupted sleeps,
 /// each checked by a test program after checkpoint, kill and restart.
 @Suite("C/R of inotify, FIFOs, sleeps and shared fd tables", .serialized,
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, open_by_handle_at"))
@@ -40,6 +40,23 @@ struct FileSystemTests {
         try checkAfterRestart("fifo") { w in
             try FileManager.default.removeItem(atPath: "\(w.dir)/f1")
         }
+    }
+
+    @Test("processes asleep for 4 s, checkpointed at 1 s and restarted 1 s later, wake 4 s after they fell asleep")
+    func sleepEndsOnTime() throws {
+        let w = try World("sleep4")
+        let app = try w.start([try TestEnv.fixture("sleep4")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(1_000_000)
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        usleep(1_000_000)
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        #expect(reap(app, within: 10).map { exitCode($0) } == 0, "\(w.log())")
+        #expect(w.log().components(separatedBy: "PASS").count == 3, "\(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
     }
 
     @Test("an inotify watch on a deleted file fails the checkpoint, naming PID and fd; -i restores the fd closed")
