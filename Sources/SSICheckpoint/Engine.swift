@@ -82,6 +82,7 @@ public struct CheckpointEngine: Sendable {
             // File descriptors of every process first: an unsupported one must fail the
             // checkpoint before anything is written.
             var fdTables = [Int32: [FileDescriptorImage]]()
+            let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent) // engine-fs
             let unixSockets = (try? UnixDiag.sockets()) ?? [:]
             var deletedDone = Set<String>()
             for pid in seized.tree.pids where seized.threads[pid] != nil {
@@ -120,6 +121,7 @@ public struct CheckpointEngine: Sendable {
                 var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
                 img.pagesFile = "pages-\(pid).img"
                 img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
+                sharing.apply(to: &img)                                                    // engine-fs
                 images.append(img)
             }
             phase.mark("checkpoint: all processes")

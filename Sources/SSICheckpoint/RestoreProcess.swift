@@ -176,7 +176,7 @@ final class ProcessRestorer {
     func fork(child: ProcessImage) throws -> Tracee {
         // struct clone_args (linux/sched.h): flags, pidfd, child_tid, parent_tid, exit_signal,
         // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-        let args: [UInt64] = [0, 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
+        let args: [UInt64] = [ProcessRestorer.sharingFlags(child) /* engine-fs */, 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
         try mem.write(args.withUnsafeBytes { Array($0) }, to: scratch + 128)
         try mem.write([child.pid].withUnsafeBytes { Array($0) }, to: scratch + 256)
         let r = try inj.rawArgs(Arch.SYS.clone3, [scratch + 128, 88])
@@ -234,11 +234,14 @@ final class ProcessRestorer {
         if let ttyFD { keep.append(ttyFD) }
         if let shared, shared.count > 0 { keep += (0..<shared.count).map { UInt64(shared.base) + UInt64($0) } }
         var from: UInt64 = 0
+        // A CLONE_FILES child shares the fd table its parent has just rebuilt. engine-fs
+        if image.sharesFilesWithParent != true {
         for k in keep.sorted() {
             if k > from { try inj.call("close_range", Arch.SYS.close_range, from, k - 1, 0) }
             from = k + 1
         }
         try inj.call("close_range", Arch.SYS.close_range, from, UInt64(UInt32.max), 0)
+        }
         let imagesFD = try inj.call("open pages", Arch.SYS.openat, UInt64(AT_FDCWD), try putString("\(snapshotDir)/\(image.pagesFile)"), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", Arch.SYS.close, imagesFD)
@@ -336,11 +339,15 @@ final class ProcessRestorer {
         if exeFD != UInt64(UInt32.max) { try inj.call("close", Arch.SYS.close, exeFD) }
 
         // Files, cwd, root, umask.
+        if image.sharesFilesWithParent != true {                                     // engine-fs
         try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
+        }
 
+        if image.sharesFSWithParent != true {                                        // engine-fs: CLONE_FS, already set by the parent
         if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
         try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd))
         try inj.call("umask", Arch.SYS.umask, UInt64(image.umask))
+        }
         if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
         try inj.call("close", Arch.SYS.close, pagesFD)
 

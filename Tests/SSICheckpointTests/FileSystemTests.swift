@@ -5,7 +5,7 @@ import Testing
 import Glibc
 #endif
 
-/// inotify instances, named FIFOs and interrupted sleeps,
+/// inotify instances, named FIFOs, interrupted sleeps and CLONE_FILES/CLONE_FS sharing,
 /// each checked by a test program after checkpoint, kill and restart.
 @Suite("C/R of inotify, FIFOs, sleeps and shared fd tables", .serialized,
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, open_by_handle_at"))
@@ -40,6 +40,11 @@ struct FileSystemTests {
         try checkAfterRestart("fifo") { w in
             try FileManager.default.removeItem(atPath: "\(w.dir)/f1")
         }
+    }
+
+    @Test("a child created with CLONE_FILES | CLONE_FS still shares its fd table and cwd with its parent")
+    func cloneFiles() throws {
+        try checkAfterRestart("clonefiles")
     }
 
     @Test("processes asleep for 4 s, checkpointed at 1 s and restarted 1 s later, wake 4 s after they fell asleep")

@@ -1,0 +1,73 @@
+import CSSILinux
+import Foundation
+import SSIImage
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Processes (not threads) created with CLONE_FILES or CLONE_FS share their fd table, or
+/// their cwd, root and umask, with their parent. kcmp(2) KCMP_FILES / KCMP_FS tells whether
+/// two processes share them. Restart forks such a child with the same flag from its restored
+/// parent, which has already rebuilt that state, and the child leaves it alone.
+///
+/// Only sharing along parent links can be rebuilt that way; other sharing (with a process
+/// whose parent left, with a process outside the application) fails the checkpoint, as does
+/// memory shared between processes (CLONE_VM without CLONE_THREAD, a vfork child that has
+/// not exec'd yet).
+struct ProcessSharing {
+    var filesWithParent: Set<Int32> = []
+    var fsWithParent: Set<Int32> = []
+
+    /// kcmp types (linux/kcmp.h).
+    private static let kcmpVM = 1, kcmpFiles = 2, kcmpFS = 3
+
+    private static func same(_ a: Int32, _ b: Int32, _ type: Int) -> Bool {
+        cssi_syscall6(312 /* kcmp */, Int(a), Int(b), type, 0, 0, 0) == 0
+    }
+
+    /// `pids`: the live processes of the application, every parent before its children.
+    static func detect(root: Int32, pids: [Int32], parent: [Int32: Int32]) throws -> ProcessSharing {
+        var out = ProcessSharing()
+        let what: [(Int, String)] = [(kcmpFiles, "its fd table (CLONE_FILES)"), (kcmpFS, "its cwd, root and umask (CLONE_FS)"),
+                                     (kcmpVM, "its memory (CLONE_VM without CLONE_THREAD, or vfork before exec)")]
+        let live = Set(pids)
+        for (type, thing) in what {
+            // The root's parent is outside the application and is not restored.
+            if let outside = (try? ProcStat.read(pid: root))?.ppid, outside > 0, same(root, outside, type) {
+                throw SSIError(.unsupported, "PID \(root) shares \(thing) with its parent PID \(outside), which is outside the application; nothing was written",
+                               hint: "checkpoint the parent's application instead")
+            }
+            // Groups of processes sharing the object, each led by its first member in tree order.
+            var groups = [(lead: Int32, members: Set<Int32>)]()
+            for pid in pids {
+                if let k = groups.firstIndex(where: { same($0.lead, pid, type) }) { groups[k].members.insert(pid) } else { groups.append((pid, [pid])) }
+            }
+            for g in groups where g.members.count > 1 {
+                for m in g.members where m != g.lead {
+                    if type == kcmpVM {
+                        throw SSIError(.unsupported, "PID \(m) shares \(thing) with PID \(g.lead): processes sharing memory are not supported; nothing was written",
+                                       hint: "checkpoint once the vfork child has called exec")
+                    }
+                    guard let p = parent[m], live.contains(p), g.members.contains(p) else {
+                        throw SSIError(.unsupported, "PID \(m) shares \(thing) with PID \(g.lead) but not with its own parent; only sharing between a parent and its children can be restored; nothing was written")
+                    }
+                    if type == kcmpFiles { out.filesWithParent.insert(m) } else { out.fsWithParent.insert(m) }
+                }
+            }
+        }
+        return out
+    }
+
+    func apply(to image: inout ProcessImage) {
+        image.sharesFilesWithParent = filesWithParent.contains(image.pid) ? true : nil
+        image.sharesFSWithParent = fsWithParent.contains(image.pid) ? true : nil
+    }
+}
+
+extension ProcessRestorer {
+    /// clone3 flags for forking `child` (sched.h): CLONE_FS 0x200, CLONE_FILES 0x400.
+    static func sharingFlags(_ child: ProcessImage) -> UInt64 {
+        (child.sharesFilesWithParent == true ? 0x400 : 0) | (child.sharesFSWithParent == true ? 0x200 : 0)
+    }
+}
