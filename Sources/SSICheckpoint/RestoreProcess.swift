@@ -392,10 +392,12 @@ final class ProcessRestorer {
     /// Per-thread state a thread must set itself.
     private func restoreThreadState(_ t: ThreadImage, inj: Injector) throws {
         let ss = t.altStack
-        if ss.flags & 2 == 0 {
-            try mem.write([ss.sp, UInt64(UInt32(bitPattern: ss.flags & ~1)), ss.size].withUnsafeBytes { Array($0) }, to: scratch + 512)
-            try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch + 512, 0)
-        }
+        // A disabled one is set too: the main thread inherited ssi's own alternate stack at
+        // clone (sigaltstack(2): a child inherits it), which is not mapped here, and a
+        // handler with SA_ONSTACK (python3's) would then die of SIGSEGV when its frame is set up.
+        let flags = ss.flags & 2 == 0 ? UInt64(UInt32(bitPattern: ss.flags & ~1)) : 2 /* SS_DISABLE */
+        try mem.write([ss.flags & 2 == 0 ? ss.sp : 0, flags, ss.flags & 2 == 0 ? ss.size : 0].withUnsafeBytes { Array($0) }, to: scratch + 512)
+        try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch + 512, 0)
         let name = t.name ?? (t.tid == pid ? image.comm : nil)
         if let name {
             var comm = Array(name.utf8.prefix(15)) + [0]
