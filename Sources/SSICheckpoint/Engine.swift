@@ -344,6 +344,9 @@ extension CheckpointEngine {
             for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
             for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
             for pr in restorers { try pr.finish() }
+            // Every process has its fds: let go of the FIFOs before any process runs, or a
+            // process that was blocked opening one would find ssi as its partner. engine-fs
+            fsObjects.closeAll()
             clock.mark("rebuild processes")
         } catch {
             for pid in created.reversed() { kill(pid, SIGKILL) }
