@@ -47,6 +47,21 @@ struct FileSystemTests {
         try checkAfterRestart("clonefiles")
     }
 
+    @Test("a parent blocked in vfork fails the checkpoint at once, naming its PID; the application goes on",
+          .timeLimit(.minutes(1)))
+    func vforkParent() throws {
+        let w = try World("vforkwait")
+        let app = try w.start([try TestEnv.fixture("vforkwait")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(200_000)
+        let ck = try w.ssi("checkpoint", "\(app)")
+        #expect(ck.status != 0)
+        #expect(ck.stderr.contains("PID \(app) is blocked in vfork"), "\(ck.output)")
+        #expect(w.waitLog("DONE"), "the application did not go on: \(w.log())")
+        #expect(reap(app).map { exitCode($0) } == 0)
+    }
+
     @Test("processes asleep for 4 s, checkpointed at 1 s and restarted 1 s later, wake 4 s after they fell asleep")
     func sleepEndsOnTime() throws {
         let w = try World("sleep4")
