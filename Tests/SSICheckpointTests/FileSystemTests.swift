@@ -47,6 +47,20 @@ struct FileSystemTests {
         try checkAfterRestart("clonefiles")
     }
 
+    @Test("processes sharing an fd table but not with their parent fail the checkpoint, naming them")
+    func sharedTableWithoutParent() throws {
+        let w = try World("sharedorphans")
+        let app = try w.start([try TestEnv.fixture("sharedorphans")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        let ck = try w.ssi("checkpoint", "\(app)")
+        #expect(ck.status != 0)
+        #expect(ck.stderr.contains("shares its fd table (CLONE_FILES) with PID") && ck.stderr.contains("but not with its own parent"), "\(ck.output)")
+        #expect(ck.stderr.contains("nothing was written"), "\(ck.output)")
+        #expect(w.waitLog("DONE 2", 10), "the application did not go on: \(w.log())")
+        #expect(reap(app).map { exitCode($0) } == 0)
+    }
+
     @Test("a parent blocked in vfork fails the checkpoint at once, naming its PID; the application goes on",
           .timeLimit(.minutes(1)))
     func vforkParent() throws {
