@@ -89,7 +89,7 @@ struct FileSystemTests {
         let rs = try w.ssi("restart", "\(app)")
         try #require(rs.status == 0, "\(rs.output)")
         #expect(reap(app, within: 10).map { exitCode($0) } == 0, "\(w.log())")
-        #expect(w.log().components(separatedBy: "PASS").count == 3, "\(w.log())")
+        #expect(w.log().components(separatedBy: "PASS").count == 4, "\(w.log())")
         #expect(!w.log().contains("FAIL"), "\(w.log())")
     }
 
