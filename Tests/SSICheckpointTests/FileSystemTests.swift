@@ -42,6 +42,35 @@ struct FileSystemTests {
         }
     }
 
+    @Test("restart refuses a FIFO path that became a regular file, or a watched path that is gone, and works once they are back",
+          arguments: [("fifo", "f1"), ("inotify", "watched")])
+    func refusedUntilPutBack(program: String, path: String) throws {
+        let w = try World("\(program)-back")
+        let app = try w.start([try TestEnv.fixture(program)])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(200_000)
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        let full = "\(w.dir)/\(path)"
+        let aside = full + ".aside"
+        try FileManager.default.moveItem(atPath: full, toPath: aside)
+        if program == "fifo" { FileManager.default.createFile(atPath: full, contents: Data("not a fifo".utf8)) }
+        let refused = try w.ssi("restart", "\(app)")
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("PID \(app) fd ") && refused.stderr.contains(full) && refused.stderr.contains("nothing was changed"), "\(refused.output)")
+        #expect(processState(app) == nil, "a refused restart left PID \(app) behind")
+        if program == "fifo" { try FileManager.default.removeItem(atPath: full) }
+        try FileManager.default.moveItem(atPath: aside, toPath: full)
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(100_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        #expect(reap(app).map { exitCode($0) } == 0)
+    }
+
     @Test("a child created with CLONE_FILES | CLONE_FS still shares its fd table and cwd with its parent")
     func cloneFiles() throws {
         try checkAfterRestart("clonefiles")
