@@ -50,6 +50,10 @@ final class SeizedApplication {
     /// CLOCK_MONOTONIC (ns) when each task was seen in its ptrace stop: an interrupted
     /// relative sleep had its remaining time computed just before (see Sleep.swift).
     private(set) var stoppedAt: [Int32: Int64] = [:]
+    /// CLOCK_MONOTONIC (ns) once the cgroup freezer had frozen the application, when it was
+    /// frozen first: freezing already ended the sleeps (the freezer wakes every task), so
+    /// their time left dates from then rather than from the ptrace stop.
+    var frozenAt: Int64? = nil
     private var released = false
 
     init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
@@ -90,7 +94,7 @@ final class SeizedApplication {
                 throw SSIError(.unsupported, "PID \(pid) is blocked in vfork until its child, which shares its memory, calls exec or exits; such a process cannot be checkpointed; nothing was written",
                                hint: "checkpoint again once the child has called exec")
             }
-            for tid in fresh { try waitForStop(tid); stoppedAt[tid] = monotonicNanoseconds() }
+            for tid in fresh { try waitForStop(tid); stoppedAt[tid] = min(monotonicNanoseconds(), frozenAt ?? .max) }
             if fresh.isEmpty { return }
             if round == 19 { throw SSIError(.system, "application \(root) keeps creating tasks faster than they can be stopped") }
         }

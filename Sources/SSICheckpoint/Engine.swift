@@ -71,6 +71,7 @@ public struct CheckpointEngine: Sendable {
         var freezeFirst = false
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             try freezer.freeze(app)
+            seized.frozenAt = monotonicNanoseconds()                                   // engine-fs
             freezeFirst = true
         }
         do {
