@@ -235,13 +235,12 @@ final class ProcessRestorer {
         if let shared, shared.count > 0 { keep += (0..<shared.count).map { UInt64(shared.base) + UInt64($0) } }
         var from: UInt64 = 0
         // A CLONE_FILES child shares the fd table its parent has just rebuilt. engine-fs
-        if image.sharesFilesWithParent != true {
-        for k in keep.sorted() {
+        let ownTable = image.sharesFilesWithParent != true
+        for k in keep.sorted() where ownTable {
             if k > from { try inj.call("close_range", Arch.SYS.close_range, from, k - 1, 0) }
             from = k + 1
         }
-        try inj.call("close_range", Arch.SYS.close_range, from, UInt64(UInt32.max), 0)
-        }
+        if ownTable { try inj.call("close_range", Arch.SYS.close_range, from, UInt64(UInt32.max), 0) }
         let imagesFD = try inj.call("open pages", Arch.SYS.openat, UInt64(AT_FDCWD), try putString("\(snapshotDir)/\(image.pagesFile)"), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", Arch.SYS.close, imagesFD)
@@ -339,15 +338,13 @@ final class ProcessRestorer {
         if exeFD != UInt64(UInt32.max) { try inj.call("close", Arch.SYS.close, exeFD) }
 
         // Files, cwd, root, umask.
-        if image.sharesFilesWithParent != true {                                     // engine-fs
-        try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
-        }
+        if ownTable { try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD) }
 
-        if image.sharesFSWithParent != true {                                        // engine-fs: CLONE_FS, already set by the parent
-        if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
-        try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd))
-        try inj.call("umask", Arch.SYS.umask, UInt64(image.umask))
-        }
+        // A CLONE_FS child shares the cwd, root and umask its parent has just set. engine-fs
+        let ownFS = image.sharesFSWithParent != true
+        if ownFS && image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
+        if ownFS { try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd)) }
+        if ownFS { try inj.call("umask", Arch.SYS.umask, UInt64(image.umask)) }
         if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
         try inj.call("close", Arch.SYS.close, pagesFD)
 
