@@ -29,10 +29,10 @@ extension ProcessDumper {
                 throw SSIError(.system, "PID \(pid) fd \(fd): cannot parse the inotify watch line \"\(line)\" of /proc/\(pid)/fdinfo/\(fd)",
                                hint: "this kernel's fdinfo format is not the one SwiftSSI knows; report it")
             }
-            let where_ = "PID \(pid) fd \(fd): inotify watch \(wd) (inode \(ino) on device \(sdev >> 20):\(sdev & 0xfffff))"
+            let subject = "PID \(pid) fd \(fd): inotify watch \(wd) (inode \(ino) on device \(sdev >> 20):\(sdev & 0xfffff))"
             let handleHex = field["f_handle"] ?? ""
             guard let type = hex("fhandle-type"), let size = hex("fhandle-bytes"), size > 0, handleHex.count == Int(size) * 2 else {
-                throw SSIError(.unsupported, "\(where_): its file system gives no file handle, so the watched file cannot be named; nothing was written",
+                throw SSIError(.unsupported, "\(subject): its file system gives no file handle, so the watched file cannot be named; nothing was written",
                                hint: "remove the watch before checkpointing, or use `ssi checkpoint -i` to restore the inotify fd as a closed fd")
             }
             var handle = [UInt8]()
@@ -42,8 +42,8 @@ extension ProcessDumper {
                 handle.append(UInt8(handleHex[i..<j], radix: 16) ?? 0)
                 i = j
             }
-            let file = try FileHandles.path(device: UInt32(truncatingIfNeeded: sdev), inode: ino, handleType: Int32(truncatingIfNeeded: type),
-                                            handle: handle, what: where_)
+            let file = try FileHandles.path(device: UInt32(truncatingIfNeeded: sdev), handleType: Int32(truncatingIfNeeded: type),
+                                            handle: handle, what: subject)
             watches.append(InotifyWatch(wd: Int32(truncatingIfNeeded: wd), mask: UInt32(truncatingIfNeeded: mask), path: file.path,
                                         fileID: file.id, isSymlink: file.isSymlink ? true : nil))
         }
@@ -74,7 +74,7 @@ enum FileHandles {
     /// open_by_handle_at needs CAP_DAC_READ_SEARCH and any fd on that file system: we take
     /// the root of a mount of it from /proc/self/mountinfo, preferring one that mounts the
     /// file system's own root so that the path is complete.
-    static func path(device: UInt32, inode: UInt64, handleType: Int32, handle: [UInt8], what: String) throws -> (path: String, id: String, isSymlink: Bool) {
+    static func path(device: UInt32, handleType: Int32, handle: [UInt8], what: String) throws -> (path: String, id: String, isSymlink: Bool) {
         let major = device >> 20, minor = device & 0xfffff
         var mountPoint: String? = nil
         for line in try ProcFS.read("/proc/self/mountinfo").split(separator: "\n") {
