@@ -149,6 +149,8 @@ final class ProcessRestorer {
                 fd = UInt64(t)
             } else if f.kind == .inotify, let fsObjects {                              // engine-fs
                 fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
+            } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd {  // engine-fs: no path to open
+                fd = try createAnonInode(f, inj: inj, scratch: scratch)
             } else {
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
                 let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0])

@@ -30,6 +30,11 @@ struct FileSystemTests {
         #expect(reap(app).map { exitCode($0) } == 0)
     }
 
+    @Test("an eventfd, a timerfd and a signalfd inherited across fork are still one description each")
+    func sharedAnonInodes() throws {
+        try checkAfterRestart("sharedanon")
+    }
+
     @Test("an inotify fd keeps its watches and their watch descriptors")
     func inotify() throws {
         try checkAfterRestart("inotify")
