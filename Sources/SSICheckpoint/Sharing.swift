@@ -22,8 +22,10 @@ struct ProcessSharing {
     /// kcmp types (linux/kcmp.h).
     private static let kcmpVM = 1, kcmpFiles = 2, kcmpFS = 3
 
-    private static func same(_ a: Int32, _ b: Int32, _ type: Int) -> Bool {
-        cssi_syscall6(312 /* kcmp */, Int(a), Int(b), type, 0, 0, 0) == 0
+    /// kcmp(2): 0 when both processes have the same object, 1 or 2 when the first one's
+    /// comes before or after (the kernel orders the objects' obfuscated addresses).
+    private static func kcmp(_ a: Int32, _ b: Int32, _ type: Int) -> Int {
+        cssi_syscall6(312 /* kcmp */, Int(a), Int(b), type, 0, 0, 0)
     }
 
     /// `pids`: the live processes of the application, every parent before its children.
@@ -34,14 +36,24 @@ struct ProcessSharing {
         let live = Set(pids)
         for (type, thing) in what {
             // The root's parent is outside the application and is not restored.
-            if let outside = (try? ProcStat.read(pid: root))?.ppid, outside > 0, same(root, outside, type) {
+            if let outside = (try? ProcStat.read(pid: root))?.ppid, outside > 0, kcmp(root, outside, type) == 0 {
                 throw SSIError(.unsupported, "PID \(root) shares \(thing) with its parent PID \(outside), which is outside the application; nothing was written",
                                hint: "checkpoint the parent's application instead")
             }
-            // Groups of processes sharing the object, each led by its first member in tree order.
+            // Groups of processes sharing the object: sorted by kcmp's order, sharers are
+            // neighbours (n log n calls, not n²). Each group is led by its first member in
+            // tree order.
+            let order = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
             var groups = [(lead: Int32, members: Set<Int32>)]()
-            for pid in pids {
-                if let k = groups.firstIndex(where: { same($0.lead, pid, type) }) { groups[k].members.insert(pid) } else { groups.append((pid, [pid])) }
+            var previous: Int32? = nil
+            for pid in pids.sorted(by: { kcmp($0, $1, type) == 1 }) {
+                if let p = previous, kcmp(p, pid, type) == 0 {
+                    groups[groups.count - 1].members.insert(pid)
+                    if order[pid]! < order[groups[groups.count - 1].lead]! { groups[groups.count - 1].lead = pid }
+                } else {
+                    groups.append((pid, [pid]))
+                }
+                previous = pid
             }
             for g in groups where g.members.count > 1 {
                 for m in g.members where m != g.lead {
