@@ -131,8 +131,10 @@ extension ProcessDumper {
                    (try? ProcFS.read("/proc/\(pid)/task/\(tid)/syscall"))?.hasPrefix("\(Arch.SYS.restart_syscall) ") == true { break }
                 usleep(500)
             }
-            monotonicAt = monotonicNanoseconds()
+            // The clocks before CLOCK_MONOTONIC: the time left is then never under-counted,
+            // and the sleep never ends before its expiry.
             for c: Int32 in [0, 1, 7, 11] { clocksAt[c] = clockNanoseconds(c) }
+            monotonicAt = monotonicNanoseconds()
             let after = WakeupTimer.all()
             try check(cssi_ptrace(Int32(CSSI_PTRACE_INTERRUPT), tid, 0, 0), "PTRACE_INTERRUPT \(tid)")
             // Two stops follow, in either order: the interrupt (PTRACE_EVENT_STOP) and the
