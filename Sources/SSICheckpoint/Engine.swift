@@ -289,7 +289,14 @@ extension CheckpointEngine {
         // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
         _ = cssi_prctl(36, 1, 0, 0, 0)
 
-        let r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        var r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
+        // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.
+        for _ in 0..<3 where r == -ENOENT && cgroupFD >= 0 {
+            close(cgroupFD)
+            cgroupFD = (try? freezer?.openGroup(app)) ?? -1
+            r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        }
         if r == -EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
         if r < 0 { throw SSIError.sys("clone3 with set_tid=\(root.pid)", errno: -r, hint: r == -EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil) }
         var created: [Int32] = [root.pid]
