@@ -47,6 +47,23 @@ struct FileSystemTests {
         }
     }
 
+    @Test("a shell pipeline through a named FIFO, checkpointed midway, killed, FIFO removed, restarted: output complete and in order")
+    func fifoPipeline() throws {
+        let w = try World("fifo-pipeline")
+        let app = try w.start(["/bin/sh", "-c", "mkfifo p; (seq 1 300000 > p) & while read i; do echo $i; done < p > out; wait"])
+        defer { w.cleanUp(app) }
+        #expect(waitUntil(10) { (try? FileManager.default.attributesOfItem(atPath: "\(w.dir)/out")[.size] as? Int ?? 0) ?? 0 > 20000 })
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        try FileManager.default.removeItem(atPath: "\(w.dir)/p")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        #expect(reap(app, within: 60).map { exitCode($0) } == 0)
+        let lines = ((try? String(contentsOfFile: "\(w.dir)/out", encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(lines.count == 300_000, "\(lines.count) lines")
+        #expect(lines.enumerated().allSatisfy { Int($0.element) == $0.offset + 1 }, "lines out of order or damaged")
+    }
+
     @Test("restart refuses a FIFO path that became a regular file, or a watched path that is gone, and works once they are back",
           arguments: [("fifo", "f1"), ("inotify", "watched")])
     func refusedUntilPutBack(program: String, path: String) throws {
