@@ -40,6 +40,28 @@ struct FileSystemTests {
         try checkAfterRestart("inotify")
     }
 
+    @Test("tail -f (GNU coreutils follows with inotify) prints what is appended after restart")
+    func tailFollows() throws {
+        let w = try World("tail")
+        FileManager.default.createFile(atPath: "\(w.dir)/in.txt", contents: Data("first\n".utf8))
+        // -s 30: were tail to fall back to polling, it would look only every 30 s.
+        let app = try w.start(["tail", "-s", "30", "-f", "in.txt"])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("first"))
+        usleep(200_000)
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(app)/fd")) ?? []
+        let watching = fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(app)/fd/\($0)")) == "anon_inode:inotify" }
+        try #require(watching, "tail does not use inotify here: nothing to test")
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        let h = FileHandle(forWritingAtPath: "\(w.dir)/in.txt")!
+        h.seekToEndOfFile(); h.write(Data("second\n".utf8)); h.closeFile()
+        #expect(w.waitLog("second", 5), "\(w.log())")
+        #expect(!w.log().contains("polling"), "\(w.log())")
+    }
+
     @Test("named FIFOs keep their bytes and their ends across processes; a removed FIFO is recreated")
     func fifo() throws {
         try checkAfterRestart("fifo") { w in
