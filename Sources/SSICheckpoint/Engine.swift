@@ -104,6 +104,7 @@ public struct CheckpointEngine: Sendable {
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             try ProcessDumper.completeFifos(&fdTables)                                  // engine-fs
             ProcessDumper.markSharedDescriptions(&fdTables)
+            try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported) // engine-fs
             phase.mark("checkpoint: file descriptors")
             for pid in seized.tree.pids {
                 if let status = seized.zombies[pid] {

@@ -83,3 +83,21 @@ extension ProcessRestorer {
         (child.sharesFilesWithParent == true ? 0x400 : 0) | (child.sharesFSWithParent == true ? 0x200 : 0)
     }
 }
+
+extension ProcessDumper {
+    /// An epoll instance shared by several fds (after dup() or fork()) cannot be rebuilt yet:
+    /// shared descriptions are opened once in the root before it forks, where the fds the
+    /// instance watches do not exist. Without this check such a checkpoint succeeded and its
+    /// restart failed, after `--kill` had ended the application. With `-i` the fds are
+    /// restored closed.
+    static func refuseSharedEpoll(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+        for pid in tables.keys.sorted() {
+            for f in tables[pid]! where f.kind == .epoll && f.sharedID != nil {
+                if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == f.fd }; continue }
+                let holders = tables.flatMap { p, fds in fds.filter { $0.sharedID == f.sharedID }.map { "PID \(p) fd \($0.fd)" } }.sorted()
+                throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): an epoll instance shared by several fds (\(holders.joined(separator: ", ")), after dup or fork) is not supported yet; nothing was written and the application goes on",
+                               hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+            }
+        }
+    }
+}

@@ -134,6 +134,28 @@ struct FileSystemTests {
         #expect(reap(app).map { exitCode($0) } == 0)
     }
 
+    @Test("an epoll instance shared across fork fails the checkpoint, naming its holders; -i restores it closed")
+    func sharedEpoll() throws {
+        let w = try World("sharedepoll")
+        let app = try w.start([try TestEnv.fixture("sharedepoll")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("EPOLL"))
+        usleep(200_000)
+        let ep = w.log().split(separator: "\n").first { $0.hasPrefix("EPOLL ") }.map { String($0.dropFirst(6)) } ?? "?"
+        let ck = try w.ssi("checkpoint", "\(app)")
+        #expect(ck.status != 0)
+        #expect(ck.stderr.contains("PID \(app) fd \(ep): an epoll instance shared") && ck.stderr.contains("nothing was written"), "\(ck.output)")
+        let ck2 = try w.checkpointKill(app, ["-i"])
+        try #require(ck2.status == 0, "\(ck2.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(100_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        #expect(reap(app).map { exitCode($0) } == 0)
+    }
+
     @Test("a parent blocked in vfork fails the checkpoint at once, naming its PID; the application goes on",
           .timeLimit(.minutes(1)))
     func vforkParent() throws {
