@@ -47,6 +47,13 @@ final class SeizedApplication {
     private(set) var zombies: [Int32: Int32] = [:]
     /// Processes that were stopped by job control when we came.
     private(set) var jobStopped: Set<Int32> = []
+    /// CLOCK_MONOTONIC (ns) when each task was seen in its ptrace stop: an interrupted
+    /// relative sleep had its remaining time computed just before (see Sleep.swift).
+    private(set) var stoppedAt: [Int32: Int64] = [:]
+    /// CLOCK_MONOTONIC (ns) once the cgroup freezer had frozen the application, when it was
+    /// frozen first: freezing already ended the sleeps (the freezer wakes every task), so
+    /// their time left dates from then rather than from the ptrace stop.
+    var frozenAt: Int64? = nil
     private var released = false
 
     init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
@@ -82,7 +89,12 @@ final class SeizedApplication {
                 }
             }
             if !thawed, let thaw { try thaw(); thawed = true }
-            for tid in fresh { try waitForStop(tid) }
+            for tid in fresh where waitingForVfork(tid) {
+                let pid = threads.first { $0.value.contains(tid) }?.key ?? tid
+                throw SSIError(.unsupported, "PID \(pid) is blocked in vfork until its child, which shares its memory, calls exec or exits; such a process cannot be checkpointed; nothing was written",
+                               hint: "checkpoint again once the child has called exec")
+            }
+            for tid in fresh { try waitForStop(tid); stoppedAt[tid] = min(monotonicNanoseconds(), frozenAt ?? .max) }
             if fresh.isEmpty { return }
             if round == 19 { throw SSIError(.system, "application \(root) keeps creating tasks faster than they can be stopped") }
         }
@@ -98,6 +110,28 @@ final class SeizedApplication {
             if cssi_wptrace_event(status) == Int32(CSSI_PTRACE_EVENT_STOP) { return }
             // A signal arrived before our interrupt: deliver it; the interrupt stop follows.
             try check(cssi_ptrace(Int32(CSSI_PTRACE_CONT), tid, 0, UInt(cssi_wstopsig(status))), "PTRACE_CONT \(tid)")
+        }
+    }
+
+    /// A task blocked in vfork(2), or clone/clone3 with CLONE_VFORK, until its child execs or
+    /// exits (wait_for_vfork_done, state D): it never enters the ptrace stop while its child
+    /// is held stopped, so waiting for it would hang. /proc/TID/syscall shows the call and
+    /// its arguments (proc(5)); clone3's flags are the first word of its struct clone_args.
+    private func waitingForVfork(_ tid: Int32) -> Bool {
+        guard let st = try? ProcStat.read(pid: tid), st.state == "D",
+              let text = try? ProcFS.read("/proc/\(tid)/syscall") else { return false }
+        let f = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard f.count > 2, let nr = Int(f[0]) else { return false }
+        let arg1 = UInt64(f[1].dropFirst(2), radix: 16) ?? 0
+        let cloneVfork: UInt64 = 0x4000
+        switch nr {
+        case 58: return true                                    // vfork
+        case 56: return arg1 & cloneVfork != 0                  // clone(flags, ...)
+        case 435:                                               // clone3(&args, size)
+            var flags: UInt64 = 0
+            guard (try? withUnsafeMutableBytes(of: &flags) { try RemoteMemory(pid: tid).forcedRead(into: $0, at: arg1) }) != nil else { return false }
+            return flags & cloneVfork != 0
+        default: return false
         }
     }
 

@@ -71,6 +71,7 @@ public struct CheckpointEngine: Sendable {
         var freezeFirst = false
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             try freezer.freeze(app)
+            seized.frozenAt = monotonicNanoseconds()                                   // engine-fs
             freezeFirst = true
         }
         do {
@@ -82,6 +83,7 @@ public struct CheckpointEngine: Sendable {
             // File descriptors of every process first: an unsupported one must fail the
             // checkpoint before anything is written.
             var fdTables = [Int32: [FileDescriptorImage]]()
+            let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent) // engine-fs
             let unixSockets = (try? UnixDiag.sockets()) ?? [:]
             var deletedDone = Set<String>()
             for pid in seized.tree.pids where seized.threads[pid] != nil {
@@ -93,7 +95,9 @@ public struct CheckpointEngine: Sendable {
             // A socket is restored only with its peer, its pending clients and its listener.
             try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+            try ProcessDumper.completeFifos(&fdTables)                                  // engine-fs
             ProcessDumper.markSharedDescriptions(&fdTables)
+            try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported) // engine-fs
             phase.mark("checkpoint: file descriptors")
             for pid in seized.tree.pids {
                 if let status = seized.zombies[pid] {
@@ -107,10 +111,12 @@ public struct CheckpointEngine: Sendable {
                 guard let tids = seized.threads[pid] else { continue }
                 var dumper = ProcessDumper(pid: pid)
                 dumper.ignoreUnsupported = options.ignoreUnsupported
+                dumper.stoppedAt = seized.stoppedAt                                        // engine-fs
                 if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
                 var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
                 img.pagesFile = "pages-\(pid).img"
                 img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
+                sharing.apply(to: &img)                                                    // engine-fs
                 images.append(img)
             }
             phase.mark("checkpoint: all processes")
@@ -157,6 +163,7 @@ public struct CheckpointEngine: Sendable {
             var head: UInt64 = 0, len: UInt64 = 0
             if cssi_get_robust_list(tid, &head, &len) >= 0 { thread.robustListHead = head; thread.robustListLength = len }
             thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
+            thread.interruptedSleep = try dumper.interruptedSleep(tid: tid, registers: try UserRegs(named: thread.registers)) // engine-fs
             img.threads.append(thread)
         }
         img.sharedPending = try main.pendingSiginfo(shared: true).map { Data($0) }
@@ -276,16 +283,26 @@ extension CheckpointEngine {
         // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
         _ = cssi_prctl(36, 1, 0, 0, 0)
 
-        let r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        var r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
+        // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.
+        for _ in 0..<3 where r == -ENOENT && cgroupFD >= 0 {
+            close(cgroupFD)
+            cgroupFD = (try? freezer?.openGroup(app)) ?? -1
+            r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        }
         if r == -EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
         if r < 0 { throw SSIError.sys("clone3 with set_tid=\(root.pid)", errno: -r, hint: r == -EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil) }
         var created: [Int32] = [root.pid]
         var restorers: [ProcessRestorer] = []
         let pipes = PipeRegistry()
         defer { pipes.closeAll() }
+        let fsObjects = FSObjects()                                                    // engine-fs
+        defer { fsObjects.closeAll() }
         do {
             try pipes.create(from: snap.processes)
             try pipes.createDeletedFiles(from: snap.processes, snapshotDir: snap.directory)
+            try fsObjects.create(from: snap.processes)                                 // engine-fs
             let stub = Tracee.adoptTraceMe(root.pid)
             guard case .signal(SIGSTOP) = try stub.wait() else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             // Create the tree top-down: each process forks its children itself, after taking
@@ -302,6 +319,7 @@ extension CheckpointEngine {
                 let pr = try ProcessRestorer(image: image, snapshotDir: snap.directory, stub: t)
                 pr.pipes = pipes
                 pr.shared = shared
+                pr.fsObjects = fsObjects                                               // engine-fs
                 if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
                 pr.useCallerTerminal = options.useCallerTerminal
                 restorers.append(pr)
@@ -328,6 +346,9 @@ extension CheckpointEngine {
             for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
             for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
             for pr in restorers { try pr.finish() }
+            // Every process has its fds: let go of the FIFOs before any process runs, or a
+            // process that was blocked opening one would find ssi as its partner. engine-fs
+            fsObjects.closeAll()
             clock.mark("rebuild processes")
         } catch {
             for pid in created.reversed() { kill(pid, SIGKILL) }

@@ -25,6 +25,8 @@ final class ProcessRestorer {
     var pipes: PipeRegistry?
     /// Open file descriptions shared by several fds, inherited from the root at fixed numbers.
     var shared: SharedDescriptions?
+    /// inotify instances and FIFOs, prepared by ssi (FSObjects). engine-fs
+    var fsObjects: FSObjects?
 
     private(set) var tracee: Tracee
     private var inj: Injector
@@ -104,6 +106,7 @@ final class ProcessRestorer {
                 throw SSIError(e.kind, "PID \(pid) had it attached at 0x\(String(v.start, radix: 16)): \(e.message)", hint: e.hint)
             }
         }
+        try FSObjects.preflight(image)                                                 // engine-fs
         if useCallerTerminal, image.fds.contains(where: { $0.kind == .tty }), callerTerminalFD() == nil {
             throw SSIError(.invalidArgument, "-t was given but ssi's standard input, output and error are not terminals")
         }
@@ -134,6 +137,10 @@ final class ProcessRestorer {
             var fd: UInt64
             if f.kind == .tty, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
                 fd = UInt64(t)
+            } else if f.kind == .inotify, let fsObjects {                              // engine-fs
+                fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
+            } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd {  // engine-fs: no path to open
+                fd = try createAnonInode(f, inj: inj, scratch: scratch)
             } else {
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
                 let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0])
@@ -161,7 +168,7 @@ final class ProcessRestorer {
     func fork(child: ProcessImage) throws -> Tracee {
         // struct clone_args (linux/sched.h): flags, pidfd, child_tid, parent_tid, exit_signal,
         // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-        let args: [UInt64] = [0, 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
+        let args: [UInt64] = [ProcessRestorer.sharingFlags(child) /* engine-fs */, 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
         try mem.write(args.withUnsafeBytes { Array($0) }, to: scratch + 128)
         try mem.write([child.pid].withUnsafeBytes { Array($0) }, to: scratch + 256)
         let r = try inj.rawArgs(Arch.SYS.clone3, [scratch + 128, 88])
@@ -219,11 +226,13 @@ final class ProcessRestorer {
         if let ttyFD { keep.append(ttyFD) }
         if let shared, shared.count > 0 { keep += (0..<shared.count).map { UInt64(shared.base) + UInt64($0) } }
         var from: UInt64 = 0
-        for k in keep.sorted() {
+        // A CLONE_FILES child shares the fd table its parent has just rebuilt. engine-fs
+        let ownTable = image.sharesFilesWithParent != true
+        for k in keep.sorted() where ownTable {
             if k > from { try inj.call("close_range", Arch.SYS.close_range, from, k - 1, 0) }
             from = k + 1
         }
-        try inj.call("close_range", Arch.SYS.close_range, from, UInt64(UInt32.max), 0)
+        if ownTable { try inj.call("close_range", Arch.SYS.close_range, from, UInt64(UInt32.max), 0) }
         let imagesFD = try inj.call("open pages", Arch.SYS.openat, UInt64(AT_FDCWD), try putString("\(snapshotDir)/\(image.pagesFile)"), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", Arch.SYS.close, imagesFD)
@@ -321,11 +330,13 @@ final class ProcessRestorer {
         if exeFD != UInt64(UInt32.max) { try inj.call("close", Arch.SYS.close, exeFD) }
 
         // Files, cwd, root, umask.
-        try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD)
+        if ownTable { try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD) }
 
-        if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
-        try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd))
-        try inj.call("umask", Arch.SYS.umask, UInt64(image.umask))
+        // A CLONE_FS child shares the cwd, root and umask its parent has just set. engine-fs
+        let ownFS = image.sharesFSWithParent != true
+        if ownFS && image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
+        if ownFS { try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd)) }
+        if ownFS { try inj.call("umask", Arch.SYS.umask, UInt64(image.umask)) }
         if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
         try inj.call("close", Arch.SYS.close, pagesFD)
 
@@ -464,7 +475,7 @@ final class ProcessRestorer {
         for t in image.threads {
             let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(t.tid)
             try th.setXState(Array(t.xstate))
-            try th.setRegisters(Arch.registersForResume(try UserRegs(named: t.registers)))
+            try th.setRegisters(try shortenInterruptedSleep(t, Arch.registersForResume(try UserRegs(named: t.registers)))) // engine-fs
             try th.setSigmask(t.blockedMask)
         }
     }
@@ -561,6 +572,9 @@ final class ProcessRestorer {
                 src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
             case .eventfd, .timerfd, .signalfd, .epoll:
                 src = try createAnonInode(f, inj: inj, scratch: scratch)
+            case .inotify:                                                             // engine-fs
+                guard let fsObjects else { continue }
+                src = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
             case .unixSocket, .tcpSocket:
                 // Created in the root before it forked: inherited at its slot.
                 guard let id = f.socketID, let slot = shared?.socketSlot[id] else { continue }

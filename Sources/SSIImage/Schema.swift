@@ -85,6 +85,13 @@ public struct ProcessImage: Codable, Sendable {
     /// whose content is saved in the snapshot.
     public var deletedFiles: [DeletedFile]?
 
+    // MARK: inotify/fifo (engine-fs)
+
+    /// Created by its parent with CLONE_FILES (one fd table for both) or CLONE_FS (one cwd,
+    /// root and umask), found with kcmp(2) KCMP_FILES / KCMP_FS.
+    public var sharesFilesWithParent: Bool?
+    public var sharesFSWithParent: Bool?
+
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
         umask = 0o022; cwd = "/"; root = "/"; personality = 0; parentDeathSignal = 0; dumpable = 1; rlimits = []
@@ -160,7 +167,10 @@ public struct PageRun: Codable, Sendable, Equatable {
 }
 
 public struct FileDescriptorImage: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case regular, directory, charDevice, tty, pipe, eventfd, timerfd, signalfd, epoll, unixSocket
+    public enum Kind: String, Codable, Sendable {
+        case regular, directory, charDevice, tty, pipe, eventfd, timerfd, signalfd, epoll, unixSocket
+        case inotify
+        case fifo
         /// Version 3: a TCP socket (listening, bound, or connected inside the application).
         case tcpSocket
     }
@@ -205,6 +215,19 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// is a unix socket inside the application.
     public var socket: SocketImage?
 
+    // MARK: inotify/fifo (engine-fs)
+
+    /// inotify: its watches, each with the watch descriptor the program got.
+    public var inotifyWatches: [InotifyWatch]?
+    /// inotify: bytes of events queued and not read at checkpoint time; they are not restored.
+    public var inotifyQueuedBytes: Int32?
+    /// fifo (a named pipe, mkfifo(3)): "<major:minor hex>:<inode>" of the FIFO, shared by every
+    /// fd on it; its permission bits and owner, to recreate it if it is gone. Its buffered
+    /// bytes and capacity are in `pipeData` and `pipeSize`, as for pipes.
+    public var fifoID: String?
+    public var fifoMode: UInt32?
+    public var fifoOwner: [UInt32]?
+
     public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
         self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position
     }
@@ -236,6 +259,12 @@ public struct ThreadImage: Codable, Sendable {
     public var clearChildTID: UInt64
     /// Version 2: the thread's name (/proc/PID/task/TID/comm).
     public var name: String?
+
+    // MARK: inotify/fifo (engine-fs)
+
+    /// Set when the thread was in a relative nanosleep/clock_nanosleep that the checkpoint
+    /// interrupted: what was left to sleep, and when.
+    public var interruptedSleep: InterruptedSleep?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()
@@ -396,5 +425,41 @@ public struct TCPRepairState: Codable, Sendable, Equatable {
         self.sendSeq = sendSeq; self.recvSeq = recvSeq; self.sendQueue = sendQueue; self.recvQueue = recvQueue; self.mss = mss
         self.sendWindowScale = sendWindowScale; self.recvWindowScale = recvWindowScale; self.sack = sack
         self.timestamps = timestamps; self.timestamp = timestamp; self.window = window
+    }
+}
+
+// MARK: inotify/fifo (engine-fs)
+
+/// One inotify watch (inotify(7)), from /proc/PID/fdinfo.
+public struct InotifyWatch: Codable, Sendable, Equatable {
+    /// The watch descriptor, restored as is.
+    public var wd: Int32
+    /// The inotify_add_watch(2) mask, with IN_ONESHOT and IN_EXCL_UNLINK when they were given.
+    public var mask: UInt32
+    /// The watched file or directory, found from its file handle at checkpoint time.
+    public var path: String
+    /// "<major:minor hex>:<inode>" of the watched inode, to tell whether `path` still names it.
+    public var fileID: String
+    /// The watched inode was a symbolic link itself (watched with IN_DONT_FOLLOW).
+    public var isSymlink: Bool?
+    public init(wd: Int32, mask: UInt32, path: String, fileID: String, isSymlink: Bool? = nil) {
+        self.wd = wd; self.mask = mask; self.path = path; self.fileID = fileID; self.isSymlink = isSymlink
+    }
+}
+
+/// A relative sleep (nanosleep(2), clock_nanosleep(2) without TIMER_ABSTIME) interrupted by
+/// the checkpoint: the kernel wrote what was left to the caller's `rem` buffer.
+public struct InterruptedSleep: Codable, Sendable, Equatable {
+    /// The clock the sleep counts on (CLOCK_REALTIME for nanosleep).
+    public var clockID: Int32
+    /// What was left to sleep when the thread was stopped.
+    public var remainingNanoseconds: Int64
+    /// CLOCK_MONOTONIC once every task was stopped, and the boot it belongs to
+    /// (/proc/sys/kernel/random/boot_id): restart subtracts the time elapsed since then.
+    public var monotonicAtCheckpoint: Int64
+    public var bootID: String
+    public init(clockID: Int32, remainingNanoseconds: Int64, monotonicAtCheckpoint: Int64, bootID: String) {
+        self.clockID = clockID; self.remainingNanoseconds = remainingNanoseconds
+        self.monotonicAtCheckpoint = monotonicAtCheckpoint; self.bootID = bootID
     }
 }

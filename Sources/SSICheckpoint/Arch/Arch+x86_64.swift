@@ -24,6 +24,7 @@ public enum Arch {
         public static let ioctl = 16, getitimer = 36, setitimer = 38, timer_create = 222, timer_settime = 223, timer_gettime = 224
         public static let epoll_ctl = 233, timerfd_create = 283, timerfd_settime = 286, signalfd4 = 289, eventfd2 = 290, epoll_create1 = 291
         public static let memfd_create = 319, socketpair = 53, socket = 41, bind = 49, recvmsg = 47
+        public static let clock_nanosleep = 230, pidfd_open = 434, pidfd_getfd = 438   // engine-fs
     }
 
     /// A syscall's number and arguments placed in a copy of `base`, the way the `syscall`
@@ -66,6 +67,33 @@ public enum Arch {
             r.rax = UInt64(bitPattern: ERESTARTNOHAND)
         }
         return r
+    }
+
+    // MARK: interrupted sleeps (engine-fs)
+
+    /// A relative sleep the kernel interrupted with -ERESTART_RESTARTBLOCK: nanosleep(req=rdi,
+    /// rem=rsi), which counts on CLOCK_MONOTONIC (kernel/time/hrtimer.c), or clock_nanosleep
+    /// (clock=rdi, flags=rsi, req=rdx, rem=r10) without TIMER_ABSTIME (an absolute sleep
+    /// returns -ERESTARTNOHAND instead and is re-issued as it was). `rem` is 0 when the
+    /// caller passed NULL.
+    public struct RelativeSleep {
+        public var clockID: Int32
+        public var rem: UInt64
+    }
+
+    public static func interruptedRelativeSleep(_ r: UserRegs) -> RelativeSleep? {
+        guard Int64(bitPattern: r.rax) == ERESTART_RESTARTBLOCK else { return nil }
+        switch Int(r.orig_rax) {
+        case SYS.nanosleep: return RelativeSleep(clockID: 1 /* CLOCK_MONOTONIC */, rem: r.rsi)
+        case SYS.clock_nanosleep where r.rsi & 1 /* TIMER_ABSTIME */ == 0:
+            return RelativeSleep(clockID: Int32(truncatingIfNeeded: r.rdi), rem: r.r10)
+        default: return nil
+        }
+    }
+
+    /// Points the request argument of the sleep syscall in `r` at `address`.
+    public static func setSleepRequest(_ r: inout UserRegs, to address: UInt64) {
+        if Int(r.orig_rax) == SYS.nanosleep { r.rdi = address } else { r.rdx = address }
     }
 
     /// Syscalls that install a temporary signal mask while they sleep (TIF_RESTORE_SIGMASK):
