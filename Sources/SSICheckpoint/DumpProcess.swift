@@ -446,9 +446,12 @@ struct ProcessDumper {
                 var runs: [(UInt64, UInt64)]
                 // An area the parent has identically (same range, protection, file, offset and
                 // flags, none of MADV_DONTFORK/WIPEONFORK) was inherited at fork.
-                if ppm >= 0, let pe = parentMaps[m.start], pe == m, kind != .sysvShm, !m.shared,
+                if ppm >= 0, let pe = parentMaps[m.start], pe == m, kind != .sysvShm, !m.shared || kind == .anonymous,
                    parentFlags[m.start] == flags[m.start], !(flags[m.start] ?? []).contains(where: { $0 == "dc" || $0 == "wf" }) {
-                    let (own, drop) = try inheritedRuns(pagemap: pm, parentPagemap: ppm, vma: m, fileBacked: kind == .file)
+                    // A shared anonymous area with the parent's very inode (MapsEntry compares
+                    // it: the shmem object behind /dev/zero) is one object with the parent's:
+                    // kept from the fork at restart, with no page of its own.
+                    let (own, drop) = m.shared ? ([], []) : try inheritedRuns(pagemap: pm, parentPagemap: ppm, vma: m, fileBacked: kind == .file)
                     runs = own
                     vma.inherited = true
                     vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }

@@ -9,8 +9,8 @@ import Glibc
 @Suite("C/R of process trees and threads", .serialized,
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"))
 struct TreeAndThreadTests {
-    @Test("a 20-process tree: sessions, groups, a zombie, a stopped child, a parent in wait; threads on mutexes, condvars and sleeps",
-          arguments: ["tree", "threads", "sockpair"])
+    @Test("a 20-process tree: sessions, groups, a zombie, a stopped child, a parent in wait; threads on mutexes, condvars and sleeps; MAP_SHARED memory across fork",
+          arguments: ["tree", "threads", "sockpair", "sharedmap"])
     func programChecksItsState(program: String) throws {
         let w = try World(program)
         let app = try w.start([try TestEnv.fixture(program)])
