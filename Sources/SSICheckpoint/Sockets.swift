@@ -296,7 +296,14 @@ extension ProcessDumper {
         guard SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR, 1) else {
             throw SSIError.sys("TCP_REPAIR on a socket of PID \(pid)", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
         }
-        defer { SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR, 0) }
+        // Leaving repair mode also clears the socket's SO_REUSEADDR (the kernel sets sk_reuse
+        // to SK_NO_REUSE): put the application's value back, or its connection would end in a
+        // TIME_WAIT that keeps its own listener from binding the port again after a restart.
+        let reuse = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_REUSEADDR) ?? 0
+        defer {
+            SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR, 0)
+            SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_REUSEADDR, reuse)
+        }
         var inq: Int32 = 0, outq: Int32 = 0
         _ = ioctl(sock, SockOpt.SIOCINQ, &inq)
         _ = ioctl(sock, SockOpt.SIOCOUTQ, &outq)
@@ -371,7 +378,7 @@ final class SocketRebuilder {
     /// socket inode -> the new socket, an fd of ssi.
     private(set) var made: [UInt32: Int32] = [:]
     private var images: [UInt32: FileDescriptorImage] = [:]
-    private var repairing: [Int32] = []
+    private var repairing: [(fd: Int32, reuse: Int32)] = []
 
     deinit { closeAll() }
 
@@ -635,9 +642,18 @@ final class SocketRebuilder {
                 // SO_REUSEADDR for the bind only: the application's own connections on this
                 // port may linger in TIME_WAIT after the kill (tcp(7)).
                 SockOpt.set(fd, SOL_SOCKET, SockOpt.SO_REUSEADDR, 1)
-                if SockAddr.bind(fd, addr) != 0 {
-                    throw SSIError.sys("bind TCP socket fd \(f.fd) to \(SockAddr.describe(addr, family: s.family))", errno: errno,
-                                       hint: errno == EADDRINUSE ? "another program listens on that port now: stop it, then restart again" : nil)
+                // Right after `checkpoint --kill`, the application's own connections on this
+                // port may still be closing and hold it for a moment: wait up to 1 s for them
+                // before calling the port taken.
+                var r = SockAddr.bind(fd, addr), err = errno, tries = 0
+                while r != 0 && err == EADDRINUSE && tries < 50 {
+                    usleep(20_000)
+                    tries += 1
+                    r = SockAddr.bind(fd, addr); err = errno
+                }
+                if r != 0 {
+                    throw SSIError.sys("bind TCP socket fd \(f.fd) to \(SockAddr.describe(addr, family: s.family))", errno: err,
+                                       hint: err == EADDRINUSE ? "another program uses that port now: stop it, then restart again" : nil)
                 }
                 SockOpt.set(fd, SOL_SOCKET, SockOpt.SO_REUSEADDR, s.options?["SO_REUSEADDR"] ?? 0)
                 if s.state == .listening, listen(fd, s.backlog ?? 128) != 0 {
@@ -651,7 +667,7 @@ final class SocketRebuilder {
                 guard SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR, 1) else {
                     throw SSIError.sys("TCP_REPAIR", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
                 }
-                repairing.append(fd)
+                repairing.append((fd, s.options?["SO_REUSEADDR"] ?? 0))
                 let what = "TCP connection \(SockAddr.describe(local, family: s.family)) -> \(SockAddr.describe(peer, family: s.family))"
                 if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
                 // TCP_QUEUE_SEQ sets where each queue starts; the bytes put back below move
@@ -695,7 +711,10 @@ final class SocketRebuilder {
         }
         // Both ends exist now: leaving repair mode lets them talk (the window probe it sends
         // reaches a socket, not a reset).
-        for fd in repairing { SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR, 0) }
+        for (fd, reuse) in repairing {
+            SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR, 0)
+            SockOpt.set(fd, SOL_SOCKET, SockOpt.SO_REUSEADDR, reuse)   // cleared by leaving repair mode
+        }
         repairing = []
     }
 

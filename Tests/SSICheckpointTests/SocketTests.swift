@@ -86,3 +86,29 @@ struct SocketTests {
         reap(app)
     }
 }
+
+extension SocketTests {
+    @Test("a threaded python3 TCP server and its client, checkpointed mid-conversation, killed and restarted twice: the conversation goes on")
+    func pythonServer() throws {
+        let w = try World("pyserver")
+        let app = try w.start(["/bin/sh", "\(TestEnv.repoRoot)/Tests/Fixtures/pyserver.sh"])
+        defer {
+            // The server is a child of the client (the shell exec'd it); cleanUp kills the root only.
+            let kids = (try? run(["pgrep", "-P", "\(app)"]).stdout)?.split(separator: "\n").compactMap { Int32($0) } ?? []
+            for p in kids { w.killAndReap(p) }
+            w.cleanUp(app)
+        }
+        func lastCount() -> Int { w.log().split(separator: "\n").compactMap { $0.hasPrefix("OK ") ? Int($0.dropFirst(3)) : nil }.last ?? 0 }
+        #expect(waitUntil(20) { lastCount() >= 400 }, "\(w.log())")
+        // Twice: the second time the connection and listener are the restored ones.
+        for round in 1...2 {
+            let ck = try w.checkpointKill(app)
+            try #require(ck.status == 0, "round \(round): \(ck.output)")
+            let before = lastCount()
+            let rs = try w.ssi("restart", "\(app)")
+            try #require(rs.status == 0, "round \(round): \(rs.output)")
+            #expect(waitUntil(20) { lastCount() >= before + 600 || w.log().contains("FAIL") }, "\(w.log())")
+            #expect(!w.log().contains("FAIL") && lastCount() >= before + 600, "round \(round): \(w.log())")
+        }
+    }
+}
