@@ -334,8 +334,6 @@ final class ProcessRestorer {
 
         // A CLONE_FS child shares the cwd, root and umask its parent has just set. engine-fs
         let ownFS = image.sharesFSWithParent != true
-        if ownFS && image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
-        if ownFS { try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd)) }
         if ownFS { try inj.call("umask", Arch.SYS.umask, UInt64(image.umask)) }
         if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
         try inj.call("close", Arch.SYS.close, pagesFD)
@@ -376,6 +374,24 @@ final class ProcessRestorer {
                 done += n
             }
         }
+    }
+
+    /// chroot and chdir, done in finish(), once every process of the tree is forked and has
+    /// opened its files: paths are resolved in the caller's root, and ssi's paths (snapshot,
+    /// /proc/<ssi>/fd/N, files) would not exist inside a chroot. /proc shows the root and the
+    /// cwd as ssi sees them: after chroot(2) the cwd is named inside the new root; a cwd
+    /// outside the root (chroot without chdir) is entered first.
+    private func restoreRootAndCwd() throws {
+        guard image.sharesFSWithParent != true else { return }   // CLONE_FS: the parent's
+        func inside(_ path: String, _ root: String) -> String? {
+            if root == "/" { return path }
+            if path == root { return "/" }
+            return path.hasPrefix(root + "/") ? String(path.dropFirst(root.count)) : nil
+        }
+        let cwdInRoot = inside(image.cwd, image.root)
+        if cwdInRoot == nil { try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd)) }
+        if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
+        if let c = cwdInRoot { try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(c)) }
     }
 
     /// Per-thread state a thread must set itself.
@@ -439,6 +455,7 @@ final class ProcessRestorer {
 
     /// Credentials, the flags they reset, pending signals, and the registers of every thread.
     func finish() throws {
+        try restoreRootAndCwd()
         // Credentials last but for what they reset: a uid change clears the dumpable flag and
         // the parent-death signal (commit_creds), so those come after.
         let c = image.credentials

@@ -10,7 +10,7 @@ import Glibc
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"))
 struct TreeAndThreadTests {
     @Test("a 20-process tree: sessions, groups, a zombie, a stopped child, a parent in wait; threads on mutexes, condvars and sleeps; MAP_SHARED memory across fork",
-          arguments: ["tree", "threads", "sockpair", "sharedmap"])
+          arguments: ["tree", "threads", "sockpair", "sharedmap", "chroot"])
     func programChecksItsState(program: String) throws {
         let w = try World(program)
         let app = try w.start([try TestEnv.fixture(program)])
