@@ -145,7 +145,7 @@ final class ProcessRestorer {
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
                 let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0])
                 if r < 0 {
-                    throw SSIError.sys("PID \(f.sharedID ?? "?") fd \(f.fd): reopen \(f.path)", errno: Int32(-r),
+                    throw SSIError.sys("PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd): reopen \(f.path)", errno: Int32(-r),
                                        hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
                 }
                 fd = UInt64(r)
