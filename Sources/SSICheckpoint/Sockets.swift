@@ -185,7 +185,8 @@ extension ProcessDumper {
             s.state = .unconnected
         }
         // Stream bytes are kept as one datagram here and moved to socketData by the caller.
-        if s.state != .listening, info.receiveQueue > 0 { s.datagrams = try peekAll(sock, datagrams: type == 2) }
+        // For datagrams sock_diag gives only the first message's length (unix_inq_len): always peek.
+        if s.state != .listening, info.receiveQueue > 0 || type != 1 { s.datagrams = try peekAll(sock, datagrams: type != 1) }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
         if let name = info.name, name.first == UInt8(ascii: "/") {
             var st = stat()
@@ -199,10 +200,15 @@ extension ProcessDumper {
     /// Everything queued to `sock`, without consuming it: SO_PEEK_OFF (socket(7)) makes each
     /// MSG_PEEK start where the previous one ended, so every message is seen once.
     private func peekAll(_ sock: Int32, datagrams: Bool) throws -> [QueuedDatagram] {
+        // The application's own peek offset is put back afterwards.
+        let appPeekOffset = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_PEEK_OFF) ?? -1
         guard SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_PEEK_OFF, 0) else { throw SSIError.sys("SO_PEEK_OFF on a socket of PID \(pid)", errno: errno) }
-        defer { SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_PEEK_OFF, -1) }
+        defer { SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_PEEK_OFF, appPeekOffset) }
         var out = [QueuedDatagram]()
-        var buf = [UInt8](repeating: 0, count: 1 << 17)
+        // A unix datagram can be as big as the sender's send buffer; a peek that does not
+        // take the whole message would leave the offset inside it.
+        let sndbuf = Int(SockOpt.get(sock, SOL_SOCKET, SO_SNDBUF) ?? 0)
+        var buf = [UInt8](repeating: 0, count: max(4 << 20, 2 * sndbuf))
         var name = sockaddr_un()
         var fds = [Int32](repeating: -1, count: 253)
         while true {
@@ -211,19 +217,24 @@ extension ProcessDumper {
             let n = withUnsafeMutableBytes(of: &name) { nm in
                 cssi_peek_message(sock, &buf, UInt(buf.count), nm.baseAddress, &namelen, &fds, &nfds)
             }
-            if n == -Int(EAGAIN) || n == 0 { break }
-            if n < 0 { throw SSIError.sys("peek a socket of PID \(pid)", errno: Int32(-n)) }
-            if nfds < 0 { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
             // A peek installs the fds in flight in ssi: copies of the very files, which are
             // described like any fd, then closed.
-            let held = Array(fds.prefix(Int(nfds)))
+            let held = Array(fds.prefix(Int(max(nfds, 0))))
             defer { for fd in held { close(fd) } }
+            if n == -Int(EAGAIN) { break }
+            if n < 0 { throw SSIError.sys("peek a socket of PID \(pid)", errno: Int32(-n)) }
+            if n == 0 {
+                // Stream: end of file. A datagram of no bytes would not move the peek offset.
+                if !datagrams && held.isEmpty { break }
+                throw UnsupportedSocket(kind: "unix socket with an empty message queued")
+            }
+            if nfds < 0 { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
             var msg = QueuedDatagram(data: Data(buf[0..<n]), sender: nil)
             if !held.isEmpty {
                 if inFlightDepth > 0 { throw UnsupportedSocket(kind: "socket in flight that itself carries file descriptors in flight") }
                 msg.files = try held.enumerated().map { try describeInFlight($0.element, index: Int32($0.offset)) }
             }
-            if datagrams, namelen > 2 {
+            if datagrams, namelen > 2, (SockOpt.get(sock, SOL_SOCKET, SO_TYPE) ?? 2) == 2 {
                 msg.sender = withUnsafeBytes(of: &name.sun_path) { Data($0.prefix(Int(namelen) - 2)) }
             }
             out.append(msg)
@@ -242,6 +253,9 @@ extension ProcessDumper {
         if fstat(fd, &st) != 0 { throw SSIError.sys("fstat an fd in flight", errno: errno) }
         switch st.st_mode & S_IFMT {
         case S_IFSOCK:
+            if SockOpt.get(fd, SOL_SOCKET, SockOpt.SO_DOMAIN) != AF_UNIX {
+                throw UnsupportedSocket(kind: "unix socket with a TCP or other non-unix socket in flight (SCM_RIGHTS)")
+            }
             var d = ProcessDumper(pid: me)
             d.unixSockets = unixSockets
             d.inFlightDepth = inFlightDepth + 1
@@ -293,23 +307,28 @@ extension ProcessDumper {
     /// peer answers like any duplicate ACK: the connection goes on unchanged.
     private func repairDump(_ sock: Int32, info: [UInt8]) throws -> TCPRepairState {
         let tcp = Int32(IPPROTO_TCP)
+        // Entering and leaving repair mode change the socket's SO_REUSEADDR (the kernel sets
+        // sk_reuse to SK_FORCE_REUSE, then SK_NO_REUSE): read the application's value first and
+        // put it back, or its connection would end in a TIME_WAIT that keeps its own listener
+        // from binding the port again after a restart.
+        let reuse = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_REUSEADDR) ?? 0
         guard SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR, 1) else {
             throw SSIError.sys("TCP_REPAIR on a socket of PID \(pid)", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
         }
-        // Leaving repair mode also clears the socket's SO_REUSEADDR (the kernel sets sk_reuse
-        // to SK_NO_REUSE): put the application's value back, or its connection would end in a
-        // TIME_WAIT that keeps its own listener from binding the port again after a restart.
-        let reuse = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_REUSEADDR) ?? 0
         defer {
             SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR, 0)
             SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_REUSEADDR, reuse)
         }
         var inq: Int32 = 0, outq: Int32 = 0
-        _ = ioctl(sock, SockOpt.SIOCINQ, &inq)
-        _ = ioctl(sock, SockOpt.SIOCOUTQ, &outq)
+        if ioctl(sock, SockOpt.SIOCINQ, &inq) != 0 || ioctl(sock, SockOpt.SIOCOUTQ, &outq) != 0 {
+            throw SSIError.sys("PID \(pid): queue sizes of a TCP connection (SIOCINQ/SIOCOUTQ)", errno: errno)
+        }
         func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) {
             guard SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR_QUEUE, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
-            let seq = UInt32(bitPattern: SockOpt.get(sock, tcp, SockOpt.TCP_QUEUE_SEQ) ?? 0)
+            guard let rawSeq = SockOpt.get(sock, tcp, SockOpt.TCP_QUEUE_SEQ) else {
+                throw SSIError.sys("PID \(pid): sequence number of a TCP connection (TCP_QUEUE_SEQ)", errno: errno)
+            }
+            let seq = UInt32(bitPattern: rawSeq)
             guard count > 0 else { return (seq, Data()) }
             var buf = [UInt8](repeating: 0, count: Int(count))
             // In repair mode a peek reads the selected queue, the send queue included.
@@ -325,11 +344,14 @@ extension ProcessDumper {
         if getsockopt(sock, tcp, SockOpt.TCP_REPAIR_WINDOW, &win, &wlen) != 0 { throw SSIError.sys("TCP_REPAIR_WINDOW", errno: errno) }
         // struct tcp_info: tcpi_options at 5, the window scales at 6 (snd in the low nibble),
         // tcpi_snd_mss at 16.
-        let opts = info[5], scales = info[6]
-        let mss = info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt32.self) }
+        let opts = info[5], scales = opts & 4 != 0 ? info[6] : 0   // TCPI_OPT_WSCALE
+        // In repair mode TCP_MAXSEG gives the negotiated limit (mss_clamp); tcpi_snd_mss is the
+        // current segment size, smaller by the options, and would shrink at every restart.
+        let mss = SockOpt.get(sock, tcp, TCP_MAXSEG).map { UInt32($0) } ?? info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt32.self) }
+        guard let stamp = SockOpt.get(sock, tcp, SockOpt.TCP_TIMESTAMP) else { throw SSIError.sys("PID \(pid): TCP_TIMESTAMP", errno: errno) }
         return TCPRepairState(sendSeq: sendSeq, recvSeq: recvSeq, sendQueue: sendQueue, recvQueue: recvQueue, mss: mss,
                               sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
-                              timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: SockOpt.get(sock, tcp, SockOpt.TCP_TIMESTAMP) ?? 0),
+                              timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: stamp),
                               window: win)
     }
 
@@ -502,11 +524,8 @@ final class SocketRebuilder {
                 if socketpair(AF_UNIX, s.type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
                 made[id] = sv[0]
                 defer { close(sv[1]) }
-                let parts = s.type == 1 ? [f.socketData ?? Data()] : (s.datagrams ?? []).map(\.data)
-                for data in parts where !data.isEmpty {
-                    let n = data.withUnsafeBytes { send(sv[1], $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
-                    if n != data.count { throw SSIError.sys("requeue \(data.count) bytes on unix socket fd \(f.fd)", errno: errno) }
-                }
+                let messages = s.datagrams ?? (f.socketData.map { [QueuedDatagram(data: $0, sender: nil)] } ?? [])
+                for d in messages { try sendMessage(d, from: sv[1], to: nil, what: "unix socket fd \(f.fd)") }
                 continue
             }
             made[id] = try newSocket(AF_UNIX, s.type, "an unnamed unix socket")
@@ -672,10 +691,11 @@ final class SocketRebuilder {
                 if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
                 // TCP_QUEUE_SEQ sets where each queue starts; the bytes put back below move
                 // it on to the saved value.
-                SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR_QUEUE, SockOpt.TCP_SEND_QUEUE)
-                SockOpt.set(fd, tcp, SockOpt.TCP_QUEUE_SEQ, Int32(bitPattern: r.sendSeq &- UInt32(r.sendQueue.count)))
-                SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR_QUEUE, SockOpt.TCP_RECV_QUEUE)
-                SockOpt.set(fd, tcp, SockOpt.TCP_QUEUE_SEQ, Int32(bitPattern: r.recvSeq &- UInt32(r.recvQueue.count)))
+                for (q, seq) in [(SockOpt.TCP_SEND_QUEUE, r.sendSeq &- UInt32(r.sendQueue.count)), (SockOpt.TCP_RECV_QUEUE, r.recvSeq &- UInt32(r.recvQueue.count))] {
+                    guard SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR_QUEUE, q), SockOpt.set(fd, tcp, SockOpt.TCP_QUEUE_SEQ, Int32(bitPattern: seq)) else {
+                        throw SSIError.sys("set the sequence numbers of \(what)", errno: errno)
+                    }
+                }
                 if r.timestamps { SockOpt.set(fd, tcp, SockOpt.TCP_TIMESTAMP, Int32(bitPattern: r.timestamp)) }
                 if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
                 // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
