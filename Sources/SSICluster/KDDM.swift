@@ -64,6 +64,7 @@ public enum KDDMService {
     public static let invalidate: UInt16 = 105
     public static let remove: UInt16 = 106
     public static let state: UInt16 = 107
+    public static let dropSet: UInt16 = 108
     public static let ping: UInt16 = 1
 }
 
@@ -169,6 +170,10 @@ public actor KDDM {
             await invalidateLocal(m.key)
             return []
         }
+        rpc.register(KDDMService.dropSet) { [self] _, p in
+            await dropSetLocal(String(decoding: p, as: UTF8.self))
+            return []
+        }
         rpc.register(KDDMService.state) { [self] _, p in
             let m = try coder.decode(ObjMsg.self, from: Data(p))
             return try Self.enc(try await ownerState(m.key))
@@ -190,6 +195,36 @@ public actor KDDM {
         let info = KDDMSetInfo(name: name, rule: rule)
         try await etcd.put(prefix + "sets/\(name)", try Self.enc(info))
         sets[name] = info
+    }
+
+    /// Deletes a set and every object in it, from etcd and from every node's memory. Refused
+    /// while this node holds one of its objects grabbed. A node that holds one grabbed
+    /// elsewhere cannot put it back: its put is fenced on a revision that no longer exists.
+    public func deleteSet(_ name: String) async throws {
+        _ = try await set(name)
+        if let k = grabbed.keys.first(where: { $0.set == name }) {
+            throw ClusterError.kddm("set '\(name)' cannot be deleted while this node holds \(k) grabbed: put or release it first")
+        }
+        // Objects first, then the set: a delete cut short leaves an empty set, and running it
+        // again finishes the job.
+        try await etcd.delete(prefix: prefix + "obj/\(name)/")
+        try await etcd.delete(prefix + "sets/\(name)")
+        dropSetLocal(name)
+        let others = membership.view.values.filter { $0.state == .online && $0.id != rpc.nodeID }.map(\.id)
+        for n in others {
+            do { _ = try await rpc.call(n, service: KDDMService.dropSet, Array(name.utf8), timeout: .seconds(1)) } catch {
+                // It is deleted in etcd; a node that did not hear of it drops its copies when
+                // the online set changes, as for any failed node.
+                logger.warning("kddm: node \(n) did not acknowledge the deletion of set \(name): \(error)")
+            }
+        }
+    }
+
+    /// Forgets a deleted set: cached copies and idle owner entries.
+    func dropSetLocal(_ name: String) {
+        for k in cache.keys where k.set == name { invalidateLocal(k) }
+        for (k, e) in entries where k.set == name && e.writer == nil && e.writeWaiters.isEmpty && e.readWaiters.isEmpty { entries[k] = nil }
+        sets[name] = nil
     }
 
     public func listSets() async throws -> [KDDMSetInfo] {
@@ -461,7 +496,9 @@ public actor KDDM {
     /// Drops this node's cached copies (the next gets go to the owners).
     public func flush() { dropCache() }
 
-    /// Waits until the owners answer for every object this node holds grabbed (none pending).
+    /// Puts are write-through: a put returns once the owner's etcd transaction is committed,
+    /// so this node never holds a written value that is not durable. What sync has left to do
+    /// is give back every object this node still holds grabbed, so no write is pending here.
     public func sync() async throws {
         for (key, _) in grabbed { try await release(key.set, key.id) }
     }

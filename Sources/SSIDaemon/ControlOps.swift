@@ -66,6 +66,9 @@ enum ControlOps {
         case "kddm.create-set":
             try await d.kddm.createSet(try str(r, "set"), rule: OwnerRule(parsing: (r["rule"] as? String) ?? "hash"))
             return nil
+        case "kddm.delete-set":
+            try await d.kddm.deleteSet(try str(r, "set"))
+            return nil
         case "kddm.show":
             let s = try await d.kddm.state(try str(r, "set"), try id(r))
             return ["set": s.set, "id": String(s.id), "owner": Int(s.owner), "exists": s.exists,

@@ -195,7 +195,7 @@ struct ClusterSupervise: ParsableCommand {
 struct KDDMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kddm", abstract: "Inspect and use KDDM sets and objects.",
-        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMBench.self])
+        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMDeleteSet.self, KDDMBench.self])
 }
 
 struct ObjectArgs: ParsableArguments {
@@ -288,6 +288,15 @@ struct KDDMCreateSet: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
         do { _ = try daemon.call(["op": "kddm.create-set", "set": name, "rule": rule]) } catch { clusterFail(error) }
+    }
+}
+
+struct KDDMDeleteSet: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "delete-set", abstract: "Delete a set and all its objects, on every node.")
+    @Argument var name: String
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do { _ = try daemon.call(["op": "kddm.delete-set", "set": name]) } catch { clusterFail(error) }
     }
 }
 

@@ -83,6 +83,21 @@ struct KDDMInProcessTests {
         #expect(raw?.value == Array("wen".utf8))
         // A put without a grab is refused.
         await #expect(throws: ClusterError.self) { try await k1.put("objs", 10, [1]) }
+        // Deleting a set: refused while this node holds one of its objects grabbed, then gone
+        // from etcd and from both nodes' caches; a deleted set is refused by name.
+        #expect(try await k1.get("objs", 10) == Array("new".utf8))
+        _ = try await k2.grab("objs", 11)
+        await #expect(throws: ClusterError.self) { try await k2.deleteSet("objs") }
+        try await k2.release("objs", 11)
+        try await k2.deleteSet("objs")
+        #expect(try await etcd.list(prefix: "/ssi/\(session)/kddm/obj/objs/").isEmpty)
+        #expect(try await k1.listSets().map(\.name).contains("objs") == false)
+        do {
+            _ = try await k1.get("objs", 10)
+            Issue.record("a get in a deleted set must fail")
+        } catch let e as ClusterError {
+            #expect("\(e)".contains("no set 'objs'"), "\(e)")
+        }
         for n in nodes { await n.0.shutdown() }
         try await etcd.delete(prefix: "/ssi/\(session)/")
         try await group.shutdownGracefully()
