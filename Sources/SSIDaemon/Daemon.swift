@@ -73,6 +73,6 @@ public final class NodeDaemon: Sendable {
 struct MembershipService: Service {
     let membership: Membership
     func run() async throws {
-        try await cancelWhenGracefulShutdown { await membership.run() }
+        await cancelWhenGracefulShutdown { await membership.run() }
     }
 }
