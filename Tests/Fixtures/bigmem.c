@@ -17,10 +17,7 @@ int main(int argc, char **argv) {
     uint64_t *p = mmap(NULL, n * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     uint64_t x = 0x9e3779b97f4a7c15ULL;
     for (size_t i = 0; i < n; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p[i] = x; }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = fixture_on_usr1;
-    sigaction(SIGUSR1, &sa, NULL);
+    fixture_catch_usr1();
     printf("READY %d %016llx\n", getpid(), (unsigned long long)sum(p, n));
     fflush(stdout);
     for (;;) {

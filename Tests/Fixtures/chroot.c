@@ -21,10 +21,7 @@ int main(void) {
     if (chroot("jail") != 0 || chdir("/sub") != 0) { perror("chroot"); return 2; }
     pid_t c = fork();
     if (c == 0) {
-        struct sigaction s;
-        memset(&s, 0, sizeof s);
-        s.sa_handler = fixture_on_usr1;
-        sigaction(SIGUSR1, &s, NULL);
+        fixture_catch_usr1();
         fixture_wait();
         _exit(check("child") ? 0 : 1);
     }

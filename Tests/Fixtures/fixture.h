@@ -15,11 +15,17 @@ static int fixture_failures;
 
 static void fixture_on_usr1(int sig) { (void)sig; fixture_go = 1; }
 
-static void fixture_ready(void) {
+// SIGUSR1 sets fixture_go (children of a test program call this; the parent calls
+// fixture_ready).
+static void fixture_catch_usr1(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = fixture_on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
+}
+
+static void fixture_ready(void) {
+    fixture_catch_usr1();
     printf("READY %d\n", getpid());
     fflush(stdout);
 }

@@ -14,10 +14,7 @@ int main(void) {
     for (int i = 0; i < 2; i++) {
         kids[i] = fork();
         if (kids[i] == 0) {
-            struct sigaction s;
-            memset(&s, 0, sizeof s);
-            s.sa_handler = fixture_on_usr1;
-            sigaction(SIGUSR1, &s, NULL);
+            fixture_catch_usr1();
             pa[0] = 50 + i;                     // private: the parent keeps 5
             fixture_wait();
             int ok = sa[1000] == 7 && sa[2000] == 9 && pa[0] == 50 + i;

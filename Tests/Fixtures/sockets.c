@@ -109,10 +109,7 @@ int main(void) {
     pipe(ready);
     pid_t c = fork();
     if (c == 0) {
-        struct sigaction sa2;
-        memset(&sa2, 0, sizeof sa2);
-        sa2.sa_handler = fixture_on_usr1;
-        sigaction(SIGUSR1, &sa2, NULL);
+        fixture_catch_usr1();
         int conn = socket(AF_UNIX, SOCK_STREAM, 0);
         if (connect(conn, (struct sockaddr *)&la, sizeof la)) { perror("connect"); _exit(2); }
         write(conn, "c2s", 3);

@@ -14,10 +14,7 @@ int main(void) {
     if (c == 0) {
         close(sp[0]);
         write(sp[1], "to-parent", 9);                            // queued for the parent
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = fixture_on_usr1;
-        sigaction(SIGUSR1, &sa, NULL);
+        fixture_catch_usr1();
         fixture_wait();
         char buf[32] = {0};
         ssize_t n = read(sp[1], buf, sizeof buf - 1);

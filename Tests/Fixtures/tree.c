@@ -6,10 +6,7 @@
 #include <sys/wait.h>
 
 static void child_wait_and_check(pid_t want_parent, const char *name, int check_session) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = fixture_on_usr1;
-    sigaction(SIGUSR1, &sa, NULL);
+    fixture_catch_usr1();
     pid_t me = getpid(), sid = getsid(0), pgid = getpgid(0);
     fixture_wait();
     EXPECT(getppid() == want_parent, "%s: parent %d, expected %d", name, getppid(), want_parent);
@@ -47,10 +44,7 @@ int main(void) {
     if (zombie == 0) _exit(7);
     pid_t stopped = fork();
     if (stopped == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = fixture_on_usr1;
-        sigaction(SIGUSR1, &sa, NULL);
+        fixture_catch_usr1();
         raise(SIGSTOP);
         child_wait_and_check(root, "stopped", 0);
     }

@@ -10,40 +10,20 @@ import Glibc
 @Suite("C/R of inotify, FIFOs, sleeps and shared fd tables", .serialized,
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, open_by_handle_at"))
 struct FileSystemTests {
-    /// Starts `program`, checkpoints it with --kill once READY, runs `whileDown`, restarts it,
-    /// sends SIGUSR1 and expects PASS.
-    func checkAfterRestart(_ program: String, whileDown: (World) throws -> Void = { _ in }) throws {
-        let w = try World(program)
-        let app = try w.start([try TestEnv.fixture(program)])
-        defer { w.cleanUp(app) }
-        #expect(w.waitLog("READY"))
-        usleep(200_000)
-        let ck = try w.checkpointKill(app)
-        try #require(ck.status == 0, "\(ck.output)")
-        try whileDown(w)
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "\(rs.output)")
-        usleep(100_000)
-        kill(app, SIGUSR1)
-        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
-        #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log())")
-        #expect(reap(app).map { exitCode($0) } == 0)
-    }
-
     @Test("an eventfd, a timerfd and a signalfd inherited across fork are still one description each")
     func sharedAnonInodes() throws {
-        try checkAfterRestart("sharedanon")
+        try World.checkAfterRestart("sharedanon")
     }
 
     @Test("an inotify fd keeps its watches and their watch descriptors")
     func inotify() throws {
-        try checkAfterRestart("inotify")
+        try World.checkAfterRestart("inotify")
     }
 
     @Test("tail -f (GNU coreutils follows with inotify) prints what is appended after restart")
     func tailFollows() throws {
         let w = try World("tail")
-        FileManager.default.createFile(atPath: "\(w.dir)/in.txt", contents: Data("first\n".utf8))
+        try #require(FileManager.default.createFile(atPath: "\(w.dir)/in.txt", contents: Data("first\n".utf8)))
         // -s 30: were tail to fall back to polling, it would look only every 30 s.
         let app = try w.start(["tail", "-s", "30", "-f", "in.txt"])
         defer { w.cleanUp(app) }
@@ -64,7 +44,7 @@ struct FileSystemTests {
 
     @Test("named FIFOs keep their bytes and their ends across processes; a removed FIFO is recreated")
     func fifo() throws {
-        try checkAfterRestart("fifo") { w in
+        try World.checkAfterRestart("fifo") { w, _ in
             try FileManager.default.removeItem(atPath: "\(w.dir)/f1")
         }
     }
@@ -99,7 +79,7 @@ struct FileSystemTests {
         let full = "\(w.dir)/\(path)"
         let aside = full + ".aside"
         try FileManager.default.moveItem(atPath: full, toPath: aside)
-        if program == "fifo" { FileManager.default.createFile(atPath: full, contents: Data("not a fifo".utf8)) }
+        if program == "fifo" { try #require(FileManager.default.createFile(atPath: full, contents: Data("not a fifo".utf8))) }
         let refused = try w.ssi("restart", "\(app)")
         #expect(refused.status != 0)
         #expect(refused.stderr.contains("PID \(app) fd ") && refused.stderr.contains(full) && refused.stderr.contains("nothing was changed"), "\(refused.output)")
@@ -117,7 +97,7 @@ struct FileSystemTests {
 
     @Test("a child created with CLONE_FILES | CLONE_FS still shares its fd table and cwd with its parent")
     func cloneFiles() throws {
-        try checkAfterRestart("clonefiles")
+        try World.checkAfterRestart("clonefiles")
     }
 
     @Test("processes sharing an fd table but not with their parent fail the checkpoint, naming them")
@@ -141,7 +121,7 @@ struct FileSystemTests {
         defer { w.cleanUp(app) }
         #expect(w.waitLog("EPOLL"))
         usleep(200_000)
-        let ep = w.log().split(separator: "\n").first { $0.hasPrefix("EPOLL ") }.map { String($0.dropFirst(6)) } ?? "?"
+        let ep = w.logValue("EPOLL ")
         let ck = try w.ssi("checkpoint", "\(app)")
         #expect(ck.status != 0)
         #expect(ck.stderr.contains("PID \(app) fd \(ep): an epoll instance shared") && ck.stderr.contains("nothing was written"), "\(ck.output)")
@@ -194,7 +174,7 @@ struct FileSystemTests {
         let app = try w.start([try TestEnv.fixture("inotifygone")])
         defer { w.cleanUp(app) }
         #expect(w.waitLog("INOTIFY"))
-        let fd = w.log().split(separator: "\n").first { $0.hasPrefix("INOTIFY ") }.map { String($0.dropFirst(8)) } ?? "?"
+        let fd = w.logValue("INOTIFY ")
         let ck = try w.ssi("checkpoint", "\(app)")
         #expect(ck.status != 0)
         #expect(ck.stderr.contains("PID \(app) fd \(fd): inotify watch 1"), "\(ck.output)")

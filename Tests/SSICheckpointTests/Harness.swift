@@ -32,6 +32,36 @@ struct World {
         return pid
     }
 
+    /// The rest of the first log line that starts with `prefix` (a test program reporting an
+    /// fd number, "fd 3"), or "?".
+    func logValue(_ prefix: String) -> String {
+        log().split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) } ?? "?"
+    }
+
+    /// The life of every test program in Tests/Fixtures: started with `ssi run`, checkpointed
+    /// with --kill once it prints READY, `whileDown` run while it is gone, restarted, then sent
+    /// SIGUSR1, on which it checks its own state, prints PASS or FAIL and exits.
+    static func checkAfterRestart(_ program: String, whileDown: (World, Int32) throws -> Void = { _, _ in }) throws {
+        let w = try World(program)
+        let app = try w.start([try TestEnv.fixture(program)])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(200_000)
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        #expect(processState(app) == nil, "checkpoint --kill left PID \(app) alive")
+        try whileDown(w, app)
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        #expect(processState(app) != nil)
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
+        #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log())")
+        let status = reap(app)
+        #expect(status.map { exitCode($0) } == 0, "exit status \(String(describing: status)): \(w.log())")
+    }
+
     func log(_ name: String = "out.log") -> String { (try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8)) ?? "" }
 
     func waitLog(_ text: String, _ seconds: Double = 10, _ name: String = "out.log") -> Bool {

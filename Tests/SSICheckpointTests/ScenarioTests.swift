@@ -208,7 +208,7 @@ struct ScenarioTests {
         let app = try w.start([py, "-u", "-c", "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nprint('fd', s.fileno(), flush=True)\nwhile True:\n    time.sleep(0.05)"])
         defer { w.cleanUp(app) }
         #expect(w.waitLog("fd "))
-        let fd = w.log().split(separator: "\n").first { $0.hasPrefix("fd ") }.map { String($0.dropFirst(3)) } ?? "?"
+        let fd = w.logValue("fd ")
         let r = try w.ssi("checkpoint", "\(app)")
         #expect(r.status != 0)
         #expect(r.stderr.contains("PID \(app) fd \(fd): UDP socket"), "\(r.output)")

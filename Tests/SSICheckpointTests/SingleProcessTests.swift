@@ -10,31 +10,14 @@ import Glibc
 @Suite("C/R of one process", .serialized,
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"))
 struct SingleProcessTests {
-    @Test("state survives checkpoint, kill, restart", arguments: ["memory", "fpu", "signals", "files", "piperead", "fdkinds", "unlinked"])
+    @Test("state survives checkpoint, kill, restart", arguments: ["memory", "fpu", "signals", "files", "piperead", "fdkinds", "unlinked", "onstack"])
     func programChecksItsState(program: String) throws {
-        let w = try World(program)
-        let app = try w.start([try TestEnv.fixture(program)])
-        defer { w.cleanUp(app) }
-        #expect(w.waitLog("READY"))
-        usleep(200_000)
-        let ck = try w.checkpointKill(app)
-        try #require(ck.status == 0, "\(ck.output)")
-        #expect(processState(app) == nil, "checkpoint --kill left PID \(app) alive")
-        if program == "files" {
+        try World.checkAfterRestart(program) { w, _ in
+            guard program == "files" else { return }
             // Another writer appends while the application is down: O_APPEND must write after it.
             let h = FileHandle(forWritingAtPath: "\(w.dir)/append.txt")!
             h.seekToEndOfFile(); h.write(Data("external\n".utf8)); h.closeFile()
         }
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "\(rs.output)")
-        #expect(processState(app) != nil)
-        usleep(100_000)
-        kill(app, SIGUSR1)
-        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
-        #expect(w.log().contains("PASS"), "\(w.log())")
-        #expect(!w.log().contains("FAIL"), "\(w.log())")
-        let status = reap(app)
-        #expect(status.map { exitCode($0) == 0 } ?? false, "exit status \(String(describing: status))")
     }
 
     @Test("a process asleep in nanosleep wakes after restart, having slept the full time")

@@ -11,34 +11,21 @@ import Glibc
 struct SocketTests {
     @Test("unix listener with accepted and pending connections, datagrams with senders, seqpacket records, TCP with 256 KiB in flight")
     func serverAndClients() throws {
-        let w = try World("sockets")
-        let app = try w.start([try TestEnv.fixture("sockets")])
-        defer { w.cleanUp(app) }
-        #expect(w.waitLog("READY"))
-        let ck = try w.checkpointKill(app)
-        try #require(ck.status == 0, "\(ck.output)")
-
-        // The listener's path taken by a live socket: restart refuses, names it, leaves nothing.
-        let path = "\(w.dir)/srv.sock"
-        unlink(path)
-        let squatter = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var a = sockaddr_un()
-        a.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &a.sun_path) { dst in path.utf8CString.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(dst.count))) } }
-        let bound = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(squatter, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-        try #require(bound == 0 && listen(squatter, 1) == 0)
-        let busy = try w.ssi("restart", "\(app)")
-        #expect(busy.status != 0 && busy.stderr.contains("\(path) is in use by a running program"), "\(busy.output)")
-        #expect(processState(app) == nil, "a refused restart must leave no process behind")
-        close(squatter)
-
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "\(rs.output)")
-        usleep(200_000)
-        kill(app, SIGUSR1)
-        #expect(w.waitLog("PASS") || w.log().contains("FAIL ("), "no verdict: \(w.log())")
-        #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log())")
-        #expect(reap(app).map { exitCode($0) } == 0)
+        try World.checkAfterRestart("sockets") { w, app in
+            // The listener's path taken by a live socket: restart refuses, names it, leaves nothing.
+            let path = "\(w.dir)/srv.sock"
+            unlink(path)
+            let squatter = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(squatter) }
+            var a = sockaddr_un()
+            a.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &a.sun_path) { dst in path.utf8CString.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(dst.count))) } }
+            let bound = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(squatter, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            try #require(bound == 0 && listen(squatter, 1) == 0)
+            let busy = try w.ssi("restart", "\(app)")
+            #expect(busy.status != 0 && busy.stderr.contains("\(path) is in use by a running program"), "\(busy.output)")
+            #expect(processState(app) == nil, "a refused restart must leave no process behind")
+        }
     }
 
     @Test("a connection to a peer outside the application fails the checkpoint naming PID, fd and peer; -i restores it closed")
@@ -70,7 +57,7 @@ struct SocketTests {
             """])
         defer { w.cleanUp(app) }
         #expect(w.waitLog("fd "))
-        let fd = w.log().split(separator: "\n").first { $0.hasPrefix("fd ") }.map { String($0.dropFirst(3)) } ?? "?"
+        let fd = w.logValue("fd ")
         let r = try w.ssi("checkpoint", "\(app)")
         #expect(r.status != 0 && r.stderr.contains("PID \(app) fd \(fd): TCP connection") && r.stderr.contains("127.0.0.1:\(port)")
                 && r.stderr.contains("outside the application"), "\(r.output)")

@@ -12,19 +12,7 @@ struct TreeAndThreadTests {
     @Test("a 20-process tree: sessions, groups, a zombie, a stopped child, a parent in wait; threads on mutexes, condvars and sleeps; MAP_SHARED memory across fork",
           arguments: ["tree", "threads", "sockpair", "sharedmap", "chroot"])
     func programChecksItsState(program: String) throws {
-        let w = try World(program)
-        let app = try w.start([try TestEnv.fixture(program)])
-        defer { w.cleanUp(app) }
-        #expect(w.waitLog("READY"))
-        let ck = try w.checkpointKill(app)
-        try #require(ck.status == 0, "\(ck.output)")
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "\(rs.output)")
-        usleep(200_000)
-        kill(app, SIGUSR1)
-        #expect(w.waitLog("PASS") || w.log().contains("FAIL ("), "no verdict: \(w.log())")
-        #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log())")
-        #expect(reap(app).map { exitCode($0) } == 0)
+        try World.checkAfterRestart(program)
     }
 
     @Test("a shell pipeline checkpointed midway, killed and restarted: output complete and in order")
