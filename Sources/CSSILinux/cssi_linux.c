@@ -259,22 +259,6 @@ uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
 
 // ---- sockets --------------------------------------------------------------------------------
 
-int cssi_send_fds(int sock, const void *addr, unsigned addrlen, const int *fds, int n) {
-    if (n <= 0 || n > 250) return -EINVAL;   // SCM_MAX_FD is 253 per message
-    char byte = 0;
-    struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(250 * sizeof(int))]; } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr m = { .msg_name = (void *)addr, .msg_namelen = addrlen, .msg_iov = &iov, .msg_iovlen = 1,
-                        .msg_control = u.buf, .msg_controllen = CMSG_SPACE(n * sizeof(int)) };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(n * sizeof(int));
-    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
-    return sendmsg(sock, &m, MSG_NOSIGNAL) < 0 ? -errno : 0;
-}
-
 long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n) {
     if (n < 0 || n > 253) return -EINVAL;
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };

@@ -20,7 +20,7 @@ struct ProcessDumper {
     var unixSockets: [UInt32: UnixSocketInfo] = [:]
     /// 1 while describing a socket in flight in another (SCM_RIGHTS): no deeper nesting.
     var inFlightDepth = 0
-    /// CLOCK_MONOTONIC (ns) when each task was seen stopped (SeizedApplication.stoppedAt). engine-fs
+    /// CLOCK_MONOTONIC (ns) when each task was seen stopped (SeizedApplication.stoppedAt).
     var stoppedAt: [Int32: Int64] = [:]
 
     // MARK: file descriptors (checked first: an unsupported fd fails before anything is written)
@@ -55,7 +55,7 @@ struct ProcessDumper {
                 }
                 continue
             }
-            if link == "anon_inode:inotify" {                        // engine-fs
+            if link == "anon_inode:inotify" {
                 do { out.append(try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
                 continue
             }
@@ -93,7 +93,7 @@ struct ProcessDumper {
                 let tty = (136...143).contains(major) || major == 4 || (major == 5 && minor <= 1)
                 out.append(FileDescriptorImage(fd: fd, kind: tty ? .tty : .charDevice, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFIFO:
-                out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))   // engine-fs
+                out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))
             default:
                 try unsupported("block device or special file")
             }

@@ -71,7 +71,7 @@ public struct CheckpointEngine: Sendable {
         var freezeFirst = false
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             try freezer.freeze(app)
-            seized.frozenAt = monotonicNanoseconds()                                   // engine-fs
+            seized.frozenAt = monotonicNanoseconds()
             freezeFirst = true
         }
         do {
@@ -83,7 +83,7 @@ public struct CheckpointEngine: Sendable {
             // File descriptors of every process first: an unsupported one must fail the
             // checkpoint before anything is written.
             var fdTables = [Int32: [FileDescriptorImage]]()
-            let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent) // engine-fs
+            let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let unixSockets = (try? UnixDiag.sockets()) ?? [:]
             var deletedDone = Set<String>()
             for pid in seized.tree.pids where seized.threads[pid] != nil {
@@ -95,9 +95,9 @@ public struct CheckpointEngine: Sendable {
             // A socket is restored only with its peer, its pending clients and its listener.
             try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
-            try ProcessDumper.completeFifos(&fdTables)                                  // engine-fs
+            try ProcessDumper.completeFifos(&fdTables)
             ProcessDumper.markSharedDescriptions(&fdTables)
-            try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported) // engine-fs
+            try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
             phase.mark("checkpoint: file descriptors")
             for pid in seized.tree.pids {
                 if let status = seized.zombies[pid] {
@@ -111,12 +111,12 @@ public struct CheckpointEngine: Sendable {
                 guard let tids = seized.threads[pid] else { continue }
                 var dumper = ProcessDumper(pid: pid)
                 dumper.ignoreUnsupported = options.ignoreUnsupported
-                dumper.stoppedAt = seized.stoppedAt                                        // engine-fs
+                dumper.stoppedAt = seized.stoppedAt
                 if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
                 var img = try dumpProcess(dumper: dumper, threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
                 img.pagesFile = "pages-\(pid).img"
                 img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
-                sharing.apply(to: &img)                                                    // engine-fs
+                sharing.apply(to: &img)
                 images.append(img)
             }
             phase.mark("checkpoint: all processes")
@@ -163,7 +163,7 @@ public struct CheckpointEngine: Sendable {
             var head: UInt64 = 0, len: UInt64 = 0
             if cssi_get_robust_list(tid, &head, &len) >= 0 { thread.robustListHead = head; thread.robustListLength = len }
             thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
-            thread.interruptedSleep = try dumper.interruptedSleep(tid: tid, registers: try UserRegs(named: thread.registers)) // engine-fs
+            thread.interruptedSleep = try dumper.interruptedSleep(tid: tid, registers: try UserRegs(named: thread.registers))
             img.threads.append(thread)
         }
         img.sharedPending = try main.pendingSiginfo(shared: true).map { Data($0) }
@@ -297,12 +297,12 @@ extension CheckpointEngine {
         var restorers: [ProcessRestorer] = []
         let pipes = PipeRegistry()
         defer { pipes.closeAll() }
-        let fsObjects = FSObjects()                                                    // engine-fs
+        let fsObjects = FSObjects()
         defer { fsObjects.closeAll() }
         do {
             try pipes.create(from: snap.processes)
             try pipes.createDeletedFiles(from: snap.processes, snapshotDir: snap.directory)
-            try fsObjects.create(from: snap.processes)                                 // engine-fs
+            try fsObjects.create(from: snap.processes)
             let stub = Tracee.adoptTraceMe(root.pid)
             guard case .signal(SIGSTOP) = try stub.wait() else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             // Create the tree top-down: each process forks its children itself, after taking
@@ -319,7 +319,7 @@ extension CheckpointEngine {
                 let pr = try ProcessRestorer(image: image, snapshotDir: snap.directory, stub: t)
                 pr.pipes = pipes
                 pr.shared = shared
-                pr.fsObjects = fsObjects                                               // engine-fs
+                pr.fsObjects = fsObjects
                 if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
                 pr.useCallerTerminal = options.useCallerTerminal
                 restorers.append(pr)
@@ -347,7 +347,7 @@ extension CheckpointEngine {
             for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
             for pr in restorers { try pr.finish() }
             // Every process has its fds: let go of the FIFOs before any process runs, or a
-            // process that was blocked opening one would find ssi as its partner. engine-fs
+            // process that was blocked opening one would find ssi as its partner.
             fsObjects.closeAll()
             clock.mark("rebuild processes")
         } catch {

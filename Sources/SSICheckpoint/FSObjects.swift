@@ -64,14 +64,7 @@ final class FSObjects {
         guard let mine = inotify[FSObjects.key(f, pid: pid)] else {
             throw SSIError(.corrupt, "PID \(pid) fd \(f.fd): no inotify instance was prepared for it")
         }
-        // pidfd_getfd needs PTRACE_MODE_ATTACH_REALCREDS over ssi: the process still runs with
-        // ssi's (root) credentials here, as credentials are restored last (finish()).
-        let pidfd = try inj.call("pidfd_open(ssi)", Arch.SYS.pidfd_open, UInt64(getpid()), 0)
-        defer { _ = try? inj.raw(Arch.SYS.close, pidfd) }
-        let fd = try inj.call("pidfd_getfd(ssi fd \(mine)) for fd \(f.fd)", Arch.SYS.pidfd_getfd, pidfd, UInt64(mine), 0)
-        // pidfd_getfd always sets FD_CLOEXEC (pidfd_getfd(2)).
-        try inj.call("fcntl(F_SETFD)", Arch.SYS.fcntl, fd, UInt64(F_SETFD), 0)
-        return fd
+        return try FDTransfer.take(mine, inj: inj, what: "inotify fd \(f.fd)")
     }
 
     func closeAll() {

@@ -50,16 +50,10 @@ extension ProcessDumper {
         img.inotifyWatches = watches.sorted { $0.wd < $1.wd }
         // Queued events are lost at restart: count them, to say so then. FIONREAD on an
         // inotify fd gives the bytes queued (inotify(7)); the fd is borrowed with pidfd_getfd.
-        let pidfd = Int32(try check(cssi_pidfd_open(pid), "pidfd_open(\(pid))"))
-        defer { close(pidfd) }
-        let copy = cssi_syscall6(438 /* pidfd_getfd */, Int(pidfd), Int(fd), 0, 0, 0, 0)
-        if copy >= 0 {
+        if let copy = try? fdCopy(fd: fd) {
             var queued: Int32 = 0
-            if withUnsafeMutablePointer(to: &queued, { cssi_syscall6(16 /* ioctl */, copy, 0x541B /* FIONREAD */, Int(bitPattern: $0), 0, 0, 0) }) == 0,
-               queued > 0 {
-                img.inotifyQueuedBytes = queued
-            }
-            close(Int32(copy))
+            if ioctl(copy, SockOpt.SIOCINQ /* FIONREAD */, &queued) == 0, queued > 0 { img.inotifyQueuedBytes = queued }
+            close(copy)
         }
         return img
     }

@@ -25,7 +25,7 @@ final class ProcessRestorer {
     var pipes: PipeRegistry?
     /// Open file descriptions shared by several fds, inherited from the root at fixed numbers.
     var shared: SharedDescriptions?
-    /// inotify instances and FIFOs, prepared by ssi (FSObjects). engine-fs
+    /// inotify instances and FIFOs, prepared by ssi (FSObjects).
     var fsObjects: FSObjects?
 
     private(set) var tracee: Tracee
@@ -106,7 +106,7 @@ final class ProcessRestorer {
                 throw SSIError(e.kind, "PID \(pid) had it attached at 0x\(String(v.start, radix: 16)): \(e.message)", hint: e.hint)
             }
         }
-        try FSObjects.preflight(image)                                                 // engine-fs
+        try FSObjects.preflight(image)
         if useCallerTerminal, image.fds.contains(where: { $0.kind == .tty }), callerTerminalFD() == nil {
             throw SSIError(.invalidArgument, "-t was given but ssi's standard input, output and error are not terminals")
         }
@@ -120,16 +120,17 @@ final class ProcessRestorer {
     func openShared(useCallerTerminal: Bool) throws {
         guard let shared, shared.count > 0 else { return }
         // Sockets are built in ssi, where they can be bound, connected and filled with plain
-        // calls, then handed to this process at their slots.
+        // calls; this process takes each one and keeps it at its slot.
         if !shared.socketEnds.isEmpty {
             let sockets = SocketRebuilder()
             defer { sockets.closeAll() }
             try sockets.build(shared.socketEnds)
-            let moves = shared.socketEnds.compactMap { f -> (fd: Int32, slot: Int32)? in
-                guard let id = f.socketID, let fd = sockets.made[id], let slot = shared.socketSlot[id] else { return nil }
-                return (fd, slot)
+            for f in shared.socketEnds {
+                guard let id = f.socketID, let mine = sockets.made[id], let slot = shared.socketSlot[id] else { continue }
+                let fd = try FDTransfer.take(mine, inj: inj, what: "socket of fd \(f.fd)")
+                try inj.call("dup3 socket", Arch.SYS.dup3, fd, UInt64(slot), 0)
+                try inj.call("close", Arch.SYS.close, fd)
             }
-            try FDTransfer.transfer(moves, pid: pid, inj: inj, mem: mem, scratch: scratch)
         }
         guard !shared.list.isEmpty else { return }
         for (i, f) in shared.list.enumerated() {
@@ -137,9 +138,9 @@ final class ProcessRestorer {
             var fd: UInt64
             if f.kind == .tty, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
                 fd = UInt64(t)
-            } else if f.kind == .inotify, let fsObjects {                              // engine-fs
+            } else if f.kind == .inotify, let fsObjects {
                 fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
-            } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd {  // engine-fs: no path to open
+            } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
                 fd = try createAnonInode(f, inj: inj, scratch: scratch)
             } else {
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
@@ -168,7 +169,7 @@ final class ProcessRestorer {
     func fork(child: ProcessImage) throws -> Tracee {
         // struct clone_args (linux/sched.h): flags, pidfd, child_tid, parent_tid, exit_signal,
         // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-        let args: [UInt64] = [ProcessRestorer.sharingFlags(child) /* engine-fs */, 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
+        let args: [UInt64] = [ProcessRestorer.sharingFlags(child), 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
         try mem.write(args.withUnsafeBytes { Array($0) }, to: scratch + 128)
         try mem.write([child.pid].withUnsafeBytes { Array($0) }, to: scratch + 256)
         let r = try inj.rawArgs(Arch.SYS.clone3, [scratch + 128, 88])
@@ -226,7 +227,7 @@ final class ProcessRestorer {
         if let ttyFD { keep.append(ttyFD) }
         if let shared, shared.count > 0 { keep += (0..<shared.count).map { UInt64(shared.base) + UInt64($0) } }
         var from: UInt64 = 0
-        // A CLONE_FILES child shares the fd table its parent has just rebuilt. engine-fs
+        // A CLONE_FILES child shares the fd table its parent has just rebuilt.
         let ownTable = image.sharesFilesWithParent != true
         for k in keep.sorted() where ownTable {
             if k > from { try inj.call("close_range", Arch.SYS.close_range, from, k - 1, 0) }
@@ -332,7 +333,7 @@ final class ProcessRestorer {
         // Files, cwd, root, umask.
         if ownTable { try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD) }
 
-        // A CLONE_FS child shares the cwd, root and umask its parent has just set. engine-fs
+        // A CLONE_FS child shares the cwd, root and umask its parent has just set.
         let ownFS = image.sharesFSWithParent != true
         if ownFS { try inj.call("umask", Arch.SYS.umask, UInt64(image.umask)) }
         if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
@@ -492,7 +493,7 @@ final class ProcessRestorer {
         for t in image.threads {
             let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(t.tid)
             try th.setXState(Array(t.xstate))
-            try th.setRegisters(try shortenInterruptedSleep(t, Arch.registersForResume(try UserRegs(named: t.registers)))) // engine-fs
+            try th.setRegisters(try shortenInterruptedSleep(t, Arch.registersForResume(try UserRegs(named: t.registers))))
             try th.setSigmask(t.blockedMask)
         }
     }
@@ -589,7 +590,7 @@ final class ProcessRestorer {
                 src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
             case .eventfd, .timerfd, .signalfd, .epoll:
                 src = try createAnonInode(f, inj: inj, scratch: scratch)
-            case .inotify:                                                             // engine-fs
+            case .inotify:
                 guard let fsObjects else { continue }
                 src = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
             case .unixSocket, .tcpSocket:

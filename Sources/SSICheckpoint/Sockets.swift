@@ -15,9 +15,9 @@ import Glibc
 // copy is the same socket, so peeking at it (MSG_PEEK, SO_PEEK_OFF) or putting it in repair
 // mode sees the application's own queues, and nothing is consumed.
 //
-// Restart builds every socket in ssi itself, where plain socket calls can be made, then hands
-// them to the application's root process with SCM_RIGHTS (unix(7)); the root holds them at
-// reserved fd numbers before it forks, so each process inherits the ones it uses.
+// Restart builds every socket in ssi itself, where plain socket calls can be made, then the
+// application's root process takes them (FDTransfer.take) and holds them at reserved fd
+// numbers before it forks, so each process inherits the ones it uses.
 
 /// A socket the checkpoint cannot take; the caller turns it into a refusal naming the fd
 /// (or a closed fd with -i).
@@ -115,16 +115,17 @@ enum SockAddr {
 // MARK: - dump
 
 extension ProcessDumper {
-    /// A copy of fd `fd` of this process (pidfd_getfd(2)): the same open file, so the same socket.
-    func socketCopy(fd: Int32) throws -> Int32 {
+    /// A copy of fd `fd` of this process (pidfd_getfd(2)): the same open file, so the same
+    /// socket, inotify instance... whose state can be read from here.
+    func fdCopy(fd: Int32) throws -> Int32 {
         let pidfd = Int32(try check(cssi_pidfd_open(pid), "pidfd_open(\(pid))"))
         defer { close(pidfd) }
-        return Int32(try check(cssi_syscall6(438 /* pidfd_getfd */, Int(pidfd), Int(fd), 0, 0, 0, 0), "pidfd_getfd(\(pid), \(fd))"))
+        return Int32(try check(cssi_syscall6(Arch.SYS.pidfd_getfd, Int(pidfd), Int(fd), 0, 0, 0, 0), "pidfd_getfd(\(pid), \(fd))"))
     }
 
     /// The image of socket fd `fd`, or UnsupportedSocket saying what it is.
     func dumpSocket(fd: Int32, inode: UInt32, link: String, flags: Int32, cloexec: Bool) throws -> FileDescriptorImage {
-        let sock = try socketCopy(fd: fd)
+        let sock = try fdCopy(fd: fd)
         defer { close(sock) }
         let family = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_DOMAIN) ?? -1
         let type = SockOpt.get(sock, SOL_SOCKET, SO_TYPE) ?? -1
@@ -749,45 +750,16 @@ final class SocketRebuilder {
 // MARK: - handing fds to a process
 
 enum FDTransfer {
-    /// Puts ssi's fds `fds[i].fd` at fd numbers `fds[i].slot` of the stopped process driven by
-    /// `inj`: the process binds a datagram socket to an abstract name, ssi sends the fds
-    /// there with SCM_RIGHTS, the process receives them (recvmsg installs them, unix(7)) and
-    /// moves each to its slot.
-    static func transfer(_ fds: [(fd: Int32, slot: Int32)], pid: Int32, inj: Injector, mem: RemoteMemory, scratch: UInt64) throws {
-        guard !fds.isEmpty else { return }
-        var name = Data([0]) + Data("ssi-fd-\(getpid())-\(pid)-\(UInt32.random(in: 0...UInt32.max))".utf8)
-        let (addr, len) = SockAddr.unix(name)
-        name = withUnsafeBytes(of: addr) { Data($0.prefix(Int(len))) }
-        let sock = try inj.call("socket for fds", Arch.SYS.socket, UInt64(AF_UNIX), UInt64(Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)), 0)
-        defer { _ = try? inj.call("close", Arch.SYS.close, sock) }
-        try mem.write(Array(name), to: scratch + 2048)
-        try inj.call("bind for fds", Arch.SYS.bind, sock, scratch + 2048, UInt64(name.count))
-        let me = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        if me < 0 { throw SSIError.sys("socket", errno: errno) }
-        defer { close(me) }
-        let batch = 200
-        for start in stride(from: 0, to: fds.count, by: batch) {
-            let part = Array(fds[start..<min(start + batch, fds.count)])
-            let r = part.map(\.fd).withUnsafeBufferPointer { p in name.withUnsafeBytes { cssi_send_fds(me, $0.baseAddress, UInt32($0.count), p.baseAddress, Int32(p.count)) } }
-            if r < 0 { throw SSIError.sys("send \(part.count) sockets to PID \(pid)", errno: -r) }
-            // struct msghdr at scratch: name, namelen, iov, iovlen, control, controllen, flags;
-            // one iovec at +64 for the 1-byte payload at +96; control buffer at +128.
-            let control = 16 + 4 * part.count + 8
-            let hdr: [UInt64] = [0, 0, scratch + 64, 1, scratch + 128, UInt64(control), 0]
-            try mem.write(hdr.withUnsafeBytes { Array($0) }, to: scratch)
-            try mem.write([scratch + 96, 1].withUnsafeBytes { Array($0) }, to: scratch + 64)
-            try inj.call("recvmsg fds", Arch.SYS.recvmsg, sock, scratch, UInt64(MSG_CMSG_CLOEXEC))
-            let got = try mem.readBytes(at: scratch + 128, count: 16 + 4 * part.count)
-            let flags = try mem.readBytes(at: scratch + 48, count: 4)
-            let cmsgLen = got.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-            if flags.withUnsafeBytes({ $0.loadUnaligned(as: Int32.self) }) & Int32(MSG_CTRUNC) != 0 || cmsgLen != UInt64(16 + 4 * part.count) {
-                throw SSIError(.system, "PID \(pid) did not receive the \(part.count) sockets sent to it (RLIMIT_NOFILE too low?)")
-            }
-            for (i, p) in part.enumerated() {
-                let received = got.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16 + 4 * i, as: Int32.self) }
-                try inj.call("dup3 socket", Arch.SYS.dup3, UInt64(received), UInt64(p.slot), 0)
-                try inj.call("close", Arch.SYS.close, UInt64(received))
-            }
-        }
+    /// Gives the stopped process driven by `inj` a copy of ssi's fd `mine`: it runs
+    /// pidfd_getfd(2) on ssi itself, so it gets the same open file description. That needs
+    /// PTRACE_MODE_ATTACH_REALCREDS over ssi, which it has while it still runs with ssi's
+    /// (root) credentials: credentials are restored last (finish()). Returns the new fd,
+    /// without FD_CLOEXEC (pidfd_getfd sets it; the caller gives the final fd its flags).
+    static func take(_ mine: Int32, inj: Injector, what: @autoclosure () -> String) throws -> UInt64 {
+        let pidfd = try inj.call("pidfd_open(ssi)", Arch.SYS.pidfd_open, UInt64(getpid()), 0)
+        defer { _ = try? inj.raw(Arch.SYS.close, pidfd) }
+        let fd = try inj.call("pidfd_getfd(ssi fd \(mine)) for \(what())", Arch.SYS.pidfd_getfd, pidfd, UInt64(mine), 0)
+        try inj.call("fcntl(F_SETFD)", Arch.SYS.fcntl, fd, UInt64(F_SETFD), 0)
+        return fd
     }
 }

@@ -85,7 +85,7 @@ public struct ProcessImage: Codable, Sendable {
     /// whose content is saved in the snapshot.
     public var deletedFiles: [DeletedFile]?
 
-    // MARK: inotify/fifo (engine-fs)
+    // MARK: inotify/fifo (version 3)
 
     /// Created by its parent with CLONE_FILES (one fd table for both) or CLONE_FS (one cwd,
     /// root and umask), found with kcmp(2) KCMP_FILES / KCMP_FS.
@@ -215,7 +215,7 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// is a unix socket inside the application.
     public var socket: SocketImage?
 
-    // MARK: inotify/fifo (engine-fs)
+    // MARK: inotify/fifo (version 3)
 
     /// inotify: its watches, each with the watch descriptor the program got.
     public var inotifyWatches: [InotifyWatch]?
@@ -260,7 +260,7 @@ public struct ThreadImage: Codable, Sendable {
     /// Version 2: the thread's name (/proc/PID/task/TID/comm).
     public var name: String?
 
-    // MARK: inotify/fifo (engine-fs)
+    // MARK: inotify/fifo (version 3)
 
     /// Set when the thread was in a relative nanosleep/clock_nanosleep that the checkpoint
     /// interrupted: what was left to sleep, and when.
@@ -428,7 +428,7 @@ public struct TCPRepairState: Codable, Sendable, Equatable {
     }
 }
 
-// MARK: inotify/fifo (engine-fs)
+// MARK: inotify/fifo (version 3)
 
 /// One inotify watch (inotify(7)), from /proc/PID/fdinfo.
 public struct InotifyWatch: Codable, Sendable, Equatable {

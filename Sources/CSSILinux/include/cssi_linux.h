@@ -141,9 +141,6 @@ int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path);
 
 // ---- sockets --------------------------------------------------------------------------------
 
-// Sends fds[0..n) as one SCM_RIGHTS message (unix(7)) with a 1-byte payload to the unix
-// socket named addr (addrlen bytes of struct sockaddr_un). Returns 0 or -errno.
-int cssi_send_fds(int sock, const void *addr, unsigned addrlen, const int *fds, int n);
 // sendmsg(2) of len bytes from buf, to addr (NULL: the connected peer), with fds[0..n) as
 // SCM_RIGHTS when n > 0, MSG_DONTWAIT. Returns the bytes sent or -errno.
 long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n);

@@ -23,8 +23,8 @@ public enum Arch {
         public static let shmat = 30, kill = 62, exit_group = 231, clone3 = 435
         public static let ioctl = 16, getitimer = 36, setitimer = 38, timer_create = 222, timer_settime = 223, timer_gettime = 224
         public static let epoll_ctl = 233, timerfd_create = 283, timerfd_settime = 286, signalfd4 = 289, eventfd2 = 290, epoll_create1 = 291
-        public static let memfd_create = 319, socketpair = 53, socket = 41, bind = 49, recvmsg = 47
-        public static let clock_nanosleep = 230, pidfd_open = 434, pidfd_getfd = 438   // engine-fs
+        public static let memfd_create = 319
+        public static let clock_nanosleep = 230, pidfd_open = 434, pidfd_getfd = 438
     }
 
     /// A syscall's number and arguments placed in a copy of `base`, the way the `syscall`
@@ -69,7 +69,7 @@ public enum Arch {
         return r
     }
 
-    // MARK: interrupted sleeps (engine-fs)
+    // MARK: interrupted sleeps (version 3)
 
     /// A relative sleep the kernel interrupted with -ERESTART_RESTARTBLOCK: nanosleep(req=rdi,
     /// rem=rsi), which counts on CLOCK_MONOTONIC (kernel/time/hrtimer.c), or clock_nanosleep
