@@ -15,7 +15,37 @@ public final class EtcdClient: Sendable {
         public var key: String
         public var value: [UInt8]
         public var modRevision: Int64
+        public var createRevision: Int64
         public var lease: Int64
+    }
+
+    /// Conditions that make a transaction fail when the membership view it was decided on is
+    /// no longer etcd's: each key that defines the view still has the create revision we saw
+    /// (a deleted key compares as revision 0, a re-created one as a newer revision), and no key
+    /// under the given prefixes was created after the revision we read the view at (a new
+    /// member). etcd's Compare takes a range_end, so one comparison covers a whole prefix.
+    public struct Fence: Sendable, Equatable {
+        /// key -> the create revision it must still have.
+        public var keys: [String: Int64]
+        public var prefixes: [String]
+        public var revision: Int64
+        public static let none = Fence(keys: [:], prefixes: [], revision: 0)
+        public init(keys: [String: Int64], prefixes: [String], revision: Int64) {
+            self.keys = keys
+            self.prefixes = prefixes
+            self.revision = revision
+        }
+
+        var compares: [[String: Any]] {
+            var c: [[String: Any]] = keys.sorted { $0.key < $1.key }.map {
+                ["key": EtcdClient.b64($0.key), "target": "CREATE", "create_revision": String($0.value), "result": "EQUAL"]
+            }
+            for p in prefixes {
+                c.append(["key": EtcdClient.b64(p), "range_end": EtcdClient.b64(EtcdClient.prefixEnd(p)), "target": "CREATE",
+                          "create_revision": String(revision + 1), "result": "LESS"])
+            }
+            return c
+        }
     }
 
     /// Parses "http://10.0.0.1:2379,http://..." or "host:port".
@@ -111,7 +141,7 @@ public final class EtcdClient: Sendable {
     static func kvs(_ obj: [String: Any]) -> [KeyValue] {
         ((obj["kvs"] as? [[String: Any]]) ?? []).map {
             KeyValue(key: String(decoding: unb64($0["key"]), as: UTF8.self), value: unb64($0["value"]),
-                     modRevision: int($0["mod_revision"]), lease: int($0["lease"]))
+                     modRevision: int($0["mod_revision"]), createRevision: int($0["create_revision"]), lease: int($0["lease"]))
         }
     }
 
@@ -121,6 +151,12 @@ public final class EtcdClient: Sendable {
 
     public func list(prefix: String) async throws -> [KeyValue] {
         Self.kvs(try await post("/v3/kv/range", ["key": Self.b64(prefix), "range_end": Self.b64(Self.prefixEnd(prefix))]))
+    }
+
+    /// The keys in [from, to) and the store's revision at which they were read.
+    public func list(from: String, to: [UInt8]) async throws -> (kvs: [KeyValue], revision: Int64) {
+        let r = try await post("/v3/kv/range", ["key": Self.b64(from), "range_end": Self.b64(to)])
+        return (Self.kvs(r), Self.int((r["header"] as? [String: Any])?["revision"]))
     }
 
     public func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws {
@@ -138,22 +174,23 @@ public final class EtcdClient: Sendable {
     }
 
     /// Writes `value` only if the key's mod revision is still `expected` (0: the key must not
-    /// exist). Returns the new revision, or nil when someone else wrote in between.
-    public func compareAndPut(_ key: String, expected: Int64, _ value: [UInt8]) async throws -> Int64? {
+    /// exist) and the fence holds. Returns the new revision, or nil when someone else wrote in
+    /// between or the view changed.
+    public func compareAndPut(_ key: String, expected: Int64, _ value: [UInt8], fence: Fence = .none) async throws -> Int64? {
         let k = Self.b64(key)
         let r = try await post("/v3/kv/txn", [
-            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]],
+            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]] + fence.compares,
             "success": [["request_put": ["key": k, "value": Self.b64(value)]]],
         ])
         guard (r["succeeded"] as? Bool) == true else { return nil }
         return Self.int((r["header"] as? [String: Any])?["revision"])
     }
 
-    /// Deletes only if the key's mod revision is still `expected`.
-    public func compareAndDelete(_ key: String, expected: Int64) async throws -> Bool {
+    /// Deletes only if the key's mod revision is still `expected` and the fence holds.
+    public func compareAndDelete(_ key: String, expected: Int64, fence: Fence = .none) async throws -> Bool {
         let k = Self.b64(key)
         let r = try await post("/v3/kv/txn", [
-            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]],
+            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]] + fence.compares,
             "success": [["request_delete_range": ["key": k]]],
         ])
         return (r["succeeded"] as? Bool) == true
@@ -173,8 +210,16 @@ public final class EtcdClient: Sendable {
         return Self.int(result?["TTL"]) > 0
     }
 
-    public func revoke(_ lease: Int64) async throws {
-        _ = try await post("/v3/lease/revoke", ["ID": String(lease)])
+    /// Revokes a lease and deletes its keys. Returns false when etcd no longer has it (it
+    /// expired or was revoked already).
+    @discardableResult
+    public func revoke(_ lease: Int64) async throws -> Bool {
+        do {
+            _ = try await post("/v3/lease/revoke", ["ID": String(lease)])
+            return true
+        } catch ClusterError.etcd(let text) where text.contains("lease not found") {
+            return false
+        }
     }
 }
 

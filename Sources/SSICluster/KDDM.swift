@@ -78,6 +78,8 @@ struct ObjMsg: Codable, Sendable {
     var key: ObjKey
     var value: [UInt8]? = nil
     var rev: Int64 = 0
+    /// The asker's view (ViewSnapshot.viewID); 0: any (inspection).
+    var view: UInt64 = 0
 }
 
 /// What `ssi kddm show` prints: the owner's coherence state plus the asking node's.
@@ -112,8 +114,14 @@ public actor KDDM {
     let logger: Logger
     let prefix: String
 
-    // Owner side.
+    /// How long an owner waits for a reader to acknowledge an invalidation before it takes the
+    /// reader's lease away (`fenceOut`).
+    static let invalidateTimeout: Duration = .seconds(1)
+
+    // Owner side: one entry per object this node owns in view `view`. An entry of an older
+    // view is never used: its readers and writer were recorded under another online set.
     struct Entry {
+        var view: UInt64
         var value: [UInt8]?
         var rev: Int64
         var readers: Set<NodeID> = []
@@ -123,11 +131,18 @@ public actor KDDM {
     }
     var entries: [ObjKey: Entry] = [:]
 
-    // Client side.
-    var cache: [ObjKey: (value: [UInt8]?, rev: Int64)] = [:]
+    // Client side. A cached copy is served only while the view and the lease it was read
+    // under are still this node's and this node still trusts them (ViewSnapshot.trustedUntil).
+    struct Copy {
+        var value: [UInt8]?
+        var rev: Int64
+        var view: UInt64
+        var lease: Int64
+    }
+    var cache: [ObjKey: Copy] = [:]
     var epochs: [ObjKey: Int] = [:]
     var globalEpoch = 0
-    var grabbed: [ObjKey: (owner: NodeID, rev: Int64)] = [:]
+    var grabbed: [ObjKey: (owner: NodeID, rev: Int64, view: UInt64)] = [:]
 
     var sets: [String: KDDMSetInfo] = [:]
     var hooks: [String: any KDDMSetHooks] = [:]
@@ -145,20 +160,16 @@ public actor KDDM {
         let coder = JSONDecoder()
         rpc.registerInline(KDDMService.ping) { _, p in p }
         rpc.register(KDDMService.read) { [self] from, p in
-            let m = try coder.decode(ObjMsg.self, from: Data(p))
-            return try Self.enc(try await ownerRead(m.key, from: from))
+            try Self.enc(try await ownerRead(try coder.decode(ObjMsg.self, from: Data(p)), from: from))
         }
         rpc.register(KDDMService.grab) { [self] from, p in
-            let m = try coder.decode(ObjMsg.self, from: Data(p))
-            return try Self.enc(try await ownerGrab(m.key, from: from))
+            try Self.enc(try await ownerGrab(try coder.decode(ObjMsg.self, from: Data(p)), from: from))
         }
         rpc.register(KDDMService.put) { [self] from, p in
-            let m = try coder.decode(ObjMsg.self, from: Data(p))
-            return try Self.enc(try await ownerPut(m, from: from, delete: false))
+            try Self.enc(try await ownerPut(try coder.decode(ObjMsg.self, from: Data(p)), from: from, delete: false))
         }
         rpc.register(KDDMService.remove) { [self] from, p in
-            let m = try coder.decode(ObjMsg.self, from: Data(p))
-            return try Self.enc(try await ownerPut(m, from: from, delete: true))
+            try Self.enc(try await ownerPut(try coder.decode(ObjMsg.self, from: Data(p)), from: from, delete: true))
         }
         rpc.register(KDDMService.release) { [self] from, p in
             let m = try coder.decode(ObjMsg.self, from: Data(p))
@@ -247,9 +258,9 @@ public actor KDDM {
         try await etcd.list(prefix: prefix + "obj/\(set)/").count
     }
 
-    func owner(_ key: ObjKey) async throws -> NodeID {
+    func owner(_ key: ObjKey, in view: ViewSnapshot) async throws -> NodeID {
         let s = try await set(key.set)
-        guard let o = s.rule.owner(of: key.id, online: membership.online) else {
+        guard let o = s.rule.owner(of: key.id, online: view.online) else {
             throw ClusterError.kddm("no online node to own \(key) (is this node online? ssi nodes status)")
         }
         return o
@@ -259,94 +270,176 @@ public actor KDDM {
 
     // MARK: owner side
 
-    private func load(_ key: ObjKey) async throws -> Entry {
-        if let e = entries[key] { return e }
-        var e: Entry
-        if let kv = try await etcd.get(etcdKey(key)) {
-            e = Entry(value: hooks[key.set]?.import(kv.value) ?? kv.value, rev: kv.modRevision)
-        } else if let first = hooks[key.set]?.firstTouch(id: key.id) {
-            e = Entry(value: first, rev: 0)
-        } else {
-            e = Entry(value: nil, rev: 0)
+    static let notOwnerMarker = "is not the owner of"
+    static let otherViewMarker = "sees another membership view than"
+    static let movedMarker = "moved while it waited"
+
+    /// This node's view, checked against the asker's: an owner acts only for askers that see
+    /// the same online set (the same ViewSnapshot.viewID), so that a copy is always recorded
+    /// by the owner of the view it is cached under. A lagging owner reads the view once more.
+    private func ownerView(_ m: ObjMsg, from: NodeID) async throws -> ViewSnapshot {
+        var snap = membership.snapshot
+        if m.view != 0 && m.view != snap.viewID {
+            await membership.refresh()
+            snap = membership.snapshot
+            guard m.view == snap.viewID else {
+                throw ClusterError.kddm("node \(rpc.nodeID) \(Self.otherViewMarker) node \(from) (a node joined, left or failed); retry")
+            }
         }
-        if let again = entries[key] { return again }  // loaded meanwhile (actor reentrancy)
-        e.readers = []
+        let o = try await owner(m.key, in: snap)
+        guard o == rpc.nodeID else { throw ClusterError.kddm("node \(rpc.nodeID) \(Self.notOwnerMarker) \(m.key) (node \(o) is)") }
+        return snap
+    }
+
+    /// The entry of `key` in `view`, loaded from etcd when there is none; an entry of an older
+    /// view is dropped first (its waiters wake up, find it gone, and fail with a retry).
+    private func entry(_ key: ObjKey, view: UInt64) async throws -> Entry {
+        if let e = entries[key] {
+            if e.view == view { return e }
+            drop(key)
+        }
+        let kv = try await etcd.get(etcdKey(key))
+        if let again = entries[key], again.view == view { return again }  // loaded meanwhile (actor reentrancy)
+        let e: Entry
+        if let kv {
+            e = Entry(view: view, value: hooks[key.set]?.import(kv.value) ?? kv.value, rev: kv.modRevision)
+        } else {
+            e = Entry(view: view, value: hooks[key.set]?.firstTouch(id: key.id), rev: 0)
+        }
+        if entries[key] != nil { drop(key) }
         entries[key] = e
         return e
     }
 
-    private func checkOwner(_ key: ObjKey) async throws {
-        let o = try await owner(key)
-        guard o == rpc.nodeID else { throw ClusterError.kddm("node \(rpc.nodeID) \(Self.notOwnerMarker) \(key) (node \(o) is)") }
+    /// Forgets an owner entry, waking whoever waits on it.
+    private func drop(_ key: ObjKey) {
+        guard let e = entries.removeValue(forKey: key) else { return }
+        for (_, k) in e.writeWaiters { k.resume() }
+        for k in e.readWaiters { k.resume() }
     }
 
-    func ownerRead(_ key: ObjKey, from: NodeID) async throws -> ObjMsg {
-        try await checkOwner(key)
-        _ = try await load(key)
-        while let e = entries[key], e.writer != nil {
-            await withCheckedContinuation { k in entries[key]?.readWaiters.append(k) }
+    func ownerRead(_ m: ObjMsg, from: NodeID) async throws -> ObjMsg {
+        while true {
+            let snap = try await ownerView(m, from: from)
+            let e = try await entry(m.key, view: snap.viewID)
+            if e.writer != nil {
+                // Many readers or one writer: wait until the writer is done.
+                await withCheckedContinuation { k in entries[m.key]?.readWaiters.append(k) ?? k.resume() }
+                continue
+            }
+            guard entries[m.key]?.view == snap.viewID, entries[m.key]?.writer == nil else { continue }
+            entries[m.key]!.readers.insert(from)
+            return ObjMsg(key: m.key, value: e.value, rev: e.rev, view: snap.viewID)
         }
-        if entries[key] == nil { _ = try await load(key) }
-        entries[key]!.readers.insert(from)
-        let e = entries[key]!
-        return ObjMsg(key: key, value: e.value, rev: e.rev)
     }
 
-    func ownerGrab(_ key: ObjKey, from: NodeID) async throws -> ObjMsg {
-        try await checkOwner(key)
-        _ = try await load(key)
-        if entries[key]!.writer == nil || entries[key]!.writer == from {
+    /// Does the entry of `key` in `view` still name `from` as its writer?
+    private func holds(_ key: ObjKey, _ from: NodeID, view: UInt64) -> Bool {
+        entries[key]?.view == view && entries[key]?.writer == from
+    }
+
+    func ownerGrab(_ m: ObjMsg, from: NodeID) async throws -> ObjMsg {
+        let key = m.key
+        let snap = try await ownerView(m, from: from)
+        let view = snap.viewID
+        let e = try await entry(key, view: view)
+        if e.writer == nil || e.writer == from {
             entries[key]!.writer = from
         } else {
             // Hand-off: the releaser makes us the writer before it resumes us.
-            await withCheckedContinuation { k in entries[key]!.writeWaiters.append((from, k)) }
+            await withCheckedContinuation { k in entries[key]?.writeWaiters.append((from, k)) ?? k.resume() }
         }
-        if entries[key] == nil {  // the view changed while we waited
-            throw ClusterError.kddm("ownership of \(key) moved during the grab; retry")
+        guard holds(key, from, view: view) else {
+            throw ClusterError.kddm("ownership of \(key) \(Self.movedMarker) for the grab; retry")
         }
+        // Invalidate every read copy; wait for the acknowledgements.
         let others = entries[key]!.readers.subtracting([from])
         entries[key]!.readers = []
-        await withTaskGroup(of: Void.self) { g in
+        let silent = await withTaskGroup(of: NodeID?.self) { g in
             for n in others {
                 g.addTask {
-                    _ = try? await self.rpc.call(n, service: KDDMService.invalidate, try Self.enc(ObjMsg(key: key)), timeout: .seconds(1))
+                    do {
+                        _ = try await self.rpc.call(n, service: KDDMService.invalidate, try Self.enc(ObjMsg(key: key)), timeout: Self.invalidateTimeout)
+                        return nil
+                    } catch {
+                        return n
+                    }
                 }
             }
+            var out: [NodeID] = []
+            for await n in g { if let n { out.append(n) } }
+            return out
         }
-        let e = entries[key]!
-        return ObjMsg(key: key, value: e.value, rev: e.rev)
+        do {
+            // A reader that did not answer may still serve its copy: fence it out.
+            for n in silent { try await fenceOut(n, for: key) }
+            // Nodes that read under the previous view may trust their copies a little longer.
+            let now = ContinuousClock.now
+            if snap.grantsFrom > now { try await Task.sleep(for: snap.grantsFrom - now) }
+        } catch {
+            if entries[key]?.view == view { entries[key]!.readers.formUnion(silent) }
+            ownerRelease(key, from: from)
+            throw ClusterError.kddm("grab of \(key) not granted: node \(silent.map(String.init).joined(separator: ",")) did not acknowledge an invalidation and could not be fenced out: \(error)")
+        }
+        guard holds(key, from, view: view), membership.snapshot.viewID == view else {
+            ownerRelease(key, from: from)
+            throw ClusterError.kddm("ownership of \(key) \(Self.movedMarker) for the grab; retry")
+        }
+        let cur = entries[key]!
+        return ObjMsg(key: key, value: cur.value, rev: cur.rev, view: view)
+    }
+
+    /// A reader that did not acknowledge an invalidation (cut off, or its RPC link is) may
+    /// still serve its copy. Its lease is revoked in etcd; it trusts its copies only while it
+    /// is sure its lease is alive (Membership.snapshot), and the last keep-alive that etcd
+    /// took from it was sent before our revoke, so one TTL after the revoke it has stopped.
+    /// A node with no lease in etcd trusts nothing already. The node takes a new lease and
+    /// rejoins by itself (Membership.keepAliveLoop).
+    func fenceOut(_ n: NodeID, for key: ObjKey) async throws {
+        for _ in 0..<3 {
+            guard let kv = try await etcd.get(membership.prefix + "present/\(n)"), kv.lease != 0 else { return }
+            if try await etcd.revoke(kv.lease) {
+                logger.warning("kddm: node \(n) did not acknowledge the invalidation of \(key) within \(Self.invalidateTimeout); revoked its lease \(kv.lease) and waiting \(Membership.leaseTTL) s for it to stop serving its copies")
+                try await Task.sleep(for: .seconds(Membership.leaseTTL))
+                return
+            }
+        }
+        throw ClusterError.kddm("node \(n) keeps taking new leases")
     }
 
     func ownerPut(_ m: ObjMsg, from: NodeID, delete: Bool) async throws -> ObjMsg {
-        try await checkOwner(m.key)
-        _ = try await load(m.key)
-        if let w = entries[m.key]?.writer, w != from {
-            throw ClusterError.kddm("\(m.key) is grabbed by node \(w), not by node \(from)")
+        let snap = try await ownerView(m, from: from)
+        guard holds(m.key, from, view: snap.viewID) else {
+            ownerRelease(m.key, from: from)
+            throw ClusterError.kddm("write of \(m.key) refused: node \(from) does not hold its grab at node \(rpc.nodeID) (the membership view changed since the grab); grab it again")
         }
         let key = etcdKey(m.key)
         var newRev: Int64? = nil
         do {
+            // Compare-on-revision against another writer, and the view fence: the write
+            // commits only if etcd's online set is still the one this grab was granted in.
             if delete {
-                newRev = try await etcd.compareAndDelete(key, expected: m.rev) ? 0 : nil
+                newRev = try await etcd.compareAndDelete(key, expected: m.rev, fence: snap.fence) ? 0 : nil
             } else {
                 let bytes = hooks[m.key.set]?.export(m.value ?? []) ?? (m.value ?? [])
-                newRev = try await etcd.compareAndPut(key, expected: m.rev, bytes)
+                newRev = try await etcd.compareAndPut(key, expected: m.rev, bytes, fence: snap.fence)
             }
         } catch {
             ownerRelease(m.key, from: from)
             throw ClusterError.kddm("write of \(m.key) not done: \(error)")
         }
         guard let rev = newRev else {
-            entries[m.key] = nil  // someone wrote under another owner: reload
-            throw ClusterError.kddm("write of \(m.key) lost a race (revision \(m.rev) is stale); grab it again")
+            drop(m.key)  // someone wrote under another owner, or the view moved on: reload
+            Task { await membership.refresh() }
+            throw ClusterError.kddm("write of \(m.key) lost a race (revision \(m.rev) is stale, or the membership view changed); grab it again")
         }
-        if entries[m.key] != nil {
+        if entries[m.key]?.view == snap.viewID {
             entries[m.key]!.value = delete ? nil : m.value
             entries[m.key]!.rev = rev
             entries[m.key]!.readers = delete ? [] : [from]
         }
         ownerRelease(m.key, from: from)
-        return ObjMsg(key: m.key, value: delete ? nil : m.value, rev: rev)
+        return ObjMsg(key: m.key, value: delete ? nil : m.value, rev: rev, view: snap.viewID)
     }
 
     func ownerRelease(_ key: ObjKey, from: NodeID) {
@@ -364,21 +457,17 @@ public actor KDDM {
     }
 
     func ownerState(_ key: ObjKey) async throws -> KDDMObjectState {
-        try await checkOwner(key)
-        let e = try await load(key)
+        let snap = try await ownerView(ObjMsg(key: key), from: rpc.nodeID)
+        let e = try await entry(key, view: snap.viewID)
         return KDDMObjectState(set: key.set, id: key.id, owner: rpc.nodeID, exists: e.value != nil, value: e.value, revision: e.rev,
                                readers: e.readers.sorted(), writer: e.writer, waiting: e.writeWaiters.count, localCopy: "")
     }
 
-    /// The online set changed: owners may have moved. Drop owner entries (waking their waiters,
-    /// whose grabs then fail and are retried) and every cached copy.
+    /// The online set changed: owners may have moved. Drop the owner entries of older views
+    /// (waking their waiters, whose grabs then fail and are retried) and every cached copy.
     func viewChanged(_ events: [MembershipEvent]) {
-        let old = entries
-        entries = [:]
-        for (_, e) in old {
-            for (_, k) in e.writeWaiters { k.resume() }
-            for k in e.readWaiters { k.resume() }
-        }
+        let view = membership.snapshot.viewID
+        for (k, e) in entries where e.view != view { drop(k) }
         dropCache()
         for e in events {
             if case .failed(let n) = e { rpc.peerFailed(n) }
@@ -399,16 +488,17 @@ public actor KDDM {
 
     // MARK: client side
 
-    /// Runs `body` against the object's owner. Nodes read the view up to 100 ms apart, so the
-    /// node we picked may not yet agree that it owns the object: read the view again and
-    /// retry, for up to a second.
-    func atOwner<T: Sendable>(_ key: ObjKey, _ body: (NodeID) async throws -> T) async throws -> T {
+    /// Runs `body` against the object's owner in this node's view. Nodes read the view up to
+    /// 100 ms apart, so the node we picked may not yet agree that it owns the object, or see
+    /// another view: read the view again and retry, for up to a second.
+    func atOwner<T: Sendable>(_ key: ObjKey, _ body: (NodeID, ViewSnapshot) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
-            let o = try await owner(key)
+            let snap = membership.snapshot
+            let o = try await owner(key, in: snap)
             do {
-                return try await body(o)
-            } catch let RPCError.remote(text) where text.contains(Self.notOwnerMarker) && attempt < 20 {
+                return try await body(o, snap)
+            } catch let RPCError.remote(text) where Self.retryable(text) && attempt < 20 {
                 attempt += 1
                 await membership.refresh()
                 try await Task.sleep(for: .milliseconds(50))
@@ -416,7 +506,9 @@ public actor KDDM {
         }
     }
 
-    static let notOwnerMarker = "is not the owner of"
+    static func retryable(_ text: String) -> Bool {
+        text.contains(notOwnerMarker) || text.contains(otherViewMarker) || text.contains(movedMarker)
+    }
 
     /// A node that has lost etcd may be cut off from the others: it fails at once rather than
     /// waiting for a deadline (its writes could not complete anyway: the owner writes to etcd).
@@ -431,12 +523,22 @@ public actor KDDM {
     public func get(_ set: String, _ id: UInt64) async throws -> [UInt8]? {
         let key = ObjKey(set: set, id: id)
         try checkReachable()
-        if let c = cache[key] { return c.value }
-        let (e, g) = (epochs[key, default: 0], globalEpoch)
-        let r = try await atOwner(key) { o in
-            try Self.dec(ObjMsg.self, try await self.rpc.call(o, service: KDDMService.read, try Self.enc(ObjMsg(key: key))))
+        let snap = membership.snapshot
+        if let c = cache[key] {
+            if c.view == snap.viewID && c.lease == snap.lease && ContinuousClock.now < snap.trustedUntil { return c.value }
+            cache[key] = nil
         }
-        if epochs[key, default: 0] == e && globalEpoch == g && grabbed[key] == nil { cache[key] = (r.value, r.rev) }
+        let (e, g) = (epochs[key, default: 0], globalEpoch)
+        var asked = snap
+        let r = try await atOwner(key) { o, view in
+            asked = view
+            return try Self.dec(ObjMsg.self, try await self.rpc.call(o, service: KDDMService.read, try Self.enc(ObjMsg(key: key, view: view.viewID))))
+        }
+        // Not cached when an invalidation or a view change overtook the reply.
+        let now = membership.snapshot
+        if epochs[key, default: 0] == e && globalEpoch == g && grabbed[key] == nil && now.viewID == asked.viewID && now.lease == asked.lease {
+            cache[key] = Copy(value: r.value, rev: r.rev, view: asked.viewID, lease: asked.lease)
+        }
         return r.value
     }
 
@@ -445,12 +547,14 @@ public actor KDDM {
         let key = ObjKey(set: set, id: id)
         guard grabbed[key] == nil else { throw ClusterError.kddm("\(key) is already grabbed on this node") }
         try checkReachable()
-        var o = try await owner(key)
+        var o = try await owner(key, in: membership.snapshot)
+        var view: UInt64 = 0
         let r: ObjMsg
         do {
-            r = try await atOwner(key) { owner in
+            r = try await atOwner(key) { owner, snap in
                 o = owner
-                return try Self.dec(ObjMsg.self, try await self.rpc.call(owner, service: KDDMService.grab, try Self.enc(ObjMsg(key: key)), timeout: timeout))
+                view = snap.viewID
+                return try Self.dec(ObjMsg.self, try await self.rpc.call(owner, service: KDDMService.grab, try Self.enc(ObjMsg(key: key, view: snap.viewID)), timeout: timeout))
             }
         } catch RPCError.deadlineExceeded(let n, let s) {
             // The owner may grant it later: give it back so that no one waits for us forever.
@@ -458,23 +562,41 @@ public actor KDDM {
             throw RPCError.deadlineExceeded(n, service: s)
         }
         cache[key] = nil
-        grabbed[key] = (o, r.rev)
+        grabbed[key] = (o, r.rev, view)
         return r.value
     }
 
-    /// Writes the new value and releases the grab. Returns once the value is durable.
+    /// Writes the new value and releases the grab. Returns once the value is durable. The
+    /// value goes to the owner that granted the grab, which accepts it only in the view it
+    /// granted it in: after a view change, grab again.
     public func put(_ set: String, _ id: UInt64, _ value: [UInt8]) async throws {
-        let key = ObjKey(set: set, id: id)
+        try await write(ObjKey(set: set, id: id), value, service: KDDMService.put)
+    }
+
+    /// Removes an object (grab, then delete at the owner).
+    public func remove(_ set: String, _ id: UInt64) async throws {
+        _ = try await grab(set, id)
+        try await write(ObjKey(set: set, id: id), nil, service: KDDMService.remove)
+    }
+
+    private func write(_ key: ObjKey, _ value: [UInt8]?, service: UInt16) async throws {
         guard let g = grabbed.removeValue(forKey: key) else { throw ClusterError.kddm("put of \(key) without a grab") }
-        try checkReachable()
         let e = epochs[key, default: 0]
-        // To the owner of now: if ownership moved since the grab, the new owner accepts the
-        // value only if etcd still holds the revision we grabbed.
-        _ = g.owner
-        let r = try await atOwner(key) { o in
-            try Self.dec(ObjMsg.self, try await self.rpc.call(o, service: KDDMService.put, try Self.enc(ObjMsg(key: key, value: value, rev: g.rev))))
+        let lease = membership.snapshot.lease
+        do {
+            try checkReachable()
+            let r = try Self.dec(ObjMsg.self, try await rpc.call(g.owner, service: service, try Self.enc(ObjMsg(key: key, value: value, rev: g.rev, view: g.view))))
+            cache[key] = nil
+            // The owner recorded us as a reader of what we wrote.
+            let now = membership.snapshot
+            if service == KDDMService.put && epochs[key, default: 0] == e && now.viewID == g.view && now.lease == lease {
+                cache[key] = Copy(value: value, rev: r.rev, view: g.view, lease: lease)
+            }
+        } catch {
+            // Whatever happened, the owner must not keep waiting for us.
+            _ = try? await rpc.call(g.owner, service: KDDMService.release, try Self.enc(ObjMsg(key: key)), timeout: .seconds(1))
+            throw error
         }
-        if epochs[key, default: 0] == e { cache[key] = (value, r.rev) }
     }
 
     /// Gives a grabbed object back unchanged.
@@ -484,13 +606,23 @@ public actor KDDM {
         _ = try await rpc.call(g.owner, service: KDDMService.release, try Self.enc(ObjMsg(key: key)))
     }
 
-    /// Removes an object (grab, then delete at the owner).
-    public func remove(_ set: String, _ id: UInt64) async throws {
-        _ = try await grab(set, id)
-        let key = ObjKey(set: set, id: id)
-        let g = grabbed.removeValue(forKey: key)!
-        _ = try await rpc.call(g.owner, service: KDDMService.remove, try Self.enc(ObjMsg(key: key, rev: g.rev)))
-        cache[key] = nil
+    /// Grab and put, again while the grab or the put loses a race with a view change (for up
+    /// to about 5 s): what `ssi kddm put` does.
+    public func store(_ set: String, _ id: UInt64, _ value: [UInt8]) async throws {
+        try await retrying { _ = try await grab(set, id); try await put(set, id, value) }
+    }
+
+    private func retrying(_ body: () async throws -> Void) async throws {
+        var failures = 0
+        while true {
+            do {
+                return try await body()
+            } catch {
+                failures += 1
+                if failures > 50 || membership.cutOff { throw error }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
     }
 
     /// Drops this node's cached copies (the next gets go to the owners).
@@ -507,25 +639,12 @@ public actor KDDM {
     /// race with an ownership change.
     public func increment(_ set: String, _ id: UInt64, count: Int) async throws -> Int {
         var last = 0
-        var done = 0
-        var failures = 0
-        while done < count {
-            do {
+        for _ in 0..<count {
+            try await retrying {
                 let v = try await grab(set, id)
                 let n = Int(String(decoding: v ?? [], as: UTF8.self)) ?? 0
-                do {
-                    try await put(set, id, Array(String(n + 1).utf8))
-                } catch {
-                    grabbed[ObjKey(set: set, id: id)] = nil
-                    throw error
-                }
+                try await put(set, id, Array(String(n + 1).utf8))
                 last = n + 1
-                done += 1
-                failures = 0
-            } catch {
-                failures += 1
-                if failures > 50 { throw error }
-                try await Task.sleep(for: .milliseconds(100))
             }
         }
         return last
@@ -533,7 +652,7 @@ public actor KDDM {
 
     public func state(_ set: String, _ id: UInt64) async throws -> KDDMObjectState {
         let key = ObjKey(set: set, id: id)
-        var s = try await atOwner(key) { o in
+        var s = try await atOwner(key) { o, _ in
             try Self.dec(KDDMObjectState.self, try await self.rpc.call(o, service: KDDMService.state, try Self.enc(ObjMsg(key: key))))
         }
         s.localCopy = grabbed[key] != nil ? "write (grabbed)" : cache[key] != nil ? "read copy (rev \(cache[key]!.rev))" : "none"

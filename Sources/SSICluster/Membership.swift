@@ -27,6 +27,25 @@ public enum MembershipEvent: Sendable, Equatable {
     case added(NodeID), removed(NodeID), failed(NodeID)
 }
 
+/// What KDDM decides on, read in one go: the online set and how far this node may trust it.
+public struct ViewSnapshot: Sendable {
+    /// Online members, sorted: the input of the KDDM owner rules.
+    public var online: [NodeID]
+    /// Names the online set and the incarnation (lease) of each member: two nodes with the
+    /// same id agree on who owns what.
+    public var viewID: UInt64
+    /// The etcd conditions under which this view is still current.
+    public var fence: EtcdClient.Fence
+    /// This node's lease.
+    public var lease: Int64
+    /// Until when this node may serve cached copies: its lease is surely alive in etcd, and
+    /// its view is recent enough that a change it has not seen yet cannot have been acted on.
+    public var trustedUntil: ContinuousClock.Instant
+    /// From when this node, as an owner, may hand out write access: every node that read
+    /// under the previous view has stopped trusting its copies by then.
+    public var grantsFrom: ContinuousClock.Instant
+}
+
 /// Where a daemon stands in etcd. Keys under `/ssi/<session>/`:
 ///
 ///     possible/<id>   the node is part of the cluster's configuration (no lease)
@@ -45,6 +64,14 @@ public final class Membership: Sendable {
     let host: String
     let port: Int
     public static let leaseTTL = 2
+    /// A node stops trusting its lease this long before the lease could have expired in etcd:
+    /// room for the two clocks' rates to differ over a TTL.
+    public static let leaseMargin: Duration = .milliseconds(200)
+    /// After the online set changes, an owner waits this long before it hands out write
+    /// access; a node trusts its view (to serve cached copies) for this long minus
+    /// `viewMargin` after it sent the request that read it. Views are read every 100 ms.
+    public static let viewGrace: Duration = .milliseconds(600)
+    public static let viewMargin: Duration = .milliseconds(100)
 
     private struct State {
         var view: [NodeID: NodeInfo] = [:]
@@ -52,6 +79,16 @@ public final class Membership: Sendable {
         var lastContact: ContinuousClock.Instant = .now
         var subscribers: [@Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void] = []
         var viewVersion = 0
+        var viewID: UInt64 = 0
+        var viewRevision: Int64 = 0
+        var fence = EtcdClient.Fence.none
+        /// When the request that read the current view was sent.
+        var viewReadAt: ContinuousClock.Instant = .now - .seconds(3600)
+        /// When this node learnt that the online set changed (the reply's arrival).
+        var onlineChangedAt: ContinuousClock.Instant = .now
+        /// Before this instant our lease is alive in etcd: etcd extends a lease to TTL from
+        /// when it handles the keep-alive, which is after we sent it.
+        var leaseValidUntil: ContinuousClock.Instant = .now - .seconds(3600)
     }
     private let state = Mutex(State())
 
@@ -76,6 +113,14 @@ public final class Membership: Sendable {
         state.withLock { $0.view.values.filter { $0.state == .online }.map(\.id).sorted() }
     }
 
+    public var snapshot: ViewSnapshot {
+        state.withLock { s in
+            ViewSnapshot(online: s.view.values.filter { $0.state == .online }.map(\.id).sorted(), viewID: s.viewID, fence: s.fence,
+                         lease: s.lease, trustedUntil: min(s.leaseValidUntil, s.viewReadAt + Self.viewGrace - Self.viewMargin),
+                         grantsFrom: s.onlineChangedAt + Self.viewGrace)
+        }
+    }
+
     /// True when this node has not heard from etcd for over a second: it may be cut off, and
     /// must not trust what it caches.
     public var cutOff: Bool {
@@ -90,10 +135,15 @@ public final class Membership: Sendable {
     }
 
     private func renewLease() async throws {
+        let sent = ContinuousClock.now
         let lease = try await etcd.grantLease(ttl: Self.leaseTTL)
         let info = try JSONEncoder().encode(NodeInfo(id: me, state: .present, host: host, port: port))
         try await etcd.put(prefix + "present/\(me)", Array(info), lease: lease)
-        state.withLock { $0.lease = lease; $0.lastContact = .now }
+        state.withLock {
+            $0.lease = lease
+            $0.lastContact = .now
+            $0.leaseValidUntil = sent + .seconds(Self.leaseTTL) - Self.leaseMargin
+        }
         logger.info("membership: node \(me) present under lease \(lease)")
     }
 
@@ -106,7 +156,7 @@ public final class Membership: Sendable {
             await g.waitForAll()
         }
         let lease = state.withLock { $0.lease }
-        try? await etcd.revoke(lease)
+        _ = try? await etcd.revoke(lease)
         try? await etcd.delete(prefix + "present/\(me)")
     }
 
@@ -114,9 +164,13 @@ public final class Membership: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(300))
             let lease = state.withLock { $0.lease }
+            let sent = ContinuousClock.now
             do {
                 if try await etcd.keepAlive(lease) {
-                    state.withLock { $0.lastContact = .now }
+                    state.withLock {
+                        $0.lastContact = .now
+                        if $0.lease == lease { $0.leaseValidUntil = max($0.leaseValidUntil, sent + .seconds(Self.leaseTTL) - Self.leaseMargin) }
+                    }
                 } else {
                     logger.warning("membership: lease \(lease) expired (we were cut off); registering again")
                     try await renewLease()
@@ -136,24 +190,44 @@ public final class Membership: Sendable {
 
     /// Reads the view once and notifies subscribers of what changed.
     public func refresh() async {
-        let kvs: [EtcdClient.KeyValue]
+        // Only the membership keys: online/ < possible/ < present/ sort together, and the
+        // KDDM objects under kddm/ stay out of the 100 ms poll.
+        let kvs: [EtcdClient.KeyValue], revision: Int64
+        let sent = ContinuousClock.now
         do {
-            kvs = try await etcd.list(prefix: prefix)
+            (kvs, revision) = try await etcd.list(from: prefix + "online/", to: EtcdClient.prefixEnd(prefix + "present/"))
         } catch {
             return
         }
         var possible = Set<NodeID>(), online = Set<NodeID>(), present: [NodeID: NodeInfo] = [:]
+        var created: [String: Int64] = [:]
         for kv in kvs {
             let rest = kv.key.dropFirst(prefix.count)
             let parts = rest.split(separator: "/")
             guard parts.count == 2, let id = NodeID(parts[1]) else { continue }
             switch parts[0] {
             case "possible": possible.insert(id)
-            case "online": online.insert(id)
-            case "present": present[id] = try? JSONDecoder().decode(NodeInfo.self, from: Data(kv.value))
+            case "online": online.insert(id); created[kv.key] = kv.createRevision
+            case "present":
+                present[id] = try? JSONDecoder().decode(NodeInfo.self, from: Data(kv.value))
+                created[kv.key] = kv.createRevision
             default: break
             }
         }
+        // The view's identity and fence: each member's online and present keys with their
+        // create revisions (a daemon that took a new lease is a new incarnation).
+        let members = online.filter { present[$0] != nil }.sorted()
+        var fenceKeys: [String: Int64] = [:]
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+        for id in members {
+            for k in [prefix + "online/\(id)", prefix + "present/\(id)"] {
+                fenceKeys[k] = created[k] ?? 0
+                for b in withUnsafeBytes(of: (created[k] ?? 0).littleEndian, Array.init) + [UInt8(id)] {
+                    hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3
+                }
+            }
+        }
+        let fence = EtcdClient.Fence(keys: fenceKeys, prefixes: [prefix + "online/", prefix + "present/"], revision: revision)
         var view: [NodeID: NodeInfo] = [:]
         for id in possible.union(online).union(present.keys) {
             let p = present[id]
@@ -162,6 +236,16 @@ public final class Membership: Sendable {
         }
         let (events, subs) = state.withLock { s -> ([MembershipEvent], [@Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void]) in
             s.lastContact = .now
+            // Refreshes may overlap (the poll, a caller's retry): never go back to an older view.
+            guard revision >= s.viewRevision else { return ([], []) }
+            s.viewRevision = revision
+            s.viewReadAt = max(s.viewReadAt, sent)
+            s.fence = fence
+            let idChanged = hash != s.viewID
+            if idChanged {
+                s.viewID = hash
+                s.onlineChangedAt = .now
+            }
             var ev: [MembershipEvent] = []
             for (id, n) in view {
                 let old = s.view[id]?.state
@@ -172,8 +256,9 @@ public final class Membership: Sendable {
             for (id, n) in s.view where view[id] == nil && n.state == .online { ev.append(.removed(id)) }
             let addrChanged = view.contains { s.view[$0.key]?.port != $0.value.port || s.view[$0.key]?.host != $0.value.host }
             s.view = view
-            if !ev.isEmpty || addrChanged { s.viewVersion += 1 }
-            return (ev, (ev.isEmpty && !addrChanged) ? [] : s.subscribers)
+            let changed = !ev.isEmpty || addrChanged || idChanged
+            if changed { s.viewVersion += 1 }
+            return (ev, changed ? s.subscribers : [])
         }
         for e in events { logger.info("membership: \(e)") }
         for f in subs { await f(events, view) }

@@ -80,8 +80,7 @@ enum ControlOps {
             return v.map { String(decoding: $0, as: UTF8.self) }
         case "kddm.put":
             let set = try str(r, "set"), oid = try id(r)
-            _ = try await d.kddm.grab(set, oid)
-            try await d.kddm.put(set, oid, Array(try str(r, "value").utf8))
+            try await d.kddm.store(set, oid, Array(try str(r, "value").utf8))
             return nil
         case "kddm.remove":
             try await d.kddm.remove(try str(r, "set"), try id(r))

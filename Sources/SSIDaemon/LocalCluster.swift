@@ -138,10 +138,39 @@ public struct LocalCluster: Sendable {
         throw SSIError(.system, "node \(k) did not start within 15 s", hint: "see \(log(node: k))")
     }
 
-    /// Sets node k's link (its veth on the hub's bridge) down or up: a network partition.
-    public func setLink(_ k: Int, up: Bool) throws {
+    public enum LinkState: String, CaseIterable, Sendable {
+        /// Node k's veth on the hub's bridge is down: cut off from everyone, etcd included.
+        case down
+        /// Node k reaches etcd but no other node (a filter in its namespace): its RPC link is
+        /// cut while its membership goes on, the partition a lease alone does not detect.
+        case isolate
+        /// Back to normal.
+        case up
+    }
+
+    /// A network partition of node k.
+    public func setLink(_ k: Int, _ state: LinkState) throws {
         guard plan()?.netns == true else { throw SSIError(.unsupported, "links exist only in a root (namespace) local cluster") }
-        try Proc.run(["ip", "-n", Self.hub, "link", "set", "ssi-h\(k)", up ? "up" : "down"])
+        let ns = "ssi-node\(k)"
+        guard FileManager.default.fileExists(atPath: "/run/netns/\(ns)") else {
+            throw SSIError(.notFound, "no node \(k) in the local cluster", hint: "ssi nodes status lists them")
+        }
+        try Proc.run(["ip", "-n", Self.hub, "link", "set", "ssi-h\(k)", state == .down ? "down" : "up"])
+        // nft(8): one table of our own, deleted whole; loopback stays open (a node's calls to
+        // its own address), and so does the hub, where etcd listens.
+        _ = try? Proc.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "ssi-isolate"], check: false)
+        if state == .isolate {
+            let rules = """
+            table inet ssi-isolate {
+                chain input { type filter hook input priority 0; iifname "lo" accept; ip saddr \(Self.subnet).254 accept; ip saddr \(Self.subnet).0/24 drop; }
+                chain output { type filter hook output priority 0; oifname "lo" accept; ip daddr \(Self.subnet).254 accept; ip daddr \(Self.subnet).0/24 drop; }
+            }
+
+            """
+            let file = "\(dir)/isolate-\(k).nft"
+            try rules.write(toFile: file, atomically: true, encoding: .utf8)
+            try Proc.run(["ip", "netns", "exec", ns, "nft", "-f", file])
+        }
     }
 
     // MARK: down

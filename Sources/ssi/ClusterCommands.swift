@@ -175,12 +175,14 @@ struct ClusterStartNode: ParsableCommand {
 }
 
 struct ClusterLink: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "link", abstract: "Take node K's network link down or up (a partition; namespace clusters only).")
+    static let configuration = CommandConfiguration(
+        commandName: "link", abstract: "Partition node K (namespace clusters only).",
+        discussion: "down: its link is down, cut from everyone; isolate: it reaches etcd but no other node; up: back to normal.")
     @Argument var node: Int
-    @Argument(help: "up or down") var state: String
+    @Argument(help: "down, isolate or up") var state: String
     func run() throws {
-        guard state == "up" || state == "down" else { throw ValidationError("state must be up or down") }
-        do { try LocalCluster().setLink(node, up: state == "up") } catch { clusterFail(error) }
+        guard let s = LocalCluster.LinkState(rawValue: state) else { throw ValidationError("state must be down, isolate or up, not '\(state)'") }
+        do { try LocalCluster().setLink(node, s) } catch { clusterFail(error) }
     }
 }
 

@@ -62,6 +62,8 @@ struct KDDMInProcessTests {
             nodes.append((rpc, m, k, hooks))
         }
         for n in nodes { await n.1.refresh() }
+        // Keep-alives and the view poll: a node serves cached copies only while both are fresh.
+        let loops = nodes.map { n in Task { await n.1.run() } }
         let (rpc1, _, k1, h1) = nodes[0]
         let (_, _, k2, h2) = nodes[1]
         try await k1.createSet("objs", rule: .fixed(2))
@@ -98,6 +100,8 @@ struct KDDMInProcessTests {
         } catch let e as ClusterError {
             #expect("\(e)".contains("no set 'objs'"), "\(e)")
         }
+        for l in loops { l.cancel() }
+        for l in loops { await l.value }
         for n in nodes { await n.0.shutdown() }
         try await etcd.delete(prefix: "/ssi/\(session)/")
         try await group.shutdownGracefully()
