@@ -75,6 +75,8 @@ public final class Membership: Sendable {
 
     private struct State {
         var view: [NodeID: NodeInfo] = [:]
+        /// The online members, sorted (kept with the view: a cached get reads it).
+        var online: [NodeID] = []
         var lease: Int64 = 0
         var lastContact: ContinuousClock.Instant = .now
         var subscribers: [@Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void] = []
@@ -109,13 +111,11 @@ public final class Membership: Sendable {
     public var viewVersion: Int { state.withLock { $0.viewVersion } }
 
     /// Online members, sorted: the input of the KDDM owner rules.
-    public var online: [NodeID] {
-        state.withLock { $0.view.values.filter { $0.state == .online }.map(\.id).sorted() }
-    }
+    public var online: [NodeID] { state.withLock { $0.online } }
 
     public var snapshot: ViewSnapshot {
         state.withLock { s in
-            ViewSnapshot(online: s.view.values.filter { $0.state == .online }.map(\.id).sorted(), viewID: s.viewID, fence: s.fence,
+            ViewSnapshot(online: s.online, viewID: s.viewID, fence: s.fence,
                          lease: s.lease, trustedUntil: min(s.leaseValidUntil, s.viewReadAt + Self.viewGrace - Self.viewMargin),
                          grantsFrom: s.onlineChangedAt + Self.viewGrace)
         }
@@ -256,6 +256,7 @@ public final class Membership: Sendable {
             for (id, n) in s.view where view[id] == nil && n.state == .online { ev.append(.removed(id)) }
             let addrChanged = view.contains { s.view[$0.key]?.port != $0.value.port || s.view[$0.key]?.host != $0.value.host }
             s.view = view
+            s.online = view.values.filter { $0.state == .online }.map(\.id).sorted()
             let changed = !ev.isEmpty || addrChanged || idChanged
             if changed { s.viewVersion += 1 }
             return (ev, changed ? s.subscribers : [])
