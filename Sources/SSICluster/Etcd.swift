@@ -20,12 +20,14 @@ public final class EtcdClient: Sendable {
     }
 
     /// Conditions that make a transaction fail when the membership view it was decided on is
-    /// no longer etcd's: each key that defines the view still has the create revision we saw
-    /// (a deleted key compares as revision 0, a re-created one as a newer revision), and no key
-    /// under the given prefixes was created after the revision we read the view at (a new
-    /// member). etcd's Compare takes a range_end, so one comparison covers a whole prefix.
+    /// no longer etcd's: each key that defines the view still has the mod revision we saw (a
+    /// deleted key compares as revision 0; a key put again, as a daemon that restarted within
+    /// its lease's TTL does, has a newer one), and no key under the given prefixes was created
+    /// after the revision we read the view at (a new member). etcd's Compare takes a
+    /// range_end, so one comparison covers a whole prefix. etcd refuses a transaction of more
+    /// than --max-txn-ops (default 128) comparisons: 2 per online member + 2.
     public struct Fence: Sendable, Equatable {
-        /// key -> the create revision it must still have.
+        /// key -> the mod revision it must still have.
         public var keys: [String: Int64]
         public var prefixes: [String]
         public var revision: Int64
@@ -38,7 +40,7 @@ public final class EtcdClient: Sendable {
 
         var compares: [[String: Any]] {
             var c: [[String: Any]] = keys.sorted { $0.key < $1.key }.map {
-                ["key": EtcdClient.b64($0.key), "target": "CREATE", "create_revision": String($0.value), "result": "EQUAL"]
+                ["key": EtcdClient.b64($0.key), "target": "MOD", "mod_revision": String($0.value), "result": "EQUAL"]
             }
             for p in prefixes {
                 c.append(["key": EtcdClient.b64(p), "range_end": EtcdClient.b64(EtcdClient.prefixEnd(p)), "target": "CREATE",
@@ -65,13 +67,26 @@ public final class EtcdClient: Sendable {
         self.group = group
     }
 
-    /// POSTs `body` to `path`, trying each endpoint in turn.
-    func post(_ path: String, _ body: [String: Any], timeout: TimeAmount = .seconds(2)) async throws -> [String: Any] {
+    /// POSTs `body` to `path`, trying each endpoint in turn. A request that is not
+    /// idempotent (a transaction) goes to the next endpoint only when the previous one could
+    /// not be reached: once it was sent, it may have been done, and doing it again elsewhere
+    /// would turn one write into a compare failure that hides it.
+    func post(_ path: String, _ body: [String: Any], timeout: TimeAmount = .seconds(2), idempotent: Bool = true) async throws -> [String: Any] {
         let data = try JSONSerialization.data(withJSONObject: body)
         var lastError: Error = ClusterError.etcd("no endpoint")
         for ep in endpoints {
+            let bytes: [UInt8]
             do {
-                let bytes = try await request(host: ep.host, port: ep.port, path: path, body: Array(data), timeout: timeout)
+                bytes = try await request(host: ep.host, port: ep.port, path: path, body: Array(data), timeout: timeout)
+            } catch let e as Unreached {
+                lastError = e.error
+                continue
+            } catch {
+                if !idempotent { throw ClusterError.etcd("\(Self.unknownOutcome) (\(path) to \(ep.host):\(ep.port): \(error))") }
+                lastError = error
+                continue
+            }
+            do {
                 guard let obj = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
                     throw ClusterError.etcd("bad reply to \(path)")
                 }
@@ -99,7 +114,7 @@ public final class EtcdClient: Sendable {
                 .connect(host: host, port: port).get()
         } catch {
             promise.fail(error)
-            throw ClusterError.etcd("cannot reach etcd at \(host):\(port): \(error)")
+            throw Unreached(error: ClusterError.etcd("cannot reach etcd at \(host):\(port): \(error)"))
         }
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
         head.headers.add(name: "Host", value: "\(host):\(port)")
@@ -116,6 +131,12 @@ public final class EtcdClient: Sendable {
         defer { timer.cancel(); ch.close(promise: nil) }
         return try await promise.futureResult.get()
     }
+
+    /// The request never left: safe to send elsewhere.
+    struct Unreached: Error { var error: ClusterError }
+
+    /// In the text of an error after which a write may or may not have been done.
+    public static let unknownOutcome = "etcd did not answer a write that it may have done"
 
     // MARK: the operations we use
 
@@ -181,7 +202,7 @@ public final class EtcdClient: Sendable {
         let r = try await post("/v3/kv/txn", [
             "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]] + fence.compares,
             "success": [["request_put": ["key": k, "value": Self.b64(value)]]],
-        ])
+        ], idempotent: false)
         guard (r["succeeded"] as? Bool) == true else { return nil }
         return Self.int((r["header"] as? [String: Any])?["revision"])
     }
@@ -192,8 +213,22 @@ public final class EtcdClient: Sendable {
         let r = try await post("/v3/kv/txn", [
             "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]] + fence.compares,
             "success": [["request_delete_range": ["key": k]]],
-        ])
+        ], idempotent: false)
         return (r["succeeded"] as? Bool) == true
+    }
+
+    /// Creates the key only if it does not exist. Returns nil when it was created, else what
+    /// is there.
+    public func createIfAbsent(_ key: String, _ value: [UInt8]) async throws -> KeyValue? {
+        let k = Self.b64(key)
+        let r = try await post("/v3/kv/txn", [
+            "compare": [["key": k, "target": "CREATE", "create_revision": "0", "result": "EQUAL"]],
+            "success": [["request_put": ["key": k, "value": Self.b64(value)]]],
+            "failure": [["request_range": ["key": k]]],
+        ])
+        if (r["succeeded"] as? Bool) == true { return nil }
+        let range = ((r["responses"] as? [[String: Any]])?.first?["response_range"] as? [String: Any]) ?? [:]
+        return Self.kvs(range).first
     }
 
     public func grantLease(ttl: Int) async throws -> Int64 {

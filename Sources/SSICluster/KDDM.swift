@@ -80,6 +80,10 @@ struct ObjMsg: Codable, Sendable {
     var rev: Int64 = 0
     /// The asker's view (ViewSnapshot.viewID); 0: any (inspection).
     var view: UInt64 = 0
+    /// The incarnation of the set the asker knows (the mod revision of its etcd key); 0: any.
+    var setRev: Int64 = 0
+    /// Names one grab, so that a release meant for it never frees another (0: none).
+    var grab: UInt64 = 0
 }
 
 /// What `ssi kddm show` prints: the owner's coherence state plus the asking node's.
@@ -126,10 +130,18 @@ public actor KDDM {
         var rev: Int64
         var readers: Set<NodeID> = []
         var writer: NodeID?
-        var writeWaiters: [(NodeID, CheckedContinuation<Void, Never>)] = []
+        /// The grab that made `writer` the writer.
+        var writerGrab: UInt64 = 0
+        /// The writer's put is in etcd's hands: a release cannot overtake it.
+        var committing = false
+        var writeWaiters: [(node: NodeID, grab: UInt64, k: CheckedContinuation<Void, Never>)] = []
         var readWaiters: [CheckedContinuation<Void, Never>] = []
     }
     var entries: [ObjKey: Entry] = [:]
+    /// Grabs released before they reached the object (their asker gave up): they must not
+    /// take it when they do. Ids are random, so a stale one never matches; the oldest go.
+    var cancelledGrabs: Set<UInt64> = []
+    var cancelledOrder: [UInt64] = []
 
     // Client side. A cached copy is served only while the view and the lease it was read
     // under are still this node's and this node still trusts them (ViewSnapshot.trustedUntil).
@@ -142,9 +154,10 @@ public actor KDDM {
     var cache: [ObjKey: Copy] = [:]
     var epochs: [ObjKey: Int] = [:]
     var globalEpoch = 0
-    var grabbed: [ObjKey: (owner: NodeID, rev: Int64, view: UInt64)] = [:]
+    var grabbed: [ObjKey: (owner: NodeID, rev: Int64, view: UInt64, grab: UInt64)] = [:]
 
-    var sets: [String: KDDMSetInfo] = [:]
+    /// Known sets, with the mod revision of their etcd key (the set's incarnation).
+    var sets: [String: (info: KDDMSetInfo, rev: Int64)] = [:]
     var hooks: [String: any KDDMSetHooks] = [:]
 
     public init(rpc: RPCNode, etcd: EtcdClient, membership: Membership, logger: Logger) {
@@ -173,7 +186,7 @@ public actor KDDM {
         }
         rpc.register(KDDMService.release) { [self] from, p in
             let m = try coder.decode(ObjMsg.self, from: Data(p))
-            await ownerRelease(m.key, from: from)
+            await askerReleased(m.key, from: from, grab: m.grab)
             return []
         }
         rpc.register(KDDMService.invalidate) { [self] from, p in
@@ -201,11 +214,20 @@ public actor KDDM {
 
     public func register(hooks h: any KDDMSetHooks, for set: String) { hooks[set] = h }
 
+    /// Makes a set, unless it exists: a set's rule never changes under the nodes that use it
+    /// (two rules would mean two owners). Creating it again with the same rule is a no-op.
     public func createSet(_ name: String, rule: OwnerRule) async throws {
         guard !name.isEmpty, !name.contains("/") else { throw ClusterError.kddm("bad set name '\(name)'") }
         let info = KDDMSetInfo(name: name, rule: rule)
-        try await etcd.put(prefix + "sets/\(name)", try Self.enc(info))
-        sets[name] = info
+        if let kv = try await etcd.createIfAbsent(prefix + "sets/\(name)", try Self.enc(info)) {
+            let old = try Self.dec(KDDMSetInfo.self, kv.value)
+            sets[name] = (old, kv.modRevision)
+            guard old.rule == rule else {
+                throw ClusterError.kddm("set '\(name)' exists with rule \(old.rule) (ssi kddm delete-set \(name) first to change it)")
+            }
+            return
+        }
+        _ = try await set(name, reload: true)
     }
 
     /// Deletes a set and every object in it, from etcd and from every node's memory. Refused
@@ -223,10 +245,11 @@ public actor KDDM {
         dropSetLocal(name)
         let others = membership.view.values.filter { $0.state == .online && $0.id != rpc.nodeID }.map(\.id)
         for n in others {
-            do { _ = try await rpc.call(n, service: KDDMService.dropSet, Array(name.utf8), timeout: .seconds(1)) } catch {
-                // It is deleted in etcd; a node that did not hear of it drops its copies when
-                // the online set changes, as for any failed node.
+            do { _ = try await rpc.call(n, service: KDDMService.dropSet, Array(name.utf8), timeout: Self.invalidateTimeout) } catch {
+                // It may still serve copies of the deleted objects: as for a reader that does
+                // not acknowledge an invalidation, take its lease away.
                 logger.warning("kddm: node \(n) did not acknowledge the deletion of set \(name): \(error)")
+                try await fenceOut(n, for: "set \(name)")
             }
         }
     }
@@ -240,16 +263,19 @@ public actor KDDM {
 
     public func listSets() async throws -> [KDDMSetInfo] {
         let kvs = try await etcd.list(prefix: prefix + "sets/")
-        for kv in kvs { if let s = try? Self.dec(KDDMSetInfo.self, kv.value) { sets[s.name] = s } }
-        return sets.values.sorted { $0.name < $1.name }
+        var now: [String: (info: KDDMSetInfo, rev: Int64)] = [:]
+        for kv in kvs { if let s = try? Self.dec(KDDMSetInfo.self, kv.value) { now[s.name] = (s, kv.modRevision) } }
+        sets = now
+        return now.values.map(\.info).sorted { $0.name < $1.name }
     }
 
-    func set(_ name: String) async throws -> KDDMSetInfo {
-        if let s = sets[name] { return s }
+    func set(_ name: String, reload: Bool = false) async throws -> (info: KDDMSetInfo, rev: Int64) {
+        if !reload, let s = sets[name] { return s }
         guard let kv = try await etcd.get(prefix + "sets/\(name)") else {
+            sets[name] = nil
             throw ClusterError.kddm("no set '\(name)' (ssi kddm sets lists them; ssi kddm create-set makes one)")
         }
-        let s = try Self.dec(KDDMSetInfo.self, kv.value)
+        let s = (info: try Self.dec(KDDMSetInfo.self, kv.value), rev: kv.modRevision)
         sets[name] = s
         return s
     }
@@ -260,7 +286,7 @@ public actor KDDM {
 
     func owner(_ key: ObjKey, in view: ViewSnapshot) async throws -> NodeID {
         let s = try await set(key.set)
-        guard let o = s.rule.owner(of: key.id, online: view.online) else {
+        guard let o = s.info.rule.owner(of: key.id, online: view.online) else {
             throw ClusterError.kddm("no online node to own \(key) (is this node online? ssi nodes status)")
         }
         return o
@@ -273,17 +299,29 @@ public actor KDDM {
     static let notOwnerMarker = "is not the owner of"
     static let otherViewMarker = "sees another membership view than"
     static let movedMarker = "moved while it waited"
+    static let untrustedMarker = "does not trust its membership view"
+    static let setChangedMarker = "knows another incarnation of set"
+    static let unknownMarker = "may or may not have been done"
 
     /// This node's view, checked against the asker's: an owner acts only for askers that see
-    /// the same online set (the same ViewSnapshot.viewID), so that a copy is always recorded
-    /// by the owner of the view it is cached under. A lagging owner reads the view once more.
+    /// the same online set (the same ViewSnapshot.viewID) and the same incarnation of the set,
+    /// so that a copy is always recorded by the owner of the view it is cached under; and only
+    /// while it trusts that view itself, as a reader does its cache: an owner that lost etcd
+    /// must not answer from an entry that a newer view's owner may be overwriting. A lagging
+    /// owner reads the view (or the set) once more.
     private func ownerView(_ m: ObjMsg, from: NodeID) async throws -> ViewSnapshot {
+        if m.setRev != 0, try await set(m.key.set).rev != m.setRev, try await set(m.key.set, reload: true).rev != m.setRev {
+            throw ClusterError.kddm("node \(from) \(Self.setChangedMarker) \(m.key.set) than node \(rpc.nodeID); retry")
+        }
         var snap = membership.snapshot
-        if m.view != 0 && m.view != snap.viewID {
+        if (m.view != 0 && m.view != snap.viewID) || ContinuousClock.now >= snap.trustedUntil {
             await membership.refresh()
             snap = membership.snapshot
-            guard m.view == snap.viewID else {
+            guard m.view == 0 || m.view == snap.viewID else {
                 throw ClusterError.kddm("node \(rpc.nodeID) \(Self.otherViewMarker) node \(from) (a node joined, left or failed); retry")
+            }
+            guard ContinuousClock.now < snap.trustedUntil else {
+                throw ClusterError.kddm("node \(rpc.nodeID) \(Self.untrustedMarker) (its lease or its last read of etcd is too old); retry")
             }
         }
         let o = try await owner(m.key, in: snap)
@@ -291,14 +329,23 @@ public actor KDDM {
         return snap
     }
 
-    /// The entry of `key` in `view`, loaded from etcd when there is none; an entry of an older
-    /// view is dropped first (its waiters wake up, find it gone, and fail with a retry).
+    /// The entry of `key` in `view`, loaded from etcd when there is none. `view` must still be
+    /// this node's: an older view's request never replaces a newer view's entry (its reader
+    /// list would be lost). An entry of an older view is dropped (its waiters wake up, find it
+    /// gone, and fail with a retry).
     private func entry(_ key: ObjKey, view: UInt64) async throws -> Entry {
+        func current() throws {
+            guard membership.snapshot.viewID == view else {
+                throw ClusterError.kddm("the membership view \(Self.movedMarker) to load \(key); retry")
+            }
+        }
+        try current()
         if let e = entries[key] {
             if e.view == view { return e }
             drop(key)
         }
         let kv = try await etcd.get(etcdKey(key))
+        try current()
         if let again = entries[key], again.view == view { return again }  // loaded meanwhile (actor reentrancy)
         let e: Entry
         if let kv {
@@ -306,7 +353,7 @@ public actor KDDM {
         } else {
             e = Entry(view: view, value: hooks[key.set]?.firstTouch(id: key.id), rev: 0)
         }
-        if entries[key] != nil { drop(key) }
+        drop(key)
         entries[key] = e
         return e
     }
@@ -314,7 +361,7 @@ public actor KDDM {
     /// Forgets an owner entry, waking whoever waits on it.
     private func drop(_ key: ObjKey) {
         guard let e = entries.removeValue(forKey: key) else { return }
-        for (_, k) in e.writeWaiters { k.resume() }
+        for w in e.writeWaiters { w.k.resume() }
         for k in e.readWaiters { k.resume() }
     }
 
@@ -327,15 +374,20 @@ public actor KDDM {
                 await withCheckedContinuation { k in entries[m.key]?.readWaiters.append(k) ?? k.resume() }
                 continue
             }
-            guard entries[m.key]?.view == snap.viewID, entries[m.key]?.writer == nil else { continue }
             entries[m.key]!.readers.insert(from)
             return ObjMsg(key: m.key, value: e.value, rev: e.rev, view: snap.viewID)
         }
     }
 
-    /// Does the entry of `key` in `view` still name `from` as its writer?
-    private func holds(_ key: ObjKey, _ from: NodeID, view: UInt64) -> Bool {
-        entries[key]?.view == view && entries[key]?.writer == from
+    /// Does the entry of `key` in `view` still name this grab as its writer?
+    private func holds(_ key: ObjKey, _ from: NodeID, grab: UInt64, view: UInt64) -> Bool {
+        guard let e = entries[key], e.view == view, e.writer == from else { return false }
+        return grab == 0 || e.writerGrab == grab
+    }
+
+    /// Was this grab released by its asker before it got the object? (Consumes the mark.)
+    private func cancelled(_ grab: UInt64) -> Bool {
+        grab != 0 && cancelledGrabs.remove(grab) != nil
     }
 
     func ownerGrab(_ m: ObjMsg, from: NodeID) async throws -> ObjMsg {
@@ -343,13 +395,15 @@ public actor KDDM {
         let snap = try await ownerView(m, from: from)
         let view = snap.viewID
         let e = try await entry(key, view: view)
-        if e.writer == nil || e.writer == from {
+        if cancelled(m.grab) { throw ClusterError.kddm("grab of \(key) given up by node \(from)") }
+        if e.writer == nil || (e.writer == from && e.writerGrab == m.grab) {
             entries[key]!.writer = from
+            entries[key]!.writerGrab = m.grab
         } else {
             // Hand-off: the releaser makes us the writer before it resumes us.
-            await withCheckedContinuation { k in entries[key]?.writeWaiters.append((from, k)) ?? k.resume() }
+            await withCheckedContinuation { k in entries[key]?.writeWaiters.append((from, m.grab, k)) ?? k.resume() }
         }
-        guard holds(key, from, view: view) else {
+        guard holds(key, from, grab: m.grab, view: view) else {
             throw ClusterError.kddm("ownership of \(key) \(Self.movedMarker) for the grab; retry")
         }
         // Invalidate every read copy; wait for the acknowledgements.
@@ -372,34 +426,34 @@ public actor KDDM {
         }
         do {
             // A reader that did not answer may still serve its copy: fence it out.
-            for n in silent { try await fenceOut(n, for: key) }
+            for n in silent { try await fenceOut(n, for: "\(key)") }
             // Nodes that read under the previous view may trust their copies a little longer.
             let now = ContinuousClock.now
             if snap.grantsFrom > now { try await Task.sleep(for: snap.grantsFrom - now) }
         } catch {
             if entries[key]?.view == view { entries[key]!.readers.formUnion(silent) }
-            ownerRelease(key, from: from)
+            ownerRelease(key, from: from, grab: m.grab)
             throw ClusterError.kddm("grab of \(key) not granted: node \(silent.map(String.init).joined(separator: ",")) did not acknowledge an invalidation and could not be fenced out: \(error)")
         }
-        guard holds(key, from, view: view), membership.snapshot.viewID == view else {
-            ownerRelease(key, from: from)
+        guard holds(key, from, grab: m.grab, view: view), membership.snapshot.viewID == view, !cancelled(m.grab) else {
+            ownerRelease(key, from: from, grab: m.grab)
             throw ClusterError.kddm("ownership of \(key) \(Self.movedMarker) for the grab; retry")
         }
         let cur = entries[key]!
         return ObjMsg(key: key, value: cur.value, rev: cur.rev, view: view)
     }
 
-    /// A reader that did not acknowledge an invalidation (cut off, or its RPC link is) may
+    /// A node that did not acknowledge an invalidation (cut off, or its RPC link is) may
     /// still serve its copy. Its lease is revoked in etcd; it trusts its copies only while it
     /// is sure its lease is alive (Membership.snapshot), and the last keep-alive that etcd
     /// took from it was sent before our revoke, so one TTL after the revoke it has stopped.
     /// A node with no lease in etcd trusts nothing already. The node takes a new lease and
     /// rejoins by itself (Membership.keepAliveLoop).
-    func fenceOut(_ n: NodeID, for key: ObjKey) async throws {
+    func fenceOut(_ n: NodeID, for what: String) async throws {
         for _ in 0..<3 {
             guard let kv = try await etcd.get(membership.prefix + "present/\(n)"), kv.lease != 0 else { return }
             if try await etcd.revoke(kv.lease) {
-                logger.warning("kddm: node \(n) did not acknowledge the invalidation of \(key) within \(Self.invalidateTimeout); revoked its lease \(kv.lease) and waiting \(Membership.leaseTTL) s for it to stop serving its copies")
+                logger.warning("kddm: node \(n) did not acknowledge the invalidation of \(what) within \(Self.invalidateTimeout); revoked its lease \(kv.lease) and waiting \(Membership.leaseTTL) s for it to stop serving its copies")
                 try await Task.sleep(for: .seconds(Membership.leaseTTL))
                 return
             }
@@ -409,23 +463,40 @@ public actor KDDM {
 
     func ownerPut(_ m: ObjMsg, from: NodeID, delete: Bool) async throws -> ObjMsg {
         let snap = try await ownerView(m, from: from)
-        guard holds(m.key, from, view: snap.viewID) else {
-            ownerRelease(m.key, from: from)
+        guard holds(m.key, from, grab: m.grab, view: snap.viewID) else {
             throw ClusterError.kddm("write of \(m.key) refused: node \(from) does not hold its grab at node \(rpc.nodeID) (the membership view changed since the grab); grab it again")
         }
         let key = etcdKey(m.key)
+        let bytes = delete ? [] : (hooks[m.key.set]?.export(m.value ?? []) ?? (m.value ?? []))
         var newRev: Int64? = nil
+        entries[m.key]!.committing = true
+        defer {
+            if entries[m.key]?.view == snap.viewID { entries[m.key]!.committing = false }
+            ownerRelease(m.key, from: from, grab: m.grab)
+        }
         do {
             // Compare-on-revision against another writer, and the view fence: the write
             // commits only if etcd's online set is still the one this grab was granted in.
             if delete {
                 newRev = try await etcd.compareAndDelete(key, expected: m.rev, fence: snap.fence) ? 0 : nil
             } else {
-                let bytes = hooks[m.key.set]?.export(m.value ?? []) ?? (m.value ?? [])
                 newRev = try await etcd.compareAndPut(key, expected: m.rev, bytes, fence: snap.fence)
             }
+        } catch let ClusterError.etcd(text) where text.contains(EtcdClient.unknownOutcome) {
+            // etcd may have done it: look. Ours if the object moved on from the grabbed
+            // revision and holds what we wrote (no one else can have written it meanwhile:
+            // we hold the grab, and another view's owner would have compared on our fence).
+            drop(m.key)
+            let now: EtcdClient.KeyValue??
+            do { now = .some(try await etcd.get(key)) } catch { now = .none }
+            if !delete, case .some(.some(let kv)) = now, kv.modRevision != m.rev, kv.value == bytes {
+                newRev = kv.modRevision
+            } else if delete, case .some(.none) = now {
+                newRev = 0
+            } else {
+                throw ClusterError.kddm("write of \(m.key) \(Self.unknownMarker): \(text); read it to know")
+            }
         } catch {
-            ownerRelease(m.key, from: from)
             throw ClusterError.kddm("write of \(m.key) not done: \(error)")
         }
         guard let rev = newRev else {
@@ -438,21 +509,40 @@ public actor KDDM {
             entries[m.key]!.rev = rev
             entries[m.key]!.readers = delete ? [] : [from]
         }
-        ownerRelease(m.key, from: from)
         return ObjMsg(key: m.key, value: delete ? nil : m.value, rev: rev, view: snap.viewID)
     }
 
-    func ownerRelease(_ key: ObjKey, from: NodeID) {
-        guard entries[key] != nil, entries[key]!.writer == from else { return }
+    /// The writer is done (put, or failure on our side): the next writer in line, or the
+    /// readers, go on.
+    func ownerRelease(_ key: ObjKey, from: NodeID, grab: UInt64) {
+        guard entries[key] != nil, entries[key]!.writer == from, grab == 0 || entries[key]!.writerGrab == grab,
+              !entries[key]!.committing else { return }
         if !entries[key]!.writeWaiters.isEmpty {
-            let (n, k) = entries[key]!.writeWaiters.removeFirst()
-            entries[key]!.writer = n
-            k.resume()
+            let w = entries[key]!.writeWaiters.removeFirst()
+            entries[key]!.writer = w.node
+            entries[key]!.writerGrab = w.grab
+            w.k.resume()
         } else {
             entries[key]!.writer = nil
+            entries[key]!.writerGrab = 0
             let rs = entries[key]!.readWaiters
             entries[key]!.readWaiters = []
             for k in rs { k.resume() }
+        }
+    }
+
+    /// The asker gives a grab back: released if it holds the object (not while its put is
+    /// being committed: the put releases it), taken out of the queue if it waits, else marked
+    /// so that it does not take the object when it reaches it.
+    func askerReleased(_ key: ObjKey, from: NodeID, grab: UInt64) {
+        if let e = entries[key], e.writer == from, grab == 0 || e.writerGrab == grab {
+            ownerRelease(key, from: from, grab: grab)
+        } else if let i = entries[key]?.writeWaiters.firstIndex(where: { $0.node == from && $0.grab == grab }) {
+            entries[key]!.writeWaiters.remove(at: i).k.resume()  // it finds it does not hold it, and fails
+        } else if grab != 0 {
+            cancelledGrabs.insert(grab)
+            cancelledOrder.append(grab)
+            if cancelledOrder.count > 4096 { cancelledGrabs.remove(cancelledOrder.removeFirst()) }
         }
     }
 
@@ -490,24 +580,33 @@ public actor KDDM {
 
     /// Runs `body` against the object's owner in this node's view. Nodes read the view up to
     /// 100 ms apart, so the node we picked may not yet agree that it owns the object, or see
-    /// another view: read the view again and retry, for up to a second.
-    func atOwner<T: Sendable>(_ key: ObjKey, _ body: (NodeID, ViewSnapshot) async throws -> T) async throws -> T {
+    /// another view: read the view (and the set) again and retry, for up to a second.
+    func atOwner<T: Sendable>(_ key: ObjKey, _ body: (NodeID, ViewSnapshot, Int64) async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             let snap = membership.snapshot
             let o = try await owner(key, in: snap)
             do {
-                return try await body(o, snap)
-            } catch let RPCError.remote(text) where Self.retryable(text) && attempt < 20 {
+                return try await body(o, snap, try await set(key.set).rev)
+            } catch where Self.retryable(error) && attempt < 20 {
                 attempt += 1
+                sets[key.set] = nil
                 await membership.refresh()
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
     }
 
-    static func retryable(_ text: String) -> Bool {
-        text.contains(notOwnerMarker) || text.contains(otherViewMarker) || text.contains(movedMarker)
+    /// Errors after which asking again, once the view is read again, may succeed. An owner's
+    /// answer comes as RPCError.remote, or as the ClusterError itself when we are the owner.
+    static func retryable(_ error: any Error) -> Bool {
+        let text: String
+        switch error {
+        case RPCError.remote(let t): text = t
+        case ClusterError.kddm(let t): text = t
+        default: return false
+        }
+        return [notOwnerMarker, otherViewMarker, movedMarker, untrustedMarker, setChangedMarker].contains { text.contains($0) }
     }
 
     /// A node that has lost etcd may be cut off from the others: it fails at once rather than
@@ -530,9 +629,9 @@ public actor KDDM {
         }
         let (e, g) = (epochs[key, default: 0], globalEpoch)
         var asked = snap
-        let r = try await atOwner(key) { o, view in
+        let r = try await atOwner(key) { o, view, setRev in
             asked = view
-            return try Self.dec(ObjMsg.self, try await self.rpc.call(o, service: KDDMService.read, try Self.enc(ObjMsg(key: key, view: view.viewID))))
+            return try Self.dec(ObjMsg.self, try await self.rpc.call(o, service: KDDMService.read, try Self.enc(ObjMsg(key: key, view: view.viewID, setRev: setRev))))
         }
         // Not cached when an invalidation or a view change overtook the reply.
         let now = membership.snapshot
@@ -547,22 +646,25 @@ public actor KDDM {
         let key = ObjKey(set: set, id: id)
         guard grabbed[key] == nil else { throw ClusterError.kddm("\(key) is already grabbed on this node") }
         try checkReachable()
-        var o = try await owner(key, in: membership.snapshot)
+        let gid = UInt64.random(in: 1...UInt64.max)
+        var o: NodeID? = nil
         var view: UInt64 = 0
         let r: ObjMsg
         do {
-            r = try await atOwner(key) { owner, snap in
+            r = try await atOwner(key) { owner, snap, setRev in
                 o = owner
                 view = snap.viewID
-                return try Self.dec(ObjMsg.self, try await self.rpc.call(owner, service: KDDMService.grab, try Self.enc(ObjMsg(key: key, view: snap.viewID)), timeout: timeout))
+                return try Self.dec(ObjMsg.self, try await self.rpc.call(owner, service: KDDMService.grab,
+                                                                         try Self.enc(ObjMsg(key: key, view: snap.viewID, setRev: setRev, grab: gid)), timeout: timeout))
             }
-        } catch RPCError.deadlineExceeded(let n, let s) {
-            // The owner may grant it later: give it back so that no one waits for us forever.
-            _ = try? await rpc.call(o, service: KDDMService.release, try Self.enc(ObjMsg(key: key)), timeout: .seconds(1))
-            throw RPCError.deadlineExceeded(n, service: s)
+        } catch {
+            // The owner may still grant it (our deadline passed) or be about to: give it back,
+            // so that no one waits for us forever.
+            if let o { _ = try? await rpc.call(o, service: KDDMService.release, try Self.enc(ObjMsg(key: key, grab: gid)), timeout: .seconds(1)) }
+            throw error
         }
         cache[key] = nil
-        grabbed[key] = (o, r.rev, view)
+        grabbed[key] = (o!, r.rev, view, gid)
         return r.value
     }
 
@@ -585,7 +687,8 @@ public actor KDDM {
         let lease = membership.snapshot.lease
         do {
             try checkReachable()
-            let r = try Self.dec(ObjMsg.self, try await rpc.call(g.owner, service: service, try Self.enc(ObjMsg(key: key, value: value, rev: g.rev, view: g.view))))
+            let r = try Self.dec(ObjMsg.self, try await rpc.call(g.owner, service: service,
+                                                                 try Self.enc(ObjMsg(key: key, value: value, rev: g.rev, view: g.view, grab: g.grab))))
             cache[key] = nil
             // The owner recorded us as a reader of what we wrote.
             let now = membership.snapshot
@@ -594,8 +697,14 @@ public actor KDDM {
             }
         } catch {
             // Whatever happened, the owner must not keep waiting for us.
-            _ = try? await rpc.call(g.owner, service: KDDMService.release, try Self.enc(ObjMsg(key: key)), timeout: .seconds(1))
-            throw error
+            _ = try? await rpc.call(g.owner, service: KDDMService.release, try Self.enc(ObjMsg(key: key, grab: g.grab)), timeout: .seconds(1))
+            switch error {
+            case RPCError.deadlineExceeded, RPCError.peerFailed:
+                // The request left; the owner may have written it before we stopped waiting.
+                throw ClusterError.kddm("write of \(key) \(Self.unknownMarker): node \(g.owner) did not answer (\(error)); read it to know")
+            default:
+                throw error
+            }
         }
     }
 
@@ -603,23 +712,24 @@ public actor KDDM {
     public func release(_ set: String, _ id: UInt64) async throws {
         let key = ObjKey(set: set, id: id)
         guard let g = grabbed.removeValue(forKey: key) else { return }
-        _ = try await rpc.call(g.owner, service: KDDMService.release, try Self.enc(ObjMsg(key: key)))
+        _ = try await rpc.call(g.owner, service: KDDMService.release, try Self.enc(ObjMsg(key: key, grab: g.grab)))
     }
 
     /// Grab and put, again while the grab or the put loses a race with a view change (for up
-    /// to about 5 s): what `ssi kddm put` does.
+    /// to about 5 s): what `ssi kddm put` does. Storing a value twice is harmless, so a write
+    /// whose outcome is unknown is tried again too.
     public func store(_ set: String, _ id: UInt64, _ value: [UInt8]) async throws {
-        try await retrying { _ = try await grab(set, id); try await put(set, id, value) }
+        try await retrying(evenUnknown: true) { _ = try await grab(set, id); try await put(set, id, value) }
     }
 
-    private func retrying(_ body: () async throws -> Void) async throws {
+    private func retrying(evenUnknown: Bool, _ body: () async throws -> Void) async throws {
         var failures = 0
         while true {
             do {
                 return try await body()
             } catch {
                 failures += 1
-                if failures > 50 || membership.cutOff { throw error }
+                if failures > 50 || membership.cutOff || (!evenUnknown && "\(error)".contains(Self.unknownMarker)) { throw error }
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
@@ -636,11 +746,12 @@ public actor KDDM {
     }
 
     /// Grab, increment a decimal counter, put: `count` times, retrying a grab or put that lost a
-    /// race with an ownership change.
+    /// race with an ownership change. A put whose outcome is unknown stops it with an error:
+    /// doing it again could count one increment twice.
     public func increment(_ set: String, _ id: UInt64, count: Int) async throws -> Int {
         var last = 0
         for _ in 0..<count {
-            try await retrying {
+            try await retrying(evenUnknown: false) {
                 let v = try await grab(set, id)
                 let n = Int(String(decoding: v ?? [], as: UTF8.self)) ?? 0
                 try await put(set, id, Array(String(n + 1).utf8))
@@ -652,7 +763,7 @@ public actor KDDM {
 
     public func state(_ set: String, _ id: UInt64) async throws -> KDDMObjectState {
         let key = ObjKey(set: set, id: id)
-        var s = try await atOwner(key) { o, _ in
+        var s = try await atOwner(key) { o, _, _ in
             try Self.dec(KDDMObjectState.self, try await self.rpc.call(o, service: KDDMService.state, try Self.enc(ObjMsg(key: key))))
         }
         s.localCopy = grabbed[key] != nil ? "write (grabbed)" : cache[key] != nil ? "read copy (rev \(cache[key]!.rev))" : "none"

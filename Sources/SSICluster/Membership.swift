@@ -200,29 +200,31 @@ public final class Membership: Sendable {
             return
         }
         var possible = Set<NodeID>(), online = Set<NodeID>(), present: [NodeID: NodeInfo] = [:]
-        var created: [String: Int64] = [:]
+        var revs: [String: Int64] = [:]
         for kv in kvs {
             let rest = kv.key.dropFirst(prefix.count)
             let parts = rest.split(separator: "/")
             guard parts.count == 2, let id = NodeID(parts[1]) else { continue }
             switch parts[0] {
             case "possible": possible.insert(id)
-            case "online": online.insert(id); created[kv.key] = kv.createRevision
+            case "online": online.insert(id); revs[kv.key] = kv.modRevision
             case "present":
                 present[id] = try? JSONDecoder().decode(NodeInfo.self, from: Data(kv.value))
-                created[kv.key] = kv.createRevision
+                revs[kv.key] = kv.modRevision
             default: break
             }
         }
-        // The view's identity and fence: each member's online and present keys with their
-        // create revisions (a daemon that took a new lease is a new incarnation).
+        // The view's identity and fence: each member's online and present keys with their mod
+        // revisions. A daemon that took a new lease put its present key again: a new
+        // incarnation, even when it restarted before its old lease expired (the key kept its
+        // create revision).
         let members = online.filter { present[$0] != nil }.sorted()
         var fenceKeys: [String: Int64] = [:]
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
         for id in members {
             for k in [prefix + "online/\(id)", prefix + "present/\(id)"] {
-                fenceKeys[k] = created[k] ?? 0
-                for b in withUnsafeBytes(of: (created[k] ?? 0).littleEndian, Array.init) + [UInt8(id)] {
+                fenceKeys[k] = revs[k] ?? 0
+                for b in withUnsafeBytes(of: (revs[k] ?? 0).littleEndian, Array.init) + [UInt8(id)] {
                     hash = (hash ^ UInt64(b)) &* 0x100_0000_01b3
                 }
             }

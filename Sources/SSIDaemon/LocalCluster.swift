@@ -83,7 +83,9 @@ public struct LocalCluster: Sendable {
                         "--listen-client-urls", plan.etcd, "--advertise-client-urls", plan.etcd,
                         "--listen-peer-urls", "http://127.0.0.1:\(etcdPort + 1)",
                         "--initial-advertise-peer-urls", "http://127.0.0.1:\(etcdPort + 1)",
-                        "--initial-cluster", "ssi=http://127.0.0.1:\(etcdPort + 1)", "--log-level", "warn"]
+                        "--initial-cluster", "ssi=http://127.0.0.1:\(etcdPort + 1)", "--log-level", "warn",
+                        // A KDDM put's view fence takes 2 comparisons per online node (Etcd.Fence).
+                        "--max-txn-ops", "1024"]
         try JSONSerialization.data(withJSONObject: netns ? ["ip", "netns", "exec", Self.hub] + etcdArgv : etcdArgv)
             .write(to: URL(fileURLWithPath: "\(dir)/etcd.argv"))
         try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))

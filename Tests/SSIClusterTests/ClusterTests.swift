@@ -263,6 +263,25 @@ struct LocalClusterTests {
         #expect(try nodeStates(via: 2) == [1: "online", 2: "online", 3: "online"])
     }
 
+    /// An owner killed and restarted before its lease expired is a new incarnation: the
+    /// others' copies, recorded by the old one, must not survive the next write.
+    @Test(.timeLimit(.minutes(1))) func ownerRestartedWithinItsLeaseIsANewView() throws {
+        try up()
+        defer { try? down() }
+        _ = try ssiOK("kddm", "create-set", "inc", "--rule", "fixed:1")
+        // A set's rule does not change under its users.
+        #expect(try ssi("kddm", "create-set", "inc", "--rule", "fixed:2").out.contains("exists with rule fixed:1"))
+        _ = try ssiOK("kddm", "put", "inc", "7", "before", "--node", "3")
+        #expect(try ssiOK("kddm", "get", "inc", "7", "--node", "2") == "before")
+        let old = nodePid(1)
+        kill(old, SIGKILL)
+        _ = try ssiOK("cluster", "start-node", "1")
+        let back = try waitFor("node 1 restarted", seconds: 10) { nodePid(1) != old && (try? nodeStates(via: 1))?[1] == "online" }
+        print("node 1 back after \(back) s (its old lease lives \(Membership.leaseTTL) s)")
+        _ = try ssiOK("kddm", "put", "inc", "7", "after", "--node", "3")
+        #expect(try ssiOK("kddm", "get", "inc", "7", "--node", "2") == "after")
+    }
+
     @Test(.timeLimit(.minutes(1))) func garbageAndUnauthenticatedPeersAreRefused() throws {
         try up()
         defer { try? down() }
