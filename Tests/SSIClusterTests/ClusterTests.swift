@@ -88,6 +88,14 @@ func down() throws {
     if sup > 0 { var st: Int32 = 0; _ = waitpid(sup, &st, 0) }
 }
 
+/// Makes a set owned by node 1, writes "before" to object `id` from node `writer`, and
+/// checks that node 2 reads it (it then holds a read copy).
+func node2HoldsACopy(_ set: String, _ id: Int, writtenFrom writer: Int) throws {
+    _ = try ssiOK("kddm", "create-set", set, "--rule", "fixed:1")
+    _ = try ssiOK("kddm", "put", set, "\(id)", "before", "--node", "\(writer)")
+    #expect(try ssiOK("kddm", "get", set, "\(id)", "--node", "2") == "before")
+}
+
 // MARK: no root needed
 
 @Suite struct ClusterUnitTests {
@@ -218,9 +226,7 @@ struct LocalClusterTests {
     @Test(.timeLimit(.minutes(1))) func partitionedNodeCannotWrite() throws {
         try up()
         defer { try? down() }
-        _ = try ssiOK("kddm", "create-set", "part", "--rule", "fixed:1")
-        _ = try ssiOK("kddm", "put", "part", "5", "before", "--node", "2")
-        #expect(try ssiOK("kddm", "get", "part", "5", "--node", "2") == "before")
+        try node2HoldsACopy("part", 5, writtenFrom: 2)
         _ = try ssiOK("cluster", "link", "2", "down")
         let t0 = ContinuousClock.now
         _ = try ssiOK("kddm", "put", "part", "5", "after", "--node", "1")
@@ -242,9 +248,7 @@ struct LocalClusterTests {
     @Test(.timeLimit(.minutes(1))) func readerCutFromItsPeersOnlyServesNoStaleCopy() throws {
         try up()
         defer { try? down() }
-        _ = try ssiOK("kddm", "create-set", "iso", "--rule", "fixed:1")
-        _ = try ssiOK("kddm", "put", "iso", "6", "before", "--node", "3")
-        #expect(try ssiOK("kddm", "get", "iso", "6", "--node", "2") == "before")
+        try node2HoldsACopy("iso", 6, writtenFrom: 3)
         _ = try ssiOK("cluster", "link", "2", "isolate")
         // Still online, and its copy is still good: nothing was written yet.
         #expect(try ssiOK("kddm", "get", "iso", "6", "--node", "2") == "before")
@@ -268,11 +272,9 @@ struct LocalClusterTests {
     @Test(.timeLimit(.minutes(1))) func ownerRestartedWithinItsLeaseIsANewView() throws {
         try up()
         defer { try? down() }
-        _ = try ssiOK("kddm", "create-set", "inc", "--rule", "fixed:1")
+        try node2HoldsACopy("inc", 7, writtenFrom: 3)
         // A set's rule does not change under its users.
         #expect(try ssi("kddm", "create-set", "inc", "--rule", "fixed:2").out.contains("exists with rule fixed:1"))
-        _ = try ssiOK("kddm", "put", "inc", "7", "before", "--node", "3")
-        #expect(try ssiOK("kddm", "get", "inc", "7", "--node", "2") == "before")
         let old = nodePid(1)
         kill(old, SIGKILL)
         _ = try ssiOK("cluster", "start-node", "1")
