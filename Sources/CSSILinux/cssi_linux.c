@@ -142,11 +142,20 @@ static long raw_clone3(struct cssi_clone_args *args) {
 }
 
 pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds) {
+    return cssi_spawn(argv, cgroup_fd, keep_fds, NULL, 0);
+}
+
+pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *log, int sibling) {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0) return -errno;
     struct cssi_clone_args args;
     memset(&args, 0, sizeof(args));
     args.exit_signal = SIGCHLD;
+    // clone(2) CLONE_PARENT: the child's parent is our parent, which reaps it when it exits
+    // (a shell does), instead of whichever subreaper or init inherits it once we are gone.
+    // clone3 then wants exit_signal 0: the child inherits ours (kernel/fork.c,
+    // clone3_args_valid), which is what our parent expects of its children.
+    if (sibling) { args.flags |= CLONE_PARENT; args.exit_signal = 0; }
     if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
     long pid = raw_clone3(&args);
     if (pid < 0) { int e = errno; close(pfd[0]); close(pfd[1]); return -e; }
@@ -164,14 +173,21 @@ pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds) {
             dfl.sa_handler = SIG_DFL;
             sigaction(s, &dfl, NULL);
         }
+        int e = 0;
+        if (log) {
+            // stdin from /dev/null, stdout and stderr appended to the log.
+            int in = open("/dev/null", O_RDONLY);
+            int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0640);
+            if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) e = errno;
+        }
         // Descriptors the caller happened to inherit (a CI runner's pipes...) would become
         // part of the application; mark every fd above stderr close-on-exec
         // (close_range(2) CLOSE_RANGE_CLOEXEC, Linux 5.11) so that only 0-2 reach it, while
         // the error pipe stays usable until exec.
         if (!keep_fds) syscall(SYS_close_range, 3U, ~0U, (unsigned int)(1U << 2));
-        if (syscall(SYS_setsid) < 0) { int e = errno; (void)!write(pfd[1], &e, sizeof(e)); syscall(SYS_exit_group, 127); }
-        execvp(argv[0], argv);
-        int e = errno;
+        if (!e && syscall(SYS_setsid) < 0) e = errno;
+        if (!e) execvp(argv[0], argv);
+        if (!e) e = errno;
         (void)!write(pfd[1], &e, sizeof(e));
         syscall(SYS_exit_group, 127);
     }
@@ -181,8 +197,9 @@ pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds) {
     do { n = read(pfd[0], &child_errno, sizeof(child_errno)); } while (n < 0 && errno == EINTR);
     close(pfd[0]);
     if (n == sizeof(child_errno)) {
+        // A sibling is our parent's to reap, not ours.
         int st;
-        while (waitpid((pid_t)pid, &st, 0) < 0 && errno == EINTR) {}
+        if (!sibling) while (waitpid((pid_t)pid, &st, 0) < 0 && errno == EINTR) {}
         return -child_errno;
     }
     return (pid_t)pid;

@@ -89,7 +89,7 @@ public struct LocalCluster: Sendable {
         try JSONSerialization.data(withJSONObject: netns ? ["ip", "netns", "exec", Self.hub] + etcdArgv : etcdArgv)
             .write(to: URL(fileURLWithPath: "\(dir)/etcd.argv"))
         try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
-        let sup = try Proc.spawn([ssi, "cluster", "supervise", "--dir", dir], log: "\(dir)/supervisor.log", setsid: true)
+        let sup = try Proc.spawnSibling([ssi, "cluster", "supervise", "--dir", dir], log: "\(dir)/supervisor.log")
         try "\(sup)".write(toFile: "\(dir)/supervisor.pid", atomically: true, encoding: .utf8)
         // Wait until every node is online, seen from node 1.
         let deadline = ContinuousClock.now + .seconds(30)

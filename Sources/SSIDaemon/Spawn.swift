@@ -37,6 +37,19 @@ public enum Proc {
         return pid
     }
 
+    /// Starts `argv` in a new session as a child of our parent (CLONE_PARENT), stdin from
+    /// /dev/null and stdout+stderr appended to `log`: a daemon that outlives us and is
+    /// reaped by whoever started us (a shell, a test), not by an init that may not reap.
+    /// Where CLONE_PARENT is refused (we are a namespace's init), a child of ours instead.
+    public static func spawnSibling(_ argv: [String], log: String) throws -> pid_t {
+        let cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cargs { free(p) } }
+        let pid = cargs.withUnsafeBufferPointer { cssi_spawn($0.baseAddress!, -1, 0, log, 1) }
+        if pid == -EINVAL { return try spawn(argv, log: log, setsid: true) }
+        guard pid > 0 else { throw SSIError.sys("spawn \(argv[0])", errno: -pid) }
+        return pid
+    }
+
     /// Orphans of our children become ours to reap (prctl(2) PR_SET_CHILD_SUBREAPER), since
     /// PID 1 does not reap on every machine.
     public static func becomeSubreaper() {

@@ -115,6 +115,11 @@ long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags);
 // close-on-exec pipe. Returns the child's pid, or -errno (exec's errno if exec failed).
 pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds);
 
+// The same with two more choices: `log` (when not NULL) becomes stdout and stderr (appended)
+// and /dev/null stdin; `sibling` makes the child our parent's child (CLONE_PARENT), for a
+// daemon that must outlive us yet be reaped by whoever started us.
+pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *log, int sibling);
+
 // Creates the empty shell of a process being restored: clone3 with set_tid = pid (Linux 5.5,
 // needs CAP_CHECKPOINT_RESTORE in the owning user namespace of the pid namespace), into the
 // cgroup cgroup_fd if >= 0. The child calls PTRACE_TRACEME and stops itself with SIGSTOP; from
