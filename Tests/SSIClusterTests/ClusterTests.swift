@@ -319,6 +319,11 @@ struct LocalClusterTests {
         try up()
         let pids = [nodePid(1), nodePid(2), nodePid(3)]
         let sup = pid_t((try? String(contentsOfFile: "\(lc.dir)/supervisor.pid", encoding: .utf8)) ?? "") ?? 0
+        // The supervisor is the child of whoever ran `ssi cluster up` (CLONE_PARENT), so it is
+        // reaped even where PID 1 does not reap: here, us.
+        let stat = (try? String(contentsOfFile: "/proc/\(sup)/stat", encoding: .utf8)) ?? ""
+        let ppid = stat.split(separator: ")").last?.split(separator: " ").dropFirst().first.flatMap { pid_t($0) }
+        #expect(ppid == getpid(), "the supervisor's parent is \(ppid.map(String.init) ?? "?"), not the test (\(getpid()))")
         // A crash: the supervisor dies; its daemons and etcd are orphans (ours: we subreap).
         kill(sup, SIGKILL)
         var st: Int32 = 0
