@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, in short: start a counter as an application, checkpoint it, kill it,
-# restart it from the snapshot with the same PID, and watch it go on counting.
+# restart it from the snapshot with the same PID, and watch it go on counting. Then the
+# cluster core: a 3-node local cluster, a shared KDDM counter, a node killed and rejoining.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -35,3 +36,20 @@ wait || true
 echo "== snapshots:"
 "$SSI" snapshots "$APP"
 rm -rf "$work"
+
+echo
+echo "== ssi cluster up --nodes 3 (one network namespace per node, etcd for membership)"
+"$SSI" cluster up --nodes 3 | head -1
+trap '"$SSI" cluster down >/dev/null 2>&1 || true' EXIT
+"$SSI" nodes status | tr '\n' ' '; echo
+for k in 1 2 3; do "$SSI" kddm incr counters 1 --count 100 --node "$k" > /dev/null & done
+wait
+echo "== three nodes added 100 each to one KDDM counter through grab/put: $("$SSI" kddm get counters 1 --node 2)"
+kill -9 "$(cat /run/ssi-cluster/pids/node2)"
+sleep 3
+echo "== node 2 killed (kill -9); node 1 sees: $("$SSI" nodes status --node 1 | tr '\n' ' ')"
+echo "== the counter, read from node 3: $("$SSI" kddm get counters 1 --node 3)"
+"$SSI" cluster start-node 2 > /dev/null
+sleep 1
+echo "== node 2 restarted: $("$SSI" nodes status --node 1 | tr '\n' ' ')"
+"$SSI" cluster down
