@@ -88,10 +88,17 @@ public final class EtcdClient: Sendable {
             }
             do {
                 guard let obj = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-                    throw ClusterError.etcd("bad reply to \(path)")
+                    throw ClusterError.etcd(idempotent ? "bad reply to \(path)" : "\(Self.unknownOutcome) (bad reply to \(path))")
                 }
-                if let err = obj["error"] as? String { throw ClusterError.etcd("\(path): \(err)") }
+                if let err = obj["error"] as? String {
+                    // An error from etcd itself ("request timed out", "leader changed") does
+                    // not say that a write was not proposed: it may still be applied.
+                    if !idempotent { throw ClusterError.etcd("\(Self.unknownOutcome) (\(path) to \(ep.host):\(ep.port): \(err))") }
+                    throw ClusterError.etcd("\(path): \(err)")
+                }
                 return obj
+            } catch let e as ClusterError where !idempotent {
+                throw e
             } catch {
                 lastError = error
             }
@@ -194,27 +201,38 @@ public final class EtcdClient: Sendable {
         _ = try await post("/v3/kv/deleterange", ["key": Self.b64(prefix), "range_end": Self.b64(Self.prefixEnd(prefix))])
     }
 
-    /// Writes `value` only if the key's mod revision is still `expected` (0: the key must not
-    /// exist) and the fence holds. Returns the new revision, or nil when someone else wrote in
-    /// between or the view changed.
-    public func compareAndPut(_ key: String, expected: Int64, _ value: [UInt8], fence: Fence = .none) async throws -> Int64? {
-        let k = Self.b64(key)
+    /// A write that can be told apart afterwards: `key` gets `value` (or is deleted when
+    /// nil) and `tagKey` gets `tag`, in one transaction, only if `key`'s mod revision is still
+    /// `expected`, `tagKey`'s is still `tagExpected` (0: missing) and the fence holds.
+    /// Returns the new revision, or nil when a comparison failed. When the outcome is unknown
+    /// (the error's text contains `unknownOutcome`), `voidTag` settles it.
+    public func taggedWrite(_ key: String, expected: Int64, _ value: [UInt8]?, tagKey: String, tagExpected: Int64, tag: String,
+                            fence: Fence = .none) async throws -> Int64? {
+        let k = Self.b64(key), t = Self.b64(tagKey)
+        let change: [String: Any] = value.map { ["request_put": ["key": k, "value": Self.b64($0)]] } ?? ["request_delete_range": ["key": k]]
         let r = try await post("/v3/kv/txn", [
-            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]] + fence.compares,
-            "success": [["request_put": ["key": k, "value": Self.b64(value)]]],
+            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"],
+                        ["key": t, "target": "MOD", "mod_revision": String(tagExpected), "result": "EQUAL"]] + fence.compares,
+            "success": [change, ["request_put": ["key": t, "value": Self.b64(Array(tag.utf8))]]],
         ], idempotent: false)
         guard (r["succeeded"] as? Bool) == true else { return nil }
         return Self.int((r["header"] as? [String: Any])?["revision"])
     }
 
-    /// Deletes only if the key's mod revision is still `expected` and the fence holds.
-    public func compareAndDelete(_ key: String, expected: Int64, fence: Fence = .none) async throws -> Bool {
-        let k = Self.b64(key)
+    /// Settles a `taggedWrite` whose outcome is unknown: if `tagKey` still has mod revision
+    /// `tagExpected`, it is overwritten with `void`, so that the write, were it still pending,
+    /// fails its comparison; returns (true, the new revision, nil). Otherwise returns (false,
+    /// 0, what `tagKey` holds): the write was done if that is its tag.
+    public func voidTag(_ tagKey: String, expected: Int64, void: String) async throws -> (voided: Bool, revision: Int64, tag: KeyValue?) {
+        let t = Self.b64(tagKey)
         let r = try await post("/v3/kv/txn", [
-            "compare": [["key": k, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]] + fence.compares,
-            "success": [["request_delete_range": ["key": k]]],
+            "compare": [["key": t, "target": "MOD", "mod_revision": String(expected), "result": "EQUAL"]],
+            "success": [["request_put": ["key": t, "value": Self.b64(Array(void.utf8))]]],
+            "failure": [["request_range": ["key": t]]],
         ], idempotent: false)
-        return (r["succeeded"] as? Bool) == true
+        if (r["succeeded"] as? Bool) == true { return (true, Self.int((r["header"] as? [String: Any])?["revision"]), nil) }
+        let range = ((r["responses"] as? [[String: Any]])?.first?["response_range"] as? [String: Any]) ?? [:]
+        return (false, 0, Self.kvs(range).first)
     }
 
     /// Creates the key only if it does not exist. Returns nil when it was created, else what

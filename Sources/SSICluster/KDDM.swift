@@ -132,8 +132,12 @@ public actor KDDM {
         var writer: NodeID?
         /// The grab that made `writer` the writer.
         var writerGrab: UInt64 = 0
+        /// The writer's grab was granted (its invalidations and fences are done).
+        var granted = false
         /// The writer's put is in etcd's hands: a release cannot overtake it.
         var committing = false
+        /// The mod revision of the object's write tag (`tagKey`; 0: none yet).
+        var tagRev: Int64 = 0
         var writeWaiters: [(node: NodeID, grab: UInt64, k: CheckedContinuation<Void, Never>)] = []
         var readWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -254,10 +258,11 @@ public actor KDDM {
         }
     }
 
-    /// Forgets a deleted set: cached copies and idle owner entries.
+    /// Forgets a deleted set: cached copies and owner entries (their waiters fail, and a
+    /// grab of the deleted set cannot be put back: the entry that granted it is gone).
     func dropSetLocal(_ name: String) {
         for k in cache.keys where k.set == name { invalidateLocal(k) }
-        for (k, e) in entries where k.set == name && e.writer == nil && e.writeWaiters.isEmpty && e.readWaiters.isEmpty { entries[k] = nil }
+        for k in entries.keys where k.set == name { drop(k) }
         sets[name] = nil
     }
 
@@ -281,7 +286,7 @@ public actor KDDM {
     }
 
     public func objectCount(_ set: String) async throws -> Int {
-        try await etcd.list(prefix: prefix + "obj/\(set)/").count
+        try await etcd.list(prefix: prefix + "obj/\(set)/").filter { !$0.key.hasSuffix("/w") }.count
     }
 
     func owner(_ key: ObjKey, in view: ViewSnapshot) async throws -> NodeID {
@@ -293,6 +298,10 @@ public actor KDDM {
     }
 
     func etcdKey(_ k: ObjKey) -> String { prefix + "obj/\(k.set)/" + String(format: "%016llx", k.id) }
+    /// Beside each object, the tag of the write that made its revision: the grab's id, or
+    /// "void:ID" where an unknown outcome was settled as not done (`settle`). Ids have 16 hex
+    /// digits, so [object, object + "0") holds exactly the object and its tag.
+    func tagKey(_ k: ObjKey) -> String { etcdKey(k) + "/w" }
 
     // MARK: owner side
 
@@ -344,15 +353,19 @@ public actor KDDM {
             if e.view == view { return e }
             drop(key)
         }
-        let kv = try await etcd.get(etcdKey(key))
+        let objKey = etcdKey(key)
+        let (kvs, _) = try await etcd.list(from: objKey, to: Array((objKey + "0").utf8))
+        let kv = kvs.first { $0.key == objKey }
+        let tagRev = kvs.first { $0.key == tagKey(key) }?.modRevision ?? 0
         try current()
         if let again = entries[key], again.view == view { return again }  // loaded meanwhile (actor reentrancy)
-        let e: Entry
+        var e: Entry
         if let kv {
             e = Entry(view: view, value: hooks[key.set]?.import(kv.value) ?? kv.value, rev: kv.modRevision)
         } else {
             e = Entry(view: view, value: hooks[key.set]?.firstTouch(id: key.id), rev: 0)
         }
+        e.tagRev = tagRev
         drop(key)
         entries[key] = e
         return e
@@ -399,6 +412,12 @@ public actor KDDM {
         if e.writer == nil || (e.writer == from && e.writerGrab == m.grab) {
             entries[key]!.writer = from
             entries[key]!.writerGrab = m.grab
+        } else if e.writer == from && e.granted && !e.committing {
+            // The same node grabs again: its earlier grab is dead (a node holds at most one
+            // grab of an object: KDDM.grab) and its release was lost. This one replaces it;
+            // a late put of the old one fails `holds`.
+            entries[key]!.writerGrab = m.grab
+            entries[key]!.granted = false
         } else {
             // Hand-off: the releaser makes us the writer before it resumes us.
             await withCheckedContinuation { k in entries[key]?.writeWaiters.append((from, m.grab, k)) ?? k.resume() }
@@ -439,6 +458,7 @@ public actor KDDM {
             ownerRelease(key, from: from, grab: m.grab)
             throw ClusterError.kddm("ownership of \(key) \(Self.movedMarker) for the grab; retry")
         }
+        entries[key]!.granted = true
         let cur = entries[key]!
         return ObjMsg(key: key, value: cur.value, rev: cur.rev, view: view)
     }
@@ -447,18 +467,16 @@ public actor KDDM {
     /// still serve its copy. Its lease is revoked in etcd; it trusts its copies only while it
     /// is sure its lease is alive (Membership.snapshot), and the last keep-alive that etcd
     /// took from it was sent before our revoke, so one TTL after the revoke it has stopped.
-    /// A node with no lease in etcd trusts nothing already. The node takes a new lease and
-    /// rejoins by itself (Membership.keepAliveLoop).
+    /// Its copies under older leases are void already, and a lease it takes later can only
+    /// cover reads made after we became the writer, which wait for us. A node with no lease
+    /// in etcd trusts nothing. We wait the TTL even when etcd says the lease is gone: the
+    /// answer may be to a resend of a revoke that did happen (EtcdClient.post). The node
+    /// takes a new lease and rejoins by itself (Membership.keepAliveLoop).
     func fenceOut(_ n: NodeID, for what: String) async throws {
-        for _ in 0..<3 {
-            guard let kv = try await etcd.get(membership.prefix + "present/\(n)"), kv.lease != 0 else { return }
-            if try await etcd.revoke(kv.lease) {
-                logger.warning("kddm: node \(n) did not acknowledge the invalidation of \(what) within \(Self.invalidateTimeout); revoked its lease \(kv.lease) and waiting \(Membership.leaseTTL) s for it to stop serving its copies")
-                try await Task.sleep(for: .seconds(Membership.leaseTTL))
-                return
-            }
-        }
-        throw ClusterError.kddm("node \(n) keeps taking new leases")
+        guard let kv = try await etcd.get(membership.prefix + "present/\(n)"), kv.lease != 0 else { return }
+        try await etcd.revoke(kv.lease)
+        logger.warning("kddm: node \(n) did not acknowledge the invalidation of \(what) within \(Self.invalidateTimeout); revoked its lease \(kv.lease) and waiting \(Membership.leaseTTL) s for it to stop serving its copies")
+        try await Task.sleep(for: .seconds(Membership.leaseTTL))
     }
 
     func ownerPut(_ m: ObjMsg, from: NodeID, delete: Bool) async throws -> ObjMsg {
@@ -466,36 +484,23 @@ public actor KDDM {
         guard holds(m.key, from, grab: m.grab, view: snap.viewID) else {
             throw ClusterError.kddm("write of \(m.key) refused: node \(from) does not hold its grab at node \(rpc.nodeID) (the membership view changed since the grab); grab it again")
         }
-        let key = etcdKey(m.key)
-        let bytes = delete ? [] : (hooks[m.key.set]?.export(m.value ?? []) ?? (m.value ?? []))
-        var newRev: Int64? = nil
+        let bytes: [UInt8]? = delete ? nil : (hooks[m.key.set]?.export(m.value ?? []) ?? (m.value ?? []))
+        let tagRev = entries[m.key]!.tagRev
         entries[m.key]!.committing = true
         defer {
-            if entries[m.key]?.view == snap.viewID { entries[m.key]!.committing = false }
-            ownerRelease(m.key, from: from, grab: m.grab)
+            if holds(m.key, from, grab: m.grab, view: snap.viewID) {
+                entries[m.key]!.committing = false
+                ownerRelease(m.key, from: from, grab: m.grab)
+            }
         }
+        var newRev: Int64? = nil
         do {
             // Compare-on-revision against another writer, and the view fence: the write
             // commits only if etcd's online set is still the one this grab was granted in.
-            if delete {
-                newRev = try await etcd.compareAndDelete(key, expected: m.rev, fence: snap.fence) ? 0 : nil
-            } else {
-                newRev = try await etcd.compareAndPut(key, expected: m.rev, bytes, fence: snap.fence)
-            }
+            newRev = try await etcd.taggedWrite(etcdKey(m.key), expected: m.rev, bytes, tagKey: tagKey(m.key), tagExpected: tagRev,
+                                                tag: String(m.grab), fence: snap.fence)
         } catch let ClusterError.etcd(text) where text.contains(EtcdClient.unknownOutcome) {
-            // etcd may have done it: look. Ours if the object moved on from the grabbed
-            // revision and holds what we wrote (no one else can have written it meanwhile:
-            // we hold the grab, and another view's owner would have compared on our fence).
-            drop(m.key)
-            let now: EtcdClient.KeyValue??
-            do { now = .some(try await etcd.get(key)) } catch { now = .none }
-            if !delete, case .some(.some(let kv)) = now, kv.modRevision != m.rev, kv.value == bytes {
-                newRev = kv.modRevision
-            } else if delete, case .some(.none) = now {
-                newRev = 0
-            } else {
-                throw ClusterError.kddm("write of \(m.key) \(Self.unknownMarker): \(text); read it to know")
-            }
+            newRev = try await settle(m, from: from, tagRev: tagRev, view: snap.viewID, why: text)
         } catch {
             throw ClusterError.kddm("write of \(m.key) not done: \(error)")
         }
@@ -504,12 +509,35 @@ public actor KDDM {
             Task { await membership.refresh() }
             throw ClusterError.kddm("write of \(m.key) lost a race (revision \(m.rev) is stale, or the membership view changed); grab it again")
         }
-        if entries[m.key]?.view == snap.viewID {
+        if holds(m.key, from, grab: m.grab, view: snap.viewID) {
             entries[m.key]!.value = delete ? nil : m.value
             entries[m.key]!.rev = rev
+            entries[m.key]!.tagRev = rev
             entries[m.key]!.readers = delete ? [] : [from]
         }
         return ObjMsg(key: m.key, value: delete ? nil : m.value, rev: rev, view: snap.viewID)
+    }
+
+    /// etcd did not say whether our tagged write was done. We keep the object (readers and
+    /// writers wait) and find out: voiding the tag makes a write still pending in etcd fail
+    /// its comparison, so "voided" means not done, for good; a tag that is ours means done.
+    /// Returns the write's revision, nil when another write came first (a lost race), or
+    /// throws "not done"; when etcd stays silent, the entry is dropped (the next request
+    /// reloads from etcd) and the outcome stays unknown.
+    private func settle(_ m: ObjMsg, from: NodeID, tagRev: Int64, view: UInt64, why: String) async throws -> Int64? {
+        for attempt in 0..<5 {
+            if attempt > 0 { try? await Task.sleep(for: .milliseconds(200 << attempt)) }
+            let r: (voided: Bool, revision: Int64, tag: EtcdClient.KeyValue?)
+            do { r = try await etcd.voidTag(tagKey(m.key), expected: tagRev, void: "void:\(m.grab)") } catch { continue }
+            if r.voided {
+                if holds(m.key, from, grab: m.grab, view: view) { entries[m.key]!.tagRev = r.revision }
+                throw ClusterError.kddm("write of \(m.key) not done (\(why)); grab it again")
+            }
+            if let t = r.tag, String(decoding: t.value, as: UTF8.self) == String(m.grab) { return t.modRevision }
+            return nil
+        }
+        drop(m.key)
+        throw ClusterError.kddm("write of \(m.key) \(Self.unknownMarker): etcd does not answer (\(why)); read it to know")
     }
 
     /// The writer is done (put, or failure on our side): the next writer in line, or the
@@ -521,10 +549,12 @@ public actor KDDM {
             let w = entries[key]!.writeWaiters.removeFirst()
             entries[key]!.writer = w.node
             entries[key]!.writerGrab = w.grab
+            entries[key]!.granted = false
             w.k.resume()
         } else {
             entries[key]!.writer = nil
             entries[key]!.writerGrab = 0
+            entries[key]!.granted = false
             let rs = entries[key]!.readWaiters
             entries[key]!.readWaiters = []
             for k in rs { k.resume() }
@@ -660,7 +690,7 @@ public actor KDDM {
         } catch {
             // The owner may still grant it (our deadline passed) or be about to: give it back,
             // so that no one waits for us forever.
-            if let o { _ = try? await rpc.call(o, service: KDDMService.release, try Self.enc(ObjMsg(key: key, grab: gid)), timeout: .seconds(1)) }
+            if let o { giveBack(o, key, grab: gid) }
             throw error
         }
         cache[key] = nil
@@ -697,13 +727,28 @@ public actor KDDM {
             }
         } catch {
             // Whatever happened, the owner must not keep waiting for us.
-            _ = try? await rpc.call(g.owner, service: KDDMService.release, try Self.enc(ObjMsg(key: key, grab: g.grab)), timeout: .seconds(1))
+            giveBack(g.owner, key, grab: g.grab)
             switch error {
             case RPCError.deadlineExceeded, RPCError.peerFailed:
                 // The request left; the owner may have written it before we stopped waiting.
                 throw ClusterError.kddm("write of \(key) \(Self.unknownMarker): node \(g.owner) did not answer (\(error)); read it to know")
             default:
                 throw error
+            }
+        }
+    }
+
+    /// Releases a grab that failed on our side, again in the background for a few seconds
+    /// while it goes unanswered: a release lost on a bad link would leave the object locked
+    /// until the view changes or this node grabs it again. It names its grab, so arriving
+    /// late it frees nothing else (askerReleased).
+    private nonisolated func giveBack(_ owner: NodeID, _ key: ObjKey, grab: UInt64) {
+        let rpc = self.rpc
+        Task {
+            guard let msg = try? Self.enc(ObjMsg(key: key, grab: grab)) else { return }
+            for attempt in 0..<5 {
+                if (try? await rpc.call(owner, service: KDDMService.release, msg, timeout: .seconds(1))) != nil { return }
+                try? await Task.sleep(for: .milliseconds(250 << attempt))
             }
         }
     }
