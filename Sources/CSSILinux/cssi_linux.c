@@ -141,10 +141,6 @@ static long raw_clone3(struct cssi_clone_args *args) {
     return syscall(SYS_clone3, args, sizeof(*args));
 }
 
-pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds) {
-    return cssi_spawn(argv, cgroup_fd, keep_fds, NULL, 0);
-}
-
 pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *log, int sibling) {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0) return -errno;

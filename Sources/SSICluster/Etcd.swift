@@ -15,7 +15,6 @@ public final class EtcdClient: Sendable {
         public var key: String
         public var value: [UInt8]
         public var modRevision: Int64
-        public var createRevision: Int64
         public var lease: Int64
     }
 
@@ -26,7 +25,7 @@ public final class EtcdClient: Sendable {
     /// after the revision we read the view at (a new member). etcd's Compare takes a
     /// range_end, so one comparison covers a whole prefix. etcd refuses a transaction of more
     /// than --max-txn-ops (default 128) comparisons: 2 per online member + 2.
-    public struct Fence: Sendable, Equatable {
+    public struct Fence: Sendable {
         /// key -> the mod revision it must still have.
         public var keys: [String: Int64]
         public var prefixes: [String]
@@ -166,10 +165,18 @@ public final class EtcdClient: Sendable {
         return b
     }
 
+    /// The store revision a reply was made at (a transaction's writes have this revision).
+    static func revision(_ reply: [String: Any]) -> Int64 { int((reply["header"] as? [String: Any])?["revision"]) }
+
+    /// What a failed transaction's one `request_range` found.
+    static func failureRange(_ reply: [String: Any]) -> KeyValue? {
+        kvs(((reply["responses"] as? [[String: Any]])?.first?["response_range"] as? [String: Any]) ?? [:]).first
+    }
+
     static func kvs(_ obj: [String: Any]) -> [KeyValue] {
         ((obj["kvs"] as? [[String: Any]]) ?? []).map {
             KeyValue(key: String(decoding: unb64($0["key"]), as: UTF8.self), value: unb64($0["value"]),
-                     modRevision: int($0["mod_revision"]), createRevision: int($0["create_revision"]), lease: int($0["lease"]))
+                     modRevision: int($0["mod_revision"]), lease: int($0["lease"]))
         }
     }
 
@@ -184,7 +191,7 @@ public final class EtcdClient: Sendable {
     /// The keys in [from, to) and the store's revision at which they were read.
     public func list(from: String, to: [UInt8]) async throws -> (kvs: [KeyValue], revision: Int64) {
         let r = try await post("/v3/kv/range", ["key": Self.b64(from), "range_end": Self.b64(to)])
-        return (Self.kvs(r), Self.int((r["header"] as? [String: Any])?["revision"]))
+        return (Self.kvs(r), Self.revision(r))
     }
 
     public func put(_ key: String, _ value: [UInt8], lease: Int64 = 0) async throws {
@@ -216,7 +223,7 @@ public final class EtcdClient: Sendable {
             "success": [change, ["request_put": ["key": t, "value": Self.b64(Array(tag.utf8))]]],
         ], idempotent: false)
         guard (r["succeeded"] as? Bool) == true else { return nil }
-        return Self.int((r["header"] as? [String: Any])?["revision"])
+        return Self.revision(r)
     }
 
     /// Settles a `taggedWrite` whose outcome is unknown: if `tagKey` still has mod revision
@@ -230,9 +237,8 @@ public final class EtcdClient: Sendable {
             "success": [["request_put": ["key": t, "value": Self.b64(Array(void.utf8))]]],
             "failure": [["request_range": ["key": t]]],
         ], idempotent: false)
-        if (r["succeeded"] as? Bool) == true { return (true, Self.int((r["header"] as? [String: Any])?["revision"]), nil) }
-        let range = ((r["responses"] as? [[String: Any]])?.first?["response_range"] as? [String: Any]) ?? [:]
-        return (false, 0, Self.kvs(range).first)
+        if (r["succeeded"] as? Bool) == true { return (true, Self.revision(r), nil) }
+        return (false, 0, Self.failureRange(r))
     }
 
     /// Creates the key only if it does not exist. Returns nil when it was created, else what
@@ -245,8 +251,7 @@ public final class EtcdClient: Sendable {
             "failure": [["request_range": ["key": k]]],
         ])
         if (r["succeeded"] as? Bool) == true { return nil }
-        let range = ((r["responses"] as? [[String: Any]])?.first?["response_range"] as? [String: Any]) ?? [:]
-        return Self.kvs(range).first
+        return Self.failureRange(r)
     }
 
     public func grantLease(ttl: Int) async throws -> Int64 {

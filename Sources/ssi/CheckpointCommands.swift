@@ -44,7 +44,7 @@ struct Run: ParsableCommand {
             if let freezer { group = try? freezer.openNewGroup() }
             var cargs = cmd.map { strdup($0) } + [nil]
             defer { cargs.forEach { free($0) } }
-            let pid = cssi_spawn_session(&cargs, group?.1 ?? -1, keepFds ? 1 : 0)
+            let pid = cssi_spawn(&cargs, group?.1 ?? -1, keepFds ? 1 : 0, nil, 0)
             if let g = group { close(g.1) }
             if pid < 0 {
                 if let g = group { rmdir(g.0) }

@@ -109,15 +109,15 @@ long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags);
 
 // ---- process creation ---------------------------------------------------------------------
 
-// Starts an application for `ssi run`: clone3 (into the cgroup whose directory fd is
-// cgroup_fd, when >= 0, with CLONE_INTO_CGROUP so that no fork can escape before the move),
-// setsid() in the child, then execvp(argv[0], argv); fds above 2 are closed unless keep_fds. An exec failure is reported back over a
-// close-on-exec pipe. Returns the child's pid, or -errno (exec's errno if exec failed).
-pid_t cssi_spawn_session(char *const argv[], int cgroup_fd, int keep_fds);
-
-// The same with two more choices: `log` (when not NULL) becomes stdout and stderr (appended)
-// and /dev/null stdin; `sibling` makes the child our parent's child (CLONE_PARENT), for a
-// daemon that must outlive us yet be reaped by whoever started us.
+// Starts a program in a new session (`ssi run`'s application, the local cluster's
+// supervisor): clone3 (into the cgroup whose directory fd is cgroup_fd, when >= 0, with
+// CLONE_INTO_CGROUP so that no fork can escape before the move), an empty signal mask and
+// default dispositions, setsid() in the child, then execvp(argv[0], argv); fds above 2 are
+// closed unless keep_fds. `log`, when not NULL, becomes stdout and stderr (appended), with
+// /dev/null as stdin. `sibling` makes the child our parent's child (CLONE_PARENT), for a
+// daemon that must outlive us yet be reaped by whoever started us. An exec failure is
+// reported back over a close-on-exec pipe. Returns the child's pid, or -errno (exec's errno
+// if exec failed).
 pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *log, int sibling);
 
 // Creates the empty shell of a process being restored: clone3 with set_tid = pid (Linux 5.5,
