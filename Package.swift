@@ -31,35 +31,56 @@ let package = Package(
         .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIImage", "SSIIPC", "CSSILinux"], swiftSettings: swiftSettings),
         // SysV IPC objects saved and restored with their key and id.
         .target(name: "SSIIPC", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
-        // Cluster core: RPC over SwiftNIO, etcd membership, KDDM distributed objects.
-        .target(name: "SSICluster", dependencies: [
-            "SSISystem", "CSSILinux",
+        // Cluster column, bottom to top (docs/cluster.md). Transport: frames, authentication,
+        // RPC, the registry of service numbers.
+        .target(name: "SSITransport", dependencies: [
+            "SSISystem",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        // The node daemon's services (control socket, lifecycle).
+        // Membership: the etcd client, views, leases.
+        .target(name: "SSIMembership", dependencies: [
+            "SSISystem", "SSITransport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // KDDM: protocol messages, the owner side (coherence), the client side, hooks.
+        .target(name: "SSIKDDM", dependencies: [
+            "SSISystem", "SSITransport", "SSIMembership",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // The control protocol between ssi and ssid (typed requests and replies) and its client.
+        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM"], swiftSettings: swiftSettings),
+        // The node daemon: assembles the subsystems, serves the control socket.
         .target(name: "SSIDaemon", dependencies: [
-            "SSICluster", "SSISystem", "CSSILinux",
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "CSSILinux",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
-            "SSICluster", "SSIDaemon",
+            "SSIControl", "SSIDaemon", "SSIKDDM", "SSIMembership", "SSITransport",
             "SSICheckpoint", "SSIIPC", "SSISystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
-            "SSISystem", "SSICluster", "SSIDaemon",
+            "SSIDaemon",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSICluster", "SSIDaemon"], swiftSettings: swiftSettings),
+        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSIControl", "SSIDaemon", "SSITransport"], swiftSettings: swiftSettings),
         .target(name: "SSITestSupport", dependencies: ["SSISystem", "CSSILinux"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIClusterTests", dependencies: ["SSICluster", "SSIDaemon", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIClusterTests", dependencies: [
+            "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIDaemon", "SSISystem",
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSITestSupport"], swiftSettings: swiftSettings),
     ]
 )

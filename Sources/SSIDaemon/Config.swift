@@ -1,5 +1,6 @@
 import Foundation
-import SSICluster
+import SSISystem
+import SSITransport
 
 /// ssid's configuration: a file of `key = value` lines (# comments), then flags
 /// `--key value` that override it. Keys:
@@ -13,6 +14,10 @@ import SSICluster
 ///     control  = PATH                    the local control socket (default /run/ssid.sock)
 ///     join     = yes|no                  become online at start (default yes)
 ///     log      = trace|debug|info|notice|warning|error
+///
+/// and each subsystem's section, `SECTION.KEY = VALUE` (`Subsystem.configuration`), e.g.
+///
+///     kddm.sets = counters processes applications ports streams
 public struct DaemonConfig: Sendable {
     public var node: NodeID = 0
     public var session: UInt64 = 1
@@ -24,6 +29,8 @@ public struct DaemonConfig: Sendable {
     public var control = "/run/ssid.sock"
     public var join = true
     public var logLevel = "info"
+    /// Subsystem name -> its keys as set (defaults are filled in by `settings(for:)`).
+    public var sections: [String: [String: String]] = [:]
 
     public init() {}
 
@@ -32,14 +39,14 @@ public struct DaemonConfig: Sendable {
     public mutating func set(_ key: String, _ value: String) throws {
         switch key {
         case "node":
-            guard let n = NodeID(value) else { throw ClusterError.config("node must be 0..255, not '\(value)'") }
+            guard let n = NodeID(value) else { throw Self.bad("node must be 0..255, not '\(value)'") }
             node = n
         case "session":
-            guard let s = UInt64(value), s > 0 else { throw ClusterError.config("session must be a positive integer, not '\(value)'") }
+            guard let s = UInt64(value), s > 0 else { throw Self.bad("session must be a positive integer, not '\(value)'") }
             session = s
         case "listen":
             guard let colon = value.lastIndex(of: ":"), let p = Int(value[value.index(after: colon)...]), (0...65535).contains(p) else {
-                throw ClusterError.config("listen must be HOST:PORT, not '\(value)'")
+                throw Self.bad("listen must be HOST:PORT, not '\(value)'")
             }
             listenHost = String(value[..<colon])
             listenPort = p
@@ -49,20 +56,47 @@ public struct DaemonConfig: Sendable {
         case "control": control = value
         case "join": join = ["yes", "true", "1", "on"].contains(value.lowercased())
         case "log": logLevel = value
-        default: throw ClusterError.config("unknown key '\(key)' (keys: \(Self.keys.joined(separator: ", ")))")
+        default: try setSection(key, value)
         }
+    }
+
+    static func bad(_ what: String, hint: String? = nil) -> SSIError {
+        SSIError(.invalidArgument, "configuration: \(what)", hint: hint ?? "see docs/cluster.md for ssid's keys")
+    }
+
+    /// Every key a file may set: the core's, then each subsystem's as SECTION.KEY.
+    static var allKeys: [String] {
+        keys + NodeDaemon.subsystems.flatMap { s in s.configuration.map { "\(s.name).\($0.name)" } }
+    }
+
+    private mutating func setSection(_ key: String, _ value: String) throws {
+        let parts = key.split(separator: ".", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let s = NodeDaemon.subsystems.first(where: { $0.name == parts[0] }),
+              s.configuration.contains(where: { $0.name == parts[1] }) else {
+            throw Self.bad("unknown key '\(key)' (keys: \(Self.allKeys.joined(separator: ", ")))")
+        }
+        sections[parts[0], default: [:]][parts[1]] = value
+    }
+
+    /// A subsystem's section: what the configuration set, else the defaults.
+    public func settings(for s: any Subsystem.Type) -> [String: String] {
+        var out = Dictionary(uniqueKeysWithValues: s.configuration.map { ($0.name, $0.defaultValue) })
+        for (k, v) in sections[s.name] ?? [:] { out[k] = v }
+        return out
     }
 
     public mutating func load(file path: String) throws {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ClusterError.config("cannot read config file \(path)")
+            throw SSIError(.notFound, "configuration: cannot read the file \(path)", hint: "ssid --config FILE; see scripts/ssid.service")
         }
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
             if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
             let kv = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard kv.count == 2 else { throw ClusterError.config("\(path):\(i + 1): expected key = value") }
-            do { try set(kv[0], kv[1]) } catch { throw ClusterError.config("\(path):\(i + 1): \(error)") }
+            guard kv.count == 2 else { throw Self.bad("\(path):\(i + 1): expected key = value") }
+            do { try set(kv[0], kv[1]) } catch let e as SSIError {
+                throw SSIError(e.kind, "\(path):\(i + 1): \(e.message)", hint: e.hint)
+            }
         }
     }
 
@@ -74,7 +108,7 @@ public struct DaemonConfig: Sendable {
         while i < arguments.count {
             let a = arguments[i]
             guard a.hasPrefix("--"), i + 1 < arguments.count else {
-                throw ClusterError.config("unexpected argument '\(a)' (usage: ssid [--config FILE] [--KEY VALUE]...)")
+                throw Self.bad("unexpected argument '\(a)'", hint: "usage: ssid [--config FILE] [--KEY VALUE]...")
             }
             pairs.append((String(a.dropFirst(2)), arguments[i + 1]))
             i += 2
@@ -86,9 +120,12 @@ public struct DaemonConfig: Sendable {
 
     public func readSecret() throws -> [UInt8] {
         guard let d = FileManager.default.contents(atPath: secretPath) else {
-            throw ClusterError.config("cannot read the cluster secret \(secretPath) (create it: head -c 32 /dev/urandom > \(secretPath); chmod 600)")
+            throw SSIError(.notFound, "configuration: cannot read the cluster secret \(secretPath)",
+                           hint: "create it: head -c 32 /dev/urandom > \(secretPath); chmod 600")
         }
-        guard d.count >= 16 else { throw ClusterError.config("the cluster secret \(secretPath) is shorter than 16 bytes") }
+        guard d.count >= 16 else {
+            throw Self.bad("the cluster secret \(secretPath) is shorter than 16 bytes", hint: "make it 32 random bytes, the same on every node")
+        }
         return Array(d)
     }
 }

@@ -1,28 +1,32 @@
 import Foundation
 import Logging
-import SSICluster
+import SSIControl
+import SSISystem
 import ServiceLifecycle
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The local control socket. Blocking accept on a thread of its own (connections are rare and
-/// short), each request handed to the async world; the caller's uid is read with SO_PEERCRED
-/// (unix(7)) and must be root's or the daemon's.
+/// The local control socket (the protocol: SSIControl/ControlProtocol.swift). Blocking accept
+/// on a thread of its own (connections are rare and short), each request handed to the async
+/// world and to the subsystem it names; the caller's uid is read with SO_PEERCRED (unix(7))
+/// and must be root's or the daemon's.
 final class ControlServer: Service, Sendable {
     let path: String
-    let daemon: NodeDaemon
-    let fd = Atomic<Int32>(-1)
+    /// Subsystem name -> subsystem (`ControlRequest.subsystem`).
+    let routes: [String: any Subsystem]
+    let logger: Logger
 
-    init(path: String, daemon: NodeDaemon) {
+    init(path: String, routes: [String: any Subsystem], logger: Logger) {
         self.path = path
-        self.daemon = daemon
+        self.routes = routes
+        self.logger = logger
     }
 
     func run() async throws {
         let lfd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard lfd >= 0 else { throw ClusterError.config("control socket: \(String(cString: strerror(errno)))") }
+        guard lfd >= 0 else { throw SSIError.sys("socket(AF_UNIX) for the control socket \(path)", errno: errno) }
         unlink(path)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
@@ -33,12 +37,10 @@ final class ControlServer: Service, Sendable {
         guard r == 0, listen(lfd, 64) == 0 else {
             let e = errno
             close(lfd)
-            throw ClusterError.config("cannot listen on control socket \(path): \(String(cString: strerror(e)))")
+            throw SSIError.sys("cannot listen on the control socket \(path)", errno: e, hint: "is another ssid using it? set control = PATH")
         }
         chmod(path, 0o660)
-        fd.store(lfd, ordering: .relaxed)
-        let logger = daemon.logger
-        let daemon = self.daemon
+        let logger = self.logger
         let thread = Thread {
             while true {
                 let c = accept(lfd, nil, nil)
@@ -50,12 +52,13 @@ final class ControlServer: Service, Sendable {
                 var len = socklen_t(MemoryLayout<PeerCred>.size)
                 if getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || (cred.uid != 0 && cred.uid != geteuid()) {
                     logger.warning("control: refused pid \(cred.pid) uid \(cred.uid): not root nor the daemon's user")
-                    let msg = Array("{\"ok\":false,\"error\":\"permission denied: only root or uid \(geteuid()) may control ssid\"}\n".utf8)
-                    _ = write(c, msg, msg.count)
+                    let refused = SSIError(.permission, "permission denied: only root or uid \(geteuid()) may control ssid",
+                                           hint: "run ssi as root (sudo)")
+                    Self.write(c, Self.encode(.failed(refused)))
                     close(c)
                     continue
                 }
-                Thread { ControlServer.serve(c, daemon: daemon) }.start()
+                Thread { self.serve(c) }.start()
             }
         }
         thread.start()
@@ -66,7 +69,7 @@ final class ControlServer: Service, Sendable {
     }
 
     /// One connection: one request line, one answer line.
-    static func serve(_ c: Int32, daemon: NodeDaemon) {
+    func serve(_ c: Int32) {
         defer { close(c) }
         var line: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 4096)
@@ -76,39 +79,47 @@ final class ControlServer: Service, Sendable {
             if n <= 0 { return }
             line += buf[0..<n]
         }
-        let answer = Mutex<[UInt8]>([])
+        let out = Mutex<[UInt8]>([])
         let done = DispatchSemaphore(value: 0)
-        let request = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] ?? [:]
-        let box = UncheckedBox(request)
         Task {
-            var reply: [String: Any]
+            let a: ControlAnswer
             do {
-                let r = try await ControlOps.handle(box.value, daemon: daemon)
-                reply = ["ok": true, "result": r ?? NSNull()]
+                a = .ok(try await answer(Data(line)))
             } catch {
-                reply = ["ok": false, "error": "\(error)"]
+                a = .failed(SSIError.wrapping(error))
             }
-            var d = (try? JSONSerialization.data(withJSONObject: reply)) ?? Data("{\"ok\":false,\"error\":\"unencodable reply\"}".utf8)
-            d.append(UInt8(ascii: "\n"))
-            answer.withLock { $0 = Array(d) }
+            out.withLock { $0 = Self.encode(a) }
             done.signal()
         }
         done.wait()
-        let out = answer.withLock { $0 }
+        Self.write(c, out.withLock { $0 })
+    }
+
+    private func answer(_ line: Data) async throws -> ControlReply {
+        let request: ControlRequest
+        do { request = try JSONDecoder().decode(ControlRequest.self, from: line) } catch {
+            throw SSIError(.invalidArgument, "control: a request that does not parse: \(error)", hint: "are ssi and ssid from the same build?")
+        }
+        guard let s = routes[request.subsystem] else {
+            throw SSIError(.unsupported, "control: no subsystem \(request.subsystem) in this ssid", hint: "are ssi and ssid from the same build?")
+        }
+        return try await s.handle(request)
+    }
+
+    static func encode(_ a: ControlAnswer) -> [UInt8] {
+        var d = (try? JSONEncoder().encode(a)) ?? Data(#"{"failed":{"_0":{"kind":"system","message":"control: unencodable answer"}}}"#.utf8)
+        d.append(UInt8(ascii: "\n"))
+        return Array(d)
+    }
+
+    static func write(_ c: Int32, _ out: [UInt8]) {
         var off = 0
         while off < out.count {
-            let n = out[off...].withUnsafeBytes { write(c, $0.baseAddress!, $0.count) }
+            let n = out[off...].withUnsafeBytes { Glibc.write(c, $0.baseAddress!, $0.count) }
             if n <= 0 { return }
             off += n
         }
     }
-}
-
-/// JSON objects from JSONSerialization are immutable once built; nothing mutates this one
-/// after it crosses into the task, hence `@unchecked`.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
 }
 
 /// `struct ucred` of unix(7) (pid, uid, gid), which Glibc's Swift module hides behind

@@ -1,5 +1,5 @@
 import Foundation
-import SSICluster
+import SSIControl
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -103,9 +103,7 @@ public struct LocalCluster: Sendable {
     }
 
     func onlineCount(via k: Int) throws -> Int {
-        let r = try ControlClient.request(socket: socket(node: k), ["op": "status"], timeout: 2) as? [String: Any]
-        let nodes = (r?["nodes"] as? [[String: Any]]) ?? []
-        return nodes.filter { ($0["state"] as? String) == "online" }.count
+        try ControlClient.request(socket: socket(node: k), .membership(.status), timeout: 2).status().online
     }
 
     func buildNetwork(nodes: Int) throws {
@@ -134,7 +132,7 @@ public struct LocalCluster: Sendable {
         let deadline = ContinuousClock.now + .seconds(15)
         while ContinuousClock.now < deadline {
             if FileManager.default.fileExists(atPath: "\(dir)/start-\(k)") == false,
-               (try? ControlClient.request(socket: socket(node: k), ["op": "status"], timeout: 2)) != nil { return }
+               (try? ControlClient.request(socket: socket(node: k), .membership(.status), timeout: 2)) != nil { return }
             usleep(100_000)
         }
         throw SSIError(.system, "node \(k) did not start within 15 s", hint: "see \(log(node: k))")

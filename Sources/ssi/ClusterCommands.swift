@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
-import SSICluster
+import SSIControl
 import SSIDaemon
+import SSIKDDM
+import SSIMembership
 import SSISystem
+import SSITransport
 
 // Cluster commands (`ssi nodes`, `ssi cluster`, `ssi kddm`): issue "Cluster core".
 // `krgadm nodes status` is `ssi nodes status`.
@@ -21,22 +24,25 @@ struct DaemonOptions: ParsableArguments {
     @Option(help: "The daemon's control socket.")
     var socket: String?
 
-    func call(_ req: [String: Any], timeout: Int = 60) throws -> Any? {
-        if let socket { return try ControlClient.request(socket: socket, req, timeout: timeout) }
-        if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlClient.request(socket: env, req, timeout: timeout) }
+    func call(_ req: ControlRequest, timeout: Int = 60) throws -> ControlReply {
+        try connect().send(req, timeout: timeout)
+    }
+
+    /// Only a daemon that cannot be reached makes us try the next node: once one has the
+    /// request, its answer (or its error) is final.
+    private func connect() throws -> ControlConnection {
+        if let socket { return try ControlConnection(socket: socket) }
+        if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlConnection(socket: env) }
         let lc = LocalCluster()
-        if let plan = lc.plan() {
-            if let node { return try ControlClient.request(socket: lc.socket(node: node), req, timeout: timeout) }
-            var last: Error = SSIError(.notFound, "no node of the local cluster answers")
-            for k in 1...plan.nodes {
-                do { return try ControlClient.request(socket: lc.socket(node: k), req, timeout: timeout) } catch let e as ClusterError {
-                    if case .remote = e { throw e }
-                    last = e
-                }
+        guard let plan = lc.plan() else { return try ControlConnection(socket: "/run/ssid.sock") }
+        if let node { return try ControlConnection(socket: lc.socket(node: node)) }
+        var last = SSIError(.unreachable, "no node of the local cluster answers", hint: "ssi cluster up starts one")
+        for k in 1...plan.nodes {
+            do { return try ControlConnection(socket: lc.socket(node: k)) } catch let e as SSIError where e.kind == .unreachable {
+                last = e
             }
-            throw last
         }
-        return try ControlClient.request(socket: "/run/ssid.sock", req, timeout: timeout)
+        throw last
     }
 }
 
@@ -53,43 +59,41 @@ struct NodesStatus: ParsableCommand {
     func run() throws {
         do {
             let only = try n.map { Set(try parseNodeList($0)) }
-            let r = try daemon.call(["op": "status"]) as? [String: Any]
-            for node in (r?["nodes"] as? [[String: Any]]) ?? [] {
-                guard let id = node["id"] as? Int, let st = node["state"] as? String else { continue }
-                if let only, !only.contains(NodeID(id)) { continue }
-                print("\(id):\(st)")
+            let nodes = try daemon.call(.membership(.status)).status().nodes
+            for node in nodes {
+                if let only, !only.contains(node.id) { continue }
+                print("\(node.id):\(node.state.rawValue)")
             }
             if let only {
-                let known = Set(((r?["nodes"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? Int })
-                for id in only.sorted() where !known.contains(Int(id)) { print("\(id):unknown") }
+                let known = Set(nodes.map(\.id))
+                for id in only.sorted() where !known.contains(id) { print("\(id):unknown") }
             }
         } catch { clusterFail(error) }
     }
 }
 
-struct NodeSelection: ParsableArguments {
+struct NodeSelectionOptions: ParsableArguments {
     @Option(name: .short, help: "Nodes, e.g. 2,3,6-10.") var n: String?
     @Option(name: .short, help: "This many nodes.") var c: Int?
     @Flag(name: .short, help: "All nodes.") var a = false
 
-    func request(_ op: String) throws -> [String: Any] {
+    func selection() throws -> SSIControl.NodeSelection {
         let given = (n != nil ? 1 : 0) + (c != nil ? 1 : 0) + (a ? 1 : 0)
         guard given == 1 else { throw ValidationError("give exactly one of -n LIST, -c COUNT, -a") }
-        var r: [String: Any] = ["op": op]
-        if let n { _ = try parseNodeList(n); r["nodes"] = n }
-        if let c { r["count"] = c }
-        return r
+        if let n { return .nodes(try parseNodeList(n)) }
+        if let c { return .count(c) }
+        return .all
     }
 }
 
 struct NodesAdd: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "add", abstract: "Add present nodes to the cluster (they become online).")
-    @OptionGroup var sel: NodeSelection
+    @OptionGroup var sel: NodeSelectionOptions
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        let req = try sel.request("nodes.add")
+        let req = ControlRequest.membership(.add(try sel.selection()))
         do {
-            let ids = (try daemon.call(req) as? [Int]) ?? []
+            let ids = try daemon.call(req).nodes()
             print("added: \(ids.map(String.init).joined(separator: ","))")
         } catch { clusterFail(error) }
     }
@@ -97,12 +101,12 @@ struct NodesAdd: ParsableCommand {
 
 struct NodesDel: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "del", abstract: "Remove nodes from the cluster (they stay present).")
-    @OptionGroup var sel: NodeSelection
+    @OptionGroup var sel: NodeSelectionOptions
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        let req = try sel.request("nodes.del")
+        let req = ControlRequest.membership(.remove(try sel.selection()))
         do {
-            let ids = (try daemon.call(req) as? [Int]) ?? []
+            let ids = try daemon.call(req).nodes()
             print("removed: \(ids.map(String.init).joined(separator: ","))")
         } catch { clusterFail(error) }
     }
@@ -157,11 +161,10 @@ struct ClusterStatus: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Print 'status: up on N nodes' or 'status: down'.")
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        guard let r = (try? daemon.call(["op": "status"], timeout: 5)) as? [String: Any] else {
+        guard let online = try? daemon.call(.membership(.status), timeout: 5).status().online else {
             print("status: down")
             return
         }
-        let online = ((r["nodes"] as? [[String: Any]]) ?? []).filter { ($0["state"] as? String) == "online" }.count
         print(online > 0 ? "status: up on \(online) nodes" : "status: down")
     }
 }
@@ -211,9 +214,8 @@ struct KDDMSets: ParsableCommand {
     func run() throws {
         do {
             print("SET            RULE       OBJECTS")
-            for s in (try daemon.call(["op": "kddm.sets"]) as? [[String: Any]]) ?? [] {
-                let name = (s["name"] as? String ?? ""), rule = (s["rule"] as? String ?? "")
-                print(name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + rule.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s["objects"] as? Int ?? 0)")
+            for s in try daemon.call(.kddm(.sets)).sets() {
+                print(s.name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + s.rule.description.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s.objects)")
             }
         } catch { clusterFail(error) }
     }
@@ -225,17 +227,17 @@ struct KDDMShow: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
         do {
-            let s = (try daemon.call(["op": "kddm.show", "set": obj.set, "id": String(obj.id)]) as? [String: Any]) ?? [:]
-            let readers = ((s["readers"] as? [Int]) ?? []).map(String.init).joined(separator: ",")
+            let (s, asker) = try daemon.call(.kddm(.show(set: obj.set, id: obj.id))).object()
+            let readers = s.readers.map(String.init).joined(separator: ",")
             print("object:    \(obj.set)/\(obj.id)")
-            print("owner:     node \(s["owner"] as? Int ?? -1)")
-            print("exists:    \((s["exists"] as? Bool) == true ? "yes" : "no")")
-            print("value:     \(s["value"] as? String ?? "-")")
-            print("revision:  \(s["revision"] as? Int ?? 0)")
+            print("owner:     node \(s.owner)")
+            print("exists:    \(s.exists ? "yes" : "no")")
+            print("value:     \(s.value.map { String(decoding: $0, as: UTF8.self) } ?? "-")")
+            print("revision:  \(s.revision)")
             print("readers:   \(readers.isEmpty ? "-" : readers)")
-            print("writer:    \((s["writer"] as? Int).map { "node \($0)" } ?? "-")")
-            print("waiting:   \(s["waiting"] as? Int ?? 0)")
-            print("node \(s["asker"] as? Int ?? -1) copy: \(s["askerCopy"] as? String ?? "-")")
+            print("writer:    \(s.writer.map { "node \($0)" } ?? "-")")
+            print("waiting:   \(s.waiting)")
+            print("node \(asker) copy: \(s.localCopy)")
         } catch { clusterFail(error) }
     }
 }
@@ -246,8 +248,8 @@ struct KDDMGet: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
         do {
-            guard let v = try daemon.call(["op": "kddm.get", "set": obj.set, "id": String(obj.id)]) as? String else {
-                throw SSIError(.notFound, "no object \(obj.set)/\(obj.id)")
+            guard let v = try daemon.call(.kddm(.get(set: obj.set, id: obj.id))).value() else {
+                throw SSIError(.notFound, "no object \(obj.set)/\(obj.id)", hint: "ssi kddm put \(obj.set) \(obj.id) VALUE makes it")
             }
             print(v)
         } catch { clusterFail(error) }
@@ -260,7 +262,7 @@ struct KDDMPut: ParsableCommand {
     @Argument var value: String
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(["op": "kddm.put", "set": obj.set, "id": String(obj.id), "value": value]) } catch { clusterFail(error) }
+        do { _ = try daemon.call(.kddm(.put(set: obj.set, id: obj.id, value: value))) } catch { clusterFail(error) }
     }
 }
 
@@ -270,7 +272,7 @@ struct KDDMIncr: ParsableCommand {
     @Option var count = 1
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { print(try daemon.call(["op": "kddm.incr", "set": obj.set, "id": String(obj.id), "count": count], timeout: 600) as? Int ?? 0) } catch { clusterFail(error) }
+        do { print(try daemon.call(.kddm(.increment(set: obj.set, id: obj.id, count: count)), timeout: 600).count()) } catch { clusterFail(error) }
     }
 }
 
@@ -279,7 +281,7 @@ struct KDDMRemove: ParsableCommand {
     @OptionGroup var obj: ObjectArgs
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(["op": "kddm.remove", "set": obj.set, "id": String(obj.id)]) } catch { clusterFail(error) }
+        do { _ = try daemon.call(.kddm(.remove(set: obj.set, id: obj.id))) } catch { clusterFail(error) }
     }
 }
 
@@ -289,7 +291,7 @@ struct KDDMCreateSet: ParsableCommand {
     @Option var rule = "hash"
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(["op": "kddm.create-set", "set": name, "rule": rule]) } catch { clusterFail(error) }
+        do { _ = try daemon.call(.kddm(.createSet(name: name, rule: try OwnerRule(parsing: rule)))) } catch { clusterFail(error) }
     }
 }
 
@@ -298,7 +300,7 @@ struct KDDMDeleteSet: ParsableCommand {
     @Argument var name: String
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(["op": "kddm.delete-set", "set": name]) } catch { clusterFail(error) }
+        do { _ = try daemon.call(.kddm(.deleteSet(name: name))) } catch { clusterFail(error) }
     }
 }
 
@@ -307,7 +309,12 @@ struct KDDMBench: ParsableCommand {
     @Option var from = 1
     @Option var to = 2
     @Option(name: .short) var n = 2000
+    /// The benchmark lives in ssi-bench (it starts its own echo server for the raw TCP
+    /// baseline): run it.
     func run() throws {
-        do { try KDDMBenchmark.run(args: ["--from", "\(from)", "--to", "\(to)", "-n", "\(n)"]) } catch { clusterFail(error) }
+        let argv = [sibling("ssi-bench"), "kddm", "--from", "\(from)", "--to", "\(to)", "-n", "\(n)"]
+        let cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        execv(argv[0], cargs)
+        clusterFail(SSIError.sys("exec \(argv[0])", errno: errno, hint: "build ssi-bench beside ssi (swift build)"))
     }
 }

@@ -2,7 +2,6 @@
 //   ssid --config /etc/ssi/ssid.conf [--node 3] [--listen 10.0.0.3:7100] ...
 import Foundation
 import Logging
-import SSICluster
 import SSIDaemon
 
 let config: DaemonConfig

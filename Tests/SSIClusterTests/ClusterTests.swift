@@ -1,8 +1,12 @@
 import Foundation
 import Logging
 import NIOPosix
-import SSICluster
+import SSIControl
 import SSIDaemon
+import SSIKDDM
+import SSIMembership
+import SSISystem
+import SSITransport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -101,8 +105,8 @@ func node2HoldsACopy(_ set: String, _ id: Int, writtenFrom writer: Int) throws {
 @Suite struct ClusterUnitTests {
     @Test func nodeLists() throws {
         #expect(try parseNodeList("2,3,6-10") == [2, 3, 6, 7, 8, 9, 10])
-        #expect(throws: ClusterError.self) { try parseNodeList("3-1") }
-        #expect(throws: ClusterError.self) { try parseNodeList("256") }
+        #expect(throws: SSIError.self) { try parseNodeList("3-1") }
+        #expect(throws: SSIError.self) { try parseNodeList("256") }
     }
 
     @Test func ownerRules() {
@@ -135,18 +139,18 @@ func node2HoldsACopy(_ set: String, _ id: Int, writtenFrom writer: Int) throws {
         #expect(try await a.call(2, service: 9, []) == [1])
         try await Task.sleep(for: .milliseconds(200))
         #expect(order.values == (0..<100).map { UInt8($0) })
-        await #expect(throws: RPCError.self) { try await evil.call(2, service: 9, [1]) }
+        await #expect(throws: SSIError.self) { try await evil.call(2, service: 9, [1]) }
         #expect(b.rejectedPeers.load(ordering: .relaxed) >= 1)
         // Deadline.
         let t0 = ContinuousClock.now
-        await #expect(throws: RPCError.self) { try await a.call(2, service: 10, [], timeout: .milliseconds(300)) }
+        await #expect(throws: SSIError.self) { try await a.call(2, service: 10, [], timeout: .milliseconds(300)) }
         #expect(ContinuousClock.now - t0 < .seconds(2))
         // The peer goes away during a call: the call ends at once, not at its deadline.
         let t1 = ContinuousClock.now
         let pending = Task { try await a.call(2, service: 10, [], timeout: .seconds(20)) }
         try await Task.sleep(for: .milliseconds(200))
         await b.shutdown()
-        await #expect(throws: RPCError.self) { try await pending.value }
+        await #expect(throws: SSIError.self) { try await pending.value }
         #expect(ContinuousClock.now - t1 < .seconds(3))
         await a.shutdown()
         await evil.shutdown()
@@ -288,8 +292,7 @@ struct LocalClusterTests {
         try up()
         defer { try? down() }
         func rejected() throws -> Int {
-            let s = try ControlClient.request(socket: lc.socket(node: 1), ["op": "status"]) as? [String: Any]
-            return s?["rejectedPeers"] as? Int ?? -1
+            try ControlClient.request(socket: lc.socket(node: 1), .membership(.status)).status().rejectedPeers
         }
         let before = try rejected()
         // From node 3's namespace: random bytes, then a well-formed hello with a forged proof.

@@ -1,8 +1,11 @@
 import Foundation
 import Logging
 import NIOPosix
-import SSICluster
 import SSIDaemon
+import SSIKDDM
+import SSIMembership
+import SSISystem
+import SSITransport
 import Synchronization
 import Testing
 #if canImport(Glibc)
@@ -119,12 +122,12 @@ struct KDDMInProcessTests {
             let raw = try await etcd.get("/ssi/\(session)/kddm/obj/objs/000000000000000a")
             #expect(raw?.value == Array("wen".utf8))
             // A put without a grab is refused.
-            await #expect(throws: ClusterError.self) { try await k1.put("objs", 10, [1]) }
+            await #expect(throws: SSIError.self) { try await k1.put("objs", 10, [1]) }
             // Deleting a set: refused while this node holds one of its objects grabbed, then gone
             // from etcd and from both nodes' caches; a deleted set is refused by name.
             #expect(try await k1.get("objs", 10) == Array("new".utf8))
             _ = try await k2.grab("objs", 11)
-            await #expect(throws: ClusterError.self) { try await k2.deleteSet("objs") }
+            await #expect(throws: SSIError.self) { try await k2.deleteSet("objs") }
             try await k2.release("objs", 11)
             try await k2.deleteSet("objs")
             #expect(try await etcd.list(prefix: "/ssi/\(session)/kddm/obj/objs/").isEmpty)
@@ -132,7 +135,7 @@ struct KDDMInProcessTests {
             do {
                 _ = try await k1.get("objs", 10)
                 Issue.record("a get in a deleted set must fail")
-            } catch let e as ClusterError {
+            } catch let e as SSIError {
                 #expect("\(e)".contains("no set 'objs'"), "\(e)")
             }
             for l in loops { l.cancel() }

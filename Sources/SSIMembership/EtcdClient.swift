@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import SSISystem
 
 /// A small client of etcd's v3 API through its JSON gateway (`POST /v3/kv/range` ...), which
 /// etcd 3.4 (Debian 12's etcd-server) serves on the client port. We use the gateway rather
@@ -57,11 +58,11 @@ public final class EtcdClient: Sendable {
             if s.hasPrefix("http://") { s.removeFirst(7) }
             let parts = s.split(separator: ":")
             guard parts.count == 2, let port = Int(parts[1]) else {
-                throw ClusterError.config("bad etcd endpoint '\(e)': use http://HOST:PORT")
+                throw SSIError(.invalidArgument, "bad etcd endpoint '\(e)'", hint: "use http://HOST:PORT[,...] (the etcd key of ssid's configuration)")
             }
             eps.append((String(parts[0]), port))
         }
-        guard !eps.isEmpty else { throw ClusterError.config("no etcd endpoint given") }
+        guard !eps.isEmpty else { throw SSIError(.invalidArgument, "no etcd endpoint given", hint: "set etcd = http://HOST:PORT in ssid's configuration") }
         self.endpoints = eps
         self.group = group
     }
@@ -72,7 +73,7 @@ public final class EtcdClient: Sendable {
     /// would turn one write into a compare failure that hides it.
     func post(_ path: String, _ body: [String: Any], timeout: TimeAmount = .seconds(2), idempotent: Bool = true) async throws -> [String: Any] {
         let data = try JSONSerialization.data(withJSONObject: body)
-        var lastError: Error = ClusterError.etcd("no endpoint")
+        var lastError: Error = SSIError(.unreachable, "no etcd endpoint to send \(path) to")
         for ep in endpoints {
             let bytes: [UInt8]
             do {
@@ -81,22 +82,23 @@ public final class EtcdClient: Sendable {
                 lastError = e.error
                 continue
             } catch {
-                if !idempotent { throw ClusterError.etcd("\(Self.unknownOutcome) (\(path) to \(ep.host):\(ep.port): \(error))") }
+                if !idempotent { throw Self.unknownOutcome(path, ep, "\(error)") }
                 lastError = error
                 continue
             }
             do {
                 guard let obj = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-                    throw ClusterError.etcd(idempotent ? "bad reply to \(path)" : "\(Self.unknownOutcome) (bad reply to \(path))")
+                    if !idempotent { throw Self.unknownOutcome(path, ep, "a reply that does not parse") }
+                    throw SSIError(.corrupt, "membership service (etcd) at \(ep.host):\(ep.port): a reply to \(path) that does not parse")
                 }
                 if let err = obj["error"] as? String {
                     // An error from etcd itself ("request timed out", "leader changed") does
                     // not say that a write was not proposed: it may still be applied.
-                    if !idempotent { throw ClusterError.etcd("\(Self.unknownOutcome) (\(path) to \(ep.host):\(ep.port): \(err))") }
-                    throw ClusterError.etcd("\(path): \(err)")
+                    if !idempotent { throw Self.unknownOutcome(path, ep, err) }
+                    throw Self.replyError(path, ep, err, code: Self.int(obj["code"]))
                 }
                 return obj
-            } catch let e as ClusterError where !idempotent {
+            } catch let e as SSIError where !idempotent {
                 throw e
             } catch {
                 lastError = error
@@ -120,7 +122,8 @@ public final class EtcdClient: Sendable {
                 .connect(host: host, port: port).get()
         } catch {
             promise.fail(error)
-            throw Unreached(error: ClusterError.etcd("cannot reach etcd at \(host):\(port): \(error)"))
+            throw Unreached(error: SSIError(.unreachable, "cannot reach the membership service (etcd) at \(host):\(port): \(error)",
+                                            hint: "is etcd running there? (ssi cluster up starts one; scripts/setup-cluster.sh installs it)"))
         }
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
         head.headers.add(name: "Host", value: "\(host):\(port)")
@@ -131,7 +134,7 @@ public final class EtcdClient: Sendable {
         ch.write(HTTPClientRequestPart.body(.byteBuffer(ch.allocator.buffer(bytes: body))), promise: nil)
         ch.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         let timer = ch.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(ClusterError.etcd("etcd at \(host):\(port) did not answer \(path) within \(timeout.nanoseconds / 1_000_000) ms"))
+            promise.fail(SSIError(.timeout, "the membership service (etcd) at \(host):\(port) did not answer \(path) within \(timeout.nanoseconds / 1_000_000) ms"))
             ch.close(promise: nil)
         }
         defer { timer.cancel(); ch.close(promise: nil) }
@@ -139,10 +142,25 @@ public final class EtcdClient: Sendable {
     }
 
     /// The request never left: safe to send elsewhere.
-    struct Unreached: Error { var error: ClusterError }
+    struct Unreached: Error { var error: SSIError }
 
-    /// In the text of an error after which a write may or may not have been done.
-    public static let unknownOutcome = "etcd did not answer a write that it may have done"
+    /// A write sent to `ep` whose fate etcd did not tell: it may be applied still.
+    static func unknownOutcome(_ path: String, _ ep: (host: String, port: Int), _ why: String) -> SSIError {
+        SSIError(.unknownOutcome, "etcd did not answer a write that it may have done (\(path) to \(ep.host):\(ep.port): \(why))",
+                 hint: "read the key to know whether it was done")
+    }
+
+    /// An error etcd answered, typed by its gRPC code (codes.proto: 4 deadline exceeded,
+    /// 5 not found, 14 unavailable).
+    static func replyError(_ path: String, _ ep: (host: String, port: Int), _ text: String, code: Int64) -> SSIError {
+        let kind: SSIError.Kind = switch code {
+        case 4: .timeout
+        case 5: .notFound
+        case 14: .unreachable
+        default: .system
+        }
+        return SSIError(kind, "membership service (etcd) at \(ep.host):\(ep.port): \(path): \(text)")
+    }
 
     // MARK: the operations we use
 
@@ -212,7 +230,7 @@ public final class EtcdClient: Sendable {
     /// nil) and `tagKey` gets `tag`, in one transaction, only if `key`'s mod revision is still
     /// `expected`, `tagKey`'s is still `tagExpected` (0: missing) and the fence holds.
     /// Returns the new revision, or nil when a comparison failed. When the outcome is unknown
-    /// (the error's text contains `unknownOutcome`), `voidTag` settles it.
+    /// (an error of kind `unknownOutcome`), `voidTag` settles it.
     public func taggedWrite(_ key: String, expected: Int64, _ value: [UInt8]?, tagKey: String, tagExpected: Int64, tag: String,
                             fence: Fence = .none) async throws -> Int64? {
         let k = Self.b64(key), t = Self.b64(tagKey)
@@ -257,7 +275,7 @@ public final class EtcdClient: Sendable {
     public func grantLease(ttl: Int) async throws -> Int64 {
         let r = try await post("/v3/lease/grant", ["TTL": String(ttl)])
         let id = Self.int(r["ID"])
-        guard id != 0 else { throw ClusterError.etcd("lease grant returned no id") }
+        guard id != 0 else { throw SSIError(.corrupt, "membership service (etcd): a lease grant returned no id") }
         return id
     }
 
@@ -275,7 +293,7 @@ public final class EtcdClient: Sendable {
         do {
             _ = try await post("/v3/lease/revoke", ["ID": String(lease)])
             return true
-        } catch ClusterError.etcd(let text) where text.contains("lease not found") {
+        } catch let e as SSIError where e.kind == .notFound {
             return false
         }
     }
@@ -299,22 +317,6 @@ final class HTTPCollector: ChannelInboundHandler {
         context.close(promise: nil)
     }
     func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(ClusterError.etcd("etcd closed the connection"))
-    }
-}
-
-public enum ClusterError: Error, CustomStringConvertible, Sendable {
-    case config(String)
-    case etcd(String)
-    case kddm(String)
-    /// An error the daemon reported over the control socket: its text as is.
-    case remote(String)
-    public var description: String {
-        switch self {
-        case .config(let s): return "configuration: \(s)"
-        case .etcd(let s): return "membership service (etcd): \(s)"
-        case .kddm(let s): return "kddm: \(s)"
-        case .remote(let s): return s
-        }
+        promise.fail(SSIError(.disconnected, "the membership service (etcd) closed the connection"))
     }
 }

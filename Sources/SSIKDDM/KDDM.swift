@@ -1,5 +1,8 @@
 import Foundation
 import Logging
+import SSIMembership
+import SSISystem
+import SSITransport
 import Synchronization
 
 /// How a set picks the home (owner) node of an object.
@@ -12,7 +15,7 @@ public enum OwnerRule: Sendable, Codable, Equatable, CustomStringConvertible {
     public init(parsing s: String) throws {
         if s == "hash" { self = .hash; return }
         if s.hasPrefix("fixed:"), let n = NodeID(s.dropFirst(6)) { self = .fixed(n); return }
-        throw ClusterError.config("bad owner rule '\(s)': use hash or fixed:NODE")
+        throw SSIError(.invalidArgument, "kddm: bad owner rule '\(s)'", hint: "use hash or fixed:NODE")
     }
 
     public var description: String {
@@ -53,19 +56,22 @@ public struct DefaultHooks: KDDMSetHooks {
 public struct KDDMSetInfo: Sendable, Codable, Equatable {
     public var name: String
     public var rule: OwnerRule
+    public init(name: String, rule: OwnerRule) {
+        self.name = name
+        self.rule = rule
+    }
 }
 
 /// The RPC services of KDDM.
 public enum KDDMService {
-    public static let read: UInt16 = 101
-    public static let grab: UInt16 = 102
-    public static let put: UInt16 = 103
-    public static let release: UInt16 = 104
-    public static let invalidate: UInt16 = 105
-    public static let remove: UInt16 = 106
-    public static let state: UInt16 = 107
-    public static let dropSet: UInt16 = 108
-    public static let ping: UInt16 = 1
+    public static let read = ServiceBlock.kddm.number(1)
+    public static let grab = ServiceBlock.kddm.number(2)
+    public static let put = ServiceBlock.kddm.number(3)
+    public static let release = ServiceBlock.kddm.number(4)
+    public static let invalidate = ServiceBlock.kddm.number(5)
+    public static let remove = ServiceBlock.kddm.number(6)
+    public static let state = ServiceBlock.kddm.number(7)
+    public static let dropSet = ServiceBlock.kddm.number(8)
 }
 
 struct ObjKey: Hashable, Sendable, Codable, CustomStringConvertible {
@@ -175,8 +181,7 @@ public actor KDDM {
     /// Registers the RPC services and the membership subscription.
     public nonisolated func start() {
         let coder = JSONDecoder()
-        rpc.registerInline(KDDMService.ping) { _, p in p }
-        rpc.register(KDDMService.read) { [self] from, p in
+                rpc.register(KDDMService.read) { [self] from, p in
             try Self.enc(try await ownerRead(try coder.decode(ObjMsg.self, from: Data(p)), from: from))
         }
         rpc.register(KDDMService.grab) { [self] from, p in
@@ -221,13 +226,13 @@ public actor KDDM {
     /// Makes a set, unless it exists: a set's rule never changes under the nodes that use it
     /// (two rules would mean two owners). Creating it again with the same rule is a no-op.
     public func createSet(_ name: String, rule: OwnerRule) async throws {
-        guard !name.isEmpty, !name.contains("/") else { throw ClusterError.kddm("bad set name '\(name)'") }
+        guard !name.isEmpty, !name.contains("/") else { throw SSIError(.invalidArgument, "kddm: bad set name '\(name)'", hint: "a set's name is not empty and has no '/'") }
         let info = KDDMSetInfo(name: name, rule: rule)
         if let kv = try await etcd.createIfAbsent(prefix + "sets/\(name)", try Self.enc(info)) {
             let old = try Self.dec(KDDMSetInfo.self, kv.value)
             sets[name] = (old, kv.modRevision)
             guard old.rule == rule else {
-                throw ClusterError.kddm("set '\(name)' exists with rule \(old.rule) (ssi kddm delete-set \(name) first to change it)")
+                throw SSIError(.busy, "kddm: set '\(name)' exists with rule \(old.rule)", hint: "ssi kddm delete-set \(name) first to change it")
             }
             return
         }
@@ -240,7 +245,7 @@ public actor KDDM {
     public func deleteSet(_ name: String) async throws {
         _ = try await set(name)
         if let k = grabbed.keys.first(where: { $0.set == name }) {
-            throw ClusterError.kddm("set '\(name)' cannot be deleted while this node holds \(k) grabbed: put or release it first")
+            throw SSIError(.busy, "kddm: set '\(name)' cannot be deleted while node \(rpc.nodeID) holds \(k) grabbed", hint: "put or release it first")
         }
         // Objects first, then the set: a delete cut short leaves an empty set, and running it
         // again finishes the job.
@@ -278,7 +283,7 @@ public actor KDDM {
         if !reload, let s = sets[name] { return s }
         guard let kv = try await etcd.get(prefix + "sets/\(name)") else {
             sets[name] = nil
-            throw ClusterError.kddm("no set '\(name)' (ssi kddm sets lists them; ssi kddm create-set makes one)")
+            throw SSIError(.notFound, "kddm: no set '\(name)'", hint: "ssi kddm sets lists them; ssi kddm create-set makes one")
         }
         let s = (info: try Self.dec(KDDMSetInfo.self, kv.value), rev: kv.modRevision)
         sets[name] = s
@@ -292,7 +297,7 @@ public actor KDDM {
     func owner(_ key: ObjKey, in view: ViewSnapshot) async throws -> NodeID {
         let s = try await set(key.set)
         guard let o = s.info.rule.owner(of: key.id, online: view.online) else {
-            throw ClusterError.kddm("no online node to own \(key) (is this node online? ssi nodes status)")
+            throw SSIError(.state, "kddm: no online node to own \(key)", hint: "is node \(rpc.nodeID) online? ssi nodes status")
         }
         return o
     }
@@ -305,12 +310,6 @@ public actor KDDM {
 
     // MARK: owner side
 
-    static let notOwnerMarker = "is not the owner of"
-    static let otherViewMarker = "sees another membership view than"
-    static let movedMarker = "moved while it waited"
-    static let untrustedMarker = "does not trust its membership view"
-    static let setChangedMarker = "knows another incarnation of set"
-    static let unknownMarker = "may or may not have been done"
 
     /// This node's view, checked against the asker's: an owner acts only for askers that see
     /// the same online set (the same ViewSnapshot.viewID) and the same incarnation of the set,
@@ -320,21 +319,21 @@ public actor KDDM {
     /// owner reads the view (or the set) once more.
     private func ownerView(_ m: ObjMsg, from: NodeID) async throws -> ViewSnapshot {
         if m.setRev != 0, try await set(m.key.set).rev != m.setRev, try await set(m.key.set, reload: true).rev != m.setRev {
-            throw ClusterError.kddm("node \(from) \(Self.setChangedMarker) \(m.key.set) than node \(rpc.nodeID); retry")
+            throw SSIError(.setChanged, "kddm: node \(from) knows another incarnation of set \(m.key.set) than node \(rpc.nodeID)", hint: "retry")
         }
         var snap = membership.snapshot
         if (m.view != 0 && m.view != snap.viewID) || ContinuousClock.now >= snap.trustedUntil {
             await membership.refresh()
             snap = membership.snapshot
             guard m.view == 0 || m.view == snap.viewID else {
-                throw ClusterError.kddm("node \(rpc.nodeID) \(Self.otherViewMarker) node \(from) (a node joined, left or failed); retry")
+                throw SSIError(.otherView, "kddm: node \(rpc.nodeID) sees another membership view than node \(from) (a node joined, left or failed)", hint: "retry")
             }
             guard ContinuousClock.now < snap.trustedUntil else {
-                throw ClusterError.kddm("node \(rpc.nodeID) \(Self.untrustedMarker) (its lease or its last read of etcd is too old); retry")
+                throw SSIError(.untrustedView, "kddm: node \(rpc.nodeID) does not trust its membership view (its lease or its last read of etcd is too old)", hint: "retry")
             }
         }
         let o = try await owner(m.key, in: snap)
-        guard o == rpc.nodeID else { throw ClusterError.kddm("node \(rpc.nodeID) \(Self.notOwnerMarker) \(m.key) (node \(o) is)") }
+        guard o == rpc.nodeID else { throw SSIError(.notOwner, "kddm: node \(rpc.nodeID) is not the owner of \(m.key) (node \(o) is)", hint: "retry") }
         return snap
     }
 
@@ -345,7 +344,7 @@ public actor KDDM {
     private func entry(_ key: ObjKey, view: UInt64) async throws -> Entry {
         func current() throws {
             guard membership.snapshot.viewID == view else {
-                throw ClusterError.kddm("the membership view \(Self.movedMarker) to load \(key); retry")
+                throw SSIError(.ownerMoved, "kddm: the membership view moved while node \(rpc.nodeID) waited to load \(key)", hint: "retry")
             }
         }
         try current()
@@ -408,7 +407,7 @@ public actor KDDM {
         let snap = try await ownerView(m, from: from)
         let view = snap.viewID
         let e = try await entry(key, view: view)
-        if cancelled(m.grab) { throw ClusterError.kddm("grab of \(key) given up by node \(from)") }
+        if cancelled(m.grab) { throw SSIError(.state, "kddm: grab of \(key) given up by node \(from)") }
         if e.writer == nil || (e.writer == from && e.writerGrab == m.grab) {
             entries[key]!.writer = from
             entries[key]!.writerGrab = m.grab
@@ -423,7 +422,7 @@ public actor KDDM {
             await withCheckedContinuation { k in entries[key]?.writeWaiters.append((from, m.grab, k)) ?? k.resume() }
         }
         guard holds(key, from, grab: m.grab, view: view) else {
-            throw ClusterError.kddm("ownership of \(key) \(Self.movedMarker) for the grab; retry")
+            throw SSIError(.ownerMoved, "kddm: ownership of \(key) moved while the grab waited", hint: "retry")
         }
         // Invalidate every read copy; wait for the acknowledgements.
         let others = entries[key]!.readers.subtracting([from])
@@ -452,11 +451,12 @@ public actor KDDM {
         } catch {
             if entries[key]?.view == view { entries[key]!.readers.formUnion(silent) }
             ownerRelease(key, from: from, grab: m.grab)
-            throw ClusterError.kddm("grab of \(key) not granted: node \(silent.map(String.init).joined(separator: ",")) did not acknowledge an invalidation and could not be fenced out: \(error)")
+            throw SSIError(.unreachable, "kddm: grab of \(key) not granted: node \(silent.map(String.init).joined(separator: ",")) did not acknowledge an invalidation and could not be fenced out: \(error)",
+                           hint: "is etcd reachable from node \(rpc.nodeID)? retry when it is")
         }
         guard holds(key, from, grab: m.grab, view: view), membership.snapshot.viewID == view, !cancelled(m.grab) else {
             ownerRelease(key, from: from, grab: m.grab)
-            throw ClusterError.kddm("ownership of \(key) \(Self.movedMarker) for the grab; retry")
+            throw SSIError(.ownerMoved, "kddm: ownership of \(key) moved while the grab waited", hint: "retry")
         }
         entries[key]!.granted = true
         let cur = entries[key]!
@@ -482,7 +482,7 @@ public actor KDDM {
     func ownerPut(_ m: ObjMsg, from: NodeID, delete: Bool) async throws -> ObjMsg {
         let snap = try await ownerView(m, from: from)
         guard holds(m.key, from, grab: m.grab, view: snap.viewID) else {
-            throw ClusterError.kddm("write of \(m.key) refused: node \(from) does not hold its grab at node \(rpc.nodeID) (the membership view changed since the grab); grab it again")
+            throw SSIError(.conflict, "kddm: write of \(m.key) refused: node \(from) does not hold its grab at node \(rpc.nodeID) (the membership view changed since the grab)", hint: "grab it again")
         }
         let bytes: [UInt8]? = delete ? nil : (hooks[m.key.set]?.export(m.value ?? []) ?? (m.value ?? []))
         let tagRev = entries[m.key]!.tagRev
@@ -499,15 +499,16 @@ public actor KDDM {
             // commits only if etcd's online set is still the one this grab was granted in.
             newRev = try await etcd.taggedWrite(etcdKey(m.key), expected: m.rev, bytes, tagKey: tagKey(m.key), tagExpected: tagRev,
                                                 tag: String(m.grab), fence: snap.fence)
-        } catch let ClusterError.etcd(text) where text.contains(EtcdClient.unknownOutcome) {
-            newRev = try await settle(m, from: from, tagRev: tagRev, view: snap.viewID, why: text)
+        } catch let e as SSIError where e.kind == .unknownOutcome {
+            newRev = try await settle(m, from: from, tagRev: tagRev, view: snap.viewID, why: e.message)
         } catch {
-            throw ClusterError.kddm("write of \(m.key) not done: \(error)")
+            let e = SSIError.wrapping(error)
+            throw SSIError(e.kind, "kddm: write of \(m.key) not done: \(e.message)", hint: e.hint)
         }
         guard let rev = newRev else {
             drop(m.key)  // someone wrote under another owner, or the view moved on: reload
             Task { await membership.refresh() }
-            throw ClusterError.kddm("write of \(m.key) lost a race (revision \(m.rev) is stale, or the membership view changed); grab it again")
+            throw SSIError(.conflict, "kddm: write of \(m.key) lost a race (revision \(m.rev) is stale, or the membership view changed)", hint: "grab it again")
         }
         if holds(m.key, from, grab: m.grab, view: snap.viewID) {
             entries[m.key]!.value = delete ? nil : m.value
@@ -531,13 +532,13 @@ public actor KDDM {
             do { r = try await etcd.voidTag(tagKey(m.key), expected: tagRev, void: "void:\(m.grab)") } catch { continue }
             if r.voided {
                 if holds(m.key, from, grab: m.grab, view: view) { entries[m.key]!.tagRev = r.revision }
-                throw ClusterError.kddm("write of \(m.key) not done (\(why)); grab it again")
+                throw SSIError(.conflict, "kddm: write of \(m.key) not done (\(why))", hint: "grab it again")
             }
             if let t = r.tag, String(decoding: t.value, as: UTF8.self) == String(m.grab) { return t.modRevision }
             return nil
         }
         drop(m.key)
-        throw ClusterError.kddm("write of \(m.key) \(Self.unknownMarker): etcd does not answer (\(why)); read it to know")
+        throw SSIError(.unknownOutcome, "kddm: write of \(m.key) may or may not have been done: etcd does not answer (\(why))", hint: "read it to know")
     }
 
     /// The writer is done (put, or failure on our side): the next writer in line, or the
@@ -628,15 +629,12 @@ public actor KDDM {
     }
 
     /// Errors after which asking again, once the view is read again, may succeed. An owner's
-    /// answer comes as RPCError.remote, or as the ClusterError itself when we are the owner.
+    /// answer crosses the RPC with its kind.
     static func retryable(_ error: any Error) -> Bool {
-        let text: String
-        switch error {
-        case RPCError.remote(let t): text = t
-        case ClusterError.kddm(let t): text = t
+        switch (error as? SSIError)?.kind {
+        case .notOwner?, .otherView?, .untrustedView?, .ownerMoved?, .setChanged?: return true
         default: return false
         }
-        return [notOwnerMarker, otherViewMarker, movedMarker, untrustedMarker, setChangedMarker].contains { text.contains($0) }
     }
 
     /// A node that has lost etcd may be cut off from the others: it fails at once rather than
@@ -644,7 +642,8 @@ public actor KDDM {
     func checkReachable() throws {
         if membership.cutOff {
             dropCache()
-            throw ClusterError.kddm("node \(rpc.nodeID) cannot reach the membership service; it may be cut off from the cluster, so it can neither read nor write (retry when its network is back)")
+            throw SSIError(.unreachable, "kddm: node \(rpc.nodeID) cannot reach the membership service; it may be cut off from the cluster, so it can neither read nor write",
+                           hint: "retry when its network is back")
         }
     }
 
@@ -674,7 +673,7 @@ public actor KDDM {
     /// Exclusive write access; returns the current value. Must be followed by put or release.
     public func grab(_ set: String, _ id: UInt64, timeout: Duration = .seconds(10)) async throws -> [UInt8]? {
         let key = ObjKey(set: set, id: id)
-        guard grabbed[key] == nil else { throw ClusterError.kddm("\(key) is already grabbed on this node") }
+        guard grabbed[key] == nil else { throw SSIError(.busy, "kddm: \(key) is already grabbed on node \(rpc.nodeID)", hint: "put or release it first") }
         try checkReachable()
         let gid = UInt64.random(in: 1...UInt64.max)
         var o: NodeID? = nil
@@ -712,7 +711,7 @@ public actor KDDM {
     }
 
     private func write(_ key: ObjKey, _ value: [UInt8]?, service: UInt16) async throws {
-        guard let g = grabbed.removeValue(forKey: key) else { throw ClusterError.kddm("put of \(key) without a grab") }
+        guard let g = grabbed.removeValue(forKey: key) else { throw SSIError(.state, "kddm: put of \(key) without a grab", hint: "grab it first") }
         let e = epochs[key, default: 0]
         let lease = membership.snapshot.lease
         do {
@@ -728,10 +727,11 @@ public actor KDDM {
         } catch {
             // Whatever happened, the owner must not keep waiting for us.
             giveBack(g.owner, key, grab: g.grab)
-            switch error {
-            case RPCError.deadlineExceeded, RPCError.peerFailed:
+            switch (error as? SSIError)?.kind {
+            case .timeout?, .disconnected?:
                 // The request left; the owner may have written it before we stopped waiting.
-                throw ClusterError.kddm("write of \(key) \(Self.unknownMarker): node \(g.owner) did not answer (\(error)); read it to know")
+                throw SSIError(.unknownOutcome, "kddm: write of \(key) may or may not have been done: node \(g.owner) did not answer (\(error))",
+                               hint: "read it to know")
             default:
                 throw error
             }
@@ -774,7 +774,7 @@ public actor KDDM {
                 return try await body()
             } catch {
                 failures += 1
-                if failures > 50 || membership.cutOff || (!evenUnknown && "\(error)".contains(Self.unknownMarker)) { throw error }
+                if failures > 50 || membership.cutOff || (!evenUnknown && (error as? SSIError)?.kind == .unknownOutcome) { throw error }
                 try await Task.sleep(for: .milliseconds(100))
             }
         }

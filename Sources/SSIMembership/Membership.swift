@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import SSISystem
+import SSITransport
 import Synchronization
 
 /// Node states, as in Kerrighed.
@@ -278,7 +280,7 @@ public func parseNodeList(_ s: String) throws -> [NodeID] {
         } else if r.count == 1, let a = NodeID(r[0]) {
             out.append(a)
         } else {
-            throw ClusterError.config("bad node list '\(s)': use ids 0..255 like 2,3,6-10")
+            throw SSIError(.invalidArgument, "bad node list '\(s)'", hint: "use ids 0..255 like 2,3,6-10")
         }
     }
     return out

@@ -1,0 +1,202 @@
+import SSIKDDM
+import SSIMembership
+import SSISystem
+import SSITransport
+
+// The control protocol between `ssi` and its node's `ssid`: on a unix stream socket, one
+// request per connection, a JSON line (`ControlRequest`), answered by one JSON line
+// (`ControlAnswer`). This file is the whole vocabulary. A subsystem adds its operations as one
+// case of `ControlRequest` holding its own request type, and the replies they need; the daemon
+// routes each request to the subsystem named by `ControlRequest.subsystem`.
+
+/// What `ssi` can ask its daemon.
+public enum ControlRequest: Codable, Sendable, Equatable {
+    case membership(MembershipRequest)
+    case kddm(KDDMRequest)
+    case bench(BenchRequest)
+
+    /// The subsystem that answers it (`Subsystem.name` in the daemon).
+    public var subsystem: String {
+        switch self {
+        case .membership: return "membership"
+        case .kddm: return "kddm"
+        case .bench: return "bench"
+        }
+    }
+}
+
+/// Membership (`ssi nodes`, `ssi cluster status`).
+public enum MembershipRequest: Codable, Sendable, Equatable {
+    /// The daemon's status and its view of the nodes.
+    case status
+    /// Present nodes become online; answers `.nodes` (those added).
+    case add(NodeSelection)
+    /// Online or failed nodes leave; answers `.nodes` (those removed).
+    case remove(NodeSelection)
+}
+
+/// Kerrighed's `-n LIST | -c COUNT | -a`.
+public enum NodeSelection: Codable, Sendable, Equatable {
+    case nodes([NodeID])
+    case count(Int)
+    case all
+}
+
+/// KDDM (`ssi kddm`). Values travel as UTF-8 text, as the commands print them.
+public enum KDDMRequest: Codable, Sendable, Equatable {
+    /// Answers `.sets`.
+    case sets
+    case createSet(name: String, rule: OwnerRule)
+    case deleteSet(name: String)
+    /// Answers `.object`.
+    case show(set: String, id: UInt64)
+    /// Answers `.value` (nil: no such object).
+    case get(set: String, id: UInt64)
+    case put(set: String, id: UInt64, value: String)
+    case remove(set: String, id: UInt64)
+    /// Answers `.count`, the last value written.
+    case increment(set: String, id: UInt64, count: Int)
+    case flush
+}
+
+/// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
+public struct BenchRequest: Codable, Sendable, Equatable {
+    public var peer: NodeID
+    public var iterations: Int
+    public init(peer: NodeID, iterations: Int) {
+        self.peer = peer
+        self.iterations = iterations
+    }
+}
+
+/// What a request answers.
+public enum ControlReply: Codable, Sendable {
+    case done
+    case status(DaemonStatus)
+    case nodes([NodeID])
+    case sets([SetSummary])
+    case object(KDDMObjectState, asker: NodeID)
+    case value(String?)
+    case count(Int)
+    case bench(BenchReport)
+}
+
+/// The line the daemon writes back.
+public enum ControlAnswer: Codable, Sendable {
+    case ok(ControlReply)
+    case failed(SSIError)
+}
+
+public struct DaemonStatus: Codable, Sendable {
+    public var node: NodeID
+    public var session: UInt64
+    public var pid: Int32
+    public var nodes: [NodeInfo]
+    public var cutOff: Bool
+    /// RPC requests sent to other nodes since start.
+    public var rpcCalls: Int
+    /// Peers dropped for garbage or failed authentication since start.
+    public var rejectedPeers: Int
+
+    public init(node: NodeID, session: UInt64, pid: Int32, nodes: [NodeInfo], cutOff: Bool, rpcCalls: Int, rejectedPeers: Int) {
+        self.node = node
+        self.session = session
+        self.pid = pid
+        self.nodes = nodes
+        self.cutOff = cutOff
+        self.rpcCalls = rpcCalls
+        self.rejectedPeers = rejectedPeers
+    }
+
+    public var online: Int { nodes.filter { $0.state == .online }.count }
+}
+
+public struct SetSummary: Codable, Sendable {
+    public var name: String
+    public var rule: OwnerRule
+    public var objects: Int
+    public init(name: String, rule: OwnerRule, objects: Int) {
+        self.name = name
+        self.rule = rule
+        self.objects = objects
+    }
+}
+
+public struct BenchReport: Codable, Sendable {
+    public struct Series: Codable, Sendable {
+        public var name: String
+        public var n: Int
+        public var p50us: Double
+        public var p99us: Double
+        public var opsPerSecond: Double
+        public var rpcsPerOp: Double
+        public init(name: String, n: Int, p50us: Double, p99us: Double, opsPerSecond: Double, rpcsPerOp: Double) {
+            self.name = name
+            self.n = n
+            self.p50us = p50us
+            self.p99us = p99us
+            self.opsPerSecond = opsPerSecond
+            self.rpcsPerOp = rpcsPerOp
+        }
+
+        /// The summary of one timing per operation, in microseconds.
+        public init(name: String, micros: [Double], rpcs: Int) {
+            let s = micros.sorted()
+            func pct(_ p: Double) -> Double { s.isEmpty ? 0 : s[min(s.count - 1, Int(Double(s.count) * p))] }
+            let seconds: Double = s.reduce(0, +) / 1e6
+            let ops: Double = seconds > 0 ? Double(s.count) / seconds : 0
+            let perOp: Double = s.isEmpty ? 0 : Double(rpcs) / Double(s.count)
+            self.init(name: name, n: s.count, p50us: pct(0.5), p99us: pct(0.99), opsPerSecond: ops, rpcsPerOp: perOp)
+        }
+    }
+    public var from: NodeID
+    public var to: NodeID
+    public var results: [Series]
+    public init(from: NodeID, to: NodeID, results: [Series]) {
+        self.from = from
+        self.to = to
+        self.results = results
+    }
+}
+
+extension ControlReply {
+    /// A reply of another case than the request answers: a daemon of another version.
+    static func unexpected(_ r: ControlReply, _ wanted: String) -> SSIError {
+        SSIError(.corrupt, "the daemon answered \(r) where \(wanted) was expected", hint: "are ssi and ssid from the same build?")
+    }
+
+    public func status() throws -> DaemonStatus {
+        guard case .status(let s) = self else { throw Self.unexpected(self, "a status") }
+        return s
+    }
+
+    public func nodes() throws -> [NodeID] {
+        guard case .nodes(let n) = self else { throw Self.unexpected(self, "a node list") }
+        return n
+    }
+
+    public func sets() throws -> [SetSummary] {
+        guard case .sets(let s) = self else { throw Self.unexpected(self, "a set list") }
+        return s
+    }
+
+    public func object() throws -> (KDDMObjectState, asker: NodeID) {
+        guard case .object(let o, let asker) = self else { throw Self.unexpected(self, "an object's state") }
+        return (o, asker)
+    }
+
+    public func value() throws -> String? {
+        guard case .value(let v) = self else { throw Self.unexpected(self, "a value") }
+        return v
+    }
+
+    public func count() throws -> Int {
+        guard case .count(let n) = self else { throw Self.unexpected(self, "a count") }
+        return n
+    }
+
+    public func bench() throws -> BenchReport {
+        guard case .bench(let b) = self else { throw Self.unexpected(self, "a benchmark report") }
+        return b
+    }
+}
