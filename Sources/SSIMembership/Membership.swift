@@ -46,6 +46,16 @@ public struct ViewSnapshot: Sendable {
     /// From when this node, as an owner, may hand out write access: every node that read
     /// under the previous view has stopped trusting its copies by then.
     public var grantsFrom: ContinuousClock.Instant
+
+    public init(online: [NodeID], viewID: UInt64, fence: EtcdClient.Fence, lease: Int64,
+                trustedUntil: ContinuousClock.Instant, grantsFrom: ContinuousClock.Instant) {
+        self.online = online
+        self.viewID = viewID
+        self.fence = fence
+        self.lease = lease
+        self.trustedUntil = trustedUntil
+        self.grantsFrom = grantsFrom
+    }
 }
 
 /// Where a daemon stands in etcd. Keys under `/ssi/<session>/`:

@@ -96,7 +96,7 @@ struct KDDMInProcessTests {
                 m.subscribe { _, view in for n in view.values where n.port != 0 { rpc.setAddress(n.id, host: n.host, port: n.port) } }
                 try await m.register(join: true)
                 let hooks = RecordingHooks()
-                await k.register(hooks: hooks, for: "objs")
+                k.register(hooks: hooks, for: "objs")
                 nodes.append((rpc, m, k, hooks))
             }
             for n in nodes { await n.1.refresh() }
