@@ -53,6 +53,7 @@ public final class NodeDaemon: Sendable {
                                                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await sg.run()
         await core.rpc.shutdown()
+        core.etcd.shutdown()
         try await group.shutdownGracefully()
         logger.info("ssid: node \(config.node) stopped")
     }

@@ -1,16 +1,14 @@
 import Foundation
 import NIOCore
-import NIOHTTP1
-import NIOPosix
 import SSISystem
 
 /// A small client of etcd's v3 API through its JSON gateway (`POST /v3/kv/range` ...), which
 /// etcd 3.4 (Debian 12's etcd-server) serves on the client port. We use the gateway rather
 /// than etcd's gRPC so that the daemon does not pull in gRPC and protobuf code generation;
-/// keys and values travel base64-encoded, numbers as strings.
+/// keys and values travel base64-encoded, numbers as strings. Each endpoint keeps its
+/// connections open between requests (`EtcdEndpoint`).
 public final class EtcdClient: Sendable {
-    public let endpoints: [(host: String, port: Int)]
-    let group: EventLoopGroup
+    let endpoints: [EtcdEndpoint]
 
     public struct KeyValue: Sendable {
         public var key: String
@@ -52,7 +50,7 @@ public final class EtcdClient: Sendable {
 
     /// Parses "http://10.0.0.1:2379,http://..." or "host:port".
     public init(endpoints: String, group: EventLoopGroup) throws {
-        var eps: [(String, Int)] = []
+        var eps: [EtcdEndpoint] = []
         for e in endpoints.split(separator: ",") {
             var s = String(e)
             if s.hasPrefix("http://") { s.removeFirst(7) }
@@ -60,11 +58,18 @@ public final class EtcdClient: Sendable {
             guard parts.count == 2, let port = Int(parts[1]) else {
                 throw SSIError(.invalidArgument, "bad etcd endpoint '\(e)'", hint: "use http://HOST:PORT[,...] (the etcd key of ssid's configuration)")
             }
-            eps.append((String(parts[0]), port))
+            eps.append(EtcdEndpoint(host: String(parts[0]), port: port, group: group))
         }
         guard !eps.isEmpty else { throw SSIError(.invalidArgument, "no etcd endpoint given", hint: "set etcd = http://HOST:PORT in ssid's configuration") }
         self.endpoints = eps
-        self.group = group
+    }
+
+    /// "host:port,..." of the endpoints, in the order they are tried.
+    public var endpointNames: String { endpoints.map(\.name).joined(separator: ",") }
+
+    /// Closes the idle connections (a request made afterwards opens new ones).
+    public func shutdown() {
+        for ep in endpoints { ep.shutdown() }
     }
 
     /// POSTs `body` to `path`, trying each endpoint in turn. A request that is not
@@ -72,24 +77,24 @@ public final class EtcdClient: Sendable {
     /// not be reached: once it was sent, it may have been done, and doing it again elsewhere
     /// would turn one write into a compare failure that hides it.
     func post(_ path: String, _ body: [String: Any], timeout: TimeAmount = .seconds(2), idempotent: Bool = true) async throws -> [String: Any] {
-        let data = try JSONSerialization.data(withJSONObject: body)
+        let data = Array(try JSONSerialization.data(withJSONObject: body))
         var lastError: Error = SSIError(.unreachable, "no etcd endpoint to send \(path) to")
         for ep in endpoints {
             let bytes: [UInt8]
             do {
-                bytes = try await request(host: ep.host, port: ep.port, path: path, body: Array(data), timeout: timeout)
+                bytes = try await ep.post(path, data, timeout: timeout, idempotent: idempotent)
             } catch let e as Unreached {
                 lastError = e.error
                 continue
             } catch {
                 if !idempotent { throw Self.unknownOutcome(path, ep, "\(error)") }
-                lastError = error
+                lastError = error is ClosedBeforeAnswer ? SSIError(.disconnected, "the membership service (etcd) at \(ep.name) closed the connection") : error
                 continue
             }
             do {
                 guard let obj = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
                     if !idempotent { throw Self.unknownOutcome(path, ep, "a reply that does not parse") }
-                    throw SSIError(.corrupt, "membership service (etcd) at \(ep.host):\(ep.port): a reply to \(path) that does not parse")
+                    throw SSIError(.corrupt, "membership service (etcd) at \(ep.name): a reply to \(path) that does not parse")
                 }
                 if let err = obj["error"] as? String {
                     // An error from etcd itself ("request timed out", "leader changed") does
@@ -107,59 +112,22 @@ public final class EtcdClient: Sendable {
         throw lastError
     }
 
-    private func request(host: String, port: Int, path: String, body: [UInt8], timeout: TimeAmount) async throws -> [UInt8] {
-        let promise = group.next().makePromise(of: [UInt8].self)
-        let ch: Channel
-        do {
-            ch = try await ClientBootstrap(group: group)
-                .connectTimeout(timeout)
-                .channelInitializer { ch in
-                    ch.eventLoop.makeCompletedFuture {
-                        try ch.pipeline.syncOperations.addHTTPClientHandlers()
-                        try ch.pipeline.syncOperations.addHandler(HTTPCollector(promise: promise))
-                    }
-                }
-                .connect(host: host, port: port).get()
-        } catch {
-            promise.fail(error)
-            throw Unreached(error: SSIError(.unreachable, "cannot reach the membership service (etcd) at \(host):\(port): \(error)",
-                                            hint: "is etcd running there? (ssi cluster up starts one; scripts/setup-cluster.sh installs it)"))
-        }
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
-        head.headers.add(name: "Host", value: "\(host):\(port)")
-        head.headers.add(name: "Content-Type", value: "application/json")
-        head.headers.add(name: "Content-Length", value: "\(body.count)")
-        head.headers.add(name: "Connection", value: "close")
-        ch.write(HTTPClientRequestPart.head(head), promise: nil)
-        ch.write(HTTPClientRequestPart.body(.byteBuffer(ch.allocator.buffer(bytes: body))), promise: nil)
-        ch.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        let timer = ch.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(SSIError(.timeout, "the membership service (etcd) at \(host):\(port) did not answer \(path) within \(timeout.nanoseconds / 1_000_000) ms"))
-            ch.close(promise: nil)
-        }
-        defer { timer.cancel(); ch.close(promise: nil) }
-        return try await promise.futureResult.get()
-    }
-
-    /// The request never left: safe to send elsewhere.
-    struct Unreached: Error { var error: SSIError }
-
     /// A write sent to `ep` whose fate etcd did not tell: it may be applied still.
-    static func unknownOutcome(_ path: String, _ ep: (host: String, port: Int), _ why: String) -> SSIError {
-        SSIError(.unknownOutcome, "etcd did not answer a write that it may have done (\(path) to \(ep.host):\(ep.port): \(why))",
+    static func unknownOutcome(_ path: String, _ ep: EtcdEndpoint, _ why: String) -> SSIError {
+        SSIError(.unknownOutcome, "etcd did not answer a write that it may have done (\(path) to \(ep.name): \(why))",
                  hint: "read the key to know whether it was done")
     }
 
     /// An error etcd answered, typed by its gRPC code (codes.proto: 4 deadline exceeded,
     /// 5 not found, 14 unavailable).
-    static func replyError(_ path: String, _ ep: (host: String, port: Int), _ text: String, code: Int64) -> SSIError {
+    static func replyError(_ path: String, _ ep: EtcdEndpoint, _ text: String, code: Int64) -> SSIError {
         let kind: SSIError.Kind = switch code {
         case 4: .timeout
         case 5: .notFound
         case 14: .unreachable
         default: .system
         }
-        return SSIError(kind, "membership service (etcd) at \(ep.host):\(ep.port): \(path): \(text)")
+        return SSIError(kind, "membership service (etcd) at \(ep.name): \(path): \(text)")
     }
 
     // MARK: the operations we use
@@ -296,27 +264,5 @@ public final class EtcdClient: Sendable {
         } catch let e as SSIError where e.kind == .notFound {
             return false
         }
-    }
-}
-
-final class HTTPCollector: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    let promise: EventLoopPromise<[UInt8]>
-    var body: [UInt8] = []
-    init(promise: EventLoopPromise<[UInt8]>) { self.promise = promise }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head: break
-        case .body(var b): body += b.readBytes(length: b.readableBytes) ?? []
-        case .end: promise.succeed(body)
-        }
-    }
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        promise.fail(error)
-        context.close(promise: nil)
-    }
-    func channelInactive(context: ChannelHandlerContext) {
-        promise.fail(SSIError(.disconnected, "the membership service (etcd) closed the connection"))
     }
 }
