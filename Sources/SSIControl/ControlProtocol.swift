@@ -63,10 +63,7 @@ public enum KDDMRequest: Codable, Sendable, Equatable {
 public struct BenchRequest: Codable, Sendable, Equatable {
     public var peer: NodeID
     public var iterations: Int
-    public init(peer: NodeID, iterations: Int) {
-        self.peer = peer
-        self.iterations = iterations
-    }
+    public init(peer: NodeID, iterations: Int) { (self.peer, self.iterations) = (peer, iterations) }
 }
 
 /// What a request answers.
@@ -99,13 +96,8 @@ public struct DaemonStatus: Codable, Sendable {
     public var rejectedPeers: Int
 
     public init(node: NodeID, session: UInt64, pid: Int32, nodes: [NodeInfo], cutOff: Bool, rpcCalls: Int, rejectedPeers: Int) {
-        self.node = node
-        self.session = session
-        self.pid = pid
-        self.nodes = nodes
-        self.cutOff = cutOff
-        self.rpcCalls = rpcCalls
-        self.rejectedPeers = rejectedPeers
+        (self.node, self.session, self.pid) = (node, session, pid)
+        (self.nodes, self.cutOff, self.rpcCalls, self.rejectedPeers) = (nodes, cutOff, rpcCalls, rejectedPeers)
     }
 
     public var online: Int { nodes.filter { $0.state == .online }.count }
@@ -116,9 +108,7 @@ public struct SetSummary: Codable, Sendable {
     public var rule: OwnerRule
     public var objects: Int
     public init(name: String, rule: OwnerRule, objects: Int) {
-        self.name = name
-        self.rule = rule
-        self.objects = objects
+        (self.name, self.rule, self.objects) = (name, rule, objects)
     }
 }
 
@@ -131,12 +121,8 @@ public struct BenchReport: Codable, Sendable {
         public var opsPerSecond: Double
         public var rpcsPerOp: Double
         public init(name: String, n: Int, p50us: Double, p99us: Double, opsPerSecond: Double, rpcsPerOp: Double) {
-            self.name = name
-            self.n = n
-            self.p50us = p50us
-            self.p99us = p99us
-            self.opsPerSecond = opsPerSecond
-            self.rpcsPerOp = rpcsPerOp
+            (self.name, self.n, self.p50us) = (name, n, p50us)
+            (self.p99us, self.opsPerSecond, self.rpcsPerOp) = (p99us, opsPerSecond, rpcsPerOp)
         }
 
         /// The summary of one timing per operation, in microseconds.
@@ -153,9 +139,7 @@ public struct BenchReport: Codable, Sendable {
     public var to: NodeID
     public var results: [Series]
     public init(from: NodeID, to: NodeID, results: [Series]) {
-        self.from = from
-        self.to = to
-        self.results = results
+        (self.from, self.to, self.results) = (from, to, results)
     }
 }
 

@@ -8,7 +8,6 @@ import SSITransport
 /// from the same network namespace.
 struct BenchSubsystem: Subsystem {
     static let name = "bench"
-    static let configuration: [ConfigKey] = []
     let core: NodeCore
 
     init(core: NodeCore, settings: [String: String]) {

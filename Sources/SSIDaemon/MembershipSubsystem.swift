@@ -11,7 +11,6 @@ import Glibc
 /// RPC layer, and `ssi nodes` / `ssi cluster status`.
 struct MembershipSubsystem: Subsystem {
     static let name = "membership"
-    static let configuration: [ConfigKey] = []
     let core: NodeCore
 
     init(core: NodeCore, settings: [String: String]) {

@@ -56,6 +56,7 @@ public protocol Subsystem: Sendable {
 }
 
 extension Subsystem {
+    public static var configuration: [ConfigKey] { [] }
     public var serviceBlock: ServiceBlock? { nil }
     public var sets: [KDDMSetInfo] { [] }
     public func start() async throws {}

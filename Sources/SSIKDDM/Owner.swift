@@ -59,13 +59,7 @@ public actor KDDMOwner {
     var cancelledOrder: [UInt64] = []
 
     init(me: NodeID, view: any KDDMView, store: any KDDMStore, peers: any KDDMPeers, sets: SetCatalog, logger: Logger, timing: Timing = Timing()) {
-        self.me = me
-        self.view = view
-        self.store = store
-        self.peers = peers
-        self.sets = sets
-        self.logger = logger
-        self.timing = timing
+        (self.me, self.view, self.store, self.peers, self.sets, self.logger, self.timing) = (me, view, store, peers, sets, logger, timing)
     }
 
     /// An owner on its own, for tests of the protocol: its hooks registered as given.

@@ -34,7 +34,7 @@ public enum OwnerRule: Sendable, Codable, Equatable, CustomStringConvertible {
     }
 }
 
-
+/// A set as stored in etcd (sets/<name>): its owner rule never changes.
 public struct KDDMSetInfo: Sendable, Codable, Equatable {
     public var name: String
     public var rule: OwnerRule
@@ -80,12 +80,7 @@ public struct ObjMsg: Codable, Sendable {
     public var grab: UInt64 = 0
 
     public init(key: ObjKey, value: [UInt8]? = nil, rev: Int64 = 0, view: UInt64 = 0, setRev: Int64 = 0, grab: UInt64 = 0) {
-        self.key = key
-        self.value = value
-        self.rev = rev
-        self.view = view
-        self.setRev = setRev
-        self.grab = grab
+        (self.key, self.value, self.rev, self.view, self.setRev, self.grab) = (key, value, rev, view, setRev, grab)
     }
 }
 

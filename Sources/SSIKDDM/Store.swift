@@ -15,9 +15,7 @@ public struct StoredObject: Sendable, Equatable {
     /// The mod revision of its write tag (0: none yet).
     public var tagRev: Int64
     public init(value: [UInt8]?, rev: Int64, tagRev: Int64) {
-        self.value = value
-        self.rev = rev
-        self.tagRev = tagRev
+        (self.value, self.rev, self.tagRev) = (value, rev, tagRev)
     }
 }
 

@@ -49,12 +49,8 @@ public struct ViewSnapshot: Sendable {
 
     public init(online: [NodeID], viewID: UInt64, fence: EtcdClient.Fence, lease: Int64,
                 trustedUntil: ContinuousClock.Instant, grantsFrom: ContinuousClock.Instant) {
-        self.online = online
-        self.viewID = viewID
-        self.fence = fence
-        self.lease = lease
-        self.trustedUntil = trustedUntil
-        self.grantsFrom = grantsFrom
+        (self.online, self.viewID, self.fence) = (online, viewID, fence)
+        (self.lease, self.trustedUntil, self.grantsFrom) = (lease, trustedUntil, grantsFrom)
     }
 }
 
