@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 import SSICluster
 import SSIDaemon
+import SSISystem
 import Testing
 #if canImport(Glibc)
 import Glibc

@@ -3,6 +3,7 @@ import Logging
 import NIOPosix
 import SSICluster
 import SSIDaemon
+import SSISystem
 import Synchronization
 import Testing
 #if canImport(Glibc)
