@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "ssi", targets: ["ssi"]),
         .executable(name: "ssid", targets: ["ssid"]),
         .executable(name: "ssi-bench", targets: ["ssi-bench"]),
+        .executable(name: "ssi-init", targets: ["ssi-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -72,6 +73,8 @@ let package = Package(
             "SSIDaemon",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // Process 1 of a cluster application's PID namespace (C: a few pages, no runtime).
+        .executableTarget(name: "ssi-init"),
         .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSIControl", "SSIDaemon", "SSITransport"], swiftSettings: swiftSettings),
         .target(name: "SSITestSupport", dependencies: ["SSISystem", "CSSILinux"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),

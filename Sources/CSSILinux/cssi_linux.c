@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
-#include <spawn.h>
 #include <string.h>
 #include <unistd.h>
 #include <nmmintrin.h>
@@ -141,7 +140,55 @@ static long raw_clone3(struct cssi_clone_args *args) {
     return syscall(SYS_clone3, args, sizeof(*args));
 }
 
-pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *log, int sibling) {
+// The child's side of one stdio slot: an fd of ours above 2 holding what slot i becomes
+// (close-on-exec, so that it goes at exec), -1 for inherit/stdout, or -errno.
+static int stdio_source(const struct cssi_spawn_stdio *s) {
+    int fd = -1;
+    if (s->kind == CSSI_STDIO_FD) fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 3);
+    else if (s->kind == CSSI_STDIO_PATH) {
+        fd = open(s->path, s->flags | O_CLOEXEC, 0644);
+        // With our own 0-2 closed, open returns one of them; keep it out of the way of the
+        // dup2s below.
+        if (fd >= 0 && fd < 3) { int up = fcntl(fd, F_DUPFD_CLOEXEC, 3); close(fd); fd = up; }
+    } else return -1;
+    return fd < 0 ? -errno : fd;
+}
+
+// Runs in the child after clone3: returns only on failure, with the errno to report.
+static int spawn_child(char *const argv[], const struct cssi_spawn_options *o) {
+    // The parent may run with signals blocked on its calling thread; a program starts with
+    // an empty mask and default dispositions (signal(7): both survive exec).
+    sigset_t none;
+    sigemptyset(&none);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(uint64_t));
+    for (int s = 1; s < 65; s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        sigaction(s, &dfl, NULL);
+    }
+    // Every source is opened before any slot is replaced, so that an explicit fd 0-2 of ours
+    // is read before being overwritten.
+    int src[3];
+    for (int i = 0; i < 3; i++) {
+        src[i] = stdio_source(&o->stdio[i]);
+        if (src[i] < -1) return -src[i];
+    }
+    for (int i = 0; i < 3; i++) if (src[i] >= 0 && dup2(src[i], i) < 0) return errno;
+    for (int i = 0; i < 3; i++) if (o->stdio[i].kind == CSSI_STDIO_STDOUT && dup2(1, i) < 0) return errno;
+    if (o->directory && chdir(o->directory) != 0) return errno;
+    // Descriptors the caller happened to inherit (a CI runner's pipes...) would become part
+    // of the program; mark every fd above stderr close-on-exec (close_range(2)
+    // CLOSE_RANGE_CLOEXEC, Linux 5.11) so that only 0-2 reach it, while the error pipe stays
+    // usable until exec.
+    if (!o->keep_fds) syscall(SYS_close_range, 3U, ~0U, (unsigned int)(1U << 2));
+    if (o->new_session && syscall(SYS_setsid) < 0) return errno;
+    execvpe(argv[0], argv, o->envp ? o->envp : environ);
+    return errno;
+}
+
+pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *o) {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0) return -errno;
     struct cssi_clone_args args;
@@ -151,39 +198,13 @@ pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *lo
     // (a shell does), instead of whichever subreaper or init inherits it once we are gone.
     // clone3 then wants exit_signal 0: the child inherits ours (kernel/fork.c,
     // clone3_args_valid), which is what our parent expects of its children.
-    if (sibling) { args.flags |= CLONE_PARENT; args.exit_signal = 0; }
-    if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
+    if (o->sibling) { args.flags |= CLONE_PARENT; args.exit_signal = 0; }
+    if (o->cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)o->cgroup_fd; }
     long pid = raw_clone3(&args);
     if (pid < 0) { int e = errno; close(pfd[0]); close(pfd[1]); return -e; }
     if (pid == 0) {
         close(pfd[0]);
-        // The parent may run with signals blocked on its calling thread; an application
-        // starts with an empty mask and default dispositions (signal(7): both survive exec).
-        sigset_t none;
-        sigemptyset(&none);
-        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(uint64_t));
-        for (int s = 1; s < 65; s++) {
-            if (s == SIGKILL || s == SIGSTOP) continue;
-            struct sigaction dfl;
-            memset(&dfl, 0, sizeof(dfl));
-            dfl.sa_handler = SIG_DFL;
-            sigaction(s, &dfl, NULL);
-        }
-        int e = 0;
-        if (log) {
-            // stdin from /dev/null, stdout and stderr appended to the log.
-            int in = open("/dev/null", O_RDONLY);
-            int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0640);
-            if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) e = errno;
-        }
-        // Descriptors the caller happened to inherit (a CI runner's pipes...) would become
-        // part of the application; mark every fd above stderr close-on-exec
-        // (close_range(2) CLOSE_RANGE_CLOEXEC, Linux 5.11) so that only 0-2 reach it, while
-        // the error pipe stays usable until exec.
-        if (!keep_fds) syscall(SYS_close_range, 3U, ~0U, (unsigned int)(1U << 2));
-        if (!e && syscall(SYS_setsid) < 0) e = errno;
-        if (!e) execvp(argv[0], argv);
-        if (!e) e = errno;
+        int e = spawn_child(argv, o);
         (void)!write(pfd[1], &e, sizeof(e));
         syscall(SYS_exit_group, 127);
     }
@@ -195,7 +216,7 @@ pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *lo
     if (n == sizeof(child_errno)) {
         // A sibling is our parent's to reap, not ours.
         int st;
-        if (!sibling) while (waitpid((pid_t)pid, &st, 0) < 0 && errno == EINTR) {}
+        if (!o->sibling) while (waitpid((pid_t)pid, &st, 0) < 0 && errno == EINTR) {}
         return -child_errno;
     }
     return (pid_t)pid;
@@ -241,8 +262,6 @@ uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len) {
     return ~(uint32_t)c;
 }
 
-int cssi_spawn_addclosefrom(posix_spawn_file_actions_t *fa, int from) { return posix_spawn_file_actions_addclosefrom_np(fa, from); }
-int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path) { return posix_spawn_file_actions_addchdir_np(fa, path); }
 
 // CRC arithmetic in GF(2)[x] modulo the Castagnoli polynomial, in the bit-reflected form the
 // CRC uses (bit 31 is x^0). Appending n zero bytes to a message multiplies its CRC register

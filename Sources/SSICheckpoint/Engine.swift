@@ -281,7 +281,7 @@ extension CheckpointEngine {
         defer { if cgroupFD >= 0 { close(cgroupFD) } }
         // Processes orphaned by a failed restart are reparented to us and reaped below
         // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
-        _ = cssi_prctl(36, 1, 0, 0, 0)
+        Prctl.becomeSubreaper()
 
         var r = cssi_spawn_restore_shell(root.pid, cgroupFD)
         // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),

@@ -1,4 +1,3 @@
-import CSSILinux
 import Foundation
 import SSICheckpoint
 import SSIImage
@@ -41,30 +40,23 @@ struct CheckpointBenchmark {
     }
 
     func shell(_ cmd: String) -> Int32 {
-        var pid: pid_t = 0
-        let argv: [UnsafeMutablePointer<CChar>?] = ([String](["/bin/sh", "-c", cmd])).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else { return -1 }
-        var st: Int32 = 0
-        waitpid(pid, &st, 0)
-        return st
+        (try? Spawn.run(["/bin/sh", "-c", cmd], keepingFds))?.exitCode ?? -1
+    }
+
+    /// Our fds as they are, as posix_spawn without file actions passes them on.
+    private var keepingFds: SpawnOptions {
+        var o = SpawnOptions()
+        o.keepFileDescriptors = true
+        return o
     }
 
     /// Starts `argv` with stdout to `log`, stdin/stderr /dev/null, as our child.
     func start(_ argv: [String], log: String) throws -> Int32 {
-        var fa = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&fa)
-        defer { posix_spawn_file_actions_destroy(&fa) }
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0)
-        cssi_spawn_addclosefrom(&fa, 3)
-        var pid: pid_t = 0
-        let cargs: [UnsafeMutablePointer<CChar>?] = ([String](argv)).map { strdup($0) } + [nil]
-        defer { cargs.forEach { free($0) } }
-        let rc = posix_spawn(&pid, argv[0], &fa, nil, cargs, environ)
-        guard rc == 0 else { throw SSIError.sys("spawn \(argv[0])", errno: rc) }
-        return pid
+        var o = SpawnOptions()
+        o.standardInput = .null
+        o.standardOutput = .file(log, append: false)
+        o.standardError = .null
+        return try Spawn.start(argv, o)
     }
 
     func waitFor(_ log: String, _ text: String, _ secs: Double = 60) throws -> String {
@@ -87,7 +79,7 @@ struct CheckpointBenchmark {
     func run() throws {
         try requireRoot("ssi-bench checkpoint")
         // Processes of killed trees are reparented to us and reaped here (PID 1 may not).
-        _ = cssi_prctl(36 /* PR_SET_CHILD_SUBREAPER */, 1, 0, 0, 0)
+        Prctl.becomeSubreaper()
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CSSILinux
 import Foundation
 import SSICheckpoint
 import SSIImage
@@ -42,13 +41,17 @@ struct Run: ParsableCommand {
             freezer?.sweep()
             var group: (String, Int32)? = nil
             if let freezer { group = try? freezer.openNewGroup() }
-            var cargs = cmd.map { strdup($0) } + [nil]
-            defer { cargs.forEach { free($0) } }
-            let pid = cssi_spawn(&cargs, group?.1 ?? -1, keepFds ? 1 : 0, nil, 0)
-            if let g = group { close(g.1) }
-            if pid < 0 {
+            var spawn = SpawnOptions()
+            spawn.cgroup = group?.1
+            spawn.keepFileDescriptors = keepFds
+            spawn.newSession = true
+            let pid: pid_t
+            do {
+                defer { if let g = group { close(g.1) } }
+                pid = try Spawn.start(cmd, spawn)
+            } catch {
                 if let g = group { rmdir(g.0) }
-                throw SSIError.sys("cannot start \(cmd[0])", errno: -pid, hint: -pid == ENOENT ? "check the path; the command is looked up in PATH" : nil)
+                throw error
             }
             if let freezer, let g = group { freezer.adopt(temporary: g.0, app: pid) }
             if let output {
@@ -57,10 +60,7 @@ struct Run: ParsableCommand {
             print("Running application \(pid)")
             fflush(nil)
             if background { return }
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            if cssi_wifexited(status) != 0 { throw ExitCode(cssi_wexitstatus(status)) }
-            throw ExitCode(128 + cssi_wtermsig(status))
+            throw ExitCode(try Spawn.wait(pid).exitCode)
         } catch let e as SSIError { fail(e) }
     }
 }
@@ -171,10 +171,7 @@ enum ForegroundWaiter {
         child = pid
         signal(SIGINT) { s in kill(ForegroundWaiter.child, s) }
         signal(SIGTERM) { s in kill(ForegroundWaiter.child, s) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        if cssi_wifexited(status) != 0 { exit(cssi_wexitstatus(status)) }
-        exit(128 + cssi_wtermsig(status))
+        exit(try Spawn.wait(pid).exitCode)
     }
 }
 

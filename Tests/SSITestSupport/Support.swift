@@ -1,5 +1,5 @@
-import CSSILinux
 import Foundation
+import SSISystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,9 +48,7 @@ public enum TestEnv {
 
     /// PID 1 on the CI machines does not reap orphans: restarted and background processes
     /// are reparented to us instead, and we reap them (tests call `reap`).
-    public static func becomeSubreaper() {
-        _ = cssi_prctl(36 /* PR_SET_CHILD_SUBREAPER */, 1, 0, 0, 0)
-    }
+    public static func becomeSubreaper() { Prctl.becomeSubreaper() }
 
     public static func makeTempDir(_ tag: String) throws -> String {
         let dir = NSTemporaryDirectory() + "ssi-test-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -71,34 +69,25 @@ public struct CommandResult: Sendable {
     public var output: String { stdout + stderr }
 }
 
-/// Runs a program to completion with posix_spawn; stdout/stderr are captured through files,
-/// stdin is /dev/null and every other fd is closed (so no fd of ours leaks into what it starts).
+/// Runs a program to completion; stdout/stderr are captured through files, stdin is
+/// /dev/null and every other fd is closed (so no fd of ours leaks into what it starts).
 public func run(_ argv: [String], env: [String: String] = [:], cwd: String? = nil, stdoutPath: String? = nil) throws -> CommandResult {
     let tmp = try TestEnv.makeTempDir("cmd")
     defer { try? FileManager.default.removeItem(atPath: tmp) }
     let outPath = stdoutPath ?? "\(tmp)/out", errPath = stdoutPath ?? "\(tmp)/err"
-    var fa = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&fa)
-    defer { posix_spawn_file_actions_destroy(&fa) }
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&fa, 1, outPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_addopen(&fa, 2, errPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    cssi_spawn_addclosefrom(&fa, 3)
-    if let cwd { cssi_spawn_addchdir(&fa, cwd) }
+    var o = SpawnOptions()
+    o.standardInput = .null
+    o.standardOutput = .file(outPath, append: true)
+    o.standardError = .file(errPath, append: true)
+    o.directory = cwd
     var environment = ProcessInfo.processInfo.environment
     for (k, v) in env { environment[k] = v }
-    let cargs = argv.map { strdup($0) } + [nil]
-    let cenv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer { cargs.forEach { free($0) }; cenv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawnp(&pid, argv[0], &fa, nil, cargs, cenv)
-    guard rc == 0 else { throw TestFailure("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    o.environment = environment
+    let status: WaitStatus
+    do { status = try Spawn.run(argv, o) } catch { throw TestFailure("\(error)") }
     let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
     let err = stdoutPath == nil ? ((try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "") : ""
-    let code = cssi_wifexited(status) != 0 ? cssi_wexitstatus(status) : 128 + cssi_wtermsig(status)
-    return CommandResult(status: code, stdout: out, stderr: err)
+    return CommandResult(status: status.exitCode, stdout: out, stderr: err)
 }
 
 /// Polls `condition` every 20 ms until it holds or `seconds` pass.
@@ -126,12 +115,7 @@ public func reap(_ pid: Int32, within seconds: Double = 5) -> Int32? {
 }
 
 /// A process state letter from /proc/PID/stat ("R", "S", "T", "Z"...), or nil if gone.
-public func processState(_ pid: Int32) -> Character? {
-    guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = s.lastIndex(of: ")") else { return nil }
-    return s[s.index(close, offsetBy: 2)]
-}
+public func processState(_ pid: Int32) -> Character? { Proc.state(pid) }
 
 /// The exit code of a wait status, or 128+signal when it was killed.
-public func exitCode(_ status: Int32) -> Int32 {
-    cssi_wifexited(status) != 0 ? cssi_wexitstatus(status) : 128 + cssi_wtermsig(status)
-}
+public func exitCode(_ status: Int32) -> Int32 { WaitStatus(raw: status).exitCode }

@@ -12,7 +12,6 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <signal.h>
-#include <spawn.h>
 
 // ---- ptrace -------------------------------------------------------------------------------
 
@@ -109,16 +108,38 @@ long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags);
 
 // ---- process creation ---------------------------------------------------------------------
 
-// Starts a program in a new session (`ssi run`'s application, the local cluster's
-// supervisor): clone3 (into the cgroup whose directory fd is cgroup_fd, when >= 0, with
+// How the child's fd 0, 1 or 2 is set up by cssi_spawn.
+enum {
+    CSSI_STDIO_INHERIT = 0,   // ours, as is
+    CSSI_STDIO_FD = 1,        // a dup of our fd `fd`
+    CSSI_STDIO_PATH = 2,      // `path` opened with `flags` (O_CLOEXEC is added and dropped by dup2)
+    CSSI_STDIO_STDOUT = 3,    // the same open file as the child's stdout (2>&1)
+};
+struct cssi_spawn_stdio {
+    int kind;
+    int fd;
+    const char *path;
+    int flags;
+};
+
+struct cssi_spawn_options {
+    struct cssi_spawn_stdio stdio[3];
+    int cgroup_fd;          // >= 0: clone3 CLONE_INTO_CGROUP (Linux 5.7) into this group directory
+    int keep_fds;           // pass fds above 2 on; otherwise they are marked close-on-exec
+    int new_session;        // setsid() in the child
+    int sibling;            // CLONE_PARENT: the child is our parent's child
+    const char *directory;  // chdir() in the child after the stdio files are opened; NULL: stay
+    char *const *envp;      // NULL: our environment
+};
+
+// The one spawner: clone3 (into the cgroup whose directory fd is cgroup_fd, with
 // CLONE_INTO_CGROUP so that no fork can escape before the move), an empty signal mask and
-// default dispositions, setsid() in the child, then execvp(argv[0], argv); fds above 2 are
-// closed unless keep_fds. `log`, when not NULL, becomes stdout and stderr (appended), with
-// /dev/null as stdin. `sibling` makes the child our parent's child (CLONE_PARENT), for a
-// daemon that must outlive us yet be reaped by whoever started us. An exec failure is
-// reported back over a close-on-exec pipe. Returns the child's pid, or -errno (exec's errno
-// if exec failed).
-pid_t cssi_spawn(char *const argv[], int cgroup_fd, int keep_fds, const char *log, int sibling);
+// default dispositions, stdio as the options say, setsid() if asked, then
+// execvpe(argv[0], argv, envp). `sibling` makes the child our parent's child (CLONE_PARENT),
+// for a daemon that must outlive us yet be reaped by whoever started us. Only raw syscalls
+// and async-signal-safe calls run in the child. An exec failure is reported back over a
+// close-on-exec pipe. Returns the child's pid, or -errno (exec's errno if exec failed).
+pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *options);
 
 // Creates the empty shell of a process being restored: clone3 with set_tid = pid (Linux 5.5,
 // needs CAP_CHECKPOINT_RESTORE in the owning user namespace of the pid namespace), into the
@@ -139,10 +160,6 @@ uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 // fcntl/splice constants that glibc only declares under _GNU_SOURCE (fcntl(2), tee(2)).
 enum { CSSI_F_SETPIPE_SZ = 1031, CSSI_F_GETPIPE_SZ = 1032, CSSI_SPLICE_F_NONBLOCK = 2, CSSI_MAP_FIXED_NOREPLACE = 0x100000 };
 long cssi_pipe2(int fds[2], int flags);
-
-// glibc's GNU extensions to posix_spawn (2.29/2.34), declared only under _GNU_SOURCE.
-int cssi_spawn_addclosefrom(posix_spawn_file_actions_t *fa, int from);
-int cssi_spawn_addchdir(posix_spawn_file_actions_t *fa, const char *path);
 
 // ---- sockets --------------------------------------------------------------------------------
 

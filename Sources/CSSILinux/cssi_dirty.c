@@ -1,0 +1,88 @@
+#include "cssi_dirty.h"
+
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+// Debian 12's kernel headers (6.1) predate these; values from include/uapi/linux/fs.h and
+// userfaultfd.h of Linux 6.7.
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+
+struct cssi_pm_scan_arg {
+    uint64_t size;
+    uint64_t flags;
+    uint64_t start;
+    uint64_t end;
+    uint64_t walk_end;
+    uint64_t vec;
+    uint64_t vec_len;
+    uint64_t max_pages;
+    uint64_t category_inverted;
+    uint64_t category_mask;
+    uint64_t category_anyof_mask;
+    uint64_t return_mask;
+};
+_Static_assert(sizeof(struct cssi_pm_scan_arg) == 96, "struct pm_scan_arg is 12 u64");
+_Static_assert(sizeof(struct cssi_page_region) == 24, "struct page_region is 3 u64");
+#define CSSI_PAGEMAP_SCAN _IOWR('f', 16, struct cssi_pm_scan_arg)
+#define CSSI_PM_SCAN_WP_MATCHING (1 << 0)
+#define CSSI_PM_SCAN_CHECK_WPASYNC (1 << 1)
+
+static int result(int r) { return r == 0 ? 0 : -errno; }
+
+int cssi_uffd_enable_wp_async(int uffd) {
+    struct uffdio_api api;
+    memset(&api, 0, sizeof(api));
+    api.api = UFFD_API;
+    api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+    return result(ioctl(uffd, UFFDIO_API, &api));
+}
+
+int cssi_uffd_register_wp(int uffd, uint64_t start, uint64_t len) {
+    struct uffdio_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.range.start = start;
+    reg.range.len = len;
+    reg.mode = UFFDIO_REGISTER_MODE_WP;
+    return result(ioctl(uffd, UFFDIO_REGISTER, &reg));
+}
+
+int cssi_uffd_unregister(int uffd, uint64_t start, uint64_t len) {
+    struct uffdio_range range = {.start = start, .len = len};
+    return result(ioctl(uffd, UFFDIO_UNREGISTER, &range));
+}
+
+int cssi_uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect) {
+    struct uffdio_writeprotect wp;
+    memset(&wp, 0, sizeof(wp));
+    wp.range.start = start;
+    wp.range.len = len;
+    wp.mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+    return result(ioctl(uffd, UFFDIO_WRITEPROTECT, &wp));
+}
+
+long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int rearm,
+                               struct cssi_page_region *vec, size_t n, uint64_t *walk_end) {
+    struct cssi_pm_scan_arg a;
+    memset(&a, 0, sizeof(a));
+    a.size = sizeof(a);
+    // CHECK_WPASYNC makes the walk fail (EPERM) on a page that is not under asynchronous
+    // write-protection instead of reporting it clean: a range we did not register is never
+    // taken for unwritten.
+    a.flags = CSSI_PM_SCAN_CHECK_WPASYNC | (rearm ? CSSI_PM_SCAN_WP_MATCHING : 0);
+    a.start = start;
+    a.end = end;
+    a.vec = (uint64_t)(uintptr_t)vec;
+    a.vec_len = n;
+    a.category_mask = CSSI_PAGE_IS_WRITTEN;
+    a.return_mask = CSSI_PAGE_IS_WRITTEN;
+    long r = ioctl(pagemap_fd, CSSI_PAGEMAP_SCAN, &a);
+    if (walk_end) *walk_end = a.walk_end;
+    return r < 0 ? -errno : r;
+}

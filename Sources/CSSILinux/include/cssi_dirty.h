@@ -1,0 +1,59 @@
+// Dirty-page tracking from outside a process: userfaultfd asynchronous write-protection
+// (UFFD_FEATURE_WP_ASYNC, Linux 6.7) read and re-armed with the PAGEMAP_SCAN ioctl on
+// /proc/PID/pagemap (ioctl_pagemap_scan(2), Linux 6.7). Soft-dirty bits would do the same
+// but CONFIG_MEM_SOFT_DIRTY is often off; this works wherever userfaultfd does.
+//
+// How it is used: the userfaultfd is created inside the tracked process (an injected
+// userfaultfd(2), since a userfaultfd belongs to the mm of its creator) and taken with
+// pidfd_getfd(2); every ioctl below then acts on that process's memory from the tracker.
+// With WP_ASYNC a write to a protected page is resolved by the kernel at once: the writer
+// never blocks, no message is queued, and the page is only marked written.
+#ifndef CSSI_DIRTY_H
+#define CSSI_DIRTY_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+// userfaultfd(2) flag: only faults from user mode reach the descriptor. It is what a
+// process without CAP_SYS_PTRACE may create when vm.unprivileged_userfaultfd is 0, and
+// asynchronous write-protection never delivers a fault anyway.
+enum { CSSI_UFFD_USER_MODE_ONLY = 1 };
+
+// One run of pages with the same categories, as PAGEMAP_SCAN returns them.
+struct cssi_page_region {
+    uint64_t start;
+    uint64_t end;
+    uint64_t categories;
+};
+
+// PAGE_IS_* categories of ioctl_pagemap_scan(2).
+enum {
+    CSSI_PAGE_IS_WPALLOWED = 1 << 0,
+    CSSI_PAGE_IS_WRITTEN = 1 << 1,
+    CSSI_PAGE_IS_FILE = 1 << 2,
+    CSSI_PAGE_IS_PRESENT = 1 << 3,
+    CSSI_PAGE_IS_SWAPPED = 1 << 4,
+    CSSI_PAGE_IS_PFNZERO = 1 << 5,
+    CSSI_PAGE_IS_HUGE = 1 << 6,
+};
+
+// UFFDIO_API on a fresh userfaultfd, asking for asynchronous write-protection, including
+// pages not populated yet (UFFD_FEATURE_WP_UNPOPULATED). Returns 0 or -errno (-EINVAL on a
+// kernel without WP_ASYNC).
+int cssi_uffd_enable_wp_async(int uffd);
+// UFFDIO_REGISTER in write-protect mode over [start, start+len). Returns 0 or -errno.
+int cssi_uffd_register_wp(int uffd, uint64_t start, uint64_t len);
+// UFFDIO_UNREGISTER over [start, start+len). Returns 0 or -errno.
+int cssi_uffd_unregister(int uffd, uint64_t start, uint64_t len);
+// UFFDIO_WRITEPROTECT: protect (1) or unprotect (0) [start, start+len). Returns 0 or -errno.
+int cssi_uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect);
+
+// PAGEMAP_SCAN over [start, end) for the pages written since they were last protected;
+// with rearm, protects them again in the same walk (PM_SCAN_WP_MATCHING), so that no write
+// falls between reading and re-protecting. Stores up to n regions; *walk_end is where the
+// walk stopped (end, or earlier when vec filled up: call again from there).
+// Returns the number of regions stored or -errno.
+long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int rearm,
+                               struct cssi_page_region *vec, size_t n, uint64_t *walk_end);
+
+#endif

@@ -1,0 +1,117 @@
+// ssi-init: process 1 of a cluster application's own PID namespace.
+//
+// A cluster application runs in a PID namespace of its own, so that its processes keep
+// their PIDs when it moves to a node where those numbers are taken (pid_namespaces(7)).
+// Process 1 of a namespace is special: orphans are reparented to it, and it receives from
+// outside only the signals it has a handler for. An application's own root process would
+// then ignore a plain `kill PID` and collect zombies it never waits for; this small init
+// stands in front of it instead:
+//   - it starts the command as process 2, leader of a new session, with an empty signal
+//     mask and default dispositions;
+//   - it forwards the signals a user sends to the application (TERM, INT, HUP, ...) to
+//     process 2;
+//   - it reaps every orphan;
+//   - it exits once no process is left, with the command's exit status (128+N when the
+//     command was killed by signal N).
+// It holds no state but the command's status, so the checkpoint engine saves and restores
+// it like any other process of the application.
+//
+// Usage: ssi-init [--proc] -- CMD ARGS...
+//   --proc   make the mount namespace's propagation private and mount a fresh /proc for
+//            this PID namespace, so that /proc/<getpid()> names the caller (the launcher
+//            gives the application a mount namespace of its own with CLONE_NEWNS).
+// Written in C so that the init's memory is a few pages, not a language runtime.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// The signals a user or the cluster sends to an application, passed on to its command.
+// SIGCHLD is ours; SIGKILL and SIGSTOP cannot be caught (and SIGKILL from outside the
+// namespace kills process 1, hence every process of the application, by design).
+static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM,
+                                SIGWINCH, SIGCONT, SIGTSTP, SIGTTIN, SIGTTOU, SIGPWR, SIGURG};
+
+static void die(const char *what) {
+    fprintf(stderr, "ssi-init: %s: %s\n", what, strerror(errno));
+    exit(127);
+}
+
+static void mount_proc(void) {
+    // mount_namespaces(7): a new mount namespace copies the propagation of its parent's
+    // mounts; making it a slave first keeps our /proc from showing up on the node.
+    if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) != 0) die("make / a slave mount");
+    // proc(5): a procfs instance shows the PID namespace of the process that mounted it.
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) die("mount /proc");
+}
+
+static pid_t start(char **argv, const sigset_t *none) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) die("pipe");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        close(report[0]);
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+        for (size_t i = 0; i < sizeof(forwarded) / sizeof(forwarded[0]); i++) sigaction(forwarded[i], &dfl, NULL);
+        sigaction(SIGCHLD, &dfl, NULL);
+        sigprocmask(SIG_SETMASK, none, NULL);
+        setsid();
+        execvp(argv[0], argv);
+        int e = errno;
+        (void)!write(report[1], &e, sizeof(e));
+        _exit(127);
+    }
+    close(report[1]);
+    int e = 0;
+    ssize_t n;
+    do { n = read(report[0], &e, sizeof(e)); } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == sizeof(e)) {
+        fprintf(stderr, "ssi-init: cannot start %s: %s\n", argv[0], strerror(e));
+        exit(127);
+    }
+    return pid;
+}
+
+int main(int argc, char **argv) {
+    int proc = 0, i = 1;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--proc") == 0) proc = 1;
+        else { fprintf(stderr, "ssi-init: unknown option %s\n", argv[i]); return 127; }
+    }
+    if (i + 1 >= argc) { fprintf(stderr, "usage: ssi-init [--proc] -- CMD ARGS...\n"); return 127; }
+    if (proc) mount_proc();
+
+    // Everything we wait for arrives through sigwaitinfo(2): block it all first, so that
+    // nothing is lost between the fork and the first wait.
+    sigset_t none, waited;
+    sigemptyset(&none);
+    sigemptyset(&waited);
+    sigaddset(&waited, SIGCHLD);
+    for (size_t k = 0; k < sizeof(forwarded) / sizeof(forwarded[0]); k++) sigaddset(&waited, forwarded[k]);
+    sigprocmask(SIG_BLOCK, &waited, NULL);
+
+    pid_t command = start(&argv[i + 1], &none);
+    int status = 0, done = 0;
+    for (;;) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+            if (p == command) { status = st; done = 1; }
+        }
+        if (p < 0 && errno == ECHILD) break;
+        siginfo_t si;
+        int sig = sigwaitinfo(&waited, &si);
+        if (sig < 0 || sig == SIGCHLD) continue;
+        if (!done) kill(command, sig);
+    }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
