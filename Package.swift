@@ -56,16 +56,19 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // The control protocol between ssi and ssid (typed requests and replies) and its client.
         .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM"], swiftSettings: swiftSettings),
+        // A cluster on one machine for development and tests (ssi cluster up): network
+        // namespaces, etcd, a supervisor. Not part of the daemon.
+        .target(name: "SSILocalCluster", dependencies: ["SSISystem", "SSIControl"], swiftSettings: swiftSettings),
         // The node daemon: assembles the subsystems, serves the control socket.
         .target(name: "SSIDaemon", dependencies: [
-            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "CSSILinux",
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
-            "SSIControl", "SSIDaemon", "SSIKDDM", "SSIMembership", "SSITransport",
+            "SSIControl", "SSILocalCluster", "SSIKDDM", "SSIMembership",
             "SSICheckpoint", "SSIIPC", "SSISystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
@@ -75,12 +78,12 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // Process 1 of a cluster application's PID namespace (C: a few pages, no runtime).
         .executableTarget(name: "ssi-init"),
-        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSIControl", "SSIDaemon", "SSITransport"], swiftSettings: swiftSettings),
+        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSIControl", "SSILocalCluster", "SSITransport"], swiftSettings: swiftSettings),
         .target(name: "SSITestSupport", dependencies: ["SSISystem", "CSSILinux"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
-            "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIDaemon", "SSISystem",
+            "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),

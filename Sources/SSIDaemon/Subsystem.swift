@@ -1,5 +1,4 @@
 import Logging
-import NIOPosix
 import SSIControl
 import SSIKDDM
 import SSIMembership

@@ -6,7 +6,7 @@
 // client it starts in node `from`'s (`ssi-bench kddm echo-client`).
 import Foundation
 import SSIControl
-import SSIDaemon
+import SSILocalCluster
 import SSISystem
 import SSITransport
 #if canImport(Glibc)

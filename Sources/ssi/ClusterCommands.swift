@@ -1,11 +1,10 @@
 import ArgumentParser
 import Foundation
 import SSIControl
-import SSIDaemon
 import SSIKDDM
+import SSILocalCluster
 import SSIMembership
 import SSISystem
-import SSITransport
 
 // Cluster commands (`ssi nodes`, `ssi cluster`, `ssi kddm`): issue "Cluster core".
 // `krgadm nodes status` is `ssi nodes status`.

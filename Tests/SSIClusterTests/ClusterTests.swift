@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import NIOPosix
 import SSIControl
-import SSIDaemon
 import SSIKDDM
+import SSILocalCluster
 import SSIMembership
 import SSISystem
 import SSITransport

@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import NIOPosix
-import SSIDaemon
 import SSIKDDM
 import SSIMembership
 import SSISystem

@@ -106,24 +106,6 @@ public struct LocalCluster: Sendable {
         try ControlClient.request(socket: socket(node: k), .membership(.status), timeout: 2).status().online
     }
 
-    func buildNetwork(nodes: Int) throws {
-        let ip = "ip"
-        try Proc.run([ip, "netns", "add", Self.hub])
-        try Proc.run([ip, "-n", Self.hub, "link", "set", "lo", "up"])
-        try Proc.run([ip, "-n", Self.hub, "link", "add", "ssi-br0", "type", "bridge"])
-        try Proc.run([ip, "-n", Self.hub, "addr", "add", "\(Self.subnet).254/24", "dev", "ssi-br0"])
-        try Proc.run([ip, "-n", Self.hub, "link", "set", "ssi-br0", "up"])
-        for k in 1...nodes {
-            let ns = "ssi-node\(k)"
-            try Proc.run([ip, "netns", "add", ns])
-            try Proc.run([ip, "-n", Self.hub, "link", "add", "ssi-h\(k)", "type", "veth", "peer", "name", "eth0", "netns", ns])
-            try Proc.run([ip, "-n", Self.hub, "link", "set", "ssi-h\(k)", "master", "ssi-br0", "up"])
-            try Proc.run([ip, "-n", ns, "link", "set", "lo", "up"])
-            try Proc.run([ip, "-n", ns, "addr", "add", "\(Self.subnet).\(k)/24", "dev", "eth0"])
-            try Proc.run([ip, "-n", ns, "link", "set", "eth0", "up"])
-        }
-    }
-
     /// Asks the supervisor to start node k's daemon again (after it died), and waits for its
     /// control socket.
     public func startNode(_ k: Int) throws {
@@ -138,40 +120,6 @@ public struct LocalCluster: Sendable {
         throw SSIError(.system, "node \(k) did not start within 15 s", hint: "see \(log(node: k))")
     }
 
-    public enum LinkState: String, CaseIterable, Sendable {
-        /// Node k's veth on the hub's bridge is down: cut off from everyone, etcd included.
-        case down
-        /// Node k reaches etcd but no other node (a filter in its namespace): its RPC link is
-        /// cut while its membership goes on, the partition a lease alone does not detect.
-        case isolate
-        /// Back to normal.
-        case up
-    }
-
-    /// A network partition of node k.
-    public func setLink(_ k: Int, _ state: LinkState) throws {
-        guard plan()?.netns == true else { throw SSIError(.unsupported, "links exist only in a root (namespace) local cluster") }
-        let ns = "ssi-node\(k)"
-        guard FileManager.default.fileExists(atPath: "/run/netns/\(ns)") else {
-            throw SSIError(.notFound, "no node \(k) in the local cluster", hint: "ssi nodes status lists them")
-        }
-        try Proc.run(["ip", "-n", Self.hub, "link", "set", "ssi-h\(k)", state == .down ? "down" : "up"])
-        // nft(8): one table of our own, deleted whole; loopback stays open (a node's calls to
-        // its own address), and so does the hub, where etcd listens.
-        _ = try? Proc.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "ssi-isolate"], check: false)
-        if state == .isolate {
-            let rules = """
-            table inet ssi-isolate {
-                chain input { type filter hook input priority 0; iifname "lo" accept; ip saddr \(Self.subnet).254 accept; ip saddr \(Self.subnet).0/24 drop; }
-                chain output { type filter hook output priority 0; oifname "lo" accept; ip daddr \(Self.subnet).254 accept; ip daddr \(Self.subnet).0/24 drop; }
-            }
-
-            """
-            let file = "\(dir)/isolate-\(k).nft"
-            try rules.write(toFile: file, atomically: true, encoding: .utf8)
-            try Proc.run(["ip", "netns", "exec", ns, "nft", "-f", file])
-        }
-    }
 
     // MARK: down
 
@@ -207,61 +155,6 @@ public struct LocalCluster: Sendable {
         if FileManager.default.fileExists(atPath: dir) {
             try FileManager.default.removeItem(atPath: dir)
         }
-    }
-
-    // MARK: the supervisor
-
-    /// Runs in the background for the cluster's life: parent and reaper of etcd and the
-    /// daemons; starts a node again when `start-K` appears; on SIGTERM stops them all.
-    public func supervise() throws -> Never {
-        Proc.becomeSubreaper()
-        guard let plan = plan(), let argvData = FileManager.default.contents(atPath: "\(dir)/etcd.argv"),
-              let etcdArgv = try JSONSerialization.jsonObject(with: argvData) as? [String] else {
-            throw SSIError(.notFound, "no local cluster plan in \(dir)")
-        }
-        var sigs = sigset_t()
-        sigemptyset(&sigs)
-        sigaddset(&sigs, SIGTERM); sigaddset(&sigs, SIGINT); sigaddset(&sigs, SIGCHLD); sigaddset(&sigs, SIGHUP)
-        sigprocmask(SIG_BLOCK, &sigs, nil)
-        try FileManager.default.createDirectory(atPath: "\(dir)/pids", withIntermediateDirectories: true)
-        func record(_ name: String, _ pid: pid_t) {
-            try? "\(pid)".write(toFile: "\(dir)/pids/\(name)", atomically: true, encoding: .utf8)
-        }
-        var children: [pid_t] = []
-        let etcd = try Proc.spawn(etcdArgv, log: "\(dir)/etcd.log")
-        record("etcd", etcd)
-        children.append(etcd)
-        func startNode(_ k: Int) throws {
-            var argv = [plan.ssid, "--config", "\(dir)/node\(k).conf"]
-            if plan.netns { argv = ["ip", "netns", "exec", "ssi-node\(k)"] + argv }
-            let p = try Proc.spawn(argv, log: log(node: k))
-            record("node\(k)", p)
-            children.append(p)
-        }
-        for k in 1...plan.nodes { try startNode(k) }
-        var ts = timespec(tv_sec: 0, tv_nsec: 100_000_000)
-        while true {
-            let s = sigtimedwait(&sigs, nil, &ts)
-            if s == SIGTERM || s == SIGINT || s == SIGHUP { break }
-            Proc.reapAll()
-            for k in 1...plan.nodes where FileManager.default.fileExists(atPath: "\(dir)/start-\(k)") {
-                try? startNode(k)
-                unlink("\(dir)/start-\(k)")
-            }
-        }
-        // Daemons first (they revoke their leases in etcd), then etcd.
-        let nodes = children.filter { $0 != etcd && Proc.alive($0) }
-        for p in nodes { kill(p, SIGTERM) }
-        let deadline = ContinuousClock.now + .seconds(3)
-        while nodes.contains(where: Proc.alive) && ContinuousClock.now < deadline { Proc.reapAll(); usleep(20_000) }
-        for p in children where Proc.alive(p) && p != etcd { kill(p, SIGKILL) }
-        kill(etcd, SIGTERM)
-        let d2 = ContinuousClock.now + .seconds(3)
-        while Proc.alive(etcd) && ContinuousClock.now < d2 { Proc.reapAll(); usleep(20_000) }
-        if Proc.alive(etcd) { kill(etcd, SIGKILL) }
-        while children.contains(where: Proc.alive) { Proc.reapAll(); usleep(20_000) }
-        Proc.reapAll()
-        exit(0)
     }
 }
 
