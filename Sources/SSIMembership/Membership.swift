@@ -207,6 +207,42 @@ public final class Membership: Sendable {
         } catch {
             return
         }
+        let (view, hash, fence) = Self.view(from: kvs, prefix: prefix, revision: revision)
+        let (events, subs) = state.withLock { s -> ([MembershipEvent], [@Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void]) in
+            s.lastContact = .now
+            // Refreshes may overlap (the poll, a caller's retry): never go back to an older view.
+            guard revision >= s.viewRevision else { return ([], []) }
+            s.viewRevision = revision
+            s.viewReadAt = max(s.viewReadAt, sent)
+            s.fence = fence
+            let idChanged = hash != s.viewID
+            if idChanged {
+                s.viewID = hash
+                s.onlineChangedAt = .now
+            }
+            var ev: [MembershipEvent] = []
+            for (id, n) in view {
+                let old = s.view[id]?.state
+                if n.state == .online && old != .online { ev.append(.added(id)) }
+                if n.state == .failed && old == .online { ev.append(.failed(id)) }
+                if n.state == .present && old == .online { ev.append(.removed(id)) }
+            }
+            for (id, n) in s.view where view[id] == nil && n.state == .online { ev.append(.removed(id)) }
+            let addrChanged = view.contains { s.view[$0.key]?.port != $0.value.port || s.view[$0.key]?.host != $0.value.host }
+            s.view = view
+            s.online = view.values.filter { $0.state == .online }.map(\.id).sorted()
+            let changed = !ev.isEmpty || addrChanged || idChanged
+            if changed { s.viewVersion += 1 }
+            return (ev, changed ? s.subscribers : [])
+        }
+        for e in events { logger.info("membership: \(e)") }
+        for f in subs { await f(events, view) }
+    }
+
+    /// The view in the membership keys read at `revision`: each node's state, the view's id
+    /// (a hash of each member's online and present keys with their mod revisions) and the
+    /// fence that holds while etcd's view is still this one.
+    static func view(from kvs: [EtcdClient.KeyValue], prefix: String, revision: Int64) -> (view: [NodeID: NodeInfo], id: UInt64, fence: EtcdClient.Fence) {
         var possible = Set<NodeID>(), online = Set<NodeID>(), present: [NodeID: NodeInfo] = [:]
         var revs: [String: Int64] = [:]
         for kv in kvs {
@@ -244,35 +280,7 @@ public final class Membership: Sendable {
             let st: NodeState = p != nil ? (online.contains(id) ? .online : .present) : (online.contains(id) ? .failed : .possible)
             view[id] = NodeInfo(id: id, state: st, host: p?.host ?? "", port: p?.port ?? 0)
         }
-        let (events, subs) = state.withLock { s -> ([MembershipEvent], [@Sendable ([MembershipEvent], [NodeID: NodeInfo]) async -> Void]) in
-            s.lastContact = .now
-            // Refreshes may overlap (the poll, a caller's retry): never go back to an older view.
-            guard revision >= s.viewRevision else { return ([], []) }
-            s.viewRevision = revision
-            s.viewReadAt = max(s.viewReadAt, sent)
-            s.fence = fence
-            let idChanged = hash != s.viewID
-            if idChanged {
-                s.viewID = hash
-                s.onlineChangedAt = .now
-            }
-            var ev: [MembershipEvent] = []
-            for (id, n) in view {
-                let old = s.view[id]?.state
-                if n.state == .online && old != .online { ev.append(.added(id)) }
-                if n.state == .failed && old == .online { ev.append(.failed(id)) }
-                if n.state == .present && old == .online { ev.append(.removed(id)) }
-            }
-            for (id, n) in s.view where view[id] == nil && n.state == .online { ev.append(.removed(id)) }
-            let addrChanged = view.contains { s.view[$0.key]?.port != $0.value.port || s.view[$0.key]?.host != $0.value.host }
-            s.view = view
-            s.online = view.values.filter { $0.state == .online }.map(\.id).sorted()
-            let changed = !ev.isEmpty || addrChanged || idChanged
-            if changed { s.viewVersion += 1 }
-            return (ev, changed ? s.subscribers : [])
-        }
-        for e in events { logger.info("membership: \(e)") }
-        for f in subs { await f(events, view) }
+        return (view, hash, fence)
     }
 }
 

@@ -90,83 +90,13 @@ final class RPCChannelHandler: ChannelInboundHandler {
         guard let raw = frame.readInteger(as: UInt8.self), let kind = FrameKind(rawValue: raw) else {
             throw SSIError.protocolViolation("unknown frame kind")
         }
-        if !authenticated {
-            switch kind {
-            case .hello:
-                guard peerHello == nil, let magic = frame.readBytes(length: 4), magic == Wire.magic,
-                      let session = frame.readInteger(as: UInt64.self), let peer = frame.readInteger(as: UInt8.self),
-                      let nonce = frame.readBytes(length: 32), frame.readableBytes == 0
-                else { throw SSIError.protocolViolation("bad hello") }
-                guard session == node.auth.session else {
-                    throw SSIError.authenticationFailed("peer is in session \(session), we are in \(node.auth.session)")
-                }
-                if let expect, expect != peer { throw SSIError.authenticationFailed("expected node \(expect), peer says \(peer)") }
-                guard peer != node.nodeID else { throw SSIError.authenticationFailed("peer claims our own node id \(peer)") }
-                peerHello = (peer, nonce)
-                let proof = node.auth.proof(from: node.nodeID, to: peer, challenge: nonce, own: myNonce)
-                var buf = context.channel.allocator.buffer(capacity: 40)
-                buf.writeFrame(.auth) { b in b.writeBytes(proof) }
-                context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
-            case .auth:
-                guard let hello = peerHello, let proof = frame.readBytes(length: 32), frame.readableBytes == 0 else {
-                    throw SSIError.protocolViolation("auth before hello")
-                }
-                let want = node.auth.proof(from: hello.node, to: node.nodeID, challenge: myNonce, own: hello.nonce)
-                guard RPCAuth.constantTimeEqual(proof, want) else {
-                    throw SSIError.authenticationFailed("node \(hello.node) does not know the cluster secret")
-                }
-                authenticated = true
-                handshakeTimer?.cancel()
-                decoder.limit = Wire.maxFrame
-                conn.setPeer(hello.node)
-                startOnewayQueue(peer: hello.node)
-                conn.authenticated.succeed(hello.node)
-            default:
-                throw SSIError.protocolViolation("\(kind) frame before authentication")
-            }
-            return
-        }
+        guard authenticated else { return try handshake(context: context, kind: kind, frame: &frame) }
         guard let peer = conn.peer else { return }
         switch kind {
         case .request:
             guard let id = frame.readInteger(as: UInt64.self), let svc = frame.readInteger(as: UInt16.self),
-                  let ms = frame.readInteger(as: UInt32.self) else { throw SSIError.protocolViolation("short request") }
-            let payload = frame.readBytes(length: frame.readableBytes) ?? []
-            let ch = context.channel
-            if let inline = node.inlineHandler(for: svc) {
-                let bytes = inline(peer, payload)
-                var buf = ch.allocator.buffer(capacity: bytes.count + 16)
-                buf.writeFrame(.reply) { b in b.writeInteger(id); b.writeInteger(UInt8(0)); b.writeBytes(bytes) }
-                context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
-                return
-            }
-            let handler = node.handler(for: svc)
-            let me = node.nodeID
-            // On this connection's loop: the handler's own code, its calls into an actor on the
-            // same loop (KDDM) and the reply's write need no thread hop.
-            Task(executorPreference: node.taskExecutor) {
-                let result: Result<[UInt8], Error>
-                if let handler {
-                    do {
-                        // The caller enforces the deadline (`ms`); the handler runs to completion so
-                        // that it never leaves a half-done state change behind.
-                        _ = ms
-                        result = .success(try await handler(peer, payload))
-                    } catch { result = .failure(error) }
-                } else {
-                    result = .failure(SSIError.noSuchService(svc, on: me))
-                }
-                var buf = ch.allocator.buffer(capacity: 16)
-                buf.writeFrame(.reply) { b in
-                    b.writeInteger(id)
-                    switch result {
-                    case .success(let bytes): b.writeInteger(UInt8(0)); b.writeBytes(bytes)
-                    case .failure(let e): b.writeInteger(UInt8(1)); b.writeError(SSIError.wrapping(e))
-                    }
-                }
-                // A handler may outlive its connection (and, in tests, the event loop).
-                if ch.isActive { ch.writeAndFlush(buf, promise: nil) }
-            }
+                  frame.readInteger(as: UInt32.self) != nil else { throw SSIError.protocolViolation("short request") }
+            serve(context: context, id: id, service: svc, from: peer, frame.readBytes(length: frame.readableBytes) ?? [])
         case .reply:
             guard let id = frame.readInteger(as: UInt64.self), let status = frame.readInteger(as: UInt8.self) else {
                 throw SSIError.protocolViolation("short reply")
@@ -183,6 +113,79 @@ final class RPCChannelHandler: ChannelInboundHandler {
             onewayQueue?.yield((peer, svc, frame.readBytes(length: frame.readableBytes) ?? []))
         case .hello, .auth:
             throw SSIError.protocolViolation("second handshake")
+        }
+    }
+
+    /// Before authentication only hello and auth are accepted: see Wire and RPCAuth.
+    private func handshake(context: ChannelHandlerContext, kind: FrameKind, frame: inout ByteBuffer) throws {
+        switch kind {
+        case .hello:
+            guard peerHello == nil, let magic = frame.readBytes(length: 4), magic == Wire.magic,
+                  let session = frame.readInteger(as: UInt64.self), let peer = frame.readInteger(as: UInt8.self),
+                  let nonce = frame.readBytes(length: 32), frame.readableBytes == 0
+            else { throw SSIError.protocolViolation("bad hello") }
+            guard session == node.auth.session else {
+                throw SSIError.authenticationFailed("peer is in session \(session), we are in \(node.auth.session)")
+            }
+            if let expect, expect != peer { throw SSIError.authenticationFailed("expected node \(expect), peer says \(peer)") }
+            guard peer != node.nodeID else { throw SSIError.authenticationFailed("peer claims our own node id \(peer)") }
+            peerHello = (peer, nonce)
+            let proof = node.auth.proof(from: node.nodeID, to: peer, challenge: nonce, own: myNonce)
+            var buf = context.channel.allocator.buffer(capacity: 40)
+            buf.writeFrame(.auth) { b in b.writeBytes(proof) }
+            context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
+        case .auth:
+            guard let hello = peerHello, let proof = frame.readBytes(length: 32), frame.readableBytes == 0 else {
+                throw SSIError.protocolViolation("auth before hello")
+            }
+            let want = node.auth.proof(from: hello.node, to: node.nodeID, challenge: myNonce, own: hello.nonce)
+            guard RPCAuth.constantTimeEqual(proof, want) else {
+                throw SSIError.authenticationFailed("node \(hello.node) does not know the cluster secret")
+            }
+            authenticated = true
+            handshakeTimer?.cancel()
+            decoder.limit = Wire.maxFrame
+            conn.setPeer(hello.node)
+            startOnewayQueue(peer: hello.node)
+            conn.authenticated.succeed(hello.node)
+        default:
+            throw SSIError.protocolViolation("\(kind) frame before authentication")
+        }
+    }
+
+    /// Runs a request's handler and writes its reply: an inline service on the loop at once,
+    /// any other in a task. The caller enforces the deadline; the handler runs to completion
+    /// so that it never leaves a half-done state change behind.
+    private func serve(context: ChannelHandlerContext, id: UInt64, service svc: UInt16, from peer: NodeID, _ payload: [UInt8]) {
+        let ch = context.channel
+        if let inline = node.inlineHandler(for: svc) {
+            let bytes = inline(peer, payload)
+            var buf = ch.allocator.buffer(capacity: bytes.count + 16)
+            buf.writeFrame(.reply) { b in b.writeInteger(id); b.writeInteger(UInt8(0)); b.writeBytes(bytes) }
+            context.writeAndFlush(wrapOutboundOut(buf), promise: nil)
+            return
+        }
+        let handler = node.handler(for: svc)
+        let me = node.nodeID
+        // On this connection's loop: the handler's own code, its calls into an actor on the
+        // same loop and the reply's write need no thread hop.
+        Task(executorPreference: node.taskExecutor) {
+            let result: Result<[UInt8], Error>
+            if let handler {
+                do { result = .success(try await handler(peer, payload)) } catch { result = .failure(error) }
+            } else {
+                result = .failure(SSIError.noSuchService(svc, on: me))
+            }
+            var buf = ch.allocator.buffer(capacity: 16)
+            buf.writeFrame(.reply) { b in
+                b.writeInteger(id)
+                switch result {
+                case .success(let bytes): b.writeInteger(UInt8(0)); b.writeBytes(bytes)
+                case .failure(let e): b.writeInteger(UInt8(1)); b.writeError(SSIError.wrapping(e))
+                }
+            }
+            // A handler may outlive its connection (and, in tests, the event loop).
+            if ch.isActive { ch.writeAndFlush(buf, promise: nil) }
         }
     }
 
