@@ -17,7 +17,7 @@ public final class RPCNode: Sendable {
     /// `taskExecutor`) never crosses threads.
     public let loop: any EventLoop
     /// Nonisolated async code with this preference runs on `loop`: request handlers do, and
-    /// so can callers (KDDM's actor runs on `loop` itself).
+    /// so can callers that want their calls to cross no thread (the benchmark does).
     public let taskExecutor: EventLoopTaskExecutor
     let logger: Logger
     private let services = Mutex<[UInt16: RPCHandler]>([:])
