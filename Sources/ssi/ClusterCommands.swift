@@ -15,6 +15,11 @@ private func clusterFail(_ error: Error) -> Never {
     exit(1)
 }
 
+/// What `body` returns; an error is printed (message and hint) and ssi exits 1.
+private func orFail<T>(_ body: () throws -> T) -> T {
+    do { return try body() } catch { clusterFail(error) }
+}
+
 /// Which daemon to ask: --socket, else $SSI_CONTROL, else node --node (default: the first
 /// that answers) of the local cluster, else /run/ssid.sock.
 struct DaemonOptions: ParsableArguments {
@@ -83,32 +88,26 @@ struct NodeSelectionOptions: ParsableArguments {
         if let c { return .count(c) }
         return .all
     }
+
+    /// Sends the add or removal of the selected nodes and prints those it changed.
+    func apply(_ request: (SSIControl.NodeSelection) -> MembershipRequest, via daemon: DaemonOptions, done verb: String) throws {
+        let req = ControlRequest.membership(request(try selection()))
+        print("\(verb): \(orFail { try daemon.call(req).nodes() }.map(String.init).joined(separator: ","))")
+    }
 }
 
 struct NodesAdd: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "add", abstract: "Add present nodes to the cluster (they become online).")
     @OptionGroup var sel: NodeSelectionOptions
     @OptionGroup var daemon: DaemonOptions
-    func run() throws {
-        let req = ControlRequest.membership(.add(try sel.selection()))
-        do {
-            let ids = try daemon.call(req).nodes()
-            print("added: \(ids.map(String.init).joined(separator: ","))")
-        } catch { clusterFail(error) }
-    }
+    func run() throws { try sel.apply(MembershipRequest.add, via: daemon, done: "added") }
 }
 
 struct NodesDel: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "del", abstract: "Remove nodes from the cluster (they stay present).")
     @OptionGroup var sel: NodeSelectionOptions
     @OptionGroup var daemon: DaemonOptions
-    func run() throws {
-        let req = ControlRequest.membership(.remove(try sel.selection()))
-        do {
-            let ids = try daemon.call(req).nodes()
-            print("removed: \(ids.map(String.init).joined(separator: ","))")
-        } catch { clusterFail(error) }
-    }
+    func run() throws { try sel.apply(MembershipRequest.remove, via: daemon, done: "removed") }
 }
 
 struct Cluster: ParsableCommand {
@@ -211,12 +210,11 @@ struct KDDMSets: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sets", abstract: "List sets: name, owner rule, objects.")
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do {
-            print("SET            RULE       OBJECTS")
-            for s in try daemon.call(.kddm(.sets)).sets() {
-                print(s.name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + s.rule.description.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s.objects)")
-            }
-        } catch { clusterFail(error) }
+        let sets = orFail { try daemon.call(.kddm(.sets)).sets() }
+        print("SET            RULE       OBJECTS")
+        for s in sets {
+            print(s.name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + s.rule.description.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s.objects)")
+        }
     }
 }
 
@@ -225,19 +223,17 @@ struct KDDMShow: ParsableCommand {
     @OptionGroup var obj: ObjectArgs
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do {
-            let (s, asker) = try daemon.call(.kddm(.show(set: obj.set, id: obj.id))).object()
-            let readers = s.readers.map(String.init).joined(separator: ",")
-            print("object:    \(obj.set)/\(obj.id)")
-            print("owner:     node \(s.owner)")
-            print("exists:    \(s.exists ? "yes" : "no")")
-            print("value:     \(s.value.map { String(decoding: $0, as: UTF8.self) } ?? "-")")
-            print("revision:  \(s.revision)")
-            print("readers:   \(readers.isEmpty ? "-" : readers)")
-            print("writer:    \(s.writer.map { "node \($0)" } ?? "-")")
-            print("waiting:   \(s.waiting)")
-            print("node \(asker) copy: \(s.localCopy)")
-        } catch { clusterFail(error) }
+        let (s, asker) = orFail { try daemon.call(.kddm(.show(set: obj.set, id: obj.id))).object() }
+        let readers = s.readers.map(String.init).joined(separator: ",")
+        print("object:    \(obj.set)/\(obj.id)")
+        print("owner:     node \(s.owner)")
+        print("exists:    \(s.exists ? "yes" : "no")")
+        print("value:     \(s.value.map { String(decoding: $0, as: UTF8.self) } ?? "-")")
+        print("revision:  \(s.revision)")
+        print("readers:   \(readers.isEmpty ? "-" : readers)")
+        print("writer:    \(s.writer.map { "node \($0)" } ?? "-")")
+        print("waiting:   \(s.waiting)")
+        print("node \(asker) copy: \(s.localCopy)")
     }
 }
 
@@ -246,12 +242,10 @@ struct KDDMGet: ParsableCommand {
     @OptionGroup var obj: ObjectArgs
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do {
-            guard let v = try daemon.call(.kddm(.get(set: obj.set, id: obj.id))).value() else {
-                throw SSIError(.notFound, "no object \(obj.set)/\(obj.id)", hint: "ssi kddm put \(obj.set) \(obj.id) VALUE makes it")
-            }
-            print(v)
-        } catch { clusterFail(error) }
+        guard let v = orFail({ try daemon.call(.kddm(.get(set: obj.set, id: obj.id))).value() }) else {
+            clusterFail(SSIError(.notFound, "no object \(obj.set)/\(obj.id)", hint: "ssi kddm put \(obj.set) \(obj.id) VALUE makes it"))
+        }
+        print(v)
     }
 }
 
@@ -261,7 +255,7 @@ struct KDDMPut: ParsableCommand {
     @Argument var value: String
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(.kddm(.put(set: obj.set, id: obj.id, value: value))) } catch { clusterFail(error) }
+        _ = orFail { try daemon.call(.kddm(.put(set: obj.set, id: obj.id, value: value))) }
     }
 }
 
@@ -271,7 +265,7 @@ struct KDDMIncr: ParsableCommand {
     @Option var count = 1
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { print(try daemon.call(.kddm(.increment(set: obj.set, id: obj.id, count: count)), timeout: 600).count()) } catch { clusterFail(error) }
+        do { print(try daemon.call(.kddm(.increment(set: obj.set, id: obj.id, count: count)), timeout: 600).count()) }
     }
 }
 
@@ -280,7 +274,7 @@ struct KDDMRemove: ParsableCommand {
     @OptionGroup var obj: ObjectArgs
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(.kddm(.remove(set: obj.set, id: obj.id))) } catch { clusterFail(error) }
+        _ = orFail { try daemon.call(.kddm(.remove(set: obj.set, id: obj.id))) }
     }
 }
 
@@ -290,7 +284,7 @@ struct KDDMCreateSet: ParsableCommand {
     @Option var rule = "hash"
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(.kddm(.createSet(name: name, rule: try OwnerRule(parsing: rule)))) } catch { clusterFail(error) }
+        _ = orFail { try daemon.call(.kddm(.createSet(name: name, rule: try OwnerRule(parsing: rule)))) }
     }
 }
 
@@ -299,7 +293,7 @@ struct KDDMDeleteSet: ParsableCommand {
     @Argument var name: String
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        do { _ = try daemon.call(.kddm(.deleteSet(name: name))) } catch { clusterFail(error) }
+        _ = orFail { try daemon.call(.kddm(.deleteSet(name: name))) }
     }
 }
 
