@@ -50,9 +50,15 @@ public struct ControlConnection: ~Copyable {
         try out.withUnsafeBytes { p in
             var off = 0
             while off < p.count {
-                let n = write(fd, p.baseAddress! + off, p.count - off)
+                // MSG_NOSIGNAL (send(2)): a daemon that died is an error to report, not a
+                // SIGPIPE that kills ssi without a word.
+                let n = Glibc.send(fd, p.baseAddress! + off, p.count - off, Int32(MSG_NOSIGNAL))
                 if n < 0 {
                     if errno == EINTR { continue }
+                    if errno == EPIPE || errno == ECONNRESET {
+                        throw SSIError(.disconnected, "the daemon on \(path) closed the connection before it took the request",
+                                       hint: "it may have stopped; nothing was done; see its log")
+                    }
                     throw SSIError.sys("write to the daemon on \(path)", errno: errno)
                 }
                 off += n
