@@ -26,9 +26,11 @@ let package = Package(
         // Typed syscall layer and /proc readers.
         .target(name: "SSISystem", dependencies: ["CSSILinux"], swiftSettings: swiftSettings),
         // The snapshot format and the per-application version store.
-        .target(name: "SSIImage", dependencies: ["SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        .target(name: "SSIImage", dependencies: ["SSISystem"], swiftSettings: swiftSettings),
+        // Injection library: seizing, remote syscalls, per-architecture registers (Arch/).
+        .target(name: "SSIInject", dependencies: ["SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
         // The checkpoint/restart engine.
-        .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIImage", "SSIIPC", "CSSILinux"], swiftSettings: swiftSettings),
+        .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIInject", "SSIImage", "SSIIPC"], swiftSettings: swiftSettings),
         // SysV IPC objects saved and restored with their key and id.
         .target(name: "SSIIPC", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
         // Cluster core: RPC over SwiftNIO, etcd membership, KDDM distributed objects.

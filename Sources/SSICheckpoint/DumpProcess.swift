@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -137,9 +137,8 @@ struct ProcessDumper {
                 try stream.append(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
             }
             writer.addFinished(try stream.finish(name: name, sync: false))
-            let seals = Int32(truncatingIfNeeded: cssi_fcntl_int(fd, 1034 /* F_GET_SEALS */, 0))
             out.append(DeletedFile(id: id, path: path, isMemfd: path.hasPrefix("/memfd:"), size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
-                                   seals: max(seals, 0), contentFile: name))
+                                   seals: FileSeals.get(fd), contentFile: name))
         }
         return out
     }
@@ -222,7 +221,7 @@ struct ProcessDumper {
             var reps = [(rep: Member, members: [Member])]()
             for m in members.sorted(by: { ($0.pid, $0.fd) < ($1.pid, $1.fd) }) {
                 // kcmp(2): 0 when both fds refer to the same open file description.
-                if let k = reps.firstIndex(where: { cssi_syscall6(312, Int($0.rep.pid), Int(m.pid), 0, Int($0.rep.fd), Int(m.fd), 0) == 0 }) {
+                if let k = reps.firstIndex(where: { Kcmp.compare(ProcessID($0.rep.pid), ProcessID(m.pid), .file, UInt($0.rep.fd), UInt(m.fd)) == 0 }) {
                     reps[k].members.append(m)
                 } else {
                     reps.append((m, [m]))
@@ -240,16 +239,15 @@ struct ProcessDumper {
         let src = open("/proc/\(pid)/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         if src < 0 { throw SSIError.sys("open pipe fd \(fd) of PID \(pid)", errno: errno) }
         defer { close(src) }
-        let size = Int32(cssi_fcntl_int(src, Int32(CSSI_F_GETPIPE_SZ), 0))
-        var p: [Int32] = [0, 0]
-        try check(cssi_pipe2(&p, O_CLOEXEC | O_NONBLOCK), "pipe2")
-        defer { close(p[0]); close(p[1]) }
-        _ = cssi_fcntl_int(p[1], Int32(CSSI_F_SETPIPE_SZ), max(size, 65536))
+        let size = Pipe.capacity(src)
+        let p = try Pipe.create(flags: O_CLOEXEC | O_NONBLOCK)
+        defer { close(p.read); close(p.write) }
+        Pipe.setCapacity(p.write, max(size, 65536))
         var data = Data()
-        let n = cssi_tee(src, p[1], Int(size), UInt32(CSSI_SPLICE_F_NONBLOCK))
+        let n = Pipe.tee(from: src, to: p.write, count: Int(size))
         if n > 0 {
             var buf = [UInt8](repeating: 0, count: Int(n))
-            let r = read(p[0], &buf, Int(n))
+            let r = read(p.read, &buf, Int(n))
             if r != n { throw SSIError(.system, "short read while copying the pipe of PID \(pid) fd \(fd)") }
             data = Data(buf)
         } else if n < 0 && n != -Int(EAGAIN) {
@@ -278,36 +276,36 @@ struct ProcessDumper {
     /// Runs the syscalls that read what /proc does not show, in the process (main thread)
     /// and in each of its threads for per-thread state; every task's registers and signal
     /// mask are put back afterwards.
-    func dumpInjected(saved: UserRegs, status: ProcStatus, threads tids: [Int32]) throws -> InjectedState {
+    func dumpInjected(saved: Registers, status: ProcStatus, threads tids: [Int32]) throws -> InjectedState {
         var st = InjectedState()
-        let main = Tracee.adoptTraceMe(pid)
-        let inj = try Injector(pid: pid, base: saved)
-        let guardMain = try MaskGuard(tracee: main, saved: saved)
+        let main = Tracee.adoptTraceMe(ProcessID(pid))
+        let inj = try Injector(pid: ProcessID(pid), base: saved)
+        let guardMain = try SignalMaskGuard(tracee: main, saved: saved)
         defer { guardMain.restore() }
-        let scratch = try inj.call("mmap scratch page", Arch.SYS.mmap, 0, 4096, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
-        defer { _ = try? inj.raw(Arch.SYS.munmap, scratch, 4096) }
-        let mem = RemoteMemory(pid: pid)
+        let scratch = try inj.call("mmap scratch page", .mmap, 0, 4096, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
+        defer { _ = try? inj.raw(.munmap, scratch, 4096) }
+        let mem = RemoteMemory(pid: ProcessID(pid))
         let interesting = status.hexMask("SigCgt") | status.hexMask("SigIgn")
         for sig in Int32(1)...64 where interesting & (1 << UInt64(sig - 1)) != 0 {
-            try inj.call("rt_sigaction(\(sig))", Arch.SYS.rt_sigaction, UInt64(sig), 0, scratch, 8)
+            try inj.call("rt_sigaction(\(sig))", .rt_sigaction, UInt64(sig), 0, scratch, 8)
             let b = try mem.readBytes(at: scratch, count: 32)
             let w = b.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
             st.sigactions.append(SigAction(signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3]))
         }
-        st.brk = try inj.call("brk(0)", Arch.SYS.brk, 0)
-        try inj.call("prctl(PR_GET_PDEATHSIG)", Arch.SYS.prctl, 2, scratch)
+        st.brk = try inj.call("brk(0)", .brk, 0)
+        try inj.prctl(.getParentDeathSignal, scratch)
         st.parentDeathSignal = try mem.readBytes(at: scratch, count: 4).withUnsafeBytes { $0.load(as: Int32.self) }
-        st.dumpable = Int32(truncatingIfNeeded: try inj.call("prctl(PR_GET_DUMPABLE)", Arch.SYS.prctl, 3))
-        try inj.call("prctl(PR_GET_CHILD_SUBREAPER)", Arch.SYS.prctl, 37, scratch)
+        st.dumpable = Int32(truncatingIfNeeded: try inj.prctl(.getDumpable))
+        try inj.prctl(.getChildSubreaper, scratch)
         st.childSubreaper = try mem.readBytes(at: scratch, count: 4).withUnsafeBytes { $0.load(as: Int32.self) } != 0
         // Timers: remaining time and interval, as getitimer/timer_gettime report them.
         for which in Int32(0)...2 {
-            try inj.call("getitimer(\(which))", Arch.SYS.getitimer, UInt64(which), scratch)
+            try inj.call("getitimer(\(which))", .getitimer, UInt64(which), scratch)
             let v = try mem.readBytes(at: scratch, count: 32).withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) }
             if v[2] != 0 || v[3] != 0 { st.intervalTimers.append(IntervalTimer(which: which, interval: [v[0], v[1]], value: [v[2], v[3]])) }
         }
         for var timer in ProcessDumper.parseTimers((try? ProcFS.read("/proc/\(pid)/timers")) ?? "") {
-            try inj.call("timer_gettime(\(timer.id))", Arch.SYS.timer_gettime, UInt64(timer.id), scratch)
+            try inj.call("timer_gettime(\(timer.id))", .timer_gettime, UInt64(timer.id), scratch)
             let v = try mem.readBytes(at: scratch, count: 32).withUnsafeBytes { Array($0.bindMemory(to: Int64.self)) }
             timer.interval = [v[0], v[1]]
             timer.value = [v[2], v[3]]
@@ -315,16 +313,16 @@ struct ProcessDumper {
         }
         for tid in tids {
             var t = InjectedState.PerThread()
-            let tracee = Tracee.adoptTraceMe(tid)
+            let tracee = Tracee.adoptTraceMe(ProcessID(tid))
             let regs = tid == pid ? saved : try tracee.registers()
-            let tinj = tid == pid ? inj : Injector(pid: tid, base: regs, gadget: inj.gadget)
-            let g = tid == pid ? nil : try MaskGuard(tracee: tracee, saved: regs)
+            let tinj = tid == pid ? inj : Injector(pid: ProcessID(tid), base: regs, gadget: inj.gadget)
+            let g = tid == pid ? nil : try SignalMaskGuard(tracee: tracee, saved: regs)
             defer { g?.restore() }
-            try tinj.call("sigaltstack", Arch.SYS.sigaltstack, 0, scratch)
+            try tinj.call("sigaltstack", .sigaltstack, 0, scratch)
             let ss = try mem.readBytes(at: scratch, count: 24).withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
             t.altStack.sp = ss[0]; t.altStack.flags = Int32(truncatingIfNeeded: ss[1]); t.altStack.size = ss[2]
-            // PR_GET_TID_ADDRESS (40) needs CONFIG_CHECKPOINT_RESTORE; without it the value stays 0.
-            if (try? tinj.call("prctl(PR_GET_TID_ADDRESS)", Arch.SYS.prctl, 40, scratch)) != nil {
+            // PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the value stays 0.
+            if (try? tinj.prctl(.getTidAddress, scratch)) != nil {
                 t.clearChildTID = try mem.readBytes(at: scratch, count: 8).withUnsafeBytes { $0.load(as: UInt64.self) }
             }
             st.threads.append(t)
@@ -399,7 +397,7 @@ struct ProcessDumper {
         let pm = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
         if pm < 0 { throw SSIError.sys("open /proc/\(pid)/pagemap", errno: errno) }
         defer { close(pm) }
-        let mem = RemoteMemory(pid: pid)
+        let mem = RemoteMemory(pid: ProcessID(pid))
         let memFD = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
         if memFD < 0 { throw SSIError.sys("open /proc/\(pid)/mem", errno: errno) }
         defer { close(memFD) }
@@ -554,28 +552,5 @@ struct ProcessDumper {
             }
         }
         return runs
-    }
-}
-
-/// Blocks every signal of a task while we run syscalls in it, so that none is dequeued
-/// meanwhile, and puts its mask and registers back. Not when the task sleeps with a temporary
-/// mask (sigsuspend, ppoll...): PTRACE_SETSIGMASK would drop the mask the kernel saved for it.
-struct MaskGuard {
-    let tracee: Tracee
-    let saved: UserRegs
-    let mask: UInt64
-    let blocked: Bool
-
-    init(tracee: Tracee, saved: UserRegs) throws {
-        self.tracee = tracee
-        self.saved = saved
-        mask = try tracee.sigmask()
-        blocked = Int64(bitPattern: saved.orig_rax) < 0 || !Arch.syscallsWithTemporaryMask.contains(Int(saved.orig_rax))
-        if blocked { try tracee.setSigmask(~0) }
-    }
-
-    func restore() {
-        if blocked { try? tracee.setSigmask(mask) }
-        try? tracee.setRegisters(saved)
     }
 }

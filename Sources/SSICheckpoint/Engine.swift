@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +16,7 @@ public struct CheckpointEngine: Sendable {
     public struct CheckpointOptions: Sendable {
         public var description: String = ""
         /// Send this signal once the snapshot is safely on disk (`--kill`).
-        public var killSignal: Int32? = nil
+        public var killSignal: Signal? = nil
         /// The application is already frozen (`--ckpt-only`): dump it and leave it frozen.
         public var alreadyFrozen = false
         /// Turn unsupported fds into closed fds at restart (`-i`).
@@ -59,7 +59,7 @@ public struct CheckpointEngine: Sendable {
         let writer = try store.beginWrite(app: app)
         let seized = SeizedApplication(root: app)
         var refreeze = false
-        func letGo(signal: Int32? = nil) {
+        func letGo(signal: Signal? = nil) {
             // A -c checkpoint leaves the application frozen: freeze the group again before
             // the tasks leave their ptrace stops.
             if refreeze, let freezer { try? ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1") }
@@ -71,7 +71,7 @@ public struct CheckpointEngine: Sendable {
         var freezeFirst = false
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             try freezer.freeze(app)
-            seized.frozenAt = monotonicNanoseconds()
+            seized.frozenAt = Clock.monotonicNanoseconds()
             freezeFirst = true
         }
         do {
@@ -141,7 +141,7 @@ public struct CheckpointEngine: Sendable {
                              deletedDone: inout Set<String>) throws -> ProcessImage {
         let pid = dumper.pid
         var img = ProcessImage(pid: pid)
-        let main = Tracee.adoptTraceMe(pid)
+        let main = Tracee.adoptTraceMe(ProcessID(pid))
         let saved = try main.registers()
         let stat = try ProcStat.read(pid: pid)
         let status = try ProcStatus.read(pid: pid)
@@ -149,21 +149,20 @@ public struct CheckpointEngine: Sendable {
         let inj = try dumper.dumpInjected(saved: saved, status: status, threads: tids)
         clock.mark("dump: injected syscalls")
         for (i, tid) in tids.enumerated() {
-            let t = Tracee.adoptTraceMe(tid)
+            let t = Tracee.adoptTraceMe(ProcessID(tid))
             var thread = ThreadImage(tid: tid)
             thread.registers = (tid == pid ? saved : try t.registers()).named
-            thread.xstate = Data(try t.xstate())
+            thread.xstate = Data(try t.extendedState())
             thread.blockedMask = try t.sigmask()
             thread.pending = try t.pendingSiginfo(shared: false).map { Data($0) }
             thread.altStack = inj.threads[i].altStack
             thread.clearChildTID = inj.threads[i].clearChildTID
             if let r = try t.rseqConfiguration() {
-                thread.rseq = RSeq(pointer: r.rseq_abi_pointer, length: r.rseq_abi_size, signature: r.signature)
+                thread.rseq = RSeq(pointer: r.pointer, length: r.length, signature: r.signature)
             }
-            var head: UInt64 = 0, len: UInt64 = 0
-            if cssi_get_robust_list(tid, &head, &len) >= 0 { thread.robustListHead = head; thread.robustListLength = len }
+            if let list = robustList(of: ProcessID(tid)) { thread.robustListHead = list.head; thread.robustListLength = list.length }
             thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
-            thread.interruptedSleep = try dumper.interruptedSleep(tid: tid, registers: try UserRegs(named: thread.registers))
+            thread.interruptedSleep = try dumper.interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
             img.threads.append(thread)
         }
         img.sharedPending = try main.pendingSiginfo(shared: true).map { Data($0) }
@@ -191,9 +190,8 @@ public struct CheckpointEngine: Sendable {
         if status.fields["Seccomp"].map({ $0 != "0" }) ?? false {
             throw SSIError(.unsupported, "PID \(pid) runs under a seccomp filter, which is not supported yet; nothing was written")
         }
-        for r in Int32(0)..<16 {
-            var lim: [UInt64] = [0, 0]
-            if cssi_prlimit(pid, r, nil, &lim) >= 0 { img.rlimits.append(RLimit(resource: r, cur: lim[0], max: lim[1])) }
+        for r in ResourceLimits.all {
+            if let lim = ResourceLimits.get(ProcessID(pid), r) { img.rlimits.append(RLimit(resource: r, cur: lim.cur, max: lim.max)) }
         }
         var mm = MMFields()
         mm.startCode = stat.startCode; mm.endCode = stat.endCode; mm.startData = stat.startData; mm.endData = stat.endData
@@ -214,7 +212,7 @@ public struct CheckpointEngine: Sendable {
 
     private func commit(writer: SnapshotWriter, images: [ProcessImage], app: Int32, options: CheckpointOptions, frozenTime: Double) throws -> CheckpointResult {
         for image in images { try writer.addJSON("core-\(image.pid).json", image) }
-        let (version, manifest) = try writer.commit(description: options.description, processes: images.map(\.pid))
+        let (version, manifest) = try writer.commit(description: options.description, processes: images.map(\.pid), arch: Arch.name)
         let bytes = images.reduce(UInt64(0)) { acc, image in
             acc + image.vmas.reduce(0) { $0 + $1.pages.reduce(0) { $0 + $1.count * SnapshotFormat.pageSize } }
         }
@@ -233,13 +231,13 @@ public struct CheckpointEngine: Sendable {
         try f.freeze(app)
     }
 
-    public func unfreeze(app: Int32, signal: Int32?) throws {
+    public func unfreeze(app: Int32, signal: Signal?) throws {
         try requireRoot("ssi checkpoint --unfreeze")
         let f = try CgroupFreezer.require()
         guard ProcFS.exists("/proc/\(app)") else { throw SSIError(.notFound, "no process with PID \(app)") }
         if !f.isFrozen(app) { throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it with ssi checkpoint -f \(app)") }
         // Queued now, delivered as soon as it thaws.
-        if let signal, kill(app, signal) != 0 { throw SSIError.sys("kill(\(app), \(signal))", errno: errno) }
+        try signal?.send(to: ProcessID(app))
         try f.thaw(app)
     }
 }
@@ -283,16 +281,16 @@ extension CheckpointEngine {
         // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
         Prctl.becomeSubreaper()
 
-        var r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+        var r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
         // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
         // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.
-        for _ in 0..<3 where r == -ENOENT && cgroupFD >= 0 {
+        for _ in 0..<3 where r.errno == ENOENT && cgroupFD >= 0 {
             close(cgroupFD)
             cgroupFD = (try? freezer?.openGroup(app)) ?? -1
-            r = cssi_spawn_restore_shell(root.pid, cgroupFD)
+            r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
         }
-        if r == -EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
-        if r < 0 { throw SSIError.sys("clone3 with set_tid=\(root.pid)", errno: -r, hint: r == -EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil) }
+        if r.errno == EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
+        if case .failure(let e) = r { throw SSIError(e.kind, e.message, hint: e.errno == EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil, errno: e.errno) }
         var created: [Int32] = [root.pid]
         var restorers: [ProcessRestorer] = []
         let pipes = PipeRegistry()
@@ -303,8 +301,8 @@ extension CheckpointEngine {
             try pipes.create(from: snap.processes)
             try pipes.createDeletedFiles(from: snap.processes, snapshotDir: snap.directory)
             try fsObjects.create(from: snap.processes)
-            let stub = Tracee.adoptTraceMe(root.pid)
-            guard case .signal(SIGSTOP) = try stub.wait() else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
+            let stub = Tracee.adoptTraceMe(ProcessID(root.pid))
+            guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             // Create the tree top-down: each process forks its children itself, after taking
             // its session, so that parent links and sessions are the original ones.
             let byPID = Dictionary(snap.processes.map { ($0.pid, $0) }, uniquingKeysWith: { a, _ in a })
@@ -352,10 +350,9 @@ extension CheckpointEngine {
             clock.mark("rebuild processes")
         } catch {
             for pid in created.reversed() { kill(pid, SIGKILL) }
-            var st: Int32 = 0
             let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
             while DispatchTime.now().uptimeNanoseconds < deadline {
-                let w = cssi_waitpid(-1, &st, WNOHANG)
+                let w = reapAnyChild()
                 if w < 0 { break }
                 if w == 0 { usleep(1000) }
             }

@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc

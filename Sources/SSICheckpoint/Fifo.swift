@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -25,10 +25,9 @@ extension ProcessDumper {
     /// The bytes and capacity of every FIFO the application has open, read once per FIFO
     /// through any fd of it that is not O_PATH, and copied to every fd on that FIFO.
     static func completeFifos(_ tables: inout [Int32: [FileDescriptorImage]]) throws {
-        let oPath: Int32 = 0o10_000_000
         var done = [String: (Data, Int32)]()
         for (pid, fds) in tables.sorted(by: { $0.key < $1.key }) {
-            for f in fds where f.kind == .fifo && f.flags & oPath == 0 {
+            for f in fds where f.kind == .fifo && f.flags & OpenFlags.path == 0 {
                 guard let id = f.fifoID, done[id] == nil else { continue }
                 // Opening /proc/PID/fd/N of a FIFO opens the same pipe (fifo_open, the inode's
                 // i_pipe), whatever the end that fd holds.
@@ -86,13 +85,12 @@ func openFifo(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
     }
     // Bytes already there mean that a process outside the application holds the FIFO open:
     // adding the saved bytes would duplicate them.
-    var queued: Int32 = 0
-    _ = withUnsafeMutablePointer(to: &queued) { cssi_syscall6(16 /* ioctl */, Int(fd), 0x541B /* FIONREAD */, Int(bitPattern: $0), 0, 0, 0) }
+    let queued = SocketIoctl.queuedBytes(fd) ?? 0
     if queued > 0 && !(f.pipeData ?? Data()).isEmpty {
         throw SSIError(.busy, "\(what) already holds \(queued) bytes: a process outside the application has it open, and refilling it would mix old and new bytes",
                        hint: "stop the processes that use \(f.path) (fuser \(f.path)), then restart again")
     }
-    if let size = f.pipeSize, size > 0 { _ = cssi_fcntl_int(fd, Int32(CSSI_F_SETPIPE_SZ), size) }
+    if let size = f.pipeSize, size > 0 { Pipe.setCapacity(fd, size) }
     if let data = f.pipeData, !data.isEmpty {
         let n = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         if n != data.count { throw SSIError(.system, "\(what): could not put back its \(data.count) bytes (\(n) written)") }

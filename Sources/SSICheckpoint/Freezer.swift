@@ -1,3 +1,4 @@
+import SSIInject
 import SSISystem
 import Foundation
 #if canImport(Glibc)

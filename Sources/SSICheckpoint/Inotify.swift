@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -51,8 +51,7 @@ extension ProcessDumper {
         // Queued events are lost at restart: count them, to say so then. FIONREAD on an
         // inotify fd gives the bytes queued (inotify(7)); the fd is borrowed with pidfd_getfd.
         if let copy = try? fdCopy(fd: fd) {
-            var queued: Int32 = 0
-            if ioctl(copy, SockOpt.SIOCINQ /* FIONREAD */, &queued) == 0, queued > 0 { img.inotifyQueuedBytes = queued }
+            if let queued = SocketIoctl.queuedBytes(copy), queued > 0 { img.inotifyQueuedBytes = queued }
             close(copy)
         }
         return img
@@ -61,8 +60,6 @@ extension ProcessDumper {
 
 /// File handles (name_to_handle_at(2), open_by_handle_at(2)).
 enum FileHandles {
-    /// O_PATH (open(2)); glibc declares it only under _GNU_SOURCE.
-    static let oPath: Int32 = 0o10_000_000
     /// The path of the inode a file handle names, on the file system whose superblock has
     /// kernel device number `device` (MAJOR << 20 | MINOR, as fdinfo prints s_dev).
     /// open_by_handle_at needs CAP_DAC_READ_SEARCH and any fd on that file system: we take
@@ -87,14 +84,7 @@ enum FileHandles {
         let mountFD = open(mountPoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if mountFD < 0 { throw SSIError.sys("\(what): open the mount point \(mountPoint)", errno: errno) }
         defer { close(mountFD) }
-        // struct file_handle { unsigned int handle_bytes; int handle_type; unsigned char f_handle[]; }
-        var buf = [UInt8](repeating: 0, count: 8 + handle.count)
-        withUnsafeBytes(of: UInt32(handle.count)) { buf.replaceSubrange(0..<4, with: $0) }
-        withUnsafeBytes(of: handleType) { buf.replaceSubrange(4..<8, with: $0) }
-        buf.replaceSubrange(8..., with: handle)
-        let fd = buf.withUnsafeBytes {
-            cssi_syscall6(304 /* open_by_handle_at */, Int(mountFD), Int(bitPattern: $0.baseAddress), Int(oPath | O_CLOEXEC), 0, 0, 0)
-        }
+        let fd = InodeHandle.open(mountFD: mountFD, type: handleType, handle: handle, flags: OpenFlags.path | O_CLOEXEC)
         if fd == -Int(EPERM) {
             throw SSIError.sys("\(what): open_by_handle_at on \(mountPoint)", errno: EPERM, hint: "run as root (CAP_DAC_READ_SEARCH)")
         }

@@ -1,7 +1,7 @@
-import CSSILinux
 import Foundation
 import SSIImage
 import SSIIPC
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -32,7 +32,7 @@ final class ProcessRestorer {
     private var inj: Injector
     private var scratch: UInt64 = 0
     private let scratchSize: UInt64 = 1 << 20
-    private var mem: RemoteMemory { RemoteMemory(pid: image.pid) }
+    private var mem: RemoteMemory { RemoteMemory(pid: ProcessID(image.pid)) }
     private var threadInjectors: [Int32: Injector] = [:]
 
     var pid: Int32 { image.pid }
@@ -44,21 +44,21 @@ final class ProcessRestorer {
         self.tracee = stub
         // If ssi dies mid-restore, the half-built processes die with it (PTRACE_O_EXITKILL);
         // forks and clones we inject stop at birth, traced (TRACEFORK, TRACECLONE).
-        try stub.setOptions(UInt(CSSI_PTRACE_O_EXITKILL) | 0x2 /* TRACEFORK */ | 0x8 /* TRACECLONE */)
+        try stub.setOptions([.exitKill, .traceFork, .traceClone])
         inj = try Injector(pid: stub.pid, base: try stub.registers())
         try stub.setSigmask(~0)
         // glibc in our copy registered rseq for its thread; unregister it while its memory
         // is still there (the kernel writes to the area on unregister).
         if let r = try stub.rseqConfiguration() {
-            try inj.call("rseq unregister", Arch.SYS.rseq, r.rseq_abi_pointer, UInt64(r.rseq_abi_size), 1, UInt64(r.signature))
+            try inj.call("rseq unregister", .rseq, r.pointer, UInt64(r.length), 1, UInt64(r.signature))
         }
         // A scratch area for syscall arguments, in a hole of the target layout; syscalls run
         // from a `syscall` instruction placed in it from now on, because the vDSO is about to
         // move and a syscall cannot return into a mapping it has just moved.
         let current = MapsEntry.parse(try ProcFS.read("/proc/\(stub.pid)/maps"))
         scratch = try findHole(size: scratchSize, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
-        try inj.call("mmap scratch", Arch.SYS.mmap, scratch, scratchSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC),
-                     UInt64(MAP_PRIVATE | MAP_ANONYMOUS | Int32(CSSI_MAP_FIXED_NOREPLACE)), UInt64.max, 0)
+        try inj.call("mmap scratch", .mmap, scratch, scratchSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC),
+                     UInt64(MAP_PRIVATE | MAP_ANONYMOUS | MapFlags.fixedNoReplace), UInt64.max, 0)
         try mem.write(Arch.syscallInstruction, to: gadgetAddress)
         inj.gadget = gadgetAddress
     }
@@ -128,8 +128,8 @@ final class ProcessRestorer {
             for f in shared.socketEnds {
                 guard let id = f.socketID, let mine = sockets.made[id], let slot = shared.socketSlot[id] else { continue }
                 let fd = try FDTransfer.take(mine, inj: inj, what: "socket of fd \(f.fd)")
-                try inj.call("dup3 socket", Arch.SYS.dup3, fd, UInt64(slot), 0)
-                try inj.call("close", Arch.SYS.close, fd)
+                try inj.call("dup3 socket", .dup3, fd, UInt64(slot), 0)
+                try inj.call("close", .close, fd)
             }
         }
         guard !shared.list.isEmpty else { return }
@@ -144,24 +144,24 @@ final class ProcessRestorer {
                 fd = try createAnonInode(f, inj: inj, scratch: scratch)
             } else {
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
-                let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0])
+                let r = try inj.rawArgs(.openat, [UInt64(AT_FDCWD), try putString(f.path), UInt64(flags | O_NOCTTY), 0])
                 if r < 0 {
                     throw SSIError.sys("PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd): reopen \(f.path)", errno: Int32(-r),
                                        hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
                 }
                 fd = UInt64(r)
             }
-            try inj.call("dup3 shared", Arch.SYS.dup3, fd, target, 0)
+            try inj.call("dup3 shared", .dup3, fd, target, 0)
             if f.kind == .regular || f.kind == .directory {
-                try inj.call("lseek shared", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+                try inj.call("lseek shared", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
-            if !(f.kind == .tty && useCallerTerminal) { try inj.call("close", Arch.SYS.close, fd) }
+            if !(f.kind == .tty && useCallerTerminal) { try inj.call("close", .close, fd) }
         }
     }
 
     /// Session leaders lead a new session before they fork, so their children inherit it.
     func becomeSessionLeaderIfNeeded() throws {
-        if image.sid == pid { try inj.call("setsid", Arch.SYS.setsid) }
+        if image.sid == pid { try inj.call("setsid", .setsid) }
     }
 
     /// Forks a child process with its old PID (clone3 set_tid, run by this process, so the
@@ -172,12 +172,12 @@ final class ProcessRestorer {
         let args: [UInt64] = [ProcessRestorer.sharingFlags(child), 0, 0, 0, UInt64(child.exitSignal ?? SIGCHLD), 0, 0, 0, scratch + 256, 1, 0]
         try mem.write(args.withUnsafeBytes { Array($0) }, to: scratch + 128)
         try mem.write([child.pid].withUnsafeBytes { Array($0) }, to: scratch + 256)
-        let r = try inj.rawArgs(Arch.SYS.clone3, [scratch + 128, 88])
+        let r = try inj.rawArgs(.clone3, [scratch + 128, 88])
         if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(child.pid) is busy (taken while restarting); nothing was changed") }
         if r < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in PID \(pid)", errno: Int32(-r)) }
-        let t = Tracee.adoptTraceMe(child.pid)
+        let t = Tracee.adoptTraceMe(ProcessID(child.pid))
         switch try t.wait() {
-        case .signal(SIGSTOP), .event: return t
+        case .signal(.stop), .event: return t
         case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")
         }
     }
@@ -191,17 +191,17 @@ final class ProcessRestorer {
         if termsig != 0 && termsig != 0x7f {
             // Killed by a signal: reset its handler (a zeroed sigaction) and deliver it.
             try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: scratch + 1024)
-            try cinj.call("reset handler", Arch.SYS.rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
+            try cinj.call("reset handler", .rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
             try t.setSigmask(0)
-            try t.cont(signal: termsig)
+            try t.cont(signal: Signal(termsig))
         } else {
-            try t.setRegisters(Arch.syscallRegisters(base: try t.registers(), at: inj.gadget, nr: Arch.SYS.exit_group, [UInt64((status >> 8) & 0xff)]))
+            try t.setRegisters(try t.registers().preparedForSyscall(.exit_group, [UInt64((status >> 8) & 0xff)], at: inj.gadget))
             try t.cont()
         }
         while true {
             switch try t.wait() {
             case .exited, .killed: return
-            case .signal(let s): try t.cont(signal: s == SIGTRAP || s == SIGSTOP ? 0 : s)
+            case .signal(let s): try t.cont(signal: s == .trap || s == .stop ? nil : s)
             case .event: try t.cont()
             }
         }
@@ -220,7 +220,7 @@ final class ProcessRestorer {
         }
         var ttyFD: UInt64? = nil
         if useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
-            ttyFD = try inj.call("dup terminal", Arch.SYS.fcntl, UInt64(t), UInt64(F_DUPFD), high)
+            ttyFD = try inj.call("dup terminal", .fcntl, UInt64(t), UInt64(F_DUPFD), high)
         }
         // Close everything inherited but the terminal and the shared descriptions.
         var keep = [UInt64]()
@@ -230,13 +230,13 @@ final class ProcessRestorer {
         // A CLONE_FILES child shares the fd table its parent has just rebuilt.
         let ownTable = image.sharesFilesWithParent != true
         for k in keep.sorted() where ownTable {
-            if k > from { try inj.call("close_range", Arch.SYS.close_range, from, k - 1, 0) }
+            if k > from { try inj.call("close_range", .close_range, from, k - 1, 0) }
             from = k + 1
         }
-        if ownTable { try inj.call("close_range", Arch.SYS.close_range, from, UInt64(UInt32.max), 0) }
-        let imagesFD = try inj.call("open pages", Arch.SYS.openat, UInt64(AT_FDCWD), try putString("\(snapshotDir)/\(image.pagesFile)"), UInt64(O_RDONLY | O_CLOEXEC), 0)
-        let pagesFD = try inj.call("dup pages fd", Arch.SYS.fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
-        try inj.call("close", Arch.SYS.close, imagesFD)
+        if ownTable { try inj.call("close_range", .close_range, from, UInt64(UInt32.max), 0) }
+        let imagesFD = try inj.call("open pages", .openat, UInt64(AT_FDCWD), try putString("\(snapshotDir)/\(image.pagesFile)"), UInt64(O_RDONLY | O_CLOEXEC), 0)
+        let pagesFD = try inj.call("dup pages fd", .fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
+        try inj.call("close", .close, imagesFD)
 
         // Unmap everything inherited but the vDSO/vvar (moved below), the scratch area and the
         // areas this process shares with its parent (VMA.inherited).
@@ -244,10 +244,10 @@ final class ProcessRestorer {
         for m in current where !m.isSpecialKernelMapping && !(m.start >= scratch && m.end <= scratch + scratchSize) {
             var from = m.start
             for (ks, ke) in keepRanges where ke > from && ks < m.end {
-                if ks > from { try inj.call("munmap 0x\(String(from, radix: 16))", Arch.SYS.munmap, from, ks - from) }
+                if ks > from { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, ks - from) }
                 from = max(from, ke)
             }
-            if from < m.end { try inj.call("munmap 0x\(String(from, radix: 16))", Arch.SYS.munmap, from, m.end - from) }
+            if from < m.end { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, m.end - from) }
         }
         try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
         clock.mark("restore: teardown, vdso")
@@ -259,7 +259,7 @@ final class ProcessRestorer {
             case .vdso, .vvar, .vvarVclock: continue
             case .sysvShm:
                 guard let id = v.sysvShmID else { continue }
-                let r = try inj.rawArgs(Arch.SYS.shmat, [UInt64(id), v.start, UInt64(v.write ? 0 : SHM_RDONLY) | UInt64(SHM_REMAP)])
+                let r = try inj.rawArgs(.shmat, [UInt64(id), v.start, UInt64(v.write ? 0 : SHM_RDONLY) | UInt64(SHM_REMAP)])
                 if r < 0 {
                     throw SSIError(.notFound, "PID \(pid) had SysV shared memory \(v.name) (id \(id)) attached at 0x\(String(v.start, radix: 16)), and it cannot be attached now: \(String(cString: strerror(Int32(-r))))",
                                    hint: "restore the segment first with `ssi ipc restart -m FILE`")
@@ -273,12 +273,12 @@ final class ProcessRestorer {
             if v.inherited == true {
                 // Kept from the parent: forget the parent's own pages, write ours over it.
                 for d in v.dropPages ?? [] {
-                    try inj.call("madvise(DONTNEED)", Arch.SYS.madvise, d.address, d.count * SnapshotFormat.pageSize, 4)
+                    try inj.call("madvise(DONTNEED)", .madvise, d.address, d.count * SnapshotFormat.pageSize, 4)
                 }
                 let finalProt = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
-                if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", Arch.SYS.mprotect, v.start, v.end - v.start, UInt64(prot)) }
+                if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(prot)) }
                 try fillPages(v, pagesFD: pagesFD)
-                if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", Arch.SYS.mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+                if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
                 continue
             }
             var flags = MAP_FIXED | (v.shared ? MAP_SHARED : MAP_PRIVATE)
@@ -291,22 +291,22 @@ final class ProcessRestorer {
                 let mode = (v.shared && v.write) ? O_RDWR : O_RDONLY
                 let key = "\(mode):\(path)"
                 if let f = fileFDs[key] { fd = f } else {
-                    let f0 = try inj.call("open \(path)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_CLOEXEC), 0)
-                    fd = try inj.call("dup", Arch.SYS.fcntl, f0, UInt64(F_DUPFD_CLOEXEC), high + 2)
-                    try inj.call("close", Arch.SYS.close, f0)
+                    let f0 = try inj.call("open \(path)", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_CLOEXEC), 0)
+                    fd = try inj.call("dup", .fcntl, f0, UInt64(F_DUPFD_CLOEXEC), high + 2)
+                    try inj.call("close", .close, f0)
                     fileFDs[key] = fd
                 }
             }
-            try inj.call("mmap 0x\(String(v.start, radix: 16)) \(v.name)", Arch.SYS.mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset)
+            try inj.call("mmap 0x\(String(v.start, radix: 16)) \(v.name)", .mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset)
             try fillPages(v, pagesFD: pagesFD)
             let finalProt = (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0)
-            if finalProt != prot { try inj.call("mprotect", Arch.SYS.mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+            if finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
             // madvise(2) flags that /proc/PID/smaps shows as VmFlags.
             let advice: [String: Int32] = ["dc": 10 /* MADV_DONTFORK */, "dd": 16 /* MADV_DONTDUMP */, "hg": 14 /* MADV_HUGEPAGE */,
                                            "nh": 15 /* MADV_NOHUGEPAGE */, "wf": 18 /* MADV_WIPEONFORK */]
-            for f in v.vmFlags { if let a = advice[f] { _ = try inj.raw(Arch.SYS.madvise, v.start, v.end - v.start, UInt64(a)) } }
+            for f in v.vmFlags { if let a = advice[f] { _ = try inj.raw(.madvise, v.start, v.end - v.start, UInt64(a)) } }
         }
-        for (_, fd) in fileFDs { try inj.call("close", Arch.SYS.close, fd) }
+        for (_, fd) in fileFDs { try inj.call("close", .close, fd) }
         clock.mark("restore: memory")
 
         // mm fields and /proc/PID/exe: prctl(PR_SET_MM, PR_SET_MM_MAP) (Linux 3.18), which
@@ -316,9 +316,9 @@ final class ProcessRestorer {
         // is in the areas kept from the parent.
         var exeFD = UInt64(UInt32.max)
         if (try? ProcFS.readLink("/proc/\(pid)/exe")) != image.exe {
-            let exeFD0 = try inj.call("open exe \(image.exe)", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(image.exe), UInt64(O_RDONLY | O_CLOEXEC), 0)
-            exeFD = try inj.call("dup", Arch.SYS.fcntl, exeFD0, UInt64(F_DUPFD_CLOEXEC), high + 3)
-            try inj.call("close", Arch.SYS.close, exeFD0)
+            let exeFD0 = try inj.call("open exe \(image.exe)", .openat, UInt64(AT_FDCWD), try putString(image.exe), UInt64(O_RDONLY | O_CLOEXEC), 0)
+            exeFD = try inj.call("dup", .fcntl, exeFD0, UInt64(F_DUPFD_CLOEXEC), high + 3)
+            try inj.call("close", .close, exeFD0)
         }
         let mm = image.mm
         let auxvAddr = scratch + 8192
@@ -327,33 +327,31 @@ final class ProcessRestorer {
                              mm.argStart, mm.argEnd, mm.envStart, mm.envEnd, auxvAddr]
         map.append(UInt64(UInt32(mm.auxv.count * 8)) | (exeFD << 32))
         try mem.write(map.withUnsafeBytes { Array($0) }, to: scratch + 4096)
-        try inj.call("prctl(PR_SET_MM_MAP)", Arch.SYS.prctl, 35, 14, scratch + 4096, UInt64(map.count * 8))
-        if exeFD != UInt64(UInt32.max) { try inj.call("close", Arch.SYS.close, exeFD) }
+        try inj.prctl(.setMM, PrctlOption.mmMap, scratch + 4096, UInt64(map.count * 8))
+        if exeFD != UInt64(UInt32.max) { try inj.call("close", .close, exeFD) }
 
         // Files, cwd, root, umask.
         if ownTable { try restoreFileDescriptors(inj: inj, scratch: scratch, high: high, putString: putString, ttyFD: ttyFD) }
 
         // A CLONE_FS child shares the cwd, root and umask its parent has just set.
         let ownFS = image.sharesFSWithParent != true
-        if ownFS { try inj.call("umask", Arch.SYS.umask, UInt64(image.umask)) }
-        if let ttyFD { try inj.call("close", Arch.SYS.close, ttyFD) }
-        try inj.call("close", Arch.SYS.close, pagesFD)
+        if ownFS { try inj.call("umask", .umask, UInt64(image.umask)) }
+        if let ttyFD { try inj.call("close", .close, ttyFD) }
+        try inj.call("close", .close, pagesFD)
 
         // Signal handlers (shared by the threads). Our copy's handlers are reset first.
         let saved = Dictionary(image.sigactions.map { ($0.signal, $0) }, uniquingKeysWith: { a, _ in a })
         for sig in Int32(1)...64 where sig != SIGKILL && sig != SIGSTOP {
             let a = saved[sig] ?? SigAction(signal: sig, handler: 0, flags: 0, restorer: 0, mask: 0)
             try mem.write([a.handler, a.flags, a.restorer, a.mask].withUnsafeBytes { Array($0) }, to: scratch)
-            let r = try inj.raw(Arch.SYS.rt_sigaction, UInt64(sig), scratch, 0, 8)
+            let r = try inj.raw(.rt_sigaction, UInt64(sig), scratch, 0, 8)
             if r < 0 && saved[sig] != nil { throw SSIError.sys("rt_sigaction(\(sig)) in PID \(pid)", errno: Int32(-r)) }
         }
-        try inj.call("personality", Arch.SYS.personality, UInt64(image.personality))
-        if image.childSubreaper == true { try inj.call("prctl(PR_SET_CHILD_SUBREAPER)", Arch.SYS.prctl, 36, 1) }
+        try inj.call("personality", .personality, UInt64(image.personality))
+        if image.childSubreaper == true { try inj.prctl(.setChildSubreaper, 1) }
         for l in image.rlimits {
-            var v: [UInt64] = [l.cur, l.max]
-            var old: [UInt64] = [0, 0]
-            if cssi_prlimit(pid, l.resource, nil, &old) >= 0, old == v { continue }
-            let r = cssi_prlimit(pid, l.resource, &v, nil)
+            if let old = ResourceLimits.get(ProcessID(pid), l.resource), old.cur == l.cur && old.max == l.max { continue }
+            let r = ResourceLimits.set(ProcessID(pid), l.resource, cur: l.cur, max: l.max)
             if r < 0 { warn("rlimit \(l.resource) of PID \(pid) could not be set to \(l.cur)/\(l.max): \(String(cString: strerror(Int32(-r))))") }
         }
         try? ProcFS.write("/proc/\(pid)/oom_score_adj", "\(image.oomScoreAdj)")
@@ -370,7 +368,7 @@ final class ProcessRestorer {
             var done: UInt64 = 0
             let total = run.count * SnapshotFormat.pageSize
             while done < total {
-                let n = try inj.call("pread pages into 0x\(String(run.address, radix: 16))", Arch.SYS.pread64, pagesFD, run.address + done, total - done, run.fileOffset + done)
+                let n = try inj.call("pread pages into 0x\(String(run.address, radix: 16))", .pread64, pagesFD, run.address + done, total - done, run.fileOffset + done)
                 if n == 0 { throw SSIError(.corrupt, "\(snapshotDir)/\(image.pagesFile) is shorter than its page index") }
                 done += n
             }
@@ -390,9 +388,9 @@ final class ProcessRestorer {
             return path.hasPrefix(root + "/") ? String(path.dropFirst(root.count)) : nil
         }
         let cwdInRoot = inside(image.cwd, image.root)
-        if cwdInRoot == nil { try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(image.cwd)) }
-        if image.root != "/" { try inj.call("chroot \(image.root)", Arch.SYS.chroot, try putString(image.root)) }
-        if let c = cwdInRoot { try inj.call("chdir \(image.cwd)", Arch.SYS.chdir, try putString(c)) }
+        if cwdInRoot == nil { try inj.call("chdir \(image.cwd)", .chdir, try putString(image.cwd)) }
+        if image.root != "/" { try inj.call("chroot \(image.root)", .chroot, try putString(image.root)) }
+        if let c = cwdInRoot { try inj.call("chdir \(image.cwd)", .chdir, try putString(c)) }
     }
 
     /// Per-thread state a thread must set itself.
@@ -404,17 +402,17 @@ final class ProcessRestorer {
         let ss = t.altStack
         let flags = ss.flags & 2 == 0 ? UInt64(UInt32(bitPattern: ss.flags & ~1)) : 2 /* SS_DISABLE */
         try mem.write([ss.flags & 2 == 0 ? ss.sp : 0, flags, ss.flags & 2 == 0 ? ss.size : 0].withUnsafeBytes { Array($0) }, to: scratch + 512)
-        try inj.call("sigaltstack", Arch.SYS.sigaltstack, scratch + 512, 0)
+        try inj.call("sigaltstack", .sigaltstack, scratch + 512, 0)
         let name = t.name ?? (t.tid == pid ? image.comm : nil)
         if let name {
             var comm = Array(name.utf8.prefix(15)) + [0]
             comm += Array(repeating: 0, count: 16 - comm.count)
             try mem.write(comm, to: scratch + 544)
-            try inj.call("prctl(PR_SET_NAME)", Arch.SYS.prctl, 15, scratch + 544)
+            try inj.prctl(.setName, scratch + 544)
         }
-        try inj.call("set_tid_address", Arch.SYS.set_tid_address, t.clearChildTID)
-        if t.robustListHead != 0 { try inj.call("set_robust_list", Arch.SYS.set_robust_list, t.robustListHead, t.robustListLength) }
-        if let r = t.rseq { try inj.call("rseq register", Arch.SYS.rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
+        try inj.call("set_tid_address", .set_tid_address, t.clearChildTID)
+        if t.robustListHead != 0 { try inj.call("set_robust_list", .set_robust_list, t.robustListHead, t.robustListLength) }
+        if let r = t.rseq { try inj.call("rseq register", .rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
     }
 
     /// The other threads, with their old thread ids (clone3 set_tid with CLONE_THREAD).
@@ -425,15 +423,15 @@ final class ProcessRestorer {
             let args: [UInt64] = [0x50f00, 0, 0, 0, 0, 0, 0, 0, scratch + 256, 1, 0]
             try mem.write(args.withUnsafeBytes { Array($0) }, to: scratch + 128)
             try mem.write([t.tid].withUnsafeBytes { Array($0) }, to: scratch + 256)
-            let r = try inj.rawArgs(Arch.SYS.clone3, [scratch + 128, 88])
+            let r = try inj.rawArgs(.clone3, [scratch + 128, 88])
             if r < 0 { throw SSIError.sys("clone3 of thread \(t.tid) in PID \(pid)", errno: Int32(-r)) }
-            let th = Tracee.adoptTraceMe(t.tid)
+            let th = Tracee.adoptTraceMe(ProcessID(t.tid))
             switch try th.wait() {
-            case .signal(SIGSTOP), .event: break
+            case .signal(.stop), .event: break
             case let other: throw SSIError(.system, "thread \(t.tid) of PID \(pid) did not stop as expected (\(other))")
             }
             try th.setSigmask(~0)
-            let tinj = Injector(pid: t.tid, base: try th.registers(), gadget: inj.gadget)
+            let tinj = Injector(pid: ProcessID(t.tid), base: try th.registers(), gadget: inj.gadget)
             try restoreThreadState(t, inj: tinj)
             threadInjectors[t.tid] = tinj
         }
@@ -443,10 +441,10 @@ final class ProcessRestorer {
     func joinGroup(leaders: Bool, known: Set<Int32>) throws {
         guard image.sid != pid else { return }               // a session leader leads its group
         if leaders && image.pgid == pid {
-            try inj.call("setpgid", Arch.SYS.setpgid, 0, 0)
+            try inj.call("setpgid", .setpgid, 0, 0)
         } else if !leaders && image.pgid != pid {
             if known.contains(image.pgid) {
-                let r = try inj.raw(Arch.SYS.setpgid, 0, UInt64(image.pgid))
+                let r = try inj.raw(.setpgid, 0, UInt64(image.pgid))
                 if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }
             } else if !known.contains(image.sid) {
                 warn("PID \(pid) belonged to session \(image.sid) / group \(image.pgid), led by processes outside the snapshot; it now runs in ssi's session")
@@ -462,12 +460,12 @@ final class ProcessRestorer {
         let c = image.credentials
         if c.uids.count == 4 && c.gids.count == 4 {
             try mem.write(c.groups.withUnsafeBytes { Array($0) } + [0], to: scratch)
-            try inj.call("setgroups", Arch.SYS.setgroups, UInt64(c.groups.count), scratch)
-            try inj.call("setresgid", Arch.SYS.setresgid, UInt64(c.gids[0]), UInt64(c.gids[1]), UInt64(c.gids[2]))
-            try inj.call("setresuid", Arch.SYS.setresuid, UInt64(c.uids[0]), UInt64(c.uids[1]), UInt64(c.uids[2]))
+            try inj.call("setgroups", .setgroups, UInt64(c.groups.count), scratch)
+            try inj.call("setresgid", .setresgid, UInt64(c.gids[0]), UInt64(c.gids[1]), UInt64(c.gids[2]))
+            try inj.call("setresuid", .setresuid, UInt64(c.uids[0]), UInt64(c.uids[1]), UInt64(c.uids[2]))
         }
-        try inj.call("prctl(PR_SET_DUMPABLE)", Arch.SYS.prctl, 4, UInt64(image.dumpable))
-        if image.parentDeathSignal != 0 { try inj.call("prctl(PR_SET_PDEATHSIG)", Arch.SYS.prctl, 1, UInt64(image.parentDeathSignal)) }
+        try inj.prctl(.setDumpable, UInt64(image.dumpable))
+        if image.parentDeathSignal != 0 { try inj.prctl(.setParentDeathSignal, UInt64(image.parentDeathSignal)) }
 
         // Pending signals, queued while everything is still blocked, with their siginfo.
         func queue(_ info: Data, tid: Int32?) throws {
@@ -475,25 +473,25 @@ final class ProcessRestorer {
             let sig = info.withUnsafeBytes { $0.load(as: Int32.self) }
             try mem.write(Array(info), to: scratch)
             if let tid {
-                try inj.call("rt_tgsigqueueinfo(\(sig))", Arch.SYS.rt_tgsigqueueinfo, UInt64(pid), UInt64(tid), UInt64(sig), scratch)
+                try inj.call("rt_tgsigqueueinfo(\(sig))", .rt_tgsigqueueinfo, UInt64(pid), UInt64(tid), UInt64(sig), scratch)
             } else {
-                try inj.call("rt_sigqueueinfo(\(sig))", Arch.SYS.rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
+                try inj.call("rt_sigqueueinfo(\(sig))", .rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
             }
         }
         // The shared descriptions were kept open for the children forked since rebuild().
         if let shared, shared.count > 0 {
-            try inj.call("close shared", Arch.SYS.close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)
+            try inj.call("close shared", .close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)
         }
         try restoreTimers()
         for info in image.sharedPending { try queue(info, tid: nil) }
         for t in image.threads { for info in t.pending { try queue(info, tid: t.tid) } }
-        try inj.call("munmap scratch", Arch.SYS.munmap, scratch, scratchSize)
+        try inj.call("munmap scratch", .munmap, scratch, scratchSize)
 
         // Registers, FPU/AVX state and signal mask of every thread.
         for t in image.threads {
-            let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(t.tid)
-            try th.setXState(Array(t.xstate))
-            try th.setRegisters(try shortenInterruptedSleep(t, Arch.registersForResume(try UserRegs(named: t.registers))))
+            let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(ProcessID(t.tid))
+            try th.setExtendedState(Array(t.xstate))
+            try th.setRegisters(try shortenInterruptedSleep(t, SyscallRestart.registersForResume(try Registers(named: t.registers))))
             try th.setSigmask(t.blockedMask)
         }
     }
@@ -502,12 +500,12 @@ final class ProcessRestorer {
     private func restoreTimers() throws {
         for t in image.intervalTimers ?? [] {
             try mem.write((t.interval + t.value).withUnsafeBytes { Array($0) }, to: scratch)
-            try inj.call("setitimer(\(t.which))", Arch.SYS.setitimer, UInt64(t.which), scratch, 0)
+            try inj.call("setitimer(\(t.which))", .setitimer, UInt64(t.which), scratch, 0)
         }
         guard let timers = image.posixTimers, !timers.isEmpty else { return }
         // PR_TIMER_CREATE_RESTORE_IDS (77, Linux 6.14): timer_create takes the id to use from
         // *timerid instead of choosing one.
-        let restoreIDs = try inj.raw(Arch.SYS.prctl, 77, 1, 0, 0, 0) >= 0
+        let restoreIDs = try inj.rawPrctl(.timerCreateRestoreIDs, 1, 0, 0, 0) >= 0
         for t in timers.sorted(by: { $0.id < $1.id }) {
             // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
             var ev = [UInt8](repeating: 0, count: 64)
@@ -517,22 +515,22 @@ final class ProcessRestorer {
             withUnsafeBytes(of: t.notifyTID) { ev.replaceSubrange(16..<20, with: $0) }
             try mem.write(ev, to: scratch)
             try mem.write([t.id].withUnsafeBytes { Array($0) }, to: scratch + 64)
-            try inj.call("timer_create(\(t.id))", Arch.SYS.timer_create, UInt64(t.clockID), scratch, scratch + 64)
+            try inj.call("timer_create(\(t.id))", .timer_create, UInt64(t.clockID), scratch, scratch + 64)
             let got = try mem.readBytes(at: scratch + 64, count: 4).withUnsafeBytes { $0.load(as: Int32.self) }
             if got != t.id { warn("PID \(pid): POSIX timer \(t.id) was restored as timer \(got) (this kernel cannot choose timer ids: PR_TIMER_CREATE_RESTORE_IDS needs Linux 6.14)") }
             if t.value != [0, 0] {
                 try mem.write((t.interval + t.value).withUnsafeBytes { Array($0) }, to: scratch + 128)
-                try inj.call("timer_settime(\(got))", Arch.SYS.timer_settime, UInt64(got), 0, scratch + 128, 0)
+                try inj.call("timer_settime(\(got))", .timer_settime, UInt64(got), 0, scratch + 128, 0)
             }
         }
-        if restoreIDs { _ = try inj.raw(Arch.SYS.prctl, 77, 0, 0, 0, 0) }
+        if restoreIDs { _ = try inj.rawPrctl(.timerCreateRestoreIDs, 0, 0, 0, 0) }
     }
 
     /// Every thread of the process leaves its ptrace stop.
     func detach() {
-        if image.jobStopped == true { kill(pid, SIGSTOP) }
-        for t in image.threads where t.tid != pid { _ = cssi_ptrace(Int32(CSSI_PTRACE_DETACH), t.tid, 0, 0) }
-        _ = cssi_ptrace(Int32(CSSI_PTRACE_DETACH), pid, 0, 0)
+        if image.jobStopped == true { try? Signal.stop.send(to: ProcessID(pid)) }
+        for t in image.threads where t.tid != pid { try? Tracee.adoptTraceMe(ProcessID(t.tid)).detach() }
+        try? tracee.detach()
     }
 
     private func moveVDSO(inj: inout Injector, current: [MapsEntry], reserved: (UInt64, UInt64)) throws {
@@ -560,12 +558,12 @@ final class ProcessRestorer {
         var tmp = hole
         var staged = [(UInt64, UInt64, UInt64)]()
         for m in moves {
-            try inj.call("mremap vdso", Arch.SYS.mremap, m.from, m.size, m.size, 3 /* MREMAP_MAYMOVE|MREMAP_FIXED */, tmp)
+            try inj.call("mremap vdso", .mremap, m.from, m.size, m.size, 3 /* MREMAP_MAYMOVE|MREMAP_FIXED */, tmp)
             staged.append((tmp, m.to, m.size))
             tmp += m.size
         }
         for (from, to, size) in staged {
-            try inj.call("mremap vdso", Arch.SYS.mremap, from, size, size, 3, to)
+            try inj.call("mremap vdso", .mremap, from, size, size, 3, to)
         }
     }
 
@@ -587,7 +585,7 @@ final class ProcessRestorer {
                 // opens the same pipe (fifo_open), so processes share it as before.
                 guard let id = f.pipeID, let path = pipes?.path(id, write: (f.flags & O_ACCMODE) == O_WRONLY) else { continue }
                 let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
-                src = try inj.call("open pipe end", Arch.SYS.openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
+                src = try inj.call("open pipe end", .openat, UInt64(AT_FDCWD), try putString(path, 0), UInt64(mode | (f.flags & O_NONBLOCK)), 0)
             case .eventfd, .timerfd, .signalfd, .epoll:
                 src = try createAnonInode(f, inj: inj, scratch: scratch)
             case .inotify:
@@ -604,7 +602,7 @@ final class ProcessRestorer {
             default:
                 let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
                 let path = f.deletedFileID.flatMap { pipes?.deletedPath($0) } ?? f.path
-                let r = try inj.rawArgs(Arch.SYS.openat, [UInt64(AT_FDCWD), try putString(path, 0), UInt64(flags | O_NOCTTY), 0])
+                let r = try inj.rawArgs(.openat, [UInt64(AT_FDCWD), try putString(path, 0), UInt64(flags | O_NOCTTY), 0])
                 if r < 0 {
                     throw SSIError.sys("PID \(pid) fd \(f.fd): reopen \(f.path)", errno: Int32(-r),
                                        hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
@@ -613,16 +611,16 @@ final class ProcessRestorer {
             }
             }
             if src != target {
-                try inj.call("dup3 to fd \(f.fd)", Arch.SYS.dup3, src, target, UInt64(f.closeOnExec ? O_CLOEXEC : 0))
-                if temporary { try inj.call("close", Arch.SYS.close, src) }
+                try inj.call("dup3 to fd \(f.fd)", .dup3, src, target, UInt64(f.closeOnExec ? O_CLOEXEC : 0))
+                if temporary { try inj.call("close", .close, src) }
             } else if f.closeOnExec {
-                try inj.call("fcntl FD_CLOEXEC", Arch.SYS.fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
+                try inj.call("fcntl FD_CLOEXEC", .fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
             }
             if (f.kind == .unixSocket || f.kind == .tcpSocket) && f.flags & O_NONBLOCK != 0 {
-                try inj.call("fcntl O_NONBLOCK", Arch.SYS.fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
+                try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
-                try inj.call("lseek fd \(f.fd)", Arch.SYS.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+                try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
         }
     }
@@ -632,40 +630,40 @@ final class ProcessRestorer {
         let flags = UInt64(f.flags & O_NONBLOCK)
         switch f.kind {
         case .eventfd:
-            let fd = try inj.call("eventfd2", Arch.SYS.eventfd2, 0, flags | (f.eventSemaphore == true ? 1 : 0))
+            let fd = try inj.call("eventfd2", .eventfd2, 0, flags | (f.eventSemaphore == true ? 1 : 0))
             if let n = f.eventCount, n > 0 {
                 try mem.write([n].withUnsafeBytes { Array($0) }, to: scratch)
-                try inj.call("write eventfd", Arch.SYS.write, fd, scratch, 8)
+                try inj.call("write eventfd", .write, fd, scratch, 8)
             }
             return fd
         case .timerfd:
             let t = f.timer ?? TimerState(clockID: 1, valueSeconds: 0, valueNanoseconds: 0, intervalSeconds: 0, intervalNanoseconds: 0, ticks: 0)
-            let fd = try inj.call("timerfd_create", Arch.SYS.timerfd_create, UInt64(t.clockID), flags)
+            let fd = try inj.call("timerfd_create", .timerfd_create, UInt64(t.clockID), flags)
             if t.valueSeconds != 0 || t.valueNanoseconds != 0 {
                 // struct itimerspec { it_interval, it_value }, relative to now.
                 let spec: [Int64] = [t.intervalSeconds, t.intervalNanoseconds, t.valueSeconds, t.valueNanoseconds]
                 try mem.write(spec.withUnsafeBytes { Array($0) }, to: scratch)
-                try inj.call("timerfd_settime", Arch.SYS.timerfd_settime, fd, 0, scratch, 0)
+                try inj.call("timerfd_settime", .timerfd_settime, fd, 0, scratch, 0)
             }
             if t.ticks > 0 {
                 // TFD_IOC_SET_TICKS = _IOW('T', 0, u64): expirations not yet read (needs CONFIG_CHECKPOINT_RESTORE).
                 try mem.write([t.ticks].withUnsafeBytes { Array($0) }, to: scratch)
-                let r = try inj.raw(Arch.SYS.ioctl, fd, 0x4008_5400, scratch)
+                let r = try inj.raw(.ioctl, fd, 0x4008_5400, scratch)
                 if r < 0 { warn("PID \(pid) fd \(f.fd): \(t.ticks) unread timerfd expirations are lost (TFD_IOC_SET_TICKS: \(String(cString: strerror(Int32(-r)))))") }
             }
             return fd
         case .signalfd:
             try mem.write([f.signalMask ?? 0].withUnsafeBytes { Array($0) }, to: scratch)
-            return try inj.call("signalfd4", Arch.SYS.signalfd4, UInt64.max, scratch, 8, flags)
+            return try inj.call("signalfd4", .signalfd4, UInt64.max, scratch, 8, flags)
         case .epoll:
-            let fd = try inj.call("epoll_create1", Arch.SYS.epoll_create1, 0)
+            let fd = try inj.call("epoll_create1", .epoll_create1, 0)
             for t in f.epollTargets ?? [] {
                 // struct epoll_event is packed on x86_64: u32 events, u64 data.
                 var ev = [UInt8](repeating: 0, count: 12)
                 withUnsafeBytes(of: t.events.littleEndian) { ev.replaceSubrange(0..<4, with: $0) }
                 withUnsafeBytes(of: t.data.littleEndian) { ev.replaceSubrange(4..<12, with: $0) }
                 try mem.write(ev, to: scratch)
-                try inj.call("epoll_ctl(ADD \(t.fd))", Arch.SYS.epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+                try inj.call("epoll_ctl(ADD \(t.fd))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
             }
             return fd
         default:
@@ -703,12 +701,11 @@ final class PipeRegistry {
         for image in images {
             for f in image.fds where f.kind == .pipe {
                 guard let id = f.pipeID, ends[id] == nil else { continue }
-                var p: [Int32] = [0, 0]
-                try check(cssi_pipe2(&p, O_CLOEXEC | O_NONBLOCK), "pipe2")
-                ends[id] = (p[0], p[1])
-                if let size = f.pipeSize, size > 0 { _ = cssi_fcntl_int(p[1], Int32(CSSI_F_SETPIPE_SZ), size) }
+                let p = try Pipe.create(flags: O_CLOEXEC | O_NONBLOCK)
+                ends[id] = (p.read, p.write)
+                if let size = f.pipeSize, size > 0 { Pipe.setCapacity(p.write, size) }
                 if let data = f.pipeData, !data.isEmpty {
-                    let n = data.withUnsafeBytes { Glibc.write(p[1], $0.baseAddress, $0.count) }
+                    let n = data.withUnsafeBytes { Glibc.write(p.write, $0.baseAddress, $0.count) }
                     if n != data.count { throw SSIError(.system, "could not refill pipe \(id) of PID \(image.pid) (\(n) of \(data.count) bytes)") }
                 }
             }
@@ -725,9 +722,7 @@ final class PipeRegistry {
                 var fd: Int32
                 if d.isMemfd {
                     let name = String(d.path.dropFirst("/memfd:".count))
-                    let r = name.withCString { cssi_syscall6(319 /* memfd_create */, Int(bitPattern: $0), 0x1 | 0x2 /* MFD_CLOEXEC|MFD_ALLOW_SEALING */, 0, 0, 0, 0) }
-                    if r < 0 { throw SSIError.sys("memfd_create for \(d.path)", errno: Int32(-r)) }
-                    fd = Int32(r)
+                    fd = try Memfd.create(name: name, flags: Memfd.closeOnExec | Memfd.allowSealing)
                 } else {
                     // O_TMPFILE (open(2), 3.11): a file without a name, in the same directory and
                     // so the same file system as before; /tmp if that directory is gone.
@@ -748,7 +743,7 @@ final class PipeRegistry {
                     if n <= 0 { break }
                     if Glibc.write(fd, buf.baseAddress, n) != n { throw SSIError.sys("write the content of \(d.path)", errno: errno) }
                 }
-                if d.seals != 0 { _ = cssi_fcntl_int(fd, 1033 /* F_ADD_SEALS */, d.seals) }
+                if d.seals != 0 { FileSeals.add(fd, d.seals) }
             }
         }
     }

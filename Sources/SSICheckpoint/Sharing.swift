@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -19,20 +19,13 @@ struct ProcessSharing {
     var filesWithParent: Set<Int32> = []
     var fsWithParent: Set<Int32> = []
 
-    /// kcmp types (linux/kcmp.h).
-    private static let kcmpVM = 1, kcmpFiles = 2, kcmpFS = 3
-
-    /// kcmp(2): 0 when both processes have the same object, 1 or 2 when the first one's
-    /// comes before or after (the kernel orders the objects' obfuscated addresses).
-    private static func kcmp(_ a: Int32, _ b: Int32, _ type: Int) -> Int {
-        cssi_syscall6(312 /* kcmp */, Int(a), Int(b), type, 0, 0, 0)
-    }
+    private static func kcmp(_ a: Int32, _ b: Int32, _ type: Kcmp.Kind) -> Int { Kcmp.compare(ProcessID(a), ProcessID(b), type) }
 
     /// `pids`: the live processes of the application, every parent before its children.
     static func detect(root: Int32, pids: [Int32], parent: [Int32: Int32]) throws -> ProcessSharing {
         var out = ProcessSharing()
-        let what: [(Int, String)] = [(kcmpFiles, "its fd table (CLONE_FILES)"), (kcmpFS, "its cwd, root and umask (CLONE_FS)"),
-                                     (kcmpVM, "its memory (CLONE_VM without CLONE_THREAD, or vfork before exec)")]
+        let what: [(Kcmp.Kind, String)] = [(.files, "its fd table (CLONE_FILES)"), (.fs, "its cwd, root and umask (CLONE_FS)"),
+                                     (.vm, "its memory (CLONE_VM without CLONE_THREAD, or vfork before exec)")]
         let live = Set(pids)
         for (type, thing) in what {
             // The root's parent is outside the application and is not restored.
@@ -57,14 +50,14 @@ struct ProcessSharing {
             }
             for g in groups where g.members.count > 1 {
                 for m in g.members where m != g.lead {
-                    if type == kcmpVM {
+                    if type == .vm {
                         throw SSIError(.unsupported, "PID \(m) shares \(thing) with PID \(g.lead): processes sharing memory are not supported; nothing was written",
                                        hint: "checkpoint once the vfork child has called exec")
                     }
                     guard let p = parent[m], live.contains(p), g.members.contains(p) else {
                         throw SSIError(.unsupported, "PID \(m) shares \(thing) with PID \(g.lead) but not with its own parent; only sharing between a parent and its children can be restored; nothing was written")
                     }
-                    if type == kcmpFiles { out.filesWithParent.insert(m) } else { out.fsWithParent.insert(m) }
+                    if type == .files { out.filesWithParent.insert(m) } else { out.fsWithParent.insert(m) }
                 }
             }
         }

@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +14,7 @@ import Glibc
 // caller gave a `rem` buffer, writes the time left into it (do_nanosleep and
 // nanosleep_copyout, kernel/time/hrtimer.c). The expiry itself stays in the task's
 // restart_block, which a restarted task does not have, so restart re-issues the syscall
-// (Arch.registersForResume) with its request pointed at `rem`, into which it writes the
+// (SyscallRestart.registersForResume) with its request pointed at `rem`, into which it writes the
 // time left minus the time elapsed since the thread stopped, at least 0.
 //
 // Without a `rem` buffer (usleep(3) passes NULL) the kernel writes the time left nowhere,
@@ -24,31 +24,17 @@ import Glibc
 // (see measureSleep). At restart the request goes on the thread's stack, below the red zone.
 // If the timer cannot be told apart, the sleep restarts whole, with a warning.
 
-/// CLOCK_MONOTONIC in nanoseconds.
-func monotonicNanoseconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-}
-
-/// This boot's id (random(4), /proc/sys/kernel/random/boot_id): CLOCK_MONOTONIC values of
-/// different boots cannot be compared.
-func currentBootID() -> String {
-    (try? ProcFS.read("/proc/sys/kernel/random/boot_id"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-}
-
 /// Clocks whose time goes on while the application is down; a sleep on a CPU-time clock
 /// keeps its time left as it was.
-private let clocksThatRun: Set<Int32> = [0 /* REALTIME */, 1 /* MONOTONIC */, 7 /* BOOTTIME */, 8 /* REALTIME_ALARM */,
-                                         9 /* BOOTTIME_ALARM */, 11 /* TAI */]
+private let clocksThatRun: Set<Int32> = [Clock.realtime, Clock.monotonic, Clock.boottime, Clock.realtimeAlarm, Clock.boottimeAlarm, Clock.tai]
 
 extension ProcessDumper {
     /// The interrupted relative sleep thread `tid` is in, if any, with the time it had left.
-    func interruptedSleep(tid: Int32, registers: UserRegs) throws -> InterruptedSleep? {
-        guard let call = Arch.interruptedRelativeSleep(registers) else { return nil }
+    func interruptedSleep(tid: Int32, registers: Registers) throws -> InterruptedSleep? {
+        guard let call = SyscallRestart.interruptedRelativeSleep(registers) else { return nil }
         guard call.rem != 0 else {
             if let m = try measureSleep(tid: tid, registers: registers) {
-                return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: m.remaining, monotonicAtCheckpoint: m.monotonic, bootID: currentBootID())
+                return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: m.remaining, monotonicAtCheckpoint: m.monotonic, bootID: Clock.bootID())
             }
             warn("PID \(pid) thread \(tid) is in a relative sleep with no buffer for the time left (rem == NULL, as usleep(3) passes), and its timer could not be found in /proc/timer_list: after restart it sleeps its whole duration again")
             return nil
@@ -56,9 +42,9 @@ extension ProcessDumper {
         // struct timespec { tv_sec; tv_nsec }. Through /proc/PID/mem: process_vm_readv would
         // unshare a page still shared copy-on-write with the parent (see dumpMemory).
         var ts: (Int64, Int64) = (0, 0)
-        try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: pid).forcedRead(into: $0, at: call.rem) }
+        try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: call.rem) }
         return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: ts.0 * 1_000_000_000 + ts.1,
-                                monotonicAtCheckpoint: stoppedAt[tid] ?? monotonicNanoseconds(), bootID: currentBootID())
+                                monotonicAtCheckpoint: stoppedAt[tid] ?? Clock.monotonicNanoseconds(), bootID: Clock.bootID())
     }
 }
 
@@ -75,7 +61,7 @@ struct WakeupTimer: Hashable {
     /// Bases 0-3 are MONOTONIC, REALTIME, BOOTTIME, TAI, and 4-7 their soft variants.
     static func all() -> Set<WakeupTimer> {
         guard let text = try? ProcFS.read("/proc/timer_list") else { return [] }
-        let clocks: [Int32] = [1, 0, 7, 11]
+        let clocks: [Int32] = [Clock.monotonic, Clock.realtime, Clock.boottime, Clock.tai]
         var out = Set<WakeupTimer>()
         var base: Int32 = 0
         var pending = false
@@ -97,13 +83,6 @@ struct WakeupTimer: Hashable {
     }
 }
 
-/// clock_gettime(clock) in ns.
-private func clockNanoseconds(_ clock: Int32) -> Int64 {
-    var ts = timespec()
-    clock_gettime(clockid_t(clock), &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-}
-
 extension ProcessDumper {
     /// The time left of a relative sleep that had no `rem` buffer, measured by letting the
     /// thread re-arm its timer: restart_syscall runs the restart_block the interrupted sleep
@@ -112,44 +91,43 @@ extension ProcessDumper {
     /// at the same moment, so the measure is repeated until one expiry is common to all of
     /// them. The thread is then interrupted again; its registers, signal mask and
     /// restart_block are as before. Nil if the timer could not be told apart.
-    func measureSleep(tid: Int32, registers saved: UserRegs) throws -> (remaining: Int64, monotonic: Int64)? {
-        let t = Tracee.adoptTraceMe(tid)
-        let guardMask = try MaskGuard(tracee: t, saved: saved)
+    func measureSleep(tid: Int32, registers saved: Registers) throws -> (remaining: Int64, monotonic: Int64)? {
+        let t = Tracee.adoptTraceMe(ProcessID(tid))
+        let guardMask = try SignalMaskGuard(tracee: t, saved: saved)
         defer { guardMask.restore() }
-        let gadget = try Injector.findGadget(pid: pid)
+        let gadget = try Injector.findGadget(pid: ProcessID(pid))
         var common: Set<WakeupTimer>? = nil
         var clocksAt = [Int32: Int64](), monotonicAt: Int64 = 0
         for _ in 0..<3 {
             let before = WakeupTimer.all()
-            try t.setRegisters(Arch.syscallRegisters(base: saved, at: gadget, nr: Arch.SYS.restart_syscall, []))
+            try t.setRegisters(saved.preparedForSyscall(.restart_syscall, [], at: gadget))
             // Single-stepped, so that the thread stops right after the syscall if the sleep
             // ends meanwhile instead of running on from the gadget.
             try t.singleStep()
             var ended = false
             for _ in 0..<200 {
-                if let st = try? ProcStat.read(pid: tid), st.state == "S",
-                   (try? ProcFS.read("/proc/\(pid)/task/\(tid)/syscall"))?.hasPrefix("\(Arch.SYS.restart_syscall) ") == true { break }
+                if let st = try? ProcStat.read(pid: tid), st.state == "S", BlockedSyscall.of(ProcessID(tid))?.syscall == .restart_syscall { break }
                 usleep(500)
             }
             // The clocks before CLOCK_MONOTONIC: the time left is then never under-counted,
             // and the sleep never ends before its expiry.
-            for c: Int32 in [0, 1, 7, 11] { clocksAt[c] = clockNanoseconds(c) }
-            monotonicAt = monotonicNanoseconds()
+            for c in [Clock.realtime, Clock.monotonic, Clock.boottime, Clock.tai] { clocksAt[c] = Clock.nanoseconds(c) }
+            monotonicAt = Clock.monotonicNanoseconds()
             let after = WakeupTimer.all()
-            try check(cssi_ptrace(Int32(CSSI_PTRACE_INTERRUPT), tid, 0, 0), "PTRACE_INTERRUPT \(tid)")
+            try t.interrupt()
             // Two stops follow, in either order: the interrupt (PTRACE_EVENT_STOP) and the
             // SIGTRAP of the single step, which the syscall's exit queues (syscall_exit_work).
             // The first is left with PTRACE_CONT; the SIGTRAP is suppressed.
             var sawInterrupt = false, sawStep = false, entered = true
             while !(sawInterrupt && sawStep) {
                 switch try t.wait() {
-                case .event(Int32(CSSI_PTRACE_EVENT_STOP)):
+                case .interruptStop:
                     sawInterrupt = true
                     // Stopped before it ran the syscall (it was slow to start): no step follows.
-                    if !sawStep, try t.registers().rip == gadget { entered = false; sawStep = true }
-                case .signal(SIGTRAP):
+                    if !sawStep, try t.registers().instructionPointer == gadget { entered = false; sawStep = true }
+                case .signal(.trap):
                     sawStep = true
-                    ended = Arch.syscallResult(try t.registers()) == 0
+                    ended = try t.registers().returnValue == 0
                 case .exited, .killed:
                     throw SSIError(.state, "PID \(pid) thread \(tid) ended while its sleep was measured; nothing was written", hint: "try again")
                 case let other:
@@ -169,16 +147,16 @@ extension ProcessDumper {
 }
 
 extension ProcessRestorer {
-    /// The registers thread `t` resumes with: `regs` (Arch.registersForResume), with an
+    /// The registers thread `t` resumes with: `regs` (SyscallRestart.registersForResume), with an
     /// interrupted relative sleep shortened by the time elapsed since the checkpoint.
-    func shortenInterruptedSleep(_ t: ThreadImage, _ regs: UserRegs) throws -> UserRegs {
-        guard let sleep = t.interruptedSleep, let call = Arch.interruptedRelativeSleep(try UserRegs(named: t.registers)) else {
+    func shortenInterruptedSleep(_ t: ThreadImage, _ regs: Registers) throws -> Registers {
+        guard let sleep = t.interruptedSleep, let call = SyscallRestart.interruptedRelativeSleep(try Registers(named: t.registers)) else {
             return regs
         }
         var left = sleep.remainingNanoseconds
         if clocksThatRun.contains(sleep.clockID) {
-            if sleep.bootID == currentBootID() {
-                left -= max(0, monotonicNanoseconds() - sleep.monotonicAtCheckpoint)
+            if sleep.bootID == Clock.bootID() {
+                left -= max(0, Clock.monotonicNanoseconds() - sleep.monotonicAtCheckpoint)
             } else {
                 warn("PID \(pid) thread \(t.tid): the snapshot was taken before the machine rebooted, so the time elapsed since is unknown: its interrupted sleep goes on with the \(Double(left) / 1e9) s it had left")
             }
@@ -187,20 +165,20 @@ extension ProcessRestorer {
         // The program's own `rem` becomes the request, as in the usual loop
         // `while (nanosleep(&t, &t) == -1 && errno == EINTR);`; the kernel reads the request
         // before it writes `rem` again. Only the register changes, not the program's request.
-        // Without `rem`, the request goes on the thread's stack below the red zone (128 bytes
-        // under rsp, x86_64 ABI), which nothing uses before the kernel reads the request.
+        // Without `rem`, the request goes on the thread's stack below the red zone (the ABI's
+        // Arch.stackRedZone), which nothing uses before the kernel reads the request.
         var at = call.rem
         if at == 0 {
-            at = (regs.rsp - 128 - 16) & ~15
+            at = (regs.stackPointer - Arch.stackRedZone - 16) & ~15
             guard image.vmas.contains(where: { $0.start <= at && at + 16 <= $0.end && $0.write }) else {
                 warn("PID \(pid) thread \(t.tid): no room on its stack for the time left of its sleep: it sleeps its whole duration again")
                 return regs
             }
         }
         let ts: [Int64] = [left / 1_000_000_000, left % 1_000_000_000]
-        try RemoteMemory(pid: t.tid).write(ts.withUnsafeBytes { Array($0) }, to: at)
+        try RemoteMemory(pid: ProcessID(t.tid)).write(ts.withUnsafeBytes { Array($0) }, to: at)
         var r = regs
-        Arch.setSleepRequest(&r, to: at)
+        SyscallRestart.setSleepRequest(&r, to: at)
         return r
     }
 }

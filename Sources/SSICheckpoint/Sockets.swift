@@ -1,6 +1,6 @@
-import CSSILinux
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -23,40 +23,13 @@ import Glibc
 /// (or a closed fd with -i).
 struct UnsupportedSocket: Error { let kind: String }
 
-enum SockOpt {
-    static let SO_REUSEADDR: Int32 = 2, SO_KEEPALIVE: Int32 = 9, SO_REUSEPORT: Int32 = 15, SO_PASSCRED: Int32 = 16
-    static let SO_SNDBUFFORCE: Int32 = 32, SO_RCVBUFFORCE: Int32 = 33
-    static let SO_PEEK_OFF: Int32 = 42, SO_PROTOCOL: Int32 = 38, SO_DOMAIN: Int32 = 39
-    static let TCP_NODELAY: Int32 = 1, TCP_INFO: Int32 = 11, TCP_REPAIR: Int32 = 19, TCP_REPAIR_QUEUE: Int32 = 20
-    static let TCP_QUEUE_SEQ: Int32 = 21, TCP_REPAIR_OPTIONS: Int32 = 22, TCP_TIMESTAMP: Int32 = 24, TCP_REPAIR_WINDOW: Int32 = 29
-    static let TCP_RECV_QUEUE: Int32 = 1, TCP_SEND_QUEUE: Int32 = 2
-    static let IPV6_V6ONLY: Int32 = 26
-    static let SIOCINQ: UInt = 0x541B, SIOCOUTQ: UInt = 0x5411
-
-    static func get(_ fd: Int32, _ level: Int32, _ name: Int32) -> Int32? {
-        var v: Int32 = 0
-        var len = socklen_t(4)
-        return getsockopt(fd, level, name, &v, &len) == 0 ? v : nil
-    }
-
-    @discardableResult
-    static func set(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> Bool {
-        var v = value
-        return setsockopt(fd, level, name, &v, 4) == 0
-    }
-
-    static func setBytes(_ fd: Int32, _ level: Int32, _ name: Int32, _ bytes: [UInt8], _ what: String) throws {
-        let r = bytes.withUnsafeBytes { setsockopt(fd, level, name, $0.baseAddress, socklen_t($0.count)) }
-        if r != 0 { throw SSIError.sys(what, errno: errno) }
-    }
-
-    /// The socket options kept across a restart, by name, for this family.
-    static let kept: [(name: String, level: Int32, opt: Int32, families: Set<Int32>)] = [
-        ("SO_REUSEADDR", SOL_SOCKET, SO_REUSEADDR, [2, 10]), ("SO_REUSEPORT", SOL_SOCKET, SO_REUSEPORT, [2, 10]),
-        ("SO_KEEPALIVE", SOL_SOCKET, SO_KEEPALIVE, [2, 10]), ("SO_PASSCRED", SOL_SOCKET, SO_PASSCRED, [1]),
-        ("TCP_NODELAY", Int32(IPPROTO_TCP), TCP_NODELAY, [2, 10]), ("IPV6_V6ONLY", Int32(IPPROTO_IPV6), IPV6_V6ONLY, [10]),
-    ]
-}
+/// The socket options kept across a restart, by name (the snapshot's keys), for these
+/// families (AF_UNIX 1, AF_INET 2, AF_INET6 10).
+let keptSocketOptions: [(name: String, option: SocketOption, families: Set<Int32>)] = [
+    ("SO_REUSEADDR", .reuseAddress, [2, 10]), ("SO_REUSEPORT", .reusePort, [2, 10]),
+    ("SO_KEEPALIVE", .keepAlive, [2, 10]), ("SO_PASSCRED", .passCredentials, [1]),
+    ("TCP_NODELAY", .tcpNoDelay, [2, 10]), ("IPV6_V6ONLY", .ipv6Only, [10]),
+]
 
 /// sockaddr helpers: a unix name is kept as its sun_path bytes, an inet address as the
 /// whole struct sockaddr_in/in6.
@@ -117,19 +90,15 @@ enum SockAddr {
 extension ProcessDumper {
     /// A copy of fd `fd` of this process (pidfd_getfd(2)): the same open file, so the same
     /// socket, inotify instance... whose state can be read from here.
-    func fdCopy(fd: Int32) throws -> Int32 {
-        let pidfd = Int32(try check(cssi_pidfd_open(pid), "pidfd_open(\(pid))"))
-        defer { close(pidfd) }
-        return Int32(try check(cssi_syscall6(Arch.SYS.pidfd_getfd, Int(pidfd), Int(fd), 0, 0, 0, 0), "pidfd_getfd(\(pid), \(fd))"))
-    }
+    func fdCopy(fd: Int32) throws -> Int32 { try FDTransfer.copy(fd: fd, from: ProcessID(pid)) }
 
     /// The image of socket fd `fd`, or UnsupportedSocket saying what it is.
     func dumpSocket(fd: Int32, inode: UInt32, link: String, flags: Int32, cloexec: Bool) throws -> FileDescriptorImage {
         let sock = try fdCopy(fd: fd)
         defer { close(sock) }
-        let family = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_DOMAIN) ?? -1
-        let type = SockOpt.get(sock, SOL_SOCKET, SO_TYPE) ?? -1
-        let proto = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_PROTOCOL) ?? -1
+        let family = SocketOption.domain.get(sock) ?? -1
+        let type = SocketOption.type.get(sock) ?? -1
+        let proto = SocketOption.protocol.get(sock) ?? -1
         var img: FileDescriptorImage
         switch (family, type) {
         case (AF_UNIX, _):
@@ -154,8 +123,8 @@ extension ProcessDumper {
         img.socketID = inode
         var s = img.socket!
         var opts = [String: Int32]()
-        for o in SockOpt.kept where o.families.contains(family) {
-            if let v = SockOpt.get(sock, o.level, o.opt), v != 0 { opts[o.name] = v }
+        for o in keptSocketOptions where o.families.contains(family) {
+            if let v = o.option.get(sock), v != 0 { opts[o.name] = v }
         }
         s.options = opts.isEmpty ? nil : opts
         img.socket = s
@@ -202,41 +171,34 @@ extension ProcessDumper {
     /// MSG_PEEK start where the previous one ended, so every message is seen once.
     private func peekAll(_ sock: Int32, datagrams: Bool) throws -> [QueuedDatagram] {
         // The application's own peek offset is put back afterwards.
-        let appPeekOffset = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_PEEK_OFF) ?? -1
-        guard SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_PEEK_OFF, 0) else { throw SSIError.sys("SO_PEEK_OFF on a socket of PID \(pid)", errno: errno) }
-        defer { SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_PEEK_OFF, appPeekOffset) }
+        let appPeekOffset = SocketOption.peekOffset.get(sock) ?? -1
+        guard SocketOption.peekOffset.set(sock, 0) else { throw SSIError.sys("SO_PEEK_OFF on a socket of PID \(pid)", errno: errno) }
+        defer { SocketOption.peekOffset.set(sock, appPeekOffset) }
         var out = [QueuedDatagram]()
         // A unix datagram can be as big as the sender's send buffer; a peek that does not
         // take the whole message would leave the offset inside it.
-        let sndbuf = Int(SockOpt.get(sock, SOL_SOCKET, SO_SNDBUF) ?? 0)
+        let sndbuf = Int(SocketOption.sendBuffer.get(sock) ?? 0)
         var buf = [UInt8](repeating: 0, count: max(4 << 20, 2 * sndbuf))
-        var name = sockaddr_un()
-        var fds = [Int32](repeating: -1, count: 253)
         while true {
-            var namelen = UInt32(MemoryLayout<sockaddr_un>.size)
-            var nfds: Int32 = 0
-            let n = withUnsafeMutableBytes(of: &name) { nm in
-                cssi_peek_message(sock, &buf, UInt(buf.count), nm.baseAddress, &namelen, &fds, &nfds)
-            }
+            guard let peeked = try Socket.peek(sock, buffer: &buf, what: "peek a socket of PID \(pid)") else { break }
             // A peek installs the fds in flight in ssi: copies of the very files, which are
             // described like any fd, then closed.
-            let held = Array(fds.prefix(Int(max(nfds, 0))))
+            let held = peeked.fds ?? []
             defer { for fd in held { close(fd) } }
-            if n == -Int(EAGAIN) { break }
-            if n < 0 { throw SSIError.sys("peek a socket of PID \(pid)", errno: Int32(-n)) }
-            if n == 0 {
+            if peeked.bytes.isEmpty {
                 // Stream: end of file. A datagram of no bytes would not move the peek offset.
                 if !datagrams && held.isEmpty { break }
                 throw UnsupportedSocket(kind: "unix socket with an empty message queued")
             }
-            if nfds < 0 { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
-            var msg = QueuedDatagram(data: Data(buf[0..<n]), sender: nil)
+            if peeked.fds == nil { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
+            var msg = QueuedDatagram(data: Data(peeked.bytes), sender: nil)
             if !held.isEmpty {
                 if inFlightDepth > 0 { throw UnsupportedSocket(kind: "socket in flight that itself carries file descriptors in flight") }
                 msg.files = try held.enumerated().map { try describeInFlight($0.element, index: Int32($0.offset)) }
             }
-            if datagrams, namelen > 2, (SockOpt.get(sock, SOL_SOCKET, SO_TYPE) ?? 2) == 2 {
-                msg.sender = withUnsafeBytes(of: &name.sun_path) { Data($0.prefix(Int(namelen) - 2)) }
+            // The name is a struct sockaddr_un: sun_family (2 bytes), then sun_path.
+            if datagrams, peeked.name.count > 2, (SocketOption.type.get(sock) ?? 2) == 2 {
+                msg.sender = Data(peeked.name.dropFirst(2))
             }
             out.append(msg)
         }
@@ -254,7 +216,7 @@ extension ProcessDumper {
         if fstat(fd, &st) != 0 { throw SSIError.sys("fstat an fd in flight", errno: errno) }
         switch st.st_mode & S_IFMT {
         case S_IFSOCK:
-            if SockOpt.get(fd, SOL_SOCKET, SockOpt.SO_DOMAIN) != AF_UNIX {
+            if SocketOption.domain.get(fd) != AF_UNIX {
                 throw UnsupportedSocket(kind: "unix socket with a TCP or other non-unix socket in flight (SCM_RIGHTS)")
             }
             var d = ProcessDumper(pid: me)
@@ -276,8 +238,7 @@ extension ProcessDumper {
 
     private func dumpTCP(_ sock: Int32, family: Int32) throws -> SocketImage {
         var info = [UInt8](repeating: 0, count: 232)
-        var len = socklen_t(info.count)
-        if getsockopt(sock, Int32(IPPROTO_TCP), SockOpt.TCP_INFO, &info, &len) != 0 { throw SSIError.sys("TCP_INFO of a socket of PID \(pid)", errno: errno) }
+        if SocketOption.tcpInfo.get(sock, into: &info) == nil { throw SSIError.sys("TCP_INFO of a socket of PID \(pid)", errno: errno) }
         func u32(_ at: Int) -> UInt32 { info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
         var s = SocketImage(family: family, type: 1, state: .unconnected)
         s.address = SockAddr.name(sock, peer: false)
@@ -307,26 +268,25 @@ extension ProcessDumper {
     /// TCP_REPAIR needs CAP_NET_ADMIN). Leaving repair mode sends a window probe, which the
     /// peer answers like any duplicate ACK: the connection goes on unchanged.
     private func repairDump(_ sock: Int32, info: [UInt8]) throws -> TCPRepairState {
-        let tcp = Int32(IPPROTO_TCP)
         // Entering and leaving repair mode change the socket's SO_REUSEADDR (the kernel sets
         // sk_reuse to SK_FORCE_REUSE, then SK_NO_REUSE): read the application's value first and
         // put it back, or its connection would end in a TIME_WAIT that keeps its own listener
         // from binding the port again after a restart.
-        let reuse = SockOpt.get(sock, SOL_SOCKET, SockOpt.SO_REUSEADDR) ?? 0
-        guard SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR, 1) else {
+        let reuse = SocketOption.reuseAddress.get(sock) ?? 0
+        guard SocketOption.tcpRepair.set(sock, 1) else {
             throw SSIError.sys("TCP_REPAIR on a socket of PID \(pid)", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
         }
         defer {
-            SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR, 0)
-            SockOpt.set(sock, SOL_SOCKET, SockOpt.SO_REUSEADDR, reuse)
+            SocketOption.tcpRepair.set(sock, 0)
+            SocketOption.reuseAddress.set(sock, reuse)
         }
         var inq: Int32 = 0, outq: Int32 = 0
-        if ioctl(sock, SockOpt.SIOCINQ, &inq) != 0 || ioctl(sock, SockOpt.SIOCOUTQ, &outq) != 0 {
+        if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 || ioctl(sock, SocketIoctl.outputQueue, &outq) != 0 {
             throw SSIError.sys("PID \(pid): queue sizes of a TCP connection (SIOCINQ/SIOCOUTQ)", errno: errno)
         }
         func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) {
-            guard SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR_QUEUE, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
-            guard let rawSeq = SockOpt.get(sock, tcp, SockOpt.TCP_QUEUE_SEQ) else {
+            guard SocketOption.tcpRepairQueue.set(sock, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
+            guard let rawSeq = SocketOption.tcpQueueSequence.get(sock) else {
                 throw SSIError.sys("PID \(pid): sequence number of a TCP connection (TCP_QUEUE_SEQ)", errno: errno)
             }
             let seq = UInt32(bitPattern: rawSeq)
@@ -337,19 +297,19 @@ extension ProcessDumper {
             if n != Int(count) { throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection") }
             return (seq, Data(buf))
         }
-        let (recvSeq, recvQueue) = try queue(SockOpt.TCP_RECV_QUEUE, inq)
-        let (sendSeq, sendQueue) = try queue(SockOpt.TCP_SEND_QUEUE, outq)
-        SockOpt.set(sock, tcp, SockOpt.TCP_REPAIR_QUEUE, 0)
-        var win = [UInt32](repeating: 0, count: 5)
-        var wlen = socklen_t(20)
-        if getsockopt(sock, tcp, SockOpt.TCP_REPAIR_WINDOW, &win, &wlen) != 0 { throw SSIError.sys("TCP_REPAIR_WINDOW", errno: errno) }
+        let (recvSeq, recvQueue) = try queue(SocketOption.tcpReceiveQueue, inq)
+        let (sendSeq, sendQueue) = try queue(SocketOption.tcpSendQueue, outq)
+        SocketOption.tcpRepairQueue.set(sock, SocketOption.tcpNoQueue)
+        var winBytes = [UInt8](repeating: 0, count: 20)
+        if SocketOption.tcpRepairWindow.get(sock, into: &winBytes) == nil { throw SSIError.sys("TCP_REPAIR_WINDOW", errno: errno) }
+        let win = winBytes.withUnsafeBytes { Array($0.bindMemory(to: UInt32.self)) }
         // struct tcp_info: tcpi_options at 5, the window scales at 6 (snd in the low nibble),
         // tcpi_snd_mss at 16.
         let opts = info[5], scales = opts & 4 != 0 ? info[6] : 0   // TCPI_OPT_WSCALE
         // In repair mode TCP_MAXSEG gives the negotiated limit (mss_clamp); tcpi_snd_mss is the
         // current segment size, smaller by the options, and would shrink at every restart.
-        let mss = SockOpt.get(sock, tcp, TCP_MAXSEG).map { UInt32($0) } ?? info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt32.self) }
-        guard let stamp = SockOpt.get(sock, tcp, SockOpt.TCP_TIMESTAMP) else { throw SSIError.sys("PID \(pid): TCP_TIMESTAMP", errno: errno) }
+        let mss = SocketOption.tcpMaxSegment.get(sock).map { UInt32($0) } ?? info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt32.self) }
+        guard let stamp = SocketOption.tcpTimestamp.get(sock) else { throw SSIError.sys("PID \(pid): TCP_TIMESTAMP", errno: errno) }
         return TCPRepairState(sendSeq: sendSeq, recvSeq: recvSeq, sendQueue: sendQueue, recvQueue: recvQueue, mss: mss,
                               sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
                               timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: stamp),
@@ -607,12 +567,7 @@ final class SocketRebuilder {
             lseek(fd, off_t(g.position), SEEK_SET)
             fds.append(fd)
         }
-        let n = d.data.withUnsafeBytes { b in
-            fds.withUnsafeBufferPointer { f in
-                if let addr { return addr.withUnsafeBytes { cssi_send_with_fds(from, $0.baseAddress, UInt32($0.count), b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count)) } }
-                return cssi_send_with_fds(from, nil, 0, b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count))
-            }
-        }
+        let n = Socket.send(from, d.data, to: addr, fds: fds)
         if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
     }
 
@@ -650,18 +605,17 @@ final class SocketRebuilder {
     // MARK: tcp
 
     private func buildTCP(_ socks: [FileDescriptorImage]) throws {
-        let tcp = Int32(IPPROTO_TCP)
         for f in socks {
             guard let id = f.socketID, let s = f.socket else { continue }
             let fd = try newSocket(s.family, 1, "TCP socket \(SockAddr.describe(s.address, family: s.family))")
             made[id] = fd
-            if s.family == AF_INET6 { SockOpt.set(fd, Int32(IPPROTO_IPV6), SockOpt.IPV6_V6ONLY, s.options?["IPV6_V6ONLY"] ?? 0) }
+            if s.family == AF_INET6 { SocketOption.ipv6Only.set(fd, s.options?["IPV6_V6ONLY"] ?? 0) }
             switch s.state {
             case .listening, .unconnected:
                 guard let addr = s.address else { continue }
                 // SO_REUSEADDR for the bind only: the application's own connections on this
                 // port may linger in TIME_WAIT after the kill (tcp(7)).
-                SockOpt.set(fd, SOL_SOCKET, SockOpt.SO_REUSEADDR, 1)
+                SocketOption.reuseAddress.set(fd, 1)
                 // Right after `checkpoint --kill`, the application's own connections on this
                 // port may still be closing and hold it for a moment: wait up to 1 s for them
                 // before calling the port taken.
@@ -675,7 +629,7 @@ final class SocketRebuilder {
                     throw SSIError.sys("bind TCP socket fd \(f.fd) to \(SockAddr.describe(addr, family: s.family))", errno: err,
                                        hint: err == EADDRINUSE ? "another program uses that port now: stop it, then restart again" : nil)
                 }
-                SockOpt.set(fd, SOL_SOCKET, SockOpt.SO_REUSEADDR, s.options?["SO_REUSEADDR"] ?? 0)
+                SocketOption.reuseAddress.set(fd, s.options?["SO_REUSEADDR"] ?? 0)
                 if s.state == .listening, listen(fd, s.backlog ?? 128) != 0 {
                     throw SSIError.sys("listen on \(SockAddr.describe(addr, family: s.family))", errno: errno)
                 }
@@ -684,7 +638,7 @@ final class SocketRebuilder {
                 // Repair mode (tcp(7), linux/tcp.h): bind and connect set up the connection
                 // without a packet on the wire; the port may be taken by the listener or a
                 // TIME_WAIT leftover, which repair mode is allowed to share (SK_FORCE_REUSE).
-                guard SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR, 1) else {
+                guard SocketOption.tcpRepair.set(fd, 1) else {
                     throw SSIError.sys("TCP_REPAIR", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
                 }
                 repairing.append((fd, s.options?["SO_REUSEADDR"] ?? 0))
@@ -692,29 +646,29 @@ final class SocketRebuilder {
                 if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
                 // TCP_QUEUE_SEQ sets where each queue starts; the bytes put back below move
                 // it on to the saved value.
-                for (q, seq) in [(SockOpt.TCP_SEND_QUEUE, r.sendSeq &- UInt32(r.sendQueue.count)), (SockOpt.TCP_RECV_QUEUE, r.recvSeq &- UInt32(r.recvQueue.count))] {
-                    guard SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR_QUEUE, q), SockOpt.set(fd, tcp, SockOpt.TCP_QUEUE_SEQ, Int32(bitPattern: seq)) else {
+                for (q, seq) in [(SocketOption.tcpSendQueue, r.sendSeq &- UInt32(r.sendQueue.count)), (SocketOption.tcpReceiveQueue, r.recvSeq &- UInt32(r.recvQueue.count))] {
+                    guard SocketOption.tcpRepairQueue.set(fd, q), SocketOption.tcpQueueSequence.set(fd, Int32(bitPattern: seq)) else {
                         throw SSIError.sys("set the sequence numbers of \(what)", errno: errno)
                     }
                 }
-                if r.timestamps { SockOpt.set(fd, tcp, SockOpt.TCP_TIMESTAMP, Int32(bitPattern: r.timestamp)) }
+                if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: r.timestamp)) }
                 if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
                 // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
                 var opts: [UInt32] = [2, r.mss]
                 if r.sendWindowScale != 0 || r.recvWindowScale != 0 { opts += [3, UInt32(r.sendWindowScale) | UInt32(r.recvWindowScale) << 16] }
                 if r.sack { opts += [4, 0] }
                 if r.timestamps { opts += [8, 0] }
-                try SockOpt.setBytes(fd, tcp, SockOpt.TCP_REPAIR_OPTIONS, opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on \(what)")
-                for (q, data) in [(SockOpt.TCP_RECV_QUEUE, r.recvQueue), (SockOpt.TCP_SEND_QUEUE, r.sendQueue)] where !data.isEmpty {
+                try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on \(what)")
+                for (q, data) in [(SocketOption.tcpReceiveQueue, r.recvQueue), (SocketOption.tcpSendQueue, r.sendQueue)] where !data.isEmpty {
                     // A fresh socket's buffers may be smaller than what was queued on the
                     // autotuned original: grow them to fit (SO_*BUFFORCE, root; the kernel
                     // doubles the value, socket(7)), else the bytes would not go back in.
-                    let opt = q == SockOpt.TCP_SEND_QUEUE ? SO_SNDBUF : SO_RCVBUF
+                    let isSend = q == SocketOption.tcpSendQueue
                     let want = Int32(min(data.count + (64 << 10), Int(Int32.max / 4)))
-                    if (SockOpt.get(fd, SOL_SOCKET, opt) ?? 0) < want * 2 {
-                        SockOpt.set(fd, SOL_SOCKET, q == SockOpt.TCP_SEND_QUEUE ? SockOpt.SO_SNDBUFFORCE : SockOpt.SO_RCVBUFFORCE, want)
+                    if ((isSend ? SocketOption.sendBuffer : .receiveBuffer).get(fd) ?? 0) < want * 2 {
+                        (isSend ? SocketOption.sendBufferForce : .receiveBufferForce).set(fd, want)
                     }
-                    SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR_QUEUE, q)
+                    SocketOption.tcpRepairQueue.set(fd, q)
                     // In repair mode, bytes sent go straight into the selected queue; the send
                     // queue counts as sent and not yet acknowledged, so TCP retransmits it.
                     var off = 0
@@ -724,42 +678,25 @@ final class SocketRebuilder {
                         off += n
                     }
                 }
-                SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR_QUEUE, 0)
+                SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
                 if r.window.count == 5 {
-                    try SockOpt.setBytes(fd, tcp, SockOpt.TCP_REPAIR_WINDOW, r.window.withUnsafeBytes { Array($0) }, "TCP_REPAIR_WINDOW on \(what)")
+                    try SocketOption.tcpRepairWindow.set(fd, bytes: r.window.withUnsafeBytes { Array($0) }, "TCP_REPAIR_WINDOW on \(what)")
                 }
             }
         }
         // Both ends exist now: leaving repair mode lets them talk (the window probe it sends
         // reaches a socket, not a reset).
         for (fd, reuse) in repairing {
-            SockOpt.set(fd, tcp, SockOpt.TCP_REPAIR, 0)
-            SockOpt.set(fd, SOL_SOCKET, SockOpt.SO_REUSEADDR, reuse)   // cleared by leaving repair mode
+            SocketOption.tcpRepair.set(fd, 0)
+            SocketOption.reuseAddress.set(fd, reuse)   // cleared by leaving repair mode
         }
         repairing = []
     }
 
     private func applyOptions(_ f: FileDescriptorImage) throws {
         guard let id = f.socketID, let fd = made[id], let s = f.socket else { return }
-        for o in SockOpt.kept where o.families.contains(s.family) && o.name != "SO_REUSEADDR" && o.name != "IPV6_V6ONLY" {
-            if let v = s.options?[o.name] { SockOpt.set(fd, o.level, o.opt, v) }
+        for o in keptSocketOptions where o.families.contains(s.family) && o.name != "SO_REUSEADDR" && o.name != "IPV6_V6ONLY" {
+            if let v = s.options?[o.name] { o.option.set(fd, v) }
         }
-    }
-}
-
-// MARK: - handing fds to a process
-
-enum FDTransfer {
-    /// Gives the stopped process driven by `inj` a copy of ssi's fd `mine`: it runs
-    /// pidfd_getfd(2) on ssi itself, so it gets the same open file description. That needs
-    /// PTRACE_MODE_ATTACH_REALCREDS over ssi, which it has while it still runs with ssi's
-    /// (root) credentials: credentials are restored last (finish()). Returns the new fd,
-    /// without FD_CLOEXEC (pidfd_getfd sets it; the caller gives the final fd its flags).
-    static func take(_ mine: Int32, inj: Injector, what: @autoclosure () -> String) throws -> UInt64 {
-        let pidfd = try inj.call("pidfd_open(ssi)", Arch.SYS.pidfd_open, UInt64(getpid()), 0)
-        defer { _ = try? inj.raw(Arch.SYS.close, pidfd) }
-        let fd = try inj.call("pidfd_getfd(ssi fd \(mine)) for \(what())", Arch.SYS.pidfd_getfd, pidfd, UInt64(mine), 0)
-        try inj.call("fcntl(F_SETFD)", Arch.SYS.fcntl, fd, UInt64(F_SETFD), 0)
-        return fd
     }
 }

@@ -1,4 +1,3 @@
-import CSSILinux
 import Foundation
 import SSISystem
 #if canImport(Glibc)
@@ -93,8 +92,9 @@ public final class SnapshotWriter {
     }
 
     /// Writes the manifest, syncs everything to disk and renames the directory to the next
-    /// unused version. Returns the version number.
-    public func commit(description: String, processes: [Int32], date: Date = Date()) throws -> (Int, Manifest) {
+    /// unused version. Returns the version number. `arch` names the register file the
+    /// snapshot holds (the injection library's Arch.name).
+    public func commit(description: String, processes: [Int32], arch: String, date: Date = Date()) throws -> (Int, Manifest) {
         // The root of the application comes first in `processes`.
         var uts = utsname()
         uname(&uts)
@@ -103,7 +103,7 @@ public final class SnapshotWriter {
         while true {
             let version = (store.versions(app).last ?? 0) + 1
             let manifest = Manifest(appID: app, version: version, description: description, date: fmt.string(from: date),
-                                    arch: "x86_64", kernel: kernel, processes: processes, files: entries)
+                                    arch: arch, kernel: kernel, processes: processes, files: entries)
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys, .prettyPrinted]
             let bytes: [UInt8]
@@ -154,7 +154,7 @@ public final class StreamFile {
 
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
         guard bytes.count > 0 else { return }
-        crc = cssi_crc32c(crc, bytes.baseAddress, bytes.count)
+        crc = CRC32C.update(crc, bytes)
         var done = 0
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
@@ -191,7 +191,7 @@ public struct Snapshot: Sendable {
             throw SSIError(.corrupt, "\(mpath) is missing or unreadable: \(dir) is not a complete SwiftSSI snapshot", hint: "restart another version")
         }
         let crcText = (try? ProcFS.read("\(dir)/manifest.crc"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-        let actual = mbytes.withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        let actual = CRC32C.checksum(mbytes)
         guard let expected = UInt32(crcText, radix: 16), expected == actual else {
             throw SSIError(.corrupt, "\(mpath) is corrupt (its checksum in manifest.crc does not match)", hint: "restart another version")
         }
@@ -247,7 +247,7 @@ public struct Snapshot: Sendable {
                 let n = pread(fdCopy, buf.baseAddress, Int(min(UInt64(chunk), end - off)), off_t(off))
                 if n < 0 { if errno == EINTR { continue }; results.slots[i] = (0, errno); return }
                 if n == 0 { break }
-                crc = cssi_crc32c(crc, buf.baseAddress, n)
+                crc = CRC32C.update(crc, UnsafeRawBufferPointer(rebasing: buf[0..<n]))
                 off += UInt64(n)
             }
             results.slots[i] = (crc, 0)
@@ -256,7 +256,7 @@ public struct Snapshot: Sendable {
         for i in 0..<pieces {
             if results.slots[i].errno != 0 { throw SSIError.sys("read \(path)", errno: results.slots[i].errno) }
             let start = UInt64(i) * pieceSize, end = min(entry.size, start + pieceSize)
-            crc = i == 0 ? results.slots[i].crc : cssi_crc32c_combine(crc, results.slots[i].crc, end - start)
+            crc = i == 0 ? results.slots[i].crc : CRC32C.combine(crc, results.slots[i].crc, lengthOfB: end - start)
         }
         guard crc == entry.crc32c else {
             throw SSIError(.corrupt, "\(path) is corrupt: its CRC-32C is \(String(crc, radix: 16)), the manifest says \(String(entry.crc32c, radix: 16))",

@@ -37,7 +37,7 @@ struct SnapshotStoreTests {
         for i in stride(from: 0, to: big.count, by: 4093) { big[i] = UInt8(truncatingIfNeeded: i >> 12) }
         try w.addFile("pages-9.img", big)
         try w.addJSON("core-9.json", image)
-        _ = try w.commit(description: "", processes: [9])
+        _ = try w.commit(description: "", processes: [9], arch: "x86_64")
         _ = try store.open(app: 9, version: 1)
         let path = "\(dir)/9/v1/pages-9.img"
         let fh = FileHandle(forUpdatingAtPath: path)!
@@ -59,7 +59,7 @@ struct SnapshotStoreTests {
             image.pagesFile = "pages-42.img"
             try w.addFile("pages-42.img", [UInt8](repeating: UInt8(n), count: 8192))
             try w.addJSON("core-42.json", image)
-            let (version, _) = try w.commit(description: "v\(n)", processes: [42])
+            let (version, _) = try w.commit(description: "v\(n)", processes: [42], arch: "x86_64")
             #expect(version == n)
         }
         #expect(store.versions(42) == [1, 2])
