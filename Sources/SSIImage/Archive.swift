@@ -47,9 +47,15 @@ public enum ArchiveFormat {
     }
 }
 
-func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+extension FixedWidthInteger {
+    /// The value's bytes, little-endian (the byte order of every number in SwiftSSI's files).
+    public var littleEndianBytes: [UInt8] { withUnsafeBytes(of: littleEndian) { Array($0) } }
+}
 
-func readLE<T: FixedWidthInteger>(_ b: [UInt8], _ at: Int, as: T.Type) -> T {
+func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { v.littleEndianBytes }
+
+/// A little-endian number read at byte `at` of `b`.
+public func readLE<T: FixedWidthInteger>(_ b: [UInt8], _ at: Int, as: T.Type) -> T {
     var v: T = 0
     for i in 0..<MemoryLayout<T>.size { v |= T(b[at + i]) << (8 * i) }
     return v
