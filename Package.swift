@@ -62,6 +62,7 @@ let package = Package(
         .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: ["SSICluster", "SSIDaemon", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
     ]
 )
