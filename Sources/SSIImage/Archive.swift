@@ -87,15 +87,7 @@ public final class ArchiveWriter {
     func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SSIError.sys("write \(location)", errno: errno, hint: errno == ENOSPC ? "free some space, or write elsewhere" : nil)
-            }
-            done += n
-        }
+        try writeAll(fd, bytes, what: "write \(location)", whenFull: "free some space, or write elsewhere")
     }
 
     /// Starts the next file; the previous one must be finished.

@@ -155,15 +155,7 @@ final class DirectoryFileWriter: ImageFileWriter {
     func append(_ bytes: UnsafeRawBufferPointer) throws {
         guard bytes.count > 0 else { return }
         crc = CRC32C.update(crc, bytes)
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SSIError.sys("write \(path)", errno: errno, hint: errno == ENOSPC ? "free space in the snapshot directory" : nil)
-            }
-            done += n
-        }
+        try writeAll(fd, bytes, what: "write \(path)", whenFull: "free space in the snapshot directory")
         size += UInt64(bytes.count)
     }
 

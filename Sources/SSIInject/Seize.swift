@@ -15,14 +15,12 @@ public struct ProcessTree: Sendable {
     public static func collect(root: Int32) throws -> ProcessTree {
         var children = [Int32: [Int32]]()
         var parent = [Int32: Int32]()
-        guard let dir = opendir("/proc") else { throw SSIError.sys("opendir /proc", errno: errno) }
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            guard let pid = Int32(name), let st = try? ProcStat.read(pid: pid) else { continue }
+        guard let all = numericEntries(of: "/proc") else { throw SSIError.sys("opendir /proc", errno: errno) }
+        for pid in all {
+            guard let st = try? ProcStat.read(pid: pid) else { continue }
             parent[pid] = st.ppid
             children[st.ppid, default: []].append(pid)
         }
-        closedir(dir)
         var tree = ProcessTree(root: root)
         var queue = [root]
         while !queue.isEmpty {

@@ -67,20 +67,3 @@ public struct CheckpointEngine: Sendable {
         try f.thaw(app)
     }
 }
-
-extension CheckpointEngine {
-    public struct RestartOptions: Sendable {
-        /// Leave the restarted application frozen (`-U`); `ssi checkpoint -u` thaws it.
-        public var leaveFrozen = false
-        /// Give fds that were terminals the caller's terminal (`-t`).
-        public var useCallerTerminal = false
-        public init() {}
-    }
-
-    public struct RestartResult: Sendable {
-        public var app: Int32
-        public var version: Int
-        public var pid: Int32
-        public var restoreSeconds: Double
-    }
-}

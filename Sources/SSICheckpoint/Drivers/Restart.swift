@@ -12,6 +12,26 @@ import Glibc
 // failure everything created is killed and reaped: the PIDs are free, the snapshot untouched.
 
 extension CheckpointEngine {
+    public struct RestartOptions: Sendable {
+        /// Leave the restarted application frozen (`-U`); `ssi checkpoint -u` thaws it.
+        public var leaveFrozen: Bool
+        /// Give fds that were terminals the caller's terminal (`-t`).
+        public var useCallerTerminal: Bool
+
+        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false) {
+            self.leaveFrozen = leaveFrozen
+            self.useCallerTerminal = useCallerTerminal
+        }
+    }
+
+    public struct RestartResult: Sendable {
+        public var app: Int32
+        public var version: Int
+        /// The root process, our child.
+        public var pid: Int32
+        public var restoreSeconds: Double
+    }
+
     /// Rebuilds application `app` from snapshot `version` (latest if nil) of the version
     /// store. The snapshot is verified whole before anything is created; on any failure the
     /// half-built process is killed and reaped, so the PID is free again and the snapshot

@@ -68,3 +68,17 @@ public enum MapFlags {
     /// MAP_FIXED_NOREPLACE (Linux 4.17): like MAP_FIXED, but fails rather than replace a mapping.
     public static let fixedNoReplace: Int32 = 0x100000
 }
+
+/// write(2) until every byte is written, retried on EINTR. Throws naming `what`; `whenFull`
+/// is the hint when the file system is full (ENOSPC).
+public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, what: @autoclosure () -> String, whenFull: String) throws {
+    var done = 0
+    while done < bytes.count {
+        let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw SSIError.sys(what(), errno: errno, hint: errno == ENOSPC ? whenFull : nil)
+        }
+        done += n
+    }
+}
