@@ -22,14 +22,17 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
-        // C shim: ptrace, raw syscalls, clone3 spawns, prctl, wait macros, CRC-32C.
+        // C shim: ptrace, raw syscalls, the one spawner, prctl, wait macros, CRC-32C, SysV IPC.
+        // Only SSISystem, SSIInject and SSIIPC import it.
         .target(name: "CSSILinux", cSettings: [.define("_GNU_SOURCE"), .unsafeFlags(["-msse4.2"])]),
-        // Typed syscall layer and /proc readers.
+        // Typed system layer: spawn, typed pid/signal/fd, prctl, socket options, /proc readers.
         .target(name: "SSISystem", dependencies: ["CSSILinux"], swiftSettings: swiftSettings),
-        // The snapshot format and the per-application version store.
-        .target(name: "SSIImage", dependencies: ["SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
-        // The checkpoint/restart engine.
-        .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIImage", "SSIIPC", "CSSILinux"], swiftSettings: swiftSettings),
+        // The snapshot format, the image writer/reader protocols, the version store, archives.
+        .target(name: "SSIImage", dependencies: ["SSISystem"], swiftSettings: swiftSettings),
+        // Injection library: seizing, remote syscalls, per-architecture registers (Arch/).
+        .target(name: "SSIInject", dependencies: ["SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        // The checkpoint/restart engine: Drivers/ (checkpoint, restart, launch), Resources/.
+        .target(name: "SSICheckpoint", dependencies: ["SSISystem", "SSIInject", "SSIImage", "SSIIPC"], swiftSettings: swiftSettings),
         // SysV IPC objects saved and restored with their key and id.
         .target(name: "SSIIPC", dependencies: ["SSISystem", "SSIImage", "CSSILinux"], swiftSettings: swiftSettings),
         // Cluster column, bottom to top (docs/cluster.md). Transport: frames, authentication,
@@ -69,7 +72,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
             "SSIControl", "SSILocalCluster", "SSIKDDM", "SSIMembership",
-            "SSICheckpoint", "SSIIPC", "SSISystem",
+            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
@@ -78,15 +81,16 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // Process 1 of a cluster application's PID namespace (C: a few pages, no runtime).
         .executableTarget(name: "ssi-init"),
-        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSISystem", "CSSILinux", "SSIControl", "SSILocalCluster", "SSITransport"], swiftSettings: swiftSettings),
-        .target(name: "SSITestSupport", dependencies: ["SSISystem", "CSSILinux"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
+        .executableTarget(name: "ssi-bench", dependencies: ["SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIControl", "SSILocalCluster", "SSITransport"], swiftSettings: swiftSettings),
+        .target(name: "SSITestSupport", dependencies: ["SSISystem"], path: "Tests/SSITestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "SSICheckpointTests", dependencies: ["SSICheckpoint", "SSITestSupport", "SSISystem", "SSIImage"], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
             "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
     ]
 )

@@ -25,6 +25,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
 #endif
@@ -120,6 +123,18 @@ long cssi_process_vm_writev(pid_t pid, const struct iovec *l, unsigned long nl,
 long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags) {
     return neg_errno(tee(fdin, fdout, len, flags));
 }
+
+long cssi_kcmp(pid_t pid1, pid_t pid2, int type, unsigned long idx1, unsigned long idx2) {
+    return neg_errno(syscall(SYS_kcmp, pid1, pid2, type, idx1, idx2));
+}
+
+long cssi_memfd_create(const char *name, unsigned int flags) { return neg_errno(syscall(SYS_memfd_create, name, flags)); }
+
+long cssi_open_by_handle_at(int mount_fd, const void *handle, int flags) {
+    return neg_errno(syscall(SYS_open_by_handle_at, mount_fd, handle, flags));
+}
+
+long cssi_pidfd_getfd(int pidfd, int targetfd) { return neg_errno(syscall(SYS_pidfd_getfd, pidfd, targetfd, 0)); }
 
 int cssi_errno(void) { return errno; }
 

@@ -1,5 +1,6 @@
 import CSSILinux
 import Foundation
+import SSIImage
 import SSISystem
 #if canImport(Glibc)
 import Glibc

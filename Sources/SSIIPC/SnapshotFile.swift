@@ -1,31 +1,34 @@
 import CSSILinux
 import Foundation
+import SSIImage
 import SSISystem
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The IPC snapshot file, format version 1 (docs/ipc.md, "File format").
+/// The IPC snapshot file (docs/ipc.md, "File format"). Version 2 is an archive, the same
+/// container and checksums as snapshots sent over a stream (SSIImage, Archive.swift):
 ///
-///     offset  size  field
-///          0     8  magic "SSI-IPC\n"
-///          8     4  format version (1), little-endian like every number here
-///         12     4  kind: 1 message queue, 2 semaphore array, 3 shared memory segment
-///         16     8  M, length of the metadata
-///         24     8  P, length of the payload
-///         32     4  CRC-32C of bytes 0..<32
-///         36     4  zero
-///         40     M  metadata: JSON (IPCSnapshotInfo), sorted keys
-///       40+M     P  payload: messages, or pages (nothing for semaphores)
-///     40+M+P     4  CRC-32C of every byte before it
-///     44+M+P     4  "END\n"
+///     ipc.json   the metadata: JSON (IPCSnapshotInfo), sorted keys
+///     payload    messages, or pages (empty for semaphores)
+///     manifest   {"format": "swiftssi-ipc", "formatVersion": 2, "kind": ..., "files": [...]}
+///
+/// Version 1 files, a format of their own (LegacySnapshotFile.swift), are still read.
 public enum IPCSnapshotFormat {
-    public static let magic: [UInt8] = Array("SSI-IPC\n".utf8)
-    public static let trailerMagic: [UInt8] = Array("END\n".utf8)
+    /// Version 1's magic, at the start of the files it wrote.
+    public static let legacyMagic: [UInt8] = Array("SSI-IPC\n".utf8)
     public static let formatName = "swiftssi-ipc"
-    public static let version: UInt32 = 1
-    static let headerSize = 40
-    static let trailerSize = 8
+    public static let version: UInt32 = 2
+    static let infoFile = "ipc.json"
+    static let payloadFile = "payload"
+}
+
+/// The manifest of an IPC archive.
+struct IPCManifest: Codable {
+    var format: String
+    var formatVersion: Int
+    var kind: IPCKind
+    var files: [FileEntry]
 }
 
 /// The metadata of an IPC snapshot: which object, its identity and permissions, and
@@ -94,27 +97,20 @@ public struct IPCSnapshotInfo: Codable, Sendable, Equatable {
     public var objectDescription: String { "\(kind.name) id \(id) key \(hexKey(key))" }
 }
 
-extension FixedWidthInteger {
-    var littleEndianBytes: [UInt8] { withUnsafeBytes(of: littleEndian) { Array($0) } }
-}
-
-func readLE<T: FixedWidthInteger>(_ b: [UInt8], _ at: Int, as: T.Type) -> T {
-    var v: T = 0
-    for i in 0..<MemoryLayout<T>.size { v |= T(b[at + i]) << (8 * i) }
-    return v
-}
-
 /// Writes a snapshot: created with O_EXCL and mode 0600; `abort()` (or a throw from the
 /// caller before `finish()`) removes it.
 final class IPCSnapshotWriter {
     let path: String
     private var fd: Int32
-    private var crc: UInt32 = 0
+    private let archive: ArchiveWriter
+    private let payload: ArchiveFileWriter
+    private let kind: IPCKind
     private var payloadLeft: UInt64
     private var finished = false
 
     init(path: String, info: IPCSnapshotInfo, payloadLength: UInt64) throws {
         self.path = path
+        kind = info.kind
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         let meta = try Array(enc.encode(info))
@@ -130,51 +126,39 @@ final class IPCSnapshotWriter {
         payloadLeft = payloadLength
         // The umask can only clear bits of 0600; fchmod makes the mode exact anyway.
         fchmod(fd, 0o600)
-        var header = IPCSnapshotFormat.magic
-        header += IPCSnapshotFormat.version.littleEndianBytes
-        header += info.kind.code.littleEndianBytes
-        header += UInt64(meta.count).littleEndianBytes
-        header += payloadLength.littleEndianBytes
-        header += cssi_crc32c(0, header, header.count).littleEndianBytes
-        header += UInt32(0).littleEndianBytes
         do {
-            try write(header)
-            try write(meta)
-        } catch { abort(); throw error }
+            archive = try ArchiveWriter(fd: fd, location: path)
+            let f = try archive.createFile(IPCSnapshotFormat.infoFile)
+            try meta.withUnsafeBytes { try f.append($0) }
+            try f.finish(sync: false)
+            payload = try archive.createFile(IPCSnapshotFormat.payloadFile)
+        } catch {
+            close(fd)
+            unlink(path)
+            finished = true
+            throw error
+        }
     }
 
     deinit { if !finished { abort() } }
 
-    func write(_ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try write(raw: $0) }
-    }
-
-    /// Writes payload or header bytes, updating the running CRC.
-    func write(raw: UnsafeRawBufferPointer) throws {
-        guard let base = raw.baseAddress, raw.count > 0 else { return }
-        crc = cssi_crc32c(crc, base, raw.count)
-        var off = 0
-        while off < raw.count {
-            let n = Glibc.write(fd, base + off, raw.count - off)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SSIError.sys("cannot write \(path)", errno: errno, hint: errno == ENOSPC ? "free some space, or write the snapshot elsewhere" : nil)
-            }
-            off += n
-        }
-    }
-
-    /// Payload bytes: counted against the length announced in the header.
+    /// Payload bytes: counted against the length announced at creation.
     func writePayload(raw: UnsafeRawBufferPointer) throws {
         precondition(UInt64(raw.count) <= payloadLeft, "payload longer than announced")
         payloadLeft -= UInt64(raw.count)
-        try write(raw: raw)
+        try payload.append(raw)
     }
 
-    /// Writes the trailer and makes the file durable.
+    /// Writes the manifest and makes the file durable. Returns its size.
     func finish() throws -> UInt64 {
         precondition(payloadLeft == 0, "payload shorter than announced")
-        try write(crc.littleEndianBytes + IPCSnapshotFormat.trailerMagic)
+        try payload.finish(sync: false)
+        try archive.finish { files in
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            return Array(try enc.encode(IPCManifest(format: IPCSnapshotFormat.formatName, formatVersion: Int(IPCSnapshotFormat.version),
+                                                    kind: kind, files: files)))
+        }
         if fsync(fd) < 0 { throw SSIError.sys("cannot write \(path) to disk (fsync)", errno: errno) }
         var st = stat()
         fstat(fd, &st)
@@ -191,95 +175,72 @@ final class IPCSnapshotWriter {
     }
 }
 
-/// Opens and fully verifies a snapshot before anything is restored from it.
+/// Opens and fully verifies a snapshot, of either version, before anything is restored
+/// from it.
 final class IPCSnapshotReader {
     let path: String
     let info: IPCSnapshotInfo
-    let payloadOffset: Int64
     let payloadLength: UInt64
-    private let fd: Int32
+    private let archive: ArchiveFile?
+    private let legacy: LegacySnapshotFile?
 
     init(path: String, expecting expected: IPCKind?) throws {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
+        let notIPC = "give a file written by `ssi ipc checkpoint`"
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             let e = errno
-            throw SSIError.sys("cannot open \(path)", errno: e, hint: e == ENOENT ? "give the file written by `ssi ipc checkpoint`" : nil)
+            throw SSIError.sys("cannot open \(path)", errno: e, hint: e == ENOENT ? notIPC : nil)
         }
-        do {
-            let notIPC = "give a file written by `ssi ipc checkpoint`"
-            var st = stat()
-            fstat(fd, &st)
-            let size = UInt64(st.st_size)
-            guard (st.st_mode & S_IFMT) == S_IFREG else { throw SSIError(.invalidArgument, "\(path) is not a regular file", hint: notIPC) }
-            let head = try IPCSnapshotReader.pread(fd, count: min(Int(size), IPCSnapshotFormat.headerSize), at: 0, path: path)
-            guard head.count >= 8, Array(head[0..<8]) == IPCSnapshotFormat.magic else {
-                throw SSIError(.corrupt, "\(path) is not a SwiftSSI IPC snapshot (no SSI-IPC magic at its start)", hint: notIPC)
-            }
-            guard head.count == IPCSnapshotFormat.headerSize else {
-                throw SSIError(.corrupt, "\(path) is truncated: \(size) bytes, shorter than the \(IPCSnapshotFormat.headerSize)-byte header", hint: "the snapshot is damaged; use another copy")
-            }
-            guard readLE(head, 32, as: UInt32.self) == cssi_crc32c(0, head, 32) else {
-                throw SSIError(.corrupt, "\(path) is corrupt: its header checksum does not match", hint: "the snapshot is damaged; use another copy")
-            }
-            let version = readLE(head, 8, as: UInt32.self)
-            guard version == IPCSnapshotFormat.version else {
-                throw SSIError(.unsupported, "\(path) is an IPC snapshot of format version \(version); this ssi reads version \(IPCSnapshotFormat.version)",
-                               hint: "restore it with the ssi that wrote it")
-            }
-            guard let kind = IPCKind(code: readLE(head, 12, as: UInt32.self)) else {
-                throw SSIError(.corrupt, "\(path) is corrupt: unknown object kind \(readLE(head, 12, as: UInt32.self))", hint: "the snapshot is damaged; use another copy")
-            }
-            if let expected, expected != kind {
-                throw SSIError(.invalidArgument, "\(path) holds a \(kind.name), not a \(expected.name)",
-                               hint: "restore it with `ssi ipc restart \(kind.option) \(path)`" + (expected == .sharedMemory && kind == .messageQueue ? " (Kerrighed's manual wrote -m for message queues; SwiftSSI uses -q)" : ""))
-            }
-            let m = readLE(head, 16, as: UInt64.self), p = readLE(head, 24, as: UInt64.self)
-            let (expectedSize, o1) = UInt64(IPCSnapshotFormat.headerSize + IPCSnapshotFormat.trailerSize).addingReportingOverflow(m)
-            let (total, o2) = expectedSize.addingReportingOverflow(p)
-            guard !o1, !o2, m < 1 << 32 else { throw SSIError(.corrupt, "\(path) is corrupt: impossible section lengths", hint: "the snapshot is damaged; use another copy") }
-            guard size == total else {
-                throw SSIError(.corrupt, size < total ? "\(path) is truncated: \(size) bytes where its header announces \(total)" : "\(path) is corrupt: \(size) bytes where its header announces \(total)",
-                               hint: "the snapshot is damaged or was not completely copied; use another copy")
-            }
-            // Whole-file CRC first, so that nothing is created from a damaged file.
-            var crc: UInt32 = 0
-            let chunk = 4 << 20
-            let buf = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
-            defer { buf.deallocate() }
-            var off: UInt64 = 0
-            let end = total - UInt64(IPCSnapshotFormat.trailerSize)
-            while off < end {
-                let want = Int(min(UInt64(chunk), end - off))
-                let n = Glibc.pread(fd, buf, want, off_t(off))
-                if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("cannot read \(path)", errno: errno) }
-                if n == 0 { throw SSIError(.corrupt, "\(path) is truncated (it shrank while being read)") }
-                crc = cssi_crc32c(crc, buf, n)
-                off += UInt64(n)
-            }
-            let trailer = try IPCSnapshotReader.pread(fd, count: IPCSnapshotFormat.trailerSize, at: off_t(end), path: path)
-            guard Array(trailer[4..<8]) == IPCSnapshotFormat.trailerMagic, readLE(trailer, 0, as: UInt32.self) == crc else {
-                throw SSIError(.corrupt, "\(path) is corrupt: its CRC-32C does not match its content", hint: "the snapshot is damaged; use another copy")
-            }
-            let meta = try IPCSnapshotReader.pread(fd, count: Int(m), at: off_t(IPCSnapshotFormat.headerSize), path: path)
-            let decoded: IPCSnapshotInfo
-            do { decoded = try JSONDecoder().decode(IPCSnapshotInfo.self, from: Data(meta)) } catch {
-                throw SSIError(.corrupt, "\(path) is corrupt: unreadable metadata (\(error))", hint: "the snapshot is damaged; use another copy")
-            }
-            guard decoded.format == IPCSnapshotFormat.formatName, decoded.kind == kind else {
-                throw SSIError(.corrupt, "\(path) is corrupt: its metadata does not match its header", hint: "the snapshot is damaged; use another copy")
-            }
+        var st = stat()
+        fstat(fd, &st)
+        let magic = (try? LegacySnapshotFile.pread(fd, count: 8, at: 0, path: path)) ?? []
+        close(fd)
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SSIError(.invalidArgument, "\(path) is not a regular file", hint: notIPC) }
+        if magic == IPCSnapshotFormat.legacyMagic {
+            let file = try LegacySnapshotFile(path: path)
+            legacy = file
+            archive = nil
+            info = file.info
+            payloadLength = file.payloadLength
+        } else if magic == ArchiveFormat.magic {
+            let (file, decoded) = try IPCSnapshotReader.openArchive(path)
+            archive = file
+            legacy = nil
             info = decoded
-            payloadOffset = Int64(IPCSnapshotFormat.headerSize) + Int64(m)
-            payloadLength = p
-            try validate()
-        } catch {
-            close(fd)
-            throw error
+            payloadLength = file.size(of: IPCSnapshotFormat.payloadFile) ?? 0
+        } else {
+            throw SSIError(.corrupt, "\(path) is not a SwiftSSI IPC snapshot (no SwiftSSI magic at its start)", hint: notIPC)
         }
+        if let expected, expected != info.kind {
+            throw SSIError(.invalidArgument, "\(path) holds a \(info.kind.name), not a \(expected.name)",
+                           hint: "restore it with `ssi ipc restart \(info.kind.option) \(path)`" + (expected == .sharedMemory && info.kind == .messageQueue ? " (Kerrighed's manual wrote -m for message queues; SwiftSSI uses -q)" : ""))
+        }
+        try validate()
     }
 
-    deinit { close(fd) }
+    /// A version 2 file: the archive, verified whole, and its metadata.
+    private static func openArchive(_ path: String) throws -> (ArchiveFile, IPCSnapshotInfo) {
+        let file = try ArchiveFile(path: path)
+        guard file.manifest.format == IPCSnapshotFormat.formatName else {
+            throw SSIError(.corrupt, "\(path) is not a SwiftSSI IPC snapshot (it holds a \(file.manifest.format))", hint: "give a file written by `ssi ipc checkpoint`")
+        }
+        guard file.manifest.formatVersion == Int(IPCSnapshotFormat.version) else {
+            throw SSIError(.unsupported, "\(path) is an IPC snapshot of format version \(file.manifest.formatVersion); this ssi reads versions 1 and \(IPCSnapshotFormat.version)",
+                           hint: "restore it with the ssi that wrote it")
+        }
+        func bad(_ why: String) -> SSIError { SSIError(.corrupt, "\(path) is corrupt: \(why)", hint: "the snapshot is damaged; use another copy") }
+        guard let metaSize = file.size(of: IPCSnapshotFormat.infoFile), file.size(of: IPCSnapshotFormat.payloadFile) != nil, metaSize < 1 << 30 else {
+            throw bad("it lacks its metadata or its payload")
+        }
+        var meta = [UInt8](repeating: 0, count: Int(metaSize))
+        try meta.withUnsafeMutableBytes { try file.read(IPCSnapshotFormat.infoFile, into: $0, at: 0) }
+        let decoded: IPCSnapshotInfo
+        do { decoded = try JSONDecoder().decode(IPCSnapshotInfo.self, from: Data(meta)) } catch { throw bad("unreadable metadata (\(error))") }
+        let manifestKind = (try? JSONDecoder().decode(IPCManifest.self, from: Data(file.manifestJSON)))?.kind
+        guard decoded.format == IPCSnapshotFormat.formatName, manifestKind == decoded.kind else { throw bad("its metadata does not match its manifest") }
+        return (file, decoded)
+    }
 
     /// Consistency of the metadata with the payload, so that restore cannot fail half way
     /// because of the file.
@@ -303,27 +264,12 @@ final class IPCSnapshotReader {
         }
     }
 
-    static func pread(_ fd: Int32, count: Int, at offset: off_t, path: String) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var got = 0
-        while got < count {
-            let n = out.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress! + got, count - got, offset + off_t(got)) }
-            if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("cannot read \(path)", errno: errno) }
-            if n == 0 { break }
-            got += n
-        }
-        out.removeLast(count - got)
-        return out
-    }
-
     /// Reads `count` payload bytes at payload offset `offset` into `dest`.
     func readPayload(into dest: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws {
-        var got = 0
-        while got < count {
-            let n = Glibc.pread(fd, dest + got, count - got, off_t(payloadOffset) + off_t(offset) + off_t(got))
-            if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("cannot read \(path)", errno: errno) }
-            if n == 0 { throw SSIError(.corrupt, "\(path) is truncated (it shrank while being read)") }
-            got += n
+        if let archive {
+            try archive.read(IPCSnapshotFormat.payloadFile, into: UnsafeMutableRawBufferPointer(start: dest, count: count), at: offset)
+        } else if let legacy {
+            try legacy.readPayload(into: dest, count: count, at: offset)
         }
     }
 }

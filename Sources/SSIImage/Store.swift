@@ -1,4 +1,3 @@
-import CSSILinux
 import Foundation
 import SSISystem
 #if canImport(Glibc)
@@ -59,61 +58,41 @@ public struct SnapshotStore: Sendable {
     }
 }
 
-/// Writes one snapshot: files go into a temporary directory, then one rename(2) makes the
-/// version appear whole. A checkpoint killed at any instant leaves no half version.
-public final class SnapshotWriter {
+/// Writes one snapshot into the version store: files go into a temporary directory, then one
+/// rename(2) makes the version appear whole. A checkpoint killed at any instant leaves no
+/// half version.
+public final class SnapshotWriter: ImageWriter {
     let store: SnapshotStore
     public let app: Int32
     public let tempDir: String
-    private var entries: [FileEntry] = []
+    fileprivate var entries: [FileEntry] = []
     private var committed = false
 
     init(store: SnapshotStore, app: Int32, tempDir: String) { self.store = store; self.app = app; self.tempDir = tempDir }
 
     deinit { if !committed { abort() } }
 
+    public var location: String { tempDir }
+
     public func abort() { try? FileManager.default.removeItem(atPath: tempDir) }
 
-    public func addFile(_ name: String, _ bytes: [UInt8]) throws {
-        let f = try StreamFile(path: "\(tempDir)/\(name)")
-        try bytes.withUnsafeBytes { (b) throws in try f.append(b) }
-        entries.append(try f.finish(name: name))
-    }
-
-    public func createStream(_ name: String) throws -> StreamFile { try StreamFile(path: "\(tempDir)/\(name)") }
-
-    public func addFinished(_ entry: FileEntry) { entries.append(entry) }
-
-    public func addJSON<T: Encodable>(_ name: String, _ value: T) throws {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .prettyPrinted]
-        do { try addFile(name, Array(try enc.encode(value))) } catch let e as SSIError { throw e } catch {
-            throw SSIError(.system, "cannot encode \(name): \(error)")
-        }
-    }
+    public func createFile(_ name: String) throws -> any ImageFileWriter { try DirectoryFileWriter(writer: self, name: name) }
 
     /// Writes the manifest, syncs everything to disk and renames the directory to the next
-    /// unused version. Returns the version number.
-    public func commit(description: String, processes: [Int32], date: Date = Date()) throws -> (Int, Manifest) {
+    /// unused version. Returns the version number. `arch` names the register file the
+    /// snapshot holds (the injection library's Arch.name).
+    public func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
         // The root of the application comes first in `processes`.
-        var uts = utsname()
-        uname(&uts)
-        let kernel = withUnsafeBytes(of: uts.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        let kernel = SnapshotFormat.kernelRelease()
         let fmt = ISO8601DateFormatter()
         while true {
             let version = (store.versions(app).last ?? 0) + 1
             let manifest = Manifest(appID: app, version: version, description: description, date: fmt.string(from: date),
-                                    arch: "x86_64", kernel: kernel, processes: processes, files: entries)
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.sortedKeys, .prettyPrinted]
+                                    arch: arch, kernel: kernel, processes: processes, files: entries)
             let bytes: [UInt8]
-            do { bytes = Array(try enc.encode(manifest)) } catch { throw SSIError(.system, "cannot encode manifest: \(error)") }
-            let mf = try StreamFile(path: "\(tempDir)/manifest.json")
-            try bytes.withUnsafeBytes { (b) throws in try mf.append(b) }
-            let crc = try mf.finish(name: "manifest.json").crc32c
-            let cf = try StreamFile(path: "\(tempDir)/manifest.crc")
-            try Array(String(crc, radix: 16).utf8).withUnsafeBytes { (b) throws in try cf.append(b) }
-            _ = try cf.finish(name: "manifest.crc")
+            do { bytes = Array(try SnapshotFormat.encoder().encode(manifest)) } catch { throw SSIError(.system, "cannot encode manifest: \(error)") }
+            try writeWhole("manifest.json", bytes)
+            try writeWhole("manifest.crc", Array(String(CRC32C.checksum(bytes), radix: 16).utf8))
             for entry in entries { try fsyncPath("\(tempDir)/\(entry.name)") }
             try fsyncPath(tempDir)
             let target = store.directory(app, version: version)
@@ -128,6 +107,16 @@ public final class SnapshotWriter {
             throw SSIError.sys("rename \(tempDir) to \(target)", errno: e)
         }
     }
+
+    /// manifest.json and manifest.crc: written (again, if the version number changed) and
+    /// synced, but not listed in the manifest.
+    private func writeWhole(_ name: String, _ bytes: [UInt8]) throws {
+        let path = "\(tempDir)/\(name)"
+        unlink(path)
+        let f = try DirectoryFileWriter(path: path)
+        try bytes.withUnsafeBytes { (b) throws in try f.append(b) }
+        try f.sync()
+    }
 }
 
 func fsyncPath(_ path: String) throws {
@@ -137,50 +126,65 @@ func fsyncPath(_ path: String) throws {
     if fsync(fd) != 0 { throw SSIError.sys("fsync \(path)", errno: errno) }
 }
 
-/// A file written sequentially with a running CRC-32C; fsync'd by finish().
-public final class StreamFile {
-    public let path: String
-    public let fd: Int32
-    public private(set) var size: UInt64 = 0
+/// A file of a snapshot directory, written sequentially with a running CRC-32C.
+final class DirectoryFileWriter: ImageFileWriter {
+    let path: String
+    let name: String
+    let fd: Int32
+    private weak var writer: SnapshotWriter?
+    private(set) var size: UInt64 = 0
     private var crc: UInt32 = 0
 
-    public init(path: String) throws {
+    init(writer: SnapshotWriter, name: String) throws {
+        self.writer = writer
+        self.name = name
+        path = "\(writer.tempDir)/\(name)"
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd < 0 { throw SSIError.sys("create \(path)", errno: errno) }
+    }
+
+    init(path: String) throws {
         self.path = path
+        name = (path as NSString).lastPathComponent
         fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         if fd < 0 { throw SSIError.sys("create \(path)", errno: errno) }
     }
 
     deinit { close(fd) }
 
-    public func append(_ bytes: UnsafeRawBufferPointer) throws {
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
         guard bytes.count > 0 else { return }
-        crc = cssi_crc32c(crc, bytes.baseAddress, bytes.count)
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SSIError.sys("write \(path)", errno: errno, hint: errno == ENOSPC ? "free space in the snapshot directory" : nil)
-            }
-            done += n
-        }
+        crc = CRC32C.update(crc, bytes)
+        try writeAll(fd, bytes, what: "write \(path)", whenFull: "free space in the snapshot directory")
         size += UInt64(bytes.count)
     }
 
-    /// Ends the file. Without `sync` the data reaches the disk at commit, which fsyncs every
-    /// file before the rename: the checkpoint path passes false so that no fsync happens while
-    /// the application is stopped.
-    public func finish(name: String, sync: Bool = true) throws -> FileEntry {
-        if sync && fsync(fd) != 0 { throw SSIError.sys("fsync \(path)", errno: errno) }
-        return FileEntry(name: name, size: size, crc32c: crc)
+    func sync() throws {
+        if fsync(fd) != 0 { throw SSIError.sys("fsync \(path)", errno: errno) }
+    }
+
+    func finish(sync: Bool) throws -> FileEntry {
+        if sync { try self.sync() }
+        let entry = FileEntry(name: name, size: size, crc32c: crc)
+        writer?.entries.append(entry)
+        return entry
     }
 }
 
-/// A verified snapshot, ready for restart.
-public struct Snapshot: Sendable {
+/// A verified snapshot of the version store, ready for restart.
+public struct Snapshot: ImageReader, Sendable {
     public let directory: String
     public let manifest: Manifest
     public let processes: [ProcessImage]
+
+    public var location: String { directory }
+
+    public func open(_ name: String) throws -> any ImageFileReader {
+        guard manifest.files.contains(where: { $0.name == name }) else {
+            throw SSIError(.corrupt, "\(directory)/manifest.json does not list \(name)")
+        }
+        return try DirectoryFileReader(path: "\(directory)/\(name)")
+    }
 
     /// Refuses, naming the file, anything truncated, corrupt, of another format version, or
     /// not a SwiftSSI snapshot at all. Nothing is used before everything checks out.
@@ -191,35 +195,18 @@ public struct Snapshot: Sendable {
             throw SSIError(.corrupt, "\(mpath) is missing or unreadable: \(dir) is not a complete SwiftSSI snapshot", hint: "restart another version")
         }
         let crcText = (try? ProcFS.read("\(dir)/manifest.crc"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-        let actual = mbytes.withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
-        guard let expected = UInt32(crcText, radix: 16), expected == actual else {
+        guard let expected = UInt32(crcText, radix: 16), expected == CRC32C.checksum(mbytes) else {
             throw SSIError(.corrupt, "\(mpath) is corrupt (its checksum in manifest.crc does not match)", hint: "restart another version")
         }
-        let manifest: Manifest
-        do { manifest = try JSONDecoder().decode(Manifest.self, from: Data(mbytes)) } catch {
-            throw SSIError(.corrupt, "\(mpath) is not a SwiftSSI manifest: \(error)")
-        }
-        guard manifest.format == SnapshotFormat.magic else { throw SSIError(.corrupt, "\(mpath): not a SwiftSSI snapshot (format \(manifest.format))") }
-        guard SnapshotFormat.readable.contains(manifest.formatVersion) else {
-            throw SSIError(.corrupt, "\(mpath): snapshot format version \(manifest.formatVersion), this ssi reads versions \(SnapshotFormat.readable.lowerBound)-\(SnapshotFormat.readable.upperBound)",
-                           hint: "restart it with the SwiftSSI release that wrote it")
-        }
+        let manifest = try SnapshotFormat.decodeManifest(mbytes, where: mpath)
         for entry in manifest.files {
             try verify(entry, in: dir)
         }
-        var procs = [ProcessImage]()
-        for pid in manifest.processes {
-            let path = "\(dir)/core-\(pid).json"
-            guard manifest.files.contains(where: { $0.name == "core-\(pid).json" }) else { throw SSIError(.corrupt, "\(mpath) does not list core-\(pid).json") }
-            do { procs.append(try JSONDecoder().decode(ProcessImage.self, from: Data(try ProcFS.readBytes(path)))) } catch {
-                throw SSIError(.corrupt, "\(path) does not decode: \(error)")
-            }
-        }
+        let procs = try SnapshotFormat.decodeProcesses(manifest, where: mpath, read: { try ProcFS.readBytes("\(dir)/\($0)") }, location: dir)
         return Snapshot(directory: dir, manifest: manifest, processes: procs)
     }
 
     static func verify(_ entry: FileEntry, in dir: String) throws {
-        guard !entry.name.contains("/"), !entry.name.hasPrefix(".") else { throw SSIError(.corrupt, "\(dir)/manifest.json names a file outside the snapshot: \(entry.name)") }
         let path = "\(dir)/\(entry.name)"
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw SSIError(.corrupt, "\(path) is missing from the snapshot", hint: "restart another version") }
@@ -247,7 +234,7 @@ public struct Snapshot: Sendable {
                 let n = pread(fdCopy, buf.baseAddress, Int(min(UInt64(chunk), end - off)), off_t(off))
                 if n < 0 { if errno == EINTR { continue }; results.slots[i] = (0, errno); return }
                 if n == 0 { break }
-                crc = cssi_crc32c(crc, buf.baseAddress, n)
+                crc = CRC32C.update(crc, UnsafeRawBufferPointer(rebasing: buf[0..<n]))
                 off += UInt64(n)
             }
             results.slots[i] = (crc, 0)
@@ -256,7 +243,7 @@ public struct Snapshot: Sendable {
         for i in 0..<pieces {
             if results.slots[i].errno != 0 { throw SSIError.sys("read \(path)", errno: results.slots[i].errno) }
             let start = UInt64(i) * pieceSize, end = min(entry.size, start + pieceSize)
-            crc = i == 0 ? results.slots[i].crc : cssi_crc32c_combine(crc, results.slots[i].crc, end - start)
+            crc = i == 0 ? results.slots[i].crc : CRC32C.combine(crc, results.slots[i].crc, lengthOfB: end - start)
         }
         guard crc == entry.crc32c else {
             throw SSIError(.corrupt, "\(path) is corrupt: its CRC-32C is \(String(crc, radix: 16)), the manifest says \(String(entry.crc32c, radix: 16))",
@@ -272,5 +259,33 @@ final class PieceResults: @unchecked Sendable {
     init(capacity: Int) {
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: (0, 0))
+    }
+}
+
+/// A file of a snapshot directory, read with pread(2); restored processes open `path`.
+final class DirectoryFileReader: ImageFileReader {
+    let path: String?
+    let size: UInt64
+    private let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SSIError.sys("open \(path)", errno: errno) }
+        var st = stat()
+        fstat(fd, &st)
+        size = UInt64(st.st_size)
+    }
+
+    deinit { close(fd) }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("read \(path ?? "")", errno: errno) }
+            if n == 0 { throw SSIError(.corrupt, "\(path ?? "") is shorter than the snapshot says") }
+            done += n
+        }
     }
 }

@@ -171,11 +171,10 @@ public struct FdInfo: Sendable {
     }
 }
 
-/// The PIDs of the threads of a process (/proc/PID/task).
-public func threadIDs(of pid: Int32) throws -> [Int32] {
-    guard let dir = opendir("/proc/\(pid)/task") else {
-        throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps")
-    }
+/// The numeric names in a directory (/proc, /proc/PID/task, /proc/PID/fd), sorted; nil
+/// if it cannot be opened (errno says why).
+public func numericEntries(of path: String) -> [Int32]? {
+    guard let dir = opendir(path) else { return nil }
     defer { closedir(dir) }
     var out = [Int32]()
     while let e = readdir(dir) {
@@ -185,16 +184,18 @@ public func threadIDs(of pid: Int32) throws -> [Int32] {
     return out.sorted()
 }
 
+/// The PIDs of the threads of a process (/proc/PID/task).
+public func threadIDs(of pid: Int32) throws -> [Int32] {
+    guard let tids = numericEntries(of: "/proc/\(pid)/task") else {
+        throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps")
+    }
+    return tids
+}
+
 /// The open file descriptor numbers of a process (/proc/PID/fd).
 public func openFDs(of pid: Int32) throws -> [Int32] {
-    guard let dir = opendir("/proc/\(pid)/fd") else {
+    guard let fds = numericEntries(of: "/proc/\(pid)/fd") else {
         throw SSIError.sys("open /proc/\(pid)/fd", errno: Glibc.errno)
     }
-    defer { closedir(dir) }
-    var out = [Int32]()
-    while let e = readdir(dir) {
-        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if let t = Int32(name) { out.append(t) }
-    }
-    return out.sorted()
+    return fds
 }

@@ -93,7 +93,7 @@ struct CheckpointBenchmark {
         let sumBefore = ready.split(separator: " ").last.map(String.init) ?? ""
         let t0 = DispatchTime.now()
         var o = CheckpointEngine.CheckpointOptions()
-        o.killSignal = SIGKILL
+        o.killSignal = .kill
         let ck = try engine.checkpoint(app: pid, options: o)
         let dump = seconds(since: t0)
         var st: Int32 = 0
@@ -140,7 +140,7 @@ struct CheckpointBenchmark {
             let before = try pssOfTree(root)
             let t0 = DispatchTime.now()
             var o = CheckpointEngine.CheckpointOptions()
-            o.killSignal = SIGKILL
+            o.killSignal = .kill
             let ck = try engine.checkpoint(app: root, options: o)
             let dumpSecs = seconds(since: t0)
             let snap = try SnapshotStore(root: "\(dir)/chkpt").open(app: root, version: ck.version)

@@ -1,4 +1,3 @@
-import CSSILinux
 import Foundation
 import SSIIPC
 import SSISystem
@@ -13,89 +12,96 @@ import Glibc
 /// private IPC namespace of its own (unshare(CLONE_NEWIPC)), so it needs root and leaves
 /// the host's IPC objects alone.
 public func runIPCBenchmark(args: [String]) throws {
+    let o = try IPCBenchOptions(args)
+    try IPCObjects.unshareNamespace()
+    try FileManager.default.createDirectory(atPath: o.dir, withIntermediateDirectories: true)
+    let file = "\(o.dir)/object-\(getpid()).dat"
+    defer { unlink(file) }
+    var bench = IPCBench(file: file, runs: o.runs)
+    try bench.messageQueue(o)
+    try bench.semaphores(o)
+    try bench.sharedMemory(o)
+}
+
+struct IPCBenchOptions {
     var dir = "/dev/shm/ssi-bench-ipc", runs = 5, messages = 10_000, messageBytes = 100
     var shmMiB = 1024, touchedPercent = 1.0, sems = 1000
-    var i = 0
-    while i < args.count {
-        let v = i + 1 < args.count ? args[i + 1] : ""
-        switch args[i] {
-        case "--dir": dir = v
-        case "--runs": runs = Int(v) ?? runs
-        case "--messages": messages = Int(v) ?? messages
-        case "--message-bytes": messageBytes = Int(v) ?? messageBytes
-        case "--shm-mib": shmMiB = Int(v) ?? shmMiB
-        case "--touched-percent": touchedPercent = Double(v) ?? touchedPercent
-        case "--sems": sems = Int(v) ?? sems
-        default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "options: --dir --runs --messages --message-bytes --shm-mib --touched-percent --sems")
+
+    init(_ args: [String]) throws {
+        var i = 0
+        while i < args.count {
+            let v = i + 1 < args.count ? args[i + 1] : ""
+            switch args[i] {
+            case "--dir": dir = v
+            case "--runs": runs = Int(v) ?? runs
+            case "--messages": messages = Int(v) ?? messages
+            case "--message-bytes": messageBytes = Int(v) ?? messageBytes
+            case "--shm-mib": shmMiB = Int(v) ?? shmMiB
+            case "--touched-percent": touchedPercent = Double(v) ?? touchedPercent
+            case "--sems": sems = Int(v) ?? sems
+            default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "options: --dir --runs --messages --message-bytes --shm-mib --touched-percent --sems")
+            }
+            i += 2
         }
-        i += 2
     }
-    let r = cssi_ipc_unshare_namespace()
-    if r < 0 { throw SSIError.sys("ssi-bench ipc needs its own IPC namespace (unshare CLONE_NEWIPC)", errno: -r, hint: "run it as root") }
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let file = "\(dir)/object-\(getpid()).dat"
-    defer { unlink(file) }
-    var bench = IPCBench(file: file, runs: runs)
+}
 
-    // Message queue: the namespace is ours, so its msgmnb can be raised for the queue's size.
-    let qbytes = max(messages * messageBytes, messages) * 2
-    try "\(qbytes)\n".write(toFile: "/proc/sys/kernel/msgmnb", atomically: false, encoding: .utf8)
-    let q = cssi_ipc_msgget(0x5151, Int32(CSSI_IPC_CREAT | CSSI_IPC_EXCL | 0o600))
-    if q < 0 { throw SSIError.sys("msgget", errno: -q) }
-    let buf = UnsafeMutableRawPointer.allocate(byteCount: 8 + messageBytes, alignment: 8)
-    defer { buf.deallocate() }
-    for m in 0..<messages {
-        buf.storeBytes(of: m % 17 + 1, as: Int.self)
-        memset(buf + 8, Int32(m & 0xff), messageBytes)
-        let s = cssi_ipc_msgsnd(q, buf, messageBytes)
-        if s < 0 { throw SSIError.sys("msgsnd \(m)", errno: -s) }
+extension IPCBench {
+    /// Message queue: the namespace is ours, so its msgmnb can be raised for the queue's size.
+    mutating func messageQueue(_ o: IPCBenchOptions) throws {
+        let qbytes = max(o.messages * o.messageBytes, o.messages) * 2
+        try "\(qbytes)\n".write(toFile: "/proc/sys/kernel/msgmnb", atomically: false, encoding: .utf8)
+        let q = try IPCObjects.create(.messageQueue, key: 0x5151)
+        var text = [UInt8](repeating: 0, count: o.messageBytes)
+        for m in 0..<o.messages {
+            for k in text.indices { text[k] = UInt8(m & 0xff) }
+            try text.withUnsafeBytes { try IPCObjects.send(queue: q, type: m % 17 + 1, text: $0) }
+        }
+        try measure("message queue, \(o.messages) messages of \(o.messageBytes) bytes", kind: .messageQueue, id: q,
+                    contentBytes: UInt64(o.messages * o.messageBytes))
+        let count = try IPCObjects.messageCount(queue: q)
+        guard count == UInt64(o.messages) else { throw SSIError(.state, "restored queue has \(count) messages, not \(o.messages)") }
     }
-    try bench.measure("message queue, \(messages) messages of \(messageBytes) bytes", kind: .messageQueue, id: q,
-                      contentBytes: UInt64(messages * messageBytes))
-    var st = cssi_ipc_msq_stat()
-    _ = cssi_ipc_msq_stat(q, &st)
-    guard st.qnum == UInt64(messages) else { throw SSIError(.state, "restored queue has \(st.qnum) messages, not \(messages)") }
 
-    // Semaphore array.
-    let s = cssi_ipc_semget(0x5353, Int32(sems), Int32(CSSI_IPC_CREAT | CSSI_IPC_EXCL | 0o600))
-    if s < 0 { throw SSIError.sys("semget", errno: -s) }
-    let values = (0..<sems).map { UInt16($0 % 32768) }
-    _ = values.withUnsafeBufferPointer { cssi_ipc_sem_setall(s, $0.baseAddress!) }
-    try bench.measure("semaphore array, \(sems) semaphores", kind: .semaphoreArray, id: s, contentBytes: UInt64(sems * 2))
-    var back = [UInt16](repeating: 0, count: sems)
-    _ = back.withUnsafeMutableBufferPointer { cssi_ipc_sem_getall(s, $0.baseAddress!) }
-    guard back == values else { throw SSIError(.state, "restored semaphore values differ") }
-
-    // Shared memory: touch a spread of pages with distinct content.
-    let size = UInt64(shmMiB) << 20
-    let pages = Int(size / 4096)
-    let touched = max(1, Int(Double(pages) * touchedPercent / 100))
-    let m = cssi_ipc_shmget(0x6d6d, size, Int32(CSSI_IPC_CREAT | CSSI_IPC_EXCL | 0o600))
-    if m < 0 { throw SSIError.sys("shmget \(size) bytes", errno: -m) }
-    var addr: UnsafeMutableRawPointer? = nil
-    var a = cssi_ipc_shmat(m, 0, &addr)
-    if a < 0 { throw SSIError.sys("shmat", errno: -a) }
-    var generator = SystemRandomNumberGenerator()
-    var chosen = Set<Int>()
-    while chosen.count < touched { chosen.insert(Int.random(in: 0..<pages, using: &generator)) }
-    let order = chosen.sorted()
-    for p in order {
-        let page = addr! + p * 4096
-        for w in 0..<512 { page.storeBytes(of: UInt64(p) &* 0x9e3779b97f4a7c15 &+ UInt64(w), toByteOffset: w * 8, as: UInt64.self) }
+    mutating func semaphores(_ o: IPCBenchOptions) throws {
+        let s = try IPCObjects.create(.semaphoreArray, key: 0x5353, count: UInt64(o.sems))
+        let values = (0..<o.sems).map { UInt16($0 % 32768) }
+        try IPCObjects.setValues(semaphores: s, values)
+        try measure("semaphore array, \(o.sems) semaphores", kind: .semaphoreArray, id: s, contentBytes: UInt64(o.sems * 2))
+        guard try IPCObjects.values(semaphores: s, count: o.sems) == values else { throw SSIError(.state, "restored semaphore values differ") }
     }
-    let crcBefore = order.reduce(UInt32(0)) { cssi_crc32c($0, addr! + $1 * 4096, 4096) }
-    _ = cssi_ipc_shmdt(addr!)
-    let touchedBytes = UInt64(touched * 4096)
-    let fileBytes = try bench.measure("shared memory, \(shmMiB) MiB, \(touched) pages touched (\(String(format: "%.2f", touchedPercent))%)",
-                                      kind: .sharedMemory, id: m, contentBytes: touchedBytes)
-    a = cssi_ipc_shmat(m, Int32(CSSI_IPC_SHM_RDONLY), &addr)
-    if a < 0 { throw SSIError.sys("shmat", errno: -a) }
-    let crcAfter = order.reduce(UInt32(0)) { cssi_crc32c($0, addr! + $1 * 4096, 4096) }
-    _ = cssi_ipc_shmdt(addr!)
-    let ratio = Double(fileBytes) / Double(touchedBytes)
-    print(String(format: "shared memory: bytes written / touched bytes = %d / %d = %.4f (limit 1.02): %@; content CRC-32C after restore %@",
-                 Int(fileBytes), Int(touchedBytes), ratio, ratio <= 1.02 ? "ok" : "TOO HIGH", crcBefore == crcAfter ? "matches" : "DIFFERS"))
-    if ratio > 1.02 || crcBefore != crcAfter { throw SSIError(.state, "shared memory benchmark check failed") }
+
+    /// Shared memory: touch a spread of pages with distinct content.
+    mutating func sharedMemory(_ o: IPCBenchOptions) throws {
+        let size = UInt64(o.shmMiB) << 20
+        let pages = Int(size / 4096)
+        let touched = max(1, Int(Double(pages) * o.touchedPercent / 100))
+        let m = try IPCObjects.create(.sharedMemory, key: 0x6d6d, count: size)
+        var addr = try IPCObjects.attach(segment: m, readOnly: false)
+        var generator = SystemRandomNumberGenerator()
+        var chosen = Set<Int>()
+        while chosen.count < touched { chosen.insert(Int.random(in: 0..<pages, using: &generator)) }
+        let order = chosen.sorted()
+        for p in order {
+            let page = addr + p * 4096
+            for w in 0..<512 { page.storeBytes(of: UInt64(p) &* 0x9e3779b97f4a7c15 &+ UInt64(w), toByteOffset: w * 8, as: UInt64.self) }
+        }
+        func crc(_ base: UnsafeMutableRawPointer) -> UInt32 {
+            order.reduce(UInt32(0)) { CRC32C.update($0, UnsafeRawBufferPointer(start: base + $1 * 4096, count: 4096)) }
+        }
+        let crcBefore = crc(addr)
+        IPCObjects.detach(addr)
+        let touchedBytes = UInt64(touched * 4096)
+        let fileBytes = try measure("shared memory, \(o.shmMiB) MiB, \(touched) pages touched (\(String(format: "%.2f", o.touchedPercent))%)",
+                                    kind: .sharedMemory, id: m, contentBytes: touchedBytes)
+        addr = try IPCObjects.attach(segment: m, readOnly: true)
+        let crcAfter = crc(addr)
+        IPCObjects.detach(addr)
+        let ratio = Double(fileBytes) / Double(touchedBytes)
+        print(String(format: "shared memory: bytes written / touched bytes = %d / %d = %.4f (limit 1.02): %@; content CRC-32C after restore %@",
+                     Int(fileBytes), Int(touchedBytes), ratio, ratio <= 1.02 ? "ok" : "TOO HIGH", crcBefore == crcAfter ? "matches" : "DIFFERS"))
+        if ratio > 1.02 || crcBefore != crcAfter { throw SSIError(.state, "shared memory benchmark check failed") }
+    }
 }
 
 struct IPCBench {
@@ -122,8 +128,7 @@ struct IPCBench {
             let r = try SysVIPC.checkpoint(kind: kind, id: id, to: file)
             ck.append(IPCBench.now() - t)
             size = r.fileBytes
-            let rm: Int32 = kind == .messageQueue ? cssi_ipc_msq_rmid(id) : kind == .semaphoreArray ? cssi_ipc_sem_rmid(id) : cssi_ipc_shm_rmid(id)
-            if rm < 0 { throw SSIError.sys("IPC_RMID \(id)", errno: -rm) }
+            try IPCObjects.remove(kind, id: id)
             t = IPCBench.now()
             try SysVIPC.restore(from: file, kind: kind)
             rs.append(IPCBench.now() - t)

@@ -8,13 +8,9 @@ import Glibc
 #endif
 
 /// Parses a signal given as a number or a name (TERM, SIGTERM, 9).
-func parseSignal(_ s: String) throws -> Int32 {
-    if let n = Int32(s), n > 0, n < 65 { return n }
-    let names: [String: Int32] = ["HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "KILL": SIGKILL, "USR1": SIGUSR1, "USR2": SIGUSR2,
-                                  "TERM": SIGTERM, "CONT": SIGCONT, "STOP": SIGSTOP, "ALRM": SIGALRM, "CHLD": SIGCHLD]
-    let key = s.uppercased().hasPrefix("SIG") ? String(s.uppercased().dropFirst(3)) : s.uppercased()
-    guard let n = names[key] else { throw SSIError(.invalidArgument, "unknown signal '\(s)'", hint: "give a number (9) or a name (TERM, SIGKILL)") }
-    return n
+func parseSignal(_ s: String) throws -> Signal {
+    guard let sig = Signal(parsing: s) else { throw SSIError(.invalidArgument, "unknown signal '\(s)'", hint: "give a number (9) or a name (TERM, SIGKILL)") }
+    return sig
 }
 
 func fail(_ error: Error) -> Never {
@@ -37,23 +33,9 @@ struct Run: ParsableCommand {
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
         do {
-            let freezer = geteuid() == 0 ? CgroupFreezer.find() : nil
-            freezer?.sweep()
-            var group: (String, Int32)? = nil
-            if let freezer { group = try? freezer.openNewGroup() }
-            var spawn = SpawnOptions()
-            spawn.cgroup = group?.1
-            spawn.keepFileDescriptors = keepFds
-            spawn.newSession = true
-            let pid: pid_t
-            do {
-                defer { if let g = group { close(g.1) } }
-                pid = try Spawn.start(cmd, spawn)
-            } catch {
-                if let g = group { rmdir(g.0) }
-                throw error
-            }
-            if let freezer, let g = group { freezer.adopt(temporary: g.0, app: pid) }
+            var o = CheckpointEngine.LaunchOptions()
+            o.keepFileDescriptors = keepFds
+            let pid = try CheckpointEngine().launch(cmd, options: o)
             if let output {
                 try "\(pid)\n".write(toFile: output, atomically: true, encoding: .utf8)
             }

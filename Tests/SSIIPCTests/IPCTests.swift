@@ -1,5 +1,6 @@
 import Foundation
 import SSIIPC
+import SSISystem
 import SSITestSupport
 import Testing
 #if canImport(Glibc)
@@ -337,5 +338,42 @@ struct IPCFileTests {
         }
         let noKind = try run([TestEnv.ssi, "ipc", "checkpoint", "0", "\(dir)/y.dat"])
         #expect(noKind.status != 0 && noKind.stderr.contains("-q (message queue)"), "\(noKind.output)")
+    }
+}
+
+/// IPC snapshots written before they became archives (format version 1) are still read.
+@Suite("ssi ipc files of format version 1")
+struct LegacyIPCFileTests {
+    /// A semaphore array saved by a version 1 ssi, laid out by hand as docs/ipc.md describes.
+    static func versionOneFile(values: [UInt16]) -> [UInt8] {
+        let meta = Array("""
+            {"cgid":0,"cuid":0,"date":"2026-01-01T00:00:00Z","format":"swiftssi-ipc","formatVersion":1,"gid":0,"id":32768,\
+            "key":4660,"kernel":"6.18.0","kind":"sem","mode":384,"semaphores":{"values":[\(values.map(String.init).joined(separator: ","))]},"uid":0}
+            """.utf8)
+        func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        var file = Array("SSI-IPC\n".utf8) + le(UInt32(1)) + le(UInt32(2)) + le(UInt64(meta.count)) + le(UInt64(0))
+        file += le(CRC32C.checksum(file)) + le(UInt32(0))
+        file += meta
+        file += le(CRC32C.checksum(file)) + Array("END\n".utf8)
+        return file
+    }
+
+    @Test("a version 1 file is verified and read; a damaged one is refused")
+    func readsVersionOne() throws {
+        let dir = try TestEnv.makeTempDir("ipc-v1")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var bytes = LegacyIPCFileTests.versionOneFile(values: [1, 2, 3])
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/sem.dat"))
+        let info = try SysVIPC.inspect("\(dir)/sem.dat", kind: .semaphoreArray)
+        #expect(info.formatVersion == 1 && info.kind == .semaphoreArray && info.key == 0x1234 && info.id == 32768)
+        #expect(info.semaphores?.values == [1, 2, 3] && info.mode == 0o600)
+        bytes[bytes.count - 20] ^= 1
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/bad.dat"))
+        do {
+            _ = try SysVIPC.inspect("\(dir)/bad.dat")
+            Issue.record("a damaged version 1 file was accepted")
+        } catch let e as SSIError {
+            #expect(e.message.contains("bad.dat is corrupt: its CRC-32C does not match"), "\(e)")
+        }
     }
 }

@@ -1,4 +1,3 @@
-import CSSILinux
 import Foundation
 import SSIImage
 import SSISystem
@@ -11,18 +10,18 @@ import Testing
 struct SnapshotStoreTests {
     @Test("CRC-32C matches the Castagnoli check value")
     func crc32c() {
-        let v = Array("123456789".utf8).withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        let v = CRC32C.checksum(Array("123456789".utf8))
         #expect(v == 0xE306_9283)
         // Chained calls equal one call over the whole buffer.
         let data = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
-        let whole = data.withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
-        let a = data[0..<777].withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
-        let b = data[777...].withUnsafeBytes { cssi_crc32c(a, $0.baseAddress, $0.count) }
+        let whole = data.withUnsafeBytes { CRC32C.update(0, UnsafeRawBufferPointer($0)) }
+        let a = data[0..<777].withUnsafeBytes { CRC32C.update(0, UnsafeRawBufferPointer($0)) }
+        let b = data[777...].withUnsafeBytes { CRC32C.update(a, UnsafeRawBufferPointer($0)) }
         #expect(whole == b)
         // Combining the CRCs of two pieces gives the CRC of the whole.
-        let c = data[777...].withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
-        #expect(cssi_crc32c_combine(a, c, UInt64(data.count - 777)) == whole)
-        #expect(cssi_crc32c_combine(whole, 0, 0) == whole)
+        let c = data[777...].withUnsafeBytes { CRC32C.update(0, UnsafeRawBufferPointer($0)) }
+        #expect(CRC32C.combine(a, c, lengthOfB: UInt64(data.count - 777)) == whole)
+        #expect(CRC32C.combine(whole, 0, lengthOfB: 0) == whole)
     }
 
     @Test("a large file is verified in parallel pieces, and damage in any piece is found")
@@ -37,7 +36,7 @@ struct SnapshotStoreTests {
         for i in stride(from: 0, to: big.count, by: 4093) { big[i] = UInt8(truncatingIfNeeded: i >> 12) }
         try w.addFile("pages-9.img", big)
         try w.addJSON("core-9.json", image)
-        _ = try w.commit(description: "", processes: [9])
+        _ = try w.commit(description: "", processes: [9], arch: "x86_64")
         _ = try store.open(app: 9, version: 1)
         let path = "\(dir)/9/v1/pages-9.img"
         let fh = FileHandle(forUpdatingAtPath: path)!
@@ -59,7 +58,7 @@ struct SnapshotStoreTests {
             image.pagesFile = "pages-42.img"
             try w.addFile("pages-42.img", [UInt8](repeating: UInt8(n), count: 8192))
             try w.addJSON("core-42.json", image)
-            let (version, _) = try w.commit(description: "v\(n)", processes: [42])
+            let (version, _) = try w.commit(description: "v\(n)", processes: [42], arch: "x86_64")
             #expect(version == n)
         }
         #expect(store.versions(42) == [1, 2])
@@ -92,7 +91,7 @@ struct SnapshotStoreTests {
         try FileManager.default.createDirectory(atPath: "\(dir)/7/v1", withIntermediateDirectories: true)
         let manifest = Array("{\"format\":\"other\"}".utf8)
         try Data(manifest).write(to: URL(fileURLWithPath: "\(dir)/7/v1/manifest.json"))
-        let crc = manifest.withUnsafeBytes { cssi_crc32c(0, $0.baseAddress, $0.count) }
+        let crc = manifest.withUnsafeBytes { CRC32C.update(0, UnsafeRawBufferPointer($0)) }
         try String(crc, radix: 16).write(toFile: "\(dir)/7/v1/manifest.crc", atomically: false, encoding: .utf8)
         do {
             _ = try store.open(app: 7, version: 1)

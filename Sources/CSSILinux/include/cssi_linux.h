@@ -105,6 +105,12 @@ long cssi_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long n
 long cssi_process_vm_writev(pid_t pid, const struct iovec *local, unsigned long nlocal,
                             const struct iovec *remote, unsigned long nremote);
 long cssi_tee(int fdin, int fdout, size_t len, unsigned int flags);
+// Syscalls glibc does not wrap (or wraps only under _GNU_SOURCE), by their SYS_* number so
+// that no number is written in Swift.
+long cssi_kcmp(pid_t pid1, pid_t pid2, int type, unsigned long idx1, unsigned long idx2);
+long cssi_memfd_create(const char *name, unsigned int flags);
+long cssi_open_by_handle_at(int mount_fd, const void *handle, int flags);
+long cssi_pidfd_getfd(int pidfd, int targetfd);
 
 // ---- process creation ---------------------------------------------------------------------
 

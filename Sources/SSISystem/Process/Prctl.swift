@@ -2,20 +2,25 @@ import CSSILinux
 
 /// The prctl(2) options SwiftSSI uses, by name (values from <linux/prctl.h>). The same
 /// constants serve a call made here (`Prctl.call`) and one injected into another process.
-public struct PrctlOption: RawRepresentable, Hashable, Sendable {
+public struct PrctlOption: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int32
-    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public let name: String
+    public init(rawValue: Int32) { self.rawValue = rawValue; name = "option \(rawValue)" }
+    init(_ rawValue: Int32, _ name: String) { self.rawValue = rawValue; self.name = name }
+    public var description: String { name }
+    public static func == (a: PrctlOption, b: PrctlOption) -> Bool { a.rawValue == b.rawValue }
+    public func hash(into h: inout Hasher) { h.combine(rawValue) }
 
-    public static let setParentDeathSignal = PrctlOption(rawValue: 1)    // PR_SET_PDEATHSIG
-    public static let getParentDeathSignal = PrctlOption(rawValue: 2)    // PR_GET_PDEATHSIG
-    public static let getDumpable = PrctlOption(rawValue: 3)             // PR_GET_DUMPABLE
-    public static let setDumpable = PrctlOption(rawValue: 4)             // PR_SET_DUMPABLE
-    public static let setName = PrctlOption(rawValue: 15)                // PR_SET_NAME
-    public static let setMM = PrctlOption(rawValue: 35)                  // PR_SET_MM
-    public static let setChildSubreaper = PrctlOption(rawValue: 36)      // PR_SET_CHILD_SUBREAPER (3.4)
-    public static let getChildSubreaper = PrctlOption(rawValue: 37)      // PR_GET_CHILD_SUBREAPER (3.4)
-    public static let getTidAddress = PrctlOption(rawValue: 40)          // PR_GET_TID_ADDRESS (CONFIG_CHECKPOINT_RESTORE)
-    public static let timerCreateRestoreIDs = PrctlOption(rawValue: 77)  // PR_TIMER_CREATE_RESTORE_IDS (6.14)
+    public static let setParentDeathSignal = PrctlOption(1, "PR_SET_PDEATHSIG")
+    public static let getParentDeathSignal = PrctlOption(2, "PR_GET_PDEATHSIG")
+    public static let getDumpable = PrctlOption(3, "PR_GET_DUMPABLE")
+    public static let setDumpable = PrctlOption(4, "PR_SET_DUMPABLE")
+    public static let setName = PrctlOption(15, "PR_SET_NAME")
+    public static let setMM = PrctlOption(35, "PR_SET_MM")
+    public static let setChildSubreaper = PrctlOption(36, "PR_SET_CHILD_SUBREAPER")  // (3.4)
+    public static let getChildSubreaper = PrctlOption(37, "PR_GET_CHILD_SUBREAPER")  // (3.4)
+    public static let getTidAddress = PrctlOption(40, "PR_GET_TID_ADDRESS")  // (CONFIG_CHECKPOINT_RESTORE)
+    public static let timerCreateRestoreIDs = PrctlOption(77, "PR_TIMER_CREATE_RESTORE_IDS")  // (6.14)
 
     /// PR_SET_MM's second argument: PR_SET_MM_MAP (3.18) sets every mm field at once from a
     /// struct prctl_mm_map.
@@ -26,7 +31,7 @@ public enum Prctl {
     /// prctl(2) in this process; returns the result or throws naming the option.
     @discardableResult
     public static func call(_ option: PrctlOption, _ a2: UInt = 0, _ a3: UInt = 0, _ a4: UInt = 0, _ a5: UInt = 0) throws -> Int {
-        try check(cssi_prctl(option.rawValue, a2, a3, a4, a5), "prctl(\(option.rawValue))")
+        try check(cssi_prctl(option.rawValue, a2, a3, a4, a5), "prctl(\(option))")
     }
 
     /// Orphans of our descendants become ours to reap (PR_SET_CHILD_SUBREAPER), since PID 1

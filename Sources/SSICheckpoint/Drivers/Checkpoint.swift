@@ -1,0 +1,140 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The checkpoint driver: stop every task of the application, describe every fd (an
+// unsupported one fails before anything is written), dump each process through the
+// resources, let the application go (or kill it once the snapshot is whole), commit.
+
+extension CheckpointEngine {
+    /// Checkpoints application `app` into the version store (a new version).
+    public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions()) throws -> CheckpointResult {
+        let frozen = try checkCheckpointable(app, options: options)
+        return try dump(app: app, options: options, writer: try store.beginWrite(app: app), frozen: frozen)
+    }
+
+    /// Checkpoints application `app` into `writer` (an archive to a peer, for migration).
+    public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions(), to writer: any ImageWriter) throws -> CheckpointResult {
+        let frozen = try checkCheckpointable(app, options: options)
+        return try dump(app: app, options: options, writer: writer, frozen: frozen)
+    }
+
+    /// Root, a valid target, and a freezer state that matches -c. Returns whether the
+    /// application is frozen now.
+    private func checkCheckpointable(_ app: Int32, options: CheckpointOptions) throws -> Bool {
+        try requireRoot("ssi checkpoint")
+        try CheckpointEngine.validateTarget(app)
+        let frozen = CgroupFreezer.find()?.isFrozen(app) ?? false
+        if options.alreadyFrozen && !frozen {
+            throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it first with `ssi checkpoint -f \(app)`, or drop -c")
+        }
+        if !options.alreadyFrozen && frozen {
+            throw SSIError(.state, "application \(app) is frozen", hint: "use `ssi checkpoint -c \(app)` to dump it as it is, or `ssi checkpoint -u \(app)` to unfreeze it")
+        }
+        return frozen
+    }
+
+    private func dump(app: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool) throws -> CheckpointResult {
+        let freezer = CgroupFreezer.find()
+        let seized = SeizedApplication(root: app)
+        var refreeze = false
+        func letGo(signal: Signal? = nil) {
+            // A -c checkpoint leaves the application frozen: freeze the group again before
+            // the tasks leave their ptrace stops.
+            if refreeze, let freezer { try? ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1") }
+            seized.release(signal: signal)
+        }
+        // An application started by `ssi run` has its own cgroup: freezing it first stops
+        // every task at once, forks included, before ptrace takes them one by one. Others are
+        // taken by ptrace alone, rescanning until no new task appears.
+        var freezeFirst = false
+        if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
+            try freezer.freeze(app)
+            seized.frozenAt = Clock.monotonicNanoseconds()
+            freezeFirst = true
+        }
+        do {
+            try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
+            let t0 = DispatchTime.now()
+            var phase = PhaseClock()
+            phase.mark("checkpoint: stop every task")
+            let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
+            let fdTables = try describeFiles(seized, options: options)
+            phase.mark("checkpoint: file descriptors")
+            let images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer)
+            phase.mark("checkpoint: all processes")
+            let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
+            if let sig = options.killSignal {
+                // The snapshot must be on disk before the application is killed; the signal is
+                // queued while every task is still stopped, so none runs past the snapshot.
+                let result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+                letGo(signal: sig)
+                return result
+            }
+            letGo()
+            return try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+        } catch {
+            writer.abort()
+            letGo()
+            throw error
+        }
+    }
+
+    /// The fds of every process, checked across the application: a socket needs its peer,
+    /// its pending clients and its listener inside; a pipe both its ends.
+    private func describeFiles(_ seized: SeizedApplication, options: CheckpointOptions) throws -> [Int32: [FileDescriptorImage]] {
+        var fdTables = [Int32: [FileDescriptorImage]]()
+        let unixSockets = (try? UnixDiag.sockets()) ?? [:]
+        for pid in seized.tree.pids where seized.threads[pid] != nil {
+            var d = ProcessDumper(pid: pid)
+            d.ignoreUnsupported = options.ignoreUnsupported
+            d.unixSockets = unixSockets
+            fdTables[pid] = try d.dumpFileDescriptors()
+        }
+        try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        try ProcessDumper.completeFifos(&fdTables)
+        ProcessDumper.markSharedDescriptions(&fdTables)
+        try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        return fdTables
+    }
+
+    /// Every process's image, root first, zombies included; pages go to `writer`.
+    private func dumpProcesses(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]], sharing: ProcessSharing,
+                               options: CheckpointOptions, writer: any ImageWriter) throws -> [ProcessImage] {
+        var images = [ProcessImage]()
+        var deletedDone = Set<String>()
+        for pid in seized.tree.pids {
+            if let status = seized.zombies[pid] {
+                images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
+                continue
+            }
+            guard let tids = seized.threads[pid] else { continue }
+            var dumper = ProcessDumper(pid: pid)
+            dumper.ignoreUnsupported = options.ignoreUnsupported
+            dumper.stoppedAt = seized.stoppedAt
+            if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
+            var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
+            img.pagesFile = "pages-\(pid).img"
+            img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
+            sharing.apply(to: &img)
+            images.append(img)
+        }
+        return images
+    }
+
+    private func commit(writer: any ImageWriter, images: [ProcessImage], app: Int32, options: CheckpointOptions, frozenTime: Double) throws -> CheckpointResult {
+        for image in images { try writer.addJSON("core-\(image.pid).json", image) }
+        let (version, manifest) = try writer.commit(description: options.description, processes: images.map(\.pid), arch: Arch.name)
+        let bytes = images.reduce(UInt64(0)) { acc, image in
+            acc + image.vmas.reduce(0) { $0 + $1.pages.reduce(0) { $0 + $1.count * SnapshotFormat.pageSize } }
+        }
+        let directory = writer is SnapshotWriter ? store.directory(app, version: version) : writer.location
+        return CheckpointResult(app: app, version: version, description: options.description, date: manifest.date,
+                                directory: directory, frozenSeconds: frozenTime, pageBytes: bytes)
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The checkpoint/restart engine: the one entry point that the CLI, the daemon and
+/// migration call. Its drivers are in this folder (Checkpoint.swift, Restart.swift,
+/// Launch.swift); what they save and restore is in Resources/, one file per kind of state.
+public struct CheckpointEngine: Sendable {
+    public let store: SnapshotStore
+
+    public init(store: SnapshotStore = SnapshotStore()) { self.store = store }
+
+    public struct CheckpointOptions: Sendable {
+        public var description: String = ""
+        /// Send this signal once the snapshot is safely on disk (`--kill`).
+        public var killSignal: Signal? = nil
+        /// The application is already frozen (`--ckpt-only`): dump it and leave it frozen.
+        public var alreadyFrozen = false
+        /// Turn unsupported fds into closed fds at restart (`-i`).
+        public var ignoreUnsupported = false
+        public init() {}
+    }
+
+    public struct CheckpointResult: Sendable {
+        public var app: Int32
+        public var version: Int
+        public var description: String
+        public var date: String
+        public var directory: String
+        /// From the moment the process stopped to the moment it could run again.
+        public var frozenSeconds: Double
+        public var pageBytes: UInt64
+    }
+
+    /// Validates that `pid` is something we may checkpoint, with a message saying why not.
+    public static func validateTarget(_ pid: Int32) throws {
+        guard pid > 0 else { throw SSIError(.invalidArgument, "invalid PID \(pid)", hint: "give the application id (the PID of its root process)") }
+        if pid == 1 { throw SSIError(.invalidArgument, "PID 1 (init) cannot be checkpointed") }
+        if pid == getpid() { throw SSIError(.invalidArgument, "PID \(pid) is this ssi command itself") }
+        let st = try ProcStat.read(pid: pid)
+        if st.isKernelThread { throw SSIError(.invalidArgument, "PID \(pid) (\(st.comm)) is a kernel thread; only user processes can be checkpointed") }
+        if st.state == "Z" || st.state == "X" { throw SSIError(.state, "PID \(pid) has exited (it is a zombie)", hint: "its parent must reap it; restart it from a snapshot instead") }
+    }
+
+    // MARK: freeze / unfreeze
+
+    public func freeze(app: Int32) throws {
+        try requireRoot("ssi checkpoint --freeze")
+        try CheckpointEngine.validateTarget(app)
+        let f = try CgroupFreezer.require()
+        if f.isFrozen(app) { throw SSIError(.state, "application \(app) is already frozen", hint: "ssi checkpoint -c \(app) dumps it; ssi checkpoint -u \(app) unfreezes it") }
+        try f.enroll(pid: app, app: app)
+        try f.freeze(app)
+    }
+
+    public func unfreeze(app: Int32, signal: Signal?) throws {
+        try requireRoot("ssi checkpoint --unfreeze")
+        let f = try CgroupFreezer.require()
+        guard ProcFS.exists("/proc/\(app)") else { throw SSIError(.notFound, "no process with PID \(app)") }
+        if !f.isFrozen(app) { throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it with ssi checkpoint -f \(app)") }
+        // Queued now, delivered as soon as it thaws.
+        try signal?.send(to: ProcessID(app))
+        try f.thaw(app)
+    }
+}

@@ -1,0 +1,104 @@
+import SSIInject
+import SSISystem
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Freezing that outlives the ssi command (`ssi checkpoint -f`, `restart -U`): each
+/// application gets a cgroup v2 group `<cgroup2 mount>/ssi/app-<appid>`, and its
+/// cgroup.freeze file freezes every task in it at once, forks included (Linux 5.2,
+/// Documentation/admin-guide/cgroup-v2.rst "Core Interface Files").
+public struct CgroupFreezer: Sendable {
+    public let base: String
+
+    /// Finds the cgroup2 mount (pure v2 at /sys/fs/cgroup, or the hybrid /sys/fs/cgroup/unified).
+    public static func find() -> CgroupFreezer? {
+        guard let mounts = try? ProcFS.read("/proc/self/mounts") else { return nil }
+        for line in mounts.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count > 2, f[2] == "cgroup2" { return CgroupFreezer(base: "\(f[1])/ssi") }
+        }
+        return nil
+    }
+
+    public static func require() throws -> CgroupFreezer {
+        guard let f = find() else {
+            throw SSIError(.unsupported, "freezing needs the cgroup v2 freezer, and no cgroup2 file system is mounted",
+                           hint: "mount -t cgroup2 none /sys/fs/cgroup/unified")
+        }
+        return f
+    }
+
+    public func path(_ app: Int32) -> String { "\(base)/app-\(app)" }
+
+    /// Opens (creating it if needed) the application's group, for clone3's CLONE_INTO_CGROUP.
+    public func openGroup(_ app: Int32) throws -> Int32 {
+        try ensureGroup(path(app))
+        let fd = open(path(app), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw SSIError.sys("open \(path(app))", errno: errno) }
+        return fd
+    }
+
+    /// A temporary group for a process whose pid (the appid) is not known yet.
+    public func openNewGroup() throws -> (String, Int32) {
+        let p = "\(base)/new-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try ensureGroup(p)
+        let fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw SSIError.sys("open \(p)", errno: errno) }
+        return (p, fd)
+    }
+
+    /// Renames the temporary group of `ssi run` once the appid is known.
+    public func adopt(temporary: String, app: Int32) {
+        if rename(temporary, path(app)) != 0 {
+            // A stale group of an earlier application with the same pid: remove it (rmdir
+            // only succeeds when empty) and retry.
+            rmdir(path(app))
+            _ = rename(temporary, path(app))
+        }
+    }
+
+    func ensureGroup(_ p: String) throws {
+        if mkdir(base, 0o755) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(base)", errno: errno, hint: "run as root") }
+        if mkdir(p, 0o755) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(p)", errno: errno) }
+    }
+
+    /// Moves a process into its application's group (for processes not started by ssi run).
+    public func enroll(pid: Int32, app: Int32) throws {
+        try ensureGroup(path(app))
+        let cur = (try? ProcFS.read("/proc/\(pid)/cgroup")) ?? ""
+        if cur.contains("/ssi/app-\(app)\n") { return }
+        try ProcFS.write("\(path(app))/cgroup.procs", "\(pid)")
+    }
+
+    public func isFrozen(_ app: Int32) -> Bool {
+        guard let t = try? ProcFS.read("\(path(app))/cgroup.freeze") else { return false }
+        return t.hasPrefix("1")
+    }
+
+    /// Freezes the group and waits until the kernel reports it frozen (cgroup.events).
+    public func freeze(_ app: Int32) throws {
+        try ProcFS.write("\(path(app))/cgroup.freeze", "1")
+        for _ in 0..<2000 {
+            if let ev = try? ProcFS.read("\(path(app))/cgroup.events"), ev.contains("frozen 1") { return }
+            usleep(1000)
+        }
+        throw SSIError(.system, "application \(app) did not freeze within 2 s (\(path(app))/cgroup.events)")
+    }
+
+    public func thaw(_ app: Int32) throws {
+        try ProcFS.write("\(path(app))/cgroup.freeze", "0")
+    }
+
+    /// Removes groups left empty by applications that ended.
+    public func sweep() {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where name.hasPrefix("app-") || name.hasPrefix("new-") {
+            // A "new-<pid>-..." group belongs to an `ssi run` that may be about to clone into
+            // it: only a dead owner's group is removed.
+            if name.hasPrefix("new-"), let owner = Int32(name.split(separator: "-")[1]), kill(owner, 0) == 0 { continue }
+            let procs = (try? ProcFS.read("\(base)/\(name)/cgroup.procs")) ?? "x"
+            if procs.isEmpty { rmdir("\(base)/\(name)") }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The restart driver: verify the snapshot and what can be checked from outside, create the
+// root with its old PID, then the tree top-down (each process forks its children itself),
+// rebuild every process through the resources, join the groups, finish, let go. On any
+// failure everything created is killed and reaped: the PIDs are free, the snapshot untouched.
+
+extension CheckpointEngine {
+    public struct RestartOptions: Sendable {
+        /// Leave the restarted application frozen (`-U`); `ssi checkpoint -u` thaws it.
+        public var leaveFrozen: Bool
+        /// Give fds that were terminals the caller's terminal (`-t`).
+        public var useCallerTerminal: Bool
+
+        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false) {
+            self.leaveFrozen = leaveFrozen
+            self.useCallerTerminal = useCallerTerminal
+        }
+    }
+
+    public struct RestartResult: Sendable {
+        public var app: Int32
+        public var version: Int
+        /// The root process, our child.
+        public var pid: Int32
+        public var restoreSeconds: Double
+    }
+
+    /// Rebuilds application `app` from snapshot `version` (latest if nil) of the version
+    /// store. The snapshot is verified whole before anything is created; on any failure the
+    /// half-built process is killed and reaped, so the PID is free again and the snapshot
+    /// untouched. The restarted process is a child of the caller, which may wait for it.
+    public func restart(app: Int32, version: Int?, options: RestartOptions = RestartOptions()) throws -> RestartResult {
+        try requireRoot("ssi restart")
+        let t0 = DispatchTime.now()
+        var clock = PhaseClock()
+        let snap = try store.open(app: app, version: version)
+        clock.mark("verify snapshot")
+        return try RestartSession(snapshot: snap, app: app, options: options).run(startedAt: t0)
+    }
+
+    /// Rebuilds the application of a snapshot read through any reader (the version store,
+    /// an archive received from a peer), verified already.
+    public func restart(from snapshot: any ImageReader, options: RestartOptions = RestartOptions()) throws -> RestartResult {
+        try requireRoot("ssi restart")
+        return try RestartSession(snapshot: snapshot, app: snapshot.manifest.appID, options: options).run(startedAt: DispatchTime.now())
+    }
+}
+
+/// One restart: the processes created so far (killed if it fails), their restorers, and
+/// what ssi holds for them meanwhile (pipes, unnamed files, inotify instances and FIFOs).
+final class RestartSession {
+    let snap: any ImageReader
+    let app: Int32
+    let options: CheckpointEngine.RestartOptions
+    private var created: [Int32] = []
+    private var restorers: [ProcessRestorer] = []
+    private let pipes = PipeRegistry()
+    private let deletedFiles = DeletedFileRegistry()
+    private let fsObjects = FSObjects()
+    private var clock = PhaseClock()
+
+    init(snapshot: any ImageReader, app: Int32, options: CheckpointEngine.RestartOptions) {
+        snap = snapshot
+        self.app = app
+        self.options = options
+    }
+
+    deinit {
+        pipes.closeAll()
+        deletedFiles.closeAll()
+        fsObjects.closeAll()
+    }
+
+    func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
+        guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
+        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal) }
+        let freezer = CgroupFreezer.find()
+        if options.leaveFrozen && freezer == nil {
+            throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
+        }
+        // Processes orphaned by a failed restart are reparented to us and reaped below
+        // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
+        Prctl.becomeSubreaper()
+        let stub = try spawnRoot(root, freezer: freezer)
+        created = [root.pid]
+        do {
+            try pipes.create(from: snap.processes)
+            try deletedFiles.create(from: snap.processes, source: snap)
+            try fsObjects.create(from: snap.processes)
+            guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
+            try createTree(root: root, stub: stub)
+            clock.mark("create process tree")
+            let known = Set(created)
+            for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
+            for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
+            for pr in restorers { try pr.finish() }
+            // Every process has its fds: let go of the FIFOs before any process runs, or a
+            // process that was blocked opening one would find ssi as its partner.
+            fsObjects.closeAll()
+            clock.mark("rebuild processes")
+        } catch {
+            killCreated()
+            throw error
+        }
+        if options.leaveFrozen, let freezer {
+            try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")
+            for pr in restorers.reversed() { pr.detach() }
+            try freezer.freeze(app)
+        } else {
+            for pr in restorers.reversed() { pr.detach() }
+        }
+        let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
+        return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: root.pid, restoreSeconds: secs)
+    }
+
+    /// The root's empty shell with its old PID, born in the application's cgroup if there is
+    /// a freezer.
+    private func spawnRoot(_ root: ProcessImage, freezer: CgroupFreezer?) throws -> Tracee {
+        var cgroupFD: Int32 = -1
+        if let freezer { cgroupFD = (try? freezer.openGroup(app)) ?? -1 }
+        defer { if cgroupFD >= 0 { close(cgroupFD) } }
+        var r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
+        // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
+        // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.
+        for _ in 0..<3 where r.errno == ENOENT && cgroupFD >= 0 {
+            close(cgroupFD)
+            cgroupFD = (try? freezer?.openGroup(app)) ?? -1
+            r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
+        }
+        if r.errno == EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
+        switch r {
+        case .success(let t): return t
+        case .failure(let e): throw SSIError(e.kind, e.message, hint: e.errno == EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil, errno: e.errno)
+        }
+    }
+
+    /// Creates the tree top-down: each process forks its children itself, after taking its
+    /// session, so that parent links and sessions are the original ones.
+    private func createTree(root: ProcessImage, stub: Tracee) throws {
+        var children = [Int32: [ProcessImage]]()
+        for p in snap.processes where p.pid != root.pid { children[p.ppid, default: []].append(p) }
+        // Open file descriptions shared by several fds are opened once, in the root before
+        // it forks, so that every process inherits the same description.
+        let shared = SharedDescriptions(images: snap.processes)
+        var queue: [(ProcessImage, Tracee)] = [(root, stub)]
+        while !queue.isEmpty {
+            let (image, t) = queue.removeFirst()
+            let pr = try ProcessRestorer(image: image, source: snap, stub: t)
+            pr.pipes = pipes
+            pr.deletedFiles = deletedFiles
+            pr.shared = shared
+            pr.fsObjects = fsObjects
+            if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
+            pr.useCallerTerminal = options.useCallerTerminal
+            restorers.append(pr)
+            try pr.becomeSessionLeaderIfNeeded()
+            // Memory and files first, then the children: they are forked from the restored
+            // process, so the pages it shared copy-on-write with them are shared again.
+            try pr.rebuild()
+            for child in (children[image.pid] ?? []).sorted(by: { $0.pid < $1.pid }) {
+                let ct = try pr.fork(child: child)
+                created.append(child.pid)
+                if let status = child.zombieStatus {
+                    try pr.makeZombie(ct, status: status)
+                } else {
+                    queue.append((child, ct))
+                }
+            }
+            try pr.createThreads()
+        }
+        for p in snap.processes where !created.contains(p.pid) {
+            throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) has no parent in the snapshot")
+        }
+    }
+
+    /// Kills and reaps every process created, so that no PID stays taken.
+    private func killCreated() {
+        for pid in created.reversed() { kill(pid, SIGKILL) }
+        let deadline = DispatchTime.now().uptimeNanoseconds + 2_000_000_000
+        while DispatchTime.now().uptimeNanoseconds < deadline {
+            let w = reapAnyChild()
+            if w < 0 { break }
+            if w == 0 { usleep(1000) }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import SSIImage
+import SSIIPC
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Rebuilds one process from its image, in stages that the restart of a whole tree
+/// interleaves (RestartSession, Drivers/Restart.swift): begin, fork children, rebuild, threads, groups,
+/// finish. This file holds the stages; each kind of state is restored by the file of its
+/// resource (Resources/).
+///
+/// The process is created empty-handed: clone3 with set_tid gives it its old PID (the root by
+/// ssi, every other process by its restored parent), and it stops at once. From then on it
+/// never runs its own code: we drive it with injected syscalls (see Injector) that tear down
+/// the copy of an address space it inherited, map the snapshot's memory at the old
+/// addresses, reopen its files, and set everything else; then we load its registers and let
+/// it go.
+final class ProcessRestorer {
+    let image: ProcessImage
+    /// The snapshot the image comes from, for its pages and files.
+    let source: any ImageReader
+    /// Give the fds that were terminals the caller's terminal (`restart -t`).
+    var useCallerTerminal = false
+    /// The application's pipes, held open by ssi during the restart.
+    var pipes: PipeRegistry?
+    /// Its unlinked files and memfds, recreated by ssi.
+    var deletedFiles: DeletedFileRegistry?
+    /// Open file descriptions shared by several fds, inherited from the root at fixed numbers.
+    var shared: SharedDescriptions?
+    /// inotify instances and FIFOs, prepared by ssi (FSObjects).
+    var fsObjects: FSObjects?
+
+    private(set) var tracee: Tracee
+    var inj: Injector
+    /// A scratch area mapped in the process for syscall arguments (and the `syscall`
+    /// instruction the injected calls run from, at its end).
+    private(set) var scratch: UInt64 = 0
+    let scratchSize: UInt64 = 1 << 20
+    var mem: RemoteMemory { RemoteMemory(pid: ProcessID(image.pid)) }
+    var threadInjectors: [Int32: Injector] = [:]
+
+    var pid: Int32 { image.pid }
+
+    /// Takes over a stopped stub (our traced child, or a child auto-attached at its fork).
+    init(image: ProcessImage, source: any ImageReader, stub: Tracee) throws {
+        self.image = image
+        self.source = source
+        self.tracee = stub
+        // If ssi dies mid-restore, the half-built processes die with it (PTRACE_O_EXITKILL);
+        // forks and clones we inject stop at birth, traced (TRACEFORK, TRACECLONE).
+        try stub.setOptions([.exitKill, .traceFork, .traceClone])
+        inj = try Injector(pid: stub.pid, base: try stub.registers())
+        try stub.setSigmask(~0)
+        // glibc in our copy registered rseq for its thread; unregister it while its memory
+        // is still there (the kernel writes to the area on unregister).
+        if let r = try stub.rseqConfiguration() {
+            try inj.call("rseq unregister", .rseq, r.pointer, UInt64(r.length), 1, UInt64(r.signature))
+        }
+        // A scratch area for syscall arguments, in a hole of the target layout; syscalls run
+        // from a `syscall` instruction placed in it from now on, because the vDSO is about to
+        // move and a syscall cannot return into a mapping it has just moved.
+        let current = MapsEntry.parse(try ProcFS.read("/proc/\(stub.pid)/maps"))
+        scratch = try findHole(size: scratchSize, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
+        try inj.call("mmap scratch", .mmap, scratch, scratchSize, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC),
+                     UInt64(MAP_PRIVATE | MAP_ANONYMOUS | MapFlags.fixedNoReplace), UInt64.max, 0)
+        try mem.write(Arch.syscallInstruction, to: gadgetAddress)
+        inj.gadget = gadgetAddress
+    }
+
+    private var gadgetAddress: UInt64 { scratch + scratchSize - 16 }
+
+    /// Writes a NUL-terminated string in the scratch area at `off`; returns its address.
+    func putString(_ s: String, _ off: UInt64 = 0) throws -> UInt64 {
+        try mem.write(Array(s.utf8) + [0], to: scratch + off)
+        return scratch + off
+    }
+
+    // MARK: checks before anything is created
+
+    /// Checks, before creating anything, what can be checked from outside.
+    static func preflight(_ image: ProcessImage, useCallerTerminal: Bool) throws {
+        let pid = image.pid
+        if kill(pid, 0) == 0 || errno != ESRCH || ProcFS.exists("/proc/\(pid)") {
+            throw SSIError(.busy, "PID \(pid) is busy: a process with that PID exists, so application \(pid) cannot be restarted with its PID; nothing was changed",
+                           hint: "if it is the running application, checkpoint it with --kill first; if it is a zombie, its parent must reap it")
+        }
+        for t in image.threads where t.tid != pid && (kill(t.tid, 0) == 0 || ProcFS.exists("/proc/\(t.tid)")) {
+            throw SSIError(.busy, "thread id \(t.tid) of PID \(pid) is in use by another task; nothing was changed")
+        }
+        for f in image.fds where f.kind == .regular && f.deletedFileID == nil {
+            var st = stat()
+            if stat(f.path, &st) != 0 {
+                throw SSIError(.notFound, "PID \(pid) fd \(f.fd): file \(f.path) no longer exists", hint: "put the file back where it was, then restart again")
+            }
+            if Int64(st.st_size) < f.position {
+                throw SSIError(.state, "PID \(pid) fd \(f.fd): \(f.path) is now \(st.st_size) bytes, shorter than the saved offset \(f.position)",
+                               hint: "restore the file's content (e.g. from a copy taken with the snapshot) before restarting")
+            }
+        }
+        for v in image.vmas where v.kind == .file && v.deletedFileID == nil {
+            if let p = v.path, access(p, R_OK) != 0 {
+                throw SSIError(.notFound, "PID \(pid): mapped file \(p) no longer exists or is unreadable", hint: "reinstall the file, then restart again")
+            }
+        }
+        // SysV shared memory is not in the snapshot: the segment must exist (ssi ipc restart).
+        for v in image.vmas where v.kind == .sysvShm {
+            guard let id = v.sysvShmID else { continue }
+            let keyHex = v.name.dropFirst("/SYSV".count).prefix(8)
+            let key = Int32(bitPattern: UInt32(keyHex, radix: 16) ?? 0)
+            do { try SysVIPC.requireSegment(key: key, id: id) } catch let e as SSIError {
+                throw SSIError(e.kind, "PID \(pid) had it attached at 0x\(String(v.start, radix: 16)): \(e.message)", hint: e.hint)
+            }
+        }
+        try FSObjects.preflight(image)
+        if useCallerTerminal, image.fds.contains(where: { $0.kind == .tty }), callerTerminalFD() == nil {
+            throw SSIError(.invalidArgument, "-t was given but ssi's standard input, output and error are not terminals")
+        }
+    }
+
+    static func callerTerminalFD() -> Int32? { [0, 1, 2].first { isatty($0) != 0 } }
+
+    // MARK: stages
+
+    /// Everything of the process but its threads, ids, credentials and registers.
+    func rebuild() throws {
+        var clock = PhaseClock()
+        let current = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+        let fds = try closeInheritedFiles()
+        let pages = try openPages(high: fds.high)
+        try unmapInherited(current)
+        try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
+        clock.mark("restore: teardown, vdso")
+        try restoreMemory(pages: pages, high: fds.high)
+        clock.mark("restore: memory")
+        try restoreMMFields(high: fds.high)
+        if fds.ownTable { try restoreFileDescriptors(ttyFD: fds.ttyFD) }
+        try restoreUmask()
+        if let ttyFD = fds.ttyFD { try inj.call("close", .close, ttyFD) }
+        try closePages(pages)
+        try restoreSigactions()
+        try restoreProcessFlags()
+        guard let main = image.threads.first(where: { $0.tid == pid }) ?? image.threads.first else {
+            throw SSIError(.corrupt, "snapshot of PID \(pid) has no thread")
+        }
+        try restoreThreadState(main, inj: inj)
+        clock.mark("restore: files, signals, ids")
+    }
+
+    /// Root and cwd, credentials and the flags they reset, timers, pending signals, and the
+    /// registers of every thread: once every process of the tree exists.
+    func finish() throws {
+        try restoreRootAndCwd()
+        try restoreCredentials()
+        // The shared descriptions were kept open for the children forked since rebuild().
+        if let shared, shared.count > 0 {
+            try inj.call("close shared", .close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)
+        }
+        try restoreTimers()
+        try queuePendingSignals()
+        try inj.call("munmap scratch", .munmap, scratch, scratchSize)
+        try restoreRegisters()
+    }
+
+    /// Every thread of the process leaves its ptrace stop.
+    func detach() {
+        if image.jobStopped == true { try? Signal.stop.send(to: ProcessID(pid)) }
+        for t in image.threads where t.tid != pid { try? Tracee.adoptTraceMe(ProcessID(t.tid)).detach() }
+        try? tracee.detach()
+    }
+}
+
+/// Something the user should know that does not stop the restart.
+func warn(_ text: String) {
+    FileHandle.standardError.write(Data("ssi: warning: \(text)\n".utf8))
+}

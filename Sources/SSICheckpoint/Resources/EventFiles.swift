@@ -1,0 +1,108 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// eventfd, timerfd, signalfd and epoll: anonymous inodes whose whole state /proc/PID/fdinfo
+// shows (proc(5)), created anew at restart in the process with that state.
+
+extension ProcessDumper {
+    /// eventfd, timerfd, signalfd and epoll: /proc/PID/fdinfo shows all their state
+    /// (proc(5), "/proc/pid/fdinfo").
+    func anonInode(fd: Int32, link: String, flags: Int32, cloexec: Bool, info: FdInfo) throws -> FileDescriptorImage? {
+        var img = FileDescriptorImage(fd: fd, kind: .eventfd, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+        func pair(_ key: String) -> (Int64, Int64) {
+            let nums = (info.lines[key] ?? "").split(whereSeparator: { !"0123456789-".contains($0) }).compactMap { Int64($0) }
+            return nums.count == 2 ? (nums[0], nums[1]) : (0, 0)
+        }
+        switch link {
+        case "anon_inode:[eventfd]":
+            img.eventCount = UInt64((info.lines["eventfd-count"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+            img.eventSemaphore = (info.lines["eventfd-semaphore"] ?? "0").trimmingCharacters(in: .whitespaces) == "1"
+        case "anon_inode:[timerfd]":
+            img.kind = .timerfd
+            let v = pair("it_value"), i = pair("it_interval")
+            img.timer = TimerState(clockID: Int32(info.lines["clockid"] ?? "1") ?? 1, valueSeconds: v.0, valueNanoseconds: v.1,
+                                   intervalSeconds: i.0, intervalNanoseconds: i.1, ticks: UInt64(info.lines["ticks"] ?? "0") ?? 0)
+        case "anon_inode:[signalfd]":
+            img.kind = .signalfd
+            img.signalMask = UInt64((info.lines["sigmask"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+        case "anon_inode:[eventpoll]":
+            img.kind = .epoll
+            // "tfd: N events: HEX data: HEX ...", one line per registered fd.
+            var targets = [EpollTarget]()
+            for line in try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n") where line.hasPrefix("tfd:") {
+                let w = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                guard w.count >= 6, let t = Int32(w[1]), let ev = UInt32(w[3], radix: 16), let data = UInt64(w[5], radix: 16) else { continue }
+                targets.append(EpollTarget(fd: t, events: ev, data: data))
+            }
+            img.epollTargets = targets
+        default:
+            return nil
+        }
+        return img
+    }
+
+    /// An epoll instance shared by several fds (after dup() or fork()) cannot be rebuilt yet:
+    /// shared descriptions are opened once in the root before it forks, where the fds the
+    /// instance watches do not exist. Without this check such a checkpoint succeeded and its
+    /// restart failed, after `--kill` had ended the application. With `-i` the fds are
+    /// restored closed.
+    static func refuseSharedEpoll(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+        for pid in tables.keys.sorted() {
+            for f in tables[pid]! where f.kind == .epoll && f.sharedID != nil {
+                if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == f.fd }; continue }
+                let holders = tables.flatMap { p, fds in fds.filter { $0.sharedID == f.sharedID }.map { "PID \(p) fd \($0.fd)" } }.sorted()
+                throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): an epoll instance shared by several fds (\(holders.joined(separator: ", ")), after dup or fork) is not supported yet; nothing was written and the application goes on",
+                               hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+            }
+        }
+    }
+}
+
+extension ProcessRestorer {
+    /// eventfd, timerfd, signalfd, epoll: created anew with the saved state.
+    func createAnonInode(_ f: FileDescriptorImage) throws -> UInt64 {
+        let flags = UInt64(f.flags & O_NONBLOCK)
+        switch f.kind {
+        case .eventfd:
+            let fd = try inj.call("eventfd2", .eventfd2, 0, flags | (f.eventSemaphore == true ? 1 : 0))
+            if let n = f.eventCount, n > 0 {
+                try mem.write(words: [n], to: scratch)
+                try inj.call("write eventfd", .write, fd, scratch, 8)
+            }
+            return fd
+        case .timerfd:
+            let t = f.timer ?? TimerState(clockID: Clock.monotonic, valueSeconds: 0, valueNanoseconds: 0, intervalSeconds: 0, intervalNanoseconds: 0, ticks: 0)
+            let fd = try inj.call("timerfd_create", .timerfd_create, UInt64(t.clockID), flags)
+            if t.valueSeconds != 0 || t.valueNanoseconds != 0 {
+                // struct itimerspec { it_interval, it_value }, relative to now.
+                let spec: [Int64] = [t.intervalSeconds, t.intervalNanoseconds, t.valueSeconds, t.valueNanoseconds]
+                try mem.write(words: spec, to: scratch)
+                try inj.call("timerfd_settime", .timerfd_settime, fd, 0, scratch, 0)
+            }
+            if t.ticks > 0 {
+                // TFD_IOC_SET_TICKS = _IOW('T', 0, u64): expirations not yet read (needs CONFIG_CHECKPOINT_RESTORE).
+                try mem.write(words: [t.ticks], to: scratch)
+                let r = try inj.raw(.ioctl, fd, 0x4008_5400, scratch)
+                if r < 0 { warn("PID \(pid) fd \(f.fd): \(t.ticks) unread timerfd expirations are lost (TFD_IOC_SET_TICKS: \(String(cString: strerror(Int32(-r)))))") }
+            }
+            return fd
+        case .signalfd:
+            try mem.write(words: [f.signalMask ?? 0], to: scratch)
+            return try inj.call("signalfd4", .signalfd4, UInt64.max, scratch, 8, flags)
+        case .epoll:
+            let fd = try inj.call("epoll_create1", .epoll_create1, 0)
+            for t in f.epollTargets ?? [] {
+                try mem.write(Arch.epollEvent(events: t.events, data: t.data), to: scratch)
+                try inj.call("epoll_ctl(ADD \(t.fd))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+            }
+            return fd
+        default:
+            throw SSIError(.corrupt, "fd \(f.fd) of PID \(pid) has kind \(f.kind), which is not an anonymous inode")
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// File descriptors: what each one is (checked first at checkpoint, so that an unsupported
+// one fails before anything is written), and at restart every fd at its number with its
+// flags, offset and close-on-exec bit. Each kind of file has its own file (Pipes, FIFOs,
+// Inotify, EventFiles, DeletedFiles, Sockets, SharedFiles); this one dispatches.
+
+extension ProcessDumper {
+    func dumpFileDescriptors() throws -> [FileDescriptorImage] {
+        var out = [FileDescriptorImage]()
+        for fd in try openFDs(of: pid) {
+            let link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)")
+            let info = try FdInfo.read(pid: pid, fd: fd)
+            let cloexec = info.flags & O_CLOEXEC != 0
+            let flags = info.flags & ~O_CLOEXEC
+            var st = stat()
+            if stat("/proc/\(pid)/fd/\(fd)", &st) != 0 { throw SSIError.sys("stat fd \(fd) of PID \(pid) (\(link))", errno: errno) }
+            let mode = st.st_mode & S_IFMT
+            func unsupported(_ kind: String) throws {
+                if ignoreUnsupported { return }
+                throw SSIError(.unsupported, "PID \(pid) fd \(fd): \(kind) (\(link)) is not supported by the checkpoint engine yet; nothing was written and the application goes on",
+                               hint: "close it before checkpointing, or use `ssi checkpoint -i` to restore it as a closed fd")
+            }
+            if link.hasPrefix("pipe:[") {
+                let ino = UInt64(st.st_ino)
+                var img = FileDescriptorImage(fd: fd, kind: .pipe, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+                img.pipeID = ino
+                out.append(img)
+                continue
+            }
+            if link.hasPrefix("socket:") {
+                do {
+                    out.append(try dumpSocket(fd: fd, inode: UInt32(truncatingIfNeeded: st.st_ino), link: link, flags: flags, cloexec: cloexec))
+                } catch let u as UnsupportedSocket {
+                    try unsupported(u.kind)
+                }
+                continue
+            }
+            if link == "anon_inode:inotify" {
+                do { out.append(try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
+                continue
+            }
+            if link.hasPrefix("anon_inode:") {
+                if let img = try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
+                    try unsupported("\(link.dropFirst("anon_inode:".count)) file")
+                }
+                continue
+            }
+            // A terminal whose pty is gone reads "/dev/pts/N (deleted)": still a terminal, which
+            // `restart -t` replaces by the caller's.
+            if link.hasSuffix(" (deleted)") && mode == S_IFREG {
+                // An unlinked file or a memfd: its content goes into the snapshot.
+                var img = FileDescriptorImage(fd: fd, kind: .regular, path: String(link.dropLast(" (deleted)".count)), flags: flags,
+                                              closeOnExec: cloexec, position: info.pos)
+                img.size = Int64(st.st_size)
+                img.deletedFileID = ProcessDumper.fileID(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
+                out.append(img)
+                continue
+            }
+            if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
+            let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
+            guard link.hasPrefix("/") else { try unsupported("special file"); continue }
+            switch mode {
+            case S_IFREG:
+                var img = FileDescriptorImage(fd: fd, kind: .regular, path: link, flags: flags, closeOnExec: cloexec, position: info.pos)
+                img.size = Int64(st.st_size)
+                out.append(img)
+            case S_IFDIR:
+                out.append(FileDescriptorImage(fd: fd, kind: .directory, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
+            case S_IFCHR:
+                let major = (st.st_rdev >> 8) & 0xfff
+                let minor = st.st_rdev & 0xff
+                // Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5).
+                let tty = (136...143).contains(major) || major == 4 || (major == 5 && minor <= 1)
+                out.append(FileDescriptorImage(fd: fd, kind: tty ? .tty : .charDevice, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
+            case S_IFIFO:
+                out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))
+            default:
+                try unsupported("block device or special file")
+            }
+        }
+        return out
+    }
+
+    /// The id /proc/PID/maps would show for a file: "major:minor" in hex, then the inode
+    /// (new_encode_dev layout of st_dev).
+    static func fileID(dev: UInt64, ino: UInt64) -> String {
+        let major = (dev >> 8) & 0xfff, minor = (dev & 0xff) | ((dev >> 12) & 0xfff00)
+        return String(format: "%02llx:%02llx:%llu", major, minor, ino)
+    }
+}
+
+/// The fd numbers a restore works with, above every fd of the image.
+struct FDLayout {
+    /// The first number above the image's fds kept free for the restore's own files.
+    var high: UInt64
+    /// The caller's terminal (`restart -t`), dup'd at `high`.
+    var ttyFD: UInt64?
+    /// False for a CLONE_FILES child: it shares the fd table its parent has rebuilt.
+    var ownTable: Bool
+}
+
+extension ProcessRestorer {
+    /// Closes every fd the process inherited but the caller's terminal (for -t, kept at a
+    /// high number) and the shared descriptions.
+    func closeInheritedFiles() throws -> FDLayout {
+        let maxFD = UInt64(max(image.fds.map(\.fd).max() ?? 2, 2))
+        let high = maxFD + 10
+        if let shared, shared.count > 0, high + 8 >= UInt64(shared.base) {
+            throw SSIError(.system, "internal: fd layout of PID \(pid) overlaps the shared descriptions")
+        }
+        var ttyFD: UInt64? = nil
+        if useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
+            ttyFD = try inj.call("dup terminal", .fcntl, UInt64(t), UInt64(F_DUPFD), high)
+        }
+        var keep = [UInt64]()
+        if let ttyFD { keep.append(ttyFD) }
+        if let shared, shared.count > 0 { keep += (0..<shared.count).map { UInt64(shared.base) + UInt64($0) } }
+        var from: UInt64 = 0
+        let ownTable = image.sharesFilesWithParent != true
+        for k in keep.sorted() where ownTable {
+            if k > from { try inj.call("close_range", .close_range, from, k - 1, 0) }
+            from = k + 1
+        }
+        if ownTable { try inj.call("close_range", .close_range, from, UInt64(UInt32.max), 0) }
+        return FDLayout(high: high, ttyFD: ttyFD, ownTable: ownTable)
+    }
+
+    func restoreFileDescriptors(ttyFD: UInt64?) throws {
+        // epoll instances last: the fds they watch must exist first.
+        for f in image.fds.sorted(by: { ($0.kind == .epoll ? 1 : 0, $0.fd) < ($1.kind == .epoll ? 1 : 0, $1.fd) }) {
+            let target = UInt64(f.fd)
+            guard let (src, temporary) = try sourceFD(for: f, ttyFD: ttyFD) else { continue }
+            if src != target {
+                try inj.call("dup3 to fd \(f.fd)", .dup3, src, target, UInt64(f.closeOnExec ? O_CLOEXEC : 0))
+                if temporary { try inj.call("close", .close, src) }
+            } else if f.closeOnExec {
+                try inj.call("fcntl FD_CLOEXEC", .fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
+            }
+            if (f.kind == .unixSocket || f.kind == .tcpSocket) && f.flags & O_NONBLOCK != 0 {
+                try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
+            }
+            if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
+                try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+            }
+        }
+    }
+
+    /// The fd that becomes `f`, and whether it is a temporary one to close after the dup;
+    /// nil when there is nothing to restore.
+    private func sourceFD(for f: FileDescriptorImage, ttyFD: UInt64?) throws -> (UInt64, Bool)? {
+        if let id = f.sharedID, let i = shared?.index[id], let base = shared?.base {
+            // One description shared with other fds: inherited from the root.
+            return (UInt64(base + Int32(i)), false)
+        }
+        switch f.kind {
+        case .pipe:
+            // The pipe is held by ssi; this process opens its end through /proc, which opens
+            // the same pipe (fifo_open), so processes share it as before.
+            guard let id = f.pipeID, let path = pipes?.path(id, write: (f.flags & O_ACCMODE) == O_WRONLY) else { return nil }
+            let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
+            return (try inj.call("open pipe end", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | (f.flags & O_NONBLOCK)), 0), true)
+        case .eventfd, .timerfd, .signalfd, .epoll:
+            return (try createAnonInode(f), true)
+        case .inotify:
+            guard let fsObjects else { return nil }
+            return (try fsObjects.receiveInotify(f, pid: pid, inj: inj), true)
+        case .unixSocket, .tcpSocket:
+            // Created in the root before it forked: inherited at its slot.
+            guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
+            return (UInt64(slot), false)
+        case .tty where ttyFD != nil:
+            return (ttyFD!, false)
+        default:
+            let path = f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? f.path
+            return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
+        }
+    }
+
+    /// Opens `path` again in the process with the fd's flags (never O_CREAT, O_TRUNC or
+    /// O_EXCL; O_NOCTTY, so that no terminal becomes a controlling one). `who` names the fd.
+    func reopen(_ f: FileDescriptorImage, path: String, who: String) throws -> UInt64 {
+        let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
+        let r = try inj.rawArgs(.openat, [UInt64(AT_FDCWD), try putString(path), UInt64(flags | O_NOCTTY), 0])
+        if r < 0 {
+            throw SSIError.sys("\(who): reopen \(f.path)", errno: Int32(-r),
+                               hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
+        }
+        return UInt64(r)
+    }
+}

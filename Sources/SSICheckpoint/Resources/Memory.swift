@@ -1,0 +1,383 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Memory: the areas of /proc/PID/maps with the pages that must be saved (pagemap decides),
+// copied into the image batch by batch; at restart every area is mapped again at its
+// address and its pages put back.
+
+// MARK: - dump
+
+extension ProcessDumper {
+    static func classify(_ m: MapsEntry) -> VMA.Kind? {
+        switch m.name {
+        case "[vdso]": return .vdso
+        case "[vvar]": return .vvar
+        case "[vvar_vclock]": return .vvarVclock
+        case "[vsyscall]": return nil
+        default:
+            if m.name.hasPrefix("/SYSV") { return .sysvShm }
+            if m.inode == 0 || m.name == "/dev/zero (deleted)" || m.name.hasPrefix("[anon_shmem") { return .anonymous }
+            return .file
+        }
+    }
+
+    /// Reads /proc/PID/smaps only for the VmFlags lines (the one place they are shown).
+    func vmFlags() throws -> [UInt64: [String]] {
+        var out = [UInt64: [String]]()
+        var current: UInt64 = 0
+        let keep: Set<Substring> = ["gd", "dc", "dd", "hg", "nh", "wf"]
+        for line in try ProcFS.read("/proc/\(pid)/smaps").split(separator: "\n") {
+            if line.hasPrefix("VmFlags:") {
+                out[current] = line.dropFirst(8).split(separator: " ").filter { keep.contains($0) }.map(String.init)
+            } else if let dash = line.firstIndex(of: "-"), let start = UInt64(line[..<dash], radix: 16), line.first?.isHexDigit == true,
+                      line.split(separator: " ").count >= 5 {
+                current = start
+            }
+        }
+        return out
+    }
+
+    /// Writes the present pages of every VMA to `pages` and returns the VMA list.
+    func dumpMemory(to pages: any ImageFileWriter) throws -> [VMA] {
+        let maps = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+        let flags = try vmFlags()
+        let pm = try OwnedFileDescriptor(opening: "/proc/\(pid)/pagemap", O_RDONLY)
+        let parentView = ParentView(parent)
+        defer { parentView.close() }
+        let copier = try PageCopier(pid: pid, pages: pages)
+        var vmas = [VMA]()
+        for m in maps {
+            guard let kind = ProcessDumper.classify(m) else { continue }
+            var vma = ProcessDumper.area(m, kind: kind, flags: flags[m.start] ?? [])
+            // What must be saved: anonymous memory (private or shared) that is present or
+            // swapped; for private file mappings only pages the process changed (COW copies,
+            // which pagemap shows as not file-backed); shared file mappings live in their file.
+            let wantsPages: Bool
+            switch kind {
+            case .anonymous: wantsPages = true
+            case .file: wantsPages = !m.shared
+            default: wantsPages = false
+            }
+            if wantsPages {
+                let runs: [(UInt64, UInt64)]
+                // An area the parent has identically (same range, protection, file, offset and
+                // flags, none of MADV_DONTFORK/WIPEONFORK) was inherited at fork.
+                if let ppm = parentView.pagemap, let pe = parentView.maps[m.start], pe == m, kind != .sysvShm, !m.shared || kind == .anonymous,
+                   parentView.flags[m.start] == flags[m.start], !(flags[m.start] ?? []).contains(where: { $0 == "dc" || $0 == "wf" }) {
+                    // A shared anonymous area with the parent's very inode (MapsEntry compares
+                    // it: the shmem object behind /dev/zero) is one object with the parent's:
+                    // kept from the fork at restart, with no page of its own.
+                    let (own, drop) = m.shared ? ([], []) : try inheritedRuns(pagemap: pm.rawValue, parentPagemap: ppm, vma: m, fileBacked: kind == .file)
+                    runs = own
+                    vma.inherited = true
+                    vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
+                } else {
+                    runs = try presentRuns(pagemap: pm.rawValue, vma: m, fileBacked: kind == .file)
+                }
+                vma.pages = try copier.copy(runs)
+            }
+            vmas.append(vma)
+        }
+        return vmas
+    }
+
+    /// The image of one area of /proc/PID/maps, without its pages.
+    static func area(_ m: MapsEntry, kind: VMA.Kind, flags: [String]) -> VMA {
+        var path: String? = nil
+        var deletedID: String? = nil
+        if kind == .file {
+            if m.name.hasSuffix(" (deleted)") {
+                deletedID = "\(m.device):\(m.inode)"
+                path = String(m.name.dropLast(" (deleted)".count))
+            } else {
+                path = m.name
+            }
+        }
+        var vma = VMA(start: m.start, end: m.end, read: m.read, write: m.write, exec: m.exec, shared: m.shared, kind: kind,
+                      name: m.name, path: path, fileOffset: m.offset, vmFlags: flags)
+        if kind == .sysvShm { vma.sysvShmID = Int32(truncatingIfNeeded: m.inode) }
+        vma.deletedFileID = deletedID
+        return vma
+    }
+
+    /// For an area inherited from the parent: the runs of this process's own pages (to save),
+    /// and the runs where the parent has a page of its own and this process has none (to
+    /// drop at restart). A page present in both with the same page frame (pagemap bits 0-54,
+    /// shown to CAP_SYS_ADMIN) is still shared copy-on-write: neither saved nor dropped.
+    func inheritedRuns(pagemap: Int32, parentPagemap: Int32, vma: MapsEntry, fileBacked: Bool) throws -> ([(UInt64, UInt64)], [(UInt64, UInt64)]) {
+        let n = Int(vma.size / SnapshotFormat.pageSize)
+        func entries(_ fd: Int32) throws -> [UInt64] {
+            var e = [UInt64](repeating: 0, count: n)
+            let got = e.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n * 8, off_t((vma.start / SnapshotFormat.pageSize) * 8)) }
+            if got != n * 8 { throw SSIError.sys("read pagemap of the tree of PID \(pid)", errno: errno) }
+            return e
+        }
+        let c = try entries(pagemap), p = try entries(parentPagemap)
+        let pfnMask: UInt64 = (1 << 55) - 1
+        func own(_ e: UInt64) -> Bool {
+            let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
+            return fileBacked ? ((present && !file) || swapped) : (present || swapped)
+        }
+        var save = [Bool](repeating: false, count: n), drop = [Bool](repeating: false, count: n)
+        for i in 0..<n {
+            let sharedFrame = c[i] & (1 << 63) != 0 && p[i] & (1 << 63) != 0 && c[i] & pfnMask == p[i] & pfnMask && c[i] & pfnMask != 0
+            save[i] = own(c[i]) && !sharedFrame
+            drop[i] = own(p[i]) && !own(c[i])
+        }
+        func runs(_ flags: [Bool]) -> [(UInt64, UInt64)] {
+            var out = [(UInt64, UInt64)]()
+            var start = -1
+            for i in 0...n {
+                let on = i < n && flags[i]
+                if on && start < 0 { start = i }
+                if !on && start >= 0 { out.append((vma.start + UInt64(start) * SnapshotFormat.pageSize, UInt64(i - start))); start = -1 }
+            }
+            return out
+        }
+        return (runs(save), runs(drop))
+    }
+
+    /// Runs of pages to save in one VMA, from /proc/PID/pagemap (bit 63 present, 62 swapped,
+    /// 61 file-page or shared-anonymous: Documentation/admin-guide/mm/pagemap.rst).
+    func presentRuns(pagemap: Int32, vma: MapsEntry, fileBacked: Bool) throws -> [(UInt64, UInt64)] {
+        let n = Int(vma.size / SnapshotFormat.pageSize)
+        var entries = [UInt64](repeating: 0, count: n)
+        let want = n * 8
+        let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, want, off_t((vma.start / SnapshotFormat.pageSize) * 8)) }
+        if got != want { throw SSIError.sys("read /proc/\(pid)/pagemap", errno: errno) }
+        var runs = [(UInt64, UInt64)]()
+        var runStart = -1
+        for i in 0...n {
+            var keep = false
+            if i < n {
+                let e = entries[i]
+                let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
+                keep = fileBacked ? ((present && !file) || swapped) : (present || swapped)
+            }
+            if keep && runStart < 0 { runStart = i }
+            if !keep && runStart >= 0 {
+                runs.append((vma.start + UInt64(runStart) * SnapshotFormat.pageSize, UInt64(i - runStart)))
+                runStart = -1
+            }
+        }
+        return runs
+    }
+}
+
+/// The parent's areas, to find those inherited at fork and still identical.
+struct ParentView {
+    var maps = [UInt64: MapsEntry]()
+    var flags = [UInt64: [String]]()
+    private var owned: Int32 = -1
+    var pagemap: Int32? { owned >= 0 ? owned : nil }
+
+    init(_ parent: Int32?) {
+        guard let parent else { return }
+        for e in MapsEntry.parse((try? ProcFS.read("/proc/\(parent)/maps")) ?? "") { maps[e.start] = e }
+        flags = (try? ProcessDumper(pid: parent).vmFlags()) ?? [:]
+        owned = open("/proc/\(parent)/pagemap", O_RDONLY | O_CLOEXEC)
+    }
+
+    func close() { if owned >= 0 { Glibc.close(owned) } }
+}
+
+/// Copies runs of pages of a stopped process into the image, in batches of up to 8 MiB.
+final class PageCopier {
+    private let mem: RemoteMemory
+    private let memFD: OwnedFileDescriptor
+    private let pages: any ImageFileWriter
+    private let bufSize = 8 << 20
+    private let buf: UnsafeMutableRawBufferPointer
+    private var batch = [(UInt64, Int)]()
+    private var batchBytes = 0
+
+    init(pid: Int32, pages: any ImageFileWriter) throws {
+        mem = RemoteMemory(pid: ProcessID(pid))
+        memFD = try OwnedFileDescriptor(opening: "/proc/\(pid)/mem", O_RDONLY)
+        self.pages = pages
+        buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bufSize, alignment: 4096)
+    }
+
+    deinit { buf.deallocate() }
+
+    /// Appends the runs' pages to the image; returns where each run went.
+    func copy(_ runs: [(UInt64, UInt64)]) throws -> [PageRun] {
+        var out = [PageRun]()
+        for (addr, count) in runs {
+            out.append(PageRun(address: addr, count: count, fileOffset: pages.size + UInt64(batchBytes)))
+            var a = addr
+            var left = Int(count * SnapshotFormat.pageSize)
+            while left > 0 {
+                let take = min(left, bufSize - batchBytes)
+                batch.append((a, take))
+                batchBytes += take
+                a += UInt64(take)
+                left -= take
+                if batchBytes == bufSize { try flush() }
+            }
+        }
+        try flush()
+        return out
+    }
+
+    private func flush() throws {
+        guard batchBytes > 0 else { return }
+        // Through /proc/PID/mem, not process_vm_readv: the latter pins pages (FOLL_PIN), and
+        // since Linux 5.19 pinning an anonymous page shared copy-on-write unshares it
+        // (mm/gup.c, gup_must_unshare), so a checkpoint would copy every page a parent shares
+        // with its children.
+        var off = 0
+        for (a, l) in batch {
+            try mem.forcedRead(into: UnsafeMutableRawBufferPointer(rebasing: buf[off..<(off + l)]), at: a, fd: memFD.rawValue)
+            off += l
+        }
+        try pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<batchBytes]))
+        batch.removeAll(keepingCapacity: true)
+        batchBytes = 0
+    }
+}
+
+// MARK: - restore
+
+/// Where a restored process gets its pages from.
+enum PageSource {
+    /// The pages file, opened in the process at this fd: each run is pread straight into
+    /// place (one copy, kernel to kernel).
+    case file(fd: UInt64)
+    /// An image not on a local file system: ssi reads the runs and writes them into the
+    /// process (process_vm_writev).
+    case image(any ImageFileReader)
+}
+
+extension ProcessRestorer {
+    /// Opens the pages file in the process when the image has a path for it, above `high`.
+    func openPages(high: UInt64) throws -> PageSource {
+        let reader = try source.open(image.pagesFile)
+        guard let path = reader.path else { return .image(reader) }
+        let imagesFD = try inj.call("open pages", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(O_RDONLY | O_CLOEXEC), 0)
+        let pagesFD = try inj.call("dup pages fd", .fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
+        try inj.call("close", .close, imagesFD)
+        return .file(fd: pagesFD)
+    }
+
+    func closePages(_ pages: PageSource) throws {
+        if case .file(let fd) = pages { try inj.call("close", .close, fd) }
+    }
+
+    /// Unmaps everything inherited but the vDSO/vvar (moved afterwards), the scratch area and
+    /// the areas this process shares with its parent (VMA.inherited).
+    func unmapInherited(_ current: [MapsEntry]) throws {
+        let keepRanges = image.vmas.filter { $0.inherited == true }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
+        for m in current where !m.isSpecialKernelMapping && !(m.start >= scratch && m.end <= scratch + scratchSize) {
+            var from = m.start
+            for (ks, ke) in keepRanges where ke > from && ks < m.end {
+                if ks > from { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, ks - from) }
+                from = max(from, ke)
+            }
+            if from < m.end { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, m.end - from) }
+        }
+    }
+
+    /// Maps each area, writable while we fill it, then gives it its protection. Files are
+    /// opened above `high`.
+    func restoreMemory(pages: PageSource, high: UInt64) throws {
+        var fileFDs = [String: UInt64]()
+        for v in image.vmas {
+            switch v.kind {
+            case .vdso, .vvar, .vvarVclock: continue
+            case .sysvShm: try attachSharedMemory(v)
+            case .anonymous, .file:
+                if v.inherited == true { try refillInherited(v, pages: pages) } else { try mapArea(v, pages: pages, high: high, fileFDs: &fileFDs) }
+            }
+        }
+        for (_, fd) in fileFDs { try inj.call("close", .close, fd) }
+    }
+
+    private func protection(_ v: VMA) -> Int32 { (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0) }
+
+    /// SysV shared memory is not in the snapshot: the segment is attached again by id.
+    private func attachSharedMemory(_ v: VMA) throws {
+        guard let id = v.sysvShmID else { return }
+        let r = try inj.rawArgs(.shmat, [UInt64(id), v.start, UInt64(v.write ? 0 : SHM_RDONLY) | UInt64(SHM_REMAP)])
+        if r < 0 {
+            throw SSIError(.notFound, "PID \(pid) had SysV shared memory \(v.name) (id \(id)) attached at 0x\(String(v.start, radix: 16)), and it cannot be attached now: \(String(cString: strerror(Int32(-r))))",
+                           hint: "restore the segment first with `ssi ipc restart -m FILE`")
+        }
+    }
+
+    /// An area kept from the parent: forget the parent's own pages, write ours over it.
+    private func refillInherited(_ v: VMA, pages: PageSource) throws {
+        let finalProt = protection(v)
+        let prot = v.pages.isEmpty ? finalProt : finalProt | PROT_READ | PROT_WRITE
+        for d in v.dropPages ?? [] {
+            try inj.call("madvise(DONTNEED)", .madvise, d.address, d.count * SnapshotFormat.pageSize, 4)
+        }
+        if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(prot)) }
+        try fillPages(v, pages: pages)
+        if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+    }
+
+    private func mapArea(_ v: VMA, pages: PageSource, high: UInt64, fileFDs: inout [String: UInt64]) throws {
+        let finalProt = protection(v)
+        let prot = v.pages.isEmpty ? finalProt : finalProt | PROT_READ | PROT_WRITE
+        var flags = MAP_FIXED | (v.shared ? MAP_SHARED : MAP_PRIVATE)
+        if v.vmFlags.contains("gd") { flags |= MAP_GROWSDOWN }
+        var fd = UInt64.max
+        if v.kind == .anonymous {
+            flags |= MAP_ANONYMOUS
+        } else if var path = v.path {
+            if let id = v.deletedFileID, let p = deletedFiles?.path(id) { path = p }
+            let mode = (v.shared && v.write) ? O_RDWR : O_RDONLY
+            let key = "\(mode):\(path)"
+            if let f = fileFDs[key] { fd = f } else {
+                let f0 = try inj.call("open \(path)", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_CLOEXEC), 0)
+                fd = try inj.call("dup", .fcntl, f0, UInt64(F_DUPFD_CLOEXEC), high + 2)
+                try inj.call("close", .close, f0)
+                fileFDs[key] = fd
+            }
+        }
+        try inj.call("mmap 0x\(String(v.start, radix: 16)) \(v.name)", .mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset)
+        try fillPages(v, pages: pages)
+        if finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+        // madvise(2) flags that /proc/PID/smaps shows as VmFlags.
+        let advice: [String: Int32] = ["dc": 10 /* MADV_DONTFORK */, "dd": 16 /* MADV_DONTDUMP */, "hg": 14 /* MADV_HUGEPAGE */,
+                                       "nh": 15 /* MADV_NOHUGEPAGE */, "wf": 18 /* MADV_WIPEONFORK */]
+        for f in v.vmFlags { if let a = advice[f] { _ = try inj.raw(.madvise, v.start, v.end - v.start, UInt64(a)) } }
+    }
+
+    /// The saved pages of one area, put back in place.
+    private func fillPages(_ v: VMA, pages: PageSource) throws {
+        switch pages {
+        case .file(let pagesFD):
+            for run in v.pages {
+                var done: UInt64 = 0
+                let total = run.count * SnapshotFormat.pageSize
+                while done < total {
+                    let n = try inj.call("pread pages into 0x\(String(run.address, radix: 16))", .pread64, pagesFD, run.address + done, total - done, run.fileOffset + done)
+                    if n == 0 { throw SSIError(.corrupt, "\(source.location)/\(image.pagesFile) is shorter than its page index") }
+                    done += n
+                }
+            }
+        case .image(let reader):
+            let chunk = 8 << 20
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+            defer { buf.deallocate() }
+            for run in v.pages {
+                var done: UInt64 = 0
+                let total = run.count * SnapshotFormat.pageSize
+                while done < total {
+                    let n = Int(min(UInt64(chunk), total - done))
+                    let b = UnsafeMutableRawBufferPointer(rebasing: buf[0..<n])
+                    try reader.read(into: b, at: run.fileOffset + done)
+                    try mem.write(UnsafeRawBufferPointer(b), to: run.address + done)
+                    done += UInt64(n)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The process tree: parent links, sessions and process groups, zombies, and the state a
+// child shares with its parent (CLONE_FILES, CLONE_FS). Restart forks every process from its
+// restored parent with its old PID.
+
+/// Processes (not threads) created with CLONE_FILES or CLONE_FS share their fd table, or
+/// their cwd, root and umask, with their parent. kcmp(2) KCMP_FILES / KCMP_FS tells whether
+/// two processes share them. Restart forks such a child with the same flag from its restored
+/// parent, which has already rebuilt that state, and the child leaves it alone.
+///
+/// Only sharing along parent links can be rebuilt that way; other sharing (with a process
+/// whose parent left, with a process outside the application) fails the checkpoint, as does
+/// memory shared between processes (CLONE_VM without CLONE_THREAD, a vfork child that has
+/// not exec'd yet).
+struct ProcessSharing {
+    var filesWithParent: Set<Int32> = []
+    var fsWithParent: Set<Int32> = []
+
+    private static func kcmp(_ a: Int32, _ b: Int32, _ type: Kcmp.Kind) -> Int { Kcmp.compare(ProcessID(a), ProcessID(b), type) }
+
+    /// `pids`: the live processes of the application, every parent before its children.
+    static func detect(root: Int32, pids: [Int32], parent: [Int32: Int32]) throws -> ProcessSharing {
+        var out = ProcessSharing()
+        let what: [(Kcmp.Kind, String)] = [(.files, "its fd table (CLONE_FILES)"), (.fs, "its cwd, root and umask (CLONE_FS)"),
+                                     (.vm, "its memory (CLONE_VM without CLONE_THREAD, or vfork before exec)")]
+        let live = Set(pids)
+        for (type, thing) in what {
+            // The root's parent is outside the application and is not restored.
+            if let outside = (try? ProcStat.read(pid: root))?.ppid, outside > 0, kcmp(root, outside, type) == 0 {
+                throw SSIError(.unsupported, "PID \(root) shares \(thing) with its parent PID \(outside), which is outside the application; nothing was written",
+                               hint: "checkpoint the parent's application instead")
+            }
+            // Groups of processes sharing the object: sorted by kcmp's order, sharers are
+            // neighbours (n log n calls, not n²). Each group is led by its first member in
+            // tree order.
+            let order = Dictionary(uniqueKeysWithValues: pids.enumerated().map { ($1, $0) })
+            var groups = [(lead: Int32, members: Set<Int32>)]()
+            var previous: Int32? = nil
+            for pid in pids.sorted(by: { kcmp($0, $1, type) == 1 }) {
+                if let p = previous, kcmp(p, pid, type) == 0 {
+                    groups[groups.count - 1].members.insert(pid)
+                    if order[pid]! < order[groups[groups.count - 1].lead]! { groups[groups.count - 1].lead = pid }
+                } else {
+                    groups.append((pid, [pid]))
+                }
+                previous = pid
+            }
+            for g in groups where g.members.count > 1 {
+                for m in g.members where m != g.lead {
+                    if type == .vm {
+                        throw SSIError(.unsupported, "PID \(m) shares \(thing) with PID \(g.lead): processes sharing memory are not supported; nothing was written",
+                                       hint: "checkpoint once the vfork child has called exec")
+                    }
+                    guard let p = parent[m], live.contains(p), g.members.contains(p) else {
+                        throw SSIError(.unsupported, "PID \(m) shares \(thing) with PID \(g.lead) but not with its own parent; only sharing between a parent and its children can be restored; nothing was written")
+                    }
+                    if type == .files { out.filesWithParent.insert(m) } else { out.fsWithParent.insert(m) }
+                }
+            }
+        }
+        return out
+    }
+
+    func apply(to image: inout ProcessImage) {
+        image.sharesFilesWithParent = filesWithParent.contains(image.pid) ? true : nil
+        image.sharesFSWithParent = fsWithParent.contains(image.pid) ? true : nil
+    }
+}
+
+extension ProcessRestorer {
+    /// clone3 flags for forking `child` (sched.h): CLONE_FS 0x200, CLONE_FILES 0x400.
+    static func sharingFlags(_ child: ProcessImage) -> UInt64 {
+        (child.sharesFilesWithParent == true ? 0x400 : 0) | (child.sharesFSWithParent == true ? 0x200 : 0)
+    }
+
+    /// Session leaders lead a new session before they fork, so their children inherit it.
+    func becomeSessionLeaderIfNeeded() throws {
+        if image.sid == pid { try inj.call("setsid", .setsid) }
+    }
+
+    /// Forks a child process with its old PID (clone3 set_tid, run by this process, so the
+    /// parent/child link is the original one). The child stops at birth, traced by us.
+    func fork(child: ProcessImage) throws -> Tracee {
+        let r = try clone3(flags: ProcessRestorer.sharingFlags(child), exitSignal: UInt64(child.exitSignal ?? SIGCHLD), tid: child.pid)
+        if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(child.pid) is busy (taken while restarting); nothing was changed") }
+        if r < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in PID \(pid)", errno: Int32(-r)) }
+        let t = Tracee.adoptTraceMe(ProcessID(child.pid))
+        switch try t.wait() {
+        case .signal(.stop), .event: return t
+        case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")
+        }
+    }
+
+    /// clone3 run in the process with set_tid = `tid` (Linux 5.5): the new task gets its old
+    /// id. Returns the raw result.
+    func clone3(flags: UInt64, exitSignal: UInt64, tid: Int32) throws -> Int64 {
+        // struct clone_args (linux/sched.h): flags, pidfd, child_tid, parent_tid, exit_signal,
+        // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+        let args: [UInt64] = [flags, 0, 0, 0, exitSignal, 0, 0, 0, scratch + 256, 1, 0]
+        try mem.write(words: args, to: scratch + 128)
+        try mem.write(words: [tid], to: scratch + 256)
+        return try inj.rawArgs(.clone3, [scratch + 128, 88])
+    }
+
+    /// A zombie: make the freshly forked child end with the saved wait status, so that its
+    /// parent can still reap it.
+    func makeZombie(_ t: Tracee, status: Int32) throws {
+        // The child is a copy of this process: it has the same scratch area and gadget.
+        let cinj = Injector(pid: t.pid, base: try t.registers(), gadget: inj.gadget)
+        let termsig = status & 0x7f
+        if termsig != 0 && termsig != 0x7f {
+            // Killed by a signal: reset its handler (a zeroed sigaction) and deliver it.
+            try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: scratch + 1024)
+            try cinj.call("reset handler", .rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
+            try t.setSigmask(0)
+            try t.cont(signal: Signal(termsig))
+        } else {
+            try t.setRegisters(try t.registers().preparedForSyscall(.exit_group, [UInt64((status >> 8) & 0xff)], at: inj.gadget))
+            try t.cont()
+        }
+        while true {
+            switch try t.wait() {
+            case .exited, .killed: return
+            case .signal(let s): try t.cont(signal: s == .trap || s == .stop ? nil : s)
+            case .event: try t.cont()
+            }
+        }
+    }
+
+    /// Process groups, after every process exists: leaders first (`leaders`), then members.
+    func joinGroup(leaders: Bool, known: Set<Int32>) throws {
+        guard image.sid != pid else { return }               // a session leader leads its group
+        if leaders && image.pgid == pid {
+            try inj.call("setpgid", .setpgid, 0, 0)
+        } else if !leaders && image.pgid != pid {
+            if known.contains(image.pgid) {
+                let r = try inj.raw(.setpgid, 0, UInt64(image.pgid))
+                if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }
+            } else if !known.contains(image.sid) {
+                warn("PID \(pid) belonged to session \(image.sid) / group \(image.pgid), led by processes outside the snapshot; it now runs in ssi's session")
+            }
+        }
+    }
+}
+
+extension ProcessDumper {
+    /// A zombie (exited, not reaped): no memory, no fds; its wait status is restored as is.
+    static func zombieImage(_ pid: Int32, status: Int32, parent: Int32?) -> ProcessImage {
+        var img = ProcessImage(pid: pid)
+        img.ppid = parent ?? 0
+        img.zombieStatus = status
+        if let st = try? ProcStat.read(pid: pid) { img.pgid = st.pgid; img.sid = st.sid; img.comm = st.comm; img.exitSignal = st.exitSignal }
+        return img
+    }
+}

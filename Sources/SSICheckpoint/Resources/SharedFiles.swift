@@ -1,0 +1,112 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Open file descriptions shared by several fds (after dup() or fork(): one offset, one set
+// of flags), found with kcmp(2) at checkpoint; restart opens each one once, in the root
+// before it forks, at a reserved fd number every process then inherits.
+
+extension ProcessDumper {
+    /// Marks fds that share one open file description, within a process (dup) or across
+    /// processes (fork), by comparing them with kcmp(2) KCMP_FILE among fds of the same inode.
+    static func markSharedDescriptions(_ tables: inout [Int32: [FileDescriptorImage]]) {
+        struct Member { var pid: Int32; var index: Int; var fd: Int32 }
+        var byInode = [String: [Member]]()
+        for (pid, fds) in tables {
+            for (i, f) in fds.enumerated() where f.kind != .pipe && f.kind != .unixSocket && f.kind != .tcpSocket {
+                var st = stat()
+                guard stat("/proc/\(pid)/fd/\(f.fd)", &st) == 0 else { continue }
+                byInode["\(st.st_dev):\(st.st_ino)", default: []].append(Member(pid: pid, index: i, fd: f.fd))
+            }
+        }
+        for (_, members) in byInode where members.count > 1 {
+            var reps = [(rep: Member, members: [Member])]()
+            for m in members.sorted(by: { ($0.pid, $0.fd) < ($1.pid, $1.fd) }) {
+                // kcmp(2): 0 when both fds refer to the same open file description.
+                if let k = reps.firstIndex(where: { Kcmp.compare(ProcessID($0.rep.pid), ProcessID(m.pid), .file, UInt($0.rep.fd), UInt(m.fd)) == 0 }) {
+                    reps[k].members.append(m)
+                } else {
+                    reps.append((m, [m]))
+                }
+            }
+            for group in reps where group.members.count > 1 {
+                let id = "\(group.rep.pid):\(group.rep.fd)"
+                for m in group.members { tables[m.pid]![m.index].sharedID = id }
+            }
+        }
+    }
+}
+
+/// The open file descriptions that several fds share (after dup() or fork()), restored once.
+final class SharedDescriptions {
+    /// One representative fd image per shared description.
+    let list: [FileDescriptorImage]
+    /// sharedID -> position in `list`.
+    let index: [String: Int]
+    /// The fd number of the first one in every process; above every fd the restore uses.
+    let base: Int32
+
+    /// Socketpairs (both ends in the application): created in the root too, each end at
+    /// its own slot after the shared descriptions.
+    let socketEnds: [FileDescriptorImage]
+    let socketSlot: [UInt32: Int32]
+    /// How many fd numbers from `base` are used.
+    var count: Int { list.count + socketEnds.count }
+
+    init(images: [ProcessImage]) {
+        var list = [FileDescriptorImage]()
+        var index = [String: Int]()
+        var socketEnds = [FileDescriptorImage]()
+        var socketSlot = [UInt32: Int32]()
+        for image in images {
+            for f in image.fds {
+                if f.kind == .unixSocket || f.kind == .tcpSocket, let id = f.socketID, socketSlot[id] == nil {
+                    socketSlot[id] = -1
+                    socketEnds.append(f)
+                }
+                guard let id = f.sharedID, index[id] == nil else { continue }
+                index[id] = list.count
+                list.append(f)
+            }
+        }
+        self.list = list
+        self.index = index
+        base = (images.flatMap { $0.fds.map(\.fd) }.max() ?? 2) + 64
+        for (k, f) in socketEnds.enumerated() { socketSlot[f.socketID!] = base + Int32(list.count + k) }
+        self.socketEnds = socketEnds
+        self.socketSlot = socketSlot
+    }
+}
+
+extension ProcessRestorer {
+    /// Opens each shared description once, at `shared.base + index`, before any fork.
+    func openShared(useCallerTerminal: Bool) throws {
+        guard let shared, shared.count > 0 else { return }
+        // Sockets are built in ssi, where they can be bound, connected and filled with plain
+        // calls; this process takes each one and keeps it at its slot.
+        if !shared.socketEnds.isEmpty { try takeSockets(shared) }
+        guard !shared.list.isEmpty else { return }
+        for (i, f) in shared.list.enumerated() {
+            let target = UInt64(shared.base + Int32(i))
+            var fd: UInt64
+            if f.kind == .tty, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
+                fd = UInt64(t)
+            } else if f.kind == .inotify, let fsObjects {
+                fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
+            } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
+                fd = try createAnonInode(f)
+            } else {
+                fd = try reopen(f, path: f.path, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
+            }
+            try inj.call("dup3 shared", .dup3, fd, target, 0)
+            if f.kind == .regular || f.kind == .directory {
+                try inj.call("lseek shared", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+            }
+            if !(f.kind == .tty && useCallerTerminal) { try inj.call("close", .close, fd) }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Interrupted relative sleeps wake at the moment they would have without the checkpoint, in
+// CLOCK_MONOTONIC terms on the same machine (boot).
+//
+// When the checkpoint stops a thread asleep in nanosleep(2) or in a relative
+// clock_nanosleep(2), the kernel ends the sleep with -ERESTART_RESTARTBLOCK and, if the
+// caller gave a `rem` buffer, writes the time left into it (do_nanosleep and
+// nanosleep_copyout, kernel/time/hrtimer.c). The expiry itself stays in the task's
+// restart_block, which a restarted task does not have, so restart re-issues the syscall
+// (SyscallRestart.registersForResume) with its request pointed at `rem`, into which it writes the
+// time left minus the time elapsed since the thread stopped, at least 0.
+//
+// Without a `rem` buffer (usleep(3) passes NULL) the kernel writes the time left nowhere,
+// but the expiry is still in the task's restart_block: the checkpoint lets the task run
+// restart_syscall (injected, with every signal blocked), which arms the sleep's hrtimer again
+// with that expiry, reads the timer from /proc/timer_list, and interrupts the task again
+// (see measureSleep). At restart the request goes on the thread's stack, below the red zone.
+// If the timer cannot be told apart, the sleep restarts whole, with a warning.
+
+/// Clocks whose time goes on while the application is down; a sleep on a CPU-time clock
+/// keeps its time left as it was.
+private let clocksThatRun: Set<Int32> = [Clock.realtime, Clock.monotonic, Clock.boottime, Clock.realtimeAlarm, Clock.boottimeAlarm, Clock.tai]
+
+extension ProcessDumper {
+    /// The interrupted relative sleep thread `tid` is in, if any, with the time it had left.
+    func interruptedSleep(tid: Int32, registers: Registers) throws -> InterruptedSleep? {
+        guard let call = SyscallRestart.interruptedRelativeSleep(registers) else { return nil }
+        guard call.rem != 0 else {
+            if let m = try measureSleep(tid: tid, registers: registers) {
+                return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: m.remaining, monotonicAtCheckpoint: m.monotonic, bootID: Clock.bootID())
+            }
+            warn("PID \(pid) thread \(tid) is in a relative sleep with no buffer for the time left (rem == NULL, as usleep(3) passes), and its timer could not be found in /proc/timer_list: after restart it sleeps its whole duration again")
+            return nil
+        }
+        // struct timespec { tv_sec; tv_nsec }. Through /proc/PID/mem: process_vm_readv would
+        // unshare a page still shared copy-on-write with the parent (see dumpMemory).
+        var ts: (Int64, Int64) = (0, 0)
+        try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: call.rem) }
+        return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: ts.0 * 1_000_000_000 + ts.1,
+                                monotonicAtCheckpoint: stoppedAt[tid] ?? Clock.monotonicNanoseconds(), bootID: Clock.bootID())
+    }
+}
+
+/// An hrtimer that wakes a sleeping task (function hrtimer_wakeup) in /proc/timer_list: the
+/// clock of its base and its soft expiry in that clock, in ns. Its (hashed) address is not
+/// kept: the same sleep re-armed twice may sit at another place of the kernel stack.
+/// (A relative sleep on CLOCK_REALTIME counts on the CLOCK_MONOTONIC base: __hrtimer_init.)
+struct WakeupTimer: Hashable {
+    var clockID: Int32
+    var expiry: Int64
+
+    /// /proc/timer_list (kernel/time/timer_list.c): per CPU, per clock base "clock N:", then
+    /// " #K: <ptr>, FUNCTION, S:.." and " # expires at SOFT-HARD nsecs [...]" per timer.
+    /// Bases 0-3 are MONOTONIC, REALTIME, BOOTTIME, TAI, and 4-7 their soft variants.
+    static func all() -> Set<WakeupTimer> {
+        guard let text = try? ProcFS.read("/proc/timer_list") else { return [] }
+        let clocks: [Int32] = [Clock.monotonic, Clock.realtime, Clock.boottime, Clock.tai]
+        var out = Set<WakeupTimer>()
+        var base: Int32 = 0
+        var pending = false
+        for line in text.split(separator: "\n") {
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix("clock "), let n = Int(t.dropFirst(6).dropLast()) {
+                base = clocks[n % 4]
+            } else if t.hasPrefix("#"), t.contains(", hrtimer_wakeup,") {
+                pending = true
+            } else if t.hasPrefix("# expires at "), pending {
+                let soft = t.dropFirst("# expires at ".count).prefix { $0 != "-" }
+                if let e = Int64(soft) { out.insert(WakeupTimer(clockID: base, expiry: e)) }
+                pending = false
+            } else {
+                pending = false
+            }
+        }
+        return out
+    }
+}
+
+extension ProcessDumper {
+    /// The time left of a relative sleep that had no `rem` buffer, measured by letting the
+    /// thread re-arm its timer: restart_syscall runs the restart_block the interrupted sleep
+    /// left (hrtimer_nanosleep_restart: the same absolute expiry). The timer that appears in
+    /// /proc/timer_list meanwhile is the thread's; other tasks of the machine may arm timers
+    /// at the same moment, so the measure is repeated until one expiry is common to all of
+    /// them. The thread is then interrupted again; its registers, signal mask and
+    /// restart_block are as before. Nil if the timer could not be told apart.
+    func measureSleep(tid: Int32, registers saved: Registers) throws -> (remaining: Int64, monotonic: Int64)? {
+        let t = Tracee.adoptTraceMe(ProcessID(tid))
+        let guardMask = try SignalMaskGuard(tracee: t, saved: saved)
+        defer { guardMask.restore() }
+        let gadget = try Injector.findGadget(pid: ProcessID(pid))
+        var common: Set<WakeupTimer>? = nil
+        var clocksAt = [Int32: Int64](), monotonicAt: Int64 = 0
+        for _ in 0..<3 {
+            let before = WakeupTimer.all()
+            try t.setRegisters(saved.preparedForSyscall(.restart_syscall, [], at: gadget))
+            // Single-stepped, so that the thread stops right after the syscall if the sleep
+            // ends meanwhile instead of running on from the gadget.
+            try t.singleStep()
+            var ended = false
+            for _ in 0..<200 {
+                if let st = try? ProcStat.read(pid: tid), st.state == "S", BlockedSyscall.of(ProcessID(tid))?.syscall == .restart_syscall { break }
+                usleep(500)
+            }
+            // The clocks before CLOCK_MONOTONIC: the time left is then never under-counted,
+            // and the sleep never ends before its expiry.
+            for c in [Clock.realtime, Clock.monotonic, Clock.boottime, Clock.tai] { clocksAt[c] = Clock.nanoseconds(c) }
+            monotonicAt = Clock.monotonicNanoseconds()
+            let after = WakeupTimer.all()
+            try t.interrupt()
+            // Two stops follow, in either order: the interrupt (PTRACE_EVENT_STOP) and the
+            // SIGTRAP of the single step, which the syscall's exit queues (syscall_exit_work).
+            // The first is left with PTRACE_CONT; the SIGTRAP is suppressed.
+            var sawInterrupt = false, sawStep = false, entered = true
+            while !(sawInterrupt && sawStep) {
+                switch try t.wait() {
+                case .interruptStop:
+                    sawInterrupt = true
+                    // Stopped before it ran the syscall (it was slow to start): no step follows.
+                    if !sawStep, try t.registers().instructionPointer == gadget { entered = false; sawStep = true }
+                case .signal(.trap):
+                    sawStep = true
+                    ended = try t.registers().returnValue == 0
+                case .exited, .killed:
+                    throw SSIError(.state, "PID \(pid) thread \(tid) ended while its sleep was measured; nothing was written", hint: "try again")
+                case let other:
+                    throw SSIError(.system, "PID \(pid) thread \(tid) stopped unexpectedly (\(other)) while its sleep was measured; nothing was written", hint: "try again")
+                }
+                if !(sawInterrupt && sawStep) { try t.cont() }
+            }
+            if !entered { return nil }
+            if ended { return (0, monotonicAt) }
+            let fresh = after.subtracting(before)
+            common = common.map { $0.intersection(fresh) } ?? fresh
+            if common!.count <= 1 { break }
+        }
+        guard let c = common, c.count == 1, let timer = c.first, let now = clocksAt[timer.clockID] else { return nil }
+        return (max(0, timer.expiry - now), monotonicAt)
+    }
+}
+
+extension ProcessRestorer {
+    /// The registers thread `t` resumes with: `regs` (SyscallRestart.registersForResume), with an
+    /// interrupted relative sleep shortened by the time elapsed since the checkpoint.
+    func shortenInterruptedSleep(_ t: ThreadImage, _ regs: Registers) throws -> Registers {
+        guard let sleep = t.interruptedSleep, let call = SyscallRestart.interruptedRelativeSleep(try Registers(named: t.registers)) else {
+            return regs
+        }
+        var left = sleep.remainingNanoseconds
+        if clocksThatRun.contains(sleep.clockID) {
+            if sleep.bootID == Clock.bootID() {
+                left -= max(0, Clock.monotonicNanoseconds() - sleep.monotonicAtCheckpoint)
+            } else {
+                warn("PID \(pid) thread \(t.tid): the snapshot was taken before the machine rebooted, so the time elapsed since is unknown: its interrupted sleep goes on with the \(Double(left) / 1e9) s it had left")
+            }
+        }
+        left = max(0, left)
+        // The program's own `rem` becomes the request, as in the usual loop
+        // `while (nanosleep(&t, &t) == -1 && errno == EINTR);`; the kernel reads the request
+        // before it writes `rem` again. Only the register changes, not the program's request.
+        // Without `rem`, the request goes on the thread's stack below the red zone (the ABI's
+        // Arch.stackRedZone), which nothing uses before the kernel reads the request.
+        var at = call.rem
+        if at == 0 {
+            at = (regs.stackPointer - Arch.stackRedZone - 16) & ~15
+            guard image.vmas.contains(where: { $0.start <= at && at + 16 <= $0.end && $0.write }) else {
+                warn("PID \(pid) thread \(t.tid): no room on its stack for the time left of its sleep: it sleeps its whole duration again")
+                return regs
+            }
+        }
+        let ts: [Int64] = [left / 1_000_000_000, left % 1_000_000_000]
+        try RemoteMemory(pid: ProcessID(t.tid)).write(ts.withUnsafeBytes { Array($0) }, to: at)
+        var r = regs
+        SyscallRestart.setSleepRequest(&r, to: at)
+        return r
+    }
+}

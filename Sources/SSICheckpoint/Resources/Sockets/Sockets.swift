@@ -1,0 +1,259 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Sockets inside an application: unix sockets (socketpairs, named listeners with their
+// pending connections, accepted connections, datagram sockets with their queued messages)
+// and TCP sockets (listeners, bound sockets, connections whose two ends are both inside the
+// application, rebuilt with TCP_REPAIR).
+//
+// Dump reads each socket through a copy of the process's fd taken with pidfd_getfd(2): the
+// copy is the same socket, so peeking at it (MSG_PEEK, SO_PEEK_OFF) or putting it in repair
+// mode sees the application's own queues, and nothing is consumed.
+//
+// Restart builds every socket in ssi itself, where plain socket calls can be made, then the
+// application's root process takes them (FDTransfer.take) and holds them at reserved fd
+// numbers before it forks, so each process inherits the ones it uses.
+
+/// A socket the checkpoint cannot take; the caller turns it into a refusal naming the fd
+/// (or a closed fd with -i).
+struct UnsupportedSocket: Error { let kind: String }
+
+/// The socket options kept across a restart, by name (the snapshot's keys), for these
+/// families (AF_UNIX 1, AF_INET 2, AF_INET6 10).
+let keptSocketOptions: [(name: String, option: SocketOption, families: Set<Int32>)] = [
+    ("SO_REUSEADDR", .reuseAddress, [2, 10]), ("SO_REUSEPORT", .reusePort, [2, 10]),
+    ("SO_KEEPALIVE", .keepAlive, [2, 10]), ("SO_PASSCRED", .passCredentials, [1]),
+    ("TCP_NODELAY", .tcpNoDelay, [2, 10]), ("IPV6_V6ONLY", .ipv6Only, [10]),
+]
+
+/// sockaddr helpers: a unix name is kept as its sun_path bytes, an inet address as the
+/// whole struct sockaddr_in/in6.
+enum SockAddr {
+    static func unix(_ path: Data) -> (sockaddr_un, socklen_t) {
+        var a = sockaddr_un()
+        a.sun_family = sa_family_t(AF_UNIX)
+        let n = min(path.count, MemoryLayout.size(ofValue: a.sun_path))
+        withUnsafeMutableBytes(of: &a.sun_path) { dst in path.prefix(n).withUnsafeBytes { dst.copyMemory(from: $0) } }
+        return (a, socklen_t(2 + n))
+    }
+
+    /// A printable form: the path, "@name" for an abstract name, "1.2.3.4:80" for inet.
+    static func describe(_ d: Data?, family: Int32) -> String {
+        guard let d, !d.isEmpty else { return "(unnamed)" }
+        if family == AF_UNIX {
+            if d.first == 0 { return "@" + String(decoding: d.dropFirst().prefix { $0 != 0 }, as: UTF8.self) }
+            return String(decoding: d.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        var host = [CChar](repeating: 0, count: 64)
+        let (port, ok): (UInt16, Bool) = d.withUnsafeBytes { raw in
+            if family == AF_INET, raw.count >= MemoryLayout<sockaddr_in>.size {
+                var sin = raw.loadUnaligned(as: sockaddr_in.self)
+                return (UInt16(bigEndian: sin.sin_port), inet_ntop(AF_INET, &sin.sin_addr, &host, 64) != nil)
+            }
+            if raw.count >= MemoryLayout<sockaddr_in6>.size {
+                var sin6 = raw.loadUnaligned(as: sockaddr_in6.self)
+                return (UInt16(bigEndian: sin6.sin6_port), inet_ntop(AF_INET6, &sin6.sin6_addr, &host, 64) != nil)
+            }
+            return (0, false)
+        }
+        guard ok else { return "?" }
+        let h = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return family == AF_INET6 ? "[\(h)]:\(port)" : "\(h):\(port)"
+    }
+
+    static func name(_ fd: Int32, peer: Bool) -> Data? {
+        var ss = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let r = withUnsafeMutablePointer(to: &ss) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd, $0, &len) : getsockname(fd, $0, &len) }
+        }
+        guard r == 0 else { return nil }
+        return withUnsafeBytes(of: &ss) { Data($0.prefix(Int(len))) }
+    }
+
+    static func bind(_ fd: Int32, _ addr: Data) -> Int32 {
+        addr.withUnsafeBytes { Glibc.bind(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count)) }
+    }
+
+    static func connect(_ fd: Int32, _ addr: Data) -> Int32 {
+        addr.withUnsafeBytes { Glibc.connect(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t($0.count)) }
+    }
+}
+
+// MARK: - dump
+
+extension ProcessDumper {
+    /// A copy of fd `fd` of this process (pidfd_getfd(2)): the same open file, so the same
+    /// socket, inotify instance... whose state can be read from here.
+    func fdCopy(fd: Int32) throws -> Int32 { try FDTransfer.copy(fd: fd, from: ProcessID(pid)) }
+
+    /// The image of socket fd `fd`, or UnsupportedSocket saying what it is.
+    func dumpSocket(fd: Int32, inode: UInt32, link: String, flags: Int32, cloexec: Bool) throws -> FileDescriptorImage {
+        let sock = try fdCopy(fd: fd)
+        defer { close(sock) }
+        let family = SocketOption.domain.get(sock) ?? -1
+        let type = SocketOption.type.get(sock) ?? -1
+        let proto = SocketOption.protocol.get(sock) ?? -1
+        var img: FileDescriptorImage
+        switch (family, type) {
+        case (AF_UNIX, _):
+            img = FileDescriptorImage(fd: fd, kind: .unixSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+            img.socket = try dumpUnix(sock, inode: inode)
+            if type == 1, let parts = img.socket?.datagrams, !parts.contains(where: { $0.files != nil }) {
+                img.socketData = parts.reduce(into: Data()) { $0.append($1.data) }
+                img.socket?.datagrams = nil
+            }
+            img.peerID = unixSockets[inode].flatMap { $0.peer == 0 ? nil : $0.peer }
+            img.socketType = type
+        case (AF_INET, 1) where proto == IPPROTO_TCP, (AF_INET6, 1) where proto == IPPROTO_TCP:
+            img = FileDescriptorImage(fd: fd, kind: .tcpSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+            img.socket = try dumpTCP(sock, family: family)
+        case (AF_INET, 2), (AF_INET6, 2):
+            throw UnsupportedSocket(kind: "UDP socket")
+        case (AF_NETLINK, _):
+            throw UnsupportedSocket(kind: "netlink socket")
+        default:
+            throw UnsupportedSocket(kind: "socket of family \(family), type \(type)")
+        }
+        img.socketID = inode
+        var s = img.socket!
+        var opts = [String: Int32]()
+        for o in keptSocketOptions where o.families.contains(family) {
+            if let v = o.option.get(sock), v != 0 { opts[o.name] = v }
+        }
+        s.options = opts.isEmpty ? nil : opts
+        img.socket = s
+        return img
+    }
+
+
+
+
+
+
+    /// Every socket must be rebuildable from what the application holds: a unix peer, a
+    /// pending client, a TCP peer must all be inside it. Others fail the checkpoint (or, with
+    /// -i, become closed fds).
+    static func checkSockets(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+        let all = tables.values.flatMap { $0 }.flatMap { [$0] + SocketRebuilder.inFlightSockets(of: $0) }
+        let unixIDs = Set(all.filter { $0.kind == .unixSocket }.compactMap(\.socketID))
+        let pendingIDs = Set(all.compactMap { $0.socket?.pendingClients }.flatMap { $0 })
+        let tcpEnds = Set(all.filter { $0.kind == .tcpSocket && $0.socket?.state == .connected }.map { [$0.socket?.address, $0.socket?.peerAddress] })
+        for (pid, fds) in tables {
+            for carrier in fds {
+              for f in [carrier] + SocketRebuilder.inFlightSockets(of: carrier) {
+                var problem: String? = nil
+                if f.kind == .unixSocket {
+                    let s = f.socket
+                    let stream = (f.socketType ?? s?.type ?? 1) != 2
+                    if let peer = f.peerID, !unixIDs.contains(peer) {
+                        // A datagram socket connected to an outside name is reconnected by name.
+                        if stream || s?.peerAddress == nil { problem = "unix socket connected to \(SockAddr.describe(s?.peerAddress, family: 1)) outside the application" }
+                    } else if f.peerID == nil, s?.state == .connected, stream, !pendingIDs.contains(f.socketID ?? 0), s?.shutdown != 3 {
+                        problem = "unix connection waiting in the accept queue of a listener outside the application"
+                    }
+                    for c in s?.pendingClients ?? [] where !unixIDs.contains(c) {
+                        problem = "unix listener \(SockAddr.describe(s?.address, family: 1)) with a pending connection from outside the application"
+                    }
+                } else if f.kind == .tcpSocket, let s = f.socket, s.state == .connected, !tcpEnds.contains([s.peerAddress, s.address]) {
+                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application"
+                }
+                guard let problem else { continue }
+                let inFlight = f.socketID != carrier.socketID ? "a socket in flight in it: " : ""
+                if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == carrier.fd }; break }
+                throw SSIError(.unsupported, "PID \(pid) fd \(carrier.fd): \(inFlight)\(problem) is not supported yet; nothing was written and the application goes on",
+                               hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+              }
+            }
+        }
+    }
+}
+
+// MARK: - restart
+
+/// Builds every socket of an application in ssi, connected and filled as it was.
+final class SocketRebuilder {
+    /// socket inode -> the new socket, an fd of ssi.
+    var made: [UInt32: Int32] = [:]
+    var images: [UInt32: FileDescriptorImage] = [:]
+    var repairing: [(fd: Int32, reuse: Int32)] = []
+
+    deinit { closeAll() }
+
+    func closeAll() {
+        for fd in made.values { close(fd) }
+        made = [:]
+    }
+
+    /// `sockets`: one image per socket (the first fd that holds it).
+    /// Sockets in flight (SCM_RIGHTS) in the messages queued on `f`.
+    static func inFlightSockets(of f: FileDescriptorImage) -> [FileDescriptorImage] {
+        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket }
+    }
+
+    func build(_ held: [FileDescriptorImage]) throws {
+        // Sockets in flight that no process holds any more are rebuilt too, to be sent again.
+        var sockets = held
+        var seen = Set(held.compactMap(\.socketID))
+        for f in held {
+            for g in SocketRebuilder.inFlightSockets(of: f) where !seen.contains(g.socketID ?? 0) {
+                seen.insert(g.socketID ?? 0)
+                sockets.append(g)
+            }
+        }
+        for f in sockets { if let id = f.socketID { images[id] = f } }
+        let unix = sockets.filter { $0.kind == .unixSocket }
+        let tcp = sockets.filter { $0.kind == .tcpSocket }
+        try buildUnix(unix)
+        try buildTCP(tcp)
+        for f in sockets { try applyOptions(f) }
+    }
+
+    func state(_ f: FileDescriptorImage) -> SocketImage {
+        // Version 2 snapshots: a socketpair end, no SocketImage.
+        if let s = f.socket { return s }
+        return SocketImage(family: 1, type: f.socketType ?? 1, state: .connected)
+    }
+
+    func newSocket(_ family: Int32, _ type: Int32, _ what: String) throws -> Int32 {
+        let fd = socket(family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { throw SSIError.sys("socket() for \(what)", errno: errno) }
+        return fd
+    }
+
+
+
+
+
+
+
+
+
+    private func applyOptions(_ f: FileDescriptorImage) throws {
+        guard let id = f.socketID, let fd = made[id], let s = f.socket else { return }
+        for o in keptSocketOptions where o.families.contains(s.family) && o.name != "SO_REUSEADDR" && o.name != "IPV6_V6ONLY" {
+            if let v = s.options?[o.name] { o.option.set(fd, v) }
+        }
+    }
+}
+
+extension ProcessRestorer {
+    /// Sockets are built in ssi, where they can be bound, connected and filled with plain
+    /// calls; this process (the root) takes each one and keeps it at its slot, before it forks.
+    func takeSockets(_ shared: SharedDescriptions) throws {
+        let sockets = SocketRebuilder()
+        defer { sockets.closeAll() }
+        try sockets.build(shared.socketEnds)
+        for f in shared.socketEnds {
+            guard let id = f.socketID, let mine = sockets.made[id], let slot = shared.socketSlot[id] else { continue }
+            let fd = try FDTransfer.take(mine, inj: inj, what: "socket of fd \(f.fd)")
+            try inj.call("dup3 socket", .dup3, fd, UInt64(slot), 0)
+            try inj.call("close", .close, fd)
+        }
+    }
+}

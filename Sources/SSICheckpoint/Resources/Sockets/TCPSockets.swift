@@ -1,0 +1,193 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// TCP sockets: listeners, bound sockets, and connections whose two ends are both inside the
+// application, read and rebuilt in repair mode (TCP_REPAIR, tcp(7)): sequence numbers, both
+// queues, negotiated options and window, with no packet on the wire.
+
+extension ProcessDumper {
+    func dumpTCP(_ sock: Int32, family: Int32) throws -> SocketImage {
+        var info = [UInt8](repeating: 0, count: 232)
+        if SocketOption.tcpInfo.get(sock, into: &info) == nil { throw SSIError.sys("TCP_INFO of a socket of PID \(pid)", errno: errno) }
+        func u32(_ at: Int) -> UInt32 { info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
+        var s = SocketImage(family: family, type: 1, state: .unconnected)
+        s.address = SockAddr.name(sock, peer: false)
+        let state = info[0]
+        switch state {
+        case 10: // TCP_LISTEN: tcp_get_info puts the accept queue in tcpi_unacked, the backlog in tcpi_sacked
+            s.state = .listening
+            if u32(24) > 0 {
+                throw UnsupportedSocket(kind: "TCP listening socket on \(SockAddr.describe(s.address, family: family)) with \(u32(24)) connection(s) waiting to be accepted")
+            }
+            s.backlog = Int32(bitPattern: u32(28))
+        case 7: // TCP_CLOSE: created, maybe bound
+            // Port 0 (bytes 2-3 of sockaddr_in and sockaddr_in6): not bound.
+            if let a = s.address, a.count >= 4, a[a.startIndex + 2] == 0, a[a.startIndex + 3] == 0 { s.address = nil }
+        case 1: // TCP_ESTABLISHED
+            s.state = .connected
+            s.peerAddress = SockAddr.name(sock, peer: true)
+            s.tcp = try repairDump(sock, info: info)
+        default:
+            let names = [2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT", 8: "CLOSE_WAIT", 9: "LAST_ACK", 11: "CLOSING"]
+            throw UnsupportedSocket(kind: "TCP socket in state \(names[Int(state)] ?? "\(state)")")
+        }
+        return s
+    }
+
+    /// Reads a connection's sequence numbers, queues and options in repair mode (tcp(7),
+    /// TCP_REPAIR needs CAP_NET_ADMIN). Leaving repair mode sends a window probe, which the
+    /// peer answers like any duplicate ACK: the connection goes on unchanged.
+    func repairDump(_ sock: Int32, info: [UInt8]) throws -> TCPRepairState {
+        // Entering and leaving repair mode change the socket's SO_REUSEADDR (the kernel sets
+        // sk_reuse to SK_FORCE_REUSE, then SK_NO_REUSE): read the application's value first and
+        // put it back, or its connection would end in a TIME_WAIT that keeps its own listener
+        // from binding the port again after a restart.
+        let reuse = SocketOption.reuseAddress.get(sock) ?? 0
+        guard SocketOption.tcpRepair.set(sock, 1) else {
+            throw SSIError.sys("TCP_REPAIR on a socket of PID \(pid)", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
+        }
+        defer {
+            SocketOption.tcpRepair.set(sock, 0)
+            SocketOption.reuseAddress.set(sock, reuse)
+        }
+        var inq: Int32 = 0, outq: Int32 = 0
+        if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 || ioctl(sock, SocketIoctl.outputQueue, &outq) != 0 {
+            throw SSIError.sys("PID \(pid): queue sizes of a TCP connection (SIOCINQ/SIOCOUTQ)", errno: errno)
+        }
+        func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) {
+            guard SocketOption.tcpRepairQueue.set(sock, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
+            guard let rawSeq = SocketOption.tcpQueueSequence.get(sock) else {
+                throw SSIError.sys("PID \(pid): sequence number of a TCP connection (TCP_QUEUE_SEQ)", errno: errno)
+            }
+            let seq = UInt32(bitPattern: rawSeq)
+            guard count > 0 else { return (seq, Data()) }
+            var buf = [UInt8](repeating: 0, count: Int(count))
+            // In repair mode a peek reads the selected queue, the send queue included.
+            let n = recv(sock, &buf, buf.count, Int32(MSG_PEEK | MSG_DONTWAIT))
+            if n != Int(count) { throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection") }
+            return (seq, Data(buf))
+        }
+        let (recvSeq, recvQueue) = try queue(SocketOption.tcpReceiveQueue, inq)
+        let (sendSeq, sendQueue) = try queue(SocketOption.tcpSendQueue, outq)
+        SocketOption.tcpRepairQueue.set(sock, SocketOption.tcpNoQueue)
+        var winBytes = [UInt8](repeating: 0, count: 20)
+        if SocketOption.tcpRepairWindow.get(sock, into: &winBytes) == nil { throw SSIError.sys("TCP_REPAIR_WINDOW", errno: errno) }
+        let win = winBytes.withUnsafeBytes { Array($0.bindMemory(to: UInt32.self)) }
+        // struct tcp_info: tcpi_options at 5, the window scales at 6 (snd in the low nibble),
+        // tcpi_snd_mss at 16.
+        let opts = info[5], scales = opts & 4 != 0 ? info[6] : 0   // TCPI_OPT_WSCALE
+        // In repair mode TCP_MAXSEG gives the negotiated limit (mss_clamp); tcpi_snd_mss is the
+        // current segment size, smaller by the options, and would shrink at every restart.
+        let mss = SocketOption.tcpMaxSegment.get(sock).map { UInt32($0) } ?? info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt32.self) }
+        guard let stamp = SocketOption.tcpTimestamp.get(sock) else { throw SSIError.sys("PID \(pid): TCP_TIMESTAMP", errno: errno) }
+        return TCPRepairState(sendSeq: sendSeq, recvSeq: recvSeq, sendQueue: sendQueue, recvQueue: recvQueue, mss: mss,
+                              sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
+                              timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: stamp),
+                              window: win)
+    }
+}
+
+extension SocketRebuilder {
+    func buildTCP(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            guard let id = f.socketID, let s = f.socket else { continue }
+            let fd = try newSocket(s.family, 1, "TCP socket \(SockAddr.describe(s.address, family: s.family))")
+            made[id] = fd
+            if s.family == AF_INET6 { SocketOption.ipv6Only.set(fd, s.options?["IPV6_V6ONLY"] ?? 0) }
+            switch s.state {
+            case .listening, .unconnected: try bindTCP(f, s, fd: fd)
+            case .connected: try repairTCP(f, s, fd: fd)
+            }
+        }
+        // Both ends exist now: leaving repair mode lets them talk (the window probe it sends
+        // reaches a socket, not a reset).
+        for (fd, reuse) in repairing {
+            SocketOption.tcpRepair.set(fd, 0)
+            SocketOption.reuseAddress.set(fd, reuse)   // cleared by leaving repair mode
+        }
+        repairing = []
+    }
+
+    /// A listening or merely bound socket: bound to its address again (and listening).
+    private func bindTCP(_ f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
+        guard let addr = s.address else { return }
+        // SO_REUSEADDR for the bind only: the application's own connections on this
+        // port may linger in TIME_WAIT after the kill (tcp(7)).
+        SocketOption.reuseAddress.set(fd, 1)
+        // Right after `checkpoint --kill`, the application's own connections on this
+        // port may still be closing and hold it for a moment: wait up to 1 s for them
+        // before calling the port taken.
+        var r = SockAddr.bind(fd, addr), err = errno, tries = 0
+        while r != 0 && err == EADDRINUSE && tries < 50 {
+            usleep(20_000)
+            tries += 1
+            r = SockAddr.bind(fd, addr); err = errno
+        }
+        if r != 0 {
+            throw SSIError.sys("bind TCP socket fd \(f.fd) to \(SockAddr.describe(addr, family: s.family))", errno: err,
+                               hint: err == EADDRINUSE ? "another program uses that port now: stop it, then restart again" : nil)
+        }
+        SocketOption.reuseAddress.set(fd, s.options?["SO_REUSEADDR"] ?? 0)
+        if s.state == .listening, listen(fd, s.backlog ?? 128) != 0 {
+            throw SSIError.sys("listen on \(SockAddr.describe(addr, family: s.family))", errno: errno)
+        }
+    }
+
+    /// A connection rebuilt in repair mode, its queues refilled; it leaves repair mode in
+    /// buildTCP once every end exists.
+    private func repairTCP(_ f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
+        guard let r = s.tcp, let local = s.address, let peer = s.peerAddress else { return }
+        // Repair mode (tcp(7), linux/tcp.h): bind and connect set up the connection
+        // without a packet on the wire; the port may be taken by the listener or a
+        // TIME_WAIT leftover, which repair mode is allowed to share (SK_FORCE_REUSE).
+        guard SocketOption.tcpRepair.set(fd, 1) else {
+            throw SSIError.sys("TCP_REPAIR", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
+        }
+        repairing.append((fd, s.options?["SO_REUSEADDR"] ?? 0))
+        let what = "TCP connection \(SockAddr.describe(local, family: s.family)) -> \(SockAddr.describe(peer, family: s.family))"
+        if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
+        // TCP_QUEUE_SEQ sets where each queue starts; the bytes put back below move
+        // it on to the saved value.
+        for (q, seq) in [(SocketOption.tcpSendQueue, r.sendSeq &- UInt32(r.sendQueue.count)), (SocketOption.tcpReceiveQueue, r.recvSeq &- UInt32(r.recvQueue.count))] {
+            guard SocketOption.tcpRepairQueue.set(fd, q), SocketOption.tcpQueueSequence.set(fd, Int32(bitPattern: seq)) else {
+                throw SSIError.sys("set the sequence numbers of \(what)", errno: errno)
+            }
+        }
+        if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: r.timestamp)) }
+        if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
+        // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
+        var opts: [UInt32] = [2, r.mss]
+        if r.sendWindowScale != 0 || r.recvWindowScale != 0 { opts += [3, UInt32(r.sendWindowScale) | UInt32(r.recvWindowScale) << 16] }
+        if r.sack { opts += [4, 0] }
+        if r.timestamps { opts += [8, 0] }
+        try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on \(what)")
+        for (q, data) in [(SocketOption.tcpReceiveQueue, r.recvQueue), (SocketOption.tcpSendQueue, r.sendQueue)] where !data.isEmpty {
+            // A fresh socket's buffers may be smaller than what was queued on the
+            // autotuned original: grow them to fit (SO_*BUFFORCE, root; the kernel
+            // doubles the value, socket(7)), else the bytes would not go back in.
+            let isSend = q == SocketOption.tcpSendQueue
+            let want = Int32(min(data.count + (64 << 10), Int(Int32.max / 4)))
+            if ((isSend ? SocketOption.sendBuffer : .receiveBuffer).get(fd) ?? 0) < want * 2 {
+                (isSend ? SocketOption.sendBufferForce : .receiveBufferForce).set(fd, want)
+            }
+            SocketOption.tcpRepairQueue.set(fd, q)
+            // In repair mode, bytes sent go straight into the selected queue; the send
+            // queue counts as sent and not yet acknowledged, so TCP retransmits it.
+            var off = 0
+            while off < data.count {
+                let n = data.withUnsafeBytes { send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                if n <= 0 { throw SSIError.sys("put back \(data.count) queued bytes on \(what)", errno: errno) }
+                off += n
+            }
+        }
+        SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
+        if r.window.count == 5 {
+            try SocketOption.tcpRepairWindow.set(fd, bytes: r.window.withUnsafeBytes { Array($0) }, "TCP_REPAIR_WINDOW on \(what)")
+        }
+    }
+}

@@ -1,0 +1,345 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Unix sockets: socketpairs, named listeners with their pending connections, accepted
+// connections, datagram sockets with their queued messages and the fds in flight in them
+// (SCM_RIGHTS). Dump reads them through sock_diag and a copy of the fd; restart builds
+// them in ssi in the order that gives every end its name and peer again.
+
+extension ProcessDumper {
+    func dumpUnix(_ sock: Int32, inode: UInt32) throws -> SocketImage {
+        guard let info = unixSockets[inode] else { throw UnsupportedSocket(kind: "unix socket that sock_diag does not list") }
+        let type = Int32(info.type)
+        guard [1, 2, 5].contains(type) else { throw UnsupportedSocket(kind: "unix socket of type \(type)") }
+        var s = SocketImage(family: 1, type: type, state: .unconnected)
+        s.address = info.name.map { Data($0) }
+        if let name = info.name, name.first != 0, name.first != UInt8(ascii: "/") {
+            throw UnsupportedSocket(kind: "unix socket bound to the relative path \(SockAddr.describe(Data(name), family: 1))")
+        }
+        switch info.state {
+        case 10: // TCP_LISTEN
+            s.state = .listening
+            s.backlog = Int32(bitPattern: info.sendQueue)
+            s.pendingClients = info.pendingClients.isEmpty ? nil : info.pendingClients
+        case 1:  // TCP_ESTABLISHED: connected (a stream waiting to be accepted has no peer inode yet)
+            s.state = .connected
+            if info.peer != 0 { s.peerAddress = unixSockets[info.peer]?.name.map { Data($0) } }
+            if info.peer == 0 && type != 2 && info.sendQueue > 0 {
+                throw UnsupportedSocket(kind: "unix connection not yet accepted, with data already sent on it")
+            }
+        default:
+            s.state = .unconnected
+        }
+        // Stream bytes are kept as one datagram here and moved to socketData by the caller.
+        // For datagrams sock_diag gives only the first message's length (unix_inq_len): always peek.
+        if s.state != .listening, info.receiveQueue > 0 || type != 1 { s.datagrams = try peekAll(sock, datagrams: type != 1) }
+        s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
+        if let name = info.name, name.first == UInt8(ascii: "/") {
+            var st = stat()
+            if stat(SockAddr.describe(Data(name), family: 1), &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
+                s.fileMode = UInt32(st.st_mode & 0o7777); s.fileUID = st.st_uid; s.fileGID = st.st_gid
+            }
+        }
+        return s
+    }
+
+    /// Everything queued to `sock`, without consuming it: SO_PEEK_OFF (socket(7)) makes each
+    /// MSG_PEEK start where the previous one ended, so every message is seen once.
+    func peekAll(_ sock: Int32, datagrams: Bool) throws -> [QueuedDatagram] {
+        // The application's own peek offset is put back afterwards.
+        let appPeekOffset = SocketOption.peekOffset.get(sock) ?? -1
+        guard SocketOption.peekOffset.set(sock, 0) else { throw SSIError.sys("SO_PEEK_OFF on a socket of PID \(pid)", errno: errno) }
+        defer { SocketOption.peekOffset.set(sock, appPeekOffset) }
+        var out = [QueuedDatagram]()
+        // A unix datagram can be as big as the sender's send buffer; a peek that does not
+        // take the whole message would leave the offset inside it.
+        let sndbuf = Int(SocketOption.sendBuffer.get(sock) ?? 0)
+        var buf = [UInt8](repeating: 0, count: max(4 << 20, 2 * sndbuf))
+        while true {
+            guard let peeked = try Socket.peek(sock, buffer: &buf, what: "peek a socket of PID \(pid)") else { break }
+            // A peek installs the fds in flight in ssi: copies of the very files, which are
+            // described like any fd, then closed.
+            let held = peeked.fds ?? []
+            defer { for fd in held { close(fd) } }
+            if peeked.bytes.isEmpty {
+                // Stream: end of file. A datagram of no bytes would not move the peek offset.
+                if !datagrams && held.isEmpty { break }
+                throw UnsupportedSocket(kind: "unix socket with an empty message queued")
+            }
+            if peeked.fds == nil { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
+            var msg = QueuedDatagram(data: Data(peeked.bytes), sender: nil)
+            if !held.isEmpty {
+                if inFlightDepth > 0 { throw UnsupportedSocket(kind: "socket in flight that itself carries file descriptors in flight") }
+                msg.files = try held.enumerated().map { try describeInFlight($0.element, index: Int32($0.offset)) }
+            }
+            // The name is a struct sockaddr_un: sun_family (2 bytes), then sun_path.
+            if datagrams, peeked.name.count > 2, (SocketOption.type.get(sock) ?? 2) == 2 {
+                msg.sender = Data(peeked.name.dropFirst(2))
+            }
+            out.append(msg)
+        }
+        return out
+    }
+
+    /// An fd in flight, installed in ssi by a peek: a regular file or directory (path, flags,
+    /// offset) or a socket (described like the application's own).
+    func describeInFlight(_ fd: Int32, index: Int32) throws -> FileDescriptorImage {
+        let me = getpid()
+        let link = (try? ProcFS.readLink("/proc/self/fd/\(fd)")) ?? "?"
+        let info = try FdInfo.read(pid: me, fd: fd)
+        let flags = info.flags & ~O_CLOEXEC
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw SSIError.sys("fstat an fd in flight", errno: errno) }
+        switch st.st_mode & S_IFMT {
+        case S_IFSOCK:
+            if SocketOption.domain.get(fd) != AF_UNIX {
+                throw UnsupportedSocket(kind: "unix socket with a TCP or other non-unix socket in flight (SCM_RIGHTS)")
+            }
+            var d = ProcessDumper(pid: me)
+            d.unixSockets = unixSockets
+            d.inFlightDepth = inFlightDepth + 1
+            var img = try d.dumpSocket(fd: fd, inode: UInt32(truncatingIfNeeded: st.st_ino), link: link, flags: flags, cloexec: false)
+            img.fd = index
+            return img
+        case S_IFREG where link.hasPrefix("/") && !link.hasSuffix(" (deleted)"):
+            var img = FileDescriptorImage(fd: index, kind: .regular, path: link, flags: flags, closeOnExec: false, position: info.pos)
+            img.size = Int64(st.st_size)
+            return img
+        case S_IFDIR where link.hasPrefix("/"):
+            return FileDescriptorImage(fd: index, kind: .directory, path: link, flags: flags, closeOnExec: false, position: info.pos)
+        default:
+            throw UnsupportedSocket(kind: "unix socket with a file descriptor in flight (SCM_RIGHTS) that is \(link)")
+        }
+    }
+}
+
+extension SocketRebuilder {
+    /// A unix stream socket bound to the name of a listener it was accepted from: its name is
+    /// the listener's, not its own binding.
+    func isAccepted(_ f: FileDescriptorImage, _ s: SocketImage) -> Bool {
+        s.state == .connected && s.type != 2 && s.address != nil
+    }
+
+    /// Unix sockets, in steps: named sockets, established connections, pending clients, the
+    /// rest, queued data, datagram connections, shutdowns.
+    func buildUnix(_ socks: [FileDescriptorImage]) throws {
+        try bindNamed(socks)
+        try connectEstablished(socks)
+        try connectPending(socks)
+        try createTheRest(socks)
+        try requeueData(socks)
+        try connectDatagrams(socks)
+        try replayShutdown(socks)
+    }
+
+    /// Sockets with a name of their own: bound first (listeners listen).
+    private func bindNamed(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            let s = state(f)
+            guard let id = f.socketID, let name = s.address, !isAccepted(f, s) else { continue }
+            try freeName(name, for: f)
+            let fd = try newSocket(AF_UNIX, s.type, "unix socket \(SockAddr.describe(name, family: 1))")
+            made[id] = fd
+            let (addr, len) = SockAddr.unix(name)
+            var a = addr
+            let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, len) } }
+            if r != 0 {
+                throw SSIError.sys("bind unix socket to \(SockAddr.describe(name, family: 1))", errno: errno,
+                                   hint: "another program uses that name now: stop it, then restart again")
+            }
+            if name.first == UInt8(ascii: "/"), let mode = s.fileMode {
+                let path = SockAddr.describe(name, family: 1)
+                chmod(path, mode_t(mode))
+                if let u = s.fileUID, let g = s.fileGID { chown(path, u, g) }
+            }
+            if s.state == .listening, listen(fd, s.backlog ?? 128) != 0 {
+                throw SSIError.sys("listen on \(SockAddr.describe(name, family: 1))", errno: errno)
+            }
+        }
+    }
+
+    /// Established stream connections: through their listener when it is rebuilt (so
+    /// both ends keep their names), as a socketpair otherwise. Accepted at once, so the
+    /// listener's queue then holds only the connections that were pending.
+    private func connectEstablished(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            let s = state(f)
+            guard let id = f.socketID, made[id] == nil, s.state == .connected, let peer = f.peerID, let pf = images[peer], made[peer] == nil else { continue }
+            if s.type == 2 && (s.address != nil || state(pf).address != nil) { continue }   // named datagram: step 1 and 5
+            let server = isAccepted(f, s) ? f : (isAccepted(pf, state(pf)) ? pf : nil)
+            if let server, let lname = state(server).address, let lid = listenerID(named: lname), let lfd = made[lid] {
+                let client = server.socketID == id ? pf : f
+                let cfd = try newSocket(AF_UNIX, s.type, "a connection to \(SockAddr.describe(lname, family: 1))")
+                made[client.socketID!] = cfd
+                if SockAddr.connect(cfd, Data(unixAddr(lname))) != 0 {
+                    throw SSIError.sys("connect to \(SockAddr.describe(lname, family: 1))", errno: errno)
+                }
+                let sfd = accept(lfd, nil, nil)
+                if sfd < 0 { throw SSIError.sys("accept on \(SockAddr.describe(lname, family: 1))", errno: errno) }
+                made[server.socketID!] = sfd
+            } else {
+                var sv: [Int32] = [0, 0]
+                if socketpair(AF_UNIX, s.type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
+                made[id] = sv[0]; made[peer] = sv[1]
+            }
+        }
+    }
+
+    /// Connections waiting to be accepted, in their order.
+    private func connectPending(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            let s = state(f)
+            guard s.state == .listening, let name = s.address else { continue }
+            for c in s.pendingClients ?? [] where made[c] == nil {
+                let cfd = try newSocket(AF_UNIX, s.type, "a pending connection to \(SockAddr.describe(name, family: 1))")
+                made[c] = cfd
+                if SockAddr.connect(cfd, Data(unixAddr(name))) != 0 {
+                    throw SSIError.sys("connect a pending client to \(SockAddr.describe(name, family: 1))", errno: errno)
+                }
+            }
+        }
+    }
+
+    /// The rest: unnamed, unconnected sockets (and datagram sockets connected by name);
+    /// a connection whose peer was closed becomes a socketpair whose other end is
+    /// closed once the unread bytes are back in.
+    private func createTheRest(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            let s = state(f)
+            guard let id = f.socketID, made[id] == nil else { continue }
+            if s.state == .connected, s.type != 2, f.peerID == nil {
+                var sv: [Int32] = [0, 0]
+                if socketpair(AF_UNIX, s.type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
+                made[id] = sv[0]
+                defer { close(sv[1]) }
+                let messages = s.datagrams ?? (f.socketData.map { [QueuedDatagram(data: $0, sender: nil)] } ?? [])
+                for d in messages { try sendMessage(d, from: sv[1], to: nil, what: "unix socket fd \(f.fd)") }
+                continue
+            }
+            made[id] = try newSocket(AF_UNIX, s.type, "an unnamed unix socket")
+        }
+    }
+
+    /// Queued data, sent again by the peer (or, for datagrams, by the sender when it is
+    /// ours, else by an unnamed socket), before datagram sockets connect: a connected
+    /// datagram socket only accepts its peer's messages (unix_may_send).
+    private func requeueData(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            let s = state(f)
+            guard let id = f.socketID, let fd = made[id] else { continue }
+            if s.state == .connected, s.type != 2, f.peerID == nil { continue }   // done in 4
+            if s.type == 1, let data = f.socketData, !data.isEmpty {
+                guard let peer = f.peerID, let pfd = made[peer] else { continue }
+                let n = data.withUnsafeBytes { send(pfd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+                if n != data.count { throw SSIError.sys("requeue \(data.count) bytes on unix socket fd \(f.fd)", errno: errno) }
+                continue
+            }
+            if s.type == 1 {
+                // Stream bytes cut where fds were attached: each piece sent with its fds.
+                guard let peer = f.peerID, let pfd = made[peer] else { continue }
+                for d in s.datagrams ?? [] { try sendMessage(d, from: pfd, to: nil, what: "unix socket fd \(f.fd)") }
+                continue
+            }
+            for d in s.datagrams ?? [] {
+                try requeue(d, to: f, s, fd: fd)
+            }
+        }
+    }
+
+    /// Datagram sockets connected to a name.
+    private func connectDatagrams(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            let s = state(f)
+            guard s.type == 2, s.state == .connected, let id = f.socketID, let fd = made[id], let peerName = s.peerAddress else { continue }
+            if let peer = f.peerID, let pf = images[peer], state(pf).address == nil { continue }   // a socketpair
+            if SockAddr.connect(fd, Data(unixAddr(peerName))) != 0 {
+                throw SSIError.sys("reconnect datagram socket fd \(f.fd) to \(SockAddr.describe(peerName, family: 1))", errno: errno,
+                                   hint: "the program that owned that name is gone: start it again, then restart")
+            }
+        }
+    }
+
+    /// shutdown(2) last, once the data is back.
+    private func replayShutdown(_ socks: [FileDescriptorImage]) throws {
+        for f in socks {
+            guard let id = f.socketID, let fd = made[id], let sh = state(f).shutdown, sh != 0 else { continue }
+            _ = Glibc.shutdown(fd, sh == 3 ? Int32(SHUT_RDWR) : (sh == 1 ? Int32(SHUT_RD) : Int32(SHUT_WR)))
+        }
+    }
+
+    func requeue(_ d: QueuedDatagram, to f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
+        if let name = s.address, s.type == 2 {
+            // Sent to its name, from the socket that sent it if that one is ours.
+            var from: Int32 = -1
+            var temporary = false
+            if let sender = d.sender, let sid = images.first(where: { state($0.value).address == sender && state($0.value).type == s.type })?.key {
+                from = made[sid] ?? -1
+            }
+            if from < 0 { from = try newSocket(AF_UNIX, s.type, "requeue a datagram"); temporary = true }
+            defer { if temporary { close(from) } }
+            try sendMessage(d, from: from, to: Data(unixAddr(name)), what: "unix socket fd \(f.fd)")
+        } else if let peer = f.peerID, let pfd = made[peer] {
+            try sendMessage(d, from: pfd, to: nil, what: "unix socket fd \(f.fd)")
+        } else {
+            throw SSIError(.unsupported, "unix socket fd \(f.fd) has queued messages but neither a name nor a peer to receive them again")
+        }
+    }
+
+    /// Sends one saved message again, with its fds in flight: sockets rebuilt here, files
+    /// reopened by ssi at their offset.
+    func sendMessage(_ d: QueuedDatagram, from: Int32, to addr: Data?, what: String) throws {
+        var fds = [Int32]()
+        var opened = [Int32]()
+        defer { for fd in opened { close(fd) } }
+        for g in d.files ?? [] {
+            if g.kind == .unixSocket || g.kind == .tcpSocket {
+                guard let id = g.socketID, let fd = made[id] else { throw SSIError(.corrupt, "\(what): a socket in flight was not rebuilt") }
+                fds.append(fd)
+                continue
+            }
+            let fd = open(g.path, g.flags & ~(O_CREAT | O_TRUNC | O_EXCL) | O_CLOEXEC | O_NOCTTY)
+            if fd < 0 { throw SSIError.sys("\(what): reopen \(g.path), in flight in a queued message", errno: errno, hint: "put the file back, then restart again") }
+            opened.append(fd)
+            lseek(fd, off_t(g.position), SEEK_SET)
+            fds.append(fd)
+        }
+        let n = Socket.send(from, d.data, to: addr, fds: fds)
+        if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
+    }
+
+    func unixAddr(_ name: Data) -> [UInt8] {
+        var (a, len) = SockAddr.unix(name)
+        return withUnsafeBytes(of: &a) { Array($0.prefix(Int(len))) }
+    }
+
+    func listenerID(named name: Data) -> UInt32? {
+        images.first { state($0.value).state == .listening && state($0.value).address == name }?.key
+    }
+
+    /// A path name is free when nothing is there, or only the socket file the application
+    /// left (no one accepts on it: connect fails with ECONNREFUSED); that file is removed.
+    func freeName(_ name: Data, for f: FileDescriptorImage) throws {
+        guard name.first == UInt8(ascii: "/") else { return }
+        let path = SockAddr.describe(name, family: 1)
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard st.st_mode & S_IFMT == S_IFSOCK else {
+            throw SSIError(.busy, "fd \(f.fd) was bound to \(path), which now exists and is not a socket; nothing was changed",
+                           hint: "move that file away, then restart again")
+        }
+        for type in [Int32(SOCK_STREAM.rawValue), Int32(SOCK_DGRAM.rawValue), Int32(SOCK_SEQPACKET.rawValue)] {
+            let probe = socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+            defer { close(probe) }
+            if SockAddr.connect(probe, Data(unixAddr(name))) == 0 {
+                throw SSIError(.busy, "unix socket \(path) is in use by a running program, so fd \(f.fd) cannot take it back; nothing was changed",
+                               hint: "stop the program listening on \(path), then restart again")
+            }
+        }
+        unlink(path)
+    }
+}

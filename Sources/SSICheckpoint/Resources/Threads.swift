@@ -1,0 +1,106 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Registers and threads: every thread's registers, extended (FPU/vector) state, signal
+// mask, alternate signal stack, name, clear_child_tid, robust list and rseq area; restart
+// creates the threads with their old ids and gives each its state, the registers last.
+
+extension ProcessDumper {
+    /// One thread's state, read while it is stopped; `saved` are its registers when the
+    /// caller already has them, `injected` what injected syscalls read in it.
+    func dumpThread(_ tid: Int32, saved: Registers?, injected: InjectedState.PerThread) throws -> ThreadImage {
+        let t = Tracee.adoptTraceMe(ProcessID(tid))
+        var thread = ThreadImage(tid: tid)
+        thread.registers = try (saved ?? t.registers()).named
+        thread.xstate = Data(try t.extendedState())
+        thread.blockedMask = try t.sigmask()
+        thread.pending = try t.pendingSiginfo(shared: false).map { Data($0) }
+        thread.altStack = injected.altStack
+        thread.clearChildTID = injected.clearChildTID
+        if let r = try t.rseqConfiguration() {
+            thread.rseq = RSeq(pointer: r.pointer, length: r.length, signature: r.signature)
+        }
+        if let list = robustList(of: ProcessID(tid)) { thread.robustListHead = list.head; thread.robustListLength = list.length }
+        thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
+        thread.interruptedSleep = try interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
+        return thread
+    }
+
+    /// What only the thread itself can tell, by syscalls injected in it: its alternate
+    /// signal stack and clear_child_tid. Its registers and mask are put back afterwards.
+    func dumpThreadInjected(_ s: ScratchPage, tid: Int32, saved: Registers) throws -> InjectedState.PerThread {
+        var t = InjectedState.PerThread()
+        let tracee = Tracee.adoptTraceMe(ProcessID(tid))
+        let regs = tid == pid ? saved : try tracee.registers()
+        let tinj = tid == pid ? s.inj : Injector(pid: ProcessID(tid), base: regs, gadget: s.inj.gadget)
+        let g = tid == pid ? nil : try SignalMaskGuard(tracee: tracee, saved: regs)
+        defer { g?.restore() }
+        try tinj.call("sigaltstack", .sigaltstack, 0, s.address)
+        let ss = try s.mem.read(UInt64.self, count: 3, at: s.address)
+        t.altStack.sp = ss[0]; t.altStack.flags = Int32(truncatingIfNeeded: ss[1]); t.altStack.size = ss[2]
+        // PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the value stays 0.
+        if (try? tinj.prctl(.getTidAddress, s.address)) != nil {
+            t.clearChildTID = try s.mem.read(UInt64.self, at: s.address)[0]
+        }
+        return t
+    }
+}
+
+extension ProcessRestorer {
+    /// Per-thread state a thread must set itself.
+    func restoreThreadState(_ t: ThreadImage, inj: Injector) throws {
+        // Always set, SS_DISABLE included: the restore shell is a fork of ssi, and fork keeps
+        // the alternate signal stack (sigaltstack(2)) the Swift runtime set up for its own
+        // crash handler, in memory the process no longer has. A handler with SA_ONSTACK
+        // would then get SIGSEGV instead of running.
+        let ss = t.altStack
+        let flags = ss.flags & 2 == 0 ? UInt64(UInt32(bitPattern: ss.flags & ~1)) : 2 /* SS_DISABLE */
+        try mem.write(words: [ss.flags & 2 == 0 ? ss.sp : 0, flags, ss.flags & 2 == 0 ? ss.size : 0], to: scratch + 512)
+        try inj.call("sigaltstack", .sigaltstack, scratch + 512, 0)
+        let name = t.name ?? (t.tid == pid ? image.comm : nil)
+        if let name {
+            var comm = Array(name.utf8.prefix(15)) + [0]
+            comm += Array(repeating: 0, count: 16 - comm.count)
+            try mem.write(comm, to: scratch + 544)
+            try inj.prctl(.setName, scratch + 544)
+        }
+        try inj.call("set_tid_address", .set_tid_address, t.clearChildTID)
+        if t.robustListHead != 0 { try inj.call("set_robust_list", .set_robust_list, t.robustListHead, t.robustListLength) }
+        if let r = t.rseq { try inj.call("rseq register", .rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
+    }
+
+    /// The other threads, with their old thread ids (clone3 set_tid with CLONE_THREAD).
+    func createThreads() throws {
+        for t in image.threads where t.tid != pid {
+            // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, as
+            // pthread_create does; no stack: the thread never runs before we set its registers.
+            let r = try clone3(flags: 0x50f00, exitSignal: 0, tid: t.tid)
+            if r < 0 { throw SSIError.sys("clone3 of thread \(t.tid) in PID \(pid)", errno: Int32(-r)) }
+            let th = Tracee.adoptTraceMe(ProcessID(t.tid))
+            switch try th.wait() {
+            case .signal(.stop), .event: break
+            case let other: throw SSIError(.system, "thread \(t.tid) of PID \(pid) did not stop as expected (\(other))")
+            }
+            try th.setSigmask(~0)
+            let tinj = Injector(pid: ProcessID(t.tid), base: try th.registers(), gadget: inj.gadget)
+            try restoreThreadState(t, inj: tinj)
+            threadInjectors[t.tid] = tinj
+        }
+    }
+
+    /// Registers, extended state and signal mask of every thread: the last thing set, with
+    /// the syscall-restart rule applied and interrupted sleeps shortened.
+    func restoreRegisters() throws {
+        for t in image.threads {
+            let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(ProcessID(t.tid))
+            try th.setExtendedState(Array(t.xstate))
+            try th.setRegisters(try shortenInterruptedSleep(t, SyscallRestart.registersForResume(try Registers(named: t.registers))))
+            try th.setSigmask(t.blockedMask)
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Timers: setitimer(2) timers and POSIX timers (timer_create(2)), saved with their time left
+// and interval and armed again, relative to the restart. timerfds are files (EventFiles).
+
+extension ProcessDumper {
+    /// The armed ITIMER_REAL, _VIRTUAL and _PROF timers (getitimer run in the process).
+    func dumpIntervalTimers(_ s: ScratchPage) throws -> [IntervalTimer] {
+        var out = [IntervalTimer]()
+        for which in Int32(0)...2 {
+            try s.inj.call("getitimer(\(which))", .getitimer, UInt64(which), s.address)
+            let v = try s.mem.read(Int64.self, count: 4, at: s.address)
+            if v[2] != 0 || v[3] != 0 { out.append(IntervalTimer(which: which, interval: [v[0], v[1]], value: [v[2], v[3]])) }
+        }
+        return out
+    }
+
+    /// The POSIX timers of /proc/PID/timers, with what timer_gettime reports.
+    func dumpPosixTimers(_ s: ScratchPage) throws -> [PosixTimer] {
+        var out = [PosixTimer]()
+        for var timer in ProcessDumper.parseTimers((try? ProcFS.read("/proc/\(pid)/timers")) ?? "") {
+            try s.inj.call("timer_gettime(\(timer.id))", .timer_gettime, UInt64(timer.id), s.address)
+            let v = try s.mem.read(Int64.self, count: 4, at: s.address)
+            timer.interval = [v[0], v[1]]
+            timer.value = [v[2], v[3]]
+            out.append(timer)
+        }
+        return out
+    }
+
+    /// /proc/PID/timers (proc(5)): "ID:", "signal: SIG/VALUE", "notify: KIND/pid.N", "ClockID:".
+    static func parseTimers(_ text: String) -> [PosixTimer] {
+        var out = [PosixTimer]()
+        var cur: PosixTimer? = nil
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2 else { continue }
+            switch parts[0] {
+            case "ID":
+                if let c = cur { out.append(c) }
+                cur = PosixTimer(id: Int32(parts[1]) ?? 0, clockID: 0, signal: 0, sigevValue: 0, notify: 0, notifyTID: 0, interval: [0, 0], value: [0, 0])
+            case "signal":
+                let sv = parts[1].split(separator: "/")
+                cur?.signal = Int32(sv.first ?? "0") ?? 0
+                cur?.sigevValue = UInt64(sv.count > 1 ? String(sv[1]) : "0", radix: 16) ?? 0
+            case "notify":
+                let kind = parts[1].split(separator: "/").first ?? ""
+                cur?.notify = kind == "none" ? 1 : (kind == "thread" ? 4 : 0)
+                cur?.notifyTID = Int32(parts[1].split(separator: ".").last ?? "0") ?? 0
+            case "ClockID":
+                cur?.clockID = Int32(parts[1]) ?? 0
+            default:
+                break
+            }
+        }
+        if let c = cur { out.append(c) }
+        return out
+    }
+}
+
+extension ProcessRestorer {
+    /// Interval and POSIX timers, armed with their remaining time (relative to now).
+    func restoreTimers() throws {
+        for t in image.intervalTimers ?? [] {
+            try mem.write(words: t.interval + t.value, to: scratch)
+            try inj.call("setitimer(\(t.which))", .setitimer, UInt64(t.which), scratch, 0)
+        }
+        guard let timers = image.posixTimers, !timers.isEmpty else { return }
+        // PR_TIMER_CREATE_RESTORE_IDS (Linux 6.14): timer_create takes the id to use from
+        // *timerid instead of choosing one.
+        let restoreIDs = try inj.rawPrctl(.timerCreateRestoreIDs, 1, 0, 0, 0) >= 0
+        for t in timers.sorted(by: { $0.id < $1.id }) {
+            // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
+            var ev = [UInt8](repeating: 0, count: 64)
+            withUnsafeBytes(of: t.sigevValue) { ev.replaceSubrange(0..<8, with: $0) }
+            withUnsafeBytes(of: t.signal) { ev.replaceSubrange(8..<12, with: $0) }
+            withUnsafeBytes(of: t.notify) { ev.replaceSubrange(12..<16, with: $0) }
+            withUnsafeBytes(of: t.notifyTID) { ev.replaceSubrange(16..<20, with: $0) }
+            try mem.write(ev, to: scratch)
+            try mem.write(words: [t.id], to: scratch + 64)
+            try inj.call("timer_create(\(t.id))", .timer_create, UInt64(t.clockID), scratch, scratch + 64)
+            let got = try mem.read(Int32.self, at: scratch + 64)[0]
+            if got != t.id { warn("PID \(pid): POSIX timer \(t.id) was restored as timer \(got) (this kernel cannot choose timer ids: PR_TIMER_CREATE_RESTORE_IDS needs Linux 6.14)") }
+            if t.value != [0, 0] {
+                try mem.write(words: t.interval + t.value, to: scratch + 128)
+                try inj.call("timer_settime(\(got))", .timer_settime, UInt64(got), 0, scratch + 128, 0)
+            }
+        }
+        if restoreIDs { _ = try inj.rawPrctl(.timerCreateRestoreIDs, 0, 0, 0, 0) }
+    }
+}

@@ -1,0 +1,63 @@
+#if arch(x86_64)
+import SSISystem
+
+/// The kernel's syscall-restart rules as they show in a stopped task's registers, and the
+/// interrupted sleeps whose time left a restart shortens.
+public enum SyscallRestart {
+    /// Kernel-internal errnos a syscall returns when a signal interrupted it
+    /// (include/linux/errno.h); user space never sees them, but a stopped task's rax can.
+    static let ERESTARTSYS: Int64 = -512, ERESTARTNOINTR: Int64 = -513
+    static let ERESTARTNOHAND: Int64 = -514, ERESTART_RESTARTBLOCK: Int64 = -516
+
+    /// The registers a restored task must resume with, given those saved while it was
+    /// stopped. A task stopped inside an interrupted syscall has orig_rax = its number and
+    /// rax = -ERESTART*, with rip after the `syscall` instruction. We keep that state: the
+    /// restored task resumes from a ptrace signal-delivery stop, inside get_signal(), so the
+    /// kernel itself applies its restart rule on the way out (arch/x86/kernel/signal.c,
+    /// arch_do_signal_or_restart): rewind and re-issue the syscall if no handler runs, return
+    /// -EINTR (or restart, for -ERESTARTSYS with SA_RESTART) if one does. Rewinding rip
+    /// ourselves instead would lose a wakeup: a signal arriving before the re-issued syscall
+    /// would run its handler and then block in the syscall again (pause() never returning).
+    /// -ERESTART_RESTARTBLOCK re-enters through restart_syscall, whose state (the
+    /// restart_block, e.g. nanosleep's expiry) lived in the old kernel task: we turn it into
+    /// -ERESTARTNOHAND, which re-issues the original syscall with its original arguments
+    /// (still in rdi..r9) and gives -EINTR when a handler runs, as before.
+    public static func registersForResume(_ saved: Registers) -> Registers {
+        var r = saved
+        if Int64(bitPattern: r.raw.orig_rax) >= 0 && Int64(bitPattern: r.raw.rax) == ERESTART_RESTARTBLOCK {
+            r.raw.rax = UInt64(bitPattern: ERESTARTNOHAND)
+        }
+        return r
+    }
+
+    /// A relative sleep the kernel interrupted with -ERESTART_RESTARTBLOCK: nanosleep(req=rdi,
+    /// rem=rsi), which counts on CLOCK_MONOTONIC (kernel/time/hrtimer.c), or clock_nanosleep
+    /// (clock=rdi, flags=rsi, req=rdx, rem=r10) without TIMER_ABSTIME (an absolute sleep
+    /// returns -ERESTARTNOHAND instead and is re-issued as it was). `rem` is 0 when the
+    /// caller passed NULL.
+    public struct RelativeSleep {
+        public var clockID: Int32
+        public var rem: UInt64
+    }
+
+    public static func interruptedRelativeSleep(_ regs: Registers) -> RelativeSleep? {
+        let r = regs.raw
+        guard Int64(bitPattern: r.rax) == ERESTART_RESTARTBLOCK else { return nil }
+        switch regs.syscall {
+        case .nanosleep?: return RelativeSleep(clockID: Clock.monotonic, rem: r.rsi)
+        case .clock_nanosleep? where r.rsi & 1 /* TIMER_ABSTIME */ == 0:
+            return RelativeSleep(clockID: Int32(truncatingIfNeeded: r.rdi), rem: r.r10)
+        default: return nil
+        }
+    }
+
+    /// Points the request argument of the sleep syscall in `r` at `address`.
+    public static func setSleepRequest(_ r: inout Registers, to address: UInt64) {
+        if r.syscall == .nanosleep { r.raw.rdi = address } else { r.raw.rdx = address }
+    }
+
+    /// Syscalls that install a temporary signal mask while they sleep (TIF_RESTORE_SIGMASK):
+    /// PTRACE_SETSIGMASK on a task inside one would drop the saved mask.
+    public static let syscallsWithTemporaryMask: Set<Syscall> = [.rt_sigsuspend, .pselect6, .ppoll, .epoll_pwait, .epoll_pwait2]
+}
+#endif

@@ -1,0 +1,115 @@
+import Foundation
+import SSISystem
+
+/// Runs syscalls inside a stopped tracee, as if it had made them itself.
+///
+/// No code is written into the tracee: we point the instruction pointer at a `syscall`
+/// instruction that already exists in its vDSO, load the number and arguments, and
+/// PTRACE_SINGLESTEP. The kernel reports a SIGTRAP right after the syscall returns
+/// (syscall_exit_work reports the single step), and the return register holds the result.
+/// The tracee's own registers are put back by the caller (SignalMaskGuard).
+public struct Injector {
+    /// SSI_TRACE_SYSCALLS=1 prints every injected syscall and its result.
+    static let trace = ProcessInfo.processInfo.environment["SSI_TRACE_SYSCALLS"] == "1"
+
+    public let pid: ProcessID
+    /// Address of a `syscall` instruction in the tracee (its vDSO, or a copy we placed).
+    public var gadget: UInt64
+    /// The registers every injected call starts from (segment registers, fs base...).
+    public var base: Registers
+
+    private var tracee: Tracee { Tracee.adoptTraceMe(pid) }
+
+    public init(pid: ProcessID, base: Registers) throws {
+        self.pid = pid
+        self.base = base
+        self.gadget = try Injector.findGadget(pid: pid)
+    }
+
+    /// Another thread of the same process: same address space, same gadget.
+    public init(pid: ProcessID, base: Registers, gadget: UInt64) {
+        self.pid = pid
+        self.base = base
+        self.gadget = gadget
+    }
+
+    public static func findGadget(pid: ProcessID) throws -> UInt64 {
+        let maps = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+        guard let vdso = maps.first(where: { $0.name == "[vdso]" }) else {
+            throw SSIError(.unsupported, "PID \(pid) has no vDSO mapping; SwiftSSI needs it to run syscalls in the process",
+                           hint: "do not boot with vdso=0")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(vdso.size))
+        try bytes.withUnsafeMutableBytes { try RemoteMemory(pid: pid).forcedRead(into: $0, at: vdso.start) }
+        let pat = Arch.syscallInstruction
+        for i in 0..<(bytes.count - pat.count) where Array(bytes[i..<(i + pat.count)]) == pat {
+            return vdso.start + UInt64(i)
+        }
+        throw SSIError(.unsupported, "no syscall instruction found in the vDSO of PID \(pid)")
+    }
+
+    /// Runs one syscall; returns its raw result (negative errno on failure).
+    @discardableResult
+    public func raw(_ syscall: Syscall, _ args: UInt64...) throws -> Int64 {
+        try rawArgs(syscall, args)
+    }
+
+    public func rawArgs(_ syscall: Syscall, _ args: [UInt64]) throws -> Int64 {
+        let t = tracee
+        try t.setRegisters(base.preparedForSyscall(syscall, args, at: gadget))
+        var attempts = 0
+        while true {
+            try t.singleStep()
+            let stop = try t.wait()
+            if stop.ended {
+                throw SSIError(.system, "PID \(pid) died while SwiftSSI was running syscall \(syscall) in it",
+                               hint: "a checkpoint leaves no snapshot behind then; a restart kills what it created: try again")
+            }
+            if stop == .signal(.trap) { break }
+            if case .signal(let sig) = stop, [.segmentationFault, .bus, .illegalInstruction, .floatingPoint].contains(sig) {
+                let at = (try? t.registers())?.instructionPointer ?? 0
+                throw SSIError(.system, "PID \(pid) faulted (signal \(sig.rawValue)) at 0x\(String(at, radix: 16)) while running syscall \(syscall) in it")
+            }
+            attempts += 1
+            if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (\(stop)) instead of running syscall \(syscall)",
+                                                     hint: "another program is signalling or tracing it; stop that and try again") }
+            // Another stop (a signal that was not blocked, a group stop): the syscall has not
+            // run yet. Suppress it and step again; pending signals stay queued in the kernel.
+        }
+        let result = try t.registers().returnValue
+        if Injector.trace {
+            let hex = args.map { "0x" + String($0, radix: 16) }.joined(separator: ", ")
+            FileHandle.standardError.write(Data("ssi: [\(pid)] \(syscall)(\(hex)) = \(result)\n".utf8))
+        }
+        return result
+    }
+
+    /// Runs a syscall and throws, naming `what`, if it fails.
+    @discardableResult
+    public func call(_ what: @autoclosure () -> String, _ syscall: Syscall, _ args: UInt64...) throws -> UInt64 {
+        let r = try rawArgs(syscall, args)
+        if r < 0 && r > -4096 { throw SSIError.sys("\(what()) in PID \(pid)", errno: Int32(-r)) }
+        return UInt64(bitPattern: r)
+    }
+}
+
+extension UInt64 {
+    /// A signed 32-bit argument as the kernel reads it from a 64-bit register.
+    public init(_ v: Int32) { self = UInt64(bitPattern: Int64(v)) }
+}
+
+extension Injector {
+    /// prctl(2) in the tracee, throwing with the option's name.
+    @discardableResult
+    public func prctl(_ option: PrctlOption, _ args: UInt64...) throws -> UInt64 {
+        let r = try rawArgs(.prctl, [UInt64(option.rawValue)] + args)
+        if r < 0 && r > -4096 { throw SSIError.sys("prctl(\(option)) in PID \(pid)", errno: Int32(-r)) }
+        return UInt64(bitPattern: r)
+    }
+
+    /// prctl(2) in the tracee; the raw result (negative errno on failure).
+    @discardableResult
+    public func rawPrctl(_ option: PrctlOption, _ args: UInt64...) throws -> Int64 {
+        try rawArgs(.prctl, [UInt64(option.rawValue)] + args)
+    }
+}

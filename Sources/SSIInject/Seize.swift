@@ -1,0 +1,151 @@
+import Foundation
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An application: a root process and all its descendants (Kerrighed's definition).
+public struct ProcessTree: Sendable {
+    public let root: Int32
+    /// Root first; every parent before its children.
+    public var pids: [Int32] = []
+    public var parent: [Int32: Int32] = [:]
+
+    /// Walks /proc once: each process's parent from /proc/PID/stat.
+    public static func collect(root: Int32) throws -> ProcessTree {
+        var children = [Int32: [Int32]]()
+        var parent = [Int32: Int32]()
+        guard let all = numericEntries(of: "/proc") else { throw SSIError.sys("opendir /proc", errno: errno) }
+        for pid in all {
+            guard let st = try? ProcStat.read(pid: pid) else { continue }
+            parent[pid] = st.ppid
+            children[st.ppid, default: []].append(pid)
+        }
+        var tree = ProcessTree(root: root)
+        var queue = [root]
+        while !queue.isEmpty {
+            let p = queue.removeFirst()
+            tree.pids.append(p)
+            if p != root { tree.parent[p] = parent[p] }
+            queue += (children[p] ?? []).sorted()
+        }
+        return tree
+    }
+}
+
+/// Every task of an application held in a ptrace stop. No task can fork while stopped, and
+/// the tree is rescanned until a pass finds no task we do not hold, so the set is complete.
+public final class SeizedApplication {
+    public let root: Int32
+    public private(set) var tree: ProcessTree
+    /// pid -> its threads, all stopped under us (main thread first).
+    public private(set) var threads: [Int32: [Int32]] = [:]
+    /// Zombies cannot be traced: pid -> wait status, from /proc/PID/stat exit_code.
+    public private(set) var zombies: [Int32: Int32] = [:]
+    /// Processes that were stopped by job control when we came.
+    public private(set) var jobStopped: Set<Int32> = []
+    /// CLOCK_MONOTONIC (ns) when each task was seen in its ptrace stop: an interrupted
+    /// relative sleep had its remaining time computed just before.
+    public private(set) var stoppedAt: [Int32: Int64] = [:]
+    /// CLOCK_MONOTONIC (ns) once the cgroup freezer had frozen the application, when it was
+    /// frozen first: freezing already ended the sleeps (the freezer wakes every task), so
+    /// their time left dates from then rather than from the ptrace stop.
+    public var frozenAt: Int64? = nil
+    private var released = false
+
+    public init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
+
+    /// `thaw` is called once the first tasks are seized (the cgroup freezer case: frozen
+    /// tasks only enter the ptrace stop once thawed).
+    public func seize(thaw: (() throws -> Void)? = nil) throws {
+        var thawed = thaw == nil
+        for round in 0..<20 {
+            tree = try ProcessTree.collect(root: root)
+            let fresh = try seizeNewTasks()
+            if !thawed, let thaw { try thaw(); thawed = true }
+            for tid in fresh where waitingForVfork(tid) {
+                let pid = threads.first { $0.value.contains(tid) }?.key ?? tid
+                throw SSIError(.unsupported, "PID \(pid) is blocked in vfork until its child, which shares its memory, calls exec or exits; such a process cannot be checkpointed; nothing was written",
+                               hint: "checkpoint again once the child has called exec")
+            }
+            for tid in fresh { try waitForStop(tid); stoppedAt[tid] = min(Clock.monotonicNanoseconds(), frozenAt ?? .max) }
+            if fresh.isEmpty { return }
+            if round == 19 { throw SSIError(.system, "application \(root) keeps creating tasks faster than they can be stopped") }
+        }
+    }
+
+    /// One pass over the tree: seizes and interrupts every task not held yet; returns them.
+    private func seizeNewTasks() throws -> [Int32] {
+        var fresh = [Int32]()
+        for pid in tree.pids {
+            guard let st = try? ProcStat.read(pid: pid) else { continue }
+            if st.state == "Z" {
+                if zombies[pid] == nil { zombies[pid] = try zombieStatus(pid) }
+                continue
+            }
+            if threads[pid] == nil && st.state == "T" { jobStopped.insert(pid) }
+            let held = Set(threads[pid] ?? [])
+            for tid in (try? threadIDs(of: pid)) ?? [] where !held.contains(tid) {
+                do {
+                    guard try Tracee.seize(ProcessID(tid), of: ProcessID(pid)) != nil else { continue }   // exited meanwhile
+                } catch let e as SSIError where e.errno == EPERM && e.message.hasPrefix("PTRACE_SEIZE") {
+                    throw SSIError(.permission, "cannot trace PID \(pid) (thread \(tid)): operation not permitted",
+                                   hint: "the process may already be traced (a debugger, strace) or you are not root")
+                }
+                threads[pid, default: []].append(tid)
+                fresh.append(tid)
+            }
+        }
+        return fresh
+    }
+
+    private func waitForStop(_ tid: Int32) throws {
+        let t = Tracee.adoptTraceMe(ProcessID(tid))
+        while true {
+            let stop = try t.wait()
+            if stop.ended {
+                throw SSIError(.state, "task \(tid) of application \(root) exited while being stopped; nothing was written", hint: "try again")
+            }
+            if stop == .interruptStop { return }
+            // A signal arrived before our interrupt: deliver it; the interrupt stop follows.
+            if case .signal(let sig) = stop { try t.cont(signal: sig) } else { try t.cont() }
+        }
+    }
+
+    /// A task blocked in vfork(2), or clone/clone3 with CLONE_VFORK, until its child execs or
+    /// exits (wait_for_vfork_done, state D): it never enters the ptrace stop while its child
+    /// is held stopped, so waiting for it would hang. /proc/TID/syscall shows the call and
+    /// its arguments (proc(5)); clone3's flags are the first word of its struct clone_args.
+    private func waitingForVfork(_ tid: Int32) -> Bool {
+        guard let st = try? ProcStat.read(pid: tid), st.state == "D", let blocked = BlockedSyscall.of(ProcessID(tid)),
+              let arg1 = blocked.arguments.first else { return false }
+        let cloneVfork: UInt64 = 0x4000
+        switch blocked.syscall {
+        case .vfork: return true
+        case .clone: return arg1 & cloneVfork != 0                   // clone(flags, ...)
+        case .clone3:                                                 // clone3(&args, size)
+            var flags: UInt64 = 0
+            guard (try? withUnsafeMutableBytes(of: &flags) { try RemoteMemory(pid: ProcessID(tid)).forcedRead(into: $0, at: arg1) }) != nil else { return false }
+            return flags & cloneVfork != 0
+        default: return false
+        }
+    }
+
+    /// The wait status a zombie will report: exit_code, field 52 of /proc/PID/stat.
+    private func zombieStatus(_ pid: Int32) throws -> Int32 {
+        let text = try ProcFS.read("/proc/\(pid)/stat")
+        guard let close = text.lastIndex(of: ")") else { return 0 }
+        let f = text[text.index(close, offsetBy: 2)...].split(whereSeparator: { $0 == " " || $0 == "\n" })
+        return f.count >= 50 ? Int32(f[49]) ?? 0 : 0
+    }
+
+    /// Lets every task go; `signal` is queued first to every process (checkpoint --kill).
+    public func release(signal: Signal? = nil) {
+        guard !released else { return }
+        released = true
+        if let signal { for pid in threads.keys { try? signal.send(to: ProcessID(pid)) } }
+        for (_, tids) in threads { for t in tids { try? Tracee.adoptTraceMe(ProcessID(t)).detach() } }
+    }
+
+    deinit { release() }
+}

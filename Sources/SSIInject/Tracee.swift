@@ -1,0 +1,181 @@
+import CSSILinux
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// PTRACE_SETOPTIONS flags (linux/ptrace.h).
+public struct PtraceOptions: OptionSet, Sendable {
+    public let rawValue: UInt
+    public init(rawValue: UInt) { self.rawValue = rawValue }
+    /// PTRACE_O_TRACEFORK: a fork's child starts traced, stopped.
+    public static let traceFork = PtraceOptions(rawValue: 0x2)
+    /// PTRACE_O_TRACECLONE: so does a clone's (a thread).
+    public static let traceClone = PtraceOptions(rawValue: 0x8)
+    /// PTRACE_O_EXITKILL (3.8): the tracee is killed if the tracer exits.
+    public static let exitKill = PtraceOptions(rawValue: UInt(CSSI_PTRACE_O_EXITKILL))
+}
+
+/// glibc's rseq registration of a thread (PTRACE_GET_RSEQ_CONFIGURATION).
+public struct RseqRegistration: Sendable, Equatable {
+    public var pointer: UInt64
+    public var length: UInt32
+    public var signature: UInt32
+}
+
+/// A process (thread) under our ptrace. ptrace(2) accepts requests only from the thread that
+/// attached, so a `Tracee` is used from one thread only: it is deliberately not Sendable.
+public struct Tracee {
+    public let pid: ProcessID
+
+    private init(pid: ProcessID) { self.pid = pid }
+
+    /// A task already under our ptrace: a child that called PTRACE_TRACEME, a task seized
+    /// by SeizedApplication (PTRACE_SEIZE + PTRACE_INTERRUPT), or one auto-attached at fork.
+    public static func adoptTraceMe(_ pid: ProcessID) -> Tracee { Tracee(pid: pid) }
+
+    /// PTRACE_SEIZE then PTRACE_INTERRUPT (3.4): the task stops without a signal being sent.
+    /// Returns nil when it no longer exists; throws the raw errno otherwise, for the caller
+    /// to word.
+    static func seize(_ tid: ProcessID, of pid: ProcessID) throws -> Tracee? {
+        let r = cssi_ptrace(Int32(CSSI_PTRACE_SEIZE), tid.rawValue, 0, 0)
+        if r == -Int(ESRCH) { return nil }
+        if r < 0 { throw SSIError.sys("PTRACE_SEIZE of PID \(pid) thread \(tid)", errno: Int32(-r)) }
+        let t = Tracee(pid: tid)
+        try t.interrupt()
+        return t
+    }
+
+    /// Creates the empty shell of a process being restored, with pid `pid` (clone3 set_tid,
+    /// Linux 5.5, CAP_CHECKPOINT_RESTORE), in the cgroup `cgroup` if given: it calls
+    /// PTRACE_TRACEME and stops itself, and never runs its own code again
+    /// (`cssi_spawn_restore_shell`). Returns it, or the raw -errno (-EEXIST: pid in use).
+    public static func spawnRestoreShell(_ pid: ProcessID, cgroup: Int32?) -> Result<Tracee, SSIError> {
+        let r = cssi_spawn_restore_shell(pid.rawValue, cgroup ?? -1)
+        if r < 0 { return .failure(SSIError.sys("clone3 with set_tid=\(pid)", errno: -r)) }
+        return .success(Tracee(pid: ProcessID(r)))
+    }
+
+    public enum Stop: Equatable, Sendable {
+        case event(Int32)          // PTRACE_EVENT_* stop (group-stop/interrupt: PTRACE_EVENT_STOP)
+        case signal(Signal)        // signal-delivery-stop
+        case exited(Int32)
+        case killed(Signal)
+
+        /// PTRACE_EVENT_STOP: a group-stop or the stop PTRACE_INTERRUPT asked for.
+        public static let interruptStop = Stop.event(Int32(CSSI_PTRACE_EVENT_STOP))
+
+        public var ended: Bool {
+            switch self {
+            case .exited, .killed: return true
+            default: return false
+            }
+        }
+    }
+
+    public func wait() throws -> Stop {
+        var status: Int32 = 0
+        try check(Int(cssi_waitpid(pid.rawValue, &status, 0)), "waitpid \(pid)")
+        if cssi_wifexited(status) != 0 { return .exited(cssi_wexitstatus(status)) }
+        if cssi_wifsignaled(status) != 0 { return .killed(Signal(cssi_wtermsig(status))) }
+        let ev = cssi_wptrace_event(status)
+        if ev != 0 { return .event(Int32(ev)) }
+        return .signal(Signal(cssi_wstopsig(status)))
+    }
+
+    public func setOptions(_ options: PtraceOptions) throws {
+        try check(cssi_ptrace(Int32(CSSI_PTRACE_SETOPTIONS), pid.rawValue, 0, options.rawValue), "PTRACE_SETOPTIONS \(pid)")
+    }
+
+    public func registers() throws -> Registers {
+        var r = Registers.Raw()
+        try check(cssi_get_regs(pid.rawValue, &r), "PTRACE_GETREGS \(pid)")
+        return Registers(raw: r)
+    }
+
+    public func setRegisters(_ regs: Registers) throws {
+        var r = regs.raw
+        try check(cssi_set_regs(pid.rawValue, &r), "PTRACE_SETREGS \(pid)")
+    }
+
+    /// The extended register state (on x86_64 the whole XSAVE area: x87, SSE, AVX...):
+    /// PTRACE_GETREGSET of the architecture's note type.
+    public func extendedState() throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: Arch.extendedStateMaxSize)
+        var len = buf.count
+        try check(buf.withUnsafeMutableBytes { cssi_get_regset(pid.rawValue, Arch.extendedStateNote, $0.baseAddress, &len) },
+                  "PTRACE_GETREGSET \(Arch.extendedStateName) \(pid)")
+        return Array(buf[0..<len])
+    }
+
+    public func setExtendedState(_ state: [UInt8]) throws {
+        try check(state.withUnsafeBytes { cssi_set_regset(pid.rawValue, Arch.extendedStateNote, $0.baseAddress, $0.count) },
+                  "PTRACE_SETREGSET \(Arch.extendedStateName) \(pid)")
+    }
+
+    public func sigmask() throws -> UInt64 {
+        var m: UInt64 = 0
+        try check(withUnsafeMutablePointer(to: &m) { cssi_ptrace(Int32(CSSI_PTRACE_GETSIGMASK), pid.rawValue, 8, UInt(bitPattern: $0)) },
+                  "PTRACE_GETSIGMASK \(pid)")
+        return m
+    }
+
+    public func setSigmask(_ mask: UInt64) throws {
+        var m = mask
+        try check(withUnsafeMutablePointer(to: &m) { cssi_ptrace(Int32(CSSI_PTRACE_SETSIGMASK), pid.rawValue, 8, UInt(bitPattern: $0)) },
+                  "PTRACE_SETSIGMASK \(pid)")
+    }
+
+    /// Pending signals, read without dequeuing them (PTRACE_PEEKSIGINFO, Linux 3.10): the
+    /// thread's private queue, or the process-wide one with `shared`. 128-byte siginfo each.
+    public func pendingSiginfo(shared: Bool) throws -> [[UInt8]] {
+        var out = [[UInt8]]()
+        var buf = [UInt8](repeating: 0, count: 128 * 32)
+        while true {
+            var args = cssi_peeksiginfo_args(off: UInt64(out.count), flags: shared ? UInt32(CSSI_PTRACE_PEEKSIGINFO_SHARED) : 0, nr: 32)
+            let n = try check(buf.withUnsafeMutableBytes { b in
+                withUnsafeMutablePointer(to: &args) { cssi_ptrace(Int32(CSSI_PTRACE_PEEKSIGINFO), pid.rawValue, UInt(bitPattern: $0), UInt(bitPattern: b.baseAddress)) }
+            }, "PTRACE_PEEKSIGINFO \(pid)")
+            if n == 0 { break }
+            for i in 0..<n { out.append(Array(buf[(i * 128)..<((i + 1) * 128)])) }
+            if n < 32 { break }
+        }
+        return out
+    }
+
+    /// glibc's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION, Linux 5.13); nil if none.
+    public func rseqConfiguration() throws -> RseqRegistration? {
+        var c = cssi_rseq_configuration()
+        let r = withUnsafeMutablePointer(to: &c) {
+            cssi_ptrace(Int32(CSSI_PTRACE_GET_RSEQ_CONFIGURATION), pid.rawValue, UInt(MemoryLayout<cssi_rseq_configuration>.size), UInt(bitPattern: $0))
+        }
+        if r < 0 { throw SSIError.sys("PTRACE_GET_RSEQ_CONFIGURATION \(pid)", errno: Int32(-r)) }
+        return c.rseq_abi_pointer == 0 ? nil : RseqRegistration(pointer: c.rseq_abi_pointer, length: c.rseq_abi_size, signature: c.signature)
+    }
+
+    public func singleStep(signal: Signal? = nil) throws {
+        try check(cssi_ptrace(Int32(CSSI_PTRACE_SINGLESTEP), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_SINGLESTEP \(pid)")
+    }
+
+    public func cont(signal: Signal? = nil) throws {
+        try check(cssi_ptrace(Int32(CSSI_PTRACE_CONT), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_CONT \(pid)")
+    }
+
+    /// PTRACE_INTERRUPT (3.4) of a seized task: it enters PTRACE_EVENT_STOP.
+    public func interrupt() throws {
+        try check(cssi_ptrace(Int32(CSSI_PTRACE_INTERRUPT), pid.rawValue, 0, 0), "PTRACE_INTERRUPT \(pid)")
+    }
+
+    /// Lets the process go; it resumes (or stays in the cgroup freezer if that is frozen).
+    public func detach(signal: Signal? = nil) throws {
+        try check(cssi_ptrace(Int32(CSSI_PTRACE_DETACH), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_DETACH \(pid)")
+    }
+}
+
+extension Result where Failure == SSIError {
+    /// The errno of a failure, nil on success.
+    public var errno: Int32? {
+        if case .failure(let e) = self { return e.errno }
+        return nil
+    }
+}

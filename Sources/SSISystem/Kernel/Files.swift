@@ -1,0 +1,84 @@
+import CSSILinux
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Pipes (pipe(7)): creation, capacity, and reading without consuming.
+public enum Pipe {
+    /// pipe2(2): (read end, write end).
+    public static func create(flags: Int32) throws -> (read: Int32, write: Int32) {
+        var p: [Int32] = [0, 0]
+        try check(cssi_pipe2(&p, flags), "pipe2")
+        return (p[0], p[1])
+    }
+
+    /// F_GETPIPE_SZ (fcntl(2), Linux 2.6.35).
+    public static func capacity(_ fd: Int32) -> Int32 { Int32(cssi_fcntl_int(fd, Int32(CSSI_F_GETPIPE_SZ), 0)) }
+
+    /// F_SETPIPE_SZ; the kernel rounds up, and refuses past /proc/sys/fs/pipe-max-size.
+    @discardableResult
+    public static func setCapacity(_ fd: Int32, _ bytes: Int32) -> Bool { cssi_fcntl_int(fd, Int32(CSSI_F_SETPIPE_SZ), bytes) >= 0 }
+
+    /// tee(2) with SPLICE_F_NONBLOCK: copies up to `count` bytes of pipe `from` into pipe `to`
+    /// without consuming them. Returns the bytes copied or -errno.
+    public static func tee(from: Int32, to: Int32, count: Int) -> Int { cssi_tee(from, to, count, UInt32(CSSI_SPLICE_F_NONBLOCK)) }
+}
+
+/// File seals (memfd_create(2), fcntl(2) F_ADD_SEALS/F_GET_SEALS).
+public enum FileSeals {
+    static let getSeals: Int32 = 1034, addSeals: Int32 = 1033   // F_GET_SEALS, F_ADD_SEALS (Linux 3.17)
+
+    public static func get(_ fd: Int32) -> Int32 { max(Int32(truncatingIfNeeded: cssi_fcntl_int(fd, getSeals, 0)), 0) }
+    public static func add(_ fd: Int32, _ seals: Int32) { _ = cssi_fcntl_int(fd, addSeals, seals) }
+}
+
+/// Anonymous memory files (memfd_create(2), Linux 3.17).
+public enum Memfd {
+    public static let closeOnExec: UInt32 = 0x1, allowSealing: UInt32 = 0x2   // MFD_CLOEXEC, MFD_ALLOW_SEALING
+
+    public static func create(name: String, flags: UInt32) throws -> Int32 {
+        Int32(try check(name.withCString { cssi_memfd_create($0, flags) }, "memfd_create for /memfd:\(name)"))
+    }
+}
+
+/// open(2) flags that glibc declares only under _GNU_SOURCE.
+public enum OpenFlags {
+    /// O_PATH.
+    public static let path: Int32 = 0o10_000_000
+    /// O_TMPFILE (Linux 3.11), with O_DIRECTORY as the kernel wants it.
+    public static let tmpfile: Int32 = 0o20_200_000
+}
+
+/// File handles (name_to_handle_at(2), open_by_handle_at(2)).
+public enum InodeHandle {
+    /// Opens the inode named by `handle` (type and bytes, as fdinfo shows them) on the file
+    /// system of `mountFD`. Returns the fd or -errno; needs CAP_DAC_READ_SEARCH.
+    public static func open(mountFD: Int32, type: Int32, handle: [UInt8], flags: Int32) -> Int {
+        // struct file_handle { unsigned int handle_bytes; int handle_type; unsigned char f_handle[]; }
+        var buf = [UInt8](repeating: 0, count: 8 + handle.count)
+        withUnsafeBytes(of: UInt32(handle.count)) { buf.replaceSubrange(0..<4, with: $0) }
+        withUnsafeBytes(of: type) { buf.replaceSubrange(4..<8, with: $0) }
+        buf.replaceSubrange(8..., with: handle)
+        return buf.withUnsafeBytes { cssi_open_by_handle_at(mountFD, $0.baseAddress, flags) }
+    }
+}
+
+/// mmap(2) flags glibc declares only under _GNU_SOURCE.
+public enum MapFlags {
+    /// MAP_FIXED_NOREPLACE (Linux 4.17): like MAP_FIXED, but fails rather than replace a mapping.
+    public static let fixedNoReplace: Int32 = 0x100000
+}
+
+/// write(2) until every byte is written, retried on EINTR. Throws naming `what`; `whenFull`
+/// is the hint when the file system is full (ENOSPC).
+public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, what: @autoclosure () -> String, whenFull: String) throws {
+    var done = 0
+    while done < bytes.count {
+        let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw SSIError.sys(what(), errno: errno, hint: errno == ENOSPC ? whenFull : nil)
+        }
+        done += n
+    }
+}

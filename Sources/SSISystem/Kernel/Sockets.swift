@@ -1,0 +1,117 @@
+import CSSILinux
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Socket options by name (socket(7), tcp(7), ipv6(7); values from the uapi headers, some of
+/// which glibc does not declare), with typed get and set.
+public struct SocketOption: Hashable, Sendable {
+    public let level: Int32
+    public let name: Int32
+    public init(level: Int32, name: Int32) { self.level = level; self.name = name }
+
+    public static let reuseAddress = SocketOption(level: SOL_SOCKET, name: 2)          // SO_REUSEADDR
+    public static let type = SocketOption(level: SOL_SOCKET, name: 3)                  // SO_TYPE
+    public static let sendBuffer = SocketOption(level: SOL_SOCKET, name: 7)            // SO_SNDBUF
+    public static let receiveBuffer = SocketOption(level: SOL_SOCKET, name: 8)         // SO_RCVBUF
+    public static let keepAlive = SocketOption(level: SOL_SOCKET, name: 9)             // SO_KEEPALIVE
+    public static let reusePort = SocketOption(level: SOL_SOCKET, name: 15)            // SO_REUSEPORT
+    public static let passCredentials = SocketOption(level: SOL_SOCKET, name: 16)      // SO_PASSCRED
+    public static let sendBufferForce = SocketOption(level: SOL_SOCKET, name: 32)      // SO_SNDBUFFORCE (root)
+    public static let receiveBufferForce = SocketOption(level: SOL_SOCKET, name: 33)   // SO_RCVBUFFORCE (root)
+    public static let `protocol` = SocketOption(level: SOL_SOCKET, name: 38)           // SO_PROTOCOL
+    public static let domain = SocketOption(level: SOL_SOCKET, name: 39)               // SO_DOMAIN
+    public static let peekOffset = SocketOption(level: SOL_SOCKET, name: 42)           // SO_PEEK_OFF
+    public static let tcpNoDelay = SocketOption(level: Int32(IPPROTO_TCP), name: 1)    // TCP_NODELAY
+    public static let tcpMaxSegment = SocketOption(level: Int32(IPPROTO_TCP), name: 2) // TCP_MAXSEG
+    public static let tcpInfo = SocketOption(level: Int32(IPPROTO_TCP), name: 11)      // TCP_INFO
+    public static let tcpRepair = SocketOption(level: Int32(IPPROTO_TCP), name: 19)    // TCP_REPAIR (3.5)
+    public static let tcpRepairQueue = SocketOption(level: Int32(IPPROTO_TCP), name: 20)   // TCP_REPAIR_QUEUE
+    public static let tcpQueueSequence = SocketOption(level: Int32(IPPROTO_TCP), name: 21) // TCP_QUEUE_SEQ
+    public static let tcpRepairOptions = SocketOption(level: Int32(IPPROTO_TCP), name: 22) // TCP_REPAIR_OPTIONS
+    public static let tcpTimestamp = SocketOption(level: Int32(IPPROTO_TCP), name: 24)     // TCP_TIMESTAMP
+    public static let tcpRepairWindow = SocketOption(level: Int32(IPPROTO_TCP), name: 29)  // TCP_REPAIR_WINDOW (4.8)
+    public static let ipv6Only = SocketOption(level: Int32(IPPROTO_IPV6), name: 26)    // IPV6_V6ONLY
+
+    /// TCP_REPAIR_QUEUE values.
+    public static let tcpNoQueue: Int32 = 0, tcpReceiveQueue: Int32 = 1, tcpSendQueue: Int32 = 2
+
+    /// getsockopt of an int option; nil on failure (errno set).
+    public func get(_ fd: Int32) -> Int32? {
+        var v: Int32 = 0
+        var len = socklen_t(4)
+        return getsockopt(fd, level, name, &v, &len) == 0 ? v : nil
+    }
+
+    /// setsockopt of an int option; false on failure (errno set).
+    @discardableResult
+    public func set(_ fd: Int32, _ value: Int32) -> Bool {
+        var v = value
+        return setsockopt(fd, level, name, &v, 4) == 0
+    }
+
+    /// getsockopt of a structure into `bytes`; returns the length the kernel gave, nil on failure.
+    public func get(_ fd: Int32, into bytes: inout [UInt8]) -> Int? {
+        var len = socklen_t(bytes.count)
+        return getsockopt(fd, level, name, &bytes, &len) == 0 ? Int(len) : nil
+    }
+
+    /// setsockopt of a structure; throws naming `what`.
+    public func set(_ fd: Int32, bytes: [UInt8], _ what: @autoclosure () -> String) throws {
+        let r = bytes.withUnsafeBytes { setsockopt(fd, level, name, $0.baseAddress, socklen_t($0.count)) }
+        if r != 0 { throw SSIError.sys(what(), errno: errno) }
+    }
+}
+
+/// ioctl(2) requests on sockets and pipes (sockios.h, ioctls.h).
+public enum SocketIoctl {
+    /// SIOCINQ, the same number as FIONREAD: bytes queued to read.
+    public static let inputQueue: UInt = 0x541B
+    /// SIOCOUTQ: bytes queued to send, not yet acknowledged.
+    public static let outputQueue: UInt = 0x5411
+
+    /// Bytes queued to read on a socket, pipe or inotify fd; nil if refused.
+    public static func queuedBytes(_ fd: Int32) -> Int32? {
+        var n: Int32 = 0
+        return ioctl(fd, inputQueue, &n) == 0 ? n : nil
+    }
+}
+
+/// One message read off a socket with MSG_PEEK (Socket.peek).
+public struct PeekedMessage {
+    public var bytes: [UInt8]
+    /// The sender's name: sockaddr bytes as recvmsg gave them (empty when it had none).
+    public var name: [UInt8]
+    /// File descriptors in flight, installed in this process by the peek (close-on-exec);
+    /// the caller owns them. nil when more came than could be read.
+    public var fds: [Int32]?
+}
+
+/// Socket calls that C must make (ancillary data).
+public enum Socket {
+    /// recvmsg(2) with MSG_PEEK|MSG_DONTWAIT into `buf` (reused from call to call): the next
+    /// message (or, on a stream, bytes) without consuming it. nil when nothing is queued
+    /// (EAGAIN); throws on other errors.
+    public static func peek(_ sock: Int32, buffer buf: inout [UInt8], what: @autoclosure () -> String) throws -> PeekedMessage? {
+        var name = [UInt8](repeating: 0, count: MemoryLayout<sockaddr_storage>.size)
+        var namelen = UInt32(name.count)
+        var fds = [Int32](repeating: -1, count: 253)
+        var nfds: Int32 = 0
+        let n = cssi_peek_message(sock, &buf, UInt(buf.count), &name, &namelen, &fds, &nfds)
+        if n == -Int(EAGAIN) { return nil }
+        if n < 0 { throw SSIError.sys(what(), errno: Int32(-n)) }
+        return PeekedMessage(bytes: Array(buf[0..<n]), name: Array(name.prefix(Int(namelen))), fds: nfds < 0 ? nil : Array(fds.prefix(Int(nfds))))
+    }
+
+    /// sendmsg(2), MSG_DONTWAIT|MSG_NOSIGNAL, of `bytes` to `address` (nil: the connected
+    /// peer) with `fds` as SCM_RIGHTS. Returns the bytes sent or -errno.
+    public static func send(_ sock: Int32, _ bytes: Data, to address: Data?, fds: [Int32]) -> Int {
+        bytes.withUnsafeBytes { b in
+            fds.withUnsafeBufferPointer { f in
+                guard let address else { return cssi_send_with_fds(sock, nil, 0, b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count)) }
+                return address.withUnsafeBytes { cssi_send_with_fds(sock, $0.baseAddress, UInt32($0.count), b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count)) }
+            }
+        }
+    }
+}
