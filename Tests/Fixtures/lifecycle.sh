@@ -148,6 +148,7 @@ finish() {
     exec 7>&- 8>&- 2>/dev/null
     sleep 0.2
     echo "==== $name: $verdict"
+    [ -s "$tmp/ssi.out" ] && { echo "---- ssi output"; cat "$tmp/ssi.out"; }
     echo "---- log ($log)"
     cat "$log"
     if [ -n "$peer" ]; then echo "---- peer log"; cat "$tmp/peer/peer.log" 2>/dev/null; fi
@@ -206,6 +207,7 @@ if [ "$nocr" = 0 ]; then
         echo "---- ssi checkpoint:"; echo "$ck"
         finish 2 "REFUSED at checkpoint: $(echo "$ck" | grep -v '^$' | tail -3 | tr '\n' ' ')"
     fi
+    printf '%s\n' "$ck" >> "$tmp/ssi.out"
     version=$(echo "$ck" | sed -n 's/^Version: //p')
     pids=$(python3 -c 'import json,sys; print(" ".join(map(str, json.load(open(sys.argv[1])).get("processes", []))))' \
         "$SSI_CHKPT_DIR/$app/v$version/manifest.json" 2>/dev/null)
@@ -224,7 +226,7 @@ if [ "$nocr" = 0 ]; then
         rs=$(cd "$tmp/run" && "$ssi" restart "${rsargs[@]}" "$app" < /dev/null 2>&1)
         rc=$?
     fi
-    echo "---- ssi restart: $rs" >> "$tmp/restart.out"
+    printf '%s\n' "$rs" >> "$tmp/ssi.out"
     if [ $rc != 0 ]; then
         echo "---- ssi restart:"; echo "$rs"
         app=""   # nothing of it runs
@@ -235,7 +237,15 @@ if [ "$nocr" = 0 ]; then
 fi
 
 [ "$pipes" = 1 ] && printf 'after-2\n' >&7
-kill -USR1 "$app" 2>/dev/null || finish 1 "FAIL: PID $app gone before SIGUSR1"
+describe_status() {   # a wait status word, as text
+    local st=$1
+    if [ -z "$st" ]; then echo "not reaped"; elif [ $((st & 0x7f)) = 0 ]; then echo "exited $(((st >> 8) & 0xff))";
+    else echo "killed by signal $((st & 0x7f))$([ $((st & 0x80)) != 0 ] && echo ' (core)')"; fi
+}
+if ! kill -USR1 "$app" 2>/dev/null; then
+    sleep 0.2
+    finish 1 "FAIL: PID $app gone before SIGUSR1 ($(describe_status "$(sed -n "s/^$app //p" "$LIFECYCLE_REAPED" | tail -1)"))"
+fi
 [ -n "$peer" ] && touch "$tmp/peer/go"
 wait_for "$timeout" "$log" "^PASS" "FAIL" || finish 1 "FAIL: no verdict within ${timeout}s"
 # Let every process of the application print and exit, then take the root's exit status.
@@ -253,5 +263,5 @@ fi
 if grep -q "FAIL" "$log" || ! grep -q "^PASS" "$log"; then
     finish 1 "FAIL: $(grep FAIL "$log" | head -8 | tr '\n' ';')"
 fi
-[ "$status" = 0 ] || finish 1 "FAIL: PASS printed but the root's wait status is '${status:-none}'"
+[ "$status" = 0 ] || finish 1 "FAIL: PASS printed but the root $(describe_status "$status")"
 finish 0 "PASS$([ "$nocr" = 1 ] && echo ' (no C/R)')"
