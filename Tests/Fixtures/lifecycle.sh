@@ -113,7 +113,7 @@ export SSI_CHKPT_DIR=$tmp/chkpt
 mkdir -p "$tmp/run" "$tmp/peer"
 log=$tmp/out.log
 : > "$log"
-app="" peerpid="" feeder=""
+app="" peerpid="" feeder="" skip=0
 
 # Every process of the application: its cgroup if it has one, plus the descendants of its root.
 app_pids() {
@@ -217,6 +217,8 @@ if [ "$nocr" = 0 ]; then
         while [ -e /proc/"$p" ] && [ $SECONDS -le $end ]; do sleep 0.05; done
         [ -e /proc/"$p" ] && echo "warning: PID $p still there after checkpoint --kill: $(head -c 200 /proc/$p/stat)"
     done
+    sleep 0.1
+    skip=$(wc -l < "$LIFECYCLE_REAPED")       # what the checkpoint's kill left there
     if [ "$pipes" = 1 ]; then
         exec 7>&-
         rs=$(cd "$tmp/run" && "$ssi" restart "${rsargs[@]}" "$app" < <(exec cat "$tmp/in2.fifo") 2>&1 > >(exec cat >> "$log") 5> >(exec cat >> "$tmp/side.log"))
@@ -244,14 +246,15 @@ describe_status() {   # a wait status word, as text
 }
 if ! kill -USR1 "$app" 2>/dev/null; then
     sleep 0.2
-    finish 1 "FAIL: PID $app gone before SIGUSR1 ($(describe_status "$(sed -n "s/^$app //p" "$LIFECYCLE_REAPED" | tail -1)"))"
+    finish 1 "FAIL: PID $app gone before SIGUSR1 ($(describe_status "$(tail -n +$((skip + 1)) "$LIFECYCLE_REAPED" | sed -n "s/^$app //p" | tail -1)"))"
 fi
 [ -n "$peer" ] && touch "$tmp/peer/go"
 wait_for "$timeout" "$log" "^PASS" "FAIL" || finish 1 "FAIL: no verdict within ${timeout}s"
 # Let every process of the application print and exit, then take the root's exit status.
+# (Only what was reaped after the restart: the checkpoint's kill of the same PID is there too.)
 end=$((SECONDS + 10))
-while [ $SECONDS -le $end ] && ! grep -q "^$app " "$LIFECYCLE_REAPED" 2>/dev/null; do sleep 0.05; done
-status=$(sed -n "s/^$app //p" "$LIFECYCLE_REAPED" 2>/dev/null | tail -1)
+while [ $SECONDS -le $end ] && ! tail -n +$((skip + 1)) "$LIFECYCLE_REAPED" | grep -q "^$app "; do sleep 0.05; done
+status=$(tail -n +$((skip + 1)) "$LIFECYCLE_REAPED" | sed -n "s/^$app //p" | tail -1)
 if [ -n "$peer" ]; then
     wait_for 15 "$tmp/peer/peer.log" "PEER PASS" "PEER FAIL"
     grep -q "PEER PASS" "$tmp/peer/peer.log" || finish 1 "FAIL (peer): $(grep PEER "$tmp/peer/peer.log" | tail -3 | tr '\n' ' ')"
