@@ -221,8 +221,10 @@ if [ "$nocr" = 0 ]; then
     skip=$(wc -l < "$LIFECYCLE_REAPED")       # what the checkpoint's kill left there
     if [ "$pipes" = 1 ]; then
         exec 7>&-
-        rs=$(cd "$tmp/run" && "$ssi" restart "${rsargs[@]}" "$app" < <(exec cat "$tmp/in2.fifo") 2>&1 > >(exec cat >> "$log") 5> >(exec cat >> "$tmp/side.log"))
+        # (stderr to a file, not to $(...): the application may be given ssi's fds 0-2)
+        (cd "$tmp/run" && exec "$ssi" restart "${rsargs[@]}" "$app") < <(exec cat "$tmp/in2.fifo") > >(exec cat >> "$log") 2> "$tmp/rs.err" 5> >(exec cat >> "$tmp/side.log")
         rc=$?
+        rs=$(cat "$tmp/rs.err")
         exec 7> "$tmp/in2.fifo"
     else
         rs=$(cd "$tmp/run" && "$ssi" restart "${rsargs[@]}" "$app" < /dev/null 2>&1)
