@@ -9,8 +9,8 @@
 //   ttou    stopped by SIGTTOU, and the parent already consumed the report (waitpid
 //           WUNTRACED) before the checkpoint: no new report after restart (waitid WSTOPPED|
 //           WNOHANG finds nothing), though it is still stopped
-// Then SIGCONT: each reports CLD_CONTINUED (waitid WCONTINUED), resumes, checks its own ids
-// and exits 0; a pending SIGUSR2 sent while "tstp" was stopped is delivered after SIGCONT.
+// Then SIGCONT: each reports CLD_CONTINUED (waitid WCONTINUED), resumes, and on SIGUSR1
+// checks its own ids and exits 0; a pending SIGUSR2 sent while "tstp" was stopped is delivered after SIGCONT.
 #include "fixture.h"
 #include <sys/wait.h>
 
@@ -36,6 +36,7 @@ int main(void) {
     int sigs[4] = { SIGTSTP, SIGSTOP, SIGTTIN, SIGTTOU };
     pid_t kids[4];
     signal(SIGUSR2, on_usr2);                                   // inherited: set before a child can stop
+    fixture_catch_usr1();
     for (int i = 0; i < 4; i++) {
         kids[i] = fork();
         if (kids[i] == 0) {
@@ -43,6 +44,9 @@ int main(void) {
             pid_t me = getpid(), pg = getpgid(0);
             if (i == 1) raise(SIGSTOP);
             else while (!got_usr2) pause();
+            // Resumed; stays until SIGUSR1, so that the parent can take its CLD_CONTINUED
+            // report first (an exit would replace it).
+            while (!fixture_go) pause();
             // Resumed (by SIGCONT): tstp also got its SIGUSR2.
             int ok = getpid() == me && getpgid(0) == pg;
             if (i == 0) ok = ok && got_usr2;
@@ -88,6 +92,7 @@ int main(void) {
         memset(&si, 0, sizeof si);
         r = waitid(P_PID, kids[i], &si, WCONTINUED);
         EXPECT(r == 0 && si.si_code == CLD_CONTINUED && si.si_status == SIGCONT, "%s: WCONTINUED report %d code %d status %d", names[i], r, si.si_code, si.si_status);
+        kill(kids[i], SIGUSR1);
     }
     for (int i = 0; i < 4; i++) {
         st = 0;
