@@ -12,6 +12,9 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
+static volatile sig_atomic_t k_checked;
+static void on_usr2(int s) { (void)s; k_checked = 1; }
+
 static void ns_of(pid_t pid, char *out, size_t n) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/ns/uts", pid);
@@ -36,6 +39,7 @@ int main(void) {
     pipe(p);                                                    // a.k's pid for the root (closed before READY)
     pid_t a = fork();
     if (a == 0) {
+        signal(SIGUSR2, on_usr2);
         unshare(CLONE_NEWUTS);
         sethostname("ssi-uts-a", 9);
         setdomainname("dom-a", 5);
@@ -43,6 +47,7 @@ int main(void) {
         if (k == 0) {
             fixture_wait();
             int ok = check_names("a.k", "ssi-uts-a", "dom-a");
+            kill(getppid(), SIGUSR2);                           // a may rename now
             // a changes the name on SIGUSR2 (below): wait for it to show
             for (int i = 0; i < 300; i++) { struct utsname u; uname(&u); if (!strcmp(u.nodename, "renamed-a")) break; usleep(10000); }
             ok = check_names("a.k (after a renamed)", "renamed-a", "dom-a") && ok;
@@ -55,6 +60,7 @@ int main(void) {
         char mine[64], parent[64];
         ns_of(getpid(), mine, sizeof mine);
         ns_of(getppid(), parent, sizeof parent);
+        for (int i = 0; i < 300 && !k_checked; i++) usleep(10000);
         if (strcmp(mine, parent) != 0) sethostname("renamed-a", 9);
         else { printf("FAIL: a: in its parent's UTS namespace (%s): not renaming\n", mine); ok = 0; kill(k, SIGKILL); }
         int st;
