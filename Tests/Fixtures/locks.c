@@ -73,8 +73,9 @@ int main(void) {
     flock(sfd, LOCK_SH);
     int xfd0 = mk("excl.dat");
     flock(xfd0, LOCK_EX);
-    int xfd = dup(xfd0);
+    int xfd = dup(xfd0);                                         // the lock lives on through xfd alone
     close(xfd0);
+    (void)xfd;
     int ofd1 = mk("ofd.dat");
     int ofd2 = open("ofd.dat", O_RDWR);
     lk(ofd1, F_OFD_SETLK, F_WRLCK, 500, 100);

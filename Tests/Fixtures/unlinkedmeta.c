@@ -83,7 +83,7 @@ int main(void) {
     fixture_wait();
 
     expect_meta("u1", u1, 1234, 5678, 0604, 3000);
-    char b[8] = {0};
+    char b[16] = {0};
     EXPECT(read(u1, b, 3) == 3 && b[0] == 'A' + 1000 % 23, "u1: offset/content ('%s')", b);
     expect_meta("u2", u2, 0, 0, 0400, 100);
     EXPECT((fcntl(u2, F_GETFL) & O_ACCMODE) == O_RDONLY, "u2: access mode %o", fcntl(u2, F_GETFL) & O_ACCMODE);
@@ -103,7 +103,7 @@ int main(void) {
     expect_meta("m1", m1, 1234, 5678, 0640, 9);
     EXPECT(fcntl(m1, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW), "m1: seals %#x", fcntl(m1, F_GET_SEALS));
     EXPECT(ftruncate(m1, 100) < 0 && errno == EPERM, "m1: F_SEAL_GROW not enforced");
-    EXPECT(pread(m1, b, 9, 0) == 9 && memcmp(b, "memfd one", 8) == 0, "m1: content");
+    EXPECT(pread(m1, b, 9, 0) == 9 && memcmp(b, "memfd one", 9) == 0, "m1: content");
     fstat(m2, &s);
     EXPECT((s.st_mode & 07777) == (s2.st_mode & 07777), "m2 (MFD_NOEXEC_SEAL): mode %o, was %o", s.st_mode & 07777, s2.st_mode & 07777);
     EXPECT(fcntl(m2, F_GET_SEALS) == m2seals, "m2: seals %#x, were %#x", fcntl(m2, F_GET_SEALS), m2seals);
