@@ -1,0 +1,98 @@
+// Issue 10, "Refused, though the state is ordinary": applications that made their own
+// namespaces; here a PID namespace. A child ("outer") calls unshare(CLONE_NEWPID) and forks:
+//   init     PID 1 in the new namespace (its getpid() is 1, getppid() 0), a subreaper by nature
+//   k        init's child: PID 2 inside; it forks and exits at once (a zombie, unreaped)
+//   orphan   k's child, PID 3 inside, reparented to init (ppid 1 inside) when k exited
+// Each records its ids inside and (through /proc/self/status NSpid) outside.
+// After restart: getpid()/getppid() inside as before (1/0 for init, 3/1 for orphan), NSpid unchanged
+// (both levels), the root sees the same outer PIDs, the processes are in a PID namespace that
+// is not the root's; a new child forked by init after restart gets a PID inside (> 3), not an
+// outer one; init reaps it, k (exit 0) and the orphan, and everyone exits 0.
+#include "fixture.h"
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+struct rec { pid_t in, inppid; char nspid[64]; };
+static struct rec *tab;                                         // MAP_SHARED, set by each process
+
+static void nspid(char *out, size_t n) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    out[0] = 0;
+    while (f && fgets(line, sizeof line, f)) if (!strncmp(line, "NSpid:", 6)) { snprintf(out, n, "%s", line + 6); out[strcspn(out, "\n")] = 0; }
+    if (f) fclose(f);
+}
+
+static void record(int i) { tab[i].in = getpid(); tab[i].inppid = getppid(); nspid(tab[i].nspid, sizeof tab[i].nspid); }
+
+static int check(int i, const char *who) {
+    char now[64];
+    nspid(now, sizeof now);
+    int ok = getpid() == tab[i].in && getppid() == tab[i].inppid && strcmp(now, tab[i].nspid) == 0;
+    printf("%s: pid %d ppid %d NSpid '%s' (were %d %d '%s') %s\n", who, getpid(), getppid(), now, tab[i].in, tab[i].inppid, tab[i].nspid, ok ? "OK" : "FAIL");
+    return ok;
+}
+
+static void ns_of(pid_t pid, char *out, size_t n) { char p[64]; snprintf(p, sizeof p, "/proc/%d/ns/pid", pid); ssize_t r = readlink(p, out, n - 1); out[r > 0 ? r : 0] = 0; }
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    tab = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    fixture_catch_usr1();
+    pid_t outer = fork();
+    if (outer == 0) {
+        if (unshare(CLONE_NEWPID) < 0) { printf("FAIL: unshare: %s\n", strerror(errno)); _exit(1); }
+        pid_t init = fork();
+        if (init == 0) {
+            record(0);
+            pid_t k = fork();
+            if (k == 0) {
+                record(1);
+                pid_t o = fork();
+                if (o == 0) {
+                    while (getppid() != 1) usleep(1000);
+                    record(2);
+                    fixture_wait();
+                    _exit(check(2, "orphan") ? 0 : 1);
+                }
+                _exit(0);                                   // its child becomes init's (an orphan)
+            }
+            fixture_wait();
+            int ok = check(0, "init");
+            pid_t n = fork();
+            if (n == 0) _exit(getpid() > 3 && getppid() == 1 ? 0 : 1);
+            ok = ok && n > 3;
+            if (n <= 3) printf("FAIL: init: a child forked after restart got PID %d inside\n", n);
+            int st, bad = 0, reaped = 0;
+            pid_t w;
+            while ((w = wait(&st)) > 0) { reaped++; if (!WIFEXITED(st) || WEXITSTATUS(st)) { bad++; printf("FAIL: init: %d exited %#x\n", w, st); } }
+            _exit(ok && !bad && reaped == 3 ? 0 : 1);
+        }
+        fixture_wait();
+        int st;
+        waitpid(init, &st, 0);
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+    }
+    for (int i = 0; i < 500 && !tab[2].in; i++) usleep(10000);
+    char r0[64], c0[64];
+    usleep(100000);
+    printf("init %s, k %s, orphan %s\n", tab[0].nspid, tab[1].nspid, tab[2].nspid);
+
+    fixture_ready();
+    fixture_wait();
+
+    pid_t outs[3];
+    for (int i = 0; i < 3; i++) outs[i] = atoi(tab[i].nspid);
+    ns_of(getpid(), r0, sizeof r0);
+    ns_of(outs[0], c0, sizeof c0);
+    EXPECT(c0[0] && strcmp(r0, c0) != 0, "init (outer PID %d) is in the root's PID namespace (%s)", outs[0], c0);
+    for (int i = 0; i < 3; i++) EXPECT(kill(outs[i], 0) == 0, "outer PID %d (%s) is gone", outs[i], tab[i].nspid);
+    kill(outs[0], SIGUSR1);
+    kill(outs[2], SIGUSR1);
+    kill(outer, SIGUSR1);
+    int st = 0;
+    waitpid(outer, &st, 0);
+    EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the namespace's processes: status %#x", st);
+    return fixture_finish();
+}
