@@ -45,7 +45,7 @@ trap '"$SSI" cluster down >/dev/null 2>&1 || true' EXIT
 for k in 1 2 3; do "$SSI" kddm incr counters 1 --count 100 --node "$k" > /dev/null & done
 wait
 echo "== three nodes added 100 each to one KDDM counter through grab/put: $("$SSI" kddm get counters 1 --node 2)"
-kill -9 "$(cat /run/ssi-cluster/pids/node2)"
+kill -9 "$(cat "/run/ssi-cluster${SSI_CLUSTER_NAME:+-$SSI_CLUSTER_NAME}/pids/node2")"
 sleep 3
 echo "== node 2 killed (kill -9); node 1 sees: $("$SSI" nodes status --node 1 | tr '\n' ' ')"
 echo "== the counter, read from node 3: $("$SSI" kddm get counters 1 --node 3)"

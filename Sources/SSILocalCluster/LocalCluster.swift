@@ -16,14 +16,29 @@ import Glibc
 /// finds it: the supervisor's pid, every child's pid, configs, logs, sockets, etcd's data.
 public struct LocalCluster: Sendable {
     public static let subnet = "10.77.0"
-    public static let hub = "ssi-hub"
+    /// The instance's name, from `SSI_CLUSTER_NAME` (empty by default). Two engineers, or two
+    /// test runs, on one machine give different names and get separate state directories and
+    /// namespaces; addresses can repeat because each instance has namespaces of its own.
+    public let name: String
     public let dir: String
     public let root: Bool
 
-    public init() {
+    public init(name: String? = nil) {
         root = geteuid() == 0
-        dir = root ? "/run/ssi-cluster" : "/tmp/ssi-cluster-\(geteuid())"
+        let n = (name ?? ProcessInfo.processInfo.environment["SSI_CLUSTER_NAME"] ?? "")
+            .filter { $0.isLetter || $0.isNumber }
+        // Namespace names are free-form, but keep them short and shell-safe.
+        self.name = String(n.prefix(8))
+        let suffix = self.name.isEmpty ? "" : "-\(self.name)"
+        dir = root ? "/run/ssi-cluster\(suffix)" : "/tmp/ssi-cluster-\(geteuid())\(suffix)"
     }
+
+    /// The hub namespace (bridge and etcd), as root.
+    public var hub: String { name.isEmpty ? "ssi-hub" : "ssi-\(name)-hub" }
+    /// Node k's network namespace, as root.
+    public func nodeNamespace(_ k: Int) -> String { name.isEmpty ? "ssi-node\(k)" : "ssi-\(name)-node\(k)" }
+    /// `ip netns exec` argv prefix for node k, or nothing for loopback nodes.
+    public func inNode(_ k: Int, netns: Bool) -> [String] { netns ? ["ip", "netns", "exec", nodeNamespace(k)] : [] }
 
     public func socket(node: Int) -> String { "\(dir)/node\(node).sock" }
     public func log(node: Int) -> String { "\(dir)/node\(node).log" }
@@ -86,7 +101,7 @@ public struct LocalCluster: Sendable {
                         "--initial-cluster", "ssi=http://127.0.0.1:\(etcdPort + 1)", "--log-level", "warn",
                         // A KDDM put's view fence takes 2 comparisons per online node (Etcd.Fence).
                         "--max-txn-ops", "1024"]
-        try JSONSerialization.data(withJSONObject: netns ? ["ip", "netns", "exec", Self.hub] + etcdArgv : etcdArgv)
+        try JSONSerialization.data(withJSONObject: netns ? ["ip", "netns", "exec", hub] + etcdArgv : etcdArgv)
             .write(to: URL(fileURLWithPath: "\(dir)/etcd.argv"))
         try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
         let sup = try Proc.spawnSibling([ssi, "cluster", "supervise", "--dir", dir], log: "\(dir)/supervisor.log")
@@ -135,7 +150,7 @@ public struct LocalCluster: Sendable {
         var nsList: [String] = []
         if root, let (_, out) = try? Proc.run(["ip", "netns", "list"], check: false) {
             nsList = out.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-                .filter { $0 == Self.hub || $0.hasPrefix("ssi-node") }
+                .filter { ns in ns == hub || (1...200).contains { ns == nodeNamespace($0) } }
             for ns in nsList {
                 if let (_, o) = try? Proc.run(["ip", "netns", "pids", ns], check: false) {
                     pids += o.split(separator: "\n").compactMap { pid_t($0.trimmingCharacters(in: .whitespaces)) }

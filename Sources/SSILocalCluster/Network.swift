@@ -9,16 +9,16 @@ import Glibc
 extension LocalCluster {
     func buildNetwork(nodes: Int) throws {
         let ip = "ip"
-        try Proc.run([ip, "netns", "add", Self.hub])
-        try Proc.run([ip, "-n", Self.hub, "link", "set", "lo", "up"])
-        try Proc.run([ip, "-n", Self.hub, "link", "add", "ssi-br0", "type", "bridge"])
-        try Proc.run([ip, "-n", Self.hub, "addr", "add", "\(Self.subnet).254/24", "dev", "ssi-br0"])
-        try Proc.run([ip, "-n", Self.hub, "link", "set", "ssi-br0", "up"])
+        try Proc.run([ip, "netns", "add", hub])
+        try Proc.run([ip, "-n", hub, "link", "set", "lo", "up"])
+        try Proc.run([ip, "-n", hub, "link", "add", "ssi-br0", "type", "bridge"])
+        try Proc.run([ip, "-n", hub, "addr", "add", "\(Self.subnet).254/24", "dev", "ssi-br0"])
+        try Proc.run([ip, "-n", hub, "link", "set", "ssi-br0", "up"])
         for k in 1...nodes {
-            let ns = "ssi-node\(k)"
+            let ns = nodeNamespace(k)
             try Proc.run([ip, "netns", "add", ns])
-            try Proc.run([ip, "-n", Self.hub, "link", "add", "ssi-h\(k)", "type", "veth", "peer", "name", "eth0", "netns", ns])
-            try Proc.run([ip, "-n", Self.hub, "link", "set", "ssi-h\(k)", "master", "ssi-br0", "up"])
+            try Proc.run([ip, "-n", hub, "link", "add", "ssi-h\(k)", "type", "veth", "peer", "name", "eth0", "netns", ns])
+            try Proc.run([ip, "-n", hub, "link", "set", "ssi-h\(k)", "master", "ssi-br0", "up"])
             try Proc.run([ip, "-n", ns, "link", "set", "lo", "up"])
             try Proc.run([ip, "-n", ns, "addr", "add", "\(Self.subnet).\(k)/24", "dev", "eth0"])
             try Proc.run([ip, "-n", ns, "link", "set", "eth0", "up"])
@@ -39,11 +39,11 @@ extension LocalCluster {
     /// A network partition of node k.
     public func setLink(_ k: Int, _ state: LinkState) throws {
         guard plan()?.netns == true else { throw SSIError(.unsupported, "links exist only in a root (namespace) local cluster") }
-        let ns = "ssi-node\(k)"
+        let ns = nodeNamespace(k)
         guard FileManager.default.fileExists(atPath: "/run/netns/\(ns)") else {
             throw SSIError(.notFound, "no node \(k) in the local cluster", hint: "ssi nodes status lists them")
         }
-        try Proc.run(["ip", "-n", Self.hub, "link", "set", "ssi-h\(k)", state == .down ? "down" : "up"])
+        try Proc.run(["ip", "-n", hub, "link", "set", "ssi-h\(k)", state == .down ? "down" : "up"])
         // nft(8): one table of our own, deleted whole; loopback stays open (a node's calls to
         // its own address), and so does the hub, where etcd listens.
         _ = try? Proc.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "ssi-isolate"], check: false)

@@ -61,7 +61,7 @@ enum KDDMBenchmark {
     /// The raw TCP row: an echo server in node `to`'s namespace, a client in node `from`'s.
     static func rawTCP(_ lc: LocalCluster, _ plan: LocalCluster.Plan, from: Int, to: Int, n: Int) throws -> BenchReport.Series {
         let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        func inNode(_ k: Int, _ argv: [String]) -> [String] { plan.netns ? ["ip", "netns", "exec", "ssi-node\(k)"] + argv : argv }
+        func inNode(_ k: Int, _ argv: [String]) -> [String] { lc.inNode(k, netns: plan.netns) + argv }
         let host = lc.nodeHost(to, netns: plan.netns)
         let server = try Proc.spawn(inNode(to, [me, "kddm", "echo-server", host, "\(echoPort)"]), log: "\(lc.dir)/bench-echo.log")
         defer {

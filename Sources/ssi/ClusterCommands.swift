@@ -134,12 +134,12 @@ struct ClusterUp: ParsableCommand {
             let lc = LocalCluster()
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil)
-            print("status: up on \(plan.nodes) nodes (\(plan.netns ? "network namespaces ssi-node1..\(plan.nodes), bridge ssi-br0 in ssi-hub" : "loopback addresses"))")
+            print("status: up on \(plan.nodes) nodes (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {
-                let how = plan.netns ? "ip netns exec ssi-node\(k) ..." : "127.0.1.\(k)"
+                let how = plan.netns ? "ip netns exec \(lc.nodeNamespace(k)) ..." : "127.0.1.\(k)"
                 print("node \(k): \(lc.nodeHost(k, netns: plan.netns)):7100  control \(lc.socket(node: k))  (\(how))")
             }
-            print("etcd: \(plan.etcd)\(plan.netns ? " (in netns ssi-hub)" : "")  logs: \(lc.dir)/*.log")
+            print("etcd: \(plan.etcd)\(plan.netns ? " (in netns \(lc.hub))" : "")  logs: \(lc.dir)/*.log")
             print("ssi nodes status --node K asks node K; ssi cluster down removes everything")
         } catch { clusterFail(error) }
     }

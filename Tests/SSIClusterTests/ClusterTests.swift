@@ -307,7 +307,7 @@ struct LocalClusterTests {
             while s.recv(100): pass
         except Exception: pass
         """
-        let r = try Proc.run(["ip", "netns", "exec", "ssi-node3", "python3", "-c", py], check: false)
+        let r = try Proc.run(LocalCluster().inNode(3, netns: true) + ["python3", "-c", py], check: false)
         #expect(r.0 == 0, "\(r.1)")
         _ = try waitFor("node 1 rejects both", seconds: 5) { try rejected() >= before + 2 }
         let log = try String(contentsOfFile: lc.log(node: 1), encoding: .utf8)
