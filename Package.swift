@@ -59,6 +59,9 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         // The control protocol between ssi and ssid (typed requests and replies) and its client.
         .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM"], swiftSettings: swiftSettings),
+        // The scheduler: probes, filters, policies, the Scheduling Configuration Changer
+        // (settings XML, selectors), external plug-ins. Pure decisions; the daemon acts on them.
+        .target(name: "SSIScheduler", dependencies: ["SSISystem"], swiftSettings: swiftSettings),
         // A cluster on one machine for development and tests (ssi cluster up): network
         // namespaces, etcd, a supervisor. Not part of the daemon.
         .target(name: "SSILocalCluster", dependencies: ["SSISystem", "SSIControl"], swiftSettings: swiftSettings),
@@ -91,6 +94,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSISchedulerTests", dependencies: ["SSIScheduler", "SSISystem"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
     ]
 )
