@@ -1,4 +1,5 @@
 import SSIKDDM
+import SSIScheduler
 import SSIMembership
 import SSISystem
 import SSITransport
@@ -14,6 +15,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case membership(MembershipRequest)
     case kddm(KDDMRequest)
     case bench(BenchRequest)
+    case scheduler(SchedulerRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -21,6 +23,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .membership: return "membership"
         case .kddm: return "kddm"
         case .bench: return "bench"
+        case .scheduler: return "scheduler"
         }
     }
 }
@@ -66,6 +69,19 @@ public struct BenchRequest: Codable, Sendable, Equatable {
     public init(peer: NodeID, iterations: Int) { (self.peer, self.iterations) = (peer, iterations) }
 }
 
+/// The scheduler (`ssi sched`).
+public enum SchedulerRequest: Codable, Sendable, Equatable {
+    /// Answers `.schedulerStatus`.
+    case status(logLines: Int)
+    /// New settings (the file's text: the CLI reads it, the node may be another machine).
+    /// Validated, then applied; a bad file changes nothing.
+    case load(xml: String, source: String)
+    /// `ssi sched set ELEMENT.PARAM VALUE`: one parameter of a loaded element.
+    case set(element: String, parameter: String, value: String)
+    /// Answers `.decision`: where `ssi run --node auto` should start an application.
+    case place
+}
+
 /// What a request answers.
 public enum ControlReply: Codable, Sendable {
     case done
@@ -76,6 +92,8 @@ public enum ControlReply: Codable, Sendable {
     case value(String?)
     case count(Int)
     case bench(BenchReport)
+    case schedulerStatus(SchedulerStatus)
+    case decision(Decision?)
 }
 
 /// The line the daemon writes back.
@@ -167,6 +185,16 @@ extension ControlReply {
     public func object() throws -> (KDDMObjectState, asker: NodeID) {
         guard case .object(let o, let asker) = self else { throw Self.unexpected(self, "an object's state") }
         return (o, asker)
+    }
+
+    public func schedulerStatus() throws -> SchedulerStatus {
+        guard case .schedulerStatus(let st) = self else { throw Self.unexpected(self, "the scheduler's status") }
+        return st
+    }
+
+    public func decision() throws -> Decision? {
+        guard case .decision(let d) = self else { throw Self.unexpected(self, "a decision") }
+        return d
     }
 
     public func value() throws -> String? {

@@ -84,8 +84,11 @@ public struct CgroupNode: NodeSource {
 
     public func runnableThreads() -> Int? {
         guard let text = try? ProcFS.read("\(cpuGroup)/tasks") else { return nil }
+        // The daemon's own threads are in the group too: they measure, they are not load
+        // (and a throttled group shows them runnable while they wait for its quota).
+        let mine = Set(numericEntries(of: "/proc/self/task") ?? [])
         var n = 0
-        for tid in text.split(separator: "\n").compactMap({ Int32($0) }) where (try? ProcStat.read(pid: tid))?.state == "R" { n += 1 }
+        for tid in text.split(separator: "\n").compactMap({ Int32($0) }) where !mine.contains(tid) && (try? ProcStat.read(pid: tid))?.state == "R" { n += 1 }
         return n
     }
 

@@ -54,9 +54,9 @@ public final class SchedulingConfigurationChanger {
         }
         settings = new
         note("settings", "loaded \(new.source): configurations \(new.configurations.map(\.name).joined(separator: ", "))", now)
-        let previous = active
-        active = nil
-        switchTo(choose(previous: nil) ?? previous.flatMap { new.configuration($0)?.name } ?? new.configurations[0].name, now: now)
+        // Switch even to the same name: its elements may have changed with the file.
+        let previous = active.flatMap { new.configuration($0)?.name }
+        switchTo(choose(previous: previous) ?? new.configurations[0].name, now: now)
     }
 
     /// The configurations (not "otherwise") whose selectors hold on `values`.

@@ -114,3 +114,8 @@ struct SettingsValidator {
         }
     }
 }
+
+extension SchedulerSettings {
+    /// The checks `parse` makes, for settings changed in memory (`ssi sched set`).
+    public func validate() throws(SettingsError) { try SettingsValidator(settings: self).validate() }
+}

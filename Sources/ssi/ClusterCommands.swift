@@ -10,13 +10,13 @@ import SSISystem
 // `krgadm nodes status` is `ssi nodes status`.
 let clusterCommands: [ParsableCommand.Type] = [Nodes.self, Cluster.self, KDDMCommand.self]
 
-private func clusterFail(_ error: Error) -> Never {
+func clusterFail(_ error: Error) -> Never {
     FileHandle.standardError.write(Data("ssi: \(error)\n".utf8))
     exit(1)
 }
 
 /// What `body` returns; an error is printed (message and hint) and ssi exits 1.
-private func orFail<T>(_ body: () throws -> T) -> T {
+func orFail<T>(_ body: () throws -> T) -> T {
     do { return try body() } catch { clusterFail(error) }
 }
 
@@ -129,12 +129,13 @@ struct ClusterUp: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "up", abstract: "Start a local cluster: etcd and N daemons, each in its own network namespace (root) or on a loopback address.")
     @Option(help: "Number of nodes.") var nodes = 3
     @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
+    @Option(help: "Limit each node's processes to this many CPUs (cgroup cpu controller), e.g. 0.5: nodes behave like slower, separate machines.") var cpus: Double?
     func run() throws {
         do {
             let lc = LocalCluster()
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil)
-            print("status: up on \(plan.nodes) nodes (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
+            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus)
+            print("status: up on \(plan.nodes) nodes\(plan.cpus.map { " of \($0) CPU each" } ?? "") (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {
                 let how = plan.netns ? "ip netns exec \(lc.nodeNamespace(k)) ..." : "127.0.1.\(k)"
                 print("node \(k): \(lc.nodeHost(k, netns: plan.netns)):7100  control \(lc.socket(node: k))  (\(how))")

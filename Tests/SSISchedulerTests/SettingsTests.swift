@@ -122,3 +122,11 @@ func refusal(_ xml: String) -> SettingsError? {
         }
     }
 }
+
+@Suite struct DefaultSettingsTests {
+    @Test func builtInDefaultIsTheShippedFile() throws {
+        let shipped = try String(contentsOfFile: "\(shareDir)/default.xml", encoding: .utf8)
+        #expect(DefaultSettings.xml + "\n" == shipped || DefaultSettings.xml == shipped)
+        #expect(DefaultSettings.parsed().configurations.first?.name == "balance")
+    }
+}
