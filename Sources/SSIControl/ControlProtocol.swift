@@ -1,5 +1,6 @@
 import SSIKDDM
 import SSIMembership
+import SSIObserve
 import SSISystem
 import SSITransport
 
@@ -14,6 +15,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case membership(MembershipRequest)
     case kddm(KDDMRequest)
     case bench(BenchRequest)
+    case observe(ObserveRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -21,6 +23,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .membership: return "membership"
         case .kddm: return "kddm"
         case .bench: return "bench"
+        case .observe: return "observe"
         }
     }
 }
@@ -59,6 +62,16 @@ public enum KDDMRequest: Codable, Sendable, Equatable {
     case flush
 }
 
+/// The operators' view (`ssi events`, `ssi cluster status`, `ssi dashboard`; the CLI's reports).
+public enum ObserveRequest: Codable, Sendable, Equatable {
+    /// Keeps an event in the node's ring (the CLI's checkpoints and restarts); answers `.done`.
+    case record(ObserveEvent)
+    /// The cluster's events merged by time, the newest `limit`; answers `.events`.
+    case events(limit: Int)
+    /// Nodes, applications and events of the whole cluster; answers `.cluster`.
+    case cluster
+}
+
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
 public struct BenchRequest: Codable, Sendable, Equatable {
     public var peer: NodeID
@@ -76,6 +89,8 @@ public enum ControlReply: Codable, Sendable {
     case value(String?)
     case count(Int)
     case bench(BenchReport)
+    case events([ObserveEvent])
+    case cluster(ClusterView)
 }
 
 /// The line the daemon writes back.
@@ -177,6 +192,16 @@ extension ControlReply {
     public func count() throws -> Int {
         guard case .count(let n) = self else { throw Self.unexpected(self, "a count") }
         return n
+    }
+
+    public func events() throws -> [ObserveEvent] {
+        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
+        return e
+    }
+
+    public func cluster() throws -> ClusterView {
+        guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
+        return c
     }
 
     public func bench() throws -> BenchReport {
