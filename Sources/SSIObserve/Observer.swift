@@ -119,17 +119,22 @@ public final class Observer: Sendable {
         return metrics.text()
     }
 
-    /// Turns membership changes into events: joined, left, failed.
+    /// Turns membership changes into events. Every node sees every change; one records it, so
+    /// the merged history says it once: a node its own joining, and the lowest online node
+    /// another's leaving or failure (the node gone cannot speak for itself).
     public func watchMembership() {
         membership.subscribe { [self] changes, view in
+            let reporter = view.values.filter { $0.state == .online }.map(\.id).min()
             for c in changes {
                 switch c {
-                case .added(let n):
+                case .added(let n) where n == node:
                     record(ObserveEvent(kind: .nodeJoined, message: "node \(n) joined (\(view[n].map { "\($0.host):\($0.port)" } ?? "?"))"))
-                case .removed(let n):
+                case .removed(let n) where reporter == node:
                     record(ObserveEvent(kind: .nodeLeft, message: "node \(n) left the cluster"))
-                case .failed(let n):
+                case .failed(let n) where reporter == node:
                     record(ObserveEvent(kind: .nodeFailed, message: "node \(n) failed: its lease expired without a goodbye"))
+                default:
+                    break
                 }
             }
         }

@@ -61,7 +61,7 @@ extension Observer {
 
     static func json<T: Encodable>(_ v: T, status: HTTPResponseStatus = .ok) -> HTTPReply {
         let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let body = (try? e.encode(v)) ?? Data(#"{"error":"unencodable reply"}"#.utf8)
         return HTTPReply(status, "application/json", [UInt8](body))
     }

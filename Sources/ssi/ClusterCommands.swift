@@ -198,7 +198,7 @@ struct ClusterStatus: ParsableCommand {
             }
             let out: [String: Any] = ["status": "up", "online": status.online, "node": Int(status.node),
                                       "dashboard": asked as Any, "nodes": rows]
-            print(String(decoding: (try? JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])) ?? Data(), as: UTF8.self))
+            print(String(decoding: (try? JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self))
             return
         }
         print("status: up on \(status.online) nodes")

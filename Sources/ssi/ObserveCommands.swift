@@ -76,7 +76,7 @@ struct Events: ParsableCommand {
 
     static let encoder: JSONEncoder = {
         let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return e
     }()
 
@@ -107,7 +107,7 @@ struct Dashboard: ParsableCommand {
           ssi dashboard token
           curl -H "Authorization: Bearer $(ssi dashboard token)" -d '{"message":"maintenance"}' URL/api/events
         """,
-        subcommands: [DashboardShow.self, DashboardToken_.self], defaultSubcommand: DashboardShow.self)
+        subcommands: [DashboardShow.self, DashboardToken_.self, DashboardForward.self], defaultSubcommand: DashboardShow.self)
 }
 
 struct DashboardShow: ParsableCommand {
@@ -121,7 +121,7 @@ struct DashboardShow: ParsableCommand {
             let rows = dashboardLines(view.nodes)
             if json {
                 let out = rows.map { ["node": Int($0.node), "url": $0.url as Any, "reach": $0.reach as Any] }
-                print(String(decoding: try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]), as: UTF8.self))
+                print(String(decoding: try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
                 return
             }
             for r in rows {
