@@ -1,6 +1,7 @@
 import SSIKDDM
 import SSIScheduler
 import SSIMembership
+import SSIObserve
 import SSISystem
 import SSITransport
 
@@ -16,6 +17,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case kddm(KDDMRequest)
     case bench(BenchRequest)
     case scheduler(SchedulerRequest)
+    case observe(ObserveRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -24,6 +26,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .kddm: return "kddm"
         case .bench: return "bench"
         case .scheduler: return "scheduler"
+        case .observe: return "observe"
         }
     }
 }
@@ -62,6 +65,16 @@ public enum KDDMRequest: Codable, Sendable, Equatable {
     case flush
 }
 
+/// The operators' view (`ssi events`, `ssi cluster status`, `ssi dashboard`; the CLI's reports).
+public enum ObserveRequest: Codable, Sendable, Equatable {
+    /// Keeps an event in the node's ring (the CLI's checkpoints and restarts); answers `.done`.
+    case record(ObserveEvent)
+    /// The cluster's events merged by time, the newest `limit`; answers `.events`.
+    case events(limit: Int)
+    /// Nodes, applications and events of the whole cluster; answers `.cluster`.
+    case cluster
+}
+
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
 public struct BenchRequest: Codable, Sendable, Equatable {
     public var peer: NodeID
@@ -94,6 +107,8 @@ public enum ControlReply: Codable, Sendable {
     case bench(BenchReport)
     case schedulerStatus(SchedulerStatus)
     case decision(Decision?)
+    case events([ObserveEvent])
+    case cluster(ClusterView)
 }
 
 /// The line the daemon writes back.
@@ -205,6 +220,16 @@ extension ControlReply {
     public func count() throws -> Int {
         guard case .count(let n) = self else { throw Self.unexpected(self, "a count") }
         return n
+    }
+
+    public func events() throws -> [ObserveEvent] {
+        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
+        return e
+    }
+
+    public func cluster() throws -> ClusterView {
+        guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
+        return c
     }
 
     public func bench() throws -> BenchReport {

@@ -99,7 +99,7 @@ actor SchedulerEngine {
         if case .failure(let e) = result { throw e.ssiError }
     }
 
-    func place() -> Decision? { scc.place(ClusterView(now: Date(), nodes: onlineViews())) }
+    func place() -> Decision? { scc.place(SchedulerView(now: Date(), nodes: onlineViews())) }
 
     func onlineViews() -> [NodeView] {
         let online = Set(core.membership.online.map(Int.init))
@@ -117,7 +117,7 @@ actor SchedulerEngine {
         let views = onlineViews()
         let decisions = scc.tick(now: now, cluster: { name in
             Dictionary(uniqueKeysWithValues: views.compactMap { v in v.values[name].map { (v.node, $0) } })
-        }, view: { ClusterView(now: now, nodes: views) })
+        }, view: { SchedulerView(now: now, nodes: views) })
         for d in decisions {
             guard case .migrate(let app, _, let to) = d.action else { continue }
             guard let migrator else {

@@ -63,6 +63,10 @@ public struct LocalCluster: Sendable {
         return try? JSONDecoder().decode(Plan.self, from: d)
     }
 
+    /// Node k's dashboard port, on 127.0.0.1: inside its namespace, or on the host's loopback
+    /// for a loopback cluster (hence one port per node).
+    public func dashboardPort(_ k: Int) -> Int { 7180 + k }
+
     public func nodeHost(_ k: Int, netns: Bool) -> String { netns ? "\(Self.subnet).\(k)" : "127.0.1.\(k)" }
 
     // MARK: up
@@ -98,6 +102,7 @@ public struct LocalCluster: Sendable {
             etcd = \(plan.etcd)
             control = \(socket(node: k))
             join = yes
+            dashboard = 127.0.0.1:\(dashboardPort(k))
             """
             try conf.write(toFile: "\(dir)/node\(k).conf", atomically: true, encoding: .utf8)
         }

@@ -3,7 +3,7 @@ import Foundation
 extension Policy {
     /// Sender-initiated balancing: this node gives one application to the least loaded node
     /// when its load is above that node's by more than `threshold` and the move pays.
-    func balance(_ view: ClusterView, me: Int, rules: MigrationRules) -> Decision? {
+    func balance(_ view: SchedulerView, me: Int, rules: MigrationRules) -> Decision? {
         guard let mine = view.node(me), let myLoad = load(mine) else { return nil }
         let threshold = element.double("threshold", 0.5)
         let others = view.nodes.filter { $0.online && $0.node != me && load($0) != nil }
@@ -31,7 +31,7 @@ extension Policy {
     /// the busiest node that stays under `full` with it. Only towards a node holding more
     /// applications (ties: the lower node number), so two light nodes never trade theirs.
     /// Nodes left with no application are reported: they can be switched off.
-    func consolidate(_ view: ClusterView, me: Int, rules: MigrationRules) -> [Decision] {
+    func consolidate(_ view: SchedulerView, me: Int, rules: MigrationRules) -> [Decision] {
         var out: [Decision] = []
         let empty = view.nodes.filter { $0.online && $0.apps.isEmpty }.map(\.node)
         if !empty.isEmpty {

@@ -143,7 +143,7 @@ final class ExternalPolicy {
         program = ExternalProgram(command: element.parameters["command"] ?? "false", timeout: element.double("timeout-ms", 2000) / 1000)
     }
 
-    func decide(_ view: ClusterView, me: Int, policy: Policy) throws -> [Decision] {
+    func decide(_ view: SchedulerView, me: Int, policy: Policy) throws -> [Decision] {
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .secondsSince1970
         let viewJSON = try JSONSerialization.jsonObject(with: enc.encode(view))

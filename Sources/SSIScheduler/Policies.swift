@@ -58,7 +58,7 @@ public struct NodeView: Codable, Sendable, Equatable {
     }
 }
 
-public struct ClusterView: Codable, Sendable, Equatable {
+public struct SchedulerView: Codable, Sendable, Equatable {
     public var now: Date
     public var nodes: [NodeView]
     public init(now: Date, nodes: [NodeView]) { self.now = now; self.nodes = nodes }
@@ -111,7 +111,7 @@ public struct MigrationRules: Sendable {
     }
 
     /// Every move the view remembers, from the applications' departures: (from, to, when).
-    static func moves(_ view: ClusterView) -> [(from: Int, to: Int, at: Date)] {
+    static func moves(_ view: SchedulerView) -> [(from: Int, to: Int, at: Date)] {
         var out: [(Int, Int, Date)] = []
         for n in view.nodes {
             for a in n.apps {
@@ -123,7 +123,7 @@ public struct MigrationRules: Sendable {
     }
 
     /// Why `a` may not move from `from` to `target` now, or nil if it may.
-    public func refusal(_ a: AppView, from: Int, to target: Int, view: ClusterView) -> String? {
+    public func refusal(_ a: AppView, from: Int, to target: Int, view: SchedulerView) -> String? {
         if !a.canMigrate { return "app \(a.app) lacks CAN_MIGRATE" }
         let now = view.now
         let stayed = now.timeIntervalSince(a.arrived)
@@ -163,7 +163,7 @@ public final class Policy {
 
     /// The node `ssi run --node auto` should use, by this policy: the online node with the
     /// lowest input value; ties go to fewer applications, then the lower node number.
-    public func place(_ view: ClusterView) -> Decision? {
+    public func place(_ view: SchedulerView) -> Decision? {
         let candidates = view.nodes.filter { $0.online && load($0) != nil }
         guard let best = candidates.min(by: { (load($0)!, $0.apps.count, $0.node) < (load($1)!, $1.apps.count, $1.node) }) else { return nil }
         return Decision(policy: name, action: .place(node: best.node),
@@ -171,7 +171,7 @@ public final class Policy {
     }
 
     /// This node's decisions for this round.
-    public func decide(_ view: ClusterView, me: Int) -> [Decision] {
+    public func decide(_ view: SchedulerView, me: Int) -> [Decision] {
         let rules = MigrationRules(element)
         started.removeAll { view.now.timeIntervalSince($0) > 60 }
         guard started.count < rules.maxPerMinute else { return [] }

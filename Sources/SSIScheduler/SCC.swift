@@ -76,7 +76,7 @@ public final class SchedulingConfigurationChanger {
     /// One round: probes that are due, filters, the selector, policies that are due. Returns
     /// the policies' decisions. `cluster(name)` gives a value on every online node (for
     /// aggregate filters); `view()` the cluster as policies see it.
-    public func tick(now: Date = Date(), cluster: (String) -> [Int: Double] = { _ in [:] }, view: () -> ClusterView) -> [Decision] {
+    public func tick(now: Date = Date(), cluster: (String) -> [Int: Double] = { _ in [:] }, view: () -> SchedulerView) -> [Decision] {
         sampleProbes(now)
         for f in filters { values[f.element.name] = f.update(values[f.input], cluster: cluster(f.input)) ?? values[f.element.name] }
         if let next = choose(previous: active), next != active { switchTo(next, now: now) }
@@ -105,9 +105,9 @@ public final class SchedulingConfigurationChanger {
 
     func effectivePeriod(_ p: Probe) -> Double { p.period * (stretched ? settings.stretchFactor : 1) }
 
-    func runPolicies(_ now: Date, _ view: () -> ClusterView) -> [Decision] {
+    func runPolicies(_ now: Date, _ view: () -> SchedulerView) -> [Decision] {
         var out: [Decision] = []
-        var snapshot: ClusterView?
+        var snapshot: SchedulerView?
         for p in policies where p.kind != .none && p.kind != .placement {
             if let last = lastDecided[p.name], now.timeIntervalSince(last) < p.period { continue }
             lastDecided[p.name] = now
@@ -126,7 +126,7 @@ public final class SchedulingConfigurationChanger {
 
     /// Where `ssi run --node auto` should start an application: the active configuration's
     /// placement policy, else the least loaded node by the first cpu probe's load.
-    public func place(_ view: ClusterView) -> Decision? {
+    public func place(_ view: SchedulerView) -> Decision? {
         if let p = policies.first(where: { $0.kind == .placement }) { return p.place(view) }
         let load = probes.first { $0.value is CPUProbe }.map { "\($0.key).load" } ?? "cpu.load"
         var e = SchedulerSettings.Element(kind: .policy, name: "default-placement", type: "placement", parameters: ["input": load], line: 0)

@@ -176,10 +176,10 @@ struct LocalClusterTests {
         for k in 1...3 {
             #expect(try nodeStates(via: k) == [1: "online", 2: "online", 3: "online"])
         }
-        #expect(try ssiOK("cluster", "status") == "status: up on 3 nodes")
+        #expect(try ssiOK("cluster", "status").hasPrefix("status: up on 3 nodes\n"))
         _ = try ssiOK("nodes", "del", "-n", "3")
         #expect(try nodeStates(via: 1)[3] == "present")
-        #expect(try ssiOK("cluster", "status") == "status: up on 2 nodes")
+        #expect(try ssiOK("cluster", "status").hasPrefix("status: up on 2 nodes\n"))
         _ = try ssiOK("nodes", "add", "-a")
         _ = try waitFor("node 3 online from node 2", seconds: 2) { try nodeStates(via: 2)[3] == "online" }
         #expect(try ssiOK("nodes", "status", "-n", "2-3") == "2:online\n3:online")

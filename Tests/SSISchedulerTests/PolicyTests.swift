@@ -19,8 +19,8 @@ struct Simulation {
 
     func load(_ k: Int) -> Double { apps.filter { $0.node == k }.map(\.cpu).reduce(0, +) / cpus[k]! }
 
-    var view: ClusterView {
-        ClusterView(now: now, nodes: cpus.keys.sorted().map { k in
+    var view: SchedulerView {
+        SchedulerView(now: now, nodes: cpus.keys.sorted().map { k in
             NodeView(node: k, cpus: cpus[k]!, values: ["load": load(k)], apps: apps.filter { $0.node == k })
         })
     }
@@ -48,7 +48,7 @@ struct Simulation {
     let t0 = Date(timeIntervalSince1970: 1_000_000 - 3600)
 
     @Test func placementPicksTheLeastLoaded() throws {
-        let v = ClusterView(now: Date(), nodes: [
+        let v = SchedulerView(now: Date(), nodes: [
             NodeView(node: 1, cpus: 1, values: ["load": 0.9]),
             NodeView(node: 2, cpus: 1, values: ["load": 0.2]),
             NodeView(node: 3, online: false, cpus: 1, values: ["load": 0.0]),
@@ -70,7 +70,7 @@ struct Simulation {
 
     @Test func balanceRespectsThresholdCostAndCapability() {
         let mk = { (cpu: Double, rss: UInt64, can: Bool) in
-            ClusterView(now: Date(timeIntervalSince1970: 1_000_000), nodes: [
+            SchedulerView(now: Date(timeIntervalSince1970: 1_000_000), nodes: [
                 NodeView(node: 1, cpus: 1, values: ["load": cpu], apps: [AppView(app: 1, node: 1, cpu: cpu, rssBytes: rss, arrived: self.t0, canMigrate: can)]),
                 NodeView(node: 2, cpus: 1, values: ["load": 0]),
             ])
@@ -126,7 +126,7 @@ struct Simulation {
         let rules = MigrationRules(SchedulerSettings.Element(kind: .policy, name: "p", type: "balance", parameters: ["return-after-ms": "10000", "min-residence-ms": "0"], line: 1))
         let now = Date(timeIntervalSince1970: 10_000)
         let a = AppView(app: 1, node: 2, cpu: 1, arrived: now - 100)
-        func view(_ moves: [Date]) -> ClusterView {
+        func view(_ moves: [Date]) -> SchedulerView {
             // Application 7 went 1 -> 2 at each of `moves`, and 2 -> 1 just before each but the first.
             var deps: [AppView.Departure] = []
             for (i, m) in moves.enumerated() {
@@ -134,7 +134,7 @@ struct Simulation {
                 deps.append(.init(node: 1, at: m))
             }
             let b = AppView(app: 7, node: 2, cpu: 1, arrived: now - 100, departures: deps)
-            return ClusterView(now: now, nodes: [NodeView(node: 2, cpus: 1, values: [:], apps: [a, b]), NodeView(node: 1, cpus: 1, values: [:])])
+            return SchedulerView(now: now, nodes: [NodeView(node: 2, cpus: 1, values: [:], apps: [a, b]), NodeView(node: 1, cpus: 1, values: [:])])
         }
         #expect(rules.refusal(a, from: 2, to: 1, view: view([now - 15])) == nil)
         #expect(rules.refusal(a, from: 2, to: 1, view: view([now - 5]))?.contains("wait 10 s") == true)

@@ -32,7 +32,7 @@ let lowHigh = """
 """
 
 @Suite struct SCCTests {
-    func emptyView(_ now: Date) -> ClusterView { ClusterView(now: now, nodes: []) }
+    func emptyView(_ now: Date) -> SchedulerView { SchedulerView(now: now, nodes: []) }
 
     @Test func switchesWhenLoadRisesAndFalls() throws {
         let node = FakeNode()
@@ -108,7 +108,7 @@ let lowHigh = """
         let s = try settings("<scheduler><probe name='cpu' type='cpu'/><configuration name='a' selector='otherwise'/></scheduler>")
         let scc = SchedulingConfigurationChanger(settings: s, me: 1, node: FakeNode())
         try scc.load(s)
-        let v = ClusterView(now: Date(), nodes: [NodeView(node: 1, cpus: 1, values: ["cpu.load": 2]), NodeView(node: 2, cpus: 1, values: ["cpu.load": 1])])
+        let v = SchedulerView(now: Date(), nodes: [NodeView(node: 1, cpus: 1, values: ["cpu.load": 2]), NodeView(node: 2, cpus: 1, values: ["cpu.load": 1])])
         #expect(scc.place(v)?.action == .place(node: 2))
     }
 
@@ -121,7 +121,7 @@ let lowHigh = """
         let scc = SchedulingConfigurationChanger(settings: s, me: 1, node: FakeNode())
         try scc.load(s)
         var now = Date(timeIntervalSince1970: 1_000_000)
-        let view = { ClusterView(now: now, nodes: [
+        let view = { SchedulerView(now: now, nodes: [
             NodeView(node: 1, cpus: 1, values: ["cpu.load": 3], apps: (1...3).map { AppView(app: $0, node: 1, cpu: 1, arrived: now - 100) }),
             NodeView(node: 2, cpus: 1, values: ["cpu.load": 0]),
         ]) }
@@ -142,7 +142,7 @@ let lowHigh = """
         let s = try settings(xml)
         let scc = SchedulingConfigurationChanger(settings: s, me: 1, node: FakeNode())
         try scc.load(s)
-        _ = scc.tick(view: { ClusterView(now: Date(), nodes: []) })
+        _ = scc.tick(view: { SchedulerView(now: Date(), nodes: []) })
         #expect(scc.values["ext.files"] == 4, "default.xml, day-night.xml, low-high.xml, plugins: \(scc.values)")
         #expect(scc.values["ext.loadavg"] != nil)
         #expect(scc.active == "a")
@@ -153,7 +153,7 @@ let lowHigh = """
         let s = try settings(xml)
         let scc = SchedulingConfigurationChanger(settings: s, me: 1, node: FakeNode())
         try scc.load(s)
-        _ = scc.tick(view: { ClusterView(now: Date(), nodes: []) })
+        _ = scc.tick(view: { SchedulerView(now: Date(), nodes: []) })
         let item = try #require(scc.status().items.first { $0.name == "ext" })
         #expect(item.error?.contains("not a JSON object") == true, "\(item)")
         #expect(scc.log.contains { $0.kind == "error" && $0.text.contains("probe ext") })
@@ -166,7 +166,7 @@ let lowHigh = """
         let scc = SchedulingConfigurationChanger(settings: s, me: 1, node: FakeNode())
         try scc.load(s)
         let now = Date()
-        let ds = scc.tick(now: now, view: { ClusterView(now: now, nodes: [
+        let ds = scc.tick(now: now, view: { SchedulerView(now: now, nodes: [
             NodeView(node: 1, cpus: 1, values: [:], apps: [AppView(app: 5, node: 1, cpu: 0, rssBytes: 10, arrived: now),
                                                             AppView(app: 6, node: 1, cpu: 0, rssBytes: 99, arrived: now)]),
             NodeView(node: 2, cpus: 1, values: [:], apps: [AppView(app: 7, node: 2, cpu: 0, arrived: now)]),
