@@ -1,6 +1,6 @@
 import Foundation
 
-/// The snapshot format, version 3. docs/snapshot-format.md describes it for humans; these
+/// The snapshot format, version 4. docs/snapshot-format.md describes it for humans; these
 /// types are the single definition the writer and the reader share.
 ///
 /// A snapshot is a directory `<appid>/v<N>/` holding:
@@ -12,8 +12,10 @@ public enum SnapshotFormat {
     public static let magic = "swiftssi-snapshot"
     /// 2 added process trees, threads and task states (optional fields: version 1 files read as before).
     /// 3 added sockets beyond socketpairs (FileDescriptorImage.socket) and the tcpSocket kind.
-    public static let version = 3
-    public static let readable: ClosedRange<Int> = 1...3
+    /// 4 (fidelity, issue 10) added optional fields to the process and fd records only:
+    ///   ProcessImage.thpDisabled; TimerState.settimeFlags/deadlineSeconds/deadlineNanoseconds.
+    public static let version = 4
+    public static let readable: ClosedRange<Int> = 1...4
     public static let pageSize: UInt64 = 4096
 }
 
@@ -91,6 +93,11 @@ public struct ProcessImage: Codable, Sendable {
     /// root and umask), found with kcmp(2) KCMP_FILES / KCMP_FS.
     public var sharesFilesWithParent: Bool?
     public var sharesFSWithParent: Bool?
+
+    // MARK: fidelity (version 4)
+
+    /// prctl(PR_SET_THP_DISABLE) was set ("THP_enabled: 0" in /proc/PID/status).
+    public var thpDisabled: Bool?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -228,6 +235,13 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var fifoMode: UInt32?
     public var fifoOwner: [UInt32]?
 
+    // MARK: fidelity (version 4)
+
+    /// A pipe whose other end is held by a process outside the application: restart
+    /// connects this fd to one the caller gives (its own fds 0-2, or --inherit-fd N).
+    /// pipeData then holds only what the application had not read.
+    public var external: Bool?
+
     public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
         self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position
     }
@@ -291,6 +305,10 @@ public struct TimerState: Codable, Sendable, Equatable {
     public var valueSeconds: Int64, valueNanoseconds: Int64
     public var intervalSeconds: Int64, intervalNanoseconds: Int64
     public var ticks: UInt64
+    /// Version 4: timerfd_settime(2) flags (TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET), and
+    /// for an absolute timer its deadline on its clock (the value above is what was left).
+    public var settimeFlags: Int32?
+    public var deadlineSeconds: Int64?, deadlineNanoseconds: Int64?
     public init(clockID: Int32, valueSeconds: Int64, valueNanoseconds: Int64, intervalSeconds: Int64, intervalNanoseconds: Int64, ticks: UInt64) {
         self.clockID = clockID; self.valueSeconds = valueSeconds; self.valueNanoseconds = valueNanoseconds
         self.intervalSeconds = intervalSeconds; self.intervalNanoseconds = intervalNanoseconds; self.ticks = ticks

@@ -124,14 +124,24 @@ struct Restart: ParsableCommand {
     @Flag(name: .short, help: "Give fds that were terminals this terminal.") var terminal = false
     @Flag(name: .short, help: "Foreground: wait for it, forward SIGINT/SIGTERM, return its exit status.") var foreground = false
     @Flag(help: "Print the result as JSON.") var json = false
+    @Option(name: .customLong("inherit-fd"),
+            help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
+    var inheritFD: [Int32] = []
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The snapshot version (default: the latest).") var version: Int?
+
+    func validate() throws {
+        for fd in inheritFD where { var st = stat(); return fd < 0 || fstat(fd, &st) != 0 }() {
+            throw ValidationError("--inherit-fd \(fd): fd \(fd) of this command is not open; open it on what the application should use (e.g. `\(max(fd, 3))> file`)")
+        }
+    }
 
     func run() throws {
         do {
             var o = CheckpointEngine.RestartOptions()
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
+            o.inheritFDs = Set(inheritFD)
             let r = try CheckpointEngine().restart(app: app, version: version, options: o)
             if json {
                 print("{\"identifier\":\(r.app),\"version\":\(r.version),\"pid\":\(r.pid),\"restoreSeconds\":\(r.restoreSeconds)}")

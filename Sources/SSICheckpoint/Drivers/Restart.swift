@@ -18,9 +18,16 @@ extension CheckpointEngine {
         /// Give fds that were terminals the caller's terminal (`-t`).
         public var useCallerTerminal: Bool
 
-        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false) {
+        /// fds that were connected to processes outside the application (pipes): the
+        /// application's fd N becomes the caller's fd N. 0, 1 and 2 always are (the caller's
+        /// stdin, stdout, stderr); others only when listed (`--inherit-fd N`, CRIU's option
+        /// of that name, without its key syntax).
+        public var inheritFDs: Set<Int32>
+
+        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
             self.useCallerTerminal = useCallerTerminal
+            self.inheritFDs = inheritFDs
         }
     }
 
@@ -81,6 +88,7 @@ final class RestartSession {
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
         for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal) }
+        try checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {
             throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
@@ -159,6 +167,7 @@ final class RestartSession {
             pr.fsObjects = fsObjects
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal
+            pr.inheritFDs = Dictionary(uniqueKeysWithValues: (options.inheritFDs.union([0, 1, 2])).map { ($0, $0) })
             restorers.append(pr)
             try pr.becomeSessionLeaderIfNeeded()
             // Memory and files first, then the children: they are forked from the restored
@@ -177,6 +186,17 @@ final class RestartSession {
         }
         for p in snap.processes where !created.contains(p.pid) {
             throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) has no parent in the snapshot")
+        }
+    }
+
+    /// Every fd that was connected outside the application needs one of the caller's:
+    /// refused before anything is created when the caller gave none.
+    private func checkExternalFDs() throws {
+        for image in snap.processes {
+            for f in image.fds where f.external == true && f.fd > 2 && !options.inheritFDs.contains(f.fd) {
+                throw SSIError(.invalidArgument, "PID \(image.pid) fd \(f.fd) was connected to a process outside the application (\(f.path)); ssi restart needs to be told what replaces it; nothing was restarted",
+                               hint: "run `ssi restart --inherit-fd \(f.fd) ...` with fd \(f.fd) open on what the application should use")
+            }
         }
     }
 

@@ -24,6 +24,9 @@ final class ProcessRestorer {
     let source: any ImageReader
     /// Give the fds that were terminals the caller's terminal (`restart -t`).
     var useCallerTerminal = false
+    /// The application's fd -> the fd of ssi restart that replaces it, for fds that were
+    /// connected outside the application (RestartOptions.inheritFDs).
+    var inheritFDs: [Int32: Int32] = [:]
     /// The application's pipes, held open by ssi during the restart.
     var pipes: PipeRegistry?
     /// Its unlinked files and memfds, recreated by ssi.
@@ -158,6 +161,7 @@ final class ProcessRestorer {
         if let shared, shared.count > 0 {
             try inj.call("close shared", .close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)
         }
+        try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)

@@ -32,6 +32,7 @@ extension ProcessDumper {
         creds.gids = status.ints("Gid").map { UInt32(truncatingIfNeeded: $0) }
         creds.groups = status.ints("Groups").map { UInt32(truncatingIfNeeded: $0) }
         img.credentials = creds
+        if status.fields["THP_enabled"] == "0" { img.thpDisabled = true }
         if status.fields["Seccomp"].map({ $0 != "0" }) ?? false {
             throw SSIError(.unsupported, "PID \(pid) runs under a seccomp filter, which is not supported yet; nothing was written")
         }
@@ -46,6 +47,7 @@ extension ProcessRestorer {
     func restoreProcessFlags() throws {
         try inj.call("personality", .personality, UInt64(image.personality))
         if image.childSubreaper == true { try inj.prctl(.setChildSubreaper, 1) }
+        if image.thpDisabled == true { try inj.prctl(.setTHPDisable, 1) }
         for l in image.rlimits {
             if let old = ResourceLimits.get(ProcessID(pid), l.resource), old.cur == l.cur && old.max == l.max { continue }
             let r = ResourceLimits.set(ProcessID(pid), l.resource, cur: l.cur, max: l.max)

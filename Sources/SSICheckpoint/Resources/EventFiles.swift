@@ -27,6 +27,16 @@ extension ProcessDumper {
             let v = pair("it_value"), i = pair("it_interval")
             img.timer = TimerState(clockID: Int32(info.lines["clockid"] ?? "1") ?? 1, valueSeconds: v.0, valueNanoseconds: v.1,
                                    intervalSeconds: i.0, intervalNanoseconds: i.1, ticks: UInt64(info.lines["ticks"] ?? "0") ?? 0)
+            // fdinfo prints "settime flags" in octal (fs/timerfd.c, timerfd_show). An absolute
+            // timer (TFD_TIMER_ABSTIME) keeps its deadline on its own clock, not what was left:
+            // a CLOCK_REALTIME deadline must not move by the time the application was down.
+            let settime = Int32((info.lines["settime flags"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 8) ?? 0
+            if settime != 0 { img.timer!.settimeFlags = settime }
+            if settime & 1 != 0 && (v.0 != 0 || v.1 != 0) {
+                let deadline = Clock.nanoseconds(img.timer!.clockID) + v.0 * 1_000_000_000 + v.1
+                img.timer!.deadlineSeconds = deadline / 1_000_000_000
+                img.timer!.deadlineNanoseconds = deadline % 1_000_000_000
+            }
         case "anon_inode:[signalfd]":
             img.kind = .signalfd
             img.signalMask = UInt64((info.lines["sigmask"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
@@ -78,11 +88,17 @@ extension ProcessRestorer {
         case .timerfd:
             let t = f.timer ?? TimerState(clockID: Clock.monotonic, valueSeconds: 0, valueNanoseconds: 0, intervalSeconds: 0, intervalNanoseconds: 0, ticks: 0)
             let fd = try inj.call("timerfd_create", .timerfd_create, UInt64(t.clockID), flags)
-            if t.valueSeconds != 0 || t.valueNanoseconds != 0 {
-                // struct itimerspec { it_interval, it_value }, relative to now.
-                let spec: [Int64] = [t.intervalSeconds, t.intervalNanoseconds, t.valueSeconds, t.valueNanoseconds]
+            let flags = t.settimeFlags ?? 0
+            if t.valueSeconds != 0 || t.valueNanoseconds != 0 || flags & 2 != 0 {
+                // struct itimerspec { it_interval, it_value }: relative to now, or with
+                // TFD_TIMER_ABSTIME the saved deadline. TFD_TIMER_CANCEL_ON_SET is accepted
+                // only with an absolute CLOCK_REALTIME(_ALARM) timer (timerfd_create(2)), as
+                // it was set, so the flags are given back as they were.
+                let spec: [Int64] = flags & 1 != 0
+                    ? [t.intervalSeconds, t.intervalNanoseconds, t.deadlineSeconds ?? 0, t.deadlineNanoseconds ?? 0]
+                    : [t.intervalSeconds, t.intervalNanoseconds, t.valueSeconds, t.valueNanoseconds]
                 try mem.write(words: spec, to: scratch)
-                try inj.call("timerfd_settime", .timerfd_settime, fd, 0, scratch, 0)
+                try inj.call("timerfd_settime", .timerfd_settime, fd, UInt64(flags), scratch, 0)
             }
             if t.ticks > 0 {
                 // TFD_IOC_SET_TICKS = _IOW('T', 0, u64): expirations not yet read (needs CONFIG_CHECKPOINT_RESTORE).

@@ -160,6 +160,16 @@ extension ProcessRestorer {
             return (UInt64(base + Int32(i)), false)
         }
         switch f.kind {
+        case .pipe where f.external == true:
+            // Connected to what the caller of ssi restart gives for it. Opened non-blocking
+            // (a pipe with no writer would block a read-only open, fifo(7)), then given its
+            // own flags back.
+            guard let pipes, let callerFD = inheritFDs[f.fd] else { return nil }
+            let path = try pipes.external(f, callerFD: callerFD, pid: pid)
+            let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
+            let fd = try inj.call("open inherited fd \(callerFD)", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_NONBLOCK), 0)
+            try inj.call("fcntl F_SETFL", .fcntl, fd, UInt64(F_SETFL), UInt64(f.flags & ~O_ACCMODE))
+            return (fd, true)
         case .pipe:
             // The pipe is held by ssi; this process opens its end through /proc, which opens
             // the same pipe (fifo_open), so processes share it as before.

@@ -37,6 +37,20 @@ extension ProcessRestorer {
         }
     }
 
+    /// Signals the restore itself raised (the SIGCHLD of each zombie re-made by exiting
+    /// again, of each child stopped again) are taken away before the saved ones are queued:
+    /// the program had them already, and its handler would count them twice. rt_sigtimedwait(2)
+    /// with a zero timeout dequeues one pending signal of the set (blocked ones too: it is
+    /// how blocked signals are waited for), or fails with EAGAIN once none is left.
+    func dropRestoreSignals() throws {
+        let all = ~UInt64(0) & ~(1 << UInt64(SIGKILL - 1)) & ~(1 << UInt64(SIGSTOP - 1))
+        try mem.write(words: [all, 0, 0], to: scratch)     // the set, then a zero timespec
+        for _ in 0..<256 {
+            let r = try inj.raw(.rt_sigtimedwait, scratch, 0, scratch + 8, 8)
+            if r < 0 { break }
+        }
+    }
+
     /// Pending signals, queued while everything is still blocked, with their siginfo: the
     /// process-wide ones, then each thread's.
     func queuePendingSignals() throws {
