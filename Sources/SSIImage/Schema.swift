@@ -98,6 +98,8 @@ public struct ProcessImage: Codable, Sendable {
 
     /// prctl(PR_SET_THP_DISABLE) was set ("THP_enabled: 0" in /proc/PID/status).
     public var thpDisabled: Bool?
+    /// The current directory had been removed (cwd reads "PATH (deleted)"): its mode.
+    public var cwdDeletedMode: UInt32?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -402,6 +404,10 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// Socket options worth keeping, by name: SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE,
     /// SO_PASSCRED, TCP_NODELAY, IPV6_V6ONLY.
     public var options: [String: Int32]?
+    /// Version 4: other options (SO_PRIORITY, SO_LINGER, TCP_KEEPIDLE, TCP_CONGESTION, IP_TOS,
+    /// buffer sizes...), by name, as the bytes getsockopt(2) gave; only those that differed
+    /// from a fresh socket's.
+    public var rawOptions: [String: Data]?
     /// tcp connected: what TCP_REPAIR needs to rebuild the connection.
     public var tcp: TCPRepairState?
 

@@ -88,7 +88,7 @@ final class RestartSession {
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
         for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal) }
-        try checkExternalFDs()
+        checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {
             throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
@@ -99,7 +99,7 @@ final class RestartSession {
         let stub = try spawnRoot(root, freezer: freezer)
         created = [root.pid]
         do {
-            try pipes.create(from: snap.processes)
+            try pipes.create(from: snap.processes, inherited: inherited)
             try deletedFiles.create(from: snap.processes, source: snap)
             try fsObjects.create(from: snap.processes)
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
@@ -167,7 +167,7 @@ final class RestartSession {
             pr.fsObjects = fsObjects
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal
-            pr.inheritFDs = Dictionary(uniqueKeysWithValues: (options.inheritFDs.union([0, 1, 2])).map { ($0, $0) })
+            pr.inheritFDs = Dictionary(uniqueKeysWithValues: inherited.map { ($0, $0) })
             restorers.append(pr)
             try pr.becomeSessionLeaderIfNeeded()
             // Memory and files first, then the children: they are forked from the restored
@@ -189,13 +189,18 @@ final class RestartSession {
         }
     }
 
-    /// Every fd that was connected outside the application needs one of the caller's:
-    /// refused before anything is created when the caller gave none.
-    private func checkExternalFDs() throws {
+    /// The caller's fds that replace the application's fds connected outside it: 0-2 and
+    /// the ones given with --inherit-fd.
+    private var inherited: Set<Int32> { options.inheritFDs.union([0, 1, 2]) }
+
+    /// An fd connected outside the application that the caller does not replace comes back
+    /// as a pipe with no peer: its unread bytes, then EOF (or EPIPE for a write end), as if
+    /// the outside process had closed its end. Said on stderr, with the option that would
+    /// connect it.
+    private func checkExternalFDs() {
         for image in snap.processes {
-            for f in image.fds where f.external == true && f.fd > 2 && !options.inheritFDs.contains(f.fd) {
-                throw SSIError(.invalidArgument, "PID \(image.pid) fd \(f.fd) was connected to a process outside the application (\(f.path)); ssi restart needs to be told what replaces it; nothing was restarted",
-                               hint: "run `ssi restart --inherit-fd \(f.fd) ...` with fd \(f.fd) open on what the application should use")
+            for f in image.fds where f.external == true && !inherited.contains(f.fd) {
+                warn("PID \(image.pid) fd \(f.fd) was a pipe to a process outside the application (\(f.path)); it comes back with no process at the other end (use --inherit-fd \(f.fd) to give it this command's fd \(f.fd))")
             }
         }
     }

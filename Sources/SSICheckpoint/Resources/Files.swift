@@ -160,7 +160,7 @@ extension ProcessRestorer {
             return (UInt64(base + Int32(i)), false)
         }
         switch f.kind {
-        case .pipe where f.external == true:
+        case .pipe where f.external == true && inheritFDs[f.fd] != nil:
             // Connected to what the caller of ssi restart gives for it. Opened non-blocking
             // (a pipe with no writer would block a read-only open, fifo(7)), then given its
             // own flags back.

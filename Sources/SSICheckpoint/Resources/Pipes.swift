@@ -88,9 +88,11 @@ extension ProcessDumper {
 final class PipeRegistry {
     private var ends: [UInt64: (r: Int32, w: Int32)] = [:]
 
-    func create(from images: [ProcessImage]) throws {
+    /// `inherited`: the application's fds that the caller replaces (external pipes); an
+    /// external pipe of any other fd is made here, with no outside end.
+    func create(from images: [ProcessImage], inherited: Set<Int32>) throws {
         for image in images {
-            for f in image.fds where f.kind == .pipe && f.external != true {
+            for f in image.fds where f.kind == .pipe && !(f.external == true && inherited.contains(f.fd)) {
                 guard let id = f.pipeID, ends[id] == nil else { continue }
                 let p = try Pipe.create(flags: O_CLOEXEC | O_NONBLOCK)
                 ends[id] = (p.read, p.write)

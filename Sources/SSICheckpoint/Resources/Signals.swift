@@ -11,16 +11,18 @@ import Glibc
 // per-thread state (Threads.swift).
 
 extension ProcessDumper {
-    /// The sigaction of every caught or ignored signal (rt_sigaction run in the process);
-    /// the others are SIG_DFL.
+    /// The sigaction of every signal that is caught, ignored, or SIG_DFL with flags or a mask
+    /// (a handler reset with SA_RESTART kept, which SigCgt/SigIgn do not show; a program reads
+    /// it back with sigaction(2)), by rt_sigaction run in the process.
     func dumpSigactions(_ s: ScratchPage, status: ProcStatus) throws -> [SigAction] {
         var out = [SigAction]()
-        let interesting = status.hexMask("SigCgt") | status.hexMask("SigIgn")
-        for sig in Int32(1)...64 where interesting & (1 << UInt64(sig - 1)) != 0 {
+        for sig in Int32(1)...64 where sig != SIGKILL && sig != SIGSTOP {
             try s.inj.call("rt_sigaction(\(sig))", .rt_sigaction, UInt64(sig), 0, s.address, 8)
             let w = try s.mem.read(UInt64.self, count: 4, at: s.address)
+            guard w[0] != 0 || w[1] != 0 || w[3] != 0 else { continue }
             out.append(SigAction(signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3]))
         }
+        _ = status
         return out
     }
 }

@@ -127,6 +127,7 @@ extension ProcessDumper {
             if let v = o.option.get(sock), v != 0 { opts[o.name] = v }
         }
         s.options = opts.isEmpty ? nil : opts
+        s.rawOptions = RawSocketOptions.dump(sock, family: family, type: type, tcp: img.kind == .tcpSocket)
         img.socket = s
         return img
     }
@@ -239,6 +240,7 @@ final class SocketRebuilder {
         for o in keptSocketOptions where o.families.contains(s.family) && o.name != "SO_REUSEADDR" && o.name != "IPV6_V6ONLY" {
             if let v = s.options?[o.name] { o.option.set(fd, v) }
         }
+        RawSocketOptions.restore(fd, s.rawOptions, who: "socket of fd \(f.fd)")
     }
 }
 
