@@ -60,7 +60,7 @@ enum FidelityCases {
     static let all: [FidelityCase] = [
         FidelityCase(fixture: "pipeorphan"),
         FidelityCase(fixture: "extpipe", options: ["--pipes", "--rs-arg", "--inherit-fd", "--rs-arg", "5"]),
-        FidelityCase(fixture: "cwddeleted", notYet: "a deleted cwd is not rebuilt"),
+        FidelityCase(fixture: "cwddeleted"),
         FidelityCase(fixture: "fifounlinked", notYet: "an unlinked FIFO is refused"),
         FidelityCase(fixture: "inotifyremoved", notYet: "a watch on a removed file is refused"),
         FidelityCase(fixture: "unixrelpath", notYet: "a unix socket bound to a relative path is refused"),
@@ -87,7 +87,7 @@ enum FidelityCases {
         FidelityCase(fixture: "stopsig", notYet: "stops come back as SIGSTOP, consumed reports are reported again"),
         FidelityCase(fixture: "sessions", notYet: "a session whose leader exited"),
         FidelityCase(fixture: "posixtimers", notYet: "SIGEV_THREAD_ID timers"),
-        FidelityCase(fixture: "sockopts", notYet: "most socket options are not saved"),
+        FidelityCase(fixture: "sockopts"),
         FidelityCase(fixture: "locks", notYet: "file locks are not saved"),
         FidelityCase(fixture: "mtime", notYet: "FIFO and socket files' times change"),
         FidelityCase(fixture: "unlinkedmeta", notYet: "unlinked files' owner, times, holes; memfd mode and seals"),
