@@ -243,6 +243,13 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// connects this fd to one the caller gives (its own fds 0-2, or --inherit-fd N).
     /// pipeData then holds only what the application had not read.
     public var external: Bool?
+    /// Locks held through this fd: POSIX ones of this process (once per file), OFD and
+    /// flock ones of its open file description.
+    public var locks: [FileLock]?
+    /// fifo: the times of the FIFO and of its directory (FileTimes' layout), put back after
+    /// the FIFO is refilled (a write moves its mtime).
+    public var fileTimes: [Int64]?
+    public var directoryTimes: [Int64]?
 
     public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
         self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position
@@ -362,6 +369,9 @@ public struct DeletedFile: Codable, Sendable, Equatable {
     public var seals: Int32
     /// The snapshot file holding its content.
     public var contentFile: String
+    /// Version 4: owner, and access and modification times (seconds, nanoseconds each).
+    public var owner: [UInt32]?
+    public var times: [Int64]?
     public init(id: String, path: String, isMemfd: Bool, size: Int64, mode: UInt32, seals: Int32, contentFile: String) {
         self.id = id; self.path = path; self.isMemfd = isMemfd; self.size = size; self.mode = mode; self.seals = seals; self.contentFile = contentFile
     }
@@ -408,6 +418,13 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// buffer sizes...), by name, as the bytes getsockopt(2) gave; only those that differed
     /// from a fresh socket's.
     public var rawOptions: [String: Data]?
+    /// Version 4: a unix socket bound to a relative path: the directory it was bound from
+    /// (the name stays relative, as the kernel keeps it).
+    public var bindDirectory: String?
+    /// Version 4: a socket bound to a path: the times of its file and of its directory,
+    /// put back after it is bound again (binding creates the file, in the directory).
+    public var fileTimes: [Int64]?
+    public var directoryTimes: [Int64]?
     /// tcp connected: what TCP_REPAIR needs to rebuild the connection.
     public var tcp: TCPRepairState?
 
@@ -486,4 +503,15 @@ public struct InterruptedSleep: Codable, Sendable, Equatable {
         self.clockID = clockID; self.remainingNanoseconds = remainingNanoseconds
         self.monotonicAtCheckpoint = monotonicAtCheckpoint; self.bootID = bootID
     }
+}
+
+/// Version 4: a file lock (fcntl(2) record locks, OFD locks, flock(2)).
+public struct FileLock: Codable, Sendable, Equatable {
+    /// "POSIX", "OFDLCK" or "FLOCK", as /proc/locks names them.
+    public var kind: String
+    public var write: Bool
+    /// The byte range, end included; nil end: to the end of the file (flock: 0 and nil).
+    public var start: Int64
+    public var end: Int64?
+    public init(kind: String, write: Bool, start: Int64, end: Int64?) { self.kind = kind; self.write = write; self.start = start; self.end = end }
 }

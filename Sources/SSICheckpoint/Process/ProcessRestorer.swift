@@ -161,6 +161,10 @@ final class ProcessRestorer {
         if let shared, shared.count > 0 {
             try inj.call("close shared", .close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)
         }
+        // After the last close: closing any fd of a file drops the process's POSIX locks on
+        // it (fcntl(2), "record locks are automatically released when the process ... closes
+        // any file descriptor referring to a file").
+        try restoreLocks()
         try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()

@@ -19,6 +19,8 @@ extension ProcessDumper {
         img.fifoID = ProcessDumper.fileID(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         img.fifoMode = UInt32(st.st_mode & 0o7777)
         img.fifoOwner = [st.st_uid, st.st_gid]
+        img.fileTimes = FileTimes.get(path)
+        img.directoryTimes = FileTimes.get((path as NSString).deletingLastPathComponent)
         return img
     }
 
@@ -95,6 +97,9 @@ func openFifo(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
         let n = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         if n != data.count { throw SSIError(.system, "\(what): could not put back its \(data.count) bytes (\(n) written)") }
     }
+    // Refilling (or making) it moved the times; the application did not.
+    FileTimes.set(f.path, f.fileTimes)
+    FileTimes.set((f.path as NSString).deletingLastPathComponent, f.directoryTimes)
     ok = true
     return fd
 }

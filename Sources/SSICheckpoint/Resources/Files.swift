@@ -70,6 +70,7 @@ extension ProcessDumper {
             case S_IFREG:
                 var img = FileDescriptorImage(fd: fd, kind: .regular, path: link, flags: flags, closeOnExec: cloexec, position: info.pos)
                 img.size = Int64(st.st_size)
+                img.locks = dumpLocks(fd: fd)
                 out.append(img)
             case S_IFDIR:
                 out.append(FileDescriptorImage(fd: fd, kind: .directory, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
@@ -85,6 +86,7 @@ extension ProcessDumper {
                 try unsupported("block device or special file")
             }
         }
+        ProcessDumper.dedupPosixLocks(&out)
         return out
     }
 

@@ -19,7 +19,13 @@ extension ProcessDumper {
         var s = SocketImage(family: 1, type: type, state: .unconnected)
         s.address = info.name.map { Data($0) }
         if let name = info.name, name.first != 0, name.first != UInt8(ascii: "/") {
-            throw UnsupportedSocket(kind: "unix socket bound to the relative path \(SockAddr.describe(Data(name), family: 1))")
+            // Bound to a path relative to the cwd it had then (unix(7)); the kernel keeps the
+            // name as given, so the restart binds the same name from that directory.
+            let rel = SockAddr.describe(Data(name), family: 1)
+            guard let file = UnixSocketFile.path(of: sock), file.hasSuffix("/" + rel) else {
+                throw UnsupportedSocket(kind: "unix socket bound to the relative path \(rel), whose file cannot be found (SIOCUNIXFILE needs Linux 6.11)")
+            }
+            s.bindDirectory = String(file.dropLast(rel.count + 1))
         }
         switch info.state {
         case 10: // TCP_LISTEN
@@ -39,9 +45,12 @@ extension ProcessDumper {
         // For datagrams sock_diag gives only the first message's length (unix_inq_len): always peek.
         if s.state != .listening, info.receiveQueue > 0 || type != 1 { s.datagrams = try peekAll(sock, datagrams: type != 1) }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
-        if let name = info.name, name.first == UInt8(ascii: "/") {
+        if let name = info.name, name.first == UInt8(ascii: "/") || s.bindDirectory != nil {
             var st = stat()
-            if stat(SockAddr.describe(Data(name), family: 1), &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
+            let path = SocketRebuilder.filePath(Data(name), s)
+            if stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
+                s.fileTimes = FileTimes.get(path)
+                s.directoryTimes = FileTimes.get((path as NSString).deletingLastPathComponent)
                 s.fileMode = UInt32(st.st_mode & 0o7777); s.fileUID = st.st_uid; s.fileGID = st.st_gid
             }
         }
@@ -145,17 +154,20 @@ extension SocketRebuilder {
             try freeName(name, for: f)
             let fd = try newSocket(AF_UNIX, s.type, "unix socket \(SockAddr.describe(name, family: 1))")
             made[id] = fd
-            let (addr, len) = SockAddr.unix(name)
-            var a = addr
-            let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, len) } }
+            var (addr, len) = SockAddr.unix(name)
+            let (r, err) = SocketRebuilder.bind(fd, withUnsafeBytes(of: &addr) { Array($0.prefix(Int(len))) }, from: s.bindDirectory)
             if r != 0 {
-                throw SSIError.sys("bind unix socket to \(SockAddr.describe(name, family: 1))", errno: errno,
+                throw SSIError.sys("bind unix socket to \(SockAddr.describe(name, family: 1))\(s.bindDirectory.map { " in \($0)" } ?? "")", errno: err,
                                    hint: "another program uses that name now: stop it, then restart again")
             }
-            if name.first == UInt8(ascii: "/"), let mode = s.fileMode {
-                let path = SockAddr.describe(name, family: 1)
+            if name.first != 0, let mode = s.fileMode {
+                let path = SocketRebuilder.filePath(name, s)
                 chmod(path, mode_t(mode))
                 if let u = s.fileUID, let g = s.fileGID { chown(path, u, g) }
+                // Binding made the file (and removing the old one changed the directory):
+                // their times go back to what the application had.
+                FileTimes.set(path, s.fileTimes)
+                FileTimes.set((path as NSString).deletingLastPathComponent, s.directoryTimes)
             }
             if s.state == .listening, listen(fd, s.backlog ?? 128) != 0 {
                 throw SSIError.sys("listen on \(SockAddr.describe(name, family: 1))", errno: errno)
@@ -312,8 +324,44 @@ extension SocketRebuilder {
         if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
     }
 
+    /// The socket file of a name, absolute: a relative name is in the directory it was bound
+    /// from.
+    static func filePath(_ name: Data, _ s: SocketImage?) -> String {
+        let path = SockAddr.describe(name, family: 1)
+        guard name.first != UInt8(ascii: "/"), let dir = s?.bindDirectory else { return path }
+        return dir + "/" + path
+    }
+
+    /// bind(2) with `dir` as the cwd (when given), on a thread of its own that stops sharing
+    /// the cwd with the rest of ssi (unshare(2) CLONE_FS), so that a relative name lands
+    /// where it was; returns bind's result and errno.
+    static func bind(_ fd: Int32, _ addr: [UInt8], from dir: String?) -> (Int32, Int32) {
+        @Sendable func body() -> Int32 { SockAddr.bind(fd, Data(addr)) }
+        guard let dir else { let r = body(); return (r, errno) }
+        nonisolated(unsafe) var result: (Int32, Int32) = (-1, ENOENT)   // written by the thread, read after the semaphore
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            defer { done.signal() }
+            let e = ThreadFS.unshareCwd()
+            guard e == 0 else { result = (-1, e); return }
+            guard chdir(dir) == 0 else { result = (-1, errno); return }
+            let r = body()
+            result = (r, errno)
+        }
+        t.start()
+        done.wait()
+        return result
+    }
+
+    /// The address to reach `name` from ssi: a relative name (bound from another cwd) by the
+    /// absolute path of its file.
     func unixAddr(_ name: Data) -> [UInt8] {
-        var (a, len) = SockAddr.unix(name)
+        var target = name
+        if let n = name.first, n != 0, n != UInt8(ascii: "/"),
+           let owner = images.values.first(where: { state($0).address == name && state($0).bindDirectory != nil }) {
+            target = Data(SocketRebuilder.filePath(name, owner.socket).utf8)
+        }
+        var (a, len) = SockAddr.unix(target)
         return withUnsafeBytes(of: &a) { Array($0.prefix(Int(len))) }
     }
 
@@ -324,8 +372,8 @@ extension SocketRebuilder {
     /// A path name is free when nothing is there, or only the socket file the application
     /// left (no one accepts on it: connect fails with ECONNREFUSED); that file is removed.
     func freeName(_ name: Data, for f: FileDescriptorImage) throws {
-        guard name.first == UInt8(ascii: "/") else { return }
-        let path = SockAddr.describe(name, family: 1)
+        guard name.first == UInt8(ascii: "/") || f.socket?.bindDirectory != nil else { return }
+        let path = SocketRebuilder.filePath(name, f.socket)
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard st.st_mode & S_IFMT == S_IFSOCK else {
