@@ -328,6 +328,10 @@ public struct EpollTarget: Codable, Sendable, Equatable {
     public var fd: Int32
     public var events: UInt32
     public var data: UInt64
+    /// Version 4: the entry's file is not the one at `fd` now (fd closed and its number
+    /// reused): another fd of the process that holds that file; restart registers it under
+    /// the number `fd`.
+    public var viaFD: Int32?
     public init(fd: Int32, events: UInt32, data: UInt64) { self.fd = fd; self.events = events; self.data = data }
 }
 

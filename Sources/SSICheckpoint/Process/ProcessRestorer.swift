@@ -131,6 +131,7 @@ final class ProcessRestorer {
     func rebuild() throws {
         var clock = PhaseClock()
         let current = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+        raiseFileLimitForRestore()
         let fds = try closeInheritedFiles()
         let pages = try openPages(high: fds.high)
         try unmapInherited(current)

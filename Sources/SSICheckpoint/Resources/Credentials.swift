@@ -43,6 +43,15 @@ extension ProcessDumper {
 }
 
 extension ProcessRestorer {
+    /// A program that raised its RLIMIT_NOFILE may use fd numbers above the soft limit a
+    /// fresh process has (dup3(2) and fcntl F_DUPFD fail with EBADF/EINVAL past it): the soft
+    /// limit is raised to the hard one while the fds are made; restoreProcessFlags then sets
+    /// the saved values. Raising the soft limit up to the hard one needs no privilege.
+    func raiseFileLimitForRestore() {
+        guard let cur = ResourceLimits.get(ProcessID(pid), 7 /* RLIMIT_NOFILE */), cur.cur < cur.max else { return }
+        _ = ResourceLimits.set(ProcessID(pid), 7, cur: cur.max, max: cur.max)
+    }
+
     /// Personality, child-subreaper flag, resource limits and oom_score_adj (while rebuilding).
     func restoreProcessFlags() throws {
         try inj.call("personality", .personality, UInt64(image.personality))

@@ -49,11 +49,30 @@ extension ProcessDumper {
                 guard w.count >= 6, let t = Int32(w[1]), let ev = UInt32(w[3], radix: 16), let data = UInt64(w[5], radix: 16) else { continue }
                 targets.append(EpollTarget(fd: t, events: ev, data: data))
             }
-            img.epollTargets = targets
+            img.epollTargets = try findMovedTargets(targets, epoll: fd)
         default:
             return nil
         }
         return img
+    }
+
+    /// An epoll entry is keyed by its file and the fd number it was added with; the number
+    /// may since name another file (closed, reused by dup2) while the entry's file lives on
+    /// at another number. kcmp(2) KCMP_EPOLL_TFD tells which fd holds each entry's file.
+    func findMovedTargets(_ targets: [EpollTarget], epoll efd: Int32) throws -> [EpollTarget] {
+        var out = targets
+        var seen = [Int32: Int]()
+        lazy var fds = (try? openFDs(of: pid)) ?? []
+        for i in out.indices {
+            let t = out[i].fd
+            let nth = seen[t, default: 0]
+            seen[t] = nth + 1
+            if Kcmp.isEpollTarget(ProcessID(pid), fd: t, epoll: efd, target: t, nth: nth) { continue }
+            if let via = fds.first(where: { $0 != t && Kcmp.isEpollTarget(ProcessID(pid), fd: $0, epoll: efd, target: t, nth: nth) }) {
+                out[i].viaFD = via
+            }
+        }
+        return out
     }
 
     /// An epoll instance shared by several fds (after dup() or fork()) cannot be rebuilt yet:
@@ -114,7 +133,22 @@ extension ProcessRestorer {
             let fd = try inj.call("epoll_create1", .epoll_create1, 0)
             for t in f.epollTargets ?? [] {
                 try mem.write(Arch.epollEvent(events: t.events, data: t.data), to: scratch)
-                try inj.call("epoll_ctl(ADD \(t.fd))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+                guard let via = t.viaFD else {
+                    try inj.call("epoll_ctl(ADD \(t.fd))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+                    continue
+                }
+                // The entry's file under its old number: fd t is lent to it for the ADD (its
+                // own file kept aside meanwhile), then given back.
+                let aside = try inj.raw(.fcntl, UInt64(t.fd), UInt64(F_DUPFD_CLOEXEC), 3)
+                try inj.call("dup3 \(via) to \(t.fd)", .dup3, UInt64(via), UInt64(t.fd), 0)
+                try inj.call("epoll_ctl(ADD \(t.fd) of fd \(via))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+                if aside >= 0 {
+                    let cloexec = image.fds.first { $0.fd == t.fd }?.closeOnExec == true
+                    try inj.call("dup3 back", .dup3, UInt64(aside), UInt64(t.fd), UInt64(cloexec ? O_CLOEXEC : 0))
+                    try inj.call("close", .close, UInt64(aside))
+                } else {
+                    try inj.call("close", .close, UInt64(t.fd))
+                }
             }
             return fd
         default:

@@ -135,8 +135,14 @@ extension ProcessRestorer {
     }
 
     func restoreFileDescriptors(ttyFD: UInt64?) throws {
-        // epoll instances last: the fds they watch must exist first.
-        for f in image.fds.sorted(by: { ($0.kind == .epoll ? 1 : 0, $0.fd) < ($1.kind == .epoll ? 1 : 0, $1.fd) }) {
+        // epoll instances last: the fds they watch must exist first; an epoll set that
+        // watches another epoll set after that one.
+        let epolls = Set(image.fds.filter { $0.kind == .epoll }.map(\.fd))
+        func rank(_ f: FileDescriptorImage) -> Int {
+            guard f.kind == .epoll else { return 0 }
+            return (f.epollTargets ?? []).contains { epolls.contains($0.fd) } ? 2 : 1
+        }
+        for f in image.fds.sorted(by: { (rank($0), $0.fd) < (rank($1), $1.fd) }) {
             let target = UInt64(f.fd)
             guard let (src, temporary) = try sourceFD(for: f, ttyFD: ttyFD) else { continue }
             if src != target {
