@@ -246,6 +246,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// Locks held through this fd: POSIX ones of this process (once per file), OFD and
     /// flock ones of its open file description.
     public var locks: [FileLock]?
+    /// fifo: unlinked while open (its path is the old one): made again nameless.
+    public var fifoDeleted: Bool?
     /// fifo: the times of the FIFO and of its directory (FileTimes' layout), put back after
     /// the FIFO is refilled (a write moves its mtime).
     public var fileTimes: [Int64]?

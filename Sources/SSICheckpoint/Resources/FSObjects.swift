@@ -67,6 +67,9 @@ final class FSObjects {
         return try FDTransfer.take(mine, inj: inj, what: "inotify fd \(f.fd)")
     }
 
+    /// Where a process opens the FIFO `id` that has no name any more.
+    func fifoPath(_ id: String) -> String? { fifos[id].map { "/proc/\(getpid())/fd/\($0)" } }
+
     func closeAll() {
         for (_, fd) in inotify { close(fd) }
         for (_, fd) in fifos { close(fd) }

@@ -63,6 +63,13 @@ extension ProcessDumper {
                 out.append(img)
                 continue
             }
+            if link.hasSuffix(" (deleted)") && mode == S_IFIFO {
+                // A FIFO unlinked while open: only its fds hold it.
+                var img = fifo(fd: fd, path: String(link.dropLast(" (deleted)".count)), flags: flags, cloexec: cloexec, st: st)
+                img.fifoDeleted = true
+                out.append(img)
+                continue
+            }
             if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
             let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
             guard link.hasPrefix("/") else { try unsupported("special file"); continue }
@@ -193,6 +200,11 @@ extension ProcessRestorer {
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
             return (UInt64(slot), false)
+        case .fifo where f.fifoDeleted == true:
+            // Made nameless by ssi, which holds it: opened through /proc/<ssi>/fd/N, the same
+            // pipe (fifo_open); ssi holds both ends, so no open waits.
+            guard let id = f.fifoID, let path = fsObjects?.fifoPath(id) else { return nil }
+            return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
         case .tty where ttyFD != nil:
             return (ttyFD!, false)
         default:
