@@ -62,7 +62,7 @@ enum FidelityCases {
         FidelityCase(fixture: "extpipe", options: ["--pipes", "--rs-arg", "--inherit-fd", "--rs-arg", "5"]),
         FidelityCase(fixture: "cwddeleted"),
         FidelityCase(fixture: "fifounlinked"),
-        FidelityCase(fixture: "inotifyremoved", notYet: "a watch on a removed file is refused"),
+        FidelityCase(fixture: "inotifyremoved"),
         FidelityCase(fixture: "unixrelpath"),
         FidelityCase(fixture: "scmpipe", notYet: "a pipe end in flight is refused"),
         FidelityCase(fixture: "dgramclosed", notYet: "the seqpacket pair's EOF is refused"),

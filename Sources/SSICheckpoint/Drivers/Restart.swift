@@ -101,7 +101,7 @@ final class RestartSession {
         do {
             try pipes.create(from: snap.processes, inherited: inherited)
             try deletedFiles.create(from: snap.processes, source: snap)
-            try fsObjects.create(from: snap.processes)
+            try fsObjects.create(from: snap.processes, deletedFiles: deletedFiles)
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
