@@ -43,7 +43,11 @@ extension ProcessDumper {
         }
         // Stream bytes are kept as one datagram here and moved to socketData by the caller.
         // For datagrams sock_diag gives only the first message's length (unix_inq_len): always peek.
-        if s.state != .listening, info.receiveQueue > 0 || type != 1 { s.datagrams = try peekAll(sock, datagrams: type != 1) }
+        // A seqpacket socket whose peer is gone (shut down for reading) reads 0 at the end:
+        // that is its EOF, not an empty message.
+        if s.state != .listening, info.receiveQueue > 0 || type != 1 {
+            s.datagrams = try peekAll(sock, datagrams: type != 1, eofAtEnd: type == 5 && info.shutdown & 1 != 0)
+        }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
         if let name = info.name, name.first == UInt8(ascii: "/") || s.bindDirectory != nil {
             var st = stat()
@@ -59,7 +63,7 @@ extension ProcessDumper {
 
     /// Everything queued to `sock`, without consuming it: SO_PEEK_OFF (socket(7)) makes each
     /// MSG_PEEK start where the previous one ended, so every message is seen once.
-    func peekAll(_ sock: Int32, datagrams: Bool) throws -> [QueuedDatagram] {
+    func peekAll(_ sock: Int32, datagrams: Bool, eofAtEnd: Bool = false) throws -> [QueuedDatagram] {
         // The application's own peek offset is put back afterwards.
         let appPeekOffset = SocketOption.peekOffset.get(sock) ?? -1
         guard SocketOption.peekOffset.set(sock, 0) else { throw SSIError.sys("SO_PEEK_OFF on a socket of PID \(pid)", errno: errno) }
@@ -77,7 +81,7 @@ extension ProcessDumper {
             defer { for fd in held { close(fd) } }
             if peeked.bytes.isEmpty {
                 // Stream: end of file. A datagram of no bytes would not move the peek offset.
-                if !datagrams && held.isEmpty { break }
+                if (!datagrams || eofAtEnd) && held.isEmpty { break }
                 throw UnsupportedSocket(kind: "unix socket with an empty message queued")
             }
             if peeked.fds == nil { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
@@ -220,11 +224,21 @@ extension SocketRebuilder {
     /// The rest: unnamed, unconnected sockets (and datagram sockets connected by name);
     /// a connection whose peer was closed becomes a socketpair whose other end is
     /// closed once the unread bytes are back in.
+    /// A connected socket whose peer is gone (closed, or an accepted stream whose client
+    /// left): made as one end of a new socketpair whose other end sends the queued messages
+    /// and is closed, which leaves it as it was: messages to read, then EOF (stream,
+    /// seqpacket) or ECONNREFUSED on send (datagram, unix(7)).
+    func rebuiltAsPair(_ f: FileDescriptorImage, _ s: SocketImage) -> Bool {
+        guard s.state == .connected else { return false }
+        if s.type != 2 { return f.peerID == nil }
+        return s.address == nil && s.peerAddress == nil && (f.peerID == nil || images[f.peerID!] == nil)
+    }
+
     private func createTheRest(_ socks: [FileDescriptorImage]) throws {
         for f in socks {
             let s = state(f)
             guard let id = f.socketID, made[id] == nil else { continue }
-            if s.state == .connected, s.type != 2, f.peerID == nil {
+            if rebuiltAsPair(f, s) {
                 var sv: [Int32] = [0, 0]
                 if socketpair(AF_UNIX, s.type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
                 made[id] = sv[0]
@@ -244,7 +258,7 @@ extension SocketRebuilder {
         for f in socks {
             let s = state(f)
             guard let id = f.socketID, let fd = made[id] else { continue }
-            if s.state == .connected, s.type != 2, f.peerID == nil { continue }   // done in 4
+            if rebuiltAsPair(f, s) { continue }   // done in 4
             if s.type == 1, let data = f.socketData, !data.isEmpty {
                 guard let peer = f.peerID, let pfd = made[peer] else { continue }
                 let n = data.withUnsafeBytes { send(pfd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
@@ -292,8 +306,9 @@ extension SocketRebuilder {
             if let sender = d.sender, let sid = images.first(where: { state($0.value).address == sender && state($0.value).type == s.type })?.key {
                 from = made[sid] ?? -1
             }
-            if from < 0 { from = try newSocket(AF_UNIX, s.type, "requeue a datagram"); temporary = true }
-            defer { if temporary { close(from) } }
+            var putBack: () -> Void = {}
+            if from < 0 { (from, putBack) = try standInSender(d.sender, type: s.type); temporary = true }
+            defer { if temporary { close(from); putBack() } }
             try sendMessage(d, from: from, to: Data(unixAddr(name)), what: "unix socket fd \(f.fd)")
         } else if let peer = f.peerID, let pfd = made[peer] {
             try sendMessage(d, from: pfd, to: nil, what: "unix socket fd \(f.fd)")
@@ -322,6 +337,42 @@ extension SocketRebuilder {
         }
         let n = Socket.send(from, d.data, to: addr, fds: fds)
         if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
+    }
+
+    /// A socket that sends a queued datagram in place of its sender, which no longer exists:
+    /// bound to the sender's name so that recvfrom(2) gives it as before. An abstract name is
+    /// simply taken; a path is usually still there (a closed socket leaves its file): that
+    /// file is moved aside for the bind and put back after the send (the returned closure),
+    /// with its directory's times. Unnamed, or a name taken by a live socket: unbound.
+    func standInSender(_ sender: Data?, type: Int32) throws -> (Int32, () -> Void) {
+        let fd = try newSocket(AF_UNIX, type, "requeue a datagram")
+        guard let sender, !sender.isEmpty else { return (fd, {}) }
+        if sender.first == 0 {
+            _ = SockAddr.bind(fd, Data(unixAddr(sender)))
+            return (fd, {})
+        }
+        let path = SocketRebuilder.filePath(sender, nil)
+        var st = stat()
+        guard path.hasPrefix("/"), lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK else {
+            if path.hasPrefix("/") && lstat(path, &st) != 0, SockAddr.bind(fd, Data(unixAddr(sender))) == 0 {
+                return (fd, { unlink(path) })
+            }
+            return (fd, {})
+        }
+        let probe = socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let live = SockAddr.connect(probe, Data(unixAddr(sender))) == 0
+        close(probe)
+        if live { return (fd, {}) }
+        let dir = (path as NSString).deletingLastPathComponent
+        let dirTimes = FileTimes.get(dir)
+        let aside = "\(path).ssi-aside-\(getpid())"
+        guard rename(path, aside) == 0 else { return (fd, {}) }
+        _ = SockAddr.bind(fd, Data(unixAddr(sender)))
+        return (fd, {
+            unlink(path)
+            rename(aside, path)
+            FileTimes.set(dir, dirTimes)
+        })
     }
 
     /// The socket file of a name, absolute: a relative name is in the directory it was bound
