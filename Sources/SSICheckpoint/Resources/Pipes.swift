@@ -16,6 +16,15 @@ extension ProcessDumper {
     static func completePipes(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
         var ends = [UInt64: [(pid: Int32, fd: Int32, write: Bool)]]()
         for (pid, fds) in tables { for f in fds where f.kind == .pipe { ends[f.pipeID!, default: []].append((pid, f.fd, f.flags & O_ACCMODE == O_WRONLY)) } }
+        // Ends in flight in a queued message (SCM_RIGHTS) are inside the application too
+        // (pid 0 here); their bytes were peeked when they were described.
+        var inFlightData = [UInt64: (Data, Int32)]()
+        for f in tables.values.joined() {
+            for g in (f.socket?.datagrams ?? []).flatMap({ $0.files ?? [] }) where g.kind == .pipe {
+                ends[g.pipeID!, default: []].append((0, g.fd, g.flags & O_ACCMODE == O_WRONLY))
+                inFlightData[g.pipeID!] = (g.pipeData ?? Data(), g.pipeSize ?? 0)
+            }
+        }
         let app = Set(tables.keys)
         for (ino, list) in ends {
             let reader = list.first(where: { !$0.write })
@@ -30,8 +39,8 @@ extension ProcessDumper {
             }
             // Opening any end through /proc opens the pipe itself (fifo_open), so the bytes can
             // be peeked from either end. Bytes queued for an outside reader are that reader's.
-            let peekFrom = reader ?? list[0]
-            var (data, size) = try ProcessDumper(pid: peekFrom.pid).peekPipe(fd: peekFrom.fd)
+            let peekFrom = list.first { $0.pid != 0 && !$0.write } ?? list.first { $0.pid != 0 }
+            var (data, size) = try peekFrom.map { try ProcessDumper(pid: $0.pid).peekPipe(fd: $0.fd) } ?? inFlightData[ino] ?? (Data(), 0)
             if external && reader == nil { data = Data() }
             for pid in tables.keys {
                 for i in tables[pid]!.indices where tables[pid]![i].pipeID == ino {
@@ -92,7 +101,9 @@ final class PipeRegistry {
     /// external pipe of any other fd is made here, with no outside end.
     func create(from images: [ProcessImage], inherited: Set<Int32>) throws {
         for image in images {
-            for f in image.fds where f.kind == .pipe && !(f.external == true && inherited.contains(f.fd)) {
+            // Pipe ends in flight in queued messages are made with the others.
+            let inFlight = image.fds.flatMap { ($0.socket?.datagrams ?? []).flatMap { $0.files ?? [] } }.filter { $0.kind == .pipe }
+            for f in image.fds + inFlight where f.kind == .pipe && !(f.external == true && inherited.contains(f.fd)) {
                 guard let id = f.pipeID, ends[id] == nil else { continue }
                 let p = try Pipe.create(flags: O_CLOEXEC | O_NONBLOCK)
                 ends[id] = (p.read, p.write)

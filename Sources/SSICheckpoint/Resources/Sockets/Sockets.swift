@@ -183,6 +183,8 @@ final class SocketRebuilder {
     var made: [UInt32: Int32] = [:]
     var images: [UInt32: FileDescriptorImage] = [:]
     var repairing: [(fd: Int32, reuse: Int32)] = []
+    /// The application's pipes (held by ssi), for pipe ends in flight.
+    var pipes: PipeRegistry?
 
     deinit { closeAll() }
 
@@ -249,6 +251,7 @@ extension ProcessRestorer {
     /// calls; this process (the root) takes each one and keeps it at its slot, before it forks.
     func takeSockets(_ shared: SharedDescriptions) throws {
         let sockets = SocketRebuilder()
+        sockets.pipes = pipes
         defer { sockets.closeAll() }
         try sockets.build(shared.socketEnds)
         for f in shared.socketEnds {

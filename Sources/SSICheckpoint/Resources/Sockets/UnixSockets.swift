@@ -125,6 +125,13 @@ extension ProcessDumper {
             return img
         case S_IFDIR where link.hasPrefix("/"):
             return FileDescriptorImage(fd: index, kind: .directory, path: link, flags: flags, closeOnExec: false, position: info.pos)
+        case S_IFIFO where link.hasPrefix("pipe:["):
+            // A pipe end in flight: the pipe is rebuilt with the application's (Pipes.swift,
+            // which counts this end as inside it), its bytes peeked here.
+            var img = FileDescriptorImage(fd: index, kind: .pipe, path: link, flags: flags, closeOnExec: false, position: 0)
+            img.pipeID = UInt64(st.st_ino)
+            (img.pipeData, img.pipeSize) = try ProcessDumper(pid: me).peekPipe(fd: fd)
+            return img
         default:
             throw UnsupportedSocket(kind: "unix socket with a file descriptor in flight (SCM_RIGHTS) that is \(link)")
         }
@@ -329,7 +336,14 @@ extension SocketRebuilder {
                 fds.append(fd)
                 continue
             }
-            let fd = open(g.path, g.flags & ~(O_CREAT | O_TRUNC | O_EXCL) | O_CLOEXEC | O_NOCTTY)
+            var path = g.path
+            if g.kind == .pipe {
+                guard let id = g.pipeID, let p = pipes?.path(id, write: g.flags & O_ACCMODE == O_WRONLY) else {
+                    throw SSIError(.corrupt, "\(what): a pipe in flight was not rebuilt")
+                }
+                path = p
+            }
+            let fd = open(path, g.flags & ~(O_CREAT | O_TRUNC | O_EXCL) | O_CLOEXEC | O_NOCTTY)
             if fd < 0 { throw SSIError.sys("\(what): reopen \(g.path), in flight in a queued message", errno: errno, hint: "put the file back, then restart again") }
             opened.append(fd)
             lseek(fd, off_t(g.position), SEEK_SET)
