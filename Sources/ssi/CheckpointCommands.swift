@@ -168,14 +168,24 @@ struct Restart: ParsableCommand {
     @Flag(name: .short, help: "Foreground: wait for it, forward SIGINT/SIGTERM, return its exit status.") var foreground = false
     @Flag(help: "Print the result as JSON.") var json = false
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
+    @Option(name: .customLong("inherit-fd"),
+            help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
+    var inheritFD: [Int32] = []
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The snapshot version (default: the latest).") var version: Int?
+
+    func validate() throws {
+        for fd in inheritFD where { var st = stat(); return fd < 0 || fstat(fd, &st) != 0 }() {
+            throw ValidationError("--inherit-fd \(fd): fd \(fd) of this command is not open; open it on what the application should use (e.g. `\(max(fd, 3))> file`)")
+        }
+    }
 
     func run() throws {
         do {
             var o = CheckpointEngine.RestartOptions()
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
+            o.inheritFDs = Set(inheritFD)
             let r = try Self.reported(app, version: version, progress: OperationProgress("restart \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
                 try CheckpointEngine().restart(app: app, version: version, options: o)
             }

@@ -98,6 +98,7 @@ extension CheckpointEngine {
         try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         try ProcessDumper.completeFifos(&fdTables)
+        try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         ProcessDumper.markSharedDescriptions(&fdTables)
         try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         return fdTables
