@@ -76,6 +76,10 @@ extension ProcessDumper {
                     runs = own
                     vma.inherited = true
                     vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
+                } else if let pre = precopied, !m.shared {
+                    vma.pages = try finalRuns(pre, pagemap: pm.rawValue, vma: m, fileBacked: kind == .file, copier: copier)
+                    vmas.append(vma)
+                    continue
                 } else {
                     runs = try presentRuns(pagemap: pm.rawValue, vma: m, fileBacked: kind == .file)
                 }

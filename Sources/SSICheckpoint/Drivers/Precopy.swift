@@ -1,0 +1,209 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Pre-copy checkpoint: the pages are copied while the application runs, then, round after
+// round, only those it wrote since (DirtyTracker: userfaultfd asynchronous write-protection
+// read with PAGEMAP_SCAN); the application is frozen only for the last, small round, in
+// which the final dump (Memory.swift) takes a precopied page as it is when /proc/PID/pagemap
+// shows it still write-protected (not written since it was copied) and copies the rest.
+//
+// The pages of each process go to its pages file as they are copied; a page copied again
+// later is appended again and the index points at the latest copy (the older bytes stay in
+// the file, unused: a snapshot written with pre-copy may be somewhat bigger than one
+// written frozen, never different in content). Nothing of the format changes: a VMA's page
+// runs already name their offset in the file.
+//
+// Used by `ssi checkpoint` into the version store (a directory file per process can be
+// written in any order); by default when the application holds at least
+// `Precopy.autoThreshold` of anonymous memory, or always with --precopy, never with
+// --no-precopy. An application already frozen (-c) is dumped as it is.
+
+/// The pages of one process copied so far, and the tracker that says which changed since.
+final class PrecopiedPages {
+    let pid: Int32
+    let tracker: DirtyTracker
+    let pages: any ImageFileWriter
+    /// The areas of /proc/PID/maps given to the tracker.
+    let areas: [MapsEntry]
+    /// Page address -> offset in `pages` of its latest copy.
+    var offsets: [UInt64: UInt64] = [:]
+    /// The page frame of the shared zero page, which a read of a page dropped since its copy
+    /// maps (still write-protected, but no longer holding what was copied).
+    let zeroFrame: UInt64?
+
+    init(pid: Int32, tracker: DirtyTracker, pages: any ImageFileWriter, areas: [MapsEntry], zeroFrame: UInt64?) {
+        self.pid = pid; self.tracker = tracker; self.pages = pages; self.areas = areas; self.zeroFrame = zeroFrame
+    }
+}
+
+final class Precopy {
+    /// Below this much anonymous memory a plain frozen dump is about as short.
+    static let autoThreshold: UInt64 = 64 << 20
+    /// The application is frozen once a round finds less than this written, or after
+    /// `maxRounds` rounds (an application writing faster than we copy never converges).
+    static let stopBelow: UInt64 = 4 << 20
+    static let maxRounds = 8
+
+    private(set) var processes: [Int32: PrecopiedPages] = [:]
+    /// Bytes copied in each round, for the profile and the result.
+    private(set) var rounds: [UInt64] = []
+
+    /// Whether a checkpoint of `app` with these options copies memory first.
+    static func wanted(app: Int32, options: CheckpointEngine.CheckpointOptions, frozen: Bool) -> Bool {
+        if frozen || options.precopy == false { return false }
+        if options.precopy == true { return true }
+        let tree = (try? ProcessTree.collect(root: app))?.pids ?? [app]
+        let anon = tree.reduce(UInt64(0)) { acc, pid in
+            let line = (try? ProcFS.read("/proc/\(pid)/status"))?.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }
+            return acc + (line.flatMap { UInt64($0.split(separator: " ").dropFirst().first ?? "") } ?? 0) * 1024
+        }
+        return anon >= autoThreshold
+    }
+
+    /// Tracks and copies every process of `app` into `writer`'s pages files, round after
+    /// round, while it runs. Throws (nothing is left tracked, the application runs on) if
+    /// the kernel cannot track writes.
+    init(app: Int32, writer: any ImageWriter) throws {
+        let zero = Precopy.zeroPageFrame()
+        for pid in try ProcessTree.collect(root: app).pids {
+            guard let st = try? ProcStat.read(pid: pid), st.state != "Z" else { continue }
+            // Private writable areas: where a process's own pages are (shared ones live in
+            // their file or shmem object, read-only ones hardly change and are read whole).
+            let areas = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+                .filter { !$0.shared && $0.write && ProcessDumper.classify($0) != nil }
+            let tracker = try DirtyTracker.start(pid: ProcessID(pid), areas: areas.map { ($0.start, $0.end) })
+            let pages = try writer.createFile("pages-\(pid).img")
+            processes[pid] = PrecopiedPages(pid: pid, tracker: tracker, pages: pages, areas: areas, zeroFrame: zero)
+        }
+        var clock = PhaseClock()
+        var first = UInt64(0)
+        for p in processes.values { first += try copyPresent(p) }
+        rounds.append(first)
+        clock.mark("precopy: round 1, \(first >> 20) MiB")
+        while rounds.count < Precopy.maxRounds {
+            var bytes = UInt64(0)
+            for p in processes.values { bytes += try copyWritten(p) }
+            rounds.append(bytes)
+            clock.mark("precopy: round \(rounds.count), \(bytes >> 10) KiB")
+            if bytes < Precopy.stopBelow { break }
+        }
+    }
+
+    /// Lifts every protection: the application runs as before.
+    func stop() { for p in processes.values { p.tracker.stop() } }
+
+    /// Round 1: every present page of the tracked areas (they are protected already, so a
+    /// write during the copy shows in the next round).
+    private func copyPresent(_ p: PrecopiedPages) throws -> UInt64 {
+        let pm = open("/proc/\(p.pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        guard pm >= 0 else { return 0 }
+        defer { close(pm) }
+        var runs = [(UInt64, UInt64)]()
+        let tracked = Set(p.tracker.ranges.map(\.start))
+        for m in p.areas where tracked.contains(m.start) {
+            runs += (try? ProcessDumper(pid: p.pid).presentRuns(pagemap: pm, vma: m, fileBacked: ProcessDumper.classify(m) == .file)) ?? []
+        }
+        return try copy(runs, of: p)
+    }
+
+    /// Later rounds: the pages written since the last round, protected again.
+    private func copyWritten(_ p: PrecopiedPages) throws -> UInt64 {
+        let scan = try p.tracker.scan(rearm: true)
+        for (start, end) in scan.lost {
+            // Unmapped or replaced: forget its copies, the final dump reads the area whole.
+            var a = start
+            while a < end { p.offsets[a] = nil; a += SnapshotFormat.pageSize }
+        }
+        return try copy(scan.written, of: p)
+    }
+
+    /// Appends the runs' pages to the process's pages file and indexes them. A run the
+    /// process unmapped meanwhile cannot be read (EIO): it is skipped, and the final dump
+    /// finds what is there then.
+    private func copy(_ runs: [(UInt64, UInt64)], of p: PrecopiedPages) throws -> UInt64 {
+        let mem = open("/proc/\(p.pid)/mem", O_RDONLY | O_CLOEXEC)
+        guard mem >= 0 else { return 0 }
+        defer { close(mem) }
+        let chunk = 8 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buf.deallocate() }
+        var total = UInt64(0)
+        for (addr, count) in runs {
+            var done = UInt64(0)
+            let bytes = count * SnapshotFormat.pageSize
+            while done < bytes {
+                let n = Int(min(UInt64(chunk), bytes - done))
+                let got = pread(mem, buf.baseAddress, n, off_t(Int64(bitPattern: addr + done)))
+                if got <= 0 { break }
+                let whole = got - got % Int(SnapshotFormat.pageSize)
+                guard whole > 0 else { break }
+                let at = p.pages.size
+                try p.pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<whole]))
+                for k in stride(from: 0, to: whole, by: Int(SnapshotFormat.pageSize)) {
+                    p.offsets[addr + done + UInt64(k)] = at + UInt64(k)
+                }
+                done += UInt64(whole)
+                total += UInt64(whole)
+                if whole < n { break }
+            }
+        }
+        return total
+    }
+
+    /// The frame of the shared zero page, as /proc/self/pagemap shows it to root: a fresh
+    /// anonymous page that is only read maps it (do_anonymous_page). Nil if not shown.
+    static func zeroPageFrame() -> UInt64? {
+        let page = Int(SnapshotFormat.pageSize)
+        guard let p = mmap(nil, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
+        defer { munmap(p, page) }
+        let byte = p.load(as: UInt8.self)
+        guard byte == 0 else { return nil }
+        let fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var e: UInt64 = 0
+        guard pread(fd, &e, 8, off_t(UInt(bitPattern: p) / UInt(page) * 8)) == 8, e & (1 << 63) != 0 else { return nil }
+        let pfn = e & ((1 << 55) - 1)
+        return pfn == 0 ? nil : pfn
+    }
+}
+
+extension ProcessDumper {
+    /// The page runs of area `m` in the final, frozen round of a pre-copy checkpoint: a page
+    /// still write-protected (pagemap bit 57) whose copy we hold is taken from that copy;
+    /// every other page to save (written since, new, or never copied) is copied now.
+    func finalRuns(_ pre: PrecopiedPages, pagemap: Int32, vma m: MapsEntry, fileBacked: Bool, copier: PageCopier) throws -> [PageRun] {
+        let n = Int(m.size / SnapshotFormat.pageSize)
+        var entries = [UInt64](repeating: 0, count: n)
+        let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, n * 8, off_t((m.start / SnapshotFormat.pageSize) * 8)) }
+        if got != n * 8 { throw SSIError.sys("read /proc/\(pid)/pagemap", errno: errno) }
+        var reused = [PageRun]()
+        var fresh = [(UInt64, UInt64)]()
+        let pfnMask: UInt64 = (1 << 55) - 1
+        for i in 0..<n {
+            let e = entries[i]
+            let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
+            guard fileBacked ? ((present && !file) || swapped) : (present || swapped) else { continue }
+            let addr = m.start + UInt64(i) * SnapshotFormat.pageSize
+            let zero = present && pre.zeroFrame != nil && e & pfnMask == pre.zeroFrame
+            if e & DirtyTracker.pagemapWriteProtected != 0, !zero, let off = pre.offsets[addr] {
+                if let last = reused.last, last.address + last.count * SnapshotFormat.pageSize == addr,
+                   last.fileOffset + last.count * SnapshotFormat.pageSize == off {
+                    reused[reused.count - 1].count += 1
+                } else {
+                    reused.append(PageRun(address: addr, count: 1, fileOffset: off))
+                }
+            } else if let last = fresh.last, last.0 + last.1 * SnapshotFormat.pageSize == addr {
+                fresh[fresh.count - 1].1 += 1
+            } else {
+                fresh.append((addr, 1))
+            }
+        }
+        return reused + (try copier.copy(fresh))
+    }
+}
