@@ -21,8 +21,10 @@ struct CheckpointBenchmark {
     /// no buffer for the time left that a checkpoint must measure); 0: it spins, and takes a core.
     var sleepMicroseconds = 1000
     var criu: String? = nil
+    /// --precopy / --no-precopy; nil: the engine's default (on from 64 MiB).
+    var precopy: Bool? = nil
 
-    static let usage = "ssi-bench checkpoint [--sizes 0,256,1024] [--rounds N] [--dir DIR] [--dirty PAGES_PER_MS] [--sleep-us N] [--compare-criu PATH]"
+    static let usage = "ssi-bench checkpoint [--sizes 0,256,1024] [--rounds N] [--dir DIR] [--dirty PAGES_PER_MS] [--sleep-us N] [--precopy|--no-precopy] [--compare-criu PATH]"
 
     init(args: [String]) throws {
         var i = 0
@@ -33,6 +35,8 @@ struct CheckpointBenchmark {
             case "--dir": dir = try BenchArgs.value(args, i); i += 1
             case "--dirty": dirtyPerMs = try BenchArgs.int(args, i, min: 0); i += 1
             case "--sleep-us": sleepMicroseconds = try BenchArgs.int(args, i, min: 0); i += 1
+            case "--precopy": precopy = true
+            case "--no-precopy": precopy = false
             case "--compare-criu": criu = try BenchArgs.criu(args, i); i += 1
             default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "usage: \(CheckpointBenchmark.usage)")
             }
@@ -63,7 +67,8 @@ struct CheckpointBenchmark {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let meter = try BenchProcess.compile("frozenmeter", into: dir)
         print("images on \(dir); \(rounds) rounds per size; the application rewrites \(dirtyPerMs) pages/ms and " +
-              (sleepMicroseconds > 0 ? "sleeps \(sleepMicroseconds) µs between clock readings" : "spins on the clock"))
+              (sleepMicroseconds > 0 ? "sleeps \(sleepMicroseconds) µs between clock readings" : "spins on the clock") +
+              "; pre-copy " + (precopy.map { $0 ? "always" : "never" } ?? "from 64 MiB"))
         for mib in sizes {
             var ours = Figures(), theirs = Figures()
             let noise = try measureSize(mib, meter: meter, ours: &ours, theirs: &theirs)
@@ -88,6 +93,7 @@ struct CheckpointBenchmark {
         let store = SnapshotStore(root: "\(dir)/chkpt")
         let engine = CheckpointEngine(store: store)
         var o = CheckpointEngine.CheckpointOptions()
+        o.precopy = precopy
         app.resetGap()
         var t = DispatchTime.now()
         let ck = try engine.checkpoint(app: app.pid, options: o)

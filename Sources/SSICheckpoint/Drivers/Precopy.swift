@@ -30,14 +30,65 @@ final class PrecopiedPages {
     let pages: any ImageFileWriter
     /// The areas of /proc/PID/maps given to the tracker.
     let areas: [MapsEntry]
-    /// Page address -> offset in `pages` of its latest copy.
-    var offsets: [UInt64: UInt64] = [:]
+    /// Where the latest copy of each page of the tracked areas is in `pages`.
+    var index: PageIndex
     /// The page frame of the shared zero page, which a read of a page dropped since its copy
     /// maps (still write-protected, but no longer holding what was copied).
     let zeroFrame: UInt64?
 
     init(pid: Int32, tracker: DirtyTracker, pages: any ImageFileWriter, areas: [MapsEntry], zeroFrame: UInt64?) {
         self.pid = pid; self.tracker = tracker; self.pages = pages; self.areas = areas; self.zeroFrame = zeroFrame
+        index = PageIndex(areas.map { ($0.start, $0.end) })
+    }
+}
+
+/// Offset in the pages file of the latest copy of each page, one flat array per area (a
+/// 1 GiB area is 262144 entries: a hash table of that size costs tens of ms to fill and
+/// to read, and the read is in the frozen window).
+struct PageIndex {
+    static let none = UInt64.max
+    private(set) var starts: [UInt64] = []
+    private(set) var ends: [UInt64] = []
+    private(set) var offsets: [[UInt64]] = []
+
+    init(_ areas: [(UInt64, UInt64)]) {
+        for (s, e) in areas.sorted(by: { $0.0 < $1.0 }) {
+            starts.append(s); ends.append(e)
+            offsets.append([UInt64](repeating: PageIndex.none, count: Int((e - s) / SnapshotFormat.pageSize)))
+        }
+    }
+
+    /// The area holding `addr`, by binary search.
+    func area(_ addr: UInt64) -> Int? {
+        var lo = 0, hi = starts.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if starts[mid] <= addr { lo = mid + 1 } else { hi = mid }
+        }
+        let i = lo - 1
+        return i >= 0 && addr < ends[i] ? i : nil
+    }
+
+    /// Records that `count` pages from `addr` were copied at `offset`, consecutively.
+    mutating func set(_ addr: UInt64, count: Int, offset: UInt64) {
+        var a = addr, off = offset, left = count
+        while left > 0, let i = area(a) {
+            let first = Int((a - starts[i]) / SnapshotFormat.pageSize)
+            let n = min(left, offsets[i].count - first)
+            for k in 0..<n { offsets[i][first + k] = off + UInt64(k) * SnapshotFormat.pageSize }
+            a += UInt64(n) * SnapshotFormat.pageSize; off += UInt64(n) * SnapshotFormat.pageSize; left -= n
+        }
+    }
+
+    /// Forgets the copies of [start, end).
+    mutating func clear(_ start: UInt64, _ end: UInt64) {
+        var a = start
+        while a < end, let i = area(a) {
+            let first = Int((a - starts[i]) / SnapshotFormat.pageSize)
+            let last = Int((min(end, ends[i]) - starts[i]) / SnapshotFormat.pageSize)
+            for k in first..<last { offsets[i][k] = PageIndex.none }
+            a = min(end, ends[i])
+        }
     }
 }
 
@@ -116,8 +167,7 @@ final class Precopy {
         let scan = try p.tracker.scan(rearm: true)
         for (start, end) in scan.lost {
             // Unmapped or replaced: forget its copies, the final dump reads the area whole.
-            var a = start
-            while a < end { p.offsets[a] = nil; a += SnapshotFormat.pageSize }
+            p.index.clear(start, end)
         }
         return try copy(scan.written, of: p)
     }
@@ -144,9 +194,7 @@ final class Precopy {
                 guard whole > 0 else { break }
                 let at = p.pages.size
                 try p.pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<whole]))
-                for k in stride(from: 0, to: whole, by: Int(SnapshotFormat.pageSize)) {
-                    p.offsets[addr + done + UInt64(k)] = at + UInt64(k)
-                }
+                p.index.set(addr + done, count: whole / Int(SnapshotFormat.pageSize), offset: at)
                 done += UInt64(whole)
                 total += UInt64(whole)
                 if whole < n { break }
@@ -185,13 +233,19 @@ extension ProcessDumper {
         var reused = [PageRun]()
         var fresh = [(UInt64, UInt64)]()
         let pfnMask: UInt64 = (1 << 55) - 1
+        // The copies of this area's pages: a final area lies inside one tracked area, or is
+        // new (no copies).
+        let slot = pre.index.area(m.start)
+        let base = slot.map { Int((m.start - pre.index.starts[$0]) / SnapshotFormat.pageSize) } ?? 0
+        let copies = slot.map { pre.index.offsets[$0] } ?? []
         for i in 0..<n {
             let e = entries[i]
             let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
             guard fileBacked ? ((present && !file) || swapped) : (present || swapped) else { continue }
             let addr = m.start + UInt64(i) * SnapshotFormat.pageSize
             let zero = present && pre.zeroFrame != nil && e & pfnMask == pre.zeroFrame
-            if e & DirtyTracker.pagemapWriteProtected != 0, !zero, let off = pre.offsets[addr] {
+            let off = base + i < copies.count ? copies[base + i] : PageIndex.none
+            if e & DirtyTracker.pagemapWriteProtected != 0, !zero, off != PageIndex.none {
                 if let last = reused.last, last.address + last.count * SnapshotFormat.pageSize == addr,
                    last.fileOffset + last.count * SnapshotFormat.pageSize == off {
                     reused[reused.count - 1].count += 1
