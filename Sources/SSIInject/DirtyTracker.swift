@@ -131,6 +131,39 @@ public final class DirtyTracker {
         return out
     }
 
+    /// Runs of pages of [start, end) that are present or swapped out, each with its
+    /// PAGE_IS_* categories (`Category`): written since last protected, the shared zero
+    /// page, file-backed. One PAGEMAP_SCAN walk, without protecting anything.
+    public func pageRegions(_ start: UInt64, _ end: UInt64) throws -> [(start: UInt64, end: UInt64, categories: Category)] {
+        var out = [(start: UInt64, end: UInt64, categories: Category)]()
+        let capacity = 4096
+        let vec = UnsafeMutablePointer<cssi_page_region>.allocate(capacity: capacity)
+        defer { vec.deallocate() }
+        let present = UInt64(CSSI_PAGE_IS_PRESENT | CSSI_PAGE_IS_SWAPPED)
+        let wanted = present | UInt64(CSSI_PAGE_IS_WRITTEN | CSSI_PAGE_IS_PFNZERO | CSSI_PAGE_IS_FILE)
+        var from = start
+        while from < end {
+            var walkEnd: UInt64 = 0
+            let n = cssi_pagemap_scan_regions(pagemap, from, end, present, wanted, vec, capacity, &walkEnd)
+            if n < 0 { throw SSIError.sys("PAGEMAP_SCAN of PID \(pid) at 0x\(String(from, radix: 16))", errno: Int32(-n)) }
+            for i in 0..<n { out.append((vec[i].start, vec[i].end, Category(rawValue: vec[i].categories))) }
+            if walkEnd <= from { break }
+            from = walkEnd
+        }
+        return out
+    }
+
+    /// PAGE_IS_* categories of ioctl_pagemap_scan(2).
+    public struct Category: OptionSet, Sendable {
+        public let rawValue: UInt64
+        public init(rawValue: UInt64) { self.rawValue = rawValue }
+        public static let written = Category(rawValue: UInt64(CSSI_PAGE_IS_WRITTEN))
+        public static let file = Category(rawValue: UInt64(CSSI_PAGE_IS_FILE))
+        public static let present = Category(rawValue: UInt64(CSSI_PAGE_IS_PRESENT))
+        public static let swapped = Category(rawValue: UInt64(CSSI_PAGE_IS_SWAPPED))
+        public static let zeroPage = Category(rawValue: UInt64(CSSI_PAGE_IS_PFNZERO))
+    }
+
     /// Stops tracking: closing the userfaultfd unregisters every area and lifts the
     /// protection. Safe to call twice.
     public func stop() {

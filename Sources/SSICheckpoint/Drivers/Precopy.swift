@@ -32,12 +32,14 @@ final class PrecopiedPages {
     let areas: [MapsEntry]
     /// Where the latest copy of each page of the tracked areas is in `pages`.
     var index: PageIndex
-    /// The page frame of the shared zero page, which a read of a page dropped since its copy
-    /// maps (still write-protected, but no longer holding what was copied).
-    let zeroFrame: UInt64?
+    /// /proc/PID/maps and the VmFlags of /proc/PID/smaps at the end of the last round,
+    /// while the application ran: reading smaps walks every page table (20+ ms for 1 GiB),
+    /// so the frozen round reuses these flags when maps has not changed since.
+    var mapsAfterRounds: String? = nil
+    var flagsAfterRounds: [UInt64: [String]] = [:]
 
-    init(pid: Int32, tracker: DirtyTracker, pages: any ImageFileWriter, areas: [MapsEntry], zeroFrame: UInt64?) {
-        self.pid = pid; self.tracker = tracker; self.pages = pages; self.areas = areas; self.zeroFrame = zeroFrame
+    init(pid: Int32, tracker: DirtyTracker, pages: any ImageFileWriter, areas: [MapsEntry]) {
+        self.pid = pid; self.tracker = tracker; self.pages = pages; self.areas = areas
         index = PageIndex(areas.map { ($0.start, $0.end) })
     }
 }
@@ -120,7 +122,6 @@ final class Precopy {
     /// round, while it runs. Throws (nothing is left tracked, the application runs on) if
     /// the kernel cannot track writes.
     init(app: Int32, writer: any ImageWriter) throws {
-        let zero = Precopy.zeroPageFrame()
         for pid in try ProcessTree.collect(root: app).pids {
             guard let st = try? ProcStat.read(pid: pid), st.state != "Z" else { continue }
             // Private writable areas: where a process's own pages are (shared ones live in
@@ -129,7 +130,7 @@ final class Precopy {
                 .filter { !$0.shared && $0.write && ProcessDumper.classify($0) != nil }
             let tracker = try DirtyTracker.start(pid: ProcessID(pid), areas: areas.map { ($0.start, $0.end) })
             let pages = try writer.createFile("pages-\(pid).img")
-            processes[pid] = PrecopiedPages(pid: pid, tracker: tracker, pages: pages, areas: areas, zeroFrame: zero)
+            processes[pid] = PrecopiedPages(pid: pid, tracker: tracker, pages: pages, areas: areas)
         }
         var clock = PhaseClock()
         var first = UInt64(0)
@@ -143,6 +144,11 @@ final class Precopy {
             clock.mark("precopy: round \(rounds.count), \(bytes >> 10) KiB")
             if bytes < Precopy.stopBelow { break }
         }
+        for p in processes.values {
+            p.mapsAfterRounds = try? ProcFS.read("/proc/\(p.pid)/maps")
+            p.flagsAfterRounds = (try? ProcessDumper(pid: p.pid).vmFlags()) ?? [:]
+        }
+        clock.mark("precopy: smaps")
     }
 
     /// Lifts every protection: the application runs as before.
@@ -202,60 +208,46 @@ final class Precopy {
         }
         return total
     }
-
-    /// The frame of the shared zero page, as /proc/self/pagemap shows it to root: a fresh
-    /// anonymous page that is only read maps it (do_anonymous_page). Nil if not shown.
-    static func zeroPageFrame() -> UInt64? {
-        let page = Int(SnapshotFormat.pageSize)
-        guard let p = mmap(nil, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
-        defer { munmap(p, page) }
-        let byte = p.load(as: UInt8.self)
-        guard byte == 0 else { return nil }
-        let fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var e: UInt64 = 0
-        guard pread(fd, &e, 8, off_t(UInt(bitPattern: p) / UInt(page) * 8)) == 8, e & (1 << 63) != 0 else { return nil }
-        let pfn = e & ((1 << 55) - 1)
-        return pfn == 0 ? nil : pfn
-    }
 }
 
 extension ProcessDumper {
     /// The page runs of area `m` in the final, frozen round of a pre-copy checkpoint: a page
-    /// still write-protected (pagemap bit 57) whose copy we hold is taken from that copy;
-    /// every other page to save (written since, new, or never copied) is copied now.
-    func finalRuns(_ pre: PrecopiedPages, pagemap: Int32, vma m: MapsEntry, fileBacked: Bool, copier: PageCopier) throws -> [PageRun] {
-        let n = Int(m.size / SnapshotFormat.pageSize)
-        var entries = [UInt64](repeating: 0, count: n)
-        let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, n * 8, off_t((m.start / SnapshotFormat.pageSize) * 8)) }
-        if got != n * 8 { throw SSIError.sys("read /proc/\(pid)/pagemap", errno: errno) }
+    /// still write-protected (not written since its last copy) whose copy we hold is taken
+    /// from that copy; every other page to save (written since, new, never copied, or now
+    /// the shared zero page after a MADV_DONTNEED) is copied now. The pages are classified
+    /// by one PAGEMAP_SCAN walk: reading /proc/PID/pagemap for 1 GiB took 20 ms, frozen.
+    func finalRuns(_ pre: PrecopiedPages, vma m: MapsEntry, fileBacked: Bool, copier: PageCopier) throws -> [PageRun] {
         var reused = [PageRun]()
         var fresh = [(UInt64, UInt64)]()
-        let pfnMask: UInt64 = (1 << 55) - 1
+        func addFresh(_ addr: UInt64, _ count: UInt64) {
+            if let last = fresh.last, last.0 + last.1 * SnapshotFormat.pageSize == addr { fresh[fresh.count - 1].1 += count } else { fresh.append((addr, count)) }
+        }
         // The copies of this area's pages: a final area lies inside one tracked area, or is
         // new (no copies).
         let slot = pre.index.area(m.start)
-        let base = slot.map { Int((m.start - pre.index.starts[$0]) / SnapshotFormat.pageSize) } ?? 0
+        let areaStart = slot.map { pre.index.starts[$0] } ?? 0
         let copies = slot.map { pre.index.offsets[$0] } ?? []
-        for i in 0..<n {
-            let e = entries[i]
-            let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
-            guard fileBacked ? ((present && !file) || swapped) : (present || swapped) else { continue }
-            let addr = m.start + UInt64(i) * SnapshotFormat.pageSize
-            let zero = present && pre.zeroFrame != nil && e & pfnMask == pre.zeroFrame
-            let off = base + i < copies.count ? copies[base + i] : PageIndex.none
-            if e & DirtyTracker.pagemapWriteProtected != 0, !zero, off != PageIndex.none {
-                if let last = reused.last, last.address + last.count * SnapshotFormat.pageSize == addr,
-                   last.fileOffset + last.count * SnapshotFormat.pageSize == off {
+        let page = SnapshotFormat.pageSize
+        for r in try pre.tracker.pageRegions(m.start, m.end) {
+            let c = r.categories
+            // Private file mappings: only the process's own (copy-on-write) pages are saved.
+            if fileBacked && !c.contains(.swapped) && c.contains(.file) { continue }
+            if c.contains(.written) || c.contains(.zeroPage) || slot == nil {
+                addFresh(r.start, (r.end - r.start) / page)
+                continue
+            }
+            var addr = r.start
+            while addr < r.end {
+                let k = Int((addr - areaStart) / page)
+                let off = k < copies.count ? copies[k] : PageIndex.none
+                if off == PageIndex.none {
+                    addFresh(addr, 1)
+                } else if let last = reused.last, last.address + last.count * page == addr, last.fileOffset + last.count * page == off {
                     reused[reused.count - 1].count += 1
                 } else {
                     reused.append(PageRun(address: addr, count: 1, fileOffset: off))
                 }
-            } else if let last = fresh.last, last.0 + last.1 * SnapshotFormat.pageSize == addr {
-                fresh[fresh.count - 1].1 += 1
-            } else {
-                fresh.append((addr, 1))
+                addr += page
             }
         }
         return reused + (try copier.copy(fresh))
