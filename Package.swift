@@ -115,6 +115,6 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
     ]
 )

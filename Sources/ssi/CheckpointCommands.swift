@@ -91,6 +91,8 @@ struct Checkpoint: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Dump, then send SIG (default TERM).", valueName: "SIG")) var kill: String?
     @Option(name: .shortAndLong, help: "A description stored with the snapshot.") var description: String = ""
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
+    @Flag(inversion: .prefixedNo, help: "Copy memory while the application runs, freeze it only for the last round (default: when it holds 64 MiB of anonymous memory or more).")
+    var precopy: Bool? = nil
     @Flag(help: "Print the result as JSON.") var json = false
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Argument(help: "The application id (PID of its root process).") var app: Int32
@@ -131,13 +133,15 @@ struct Checkpoint: ParsableCommand {
             o.description = description
             o.alreadyFrozen = ckptOnly
             o.ignoreUnsupported = ignoreUnsupported
+            o.precopy = precopy
             if let kill { o.killSignal = try parseSignal(kill) }
             let r = try Self.reported(app, progress: OperationProgress("checkpoint \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
                 try engine.checkpoint(app: app, options: o)
             }
             if json {
                 let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
-                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes)]
+                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes),
+                                        "precopyRounds": r.precopyRounds.map { Int($0) }]
                 let data = try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
