@@ -57,14 +57,20 @@ let package = Package(
             "SSISystem", "SSITransport", "SSIMembership",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // The cluster-wide application table (KDDM sets applications, snapshots) and this
+        // node's side of cluster applications: launch, refresh, checkpoint/restart anywhere.
+        .target(name: "SSIProcessTable", dependencies: [
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSICheckpoint", "SSIImage",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         // The control protocol between ssi and ssid (typed requests and replies) and its client.
-        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM"], swiftSettings: swiftSettings),
+        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIProcessTable"], swiftSettings: swiftSettings),
         // A cluster on one machine for development and tests (ssi cluster up): network
         // namespaces, etcd, a supervisor. Not part of the daemon.
         .target(name: "SSILocalCluster", dependencies: ["SSISystem", "SSIControl"], swiftSettings: swiftSettings),
         // The node daemon: assembles the subsystems, serves the control socket.
         .target(name: "SSIDaemon", dependencies: [
-            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl",
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIProcessTable",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -72,7 +78,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
             "SSIControl", "SSILocalCluster", "SSIKDDM", "SSIMembership",
-            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem",
+            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIProcessTable",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
@@ -87,6 +93,7 @@ let package = Package(
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
             "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
+            "SSIProcessTable", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),

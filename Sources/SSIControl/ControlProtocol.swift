@@ -1,5 +1,6 @@
 import SSIKDDM
 import SSIMembership
+import SSIProcessTable
 import SSISystem
 import SSITransport
 
@@ -14,6 +15,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case membership(MembershipRequest)
     case kddm(KDDMRequest)
     case bench(BenchRequest)
+    case apps(AppsRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -21,6 +23,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .membership: return "membership"
         case .kddm: return "kddm"
         case .bench: return "bench"
+        case .apps: return "apps"
         }
     }
 }
@@ -57,6 +60,37 @@ public enum KDDMRequest: Codable, Sendable, Equatable {
     /// Answers `.count`, the last value written.
     case increment(set: String, id: UInt64, count: Int)
     case flush
+    /// Answers `.objects`: every object of the set, in id order.
+    case list(set: String)
+}
+
+/// One object of a listing, its value as UTF-8 text.
+public struct ObjectValue: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var value: String
+    public init(id: UInt64, value: String) { (self.id, self.value) = (id, value) }
+}
+
+/// Cluster applications (`ssi run` with a daemon, `ps`, `caps`, `checkpoint`, `restart`,
+/// `snapshots`, `logs`): asked of any node, answered by the one that must (the
+/// application's node, or the restart's target), which the asked daemon reaches by RPC.
+public enum AppsRequest: Codable, Sendable, Equatable {
+    /// Answers `.application`. The caller's fds 0-2 may come along (SCM_RIGHTS).
+    case launch(LaunchSpec)
+    /// Answers `.applications`.
+    case list
+    /// Answers `.application`.
+    case show(app: Int32)
+    /// Changes such as "+CAN_MIGRATE", "-CAN_MIGRATE"; answers `.application`.
+    case caps(app: Int32, changes: [String])
+    /// Answers `.checkpointed`.
+    case checkpoint(CheckpointSpec)
+    /// Answers `.application`.
+    case restart(RestartSpec)
+    /// Answers `.catalogs` (nil: every application's).
+    case snapshots(app: Int32?)
+    /// Answers `.log`.
+    case logs(app: Int32, offset: UInt64)
 }
 
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
@@ -76,6 +110,12 @@ public enum ControlReply: Codable, Sendable {
     case value(String?)
     case count(Int)
     case bench(BenchReport)
+    case objects([ObjectValue])
+    case application(AppRecord)
+    case applications([AppRecord])
+    case checkpointed(CheckpointDone)
+    case catalogs([SnapshotCatalog])
+    case log(LogChunk)
 }
 
 /// The line the daemon writes back.
@@ -177,6 +217,36 @@ extension ControlReply {
     public func count() throws -> Int {
         guard case .count(let n) = self else { throw Self.unexpected(self, "a count") }
         return n
+    }
+
+    public func application() throws -> AppRecord {
+        guard case .application(let a) = self else { throw Self.unexpected(self, "an application") }
+        return a
+    }
+
+    public func applications() throws -> [AppRecord] {
+        guard case .applications(let a) = self else { throw Self.unexpected(self, "an application list") }
+        return a
+    }
+
+    public func checkpointed() throws -> CheckpointDone {
+        guard case .checkpointed(let c) = self else { throw Self.unexpected(self, "a checkpoint result") }
+        return c
+    }
+
+    public func catalogs() throws -> [SnapshotCatalog] {
+        guard case .catalogs(let c) = self else { throw Self.unexpected(self, "a snapshot list") }
+        return c
+    }
+
+    public func log() throws -> LogChunk {
+        guard case .log(let l) = self else { throw Self.unexpected(self, "a log") }
+        return l
+    }
+
+    public func objects() throws -> [ObjectValue] {
+        guard case .objects(let o) = self else { throw Self.unexpected(self, "an object listing") }
+        return o
     }
 
     public func bench() throws -> BenchReport {

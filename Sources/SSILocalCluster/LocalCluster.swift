@@ -90,6 +90,9 @@ public struct LocalCluster: Sendable {
             etcd = \(plan.etcd)
             control = \(socket(node: k))
             join = yes
+            # each node keeps its own snapshots and logs: nothing relies on a shared directory
+            apps.snapshots = \(dir)/node\(k)/chkpt
+            apps.logs = \(dir)/node\(k)/log
             """
             try conf.write(toFile: "\(dir)/node\(k).conf", atomically: true, encoding: .utf8)
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SSICheckpoint
 import SSIImage
+import SSIProcessTable
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -26,12 +27,25 @@ struct Run: ParsableCommand {
     @Flag(name: .short, help: "Run in the background: return at once.") var background = false
     @Option(name: .short, help: "Write the application id to this file.") var output: String?
     @Flag(help: "Pass file descriptors above 2 on to the application (by default only stdin, stdout and stderr are).") var keepFds = false
+    @Option(help: "Start it on this node of the cluster (a cluster application: ids above 10,000,000).") var node: Int?
+    @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
+    @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
 
     func run() throws {
         var cmd = command
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
+        if !local && (node != nil || log || ClusterApps.daemonReachable()) {
+            do {
+                let r = try ClusterApps.launch(cmd, node: node, log: log)
+                if let output { try "\(r.app)\n".write(toFile: output, atomically: true, encoding: .utf8) }
+                print("Running application \(r.app)")
+                fflush(nil)
+                if background { return }
+                throw ExitCode(try ClusterApps.wait(r.app, node: node))
+            } catch let e as SSIError { fail(e) }
+        }
         do {
             var o = CheckpointEngine.LaunchOptions()
             o.keepFileDescriptors = keepFds
@@ -60,6 +74,7 @@ struct Checkpoint: ParsableCommand {
     @Option(name: .shortAndLong, help: "A description stored with the snapshot.") var description: String = ""
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
     @Flag(help: "Print the result as JSON.") var json = false
+    @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
@@ -83,6 +98,18 @@ struct Checkpoint: ParsableCommand {
     func run() throws {
         let engine = CheckpointEngine()
         do {
+            if ApplicationID.isCluster(app) {
+                guard !freeze, unfreeze == nil, !ckptOnly, !ignoreUnsupported else {
+                    throw SSIError(.unsupported, "-f, -u, -c and -i are not available for cluster application \(app) yet",
+                                   hint: "ssi checkpoint \(app) [--kill] [-d TEXT] [--replicas K]")
+                }
+                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json)
+                return
+            }
+            if replicas > 0 {
+                throw SSIError(.invalidArgument, "--replicas is for cluster applications (ids above 10,000,000); \(app) is a node-local one",
+                               hint: "start it with ssi run --node N to make it a cluster application")
+            }
             if freeze {
                 try engine.freeze(app: app)
                 print("Application \(app) frozen")
@@ -126,9 +153,17 @@ struct Restart: ParsableCommand {
     @Flag(help: "Print the result as JSON.") var json = false
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The snapshot version (default: the latest).") var version: Int?
+    @Option(help: "Cluster application: restart it on this node (default: the node asked).") var node: Int?
 
     func run() throws {
         do {
+            if ApplicationID.isCluster(app) {
+                guard !frozen, !terminal, !foreground else {
+                    throw SSIError(.unsupported, "-U, -t and -f are not available for cluster application \(app) yet", hint: "ssi restart \(app) [VERSION] [--node N]")
+                }
+                try ClusterCR.restart(app: app, version: version, node: node, json: json)
+                return
+            }
             var o = CheckpointEngine.RestartOptions()
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
@@ -162,6 +197,10 @@ struct Snapshots: ParsableCommand {
     @Argument(help: "The application id.") var app: Int32?
 
     func run() throws {
+        if app.map(ApplicationID.isCluster) ?? ClusterApps.daemonReachable() {
+            do { try ClusterCR.snapshots(app: app) } catch { appsFail(error) }
+            return
+        }
         let store = SnapshotStore()
         for a in app.map({ [$0] }) ?? store.applications() {
             for v in store.versions(a) {

@@ -22,6 +22,9 @@ public struct CheckpointEngine: Sendable {
         public var alreadyFrozen = false
         /// Turn unsupported fds into closed fds at restart (`-i`).
         public var ignoreUnsupported = false
+        /// A cluster application's id when it is not its root's PID (docs/migration.md): the
+        /// snapshot is stored under it and its cgroup is `ssi/app-<id>`.
+        public var applicationID: Int32? = nil
         public init() {}
     }
 
