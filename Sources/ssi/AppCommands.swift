@@ -29,7 +29,14 @@ enum ClusterApps {
         if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlConnection(socket: env) }
         let lc = LocalCluster()
         guard let plan = lc.plan() else { return try ControlConnection(socket: "/run/ssid.sock") }
-        if let node { return try ControlConnection(socket: lc.socket(node: node)) }
+        if let node {
+            guard (1...plan.nodes).contains(node) else {
+                throw SSIError(.notFound, "no node \(node) in the local cluster (nodes 1-\(plan.nodes))", hint: "ssi nodes status lists them")
+            }
+            do { return try ControlConnection(socket: lc.socket(node: node)) } catch let e as SSIError {
+                throw SSIError(e.kind, "node \(node): \(e.message)", hint: "is node \(node) up? ssi nodes status; ssi cluster start-node \(node)")
+            }
+        }
         var last = SSIError(.unreachable, "no node of the local cluster answers", hint: "ssi cluster up starts one")
         for k in 1...plan.nodes {
             do { return try ControlConnection(socket: lc.socket(node: k)) } catch let e as SSIError where e.kind == .unreachable { last = e }
@@ -130,9 +137,9 @@ struct Logs: ParsableCommand {
 
 /// `ssi checkpoint APP` and `ssi restart APP` for a cluster application.
 enum ClusterCR {
-    static func checkpoint(app: Int32, description: String, kill: Signal?, replicas: Int, json: Bool) throws {
+    static func checkpoint(app: Int32, description: String, kill: Signal?, replicas: Int, json: Bool, via: Int?) throws {
         let spec = CheckpointSpec(app: app, description: description, kill: kill?.rawValue, replicas: replicas)
-        let r = try ClusterApps.call(.checkpoint(spec), timeout: 900).checkpointed()
+        let r = try ClusterApps.call(.checkpoint(spec), node: via, timeout: 900).checkpointed()
         if json {
             let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
                                     "node": Int(r.node), "replicas": r.replicas.map { Int($0) }, "frozenSeconds": r.frozenSeconds]

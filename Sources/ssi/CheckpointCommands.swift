@@ -75,6 +75,7 @@ struct Checkpoint: ParsableCommand {
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
     @Flag(help: "Print the result as JSON.") var json = false
     @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
+    @Option(name: .customLong("node"), help: "Cluster application: ask this node of the local cluster (any node will do).") var askNode: Int?
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
@@ -103,7 +104,7 @@ struct Checkpoint: ParsableCommand {
                     throw SSIError(.unsupported, "-f, -u, -c and -i are not available for cluster application \(app) yet",
                                    hint: "ssi checkpoint \(app) [--kill] [-d TEXT] [--replicas K]")
                 }
-                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json)
+                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json, via: askNode)
                 return
             }
             if replicas > 0 {

@@ -1,0 +1,127 @@
+import Foundation
+import SSIProcessTable
+import SSISystem
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Cluster applications on the real local cluster (docs/migration.md): KDDM listing, ssi run
+// --node, ps, caps, logs, checkpoint with replicas and restart on a survivor.
+
+/// The application id `ssi run` printed.
+func appID(_ out: String) -> Int32? {
+    out.split(separator: "\n").first { $0.hasPrefix("Running application ") }.flatMap { Int32($0.split(separator: " ").last ?? "") }
+}
+
+func psJSON(node: Int) throws -> [AppRecord] {
+    let out = try ssiOK("ps", "--json", "--node", "\(node)")
+    return try JSONDecoder().decode([AppRecord].self, from: Data(out.utf8))
+}
+
+func record(_ app: Int32, node: Int) throws -> AppRecord? { try psJSON(node: node).first { $0.app == app } }
+
+/// Kills node k's daemon and the processes of its applications with SIGKILL.
+func killNode(_ k: Int, apps: [Int32]) {
+    for p in apps { kill(p, SIGKILL) }
+    kill(nodePid(k), SIGKILL)
+}
+
+@Suite(.serialized, .enabled(if: canRunCluster, Comment(rawValue: whyNot)))
+struct ApplicationTests {
+    @Test(.timeLimit(.minutes(1))) func kddmListShowsEverySetObjectFromAnyNode() throws {
+        try up()
+        defer { try? down() }
+        _ = try ssiOK("kddm", "create-set", "listed")
+        for id in [7, 3, 300, 12] { _ = try ssiOK("kddm", "put", "listed", "\(id)", "v\(id)", "--node", "\(id % 3 + 1)") }
+        for k in 1...3 {
+            #expect(try ssiOK("kddm", "list", "listed", "--node", "\(k)") == "3\tv3\n7\tv7\n12\tv12\n300\tv300")
+        }
+        _ = try ssiOK("kddm", "remove", "listed", "7")
+        #expect(try ssiOK("kddm", "list", "listed", "--node", "2") == "3\tv3\n12\tv12\n300\tv300")
+        let bad = try ssi("kddm", "list", "nosuchset")
+        #expect(bad.code != 0 && bad.out.contains("no set 'nosuchset'"), "\(bad.out)")
+    }
+
+    /// An application started on node 2 from node 1's CLI: own PID namespace (the command is
+    /// process 2), node 2's network namespace, a child of node 2's ssid; seen by ps from
+    /// every node; caps stored in its record; its log read from another node.
+    @Test(.timeLimit(.minutes(2))) func runOnAnotherNodePsCapsLogs() throws {
+        try up()
+        defer { try? down() }
+        let out = try ssiOK("run", "-b", "--log", "--node", "2", "--", "/bin/sh", "-c", "echo started as $$; exec sleep 100")
+        let app = try #require(appID(out), "no id in \(out)")
+        #expect(app > ApplicationID.base)
+        let r = try #require(try record(app, node: 3))
+        #expect(r.node == 2 && r.state == .running && r.command.first == "/bin/sh")
+        let status = try String(contentsOfFile: "/proc/\(r.pid)/status", encoding: .utf8)
+        #expect(status.contains(where: { _ in true }) && status.split(separator: "\n").contains { $0.hasPrefix("NSpid:") && $0.hasSuffix("\t1") },
+                "ssi-init is not process 1 of its own namespace")
+        let net = { (p: Int32) in try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p)/ns/net") }
+        #expect(net(r.pid) != nil && net(r.pid) == net(nodePid(2)), "the app is not in node 2's network namespace")
+        #expect(ProcStatParent.of(r.pid) == nodePid(2), "the app's init is not a child of node 2's ssid")
+        _ = try waitFor("ps shows 2 processes", seconds: 6) { try record(app, node: 1)?.processes == 2 }
+        #expect(try ssiOK("caps", "\(app)", "+CAN_MIGRATE", "--node", "3") == "\(app): CAN_MIGRATE")
+        #expect(try record(app, node: 1)?.caps == ["CAN_MIGRATE"])
+        let bad = try ssi("caps", "\(app)", "+FLY")
+        #expect(bad.code != 0 && bad.out.contains("unknown capability 'FLY'"), "\(bad.out)")
+        _ = try waitFor("the log on node 2 read from node 3", seconds: 5) { try ssiOK("logs", "\(app)", "--node", "3") == "started as 2" }
+        let missing = try ssi("checkpoint", "\(ApplicationID.base + 99_999)")
+        #expect(missing.code != 0 && missing.out.contains("no application"), "\(missing.out)")
+        let down = try ssi("run", "--node", "9", "--", "/bin/true")
+        #expect(down.code != 0 && down.out.contains("node 9"), "\(down.out)")
+        kill(r.pid, SIGTERM)
+        _ = try waitFor("stopped in ps", seconds: 5) { try record(app, node: 3)?.state == .stopped }
+    }
+
+    /// Without --log the caller's stdout reaches the application (SCM_RIGHTS over the control
+    /// socket) and ssi run returns its exit status.
+    @Test(.timeLimit(.minutes(1))) func runPassesTheCallersFilesAndStatus() throws {
+        try up()
+        defer { try? down() }
+        let r = try ssi("run", "--node", "3", "--", "/bin/sh", "-c", "echo out of $$; exit 3")
+        #expect(r.code == 3, "\(r.out)")
+        #expect(r.out.contains("out of 2"), "\(r.out)")
+        let app = try #require(appID(r.out))
+        let rec = try #require(try record(app, node: 1))
+        #expect(rec.state == .stopped && rec.exit_status == 3)
+        let nf = try ssi("run", "--node", "2", "--", "/no/such/program")
+        #expect(nf.code != 0 && nf.out.contains("/no/such/program") && nf.out.contains("node 2"), "\(nf.out)")
+    }
+
+    /// checkpoint --replicas 1 from another node; node 3 killed with kill -9 (daemon and
+    /// application): every survivor shows the application lost; restart --node 2 brings it
+    /// back from the replica (node 2 never saw the snapshot made on node 3).
+    @Test(.timeLimit(.minutes(3))) func replicaSurvivesKillNine() throws {
+        try up()
+        defer { try? down() }
+        let out = try ssiOK("run", "-b", "--log", "--node", "3", "--", "/bin/sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")
+        let app = try #require(appID(out))
+        usleep(600_000)
+        let c = try ssiOK("checkpoint", "\(app)", "--replicas", "1", "--node", "1")
+        #expect(c.contains("Version: 1") && c.contains("Node: 3 (replicas on 1)"), "\(c)")
+        #expect(try ssiOK("snapshots", "\(app)").contains("v1"))
+        let busy = try ssi("restart", "\(app)", "--node", "2")
+        #expect(busy.code != 0 && busy.out.contains("running on node 3"), "\(busy.out)")
+        let rec = try #require(try record(app, node: 1))
+        killNode(3, apps: [rec.pid])
+        _ = try waitFor("lost on nodes 1 and 2", seconds: 6) {
+            try record(app, node: 1)?.state == .lost && record(app, node: 2)?.state == .lost
+        }
+        let r = try ssiOK("restart", "\(app)", "--node", "2")
+        #expect(r.contains("on node 2"), "\(r)")
+        let back = try #require(try record(app, node: 1))
+        #expect(back.node == 2 && back.state == .running && Proc.alive(back.pid))
+        #expect(try ssiOK("snapshots", "\(app)").contains("nodes 3,1,2"))
+        kill(back.pid, SIGTERM)
+    }
+}
+
+enum ProcStatParent {
+    /// The parent of `pid` (field 4 of /proc/PID/stat).
+    static func of(_ pid: Int32) -> Int32 {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = s.lastIndex(of: ")") else { return 0 }
+        let f = s[s.index(after: close)...].split(separator: " ")
+        return f.count > 1 ? Int32(f[1]) ?? 0 : 0
+    }
+}
