@@ -12,6 +12,7 @@ public enum SnapshotFormat {
     public static let magic = "swiftssi-snapshot"
     /// 2 added process trees, threads and task states (optional fields: version 1 files read as before).
     /// 3 added sockets beyond socketpairs (FileDescriptorImage.socket) and the tcpSocket kind.
+    /// apps (no bump, optional field): ProcessImage.pidNamespaceInit, ids inside the application's PID namespace.
     public static let version = 3
     public static let readable: ClosedRange<Int> = 1...3
     public static let pageSize: UInt64 = 4096
@@ -75,6 +76,11 @@ public struct ProcessImage: Codable, Sendable {
     public var zombieStatus: Int32?
     /// Version 2: stopped by job control (SIGSTOP/SIGTSTP) at checkpoint time.
     public var jobStopped: Bool?
+    /// Set on the root of an application that has a PID namespace of its own (a cluster
+    /// application: ssi-init is its process 1). Every PID, PGID, SID and thread id of the
+    /// snapshot is then the one seen inside that namespace, and restart creates a new
+    /// namespace for them (optional field, apps: no format bump).
+    public var pidNamespaceInit: Bool?
     /// Version 2: PR_SET_CHILD_SUBREAPER.
     public var childSubreaper: Bool?
     /// Version 2: setitimer(2) timers (ITIMER_REAL, _VIRTUAL, _PROF) that are armed.

@@ -112,6 +112,7 @@ extension NodeApplications {
     /// (pidfd_open(2)), and only then is it reaped, with WNOHANG.
     func watch(app: Int32, pid: Int32) {
         local.withLock { $0[app] = pid }
+        written.withLock { $0[app] = nil }
         let t = Thread { [self] in
             let pidfd = (try? PidFD.open(ProcessID(pid))) ?? -1
             var st: Int32 = 0

@@ -27,7 +27,7 @@ public final class NodeApplications: Sendable {
     /// Applications running here: id -> root PID (in this node's PID namespace).
     let local = Mutex<[Int32: Int32]>([:])
     /// What the last refresh wrote, per application (processes, rss).
-    private let written = Mutex<[Int32: (Int, UInt64, AppState)]>([:])
+    let written = Mutex<[Int32: (Int, UInt64, AppState)]>([:])
 
     public init(table: ProcessTable, rpc: RPCNode, snapshots: String, logs: String, initPath: String, logger: Logger) {
         self.table = table

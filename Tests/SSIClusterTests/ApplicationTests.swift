@@ -1,6 +1,7 @@
 import Foundation
 import SSIProcessTable
 import SSISystem
+import SSITestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -114,6 +115,38 @@ struct ApplicationTests {
         #expect(back.node == 2 && back.state == .running && Proc.alive(back.pid))
         #expect(try ssiOK("snapshots", "\(app)").contains("nodes 3,1,2"))
         kill(back.pid, SIGTERM)
+    }
+}
+
+extension ApplicationTests {
+    /// A C program in its own PID namespace (process 2, a thread 4, a child 3) checkpointed
+    /// with --kill on node 1 and restarted on node 3: the same getpid/getppid/gettid inside,
+    /// though the node runs processes with those numbers (1, 2, 3 and 4 are always taken in
+    /// the node's namespace: init and kernel threads), /proc/self right, memory intact; it
+    /// checks all that itself and exits 0 only if everything held.
+    @Test(.timeLimit(.minutes(3))) func pidsSurviveRestartOnAnotherNode() throws {
+        let fixture = try TestEnv.fixture("nspids")
+        try up()
+        defer { try? down() }
+        for p: Int32 in [1, 2, 3, 4] { #expect(kill(p, 0) == 0, "PID \(p) is free in the node's namespace") }
+        let out = try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture)
+        let app = try #require(appID(out))
+        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        #expect(try ssiOK("logs", "\(app)").contains("main pid 2 ppid 1 tid 2 thread 4 child 3"))
+        let c = try ssiOK("checkpoint", "--kill=KILL", "\(app)")
+        #expect(c.contains("Version: 1"), "\(c)")
+        _ = try waitFor("stopped", seconds: 5) { try record(app, node: 2)?.state == .stopped }
+        let r = try ssiOK("restart", "\(app)", "--node", "3")
+        #expect(r.contains("on node 3"), "\(r)")
+        let rec = try #require(try record(app, node: 2))
+        #expect(rec.node == 3 && rec.state == .running)
+        let ns = try String(contentsOfFile: "/proc/\(rec.pid)/status", encoding: .utf8)
+        #expect(ns.split(separator: "\n").contains { $0.hasPrefix("NSpid:") && $0.hasSuffix("\t1") }, "the restored init is not process 1 of a new namespace")
+        kill(rec.pid, SIGUSR1)
+        _ = try waitFor("the program's verdict", seconds: 10) { try record(app, node: 1)?.state == .stopped }
+        let log = try ssiOK("logs", "\(app)", "--node", "2")
+        #expect(log.contains("PASS child pid 3 ppid 2") && log.hasSuffix("PASS") && !log.contains("FAIL"), "\(log)")
+        #expect(try record(app, node: 1)?.exit_status == 0)
     }
 }
 

@@ -67,7 +67,9 @@ extension CheckpointEngine {
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
-            let images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer)
+            var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer)
+            // A cluster application's ids are those inside its own PID namespace.
+            if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) }
             phase.mark("checkpoint: all processes")
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
             if let sig = options.killSignal {
