@@ -91,6 +91,8 @@ public enum AppsRequest: Codable, Sendable, Equatable {
     case snapshots(app: Int32?)
     /// Answers `.log`.
     case logs(app: Int32, offset: UInt64)
+    /// Stop-and-copy migration; answers `.application`.
+    case migrate(MigrateSpec)
 }
 
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.

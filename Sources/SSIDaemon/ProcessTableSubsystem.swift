@@ -93,6 +93,14 @@ struct ProcessTableSubsystem: Subsystem {
         case .snapshots(let app):
             if let app { return .catalogs([try await table.catalog(app)]) }
             return .catalogs(try await table.catalogs())
+        case .migrate(let spec):
+            let rec = try await table.record(spec.app)
+            guard rec.state == .running else {
+                throw SSIError(.state, "application \(spec.app) is \(rec.state.rawValue) on node \(rec.node): only a running application can be migrated",
+                               hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) --node \(spec.node) brings it back there" : "try again once it settles")
+            }
+            if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(900)) }
+            return .application(try await apps.migrate(spec))
         case .logs(let app, let offset):
             let rec = try await table.record(app)
             let n = rec.log_node ?? rec.node

@@ -57,6 +57,10 @@ extension NodeApplications {
             let f = try JSONDecoder().decode(FileRef.self, from: Data(p))
             return try chunk(f)
         }
+        rpc.register(ProcessTableService.migrateIn) { [self] _, p in
+            try await migrateIn(try JSONDecoder().decode(MigrateIn.self, from: Data(p)))
+            return []
+        }
         rpc.register(ProcessTableService.pull) { [self] _, p in
             let v = try JSONDecoder().decode(VersionRef.self, from: Data(p))
             try await pull(v.app, v.version, from: v.from)

@@ -10,7 +10,7 @@ import Glibc
 
 // Cluster applications (docs/migration.md): `ssi run` with a daemon, `ps`, `caps`, `logs`,
 // and the cluster forms of `checkpoint`, `restart`, `snapshots`.
-let appCommands: [ParsableCommand.Type] = [PS.self, Caps.self, Logs.self]
+let appCommands: [ParsableCommand.Type] = [PS.self, Caps.self, Logs.self, Migrate.self]
 
 func appsFail(_ error: Error) -> Never {
     FileHandle.standardError.write(Data("ssi: \(error)\n".utf8))
@@ -112,6 +112,26 @@ struct Caps: ParsableCommand {
         do {
             let r = try ClusterApps.call(changes.isEmpty ? .show(app: app) : .caps(app: app, changes: changes), via: daemon).application()
             print("\(r.app): \(r.caps.isEmpty ? "(none)" : r.caps.joined(separator: " "))")
+        } catch { appsFail(error) }
+    }
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Move a cluster application to another node (Kerrighed: migrate).",
+                                                    discussion: "Stop-and-copy for now: it is stopped, checkpointed, restarted on NODE, and its old copy killed only once the new one runs. Needs the CAN_MIGRATE capability (ssi caps APP +CAN_MIGRATE).")
+    @Argument(help: "The application id.") var app: Int32
+    @Argument(help: "The target node.") var target: Int
+    @Option(name: .customLong("node"), help: "Ask this node of the local cluster (any node will do).") var askNode: Int?
+    func run() throws {
+        do {
+            guard ApplicationID.isCluster(app) else {
+                throw SSIError(.invalidArgument, "\(app) is not a cluster application: only those (ids above 10,000,000) can migrate",
+                               hint: "start it with ssi run --node N")
+            }
+            guard (1...255).contains(target) else { throw SSIError(.invalidArgument, "node \(target) is not a node id (1..255)") }
+            let t0 = ContinuousClock.now
+            let r = try ClusterApps.call(.migrate(MigrateSpec(app: app, node: UInt8(target))), node: askNode, timeout: 900).application()
+            print("Migrated application \(r.app) to node \(r.node) (pid \(r.pid)) in \(ContinuousClock.now - t0)")
         } catch { appsFail(error) }
     }
 }

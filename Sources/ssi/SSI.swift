@@ -17,7 +17,7 @@ struct SSI: AsyncParsableCommand {
     static let aliases: [String: [String]] = [
         "krgcr-run": ["run"], "checkpoint": ["checkpoint"], "restart": ["restart"],
         "ipccheckpoint": ["ipc", "checkpoint"], "ipcrestart": ["ipc", "restart"], "krgadm": [],
-        "krgcapset": ["caps"],
+        "krgcapset": ["caps"], "migrate": ["migrate"],
     ]
 
     static func main() async {

@@ -150,6 +150,70 @@ extension ApplicationTests {
     }
 }
 
+extension ApplicationTests {
+    /// Stop-and-copy migration 1 -> 2 -> 3 -> 1 of a C program that checks its PIDs and its
+    /// memory itself at the end; refusals first (no CAN_MIGRATE, same node, unknown node):
+    /// the application never stopped for them.
+    @Test(.timeLimit(.minutes(4))) func migrateAroundTheCluster() throws {
+        let fixture = try TestEnv.fixture("nspids")
+        try up()
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture)))
+        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        let nocap = try ssi("migrate", "\(app)", "2")
+        #expect(nocap.code != 0 && nocap.out.contains("CAN_MIGRATE"), "\(nocap.out)")
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        let same = try ssi("migrate", "\(app)", "1", "--node", "3")
+        #expect(same.code != 0 && same.out.contains("already runs on node 1"), "\(same.out)")
+        let nowhere = try ssi("migrate", "\(app)", "7")
+        #expect(nowhere.code != 0 && nowhere.out.contains("node 7 is not online"), "\(nowhere.out)")
+        let first = try #require(try record(app, node: 2))
+        #expect(first.node == 1 && first.state == .running && Proc.alive(first.pid))
+        // A target that cannot store the snapshot (its snapshot directory is a file): the
+        // migration fails after the source stopped, and the source goes on, unchanged.
+        let blocked = "\(lc.dir)/node2/chkpt"
+        try? FileManager.default.createDirectory(atPath: "\(lc.dir)/node2", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: blocked, contents: Data("not a directory".utf8)))
+        let failed = try ssi("migrate", "\(app)", "2")
+        #expect(failed.code != 0 && failed.out.contains("goes on on node 1"), "\(failed.out)")
+        try FileManager.default.removeItem(atPath: blocked)
+        let after = try #require(try record(app, node: 3))
+        #expect(after.node == 1 && after.state == .running && after.pid == first.pid)
+        for p in NodeTree.of(first.pid) { #expect(Proc.state(p) != "T", "PID \(p) was left stopped") }
+        var last = first
+        for (target, via) in [(2, 3), (3, 1), (1, 2)] {
+            let out = try ssiOK("migrate", "\(app)", "\(target)", "--node", "\(via)")
+            #expect(out.contains("to node \(target)"), "\(out)")
+            let now = try #require(try record(app, node: via))
+            #expect(now.node == UInt8(target) && now.state == .running && Proc.alive(now.pid))
+            _ = try waitFor("the old copy gone", seconds: 5) { !Proc.alive(last.pid) }
+            for k in 1...3 { #expect(try psJSON(node: k).filter { $0.app == app }.map(\.node) == [UInt8(target)]) }
+            last = now
+        }
+        #expect(last.migrations == 3)
+        kill(last.pid, SIGUSR1)
+        _ = try waitFor("the program's verdict", seconds: 10) { try record(app, node: 3)?.state == .stopped }
+        let log = try ssiOK("logs", "\(app)")
+        #expect(log.contains("PASS child pid 3 ppid 2") && log.hasSuffix("PASS") && !log.contains("FAIL"), "\(log)")
+        #expect(try record(app, node: 2)?.exit_status == 0)
+    }
+}
+
+enum NodeTree {
+    /// `root` and its descendants (/proc/PID/task/TID/children).
+    static func of(_ root: Int32) -> [Int32] {
+        var out: [Int32] = [], todo = [root]
+        while let p = todo.popLast() {
+            out.append(p)
+            for t in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p)/task")) ?? [] {
+                let kids = (try? String(contentsOfFile: "/proc/\(p)/task/\(t)/children", encoding: .utf8)) ?? ""
+                todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+        }
+        return out
+    }
+}
+
 enum ProcStatParent {
     /// The parent of `pid` (field 4 of /proc/PID/stat).
     static func of(_ pid: Int32) -> Int32 {
