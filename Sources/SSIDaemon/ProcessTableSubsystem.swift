@@ -150,6 +150,9 @@ enum Capabilities {
 struct RefreshService: Service {
     let apps: NodeApplications
     func run() async throws {
-        await cancelWhenGracefulShutdown { await apps.refreshLoop() }
+        await cancelWhenGracefulShutdown {
+            await apps.reconcile()
+            await apps.refreshLoop()
+        }
     }
 }

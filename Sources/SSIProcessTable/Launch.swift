@@ -116,29 +116,64 @@ extension NodeApplications {
         let t = Thread { [self] in
             let pidfd = (try? PidFD.open(ProcessID(pid))) ?? -1
             var st: Int32 = 0
+            // Nil when it is not our child (adopted after this daemon restarted): its status
+            // went to whoever inherited it.
+            var status: Int32? = nil
             while true {
                 if pidfd >= 0 {
                     var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
                     if poll(&p, 1, 1000) <= 0 { continue }
                 }
                 let r = waitpid(pid, &st, WNOHANG)
-                if r == pid || (r < 0 && errno == ECHILD) { break }
+                if r == pid { status = WaitStatus(raw: st).exitCode; break }
+                if r < 0 && errno == ECHILD && (pidfd >= 0 || !ProcFS.exists("/proc/\(pid)")) { break }
                 usleep(pidfd >= 0 ? 20_000 : 200_000)
             }
             if pidfd >= 0 { close(pidfd) }
-            let status = WaitStatus(raw: st).exitCode
+            let exitStatus = status
             local.withLock { if $0[app] == pid { $0[app] = nil } }
             Task {
                 if let f = CgroupFreezer.find() { rmdir(f.path(app)) }
                 _ = try? await table.update(app) { r in
                     guard r.node == self.me, r.pid == pid else { return }
                     r.state = .stopped
-                    r.exit_status = status
+                    r.exit_status = exitStatus
                     r.processes = 0
                     r.rss_bytes = 0
                 }
             }
         }
         t.start()
+    }
+
+    /// After this daemon restarted: the records that still say an application runs here.
+    /// An init still alive is adopted (watched, no longer our child: its status is lost);
+    /// otherwise the application stopped while no daemon watched it.
+    public func reconcile() async {
+        guard let all = try? await table.list() else { return }
+        for r in all where r.node == me && [.running, .frozen, .migrating].contains(r.state) && local.withLock({ $0[r.app] == nil }) {
+            let bytes: [UInt8] = (try? ProcFS.readBytes("/proc/\(r.pid)/cmdline")) ?? []
+            let cmd = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+            if cmd.hasSuffix("ssi-init") && PIDNamespaceIDs.innermost(r.pid) == 1 {
+                logger.info("process table: adopting application \(r.app) (pid \(r.pid)), started by an earlier ssid")
+                watch(app: r.app, pid: r.pid)
+            } else {
+                _ = try? await table.update(r.app) { rec in
+                    guard rec.node == self.me, rec.pid == r.pid else { return }
+                    (rec.state, rec.processes, rec.rss_bytes) = (.stopped, 0, 0)
+                }
+            }
+        }
+    }
+}
+
+enum PIDNamespaceIDs {
+    /// The last NSpid entry of /proc/PID/status: its id in its innermost PID namespace.
+    static func innermost(_ pid: Int32) -> Int32? {
+        guard let s = try? ProcFS.read("/proc/\(pid)/status") else { return nil }
+        for line in s.split(separator: "\n") where line.hasPrefix("NSpid:") {
+            return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { Int32($0) }
+        }
+        return nil
     }
 }

@@ -199,6 +199,29 @@ extension ApplicationTests {
     }
 }
 
+extension ApplicationTests {
+    /// Node 2's daemon killed with kill -9 while two of its applications run; one of them is
+    /// killed too. When the daemon comes back it adopts the survivor (still running, and
+    /// stopped once it ends) and records the other as stopped.
+    @Test(.timeLimit(.minutes(2))) func restartedDaemonAdoptsItsApplications() throws {
+        try up()
+        defer { try? down() }
+        let a = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "2", "--", "/bin/sleep", "300")))
+        let b = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "2", "--", "/bin/sleep", "300")))
+        let ra = try #require(try record(a, node: 1)), rb = try #require(try record(b, node: 1))
+        killNode(2, apps: [rb.pid])
+        _ = try waitFor("lost while node 2 is down", seconds: 6) { try record(a, node: 1)?.state == .lost }
+        _ = try ssiOK("cluster", "start-node", "2")
+        _ = try waitFor("a running again, b stopped", seconds: 10) {
+            try record(a, node: 3)?.state == .running && record(b, node: 3)?.state == .stopped
+        }
+        #expect(Proc.alive(ra.pid))
+        kill(ra.pid, SIGTERM)
+        _ = try waitFor("a stopped once it ended", seconds: 5) { try record(a, node: 1)?.state == .stopped }
+        _ = Proc.reapAll()
+    }
+}
+
 enum NodeTree {
     /// `root` and its descendants (/proc/PID/task/TID/children).
     static func of(_ root: Int32) -> [Int32] {
