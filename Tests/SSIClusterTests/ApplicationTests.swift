@@ -222,6 +222,27 @@ extension ApplicationTests {
     }
 }
 
+extension ApplicationTests {
+    /// A python3 program (Tests/Fixtures/pyids.py) migrated 1 -> 2 -> 3 -> 1: same pid and
+    /// ppid, same data, and its loop went on.
+    @Test(.timeLimit(.minutes(3)), .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "needs /usr/bin/python3"))
+    func migratePython() throws {
+        try up()
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", "/usr/bin/python3", TestEnv.repoRoot + "/Tests/Fixtures/pyids.py")))
+        _ = try waitFor("READY", seconds: 10) { try ssiOK("logs", "\(app)").contains("READY 2 1") }
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        for target in [2, 3, 1] { #expect(try ssiOK("migrate", "\(app)", "\(target)").contains("to node \(target)")) }
+        let rec = try #require(try record(app, node: 2))
+        #expect(rec.node == 1 && rec.migrations == 3)
+        kill(rec.pid, SIGUSR1)
+        _ = try waitFor("its verdict", seconds: 10) { try record(app, node: 1)?.state == .stopped }
+        let log = try ssiOK("logs", "\(app)")
+        #expect(log.contains("PASS pid 2 ppid 1") && !log.contains("FAIL"), "\(log)")
+        #expect(try record(app, node: 3)?.exit_status == 0)
+    }
+}
+
 enum NodeTree {
     /// `root` and its descendants (/proc/PID/task/TID/children).
     static func of(_ root: Int32) -> [Int32] {
