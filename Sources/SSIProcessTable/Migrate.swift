@@ -48,16 +48,24 @@ extension NodeApplications {
         o.description = "migration from node \(me) to node \(target)"
         o.applicationID = app
         o.killSignal = .stop
-        let engine = CheckpointEngine(store: store), opts = o
+        let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc
+        // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
+        // that fails leaves nothing there and the application running here (the engine lets
+        // it go without the signal).
         let done: CheckpointEngine.CheckpointResult
-        do { done = try await Self.onThread { try engine.checkpoint(app: root, options: opts) } } catch {
+        do {
+            done = try await Self.onThread {
+                try engine.checkpoint(app: root, options: opts, to: try RemoteImageWriter(rpc: rpc, node: target, app: app))
+            }
+        } catch {
             _ = try? await table.update(app) { $0.state = .running }
-            throw error
+            throw SSIError(.system, "migration of application \(app) to node \(target) failed before it stopped: \(error); it goes on on node \(me)",
+                           hint: (error as? SSIError)?.hint ?? "see node \(target)'s log")
         }
         let stopped = Self.tree(root)
         do {
-            let size = (try? files(app, done.version).reduce(UInt64(0)) { $0 + $1.size }) ?? 0
-            try await table.addSnapshot(app, .init(version: done.version, date: done.date, description: done.description, size: size, nodes: [me]), holder: me)
+            try await table.addSnapshot(app, .init(version: done.version, date: done.date, description: done.description,
+                                                   size: done.pageBytes, nodes: [target]), holder: target)
             let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me)))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
         } catch {

@@ -28,6 +28,8 @@ public final class NodeApplications: Sendable {
     let local = Mutex<[Int32: Int32]>([:])
     /// What the last refresh wrote, per application (processes, rss).
     let written = Mutex<[Int32: (Int, UInt64, AppState)]>([:])
+    /// Snapshots other nodes are streaming into this node's store (RemoteImage.swift).
+    let incoming = IncomingSnapshots()
 
     public init(table: ProcessTable, rpc: RPCNode, snapshots: String, logs: String, initPath: String, logger: Logger) {
         self.table = table

@@ -57,6 +57,10 @@ extension NodeApplications {
             let f = try JSONDecoder().decode(FileRef.self, from: Data(p))
             return try chunk(f)
         }
+        rpc.register(ProcessTableService.incoming) { [self] _, p in
+            let (step, bytes) = try IncomingStep.decode(p)
+            return Array(try JSONEncoder().encode(try incoming.handle(step, bytes, store: store)))
+        }
         rpc.register(ProcessTableService.migrateIn) { [self] _, p in
             try await migrateIn(try JSONDecoder().decode(MigrateIn.self, from: Data(p)))
             return []
