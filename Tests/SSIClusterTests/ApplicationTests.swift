@@ -243,6 +243,39 @@ extension ApplicationTests {
     }
 }
 
+extension ApplicationTests {
+    /// The target's daemon killed with kill -9 while 256 MiB stream to it: the migration
+    /// fails, the application goes on on node 1 with the same pid, not stopped, its memory
+    /// the same (it checks its checksum itself).
+    @Test(.timeLimit(.minutes(3))) func targetKilledMidTransferLeavesTheSourceRunning() throws {
+        let fixture = try TestEnv.fixture("bigmem")
+        try up()
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture, "256")))
+        _ = try waitFor("READY", seconds: 20) { try ssiOK("logs", "\(app)").contains("READY") }
+        let ready = try ssiOK("logs", "\(app)")
+        let sum = try #require(ready.split(separator: "\n").first { $0.hasPrefix("READY") }?.split(separator: " ").last)
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        let before = try #require(try record(app, node: 1))
+        let mig = try Proc.spawn([binDir + "/ssi", "migrate", "\(app)", "2"], log: "/tmp/ssi-apps-migrate.log")
+        _ = try waitFor("bytes arriving on node 2", seconds: 10) {
+            let tmp = (try? FileManager.default.contentsOfDirectory(atPath: "\(lc.dir)/node2/chkpt/\(app)")) ?? []
+            return tmp.contains { $0.hasPrefix(".tmp-") }
+        }
+        kill(nodePid(2), SIGKILL)
+        var st: Int32 = 0
+        while waitpid(mig, &st, 0) < 0 && errno == EINTR {}
+        let out = (try? String(contentsOfFile: "/tmp/ssi-apps-migrate.log", encoding: .utf8)) ?? ""
+        #expect(st != 0 && out.contains("goes on on node 1"), "\(out)")
+        let after = try #require(try record(app, node: 3))
+        #expect(after.node == 1 && after.state == .running && after.pid == before.pid)
+        for p in NodeTree.of(before.pid) { #expect(Proc.state(p) != "T", "PID \(p) was left stopped") }
+        kill(before.pid, SIGUSR1)
+        _ = try waitFor("its checksum again", seconds: 20) { try ssiOK("logs", "\(app)").contains("SUM") }
+        #expect(try ssiOK("logs", "\(app)").contains("SUM \(sum)"))
+    }
+}
+
 enum NodeTree {
     /// `root` and its descendants (/proc/PID/task/TID/children).
     static func of(_ root: Int32) -> [Int32] {
