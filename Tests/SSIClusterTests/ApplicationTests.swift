@@ -276,6 +276,44 @@ extension ApplicationTests {
     }
 }
 
+extension ApplicationTests {
+    /// The image crosses the network: the bytes node 2's interface receives during a
+    /// migration to it are at least the application's anonymous resident memory (no shared
+    /// directory carries it), and its memory is the same afterwards.
+    @Test(.timeLimit(.minutes(3))) func migrationBytesCrossTheTargetsInterface() throws {
+        let fixture = try TestEnv.fixture("bigmem")
+        try up()
+        defer { try? down() }
+        func rx() throws -> UInt64 {
+            let r = try Proc.run(["ip", "netns", "exec", lc.nodeNamespace(2), "cat", "/sys/class/net/eth0/statistics/rx_bytes"], check: false)
+            return UInt64(r.1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture, "64")))
+        _ = try waitFor("READY", seconds: 20) { try ssiOK("logs", "\(app)").contains("READY") }
+        let sum = try #require(try ssiOK("logs", "\(app)").split(separator: "\n").first { $0.hasPrefix("READY") }?.split(separator: " ").last)
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        // Its anonymous resident memory (RssAnon, proc(5)): file-backed pages (libc...) are
+        // mapped again from the files on the target, not sent.
+        let root = try #require(try record(app, node: 1)).pid
+        let rss = NodeTree.of(root).reduce(UInt64(0)) { acc, p in
+            let s = (try? String(contentsOfFile: "/proc/\(p)/status", encoding: .utf8)) ?? ""
+            let kb = s.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
+            return acc + kb * 1024
+        }
+        #expect(rss >= 64 << 20)
+        let before = try rx()
+        _ = try ssiOK("migrate", "\(app)", "2")
+        let received = try rx() - before
+        print("migration of \(rss >> 20) MiB resident: node 2 received \(received >> 20) MiB")
+        #expect(received >= rss, "node 2 received \(received) bytes, less than the \(rss) resident")
+        let now = try #require(try record(app, node: 3))
+        #expect(now.node == 2)
+        kill(now.pid, SIGUSR1)
+        _ = try waitFor("its checksum again", seconds: 20) { try ssiOK("logs", "\(app)").contains("SUM") }
+        #expect(try ssiOK("logs", "\(app)").contains("SUM \(sum)"))
+    }
+}
+
 enum NodeTree {
     /// `root` and its descendants (/proc/PID/task/TID/children).
     static func of(_ root: Int32) -> [Int32] {
