@@ -59,6 +59,12 @@ let package = Package(
             "SSISystem", "SSITransport", "SSIMembership",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // The cluster-wide application table (KDDM sets applications, snapshots) and this
+        // node's side of cluster applications: launch, refresh, checkpoint/restart anywhere.
+        .target(name: "SSIProcessTable", dependencies: [
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSICheckpoint", "SSIImage",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         // The operators' view: events, Prometheus metrics, the dashboard's HTTP server, the
         // cluster-wide views gathered over RPC (docs/observe.md).
         .target(name: "SSIObserve", dependencies: [
@@ -72,7 +78,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ], swiftSettings: swiftSettings),
         // The control protocol between ssi and ssid (typed requests and replies) and its client.
-        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIScheduler", "SSIObserve"], swiftSettings: swiftSettings),
+        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIProcessTable", "SSIScheduler", "SSIObserve"], swiftSettings: swiftSettings),
         // The scheduler: probes, filters, policies, the Scheduling Configuration Changer
         // (settings XML, selectors), external plug-ins. Pure decisions; the daemon acts on them.
         .target(name: "SSIScheduler", dependencies: ["SSISystem"], swiftSettings: swiftSettings),
@@ -81,7 +87,7 @@ let package = Package(
         .target(name: "SSILocalCluster", dependencies: ["SSISystem", "SSIControl"], swiftSettings: swiftSettings),
         // The node daemon: assembles the subsystems, serves the control socket.
         .target(name: "SSIDaemon", dependencies: [
-            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIScheduler", "SSIObserve",
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIProcessTable", "SSIScheduler", "SSIObserve",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -89,7 +95,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
             "SSIControl", "SSILocalCluster", "SSIKDDM", "SSIMembership",
-            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIScheduler", "SSIObserve",
+            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIProcessTable", "SSIScheduler", "SSIObserve",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
@@ -104,6 +110,7 @@ let package = Package(
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
             "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
+            "SSIProcessTable", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),

@@ -2,6 +2,7 @@ import SSIKDDM
 import SSIScheduler
 import SSIMembership
 import SSIObserve
+import SSIProcessTable
 import SSISystem
 import SSITransport
 
@@ -18,6 +19,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case bench(BenchRequest)
     case scheduler(SchedulerRequest)
     case observe(ObserveRequest)
+    case apps(AppsRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -27,6 +29,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .bench: return "bench"
         case .scheduler: return "scheduler"
         case .observe: return "observe"
+        case .apps: return "apps"
         }
     }
 }
@@ -63,6 +66,39 @@ public enum KDDMRequest: Codable, Sendable, Equatable {
     /// Answers `.count`, the last value written.
     case increment(set: String, id: UInt64, count: Int)
     case flush
+    /// Answers `.objects`: every object of the set, in id order.
+    case list(set: String)
+}
+
+/// One object of a listing, its value as UTF-8 text.
+public struct ObjectValue: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var value: String
+    public init(id: UInt64, value: String) { (self.id, self.value) = (id, value) }
+}
+
+/// Cluster applications (`ssi run` with a daemon, `ps`, `caps`, `checkpoint`, `restart`,
+/// `snapshots`, `logs`): asked of any node, answered by the one that must (the
+/// application's node, or the restart's target), which the asked daemon reaches by RPC.
+public enum AppsRequest: Codable, Sendable, Equatable {
+    /// Answers `.application`. The caller's fds 0-2 may come along (SCM_RIGHTS).
+    case launch(LaunchSpec)
+    /// Answers `.applications`.
+    case list
+    /// Answers `.application`.
+    case show(app: Int32)
+    /// Changes such as "+CAN_MIGRATE", "-CAN_MIGRATE"; answers `.application`.
+    case caps(app: Int32, changes: [String])
+    /// Answers `.checkpointed`.
+    case checkpoint(CheckpointSpec)
+    /// Answers `.application`.
+    case restart(RestartSpec)
+    /// Answers `.catalogs` (nil: every application's).
+    case snapshots(app: Int32?)
+    /// Answers `.log`.
+    case logs(app: Int32, offset: UInt64)
+    /// Stop-and-copy migration; answers `.application`.
+    case migrate(MigrateSpec)
 }
 
 /// The operators' view (`ssi events`, `ssi cluster status`, `ssi dashboard`; the CLI's reports).
@@ -109,6 +145,12 @@ public enum ControlReply: Codable, Sendable {
     case decision(Decision?)
     case events([ObserveEvent])
     case cluster(ClusterView)
+    case objects([ObjectValue])
+    case application(AppRecord)
+    case applications([AppRecord])
+    case checkpointed(CheckpointDone)
+    case catalogs([SnapshotCatalog])
+    case log(LogChunk)
 }
 
 /// The line the daemon writes back.
@@ -230,6 +272,36 @@ extension ControlReply {
     public func cluster() throws -> ClusterView {
         guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
         return c
+    }
+
+    public func application() throws -> AppRecord {
+        guard case .application(let a) = self else { throw Self.unexpected(self, "an application") }
+        return a
+    }
+
+    public func applications() throws -> [AppRecord] {
+        guard case .applications(let a) = self else { throw Self.unexpected(self, "an application list") }
+        return a
+    }
+
+    public func checkpointed() throws -> CheckpointDone {
+        guard case .checkpointed(let c) = self else { throw Self.unexpected(self, "a checkpoint result") }
+        return c
+    }
+
+    public func catalogs() throws -> [SnapshotCatalog] {
+        guard case .catalogs(let c) = self else { throw Self.unexpected(self, "a snapshot list") }
+        return c
+    }
+
+    public func log() throws -> LogChunk {
+        guard case .log(let l) = self else { throw Self.unexpected(self, "a log") }
+        return l
+    }
+
+    public func objects() throws -> [ObjectValue] {
+        guard case .objects(let o) = self else { throw Self.unexpected(self, "an object listing") }
+        return o
     }
 
     public func bench() throws -> BenchReport {

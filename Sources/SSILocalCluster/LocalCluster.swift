@@ -103,6 +103,9 @@ public struct LocalCluster: Sendable {
             control = \(socket(node: k))
             join = yes
             dashboard = 127.0.0.1:\(dashboardPort(k))
+            # each node keeps its own snapshots and logs: nothing relies on a shared directory
+            apps.snapshots = \(dir)/node\(k)/chkpt
+            apps.logs = \(dir)/node\(k)/log
             """
             try conf.write(toFile: "\(dir)/node\(k).conf", atomically: true, encoding: .utf8)
         }

@@ -3,6 +3,7 @@ import Foundation
 import SSICheckpoint
 import SSIImage
 import SSIObserve
+import SSIProcessTable
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -36,6 +37,9 @@ struct Run: ParsableCommand {
     @Flag(name: .short, help: "Run in the background: return at once.") var background = false
     @Option(name: .short, help: "Write the application id to this file.") var output: String?
     @Flag(help: "Pass file descriptors above 2 on to the application (by default only stdin, stdout and stderr are).") var keepFds = false
+    @Option(help: "Start it on this node of the cluster (a cluster application: ids above 10,000,000).") var node: Int?
+    @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
+    @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
 
     /// `ssi run --help` (or -h) before the command: the arguments after `--`, or from the
@@ -52,6 +56,16 @@ struct Run: ParsableCommand {
         var cmd = command
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
+        if !local && (node != nil || log || ClusterApps.daemonReachable()) {
+            do {
+                let r = try ClusterApps.launch(cmd, node: node, log: log)
+                if let output { try "\(r.app)\n".write(toFile: output, atomically: true, encoding: .utf8) }
+                print("Running application \(r.app)")
+                fflush(nil)
+                if background { return }
+                throw ExitCode(try ClusterApps.wait(r.app, node: node))
+            } catch let e as SSIError { fail(e) }
+        }
         do {
             var o = CheckpointEngine.LaunchOptions()
             o.keepFileDescriptors = keepFds
@@ -95,6 +109,8 @@ struct Checkpoint: ParsableCommand {
     var precopy: Bool? = nil
     @Flag(help: "Print the result as JSON.") var json = false
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
+    @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
+    @Option(name: .customLong("node"), help: "Cluster application: ask this node of the local cluster (any node will do).") var askNode: Int?
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
@@ -118,6 +134,18 @@ struct Checkpoint: ParsableCommand {
     func run() throws {
         let engine = CheckpointEngine()
         do {
+            if ApplicationID.isCluster(app) {
+                guard !freeze, unfreeze == nil, !ckptOnly, !ignoreUnsupported else {
+                    throw SSIError(.unsupported, "-f, -u, -c and -i are not available for cluster application \(app) yet",
+                                   hint: "ssi checkpoint \(app) [--kill] [-d TEXT] [--replicas K]")
+                }
+                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json, via: askNode)
+                return
+            }
+            if replicas > 0 {
+                throw SSIError(.invalidArgument, "--replicas is for cluster applications (ids above 10,000,000); \(app) is a node-local one",
+                               hint: "start it with ssi run --node N to make it a cluster application")
+            }
             if freeze {
                 try engine.freeze(app: app)
                 print("Application \(app) frozen")
@@ -177,6 +205,7 @@ struct Restart: ParsableCommand {
     var inheritFD: [Int32] = []
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The snapshot version (default: the latest).") var version: Int?
+    @Option(help: "Cluster application: restart it on this node (default: the node asked).") var node: Int?
 
     func validate() throws {
         for fd in inheritFD where { var st = stat(); return fd < 0 || fstat(fd, &st) != 0 }() {
@@ -186,6 +215,13 @@ struct Restart: ParsableCommand {
 
     func run() throws {
         do {
+            if ApplicationID.isCluster(app) {
+                guard !frozen, !terminal, !foreground else {
+                    throw SSIError(.unsupported, "-U, -t and -f are not available for cluster application \(app) yet", hint: "ssi restart \(app) [VERSION] [--node N]")
+                }
+                try ClusterCR.restart(app: app, version: version, node: node, json: json)
+                return
+            }
             var o = CheckpointEngine.RestartOptions()
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
@@ -224,6 +260,10 @@ struct Snapshots: ParsableCommand {
     @Argument(help: "The application id.") var app: Int32?
 
     func run() throws {
+        if app.map(ApplicationID.isCluster) ?? ClusterApps.daemonReachable() {
+            do { try ClusterCR.snapshots(app: app) } catch { appsFail(error) }
+            return
+        }
         let store = SnapshotStore()
         for a in app.map({ [$0] }) ?? store.applications() {
             for v in store.versions(a) {

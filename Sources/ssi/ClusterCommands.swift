@@ -34,7 +34,7 @@ struct DaemonOptions: ParsableArguments {
 
     /// Only a daemon that cannot be reached makes us try the next node: once one has the
     /// request, its answer (or its error) is final.
-    private func connect() throws -> ControlConnection {
+    func connect() throws -> ControlConnection {
         if let socket { return try ControlConnection(socket: socket) }
         if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlConnection(socket: env) }
         let lc = LocalCluster()
@@ -240,7 +240,7 @@ struct ClusterSupervise: ParsableCommand {
 struct KDDMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kddm", abstract: "Inspect and use KDDM sets and objects.",
-        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMDeleteSet.self, KDDMBench.self])
+        subcommands: [KDDMSets.self, KDDMList.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMDeleteSet.self, KDDMBench.self])
 }
 
 struct ObjectArgs: ParsableArguments {
@@ -257,6 +257,15 @@ struct KDDMSets: ParsableCommand {
         for s in sets {
             print(s.name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + s.rule.description.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s.objects)")
         }
+    }
+}
+
+struct KDDMList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "Print every object of a set: id, then value.")
+    @Argument(help: "The set's name.") var set: String
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        for o in orFail({ try daemon.call(.kddm(.list(set: set))).objects() }) { print("\(o.id)\t\(o.value)") }
     }
 }
 

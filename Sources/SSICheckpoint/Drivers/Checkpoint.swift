@@ -14,14 +14,14 @@ extension CheckpointEngine {
     /// Checkpoints application `app` into the version store (a new version).
     public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions()) throws -> CheckpointResult {
         let frozen = try checkCheckpointable(app, options: options)
-        let writer = try store.beginWrite(app: app)
+        let writer = try store.beginWrite(app: options.applicationID ?? app)
         var precopy: Precopy? = nil
         if Precopy.wanted(app: app, options: options, frozen: frozen) {
             do { precopy = try Precopy(app: app, writer: writer) } catch {
                 // Explicitly asked for: say why it cannot be done. Chosen by size: dump frozen.
                 if options.precopy == true { writer.abort(); throw error }
                 writer.abort()
-                return try dump(app: app, options: options, writer: try store.beginWrite(app: app), frozen: frozen)
+                return try dump(app: app, options: options, writer: try store.beginWrite(app: options.applicationID ?? app), frozen: frozen)
             }
         }
         // Lifted once the application runs again: unregistering walks every page table.
@@ -42,7 +42,7 @@ extension CheckpointEngine {
     private func checkCheckpointable(_ app: Int32, options: CheckpointOptions) throws -> Bool {
         try requireRoot("ssi checkpoint")
         try CheckpointEngine.validateTarget(app)
-        let frozen = CgroupFreezer.find()?.isFrozen(app) ?? false
+        let frozen = CgroupFreezer.find()?.isFrozen(options.applicationID ?? app) ?? false
         if options.alreadyFrozen && !frozen {
             throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it first with `ssi checkpoint -f \(app)`, or drop -c")
         }
@@ -56,9 +56,11 @@ extension CheckpointEngine {
         return frozen
     }
 
-    private func dump(app: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool, precopy: Precopy? = nil) throws -> CheckpointResult {
+    private func dump(app root: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool, precopy: Precopy? = nil) throws -> CheckpointResult {
         let freezer = CgroupFreezer.find()
-        let seized = SeizedApplication(root: app)
+        let seized = SeizedApplication(root: root)
+        // The cgroup and the snapshot's id: the root's PID, or a cluster application's id.
+        let app = options.applicationID ?? root
         var refreeze = false
         func letGo(signal: Signal? = nil) {
             // A -c checkpoint leaves the application frozen: freeze the group again before
@@ -70,7 +72,7 @@ extension CheckpointEngine {
         // every task at once, forks included, before ptrace takes them one by one. Others are
         // taken by ptrace alone, rescanning until no new task appears.
         var freezeFirst = false
-        if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
+        if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             try freezer.freeze(app)
             seized.frozenAt = Clock.monotonicNanoseconds()
             freezeFirst = true
@@ -80,10 +82,12 @@ extension CheckpointEngine {
             let t0 = DispatchTime.now()
             var phase = PhaseClock()
             phase.mark("checkpoint: stop every task")
-            let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
+            let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
-            let images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
+            var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
+            // A cluster application's ids are those inside its own PID namespace.
+            if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) }
             phase.mark("checkpoint: all processes")
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
             if let sig = options.killSignal {

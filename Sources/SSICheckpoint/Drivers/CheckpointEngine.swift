@@ -26,6 +26,9 @@ public struct CheckpointEngine: Sendable {
         /// (Precopy.swift): true `--precopy`, false `--no-precopy`, nil when it holds at
         /// least Precopy.autoThreshold of anonymous memory. Only into the version store.
         public var precopy: Bool? = nil
+        /// A cluster application's id when it is not its root's PID (docs/migration.md): the
+        /// snapshot is stored under it and its cgroup is `ssi/app-<id>`.
+        public var applicationID: Int32? = nil
         public init() {}
     }
 

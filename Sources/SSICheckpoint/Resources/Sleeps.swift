@@ -183,7 +183,7 @@ extension ProcessRestorer {
             }
         }
         let ts: [Int64] = [left / 1_000_000_000, left % 1_000_000_000]
-        try RemoteMemory(pid: ProcessID(t.tid)).write(ts.withUnsafeBytes { Array($0) }, to: at)
+        try RemoteMemory(pid: ProcessID(try taskID(t.tid))).write(ts.withUnsafeBytes { Array($0) }, to: at)
         var r = regs
         SyscallRestart.setSleepRequest(&r, to: at)
         return r
