@@ -33,6 +33,7 @@ public final class NodeDaemon: Sendable {
         let core = NodeCore(config: config, logger: logger, rpc: rpc, etcd: etcd, membership: membership, kddm: kddm, observe: observe)
         self.core = core
         parts = try Self.subsystems.map { try $0.init(core: core, settings: config.settings(for: $0)) }
+        Self.connect(parts)
     }
 
     /// Runs until SIGTERM or SIGINT.

@@ -336,7 +336,7 @@ struct LocalClusterTests {
         Proc.reapAll()
         // This instance's namespaces only: other local clusters (SSI_CLUSTER_NAME) may run.
         let ns = try Proc.run(["ip", "netns", "list"]).1.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-        let ours = ns.filter { $0 == lc.hub || (1...3).contains { k in $0 == lc.nodeNamespace(k) } }
+        let ours = ns.filter { name in name == lc.hub || (1...3).contains { k in name == lc.nodeNamespace(k) } }
         #expect(ours.isEmpty, "namespaces left: \(ours)")
         #expect(!FileManager.default.fileExists(atPath: lc.dir))
         for p in pids { #expect(!Proc.alive(p)) }

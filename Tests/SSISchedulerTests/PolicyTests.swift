@@ -143,3 +143,23 @@ struct Simulation {
         #expect(rules.refusal(a, from: 2, to: 3, view: view([now - 5])) == nil, "other pairs are free")
     }
 }
+
+@Suite struct SettleTests {
+    @Test func aNodeDoesNotActOnItsOwnStaleLoad() {
+        // Measures that do not move (stale for the whole test): four one-CPU jobs on node 1,
+        // nodes 2 and 3 idle. Without settling node 1 would send all four away.
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        let apps = (1...4).map { AppView(app: $0, node: 1, cpu: 1, arrived: t0 - 3600) }
+        let p = policy("balance", ["max-per-minute": "60"])
+        var moved: [Int] = []
+        for s in 0..<4 {
+            let now = t0 + Double(s)
+            let view = SchedulerView(now: now, nodes: [
+                NodeView(node: 1, cpus: 1, values: ["load": 4], apps: apps.filter { !moved.contains($0.app) }),
+                NodeView(node: 2, cpus: 1, values: ["load": 0]), NodeView(node: 3, cpus: 1, values: ["load": 0]),
+            ])
+            for d in p.decide(view, me: 1) { if case .migrate(let a, _, _) = d.action { moved.append(a) } }
+        }
+        #expect(moved.count == 2, "two moves even the load (2, 1, 1): \(moved)")
+    }
+}
