@@ -16,6 +16,7 @@ final class SchedulerSubsystem: Subsystem, @unchecked Sendable {
     static let name = "scheduler"
     static let configuration: [ConfigKey] = [
         ConfigKey("settings", default: "", help: "the scheduler settings file (XML, docs/scheduler.md); empty: the built-in default.xml, which balances load by migration"),
+        ConfigKey("node-groups", default: "", help: "the node's cgroup v1 cpu and cpuacct group directories, in that order: the cpu probe measures them; empty: the daemon's own groups, else the machine"),
     ]
     static let set = "scheduler"
     let core: NodeCore
@@ -24,7 +25,15 @@ final class SchedulerSubsystem: Subsystem, @unchecked Sendable {
     init(core: NodeCore, settings: [String: String]) throws {
         self.core = core
         let s = try settings["settings"].flatMap { $0.isEmpty ? nil : $0 }.map { try SchedulerSettings.load(path: $0) } ?? DefaultSettings.parsed()
-        let node: NodeSource = CgroupNode.ofSelf() ?? HostNode()
+        let groups = (settings["node-groups"] ?? "").split(separator: " ").map(String.init)
+        let node: any NodeSource
+        if groups.count == 2 {
+            node = CgroupNode(cpuGroup: groups[0], cpuacctGroup: groups[1])
+        } else if let own = CgroupNode.ofSelf() {
+            node = own
+        } else {
+            node = HostNode()
+        }
         engine = SchedulerEngine(core: core, scc: SchedulingConfigurationChanger(settings: s, me: Int(core.config.node), node: node))
     }
 

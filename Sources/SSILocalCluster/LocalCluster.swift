@@ -93,7 +93,7 @@ public struct LocalCluster: Sendable {
         if let cpus { for k in 1...nodes { try makeCPUGroups(k, cpus: cpus) } }
         if netns { try buildNetwork(nodes: nodes) }
         for k in 1...nodes {
-            let conf = """
+            var conf = """
             # written by ssi cluster up
             node = \(k)
             session = \(session)
@@ -107,6 +107,12 @@ public struct LocalCluster: Sendable {
             apps.snapshots = \(dir)/node\(k)/chkpt
             apps.logs = \(dir)/node\(k)/log
             """
+            let groups = cpuGroups(k)
+            if cpus != nil, !groups.isEmpty {
+                // --cpus: the node's applications share its groups' CPUs; the daemon stays
+                // outside them (CPULimit.swift), and its scheduler measures them.
+                conf += "\napps.cpugroups = \(groups.joined(separator: " "))\nscheduler.node-groups = \(groups.joined(separator: " "))"
+            }
             try conf.write(toFile: "\(dir)/node\(k).conf", atomically: true, encoding: .utf8)
         }
         // etcd's command line, kept for the supervisor.
