@@ -91,11 +91,12 @@ public struct Decision: Codable, Sendable, Equatable {
 
 /// The rules every migrating policy obeys (anti-ping-pong, the seed's future work):
 /// - an application stays at least `min-residence-ms` where it arrived;
-/// - between two nodes, a move against the direction of recent moves (B to A after A to B,
-///   whichever applications moved) waits `return-after-ms` after the last of them, four
-///   times longer for each such reversal, and after `max-reversals` within `window-s` the
-///   pair no longer reverses at all for the rest of the window: two nodes with opposing
-///   configurations settle instead of trading applications for ever;
+/// - between two nodes, a move against the direction of the last move between them (B to A
+///   after A to B, whichever applications moved: a reversal) waits `return-after-ms` after
+///   it, four times longer for each earlier reversal within `window-s`, and after
+///   `max-reversals` the pair no longer reverses for the rest of the window: two nodes with
+///   opposing configurations settle instead of trading applications for ever, while moves
+///   in one direction (spreading a burst) are never held back;
 /// - a move must be worth its price: expected gain (load removed from the busiest of the two
 ///   nodes, times `gain-horizon-s`) above its cost (`fixed-cost-ms` plus its memory sent at
 ///   `bandwidth-mbps`);
@@ -145,14 +146,19 @@ public struct MigrationRules: Sendable {
         let now = view.now
         let stayed = now.timeIntervalSince(a.arrived)
         if stayed < minResidence { return "app \(a.app) arrived \(Int(stayed)) s ago (minimum residence \(Int(minResidence)) s)" }
-        let reverse = Self.moves(view).filter { $0.from == target && $0.to == from && now.timeIntervalSince($0.at) < window }
-        guard let last = reverse.map(\.at).max() else { return nil }
-        if reverse.count >= maxReversals {
-            return "node \(target) sent \(reverse.count) applications to node \(from) within \(Int(window)) s: no move back before that window ends"
+        // The moves between the two nodes, in time order: a move against the direction of
+        // the last one is a reversal; count the reversals this one would make.
+        let pair = Self.moves(view).filter { ($0.from == target && $0.to == from) || ($0.from == from && $0.to == target) }
+            .filter { now.timeIntervalSince($0.at) < window }.sorted { $0.at < $1.at }
+        guard let last = pair.last, last.from == target else { return nil }
+        var flips = 1
+        for (a, b) in zip(pair, pair.dropFirst()) where a.from != b.from { flips += 1 }
+        if flips > maxReversals {
+            return "nodes \(from) and \(target) reversed direction \(flips - 1) times within \(Int(window)) s: no move back before that window ends"
         }
-        let wait = returnAfter * pow(4, Double(reverse.count - 1))
-        if now.timeIntervalSince(last) < wait {
-            return "node \(target) sent an application here \(Int(now.timeIntervalSince(last))) s ago (moves back wait \(Int(wait)) s)"
+        let wait = returnAfter * pow(4, Double(flips - 1))
+        if now.timeIntervalSince(last.at) < wait {
+            return "node \(target) sent an application here \(Int(now.timeIntervalSince(last.at))) s ago (moves back wait \(Int(wait)) s)"
         }
         return nil
     }
