@@ -73,7 +73,7 @@ struct ProcessTableSubsystem: Subsystem {
                 fds.forEach { close($0) }
                 return try await forward(r, to: n)
             }
-            return .application(try await apps.launch(spec, stdio: fds.count == 3 ? fds : nil))
+            return .application(try await observedLaunch(spec, stdio: fds.count == 3 ? fds : nil))
         case .list:
             return .applications(try await table.list())
         case .show(let app):
@@ -88,11 +88,11 @@ struct ProcessTableSubsystem: Subsystem {
                                hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) [VERSION] --node N brings it back" : "try again once it settles")
             }
             if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(600)) }
-            return .checkpointed(try await apps.checkpoint(spec))
+            return .checkpointed(try await observedCheckpoint(spec))
         case .restart(let spec):
             let target = spec.node ?? me
             if target != me { return try await forward(r, to: target, timeout: .seconds(600)) }
-            return .application(try await apps.restart(spec))
+            return .application(try await observedRestart(spec))
         case .snapshots(let app):
             if let app { return .catalogs([try await table.catalog(app)]) }
             return .catalogs(try await table.catalogs())
@@ -103,7 +103,7 @@ struct ProcessTableSubsystem: Subsystem {
                                hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) --node \(spec.node) brings it back there" : "try again once it settles")
             }
             if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(900)) }
-            return .application(try await apps.migrate(spec))
+            return .application(try await observedMigrate(spec))
         case .logs(let app, let offset):
             let rec = try await table.record(app)
             let n = rec.log_node ?? rec.node

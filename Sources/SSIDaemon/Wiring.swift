@@ -1,5 +1,6 @@
 import Foundation
 import SSIKDDM
+import SSIObserve
 import SSIProcessTable
 import SSIScheduler
 import SSISystem
@@ -12,6 +13,19 @@ import Synchronization
 extension NodeDaemon {
     static func connect(_ parts: [any Subsystem]) {
         guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
+        // The operators' view lists this node's applications from the table.
+        let me = table.core.config.node
+        let records = table.apps.table
+        table.core.observe.setApplicationSource {
+            let mine = ((try? await records.list()) ?? []).filter { $0.node == me }
+            let catalogs = Dictionary((try? await records.catalogs())?.map { ($0.app, $0) } ?? [], uniquingKeysWith: { a, _ in a })
+            return mine.map { r in
+                let versions = catalogs[r.app]?.versions ?? []
+                return ApplicationRow(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
+                                      memoryBytes: r.rss_bytes, lastVersion: versions.map(\.version).max(),
+                                      checkpoints: versions.count, restarts: 0)
+            }
+        }
         if let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first {
             let sampler = AppCPUSampler(me: table.core.config.node)
             let apps = table.apps
