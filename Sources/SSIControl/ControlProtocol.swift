@@ -18,6 +18,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case kddm(KDDMRequest)
     case bench(BenchRequest)
     case scheduler(SchedulerRequest)
+    case jobs(JobsRequest)
     case observe(ObserveRequest)
     case apps(AppsRequest)
 
@@ -28,6 +29,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .kddm: return "kddm"
         case .bench: return "bench"
         case .scheduler: return "scheduler"
+        case .jobs: return "jobs"
         case .observe: return "observe"
         case .apps: return "apps"
         }
@@ -143,6 +145,8 @@ public enum ControlReply: Codable, Sendable {
     case bench(BenchReport)
     case schedulerStatus(SchedulerStatus)
     case decision(Decision?)
+    case job(JobRecord)
+    case jobList([JobRecord])
     case events([ObserveEvent])
     case cluster(ClusterView)
     case objects([ObjectValue])
@@ -247,6 +251,16 @@ extension ControlReply {
     public func schedulerStatus() throws -> SchedulerStatus {
         guard case .schedulerStatus(let st) = self else { throw Self.unexpected(self, "the scheduler's status") }
         return st
+    }
+
+    public func job() throws -> JobRecord {
+        guard case .job(let j) = self else { throw Self.unexpected(self, "a job") }
+        return j
+    }
+
+    public func jobList() throws -> [JobRecord] {
+        guard case .jobList(let j) = self else { throw Self.unexpected(self, "a job list") }
+        return j
     }
 
     public func decision() throws -> Decision? {

@@ -26,7 +26,15 @@ extension NodeDaemon {
                                       checkpoints: versions.count, restarts: 0)
             }
         }
-        if let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first {
+        let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
+        if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {
+            jobs.hooks.withLock { h in
+                h.launch = { spec in try await table.answer(.launch(spec), fds: []).application() }
+                h.application = { app in try await records.record(app) }
+                h.place = { await sched?.engine.place().flatMap { d in if case .place(let n) = d.action { return n } else { return nil } } }
+            }
+        }
+        if let sched {
             let sampler = AppCPUSampler(me: table.core.config.node)
             let apps = table.apps
             Task {
