@@ -46,7 +46,9 @@ public final class Observer: Sendable {
     public func record(_ event: ObserveEvent) -> ObserveEvent {
         let e = events.append(event, node: node)
         metrics.record(e)
-        if let app = e.app { note(app: app, e) }
+        // Only what happened to a real application makes it known: a failed checkpoint of a
+        // mistyped PID must not list that PID.
+        if let app = e.app, [.applicationStarted, .checkpointDone, .restartDone].contains(e.kind) { note(app: app, e) }
         let level: Logger.Level = e.kind.isFailure ? .warning : .info
         logger.log(level: level, "observe: \(e.kind): \(e.message)")
         return e
