@@ -334,8 +334,11 @@ struct LocalClusterTests {
         _ = try ssiOK("cluster", "down")
         for p in pids { _ = waitpid(p, &st, WNOHANG) }
         Proc.reapAll()
-        let ns = try Proc.run(["ip", "netns", "list"]).1
-        #expect(!ns.contains("ssi-"), "namespaces left: \(ns)")
+        // Only this instance's namespaces: other instances (SSI_CLUSTER_NAME) may be up on a
+        // shared machine.
+        let ns = try Proc.run(["ip", "netns", "list"]).1.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        let ours = Set([lc.hub] + (1...3).map(lc.nodeNamespace))
+        #expect(ns.filter(ours.contains).isEmpty, "namespaces left: \(ns)")
         #expect(!FileManager.default.fileExists(atPath: lc.dir))
         for p in pids { #expect(!Proc.alive(p)) }
         let procs = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { pid_t($0) }
