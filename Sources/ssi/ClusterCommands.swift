@@ -138,11 +138,16 @@ struct ClusterUp: ParsableCommand {
         """)
     @Option(help: "Number of nodes.") var nodes = 3
     @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
+    @Flag(help: "Show progress as plain lines even when stderr is not a terminal.") var progress = false
     func run() throws {
         do {
             let lc = LocalCluster()
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let shown = OperationProgress("cluster up", mode: OperationProgress.mode(json: false, forced: progress), bytes: { 0 })
+            shown.start()
+            defer { shown.finish() }
             let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil)
+            shown.finish()
             print("status: up on \(plan.nodes) nodes (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {
                 let how = plan.netns ? "ip netns exec \(lc.nodeNamespace(k)) ..." : "127.0.1.\(k)"
