@@ -120,6 +120,7 @@ struct ObserveClusterTests {
         let token = try c.ssi("dashboard", "token").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try c.get(2, "/api/events", note + ["-H", "Authorization: Bearer \(token)"]).status == 201)
         #expect(try c.json(3, "/api/events", as: [ObserveEvent].self).contains { $0.kind == .note && $0.node == 2 })
+        try followSeesANewEvent(c, token: token)
 
         // kill -9 node 3: shown down within a few seconds, and the page never waits long.
         kill(c.nodePid(3), SIGKILL)
@@ -136,6 +137,23 @@ struct ObserveClusterTests {
             #expect(try c.get(2, "/").status == 200)
         }
         #expect(waitUntil(8) { try c.json(2, "/api/events", as: [ObserveEvent].self).contains { $0.kind == .nodeFailed } })
+    }
+
+    /// `ssi events --follow --json` prints an event recorded after it started, once.
+    func followSeesANewEvent(_ c: ObservedCluster, token: String) throws {
+        var o = SpawnOptions()
+        o.standardOutput = .file("\(c.dir)/follow.out", append: false)
+        o.standardError = .file("\(c.dir)/follow.err", append: false)
+        let follower = try Spawn.start([TestEnv.ssi, "events", "--follow", "--json", "-n", "1", "--node", "3"], o)
+        defer { kill(follower, SIGKILL); _ = try? Spawn.wait(follower) }
+        usleep(500_000)
+        #expect(try c.get(1, "/api/events", ["-X", "POST", "-H", "Authorization: Bearer \(token)", "-d", #"{"message":"followed"}"#]).status == 201)
+        let seen = waitUntil(5) { ((try? String(contentsOfFile: "\(c.dir)/follow.out", encoding: .utf8)) ?? "").contains(#""message":"followed""#) }
+        #expect(seen, "ssi events --follow: \((try? String(contentsOfFile: "\(c.dir)/follow.err", encoding: .utf8)) ?? "")")
+        usleep(1_500_000)
+        let lines = ((try? String(contentsOfFile: "\(c.dir)/follow.out", encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(lines.filter { $0.contains(#""message":"followed""#) }.count == 1, "printed once")
+        #expect(try lines.allSatisfy { _ = try JSONDecoder().decode(ObserveEvent.self, from: Data($0.utf8)); return true })
     }
 
     /// A daemon killed while `ssi` waits on it: ssi says which daemon stopped answering and
