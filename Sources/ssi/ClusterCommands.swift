@@ -199,10 +199,10 @@ struct ClusterStatus: ParsableCommand {
             let rows: [[String: Any]] = nodes.map { n in
                 let l = lines.first { $0.node == n.id }
                 return ["id": Int(n.id), "state": n.state, "address": n.address, "reachable": n.reachable,
-                        "dashboard": (l?.url ?? nil) as Any, "reach": (l?.reach ?? nil) as Any]
+                        "dashboard": jsonValue(l?.url), "reach": jsonValue(l?.reach)]
             }
             let out: [String: Any] = ["status": "up", "online": status.online, "node": Int(status.node),
-                                      "dashboard": asked as Any, "nodes": rows]
+                                      "dashboard": jsonValue(asked), "nodes": rows]
             print(String(decoding: (try? JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self))
             return
         }

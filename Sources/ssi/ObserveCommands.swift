@@ -107,7 +107,7 @@ struct Dashboard: ParsableCommand {
           ssi dashboard token
           curl -H "Authorization: Bearer $(ssi dashboard token)" -d '{"message":"maintenance"}' URL/api/events
         """,
-        subcommands: [DashboardShow.self, DashboardToken_.self, DashboardForward.self], defaultSubcommand: DashboardShow.self)
+        subcommands: [DashboardShow.self, DashboardTokenCommand.self, DashboardForward.self], defaultSubcommand: DashboardShow.self)
 }
 
 struct DashboardShow: ParsableCommand {
@@ -120,7 +120,7 @@ struct DashboardShow: ParsableCommand {
             let view = try daemon.call(.observe(.cluster), timeout: 10).cluster()
             let rows = dashboardLines(view.nodes)
             if json {
-                let out = rows.map { ["node": Int($0.node), "url": $0.url as Any, "reach": $0.reach as Any] }
+                let out = rows.map { ["node": Int($0.node), "url": jsonValue($0.url), "reach": jsonValue($0.reach)] }
                 print(String(decoding: try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
                 return
             }
@@ -133,6 +133,10 @@ struct DashboardShow: ParsableCommand {
         } catch { fail(error) }
     }
 }
+
+/// A value for JSONSerialization: a missing one is JSON null (an Optional inside Any is not
+/// a JSON value and makes JSONSerialization throw).
+func jsonValue(_ s: String?) -> Any { s.map { $0 as Any } ?? NSNull() }
 
 /// Each node's dashboard URL and, in a namespace cluster, the command that reaches it.
 func dashboardLines(_ nodes: [NodeRow]) -> [(node: UInt8, url: String?, reach: String?, why: String)] {
@@ -148,8 +152,8 @@ func dashboardLines(_ nodes: [NodeRow]) -> [(node: UInt8, url: String?, reach: S
     }
 }
 
-// Named with a trailing underscore: `DashboardToken` is SSIObserve's.
-struct DashboardToken_: ParsableCommand {
+// `DashboardToken` is SSIObserve's (the derivation); this is the command.
+struct DashboardTokenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token", abstract: "Print the bearer token every node's dashboard accepts for changes (from the cluster secret).")
     @Option(help: "The cluster secret file (default: the local cluster's, else /etc/ssi/secret).") var secret: String?
