@@ -67,11 +67,20 @@ struct Events: ParsableCommand {
             }
             show(first, &seen)
             while follow {
-                fflush(nil)
+                // SIGPIPE is ignored (SSI.main): a reader that went away (`| head`) shows as a
+                // failed flush (EPIPE), which ends the loop instead of following forever.
+                if fflush(nil) != 0 || Self.readerGone() { return }
                 sleep(1)
                 show(try daemon.call(.observe(.events(limit: 1000)), timeout: 10).events(), &seen)
             }
         } catch { fail(error) }
+    }
+
+    /// Whether stdout is a pipe whose reader closed: poll(2) reports POLLERR on the write end
+    /// of such a pipe even when there is nothing to write.
+    static func readerGone() -> Bool {
+        var p = pollfd(fd: 1, events: 0, revents: 0)
+        return poll(&p, 1, 0) == 1 && p.revents & Int16(POLLERR) != 0
     }
 
     static let encoder: JSONEncoder = {

@@ -154,6 +154,10 @@ struct ObserveClusterTests {
         let lines = ((try? String(contentsOfFile: "\(c.dir)/follow.out", encoding: .utf8)) ?? "").split(separator: "\n")
         #expect(lines.filter { $0.contains(#""message":"followed""#) }.count == 1, "printed once")
         #expect(try lines.allSatisfy { _ = try JSONDecoder().decode(ObserveEvent.self, from: Data($0.utf8)); return true })
+        // A reader that goes away ends the follow (no SIGPIPE to do it: ssi ignores it).
+        let t0 = Date()
+        let piped = try run(["/bin/sh", "-c", "timeout 20 \(TestEnv.ssi) events --follow --node 1 | head -1; echo status=$?"])
+        #expect(piped.stdout.contains("status=0") && Date().timeIntervalSince(t0) < 10, "\(piped.output)")
     }
 
     /// A daemon killed while `ssi` waits on it: ssi says which daemon stopped answering and
