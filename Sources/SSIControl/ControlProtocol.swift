@@ -89,7 +89,8 @@ public enum ControlReply: Codable, Sendable {
     case value(String?)
     case count(Int)
     case bench(BenchReport)
-    case events([ObserveEvent])
+    /// Events merged by time, and the nodes that did not answer (their events are missing).
+    case events([ObserveEvent], missing: [NodeID])
     case cluster(ClusterView)
 }
 
@@ -194,9 +195,9 @@ extension ControlReply {
         return n
     }
 
-    public func events() throws -> [ObserveEvent] {
-        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
-        return e
+    public func events() throws -> (events: [ObserveEvent], missing: [NodeID]) {
+        guard case .events(let e, let missing) = self else { throw Self.unexpected(self, "a list of events") }
+        return (e, missing)
     }
 
     public func cluster() throws -> ClusterView {

@@ -88,9 +88,15 @@ extension Observer {
     /// `/api/events`, `ssi events`: every answering node's events merged by time, the newest
     /// `limit`.
     public func clusterEvents(limit: Int = 200) async -> [ObserveEvent] {
+        await clusterEventsReport(limit: limit).events
+    }
+
+    /// The same, and the nodes asked that did not answer (their events are missing).
+    public func clusterEventsReport(limit: Int) async -> (events: [ObserveEvent], missing: [NodeID]) {
         let ask = (try? JSONEncoder().encode(EventsAsk(after: 0, limit: limit)).bytes) ?? []
         let answers = await askAll(ObserveService.events, ask, as: [ObserveEvent].self)
-        return ObserveEvent.merge(answers.values.compactMap { try? $0.get() }, limit: limit)
+        let missing = answers.filter { (try? $0.value.get()) == nil }.map(\.key).sorted()
+        return (ObserveEvent.merge(answers.values.compactMap { try? $0.get() }, limit: limit), missing)
     }
 
     /// `/api/cluster`: the three views at once.

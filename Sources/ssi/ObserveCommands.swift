@@ -60,7 +60,8 @@ struct Events: ParsableCommand {
     func run() throws {
         do {
             var seen = Set<String>()
-            let first = try daemon.call(.observe(.events(limit: n)), timeout: 10).events()
+            let (first, missing) = try daemon.call(.observe(.events(limit: n)), timeout: 10).events()
+            Self.warn(missing)
             if json && !follow {
                 print(String(decoding: try Self.encoder.encode(first), as: UTF8.self))
                 return
@@ -71,9 +72,16 @@ struct Events: ParsableCommand {
                 // failed flush (EPIPE), which ends the loop instead of following forever.
                 if fflush(nil) != 0 || Self.readerGone() { return }
                 sleep(1)
-                show(try daemon.call(.observe(.events(limit: 1000)), timeout: 10).events(), &seen)
+                show(try daemon.call(.observe(.events(limit: 1000)), timeout: 10).events().events, &seen)
             }
         } catch { fail(error) }
+    }
+
+    /// Says on stderr which nodes' events are missing: the history shown is then partial.
+    static func warn(_ missing: [UInt8]) {
+        guard !missing.isEmpty else { return }
+        let which = missing.map { "node \($0)" }.joined(separator: ", ")
+        FileHandle.standardError.write(Data("ssi: \(which) did not answer within 1.5 s: \(missing.count == 1 ? "its" : "their") events are not shown; ssi nodes status shows the nodes' state\n".utf8))
     }
 
     /// Whether stdout is a pipe whose reader closed: poll(2) reports POLLERR on the write end

@@ -180,6 +180,9 @@ struct ObserveClusterTests {
         #expect(page.status == 200 && page.seconds < 3)
         // A dashboard request cut by the daemon's death: curl sees an error, node 1 goes on.
         kill(c.nodePid(3), SIGSTOP)
+        // Before its lease runs out it is still online: asked, silent, and named as missing.
+        let partial = try c.ssi("events", "--node", "1")
+        #expect(partial.status == 0 && partial.stderr.contains("node 3 did not answer"), "\(partial.output)")
         let slow = try c.get(1, "/api/nodes")
         #expect(slow.status == 200 && slow.seconds < 3, "a stopped node cost \(slow.seconds) s")
         let rows = try JSONDecoder().decode([NodeRow].self, from: Data(slow.body.utf8))
