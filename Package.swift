@@ -59,6 +59,12 @@ let package = Package(
             "SSISystem", "SSITransport", "SSIMembership",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // The cluster-wide application table (KDDM sets applications, snapshots) and this
+        // node's side of cluster applications: launch, refresh, checkpoint/restart anywhere.
+        .target(name: "SSIProcessTable", dependencies: [
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSICheckpoint", "SSIImage",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
         // The operators' view: events, Prometheus metrics, the dashboard's HTTP server, the
         // cluster-wide views gathered over RPC (docs/observe.md).
         .target(name: "SSIObserve", dependencies: [
@@ -72,13 +78,16 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ], swiftSettings: swiftSettings),
         // The control protocol between ssi and ssid (typed requests and replies) and its client.
-        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIObserve"], swiftSettings: swiftSettings),
+        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIProcessTable", "SSIScheduler", "SSIObserve"], swiftSettings: swiftSettings),
+        // The scheduler: probes, filters, policies, the Scheduling Configuration Changer
+        // (settings XML, selectors), external plug-ins. Pure decisions; the daemon acts on them.
+        .target(name: "SSIScheduler", dependencies: ["SSISystem"], swiftSettings: swiftSettings),
         // A cluster on one machine for development and tests (ssi cluster up): network
         // namespaces, etcd, a supervisor. Not part of the daemon.
         .target(name: "SSILocalCluster", dependencies: ["SSISystem", "SSIControl"], swiftSettings: swiftSettings),
         // The node daemon: assembles the subsystems, serves the control socket.
         .target(name: "SSIDaemon", dependencies: [
-            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIObserve",
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIProcessTable", "SSIScheduler", "SSIObserve",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -86,7 +95,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
             "SSIControl", "SSILocalCluster", "SSIKDDM", "SSIMembership",
-            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIObserve",
+            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIProcessTable", "SSIScheduler", "SSIObserve",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
@@ -101,16 +110,18 @@ let package = Package(
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
             "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
+            "SSIProcessTable", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSISchedulerTests", dependencies: ["SSIScheduler", "SSISystem"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIObserveTests", dependencies: [
             "SSIObserve", "SSIControl", "SSILocalCluster", "SSISystem", "SSITransport", "SSIMembership", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
     ]
 )

@@ -123,6 +123,16 @@ public final class KDDM: Sendable {
 
     public func objectCount(_ set: String) async throws -> Int { try await store.objectCount(set) }
 
+    /// Every object of a set with its value, in id order (`ssi kddm list`, `ssi ps`): one
+    /// range read of the store, so it sees every put that has returned (a put returns once
+    /// durable) and nothing half-written; an object grabbed meanwhile shows its last put
+    /// value, as a get would. Values pass through the set's import hook, as copies do.
+    public func list(_ set: String) async throws -> [(id: UInt64, value: [UInt8])] {
+        _ = try await sets.set(set)
+        let hooks = sets.hooks(set)
+        return try await store.objects(in: set).map { ($0.id, hooks?.import($0.value) ?? $0.value) }
+    }
+
     // MARK: objects (the client side)
 
     /// A read copy: from the local cache when valid (no network), else from the owner.

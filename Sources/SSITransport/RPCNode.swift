@@ -130,11 +130,16 @@ public final class RPCNode: Sendable {
             ch.close(promise: nil)
             throw error
         }
-        return outgoing.withLock { o in
-            if let existing = o[node] { ch.close(promise: nil); return existing }
+        // Two calls may have connected at once: keep the first. The loser is closed outside
+        // the lock: on the event loop close() runs channelInactive at once, whose forget()
+        // takes this same lock (a recursive lock is a crash).
+        let kept = outgoing.withLock { o -> RPCConnection in
+            if let existing = o[node] { return existing }
             o[node] = conn
             return conn
         }
+        if kept !== conn { ch.close(promise: nil) }
+        return kept
     }
 
     /// A request/response call. Self-calls run the handler directly. It runs on the caller's

@@ -3,6 +3,7 @@ import Foundation
 import SSICheckpoint
 import SSIImage
 import SSIObserve
+import SSIProcessTable
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -36,6 +37,9 @@ struct Run: ParsableCommand {
     @Flag(name: .short, help: "Run in the background: return at once.") var background = false
     @Option(name: .short, help: "Write the application id to this file.") var output: String?
     @Flag(help: "Pass file descriptors above 2 on to the application (by default only stdin, stdout and stderr are).") var keepFds = false
+    @Option(help: "Start it on this node of the cluster (a cluster application: ids above 10,000,000).") var node: Int?
+    @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
+    @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
 
     /// `ssi run --help` (or -h) before the command: the arguments after `--`, or from the
@@ -52,6 +56,16 @@ struct Run: ParsableCommand {
         var cmd = command
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
+        if !local && (node != nil || log || ClusterApps.daemonReachable()) {
+            do {
+                let r = try ClusterApps.launch(cmd, node: node, log: log)
+                if let output { try "\(r.app)\n".write(toFile: output, atomically: true, encoding: .utf8) }
+                print("Running application \(r.app)")
+                fflush(nil)
+                if background { return }
+                throw ExitCode(try ClusterApps.wait(r.app, node: node))
+            } catch let e as SSIError { fail(e) }
+        }
         do {
             var o = CheckpointEngine.LaunchOptions()
             o.keepFileDescriptors = keepFds
@@ -91,8 +105,12 @@ struct Checkpoint: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Dump, then send SIG (default TERM).", valueName: "SIG")) var kill: String?
     @Option(name: .shortAndLong, help: "A description stored with the snapshot.") var description: String = ""
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
+    @Flag(inversion: .prefixedNo, help: "Copy memory while the application runs, freeze it only for the last round (default: when it holds 64 MiB of anonymous memory or more).")
+    var precopy: Bool? = nil
     @Flag(help: "Print the result as JSON.") var json = false
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
+    @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
+    @Option(name: .customLong("node"), help: "Cluster application: ask this node of the local cluster (any node will do).") var askNode: Int?
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
@@ -116,6 +134,18 @@ struct Checkpoint: ParsableCommand {
     func run() throws {
         let engine = CheckpointEngine()
         do {
+            if ApplicationID.isCluster(app) {
+                guard !freeze, unfreeze == nil, !ckptOnly, !ignoreUnsupported else {
+                    throw SSIError(.unsupported, "-f, -u, -c and -i are not available for cluster application \(app) yet",
+                                   hint: "ssi checkpoint \(app) [--kill] [-d TEXT] [--replicas K]")
+                }
+                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json, via: askNode)
+                return
+            }
+            if replicas > 0 {
+                throw SSIError(.invalidArgument, "--replicas is for cluster applications (ids above 10,000,000); \(app) is a node-local one",
+                               hint: "start it with ssi run --node N to make it a cluster application")
+            }
             if freeze {
                 try engine.freeze(app: app)
                 print("Application \(app) frozen")
@@ -131,13 +161,15 @@ struct Checkpoint: ParsableCommand {
             o.description = description
             o.alreadyFrozen = ckptOnly
             o.ignoreUnsupported = ignoreUnsupported
+            o.precopy = precopy
             if let kill { o.killSignal = try parseSignal(kill) }
             let r = try Self.reported(app, progress: OperationProgress("checkpoint \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
                 try engine.checkpoint(app: app, options: o)
             }
             if json {
                 let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
-                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes)]
+                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes),
+                                        "precopyRounds": r.precopyRounds.map { Int($0) }]
                 let data = try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
@@ -168,14 +200,32 @@ struct Restart: ParsableCommand {
     @Flag(name: .short, help: "Foreground: wait for it, forward SIGINT/SIGTERM, return its exit status.") var foreground = false
     @Flag(help: "Print the result as JSON.") var json = false
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
+    @Option(name: .customLong("inherit-fd"),
+            help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
+    var inheritFD: [Int32] = []
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The snapshot version (default: the latest).") var version: Int?
+    @Option(help: "Cluster application: restart it on this node (default: the node asked).") var node: Int?
+
+    func validate() throws {
+        for fd in inheritFD where { var st = stat(); return fd < 0 || fstat(fd, &st) != 0 }() {
+            throw ValidationError("--inherit-fd \(fd): fd \(fd) of this command is not open; open it on what the application should use (e.g. `\(max(fd, 3))> file`)")
+        }
+    }
 
     func run() throws {
         do {
+            if ApplicationID.isCluster(app) {
+                guard !frozen, !terminal, !foreground else {
+                    throw SSIError(.unsupported, "-U, -t and -f are not available for cluster application \(app) yet", hint: "ssi restart \(app) [VERSION] [--node N]")
+                }
+                try ClusterCR.restart(app: app, version: version, node: node, json: json)
+                return
+            }
             var o = CheckpointEngine.RestartOptions()
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
+            o.inheritFDs = Set(inheritFD)
             let r = try Self.reported(app, version: version, progress: OperationProgress("restart \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
                 try CheckpointEngine().restart(app: app, version: version, options: o)
             }
@@ -210,6 +260,10 @@ struct Snapshots: ParsableCommand {
     @Argument(help: "The application id.") var app: Int32?
 
     func run() throws {
+        if app.map(ApplicationID.isCluster) ?? ClusterApps.daemonReachable() {
+            do { try ClusterCR.snapshots(app: app) } catch { appsFail(error) }
+            return
+        }
         let store = SnapshotStore()
         for a in app.map({ [$0] }) ?? store.applications() {
             for v in store.versions(a) {

@@ -10,13 +10,13 @@ import SSISystem
 // `krgadm nodes status` is `ssi nodes status`.
 let clusterCommands: [ParsableCommand.Type] = [Nodes.self, Cluster.self, KDDMCommand.self]
 
-private func clusterFail(_ error: Error) -> Never {
+func clusterFail(_ error: Error) -> Never {
     FileHandle.standardError.write(Data("ssi: \(error)\n".utf8))
     exit(1)
 }
 
 /// What `body` returns; an error is printed (message and hint) and ssi exits 1.
-private func orFail<T>(_ body: () throws -> T) -> T {
+func orFail<T>(_ body: () throws -> T) -> T {
     do { return try body() } catch { clusterFail(error) }
 }
 
@@ -34,7 +34,7 @@ struct DaemonOptions: ParsableArguments {
 
     /// Only a daemon that cannot be reached makes us try the next node: once one has the
     /// request, its answer (or its error) is final.
-    private func connect() throws -> ControlConnection {
+    func connect() throws -> ControlConnection {
         if let socket { return try ControlConnection(socket: socket) }
         if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlConnection(socket: env) }
         let lc = LocalCluster()
@@ -138,6 +138,7 @@ struct ClusterUp: ParsableCommand {
         """)
     @Option(help: "Number of nodes.") var nodes = 3
     @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
+    @Option(help: "Limit each node's processes to this many CPUs (cgroup cpu controller), e.g. 0.5: nodes behave like slower, separate machines.") var cpus: Double?
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal.") var progress = false
     func run() throws {
         do {
@@ -146,9 +147,9 @@ struct ClusterUp: ParsableCommand {
             let shown = OperationProgress("cluster up", mode: OperationProgress.mode(json: false, forced: progress), bytes: { 0 })
             shown.start()
             defer { shown.finish() }
-            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil)
+            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus)
             shown.finish()
-            print("status: up on \(plan.nodes) nodes (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
+            print("status: up on \(plan.nodes) nodes\(plan.cpus.map { " of \($0) CPU each" } ?? "") (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {
                 let how = plan.netns ? "ip netns exec \(lc.nodeNamespace(k)) ..." : "127.0.1.\(k)"
                 print("node \(k): \(lc.nodeHost(k, netns: plan.netns)):7100  control \(lc.socket(node: k))  (\(how))")
@@ -244,7 +245,7 @@ struct ClusterSupervise: ParsableCommand {
 struct KDDMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kddm", abstract: "Inspect and use KDDM sets and objects.",
-        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMDeleteSet.self, KDDMBench.self])
+        subcommands: [KDDMSets.self, KDDMList.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMDeleteSet.self, KDDMBench.self])
 }
 
 struct ObjectArgs: ParsableArguments {
@@ -261,6 +262,15 @@ struct KDDMSets: ParsableCommand {
         for s in sets {
             print(s.name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + s.rule.description.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s.objects)")
         }
+    }
+}
+
+struct KDDMList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "Print every object of a set: id, then value.")
+    @Argument(help: "The set's name.") var set: String
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        for o in orFail({ try daemon.call(.kddm(.list(set: set))).objects() }) { print("\(o.id)\t\(o.value)") }
     }
 }
 

@@ -11,12 +11,13 @@ struct SSI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ssi",
         abstract: "SwiftSSI: checkpoint, restart and migrate unmodified Linux applications across a cluster.",
-        subcommands: [Run.self, Checkpoint.self, Restart.self, Snapshots.self, IPC.self] + clusterCommands + observeCommands)
+        subcommands: [Run.self, Checkpoint.self, Restart.self, Snapshots.self, IPC.self] + appCommands + clusterCommands + [Sched.self] + observeCommands)
 
     /// Kerrighed aliases: argv[0] name -> the subcommand words it stands for.
     static let aliases: [String: [String]] = [
         "krgcr-run": ["run"], "checkpoint": ["checkpoint"], "restart": ["restart"],
         "ipccheckpoint": ["ipc", "checkpoint"], "ipcrestart": ["ipc", "restart"], "krgadm": [],
+        "krgcapset": ["caps"], "migrate": ["migrate"],
     ]
 
     static func main() async {

@@ -18,9 +18,16 @@ extension CheckpointEngine {
         /// Give fds that were terminals the caller's terminal (`-t`).
         public var useCallerTerminal: Bool
 
-        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false) {
+        /// fds that were connected to processes outside the application (pipes): the
+        /// application's fd N becomes the caller's fd N. 0, 1 and 2 always are (the caller's
+        /// stdin, stdout, stderr); others only when listed (`--inherit-fd N`, CRIU's option
+        /// of that name, without its key syntax).
+        public var inheritFDs: Set<Int32>
+
+        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
             self.useCallerTerminal = useCallerTerminal
+            self.inheritFDs = inheritFDs
         }
     }
 
@@ -59,7 +66,12 @@ final class RestartSession {
     let snap: any ImageReader
     let app: Int32
     let options: CheckpointEngine.RestartOptions
+    /// The processes created so far, by their PID here (killed if the restart fails).
     private var created: [Int32] = []
+    /// The same, by their PID in the snapshot.
+    private var createdIDs: Set<Int32> = []
+    /// The root is the init of a PID namespace of its own (PIDNamespace.swift).
+    private var ownNamespace = false
     private var restorers: [ProcessRestorer] = []
     private let pipes = PipeRegistry()
     private let deletedFiles = DeletedFileRegistry()
@@ -80,7 +92,9 @@ final class RestartSession {
 
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
-        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal) }
+        ownNamespace = root.pidNamespaceInit == true
+        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal, newNamespace: ownNamespace) }
+        checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {
             throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
@@ -89,15 +103,16 @@ final class RestartSession {
         // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
         Prctl.becomeSubreaper()
         let stub = try spawnRoot(root, freezer: freezer)
-        created = [root.pid]
+        created = [stub.pid.rawValue]
+        createdIDs = [root.pid]
         do {
-            try pipes.create(from: snap.processes)
+            try pipes.create(from: snap.processes, inherited: inherited)
             try deletedFiles.create(from: snap.processes, source: snap)
-            try fsObjects.create(from: snap.processes)
+            try fsObjects.create(from: snap.processes, deletedFiles: deletedFiles)
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
-            let known = Set(created)
+            let known = createdIDs
             for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
             for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
             for pr in restorers { try pr.finish() }
@@ -117,7 +132,7 @@ final class RestartSession {
             for pr in restorers.reversed() { pr.detach() }
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
-        return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: root.pid, restoreSeconds: secs)
+        return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: created[0], restoreSeconds: secs)
     }
 
     /// The root's empty shell with its old PID, born in the application's cgroup if there is
@@ -126,13 +141,14 @@ final class RestartSession {
         var cgroupFD: Int32 = -1
         if let freezer { cgroupFD = (try? freezer.openGroup(app)) ?? -1 }
         defer { if cgroupFD >= 0 { close(cgroupFD) } }
-        var r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
+        let shell = ownNamespace ? Tracee.spawnRestoreNamespaceShell : Tracee.spawnRestoreShell
+        var r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil)
         // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
         // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.
         for _ in 0..<3 where r.errno == ENOENT && cgroupFD >= 0 {
             close(cgroupFD)
             cgroupFD = (try? freezer?.openGroup(app)) ?? -1
-            r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
+            r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil)
         }
         if r.errno == EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
         switch r {
@@ -157,8 +173,10 @@ final class RestartSession {
             pr.deletedFiles = deletedFiles
             pr.shared = shared
             pr.fsObjects = fsObjects
+            pr.pidNamespaceInit = ownNamespace
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal
+            pr.inheritFDs = Dictionary(uniqueKeysWithValues: inherited.map { ($0, $0) })
             restorers.append(pr)
             try pr.becomeSessionLeaderIfNeeded()
             // Memory and files first, then the children: they are forked from the restored
@@ -166,7 +184,8 @@ final class RestartSession {
             try pr.rebuild()
             for child in (children[image.pid] ?? []).sorted(by: { $0.pid < $1.pid }) {
                 let ct = try pr.fork(child: child)
-                created.append(child.pid)
+                created.append(ct.pid.rawValue)
+                createdIDs.insert(child.pid)
                 if let status = child.zombieStatus {
                     try pr.makeZombie(ct, status: status)
                 } else {
@@ -175,8 +194,24 @@ final class RestartSession {
             }
             try pr.createThreads()
         }
-        for p in snap.processes where !created.contains(p.pid) {
+        for p in snap.processes where !createdIDs.contains(p.pid) {
             throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) has no parent in the snapshot")
+        }
+    }
+
+    /// The caller's fds that replace the application's fds connected outside it: 0-2 and
+    /// the ones given with --inherit-fd.
+    private var inherited: Set<Int32> { options.inheritFDs.union([0, 1, 2]) }
+
+    /// An fd connected outside the application that the caller does not replace comes back
+    /// as a pipe with no peer: its unread bytes, then EOF (or EPIPE for a write end), as if
+    /// the outside process had closed its end. Said on stderr, with the option that would
+    /// connect it.
+    private func checkExternalFDs() {
+        for image in snap.processes {
+            for f in image.fds where f.external == true && !inherited.contains(f.fd) {
+                warn("PID \(image.pid) fd \(f.fd) was a pipe to a process outside the application (\(f.path)); it comes back with no process at the other end (use --inherit-fd \(f.fd) to give it this command's fd \(f.fd))")
+            }
         }
     }
 

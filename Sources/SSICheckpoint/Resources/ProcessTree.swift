@@ -82,7 +82,7 @@ extension ProcessRestorer {
 
     /// Session leaders lead a new session before they fork, so their children inherit it.
     func becomeSessionLeaderIfNeeded() throws {
-        if image.sid == pid { try inj.call("setsid", .setsid) }
+        if image.sid == image.pid { try inj.call("setsid", .setsid) }
     }
 
     /// Forks a child process with its old PID (clone3 set_tid, run by this process, so the
@@ -91,7 +91,7 @@ extension ProcessRestorer {
         let r = try clone3(flags: ProcessRestorer.sharingFlags(child), exitSignal: UInt64(child.exitSignal ?? SIGCHLD), tid: child.pid)
         if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(child.pid) is busy (taken while restarting); nothing was changed") }
         if r < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in PID \(pid)", errno: Int32(-r)) }
-        let t = Tracee.adoptTraceMe(ProcessID(child.pid))
+        let t = Tracee.adoptTraceMe(ProcessID(try childID(child.pid)))
         switch try t.wait() {
         case .signal(.stop), .event: return t
         case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")
@@ -117,8 +117,14 @@ extension ProcessRestorer {
         let termsig = status & 0x7f
         if termsig != 0 && termsig != 0x7f {
             // Killed by a signal: reset its handler (a zeroed sigaction) and deliver it.
-            try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: scratch + 1024)
-            try cinj.call("reset handler", .rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
+            // SIGKILL has no handler to reset (rt_sigaction(2): EINVAL).
+            if termsig != SIGKILL {
+                try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: scratch + 1024)
+                try cinj.call("reset handler", .rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
+            }
+            // No core dump unless it made one (WCOREDUMP, bit 0x80): with RLIMIT_CORE 0 the
+            // kernel reports CLD_KILLED, not CLD_DUMPED (core(5)), and writes no file.
+            if status & 0x80 == 0 { _ = ResourceLimits.set(t.pid, 4 /* RLIMIT_CORE */, cur: 0, max: 0) }
             try t.setSigmask(0)
             try t.cont(signal: Signal(termsig))
         } else {
@@ -136,10 +142,10 @@ extension ProcessRestorer {
 
     /// Process groups, after every process exists: leaders first (`leaders`), then members.
     func joinGroup(leaders: Bool, known: Set<Int32>) throws {
-        guard image.sid != pid else { return }               // a session leader leads its group
-        if leaders && image.pgid == pid {
+        guard image.sid != image.pid else { return }               // a session leader leads its group
+        if leaders && image.pgid == image.pid {
             try inj.call("setpgid", .setpgid, 0, 0)
-        } else if !leaders && image.pgid != pid {
+        } else if !leaders && image.pgid != image.pid {
             if known.contains(image.pgid) {
                 let r = try inj.raw(.setpgid, 0, UInt64(image.pgid))
                 if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }

@@ -104,6 +104,17 @@ public enum Socket {
         return PeekedMessage(bytes: Array(buf[0..<n]), name: Array(name.prefix(Int(namelen))), fds: nfds < 0 ? nil : Array(fds.prefix(Int(nfds))))
     }
 
+    /// recvmsg(2), blocking: up to `max` bytes, and the fds (at most 3) that came with them
+    /// as SCM_RIGHTS, close-on-exec, owned by the caller. Throws on an error.
+    public static func receive(_ sock: Int32, max: Int) throws -> (bytes: [UInt8], fds: [Int32]) {
+        var buf = [UInt8](repeating: 0, count: max)
+        var fds = [Int32](repeating: -1, count: 3)
+        var nfds: Int32 = 0
+        let n = cssi_recv_with_fds(sock, &buf, UInt(max), &fds, &nfds)
+        if n < 0 { throw SSIError.sys("recvmsg on socket \(sock)", errno: Int32(-n)) }
+        return (Array(buf[0..<n]), Array(fds.prefix(Int(nfds))))
+    }
+
     /// sendmsg(2), MSG_DONTWAIT|MSG_NOSIGNAL, of `bytes` to `address` (nil: the connected
     /// peer) with `fds` as SCM_RIGHTS. Returns the bytes sent or -errno.
     public static func send(_ sock: Int32, _ bytes: Data, to address: Data?, fds: [Int32]) -> Int {
@@ -113,5 +124,28 @@ public enum Socket {
                 return address.withUnsafeBytes { cssi_send_with_fds(sock, $0.baseAddress, UInt32($0.count), b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count)) }
             }
         }
+    }
+}
+
+public enum UnixSocketFile {
+    /// The absolute path of the file a unix socket is bound to, through SIOCUNIXFILE
+    /// (0x89E0, SIOCPROTOPRIVATE; Linux 6.11): an O_PATH fd on that very file, whatever the
+    /// cwd its bind was relative to; /proc/self/fd names it. nil if the kernel lacks it, the
+    /// socket has no file (abstract, unbound), or the file was removed.
+    public static func path(of socket: Int32) -> String? {
+        let r = cssi_ioctl_long(socket, 0x89E0, 0)
+        guard r >= 0 else { return nil }
+        defer { close(Int32(r)) }
+        guard let link = try? ProcFS.readLink("/proc/self/fd/\(r)"), link.hasPrefix("/"), !link.hasSuffix(" (deleted)") else { return nil }
+        return link
+    }
+}
+
+public enum ThreadFS {
+    /// unshare(2) CLONE_FS for the calling thread only: a chdir on it then moves no other
+    /// thread's cwd. Returns 0 or an errno.
+    public static func unshareCwd() -> Int32 {
+        let r = cssi_unshare_fs()
+        return r < 0 ? Int32(-r) : 0
     }
 }
