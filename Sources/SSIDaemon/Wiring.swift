@@ -1,5 +1,6 @@
 import Foundation
 import SSIKDDM
+import SSIObserve
 import SSIProcessTable
 import SSIScheduler
 import SSISystem
@@ -12,6 +13,10 @@ import Synchronization
 extension NodeDaemon {
     static func connect(_ parts: [any Subsystem]) {
         guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
+        let (me, apps) = (table.core.config.node, table.apps)
+        table.core.observe.setApplicationSource {
+            ((try? await apps.table.list()) ?? []).filter { $0.node == me }.map(ApplicationRow.init(record:))
+        }
         if let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first {
             let sampler = AppCPUSampler(me: table.core.config.node)
             let apps = table.apps
@@ -24,6 +29,15 @@ extension NodeDaemon {
                 })
             }
         }
+    }
+}
+
+extension ApplicationRow {
+    /// A process table record as the dashboard lists it.
+    init(record r: AppRecord) {
+        self.init(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
+                  memoryBytes: r.rss_bytes)
+        migrations = r.migrations
     }
 }
 

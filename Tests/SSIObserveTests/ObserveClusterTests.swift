@@ -82,11 +82,16 @@ struct ObserveClusterTests {
     @Test(.timeLimit(.minutes(3))) func everyNodeShowsTheWholeCluster() throws {
         let c = try ObservedCluster()
         defer { c.down() }
-        let started = try c.ssi("run", "-b", "--", try TestEnv.fixture("bigmem"), "4")
+        // A node-local application (checkpointed by PID) and a cluster one placed on node 2.
+        let started = try c.ssi("run", "--local", "-b", "--", try TestEnv.fixture("bigmem"), "4")
         let app = try #require(appID(started.stdout), "\(started.output)")
         defer { kill(app, SIGKILL) }
         let ck = try c.ssi("checkpoint", "\(app)")
         #expect(ck.status == 0, "\(ck.output)")
+        let placed = try c.ssi("run", "-b", "--node", "2", "--", "sleep", "300")
+        let capp = try #require(appID(placed.stdout), "\(placed.output)")
+        defer { _ = try? c.ssi("checkpoint", "--kill=KILL", "\(capp)") }
+        #expect(try c.ssi("checkpoint", "\(capp)").status == 0)
         let status = try c.ssi("nodes", "status").stdout.split(separator: "\n").map(String.init)
         for k in 1...3 {
             for path in ["/", "/metrics", "/api/cluster", "/api/nodes", "/api/node", "/api/applications", "/api/events"] {
@@ -97,14 +102,18 @@ struct ObserveClusterTests {
             #expect(nodes.allSatisfy { $0.reachable && $0.dashboard == "127.0.0.1:\(c.lc.dashboardPort(Int($0.id)))" })
             let apps = try c.json(k, "/api/applications", as: [ApplicationRow].self)
             #expect(apps.contains { $0.app == app && $0.node == 1 && $0.state == "running" && $0.checkpoints == 1 && $0.lastVersion == 1 })
+            #expect(apps.filter { $0.app == capp }.count == 1)
+            #expect(apps.contains { $0.app == capp && $0.node == 2 && $0.state == "running" && $0.checkpoints == 1 && $0.lastVersion == 1 },
+                    "cluster application: \(apps)")
             let events = try c.json(k, "/api/events", as: [ObserveEvent].self)
             #expect(events.contains { $0.kind == .checkpointDone && $0.app == app && $0.version == 1 })
             #expect(events.filter { $0.kind == .nodeJoined }.count == 3, "each join said once")
             #expect(events == events.sorted { $0.time < $1.time || ($0.time == $1.time && $0.node <= $1.node) })
         }
         let metrics = try PromText(try c.get(1, "/metrics").body)
-        #expect(metrics.value("ssi_checkpoints_total", ["node": "1", "result": "ok"]) == 1)
+        #expect(metrics.value("ssi_checkpoints_total", ["node": "1", "result": "ok"]) == 2, "both checkpoints were reported to node 1")
         #expect(metrics.value("ssi_applications", ["state": "running"]) == 1)
+        #expect(try PromText(try c.get(2, "/metrics").body).value("ssi_applications", ["state": "running"]) == 1)
         #expect((metrics.value("ssi_rpc_requests_total") ?? 0) > 0)
         #expect(metrics.value("ssi_nodes", ["state": "online"]) == 3)
         let cli = try c.ssi("events", "--json", "-n", "1000")
