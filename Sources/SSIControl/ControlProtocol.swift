@@ -147,7 +147,8 @@ public enum ControlReply: Codable, Sendable {
     case decision(Decision?)
     case job(JobRecord)
     case jobList([JobRecord])
-    case events([ObserveEvent])
+    /// Events merged by time, and the nodes that did not answer (their events are missing).
+    case events([ObserveEvent], missing: [NodeID])
     case cluster(ClusterView)
     case objects([ObjectValue])
     case application(AppRecord)
@@ -278,9 +279,9 @@ extension ControlReply {
         return n
     }
 
-    public func events() throws -> [ObserveEvent] {
-        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
-        return e
+    public func events() throws -> (events: [ObserveEvent], missing: [NodeID]) {
+        guard case .events(let e, let missing) = self else { throw Self.unexpected(self, "a list of events") }
+        return (e, missing)
     }
 
     public func cluster() throws -> ClusterView {

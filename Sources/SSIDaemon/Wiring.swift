@@ -13,19 +13,11 @@ import Synchronization
 extension NodeDaemon {
     static func connect(_ parts: [any Subsystem]) {
         guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
-        // The operators' view lists this node's applications from the table.
-        let me = table.core.config.node
-        let records = table.apps.table
+        let (me, apps) = (table.core.config.node, table.apps)
         table.core.observe.setApplicationSource {
-            let mine = ((try? await records.list()) ?? []).filter { $0.node == me }
-            let catalogs = Dictionary((try? await records.catalogs())?.map { ($0.app, $0) } ?? [], uniquingKeysWith: { a, _ in a })
-            return mine.map { r in
-                let versions = catalogs[r.app]?.versions ?? []
-                return ApplicationRow(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
-                                      memoryBytes: r.rss_bytes, lastVersion: versions.map(\.version).max(),
-                                      checkpoints: versions.count, restarts: 0)
-            }
+            ((try? await apps.table.list()) ?? []).filter { $0.node == me }.map(ApplicationRow.init(record:))
         }
+        let records = apps.table
         let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
         if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {
             jobs.hooks.withLock { h in
@@ -46,6 +38,15 @@ extension NodeDaemon {
                 })
             }
         }
+    }
+}
+
+extension ApplicationRow {
+    /// A process table record as the dashboard lists it.
+    init(record r: AppRecord) {
+        self.init(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
+                  memoryBytes: r.rss_bytes)
+        migrations = r.migrations
     }
 }
 

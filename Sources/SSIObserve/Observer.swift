@@ -46,7 +46,9 @@ public final class Observer: Sendable {
     public func record(_ event: ObserveEvent) -> ObserveEvent {
         let e = events.append(event, node: node)
         metrics.record(e)
-        if let app = e.app { note(app: app, e) }
+        // Only what happened to a real application makes it known: a failed checkpoint of a
+        // mistyped PID must not list that PID.
+        if let app = e.app, [.applicationStarted, .checkpointDone, .restartDone].contains(e.kind) { note(app: app, e) }
         let level: Logger.Level = e.kind.isFailure ? .warning : .info
         logger.log(level: level, "observe: \(e.kind): \(e.message)")
         return e
@@ -77,11 +79,22 @@ public final class Observer: Sendable {
     public func setDashboard(_ address: String?) { dashboardAddress.withLock { $0 = address } }
     public var dashboard: String? { dashboardAddress.withLock { $0 } }
 
-    /// This node's applications: from the plugged-in source, else those heard of in events,
-    /// each looked up in /proc for its state, command and memory.
+    /// This node's applications: those of the plugged-in source (the cluster process table),
+    /// with the checkpoint counts heard of in events, then the other applications heard of
+    /// (processes checkpointed by PID), each looked up in /proc for state, command, memory.
     public func localApplications() async -> [ApplicationRow] {
-        if let f = source.withLock({ $0 }) { return await f() }
-        return known.withLock { $0 }.sorted { $0.key < $1.key }.map { app, k in
+        let sourced = await source.withLock({ $0 })?() ?? []
+        let heard = known.withLock { $0 }
+        let fromSource = sourced.map { row in
+            var r = row
+            if let k = heard[r.app] {
+                (r.checkpoints, r.restarts) = (max(r.checkpoints, k.checkpoints), max(r.restarts, k.restarts))
+                r.lastVersion = r.lastVersion ?? k.lastVersion
+            }
+            return r
+        }
+        let listed = Set(sourced.map(\.app))
+        return fromSource + heard.filter { !listed.contains($0.key) }.sorted { $0.key < $1.key }.map { app, k in
             let p = ProcessLook.look(app)
             return ApplicationRow(app: app, node: node, state: p.state, command: p.command ?? k.command, memoryBytes: p.rssBytes,
                                   lastVersion: k.lastVersion, checkpoints: k.checkpoints, restarts: k.restarts)
