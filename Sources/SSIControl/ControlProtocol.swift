@@ -1,6 +1,8 @@
 import SSIKDDM
+import SSIScheduler
 import SSIMembership
 import SSIProcessTable
+import SSIObserve
 import SSISystem
 import SSITransport
 
@@ -16,6 +18,8 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case kddm(KDDMRequest)
     case bench(BenchRequest)
     case apps(AppsRequest)
+    case scheduler(SchedulerRequest)
+    case observe(ObserveRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -24,6 +28,8 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .kddm: return "kddm"
         case .bench: return "bench"
         case .apps: return "apps"
+        case .scheduler: return "scheduler"
+        case .observe: return "observe"
         }
     }
 }
@@ -95,11 +101,34 @@ public enum AppsRequest: Codable, Sendable, Equatable {
     case migrate(MigrateSpec)
 }
 
+/// The operators' view (`ssi events`, `ssi cluster status`, `ssi dashboard`; the CLI's reports).
+public enum ObserveRequest: Codable, Sendable, Equatable {
+    /// Keeps an event in the node's ring (the CLI's checkpoints and restarts); answers `.done`.
+    case record(ObserveEvent)
+    /// The cluster's events merged by time, the newest `limit`; answers `.events`.
+    case events(limit: Int)
+    /// Nodes, applications and events of the whole cluster; answers `.cluster`.
+    case cluster
+}
+
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
 public struct BenchRequest: Codable, Sendable, Equatable {
     public var peer: NodeID
     public var iterations: Int
     public init(peer: NodeID, iterations: Int) { (self.peer, self.iterations) = (peer, iterations) }
+}
+
+/// The scheduler (`ssi sched`).
+public enum SchedulerRequest: Codable, Sendable, Equatable {
+    /// Answers `.schedulerStatus`.
+    case status(logLines: Int)
+    /// New settings (the file's text: the CLI reads it, the node may be another machine).
+    /// Validated, then applied; a bad file changes nothing.
+    case load(xml: String, source: String)
+    /// `ssi sched set ELEMENT.PARAM VALUE`: one parameter of a loaded element.
+    case set(element: String, parameter: String, value: String)
+    /// Answers `.decision`: where `ssi run --node auto` should start an application.
+    case place
 }
 
 /// What a request answers.
@@ -118,6 +147,10 @@ public enum ControlReply: Codable, Sendable {
     case checkpointed(CheckpointDone)
     case catalogs([SnapshotCatalog])
     case log(LogChunk)
+    case schedulerStatus(SchedulerStatus)
+    case decision(Decision?)
+    case events([ObserveEvent])
+    case cluster(ClusterView)
 }
 
 /// The line the daemon writes back.
@@ -211,6 +244,16 @@ extension ControlReply {
         return (o, asker)
     }
 
+    public func schedulerStatus() throws -> SchedulerStatus {
+        guard case .schedulerStatus(let st) = self else { throw Self.unexpected(self, "the scheduler's status") }
+        return st
+    }
+
+    public func decision() throws -> Decision? {
+        guard case .decision(let d) = self else { throw Self.unexpected(self, "a decision") }
+        return d
+    }
+
     public func value() throws -> String? {
         guard case .value(let v) = self else { throw Self.unexpected(self, "a value") }
         return v
@@ -249,6 +292,16 @@ extension ControlReply {
     public func objects() throws -> [ObjectValue] {
         guard case .objects(let o) = self else { throw Self.unexpected(self, "an object listing") }
         return o
+    }
+
+    public func events() throws -> [ObserveEvent] {
+        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
+        return e
+    }
+
+    public func cluster() throws -> ClusterView {
+        guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
+        return c
     }
 
     public func bench() throws -> BenchReport {

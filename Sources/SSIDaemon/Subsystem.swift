@@ -2,6 +2,7 @@ import Logging
 import SSIControl
 import SSIKDDM
 import SSIMembership
+import SSIObserve
 import SSISystem
 import SSITransport
 import ServiceLifecycle
@@ -18,6 +19,8 @@ public struct NodeCore: Sendable {
     public let etcd: EtcdClient
     public let membership: Membership
     public let kddm: KDDM
+    /// The operators' view: `observe.record(event)` adds to the event history and metrics.
+    public let observe: Observer
 }
 
 /// One configuration key of a subsystem's section: `SECTION.KEY = VALUE` in ssid's file, or

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The snapshot format, version 3. docs/snapshot-format.md describes it for humans; these
+/// The snapshot format, version 4. docs/snapshot-format.md describes it for humans; these
 /// types are the single definition the writer and the reader share.
 ///
 /// A snapshot is a directory `<appid>/v<N>/` holding:
@@ -12,9 +12,11 @@ public enum SnapshotFormat {
     public static let magic = "swiftssi-snapshot"
     /// 2 added process trees, threads and task states (optional fields: version 1 files read as before).
     /// 3 added sockets beyond socketpairs (FileDescriptorImage.socket) and the tcpSocket kind.
+    /// 4 (fidelity, issue 10) added optional fields to the process and fd records only:
+    ///   ProcessImage.thpDisabled; TimerState.settimeFlags/deadlineSeconds/deadlineNanoseconds.
     /// apps (no bump, optional field): ProcessImage.pidNamespaceInit, ids inside the application's PID namespace.
-    public static let version = 3
-    public static let readable: ClosedRange<Int> = 1...3
+    public static let version = 4
+    public static let readable: ClosedRange<Int> = 1...4
     public static let pageSize: UInt64 = 4096
 }
 
@@ -97,6 +99,13 @@ public struct ProcessImage: Codable, Sendable {
     /// root and umask), found with kcmp(2) KCMP_FILES / KCMP_FS.
     public var sharesFilesWithParent: Bool?
     public var sharesFSWithParent: Bool?
+
+    // MARK: fidelity (version 4)
+
+    /// prctl(PR_SET_THP_DISABLE) was set ("THP_enabled: 0" in /proc/PID/status).
+    public var thpDisabled: Bool?
+    /// The current directory had been removed (cwd reads "PATH (deleted)"): its mode.
+    public var cwdDeletedMode: UInt32?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -234,6 +243,22 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var fifoMode: UInt32?
     public var fifoOwner: [UInt32]?
 
+    // MARK: fidelity (version 4)
+
+    /// A pipe whose other end is held by a process outside the application: restart
+    /// connects this fd to one the caller gives (its own fds 0-2, or --inherit-fd N).
+    /// pipeData then holds only what the application had not read.
+    public var external: Bool?
+    /// Locks held through this fd: POSIX ones of this process (once per file), OFD and
+    /// flock ones of its open file description.
+    public var locks: [FileLock]?
+    /// fifo: unlinked while open (its path is the old one): made again nameless.
+    public var fifoDeleted: Bool?
+    /// fifo: the times of the FIFO and of its directory (FileTimes' layout), put back after
+    /// the FIFO is refilled (a write moves its mtime).
+    public var fileTimes: [Int64]?
+    public var directoryTimes: [Int64]?
+
     public init(fd: Int32, kind: Kind, path: String, flags: Int32, closeOnExec: Bool, position: Int64) {
         self.fd = fd; self.kind = kind; self.path = path; self.flags = flags; self.closeOnExec = closeOnExec; self.position = position
     }
@@ -297,6 +322,10 @@ public struct TimerState: Codable, Sendable, Equatable {
     public var valueSeconds: Int64, valueNanoseconds: Int64
     public var intervalSeconds: Int64, intervalNanoseconds: Int64
     public var ticks: UInt64
+    /// Version 4: timerfd_settime(2) flags (TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET), and
+    /// for an absolute timer its deadline on its clock (the value above is what was left).
+    public var settimeFlags: Int32?
+    public var deadlineSeconds: Int64?, deadlineNanoseconds: Int64?
     public init(clockID: Int32, valueSeconds: Int64, valueNanoseconds: Int64, intervalSeconds: Int64, intervalNanoseconds: Int64, ticks: UInt64) {
         self.clockID = clockID; self.valueSeconds = valueSeconds; self.valueNanoseconds = valueNanoseconds
         self.intervalSeconds = intervalSeconds; self.intervalNanoseconds = intervalNanoseconds; self.ticks = ticks
@@ -307,6 +336,10 @@ public struct EpollTarget: Codable, Sendable, Equatable {
     public var fd: Int32
     public var events: UInt32
     public var data: UInt64
+    /// Version 4: the entry's file is not the one at `fd` now (fd closed and its number
+    /// reused): another fd of the process that holds that file; restart registers it under
+    /// the number `fd`.
+    public var viaFD: Int32?
     public init(fd: Int32, events: UInt32, data: UInt64) { self.fd = fd; self.events = events; self.data = data }
 }
 
@@ -348,6 +381,9 @@ public struct DeletedFile: Codable, Sendable, Equatable {
     public var seals: Int32
     /// The snapshot file holding its content.
     public var contentFile: String
+    /// Version 4: owner, and access and modification times (seconds, nanoseconds each).
+    public var owner: [UInt32]?
+    public var times: [Int64]?
     public init(id: String, path: String, isMemfd: Bool, size: Int64, mode: UInt32, seals: Int32, contentFile: String) {
         self.id = id; self.path = path; self.isMemfd = isMemfd; self.size = size; self.mode = mode; self.seals = seals; self.contentFile = contentFile
     }
@@ -390,6 +426,17 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// Socket options worth keeping, by name: SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE,
     /// SO_PASSCRED, TCP_NODELAY, IPV6_V6ONLY.
     public var options: [String: Int32]?
+    /// Version 4: other options (SO_PRIORITY, SO_LINGER, TCP_KEEPIDLE, TCP_CONGESTION, IP_TOS,
+    /// buffer sizes...), by name, as the bytes getsockopt(2) gave; only those that differed
+    /// from a fresh socket's.
+    public var rawOptions: [String: Data]?
+    /// Version 4: a unix socket bound to a relative path: the directory it was bound from
+    /// (the name stays relative, as the kernel keeps it).
+    public var bindDirectory: String?
+    /// Version 4: a socket bound to a path: the times of its file and of its directory,
+    /// put back after it is bound again (binding creates the file, in the directory).
+    public var fileTimes: [Int64]?
+    public var directoryTimes: [Int64]?
     /// tcp connected: what TCP_REPAIR needs to rebuild the connection.
     public var tcp: TCPRepairState?
 
@@ -468,4 +515,15 @@ public struct InterruptedSleep: Codable, Sendable, Equatable {
         self.clockID = clockID; self.remainingNanoseconds = remainingNanoseconds
         self.monotonicAtCheckpoint = monotonicAtCheckpoint; self.bootID = bootID
     }
+}
+
+/// Version 4: a file lock (fcntl(2) record locks, OFD locks, flock(2)).
+public struct FileLock: Codable, Sendable, Equatable {
+    /// "POSIX", "OFDLCK" or "FLOCK", as /proc/locks names them.
+    public var kind: String
+    public var write: Bool
+    /// The byte range, end included; nil end: to the end of the file (flock: 0 and nil).
+    public var start: Int64
+    public var end: Int64?
+    public init(kind: String, write: Bool, start: Int64, end: Int64?) { self.kind = kind; self.write = write; self.start = start; self.end = end }
 }

@@ -3,6 +3,7 @@ import Foundation
 import SSICheckpoint
 import SSIImage
 import SSIProcessTable
+import SSIObserve
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -22,7 +23,16 @@ func fail(_ error: Error) -> Never {
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start a command as a checkpointable application (Kerrighed: krgcr-run).",
-        discussion: "Prints 'Running application <pid>'; the application id is the PID of the command, which leads a new session.")
+        discussion: """
+        Prints 'Running application <pid>'; the application id is the PID of the command, which \
+        leads a new session and runs in its own cgroup (so it can be frozen as a whole). Without \
+        -b, ssi waits for it and exits with its status. Options of ssi go before `--`; everything \
+        after it belongs to the command.
+
+        Examples:
+          ssi run -- ./server --port 8080       start and wait
+          ssi run -b -o app.id -- ./counter     start in the background, id in app.id
+        """)
 
     @Flag(name: .short, help: "Run in the background: return at once.") var background = false
     @Option(name: .short, help: "Write the application id to this file.") var output: String?
@@ -31,6 +41,16 @@ struct Run: ParsableCommand {
     @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
     @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
+
+    /// `ssi run --help` (or -h) before the command: the arguments after `--`, or from the
+    /// first that is not an option of ours, belong to the program and are never read here.
+    static func asksForHelp(_ args: [String]) -> Bool {
+        for a in args.dropFirst() {
+            if a == "--" || !a.hasPrefix("-") { return false }
+            if a == "--help" || a == "-h" { return true }
+        }
+        return false
+    }
 
     func run() throws {
         var cmd = command
@@ -55,6 +75,7 @@ struct Run: ParsableCommand {
             }
             print("Running application \(pid)")
             fflush(nil)
+            DaemonReport.send(ObserveEvent(kind: .applicationStarted, app: pid, message: "application \(pid) started: \(cmd.joined(separator: " "))"))
             if background { return }
             throw ExitCode(try Spawn.wait(pid).exitCode)
         } catch let e as SSIError { fail(e) }
@@ -64,7 +85,18 @@ struct Run: ParsableCommand {
 struct Checkpoint: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Checkpoint an application: freeze it, write a snapshot, let it go on (Kerrighed: checkpoint).",
-        discussion: "Snapshots go to $SSI_CHKPT_DIR (default /var/chkpt) as <appid>/v<N>/. Works on any process given by PID.")
+        discussion: """
+        Snapshots go to $SSI_CHKPT_DIR (default /var/chkpt) as <appid>/v<N>/. Works on any \
+        process given by PID. A failed checkpoint leaves the application running and older \
+        snapshots intact. On a terminal, a checkpoint that takes more than a second shows its \
+        phase, bytes and rate on one line; the local daemon, if one runs, records it (ssi events).
+
+        Examples:
+          ssi checkpoint 4242                   freeze, dump, let it go on
+          ssi checkpoint -d "before upgrade" 4242
+          ssi checkpoint --kill=9 4242          dump, then kill
+          ssi checkpoint -f 4242; ssi checkpoint -c 4242; ssi checkpoint -u 4242
+        """)
 
     @Flag(name: .shortAndLong, help: "Only freeze the application.") var freeze = false
     @Option(name: .shortAndLong, help: ArgumentHelp("Only unfreeze the application, sending SIG first if given.", valueName: "SIG"))
@@ -73,9 +105,12 @@ struct Checkpoint: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Dump, then send SIG (default TERM).", valueName: "SIG")) var kill: String?
     @Option(name: .shortAndLong, help: "A description stored with the snapshot.") var description: String = ""
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
+    @Flag(inversion: .prefixedNo, help: "Copy memory while the application runs, freeze it only for the last round (default: when it holds 64 MiB of anonymous memory or more).")
+    var precopy: Bool? = nil
     @Flag(help: "Print the result as JSON.") var json = false
     @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
     @Option(name: .customLong("node"), help: "Cluster application: ask this node of the local cluster (any node will do).") var askNode: Int?
+    @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
@@ -126,11 +161,15 @@ struct Checkpoint: ParsableCommand {
             o.description = description
             o.alreadyFrozen = ckptOnly
             o.ignoreUnsupported = ignoreUnsupported
+            o.precopy = precopy
             if let kill { o.killSignal = try parseSignal(kill) }
-            let r = try engine.checkpoint(app: app, options: o)
+            let r = try Self.reported(app, progress: OperationProgress("checkpoint \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
+                try engine.checkpoint(app: app, options: o)
+            }
             if json {
                 let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
-                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes)]
+                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes),
+                                        "precopyRounds": r.precopyRounds.map { Int($0) }]
                 let data = try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
@@ -146,15 +185,33 @@ struct Checkpoint: ParsableCommand {
 struct Restart: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restart an application from a snapshot, with the same PID (Kerrighed: restart).",
-        discussion: "By default the application is restarted detached, in the background, and running.")
+        discussion: """
+        By default the application is restarted detached, in the background, and running. Its \
+        PID must be free. A failed restart leaves nothing half-built and the snapshot untouched.
+
+        Examples:
+          ssi restart 4242                      from the latest snapshot
+          ssi restart 4242 2                    from v2
+          ssi restart -f -t 4242                in the foreground, with this terminal
+        """)
 
     @Flag(name: .customShort("U"), help: "Leave it frozen; `ssi checkpoint -u APP` starts it.") var frozen = false
     @Flag(name: .short, help: "Give fds that were terminals this terminal.") var terminal = false
     @Flag(name: .short, help: "Foreground: wait for it, forward SIGINT/SIGTERM, return its exit status.") var foreground = false
     @Flag(help: "Print the result as JSON.") var json = false
+    @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
+    @Option(name: .customLong("inherit-fd"),
+            help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
+    var inheritFD: [Int32] = []
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The snapshot version (default: the latest).") var version: Int?
     @Option(help: "Cluster application: restart it on this node (default: the node asked).") var node: Int?
+
+    func validate() throws {
+        for fd in inheritFD where { var st = stat(); return fd < 0 || fstat(fd, &st) != 0 }() {
+            throw ValidationError("--inherit-fd \(fd): fd \(fd) of this command is not open; open it on what the application should use (e.g. `\(max(fd, 3))> file`)")
+        }
+    }
 
     func run() throws {
         do {
@@ -168,7 +225,10 @@ struct Restart: ParsableCommand {
             var o = CheckpointEngine.RestartOptions()
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
-            let r = try CheckpointEngine().restart(app: app, version: version, options: o)
+            o.inheritFDs = Set(inheritFD)
+            let r = try Self.reported(app, version: version, progress: OperationProgress("restart \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
+                try CheckpointEngine().restart(app: app, version: version, options: o)
+            }
             if json {
                 print("{\"identifier\":\(r.app),\"version\":\(r.version),\"pid\":\(r.pid),\"restoreSeconds\":\(r.restoreSeconds)}")
             } else {
@@ -194,7 +254,9 @@ enum ForegroundWaiter {
 }
 
 struct Snapshots: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the snapshots of an application (or of all).")
+    static let configuration = CommandConfiguration(
+        abstract: "List the snapshots of an application (or of all).",
+        discussion: "One line per snapshot: application, version, date, description. Reads $SSI_CHKPT_DIR (default /var/chkpt).")
     @Argument(help: "The application id.") var app: Int32?
 
     func run() throws {

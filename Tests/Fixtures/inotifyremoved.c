@@ -44,7 +44,14 @@ static int watches(int fd, char *out, size_t n) {
     int c = 0;
     out[0] = 0;
     while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "inotify wd:", 11)) { c++; char *m = strstr(line, "mask:"); if (m) strncat(out, m, n - strlen(out) - 1); }
+        if (!strncmp(line, "inotify wd:", 11)) {
+            // The masks only, as the header says: the file handle names the inode, and an
+            // unlinked file made again after restart is another inode.
+            c++;
+            char *m = strstr(line, "mask:"), *h = strstr(line, " fhandle");
+            if (h) *h = 0;
+            if (m) { strncat(out, m, n - strlen(out) - 2); strcat(out, ";"); }
+        }
     if (f) fclose(f);
     return c;
 }

@@ -97,6 +97,10 @@ int cssi_wptrace_event(int status);
 long cssi_syscall6(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
 long cssi_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5);
 long cssi_fcntl_int(int fd, int cmd, int arg);
+// ioctl(2) with one integer argument (or none); -errno on failure.
+long cssi_ioctl_long(int fd, unsigned long request, unsigned long arg);
+// unshare(CLONE_FS) for the calling thread: its own cwd, root and umask from now on; -errno.
+long cssi_unshare_fs(void);
 long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len);
 long cssi_prlimit(pid_t pid, int resource, const uint64_t *newlim /* [2] or NULL */, uint64_t *oldlim /* [2] or NULL */);
 long cssi_pidfd_open(pid_t pid);

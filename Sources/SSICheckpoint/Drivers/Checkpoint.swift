@@ -14,7 +14,21 @@ extension CheckpointEngine {
     /// Checkpoints application `app` into the version store (a new version).
     public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions()) throws -> CheckpointResult {
         let frozen = try checkCheckpointable(app, options: options)
-        return try dump(app: app, options: options, writer: try store.beginWrite(app: options.applicationID ?? app), frozen: frozen)
+        let writer = try store.beginWrite(app: options.applicationID ?? app)
+        var precopy: Precopy? = nil
+        if Precopy.wanted(app: app, options: options, frozen: frozen) {
+            do { precopy = try Precopy(app: app, writer: writer) } catch {
+                // Explicitly asked for: say why it cannot be done. Chosen by size: dump frozen.
+                if options.precopy == true { writer.abort(); throw error }
+                writer.abort()
+                return try dump(app: app, options: options, writer: try store.beginWrite(app: options.applicationID ?? app), frozen: frozen)
+            }
+        }
+        // Lifted once the application runs again: unregistering walks every page table.
+        defer { precopy?.stop() }
+        var result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy)
+        result.precopyRounds = precopy?.rounds ?? []
+        return result
     }
 
     /// Checkpoints application `app` into `writer` (an archive to a peer, for migration).
@@ -32,13 +46,17 @@ extension CheckpointEngine {
         if options.alreadyFrozen && !frozen {
             throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it first with `ssi checkpoint -f \(app)`, or drop -c")
         }
+        if options.alreadyFrozen && options.precopy == true {
+            throw SSIError(.invalidArgument, "--precopy copies memory while application \(app) runs, and -c dumps it frozen as it is: the two do not go together",
+                           hint: "drop --precopy, or unfreeze it (ssi checkpoint -u \(app)) and checkpoint with --precopy")
+        }
         if !options.alreadyFrozen && frozen {
             throw SSIError(.state, "application \(app) is frozen", hint: "use `ssi checkpoint -c \(app)` to dump it as it is, or `ssi checkpoint -u \(app)` to unfreeze it")
         }
         return frozen
     }
 
-    private func dump(app root: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool) throws -> CheckpointResult {
+    private func dump(app root: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool, precopy: Precopy? = nil) throws -> CheckpointResult {
         let freezer = CgroupFreezer.find()
         let seized = SeizedApplication(root: root)
         // The cgroup and the snapshot's id: the root's PID, or a cluster application's id.
@@ -67,7 +85,7 @@ extension CheckpointEngine {
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
-            var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer)
+            var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
             // A cluster application's ids are those inside its own PID namespace.
             if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) }
             phase.mark("checkpoint: all processes")
@@ -102,6 +120,7 @@ extension CheckpointEngine {
         try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         try ProcessDumper.completeFifos(&fdTables)
+        try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         ProcessDumper.markSharedDescriptions(&fdTables)
         try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         return fdTables
@@ -109,7 +128,7 @@ extension CheckpointEngine {
 
     /// Every process's image, root first, zombies included; pages go to `writer`.
     private func dumpProcesses(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]], sharing: ProcessSharing,
-                               options: CheckpointOptions, writer: any ImageWriter) throws -> [ProcessImage] {
+                               options: CheckpointOptions, writer: any ImageWriter, precopy: Precopy?) throws -> [ProcessImage] {
         var images = [ProcessImage]()
         var deletedDone = Set<String>()
         for pid in seized.tree.pids {
@@ -121,6 +140,7 @@ extension CheckpointEngine {
             var dumper = ProcessDumper(pid: pid)
             dumper.ignoreUnsupported = options.ignoreUnsupported
             dumper.stoppedAt = seized.stoppedAt
+            dumper.precopied = precopy?.processes[pid]
             if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
             var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
             img.pagesFile = "pages-\(pid).img"

@@ -18,9 +18,16 @@ extension CheckpointEngine {
         /// Give fds that were terminals the caller's terminal (`-t`).
         public var useCallerTerminal: Bool
 
-        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false) {
+        /// fds that were connected to processes outside the application (pipes): the
+        /// application's fd N becomes the caller's fd N. 0, 1 and 2 always are (the caller's
+        /// stdin, stdout, stderr); others only when listed (`--inherit-fd N`, CRIU's option
+        /// of that name, without its key syntax).
+        public var inheritFDs: Set<Int32>
+
+        public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
             self.useCallerTerminal = useCallerTerminal
+            self.inheritFDs = inheritFDs
         }
     }
 
@@ -87,6 +94,7 @@ final class RestartSession {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
         ownNamespace = root.pidNamespaceInit == true
         for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal, newNamespace: ownNamespace) }
+        checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {
             throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
@@ -98,9 +106,9 @@ final class RestartSession {
         created = [stub.pid.rawValue]
         createdIDs = [root.pid]
         do {
-            try pipes.create(from: snap.processes)
+            try pipes.create(from: snap.processes, inherited: inherited)
             try deletedFiles.create(from: snap.processes, source: snap)
-            try fsObjects.create(from: snap.processes)
+            try fsObjects.create(from: snap.processes, deletedFiles: deletedFiles)
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
@@ -168,6 +176,7 @@ final class RestartSession {
             pr.pidNamespaceInit = ownNamespace
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal
+            pr.inheritFDs = Dictionary(uniqueKeysWithValues: inherited.map { ($0, $0) })
             restorers.append(pr)
             try pr.becomeSessionLeaderIfNeeded()
             // Memory and files first, then the children: they are forked from the restored
@@ -187,6 +196,22 @@ final class RestartSession {
         }
         for p in snap.processes where !createdIDs.contains(p.pid) {
             throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) has no parent in the snapshot")
+        }
+    }
+
+    /// The caller's fds that replace the application's fds connected outside it: 0-2 and
+    /// the ones given with --inherit-fd.
+    private var inherited: Set<Int32> { options.inheritFDs.union([0, 1, 2]) }
+
+    /// An fd connected outside the application that the caller does not replace comes back
+    /// as a pipe with no peer: its unread bytes, then EOF (or EPIPE for a write end), as if
+    /// the outside process had closed its end. Said on stderr, with the option that would
+    /// connect it.
+    private func checkExternalFDs() {
+        for image in snap.processes {
+            for f in image.fds where f.external == true && !inherited.contains(f.fd) {
+                warn("PID \(image.pid) fd \(f.fd) was a pipe to a process outside the application (\(f.path)); it comes back with no process at the other end (use --inherit-fd \(f.fd) to give it this command's fd \(f.fd))")
+            }
         }
     }
 

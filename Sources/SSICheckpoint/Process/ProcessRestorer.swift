@@ -24,6 +24,9 @@ final class ProcessRestorer {
     let source: any ImageReader
     /// Give the fds that were terminals the caller's terminal (`restart -t`).
     var useCallerTerminal = false
+    /// The application's fd -> the fd of ssi restart that replaces it, for fds that were
+    /// connected outside the application (RestartOptions.inheritFDs).
+    var inheritFDs: [Int32: Int32] = [:]
     /// The application's pipes, held open by ssi during the restart.
     var pipes: PipeRegistry?
     /// Its unlinked files and memfds, recreated by ssi.
@@ -137,6 +140,7 @@ final class ProcessRestorer {
     func rebuild() throws {
         var clock = PhaseClock()
         let current = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+        raiseFileLimitForRestore()
         let fds = try closeInheritedFiles()
         let pages = try openPages(high: fds.high)
         try unmapInherited(current)
@@ -167,6 +171,11 @@ final class ProcessRestorer {
         if let shared, shared.count > 0 {
             try inj.call("close shared", .close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)
         }
+        // After the last close: closing any fd of a file drops the process's POSIX locks on
+        // it (fcntl(2), "record locks are automatically released when the process ... closes
+        // any file descriptor referring to a file").
+        try restoreLocks()
+        try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)

@@ -32,6 +32,7 @@ extension ProcessDumper {
         creds.gids = status.ints("Gid").map { UInt32(truncatingIfNeeded: $0) }
         creds.groups = status.ints("Groups").map { UInt32(truncatingIfNeeded: $0) }
         img.credentials = creds
+        if status.fields["THP_enabled"] == "0" { img.thpDisabled = true }
         if status.fields["Seccomp"].map({ $0 != "0" }) ?? false {
             throw SSIError(.unsupported, "PID \(pid) runs under a seccomp filter, which is not supported yet; nothing was written")
         }
@@ -42,10 +43,20 @@ extension ProcessDumper {
 }
 
 extension ProcessRestorer {
+    /// A program that raised its RLIMIT_NOFILE may use fd numbers above the soft limit a
+    /// fresh process has (dup3(2) and fcntl F_DUPFD fail with EBADF/EINVAL past it): the soft
+    /// limit is raised to the hard one while the fds are made; restoreProcessFlags then sets
+    /// the saved values. Raising the soft limit up to the hard one needs no privilege.
+    func raiseFileLimitForRestore() {
+        guard let cur = ResourceLimits.get(ProcessID(pid), 7 /* RLIMIT_NOFILE */), cur.cur < cur.max else { return }
+        _ = ResourceLimits.set(ProcessID(pid), 7, cur: cur.max, max: cur.max)
+    }
+
     /// Personality, child-subreaper flag, resource limits and oom_score_adj (while rebuilding).
     func restoreProcessFlags() throws {
         try inj.call("personality", .personality, UInt64(image.personality))
         if image.childSubreaper == true { try inj.prctl(.setChildSubreaper, 1) }
+        if image.thpDisabled == true { try inj.prctl(.setTHPDisable, 1) }
         for l in image.rlimits {
             if let old = ResourceLimits.get(ProcessID(pid), l.resource), old.cur == l.cur && old.max == l.max { continue }
             let r = ResourceLimits.set(ProcessID(pid), l.resource, cur: l.cur, max: l.max)

@@ -40,8 +40,11 @@ extension ProcessDumper {
                 try stream.append(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
             }
             try stream.finish(sync: false)
-            out.append(DeletedFile(id: id, path: path, isMemfd: path.hasPrefix("/memfd:"), size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
-                                   seals: FileSeals.get(fd), contentFile: name))
+            var d = DeletedFile(id: id, path: path, isMemfd: path.hasPrefix("/memfd:"), size: Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
+                                seals: FileSeals.get(fd), contentFile: name)
+            d.owner = [st.st_uid, st.st_gid]
+            d.times = [Int64(st.st_atim.tv_sec), Int64(st.st_atim.tv_nsec), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec)]
+            out.append(d)
         }
         return out
     }
@@ -64,11 +67,35 @@ final class DeletedFileRegistry {
                 while off < content.size {
                     let n = Int(min(UInt64(buf.count), content.size - off))
                     try content.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<n]), at: off)
-                    if Glibc.write(fd, buf.baseAddress, n) != n { throw SSIError.sys("write the content of \(d.path)", errno: errno) }
+                    try DeletedFileRegistry.writeSparse(fd, UnsafeRawBufferPointer(rebasing: buf[0..<n]), at: off, what: d.path)
                     off += UInt64(n)
                 }
+                // The size (a hole at the end is never written), then owner, mode (after the
+                // owner: fchown(2) clears set-group-ID), seals (after the content: F_SEAL_WRITE
+                // forbids writes) and the times last (every write above moved them).
+                if ftruncate(fd, off_t(d.size)) != 0 { throw SSIError.sys("set the size of \(d.path)", errno: errno) }
+                if let o = d.owner, o.count == 2 { _ = fchown(fd, o[0], o[1]) }
+                _ = fchmod(fd, mode_t(d.mode))
                 if d.seals != 0 { FileSeals.add(fd, d.seals) }
+                if let t = d.times, t.count == 4 {
+                    var ts = [timespec(tv_sec: Int(t[0]), tv_nsec: Int(t[1])), timespec(tv_sec: Int(t[2]), tv_nsec: Int(t[3]))]
+                    _ = futimens(fd, &ts)
+                }
             }
+        }
+    }
+
+    /// Writes `chunk` at `offset`, leaving every all-zero 4 KiB block unwritten: a sparse
+    /// file keeps its holes (st_blocks), and a hole reads as zeros anyway.
+    static func writeSparse(_ fd: Int32, _ chunk: UnsafeRawBufferPointer, at offset: UInt64, what: String) throws {
+        var i = 0
+        while i < chunk.count {
+            let n = min(4096, chunk.count - i)
+            let block = UnsafeRawBufferPointer(rebasing: chunk[i..<(i + n)])
+            if block.contains(where: { $0 != 0 }) {
+                if pwrite(fd, block.baseAddress, n, off_t(offset) + off_t(i)) != n { throw SSIError.sys("write the content of \(what)", errno: errno) }
+            }
+            i += n
         }
     }
 

@@ -27,6 +27,16 @@ extension ProcessDumper {
             let v = pair("it_value"), i = pair("it_interval")
             img.timer = TimerState(clockID: Int32(info.lines["clockid"] ?? "1") ?? 1, valueSeconds: v.0, valueNanoseconds: v.1,
                                    intervalSeconds: i.0, intervalNanoseconds: i.1, ticks: UInt64(info.lines["ticks"] ?? "0") ?? 0)
+            // fdinfo prints "settime flags" in octal (fs/timerfd.c, timerfd_show). An absolute
+            // timer (TFD_TIMER_ABSTIME) keeps its deadline on its own clock, not what was left:
+            // a CLOCK_REALTIME deadline must not move by the time the application was down.
+            let settime = Int32((info.lines["settime flags"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 8) ?? 0
+            if settime != 0 { img.timer!.settimeFlags = settime }
+            if settime & 1 != 0 && (v.0 != 0 || v.1 != 0) {
+                let deadline = Clock.nanoseconds(img.timer!.clockID) + v.0 * 1_000_000_000 + v.1
+                img.timer!.deadlineSeconds = deadline / 1_000_000_000
+                img.timer!.deadlineNanoseconds = deadline % 1_000_000_000
+            }
         case "anon_inode:[signalfd]":
             img.kind = .signalfd
             img.signalMask = UInt64((info.lines["sigmask"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
@@ -39,11 +49,30 @@ extension ProcessDumper {
                 guard w.count >= 6, let t = Int32(w[1]), let ev = UInt32(w[3], radix: 16), let data = UInt64(w[5], radix: 16) else { continue }
                 targets.append(EpollTarget(fd: t, events: ev, data: data))
             }
-            img.epollTargets = targets
+            img.epollTargets = try findMovedTargets(targets, epoll: fd)
         default:
             return nil
         }
         return img
+    }
+
+    /// An epoll entry is keyed by its file and the fd number it was added with; the number
+    /// may since name another file (closed, reused by dup2) while the entry's file lives on
+    /// at another number. kcmp(2) KCMP_EPOLL_TFD tells which fd holds each entry's file.
+    func findMovedTargets(_ targets: [EpollTarget], epoll efd: Int32) throws -> [EpollTarget] {
+        var out = targets
+        var seen = [Int32: Int]()
+        lazy var fds = (try? openFDs(of: pid)) ?? []
+        for i in out.indices {
+            let t = out[i].fd
+            let nth = seen[t, default: 0]
+            seen[t] = nth + 1
+            if Kcmp.isEpollTarget(ProcessID(pid), fd: t, epoll: efd, target: t, nth: nth) { continue }
+            if let via = fds.first(where: { $0 != t && Kcmp.isEpollTarget(ProcessID(pid), fd: $0, epoll: efd, target: t, nth: nth) }) {
+                out[i].viaFD = via
+            }
+        }
+        return out
     }
 
     /// An epoll instance shared by several fds (after dup() or fork()) cannot be rebuilt yet:
@@ -78,11 +107,17 @@ extension ProcessRestorer {
         case .timerfd:
             let t = f.timer ?? TimerState(clockID: Clock.monotonic, valueSeconds: 0, valueNanoseconds: 0, intervalSeconds: 0, intervalNanoseconds: 0, ticks: 0)
             let fd = try inj.call("timerfd_create", .timerfd_create, UInt64(t.clockID), flags)
-            if t.valueSeconds != 0 || t.valueNanoseconds != 0 {
-                // struct itimerspec { it_interval, it_value }, relative to now.
-                let spec: [Int64] = [t.intervalSeconds, t.intervalNanoseconds, t.valueSeconds, t.valueNanoseconds]
+            let flags = t.settimeFlags ?? 0
+            if t.valueSeconds != 0 || t.valueNanoseconds != 0 || flags & 2 != 0 {
+                // struct itimerspec { it_interval, it_value }: relative to now, or with
+                // TFD_TIMER_ABSTIME the saved deadline. TFD_TIMER_CANCEL_ON_SET is accepted
+                // only with an absolute CLOCK_REALTIME(_ALARM) timer (timerfd_create(2)), as
+                // it was set, so the flags are given back as they were.
+                let spec: [Int64] = flags & 1 != 0
+                    ? [t.intervalSeconds, t.intervalNanoseconds, t.deadlineSeconds ?? 0, t.deadlineNanoseconds ?? 0]
+                    : [t.intervalSeconds, t.intervalNanoseconds, t.valueSeconds, t.valueNanoseconds]
                 try mem.write(words: spec, to: scratch)
-                try inj.call("timerfd_settime", .timerfd_settime, fd, 0, scratch, 0)
+                try inj.call("timerfd_settime", .timerfd_settime, fd, UInt64(flags), scratch, 0)
             }
             if t.ticks > 0 {
                 // TFD_IOC_SET_TICKS = _IOW('T', 0, u64): expirations not yet read (needs CONFIG_CHECKPOINT_RESTORE).
@@ -98,7 +133,22 @@ extension ProcessRestorer {
             let fd = try inj.call("epoll_create1", .epoll_create1, 0)
             for t in f.epollTargets ?? [] {
                 try mem.write(Arch.epollEvent(events: t.events, data: t.data), to: scratch)
-                try inj.call("epoll_ctl(ADD \(t.fd))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+                guard let via = t.viaFD else {
+                    try inj.call("epoll_ctl(ADD \(t.fd))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+                    continue
+                }
+                // The entry's file under its old number: fd t is lent to it for the ADD (its
+                // own file kept aside meanwhile), then given back.
+                let aside = try inj.raw(.fcntl, UInt64(t.fd), UInt64(F_DUPFD_CLOEXEC), 3)
+                try inj.call("dup3 \(via) to \(t.fd)", .dup3, UInt64(via), UInt64(t.fd), 0)
+                try inj.call("epoll_ctl(ADD \(t.fd) of fd \(via))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
+                if aside >= 0 {
+                    let cloexec = image.fds.first { $0.fd == t.fd }?.closeOnExec == true
+                    try inj.call("dup3 back", .dup3, UInt64(aside), UInt64(t.fd), UInt64(cloexec ? O_CLOEXEC : 0))
+                    try inj.call("close", .close, UInt64(aside))
+                } else {
+                    try inj.call("close", .close, UInt64(t.fd))
+                }
             }
             return fd
         default:

@@ -19,6 +19,8 @@ extension ProcessDumper {
         img.fifoID = ProcessDumper.fileID(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
         img.fifoMode = UInt32(st.st_mode & 0o7777)
         img.fifoOwner = [st.st_uid, st.st_gid]
+        img.fileTimes = FileTimes.get(path)
+        img.directoryTimes = FileTimes.get((path as NSString).deletingLastPathComponent)
         return img
     }
 
@@ -47,7 +49,7 @@ extension ProcessDumper {
 /// Checks done before a restart creates anything: the FIFO path is free or still a FIFO.
 func preflightFifo(_ f: FileDescriptorImage, pid: Int32) throws {
     var st = stat()
-    if lstat(f.path, &st) == 0 {
+    if f.fifoDeleted != true, lstat(f.path, &st) == 0 {
         if st.st_mode & S_IFMT != S_IFIFO {
             throw SSIError(.state, "PID \(pid) fd \(f.fd): \(f.path) was a FIFO and is now another kind of file; nothing was changed",
                            hint: "move that file away (restart recreates the FIFO), then restart again")
@@ -66,6 +68,7 @@ func preflightFifo(_ f: FileDescriptorImage, pid: Int32) throws {
 /// without waiting for a partner (fifo(7)), and, being both a reader and a writer, lets every
 /// process of the application open either end without blocking.
 func openFifo(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
+    if f.fifoDeleted == true { return try openUnlinkedFifo(f, pid: pid) }
     let what = "PID \(pid) fd \(f.fd): FIFO \(f.path)"
     var st = stat()
     if lstat(f.path, &st) != 0 {
@@ -95,6 +98,33 @@ func openFifo(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
         let n = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         if n != data.count { throw SSIError(.system, "\(what): could not put back its \(data.count) bytes (\(n) written)") }
     }
+    // Refilling (or making) it moved the times; the application did not.
+    FileTimes.set(f.path, f.fileTimes)
+    FileTimes.set((f.path as NSString).deletingLastPathComponent, f.directoryTimes)
     ok = true
     return fd
+}
+
+/// A FIFO that had been unlinked: made at its old path (or beside it, if that name is taken
+/// now), opened and refilled like any FIFO, then unlinked at once; ssi's fd is what the
+/// processes open. The directory's times are put back: nothing of it changed for the program.
+private func openUnlinkedFifo(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
+    let dir = (f.path as NSString).deletingLastPathComponent
+    let dirTimes = FileTimes.get(dir.isEmpty ? "/" : dir)
+    var st = stat()
+    let path = lstat(f.path, &st) == 0 ? "\(f.path).ssi-restore-\(getpid())" : f.path
+    let mode = mode_t(f.fifoMode ?? 0o600)
+    if mkfifo(path, mode) != 0 { throw SSIError.sys("PID \(pid) fd \(f.fd): make the unlinked FIFO \(f.path) again (mkfifo \(path))", errno: errno) }
+    defer {
+        unlink(path)
+        FileTimes.set(dir.isEmpty ? "/" : dir, dirTimes)
+    }
+    chmod(path, mode)
+    if let o = f.fifoOwner, o.count == 2 { _ = lchown(path, o[0], o[1]) }
+    var named = f
+    named.path = path
+    named.fifoDeleted = nil
+    named.fileTimes = nil
+    named.directoryTimes = nil
+    return try openFifo(named, pid: pid)
 }

@@ -12,6 +12,10 @@ import Glibc
 extension ProcessDumper {
     func dumpFSContext(into img: inout ProcessImage, status: ProcStatus) throws {
         img.cwd = try ProcFS.readLink("/proc/\(pid)/cwd")
+        // A removed current directory reads "PATH (deleted)" (proc(5)); the process can still
+        // sit in it. Its permission bits are kept to make an empty one again at restart.
+        var st = stat()
+        if img.cwd.hasSuffix(" (deleted)"), stat("/proc/\(pid)/cwd", &st) == 0 { img.cwdDeletedMode = UInt32(st.st_mode & 0o7777) }
         img.root = try ProcFS.readLink("/proc/\(pid)/root")
         img.umask = UInt32(status.fields["Umask"] ?? "22", radix: 8) ?? 0o22
     }
@@ -35,9 +39,26 @@ extension ProcessRestorer {
             if path == root { return "/" }
             return path.hasPrefix(root + "/") ? String(path.dropFirst(root.count)) : nil
         }
-        let cwdInRoot = inside(image.cwd, image.root)
-        if cwdInRoot == nil { try inj.call("chdir \(image.cwd)", .chdir, try putString(image.cwd)) }
+        let cwd = image.cwdDeletedMode == nil ? image.cwd : String(image.cwd.dropLast(" (deleted)".count))
+        if let mode = image.cwdDeletedMode { try makeRemovedDirectory(cwd, mode: mode) }
+        defer { if image.cwdDeletedMode != nil { rmdir(cwd) } }
+        let cwdInRoot = inside(cwd, image.root)
+        if cwdInRoot == nil { try inj.call("chdir \(cwd)", .chdir, try putString(cwd)) }
         if image.root != "/" { try inj.call("chroot \(image.root)", .chroot, try putString(image.root)) }
-        if let c = cwdInRoot { try inj.call("chdir \(image.cwd)", .chdir, try putString(c)) }
+        if let c = cwdInRoot { try inj.call("chdir \(cwd)", .chdir, try putString(c)) }
+    }
+
+    /// A current directory that had been removed: an empty directory is made at its old path
+    /// with its old mode, the process enters it, and it is removed again (the caller's
+    /// defer): the process sits in a removed directory of that name, under the same parent,
+    /// as before (getcwd(3) then fails with ENOENT, as it did).
+    private func makeRemovedDirectory(_ path: String, mode: UInt32) throws {
+        if mkdir(path, mode_t(mode)) != 0 {
+            let e = errno
+            throw SSIError.sys("PID \(pid) sat in the removed directory \(path): making it again for the restart", errno: e,
+                               hint: e == EEXIST ? "something now exists at \(path): move it away, then restart again"
+                                   : "its parent directory must exist: create it, then restart again")
+        }
+        chmod(path, mode_t(mode))   // mkdir(2) applies our umask
     }
 }

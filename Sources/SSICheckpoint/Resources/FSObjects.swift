@@ -25,7 +25,7 @@ final class FSObjects {
             case .fifo:
                 try preflightFifo(f, pid: image.pid)
             case .inotify:
-                for w in f.inotifyWatches ?? [] {
+                for w in f.inotifyWatches ?? [] where !w.path.hasSuffix(" (deleted)") {
                     var st = stat()
                     if lstat(w.path, &st) != 0 {
                         throw SSIError(.notFound, "PID \(image.pid) fd \(f.fd): inotify watch \(w.wd) was on \(w.path), which no longer exists; nothing was changed",
@@ -41,13 +41,13 @@ final class FSObjects {
     /// Which instance an inotify fd gets: one per shared description, else one per fd.
     static func key(_ f: FileDescriptorImage, pid: Int32) -> String { f.sharedID ?? "\(pid):\(f.fd)" }
 
-    func create(from images: [ProcessImage]) throws {
+    func create(from images: [ProcessImage], deletedFiles: DeletedFileRegistry? = nil) throws {
         for image in images {
             for f in image.fds {
                 switch f.kind {
                 case .inotify:
                     let k = FSObjects.key(f, pid: image.pid)
-                    if inotify[k] == nil { inotify[k] = try makeInotifyInstance(f, pid: image.pid) }
+                    if inotify[k] == nil { inotify[k] = try makeInotifyInstance(f, pid: image.pid, deletedFiles: deletedFiles) }
                 case .fifo:
                     guard let id = f.fifoID, fifos[id] == nil else { continue }
                     fifos[id] = try openFifo(f, pid: image.pid)
@@ -66,6 +66,9 @@ final class FSObjects {
         }
         return try FDTransfer.take(mine, inj: inj, what: "inotify fd \(f.fd)")
     }
+
+    /// Where a process opens the FIFO `id` that has no name any more.
+    func fifoPath(_ id: String) -> String? { fifos[id].map { "/proc/\(getpid())/fd/\($0)" } }
 
     func closeAll() {
         for (_, fd) in inotify { close(fd) }

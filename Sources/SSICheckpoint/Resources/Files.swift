@@ -63,6 +63,13 @@ extension ProcessDumper {
                 out.append(img)
                 continue
             }
+            if link.hasSuffix(" (deleted)") && mode == S_IFIFO {
+                // A FIFO unlinked while open: only its fds hold it.
+                var img = fifo(fd: fd, path: String(link.dropLast(" (deleted)".count)), flags: flags, cloexec: cloexec, st: st)
+                img.fifoDeleted = true
+                out.append(img)
+                continue
+            }
             if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
             let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
             guard link.hasPrefix("/") else { try unsupported("special file"); continue }
@@ -70,6 +77,7 @@ extension ProcessDumper {
             case S_IFREG:
                 var img = FileDescriptorImage(fd: fd, kind: .regular, path: link, flags: flags, closeOnExec: cloexec, position: info.pos)
                 img.size = Int64(st.st_size)
+                img.locks = dumpLocks(fd: fd)
                 out.append(img)
             case S_IFDIR:
                 out.append(FileDescriptorImage(fd: fd, kind: .directory, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
@@ -85,6 +93,7 @@ extension ProcessDumper {
                 try unsupported("block device or special file")
             }
         }
+        ProcessDumper.dedupPosixLocks(&out)
         return out
     }
 
@@ -133,8 +142,14 @@ extension ProcessRestorer {
     }
 
     func restoreFileDescriptors(ttyFD: UInt64?) throws {
-        // epoll instances last: the fds they watch must exist first.
-        for f in image.fds.sorted(by: { ($0.kind == .epoll ? 1 : 0, $0.fd) < ($1.kind == .epoll ? 1 : 0, $1.fd) }) {
+        // epoll instances last: the fds they watch must exist first; an epoll set that
+        // watches another epoll set after that one.
+        let epolls = Set(image.fds.filter { $0.kind == .epoll }.map(\.fd))
+        func rank(_ f: FileDescriptorImage) -> Int {
+            guard f.kind == .epoll else { return 0 }
+            return (f.epollTargets ?? []).contains { epolls.contains($0.fd) } ? 2 : 1
+        }
+        for f in image.fds.sorted(by: { (rank($0), $0.fd) < (rank($1), $1.fd) }) {
             let target = UInt64(f.fd)
             guard let (src, temporary) = try sourceFD(for: f, ttyFD: ttyFD) else { continue }
             if src != target {
@@ -160,6 +175,16 @@ extension ProcessRestorer {
             return (UInt64(base + Int32(i)), false)
         }
         switch f.kind {
+        case .pipe where f.external == true && inheritFDs[f.fd] != nil:
+            // Connected to what the caller of ssi restart gives for it. Opened non-blocking
+            // (a pipe with no writer would block a read-only open, fifo(7)), then given its
+            // own flags back.
+            guard let pipes, let callerFD = inheritFDs[f.fd] else { return nil }
+            let path = try pipes.external(f, callerFD: callerFD, pid: pid)
+            let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
+            let fd = try inj.call("open inherited fd \(callerFD)", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_NONBLOCK), 0)
+            try inj.call("fcntl F_SETFL", .fcntl, fd, UInt64(F_SETFL), UInt64(f.flags & ~O_ACCMODE))
+            return (fd, true)
         case .pipe:
             // The pipe is held by ssi; this process opens its end through /proc, which opens
             // the same pipe (fifo_open), so processes share it as before.
@@ -175,6 +200,11 @@ extension ProcessRestorer {
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
             return (UInt64(slot), false)
+        case .fifo where f.fifoDeleted == true:
+            // Made nameless by ssi, which holds it: opened through /proc/<ssi>/fd/N, the same
+            // pipe (fifo_open); ssi holds both ends, so no open waits.
+            guard let id = f.fifoID, let path = fsObjects?.fifoPath(id) else { return nil }
+            return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
         case .tty where ttyFD != nil:
             return (ttyFD!, false)
         default:

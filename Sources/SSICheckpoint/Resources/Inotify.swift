@@ -58,6 +58,23 @@ extension ProcessDumper {
     }
 }
 
+extension ProcessDumper {
+    /// A watch on an unlinked file can be rebuilt only on the copy the restart makes of it,
+    /// which exists when some fd of the application holds that file.
+    static func completeInotify(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+        let held = Set(tables.values.flatMap { $0.compactMap(\.deletedFileID) })
+        for pid in tables.keys.sorted() {
+            for f in tables[pid]! where f.kind == .inotify {
+                for w in f.inotifyWatches ?? [] where w.path.hasSuffix(" (deleted)") && !held.contains(w.fileID) {
+                    if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == f.fd }; break }
+                    throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): inotify watch \(w.wd) is on \(w.path), an unlinked file no fd of the application holds, which cannot be made again; nothing was written and the application goes on",
+                                   hint: "remove the watch before checkpointing, or use `ssi checkpoint -i` to restore the inotify fd as a closed fd")
+                }
+            }
+        }
+    }
+}
+
 /// File handles (name_to_handle_at(2), open_by_handle_at(2)).
 enum FileHandles {
     /// The path of the inode a file handle names, on the file system whose superblock has
@@ -100,6 +117,11 @@ enum FileHandles {
         // dentry (exportfs_decode_fh), whose /proc path is not a real one: check that the
         // path leads back to the same inode.
         var byPath = stat()
+        if path.hasPrefix("/"), path.hasSuffix(" (deleted)"), st.st_nlink == 0 {
+            // An unlinked file the watch keeps: the application holds it open (checked with
+            // every fd, completeInotify), and the restart watches its nameless copy.
+            return (path, ProcessDumper.fileID(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino)), false)
+        }
         guard path.hasPrefix("/"), !path.hasSuffix(" (deleted)"), lstat(path, &byPath) == 0,
               byPath.st_ino == st.st_ino, byPath.st_dev == st.st_dev else {
             throw SSIError(.unsupported, "\(what): the watched file has no reachable path (\(path)); nothing was written",
@@ -119,7 +141,7 @@ enum FileHandles {
 /// wd it had. The placeholder is a nameless file of ours, which no real watch can be on.
 /// Removing a watch queues an IN_IGNORED event: those are read off before ssi hands the
 /// instance over.
-func makeInotifyInstance(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
+func makeInotifyInstance(_ f: FileDescriptorImage, pid: Int32, deletedFiles: DeletedFileRegistry?) throws -> Int32 {
     let fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
     if fd < 0 { throw SSIError.sys("PID \(pid) fd \(f.fd): inotify_init1", errno: errno, hint: errno == EMFILE ? "raise fs.inotify.max_user_instances" : nil) }
     var ok = false
@@ -147,7 +169,10 @@ func makeInotifyInstance(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
             next += 1
         }
         drain()
-        let r = inotify_add_watch(fd, w.path, w.mask | inMaskCreate | (w.isSymlink == true ? inDontFollow : 0))
+        // A watch on an unlinked file goes on its nameless copy (DeletedFileRegistry), through
+        // /proc/<ssi>/fd/N, which inotify_add_watch follows to that inode.
+        let path = w.path.hasSuffix(" (deleted)") ? (deletedFiles?.path(w.fileID) ?? w.path) : w.path
+        let r = inotify_add_watch(fd, path, w.mask | inMaskCreate | (w.isSymlink == true ? inDontFollow : 0))
         if r < 0 {
             let e = errno
             throw SSIError.sys(what, errno: e, hint: e == ENOENT ? "recreate \(w.path), then restart again"

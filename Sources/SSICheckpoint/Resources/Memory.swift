@@ -30,7 +30,9 @@ extension ProcessDumper {
     func vmFlags() throws -> [UInt64: [String]] {
         var out = [UInt64: [String]]()
         var current: UInt64 = 0
-        let keep: Set<Substring> = ["gd", "dc", "dd", "hg", "nh", "wf"]
+        // mw: VM_MAYWRITE, which a shared file mapping has only when its file was opened for
+        // writing (mmap(2), EACCES): the restart opens the file the same way.
+        let keep: Set<Substring> = ["gd", "dc", "dd", "hg", "nh", "wf", "rr", "sr", "lo", "mg", "mw"]
         for line in try ProcFS.read("/proc/\(pid)/smaps").split(separator: "\n") {
             if line.hasPrefix("VmFlags:") {
                 out[current] = line.dropFirst(8).split(separator: " ").filter { keep.contains($0) }.map(String.init)
@@ -44,8 +46,13 @@ extension ProcessDumper {
 
     /// Writes the present pages of every VMA to `pages` and returns the VMA list.
     func dumpMemory(to pages: any ImageFileWriter) throws -> [VMA] {
-        let maps = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
-        let flags = try vmFlags()
+        let mapsText = try ProcFS.read("/proc/\(pid)/maps")
+        let maps = MapsEntry.parse(mapsText)
+        // A pre-copy read the flags while the application ran; the same maps means the same
+        // areas (an madvise(2) that changes a whole area's flags in the few ms between is
+        // not seen: docs/speed.md).
+        let cached = precopied.flatMap { $0.mapsAfterRounds == mapsText ? $0.flagsAfterRounds : nil }
+        let flags = try cached ?? vmFlags()
         let pm = try OwnedFileDescriptor(opening: "/proc/\(pid)/pagemap", O_RDONLY)
         let parentView = ParentView(parent)
         defer { parentView.close() }
@@ -76,6 +83,10 @@ extension ProcessDumper {
                     runs = own
                     vma.inherited = true
                     vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
+                } else if let pre = precopied, !m.shared {
+                    vma.pages = try finalRuns(pre, vma: m, fileBacked: kind == .file, copier: copier)
+                    vmas.append(vma)
+                    continue
                 } else {
                     runs = try presentRuns(pagemap: pm.rawValue, vma: m, fileBacked: kind == .file)
                 }
@@ -332,7 +343,7 @@ extension ProcessRestorer {
             flags |= MAP_ANONYMOUS
         } else if var path = v.path {
             if let id = v.deletedFileID, let p = deletedFiles?.path(id) { path = p }
-            let mode = (v.shared && v.write) ? O_RDWR : O_RDONLY
+            let mode = (v.shared && (v.write || v.vmFlags.contains("mw"))) ? O_RDWR : O_RDONLY
             let key = "\(mode):\(path)"
             if let f = fileFDs[key] { fd = f } else {
                 let f0 = try inj.call("open \(path)", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_CLOEXEC), 0)
@@ -345,9 +356,17 @@ extension ProcessRestorer {
         try fillPages(v, pages: pages)
         if finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
         // madvise(2) flags that /proc/PID/smaps shows as VmFlags.
+        // MADV_MERGEABLE fails with EINVAL without CONFIG_KSM, as it did for the program.
         let advice: [String: Int32] = ["dc": 10 /* MADV_DONTFORK */, "dd": 16 /* MADV_DONTDUMP */, "hg": 14 /* MADV_HUGEPAGE */,
-                                       "nh": 15 /* MADV_NOHUGEPAGE */, "wf": 18 /* MADV_WIPEONFORK */]
+                                       "nh": 15 /* MADV_NOHUGEPAGE */, "wf": 18 /* MADV_WIPEONFORK */, "rr": 1 /* MADV_RANDOM */,
+                                       "sr": 2 /* MADV_SEQUENTIAL */, "mg": 12 /* MADV_MERGEABLE */]
         for f in v.vmFlags { if let a = advice[f] { _ = try inj.raw(.madvise, v.start, v.end - v.start, UInt64(a)) } }
+        if v.vmFlags.contains("lo") {
+            // mlock(2) faults every page in and sets VM_LOCKED ("lo"); it can fail on
+            // RLIMIT_MEMLOCK for a process without CAP_IPC_LOCK, as the program's could not.
+            let r = try inj.raw(.mlock, v.start, v.end - v.start)
+            if r < 0 { warn("PID \(pid): mlock of 0x\(String(v.start, radix: 16)) failed again: \(String(cString: strerror(Int32(-r))))") }
+        }
     }
 
     /// The saved pages of one area, put back in place.

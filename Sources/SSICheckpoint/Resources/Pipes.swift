@@ -16,24 +16,55 @@ extension ProcessDumper {
     static func completePipes(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
         var ends = [UInt64: [(pid: Int32, fd: Int32, write: Bool)]]()
         for (pid, fds) in tables { for f in fds where f.kind == .pipe { ends[f.pipeID!, default: []].append((pid, f.fd, f.flags & O_ACCMODE == O_WRONLY)) } }
-        for (ino, list) in ends {
-            guard let reader = list.first(where: { !$0.write }), list.contains(where: { $0.write }) else {
-                if ignoreUnsupported {
-                    for pid in tables.keys { tables[pid]!.removeAll { $0.pipeID == ino } }
-                    continue
-                }
-                let e = list[0]
-                throw SSIError(.unsupported, "PID \(e.pid) fd \(e.fd): pipe whose other end is outside the application is not supported yet; nothing was written",
-                               hint: "checkpoint the whole pipeline as one application (ssi run -- sh -c '...'), or use -i")
+        // Ends in flight in a queued message (SCM_RIGHTS) are inside the application too
+        // (pid 0 here); their bytes were peeked when they were described.
+        var inFlightData = [UInt64: (Data, Int32)]()
+        for f in tables.values.joined() {
+            for g in (f.socket?.datagrams ?? []).flatMap({ $0.files ?? [] }) where g.kind == .pipe {
+                ends[g.pipeID!, default: []].append((0, g.fd, g.flags & O_ACCMODE == O_WRONLY))
+                inFlightData[g.pipeID!] = (g.pipeData ?? Data(), g.pipeSize ?? 0)
             }
-            let (data, size) = try ProcessDumper(pid: reader.pid).peekPipe(fd: reader.fd)
+        }
+        let app = Set(tables.keys)
+        for (ino, list) in ends {
+            let reader = list.first(where: { !$0.write })
+            var external = false
+            if reader == nil || !list.contains(where: { $0.write }) {
+                // One end only. Either the other end is closed everywhere (its holders closed
+                // it or exited: a zombie holds no fd), and the pipe is rebuilt with that end
+                // closed (EOF after the bytes, or EPIPE); or a process outside the application
+                // holds it (`feeder | ssi run -- app | tee log`): saved as external, and the
+                // restart connects it to what the caller gives (RestartOptions.inheritFDs).
+                external = !ProcessDumper.holdersOutside(link: "pipe:[\(ino)]", app: app).isEmpty
+            }
+            // Opening any end through /proc opens the pipe itself (fifo_open), so the bytes can
+            // be peeked from either end. Bytes queued for an outside reader are that reader's.
+            let peekFrom = list.first { $0.pid != 0 && !$0.write } ?? list.first { $0.pid != 0 }
+            var (data, size) = try peekFrom.map { try ProcessDumper(pid: $0.pid).peekPipe(fd: $0.fd) } ?? inFlightData[ino] ?? (Data(), 0)
+            if external && reader == nil { data = Data() }
             for pid in tables.keys {
                 for i in tables[pid]!.indices where tables[pid]![i].pipeID == ino {
                     tables[pid]![i].pipeData = data
                     tables[pid]![i].pipeSize = size
+                    if external { tables[pid]![i].external = true }
                 }
             }
         }
+        _ = ignoreUnsupported
+    }
+
+    /// The processes outside `app` (and other than ssi) that hold an fd whose /proc link
+    /// reads `link` ("pipe:[123]").
+    static func holdersOutside(link: String, app: Set<Int32>) -> [Int32] {
+        var out = [Int32]()
+        let me = getpid()
+        for p in numericEntries(of: "/proc") ?? [] where !app.contains(p) && p != me {
+            for fd in numericEntries(of: "/proc/\(p)/fd") ?? [] where (try? ProcFS.readLink("/proc/\(p)/fd/\(fd)")) == link {
+                out.append(p)
+                break
+            }
+        }
+        return out
     }
 
     func peekPipe(fd: Int32) throws -> (Data, Int32) {
@@ -66,9 +97,13 @@ extension ProcessDumper {
 final class PipeRegistry {
     private var ends: [UInt64: (r: Int32, w: Int32)] = [:]
 
-    func create(from images: [ProcessImage]) throws {
+    /// `inherited`: the application's fds that the caller replaces (external pipes); an
+    /// external pipe of any other fd is made here, with no outside end.
+    func create(from images: [ProcessImage], inherited: Set<Int32>) throws {
         for image in images {
-            for f in image.fds where f.kind == .pipe {
+            // Pipe ends in flight in queued messages are made with the others.
+            let inFlight = image.fds.flatMap { ($0.socket?.datagrams ?? []).flatMap { $0.files ?? [] } }.filter { $0.kind == .pipe }
+            for f in image.fds + inFlight where f.kind == .pipe && !(f.external == true && inherited.contains(f.fd)) {
                 guard let id = f.pipeID, ends[id] == nil else { continue }
                 let p = try Pipe.create(flags: O_CLOEXEC | O_NONBLOCK)
                 ends[id] = (p.read, p.write)
@@ -80,6 +115,35 @@ final class PipeRegistry {
             }
         }
     }
+
+    /// An fd of a pipe to a process outside the application becomes the caller's own fd
+    /// `callerFD` (its stdin/stdout/stderr, or one given with --inherit-fd). The bytes the
+    /// application had not read yet are put into the caller's pipe first, so they come
+    /// before anything written to it later (the caller's pipe is expected empty: bytes in it
+    /// already would come first). Done once per pipe.
+    func external(_ f: FileDescriptorImage, callerFD: Int32, pid: Int32) throws -> String {
+        let path = "/proc/\(getpid())/fd/\(callerFD)"
+        var st = stat()
+        if fstat(callerFD, &st) != 0 {
+            throw SSIError(.notFound, "PID \(pid) fd \(f.fd) was connected to a process outside the application (\(f.path)), and fd \(callerFD) of ssi restart, which should replace it, is not open; nothing was restarted",
+                           hint: "run ssi restart with fd \(callerFD) open (e.g. `\(callerFD)> file`), or without --inherit-fd \(f.fd)")
+        }
+        if let data = f.pipeData, !data.isEmpty, (f.flags & O_ACCMODE) != O_WRONLY, let id = f.pipeID, !refilledExternal.contains(id) {
+            refilledExternal.insert(id)
+            if st.st_mode & S_IFMT != S_IFIFO {
+                warn("PID \(pid) fd \(f.fd): \(data.count) bytes it had not read from its pipe are lost: fd \(callerFD) of ssi restart is not a pipe")
+            } else {
+                // Opening a pipe for writing through /proc gives a write end of the same pipe
+                // (fifo_open); O_NONBLOCK: ENXIO rather than a wait if it had no reader.
+                let w = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+                let n = w < 0 ? -1 : data.withUnsafeBytes { Glibc.write(w, $0.baseAddress, $0.count) }
+                if w >= 0 { close(w) }
+                if n != data.count { warn("PID \(pid) fd \(f.fd): \(data.count) unread bytes could not be put back into fd \(callerFD) of ssi restart") }
+            }
+        }
+        return path
+    }
+    private var refilledExternal = Set<UInt64>()
 
     func path(_ id: UInt64, write: Bool) -> String? {
         guard let e = ends[id] else { return nil }

@@ -117,8 +117,14 @@ extension ProcessRestorer {
         let termsig = status & 0x7f
         if termsig != 0 && termsig != 0x7f {
             // Killed by a signal: reset its handler (a zeroed sigaction) and deliver it.
-            try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: scratch + 1024)
-            try cinj.call("reset handler", .rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
+            // SIGKILL has no handler to reset (rt_sigaction(2): EINVAL).
+            if termsig != SIGKILL {
+                try RemoteMemory(pid: t.pid).write([UInt8](repeating: 0, count: 32), to: scratch + 1024)
+                try cinj.call("reset handler", .rt_sigaction, UInt64(termsig), scratch + 1024, 0, 8)
+            }
+            // No core dump unless it made one (WCOREDUMP, bit 0x80): with RLIMIT_CORE 0 the
+            // kernel reports CLD_KILLED, not CLD_DUMPED (core(5)), and writes no file.
+            if status & 0x80 == 0 { _ = ResourceLimits.set(t.pid, 4 /* RLIMIT_CORE */, cur: 0, max: 0) }
             try t.setSigmask(0)
             try t.cont(signal: Signal(termsig))
         } else {

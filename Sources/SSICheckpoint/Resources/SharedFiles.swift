@@ -100,7 +100,9 @@ extension ProcessRestorer {
             } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
                 fd = try createAnonInode(f)
             } else {
-                fd = try reopen(f, path: f.path, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
+                // An unlinked FIFO has no path but ssi's fd on it.
+                let path = f.fifoDeleted == true ? (f.fifoID.flatMap { fsObjects?.fifoPath($0) } ?? f.path) : f.path
+                fd = try reopen(f, path: path, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
             }
             try inj.call("dup3 shared", .dup3, fd, target, 0)
             if f.kind == .regular || f.kind == .directory {

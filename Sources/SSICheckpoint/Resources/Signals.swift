@@ -11,16 +11,18 @@ import Glibc
 // per-thread state (Threads.swift).
 
 extension ProcessDumper {
-    /// The sigaction of every caught or ignored signal (rt_sigaction run in the process);
-    /// the others are SIG_DFL.
+    /// The sigaction of every signal that is caught, ignored, or SIG_DFL with flags or a mask
+    /// (a handler reset with SA_RESTART kept, which SigCgt/SigIgn do not show; a program reads
+    /// it back with sigaction(2)), by rt_sigaction run in the process.
     func dumpSigactions(_ s: ScratchPage, status: ProcStatus) throws -> [SigAction] {
         var out = [SigAction]()
-        let interesting = status.hexMask("SigCgt") | status.hexMask("SigIgn")
-        for sig in Int32(1)...64 where interesting & (1 << UInt64(sig - 1)) != 0 {
+        for sig in Int32(1)...64 where sig != SIGKILL && sig != SIGSTOP {
             try s.inj.call("rt_sigaction(\(sig))", .rt_sigaction, UInt64(sig), 0, s.address, 8)
             let w = try s.mem.read(UInt64.self, count: 4, at: s.address)
+            guard w[0] != 0 || w[1] != 0 || w[3] != 0 else { continue }
             out.append(SigAction(signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3]))
         }
+        _ = status
         return out
     }
 }
@@ -34,6 +36,20 @@ extension ProcessRestorer {
             try mem.write(words: [a.handler, a.flags, a.restorer, a.mask], to: scratch)
             let r = try inj.raw(.rt_sigaction, UInt64(sig), scratch, 0, 8)
             if r < 0 && saved[sig] != nil { throw SSIError.sys("rt_sigaction(\(sig)) in PID \(pid)", errno: Int32(-r)) }
+        }
+    }
+
+    /// Signals the restore itself raised (the SIGCHLD of each zombie re-made by exiting
+    /// again, of each child stopped again) are taken away before the saved ones are queued:
+    /// the program had them already, and its handler would count them twice. rt_sigtimedwait(2)
+    /// with a zero timeout dequeues one pending signal of the set (blocked ones too: it is
+    /// how blocked signals are waited for), or fails with EAGAIN once none is left.
+    func dropRestoreSignals() throws {
+        let all = ~UInt64(0) & ~(1 << UInt64(SIGKILL - 1)) & ~(1 << UInt64(SIGSTOP - 1))
+        try mem.write(words: [all, 0, 0], to: scratch)     // the set, then a zero timespec
+        for _ in 0..<256 {
+            let r = try inj.raw(.rt_sigtimedwait, scratch, 0, scratch + 8, 8)
+            if r < 0 { break }
         }
     }
 

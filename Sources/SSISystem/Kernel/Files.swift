@@ -82,3 +82,20 @@ public func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, what: @autocl
         done += n
     }
 }
+
+/// Access and modification times of a path, as [atime s, ns, mtime s, ns].
+public enum FileTimes {
+    public static func get(_ path: String) -> [Int64]? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return [Int64(st.st_atim.tv_sec), Int64(st.st_atim.tv_nsec), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec)]
+    }
+
+    /// utimensat(2) without following a last symlink. It can set atime and mtime only: the
+    /// ctime becomes now, which nothing in user space can set.
+    public static func set(_ path: String, _ t: [Int64]?) {
+        guard let t, t.count == 4 else { return }
+        var ts = [timespec(tv_sec: Int(t[0]), tv_nsec: Int(t[1])), timespec(tv_sec: Int(t[2]), tv_nsec: Int(t[3]))]
+        _ = utimensat(AT_FDCWD, path, &ts, AT_SYMLINK_NOFOLLOW)
+    }
+}

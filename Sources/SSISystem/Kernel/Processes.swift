@@ -17,6 +17,13 @@ public enum Kcmp {
     public static func compare(_ a: ProcessID, _ b: ProcessID, _ kind: Kind, _ index1: UInt = 0, _ index2: UInt = 0) -> Int {
         cssi_kcmp(a.rawValue, b.rawValue, kind.rawValue, index1, index2)
     }
+
+    /// Whether fd `fd` of `pid` is the file registered in its epoll set `efd` as the `nth`
+    /// entry (from 0) with fd number `tfd` (KCMP_EPOLL_TFD, 4.13, struct kcmp_epoll_slot).
+    public static func isEpollTarget(_ pid: ProcessID, fd: Int32, epoll efd: Int32, target tfd: Int32, nth: Int) -> Bool {
+        var slot: (UInt32, UInt32, UInt32) = (UInt32(efd), UInt32(tfd), UInt32(nth))
+        return withUnsafeMutablePointer(to: &slot) { cssi_kcmp(pid.rawValue, pid.rawValue, 7, UInt(fd), UInt(bitPattern: $0)) } == 0
+    }
 }
 
 /// Process file descriptors (pidfd_open(2) Linux 5.3, pidfd_getfd(2) Linux 5.6).

@@ -126,3 +126,26 @@ public enum Socket {
         }
     }
 }
+
+public enum UnixSocketFile {
+    /// The absolute path of the file a unix socket is bound to, through SIOCUNIXFILE
+    /// (0x89E0, SIOCPROTOPRIVATE; Linux 6.11): an O_PATH fd on that very file, whatever the
+    /// cwd its bind was relative to; /proc/self/fd names it. nil if the kernel lacks it, the
+    /// socket has no file (abstract, unbound), or the file was removed.
+    public static func path(of socket: Int32) -> String? {
+        let r = cssi_ioctl_long(socket, 0x89E0, 0)
+        guard r >= 0 else { return nil }
+        defer { close(Int32(r)) }
+        guard let link = try? ProcFS.readLink("/proc/self/fd/\(r)"), link.hasPrefix("/"), !link.hasSuffix(" (deleted)") else { return nil }
+        return link
+    }
+}
+
+public enum ThreadFS {
+    /// unshare(2) CLONE_FS for the calling thread only: a chdir on it then moves no other
+    /// thread's cwd. Returns 0 or an errno.
+    public static func unshareCwd() -> Int32 {
+        let r = cssi_unshare_fs()
+        return r < 0 ? Int32(-r) : 0
+    }
+}

@@ -19,6 +19,9 @@ public struct PrctlOption: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let setMM = PrctlOption(35, "PR_SET_MM")
     public static let setChildSubreaper = PrctlOption(36, "PR_SET_CHILD_SUBREAPER")  // (3.4)
     public static let getChildSubreaper = PrctlOption(37, "PR_GET_CHILD_SUBREAPER")  // (3.4)
+    /// PR_SET_THP_DISABLE (3.15): no transparent huge pages for the process, kept across
+    /// fork and execve; /proc/PID/status shows it as "THP_enabled: 0".
+    public static let setTHPDisable = PrctlOption(41, "PR_SET_THP_DISABLE")
     public static let getTidAddress = PrctlOption(40, "PR_GET_TID_ADDRESS")  // (CONFIG_CHECKPOINT_RESTORE)
     public static let timerCreateRestoreIDs = PrctlOption(77, "PR_TIMER_CREATE_RESTORE_IDS")  // (6.14)
 

@@ -127,6 +127,7 @@ extension ProcessDumper {
             if let v = o.option.get(sock), v != 0 { opts[o.name] = v }
         }
         s.options = opts.isEmpty ? nil : opts
+        s.rawOptions = RawSocketOptions.dump(sock, family: family, type: type, tcp: img.kind == .tcpSocket)
         img.socket = s
         return img
     }
@@ -182,6 +183,8 @@ final class SocketRebuilder {
     var made: [UInt32: Int32] = [:]
     var images: [UInt32: FileDescriptorImage] = [:]
     var repairing: [(fd: Int32, reuse: Int32)] = []
+    /// The application's pipes (held by ssi), for pipe ends in flight.
+    var pipes: PipeRegistry?
 
     deinit { closeAll() }
 
@@ -239,6 +242,7 @@ final class SocketRebuilder {
         for o in keptSocketOptions where o.families.contains(s.family) && o.name != "SO_REUSEADDR" && o.name != "IPV6_V6ONLY" {
             if let v = s.options?[o.name] { o.option.set(fd, v) }
         }
+        RawSocketOptions.restore(fd, s.rawOptions, who: "socket of fd \(f.fd)")
     }
 }
 
@@ -247,6 +251,7 @@ extension ProcessRestorer {
     /// calls; this process (the root) takes each one and keeps it at its slot, before it forks.
     func takeSockets(_ shared: SharedDescriptions) throws {
         let sockets = SocketRebuilder()
+        sockets.pipes = pipes
         defer { sockets.closeAll() }
         try sockets.build(shared.socketEnds)
         for f in shared.socketEnds {

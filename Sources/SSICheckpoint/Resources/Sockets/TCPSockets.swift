@@ -123,6 +123,15 @@ extension SocketRebuilder {
         // port may still be closing and hold it for a moment: wait up to 1 s for them
         // before calling the port taken.
         var r = SockAddr.bind(fd, addr), err = errno, tries = 0
+        if r != 0 && err == EADDRINUSE && s.state == .listening {
+            // The application's closed connections on this port may sit in TIME_WAIT, and
+            // SO_REUSEADDR does not get past them when they were made without it (the
+            // listener's accepted sockets inherit its setting). They belong to no process and
+            // were the application's: ended with SOCK_DESTROY, as the program's own restart
+            // would have waited them out. A live socket on the port still refuses the bind.
+            let port = addr.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 2, as: UInt16.self) }
+            if InetDiag.destroyTimeWait(family: s.family, localPort: port) > 0 { r = SockAddr.bind(fd, addr); err = errno }
+        }
         while r != 0 && err == EADDRINUSE && tries < 50 {
             usleep(20_000)
             tries += 1

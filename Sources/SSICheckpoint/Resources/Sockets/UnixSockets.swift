@@ -19,7 +19,13 @@ extension ProcessDumper {
         var s = SocketImage(family: 1, type: type, state: .unconnected)
         s.address = info.name.map { Data($0) }
         if let name = info.name, name.first != 0, name.first != UInt8(ascii: "/") {
-            throw UnsupportedSocket(kind: "unix socket bound to the relative path \(SockAddr.describe(Data(name), family: 1))")
+            // Bound to a path relative to the cwd it had then (unix(7)); the kernel keeps the
+            // name as given, so the restart binds the same name from that directory.
+            let rel = SockAddr.describe(Data(name), family: 1)
+            guard let file = UnixSocketFile.path(of: sock), file.hasSuffix("/" + rel) else {
+                throw UnsupportedSocket(kind: "unix socket bound to the relative path \(rel), whose file cannot be found (SIOCUNIXFILE needs Linux 6.11)")
+            }
+            s.bindDirectory = String(file.dropLast(rel.count + 1))
         }
         switch info.state {
         case 10: // TCP_LISTEN
@@ -37,11 +43,18 @@ extension ProcessDumper {
         }
         // Stream bytes are kept as one datagram here and moved to socketData by the caller.
         // For datagrams sock_diag gives only the first message's length (unix_inq_len): always peek.
-        if s.state != .listening, info.receiveQueue > 0 || type != 1 { s.datagrams = try peekAll(sock, datagrams: type != 1) }
+        // A seqpacket socket whose peer is gone (shut down for reading) reads 0 at the end:
+        // that is its EOF, not an empty message.
+        if s.state != .listening, info.receiveQueue > 0 || type != 1 {
+            s.datagrams = try peekAll(sock, datagrams: type != 1, eofAtEnd: type == 5 && info.shutdown & 1 != 0)
+        }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
-        if let name = info.name, name.first == UInt8(ascii: "/") {
+        if let name = info.name, name.first == UInt8(ascii: "/") || s.bindDirectory != nil {
             var st = stat()
-            if stat(SockAddr.describe(Data(name), family: 1), &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
+            let path = SocketRebuilder.filePath(Data(name), s)
+            if stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
+                s.fileTimes = FileTimes.get(path)
+                s.directoryTimes = FileTimes.get((path as NSString).deletingLastPathComponent)
                 s.fileMode = UInt32(st.st_mode & 0o7777); s.fileUID = st.st_uid; s.fileGID = st.st_gid
             }
         }
@@ -50,7 +63,7 @@ extension ProcessDumper {
 
     /// Everything queued to `sock`, without consuming it: SO_PEEK_OFF (socket(7)) makes each
     /// MSG_PEEK start where the previous one ended, so every message is seen once.
-    func peekAll(_ sock: Int32, datagrams: Bool) throws -> [QueuedDatagram] {
+    func peekAll(_ sock: Int32, datagrams: Bool, eofAtEnd: Bool = false) throws -> [QueuedDatagram] {
         // The application's own peek offset is put back afterwards.
         let appPeekOffset = SocketOption.peekOffset.get(sock) ?? -1
         guard SocketOption.peekOffset.set(sock, 0) else { throw SSIError.sys("SO_PEEK_OFF on a socket of PID \(pid)", errno: errno) }
@@ -68,7 +81,7 @@ extension ProcessDumper {
             defer { for fd in held { close(fd) } }
             if peeked.bytes.isEmpty {
                 // Stream: end of file. A datagram of no bytes would not move the peek offset.
-                if !datagrams && held.isEmpty { break }
+                if (!datagrams || eofAtEnd) && held.isEmpty { break }
                 throw UnsupportedSocket(kind: "unix socket with an empty message queued")
             }
             if peeked.fds == nil { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
@@ -112,6 +125,13 @@ extension ProcessDumper {
             return img
         case S_IFDIR where link.hasPrefix("/"):
             return FileDescriptorImage(fd: index, kind: .directory, path: link, flags: flags, closeOnExec: false, position: info.pos)
+        case S_IFIFO where link.hasPrefix("pipe:["):
+            // A pipe end in flight: the pipe is rebuilt with the application's (Pipes.swift,
+            // which counts this end as inside it), its bytes peeked here.
+            var img = FileDescriptorImage(fd: index, kind: .pipe, path: link, flags: flags, closeOnExec: false, position: 0)
+            img.pipeID = UInt64(st.st_ino)
+            (img.pipeData, img.pipeSize) = try ProcessDumper(pid: me).peekPipe(fd: fd)
+            return img
         default:
             throw UnsupportedSocket(kind: "unix socket with a file descriptor in flight (SCM_RIGHTS) that is \(link)")
         }
@@ -145,17 +165,20 @@ extension SocketRebuilder {
             try freeName(name, for: f)
             let fd = try newSocket(AF_UNIX, s.type, "unix socket \(SockAddr.describe(name, family: 1))")
             made[id] = fd
-            let (addr, len) = SockAddr.unix(name)
-            var a = addr
-            let r = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, len) } }
+            var (addr, len) = SockAddr.unix(name)
+            let (r, err) = SocketRebuilder.bind(fd, withUnsafeBytes(of: &addr) { Array($0.prefix(Int(len))) }, from: s.bindDirectory)
             if r != 0 {
-                throw SSIError.sys("bind unix socket to \(SockAddr.describe(name, family: 1))", errno: errno,
+                throw SSIError.sys("bind unix socket to \(SockAddr.describe(name, family: 1))\(s.bindDirectory.map { " in \($0)" } ?? "")", errno: err,
                                    hint: "another program uses that name now: stop it, then restart again")
             }
-            if name.first == UInt8(ascii: "/"), let mode = s.fileMode {
-                let path = SockAddr.describe(name, family: 1)
+            if name.first != 0, let mode = s.fileMode {
+                let path = SocketRebuilder.filePath(name, s)
                 chmod(path, mode_t(mode))
                 if let u = s.fileUID, let g = s.fileGID { chown(path, u, g) }
+                // Binding made the file (and removing the old one changed the directory):
+                // their times go back to what the application had.
+                FileTimes.set(path, s.fileTimes)
+                FileTimes.set((path as NSString).deletingLastPathComponent, s.directoryTimes)
             }
             if s.state == .listening, listen(fd, s.backlog ?? 128) != 0 {
                 throw SSIError.sys("listen on \(SockAddr.describe(name, family: 1))", errno: errno)
@@ -208,11 +231,21 @@ extension SocketRebuilder {
     /// The rest: unnamed, unconnected sockets (and datagram sockets connected by name);
     /// a connection whose peer was closed becomes a socketpair whose other end is
     /// closed once the unread bytes are back in.
+    /// A connected socket whose peer is gone (closed, or an accepted stream whose client
+    /// left): made as one end of a new socketpair whose other end sends the queued messages
+    /// and is closed, which leaves it as it was: messages to read, then EOF (stream,
+    /// seqpacket) or ECONNREFUSED on send (datagram, unix(7)).
+    func rebuiltAsPair(_ f: FileDescriptorImage, _ s: SocketImage) -> Bool {
+        guard s.state == .connected else { return false }
+        if s.type != 2 { return f.peerID == nil }
+        return s.address == nil && s.peerAddress == nil && (f.peerID == nil || images[f.peerID!] == nil)
+    }
+
     private func createTheRest(_ socks: [FileDescriptorImage]) throws {
         for f in socks {
             let s = state(f)
             guard let id = f.socketID, made[id] == nil else { continue }
-            if s.state == .connected, s.type != 2, f.peerID == nil {
+            if rebuiltAsPair(f, s) {
                 var sv: [Int32] = [0, 0]
                 if socketpair(AF_UNIX, s.type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
                 made[id] = sv[0]
@@ -232,7 +265,7 @@ extension SocketRebuilder {
         for f in socks {
             let s = state(f)
             guard let id = f.socketID, let fd = made[id] else { continue }
-            if s.state == .connected, s.type != 2, f.peerID == nil { continue }   // done in 4
+            if rebuiltAsPair(f, s) { continue }   // done in 4
             if s.type == 1, let data = f.socketData, !data.isEmpty {
                 guard let peer = f.peerID, let pfd = made[peer] else { continue }
                 let n = data.withUnsafeBytes { send(pfd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
@@ -280,8 +313,9 @@ extension SocketRebuilder {
             if let sender = d.sender, let sid = images.first(where: { state($0.value).address == sender && state($0.value).type == s.type })?.key {
                 from = made[sid] ?? -1
             }
-            if from < 0 { from = try newSocket(AF_UNIX, s.type, "requeue a datagram"); temporary = true }
-            defer { if temporary { close(from) } }
+            var putBack: () -> Void = {}
+            if from < 0 { (from, putBack) = try standInSender(d.sender, type: s.type); temporary = true }
+            defer { if temporary { close(from); putBack() } }
             try sendMessage(d, from: from, to: Data(unixAddr(name)), what: "unix socket fd \(f.fd)")
         } else if let peer = f.peerID, let pfd = made[peer] {
             try sendMessage(d, from: pfd, to: nil, what: "unix socket fd \(f.fd)")
@@ -302,7 +336,14 @@ extension SocketRebuilder {
                 fds.append(fd)
                 continue
             }
-            let fd = open(g.path, g.flags & ~(O_CREAT | O_TRUNC | O_EXCL) | O_CLOEXEC | O_NOCTTY)
+            var path = g.path
+            if g.kind == .pipe {
+                guard let id = g.pipeID, let p = pipes?.path(id, write: g.flags & O_ACCMODE == O_WRONLY) else {
+                    throw SSIError(.corrupt, "\(what): a pipe in flight was not rebuilt")
+                }
+                path = p
+            }
+            let fd = open(path, g.flags & ~(O_CREAT | O_TRUNC | O_EXCL) | O_CLOEXEC | O_NOCTTY)
             if fd < 0 { throw SSIError.sys("\(what): reopen \(g.path), in flight in a queued message", errno: errno, hint: "put the file back, then restart again") }
             opened.append(fd)
             lseek(fd, off_t(g.position), SEEK_SET)
@@ -312,8 +353,80 @@ extension SocketRebuilder {
         if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
     }
 
+    /// A socket that sends a queued datagram in place of its sender, which no longer exists:
+    /// bound to the sender's name so that recvfrom(2) gives it as before. An abstract name is
+    /// simply taken; a path is usually still there (a closed socket leaves its file): that
+    /// file is moved aside for the bind and put back after the send (the returned closure),
+    /// with its directory's times. Unnamed, or a name taken by a live socket: unbound.
+    func standInSender(_ sender: Data?, type: Int32) throws -> (Int32, () -> Void) {
+        let fd = try newSocket(AF_UNIX, type, "requeue a datagram")
+        guard let sender, !sender.isEmpty else { return (fd, {}) }
+        if sender.first == 0 {
+            _ = SockAddr.bind(fd, Data(unixAddr(sender)))
+            return (fd, {})
+        }
+        let path = SocketRebuilder.filePath(sender, nil)
+        var st = stat()
+        guard path.hasPrefix("/"), lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK else {
+            if path.hasPrefix("/") && lstat(path, &st) != 0, SockAddr.bind(fd, Data(unixAddr(sender))) == 0 {
+                return (fd, { unlink(path) })
+            }
+            return (fd, {})
+        }
+        let probe = socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let live = SockAddr.connect(probe, Data(unixAddr(sender))) == 0
+        close(probe)
+        if live { return (fd, {}) }
+        let dir = (path as NSString).deletingLastPathComponent
+        let dirTimes = FileTimes.get(dir)
+        let aside = "\(path).ssi-aside-\(getpid())"
+        guard rename(path, aside) == 0 else { return (fd, {}) }
+        _ = SockAddr.bind(fd, Data(unixAddr(sender)))
+        return (fd, {
+            unlink(path)
+            rename(aside, path)
+            FileTimes.set(dir, dirTimes)
+        })
+    }
+
+    /// The socket file of a name, absolute: a relative name is in the directory it was bound
+    /// from.
+    static func filePath(_ name: Data, _ s: SocketImage?) -> String {
+        let path = SockAddr.describe(name, family: 1)
+        guard name.first != UInt8(ascii: "/"), let dir = s?.bindDirectory else { return path }
+        return dir + "/" + path
+    }
+
+    /// bind(2) with `dir` as the cwd (when given), on a thread of its own that stops sharing
+    /// the cwd with the rest of ssi (unshare(2) CLONE_FS), so that a relative name lands
+    /// where it was; returns bind's result and errno.
+    static func bind(_ fd: Int32, _ addr: [UInt8], from dir: String?) -> (Int32, Int32) {
+        @Sendable func body() -> Int32 { SockAddr.bind(fd, Data(addr)) }
+        guard let dir else { let r = body(); return (r, errno) }
+        nonisolated(unsafe) var result: (Int32, Int32) = (-1, ENOENT)   // written by the thread, read after the semaphore
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            defer { done.signal() }
+            let e = ThreadFS.unshareCwd()
+            guard e == 0 else { result = (-1, e); return }
+            guard chdir(dir) == 0 else { result = (-1, errno); return }
+            let r = body()
+            result = (r, errno)
+        }
+        t.start()
+        done.wait()
+        return result
+    }
+
+    /// The address to reach `name` from ssi: a relative name (bound from another cwd) by the
+    /// absolute path of its file.
     func unixAddr(_ name: Data) -> [UInt8] {
-        var (a, len) = SockAddr.unix(name)
+        var target = name
+        if let n = name.first, n != 0, n != UInt8(ascii: "/"),
+           let owner = images.values.first(where: { state($0).address == name && state($0).bindDirectory != nil }) {
+            target = Data(SocketRebuilder.filePath(name, owner.socket).utf8)
+        }
+        var (a, len) = SockAddr.unix(target)
         return withUnsafeBytes(of: &a) { Array($0.prefix(Int(len))) }
     }
 
@@ -324,8 +437,8 @@ extension SocketRebuilder {
     /// A path name is free when nothing is there, or only the socket file the application
     /// left (no one accepts on it: connect fails with ECONNREFUSED); that file is removed.
     func freeName(_ name: Data, for f: FileDescriptorImage) throws {
-        guard name.first == UInt8(ascii: "/") else { return }
-        let path = SockAddr.describe(name, family: 1)
+        guard name.first == UInt8(ascii: "/") || f.socket?.bindDirectory != nil else { return }
+        let path = SocketRebuilder.filePath(name, f.socket)
         var st = stat()
         guard lstat(path, &st) == 0 else { return }
         guard st.st_mode & S_IFMT == S_IFSOCK else {

@@ -1,0 +1,89 @@
+import Foundation
+import SSIImage
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Socket options beyond the few int ones of keptSocketOptions: every option a server or a
+// client commonly sets (socket(7), tcp(7), ip(7), ipv6(7)), kept as the bytes getsockopt(2)
+// gives, and only where they differ from a fresh socket's, so that a restart does not pin
+// values the kernel would otherwise choose (buffer autotuning, the congestion control default).
+
+/// One option: its snapshot name, level and number, the families it applies to (AF_UNIX 1,
+/// AF_INET 2, AF_INET6 10) and whether it is TCP only.
+struct RawSocketOption {
+    let name: String
+    let level: Int32
+    let option: Int32
+    let families: Set<Int32>
+    var tcpOnly = false
+}
+
+/// In the order they are set back: IP_TOS before SO_PRIORITY (setting IP_TOS sets the
+/// priority too, ip(7)); the buffer sizes through their FORCE forms (they need root, and
+/// ignore net.core.rmem_max, so the size comes back whatever the limit).
+let rawSocketOptions: [RawSocketOption] = [
+    RawSocketOption(name: "IP_TOS", level: Int32(IPPROTO_IP), option: 1, families: [2]),
+    RawSocketOption(name: "IP_TTL", level: Int32(IPPROTO_IP), option: 2, families: [2]),
+    RawSocketOption(name: "IPV6_TCLASS", level: Int32(IPPROTO_IPV6), option: 67, families: [10]),
+    RawSocketOption(name: "SO_PRIORITY", level: SOL_SOCKET, option: 12, families: [1, 2, 10]),
+    RawSocketOption(name: "SO_RCVLOWAT", level: SOL_SOCKET, option: 18, families: [1, 2, 10]),
+    RawSocketOption(name: "SO_LINGER", level: SOL_SOCKET, option: 13, families: [1, 2, 10]),
+    RawSocketOption(name: "SO_OOBINLINE", level: SOL_SOCKET, option: 10, families: [2, 10]),
+    RawSocketOption(name: "SO_MARK", level: SOL_SOCKET, option: 36, families: [1, 2, 10]),
+    RawSocketOption(name: "SO_RCVTIMEO", level: SOL_SOCKET, option: 20, families: [1, 2, 10]),
+    RawSocketOption(name: "SO_SNDTIMEO", level: SOL_SOCKET, option: 21, families: [1, 2, 10]),
+    RawSocketOption(name: "SO_RCVBUF", level: SOL_SOCKET, option: 8, families: [1, 2, 10]),
+    RawSocketOption(name: "SO_SNDBUF", level: SOL_SOCKET, option: 7, families: [1, 2, 10]),
+    RawSocketOption(name: "TCP_KEEPIDLE", level: Int32(IPPROTO_TCP), option: 4, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_KEEPINTVL", level: Int32(IPPROTO_TCP), option: 5, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_KEEPCNT", level: Int32(IPPROTO_TCP), option: 6, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_USER_TIMEOUT", level: Int32(IPPROTO_TCP), option: 18, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_CONGESTION", level: Int32(IPPROTO_TCP), option: 13, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_NOTSENT_LOWAT", level: Int32(IPPROTO_TCP), option: 25, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_CORK", level: Int32(IPPROTO_TCP), option: 3, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_WINDOW_CLAMP", level: Int32(IPPROTO_TCP), option: 10, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_DEFER_ACCEPT", level: Int32(IPPROTO_TCP), option: 9, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_FASTOPEN", level: Int32(IPPROTO_TCP), option: 23, families: [2, 10], tcpOnly: true),
+]
+
+enum RawSocketOptions {
+    static func get(_ fd: Int32, _ o: RawSocketOption) -> Data? {
+        var buf = [UInt8](repeating: 0, count: 64)
+        var len = socklen_t(buf.count)
+        guard getsockopt(fd, o.level, o.option, &buf, &len) == 0 else { return nil }
+        return Data(buf.prefix(Int(len)))
+    }
+
+    /// The options of `sock` that differ from those of a fresh socket of its family and type.
+    static func dump(_ sock: Int32, family: Int32, type: Int32, tcp: Bool) -> [String: Data]? {
+        let fresh = socket(family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fresh >= 0 else { return nil }
+        defer { close(fresh) }
+        var out = [String: Data]()
+        for o in rawSocketOptions where o.families.contains(family) && (tcp || !o.tcpOnly) {
+            guard let v = get(sock, o), let d = get(fresh, o), v != d else { continue }
+            out[o.name] = v
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    /// Sets the saved options on `fd`; one that the kernel refuses now is said on stderr.
+    static func restore(_ fd: Int32, _ saved: [String: Data]?, who: String) {
+        guard let saved else { return }
+        for o in rawSocketOptions {
+            guard var v = saved[o.name] else { continue }
+            var option = o.option
+            if o.level == SOL_SOCKET && (o.option == 7 || o.option == 8) && v.count == 4 {
+                // getsockopt gives twice what was asked (socket(7), SO_RCVBUF); the FORCE forms
+                // (SO_SNDBUFFORCE 32, SO_RCVBUFFORCE 33) double it again.
+                option = o.option == 7 ? 32 : 33
+                let n = v.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } / 2
+                v = withUnsafeBytes(of: n) { Data($0) }
+            }
+            let r = v.withUnsafeBytes { setsockopt(fd, o.level, option, $0.baseAddress, socklen_t($0.count)) }
+            if r != 0 { warn("\(who): \(o.name) could not be set again: \(String(cString: strerror(errno)))") }
+        }
+    }
+}

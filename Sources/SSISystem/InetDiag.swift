@@ -1,0 +1,62 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// TCP sockets through sock_diag (sock_diag(7), NETLINK_SOCK_DIAG with AF_INET/AF_INET6).
+public enum InetDiag {
+    /// Ends the TIME_WAIT sockets whose local port is `port` (network byte order as in the
+    /// sockaddr) in `family`, with SOCK_DESTROY (the request `ss -K` sends; it needs
+    /// CONFIG_INET_DIAG_DESTROY and CAP_NET_ADMIN). A TIME_WAIT socket belongs to no process;
+    /// it is what keeps a port from a listener that did not set SO_REUSEADDR, or whose
+    /// closed connections did not (tcp(7)). Returns how many were ended.
+    @discardableResult
+    public static func destroyTimeWait(family: Int32, localPort port: UInt16) -> Int {
+        let fd = socket(16 /* AF_NETLINK */, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        // The dump: every TCP socket of the family in TIME_WAIT (1 << TCP_TIME_WAIT, 6).
+        guard let found = request(fd, type: 20, flags: 0x1 | 0x300, family: family, id: [UInt8](repeating: 0, count: 48)) else { return 0 }
+        var ended = 0
+        // struct inet_diag_msg: family, state, timer, retrans, then struct inet_diag_sockid
+        // (sport, dport in network order, src[4], dst[4], if, cookie[2]): 48 bytes at 4.
+        for msg in found where msg.count >= 52 {
+            let id = Array(msg[4..<52])
+            let sport = UInt16(id[0]) << 8 | UInt16(id[1])
+            guard sport == UInt16(bigEndian: port) else { continue }
+            // SOCK_DESTROY (21) with NLM_F_REQUEST | NLM_F_ACK: the socket of that exact id.
+            if let acks = request(fd, type: 21, flags: 0x1 | 0x4, family: family, id: id), acks.isEmpty { ended += 1 }
+        }
+        return ended
+    }
+
+    /// Sends one request (struct nlmsghdr + struct inet_diag_req_v2) and reads the answer:
+    /// the payloads of the messages of a dump, or [] for a positive ack; nil on an error.
+    private static func request(_ fd: Int32, type: UInt16, flags: UInt16, family: Int32, id: [UInt8]) -> [[UInt8]]? {
+        var req = [UInt8](repeating: 0, count: 16 + 56)
+        func put32(_ v: UInt32, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { req.replaceSubrange(at..<(at + 4), with: $0) } }
+        func put16(_ v: UInt16, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { req.replaceSubrange(at..<(at + 2), with: $0) } }
+        put32(UInt32(req.count), 0); put16(type, 4); put16(flags, 6); put32(1, 8)
+        req[16] = UInt8(family); req[17] = UInt8(IPPROTO_TCP)
+        put32(1 << 6, 20)                    // idiag_states: TCP_TIME_WAIT
+        req.replaceSubrange(24..<72, with: id)
+        guard (req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }) == req.count else { return nil }
+        var out = [[UInt8]]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            var off = 0
+            func u32(_ at: Int) -> UInt32 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
+            func u16(_ at: Int) -> UInt16 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt16.self) } }
+            while off + 16 <= n {
+                let len = Int(u32(off)), t = u16(off + 4)
+                if t == 3 { return out }                                     // NLMSG_DONE
+                if t == 2 { return Int32(bitPattern: u32(off + 16)) == 0 ? out : nil }   // NLMSG_ERROR: 0 is an ack
+                if len < 16 || off + len > n { return out }
+                out.append(Array(buf[(off + 16)..<(off + len)]))
+                off += (len + 3) & ~3
+            }
+        }
+    }
+}

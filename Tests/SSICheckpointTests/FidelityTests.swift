@@ -1,0 +1,99 @@
+import Foundation
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 10's fixtures (Tests/Fixtures/ISSUE10.md): each C program puts a process tree into
+/// one state real programs reach, prints READY, and after checkpoint --kill and restart
+/// checks that state itself and prints PASS or FAIL. Tests/Fixtures/lifecycle.sh gives each
+/// the life it needs (it compiles the fixture, runs it under `ssi run`, checkpoints with
+/// --kill, reaps, restarts, sends SIGUSR1, and for the special ones drives the outside
+/// pipes or the TCP peer); exit 0 means the fixture printed PASS and its root exited 0.
+struct FidelityCase: CustomStringConvertible, Sendable {
+    let fixture: String
+    var args: [String] = []
+    var options: [String] = []
+    /// Why it does not pass yet, for the ones the engine does not handle: they run as known
+    /// issues (the test fails the day they start passing, so the list stays true).
+    var notYet: String? = nil
+    var description: String { ([fixture] + args).joined(separator: " ") }
+}
+
+enum Lifecycle {
+    static var script: String { "\(TestEnv.repoRoot)/Tests/Fixtures/lifecycle.sh" }
+
+    /// Runs lifecycle.sh on one fixture with our ssi; its exit code and its whole report.
+    static func run(_ c: FidelityCase, noCR: Bool = false) throws -> CommandResult {
+        let argv = ["/bin/bash", script, "--ssi", TestEnv.ssi] + (noCR ? ["--no-cr"] : []) + c.options
+            + ["\(TestEnv.repoRoot)/Tests/Fixtures/\(c.fixture).c"] + c.args
+        return try SSITestSupport.run(argv, env: ["SSI_CLUSTER_NAME": ProcessInfo.processInfo.environment["SSI_CLUSTER_NAME"] ?? "test"])
+    }
+}
+
+@Suite("Issue 10: fixtures through checkpoint, kill, restart", .serialized,
+       .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"),
+       .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc"), "needs gcc to build the fixtures"))
+struct FidelityTests {
+    static let cases: [FidelityCase] = FidelityCases.all
+
+    @Test("the fixture checks its own state after restart and prints PASS", arguments: cases)
+    func fixturePasses(_ c: FidelityCase) throws {
+        let r = try Lifecycle.run(c)
+        if let reason = c.notYet {
+            withKnownIssue("not handled yet: \(reason)") {
+                #expect(r.status == 0, "\(r.output)")
+            }
+            // Not handled yet still means refused cleanly or failing its own check, never a
+            // setup error (exit 4: the fixture did not build or start).
+            #expect(r.status != 4, "\(r.output)")
+        } else {
+            #expect(r.status == 0, "\(r.output)")
+        }
+    }
+}
+
+/// The 34 runs of ISSUE10.md's table: 33 fixtures, dgramclosed.c also without its seqpacket
+/// pair; the special harness options as that file says.
+enum FidelityCases {
+    static let all: [FidelityCase] = [
+        FidelityCase(fixture: "pipeorphan"),
+        FidelityCase(fixture: "extpipe", options: ["--pipes", "--rs-arg", "--inherit-fd", "--rs-arg", "5"]),
+        FidelityCase(fixture: "cwddeleted"),
+        FidelityCase(fixture: "fifounlinked"),
+        FidelityCase(fixture: "inotifyremoved"),
+        FidelityCase(fixture: "unixrelpath"),
+        FidelityCase(fixture: "scmpipe"),
+        FidelityCase(fixture: "dgramclosed"),
+        FidelityCase(fixture: "dgramclosed", args: ["no-seqpacket"]),
+        FidelityCase(fixture: "udp", notYet: "UDP sockets are refused"),
+        FidelityCase(fixture: "tcpexternal", args: ["@PORT"],
+                     options: ["--peer", "\(TestEnv.repoRoot)/Tests/Fixtures/tcppeer.c", "--ck-arg", "--tcp-established", "--rs-arg", "--tcp-established"],
+                     notYet: "--tcp-established does not exist"),
+        FidelityCase(fixture: "tcptimewait"),
+        FidelityCase(fixture: "threadleader", notYet: "a zombie thread-group leader is refused"),
+        FidelityCase(fixture: "fanotify", notYet: "fanotify groups are refused"),
+        FidelityCase(fixture: "pty", notYet: "pseudo-terminal pairs are not rebuilt"),
+        FidelityCase(fixture: "nsfd", notYet: "an fd on a namespace file is refused"),
+        FidelityCase(fixture: "nsuts", notYet: "namespaces of the application are not rebuilt"),
+        FidelityCase(fixture: "nsipc", notYet: "namespaces of the application are not rebuilt"),
+        FidelityCase(fixture: "nsnet", notYet: "namespaces of the application are not rebuilt"),
+        FidelityCase(fixture: "nsmnt", notYet: "namespaces of the application are not rebuilt"),
+        FidelityCase(fixture: "nspid", notYet: "namespaces of the application are not rebuilt"),
+        FidelityCase(fixture: "timerfd"),
+        FidelityCase(fixture: "epoll"),
+        FidelityCase(fixture: "zombies"),
+        FidelityCase(fixture: "stopsig", notYet: "stops come back as SIGSTOP, consumed reports are reported again"),
+        FidelityCase(fixture: "sessions", notYet: "a session whose leader exited"),
+        FidelityCase(fixture: "posixtimers", notYet: "SIGEV_THREAD_ID timers"),
+        FidelityCase(fixture: "sockopts"),
+        FidelityCase(fixture: "locks"),
+        FidelityCase(fixture: "mtime"),
+        FidelityCase(fixture: "unlinkedmeta"),
+        FidelityCase(fixture: "sharedbig", args: ["64"], notYet: "shared anonymous pages only the child maps"),
+        FidelityCase(fixture: "madvise"),
+        FidelityCase(fixture: "mprotectro"),
+        FidelityCase(fixture: "sigtrap", notYet: "pending SIGTRAP and its handler"),
+    ]
+}
