@@ -130,11 +130,19 @@ public final class RPCNode: Sendable {
             ch.close(promise: nil)
             throw error
         }
-        return outgoing.withLock { o in
-            if let existing = o[node] { ch.close(promise: nil); return existing }
+        // Another call may have connected meanwhile: keep its connection, close ours, but
+        // outside the lock: on the event loop the close runs at once, and channelInactive
+        // calls forget(), which takes this same lock (a recursive lock traps).
+        let existing: RPCConnection? = outgoing.withLock { o in
+            if let e = o[node] { return e }
             o[node] = conn
-            return conn
+            return nil
         }
+        if let existing {
+            ch.close(promise: nil)
+            return existing
+        }
+        return conn
     }
 
     /// A request/response call. Self-calls run the handler directly. It runs on the caller's
