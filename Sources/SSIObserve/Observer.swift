@@ -77,11 +77,20 @@ public final class Observer: Sendable {
     public func setDashboard(_ address: String?) { dashboardAddress.withLock { $0 = address } }
     public var dashboard: String? { dashboardAddress.withLock { $0 } }
 
-    /// This node's applications: from the plugged-in source, else those heard of in events,
+    /// This node's applications: the plugged-in source's (the cluster table), and those heard of in events,
     /// each looked up in /proc for its state, command and memory.
     public func localApplications() async -> [ApplicationRow] {
-        if let f = source.withLock({ $0 }) { return await f() }
-        return known.withLock { $0 }.sorted { $0.key < $1.key }.map { app, k in
+        let heard = heardApplications()
+        guard let f = source.withLock({ $0 }) else { return heard }
+        // Node-local applications (`ssi run --local`, a process checkpointed by PID) are not
+        // in the cluster table: keep listing those heard of.
+        let table = await f()
+        let ids = Set(table.map(\.app))
+        return table + heard.filter { !ids.contains($0.app) }
+    }
+
+    private func heardApplications() -> [ApplicationRow] {
+        known.withLock { $0 }.sorted { $0.key < $1.key }.map { app, k in
             let p = ProcessLook.look(app)
             return ApplicationRow(app: app, node: node, state: p.state, command: p.command ?? k.command, memoryBytes: p.rssBytes,
                                   lastVersion: k.lastVersion, checkpoints: k.checkpoints, restarts: k.restarts)

@@ -82,7 +82,7 @@ struct ObserveClusterTests {
     @Test(.timeLimit(.minutes(3))) func everyNodeShowsTheWholeCluster() throws {
         let c = try ObservedCluster()
         defer { c.down() }
-        let started = try c.ssi("run", "-b", "--", try TestEnv.fixture("bigmem"), "4")
+        let started = try c.ssi("run", "-b", "--local", "--", try TestEnv.fixture("bigmem"), "4")
         let app = try #require(appID(started.stdout), "\(started.output)")
         defer { kill(app, SIGKILL) }
         let ck = try c.ssi("checkpoint", "\(app)")
@@ -171,7 +171,7 @@ struct ObserveClusterTests {
     func browserRendersTheDashboard() throws {
         let c = try ObservedCluster()
         defer { c.down() }
-        let started = try c.ssi("run", "-b", "--", try TestEnv.fixture("bigmem"), "4")
+        let started = try c.ssi("run", "-b", "--local", "--", try TestEnv.fixture("bigmem"), "4")
         let app = try #require(appID(started.stdout))
         defer { kill(app, SIGKILL) }
         #expect(try c.ssi("checkpoint", "\(app)").status == 0)
