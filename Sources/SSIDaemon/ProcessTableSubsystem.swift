@@ -89,7 +89,9 @@ struct ProcessTableSubsystem: Subsystem {
                 fds.forEach { close($0) }
                 return try await forward(r, to: n)
             }
-            return .application(try await apps.launch(spec, stdio: fds.count == 3 ? fds : nil))
+            let r = try await apps.launch(spec, stdio: fds.count == 3 ? fds : nil)
+            note(.applicationStarted, r.app, "application \(r.app) started on node \(me): \(spec.command.joined(separator: " "))")
+            return .application(r)
         case .list:
             return .applications(try await table.list())
         case .show(let app):
@@ -104,11 +106,17 @@ struct ProcessTableSubsystem: Subsystem {
                                hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) [VERSION] --node N brings it back" : "try again once it settles")
             }
             if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(600)) }
-            return .checkpointed(try await apps.checkpoint(spec))
+            return .checkpointed(try await reported(spec.app, done: .checkpointDone, failed: .checkpointFailed, "checkpoint") {
+                let d = try await apps.checkpoint(spec)
+                return (d, "application \(spec.app): snapshot v\(d.version) on node \(me)\(d.replicas.isEmpty ? "" : ", replicas on \(d.replicas)")", d.version)
+            })
         case .restart(let spec):
             let target = spec.node ?? me
             if target != me { return try await forward(r, to: target, timeout: .seconds(600)) }
-            return .application(try await apps.restart(spec))
+            return .application(try await reported(spec.app, done: .restartDone, failed: .restartFailed, "restart") {
+                let r = try await apps.restart(spec)
+                return (r, "application \(spec.app) restarted on node \(me) (pid \(r.pid))", spec.version)
+            })
         case .snapshots(let app):
             if let app { return .catalogs([try await table.catalog(app)]) }
             return .catalogs(try await table.catalogs())
@@ -119,12 +127,38 @@ struct ProcessTableSubsystem: Subsystem {
                                hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) --node \(spec.node) brings it back there" : "try again once it settles")
             }
             if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(900)) }
-            return .application(try await apps.migrate(spec))
+            return .application(try await reported(spec.app, done: Self.migrationDone, failed: Self.migrationFailed, "migration") {
+                let r = try await apps.migrate(spec)
+                return (r, "application \(spec.app) moved from node \(me) to node \(r.node)", nil)
+            })
         case .logs(let app, let offset):
             let rec = try await table.record(app)
             let n = rec.log_node ?? rec.node
             if n != me { return try await forward(r, to: n) }
             return .log(try apps.log(app, from: offset))
+        }
+    }
+
+    static let migrationDone = ObserveEvent.Kind(rawValue: "migration-done")
+    static let migrationFailed = ObserveEvent.Kind(rawValue: "migration-failed")
+
+    /// An event for the operators' view (dashboard, `ssi events`, metrics).
+    private func note(_ kind: ObserveEvent.Kind, _ app: Int32, _ message: String, seconds: Double? = nil, version: Int? = nil) {
+        _ = core.observe.record(ObserveEvent(kind: kind, app: app, seconds: seconds, version: version, message: message))
+    }
+
+    /// Runs an operation done on this node and records its outcome as an event.
+    private func reported<T>(_ app: Int32, done: ObserveEvent.Kind, failed: ObserveEvent.Kind, _ what: String,
+                             _ body: () async throws -> (T, String, Int?)) async throws -> T {
+        let t0 = ContinuousClock.now
+        do {
+            let (r, message, version) = try await body()
+            let d = ContinuousClock.now - t0
+            note(done, app, message, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18, version: version)
+            return r
+        } catch {
+            note(failed, app, "application \(app): \(what) on node \(core.config.node) failed: \(error)")
+            throw error
         }
     }
 

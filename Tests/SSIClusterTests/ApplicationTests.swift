@@ -102,6 +102,8 @@ struct ApplicationTests {
         let c = try ssiOK("checkpoint", "\(app)", "--replicas", "1", "--node", "1")
         #expect(c.contains("Version: 1") && c.contains("Node: 3 (replicas on 1)"), "\(c)")
         #expect(try ssiOK("snapshots", "\(app)").contains("v1"))
+        let events = try ssiOK("events", "-n", "100", "--node", "2")
+        #expect(events.contains("checkpoint-done") && events.contains("application \(app): snapshot v1 on node 3"), "\(events)")
         let busy = try ssi("restart", "\(app)", "--node", "2")
         #expect(busy.code != 0 && busy.out.contains("running on node 3"), "\(busy.out)")
         let rec = try #require(try record(app, node: 1))
