@@ -316,6 +316,39 @@ extension ApplicationTests {
     }
 }
 
+/// The cgroup v2 mount, if any (/proc/self/mounts).
+let cgroup2: String? = {
+    let m = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+    for line in m.split(separator: "\n") {
+        let f: [Substring] = line.split(separator: " ")
+        if f.count > 2 && f[2] == "cgroup2" { return String(f[1]) }
+    }
+    return nil
+}()
+
+extension ApplicationTests {
+    /// A group `ssi/app-<id>` still holding a process (of an earlier local cluster that gave
+    /// out the same ids): the launch takes the next id rather than share the group.
+    @Test(.timeLimit(.minutes(1)), .enabled(if: cgroup2 != nil, "needs a cgroup v2 hierarchy"))
+    func launchSkipsAnIdWhoseGroupIsBusy() throws {
+        try up()
+        defer { try? down() }
+        let group = "\(cgroup2!)/ssi/app-\(ApplicationID.base + 1)"
+        try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: true)
+        let stray = try Proc.spawn(["/bin/sleep", "60"], log: "/dev/null")
+        defer { kill(stray, SIGKILL); var st: Int32 = 0; waitpid(stray, &st, 0); rmdir(group) }
+        try "\(stray)".write(toFile: "\(group)/cgroup.procs", atomically: false, encoding: .utf8)
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", "/bin/sleep", "60")))
+        // Other local clusters on this machine may hold later ids' groups too: any id but the
+        // busy one, and a group that holds the application alone.
+        #expect(app > ApplicationID.base + 1)
+        let rec = try #require(try record(app, node: 1))
+        let procs = try String(contentsOfFile: "\(cgroup2!)/ssi/app-\(app)/cgroup.procs", encoding: .utf8)
+        #expect(Set(procs.split(separator: "\n").compactMap { Int32($0) }) == Set(NodeTree.of(rec.pid)), "group: \(procs)")
+        kill(rec.pid, SIGKILL)
+    }
+}
+
 enum NodeTree {
     /// `root` and its descendants (/proc/PID/task/TID/children).
     static func of(_ root: Int32) -> [Int32] {
