@@ -1,8 +1,8 @@
 import SSIKDDM
 import SSIScheduler
 import SSIMembership
-import SSIProcessTable
 import SSIObserve
+import SSIProcessTable
 import SSISystem
 import SSITransport
 
@@ -17,9 +17,9 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case membership(MembershipRequest)
     case kddm(KDDMRequest)
     case bench(BenchRequest)
-    case apps(AppsRequest)
     case scheduler(SchedulerRequest)
     case observe(ObserveRequest)
+    case apps(AppsRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -27,9 +27,9 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .membership: return "membership"
         case .kddm: return "kddm"
         case .bench: return "bench"
-        case .apps: return "apps"
         case .scheduler: return "scheduler"
         case .observe: return "observe"
+        case .apps: return "apps"
         }
     }
 }
@@ -141,16 +141,16 @@ public enum ControlReply: Codable, Sendable {
     case value(String?)
     case count(Int)
     case bench(BenchReport)
+    case schedulerStatus(SchedulerStatus)
+    case decision(Decision?)
+    case events([ObserveEvent])
+    case cluster(ClusterView)
     case objects([ObjectValue])
     case application(AppRecord)
     case applications([AppRecord])
     case checkpointed(CheckpointDone)
     case catalogs([SnapshotCatalog])
     case log(LogChunk)
-    case schedulerStatus(SchedulerStatus)
-    case decision(Decision?)
-    case events([ObserveEvent])
-    case cluster(ClusterView)
 }
 
 /// The line the daemon writes back.
@@ -264,6 +264,16 @@ extension ControlReply {
         return n
     }
 
+    public func events() throws -> [ObserveEvent] {
+        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
+        return e
+    }
+
+    public func cluster() throws -> ClusterView {
+        guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
+        return c
+    }
+
     public func application() throws -> AppRecord {
         guard case .application(let a) = self else { throw Self.unexpected(self, "an application") }
         return a
@@ -292,16 +302,6 @@ extension ControlReply {
     public func objects() throws -> [ObjectValue] {
         guard case .objects(let o) = self else { throw Self.unexpected(self, "an object listing") }
         return o
-    }
-
-    public func events() throws -> [ObserveEvent] {
-        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
-        return e
-    }
-
-    public func cluster() throws -> ClusterView {
-        guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
-        return c
     }
 
     public func bench() throws -> BenchReport {

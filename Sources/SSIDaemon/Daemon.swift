@@ -15,8 +15,7 @@ import ServiceLifecycle
 public final class NodeDaemon: Sendable {
     /// Every subsystem, bottom to top. A new layer (process table, migration, scheduler,
     /// streams, network) adds its type here, and nothing else in the daemon changes.
-    public static let subsystems: [any Subsystem.Type] = [MembershipSubsystem.self, KDDMSubsystem.self, ProcessTableSubsystem.self, BenchSubsystem.self,
-                                                          SchedulerSubsystem.self, ObserveSubsystem.self]
+    public static let subsystems: [any Subsystem.Type] = [MembershipSubsystem.self, KDDMSubsystem.self, ProcessTableSubsystem.self, BenchSubsystem.self, SchedulerSubsystem.self, ObserveSubsystem.self]
 
     public let core: NodeCore
     let group: MultiThreadedEventLoopGroup
@@ -34,6 +33,7 @@ public final class NodeDaemon: Sendable {
         let core = NodeCore(config: config, logger: logger, rpc: rpc, etcd: etcd, membership: membership, kddm: kddm, observe: observe)
         self.core = core
         parts = try Self.subsystems.map { try $0.init(core: core, settings: config.settings(for: $0)) }
+        Self.connect(parts)
     }
 
     /// Runs until SIGTERM or SIGINT.

@@ -20,6 +20,7 @@ struct ProcessTableSubsystem: Subsystem {
         ConfigKey("snapshots", default: "/var/chkpt", help: "this node's snapshot directory (each node keeps its own)"),
         ConfigKey("logs", default: "/var/log/ssi", help: "where logs of applications without the caller's stdout/stderr go"),
         ConfigKey("init", default: "", help: "ssi-init's path (default: beside ssid)"),
+        ConfigKey("cpugroups", default: "", help: "cgroup directories (space-separated) every application of this node is put in, e.g. the node's cpu and cpuacct groups of ssi cluster up --cpus"),
     ]
     let core: NodeCore
     let apps: NodeApplications
@@ -32,6 +33,8 @@ struct ProcessTableSubsystem: Subsystem {
         let table = ProcessTable(kddm: core.kddm, membership: core.membership)
         apps = NodeApplications(table: table, rpc: core.rpc, snapshots: settings["snapshots"] ?? "/var/chkpt",
                                 logs: settings["logs"] ?? "/var/log/ssi", initPath: initPath, logger: core.logger)
+        let groups = (settings["cpugroups"] ?? "").split(separator: " ").map(String.init)
+        apps.cpuGroups.withLock { $0 = groups }
     }
 
     var serviceBlock: ServiceBlock? { .processTable }

@@ -16,6 +16,7 @@ final class SchedulerSubsystem: Subsystem, @unchecked Sendable {
     static let name = "scheduler"
     static let configuration: [ConfigKey] = [
         ConfigKey("settings", default: "", help: "the scheduler settings file (XML, docs/scheduler.md); empty: the built-in default.xml, which balances load by migration"),
+        ConfigKey("node-groups", default: "", help: "the node's cgroup v1 cpu and cpuacct group directories, in that order: the cpu probe measures them; empty: the daemon's own groups, else the machine"),
     ]
     static let set = "scheduler"
     let core: NodeCore
@@ -24,7 +25,15 @@ final class SchedulerSubsystem: Subsystem, @unchecked Sendable {
     init(core: NodeCore, settings: [String: String]) throws {
         self.core = core
         let s = try settings["settings"].flatMap { $0.isEmpty ? nil : $0 }.map { try SchedulerSettings.load(path: $0) } ?? DefaultSettings.parsed()
-        let node: NodeSource = CgroupNode.ofSelf() ?? HostNode()
+        let groups = (settings["node-groups"] ?? "").split(separator: " ").map(String.init)
+        let node: any NodeSource
+        if groups.count == 2 {
+            node = CgroupNode(cpuGroup: groups[0], cpuacctGroup: groups[1])
+        } else if let own = CgroupNode.ofSelf() {
+            node = own
+        } else {
+            node = HostNode()
+        }
         engine = SchedulerEngine(core: core, scc: SchedulingConfigurationChanger(settings: s, me: Int(core.config.node), node: node))
     }
 
@@ -56,10 +65,18 @@ actor SchedulerEngine {
     /// Every online node's last published view (node -> view), refreshed each second.
     var cluster: [Int: NodeView] = [:]
     var lastPublish = Date.distantPast
-    /// Where applications come from (the process table, once assembled).
+    /// Where applications come from: the process table (`connect`).
     var applications: @Sendable () async -> [AppView] = { [] }
-    /// What carries out a migration decision (migration, once assembled).
+    /// What carries out a migration decision: the process table's migration (`connect`).
     var migrator: (@Sendable (Int, Int) async throws -> Void)?
+    /// Migrations this node's policies carried out, published with its view.
+    var moves: [NodeView.Move] = []
+
+    /// Plugs in the application source and the migrator (NodeDaemon.connect).
+    func connect(applications: @escaping @Sendable () async -> [AppView], migrator: @escaping @Sendable (Int, Int) async throws -> Void) {
+        self.applications = applications
+        self.migrator = migrator
+    }
 
     init(core: NodeCore, scc: SchedulingConfigurationChanger) {
         self.core = core
@@ -124,7 +141,12 @@ actor SchedulerEngine {
                 core.logger.info("scheduler: \(d.policy) decided to migrate app \(app) to node \(to), not carried out: migration is not assembled on this node")
                 continue
             }
-            do { try await migrator(app, to) } catch {
+            do {
+                try await migrator(app, to)
+                moves.append(NodeView.Move(app: app, from: Int(core.config.node), to: to, at: Date()))
+                moves.removeAll { Date().timeIntervalSince($0.at) > 3600 }
+                lastPublish = .distantPast
+            } catch {
                 core.logger.warning("scheduler: migrating app \(app) to node \(to) failed: \(error)")
             }
         }
@@ -135,7 +157,7 @@ actor SchedulerEngine {
         let me = Int(core.config.node)
         let apps = await applications()
         let mine = NodeView(node: me, cpus: scc.values.first { $0.key.hasSuffix(".cpus") }?.value ?? 1,
-                            configuration: scc.active ?? "", values: scc.values, apps: apps.filter { $0.node == me })
+                            configuration: scc.active ?? "", values: scc.values, apps: apps.filter { $0.node == me }, moves: moves)
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .secondsSince1970
         let dec = JSONDecoder()

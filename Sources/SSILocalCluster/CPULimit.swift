@@ -1,9 +1,10 @@
 import Foundation
 import SSISystem
 
-/// `ssi cluster up --cpus C`: each node's processes (its daemon and every application it
-/// starts, which inherit its groups) share C CPUs, so that the nodes of one machine behave
-/// like separate, slower machines and load balancing can be measured.
+/// `ssi cluster up --cpus C`: each node's applications share C CPUs (the daemon puts them in
+/// the node's groups: `apps.cpugroups`), so that the nodes of one machine behave like
+/// separate, slower machines and load balancing can be measured. The daemon itself stays
+/// outside: throttled with its applications, it would checkpoint and migrate them slowly.
 ///
 /// The cpu controller's bandwidth limit: on cgroup v1 `cpu.cfs_quota_us` over
 /// `cpu.cfs_period_us` (Documentation/scheduler/sched-bwc.rst), with a group of the same name
@@ -45,14 +46,6 @@ extension LocalCluster {
                 try ProcFS.write("\(g)/cpu.max", "\(quota) \(period)")
             }
         }
-    }
-
-    /// The argv that starts `argv` inside node k's groups: a shell writes its own pid into
-    /// each group's cgroup.procs, then execs, so the daemon is born inside them and nothing
-    /// it starts can escape before a move.
-    func inCPUGroups(_ k: Int, _ argv: [String]) -> [String] {
-        let moves = cpuGroups(k).map { "echo $$ > '\($0)/cgroup.procs'" }.joined(separator: " && ")
-        return ["/bin/sh", "-c", "\(moves) && exec \"$@\"", "sh"] + argv
     }
 
     /// Removes node k's groups once their processes are gone (rmdir(2) of a cgroup fails

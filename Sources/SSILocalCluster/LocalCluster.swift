@@ -93,7 +93,7 @@ public struct LocalCluster: Sendable {
         if let cpus { for k in 1...nodes { try makeCPUGroups(k, cpus: cpus) } }
         if netns { try buildNetwork(nodes: nodes) }
         for k in 1...nodes {
-            let conf = """
+            var conf = """
             # written by ssi cluster up
             node = \(k)
             session = \(session)
@@ -102,11 +102,17 @@ public struct LocalCluster: Sendable {
             etcd = \(plan.etcd)
             control = \(socket(node: k))
             join = yes
+            dashboard = 127.0.0.1:\(dashboardPort(k))
             # each node keeps its own snapshots and logs: nothing relies on a shared directory
             apps.snapshots = \(dir)/node\(k)/chkpt
             apps.logs = \(dir)/node\(k)/log
-            dashboard = 127.0.0.1:\(dashboardPort(k))
             """
+            let groups = cpuGroups(k)
+            if cpus != nil, !groups.isEmpty {
+                // --cpus: the node's applications share its groups' CPUs; the daemon stays
+                // outside them (CPULimit.swift), and its scheduler measures them.
+                conf += "\napps.cpugroups = \(groups.joined(separator: " "))\nscheduler.node-groups = \(groups.joined(separator: " "))"
+            }
             try conf.write(toFile: "\(dir)/node\(k).conf", atomically: true, encoding: .utf8)
         }
         // etcd's command line, kept for the supervisor.

@@ -29,7 +29,6 @@ extension LocalCluster {
         children.append(etcd)
         func startNode(_ k: Int) throws {
             var argv = [plan.ssid, "--config", "\(dir)/node\(k).conf"]
-            if plan.cpus != nil { argv = inCPUGroups(k, argv) }
             argv = inNode(k, netns: plan.netns) + argv
             let p = try Proc.spawn(argv, log: log(node: k))
             record("node\(k)", p)

@@ -59,7 +59,7 @@ extension NodeApplications {
         let pid: Int32
         do {
             defer { if let group { close(group) } }
-            pid = try Spawn.start([initPath, "--proc", "--"] + spec.command, o)
+            pid = try Spawn.start([initPath, "--proc"] + joinArguments() + ["--"] + spec.command, o)
         } catch {
             if let freezer { rmdir(freezer.path(id)) }
             throw SSIError(.system, "node \(me): cannot start \(program) as application \(id): \(error)",

@@ -86,6 +86,7 @@ extension NodeApplications {
         let engine = CheckpointEngine(store: store)
         let app = m.app, v = m.version
         let r = try await Self.onThread { try engine.restart(app: app, version: v) }
+        joinCPUGroups(root: r.pid)
         watch(app: app, pid: r.pid)
         let me = self.me
         try await table.update(app) { rec in

@@ -30,6 +30,8 @@ public final class NodeApplications: Sendable {
     let written = Mutex<[Int32: (Int, UInt64, AppState)]>([:])
     /// Snapshots other nodes are streaming into this node's store (RemoteImage.swift).
     let incoming = IncomingSnapshots()
+    /// cgroup directories every application of this node is put in (CPUGroups.swift).
+    public let cpuGroups = Mutex<[String]>([])
 
     public init(table: ProcessTable, rpc: RPCNode, snapshots: String, logs: String, initPath: String, logger: Logger) {
         self.table = table

@@ -32,6 +32,7 @@ extension NodeApplications {
         if !store.versions(app).contains(v) { try await fetchForRestart(app, v, catalog) }
         let engine = CheckpointEngine(store: store)
         let r = try await Self.onThread { try engine.restart(app: app, version: v) }
+        joinCPUGroups(root: r.pid)
         watch(app: app, pid: r.pid)
         let me = self.me
         return try await table.update(app) { rec in

@@ -51,10 +51,21 @@ public struct NodeView: Codable, Sendable, Equatable {
     public var configuration: String
     public var values: [String: Double]
     public var apps: [AppView]
+    /// Migrations this node's policies carried out lately: with the applications'
+    /// departures, what anti-ping-pong reads (an application's new node does not know them).
+    public var moves: [Move]?
 
-    public init(node: Int, online: Bool = true, cpus: Double, configuration: String = "", values: [String: Double], apps: [AppView] = []) {
+    public struct Move: Codable, Sendable, Equatable {
+        public var app: Int
+        public var from: Int
+        public var to: Int
+        public var at: Date
+        public init(app: Int, from: Int, to: Int, at: Date) { (self.app, self.from, self.to, self.at) = (app, from, to, at) }
+    }
+
+    public init(node: Int, online: Bool = true, cpus: Double, configuration: String = "", values: [String: Double], apps: [AppView] = [], moves: [Move]? = nil) {
         self.node = node; self.online = online; self.cpus = cpus
-        self.configuration = configuration; self.values = values; self.apps = apps
+        self.configuration = configuration; self.values = values; self.apps = apps; self.moves = moves
     }
 }
 
@@ -80,11 +91,12 @@ public struct Decision: Codable, Sendable, Equatable {
 
 /// The rules every migrating policy obeys (anti-ping-pong, the seed's future work):
 /// - an application stays at least `min-residence-ms` where it arrived;
-/// - between two nodes, a move against the direction of recent moves (B to A after A to B,
-///   whichever applications moved) waits `return-after-ms` after the last of them, four
-///   times longer for each such reversal, and after `max-reversals` within `window-s` the
-///   pair no longer reverses at all for the rest of the window: two nodes with opposing
-///   configurations settle instead of trading applications for ever;
+/// - between two nodes, a move against the direction of the last move between them (B to A
+///   after A to B, whichever applications moved: a reversal) waits `return-after-ms` after
+///   it, four times longer for each earlier reversal within `window-s`, and after
+///   `max-reversals` the pair no longer reverses for the rest of the window: two nodes with
+///   opposing configurations settle instead of trading applications for ever, while moves
+///   in one direction (spreading a burst) are never held back;
 /// - a move must be worth its price: expected gain (load removed from the busiest of the two
 ///   nodes, times `gain-horizon-s`) above its cost (`fixed-cost-ms` plus its memory sent at
 ///   `bandwidth-mbps`);
@@ -113,10 +125,16 @@ public struct MigrationRules: Sendable {
     /// Every move the view remembers, from the applications' departures: (from, to, when).
     static func moves(_ view: SchedulerView) -> [(from: Int, to: Int, at: Date)] {
         var out: [(Int, Int, Date)] = []
+        var seen = Set<String>()
+        for n in view.nodes {
+            for m in n.moves ?? [] where seen.insert("\(m.app)@\(m.at.timeIntervalSince1970)").inserted { out.append((m.from, m.to, m.at)) }
+        }
         for n in view.nodes {
             for a in n.apps {
                 let deps = a.departures.sorted { $0.at < $1.at }
-                for (i, d) in deps.enumerated() { out.append((d.node, i + 1 < deps.count ? deps[i + 1].node : a.node, d.at)) }
+                for (i, d) in deps.enumerated() where seen.insert("\(a.app)@\(d.at.timeIntervalSince1970)").inserted {
+                    out.append((d.node, i + 1 < deps.count ? deps[i + 1].node : a.node, d.at))
+                }
             }
         }
         return out
@@ -128,14 +146,19 @@ public struct MigrationRules: Sendable {
         let now = view.now
         let stayed = now.timeIntervalSince(a.arrived)
         if stayed < minResidence { return "app \(a.app) arrived \(Int(stayed)) s ago (minimum residence \(Int(minResidence)) s)" }
-        let reverse = Self.moves(view).filter { $0.from == target && $0.to == from && now.timeIntervalSince($0.at) < window }
-        guard let last = reverse.map(\.at).max() else { return nil }
-        if reverse.count >= maxReversals {
-            return "node \(target) sent \(reverse.count) applications to node \(from) within \(Int(window)) s: no move back before that window ends"
+        // The moves between the two nodes, in time order: a move against the direction of
+        // the last one is a reversal; count the reversals this one would make.
+        let pair = Self.moves(view).filter { ($0.from == target && $0.to == from) || ($0.from == from && $0.to == target) }
+            .filter { now.timeIntervalSince($0.at) < window }.sorted { $0.at < $1.at }
+        guard let last = pair.last, last.from == target else { return nil }
+        var flips = 1
+        for (a, b) in zip(pair, pair.dropFirst()) where a.from != b.from { flips += 1 }
+        if flips > maxReversals {
+            return "nodes \(from) and \(target) reversed direction \(flips - 1) times within \(Int(window)) s: no move back before that window ends"
         }
-        let wait = returnAfter * pow(4, Double(reverse.count - 1))
-        if now.timeIntervalSince(last) < wait {
-            return "node \(target) sent an application here \(Int(now.timeIntervalSince(last))) s ago (moves back wait \(Int(wait)) s)"
+        let wait = returnAfter * pow(4, Double(flips - 1))
+        if now.timeIntervalSince(last.at) < wait {
+            return "node \(target) sent an application here \(Int(now.timeIntervalSince(last.at))) s ago (moves back wait \(Int(wait)) s)"
         }
         return nil
     }
@@ -149,6 +172,7 @@ public final class Policy {
     public var element: SchedulerSettings.Element
     public let kind: PolicyKind
     var started: [Date] = []
+    var pending: [Pending] = []
 
     init(_ element: SchedulerSettings.Element) {
         self.element = element
@@ -175,13 +199,39 @@ public final class Policy {
         let rules = MigrationRules(element)
         started.removeAll { view.now.timeIntervalSince($0) > 60 }
         guard started.count < rules.maxPerMinute else { return [] }
+        let seen = settled(view, me: me)
         let out: [Decision]
         switch kind {
-        case .balance: out = balance(view, me: me, rules: rules).map { [$0] } ?? []
-        case .consolidate: out = consolidate(view, me: me, rules: rules)
+        case .balance: out = balance(seen, me: me, rules: rules).map { [$0] } ?? []
+        case .consolidate: out = consolidate(seen, me: me, rules: rules)
         case .placement, .none, .external: out = []
         }
-        for d in out { if case .migrate = d.action { started.append(view.now) } }
+        for d in out {
+            guard case .migrate(let app, _, let to) = d.action else { continue }
+            started.append(view.now)
+            let demand = seen.node(me)?.apps.first { $0.app == app }?.cpu ?? 0
+            pending.append(Pending(app: app, to: to, demand: demand, at: view.now))
+        }
         return out
+    }
+
+    /// A move this policy decided whose effect the measured values may not show yet.
+    struct Pending { var app: Int; var to: Int; var demand: Double; var at: Date }
+
+    /// The view as it will be once this policy's recent moves show in the measures: for
+    /// `settle-ms` (5000) after a move, its application counts on its new node, not here.
+    /// Without it a node reads its own stale load and sends everything away.
+    func settled(_ view: SchedulerView, me: Int) -> SchedulerView {
+        let settle = element.double("settle-ms", 5000) / 1000
+        pending.removeAll { view.now.timeIntervalSince($0.at) > settle }
+        var v = view
+        for p in pending {
+            guard let i = v.nodes.firstIndex(where: { $0.node == me }), let j = v.nodes.firstIndex(where: { $0.node == p.to }) else { continue }
+            if let a = v.nodes[i].apps.firstIndex(where: { $0.app == p.app }) { v.nodes[i].apps.remove(at: a) }
+            // Only while the measure still counts it here: a fresher sample may show it gone.
+            if let x = v.nodes[i].values[input] { v.nodes[i].values[input] = max(0, x - p.demand / max(0.01, v.nodes[i].cpus)) }
+            if let y = v.nodes[j].values[input] { v.nodes[j].values[input] = y + p.demand / max(0.01, v.nodes[j].cpus) }
+        }
+        return v
     }
 }

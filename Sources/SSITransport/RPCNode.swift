@@ -130,19 +130,16 @@ public final class RPCNode: Sendable {
             ch.close(promise: nil)
             throw error
         }
-        // Another call may have connected meanwhile: keep its connection, close ours, but
-        // outside the lock: on the event loop the close runs at once, and channelInactive
-        // calls forget(), which takes this same lock (a recursive lock traps).
-        let existing: RPCConnection? = outgoing.withLock { o in
-            if let e = o[node] { return e }
+        // Two calls may have connected at once: keep the first. The loser is closed outside
+        // the lock: on the event loop close() runs channelInactive at once, whose forget()
+        // takes this same lock (a recursive lock is a crash).
+        let kept = outgoing.withLock { o -> RPCConnection in
+            if let existing = o[node] { return existing }
             o[node] = conn
-            return nil
+            return conn
         }
-        if let existing {
-            ch.close(promise: nil)
-            return existing
-        }
-        return conn
+        if kept !== conn { ch.close(promise: nil) }
+        return kept
     }
 
     /// A request/response call. Self-calls run the handler directly. It runs on the caller's

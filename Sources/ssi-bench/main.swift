@@ -3,6 +3,7 @@
 //   swift run -c release ssi-bench trees
 //   swift run -c release ssi-bench ipc
 //   swift run -c release ssi-bench kddm
+//   swift run -c release ssi-bench balance [--jobs 12] [--cpus 0.5]
 import Foundation
 
 let args = Array(CommandLine.arguments.dropFirst())
@@ -14,10 +15,12 @@ do {
         try TreeBenchmark(args: Array(args.dropFirst())).run()
     case "ipc":
         try runIPCBenchmark(args: Array(args.dropFirst()))
+    case "balance":
+        try BalanceBenchmark(args: Array(args.dropFirst())).run()
     case "kddm":
         try await runKDDMBenchmark(args: Array(args.dropFirst()))
     default:
-        print("usage: \(CheckpointBenchmark.usage) | trees [--dir DIR] | ipc | kddm")
+        print("usage: \(CheckpointBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage)")
         exit(2)
     }
 } catch {

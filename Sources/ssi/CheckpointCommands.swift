@@ -2,8 +2,8 @@ import ArgumentParser
 import Foundation
 import SSICheckpoint
 import SSIImage
-import SSIProcessTable
 import SSIObserve
+import SSIProcessTable
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -108,9 +108,9 @@ struct Checkpoint: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Copy memory while the application runs, freeze it only for the last round (default: when it holds 64 MiB of anonymous memory or more).")
     var precopy: Bool? = nil
     @Flag(help: "Print the result as JSON.") var json = false
+    @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
     @Option(name: .customLong("node"), help: "Cluster application: ask this node of the local cluster (any node will do).") var askNode: Int?
-    @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.

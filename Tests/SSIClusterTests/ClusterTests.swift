@@ -334,10 +334,10 @@ struct LocalClusterTests {
         _ = try ssiOK("cluster", "down")
         for p in pids { _ = waitpid(p, &st, WNOHANG) }
         Proc.reapAll()
-        let ns = try Proc.run(["ip", "netns", "list"]).1
-        // This cluster's namespaces only: other instances (SSI_CLUSTER_NAME) may be up.
-        let ours = [lc.hub] + (1...3).map { lc.nodeNamespace($0) }
-        #expect(!ns.split(separator: "\n").contains { ours.contains(String($0.split(separator: " ").first ?? "")) }, "namespaces left: \(ns)")
+        // This instance's namespaces only: other local clusters (SSI_CLUSTER_NAME) may run.
+        let ns = try Proc.run(["ip", "netns", "list"]).1.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        let ours = ns.filter { name in name == lc.hub || (1...3).contains { k in name == lc.nodeNamespace(k) } }
+        #expect(ours.isEmpty, "namespaces left: \(ours)")
         #expect(!FileManager.default.fileExists(atPath: lc.dir))
         for p in pids { #expect(!Proc.alive(p)) }
         let procs = try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap { pid_t($0) }

@@ -149,7 +149,7 @@ let lowHigh = """
     }
 
     @Test func externalProbeFailureIsReported() throws {
-        let xml = "<scheduler><probe name='ext' type='external' command='echo not-json' outputs='x' period-ms='10'/><configuration name='a' selector='otherwise'/></scheduler>"
+        let xml = "<scheduler><probe name='ext' type='external' command='read request; echo not-json' outputs='x' period-ms='10'/><configuration name='a' selector='otherwise'/></scheduler>"
         let s = try settings(xml)
         let scc = SchedulingConfigurationChanger(settings: s, me: 1, node: FakeNode())
         try scc.load(s)

@@ -24,7 +24,7 @@ func refusal(_ xml: String) -> SettingsError? {
         let d = try SchedulerSettings.load(path: "\(shareDir)/default.xml")
         #expect(d.configurations.map(\.name) == ["balance"])
         #expect(d.configuration("balance")?.elements.contains { $0.type == "balance" } == true)
-        #expect(d.stretchAbove == 0.9 && d.stretchFactor == 4)
+        #expect(d.stretchAbove == 0.95 && d.stretchFactor == 2)
         #expect(d.shared.map(\.name) == ["cpu", "mem", "apps", "load"])
     }
 

@@ -22,13 +22,13 @@ public struct CheckpointEngine: Sendable {
         public var alreadyFrozen = false
         /// Turn unsupported fds into closed fds at restart (`-i`).
         public var ignoreUnsupported = false
-        /// A cluster application's id when it is not its root's PID (docs/migration.md): the
-        /// snapshot is stored under it and its cgroup is `ssi/app-<id>`.
-        public var applicationID: Int32? = nil
         /// Copy memory while the application runs and freeze it only for the last round
         /// (Precopy.swift): true `--precopy`, false `--no-precopy`, nil when it holds at
         /// least Precopy.autoThreshold of anonymous memory. Only into the version store.
         public var precopy: Bool? = nil
+        /// A cluster application's id when it is not its root's PID (docs/migration.md): the
+        /// snapshot is stored under it and its cgroup is `ssi/app-<id>`.
+        public var applicationID: Int32? = nil
         public init() {}
     }
 
