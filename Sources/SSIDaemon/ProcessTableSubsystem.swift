@@ -1,6 +1,7 @@
 import Foundation
 import SSIControl
 import SSIKDDM
+import SSIObserve
 import SSIProcessTable
 import SSISystem
 import SSITransport
@@ -46,6 +47,7 @@ struct ProcessTableSubsystem: Subsystem {
         // Apps are children of ssid; processes orphaned inside a failed restart are too
         // (prctl(2) PR_SET_CHILD_SUBREAPER), and each is reaped by its watcher or the engine.
         Prctl.becomeSubreaper()
+        plugIntoObserver()
         let me = self
         core.rpc.register(ProcessTableService.forward) { _, p in
             let r = try JSONDecoder().decode(AppsRequest.self, from: Data(p))
@@ -54,6 +56,23 @@ struct ProcessTableSubsystem: Subsystem {
     }
 
     var services: [any Service] { [RefreshService(apps: apps)] }
+
+    /// The operators' view (SSIObserve) lists, per node, the applications that node reports:
+    /// here, the records naming this node, and those of nodes not online (lost), reported by
+    /// the lowest online node only, so the cluster view shows each application once.
+    private func plugIntoObserver() {
+        let table = apps.table, me = core.config.node
+        core.observe.setApplicationSource {
+            guard let all = try? await table.list() else { return [] }
+            let online = table.onlineNodes
+            let reportsLost = online.min() == me
+            let versions = Dictionary(((try? await table.catalogs()) ?? []).map { ($0.app, $0.versions.last?.version) }, uniquingKeysWith: { a, _ in a })
+            return all.filter { $0.node == me || (reportsLost && !online.contains($0.node)) }.map { r in
+                ApplicationRow(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
+                               memoryBytes: r.rss_bytes, lastVersion: versions[r.app] ?? nil)
+            }
+        }
+    }
 
     func handle(_ request: ControlRequest) async throws -> ControlReply { try await handle(request, fds: []) }
 
@@ -73,7 +92,9 @@ struct ProcessTableSubsystem: Subsystem {
                 fds.forEach { close($0) }
                 return try await forward(r, to: n)
             }
-            return .application(try await observedLaunch(spec, stdio: fds.count == 3 ? fds : nil))
+            let r = try await apps.launch(spec, stdio: fds.count == 3 ? fds : nil)
+            note(.applicationStarted, r.app, "application \(r.app) started on node \(me): \(spec.command.joined(separator: " "))")
+            return .application(r)
         case .list:
             return .applications(try await table.list())
         case .show(let app):
@@ -88,11 +109,17 @@ struct ProcessTableSubsystem: Subsystem {
                                hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) [VERSION] --node N brings it back" : "try again once it settles")
             }
             if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(600)) }
-            return .checkpointed(try await observedCheckpoint(spec))
+            return .checkpointed(try await reported(spec.app, done: .checkpointDone, failed: .checkpointFailed, "checkpoint") {
+                let d = try await apps.checkpoint(spec)
+                return (d, "application \(spec.app): snapshot v\(d.version) on node \(me)\(d.replicas.isEmpty ? "" : ", replicas on \(d.replicas)")", d.version)
+            })
         case .restart(let spec):
             let target = spec.node ?? me
             if target != me { return try await forward(r, to: target, timeout: .seconds(600)) }
-            return .application(try await observedRestart(spec))
+            return .application(try await reported(spec.app, done: .restartDone, failed: .restartFailed, "restart") {
+                let r = try await apps.restart(spec)
+                return (r, "application \(spec.app) restarted on node \(me) (pid \(r.pid))", spec.version)
+            })
         case .snapshots(let app):
             if let app { return .catalogs([try await table.catalog(app)]) }
             return .catalogs(try await table.catalogs())
@@ -103,12 +130,38 @@ struct ProcessTableSubsystem: Subsystem {
                                hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) --node \(spec.node) brings it back there" : "try again once it settles")
             }
             if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(900)) }
-            return .application(try await observedMigrate(spec))
+            return .application(try await reported(spec.app, done: Self.migrationDone, failed: Self.migrationFailed, "migration") {
+                let r = try await apps.migrate(spec)
+                return (r, "application \(spec.app) moved from node \(me) to node \(r.node)", nil)
+            })
         case .logs(let app, let offset):
             let rec = try await table.record(app)
             let n = rec.log_node ?? rec.node
             if n != me { return try await forward(r, to: n) }
             return .log(try apps.log(app, from: offset))
+        }
+    }
+
+    static let migrationDone = ObserveEvent.Kind(rawValue: "migration-done")
+    static let migrationFailed = ObserveEvent.Kind(rawValue: "migration-failed")
+
+    /// An event for the operators' view (dashboard, `ssi events`, metrics).
+    private func note(_ kind: ObserveEvent.Kind, _ app: Int32, _ message: String, seconds: Double? = nil, version: Int? = nil) {
+        _ = core.observe.record(ObserveEvent(kind: kind, app: app, seconds: seconds, version: version, message: message))
+    }
+
+    /// Runs an operation done on this node and records its outcome as an event.
+    private func reported<T>(_ app: Int32, done: ObserveEvent.Kind, failed: ObserveEvent.Kind, _ what: String,
+                             _ body: () async throws -> (T, String, Int?)) async throws -> T {
+        let t0 = ContinuousClock.now
+        do {
+            let (r, message, version) = try await body()
+            let d = ContinuousClock.now - t0
+            note(done, app, message, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18, version: version)
+            return r
+        } catch {
+            note(failed, app, "application \(app): \(what) on node \(core.config.node) failed: \(error)")
+            throw error
         }
     }
 

@@ -37,7 +37,7 @@ extension NodeApplications {
         guard FileManager.default.isExecutableFile(atPath: initPath) else {
             throw SSIError(.notFound, "node \(me): ssi-init is not at \(initPath)", hint: "install ssi-init beside ssid (swift build builds it)")
         }
-        let id = try await table.newID()
+        let id = try await freshID()
         var o = SpawnOptions()
         var logNode: NodeID? = nil
         if let stdio, stdio.count == 3, !spec.log {
@@ -74,6 +74,19 @@ extension NodeApplications {
         }
         watch(app: id, pid: pid)
         return r
+    }
+
+    /// A new id whose cgroup `ssi/app-<id>` holds no process: a local cluster brought up
+    /// again starts its counter again, and processes of an earlier one may still sit in a
+    /// group of the same name (the engine freezes a whole group).
+    private func freshID() async throws -> Int32 {
+        for _ in 0..<100 {
+            let id = try await table.newID()
+            guard let f = CgroupFreezer.find(), let procs = try? ProcFS.read("\(f.path(id))/cgroup.procs"),
+                  !procs.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { return id }
+            logger.warning("process table: id \(id) skipped: \(f.path(id)) still holds processes \(procs.split(separator: "\n").joined(separator: ","))")
+        }
+        throw SSIError(.busy, "node \(me): 100 application ids in a row have a cgroup still holding processes", hint: "look at \(CgroupFreezer.find()?.base ?? "ssi")/app-*")
     }
 
     /// The command must exist here: ssi-init would only say so in the application's stderr.

@@ -53,9 +53,12 @@ public final class NodeApplications: Sendable {
 
     // MARK: the records' refresh
 
-    /// Every 2 s: each local application's process count (its cgroup's cgroup.procs) and
-    /// resident memory (VmRSS of each, /proc/PID/status), and frozen or not; written only
-    /// when changed, so a quiet cluster makes no KDDM traffic.
+    /// Every 2 s: each local application's process count and resident memory (VmRSS of
+    /// each, /proc/PID/status), and frozen or not; written only when changed, so a quiet
+    /// cluster makes no KDDM traffic. The processes are the init's descendants: in a PID
+    /// namespace every process descends from its init, orphans included (pid_namespaces(7)),
+    /// whereas a cgroup `app-<id>` may hold strays of an earlier cluster that gave out the
+    /// same id (a local cluster starts its counter again).
     public func refreshLoop() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(2))
@@ -65,11 +68,7 @@ public final class NodeApplications: Sendable {
 
     func refresh(_ app: Int32, root: Int32) async {
         let freezer = CgroupFreezer.find()
-        var pids: [Int32] = []
-        if let f = freezer, let procs = try? ProcFS.read("\(f.path(app))/cgroup.procs") {
-            pids = procs.split(separator: "\n").compactMap { Int32($0) }
-        }
-        if pids.isEmpty { pids = Self.tree(root) }
+        let pids = Self.tree(root)
         let rss = pids.reduce(UInt64(0)) { $0 + Self.rss(of: $1) }
         let state: AppState = freezer?.isFrozen(app) == true ? .frozen : .running
         if let w = written.withLock({ $0[app] }), w.0 == pids.count, w.1 == rss, w.2 == state { return }
@@ -85,8 +84,7 @@ public final class NodeApplications: Sendable {
         }
     }
 
-    /// The root and its descendants, from /proc/PID/task/TID/children (proc(5), Linux 3.5):
-    /// where no cgroup v2 group holds the application.
+    /// The root and its descendants, from /proc/PID/task/TID/children (proc(5), Linux 3.5).
     static func tree(_ root: Int32) -> [Int32] {
         var out: [Int32] = [], todo = [root]
         while let p = todo.popLast(), out.count < 100_000 {

@@ -24,7 +24,7 @@ struct World {
     /// `ssi run -b` with the application's output in out.log; returns the application id.
     func start(_ argv: [String], log: String = "out.log") throws -> Int32 {
         let appFile = "\(dir)/app-\(UInt32.random(in: 0...UInt32.max))"
-        let r = try run([TestEnv.ssi, "run", "-b", "-o", appFile, "--"] + argv, env: ["SSI_CHKPT_DIR": chkpt], cwd: dir,
+        let r = try run([TestEnv.ssi, "run", "-b", "--local", "-o", appFile, "--"] + argv, env: ["SSI_CHKPT_DIR": chkpt], cwd: dir,
                         stdoutPath: "\(dir)/\(log)")
         guard r.status == 0, let text = try? String(contentsOfFile: appFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw TestFailure("ssi run \(argv) failed (\(r.status)): \(r.output) \(self.log(log))")

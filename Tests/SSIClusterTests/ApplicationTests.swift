@@ -102,6 +102,8 @@ struct ApplicationTests {
         let c = try ssiOK("checkpoint", "\(app)", "--replicas", "1", "--node", "1")
         #expect(c.contains("Version: 1") && c.contains("Node: 3 (replicas on 1)"), "\(c)")
         #expect(try ssiOK("snapshots", "\(app)").contains("v1"))
+        let events = try ssiOK("events", "-n", "100", "--node", "2")
+        #expect(events.contains("checkpoint-done") && events.contains("application \(app): snapshot v1 on node 3"), "\(events)")
         let busy = try ssi("restart", "\(app)", "--node", "2")
         #expect(busy.code != 0 && busy.out.contains("running on node 3"), "\(busy.out)")
         let rec = try #require(try record(app, node: 1))
@@ -311,6 +313,39 @@ extension ApplicationTests {
         kill(now.pid, SIGUSR1)
         _ = try waitFor("its checksum again", seconds: 20) { try ssiOK("logs", "\(app)").contains("SUM") }
         #expect(try ssiOK("logs", "\(app)").contains("SUM \(sum)"))
+    }
+}
+
+/// The cgroup v2 mount, if any (/proc/self/mounts).
+let cgroup2: String? = {
+    let m = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+    for line in m.split(separator: "\n") {
+        let f: [Substring] = line.split(separator: " ")
+        if f.count > 2 && f[2] == "cgroup2" { return String(f[1]) }
+    }
+    return nil
+}()
+
+extension ApplicationTests {
+    /// A group `ssi/app-<id>` still holding a process (of an earlier local cluster that gave
+    /// out the same ids): the launch takes the next id rather than share the group.
+    @Test(.timeLimit(.minutes(1)), .enabled(if: cgroup2 != nil, "needs a cgroup v2 hierarchy"))
+    func launchSkipsAnIdWhoseGroupIsBusy() throws {
+        try up()
+        defer { try? down() }
+        let group = "\(cgroup2!)/ssi/app-\(ApplicationID.base + 1)"
+        try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: true)
+        let stray = try Proc.spawn(["/bin/sleep", "60"], log: "/dev/null")
+        defer { kill(stray, SIGKILL); var st: Int32 = 0; waitpid(stray, &st, 0); rmdir(group) }
+        try "\(stray)".write(toFile: "\(group)/cgroup.procs", atomically: false, encoding: .utf8)
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", "/bin/sleep", "60")))
+        // Other local clusters on this machine may hold later ids' groups too: any id but the
+        // busy one, and a group that holds the application alone.
+        #expect(app > ApplicationID.base + 1)
+        let rec = try #require(try record(app, node: 1))
+        let procs = try String(contentsOfFile: "\(cgroup2!)/ssi/app-\(app)/cgroup.procs", encoding: .utf8)
+        #expect(Set(procs.split(separator: "\n").compactMap { Int32($0) }) == Set(NodeTree.of(rec.pid)), "group: \(procs)")
+        kill(rec.pid, SIGKILL)
     }
 }
 

@@ -205,7 +205,7 @@ struct ObserveClusterTests {
     func browserRendersTheDashboard() throws {
         let c = try ObservedCluster()
         defer { c.down() }
-        let started = try c.ssi("run", "-b", "--", try TestEnv.fixture("bigmem"), "4")
+        let started = try c.ssi("run", "-b", "--local", "--", try TestEnv.fixture("bigmem"), "4")
         let app = try #require(appID(started.stdout))
         defer { kill(app, SIGKILL) }
         #expect(try c.ssi("checkpoint", "\(app)").status == 0)

@@ -111,7 +111,7 @@ struct PTY {
         let dir = try TestEnv.makeTempDir("progress")
         let env = ["SSI_CHKPT_DIR": "\(dir)/chkpt", "SSI_PROGRESS_DELAY_MS": "0", "SSI_CONTROL": "\(dir)/no-daemon.sock"]
         let appFile = "\(dir)/app"
-        let started = try run([TestEnv.ssi, "run", "-b", "-o", appFile, "--", try TestEnv.fixture("bigmem"), "256"], env: env, stdoutPath: "\(dir)/out.log")
+        let started = try run([TestEnv.ssi, "run", "-b", "--local", "-o", appFile, "--", try TestEnv.fixture("bigmem"), "256"], env: env, stdoutPath: "\(dir)/out.log")
         guard started.status == 0, let app = Int32((try String(contentsOfFile: appFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw TestFailure("ssi run failed: \(started.output)")
         }
