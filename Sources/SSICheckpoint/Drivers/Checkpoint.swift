@@ -62,6 +62,7 @@ extension CheckpointEngine {
             let t0 = DispatchTime.now()
             var phase = PhaseClock()
             phase.mark("checkpoint: stop every task")
+            try ProcessDumper.refuseOwnNamespaces(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
             let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
