@@ -100,6 +100,9 @@ public struct ProcessImage: Codable, Sendable {
     public var thpDisabled: Bool?
     /// The current directory had been removed (cwd reads "PATH (deleted)"): its mode.
     public var cwdDeletedMode: UInt32?
+    /// A job-stopped process: the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU)
+    /// while its parent had not been told; 0 once a wait(2) had reported the stop.
+    public var stopSignal: Int32?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()

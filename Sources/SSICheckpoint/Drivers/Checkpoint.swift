@@ -123,6 +123,7 @@ extension CheckpointEngine {
             var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
             img.pagesFile = "pages-\(pid).img"
             img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
+            if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
             images.append(img)
         }

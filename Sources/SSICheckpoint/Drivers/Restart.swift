@@ -119,10 +119,10 @@ final class RestartSession {
         }
         if options.leaveFrozen, let freezer {
             try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")
-            for pr in restorers.reversed() { pr.detach() }
+            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.pid)); pr.detach() }
             try freezer.freeze(app)
         } else {
-            for pr in restorers.reversed() { pr.detach() }
+            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.pid)); pr.detach() }
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
         return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: root.pid, restoreSeconds: secs)
@@ -204,6 +204,8 @@ final class RestartSession {
             }
         }
     }
+
+    private func children(of pid: Int32) -> [ProcessImage] { snap.processes.filter { $0.ppid == pid } }
 
     /// Kills and reaps every process created, so that no PID stays taken.
     private func killCreated() {
