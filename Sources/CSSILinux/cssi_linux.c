@@ -94,6 +94,8 @@ long cssi_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4
 long cssi_fcntl_int(int fd, int cmd, int arg) { return neg_errno(fcntl(fd, cmd, arg)); }
 long cssi_ioctl_long(int fd, unsigned long request, unsigned long arg) { return neg_errno(ioctl(fd, request, arg)); }
 long cssi_unshare_fs(void) { return neg_errno(unshare(CLONE_FS)); }
+long cssi_unshare_net(void) { return neg_errno(unshare(CLONE_NEWNET)); }
+long cssi_setns(int fd, int nstype) { return neg_errno(setns(fd, nstype)); }
 
 long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len) {
     void *h = NULL;

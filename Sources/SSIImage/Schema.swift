@@ -185,6 +185,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case fifo
         /// Version 3: a TCP socket (listening, bound, or connected inside the application).
         case tcpSocket
+        /// Version 4: an fd on a namespace file (/proc/PID/ns/net...).
+        case namespace
     }
     public var fd: Int32
     public var kind: Kind
@@ -251,6 +253,11 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var locks: [FileLock]?
     /// fifo: unlinked while open (its path is the old one): made again nameless.
     public var fifoDeleted: Bool?
+    /// namespace: its kind ("net", "uts"...), and whether it is the process's own (reopened
+    /// from /proc/self/ns) rather than one no process of the application is in (made anew:
+    /// only an empty network namespace can be).
+    public var namespaceKind: String?
+    public var namespaceOwn: Bool?
     /// fifo: the times of the FIFO and of its directory (FileTimes' layout), put back after
     /// the FIFO is refilled (a write moves its mtime).
     public var fileTimes: [Int64]?

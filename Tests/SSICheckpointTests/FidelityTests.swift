@@ -80,7 +80,7 @@ enum FidelityCases {
         FidelityCase(fixture: "threadleader", notYet: "a zombie thread-group leader is refused"),
         FidelityCase(fixture: "fanotify", notYet: "fanotify groups are refused"),
         FidelityCase(fixture: "pty", notYet: "pseudo-terminal pairs are not rebuilt"),
-        FidelityCase(fixture: "nsfd", notYet: "an fd on a namespace file is refused"),
+        FidelityCase(fixture: "nsfd"),
         FidelityCase(fixture: "nsuts", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
         FidelityCase(fixture: "nsipc", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
         FidelityCase(fixture: "nsnet", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),

@@ -101,6 +101,9 @@ long cssi_fcntl_int(int fd, int cmd, int arg);
 long cssi_ioctl_long(int fd, unsigned long request, unsigned long arg);
 // unshare(CLONE_FS) for the calling thread: its own cwd, root and umask from now on; -errno.
 long cssi_unshare_fs(void);
+// unshare(CLONE_NEWNET) for the calling thread; setns(2) of the calling thread; -errno.
+long cssi_unshare_net(void);
+long cssi_setns(int fd, int nstype);
 long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len);
 long cssi_prlimit(pid_t pid, int resource, const uint64_t *newlim /* [2] or NULL */, uint64_t *oldlim /* [2] or NULL */);
 long cssi_pidfd_open(pid_t pid);

@@ -72,6 +72,7 @@ extension ProcessDumper {
             }
             if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
             let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
+            if let ns = try namespaceFile(fd: fd, link: link, flags: flags, cloexec: cloexec, st: st) { out.append(ns); continue }
             guard link.hasPrefix("/") else { try unsupported("special file"); continue }
             switch mode {
             case S_IFREG:
@@ -205,6 +206,8 @@ extension ProcessRestorer {
             // pipe (fifo_open); ssi holds both ends, so no open waits.
             guard let id = f.fifoID, let path = fsObjects?.fifoPath(id) else { return nil }
             return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
+        case .namespace:
+            return (try openNamespace(f), true)
         case .tty where ttyFD != nil:
             return (ttyFD!, false)
         default:
