@@ -90,7 +90,7 @@ enum FidelityCases {
         FidelityCase(fixture: "epoll"),
         FidelityCase(fixture: "zombies"),
         FidelityCase(fixture: "stopsig"),
-        FidelityCase(fixture: "sessions", notYet: "a session whose leader exited"),
+        FidelityCase(fixture: "sessions"),
         FidelityCase(fixture: "posixtimers"),
         FidelityCase(fixture: "sockopts"),
         FidelityCase(fixture: "locks"),

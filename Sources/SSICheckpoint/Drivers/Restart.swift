@@ -174,7 +174,9 @@ final class RestartSession {
             // process, so the pages it shared copy-on-write with them are shared again.
             try pr.rebuild()
             for child in (children[image.pid] ?? []).sorted(by: { $0.pid < $1.pid }) {
-                let ct = try pr.fork(child: child)
+                // A child whose session lost its leader (not in the snapshot) is made in it.
+                let lostSession = child.sid != image.sid && child.sid != child.pid && !snap.processes.contains { $0.pid == child.sid }
+                let ct = lostSession ? try pr.forkIntoLostSession(child: child) : try pr.fork(child: child)
                 created.append(child.pid)
                 if let status = child.zombieStatus {
                     try pr.makeZombie(ct, status: status)
