@@ -96,7 +96,7 @@ enum FidelityCases {
         FidelityCase(fixture: "locks"),
         FidelityCase(fixture: "mtime"),
         FidelityCase(fixture: "unlinkedmeta"),
-        FidelityCase(fixture: "sharedbig", args: ["64"], notYet: "shared anonymous pages only the child maps"),
+        FidelityCase(fixture: "sharedbig", args: ["64"]),
         FidelityCase(fixture: "madvise"),
         FidelityCase(fixture: "mprotectro"),
         FidelityCase(fixture: "sigtrap", notYet: "pending SIGTRAP and its handler"),
