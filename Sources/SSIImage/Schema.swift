@@ -187,6 +187,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case tcpSocket
         /// Version 4: an fd on a namespace file (/proc/PID/ns/net...).
         case namespace
+        /// Version 4: a fanotify group with its marks.
+        case fanotify
     }
     public var fd: Int32
     public var kind: Kind
@@ -258,6 +260,10 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// only an empty network namespace can be).
     public var namespaceKind: String?
     public var namespaceOwn: Bool?
+    /// fanotify: fanotify_init(2) flags and event_f_flags, and the inode marks.
+    public var fanotifyFlags: UInt32?
+    public var fanotifyEventFlags: UInt32?
+    public var fanotifyMarks: [FanotifyMark]?
     /// fifo: the times of the FIFO and of its directory (FileTimes' layout), put back after
     /// the FIFO is refilled (a write moves its mtime).
     public var fileTimes: [Int64]?
@@ -530,4 +536,17 @@ public struct FileLock: Codable, Sendable, Equatable {
     public var start: Int64
     public var end: Int64?
     public init(kind: String, write: Bool, start: Int64, end: Int64?) { self.kind = kind; self.write = write; self.start = start; self.end = end }
+}
+
+/// Version 4: one inode mark of a fanotify group, as fdinfo shows it (mflags in FAN_MARK_*
+/// terms), with the path of the marked inode found from its file handle.
+public struct FanotifyMark: Codable, Sendable, Equatable {
+    public var path: String
+    public var mflags: UInt32
+    public var mask: UInt64
+    public var ignoredMask: UInt64
+    public var isSymlink: Bool?
+    public init(path: String, mflags: UInt32, mask: UInt64, ignoredMask: UInt64) {
+        self.path = path; self.mflags = mflags; self.mask = mask; self.ignoredMask = ignoredMask
+    }
 }

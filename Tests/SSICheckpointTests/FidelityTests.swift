@@ -78,7 +78,7 @@ enum FidelityCases {
                      notYet: "--tcp-established does not exist"),
         FidelityCase(fixture: "tcptimewait"),
         FidelityCase(fixture: "threadleader", notYet: "a zombie thread-group leader is refused"),
-        FidelityCase(fixture: "fanotify", notYet: "fanotify groups are refused"),
+        FidelityCase(fixture: "fanotify"),
         FidelityCase(fixture: "pty", notYet: "pseudo-terminal pairs are not rebuilt"),
         FidelityCase(fixture: "nsfd"),
         FidelityCase(fixture: "nsuts", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),

@@ -46,6 +46,10 @@ extension ProcessDumper {
                 do { out.append(try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
                 continue
             }
+            if link == "anon_inode:[fanotify]" {
+                do { out.append(try fanotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
+                continue
+            }
             if link.hasPrefix("anon_inode:") {
                 if let img = try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
                     try unsupported("\(link.dropFirst("anon_inode:".count)) file")
@@ -208,6 +212,10 @@ extension ProcessRestorer {
             return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
         case .namespace:
             return (try openNamespace(f), true)
+        case .fanotify:
+            let mine = try makeFanotifyGroup(f, pid: pid)
+            defer { close(mine) }
+            return (try FDTransfer.take(mine, inj: inj, what: "fanotify fd \(f.fd)"), true)
         case .tty where ttyFD != nil:
             return (ttyFD!, false)
         default:
