@@ -81,7 +81,10 @@ extension ProcessRestorer {
         // PR_TIMER_CREATE_RESTORE_IDS (Linux 6.14): timer_create takes the id to use from
         // *timerid instead of choosing one.
         let restoreIDs = try inj.rawPrctl(.timerCreateRestoreIDs, 1, 0, 0, 0) >= 0
-        for t in timers.sorted(by: { $0.id < $1.id }) {
+        // /proc/PID/timers lists timers newest first (each is added at the head of the
+        // process's list); with chosen ids they are made oldest first, so that the list reads
+        // as before. Without, ids come in order, so timers are made by increasing id.
+        for t in restoreIDs ? timers.reversed() : timers.sorted(by: { $0.id < $1.id }) {
             // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
             var ev = [UInt8](repeating: 0, count: 64)
             withUnsafeBytes(of: t.sigevValue) { ev.replaceSubrange(0..<8, with: $0) }
