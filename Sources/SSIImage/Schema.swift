@@ -189,6 +189,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case namespace
         /// Version 4: a fanotify group with its marks.
         case fanotify
+        /// Version 4: a UDP socket (bound, connected, with its queued datagrams).
+        case udpSocket
     }
     public var fd: Int32
     public var kind: Kind

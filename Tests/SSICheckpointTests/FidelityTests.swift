@@ -72,7 +72,7 @@ enum FidelityCases {
         FidelityCase(fixture: "scmpipe"),
         FidelityCase(fixture: "dgramclosed"),
         FidelityCase(fixture: "dgramclosed", args: ["no-seqpacket"]),
-        FidelityCase(fixture: "udp", notYet: "UDP sockets are refused"),
+        FidelityCase(fixture: "udp"),
         FidelityCase(fixture: "tcpexternal", args: ["@PORT"],
                      options: ["--peer", "\(TestEnv.repoRoot)/Tests/Fixtures/tcppeer.c", "--ck-arg", "--tcp-established", "--rs-arg", "--tcp-established"],
                      notYet: "--tcp-established does not exist"),

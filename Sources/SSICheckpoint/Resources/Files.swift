@@ -163,7 +163,7 @@ extension ProcessRestorer {
             } else if f.closeOnExec {
                 try inj.call("fcntl FD_CLOEXEC", .fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
             }
-            if (f.kind == .unixSocket || f.kind == .tcpSocket) && f.flags & O_NONBLOCK != 0 {
+            if (f.kind == .unixSocket || f.kind == .tcpSocket || f.kind == .udpSocket) && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
@@ -201,7 +201,7 @@ extension ProcessRestorer {
         case .inotify:
             guard let fsObjects else { return nil }
             return (try fsObjects.receiveInotify(f, pid: pid, inj: inj), true)
-        case .unixSocket, .tcpSocket:
+        case .unixSocket, .tcpSocket, .udpSocket:
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
             return (UInt64(slot), false)

@@ -113,8 +113,11 @@ extension ProcessDumper {
         case (AF_INET, 1) where proto == IPPROTO_TCP, (AF_INET6, 1) where proto == IPPROTO_TCP:
             img = FileDescriptorImage(fd: fd, kind: .tcpSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
             img.socket = try dumpTCP(sock, family: family)
+        case (AF_INET, 2) where proto == IPPROTO_UDP, (AF_INET6, 2) where proto == IPPROTO_UDP:
+            img = FileDescriptorImage(fd: fd, kind: .udpSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+            img.socket = try dumpUDP(sock, family: family, inode: inode)
         case (AF_INET, 2), (AF_INET6, 2):
-            throw UnsupportedSocket(kind: "UDP socket")
+            throw UnsupportedSocket(kind: "datagram socket of protocol \(proto)")
         case (AF_NETLINK, _):
             throw UnsupportedSocket(kind: "netlink socket")
         default:
@@ -196,7 +199,7 @@ final class SocketRebuilder {
     /// `sockets`: one image per socket (the first fd that holds it).
     /// Sockets in flight (SCM_RIGHTS) in the messages queued on `f`.
     static func inFlightSockets(of f: FileDescriptorImage) -> [FileDescriptorImage] {
-        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket }
+        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket || $0.kind == .udpSocket }
     }
 
     func build(_ held: [FileDescriptorImage]) throws {
@@ -212,8 +215,10 @@ final class SocketRebuilder {
         for f in sockets { if let id = f.socketID { images[id] = f } }
         let unix = sockets.filter { $0.kind == .unixSocket }
         let tcp = sockets.filter { $0.kind == .tcpSocket }
+        let udp = sockets.filter { $0.kind == .udpSocket }
         try buildUnix(unix)
         try buildTCP(tcp)
+        try buildUDP(udp)
         for f in sockets { try applyOptions(f) }
     }
 
