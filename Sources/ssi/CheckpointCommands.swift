@@ -59,6 +59,7 @@ struct Checkpoint: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Dump, then send SIG (default TERM).", valueName: "SIG")) var kill: String?
     @Option(name: .shortAndLong, help: "A description stored with the snapshot.") var description: String = ""
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
+    @Flag(name: .customLong("tcp-established"), help: "Save TCP connections to peers outside the application (restart needs it too).") var tcpEstablished = false
     @Flag(help: "Print the result as JSON.") var json = false
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
@@ -98,6 +99,7 @@ struct Checkpoint: ParsableCommand {
             o.description = description
             o.alreadyFrozen = ckptOnly
             o.ignoreUnsupported = ignoreUnsupported
+            o.tcpEstablished = tcpEstablished
             if let kill { o.killSignal = try parseSignal(kill) }
             let r = try engine.checkpoint(app: app, options: o)
             if json {
@@ -123,6 +125,7 @@ struct Restart: ParsableCommand {
     @Flag(name: .customShort("U"), help: "Leave it frozen; `ssi checkpoint -u APP` starts it.") var frozen = false
     @Flag(name: .short, help: "Give fds that were terminals this terminal.") var terminal = false
     @Flag(name: .short, help: "Foreground: wait for it, forward SIGINT/SIGTERM, return its exit status.") var foreground = false
+    @Flag(name: .customLong("tcp-established"), help: "Rebuild TCP connections to peers outside the application (saved with checkpoint --tcp-established).") var tcpEstablished = false
     @Flag(help: "Print the result as JSON.") var json = false
     @Option(name: .customLong("inherit-fd"),
             help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
@@ -142,6 +145,7 @@ struct Restart: ParsableCommand {
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
             o.inheritFDs = Set(inheritFD)
+            o.tcpEstablished = tcpEstablished
             let r = try CheckpointEngine().restart(app: app, version: version, options: o)
             if json {
                 print("{\"identifier\":\(r.app),\"version\":\(r.version),\"pid\":\(r.pid),\"restoreSeconds\":\(r.restoreSeconds)}")

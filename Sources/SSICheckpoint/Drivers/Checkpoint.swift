@@ -73,6 +73,7 @@ extension CheckpointEngine {
                 // The snapshot must be on disk before the application is killed; the signal is
                 // queued while every task is still stopped, so none runs past the snapshot.
                 let result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+                ProcessDumper.silenceExternalTCP(fdTables)
                 letGo(signal: sig)
                 return result
             }
@@ -96,7 +97,7 @@ extension CheckpointEngine {
             d.unixSockets = unixSockets
             fdTables[pid] = try d.dumpFileDescriptors()
         }
-        try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported, tcpEstablished: options.tcpEstablished)
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         try ProcessDumper.completeFifos(&fdTables)
         try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)

@@ -22,6 +22,8 @@ public struct CheckpointEngine: Sendable {
         public var alreadyFrozen = false
         /// Turn unsupported fds into closed fds at restart (`-i`).
         public var ignoreUnsupported = false
+        /// Save TCP connections to peers outside the application (`--tcp-established`).
+        public var tcpEstablished = false
         public init() {}
     }
 

@@ -23,6 +23,9 @@ extension CheckpointEngine {
         /// stdin, stdout, stderr); others only when listed (`--inherit-fd N`, CRIU's option
         /// of that name, without its key syntax).
         public var inheritFDs: Set<Int32>
+        /// TCP connections to peers outside the application are rebuilt (`--tcp-established`,
+        /// as given to the checkpoint).
+        public var tcpEstablished = false
 
         public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
@@ -88,7 +91,7 @@ final class RestartSession {
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
         for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal) }
-        checkExternalFDs()
+        try checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {
             throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
@@ -199,9 +202,15 @@ final class RestartSession {
     /// as a pipe with no peer: its unread bytes, then EOF (or EPIPE for a write end), as if
     /// the outside process had closed its end. Said on stderr, with the option that would
     /// connect it.
-    private func checkExternalFDs() {
+    private func checkExternalFDs() throws {
         for image in snap.processes {
-            for f in image.fds where f.external == true && !inherited.contains(f.fd) {
+            for f in image.fds where f.kind == .tcpSocket && f.external == true && !options.tcpEstablished {
+                throw SSIError(.invalidArgument, "PID \(image.pid) fd \(f.fd) was a TCP connection to a peer outside the application, saved with --tcp-established; nothing was restarted",
+                               hint: "restart with --tcp-established too, soon: the peer drops the connection when it times out")
+            }
+        }
+        for image in snap.processes {
+            for f in image.fds where f.kind == .pipe && f.external == true && !inherited.contains(f.fd) {
                 warn("PID \(image.pid) fd \(f.fd) was a pipe to a process outside the application (\(f.path)); it comes back with no process at the other end (use --inherit-fd \(f.fd) to give it this command's fd \(f.fd))")
             }
         }

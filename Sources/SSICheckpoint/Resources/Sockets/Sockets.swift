@@ -143,7 +143,7 @@ extension ProcessDumper {
     /// Every socket must be rebuildable from what the application holds: a unix peer, a
     /// pending client, a TCP peer must all be inside it. Others fail the checkpoint (or, with
     /// -i, become closed fds).
-    static func checkSockets(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+    static func checkSockets(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool, tcpEstablished: Bool = false) throws {
         let all = tables.values.flatMap { $0 }.flatMap { [$0] + SocketRebuilder.inFlightSockets(of: $0) }
         let unixIDs = Set(all.filter { $0.kind == .unixSocket }.compactMap(\.socketID))
         let pendingIDs = Set(all.compactMap { $0.socket?.pendingClients }.flatMap { $0 })
@@ -165,7 +165,14 @@ extension ProcessDumper {
                         problem = "unix listener \(SockAddr.describe(s?.address, family: 1)) with a pending connection from outside the application"
                     }
                 } else if f.kind == .tcpSocket, let s = f.socket, s.state == .connected, !tcpEnds.contains([s.peerAddress, s.address]) {
-                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application"
+                    // With --tcp-established (CRIU's name) it is saved as external: rebuilt in
+                    // repair mode against the same peer, which sees nothing if the restart
+                    // comes before it sends or times out.
+                    if tcpEstablished && f.socketID == carrier.socketID {
+                        if let i = tables[pid]!.firstIndex(where: { $0.fd == carrier.fd }) { tables[pid]![i].external = true }
+                        continue
+                    }
+                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application (use --tcp-established to save it)"
                 }
                 guard let problem else { continue }
                 let inFlight = f.socketID != carrier.socketID ? "a socket in flight in it: " : ""

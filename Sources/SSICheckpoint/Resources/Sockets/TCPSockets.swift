@@ -200,3 +200,19 @@ extension SocketRebuilder {
         }
     }
 }
+
+extension ProcessDumper {
+    /// Before the kill: TCP connections to the outside go into repair mode (tcp(7)), so
+    /// that closing them when their process dies sends neither FIN nor RST
+    /// (tcp_disconnect() only marks a socket in repair mode aborted): the peer keeps the
+    /// connection open for the restart.
+    static func silenceExternalTCP(_ tables: [Int32: [FileDescriptorImage]]) {
+        for (pid, fds) in tables {
+            for f in fds where f.kind == .tcpSocket && f.external == true {
+                guard let copy = try? FDTransfer.copy(fd: f.fd, from: ProcessID(pid)) else { continue }
+                SocketOption.tcpRepair.set(copy, 1)
+                close(copy)
+            }
+        }
+    }
+}
