@@ -42,16 +42,8 @@ extension ProcessDumper {
                 }
                 continue
             }
-            if link == "anon_inode:inotify" {
-                do { out.append(try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
-                continue
-            }
-            if link == "anon_inode:[fanotify]" {
-                do { out.append(try fanotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
-                continue
-            }
             if link.hasPrefix("anon_inode:") {
-                if let img = try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
+                if let img = try anonymousFile(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
                     try unsupported("\(link.dropFirst("anon_inode:".count)) file")
                 }
                 continue
@@ -100,6 +92,20 @@ extension ProcessDumper {
         }
         ProcessDumper.dedupPosixLocks(&out)
         return out
+    }
+
+    /// An anonymous-inode file: inotify, fanotify, eventfd, timerfd, signalfd, epoll; nil for
+    /// another kind, or for one refused with -i given (restored closed).
+    private func anonymousFile(fd: Int32, link: String, flags: Int32, cloexec: Bool, info: FdInfo) throws -> FileDescriptorImage? {
+        do {
+            switch link {
+            case "anon_inode:inotify": return try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)
+            case "anon_inode:[fanotify]": return try fanotify(fd: fd, link: link, flags: flags, cloexec: cloexec)
+            default: return try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info)
+            }
+        } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {
+            return nil
+        }
     }
 
     /// The id /proc/PID/maps would show for a file: "major:minor" in hex, then the inode
