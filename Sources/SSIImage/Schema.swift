@@ -485,6 +485,9 @@ public struct TCPRepairState: Codable, Sendable, Equatable {
     public var timestamp: UInt32
     /// struct tcp_repair_window: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     public var window: [UInt32]
+    /// Version 4: how many bytes at the end of sendQueue had not been sent yet (SIOCOUTQNSD):
+    /// restart sends them normally, once out of repair mode, rather than as data in flight.
+    public var unsent: UInt32?
     public init(sendSeq: UInt32, recvSeq: UInt32, sendQueue: Data, recvQueue: Data, mss: UInt32, sendWindowScale: UInt8,
                 recvWindowScale: UInt8, sack: Bool, timestamps: Bool, timestamp: UInt32, window: [UInt32]) {
         self.sendSeq = sendSeq; self.recvSeq = recvSeq; self.sendQueue = sendQueue; self.recvQueue = recvQueue; self.mss = mss

@@ -70,6 +70,8 @@ public enum SocketIoctl {
     public static let inputQueue: UInt = 0x541B
     /// SIOCOUTQ: bytes queued to send, not yet acknowledged.
     public static let outputQueue: UInt = 0x5411
+    /// SIOCOUTQNSD: bytes in the send queue not sent yet (tcp(7)).
+    public static let outputQueueNotSent: UInt = 0x894B
 
     /// Bytes queued to read on a socket, pipe or inotify fd; nil if refused.
     public static func queuedBytes(_ fd: Int32) -> Int32? {

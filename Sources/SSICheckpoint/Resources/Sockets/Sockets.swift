@@ -193,6 +193,8 @@ final class SocketRebuilder {
     var made: [UInt32: Int32] = [:]
     var images: [UInt32: FileDescriptorImage] = [:]
     var repairing: [(fd: Int32, reuse: Int32)] = []
+    /// TCP bytes written by the application and not yet sent, written once out of repair mode.
+    var unsentTCP: [(fd: Int32, data: Data, what: String)] = []
     /// The application's pipes (held by ssi), for pipe ends in flight.
     var pipes: PipeRegistry?
 
