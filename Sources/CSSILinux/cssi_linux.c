@@ -9,6 +9,7 @@
 #include <nmmintrin.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/fanotify.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -95,6 +96,12 @@ long cssi_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4
 long cssi_fcntl_int(int fd, int cmd, int arg) { return neg_errno(fcntl(fd, cmd, arg)); }
 long cssi_ioctl_long(int fd, unsigned long request, unsigned long arg) { return neg_errno(ioctl(fd, request, arg)); }
 long cssi_unshare_fs(void) { return neg_errno(unshare(CLONE_FS)); }
+long cssi_unshare_net(void) { return neg_errno(unshare(CLONE_NEWNET)); }
+long cssi_setns(int fd, int nstype) { return neg_errno(setns(fd, nstype)); }
+long cssi_fanotify_init(unsigned int flags, unsigned int event_f_flags) { return neg_errno(fanotify_init(flags, event_f_flags)); }
+long cssi_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, const char *path) {
+    return neg_errno(fanotify_mark(fd, flags, mask, dirfd, path));
+}
 
 long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len) {
     void *h = NULL;

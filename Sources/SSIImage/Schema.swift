@@ -106,6 +106,9 @@ public struct ProcessImage: Codable, Sendable {
     public var thpDisabled: Bool?
     /// The current directory had been removed (cwd reads "PATH (deleted)"): its mode.
     public var cwdDeletedMode: UInt32?
+    /// A job-stopped process: the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU)
+    /// while its parent had not been told; 0 once a wait(2) had reported the stop.
+    public var stopSignal: Int32?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -188,6 +191,12 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case fifo
         /// Version 3: a TCP socket (listening, bound, or connected inside the application).
         case tcpSocket
+        /// Version 4: an fd on a namespace file (/proc/PID/ns/net...).
+        case namespace
+        /// Version 4: a fanotify group with its marks.
+        case fanotify
+        /// Version 4: a UDP socket (bound, connected, with its queued datagrams).
+        case udpSocket
     }
     public var fd: Int32
     public var kind: Kind
@@ -254,6 +263,15 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var locks: [FileLock]?
     /// fifo: unlinked while open (its path is the old one): made again nameless.
     public var fifoDeleted: Bool?
+    /// namespace: its kind ("net", "uts"...), and whether it is the process's own (reopened
+    /// from /proc/self/ns) rather than one no process of the application is in (made anew:
+    /// only an empty network namespace can be).
+    public var namespaceKind: String?
+    public var namespaceOwn: Bool?
+    /// fanotify: fanotify_init(2) flags and event_f_flags, and the inode marks.
+    public var fanotifyFlags: UInt32?
+    public var fanotifyEventFlags: UInt32?
+    public var fanotifyMarks: [FanotifyMark]?
     /// fifo: the times of the FIFO and of its directory (FileTimes' layout), put back after
     /// the FIFO is refilled (a write moves its mtime).
     public var fileTimes: [Int64]?
@@ -473,6 +491,9 @@ public struct TCPRepairState: Codable, Sendable, Equatable {
     public var timestamp: UInt32
     /// struct tcp_repair_window: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
     public var window: [UInt32]
+    /// Version 4: how many bytes at the end of sendQueue had not been sent yet (SIOCOUTQNSD):
+    /// restart sends them normally, once out of repair mode, rather than as data in flight.
+    public var unsent: UInt32?
     public init(sendSeq: UInt32, recvSeq: UInt32, sendQueue: Data, recvQueue: Data, mss: UInt32, sendWindowScale: UInt8,
                 recvWindowScale: UInt8, sack: Bool, timestamps: Bool, timestamp: UInt32, window: [UInt32]) {
         self.sendSeq = sendSeq; self.recvSeq = recvSeq; self.sendQueue = sendQueue; self.recvQueue = recvQueue; self.mss = mss
@@ -526,4 +547,17 @@ public struct FileLock: Codable, Sendable, Equatable {
     public var start: Int64
     public var end: Int64?
     public init(kind: String, write: Bool, start: Int64, end: Int64?) { self.kind = kind; self.write = write; self.start = start; self.end = end }
+}
+
+/// Version 4: one inode mark of a fanotify group, as fdinfo shows it (mflags in FAN_MARK_*
+/// terms), with the path of the marked inode found from its file handle.
+public struct FanotifyMark: Codable, Sendable, Equatable {
+    public var path: String
+    public var mflags: UInt32
+    public var mask: UInt64
+    public var ignoredMask: UInt64
+    public var isSymlink: Bool?
+    public init(path: String, mflags: UInt32, mask: UInt64, ignoredMask: UInt64) {
+        self.path = path; self.mflags = mflags; self.mask = mask; self.ignoredMask = ignoredMask
+    }
 }

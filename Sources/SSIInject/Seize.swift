@@ -44,6 +44,9 @@ public final class SeizedApplication {
     public private(set) var zombies: [Int32: Int32] = [:]
     /// Processes that were stopped by job control when we came.
     public private(set) var jobStopped: Set<Int32> = []
+    /// Their stop signal while the parent has not been told yet (/proc/PID/stat exit_code,
+    /// read before we seize them: a wait(2) that reports the stop clears it), else 0.
+    public private(set) var stopSignals: [Int32: Int32] = [:]
     /// CLOCK_MONOTONIC (ns) when each task was seen in its ptrace stop: an interrupted
     /// relative sleep had its remaining time computed just before.
     public private(set) var stoppedAt: [Int32: Int64] = [:]
@@ -83,7 +86,10 @@ public final class SeizedApplication {
                 if zombies[pid] == nil { zombies[pid] = try zombieStatus(pid) }
                 continue
             }
-            if threads[pid] == nil && st.state == "T" { jobStopped.insert(pid) }
+            if threads[pid] == nil && st.state == "T" {
+                jobStopped.insert(pid)
+                stopSignals[pid] = (try? zombieStatus(pid)).map { $0 & 0x7f } ?? 0
+            }
             let held = Set(threads[pid] ?? [])
             for tid in (try? threadIDs(of: pid)) ?? [] where !held.contains(tid) {
                 do {

@@ -32,13 +32,40 @@ public enum InetDiag {
 
     /// Sends one request (struct nlmsghdr + struct inet_diag_req_v2) and reads the answer:
     /// the payloads of the messages of a dump, or [] for a positive ack; nil on an error.
-    private static func request(_ fd: Int32, type: UInt16, flags: UInt16, family: Int32, id: [UInt8]) -> [[UInt8]]? {
+    /// The shutdown(2) state of the socket of inode `inode` (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2:
+    /// the INET_DIAG_SHUTDOWN attribute, which every answer carries), for `proto` (IPPROTO_UDP
+    /// 17...); nil if it is not found.
+    public static func shutdown(family: Int32, protocol proto: Int32, inode: UInt32) -> UInt8? {
+        let fd = socket(16 /* AF_NETLINK */, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let found = request(fd, type: 20, flags: 0x1 | 0x300, family: family, id: [UInt8](repeating: 0, count: 48),
+                                  protocol: proto, states: 0xffff_ffff) else { return nil }
+        // struct inet_diag_msg is 72 bytes, idiag_inode at 68; then the attributes.
+        for msg in found where msg.count >= 72 {
+            let ino = msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 68, as: UInt32.self) }
+            guard ino == inode else { continue }
+            var a = 72
+            while a + 4 <= msg.count {
+                let len = Int(msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: a, as: UInt16.self) })
+                let type = msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: a + 2, as: UInt16.self) }
+                if len < 4 { break }
+                if type == 8, a + 4 < msg.count { return msg[a + 4] }      // INET_DIAG_SHUTDOWN
+                a += (len + 3) & ~3
+            }
+            return 0
+        }
+        return nil
+    }
+
+    private static func request(_ fd: Int32, type: UInt16, flags: UInt16, family: Int32, id: [UInt8],
+                                protocol proto: Int32 = Int32(IPPROTO_TCP), states: UInt32 = 1 << 6) -> [[UInt8]]? {
         var req = [UInt8](repeating: 0, count: 16 + 56)
         func put32(_ v: UInt32, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { req.replaceSubrange(at..<(at + 4), with: $0) } }
         func put16(_ v: UInt16, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { req.replaceSubrange(at..<(at + 2), with: $0) } }
         put32(UInt32(req.count), 0); put16(type, 4); put16(flags, 6); put32(1, 8)
-        req[16] = UInt8(family); req[17] = UInt8(IPPROTO_TCP)
-        put32(1 << 6, 20)                    // idiag_states: TCP_TIME_WAIT
+        req[16] = UInt8(family); req[17] = UInt8(proto)
+        put32(states, 20)                    // idiag_states (TIME_WAIT: 1 << 6)
         req.replaceSubrange(24..<72, with: id)
         guard (req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }) == req.count else { return nil }
         var out = [[UInt8]]()

@@ -108,6 +108,7 @@ struct Checkpoint: ParsableCommand {
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
     @Flag(inversion: .prefixedNo, help: "Copy memory while the application runs, freeze it only for the last round (default: when it holds 64 MiB of anonymous memory or more).")
     var precopy: Bool? = nil
+    @Flag(name: .customLong("tcp-established"), help: "Save TCP connections to peers outside the application (restart needs it too).") var tcpEstablished = false
     @Flag(help: "Print the result as JSON.") var json = false
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
@@ -166,6 +167,7 @@ struct Checkpoint: ParsableCommand {
             o.alreadyFrozen = ckptOnly
             o.ignoreUnsupported = ignoreUnsupported
             o.precopy = precopy
+            o.tcpEstablished = tcpEstablished
             if let kill { o.killSignal = try parseSignal(kill) }
             let r = try Self.reported(app, progress: OperationProgress("checkpoint \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
                 try engine.checkpoint(app: app, options: o)
@@ -202,6 +204,7 @@ struct Restart: ParsableCommand {
     @Flag(name: .customShort("U"), help: "Leave it frozen; `ssi checkpoint -u APP` starts it.") var frozen = false
     @Flag(name: .short, help: "Give fds that were terminals this terminal.") var terminal = false
     @Flag(name: .short, help: "Foreground: wait for it, forward SIGINT/SIGTERM, return its exit status.") var foreground = false
+    @Flag(name: .customLong("tcp-established"), help: "Rebuild TCP connections to peers outside the application (saved with checkpoint --tcp-established).") var tcpEstablished = false
     @Flag(help: "Print the result as JSON.") var json = false
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Option(name: .customLong("inherit-fd"),
@@ -230,6 +233,7 @@ struct Restart: ParsableCommand {
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
             o.inheritFDs = Set(inheritFD)
+            o.tcpEstablished = tcpEstablished
             let r = try Self.reported(app, version: version, progress: OperationProgress("restart \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
                 try CheckpointEngine().restart(app: app, version: version, options: o)
             }

@@ -101,6 +101,12 @@ long cssi_fcntl_int(int fd, int cmd, int arg);
 long cssi_ioctl_long(int fd, unsigned long request, unsigned long arg);
 // unshare(CLONE_FS) for the calling thread: its own cwd, root and umask from now on; -errno.
 long cssi_unshare_fs(void);
+// unshare(CLONE_NEWNET) for the calling thread; setns(2) of the calling thread; -errno.
+long cssi_unshare_net(void);
+long cssi_setns(int fd, int nstype);
+// fanotify_init(2) and fanotify_mark(2); -errno on failure.
+long cssi_fanotify_init(unsigned int flags, unsigned int event_f_flags);
+long cssi_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, const char *path);
 long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len);
 long cssi_prlimit(pid_t pid, int resource, const uint64_t *newlim /* [2] or NULL */, uint64_t *oldlim /* [2] or NULL */);
 long cssi_pidfd_open(pid_t pid);

@@ -82,6 +82,7 @@ extension CheckpointEngine {
             let t0 = DispatchTime.now()
             var phase = PhaseClock()
             phase.mark("checkpoint: stop every task")
+            try ProcessDumper.refuseOwnNamespaces(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
@@ -94,6 +95,7 @@ extension CheckpointEngine {
                 // The snapshot must be on disk before the application is killed; the signal is
                 // queued while every task is still stopped, so none runs past the snapshot.
                 let result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+                ProcessDumper.silenceExternalTCP(fdTables)
                 letGo(signal: sig)
                 return result
             }
@@ -117,7 +119,7 @@ extension CheckpointEngine {
             d.unixSockets = unixSockets
             fdTables[pid] = try d.dumpFileDescriptors()
         }
-        try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported, tcpEstablished: options.tcpEstablished)
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         try ProcessDumper.completeFifos(&fdTables)
         try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
@@ -145,6 +147,7 @@ extension CheckpointEngine {
             var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
             img.pagesFile = "pages-\(pid).img"
             img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
+            if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
             images.append(img)
         }

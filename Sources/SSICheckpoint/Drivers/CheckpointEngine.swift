@@ -29,6 +29,8 @@ public struct CheckpointEngine: Sendable {
         /// A cluster application's id when it is not its root's PID (docs/migration.md): the
         /// snapshot is stored under it and its cgroup is `ssi/app-<id>`.
         public var applicationID: Int32? = nil
+        /// Save TCP connections to peers outside the application (`--tcp-established`).
+        public var tcpEstablished = false
         public init() {}
     }
 

@@ -23,6 +23,9 @@ extension CheckpointEngine {
         /// stdin, stdout, stderr); others only when listed (`--inherit-fd N`, CRIU's option
         /// of that name, without its key syntax).
         public var inheritFDs: Set<Int32>
+        /// TCP connections to peers outside the application are rebuilt (`--tcp-established`,
+        /// as given to the checkpoint).
+        public var tcpEstablished = false
 
         public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
@@ -94,7 +97,7 @@ final class RestartSession {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
         ownNamespace = root.pidNamespaceInit == true
         for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal, newNamespace: ownNamespace) }
-        checkExternalFDs()
+        try checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {
             throw SSIError(.unsupported, "-U needs the cgroup v2 freezer, which is not available here; nothing was restarted")
@@ -126,10 +129,10 @@ final class RestartSession {
         }
         if options.leaveFrozen, let freezer {
             try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")
-            for pr in restorers.reversed() { pr.detach() }
+            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.pid)); pr.detach() }
             try freezer.freeze(app)
         } else {
-            for pr in restorers.reversed() { pr.detach() }
+            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.pid)); pr.detach() }
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
         return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: created[0], restoreSeconds: secs)
@@ -183,7 +186,9 @@ final class RestartSession {
             // process, so the pages it shared copy-on-write with them are shared again.
             try pr.rebuild()
             for child in (children[image.pid] ?? []).sorted(by: { $0.pid < $1.pid }) {
-                let ct = try pr.fork(child: child)
+                // A child whose session lost its leader (not in the snapshot) is made in it.
+                let lostSession = child.sid != image.sid && child.sid != child.pid && !snap.processes.contains { $0.pid == child.sid }
+                let ct = lostSession ? try pr.forkIntoLostSession(child: child) : try pr.fork(child: child)
                 created.append(ct.pid.rawValue)
                 createdIDs.insert(child.pid)
                 if let status = child.zombieStatus {
@@ -207,13 +212,21 @@ final class RestartSession {
     /// as a pipe with no peer: its unread bytes, then EOF (or EPIPE for a write end), as if
     /// the outside process had closed its end. Said on stderr, with the option that would
     /// connect it.
-    private func checkExternalFDs() {
+    private func checkExternalFDs() throws {
         for image in snap.processes {
-            for f in image.fds where f.external == true && !inherited.contains(f.fd) {
+            for f in image.fds where f.kind == .tcpSocket && f.external == true && !options.tcpEstablished {
+                throw SSIError(.invalidArgument, "PID \(image.pid) fd \(f.fd) was a TCP connection to a peer outside the application, saved with --tcp-established; nothing was restarted",
+                               hint: "restart with --tcp-established too, soon: the peer drops the connection when it times out")
+            }
+        }
+        for image in snap.processes {
+            for f in image.fds where f.kind == .pipe && f.external == true && !inherited.contains(f.fd) {
                 warn("PID \(image.pid) fd \(f.fd) was a pipe to a process outside the application (\(f.path)); it comes back with no process at the other end (use --inherit-fd \(f.fd) to give it this command's fd \(f.fd))")
             }
         }
     }
+
+    private func children(of pid: Int32) -> [ProcessImage] { snap.processes.filter { $0.ppid == pid } }
 
     /// Kills and reaps every process created, so that no PID stays taken.
     private func killCreated() {

@@ -184,11 +184,44 @@ final class ProcessRestorer {
 
     /// Every thread of the process leaves its ptrace stop.
     func detach() {
-        if image.jobStopped == true { try? Signal.stop.send(to: ProcessID(pid)) }
+        if image.jobStopped == true {
+            // Stopped again by the signal that stopped it, which the parent's wait reports
+            // (WSTOPSIG); a stop already reported comes back as SIGSTOP, and the parent
+            // takes the new report at once (settleStoppedChildren).
+            let sig = image.stopSignal.flatMap { $0 > 0 ? Signal($0) : nil } ?? .stop
+            try? sig.send(to: ProcessID(pid))
+        }
         for t in image.threads where t.tid != image.pid {
             if let id = try? taskID(t.tid) { try? Tracee.adoptTraceMe(ProcessID(id)).detach() }
         }
         try? tracee.detach()
+    }
+}
+
+extension ProcessRestorer {
+    /// Children that were stopped and whose stop the parent had already taken with wait(2):
+    /// once each is stopped again (after its detach), the parent takes the new report, so
+    /// that it does not see the stop twice. wait4(2) with WUNTRACED|WNOHANG run in the parent
+    /// (from its vDSO's `syscall`: the scratch area is gone by now) with every signal blocked,
+    /// then its final registers and mask are put back.
+    func settleStoppedChildren(_ children: [ProcessImage]) {
+        let reported = children.filter { $0.jobStopped == true && $0.stopSignal == 0 && $0.zombieStatus == nil }
+        guard !reported.isEmpty, let regs = try? tracee.registers(), let mask = try? tracee.sigmask(),
+              let waiter = try? Injector(pid: ProcessID(pid), base: regs) else { return }
+        defer { try? tracee.setSigmask(mask); try? tracee.setRegisters(regs) }
+        try? tracee.setSigmask(~0)
+        for child in reported {
+            _ = waitUntilStopped(child.pid)
+            _ = try? waiter.raw(.wait4, UInt64(child.pid), 0, UInt64(WUNTRACED | WNOHANG), 0)
+        }
+    }
+
+    private func waitUntilStopped(_ pid: Int32) -> Bool {
+        for _ in 0..<200 {
+            if let st = try? ProcStat.read(pid: pid), st.state == "T" { return true }
+            usleep(5000)
+        }
+        return false
     }
 }
 

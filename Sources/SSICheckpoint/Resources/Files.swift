@@ -42,12 +42,8 @@ extension ProcessDumper {
                 }
                 continue
             }
-            if link == "anon_inode:inotify" {
-                do { out.append(try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)) } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {}
-                continue
-            }
             if link.hasPrefix("anon_inode:") {
-                if let img = try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
+                if let img = try anonymousFile(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info) { out.append(img) } else {
                     try unsupported("\(link.dropFirst("anon_inode:".count)) file")
                 }
                 continue
@@ -72,6 +68,7 @@ extension ProcessDumper {
             }
             if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
             let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
+            if let ns = try namespaceFile(fd: fd, link: link, flags: flags, cloexec: cloexec, st: st) { out.append(ns); continue }
             guard link.hasPrefix("/") else { try unsupported("special file"); continue }
             switch mode {
             case S_IFREG:
@@ -95,6 +92,20 @@ extension ProcessDumper {
         }
         ProcessDumper.dedupPosixLocks(&out)
         return out
+    }
+
+    /// An anonymous-inode file: inotify, fanotify, eventfd, timerfd, signalfd, epoll; nil for
+    /// another kind, or for one refused with -i given (restored closed).
+    private func anonymousFile(fd: Int32, link: String, flags: Int32, cloexec: Bool, info: FdInfo) throws -> FileDescriptorImage? {
+        do {
+            switch link {
+            case "anon_inode:inotify": return try inotify(fd: fd, link: link, flags: flags, cloexec: cloexec)
+            case "anon_inode:[fanotify]": return try fanotify(fd: fd, link: link, flags: flags, cloexec: cloexec)
+            default: return try anonInode(fd: fd, link: link, flags: flags, cloexec: cloexec, info: info)
+            }
+        } catch let e as SSIError where e.kind == .unsupported && ignoreUnsupported {
+            return nil
+        }
     }
 
     /// The id /proc/PID/maps would show for a file: "major:minor" in hex, then the inode
@@ -158,7 +169,7 @@ extension ProcessRestorer {
             } else if f.closeOnExec {
                 try inj.call("fcntl FD_CLOEXEC", .fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
             }
-            if (f.kind == .unixSocket || f.kind == .tcpSocket) && f.flags & O_NONBLOCK != 0 {
+            if (f.kind == .unixSocket || f.kind == .tcpSocket || f.kind == .udpSocket) && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
@@ -196,7 +207,7 @@ extension ProcessRestorer {
         case .inotify:
             guard let fsObjects else { return nil }
             return (try fsObjects.receiveInotify(f, pid: pid, inj: inj), true)
-        case .unixSocket, .tcpSocket:
+        case .unixSocket, .tcpSocket, .udpSocket:
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
             return (UInt64(slot), false)
@@ -205,6 +216,12 @@ extension ProcessRestorer {
             // pipe (fifo_open); ssi holds both ends, so no open waits.
             guard let id = f.fifoID, let path = fsObjects?.fifoPath(id) else { return nil }
             return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
+        case .namespace:
+            return (try openNamespace(f), true)
+        case .fanotify:
+            let mine = try makeFanotifyGroup(f, pid: pid)
+            defer { close(mine) }
+            return (try FDTransfer.take(mine, inj: inj, what: "fanotify fd \(f.fd)"), true)
         case .tty where ttyFD != nil:
             return (ttyFD!, false)
         default:

@@ -87,6 +87,8 @@ extension ProcessDumper {
                     vma.pages = try finalRuns(pre, vma: m, fileBacked: kind == .file, copier: copier)
                     vmas.append(vma)
                     continue
+                } else if kind == .anonymous && m.shared, let shm = shmemRuns(m) {
+                    runs = shm
                 } else {
                     runs = try presentRuns(pagemap: pm.rawValue, vma: m, fileBacked: kind == .file)
                 }
@@ -155,6 +157,34 @@ extension ProcessDumper {
 
     /// Runs of pages to save in one VMA, from /proc/PID/pagemap (bit 63 present, 62 swapped,
     /// 61 file-page or shared-anonymous: Documentation/admin-guide/mm/pagemap.rst).
+    /// A shared anonymous area is a shmem object (shared with the processes forked since):
+    /// its pages are those of the object, which may be in no page table of this process (a
+    /// child touched them, or MADV_DONTNEED dropped the mapping but not the page). They are
+    /// found in the object itself: /proc/PID/map_files/START-END opens it, and
+    /// lseek(2) SEEK_DATA/SEEK_HOLE, which shmem supports, gives its pages (swapped ones
+    /// included); the copier then reads them through the process's mapping. nil if the
+    /// object cannot be opened that way.
+    func shmemRuns(_ vma: MapsEntry) -> [(UInt64, UInt64)]? {
+        let fd = open("/proc/\(pid)/map_files/\(String(vma.start, radix: 16))-\(String(vma.end, radix: 16))", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let page = SnapshotFormat.pageSize
+        let first = off_t(vma.offset), last = off_t(vma.offset + vma.size)
+        var runs = [(UInt64, UInt64)]()
+        var at = first
+        while at < last {
+            let data = lseek(fd, at, 3 /* SEEK_DATA */)
+            if data < 0 || data >= last { break }
+            var hole = lseek(fd, data, 4 /* SEEK_HOLE */)
+            if hole < 0 || hole > last { hole = last }
+            let start: UInt64 = UInt64(data) / page * page
+            let end: UInt64 = (UInt64(hole) + page - 1) / page * page
+            runs.append((vma.start + (start - vma.offset), (end - start) / page))
+            at = off_t(end)
+        }
+        return runs
+    }
+
     func presentRuns(pagemap: Int32, vma: MapsEntry, fileBacked: Bool) throws -> [(UInt64, UInt64)] {
         let n = Int(vma.size / SnapshotFormat.pageSize)
         var entries = [UInt64](repeating: 0, count: n)

@@ -98,6 +98,50 @@ extension ProcessRestorer {
         }
     }
 
+    /// A child in a session whose leader has exited (it was reparented to this process, a
+    /// subreaper or init-like parent): setsid(2) makes a session whose id is the caller's
+    /// PID, so a helper is forked with the session's id as its PID, calls setsid, forks the
+    /// child with CLONE_PARENT (clone(2): its parent is then this process, as it was; it
+    /// inherits the helper's session and group, which joinGroup changes if needed), and
+    /// exits; this process reaps it, and the SIGCHLD it got is dropped with the restore's
+    /// own signals (dropRestoreSignals).
+    func forkIntoLostSession(child: ProcessImage) throws -> Tracee {
+        let sid = child.sid
+        let signal = UInt64(child.exitSignal ?? SIGCHLD)
+        let r = try clone3(flags: 0, exitSignal: signal, tid: sid)
+        if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(sid) (the id of the session of PID \(child.pid)) is taken; nothing was changed",
+                                               hint: "the process that has PID \(sid) now must end before this restart") }
+        if r < 0 { throw SSIError.sys("clone3 of the session helper \(sid) in PID \(pid)", errno: Int32(-r)) }
+        let h = Tracee.adoptTraceMe(ProcessID(sid))
+        guard case .signal(.stop) = try h.wait() else { throw SSIError(.system, "session helper \(sid) did not stop as expected") }
+        // The helper is a copy of this process: same scratch area and gadget.
+        let hinj = Injector(pid: h.pid, base: try h.registers(), gadget: inj.gadget)
+        try hinj.call("setsid in the session helper", .setsid)
+        let hmem = RemoteMemory(pid: h.pid)
+        // exit_signal 0: clone3 refuses one with CLONE_PARENT (EINVAL); the child takes the
+        // helper's, which is its own (copy_process).
+        try hmem.write(words: [0x8000 /* CLONE_PARENT */, 0, 0, 0, 0, 0, 0, 0, scratch + 256, 1, 0], to: scratch + 128)
+        try hmem.write(words: [UInt64(child.pid)], to: scratch + 256)
+        let c = try hinj.rawArgs(.clone3, [scratch + 128, 88])
+        if c < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in its session helper", errno: Int32(-c)) }
+        let t = Tracee.adoptTraceMe(ProcessID(child.pid))
+        switch try t.wait() {
+        case .signal(.stop), .event: break
+        case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")
+        }
+        try h.setRegisters(try h.registers().preparedForSyscall(.exit_group, [0], at: inj.gadget))
+        try h.cont()
+        while true {
+            switch try h.wait() {
+            case .exited, .killed:
+                try inj.call("reap the session helper \(sid)", .wait4, UInt64(sid), 0, 0x4000_0000 /* __WALL */, 0)
+                return t
+            case .signal(let s): try h.cont(signal: s == .trap || s == .stop ? nil : s)
+            case .event: try h.cont()
+            }
+        }
+    }
+
     /// clone3 run in the process with set_tid = `tid` (Linux 5.5): the new task gets its old
     /// id. Returns the raw result.
     func clone3(flags: UInt64, exitSignal: UInt64, tid: Int32) throws -> Int64 {

@@ -50,8 +50,14 @@ extension ProcessDumper {
                 cur?.signal = Int32(sv.first ?? "0") ?? 0
                 cur?.sigevValue = UInt64(sv.count > 1 ? String(sv[1]) : "0", radix: 16) ?? 0
             case "notify":
-                let kind = parts[1].split(separator: "/").first ?? ""
-                cur?.notify = kind == "none" ? 1 : (kind == "thread" ? 4 : 0)
+                // "KIND/tid.N" or "KIND/pid.N" (fs/proc/base.c, show_timer): KIND is the
+                // sigev_notify without SIGEV_THREAD_ID (signal 0, none 1, thread 2), "tid" says
+                // SIGEV_THREAD_ID (4): aimed at thread N. glibc's SIGEV_THREAD timers are
+                // SIGEV_THREAD_ID ones aimed at its helper thread (with SIGCANCEL).
+                let halves = parts[1].split(separator: "/", maxSplits: 1)
+                let kind = halves.first ?? ""
+                let target = halves.count > 1 ? halves[1] : ""
+                cur?.notify = (kind == "none" ? 1 : (kind == "thread" ? 2 : 0)) | (target.hasPrefix("tid") ? 4 : 0)
                 cur?.notifyTID = Int32(parts[1].split(separator: ".").last ?? "0") ?? 0
             case "ClockID":
                 cur?.clockID = Int32(parts[1]) ?? 0
@@ -75,7 +81,10 @@ extension ProcessRestorer {
         // PR_TIMER_CREATE_RESTORE_IDS (Linux 6.14): timer_create takes the id to use from
         // *timerid instead of choosing one.
         let restoreIDs = try inj.rawPrctl(.timerCreateRestoreIDs, 1, 0, 0, 0) >= 0
-        for t in timers.sorted(by: { $0.id < $1.id }) {
+        // /proc/PID/timers lists timers newest first (each is added at the head of the
+        // process's list); with chosen ids they are made oldest first, so that the list reads
+        // as before. Without, ids come in order, so timers are made by increasing id.
+        for t in restoreIDs ? timers.reversed() : timers.sorted(by: { $0.id < $1.id }) {
             // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
             var ev = [UInt8](repeating: 0, count: 64)
             withUnsafeBytes(of: t.sigevValue) { ev.replaceSubrange(0..<8, with: $0) }

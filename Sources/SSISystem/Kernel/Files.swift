@@ -99,3 +99,14 @@ public enum FileTimes {
         _ = utimensat(AT_FDCWD, path, &ts, AT_SYMLINK_NOFOLLOW)
     }
 }
+
+/// fanotify groups (fanotify_init(2), fanotify_mark(2), Linux 2.6.37).
+public enum Fanotify {
+    /// A new group; the fd or -errno.
+    public static func initialize(flags: UInt32, eventFlags: UInt32) -> Int { cssi_fanotify_init(flags, eventFlags) }
+
+    /// fanotify_mark on `path`; 0 or -errno.
+    public static func mark(_ fd: Int32, flags: UInt32, mask: UInt64, path: String) -> Int {
+        cssi_fanotify_mark(fd, flags, mask, AT_FDCWD, path)
+    }
+}

@@ -70,6 +70,8 @@ public enum SocketIoctl {
     public static let inputQueue: UInt = 0x541B
     /// SIOCOUTQ: bytes queued to send, not yet acknowledged.
     public static let outputQueue: UInt = 0x5411
+    /// SIOCOUTQNSD: bytes in the send queue not sent yet (tcp(7)).
+    public static let outputQueueNotSent: UInt = 0x894B
 
     /// Bytes queued to read on a socket, pipe or inotify fd; nil if refused.
     public static func queuedBytes(_ fd: Int32) -> Int32? {
@@ -142,6 +144,19 @@ public enum UnixSocketFile {
 }
 
 public enum ThreadFS {
+    /// unshare(2) CLONE_NEWNET for the calling thread: a new, empty network namespace (only
+    /// "lo", down). Returns 0 or an errno.
+    public static func unshareNetwork() -> Int32 {
+        let r = cssi_unshare_net()
+        return r < 0 ? Int32(-r) : 0
+    }
+
+    /// setns(2) of the calling thread into the namespace of `fd` (CLONE_NEWNET 0x40000000...).
+    public static func enter(_ fd: Int32, type: Int32) -> Int32 {
+        let r = cssi_setns(fd, type)
+        return r < 0 ? Int32(-r) : 0
+    }
+
     /// unshare(2) CLONE_FS for the calling thread only: a chdir on it then moves no other
     /// thread's cwd. Returns 0 or an errno.
     public static func unshareCwd() -> Int32 {

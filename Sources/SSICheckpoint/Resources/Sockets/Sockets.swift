@@ -113,8 +113,11 @@ extension ProcessDumper {
         case (AF_INET, 1) where proto == IPPROTO_TCP, (AF_INET6, 1) where proto == IPPROTO_TCP:
             img = FileDescriptorImage(fd: fd, kind: .tcpSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
             img.socket = try dumpTCP(sock, family: family)
+        case (AF_INET, 2) where proto == IPPROTO_UDP, (AF_INET6, 2) where proto == IPPROTO_UDP:
+            img = FileDescriptorImage(fd: fd, kind: .udpSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+            img.socket = try dumpUDP(sock, family: family, inode: inode)
         case (AF_INET, 2), (AF_INET6, 2):
-            throw UnsupportedSocket(kind: "UDP socket")
+            throw UnsupportedSocket(kind: "datagram socket of protocol \(proto)")
         case (AF_NETLINK, _):
             throw UnsupportedSocket(kind: "netlink socket")
         default:
@@ -140,7 +143,7 @@ extension ProcessDumper {
     /// Every socket must be rebuildable from what the application holds: a unix peer, a
     /// pending client, a TCP peer must all be inside it. Others fail the checkpoint (or, with
     /// -i, become closed fds).
-    static func checkSockets(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+    static func checkSockets(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool, tcpEstablished: Bool = false) throws {
         let all = tables.values.flatMap { $0 }.flatMap { [$0] + SocketRebuilder.inFlightSockets(of: $0) }
         let unixIDs = Set(all.filter { $0.kind == .unixSocket }.compactMap(\.socketID))
         let pendingIDs = Set(all.compactMap { $0.socket?.pendingClients }.flatMap { $0 })
@@ -162,7 +165,14 @@ extension ProcessDumper {
                         problem = "unix listener \(SockAddr.describe(s?.address, family: 1)) with a pending connection from outside the application"
                     }
                 } else if f.kind == .tcpSocket, let s = f.socket, s.state == .connected, !tcpEnds.contains([s.peerAddress, s.address]) {
-                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application"
+                    // With --tcp-established (CRIU's name) it is saved as external: rebuilt in
+                    // repair mode against the same peer, which sees nothing if the restart
+                    // comes before it sends or times out.
+                    if tcpEstablished && f.socketID == carrier.socketID {
+                        if let i = tables[pid]!.firstIndex(where: { $0.fd == carrier.fd }) { tables[pid]![i].external = true }
+                        continue
+                    }
+                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application (use --tcp-established to save it)"
                 }
                 guard let problem else { continue }
                 let inFlight = f.socketID != carrier.socketID ? "a socket in flight in it: " : ""
@@ -183,6 +193,8 @@ final class SocketRebuilder {
     var made: [UInt32: Int32] = [:]
     var images: [UInt32: FileDescriptorImage] = [:]
     var repairing: [(fd: Int32, reuse: Int32)] = []
+    /// TCP bytes written by the application and not yet sent, written once out of repair mode.
+    var unsentTCP: [(fd: Int32, data: Data, what: String)] = []
     /// The application's pipes (held by ssi), for pipe ends in flight.
     var pipes: PipeRegistry?
 
@@ -196,7 +208,7 @@ final class SocketRebuilder {
     /// `sockets`: one image per socket (the first fd that holds it).
     /// Sockets in flight (SCM_RIGHTS) in the messages queued on `f`.
     static func inFlightSockets(of f: FileDescriptorImage) -> [FileDescriptorImage] {
-        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket }
+        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket || $0.kind == .udpSocket }
     }
 
     func build(_ held: [FileDescriptorImage]) throws {
@@ -212,8 +224,10 @@ final class SocketRebuilder {
         for f in sockets { if let id = f.socketID { images[id] = f } }
         let unix = sockets.filter { $0.kind == .unixSocket }
         let tcp = sockets.filter { $0.kind == .tcpSocket }
+        let udp = sockets.filter { $0.kind == .udpSocket }
         try buildUnix(unix)
         try buildTCP(tcp)
+        try buildUDP(udp)
         for f in sockets { try applyOptions(f) }
     }
 

@@ -55,10 +55,11 @@ extension ProcessDumper {
             SocketOption.tcpRepair.set(sock, 0)
             SocketOption.reuseAddress.set(sock, reuse)
         }
-        var inq: Int32 = 0, outq: Int32 = 0
+        var inq: Int32 = 0, outq: Int32 = 0, notSent: Int32 = 0
         if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 || ioctl(sock, SocketIoctl.outputQueue, &outq) != 0 {
             throw SSIError.sys("PID \(pid): queue sizes of a TCP connection (SIOCINQ/SIOCOUTQ)", errno: errno)
         }
+        if ioctl(sock, SocketIoctl.outputQueueNotSent, &notSent) != 0 { notSent = 0 }
         func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) {
             guard SocketOption.tcpRepairQueue.set(sock, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
             guard let rawSeq = SocketOption.tcpQueueSequence.get(sock) else {
@@ -85,10 +86,12 @@ extension ProcessDumper {
         // current segment size, smaller by the options, and would shrink at every restart.
         let mss = SocketOption.tcpMaxSegment.get(sock).map { UInt32($0) } ?? info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt32.self) }
         guard let stamp = SocketOption.tcpTimestamp.get(sock) else { throw SSIError.sys("PID \(pid): TCP_TIMESTAMP", errno: errno) }
-        return TCPRepairState(sendSeq: sendSeq, recvSeq: recvSeq, sendQueue: sendQueue, recvQueue: recvQueue, mss: mss,
-                              sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
-                              timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: stamp),
-                              window: win)
+        var state = TCPRepairState(sendSeq: sendSeq, recvSeq: recvSeq, sendQueue: sendQueue, recvQueue: recvQueue, mss: mss,
+                                   sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
+                                   timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: stamp),
+                                   window: win)
+        if notSent > 0 && notSent <= outq { state.unsent = UInt32(notSent) }
+        return state
     }
 }
 
@@ -111,6 +114,18 @@ extension SocketRebuilder {
             SocketOption.reuseAddress.set(fd, reuse)   // cleared by leaving repair mode
         }
         repairing = []
+        // Bytes the application had written and TCP had not sent yet: written now, as the
+        // application would have had them sent (in repair mode they would count as sent and
+        // lost, and go out one retransmission timeout at a time).
+        for (fd, data, what) in unsentTCP {
+            var off = 0
+            while off < data.count {
+                let n = data.withUnsafeBytes { send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                if n <= 0 { throw SSIError.sys("send the \(data.count) unsent bytes of \(what) again", errno: errno) }
+                off += n
+            }
+        }
+        unsentTCP = []
     }
 
     /// A listening or merely bound socket: bound to its address again (and listening).
@@ -175,12 +190,22 @@ extension SocketRebuilder {
         if r.sack { opts += [4, 0] }
         if r.timestamps { opts += [8, 0] }
         try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on \(what)")
-        for (q, data) in [(SocketOption.tcpReceiveQueue, r.recvQueue), (SocketOption.tcpSendQueue, r.sendQueue)] where !data.isEmpty {
+        // Only what had been sent goes back into the send queue in repair mode; the unsent
+        // rest is written once out of it (buildTCP), after the sequence of the sent part.
+        let unsent = Int(min(r.unsent ?? 0, UInt32(r.sendQueue.count)))
+        let sent = r.sendQueue.prefix(r.sendQueue.count - unsent)
+        if unsent > 0 {
+            unsentTCP.append((fd, r.sendQueue.suffix(unsent), what))
+            let want = Int32(min(r.sendQueue.count + (64 << 10), Int(Int32.max / 4)))
+            if (SocketOption.sendBuffer.get(fd) ?? 0) < want * 2 { SocketOption.sendBufferForce.set(fd, want) }
+        }
+        for (q, data) in [(SocketOption.tcpReceiveQueue, r.recvQueue), (SocketOption.tcpSendQueue, Data(sent))] where !data.isEmpty {
             // A fresh socket's buffers may be smaller than what was queued on the
             // autotuned original: grow them to fit (SO_*BUFFORCE, root; the kernel
             // doubles the value, socket(7)), else the bytes would not go back in.
             let isSend = q == SocketOption.tcpSendQueue
-            let want = Int32(min(data.count + (64 << 10), Int(Int32.max / 4)))
+            // (the send buffer holds the unsent part too, written after repair mode)
+            let want = Int32(min((isSend ? r.sendQueue.count : data.count) + (64 << 10), Int(Int32.max / 4)))
             if ((isSend ? SocketOption.sendBuffer : .receiveBuffer).get(fd) ?? 0) < want * 2 {
                 (isSend ? SocketOption.sendBufferForce : .receiveBufferForce).set(fd, want)
             }
@@ -197,6 +222,22 @@ extension SocketRebuilder {
         SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
         if r.window.count == 5 {
             try SocketOption.tcpRepairWindow.set(fd, bytes: r.window.withUnsafeBytes { Array($0) }, "TCP_REPAIR_WINDOW on \(what)")
+        }
+    }
+}
+
+extension ProcessDumper {
+    /// Before the kill: TCP connections to the outside go into repair mode (tcp(7)), so
+    /// that closing them when their process dies sends neither FIN nor RST
+    /// (tcp_disconnect() only marks a socket in repair mode aborted): the peer keeps the
+    /// connection open for the restart.
+    static func silenceExternalTCP(_ tables: [Int32: [FileDescriptorImage]]) {
+        for (pid, fds) in tables {
+            for f in fds where f.kind == .tcpSocket && f.external == true {
+                guard let copy = try? FDTransfer.copy(fd: f.fd, from: ProcessID(pid)) else { continue }
+                SocketOption.tcpRepair.set(copy, 1)
+                close(copy)
+            }
         }
     }
 }
