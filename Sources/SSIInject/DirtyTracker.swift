@@ -131,37 +131,28 @@ public final class DirtyTracker {
         return out
     }
 
-    /// Runs of pages of [start, end) that are present or swapped out, each with its
-    /// PAGE_IS_* categories (`Category`): written since last protected, the shared zero
-    /// page, file-backed. One PAGEMAP_SCAN walk, without protecting anything.
-    public func pageRegions(_ start: UInt64, _ end: UInt64) throws -> [(start: UInt64, end: UInt64, categories: Category)] {
-        var out = [(start: UInt64, end: UInt64, categories: Category)]()
+    /// The runs of pages written in [start, end) since they were last protected (without
+    /// protecting them again), or nil if part of it is not tracked (never registered, or
+    /// unmapped or replaced since). A page dropped since (MADV_DONTNEED: its page table
+    /// entry is cleared) counts as written, as does the zero page mapped by a read after
+    /// that: PAGEMAP_SCAN's written-only walk takes any entry without the protection bit
+    /// for written (checked by DirtyTrackerTests), so a stale copy is never taken for the page.
+    public func written(in start: UInt64, _ end: UInt64) throws -> [(UInt64, UInt64)]? {
         let capacity = 4096
         let vec = UnsafeMutablePointer<cssi_page_region>.allocate(capacity: capacity)
         defer { vec.deallocate() }
-        let present = UInt64(CSSI_PAGE_IS_PRESENT | CSSI_PAGE_IS_SWAPPED)
-        let wanted = present | UInt64(CSSI_PAGE_IS_WRITTEN | CSSI_PAGE_IS_PFNZERO | CSSI_PAGE_IS_FILE)
+        var out = [(UInt64, UInt64)]()
         var from = start
         while from < end {
             var walkEnd: UInt64 = 0
-            let n = cssi_pagemap_scan_regions(pagemap, from, end, present, wanted, vec, capacity, &walkEnd)
+            let n = cssi_pagemap_scan_written(pagemap, from, end, 0, vec, capacity, &walkEnd)
+            if n == -Int(EPERM) { return nil }
             if n < 0 { throw SSIError.sys("PAGEMAP_SCAN of PID \(pid) at 0x\(String(from, radix: 16))", errno: Int32(-n)) }
-            for i in 0..<n { out.append((vec[i].start, vec[i].end, Category(rawValue: vec[i].categories))) }
+            for i in 0..<n { out.append((vec[i].start, (vec[i].end - vec[i].start) / 4096)) }
             if walkEnd <= from { break }
             from = walkEnd
         }
         return out
-    }
-
-    /// PAGE_IS_* categories of ioctl_pagemap_scan(2).
-    public struct Category: OptionSet, Sendable {
-        public let rawValue: UInt64
-        public init(rawValue: UInt64) { self.rawValue = rawValue }
-        public static let written = Category(rawValue: UInt64(CSSI_PAGE_IS_WRITTEN))
-        public static let file = Category(rawValue: UInt64(CSSI_PAGE_IS_FILE))
-        public static let present = Category(rawValue: UInt64(CSSI_PAGE_IS_PRESENT))
-        public static let swapped = Category(rawValue: UInt64(CSSI_PAGE_IS_SWAPPED))
-        public static let zeroPage = Category(rawValue: UInt64(CSSI_PAGE_IS_PFNZERO))
     }
 
     /// Stops tracking: closing the userfaultfd unregisters every area and lifts the

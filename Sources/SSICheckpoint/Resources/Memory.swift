@@ -81,8 +81,8 @@ extension ProcessDumper {
                     runs = own
                     vma.inherited = true
                     vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
-                } else if let pre = precopied, !m.shared {
-                    vma.pages = try finalRuns(pre, vma: m, fileBacked: kind == .file, copier: copier)
+                } else if let pre = precopied, !m.shared, let final = try finalRuns(pre, vma: m, copier: copier) {
+                    vma.pages = final
                     vmas.append(vma)
                     continue
                 } else {
