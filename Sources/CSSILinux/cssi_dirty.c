@@ -86,3 +86,31 @@ long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int
     if (walk_end) *walk_end = a.walk_end;
     return r < 0 ? -errno : r;
 }
+
+int cssi_uffd_enable_plain(int uffd) {
+    struct uffdio_api api;
+    memset(&api, 0, sizeof(api));
+    api.api = UFFD_API;
+    return result(ioctl(uffd, UFFDIO_API, &api));
+}
+
+int cssi_uffd_register_missing(int uffd, uint64_t start, uint64_t len) {
+    struct uffdio_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.range.start = start;
+    reg.range.len = len;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    return result(ioctl(uffd, UFFDIO_REGISTER, &reg));
+}
+
+long cssi_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len) {
+    struct uffdio_copy c;
+    memset(&c, 0, sizeof(c));
+    c.dst = dst;
+    c.src = (uint64_t)(uintptr_t)src;
+    c.len = len;
+    if (ioctl(uffd, UFFDIO_COPY, &c) == 0) return (long)c.copy;
+    // On failure c.copy holds -errno, or the bytes done before an interruption (EAGAIN).
+    if (c.copy > 0) return (long)c.copy;
+    return -errno;
+}

@@ -76,9 +76,10 @@ extension CheckpointEngine {
             freezeFirst = true
         }
         do {
-            try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
-            let t0 = DispatchTime.now()
             var phase = PhaseClock()
+            try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
+            phase.mark("checkpoint: seize")
+            let t0 = DispatchTime.now()
             phase.mark("checkpoint: stop every task")
             let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)
@@ -94,6 +95,7 @@ extension CheckpointEngine {
                 return result
             }
             letGo()
+            phase.mark("checkpoint: let go")
             return try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
         } catch {
             writer.abort()

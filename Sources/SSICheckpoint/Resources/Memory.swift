@@ -256,8 +256,9 @@ final class PageCopier {
 /// Where a restored process gets its pages from.
 enum PageSource {
     /// The pages file, opened in the process at this fd: each run is pread straight into
-    /// place (one copy, kernel to kernel).
-    case file(fd: UInt64)
+    /// place (one copy, kernel to kernel); with `fast`, runs of fresh anonymous areas are
+    /// copied in by UFFDIO_COPY from the file mapped in ssi instead (no zeroing, no faults).
+    case file(fd: UInt64, fast: FastFill?)
     /// An image not on a local file system: ssi reads the runs and writes them into the
     /// process (process_vm_writev).
     case image(any ImageFileReader)
@@ -271,11 +272,11 @@ extension ProcessRestorer {
         let imagesFD = try inj.call("open pages", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let pagesFD = try inj.call("dup pages fd", .fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", .close, imagesFD)
-        return .file(fd: pagesFD)
+        return .file(fd: pagesFD, fast: try FastFill(path: path, size: reader.size, inj: inj))
     }
 
     func closePages(_ pages: PageSource) throws {
-        if case .file(let fd) = pages { try inj.call("close", .close, fd) }
+        if case .file(let fd, _) = pages { try inj.call("close", .close, fd) }
     }
 
     /// Unmaps everything inherited but the vDSO/vvar (moved afterwards), the scratch area and
@@ -362,7 +363,8 @@ extension ProcessRestorer {
     /// The saved pages of one area, put back in place.
     private func fillPages(_ v: VMA, pages: PageSource) throws {
         switch pages {
-        case .file(let pagesFD):
+        case .file(let pagesFD, let fast):
+            if let fast, v.kind == .anonymous, !v.shared, v.inherited != true, try fast.fill(v, location: "\(source.location)/\(image.pagesFile)") { return }
             for run in v.pages {
                 var done: UInt64 = 0
                 let total = run.count * SnapshotFormat.pageSize
@@ -388,5 +390,41 @@ extension ProcessRestorer {
                 }
             }
         }
+    }
+}
+
+/// UFFDIO_COPY restore of fresh anonymous areas (RemoteUserfaultfd): the pages file mapped
+/// read-only in ssi (its tmpfs or page-cache pages, not copied) is the source.
+final class FastFill {
+    let uffd: RemoteUserfaultfd
+    let base: UnsafeRawPointer
+    let size: UInt64
+
+    /// Nil when the file cannot be mapped or the process's userfaultfd cannot be had: the
+    /// pages are then read into place as before.
+    init?(path: String, size: UInt64, inj: Injector) throws {
+        guard size > 0, let u = try RemoteUserfaultfd.create(inj) else { return nil }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let p = mmap(nil, Int(size), PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { return nil }
+        uffd = u
+        base = UnsafeRawPointer(p)
+        self.size = size
+    }
+
+    deinit { munmap(UnsafeMutableRawPointer(mutating: base), Int(size)) }
+
+    /// Fills area `v` (mapped just now, so none of its pages exist). False if the kernel
+    /// refused to register it.
+    func fill(_ v: VMA, location: String) throws -> Bool {
+        guard !v.pages.isEmpty, uffd.register(v.start, v.end) else { return v.pages.isEmpty }
+        defer { uffd.unregister(v.start, v.end) }
+        for run in v.pages {
+            let count = run.count * SnapshotFormat.pageSize
+            guard run.fileOffset + count <= size else { throw SSIError(.corrupt, "\(location) is shorter than its page index") }
+            try uffd.copy(to: run.address, from: base + Int(run.fileOffset), count: count)
+        }
+        return true
     }
 }
