@@ -20,8 +20,8 @@ import Glibc
 //
 // Used by `ssi checkpoint` into the version store (a directory file per process can be
 // written in any order); by default when the application holds at least
-// `Precopy.autoThreshold` of anonymous memory, or always with --precopy, never with
-// --no-precopy. An application already frozen (-c) is dumped as it is.
+// `Precopy.autoThreshold` of anonymous memory and is left running, always with --precopy,
+// never with --no-precopy. An application already frozen (-c) is dumped as it is.
 
 /// The pages of one process copied so far, and the tracker that says which changed since.
 final class PrecopiedPages {
@@ -110,6 +110,9 @@ final class Precopy {
     static func wanted(app: Int32, options: CheckpointEngine.CheckpointOptions, frozen: Bool) -> Bool {
         if frozen || options.precopy == false { return false }
         if options.precopy == true { return true }
+        // --kill: the application ends right after, so only the wall time counts, and a
+        // frozen dump is shorter than pre-copy rounds plus the last one.
+        if options.killSignal != nil { return false }
         let tree = (try? ProcessTree.collect(root: app))?.pids ?? [app]
         let anon = tree.reduce(UInt64(0)) { acc, pid in
             let line = (try? ProcFS.read("/proc/\(pid)/status"))?.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }
@@ -185,27 +188,26 @@ final class Precopy {
         let mem = open("/proc/\(p.pid)/mem", O_RDONLY | O_CLOEXEC)
         guard mem >= 0 else { return 0 }
         defer { close(mem) }
-        let chunk = 8 << 20
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { buf.deallocate() }
+        let chunk = PipelinedAppender.bufferSize
+        let out = PipelinedAppender(p.pages)
         var total = UInt64(0)
         for (addr, count) in runs {
             var done = UInt64(0)
             let bytes = count * SnapshotFormat.pageSize
             while done < bytes {
                 let n = Int(min(UInt64(chunk), bytes - done))
+                let buf = try out.acquire()
                 let got = pread(mem, buf.baseAddress, n, off_t(Int64(bitPattern: addr + done)))
-                if got <= 0 { break }
-                let whole = got - got % Int(SnapshotFormat.pageSize)
-                guard whole > 0 else { break }
-                let at = p.pages.size
-                try p.pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<whole]))
-                p.index.set(addr + done, count: whole / Int(SnapshotFormat.pageSize), offset: at)
+                let whole = got > 0 ? got - got % Int(SnapshotFormat.pageSize) : 0
+                guard whole > 0 else { out.giveBack(); break }
+                p.index.set(addr + done, count: whole / Int(SnapshotFormat.pageSize), offset: out.size)
+                out.submit(buf, count: whole)
                 done += UInt64(whole)
                 total += UInt64(whole)
                 if whole < n { break }
             }
         }
+        try out.drain()
         return total
     }
 }

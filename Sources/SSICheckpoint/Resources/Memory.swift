@@ -92,6 +92,7 @@ extension ProcessDumper {
             }
             vmas.append(vma)
         }
+        try copier.finish()
         return vmas
     }
 
@@ -193,62 +194,6 @@ struct ParentView {
     }
 
     func close() { if owned >= 0 { Glibc.close(owned) } }
-}
-
-/// Copies runs of pages of a stopped process into the image, in batches of up to 8 MiB.
-final class PageCopier {
-    private let mem: RemoteMemory
-    private let memFD: OwnedFileDescriptor
-    private let pages: any ImageFileWriter
-    private let bufSize = 8 << 20
-    private let buf: UnsafeMutableRawBufferPointer
-    private var batch = [(UInt64, Int)]()
-    private var batchBytes = 0
-
-    init(pid: Int32, pages: any ImageFileWriter) throws {
-        mem = RemoteMemory(pid: ProcessID(pid))
-        memFD = try OwnedFileDescriptor(opening: "/proc/\(pid)/mem", O_RDONLY)
-        self.pages = pages
-        buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bufSize, alignment: 4096)
-    }
-
-    deinit { buf.deallocate() }
-
-    /// Appends the runs' pages to the image; returns where each run went.
-    func copy(_ runs: [(UInt64, UInt64)]) throws -> [PageRun] {
-        var out = [PageRun]()
-        for (addr, count) in runs {
-            out.append(PageRun(address: addr, count: count, fileOffset: pages.size + UInt64(batchBytes)))
-            var a = addr
-            var left = Int(count * SnapshotFormat.pageSize)
-            while left > 0 {
-                let take = min(left, bufSize - batchBytes)
-                batch.append((a, take))
-                batchBytes += take
-                a += UInt64(take)
-                left -= take
-                if batchBytes == bufSize { try flush() }
-            }
-        }
-        try flush()
-        return out
-    }
-
-    private func flush() throws {
-        guard batchBytes > 0 else { return }
-        // Through /proc/PID/mem, not process_vm_readv: the latter pins pages (FOLL_PIN), and
-        // since Linux 5.19 pinning an anonymous page shared copy-on-write unshares it
-        // (mm/gup.c, gup_must_unshare), so a checkpoint would copy every page a parent shares
-        // with its children.
-        var off = 0
-        for (a, l) in batch {
-            try mem.forcedRead(into: UnsafeMutableRawBufferPointer(rebasing: buf[off..<(off + l)]), at: a, fd: memFD.rawValue)
-            off += l
-        }
-        try pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<batchBytes]))
-        batch.removeAll(keepingCapacity: true)
-        batchBytes = 0
-    }
 }
 
 // MARK: - restore
