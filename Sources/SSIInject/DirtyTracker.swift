@@ -124,8 +124,33 @@ public final class DirtyTracker {
                     let r = vec[i]
                     out.written.append((r.start, (r.end - r.start) / 4096))
                 }
-                if walkEnd <= from { break }
-                from = walkEnd
+                from = DirtyTracker.resume(from: from, walkEnd: walkEnd, last: n > 0 ? vec[n - 1].end : 0)
+                if from == 0 { break }
+            }
+        }
+        out.written = DirtyTracker.normalized(out.written)
+        return out
+    }
+
+    /// Where the next PAGEMAP_SCAN call starts after one that filled its vector, or 0 when
+    /// the walk is done. When the vector fills, walk_end can lie before the end of the last
+    /// region returned (the walk stopped inside it): starting again from walk_end would
+    /// report part of that region twice (seen: the same page taken both from its copy and
+    /// copied again), so the next call starts after the last region.
+    static func resume(from: UInt64, walkEnd: UInt64, last: UInt64) -> UInt64 {
+        let next = max(walkEnd, last)
+        return next > from ? next : 0
+    }
+
+    /// Runs sorted by address, overlapping or touching ones merged.
+    static func normalized(_ runs: [(UInt64, UInt64)]) -> [(UInt64, UInt64)] {
+        var out = [(UInt64, UInt64)]()
+        for (a, n) in runs.sorted(by: { $0.0 < $1.0 }) {
+            if let last = out.last, a <= last.0 + last.1 * 4096 {
+                let end = max(last.0 + last.1 * 4096, a + n * 4096)
+                out[out.count - 1].1 = (end - last.0) / 4096
+            } else {
+                out.append((a, n))
             }
         }
         return out
@@ -149,10 +174,10 @@ public final class DirtyTracker {
             if n == -Int(EPERM) { return nil }
             if n < 0 { throw SSIError.sys("PAGEMAP_SCAN of PID \(pid) at 0x\(String(from, radix: 16))", errno: Int32(-n)) }
             for i in 0..<n { out.append((vec[i].start, (vec[i].end - vec[i].start) / 4096)) }
-            if walkEnd <= from { break }
-            from = walkEnd
+            from = DirtyTracker.resume(from: from, walkEnd: walkEnd, last: n > 0 ? vec[n - 1].end : 0)
+            if from == 0 { break }
         }
-        return out
+        return DirtyTracker.normalized(out)
     }
 
     /// Stops tracking: closing the userfaultfd unregisters every area and lifts the

@@ -1,5 +1,5 @@
 import Foundation
-import SSIInject
+@testable import SSIInject
 import SSISystem
 import SSITestSupport
 import Testing
@@ -68,5 +68,21 @@ struct DirtyTrackerTests {
         } catch let e as SSIError {
             #expect(e.message.contains("999999999"), "\(e)")
         }
+    }
+}
+
+/// The arithmetic of multi-call scans, with injected inputs.
+@Suite struct DirtyScanArithmeticTests {
+    @Test("a scan that filled its vector resumes after the last region, never inside it")
+    func resume() {
+        #expect(DirtyTracker.resume(from: 0x1000, walkEnd: 0x3000, last: 0x5000) == 0x5000)
+        #expect(DirtyTracker.resume(from: 0x1000, walkEnd: 0x6000, last: 0x5000) == 0x6000)
+        #expect(DirtyTracker.resume(from: 0x6000, walkEnd: 0x6000, last: 0) == 0, "no progress ends the walk")
+    }
+
+    @Test("runs are sorted and overlapping or touching runs merged")
+    func normalized() {
+        let runs: [(UInt64, UInt64)] = [(0x5000, 2), (0x1000, 2), (0x2000, 3), (0x9000, 1)]
+        #expect(DirtyTracker.normalized(runs).map { [$0.0, $0.1] } == [[0x1000, 6], [0x9000, 1]])
     }
 }

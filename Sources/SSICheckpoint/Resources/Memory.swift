@@ -368,7 +368,11 @@ final class FastFill {
         for run in v.pages {
             let count = run.count * SnapshotFormat.pageSize
             guard run.fileOffset + count <= size else { throw SSIError(.corrupt, "\(location) is shorter than its page index") }
-            try uffd.copy(to: run.address, from: base + Int(run.fileOffset), count: count)
+            do { try uffd.copy(to: run.address, from: base + Int(run.fileOffset), count: count) } catch let e as SSIError where e.errno == EEXIST {
+                // Runs that overlap (an image written by another version?): the whole area
+                // is written again by the plain path, in order, over what is there.
+                return false
+            }
         }
         return true
     }
