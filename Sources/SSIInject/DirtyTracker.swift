@@ -77,11 +77,13 @@ public final class DirtyTracker {
         return tracker
     }
 
-    /// A userfaultfd of `pid`'s mm, in ssi: created by an injected userfaultfd(2) in its main
-    /// thread (stopped with PTRACE_SEIZE + PTRACE_INTERRUPT meanwhile, every signal blocked),
-    /// copied with pidfd_getfd(2), closed in the process.
+    /// A userfaultfd of `pid`'s mm, in ssi: created by an injected userfaultfd(2) in one of
+    /// its threads (stopped with PTRACE_SEIZE + PTRACE_INTERRUPT meanwhile, every signal
+    /// blocked), copied with pidfd_getfd(2), closed in the process. The main thread unless it
+    /// has exited (a zombie leader never enters a ptrace stop): any live thread shares the mm.
     private static func takeUserfaultfd(_ pid: ProcessID) throws -> Int32 {
-        guard let t = try Tracee.seize(pid, of: pid) else {
+        let live = ((try? threadIDs(of: pid.rawValue)) ?? [pid.rawValue]).first { (try? ProcStat.read(pid: $0))?.state != "Z" }
+        guard let tid = live, let t = try Tracee.seize(ProcessID(tid), of: pid) else {
             throw SSIError(.notFound, "PID \(pid) exited before its pages could be tracked")
         }
         defer { try? t.detach() }
@@ -95,10 +97,11 @@ public final class DirtyTracker {
         let saved = try t.registers()
         let guardMask = try SignalMaskGuard(tracee: t, saved: saved)
         defer { guardMask.restore() }
-        let inj = try Injector(pid: pid, base: saved)
+        let inj = try Injector(pid: ProcessID(tid), base: saved)
         let flags = UInt64(O_CLOEXEC | O_NONBLOCK) | UInt64(CSSI_UFFD_USER_MODE_ONLY)
         let remote = try inj.call("userfaultfd", .userfaultfd, flags)
         defer { _ = try? inj.raw(.close, remote) }
+        // pidfd_open(2) wants the thread-group leader.
         return try FDTransfer.copy(fd: Int32(remote), from: pid)
     }
 
