@@ -1,4 +1,5 @@
 import Foundation
+import SSISystem
 import SSITestSupport
 import Testing
 #if canImport(Glibc)
@@ -67,5 +68,34 @@ struct PrecopyTests {
         #expect(r.status != 0 && r.stderr.contains("--precopy") && r.stderr.contains("hint:"), "\(r.output)")
         #expect(try w.ssi("checkpoint", "-u", "\(app)").status == 0)
         #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"))
+    }
+}
+
+/// The seize's rescans (SeizedApplication.seize): after the first walk of /proc, only the
+/// PIDs allocated since are read (ns_last_pid); a process born meanwhile must not escape.
+@Suite(.serialized, .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes"))
+struct SeizeRescanTests {
+    @Test("checkpoint --kill of a tree that forks every millisecond leaves no process of it behind", .timeLimit(.minutes(2)))
+    func noEscape() throws {
+        let w = try World("forker")
+        let bin = try TestEnv.fixture("forker")
+        func running() -> Set<Int32> {
+            Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+                .filter { Proc.alive($0) && Proc.cmdline($0).contains(bin) })
+        }
+        let before = running()   // left by an earlier, interrupted run: not this one's
+        // Started by PID (not `ssi run`): no cgroup freezes it first, ptrace alone must catch it.
+        let root = try Spawn.start([bin], SpawnOptions.logging(to: "\(w.dir)/out.log"))
+        defer { w.cleanUp(root) }
+        #expect(w.waitLog("READY"))
+        usleep(30_000)
+        let ck = try w.checkpointKill(root)
+        try #require(ck.status == 0, "\(ck.output)")
+        usleep(200_000)
+        _ = Proc.reapAll()
+        let left = running().subtracting(before).sorted()
+        #expect(left.isEmpty, "processes that escaped the checkpoint: \(left)")
+        for pid in left { kill(pid, SIGKILL) }
+        _ = Proc.reapAll()
     }
 }
