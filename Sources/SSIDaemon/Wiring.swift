@@ -8,16 +8,13 @@ import SSITransport
 import Synchronization
 
 /// The few places where one subsystem uses another, in one file: the scheduler reads the
-/// process table's applications and migrates through it; the operators' view lists them.
+/// process table's applications and migrates through it; jobs launch through it.
 /// Subsystems do not know each other; the daemon connects them once they are all made.
 extension NodeDaemon {
     static func connect(_ parts: [any Subsystem]) {
         guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
-        let (me, apps) = (table.core.config.node, table.apps)
-        table.core.observe.setApplicationSource {
-            ((try? await apps.table.list()) ?? []).filter { $0.node == me }.map(ApplicationRow.init(record:))
-        }
-        let records = apps.table
+        // The operators' view gets its rows from ProcessTableSubsystem.plugIntoObserver.
+        let records = table.apps.table
         let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
         if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {
             jobs.hooks.withLock { h in
