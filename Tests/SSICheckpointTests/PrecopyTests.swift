@@ -62,17 +62,18 @@ struct PrecopyTests {
     func failedAfterRounds() throws {
         let w = try World("precopy-fail")
         let meter = try TestEnv.fixture("frozenmeter")
-        // Its stdin is a pipe from a process outside it: the fds are checked after the
-        // pre-copy rounds, and refused.
-        // The writer (a sleep) writes its PID down, so that it is killed at the end too; no
-        // process here keeps the test runner's own output open (SpawnOptions.logging).
-        let writer = "sh -c 'echo $$ > \(w.dir)/writer.pid; exec sleep 1000'"
-        let sh = try Spawn.start(["/bin/sh", "-c", "\(writer) | exec '\(meter)' 64 '\(w.dir)/stats' 20 1000 > '\(w.dir)/out.log'"],
-                                 SpawnOptions.logging(to: "\(w.dir)/sh.log"))
+        // Its stdin is a unix stream socket connected to a listener outside it: the fds are
+        // checked after the pre-copy rounds, and such a socket is refused (Sockets.swift).
+        // The listener writes its PID down, so that it is killed at the end too.
+        let path = "\(w.dir)/outside.sock"
+        let listener = "import os, socket, time\nopen('\(w.dir)/listener.pid', 'w').write(str(os.getpid()))\ns = socket.socket(socket.AF_UNIX)\ns.bind('\(path)')\ns.listen()\ntime.sleep(1000)\n"
+        let connector = "import os, socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect('\(path)')\nos.dup2(s.fileno(), 0)\nos.execv(sys.argv[1], sys.argv[1:])\n"
+        let lpid = try Spawn.start(["python3", "-c", listener], SpawnOptions.logging(to: "\(w.dir)/listener.log"))
+        defer { kill(lpid, SIGKILL); var st: Int32 = 0; waitpid(lpid, &st, 0) }
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: path) { usleep(50_000) }
+        let sh = try Spawn.start(["python3", "-c", connector, meter, "64", "\(w.dir)/stats", "20", "1000"],
+                                 SpawnOptions.logging(to: "\(w.dir)/out.log"))
         defer {
-            if let text = try? String(contentsOfFile: "\(w.dir)/writer.pid", encoding: .utf8), let p = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
-                kill(p, SIGKILL)
-            }
             w.killAndReap(sh)
             _ = Proc.reapAll()
         }
@@ -80,7 +81,7 @@ struct PrecopyTests {
         let app = try #require(Int32(w.logValue("READY ").trimmingCharacters(in: .whitespaces)))
         defer { kill(app, SIGKILL) }
         let r = try w.ssi("checkpoint", "--precopy", "\(app)")
-        #expect(r.status != 0 && r.stderr.contains("pipe") && r.stderr.contains("\(app)"), "\(r.output)")
+        #expect(r.status != 0 && r.stderr.contains("outside the application") && r.stderr.contains("\(app)"), "\(r.output)")
         #expect(processState(app) != nil, "the application is gone")
         #expect(!((try? String(contentsOfFile: "/proc/\(app)/smaps", encoding: .utf8)) ?? "").contains(" uw"), "still write-protected")
         #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"), "a version was left")
