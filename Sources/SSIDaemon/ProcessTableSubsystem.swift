@@ -134,6 +134,10 @@ struct ProcessTableSubsystem: Subsystem {
                 let r = try await apps.migrate(spec)
                 return (r, "application \(spec.app) moved from node \(me) to node \(r.node)", nil)
             })
+        case .signal(let app, let sig):
+            let rec = try await table.record(app)
+            if rec.node != me { return try await forward(r, to: rec.node) }
+            return .application(try await apps.signal(app, sig))
         case .logs(let app, let offset):
             let rec = try await table.record(app)
             let n = rec.log_node ?? rec.node
