@@ -18,6 +18,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case kddm(KDDMRequest)
     case bench(BenchRequest)
     case scheduler(SchedulerRequest)
+    case jobs(JobsRequest)
     case observe(ObserveRequest)
     case apps(AppsRequest)
 
@@ -28,6 +29,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .kddm: return "kddm"
         case .bench: return "bench"
         case .scheduler: return "scheduler"
+        case .jobs: return "jobs"
         case .observe: return "observe"
         case .apps: return "apps"
         }
@@ -146,7 +148,10 @@ public enum ControlReply: Codable, Sendable {
     case bench(BenchReport)
     case schedulerStatus(SchedulerStatus)
     case decision(Decision?)
-    case events([ObserveEvent])
+    case job(JobRecord)
+    case jobList([JobRecord])
+    /// Events merged by time, and the nodes that did not answer (their events are missing).
+    case events([ObserveEvent], missing: [NodeID])
     case cluster(ClusterView)
     case objects([ObjectValue])
     case application(AppRecord)
@@ -252,6 +257,16 @@ extension ControlReply {
         return st
     }
 
+    public func job() throws -> JobRecord {
+        guard case .job(let j) = self else { throw Self.unexpected(self, "a job") }
+        return j
+    }
+
+    public func jobList() throws -> [JobRecord] {
+        guard case .jobList(let j) = self else { throw Self.unexpected(self, "a job list") }
+        return j
+    }
+
     public func decision() throws -> Decision? {
         guard case .decision(let d) = self else { throw Self.unexpected(self, "a decision") }
         return d
@@ -267,9 +282,9 @@ extension ControlReply {
         return n
     }
 
-    public func events() throws -> [ObserveEvent] {
-        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
-        return e
+    public func events() throws -> (events: [ObserveEvent], missing: [NodeID]) {
+        guard case .events(let e, let missing) = self else { throw Self.unexpected(self, "a list of events") }
+        return (e, missing)
     }
 
     public func cluster() throws -> ClusterView {

@@ -41,7 +41,8 @@ struct ObserveSubsystem: Subsystem {
             core.observe.record(e)
             return .done
         case .events(let limit):
-            return .events(await core.observe.clusterEvents(limit: max(1, min(limit, 1000))))
+            let r = await core.observe.clusterEventsReport(limit: max(1, min(limit, 1000)))
+            return .events(r.events, missing: r.missing)
         case .cluster:
             return .cluster(await core.observe.cluster())
         }

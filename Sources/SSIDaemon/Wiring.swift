@@ -1,5 +1,6 @@
 import Foundation
 import SSIKDDM
+import SSIObserve
 import SSIProcessTable
 import SSIScheduler
 import SSISystem
@@ -12,7 +13,20 @@ import Synchronization
 extension NodeDaemon {
     static func connect(_ parts: [any Subsystem]) {
         guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
-        if let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first {
+        let (me, apps) = (table.core.config.node, table.apps)
+        table.core.observe.setApplicationSource {
+            ((try? await apps.table.list()) ?? []).filter { $0.node == me }.map(ApplicationRow.init(record:))
+        }
+        let records = apps.table
+        let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
+        if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {
+            jobs.hooks.withLock { h in
+                h.launch = { spec in try await table.answer(.launch(spec), fds: []).application() }
+                h.application = { app in try await records.record(app) }
+                h.place = { await sched?.engine.place().flatMap { d in if case .place(let n) = d.action { return n } else { return nil } } }
+            }
+        }
+        if let sched {
             let sampler = AppCPUSampler(me: table.core.config.node)
             let apps = table.apps
             Task {
@@ -24,6 +38,15 @@ extension NodeDaemon {
                 })
             }
         }
+    }
+}
+
+extension ApplicationRow {
+    /// A process table record as the dashboard lists it.
+    init(record r: AppRecord) {
+        self.init(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
+                  memoryBytes: r.rss_bytes)
+        migrations = r.migrations
     }
 }
 

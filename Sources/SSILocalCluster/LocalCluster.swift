@@ -91,7 +91,10 @@ public struct LocalCluster: Sendable {
         let etcdPort = netns ? 2379 : 23790
         let plan = Plan(nodes: nodes, netns: netns, session: session, etcd: "http://\(etcdHost):\(etcdPort)", ssid: ssid, cpus: cpus)
         if let cpus { for k in 1...nodes { try makeCPUGroups(k, cpus: cpus) } }
-        if netns { try buildNetwork(nodes: nodes) }
+        if netns {
+            OperationProgress.report("building network namespaces")
+            try buildNetwork(nodes: nodes)
+        }
         for k in 1...nodes {
             var conf = """
             # written by ssi cluster up
@@ -126,12 +129,15 @@ public struct LocalCluster: Sendable {
         try JSONSerialization.data(withJSONObject: netns ? ["ip", "netns", "exec", hub] + etcdArgv : etcdArgv)
             .write(to: URL(fileURLWithPath: "\(dir)/etcd.argv"))
         try JSONEncoder().encode(plan).write(to: URL(fileURLWithPath: planPath))
+        OperationProgress.report("starting etcd and \(nodes) daemons")
         let sup = try Proc.spawnSibling([ssi, "cluster", "supervise", "--dir", dir], log: "\(dir)/supervisor.log")
         try "\(sup)".write(toFile: "\(dir)/supervisor.pid", atomically: true, encoding: .utf8)
         // Wait until every node is online, seen from node 1.
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            if let online = try? onlineCount(via: 1), online == nodes { return plan }
+            let online = try? onlineCount(via: 1)
+            if online == nodes { return plan }
+            OperationProgress.report("waiting for the nodes: \(online ?? 0) of \(nodes) online")
             if !Proc.alive(sup) { break }
             usleep(100_000)
         }

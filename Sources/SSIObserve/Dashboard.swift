@@ -29,7 +29,7 @@ tr.failure td { color: #a00; }
 <h2>Nodes</h2>
 <table id="nodes"><thead><tr><th>node</th><th>state</th><th>address</th><th>load 1/5/15</th><th>memory used</th><th>applications</th><th>checkpoints</th><th>restarts</th><th>uptime</th><th>dashboard</th></tr></thead><tbody></tbody></table>
 <h2>Applications</h2>
-<table id="apps"><thead><tr><th>app</th><th>node</th><th>state</th><th>memory</th><th>snapshot</th><th>checkpoints</th><th>restarts</th><th>command</th></tr></thead><tbody></tbody></table>
+<table id="apps"><thead><tr><th>app</th><th>node</th><th>state</th><th>memory</th><th>snapshot</th><th>checkpoints</th><th>restarts</th><th>moves</th><th>command</th></tr></thead><tbody></tbody></table>
 <h2>Events</h2>
 <table id="events"><thead><tr><th>time (UTC)</th><th>node</th><th>kind</th><th>app</th><th>took</th><th>message</th></tr></thead><tbody></tbody></table>
 <script>
@@ -89,7 +89,7 @@ function appRow(a) {
   const tr = document.createElement("tr");
   tr.className = "app"; tr.dataset.app = a.app;
   cell(tr, a.app); cell(tr, "node " + a.node); cell(tr, a.state); cell(tr, bytes(a.memoryBytes));
-  cell(tr, a.lastVersion == null ? null : "v" + a.lastVersion); cell(tr, a.checkpoints); cell(tr, a.restarts);
+  cell(tr, a.lastVersion == null ? null : "v" + a.lastVersion); cell(tr, a.checkpoints); cell(tr, a.restarts); cell(tr, a.migrations);
   cell(tr, a.command, "cmd");
   return tr;
 }
@@ -110,7 +110,7 @@ async function refresh() {
     document.getElementById("status").textContent =
       up + " of " + c.nodes.length + " nodes up; asked node " + c.node + " at " + new Date(c.time * 1000).toISOString();
     fill("nodes", c.nodes.map(nodeRow), 10, "no nodes");
-    fill("apps", c.applications.map(appRow), 8, "no applications known");
+    fill("apps", c.applications.map(appRow), 9, "no applications known");
     fill("events", c.events.slice().reverse().map(eventRow), 6, "no events yet");
   } catch (err) {
     document.getElementById("status").textContent = "this node does not answer: " + err.message;

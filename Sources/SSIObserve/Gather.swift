@@ -82,15 +82,38 @@ extension Observer {
     /// `/api/applications`: every answering node's applications, by node then id.
     public func clusterApplications() async -> [ApplicationRow] {
         let answers = await askAll(ObserveService.applications, as: [ApplicationRow].self)
-        return answers.keys.sorted().flatMap { (try? answers[$0]?.get()) ?? [] }
+        return Self.mergeApplications(answers.keys.sorted().flatMap { (try? answers[$0]?.get()) ?? [] })
+    }
+
+    /// One row per application. A cluster application is listed by the node that runs it
+    /// (from the process table, `migrations` set) while the node its checkpoints were
+    /// reported to heard of it too: that node's counts go into the first row.
+    public static func mergeApplications(_ rows: [ApplicationRow]) -> [ApplicationRow] {
+        var byApp: [Int32: ApplicationRow] = [:]
+        var order: [Int32] = []
+        for r in rows {
+            guard let have = byApp[r.app] else { byApp[r.app] = r; order.append(r.app); continue }
+            var (base, other) = have.migrations == nil && r.migrations != nil ? (r, have) : (have, r)
+            base.checkpoints = max(base.checkpoints, other.checkpoints)
+            base.restarts = max(base.restarts, other.restarts)
+            base.lastVersion = [base.lastVersion, other.lastVersion].compactMap { $0 }.max()
+            byApp[r.app] = base
+        }
+        return order.compactMap { byApp[$0] }
     }
 
     /// `/api/events`, `ssi events`: every answering node's events merged by time, the newest
     /// `limit`.
     public func clusterEvents(limit: Int = 200) async -> [ObserveEvent] {
+        await clusterEventsReport(limit: limit).events
+    }
+
+    /// The same, and the nodes asked that did not answer (their events are missing).
+    public func clusterEventsReport(limit: Int) async -> (events: [ObserveEvent], missing: [NodeID]) {
         let ask = (try? JSONEncoder().encode(EventsAsk(after: 0, limit: limit)).bytes) ?? []
         let answers = await askAll(ObserveService.events, ask, as: [ObserveEvent].self)
-        return ObserveEvent.merge(answers.values.compactMap { try? $0.get() }, limit: limit)
+        let missing = answers.filter { (try? $0.value.get()) == nil }.map(\.key).sorted()
+        return (ObserveEvent.merge(answers.values.compactMap { try? $0.get() }, limit: limit), missing)
     }
 
     /// `/api/cluster`: the three views at once.

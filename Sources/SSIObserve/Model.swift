@@ -52,6 +52,8 @@ public struct ApplicationRow: Codable, Sendable, Equatable {
     public var lastVersion: Int?
     public var checkpoints: Int
     public var restarts: Int
+    /// Times it moved between nodes (from the process table).
+    public var migrations: Int?
 
     public init(app: Int32, node: NodeID, state: String, command: String, memoryBytes: UInt64? = nil,
                 lastVersion: Int? = nil, checkpoints: Int = 0, restarts: Int = 0) {

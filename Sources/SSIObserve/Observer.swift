@@ -46,7 +46,9 @@ public final class Observer: Sendable {
     public func record(_ event: ObserveEvent) -> ObserveEvent {
         let e = events.append(event, node: node)
         metrics.record(e)
-        if let app = e.app { note(app: app, e) }
+        // Only what happened to a real application makes it known: a failed checkpoint of a
+        // mistyped PID must not list that PID.
+        if let app = e.app, [.applicationStarted, .checkpointDone, .restartDone].contains(e.kind) { note(app: app, e) }
         let level: Logger.Level = e.kind.isFailure ? .warning : .info
         logger.log(level: level, "observe: \(e.kind): \(e.message)")
         return e
@@ -77,20 +79,22 @@ public final class Observer: Sendable {
     public func setDashboard(_ address: String?) { dashboardAddress.withLock { $0 = address } }
     public var dashboard: String? { dashboardAddress.withLock { $0 } }
 
-    /// This node's applications: the plugged-in source's (the cluster table), and those heard of in events,
-    /// each looked up in /proc for its state, command and memory.
+    /// This node's applications: those of the plugged-in source (the cluster process table),
+    /// with the checkpoint counts heard of in events, then the other applications heard of
+    /// (processes checkpointed by PID), each looked up in /proc for state, command, memory.
     public func localApplications() async -> [ApplicationRow] {
-        let heard = heardApplications()
-        guard let f = source.withLock({ $0 }) else { return heard }
-        // Node-local applications (`ssi run --local`, a process checkpointed by PID) are not
-        // in the cluster table: keep listing those heard of.
-        let table = await f()
-        let ids = Set(table.map(\.app))
-        return table + heard.filter { !ids.contains($0.app) }
-    }
-
-    private func heardApplications() -> [ApplicationRow] {
-        known.withLock { $0 }.sorted { $0.key < $1.key }.map { app, k in
+        let sourced = await source.withLock({ $0 })?() ?? []
+        let heard = known.withLock { $0 }
+        let fromSource = sourced.map { row in
+            var r = row
+            if let k = heard[r.app] {
+                (r.checkpoints, r.restarts) = (max(r.checkpoints, k.checkpoints), max(r.restarts, k.restarts))
+                r.lastVersion = r.lastVersion ?? k.lastVersion
+            }
+            return r
+        }
+        let listed = Set(sourced.map(\.app))
+        return fromSource + heard.filter { !listed.contains($0.key) }.sorted { $0.key < $1.key }.map { app, k in
             let p = ProcessLook.look(app)
             return ApplicationRow(app: app, node: node, state: p.state, command: p.command ?? k.command, memoryBytes: p.rssBytes,
                                   lastVersion: k.lastVersion, checkpoints: k.checkpoints, restarts: k.restarts)

@@ -91,12 +91,13 @@ public struct Decision: Codable, Sendable, Equatable {
 
 /// The rules every migrating policy obeys (anti-ping-pong, the seed's future work):
 /// - an application stays at least `min-residence-ms` where it arrived;
-/// - between two nodes, a move against the direction of the last move between them (B to A
-///   after A to B, whichever applications moved: a reversal) waits `return-after-ms` after
-///   it, four times longer for each earlier reversal within `window-s`, and after
-///   `max-reversals` the pair no longer reverses for the rest of the window: two nodes with
-///   opposing configurations settle instead of trading applications for ever, while moves
-///   in one direction (spreading a burst) are never held back;
+/// - an application moved from A to B goes back from B to A (a reversal) only
+///   `return-after-ms` after its last move, four times longer for each earlier reversal of it
+///   within `window-s`, and after `max-reversals` no more for the rest of the window;
+/// - between two nodes whose configurations differ (they may pull opposite ways), the same
+///   holds for every application together (B to A after A to B, whichever moved): two nodes
+///   with opposing configurations settle instead of trading applications for ever. Moves in
+///   one direction (spreading a burst) are never held back;
 /// - a move must be worth its price: expected gain (load removed from the busiest of the two
 ///   nodes, times `gain-horizon-s`) above its cost (`fixed-cost-ms` plus its memory sent at
 ///   `bandwidth-mbps`);
@@ -123,17 +124,17 @@ public struct MigrationRules: Sendable {
     }
 
     /// Every move the view remembers, from the applications' departures: (from, to, when).
-    static func moves(_ view: SchedulerView) -> [(from: Int, to: Int, at: Date)] {
-        var out: [(Int, Int, Date)] = []
+    static func moves(_ view: SchedulerView) -> [(app: Int, from: Int, to: Int, at: Date)] {
+        var out: [(Int, Int, Int, Date)] = []
         var seen = Set<String>()
         for n in view.nodes {
-            for m in n.moves ?? [] where seen.insert("\(m.app)@\(m.at.timeIntervalSince1970)").inserted { out.append((m.from, m.to, m.at)) }
+            for m in n.moves ?? [] where seen.insert("\(m.app)@\(m.at.timeIntervalSince1970)").inserted { out.append((m.app, m.from, m.to, m.at)) }
         }
         for n in view.nodes {
             for a in n.apps {
                 let deps = a.departures.sorted { $0.at < $1.at }
                 for (i, d) in deps.enumerated() where seen.insert("\(a.app)@\(d.at.timeIntervalSince1970)").inserted {
-                    out.append((d.node, i + 1 < deps.count ? deps[i + 1].node : a.node, d.at))
+                    out.append((a.app, d.node, i + 1 < deps.count ? deps[i + 1].node : a.node, d.at))
                 }
             }
         }
@@ -146,19 +147,30 @@ public struct MigrationRules: Sendable {
         let now = view.now
         let stayed = now.timeIntervalSince(a.arrived)
         if stayed < minResidence { return "app \(a.app) arrived \(Int(stayed)) s ago (minimum residence \(Int(minResidence)) s)" }
-        // The moves between the two nodes, in time order: a move against the direction of
-        // the last one is a reversal; count the reversals this one would make.
         let pair = Self.moves(view).filter { ($0.from == target && $0.to == from) || ($0.from == from && $0.to == target) }
             .filter { now.timeIntervalSince($0.at) < window }.sorted { $0.at < $1.at }
-        guard let last = pair.last, last.from == target else { return nil }
+        // The application's own moves between the two nodes; and, when the two nodes run
+        // different configurations (which may pull opposite ways), every application's.
+        if let why = reversal(pair.filter { $0.app == a.app }, from: from, to: target, now: now, what: "app \(a.app)") { return why }
+        let configs = (view.node(from)?.configuration, view.node(target)?.configuration)
+        if configs.0 != configs.1, let why = reversal(pair, from: from, to: target, now: now, what: "nodes \(from) (\(configs.0 ?? "?")) and \(target) (\(configs.1 ?? "?"))") {
+            return why
+        }
+        return nil
+    }
+
+    /// A move from `from` to `to` against the direction of the last of `moves` (time
+    /// ordered, between the two nodes) is a reversal; counts the reversals it would make.
+    func reversal(_ moves: [(app: Int, from: Int, to: Int, at: Date)], from: Int, to target: Int, now: Date, what: String) -> String? {
+        guard let last = moves.last, last.from == target else { return nil }
         var flips = 1
-        for (a, b) in zip(pair, pair.dropFirst()) where a.from != b.from { flips += 1 }
+        for (a, b) in zip(moves, moves.dropFirst()) where a.from != b.from { flips += 1 }
         if flips > maxReversals {
-            return "nodes \(from) and \(target) reversed direction \(flips - 1) times within \(Int(window)) s: no move back before that window ends"
+            return "\(what): moved between nodes \(from) and \(target) against the last direction \(flips - 1) times within \(Int(window)) s: no move back before that window ends"
         }
         let wait = returnAfter * pow(4, Double(flips - 1))
         if now.timeIntervalSince(last.at) < wait {
-            return "node \(target) sent an application here \(Int(now.timeIntervalSince(last.at))) s ago (moves back wait \(Int(wait)) s)"
+            return "\(what): node \(target) sent an application to node \(from) \(Int(now.timeIntervalSince(last.at))) s ago (moves back wait \(Int(wait)) s)"
         }
         return nil
     }

@@ -75,11 +75,18 @@ public final class OperationProgress: Sendable {
         t.start()
     }
 
+    /// Tells the operation in progress in this process, if any, of a phase: for code that has
+    /// no reference to it (the local cluster's start, the engine through PhaseClock).
+    public static func report(_ phase: @autoclosure () -> String) {
+        current.withLock { $0 }?.phase(phase())
+    }
+
     /// The operation entered (or finished) a phase.
     public func phase(_ name: String) {
         let show = state.withLock { s -> Bool in
-            s.phase = name
-            return mode == .lines && !s.finished
+            // One line per phase: a phase reported again (a wait loop) prints nothing.
+            defer { s.phase = name }
+            return mode == .lines && !s.finished && name != s.phase
         }
         if show { emit("ssi: \(title): \(name) (\(summary()))\n") }
     }
@@ -117,7 +124,9 @@ public final class OperationProgress: Sendable {
             }
             return s.rate
         }
-        return "\(Self.size(Double(b))), \(Self.size(rate))/s, " + String(format: "%.1f s", Self.seconds(now - started))
+        let time = String(format: "%.1f s", Self.seconds(now - started))
+        // An operation that moves no bytes of its own (cluster up) shows its time only.
+        return b == 0 ? time : "\(Self.size(Double(b))), \(Self.size(rate))/s, " + time
     }
 
     private func emit(_ s: String) {

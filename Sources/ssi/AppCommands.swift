@@ -169,7 +169,8 @@ struct Logs: ParsableCommand {
 
 /// `ssi checkpoint APP` and `ssi restart APP` for a cluster application.
 enum ClusterCR {
-    static func checkpoint(app: Int32, description: String, kill: Signal?, replicas: Int, json: Bool, via: Int?) throws {
+    @discardableResult
+    static func checkpoint(app: Int32, description: String, kill: Signal?, replicas: Int, json: Bool, via: Int?) throws -> CheckpointDone {
         let spec = CheckpointSpec(app: app, description: description, kill: kill?.rawValue, replicas: replicas)
         let r = try ClusterApps.call(.checkpoint(spec), node: via, timeout: 900).checkpointed()
         if json {
@@ -183,15 +184,18 @@ enum ClusterCR {
             print("Date: \(r.date)")
             print("Node: \(r.node)\(r.replicas.isEmpty ? "" : " (replicas on \(r.replicas.map(String.init).joined(separator: ",")))")")
         }
+        return r
     }
 
-    static func restart(app: Int32, version: Int?, node: Int?, json: Bool) throws {
+    @discardableResult
+    static func restart(app: Int32, version: Int?, node: Int?, json: Bool) throws -> AppRecord {
         let r = try ClusterApps.call(.restart(RestartSpec(app: app, version: version, node: node.map { UInt8($0) })), timeout: 900).application()
         if json {
             print("{\"identifier\":\(r.app),\"node\":\(r.node),\"pid\":\(r.pid)}")
         } else {
             print("Restarted application \(r.app) on node \(r.node) (pid \(r.pid))")
         }
+        return r
     }
 
     static func snapshots(app: Int32?) throws {

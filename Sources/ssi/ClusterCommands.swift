@@ -139,11 +139,16 @@ struct ClusterUp: ParsableCommand {
     @Option(help: "Number of nodes.") var nodes = 3
     @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
     @Option(help: "Limit each node's processes to this many CPUs (cgroup cpu controller), e.g. 0.5: nodes behave like slower, separate machines.") var cpus: Double?
+    @Flag(help: "Show progress as plain lines even when stderr is not a terminal.") var progress = false
     func run() throws {
         do {
             let lc = LocalCluster()
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let shown = OperationProgress("cluster up", mode: OperationProgress.mode(json: false, forced: progress), bytes: { 0 })
+            shown.start()
+            defer { shown.finish() }
             let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus)
+            shown.finish()
             print("status: up on \(plan.nodes) nodes\(plan.cpus.map { " of \($0) CPU each" } ?? "") (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {
                 let how = plan.netns ? "ip netns exec \(lc.nodeNamespace(k)) ..." : "127.0.1.\(k)"
@@ -195,10 +200,10 @@ struct ClusterStatus: ParsableCommand {
             let rows: [[String: Any]] = nodes.map { n in
                 let l = lines.first { $0.node == n.id }
                 return ["id": Int(n.id), "state": n.state, "address": n.address, "reachable": n.reachable,
-                        "dashboard": (l?.url ?? nil) as Any, "reach": (l?.reach ?? nil) as Any]
+                        "dashboard": jsonValue(l?.url), "reach": jsonValue(l?.reach)]
             }
             let out: [String: Any] = ["status": "up", "online": status.online, "node": Int(status.node),
-                                      "dashboard": asked as Any, "nodes": rows]
+                                      "dashboard": jsonValue(asked), "nodes": rows]
             print(String(decoding: (try? JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self))
             return
         }

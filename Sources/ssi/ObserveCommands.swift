@@ -60,18 +60,35 @@ struct Events: ParsableCommand {
     func run() throws {
         do {
             var seen = Set<String>()
-            let first = try daemon.call(.observe(.events(limit: n)), timeout: 10).events()
+            let (first, missing) = try daemon.call(.observe(.events(limit: n)), timeout: 10).events()
+            Self.warn(missing)
             if json && !follow {
                 print(String(decoding: try Self.encoder.encode(first), as: UTF8.self))
                 return
             }
             show(first, &seen)
             while follow {
-                fflush(nil)
+                // SIGPIPE is ignored (SSI.main): a reader that went away (`| head`) shows as a
+                // failed flush (EPIPE), which ends the loop instead of following forever.
+                if fflush(nil) != 0 || Self.readerGone() { return }
                 sleep(1)
-                show(try daemon.call(.observe(.events(limit: 1000)), timeout: 10).events(), &seen)
+                show(try daemon.call(.observe(.events(limit: 1000)), timeout: 10).events().events, &seen)
             }
         } catch { fail(error) }
+    }
+
+    /// Says on stderr which nodes' events are missing: the history shown is then partial.
+    static func warn(_ missing: [UInt8]) {
+        guard !missing.isEmpty else { return }
+        let which = missing.map { "node \($0)" }.joined(separator: ", ")
+        FileHandle.standardError.write(Data("ssi: \(which) did not answer within 1.5 s: \(missing.count == 1 ? "its" : "their") events are not shown; ssi nodes status shows the nodes' state\n".utf8))
+    }
+
+    /// Whether stdout is a pipe whose reader closed: poll(2) reports POLLERR on the write end
+    /// of such a pipe even when there is nothing to write.
+    static func readerGone() -> Bool {
+        var p = pollfd(fd: 1, events: 0, revents: 0)
+        return poll(&p, 1, 0) == 1 && p.revents & Int16(POLLERR) != 0
     }
 
     static let encoder: JSONEncoder = {
@@ -107,7 +124,7 @@ struct Dashboard: ParsableCommand {
           ssi dashboard token
           curl -H "Authorization: Bearer $(ssi dashboard token)" -d '{"message":"maintenance"}' URL/api/events
         """,
-        subcommands: [DashboardShow.self, DashboardToken_.self, DashboardForward.self], defaultSubcommand: DashboardShow.self)
+        subcommands: [DashboardShow.self, DashboardTokenCommand.self, DashboardForward.self], defaultSubcommand: DashboardShow.self)
 }
 
 struct DashboardShow: ParsableCommand {
@@ -120,7 +137,7 @@ struct DashboardShow: ParsableCommand {
             let view = try daemon.call(.observe(.cluster), timeout: 10).cluster()
             let rows = dashboardLines(view.nodes)
             if json {
-                let out = rows.map { ["node": Int($0.node), "url": $0.url as Any, "reach": $0.reach as Any] }
+                let out = rows.map { ["node": Int($0.node), "url": jsonValue($0.url), "reach": jsonValue($0.reach)] }
                 print(String(decoding: try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
                 return
             }
@@ -133,6 +150,10 @@ struct DashboardShow: ParsableCommand {
         } catch { fail(error) }
     }
 }
+
+/// A value for JSONSerialization: a missing one is JSON null (an Optional inside Any is not
+/// a JSON value and makes JSONSerialization throw).
+func jsonValue(_ s: String?) -> Any { s.map { $0 as Any } ?? NSNull() }
 
 /// Each node's dashboard URL and, in a namespace cluster, the command that reaches it.
 func dashboardLines(_ nodes: [NodeRow]) -> [(node: UInt8, url: String?, reach: String?, why: String)] {
@@ -148,8 +169,8 @@ func dashboardLines(_ nodes: [NodeRow]) -> [(node: UInt8, url: String?, reach: S
     }
 }
 
-// Named with a trailing underscore: `DashboardToken` is SSIObserve's.
-struct DashboardToken_: ParsableCommand {
+// `DashboardToken` is SSIObserve's (the derivation); this is the command.
+struct DashboardTokenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "token", abstract: "Print the bearer token every node's dashboard accepts for changes (from the cluster secret).")
     @Option(help: "The cluster secret file (default: the local cluster's, else /etc/ssi/secret).") var secret: String?

@@ -82,11 +82,16 @@ struct ObserveClusterTests {
     @Test(.timeLimit(.minutes(3))) func everyNodeShowsTheWholeCluster() throws {
         let c = try ObservedCluster()
         defer { c.down() }
-        let started = try c.ssi("run", "-b", "--local", "--", try TestEnv.fixture("bigmem"), "4")
+        // A node-local application (checkpointed by PID) and a cluster one placed on node 2.
+        let started = try c.ssi("run", "--local", "-b", "--", try TestEnv.fixture("bigmem"), "4")
         let app = try #require(appID(started.stdout), "\(started.output)")
         defer { kill(app, SIGKILL) }
         let ck = try c.ssi("checkpoint", "\(app)")
         #expect(ck.status == 0, "\(ck.output)")
+        let placed = try c.ssi("run", "-b", "--node", "2", "--", "sleep", "300")
+        let capp = try #require(appID(placed.stdout), "\(placed.output)")
+        defer { _ = try? c.ssi("checkpoint", "--kill=KILL", "\(capp)") }
+        #expect(try c.ssi("checkpoint", "\(capp)").status == 0)
         let status = try c.ssi("nodes", "status").stdout.split(separator: "\n").map(String.init)
         for k in 1...3 {
             for path in ["/", "/metrics", "/api/cluster", "/api/nodes", "/api/node", "/api/applications", "/api/events"] {
@@ -97,14 +102,18 @@ struct ObserveClusterTests {
             #expect(nodes.allSatisfy { $0.reachable && $0.dashboard == "127.0.0.1:\(c.lc.dashboardPort(Int($0.id)))" })
             let apps = try c.json(k, "/api/applications", as: [ApplicationRow].self)
             #expect(apps.contains { $0.app == app && $0.node == 1 && $0.state == "running" && $0.checkpoints == 1 && $0.lastVersion == 1 })
+            #expect(apps.filter { $0.app == capp }.count == 1)
+            #expect(apps.contains { $0.app == capp && $0.node == 2 && $0.state == "running" && $0.checkpoints == 1 && $0.lastVersion == 1 },
+                    "cluster application: \(apps)")
             let events = try c.json(k, "/api/events", as: [ObserveEvent].self)
             #expect(events.contains { $0.kind == .checkpointDone && $0.app == app && $0.version == 1 })
             #expect(events.filter { $0.kind == .nodeJoined }.count == 3, "each join said once")
             #expect(events == events.sorted { $0.time < $1.time || ($0.time == $1.time && $0.node <= $1.node) })
         }
         let metrics = try PromText(try c.get(1, "/metrics").body)
-        #expect(metrics.value("ssi_checkpoints_total", ["node": "1", "result": "ok"]) == 1)
+        #expect(metrics.value("ssi_checkpoints_total", ["node": "1", "result": "ok"]) == 2, "both checkpoints were reported to node 1")
         #expect(metrics.value("ssi_applications", ["state": "running"]) == 1)
+        #expect(try PromText(try c.get(2, "/metrics").body).value("ssi_applications", ["state": "running"]) == 1)
         #expect((metrics.value("ssi_rpc_requests_total") ?? 0) > 0)
         #expect(metrics.value("ssi_nodes", ["state": "online"]) == 3)
         let cli = try c.ssi("events", "--json", "-n", "1000")
@@ -120,6 +129,7 @@ struct ObserveClusterTests {
         let token = try c.ssi("dashboard", "token").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try c.get(2, "/api/events", note + ["-H", "Authorization: Bearer \(token)"]).status == 201)
         #expect(try c.json(3, "/api/events", as: [ObserveEvent].self).contains { $0.kind == .note && $0.node == 2 })
+        try followSeesANewEvent(c, token: token)
 
         // kill -9 node 3: shown down within a few seconds, and the page never waits long.
         kill(c.nodePid(3), SIGKILL)
@@ -136,6 +146,27 @@ struct ObserveClusterTests {
             #expect(try c.get(2, "/").status == 200)
         }
         #expect(waitUntil(8) { try c.json(2, "/api/events", as: [ObserveEvent].self).contains { $0.kind == .nodeFailed } })
+    }
+
+    /// `ssi events --follow --json` prints an event recorded after it started, once.
+    func followSeesANewEvent(_ c: ObservedCluster, token: String) throws {
+        var o = SpawnOptions()
+        o.standardOutput = .file("\(c.dir)/follow.out", append: false)
+        o.standardError = .file("\(c.dir)/follow.err", append: false)
+        let follower = try Spawn.start([TestEnv.ssi, "events", "--follow", "--json", "-n", "1", "--node", "3"], o)
+        defer { kill(follower, SIGKILL); _ = try? Spawn.wait(follower) }
+        usleep(500_000)
+        #expect(try c.get(1, "/api/events", ["-X", "POST", "-H", "Authorization: Bearer \(token)", "-d", #"{"message":"followed"}"#]).status == 201)
+        let seen = waitUntil(5) { ((try? String(contentsOfFile: "\(c.dir)/follow.out", encoding: .utf8)) ?? "").contains(#""message":"followed""#) }
+        #expect(seen, "ssi events --follow: \((try? String(contentsOfFile: "\(c.dir)/follow.err", encoding: .utf8)) ?? "")")
+        usleep(1_500_000)
+        let lines = ((try? String(contentsOfFile: "\(c.dir)/follow.out", encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(lines.filter { $0.contains(#""message":"followed""#) }.count == 1, "printed once")
+        #expect(try lines.allSatisfy { _ = try JSONDecoder().decode(ObserveEvent.self, from: Data($0.utf8)); return true })
+        // A reader that goes away ends the follow (no SIGPIPE to do it: ssi ignores it).
+        let t0 = Date()
+        let piped = try run(["/bin/sh", "-c", "timeout 20 \(TestEnv.ssi) events --follow --node 1 | head -1; echo status=$?"])
+        #expect(piped.stdout.contains("status=0") && Date().timeIntervalSince(t0) < 10, "\(piped.output)")
     }
 
     /// A daemon killed while `ssi` waits on it: ssi says which daemon stopped answering and
@@ -158,6 +189,9 @@ struct ObserveClusterTests {
         #expect(page.status == 200 && page.seconds < 3)
         // A dashboard request cut by the daemon's death: curl sees an error, node 1 goes on.
         kill(c.nodePid(3), SIGSTOP)
+        // Before its lease runs out it is still online: asked, silent, and named as missing.
+        let partial = try c.ssi("events", "--node", "1")
+        #expect(partial.status == 0 && partial.stderr.contains("node 3 did not answer"), "\(partial.output)")
         let slow = try c.get(1, "/api/nodes")
         #expect(slow.status == 200 && slow.seconds < 3, "a stopped node cost \(slow.seconds) s")
         let rows = try JSONDecoder().decode([NodeRow].self, from: Data(slow.body.utf8))

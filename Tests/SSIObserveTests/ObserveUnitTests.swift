@@ -73,6 +73,23 @@ struct PromText {
     }
 }
 
+@Suite struct ApplicationMergeTests {
+    @Test func theProcessTableRowTakesTheCountsHeardElsewhere() {
+        var table = ApplicationRow(app: 10_000_001, node: 2, state: "running", command: "sleep 300", memoryBytes: 4096)
+        table.migrations = 1
+        let heard = ApplicationRow(app: 10_000_001, node: 1, state: "exited", command: "", lastVersion: 2, checkpoints: 2, restarts: 1)
+        let local = ApplicationRow(app: 4242, node: 1, state: "running", command: "./counter", checkpoints: 1)
+        for rows in [[heard, local, table], [table, heard, local]] {
+            let m = Observer.mergeApplications(rows)
+            #expect(m.count == 2)
+            let a = m.first { $0.app == 10_000_001 }
+            #expect(a?.node == 2 && a?.state == "running" && a?.migrations == 1)
+            #expect(a?.checkpoints == 2 && a?.restarts == 1 && a?.lastVersion == 2)
+            #expect(m.first { $0.app == 4242 } == local)
+        }
+    }
+}
+
 @Suite struct MetricsTests {
     @Test func textParsesAndCountersMoveWithEvents() throws {
         let m = NodeMetrics(node: 4)

@@ -14,6 +14,7 @@ func policy(_ type: String, _ params: [String: String] = [:]) -> Policy {
 struct Simulation {
     var cpus: [Int: Double]
     var apps: [AppView]
+    var configurations: [Int: String] = [:]
     var now = Date(timeIntervalSince1970: 1_000_000)
     var migrations: [(app: Int, from: Int, to: Int)] = []
 
@@ -21,7 +22,7 @@ struct Simulation {
 
     var view: SchedulerView {
         SchedulerView(now: now, nodes: cpus.keys.sorted().map { k in
-            NodeView(node: k, cpus: cpus[k]!, values: ["load": load(k)], apps: apps.filter { $0.node == k })
+            NodeView(node: k, cpus: cpus[k]!, configuration: configurations[k] ?? "", values: ["load": load(k)], apps: apps.filter { $0.node == k })
         })
     }
 
@@ -111,7 +112,7 @@ struct Simulation {
         var sim = Simulation(cpus: [1: 1, 2: 1], apps: [
             AppView(app: 1, node: 1, cpu: 0.25, arrived: t0),
             AppView(app: 2, node: 2, cpu: 0.25, arrived: t0), AppView(app: 3, node: 2, cpu: 0.25, arrived: t0),
-        ])
+        ], configurations: [1: "night", 2: "day"])
         let ps = [1: policy("consolidate", ["light": "0.3", "full": "1.0", "min-residence-ms": "1000", "return-after-ms": "30000"]),
                   2: policy("balance", ["threshold": "0.2", "min-residence-ms": "1000", "return-after-ms": "30000", "max-per-minute": "60"])]
         sim.run(1200, policies: ps)
@@ -129,7 +130,8 @@ struct Simulation {
         /// Node 2's view with the given moves between nodes 1 and 2 (from, at).
         func view(_ moves: [(Int, Date)]) -> SchedulerView {
             let ms = moves.enumerated().map { i, m in NodeView.Move(app: 100 + i, from: m.0, to: 3 - m.0, at: m.1) }
-            return SchedulerView(now: now, nodes: [NodeView(node: 2, cpus: 1, values: [:], apps: [a], moves: ms), NodeView(node: 1, cpus: 1, values: [:])])
+            return SchedulerView(now: now, nodes: [NodeView(node: 2, cpus: 1, configuration: "day", values: [:], apps: [a], moves: ms),
+                                                   NodeView(node: 1, cpus: 1, configuration: "night", values: [:])])
         }
         #expect(rules.refusal(a, from: 2, to: 1, view: view([(1, now - 15)])) == nil)
         #expect(rules.refusal(a, from: 2, to: 1, view: view([(1, now - 5)]))?.contains("wait 10 s") == true)
@@ -140,6 +142,13 @@ struct Simulation {
         #expect(rules.refusal(a, from: 2, to: 1, view: view([(1, now - 900), (2, now - 800), (1, now - 700), (2, now - 600), (1, now - 500)]))?.contains("no move back") == true)
         #expect(rules.refusal(a, from: 2, to: 3, view: view([(1, now - 5)])) == nil, "other pairs are free")
         #expect(rules.refusal(a, from: 2, to: 1, view: view([(2, now - 5)])) == nil, "the same direction again is free")
+        // Same configuration on both nodes: other applications' moves do not hold this one
+        // back, its own do.
+        var same = view([(1, now - 5)])
+        same.nodes[1].configuration = "day"
+        #expect(rules.refusal(a, from: 2, to: 1, view: same) == nil)
+        same.nodes[0].moves = [NodeView.Move(app: 1, from: 1, to: 2, at: now - 5)]
+        #expect(rules.refusal(a, from: 2, to: 1, view: same)?.contains("app 1") == true)
     }
 }
 

@@ -1,0 +1,84 @@
+import Foundation
+
+/// A job (DRMAA's word, the seed's "job submission system"): a command submitted to the
+/// cluster, started as a cluster application when its turn comes, on the node asked for or
+/// the one the placement policy chooses. Jobs are applications: they checkpoint and migrate
+/// like any other. Kept in the KDDM set `jobs` (object id = job number).
+public struct JobRecord: Codable, Sendable, Equatable {
+    public var job: Int
+    public var name: String
+    public var command: [String]
+    public var directory: String
+    public var environment: [String: String]
+    /// The node asked for; nil: the placement policy chooses (`--node auto`).
+    public var node: Int?
+    /// The node that took the submission and runs the job's queue.
+    public var owner: Int
+    public var state: JobState
+    /// Its application once started.
+    public var app: Int32?
+    /// Where it was started.
+    public var startedOn: Int?
+    public var exitStatus: Int32?
+    /// Seconds since the epoch.
+    public var submitted: Double
+    public var started: Double?
+    public var ended: Double?
+    /// Why it failed to start, when it did.
+    public var error: String?
+
+    public init(job: Int, name: String, command: [String], directory: String, environment: [String: String], node: Int?, owner: Int, held: Bool, now: Date = Date()) {
+        (self.job, self.name, self.command, self.directory, self.environment) = (job, name, command, directory, environment)
+        (self.node, self.owner) = (node, owner)
+        state = held ? .held : .queued
+        submitted = now.timeIntervalSince1970
+    }
+
+    /// Whether it can still change by itself.
+    public var isFinal: Bool { [.done, .failed, .terminated].contains(state) }
+}
+
+/// DRMAA's job states, in our words.
+public enum JobState: String, Codable, Sendable, CaseIterable {
+    /// Waiting for its turn (the owner starts queued jobs within a moment, one by one).
+    case queued
+    /// Kept from starting until `ssi release`.
+    case held
+    case running
+    /// Frozen by `ssi suspend` (the cgroup freezer); `ssi resume` thaws it.
+    case suspended
+    /// Exited with status 0.
+    case done
+    /// Exited with another status, was killed by a signal, or could not start.
+    case failed
+    /// Ended by `ssi terminate`.
+    case terminated
+    /// Its node is not online: `ssi restart APP --node N` brings its application back.
+    case lost
+}
+
+/// What `ssi submit` sends.
+public struct JobSubmission: Codable, Sendable, Equatable {
+    public var command: [String]
+    public var directory: String
+    public var environment: [String: String]
+    public var node: Int?
+    public var hold: Bool
+    public var name: String?
+    public init(command: [String], directory: String, environment: [String: String], node: Int?, hold: Bool, name: String?) {
+        (self.command, self.directory, self.environment, self.node, self.hold, self.name) = (command, directory, environment, node, hold, name)
+    }
+}
+
+/// The job operations of `ssi submit`, `ssi jobs`, `ssi hold`, ... (answered by the jobs
+/// subsystem of the node asked).
+public enum JobsRequest: Codable, Sendable, Equatable {
+    case submit(JobSubmission)
+    case list
+    case show(Int)
+    case hold(Int)
+    case release(Int)
+    case suspend(Int)
+    case resume(Int)
+    case terminate(Int)
+}

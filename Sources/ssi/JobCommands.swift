@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import SSIControl
+import SSIScheduler
+import SSISystem
+
+// Jobs, DRMAA-style (docs/scheduler.md, "Jobs"): submitted commands that the cluster starts
+// as applications where the scheduler places them, and follows to their end.
+let jobCommands: [ParsableCommand.Type] = [Submit.self, Jobs.self, WaitJob.self, Hold.self, Release.self, Suspend.self, Resume.self, Terminate.self]
+
+private func callJobs(_ r: JobsRequest, _ daemon: DaemonOptions) -> ControlReply {
+    orFail { try daemon.call(.jobs(r)) }
+}
+
+private func describe(_ j: JobRecord) -> String {
+    var s = "job \(j.job) \(j.state.rawValue)"
+    if let app = j.app { s += ", application \(app)" }
+    if let n = j.startedOn { s += " on node \(n)" }
+    if let x = j.exitStatus { s += ", exit status \(x)" }
+    if let e = j.error { s += ": \(e)" }
+    return s
+}
+
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit a job: the cluster starts CMD as an application where the scheduler places it.",
+        discussion: """
+        Prints the job number. The job is queued, then started (within a moment) on the node \
+        given by --node, or by the placement policy with --node auto (the default); its output \
+        goes to a log on its node (ssi logs APP). Example: ssi submit --node auto -- ./simulate --steps 100
+        """)
+    @Option(help: "A node number, or auto: the placement policy chooses.") var node = "auto"
+    @Flag(help: "Keep it from starting until ssi release.") var hold = false
+    @Option(help: "A name shown by ssi jobs (default: the program's).") var name: String?
+    @Option(help: "The daemon's control socket (default: this machine's node).") var socket: String?
+    @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS") var command: [String] = []
+
+    func run() throws {
+        let cmd = command.first == "--" ? Array(command.dropFirst()) : command
+        guard !cmd.isEmpty else { throw ValidationError("give the command after --: ssi submit -- CMD ARGS") }
+        let n: Int?
+        if node == "auto" { n = nil } else {
+            guard let k = Int(node), (1...255).contains(k) else { throw ValidationError("--node is a node number (1..255) or auto, not '\(node)'") }
+            n = k
+        }
+        let env = ProcessInfo.processInfo.environment
+        let sub = JobSubmission(command: cmd, directory: FileManager.default.currentDirectoryPath, environment: env, node: n, hold: hold, name: name)
+        // --node here is where the job runs; the request goes to this machine's node.
+        let daemon = orFail { try DaemonOptions.parse(socket.map { ["--socket", $0] } ?? []) }
+        let j = orFail { try callJobs(.submit(sub), daemon).job() }
+        print("Job \(j.job) submitted (\(j.state.rawValue))")
+    }
+}
+
+struct Jobs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Every job of the cluster and its state (queued, held, running, suspended, done, failed, terminated, lost).")
+    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        let list = orFail { try callJobs(.list, daemon).jobList() }
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            print(String(decoding: orFail { try e.encode(list) }, as: UTF8.self))
+            return
+        }
+        print("JOB    STATE       APP        NODE EXIT NAME")
+        for j in list {
+            func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
+            print(pad("\(j.job)", 6) + " " + pad(j.state.rawValue, 11) + " " + pad(j.app.map(String.init) ?? "-", 10) + " "
+                  + pad(j.startedOn.map(String.init) ?? "-", 4) + " " + pad(j.exitStatus.map(String.init) ?? "-", 4) + " " + j.name)
+        }
+    }
+}
+
+struct WaitJob: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "wait", abstract: "Wait for a job to end; exit with its exit status (1 if it failed to start or was terminated).")
+    @Argument(help: "The job number.") var job: Int
+    @Option(help: "Give up after this many seconds (exit 124).") var timeout: Double?
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
+        while true {
+            let j = orFail { try callJobs(.show(job), daemon).job() }
+            if j.isFinal {
+                print(describe(j))
+                throw ExitCode(j.state == .done ? 0 : j.exitStatus.map { $0 == 0 ? 1 : $0 } ?? 1)
+            }
+            if let deadline, Date() > deadline {
+                FileHandle.standardError.write(Data("ssi: job \(job) is still \(j.state.rawValue) after \(timeout!) s\n".utf8))
+                throw ExitCode(124)
+            }
+            usleep(200_000)
+        }
+    }
+}
+
+/// hold, release, suspend, resume, terminate: one job, one change.
+protocol JobChange: ParsableCommand {
+    var job: Int { get }
+    var daemon: DaemonOptions { get }
+    static func request(_ job: Int) -> JobsRequest
+}
+
+extension JobChange {
+    func run() throws { print(describe(orFail { try callJobs(Self.request(job), daemon).job() })) }
+}
+
+struct Hold: JobChange {
+    static let configuration = CommandConfiguration(abstract: "Keep a queued job from starting.")
+    @Argument(help: "The job number.") var job: Int
+    @OptionGroup var daemon: DaemonOptions
+    static func request(_ job: Int) -> JobsRequest { .hold(job) }
+}
+
+struct Release: JobChange {
+    static let configuration = CommandConfiguration(abstract: "Let a held job start.")
+    @Argument(help: "The job number.") var job: Int
+    @OptionGroup var daemon: DaemonOptions
+    static func request(_ job: Int) -> JobsRequest { .release(job) }
+}
+
+struct Suspend: JobChange {
+    static let configuration = CommandConfiguration(abstract: "Freeze a running job (cgroup freezer); ssi resume thaws it.")
+    @Argument(help: "The job number.") var job: Int
+    @OptionGroup var daemon: DaemonOptions
+    static func request(_ job: Int) -> JobsRequest { .suspend(job) }
+}
+
+struct Resume: JobChange {
+    static let configuration = CommandConfiguration(abstract: "Thaw a suspended job.")
+    @Argument(help: "The job number.") var job: Int
+    @OptionGroup var daemon: DaemonOptions
+    static func request(_ job: Int) -> JobsRequest { .resume(job) }
+}
+
+struct Terminate: JobChange {
+    static let configuration = CommandConfiguration(abstract: "End a job: TERM to its application (KILL after 5 s), or drop it if it has not started.")
+    @Argument(help: "The job number.") var job: Int
+    @OptionGroup var daemon: DaemonOptions
+    static func request(_ job: Int) -> JobsRequest { .terminate(job) }
+}

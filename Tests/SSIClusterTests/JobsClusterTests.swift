@@ -1,0 +1,68 @@
+import Foundation
+import SSIControl
+import SSIScheduler
+import SSISystem
+import Testing
+
+private func jobs() throws -> [JobRecord] {
+    try JSONDecoder().decode([JobRecord].self, from: Data(try ssiOK("jobs", "--json").utf8))
+}
+
+private func job(_ n: Int) throws -> JobRecord? { try jobs().first { $0.job == n } }
+
+private func submitted(_ out: String) -> Int? {
+    out.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+}
+
+@Suite(.serialized) struct JobsClusterTests {
+    /// Jobs through their states on the real cluster: queued, started where asked or where
+    /// the placement policy says, held and released, suspended (frozen) and resumed,
+    /// terminated, done and failed with their exit status; every bad request refused.
+    @Test(.enabled(if: canRunCluster, "\(whyNot)")) func jobsThroughTheirStates() throws {
+        try up()
+        defer { try? down() }
+        let fail = try #require(submitted(try ssiOK("submit", "--", "/bin/sh", "-c", "exit 3")))
+        let long = try #require(submitted(try ssiOK("submit", "--node", "3", "--", "/bin/sleep", "60")))
+        let held = try #require(submitted(try ssiOK("submit", "--hold", "--name", "later", "--", "/bin/sh", "-c", "exit 0")))
+        #expect(try job(held)?.state == .held && job(held)?.name == "later")
+
+        // ssi wait exits with the job's status.
+        let w = try ssi("wait", "\(fail)", "--timeout", "30")
+        #expect(w.code == 3 && w.out.contains("failed") && w.out.contains("exit status 3"), "\(w.out)")
+
+        _ = try waitFor("the long job runs on node 3", seconds: 10) { try job(long)?.state == .running && job(long)?.startedOn == 3 }
+        let app = try #require(try job(long)?.app)
+        // Suspend freezes its application on node 3 (asked from node 1); resume thaws it.
+        #expect(try ssiOK("suspend", "\(long)", "--node", "1").contains("suspended"))
+        let freeze = try String(contentsOfFile: "/sys/fs/cgroup/unified/ssi/app-\(app)/cgroup.freeze", encoding: .utf8)
+        #expect(freeze.hasPrefix("1"), "the application's cgroup is frozen")
+        #expect(try ssiOK("resume", "\(long)", "--node", "2").contains("running"))
+        #expect(try String(contentsOfFile: "/sys/fs/cgroup/unified/ssi/app-\(app)/cgroup.freeze", encoding: .utf8).hasPrefix("0"))
+
+        // A held job starts only once released, placed by the scheduler.
+        usleep(500_000)
+        #expect(try job(held)?.state == .held)
+        _ = try ssiOK("release", "\(held)")
+        let r = try ssi("wait", "\(held)", "--timeout", "30")
+        #expect(r.code == 0 && r.out.contains("done"), "\(r.out)")
+        #expect(try job(held)?.startedOn != nil)
+
+        // Terminate ends the long job; its application stops.
+        #expect(try ssiOK("terminate", "\(long)").contains("terminated"))
+        _ = try waitFor("its application stops", seconds: 15) {
+            let rec = try ssiOK("ps", "--json")
+            return rec.contains("\"app\":\(app)") && rec.range(of: "\"app\":\(app)[^}]*\"state\":\"stopped\"", options: .regularExpression) != nil
+        }
+        #expect(try job(long)?.state == .terminated)
+
+        // Refusals name the job and what to do.
+        let bad = try ssi("hold", "\(long)")
+        #expect(bad.code != 0 && bad.out.contains("job \(long) is terminated: only a queued job can be held"), "\(bad.out)")
+        let none = try ssi("suspend", "999")
+        #expect(none.code != 0 && none.out.contains("no job 999"), "\(none.out)")
+        let node = try ssi("submit", "--node", "9", "--", "/bin/true")
+        #expect(node.code != 0 && node.out.contains("node 9 is not online"), "\(node.out)")
+        let empty = try ssi("submit")
+        #expect(empty.code != 0, "\(empty.out)")
+    }
+}
