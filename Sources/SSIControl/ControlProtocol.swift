@@ -101,6 +101,9 @@ public enum AppsRequest: Codable, Sendable, Equatable {
     case logs(app: Int32, offset: UInt64)
     /// Stop-and-copy migration; answers `.application`.
     case migrate(MigrateSpec)
+    /// Sends a signal to the application's init on its node (ssi-init passes TERM, INT,
+    /// HUP, USR1... on to the command; KILL ends the whole namespace); answers `.application`.
+    case signal(app: Int32, signal: Int32)
 }
 
 /// The operators' view (`ssi events`, `ssi cluster status`, `ssi dashboard`; the CLI's reports).

@@ -47,7 +47,6 @@ struct ProcessTableSubsystem: Subsystem {
         // Apps are children of ssid; processes orphaned inside a failed restart are too
         // (prctl(2) PR_SET_CHILD_SUBREAPER), and each is reaped by its watcher or the engine.
         Prctl.becomeSubreaper()
-        plugIntoObserver()
         let me = self
         core.rpc.register(ProcessTableService.forward) { _, p in
             let r = try JSONDecoder().decode(AppsRequest.self, from: Data(p))
@@ -56,25 +55,6 @@ struct ProcessTableSubsystem: Subsystem {
     }
 
     var services: [any Service] { [RefreshService(apps: apps)] }
-
-    /// The operators' view (SSIObserve) lists, per node, the applications that node reports:
-    /// here, the records naming this node, and those of nodes not online (lost), reported by
-    /// the lowest online node only, so the cluster view shows each application once.
-    private func plugIntoObserver() {
-        let table = apps.table, me = core.config.node
-        core.observe.setApplicationSource {
-            guard let all = try? await table.list() else { return [] }
-            let online = table.onlineNodes
-            let reportsLost = online.min() == me
-            let versions = Dictionary(((try? await table.catalogs()) ?? []).map { ($0.app, $0.versions.last?.version) }, uniquingKeysWith: { a, _ in a })
-            return all.filter { $0.node == me || (reportsLost && !online.contains($0.node)) }.map { r in
-                // With `migrations` set: the row the cluster view keeps (mergeApplications).
-                var row = ApplicationRow(record: r)
-                row.lastVersion = versions[r.app] ?? nil
-                return row
-            }
-        }
-    }
 
     func handle(_ request: ControlRequest) async throws -> ControlReply { try await handle(request, fds: []) }
 
@@ -136,6 +116,10 @@ struct ProcessTableSubsystem: Subsystem {
                 let r = try await apps.migrate(spec)
                 return (r, "application \(spec.app) moved from node \(me) to node \(r.node)", nil)
             })
+        case .signal(let app, let sig):
+            let rec = try await table.record(app)
+            if rec.node != me { return try await forward(r, to: rec.node) }
+            return .application(try await apps.signal(app, sig))
         case .logs(let app, let offset):
             let rec = try await table.record(app)
             let n = rec.log_node ?? rec.node

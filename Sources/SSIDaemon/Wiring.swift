@@ -13,8 +13,22 @@ import Synchronization
 extension NodeDaemon {
     static func connect(_ parts: [any Subsystem]) {
         guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
-        // The operators' view gets its rows from ProcessTableSubsystem.plugIntoObserver.
-        let records = table.apps.table
+        let (me, apps) = (table.core.config.node, table.apps)
+        // Each node reports the records naming it, and the lowest online node also those of
+        // nodes not online (lost), so the cluster view lists every application once.
+        table.core.observe.setApplicationSource {
+            guard let all = try? await apps.table.list() else { return [] }
+            let online = apps.table.onlineNodes
+            let reportsLost = online.min() == me
+            let catalogs = (try? await apps.table.catalogs()) ?? []
+            let versions = Dictionary(catalogs.map { ($0.app, $0.versions.last?.version) }, uniquingKeysWith: { a, _ in a })
+            return all.filter { $0.node == me || (reportsLost && !online.contains($0.node)) }.map { r in
+                var row = ApplicationRow(record: r)
+                row.lastVersion = versions[r.app] ?? nil
+                return row
+            }
+        }
+        let records = apps.table
         let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
         if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {
             jobs.hooks.withLock { h in

@@ -107,6 +107,16 @@ public final class NodeApplications: Sendable {
         return 0
     }
 
+    /// kill(2) of a local application's init. A signal from an ancestor namespace reaches
+    /// a namespace's init only if it has a handler for it, or for SIGKILL/SIGSTOP
+    /// (pid_namespaces(7)); ssi-init handles those it forwards to the command.
+    public func signal(_ app: Int32, _ sig: Int32) async throws -> AppRecord {
+        let root = try await localRoot(app)
+        guard (1...64).contains(sig) else { throw SSIError(.invalidArgument, "signal \(sig) is not a signal number (1-64)") }
+        guard kill(root, sig) == 0 else { throw SSIError.sys("node \(me): kill(\(root), \(sig)) for application \(app)", errno: errno) }
+        return try await table.record(app)
+    }
+
     // MARK: logs
 
     /// Up to 1 MiB of the application's log from `offset`.

@@ -85,8 +85,20 @@ enum ClusterApps {
     }
 
     /// Waits for a cluster application to stop; returns its exit status.
+    /// The signal ssi run got while it waits (0: none): a handler may only store it.
+    nonisolated(unsafe) static var pending: Int32 = 0  // sig_atomic_t-like: one aligned word written by the handler, read by the loop
+
+    /// Waits for a cluster application to stop and returns its exit status; SIGINT and SIGTERM
+    /// sent to ssi run are passed on to the application (its init forwards them).
     static func wait(_ app: Int32, node: Int?) throws -> Int32 {
+        signal(SIGINT) { ClusterApps.pending = $0 }
+        signal(SIGTERM) { ClusterApps.pending = $0 }
         while true {
+            if pending != 0 {
+                let s = pending
+                pending = 0
+                _ = try? call(.signal(app: app, signal: s), node: node)
+            }
             let r = try call(.show(app: app), node: node).application()
             if r.state == .stopped { return r.exit_status ?? 0 }
             if r.state == .lost { throw SSIError(.state, "application \(app) is lost: node \(r.node) is not online", hint: "ssi restart \(app) --node N brings it back from a snapshot") }

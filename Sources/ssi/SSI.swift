@@ -28,7 +28,8 @@ struct SSI: AsyncParsableCommand {
         let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "ssi"
         if let prefix = aliases[invokedAs] { args = prefix + args }
         if args.first == "checkpoint" { args = Checkpoint.normalize(args) }
-        if args.first == "run", Run.asksForHelp(args) { args = ["help", "run"] }
+        // `run` and `submit` capture the program's arguments: their own --help comes before them.
+        if let first = args.first, ["run", "submit"].contains(first), Run.asksForHelp(args) { args = ["help", first] }
         do {
             var command = try parseAsRoot(args)
             if var async = command as? AsyncParsableCommand {

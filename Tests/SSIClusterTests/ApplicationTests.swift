@@ -316,6 +316,26 @@ extension ApplicationTests {
     }
 }
 
+extension ApplicationTests {
+    /// `ssi run --node 2` in the foreground: SIGTERM sent to it reaches the application on
+    /// node 2 (through its init), and ssi run returns its status, 128 + 15.
+    @Test(.timeLimit(.minutes(1))) func foregroundRunPassesSignalsOn() throws {
+        try up()
+        defer { try? down() }
+        let log = "/tmp/ssi-apps-fg-\(getpid()).log"
+        let cli = try Proc.spawn([binDir + "/ssi", "run", "--log", "--node", "2", "--", "/bin/sleep", "100"], log: log)
+        _ = try waitFor("the application", seconds: 10) { try psJSON(node: 1).contains { $0.state == .running && $0.command == ["/bin/sleep", "100"] } }
+        let app = try #require(try psJSON(node: 1).first { $0.command == ["/bin/sleep", "100"] })
+        kill(cli, SIGTERM)
+        var st: Int32 = 0
+        while waitpid(cli, &st, 0) < 0 && errno == EINTR {}
+        #expect(WaitStatus(raw: st) == .exited(143), "ssi run ended with \(WaitStatus(raw: st)): \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        let rec = try #require(try record(app.app, node: 3))
+        #expect(rec.state == .stopped && rec.exit_status == 143)
+        unlink(log)
+    }
+}
+
 /// The cgroup v2 mount, if any (/proc/self/mounts).
 let cgroup2: String? = {
     let m = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
