@@ -87,18 +87,30 @@ long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int
     return r < 0 ? -errno : r;
 }
 
-long cssi_pagemap_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t anyof, uint64_t return_mask,
-                               struct cssi_page_region *vec, size_t n, uint64_t *walk_end) {
-    struct cssi_pm_scan_arg a;
-    memset(&a, 0, sizeof(a));
-    a.size = sizeof(a);
-    a.start = start;
-    a.end = end;
-    a.vec = (uint64_t)(uintptr_t)vec;
-    a.vec_len = n;
-    a.category_anyof_mask = anyof;
-    a.return_mask = return_mask;
-    long r = ioctl(pagemap_fd, CSSI_PAGEMAP_SCAN, &a);
-    if (walk_end) *walk_end = a.walk_end;
-    return r < 0 ? -errno : r;
+int cssi_uffd_enable_plain(int uffd) {
+    struct uffdio_api api;
+    memset(&api, 0, sizeof(api));
+    api.api = UFFD_API;
+    return result(ioctl(uffd, UFFDIO_API, &api));
+}
+
+int cssi_uffd_register_missing(int uffd, uint64_t start, uint64_t len) {
+    struct uffdio_register reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.range.start = start;
+    reg.range.len = len;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    return result(ioctl(uffd, UFFDIO_REGISTER, &reg));
+}
+
+long cssi_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len) {
+    struct uffdio_copy c;
+    memset(&c, 0, sizeof(c));
+    c.dst = dst;
+    c.src = (uint64_t)(uintptr_t)src;
+    c.len = len;
+    if (ioctl(uffd, UFFDIO_COPY, &c) == 0) return (long)c.copy;
+    // On failure c.copy holds -errno, or the bytes done before an interruption (EAGAIN).
+    if (c.copy > 0) return (long)c.copy;
+    return -errno;
 }

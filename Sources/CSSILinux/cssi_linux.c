@@ -296,20 +296,35 @@ pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long n
     return (pid_t)r;
 }
 
+static uint32_t crc32c_mulmod(uint32_t a, uint32_t b);
+
+// The three-lane CRC below: each lane is CSSI_CRC_LANE bytes, and x^(8 * CSSI_CRC_LANE)
+// modulo the polynomial (bit-reflected) moves a lane's CRC register past the lanes after it.
+// The constant is what cssi_crc32c_combine computes for that length (checked by
+// SnapshotStoreTests against a bit-by-bit CRC).
+#define CSSI_CRC_LANE 8192
+#define CSSI_CRC_LANE_SHIFT 0x28461564u
+
 uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len) {
     const unsigned char *p = buf;
     uint64_t c = ~crc;
     while (len && ((uintptr_t)p & 7)) { c = _mm_crc32_u8((uint32_t)c, *p++); len--; }
-    // One sequential stream of 8-byte crc32 instructions: about 8 bytes per 3 cycles,
-    // several GB/s, which keeps checksumming off the critical path of dump and restore.
-    while (len >= 32) {
-        uint64_t a, b, d, e;
-        memcpy(&a, p, 8); memcpy(&b, p + 8, 8); memcpy(&d, p + 16, 8); memcpy(&e, p + 24, 8);
-        c = _mm_crc32_u64(c, a);
-        c = _mm_crc32_u64(c, b);
-        c = _mm_crc32_u64(c, d);
-        c = _mm_crc32_u64(c, e);
-        p += 32; len -= 32;
+    // The crc32 instruction has a latency of 3 cycles and a throughput of 1 per cycle: one
+    // dependent stream runs at a third of the speed the unit allows. Three independent
+    // lanes (three consecutive blocks of the buffer) keep it busy, and their registers are
+    // joined by the linearity of the CRC: reg(A|B) = reg(A) * x^(8|B|) + reg_from_0(B). On a
+    // buffer in cache (the 8 MiB batches of a dump) this is 2-3x faster.
+    while (len >= 3 * CSSI_CRC_LANE) {
+        uint64_t c1 = 0, c2 = 0;
+        for (size_t i = 0; i < CSSI_CRC_LANE; i += 8) {
+            uint64_t a, b, d;
+            memcpy(&a, p + i, 8); memcpy(&b, p + CSSI_CRC_LANE + i, 8); memcpy(&d, p + 2 * CSSI_CRC_LANE + i, 8);
+            c = _mm_crc32_u64(c, a);
+            c1 = _mm_crc32_u64(c1, b);
+            c2 = _mm_crc32_u64(c2, d);
+        }
+        c = crc32c_mulmod(CSSI_CRC_LANE_SHIFT, crc32c_mulmod(CSSI_CRC_LANE_SHIFT, (uint32_t)c) ^ (uint32_t)c1) ^ (uint32_t)c2;
+        p += 3 * CSSI_CRC_LANE; len -= 3 * CSSI_CRC_LANE;
     }
     while (len >= 8) { uint64_t a; memcpy(&a, p, 8); c = _mm_crc32_u64(c, a); p += 8; len -= 8; }
     while (len) { c = _mm_crc32_u8((uint32_t)c, *p++); len--; }

@@ -68,9 +68,9 @@ struct ProcessTableSubsystem: Subsystem {
             let reportsLost = online.min() == me
             let versions = Dictionary(((try? await table.catalogs()) ?? []).map { ($0.app, $0.versions.last?.version) }, uniquingKeysWith: { a, _ in a })
             return all.filter { $0.node == me || (reportsLost && !online.contains($0.node)) }.map { r in
-                var row = ApplicationRow(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
-                                         memoryBytes: r.rss_bytes, lastVersion: versions[r.app] ?? nil)
-                row.migrations = r.migrations
+                // With `migrations` set: the row the cluster view keeps (mergeApplications).
+                var row = ApplicationRow(record: r)
+                row.lastVersion = versions[r.app] ?? nil
                 return row
             }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import SSIKDDM
+import SSIObserve
 import SSIProcessTable
 import SSIScheduler
 import SSISystem
@@ -7,12 +8,12 @@ import SSITransport
 import Synchronization
 
 /// The few places where one subsystem uses another, in one file: the scheduler reads the
-/// process table's applications and migrates through it (the operators' view is fed by the
-/// process table itself: ProcessTableSubsystem.plugIntoObserver).
+/// process table's applications and migrates through it; jobs launch through it.
 /// Subsystems do not know each other; the daemon connects them once they are all made.
 extension NodeDaemon {
     static func connect(_ parts: [any Subsystem]) {
         guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
+        // The operators' view gets its rows from ProcessTableSubsystem.plugIntoObserver.
         let records = table.apps.table
         let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
         if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {
@@ -34,6 +35,15 @@ extension NodeDaemon {
                 })
             }
         }
+    }
+}
+
+extension ApplicationRow {
+    /// A process table record as the dashboard lists it.
+    init(record r: AppRecord) {
+        self.init(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
+                  memoryBytes: r.rss_bytes)
+        migrations = r.migrations
     }
 }
 

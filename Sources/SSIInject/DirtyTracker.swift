@@ -77,11 +77,13 @@ public final class DirtyTracker {
         return tracker
     }
 
-    /// A userfaultfd of `pid`'s mm, in ssi: created by an injected userfaultfd(2) in its main
-    /// thread (stopped with PTRACE_SEIZE + PTRACE_INTERRUPT meanwhile, every signal blocked),
-    /// copied with pidfd_getfd(2), closed in the process.
+    /// A userfaultfd of `pid`'s mm, in ssi: created by an injected userfaultfd(2) in one of
+    /// its threads (stopped with PTRACE_SEIZE + PTRACE_INTERRUPT meanwhile, every signal
+    /// blocked), copied with pidfd_getfd(2), closed in the process. The main thread unless it
+    /// has exited (a zombie leader never enters a ptrace stop): any live thread shares the mm.
     private static func takeUserfaultfd(_ pid: ProcessID) throws -> Int32 {
-        guard let t = try Tracee.seize(pid, of: pid) else {
+        let live = ((try? threadIDs(of: pid.rawValue)) ?? [pid.rawValue]).first { (try? ProcStat.read(pid: $0))?.state != "Z" }
+        guard let tid = live, let t = try Tracee.seize(ProcessID(tid), of: pid) else {
             throw SSIError(.notFound, "PID \(pid) exited before its pages could be tracked")
         }
         defer { try? t.detach() }
@@ -95,10 +97,11 @@ public final class DirtyTracker {
         let saved = try t.registers()
         let guardMask = try SignalMaskGuard(tracee: t, saved: saved)
         defer { guardMask.restore() }
-        let inj = try Injector(pid: pid, base: saved)
+        let inj = try Injector(pid: ProcessID(tid), base: saved)
         let flags = UInt64(O_CLOEXEC | O_NONBLOCK) | UInt64(CSSI_UFFD_USER_MODE_ONLY)
         let remote = try inj.call("userfaultfd", .userfaultfd, flags)
         defer { _ = try? inj.raw(.close, remote) }
+        // pidfd_open(2) wants the thread-group leader.
         return try FDTransfer.copy(fd: Int32(remote), from: pid)
     }
 
@@ -124,44 +127,60 @@ public final class DirtyTracker {
                     let r = vec[i]
                     out.written.append((r.start, (r.end - r.start) / 4096))
                 }
-                if walkEnd <= from { break }
-                from = walkEnd
+                from = DirtyTracker.resume(from: from, walkEnd: walkEnd, last: n > 0 ? vec[n - 1].end : 0)
+                if from == 0 { break }
+            }
+        }
+        out.written = DirtyTracker.normalized(out.written)
+        return out
+    }
+
+    /// Where the next PAGEMAP_SCAN call starts after one that filled its vector, or 0 when
+    /// the walk is done. When the vector fills, walk_end can lie before the end of the last
+    /// region returned (the walk stopped inside it): starting again from walk_end would
+    /// report part of that region twice (seen: the same page taken both from its copy and
+    /// copied again), so the next call starts after the last region.
+    static func resume(from: UInt64, walkEnd: UInt64, last: UInt64) -> UInt64 {
+        let next = max(walkEnd, last)
+        return next > from ? next : 0
+    }
+
+    /// Runs sorted by address, overlapping or touching ones merged.
+    static func normalized(_ runs: [(UInt64, UInt64)]) -> [(UInt64, UInt64)] {
+        var out = [(UInt64, UInt64)]()
+        for (a, n) in runs.sorted(by: { $0.0 < $1.0 }) {
+            if let last = out.last, a <= last.0 + last.1 * 4096 {
+                let end = max(last.0 + last.1 * 4096, a + n * 4096)
+                out[out.count - 1].1 = (end - last.0) / 4096
+            } else {
+                out.append((a, n))
             }
         }
         return out
     }
 
-    /// Runs of pages of [start, end) that are present or swapped out, each with its
-    /// PAGE_IS_* categories (`Category`): written since last protected, the shared zero
-    /// page, file-backed. One PAGEMAP_SCAN walk, without protecting anything.
-    public func pageRegions(_ start: UInt64, _ end: UInt64) throws -> [(start: UInt64, end: UInt64, categories: Category)] {
-        var out = [(start: UInt64, end: UInt64, categories: Category)]()
+    /// The runs of pages written in [start, end) since they were last protected (without
+    /// protecting them again), or nil if part of it is not tracked (never registered, or
+    /// unmapped or replaced since). A page dropped since (MADV_DONTNEED: its page table
+    /// entry is cleared) counts as written, as does the zero page mapped by a read after
+    /// that: PAGEMAP_SCAN's written-only walk takes any entry without the protection bit
+    /// for written (checked by DirtyTrackerTests), so a stale copy is never taken for the page.
+    public func written(in start: UInt64, _ end: UInt64) throws -> [(UInt64, UInt64)]? {
         let capacity = 4096
         let vec = UnsafeMutablePointer<cssi_page_region>.allocate(capacity: capacity)
         defer { vec.deallocate() }
-        let present = UInt64(CSSI_PAGE_IS_PRESENT | CSSI_PAGE_IS_SWAPPED)
-        let wanted = present | UInt64(CSSI_PAGE_IS_WRITTEN | CSSI_PAGE_IS_PFNZERO | CSSI_PAGE_IS_FILE)
+        var out = [(UInt64, UInt64)]()
         var from = start
         while from < end {
             var walkEnd: UInt64 = 0
-            let n = cssi_pagemap_scan_regions(pagemap, from, end, present, wanted, vec, capacity, &walkEnd)
+            let n = cssi_pagemap_scan_written(pagemap, from, end, 0, vec, capacity, &walkEnd)
+            if n == -Int(EPERM) { return nil }
             if n < 0 { throw SSIError.sys("PAGEMAP_SCAN of PID \(pid) at 0x\(String(from, radix: 16))", errno: Int32(-n)) }
-            for i in 0..<n { out.append((vec[i].start, vec[i].end, Category(rawValue: vec[i].categories))) }
-            if walkEnd <= from { break }
-            from = walkEnd
+            for i in 0..<n { out.append((vec[i].start, (vec[i].end - vec[i].start) / 4096)) }
+            from = DirtyTracker.resume(from: from, walkEnd: walkEnd, last: n > 0 ? vec[n - 1].end : 0)
+            if from == 0 { break }
         }
-        return out
-    }
-
-    /// PAGE_IS_* categories of ioctl_pagemap_scan(2).
-    public struct Category: OptionSet, Sendable {
-        public let rawValue: UInt64
-        public init(rawValue: UInt64) { self.rawValue = rawValue }
-        public static let written = Category(rawValue: UInt64(CSSI_PAGE_IS_WRITTEN))
-        public static let file = Category(rawValue: UInt64(CSSI_PAGE_IS_FILE))
-        public static let present = Category(rawValue: UInt64(CSSI_PAGE_IS_PRESENT))
-        public static let swapped = Category(rawValue: UInt64(CSSI_PAGE_IS_SWAPPED))
-        public static let zeroPage = Category(rawValue: UInt64(CSSI_PAGE_IS_PFNZERO))
+        return DirtyTracker.normalized(out)
     }
 
     /// Stops tracking: closing the userfaultfd unregisters every area and lifts the

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SSIControl
+import SSIScheduler
 import SSILocalCluster
 import SSIProcessTable
 import SSISystem
@@ -42,6 +43,22 @@ enum ClusterApps {
             do { return try ControlConnection(socket: lc.socket(node: k)) } catch let e as SSIError where e.kind == .unreachable { last = e }
         }
         throw last
+    }
+
+    /// `--node N` or `--node auto` (ask the scheduler of this machine's node where: the
+    /// active configuration's placement policy, least loaded by default).
+    static func node(_ arg: String?) throws -> Int? {
+        guard let arg else { return nil }
+        if arg == "auto" {
+            guard let d = try connect(node: nil).send(.scheduler(.place), timeout: 10).decision(), case .place(let n) = d.action else {
+                throw SSIError(.unreachable, "the scheduler knows no online node to place the application on yet", hint: "ssi sched status; give --node N")
+            }
+            return n
+        }
+        guard let n = Int(arg), (1...255).contains(n) else {
+            throw SSIError(.invalidArgument, "--node is a node number (1..255) or auto, not '\(arg)'")
+        }
+        return n
     }
 
     static func call(_ r: AppsRequest, node: Int? = nil, timeout: Int = 60) throws -> ControlReply {

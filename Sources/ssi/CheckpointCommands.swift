@@ -37,7 +37,7 @@ struct Run: ParsableCommand {
     @Flag(name: .short, help: "Run in the background: return at once.") var background = false
     @Option(name: .short, help: "Write the application id to this file.") var output: String?
     @Flag(help: "Pass file descriptors above 2 on to the application (by default only stdin, stdout and stderr are).") var keepFds = false
-    @Option(help: "Start it on this node of the cluster (a cluster application: ids above 10,000,000).") var node: Int?
+    @Option(help: "Start it on this node of the cluster (a cluster application: ids above 10,000,000), or auto: where the scheduler's placement policy says.") var node: String?
     @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
     @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
@@ -58,7 +58,9 @@ struct Run: ParsableCommand {
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
         if !local && (node != nil || log || ClusterApps.daemonReachable()) {
             do {
+                let node = try ClusterApps.node(self.node)
                 let r = try ClusterApps.launch(cmd, node: node, log: log)
+                // The daemon that launched it records the event (ProcessTableSubsystem).
                 if let output { try "\(r.app)\n".write(toFile: output, atomically: true, encoding: .utf8) }
                 print("Running application \(r.app)")
                 fflush(nil)

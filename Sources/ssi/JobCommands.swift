@@ -36,6 +36,11 @@ struct Submit: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "-- CMD ARGS") var command: [String] = []
 
     func run() throws {
+        // The command is captured as given, options included: a --help before `--` is ours.
+        if let first = command.first, first == "--help" || first == "-h" {
+            print(Self.helpMessage())
+            return
+        }
         let cmd = command.first == "--" ? Array(command.dropFirst()) : command
         guard !cmd.isEmpty else { throw ValidationError("give the command after --: ssi submit -- CMD ARGS") }
         let n: Int?

@@ -28,9 +28,7 @@ struct SSI: AsyncParsableCommand {
         let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "ssi"
         if let prefix = aliases[invokedAs] { args = prefix + args }
         if args.first == "checkpoint" { args = Checkpoint.normalize(args) }
-        // Commands whose trailing arguments are a program's (captureForPassthrough) would take
-        // --help for the program's: before `--` it is ours.
-        if let c = args.first, ["run", "submit"].contains(c), Run.asksForHelp(args) { args = ["help", c] }
+        if args.first == "run", Run.asksForHelp(args) { args = ["help", "run"] }
         do {
             var command = try parseAsRoot(args)
             if var async = command as? AsyncParsableCommand {

@@ -1,5 +1,6 @@
 // DirtyTracker's witness: 64 pages written once, then, on each SIGUSR1, the pages named by
-// the round (round 1: pages 3, 10 and 11; round 2: page 63), then "DONE <round>". The test
+// the round (round 1: pages 3, 10 and 11; round 2: page 63; rounds 3 and 4 drop pages 20
+// and 30 with MADV_DONTNEED), then "DONE <round>". The test
 // tracks the area from outside and checks that a scan reports exactly those pages. The
 // program checks its own bytes at the end (SIGTERM) and prints PASS or FAIL.
 #include "fixture.h"
@@ -24,6 +25,10 @@ int main(void) {
         round++;
         if (round == 1) { p[3 * 4096] = 0xa3; p[10 * 4096 + 7] = 0xaa; p[11 * 4096 + 4095] = 0xab; }
         if (round == 2) p[63 * 4096 + 100] = 0xbf;
+        // Round 3 drops page 20 (it reads as zeros from now on), round 4 drops page 30 and
+        // reads it back (the shared zero page is mapped there).
+        if (round == 3) madvise(p + 20 * 4096, 4096, MADV_DONTNEED);
+        if (round == 4) { madvise(p + 30 * 4096, 4096, MADV_DONTNEED); if (*(volatile unsigned char *)(p + 30 * 4096)) printf("FAIL: page 30 not zero\n"); }
         printf("DONE %d\n", round);
         fflush(stdout);
     }
@@ -31,5 +36,6 @@ int main(void) {
     EXPECT(p[3 * 4096] == 0xa3 && p[10 * 4096 + 7] == 0xaa && p[11 * 4096 + 4095] == 0xab, "round 1 writes lost");
     EXPECT(round < 2 || p[63 * 4096 + 100] == 0xbf, "round 2 write lost");
     EXPECT(p[5 * 4096] == 5 && p[62 * 4096] == 62, "untouched pages changed");
+    EXPECT(round < 3 || (p[20 * 4096] == 0 && p[30 * 4096 + 5] == 0), "dropped pages not zero");
     return fixture_finish();
 }

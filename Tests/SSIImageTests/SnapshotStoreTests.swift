@@ -22,6 +22,20 @@ struct SnapshotStoreTests {
         let c = data[777...].withUnsafeBytes { CRC32C.update(0, UnsafeRawBufferPointer($0)) }
         #expect(CRC32C.combine(a, c, lengthOfB: UInt64(data.count - 777)) == whole)
         #expect(CRC32C.combine(whole, 0, lengthOfB: 0) == whole)
+        // The three-lane path (24 KiB and more) against a bit-by-bit CRC, at several
+        // alignments and lengths around its block size.
+        func reference(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+            var c: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                c ^= UInt32(byte)
+                for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+            }
+            return ~c
+        }
+        for (start, count) in [(0, 24576), (3, 24576 + 5), (1, 49152), (7, 90_000), (0, 24575)] {
+            let slice = data[start..<(start + count)]
+            #expect(slice.withUnsafeBytes { CRC32C.update(0, UnsafeRawBufferPointer($0)) } == reference(slice), "offset \(start) length \(count)")
+        }
     }
 
     @Test("a large file is verified in parallel pieces, and damage in any piece is found")

@@ -1,5 +1,5 @@
 import Foundation
-import SSIInject
+@testable import SSIInject
 import SSISystem
 import SSITestSupport
 import Testing
@@ -38,10 +38,23 @@ struct DirtyTrackerTests {
         try #require(waitUntil(10) { text().contains("DONE 2") }, "\(text())")
         #expect(try tracker.scan(rearm: false).written.map { [$0.0, $0.1] } == [[area + 63 * page, 1]])
 
+        // A page dropped (MADV_DONTNEED) must not pass for unchanged: its copy is stale.
+        _ = try tracker.scan(rearm: true)
+        kill(pid, SIGUSR1)
+        try #require(waitUntil(10) { text().contains("DONE 3") }, "\(text())")
+        let dropped = try tracker.scan(rearm: true).written.map { [$0.0, $0.1] }
+        print("after MADV_DONTNEED of page 20: \(dropped.map { [($0[0] - area) / page, $0[1]] })")
+        #expect(dropped.contains([area + 20 * page, 1]), "\(dropped)")
+        kill(pid, SIGUSR1)
+        try #require(waitUntil(10) { text().contains("DONE 4") }, "\(text())")
+        let reread = try tracker.scan(rearm: false).written.map { [$0.0, $0.1] }
+        print("after MADV_DONTNEED and a read of page 30: \(reread.map { [($0[0] - area) / page, $0[1]] })")
+        #expect(reread.contains([area + 30 * page, 1]), "\(reread)")
+
         // Stopping lifts the protection: the process writes on and its bytes are its own.
         tracker.stop()
         kill(pid, SIGUSR1)
-        try #require(waitUntil(10) { text().contains("DONE 3") }, "\(text())")
+        try #require(waitUntil(10) { text().contains("DONE 5") }, "\(text())")
         kill(pid, SIGTERM)
         let status = reap(pid)
         #expect(text().contains("PASS") && status.map { exitCode($0) } == 0, "\(text())")
@@ -55,5 +68,21 @@ struct DirtyTrackerTests {
         } catch let e as SSIError {
             #expect(e.message.contains("999999999"), "\(e)")
         }
+    }
+}
+
+/// The arithmetic of multi-call scans, with injected inputs.
+@Suite struct DirtyScanArithmeticTests {
+    @Test("a scan that filled its vector resumes after the last region, never inside it")
+    func resume() {
+        #expect(DirtyTracker.resume(from: 0x1000, walkEnd: 0x3000, last: 0x5000) == 0x5000)
+        #expect(DirtyTracker.resume(from: 0x1000, walkEnd: 0x6000, last: 0x5000) == 0x6000)
+        #expect(DirtyTracker.resume(from: 0x6000, walkEnd: 0x6000, last: 0) == 0, "no progress ends the walk")
+    }
+
+    @Test("runs are sorted and overlapping or touching runs merged")
+    func normalized() {
+        let runs: [(UInt64, UInt64)] = [(0x5000, 2), (0x1000, 2), (0x2000, 3), (0x9000, 1)]
+        #expect(DirtyTracker.normalized(runs).map { [$0.0, $0.1] } == [[0x1000, 6], [0x9000, 1]])
     }
 }

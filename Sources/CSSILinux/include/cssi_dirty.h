@@ -56,12 +56,16 @@ int cssi_uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect);
 long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int rearm,
                                struct cssi_page_region *vec, size_t n, uint64_t *walk_end);
 
-// PAGEMAP_SCAN over [start, end) without write-protecting anything: the runs of pages that
-// have any of the categories in anyof (e.g. PRESENT|SWAPPED), each with its categories
-// among return_mask. One walk of the page tables, with no per-page output: for a large
-// area it is tens of times cheaper than reading /proc/PID/pagemap entry by entry.
-// Returns the number of regions stored or -errno; *walk_end as above.
-long cssi_pagemap_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t anyof, uint64_t return_mask,
-                               struct cssi_page_region *vec, size_t n, uint64_t *walk_end);
+// Filling memory from outside (restore): a userfaultfd of the restored process, registered
+// in missing mode over a freshly mapped anonymous area, and UFFDIO_COPY from a buffer of
+// ours (the image file mapped). The kernel allocates each page and copies into it, with no
+// zeroing first and no page fault per page, unlike read(2) into fresh memory.
+// UFFDIO_API without features. Returns 0 or -errno.
+int cssi_uffd_enable_plain(int uffd);
+// UFFDIO_REGISTER in missing mode over [start, start+len). Returns 0 or -errno.
+int cssi_uffd_register_missing(int uffd, uint64_t start, uint64_t len);
+// UFFDIO_COPY of len bytes from src (ours) to dst (the process's). Returns the bytes copied
+// (possibly fewer: call again for the rest) or -errno (-EEXIST: a page there exists already).
+long cssi_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len);
 
 #endif

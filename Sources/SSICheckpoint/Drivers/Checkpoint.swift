@@ -78,9 +78,10 @@ extension CheckpointEngine {
             freezeFirst = true
         }
         do {
-            try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
-            let t0 = DispatchTime.now()
             var phase = PhaseClock()
+            try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
+            phase.mark("checkpoint: seize")
+            let t0 = DispatchTime.now()
             phase.mark("checkpoint: stop every task")
             try ProcessDumper.refuseOwnNamespaces(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
@@ -100,6 +101,7 @@ extension CheckpointEngine {
                 return result
             }
             letGo()
+            phase.mark("checkpoint: let go")
             return try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
         } catch {
             writer.abort()

@@ -20,8 +20,8 @@ import Glibc
 //
 // Used by `ssi checkpoint` into the version store (a directory file per process can be
 // written in any order); by default when the application holds at least
-// `Precopy.autoThreshold` of anonymous memory, or always with --precopy, never with
-// --no-precopy. An application already frozen (-c) is dumped as it is.
+// `Precopy.autoThreshold` of anonymous memory and is left running, always with --precopy,
+// never with --no-precopy. An application already frozen (-c) is dumped as it is.
 
 /// The pages of one process copied so far, and the tracker that says which changed since.
 final class PrecopiedPages {
@@ -110,6 +110,9 @@ final class Precopy {
     static func wanted(app: Int32, options: CheckpointEngine.CheckpointOptions, frozen: Bool) -> Bool {
         if frozen || options.precopy == false { return false }
         if options.precopy == true { return true }
+        // --kill: the application ends right after, so only the wall time counts, and a
+        // frozen dump is shorter than pre-copy rounds plus the last one.
+        if options.killSignal != nil { return false }
         let tree = (try? ProcessTree.collect(root: app))?.pids ?? [app]
         let anon = tree.reduce(UInt64(0)) { acc, pid in
             let line = (try? ProcFS.read("/proc/\(pid)/status"))?.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }
@@ -185,71 +188,67 @@ final class Precopy {
         let mem = open("/proc/\(p.pid)/mem", O_RDONLY | O_CLOEXEC)
         guard mem >= 0 else { return 0 }
         defer { close(mem) }
-        let chunk = 8 << 20
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { buf.deallocate() }
+        let chunk = PipelinedAppender.bufferSize
+        let out = PipelinedAppender(p.pages)
         var total = UInt64(0)
         for (addr, count) in runs {
             var done = UInt64(0)
             let bytes = count * SnapshotFormat.pageSize
             while done < bytes {
                 let n = Int(min(UInt64(chunk), bytes - done))
+                let buf = try out.acquire()
                 let got = pread(mem, buf.baseAddress, n, off_t(Int64(bitPattern: addr + done)))
-                if got <= 0 { break }
-                let whole = got - got % Int(SnapshotFormat.pageSize)
-                guard whole > 0 else { break }
-                let at = p.pages.size
-                try p.pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<whole]))
-                p.index.set(addr + done, count: whole / Int(SnapshotFormat.pageSize), offset: at)
+                let whole = got > 0 ? got - got % Int(SnapshotFormat.pageSize) : 0
+                guard whole > 0 else { out.giveBack(); break }
+                p.index.set(addr + done, count: whole / Int(SnapshotFormat.pageSize), offset: out.size)
+                out.submit(buf, count: whole)
                 done += UInt64(whole)
                 total += UInt64(whole)
                 if whole < n { break }
             }
         }
+        try out.drain()
         return total
     }
 }
 
 extension ProcessDumper {
-    /// The page runs of area `m` in the final, frozen round of a pre-copy checkpoint: a page
-    /// still write-protected (not written since its last copy) whose copy we hold is taken
-    /// from that copy; every other page to save (written since, new, never copied, or now
-    /// the shared zero page after a MADV_DONTNEED) is copied now. The pages are classified
-    /// by one PAGEMAP_SCAN walk: reading /proc/PID/pagemap for 1 GiB took 20 ms, frozen.
-    func finalRuns(_ pre: PrecopiedPages, vma m: MapsEntry, fileBacked: Bool, copier: PageCopier) throws -> [PageRun] {
-        var reused = [PageRun]()
-        var fresh = [(UInt64, UInt64)]()
-        func addFresh(_ addr: UInt64, _ count: UInt64) {
-            if let last = fresh.last, last.0 + last.1 * SnapshotFormat.pageSize == addr { fresh[fresh.count - 1].1 += count } else { fresh.append((addr, count)) }
-        }
-        // The copies of this area's pages: a final area lies inside one tracked area, or is
-        // new (no copies).
-        let slot = pre.index.area(m.start)
-        let areaStart = slot.map { pre.index.starts[$0] } ?? 0
-        let copies = slot.map { pre.index.offsets[$0] } ?? []
+    /// The page runs of area `m` in the final, frozen round of a pre-copy checkpoint, or nil
+    /// when the area is not tracked as a whole (new, or replaced since: the caller saves it
+    /// from /proc/PID/pagemap as without pre-copy). A page written since its last copy (or
+    /// dropped, or never copied but written) is copied now; every other copied page is
+    /// taken from its copy. One written-only PAGEMAP_SCAN walk: classifying every page
+    /// (present, zero page...) with PAGEMAP_SCAN or /proc/PID/pagemap took 20-40 ms for
+    /// 1 GiB, frozen.
+    func finalRuns(_ pre: PrecopiedPages, vma m: MapsEntry, copier: PageCopier) throws -> [PageRun]? {
+        guard let slot = pre.index.area(m.start), m.end <= pre.index.ends[slot],
+              let written = try pre.tracker.written(in: m.start, m.end) else { return nil }
         let page = SnapshotFormat.pageSize
-        for r in try pre.tracker.pageRegions(m.start, m.end) {
-            let c = r.categories
-            // Private file mappings: only the process's own (copy-on-write) pages are saved.
-            if fileBacked && !c.contains(.swapped) && c.contains(.file) { continue }
-            if c.contains(.written) || c.contains(.zeroPage) || slot == nil {
-                addFresh(r.start, (r.end - r.start) / page)
-                continue
-            }
-            var addr = r.start
-            while addr < r.end {
-                let k = Int((addr - areaStart) / page)
-                let off = k < copies.count ? copies[k] : PageIndex.none
-                if off == PageIndex.none {
-                    addFresh(addr, 1)
-                } else if let last = reused.last, last.address + last.count * page == addr, last.fileOffset + last.count * page == off {
-                    reused[reused.count - 1].count += 1
-                } else {
-                    reused.append(PageRun(address: addr, count: 1, fileOffset: off))
+        let areaStart = pre.index.starts[slot]
+        var reused = [PageRun]()
+        var next = 0
+        pre.index.offsets[slot].withUnsafeBufferPointer { copies in
+            var k = Int((m.start - areaStart) / page)
+            let last = Int((m.end - areaStart) / page)
+            while k < last {
+                let addr = areaStart + UInt64(k) * page
+                // Skip the written runs (sorted, as the walk returns them).
+                while next < written.count, written[next].0 + written[next].1 * page <= addr { next += 1 }
+                if next < written.count, written[next].0 <= addr {
+                    k = Int((written[next].0 + written[next].1 * page - areaStart) / page)
+                    continue
                 }
-                addr += page
+                let off = copies[k]
+                if off != PageIndex.none {
+                    if let r = reused.last, r.address + r.count * page == addr, r.fileOffset + r.count * page == off {
+                        reused[reused.count - 1].count += 1
+                    } else {
+                        reused.append(PageRun(address: addr, count: 1, fileOffset: off))
+                    }
+                }
+                k += 1
             }
         }
-        return reused + (try copier.copy(fresh))
+        return reused + (try copier.copy(written))
     }
 }

@@ -83,8 +83,8 @@ extension ProcessDumper {
                     runs = own
                     vma.inherited = true
                     vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
-                } else if let pre = precopied, !m.shared {
-                    vma.pages = try finalRuns(pre, vma: m, fileBacked: kind == .file, copier: copier)
+                } else if let pre = precopied, !m.shared, let final = try finalRuns(pre, vma: m, copier: copier) {
+                    vma.pages = final
                     vmas.append(vma)
                     continue
                 } else if kind == .anonymous && m.shared, let shm = shmemRuns(m) {
@@ -96,6 +96,7 @@ extension ProcessDumper {
             }
             vmas.append(vma)
         }
+        try copier.finish()
         return vmas
     }
 
@@ -227,69 +228,14 @@ struct ParentView {
     func close() { if owned >= 0 { Glibc.close(owned) } }
 }
 
-/// Copies runs of pages of a stopped process into the image, in batches of up to 8 MiB.
-final class PageCopier {
-    private let mem: RemoteMemory
-    private let memFD: OwnedFileDescriptor
-    private let pages: any ImageFileWriter
-    private let bufSize = 8 << 20
-    private let buf: UnsafeMutableRawBufferPointer
-    private var batch = [(UInt64, Int)]()
-    private var batchBytes = 0
-
-    init(pid: Int32, pages: any ImageFileWriter) throws {
-        mem = RemoteMemory(pid: ProcessID(pid))
-        memFD = try OwnedFileDescriptor(opening: "/proc/\(pid)/mem", O_RDONLY)
-        self.pages = pages
-        buf = UnsafeMutableRawBufferPointer.allocate(byteCount: bufSize, alignment: 4096)
-    }
-
-    deinit { buf.deallocate() }
-
-    /// Appends the runs' pages to the image; returns where each run went.
-    func copy(_ runs: [(UInt64, UInt64)]) throws -> [PageRun] {
-        var out = [PageRun]()
-        for (addr, count) in runs {
-            out.append(PageRun(address: addr, count: count, fileOffset: pages.size + UInt64(batchBytes)))
-            var a = addr
-            var left = Int(count * SnapshotFormat.pageSize)
-            while left > 0 {
-                let take = min(left, bufSize - batchBytes)
-                batch.append((a, take))
-                batchBytes += take
-                a += UInt64(take)
-                left -= take
-                if batchBytes == bufSize { try flush() }
-            }
-        }
-        try flush()
-        return out
-    }
-
-    private func flush() throws {
-        guard batchBytes > 0 else { return }
-        // Through /proc/PID/mem, not process_vm_readv: the latter pins pages (FOLL_PIN), and
-        // since Linux 5.19 pinning an anonymous page shared copy-on-write unshares it
-        // (mm/gup.c, gup_must_unshare), so a checkpoint would copy every page a parent shares
-        // with its children.
-        var off = 0
-        for (a, l) in batch {
-            try mem.forcedRead(into: UnsafeMutableRawBufferPointer(rebasing: buf[off..<(off + l)]), at: a, fd: memFD.rawValue)
-            off += l
-        }
-        try pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<batchBytes]))
-        batch.removeAll(keepingCapacity: true)
-        batchBytes = 0
-    }
-}
-
 // MARK: - restore
 
 /// Where a restored process gets its pages from.
 enum PageSource {
     /// The pages file, opened in the process at this fd: each run is pread straight into
-    /// place (one copy, kernel to kernel).
-    case file(fd: UInt64)
+    /// place (one copy, kernel to kernel); with `fast`, runs of fresh anonymous areas are
+    /// copied in by UFFDIO_COPY from the file mapped in ssi instead (no zeroing, no faults).
+    case file(fd: UInt64, fast: FastFill?)
     /// An image not on a local file system: ssi reads the runs and writes them into the
     /// process (process_vm_writev).
     case image(any ImageFileReader)
@@ -303,11 +249,11 @@ extension ProcessRestorer {
         let imagesFD = try inj.call("open pages", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let pagesFD = try inj.call("dup pages fd", .fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", .close, imagesFD)
-        return .file(fd: pagesFD)
+        return .file(fd: pagesFD, fast: try FastFill(path: path, size: reader.size, inj: inj))
     }
 
     func closePages(_ pages: PageSource) throws {
-        if case .file(let fd) = pages { try inj.call("close", .close, fd) }
+        if case .file(let fd, _) = pages { try inj.call("close", .close, fd) }
     }
 
     /// Unmaps everything inherited but the vDSO/vvar (moved afterwards), the scratch area and
@@ -402,7 +348,8 @@ extension ProcessRestorer {
     /// The saved pages of one area, put back in place.
     private func fillPages(_ v: VMA, pages: PageSource) throws {
         switch pages {
-        case .file(let pagesFD):
+        case .file(let pagesFD, let fast):
+            if let fast, v.kind == .anonymous, !v.shared, v.inherited != true, try fast.fill(v, location: "\(source.location)/\(image.pagesFile)") { return }
             for run in v.pages {
                 var done: UInt64 = 0
                 let total = run.count * SnapshotFormat.pageSize
@@ -428,5 +375,45 @@ extension ProcessRestorer {
                 }
             }
         }
+    }
+}
+
+/// UFFDIO_COPY restore of fresh anonymous areas (RemoteUserfaultfd): the pages file mapped
+/// read-only in ssi (its tmpfs or page-cache pages, not copied) is the source.
+final class FastFill {
+    let uffd: RemoteUserfaultfd
+    let base: UnsafeRawPointer
+    let size: UInt64
+
+    /// Nil when the file cannot be mapped or the process's userfaultfd cannot be had: the
+    /// pages are then read into place as before.
+    init?(path: String, size: UInt64, inj: Injector) throws {
+        guard size > 0, let u = try RemoteUserfaultfd.create(inj) else { return nil }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard let p = mmap(nil, Int(size), PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { return nil }
+        uffd = u
+        base = UnsafeRawPointer(p)
+        self.size = size
+    }
+
+    deinit { munmap(UnsafeMutableRawPointer(mutating: base), Int(size)) }
+
+    /// Fills area `v` (mapped just now, so none of its pages exist). False if the kernel
+    /// refused to register it.
+    func fill(_ v: VMA, location: String) throws -> Bool {
+        guard !v.pages.isEmpty, uffd.register(v.start, v.end) else { return v.pages.isEmpty }
+        defer { uffd.unregister(v.start, v.end) }
+        for run in v.pages {
+            let count = run.count * SnapshotFormat.pageSize
+            guard run.fileOffset + count <= size else { throw SSIError(.corrupt, "\(location) is shorter than its page index") }
+            do { try uffd.copy(to: run.address, from: base + Int(run.fileOffset), count: count) } catch let e as SSIError where e.errno == EEXIST {
+                // Runs that overlap (an image written by another version?): the whole area
+                // is written again by the plain path, in order, over what is there.
+                return false
+            }
+        }
+        return true
     }
 }
