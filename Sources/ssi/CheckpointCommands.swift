@@ -142,10 +142,8 @@ struct Checkpoint: ParsableCommand {
                     throw SSIError(.unsupported, "-f, -u, -c and -i are not available for cluster application \(app) yet",
                                    hint: "ssi checkpoint \(app) [--kill] [-d TEXT] [--replicas K]")
                 }
-                let signal = try kill.map(parseSignal)
-                try Self.reportedCluster(app) {
-                    try ClusterCR.checkpoint(app: app, description: description, kill: signal, replicas: replicas, json: json, via: askNode)
-                }
+                // The node that does it records it (ProcessTableSubsystem): no report from here.
+                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json, via: askNode)
                 return
             }
             if replicas > 0 {
@@ -227,7 +225,7 @@ struct Restart: ParsableCommand {
                 guard !frozen, !terminal, !foreground else {
                     throw SSIError(.unsupported, "-U, -t and -f are not available for cluster application \(app) yet", hint: "ssi restart \(app) [VERSION] [--node N]")
                 }
-                try Self.reportedCluster(app, version: version) { try ClusterCR.restart(app: app, version: version, node: node, json: json) }
+                try ClusterCR.restart(app: app, version: version, node: node, json: json)
                 return
             }
             var o = CheckpointEngine.RestartOptions()

@@ -1,8 +1,6 @@
 import Foundation
 import SSICheckpoint
-import SSIControl
 import SSIObserve
-import SSIProcessTable
 import SSISystem
 
 // Checkpoint and restart, timed, with progress on the terminal, and reported to the local
@@ -54,34 +52,3 @@ extension Restart {
     }
 }
 
-// A cluster application's checkpoint and restart run in its node's daemon (the process
-// table); the command reports them the same way, with what the daemon answered.
-
-extension Checkpoint {
-    static func reportedCluster(_ app: Int32, _ body: () throws -> CheckpointDone) throws {
-        let t0 = ContinuousClock.now
-        do {
-            let r = try body()
-            DaemonReport.send(ObserveEvent(kind: .checkpointDone, app: app, seconds: elapsed(since: t0), version: r.version,
-                                           message: "application \(app) checkpointed on node \(r.node) as v\(r.version), frozen \(String(format: "%.3f", r.frozenSeconds)) s"))
-        } catch {
-            DaemonReport.send(ObserveEvent(kind: .checkpointFailed, app: app, seconds: elapsed(since: t0), message: "checkpoint of application \(app) failed: \(error)"))
-            throw error
-        }
-    }
-}
-
-extension Restart {
-    static func reportedCluster(_ app: Int32, version: Int?, _ body: () throws -> AppRecord) throws {
-        let t0 = ContinuousClock.now
-        do {
-            let r = try body()
-            DaemonReport.send(ObserveEvent(kind: .restartDone, app: app, seconds: elapsed(since: t0), version: version,
-                                           message: "application \(app) restarted\(version.map { " from v\($0)" } ?? "") on node \(r.node) as PID \(r.pid)"))
-        } catch {
-            DaemonReport.send(ObserveEvent(kind: .restartFailed, app: app, seconds: elapsed(since: t0), version: version,
-                                           message: "restart of application \(app)\(version.map { " from v\($0)" } ?? "") failed: \(error)"))
-            throw error
-        }
-    }
-}

@@ -36,9 +36,9 @@ import Testing
     }
 
     @Test func runHelpIsHelpNotAProgram() throws {
-        for args in [["run", "--help"], ["run", "-h"], ["help", "run"], ["run", "-b", "--help"]] {
+        for args in [["run", "--help"], ["run", "-h"], ["help", "run"], ["run", "-b", "--help"], ["submit", "--help"]] {
             let r = try run([TestEnv.ssi] + args)
-            #expect(r.status == 0 && r.stdout.contains("OVERVIEW: Start a command"), "ssi \(args): \(r.output)")
+            #expect(r.status == 0 && r.stdout.contains("OVERVIEW: "), "ssi \(args): \(r.output)")
             #expect(r.output.range(of: #"Running application \d"#, options: .regularExpression) == nil, "a program was started")
         }
     }
