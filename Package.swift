@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C shim: ptrace, raw syscalls, the one spawner, prctl, wait macros, CRC-32C, SysV IPC.
@@ -57,14 +59,35 @@ let package = Package(
             "SSISystem", "SSITransport", "SSIMembership",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
+        // The cluster-wide application table (KDDM sets applications, snapshots) and this
+        // node's side of cluster applications: launch, refresh, checkpoint/restart anywhere.
+        .target(name: "SSIProcessTable", dependencies: [
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSICheckpoint", "SSIImage",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        // The operators' view: events, Prometheus metrics, the dashboard's HTTP server, the
+        // cluster-wide views gathered over RPC (docs/observe.md).
+        .target(name: "SSIObserve", dependencies: [
+            "SSISystem", "SSITransport", "SSIMembership",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ], swiftSettings: swiftSettings),
         // The control protocol between ssi and ssid (typed requests and replies) and its client.
-        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM"], swiftSettings: swiftSettings),
+        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIProcessTable", "SSIScheduler", "SSIObserve"], swiftSettings: swiftSettings),
+        // The scheduler: probes, filters, policies, the Scheduling Configuration Changer
+        // (settings XML, selectors), external plug-ins. Pure decisions; the daemon acts on them.
+        .target(name: "SSIScheduler", dependencies: ["SSISystem"], swiftSettings: swiftSettings),
         // A cluster on one machine for development and tests (ssi cluster up): network
         // namespaces, etcd, a supervisor. Not part of the daemon.
         .target(name: "SSILocalCluster", dependencies: ["SSISystem", "SSIControl"], swiftSettings: swiftSettings),
         // The node daemon: assembles the subsystems, serves the control socket.
         .target(name: "SSIDaemon", dependencies: [
-            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl",
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIProcessTable", "SSIScheduler", "SSIObserve",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -72,7 +95,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
             "SSIControl", "SSILocalCluster", "SSIKDDM", "SSIMembership",
-            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem",
+            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIProcessTable", "SSIScheduler", "SSIObserve",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
@@ -87,10 +110,18 @@ let package = Package(
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
             "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
+            "SSIProcessTable", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSISchedulerTests", dependencies: ["SSIScheduler", "SSISystem"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIObserveTests", dependencies: [
+            "SSIObserve", "SSIControl", "SSILocalCluster", "SSISystem", "SSITransport", "SSIMembership", "SSITestSupport",
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: swiftSettings),
+        .testTarget(name: "SSIInjectTests", dependencies: ["SSIInject", "SSISystem", "CSSILinux", "SSITestSupport"], swiftSettings: swiftSettings),
     ]
 )

@@ -11,6 +11,9 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v script >/dev/null || need+=(bsdutils)
 command -v ip >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+# The dashboard's browser test (Tests/SSIObserveTests) renders the page in headless chromium.
+command -v chromium >/dev/null || need+=(chromium)
 
 if ((${#need[@]})); then
     if [ "$(id -u)" -ne 0 ]; then

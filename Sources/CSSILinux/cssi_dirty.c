@@ -86,3 +86,19 @@ long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int
     if (walk_end) *walk_end = a.walk_end;
     return r < 0 ? -errno : r;
 }
+
+long cssi_pagemap_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t anyof, uint64_t return_mask,
+                               struct cssi_page_region *vec, size_t n, uint64_t *walk_end) {
+    struct cssi_pm_scan_arg a;
+    memset(&a, 0, sizeof(a));
+    a.size = sizeof(a);
+    a.start = start;
+    a.end = end;
+    a.vec = (uint64_t)(uintptr_t)vec;
+    a.vec_len = n;
+    a.category_anyof_mask = anyof;
+    a.return_mask = return_mask;
+    long r = ioctl(pagemap_fd, CSSI_PAGEMAP_SCAN, &a);
+    if (walk_end) *walk_end = a.walk_end;
+    return r < 0 ? -errno : r;
+}

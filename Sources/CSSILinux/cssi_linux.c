@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <nmmintrin.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/fanotify.h>
 #include <sys/ioctl.h>
@@ -225,6 +226,7 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *o) {
     // clone3_args_valid), which is what our parent expects of its children.
     if (o->sibling) { args.flags |= CLONE_PARENT; args.exit_signal = 0; }
     if (o->cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)o->cgroup_fd; }
+    args.flags |= o->namespaces;
     long pid = raw_clone3(&args);
     if (pid < 0) { int e = errno; close(pfd[0]); close(pfd[1]); return -e; }
     if (pid == 0) {
@@ -262,6 +264,33 @@ pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd) {
         syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
         // Only reached if the restorer let go without taking over: never run the copy of
         // the restorer's own code.
+        for (;;) syscall(SYS_exit_group, 127);
+    }
+    return (pid_t)r;
+}
+
+pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces) {
+    struct cssi_clone_args args;
+    memset(&args, 0, sizeof(args));
+    pid_t tid = pid;
+    args.exit_signal = SIGCHLD;
+    args.flags = CLONE_NEWPID | namespaces;
+    args.set_tid = (uint64_t)(uintptr_t)&tid;
+    args.set_tid_size = 1;
+    if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
+    long r = raw_clone3(&args);
+    if (r < 0) return -errno;
+    if (r == 0) {
+        if (namespaces & CLONE_NEWNS) {
+            // mount_namespaces(7): the copy shares propagation with the node's mounts; a slave
+            // keeps our /proc from showing up there. proc(5): the instance shows the PID
+            // namespace of the mounter, i.e. this new one.
+            if (syscall(SYS_mount, 0, "/", 0, MS_SLAVE | MS_REC, 0) != 0 ||
+                syscall(SYS_mount, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0) != 0)
+                for (;;) syscall(SYS_exit_group, 126);
+        }
+        syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
+        syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
         for (;;) syscall(SYS_exit_group, 127);
     }
     return (pid_t)r;
@@ -333,6 +362,24 @@ long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void
     }
     ssize_t r = sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     return r < 0 ? -errno : r;
+}
+
+long cssi_recv_with_fds(int sock, void *buf, unsigned long len, int *fds, int *nfds) {
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    union { struct cmsghdr align; char buf[CMSG_SPACE(3 * sizeof(int))]; } u;
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    *nfds = 0;
+    ssize_t r;
+    do { r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC); } while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        // unix(7): fds beyond what the control buffer holds are closed by the kernel
+        // (MSG_CTRUNC); we keep at most 3.
+        for (int i = 0; i < n && *nfds < 3; i++) memcpy(&fds[(*nfds)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    }
+    return r;
 }
 
 long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds) {

@@ -42,13 +42,20 @@ public struct ControlConnection: ~Copyable {
 
     /// Sends the request and waits up to `timeout` seconds for the answer. The daemon's
     /// error comes back typed, as it threw it.
-    public consuming func send(_ request: ControlRequest, timeout: Int = 30) throws -> ControlReply {
+    public consuming func send(_ request: ControlRequest, timeout: Int = 30, passing fds: [Int32] = []) throws -> ControlReply {
         var tv = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var out = try JSONEncoder().encode(request)
         out.append(UInt8(ascii: "\n"))
+        // unix(7): SCM_RIGHTS ride on the first byte sent with them; the daemon collects them
+        // with the line.
+        var first = 0
+        if !fds.isEmpty {
+            first = Socket.send(fd, out.prefix(1), to: nil, fds: fds)
+            if first < 0 { throw SSIError.sys("passing fds \(fds) to the daemon on \(path)", errno: Int32(-first)) }
+        }
         try out.withUnsafeBytes { p in
-            var off = 0
+            var off = first
             while off < p.count {
                 // MSG_NOSIGNAL (send(2)): a daemon that died is an error to report, not a
                 // SIGPIPE that kills ssi without a word.

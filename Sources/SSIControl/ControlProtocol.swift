@@ -1,5 +1,8 @@
 import SSIKDDM
+import SSIScheduler
 import SSIMembership
+import SSIObserve
+import SSIProcessTable
 import SSISystem
 import SSITransport
 
@@ -14,6 +17,9 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case membership(MembershipRequest)
     case kddm(KDDMRequest)
     case bench(BenchRequest)
+    case scheduler(SchedulerRequest)
+    case observe(ObserveRequest)
+    case apps(AppsRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -21,6 +27,9 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .membership: return "membership"
         case .kddm: return "kddm"
         case .bench: return "bench"
+        case .scheduler: return "scheduler"
+        case .observe: return "observe"
+        case .apps: return "apps"
         }
     }
 }
@@ -57,6 +66,49 @@ public enum KDDMRequest: Codable, Sendable, Equatable {
     /// Answers `.count`, the last value written.
     case increment(set: String, id: UInt64, count: Int)
     case flush
+    /// Answers `.objects`: every object of the set, in id order.
+    case list(set: String)
+}
+
+/// One object of a listing, its value as UTF-8 text.
+public struct ObjectValue: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var value: String
+    public init(id: UInt64, value: String) { (self.id, self.value) = (id, value) }
+}
+
+/// Cluster applications (`ssi run` with a daemon, `ps`, `caps`, `checkpoint`, `restart`,
+/// `snapshots`, `logs`): asked of any node, answered by the one that must (the
+/// application's node, or the restart's target), which the asked daemon reaches by RPC.
+public enum AppsRequest: Codable, Sendable, Equatable {
+    /// Answers `.application`. The caller's fds 0-2 may come along (SCM_RIGHTS).
+    case launch(LaunchSpec)
+    /// Answers `.applications`.
+    case list
+    /// Answers `.application`.
+    case show(app: Int32)
+    /// Changes such as "+CAN_MIGRATE", "-CAN_MIGRATE"; answers `.application`.
+    case caps(app: Int32, changes: [String])
+    /// Answers `.checkpointed`.
+    case checkpoint(CheckpointSpec)
+    /// Answers `.application`.
+    case restart(RestartSpec)
+    /// Answers `.catalogs` (nil: every application's).
+    case snapshots(app: Int32?)
+    /// Answers `.log`.
+    case logs(app: Int32, offset: UInt64)
+    /// Stop-and-copy migration; answers `.application`.
+    case migrate(MigrateSpec)
+}
+
+/// The operators' view (`ssi events`, `ssi cluster status`, `ssi dashboard`; the CLI's reports).
+public enum ObserveRequest: Codable, Sendable, Equatable {
+    /// Keeps an event in the node's ring (the CLI's checkpoints and restarts); answers `.done`.
+    case record(ObserveEvent)
+    /// The cluster's events merged by time, the newest `limit`; answers `.events`.
+    case events(limit: Int)
+    /// Nodes, applications and events of the whole cluster; answers `.cluster`.
+    case cluster
 }
 
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
@@ -64,6 +116,19 @@ public struct BenchRequest: Codable, Sendable, Equatable {
     public var peer: NodeID
     public var iterations: Int
     public init(peer: NodeID, iterations: Int) { (self.peer, self.iterations) = (peer, iterations) }
+}
+
+/// The scheduler (`ssi sched`).
+public enum SchedulerRequest: Codable, Sendable, Equatable {
+    /// Answers `.schedulerStatus`.
+    case status(logLines: Int)
+    /// New settings (the file's text: the CLI reads it, the node may be another machine).
+    /// Validated, then applied; a bad file changes nothing.
+    case load(xml: String, source: String)
+    /// `ssi sched set ELEMENT.PARAM VALUE`: one parameter of a loaded element.
+    case set(element: String, parameter: String, value: String)
+    /// Answers `.decision`: where `ssi run --node auto` should start an application.
+    case place
 }
 
 /// What a request answers.
@@ -76,6 +141,16 @@ public enum ControlReply: Codable, Sendable {
     case value(String?)
     case count(Int)
     case bench(BenchReport)
+    case schedulerStatus(SchedulerStatus)
+    case decision(Decision?)
+    case events([ObserveEvent])
+    case cluster(ClusterView)
+    case objects([ObjectValue])
+    case application(AppRecord)
+    case applications([AppRecord])
+    case checkpointed(CheckpointDone)
+    case catalogs([SnapshotCatalog])
+    case log(LogChunk)
 }
 
 /// The line the daemon writes back.
@@ -169,6 +244,16 @@ extension ControlReply {
         return (o, asker)
     }
 
+    public func schedulerStatus() throws -> SchedulerStatus {
+        guard case .schedulerStatus(let st) = self else { throw Self.unexpected(self, "the scheduler's status") }
+        return st
+    }
+
+    public func decision() throws -> Decision? {
+        guard case .decision(let d) = self else { throw Self.unexpected(self, "a decision") }
+        return d
+    }
+
     public func value() throws -> String? {
         guard case .value(let v) = self else { throw Self.unexpected(self, "a value") }
         return v
@@ -177,6 +262,46 @@ extension ControlReply {
     public func count() throws -> Int {
         guard case .count(let n) = self else { throw Self.unexpected(self, "a count") }
         return n
+    }
+
+    public func events() throws -> [ObserveEvent] {
+        guard case .events(let e) = self else { throw Self.unexpected(self, "a list of events") }
+        return e
+    }
+
+    public func cluster() throws -> ClusterView {
+        guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
+        return c
+    }
+
+    public func application() throws -> AppRecord {
+        guard case .application(let a) = self else { throw Self.unexpected(self, "an application") }
+        return a
+    }
+
+    public func applications() throws -> [AppRecord] {
+        guard case .applications(let a) = self else { throw Self.unexpected(self, "an application list") }
+        return a
+    }
+
+    public func checkpointed() throws -> CheckpointDone {
+        guard case .checkpointed(let c) = self else { throw Self.unexpected(self, "a checkpoint result") }
+        return c
+    }
+
+    public func catalogs() throws -> [SnapshotCatalog] {
+        guard case .catalogs(let c) = self else { throw Self.unexpected(self, "a snapshot list") }
+        return c
+    }
+
+    public func log() throws -> LogChunk {
+        guard case .log(let l) = self else { throw Self.unexpected(self, "a log") }
+        return l
+    }
+
+    public func objects() throws -> [ObjectValue] {
+        guard case .objects(let o) = self else { throw Self.unexpected(self, "an object listing") }
+        return o
     }
 
     public func bench() throws -> BenchReport {

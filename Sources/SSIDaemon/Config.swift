@@ -14,6 +14,8 @@ import SSITransport
 ///     control  = PATH                    the local control socket (default /run/ssid.sock)
 ///     join     = yes|no                  become online at start (default yes)
 ///     log      = trace|debug|info|notice|warning|error
+///     dashboard= HOST:PORT|off           the dashboard and /metrics (default 127.0.0.1:7180;
+///                                        GETs are open to loopback peers only: docs/observe.md)
 ///
 /// and each subsystem's section, `SECTION.KEY = VALUE` (`Subsystem.configuration`), e.g.
 ///
@@ -29,12 +31,14 @@ public struct DaemonConfig: Sendable {
     public var control = "/run/ssid.sock"
     public var join = true
     public var logLevel = "info"
+    /// Where the dashboard listens (docs/observe.md); nil: not served.
+    public var dashboard: (host: String, port: Int)? = ("127.0.0.1", 7180)
     /// Subsystem name -> its keys as set (defaults are filled in by `settings(for:)`).
     public var sections: [String: [String: String]] = [:]
 
     public init() {}
 
-    public static let keys = ["node", "session", "listen", "advertise", "secret", "etcd", "control", "join", "log"]
+    public static let keys = ["node", "session", "listen", "advertise", "secret", "etcd", "control", "join", "log", "dashboard"]
 
     public mutating func set(_ key: String, _ value: String) throws {
         switch key {
@@ -56,6 +60,12 @@ public struct DaemonConfig: Sendable {
         case "control": control = value
         case "join": join = ["yes", "true", "1", "on"].contains(value.lowercased())
         case "log": logLevel = value
+        case "dashboard":
+            if value == "off" { dashboard = nil; return }
+            guard let colon = value.lastIndex(of: ":"), let p = Int(value[value.index(after: colon)...]), (0...65535).contains(p) else {
+                throw Self.bad("dashboard must be HOST:PORT or off, not '\(value)'")
+            }
+            dashboard = (String(value[..<colon]), p)
         default: try setSection(key, value)
         }
     }

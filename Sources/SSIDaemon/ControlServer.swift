@@ -68,23 +68,28 @@ final class ControlServer: Service, Sendable {
         unlink(path)
     }
 
-    /// One connection: one request line, one answer line.
+    /// One connection: one request line, one answer line. The request may bring the
+    /// caller's fds 0-2 (SCM_RIGHTS on its first bytes, `ssi run`): they are handed to the
+    /// subsystem, which owns them from then on.
     func serve(_ c: Int32) {
         defer { close(c) }
         var line: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
+        var fds: [Int32] = []
         while !line.contains(UInt8(ascii: "\n")) {
-            let n = read(c, &buf, buf.count)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return }
-            line += buf[0..<n]
+            guard let (bytes, got) = try? Socket.receive(c, max: 65536), !bytes.isEmpty else {
+                fds.forEach { close($0) }
+                return
+            }
+            line += bytes
+            fds += got
         }
         let out = Mutex<[UInt8]>([])
         let done = DispatchSemaphore(value: 0)
+        let passed = fds
         Task {
             let a: ControlAnswer
             do {
-                a = .ok(try await answer(Data(line)))
+                a = .ok(try await answer(Data(line), fds: passed))
             } catch {
                 a = .failed(SSIError.wrapping(error))
             }
@@ -95,15 +100,17 @@ final class ControlServer: Service, Sendable {
         Self.write(c, out.withLock { $0 })
     }
 
-    private func answer(_ line: Data) async throws -> ControlReply {
+    private func answer(_ line: Data, fds: [Int32]) async throws -> ControlReply {
         let request: ControlRequest
         do { request = try JSONDecoder().decode(ControlRequest.self, from: line) } catch {
+            fds.forEach { close($0) }
             throw SSIError(.invalidArgument, "control: a request that does not parse: \(error)", hint: "are ssi and ssid from the same build?")
         }
         guard let s = routes[request.subsystem] else {
+            fds.forEach { close($0) }
             throw SSIError(.unsupported, "control: no subsystem \(request.subsystem) in this ssid", hint: "are ssi and ssid from the same build?")
         }
-        return try await s.handle(request)
+        return try await s.handle(request, fds: fds)
     }
 
     static func encode(_ a: ControlAnswer) -> [UInt8] {

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import SSIKDDM
 import SSIMembership
+import SSIObserve
 import SSISystem
 import SSITransport
 import ServiceLifecycle
@@ -14,7 +15,7 @@ import ServiceLifecycle
 public final class NodeDaemon: Sendable {
     /// Every subsystem, bottom to top. A new layer (process table, migration, scheduler,
     /// streams, network) adds its type here, and nothing else in the daemon changes.
-    public static let subsystems: [any Subsystem.Type] = [MembershipSubsystem.self, KDDMSubsystem.self, BenchSubsystem.self]
+    public static let subsystems: [any Subsystem.Type] = [MembershipSubsystem.self, KDDMSubsystem.self, ProcessTableSubsystem.self, BenchSubsystem.self, SchedulerSubsystem.self, ObserveSubsystem.self]
 
     public let core: NodeCore
     let group: MultiThreadedEventLoopGroup
@@ -28,9 +29,11 @@ public final class NodeDaemon: Sendable {
         let host = config.advertise ?? (config.listenHost == "0.0.0.0" ? "127.0.0.1" : config.listenHost)
         let membership = Membership(me: config.node, session: config.session, etcd: etcd, host: host, port: config.listenPort, logger: logger)
         let kddm = KDDM(rpc: rpc, etcd: etcd, membership: membership, logger: logger)
-        let core = NodeCore(config: config, logger: logger, rpc: rpc, etcd: etcd, membership: membership, kddm: kddm)
+        let observe = Observer(node: config.node, session: config.session, rpc: rpc, membership: membership, logger: logger)
+        let core = NodeCore(config: config, logger: logger, rpc: rpc, etcd: etcd, membership: membership, kddm: kddm, observe: observe)
         self.core = core
         parts = try Self.subsystems.map { try $0.init(core: core, settings: config.settings(for: $0)) }
+        Self.connect(parts)
     }
 
     /// Runs until SIGTERM or SIGINT.

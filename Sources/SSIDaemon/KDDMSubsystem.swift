@@ -46,6 +46,8 @@ struct KDDMSubsystem: Subsystem {
             return .count(try await k.increment(set, id, count: count))
         case .flush:
             await k.flush()
+        case .list(let set):
+            return .objects(try await k.list(set).map { ObjectValue(id: $0.id, value: String(decoding: $0.value, as: UTF8.self)) })
         }
         return .done
     }

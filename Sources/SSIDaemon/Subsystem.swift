@@ -2,9 +2,13 @@ import Logging
 import SSIControl
 import SSIKDDM
 import SSIMembership
+import SSIObserve
 import SSISystem
 import SSITransport
 import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What every subsystem stands on: the node's transport, its membership and KDDM, made by the
 /// daemon before any subsystem.
@@ -15,6 +19,8 @@ public struct NodeCore: Sendable {
     public let etcd: EtcdClient
     public let membership: Membership
     public let kddm: KDDM
+    /// The operators' view: `observe.record(event)` adds to the event history and metrics.
+    public let observe: Observer
 }
 
 /// One configuration key of a subsystem's section: `SECTION.KEY = VALUE` in ssid's file, or
@@ -52,6 +58,9 @@ public protocol Subsystem: Sendable {
     var services: [any Service] { get }
     /// Answers one of its control requests.
     func handle(_ request: ControlRequest) async throws -> ControlReply
+    /// Answers a request that came with the caller's fds (SCM_RIGHTS), which it then owns.
+    /// By default the fds are closed and the request answered as any other.
+    func handle(_ request: ControlRequest, fds: [Int32]) async throws -> ControlReply
 }
 
 extension Subsystem {
@@ -60,6 +69,11 @@ extension Subsystem {
     public var sets: [KDDMSetInfo] { [] }
     public func start() async throws {}
     public var services: [any Service] { [] }
+
+    public func handle(_ request: ControlRequest, fds: [Int32]) async throws -> ControlReply {
+        for fd in fds { close(fd) }
+        return try await handle(request)
+    }
 
     /// A request routed here that is not ours: a routing bug in the daemon.
     func misrouted(_ request: ControlRequest) -> SSIError {

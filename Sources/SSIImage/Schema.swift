@@ -12,8 +12,9 @@ public enum SnapshotFormat {
     public static let magic = "swiftssi-snapshot"
     /// 2 added process trees, threads and task states (optional fields: version 1 files read as before).
     /// 3 added sockets beyond socketpairs (FileDescriptorImage.socket) and the tcpSocket kind.
-    /// 4 (fidelity, issue 10) added optional fields to the process and fd records only:
-    ///   ProcessImage.thpDisabled; TimerState.settimeFlags/deadlineSeconds/deadlineNanoseconds.
+    /// 4 (fidelity, issue 10) added optional fields to the process and fd records only (and the
+    ///   fd kinds namespace, fanotify, udpSocket): docs/snapshot-format.md, "Version 4", lists them.
+    /// apps (no bump, optional field): ProcessImage.pidNamespaceInit, ids inside the application's PID namespace.
     public static let version = 4
     public static let readable: ClosedRange<Int> = 1...4
     public static let pageSize: UInt64 = 4096
@@ -77,6 +78,11 @@ public struct ProcessImage: Codable, Sendable {
     public var zombieStatus: Int32?
     /// Version 2: stopped by job control (SIGSTOP/SIGTSTP) at checkpoint time.
     public var jobStopped: Bool?
+    /// Set on the root of an application that has a PID namespace of its own (a cluster
+    /// application: ssi-init is its process 1). Every PID, PGID, SID and thread id of the
+    /// snapshot is then the one seen inside that namespace, and restart creates a new
+    /// namespace for them (optional field, apps: no format bump).
+    public var pidNamespaceInit: Bool?
     /// Version 2: PR_SET_CHILD_SUBREAPER.
     public var childSubreaper: Bool?
     /// Version 2: setitimer(2) timers (ITIMER_REAL, _VIRTUAL, _PROF) that are armed.

@@ -56,6 +56,15 @@ public struct Tracee {
         return .success(Tracee(pid: ProcessID(r)))
     }
 
+    /// The same shell as process `pid` of a new PID namespace, with a mount namespace of its
+    /// own and that namespace's /proc mounted (`cssi_spawn_restore_ns_shell`): the init of a
+    /// cluster application being restored. Returns it with its PID in our namespace.
+    public static func spawnRestoreNamespaceShell(_ pid: ProcessID, cgroup: Int32?) -> Result<Tracee, SSIError> {
+        let r = cssi_spawn_restore_ns_shell(pid.rawValue, cgroup ?? -1, SpawnOptions.Namespaces.mount.rawValue)
+        if r < 0 { return .failure(SSIError.sys("clone3 with CLONE_NEWPID|CLONE_NEWNS and set_tid=\(pid)", errno: -r)) }
+        return .success(Tracee(pid: ProcessID(r)))
+    }
+
     public enum Stop: Equatable, Sendable {
         case event(Int32)          // PTRACE_EVENT_* stop (group-stop/interrupt: PTRACE_EVENT_STOP)
         case signal(Signal)        // signal-delivery-stop

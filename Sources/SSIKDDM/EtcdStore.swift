@@ -70,4 +70,16 @@ public struct EtcdStore: KDDMStore {
     public func objectCount(_ set: String) async throws -> Int {
         try await etcd.list(prefix: prefix + "obj/\(set)/").filter { !$0.key.hasSuffix("/w") }.count
     }
+
+    /// One range read over `obj/<set>/`: etcd answers it from a single revision (the range
+    /// API reads at one revision), so the listing is a consistent cut of the set. Tags
+    /// (`.../w`) are skipped; ids are the 16 hex digits of the key.
+    public func objects(in set: String) async throws -> [(id: UInt64, value: [UInt8])] {
+        let base = prefix + "obj/\(set)/"
+        return try await etcd.list(prefix: base).compactMap { kv in
+            let rest = kv.key.dropFirst(base.count)
+            guard rest.count == 16, let id = UInt64(rest, radix: 16) else { return nil }
+            return (id, kv.value)
+        }.sorted { $0.id < $1.id }
+    }
 }

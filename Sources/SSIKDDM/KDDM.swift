@@ -2,6 +2,7 @@ import Logging
 import SSIMembership
 import SSISystem
 import SSITransport
+import Synchronization
 
 /// KDDM on one node: named sets of objects with a home node each, cached copies and a
 /// write-invalidate coherence protocol (docs/cluster.md). It puts together the owner side
@@ -21,6 +22,7 @@ public final class KDDM: Sendable {
     let logger: Logger
     public let owner: KDDMOwner
     public let client: KDDMClient
+    private let operationObserver = Mutex<(@Sendable (String) -> Void)?>(nil)
 
     public init(rpc: RPCNode, etcd: EtcdClient, membership: Membership, logger: Logger) {
         self.rpc = rpc
@@ -121,25 +123,44 @@ public final class KDDM: Sendable {
 
     public func objectCount(_ set: String) async throws -> Int { try await store.objectCount(set) }
 
+    /// Every object of a set with its value, in id order (`ssi kddm list`, `ssi ps`): one
+    /// range read of the store, so it sees every put that has returned (a put returns once
+    /// durable) and nothing half-written; an object grabbed meanwhile shows its last put
+    /// value, as a get would. Values pass through the set's import hook, as copies do.
+    public func list(_ set: String) async throws -> [(id: UInt64, value: [UInt8])] {
+        _ = try await sets.set(set)
+        let hooks = sets.hooks(set)
+        return try await store.objects(in: set).map { ($0.id, hooks?.import($0.value) ?? $0.value) }
+    }
+
     // MARK: objects (the client side)
 
     /// A read copy: from the local cache when valid (no network), else from the owner.
-    public func get(_ set: String, _ id: UInt64) async throws -> [UInt8]? { try await client.get(set, id) }
+    public func get(_ set: String, _ id: UInt64) async throws -> [UInt8]? { counted("get"); return try await client.get(set, id) }
     /// Exclusive write access; returns the current value. Must be followed by put or release.
     public func grab(_ set: String, _ id: UInt64, timeout: Duration = .seconds(10)) async throws -> [UInt8]? {
-        try await client.grab(set, id, timeout: timeout)
+        counted("grab")
+        return try await client.grab(set, id, timeout: timeout)
     }
     /// Writes the new value and releases the grab; returns once the value is durable.
-    public func put(_ set: String, _ id: UInt64, _ value: [UInt8]) async throws { try await client.put(set, id, value) }
+    public func put(_ set: String, _ id: UInt64, _ value: [UInt8]) async throws { counted("put"); try await client.put(set, id, value) }
     /// Gives a grabbed object back unchanged.
     public func release(_ set: String, _ id: UInt64) async throws { try await client.release(set, id) }
-    public func remove(_ set: String, _ id: UInt64) async throws { try await client.remove(set, id) }
+    public func remove(_ set: String, _ id: UInt64) async throws { counted("remove"); try await client.remove(set, id) }
     /// Grab and put, again after a lost race or an unknown outcome: `ssi kddm put`.
-    public func store(_ set: String, _ id: UInt64, _ value: [UInt8]) async throws { try await client.store(set, id, value) }
+    public func store(_ set: String, _ id: UInt64, _ value: [UInt8]) async throws { counted("store"); try await client.store(set, id, value) }
     /// `count` grab/put increments of a decimal counter: `ssi kddm incr`.
-    public func increment(_ set: String, _ id: UInt64, count: Int) async throws -> Int { try await client.increment(set, id, count: count) }
+    public func increment(_ set: String, _ id: UInt64, count: Int) async throws -> Int {
+        counted("increment")
+        return try await client.increment(set, id, count: count)
+    }
     public func state(_ set: String, _ id: UInt64) async throws -> KDDMObjectState { try await client.state(set, id) }
     /// Drops this node's cached copies (the next gets go to the owners).
     public func flush() async { await client.flush() }
     public func sync() async throws { try await client.sync() }
+
+    /// Told of every object operation asked of this node (get, grab, put, store, remove,
+    /// increment): the metrics (SSIObserve) count them.
+    public func observeOperations(_ f: @escaping @Sendable (String) -> Void) { operationObserver.withLock { $0 = f } }
+    private func counted(_ op: String) { operationObserver.withLock { $0 }?(op) }
 }

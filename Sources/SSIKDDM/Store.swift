@@ -43,6 +43,8 @@ public protocol KDDMStore: Sendable {
     /// Deletes the set and every object in it.
     func deleteSet(_ name: String) async throws
     func objectCount(_ set: String) async throws -> Int
+    /// Every object of the set as stored (exported bytes), in id order: one range read.
+    func objects(in set: String) async throws -> [(id: UInt64, value: [UInt8])]
 }
 
 /// What KDDM needs of the membership layer: the view it decides on.

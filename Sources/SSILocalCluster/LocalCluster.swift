@@ -37,8 +37,12 @@ public struct LocalCluster: Sendable {
     public var hub: String { name.isEmpty ? "ssi-hub" : "ssi-\(name)-hub" }
     /// Node k's network namespace, as root.
     public func nodeNamespace(_ k: Int) -> String { name.isEmpty ? "ssi-node\(k)" : "ssi-\(name)-node\(k)" }
-    /// `ip netns exec` argv prefix for node k, or nothing for loopback nodes.
-    public func inNode(_ k: Int, netns: Bool) -> [String] { netns ? ["ip", "netns", "exec", nodeNamespace(k)] : [] }
+    /// The argv prefix that runs a program in node k's network namespace, or nothing for
+    /// loopback nodes. nsenter(1) enters the network namespace only; `ip netns exec` would
+    /// also remount /sys in a mount namespace of its own (ip-netns(8)), where the cgroup
+    /// hierarchies under /sys/fs/cgroup are no longer mounted: the daemon and the engine need
+    /// them (the freezer, the node's cpu group).
+    public func inNode(_ k: Int, netns: Bool) -> [String] { netns ? ["nsenter", "--net=/run/netns/\(nodeNamespace(k))", "--"] : [] }
 
     public func socket(node: Int) -> String { "\(dir)/node\(node).sock" }
     public func log(node: Int) -> String { "\(dir)/node\(node).log" }
@@ -50,6 +54,8 @@ public struct LocalCluster: Sendable {
         public var session: UInt64
         public var etcd: String
         public var ssid: String
+        /// CPUs of each node (`--cpus`), nil: unlimited.
+        public var cpus: Double? = nil
     }
 
     public func plan() -> Plan? {
@@ -57,13 +63,18 @@ public struct LocalCluster: Sendable {
         return try? JSONDecoder().decode(Plan.self, from: d)
     }
 
+    /// Node k's dashboard port, on 127.0.0.1: inside its namespace, or on the host's loopback
+    /// for a loopback cluster (hence one port per node).
+    public func dashboardPort(_ k: Int) -> Int { 7180 + k }
+
     public func nodeHost(_ k: Int, netns: Bool) -> String { netns ? "\(Self.subnet).\(k)" : "127.0.1.\(k)" }
 
     // MARK: up
 
     /// Builds the cluster and returns once every node is online.
-    public func up(nodes: Int, ssid: String, ssi: String, useNetns: Bool? = nil) throws -> Plan {
+    public func up(nodes: Int, ssid: String, ssi: String, useNetns: Bool? = nil, cpus: Double? = nil) throws -> Plan {
         guard (1...200).contains(nodes) else { throw SSIError(.invalidArgument, "--nodes must be 1..200") }
+        if let cpus, !(cpus >= 0.01 && cpus <= 1024) { throw SSIError(.invalidArgument, "--cpus must be between 0.01 and 1024 (CPUs per node), not \(cpus)") }
         let netns = useNetns ?? root
         if netns && !root { throw SSIError(.permission, "network namespaces need root", hint: "run as root, or without --netns for loopback nodes") }
         guard let etcdPath = which("etcd") else {
@@ -78,10 +89,11 @@ public struct LocalCluster: Sendable {
         let session = UInt64.random(in: 1...UInt64(UInt32.max))
         let etcdHost = netns ? "\(Self.subnet).254" : "127.0.0.1"
         let etcdPort = netns ? 2379 : 23790
-        let plan = Plan(nodes: nodes, netns: netns, session: session, etcd: "http://\(etcdHost):\(etcdPort)", ssid: ssid)
+        let plan = Plan(nodes: nodes, netns: netns, session: session, etcd: "http://\(etcdHost):\(etcdPort)", ssid: ssid, cpus: cpus)
+        if let cpus { for k in 1...nodes { try makeCPUGroups(k, cpus: cpus) } }
         if netns { try buildNetwork(nodes: nodes) }
         for k in 1...nodes {
-            let conf = """
+            var conf = """
             # written by ssi cluster up
             node = \(k)
             session = \(session)
@@ -90,7 +102,17 @@ public struct LocalCluster: Sendable {
             etcd = \(plan.etcd)
             control = \(socket(node: k))
             join = yes
+            dashboard = 127.0.0.1:\(dashboardPort(k))
+            # each node keeps its own snapshots and logs: nothing relies on a shared directory
+            apps.snapshots = \(dir)/node\(k)/chkpt
+            apps.logs = \(dir)/node\(k)/log
             """
+            let groups = cpuGroups(k)
+            if cpus != nil, !groups.isEmpty {
+                // --cpus: the node's applications share its groups' CPUs; the daemon stays
+                // outside them (CPULimit.swift), and its scheduler measures them.
+                conf += "\napps.cpugroups = \(groups.joined(separator: " "))\nscheduler.node-groups = \(groups.joined(separator: " "))"
+            }
             try conf.write(toFile: "\(dir)/node\(k).conf", atomically: true, encoding: .utf8)
         }
         // etcd's command line, kept for the supervisor.
@@ -167,6 +189,7 @@ public struct LocalCluster: Sendable {
         while pids.contains(where: Proc.alive) { Proc.reapAll(); usleep(20_000) }
         Proc.reapAll()
         for ns in nsList { _ = try? Proc.run(["ip", "netns", "del", ns], check: false) }
+        if root, let n = plan()?.nodes { for k in 1...max(1, n) { removeCPUGroups(k) } }
         if FileManager.default.fileExists(atPath: dir) {
             try FileManager.default.removeItem(atPath: dir)
         }

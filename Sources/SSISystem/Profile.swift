@@ -7,6 +7,8 @@ public struct PhaseClock {
     public init() {}
 
     public mutating func mark(_ phase: @autoclosure () -> String) {
+        // The operation a command shows progress for (OperationProgress) hears of each phase.
+        if let p = OperationProgress.current.withLock({ $0 }) { p.phase(phase()) }
         guard PhaseClock.enabled else { return }
         let now = DispatchTime.now()
         let ms = Double(now.uptimeNanoseconds - last.uptimeNanoseconds) / 1e6

@@ -27,6 +27,7 @@ public final class RPCNode: Sendable {
     private let outgoing = Mutex<[NodeID: RPCConnection]>([:])
     private let all = Mutex<[ObjectIdentifier: RPCConnection]>([:])
     private let listener = Mutex<Channel?>(nil)
+    private let callObserver = Mutex<(@Sendable (UInt16, Duration, Bool) -> Void)?>(nil)
     /// Requests sent to other nodes (self-calls excluded): the benchmark reads it.
     public let callsSent = Atomic<Int>(0)
     /// Peers dropped for garbage or failed authentication: tests read it.
@@ -129,11 +130,16 @@ public final class RPCNode: Sendable {
             ch.close(promise: nil)
             throw error
         }
-        return outgoing.withLock { o in
-            if let existing = o[node] { ch.close(promise: nil); return existing }
+        // Two calls may have connected at once: keep the first. The loser is closed outside
+        // the lock: on the event loop close() runs channelInactive at once, whose forget()
+        // takes this same lock (a recursive lock is a crash).
+        let kept = outgoing.withLock { o -> RPCConnection in
+            if let existing = o[node] { return existing }
             o[node] = conn
             return conn
         }
+        if kept !== conn { ch.close(promise: nil) }
+        return kept
     }
 
     /// A request/response call. Self-calls run the handler directly. It runs on the caller's
@@ -145,9 +151,23 @@ public final class RPCNode: Sendable {
             guard let h = services.withLock({ $0[service] }) else { throw SSIError.noSuchService(service, on: nodeID) }
             return try await h(nodeID, payload)
         }
-        let c = try await connection(to: node)
-        callsSent.add(1, ordering: .relaxed)
-        return try await c.call(service: service, payload: payload, timeout: timeout)
+        let t0 = ContinuousClock.now
+        do {
+            let c = try await connection(to: node)
+            callsSent.add(1, ordering: .relaxed)
+            let r = try await c.call(service: service, payload: payload, timeout: timeout)
+            callObserver.withLock { $0 }?(service, ContinuousClock.now - t0, true)
+            return r
+        } catch {
+            callObserver.withLock { $0 }?(service, ContinuousClock.now - t0, false)
+            throw error
+        }
+    }
+
+    /// Told of every call to another node: its service, how long it took (connecting
+    /// included) and whether it succeeded. The metrics (SSIObserve) set it.
+    public func observeCalls(_ f: @escaping @Sendable (UInt16, Duration, Bool) -> Void) {
+        callObserver.withLock { $0 = f }
     }
 
     /// A one-way message; delivered in order per peer connection, or lost with it.

@@ -26,8 +26,11 @@ public struct ServiceBlock: Sendable, Hashable, CustomStringConvertible {
     public static let scheduler = ServiceBlock(name: "scheduler", base: 400)
     public static let streams = ServiceBlock(name: "streams", base: 500)
     public static let network = ServiceBlock(name: "network", base: 600)
+    /// The operators' view: node summaries, events and applications for the dashboard and
+    /// `ssi events` (SSIObserve).
+    public static let observe = ServiceBlock(name: "observe", base: 700)
 
-    public static let all: [ServiceBlock] = [.transport, .kddm, .processTable, .migration, .scheduler, .streams, .network]
+    public static let all: [ServiceBlock] = [.transport, .kddm, .processTable, .migration, .scheduler, .streams, .network, .observe]
 
     /// The block a service number belongs to (for logs and errors).
     public static func owner(of service: UInt16) -> ServiceBlock? { all.first { $0.contains(service) } }

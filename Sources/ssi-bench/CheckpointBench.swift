@@ -6,192 +6,231 @@ import SSISystem
 import Glibc
 #endif
 
-/// Dump, frozen and restore times of a process with a large random-filled heap, checkpointed
-/// to tmpfs, killed and restarted; and the frozen time of a small process (median of 20).
+/// `ssi-bench checkpoint`: for each size, a process with that much random memory
+/// (Tests/Fixtures/frozenmeter.c) is checkpointed and left running, then checkpointed with
+/// --kill and restored, `rounds` times. Reported: wall times, and the frozen time the
+/// application itself measured (the longest gap of its own CLOCK_MONOTONIC loop, read from
+/// its stats page), median and worst; after each restore the process checks every page.
+/// With --compare-criu the same rounds run through a CRIU binary too, alternating.
 struct CheckpointBenchmark {
-    var mib = 1024
+    var sizes = [0, 256, 1024]
+    var rounds = 5
     var dir = "/dev/shm/ssi-bench"
-    var runs = 20
+    var dirtyPerMs = 0
+    /// The application sleeps this long between readings (usleep: the relative sleep with
+    /// no buffer for the time left that a checkpoint must measure); 0: it spins, and takes a core.
+    var sleepMicroseconds = 1000
+    var criu: String? = nil
+    /// --precopy / --no-precopy; nil: the engine's default (on from 64 MiB).
+    var precopy: Bool? = nil
+
+    static let usage = "ssi-bench checkpoint [--sizes 0,256,1024] [--rounds N] [--dir DIR] [--dirty PAGES_PER_MS] [--sleep-us N] [--precopy|--no-precopy] [--compare-criu PATH]"
 
     init(args: [String]) throws {
         var i = 0
         while i < args.count {
             switch args[i] {
-            case "--mib": mib = Int(args[i + 1]) ?? mib; i += 1
-            case "--dir": dir = args[i + 1]; i += 1
-            case "--runs": runs = Int(args[i + 1]) ?? runs; i += 1
-            default: throw SSIError(.invalidArgument, "unknown option \(args[i])")
+            case "--sizes", "--mib": sizes = try BenchArgs.sizes(args, i); i += 1
+            case "--rounds", "--runs": rounds = try BenchArgs.int(args, i, min: 1); i += 1
+            case "--dir": dir = try BenchArgs.value(args, i); i += 1
+            case "--dirty": dirtyPerMs = try BenchArgs.int(args, i, min: 0); i += 1
+            case "--sleep-us": sleepMicroseconds = try BenchArgs.int(args, i, min: 0); i += 1
+            case "--precopy": precopy = true
+            case "--no-precopy": precopy = false
+            case "--compare-criu": criu = try BenchArgs.criu(args, i); i += 1
+            default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "usage: \(CheckpointBenchmark.usage)")
             }
             i += 1
         }
     }
 
-    static let repoRoot: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-
-    func compile(_ name: String) throws -> String {
-        let out = "\(dir)/\(name)"
-        let src = "\(CheckpointBenchmark.repoRoot)/Tests/Fixtures/\(name).c"
-        guard shell("gcc -O2 -o '\(out)' '\(src)'") == 0 else { throw SSIError(.system, "gcc \(src) failed") }
-        return out
+    /// One step's figures over the rounds, in seconds.
+    struct Samples {
+        var values = [Double]()
+        mutating func add(_ v: Double) { values.append(v) }
+        var median: Double { values.isEmpty ? .nan : values.sorted()[values.count / 2] }
+        var worst: Double { values.max() ?? .nan }
     }
 
-    func shell(_ cmd: String) -> Int32 {
-        (try? Spawn.run(["/bin/sh", "-c", cmd], keepingFds))?.exitCode ?? -1
-    }
-
-    /// Our fds as they are, as posix_spawn without file actions passes them on.
-    private var keepingFds: SpawnOptions {
-        var o = SpawnOptions()
-        o.keepFileDescriptors = true
-        return o
-    }
-
-    /// Starts `argv` with stdout to `log`, stdin/stderr /dev/null, as our child.
-    func start(_ argv: [String], log: String) throws -> Int32 {
-        var o = SpawnOptions()
-        o.standardInput = .null
-        o.standardOutput = .file(log, append: false)
-        o.standardError = .null
-        return try Spawn.start(argv, o)
-    }
-
-    func waitFor(_ log: String, _ text: String, _ secs: Double = 60) throws -> String {
-        let end = Date().addingTimeInterval(secs)
-        while Date() < end {
-            if let s = try? String(contentsOfFile: log, encoding: .utf8), let line = s.split(separator: "\n").last(where: { $0.hasPrefix(text) }) {
-                return String(line)
-            }
-            usleep(10_000)
-        }
-        throw SSIError(.system, "timed out waiting for '\(text)' in \(log)")
-    }
-
-    func killReap(_ pid: Int32) {
-        kill(pid, SIGKILL)
-        var st: Int32 = 0
-        waitpid(pid, &st, 0)
+    /// What one checkpointer measured for one size.
+    struct Figures {
+        var checkpoint = Samples(), seen = Samples(), engineFrozen = Samples(), kill = Samples(), restore = Samples()
+        var checks = 0, checksPassed = 0
     }
 
     func run() throws {
         try requireRoot("ssi-bench checkpoint")
-        // Processes of killed trees are reparented to us and reaped here (PID 1 may not).
+        // Restored processes and those of killed trees may be reparented to us (PID 1 may not reap).
         Prctl.becomeSubreaper()
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let engine = CheckpointEngine(store: SnapshotStore(root: "\(dir)/chkpt"))
-
-        // 1. The big process.
-        let big = try compile("bigmem")
-        let log = "\(dir)/big.log"
-        let pid = try start([big, "\(mib)"], log: log)
-        let ready = try waitFor(log, "READY")
-        let sumBefore = ready.split(separator: " ").last.map(String.init) ?? ""
-        let t0 = DispatchTime.now()
-        var o = CheckpointEngine.CheckpointOptions()
-        o.killSignal = .kill
-        let ck = try engine.checkpoint(app: pid, options: o)
-        let dump = seconds(since: t0)
-        var st: Int32 = 0
-        waitpid(pid, &st, 0)
-        let t1 = DispatchTime.now()
-        let rs = try engine.restart(app: pid, version: ck.version)
-        let restore = seconds(since: t1)
-        kill(pid, SIGUSR1)
-        let sumAfter = try waitFor(log, "SUM").split(separator: " ").last.map(String.init) ?? ""
-        killReap(pid)
-        let pagesGiB = Double(ck.pageBytes) / Double(1 << 30)
-        print("process with a \(mib) MiB random-filled heap, snapshot on \(dir) (\(String(format: "%.2f", pagesGiB)) GiB of pages):")
-        print(String(format: "  dump (checkpoint --kill, total):  %.3f s   %.2f GiB/s", dump, pagesGiB / dump))
-        print(String(format: "  frozen time:                      %.3f s", ck.frozenSeconds))
-        print(String(format: "  restore (verify + rebuild):       %.3f s   %.2f GiB/s", rs.restoreSeconds, pagesGiB / restore))
-        print("  memory checksum before/after:     \(sumBefore) / \(sumAfter) \(sumBefore == sumAfter ? "(equal)" : "(DIFFERENT)")")
-
-        // 2. Frozen time of a small process, median of `runs` checkpoints.
-        let counter = try compile("counter")
-        let small = try start([counter], log: "\(dir)/small.log")
-        _ = try waitFor("\(dir)/small.log", "1")
-        var frozen = [Double]()
-        var total = [Double]()
-        for _ in 0..<runs {
-            let t = DispatchTime.now()
-            let r = try engine.checkpoint(app: small)
-            total.append(seconds(since: t))
-            frozen.append(r.frozenSeconds)
-        }
-        killReap(small)
-        frozen.sort(); total.sort()
-        print("small process (counter), \(runs) checkpoints:")
-        print(String(format: "  frozen time median %.3f ms (min %.3f, max %.3f); whole checkpoint median %.3f ms",
-                     frozen[runs / 2] * 1000, frozen[0] * 1000, frozen[runs - 1] * 1000, total[runs / 2] * 1000))
-
-        // 3. A 20-process tree, a process with 16 threads, and a 10-process tree sharing
-        //    100 MiB copy-on-write.
-        let tree = try compile("benchtree")
-        for (label, args) in [("20-process tree", ["20", "1", "1"]), ("process with 16 threads", ["1", "16", "1"]),
-                              ("10-process tree sharing 100 MiB copy-on-write", ["10", "1", "100"])] {
-            let log = "\(dir)/tree.log"
-            let root = try start([tree] + args, log: log)
-            _ = try waitFor(log, "READY")
-            let before = try pssOfTree(root)
-            let t0 = DispatchTime.now()
-            var o = CheckpointEngine.CheckpointOptions()
-            o.killSignal = .kill
-            let ck = try engine.checkpoint(app: root, options: o)
-            let dumpSecs = seconds(since: t0)
-            let snap = try SnapshotStore(root: "\(dir)/chkpt").open(app: root, version: ck.version)
-            reapTree(snap.manifest.processes)
-            let rs = try engine.restart(app: root, version: ck.version)
-            usleep(200_000)
-            let after = try pssOfTree(root)
-            killTree(root)
-            print("\(label):")
-            print(String(format: "  frozen %.1f ms, checkpoint %.1f ms, restart %.1f ms; memory (PSS) %.0f MiB before, %.0f MiB after restart",
-                         ck.frozenSeconds * 1000, dumpSecs * 1000, rs.restoreSeconds * 1000, Double(before) / 1024, Double(after) / 1024))
+        let meter = try BenchProcess.compile("frozenmeter", into: dir)
+        print("images on \(dir); \(rounds) rounds per size; the application rewrites \(dirtyPerMs) pages/ms and " +
+              (sleepMicroseconds > 0 ? "sleeps \(sleepMicroseconds) µs between clock readings" : "spins on the clock") +
+              "; pre-copy " + (precopy.map { $0 ? "always" : "never" } ?? "from 64 MiB"))
+        for mib in sizes {
+            var ours = Figures(), theirs = Figures()
+            let noise = try measureSize(mib, meter: meter, ours: &ours, theirs: &theirs)
+            report(mib, noise: noise, ours, criu == nil ? nil : theirs)
         }
     }
 
-    /// The processes of the tree rooted at `root` (children from /proc/PID/task/PID/children).
-    func treePIDs(_ root: Int32) -> [Int32] {
-        var out = [root]
-        var i = 0
-        while i < out.count {
-            let text = (try? String(contentsOfFile: "/proc/\(out[i])/task/\(out[i])/children", encoding: .utf8)) ?? ""
-            out += text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            i += 1
+    /// Runs every round for one size; returns the longest gap seen with no checkpoint at all
+    /// over a comparable time (the machine's own noise).
+    private func measureSize(_ mib: Int, meter: String, ours: inout Figures, theirs: inout Figures) throws -> Double {
+        let app = try BenchProcess(meter: meter, mib: mib, dirtyPerMs: dirtyPerMs, sleepMicroseconds: sleepMicroseconds, dir: dir)
+        defer { app.stop() }
+        let noise = app.noiseFloor(seconds: 0.5)
+        for _ in 0..<rounds {
+            try ssiRound(app, &ours)
+            if let criu { try CRIURunner(binary: criu, dir: "\(dir)/criu").round(app, &theirs) }
         }
+        return noise
+    }
+
+    private func ssiRound(_ app: BenchProcess, _ f: inout Figures) throws {
+        let store = SnapshotStore(root: "\(dir)/chkpt")
+        let engine = CheckpointEngine(store: store)
+        var o = CheckpointEngine.CheckpointOptions()
+        o.precopy = precopy
+        app.resetGap()
+        var t = DispatchTime.now()
+        let ck = try engine.checkpoint(app: app.pid, options: o)
+        f.checkpoint.add(seconds(since: t))
+        f.engineFrozen.add(ck.frozenSeconds)
+        f.seen.add(app.settledGap())
+        try? FileManager.default.removeItem(atPath: ck.directory)
+
+        o.killSignal = .kill
+        t = DispatchTime.now()
+        let ck2 = try engine.checkpoint(app: app.pid, options: o)
+        f.kill.add(seconds(since: t))
+        app.reap()
+        t = DispatchTime.now()
+        _ = try engine.restart(app: app.pid, version: ck2.version)
+        f.restore.add(seconds(since: t))
+        try? FileManager.default.removeItem(atPath: ck2.directory)
+        f.checks += 1
+        if try app.checkMemory() { f.checksPassed += 1 }
+    }
+
+    private func report(_ mib: Int, noise: Double, _ ours: Figures, _ theirs: Figures?) {
+        print("\(mib) MiB of random data (the application's own gaps with no checkpoint: up to \(ms(noise))):")
+        let header = "  step                                   median      worst" + (theirs == nil ? "" : "   CRIU median    worst   ratio")
+        print(header)
+        func line(_ name: String, _ a: Samples, _ b: Samples?) {
+            var s = name.padding(toLength: 37, withPad: " ", startingAt: 0) + ms(a.median).leftPad(10) + ms(a.worst).leftPad(11)
+            if let b { s += ms(b.median).leftPad(14) + ms(b.worst).leftPad(9) + String(format: "%8.2f", a.median / b.median) }
+            print("  " + s)
+        }
+        line("checkpoint, left running (wall)", ours.checkpoint, theirs?.checkpoint)
+        line("frozen as the application saw it", ours.seen, theirs?.seen)
+        line("frozen, engine's own timer", ours.engineFrozen, nil)
+        line("checkpoint --kill (wall)", ours.kill, theirs?.kill)
+        line("restore (wall)", ours.restore, theirs?.restore)
+        print("  memory checked by the application after restore: \(ours.checksPassed)/\(ours.checks) PASS" +
+              (theirs.map { ", CRIU \($0.checksPassed)/\($0.checks) PASS" } ?? ""))
+    }
+
+    private func ms(_ s: Double) -> String { s.isNaN ? "-" : s >= 1 ? String(format: "%.3f s", s) : String(format: "%.1f ms", s * 1000) }
+    private func seconds(since t: DispatchTime) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t.uptimeNanoseconds) / 1e9 }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
+
+/// The measured application: frozenmeter, our child, with its stats page in a file.
+final class BenchProcess {
+    private(set) var pid: Int32
+    let log: String
+    let statsPath: String
+    private var checksSeen = 0
+
+    static func compile(_ name: String, into dir: String) throws -> String {
+        let out = "\(dir)/\(name)"
+        let src = "\(TreeBenchmark.repoRoot)/Tests/Fixtures/\(name).c"
+        let r = try Spawn.run(["/usr/bin/gcc", "-O2", "-o", out, src], SpawnOptions())
+        guard r.exitCode == 0 else { throw SSIError(.system, "gcc \(src) failed", hint: "install gcc, or run from a checkout of the repository") }
         return out
     }
 
-    /// Proportional set size of the tree, kB (shared pages counted once in total).
-    func pssOfTree(_ root: Int32) throws -> Int {
-        treePIDs(root).reduce(0) { acc, pid in
-            let text = (try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)) ?? ""
-            let line = text.split(separator: "\n").first { $0.hasPrefix("Pss:") } ?? ""
-            return acc + (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0)
+    init(meter: String, mib: Int, dirtyPerMs: Int, sleepMicroseconds: Int, dir: String) throws {
+        log = "\(dir)/meter-\(mib).log"
+        statsPath = "\(dir)/meter-\(mib).stats"
+        unlink(statsPath)
+        var o = SpawnOptions()
+        o.standardInput = .null
+        o.standardOutput = .file(log, append: false)
+        o.standardError = .standardOutput
+        // Its own session, as `ssi run` gives: a snapshot holds the session it leads.
+        o.newSession = true
+        pid = try Spawn.start([meter, "\(mib)", statsPath, "\(dirtyPerMs)", "\(sleepMicroseconds)"], o)
+        guard waitLog({ $0.contains("READY") }, seconds: 120) else {
+            stop()
+            throw SSIError(.system, "frozenmeter \(mib) did not start: \(text())")
         }
+        usleep(200_000)
     }
 
-    /// Reaps the killed processes of a snapshot: the root is our child, and its children are
-    /// reparented to us when it dies (we are a subreaper).
-    func reapTree(_ pids: [Int32]) {
-        var st: Int32 = 0
-        let deadline = Date().addingTimeInterval(10)
-        while pids.contains(where: { kill($0, 0) == 0 }) && Date() < deadline {
-            if waitpid(-1, &st, WNOHANG) <= 0 { usleep(1000) }
+    func text() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    func waitLog(_ cond: (String) -> Bool, seconds: Double) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if cond(text()) { return true }
+            usleep(5_000)
         }
+        return false
     }
 
-    func killTree(_ root: Int32) {
-        for pid in treePIDs(root).reversed() { kill(pid, SIGKILL) }
-        usleep(100_000)
+    /// The stats page: max gap (ns) at offset 0.
+    private func gapWord(write value: UInt64? = nil) -> UInt64 {
+        let fd = open(statsPath, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var v: UInt64 = value ?? 0
+        if value != nil { _ = pwrite(fd, &v, 8, 0) } else { _ = pread(fd, &v, 8, 0) }
+        return v
+    }
+
+    func resetGap() { _ = gapWord(write: 0) }
+
+    /// The longest gap since the reset, once the application has run a little after the
+    /// checkpoint (the gap is only recorded when the loop runs again).
+    func settledGap() -> Double {
+        usleep(50_000)
+        return Double(gapWord()) / 1e9
+    }
+
+    func noiseFloor(seconds: Double) -> Double {
+        resetGap()
+        usleep(UInt32(seconds * 1e6))
+        return Double(gapWord()) / 1e9
+    }
+
+    /// Waits for the killed process (our child, or reparented to us) to be gone.
+    func reap() {
         var st: Int32 = 0
-        while waitpid(-1, &st, WNOHANG) > 0 {}
+        waitpid(pid, &st, 0)
     }
 
-    func seconds(since t: DispatchTime) -> Double { Double(DispatchTime.now().uptimeNanoseconds - t.uptimeNanoseconds) / 1e9 }
+    /// Asks the restored process to check every page; true on CHECK PASS.
+    func checkMemory() throws -> Bool {
+        checksSeen += 1
+        kill(pid, SIGUSR2)
+        let want = checksSeen
+        guard waitLog({ $0.components(separatedBy: "CHECK ").count - 1 >= want }, seconds: 120) else {
+            throw SSIError(.system, "PID \(pid) did not check its memory after restore: \(text().suffix(500))")
+        }
+        let last = text().components(separatedBy: "CHECK ").last ?? ""
+        if !last.hasPrefix("PASS") { print("  memory check FAILED after restore: \(last.prefix(300))") }
+        return last.hasPrefix("PASS")
+    }
+
+    func stop() {
+        kill(pid, SIGKILL)
+        reap()
+    }
 }

@@ -1,7 +1,9 @@
 // ssi-bench: benchmarks that print numbers (they are not tests). Run with -c release, as root:
-//   swift run -c release ssi-bench checkpoint [--mib 1024] [--dir /dev/shm/ssi-bench] [--runs 20]
+//   swift run -c release ssi-bench checkpoint [--sizes 0,256,1024] [--rounds 5] [--dirty PAGES_PER_MS] [--compare-criu PATH]
+//   swift run -c release ssi-bench trees
 //   swift run -c release ssi-bench ipc
 //   swift run -c release ssi-bench kddm
+//   swift run -c release ssi-bench balance [--jobs 12] [--cpus 0.5]
 import Foundation
 
 let args = Array(CommandLine.arguments.dropFirst())
@@ -9,12 +11,16 @@ do {
     switch args.first {
     case "checkpoint":
         try CheckpointBenchmark(args: Array(args.dropFirst())).run()
+    case "trees":
+        try TreeBenchmark(args: Array(args.dropFirst())).run()
     case "ipc":
         try runIPCBenchmark(args: Array(args.dropFirst()))
+    case "balance":
+        try BalanceBenchmark(args: Array(args.dropFirst())).run()
     case "kddm":
         try await runKDDMBenchmark(args: Array(args.dropFirst()))
     default:
-        print("usage: ssi-bench checkpoint [--mib N] [--dir DIR] [--runs N] | ipc | kddm")
+        print("usage: \(CheckpointBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage)")
         exit(2)
     }
 } catch {

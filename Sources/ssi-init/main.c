@@ -16,7 +16,8 @@
 // It holds no state but the command's status, so the checkpoint engine saves and restores
 // it like any other process of the application.
 //
-// Usage: ssi-init [--proc] -- CMD ARGS...
+// Usage: ssi-init [--proc] [--join CGROUP.PROCS]... -- CMD ARGS...
+//   --join   move into the cgroup whose cgroup.procs file is given, before the command starts
 //   --proc   make the mount namespace's propagation private and mount a fresh /proc for
 //            this PID namespace, so that /proc/<getpid()> names the caller (the launcher
 //            gives the application a mount namespace of its own with CLONE_NEWNS).
@@ -80,13 +81,26 @@ static pid_t start(char **argv, const sigset_t *none) {
     return pid;
 }
 
+/* Moves this process into a cgroup by writing "0" to its cgroup.procs: cgroups(7) says 0
+ * names the writer. Done before the command is forked, so that the whole application is
+ * born in the group (a node's CPU limit in the local cluster, `ssi cluster up --cpus`). */
+static int join(const char *procs) {
+    FILE *f = fopen(procs, "w");
+    if (!f || fputs("0\n", f) == EOF || fclose(f) != 0) {
+        fprintf(stderr, "ssi-init: cannot join the cgroup of %s: %s\n", procs, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int proc = 0, i = 1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--proc") == 0) proc = 1;
+        else if (strcmp(argv[i], "--join") == 0 && i + 1 < argc) { if (join(argv[++i]) != 0) return 127; }
         else { fprintf(stderr, "ssi-init: unknown option %s\n", argv[i]); return 127; }
     }
-    if (i + 1 >= argc) { fprintf(stderr, "usage: ssi-init [--proc] -- CMD ARGS...\n"); return 127; }
+    if (i + 1 >= argc) { fprintf(stderr, "usage: ssi-init [--proc] [--join CGROUP.PROCS]... -- CMD ARGS...\n"); return 127; }
     if (proc) mount_proc();
 
     // Everything we wait for arrives through sigwaitinfo(2): block it all first, so that

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import SSICheckpoint
 import SSIImage
+import SSIObserve
+import SSIProcessTable
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -21,17 +23,49 @@ func fail(_ error: Error) -> Never {
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start a command as a checkpointable application (Kerrighed: krgcr-run).",
-        discussion: "Prints 'Running application <pid>'; the application id is the PID of the command, which leads a new session.")
+        discussion: """
+        Prints 'Running application <pid>'; the application id is the PID of the command, which \
+        leads a new session and runs in its own cgroup (so it can be frozen as a whole). Without \
+        -b, ssi waits for it and exits with its status. Options of ssi go before `--`; everything \
+        after it belongs to the command.
+
+        Examples:
+          ssi run -- ./server --port 8080       start and wait
+          ssi run -b -o app.id -- ./counter     start in the background, id in app.id
+        """)
 
     @Flag(name: .short, help: "Run in the background: return at once.") var background = false
     @Option(name: .short, help: "Write the application id to this file.") var output: String?
     @Flag(help: "Pass file descriptors above 2 on to the application (by default only stdin, stdout and stderr are).") var keepFds = false
+    @Option(help: "Start it on this node of the cluster (a cluster application: ids above 10,000,000).") var node: Int?
+    @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
+    @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
+
+    /// `ssi run --help` (or -h) before the command: the arguments after `--`, or from the
+    /// first that is not an option of ours, belong to the program and are never read here.
+    static func asksForHelp(_ args: [String]) -> Bool {
+        for a in args.dropFirst() {
+            if a == "--" || !a.hasPrefix("-") { return false }
+            if a == "--help" || a == "-h" { return true }
+        }
+        return false
+    }
 
     func run() throws {
         var cmd = command
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
+        if !local && (node != nil || log || ClusterApps.daemonReachable()) {
+            do {
+                let r = try ClusterApps.launch(cmd, node: node, log: log)
+                if let output { try "\(r.app)\n".write(toFile: output, atomically: true, encoding: .utf8) }
+                print("Running application \(r.app)")
+                fflush(nil)
+                if background { return }
+                throw ExitCode(try ClusterApps.wait(r.app, node: node))
+            } catch let e as SSIError { fail(e) }
+        }
         do {
             var o = CheckpointEngine.LaunchOptions()
             o.keepFileDescriptors = keepFds
@@ -41,6 +75,7 @@ struct Run: ParsableCommand {
             }
             print("Running application \(pid)")
             fflush(nil)
+            DaemonReport.send(ObserveEvent(kind: .applicationStarted, app: pid, message: "application \(pid) started: \(cmd.joined(separator: " "))"))
             if background { return }
             throw ExitCode(try Spawn.wait(pid).exitCode)
         } catch let e as SSIError { fail(e) }
@@ -50,7 +85,18 @@ struct Run: ParsableCommand {
 struct Checkpoint: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Checkpoint an application: freeze it, write a snapshot, let it go on (Kerrighed: checkpoint).",
-        discussion: "Snapshots go to $SSI_CHKPT_DIR (default /var/chkpt) as <appid>/v<N>/. Works on any process given by PID.")
+        discussion: """
+        Snapshots go to $SSI_CHKPT_DIR (default /var/chkpt) as <appid>/v<N>/. Works on any \
+        process given by PID. A failed checkpoint leaves the application running and older \
+        snapshots intact. On a terminal, a checkpoint that takes more than a second shows its \
+        phase, bytes and rate on one line; the local daemon, if one runs, records it (ssi events).
+
+        Examples:
+          ssi checkpoint 4242                   freeze, dump, let it go on
+          ssi checkpoint -d "before upgrade" 4242
+          ssi checkpoint --kill=9 4242          dump, then kill
+          ssi checkpoint -f 4242; ssi checkpoint -c 4242; ssi checkpoint -u 4242
+        """)
 
     @Flag(name: .shortAndLong, help: "Only freeze the application.") var freeze = false
     @Option(name: .shortAndLong, help: ArgumentHelp("Only unfreeze the application, sending SIG first if given.", valueName: "SIG"))
@@ -59,8 +105,13 @@ struct Checkpoint: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Dump, then send SIG (default TERM).", valueName: "SIG")) var kill: String?
     @Option(name: .shortAndLong, help: "A description stored with the snapshot.") var description: String = ""
     @Flag(name: [.short, .customLong("ignore-unsupported-files")], help: "Restore unsupported fds as closed instead of failing.") var ignoreUnsupported = false
+    @Flag(inversion: .prefixedNo, help: "Copy memory while the application runs, freeze it only for the last round (default: when it holds 64 MiB of anonymous memory or more).")
+    var precopy: Bool? = nil
     @Flag(name: .customLong("tcp-established"), help: "Save TCP connections to peers outside the application (restart needs it too).") var tcpEstablished = false
     @Flag(help: "Print the result as JSON.") var json = false
+    @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
+    @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
+    @Option(name: .customLong("node"), help: "Cluster application: ask this node of the local cluster (any node will do).") var askNode: Int?
     @Argument(help: "The application id (PID of its root process).") var app: Int32
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
@@ -84,6 +135,18 @@ struct Checkpoint: ParsableCommand {
     func run() throws {
         let engine = CheckpointEngine()
         do {
+            if ApplicationID.isCluster(app) {
+                guard !freeze, unfreeze == nil, !ckptOnly, !ignoreUnsupported else {
+                    throw SSIError(.unsupported, "-f, -u, -c and -i are not available for cluster application \(app) yet",
+                                   hint: "ssi checkpoint \(app) [--kill] [-d TEXT] [--replicas K]")
+                }
+                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json, via: askNode)
+                return
+            }
+            if replicas > 0 {
+                throw SSIError(.invalidArgument, "--replicas is for cluster applications (ids above 10,000,000); \(app) is a node-local one",
+                               hint: "start it with ssi run --node N to make it a cluster application")
+            }
             if freeze {
                 try engine.freeze(app: app)
                 print("Application \(app) frozen")
@@ -99,12 +162,16 @@ struct Checkpoint: ParsableCommand {
             o.description = description
             o.alreadyFrozen = ckptOnly
             o.ignoreUnsupported = ignoreUnsupported
+            o.precopy = precopy
             o.tcpEstablished = tcpEstablished
             if let kill { o.killSignal = try parseSignal(kill) }
-            let r = try engine.checkpoint(app: app, options: o)
+            let r = try Self.reported(app, progress: OperationProgress("checkpoint \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
+                try engine.checkpoint(app: app, options: o)
+            }
             if json {
                 let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
-                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes)]
+                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes),
+                                        "precopyRounds": r.precopyRounds.map { Int($0) }]
                 let data = try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
@@ -120,18 +187,28 @@ struct Checkpoint: ParsableCommand {
 struct Restart: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restart an application from a snapshot, with the same PID (Kerrighed: restart).",
-        discussion: "By default the application is restarted detached, in the background, and running.")
+        discussion: """
+        By default the application is restarted detached, in the background, and running. Its \
+        PID must be free. A failed restart leaves nothing half-built and the snapshot untouched.
+
+        Examples:
+          ssi restart 4242                      from the latest snapshot
+          ssi restart 4242 2                    from v2
+          ssi restart -f -t 4242                in the foreground, with this terminal
+        """)
 
     @Flag(name: .customShort("U"), help: "Leave it frozen; `ssi checkpoint -u APP` starts it.") var frozen = false
     @Flag(name: .short, help: "Give fds that were terminals this terminal.") var terminal = false
     @Flag(name: .short, help: "Foreground: wait for it, forward SIGINT/SIGTERM, return its exit status.") var foreground = false
     @Flag(name: .customLong("tcp-established"), help: "Rebuild TCP connections to peers outside the application (saved with checkpoint --tcp-established).") var tcpEstablished = false
     @Flag(help: "Print the result as JSON.") var json = false
+    @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Option(name: .customLong("inherit-fd"),
             help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
     var inheritFD: [Int32] = []
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The snapshot version (default: the latest).") var version: Int?
+    @Option(help: "Cluster application: restart it on this node (default: the node asked).") var node: Int?
 
     func validate() throws {
         for fd in inheritFD where { var st = stat(); return fd < 0 || fstat(fd, &st) != 0 }() {
@@ -141,12 +218,21 @@ struct Restart: ParsableCommand {
 
     func run() throws {
         do {
+            if ApplicationID.isCluster(app) {
+                guard !frozen, !terminal, !foreground else {
+                    throw SSIError(.unsupported, "-U, -t and -f are not available for cluster application \(app) yet", hint: "ssi restart \(app) [VERSION] [--node N]")
+                }
+                try ClusterCR.restart(app: app, version: version, node: node, json: json)
+                return
+            }
             var o = CheckpointEngine.RestartOptions()
             o.leaveFrozen = frozen
             o.useCallerTerminal = terminal
             o.inheritFDs = Set(inheritFD)
             o.tcpEstablished = tcpEstablished
-            let r = try CheckpointEngine().restart(app: app, version: version, options: o)
+            let r = try Self.reported(app, version: version, progress: OperationProgress("restart \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
+                try CheckpointEngine().restart(app: app, version: version, options: o)
+            }
             if json {
                 print("{\"identifier\":\(r.app),\"version\":\(r.version),\"pid\":\(r.pid),\"restoreSeconds\":\(r.restoreSeconds)}")
             } else {
@@ -172,10 +258,16 @@ enum ForegroundWaiter {
 }
 
 struct Snapshots: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the snapshots of an application (or of all).")
+    static let configuration = CommandConfiguration(
+        abstract: "List the snapshots of an application (or of all).",
+        discussion: "One line per snapshot: application, version, date, description. Reads $SSI_CHKPT_DIR (default /var/chkpt).")
     @Argument(help: "The application id.") var app: Int32?
 
     func run() throws {
+        if app.map(ApplicationID.isCluster) ?? ClusterApps.daemonReachable() {
+            do { try ClusterCR.snapshots(app: app) } catch { appsFail(error) }
+            return
+        }
         let store = SnapshotStore()
         for a in app.map({ [$0] }) ?? store.applications() {
             for v in store.versions(a) {

@@ -10,13 +10,13 @@ import SSISystem
 // `krgadm nodes status` is `ssi nodes status`.
 let clusterCommands: [ParsableCommand.Type] = [Nodes.self, Cluster.self, KDDMCommand.self]
 
-private func clusterFail(_ error: Error) -> Never {
+func clusterFail(_ error: Error) -> Never {
     FileHandle.standardError.write(Data("ssi: \(error)\n".utf8))
     exit(1)
 }
 
 /// What `body` returns; an error is printed (message and hint) and ssi exits 1.
-private func orFail<T>(_ body: () throws -> T) -> T {
+func orFail<T>(_ body: () throws -> T) -> T {
     do { return try body() } catch { clusterFail(error) }
 }
 
@@ -34,7 +34,7 @@ struct DaemonOptions: ParsableArguments {
 
     /// Only a daemon that cannot be reached makes us try the next node: once one has the
     /// request, its answer (or its error) is final.
-    private func connect() throws -> ControlConnection {
+    func connect() throws -> ControlConnection {
         if let socket { return try ControlConnection(socket: socket) }
         if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlConnection(socket: env) }
         let lc = LocalCluster()
@@ -126,18 +126,32 @@ func sibling(_ name: String) -> String {
 }
 
 struct ClusterUp: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "up", abstract: "Start a local cluster: etcd and N daemons, each in its own network namespace (root) or on a loopback address.")
+    static let configuration = CommandConfiguration(
+        commandName: "up", abstract: "Start a local cluster: etcd and N daemons, each in its own network namespace (root) or on a loopback address.",
+        discussion: """
+        Returns once every node is online, and prints each node's address, control socket and \
+        dashboard. SSI_CLUSTER_NAME names an instance, so that several can run on one machine.
+
+        Examples:
+          ssi cluster up --nodes 3
+          SSI_CLUSTER_NAME=mine ssi cluster up --loopback
+        """)
     @Option(help: "Number of nodes.") var nodes = 3
     @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
+    @Option(help: "Limit each node's processes to this many CPUs (cgroup cpu controller), e.g. 0.5: nodes behave like slower, separate machines.") var cpus: Double?
     func run() throws {
         do {
             let lc = LocalCluster()
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil)
-            print("status: up on \(plan.nodes) nodes (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
+            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus)
+            print("status: up on \(plan.nodes) nodes\(plan.cpus.map { " of \($0) CPU each" } ?? "") (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {
                 let how = plan.netns ? "ip netns exec \(lc.nodeNamespace(k)) ..." : "127.0.1.\(k)"
                 print("node \(k): \(lc.nodeHost(k, netns: plan.netns)):7100  control \(lc.socket(node: k))  (\(how))")
+            }
+            for k in 1...plan.nodes {
+                let url = "http://127.0.0.1:\(lc.dashboardPort(k))/"
+                print("dashboard node \(k): \(url)" + (plan.netns ? "  (ip netns exec \(lc.nodeNamespace(k)) curl -s \(url); in a browser: ssi dashboard forward \(k))" : ""))
             }
             print("etcd: \(plan.etcd)\(plan.netns ? " (in netns \(lc.hub))" : "")  logs: \(lc.dir)/*.log")
             print("ssi nodes status --node K asks node K; ssi cluster down removes everything")
@@ -156,14 +170,42 @@ struct ClusterDown: ParsableCommand {
 }
 
 struct ClusterStatus: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Print 'status: up on N nodes' or 'status: down'.")
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Print 'status: up on N nodes' or 'status: down', then each node's dashboard.",
+        discussion: """
+        The first line is Kerrighed's. Then one line per node: its state and its dashboard's \
+        address (docs/observe.md), with how to reach it in a namespace cluster.
+
+        Examples:
+          ssi cluster status
+          ssi cluster status --json | jq .dashboard
+        """)
+    @Flag(help: "Print JSON: status, online, node (the one asked), dashboard (its URL) and nodes.") var json = false
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
-        guard let online = try? daemon.call(.membership(.status), timeout: 5).status().online else {
-            print("status: down")
+        guard let status = try? daemon.call(.membership(.status), timeout: 5).status(), status.online > 0 else {
+            print(json ? #"{"online":0,"status":"down"}"# : "status: down")
             return
         }
-        print(online > 0 ? "status: up on \(online) nodes" : "status: down")
+        // The dashboards come from the observe view; a daemon without it still gets its status.
+        let nodes = (try? daemon.call(.observe(.cluster), timeout: 10).cluster().nodes) ?? []
+        let lines = dashboardLines(nodes)
+        if json {
+            let asked = lines.first { $0.node == status.node }?.url
+            let rows: [[String: Any]] = nodes.map { n in
+                let l = lines.first { $0.node == n.id }
+                return ["id": Int(n.id), "state": n.state, "address": n.address, "reachable": n.reachable,
+                        "dashboard": (l?.url ?? nil) as Any, "reach": (l?.reach ?? nil) as Any]
+            }
+            let out: [String: Any] = ["status": "up", "online": status.online, "node": Int(status.node),
+                                      "dashboard": asked as Any, "nodes": rows]
+            print(String(decoding: (try? JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self))
+            return
+        }
+        print("status: up on \(status.online) nodes")
+        for (n, l) in zip(nodes, lines) {
+            print("node \(n.id): \(n.state)\(n.reachable ? "" : " (no answer)")  dashboard \(l.url ?? "none: \(l.why)")")
+        }
     }
 }
 
@@ -198,7 +240,7 @@ struct ClusterSupervise: ParsableCommand {
 struct KDDMCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kddm", abstract: "Inspect and use KDDM sets and objects.",
-        subcommands: [KDDMSets.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMDeleteSet.self, KDDMBench.self])
+        subcommands: [KDDMSets.self, KDDMList.self, KDDMShow.self, KDDMGet.self, KDDMPut.self, KDDMIncr.self, KDDMRemove.self, KDDMCreateSet.self, KDDMDeleteSet.self, KDDMBench.self])
 }
 
 struct ObjectArgs: ParsableArguments {
@@ -215,6 +257,15 @@ struct KDDMSets: ParsableCommand {
         for s in sets {
             print(s.name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + s.rule.description.padding(toLength: 10, withPad: " ", startingAt: 0) + " \(s.objects)")
         }
+    }
+}
+
+struct KDDMList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "Print every object of a set: id, then value.")
+    @Argument(help: "The set's name.") var set: String
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        for o in orFail({ try daemon.call(.kddm(.list(set: set))).objects() }) { print("\(o.id)\t\(o.value)") }
     }
 }
 

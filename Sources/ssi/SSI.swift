@@ -11,19 +11,24 @@ struct SSI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ssi",
         abstract: "SwiftSSI: checkpoint, restart and migrate unmodified Linux applications across a cluster.",
-        subcommands: [Run.self, Checkpoint.self, Restart.self, Snapshots.self, IPC.self] + clusterCommands)
+        subcommands: [Run.self, Checkpoint.self, Restart.self, Snapshots.self, IPC.self] + appCommands + clusterCommands + [Sched.self] + observeCommands)
 
     /// Kerrighed aliases: argv[0] name -> the subcommand words it stands for.
     static let aliases: [String: [String]] = [
         "krgcr-run": ["run"], "checkpoint": ["checkpoint"], "restart": ["restart"],
         "ipccheckpoint": ["ipc", "checkpoint"], "ipcrestart": ["ipc", "restart"], "krgadm": [],
+        "krgcapset": ["caps"], "migrate": ["migrate"],
     ]
 
     static func main() async {
+        // A daemon that dies while we write to it must give an error that names it, not kill
+        // us silently with SIGPIPE (exit 141): writes then fail with EPIPE (write(2)).
+        signal(SIGPIPE, SIG_IGN)
         var args = Array(CommandLine.arguments.dropFirst())
         let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "ssi"
         if let prefix = aliases[invokedAs] { args = prefix + args }
         if args.first == "checkpoint" { args = Checkpoint.normalize(args) }
+        if args.first == "run", Run.asksForHelp(args) { args = ["help", "run"] }
         do {
             var command = try parseAsRoot(args)
             if var async = command as? AsyncParsableCommand {

@@ -84,6 +84,9 @@ actor MemoryStore: KDDMStore {
     func sets() -> [(info: KDDMSetInfo, rev: Int64)] { Array(setTable.values) }
     func deleteSet(_ name: String) { setTable[name] = nil }
     func objectCount(_ set: String) -> Int { objects.keys.filter { $0.set == set }.count }
+    func objects(in set: String) -> [(id: UInt64, value: [UInt8])] {
+        objects.filter { $0.key.set == set }.map { ($0.key.id, $0.value.value) }.sorted { $0.id < $1.id }
+    }
 }
 
 /// Readers that acknowledge an invalidation, except the silent ones.

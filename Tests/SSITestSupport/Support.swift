@@ -46,6 +46,19 @@ public enum TestEnv {
     nonisolated(unsafe) private static var built = Set<String>()   // guarded by fixtureLock
     private static let fixtureLock = NSLock()
 
+    /// Why pages written by a process cannot be tracked here (DirtyTracker, pre-copy), or
+    /// nil: it needs root (ptrace of the process) and Linux 6.7 (UFFD_FEATURE_WP_ASYNC,
+    /// PAGEMAP_SCAN).
+    public static let dirtyTrackingMissing: String? = {
+        if !isRoot { return "needs root (ptrace of the tracked process)" }
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let parts = release.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        guard parts.count >= 2 else { return "cannot read the kernel release \(release)" }
+        return (parts[0], parts[1]) >= (6, 7) ? nil : "kernel \(release) predates UFFD_FEATURE_WP_ASYNC and PAGEMAP_SCAN (6.7)"
+    }()
+
     /// PID 1 on the CI machines does not reap orphans: restarted and background processes
     /// are reparented to us instead, and we reap them (tests call `reap`).
     public static func becomeSubreaper() { Prctl.becomeSubreaper() }

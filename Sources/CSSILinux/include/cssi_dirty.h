@@ -56,4 +56,12 @@ int cssi_uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect);
 long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int rearm,
                                struct cssi_page_region *vec, size_t n, uint64_t *walk_end);
 
+// PAGEMAP_SCAN over [start, end) without write-protecting anything: the runs of pages that
+// have any of the categories in anyof (e.g. PRESENT|SWAPPED), each with its categories
+// among return_mask. One walk of the page tables, with no per-page output: for a large
+// area it is tens of times cheaper than reading /proc/PID/pagemap entry by entry.
+// Returns the number of regions stored or -errno; *walk_end as above.
+long cssi_pagemap_scan_regions(int pagemap_fd, uint64_t start, uint64_t end, uint64_t anyof, uint64_t return_mask,
+                               struct cssi_page_region *vec, size_t n, uint64_t *walk_end);
+
 #endif

@@ -146,6 +146,7 @@ struct cssi_spawn_options {
     int sibling;            // CLONE_PARENT: the child is our parent's child
     const char *directory;  // chdir() in the child after the stdio files are opened; NULL: stay
     char *const *envp;      // NULL: our environment
+    unsigned long long namespaces; // CLONE_NEW* flags added to clone3's (e.g. CLONE_NEWPID|CLONE_NEWNS)
 };
 
 // The one spawner: clone3 (into the cgroup whose directory fd is cgroup_fd, with
@@ -163,6 +164,12 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *options);
 // then on the restorer drives it by syscall injection and it never runs its own code again.
 // Returns the pid, -EEXIST when the pid is in use, or another -errno.
 pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd);
+// The same shell as process `pid` of a new PID namespace (clone3 CLONE_NEWPID with set_tid of
+// size 1, which sets the PID in the new, innermost namespace: clone(2)); with CLONE_NEWNS in
+// `namespaces` it also gets a mount namespace, where it makes / a slave and mounts a /proc
+// of its PID namespace before stopping, as ssi-init --proc does at launch. Returns the pid in
+// our namespace, or -errno.
+pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces);
 
 // ---- checksums ----------------------------------------------------------------------------
 
@@ -188,6 +195,9 @@ long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void
 // caller: up to 253 are stored in fds (*nfds of them, close-on-exec), the caller owns them.
 // *nfds is -1 when some were cut off. Returns the byte count or -errno.
 long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds);
+// recvmsg(2), blocking, with MSG_CMSG_CLOEXEC: bytes into buf, and up to 3 fds that came as
+// SCM_RIGHTS into fds (*nfds of them; the caller owns them). Returns the byte count or -errno.
+long cssi_recv_with_fds(int sock, void *buf, unsigned long len, int *fds, int *nfds);
 
 // ---- misc ---------------------------------------------------------------------------------
 

@@ -14,7 +14,21 @@ extension CheckpointEngine {
     /// Checkpoints application `app` into the version store (a new version).
     public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions()) throws -> CheckpointResult {
         let frozen = try checkCheckpointable(app, options: options)
-        return try dump(app: app, options: options, writer: try store.beginWrite(app: app), frozen: frozen)
+        let writer = try store.beginWrite(app: options.applicationID ?? app)
+        var precopy: Precopy? = nil
+        if Precopy.wanted(app: app, options: options, frozen: frozen) {
+            do { precopy = try Precopy(app: app, writer: writer) } catch {
+                // Explicitly asked for: say why it cannot be done. Chosen by size: dump frozen.
+                if options.precopy == true { writer.abort(); throw error }
+                writer.abort()
+                return try dump(app: app, options: options, writer: try store.beginWrite(app: options.applicationID ?? app), frozen: frozen)
+            }
+        }
+        // Lifted once the application runs again: unregistering walks every page table.
+        defer { precopy?.stop() }
+        var result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy)
+        result.precopyRounds = precopy?.rounds ?? []
+        return result
     }
 
     /// Checkpoints application `app` into `writer` (an archive to a peer, for migration).
@@ -28,9 +42,13 @@ extension CheckpointEngine {
     private func checkCheckpointable(_ app: Int32, options: CheckpointOptions) throws -> Bool {
         try requireRoot("ssi checkpoint")
         try CheckpointEngine.validateTarget(app)
-        let frozen = CgroupFreezer.find()?.isFrozen(app) ?? false
+        let frozen = CgroupFreezer.find()?.isFrozen(options.applicationID ?? app) ?? false
         if options.alreadyFrozen && !frozen {
             throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it first with `ssi checkpoint -f \(app)`, or drop -c")
+        }
+        if options.alreadyFrozen && options.precopy == true {
+            throw SSIError(.invalidArgument, "--precopy copies memory while application \(app) runs, and -c dumps it frozen as it is: the two do not go together",
+                           hint: "drop --precopy, or unfreeze it (ssi checkpoint -u \(app)) and checkpoint with --precopy")
         }
         if !options.alreadyFrozen && frozen {
             throw SSIError(.state, "application \(app) is frozen", hint: "use `ssi checkpoint -c \(app)` to dump it as it is, or `ssi checkpoint -u \(app)` to unfreeze it")
@@ -38,9 +56,11 @@ extension CheckpointEngine {
         return frozen
     }
 
-    private func dump(app: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool) throws -> CheckpointResult {
+    private func dump(app root: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool, precopy: Precopy? = nil) throws -> CheckpointResult {
         let freezer = CgroupFreezer.find()
-        let seized = SeizedApplication(root: app)
+        let seized = SeizedApplication(root: root)
+        // The cgroup and the snapshot's id: the root's PID, or a cluster application's id.
+        let app = options.applicationID ?? root
         var refreeze = false
         func letGo(signal: Signal? = nil) {
             // A -c checkpoint leaves the application frozen: freeze the group again before
@@ -52,7 +72,7 @@ extension CheckpointEngine {
         // every task at once, forks included, before ptrace takes them one by one. Others are
         // taken by ptrace alone, rescanning until no new task appears.
         var freezeFirst = false
-        if !frozen, let freezer, (try? ProcFS.read("/proc/\(app)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
+        if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             try freezer.freeze(app)
             seized.frozenAt = Clock.monotonicNanoseconds()
             freezeFirst = true
@@ -62,11 +82,13 @@ extension CheckpointEngine {
             let t0 = DispatchTime.now()
             var phase = PhaseClock()
             phase.mark("checkpoint: stop every task")
-            try ProcessDumper.refuseOwnNamespaces(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
-            let sharing = try ProcessSharing.detect(root: app, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
+            try ProcessDumper.refuseOwnNamespaces(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
+            let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
-            let images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer)
+            var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
+            // A cluster application's ids are those inside its own PID namespace.
+            if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) }
             phase.mark("checkpoint: all processes")
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
             if let sig = options.killSignal {
@@ -108,7 +130,7 @@ extension CheckpointEngine {
 
     /// Every process's image, root first, zombies included; pages go to `writer`.
     private func dumpProcesses(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]], sharing: ProcessSharing,
-                               options: CheckpointOptions, writer: any ImageWriter) throws -> [ProcessImage] {
+                               options: CheckpointOptions, writer: any ImageWriter, precopy: Precopy?) throws -> [ProcessImage] {
         var images = [ProcessImage]()
         var deletedDone = Set<String>()
         for pid in seized.tree.pids {
@@ -120,6 +142,7 @@ extension CheckpointEngine {
             var dumper = ProcessDumper(pid: pid)
             dumper.ignoreUnsupported = options.ignoreUnsupported
             dumper.stoppedAt = seized.stoppedAt
+            dumper.precopied = precopy?.processes[pid]
             if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
             var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
             img.pagesFile = "pages-\(pid).img"

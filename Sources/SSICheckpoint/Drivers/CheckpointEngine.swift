@@ -24,6 +24,13 @@ public struct CheckpointEngine: Sendable {
         public var ignoreUnsupported = false
         /// Save TCP connections to peers outside the application (`--tcp-established`).
         public var tcpEstablished = false
+        /// Copy memory while the application runs and freeze it only for the last round
+        /// (Precopy.swift): true `--precopy`, false `--no-precopy`, nil when it holds at
+        /// least Precopy.autoThreshold of anonymous memory. Only into the version store.
+        public var precopy: Bool? = nil
+        /// A cluster application's id when it is not its root's PID (docs/migration.md): the
+        /// snapshot is stored under it and its cgroup is `ssi/app-<id>`.
+        public var applicationID: Int32? = nil
         public init() {}
     }
 
@@ -36,6 +43,8 @@ public struct CheckpointEngine: Sendable {
         /// From the moment the process stopped to the moment it could run again.
         public var frozenSeconds: Double
         public var pageBytes: UInt64
+        /// Bytes copied in each pre-copy round while the application ran; empty without.
+        public var precopyRounds: [UInt64] = []
     }
 
     /// Validates that `pid` is something we may checkpoint, with a message saying why not.

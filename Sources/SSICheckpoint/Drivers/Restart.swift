@@ -69,7 +69,12 @@ final class RestartSession {
     let snap: any ImageReader
     let app: Int32
     let options: CheckpointEngine.RestartOptions
+    /// The processes created so far, by their PID here (killed if the restart fails).
     private var created: [Int32] = []
+    /// The same, by their PID in the snapshot.
+    private var createdIDs: Set<Int32> = []
+    /// The root is the init of a PID namespace of its own (PIDNamespace.swift).
+    private var ownNamespace = false
     private var restorers: [ProcessRestorer] = []
     private let pipes = PipeRegistry()
     private let deletedFiles = DeletedFileRegistry()
@@ -90,7 +95,8 @@ final class RestartSession {
 
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
-        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal) }
+        ownNamespace = root.pidNamespaceInit == true
+        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal, newNamespace: ownNamespace) }
         try checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {
@@ -100,7 +106,8 @@ final class RestartSession {
         // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
         Prctl.becomeSubreaper()
         let stub = try spawnRoot(root, freezer: freezer)
-        created = [root.pid]
+        created = [stub.pid.rawValue]
+        createdIDs = [root.pid]
         do {
             try pipes.create(from: snap.processes, inherited: inherited)
             try deletedFiles.create(from: snap.processes, source: snap)
@@ -108,7 +115,7 @@ final class RestartSession {
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
-            let known = Set(created)
+            let known = createdIDs
             for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
             for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
             for pr in restorers { try pr.finish() }
@@ -128,7 +135,7 @@ final class RestartSession {
             for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.pid)); pr.detach() }
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
-        return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: root.pid, restoreSeconds: secs)
+        return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: created[0], restoreSeconds: secs)
     }
 
     /// The root's empty shell with its old PID, born in the application's cgroup if there is
@@ -137,13 +144,14 @@ final class RestartSession {
         var cgroupFD: Int32 = -1
         if let freezer { cgroupFD = (try? freezer.openGroup(app)) ?? -1 }
         defer { if cgroupFD >= 0 { close(cgroupFD) } }
-        var r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
+        let shell = ownNamespace ? Tracee.spawnRestoreNamespaceShell : Tracee.spawnRestoreShell
+        var r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil)
         // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
         // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.
         for _ in 0..<3 where r.errno == ENOENT && cgroupFD >= 0 {
             close(cgroupFD)
             cgroupFD = (try? freezer?.openGroup(app)) ?? -1
-            r = Tracee.spawnRestoreShell(ProcessID(root.pid), cgroup: cgroupFD >= 0 ? cgroupFD : nil)
+            r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil)
         }
         if r.errno == EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
         switch r {
@@ -168,6 +176,7 @@ final class RestartSession {
             pr.deletedFiles = deletedFiles
             pr.shared = shared
             pr.fsObjects = fsObjects
+            pr.pidNamespaceInit = ownNamespace
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal
             pr.inheritFDs = Dictionary(uniqueKeysWithValues: inherited.map { ($0, $0) })
@@ -180,7 +189,8 @@ final class RestartSession {
                 // A child whose session lost its leader (not in the snapshot) is made in it.
                 let lostSession = child.sid != image.sid && child.sid != child.pid && !snap.processes.contains { $0.pid == child.sid }
                 let ct = lostSession ? try pr.forkIntoLostSession(child: child) : try pr.fork(child: child)
-                created.append(child.pid)
+                created.append(ct.pid.rawValue)
+                createdIDs.insert(child.pid)
                 if let status = child.zombieStatus {
                     try pr.makeZombie(ct, status: status)
                 } else {
@@ -189,7 +199,7 @@ final class RestartSession {
             }
             try pr.createThreads()
         }
-        for p in snap.processes where !created.contains(p.pid) {
+        for p in snap.processes where !createdIDs.contains(p.pid) {
             throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) has no parent in the snapshot")
         }
     }

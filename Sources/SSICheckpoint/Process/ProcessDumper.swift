@@ -25,6 +25,9 @@ struct ProcessDumper {
     var inFlightDepth = 0
     /// CLOCK_MONOTONIC (ns) when each task was seen stopped (SeizedApplication.stoppedAt).
     var stoppedAt: [Int32: Int64] = [:]
+    /// The pages copied while the application ran (pre-copy, Drivers/Precopy.swift): they go
+    /// on in that pages file, and only what changed since is copied now.
+    var precopied: PrecopiedPages? = nil
 
     /// The image of this process, stopped with its threads `tids` (main thread first), whose
     /// fds were described already (Files.swift, before anything is written). Its pages and
@@ -58,10 +61,11 @@ struct ProcessDumper {
         try dumpIdentity(into: &img, status: status)
         img.mm = try mmFields(stat: stat, brk: inj.brk)
         clock.mark("dump: /proc, fds, registers")
-        let pages = try writer.createFile("pages-\(pid).img")
+        let pages = try precopied?.pages ?? writer.createFile("pages-\(pid).img")
         img.vmas = try dumpMemory(to: pages)
         clock.mark("dump: memory")
-        try pages.finish(sync: true)
+        // Synced by the commit, once the application runs again (ImageFileWriter.finish).
+        try pages.finish(sync: false)
         let deleted = try dumpDeletedFiles(fds: fds, vmas: img.vmas, writer: writer, done: &deletedDone)
         img.deletedFiles = deleted.isEmpty ? nil : deleted
         clock.mark("dump: fsync pages")

@@ -42,16 +42,24 @@ final class ProcessRestorer {
     /// instruction the injected calls run from, at its end).
     private(set) var scratch: UInt64 = 0
     let scratchSize: UInt64 = 1 << 20
-    var mem: RemoteMemory { RemoteMemory(pid: ProcessID(image.pid)) }
+    var mem: RemoteMemory { RemoteMemory(pid: ProcessID(pid)) }
     var threadInjectors: [Int32: Injector] = [:]
 
-    var pid: Int32 { image.pid }
+    /// The process as ssi addresses it (ptrace, /proc, prlimit): its PID in ssi's namespace.
+    /// `image.pid` is its PID as it sees it, which every syscall run inside it uses; the two
+    /// differ when the application has a PID namespace of its own (PIDNamespace.swift).
+    let pid: Int32
+    /// True when the application's processes live in a PID namespace of their own.
+    var ownNamespace: Bool { image.pid != pid || pidNamespaceInit }
+    /// Set on every process of an application whose root is its namespace's init.
+    var pidNamespaceInit = false
 
     /// Takes over a stopped stub (our traced child, or a child auto-attached at its fork).
     init(image: ProcessImage, source: any ImageReader, stub: Tracee) throws {
         self.image = image
         self.source = source
         self.tracee = stub
+        pid = stub.pid.rawValue
         // If ssi dies mid-restore, the half-built processes die with it (PTRACE_O_EXITKILL);
         // forks and clones we inject stop at birth, traced (TRACEFORK, TRACECLONE).
         try stub.setOptions([.exitKill, .traceFork, .traceClone])
@@ -84,13 +92,14 @@ final class ProcessRestorer {
     // MARK: checks before anything is created
 
     /// Checks, before creating anything, what can be checked from outside.
-    static func preflight(_ image: ProcessImage, useCallerTerminal: Bool) throws {
+    static func preflight(_ image: ProcessImage, useCallerTerminal: Bool, newNamespace: Bool = false) throws {
         let pid = image.pid
-        if kill(pid, 0) == 0 || errno != ESRCH || ProcFS.exists("/proc/\(pid)") {
+        // In a new PID namespace every number is free: what the node runs does not matter.
+        if !newNamespace, kill(pid, 0) == 0 || errno != ESRCH || ProcFS.exists("/proc/\(pid)") {
             throw SSIError(.busy, "PID \(pid) is busy: a process with that PID exists, so application \(pid) cannot be restarted with its PID; nothing was changed",
                            hint: "if it is the running application, checkpoint it with --kill first; if it is a zombie, its parent must reap it")
         }
-        for t in image.threads where t.tid != pid && (kill(t.tid, 0) == 0 || ProcFS.exists("/proc/\(t.tid)")) {
+        for t in image.threads where !newNamespace && t.tid != pid && (kill(t.tid, 0) == 0 || ProcFS.exists("/proc/\(t.tid)")) {
             throw SSIError(.busy, "thread id \(t.tid) of PID \(pid) is in use by another task; nothing was changed")
         }
         for f in image.fds where f.kind == .regular && f.deletedFileID == nil {
@@ -146,7 +155,7 @@ final class ProcessRestorer {
         try closePages(pages)
         try restoreSigactions()
         try restoreProcessFlags()
-        guard let main = image.threads.first(where: { $0.tid == pid }) ?? image.threads.first else {
+        guard let main = image.threads.first(where: { $0.tid == image.pid }) ?? image.threads.first else {
             throw SSIError(.corrupt, "snapshot of PID \(pid) has no thread")
         }
         try restoreThreadState(main, inj: inj)
@@ -182,7 +191,9 @@ final class ProcessRestorer {
             let sig = image.stopSignal.flatMap { $0 > 0 ? Signal($0) : nil } ?? .stop
             try? sig.send(to: ProcessID(pid))
         }
-        for t in image.threads where t.tid != pid { try? Tracee.adoptTraceMe(ProcessID(t.tid)).detach() }
+        for t in image.threads where t.tid != image.pid {
+            if let id = try? taskID(t.tid) { try? Tracee.adoptTraceMe(ProcessID(id)).detach() }
+        }
         try? tracee.detach()
     }
 }
@@ -200,7 +211,7 @@ extension ProcessRestorer {
         defer { try? tracee.setSigmask(mask); try? tracee.setRegisters(regs) }
         try? tracee.setSigmask(~0)
         for child in reported {
-            _ = waitUntilStopped(child.pid)
+            _ = waitUntilStopped((try? childID(child.pid)) ?? child.pid)
             _ = try? waiter.raw(.wait4, UInt64(child.pid), 0, UInt64(WUNTRACED | WNOHANG), 0)
         }
     }

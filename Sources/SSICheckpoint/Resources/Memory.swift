@@ -46,8 +46,13 @@ extension ProcessDumper {
 
     /// Writes the present pages of every VMA to `pages` and returns the VMA list.
     func dumpMemory(to pages: any ImageFileWriter) throws -> [VMA] {
-        let maps = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
-        let flags = try vmFlags()
+        let mapsText = try ProcFS.read("/proc/\(pid)/maps")
+        let maps = MapsEntry.parse(mapsText)
+        // A pre-copy read the flags while the application ran; the same maps means the same
+        // areas (an madvise(2) that changes a whole area's flags in the few ms between is
+        // not seen: docs/speed.md).
+        let cached = precopied.flatMap { $0.mapsAfterRounds == mapsText ? $0.flagsAfterRounds : nil }
+        let flags = try cached ?? vmFlags()
         let pm = try OwnedFileDescriptor(opening: "/proc/\(pid)/pagemap", O_RDONLY)
         let parentView = ParentView(parent)
         defer { parentView.close() }
@@ -78,6 +83,10 @@ extension ProcessDumper {
                     runs = own
                     vma.inherited = true
                     vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
+                } else if let pre = precopied, !m.shared {
+                    vma.pages = try finalRuns(pre, vma: m, fileBacked: kind == .file, copier: copier)
+                    vmas.append(vma)
+                    continue
                 } else if kind == .anonymous && m.shared, let shm = shmemRuns(m) {
                     runs = shm
                 } else {

@@ -82,7 +82,7 @@ extension ProcessRestorer {
 
     /// Session leaders lead a new session before they fork, so their children inherit it.
     func becomeSessionLeaderIfNeeded() throws {
-        if image.sid == pid { try inj.call("setsid", .setsid) }
+        if image.sid == image.pid { try inj.call("setsid", .setsid) }
     }
 
     /// Forks a child process with its old PID (clone3 set_tid, run by this process, so the
@@ -91,7 +91,7 @@ extension ProcessRestorer {
         let r = try clone3(flags: ProcessRestorer.sharingFlags(child), exitSignal: UInt64(child.exitSignal ?? SIGCHLD), tid: child.pid)
         if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(child.pid) is busy (taken while restarting); nothing was changed") }
         if r < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in PID \(pid)", errno: Int32(-r)) }
-        let t = Tracee.adoptTraceMe(ProcessID(child.pid))
+        let t = Tracee.adoptTraceMe(ProcessID(try childID(child.pid)))
         switch try t.wait() {
         case .signal(.stop), .event: return t
         case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")
@@ -112,7 +112,7 @@ extension ProcessRestorer {
         if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(sid) (the id of the session of PID \(child.pid)) is taken; nothing was changed",
                                                hint: "the process that has PID \(sid) now must end before this restart") }
         if r < 0 { throw SSIError.sys("clone3 of the session helper \(sid) in PID \(pid)", errno: Int32(-r)) }
-        let h = Tracee.adoptTraceMe(ProcessID(sid))
+        let h = Tracee.adoptTraceMe(ProcessID(try childID(sid)))
         guard case .signal(.stop) = try h.wait() else { throw SSIError(.system, "session helper \(sid) did not stop as expected") }
         // The helper is a copy of this process: same scratch area and gadget.
         let hinj = Injector(pid: h.pid, base: try h.registers(), gadget: inj.gadget)
@@ -124,7 +124,7 @@ extension ProcessRestorer {
         try hmem.write(words: [UInt64(child.pid)], to: scratch + 256)
         let c = try hinj.rawArgs(.clone3, [scratch + 128, 88])
         if c < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in its session helper", errno: Int32(-c)) }
-        let t = Tracee.adoptTraceMe(ProcessID(child.pid))
+        let t = Tracee.adoptTraceMe(ProcessID(try childID(child.pid)))   // CLONE_PARENT: our child
         switch try t.wait() {
         case .signal(.stop), .event: break
         case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")
@@ -186,10 +186,10 @@ extension ProcessRestorer {
 
     /// Process groups, after every process exists: leaders first (`leaders`), then members.
     func joinGroup(leaders: Bool, known: Set<Int32>) throws {
-        guard image.sid != pid else { return }               // a session leader leads its group
-        if leaders && image.pgid == pid {
+        guard image.sid != image.pid else { return }               // a session leader leads its group
+        if leaders && image.pgid == image.pid {
             try inj.call("setpgid", .setpgid, 0, 0)
-        } else if !leaders && image.pgid != pid {
+        } else if !leaders && image.pgid != image.pid {
             if known.contains(image.pgid) {
                 let r = try inj.raw(.setpgid, 0, UInt64(image.pgid))
                 if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }

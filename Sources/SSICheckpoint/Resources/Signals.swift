@@ -61,9 +61,9 @@ extension ProcessRestorer {
             let sig = info.withUnsafeBytes { $0.load(as: Int32.self) }
             try mem.write(Array(info), to: scratch)
             if let tid {
-                try inj.call("rt_tgsigqueueinfo(\(sig))", .rt_tgsigqueueinfo, UInt64(pid), UInt64(tid), UInt64(sig), scratch)
+                try inj.call("rt_tgsigqueueinfo(\(sig))", .rt_tgsigqueueinfo, UInt64(image.pid), UInt64(tid), UInt64(sig), scratch)
             } else {
-                try inj.call("rt_sigqueueinfo(\(sig))", .rt_sigqueueinfo, UInt64(pid), UInt64(sig), scratch)
+                try inj.call("rt_sigqueueinfo(\(sig))", .rt_sigqueueinfo, UInt64(image.pid), UInt64(sig), scratch)
             }
         }
         for info in image.sharedPending { try queue(info, tid: nil) }

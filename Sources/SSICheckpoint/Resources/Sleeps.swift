@@ -105,9 +105,16 @@ extension ProcessDumper {
             // ends meanwhile instead of running on from the gadget.
             try t.singleStep()
             var ended = false
-            for _ in 0..<200 {
-                if let st = try? ProcStat.read(pid: tid), st.state == "S", BlockedSyscall.of(ProcessID(tid))?.syscall == .restart_syscall { break }
-                usleep(500)
+            // Until it sleeps again, or is already stopped by the step's trap: a sleep whose
+            // expiry passed while the checkpoint held the thread (a short usleep, the common
+            // case) returns at once, and waiting for it to sleep would only stall the
+            // application (it used to cost 100+ ms per checkpoint).
+            for _ in 0..<2000 {
+                if let st = try? ProcStat.read(pid: tid) {
+                    if st.state == "t" || st.state == "T" { break }
+                    if st.state == "S", BlockedSyscall.of(ProcessID(tid))?.syscall == .restart_syscall { break }
+                }
+                usleep(50)
             }
             // The clocks before CLOCK_MONOTONIC: the time left is then never under-counted,
             // and the sleep never ends before its expiry.
@@ -176,7 +183,7 @@ extension ProcessRestorer {
             }
         }
         let ts: [Int64] = [left / 1_000_000_000, left % 1_000_000_000]
-        try RemoteMemory(pid: ProcessID(t.tid)).write(ts.withUnsafeBytes { Array($0) }, to: at)
+        try RemoteMemory(pid: ProcessID(try taskID(t.tid))).write(ts.withUnsafeBytes { Array($0) }, to: at)
         var r = regs
         SyscallRestart.setSleepRequest(&r, to: at)
         return r

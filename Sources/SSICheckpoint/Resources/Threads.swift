@@ -62,7 +62,7 @@ extension ProcessRestorer {
         let flags = ss.flags & 2 == 0 ? UInt64(UInt32(bitPattern: ss.flags & ~1)) : 2 /* SS_DISABLE */
         try mem.write(words: [ss.flags & 2 == 0 ? ss.sp : 0, flags, ss.flags & 2 == 0 ? ss.size : 0], to: scratch + 512)
         try inj.call("sigaltstack", .sigaltstack, scratch + 512, 0)
-        let name = t.name ?? (t.tid == pid ? image.comm : nil)
+        let name = t.name ?? (t.tid == image.pid ? image.comm : nil)
         if let name {
             var comm = Array(name.utf8.prefix(15)) + [0]
             comm += Array(repeating: 0, count: 16 - comm.count)
@@ -76,18 +76,18 @@ extension ProcessRestorer {
 
     /// The other threads, with their old thread ids (clone3 set_tid with CLONE_THREAD).
     func createThreads() throws {
-        for t in image.threads where t.tid != pid {
+        for t in image.threads where t.tid != image.pid {
             // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, as
             // pthread_create does; no stack: the thread never runs before we set its registers.
             let r = try clone3(flags: 0x50f00, exitSignal: 0, tid: t.tid)
             if r < 0 { throw SSIError.sys("clone3 of thread \(t.tid) in PID \(pid)", errno: Int32(-r)) }
-            let th = Tracee.adoptTraceMe(ProcessID(t.tid))
+            let th = Tracee.adoptTraceMe(ProcessID(try taskID(t.tid)))
             switch try th.wait() {
             case .signal(.stop), .event: break
             case let other: throw SSIError(.system, "thread \(t.tid) of PID \(pid) did not stop as expected (\(other))")
             }
             try th.setSigmask(~0)
-            let tinj = Injector(pid: ProcessID(t.tid), base: try th.registers(), gadget: inj.gadget)
+            let tinj = Injector(pid: th.pid, base: try th.registers(), gadget: inj.gadget)
             try restoreThreadState(t, inj: tinj)
             threadInjectors[t.tid] = tinj
         }
@@ -97,7 +97,7 @@ extension ProcessRestorer {
     /// the syscall-restart rule applied and interrupted sleeps shortened.
     func restoreRegisters() throws {
         for t in image.threads {
-            let th = t.tid == pid ? tracee : Tracee.adoptTraceMe(ProcessID(t.tid))
+            let th = t.tid == image.pid ? tracee : Tracee.adoptTraceMe(ProcessID(try taskID(t.tid)))
             try th.setExtendedState(Array(t.xstate))
             try th.setRegisters(try shortenInterruptedSleep(t, SyscallRestart.registersForResume(try Registers(named: t.registers))))
             try th.setSigmask(t.blockedMask)

@@ -106,6 +106,17 @@ public enum Socket {
         return PeekedMessage(bytes: Array(buf[0..<n]), name: Array(name.prefix(Int(namelen))), fds: nfds < 0 ? nil : Array(fds.prefix(Int(nfds))))
     }
 
+    /// recvmsg(2), blocking: up to `max` bytes, and the fds (at most 3) that came with them
+    /// as SCM_RIGHTS, close-on-exec, owned by the caller. Throws on an error.
+    public static func receive(_ sock: Int32, max: Int) throws -> (bytes: [UInt8], fds: [Int32]) {
+        var buf = [UInt8](repeating: 0, count: max)
+        var fds = [Int32](repeating: -1, count: 3)
+        var nfds: Int32 = 0
+        let n = cssi_recv_with_fds(sock, &buf, UInt(max), &fds, &nfds)
+        if n < 0 { throw SSIError.sys("recvmsg on socket \(sock)", errno: Int32(-n)) }
+        return (Array(buf[0..<n]), Array(fds.prefix(Int(nfds))))
+    }
+
     /// sendmsg(2), MSG_DONTWAIT|MSG_NOSIGNAL, of `bytes` to `address` (nil: the connected
     /// peer) with `fds` as SCM_RIGHTS. Returns the bytes sent or -errno.
     public static func send(_ sock: Int32, _ bytes: Data, to address: Data?, fds: [Int32]) -> Int {

@@ -37,6 +37,17 @@ public struct SpawnOptions: Sendable {
     public var directory: String? = nil
     /// The whole environment of the program; nil: ours.
     public var environment: [String: String]? = nil
+    /// Namespaces the child is born in (clone(2) CLONE_NEWPID, CLONE_NEWNS...): with
+    /// CLONE_NEWPID the child is process 1 of a new PID namespace.
+    public var namespaces: Namespaces = []
+
+    /// clone(2) namespace flags.
+    public struct Namespaces: OptionSet, Sendable {
+        public let rawValue: UInt64
+        public init(rawValue: UInt64) { self.rawValue = rawValue }
+        public static let mount = Namespaces(rawValue: 0x0002_0000)   // CLONE_NEWNS
+        public static let pid = Namespaces(rawValue: 0x2000_0000)     // CLONE_NEWPID
+    }
 
     public init() {}
 
@@ -116,6 +127,7 @@ public enum Spawn {
         o.new_session = options.newSession ? 1 : 0
         o.sibling = options.sibling ? 1 : 0
         o.directory = options.directory.map(c)
+        o.namespaces = options.namespaces.rawValue
         return cargs.withUnsafeBufferPointer { argvp in
             guard let cenv else { o.envp = nil; return cssi_spawn(argvp.baseAddress!, &o) }
             return cenv.withUnsafeBufferPointer { envp in

@@ -1,0 +1,255 @@
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Pre-copy checkpoint: the pages are copied while the application runs, then, round after
+// round, only those it wrote since (DirtyTracker: userfaultfd asynchronous write-protection
+// read with PAGEMAP_SCAN); the application is frozen only for the last, small round, in
+// which the final dump (Memory.swift) takes a precopied page as it is when /proc/PID/pagemap
+// shows it still write-protected (not written since it was copied) and copies the rest.
+//
+// The pages of each process go to its pages file as they are copied; a page copied again
+// later is appended again and the index points at the latest copy (the older bytes stay in
+// the file, unused: a snapshot written with pre-copy may be somewhat bigger than one
+// written frozen, never different in content). Nothing of the format changes: a VMA's page
+// runs already name their offset in the file.
+//
+// Used by `ssi checkpoint` into the version store (a directory file per process can be
+// written in any order); by default when the application holds at least
+// `Precopy.autoThreshold` of anonymous memory, or always with --precopy, never with
+// --no-precopy. An application already frozen (-c) is dumped as it is.
+
+/// The pages of one process copied so far, and the tracker that says which changed since.
+final class PrecopiedPages {
+    let pid: Int32
+    let tracker: DirtyTracker
+    let pages: any ImageFileWriter
+    /// The areas of /proc/PID/maps given to the tracker.
+    let areas: [MapsEntry]
+    /// Where the latest copy of each page of the tracked areas is in `pages`.
+    var index: PageIndex
+    /// /proc/PID/maps and the VmFlags of /proc/PID/smaps at the end of the last round,
+    /// while the application ran: reading smaps walks every page table (20+ ms for 1 GiB),
+    /// so the frozen round reuses these flags when maps has not changed since.
+    var mapsAfterRounds: String? = nil
+    var flagsAfterRounds: [UInt64: [String]] = [:]
+
+    init(pid: Int32, tracker: DirtyTracker, pages: any ImageFileWriter, areas: [MapsEntry]) {
+        self.pid = pid; self.tracker = tracker; self.pages = pages; self.areas = areas
+        index = PageIndex(areas.map { ($0.start, $0.end) })
+    }
+}
+
+/// Offset in the pages file of the latest copy of each page, one flat array per area (a
+/// 1 GiB area is 262144 entries: a hash table of that size costs tens of ms to fill and
+/// to read, and the read is in the frozen window).
+struct PageIndex {
+    static let none = UInt64.max
+    private(set) var starts: [UInt64] = []
+    private(set) var ends: [UInt64] = []
+    private(set) var offsets: [[UInt64]] = []
+
+    init(_ areas: [(UInt64, UInt64)]) {
+        for (s, e) in areas.sorted(by: { $0.0 < $1.0 }) {
+            starts.append(s); ends.append(e)
+            offsets.append([UInt64](repeating: PageIndex.none, count: Int((e - s) / SnapshotFormat.pageSize)))
+        }
+    }
+
+    /// The area holding `addr`, by binary search.
+    func area(_ addr: UInt64) -> Int? {
+        var lo = 0, hi = starts.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if starts[mid] <= addr { lo = mid + 1 } else { hi = mid }
+        }
+        let i = lo - 1
+        return i >= 0 && addr < ends[i] ? i : nil
+    }
+
+    /// Records that `count` pages from `addr` were copied at `offset`, consecutively.
+    mutating func set(_ addr: UInt64, count: Int, offset: UInt64) {
+        var a = addr, off = offset, left = count
+        while left > 0, let i = area(a) {
+            let first = Int((a - starts[i]) / SnapshotFormat.pageSize)
+            let n = min(left, offsets[i].count - first)
+            for k in 0..<n { offsets[i][first + k] = off + UInt64(k) * SnapshotFormat.pageSize }
+            a += UInt64(n) * SnapshotFormat.pageSize; off += UInt64(n) * SnapshotFormat.pageSize; left -= n
+        }
+    }
+
+    /// Forgets the copies of [start, end).
+    mutating func clear(_ start: UInt64, _ end: UInt64) {
+        var a = start
+        while a < end, let i = area(a) {
+            let first = Int((a - starts[i]) / SnapshotFormat.pageSize)
+            let last = Int((min(end, ends[i]) - starts[i]) / SnapshotFormat.pageSize)
+            for k in first..<last { offsets[i][k] = PageIndex.none }
+            a = min(end, ends[i])
+        }
+    }
+}
+
+final class Precopy {
+    /// Below this much anonymous memory a plain frozen dump is about as short.
+    static let autoThreshold: UInt64 = 64 << 20
+    /// The application is frozen once a round finds less than this written, or after
+    /// `maxRounds` rounds (an application writing faster than we copy never converges).
+    static let stopBelow: UInt64 = 4 << 20
+    static let maxRounds = 8
+
+    private(set) var processes: [Int32: PrecopiedPages] = [:]
+    /// Bytes copied in each round, for the profile and the result.
+    private(set) var rounds: [UInt64] = []
+
+    /// Whether a checkpoint of `app` with these options copies memory first.
+    static func wanted(app: Int32, options: CheckpointEngine.CheckpointOptions, frozen: Bool) -> Bool {
+        if frozen || options.precopy == false { return false }
+        if options.precopy == true { return true }
+        let tree = (try? ProcessTree.collect(root: app))?.pids ?? [app]
+        let anon = tree.reduce(UInt64(0)) { acc, pid in
+            let line = (try? ProcFS.read("/proc/\(pid)/status"))?.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }
+            return acc + (line.flatMap { UInt64($0.split(separator: " ").dropFirst().first ?? "") } ?? 0) * 1024
+        }
+        return anon >= autoThreshold
+    }
+
+    /// Tracks and copies every process of `app` into `writer`'s pages files, round after
+    /// round, while it runs. Throws (nothing is left tracked, the application runs on) if
+    /// the kernel cannot track writes.
+    init(app: Int32, writer: any ImageWriter) throws {
+        for pid in try ProcessTree.collect(root: app).pids {
+            guard let st = try? ProcStat.read(pid: pid), st.state != "Z" else { continue }
+            // Private writable areas: where a process's own pages are (shared ones live in
+            // their file or shmem object, read-only ones hardly change and are read whole).
+            let areas = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
+                .filter { !$0.shared && $0.write && ProcessDumper.classify($0) != nil }
+            let tracker = try DirtyTracker.start(pid: ProcessID(pid), areas: areas.map { ($0.start, $0.end) })
+            let pages = try writer.createFile("pages-\(pid).img")
+            processes[pid] = PrecopiedPages(pid: pid, tracker: tracker, pages: pages, areas: areas)
+        }
+        var clock = PhaseClock()
+        var first = UInt64(0)
+        for p in processes.values { first += try copyPresent(p) }
+        rounds.append(first)
+        clock.mark("precopy: round 1, \(first >> 20) MiB")
+        while rounds.count < Precopy.maxRounds {
+            var bytes = UInt64(0)
+            for p in processes.values { bytes += try copyWritten(p) }
+            rounds.append(bytes)
+            clock.mark("precopy: round \(rounds.count), \(bytes >> 10) KiB")
+            if bytes < Precopy.stopBelow { break }
+        }
+        for p in processes.values {
+            p.mapsAfterRounds = try? ProcFS.read("/proc/\(p.pid)/maps")
+            p.flagsAfterRounds = (try? ProcessDumper(pid: p.pid).vmFlags()) ?? [:]
+        }
+        clock.mark("precopy: smaps")
+    }
+
+    /// Lifts every protection: the application runs as before.
+    func stop() { for p in processes.values { p.tracker.stop() } }
+
+    /// Round 1: every present page of the tracked areas (they are protected already, so a
+    /// write during the copy shows in the next round).
+    private func copyPresent(_ p: PrecopiedPages) throws -> UInt64 {
+        let pm = open("/proc/\(p.pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        guard pm >= 0 else { return 0 }
+        defer { close(pm) }
+        var runs = [(UInt64, UInt64)]()
+        let tracked = Set(p.tracker.ranges.map(\.start))
+        for m in p.areas where tracked.contains(m.start) {
+            runs += (try? ProcessDumper(pid: p.pid).presentRuns(pagemap: pm, vma: m, fileBacked: ProcessDumper.classify(m) == .file)) ?? []
+        }
+        return try copy(runs, of: p)
+    }
+
+    /// Later rounds: the pages written since the last round, protected again.
+    private func copyWritten(_ p: PrecopiedPages) throws -> UInt64 {
+        let scan = try p.tracker.scan(rearm: true)
+        for (start, end) in scan.lost {
+            // Unmapped or replaced: forget its copies, the final dump reads the area whole.
+            p.index.clear(start, end)
+        }
+        return try copy(scan.written, of: p)
+    }
+
+    /// Appends the runs' pages to the process's pages file and indexes them. A run the
+    /// process unmapped meanwhile cannot be read (EIO): it is skipped, and the final dump
+    /// finds what is there then.
+    private func copy(_ runs: [(UInt64, UInt64)], of p: PrecopiedPages) throws -> UInt64 {
+        let mem = open("/proc/\(p.pid)/mem", O_RDONLY | O_CLOEXEC)
+        guard mem >= 0 else { return 0 }
+        defer { close(mem) }
+        let chunk = 8 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buf.deallocate() }
+        var total = UInt64(0)
+        for (addr, count) in runs {
+            var done = UInt64(0)
+            let bytes = count * SnapshotFormat.pageSize
+            while done < bytes {
+                let n = Int(min(UInt64(chunk), bytes - done))
+                let got = pread(mem, buf.baseAddress, n, off_t(Int64(bitPattern: addr + done)))
+                if got <= 0 { break }
+                let whole = got - got % Int(SnapshotFormat.pageSize)
+                guard whole > 0 else { break }
+                let at = p.pages.size
+                try p.pages.append(UnsafeRawBufferPointer(rebasing: buf[0..<whole]))
+                p.index.set(addr + done, count: whole / Int(SnapshotFormat.pageSize), offset: at)
+                done += UInt64(whole)
+                total += UInt64(whole)
+                if whole < n { break }
+            }
+        }
+        return total
+    }
+}
+
+extension ProcessDumper {
+    /// The page runs of area `m` in the final, frozen round of a pre-copy checkpoint: a page
+    /// still write-protected (not written since its last copy) whose copy we hold is taken
+    /// from that copy; every other page to save (written since, new, never copied, or now
+    /// the shared zero page after a MADV_DONTNEED) is copied now. The pages are classified
+    /// by one PAGEMAP_SCAN walk: reading /proc/PID/pagemap for 1 GiB took 20 ms, frozen.
+    func finalRuns(_ pre: PrecopiedPages, vma m: MapsEntry, fileBacked: Bool, copier: PageCopier) throws -> [PageRun] {
+        var reused = [PageRun]()
+        var fresh = [(UInt64, UInt64)]()
+        func addFresh(_ addr: UInt64, _ count: UInt64) {
+            if let last = fresh.last, last.0 + last.1 * SnapshotFormat.pageSize == addr { fresh[fresh.count - 1].1 += count } else { fresh.append((addr, count)) }
+        }
+        // The copies of this area's pages: a final area lies inside one tracked area, or is
+        // new (no copies).
+        let slot = pre.index.area(m.start)
+        let areaStart = slot.map { pre.index.starts[$0] } ?? 0
+        let copies = slot.map { pre.index.offsets[$0] } ?? []
+        let page = SnapshotFormat.pageSize
+        for r in try pre.tracker.pageRegions(m.start, m.end) {
+            let c = r.categories
+            // Private file mappings: only the process's own (copy-on-write) pages are saved.
+            if fileBacked && !c.contains(.swapped) && c.contains(.file) { continue }
+            if c.contains(.written) || c.contains(.zeroPage) || slot == nil {
+                addFresh(r.start, (r.end - r.start) / page)
+                continue
+            }
+            var addr = r.start
+            while addr < r.end {
+                let k = Int((addr - areaStart) / page)
+                let off = k < copies.count ? copies[k] : PageIndex.none
+                if off == PageIndex.none {
+                    addFresh(addr, 1)
+                } else if let last = reused.last, last.address + last.count * page == addr, last.fileOffset + last.count * page == off {
+                    reused[reused.count - 1].count += 1
+                } else {
+                    reused.append(PageRun(address: addr, count: 1, fileOffset: off))
+                }
+                addr += page
+            }
+        }
+        return reused + (try copier.copy(fresh))
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import SSIControl
+import SSIKDDM
+import SSIProcessTable
+import SSISystem
+import SSITransport
+import ServiceLifecycle
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Cluster applications in the daemon (docs/migration.md): the `applications` and
+/// `snapshots` sets, RPC block 200, and `ssi run/ps/caps/checkpoint/restart/snapshots/logs`.
+/// A request reaches any node; this routes it to the node that must answer (the
+/// application's, or a restart's target) through the forward service, and answers there.
+struct ProcessTableSubsystem: Subsystem {
+    static let name = "apps"
+    static let configuration: [ConfigKey] = [
+        ConfigKey("snapshots", default: "/var/chkpt", help: "this node's snapshot directory (each node keeps its own)"),
+        ConfigKey("logs", default: "/var/log/ssi", help: "where logs of applications without the caller's stdout/stderr go"),
+        ConfigKey("init", default: "", help: "ssi-init's path (default: beside ssid)"),
+        ConfigKey("cpugroups", default: "", help: "cgroup directories (space-separated) every application of this node is put in, e.g. the node's cpu and cpuacct groups of ssi cluster up --cpus"),
+    ]
+    let core: NodeCore
+    let apps: NodeApplications
+
+    init(core: NodeCore, settings: [String: String]) {
+        self.core = core
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let initPath = settings["init"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("ssi-init").path
+        let table = ProcessTable(kddm: core.kddm, membership: core.membership)
+        apps = NodeApplications(table: table, rpc: core.rpc, snapshots: settings["snapshots"] ?? "/var/chkpt",
+                                logs: settings["logs"] ?? "/var/log/ssi", initPath: initPath, logger: core.logger)
+        let groups = (settings["cpugroups"] ?? "").split(separator: " ").map(String.init)
+        apps.cpuGroups.withLock { $0 = groups }
+    }
+
+    var serviceBlock: ServiceBlock? { .processTable }
+    var sets: [KDDMSetInfo] {
+        [KDDMSetInfo(name: ProcessTable.applicationsSet, rule: .hash), KDDMSetInfo(name: ProcessTable.snapshotsSet, rule: .hash)]
+    }
+
+    func start() async throws {
+        apps.registerServices()
+        // Apps are children of ssid; processes orphaned inside a failed restart are too
+        // (prctl(2) PR_SET_CHILD_SUBREAPER), and each is reaped by its watcher or the engine.
+        Prctl.becomeSubreaper()
+        let me = self
+        core.rpc.register(ProcessTableService.forward) { _, p in
+            let r = try JSONDecoder().decode(AppsRequest.self, from: Data(p))
+            return Array(try JSONEncoder().encode(try await me.answer(r, fds: [])))
+        }
+    }
+
+    var services: [any Service] { [RefreshService(apps: apps)] }
+
+    func handle(_ request: ControlRequest) async throws -> ControlReply { try await handle(request, fds: []) }
+
+    func handle(_ request: ControlRequest, fds: [Int32]) async throws -> ControlReply {
+        guard case .apps(let r) = request else {
+            fds.forEach { close($0) }
+            throw misrouted(request)
+        }
+        return try await answer(r, fds: fds)
+    }
+
+    func answer(_ r: AppsRequest, fds: [Int32]) async throws -> ControlReply {
+        let me = core.config.node, table = apps.table
+        switch r {
+        case .launch(let spec):
+            if let n = spec.node, n != me {
+                fds.forEach { close($0) }
+                return try await forward(r, to: n)
+            }
+            return .application(try await observedLaunch(spec, stdio: fds.count == 3 ? fds : nil))
+        case .list:
+            return .applications(try await table.list())
+        case .show(let app):
+            return .application(try await table.record(app))
+        case .caps(let app, let changes):
+            let parsed = try Capabilities.parse(changes)
+            return .application(try await table.update(app) { Capabilities.apply(parsed, to: &$0.caps) }.seen(online: table.onlineNodes))
+        case .checkpoint(let spec):
+            let rec = try await table.record(spec.app)
+            guard rec.state == .running || rec.state == .frozen else {
+                throw SSIError(.state, "application \(spec.app) is \(rec.state.rawValue) (node \(rec.node)): only a running application can be checkpointed",
+                               hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) [VERSION] --node N brings it back" : "try again once it settles")
+            }
+            if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(600)) }
+            return .checkpointed(try await observedCheckpoint(spec))
+        case .restart(let spec):
+            let target = spec.node ?? me
+            if target != me { return try await forward(r, to: target, timeout: .seconds(600)) }
+            return .application(try await observedRestart(spec))
+        case .snapshots(let app):
+            if let app { return .catalogs([try await table.catalog(app)]) }
+            return .catalogs(try await table.catalogs())
+        case .migrate(let spec):
+            let rec = try await table.record(spec.app)
+            guard rec.state == .running else {
+                throw SSIError(.state, "application \(spec.app) is \(rec.state.rawValue) on node \(rec.node): only a running application can be migrated",
+                               hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) --node \(spec.node) brings it back there" : "try again once it settles")
+            }
+            if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(900)) }
+            return .application(try await observedMigrate(spec))
+        case .logs(let app, let offset):
+            let rec = try await table.record(app)
+            let n = rec.log_node ?? rec.node
+            if n != me { return try await forward(r, to: n) }
+            return .log(try apps.log(app, from: offset))
+        }
+    }
+
+    /// Asks node `n`'s process table to answer `r`.
+    private func forward(_ r: AppsRequest, to n: NodeID, timeout: Duration = .seconds(60)) async throws -> ControlReply {
+        guard core.membership.view[n]?.state == .online else {
+            throw SSIError(.unreachable, "node \(n) is not online (\(core.membership.view[n]?.state.rawValue ?? "unknown"))",
+                           hint: "ssi nodes status shows the nodes; choose an online one")
+        }
+        let out = try await core.rpc.call(n, service: ProcessTableService.forward, Array(try JSONEncoder().encode(r)), timeout: timeout)
+        return try JSONDecoder().decode(ControlReply.self, from: Data(out))
+    }
+}
+
+/// Kerrighed's per-application capabilities (krgcapset): +CAP adds, -CAP removes.
+enum Capabilities {
+    static let known = ["CAN_MIGRATE", "DISTANT_FORK", "CHECKPOINTABLE", "SEE_LOCAL_PROC_STAT"]
+
+    static func parse(_ changes: [String]) throws -> [(add: Bool, cap: String)] {
+        try changes.map { c in
+            guard let sign = c.first, sign == "+" || sign == "-" else {
+                throw SSIError(.invalidArgument, "capability change '\(c)' must start with + or -", hint: "e.g. +CAN_MIGRATE or -CAN_MIGRATE")
+            }
+            let name = String(c.dropFirst()).uppercased()
+            guard known.contains(name) else {
+                throw SSIError(.invalidArgument, "unknown capability '\(name)'", hint: "known: \(known.joined(separator: ", "))")
+            }
+            return (sign == "+", name)
+        }
+    }
+
+    static func apply(_ changes: [(add: Bool, cap: String)], to caps: inout [String]) {
+        for c in changes {
+            caps.removeAll { $0 == c.cap }
+            if c.add { caps.append(c.cap) }
+        }
+        caps.sort()
+    }
+}
+
+/// Refreshes the local applications' records every 2 s.
+struct RefreshService: Service {
+    let apps: NodeApplications
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await apps.reconcile()
+            await apps.refreshLoop()
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import SSIKDDM
+import SSIObserve
+import SSIProcessTable
+import SSIScheduler
+import SSISystem
+import SSITransport
+import Synchronization
+
+/// The few places where one subsystem uses another, in one file: the scheduler reads the
+/// process table's applications and migrates through it; the operators' view lists them.
+/// Subsystems do not know each other; the daemon connects them once they are all made.
+extension NodeDaemon {
+    static func connect(_ parts: [any Subsystem]) {
+        guard let table = parts.lazy.compactMap({ $0 as? ProcessTableSubsystem }).first else { return }
+        // The operators' view lists this node's applications from the table.
+        let me = table.core.config.node
+        let records = table.apps.table
+        table.core.observe.setApplicationSource {
+            let mine = ((try? await records.list()) ?? []).filter { $0.node == me }
+            let catalogs = Dictionary((try? await records.catalogs())?.map { ($0.app, $0) } ?? [], uniquingKeysWith: { a, _ in a })
+            return mine.map { r in
+                let versions = catalogs[r.app]?.versions ?? []
+                return ApplicationRow(app: r.app, node: r.node, state: r.state.rawValue, command: r.command.joined(separator: " "),
+                                      memoryBytes: r.rss_bytes, lastVersion: versions.map(\.version).max(),
+                                      checkpoints: versions.count, restarts: 0)
+            }
+        }
+        if let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first {
+            let sampler = AppCPUSampler(me: table.core.config.node)
+            let apps = table.apps
+            Task {
+                await sched.engine.connect(applications: {
+                    let records = (try? await apps.table.list()) ?? []
+                    return sampler.views(records)
+                }, migrator: { app, to in
+                    _ = try await apps.migrate(MigrateSpec(app: Int32(app), node: NodeID(to)))
+                })
+            }
+        }
+    }
+}
+
+/// What the scheduler knows of this node's applications: CPU used since the last look (the
+/// utime + stime of every process under the application's init, proc(5)), memory, since
+/// when it has been here, and its CAN_MIGRATE capability.
+final class AppCPUSampler: Sendable {
+    let me: NodeID
+    private struct Seen { var since: Date; var ticks: UInt64; var at: Date; var cpu: Double }
+    private let seen = Mutex<[Int32: Seen]>([:])
+    private let hz = Double(max(1, sysconf(Int32(_SC_CLK_TCK))))
+
+    init(me: NodeID) { self.me = me }
+
+    func views(_ records: [AppRecord]) -> [AppView] {
+        let now = Date()
+        let mine = records.filter { $0.node == me && $0.state == .running }
+        return seen.withLock { seen in
+            seen = seen.filter { k, _ in mine.contains { $0.app == k } }
+            return mine.map { r in
+                let (ticks, runnable) = Self.cpuTicks(under: r.pid)
+                var s = seen[r.app] ?? Seen(since: now, ticks: ticks, at: now, cpu: 0)
+                let dt = now.timeIntervalSince(s.at)
+                if dt >= 0.5 {
+                    s.cpu = Double(ticks &- s.ticks) / hz / dt
+                    s.ticks = ticks
+                    s.at = now
+                }
+                seen[r.app] = s
+                // Demand, not only use: on a busy node each runnable thread wants a CPU it
+                // does not get, and moving it elsewhere gives it one.
+                return AppView(app: Int(r.app), node: Int(r.node), cpu: max(0, s.cpu, Double(runnable)), rssBytes: r.rss_bytes,
+                               arrived: s.since, canMigrate: r.caps.contains("CAN_MIGRATE"))
+            }
+        }
+    }
+
+    /// utime + stime (proc(5) fields 14 and 15) of `pid` and all its descendants, found
+    /// through /proc/PID/task/TID/children, and how many of them are runnable now.
+    static func cpuTicks(under pid: Int32) -> (UInt64, Int) {
+        var total: UInt64 = 0
+        var runnable = 0
+        var todo = [pid]
+        var visited = Set<Int32>()
+        while let p = todo.popLast(), visited.insert(p).inserted, visited.count < 10_000 {
+            if let stat = try? ProcFS.read("/proc/\(p)/stat"), let close = stat.lastIndex(of: ")") {
+                let f = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+                if f.count > 12 { total += (UInt64(f[11]) ?? 0) + (UInt64(f[12]) ?? 0) }
+                if f.first == "R" { runnable += 1 }
+            }
+            for t in numericEntries(of: "/proc/\(p)/task") ?? [] {
+                let kids = (try? ProcFS.read("/proc/\(p)/task/\(t)/children")) ?? ""
+                todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+        }
+        return (total, runnable)
+    }
+}

@@ -1,0 +1,178 @@
+import CSSILinux
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The pages a running process writes, tracked from outside: the machinery of a pre-copy
+/// checkpoint and of a live migration's pre-copy (copy memory while the application runs,
+/// then only what it wrote since, round after round).
+///
+/// How (cssi_dirty.h): a userfaultfd is created inside the process (userfaultfd(2) acts on
+/// the mm of its caller, so an injected call), taken with pidfd_getfd(2) and closed there;
+/// from here its areas are registered in write-protect mode with UFFD_FEATURE_WP_ASYNC
+/// (Linux 6.7): a write to a protected page is resolved by the kernel at once, the writer
+/// never blocks, and the page is only marked written. PAGEMAP_SCAN (ioctl_pagemap_scan(2))
+/// on /proc/PID/pagemap lists the written pages and protects them again in the same walk,
+/// so no write falls between the two. Soft-dirty bits would do the same, but
+/// CONFIG_MEM_SOFT_DIRTY is often not built. /proc/PID/pagemap also shows the protection of
+/// each page (bit 57, PM_UFFD_WP, Documentation/admin-guide/mm/pagemap.rst): a present page
+/// without it was written since it was last protected.
+///
+/// Closing the userfaultfd (the last reference is ours) unregisters every area and removes
+/// the protection (userfaultfd_release): the process is left as it was.
+public final class DirtyTracker {
+    public let pid: ProcessID
+    private var uffd: Int32
+    private let pagemap: Int32
+    /// The areas registered, [start, end), ascending.
+    public private(set) var ranges: [(start: UInt64, end: UInt64)] = []
+
+    /// What a scan found: runs of written pages (address, number of pages), and the areas
+    /// that could not be scanned (unmapped or replaced since they were registered: their
+    /// pages must be read again whole).
+    public struct Scan {
+        public var written: [(UInt64, UInt64)] = []
+        public var lost: [(start: UInt64, end: UInt64)] = []
+        public var writtenBytes: UInt64 { written.reduce(0) { $0 + $1.1 } * 4096 }
+    }
+
+    private init(pid: ProcessID, uffd: Int32, pagemap: Int32) {
+        self.pid = pid
+        self.uffd = uffd
+        self.pagemap = pagemap
+    }
+
+    deinit {
+        stop()
+        close(pagemap)
+    }
+
+    /// Starts tracking `areas` ([start, end), page aligned) of the running process `pid`:
+    /// its main thread is stopped for three injected syscalls, then let go; every page of
+    /// the areas is then write-protected, so that the next scan reports the pages written
+    /// from now on. Areas the kernel refuses to register are left out of `ranges`.
+    /// Throws, naming the process, when the kernel cannot track writes at all.
+    public static func start(pid: ProcessID, areas: [(UInt64, UInt64)]) throws -> DirtyTracker {
+        let pm = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        if pm < 0 { throw SSIError.sys("open /proc/\(pid)/pagemap", errno: errno) }
+        let fd: Int32
+        do { fd = try takeUserfaultfd(pid) } catch { close(pm); throw error }
+        let tracker = DirtyTracker(pid: pid, uffd: fd, pagemap: pm)
+        let api = cssi_uffd_enable_wp_async(fd)
+        if api < 0 {
+            throw SSIError(.unsupported, "cannot track the pages PID \(pid) writes: userfaultfd asynchronous write-protection (Linux 6.7) is refused: \(String(cString: strerror(-api)))",
+                           hint: "checkpoint without --precopy")
+        }
+        for (start, end) in areas where end > start {
+            guard cssi_uffd_register_wp(fd, start, end - start) == 0 else { continue }
+            // Protecting an area also covers its pages not populated yet (WP_UNPOPULATED).
+            if cssi_uffd_writeprotect(fd, start, end - start, 1) == 0 {
+                tracker.ranges.append((start, end))
+            } else {
+                _ = cssi_uffd_unregister(fd, start, end - start)
+            }
+        }
+        tracker.ranges.sort { $0.start < $1.start }
+        return tracker
+    }
+
+    /// A userfaultfd of `pid`'s mm, in ssi: created by an injected userfaultfd(2) in its main
+    /// thread (stopped with PTRACE_SEIZE + PTRACE_INTERRUPT meanwhile, every signal blocked),
+    /// copied with pidfd_getfd(2), closed in the process.
+    private static func takeUserfaultfd(_ pid: ProcessID) throws -> Int32 {
+        guard let t = try Tracee.seize(pid, of: pid) else {
+            throw SSIError(.notFound, "PID \(pid) exited before its pages could be tracked")
+        }
+        defer { try? t.detach() }
+        while true {
+            let stop = try t.wait()
+            if stop.ended { throw SSIError(.state, "PID \(pid) exited before its pages could be tracked") }
+            if stop == .interruptStop { break }
+            // A signal arrived before our interrupt: deliver it; the interrupt stop follows.
+            if case .signal(let sig) = stop { try t.cont(signal: sig) } else { try t.cont() }
+        }
+        let saved = try t.registers()
+        let guardMask = try SignalMaskGuard(tracee: t, saved: saved)
+        defer { guardMask.restore() }
+        let inj = try Injector(pid: pid, base: saved)
+        let flags = UInt64(O_CLOEXEC | O_NONBLOCK) | UInt64(CSSI_UFFD_USER_MODE_ONLY)
+        let remote = try inj.call("userfaultfd", .userfaultfd, flags)
+        defer { _ = try? inj.raw(.close, remote) }
+        return try FDTransfer.copy(fd: Int32(remote), from: pid)
+    }
+
+    /// The pages written in the tracked areas since they were last protected; with `rearm`,
+    /// protects them again in the same walk (the next scan then reports only later writes).
+    public func scan(rearm: Bool) throws -> Scan {
+        var out = Scan()
+        let capacity = 4096
+        let vec = UnsafeMutablePointer<cssi_page_region>.allocate(capacity: capacity)
+        defer { vec.deallocate() }
+        for (start, end) in ranges {
+            var from = start
+            while from < end {
+                var walkEnd: UInt64 = 0
+                let n = cssi_pagemap_scan_written(pagemap, from, end, rearm ? 1 : 0, vec, capacity, &walkEnd)
+                if n < 0 {
+                    // EPERM: part of the area is no longer under asynchronous write-protection
+                    // (PM_SCAN_CHECK_WPASYNC): it was unmapped or replaced by a new mapping.
+                    if n == -Int(EPERM) || n == -Int(ENOENT) || n == -Int(EINVAL) { out.lost.append((from, end)); break }
+                    throw SSIError.sys("PAGEMAP_SCAN of PID \(pid) at 0x\(String(from, radix: 16))", errno: Int32(-n))
+                }
+                for i in 0..<n {
+                    let r = vec[i]
+                    out.written.append((r.start, (r.end - r.start) / 4096))
+                }
+                if walkEnd <= from { break }
+                from = walkEnd
+            }
+        }
+        return out
+    }
+
+    /// Runs of pages of [start, end) that are present or swapped out, each with its
+    /// PAGE_IS_* categories (`Category`): written since last protected, the shared zero
+    /// page, file-backed. One PAGEMAP_SCAN walk, without protecting anything.
+    public func pageRegions(_ start: UInt64, _ end: UInt64) throws -> [(start: UInt64, end: UInt64, categories: Category)] {
+        var out = [(start: UInt64, end: UInt64, categories: Category)]()
+        let capacity = 4096
+        let vec = UnsafeMutablePointer<cssi_page_region>.allocate(capacity: capacity)
+        defer { vec.deallocate() }
+        let present = UInt64(CSSI_PAGE_IS_PRESENT | CSSI_PAGE_IS_SWAPPED)
+        let wanted = present | UInt64(CSSI_PAGE_IS_WRITTEN | CSSI_PAGE_IS_PFNZERO | CSSI_PAGE_IS_FILE)
+        var from = start
+        while from < end {
+            var walkEnd: UInt64 = 0
+            let n = cssi_pagemap_scan_regions(pagemap, from, end, present, wanted, vec, capacity, &walkEnd)
+            if n < 0 { throw SSIError.sys("PAGEMAP_SCAN of PID \(pid) at 0x\(String(from, radix: 16))", errno: Int32(-n)) }
+            for i in 0..<n { out.append((vec[i].start, vec[i].end, Category(rawValue: vec[i].categories))) }
+            if walkEnd <= from { break }
+            from = walkEnd
+        }
+        return out
+    }
+
+    /// PAGE_IS_* categories of ioctl_pagemap_scan(2).
+    public struct Category: OptionSet, Sendable {
+        public let rawValue: UInt64
+        public init(rawValue: UInt64) { self.rawValue = rawValue }
+        public static let written = Category(rawValue: UInt64(CSSI_PAGE_IS_WRITTEN))
+        public static let file = Category(rawValue: UInt64(CSSI_PAGE_IS_FILE))
+        public static let present = Category(rawValue: UInt64(CSSI_PAGE_IS_PRESENT))
+        public static let swapped = Category(rawValue: UInt64(CSSI_PAGE_IS_SWAPPED))
+        public static let zeroPage = Category(rawValue: UInt64(CSSI_PAGE_IS_PFNZERO))
+    }
+
+    /// Stops tracking: closing the userfaultfd unregisters every area and lifts the
+    /// protection. Safe to call twice.
+    public func stop() {
+        guard uffd >= 0 else { return }
+        close(uffd)
+        uffd = -1
+    }
+
+    /// Bit 57 of a /proc/PID/pagemap entry: the page is still write-protected, i.e. not
+    /// written since it was last protected.
+    public static let pagemapWriteProtected: UInt64 = 1 << 57
+}

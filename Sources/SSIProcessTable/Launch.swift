@@ -1,0 +1,179 @@
+import Foundation
+import SSICheckpoint
+import SSISystem
+import SSITransport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `ssi run` asks a node to start.
+public struct LaunchSpec: Codable, Sendable, Equatable {
+    public var command: [String]
+    public var environment: [String: String]
+    public var directory: String
+    /// Target node; nil: the node asked.
+    public var node: NodeID?
+    /// Send stdout/stderr to a log on the node even when the caller's fds came along.
+    public var log: Bool
+    public var caps: [String]
+    public init(command: [String], environment: [String: String], directory: String, node: NodeID?, log: Bool, caps: [String] = []) {
+        (self.command, self.environment, self.directory, self.node, self.log, self.caps) = (command, environment, directory, node, log, caps)
+    }
+}
+
+extension NodeApplications {
+    /// Starts a cluster application on this node: ssi-init as process 1 of a new PID
+    /// namespace (pid_namespaces(7)) with a mount namespace of its own where it mounts the
+    /// namespace's /proc (`--proc`), the command as process 2; a child of this daemon (which
+    /// reaps it and learns its status), in this node's network namespace, born in the cgroup
+    /// `ssi/app-<id>` (clone3 CLONE_INTO_CGROUP, so no fork escapes the freezer). `stdio`:
+    /// the caller's fds 0-2 passed over the control socket; nil: a log on this node.
+    public func launch(_ spec: LaunchSpec, stdio: [Int32]?) async throws -> AppRecord {
+        defer { stdio?.forEach { close($0) } }
+        guard let program = spec.command.first else {
+            throw SSIError(.invalidArgument, "ssi run: no command given", hint: "ssi run [--node N] -- CMD ARGS")
+        }
+        try checkProgram(program, spec)
+        guard FileManager.default.isExecutableFile(atPath: initPath) else {
+            throw SSIError(.notFound, "node \(me): ssi-init is not at \(initPath)", hint: "install ssi-init beside ssid (swift build builds it)")
+        }
+        let id = try await table.newID()
+        var o = SpawnOptions()
+        var logNode: NodeID? = nil
+        if let stdio, stdio.count == 3, !spec.log {
+            (o.standardInput, o.standardOutput, o.standardError) = (.descriptor(stdio[0]), .descriptor(stdio[1]), .descriptor(stdio[2]))
+        } else {
+            try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
+            o = SpawnOptions.logging(to: logPath(id))
+            logNode = me
+        }
+        o.environment = spec.environment
+        o.directory = spec.directory
+        // setsid(2): the init leads its own session and group, so every session and group id
+        // of the application is one of its namespace (the checkpoint saves them as such).
+        o.newSession = true
+        o.namespaces = [.pid, .mount]
+        let freezer = geteuid() == 0 ? CgroupFreezer.find() : nil
+        let group = try freezer.map { try $0.openGroup(id) }
+        o.cgroup = group
+        let pid: Int32
+        do {
+            defer { if let group { close(group) } }
+            pid = try Spawn.start([initPath, "--proc"] + joinArguments() + ["--"] + spec.command, o)
+        } catch {
+            if let freezer { rmdir(freezer.path(id)) }
+            throw SSIError(.system, "node \(me): cannot start \(program) as application \(id): \(error)",
+                           hint: "cluster applications need root (PID and mount namespaces); see the node's log")
+        }
+        var r = AppRecord(app: id, node: me, pid: pid, command: spec.command, started: Self.now())
+        r.log_node = logNode
+        r.caps = spec.caps
+        do { try await table.insert(r) } catch {
+            kill(pid, SIGKILL)
+            throw error
+        }
+        watch(app: id, pid: pid)
+        return r
+    }
+
+    /// The command must exist here: ssi-init would only say so in the application's stderr.
+    private func checkProgram(_ program: String, _ spec: LaunchSpec) throws {
+        if program.contains("/") {
+            let path = program.hasPrefix("/") ? program : spec.directory + "/" + program
+            guard access(path, X_OK) == 0 else {
+                throw SSIError(.notFound, "node \(me): cannot run \(program): \(String(cString: strerror(errno))) (looked at \(path))",
+                               hint: "the program must exist at the same path on node \(me)")
+            }
+            return
+        }
+        let dirs = (spec.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":")
+        guard dirs.contains(where: { access("\($0)/\(program)", X_OK) == 0 }) else {
+            throw SSIError(.notFound, "node \(me): cannot run \(program): not found in PATH (\(dirs.joined(separator: ":")))",
+                           hint: "give its full path, or install it on node \(me)")
+        }
+    }
+
+    static func now() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: Date())
+    }
+
+    func logPath(_ app: Int32) -> String { "\(logDir)/\(app).log" }
+
+    /// Waits for the application's root on a thread of its own, then records its end: only
+    /// if the record still names this node and this root, since a restart elsewhere after
+    /// `checkpoint --kill` owns the record by then.
+    ///
+    /// It must not sit in waitpid(2): while the engine traces the application (a
+    /// checkpoint), a waitpid from any thread of ssid reports, and so consumes, the ptrace
+    /// stops the engine's thread waits for (wait(2): traced children are reported whether or
+    /// not WUNTRACED is given). A pidfd becomes readable once the process has exited
+    /// (pidfd_open(2)), and only then is it reaped, with WNOHANG.
+    func watch(app: Int32, pid: Int32) {
+        local.withLock { $0[app] = pid }
+        written.withLock { $0[app] = nil }
+        let t = Thread { [self] in
+            let pidfd = (try? PidFD.open(ProcessID(pid))) ?? -1
+            var st: Int32 = 0
+            // Nil when it is not our child (adopted after this daemon restarted): its status
+            // went to whoever inherited it.
+            var status: Int32? = nil
+            while true {
+                if pidfd >= 0 {
+                    var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+                    if poll(&p, 1, 1000) <= 0 { continue }
+                }
+                let r = waitpid(pid, &st, WNOHANG)
+                if r == pid { status = WaitStatus(raw: st).exitCode; break }
+                if r < 0 && errno == ECHILD && (pidfd >= 0 || !ProcFS.exists("/proc/\(pid)")) { break }
+                usleep(pidfd >= 0 ? 20_000 : 200_000)
+            }
+            if pidfd >= 0 { close(pidfd) }
+            let exitStatus = status
+            local.withLock { if $0[app] == pid { $0[app] = nil } }
+            Task {
+                if let f = CgroupFreezer.find() { rmdir(f.path(app)) }
+                _ = try? await table.update(app) { r in
+                    guard r.node == self.me, r.pid == pid else { return }
+                    r.state = .stopped
+                    r.exit_status = exitStatus
+                    r.processes = 0
+                    r.rss_bytes = 0
+                }
+            }
+        }
+        t.start()
+    }
+
+    /// After this daemon restarted: the records that still say an application runs here.
+    /// An init still alive is adopted (watched, no longer our child: its status is lost);
+    /// otherwise the application stopped while no daemon watched it.
+    public func reconcile() async {
+        guard let all = try? await table.list() else { return }
+        for r in all where r.node == me && [.running, .frozen, .migrating].contains(r.state) && local.withLock({ $0[r.app] == nil }) {
+            let bytes: [UInt8] = (try? ProcFS.readBytes("/proc/\(r.pid)/cmdline")) ?? []
+            let cmd = String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+            if cmd.hasSuffix("ssi-init") && PIDNamespaceIDs.innermost(r.pid) == 1 {
+                logger.info("process table: adopting application \(r.app) (pid \(r.pid)), started by an earlier ssid")
+                watch(app: r.app, pid: r.pid)
+            } else {
+                _ = try? await table.update(r.app) { rec in
+                    guard rec.node == self.me, rec.pid == r.pid else { return }
+                    (rec.state, rec.processes, rec.rss_bytes) = (.stopped, 0, 0)
+                }
+            }
+        }
+    }
+}
+
+enum PIDNamespaceIDs {
+    /// The last NSpid entry of /proc/PID/status: its id in its innermost PID namespace.
+    static func innermost(_ pid: Int32) -> Int32? {
+        guard let s = try? ProcFS.read("/proc/\(pid)/status") else { return nil }
+        for line in s.split(separator: "\n") where line.hasPrefix("NSpid:") {
+            return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { Int32($0) }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import SSICheckpoint
+import SSIImage
+import SSISystem
+import SSITransport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `ssi migrate APP NODE` asks.
+public struct MigrateSpec: Codable, Sendable, Equatable {
+    public var app: Int32
+    public var node: NodeID
+    public init(app: Int32, node: NodeID) { (self.app, self.node) = (app, node) }
+}
+
+extension ProcessTableService {
+    /// Asks the target of a migration to pull a version and restore it (a MigrateIn).
+    public static let migrateIn = ServiceBlock.processTable.number(5)
+}
+
+struct MigrateIn: Codable { var app: Int32; var version: Int; var from: NodeID }
+
+/// Stop-and-copy migration, built on checkpoint and restart anywhere (docs/migration.md,
+/// "Stop-and-copy"): the live, pre-copy protocol comes later in SSIMigration.
+extension NodeApplications {
+    /// Runs on the application's node S. Checks everything first (the application never
+    /// stops for a refused migration); then dumps it and leaves every process stopped by a
+    /// SIGSTOP queued while they are still seized (the engine's kill signal, so none runs
+    /// past the snapshot); T pulls the snapshot and restores it; only once T's copy runs is
+    /// S's killed. Any failure before that: S's copy gets SIGCONT and goes on, unchanged.
+    public func migrate(_ spec: MigrateSpec) async throws -> AppRecord {
+        let app = spec.app, target = spec.node
+        let rec = try await table.record(app)
+        guard rec.caps.contains("CAN_MIGRATE") else {
+            throw SSIError(.permission, "application \(app) does not have the CAN_MIGRATE capability; nothing was changed",
+                           hint: "ssi caps \(app) +CAN_MIGRATE")
+        }
+        guard target != me else {
+            throw SSIError(.invalidArgument, "application \(app) already runs on node \(me); nothing was changed", hint: "give another node")
+        }
+        guard table.online.contains(target) else {
+            throw SSIError(.unreachable, "node \(target) is not online; application \(app) stays on node \(me)", hint: "ssi nodes status shows the online nodes")
+        }
+        let root = try await localRoot(app)
+        try await table.update(app) { $0.state = .migrating }
+        var o = CheckpointEngine.CheckpointOptions()
+        o.description = "migration from node \(me) to node \(target)"
+        o.applicationID = app
+        o.killSignal = .stop
+        let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc
+        // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
+        // that fails leaves nothing there and the application running here (the engine lets
+        // it go without the signal).
+        let done: CheckpointEngine.CheckpointResult
+        do {
+            done = try await Self.onThread {
+                try engine.checkpoint(app: root, options: opts, to: try RemoteImageWriter(rpc: rpc, node: target, app: app))
+            }
+        } catch {
+            _ = try? await table.update(app) { $0.state = .running }
+            throw SSIError(.system, "migration of application \(app) to node \(target) failed before it stopped: \(error); it goes on on node \(me)",
+                           hint: (error as? SSIError)?.hint ?? "see node \(target)'s log")
+        }
+        let stopped = Self.tree(root)
+        do {
+            try await table.addSnapshot(app, .init(version: done.version, date: done.date, description: done.description,
+                                                   size: done.pageBytes, nodes: [target]), holder: target)
+            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me)))
+            _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
+        } catch {
+            for p in stopped { kill(p, SIGCONT) }
+            _ = try? await table.update(app) { r in if r.node == self.me { r.state = .running } }
+            throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), unchanged",
+                           hint: "see node \(target)'s log")
+        }
+        // T's copy runs and the record names T: ours goes (SIGKILL to the namespace's init
+        // kills every process of the namespace, pid_namespaces(7)).
+        kill(root, SIGKILL)
+        return try await table.record(app)
+    }
+
+    /// Runs on the target: pull, restore, take the record.
+    func migrateIn(_ m: MigrateIn) async throws {
+        try await pull(m.app, m.version, from: m.from)
+        let engine = CheckpointEngine(store: store)
+        let app = m.app, v = m.version
+        let r = try await Self.onThread { try engine.restart(app: app, version: v) }
+        joinCPUGroups(root: r.pid)
+        watch(app: app, pid: r.pid)
+        let me = self.me
+        try await table.update(app) { rec in
+            (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
+            rec.migrations += 1
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Logging
+import SSICheckpoint
+import SSIImage
+import SSIKDDM
+import SSIMembership
+import SSISystem
+import SSITransport
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// This node's side of the cluster's applications: launching (Launch.swift), watching and
+/// refreshing their records, checkpoint and restart through the engine (Snapshots.swift),
+/// logs. The daemon's process-table subsystem routes requests here once they reached the
+/// application's node.
+public final class NodeApplications: Sendable {
+    public let table: ProcessTable
+    let rpc: RPCNode
+    let me: NodeID
+    /// This node's own snapshot directory: nothing relies on another node seeing it.
+    public let store: SnapshotStore
+    let logDir: String
+    let initPath: String
+    let logger: Logger
+    /// Applications running here: id -> root PID (in this node's PID namespace).
+    let local = Mutex<[Int32: Int32]>([:])
+    /// What the last refresh wrote, per application (processes, rss).
+    let written = Mutex<[Int32: (Int, UInt64, AppState)]>([:])
+    /// Snapshots other nodes are streaming into this node's store (RemoteImage.swift).
+    let incoming = IncomingSnapshots()
+    /// cgroup directories every application of this node is put in (CPUGroups.swift).
+    public let cpuGroups = Mutex<[String]>([])
+
+    public init(table: ProcessTable, rpc: RPCNode, snapshots: String, logs: String, initPath: String, logger: Logger) {
+        self.table = table
+        self.rpc = rpc
+        me = rpc.nodeID
+        store = SnapshotStore(root: snapshots)
+        logDir = logs
+        self.initPath = initPath
+        self.logger = logger
+    }
+
+    /// The root PID of a local application, or an error saying where it is.
+    func localRoot(_ app: Int32) async throws -> Int32 {
+        if let pid = local.withLock({ $0[app] }) { return pid }
+        let r = try await table.record(app)
+        throw SSIError(.state, "application \(app) is not running on node \(me) (it is \(r.state.rawValue) on node \(r.node))",
+                       hint: r.state == .running ? "ask node \(r.node)" : "ssi restart \(app) brings it back from a snapshot")
+    }
+
+    // MARK: the records' refresh
+
+    /// Every 2 s: each local application's process count (its cgroup's cgroup.procs) and
+    /// resident memory (VmRSS of each, /proc/PID/status), and frozen or not; written only
+    /// when changed, so a quiet cluster makes no KDDM traffic.
+    public func refreshLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(2))
+            for (app, pid) in local.withLock({ $0 }) { await refresh(app, root: pid) }
+        }
+    }
+
+    func refresh(_ app: Int32, root: Int32) async {
+        let freezer = CgroupFreezer.find()
+        var pids: [Int32] = []
+        if let f = freezer, let procs = try? ProcFS.read("\(f.path(app))/cgroup.procs") {
+            pids = procs.split(separator: "\n").compactMap { Int32($0) }
+        }
+        if pids.isEmpty { pids = Self.tree(root) }
+        let rss = pids.reduce(UInt64(0)) { $0 + Self.rss(of: $1) }
+        let state: AppState = freezer?.isFrozen(app) == true ? .frozen : .running
+        if let w = written.withLock({ $0[app] }), w.0 == pids.count, w.1 == rss, w.2 == state { return }
+        let n = pids.count
+        do {
+            try await table.update(app) { r in
+                guard r.node == self.me, r.pid == root, r.state != .stopped else { return }
+                (r.processes, r.rss_bytes, r.state) = (n, rss, state)
+            }
+            written.withLock { $0[app] = (n, rss, state) }
+        } catch {
+            logger.debug("process table: refresh of \(app) failed: \(error)")
+        }
+    }
+
+    /// The root and its descendants, from /proc/PID/task/TID/children (proc(5), Linux 3.5):
+    /// where no cgroup v2 group holds the application.
+    static func tree(_ root: Int32) -> [Int32] {
+        var out: [Int32] = [], todo = [root]
+        while let p = todo.popLast(), out.count < 100_000 {
+            out.append(p)
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p)/task")) ?? []
+            for t in tasks {
+                let kids = (try? ProcFS.read("/proc/\(p)/task/\(t)/children")) ?? ""
+                todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+        }
+        return out
+    }
+
+    static func rss(of pid: Int32) -> UInt64 {
+        guard let s = try? ProcFS.read("/proc/\(pid)/status") else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let kb = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { UInt64($0) } ?? 0
+            return kb * 1024
+        }
+        return 0
+    }
+
+    // MARK: logs
+
+    /// Up to 1 MiB of the application's log from `offset`.
+    public func log(_ app: Int32, from offset: UInt64) throws -> LogChunk {
+        let path = logPath(app)
+        guard let fh = FileHandle(forReadingAtPath: path) else {
+            throw SSIError(.notFound, "node \(me) has no log of application \(app) (\(path))",
+                           hint: "an application started with the caller's terminal or files has no log; ssi ps shows its log_node")
+        }
+        defer { try? fh.close() }
+        try fh.seek(toOffset: offset)
+        let data = fh.readData(ofLength: 1 << 20)
+        let running = local.withLock { $0[app] != nil }
+        return LogChunk(data: String(decoding: data, as: UTF8.self), next: offset + UInt64(data.count), running: running)
+    }
+
+    /// Runs a blocking engine call on a thread of its own: ptrace requests are accepted only
+    /// from the thread that attached (ptrace(2)), so a whole checkpoint or restart must stay
+    /// on one thread, never hop between a cooperative pool's threads.
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
+            let t = Thread { c.resume(with: Result { try body() }) }
+            t.stackSize = 8 << 20
+            t.start()
+        }
+    }
+}
+
+/// A piece of an application's log.
+public struct LogChunk: Codable, Sendable {
+    public var data: String
+    /// The offset to ask from next.
+    public var next: UInt64
+    public var running: Bool
+    public init(data: String, next: UInt64, running: Bool) { (self.data, self.next, self.running) = (data, next, running) }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import SSIKDDM
+import SSIMembership
+import SSISystem
+import SSITransport
+
+/// The cluster-wide application table and snapshot catalogue, in KDDM: every change is a
+/// grab and a put of the object (so two nodes changing one record never lose each other's
+/// change: the KDDM owner serialises grabs), every listing one range read of the set.
+public struct ProcessTable: Sendable {
+    public static let applicationsSet = "applications"
+    public static let snapshotsSet = "snapshots"
+    /// The counter object ids are drawn from (`counters/1`, docs/migration.md).
+    static let counterSet = "counters"
+    static let counterID: UInt64 = 1
+
+    let kddm: KDDM
+    let membership: Membership
+
+    public init(kddm: KDDM, membership: Membership) {
+        self.kddm = kddm
+        self.membership = membership
+    }
+
+    /// A new application id, unique in the cluster: a KDDM increment is a grab and a put,
+    /// so two nodes never get the same value.
+    public func newID() async throws -> Int32 {
+        let n = try await kddm.increment(Self.counterSet, Self.counterID, count: 1)
+        guard n < Int(Int32.max) - Int(ApplicationID.base) else {
+            throw SSIError(.state, "application ids are exhausted (counter \(Self.counterSet)/\(Self.counterID) = \(n))")
+        }
+        return ApplicationID.base + Int32(n)
+    }
+
+    public var onlineNodes: Set<NodeID> { online }
+    var online: Set<NodeID> { Set(membership.view.values.filter { $0.state == .online }.map(\.id)) }
+
+    /// Writes a new record (at launch).
+    public func insert(_ r: AppRecord) async throws {
+        try await kddm.store(Self.applicationsSet, UInt64(r.app), r.encoded())
+    }
+
+    /// Changes a record under a grab; returns the record written. Throws notFound when the
+    /// application is unknown.
+    @discardableResult
+    public func update(_ app: Int32, _ change: @Sendable (inout AppRecord) throws -> Void) async throws -> AppRecord {
+        let id = UInt64(app)
+        guard let bytes = try await kddm.grab(Self.applicationsSet, id) else {
+            try? await kddm.release(Self.applicationsSet, id)
+            throw Self.unknown(app)
+        }
+        do {
+            var r = try AppRecord.decode(bytes)
+            try change(&r)
+            try await kddm.put(Self.applicationsSet, id, r.encoded())
+            return r
+        } catch {
+            try? await kddm.release(Self.applicationsSet, id)
+            throw error
+        }
+    }
+
+    /// The record as written (no `lost` marking).
+    public func raw(_ app: Int32) async throws -> AppRecord {
+        guard let b = try await kddm.get(Self.applicationsSet, UInt64(app)) else { throw Self.unknown(app) }
+        return try AppRecord.decode(b)
+    }
+
+    /// The record as readers show it: `lost` when its node is not online.
+    public func record(_ app: Int32) async throws -> AppRecord {
+        try await raw(app).seen(online: online)
+    }
+
+    /// Every application of the cluster, in id order.
+    public func list() async throws -> [AppRecord] {
+        let on = online
+        return try await kddm.list(Self.applicationsSet).compactMap { try? AppRecord.decode($0.value).seen(online: on) }
+    }
+
+    static func unknown(_ app: Int32) -> SSIError {
+        SSIError(.notFound, "no application \(app) in the cluster", hint: "ssi ps lists the cluster's applications")
+    }
+
+    // MARK: snapshots
+
+    public func catalog(_ app: Int32) async throws -> SnapshotCatalog {
+        guard let b = try await kddm.get(Self.snapshotsSet, UInt64(app)) else { return SnapshotCatalog(app: app) }
+        return try SnapshotCatalog.decode(b)
+    }
+
+    public func catalogs() async throws -> [SnapshotCatalog] {
+        try await kddm.list(Self.snapshotsSet).compactMap { try? SnapshotCatalog.decode($0.value) }
+    }
+
+    /// Records that `node` holds version `v` of `app`.
+    public func addSnapshot(_ app: Int32, _ v: SnapshotCatalog.Version, holder node: NodeID) async throws {
+        let id = UInt64(app)
+        let old = try await kddm.grab(Self.snapshotsSet, id)
+        var c = (try? old.map(SnapshotCatalog.decode)) ?? nil ?? SnapshotCatalog(app: app)
+        c.add(v, holder: node)
+        do { try await kddm.put(Self.snapshotsSet, id, c.encoded()) } catch {
+            try? await kddm.release(Self.snapshotsSet, id)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import SSITransport
+
+/// What the `applications` and `snapshots` KDDM sets hold (docs/migration.md, "The
+/// application table"). Both are JSON, so `ssi kddm get applications ID` reads them too.
+
+/// The state of a cluster application as its node last wrote it; `lost` is never written:
+/// readers show it for records whose node is not online.
+public enum AppState: String, Codable, Sendable {
+    case running, frozen, migrating, stopped, lost
+}
+
+/// One application of the cluster: the value of `applications/<id>`.
+public struct AppRecord: Codable, Sendable, Equatable {
+    /// The id: 10,000,000 + a KDDM counter value, above PID_MAX_LIMIT (2^22), so a number
+    /// names a cluster application or a local process, never both.
+    public var app: Int32
+    /// The node it runs on (or last ran on).
+    public var node: NodeID
+    public var state: AppState
+    /// Its root (ssi-init, process 1 of its PID namespace) as seen from its node.
+    public var pid: Int32
+    public var command: [String]
+    public var processes: Int
+    public var rss_bytes: UInt64
+    /// ISO 8601, UTC.
+    public var started: String
+    /// Kerrighed's capabilities, e.g. CAN_MIGRATE.
+    public var caps: [String]
+    public var exit_status: Int32?
+    /// The node keeping its stdout/stderr log, when it has one (no caller's files).
+    public var log_node: NodeID?
+    public var migrations: Int
+
+    public init(app: Int32, node: NodeID, pid: Int32, command: [String], started: String) {
+        (self.app, self.node, self.pid, self.command, self.started) = (app, node, pid, command, started)
+        state = .running
+        processes = 1
+        rss_bytes = 0
+        caps = []
+        migrations = 0
+    }
+
+    /// The record as a reader shows it: `lost` when its node is not online and it had not
+    /// stopped (a stopped application is not lost with its node: nothing runs).
+    public func seen(online: Set<NodeID>) -> AppRecord {
+        var r = self
+        if !online.contains(node) && state != .stopped { r.state = .lost }
+        return r
+    }
+
+    public func encoded() -> [UInt8] { Array((try? JSONEncoder.sorted.encode(self)) ?? Data()) }
+    public static func decode(_ bytes: [UInt8]) throws -> AppRecord { try JSONDecoder().decode(AppRecord.self, from: Data(bytes)) }
+}
+
+/// The snapshots of one application: the value of `snapshots/<id>`.
+public struct SnapshotCatalog: Codable, Sendable, Equatable {
+    public struct Version: Codable, Sendable, Equatable {
+        public var version: Int
+        public var date: String
+        public var description: String
+        public var size: UInt64
+        /// The nodes holding a copy, first the one that made it.
+        public var nodes: [NodeID]
+        public init(version: Int, date: String, description: String, size: UInt64, nodes: [NodeID]) {
+            (self.version, self.date, self.description, self.size, self.nodes) = (version, date, description, size, nodes)
+        }
+    }
+    public var app: Int32
+    public var versions: [Version]
+    public init(app: Int32, versions: [Version] = []) { (self.app, self.versions) = (app, versions) }
+
+    /// Adds `node` as a holder of `v` (the version itself when new).
+    public mutating func add(_ v: Version, holder node: NodeID) {
+        if let i = versions.firstIndex(where: { $0.version == v.version }) {
+            if !versions[i].nodes.contains(node) { versions[i].nodes.append(node) }
+        } else {
+            var nv = v
+            if !nv.nodes.contains(node) { nv.nodes.append(node) }
+            versions.append(nv)
+            versions.sort { $0.version < $1.version }
+        }
+    }
+
+    public func encoded() -> [UInt8] { Array((try? JSONEncoder.sorted.encode(self)) ?? Data()) }
+    public static func decode(_ bytes: [UInt8]) throws -> SnapshotCatalog { try JSONDecoder().decode(SnapshotCatalog.self, from: Data(bytes)) }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}
+
+/// Application ids start above the largest PID Linux can give (PID_MAX_LIMIT = 2^22,
+/// include/linux/threads.h).
+public enum ApplicationID {
+    public static let base: Int32 = 10_000_000
+    public static func isCluster(_ id: Int32) -> Bool { id > base }
+}

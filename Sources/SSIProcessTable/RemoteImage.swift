@@ -1,0 +1,174 @@
+import Foundation
+import SSIImage
+import SSISystem
+import SSITransport
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// A snapshot written straight into another node's version store, over the cluster's
+// authenticated RPC, as the engine produces it: the source keeps no copy. Used by the
+// stop-and-copy migration. The source computes each file's CRC-32C as it sends it and the
+// target its own as it writes it; a file whose two do not match fails the migration.
+
+extension ProcessTableService {
+    /// One step of an incoming snapshot: begin, data, finish, commit, abort.
+    public static let incoming = ServiceBlock.processTable.number(6)
+}
+
+struct IncomingStep: Codable {
+    enum Kind: String, Codable { case begin, data, finish, commit, abort }
+    var kind: Kind
+    var token: UInt64
+    var app: Int32 = 0
+    var name: String = ""
+    var description: String = ""
+    var processes: [Int32] = []
+    var arch: String = ""
+    var date: Date = Date()
+
+    /// JSON header (length first), then the raw bytes of a data step.
+    func encoded(_ bytes: UnsafeRawBufferPointer? = nil) throws -> [UInt8] {
+        let json = Array(try JSONEncoder().encode(self))
+        var out = UInt32(json.count).littleEndianBytes + json
+        if let bytes { out += bytes }
+        return out
+    }
+
+    static func decode(_ p: [UInt8]) throws -> (IncomingStep, ArraySlice<UInt8>) {
+        guard p.count >= 4 else { throw SSIError(.corrupt, "incoming snapshot: short message") }
+        let n = Int(readLE(p, 0, as: UInt32.self))
+        guard p.count >= 4 + n else { throw SSIError(.corrupt, "incoming snapshot: short header") }
+        return (try JSONDecoder().decode(IncomingStep.self, from: Data(p[4..<4 + n])), p[(4 + n)...])
+    }
+}
+
+struct IncomingAnswer: Codable {
+    var entry: FileEntry?
+    var version: Int?
+    var manifest: Manifest?
+}
+
+/// The target's snapshots being received, by token. The writers are used by one RPC at a
+/// time per token (the source sends in order and waits for each answer), and only under
+/// the lock: that is why the box may cross tasks.
+final class IncomingSnapshots: @unchecked Sendable {
+    private let lock = NSLock()
+    private var writers: [UInt64: (writer: SnapshotWriter, file: (any ImageFileWriter)?)] = [:]
+
+    func handle(_ step: IncomingStep, _ bytes: ArraySlice<UInt8>, store: SnapshotStore) throws -> IncomingAnswer {
+        lock.lock()
+        defer { lock.unlock() }
+        switch step.kind {
+        case .begin:
+            writers[step.token] = (try store.beginWrite(app: step.app), nil)
+            return IncomingAnswer()
+        case .data:
+            guard let w = writers[step.token] else { throw Self.unknown(step) }
+            let f = try w.file ?? w.writer.createFile(step.name)
+            writers[step.token]?.file = f
+            try bytes.withUnsafeBytes { try f.append($0) }
+            return IncomingAnswer()
+        case .finish:
+            guard let w = writers[step.token] else { throw Self.unknown(step) }
+            let f = try w.file ?? w.writer.createFile(step.name)
+            writers[step.token]?.file = nil
+            return IncomingAnswer(entry: try f.finish(sync: false))
+        case .commit:
+            guard let w = writers.removeValue(forKey: step.token) else { throw Self.unknown(step) }
+            let (v, m) = try w.writer.commit(description: step.description, processes: step.processes, arch: step.arch, date: step.date)
+            return IncomingAnswer(version: v, manifest: m)
+        case .abort:
+            writers.removeValue(forKey: step.token)?.writer.abort()
+            return IncomingAnswer()
+        }
+    }
+
+    static func unknown(_ s: IncomingStep) -> SSIError {
+        SSIError(.state, "incoming snapshot \(s.token) is unknown here (aborted, or this daemon restarted)")
+    }
+}
+
+/// The source's side: an ImageWriter whose files go to `node` as they are written. Called
+/// on the engine's thread, which it blocks for each RPC (never a cooperative thread).
+final class RemoteImageWriter: ImageWriter {
+    let rpc: RPCNode
+    let node: NodeID
+    let token = UInt64.random(in: 1...UInt64.max)
+    var location: String { "node \(node) (streamed)" }
+
+    init(rpc: RPCNode, node: NodeID, app: Int32) throws {
+        self.rpc = rpc
+        self.node = node
+        _ = try send(IncomingStep(kind: .begin, token: token, app: app))
+    }
+
+    func send(_ step: IncomingStep, _ bytes: UnsafeRawBufferPointer? = nil) throws -> IncomingAnswer {
+        let payload = try step.encoded(bytes)
+        let (rpc, node) = (self.rpc, self.node)
+        let out = try blockingCall { try await rpc.call(node, service: ProcessTableService.incoming, payload, timeout: .seconds(120)) }
+        return try JSONDecoder().decode(IncomingAnswer.self, from: Data(out))
+    }
+
+    func createFile(_ name: String) throws -> any ImageFileWriter { RemoteFileWriter(writer: self, name: name) }
+
+    func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
+        let a = try send(IncomingStep(kind: .commit, token: token, description: description, processes: processes, arch: arch, date: date))
+        guard let v = a.version, let m = a.manifest else { throw SSIError(.corrupt, "node \(node) did not say which version it committed") }
+        return (v, m)
+    }
+
+    func abort() { _ = try? send(IncomingStep(kind: .abort, token: token)) }
+}
+
+final class RemoteFileWriter: ImageFileWriter {
+    let writer: RemoteImageWriter
+    let name: String
+    private(set) var size: UInt64 = 0
+    private var crc: UInt32 = 0
+    private var buffer: [UInt8] = []
+    /// 4 MiB per RPC: well under the transport's 16 MiB frame.
+    static let chunk = 4 << 20
+
+    init(writer: RemoteImageWriter, name: String) { (self.writer, self.name) = (writer, name) }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        crc = CRC32C.update(crc, bytes)
+        size += UInt64(bytes.count)
+        buffer.append(contentsOf: bytes)
+        if buffer.count >= Self.chunk { try flush() }
+    }
+
+    private func flush() throws {
+        guard !buffer.isEmpty else { return }
+        let step = IncomingStep(kind: .data, token: writer.token, name: name)
+        _ = try buffer.withUnsafeBytes { try writer.send(step, $0) }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    func finish(sync: Bool) throws -> FileEntry {
+        try flush()
+        guard let e = try writer.send(IncomingStep(kind: .finish, token: writer.token, name: name)).entry else {
+            throw SSIError(.corrupt, "node \(writer.node) did not acknowledge \(name)")
+        }
+        guard e.size == size, e.crc32c == crc else {
+            throw SSIError(.corrupt, "\(name) arrived on node \(writer.node) as \(e.size) bytes with CRC \(String(e.crc32c, radix: 16)), sent as \(size) bytes with CRC \(String(crc, radix: 16))")
+        }
+        return e
+    }
+}
+
+/// Runs an async call from a thread that may block (the engine's), and waits for it.
+func blockingCall<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let box = Mutex<Result<T, Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let r: Result<T, Error>
+        do { r = .success(try await body()) } catch { r = .failure(error) }
+        box.withLock { $0 = r }
+        done.signal()
+    }
+    done.wait()
+    return try box.withLock { $0! }.get()
+}

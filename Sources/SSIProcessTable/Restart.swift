@@ -1,0 +1,60 @@
+import Foundation
+import SSICheckpoint
+import SSIImage
+import SSISystem
+import SSITransport
+
+/// What `ssi restart APP [V] [--node N]` asks.
+public struct RestartSpec: Codable, Sendable, Equatable {
+    public var app: Int32
+    /// Nil: the latest version.
+    public var version: Int?
+    /// Where to restart it; nil: the node asked.
+    public var node: NodeID?
+    public init(app: Int32, version: Int?, node: NodeID?) { (self.app, self.version, self.node) = (app, version, node) }
+}
+
+extension NodeApplications {
+    /// Restarts a cluster application on this node from one of its snapshots, wherever it is:
+    /// a version this node lacks is pulled first from an online node holding it (the
+    /// `snapshots` set says which). Refused while the application runs: one copy only.
+    public func restart(_ spec: RestartSpec) async throws -> AppRecord {
+        let app = spec.app
+        let rec = try await table.record(app)
+        if [.running, .frozen, .migrating].contains(rec.state) {
+            throw SSIError(.busy, "application \(app) is \(rec.state.rawValue) on node \(rec.node) (pid \(rec.pid)): it cannot be restarted while it runs; nothing was changed",
+                           hint: "ssi checkpoint --kill \(app) first, or ssi migrate \(app) NODE to move it")
+        }
+        let catalog = try await table.catalog(app)
+        guard let v = spec.version ?? catalog.versions.last?.version ?? store.versions(app).last else {
+            throw SSIError(.notFound, "application \(app) has no snapshot", hint: "it can only be restarted from a snapshot: ssi checkpoint \(app) while it runs")
+        }
+        if !store.versions(app).contains(v) { try await fetchForRestart(app, v, catalog) }
+        let engine = CheckpointEngine(store: store)
+        let r = try await Self.onThread { try engine.restart(app: app, version: v) }
+        joinCPUGroups(root: r.pid)
+        watch(app: app, pid: r.pid)
+        let me = self.me
+        return try await table.update(app) { rec in
+            (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
+        }
+    }
+
+    private func fetchForRestart(_ app: Int32, _ v: Int, _ catalog: SnapshotCatalog) async throws {
+        guard let entry = catalog.versions.first(where: { $0.version == v }) else {
+            let all = catalog.versions.map { "v\($0.version)" }.joined(separator: ", ")
+            throw SSIError(.notFound, "application \(app) has no snapshot v\(v) (versions: \(all.isEmpty ? "none" : all))", hint: "ssi snapshots \(app) lists them")
+        }
+        let online = table.online
+        let holders = entry.nodes.filter { online.contains($0) && $0 != me }
+        guard !holders.isEmpty else {
+            throw SSIError(.unreachable, "snapshot v\(v) of application \(app) is held by node(s) \(entry.nodes.map(String.init).joined(separator: ",")), none of them online",
+                           hint: "bring one of them back, or restart another version (ssi snapshots \(app))")
+        }
+        var last: Error?
+        for h in holders {
+            do { try await pull(app, v, from: h); return } catch { last = error }
+        }
+        throw last!
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+
+extension Policy {
+    /// Sender-initiated balancing: this node gives one application to the least loaded node
+    /// when its load is above that node's by more than `threshold` and the move pays.
+    func balance(_ view: SchedulerView, me: Int, rules: MigrationRules) -> Decision? {
+        guard let mine = view.node(me), let myLoad = load(mine) else { return nil }
+        let threshold = element.double("threshold", 0.5)
+        let others = view.nodes.filter { $0.online && $0.node != me && load($0) != nil }
+        guard let target = others.min(by: { (load($0)!, $0.node) < (load($1)!, $1.node) }), let theirLoad = load(target),
+              myLoad - theirLoad > threshold else { return nil }
+        var best: (app: AppView, gain: Double)?
+        var refusals: [String] = []
+        for a in mine.apps where a.cpu > 0 {
+            if let why = rules.refusal(a, from: me, to: target.node, view: view) { refusals.append(why); continue }
+            // The busier of the two nodes after the move, against the busier before it: what
+            // the move removes from the worst queue.
+            let after = max(myLoad - a.cpu / max(0.01, mine.cpus), theirLoad + a.cpu / max(0.01, target.cpus))
+            let gain = myLoad - after
+            guard gain > 0, gain * rules.horizon > rules.cost(a) else { continue }
+            if best == nil || gain > best!.gain { best = (a, gain) }
+        }
+        guard let (a, gain) = best else { return nil }
+        let f = { (x: Double) in String(format: "%.2f", x) }
+        return Decision(policy: name, action: .migrate(app: a.app, from: me, to: target.node),
+                        reason: "\(input) \(f(myLoad)) here vs \(f(theirLoad)) on node \(target.node) (threshold \(f(threshold))); moving app \(a.app) (\(f(a.cpu)) CPU) lowers the busier node by \(f(gain)), worth \(f(gain * rules.horizon)) s against a price of \(f(rules.cost(a))) s"
+                            + (refusals.isEmpty ? "" : "; skipped: " + refusals.joined(separator: "; ")))
+    }
+
+    /// Consolidation: a light node (input below `light`) sends one application per round to
+    /// the busiest node that stays under `full` with it. Only towards a node holding more
+    /// applications (ties: the lower node number), so two light nodes never trade theirs.
+    /// Nodes left with no application are reported: they can be switched off.
+    func consolidate(_ view: SchedulerView, me: Int, rules: MigrationRules) -> [Decision] {
+        var out: [Decision] = []
+        let empty = view.nodes.filter { $0.online && $0.apps.isEmpty }.map(\.node)
+        if !empty.isEmpty {
+            out.append(Decision(policy: name, action: .emptyNodes(empty), reason: "no application runs on node(s) \(empty.map(String.init).joined(separator: ", "))"))
+        }
+        guard let mine = view.node(me), let myLoad = load(mine), myLoad < element.double("light", 0.3), !mine.apps.isEmpty else { return out }
+        let full = element.double("full", 0.8)
+        let targets = view.nodes.filter { n in
+            n.online && n.node != me && load(n) != nil
+                && (n.apps.count > mine.apps.count || (n.apps.count == mine.apps.count && n.node < me))
+        }.sorted { (load($0)!, -$0.node) > (load($1)!, -$1.node) }
+        for a in mine.apps.sorted(by: { $0.cpu < $1.cpu }) {
+            for t in targets where load(t)! + a.cpu / max(0.01, t.cpus) <= full {
+                guard rules.refusal(a, from: me, to: t.node, view: view) == nil else { continue }
+                let f = { (x: Double) in String(format: "%.2f", x) }
+                out.append(Decision(policy: name, action: .migrate(app: a.app, from: me, to: t.node),
+                                    reason: "node \(me) is light (\(input) \(f(myLoad)) < \(f(element.double("light", 0.3)))); node \(t.node) takes app \(a.app) and stays at \(f(load(t)! + a.cpu / max(0.01, t.cpus))) <= \(f(full))"))
+                return out
+            }
+        }
+        return out
+    }
+}

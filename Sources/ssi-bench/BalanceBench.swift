@@ -1,0 +1,128 @@
+import Foundation
+import SSILocalCluster
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ssi-bench balance`: what load balancing by migration gives on the local cluster. A
+/// skewed set of CPU-bound jobs (Tests/Fixtures/cpuwork.c, heavy-tailed lengths) is started
+/// on node 1 of `ssi cluster up --nodes N --cpus C`, once with the scheduler's policy `none`
+/// on every node and once with the built-in default settings (balancing by migration).
+/// Prints makespan, mean slowdown (time in system / CPU time), migrations, and the ideal
+/// makespan (total work / total CPUs).
+struct BalanceBenchmark {
+    static let usage = "balance [--jobs 12] [--nodes 3] [--cpus 0.5] [--min 0.5] [--max 6] (CPU-seconds per job)"
+    var jobs = 12, nodes = 3
+    var cpus = 0.5, minLength = 0.5, maxLength = 6.0
+
+    init(args: [String]) throws {
+        var i = 0
+        func value() throws -> String {
+            i += 1
+            guard i < args.count else { throw SSIError(.invalidArgument, "\(args[i - 1]) needs a value", hint: "ssi-bench \(Self.usage)") }
+            return args[i]
+        }
+        while i < args.count {
+            switch args[i] {
+            case "--jobs": jobs = Int(try value()) ?? 0
+            case "--nodes": nodes = Int(try value()) ?? 0
+            case "--cpus": cpus = Double(try value()) ?? 0
+            case "--min": minLength = Double(try value()) ?? 0
+            case "--max": maxLength = Double(try value()) ?? 0
+            default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "ssi-bench \(Self.usage)")
+            }
+            i += 1
+        }
+        guard jobs >= 2, (2...20).contains(nodes), cpus > 0, minLength > 0, maxLength >= minLength else {
+            throw SSIError(.invalidArgument, "need --jobs >= 2, --nodes 2..20, --cpus > 0, 0 < --min <= --max", hint: "ssi-bench \(Self.usage)")
+        }
+    }
+
+    /// Job lengths in CPU-seconds, geometric from min to max: a few long jobs, many short.
+    var lengths: [Double] { (0..<jobs).map { minLength * pow(maxLength / minLength, Double($0) / Double(jobs - 1)) } }
+
+    struct Run { var label: String; var makespan: Double; var slowdown: Double; var migrations: Int }
+
+    func run() throws {
+        guard geteuid() == 0 else { throw SSIError(.permission, "ssi-bench balance needs root (ssi cluster up with network namespaces and cgroups)") }
+        Proc.becomeSubreaper()
+        let dir = "/tmp/ssi-bench-balance"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let work = try BenchProcess.compile("cpuwork", into: dir)
+        let perSecond = try calibrate(work)
+        let total = lengths.reduce(0, +)
+        print("jobs: \(jobs), \(String(format: "%.1f", total)) CPU-s in all (\(lengths.map { String(format: "%.1f", $0) }.joined(separator: " "))); \(nodes) nodes of \(cpus) CPU; \(perSecond) units per CPU-second")
+        let none = "\(dir)/none.xml"
+        try "<scheduler><probe name=\"cpu\" type=\"cpu\"/><configuration name=\"none\" selector=\"otherwise\"><policy name=\"none\" type=\"none\"/></configuration></scheduler>\n"
+            .write(toFile: none, atomically: true, encoding: .utf8)
+        var runs: [Run] = []
+        for (label, settings) in [("none (all on node 1)", none as String?), ("balance (default.xml)", nil)] {
+            runs.append(try measure(label, settings: settings, work: work, perSecond: perSecond))
+        }
+        let ideal = total / (Double(nodes) * cpus)
+        print("")
+        print("policy                      makespan   x ideal   mean slowdown   migrations")
+        for r in runs {
+            print(r.label.padding(toLength: 27, withPad: " ", startingAt: 0)
+                  + String(format: " %7.1f s  %7.2f   %13.2f   %10d", r.makespan, r.makespan / ideal, r.slowdown, r.migrations))
+        }
+        print(String(format: "ideal (work / CPUs)         %7.1f s", ideal))
+        if runs.count == 2 {
+            print(String(format: "balanced: makespan %.2f x ideal (target <= 1.15); mean slowdown %.0f%% below none (target >= 35%%)",
+                         runs[1].makespan / ideal, 100 * (1 - runs[1].slowdown / runs[0].slowdown)))
+        }
+    }
+
+    func calibrate(_ work: String) throws -> Int {
+        var xs: [Int] = []
+        for _ in 0..<3 { xs.append(Int(try Proc.run([work, "--calibrate"]).1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) }
+        guard let m = xs.sorted().dropFirst().first, m > 0 else { throw SSIError(.system, "cpuwork --calibrate failed") }
+        return m
+    }
+
+    var ssi: String {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("ssi").path
+    }
+
+    @discardableResult
+    func ssi(_ args: [String]) throws -> String {
+        let r = try Proc.run([ssi] + args, check: false)
+        guard r.0 == 0 else { throw SSIError(.system, "ssi \(args.joined(separator: " ")) failed: \(r.1)") }
+        return r.1
+    }
+
+    struct Row: Decodable { var app: Int32; var state: String; var migrations: Int }
+
+    func measure(_ label: String, settings: String?, work: String, perSecond: Int) throws -> Run {
+        try ssi(["cluster", "up", "--nodes", "\(nodes)", "--cpus", "\(cpus)"])
+        defer { _ = try? ssi(["cluster", "down"]); Proc.reapAll() }
+        if let settings { for k in 1...nodes { try ssi(["sched", "load", settings, "--node", "\(k)"]) } }
+        var submitted: [Int32: (at: Date, cpu: Double)] = [:]
+        let t0 = Date()
+        for (i, length) in lengths.enumerated().reversed() {
+            let idFile = "/tmp/ssi-bench-balance/id-\(i)"
+            try ssi(["run", "--node", "1", "-b", "--log", "-o", idFile, "--", work, "\(Int(length * Double(perSecond)))"])
+            guard let id = Int32((try String(contentsOfFile: idFile, encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw SSIError(.corrupt, "ssi run wrote no application id to \(idFile)")
+            }
+            submitted[id] = (Date(), length)
+            try ssi(["caps", "\(id)", "+CAN_MIGRATE"])
+        }
+        var ended: [Int32: Date] = [:]
+        var migrations = 0
+        let dec = JSONDecoder()
+        while ended.count < submitted.count {
+            usleep(250_000)
+            guard Date().timeIntervalSince(t0) < 600 else { throw SSIError(.timeout, "\(label): jobs still running after 600 s") }
+            let rows = (try? dec.decode([Row].self, from: Data(try ssi(["ps", "--json"]).utf8))) ?? []
+            for r in rows where submitted[r.app] != nil && r.state == "stopped" && ended[r.app] == nil { ended[r.app] = Date() }
+            migrations = rows.filter { submitted[$0.app] != nil }.map(\.migrations).reduce(0, +)
+        }
+        let makespan = ended.values.map { $0.timeIntervalSince(t0) }.max() ?? 0
+        let slowdowns = submitted.map { id, s in ended[id]!.timeIntervalSince(s.at) / s.cpu }
+        print(String(format: "%@: makespan %.1f s, mean slowdown %.2f, %d migrations", label, makespan, slowdowns.reduce(0, +) / Double(slowdowns.count), migrations))
+        return Run(label: label, makespan: makespan, slowdown: slowdowns.reduce(0, +) / Double(slowdowns.count), migrations: migrations)
+    }
+}

@@ -1,0 +1,192 @@
+import ArgumentParser
+import Foundation
+import SSIControl
+import SSILocalCluster
+import SSIProcessTable
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Cluster applications (docs/migration.md): `ssi run` with a daemon, `ps`, `caps`, `logs`,
+// and the cluster forms of `checkpoint`, `restart`, `snapshots`.
+let appCommands: [ParsableCommand.Type] = [PS.self, Caps.self, Logs.self, Migrate.self]
+
+func appsFail(_ error: Error) -> Never {
+    FileHandle.standardError.write(Data("ssi: \(error)\n".utf8))
+    exit(1)
+}
+
+enum ClusterApps {
+    /// True when a daemon is there to ask: $SSI_CONTROL, a local cluster, or /run/ssid.sock.
+    static func daemonReachable() -> Bool {
+        (try? connect(node: nil)) != nil
+    }
+
+    /// DaemonOptions' choice without its parsed options: $SSI_CONTROL, else node `node` (or
+    /// the first that answers) of the local cluster, else /run/ssid.sock.
+    static func connect(node: Int?) throws -> ControlConnection {
+        if let env = ProcessInfo.processInfo.environment["SSI_CONTROL"] { return try ControlConnection(socket: env) }
+        let lc = LocalCluster()
+        guard let plan = lc.plan() else { return try ControlConnection(socket: "/run/ssid.sock") }
+        if let node {
+            guard (1...plan.nodes).contains(node) else {
+                throw SSIError(.notFound, "no node \(node) in the local cluster (nodes 1-\(plan.nodes))", hint: "ssi nodes status lists them")
+            }
+            do { return try ControlConnection(socket: lc.socket(node: node)) } catch let e as SSIError {
+                throw SSIError(e.kind, "node \(node): \(e.message)", hint: "is node \(node) up? ssi nodes status; ssi cluster start-node \(node)")
+            }
+        }
+        var last = SSIError(.unreachable, "no node of the local cluster answers", hint: "ssi cluster up starts one")
+        for k in 1...plan.nodes {
+            do { return try ControlConnection(socket: lc.socket(node: k)) } catch let e as SSIError where e.kind == .unreachable { last = e }
+        }
+        throw last
+    }
+
+    static func call(_ r: AppsRequest, node: Int? = nil, timeout: Int = 60) throws -> ControlReply {
+        try connect(node: node).send(.apps(r), timeout: timeout)
+    }
+
+    static func call(_ r: AppsRequest, via d: DaemonOptions, timeout: Int = 60) throws -> ControlReply {
+        try d.call(.apps(r), timeout: timeout)
+    }
+
+    /// `ssi run` in cluster mode. In the local cluster the CLI reaches node N's socket itself
+    /// and passes its fds 0-2 (SCM_RIGHTS: the caller and the node are the same machine);
+    /// otherwise its own node's daemon forwards the launch and the application logs on N.
+    static func launch(_ cmd: [String], node: Int?, log: Bool) throws -> AppRecord {
+        let lc = LocalCluster()
+        let local = lc.plan() != nil && ProcessInfo.processInfo.environment["SSI_CONTROL"] == nil
+        let env = ProcessInfo.processInfo.environment
+        let cwd = FileManager.default.currentDirectoryPath
+        let spec = LaunchSpec(command: cmd, environment: env, directory: cwd,
+                              node: local ? nil : node.map { UInt8($0) }, log: log)
+        let conn = try connect(node: local ? node : nil)
+        let pass: [Int32] = (local || node == nil) && !log ? [0, 1, 2] : []
+        return try conn.send(.apps(.launch(spec)), timeout: 60, passing: pass).application()
+    }
+
+    /// Waits for a cluster application to stop; returns its exit status.
+    static func wait(_ app: Int32, node: Int?) throws -> Int32 {
+        while true {
+            let r = try call(.show(app: app), node: node).application()
+            if r.state == .stopped { return r.exit_status ?? 0 }
+            if r.state == .lost { throw SSIError(.state, "application \(app) is lost: node \(r.node) is not online", hint: "ssi restart \(app) --node N brings it back from a snapshot") }
+            usleep(200_000)
+        }
+    }
+}
+
+struct PS: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "Every application of the cluster, from any node.")
+    @Flag(help: "Print JSON: one object per application.") var json = false
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            let apps = try ClusterApps.call(.list, via: daemon).applications()
+            if json {
+                let e = JSONEncoder()
+                e.outputFormatting = [.sortedKeys]
+                print(String(decoding: try e.encode(apps), as: UTF8.self))
+                return
+            }
+            print("APP        NODE STATE     PID      PROCS RSS        STARTED               COMMAND")
+            for a in apps {
+                func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
+                let rss = a.rss_bytes >= 1 << 20 ? "\(a.rss_bytes >> 20) MiB" : "\(a.rss_bytes >> 10) KiB"
+                print(pad("\(a.app)", 10) + " " + pad("\(a.node)", 4) + " " + pad(a.state.rawValue, 9) + " " + pad("\(a.pid)", 8) + " "
+                      + pad("\(a.processes)", 5) + " " + pad(rss, 10) + " " + pad(a.started, 21) + " " + a.command.joined(separator: " "))
+            }
+        } catch { appsFail(error) }
+    }
+}
+
+struct Caps: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "caps", abstract: "Show or change an application's capabilities (Kerrighed: krgcapset).",
+                                                    discussion: "e.g. ssi caps 10000001 +CAN_MIGRATE")
+    @Argument(help: "The application id.") var app: Int32
+    @Argument(parsing: .allUnrecognized, help: "+CAP or -CAP, e.g. +CAN_MIGRATE.") var changes: [String] = []
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            let r = try ClusterApps.call(changes.isEmpty ? .show(app: app) : .caps(app: app, changes: changes), via: daemon).application()
+            print("\(r.app): \(r.caps.isEmpty ? "(none)" : r.caps.joined(separator: " "))")
+        } catch { appsFail(error) }
+    }
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Move a cluster application to another node (Kerrighed: migrate).",
+                                                    discussion: "Stop-and-copy for now: it is stopped, checkpointed, restarted on NODE, and its old copy killed only once the new one runs. Needs the CAN_MIGRATE capability (ssi caps APP +CAN_MIGRATE).")
+    @Argument(help: "The application id.") var app: Int32
+    @Argument(help: "The target node.") var target: Int
+    @Option(name: .customLong("node"), help: "Ask this node of the local cluster (any node will do).") var askNode: Int?
+    func run() throws {
+        do {
+            guard ApplicationID.isCluster(app) else {
+                throw SSIError(.invalidArgument, "\(app) is not a cluster application: only those (ids above 10,000,000) can migrate",
+                               hint: "start it with ssi run --node N")
+            }
+            guard (1...255).contains(target) else { throw SSIError(.invalidArgument, "node \(target) is not a node id (1..255)") }
+            let t0 = ContinuousClock.now
+            let r = try ClusterApps.call(.migrate(MigrateSpec(app: app, node: UInt8(target))), node: askNode, timeout: 900).application()
+            print("Migrated application \(r.app) to node \(r.node) (pid \(r.pid)) in \(ContinuousClock.now - t0)")
+        } catch { appsFail(error) }
+    }
+}
+
+struct Logs: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print an application's log (stdout and stderr), from any node.")
+    @Flag(name: .shortAndLong, help: "Follow: keep printing until the application stops.") var follow = false
+    @Argument(help: "The application id.") var app: Int32
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            var off: UInt64 = 0
+            while true {
+                let c = try ClusterApps.call(.logs(app: app, offset: off), via: daemon).log()
+                FileHandle.standardOutput.write(Data(c.data.utf8))
+                off = c.next
+                if !follow || (!c.running && c.data.isEmpty) { return }
+                if c.data.isEmpty { usleep(300_000) }
+            }
+        } catch { appsFail(error) }
+    }
+}
+
+/// `ssi checkpoint APP` and `ssi restart APP` for a cluster application.
+enum ClusterCR {
+    static func checkpoint(app: Int32, description: String, kill: Signal?, replicas: Int, json: Bool, via: Int?) throws {
+        let spec = CheckpointSpec(app: app, description: description, kill: kill?.rawValue, replicas: replicas)
+        let r = try ClusterApps.call(.checkpoint(spec), node: via, timeout: 900).checkpointed()
+        if json {
+            let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
+                                    "node": Int(r.node), "replicas": r.replicas.map { Int($0) }, "frozenSeconds": r.frozenSeconds]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print("Identifier: \(r.app)")
+            print("Version: \(r.version)")
+            print("Description: \(r.description)")
+            print("Date: \(r.date)")
+            print("Node: \(r.node)\(r.replicas.isEmpty ? "" : " (replicas on \(r.replicas.map(String.init).joined(separator: ",")))")")
+        }
+    }
+
+    static func restart(app: Int32, version: Int?, node: Int?, json: Bool) throws {
+        let r = try ClusterApps.call(.restart(RestartSpec(app: app, version: version, node: node.map { UInt8($0) })), timeout: 900).application()
+        if json {
+            print("{\"identifier\":\(r.app),\"node\":\(r.node),\"pid\":\(r.pid)}")
+        } else {
+            print("Restarted application \(r.app) on node \(r.node) (pid \(r.pid))")
+        }
+    }
+
+    static func snapshots(app: Int32?) throws {
+        for c in try ClusterApps.call(.snapshots(app: app)).catalogs() {
+            for v in c.versions {
+                print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(v.size) bytes\t\(v.description)")
+            }
+        }
+    }
+}

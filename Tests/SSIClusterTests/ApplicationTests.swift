@@ -1,0 +1,339 @@
+import Foundation
+import SSIProcessTable
+import SSISystem
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Cluster applications on the real local cluster (docs/migration.md): KDDM listing, ssi run
+// --node, ps, caps, logs, checkpoint with replicas and restart on a survivor.
+
+/// The application id `ssi run` printed.
+func appID(_ out: String) -> Int32? {
+    out.split(separator: "\n").first { $0.hasPrefix("Running application ") }.flatMap { Int32($0.split(separator: " ").last ?? "") }
+}
+
+func psJSON(node: Int) throws -> [AppRecord] {
+    let out = try ssiOK("ps", "--json", "--node", "\(node)")
+    return try JSONDecoder().decode([AppRecord].self, from: Data(out.utf8))
+}
+
+func record(_ app: Int32, node: Int) throws -> AppRecord? { try psJSON(node: node).first { $0.app == app } }
+
+/// Kills node k's daemon and the processes of its applications with SIGKILL.
+func killNode(_ k: Int, apps: [Int32]) {
+    for p in apps { kill(p, SIGKILL) }
+    kill(nodePid(k), SIGKILL)
+}
+
+@Suite(.serialized, .enabled(if: canRunCluster, Comment(rawValue: whyNot)))
+struct ApplicationTests {
+    @Test(.timeLimit(.minutes(1))) func kddmListShowsEverySetObjectFromAnyNode() throws {
+        try up()
+        defer { try? down() }
+        _ = try ssiOK("kddm", "create-set", "listed")
+        for id in [7, 3, 300, 12] { _ = try ssiOK("kddm", "put", "listed", "\(id)", "v\(id)", "--node", "\(id % 3 + 1)") }
+        for k in 1...3 {
+            #expect(try ssiOK("kddm", "list", "listed", "--node", "\(k)") == "3\tv3\n7\tv7\n12\tv12\n300\tv300")
+        }
+        _ = try ssiOK("kddm", "remove", "listed", "7")
+        #expect(try ssiOK("kddm", "list", "listed", "--node", "2") == "3\tv3\n12\tv12\n300\tv300")
+        let bad = try ssi("kddm", "list", "nosuchset")
+        #expect(bad.code != 0 && bad.out.contains("no set 'nosuchset'"), "\(bad.out)")
+    }
+
+    /// An application started on node 2 from node 1's CLI: own PID namespace (the command is
+    /// process 2), node 2's network namespace, a child of node 2's ssid; seen by ps from
+    /// every node; caps stored in its record; its log read from another node.
+    @Test(.timeLimit(.minutes(2))) func runOnAnotherNodePsCapsLogs() throws {
+        try up()
+        defer { try? down() }
+        let out = try ssiOK("run", "-b", "--log", "--node", "2", "--", "/bin/sh", "-c", "echo started as $$; exec sleep 100")
+        let app = try #require(appID(out), "no id in \(out)")
+        #expect(app > ApplicationID.base)
+        let r = try #require(try record(app, node: 3))
+        #expect(r.node == 2 && r.state == .running && r.command.first == "/bin/sh")
+        let status = try String(contentsOfFile: "/proc/\(r.pid)/status", encoding: .utf8)
+        #expect(status.contains(where: { _ in true }) && status.split(separator: "\n").contains { $0.hasPrefix("NSpid:") && $0.hasSuffix("\t1") },
+                "ssi-init is not process 1 of its own namespace")
+        let net = { (p: Int32) in try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p)/ns/net") }
+        #expect(net(r.pid) != nil && net(r.pid) == net(nodePid(2)), "the app is not in node 2's network namespace")
+        #expect(ProcStatParent.of(r.pid) == nodePid(2), "the app's init is not a child of node 2's ssid")
+        _ = try waitFor("ps shows 2 processes", seconds: 15) { try record(app, node: 1)?.processes == 2 }
+        #expect(try ssiOK("caps", "\(app)", "+CAN_MIGRATE", "--node", "3") == "\(app): CAN_MIGRATE")
+        #expect(try record(app, node: 1)?.caps == ["CAN_MIGRATE"])
+        let bad = try ssi("caps", "\(app)", "+FLY")
+        #expect(bad.code != 0 && bad.out.contains("unknown capability 'FLY'"), "\(bad.out)")
+        _ = try waitFor("the log on node 2 read from node 3", seconds: 5) { try ssiOK("logs", "\(app)", "--node", "3") == "started as 2" }
+        let missing = try ssi("checkpoint", "\(ApplicationID.base + 99_999)")
+        #expect(missing.code != 0 && missing.out.contains("no application"), "\(missing.out)")
+        let down = try ssi("run", "--node", "9", "--", "/bin/true")
+        #expect(down.code != 0 && down.out.contains("node 9"), "\(down.out)")
+        kill(r.pid, SIGTERM)
+        _ = try waitFor("stopped in ps", seconds: 5) { try record(app, node: 3)?.state == .stopped }
+    }
+
+    /// Without --log the caller's stdout reaches the application (SCM_RIGHTS over the control
+    /// socket) and ssi run returns its exit status.
+    @Test(.timeLimit(.minutes(1))) func runPassesTheCallersFilesAndStatus() throws {
+        try up()
+        defer { try? down() }
+        let r = try ssi("run", "--node", "3", "--", "/bin/sh", "-c", "echo out of $$; exit 3")
+        #expect(r.code == 3, "\(r.out)")
+        #expect(r.out.contains("out of 2"), "\(r.out)")
+        let app = try #require(appID(r.out))
+        let rec = try #require(try record(app, node: 1))
+        #expect(rec.state == .stopped && rec.exit_status == 3)
+        let nf = try ssi("run", "--node", "2", "--", "/no/such/program")
+        #expect(nf.code != 0 && nf.out.contains("/no/such/program") && nf.out.contains("node 2"), "\(nf.out)")
+    }
+
+    /// checkpoint --replicas 1 from another node; node 3 killed with kill -9 (daemon and
+    /// application): every survivor shows the application lost; restart --node 2 brings it
+    /// back from the replica (node 2 never saw the snapshot made on node 3).
+    @Test(.timeLimit(.minutes(3))) func replicaSurvivesKillNine() throws {
+        try up()
+        defer { try? down() }
+        let out = try ssiOK("run", "-b", "--log", "--node", "3", "--", "/bin/sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")
+        let app = try #require(appID(out))
+        usleep(600_000)
+        let c = try ssiOK("checkpoint", "\(app)", "--replicas", "1", "--node", "1")
+        #expect(c.contains("Version: 1") && c.contains("Node: 3 (replicas on 1)"), "\(c)")
+        #expect(try ssiOK("snapshots", "\(app)").contains("v1"))
+        let busy = try ssi("restart", "\(app)", "--node", "2")
+        #expect(busy.code != 0 && busy.out.contains("running on node 3"), "\(busy.out)")
+        let rec = try #require(try record(app, node: 1))
+        killNode(3, apps: [rec.pid])
+        _ = try waitFor("lost on nodes 1 and 2", seconds: 6) {
+            try record(app, node: 1)?.state == .lost && record(app, node: 2)?.state == .lost
+        }
+        let r = try ssiOK("restart", "\(app)", "--node", "2")
+        #expect(r.contains("on node 2"), "\(r)")
+        let back = try #require(try record(app, node: 1))
+        #expect(back.node == 2 && back.state == .running && Proc.alive(back.pid))
+        #expect(try ssiOK("snapshots", "\(app)").contains("nodes 3,1,2"))
+        kill(back.pid, SIGTERM)
+    }
+}
+
+extension ApplicationTests {
+    /// A C program in its own PID namespace (process 2, a thread 4, a child 3) checkpointed
+    /// with --kill on node 1 and restarted on node 3: the same getpid/getppid/gettid inside,
+    /// though the node runs processes with those numbers (1, 2, 3 and 4 are always taken in
+    /// the node's namespace: init and kernel threads), /proc/self right, memory intact; it
+    /// checks all that itself and exits 0 only if everything held.
+    @Test(.timeLimit(.minutes(3))) func pidsSurviveRestartOnAnotherNode() throws {
+        let fixture = try TestEnv.fixture("nspids")
+        try up()
+        defer { try? down() }
+        for p: Int32 in [1, 2, 3, 4] { #expect(kill(p, 0) == 0, "PID \(p) is free in the node's namespace") }
+        let out = try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture)
+        let app = try #require(appID(out))
+        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        #expect(try ssiOK("logs", "\(app)").contains("main pid 2 ppid 1 tid 2 thread 4 child 3"))
+        let c = try ssiOK("checkpoint", "--kill=KILL", "\(app)")
+        #expect(c.contains("Version: 1"), "\(c)")
+        _ = try waitFor("stopped", seconds: 5) { try record(app, node: 2)?.state == .stopped }
+        let r = try ssiOK("restart", "\(app)", "--node", "3")
+        #expect(r.contains("on node 3"), "\(r)")
+        let rec = try #require(try record(app, node: 2))
+        #expect(rec.node == 3 && rec.state == .running)
+        let ns = try String(contentsOfFile: "/proc/\(rec.pid)/status", encoding: .utf8)
+        #expect(ns.split(separator: "\n").contains { $0.hasPrefix("NSpid:") && $0.hasSuffix("\t1") }, "the restored init is not process 1 of a new namespace")
+        kill(rec.pid, SIGUSR1)
+        _ = try waitFor("the program's verdict", seconds: 10) { try record(app, node: 1)?.state == .stopped }
+        let log = try ssiOK("logs", "\(app)", "--node", "2")
+        #expect(log.contains("PASS child pid 3 ppid 2") && log.hasSuffix("PASS") && !log.contains("FAIL"), "\(log)")
+        #expect(try record(app, node: 1)?.exit_status == 0)
+    }
+}
+
+extension ApplicationTests {
+    /// Stop-and-copy migration 1 -> 2 -> 3 -> 1 of a C program that checks its PIDs and its
+    /// memory itself at the end; refusals first (no CAN_MIGRATE, same node, unknown node):
+    /// the application never stopped for them.
+    @Test(.timeLimit(.minutes(4))) func migrateAroundTheCluster() throws {
+        let fixture = try TestEnv.fixture("nspids")
+        try up()
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture)))
+        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        let nocap = try ssi("migrate", "\(app)", "2")
+        #expect(nocap.code != 0 && nocap.out.contains("CAN_MIGRATE"), "\(nocap.out)")
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        let same = try ssi("migrate", "\(app)", "1", "--node", "3")
+        #expect(same.code != 0 && same.out.contains("already runs on node 1"), "\(same.out)")
+        let nowhere = try ssi("migrate", "\(app)", "7")
+        #expect(nowhere.code != 0 && nowhere.out.contains("node 7 is not online"), "\(nowhere.out)")
+        let first = try #require(try record(app, node: 2))
+        #expect(first.node == 1 && first.state == .running && Proc.alive(first.pid))
+        // A target that cannot store the snapshot (its snapshot directory is a file): the
+        // migration fails after the source stopped, and the source goes on, unchanged.
+        let blocked = "\(lc.dir)/node2/chkpt"
+        try? FileManager.default.createDirectory(atPath: "\(lc.dir)/node2", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: blocked, contents: Data("not a directory".utf8)))
+        let failed = try ssi("migrate", "\(app)", "2")
+        #expect(failed.code != 0 && failed.out.contains("goes on on node 1"), "\(failed.out)")
+        try FileManager.default.removeItem(atPath: blocked)
+        let after = try #require(try record(app, node: 3))
+        #expect(after.node == 1 && after.state == .running && after.pid == first.pid)
+        for p in NodeTree.of(first.pid) { #expect(Proc.state(p) != "T", "PID \(p) was left stopped") }
+        var last = first
+        for (target, via) in [(2, 3), (3, 1), (1, 2)] {
+            let out = try ssiOK("migrate", "\(app)", "\(target)", "--node", "\(via)")
+            #expect(out.contains("to node \(target)"), "\(out)")
+            let now = try #require(try record(app, node: via))
+            #expect(now.node == UInt8(target) && now.state == .running && Proc.alive(now.pid))
+            _ = try waitFor("the old copy gone", seconds: 5) { !Proc.alive(last.pid) }
+            for k in 1...3 { #expect(try psJSON(node: k).filter { $0.app == app }.map(\.node) == [UInt8(target)]) }
+            last = now
+        }
+        #expect(last.migrations == 3)
+        kill(last.pid, SIGUSR1)
+        _ = try waitFor("the program's verdict", seconds: 10) { try record(app, node: 3)?.state == .stopped }
+        let log = try ssiOK("logs", "\(app)")
+        #expect(log.contains("PASS child pid 3 ppid 2") && log.hasSuffix("PASS") && !log.contains("FAIL"), "\(log)")
+        #expect(try record(app, node: 2)?.exit_status == 0)
+    }
+}
+
+extension ApplicationTests {
+    /// Node 2's daemon killed with kill -9 while two of its applications run; one of them is
+    /// killed too. When the daemon comes back it adopts the survivor (still running, and
+    /// stopped once it ends) and records the other as stopped.
+    @Test(.timeLimit(.minutes(2))) func restartedDaemonAdoptsItsApplications() throws {
+        try up()
+        defer { try? down() }
+        let a = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "2", "--", "/bin/sleep", "300")))
+        let b = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "2", "--", "/bin/sleep", "300")))
+        let ra = try #require(try record(a, node: 1)), rb = try #require(try record(b, node: 1))
+        killNode(2, apps: [rb.pid])
+        _ = try waitFor("lost while node 2 is down", seconds: 6) { try record(a, node: 1)?.state == .lost }
+        _ = try ssiOK("cluster", "start-node", "2")
+        _ = try waitFor("a running again, b stopped", seconds: 10) {
+            try record(a, node: 3)?.state == .running && record(b, node: 3)?.state == .stopped
+        }
+        #expect(Proc.alive(ra.pid))
+        kill(ra.pid, SIGTERM)
+        _ = try waitFor("a stopped once it ended", seconds: 5) { try record(a, node: 1)?.state == .stopped }
+        _ = Proc.reapAll()
+    }
+}
+
+extension ApplicationTests {
+    /// A python3 program (Tests/Fixtures/pyids.py) migrated 1 -> 2 -> 3 -> 1: same pid and
+    /// ppid, same data, and its loop went on.
+    @Test(.timeLimit(.minutes(3)), .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "needs /usr/bin/python3"))
+    func migratePython() throws {
+        try up()
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", "/usr/bin/python3", TestEnv.repoRoot + "/Tests/Fixtures/pyids.py")))
+        _ = try waitFor("READY", seconds: 10) { try ssiOK("logs", "\(app)").contains("READY 2 1") }
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        for target in [2, 3, 1] { #expect(try ssiOK("migrate", "\(app)", "\(target)").contains("to node \(target)")) }
+        let rec = try #require(try record(app, node: 2))
+        #expect(rec.node == 1 && rec.migrations == 3)
+        kill(rec.pid, SIGUSR1)
+        _ = try waitFor("its verdict", seconds: 10) { try record(app, node: 1)?.state == .stopped }
+        let log = try ssiOK("logs", "\(app)")
+        #expect(log.contains("PASS pid 2 ppid 1") && !log.contains("FAIL"), "\(log)")
+        #expect(try record(app, node: 3)?.exit_status == 0)
+    }
+}
+
+extension ApplicationTests {
+    /// The target's daemon killed with kill -9 while 256 MiB stream to it: the migration
+    /// fails, the application goes on on node 1 with the same pid, not stopped, its memory
+    /// the same (it checks its checksum itself).
+    @Test(.timeLimit(.minutes(3))) func targetKilledMidTransferLeavesTheSourceRunning() throws {
+        let fixture = try TestEnv.fixture("bigmem")
+        try up()
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture, "256")))
+        _ = try waitFor("READY", seconds: 20) { try ssiOK("logs", "\(app)").contains("READY") }
+        let ready = try ssiOK("logs", "\(app)")
+        let sum = try #require(ready.split(separator: "\n").first { $0.hasPrefix("READY") }?.split(separator: " ").last)
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        let before = try #require(try record(app, node: 1))
+        let mig = try Proc.spawn([binDir + "/ssi", "migrate", "\(app)", "2"], log: "/tmp/ssi-apps-migrate.log")
+        _ = try waitFor("bytes arriving on node 2", seconds: 10) {
+            let tmp = (try? FileManager.default.contentsOfDirectory(atPath: "\(lc.dir)/node2/chkpt/\(app)")) ?? []
+            return tmp.contains { $0.hasPrefix(".tmp-") }
+        }
+        kill(nodePid(2), SIGKILL)
+        var st: Int32 = 0
+        while waitpid(mig, &st, 0) < 0 && errno == EINTR {}
+        let out = (try? String(contentsOfFile: "/tmp/ssi-apps-migrate.log", encoding: .utf8)) ?? ""
+        #expect(st != 0 && out.contains("goes on on node 1"), "\(out)")
+        let after = try #require(try record(app, node: 3))
+        #expect(after.node == 1 && after.state == .running && after.pid == before.pid)
+        for p in NodeTree.of(before.pid) { #expect(Proc.state(p) != "T", "PID \(p) was left stopped") }
+        kill(before.pid, SIGUSR1)
+        _ = try waitFor("its checksum again", seconds: 20) { try ssiOK("logs", "\(app)").contains("SUM") }
+        #expect(try ssiOK("logs", "\(app)").contains("SUM \(sum)"))
+    }
+}
+
+extension ApplicationTests {
+    /// The image crosses the network: the bytes node 2's interface receives during a
+    /// migration to it are at least the application's anonymous resident memory (no shared
+    /// directory carries it), and its memory is the same afterwards.
+    @Test(.timeLimit(.minutes(3))) func migrationBytesCrossTheTargetsInterface() throws {
+        let fixture = try TestEnv.fixture("bigmem")
+        try up()
+        defer { try? down() }
+        func rx() throws -> UInt64 {
+            let r = try Proc.run(["ip", "netns", "exec", lc.nodeNamespace(2), "cat", "/sys/class/net/eth0/statistics/rx_bytes"], check: false)
+            return UInt64(r.1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture, "64")))
+        _ = try waitFor("READY", seconds: 20) { try ssiOK("logs", "\(app)").contains("READY") }
+        let sum = try #require(try ssiOK("logs", "\(app)").split(separator: "\n").first { $0.hasPrefix("READY") }?.split(separator: " ").last)
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        // Its anonymous resident memory (RssAnon, proc(5)): file-backed pages (libc...) are
+        // mapped again from the files on the target, not sent.
+        let root = try #require(try record(app, node: 1)).pid
+        let rss = NodeTree.of(root).reduce(UInt64(0)) { acc, p in
+            let s = (try? String(contentsOfFile: "/proc/\(p)/status", encoding: .utf8)) ?? ""
+            let kb = s.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
+            return acc + kb * 1024
+        }
+        #expect(rss >= 64 << 20)
+        let before = try rx()
+        _ = try ssiOK("migrate", "\(app)", "2")
+        let received = try rx() - before
+        print("migration of \(rss >> 20) MiB resident: node 2 received \(received >> 20) MiB")
+        #expect(received >= rss, "node 2 received \(received) bytes, less than the \(rss) resident")
+        let now = try #require(try record(app, node: 3))
+        #expect(now.node == 2)
+        kill(now.pid, SIGUSR1)
+        _ = try waitFor("its checksum again", seconds: 20) { try ssiOK("logs", "\(app)").contains("SUM") }
+        #expect(try ssiOK("logs", "\(app)").contains("SUM \(sum)"))
+    }
+}
+
+enum NodeTree {
+    /// `root` and its descendants (/proc/PID/task/TID/children).
+    static func of(_ root: Int32) -> [Int32] {
+        var out: [Int32] = [], todo = [root]
+        while let p = todo.popLast() {
+            out.append(p)
+            for t in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p)/task")) ?? [] {
+                let kids = (try? String(contentsOfFile: "/proc/\(p)/task/\(t)/children", encoding: .utf8)) ?? ""
+                todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+        }
+        return out
+    }
+}
+
+enum ProcStatParent {
+    /// The parent of `pid` (field 4 of /proc/PID/stat).
+    static func of(_ pid: Int32) -> Int32 {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = s.lastIndex(of: ")") else { return 0 }
+        let f = s[s.index(after: close)...].split(separator: " ")
+        return f.count > 1 ? Int32(f[1]) ?? 0 : 0
+    }
+}
