@@ -1,7 +1,7 @@
 #!/bin/bash
 # fidelity-score.sh [--ssi PATH] [FIXTURE...]: runs issue 10's fixtures (Tests/Fixtures/ISSUE10.md)
 # through checkpoint, kill and restart with Tests/Fixtures/lifecycle.sh, one line each, and
-# prints the score "N/34 PASS". Needs root. The runs are the ones Tests/SSICheckpointTests/
+# prints the score "N/35 PASS" (34 fixtures, dgramclosed.c also with no-seqpacket). Needs root. The runs are the ones Tests/SSICheckpointTests/
 # FidelityTests.swift makes (keep the two lists alike).
 here=$(cd "$(dirname "$0")/.." && pwd)
 fx=$here/Tests/Fixtures

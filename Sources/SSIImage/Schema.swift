@@ -12,8 +12,8 @@ public enum SnapshotFormat {
     public static let magic = "swiftssi-snapshot"
     /// 2 added process trees, threads and task states (optional fields: version 1 files read as before).
     /// 3 added sockets beyond socketpairs (FileDescriptorImage.socket) and the tcpSocket kind.
-    /// 4 (fidelity, issue 10) added optional fields to the process and fd records only:
-    ///   ProcessImage.thpDisabled; TimerState.settimeFlags/deadlineSeconds/deadlineNanoseconds.
+    /// 4 (fidelity, issue 10) added optional fields to the process and fd records only (and the
+    ///   fd kinds namespace, fanotify, udpSocket): docs/snapshot-format.md, "Version 4", lists them.
     /// apps (no bump, optional field): ProcessImage.pidNamespaceInit, ids inside the application's PID namespace.
     public static let version = 4
     public static let readable: ClosedRange<Int> = 1...4

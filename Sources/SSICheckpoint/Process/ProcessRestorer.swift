@@ -211,7 +211,7 @@ extension ProcessRestorer {
         defer { try? tracee.setSigmask(mask); try? tracee.setRegisters(regs) }
         try? tracee.setSigmask(~0)
         for child in reported {
-            _ = waitUntilStopped(child.pid)
+            _ = waitUntilStopped((try? childID(child.pid)) ?? child.pid)
             _ = try? waiter.raw(.wait4, UInt64(child.pid), 0, UInt64(WUNTRACED | WNOHANG), 0)
         }
     }

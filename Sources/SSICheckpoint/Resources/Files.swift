@@ -79,11 +79,8 @@ extension ProcessDumper {
             case S_IFDIR:
                 out.append(FileDescriptorImage(fd: fd, kind: .directory, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFCHR:
-                let major = (st.st_rdev >> 8) & 0xfff
-                let minor = st.st_rdev & 0xff
-                // Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5).
-                let tty = (136...143).contains(major) || major == 4 || (major == 5 && minor <= 1)
-                out.append(FileDescriptorImage(fd: fd, kind: tty ? .tty : .charDevice, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
+                guard let kind = ProcessDumper.charDeviceKind(st) else { try unsupported("pseudo-terminal master (a pty pair inside the application)"); continue }
+                out.append(FileDescriptorImage(fd: fd, kind: kind, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFIFO:
                 out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))
             default:
@@ -92,6 +89,18 @@ extension ProcessDumper {
         }
         ProcessDumper.dedupPosixLocks(&out)
         return out
+    }
+
+    /// Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5:0,
+    /// 5:1); other character devices are reopened by path. nil for the master of a
+    /// pseudo-terminal pair (/dev/ptmx, 5:2): its pair dies with the application and cannot
+    /// be made again with the same number and state yet, so it is refused at checkpoint
+    /// rather than at restart, after the kill.
+    static func charDeviceKind(_ st: stat) -> FileDescriptorImage.Kind? {
+        let major = (st.st_rdev >> 8) & 0xfff
+        let minor = st.st_rdev & 0xff
+        if major == 5 && minor == 2 { return nil }
+        return (136...143).contains(major) || major == 4 || (major == 5 && minor <= 1) ? .tty : .charDevice
     }
 
     /// An anonymous-inode file: inotify, fanotify, eventfd, timerfd, signalfd, epoll; nil for

@@ -13,9 +13,10 @@ import Glibc
 extension ProcessDumper {
     /// The kinds of /proc/PID/ns/ checked, and whether the application's root process must
     /// share ssi's own (the others may be the launcher's choice: a node's network namespace,
-    /// the PID namespace ssi-init gives an application, are compared with the root's only).
+    /// the PID and mount namespaces ssi-init gives a cluster application, are compared with
+    /// the root's only).
     static let namespaceKinds: [(name: String, withSSI: Bool)] = [
-        ("uts", true), ("ipc", true), ("mnt", true), ("net", false), ("pid", false), ("user", false), ("cgroup", false), ("time", false),
+        ("uts", true), ("ipc", true), ("mnt", false), ("net", false), ("pid", false), ("user", false), ("cgroup", false), ("time", false),
     ]
 
     static func refuseOwnNamespaces(root: Int32, pids: [Int32]) throws {

@@ -112,7 +112,7 @@ extension ProcessRestorer {
         if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(sid) (the id of the session of PID \(child.pid)) is taken; nothing was changed",
                                                hint: "the process that has PID \(sid) now must end before this restart") }
         if r < 0 { throw SSIError.sys("clone3 of the session helper \(sid) in PID \(pid)", errno: Int32(-r)) }
-        let h = Tracee.adoptTraceMe(ProcessID(sid))
+        let h = Tracee.adoptTraceMe(ProcessID(try childID(sid)))
         guard case .signal(.stop) = try h.wait() else { throw SSIError(.system, "session helper \(sid) did not stop as expected") }
         // The helper is a copy of this process: same scratch area and gadget.
         let hinj = Injector(pid: h.pid, base: try h.registers(), gadget: inj.gadget)
@@ -124,7 +124,7 @@ extension ProcessRestorer {
         try hmem.write(words: [UInt64(child.pid)], to: scratch + 256)
         let c = try hinj.rawArgs(.clone3, [scratch + 128, 88])
         if c < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in its session helper", errno: Int32(-c)) }
-        let t = Tracee.adoptTraceMe(ProcessID(child.pid))
+        let t = Tracee.adoptTraceMe(ProcessID(try childID(child.pid)))   // CLONE_PARENT: our child
         switch try t.wait() {
         case .signal(.stop), .event: break
         case let other: throw SSIError(.system, "forked PID \(child.pid) did not stop as expected (\(other))")

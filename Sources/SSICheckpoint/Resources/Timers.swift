@@ -28,6 +28,9 @@ extension ProcessDumper {
             try s.inj.call("timer_gettime(\(timer.id))", .timer_gettime, UInt64(timer.id), s.address)
             let v = try s.mem.read(Int64.self, count: 4, at: s.address)
             timer.interval = [v[0], v[1]]
+            // /proc/PID/timers names a target thread as ssi's /proc sees it; the application
+            // may live in a PID namespace of its own, where its threads have other ids.
+            if timer.notify & 4 != 0, let inner = PIDNamespace.nsIDs(pid, task: timer.notifyTID).last { timer.notifyTID = inner }
             timer.value = [v[2], v[3]]
             out.append(timer)
         }
