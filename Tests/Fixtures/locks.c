@@ -40,6 +40,10 @@ static void expect_lock(int fd, int cmd, const char *what, off_t start, off_t le
            (long)start, (long)len, f.l_type, (long)f.l_start, (long)f.l_len, f.l_pid, type, (long)lstart, (long)llen, pid);
 }
 
+/* OFD locks show pid -1 in /proc/locks: only those on our own file (its inode) count, not
+ * the OFD locks other programs on the machine hold. */
+static unsigned long ofd_inode;
+
 static int count_locks(const char *kind, pid_t a, pid_t b) {
     FILE *f = fopen("/proc/locks", "r");
     char line[256];
@@ -47,8 +51,11 @@ static int count_locks(const char *kind, pid_t a, pid_t b) {
     while (f && fgets(line, sizeof line, f)) {
         char k[16], adv[16], rw[16];
         int pid;
+        unsigned int maj, min;
+        unsigned long ino = 0;
         if (strstr(line, "->")) continue;                        // waiters
-        if (sscanf(line, "%*d: %15s %15s %15s %d", k, adv, rw, &pid) == 4 && strcmp(k, kind) == 0 && (pid == a || pid == b || (pid == -1 && strcmp(kind, "OFDLCK") == 0))) n++;
+        if (sscanf(line, "%*d: %15s %15s %15s %d %x:%x:%lu", k, adv, rw, &pid, &maj, &min, &ino) >= 4 && strcmp(k, kind) == 0
+            && (pid == a || pid == b || (pid == -1 && strcmp(kind, "OFDLCK") == 0 && ino == ofd_inode))) n++;
     }
     if (f) fclose(f);
     return n;
@@ -78,6 +85,8 @@ int main(void) {
     (void)xfd;
     int ofd1 = mk("ofd.dat");
     int ofd2 = open("ofd.dat", O_RDWR);
+    struct stat ost;
+    if (fstat(ofd1, &ost) == 0) ofd_inode = (unsigned long)ost.st_ino;
     lk(ofd1, F_OFD_SETLK, F_WRLCK, 500, 100);
     lk(ofd2, F_OFD_SETLK, F_RDLCK, 700, 100);
     usleep(100000);
