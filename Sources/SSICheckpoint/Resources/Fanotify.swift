@@ -18,11 +18,7 @@ extension ProcessDumper {
         var img = FileDescriptorImage(fd: fd, kind: .fanotify, path: link, flags: flags, closeOnExec: cloexec, position: 0)
         var marks = [FanotifyMark]()
         for line in try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n") where line.hasPrefix("fanotify ") {
-            var field = [Substring: Substring]()
-            for word in line.dropFirst("fanotify ".count).split(separator: " ") {
-                guard let colon = word.firstIndex(of: ":") else { continue }
-                field[word[..<colon]] = word[word.index(after: colon)...]
-            }
+            let field = Self.fdinfoFields(line.dropFirst("fanotify ".count))
             func hex(_ k: Substring) -> UInt64? { field[k].flatMap { UInt64($0, radix: 16) } }
             if let f = hex("flags"), let e = hex("event-flags") {
                 img.fanotifyFlags = UInt32(truncatingIfNeeded: f); img.fanotifyEventFlags = UInt32(truncatingIfNeeded: e)

@@ -11,6 +11,17 @@ import Glibc
 // instance with pidfd_getfd(2). Events queued and not read are not restored.
 
 extension ProcessDumper {
+    /// The "key:value" words of one fdinfo line (fs/notify/fdinfo.c writes inotify and
+    /// fanotify marks so, every number in hex).
+    static func fdinfoFields(_ words: Substring) -> [Substring: Substring] {
+        var field = [Substring: Substring]()
+        for word in words.split(separator: " ") {
+            guard let colon = word.firstIndex(of: ":") else { continue }
+            field[word[..<colon]] = word[word.index(after: colon)...]
+        }
+        return field
+    }
+
     /// One inotify fd. fdinfo shows a line per watch (fs/notify/fdinfo.c, inotify_fdinfo):
     /// "inotify wd:W ino:I sdev:D mask:M ignored_mask:0 fhandle-bytes:N fhandle-type:T
     /// f_handle:HEX", every number in hex. The watched inode is named by its file handle;
@@ -19,11 +30,7 @@ extension ProcessDumper {
         var img = FileDescriptorImage(fd: fd, kind: .inotify, path: link, flags: flags, closeOnExec: cloexec, position: 0)
         var watches = [InotifyWatch]()
         for line in try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n") where line.hasPrefix("inotify ") {
-            var field = [Substring: Substring]()
-            for word in line.dropFirst("inotify ".count).split(separator: " ") {
-                guard let colon = word.firstIndex(of: ":") else { continue }
-                field[word[..<colon]] = word[word.index(after: colon)...]
-            }
+            let field = Self.fdinfoFields(line.dropFirst("inotify ".count))
             func hex(_ k: Substring) -> UInt64? { field[k].flatMap { UInt64($0, radix: 16) } }
             guard let wd = hex("wd"), let ino = hex("ino"), let sdev = hex("sdev"), let mask = hex("mask") else {
                 throw SSIError(.system, "PID \(pid) fd \(fd): cannot parse the inotify watch line \"\(line)\" of /proc/\(pid)/fdinfo/\(fd)",
