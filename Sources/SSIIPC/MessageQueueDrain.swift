@@ -78,6 +78,9 @@ enum MessageQueueDrain {
         do {
             try receiveAll(id, before: before, into: &held)
         } catch {
+            // msgsnd appends at the tail: putting back only the taken head would move it
+            // behind the rest. Take the rest too (no test hook this time), then put back all.
+            try? receiveAll(id, before: before, into: &held, inject: false)
             do { try putBack(id, held, after: error) } catch { rescue(held); throw error }
             throw error
         }
@@ -92,14 +95,14 @@ enum MessageQueueDrain {
     }
 
     /// msgrcv(msgtyp 0, IPC_NOWAIT) of the msg_qnum messages there were.
-    static func receiveAll(_ id: Int32, before: cssi_ipc_msq_stat, into held: inout HeldMessages) throws {
+    static func receiveAll(_ id: Int32, before: cssi_ipc_msq_stat, into held: inout HeldMessages, inject: Bool = true) throws {
         var size = Int(min(max(before.cbytes, 1), 1 << 20))
         var buf = UnsafeMutableRawPointer.allocate(byteCount: 8 + size, alignment: 8)
         defer { buf.deallocate() }
-        let stop = failAt
+        let stop = inject ? failAt : nil
         while held.count < Int(before.qnum) {
             if held.count == stop {
-                throw SSIError(.io, "injected failure after taking \(held.count) messages from message queue id \(id) (SSI_TEST_MSGQ_FAIL_AT)", hint: "unset SSI_TEST_MSGQ_FAIL_AT")
+                throw SSIError(.system, "injected failure after taking \(held.count) messages from message queue id \(id) (SSI_TEST_MSGQ_FAIL_AT)", hint: "unset SSI_TEST_MSGQ_FAIL_AT")
             }
             let n = cssi_ipc_msg_take(id, buf, size)
             if n == -Int(E2BIG) && size < Int(Int32.max) {
