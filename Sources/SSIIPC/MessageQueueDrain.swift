@@ -18,9 +18,10 @@ struct HeldMessages {
 
     mutating func append(type: Int, text: UnsafeRawBufferPointer) {
         starts.append(payload.count)
-        payload += Int64(type).littleEndianBytes
-        payload += UInt64(text.count).littleEndianBytes
-        payload += text
+        // withUnsafeBytes(of:) rather than littleEndianBytes: no temporary array per message.
+        withUnsafeBytes(of: Int64(type).littleEndian) { payload.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt64(text.count).littleEndian) { payload.append(contentsOf: $0) }
+        payload.append(contentsOf: text)
         bytes += UInt64(text.count)
         longest = max(longest, text.count)
     }
