@@ -52,6 +52,11 @@ long cssi_ipc_msg_copy(int id, long index, void *buf, size_t textmax) {
     return n < 0 ? -errno : n;
 }
 
+long cssi_ipc_msg_take(int id, void *buf, size_t textmax) {
+    ssize_t n = msgrcv(id, buf, textmax, 0, IPC_NOWAIT);
+    return n < 0 ? -errno : n;
+}
+
 int cssi_ipc_msgsnd(int id, const void *buf, size_t len) { RET(msgsnd(id, buf, len, IPC_NOWAIT)); }
 int cssi_ipc_msq_rmid(int id) { RET(msgctl(id, IPC_RMID, NULL)); }
 

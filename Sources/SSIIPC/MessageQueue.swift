@@ -6,8 +6,8 @@ import SSISystem
 import Glibc
 #endif
 
-/// Message queues: every message (type and text) in order, read with msgrcv(2) MSG_COPY so
-/// that nothing is consumed, and msg_qbytes. Payload: per message, the type (Int64), the
+/// Message queues: every message (type and text) in order, read by emptying and refilling
+/// the queue (MessageQueueDrain.swift) or with msgrcv(2) MSG_COPY, and msg_qbytes. Payload: per message, the type (Int64), the
 /// text length (UInt64), the text.
 enum MessageQueueCheckpoint {
     static func readSysctl(_ name: String) -> Int? {
@@ -25,55 +25,79 @@ enum MessageQueueCheckpoint {
         a.qnum == b.qnum && a.cbytes == b.cbytes && a.stime == b.stime && a.rtime == b.rtime
     }
 
+    /// Empties and refills the queue (linear, MessageQueueDrain) when that is safe, else
+    /// copies it with MSG_COPY (quadratic in the number of messages, never changes the queue).
     static func save(id: Int32, to path: String) throws -> IPCCheckpointResult {
-        // The kernel caps a MSG_COPY buffer at msgmax (ipc/msg.c do_msgrcv), so a bigger buffer is useless.
-        let textmax = max(readSysctl("msgmax") ?? 8192, 1)
+        let before = try stat(id)
+        let msgmax = max(readSysctl("msgmax") ?? 8192, 1)
+        guard before.qnum > 0, MessageQueueDrain.refusal(before, msgmax: msgmax) == nil else { return try saveByCopy(id: id, to: path, textmax: msgmax) }
+        var rescued: String?
+        do {
+            let held = try MessageQueueDrain.take(id, before: before) { held in
+                if (try? write(id: id, path: path, st: before, held.payload, readBy: "drain")) != nil { rescued = path }
+            }
+            return try write(id: id, path: path, st: before, held.payload, readBy: "drain")
+        } catch let e as SSIError where rescued != nil {
+            throw SSIError(e.kind, e.message + "; \(path) holds every message", hint: e.hint, errno: e.errno)
+        }
+    }
+
+    /// Writes the snapshot of a queue whose stat was `st` and whose payload is `payload`.
+    static func write(id: Int32, path: String, st: cssi_ipc_msq_stat, _ payload: [UInt8], readBy: String) throws -> IPCCheckpointResult {
+        var info = IPCSnapshotInfo(kind: .messageQueue, perm: st.perm, id: id)
+        info.queue = .init(qbytes: st.qbytes, messages: Int(st.qnum), bytes: st.cbytes, sendTime: st.stime, receiveTime: st.rtime,
+                           lastSender: st.lspid, lastReceiver: st.lrpid, readBy: readBy)
+        let w = try IPCSnapshotWriter(path: path, info: info, payloadLength: UInt64(payload.count))
+        try payload.withUnsafeBytes { try w.writePayload(raw: $0) }
+        let size = try w.finish()
+        return IPCCheckpointResult(info: info, path: path, fileBytes: size, contentBytes: st.cbytes)
+    }
+
+    /// The copy with msgrcv(2) MSG_COPY: nothing consumed; retried if the queue changed.
+    static func saveByCopy(id: Int32, to path: String, textmax: Int) throws -> IPCCheckpointResult {
         let buf = UnsafeMutableRawPointer.allocate(byteCount: 8 + textmax, alignment: 8)
         defer { buf.deallocate() }
         for _ in 0..<5 {
             let before = try stat(id)
             var payload = [UInt8]()
             payload.reserveCapacity(Int(before.cbytes) + 16 * Int(before.qnum))
-            var changed = false
+            var complete = true
             // MSG_COPY copies the whole buffer size into the kernel on every call (ipc/msg.c
             // prepare_copy), so start near the mean message size and grow on E2BIG.
             var bufSize = before.qnum > 0 ? min(textmax, max(64, Int(before.cbytes / before.qnum) * 2)) : textmax
-            var i = 0
-            while i < Int(before.qnum) {
+            for i in 0..<Int(before.qnum) {
                 var n = cssi_ipc_msg_copy(id, i, buf, bufSize)
                 if n == -Int(E2BIG) && bufSize < textmax {
                     bufSize = textmax
                     n = cssi_ipc_msg_copy(id, i, buf, bufSize)
                 }
-                if n == -Int(ENOMSG) { changed = true; break }
-                if n == -Int(ENOSYS) {
-                    throw SSIError(.unsupported, "cannot read message queue id \(id) without consuming it: msgrcv MSG_COPY is not in this kernel",
-                                   hint: "use a kernel built with CONFIG_CHECKPOINT_RESTORE (Linux 3.8 or later)")
-                }
-                if n == -Int(E2BIG) {
-                    throw SSIError(.unsupported, "message \(i) of message queue id \(id) is longer than msgmax (\(textmax) bytes), the most MSG_COPY can read",
-                                   hint: "raise /proc/sys/kernel/msgmax in this IPC namespace and checkpoint again")
-                }
-                if n < 0 {
-                    if n == -Int(EACCES) { throw Reservation.statError(kind: .messageQueue, id: id, errno: EACCES) }
-                    throw SSIError.sys("cannot copy message \(i) of message queue id \(id) (msgrcv MSG_COPY)", errno: Int32(-n))
-                }
+                if n == -Int(ENOMSG) { complete = false; break }
+                try checkCopy(n, index: i, id: id, textmax: textmax)
                 payload += buf.load(as: Int.self).littleEndianBytes
                 payload += UInt64(n).littleEndianBytes
                 payload += UnsafeRawBufferPointer(start: buf + 8, count: n)
-                i += 1
             }
             let after = try stat(id)
-            if changed || !same(before, after) { continue }
-            var info = IPCSnapshotInfo(kind: .messageQueue, perm: after.perm, id: id)
-            info.queue = .init(qbytes: after.qbytes, messages: Int(after.qnum), bytes: after.cbytes)
-            let w = try IPCSnapshotWriter(path: path, info: info, payloadLength: UInt64(payload.count))
-            try payload.withUnsafeBytes { try w.writePayload(raw: $0) }
-            let size = try w.finish()
-            return IPCCheckpointResult(info: info, path: path, fileBytes: size, contentBytes: after.cbytes)
+            if !complete || !same(before, after) { continue }
+            return try write(id: id, path: path, st: after, payload, readBy: "copy")
         }
         throw SSIError(.state, "message queue id \(id) kept changing while it was being saved",
                        hint: "freeze the applications that use it (ssi checkpoint --freeze APP) and checkpoint it again")
+    }
+
+    /// Throws the error for a failed MSG_COPY of message `index`, if `n` is one.
+    static func checkCopy(_ n: Int, index i: Int, id: Int32, textmax: Int) throws {
+        if n >= 0 { return }
+        if n == -Int(ENOSYS) {
+            throw SSIError(.unsupported, "cannot read message queue id \(id) without consuming it: msgrcv MSG_COPY is not in this kernel",
+                           hint: "use a kernel built with CONFIG_CHECKPOINT_RESTORE (Linux 3.8 or later)")
+        }
+        if n == -Int(E2BIG) {
+            throw SSIError(.unsupported, "message \(i) of message queue id \(id) is longer than msgmax (\(textmax) bytes), the most MSG_COPY can read",
+                           hint: "raise /proc/sys/kernel/msgmax in this IPC namespace and checkpoint again")
+        }
+        if n == -Int(EACCES) { throw Reservation.statError(kind: .messageQueue, id: id, errno: EACCES) }
+        throw SSIError.sys("cannot copy message \(i) of message queue id \(id) (msgrcv MSG_COPY)", errno: Int32(-n))
     }
 
     /// IPC_SET of owner, group, mode and msg_qbytes. Above msgmnb the kernel wants CAP_SYS_RESOURCE (ipc/msg.c

@@ -58,6 +58,15 @@ public struct IPCSnapshotInfo: Codable, Sendable, Equatable {
         public var messages: Int
         /// Sum of the message texts.
         public var bytes: UInt64
+        /// msg_stime, msg_rtime, msg_lspid, msg_lrpid when the queue was saved: informative,
+        /// no interface sets them on restore. Absent in files written before they were
+        /// recorded; readers that do not know them ignore them (JSON keys).
+        public var sendTime: Int64?
+        public var receiveTime: Int64?
+        public var lastSender: Int32?
+        public var lastReceiver: Int32?
+        /// How the messages were read: "copy" (msgrcv MSG_COPY) or "drain" (received and sent back).
+        public var readBy: String?
     }
 
     public struct SemaphoreInfo: Codable, Sendable, Equatable {

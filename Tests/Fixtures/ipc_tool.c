@@ -53,6 +53,32 @@ int main(int argc, char **argv) {
         if (n < 0) die("msgrcv");
         m.text[n] = 0;
         printf("%ld %s\n", m.type, m.text);
+    } else if (!strcmp(cmd, "fill") || !strcmp(cmd, "drain")) {
+        // fill Q N: N messages of types 1..31 and lengths 0..2999, a function of their
+        // index; drain Q: receives every message. Both print the count and an FNV-1a hash
+        // of (type, length, text) in order, so that a queue can be compared with what was sent.
+        static struct { long type; unsigned char text[65536]; } m;
+        int id = (int)num(argv[2]);
+        unsigned long long h = 1469598103934665603ULL, count = 0;
+        long n = !strcmp(cmd, "fill") ? num(argv[3]) : -1;
+        for (long i = 0; n < 0 || i < n; i++) {
+            ssize_t len;
+            if (n >= 0) {
+                m.type = 1 + (i * 7) % 31;
+                len = (i * 131) % 3000;
+                for (ssize_t k = 0; k < len; k++) m.text[k] = (unsigned char)(i + k * 13);
+                if (msgsnd(id, &m, (size_t)len, IPC_NOWAIT) < 0) die("msgsnd");
+            } else {
+                len = msgrcv(id, &m, sizeof m.text, 0, IPC_NOWAIT);
+                if (len < 0 && errno == ENOMSG) break;
+                if (len < 0) die("msgrcv");
+            }
+            unsigned long long t = (unsigned long long)m.type ^ ((unsigned long long)len << 32);
+            for (int b = 0; b < 8; b++) { h ^= (t >> (8 * b)) & 0xff; h *= 1099511628211ULL; }
+            for (ssize_t k = 0; k < len; k++) { h ^= m.text[k]; h *= 1099511628211ULL; }
+            count++;
+        }
+        printf("%llu %016llx\n", count, h);
     } else if (!strcmp(cmd, "qstat")) {
         struct msqid_ds ds;
         if (msgctl((int)num(argv[2]), IPC_STAT, &ds) < 0) die("msgctl");

@@ -64,6 +64,52 @@ struct IPCTests {
         #expect(w.values(r, "MSG") == ["5 first", "7 second", "5 ", "3 fourth message"], "\(r.output)")
     }
 
+    @Test("10,000 messages of mixed types and sizes: checkpoint leaves the queue exactly as it was, restart gives it back exactly")
+    func bigQueue() throws {
+        let w = try IPCWorld("bigqueue")
+        defer { w.cleanUp() }
+        let r = try w.sh("""
+            echo 20000000 > /proc/sys/kernel/msgmnb
+            q=$($T mkq 0x7000 0640)
+            echo "SENT: $($T fill $q 10000)"
+            echo "BEFORE: $($T qstat $q)"
+            $S ipc checkpoint -q $q q.dat
+            echo "KEPT: $($T qstat $q)"
+            echo "LEFT: $($T drain $q)"
+            $T rm q $q
+            $S ipc restart -q q.dat
+            echo "AFTER: $($T qstat $q)"
+            echo "BACK: $($T drain $q)"
+            """)
+        #expect(r.status == 0, "\(r.output)")
+        let sent = w.values(r, "SENT")
+        #expect(sent.count == 1 && sent.first?.hasPrefix("10000 ") == true, "\(r.output)")
+        #expect(w.values(r, "LEFT") == sent, "the checkpoint changed the queue: \(r.output)")
+        #expect(w.values(r, "BACK") == sent, "the restored queue differs: \(r.output)")
+        let before = w.values(r, "BEFORE")
+        #expect(before.first?.hasSuffix("qnum=10000") == true && w.values(r, "KEPT") == before && w.values(r, "AFTER") == before, "\(r.output)")
+    }
+
+    @Test("a checkpoint that fails after taking messages puts every one back, in order, and writes no file")
+    func failureMidway() throws {
+        let w = try IPCWorld("qfail")
+        defer { w.cleanUp() }
+        let r = try w.sh("""
+            echo 20000000 > /proc/sys/kernel/msgmnb
+            q=$($T mkq 0x7001 0600)
+            echo "SENT: $($T fill $q 3000)"
+            if SSI_TEST_MSGQ_FAIL_AT=1234 $S ipc checkpoint -q $q q.dat 2>err; then echo "SAVED: yes"; fi
+            echo "ERR: $(head -1 err)"
+            [ -e q.dat ] || echo "NOFILE: yes"
+            echo "KEPT: $($T drain $q)"
+            """)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(w.values(r, "SAVED").isEmpty, "\(r.output)")
+        #expect(w.values(r, "ERR").first?.contains("injected failure after taking 1234 messages from message queue id") == true, "\(r.output)")
+        #expect(w.values(r, "NOFILE") == ["yes"])
+        #expect(w.values(r, "KEPT") == w.values(r, "SENT") && w.values(r, "SENT").first?.hasPrefix("3000 ") == true, "\(r.output)")
+    }
+
     @Test("a queue whose qbytes is above msgmnb gets it back (CAP_SYS_RESOURCE, or msgmnb raised for one call)")
     func largeQbytes() throws {
         let w = try IPCWorld("qbytes")
@@ -356,6 +402,16 @@ struct LegacyIPCFileTests {
         file += meta
         file += le(CRC32C.checksum(file)) + Array("END\n".utf8)
         return file
+    }
+
+    @Test("queue metadata written before the saved times and pids were recorded still decodes")
+    func queueMetadataWithoutTimes() throws {
+        let old = Data("""
+            {"cgid":0,"cuid":0,"date":"2026-01-01T00:00:00Z","format":"swiftssi-ipc","formatVersion":2,"gid":0,"id":1,\
+            "key":4660,"kernel":"6.18.0","kind":"msg","mode":384,"queue":{"bytes":5,"messages":1,"qbytes":16384},"uid":0}
+            """.utf8)
+        let info = try JSONDecoder().decode(IPCSnapshotInfo.self, from: old)
+        #expect(info.queue?.messages == 1 && info.queue?.bytes == 5 && info.queue?.sendTime == nil && info.queue?.readBy == nil)
     }
 
     @Test("a version 1 file is verified and read; a damaged one is refused")

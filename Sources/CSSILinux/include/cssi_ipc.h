@@ -53,6 +53,10 @@ int cssi_ipc_msq_set(int id, uint32_t uid, uint32_t gid, uint32_t mode, uint64_t
 // mtype followed by up to `textmax` bytes. Returns the text length; -E2BIG if the text is longer
 // than textmax; -ENOMSG past the last message; -ENOSYS without CONFIG_CHECKPOINT_RESTORE.
 long cssi_ipc_msg_copy(int id, long index, void *buf, size_t textmax);
+// msgrcv(msgtyp 0, IPC_NOWAIT): removes and returns the oldest message (msgrcv(2): "If msgtyp
+// is 0, then the first message in the queue is read"). Unlike MSG_COPY, the buffer is not
+// capped at msgmax. -E2BIG leaves the message in the queue; -ENOMSG when the queue is empty.
+long cssi_ipc_msg_take(int id, void *buf, size_t textmax);
 // msgsnd(IPC_NOWAIT) of a struct msgbuf whose text is `len` bytes.
 int cssi_ipc_msgsnd(int id, const void *buf, size_t len);
 int cssi_ipc_msq_rmid(int id);
