@@ -71,6 +71,8 @@ actor SchedulerEngine {
     var migrator: (@Sendable (Int, Int) async throws -> Void)?
     /// Migrations this node's policies carried out, published with its view.
     var moves: [NodeView.Move] = []
+    /// Applications this node's policies are moving now.
+    var inFlight: Set<Int> = []
 
     /// Plugs in the application source and the migrator (NodeDaemon.connect).
     func connect(applications: @escaping @Sendable () async -> [AppView], migrator: @escaping @Sendable (Int, Int) async throws -> Void) {
@@ -131,7 +133,13 @@ actor SchedulerEngine {
             lastPublish = now
             await exchange(now)
         }
-        let views = onlineViews()
+        // Applications being moved are no longer this node's to decide about.
+        let me = Int(core.config.node)
+        let views = onlineViews().map { v -> NodeView in
+            var v = v
+            if v.node == me { v.apps.removeAll { inFlight.contains($0.app) } }
+            return v
+        }
         let decisions = scc.tick(now: now, cluster: { name in
             Dictionary(uniqueKeysWithValues: views.compactMap { v in v.values[name].map { (v.node, $0) } })
         }, view: { SchedulerView(now: now, nodes: views) })
@@ -141,15 +149,29 @@ actor SchedulerEngine {
                 core.logger.info("scheduler: \(d.policy) decided to migrate app \(app) to node \(to), not carried out: migration is not assembled on this node")
                 continue
             }
-            do {
-                try await migrator(app, to)
-                moves.append(NodeView.Move(app: app, from: Int(core.config.node), to: to, at: Date()))
-                moves.removeAll { Date().timeIntervalSince($0.at) > 3600 }
-                lastPublish = .distantPast
-            } catch {
-                core.logger.warning("scheduler: migrating app \(app) to node \(to) failed: \(error)")
+            // Several moves at once (a burst spreads in one migration's time, not in one per
+            // application); each application once.
+            guard !inFlight.contains(app), inFlight.count < Self.maxInFlight else { continue }
+            inFlight.insert(app)
+            Task {
+                var ok = true
+                do { try await migrator(app, to) } catch {
+                    ok = false
+                    core.logger.warning("scheduler: migrating app \(app) to node \(to) failed: \(error)")
+                }
+                self.migrated(app, to: to, ok: ok)
             }
         }
+    }
+
+    static let maxInFlight = 3
+
+    func migrated(_ app: Int, to: Int, ok: Bool) {
+        inFlight.remove(app)
+        guard ok else { return }
+        moves.append(NodeView.Move(app: app, from: Int(core.config.node), to: to, at: Date()))
+        moves.removeAll { Date().timeIntervalSince($0.at) > 3600 }
+        lastPublish = .distantPast
     }
 
     /// Publishes this node's view, then reads every online node's.
