@@ -24,28 +24,37 @@ final class RecordingHooks: KDDMSetHooks {
 /// Runs `body` against a fresh etcd on a loopback port, then stops it and removes its data.
 func withEtcd(_ body: (EtcdClient, MultiThreadedEventLoopGroup) async throws -> Void) async throws {
     Proc.becomeSubreaper()
-    let port = Int.random(in: 30000...39000)
     let dir = "/tmp/ssi-kddm-test-\(getpid())"
-    let etcdPid = try Proc.spawn([toolPath("etcd")!, "--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:\(port)",
-                                  "--advertise-client-urls", "http://127.0.0.1:\(port)", "--listen-peer-urls", "http://127.0.0.1:\(port + 1)",
-                                  "--initial-advertise-peer-urls", "http://127.0.0.1:\(port + 1)",
-                                  "--initial-cluster", "default=http://127.0.0.1:\(port + 1)", "--log-level", "warn"], log: "/tmp/ssi-kddm-test-etcd.log")
-    defer {
-        kill(etcdPid, SIGKILL)
-        var st: Int32 = 0
-        waitpid(etcdPid, &st, 0)
-        try? FileManager.default.removeItem(atPath: dir)
-    }
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let etcd = try EtcdClient(endpoints: "http://127.0.0.1:\(port)", group: group)
-    var ready = false
-    for _ in 0..<50 where !ready {
-        ready = (try? await etcd.put("/probe", [1])) != nil
-        if !ready { try await Task.sleep(for: .milliseconds(100)) }
+    // Ports below the ephemeral range (ip_local_port_range starts at 32768), where no
+    // outgoing connection holds one; a port some listener took anyway makes etcd exit
+    // ("bind: address already in use"), and another is tried.
+    for _ in 0..<5 {
+        let port = Int.random(in: 20000...29000)
+        try? FileManager.default.removeItem(atPath: dir)
+        let etcdPid = try Proc.spawn([toolPath("etcd")!, "--data-dir", dir, "--listen-client-urls", "http://127.0.0.1:\(port)",
+                                      "--advertise-client-urls", "http://127.0.0.1:\(port)", "--listen-peer-urls", "http://127.0.0.1:\(port + 1)",
+                                      "--initial-advertise-peer-urls", "http://127.0.0.1:\(port + 1)",
+                                      "--initial-cluster", "default=http://127.0.0.1:\(port + 1)", "--log-level", "warn"], log: "/tmp/ssi-kddm-test-etcd.log")
+        defer {
+            kill(etcdPid, SIGKILL)
+            var st: Int32 = 0
+            waitpid(etcdPid, &st, 0)
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let etcd = try EtcdClient(endpoints: "http://127.0.0.1:\(port)", group: group)
+        var ready = false
+        for _ in 0..<200 where !ready && Proc.alive(etcdPid) {
+            ready = (try? await etcd.put("/probe", [1])) != nil
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        guard ready else { continue }
+        try await body(etcd, group)
+        try await group.shutdownGracefully()
+        return
     }
-    #expect(ready, "etcd did not start: see /tmp/ssi-kddm-test-etcd.log")
-    try await body(etcd, group)
     try await group.shutdownGracefully()
+    Issue.record("etcd did not start on five ports: see /tmp/ssi-kddm-test-etcd.log")
 }
 
 @Suite(.serialized, .enabled(if: toolPath("etcd") != nil, "needs etcd: run scripts/setup-cluster.sh"))
