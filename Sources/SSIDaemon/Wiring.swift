@@ -100,18 +100,11 @@ final class AppCPUSampler: Sendable {
     static func cpuTicks(under pid: Int32) -> (UInt64, Int) {
         var total: UInt64 = 0
         var runnable = 0
-        var todo = [pid]
-        var visited = Set<Int32>()
-        while let p = todo.popLast(), visited.insert(p).inserted, visited.count < 10_000 {
-            if let stat = try? ProcFS.read("/proc/\(p)/stat"), let close = stat.lastIndex(of: ")") {
-                let f = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-                if f.count > 12 { total += (UInt64(f[11]) ?? 0) + (UInt64(f[12]) ?? 0) }
-                if f.first == "R" { runnable += 1 }
-            }
-            for t in numericEntries(of: "/proc/\(p)/task") ?? [] {
-                let kids = (try? ProcFS.read("/proc/\(p)/task/\(t)/children")) ?? ""
-                todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            }
+        for p in processTree(pid, limit: 10_000) {
+            guard let stat = try? ProcFS.read("/proc/\(p)/stat"), let close = stat.lastIndex(of: ")") else { continue }
+            let f = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            if f.count > 12 { total += (UInt64(f[11]) ?? 0) + (UInt64(f[12]) ?? 0) }
+            if f.first == "R" { runnable += 1 }
         }
         return (total, runnable)
     }

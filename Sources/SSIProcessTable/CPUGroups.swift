@@ -18,14 +18,7 @@ extension NodeApplications {
     func joinCPUGroups(root: Int32) {
         let groups = cpuGroups.withLock { $0 }
         guard !groups.isEmpty else { return }
-        var todo = [root], all: [Int32] = []
-        while let p = todo.popLast(), all.count < 10_000 {
-            all.append(p)
-            for t in numericEntries(of: "/proc/\(p)/task") ?? [] {
-                let kids = (try? ProcFS.read("/proc/\(p)/task/\(t)/children")) ?? ""
-                todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            }
-        }
+        let all = processTree(root, limit: 10_000)
         for g in groups {
             for p in all {
                 do { try ProcFS.write("\(g)/cgroup.procs", "\(p)") } catch {

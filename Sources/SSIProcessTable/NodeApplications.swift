@@ -84,19 +84,8 @@ public final class NodeApplications: Sendable {
         }
     }
 
-    /// The root and its descendants, from /proc/PID/task/TID/children (proc(5), Linux 3.5).
-    static func tree(_ root: Int32) -> [Int32] {
-        var out: [Int32] = [], todo = [root]
-        while let p = todo.popLast(), out.count < 100_000 {
-            out.append(p)
-            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p)/task")) ?? []
-            for t in tasks {
-                let kids = (try? ProcFS.read("/proc/\(p)/task/\(t)/children")) ?? ""
-                todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            }
-        }
-        return out
-    }
+    /// The root and its descendants (SSISystem.processTree).
+    static func tree(_ root: Int32) -> [Int32] { processTree(root) }
 
     static func rss(of pid: Int32) -> UInt64 {
         guard let s = try? ProcFS.read("/proc/\(pid)/status") else { return 0 }

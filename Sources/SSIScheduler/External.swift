@@ -23,6 +23,11 @@ final class ExternalProgram {
         self.timeout = timeout
     }
 
+    /// A failure of the program, with how to see it fail by hand.
+    func problem(_ kind: SSIError.Kind, _ message: String) -> SSIError {
+        SSIError(kind, message, hint: "run it by hand: echo '{\"request\":\"sample\"}' | /bin/sh -c '\(command)' must print one JSON object per line (docs/scheduler.md, \"Plug-ins\")")
+    }
+
     deinit { stop() }
 
     private func start() throws {
@@ -68,15 +73,15 @@ final class ExternalProgram {
                 while off < raw.count {
                     let n = write(toChild, raw.baseAddress! + off, raw.count - off)
                     if n < 0 && errno == EINTR { continue }
-                    guard n > 0 else { throw SSIError(.system, "plug-in '\(command)' closed its stdin") }
+                    guard n > 0 else { throw problem(.system, "plug-in '\(command)' closed its stdin") }
                     off += n
                 }
             }
             let answer = try readLine()
             guard let obj = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any] else {
-                throw SSIError(.corrupt, "plug-in '\(command)' answered something that is not a JSON object: \(String(decoding: answer.prefix(80), as: UTF8.self))")
+                throw problem(.corrupt, "plug-in '\(command)' answered something that is not a JSON object: \(String(decoding: answer.prefix(80), as: UTF8.self))")
             }
-            if let e = obj["error"] as? String { throw SSIError(.system, "plug-in '\(command)' reports: \(e)") }
+            if let e = obj["error"] as? String { throw problem(.system, "plug-in '\(command)' reports: \(e)") }
             lastError = nil
             return obj
         } catch {
@@ -95,7 +100,7 @@ final class ExternalProgram {
                 return line
             }
             let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { throw SSIError(.timeout, "plug-in '\(command)' did not answer within \(Int(timeout * 1000)) ms") }
+            guard left > 0 else { throw problem(.timeout, "plug-in '\(command)' did not answer within \(Int(timeout * 1000)) ms") }
             var p = pollfd(fd: fromChild, events: Int16(POLLIN), revents: 0)
             let r = poll(&p, 1, Int32(left * 1000) + 1)
             if r < 0 && errno == EINTR { continue }
@@ -103,9 +108,9 @@ final class ExternalProgram {
             var chunk = [UInt8](repeating: 0, count: 4096)
             let n = read(fromChild, &chunk, chunk.count)
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw SSIError(.system, "plug-in '\(command)' exited or closed its stdout") }
+            guard n > 0 else { throw problem(.system, "plug-in '\(command)' exited or closed its stdout") }
             buffer += chunk[..<n]
-            guard buffer.count < 1 << 20 else { throw SSIError(.corrupt, "plug-in '\(command)' sent over 1 MiB without a newline") }
+            guard buffer.count < 1 << 20 else { throw problem(.corrupt, "plug-in '\(command)' sent over 1 MiB without a newline") }
         }
     }
 }

@@ -129,8 +129,7 @@ public final class SchedulingConfigurationChanger {
     public func place(_ view: SchedulerView) -> Decision? {
         if let p = policies.first(where: { $0.kind == .placement }) { return p.place(view) }
         let load = probes.first { $0.value is CPUProbe }.map { "\($0.key).load" } ?? "cpu.load"
-        var e = SchedulerSettings.Element(kind: .policy, name: "default-placement", type: "placement", parameters: ["input": load], line: 0)
-        e.parameters["input"] = load
+        let e = SchedulerSettings.Element(kind: .policy, name: "default-placement", type: "placement", parameters: ["input": load], line: 0)
         return Policy(e).place(view)
     }
 }

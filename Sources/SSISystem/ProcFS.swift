@@ -185,6 +185,23 @@ public func numericEntries(of path: String) -> [Int32]? {
 }
 
 /// The PIDs of the threads of a process (/proc/PID/task).
+/// A process and all its descendants, parents first, from the children lists of every thread
+/// (/proc/PID/task/TID/children, proc(5), Linux 3.5); at most `limit` processes.
+public func processTree(_ root: Int32, limit: Int = 100_000) -> [Int32] {
+    var out: [Int32] = [], todo = [root], seen = Set<Int32>(), next = 0
+    while next < todo.count, out.count < limit {
+        let p = todo[next]
+        next += 1
+        guard seen.insert(p).inserted else { continue }
+        out.append(p)
+        for t in numericEntries(of: "/proc/\(p)/task") ?? [] {
+            let kids = (try? ProcFS.read("/proc/\(p)/task/\(t)/children")) ?? ""
+            todo += kids.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+    }
+    return out
+}
+
 public func threadIDs(of pid: Int32) throws -> [Int32] {
     guard let tids = numericEntries(of: "/proc/\(pid)/task") else {
         throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps")
