@@ -52,4 +52,11 @@ echo "== the counter, read from node 3: $("$SSI" kddm get counters 1 --node 3)"
 "$SSI" cluster start-node 2 > /dev/null
 sleep 1
 echo "== node 2 restarted: $("$SSI" nodes status --node 1 | tr '\n' ' ')"
+echo "== ssi run --node 2: a cluster application, in a PID namespace of its own"
+APP=$("$SSI" run --node 2 -b --log -- /bin/sh -c 'i=0; while :; do i=$((i+1)); sleep 0.2; done' | awk '{print $3}')
+"$SSI" caps "$APP" +CAN_MIGRATE > /dev/null
+echo "== ssi migrate $APP 3"
+"$SSI" migrate "$APP" 3 > /dev/null
+"$SSI" ps
+echo "== the scheduler of node 1: $("$SSI" sched status --node 1 | head -1)"
 "$SSI" cluster down

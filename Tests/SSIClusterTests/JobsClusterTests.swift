@@ -63,6 +63,8 @@ private func submitted(_ out: String) -> Int? {
         let node = try ssi("submit", "--node", "9", "--", "/bin/true")
         #expect(node.code != 0 && node.out.contains("node 9 is not online"), "\(node.out)")
         let empty = try ssi("submit")
-        #expect(empty.code != 0, "\(empty.out)")
+        #expect(empty.code != 0 && empty.out.contains("give the command after --"), "\(empty.out)")
+        let auto = try ssi("submit", "--node", "two", "--", "/bin/true")
+        #expect(auto.code != 0 && auto.out.contains("a node number (1..255) or auto, not 'two'"), "\(auto.out)")
     }
 }
