@@ -31,13 +31,7 @@ extension ProcessDumper {
                 throw SSIError(.unsupported, "\(subject) \"\(line)\": only marks on files and directories can be restored (not mount or file-system marks); nothing was written",
                                hint: "use `ssi checkpoint -i` to restore the fanotify fd as a closed fd")
             }
-            var handle = [UInt8]()
-            var i = handleHex.startIndex
-            while i < handleHex.endIndex {
-                let j = handleHex.index(i, offsetBy: 2)
-                handle.append(UInt8(handleHex[i..<j], radix: 16) ?? 0)
-                i = j
-            }
+            let handle = FileHandles.bytes(hex: handleHex)
             let file = try FileHandles.path(device: UInt32(truncatingIfNeeded: sdev), handleType: Int32(truncatingIfNeeded: type), handle: handle, what: subject)
             var m = FanotifyMark(path: file.path, mflags: UInt32(truncatingIfNeeded: mflags), mask: mask, ignoredMask: ignored)
             m.isSymlink = file.isSymlink ? true : nil

@@ -42,13 +42,7 @@ extension ProcessDumper {
                 throw SSIError(.unsupported, "\(subject): its file system gives no file handle, so the watched file cannot be named; nothing was written",
                                hint: "remove the watch before checkpointing, or use `ssi checkpoint -i` to restore the inotify fd as a closed fd")
             }
-            var handle = [UInt8]()
-            var i = handleHex.startIndex
-            while i < handleHex.endIndex {
-                let j = handleHex.index(i, offsetBy: 2)
-                handle.append(UInt8(handleHex[i..<j], radix: 16) ?? 0)
-                i = j
-            }
+            let handle = FileHandles.bytes(hex: handleHex)
             let file = try FileHandles.path(device: UInt32(truncatingIfNeeded: sdev), handleType: Int32(truncatingIfNeeded: type),
                                             handle: handle, what: subject)
             watches.append(InotifyWatch(wd: Int32(truncatingIfNeeded: wd), mask: UInt32(truncatingIfNeeded: mask), path: file.path,
@@ -84,6 +78,17 @@ extension ProcessDumper {
 
 /// File handles (name_to_handle_at(2), open_by_handle_at(2)).
 enum FileHandles {
+    /// fdinfo's "f_handle:" (two hex digits per byte) as bytes.
+    static func bytes(hex: Substring) -> [UInt8] {
+        var out = [UInt8]()
+        var i = hex.startIndex
+        while i < hex.endIndex, let j = hex.index(i, offsetBy: 2, limitedBy: hex.endIndex) {
+            out.append(UInt8(hex[i..<j], radix: 16) ?? 0)
+            i = j
+        }
+        return out
+    }
+
     /// The path of the inode a file handle names, on the file system whose superblock has
     /// kernel device number `device` (MAJOR << 20 | MINOR, as fdinfo prints s_dev).
     /// open_by_handle_at needs CAP_DAC_READ_SEARCH and any fd on that file system: we take
