@@ -249,39 +249,21 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *o) {
     return (pid_t)pid;
 }
 
-pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd) {
+// The shell a restored process starts as: PID `pid` (in the innermost PID namespace, which
+// `flags` may make new), born in the cgroup, stopped for the restorer under PTRACE_TRACEME.
+static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags) {
     struct cssi_clone_args args;
     memset(&args, 0, sizeof(args));
     pid_t tid = pid;
     args.exit_signal = SIGCHLD;
+    args.flags = flags;
     args.set_tid = (uint64_t)(uintptr_t)&tid;
     args.set_tid_size = 1;
     if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
     long r = raw_clone3(&args);
     if (r < 0) return -errno;
     if (r == 0) {
-        syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
-        syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
-        // Only reached if the restorer let go without taking over: never run the copy of
-        // the restorer's own code.
-        for (;;) syscall(SYS_exit_group, 127);
-    }
-    return (pid_t)r;
-}
-
-pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces) {
-    struct cssi_clone_args args;
-    memset(&args, 0, sizeof(args));
-    pid_t tid = pid;
-    args.exit_signal = SIGCHLD;
-    args.flags = CLONE_NEWPID | namespaces;
-    args.set_tid = (uint64_t)(uintptr_t)&tid;
-    args.set_tid_size = 1;
-    if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
-    long r = raw_clone3(&args);
-    if (r < 0) return -errno;
-    if (r == 0) {
-        if (namespaces & CLONE_NEWNS) {
+        if (flags & CLONE_NEWNS) {
             // mount_namespaces(7): the copy shares propagation with the node's mounts; a slave
             // keeps our /proc from showing up there. proc(5): the instance shows the PID
             // namespace of the mounter, i.e. this new one.
@@ -291,9 +273,17 @@ pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long n
         }
         syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
         syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+        // Only reached if the restorer let go without taking over: never run the copy of
+        // the restorer's own code.
         for (;;) syscall(SYS_exit_group, 127);
     }
     return (pid_t)r;
+}
+
+pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd) { return restore_shell(pid, cgroup_fd, 0); }
+
+pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces) {
+    return restore_shell(pid, cgroup_fd, CLONE_NEWPID | namespaces);
 }
 
 static uint32_t crc32c_mulmod(uint32_t a, uint32_t b);
