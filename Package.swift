@@ -78,16 +78,19 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ], swiftSettings: swiftSettings),
         // The control protocol between ssi and ssid (typed requests and replies) and its client.
-        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIProcessTable", "SSIScheduler", "SSIObserve"], swiftSettings: swiftSettings),
+        .target(name: "SSIControl", dependencies: ["SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIProcessTable", "SSIScheduler", "SSIObserve", "SSINetwork"], swiftSettings: swiftSettings),
         // The scheduler: probes, filters, policies, the Scheduling Configuration Changer
         // (settings XML, selectors), external plug-ins. Pure decisions; the daemon acts on them.
         .target(name: "SSIScheduler", dependencies: ["SSISystem"], swiftSettings: swiftSettings),
+        // The cluster address and the port table (issue 13): listening sockets found from
+        // /proc, steering by nftables and policy routing, driven from KDDM (docs/network.md).
+        .target(name: "SSINetwork", dependencies: ["SSISystem", "SSITransport"], swiftSettings: swiftSettings),
         // A cluster on one machine for development and tests (ssi cluster up): network
         // namespaces, etcd, a supervisor. Not part of the daemon.
         .target(name: "SSILocalCluster", dependencies: ["SSISystem", "SSIControl"], swiftSettings: swiftSettings),
         // The node daemon: assembles the subsystems, serves the control socket.
         .target(name: "SSIDaemon", dependencies: [
-            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIProcessTable", "SSIScheduler", "SSIObserve",
+            "SSISystem", "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSIProcessTable", "SSIScheduler", "SSIObserve", "SSINetwork",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -95,7 +98,7 @@ let package = Package(
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssi", dependencies: [
             "SSIControl", "SSILocalCluster", "SSIKDDM", "SSIMembership",
-            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIProcessTable", "SSIScheduler", "SSIObserve",
+            "SSICheckpoint", "SSIIPC", "SSIImage", "SSISystem", "SSIProcessTable", "SSIScheduler", "SSIObserve", "SSINetwork",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
@@ -110,7 +113,7 @@ let package = Package(
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
             "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
-            "SSIProcessTable", "SSITestSupport",
+            "SSIProcessTable", "SSINetwork", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),

@@ -1,6 +1,7 @@
 import SSIKDDM
 import SSIScheduler
 import SSIMembership
+import SSINetwork
 import SSIObserve
 import SSIProcessTable
 import SSISystem
@@ -21,6 +22,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case jobs(JobsRequest)
     case observe(ObserveRequest)
     case apps(AppsRequest)
+    case network(NetworkRequest)
 
     /// The subsystem that answers it (`Subsystem.name` in the daemon).
     public var subsystem: String {
@@ -32,6 +34,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .jobs: return "jobs"
         case .observe: return "observe"
         case .apps: return "apps"
+        case .network: return "network"
         }
     }
 }
@@ -116,6 +119,15 @@ public enum ObserveRequest: Codable, Sendable, Equatable {
     case cluster
 }
 
+/// The cluster address and the port table (`ssi ports`, `ssi run --exclusive-port`).
+public enum NetworkRequest: Codable, Sendable, Equatable {
+    /// Answers `.ports`.
+    case ports
+    /// Claims a port for an application alone (nil: only checks that it could be); answers
+    /// `.done` or fails naming the application that has it.
+    case claim(port: UInt16, app: Int32?)
+}
+
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
 public struct BenchRequest: Codable, Sendable, Equatable {
     public var peer: NodeID
@@ -159,6 +171,7 @@ public enum ControlReply: Codable, Sendable {
     case checkpointed(CheckpointDone)
     case catalogs([SnapshotCatalog])
     case log(LogChunk)
+    case ports(PortsView)
 }
 
 /// The line the daemon writes back.
@@ -227,6 +240,11 @@ public struct BenchReport: Codable, Sendable {
 }
 
 extension ControlReply {
+    public func ports() throws -> PortsView {
+        guard case .ports(let v) = self else { throw Self.unexpected(self, "the port table") }
+        return v
+    }
+
     /// A reply of another case than the request answers: a daemon of another version.
     static func unexpected(_ r: ControlReply, _ wanted: String) -> SSIError {
         SSIError(.corrupt, "the daemon answered \(r) where \(wanted) was expected", hint: "are ssi and ssid from the same build?")

@@ -15,7 +15,7 @@ import ServiceLifecycle
 public final class NodeDaemon: Sendable {
     /// Every subsystem, bottom to top. A new layer (process table, migration, scheduler,
     /// streams, network) adds its type here, and nothing else in the daemon changes.
-    public static let subsystems: [any Subsystem.Type] = [MembershipSubsystem.self, KDDMSubsystem.self, ProcessTableSubsystem.self, BenchSubsystem.self, SchedulerSubsystem.self, JobsSubsystem.self, ObserveSubsystem.self]
+    public static let subsystems: [any Subsystem.Type] = [MembershipSubsystem.self, KDDMSubsystem.self, ProcessTableSubsystem.self, BenchSubsystem.self, SchedulerSubsystem.self, JobsSubsystem.self, NetworkSubsystem.self, ObserveSubsystem.self]
 
     public let core: NodeCore
     let group: MultiThreadedEventLoopGroup

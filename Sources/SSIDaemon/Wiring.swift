@@ -29,6 +29,16 @@ extension NodeDaemon {
             }
         }
         let records = apps.table
+        if let net = parts.lazy.compactMap({ $0 as? NetworkSubsystem }).first {
+            // The port table scans this node's running applications; a claim lasts as long
+            // as its application has not stopped.
+            net.localApps.withLock { f in
+                f = { ((try? await records.list()) ?? []).filter { $0.node == me && ($0.state == .running || $0.state == .frozen) }.map { ($0.app, $0.pid) } }
+            }
+            net.appAlive.withLock { f in
+                f = { app in ((try? await records.record(app)).map { $0.state != .stopped }) ?? false }
+            }
+        }
         let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
         if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {
             jobs.hooks.withLock { h in

@@ -56,6 +56,8 @@ public struct LocalCluster: Sendable {
         public var ssid: String
         /// CPUs of each node (`--cpus`), nil: unlimited.
         public var cpus: Double? = nil
+        /// The cluster's address for the outside world (`--cluster-ip`), nil: none.
+        public var clusterIP: String? = nil
     }
 
     public func plan() -> Plan? {
@@ -72,11 +74,17 @@ public struct LocalCluster: Sendable {
     // MARK: up
 
     /// Builds the cluster and returns once every node is online.
-    public func up(nodes: Int, ssid: String, ssi: String, useNetns: Bool? = nil, cpus: Double? = nil) throws -> Plan {
+    public func up(nodes: Int, ssid: String, ssi: String, useNetns: Bool? = nil, cpus: Double? = nil, clusterIP: String? = nil) throws -> Plan {
         guard (1...200).contains(nodes) else { throw SSIError(.invalidArgument, "--nodes must be 1..200") }
         if let cpus, !(cpus >= 0.01 && cpus <= 1024) { throw SSIError(.invalidArgument, "--cpus must be between 0.01 and 1024 (CPUs per node), not \(cpus)") }
         let netns = useNetns ?? root
         if netns && !root { throw SSIError(.permission, "network namespaces need root", hint: "run as root, or without --netns for loopback nodes") }
+        if clusterIP != nil && !netns {
+            throw SSIError(.unsupported, "--cluster-ip needs network namespaces (root, no --loopback): the hub namespace plays the router in front of the nodes")
+        }
+        if let clusterIP, (1...nodes).contains(where: { nodeHost($0, netns: true) == clusterIP }) || clusterIP == "\(Self.subnet).254" {
+            throw SSIError(.invalidArgument, "the cluster address \(clusterIP) is a node's or the hub's own address", hint: "choose one outside \(Self.subnet).0/24, e.g. \(Self.defaultClusterIP)")
+        }
         guard let etcdPath = which("etcd") else {
             throw SSIError(.notFound, "etcd is not installed", hint: "run scripts/setup-cluster.sh (as root) to install etcd-server")
         }
@@ -89,11 +97,12 @@ public struct LocalCluster: Sendable {
         let session = UInt64.random(in: 1...UInt64(UInt32.max))
         let etcdHost = netns ? "\(Self.subnet).254" : "127.0.0.1"
         let etcdPort = netns ? 2379 : 23790
-        let plan = Plan(nodes: nodes, netns: netns, session: session, etcd: "http://\(etcdHost):\(etcdPort)", ssid: ssid, cpus: cpus)
+        let plan = Plan(nodes: nodes, netns: netns, session: session, etcd: "http://\(etcdHost):\(etcdPort)", ssid: ssid, cpus: cpus, clusterIP: clusterIP)
         if let cpus { for k in 1...nodes { try makeCPUGroups(k, cpus: cpus) } }
         if netns {
             OperationProgress.report("building network namespaces")
             try buildNetwork(nodes: nodes)
+            if let clusterIP { try routeClusterIP(clusterIP, nodes: nodes) }
         }
         for k in 1...nodes {
             var conf = """
@@ -110,6 +119,7 @@ public struct LocalCluster: Sendable {
             apps.snapshots = \(dir)/node\(k)/chkpt
             apps.logs = \(dir)/node\(k)/log
             """
+            if let clusterIP { conf += "\nnetwork.cluster-ip = \(clusterIP)" }
             let groups = cpuGroups(k)
             if cpus != nil, !groups.isEmpty {
                 // --cpus: the node's applications share its groups' CPUs; the daemon stays

@@ -44,6 +44,8 @@ extension LocalCluster {
             throw SSIError(.notFound, "no node \(k) in the local cluster", hint: "ssi nodes status lists them")
         }
         try Proc.run(["ip", "-n", hub, "link", "set", "ssi-h\(k)", state == .down ? "down" : "up"])
+        // The outside world's router stops (or starts again) sending the cluster address there.
+        if let p = plan(), let ip = p.clusterIP { try routeClusterIP(ip, nodes: p.nodes) }
         // nft(8): one table of our own, deleted whole; loopback stays open (a node's calls to
         // its own address), and so does the hub, where etcd listens.
         _ = try? Proc.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "ssi-isolate"], check: false)

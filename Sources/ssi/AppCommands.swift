@@ -11,7 +11,7 @@ import Glibc
 
 // Cluster applications (docs/migration.md): `ssi run` with a daemon, `ps`, `caps`, `logs`,
 // and the cluster forms of `checkpoint`, `restart`, `snapshots`.
-let appCommands: [ParsableCommand.Type] = [PS.self, Caps.self, Logs.self, Migrate.self]
+let appCommands: [ParsableCommand.Type] = [PS.self, Caps.self, Logs.self, Migrate.self, Kill.self]
 
 func appsFail(_ error: Error) -> Never {
     FileHandle.standardError.write(Data("ssi: \(error)\n".utf8))
@@ -221,5 +221,20 @@ enum ClusterCR {
                 print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(v.size) bytes\t\(v.description)")
             }
         }
+    }
+}
+
+struct Kill: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kill", abstract: "Send a signal to a cluster application, from any node.",
+                                                    discussion: "Its init passes TERM, INT, HUP, USR1, USR2, QUIT... on to the command; KILL ends every process of the application. e.g. ssi kill 10000001 --signal KILL")
+    @Argument(help: "The application id.") var app: Int32
+    @Option(help: "The signal, by name (TERM, KILL, HUP...) or number.") var signal = "TERM"
+    @OptionGroup var daemon: DaemonOptions
+    func run() throws {
+        do {
+            let sig = try parseSignal(signal)
+            let r = try ClusterApps.call(.signal(app: app, signal: sig.rawValue), via: daemon).application()
+            print("Sent \(sig) to application \(r.app) on node \(r.node)")
+        } catch { appsFail(error) }
     }
 }

@@ -40,6 +40,7 @@ struct Run: ParsableCommand {
     @Option(help: "Start it on this node of the cluster (a cluster application: ids above 10,000,000), or auto: where the scheduler's placement policy says.") var node: String?
     @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
     @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
+    @Option(name: .customLong("exclusive-port"), help: "Cluster mode: this application alone gets the cluster address's connections to port P (repeatable); refused if another application has P.") var exclusivePorts: [UInt16] = []
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
 
     /// `ssi run --help` (or -h) before the command: the arguments after `--`, or from the
@@ -59,7 +60,9 @@ struct Run: ParsableCommand {
         if !local && (node != nil || log || ClusterApps.daemonReachable()) {
             do {
                 let node = try ClusterApps.node(self.node)
+                try ExclusivePorts.check(exclusivePorts, node: node)
                 let r = try ClusterApps.launch(cmd, node: node, log: log)
+                try ExclusivePorts.claim(exclusivePorts, app: r.app, node: node)
                 // The daemon that launched it records the event (ProcessTableSubsystem).
                 if let output { try "\(r.app)\n".write(toFile: output, atomically: true, encoding: .utf8) }
                 print("Running application \(r.app)")
@@ -67,6 +70,9 @@ struct Run: ParsableCommand {
                 if background { return }
                 throw ExitCode(try ClusterApps.wait(r.app, node: node))
             } catch let e as SSIError { fail(e) }
+        }
+        if !exclusivePorts.isEmpty {
+            fail(SSIError(.invalidArgument, "--exclusive-port needs a cluster (a daemon): ports are claimed in the cluster's port table", hint: "drop --local, or start ssid (ssi cluster up)"))
         }
         do {
             var o = CheckpointEngine.LaunchOptions()

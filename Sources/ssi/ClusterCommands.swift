@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SSIControl
+import SSINetwork
 import SSIKDDM
 import SSILocalCluster
 import SSIMembership
@@ -139,15 +140,17 @@ struct ClusterUp: ParsableCommand {
     @Option(help: "Number of nodes.") var nodes = 3
     @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
     @Option(help: "Limit each node's processes to this many CPUs (cgroup cpu controller), e.g. 0.5: nodes behave like slower, separate machines.") var cpus: Double?
+    @Option(name: .customLong("cluster-ip"), help: "The cluster's one address for the outside world (the hub namespace), e.g. 10.77.1.1: servers of any node answer on it (ssi ports).") var clusterIP: String?
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal.") var progress = false
     func run() throws {
         do {
             let lc = LocalCluster()
+            let clusterIP = try self.clusterIP.map { try ClusterAddress.parse($0) }
             let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
             let shown = OperationProgress("cluster up", mode: OperationProgress.mode(json: false, forced: progress), bytes: { 0 })
             shown.start()
             defer { shown.finish() }
-            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus)
+            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus, clusterIP: clusterIP)
             shown.finish()
             print("status: up on \(plan.nodes) nodes\(plan.cpus.map { " of \($0) CPU each" } ?? "") (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {
@@ -158,6 +161,7 @@ struct ClusterUp: ParsableCommand {
                 let url = "http://127.0.0.1:\(lc.dashboardPort(k))/"
                 print("dashboard node \(k): \(url)" + (plan.netns ? "  (ip netns exec \(lc.nodeNamespace(k)) curl -s \(url); in a browser: ssi dashboard forward \(k))" : ""))
             }
+            if let ip = plan.clusterIP { print("cluster address: \(ip) (routed by \(lc.hub) to every node; ssi ports lists what answers on it)") }
             print("etcd: \(plan.etcd)\(plan.netns ? " (in netns \(lc.hub))" : "")  logs: \(lc.dir)/*.log")
             print("ssi nodes status --node K asks node K; ssi cluster down removes everything")
         } catch { clusterFail(error) }

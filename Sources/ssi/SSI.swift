@@ -11,7 +11,7 @@ struct SSI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ssi",
         abstract: "SwiftSSI: checkpoint, restart and migrate unmodified Linux applications across a cluster.",
-        subcommands: [Run.self, Checkpoint.self, Restart.self, Snapshots.self, IPC.self] + appCommands + clusterCommands + [Sched.self] + jobCommands + observeCommands)
+        subcommands: [Run.self, Checkpoint.self, Restart.self, Snapshots.self, IPC.self] + appCommands + clusterCommands + [Sched.self] + jobCommands + observeCommands + networkCommands)
 
     /// Kerrighed aliases: argv[0] name -> the subcommand words it stands for.
     static let aliases: [String: [String]] = [

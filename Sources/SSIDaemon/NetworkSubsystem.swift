@@ -1,0 +1,164 @@
+import Foundation
+import Logging
+import SSIControl
+import SSIKDDM
+import SSINetwork
+import SSISystem
+import SSITransport
+import ServiceLifecycle
+import Synchronization
+
+/// The cluster address and the port table in the daemon (issue 13, docs/network.md): every
+/// second, the listening ports of this node's applications are published in the KDDM set
+/// `ports` (object id = node), every online node's are read back, and, when a cluster
+/// address is configured, this node's steering (SSINetwork/Steering.swift) is brought up to
+/// date. `ssi ports` and `ssi run --exclusive-port` come here.
+final class NetworkSubsystem: Subsystem, @unchecked Sendable {
+    static let name = "network"
+    static let configuration: [ConfigKey] = [
+        ConfigKey("cluster-ip", default: "", help: "the cluster's one address for the outside world (IPv4, on no node); empty: none"),
+    ]
+    static let portsSet = "ports"
+    static let claimsSet = "port-claims"
+
+    let core: NodeCore
+    let clusterIP: String?
+    let state = Mutex(NetworkState())
+    /// This node's running applications and their roots (Wiring.swift: the process table).
+    let localApps = Mutex<@Sendable () async -> [(app: Int32, root: Int32)]>({ [] })
+    /// Whether an application exists and has not stopped (Wiring.swift).
+    let appAlive = Mutex<@Sendable (Int32) async -> Bool>({ _ in true })
+
+    struct NetworkState {
+        var published: NodePorts?
+        var table = PortTable([], online: [])
+        var applied: SteeringPlan?
+        var lastError: String?
+    }
+
+    init(core: NodeCore, settings: [String: String]) throws {
+        self.core = core
+        let ip = settings["cluster-ip"] ?? ""
+        clusterIP = ip.isEmpty ? nil : try ClusterAddress.parse(ip)
+        if clusterIP != nil { try NodeNetwork.requireNft(node: core.config.node) }
+    }
+
+    var serviceBlock: ServiceBlock? { .network }
+    var sets: [KDDMSetInfo] { [KDDMSetInfo(name: Self.portsSet, rule: .hash), KDDMSetInfo(name: Self.claimsSet, rule: .hash)] }
+    var services: [any Service] { [NetworkLoop(net: self)] }
+
+    func handle(_ request: ControlRequest) async throws -> ControlReply {
+        guard case .network(let r) = request else { throw misrouted(request) }
+        switch r {
+        case .ports:
+            let t = state.withLock { $0.table }
+            return .ports(PortsView(clusterIP: clusterIP, entries: t.entries, claims: t.claims,
+                                    error: state.withLock { $0.lastError }))
+        case .claim(let port, let app):
+            try await claim(port: port, app: app)
+            return .done
+        }
+    }
+
+    /// Claims `port` for `app` alone (nil: only checks that it could be claimed). The claim
+    /// object is grabbed, so two nodes claiming at once are served one after the other.
+    func claim(port: UInt16, app: Int32?) async throws {
+        guard port > 0 else { throw SSIError(.invalidArgument, "--exclusive-port must be a port between 1 and 65535") }
+        try await refresh()
+        let table = state.withLock { $0.table }
+        let id = UInt64(port)
+        let held = try await core.kddm.grab(Self.claimsSet, id)
+        var refusal: String? = nil
+        if let held, let c = try? JSONDecoder().decode(PortClaim.self, from: Data(held)), c.app != app, await appAlive.withLock({ $0 })(c.app) {
+            refusal = "port \(port) is claimed exclusively by application \(c.app)"
+        } else if let r = table.claimRefusal(port: port, app: app) {
+            refusal = r
+        }
+        if let refusal {
+            try? await core.kddm.release(Self.claimsSet, id)
+            throw SSIError(.busy, "cannot claim port \(port) exclusively: \(refusal)",
+                           hint: "stop that application, or run this one on another port (or without --exclusive-port to share the port)")
+        }
+        guard let app else { try await core.kddm.release(Self.claimsSet, id); return }
+        try await core.kddm.put(Self.claimsSet, id, Array(try JSONEncoder().encode(PortClaim(port: port, app: app))))
+    }
+
+    /// One round: publish this node's ports, read everyone's, steer.
+    func refresh() async throws {
+        let me = core.config.node
+        var entries: [PortEntry] = []
+        for (app, root) in await localApps.withLock({ $0 })() {
+            entries += ListeningSockets.of(app: app, root: root, node: me, clusterIP: clusterIP)
+        }
+        let mine = NodePorts(node: me, entries: entries.sorted { ($0.port, $0.app) < ($1.port, $1.app) })
+        if state.withLock({ $0.published }) != mine {
+            try await core.kddm.store(Self.portsSet, UInt64(me), Array(try JSONEncoder().encode(mine)))
+            state.withLock { $0.published = mine }
+        }
+        let online = core.membership.online
+        var published: [NodePorts] = [mine]
+        for n in online where n != me {
+            if let b = try? await core.kddm.get(Self.portsSet, UInt64(n)), let p = try? JSONDecoder().decode(NodePorts.self, from: Data(b)) {
+                published.append(p)
+            }
+        }
+        let claims = try await liveClaims()
+        let table = PortTable(published, claims: claims, online: Set(online))
+        state.withLock { $0.table = table }
+        try steer(table, online: online)
+    }
+
+    /// The claims of applications that still exist; the lowest online node removes the others.
+    private func liveClaims() async throws -> [PortClaim] {
+        let alive = appAlive.withLock { $0 }
+        var out: [PortClaim] = []
+        let sweeper = core.membership.online.min() == core.config.node
+        for (id, bytes) in (try? await core.kddm.list(Self.claimsSet)) ?? [] {
+            guard let c = try? JSONDecoder().decode(PortClaim.self, from: Data(bytes)) else { continue }
+            if await alive(c.app) { out.append(c) } else if sweeper { try? await core.kddm.remove(Self.claimsSet, id) }
+        }
+        return out
+    }
+
+    private func steer(_ table: PortTable, online: [NodeID]) throws {
+        guard let clusterIP else { return }
+        let view = core.membership.view
+        var nodes: [NodeID: String] = [:]
+        for n in online { if let h = view[n]?.host { nodes[n] = h } }
+        try ClusterAddress.check(clusterIP, against: nodes)
+        let plan = SteeringPlan(clusterIP: clusterIP, me: core.config.node, nodes: nodes, table: table)
+        guard state.withLock({ $0.applied }) != plan else { return }
+        let net = NodeNetwork(clusterIP: clusterIP, me: core.config.node)
+        if state.withLock({ $0.applied }) == nil { try net.prepareKernel() }
+        try net.apply(plan)
+        state.withLock { $0.applied = plan; $0.lastError = nil }
+        core.logger.info("network: cluster address \(clusterIP): \(table.exposedPorts.count) ports steered over \(nodes.count) nodes")
+    }
+
+    func failed(_ error: any Error) {
+        let text = "\(error)"
+        let changed = state.withLock { s in
+            defer { s.lastError = text }
+            return s.lastError != text
+        }
+        if changed { core.logger.warning("network: \(text)") }
+    }
+
+    func stop() {
+        guard let clusterIP else { return }
+        NodeNetwork(clusterIP: clusterIP, me: core.config.node).teardown()
+    }
+}
+
+struct NetworkLoop: Service {
+    let net: NetworkSubsystem
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do { try await net.refresh() } catch { net.failed(error) }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        net.stop()
+    }
+}

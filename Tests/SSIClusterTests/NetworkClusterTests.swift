@@ -1,0 +1,108 @@
+import Foundation
+import SSILocalCluster
+import SSINetwork
+import SSISystem
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The cluster address (issue 13) on the real local cluster: the hub namespace is the
+// outside world, its clients reach servers of any node on 10.77.1.1.
+
+private let clusterIP = LocalCluster.defaultClusterIP
+private let canSteer = canRunCluster && toolPath("nft") != nil && toolPath("curl") != nil && toolPath("python3") != nil
+private let whyNotSteer = !canRunCluster ? whyNot : "needs nft, curl and python3: run scripts/setup.sh"
+
+/// `curl` from the hub (the outside world) or from node k; the body, or nil.
+private func fetch(_ url: String, from k: Int? = nil) -> String? {
+    let ns = k.map { lc.nodeNamespace($0) } ?? lc.hub
+    guard let r = try? Proc.run(["nsenter", "--net=/run/netns/\(ns)", "--", "curl", "-s", "-m", "4", url], check: false), r.0 == 0 else { return nil }
+    return r.1.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+private func ports(node: Int) throws -> [PortEntry] {
+    struct View: Decodable { var cluster_ip: String?; var ports: [PortEntry] }
+    let v = try JSONDecoder().decode(View.self, from: Data(try ssiOK("ports", "--json", "--node", "\(node)").utf8))
+    #expect(v.cluster_ip == clusterIP)
+    return v.ports
+}
+
+/// A python3 web server of one page in a directory of its own, started on node k.
+private func webServer(node k: Int, port: Int, page: String, extra: [String] = []) throws -> Int32 {
+    let dir = "/tmp/ssi-net-test-\(getpid())-\(k)-\(port)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    try page.write(toFile: "\(dir)/index.html", atomically: true, encoding: .utf8)
+    let r = try Proc.run([binDir + "/ssi", "run", "--node", "\(k)", "-b", "--log"] + extra
+                         + ["--", "python3", "-m", "http.server", "--directory", dir, "\(port)"], check: false)
+    #expect(r.0 == 0, "\(r.1)")
+    return try #require(r.1.split(separator: " ").last.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+}
+
+@Suite(.serialized) struct NetworkClusterTests {
+    @Test func badClusterAddressesAreRefused() throws {
+        #expect(throws: SSIError.self) { try ClusterAddress.parse("10.77.1") }
+        #expect(throws: SSIError.self) { try ClusterAddress.parse("127.0.0.1") }
+        #expect(throws: SSIError.self) { try ClusterAddress.parse("224.0.0.1") }
+        #expect(try ClusterAddress.parse("10.77.1.1") == "10.77.1.1")
+        #expect(throws: SSIError.self) { try ClusterAddress.check("10.77.0.2", against: [1: "10.77.0.1", 2: "10.77.0.2"]) }
+        let r = try ssi("cluster", "up", "--nodes", "2", "--cluster-ip", "not-an-address")
+        #expect(r.code != 0 && r.out.contains("must be an IPv4 address"), "\(r.out)")
+    }
+
+    /// One address for the outside world: a server on node 2 answers on it through every
+    /// node; two servers on one port share 20 connections; an exclusive claim is refused
+    /// while another application has the port; a node cut off does not stop clients; the
+    /// port table is right from every node and follows servers that stop.
+    @Test(.enabled(if: canSteer, "\(whyNotSteer)")) func clusterAddressReachesServersOfEveryNode() throws {
+        Proc.becomeSubreaper()
+        let bad = try ssi("cluster", "up", "--nodes", "3", "--cluster-ip", "10.77.0.2")
+        #expect(bad.code != 0 && bad.out.contains("is a node's or the hub's own address"), "\(bad.out)")
+        #expect(try ssiOK("cluster", "up", "--nodes", "3", "--cluster-ip", clusterIP).contains("cluster address: \(clusterIP)"))
+        defer { try? down() }
+        let web = try webServer(node: 2, port: 8000, page: "node-two")
+        _ = try waitFor("every node lists port 8000", seconds: 10) {
+            try (1...3).allSatisfy { k in try ports(node: k).contains { $0.port == 8000 && $0.app == web && $0.node == 2 && $0.exposed } }
+        }
+        // From outside: the hub spreads connections over the three nodes (by ports), every
+        // one reaches node 2's server.
+        var answered = 0
+        for _ in 0..<15 where fetch("http://\(clusterIP):8000/") == "node-two" { answered += 1 }
+        #expect(answered == 15, "all 15 requests through the cluster address answered, got \(answered)")
+        // From inside: a client on node 3 (another node) and on node 2 (its own node).
+        #expect(fetch("http://\(clusterIP):8000/", from: 3) == "node-two")
+        #expect(fetch("http://\(clusterIP):8000/", from: 2) == "node-two")
+
+        // Two servers on one port: new connections are spread between them.
+        let one = try webServer(node: 1, port: 9000, page: "one")
+        let three = try webServer(node: 3, port: 9000, page: "three")
+        _ = try waitFor("port 9000 has two servers", seconds: 10) { try ports(node: 2).filter { $0.port == 9000 }.count == 2 }
+        var seen: [String: Int] = [:]
+        for _ in 0..<20 { seen[fetch("http://\(clusterIP):9000/") ?? "none", default: 0] += 1 }
+        #expect(seen["none"] == nil && (seen["one"] ?? 0) > 0 && (seen["three"] ?? 0) > 0, "20 connections shared: \(seen)")
+
+        // An exclusive claim of a port that others serve is refused, naming one of them;
+        // then a claim of a free port, and a second claim of it, refused naming the first.
+        let taken = try ssi("run", "--node", "2", "--exclusive-port", "9000", "-b", "--", "/bin/sleep", "30")
+        #expect(taken.code != 0 && taken.out.contains("cannot claim port 9000 exclusively") && (taken.out.contains("\(one)") || taken.out.contains("\(three)")), "\(taken.out)")
+        let first = try ssiOK("run", "--node", "1", "--exclusive-port", "7000", "-b", "--", "/bin/sleep", "30")
+        let firstApp = try #require(first.split(separator: " ").last.map(String.init))
+        let second = try ssi("run", "--node", "3", "--exclusive-port", "7000", "-b", "--", "/bin/sleep", "30")
+        #expect(second.code != 0 && second.out.contains("port 7000 is claimed exclusively by application \(firstApp)"), "\(second.out)")
+        #expect(try ssiOK("ports", "--node", "3").contains("claimed exclusively"))
+
+        // Node 1 cut off: the outside reaches node 2's server through the others.
+        _ = try ssiOK("cluster", "link", "1", "down")
+        answered = 0
+        for _ in 0..<10 where fetch("http://\(clusterIP):8000/") == "node-two" { answered += 1 }
+        #expect(answered == 10, "with node 1 down, 10 of 10 requests answered, got \(answered)")
+        _ = try ssiOK("cluster", "link", "1", "up")
+
+        // A server that stops leaves the table on every node.
+        _ = try ssiOK("kill", "\(three)", "--signal", "KILL")
+        _ = try waitFor("port 9000 keeps one server", seconds: 10) {
+            try (1...3).allSatisfy { k in try ports(node: k).filter { $0.port == 9000 }.map(\.app) == [one] }
+        }
+        for _ in 0..<5 { #expect(fetch("http://\(clusterIP):9000/") == "one") }
+    }
+}
