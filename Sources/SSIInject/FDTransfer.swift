@@ -13,14 +13,23 @@ public enum FDTransfer {
         try PidFD.copy(fd: fd, of: pid)
     }
 
+    /// A pidfd of ssi itself (pidfd_open(2)), opened once, before the first restore shell
+    /// is cloned: the shell starts with a copy of ssi's fd table, this fd included, and
+    /// passes it on (ProcessRestorer.ssiPidFD). A process of an application with a PID
+    /// namespace of its own cannot name ssi by a PID (ssi is outside its namespace, so
+    /// pidfd_open of ssi's number fails with ESRCH), but a pidfd it holds still refers to ssi.
+    public static let selfPidFD: Int32 = (try? PidFD.open(ProcessID(getpid()))) ?? -1
+
     /// Gives the stopped process driven by `inj` a copy of ssi's fd `mine`: it runs
     /// pidfd_getfd(2) on ssi itself, so it gets the same open file description. That needs
     /// PTRACE_MODE_ATTACH_REALCREDS over ssi, which it has while it still runs with ssi's
-    /// (root) credentials: a restart restores credentials last. Returns the new fd, without
-    /// FD_CLOEXEC (pidfd_getfd sets it; the caller gives the final fd its flags).
-    public static func take(_ mine: Int32, inj: Injector, what: @autoclosure () -> String) throws -> UInt64 {
-        let pidfd = try inj.call("pidfd_open(ssi)", .pidfd_open, UInt64(getpid()), 0)
-        defer { _ = try? inj.raw(.close, pidfd) }
+    /// (root) credentials: a restart restores credentials last. `ssiPidFD`: the process's
+    /// own fd on ssi's pidfd, if it has one (always, for a process in a PID namespace of
+    /// its own); else it opens one by ssi's PID. Returns the new fd, without FD_CLOEXEC
+    /// (pidfd_getfd sets it; the caller gives the final fd its flags).
+    public static func take(_ mine: Int32, inj: Injector, ssiPidFD: UInt64? = nil, what: @autoclosure () -> String) throws -> UInt64 {
+        let pidfd = try ssiPidFD ?? inj.call("pidfd_open(ssi)", .pidfd_open, UInt64(getpid()), 0)
+        defer { if ssiPidFD == nil { _ = try? inj.raw(.close, pidfd) } }
         let fd = try inj.call("pidfd_getfd(ssi fd \(mine)) for \(what())", .pidfd_getfd, pidfd, UInt64(mine), 0)
         try inj.call("fcntl(F_SETFD)", .fcntl, fd, UInt64(F_SETFD), 0)
         return fd

@@ -4,6 +4,7 @@
 //   swift run -c release ssi-bench ipc
 //   swift run -c release ssi-bench kddm
 //   swift run -c release ssi-bench balance [--jobs 12] [--cpus 0.5]
+//   swift run -c release ssi-bench cluster-ip [--seconds 3] [--rounds 3] [--window 1] [--migrate]
 import Foundation
 
 let args = Array(CommandLine.arguments.dropFirst())
@@ -17,10 +18,12 @@ do {
         try runIPCBenchmark(args: Array(args.dropFirst()))
     case "balance":
         try BalanceBenchmark(args: Array(args.dropFirst())).run()
+    case "cluster-ip":
+        try ClusterIPBenchmark(args: Array(args.dropFirst())).run()
     case "kddm":
         try await runKDDMBenchmark(args: Array(args.dropFirst()))
     default:
-        print("usage: \(CheckpointBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage)")
+        print("usage: \(CheckpointBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage)")
         exit(2)
     }
 } catch {

@@ -2,6 +2,7 @@ import Foundation
 import SSILocalCluster
 import SSINetwork
 import SSISystem
+import SSITestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -105,4 +106,32 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
         }
         for _ in 0..<5 { #expect(fetch("http://\(clusterIP):9000/") == "one") }
     }
+
+    /// A server application with a listening socket moves between nodes (its socket is
+    /// rebuilt inside its own PID namespace, FDTransfer.selfPidFD); the port table and the
+    /// cluster address follow it, and a client outside reaches it on its new node.
+    @Test(.enabled(if: canSteer, "\(whyNotSteer)")) func serverFollowsItsMigration() throws {
+        Proc.becomeSubreaper()
+        let dir = "/tmp/ssi-net-test-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (echo, client) = (try TestEnv.fixture("lineecho"), try TestEnv.fixture("lineclient"))
+        _ = try ssiOK("cluster", "up", "--nodes", "3", "--cluster-ip", clusterIP)
+        defer { try? down() }
+        let out = try ssiOK("run", "--node", "2", "-b", "--log", "--", echo, "7400", "\(dir)/accepts")
+        let app = try #require(out.split(separator: " ").last.flatMap { Int32($0) })
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        for target in [3, 1] {
+            _ = try waitFor("the server is listed on its node", seconds: 10) {
+                try (1...3).allSatisfy { k in try ports(node: k).contains { $0.port == 7400 && $0.app == app } }
+            }
+            let moved = try ssi("migrate", "\(app)", "\(target)")
+            #expect(moved.code == 0 && moved.out.contains("to node \(target)"), "\(moved.out)")
+            _ = try waitFor("every node lists port 7400 on node \(target)", seconds: 10) {
+                try (1...3).allSatisfy { k in try ports(node: k).contains { $0.port == 7400 && $0.app == app && $0.node == UInt8(target) } }
+            }
+            let r = try Proc.run(["nsenter", "--net=/run/netns/\(lc.hub)", "--", client, clusterIP, "7400", "0.5"], check: false)
+            #expect(r.1.hasPrefix("PASS"), "a client outside reaches the server on node \(target): \(r.1)")
+        }
+    }
 }
+

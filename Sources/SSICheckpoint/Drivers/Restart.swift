@@ -105,6 +105,8 @@ final class RestartSession {
         // Processes orphaned by a failed restart are reparented to us and reaped below
         // (prctl(2) PR_SET_CHILD_SUBREAPER), so no PID stays taken by a zombie.
         Prctl.becomeSubreaper()
+        // Opened before the shell is cloned, so that the shell has it (FDTransfer.selfPidFD).
+        _ = FDTransfer.selfPidFD
         let stub = try spawnRoot(root, freezer: freezer)
         created = [stub.pid.rawValue]
         createdIDs = [root.pid]
@@ -168,10 +170,12 @@ final class RestartSession {
         // Open file descriptions shared by several fds are opened once, in the root before
         // it forks, so that every process inherits the same description.
         let shared = SharedDescriptions(images: snap.processes)
-        var queue: [(ProcessImage, Tracee)] = [(root, stub)]
+        let selfPidFD = FDTransfer.selfPidFD
+        var queue: [(ProcessImage, Tracee, UInt64?)] = [(root, stub, selfPidFD >= 0 ? UInt64(selfPidFD) : nil)]
         while !queue.isEmpty {
-            let (image, t) = queue.removeFirst()
+            let (image, t, pidfdSlot) = queue.removeFirst()
             let pr = try ProcessRestorer(image: image, source: snap, stub: t)
+            pr.ssiPidFD = pidfdSlot
             pr.pipes = pipes
             pr.deletedFiles = deletedFiles
             pr.shared = shared
@@ -194,7 +198,7 @@ final class RestartSession {
                 if let status = child.zombieStatus {
                     try pr.makeZombie(ct, status: status)
                 } else {
-                    queue.append((child, ct))
+                    queue.append((child, ct, pr.ssiPidFD))
                 }
             }
             try pr.createThreads()

@@ -35,6 +35,10 @@ final class ProcessRestorer {
     var shared: SharedDescriptions?
     /// inotify instances and FIFOs, prepared by ssi (FSObjects).
     var fsObjects: FSObjects?
+    /// The fd of this process on ssi's pidfd (FDTransfer.selfPidFD): the root shell has it
+    /// at ssi's own number, a forked child at its parent's slot; rebuild() moves it above
+    /// the image's fds and finish() closes it. nil: files are taken by ssi's PID.
+    var ssiPidFD: UInt64?
 
     private(set) var tracee: Tracee
     var inj: Injector
@@ -167,6 +171,8 @@ final class ProcessRestorer {
     func finish() throws {
         try restoreRootAndCwd()
         try restoreCredentials()
+        if let slot = ssiPidFD, image.sharesFilesWithParent != true { _ = try? inj.raw(.close, slot) }
+        ssiPidFD = nil
         // The shared descriptions were kept open for the children forked since rebuild().
         if let shared, shared.count > 0 {
             try inj.call("close shared", .close_range, UInt64(shared.base), UInt64(shared.base) + UInt64(shared.count) - 1, 0)

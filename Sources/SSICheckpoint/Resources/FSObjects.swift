@@ -60,11 +60,11 @@ final class FSObjects {
 
     /// Gives process `pid` (driven by `inj`) the inotify instance of its fd `f`; returns the
     /// fd number it got, without FD_CLOEXEC (the caller sets the flags of the final fd).
-    func receiveInotify(_ f: FileDescriptorImage, pid: Int32, inj: Injector) throws -> UInt64 {
+    func receiveInotify(_ f: FileDescriptorImage, pid: Int32, inj: Injector, ssiPidFD: UInt64?) throws -> UInt64 {
         guard let mine = inotify[FSObjects.key(f, pid: pid)] else {
             throw SSIError(.corrupt, "PID \(pid) fd \(f.fd): no inotify instance was prepared for it")
         }
-        return try FDTransfer.take(mine, inj: inj, what: "inotify fd \(f.fd)")
+        return try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "inotify fd \(f.fd)")
     }
 
     /// Where a process opens the FIFO `id` that has no name any more.

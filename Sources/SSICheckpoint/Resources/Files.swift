@@ -150,6 +150,12 @@ extension ProcessRestorer {
         }
         var keep = [UInt64]()
         if let ttyFD { keep.append(ttyFD) }
+        // ssi's pidfd (FDTransfer.take) moves above the image's fds and stays until finish().
+        if let inherited = ssiPidFD {
+            let slot = try inj.call("dup ssi's pidfd", .fcntl, inherited, UInt64(F_DUPFD), high)
+            ssiPidFD = slot
+            keep.append(slot)
+        }
         if let shared, shared.count > 0 { keep += (0..<shared.count).map { UInt64(shared.base) + UInt64($0) } }
         var from: UInt64 = 0
         let ownTable = image.sharesFilesWithParent != true
@@ -215,7 +221,7 @@ extension ProcessRestorer {
             return (try createAnonInode(f), true)
         case .inotify:
             guard let fsObjects else { return nil }
-            return (try fsObjects.receiveInotify(f, pid: pid, inj: inj), true)
+            return (try fsObjects.receiveInotify(f, pid: pid, inj: inj, ssiPidFD: ssiPidFD), true)
         case .unixSocket, .tcpSocket, .udpSocket:
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
@@ -230,7 +236,7 @@ extension ProcessRestorer {
         case .fanotify:
             let mine = try makeFanotifyGroup(f, pid: pid)
             defer { close(mine) }
-            return (try FDTransfer.take(mine, inj: inj, what: "fanotify fd \(f.fd)"), true)
+            return (try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "fanotify fd \(f.fd)"), true)
         case .tty where ttyFD != nil:
             return (ttyFD!, false)
         default:

@@ -91,6 +91,6 @@ extension ProcessRestorer {
         }
         let mine = try NamespaceFiles.makeNetworkNamespace()
         defer { close(mine) }
-        return try FDTransfer.take(mine, inj: inj, what: "network namespace of fd \(f.fd)")
+        return try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "network namespace of fd \(f.fd)")
     }
 }

@@ -96,7 +96,7 @@ extension ProcessRestorer {
             if f.kind == .tty, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
                 fd = UInt64(t)
             } else if f.kind == .inotify, let fsObjects {
-                fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj)
+                fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj, ssiPidFD: ssiPidFD)
             } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
                 fd = try createAnonInode(f)
             } else {

@@ -270,7 +270,7 @@ extension ProcessRestorer {
         try sockets.build(shared.socketEnds)
         for f in shared.socketEnds {
             guard let id = f.socketID, let mine = sockets.made[id], let slot = shared.socketSlot[id] else { continue }
-            let fd = try FDTransfer.take(mine, inj: inj, what: "socket of fd \(f.fd)")
+            let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "socket of fd \(f.fd)")
             try inj.call("dup3 socket", .dup3, fd, UInt64(slot), 0)
             try inj.call("close", .close, fd)
         }
