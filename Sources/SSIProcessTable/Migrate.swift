@@ -85,7 +85,11 @@ extension NodeApplications {
         try await pull(m.app, m.version, from: m.from)
         let engine = CheckpointEngine(store: store)
         let app = m.app, v = m.version
-        let r = try await Self.onThread { try engine.restart(app: app, version: v) }
+        // The source copy, frozen, still holds the application's names until it is killed.
+        var o = CheckpointEngine.RestartOptions()
+        o.takeOver = true
+        let opts = o
+        let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         joinCPUGroups(root: r.pid)
         watch(app: app, pid: r.pid)
         let me = self.me

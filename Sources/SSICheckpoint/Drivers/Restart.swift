@@ -26,6 +26,10 @@ extension CheckpointEngine {
         /// TCP connections to peers outside the application are rebuilt (`--tcp-established`,
         /// as given to the checkpoint).
         public var tcpEstablished = false
+        /// The target of a migration: a frozen copy of the application still holds its
+        /// names (unix socket paths, FIFO bytes) on this machine or a shared file system, and
+        /// the restart takes them over (NameTakeover.swift).
+        public var takeOver = false
 
         public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
@@ -79,12 +83,14 @@ final class RestartSession {
     private let pipes = PipeRegistry()
     private let deletedFiles = DeletedFileRegistry()
     private let fsObjects = FSObjects()
+    private let takeover: NameTakeover
     private var clock = PhaseClock()
 
     init(snapshot: any ImageReader, app: Int32, options: CheckpointEngine.RestartOptions) {
         snap = snapshot
         self.app = app
         self.options = options
+        takeover = NameTakeover(enabled: options.takeOver)
     }
 
     deinit {
@@ -113,7 +119,7 @@ final class RestartSession {
         do {
             try pipes.create(from: snap.processes, inherited: inherited)
             try deletedFiles.create(from: snap.processes, source: snap)
-            try fsObjects.create(from: snap.processes, deletedFiles: deletedFiles)
+            try fsObjects.create(from: snap.processes, deletedFiles: deletedFiles, takeover: takeover)
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
@@ -127,14 +133,16 @@ final class RestartSession {
             clock.mark("rebuild processes")
         } catch {
             killCreated()
+            takeover.undo()
             throw error
         }
+        takeover.commit()
         if options.leaveFrozen, let freezer {
             try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")
-            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.pid)); pr.detach() }
+            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.image.pid)); pr.detach() }
             try freezer.freeze(app)
         } else {
-            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.pid)); pr.detach() }
+            for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.image.pid)); pr.detach() }
         }
         let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
         return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: created[0], restoreSeconds: secs)
@@ -180,6 +188,7 @@ final class RestartSession {
             pr.deletedFiles = deletedFiles
             pr.shared = shared
             pr.fsObjects = fsObjects
+            pr.takeover = takeover
             pr.pidNamespaceInit = ownNamespace
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal

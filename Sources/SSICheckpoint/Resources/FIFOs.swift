@@ -67,7 +67,7 @@ func preflightFifo(_ f: FileDescriptorImage, pid: Int32) throws {
 /// and refills its bytes. Returns the fd that ssi holds: O_RDWR, which on Linux opens a FIFO
 /// without waiting for a partner (fifo(7)), and, being both a reader and a writer, lets every
 /// process of the application open either end without blocking.
-func openFifo(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
+func openFifo(_ f: FileDescriptorImage, pid: Int32, takeover: NameTakeover? = nil) throws -> Int32 {
     if f.fifoDeleted == true { return try openUnlinkedFifo(f, pid: pid) }
     let what = "PID \(pid) fd \(f.fd): FIFO \(f.path)"
     var st = stat()
@@ -89,12 +89,16 @@ func openFifo(_ f: FileDescriptorImage, pid: Int32) throws -> Int32 {
     // Bytes already there mean that a process outside the application holds the FIFO open:
     // adding the saved bytes would duplicate them.
     let queued = SocketIoctl.queuedBytes(fd) ?? 0
-    if queued > 0 && !(f.pipeData ?? Data()).isEmpty {
+    let saved = f.pipeData ?? Data()
+    // Taking over from a migration's source copy on the same kernel: the bytes there are
+    // its own, the ones saved.
+    let own = takeover?.enabled == true && queued == saved.count
+    if queued > 0 && !saved.isEmpty && !own {
         throw SSIError(.busy, "\(what) already holds \(queued) bytes: a process outside the application has it open, and refilling it would mix old and new bytes",
                        hint: "stop the processes that use \(f.path) (fuser \(f.path)), then restart again")
     }
     if let size = f.pipeSize, size > 0 { Pipe.setCapacity(fd, size) }
-    if let data = f.pipeData, !data.isEmpty {
+    if let data = f.pipeData, !data.isEmpty, !own {
         let n = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         if n != data.count { throw SSIError(.system, "\(what): could not put back its \(data.count) bytes (\(n) written)") }
     }

@@ -41,7 +41,7 @@ final class FSObjects {
     /// Which instance an inotify fd gets: one per shared description, else one per fd.
     static func key(_ f: FileDescriptorImage, pid: Int32) -> String { f.sharedID ?? "\(pid):\(f.fd)" }
 
-    func create(from images: [ProcessImage], deletedFiles: DeletedFileRegistry? = nil) throws {
+    func create(from images: [ProcessImage], deletedFiles: DeletedFileRegistry? = nil, takeover: NameTakeover? = nil) throws {
         for image in images {
             for f in image.fds {
                 switch f.kind {
@@ -50,7 +50,7 @@ final class FSObjects {
                     if inotify[k] == nil { inotify[k] = try makeInotifyInstance(f, pid: image.pid, deletedFiles: deletedFiles) }
                 case .fifo:
                     guard let id = f.fifoID, fifos[id] == nil else { continue }
-                    fifos[id] = try openFifo(f, pid: image.pid)
+                    fifos[id] = try openFifo(f, pid: image.pid, takeover: takeover)
                 default:
                     break
                 }

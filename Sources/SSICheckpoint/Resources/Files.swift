@@ -208,7 +208,7 @@ extension ProcessRestorer {
             guard let pipes, let callerFD = inheritFDs[f.fd] else { return nil }
             let path = try pipes.external(f, callerFD: callerFD, pid: pid)
             let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
-            let fd = try inj.call("open inherited fd \(callerFD)", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_NONBLOCK), 0)
+            let fd = try open("open inherited fd \(callerFD)", path: path, flags: mode | O_NONBLOCK)
             try inj.call("fcntl F_SETFL", .fcntl, fd, UInt64(F_SETFL), UInt64(f.flags & ~O_ACCMODE))
             return (fd, true)
         case .pipe:
@@ -216,12 +216,12 @@ extension ProcessRestorer {
             // the same pipe (fifo_open), so processes share it as before.
             guard let id = f.pipeID, let path = pipes?.path(id, write: (f.flags & O_ACCMODE) == O_WRONLY) else { return nil }
             let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
-            return (try inj.call("open pipe end", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | (f.flags & O_NONBLOCK)), 0), true)
+            return (try open("open pipe end", path: path, flags: mode | (f.flags & O_NONBLOCK)), true)
         case .eventfd, .timerfd, .signalfd, .epoll:
             return (try createAnonInode(f), true)
         case .inotify:
             guard let fsObjects else { return nil }
-            return (try fsObjects.receiveInotify(f, pid: pid, inj: inj, ssiPidFD: ssiPidFD), true)
+            return (try fsObjects.receiveInotify(f, pid: image.pid, inj: inj, ssiPidFD: ssiPidFD), true)
         case .unixSocket, .tcpSocket, .udpSocket:
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
@@ -249,7 +249,7 @@ extension ProcessRestorer {
     /// O_EXCL; O_NOCTTY, so that no terminal becomes a controlling one). `who` names the fd.
     func reopen(_ f: FileDescriptorImage, path: String, who: String) throws -> UInt64 {
         let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
-        let r = try inj.rawArgs(.openat, [UInt64(AT_FDCWD), try putString(path), UInt64(flags | O_NOCTTY), 0])
+        let r = try openRaw(path, flags: flags | O_NOCTTY)
         if r < 0 {
             throw SSIError.sys("\(who): reopen \(f.path)", errno: Int32(-r),
                                hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)

@@ -322,7 +322,7 @@ extension ProcessRestorer {
             let mode = (v.shared && (v.write || v.vmFlags.contains("mw"))) ? O_RDWR : O_RDONLY
             let key = "\(mode):\(path)"
             if let f = fileFDs[key] { fd = f } else {
-                let f0 = try inj.call("open \(path)", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(mode | O_CLOEXEC), 0)
+                let f0 = try open("open \(path)", path: path, flags: mode | O_CLOEXEC)
                 fd = try inj.call("dup", .fcntl, f0, UInt64(F_DUPFD_CLOEXEC), high + 2)
                 try inj.call("close", .close, f0)
                 fileFDs[key] = fd

@@ -14,11 +14,11 @@ import SSISystem
 enum PIDNamespace {
     /// NSpid of /proc/PID/status (proc(5), Linux 4.1): the task's id in each PID namespace
     /// it belongs to, outermost first. `task` reads a thread's entry.
-    static func nsIDs(_ pid: Int32, task: Int32? = nil) -> [Int32] {
+    static func nsIDs(_ pid: Int32, task: Int32? = nil, field: String = "NSpid") -> [Int32] {
         let path = task.map { "/proc/\(pid)/task/\($0)/status" } ?? "/proc/\(pid)/status"
         guard let s = try? ProcFS.read(path) else { return [] }
-        for line in s.split(separator: "\n") where line.hasPrefix("NSpid:") {
-            return line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int32($0) }
+        for line in s.split(separator: "\n") where line.hasPrefix("\(field):") {
+            return line.dropFirst(field.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int32($0) }
         }
         return []
     }
@@ -44,8 +44,10 @@ enum PIDNamespace {
             let outer = images[i].pid
             images[i].pid = inner[outer]!
             images[i].ppid = inner[images[i].ppid] ?? 0
-            images[i].pgid = inner[images[i].pgid] ?? 0
-            images[i].sid = inner[images[i].sid] ?? 0
+            // A group or session may outlive its leader (not in the images): NSpgid and NSsid
+            // of /proc/PID/status name it in the namespace all the same.
+            images[i].pgid = inner[images[i].pgid] ?? nsIDs(outer, field: "NSpgid").last ?? 0
+            images[i].sid = inner[images[i].sid] ?? nsIDs(outer, field: "NSsid").last ?? 0
             for t in images[i].threads.indices {
                 let tid = images[i].threads[t].tid
                 guard let id = tid == outer ? inner[outer] : nsIDs(outer, task: tid).last else {

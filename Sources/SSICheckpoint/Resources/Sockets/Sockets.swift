@@ -197,6 +197,8 @@ final class SocketRebuilder {
     var unsentTCP: [(fd: Int32, data: Data, what: String)] = []
     /// The application's pipes (held by ssi), for pipe ends in flight.
     var pipes: PipeRegistry?
+    /// Names a migration's source copy still holds (NameTakeover.swift).
+    var takeover: NameTakeover?
 
     deinit { closeAll() }
 
@@ -266,6 +268,7 @@ extension ProcessRestorer {
     func takeSockets(_ shared: SharedDescriptions) throws {
         let sockets = SocketRebuilder()
         sockets.pipes = pipes
+        sockets.takeover = takeover
         defer { sockets.closeAll() }
         try sockets.build(shared.socketEnds)
         for f in shared.socketEnds {

@@ -449,6 +449,7 @@ extension SocketRebuilder {
             let probe = socket(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0)
             defer { close(probe) }
             if SockAddr.connect(probe, Data(unixAddr(name))) == 0 {
+                if let takeover, takeover.enabled { try takeover.moveAside(path); return }
                 throw SSIError(.busy, "unix socket \(path) is in use by a running program, so fd \(f.fd) cannot take it back; nothing was changed",
                                hint: "stop the program listening on \(path), then restart again")
             }
