@@ -9,7 +9,7 @@ import ServiceLifecycle
 import Synchronization
 
 /// The cluster address and the port table in the daemon (issue 13, docs/network.md): every
-/// second, the listening ports of this node's applications are published in the KDDM set
+/// 300 ms, the listening ports of this node's applications are published in the KDDM set
 /// `ports` (object id = node), every online node's are read back, and, when a cluster
 /// address is configured, this node's steering (SSINetwork/Steering.swift) is brought up to
 /// date. `ssi ports` and `ssi run --exclusive-port` come here.
@@ -156,7 +156,9 @@ struct NetworkLoop: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do { try await net.refresh() } catch { net.failed(error) }
-                try? await Task.sleep(for: .seconds(1))
+                // A server that starts listening is reachable on the cluster address within
+                // two rounds (its node publishes it, the others read it).
+                try? await Task.sleep(for: .milliseconds(300))
             }
         }
         net.stop()

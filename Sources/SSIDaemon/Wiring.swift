@@ -38,6 +38,8 @@ extension NodeDaemon {
             net.appAlive.withLock { f in
                 f = { app in ((try? await records.record(app)).map { $0.state != .stopped }) ?? false }
             }
+            // Connections through the cluster address follow their server when it moves.
+            apps.migrationHooks.withLock { $0.append(NetworkMigrationHooks(net: net)) }
         }
         let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first
         if let jobs = parts.lazy.compactMap({ $0 as? JobsSubsystem }).first {

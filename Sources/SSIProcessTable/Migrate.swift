@@ -19,7 +19,13 @@ extension ProcessTableService {
     public static let migrateIn = ServiceBlock.processTable.number(5)
 }
 
-struct MigrateIn: Codable { var app: Int32; var version: Int; var from: NodeID }
+struct MigrateIn: Codable {
+    var app: Int32
+    var version: Int
+    var from: NodeID
+    /// TCP connections to peers outside the application were saved (they follow it).
+    var tcpEstablished: Bool? = nil
+}
 
 /// Stop-and-copy migration, built on checkpoint and restart anywhere (docs/migration.md,
 /// "Stop-and-copy"): the live, pre-copy protocol comes later in SSIMigration.
@@ -43,11 +49,15 @@ extension NodeApplications {
             throw SSIError(.unreachable, "node \(target) is not online; application \(app) stays on node \(me)", hint: "ssi nodes status shows the online nodes")
         }
         let root = try await localRoot(app)
+        // What follows it besides its processes (its connections): refused here, before
+        // anything stops, if it cannot.
+        let plan = try await planMigration(app: app, root: root, to: target)
         try await table.update(app) { $0.state = .migrating }
         var o = CheckpointEngine.CheckpointOptions()
         o.description = "migration from node \(me) to node \(target)"
         o.applicationID = app
         o.killSignal = .stop
+        o.tcpEstablished = plan.tcpEstablished
         let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc
         // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
         // that fails leaves nothing there and the application running here (the engine lets
@@ -59,6 +69,7 @@ extension NodeApplications {
             }
         } catch {
             _ = try? await table.update(app) { $0.state = .running }
+            await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
             throw SSIError(.system, "migration of application \(app) to node \(target) failed before it stopped: \(error); it goes on on node \(me)",
                            hint: (error as? SSIError)?.hint ?? "see node \(target)'s log")
         }
@@ -66,28 +77,33 @@ extension NodeApplications {
         do {
             try await table.addSnapshot(app, .init(version: done.version, date: done.date, description: done.description,
                                                    size: done.pageBytes, nodes: [target]), holder: target)
-            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me)))
+            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished)))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
         } catch {
             for p in stopped { kill(p, SIGCONT) }
             _ = try? await table.update(app) { r in if r.node == self.me { r.state = .running } }
+            await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
             throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), unchanged",
                            hint: "see node \(target)'s log")
         }
         // T's copy runs and the record names T: ours goes (SIGKILL to the namespace's init
         // kills every process of the namespace, pid_namespaces(7)).
+        await eachHook { await $0.sourceWillKill(app: app, root: root) }
         kill(root, SIGKILL)
+        await eachHook { await $0.sourceDidFinish(app: app, committed: true) }
         return try await table.record(app)
     }
 
     /// Runs on the target: pull, restore, take the record.
     func migrateIn(_ m: MigrateIn) async throws {
         try await pull(m.app, m.version, from: m.from)
+        try await eachHook { try await $0.targetWillRestore(app: m.app, from: m.from) }
         let engine = CheckpointEngine(store: store)
         let app = m.app, v = m.version
         // The source copy, frozen, still holds the application's names until it is killed.
         var o = CheckpointEngine.RestartOptions()
         o.takeOver = true
+        o.tcpEstablished = m.tcpEstablished ?? false
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         joinCPUGroups(root: r.pid)
@@ -97,5 +113,6 @@ extension NodeApplications {
             (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
             rec.migrations += 1
         }
+        await eachHook { await $0.targetDidResume(app: app, root: r.pid, from: m.from) }
     }
 }

@@ -32,6 +32,8 @@ public final class NodeApplications: Sendable {
     let incoming = IncomingSnapshots()
     /// cgroup directories every application of this node is put in (CPUGroups.swift).
     public let cpuGroups = Mutex<[String]>([])
+    /// What follows an application when it moves, besides its processes (MigrationHooks.swift).
+    public let migrationHooks = Mutex<[any MigrationHooks]>([])
 
     public init(table: ProcessTable, rpc: RPCNode, snapshots: String, logs: String, initPath: String, logger: Logger) {
         self.table = table

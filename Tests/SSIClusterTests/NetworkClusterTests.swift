@@ -109,7 +109,8 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
 
     /// A server application with a listening socket moves between nodes (its socket is
     /// rebuilt inside its own PID namespace, FDTransfer.selfPidFD); the port table and the
-    /// cluster address follow it, and a client outside reaches it on its new node.
+    /// cluster address follow it; a client outside keeps one connection through both moves,
+    /// every numbered line answered in order (lineclient), the server counting one accept.
     @Test(.enabled(if: canSteer, "\(whyNotSteer)")) func serverFollowsItsMigration() throws {
         Proc.becomeSubreaper()
         let dir = "/tmp/ssi-net-test-\(getpid())"
@@ -120,18 +121,40 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
         let out = try ssiOK("run", "--node", "2", "-b", "--log", "--", echo, "7400", "\(dir)/accepts")
         let app = try #require(out.split(separator: " ").last.flatMap { Int32($0) })
         _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        _ = try waitFor("the server is listed on every node", seconds: 10) {
+            try (1...3).allSatisfy { k in try ports(node: k).contains { $0.port == 7400 && $0.app == app } }
+        }
+        let log = "\(dir)/client.log"
+        let pid = try Proc.spawn(["nsenter", "--net=/run/netns/\(lc.hub)", "--", client, clusterIP, "7400", "5"], log: log)
+        usleep(800_000)
         for target in [3, 1] {
-            _ = try waitFor("the server is listed on its node", seconds: 10) {
-                try (1...3).allSatisfy { k in try ports(node: k).contains { $0.port == 7400 && $0.app == app } }
-            }
             let moved = try ssi("migrate", "\(app)", "\(target)")
             #expect(moved.code == 0 && moved.out.contains("to node \(target)"), "\(moved.out)")
             _ = try waitFor("every node lists port 7400 on node \(target)", seconds: 10) {
                 try (1...3).allSatisfy { k in try ports(node: k).contains { $0.port == 7400 && $0.app == app && $0.node == UInt8(target) } }
             }
-            let r = try Proc.run(["nsenter", "--net=/run/netns/\(lc.hub)", "--", client, clusterIP, "7400", "0.5"], check: false)
-            #expect(r.1.hasPrefix("PASS"), "a client outside reaches the server on node \(target): \(r.1)")
+            usleep(500_000)
         }
+        var st: Int32 = 0
+        while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
+        let verdict = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(verdict.hasPrefix("PASS"), "the client's one connection went on through both moves: \(verdict)")
+        #expect((try? String(contentsOfFile: "\(dir)/accepts", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "1",
+                "the server accepted one connection in all")
+        // A new connection reaches it on its new node.
+        let r = try Proc.run(["nsenter", "--net=/run/netns/\(lc.hub)", "--", client, clusterIP, "7400", "0.5"], check: false)
+        #expect(r.1.hasPrefix("PASS"), "\(r.1)")
+
+        // An application connected to a peer outside, not through the cluster address (a
+        // client of a server in the hub): its migration is refused before anything stops.
+        let outside = try Proc.spawn(["nsenter", "--net=/run/netns/\(lc.hub)", "--", echo, "7500"], log: "\(dir)/outside.log")
+        defer { kill(outside, SIGKILL); var s2: Int32 = 0; waitpid(outside, &s2, 0) }
+        usleep(300_000)
+        let c = try #require(appID(try ssiOK("run", "--node", "2", "-b", "--log", "--", client, "10.77.0.254", "7500", "30")))
+        _ = try ssiOK("caps", "\(c)", "+CAN_MIGRATE")
+        usleep(500_000)
+        let refused = try ssi("migrate", "\(c)", "3")
+        #expect(refused.code != 0 && refused.out.contains("did not come in through the cluster address") && refused.out.contains("nothing was changed"), "\(refused.out)")
+        #expect(try psJSON(node: 1).first { $0.app == c }.map { $0.node == 2 && $0.state == .running } == true)
     }
 }
-

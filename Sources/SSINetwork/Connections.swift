@@ -1,0 +1,108 @@
+import Foundation
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The established TCP connections of an application, found from outside like its listening
+/// sockets (Listening.swift), and what a migration does with those that came in through the
+/// cluster address: they follow the application (the engine saves and rebuilds them with
+/// TCP_REPAIR; their local address C is local on every node), so on the source node their
+/// packets are held back while the application is copied (a lock), and the source copy's
+/// sockets are put in repair mode before it is killed, so that closing them sends the client
+/// neither FIN nor RST (tcp(7): a socket closed in repair mode leaves without a word).
+public struct TCPConnection: Sendable, Hashable {
+    public var local: String
+    public var localPort: UInt16
+    public var remote: String
+    public var remotePort: UInt16
+    public var inode: UInt64
+    /// Processes and fds that hold it (PIDs as this node sees them).
+    public var holders: [(pid: Int32, fd: Int32)] = []
+
+    public static func == (a: TCPConnection, b: TCPConnection) -> Bool { a.inode == b.inode }
+    public func hash(into h: inout Hasher) { h.combine(inode) }
+    public var description: String { "\(local):\(localPort) -> \(remote):\(remotePort)" }
+}
+
+public enum Connections {
+    /// Every established TCP connection (state 01) of the application's processes.
+    public static func established(root: Int32) -> [TCPConnection] {
+        var holders: [UInt64: [(Int32, Int32)]] = [:]
+        var namespaces: [String: Int32] = [:]
+        for pid in processTree(root) {
+            for fd in (try? openFDs(of: pid)) ?? [] {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"),
+                      target.hasPrefix("socket:["), let n = UInt64(target.dropFirst(8).dropLast()) else { continue }
+                holders[n, default: []].append((pid, fd))
+            }
+            if let ns = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net"), namespaces[ns] == nil { namespaces[ns] = pid }
+        }
+        var out: [TCPConnection] = []
+        for pid in namespaces.values {
+            for (file, v6) in [("tcp", false), ("tcp6", true)] {
+                guard let text = try? ProcFS.read("/proc/\(pid)/net/\(file)") else { continue }
+                for line in text.split(separator: "\n").dropFirst() {
+                    let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                    guard f.count >= 10, f[3] == "01", let inode = UInt64(f[9]), let h = holders[inode] else { continue }
+                    let l = f[1].split(separator: ":"), r = f[2].split(separator: ":")
+                    guard l.count == 2, r.count == 2, let lp = UInt16(l[1], radix: 16), let rp = UInt16(r[1], radix: 16),
+                          let la = ListeningSockets.address(String(l[0]), v6: v6), let ra = ListeningSockets.address(String(r[0]), v6: v6) else { continue }
+                    out.append(TCPConnection(local: la, localPort: lp, remote: ra, remotePort: rp, inode: inode, holders: h))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Connections whose other end is inside the application too (both inodes are its own):
+    /// the engine rebuilds those pairs itself.
+    public static func internalPairs(_ all: [TCPConnection]) -> Set<UInt64> {
+        var ends = Set<String>()
+        for c in all { ends.insert("\(c.local):\(c.localPort)>\(c.remote):\(c.remotePort)") }
+        return Set(all.filter { ends.contains("\($0.remote):\($0.remotePort)>\($0.local):\($0.localPort)") }.map(\.inode))
+    }
+
+    /// The nft table that holds back the packets of `conns` on this node (both ways): those
+    /// delivered here (hook input: after steering chose this node; a packet this node only
+    /// passes on to the connection's new node goes through) and those its sockets send. TCP
+    /// sends the dropped ones again once the connection answers from its new node.
+    public static func lockRuleset(table: String, _ conns: [TCPConnection]) -> String {
+        let inbound = conns.map { "\($0.remote) . \($0.remotePort) . \($0.local) . \($0.localPort)" }.joined(separator: ", ")
+        let outbound = conns.map { "\($0.local) . \($0.localPort) . \($0.remote) . \($0.remotePort)" }.joined(separator: ", ")
+        return """
+        add table ip \(table)
+        delete table ip \(table)
+        table ip \(table) {
+            chain in { type filter hook input priority -310; policy accept; ip saddr . tcp sport . ip daddr . tcp dport { \(inbound) } drop; }
+            chain out { type filter hook output priority -310; policy accept; ip saddr . tcp sport . ip daddr . tcp dport { \(outbound) } drop; }
+        }
+
+        """
+    }
+
+    public static func lock(table: String, _ conns: [TCPConnection]) throws {
+        let file = "/tmp/\(table)-\(getpid()).nft"
+        try lockRuleset(table: table, conns).write(toFile: file, atomically: true, encoding: .utf8)
+        defer { unlink(file) }
+        let (code, out) = try Proc.run(["nft", "-f", file], check: false)
+        if code != 0 { throw SSIError(.system, "nft refused the lock of the connections: \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
+    }
+
+    public static func unlock(table: String) {
+        _ = try? Proc.run(["nft", "delete", "table", "ip", table], check: false)
+    }
+
+    /// Puts each connection's socket in repair mode, through a copy of one of its fds
+    /// (pidfd_getfd(2): the same socket). Returns how many were.
+    @discardableResult
+    public static func silence(_ conns: [TCPConnection]) -> Int {
+        var n = 0
+        for c in conns {
+            guard let h = c.holders.first, let fd = try? PidFD.copy(fd: h.fd, of: ProcessID(h.pid)) else { continue }
+            if SocketOption.tcpRepair.set(fd, 1) { n += 1 }
+            close(fd)
+        }
+        return n
+    }
+}

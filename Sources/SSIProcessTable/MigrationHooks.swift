@@ -1,0 +1,61 @@
+import Foundation
+import SSITransport
+import Synchronization
+
+/// What must follow an application when it moves besides its processes: its network (the
+/// cluster address's connections today, SSINetwork; application addresses, SSIStreams), installed
+/// by the daemon (SSIDaemon/Wiring.swift). Every step has a default that does nothing. The
+/// migration calls them in this order; a step that throws on the source before the freeze
+/// refuses the migration, with the application untouched.
+public protocol MigrationHooks: Sendable {
+    /// On the source, before anything stops: refuse what cannot follow (naming it), and say
+    /// whether the application's TCP connections to peers outside it are to be saved and
+    /// rebuilt (the engine's --tcp-established) because they follow it.
+    func sourceWillFreeze(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan
+    /// On the target, before the restore.
+    func targetWillRestore(app: Int32, from source: NodeID) async throws
+    /// On the target, once its copy runs.
+    func targetDidResume(app: Int32, root: Int32, from source: NodeID) async
+    /// On the source, once the target's copy runs, before the source copy is killed.
+    func sourceWillKill(app: Int32, root: Int32) async
+    /// On the source, once its copy is gone (`committed`) or goes on (the migration failed).
+    func sourceDidFinish(app: Int32, committed: Bool) async
+}
+
+/// What the hooks ask of the migration's checkpoint.
+public struct MigrationPlan: Sendable, Equatable {
+    /// Save TCP connections to peers outside the application and rebuild them on the target.
+    public var tcpEstablished = false
+    public init(tcpEstablished: Bool = false) { self.tcpEstablished = tcpEstablished }
+}
+
+extension MigrationHooks {
+    public func sourceWillFreeze(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan { MigrationPlan() }
+    public func targetWillRestore(app: Int32, from source: NodeID) async throws {}
+    public func targetDidResume(app: Int32, root: Int32, from source: NodeID) async {}
+    public func sourceWillKill(app: Int32, root: Int32) async {}
+    public func sourceDidFinish(app: Int32, committed: Bool) async {}
+}
+
+extension NodeApplications {
+    /// Every installed hook's plan, merged; the first refusal stops the others (those that
+    /// had answered are told the migration did not happen).
+    func planMigration(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan {
+        var plan = MigrationPlan()
+        let all = migrationHooks.withLock { $0 }
+        for (i, h) in all.enumerated() {
+            do {
+                let p = try await h.sourceWillFreeze(app: app, root: root, to: target)
+                plan.tcpEstablished = plan.tcpEstablished || p.tcpEstablished
+            } catch {
+                for done in all.prefix(i) { await done.sourceDidFinish(app: app, committed: false) }
+                throw error
+            }
+        }
+        return plan
+    }
+
+    func eachHook(_ f: (any MigrationHooks) async throws -> Void) async rethrows {
+        for h in migrationHooks.withLock({ $0 }) { try await f(h) }
+    }
+}
