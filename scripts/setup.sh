@@ -12,6 +12,9 @@ command -v script >/dev/null || need+=(bsdutils)
 command -v ip >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
+# Real programs the cluster tests run across migrations (redis behind the cluster address).
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
 # The dashboard's browser test (Tests/SSIObserveTests) renders the page in headless chromium.
 command -v chromium >/dev/null || need+=(chromium)
 

@@ -21,7 +21,7 @@ extension ServiceBlock {
 /// again at once.
 final class NetworkMigrationHooks: MigrationHooks {
     let net: NetworkSubsystem
-    private let locked = Mutex<[Int32: [TCPConnection]]>([:])
+    private let locked = Mutex<[Int32: [UInt16]]>([:])
 
     init(net: NetworkSubsystem) { self.net = net }
 
@@ -32,20 +32,24 @@ final class NetworkMigrationHooks: MigrationHooks {
         let all = Connections.established(root: root)
         let inside = Connections.internalPairs(all)
         let outside = all.filter { !inside.contains($0.inode) }
-        guard !outside.isEmpty else { return MigrationPlan() }
         if let other = outside.first(where: { $0.local != ip }) {
             throw SSIError(.unsupported, "application \(app) has a TCP connection \(other.description) to a peer outside it that did not come in through the cluster address \(ip): it cannot follow the application to node \(target); nothing was changed",
                            hint: "close that connection first; connections to the cluster address (\(ip)) follow their server")
         }
-        try Connections.lock(table: Self.lockTable(app), outside)
-        locked.withLock { $0[app] = outside }
-        net.core.logger.info("network: application \(app): \(outside.count) connection(s) through \(ip) held for the move to node \(target)")
-        return MigrationPlan(tcpEstablished: true)
+        let listening = ListeningSockets.of(app: app, root: root, node: net.core.config.node, clusterIP: ip).filter { $0.proto == .tcp && $0.exposed }.map(\.port)
+        let ports = Array(Set(listening + outside.map(\.localPort)))
+        guard !ports.isEmpty else { return MigrationPlan() }
+        try Connections.lock(table: Self.lockTable(app), clusterIP: ip, ports: ports)
+        locked.withLock { $0[app] = ports }
+        net.core.logger.info("network: application \(app): port(s) \(ports.sorted()) of \(ip) held for the move to node \(target) (\(outside.count) connection(s))")
+        return MigrationPlan(tcpEstablished: !outside.isEmpty)
     }
 
+    /// The source copy is stopped: every connection it has through the cluster address (one
+    /// accepted between the lock and the freeze included) is silenced.
     func sourceWillKill(app: Int32, root: Int32) async {
-        guard let conns = locked.withLock({ $0[app] }) else { return }
-        Connections.silence(conns)
+        guard let ip = net.clusterIP, locked.withLock({ $0[app] }) != nil else { return }
+        Connections.silence(Connections.established(root: root).filter { $0.local == ip })
     }
 
     func sourceDidFinish(app: Int32, committed: Bool) async {

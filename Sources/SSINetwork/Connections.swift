@@ -63,27 +63,30 @@ public enum Connections {
         return Set(all.filter { ends.contains("\($0.remote):\($0.remotePort)>\($0.local):\($0.localPort)") }.map(\.inode))
     }
 
-    /// The nft table that holds back the packets of `conns` on this node (both ways): those
-    /// delivered here (hook input: after steering chose this node; a packet this node only
-    /// passes on to the connection's new node goes through) and those its sockets send. TCP
-    /// sends the dropped ones again once the connection answers from its new node.
-    public static func lockRuleset(table: String, _ conns: [TCPConnection]) -> String {
-        let inbound = conns.map { "\($0.remote) . \($0.remotePort) . \($0.local) . \($0.localPort)" }.joined(separator: ", ")
-        let outbound = conns.map { "\($0.local) . \($0.localPort) . \($0.remote) . \($0.remotePort)" }.joined(separator: ", ")
+    /// The nft table that holds back, on this node, the packets of the application's
+    /// connections through the cluster address: every packet to or from C on its ports (the
+    /// ports it listens on, which its accepted connections share), those delivered here (hook
+    /// input: after steering chose this node; a packet this node only passes on to the
+    /// application's new node goes through) and those its sockets send. A new connection's
+    /// SYN is held too, so that no connection is accepted by a copy about to go: the client
+    /// sends it again, and reaches the new node once steering has turned. TCP sends every
+    /// dropped packet again once the connection answers from its new node.
+    public static func lockRuleset(table: String, clusterIP: String, ports: [UInt16]) -> String {
+        let set = ports.sorted().map(String.init).joined(separator: ", ")
         return """
         add table ip \(table)
         delete table ip \(table)
         table ip \(table) {
-            chain in { type filter hook input priority -310; policy accept; ip saddr . tcp sport . ip daddr . tcp dport { \(inbound) } drop; }
-            chain out { type filter hook output priority -310; policy accept; ip saddr . tcp sport . ip daddr . tcp dport { \(outbound) } drop; }
+            chain in { type filter hook input priority -310; policy accept; ip daddr \(clusterIP) tcp dport { \(set) } drop; }
+            chain out { type filter hook output priority -310; policy accept; ip saddr \(clusterIP) tcp sport { \(set) } drop; }
         }
 
         """
     }
 
-    public static func lock(table: String, _ conns: [TCPConnection]) throws {
+    public static func lock(table: String, clusterIP: String, ports: [UInt16]) throws {
         let file = "/tmp/\(table)-\(getpid()).nft"
-        try lockRuleset(table: table, conns).write(toFile: file, atomically: true, encoding: .utf8)
+        try lockRuleset(table: table, clusterIP: clusterIP, ports: ports).write(toFile: file, atomically: true, encoding: .utf8)
         defer { unlink(file) }
         let (code, out) = try Proc.run(["nft", "-f", file], check: false)
         if code != 0 { throw SSIError(.system, "nft refused the lock of the connections: \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }

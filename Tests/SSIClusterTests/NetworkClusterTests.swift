@@ -157,4 +157,42 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
         #expect(refused.code != 0 && refused.out.contains("did not come in through the cluster address") && refused.out.contains("nothing was changed"), "\(refused.out)")
         #expect(try psJSON(node: 1).first { $0.app == c }.map { $0.node == 2 && $0.state == .running } == true)
     }
+
+    /// redis-server behind the cluster address, redis-benchmark from outside (10 connections)
+    /// across a migration of the server: every request answered, the data still there.
+    @Test(.enabled(if: canSteer && toolPath("redis-server") != nil && toolPath("redis-benchmark") != nil,
+                   "needs redis-server and redis-benchmark (scripts/setup.sh installs them)"))
+    func redisBehindTheClusterAddress() throws {
+        Proc.becomeSubreaper()
+        _ = try ssiOK("cluster", "up", "--nodes", "3", "--cluster-ip", clusterIP)
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "--node", "2", "-b", "--log", "--", "redis-server", "--port", "6379",
+                                               "--save", "", "--appendonly", "no", "--protected-mode", "no")))
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        let hub = ["nsenter", "--net=/run/netns/\(lc.hub)", "--"]
+        _ = try waitFor("every node steers port 6379", seconds: 10) {
+            try (1...3).allSatisfy { k in try ports(node: k).contains { $0.port == 6379 && $0.app == app } }
+        }
+        _ = try waitFor("redis answers on the cluster address", seconds: 10) {
+            try Proc.run(hub + ["redis-cli", "-h", clusterIP, "set", "kept", "across-moves"], check: false).1.contains("OK")
+        }
+        let log = "/tmp/ssi-net-redis-\(getpid()).log"
+        let bench = try Proc.spawn(hub + ["redis-benchmark", "-h", clusterIP, "-q", "-n", "150000", "-c", "10", "-t", "set,get"], log: log)
+        // Its 10 connections are up and busy before the move.
+        usleep(1_500_000)
+        let moved = try ssi("migrate", "\(app)", "3")
+        #expect(moved.code == 0, "\(moved.out)")
+        var st: Int32 = 0, done = false
+        for _ in 0..<600 where !done {
+            let w = waitpid(bench, &st, WNOHANG)
+            done = w == bench
+            if !done { usleep(100_000) }
+        }
+        if !done { kill(bench, SIGKILL); waitpid(bench, &st, 0) }
+        let out = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").replacingOccurrences(of: "\r", with: "\n")
+        #expect(done && st == 0 && out.contains("SET:") && out.contains("GET:") && !out.lowercased().contains("error"),
+                "redis-benchmark finished within 60 s: \(out.suffix(400))")
+        #expect(try Proc.run(hub + ["redis-cli", "-h", clusterIP, "get", "kept"], check: false).1.contains("across-moves"))
+    }
 }
+
