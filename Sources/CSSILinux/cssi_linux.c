@@ -408,3 +408,7 @@ long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsig
     if (m.msg_flags & MSG_CTRUNC) { for (int i = 0; i < *nfds; i++) close(fds[i]); *nfds = -1; }
     return r;
 }
+
+long cssi_punch_hole(int fd, long long offset, long long len) {
+    return neg_errno(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len));
+}

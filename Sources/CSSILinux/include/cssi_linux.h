@@ -204,4 +204,8 @@ long cssi_recv_with_fds(int sock, void *buf, unsigned long len, int *fds, int *n
 // The errno of the calling thread (for the few libc calls Swift makes directly).
 int cssi_errno(void);
 
+// fallocate(2) FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (Linux 2.6.38; tmpfs 3.5): frees
+// the blocks of [offset, offset + len), which then read as zeros; 0 or -errno.
+long cssi_punch_hole(int fd, long long offset, long long len);
+
 #endif
