@@ -105,6 +105,8 @@ struct ProcessTableSubsystem: Subsystem {
         case .snapshots(let app):
             if let app { return .catalogs([try await table.catalog(app)]) }
             return .catalogs(try await table.catalogs())
+        case .deleteSnapshot(let app, let version):
+            return .catalogs([try await apps.deleteSnapshot(app, version)])
         case .migrate(let spec):
             let rec = try await table.record(spec.app)
             guard rec.state == .running else {

@@ -59,7 +59,11 @@ public struct SnapshotCatalog: Codable, Sendable, Equatable {
         public var version: Int
         public var date: String
         public var description: String
+        /// Bytes of the snapshot as the engine wrote it.
         public var size: UInt64
+        /// Bytes it added on the node that made it (pages new to its page pool, and its own
+        /// files); nil for versions recorded before page pools.
+        public var added: UInt64?
         /// The nodes holding a copy, first the one that made it.
         public var nodes: [NodeID]
         public init(version: Int, date: String, description: String, size: UInt64, nodes: [NodeID]) {

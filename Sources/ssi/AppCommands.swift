@@ -215,10 +215,16 @@ enum ClusterCR {
         return r
     }
 
-    static func snapshots(app: Int32?) throws {
+    static func snapshots(app: Int32?, delete version: Int? = nil) throws {
+        if let app, let version {
+            _ = try ClusterApps.call(.deleteSnapshot(app: app, version: version), timeout: 120)
+            print("Deleted version \(version) of application \(app)")
+            return
+        }
         for c in try ClusterApps.call(.snapshots(app: app)).catalogs() {
             for v in c.versions {
-                print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(v.size) bytes\t\(v.description)")
+                let size = v.added.map { Snapshots.added($0, of: v.size) } ?? "\(v.size) bytes"
+                print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(size)\t\(v.description)")
             }
         }
     }
