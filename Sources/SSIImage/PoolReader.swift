@@ -162,6 +162,15 @@ enum PoolSweep {
         return names.filter { $0.hasPrefix("v") && Int($0.dropFirst()) != nil }.map { "\(appDirectory)/\($0)" }
     }
 
+    /// Removes the pool of an application that has no version (its first checkpoint
+    /// failed), when no other checkpoint of it is running.
+    static func removeIfUnused(appDirectory: String) {
+        let dir = PagePool.directory(appDirectory: appDirectory)
+        guard versionDirectories(appDirectory).isEmpty, let lock = try? LockFile("\(dir)/session.lock"), lock.tryLock(LOCK_EX, seconds: 0) else { return }
+        defer { lock.unlock() }
+        if versionDirectories(appDirectory).isEmpty { try? FileManager.default.removeItem(atPath: dir) }
+    }
+
     /// Punches out every slot no version names (the file keeps its size, so slot numbers
     /// never move; a punched slot reads as zeros, which its recorded hash would refuse). Waits a little for checkpoints in progress
     /// (their pages are not named yet); returns nil if one is still running (its commit

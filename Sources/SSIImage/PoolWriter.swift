@@ -24,14 +24,28 @@ final class PoolSession: @unchecked Sendable {
         self.appDirectory = appDirectory
         let dir = PagePool.directory(appDirectory: appDirectory)
         if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(dir)", errno: errno, hint: "set SSI_CHKPT_DIR to a writable directory, or run as root") }
-        sessionLock = try LockFile("\(dir)/session.lock")
-        try sessionLock.lock(LOCK_SH)
+        sessionLock = try PoolSession.lockPresent("\(dir)/session.lock")
         allocLock = try LockFile("\(dir)/alloc.lock")
         pool = try PoolMapping(path: PagePool.dataPath(appDirectory: appDirectory), writable: true)
         known = PoolSession.knownPages(appDirectory: appDirectory, poolSlots: pool.fileSize / SnapshotFormat.pageSize)
     }
 
     deinit { release() }
+
+    /// The session lock, held shared, on the lock file that is still the pool's: an unused
+    /// pool is removed under the exclusive lock (PoolSweep.removeIfUnused), so a lock had
+    /// on a file unlinked meanwhile is taken again on the new pool's.
+    static func lockPresent(_ path: String) throws -> LockFile {
+        for _ in 0..<100 {
+            let dir = (path as NSString).deletingLastPathComponent
+            if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(dir)", errno: errno) }
+            let lock = try LockFile(path)
+            try lock.lock(LOCK_SH)
+            var a = stat(), b = stat()
+            if fstat(lock.fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev { return lock }
+        }
+        throw SSIError(.busy, "the page pool \(path) keeps being removed under this checkpoint", hint: "try again")
+    }
 
     /// What the committed versions hold: hash -> slot, from their maps. A map that cannot be
     /// read only costs a second copy of its pages (every candidate is compared anyway).
@@ -135,6 +149,7 @@ final class PoolSession: @unchecked Sendable {
         added = []
         lock.unlock()
         release()
+        PoolSweep.removeIfUnused(appDirectory: appDirectory)
     }
 
     /// Lets sweeps run again (the version is committed, or abandoned).
