@@ -31,6 +31,9 @@ public struct AppRecord: Codable, Sendable, Equatable {
     /// The node keeping its stdout/stderr log, when it has one (no caller's files).
     public var log_node: NodeID?
     public var migrations: Int
+    /// Percent of one CPU it used over the scheduler's last sample (`ssi ps`); filled in
+    /// when the list is read, never stored.
+    public var cpu: Double?
 
     public init(app: Int32, node: NodeID, pid: Int32, command: [String], started: String) {
         (self.app, self.node, self.pid, self.command, self.started) = (app, node, pid, command, started)
