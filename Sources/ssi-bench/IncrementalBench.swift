@@ -51,9 +51,10 @@ struct IncrementalBenchmark {
             try round(program, pool: true, r, &pooled)
         }
         func line(_ name: String, _ f: Figures) {
-            print(String(format: "  %-22@ first %8.3f s %6d MiB | second %8.3f s %9.1f MiB | --kill %7.3f s | restore %7.3f s | checks %d/%d",
-                         name as NSString, f.first.median, f.firstBytes >> 20, f.second.median, Double(f.secondBytes) / 1048576,
-                         f.kill.median, f.restore.median, f.passed, f.checks))
+            print("  " + name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                  + String(format: "first %.3f s, %d MiB | second %.3f s, %.1f MiB | --kill %.3f s | restore %.3f s | checks %d/%d",
+                           f.first.median, f.firstBytes >> 20, f.second.median, Double(f.secondBytes) / 1048576,
+                           f.kill.median, f.restore.median, f.passed, f.checks))
         }
         line("whole versions", whole)
         line("page pool", pooled)
