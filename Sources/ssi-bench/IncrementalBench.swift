@@ -38,10 +38,7 @@ struct IncrementalBenchmark {
     }
 
     func run() throws {
-        try requireRoot("ssi-bench incremental")
-        Prctl.becomeSubreaper()
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try BenchArgs.prepare("ssi-bench incremental", directory: dir)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let program = try BenchProcess.compile("generations", into: dir)
         print("\(mib) MiB of random pages, 1% rewritten between versions; images on \(dir); \(rounds) rounds, alternating")

@@ -71,6 +71,13 @@ struct ApplicationTests {
         #expect(missing.code != 0 && missing.out.contains("no application"), "\(missing.out)")
         let down = try ssi("run", "--node", "9", "--", "/bin/true")
         #expect(down.code != 0 && down.out.contains("node 9"), "\(down.out)")
+        // ps shows each application's CPU use (percent of one CPU), from any node.
+        let busyOut = try ssiOK("run", "-b", "--log", "--node", "3", "--", "/bin/sh", "-c", "exec timeout 30 sh -c 'while :; do :; done'")
+        let busy = try #require(appID(busyOut))
+        _ = try waitFor("ps on node 1 shows the busy application's CPU", seconds: 15) { (try record(busy, node: 1)?.cpu ?? 0) > 30 }
+        #expect((try record(app, node: 2)?.cpu ?? 100) < 10, "the sleeping application is idle")
+        #expect(try ssiOK("ps").contains(" CPU "))
+        if let b = try record(busy, node: 3) { kill(b.pid, SIGTERM) }
         kill(r.pid, SIGTERM)
         _ = try waitFor("stopped in ps", seconds: 5) { try record(app, node: 3)?.state == .stopped }
     }
