@@ -31,10 +31,9 @@ public enum PagePool {
     /// The content hash of one page: CRC-32C of its first half, then of its second half.
     /// Two independent 32-bit checks: a flipped bit anywhere changes it.
     public static func hash(_ page: UnsafeRawBufferPointer) -> UInt64 {
-        let half = page.count / 2
-        let a = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: page[0..<half]))
-        let b = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: page[half...]))
-        return UInt64(a) << 32 | UInt64(b)
+        var h: UInt64 = 0
+        withUnsafeMutablePointer(to: &h) { _ = CRC32C.pages(0, page, hashes: UnsafeMutableBufferPointer(start: $0, count: 1)) }
+        return h
     }
 
     public static func directory(appDirectory: String) -> String { "\(appDirectory)/\(directoryName)" }

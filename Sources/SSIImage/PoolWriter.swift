@@ -61,9 +61,9 @@ final class PoolSession: @unchecked Sendable {
         return table
     }
 
-    /// Stores whole pages: each one's slot and hash go into `map`. Returns the bytes written
-    /// to the pool (pages whose content it did not hold).
-    func store(_ bytes: UnsafeRawBufferPointer, into map: inout PageMap) throws -> UInt64 {
+    /// Stores whole pages whose hashes are given: each one's slot and hash go into `map`.
+    /// Returns the bytes written to the pool (pages whose content it did not hold).
+    func store(_ bytes: UnsafeRawBufferPointer, hashes: [UInt64], into map: inout PageMap) throws -> UInt64 {
         let page = PagePool.page
         let n = bytes.count / page
         precondition(n * page == bytes.count, "the pool stores whole pages")
@@ -75,11 +75,9 @@ final class PoolSession: @unchecked Sendable {
         // For each page: an equal page in the pool, or an equal new page of this batch, or new.
         var source = [Int](repeating: -1, count: n)
         var slots = [UInt64](repeating: 0, count: n)
-        var hashes = [UInt64](repeating: 0, count: n)
         for i in 0..<n {
             let p = at(i)
-            let h = PagePool.hash(p)
-            hashes[i] = h
+            let h = hashes[i]
             if let s = known.find(h), let old = try pool.page(s), memcmp(old.baseAddress!, p.baseAddress!, page) == 0 {
                 slots[i] = s
             } else if let j = freshByHash[h], memcmp(at(j).baseAddress!, p.baseAddress!, page) == 0 {
@@ -184,25 +182,34 @@ final class PooledPagesWriter: ImageFileWriter {
     static func isPagesFile(_ name: String) -> Bool { name.hasPrefix("pages-") && name.hasSuffix(".img") }
     static func mapName(_ name: String) -> String { String(name.dropLast(4)) + ".map" }
 
+    /// The file's CRC and the pages' hashes come from one pass (CRC32C.pages); bytes held
+    /// in `tail` enter the CRC when their page is complete, or at finish.
     func append(_ bytes: UnsafeRawBufferPointer) throws {
         guard bytes.count > 0 else { return }
-        crc = CRC32C.update(crc, bytes)
         size += UInt64(bytes.count)
         var rest = bytes
         if !tail.isEmpty {
             let take = min(PagePool.page - tail.count, rest.count)
             tail += UnsafeRawBufferPointer(rebasing: rest[0..<take])
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-            if tail.count == PagePool.page { try flushTail() }
+            if tail.count == PagePool.page { try tail.withUnsafeBytes { try storeWhole($0) }; tail = [] }
         }
         let whole = rest.count / PagePool.page * PagePool.page
-        if whole > 0 { added += try session.store(UnsafeRawBufferPointer(rebasing: rest[0..<whole]), into: &map) }
+        if whole > 0 { try storeWhole(UnsafeRawBufferPointer(rebasing: rest[0..<whole])) }
         if whole < rest.count { tail += UnsafeRawBufferPointer(rebasing: rest[whole...]) }
     }
 
+    private func storeWhole(_ pages: UnsafeRawBufferPointer) throws {
+        var hashes = [UInt64](repeating: 0, count: pages.count / PagePool.page)
+        crc = hashes.withUnsafeMutableBufferPointer { CRC32C.pages(crc, pages, hashes: $0) }
+        added += try session.store(pages, hashes: hashes, into: &map)
+    }
+
+    /// A last partial page: its bytes into the CRC, then stored padded with zeros.
     private func flushTail() throws {
+        crc = tail.withUnsafeBytes { CRC32C.update(crc, $0) }
         tail += [UInt8](repeating: 0, count: PagePool.page - tail.count)
-        added += try tail.withUnsafeBytes { try session.store($0, into: &map) }
+        added += try tail.withUnsafeBytes { try session.store($0, hashes: [PagePool.hash($0)], into: &map) }
         tail = []
     }
 

@@ -157,6 +157,25 @@ struct PagePoolTests {
         }
     }
 
+    @Test("bytes appended in pieces that are not pages, and a last partial page, read back the same, with the same CRC")
+    func unalignedAppends() throws {
+        let dir = try TestEnv.makeTempDir("pool-unaligned")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = SnapshotStore(root: dir, pool: true)
+        let bytes = Array(PagePoolTests.pages(3, seed: 1).prefix(2 * 4096 + 1234))
+        let w = try store.beginWrite(app: 4)
+        let f = try w.createFile("pages-4.img")
+        for start in stride(from: 0, to: bytes.count, by: 1000) {
+            try bytes[start..<min(bytes.count, start + 1000)].withUnsafeBytes { try f.append($0) }
+        }
+        let e = try f.finish(sync: true)
+        #expect(e.size == UInt64(bytes.count) && e.crc32c == CRC32C.checksum(bytes))
+        try w.addJSON("core-4.json", ProcessImage(pid: 4))
+        _ = try w.commit(description: "", processes: [4], arch: "x86_64")
+        _ = try store.open(app: 4, version: 1)
+        #expect(try store.readPortable(app: 4, version: 1, name: "pages-4.img", offset: 0, length: 1 << 20) == bytes)
+    }
+
     @Test("a copy committed under the version it came with; that version taken already is refused")
     func commitCopy() throws {
         let dir = try TestEnv.makeTempDir("pool-copy")
