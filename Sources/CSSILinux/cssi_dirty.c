@@ -36,22 +36,28 @@ _Static_assert(sizeof(struct cssi_page_region) == 24, "struct page_region is 3 u
 
 static int result(int r) { return r == 0 ? 0 : -errno; }
 
-int cssi_uffd_enable_wp_async(int uffd) {
+// UFFDIO_API handshake with these features (userfaultfd(2): once per userfaultfd).
+static int uffd_api(int uffd, uint64_t features) {
     struct uffdio_api api;
     memset(&api, 0, sizeof(api));
     api.api = UFFD_API;
-    api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+    api.features = features;
     return result(ioctl(uffd, UFFDIO_API, &api));
 }
 
-int cssi_uffd_register_wp(int uffd, uint64_t start, uint64_t len) {
+// UFFDIO_REGISTER of [start, start + len) in `mode` (MISSING, WP).
+static int uffd_register(int uffd, uint64_t start, uint64_t len, uint64_t mode) {
     struct uffdio_register reg;
     memset(&reg, 0, sizeof(reg));
     reg.range.start = start;
     reg.range.len = len;
-    reg.mode = UFFDIO_REGISTER_MODE_WP;
+    reg.mode = mode;
     return result(ioctl(uffd, UFFDIO_REGISTER, &reg));
 }
+
+int cssi_uffd_enable_wp_async(int uffd) { return uffd_api(uffd, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED); }
+
+int cssi_uffd_register_wp(int uffd, uint64_t start, uint64_t len) { return uffd_register(uffd, start, len, UFFDIO_REGISTER_MODE_WP); }
 
 int cssi_uffd_unregister(int uffd, uint64_t start, uint64_t len) {
     struct uffdio_range range = {.start = start, .len = len};
@@ -87,21 +93,9 @@ long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int
     return r < 0 ? -errno : r;
 }
 
-int cssi_uffd_enable_plain(int uffd) {
-    struct uffdio_api api;
-    memset(&api, 0, sizeof(api));
-    api.api = UFFD_API;
-    return result(ioctl(uffd, UFFDIO_API, &api));
-}
+int cssi_uffd_enable_plain(int uffd) { return uffd_api(uffd, 0); }
 
-int cssi_uffd_register_missing(int uffd, uint64_t start, uint64_t len) {
-    struct uffdio_register reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.range.start = start;
-    reg.range.len = len;
-    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-    return result(ioctl(uffd, UFFDIO_REGISTER, &reg));
-}
+int cssi_uffd_register_missing(int uffd, uint64_t start, uint64_t len) { return uffd_register(uffd, start, len, UFFDIO_REGISTER_MODE_MISSING); }
 
 long cssi_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len) {
     struct uffdio_copy c;

@@ -337,6 +337,34 @@ static uint32_t crc32c_mulmod(uint32_t a, uint32_t b) {
     return product;
 }
 
+// x^(8 len) mod P, by square-and-multiply from x^8 (what combine shifts crc_a by).
+static uint32_t crc32c_shift(uint64_t len) {
+    uint32_t power = 1u << 31, square = 1u << 23;
+    for (uint64_t n = len; n; n >>= 1) {
+        if (n & 1) power = crc32c_mulmod(power, square);
+        square = crc32c_mulmod(square, square);
+    }
+    return power;
+}
+
+uint32_t cssi_crc32c_pages(uint32_t crc, const void *buf, size_t pages, uint64_t *hashes) {
+    const unsigned char *p = buf;
+    const uint32_t half = crc32c_shift(2048), whole = crc32c_shift(4096);
+    for (size_t k = 0; k < pages; k++, p += 4096) {
+        uint64_t a = 0xffffffffu, b = 0xffffffffu;
+        for (size_t i = 0; i < 2048; i += 8) {
+            uint64_t x, y;
+            memcpy(&x, p + i, 8); memcpy(&y, p + 2048 + i, 8);
+            a = _mm_crc32_u64(a, x);
+            b = _mm_crc32_u64(b, y);
+        }
+        uint32_t ca = ~(uint32_t)a, cb = ~(uint32_t)b;
+        hashes[k] = (uint64_t)ca << 32 | cb;
+        crc = crc32c_mulmod(whole, crc) ^ (crc32c_mulmod(half, ca) ^ cb);
+    }
+    return crc;
+}
+
 uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
     // x^(8 len_b) by square-and-multiply: square holds x^(2^k), starting from x^8.
     uint32_t power = 1u << 31;          // x^0
@@ -407,4 +435,8 @@ long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsig
     }
     if (m.msg_flags & MSG_CTRUNC) { for (int i = 0; i < *nfds; i++) close(fds[i]); *nfds = -1; }
     return r;
+}
+
+long cssi_punch_hole(int fd, long long offset, long long len) {
+    return neg_errno(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len));
 }

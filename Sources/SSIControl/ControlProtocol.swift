@@ -100,6 +100,8 @@ public enum AppsRequest: Codable, Sendable, Equatable {
     case restart(RestartSpec)
     /// Answers `.catalogs` (nil: every application's).
     case snapshots(app: Int32?)
+    /// Deletes one version on every node holding it; answers `.catalogs` (what remains).
+    case deleteSnapshot(app: Int32, version: Int)
     /// Answers `.log`.
     case logs(app: Int32, offset: UInt64)
     /// Stop-and-copy migration; answers `.application`.

@@ -94,15 +94,7 @@ extension JobsSubsystem {
             guard var j = try? await read(id), j.owner == me else { continue }
             let before = j
             if j.state == .queued, let launch = h.launch {
-                var node = me
-                if let asked = j.node { node = asked } else if let placed = await h.place?() { node = placed }
-                do {
-                    let r = try await launch(LaunchSpec(command: j.command, environment: j.environment, directory: j.directory,
-                                                        node: NodeID(node), log: true, caps: ["CAN_MIGRATE"]))
-                    (j.state, j.app, j.startedOn, j.started) = (.running, r.app, Int(r.node), Date().timeIntervalSince1970)
-                } catch {
-                    (j.state, j.error, j.ended) = (.failed, "\(error)", Date().timeIntervalSince1970)
-                }
+                await startQueued(&j, launch: launch, place: h.place)
             } else if let app = j.app, [.running, .suspended, .lost].contains(j.state), let show = h.application,
                       let rec = try? await show(app) {
                 switch rec.state {
@@ -116,6 +108,39 @@ extension JobsSubsystem {
                 }
             }
             if j != before { try? await write(j) }
+        }
+    }
+
+    /// Starts a queued job within the cluster's limit on running jobs. With a limit, object 0
+    /// of `jobs` (the limit) is grabbed, KDDM's exclusive write access, for the count and the
+    /// start, and put back unchanged once the job is recorded running: two owners never both
+    /// take the last place. A job held back says why (`waiting`, shown by `ssi jobs`).
+    func startQueued(_ j: inout JobRecord, launch: @Sendable (LaunchSpec) async throws -> AppRecord, place: (@Sendable () async -> Int?)?) async {
+        guard await limit() > 0 else { return await start(&j, launch: launch, place: place) }
+        let held: [UInt8]?
+        do { held = try await core.kddm.grab(Self.set, Self.limitObject) } catch { return }   // another owner is starting one: next round
+        let max = held.flatMap { try? JSONDecoder().decode(JobLimit.self, from: Data($0)) }.map(\.maxRunning) ?? 0
+        let running = ((try? await all()) ?? []).filter { $0.state == .running || $0.state == .suspended }.count
+        if max > 0 && running >= max {
+            j.waiting = "\(running) of at most \(max) jobs running"
+        } else {
+            j.waiting = nil
+            await start(&j, launch: launch, place: place)
+            try? await write(j)
+        }
+        if let held { try? await core.kddm.put(Self.set, Self.limitObject, held) } else { try? await core.kddm.release(Self.set, Self.limitObject) }
+    }
+
+    /// Launches a job as a cluster application, where it asked or where placement says.
+    func start(_ j: inout JobRecord, launch: @Sendable (LaunchSpec) async throws -> AppRecord, place: (@Sendable () async -> Int?)?) async {
+        var node = me
+        if let asked = j.node { node = asked } else if let placed = await place?() { node = placed }
+        do {
+            let r = try await launch(LaunchSpec(command: j.command, environment: j.environment, directory: j.directory,
+                                                node: NodeID(node), log: true, caps: ["CAN_MIGRATE"]))
+            (j.state, j.app, j.startedOn, j.started) = (.running, r.app, Int(r.node), Date().timeIntervalSince1970)
+        } catch {
+            (j.state, j.error, j.ended) = (.failed, "\(error)", Date().timeIntervalSince1970)
         }
     }
 

@@ -18,6 +18,9 @@ import Glibc
 /// (or on the node asked for), and follows their applications to their end.
 final class JobsSubsystem: Subsystem, @unchecked Sendable {
     static let name = "jobs"
+    static let configuration: [ConfigKey] = [
+        ConfigKey("max-running", default: "0", help: "the cluster-wide limit on running (and suspended) jobs, written when this node starts; 0: leave it as it is (ssi jobs --max-running N changes it at run time)"),
+    ]
     static let set = "jobs"
     /// Job numbers come from this KDDM counter (the process table's ids use object 1).
     static let counter: UInt64 = 2
@@ -25,6 +28,10 @@ final class JobsSubsystem: Subsystem, @unchecked Sendable {
     static let actService = ServiceBlock.scheduler.number(11)
 
     let core: NodeCore
+    /// `jobs.max-running`, written to the cluster's limit at start when above 0.
+    let configuredLimit: Int
+    /// Object 0 of `jobs`: the limit, and the lock every owner takes to start a job under it.
+    static let limitObject: UInt64 = 0
     let hooks = Mutex(Hooks())
     /// Jobs this node owns that may still change.
     let live = Mutex<Set<Int>>([])
@@ -35,8 +42,12 @@ final class JobsSubsystem: Subsystem, @unchecked Sendable {
         var place: (@Sendable () async -> Int?)?
     }
 
-    init(core: NodeCore, settings: [String: String]) {
+    init(core: NodeCore, settings: [String: String]) throws {
         self.core = core
+        guard let n = Int(settings["max-running"] ?? "0"), n >= 0 else {
+            throw SSIError(.invalidArgument, "jobs.max-running = \(settings["max-running"] ?? ""): not a whole number of at least 0", hint: "e.g. jobs.max-running = 4 (0: no limit)")
+        }
+        configuredLimit = n
     }
 
     var me: Int { Int(core.config.node) }
@@ -44,6 +55,7 @@ final class JobsSubsystem: Subsystem, @unchecked Sendable {
     var services: [any Service] { [JobsRunner(jobs: self)] }
 
     func start() async throws {
+        if configuredLimit > 0 { try await core.kddm.store(Self.set, Self.limitObject, Array(try JSONEncoder().encode(JobLimit(maxRunning: configuredLimit)))) }
         core.rpc.register(Self.forwardService) { [self] _, p in
             let r = try JSONDecoder().decode(JobsRequest.self, from: Data(p))
             return Array(try JSONEncoder().encode(try await answer(r)))
@@ -75,7 +87,13 @@ final class JobsSubsystem: Subsystem, @unchecked Sendable {
     }
 
     func all() async throws -> [JobRecord] {
-        try await core.kddm.list(Self.set).compactMap { try? JSONDecoder().decode(JobRecord.self, from: Data($0.value)) }.sorted { $0.job < $1.job }
+        try await core.kddm.list(Self.set).filter { $0.id != Self.limitObject }
+            .compactMap { try? JSONDecoder().decode(JobRecord.self, from: Data($0.value)) }.sorted { $0.job < $1.job }
+    }
+
+    func limit() async -> Int {
+        guard let b = try? await core.kddm.get(Self.set, Self.limitObject), let l = try? JSONDecoder().decode(JobLimit.self, from: Data(b)) else { return 0 }
+        return l.maxRunning
     }
 
     // MARK: requests
@@ -93,6 +111,10 @@ final class JobsSubsystem: Subsystem, @unchecked Sendable {
             try await write(j)
             return .job(j)
         case .list:
+            return .jobList(try await all())
+        case .limit(let n):
+            guard n >= 0 else { throw SSIError(.invalidArgument, "--max-running \(n): not a whole number of at least 0", hint: "e.g. ssi jobs --max-running 4 (0: no limit)") }
+            try await core.kddm.store(Self.set, Self.limitObject, Array(try JSONEncoder().encode(JobLimit(maxRunning: n))))
             return .jobList(try await all())
         case .show(let job):
             return .job(try await read(job))

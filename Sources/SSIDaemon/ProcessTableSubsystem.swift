@@ -24,6 +24,8 @@ struct ProcessTableSubsystem: Subsystem {
     ]
     let core: NodeCore
     let apps: NodeApplications
+    /// Each application's CPU use, from the scheduler's views (Wiring.swift), for `ssi ps`.
+    let cpuUse = CPUUse()
 
     init(core: NodeCore, settings: [String: String]) {
         self.core = core
@@ -78,7 +80,12 @@ struct ProcessTableSubsystem: Subsystem {
             note(.applicationStarted, r.app, "application \(r.app) started on node \(me): \(spec.command.joined(separator: " "))")
             return .application(r)
         case .list:
-            return .applications(try await table.list())
+            let use = await cpuUse.now()
+            return .applications(try await table.list().map { r in
+                var r = r
+                r.cpu = use[r.app].map { ($0 * 1000).rounded() / 10 }
+                return r
+            })
         case .show(let app):
             return .application(try await table.record(app))
         case .caps(let app, let changes):
@@ -105,6 +112,8 @@ struct ProcessTableSubsystem: Subsystem {
         case .snapshots(let app):
             if let app { return .catalogs([try await table.catalog(app)]) }
             return .catalogs(try await table.catalogs())
+        case .deleteSnapshot(let app, let version):
+            return .catalogs([try await apps.deleteSnapshot(app, version)])
         case .migrate(let spec):
             let rec = try await table.record(spec.app)
             guard rec.state == .running else {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SSIControl
 import SSIKDDM
+import SSIObserve
 import SSIScheduler
 import SSISystem
 import SSITransport
@@ -73,6 +74,8 @@ actor SchedulerEngine {
     var moves: [NodeView.Move] = []
     /// Applications this node's policies are moving now.
     var inFlight: Set<Int> = []
+    /// The empty nodes last reported (an event only when the list changes).
+    var lastEmpty: [Int] = []
 
     /// Plugs in the application source and the migrator (NodeDaemon.connect).
     func connect(applications: @escaping @Sendable () async -> [AppView], migrator: @escaping @Sendable (Int, Int) async throws -> Void) {
@@ -93,8 +96,27 @@ actor SchedulerEngine {
 
     /// Applies `s`; the refusal, if any.
     func load(_ s: SchedulerSettings) -> SettingsError? {
+        let before = scc.active
         if case .failure(let e) = Result(catching: { () throws(SettingsError) in try scc.load(s) }) { return e }
+        noteSwitch(from: before, why: "new settings (\(s.source))")
         return nil
+    }
+
+    /// Kinds of the scheduler's events in `ssi events` and the dashboard.
+    static let switched = ObserveEvent.Kind(rawValue: "sched-switch")
+    static let decided = ObserveEvent.Kind(rawValue: "sched-migrate")
+    static let placed = ObserveEvent.Kind(rawValue: "sched-place")
+    static let moved = ObserveEvent.Kind(rawValue: "sched-migration-done")
+    static let moveFailed = ObserveEvent.Kind(rawValue: "sched-migration-failed")
+    static let emptied = ObserveEvent.Kind(rawValue: "sched-empty-nodes")
+
+    func note(_ kind: ObserveEvent.Kind, app: Int? = nil, seconds: Double? = nil, _ message: String) {
+        _ = core.observe.record(ObserveEvent(kind: kind, app: app.map { Int32($0) }, seconds: seconds, message: "node \(core.config.node): \(message)"))
+    }
+
+    func noteSwitch(from before: String?, why: String) {
+        guard scc.active != before else { return }
+        note(Self.switched, "configuration \(before ?? "(none)") -> \(scc.active ?? "(none)"): \(why)")
     }
 
     func set(element: String, parameter: String, value: String) throws {
@@ -118,7 +140,18 @@ actor SchedulerEngine {
         if case .failure(let e) = result { throw e.ssiError }
     }
 
-    func place() -> Decision? { scc.place(SchedulerView(now: Date(), nodes: onlineViews())) }
+    func place() -> Decision? {
+        let d = scc.place(SchedulerView(now: Date(), nodes: onlineViews()))
+        if let d, case .place(let n) = d.action { note(Self.placed, "\(d.policy) places the next application on node \(n): \(d.reason)") }
+        return d
+    }
+
+    /// Each application's CPU use (share of one CPU) as its node last published it.
+    func applicationCPU() -> [Int32: Double] {
+        var out = [Int32: Double]()
+        for v in onlineViews() { for a in v.apps { out[Int32(a.app)] = a.used ?? a.cpu } }
+        return out
+    }
 
     func onlineViews() -> [NodeView] {
         let online = Set(core.membership.online.map(Int.init))
@@ -140,10 +173,16 @@ actor SchedulerEngine {
             if v.node == me { v.apps.removeAll { inFlight.contains($0.app) } }
             return v
         }
+        let before = scc.active
         let decisions = scc.tick(now: now, cluster: { name in
             Dictionary(uniqueKeysWithValues: views.compactMap { v in v.values[name].map { (v.node, $0) } })
         }, view: { SchedulerView(now: now, nodes: views) })
+        noteSwitch(from: before, why: "its selector holds")
         for d in decisions {
+            if case .emptyNodes(let nodes) = d.action, nodes != lastEmpty {
+                lastEmpty = nodes
+                note(Self.emptied, "\(d.policy): \(d.reason)")
+            }
             guard case .migrate(let app, _, let to) = d.action else { continue }
             guard let migrator else {
                 core.logger.info("scheduler: \(d.policy) decided to migrate app \(app) to node \(to), not carried out: migration is not assembled on this node")
@@ -153,13 +192,20 @@ actor SchedulerEngine {
             // application); each application once.
             guard !inFlight.contains(app), inFlight.count < Self.maxInFlight else { continue }
             inFlight.insert(app)
+            note(Self.decided, app: app, "\(d.policy) moves application \(app) to node \(to): \(d.reason)")
             Task {
-                var ok = true
-                do { try await migrator(app, to) } catch {
-                    ok = false
+                let t0 = ContinuousClock.now
+                do {
+                    try await migrator(app, to)
+                    let d = ContinuousClock.now - t0
+                    self.note(Self.moved, app: app, seconds: Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18,
+                              "application \(app) moved to node \(to) by the scheduler")
+                    self.migrated(app, to: to, ok: true)
+                } catch {
                     core.logger.warning("scheduler: migrating app \(app) to node \(to) failed: \(error)")
+                    self.note(Self.moveFailed, app: app, "moving application \(app) to node \(to) failed: \(error)")
+                    self.migrated(app, to: to, ok: false)
                 }
-                self.migrated(app, to: to, ok: ok)
             }
         }
     }

@@ -50,6 +50,7 @@ extension NodeDaemon {
             }
         }
         if let sched {
+            table.cpuUse.set { await sched.engine.applicationCPU() }
             let sampler = AppCPUSampler(me: table.core.config.node)
             let apps = table.apps
             Task {
@@ -73,6 +74,17 @@ extension ApplicationRow {
     }
 }
 
+/// Where `ssi ps` finds each application's CPU use: every online node's published view, as
+/// this node's scheduler last read it (at most a second old).
+final class CPUUse: Sendable {
+    private let source = Mutex<(@Sendable () async -> [Int32: Double])?>(nil)
+    func set(_ f: @escaping @Sendable () async -> [Int32: Double]) { source.withLock { $0 = f } }
+    func now() async -> [Int32: Double] {
+        guard let f = source.withLock({ $0 }) else { return [:] }
+        return await f()
+    }
+}
+
 /// What the scheduler knows of this node's applications: CPU used since the last look (the
 /// utime + stime of every process under the application's init, proc(5)), memory, since
 /// when it has been here, and its CAN_MIGRATE capability.
@@ -87,6 +99,7 @@ final class AppCPUSampler: Sendable {
     func views(_ records: [AppRecord]) -> [AppView] {
         let now = Date()
         let mine = records.filter { $0.node == me && $0.state == .running }
+        let iso = ISO8601DateFormatter()   // AppRecord.started's form (Launch.swift)
         return seen.withLock { seen in
             seen = seen.filter { k, _ in mine.contains { $0.app == k } }
             return mine.map { r in
@@ -101,8 +114,10 @@ final class AppCPUSampler: Sendable {
                 seen[r.app] = s
                 // Demand, not only use: on a busy node each runnable thread wants a CPU it
                 // does not get, and moving it elsewhere gives it one.
-                return AppView(app: Int(r.app), node: Int(r.node), cpu: max(0, s.cpu, Double(runnable)), rssBytes: r.rss_bytes,
-                               arrived: s.since, canMigrate: r.caps.contains("CAN_MIGRATE"))
+                var v = AppView(app: Int(r.app), node: Int(r.node), cpu: max(0, s.cpu, Double(runnable)), rssBytes: r.rss_bytes,
+                                arrived: s.since, canMigrate: r.caps.contains("CAN_MIGRATE"))
+                (v.started, v.used) = (iso.date(from: r.started), max(0, s.cpu))
+                return v
             }
         }
     }

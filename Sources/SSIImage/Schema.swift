@@ -15,8 +15,10 @@ public enum SnapshotFormat {
     /// 4 (fidelity, issue 10) added optional fields to the process and fd records only (and the
     ///   fd kinds namespace, fanotify, udpSocket): docs/snapshot-format.md, "Version 4", lists them.
     /// apps (no bump, optional field): ProcessImage.pidNamespaceInit, ids inside the application's PID namespace.
-    public static let version = 4
-    public static let readable: ClosedRange<Int> = 1...4
+    /// 7 (ops, issue 16) added Manifest.pooled: pages files kept in the application's page pool
+    ///   (`<appid>/pool/pages.img`), the version holding only their maps (`pages-<pid>.map`).
+    public static let version = 7
+    public static let readable: ClosedRange<Int> = 1...7
     public static let pageSize: UInt64 = 4096
 }
 
@@ -31,6 +33,9 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var kernel: String
     public var processes: [Int32]
     public var files: [FileEntry]
+    /// Version 7: pages files whose pages are in the application's page pool (their maps are
+    /// in `files`); nil when every file is in the version.
+    public var pooled: [PooledFile]?
 
     public init(appID: Int32, version: Int, description: String, date: String, arch: String, kernel: String,
                 processes: [Int32], files: [FileEntry]) {
@@ -38,6 +43,34 @@ public struct Manifest: Codable, Sendable, Equatable {
         self.formatVersion = SnapshotFormat.version
         self.appID = appID; self.version = version; self.description = description; self.date = date
         self.arch = arch; self.kernel = kernel; self.processes = processes; self.files = files
+    }
+
+    /// Bytes this version added on disk when it was written: its own files and the pool
+    /// pages it was the first to hold.
+    public var addedBytes: UInt64 {
+        files.reduce(0) { $0 + $1.size } + (pooled ?? []).reduce(0) { $0 + $1.addedBytes }
+    }
+
+    /// Bytes of the snapshot as the engine wrote it (every pages file whole, no map).
+    public var totalBytes: UInt64 {
+        let maps = Set((pooled ?? []).map(\.map))
+        return files.filter { !maps.contains($0.name) }.reduce(0) { $0 + $1.size } + (pooled ?? []).reduce(0) { $0 + $1.size }
+    }
+}
+
+/// Version 7: a pages file kept in the page pool (docs/snapshot-format.md, "Version 7").
+public struct PooledFile: Codable, Sendable, Equatable {
+    /// The pages file the core file names (`pages-<pid>.img`).
+    public var name: String
+    /// Its size and CRC-32C as the engine wrote it (what a copy to another node must match).
+    public var size: UInt64
+    public var crc32c: UInt32
+    /// The map in the version directory: for each page, its pool slot and content hash.
+    public var map: String
+    /// Bytes of pages this version wrote to the pool (their content was not there yet).
+    public var addedBytes: UInt64
+    public init(name: String, size: UInt64, crc32c: UInt32, map: String, addedBytes: UInt64) {
+        (self.name, self.size, self.crc32c, self.map, self.addedBytes) = (name, size, crc32c, map, addedBytes)
     }
 }
 

@@ -5,12 +5,16 @@ import Glibc
 #endif
 
 /// The per-application version store: `<root>/<appid>/v<N>/`. Root is $SSI_CHKPT_DIR, or
-/// /var/chkpt as in Kerrighed.
+/// /var/chkpt as in Kerrighed. With `pool` (the default; SSI_PAGE_POOL=off turns it off),
+/// pages go to the application's page pool (PagePool.swift) and each version keeps maps.
 public struct SnapshotStore: Sendable {
     public let root: String
+    public let pool: Bool
 
-    public init(root: String? = nil) {
-        self.root = root ?? ProcessInfo.processInfo.environment["SSI_CHKPT_DIR"] ?? "/var/chkpt"
+    public init(root: String? = nil, pool: Bool? = nil) {
+        let env = ProcessInfo.processInfo.environment
+        self.root = root ?? env["SSI_CHKPT_DIR"] ?? "/var/chkpt"
+        self.pool = pool ?? !["off", "0", "no"].contains(env["SSI_PAGE_POOL"] ?? "")
     }
 
     public func appDirectory(_ app: Int32) -> String { "\(root)/\(app)" }
@@ -65,7 +69,10 @@ public final class SnapshotWriter: ImageWriter {
     let store: SnapshotStore
     public let app: Int32
     public let tempDir: String
-    fileprivate var entries: [FileEntry] = []
+    var entries: [FileEntry] = []
+    /// Pages files written into the page pool (their maps are in `entries`).
+    var pooled: [PooledFile] = []
+    private var session: PoolSession? = nil
     private var committed = false
 
     init(store: SnapshotStore, app: Int32, tempDir: String) { self.store = store; self.app = app; self.tempDir = tempDir }
@@ -74,21 +81,40 @@ public final class SnapshotWriter: ImageWriter {
 
     public var location: String { tempDir }
 
-    public func abort() { try? FileManager.default.removeItem(atPath: tempDir) }
+    public func abort() {
+        session?.abort()
+        try? FileManager.default.removeItem(atPath: tempDir)
+    }
 
-    public func createFile(_ name: String) throws -> any ImageFileWriter { try DirectoryFileWriter(writer: self, name: name) }
+    /// A pages file goes to the page pool when the store pools; any other file to the
+    /// temporary directory.
+    public func createFile(_ name: String) throws -> any ImageFileWriter {
+        guard store.pool, PooledPagesWriter.isPagesFile(name) else { return try DirectoryFileWriter(writer: self, name: name) }
+        if session == nil { session = try PoolSession(appDirectory: store.appDirectory(app)) }
+        return PooledPagesWriter(writer: self, session: session!, name: name)
+    }
 
     /// Writes the manifest, syncs everything to disk and renames the directory to the next
     /// unused version. Returns the version number. `arch` names the register file the
     /// snapshot holds (the injection library's Arch.name).
     public func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
         // The root of the application comes first in `processes`.
-        let kernel = SnapshotFormat.kernelRelease()
-        let fmt = ISO8601DateFormatter()
+        try commit(Manifest(appID: app, version: 0, description: description, date: ISO8601DateFormatter().string(from: date),
+                            arch: arch, kernel: SnapshotFormat.kernelRelease(), processes: processes, files: []), version: nil)
+    }
+
+    /// Commits as version `copy.version` exactly, with its description, date, arch, kernel
+    /// and processes (a copy of a version from another node). Refused if that version exists.
+    public func commit(copying copy: Manifest) throws -> (Int, Manifest) { try commit(copy, version: copy.version) }
+
+    private func commit(_ base: Manifest, version fixed: Int?) throws -> (Int, Manifest) {
+        try session?.sync()
+        defer { if committed { session?.release() } }
         while true {
-            let version = (store.versions(app).last ?? 0) + 1
-            let manifest = Manifest(appID: app, version: version, description: description, date: fmt.string(from: date),
-                                    arch: arch, kernel: kernel, processes: processes, files: entries)
+            let version = fixed ?? (store.versions(app).last ?? 0) + 1
+            var manifest = base
+            (manifest.format, manifest.formatVersion, manifest.appID, manifest.version) = (SnapshotFormat.magic, SnapshotFormat.version, app, version)
+            (manifest.files, manifest.pooled) = (entries, pooled.isEmpty ? nil : pooled)
             let bytes: [UInt8]
             do { bytes = Array(try SnapshotFormat.encoder().encode(manifest)) } catch { throw SSIError(.system, "cannot encode manifest: \(error)") }
             try writeWhole("manifest.json", bytes)
@@ -103,7 +129,10 @@ public final class SnapshotWriter: ImageWriter {
             }
             let e = errno
             // Another checkpoint took this number first: take the next one.
-            if e == EEXIST || e == ENOTEMPTY { continue }
+            if (e == EEXIST || e == ENOTEMPTY) && fixed == nil { continue }
+            if e == EEXIST || e == ENOTEMPTY {
+                throw SSIError(.busy, "version \(version) of application \(app) already exists in \(store.appDirectory(app))", hint: "ssi snapshots \(app) lists the versions")
+            }
             throw SSIError.sys("rename \(tempDir) to \(target)", errno: e)
         }
     }
@@ -175,11 +204,16 @@ final class DirectoryFileWriter: ImageFileWriter {
 public struct Snapshot: ImageReader, Sendable {
     public let directory: String
     public let manifest: Manifest
+    /// Version 7: the processes' page runs of pooled pages files point into the pool file.
     public let processes: [ProcessImage]
+    /// The page pool file, when the version keeps pages there.
+    public let poolPath: String?
 
     public var location: String { directory }
 
+    /// A pooled pages file opens as the pool file itself: `processes` name pool offsets.
     public func open(_ name: String) throws -> any ImageFileReader {
+        if let poolPath, manifest.pooled?.contains(where: { $0.name == name }) == true { return try DirectoryFileReader(path: poolPath) }
         guard manifest.files.contains(where: { $0.name == name }) else {
             throw SSIError(.corrupt, "\(directory)/manifest.json does not list \(name)")
         }
@@ -203,7 +237,8 @@ public struct Snapshot: ImageReader, Sendable {
             try verify(entry, in: dir)
         }
         let procs = try SnapshotFormat.decodeProcesses(manifest, where: mpath, read: { try ProcFS.readBytes("\(dir)/\($0)") }, location: dir)
-        return Snapshot(directory: dir, manifest: manifest, processes: procs)
+        guard let pool = try ResolvedPool.load(manifest, dir: dir) else { return Snapshot(directory: dir, manifest: manifest, processes: procs, poolPath: nil) }
+        return Snapshot(directory: dir, manifest: manifest, processes: try procs.map(pool.translate), poolPath: pool.poolPath)
     }
 
     static func verify(_ entry: FileEntry, in dir: String) throws {

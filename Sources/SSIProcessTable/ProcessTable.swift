@@ -92,6 +92,19 @@ public struct ProcessTable: Sendable {
         try await kddm.list(Self.snapshotsSet).compactMap { try? SnapshotCatalog.decode($0.value) }
     }
 
+    /// Forgets version `version` of `app`; returns what remains.
+    public func removeSnapshot(_ app: Int32, _ version: Int) async throws -> SnapshotCatalog {
+        let id = UInt64(app)
+        let old = try await kddm.grab(Self.snapshotsSet, id)
+        var c = (try? old.map(SnapshotCatalog.decode)) ?? nil ?? SnapshotCatalog(app: app)
+        c.versions.removeAll { $0.version == version }
+        do { try await kddm.put(Self.snapshotsSet, id, c.encoded()) } catch {
+            try? await kddm.release(Self.snapshotsSet, id)
+            throw error
+        }
+        return c
+    }
+
     /// Records that `node` holds version `v` of `app`.
     public func addSnapshot(_ app: Int32, _ v: SnapshotCatalog.Version, holder node: NodeID) async throws {
         let id = UInt64(app)

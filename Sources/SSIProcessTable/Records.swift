@@ -31,6 +31,9 @@ public struct AppRecord: Codable, Sendable, Equatable {
     /// The node keeping its stdout/stderr log, when it has one (no caller's files).
     public var log_node: NodeID?
     public var migrations: Int
+    /// Percent of one CPU it used over the scheduler's last sample (`ssi ps`); filled in
+    /// when the list is read, never stored.
+    public var cpu: Double?
 
     public init(app: Int32, node: NodeID, pid: Int32, command: [String], started: String) {
         (self.app, self.node, self.pid, self.command, self.started) = (app, node, pid, command, started)
@@ -59,7 +62,11 @@ public struct SnapshotCatalog: Codable, Sendable, Equatable {
         public var version: Int
         public var date: String
         public var description: String
+        /// Bytes of the snapshot as the engine wrote it.
         public var size: UInt64
+        /// Bytes it added on the node that made it (pages new to its page pool, and its own
+        /// files); nil for versions recorded before page pools.
+        public var added: UInt64?
         /// The nodes holding a copy, first the one that made it.
         public var nodes: [NodeID]
         public init(version: Int, date: String, description: String, size: UInt64, nodes: [NodeID]) {

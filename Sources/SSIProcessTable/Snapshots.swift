@@ -17,11 +17,15 @@ public enum ProcessTableService {
     public static let chunk = ServiceBlock.processTable.number(3)
     /// Asks a node to pull a version from another (a replica).
     public static let pull = ServiceBlock.processTable.number(4)
+    /// Deletes a version from a node's store.
+    public static let deleteVersion = ServiceBlock.processTable.number(20)
 }
 
 struct FileRef: Codable { var app: Int32; var version: Int; var name: String; var offset: UInt64; var length: Int }
 struct VersionRef: Codable { var app: Int32; var version: Int; var from: NodeID }
-struct FileInfo: Codable { var name: String; var size: UInt64 }
+/// A version as another node receives it: its manifest, and every file with the size and
+/// CRC-32C the copy must have (SnapshotStore.portable: pooled pages files whole).
+struct PortableVersion: Codable { var manifest: Manifest; var files: [FileEntry] }
 
 /// What `ssi checkpoint APP` asks.
 public struct CheckpointSpec: Codable, Sendable, Equatable {
@@ -65,6 +69,11 @@ extension NodeApplications {
             try await migrateIn(try JSONDecoder().decode(MigrateIn.self, from: Data(p)))
             return []
         }
+        rpc.register(ProcessTableService.deleteVersion) { [self] _, p in
+            let v = try JSONDecoder().decode(VersionRef.self, from: Data(p))
+            try deleteLocal(v.app, v.version)
+            return []
+        }
         rpc.register(ProcessTableService.pull) { [self] _, p in
             let v = try JSONDecoder().decode(VersionRef.self, from: Data(p))
             try await pull(v.app, v.version, from: v.from)
@@ -86,8 +95,9 @@ extension NodeApplications {
         let engine = CheckpointEngine(store: store)
         let opts = o
         let r = try await Self.onThread { try engine.checkpoint(app: root, options: opts) }
-        let size = (try? files(spec.app, r.version).reduce(UInt64(0)) { $0 + $1.size }) ?? 0
-        let v = SnapshotCatalog.Version(version: r.version, date: r.date, description: r.description, size: size, nodes: [me])
+        let m = try? store.manifest(app: spec.app, version: r.version)
+        var v = SnapshotCatalog.Version(version: r.version, date: r.date, description: r.description, size: m?.totalBytes ?? 0, nodes: [me])
+        v.added = m?.addedBytes
         try await table.addSnapshot(spec.app, v, holder: me)
         var done = CheckpointDone(app: spec.app, version: r.version, node: me, replicas: [], date: r.date,
                                   description: r.description, frozenSeconds: r.frozenSeconds)
@@ -110,55 +120,76 @@ extension NodeApplications {
         return done
     }
 
+    /// Deletes version `version` of `app` on every node that holds it (the other versions
+    /// keep every page they need: SnapshotStore.delete), then from the catalog. A holder
+    /// that is offline or fails keeps its copy, and the error names it.
+    public func deleteSnapshot(_ app: Int32, _ version: Int) async throws -> SnapshotCatalog {
+        let catalog = try await table.catalog(app)
+        guard let entry = catalog.versions.first(where: { $0.version == version }) else {
+            let all = catalog.versions.map { "v\($0.version)" }.joined(separator: ", ")
+            throw SSIError(.notFound, "application \(app) has no snapshot version \(version) (versions: \(all.isEmpty ? "none" : all))", hint: "ssi snapshots \(app) lists them")
+        }
+        var kept = [String]()
+        let ref = Array(try JSONEncoder().encode(VersionRef(app: app, version: version, from: me)))
+        for n in entry.nodes {
+            do {
+                if n == me { try deleteLocal(app, version); continue }
+                guard table.online.contains(n) else { kept.append("node \(n) (offline)"); continue }
+                _ = try await rpc.call(n, service: ProcessTableService.deleteVersion, ref, timeout: .seconds(60))
+            } catch { kept.append("node \(n) (\(error))") }
+        }
+        let c = try await table.removeSnapshot(app, version)
+        guard kept.isEmpty else {
+            throw SSIError(.system, "application \(app): version \(version) is no longer listed, but its copy stays on \(kept.joined(separator: ", "))",
+                           hint: "delete it there by hand: SSI_CHKPT_DIR=<that node's snapshot directory> ssi snapshots --delete \(app) \(version)")
+        }
+        return c
+    }
+
+    /// A version absent here is already deleted.
+    func deleteLocal(_ app: Int32, _ version: Int) throws {
+        if store.versions(app).contains(version) { try store.delete(app: app, version: version) }
+    }
+
     // MARK: moving snapshots between nodes
 
-    func files(_ app: Int32, _ version: Int) throws -> [FileInfo] {
-        let dir = store.directory(app, version: version)
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else {
-            throw SSIError(.notFound, "node \(me) has no snapshot v\(version) of application \(app) (\(dir))", hint: "ssi snapshots \(app) shows which nodes hold it")
+    /// A version's files as another node copies them: a pooled version's pages go whole (the
+    /// copy never names a pool page the other node lacks).
+    func files(_ app: Int32, _ version: Int) throws -> PortableVersion {
+        guard store.versions(app).contains(version) else {
+            throw SSIError(.notFound, "node \(me) has no snapshot v\(version) of application \(app) (\(store.directory(app, version: version)))",
+                           hint: "ssi snapshots \(app) shows which nodes hold it")
         }
-        return names.sorted().map { n in
-            var st = stat()
-            stat("\(dir)/\(n)", &st)
-            return FileInfo(name: n, size: UInt64(st.st_size))
-        }
+        let (m, files) = try store.portable(app: app, version: version)
+        return PortableVersion(manifest: m, files: files)
     }
 
     func chunk(_ f: FileRef) throws -> [UInt8] {
-        guard !f.name.contains("/"), f.length <= Self.chunkSize else { throw SSIError(.invalidArgument, "bad snapshot file request \(f.name)") }
-        let path = "\(store.directory(f.app, version: f.version))/\(f.name)"
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SSIError.sys("node \(me): open \(path)", errno: errno) }
-        defer { close(fd) }
-        var buf = [UInt8](repeating: 0, count: f.length)
-        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, f.length, off_t(f.offset)) }
-        guard n >= 0 else { throw SSIError.sys("node \(me): read \(path)", errno: errno) }
-        return Array(buf.prefix(n))
+        guard f.length <= Self.chunkSize else { throw SSIError(.invalidArgument, "bad snapshot file request \(f.name)") }
+        do { return try store.readPortable(app: f.app, version: f.version, name: f.name, offset: f.offset, length: f.length) } catch let e as SSIError {
+            throw SSIError(e.kind, "node \(me): \(e.message)", hint: e.hint)
+        }
     }
 
     /// 4 MiB per RPC: well under the transport's 16 MiB frame.
     static let chunkSize = 4 << 20
 
     /// Copies version `version` of `app` from node `from` into this node's store: every file
-    /// streamed in chunks over the cluster's authenticated RPC into a temporary directory,
-    /// then verified whole by the snapshot's own checksums (Snapshot.load: the manifest's
-    /// CRC, each file's CRC-32C and size) before it is renamed into place, so a copy cut
-    /// short or damaged never becomes a version.
+    /// streamed in chunks over the cluster's authenticated RPC into a new version written
+    /// as a checkpoint writes one (pages into this node's page pool, where pages it already
+    /// holds are not written again), each file checked against the size and CRC-32C the
+    /// source gave before the version is committed under its number, so a copy cut short
+    /// or damaged never becomes a version.
     public func pull(_ app: Int32, _ version: Int, from node: NodeID) async throws {
         if store.versions(app).contains(version) { return }
         let ref = Array(try JSONEncoder().encode(VersionRef(app: app, version: version, from: node)))
-        let list = try JSONDecoder().decode([FileInfo].self, from: Data(try await rpc.call(node, service: ProcessTableService.files, ref, timeout: .seconds(30))))
-        let appDir = store.appDirectory(app)
-        try FileManager.default.createDirectory(atPath: appDir, withIntermediateDirectories: true)
-        let tmp = "\(appDir)/.tmp-\(getpid())-pull-\(UInt32.random(in: 0...UInt32.max))"
-        guard mkdir(tmp, 0o700) == 0 else { throw SSIError.sys("node \(me): mkdir \(tmp)", errno: errno) }
+        let list = try JSONDecoder().decode(PortableVersion.self, from: Data(try await rpc.call(node, service: ProcessTableService.files, ref, timeout: .seconds(30))))
+        let writer = try store.beginWrite(app: app)
         do {
-            for f in list { try await fetch(f, app: app, version: version, from: node, into: tmp) }
-            _ = try Snapshot.load(directory: tmp)
-            let dest = store.directory(app, version: version)
-            guard rename(tmp, dest) == 0 else { throw SSIError.sys("node \(me): rename \(tmp) to \(dest)", errno: errno) }
+            for f in list.files { try await fetch(f, app: app, version: version, from: node, into: writer) }
+            _ = try writer.commit(copying: list.manifest)
         } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
+            writer.abort()
             throw SSIError(.system, "node \(me): copying snapshot v\(version) of application \(app) from node \(node) failed: \(error)",
                            hint: "nothing was kept; the copy on node \(node) is untouched")
         }
@@ -166,20 +197,21 @@ extension NodeApplications {
         if let v = c.versions.first(where: { $0.version == version }) { try await table.addSnapshot(app, v, holder: me) }
     }
 
-    private func fetch(_ f: FileInfo, app: Int32, version: Int, from node: NodeID, into dir: String) async throws {
-        let fd = open("\(dir)/\(f.name)", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SSIError.sys("create \(dir)/\(f.name)", errno: errno) }
-        defer { close(fd) }
+    private func fetch(_ f: FileEntry, app: Int32, version: Int, from node: NodeID, into writer: SnapshotWriter) async throws {
+        let out = try writer.createFile(f.name)
         var off: UInt64 = 0
         while off < f.size {
             let want = Int(min(UInt64(Self.chunkSize), f.size - off))
             let req = Array(try JSONEncoder().encode(FileRef(app: app, version: version, name: f.name, offset: off, length: want)))
             let bytes = try await rpc.call(node, service: ProcessTableService.chunk, req, timeout: .seconds(60))
             guard !bytes.isEmpty else { throw SSIError(.corrupt, "\(f.name) ended early on node \(node)") }
-            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(off)) }
-            guard n == bytes.count else { throw SSIError.sys("write \(dir)/\(f.name)", errno: errno) }
-            off += UInt64(n)
+            try bytes.withUnsafeBytes { try out.append($0) }
+            off += UInt64(bytes.count)
         }
-        guard fsync(fd) == 0 else { throw SSIError.sys("fsync \(dir)/\(f.name)", errno: errno) }
+        // Synced by the commit, with every other file of the version.
+        let got = try out.finish(sync: false)
+        guard got.size == f.size, got.crc32c == f.crc32c else {
+            throw SSIError(.corrupt, "\(f.name) arrived as \(got.size) bytes with CRC-32C \(String(got.crc32c, radix: 16)); node \(node) has \(f.size) bytes with \(String(f.crc32c, radix: 16))")
+        }
     }
 }

@@ -26,6 +26,8 @@ public struct JobRecord: Codable, Sendable, Equatable {
     public var ended: Double?
     /// Why it failed to start, when it did.
     public var error: String?
+    /// Why a queued job has not started yet (the cluster's limit on running jobs).
+    public var waiting: String?
 
     public init(job: Int, name: String, command: [String], directory: String, environment: [String: String], node: Int?, owner: Int, held: Bool, now: Date = Date()) {
         (self.job, self.name, self.command, self.directory, self.environment) = (job, name, command, directory, environment)
@@ -81,4 +83,15 @@ public enum JobsRequest: Codable, Sendable, Equatable {
     case suspend(Int)
     case resume(Int)
     case terminate(Int)
+    /// The cluster-wide limit on running jobs (0: none); answers the job list.
+    case limit(Int)
+}
+
+/// The cluster-wide limit on running jobs: object 0 of the set `jobs` (job numbers start
+/// at 1). `ssi jobs --max-running N` sets it; a node whose `jobs.max-running` is set
+/// writes it when it starts.
+public struct JobLimit: Codable, Sendable, Equatable {
+    /// Jobs running or suspended at most, cluster-wide; 0: no limit.
+    public var maxRunning: Int
+    public init(maxRunning: Int) { self.maxRunning = maxRunning }
 }

@@ -30,6 +30,11 @@ public struct AppView: Codable, Sendable, Equatable {
     public var canMigrate: Bool
     /// Nodes it left, and when: what anti-ping-pong reads.
     public var departures: [Departure]
+    /// When it was launched (its age: balancing moves the oldest first); nil: `arrived`.
+    public var started: Date?
+    /// Share of a CPU it used over the last sample (what `ssi ps` shows); `cpu` is its
+    /// demand (at least one CPU per runnable thread), what balancing weighs.
+    public var used: Double?
 
     public struct Departure: Codable, Sendable, Equatable {
         public var node: Int

@@ -67,23 +67,6 @@ public enum InetDiag {
         req[16] = UInt8(family); req[17] = UInt8(proto)
         put32(states, 20)                    // idiag_states (TIME_WAIT: 1 << 6)
         req.replaceSubrange(24..<72, with: id)
-        guard (req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }) == req.count else { return nil }
-        var out = [[UInt8]]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            var off = 0
-            func u32(_ at: Int) -> UInt32 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
-            func u16(_ at: Int) -> UInt16 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt16.self) } }
-            while off + 16 <= n {
-                let len = Int(u32(off)), t = u16(off + 4)
-                if t == 3 { return out }                                     // NLMSG_DONE
-                if t == 2 { return Int32(bitPattern: u32(off + 16)) == 0 ? out : nil }   // NLMSG_ERROR: 0 is an ack
-                if len < 16 || off + len > n { return out }
-                out.append(Array(buf[(off + 16)..<(off + len)]))
-                off += (len + 3) & ~3
-            }
-        }
+        return try? SockDiag.exchange(fd, req).get()
     }
 }

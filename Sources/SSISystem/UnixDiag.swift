@@ -43,42 +43,36 @@ public enum UnixDiag {
         put32(0xffff_ffff, 20)               // all states
         put32(0x1 | 0x4 | 0x8 | 0x10, 28)    // UDIAG_SHOW_NAME | PEER | ICONS | RQLEN
         put32(0, 32); put32(0, 36)           // cookie: any
-        let sent = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        if sent < 0 { throw SSIError.sys("send sock_diag request", errno: errno) }
-        var out = [UInt32: UnixSocketInfo]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("recv sock_diag", errno: errno) }
-            var off = 0
-            func u32(_ at: Int) -> UInt32 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
-            func u16(_ at: Int) -> UInt16 { buf.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt16.self) } }
-            while off + 16 <= n {
-                let len = Int(u32(off)), type = u16(off + 4)
-                if type == 3 { return out }                      // NLMSG_DONE
-                if type == 2 { throw SSIError(.system, "sock_diag refused the request") }   // NLMSG_ERROR
-                if len < 16 || off + len > n { break }
-                // struct unix_diag_msg: family, type, state, pad, ino, cookie[2].
-                let m = off + 16
-                var info = UnixSocketInfo(inode: u32(m + 4), type: buf[m + 1], state: buf[m + 2], peer: 0, receiveQueue: 0)
-                var a = m + 16
-                while a + 4 <= off + len {
-                    let alen = Int(u16(a)), atype = u16(a + 2)
-                    if alen < 4 { break }
-                    switch atype {
-                    case 0: info.name = Array(buf[(a + 4)..<(a + alen)])  // UNIX_DIAG_NAME
-                    case 2: info.peer = u32(a + 4)               // UNIX_DIAG_PEER
-                    case 3:                                      // UNIX_DIAG_ICONS: u32 inodes
-                        info.pendingClients = stride(from: a + 4, to: a + alen, by: 4).map { u32($0) }
-                    case 4: info.receiveQueue = u32(a + 4); info.sendQueue = u32(a + 8)  // UNIX_DIAG_RQLEN
-                    case 6: info.shutdown = buf[a + 4]           // UNIX_DIAG_SHUTDOWN
-                    default: break
-                    }
-                    a += (alen + 3) & ~3
-                }
-                out[info.inode] = info
-                off += (len + 3) & ~3
-            }
+        let messages: [[UInt8]]
+        switch SockDiag.exchange(fd, req) {
+        case .success(let m): messages = m
+        case .failure(.send(let e)): throw SSIError.sys("send sock_diag request", errno: e)
+        case .failure(.recv(let e)): throw SSIError.sys("recv sock_diag", errno: e)
+        case .failure(.refused(let e)): throw SSIError.sys("sock_diag refused the request", errno: e)
         }
+        var out = [UInt32: UnixSocketInfo]()
+        for msg in messages where msg.count >= 16 {
+            func u32(_ at: Int) -> UInt32 { msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
+            func u16(_ at: Int) -> UInt16 { msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt16.self) } }
+            // struct unix_diag_msg: family, type, state, pad, ino, cookie[2]; then attributes.
+            var info = UnixSocketInfo(inode: u32(4), type: msg[1], state: msg[2], peer: 0, receiveQueue: 0)
+            var a = 16
+            while a + 4 <= msg.count {
+                let alen = Int(u16(a)), atype = u16(a + 2)
+                if alen < 4 || a + alen > msg.count { break }
+                switch atype {
+                case 0: info.name = Array(msg[(a + 4)..<(a + alen)])  // UNIX_DIAG_NAME
+                case 2: info.peer = u32(a + 4)               // UNIX_DIAG_PEER
+                case 3:                                      // UNIX_DIAG_ICONS: u32 inodes
+                    info.pendingClients = stride(from: a + 4, to: a + alen, by: 4).map { u32($0) }
+                case 4: info.receiveQueue = u32(a + 4); info.sendQueue = u32(a + 8)  // UNIX_DIAG_RQLEN
+                case 6: info.shutdown = msg[a + 4]           // UNIX_DIAG_SHUTDOWN
+                default: break
+                }
+                a += (alen + 3) & ~3
+            }
+            out[info.inode] = info
+        }
+        return out
     }
 }

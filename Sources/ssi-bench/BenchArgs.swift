@@ -30,6 +30,16 @@ enum BenchArgs {
         return sizes
     }
 
+    /// What a benchmark of processes needs first: root, to be the subreaper (restored
+    /// processes and those of killed trees are reparented to us, and PID 1 may not reap
+    /// them), and an empty working directory (the caller removes it at the end).
+    static func prepare(_ what: String, directory dir: String) throws {
+        try requireRoot(what)
+        Prctl.becomeSubreaper()
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
     /// A CRIU binary to compare with: an executable file.
     static func criu(_ args: [String], _ i: Int) throws -> String {
         let path = try value(args, i)

@@ -59,11 +59,7 @@ struct CheckpointBenchmark {
     }
 
     func run() throws {
-        try requireRoot("ssi-bench checkpoint")
-        // Restored processes and those of killed trees may be reparented to us (PID 1 may not reap).
-        Prctl.becomeSubreaper()
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try BenchArgs.prepare("ssi-bench checkpoint", directory: dir)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let meter = try BenchProcess.compile("frozenmeter", into: dir)
         print("images on \(dir); \(rounds) rounds per size; the application rewrites \(dirtyPerMs) pages/ms and " +

@@ -73,11 +73,7 @@ struct TreeBenchmark {
     }
 
     func run() throws {
-        try requireRoot("ssi-bench trees")
-        // Processes of killed trees are reparented to us and reaped here (PID 1 may not).
-        Prctl.becomeSubreaper()
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try BenchArgs.prepare("ssi-bench trees", directory: dir)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let engine = CheckpointEngine(store: SnapshotStore(root: "\(dir)/chkpt"))
 

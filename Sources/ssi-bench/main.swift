@@ -1,5 +1,6 @@
 // ssi-bench: benchmarks that print numbers (they are not tests). Run with -c release, as root:
 //   swift run -c release ssi-bench checkpoint [--sizes 0,256,1024] [--rounds 5] [--dirty PAGES_PER_MS] [--compare-criu PATH]
+//   swift run -c release ssi-bench incremental [--mib 256] [--rounds 3]
 //   swift run -c release ssi-bench trees
 //   swift run -c release ssi-bench ipc
 //   swift run -c release ssi-bench kddm
@@ -12,6 +13,8 @@ do {
     switch args.first {
     case "checkpoint":
         try CheckpointBenchmark(args: Array(args.dropFirst())).run()
+    case "incremental":
+        try IncrementalBenchmark(args: Array(args.dropFirst())).run()
     case "trees":
         try TreeBenchmark(args: Array(args.dropFirst())).run()
     case "ipc":
@@ -23,7 +26,7 @@ do {
     case "kddm":
         try await runKDDMBenchmark(args: Array(args.dropFirst()))
     default:
-        print("usage: \(CheckpointBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage)")
+        print("usage: \(CheckpointBenchmark.usage) | \(IncrementalBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage)")
         exit(2)
     }
 } catch {

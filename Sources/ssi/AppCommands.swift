@@ -120,12 +120,12 @@ struct PS: ParsableCommand {
                 print(String(decoding: try e.encode(apps), as: UTF8.self))
                 return
             }
-            print("APP        NODE STATE     PID      PROCS RSS        STARTED               COMMAND")
+            print("APP        NODE STATE     PID      PROCS CPU    RSS        STARTED               COMMAND")
             for a in apps {
                 func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
                 let rss = a.rss_bytes >= 1 << 20 ? "\(a.rss_bytes >> 20) MiB" : "\(a.rss_bytes >> 10) KiB"
                 print(pad("\(a.app)", 10) + " " + pad("\(a.node)", 4) + " " + pad(a.state.rawValue, 9) + " " + pad("\(a.pid)", 8) + " "
-                      + pad("\(a.processes)", 5) + " " + pad(rss, 10) + " " + pad(a.started, 21) + " " + a.command.joined(separator: " "))
+                      + pad("\(a.processes)", 5) + " " + pad(a.cpu.map { String(format: "%.0f%%", $0) } ?? "-", 6) + " " + pad(rss, 10) + " " + pad(a.started, 21) + " " + a.command.joined(separator: " "))
             }
         } catch { appsFail(error) }
     }
@@ -215,10 +215,16 @@ enum ClusterCR {
         return r
     }
 
-    static func snapshots(app: Int32?) throws {
+    static func snapshots(app: Int32?, delete version: Int? = nil) throws {
+        if let app, let version {
+            _ = try ClusterApps.call(.deleteSnapshot(app: app, version: version), timeout: 120)
+            print("Deleted version \(version) of application \(app)")
+            return
+        }
         for c in try ClusterApps.call(.snapshots(app: app)).catalogs() {
             for v in c.versions {
-                print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(v.size) bytes\t\(v.description)")
+                let size = v.added.map { Snapshots.added($0, of: v.size) } ?? "\(v.size) bytes"
+                print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(size)\t\(v.description)")
             }
         }
     }

@@ -268,22 +268,48 @@ enum ForegroundWaiter {
 
 struct Snapshots: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List the snapshots of an application (or of all).",
-        discussion: "One line per snapshot: application, version, date, description. Reads $SSI_CHKPT_DIR (default /var/chkpt).")
+        abstract: "List the snapshots of an application (or of all), or delete one version.",
+        discussion: """
+        One line per snapshot: application, version, date, what the version added on disk \
+        and the size of the whole snapshot, description. Versions share their unchanged pages \
+        (the application's page pool): a later version usually adds a small part of its size. \
+        --delete APP V deletes version V; every other version still restores, and the pages \
+        only V held are freed. Reads $SSI_CHKPT_DIR (default /var/chkpt).
+        """)
+    @Flag(name: .long, help: "Delete version VERSION of APP.") var delete = false
     @Argument(help: "The application id.") var app: Int32?
+    @Argument(help: "With --delete: the version to delete.") var version: Int?
+
+    func validate() throws {
+        if delete && (app == nil || version == nil) { throw ValidationError("--delete needs the application and the version: ssi snapshots --delete APP VERSION") }
+        if !delete && version != nil { throw ValidationError("a version is given only with --delete (ssi snapshots --delete APP VERSION)") }
+    }
 
     func run() throws {
         if app.map(ApplicationID.isCluster) ?? ClusterApps.daemonReachable() {
-            do { try ClusterCR.snapshots(app: app) } catch { appsFail(error) }
+            do { try ClusterCR.snapshots(app: app, delete: delete ? version : nil) } catch { appsFail(error) }
             return
         }
         let store = SnapshotStore()
+        if delete, let app, let version {
+            do {
+                let freed = try store.delete(app: app, version: version)
+                print("Deleted version \(version) of application \(app)" + (freed.map { ", \(Snapshots.size($0)) freed" } ?? "; the pages only it held are freed by the next delete (a checkpoint was running)"))
+            } catch { fail(error) }
+            return
+        }
         for a in app.map({ [$0] }) ?? store.applications() {
             for v in store.versions(a) {
-                let dir = store.directory(a, version: v)
-                let m = try? JSONDecoder().decode(Manifest.self, from: Data(contentsOf: URL(fileURLWithPath: "\(dir)/manifest.json")))
-                print("\(a)\tv\(v)\t\(m?.date ?? "?")\t\(m?.description ?? "(unreadable manifest)")")
+                guard let i = store.info(app: a, version: v) else { print("\(a)\tv\(v)\t?\t(unreadable manifest)"); continue }
+                print("\(a)\tv\(v)\t\(i.date)\t\(Snapshots.added(i.addedBytes, of: i.totalBytes))\t\(i.description)")
             }
         }
     }
+
+    static func size(_ b: UInt64) -> String {
+        b >= 10 << 20 ? "\(b >> 20) MiB" : b >= 10 << 10 ? "\(b >> 10) KiB" : "\(b) bytes"
+    }
+
+    /// "adds 2 MiB of 256 MiB".
+    static func added(_ added: UInt64, of total: UInt64) -> String { "adds \(size(added)) of \(size(total))" }
 }

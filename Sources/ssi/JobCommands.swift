@@ -58,11 +58,16 @@ struct Submit: ParsableCommand {
 }
 
 struct Jobs: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Every job of the cluster and its state (queued, held, running, suspended, done, failed, terminated, lost).")
+    static let configuration = CommandConfiguration(abstract: "Every job of the cluster and its state (queued, held, running, suspended, done, failed, terminated, lost).",
+                                                    discussion: "--max-running N sets the cluster-wide limit on running (and suspended) jobs; submitted jobs beyond it stay queued, saying why, until one ends. 0: no limit. ssid's jobs.max-running sets it when a node starts.")
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: "Set the cluster-wide limit on running jobs (0: none), then list.") var maxRunning: Int?
     @OptionGroup var daemon: DaemonOptions
+    func validate() throws {
+        if let n = maxRunning, n < 0 { throw ValidationError("--max-running \(n): give a whole number of at least 0 (0: no limit)") }
+    }
     func run() throws {
-        let list = orFail { try callJobs(.list, daemon).jobList() }
+        let list = orFail { try callJobs(maxRunning.map { .limit($0) } ?? .list, daemon).jobList() }
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
@@ -73,7 +78,8 @@ struct Jobs: ParsableCommand {
         for j in list {
             func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
             print(pad("\(j.job)", 6) + " " + pad(j.state.rawValue, 11) + " " + pad(j.app.map(String.init) ?? "-", 10) + " "
-                  + pad(j.startedOn.map(String.init) ?? "-", 4) + " " + pad(j.exitStatus.map(String.init) ?? "-", 4) + " " + j.name)
+                  + pad(j.startedOn.map(String.init) ?? "-", 4) + " " + pad(j.exitStatus.map(String.init) ?? "-", 4) + " " + j.name
+                  + (j.state == .queued ? j.waiting.map { " (waiting: \($0))" } ?? "" : ""))
         }
     }
 }

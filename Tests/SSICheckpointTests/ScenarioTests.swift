@@ -173,8 +173,9 @@ struct ScenarioTests {
         try #require(try w.ssi("checkpoint", "\(app)").status == 0)
         try #require(try w.checkpointKill(app).status == 0)
         let v2 = "\(w.chkpt)/\(app)/v2"
-        // One flipped byte in the pages.
-        let pages = "\(v2)/pages-\(app).img"
+        // One flipped byte in the pages' map (the pages are in the application's page pool:
+        // a damaged pool page is refused in SSIImageTests' PagePoolTests, naming the page).
+        let pages = "\(v2)/pages-\(app).map"
         let fh = FileHandle(forUpdatingAtPath: pages)!
         fh.seek(toFileOffset: 100)
         let b = fh.readData(ofLength: 1)
@@ -182,7 +183,7 @@ struct ScenarioTests {
         fh.write(Data([b[0] ^ 0xff]))
         fh.closeFile()
         let r = try w.ssi("restart", "\(app)", "2")
-        #expect(r.status != 0 && r.stderr.contains("pages-\(app).img") && r.stderr.contains("corrupt"), "\(r.output)")
+        #expect(r.status != 0 && r.stderr.contains("pages-\(app).map") && r.stderr.contains("corrupt"), "\(r.output)")
         #expect(processState(app) == nil, "a refused restart must create nothing")
         // Truncated core file.
         try FileManager.default.copyItem(atPath: "\(w.chkpt)/\(app)/v1", toPath: "\(w.chkpt)/\(app)/v3")

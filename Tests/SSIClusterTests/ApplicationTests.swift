@@ -71,6 +71,13 @@ struct ApplicationTests {
         #expect(missing.code != 0 && missing.out.contains("no application"), "\(missing.out)")
         let down = try ssi("run", "--node", "9", "--", "/bin/true")
         #expect(down.code != 0 && down.out.contains("node 9"), "\(down.out)")
+        // ps shows each application's CPU use (percent of one CPU), from any node.
+        let busyOut = try ssiOK("run", "-b", "--log", "--node", "3", "--", "/bin/sh", "-c", "exec timeout 30 sh -c 'while :; do :; done'")
+        let busy = try #require(appID(busyOut))
+        _ = try waitFor("ps on node 1 shows the busy application's CPU", seconds: 15) { (try record(busy, node: 1)?.cpu ?? 0) > 30 }
+        #expect((try record(app, node: 2)?.cpu ?? 100) < 10, "the sleeping application is idle")
+        #expect(try ssiOK("ps").contains(" CPU "))
+        if let b = try record(busy, node: 3) { kill(b.pid, SIGTERM) }
         kill(r.pid, SIGTERM)
         _ = try waitFor("stopped in ps", seconds: 5) { try record(app, node: 3)?.state == .stopped }
     }
@@ -102,6 +109,12 @@ struct ApplicationTests {
         let c = try ssiOK("checkpoint", "\(app)", "--replicas", "1", "--node", "1")
         #expect(c.contains("Version: 1") && c.contains("Node: 3 (replicas on 1)"), "\(c)")
         #expect(try ssiOK("snapshots", "\(app)").contains("v1"))
+        // A second version (incremental: it adds what changed to node 3's page pool, and its
+        // replica on node 1 carries every page it needs).
+        let c2 = try ssiOK("checkpoint", "\(app)", "--replicas", "1")
+        #expect(c2.contains("Version: 2") && c2.contains("replicas on 1"), "\(c2)")
+        let listed = try ssiOK("snapshots", "\(app)")
+        #expect(listed.contains("v2") && listed.contains("adds"), "\(listed)")
         let events = try ssiOK("events", "-n", "100", "--node", "2")
         #expect(events.contains("checkpoint-done") && events.contains("application \(app): snapshot v1 on node 3"), "\(events)")
         let busy = try ssi("restart", "\(app)", "--node", "2")
@@ -115,7 +128,15 @@ struct ApplicationTests {
         #expect(r.contains("on node 2"), "\(r)")
         let back = try #require(try record(app, node: 1))
         #expect(back.node == 2 && back.state == .running && Proc.alive(back.pid))
+        // v2 came to node 2 from node 1's copy (node 3 is gone).
         #expect(try ssiOK("snapshots", "\(app)").contains("nodes 3,1,2"))
+        // Deleting v1: node 1 deletes its copy; node 3 is down, so the command says so.
+        let d = try ssi("snapshots", "--delete", "\(app)", "1")
+        #expect(d.code != 0 && d.out.contains("node 3 (offline)"), "\(d.out)")
+        let after = try ssiOK("snapshots", "\(app)")
+        #expect(!after.contains("\tv1\t") && after.contains("\tv2\t"), "\(after)")
+        let unknown = try ssi("snapshots", "--delete", "\(app)", "7")
+        #expect(unknown.code != 0 && unknown.out.contains("no snapshot version 7"), "\(unknown.out)")
         kill(back.pid, SIGTERM)
     }
 }

@@ -66,5 +66,26 @@ private func submitted(_ out: String) -> Int? {
         #expect(empty.code != 0 && empty.out.contains("give the command after --"), "\(empty.out)")
         let auto = try ssi("submit", "--node", "two", "--", "/bin/true")
         #expect(auto.code != 0 && auto.out.contains("a node number (1..255) or auto, not 'two'"), "\(auto.out)")
+        try limitOnRunningJobs()
+    }
+
+    /// The cluster-wide limit (`ssi jobs --max-running`): beyond it a job stays queued,
+    /// saying why, until a running one ends. Run on the cluster of the test above.
+    func limitOnRunningJobs() throws {
+        let neg = try ssi("jobs", "--max-running=-1")
+        #expect(neg.code != 0 && neg.out.contains("at least 0"), "\(neg.out)")
+        _ = try ssiOK("jobs", "--max-running", "1")
+        let first = try #require(submitted(try ssiOK("submit", "--", "/bin/sleep", "2")))
+        let second = try #require(submitted(try ssiOK("submit", "--node", "2", "--", "/bin/true")))
+        _ = try waitFor("the first job runs", seconds: 10) { try job(first)?.state == .running }
+        usleep(700_000)
+        let waiting = try #require(try job(second))
+        #expect(waiting.state == .queued && waiting.waiting == "1 of at most 1 jobs running", "\(waiting)")
+        #expect(try ssiOK("jobs").contains("(waiting: 1 of at most 1 jobs running)"))
+        let r = try ssi("wait", "\(second)", "--timeout", "30")
+        #expect(r.code == 0, "\(r.out)")
+        let (a, b) = (try #require(try job(first)), try #require(try job(second)))
+        #expect(a.state == .done && (b.started ?? 0) >= (a.ended ?? .infinity) - 0.5, "the second started before the first ended: \(a) \(b)")
+        _ = try ssiOK("jobs", "--max-running", "0")
     }
 }

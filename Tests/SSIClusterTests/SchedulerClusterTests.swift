@@ -72,6 +72,9 @@ private func burn(node k: Int, loops: Int, seconds: Int) throws -> [pid_t] {
         _ = try waitFor("periods back to normal", seconds: 10) { try !schedStatus(1).stretched }
         let log = try ssiOK("sched", "log", "--node", "1")
         #expect(log.contains("low -> high") && log.contains("high -> low"), "\(log)")
+        // The switches are events too (ssi events, the dashboard), read from another node.
+        let events = try ssiOK("events", "-n", "500", "--node", "3")
+        #expect(events.contains("sched-switch") && events.contains("node 1: configuration low -> high: its selector holds"), "\(events)")
 
         // ssi sched set: a parameter of a loaded element; an unknown one is refused.
         _ = try ssiOK("sched", "set", "load.window", "2", "--node", "1")

@@ -42,7 +42,7 @@ struct SnapshotStoreTests {
     func largeFile() throws {
         let dir = try TestEnv.makeTempDir("store-large")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = SnapshotStore(root: dir)
+        let store = SnapshotStore(root: dir, pool: false)
         let w = try store.beginWrite(app: 9)
         var image = ProcessImage(pid: 9)
         image.pagesFile = "pages-9.img"
@@ -64,7 +64,8 @@ struct SnapshotStoreTests {
     func writeAndVerify() throws {
         let dir = try TestEnv.makeTempDir("store")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let store = SnapshotStore(root: dir)
+        // Pages files in the version directory (the page pool has its own tests).
+        let store = SnapshotStore(root: dir, pool: false)
         for n in 1...2 {
             let w = try store.beginWrite(app: 42)
             var image = ProcessImage(pid: 42)

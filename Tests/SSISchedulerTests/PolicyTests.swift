@@ -84,6 +84,21 @@ struct Simulation {
         #expect(policy("balance").decide(mk(1, 0, true), me: 1).isEmpty, "moving the only job gains nothing")
     }
 
+    @Test func balanceMovesTheOldestFirst() throws {
+        // Three equal jobs on a busy node: the one launched first goes (age predicts the time
+        // left), even though it arrived on this node last (a restart).
+        let now = Date(timeIntervalSince1970: 1_000_000)
+        var apps = (1...3).map { AppView(app: $0, node: 1, cpu: 1, arrived: now - 100) }
+        apps[0].started = now - 50
+        apps[1].started = now - 500
+        apps[1].arrived = now - 20
+        apps[2].started = now - 200
+        let v = SchedulerView(now: now, nodes: [NodeView(node: 1, cpus: 1, values: ["load": 3], apps: apps), NodeView(node: 2, cpus: 1, values: ["load": 0])])
+        let d = try #require(policy("balance", ["min-residence-ms": "0"]).decide(v, me: 1).first)
+        #expect(d.action == .migrate(app: 2, from: 1, to: 2), "\(d)")
+        #expect(d.reason.contains("oldest"), "\(d.reason)")
+    }
+
     @Test func maxPerMinute() {
         var sim = Simulation(cpus: [1: 1, 2: 8], apps: (1...10).map { AppView(app: $0, node: 1, cpu: 1, arrived: t0) })
         let p = policy("balance", ["max-per-minute": "3"])

@@ -179,6 +179,11 @@ uint32_t cssi_crc32c(uint32_t crc, const void *buf, size_t len);
 // The CRC-32C of A followed by B, from crc(A), crc(B) and the length of B: lets a file be
 // checksummed in pieces, in parallel.
 uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+// The page pool's content hashes in one pass: for each 4096-byte page of `buf`,
+// hashes[i] = CRC-32C(first half) << 32 | CRC-32C(second half), the two halves run as two
+// independent lanes; returns the CRC-32C of `crc` followed by every page (the halves
+// joined by the CRC's linearity), so a pages file's CRC costs no second pass.
+uint32_t cssi_crc32c_pages(uint32_t crc, const void *buf, size_t pages, uint64_t *hashes);
 
 // fcntl/splice constants that glibc only declares under _GNU_SOURCE (fcntl(2), tee(2)).
 enum { CSSI_F_SETPIPE_SZ = 1031, CSSI_F_GETPIPE_SZ = 1032, CSSI_SPLICE_F_NONBLOCK = 2, CSSI_MAP_FIXED_NOREPLACE = 0x100000 };
@@ -203,5 +208,9 @@ long cssi_recv_with_fds(int sock, void *buf, unsigned long len, int *fds, int *n
 
 // The errno of the calling thread (for the few libc calls Swift makes directly).
 int cssi_errno(void);
+
+// fallocate(2) FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (Linux 2.6.38; tmpfs 3.5): frees
+// the blocks of [offset, offset + len), which then read as zeros; 0 or -errno.
+long cssi_punch_hole(int fd, long long offset, long long len);
 
 #endif

@@ -24,6 +24,17 @@ public enum Pipe {
     public static func tee(from: Int32, to: Int32, count: Int) -> Int { cssi_tee(from, to, count, UInt32(CSSI_SPLICE_F_NONBLOCK)) }
 }
 
+/// Disk space of a file.
+public enum FileSpace {
+    /// Frees the blocks of [offset, offset + length) and keeps the file's size: the range
+    /// then reads as zeros (fallocate(2) FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE). Returns
+    /// 0 or the errno (EOPNOTSUPP on a file system that cannot punch holes).
+    public static func punchHole(_ fd: Int32, offset: UInt64, length: UInt64) -> Int32 {
+        let r = cssi_punch_hole(fd, Int64(offset), Int64(length))
+        return r < 0 ? Int32(-r) : 0
+    }
+}
+
 /// File seals (memfd_create(2), fcntl(2) F_ADD_SEALS/F_GET_SEALS).
 public enum FileSeals {
     static let getSeals: Int32 = 1034, addSeals: Int32 = 1033   // F_GET_SEALS, F_ADD_SEALS (Linux 3.17)

@@ -1,0 +1,206 @@
+import Foundation
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The page pool of one application (issue 16, incremental versions): every saved page of
+// every version of the application is kept once, in `<appid>/pool/pages.img`, at a slot
+// (offset / 4096). A version's pages files are then tables (`pages-<pid>.map`): for each
+// page of the file the engine wrote, the slot that holds it and its content hash. A new
+// version writes only the pages whose content is not in the pool yet.
+//
+// Identity of content: a page's hash (two CRC-32C, one per half) finds a candidate slot,
+// and the candidate is used only if its bytes are equal (memcmp against the pool file
+// mapped read-only): a hash collision costs a second copy, never a wrong page.
+//
+// Concurrency (flock(2) on two lock files, advisory, per open file description):
+//  - every writer session holds `session.lock` shared from its first pages file to its
+//    commit or abort; a sweep (freeing the slots no version uses) takes it exclusive, so
+//    it never frees a page a checkpoint in progress has just found in the pool;
+//  - slots are handed out under `alloc.lock`, held for one ftruncate(2): several sessions
+//    (two checkpoints of one application, a pull) append to the pool side by side.
+// Nothing is ever rewritten in place: a slot, once written, keeps its bytes until a sweep
+// punches it out (fallocate(2) FALLOC_FL_PUNCH_HOLE), when no version refers to it.
+
+public enum PagePool {
+    public static let directoryName = "pool"
+    public static let dataName = "pages.img"
+    static let page = Int(SnapshotFormat.pageSize)
+
+    /// The content hash of one page: CRC-32C of its first half, then of its second half.
+    /// Two independent 32-bit checks: a flipped bit anywhere changes it.
+    public static func hash(_ page: UnsafeRawBufferPointer) -> UInt64 {
+        var h: UInt64 = 0
+        withUnsafeMutablePointer(to: &h) { _ = CRC32C.pages(0, page, hashes: UnsafeMutableBufferPointer(start: $0, count: 1)) }
+        return h
+    }
+
+    public static func directory(appDirectory: String) -> String { "\(appDirectory)/\(directoryName)" }
+    public static func dataPath(appDirectory: String) -> String { "\(directory(appDirectory: appDirectory))/\(dataName)" }
+}
+
+/// A map file: for each page of a pages file, its slot in the pool and its hash, 16 bytes
+/// little-endian (slot u64, hash u64).
+struct PageMap {
+    var slots: [UInt64]
+    var hashes: [UInt64]
+
+    static let entrySize = 16
+
+    func encoded() -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(slots.count * PageMap.entrySize)
+        for i in slots.indices { out += slots[i].littleEndianBytes + hashes[i].littleEndianBytes }
+        return out
+    }
+
+    static func decode(_ b: [UInt8], where path: String) throws -> PageMap {
+        guard b.count % entrySize == 0 else { throw SSIError(.corrupt, "\(path) is not a page map (\(b.count) bytes, not a multiple of \(entrySize))") }
+        let n = b.count / entrySize
+        var m = PageMap(slots: [UInt64](repeating: 0, count: n), hashes: [UInt64](repeating: 0, count: n))
+        b.withUnsafeBytes { raw in
+            for i in 0..<n {
+                m.slots[i] = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * entrySize, as: UInt64.self))
+                m.hashes[i] = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * entrySize + 8, as: UInt64.self))
+            }
+        }
+        return m
+    }
+}
+
+/// Content hash -> slot, open addressing on flat arrays (a Dictionary of a few hundred
+/// thousand pages costs tens of ms to fill, on the checkpoint's path).
+struct HashSlots {
+    private var keys: [UInt64]
+    private var values: [UInt64]
+    private var mask: Int
+    private(set) var count = 0
+    static let empty = UInt64.max
+
+    init(capacity: Int = 1024) {
+        var n = 1024
+        while n < capacity * 2 { n <<= 1 }
+        keys = [UInt64](repeating: 0, count: n)
+        values = [UInt64](repeating: HashSlots.empty, count: n)
+        mask = n - 1
+    }
+
+    func find(_ key: UInt64) -> UInt64? {
+        var i = Int(truncatingIfNeeded: key ^ (key >> 29)) & mask
+        while values[i] != HashSlots.empty {
+            if keys[i] == key { return values[i] }
+            i = (i + 1) & mask
+        }
+        return nil
+    }
+
+    /// Keeps the first slot seen for a hash.
+    mutating func insert(_ key: UInt64, _ slot: UInt64) {
+        if (count + 1) * 2 > keys.count { grow() }
+        var i = Int(truncatingIfNeeded: key ^ (key >> 29)) & mask
+        while values[i] != HashSlots.empty {
+            if keys[i] == key { return }
+            i = (i + 1) & mask
+        }
+        keys[i] = key
+        values[i] = slot
+        count += 1
+    }
+
+    private mutating func grow() {
+        let (oldKeys, oldValues) = (keys, values)
+        keys = [UInt64](repeating: 0, count: oldKeys.count * 2)
+        values = [UInt64](repeating: HashSlots.empty, count: oldKeys.count * 2)
+        mask = keys.count - 1
+        count = 0
+        for i in oldKeys.indices where oldValues[i] != HashSlots.empty { insert(oldKeys[i], oldValues[i]) }
+    }
+}
+
+/// An open lock file; flock(2) on it.
+final class LockFile {
+    let fd: Int32
+    init(_ path: String) throws {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd < 0 { throw SSIError.sys("open \(path)", errno: errno) }
+    }
+    deinit { close(fd) }
+
+    /// Blocks until the lock is had (flock(2) is restarted by hand after a signal: EINTR).
+    func lock(_ op: Int32) throws {
+        while flock(fd, op) != 0 {
+            if errno != EINTR { throw SSIError.sys("flock", errno: errno) }
+        }
+    }
+
+    /// Tries for up to `seconds`; false if another holder kept it.
+    func tryLock(_ op: Int32, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while flock(fd, op | LOCK_NB) != 0 {
+            if errno != EWOULDBLOCK && errno != EINTR { return false }
+            if Date() > deadline { return false }
+            usleep(20_000)
+        }
+        return true
+    }
+
+    func unlock() { _ = flock(fd, LOCK_UN) }
+}
+
+/// The pool file opened for reading, mapped read-only (MAP_SHARED: writes made with
+/// pwrite(2) through the page cache are seen at once).
+final class PoolMapping {
+    let path: String
+    let fd: Int32
+    private(set) var base: UnsafeRawPointer? = nil
+    private(set) var length = 0
+
+    init(path: String, writable: Bool) throws {
+        self.path = path
+        fd = open(path, (writable ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC, 0o600)
+        if fd < 0 { throw SSIError.sys("open \(path)", errno: errno) }
+    }
+
+    deinit {
+        unmap()
+        close(fd)
+    }
+
+    var fileSize: UInt64 {
+        var st = stat()
+        fstat(fd, &st)
+        return UInt64(st.st_size)
+    }
+
+    /// Bytes the file takes on disk (punched holes take none).
+    var allocatedBytes: UInt64 {
+        var st = stat()
+        fstat(fd, &st)
+        return UInt64(st.st_blocks) * 512
+    }
+
+    private func unmap() {
+        if let b = base { munmap(UnsafeMutableRawPointer(mutating: b), length) }
+        base = nil
+        length = 0
+    }
+
+    /// Maps the file as it is now (again, if it grew).
+    func remap() throws {
+        unmap()
+        let size = Int(fileSize)
+        guard size > 0 else { return }
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { throw SSIError.sys("mmap \(path)", errno: errno) }
+        base = UnsafeRawPointer(p)
+        length = size
+    }
+
+    /// The bytes of `slot`, mapping again if the file grew past the mapping.
+    func page(_ slot: UInt64) throws -> UnsafeRawBufferPointer? {
+        let end = Int((slot + 1) * SnapshotFormat.pageSize)
+        if end > length { try remap() }
+        guard let b = base, end <= length else { return nil }
+        return UnsafeRawBufferPointer(start: b + end - PagePool.page, count: PagePool.page)
+    }
+}

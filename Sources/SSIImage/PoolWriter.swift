@@ -1,0 +1,225 @@
+import Foundation
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One snapshot writer's use of its application's page pool, from its first pages file to
+/// its commit or abort (PagePool.swift says how sessions share the pool).
+///
+/// @unchecked Sendable: every mutable field is used under `lock` (the pages files of a
+/// pre-copy checkpoint are appended to from their own writer threads).
+final class PoolSession: @unchecked Sendable {
+    let appDirectory: String
+    let pool: PoolMapping
+    private let sessionLock: LockFile
+    private let allocLock: LockFile
+    private let lock = NSLock()
+    private var known: HashSlots
+    /// Slot ranges this session added to the pool: punched out again if it aborts.
+    private var added: [(first: UInt64, count: UInt64)] = []
+    private var released = false
+
+    init(appDirectory: String) throws {
+        self.appDirectory = appDirectory
+        let dir = PagePool.directory(appDirectory: appDirectory)
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(dir)", errno: errno, hint: "set SSI_CHKPT_DIR to a writable directory, or run as root") }
+        sessionLock = try PoolSession.lockPresent("\(dir)/session.lock")
+        allocLock = try LockFile("\(dir)/alloc.lock")
+        pool = try PoolMapping(path: PagePool.dataPath(appDirectory: appDirectory), writable: true)
+        known = PoolSession.knownPages(appDirectory: appDirectory, poolSlots: pool.fileSize / SnapshotFormat.pageSize)
+    }
+
+    deinit { release() }
+
+    /// The session lock, held shared, on the lock file that is still the pool's: an unused
+    /// pool is removed under the exclusive lock (PoolSweep.removeIfUnused), so a lock had
+    /// on a file unlinked meanwhile is taken again on the new pool's.
+    static func lockPresent(_ path: String) throws -> LockFile {
+        for _ in 0..<100 {
+            let dir = (path as NSString).deletingLastPathComponent
+            if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(dir)", errno: errno) }
+            let lock = try LockFile(path)
+            try lock.lock(LOCK_SH)
+            var a = stat(), b = stat()
+            if fstat(lock.fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev { return lock }
+        }
+        throw SSIError(.busy, "the page pool \(path) keeps being removed under this checkpoint", hint: "try again")
+    }
+
+    /// What the committed versions hold: hash -> slot, from their maps. A map that cannot be
+    /// read only costs a second copy of its pages (every candidate is compared anyway).
+    static func knownPages(appDirectory: String, poolSlots: UInt64) -> HashSlots {
+        var table = HashSlots(capacity: Int(min(poolSlots, 1 << 24)))
+        for dir in PoolSweep.versionDirectories(appDirectory) {
+            guard let m = try? JSONDecoder().decode(Manifest.self, from: Data(ProcFS.readBytes("\(dir)/manifest.json"))) else { continue }
+            for p in m.pooled ?? [] {
+                guard let map = try? PageMap.decode(ProcFS.readBytes("\(dir)/\(p.map)"), where: p.map) else { continue }
+                for i in map.slots.indices where map.slots[i] < poolSlots { table.insert(map.hashes[i], map.slots[i]) }
+            }
+        }
+        return table
+    }
+
+    /// Stores whole pages whose hashes are given: each one's slot and hash go into `map`.
+    /// Returns the bytes written to the pool (pages whose content it did not hold).
+    func store(_ bytes: UnsafeRawBufferPointer, hashes: [UInt64], into map: inout PageMap) throws -> UInt64 {
+        let page = PagePool.page
+        let n = bytes.count / page
+        precondition(n * page == bytes.count, "the pool stores whole pages")
+        lock.lock()
+        defer { lock.unlock() }
+        func at(_ i: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[(i * page)..<((i + 1) * page)]) }
+        var fresh = [Int]()
+        var freshByHash = [UInt64: Int]()
+        // For each page: an equal page in the pool, or an equal new page of this batch, or new.
+        var source = [Int](repeating: -1, count: n)
+        var slots = [UInt64](repeating: 0, count: n)
+        for i in 0..<n {
+            let p = at(i)
+            let h = hashes[i]
+            if let s = known.find(h), let old = try pool.page(s), memcmp(old.baseAddress!, p.baseAddress!, page) == 0 {
+                slots[i] = s
+            } else if let j = freshByHash[h], memcmp(at(j).baseAddress!, p.baseAddress!, page) == 0 {
+                source[i] = j
+            } else {
+                if freshByHash[h] == nil { freshByHash[h] = i }
+                source[i] = i
+                fresh.append(i)
+            }
+        }
+        if !fresh.isEmpty {
+            let first = try allocate(UInt64(fresh.count))
+            try write(fresh.map(at), at: first)
+            for (k, i) in fresh.enumerated() {
+                slots[i] = first + UInt64(k)
+                known.insert(hashes[i], slots[i])
+            }
+        }
+        for i in 0..<n where source[i] >= 0 { slots[i] = slots[source[i]] }
+        map.slots += slots
+        map.hashes += hashes
+        return UInt64(fresh.count * page)
+    }
+
+    /// Hands out `count` consecutive slots at the end of the pool (alloc.lock held for one
+    /// ftruncate(2), so concurrent sessions get disjoint slots).
+    private func allocate(_ count: UInt64) throws -> UInt64 {
+        try allocLock.lock(LOCK_EX)
+        defer { allocLock.unlock() }
+        let first = (pool.fileSize + SnapshotFormat.pageSize - 1) / SnapshotFormat.pageSize
+        if ftruncate(pool.fd, off_t((first + count) * SnapshotFormat.pageSize)) != 0 {
+            throw SSIError.sys("extend the page pool \(pool.path)", errno: errno, hint: errno == ENOSPC || errno == EFBIG ? "free space in the snapshot directory" : nil)
+        }
+        added.append((first, count))
+        return first
+    }
+
+    /// The new pages, gathered into one buffer and written with one pwrite(2).
+    private func write(_ pages: [UnsafeRawBufferPointer], at first: UInt64) throws {
+        let page = PagePool.page
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: pages.count * page, alignment: page)
+        defer { buf.deallocate() }
+        for (k, p) in pages.enumerated() { (buf.baseAddress! + k * page).copyMemory(from: p.baseAddress!, byteCount: page) }
+        var done = 0
+        let offset = off_t(first * SnapshotFormat.pageSize)
+        while done < buf.count {
+            let w = pwrite(pool.fd, buf.baseAddress! + done, buf.count - done, offset + off_t(done))
+            if w < 0 {
+                if errno == EINTR { continue }
+                throw SSIError.sys("write the page pool \(pool.path)", errno: errno, hint: errno == ENOSPC ? "free space in the snapshot directory" : nil)
+            }
+            done += w
+        }
+    }
+
+    func sync() throws {
+        if fsync(pool.fd) != 0 { throw SSIError.sys("fsync \(pool.path)", errno: errno) }
+    }
+
+    /// The snapshot was abandoned: its new pages go (no committed version refers to them:
+    /// other sessions only reuse pages of committed versions and their own).
+    func abort() {
+        lock.lock()
+        for r in added {
+            _ = FileSpace.punchHole(pool.fd, offset: r.first * SnapshotFormat.pageSize, length: r.count * SnapshotFormat.pageSize)
+        }
+        added = []
+        lock.unlock()
+        release()
+        PoolSweep.removeIfUnused(appDirectory: appDirectory)
+    }
+
+    /// Lets sweeps run again (the version is committed, or abandoned).
+    func release() {
+        guard !released else { return }
+        released = true
+        sessionLock.unlock()
+    }
+}
+
+/// A pages file written into the pool: the engine appends its pages as to any file; the
+/// version keeps only its map.
+final class PooledPagesWriter: ImageFileWriter {
+    let name: String
+    let mapName: String
+    private let session: PoolSession
+    private weak var writer: SnapshotWriter?
+    private(set) var size: UInt64 = 0
+    private var crc: UInt32 = 0
+    private var map = PageMap(slots: [], hashes: [])
+    /// A partial page, kept until the rest arrives (the engine appends whole pages).
+    private var tail: [UInt8] = []
+    private var added: UInt64 = 0
+
+    init(writer: SnapshotWriter, session: PoolSession, name: String) {
+        self.writer = writer
+        self.session = session
+        self.name = name
+        mapName = PooledPagesWriter.mapName(name)
+    }
+
+    static func isPagesFile(_ name: String) -> Bool { name.hasPrefix("pages-") && name.hasSuffix(".img") }
+    static func mapName(_ name: String) -> String { String(name.dropLast(4)) + ".map" }
+
+    /// The file's CRC and the pages' hashes come from one pass (CRC32C.pages); bytes held
+    /// in `tail` enter the CRC when their page is complete, or at finish.
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        guard bytes.count > 0 else { return }
+        size += UInt64(bytes.count)
+        var rest = bytes
+        if !tail.isEmpty {
+            let take = min(PagePool.page - tail.count, rest.count)
+            tail += UnsafeRawBufferPointer(rebasing: rest[0..<take])
+            rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+            if tail.count == PagePool.page { try tail.withUnsafeBytes { try storeWhole($0) }; tail = [] }
+        }
+        let whole = rest.count / PagePool.page * PagePool.page
+        if whole > 0 { try storeWhole(UnsafeRawBufferPointer(rebasing: rest[0..<whole])) }
+        if whole < rest.count { tail += UnsafeRawBufferPointer(rebasing: rest[whole...]) }
+    }
+
+    private func storeWhole(_ pages: UnsafeRawBufferPointer) throws {
+        var hashes = [UInt64](repeating: 0, count: pages.count / PagePool.page)
+        crc = hashes.withUnsafeMutableBufferPointer { CRC32C.pages(crc, pages, hashes: $0) }
+        added += try session.store(pages, hashes: hashes, into: &map)
+    }
+
+    /// A last partial page: its bytes into the CRC, then stored padded with zeros.
+    private func flushTail() throws {
+        crc = tail.withUnsafeBytes { CRC32C.update(crc, $0) }
+        tail += [UInt8](repeating: 0, count: PagePool.page - tail.count)
+        added += try tail.withUnsafeBytes { try session.store($0, hashes: [PagePool.hash($0)], into: &map) }
+        tail = []
+    }
+
+    /// Writes the map into the version and records the file as pooled.
+    func finish(sync: Bool) throws -> FileEntry {
+        if !tail.isEmpty { try flushTail() }
+        if sync { try session.sync() }
+        guard let writer else { throw SSIError(.state, "\(name): the snapshot it belonged to was abandoned") }
+        try writer.addFile(mapName, map.encoded(), sync: sync)
+        writer.pooled.append(PooledFile(name: name, size: size, crc32c: crc, map: mapName, addedBytes: added))
+        return FileEntry(name: name, size: size, crc32c: crc)
+    }
+}
