@@ -24,8 +24,9 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     let core: NodeCore
     let clusterIP: String?
     let state = Mutex(NetworkState())
-    /// This node's running applications and their roots (Wiring.swift: the process table).
-    let localApps = Mutex<@Sendable () async -> [(app: Int32, root: Int32)]>({ [] })
+    /// The applications whose processes are on this node, their roots, and whether their
+    /// record names another node (a migration's source copy) (Wiring.swift).
+    let localApps = Mutex<@Sendable () async -> [(app: Int32, root: Int32, leaving: Bool)]>({ [] })
     /// Whether an application exists and has not stopped (Wiring.swift).
     let appAlive = Mutex<@Sendable (Int32) async -> Bool>({ _ in true })
 
@@ -87,8 +88,12 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     func refresh() async throws {
         let me = core.config.node
         var entries: [PortEntry] = []
-        for (app, root) in await localApps.withLock({ $0 })() {
-            entries += ListeningSockets.of(app: app, root: root, node: me, clusterIP: clusterIP)
+        for (app, root, leaving) in await localApps.withLock({ $0 })() {
+            entries += ListeningSockets.of(app: app, root: root, node: me, clusterIP: clusterIP).map { e in
+                var e = e
+                if leaving { e.leaving = true }
+                return e
+            }
         }
         let mine = NodePorts(node: me, entries: entries.sorted { ($0.port, $0.app) < ($1.port, $1.app) })
         if state.withLock({ $0.published }) != mine {

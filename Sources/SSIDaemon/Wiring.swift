@@ -32,8 +32,15 @@ extension NodeDaemon {
         if let net = parts.lazy.compactMap({ $0 as? NetworkSubsystem }).first {
             // The port table scans this node's running applications; a claim lasts as long
             // as its application has not stopped.
+            // The processes that are here, not the records: a migration's source copy keeps
+            // publishing its ports until it is killed, so that the port is never without a
+            // server while the target's copy starts (its record wins once it publishes).
             net.localApps.withLock { f in
-                f = { ((try? await records.list()) ?? []).filter { $0.node == me && ($0.state == .running || $0.state == .frozen) }.map { ($0.app, $0.pid) } }
+                f = {
+                    let here = apps.localApplications
+                    let nodes = Dictionary(((try? await records.list()) ?? []).map { ($0.app, $0.node) }, uniquingKeysWith: { a, _ in a })
+                    return here.map { app, root in (app, root, nodes[app].map { $0 != me } ?? false) }
+                }
             }
             net.appAlive.withLock { f in
                 f = { app in ((try? await records.record(app)).map { $0.state != .stopped }) ?? false }

@@ -24,6 +24,9 @@ public struct PortEntry: Codable, Sendable, Hashable {
     /// Reachable on the cluster address: bound to every address or to the cluster address
     /// itself (a socket bound to 127.0.0.1 or to a node's own address is listed, not exposed).
     public var exposed: Bool
+    /// The application has moved on to another node (its record names another), and this
+    /// copy, frozen, waits to be killed: another node's entry for it wins.
+    public var leaving: Bool? = nil
 
     public init(port: UInt16, proto: PortProtocol, app: Int32, node: NodeID, address: String, exposed: Bool) {
         (self.port, self.proto, self.app, self.node, self.address, self.exposed) = (port, proto, app, node, address, exposed)
@@ -58,6 +61,9 @@ public struct PortTable: Sendable, Equatable {
         entries = live.flatMap(\.entries).sorted { ($0.port, $0.proto, $0.app, $0.address) < ($1.port, $1.proto, $1.app, $1.address) }
         // One entry per (port, proto, app): an application listening on both 0.0.0.0 and ::
         // is one server of the port.
+        // During a migration both copies may publish: the one the record names wins.
+        let staying = Set(entries.filter { $0.leaving != true }.map { "\($0.port)/\($0.proto)/\($0.app)" })
+        entries = entries.filter { $0.leaving != true || !staying.contains("\($0.port)/\($0.proto)/\($0.app)") }
         var seen = Set<String>()
         entries = entries.filter { seen.insert("\($0.port)/\($0.proto)/\($0.app)/\($0.exposed)").inserted }
         self.claims = claims.sorted { ($0.port, $0.app) < ($1.port, $1.app) }

@@ -45,6 +45,10 @@ public final class NodeApplications: Sendable {
         self.logger = logger
     }
 
+    /// The applications whose processes live on this node now (id -> root PID): a
+    /// migration's source copy included until it is killed, whatever the record says.
+    public var localApplications: [Int32: Int32] { local.withLock { $0 } }
+
     /// The root PID of a local application, or an error saying where it is.
     func localRoot(_ app: Int32) async throws -> Int32 {
         if let pid = local.withLock({ $0[app] }) { return pid }

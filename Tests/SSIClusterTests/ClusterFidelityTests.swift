@@ -49,15 +49,20 @@ private func record(_ app: Int32) throws -> AppRecord? {
 @Suite(.serialized, .enabled(if: canRunCluster, "\(whyNot)"),
        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/gcc"), "needs gcc to build the fixtures"))
 struct ClusterFidelityTests {
-    /// One cluster for every case (cases run one at a time).
+    /// One cluster for every case (cases run one at a time); the last case takes it down.
     static let cluster: Result<Void, any Error> = Result {
         Proc.becomeSubreaper()
         _ = try ssiOK("cluster", "up", "--nodes", "2")
     }
+    nonisolated(unsafe) static var casesRun = 0   // the cases run one at a time (.serialized)
 
     @Test("a fixture as a cluster application migrated to another node checks its state and prints PASS", arguments: clusterCases)
     fileprivate func migratedFixturePasses(_ c: ClusterCase) throws {
         try Self.cluster.get()
+        defer {
+            Self.casesRun += 1
+            if Self.casesRun == clusterCases.count { try? down() }
+        }
         let bin = try TestEnv.fixture(c.fixture)
         let dir = "/tmp/ssi-cfid-\(getpid())-\(c.fixture)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
