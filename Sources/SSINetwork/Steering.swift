@@ -10,14 +10,12 @@ import SSITransport
 // - The cluster address C is a local address of every node (on `lo`): a packet for C that is
 //   steered nowhere is delivered locally, to a server of this node.
 // - nftables (nft(8)), table `ip ssi-cip`, hooks prerouting (packets entering) and output
-//   (connections made on the node itself): each packet for C:P gets a mark naming the node
-//   of the application that serves P (several: `jhash` of the client's address and port,
-//   with a fixed seed, so that every node picks the same one for a client). The mark is
-//   computed per packet, from the table, with no connection tracking: the entry node sees
-//   only the client's half of a connection (the server answers the client directly), and
-//   conntrack would take the client's ACK after an unseen SYN-ACK for an invalid packet.
-//   `notrack` keeps these packets out of conntrack. When the application moves, the table
-//   changes on every node and the next packet goes to its new node.
+//   (connections made on the node itself): each flow to C:P is pinned to one of P's
+//   applications, and each of its packets gets the mark of that application's node
+//   (`ruleset`). No connection tracking: the entry node sees only the client's half of a
+//   connection (the server answers the client directly), and conntrack would take the
+//   client's ACK after an unseen SYN-ACK for an invalid packet; `notrack` keeps these
+//   packets out of it.
 // - ip-rule(8): a packet marked for node N is routed by table 7100+N, whose one route sends C
 //   to N's address. Linux looks up the `local` table first (rule 0), where C is local, so
 //   ours must come before it: the local rule is moved to preference 100 and ours sit at 50.
@@ -42,38 +40,67 @@ public struct SteeringPlan: Sendable, Equatable {
     /// The same fixed seed on every node, so that jhash picks the same server everywhere.
     static let seed = "0x55c1a55e"
 
-    /// The nft script: the table replaced whole in one transaction (add, delete, define: nft
-    /// applies a file atomically, so no packet sees a half-written table).
+    /// The nft script, applied in one transaction (nft applies a file atomically, so no
+    /// packet sees a half-written table): the table and its chains declared (kept if they
+    /// exist), their rules and the application map written again; the map of pinned flows
+    /// is kept, so that a connection stays with its server whatever the table becomes.
+    ///
+    /// Each new flow to C:P is given one of P's applications (`jhash` of the client's address
+    /// and port over P's servers, a fixed seed: every node picks the same) and pinned to it
+    /// (map `pins`, client address . port -> application tag, 30 minutes after its last
+    /// packet); every packet of the flow then gets the mark of that application's node, from
+    /// the map `app_node`, rewritten when an application moves: an established connection
+    /// follows its server, and keeps it when other servers of its port come or go. Pins are
+    /// per entry node (a router sends one flow through one node while the nodes stay the
+    /// same); a flow whose pin names an application that is gone is given one again.
     public func ruleset() -> String {
         let t = Self.nftTable
-        var steer: [String] = []
+        var apps: [Int32: NodeID] = [:]
+        for e in table.entries where e.exposed { apps[e.app] = e.node }
+        let elements = apps.sorted { $0.key < $1.key }.map { "\(Self.tag($0.key)) : \(hex($0.value == me ? 0 : Self.mark($0.value)))" }
+        var rules: [String] = [
+            "add rule ip \(t) raw_pre ip daddr \(clusterIP) notrack",
+            "add rule ip \(t) raw_out ip daddr \(clusterIP) notrack",
+            "add rule ip \(t) raw_out ip saddr \(clusterIP) notrack",
+            "add rule ip \(t) pre ip daddr \(clusterIP) jump steer",
+            "add rule ip \(t) out ip daddr \(clusterIP) jump steer",
+        ]
+        let node = "meta mark set meta mark map @app_node accept"
         for (port, proto) in table.exposedPorts {
             let servers = table.servers(port: port, proto: proto)
             guard !servers.isEmpty else { continue }
+            let flow = "ip saddr . \(proto.rawValue) sport"
             let match = "ip daddr \(clusterIP) \(proto.rawValue) dport \(port)"
-            let marks = servers.map { $0.node == me ? UInt32(0) : Self.mark($0.node) }
-            if Set(marks).count == 1 {
-                steer.append("\(match) meta mark set \(hex(marks[0])) accept")
-            } else {
-                let choice = marks.enumerated().map { "\($0.offset) : \(hex($0.element))" }.joined(separator: ", ")
-                steer.append("\(match) meta mark set jhash ip saddr . \(proto.rawValue) sport mod \(marks.count) seed \(Self.seed) map { \(choice) } accept")
-            }
+            rules.append("add rule ip \(t) steer \(match) meta mark set \(flow) map @pins update @pins { \(flow) : meta mark } \(node)")
+            let choice = servers.count == 1 ? "\(Self.tag(servers[0].app))"
+                : "jhash \(flow) mod \(servers.count) seed \(Self.seed) map { " + servers.enumerated().map { "\($0.offset) : \(Self.tag($0.element.app))" }.joined(separator: ", ") + " }"
+            rules.append("add rule ip \(t) steer \(match) meta mark set \(choice) update @pins { \(flow) : meta mark } \(node)")
         }
         return """
-        add table ip \(t)
-        delete table ip \(t)
         table ip \(t) {
-            chain steer {
-        \(steer.map { "        " + $0 }.joined(separator: "\n"))
-            }
-            chain raw_pre { type filter hook prerouting priority raw; policy accept; ip daddr \(clusterIP) notrack; }
-            chain raw_out { type filter hook output priority raw; policy accept; ip daddr \(clusterIP) notrack; ip saddr \(clusterIP) notrack; }
-            chain pre { type filter hook prerouting priority mangle; policy accept; ip daddr \(clusterIP) jump steer; }
-            chain out { type route hook output priority mangle; policy accept; ip daddr \(clusterIP) jump steer; }
+            map pins { type ipv4_addr . inet_service : mark; flags dynamic,timeout; timeout 30m; }
+            map app_node { type mark : mark; }
+            chain steer { }
+            chain raw_pre { type filter hook prerouting priority raw; policy accept; }
+            chain raw_out { type filter hook output priority raw; policy accept; }
+            chain pre { type filter hook prerouting priority mangle; policy accept; }
+            chain out { type route hook output priority mangle; policy accept; }
         }
+        flush chain ip \(t) steer
+        flush chain ip \(t) raw_pre
+        flush chain ip \(t) raw_out
+        flush chain ip \(t) pre
+        flush chain ip \(t) out
+        flush map ip \(t) app_node
+        \(elements.isEmpty ? "" : "add element ip \(t) app_node { \(elements.joined(separator: ", ")) }")
+        \(rules.joined(separator: "\n"))
 
         """
     }
+
+    /// The conntrack-free tag of an application in the maps: its id less the 10,000,000
+    /// offset of cluster application ids (never zero: a map value of zero is "this node").
+    public static func tag(_ app: Int32) -> UInt32 { UInt32(max(1, Int(app) - 10_000_000)) }
 
     private func hex(_ m: UInt32) -> String { "0x" + String(m, radix: 16) }
 

@@ -82,6 +82,26 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
         for _ in 0..<20 { seen[fetch("http://\(clusterIP):9000/") ?? "none", default: 0] += 1 }
         #expect(seen["none"] == nil && (seen["one"] ?? 0) > 0 && (seen["three"] ?? 0) > 0, "20 connections shared: \(seen)")
 
+        // Established connections keep their server when another server of their port comes:
+        // six clients on 9100 (two servers), a third server starts, every line of every
+        // client answered in order (pins: SSINetwork/Steering.swift).
+        let echo = try TestEnv.fixture("lineecho"), client = try TestEnv.fixture("lineclient")
+        for k in [1, 3] { _ = try ssiOK("run", "--node", "\(k)", "-b", "--log", "--", echo, "9100") }
+        _ = try waitFor("port 9100 has two servers on every node", seconds: 10) {
+            try (1...3).allSatisfy { k in try ports(node: k).filter { $0.port == 9100 }.count == 2 }
+        }
+        let clients = try (0..<6).map { i in
+            try Proc.spawn(["nsenter", "--net=/run/netns/\(lc.hub)", "--", client, clusterIP, "9100", "3"], log: "/tmp/ssi-net-pin-\(getpid())-\(i).log")
+        }
+        usleep(800_000)
+        _ = try ssiOK("run", "--node", "2", "-b", "--log", "--", echo, "9100")
+        for (i, pid) in clients.enumerated() {
+            var st: Int32 = 0
+            while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
+            let verdict = (try? String(contentsOfFile: "/tmp/ssi-net-pin-\(getpid())-\(i).log", encoding: .utf8)) ?? ""
+            #expect(verdict.hasPrefix("PASS"), "client \(i) kept its server when a third came: \(verdict)")
+        }
+
         // An exclusive claim of a port that others serve is refused, naming one of them;
         // then a claim of a free port, and a second claim of it, refused naming the first.
         let taken = try ssi("run", "--node", "2", "--exclusive-port", "9000", "-b", "--", "/bin/sleep", "30")
