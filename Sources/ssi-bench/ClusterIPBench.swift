@@ -68,6 +68,7 @@ struct ClusterIPBenchmark {
     func migrationStall(_ client: String, _ hub: String, _ ip: String, app: String) throws {
         try ssi(["caps", app, "+CAN_MIGRATE"])
         let log = "/tmp/ssi-bench-cip/client.log"
+        unlink(log)
         let pid = try Proc.spawn(["nsenter", "--net=/run/netns/\(hub)", "--", client, ip, "7400", "\(seconds + 4)", "\(window)"], log: log)
         usleep(1_500_000)
         let moved = (try? ssi(["migrate", app, "3"])) ?? "migration failed"

@@ -77,7 +77,9 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
         // Two servers on one port: new connections are spread between them.
         let one = try webServer(node: 1, port: 9000, page: "one")
         let three = try webServer(node: 3, port: 9000, page: "three")
-        _ = try waitFor("port 9000 has two servers", seconds: 10) { try ports(node: 2).filter { $0.port == 9000 }.count == 2 }
+        _ = try waitFor("port 9000 has two servers on every node", seconds: 10) {
+            try (1...3).allSatisfy { k in try ports(node: k).filter { $0.port == 9000 }.count == 2 }
+        }
         var seen: [String: Int] = [:]
         for _ in 0..<20 { seen[fetch("http://\(clusterIP):9000/") ?? "none", default: 0] += 1 }
         #expect(seen["none"] == nil && (seen["one"] ?? 0) > 0 && (seen["three"] ?? 0) > 0, "20 connections shared: \(seen)")
