@@ -142,12 +142,32 @@ public struct ProcessImage: Codable, Sendable {
     /// A job-stopped process: the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU)
     /// while its parent had not been told; 0 once a wait(2) had reported the stop.
     public var stopSignal: Int32?
+    /// Namespaces the application made for itself (unshare(2), clone(2) CLONE_NEW*) that
+    /// restart makes again; nil: the process shares ssi's.
+    public var namespaces: ProcessNamespaces?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
         umask = 0o022; cwd = "/"; root = "/"; personality = 0; parentDeathSignal = 0; dumpable = 1; rlimits = []
         mm = MMFields(); vmas = []; pagesFile = ""; fds = []; sigactions = []; sharedPending = []; threads = []; oomScoreAdj = 0
     }
+}
+
+/// The namespaces of one process that are not ssi's. Each is named by its inode at
+/// checkpoint time (the number in /proc/PID/ns/KIND), so that processes sharing one
+/// namespace share it again after restart.
+public struct ProcessNamespaces: Codable, Sendable, Equatable {
+    public var uts: UTSNamespace?
+    public init(uts: UTSNamespace? = nil) { self.uts = uts }
+    public var isEmpty: Bool { uts == nil }
+}
+
+/// A UTS namespace (uts_namespaces(7)): its host and NIS domain names.
+public struct UTSNamespace: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var hostname: String
+    public var domainname: String
+    public init(id: UInt64, hostname: String, domainname: String) { self.id = id; self.hostname = hostname; self.domainname = domainname }
 }
 
 public struct Credentials: Codable, Sendable, Equatable {

@@ -41,9 +41,24 @@ public struct ProcessTable: Sendable {
     }
 
     /// Changes a record under a grab; returns the record written. Throws notFound when the
-    /// application is unknown.
+    /// application is unknown. A write refused because the grab was lost (the membership
+    /// view changed meanwhile: a node's lease renewed late, a node joined) is done again on
+    /// the record as it is then: `change` is a function of the record, so applying it to the
+    /// newer value is what the caller meant.
     @discardableResult
     public func update(_ app: Int32, _ change: @Sendable (inout AppRecord) throws -> Void) async throws -> AppRecord {
+        var attempt = 0
+        while true {
+            do {
+                return try await updateOnce(app, change)
+            } catch let e as SSIError where e.kind == .conflict && attempt < 5 {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(50 * attempt))
+            }
+        }
+    }
+
+    private func updateOnce(_ app: Int32, _ change: @Sendable (inout AppRecord) throws -> Void) async throws -> AppRecord {
         let id = UInt64(app)
         guard let bytes = try await kddm.grab(Self.applicationsSet, id) else {
             try? await kddm.release(Self.applicationsSet, id)

@@ -55,25 +55,28 @@ struct IncomingAnswer: Codable {
 /// the lock: that is why the box may cross tasks.
 final class IncomingSnapshots: @unchecked Sendable {
     private let lock = NSLock()
-    private var writers: [UInt64: (writer: SnapshotWriter, file: (any ImageFileWriter)?)] = [:]
+    /// The snapshot's writer and its files being received, by name: several are open at
+    /// once when the source copies memory while the application runs (pre-copy), its pages
+    /// files growing round after round while the rest is written at the end.
+    private var writers: [UInt64: (writer: SnapshotWriter, files: [String: any ImageFileWriter])] = [:]
 
     func handle(_ step: IncomingStep, _ bytes: ArraySlice<UInt8>, store: SnapshotStore) throws -> IncomingAnswer {
         lock.lock()
         defer { lock.unlock() }
         switch step.kind {
         case .begin:
-            writers[step.token] = (try store.beginWrite(app: step.app), nil)
+            writers[step.token] = (try store.beginWrite(app: step.app), [:])
             return IncomingAnswer()
         case .data:
             guard let w = writers[step.token] else { throw Self.unknown(step) }
-            let f = try w.file ?? w.writer.createFile(step.name)
-            writers[step.token]?.file = f
+            let f = try w.files[step.name] ?? w.writer.createFile(step.name)
+            writers[step.token]?.files[step.name] = f
             try bytes.withUnsafeBytes { try f.append($0) }
             return IncomingAnswer()
         case .finish:
             guard let w = writers[step.token] else { throw Self.unknown(step) }
-            let f = try w.file ?? w.writer.createFile(step.name)
-            writers[step.token]?.file = nil
+            let f = try w.files[step.name] ?? w.writer.createFile(step.name)
+            writers[step.token]?.files[step.name] = nil
             return IncomingAnswer(entry: try f.finish(sync: false))
         case .commit:
             guard let w = writers.removeValue(forKey: step.token) else { throw Self.unknown(step) }

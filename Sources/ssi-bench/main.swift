@@ -5,6 +5,7 @@
 //   swift run -c release ssi-bench ipc
 //   swift run -c release ssi-bench kddm
 //   swift run -c release ssi-bench balance [--jobs 12] [--cpus 0.5]
+//   swift run -c release ssi-bench migrate [--sizes 0,256,1024] [--dirty 20] [--moves 3]
 //   swift run -c release ssi-bench cluster-ip [--seconds 3] [--rounds 3] [--window 1] [--migrate]
 import Foundation
 
@@ -21,12 +22,14 @@ do {
         try runIPCBenchmark(args: Array(args.dropFirst()))
     case "balance":
         try BalanceBenchmark(args: Array(args.dropFirst())).run()
+    case "migrate":
+        try MigrateBenchmark(args: Array(args.dropFirst())).run()
     case "cluster-ip":
         try ClusterIPBenchmark(args: Array(args.dropFirst())).run()
     case "kddm":
         try await runKDDMBenchmark(args: Array(args.dropFirst()))
     default:
-        print("usage: \(CheckpointBenchmark.usage) | \(IncrementalBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage)")
+        print("usage: \(CheckpointBenchmark.usage) | \(IncrementalBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage) | \(MigrateBenchmark.usage)")
         exit(2)
     }
 } catch {

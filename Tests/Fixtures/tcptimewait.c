@@ -25,6 +25,9 @@ static int listener_with_timewait(int fam, int reuse, struct sockaddr_storage *n
     if (fam == AF_INET) { struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) }; bind(l, (struct sockaddr *)&a, sizeof a); }
     else { struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT }; bind(l, (struct sockaddr *)&a, sizeof a); }
     listen(l, 8);
+    // Zeroed first: getsockname fills only the family's length, and the check after restart
+    // compares the whole sockaddr_storage with one read into a zeroed buffer.
+    memset(name, 0, sizeof *name);
     al = sizeof *name;
     getsockname(l, (struct sockaddr *)name, &al);
     int c = socket(fam, SOCK_STREAM, 0);

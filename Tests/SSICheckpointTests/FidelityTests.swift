@@ -80,7 +80,7 @@ enum FidelityCases {
         FidelityCase(fixture: "fanotify"),
         FidelityCase(fixture: "pty", notYet: "pseudo-terminal pairs are not rebuilt", refusal: "pseudo-terminal master"),
         FidelityCase(fixture: "nsfd"),
-        FidelityCase(fixture: "nsuts", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
+        FidelityCase(fixture: "nsuts"),
         FidelityCase(fixture: "nsipc", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
         FidelityCase(fixture: "nsnet", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
         FidelityCase(fixture: "nsmnt", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),

@@ -31,10 +31,20 @@ extension CheckpointEngine {
         return result
     }
 
-    /// Checkpoints application `app` into `writer` (an archive to a peer, for migration).
+    /// Checkpoints application `app` into `writer` (an archive to a peer, for migration),
+    /// copying its memory first while it runs when pre-copy is wanted (Precopy.wanted).
     public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions(), to writer: any ImageWriter) throws -> CheckpointResult {
         let frozen = try checkCheckpointable(app, options: options)
-        return try dump(app: app, options: options, writer: writer, frozen: frozen)
+        var precopy: Precopy? = nil
+        if Precopy.wanted(app: app, options: options, frozen: frozen) {
+            // A tracker that cannot start leaves nothing behind: dump frozen, as before
+            // (the pages files it made are written again from the start by the dump).
+            precopy = try? Precopy(app: app, writer: writer)
+        }
+        defer { precopy?.stop() }
+        var result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy)
+        result.precopyRounds = precopy?.rounds ?? []
+        return result
     }
 
     /// Root, a valid target, and a freezer state that matches -c. Returns whether the
@@ -151,6 +161,7 @@ extension CheckpointEngine {
             img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
             if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
+            img.namespaces = try ProcessDumper.savedNamespaces(pid)
             images.append(img)
         }
         return images

@@ -111,8 +111,9 @@ final class Precopy {
         if frozen || options.precopy == false { return false }
         if options.precopy == true { return true }
         // --kill: the application ends right after, so only the wall time counts, and a
-        // frozen dump is shorter than pre-copy rounds plus the last one.
-        if options.killSignal != nil { return false }
+        // frozen dump is shorter than pre-copy rounds plus the last one. SIGSTOP is the
+        // migration's: the application goes on elsewhere, and its frozen time is what counts.
+        if let k = options.killSignal, k != .stop { return false }
         let tree = (try? ProcessTree.collect(root: app))?.pids ?? [app]
         let anon = tree.reduce(UInt64(0)) { acc, pid in
             let line = (try? ProcFS.read("/proc/\(pid)/status"))?.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }

@@ -180,6 +180,8 @@ final class RestartSession {
         let shared = SharedDescriptions(images: snap.processes)
         let selfPidFD = FDTransfer.selfPidFD
         var queue: [(ProcessImage, Tracee, UInt64?)] = [(root, stub, selfPidFD >= 0 ? UInt64(selfPidFD) : nil)]
+        let byPID = Dictionary(snap.processes.map { ($0.pid, $0) }, uniquingKeysWith: { a, _ in a })
+        var madeNamespaces = [String: Int32]()
         while !queue.isEmpty {
             let (image, t, pidfdSlot) = queue.removeFirst()
             let pr = try ProcessRestorer(image: image, source: snap, stub: t)
@@ -194,6 +196,7 @@ final class RestartSession {
             pr.useCallerTerminal = options.useCallerTerminal
             pr.inheritFDs = Dictionary(uniqueKeysWithValues: inherited.map { ($0, $0) })
             restorers.append(pr)
+            try pr.enterNamespaces(parent: image.pid == root.pid ? nil : byPID[image.ppid]?.namespaces, made: &madeNamespaces)
             try pr.becomeSessionLeaderIfNeeded()
             // Memory and files first, then the children: they are forked from the restored
             // process, so the pages it shared copy-on-write with them are shared again.

@@ -1,0 +1,143 @@
+import Foundation
+import SSILocalCluster
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ssi-bench migrate`: what a migration costs the application, measured by the application
+/// (issue 17). On `ssi cluster up --nodes 3`, frozenmeter (Tests/Fixtures/frozenmeter.c) runs
+/// as a cluster application on node 1 with SIZE MiB of self-checking random pages, rewriting
+/// about DIRTY MB/s of them, and keeps in a shared stats file the longest gap its own
+/// CLOCK_MONOTONIC loop saw. It is migrated 1 -> 2 -> 3 -> 1; each move reports that gap (the
+/// frozen time as the application saw it), the total time `ssi migrate` took, the bytes
+/// node T's interface received, and the time the same bytes take raw over the same link
+/// (a TCP stream from node S to node T), for the "total <= 1.5 x raw" target. After the
+/// moves the application checks every page (CHECK PASS).
+struct MigrateBenchmark {
+    static let usage = "ssi-bench migrate [--sizes 0,256,1024] [--dirty MB_PER_S] [--moves N]"
+    var sizes = [0, 256, 1024]
+    var dirtyMBps = 20
+    var moves = 3
+
+    init(args: [String]) throws {
+        var it = args.makeIterator()
+        while let a = it.next() {
+            switch a {
+            case "--sizes": sizes = (it.next() ?? "").split(separator: ",").compactMap { Int($0) }
+            case "--dirty": dirtyMBps = Int(it.next() ?? "") ?? -1
+            case "--moves": moves = Int(it.next() ?? "") ?? 0
+            default: throw SSIError(.invalidArgument, "ssi-bench migrate: unknown argument '\(a)'", hint: Self.usage)
+            }
+        }
+        guard !sizes.isEmpty, dirtyMBps >= 0, moves > 0 else { throw SSIError(.invalidArgument, "bad --sizes, --dirty or --moves", hint: Self.usage) }
+    }
+
+    struct Move { var size: Int; var from: Int; var to: Int; var frozen: Double; var total: Double; var bytes: UInt64; var raw: Double }
+
+    func run() throws {
+        guard geteuid() == 0 else { throw SSIError(.permission, "ssi-bench migrate needs root (ssi cluster up with network namespaces)") }
+        Proc.becomeSubreaper()
+        let dir = "/tmp/ssi-bench-migrate"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let meter = try BenchProcess.compile("frozenmeter", into: dir)
+        let lc = LocalCluster()
+        try ssi(["cluster", "up", "--nodes", "3"])
+        // SSI_BENCH_KEEP=1 leaves the cluster up afterwards, to look at its logs.
+        defer { if ProcessInfo.processInfo.environment["SSI_BENCH_KEEP"] == nil { _ = try? ssi(["cluster", "down"]); Proc.reapAll() } }
+        // 4 KiB pages per millisecond for DIRTY MB/s.
+        let pagesPerMs = max(0, dirtyMBps * 1_000_000 / 4096 / 1000)
+        print("frozenmeter as a cluster application, dirtying \(dirtyMBps) MB/s (\(pagesPerMs) pages/ms); \(moves) moves per size; load \(loadAverage())")
+        var all: [Move] = []
+        for size in sizes {
+            let stats = "\(dir)/stats-\(size)"
+            unlink(stats)
+            let out = try ssi(["run", "--node", "1", "-b", "--log", "--", meter, "\(size)", stats, "\(pagesPerMs)"])
+            guard let app = out.split(separator: " ").last.map({ $0.trimmingCharacters(in: .whitespacesAndNewlines) }) else { throw SSIError(.system, "no application id in '\(out)'") }
+            for _ in 0..<1200 where !((try? ssi(["logs", app])) ?? "").contains("READY") { usleep(100_000) }
+            try ssi(["caps", app, "+CAN_MIGRATE"])
+            usleep(300_000)
+            var node = 1
+            for _ in 0..<moves {
+                let target = node % 3 + 1
+                writeGap(stats, 0)
+                let rx0 = rxBytes(lc, target)
+                let t0 = Date()
+                try ssi(["migrate", app, "\(target)"])
+                let total = Date().timeIntervalSince(t0)
+                let bytes = rxBytes(lc, target) &- rx0
+                usleep(100_000)
+                let frozen = Double(readGap(stats)) / 1e9
+                let raw = try rawTransfer(lc, from: node, to: target, bytes: bytes, dir: dir)
+                all.append(Move(size: size, from: node, to: target, frozen: frozen, total: total, bytes: bytes, raw: raw))
+                node = target
+            }
+            try ssi(["kill", app, "--signal", "USR2"])
+            usleep(UInt32(min(60, 2 + size / 64)) * 1_000_000)
+            let log = (try? ssi(["logs", app])) ?? ""
+            print("size \(size) MiB: memory after \(moves) moves: \(log.contains("CHECK PASS") ? "CHECK PASS" : "NOT CHECKED: \(log.suffix(200))")")
+            _ = try? ssi(["kill", app, "--signal", "KILL"])
+        }
+        print("")
+        print("size MiB  move    frozen (app) ms  total s   MiB received   raw s   total/raw")
+        for m in all {
+            print(String(format: "%8d  %d -> %d  %15.1f  %7.2f  %13.1f  %6.2f  %9.2f", m.size, m.from, m.to, m.frozen * 1000, m.total,
+                         Double(m.bytes) / 1048576, m.raw, m.raw > 0 ? m.total / m.raw : 0))
+        }
+    }
+
+    func loadAverage() -> String { ((try? ProcFS.read("/proc/loadavg")) ?? "").split(separator: " ").prefix(3).joined(separator: " ") }
+
+    func readGap(_ path: String) -> UInt64 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var v: UInt64 = 0
+        _ = pread(fd, &v, 8, 0)
+        return v
+    }
+
+    func writeGap(_ path: String, _ value: UInt64) {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var v = value
+        _ = pwrite(fd, &v, 8, 0)
+    }
+
+    /// Bytes received by node k's interface, from /proc/net/dev as node k's namespace shows
+    /// it (/sys would show this namespace's, since nsenter does not remount it).
+    func rxBytes(_ lc: LocalCluster, _ k: Int) -> UInt64 {
+        let r = try? Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(k))", "--", "cat", "/proc/net/dev"], check: false)
+        for line in (r?.1 ?? "").split(separator: "\n") where line.trimmingCharacters(in: .whitespaces).hasPrefix("eth0:") {
+            return line.split(separator: ":")[1].split(separator: " ").first.flatMap { UInt64($0) } ?? 0
+        }
+        return 0
+    }
+
+    /// Seconds to send `bytes` over one TCP connection from node `from` to node `to`.
+    func rawTransfer(_ lc: LocalCluster, from: Int, to: Int, bytes: UInt64, dir: String) throws -> Double {
+        guard bytes > 0 else { return 0 }
+        let sink = "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',7600));s.listen(1)\nc,_=s.accept()\nwhile c.recv(1<<20): pass\n"
+        let send = "import socket,sys,time\nn=int(sys.argv[2]);b=b'x'*(1<<20);c=socket.create_connection((sys.argv[1],7600))\nt=time.monotonic()\nwhile n>0:\n  k=min(n,len(b));c.sendall(b[:k]);n-=k\nc.shutdown(socket.SHUT_WR);c.recv(1)\nprint(time.monotonic()-t)\n"
+        try sink.write(toFile: "\(dir)/sink.py", atomically: true, encoding: .utf8)
+        try send.write(toFile: "\(dir)/send.py", atomically: true, encoding: .utf8)
+        let server = try Proc.spawn(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(to))", "--", "python3", "\(dir)/sink.py"], log: "\(dir)/sink.log")
+        defer { kill(server, SIGKILL); var st: Int32 = 0; waitpid(server, &st, 0) }
+        usleep(300_000)
+        let r = try Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(from))", "--", "python3", "\(dir)/send.py", lc.nodeHost(to, netns: true), "\(bytes)"], check: false)
+        return Double(r.1.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+    }
+
+    var ssiPath: String {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("ssi").path
+    }
+
+    @discardableResult
+    func ssi(_ args: [String]) throws -> String {
+        let r = try Proc.run([ssiPath] + args, check: false)
+        guard r.0 == 0 else { throw SSIError(.system, "ssi \(args.joined(separator: " ")) failed: \(r.1)") }
+        return r.1
+    }
+}
