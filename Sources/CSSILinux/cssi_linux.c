@@ -18,6 +18,9 @@
 #include <sys/socket.h>
 #include <sys/user.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
+#include <net/if.h>
+#include <linux/sockios.h>
 
 #ifndef SYS_clone3
 #define SYS_clone3 435
@@ -98,6 +101,39 @@ long cssi_ioctl_long(int fd, unsigned long request, unsigned long arg) { return 
 long cssi_unshare_fs(void) { return neg_errno(unshare(CLONE_FS)); }
 long cssi_unshare_net(void) { return neg_errno(unshare(CLONE_NEWNET)); }
 long cssi_setns(int fd, int nstype) { return neg_errno(setns(fd, nstype)); }
+
+static long if_request(const char *name, unsigned long request, struct ifreq *r) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -errno;
+    memset(r->ifr_name, 0, sizeof r->ifr_name);
+    strncpy(r->ifr_name, name, sizeof r->ifr_name - 1);
+    long ret = neg_errno(ioctl(s, request, r));
+    close(s);
+    return ret;
+}
+
+long cssi_if_flags(const char *name) {
+    struct ifreq r;
+    memset(&r, 0, sizeof r);
+    long ret = if_request(name, SIOCGIFFLAGS, &r);
+    return ret < 0 ? ret : (long)(unsigned short)r.ifr_flags;
+}
+
+long cssi_if_set_flags(const char *name, unsigned int flags) {
+    struct ifreq r;
+    memset(&r, 0, sizeof r);
+    r.ifr_flags = (short)flags;
+    return if_request(name, SIOCSIFFLAGS, &r);
+}
+
+long cssi_socket_netns(int fd) {
+    int ns = ioctl(fd, SIOCGSKNS);
+    if (ns < 0) return -errno;
+    struct stat st;
+    long ret = fstat(ns, &st) == 0 ? (long)st.st_ino : -errno;
+    close(ns);
+    return ret;
+}
 long cssi_fanotify_init(unsigned int flags, unsigned int event_f_flags) { return neg_errno(fanotify_init(flags, event_f_flags)); }
 long cssi_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, const char *path) {
     return neg_errno(fanotify_mark(fd, flags, mask, dirfd, path));

@@ -158,8 +158,20 @@ public struct ProcessImage: Codable, Sendable {
 /// namespace share it again after restart.
 public struct ProcessNamespaces: Codable, Sendable, Equatable {
     public var uts: UTSNamespace?
-    public init(uts: UTSNamespace? = nil) { self.uts = uts }
-    public var isEmpty: Bool { uts == nil }
+    /// Compared with the root's network namespace (the launcher's choice, not saved).
+    public var net: NetNamespace?
+    public init(uts: UTSNamespace? = nil, net: NetNamespace? = nil) { self.uts = uts; self.net = net }
+    public var isEmpty: Bool { uts == nil && net == nil }
+}
+
+/// A network namespace (network_namespaces(7)) with only its loopback interface: whether
+/// "lo" is up, and its per-namespace sysctls (/proc/sys/net, by their dotted names).
+/// Its sockets carry its id (SocketImage.netns).
+public struct NetNamespace: Codable, Sendable, Equatable {
+    public var id: UInt64
+    public var loopbackUp: Bool
+    public var sysctls: [String: String]
+    public init(id: UInt64, loopbackUp: Bool, sysctls: [String: String]) { self.id = id; self.loopbackUp = loopbackUp; self.sysctls = sysctls }
 }
 
 /// A UTS namespace (uts_namespaces(7)): its host and NIS domain names.
@@ -476,6 +488,9 @@ public struct SocketImage: Codable, Sendable, Equatable {
     public var state: State
     /// unix: the sun_path bytes (an abstract name starts with a 0 byte); inet: the struct
     /// sockaddr_in or sockaddr_in6 bytes. nil when unbound.
+    /// The network namespace the socket was made in, when it is one the application made
+    /// (NetNamespace.id); nil: the root's.
+    public var netns: UInt64?
     public var address: Data?
     /// The address of the peer, for a connected socket.
     public var peerAddress: Data?

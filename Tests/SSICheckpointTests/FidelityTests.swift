@@ -82,7 +82,7 @@ enum FidelityCases {
         FidelityCase(fixture: "nsfd"),
         FidelityCase(fixture: "nsuts"),
         FidelityCase(fixture: "nsipc", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
-        FidelityCase(fixture: "nsnet", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
+        FidelityCase(fixture: "nsnet"),
         FidelityCase(fixture: "nsmnt", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
         FidelityCase(fixture: "nspid", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
         FidelityCase(fixture: "timerfd"),

@@ -104,6 +104,13 @@ long cssi_unshare_fs(void);
 // unshare(CLONE_NEWNET) for the calling thread; setns(2) of the calling thread; -errno.
 long cssi_unshare_net(void);
 long cssi_setns(int fd, int nstype);
+// Flags of network interface `name` (SIOCGIFFLAGS, netdevice(7)) in the calling thread's
+// network namespace, or -errno; cssi_if_set_flags sets them (SIOCSIFFLAGS).
+long cssi_if_flags(const char *name);
+long cssi_if_set_flags(const char *name, unsigned int flags);
+// The inode of the network namespace socket `fd` was made in (SIOCGSKNS, Linux 4.9: an fd
+// on that namespace, closed here), or -errno.
+long cssi_socket_netns(int fd);
 // fanotify_init(2) and fanotify_mark(2); -errno on failure.
 long cssi_fanotify_init(unsigned int flags, unsigned int event_f_flags);
 long cssi_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, const char *path);

@@ -124,11 +124,26 @@ extension CheckpointEngine {
     /// its pending clients and its listener inside; a pipe both its ends.
     private func describeFiles(_ seized: SeizedApplication, options: CheckpointOptions) throws -> [Int32: [FileDescriptorImage]] {
         var fdTables = [Int32: [FileDescriptorImage]]()
-        let unixSockets = (try? UnixDiag.sockets()) ?? [:]
+        // sock_diag lists the sockets of the namespace of the socket it is asked on: those of
+        // network namespaces the application made are asked from inside each.
+        var unixSockets = (try? UnixDiag.sockets()) ?? [:]
+        var rootNetStat = stat()
+        let rootNet = stat("/proc/\(seized.root)/ns/net", &rootNetStat) == 0 ? UInt64(rootNetStat.st_ino) : 0
+        var asked: Set<String> = [(try? ProcFS.readLink("/proc/self/ns/net")) ?? ""]
+        for pid in seized.tree.pids where seized.threads[pid] != nil {
+            guard let ns = try? ProcFS.readLink("/proc/\(pid)/ns/net"), asked.insert(ns).inserted else { continue }
+            let fd = open("/proc/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            if let more = AppNamespaces.inside(fd, type: AppNamespaces.newNet, { try? UnixDiag.sockets() }) ?? nil {
+                unixSockets.merge(more) { a, _ in a }
+            }
+        }
         for pid in seized.tree.pids where seized.threads[pid] != nil {
             var d = ProcessDumper(pid: pid)
             d.ignoreUnsupported = options.ignoreUnsupported
             d.unixSockets = unixSockets
+            d.rootNetworkNamespace = rootNet
             fdTables[pid] = try d.dumpFileDescriptors()
         }
         try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported, tcpEstablished: options.tcpEstablished)
@@ -145,6 +160,7 @@ extension CheckpointEngine {
                                options: CheckpointOptions, writer: any ImageWriter, precopy: Precopy?) throws -> [ProcessImage] {
         var images = [ProcessImage]()
         var deletedDone = Set<String>()
+        var savedNets = [UInt64: NetNamespace]()
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
@@ -161,7 +177,7 @@ extension CheckpointEngine {
             img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
             if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
-            img.namespaces = try ProcessDumper.savedNamespaces(pid)
+            img.namespaces = try ProcessDumper.savedNamespaces(pid, root: seized.root, saved: &savedNets)
             images.append(img)
         }
         return images

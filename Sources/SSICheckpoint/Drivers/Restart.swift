@@ -84,6 +84,8 @@ final class RestartSession {
     private let deletedFiles = DeletedFileRegistry()
     private let fsObjects = FSObjects()
     private let takeover: NameTakeover
+    /// Network namespaces the application made, made again before the tree (saved id -> fd).
+    private var netNamespaces: [UInt64: Int32] = [:]
     private var clock = PhaseClock()
 
     init(snapshot: any ImageReader, app: Int32, options: CheckpointEngine.RestartOptions) {
@@ -97,6 +99,7 @@ final class RestartSession {
         pipes.closeAll()
         deletedFiles.closeAll()
         fsObjects.closeAll()
+        for fd in netNamespaces.values { close(fd) }
     }
 
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
@@ -120,6 +123,11 @@ final class RestartSession {
             try pipes.create(from: snap.processes, inherited: inherited)
             try deletedFiles.create(from: snap.processes, source: snap)
             try fsObjects.create(from: snap.processes, deletedFiles: deletedFiles, takeover: takeover)
+            // Before the tree: the root builds every socket before it forks, and sockets of
+            // these namespaces are built inside them (SocketRebuilder).
+            for image in snap.processes {
+                if let ns = image.namespaces?.net, netNamespaces[ns.id] == nil { netNamespaces[ns.id] = try AppNamespaces.makeNetwork(ns) }
+            }
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
@@ -191,6 +199,7 @@ final class RestartSession {
             pr.shared = shared
             pr.fsObjects = fsObjects
             pr.takeover = takeover
+            pr.netNamespaces = netNamespaces
             pr.pidNamespaceInit = ownNamespace
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal

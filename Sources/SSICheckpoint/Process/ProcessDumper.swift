@@ -21,6 +21,9 @@ struct ProcessDumper {
     var parent: Int32? = nil
     /// The system's unix sockets (sock_diag), to recognise socketpairs.
     var unixSockets: [UInt32: UnixSocketInfo] = [:]
+    /// The inode of the application root's network namespace; sockets made in another are
+    /// marked with theirs (SocketImage.netns). 0: unknown.
+    var rootNetworkNamespace: UInt64 = 0
     /// 1 while describing a socket in flight in another (SCM_RIGHTS): no deeper nesting.
     var inFlightDepth = 0
     /// CLOCK_MONOTONIC (ns) when each task was seen stopped (SeizedApplication.stoppedAt).

@@ -37,6 +37,8 @@ final class ProcessRestorer {
     var fsObjects: FSObjects?
     /// Names a migration's source copy still holds (NameTakeover.swift).
     var takeover: NameTakeover?
+    /// Network namespaces the application made, made again by ssi (saved id -> ssi's fd).
+    var netNamespaces: [UInt64: Int32] = [:]
     /// The fd of this process on ssi's pidfd (FDTransfer.selfPidFD): the root shell has it
     /// at ssi's own number, a forked child at its parent's slot; rebuild() moves it above
     /// the image's fds and finish() closes it. nil: files are taken by ssi's PID.

@@ -8,7 +8,9 @@ import Glibc
 
 // Namespaces an application made for itself (unshare(2), clone(2) CLONE_NEW*,
 // namespaces(7)). UTS namespaces are saved with their names and made again at restart, shared
-// by the same processes. The other kinds are not saved yet: a restart would put the processes
+// by the same processes. Network namespaces with only their loopback interface are saved
+// with lo's state and their sysctls; ssi makes them again before the processes, builds
+// their sockets inside them (Sockets.swift), and the processes enter them. The other kinds are not saved yet: a restart would put the processes
 // back in ssi's own namespaces, where their IPC objects, network, mounts or PIDs are not, so
 // such a checkpoint is refused, naming the process and the namespace, before anything is
 // written.
@@ -19,7 +21,7 @@ extension ProcessDumper {
     /// the PID and mount namespaces ssi-init gives a cluster application, are compared with
     /// the root's only).
     static let namespaceKinds: [(name: String, withSSI: Bool)] = [
-        ("ipc", true), ("mnt", false), ("net", false), ("pid", false), ("user", false), ("cgroup", false), ("time", false),
+        ("ipc", true), ("mnt", false), ("pid", false), ("user", false), ("cgroup", false), ("time", false),
     ]
 
     static func refuseOwnNamespaces(root: Int32, pids: [Int32]) throws {
@@ -40,9 +42,16 @@ extension ProcessDumper {
         }
     }
 
-    /// The namespaces of `pid` that restart makes again, nil when it shares ssi's.
-    static func savedNamespaces(_ pid: Int32) throws -> ProcessNamespaces? {
+    /// The namespaces of `pid` that restart makes again, nil when it shares ssi's (the
+    /// root's, for the network namespace). `saved`: network namespaces read already.
+    static func savedNamespaces(_ pid: Int32, root: Int32, saved: inout [UInt64: NetNamespace]) throws -> ProcessNamespaces? {
         var out = ProcessNamespaces()
+        var rootNet = stat(), net = stat()
+        if stat("/proc/\(root)/ns/net", &rootNet) == 0, stat("/proc/\(pid)/ns/net", &net) == 0, rootNet.st_ino != net.st_ino {
+            let id = UInt64(net.st_ino)
+            if saved[id] == nil { saved[id] = try AppNamespaces.network(of: pid, id: id) }
+            out.net = saved[id]
+        }
         var mine = stat(), theirs = stat()
         if stat("/proc/self/ns/uts", &mine) == 0, stat("/proc/\(pid)/ns/uts", &theirs) == 0, mine.st_ino != theirs.st_ino {
             guard let names = AppNamespaces.utsNames(of: pid) else {
@@ -86,12 +95,95 @@ enum AppNamespaces {
     }
 }
 
+extension AppNamespaces {
+    /// Per-namespace sysctls (/proc/sys/net) that programs set for themselves; saved and
+    /// written back. Others keep a new namespace's defaults.
+    static let netSysctls = [
+        "ipv4/ip_default_ttl", "ipv4/ip_local_port_range", "ipv4/ip_local_reserved_ports", "ipv4/ip_unprivileged_port_start",
+        "ipv4/ping_group_range", "ipv4/ip_forward", "ipv4/ip_no_pmtu_disc", "ipv4/tcp_keepalive_time", "ipv4/tcp_keepalive_intvl",
+        "ipv4/tcp_keepalive_probes", "ipv4/tcp_fin_timeout", "ipv4/tcp_syncookies", "ipv4/tcp_timestamps", "ipv4/tcp_sack",
+        "ipv4/tcp_window_scaling", "ipv4/tcp_tw_reuse", "ipv4/tcp_fastopen", "ipv4/tcp_syn_retries", "ipv4/tcp_synack_retries",
+        "ipv4/tcp_retries2", "ipv4/tcp_ecn", "ipv4/tcp_congestion_control", "ipv4/tcp_rmem", "ipv4/tcp_wmem", "ipv4/udp_rmem_min",
+        "ipv4/udp_wmem_min", "core/somaxconn", "unix/max_dgram_qlen", "ipv6/conf/all/disable_ipv6", "ipv6/conf/lo/disable_ipv6",
+    ]
+
+    /// Runs `body` on a thread of ssi that has entered the namespace of `fd` (setns(2) moves
+    /// only the calling thread; the thread ends right after, so ssi's own namespaces are
+    /// untouched). nil if it could not enter.
+    static func inside<T>(_ fd: Int32, type: Int32, _ body: @escaping () -> T) -> T? {
+        nonisolated(unsafe) var result: T? = nil   // written by the thread, read after the semaphore
+        nonisolated(unsafe) let work = body        // run on that thread only, while we wait
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            defer { done.signal() }
+            guard ThreadFS.enter(fd, type: type) == 0 else { return }
+            result = work()
+        }.start()
+        done.wait()
+        return result
+    }
+
+    static let newNet: Int32 = 0x4000_0000   // CLONE_NEWNET
+
+    /// The network namespace of `pid`: only "lo" (interfaces, addresses and routes of others
+    /// are not saved, so the checkpoint is refused), its state and the sysctls.
+    static func network(of pid: Int32, id: UInt64) throws -> NetNamespace {
+        let fd = open("/proc/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SSIError.sys("open /proc/\(pid)/ns/net", errno: errno) }
+        defer { close(fd) }
+        let names = NamespaceFiles.interfaces(inNetworkNamespace: fd) ?? []
+        guard names == ["lo"] else {
+            throw SSIError(.unsupported, "PID \(pid) is in a network namespace of its own (net:[\(id)]) with interfaces \(names.joined(separator: ", ")); only a namespace with its loopback alone can be saved (the others' addresses and routes are not); nothing was written and the application goes on",
+                           hint: "checkpoint it before it adds interfaces to its namespace")
+        }
+        let read: (Bool, [String: String])? = inside(fd, type: newNet) {
+            let up = ThreadFS.interfaceFlags("lo")
+            var values = [String: String]()
+            for name in netSysctls {
+                if let v = try? ProcFS.read("/proc/sys/net/\(name)") { values[name] = v.trimmingCharacters(in: .whitespacesAndNewlines) }
+            }
+            return ((up ?? 0) & 0x1 /* IFF_UP */ != 0, values)
+        }
+        guard let read else { throw SSIError(.system, "could not enter the network namespace net:[\(id)] of PID \(pid); nothing was written", hint: "run ssi as root") }
+        return NetNamespace(id: id, loopbackUp: read.0, sysctls: read.1)
+    }
+
+    /// Makes the network namespace `ns` again, held by an fd of ssi: lo brought up if it
+    /// was, the sysctls written (a value the kernel refuses is said, not fatal).
+    static func makeNetwork(_ ns: NetNamespace) throws -> Int32 {
+        let fd = try NamespaceFiles.makeNetworkNamespace()
+        let failed: [String]? = inside(fd, type: newNet) {
+            var bad = [String]()
+            if ns.loopbackUp {
+                if let f = ThreadFS.interfaceFlags("lo"), ThreadFS.setInterfaceFlags("lo", f | 0x1 /* IFF_UP */) == 0 {} else { bad.append("bring lo up") }
+            }
+            for (name, value) in ns.sysctls.sorted(by: { $0.key < $1.key }) {
+                let path = "/proc/sys/net/\(name)"
+                if (try? ProcFS.read(path))?.trimmingCharacters(in: .whitespacesAndNewlines) == value { continue }
+                if (try? ProcFS.write(path, value)) == nil { bad.append("net.\(name.replacingOccurrences(of: "/", with: ".")) = \(value)") }
+            }
+            return bad
+        }
+        guard let failed else {
+            close(fd)
+            throw SSIError(.system, "could not enter the network namespace made for net:[\(ns.id)]")
+        }
+        for f in failed where f == "bring lo up" {
+            close(fd)
+            throw SSIError(.system, "could not bring lo up in the network namespace made for net:[\(ns.id)]")
+        }
+        for f in failed { warn("network namespace net:[\(ns.id)]: could not set \(f); it keeps the kernel's default") }
+        return fd
+    }
+}
+
 extension ProcessRestorer {
     /// Puts the process in the namespaces it had, before it forks its children (who inherit
     /// them) and before anything that depends on them is rebuilt. `made` maps a saved
     /// namespace to the process (our PID) that made it again; `parent`: the parent's saved
     /// namespaces (nil for the root, whose parent is ssi).
     func enterNamespaces(parent: ProcessNamespaces?, made: inout [String: Int32]) throws {
+        try enterNetwork(parent: parent?.net)
         let want = image.namespaces?.uts
         guard want?.id != parent?.uts?.id else { return }      // inherited from the parent
         guard let want else {
@@ -112,6 +204,22 @@ extension ProcessRestorer {
         let dom = try putString(want.domainname, 512)
         try inj.call("setdomainname in PID \(pid)", .setdomainname, dom, UInt64(want.domainname.utf8.count))
         made[key] = pid
+    }
+
+    /// The network namespace: ssi made it before the tree (its sockets are built inside it
+    /// before the root forks); the process enters it unless its parent already had it.
+    private func enterNetwork(parent: NetNamespace?) throws {
+        let want = image.namespaces?.net
+        guard want?.id != parent?.id else { return }
+        guard let want else {
+            // The root's namespace, which is ssi's.
+            try joinNamespace(path: "/proc/self/ns/net", type: UInt64(AppNamespaces.newNet), what: "the application's network namespace")
+            return
+        }
+        guard let mine = netNamespaces[want.id] else { throw SSIError(.corrupt, "PID \(image.pid): network namespace net:[\(want.id)] was not made") }
+        let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "network namespace net:[\(want.id)]")
+        try inj.call("setns to network namespace net:[\(want.id)] in PID \(pid)", .setns, fd, UInt64(AppNamespaces.newNet))
+        try inj.call("close", .close, fd)
     }
 
     /// setns(2) into the namespace of file `path` (opened by ssi, taken by the process with

@@ -157,6 +157,26 @@ public enum ThreadFS {
         return r < 0 ? Int32(-r) : 0
     }
 
+    /// The flags of network interface `name` (IFF_UP...) in the calling thread's network
+    /// namespace (SIOCGIFFLAGS, netdevice(7)); nil if it has none of that name.
+    public static func interfaceFlags(_ name: String) -> UInt32? {
+        let r = cssi_if_flags(name)
+        return r < 0 ? nil : UInt32(r)
+    }
+
+    /// Sets them (SIOCSIFFLAGS). Returns 0 or an errno.
+    public static func setInterfaceFlags(_ name: String, _ flags: UInt32) -> Int32 {
+        let r = cssi_if_set_flags(name, flags)
+        return r < 0 ? Int32(-r) : 0
+    }
+
+    /// The inode of the network namespace socket `fd` was made in (SIOCGSKNS), nil if the
+    /// kernel cannot tell.
+    public static func socketNetworkNamespace(_ fd: Int32) -> UInt64? {
+        let r = cssi_socket_netns(fd)
+        return r < 0 ? nil : UInt64(r)
+    }
+
     /// unshare(2) CLONE_FS for the calling thread only: a chdir on it then moves no other
     /// thread's cwd. Returns 0 or an errno.
     public static func unshareCwd() -> Int32 {

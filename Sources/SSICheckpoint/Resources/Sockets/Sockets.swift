@@ -125,6 +125,9 @@ extension ProcessDumper {
         }
         img.socketID = inode
         var s = img.socket!
+        // Made in a network namespace that is not the root's (one the application made): its
+        // id, so that restart builds it inside that namespace made again.
+        if let ns = ThreadFS.socketNetworkNamespace(sock), ns != rootNetworkNamespace, rootNetworkNamespace != 0 { s.netns = ns }
         var opts = [String: Int32]()
         for o in keptSocketOptions where o.families.contains(family) {
             if let v = o.option.get(sock), v != 0 { opts[o.name] = v }
@@ -213,7 +216,26 @@ final class SocketRebuilder {
         (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket || $0.kind == .udpSocket }
     }
 
+    /// Network namespaces the application made (saved id -> ssi's fd on the one made again).
+    var netNamespaces: [UInt64: Int32] = [:]
+
+    /// Builds every socket: those of the root's network namespace here, the others on a
+    /// thread of ssi inside their namespace (socket(2) makes a socket in the calling thread's
+    /// network namespace, and binds, connects and sock_diag requests act there). Sockets
+    /// that talk to each other (a pair, a connection, a datagram peer) are in one namespace.
     func build(_ held: [FileDescriptorImage]) throws {
+        let groups = Dictionary(grouping: held) { $0.socket?.netns }
+        try buildSockets(groups[nil] ?? [])
+        for (ns, list) in groups.sorted(by: { ($0.key ?? 0) < ($1.key ?? 0) }) {
+            guard let ns else { continue }
+            guard let fd = netNamespaces[ns] else { throw SSIError(.corrupt, "sockets of network namespace net:[\(ns)], which no process of the snapshot is in") }
+            let outcome: Result<Void, Error>? = AppNamespaces.inside(fd, type: AppNamespaces.newNet) { Result { try self.buildSockets(list) } }
+            guard let outcome else { throw SSIError(.system, "could not enter network namespace net:[\(ns)] to rebuild its sockets") }
+            try outcome.get()
+        }
+    }
+
+    private func buildSockets(_ held: [FileDescriptorImage]) throws {
         // Sockets in flight that no process holds any more are rebuilt too, to be sent again.
         var sockets = held
         var seen = Set(held.compactMap(\.socketID))
@@ -267,6 +289,7 @@ extension ProcessRestorer {
     /// calls; this process (the root) takes each one and keeps it at its slot, before it forks.
     func takeSockets(_ shared: SharedDescriptions) throws {
         let sockets = SocketRebuilder()
+        sockets.netNamespaces = netNamespaces
         sockets.pipes = pipes
         sockets.takeover = takeover
         defer { sockets.closeAll() }

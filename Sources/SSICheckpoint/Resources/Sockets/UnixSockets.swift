@@ -115,6 +115,7 @@ extension ProcessDumper {
             }
             var d = ProcessDumper(pid: me)
             d.unixSockets = unixSockets
+            d.rootNetworkNamespace = rootNetworkNamespace
             d.inFlightDepth = inFlightDepth + 1
             var img = try d.dumpSocket(fd: fd, inode: UInt32(truncatingIfNeeded: st.st_ino), link: link, flags: flags, cloexec: false)
             img.fd = index
