@@ -73,12 +73,19 @@ extension NodeApplications {
             throw SSIError(.system, "migration of application \(app) to node \(target) failed before it stopped: \(error); it goes on on node \(me)",
                            hint: (error as? SSIError)?.hint ?? "see node \(target)'s log")
         }
+        var clock = PhaseClock()
+        clock.mark("migrate: source dump sent")
         let stopped = Self.tree(root)
         do {
-            try await table.addSnapshot(app, .init(version: done.version, date: done.date, description: done.description,
-                                                   size: done.pageBytes, nodes: [target]), holder: target)
+            // The catalog entry is written while the target restores: the application is
+            // stopped until the target's copy runs, and the target needs only its own store.
+            let table = self.table
+            let entry = SnapshotCatalog.Version(version: done.version, date: done.date, description: done.description, size: done.pageBytes, nodes: [target])
+            async let recorded: Void = table.addSnapshot(app, entry, holder: target)
             let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished)))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
+            clock.mark("migrate: target restored")
+            try await recorded
         } catch {
             for p in stopped { kill(p, SIGCONT) }
             _ = try? await table.update(app) { r in if r.node == self.me { r.state = .running } }
@@ -96,8 +103,11 @@ extension NodeApplications {
 
     /// Runs on the target: pull, restore, take the record.
     func migrateIn(_ m: MigrateIn) async throws {
+        var clock = PhaseClock()
         try await pull(m.app, m.version, from: m.from)
+        clock.mark("migrate in: pull")
         try await eachHook { try await $0.targetWillRestore(app: m.app, from: m.from) }
+        clock.mark("migrate in: hooks before restore")
         let engine = CheckpointEngine(store: store)
         let app = m.app, v = m.version
         // The source copy, frozen, still holds the application's names until it is killed.
@@ -106,6 +116,7 @@ extension NodeApplications {
         o.tcpEstablished = m.tcpEstablished ?? false
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
+        clock.mark("migrate in: restart")
         joinCPUGroups(root: r.pid)
         watch(app: app, pid: r.pid)
         let me = self.me

@@ -77,6 +77,8 @@ final class IncomingSnapshots: @unchecked Sendable {
             guard let w = writers[step.token] else { throw Self.unknown(step) }
             let f = try w.files[step.name] ?? w.writer.createFile(step.name)
             writers[step.token]?.files[step.name] = nil
+            // The file's last bytes come with its finish: one round trip less per file.
+            if !bytes.isEmpty { try bytes.withUnsafeBytes { try f.append($0) } }
             return IncomingAnswer(entry: try f.finish(sync: false))
         case .commit:
             guard let w = writers.removeValue(forKey: step.token) else { throw Self.unknown(step) }
@@ -151,8 +153,12 @@ final class RemoteFileWriter: ImageFileWriter {
     }
 
     func finish(sync: Bool) throws -> FileEntry {
-        try flush()
-        guard let e = try writer.send(IncomingStep(kind: .finish, token: writer.token, name: name)).entry else {
+        // The bytes still buffered go with the finish step (the target appends them first):
+        // each round trip is part of the application's frozen time in a migration.
+        let step = IncomingStep(kind: .finish, token: writer.token, name: name)
+        let answer = try buffer.withUnsafeBytes { try writer.send(step, $0.isEmpty ? nil : $0) }
+        buffer.removeAll(keepingCapacity: true)
+        guard let e = answer.entry else {
             throw SSIError(.corrupt, "node \(writer.node) did not acknowledge \(name)")
         }
         guard e.size == size, e.crc32c == crc else {

@@ -129,6 +129,7 @@ final class RestartSession {
                 if let ns = image.namespaces?.net, netNamespaces[ns.id] == nil { netNamespaces[ns.id] = try AppNamespaces.makeNetwork(ns) }
             }
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
+            clock.mark("restart: root shell, pipes, files")
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
             let known = createdIDs

@@ -259,15 +259,23 @@ extension ProcessRestorer {
     /// Unmaps everything inherited but the vDSO/vvar (moved afterwards), the scratch area and
     /// the areas this process shares with its parent (VMA.inherited).
     func unmapInherited(_ current: [MapsEntry]) throws {
-        let keepRanges = image.vmas.filter { $0.inherited == true }.map { ($0.start, $0.end) }.sorted { $0.0 < $1.0 }
-        for m in current where !m.isSpecialKernelMapping && !(m.start >= scratch && m.end <= scratch + scratchSize) {
-            var from = m.start
-            for (ks, ke) in keepRanges where ke > from && ks < m.end {
-                if ks > from { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, ks - from) }
-                from = max(from, ke)
-            }
-            if from < m.end { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, m.end - from) }
+        // A few munmap calls over whole spans, not one per mapping: the shell is a copy of
+        // ssi (hundreds of mappings: libraries, thread stacks), and every injected call is a
+        // round of ptrace stops. munmap(2) over a span with holes is not an error ("It is not
+        // an error if the indicated range does not contain any mapped pages"). Kept: the
+        // scratch area, the kernel's special mappings (moved by moveVDSO), and areas kept
+        // from the parent (VMA.inherited).
+        let targets = current.filter { !$0.isSpecialKernelMapping && !($0.start >= scratch && $0.end <= scratch + scratchSize) }
+        guard let low = targets.map(\.start).min(), let high = targets.map(\.end).max() else { return }
+        var keep = image.vmas.filter { $0.inherited == true }.map { ($0.start, $0.end) }
+        keep.append((scratch, scratch + scratchSize))
+        keep += current.filter(\.isSpecialKernelMapping).map { ($0.start, $0.end) }
+        var from = low
+        for (ks, ke) in keep.sorted(by: { $0.0 < $1.0 }) where ke > from && ks < high {
+            if ks > from { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, ks - from) }
+            from = max(from, ke)
         }
+        if from < high { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, high - from) }
     }
 
     /// Maps each area, writable while we fill it, then gives it its protection. Files are
