@@ -11,6 +11,9 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <mqueue.h>
+#include <time.h>
+#include <fcntl.h>
 
 #ifndef MSG_COPY
 #define MSG_COPY 040000
@@ -124,3 +127,26 @@ int cssi_ipc_shm_rmid(int id) { RET(shmctl(id, IPC_RMID, NULL)); }
 int cssi_ipc_mincore(void *addr, size_t len, unsigned char *vec) { RET(mincore(addr, len, vec)); }
 int cssi_ipc_willneed(void *addr, size_t len) { RET(madvise(addr, len, MADV_WILLNEED)); }
 int cssi_ipc_unshare_namespace(void) { RET(unshare(CLONE_NEWIPC)); }
+
+int cssi_mq_open(const char *name, int oflag, unsigned int mode, long maxmsg, long msgsize) {
+    struct mq_attr a = { .mq_maxmsg = maxmsg, .mq_msgsize = msgsize };
+    RET(mq_open(name, oflag, (mode_t)mode, maxmsg > 0 ? &a : NULL));
+}
+
+int cssi_mq_getattr(int fd, long *flags, long *maxmsg, long *msgsize, long *curmsgs) {
+    struct mq_attr a;
+    if (mq_getattr(fd, &a) < 0) return -errno;
+    *flags = a.mq_flags; *maxmsg = a.mq_maxmsg; *msgsize = a.mq_msgsize; *curmsgs = a.mq_curmsgs;
+    return 0;
+}
+
+long cssi_mq_receive_now(int fd, void *buf, size_t len, unsigned int *prio) {
+    struct timespec past = { 0, 0 };
+    ssize_t n = mq_timedreceive(fd, buf, len, prio, &past);
+    return n < 0 ? -errno : (long)n;
+}
+
+int cssi_mq_send_now(int fd, const void *buf, size_t len, unsigned int prio) {
+    struct timespec past = { 0, 0 };
+    RET(mq_timedsend(fd, buf, len, prio, &past));
+}

@@ -19,6 +19,7 @@
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <net/if.h>
 #include <linux/sockios.h>
 
@@ -475,4 +476,9 @@ long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsig
 
 long cssi_punch_hole(int fd, long long offset, long long len) {
     return neg_errno(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len));
+}
+
+long cssi_fs_type(const char *path) {
+    struct statfs s;
+    return statfs(path, &s) == 0 ? (long)s.f_type : -errno;
 }

@@ -114,6 +114,10 @@ public enum SysVIPC {
         try IPCSnapshotReader(path: path, expecting: kind).info
     }
 
+    /// The ids of every object of `kind` in the calling thread's IPC namespace
+    /// (/proc/sysvipc/KIND is the namespace of the task that opens it).
+    public static func ids(_ kind: IPCKind) throws -> [Int32] { try IPCObjectList.read(kind).map(\.id) }
+
     /// Whether a shared memory segment with this id exists and, if `key` is not nil, has
     /// this key. A segment marked for removal (IPC_RMID while attached) reports key 0
     /// (IPC_PRIVATE). Read from /proc/sysvipc/shm, so permissions do not matter.

@@ -160,8 +160,26 @@ public struct ProcessNamespaces: Codable, Sendable, Equatable {
     public var uts: UTSNamespace?
     /// Compared with the root's network namespace (the launcher's choice, not saved).
     public var net: NetNamespace?
-    public init(uts: UTSNamespace? = nil, net: NetNamespace? = nil) { self.uts = uts; self.net = net }
-    public var isEmpty: Bool { uts == nil && net == nil }
+    public var ipc: IPCNamespace?
+    public init(uts: UTSNamespace? = nil, net: NetNamespace? = nil, ipc: IPCNamespace? = nil) { self.uts = uts; self.net = net; self.ipc = ipc }
+    public var isEmpty: Bool { uts == nil && net == nil && ipc == nil }
+}
+
+/// An IPC namespace (ipc_namespaces(7)): its limits (/proc/sys/kernel msg*, sem, shm*, and
+/// /proc/sys/fs/mqueue, by path under /proc/sys) and its SysV objects, each saved in a file
+/// of the snapshot in SSIIPC's format.
+public struct IPCNamespace: Codable, Sendable, Equatable {
+    public struct Object: Codable, Sendable, Equatable {
+        /// "msg", "sem" or "shm" (IPCKind).
+        public var kind: String
+        public var id: Int32
+        public var file: String
+        public init(kind: String, id: Int32, file: String) { self.kind = kind; self.id = id; self.file = file }
+    }
+    public var id: UInt64
+    public var limits: [String: String]
+    public var objects: [Object]
+    public init(id: UInt64, limits: [String: String], objects: [Object]) { self.id = id; self.limits = limits; self.objects = objects }
 }
 
 /// A network namespace (network_namespaces(7)) with only its loopback interface: whether
@@ -262,6 +280,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case fanotify
         /// Version 4: a UDP socket (bound, connected, with its queued datagrams).
         case udpSocket
+        /// A POSIX message queue (mq_open(3)), with its attributes and messages.
+        case mqueue
     }
     public var fd: Int32
     public var kind: Kind
@@ -333,6 +353,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// only an empty network namespace can be).
     public var namespaceKind: String?
     public var namespaceOwn: Bool?
+    /// mqueue: the queue.
+    public var mqueue: MessageQueueImage?
     /// fanotify: fanotify_init(2) flags and event_f_flags, and the inode marks.
     public var fanotifyFlags: UInt32?
     public var fanotifyEventFlags: UInt32?
@@ -627,5 +649,30 @@ public struct FanotifyMark: Codable, Sendable, Equatable {
     public var isSymlink: Bool?
     public init(path: String, mflags: UInt32, mask: UInt64, ignoredMask: UInt64) {
         self.path = path; self.mflags = mflags; self.mask = mask; self.ignoredMask = ignoredMask
+    }
+}
+
+/// A POSIX message queue (mq_overview(7)): its name in its IPC namespace's queue file
+/// system, attributes, owner and messages, in the order they are received (priority, then
+/// arrival).
+public struct MessageQueueImage: Codable, Sendable, Equatable {
+    public struct Message: Codable, Sendable, Equatable {
+        public var priority: UInt32
+        public var data: Data
+        public init(priority: UInt32, data: Data) { self.priority = priority; self.data = data }
+    }
+    /// "/name", as mq_open(3) takes it.
+    public var name: String
+    public var maxMessages: Int
+    public var messageSize: Int
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var messages: [Message]
+    /// The IPC namespace the queue is in, when the application made it (IPCNamespace.id).
+    public var ipcNamespace: UInt64?
+    public init(name: String, maxMessages: Int, messageSize: Int, mode: UInt32, uid: UInt32, gid: UInt32, messages: [Message]) {
+        self.name = name; self.maxMessages = maxMessages; self.messageSize = messageSize
+        self.mode = mode; self.uid = uid; self.gid = gid; self.messages = messages
     }
 }

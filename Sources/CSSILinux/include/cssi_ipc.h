@@ -90,4 +90,15 @@ int cssi_ipc_willneed(void *addr, size_t len);
 // unshare(CLONE_NEWIPC): the caller gets a fresh, empty IPC namespace (needs CAP_SYS_ADMIN).
 int cssi_ipc_unshare_namespace(void);
 
+// POSIX message queues (mq_overview(7)) in the calling thread's IPC namespace. mq_open takes
+// the name with its leading '/'; maxmsg 0 opens without attributes. Each returns -errno on
+// failure.
+int cssi_mq_open(const char *name, int oflag, unsigned int mode, long maxmsg, long msgsize);
+int cssi_mq_getattr(int fd, long *flags, long *maxmsg, long *msgsize, long *curmsgs);
+// Receives one message without waiting (a timeout already past): its length, or -EAGAIN /
+// -ETIMEDOUT when the queue is empty.
+long cssi_mq_receive_now(int fd, void *buf, size_t len, unsigned int *prio);
+// Sends one message without waiting.
+int cssi_mq_send_now(int fd, const void *buf, size_t len, unsigned int prio);
+
 #endif

@@ -111,6 +111,8 @@ long cssi_if_set_flags(const char *name, unsigned int flags);
 // The inode of the network namespace socket `fd` was made in (SIOCGSKNS, Linux 4.9: an fd
 // on that namespace, closed here), or -errno.
 long cssi_socket_netns(int fd);
+// The file system type (statfs(2) f_type: MQUEUE_MAGIC...) of `path`, or -errno.
+long cssi_fs_type(const char *path);
 // fanotify_init(2) and fanotify_mark(2); -errno on failure.
 long cssi_fanotify_init(unsigned int flags, unsigned int event_f_flags);
 long cssi_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, const char *path);

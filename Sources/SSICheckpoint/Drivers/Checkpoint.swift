@@ -160,7 +160,7 @@ extension CheckpointEngine {
                                options: CheckpointOptions, writer: any ImageWriter, precopy: Precopy?) throws -> [ProcessImage] {
         var images = [ProcessImage]()
         var deletedDone = Set<String>()
-        var savedNets = [UInt64: NetNamespace]()
+        let namespaces = NamespaceSaver(root: seized.root, writer: writer)
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
@@ -177,7 +177,7 @@ extension CheckpointEngine {
             img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
             if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
-            img.namespaces = try ProcessDumper.savedNamespaces(pid, root: seized.root, saved: &savedNets)
+            img.namespaces = try namespaces.namespaces(of: pid)
             images.append(img)
         }
         return images

@@ -86,6 +86,8 @@ final class RestartSession {
     private let takeover: NameTakeover
     /// Network namespaces the application made, made again before the tree (saved id -> fd).
     private var netNamespaces: [UInt64: Int32] = [:]
+    /// IPC namespaces the application made, made again with their objects (saved id -> fd).
+    private var ipcNamespaces: [UInt64: Int32] = [:]
     private var clock = PhaseClock()
 
     init(snapshot: any ImageReader, app: Int32, options: CheckpointEngine.RestartOptions) {
@@ -100,6 +102,7 @@ final class RestartSession {
         deletedFiles.closeAll()
         fsObjects.closeAll()
         for fd in netNamespaces.values { close(fd) }
+        for fd in ipcNamespaces.values { close(fd) }
     }
 
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
@@ -127,7 +130,9 @@ final class RestartSession {
             // these namespaces are built inside them (SocketRebuilder).
             for image in snap.processes {
                 if let ns = image.namespaces?.net, netNamespaces[ns.id] == nil { netNamespaces[ns.id] = try AppNamespaces.makeNetwork(ns) }
+                if let ns = image.namespaces?.ipc, ipcNamespaces[ns.id] == nil { ipcNamespaces[ns.id] = try AppNamespaces.makeIPC(ns, from: snap) }
             }
+            try MessageQueues.create(from: snap.processes, ipcNamespaces: ipcNamespaces)
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             clock.mark("restart: root shell, pipes, files")
             try createTree(root: root, stub: stub)
@@ -201,6 +206,7 @@ final class RestartSession {
             pr.fsObjects = fsObjects
             pr.takeover = takeover
             pr.netNamespaces = netNamespaces
+            pr.ipcNamespaces = ipcNamespaces
             pr.pidNamespaceInit = ownNamespace
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal

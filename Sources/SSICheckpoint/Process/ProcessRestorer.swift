@@ -39,6 +39,8 @@ final class ProcessRestorer {
     var takeover: NameTakeover?
     /// Network namespaces the application made, made again by ssi (saved id -> ssi's fd).
     var netNamespaces: [UInt64: Int32] = [:]
+    /// IPC namespaces the application made, made again with their objects by ssi.
+    var ipcNamespaces: [UInt64: Int32] = [:]
     /// The fd of this process on ssi's pidfd (FDTransfer.selfPidFD): the root shell has it
     /// at ssi's own number, a forked child at its parent's slot; rebuild() moves it above
     /// the image's fds and finish() closes it. nil: files are taken by ssi's PID.
@@ -126,7 +128,8 @@ final class ProcessRestorer {
             }
         }
         // SysV shared memory is not in the snapshot: the segment must exist (ssi ipc restart).
-        for v in image.vmas where v.kind == .sysvShm {
+        // In an IPC namespace of its own, the segments come with the snapshot.
+        for v in image.vmas where v.kind == .sysvShm && image.namespaces?.ipc == nil {
             guard let id = v.sysvShmID else { continue }
             let keyHex = v.name.dropFirst("/SYSV".count).prefix(8)
             let key = Int32(bitPattern: UInt32(keyHex, radix: 16) ?? 0)

@@ -48,6 +48,10 @@ extension ProcessDumper {
                 }
                 continue
             }
+            if isMessageQueue(fd: fd) {
+                do { out.append(try messageQueue(fd: fd, link: link, flags: flags, cloexec: cloexec, st: st)) } catch where ignoreUnsupported {}
+                continue
+            }
             // A terminal whose pty is gone reads "/dev/pts/N (deleted)": still a terminal, which
             // `restart -t` replaces by the caller's.
             if link.hasSuffix(" (deleted)") && mode == S_IFREG {
@@ -233,6 +237,8 @@ extension ProcessRestorer {
             return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
         case .namespace:
             return (try openNamespace(f), true)
+        case .mqueue:
+            return (try openMessageQueue(f), true)
         case .fanotify:
             let mine = try makeFanotifyGroup(f, pid: pid)
             defer { close(mine) }

@@ -1,6 +1,7 @@
 import Foundation
 import SSIImage
 import SSIInject
+import SSIIPC
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +22,7 @@ extension ProcessDumper {
     /// the PID and mount namespaces ssi-init gives a cluster application, are compared with
     /// the root's only).
     static let namespaceKinds: [(name: String, withSSI: Bool)] = [
-        ("ipc", true), ("mnt", false), ("pid", false), ("user", false), ("cgroup", false), ("time", false),
+        ("mnt", false), ("pid", false), ("user", false), ("cgroup", false), ("time", false),
     ]
 
     static func refuseOwnNamespaces(root: Int32, pids: [Int32]) throws {
@@ -42,32 +43,49 @@ extension ProcessDumper {
         }
     }
 
-    /// The namespaces of `pid` that restart makes again, nil when it shares ssi's (the
-    /// root's, for the network namespace). `saved`: network namespaces read already.
-    static func savedNamespaces(_ pid: Int32, root: Int32, saved: inout [UInt64: NetNamespace]) throws -> ProcessNamespaces? {
-        var out = ProcessNamespaces()
-        var rootNet = stat(), net = stat()
-        if stat("/proc/\(root)/ns/net", &rootNet) == 0, stat("/proc/\(pid)/ns/net", &net) == 0, rootNet.st_ino != net.st_ino {
-            let id = UInt64(net.st_ino)
-            if saved[id] == nil { saved[id] = try AppNamespaces.network(of: pid, id: id) }
-            out.net = saved[id]
-        }
-        var mine = stat(), theirs = stat()
-        if stat("/proc/self/ns/uts", &mine) == 0, stat("/proc/\(pid)/ns/uts", &theirs) == 0, mine.st_ino != theirs.st_ino {
-            guard let names = AppNamespaces.utsNames(of: pid) else {
-                throw SSIError(.system, "could not read the host name of PID \(pid)'s UTS namespace (uts:[\(theirs.st_ino)]); nothing was written and the application goes on",
-                               hint: "run ssi as root")
-            }
-            out.uts = UTSNamespace(id: UInt64(theirs.st_ino), hostname: names.host, domainname: names.domain)
-        }
-        return out.isEmpty ? nil : out
-    }
-
     private static func refusal(_ pid: Int32, _ kind: String, _ ns: String) -> SSIError {
         let what = ["uts": "UTS (hostname)", "ipc": "IPC", "mnt": "mount", "net": "network", "pid": "PID", "user": "user", "cgroup": "cgroup", "time": "time"][kind] ?? kind
         let article = what.hasPrefix("IPC") ? "an" : "a"
         return SSIError(.unsupported, "PID \(pid) is in \(article) \(what) namespace of its own (\(ns)), made by the application; namespaces are not saved yet, so a restart would lose it; nothing was written and the application goes on",
                         hint: "run the application without creating a \(what) namespace to checkpoint it")
+    }
+}
+
+/// Saves the namespaces of an application's processes during a checkpoint: each namespace
+/// once (its content goes to the snapshot with the first process that has it).
+final class NamespaceSaver {
+    let root: Int32
+    let writer: any ImageWriter
+    private var nets = [UInt64: NetNamespace]()
+    private var ipcs = [UInt64: IPCNamespace]()
+
+    init(root: Int32, writer: any ImageWriter) { (self.root, self.writer) = (root, writer) }
+
+    private static func inode(_ path: String) -> UInt64? {
+        var st = stat()
+        return stat(path, &st) == 0 ? UInt64(st.st_ino) : nil
+    }
+
+    /// The namespaces of `pid` that restart makes again, nil when it shares ssi's (the
+    /// root's, for the network namespace: the launcher's choice).
+    func namespaces(of pid: Int32) throws -> ProcessNamespaces? {
+        var out = ProcessNamespaces()
+        if let rootNet = Self.inode("/proc/\(root)/ns/net"), let id = Self.inode("/proc/\(pid)/ns/net"), rootNet != id {
+            if nets[id] == nil { nets[id] = try AppNamespaces.network(of: pid, id: id) }
+            out.net = nets[id]
+        }
+        if let mine = Self.inode("/proc/self/ns/ipc"), let id = Self.inode("/proc/\(pid)/ns/ipc"), mine != id {
+            if ipcs[id] == nil { ipcs[id] = try AppNamespaces.ipc(of: pid, id: id, writer: writer) }
+            out.ipc = ipcs[id]
+        }
+        if let mine = Self.inode("/proc/self/ns/uts"), let id = Self.inode("/proc/\(pid)/ns/uts"), mine != id {
+            guard let names = AppNamespaces.utsNames(of: pid) else {
+                throw SSIError(.system, "could not read the host name of PID \(pid)'s UTS namespace (uts:[\(id)]); nothing was written and the application goes on",
+                               hint: "run ssi as root")
+            }
+            out.uts = UTSNamespace(id: id, hostname: names.host, domainname: names.domain)
+        }
+        return out.isEmpty ? nil : out
     }
 }
 
@@ -124,6 +142,101 @@ extension AppNamespaces {
     }
 
     static let newNet: Int32 = 0x4000_0000   // CLONE_NEWNET
+    static let newIPC: Int32 = 0x0800_0000   // CLONE_NEWIPC
+
+    /// IPC limits, per IPC namespace (ipc_namespaces(7) lists them), by path under /proc/sys.
+    static let ipcLimits = [
+        "kernel/msgmax", "kernel/msgmnb", "kernel/msgmni", "kernel/sem", "kernel/shmmax", "kernel/shmall", "kernel/shmmni",
+        "kernel/shm_rmid_forced", "fs/mqueue/msg_max", "fs/mqueue/msgsize_max", "fs/mqueue/queues_max",
+        "fs/mqueue/msg_default", "fs/mqueue/msgsize_default",
+    ]
+
+    /// The IPC namespace of `pid`: its limits and its SysV objects, each saved by SSIIPC
+    /// (on a thread inside the namespace: the SysV calls and /proc/sysvipc act on the
+    /// calling thread's) into a file of the snapshot.
+    static func ipc(of pid: Int32, id: UInt64, writer: any ImageWriter) throws -> IPCNamespace {
+        let fd = open("/proc/\(pid)/ns/ipc", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SSIError.sys("open /proc/\(pid)/ns/ipc", errno: errno) }
+        defer { close(fd) }
+        let dir = NSTemporaryDirectory() + "ssi-ipcns-\(getpid())-\(id)"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        typealias Saved = (limits: [String: String], objects: [(IPCKind, Int32, String)])
+        let read: Result<Saved, Error>? = inside(fd, type: newIPC) {
+            Result {
+                var limits = [String: String]()
+                for name in ipcLimits {
+                    if let v = try? ProcFS.read("/proc/sys/\(name)") { limits[name] = v.trimmingCharacters(in: .whitespacesAndNewlines) }
+                }
+                var objects = [(IPCKind, Int32, String)]()
+                for kind in IPCKind.allCases {
+                    for oid in try SysVIPC.ids(kind) {
+                        let path = "\(dir)/\(kind.rawValue)-\(oid)"
+                        try SysVIPC.checkpoint(kind: kind, id: oid, to: path)
+                        objects.append((kind, oid, path))
+                    }
+                }
+                return (limits, objects)
+            }
+        }
+        guard let read else { throw SSIError(.system, "could not enter the IPC namespace ipc:[\(id)] of PID \(pid); nothing was written", hint: "run ssi as root") }
+        let saved: Saved
+        do { saved = try read.get() } catch {
+            throw SSIError(.system, "saving the IPC objects of PID \(pid)'s IPC namespace ipc:[\(id)] failed: \(error); nothing was written and the application goes on")
+        }
+        var objects = [IPCNamespace.Object]()
+        for (kind, oid, path) in saved.objects {
+            let name = "ipcns-\(id)-\(kind.rawValue)-\(oid).img"
+            try writer.addFile(name, Array(try Data(contentsOf: URL(fileURLWithPath: path))), sync: false)
+            objects.append(IPCNamespace.Object(kind: kind.rawValue, id: oid, file: name))
+        }
+        return IPCNamespace(id: id, limits: saved.limits, objects: objects)
+    }
+
+    /// Makes the IPC namespace `ns` again, held by an fd of ssi: a thread of ssi unshares
+    /// one, writes the limits, then recreates every object with its key and id (SSIIPC).
+    static func makeIPC(_ ns: IPCNamespace, from snapshot: any ImageReader) throws -> Int32 {
+        let dir = NSTemporaryDirectory() + "ssi-ipcns-restore-\(getpid())-\(ns.id)"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var files = [(IPCKind, String)]()
+        for o in ns.objects {
+            guard let kind = IPCKind(rawValue: o.kind) else { throw SSIError(.corrupt, "\(snapshot.location): IPC object of unknown kind \(o.kind)") }
+            let path = "\(dir)/\(o.kind)-\(o.id)"
+            try Data(try snapshot.open(o.file).readAll()).write(to: URL(fileURLWithPath: path))
+            files.append((kind, path))
+        }
+        nonisolated(unsafe) var result: Result<Int32, Error> = .failure(SSIError(.system, "no thread"))
+        let done = DispatchSemaphore(value: 0)
+        let limits = ns.limits, toRestore = files
+        Thread {
+            defer { done.signal() }
+            result = Result {
+                // The thread ends right after: ssi's own IPC namespace is untouched.
+                try IPCObjects.unshareNamespace()
+                let fd = open("/proc/thread-self/ns/ipc", O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw SSIError.sys("open /proc/thread-self/ns/ipc", errno: errno) }
+                do {
+                    for (name, value) in limits.sorted(by: { $0.key < $1.key }) {
+                        let path = "/proc/sys/\(name)"
+                        if (try? ProcFS.read(path))?.trimmingCharacters(in: .whitespacesAndNewlines) == value { continue }
+                        if (try? ProcFS.write(path, value)) == nil { warn("IPC namespace ipc:[\(ns.id)]: could not set \(name) = \(value); it keeps the kernel's default") }
+                    }
+                    for (kind, path) in toRestore { try SysVIPC.restore(from: path, kind: kind) }
+                } catch {
+                    close(fd)
+                    throw error
+                }
+                return fd
+            }
+        }.start()
+        done.wait()
+        do { return try result.get() } catch {
+            throw SSIError(.system, "making the IPC namespace ipc:[\(ns.id)] again failed: \(error); nothing was restarted")
+        }
+    }
 
     /// The network namespace of `pid`: only "lo" (interfaces, addresses and routes of others
     /// are not saved, so the checkpoint is refused), its state and the sysctls.
@@ -184,6 +297,7 @@ extension ProcessRestorer {
     /// namespaces (nil for the root, whose parent is ssi).
     func enterNamespaces(parent: ProcessNamespaces?, made: inout [String: Int32]) throws {
         try enterNetwork(parent: parent?.net)
+        try enterIPC(parent: parent?.ipc)
         let want = image.namespaces?.uts
         guard want?.id != parent?.uts?.id else { return }      // inherited from the parent
         guard let want else {
@@ -219,6 +333,21 @@ extension ProcessRestorer {
         guard let mine = netNamespaces[want.id] else { throw SSIError(.corrupt, "PID \(image.pid): network namespace net:[\(want.id)] was not made") }
         let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "network namespace net:[\(want.id)]")
         try inj.call("setns to network namespace net:[\(want.id)] in PID \(pid)", .setns, fd, UInt64(AppNamespaces.newNet))
+        try inj.call("close", .close, fd)
+    }
+
+    /// The IPC namespace, made with its objects by ssi before the tree; entered before the
+    /// process's memory is rebuilt (its SysV segments are attached by id in it).
+    private func enterIPC(parent: IPCNamespace?) throws {
+        let want = image.namespaces?.ipc
+        guard want?.id != parent?.id else { return }
+        guard let want else {
+            try joinNamespace(path: "/proc/self/ns/ipc", type: UInt64(AppNamespaces.newIPC), what: "ssi's IPC namespace")
+            return
+        }
+        guard let mine = ipcNamespaces[want.id] else { throw SSIError(.corrupt, "PID \(image.pid): IPC namespace ipc:[\(want.id)] was not made") }
+        let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "IPC namespace ipc:[\(want.id)]")
+        try inj.call("setns to IPC namespace ipc:[\(want.id)] in PID \(pid)", .setns, fd, UInt64(AppNamespaces.newIPC))
         try inj.call("close", .close, fd)
     }
 

@@ -177,6 +177,12 @@ public enum ThreadFS {
         return r < 0 ? nil : UInt64(r)
     }
 
+    /// The type of the file system `path` is on (statfs(2) f_type), nil if it cannot tell.
+    public static func fileSystemType(_ path: String) -> Int? {
+        let r = cssi_fs_type(path)
+        return r < 0 ? nil : r
+    }
+
     /// unshare(2) CLONE_FS for the calling thread only: a chdir on it then moves no other
     /// thread's cwd. Returns 0 or an errno.
     public static func unshareCwd() -> Int32 {
