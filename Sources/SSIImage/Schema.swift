@@ -142,6 +142,10 @@ public struct ProcessImage: Codable, Sendable {
     /// A job-stopped process: the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU)
     /// while its parent had not been told; 0 once a wait(2) had reported the stop.
     public var stopSignal: Int32?
+    /// The index N of /dev/pts/N when the controlling terminal is the slave of a pair inside
+    /// the application; for a session leader, its terminal's foreground process group.
+    public var controllingPTY: Int32?
+    public var foregroundGroup: Int32?
     /// Namespaces the application made for itself (unshare(2), clone(2) CLONE_NEW*) that
     /// restart makes again; nil: the process shares ssi's.
     public var namespaces: ProcessNamespaces?
@@ -282,6 +286,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case udpSocket
         /// A POSIX message queue (mq_open(3)), with its attributes and messages.
         case mqueue
+        /// The master of a pseudo-terminal pair (/dev/ptmx), with the pair's state.
+        case ptyMaster
     }
     public var fd: Int32
     public var kind: Kind
@@ -355,6 +361,10 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var namespaceOwn: Bool?
     /// mqueue: the queue.
     public var mqueue: MessageQueueImage?
+    /// ptyMaster: the pair. tty: the pair's index when this is the slave of a pair whose
+    /// master is in the application (nil: a terminal from outside).
+    public var pty: PTYImage?
+    public var ptyIndex: Int32?
     /// fanotify: fanotify_init(2) flags and event_f_flags, and the inode marks.
     public var fanotifyFlags: UInt32?
     public var fanotifyEventFlags: UInt32?
@@ -674,5 +684,24 @@ public struct MessageQueueImage: Codable, Sendable, Equatable {
     public init(name: String, maxMessages: Int, messageSize: Int, mode: UInt32, uid: UInt32, gid: UInt32, messages: [Message]) {
         self.name = name; self.maxMessages = maxMessages; self.messageSize = messageSize
         self.mode = mode; self.uid = uid; self.gid = gid; self.messages = messages
+    }
+}
+
+/// A pseudo-terminal pair (pty(7)) whose master is in the application: its index, the
+/// slave's settings (the kernel's struct termios, 36 bytes, TCGETS) and window size, the
+/// master's lock and packet mode, and the bytes queued each way.
+public struct PTYImage: Codable, Sendable, Equatable {
+    public var index: Int32
+    public var termios: Data
+    public var rows: UInt16, columns: UInt16, xPixels: UInt16, yPixels: UInt16
+    public var locked: Bool
+    public var packetMode: Bool
+    /// Written to the master, not yet read from the slave (a partial line included).
+    public var toSlave: Data
+    /// Written to the slave, not yet read from the master.
+    public var toMaster: Data
+    public init(index: Int32, termios: Data) {
+        self.index = index; self.termios = termios; rows = 0; columns = 0; xPixels = 0; yPixels = 0
+        locked = false; packetMode = false; toSlave = Data(); toMaster = Data()
     }
 }

@@ -78,7 +78,7 @@ enum FidelityCases {
         FidelityCase(fixture: "tcptimewait"),
         FidelityCase(fixture: "threadleader", notYet: "a zombie thread-group leader is refused"),
         FidelityCase(fixture: "fanotify"),
-        FidelityCase(fixture: "pty", notYet: "pseudo-terminal pairs are not rebuilt", refusal: "pseudo-terminal master"),
+        FidelityCase(fixture: "pty"),
         FidelityCase(fixture: "nsfd"),
         FidelityCase(fixture: "nsuts"),
         FidelityCase(fixture: "nsipc"),

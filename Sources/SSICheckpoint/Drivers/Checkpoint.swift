@@ -148,6 +148,7 @@ extension CheckpointEngine {
         }
         try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported, tcpEstablished: options.tcpEstablished)
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        _ = ProcessDumper.completePTYs(&fdTables)
         try ProcessDumper.completeFifos(&fdTables)
         try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         ProcessDumper.markSharedDescriptions(&fdTables)
@@ -161,6 +162,7 @@ extension CheckpointEngine {
         var images = [ProcessImage]()
         var deletedDone = Set<String>()
         let namespaces = NamespaceSaver(root: seized.root, writer: writer)
+        let ptyMasters = Set(fdTables.values.flatMap { $0 }.compactMap { $0.kind == .ptyMaster ? $0.pty?.index : nil })
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
@@ -178,6 +180,10 @@ extension CheckpointEngine {
             if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
             img.namespaces = try namespaces.namespaces(of: pid)
+            if let c = ProcessDumper.controllingPTY(pid, masters: ptyMasters) {
+                img.controllingPTY = c.index
+                if img.sid == pid { img.foregroundGroup = c.foreground }
+            }
             images.append(img)
         }
         return images

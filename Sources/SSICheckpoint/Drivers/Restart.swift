@@ -83,6 +83,7 @@ final class RestartSession {
     private let pipes = PipeRegistry()
     private let deletedFiles = DeletedFileRegistry()
     private let fsObjects = FSObjects()
+    private let ptys = PTYRegistry()
     private let takeover: NameTakeover
     /// Network namespaces the application made, made again before the tree (saved id -> fd).
     private var netNamespaces: [UInt64: Int32] = [:]
@@ -101,6 +102,7 @@ final class RestartSession {
         pipes.closeAll()
         deletedFiles.closeAll()
         fsObjects.closeAll()
+        ptys.closeAll()
         for fd in netNamespaces.values { close(fd) }
         for fd in ipcNamespaces.values { close(fd) }
     }
@@ -133,6 +135,7 @@ final class RestartSession {
                 if let ns = image.namespaces?.ipc, ipcNamespaces[ns.id] == nil { ipcNamespaces[ns.id] = try AppNamespaces.makeIPC(ns, from: snap) }
             }
             try MessageQueues.create(from: snap.processes, ipcNamespaces: ipcNamespaces)
+            try ptys.create(from: snap.processes)
             guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
             clock.mark("restart: root shell, pipes, files")
             try createTree(root: root, stub: stub)
@@ -144,6 +147,9 @@ final class RestartSession {
             // Every process has its fds: let go of the FIFOs before any process runs, or a
             // process that was blocked opening one would find ssi as its partner.
             fsObjects.closeAll()
+            // The processes hold their pairs now; a master must see its slave closed when
+            // theirs are (EIO), not kept open by ssi.
+            ptys.closeAll()
             clock.mark("rebuild processes")
         } catch {
             killCreated()
@@ -207,6 +213,7 @@ final class RestartSession {
             pr.takeover = takeover
             pr.netNamespaces = netNamespaces
             pr.ipcNamespaces = ipcNamespaces
+            pr.ptys = ptys
             pr.pidNamespaceInit = ownNamespace
             if image.pid == root.pid { try pr.openShared(useCallerTerminal: options.useCallerTerminal) }
             pr.useCallerTerminal = options.useCallerTerminal

@@ -41,6 +41,8 @@ final class ProcessRestorer {
     var netNamespaces: [UInt64: Int32] = [:]
     /// IPC namespaces the application made, made again with their objects by ssi.
     var ipcNamespaces: [UInt64: Int32] = [:]
+    /// Pseudo-terminal pairs made again by ssi.
+    var ptys: PTYRegistry?
     /// The fd of this process on ssi's pidfd (FDTransfer.selfPidFD): the root shell has it
     /// at ssi's own number, a forked child at its parent's slot; rebuild() moves it above
     /// the image's fds and finish() closes it. nil: files are taken by ssi's PID.
@@ -161,6 +163,7 @@ final class ProcessRestorer {
         clock.mark("restore: memory")
         try restoreMMFields(high: fds.high)
         if fds.ownTable { try restoreFileDescriptors(ttyFD: fds.ttyFD) }
+        try restoreControllingTerminal()
         try restoreUmask()
         if let ttyFD = fds.ttyFD { try inj.call("close", .close, ttyFD) }
         try closePages(pages)
@@ -176,6 +179,7 @@ final class ProcessRestorer {
     /// Root and cwd, credentials and the flags they reset, timers, pending signals, and the
     /// registers of every thread: once every process of the tree exists.
     func finish() throws {
+        try restoreForegroundGroup()
         try restoreRootAndCwd()
         try restoreCredentials()
         if let slot = ssiPidFD, image.sharesFilesWithParent != true { _ = try? inj.raw(.close, slot) }

@@ -83,7 +83,10 @@ extension ProcessDumper {
             case S_IFDIR:
                 out.append(FileDescriptorImage(fd: fd, kind: .directory, path: link, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFCHR:
-                guard let kind = ProcessDumper.charDeviceKind(st) else { try unsupported("pseudo-terminal master (a pty pair inside the application)"); continue }
+                guard let kind = ProcessDumper.charDeviceKind(st) else {
+                    out.append(try ptyMaster(fd: fd, flags: flags, cloexec: cloexec))
+                    continue
+                }
                 out.append(FileDescriptorImage(fd: fd, kind: kind, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFIFO:
                 out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))
@@ -97,9 +100,7 @@ extension ProcessDumper {
 
     /// Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5:0,
     /// 5:1); other character devices are reopened by path. nil for the master of a
-    /// pseudo-terminal pair (/dev/ptmx, 5:2): its pair dies with the application and cannot
-    /// be made again with the same number and state yet, so it is refused at checkpoint
-    /// rather than at restart, after the kill.
+    /// pseudo-terminal pair (/dev/ptmx, 5:2), saved with its pair (PTYs.swift).
     static func charDeviceKind(_ st: stat) -> FileDescriptorImage.Kind? {
         let major = (st.st_rdev >> 8) & 0xfff
         let minor = st.st_rdev & 0xff
@@ -243,7 +244,9 @@ extension ProcessRestorer {
             let mine = try makeFanotifyGroup(f, pid: pid)
             defer { close(mine) }
             return (try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "fanotify fd \(f.fd)"), true)
-        case .tty where ttyFD != nil:
+        case .ptyMaster:
+            return (try takePTYMaster(f), true)
+        case .tty where ttyFD != nil && f.ptyIndex == nil:
             return (ttyFD!, false)
         default:
             let path = f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? f.path

@@ -48,6 +48,7 @@ enum PIDNamespace {
             // of /proc/PID/status name it in the namespace all the same.
             images[i].pgid = inner[images[i].pgid] ?? nsIDs(outer, field: "NSpgid").last ?? 0
             images[i].sid = inner[images[i].sid] ?? nsIDs(outer, field: "NSsid").last ?? 0
+            images[i].foregroundGroup = images[i].foregroundGroup.map { inner[$0] ?? $0 }
             for t in images[i].threads.indices {
                 let tid = images[i].threads[t].tid
                 guard let id = tid == outer ? inner[outer] : nsIDs(outer, task: tid).last else {

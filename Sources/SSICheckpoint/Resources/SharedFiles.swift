@@ -93,8 +93,10 @@ extension ProcessRestorer {
         for (i, f) in shared.list.enumerated() {
             let target = UInt64(shared.base + Int32(i))
             var fd: UInt64
-            if f.kind == .tty, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
+            if f.kind == .tty, f.ptyIndex == nil, useCallerTerminal, let t = ProcessRestorer.callerTerminalFD() {
                 fd = UInt64(t)
+            } else if f.kind == .ptyMaster {
+                fd = try takePTYMaster(f)
             } else if f.kind == .inotify, let fsObjects {
                 fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj, ssiPidFD: ssiPidFD)
             } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open

@@ -1,0 +1,98 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Terminal ioctls (ioctl_tty(2), pty(7)) on the kernel's own struct termios (TCGETS: 36
+/// bytes, c_iflag, c_oflag, c_cflag, c_lflag, c_line, c_cc[19]), not glibc's larger one.
+/// The numbers are asm-generic/ioctls.h's, which x86_64 and arm64 share.
+public enum Terminal {
+    public static let getAttributes: UInt = 0x5401       // TCGETS
+    public static let setAttributes: UInt = 0x5402       // TCSETS (no drain, no flush)
+    public static let setControlling: UInt = 0x540E      // TIOCSCTTY
+    public static let setForeground: UInt = 0x5410       // TIOCSPGRP
+    public static let getWindowSize: UInt = 0x5413       // TIOCGWINSZ
+    public static let setWindowSize: UInt = 0x5414       // TIOCSWINSZ
+    public static let packet: UInt = 0x5420              // TIOCPKT
+    public static let getPTYNumber: UInt = 0x8004_5430   // TIOCGPTN
+    public static let setPTYLock: UInt = 0x4004_5431     // TIOCSPTLCK
+    public static let getPacket: UInt = 0x8004_5438      // TIOCGPKT
+    public static let getPTYLock: UInt = 0x8004_5439     // TIOCGPTLCK
+
+    /// Offsets and bits of the kernel termios (asm-generic/termbits.h).
+    public static let iflagOffset = 0, oflagOffset = 4, lflagOffset = 12, ccOffset = 17
+    public static let vtime = 5, vmin = 6
+    public static let ISIG: UInt32 = 0x1, ICANON: UInt32 = 0x2, ECHO: UInt32 = 0x8, ECHOE: UInt32 = 0x10, ECHOK: UInt32 = 0x20
+    public static let ECHONL: UInt32 = 0x40, ECHOCTL: UInt32 = 0x200, ECHOKE: UInt32 = 0x800, IEXTEN: UInt32 = 0x8000
+    public static let inputTranslations: UInt32 = 0x8 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400   // PARMRK ISTRIP INLCR IGNCR ICRNL IUCLC IXON
+    public static let OPOST: UInt32 = 0x1
+
+    public static func attributes(_ fd: Int32) -> [UInt8]? {
+        var buf = [UInt8](repeating: 0, count: 64)
+        let r = buf.withUnsafeMutableBytes { ioctl(fd, getAttributes, $0.baseAddress!) }
+        return r == 0 ? Array(buf[0..<36]) : nil
+    }
+
+    @discardableResult
+    public static func setAttributes(_ fd: Int32, _ t: [UInt8]) -> Bool {
+        var buf = t + [UInt8](repeating: 0, count: max(0, 64 - t.count))
+        return buf.withUnsafeMutableBytes { ioctl(fd, setAttributes, $0.baseAddress!) } == 0
+    }
+
+    public static func flag(_ t: [UInt8], _ offset: Int) -> UInt32 {
+        UInt32(t[offset]) | UInt32(t[offset + 1]) << 8 | UInt32(t[offset + 2]) << 16 | UInt32(t[offset + 3]) << 24
+    }
+
+    public static func setFlag(_ t: inout [UInt8], _ offset: Int, _ v: UInt32) {
+        for i in 0..<4 { t[offset + i] = UInt8((v >> (8 * UInt32(i))) & 0xff) }
+    }
+
+    /// An int-valued ioctl that fills an int (TIOCGPTN, TIOCGPTLCK, TIOCGPKT).
+    public static func intValue(_ fd: Int32, _ request: UInt) -> Int32? {
+        var v: Int32 = 0
+        return ioctl(fd, request, &v) == 0 ? v : nil
+    }
+
+    /// An ioctl that takes a pointer to an int (TIOCSPTLCK, TIOCPKT, TIOCSPGRP).
+    @discardableResult
+    public static func setIntValue(_ fd: Int32, _ request: UInt, _ value: Int32) -> Bool {
+        var v = value
+        return ioctl(fd, request, &v) == 0
+    }
+
+    /// rows, columns, x pixels, y pixels.
+    public static func windowSize(_ fd: Int32) -> [UInt16]? {
+        var w = [UInt16](repeating: 0, count: 4)
+        return w.withUnsafeMutableBytes { ioctl(fd, getWindowSize, $0.baseAddress!) } == 0 ? w : nil
+    }
+
+    @discardableResult
+    public static func setWindowSize(_ fd: Int32, _ w: [UInt16]) -> Bool {
+        var v = w
+        return v.withUnsafeMutableBytes { ioctl(fd, setWindowSize, $0.baseAddress!) } == 0
+    }
+
+    /// Reads what is queued on `fd` without waiting (the fd must be O_NONBLOCK).
+    public static func drain(_ fd: Int32) -> Data {
+        var out = Data()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        return out
+    }
+
+    /// Writes all of `data` (the fd may be non-blocking: a pty's buffers hold 4 KiB and more).
+    public static func writeAll(_ fd: Int32, _ data: Data) -> Bool {
+        var off = 0
+        while off < data.count {
+            let n = data.withUnsafeBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0 && errno == EAGAIN { usleep(1000); continue }
+            if n <= 0 { return false }
+            off += n
+        }
+        return true
+    }
+}
