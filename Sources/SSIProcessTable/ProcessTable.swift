@@ -42,7 +42,8 @@ public struct ProcessTable: Sendable {
 
     /// Changes a record under a grab; returns the record written. Throws notFound when the
     /// application is unknown. A write refused because the grab was lost (the membership
-    /// view changed meanwhile: a node's lease renewed late, a node joined) is done again on
+    /// view changed meanwhile: a node's lease renewed late, a node joined), or a grab refused
+    /// because another task of this node holds the record, is done again on
     /// the record as it is then: `change` is a function of the record, so applying it to the
     /// newer value is what the caller meant.
     @discardableResult
@@ -51,7 +52,7 @@ public struct ProcessTable: Sendable {
         while true {
             do {
                 return try await updateOnce(app, change)
-            } catch let e as SSIError where e.kind == .conflict && attempt < 5 {
+            } catch let e as SSIError where (e.kind == .conflict || e.kind == .busy) && attempt < 5 {
                 attempt += 1
                 try await Task.sleep(for: .milliseconds(50 * attempt))
             }
@@ -64,15 +65,19 @@ public struct ProcessTable: Sendable {
             try? await kddm.release(Self.applicationsSet, id)
             throw Self.unknown(app)
         }
+        var r: AppRecord
         do {
-            var r = try AppRecord.decode(bytes)
+            r = try AppRecord.decode(bytes)
             try change(&r)
-            try await kddm.put(Self.applicationsSet, id, r.encoded())
-            return r
         } catch {
             try? await kddm.release(Self.applicationsSet, id)
             throw error
         }
+        // Not released after a failed put: the put has given the grab back itself
+        // (KDDMClient.write), and a release by key here would free another task's grab of
+        // the same record on this node, taken meanwhile ("put ... without a grab").
+        try await kddm.put(Self.applicationsSet, id, r.encoded())
+        return r
     }
 
     /// The record as written (no `lost` marking).
@@ -109,26 +114,32 @@ public struct ProcessTable: Sendable {
 
     /// Forgets version `version` of `app`; returns what remains.
     public func removeSnapshot(_ app: Int32, _ version: Int) async throws -> SnapshotCatalog {
-        let id = UInt64(app)
-        let old = try await kddm.grab(Self.snapshotsSet, id)
-        var c = (try? old.map(SnapshotCatalog.decode)) ?? nil ?? SnapshotCatalog(app: app)
-        c.versions.removeAll { $0.version == version }
-        do { try await kddm.put(Self.snapshotsSet, id, c.encoded()) } catch {
-            try? await kddm.release(Self.snapshotsSet, id)
-            throw error
-        }
-        return c
+        try await changeCatalog(app) { $0.versions.removeAll { $0.version == version } }
     }
 
     /// Records that `node` holds version `v` of `app`.
     public func addSnapshot(_ app: Int32, _ v: SnapshotCatalog.Version, holder node: NodeID) async throws {
+        try await changeCatalog(app) { $0.add(v, holder: node) }
+    }
+
+    /// A catalog change under a grab, done again on the newer catalog when the grab was lost
+    /// to a membership change or is held by another task of this node (as `update`). A
+    /// failed put has given the grab back itself: no release by key after it.
+    @discardableResult
+    private func changeCatalog(_ app: Int32, _ change: @Sendable (inout SnapshotCatalog) -> Void) async throws -> SnapshotCatalog {
         let id = UInt64(app)
-        let old = try await kddm.grab(Self.snapshotsSet, id)
-        var c = (try? old.map(SnapshotCatalog.decode)) ?? nil ?? SnapshotCatalog(app: app)
-        c.add(v, holder: node)
-        do { try await kddm.put(Self.snapshotsSet, id, c.encoded()) } catch {
-            try? await kddm.release(Self.snapshotsSet, id)
-            throw error
+        var attempt = 0
+        while true {
+            do {
+                let old = try await kddm.grab(Self.snapshotsSet, id)
+                var c = (try? old.map(SnapshotCatalog.decode)) ?? nil ?? SnapshotCatalog(app: app)
+                change(&c)
+                try await kddm.put(Self.snapshotsSet, id, c.encoded())
+                return c
+            } catch let e as SSIError where (e.kind == .conflict || e.kind == .busy) && attempt < 5 {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(50 * attempt))
+            }
         }
     }
 }
