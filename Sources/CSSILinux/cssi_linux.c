@@ -482,3 +482,6 @@ long cssi_fs_type(const char *path) {
     struct statfs s;
     return statfs(path, &s) == 0 ? (long)s.f_type : -errno;
 }
+
+long cssi_rt_sigqueueinfo(int tgid, int sig, const void *info) { return neg_errno(syscall(SYS_rt_sigqueueinfo, tgid, sig, info)); }
+long cssi_rt_tgsigqueueinfo(int tgid, int tid, int sig, const void *info) { return neg_errno(syscall(SYS_rt_tgsigqueueinfo, tgid, tid, sig, info)); }

@@ -1,5 +1,6 @@
 import Foundation
 import SSISystem
+import Synchronization
 
 /// Runs syscalls inside a stopped tracee, as if it had made them itself.
 ///
@@ -54,9 +55,24 @@ public struct Injector {
         try rawArgs(syscall, args)
     }
 
+    /// Tasks whose injected syscalls run between syscall stops (PTRACE_SYSCALL) instead of
+    /// a single step: a single step ends in a SIGTRAP the kernel forces on the task
+    /// (force_sig_info_to_task), which resets a blocked SIGTRAP's handler to SIG_DFL, unblocks
+    /// it, and can dequeue a SIGTRAP the program had pending in place of its own. Used for
+    /// processes that have a SIGTRAP handler or a pending SIGTRAP (two stops per call
+    /// instead of one, so not for everyone).
+    private static let syscallStopTasks = Mutex<Set<Int32>>([])
+
+    public static func useSyscallStops(_ tasks: [Int32], _ on: Bool = true) {
+        syscallStopTasks.withLock { set in for t in tasks { if on { set.insert(t) } else { set.remove(t) } } }
+    }
+
+    static func usesSyscallStops(_ pid: ProcessID) -> Bool { syscallStopTasks.withLock { $0.contains(pid.rawValue) } }
+
     public func rawArgs(_ syscall: Syscall, _ args: [UInt64]) throws -> Int64 {
         let t = tracee
         try t.setRegisters(base.preparedForSyscall(syscall, args, at: gadget))
+        if Injector.usesSyscallStops(pid) { return try runBetweenSyscallStops(t, syscall, args) }
         var attempts = 0
         while true {
             try t.singleStep()
@@ -80,6 +96,34 @@ public struct Injector {
         if Injector.trace {
             let hex = args.map { "0x" + String($0, radix: 16) }.joined(separator: ", ")
             FileHandle.standardError.write(Data("ssi: [\(pid)] \(syscall)(\(hex)) = \(result)\n".utf8))
+        }
+        return result
+    }
+
+    /// The syscall-enter stop, then the syscall-exit stop; the tracee's signals are blocked
+    /// (SignalMaskGuard, the restorer's mask), so both report as SIGTRAP and no signal is
+    /// delivered in between. Fork and clone events on the way are let through.
+    private func runBetweenSyscallStops(_ t: Tracee, _ syscall: Syscall, _ args: [UInt64]) throws -> Int64 {
+        var traps = 0, attempts = 0
+        while traps < 2 {
+            try t.syscallStep()
+            let stop = try t.wait()
+            if stop.ended {
+                throw SSIError(.system, "PID \(pid) died while SwiftSSI was running syscall \(syscall) in it",
+                               hint: "a checkpoint leaves no snapshot behind then; a restart kills what it created: try again")
+            }
+            switch stop {
+            case .signal(.trap): traps += 1
+            case .event: continue
+            default:
+                attempts += 1
+                if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (\(stop)) instead of running syscall \(syscall)") }
+            }
+        }
+        let result = try t.registers().returnValue
+        if Injector.trace {
+            let hex = args.map { "0x" + String($0, radix: 16) }.joined(separator: ", ")
+            FileHandle.standardError.write(Data("ssi: [\(pid)] \(syscall)(\(hex)) = \(result) (syscall stops)\n".utf8))
         }
         return result
     }

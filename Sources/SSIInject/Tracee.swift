@@ -166,6 +166,11 @@ public struct Tracee {
         try check(cssi_ptrace(Int32(CSSI_PTRACE_SINGLESTEP), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_SINGLESTEP \(pid)")
     }
 
+    /// PTRACE_SYSCALL (24): runs to the next syscall-enter or syscall-exit stop.
+    public func syscallStep() throws {
+        try check(cssi_ptrace(24 /* PTRACE_SYSCALL */, pid.rawValue, 0, 0), "PTRACE_SYSCALL \(pid)")
+    }
+
     public func cont(signal: Signal? = nil) throws {
         try check(cssi_ptrace(Int32(CSSI_PTRACE_CONT), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_CONT \(pid)")
     }

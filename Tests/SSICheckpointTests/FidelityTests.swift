@@ -99,6 +99,6 @@ enum FidelityCases {
         FidelityCase(fixture: "sharedbig", args: ["64"]),
         FidelityCase(fixture: "madvise"),
         FidelityCase(fixture: "mprotectro"),
-        FidelityCase(fixture: "sigtrap", notYet: "pending SIGTRAP and its handler"),
+        FidelityCase(fixture: "sigtrap"),
     ]
 }

@@ -113,6 +113,9 @@ long cssi_if_set_flags(const char *name, unsigned int flags);
 long cssi_socket_netns(int fd);
 // The file system type (statfs(2) f_type: MQUEUE_MAGIC...) of `path`, or -errno.
 long cssi_fs_type(const char *path);
+// rt_sigqueueinfo(2) / rt_tgsigqueueinfo(2) with a 128-byte siginfo; -errno on failure.
+long cssi_rt_sigqueueinfo(int tgid, int sig, const void *info);
+long cssi_rt_tgsigqueueinfo(int tgid, int tid, int sig, const void *info);
 // fanotify_init(2) and fanotify_mark(2); -errno on failure.
 long cssi_fanotify_init(unsigned int flags, unsigned int event_f_flags);
 long cssi_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, const char *path);

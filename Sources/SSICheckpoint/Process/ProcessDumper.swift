@@ -43,6 +43,11 @@ struct ProcessDumper {
         let stat = try ProcStat.read(pid: pid)
         let status = try ProcStatus.read(pid: pid)
         var clock = PhaseClock()
+        // SIGTRAP blocked, caught or pending: injected syscalls between syscall stops, not
+        // single steps, which would change them (Injector.useSyscallStops).
+        let trapSensitive = ProcessDumper.trapSensitive(pid: pid, tids: tids)
+        if trapSensitive { Injector.useSyscallStops(tids) }
+        defer { if trapSensitive { Injector.useSyscallStops(tids, false) } }
         let inj = try dumpInjected(saved: saved, status: status, threads: tids)
         clock.mark("dump: injected syscalls")
         for (i, tid) in tids.enumerated() {
@@ -73,6 +78,18 @@ struct ProcessDumper {
         img.deletedFiles = deleted.isEmpty ? nil : deleted
         clock.mark("dump: fsync pages")
         return img
+    }
+
+    /// Whether SIGTRAP is blocked, caught or pending in the process or one of its threads
+    /// (/proc/PID/task/TID/status SigBlk, SigCgt, SigPnd, ShdPnd: bit 4 is SIGTRAP).
+    static func trapSensitive(pid: Int32, tids: [Int32]) -> Bool {
+        for tid in tids {
+            guard let text = try? ProcFS.read("/proc/\(pid)/task/\(tid)/status") else { continue }
+            for line in text.split(separator: "\n") where ["SigBlk:", "SigCgt:", "SigPnd:", "ShdPnd:"].contains(where: { line.hasPrefix($0) }) {
+                if let v = UInt64(line.split(separator: "\t").last ?? "", radix: 16), v & (1 << (SIGTRAP - 1)) != 0 { return true }
+            }
+        }
+        return false
     }
 
     // MARK: state that needs injected syscalls

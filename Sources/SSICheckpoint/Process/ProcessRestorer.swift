@@ -41,6 +41,8 @@ final class ProcessRestorer {
     var netNamespaces: [UInt64: Int32] = [:]
     /// IPC namespaces the application made, made again with their objects by ssi.
     var ipcNamespaces: [UInt64: Int32] = [:]
+    /// Signals of a stopped process queued by ssi once it is stopped again (detach).
+    var signalsAfterStop: [(info: Data, tid: Int32?)] = []
     /// Pseudo-terminal pairs made again by ssi.
     var ptys: PTYRegistry?
     /// The fd of this process on ssi's pidfd (FDTransfer.selfPidFD): the root shell has it
@@ -76,6 +78,7 @@ final class ProcessRestorer {
         // forks and clones we inject stop at birth, traced (TRACEFORK, TRACECLONE).
         try stub.setOptions([.exitKill, .traceFork, .traceClone])
         inj = try Injector(pid: stub.pid, base: try stub.registers())
+        if image.needsSyscallStops { Injector.useSyscallStops([stub.pid.rawValue]) }
         try stub.setSigmask(~0)
         // glibc in our copy registered rseq for its thread; unregister it while its memory
         // is still there (the kernel writes to the area on unregister).
@@ -201,6 +204,7 @@ final class ProcessRestorer {
 
     /// Every thread of the process leaves its ptrace stop.
     func detach() {
+        Injector.useSyscallStops([pid] + threadInjectors.values.map(\.pid.rawValue), false)
         if image.jobStopped == true {
             // Stopped again by the signal that stopped it, which the parent's wait reports
             // (WSTOPSIG); a stop already reported comes back as SIGSTOP, and the parent
@@ -208,10 +212,18 @@ final class ProcessRestorer {
             let sig = image.stopSignal.flatMap { $0 > 0 ? Signal($0) : nil } ?? .stop
             try? sig.send(to: ProcessID(pid))
         }
+        let threadIDs = Dictionary(uniqueKeysWithValues: image.threads.map { ($0.tid, (try? taskID($0.tid)) ?? $0.tid) })
         for t in image.threads where t.tid != image.pid {
-            if let id = try? taskID(t.tid) { try? Tracee.adoptTraceMe(ProcessID(id)).detach() }
+            if let id = threadIDs[t.tid] { try? Tracee.adoptTraceMe(ProcessID(id)).detach() }
         }
         try? tracee.detach()
+        if !signalsAfterStop.isEmpty {
+            _ = waitUntilStopped(pid)
+            for (info, tid) in signalsAfterStop {
+                let e = ThreadFS.queueSignal(Array(info), tgid: pid, tid: tid.flatMap { threadIDs[$0] })
+                if e != 0 { warn("PID \(pid): a pending signal could not be queued again: \(String(cString: strerror(e)))") }
+            }
+        }
     }
 }
 
@@ -233,7 +245,7 @@ extension ProcessRestorer {
         }
     }
 
-    private func waitUntilStopped(_ pid: Int32) -> Bool {
+    func waitUntilStopped(_ pid: Int32) -> Bool {
         for _ in 0..<200 {
             if let st = try? ProcStat.read(pid: pid), st.state == "T" { return true }
             usleep(5000)
@@ -245,4 +257,16 @@ extension ProcessRestorer {
 /// Something the user should know that does not stop the restart.
 func warn(_ text: String) {
     FileHandle.standardError.write(Data("ssi: warning: \(text)\n".utf8))
+}
+
+extension ProcessImage {
+    /// A SIGTRAP handler, a blocked SIGTRAP or one pending: the restorer's injected syscalls
+    /// run between syscall stops (Injector.useSyscallStops), not single steps.
+    var needsSyscallStops: Bool {
+        let trap = Int32(SIGTRAP)
+        func isTrap(_ d: Data) -> Bool { d.count >= 4 && d.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } == trap }
+        return sigactions.contains { $0.signal == trap && $0.handler != 0 }
+            || sharedPending.contains(where: isTrap)
+            || threads.contains { $0.blockedMask & (1 << UInt64(trap - 1)) != 0 || $0.pending.contains(where: isTrap) }
+    }
 }

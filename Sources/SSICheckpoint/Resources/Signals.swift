@@ -66,7 +66,29 @@ extension ProcessRestorer {
                 try inj.call("rt_sigqueueinfo(\(sig))", .rt_sigqueueinfo, UInt64(image.pid), UInt64(sig), scratch)
             }
         }
-        for info in image.sharedPending { try queue(info, tid: nil) }
-        for t in image.threads { for info in t.pending { try queue(info, tid: t.tid) } }
+        // A stopped process's unblocked signals wait for its stop: queued now, they would be
+        // delivered when it leaves the ptrace stop, before the stop signal (synchronous ones
+        // such as SIGTRAP first, kernel/signal.c next_signal). They are queued by ssi once it
+        // is stopped (detach). Not SI_TKILL or kernel ones (si_code >= 0): only the process
+        // itself may queue those (rt_sigqueueinfo(2), EPERM), so they are queued here.
+        // In a PID namespace of its own (a cluster application), ssi is outside it and the
+        // kernel would zero si_pid of what it queues (a sender from an ancestor namespace):
+        // queued here then, before the stop (not yet right for a stopped process).
+        func waitsForStop(_ info: Data, mask: UInt64) -> Bool {
+            guard image.jobStopped == true, !ownNamespace, info.count == 128 else { return false }
+            let (sig, code) = info.withUnsafeBytes { ($0.load(as: Int32.self), $0.load(fromByteOffset: 8, as: Int32.self)) }
+            return sig > 0 && sig <= 64 && mask & (1 << UInt64(sig - 1)) == 0 && code < 0 && code != -6 /* SI_TKILL */
+        }
+        let allBlocked = image.threads.reduce(~UInt64(0)) { $0 & $1.blockedMask }
+        for info in image.sharedPending {
+            if waitsForStop(info, mask: allBlocked) { signalsAfterStop.append((info, nil)); continue }
+            try queue(info, tid: nil)
+        }
+        for t in image.threads {
+            for info in t.pending {
+                if waitsForStop(info, mask: t.blockedMask) { signalsAfterStop.append((info, t.tid)); continue }
+                try queue(info, tid: t.tid)
+            }
+        }
     }
 }

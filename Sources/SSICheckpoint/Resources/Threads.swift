@@ -88,6 +88,7 @@ extension ProcessRestorer {
             }
             try th.setSigmask(~0)
             let tinj = Injector(pid: th.pid, base: try th.registers(), gadget: inj.gadget)
+            if image.needsSyscallStops { Injector.useSyscallStops([th.pid.rawValue]) }
             try restoreThreadState(t, inj: tinj)
             threadInjectors[t.tid] = tinj
         }

@@ -183,6 +183,15 @@ public enum ThreadFS {
         return r < 0 ? nil : r
     }
 
+    /// Queues signal `info` (a 128-byte siginfo, its first int the signal) on process `tgid`,
+    /// or on its thread `tid` (rt_sigqueueinfo(2), rt_tgsigqueueinfo(2)). Returns 0 or an errno.
+    public static func queueSignal(_ info: [UInt8], tgid: Int32, tid: Int32?) -> Int32 {
+        guard info.count == 128 else { return EINVAL }
+        let sig = info.withUnsafeBytes { $0.load(as: Int32.self) }
+        let r = info.withUnsafeBytes { b in tid.map { cssi_rt_tgsigqueueinfo(tgid, $0, sig, b.baseAddress) } ?? cssi_rt_sigqueueinfo(tgid, sig, b.baseAddress) }
+        return r < 0 ? Int32(-r) : 0
+    }
+
     /// unshare(2) CLONE_FS for the calling thread only: a chdir on it then moves no other
     /// thread's cwd. Returns 0 or an errno.
     public static func unshareCwd() -> Int32 {
