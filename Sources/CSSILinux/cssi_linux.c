@@ -157,6 +157,7 @@ long cssi_prlimit(pid_t pid, int resource, const uint64_t *newlim, uint64_t *old
 }
 
 long cssi_pidfd_open(pid_t pid) { return neg_errno(syscall(SYS_pidfd_open, pid, 0)); }
+long cssi_pidfd_open_thread(pid_t tid) { return neg_errno(syscall(SYS_pidfd_open, tid, O_EXCL /* PIDFD_THREAD, Linux 6.9 */)); }
 
 long cssi_process_vm_readv(pid_t pid, const struct iovec *l, unsigned long nl,
                            const struct iovec *r, unsigned long nr) {

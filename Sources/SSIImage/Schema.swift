@@ -145,6 +145,9 @@ public struct ProcessImage: Codable, Sendable {
     /// The index N of /dev/pts/N when the controlling terminal is the slave of a pair inside
     /// the application; for a session leader, its terminal's foreground process group.
     public var controllingPTY: Int32?
+    /// The thread group's leader had exited while its other threads ran (a zombie leader,
+    /// pthread_exit in main): `threads` lacks it, and restart makes it exit again.
+    public var leaderExited: Bool?
     public var foregroundGroup: Int32?
     /// Namespaces the application made for itself (unshare(2), clone(2) CLONE_NEW*) that
     /// restart makes again; nil: the process shares ssi's.

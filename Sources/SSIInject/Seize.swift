@@ -68,6 +68,9 @@ public final class SeizedApplication {
     public private(set) var threads: [Int32: [Int32]] = [:]
     /// Zombies cannot be traced: pid -> wait status, from /proc/PID/stat exit_code.
     public private(set) var zombies: [Int32: Int32] = [:]
+    /// Processes whose leader exited while other threads run: pid -> a live thread, through
+    /// which /proc and ptrace reach the process (ExitedLeader).
+    public private(set) var exitedLeaders: [Int32: Int32] = [:]
     /// Processes that were stopped by job control when we came.
     public private(set) var jobStopped: Set<Int32> = []
     /// Their stop signal while the parent has not been told yet (/proc/PID/stat exit_code,
@@ -114,7 +117,14 @@ public final class SeizedApplication {
     private func seizeNewTasks() throws -> [Int32] {
         var fresh = [Int32]()
         for pid in tree.pids {
-            guard let st = try? ProcStat.read(pid: pid) else { continue }
+            guard var st = try? ProcStat.read(pid: pid) else { continue }
+            // A leader that exited while its other threads run: the process lives, through
+            // them (its state is theirs).
+            let live = st.state == "Z" ? ExitedLeader.liveThread(pid) : nil
+            if let live {
+                exitedLeaders[pid] = live
+                if let t = try? ProcStat.read(pid: live) { st = t }
+            }
             if st.state == "Z" {
                 if zombies[pid] == nil { zombies[pid] = try zombieStatus(pid) }
                 continue
@@ -124,7 +134,7 @@ public final class SeizedApplication {
                 stopSignals[pid] = (try? zombieStatus(pid)).map { $0 & 0x7f } ?? 0
             }
             let held = Set(threads[pid] ?? [])
-            for tid in (try? threadIDs(of: pid)) ?? [] where !held.contains(tid) {
+            for tid in (try? threadIDs(of: pid)) ?? [] where !held.contains(tid) && !(live != nil && tid == pid) {
                 do {
                     guard try Tracee.seize(ProcessID(tid), of: ProcessID(pid)) != nil else { continue }   // exited meanwhile
                 } catch let e as SSIError where e.errno == EPERM && e.message.hasPrefix("PTRACE_SEIZE") {

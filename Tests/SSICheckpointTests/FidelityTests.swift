@@ -76,7 +76,7 @@ enum FidelityCases {
         FidelityCase(fixture: "tcpexternal", args: ["@PORT"],
                      options: ["--peer", "\(TestEnv.repoRoot)/Tests/Fixtures/tcppeer.c", "--ck-arg", "--tcp-established", "--rs-arg", "--tcp-established"]),
         FidelityCase(fixture: "tcptimewait"),
-        FidelityCase(fixture: "threadleader", notYet: "a zombie thread-group leader is refused"),
+        FidelityCase(fixture: "threadleader"),
         FidelityCase(fixture: "fanotify"),
         FidelityCase(fixture: "pty"),
         FidelityCase(fixture: "nsfd"),

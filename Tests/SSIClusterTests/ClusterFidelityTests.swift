@@ -28,7 +28,7 @@ private struct ClusterCase: CustomStringConvertible, Sendable {
 private let clusterCases: [ClusterCase] = [
     .init(fixture: "pipeorphan"), .init(fixture: "cwddeleted"), .init(fixture: "fifounlinked"),
     .init(fixture: "inotifyremoved"), .init(fixture: "scmpipe"), .init(fixture: "udp"),
-    .init(fixture: "tcptimewait"), .init(fixture: "fanotify"), .init(fixture: "nsfd"), .init(fixture: "nsuts"), .init(fixture: "nsnet"), .init(fixture: "nsipc"), .init(fixture: "mqueue"),
+    .init(fixture: "tcptimewait"), .init(fixture: "fanotify"), .init(fixture: "nsfd"), .init(fixture: "nsuts"), .init(fixture: "nsnet"), .init(fixture: "nsipc"), .init(fixture: "mqueue"), .init(fixture: "threadleader"),
     .init(fixture: "timerfd"), .init(fixture: "epoll"), .init(fixture: "zombies"),
     .init(fixture: "stopsig"), .init(fixture: "sessions"), .init(fixture: "posixtimers"),
     .init(fixture: "sockopts"), .init(fixture: "unlinkedmeta"), .init(fixture: "madvise"),

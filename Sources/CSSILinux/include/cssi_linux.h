@@ -122,6 +122,9 @@ long cssi_fanotify_mark(int fd, unsigned int flags, uint64_t mask, int dirfd, co
 long cssi_get_robust_list(pid_t pid, uint64_t *head, uint64_t *len);
 long cssi_prlimit(pid_t pid, int resource, const uint64_t *newlim /* [2] or NULL */, uint64_t *oldlim /* [2] or NULL */);
 long cssi_pidfd_open(pid_t pid);
+// pidfd_open(2) of a thread (PIDFD_THREAD, Linux 6.9): pidfd_getfd on it reads that thread's
+// fd table, which a thread group's exited leader no longer has.
+long cssi_pidfd_open_thread(pid_t tid);
 long cssi_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long nlocal,
                            const struct iovec *remote, unsigned long nremote);
 long cssi_process_vm_writev(pid_t pid, const struct iovec *local, unsigned long nlocal,

@@ -140,7 +140,8 @@ extension CheckpointEngine {
             }
         }
         for pid in seized.tree.pids where seized.threads[pid] != nil {
-            var d = ProcessDumper(pid: pid)
+            // A process whose leader exited is read through a live thread (ExitedLeader).
+            var d = ProcessDumper(pid: seized.exitedLeaders[pid] ?? pid)
             d.ignoreUnsupported = options.ignoreUnsupported
             d.unixSockets = unixSockets
             d.rootNetworkNamespace = rootNet
@@ -169,18 +170,25 @@ extension CheckpointEngine {
                 continue
             }
             guard let tids = seized.threads[pid] else { continue }
-            var dumper = ProcessDumper(pid: pid)
+            let handle = seized.exitedLeaders[pid] ?? pid
+            var dumper = ProcessDumper(pid: handle)
             dumper.ignoreUnsupported = options.ignoreUnsupported
             dumper.stoppedAt = seized.stoppedAt
             dumper.precopied = precopy?.processes[pid]
             if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
             var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
-            img.pagesFile = "pages-\(pid).img"
+            if handle != pid {
+                img.pid = pid
+                img.leaderExited = true
+                // A thread's exit_signal is -1 (/proc/TID/stat): the process's is its leader's.
+                img.exitSignal = (try? ProcStat.read(pid: pid))?.exitSignal ?? SIGCHLD
+            }
+            img.pagesFile = "pages-\(handle).img"   // named by the dumper's pid (a live thread's id for an exited leader)
             img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
             if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
-            img.namespaces = try namespaces.namespaces(of: pid)
-            if let c = ProcessDumper.controllingPTY(pid, masters: ptyMasters) {
+            img.namespaces = try namespaces.namespaces(of: handle)
+            if let c = ProcessDumper.controllingPTY(handle, masters: ptyMasters) {
                 img.controllingPTY = c.index
                 if img.sid == pid { img.foregroundGroup = c.foreground }
             }

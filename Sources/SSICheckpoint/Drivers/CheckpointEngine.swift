@@ -54,7 +54,7 @@ public struct CheckpointEngine: Sendable {
         if pid == getpid() { throw SSIError(.invalidArgument, "PID \(pid) is this ssi command itself") }
         let st = try ProcStat.read(pid: pid)
         if st.isKernelThread { throw SSIError(.invalidArgument, "PID \(pid) (\(st.comm)) is a kernel thread; only user processes can be checkpointed") }
-        if st.state == "Z" || st.state == "X" { throw SSIError(.state, "PID \(pid) has exited (it is a zombie)", hint: "its parent must reap it; restart it from a snapshot instead") }
+        if (st.state == "Z" || st.state == "X") && ExitedLeader.liveThread(pid) == nil { throw SSIError(.state, "PID \(pid) has exited (it is a zombie)", hint: "its parent must reap it; restart it from a snapshot instead") }
     }
 
     // MARK: freeze / unfreeze

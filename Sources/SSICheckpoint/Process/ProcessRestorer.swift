@@ -216,6 +216,13 @@ final class ProcessRestorer {
         for t in image.threads where t.tid != image.pid {
             if let id = threadIDs[t.tid] { try? Tracee.adoptTraceMe(ProcessID(id)).detach() }
         }
+        if image.leaderExited == true, let regs = try? tracee.registers(), let gadget = try? Injector.findGadget(pid: ProcessID(pid)) {
+            // Its leader had exited: it leaves again with exit(2) (the thread alone; the
+            // group goes on), run from the vDSO's syscall instruction once let go, with every
+            // signal blocked so that none is delivered to it on the way out.
+            try? tracee.setRegisters(regs.preparedForSyscall(.exit, [0], at: gadget))
+            try? tracee.setSigmask(~0)
+        }
         try? tracee.detach()
         if !signalsAfterStop.isEmpty {
             _ = waitUntilStopped(pid)

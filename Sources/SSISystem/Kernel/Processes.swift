@@ -1,3 +1,4 @@
+import Foundation
 import CSSILinux
 #if canImport(Glibc)
 import Glibc
@@ -35,7 +36,10 @@ public enum PidFD {
     /// A copy in this process of fd `fd` of process `pid`: the same open file description
     /// (needs PTRACE_MODE_ATTACH_REALCREDS over it). Close-on-exec.
     public static func copy(fd: Int32, of pid: ProcessID) throws -> Int32 {
-        let pidfd = try open(pid)
+        // A thread's id (a process whose leader exited is reached through a live thread):
+        // pidfd_open refuses it (EINVAL) without PIDFD_THREAD.
+        let r = cssi_pidfd_open(pid.rawValue)
+        let pidfd = r == -Int(EINVAL) ? Int32(try check(cssi_pidfd_open_thread(pid.rawValue), "pidfd_open(\(pid), PIDFD_THREAD)")) : Int32(try check(r, "pidfd_open(\(pid))"))
         defer { close(pidfd) }
         return Int32(try check(cssi_pidfd_getfd(pidfd, fd), "pidfd_getfd(\(pid), \(fd))"))
     }
@@ -70,4 +74,21 @@ public func robustList(of tid: ProcessID) -> (head: UInt64, length: UInt64)? {
 public func reapAnyChild() -> pid_t {
     var status: Int32 = 0
     return cssi_waitpid(-1, &status, WNOHANG)
+}
+
+/// A thread group whose leader (the thread with the process's id) has exited while other
+/// threads run: the leader is a zombie, the process is not (pthread_exit in main). Its
+/// /proc/PID/{maps,mem,fd} are empty (the leader gave its mm and files up), but those of a
+/// live thread, /proc/TID/..., are the process's.
+public enum ExitedLeader {
+    /// A live thread of `pid` when its leader has exited; nil when the leader runs or the
+    /// whole process has exited.
+    public static func liveThread(_ pid: Int32) -> Int32? {
+        guard let st = try? ProcStat.read(pid: pid), st.state == "Z" || st.state == "X" else { return nil }
+        let tids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).compactMap { Int32($0) }.sorted()
+        for tid in tids where tid != pid {
+            if let t = try? ProcStat.read(pid: tid), t.state != "Z", t.state != "X" { return tid }
+        }
+        return nil
+    }
 }
