@@ -52,7 +52,20 @@ extension NodeApplications {
         // What follows it besides its processes (its connections): refused here, before
         // anything stops, if it cannot.
         let plan = try await planMigration(app: app, root: root, to: target)
-        try await table.update(app) { $0.state = .migrating }
+        // One migration at a time: the record's state is set under the grab, so a second one
+        // (a user's `ssi migrate` while the scheduler moves it, or the other way round) is
+        // refused here instead of dumping the application twice at once.
+        let me = self.me
+        try await table.update(app) { r in
+            guard r.state == .running || r.state == .frozen else {
+                throw SSIError(.state, "application \(app) is \(r.state.rawValue) (on node \(r.node)); nothing was changed",
+                               hint: r.state == .migrating ? "wait for the migration under way to end (ssi ps), then try again" : "ssi ps shows its state")
+            }
+            guard r.node == me else {
+                throw SSIError(.state, "application \(app) now runs on node \(r.node), not on node \(me); nothing was changed", hint: "ssi ps shows where it runs")
+            }
+            r.state = .migrating
+        }
         var o = CheckpointEngine.CheckpointOptions()
         o.description = "migration from node \(me) to node \(target)"
         o.applicationID = app

@@ -2,6 +2,7 @@ import Foundation
 import SSIProcessTable
 import SSISystem
 import SSITestSupport
+import Synchronization
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -219,6 +220,39 @@ extension ApplicationTests {
         let log = try ssiOK("logs", "\(app)")
         #expect(log.contains("PASS child pid 3 ppid 2") && log.hasSuffix("PASS") && !log.contains("FAIL"), "\(log)")
         #expect(try record(app, node: 2)?.exit_status == 0)
+    }
+}
+
+extension ApplicationTests {
+    /// Two migrations of one application asked at once (a user's while the scheduler moves
+    /// it, or two users'): one moves it, the other is refused cleanly ("is migrating", or it
+    /// "now runs on node N") or, coming after, moves it again; never both dumping it at once.
+    /// The program checks its own state at the end.
+    @Test(.timeLimit(.minutes(3))) func concurrentMigrationsOfOneApplication() throws {
+        let fixture = try TestEnv.fixture("nspids")
+        try up()
+        defer { try? down() }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture)))
+        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        let results = Mutex<[(Int, (code: Int32, out: String))]>([])
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            let target = i + 2
+            if let r = try? ssi("migrate", "\(app)", "\(target)") { results.withLock { $0.append((target, (r.code, r.out))) } }
+        }
+        let all = results.withLock { $0 }
+        #expect(all.count == 2)
+        #expect(all.contains { $0.1.code == 0 }, "\(all)")
+        for (_, r) in all where r.code != 0 {
+            let out: String = r.out
+            #expect(out.contains("is migrating") || out.contains("nothing was changed") || out.contains("goes on on node"), "\(out)")
+        }
+        let rec = try #require(try record(app, node: 1))
+        #expect(rec.state == .running && Proc.alive(rec.pid))
+        kill(rec.pid, SIGUSR1)
+        _ = try waitFor("the program's verdict", seconds: 10) { try record(app, node: 1)?.state == .stopped }
+        let log = try ssiOK("logs", "\(app)")
+        #expect(log.hasSuffix("PASS") && !log.contains("FAIL"), "\(log)")
     }
 }
 
