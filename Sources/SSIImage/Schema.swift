@@ -190,7 +190,7 @@ public struct IPCNamespace: Codable, Sendable, Equatable {
 }
 
 /// A network namespace (network_namespaces(7)) with only its loopback interface: whether
-/// "lo" is up, and its per-namespace sysctls (/proc/sys/net, by their dotted names).
+/// "lo" is up, and its per-namespace sysctls (by their paths under /proc/sys).
 /// Its sockets carry its id (SocketImage.netns).
 public struct NetNamespace: Codable, Sendable, Equatable {
     public var id: UInt64

@@ -11,7 +11,7 @@ import Glibc
 /// on every node and once with the built-in default settings (balancing by migration).
 /// Prints makespan, mean slowdown (time in system / CPU time), migrations, and the ideal
 /// makespan (total work / total CPUs).
-struct BalanceBenchmark {
+struct BalanceBenchmark: RunsSSI {
     static let usage = "balance [--jobs 12] [--nodes 3] [--cpus 0.5] [--min 0.5] [--max 6] (CPU-seconds per job)"
     var jobs = 12, nodes = 3
     var cpus = 0.5, minLength = 0.5, maxLength = 6.0
@@ -53,9 +53,7 @@ struct BalanceBenchmark {
         let perSecond = try calibrate(work)
         let total = lengths.reduce(0, +)
         print("jobs: \(jobs), \(String(format: "%.1f", total)) CPU-s in all (\(lengths.map { String(format: "%.1f", $0) }.joined(separator: " "))); \(nodes) nodes of \(cpus) CPU; \(perSecond) units per CPU-second")
-        let none = "\(dir)/none.xml"
-        try "<scheduler><probe name=\"cpu\" type=\"cpu\"/><configuration name=\"none\" selector=\"otherwise\"><policy name=\"none\" type=\"none\"/></configuration></scheduler>\n"
-            .write(toFile: none, atomically: true, encoding: .utf8)
+        let none = try noScheduling(in: dir)
         var runs: [Run] = []
         for (label, settings) in [("none (all on node 1)", none as String?), ("balance (default.xml)", nil)] {
             runs.append(try measure(label, settings: settings, work: work, perSecond: perSecond))
@@ -81,17 +79,6 @@ struct BalanceBenchmark {
         return m
     }
 
-    var ssi: String {
-        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("ssi").path
-    }
-
-    @discardableResult
-    func ssi(_ args: [String]) throws -> String {
-        let r = try Proc.run([ssi] + args, check: false)
-        guard r.0 == 0 else { throw SSIError(.system, "ssi \(args.joined(separator: " ")) failed: \(r.1)") }
-        return r.1
-    }
 
     struct Row: Decodable { var app: Int32; var state: String; var migrations: Int }
 

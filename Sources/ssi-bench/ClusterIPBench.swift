@@ -13,7 +13,7 @@ import Glibc
 /// requests per second, p50/p99 latency and the longest gap, side by side. With
 /// `--migrate`, a third run migrates the server 2 -> 3 while a client is connected through
 /// the cluster address and reports the longest gap the client saw.
-struct ClusterIPBenchmark {
+struct ClusterIPBenchmark: RunsSSI {
     static let usage = "ssi-bench cluster-ip [--seconds S] [--rounds N] [--window W] [--migrate]"
     var seconds = 3.0
     var rounds = 3
@@ -95,15 +95,4 @@ struct ClusterIPBenchmark {
         throw SSIError(.system, "the server did not appear in ssi ports within 10 s")
     }
 
-    var ssiPath: String {
-        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("ssi").path
-    }
-
-    @discardableResult
-    func ssi(_ args: [String]) throws -> String {
-        let r = try Proc.run([ssiPath] + args, check: false)
-        guard r.0 == 0 else { throw SSIError(.system, "ssi \(args.joined(separator: " ")) failed: \(r.1)") }
-        return r.1
-    }
 }

@@ -179,11 +179,9 @@ extension ApplicationTests {
     /// memory itself at the end; refusals first (no CAN_MIGRATE, same node, unknown node):
     /// the application never stopped for them.
     @Test(.timeLimit(.minutes(4))) func migrateAroundTheCluster() throws {
-        let fixture = try TestEnv.fixture("nspids")
         try up()
         defer { try? down() }
-        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture)))
-        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        let app = try runNspids(node: 1)
         let nocap = try ssi("migrate", "\(app)", "2")
         #expect(nocap.code != 0 && nocap.out.contains("CAN_MIGRATE"), "\(nocap.out)")
         _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
@@ -224,16 +222,21 @@ extension ApplicationTests {
 }
 
 extension ApplicationTests {
+    /// Tests/Fixtures/nspids.c as a cluster application on `node`, once it says READY.
+    func runNspids(node: Int) throws -> Int32 {
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "\(node)", "--", try TestEnv.fixture("nspids"))))
+        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        return app
+    }
+
     /// Two migrations of one application asked at once (a user's while the scheduler moves
     /// it, or two users'): one moves it, the other is refused cleanly ("is migrating", or it
     /// "now runs on node N") or, coming after, moves it again; never both dumping it at once.
     /// The program checks its own state at the end.
     @Test(.timeLimit(.minutes(3))) func concurrentMigrationsOfOneApplication() throws {
-        let fixture = try TestEnv.fixture("nspids")
         try up()
         defer { try? down() }
-        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture)))
-        _ = try waitFor("READY", seconds: 5) { try ssiOK("logs", "\(app)").contains("READY 2") }
+        let app = try runNspids(node: 1)
         _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
         let results = Mutex<[(Int, (code: Int32, out: String))]>([])
         DispatchQueue.concurrentPerform(iterations: 2) { i in

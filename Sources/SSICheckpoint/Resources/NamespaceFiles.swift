@@ -48,36 +48,27 @@ enum NamespaceFiles {
     /// The interface names of the network namespace of `fd`, read by a thread of ssi that
     /// enters it (setns(2) moves only the calling thread); nil if it cannot.
     static func interfaces(inNetworkNamespace fd: Int32) -> [String]? {
-        nonisolated(unsafe) var names: [String]? = nil   // written by the thread, read after the semaphore
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            defer { done.signal() }
-            // The thread ends right after, so ssi's own namespace is not affected.
-            guard ThreadFS.enter(fd, type: 0x4000_0000 /* CLONE_NEWNET */) == 0, let list = if_nameindex() else { return }
+        let names: [String]?? = AppNamespaces.inside(fd, type: AppNamespaces.newNet) {
+            guard let list = if_nameindex() else { return nil }
             defer { if_freenameindex(list) }
             var out = [String]()
             var p = list
             while p.pointee.if_index != 0, let n = p.pointee.if_name { out.append(String(cString: n)); p += 1 }
-            names = out
-        }.start()
-        done.wait()
-        return names
+            return out
+        }
+        return names ?? nil
     }
 
     /// A new, empty network namespace, held by an fd of ssi.
     static func makeNetworkNamespace() throws -> Int32 {
-        nonisolated(unsafe) var result: (Int32, Int32) = (-1, 0)   // written by the thread, read after the semaphore
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            defer { done.signal() }
+        let result: (fd: Int32, errno: Int32) = AppNamespaces.onThread {
             let e = ThreadFS.unshareNetwork()
-            guard e == 0 else { result = (-1, e); return }
+            guard e == 0 else { return (-1, e) }
             let fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-            result = (fd, fd < 0 ? errno : 0)
-        }.start()
-        done.wait()
-        if result.0 < 0 { throw SSIError.sys("make a network namespace (unshare CLONE_NEWNET)", errno: result.1) }
-        return result.0
+            return (fd, fd < 0 ? errno : 0)
+        }
+        if result.fd < 0 { throw SSIError.sys("make a network namespace (unshare CLONE_NEWNET)", errno: result.errno, hint: "run ssi as root (CAP_SYS_ADMIN)") }
+        return result.fd
     }
 }
 

@@ -90,59 +90,89 @@ final class NamespaceSaver {
 }
 
 enum AppNamespaces {
-    /// The host and domain names of `pid`'s UTS namespace, read by a thread of ssi that
-    /// enters it (setns(2) moves only the calling thread, which ends right after).
+    /// The host and domain names of `pid`'s UTS namespace, read on a thread inside it.
     static func utsNames(of pid: Int32) -> (host: String, domain: String)? {
         let fd = open("/proc/\(pid)/ns/uts", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        nonisolated(unsafe) var result: (String, String)? = nil   // written by the thread, read after the semaphore
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            defer { done.signal() }
-            guard ThreadFS.enter(fd, type: 0x0400_0000 /* CLONE_NEWUTS */) == 0 else { return }
+        let names: (String, String)?? = inside(fd, type: newUTS) {
             var u = utsname()
-            guard uname(&u) == 0 else { return }
+            guard uname(&u) == 0 else { return nil }
             func text<T>(_ field: T) -> String {
                 withUnsafeBytes(of: field) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             }
-            result = (text(u.nodename), text(u.__domainname))   // glibc names it so without _GNU_SOURCE
-        }.start()
-        done.wait()
-        return result
+            return (text(u.nodename), text(u.__domainname))   // glibc names it so without _GNU_SOURCE
+        }
+        return names ?? nil
     }
 }
 
 extension AppNamespaces {
-    /// Per-namespace sysctls (/proc/sys/net) that programs set for themselves; saved and
-    /// written back. Others keep a new namespace's defaults.
+    /// Per-namespace sysctls (paths under /proc/sys) that programs set for themselves;
+    /// saved and written back. Others keep a new namespace's defaults.
     static let netSysctls = [
-        "ipv4/ip_default_ttl", "ipv4/ip_local_port_range", "ipv4/ip_local_reserved_ports", "ipv4/ip_unprivileged_port_start",
-        "ipv4/ping_group_range", "ipv4/ip_forward", "ipv4/ip_no_pmtu_disc", "ipv4/tcp_keepalive_time", "ipv4/tcp_keepalive_intvl",
-        "ipv4/tcp_keepalive_probes", "ipv4/tcp_fin_timeout", "ipv4/tcp_syncookies", "ipv4/tcp_timestamps", "ipv4/tcp_sack",
-        "ipv4/tcp_window_scaling", "ipv4/tcp_tw_reuse", "ipv4/tcp_fastopen", "ipv4/tcp_syn_retries", "ipv4/tcp_synack_retries",
-        "ipv4/tcp_retries2", "ipv4/tcp_ecn", "ipv4/tcp_congestion_control", "ipv4/tcp_rmem", "ipv4/tcp_wmem", "ipv4/udp_rmem_min",
-        "ipv4/udp_wmem_min", "core/somaxconn", "unix/max_dgram_qlen", "ipv6/conf/all/disable_ipv6", "ipv6/conf/lo/disable_ipv6",
+        "net/ipv4/ip_default_ttl", "net/ipv4/ip_local_port_range", "net/ipv4/ip_local_reserved_ports", "net/ipv4/ip_unprivileged_port_start",
+        "net/ipv4/ping_group_range", "net/ipv4/ip_forward", "net/ipv4/ip_no_pmtu_disc", "net/ipv4/tcp_keepalive_time", "net/ipv4/tcp_keepalive_intvl",
+        "net/ipv4/tcp_keepalive_probes", "net/ipv4/tcp_fin_timeout", "net/ipv4/tcp_syncookies", "net/ipv4/tcp_timestamps", "net/ipv4/tcp_sack",
+        "net/ipv4/tcp_window_scaling", "net/ipv4/tcp_tw_reuse", "net/ipv4/tcp_fastopen", "net/ipv4/tcp_syn_retries", "net/ipv4/tcp_synack_retries",
+        "net/ipv4/tcp_retries2", "net/ipv4/tcp_ecn", "net/ipv4/tcp_congestion_control", "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem", "net/ipv4/udp_rmem_min",
+        "net/ipv4/udp_wmem_min", "net/core/somaxconn", "net/unix/max_dgram_qlen", "net/ipv6/conf/all/disable_ipv6", "net/ipv6/conf/lo/disable_ipv6",
     ]
 
-    /// Runs `body` on a thread of ssi that has entered the namespace of `fd` (setns(2) moves
-    /// only the calling thread; the thread ends right after, so ssi's own namespaces are
-    /// untouched). nil if it could not enter.
-    static func inside<T>(_ fd: Int32, type: Int32, _ body: @escaping () -> T) -> T? {
+    /// Runs `body` on a new thread of ssi and waits for it: what it does to its own
+    /// namespaces (setns(2) and unshare(2) of the net, IPC and UTS kinds move only the
+    /// calling thread) ends with it, and ssi's stay as they were.
+    static func onThread<T>(_ body: @escaping () -> T) -> T {
         nonisolated(unsafe) var result: T? = nil   // written by the thread, read after the semaphore
         nonisolated(unsafe) let work = body        // run on that thread only, while we wait
         let done = DispatchSemaphore(value: 0)
         Thread {
             defer { done.signal() }
-            guard ThreadFS.enter(fd, type: type) == 0 else { return }
             result = work()
         }.start()
         done.wait()
-        return result
+        return result!
+    }
+
+    /// Runs `body` on a thread of ssi that has entered the namespace of `fd`; nil if it
+    /// could not enter.
+    static func inside<T>(_ fd: Int32, type: Int32, _ body: @escaping () -> T) -> T? {
+        onThread { ThreadFS.enter(fd, type: type) == 0 ? body() : nil }
+    }
+
+    /// The values of sysctls `names` (paths under /proc/sys) as the calling thread's
+    /// namespaces show them; those it cannot read are left out.
+    static func readSysctls(_ names: [String]) -> [String: String] {
+        var values = [String: String]()
+        for name in names {
+            if let v = try? ProcFS.read("/proc/sys/\(name)") { values[name] = v.trimmingCharacters(in: .whitespacesAndNewlines) }
+        }
+        return values
+    }
+
+    /// Writes the sysctls that differ; returns those the kernel refused, as "a.b.c = v".
+    static func writeSysctls(_ values: [String: String]) -> [String] {
+        var refused = [String]()
+        for (name, value) in values.sorted(by: { $0.key < $1.key }) {
+            let path = "/proc/sys/\(name)"
+            if (try? ProcFS.read(path))?.trimmingCharacters(in: .whitespacesAndNewlines) == value { continue }
+            if (try? ProcFS.write(path, value)) == nil { refused.append("\(name.replacingOccurrences(of: "/", with: ".")) = \(value)") }
+        }
+        return refused
+    }
+
+    /// A private directory for the files SSIIPC reads and writes, removed after `body`.
+    static func withScratchDirectory<T>(_ name: String, _ body: (String) throws -> T) throws -> T {
+        let dir = NSTemporaryDirectory() + "\(name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        return try body(dir)
     }
 
     static let newNet: Int32 = 0x4000_0000   // CLONE_NEWNET
     static let newIPC: Int32 = 0x0800_0000   // CLONE_NEWIPC
+    static let newUTS: Int32 = 0x0400_0000   // CLONE_NEWUTS
 
     /// IPC limits, per IPC namespace (ipc_namespaces(7) lists them), by path under /proc/sys.
     static let ipcLimits = [
@@ -158,83 +188,68 @@ extension AppNamespaces {
         let fd = open("/proc/\(pid)/ns/ipc", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SSIError.sys("open /proc/\(pid)/ns/ipc", errno: errno) }
         defer { close(fd) }
-        let dir = NSTemporaryDirectory() + "ssi-ipcns-\(getpid())-\(id)"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        typealias Saved = (limits: [String: String], objects: [(IPCKind, Int32, String)])
-        let read: Result<Saved, Error>? = inside(fd, type: newIPC) {
-            Result {
-                var limits = [String: String]()
-                for name in ipcLimits {
-                    if let v = try? ProcFS.read("/proc/sys/\(name)") { limits[name] = v.trimmingCharacters(in: .whitespacesAndNewlines) }
-                }
-                var objects = [(IPCKind, Int32, String)]()
-                for kind in IPCKind.allCases {
-                    for oid in try SysVIPC.ids(kind) {
-                        let path = "\(dir)/\(kind.rawValue)-\(oid)"
-                        try SysVIPC.checkpoint(kind: kind, id: oid, to: path)
-                        objects.append((kind, oid, path))
+        return try withScratchDirectory("ssi-ipcns-\(id)") { dir in
+            typealias Saved = (limits: [String: String], objects: [(IPCKind, Int32, String)])
+            let read: Result<Saved, Error>? = inside(fd, type: newIPC) {
+                Result {
+                    var objects = [(IPCKind, Int32, String)]()
+                    for kind in IPCKind.allCases {
+                        for oid in try SysVIPC.ids(kind) {
+                            let path = "\(dir)/\(kind.rawValue)-\(oid)"
+                            try SysVIPC.checkpoint(kind: kind, id: oid, to: path)
+                            objects.append((kind, oid, path))
+                        }
                     }
+                    return (readSysctls(ipcLimits), objects)
                 }
-                return (limits, objects)
             }
+            guard let read else { throw SSIError(.system, "could not enter the IPC namespace ipc:[\(id)] of PID \(pid); nothing was written", hint: "run ssi as root") }
+            let saved: Saved
+            do { saved = try read.get() } catch {
+                throw SSIError(.system, "saving the IPC objects of PID \(pid)'s IPC namespace ipc:[\(id)] failed: \(error); nothing was written and the application goes on",
+                               hint: "ipcs shows the namespace's objects from inside it (nsenter -t \(pid) -i ipcs); checkpoint again once they are settled")
+            }
+            var objects = [IPCNamespace.Object]()
+            for (kind, oid, path) in saved.objects {
+                let name = "ipcns-\(id)-\(kind.rawValue)-\(oid).img"
+                try writer.addFile(name, Array(try Data(contentsOf: URL(fileURLWithPath: path))), sync: false)
+                objects.append(IPCNamespace.Object(kind: kind.rawValue, id: oid, file: name))
+            }
+            return IPCNamespace(id: id, limits: saved.limits, objects: objects)
         }
-        guard let read else { throw SSIError(.system, "could not enter the IPC namespace ipc:[\(id)] of PID \(pid); nothing was written", hint: "run ssi as root") }
-        let saved: Saved
-        do { saved = try read.get() } catch {
-            throw SSIError(.system, "saving the IPC objects of PID \(pid)'s IPC namespace ipc:[\(id)] failed: \(error); nothing was written and the application goes on")
-        }
-        var objects = [IPCNamespace.Object]()
-        for (kind, oid, path) in saved.objects {
-            let name = "ipcns-\(id)-\(kind.rawValue)-\(oid).img"
-            try writer.addFile(name, Array(try Data(contentsOf: URL(fileURLWithPath: path))), sync: false)
-            objects.append(IPCNamespace.Object(kind: kind.rawValue, id: oid, file: name))
-        }
-        return IPCNamespace(id: id, limits: saved.limits, objects: objects)
     }
 
     /// Makes the IPC namespace `ns` again, held by an fd of ssi: a thread of ssi unshares
     /// one, writes the limits, then recreates every object with its key and id (SSIIPC).
     static func makeIPC(_ ns: IPCNamespace, from snapshot: any ImageReader) throws -> Int32 {
-        let dir = NSTemporaryDirectory() + "ssi-ipcns-restore-\(getpid())-\(ns.id)"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var files = [(IPCKind, String)]()
-        for o in ns.objects {
-            guard let kind = IPCKind(rawValue: o.kind) else { throw SSIError(.corrupt, "\(snapshot.location): IPC object of unknown kind \(o.kind)") }
-            let path = "\(dir)/\(o.kind)-\(o.id)"
-            try Data(try snapshot.open(o.file).readAll()).write(to: URL(fileURLWithPath: path))
-            files.append((kind, path))
-        }
-        nonisolated(unsafe) var result: Result<Int32, Error> = .failure(SSIError(.system, "no thread"))
-        let done = DispatchSemaphore(value: 0)
-        let limits = ns.limits, toRestore = files
-        Thread {
-            defer { done.signal() }
-            result = Result {
-                // The thread ends right after: ssi's own IPC namespace is untouched.
-                try IPCObjects.unshareNamespace()
-                let fd = open("/proc/thread-self/ns/ipc", O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else { throw SSIError.sys("open /proc/thread-self/ns/ipc", errno: errno) }
-                do {
-                    for (name, value) in limits.sorted(by: { $0.key < $1.key }) {
-                        let path = "/proc/sys/\(name)"
-                        if (try? ProcFS.read(path))?.trimmingCharacters(in: .whitespacesAndNewlines) == value { continue }
-                        if (try? ProcFS.write(path, value)) == nil { warn("IPC namespace ipc:[\(ns.id)]: could not set \(name) = \(value); it keeps the kernel's default") }
-                    }
-                    for (kind, path) in toRestore { try SysVIPC.restore(from: path, kind: kind) }
-                } catch {
-                    close(fd)
-                    throw error
-                }
-                return fd
+        try withScratchDirectory("ssi-ipcns-restore-\(ns.id)") { dir in
+            var files = [(IPCKind, String)]()
+            for o in ns.objects {
+                guard let kind = IPCKind(rawValue: o.kind) else { throw SSIError(.corrupt, "\(snapshot.location): IPC object of unknown kind \(o.kind)") }
+                let path = "\(dir)/\(o.kind)-\(o.id)"
+                try Data(try snapshot.open(o.file).readAll()).write(to: URL(fileURLWithPath: path))
+                files.append((kind, path))
             }
-        }.start()
-        done.wait()
-        do { return try result.get() } catch {
-            throw SSIError(.system, "making the IPC namespace ipc:[\(ns.id)] again failed: \(error); nothing was restarted")
+            let limits = ns.limits, toRestore = files
+            let made: Result<Int32, Error> = onThread {
+                Result {
+                    try IPCObjects.unshareNamespace()
+                    let fd = open("/proc/thread-self/ns/ipc", O_RDONLY | O_CLOEXEC)
+                    guard fd >= 0 else { throw SSIError.sys("open /proc/thread-self/ns/ipc", errno: errno) }
+                    do {
+                        for f in writeSysctls(limits) { warn("IPC namespace ipc:[\(ns.id)]: could not set \(f); it keeps the kernel's default") }
+                        for (kind, path) in toRestore { try SysVIPC.restore(from: path, kind: kind) }
+                    } catch {
+                        close(fd)
+                        throw error
+                    }
+                    return fd
+                }
+            }
+            do { return try made.get() } catch {
+                throw SSIError(.system, "making the IPC namespace ipc:[\(ns.id)] again failed: \(error); nothing was restarted",
+                               hint: "the snapshot is untouched: restart again once the cause is fixed")
+            }
         }
     }
 
@@ -251,11 +266,7 @@ extension AppNamespaces {
         }
         let read: (Bool, [String: String])? = inside(fd, type: newNet) {
             let up = ThreadFS.interfaceFlags("lo")
-            var values = [String: String]()
-            for name in netSysctls {
-                if let v = try? ProcFS.read("/proc/sys/net/\(name)") { values[name] = v.trimmingCharacters(in: .whitespacesAndNewlines) }
-            }
-            return ((up ?? 0) & 0x1 /* IFF_UP */ != 0, values)
+            return ((up ?? 0) & 0x1 /* IFF_UP */ != 0, readSysctls(netSysctls))
         }
         guard let read else { throw SSIError(.system, "could not enter the network namespace net:[\(id)] of PID \(pid); nothing was written", hint: "run ssi as root") }
         return NetNamespace(id: id, loopbackUp: read.0, sysctls: read.1)
@@ -265,27 +276,19 @@ extension AppNamespaces {
     /// was, the sysctls written (a value the kernel refuses is said, not fatal).
     static func makeNetwork(_ ns: NetNamespace) throws -> Int32 {
         let fd = try NamespaceFiles.makeNetworkNamespace()
-        let failed: [String]? = inside(fd, type: newNet) {
-            var bad = [String]()
+        let failed: (loUp: Bool, refused: [String])? = inside(fd, type: newNet) {
+            var loUp = true
             if ns.loopbackUp {
-                if let f = ThreadFS.interfaceFlags("lo"), ThreadFS.setInterfaceFlags("lo", f | 0x1 /* IFF_UP */) == 0 {} else { bad.append("bring lo up") }
+                if let f = ThreadFS.interfaceFlags("lo"), ThreadFS.setInterfaceFlags("lo", f | 0x1 /* IFF_UP */) == 0 {} else { loUp = false }
             }
-            for (name, value) in ns.sysctls.sorted(by: { $0.key < $1.key }) {
-                let path = "/proc/sys/net/\(name)"
-                if (try? ProcFS.read(path))?.trimmingCharacters(in: .whitespacesAndNewlines) == value { continue }
-                if (try? ProcFS.write(path, value)) == nil { bad.append("net.\(name.replacingOccurrences(of: "/", with: ".")) = \(value)") }
-            }
-            return bad
+            return (loUp, writeSysctls(ns.sysctls))
         }
-        guard let failed else {
+        guard let failed, failed.loUp else {
             close(fd)
-            throw SSIError(.system, "could not enter the network namespace made for net:[\(ns.id)]")
+            throw SSIError(.system, "could not \(failed == nil ? "enter" : "bring lo up in") the network namespace made for net:[\(ns.id)]; nothing was restarted",
+                           hint: "restart as root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
         }
-        for f in failed where f == "bring lo up" {
-            close(fd)
-            throw SSIError(.system, "could not bring lo up in the network namespace made for net:[\(ns.id)]")
-        }
-        for f in failed { warn("network namespace net:[\(ns.id)]: could not set \(f); it keeps the kernel's default") }
+        for f in failed.refused { warn("network namespace net:[\(ns.id)]: could not set \(f); it keeps the kernel's default") }
         return fd
     }
 }
@@ -296,23 +299,26 @@ extension ProcessRestorer {
     /// namespace to the process (our PID) that made it again; `parent`: the parent's saved
     /// namespaces (nil for the root, whose parent is ssi).
     func enterNamespaces(parent: ProcessNamespaces?, made: inout [String: Int32]) throws {
-        try enterNetwork(parent: parent?.net)
-        try enterIPC(parent: parent?.ipc)
+        // Network and IPC namespaces were made by ssi before the tree (sockets are built
+        // inside theirs before the root forks; SysV segments are attached by id in theirs
+        // while memory is rebuilt).
+        try enterMade("network", type: AppNamespaces.newNet, want: image.namespaces?.net?.id, parent: parent?.net?.id, fds: netNamespaces)
+        try enterMade("IPC", type: AppNamespaces.newIPC, want: image.namespaces?.ipc?.id, parent: parent?.ipc?.id, fds: ipcNamespaces)
         let want = image.namespaces?.uts
         guard want?.id != parent?.uts?.id else { return }      // inherited from the parent
         guard let want else {
             // Back in ssi's namespace, after a parent that had one of its own.
-            try joinNamespace(path: "/proc/self/ns/uts", type: 0x0400_0000, what: "ssi's UTS namespace")
+            try joinNamespace(path: "/proc/self/ns/uts", type: AppNamespaces.newUTS, what: "ssi's UTS namespace")
             return
         }
         let key = "uts:\(want.id)"
         if let holder = made[key] {
-            try joinNamespace(path: "/proc/\(holder)/ns/uts", type: 0x0400_0000, what: "the UTS namespace uts:[\(want.id)] of PID \(holder)")
+            try joinNamespace(path: "/proc/\(holder)/ns/uts", type: AppNamespaces.newUTS, what: "the UTS namespace uts:[\(want.id)] of PID \(holder)")
             return
         }
         // unshare(2) CLONE_NEWUTS: a copy of the current names, then set to the saved ones
         // (sethostname(2), setdomainname(2): the length, no NUL needed).
-        try inj.call("unshare(CLONE_NEWUTS) in PID \(pid)", .unshare, 0x0400_0000)
+        try inj.call("unshare(CLONE_NEWUTS) in PID \(pid)", .unshare, UInt64(AppNamespaces.newUTS))
         let host = try putString(want.hostname)
         try inj.call("sethostname in PID \(pid)", .sethostname, host, UInt64(want.hostname.utf8.count))
         let dom = try putString(want.domainname, 512)
@@ -320,45 +326,32 @@ extension ProcessRestorer {
         made[key] = pid
     }
 
-    /// The network namespace: ssi made it before the tree (its sockets are built inside it
-    /// before the root forks); the process enters it unless its parent already had it.
-    private func enterNetwork(parent: NetNamespace?) throws {
-        let want = image.namespaces?.net
-        guard want?.id != parent?.id else { return }
+    /// A namespace ssi made again (`fds`: saved id -> ssi's fd), entered unless the parent
+    /// had it already; nil `want`: the root's, which is ssi's.
+    private func enterMade(_ kind: String, type: Int32, want: UInt64?, parent: UInt64?, fds: [UInt64: Int32]) throws {
+        guard want != parent else { return }
         guard let want else {
-            // The root's namespace, which is ssi's.
-            try joinNamespace(path: "/proc/self/ns/net", type: UInt64(AppNamespaces.newNet), what: "the application's network namespace")
+            try joinNamespace(path: "/proc/self/ns/\(kind == "network" ? "net" : "ipc")", type: type, what: "ssi's \(kind) namespace")
             return
         }
-        guard let mine = netNamespaces[want.id] else { throw SSIError(.corrupt, "PID \(image.pid): network namespace net:[\(want.id)] was not made") }
-        let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "network namespace net:[\(want.id)]")
-        try inj.call("setns to network namespace net:[\(want.id)] in PID \(pid)", .setns, fd, UInt64(AppNamespaces.newNet))
-        try inj.call("close", .close, fd)
-    }
-
-    /// The IPC namespace, made with its objects by ssi before the tree; entered before the
-    /// process's memory is rebuilt (its SysV segments are attached by id in it).
-    private func enterIPC(parent: IPCNamespace?) throws {
-        let want = image.namespaces?.ipc
-        guard want?.id != parent?.id else { return }
-        guard let want else {
-            try joinNamespace(path: "/proc/self/ns/ipc", type: UInt64(AppNamespaces.newIPC), what: "ssi's IPC namespace")
-            return
-        }
-        guard let mine = ipcNamespaces[want.id] else { throw SSIError(.corrupt, "PID \(image.pid): IPC namespace ipc:[\(want.id)] was not made") }
-        let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "IPC namespace ipc:[\(want.id)]")
-        try inj.call("setns to IPC namespace ipc:[\(want.id)] in PID \(pid)", .setns, fd, UInt64(AppNamespaces.newIPC))
-        try inj.call("close", .close, fd)
+        guard let mine = fds[want] else { throw SSIError(.corrupt, "PID \(image.pid): \(kind) namespace \(want) of the snapshot was not made") }
+        try setns(to: mine, type: type, what: "\(kind) namespace [\(want)]")
     }
 
     /// setns(2) into the namespace of file `path` (opened by ssi, taken by the process with
     /// pidfd_getfd(2)), then closes the fd.
-    private func joinNamespace(path: String, type: UInt64, what: String) throws {
+    private func joinNamespace(path: String, type: Int32, what: String) throws {
         let mine = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard mine >= 0 else { throw SSIError.sys("open \(path) (\(what)) for PID \(pid)", errno: errno) }
         defer { close(mine) }
+        try setns(to: mine, type: type, what: what)
+    }
+
+    /// setns(2) of the process into the namespace of ssi's fd `mine` (taken with
+    /// pidfd_getfd(2)), then the taken fd closed.
+    private func setns(to mine: Int32, type: Int32, what: String) throws {
         let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: what)
-        try inj.call("setns to \(what) in PID \(pid)", .setns, fd, type)
+        try inj.call("setns to \(what) in PID \(pid)", .setns, fd, UInt64(type))
         try inj.call("close", .close, fd)
     }
 }
