@@ -22,6 +22,7 @@
 #include <sys/vfs.h>
 #include <net/if.h>
 #include <linux/sockios.h>
+#include <linux/if_tun.h>
 
 #ifndef SYS_clone3
 #define SYS_clone3 435
@@ -486,3 +487,14 @@ long cssi_fs_type(const char *path) {
 
 long cssi_rt_sigqueueinfo(int tgid, int sig, const void *info) { return neg_errno(syscall(SYS_rt_sigqueueinfo, tgid, sig, info)); }
 long cssi_rt_tgsigqueueinfo(int tgid, int tid, int sig, const void *info) { return neg_errno(syscall(SYS_rt_tgsigqueueinfo, tgid, tid, sig, info)); }
+
+int cssi_tun_open(const char *name) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    struct ifreq r;
+    memset(&r, 0, sizeof r);
+    r.ifr_flags = IFF_TUN | IFF_NO_PI;
+    strncpy(r.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &r) < 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}

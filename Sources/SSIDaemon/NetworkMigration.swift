@@ -22,12 +22,17 @@ extension ServiceBlock {
 final class NetworkMigrationHooks: MigrationHooks {
     let net: NetworkSubsystem
     private let locked = Mutex<[Int32: [UInt16]]>([:])
+    /// Applications whose own address is held on this node (a migration's source).
+    private let addressLocked = Mutex<[Int32: (address: String, target: NodeID)]>([:])
 
     init(net: NetworkSubsystem) { self.net = net }
 
     static func lockTable(_ app: Int32) -> String { "ssi-mig-\(app)" }
 
     func sourceWillFreeze(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan {
+        if net.apps != nil, let address = await net.appAddress.withLock({ $0 })(app) {
+            return try holdAddress(app: app, root: root, address: address, to: target)
+        }
         guard let ip = net.clusterIP else { return MigrationPlan() }
         let all = Connections.established(root: root)
         let inside = Connections.internalPairs(all)
@@ -45,14 +50,69 @@ final class NetworkMigrationHooks: MigrationHooks {
         return MigrationPlan(tcpEstablished: !outside.isEmpty)
     }
 
+    /// An application with an address of its own (AppNetwork.swift): in its namespace,
+    /// every connection to a peer outside it is from its address, which goes with it; so
+    /// they all follow it (the engine saves them with TCP_REPAIR), and its address's
+    /// packets are dropped on this node from now on, so that the copy about to go
+    /// acknowledges nothing sent after the snapshot (the peer's TCP sends it again, to the
+    /// target once the routes turn).
+    private func holdAddress(app: Int32, root: Int32, address: String, to target: NodeID) throws -> MigrationPlan {
+        let all = Connections.established(root: root)
+        let inside = Connections.internalPairs(all)
+        let outside = all.filter { !inside.contains($0.inode) }
+        if let other = outside.first(where: { $0.local != address }) {
+            throw SSIError(.unsupported, "application \(app) has a TCP connection \(other.description) that is not from its address \(address): it cannot follow the application to node \(target); nothing was changed",
+                           hint: "close that connection first")
+        }
+        let hold = net.apps?.packetHold
+        addressLocked.withLock { $0[app] = (address, target) }
+        let logger = net.core.logger, n = outside.count
+        // From the freeze on (before the sockets are read), not before the memory copy: the
+        // peers' traffic stops for the freeze only.
+        let lock: @Sendable () throws -> Void = {
+            try AppAddressLock.lock(app: app, address: address, holding: hold != nil)
+            do { try hold?.hold(address) } catch {
+                AppAddressLock.unlock(app: app)
+                throw error
+            }
+            logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s))")
+        }
+        return MigrationPlan(tcpEstablished: !outside.isEmpty, whenFrozen: [lock])
+    }
+
     /// The source copy is stopped: every connection it has through the cluster address (one
-    /// accepted between the lock and the freeze included) is silenced.
+    /// accepted between the lock and the freeze included), or from its own address, is
+    /// silenced.
     func sourceWillKill(app: Int32, root: Int32) async {
+        if let (address, target) = addressLocked.withLock({ $0[app] }) {
+            // The target's copy runs: what was held goes there.
+            if let hop = net.core.membership.view[target]?.host, let hold = net.apps?.packetHold {
+                let n = hold.release(address, route: ["via", hop])
+                net.core.logger.info("network: application \(app): \(n) packet(s) held during the move passed on to node \(target)")
+            }
+            let all = Connections.established(root: root)
+            let inside = Connections.internalPairs(all)
+            Connections.silence(all.filter { !inside.contains($0.inode) })
+            return
+        }
         guard let ip = net.clusterIP, locked.withLock({ $0[app] }) != nil else { return }
         Connections.silence(Connections.established(root: root).filter { $0.local == ip })
     }
 
     func sourceDidFinish(app: Int32, committed: Bool) async {
+        if let (address, _) = addressLocked.withLock({ $0.removeValue(forKey: app) }) {
+            if committed {
+                // Every node's route turns to the target; the source copy's namespace went
+                // with its processes.
+                await net.refreshEverywhere()
+            } else if let hold = net.apps?.packetHold {
+                // It goes on here: its link route back, and what was held is its own.
+                let src = net.apps?.myAddress.map { ["src", $0] } ?? []
+                hold.release(address, route: ["dev", AppSubnet.hostInterface(app), "scope", "link"] + src)
+            }
+            AppAddressLock.unlock(app: app)
+            return
+        }
         guard locked.withLock({ $0.removeValue(forKey: app) }) != nil else { return }
         let table = Self.lockTable(app)
         if !committed { Connections.unlock(table: table); return }

@@ -17,6 +17,7 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     static let name = "network"
     static let configuration: [ConfigKey] = [
         ConfigKey("cluster-ip", default: "", help: "the cluster's one address for the outside world (IPv4, on no node); empty: none"),
+        ConfigKey("app-subnet", default: "", help: "the application network (IPv4 subnet, e.g. 10.78.0.0/16, the same on every node): `ssi run --net app` gives an application an address of its own there; empty: none"),
     ]
     static let portsSet = "ports"
     static let claimsSet = "port-claims"
@@ -29,6 +30,12 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     let localApps = Mutex<@Sendable () async -> [(app: Int32, root: Int32, leaving: Bool)]>({ [] })
     /// Whether an application exists and has not stopped (Wiring.swift).
     let appAlive = Mutex<@Sendable (Int32) async -> Bool>({ _ in true })
+    /// Application addresses (AppNetworkSide.swift), when network.app-subnet is set.
+    let apps: AppNetworkSide?
+    /// (address, node) of every application with an address that has not stopped (Wiring.swift).
+    let appAddresses = Mutex<@Sendable () async -> [(address: String, node: NodeID)]>({ [] })
+    /// The address of one application, nil when it has none (Wiring.swift).
+    let appAddress = Mutex<@Sendable (Int32) async -> String?>({ _ in nil })
 
     struct NetworkState {
         var published: NodePorts?
@@ -41,7 +48,9 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         self.core = core
         let ip = settings["cluster-ip"] ?? ""
         clusterIP = ip.isEmpty ? nil : try ClusterAddress.parse(ip)
-        if clusterIP != nil { try NodeNetwork.requireNft(node: core.config.node) }
+        let subnet = settings["app-subnet"] ?? ""
+        apps = subnet.isEmpty ? nil : AppNetworkSide(subnet: try AppSubnet(parsing: subnet), core: core)
+        if clusterIP != nil || apps != nil { try NodeNetwork.requireNft(node: core.config.node) }
     }
 
     var serviceBlock: ServiceBlock? { .network }
@@ -107,6 +116,7 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
                 published.append(p)
             }
         }
+        if let apps { try apps.route(await appAddresses.withLock({ $0 })()) }
         let claims = try await liveClaims()
         let table = PortTable(published, claims: claims, online: Set(online))
         state.withLock { $0.table = table }

@@ -45,7 +45,17 @@ extension NodeDaemon {
             net.appAlive.withLock { f in
                 f = { app in ((try? await records.record(app)).map { $0.state != .stopped }) ?? false }
             }
-            // Connections through the cluster address follow their server when it moves.
+            net.appAddresses.withLock { f in
+                f = {
+                    ((try? await records.list()) ?? []).compactMap { r in
+                        r.state == .stopped ? nil : r.address.map { ($0, r.node) }
+                    }
+                }
+            }
+            net.appAddress.withLock { f in f = { app in (try? await records.record(app))?.address } }
+            if let side = net.apps { apps.appNetwork.withLock { $0 = side } }
+            // Connections through the cluster address follow their server when it moves,
+            // and those of an application's own address follow it.
             apps.migrationHooks.withLock { $0.append(NetworkMigrationHooks(net: net)) }
         }
         let sched = parts.lazy.compactMap({ $0 as? SchedulerSubsystem }).first

@@ -16,6 +16,8 @@ import Glibc
 /// finds it: the supervisor's pid, every child's pid, configs, logs, sockets, etcd's data.
 public struct LocalCluster: Sendable {
     public static let subnet = "10.77.0"
+    /// The application network of a namespace local cluster (network.app-subnet).
+    public static let appSubnet = "10.78.0.0/16"
     /// The instance's name, from `SSI_CLUSTER_NAME` (empty by default). Two engineers, or two
     /// test runs, on one machine give different names and get separate state directories and
     /// namespaces; addresses can repeat because each instance has namespaces of its own.
@@ -120,6 +122,9 @@ public struct LocalCluster: Sendable {
             apps.logs = \(dir)/node\(k)/log
             """
             if let clusterIP { conf += "\nnetwork.cluster-ip = \(clusterIP)" }
+            // Application addresses (`ssi run --net app`) need each node in a network
+            // namespace of its own: the nodes route the subnet among themselves.
+            if netns { conf += "\nnetwork.app-subnet = \(Self.appSubnet)" }
             let groups = cpuGroups(k)
             if cpus != nil, !groups.isEmpty {
                 // --cpus: the node's applications share its groups' CPUs; the daemon stays

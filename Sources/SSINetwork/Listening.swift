@@ -28,11 +28,14 @@ public enum ListeningSockets {
         }
         guard !inodes.isEmpty else { return [] }
         var out: [PortEntry] = []
-        for pid in namespaces.values {
+        // Only a socket of the node's own namespace receives what comes to the node; one in
+        // a namespace of the application's (its own address, AppNetwork.swift) does not.
+        let nodeNamespace = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+        for (ns, pid) in namespaces {
             for (file, proto, v6) in [("tcp", PortProtocol.tcp, false), ("tcp6", .tcp, true), ("udp", .udp, false), ("udp6", .udp, true)] {
                 guard let text = try? ProcFS.read("/proc/\(pid)/net/\(file)") else { continue }
                 for row in parse(text, proto: proto, v6: v6) where inodes.contains(row.inode) {
-                    let exposed = row.address == "0.0.0.0" || row.address == "::" || row.address == clusterIP
+                    let exposed = ns == nodeNamespace && (row.address == "0.0.0.0" || row.address == "::" || row.address == clusterIP)
                     out.append(PortEntry(port: row.port, proto: proto, app: app, node: node, address: row.address, exposed: exposed))
                 }
             }

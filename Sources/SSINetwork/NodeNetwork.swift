@@ -112,8 +112,8 @@ public struct NodeNetwork: Sendable {
     public static func requireNft(node: NodeID) throws {
         let found = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].contains { (p: String) in access(p, X_OK) == 0 }
         if !found {
-            throw SSIError(.notFound, "node \(node): nft (nftables) is not installed, and the cluster address needs it",
-                           hint: "run scripts/setup-cluster.sh as root (it installs nftables), or leave network.cluster-ip empty")
+            throw SSIError(.notFound, "node \(node): nft (nftables) is not installed, and the cluster address and application addresses need it",
+                           hint: "run scripts/setup-cluster.sh as root (it installs nftables), or leave network.cluster-ip and network.app-subnet empty")
         }
     }
 }

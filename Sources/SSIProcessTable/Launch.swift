@@ -16,8 +16,11 @@ public struct LaunchSpec: Codable, Sendable, Equatable {
     /// Send stdout/stderr to a log on the node even when the caller's fds came along.
     public var log: Bool
     public var caps: [String]
-    public init(command: [String], environment: [String: String], directory: String, node: NodeID?, log: Bool, caps: [String] = []) {
+    /// `--net`: nil is the node's network.
+    public var network: NetworkMode?
+    public init(command: [String], environment: [String: String], directory: String, node: NodeID?, log: Bool, caps: [String] = [], network: NetworkMode? = nil) {
         (self.command, self.environment, self.directory, self.node, self.log, self.caps) = (command, environment, directory, node, log, caps)
+        self.network = network
     }
 }
 
@@ -25,7 +28,8 @@ extension NodeApplications {
     /// Starts a cluster application on this node: ssi-init as process 1 of a new PID
     /// namespace (pid_namespaces(7)) with a mount namespace of its own where it mounts the
     /// namespace's /proc (`--proc`), the command as process 2; a child of this daemon (which
-    /// reaps it and learns its status), in this node's network namespace, born in the cgroup
+    /// reaps it and learns its status), in this node's network namespace or (`--net app`)
+    /// one of its own with its address, born in the cgroup
     /// `ssi/app-<id>` (clone3 CLONE_INTO_CGROUP, so no fork escapes the freezer). `stdio`:
     /// the caller's fds 0-2 passed over the control socket; nil: a log on this node.
     public func launch(_ spec: LaunchSpec, stdio: [Int32]?) async throws -> AppRecord {
@@ -38,6 +42,18 @@ extension NodeApplications {
             throw SSIError(.notFound, "node \(me): ssi-init is not at \(initPath)", hint: "install ssi-init beside ssid (swift build builds it)")
         }
         let id = try await freshID()
+        // Its own network namespace and address (`--net app`), made before the init, which
+        // is born in it: nothing of the application ever runs in the node's network.
+        var address: String? = nil
+        if spec.network == .app {
+            guard let net = appNetwork.withLock({ $0 }) else {
+                throw SSIError(.unsupported, "node \(me) gives applications no address of their own: network.app-subnet is not set",
+                               hint: "set network.app-subnet in ssid's configuration (the local cluster sets it), or run with --net node")
+            }
+            address = try net.address(for: id)
+        }
+        let netFD = try attachNetwork(app: id, address: address)
+        defer { if let netFD { close(netFD) } }
         var o = SpawnOptions()
         var logNode: NodeID? = nil
         if let stdio, stdio.count == 3, !spec.log {
@@ -59,7 +75,9 @@ extension NodeApplications {
         let pid: Int32
         do {
             defer { if let group { close(group) } }
-            pid = try Spawn.start([initPath, "--proc"] + joinArguments() + ["--"] + spec.command, o)
+            let argv = [initPath, "--proc"] + joinArguments() + ["--"] + spec.command, opts = o
+            // clone(2) gives the child the network namespace of the thread that calls it.
+            pid = try netFD.map { fd in try Spawn.inNetwork(fd) { try Spawn.start(argv, opts) } } ?? Spawn.start(argv, opts)
         } catch {
             if let freezer { rmdir(freezer.path(id)) }
             throw SSIError(.system, "node \(me): cannot start \(program) as application \(id): \(error)",
@@ -68,6 +86,7 @@ extension NodeApplications {
         var r = AppRecord(app: id, node: me, pid: pid, command: spec.command, started: Self.now())
         r.log_node = logNode
         r.caps = spec.caps
+        r.address = address
         do { try await table.insert(r) } catch {
             kill(pid, SIGKILL)
             throw error

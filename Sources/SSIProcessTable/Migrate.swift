@@ -71,6 +71,8 @@ extension NodeApplications {
         o.applicationID = app
         o.killSignal = .stop
         o.tcpEstablished = plan.tcpEstablished
+        let atFreeze = plan.whenFrozen
+        if !atFreeze.isEmpty { o.whenFrozen = { for f in atFreeze { try f() } } }
         let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc
         // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
         // that fails leaves nothing there and the application running here (the engine lets
@@ -127,6 +129,12 @@ extension NodeApplications {
         var o = CheckpointEngine.RestartOptions()
         o.takeOver = true
         o.tcpEstablished = m.tcpEstablished ?? false
+        // An application with an address gets its namespace here, address and link, before
+        // its processes and sockets are rebuilt inside it.
+        let address = try await table.record(app).address
+        let netFD = try attachNetwork(app: app, address: address)
+        defer { if let netFD { close(netFD) } }
+        o.rootNetwork = netFD
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         clock.mark("migrate in: restart")

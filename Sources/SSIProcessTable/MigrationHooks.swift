@@ -23,10 +23,17 @@ public protocol MigrationHooks: Sendable {
 }
 
 /// What the hooks ask of the migration's checkpoint.
-public struct MigrationPlan: Sendable, Equatable {
+public struct MigrationPlan: Sendable {
     /// Save TCP connections to peers outside the application and rebuild them on the target.
     public var tcpEstablished = false
-    public init(tcpEstablished: Bool = false) { self.tcpEstablished = tcpEstablished }
+    /// Run once the application is frozen, before its fds are read (the engine's
+    /// CheckpointOptions.whenFrozen): a network lock placed there stops the application's
+    /// traffic for the freeze only, not while its memory is copied.
+    public var whenFrozen: [@Sendable () throws -> Void] = []
+    public init(tcpEstablished: Bool = false, whenFrozen: [@Sendable () throws -> Void] = []) {
+        self.tcpEstablished = tcpEstablished
+        self.whenFrozen = whenFrozen
+    }
 }
 
 extension MigrationHooks {
@@ -47,6 +54,7 @@ extension NodeApplications {
             do {
                 let p = try await h.sourceWillFreeze(app: app, root: root, to: target)
                 plan.tcpEstablished = plan.tcpEstablished || p.tcpEstablished
+                plan.whenFrozen += p.whenFrozen
             } catch {
                 for done in all.prefix(i) { await done.sourceDidFinish(app: app, committed: false) }
                 throw error

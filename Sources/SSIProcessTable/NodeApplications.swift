@@ -34,6 +34,8 @@ public final class NodeApplications: Sendable {
     public let cpuGroups = Mutex<[String]>([])
     /// What follows an application when it moves, besides its processes (MigrationHooks.swift).
     public let migrationHooks = Mutex<[any MigrationHooks]>([])
+    /// Application addresses, when this node has an application subnet (AppNetworkHook.swift).
+    public let appNetwork = Mutex<(any ApplicationNetwork)?>(nil)
 
     public init(table: ProcessTable, rpc: RPCNode, snapshots: String, logs: String, initPath: String, logger: Logger) {
         self.table = table

@@ -31,6 +31,9 @@ public struct AppRecord: Codable, Sendable, Equatable {
     /// The node keeping its stdout/stderr log, when it has one (no caller's files).
     public var log_node: NodeID?
     public var migrations: Int
+    /// Its own address in the cluster's application network (`ssi run --net app`), which
+    /// it keeps wherever it runs; nil: it uses its node's network.
+    public var address: String?
     /// Percent of one CPU it used over the scheduler's last sample (`ssi ps`); filled in
     /// when the list is read, never stored.
     public var cpu: Double?

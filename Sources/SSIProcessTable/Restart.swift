@@ -31,7 +31,13 @@ extension NodeApplications {
         }
         if !store.versions(app).contains(v) { try await fetchForRestart(app, v, catalog) }
         let engine = CheckpointEngine(store: store)
-        let r = try await Self.onThread { try engine.restart(app: app, version: v) }
+        // Its address comes back with it: its namespace is made here first.
+        let netFD = try attachNetwork(app: app, address: rec.address)
+        defer { if let netFD { close(netFD) } }
+        var o = CheckpointEngine.RestartOptions()
+        o.rootNetwork = netFD
+        let opts = o
+        let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         joinCPUGroups(root: r.pid)
         watch(app: app, pid: r.pid)
         let me = self.me

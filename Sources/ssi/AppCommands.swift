@@ -72,13 +72,13 @@ enum ClusterApps {
     /// `ssi run` in cluster mode. In the local cluster the CLI reaches node N's socket itself
     /// and passes its fds 0-2 (SCM_RIGHTS: the caller and the node are the same machine);
     /// otherwise its own node's daemon forwards the launch and the application logs on N.
-    static func launch(_ cmd: [String], node: Int?, log: Bool) throws -> AppRecord {
+    static func launch(_ cmd: [String], node: Int?, log: Bool, network: NetworkMode? = nil) throws -> AppRecord {
         let lc = LocalCluster()
         let local = lc.plan() != nil && ProcessInfo.processInfo.environment["SSI_CONTROL"] == nil
         let env = ProcessInfo.processInfo.environment
         let cwd = FileManager.default.currentDirectoryPath
         let spec = LaunchSpec(command: cmd, environment: env, directory: cwd,
-                              node: local ? nil : node.map { UInt8($0) }, log: log)
+                              node: local ? nil : node.map { UInt8($0) }, log: log, network: network)
         let conn = try connect(node: local ? node : nil)
         let pass: [Int32] = (local || node == nil) && !log ? [0, 1, 2] : []
         return try conn.send(.apps(.launch(spec)), timeout: 60, passing: pass).application()
@@ -107,6 +107,8 @@ enum ClusterApps {
     }
 }
 
+extension NetworkMode: ExpressibleByArgument {}
+
 struct PS: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ps", abstract: "Every application of the cluster, from any node.")
     @Flag(help: "Print JSON: one object per application.") var json = false
@@ -120,12 +122,14 @@ struct PS: ParsableCommand {
                 print(String(decoding: try e.encode(apps), as: UTF8.self))
                 return
             }
-            print("APP        NODE STATE     PID      PROCS CPU    RSS        STARTED               COMMAND")
+            // The ADDRESS column only when some application has an address of its own.
+            let addresses = apps.contains { $0.address != nil }
+            print("APP        NODE STATE     PID      PROCS CPU    RSS        " + (addresses ? "ADDRESS         " : "") + "STARTED               COMMAND")
             for a in apps {
                 func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
                 let rss = a.rss_bytes >= 1 << 20 ? "\(a.rss_bytes >> 20) MiB" : "\(a.rss_bytes >> 10) KiB"
                 print(pad("\(a.app)", 10) + " " + pad("\(a.node)", 4) + " " + pad(a.state.rawValue, 9) + " " + pad("\(a.pid)", 8) + " "
-                      + pad("\(a.processes)", 5) + " " + pad(a.cpu.map { String(format: "%.0f%%", $0) } ?? "-", 6) + " " + pad(rss, 10) + " " + pad(a.started, 21) + " " + a.command.joined(separator: " "))
+                      + pad("\(a.processes)", 5) + " " + pad(a.cpu.map { String(format: "%.0f%%", $0) } ?? "-", 6) + " " + pad(rss, 10) + " " + (addresses ? pad(a.address ?? "-", 15) + " " : "") + pad(a.started, 21) + " " + a.command.joined(separator: " "))
             }
         } catch { appsFail(error) }
     }

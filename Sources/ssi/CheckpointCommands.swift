@@ -41,6 +41,7 @@ struct Run: ParsableCommand {
     @Flag(help: "Start it here, as a node-local application, even when a daemon runs.") var local = false
     @Flag(help: "Cluster mode: send its stdout and stderr to a log on its node (ssi logs APP).") var log = false
     @Option(name: .customLong("exclusive-port"), help: "Cluster mode: this application alone gets the cluster address's connections to port P (repeatable); refused if another application has P.") var exclusivePorts: [UInt16] = []
+    @Option(help: "Cluster mode: app gives it a network namespace and an address of its own in the application network, which it keeps when it moves, with its connections to other applications (docs/streams.md); node (the default) runs it in its node's network.") var net: NetworkMode?
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var command: [String] = []
 
     /// `ssi run --help` (or -h) before the command: the arguments after `--`, or from the
@@ -61,7 +62,7 @@ struct Run: ParsableCommand {
             do {
                 let node = try ClusterApps.node(self.node)
                 try ExclusivePorts.check(exclusivePorts, node: node)
-                let r = try ClusterApps.launch(cmd, node: node, log: log)
+                let r = try ClusterApps.launch(cmd, node: node, log: log, network: net)
                 try ExclusivePorts.claim(exclusivePorts, app: r.app, node: node)
                 // The daemon that launched it records the event (ProcessTableSubsystem).
                 if let output { try "\(r.app)\n".write(toFile: output, atomically: true, encoding: .utf8) }
@@ -70,6 +71,9 @@ struct Run: ParsableCommand {
                 if background { return }
                 throw ExitCode(try ClusterApps.wait(r.app, node: node))
             } catch let e as SSIError { fail(e) }
+        }
+        if net != nil {
+            fail(SSIError(.invalidArgument, "--net needs a cluster (a daemon): application addresses are the cluster's", hint: "drop --local, or start ssid (ssi cluster up)"))
         }
         if !exclusivePorts.isEmpty {
             fail(SSIError(.invalidArgument, "--exclusive-port needs a cluster (a daemon): ports are claimed in the cluster's port table", hint: "drop --local, or start ssid (ssi cluster up)"))

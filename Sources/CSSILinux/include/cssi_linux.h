@@ -103,6 +103,10 @@ long cssi_ioctl_long(int fd, unsigned long request, unsigned long arg);
 long cssi_unshare_fs(void);
 // unshare(CLONE_NEWNET) for the calling thread; setns(2) of the calling thread; -errno.
 long cssi_unshare_net(void);
+// Opens /dev/net/tun and attaches the fd to a layer-3 tun interface `name` (made if missing;
+// IFF_TUN | IFF_NO_PI: each read or write is one bare IP packet; netdevice(7), the kernel's
+// Documentation/networking/tuntap.rst). Returns the fd (close-on-exec) or -errno.
+int cssi_tun_open(const char *name);
 long cssi_setns(int fd, int nstype);
 // Flags of network interface `name` (SIOCGIFFLAGS, netdevice(7)) in the calling thread's
 // network namespace, or -errno; cssi_if_set_flags sets them (SIOCSIFFLAGS).

@@ -93,6 +93,7 @@ extension CheckpointEngine {
             phase.mark("checkpoint: seize")
             let t0 = DispatchTime.now()
             phase.mark("checkpoint: stop every task")
+            try options.whenFrozen?()
             try ProcessDumper.refuseOwnNamespaces(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             let fdTables = try describeFiles(seized, options: options)

@@ -31,6 +31,10 @@ public struct CheckpointEngine: Sendable {
         public var applicationID: Int32? = nil
         /// Save TCP connections to peers outside the application (`--tcp-established`).
         public var tcpEstablished = false
+        /// Called once every task is stopped, before any fd is read (a migration holds the
+        /// application's network there, so that its sockets change no more until they are
+        /// saved); a throw fails the checkpoint, the application going on.
+        public var whenFrozen: (@Sendable () throws -> Void)? = nil
         public init() {}
     }
 

@@ -30,6 +30,11 @@ extension CheckpointEngine {
         /// names (unix socket paths, FIFO bytes) on this machine or a shared file system, and
         /// the restart takes them over (NameTakeover.swift).
         public var takeOver = false
+        /// The network namespace the root goes into, where its own was not saved (an fd of
+        /// the caller, kept open by it): a cluster application's own namespace with its
+        /// address, made again on this node before the restart (SSINetwork/AppNetwork.swift).
+        /// Its sockets are built inside it. nil: the caller's namespace.
+        public var rootNetwork: Int32? = nil
 
         public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
@@ -212,6 +217,7 @@ final class RestartSession {
             pr.fsObjects = fsObjects
             pr.takeover = takeover
             pr.netNamespaces = netNamespaces
+            pr.rootNetwork = options.rootNetwork
             pr.ipcNamespaces = ipcNamespaces
             pr.ptys = ptys
             pr.pidNamespaceInit = ownNamespace
@@ -219,7 +225,7 @@ final class RestartSession {
             pr.useCallerTerminal = options.useCallerTerminal
             pr.inheritFDs = Dictionary(uniqueKeysWithValues: inherited.map { ($0, $0) })
             restorers.append(pr)
-            try pr.enterNamespaces(parent: image.pid == root.pid ? nil : byPID[image.ppid]?.namespaces, made: &madeNamespaces)
+            try pr.enterNamespaces(parent: image.pid == root.pid ? nil : byPID[image.ppid]?.namespaces, isRoot: image.pid == root.pid, made: &madeNamespaces)
             try pr.becomeSessionLeaderIfNeeded()
             // Memory and files first, then the children: they are forked from the restored
             // process, so the pages it shared copy-on-write with them are shared again.

@@ -39,6 +39,8 @@ final class ProcessRestorer {
     var takeover: NameTakeover?
     /// Network namespaces the application made, made again by ssi (saved id -> ssi's fd).
     var netNamespaces: [UInt64: Int32] = [:]
+    /// The network namespace that stands for the root's (RestartOptions.rootNetwork).
+    var rootNetwork: Int32? = nil
     /// IPC namespaces the application made, made again with their objects by ssi.
     var ipcNamespaces: [UInt64: Int32] = [:]
     /// Signals of a stopped process queued by ssi once it is stopped again (detach).

@@ -298,10 +298,13 @@ extension ProcessRestorer {
     /// them) and before anything that depends on them is rebuilt. `made` maps a saved
     /// namespace to the process (our PID) that made it again; `parent`: the parent's saved
     /// namespaces (nil for the root, whose parent is ssi).
-    func enterNamespaces(parent: ProcessNamespaces?, made: inout [String: Int32]) throws {
+    func enterNamespaces(parent: ProcessNamespaces?, isRoot: Bool, made: inout [String: Int32]) throws {
         // Network and IPC namespaces were made by ssi before the tree (sockets are built
         // inside theirs before the root forks; SysV segments are attached by id in theirs
         // while memory is rebuilt).
+        // The root of an application whose own network namespace the node made again
+        // (RestartOptions.rootNetwork) enters it first; its children inherit it.
+        if isRoot, let rootNetwork { try setns(to: rootNetwork, type: AppNamespaces.newNet, what: "the application's network namespace") }
         try enterMade("network", type: AppNamespaces.newNet, want: image.namespaces?.net?.id, parent: parent?.net?.id, fds: netNamespaces)
         try enterMade("IPC", type: AppNamespaces.newIPC, want: image.namespaces?.ipc?.id, parent: parent?.ipc?.id, fds: ipcNamespaces)
         let want = image.namespaces?.uts
@@ -331,6 +334,11 @@ extension ProcessRestorer {
     private func enterMade(_ kind: String, type: Int32, want: UInt64?, parent: UInt64?, fds: [UInt64: Int32]) throws {
         guard want != parent else { return }
         guard let want else {
+            // Back in the root's namespace, after a parent that had one of its own.
+            if kind == "network", let rootNetwork {
+                try setns(to: rootNetwork, type: type, what: "the application's network namespace")
+                return
+            }
             try joinNamespace(path: "/proc/self/ns/\(kind == "network" ? "net" : "ipc")", type: type, what: "ssi's \(kind) namespace")
             return
         }

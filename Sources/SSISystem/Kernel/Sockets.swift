@@ -199,3 +199,14 @@ public enum ThreadFS {
         return r < 0 ? Int32(-r) : 0
     }
 }
+
+/// A layer-3 tun interface of this network namespace (Documentation/networking/tuntap.rst):
+/// what the kernel routes to it is read from the fd, one IP packet per read; what is
+/// written to the fd is received by the kernel as if it came in on that interface.
+public enum TunDevice {
+    public static func open(_ name: String) throws -> Int32 {
+        let fd = cssi_tun_open(name)
+        if fd < 0 { throw SSIError.sys("open tun interface \(name) (/dev/net/tun)", errno: -fd, hint: "needs root (CAP_NET_ADMIN) and a kernel with CONFIG_TUN") }
+        return fd
+    }
+}

@@ -1,3 +1,4 @@
+import Foundation
 import CSSILinux
 #if canImport(Glibc)
 import Glibc
@@ -84,6 +85,23 @@ public enum WaitStatus: Sendable, Equatable {
 /// the tests). No Swift code runs between clone and exec: the C spawner `cssi_spawn` does
 /// it all, and reports an exec failure as the errno it got.
 public enum Spawn {
+    /// Runs `body` on a thread of its own that has entered the network namespace of `fd`
+    /// (setns(2) moves the calling thread only), and waits for it: a process `body` starts
+    /// is born in that namespace, since clone(2) copies the calling thread's namespaces.
+    /// No thread of ours stays in it.
+    public static func inNetwork<T>(_ fd: Int32, _ body: @escaping () throws -> T) throws -> T {
+        nonisolated(unsafe) var result: Result<T, Error>? = nil
+        nonisolated(unsafe) let work = body
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            defer { done.signal() }
+            let e = ThreadFS.enter(fd, type: 0x4000_0000 /* CLONE_NEWNET */)
+            result = e == 0 ? Result { try work() } : .failure(SSIError.sys("setns into the network namespace of fd \(fd)", errno: e))
+        }.start()
+        done.wait()
+        return try result!.get()
+    }
+
     /// Starts `argv` (looked up in PATH) and returns its pid. Throws what clone3, an open of
     /// a stdio file, chdir or exec refused, naming the program.
     public static func start(_ argv: [String], _ options: SpawnOptions = SpawnOptions()) throws -> pid_t {

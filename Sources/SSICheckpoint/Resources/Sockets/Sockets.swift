@@ -218,6 +218,8 @@ final class SocketRebuilder {
 
     /// Network namespaces the application made (saved id -> ssi's fd on the one made again).
     var netNamespaces: [UInt64: Int32] = [:]
+    /// The root's network namespace when it is not ssi's (RestartOptions.rootNetwork).
+    var rootNetwork: Int32? = nil
 
     /// Builds every socket: those of the root's network namespace here, the others on a
     /// thread of ssi inside their namespace (socket(2) makes a socket in the calling thread's
@@ -225,7 +227,13 @@ final class SocketRebuilder {
     /// that talk to each other (a pair, a connection, a datagram peer) are in one namespace.
     func build(_ held: [FileDescriptorImage]) throws {
         let groups = Dictionary(grouping: held) { $0.socket?.netns }
-        try buildSockets(groups[nil] ?? [])
+        if let rootNetwork {
+            let outcome: Result<Void, Error>? = AppNamespaces.inside(rootNetwork, type: AppNamespaces.newNet) { Result { try self.buildSockets(groups[nil] ?? []) } }
+            guard let outcome else { throw SSIError(.system, "could not enter the application's network namespace to rebuild its sockets") }
+            try outcome.get()
+        } else {
+            try buildSockets(groups[nil] ?? [])
+        }
         for (ns, list) in groups.sorted(by: { ($0.key ?? 0) < ($1.key ?? 0) }) {
             guard let ns else { continue }
             guard let fd = netNamespaces[ns] else { throw SSIError(.corrupt, "sockets of network namespace net:[\(ns)], which no process of the snapshot is in") }
@@ -290,6 +298,7 @@ extension ProcessRestorer {
     func takeSockets(_ shared: SharedDescriptions) throws {
         let sockets = SocketRebuilder()
         sockets.netNamespaces = netNamespaces
+        sockets.rootNetwork = rootNetwork
         sockets.pipes = pipes
         sockets.takeover = takeover
         defer { sockets.closeAll() }

@@ -190,9 +190,13 @@ extension SocketRebuilder {
         if r.sack { opts += [4, 0] }
         if r.timestamps { opts += [8, 0] }
         try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on \(what)")
-        // Only what had been sent goes back into the send queue in repair mode; the unsent
-        // rest is written once out of it (buildTCP), after the sequence of the sent part.
-        let unsent = Int(min(r.unsent ?? 0, UInt32(r.sendQueue.count)))
+        // The whole send queue is written once out of repair mode (buildTCP), from the
+        // first unacknowledged byte: the part already sent would otherwise count as sent
+        // and go out again only after a retransmission timeout, which is a full second on a
+        // socket that has measured no round trip yet (TCP_TIMEOUT_INIT); written anew, it
+        // goes out at once. A peer that had it already just acknowledges it again (RFC
+        // 2883, D-SACK). The unsent part was never seen by the peer either way.
+        let unsent = r.sendQueue.count
         let sent = r.sendQueue.prefix(r.sendQueue.count - unsent)
         if unsent > 0 {
             unsentTCP.append((fd, r.sendQueue.suffix(unsent), what))

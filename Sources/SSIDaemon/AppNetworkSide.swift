@@ -1,0 +1,77 @@
+import Foundation
+import SSINetwork
+import SSIProcessTable
+import SSISystem
+import SSITransport
+import Synchronization
+
+/// Application addresses in the daemon (issue 12, docs/streams.md): `network.app-subnet`
+/// turns them on. Launch, restart and a migration's target make an application's namespace
+/// through `attach` (the process table's ApplicationNetwork); every round of the network
+/// loop (NetworkSubsystem.refresh) brings this node's routes to the other nodes'
+/// applications up to date from the application table; a migration's source holds the
+/// address's packets back while the application is copied (NetworkMigrationHooks).
+final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
+    let subnet: AppSubnet
+    let core: NodeCore
+    /// The routes this node has installed (nil until the first round, which reads them).
+    private let applied = Mutex<AppRoutes?>(nil)
+    private let kernelReady = Mutex(false)
+    /// Packets to applications leaving this node, held during their move (made on first use;
+    /// nil inside when it could not be: they are dropped instead).
+    private let holdState = Mutex<(tried: Bool, hold: PacketHold?)>((false, nil))
+
+    var packetHold: PacketHold? {
+        holdState.withLock { s in
+            if !s.tried {
+                s.tried = true
+                do { s.hold = try PacketHold() } catch {
+                    core.logger.warning("network: packets of moving applications will be dropped, not held (their peers send them again): \(error)")
+                }
+            }
+            return s.hold
+        }
+    }
+
+    init(subnet: AppSubnet, core: NodeCore) { (self.subnet, self.core) = (subnet, core) }
+
+    func address(for app: Int32) throws -> String { try subnet.address(of: app) }
+
+    func attach(app: Int32, address: String) throws -> Int32 {
+        guard subnet.contains(address) else {
+            throw SSIError(.invalidArgument, "application \(app)'s address \(address) is not in node \(core.config.node)'s application subnet \(subnet)",
+                           hint: "every node must have the same network.app-subnet")
+        }
+        try prepareKernel()
+        return try AppLink.make(app: app, address: address, nodeAddress: myAddress)
+    }
+
+    var myAddress: String? { core.membership.view[core.config.node]?.host }
+
+    /// A node passes packets between its applications' links and the other nodes
+    /// (ip_forward, ip-sysctl.txt: per network namespace).
+    func prepareKernel() throws {
+        guard !kernelReady.withLock({ $0 }) else { return }
+        do { try ProcFS.write("/proc/sys/net/ipv4/ip_forward", "1") } catch {
+            throw SSIError(.permission, "node \(core.config.node): cannot turn on net.ipv4.ip_forward for application addresses: \(error)",
+                           hint: "application addresses need root; or leave network.app-subnet empty")
+        }
+        kernelReady.withLock { $0 = true }
+    }
+
+    /// One round: `apps` are (address, node) of every application that has an address and
+    /// has not stopped.
+    func route(_ apps: [(address: String, node: NodeID)]) throws {
+        let me = core.config.node
+        let view = core.membership.view
+        var nodes: [NodeID: String] = [:]
+        for n in core.membership.online { if let h = view[n]?.host { nodes[n] = h } }
+        let want = AppRoutes(me: me, apps: apps, nodes: nodes)
+        let old = applied.withLock { $0 } ?? AppRoutes.installed()
+        guard want != old else { applied.withLock { $0 = want }; return }
+        try prepareKernel()
+        let local = Set(apps.filter { $0.node == me }.map(\.address))
+        try AppRoutes.apply(want.changes(from: old, local: local))
+        applied.withLock { $0 = want }
+    }
+}

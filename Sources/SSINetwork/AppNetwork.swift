@@ -1,0 +1,263 @@
+import Foundation
+import SSISystem
+import SSITransport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Application addresses (issue 12, docs/streams.md): an application started with
+/// `ssi run --net app` lives in a network namespace of its own, the way a pod does, with one
+/// address of the cluster's application subnet that it keeps wherever it goes. Its
+/// namespace is joined to its node by a veth pair: `eth0` inside (the address, a /32, and a
+/// default route through 169.254.1.1), `ssia<N>` on the node (169.254.1.1, and the route
+/// to the address). Every other node routes the address to the node the application is
+/// on (AppRoutes): so two applications talk straight from node to node with the kernel's
+/// own TCP, and when one moves, only routes change; no node forwards its traffic after
+/// it has left.
+public struct AppSubnet: Sendable, Equatable, CustomStringConvertible {
+    public let base: UInt32
+    public let prefix: Int
+
+    /// The application ids' base (ProcessTable: 10,000,000 + a counter); the counter is the
+    /// host part of the address, so every node computes the same address with no table.
+    public static let firstApp: Int32 = 10_000_000
+    /// The node's side of every application's link, the application's default gateway.
+    /// Link-local (RFC 3927): it is never routed, so every node can use the same one.
+    public static let gateway = "169.254.1.1"
+
+    public init(parsing text: String) throws {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let p = Int(parts[1]), (8...30).contains(p), let a = IPv4.parse(String(parts[0])) else {
+            throw SSIError(.invalidArgument, "network.app-subnet \(text) is not an IPv4 subnet such as 10.78.0.0/16 (prefix 8 to 30)")
+        }
+        let mask: UInt32 = p == 0 ? 0 : ~UInt32(0) << UInt32(32 - p)
+        guard a & ~mask == 0 else {
+            throw SSIError(.invalidArgument, "network.app-subnet \(text) has host bits set", hint: "give the subnet's first address, e.g. \(IPv4.text(a & mask))/\(p)")
+        }
+        (base, prefix) = (a, p)
+    }
+
+    public var description: String { "\(IPv4.text(base))/\(prefix)" }
+
+    /// How many applications can have an address at once (the subnet's hosts).
+    public var capacity: Int { (1 << (32 - prefix)) - 2 }
+
+    /// The address of application `app`: the subnet's host number (app - 10,000,000).
+    public func address(of app: Int32) throws -> String {
+        let host = Int(app) - Int(Self.firstApp)
+        guard host >= 1, host <= capacity else {
+            throw SSIError(.busy, "application \(app) has no address in \(self): the subnet holds applications 1 to \(capacity) of the counter",
+                           hint: "give network.app-subnet a larger subnet (a shorter prefix)")
+        }
+        return IPv4.text(base + UInt32(host))
+    }
+
+    public func contains(_ address: String) -> Bool {
+        guard let a = IPv4.parse(address) else { return false }
+        let mask: UInt32 = ~UInt32(0) << UInt32(32 - prefix)
+        return a & mask == base
+    }
+
+    /// The node's side of application `app`'s link (an interface name has at most 15
+    /// characters, IFNAMSIZ - 1: "ssia" and the counter fit).
+    public static func hostInterface(_ app: Int32) -> String { "ssia\(Int(app) - Int(firstApp))" }
+}
+
+public enum IPv4 {
+    public static func parse(_ s: String) -> UInt32? {
+        let p = s.split(separator: ".", omittingEmptySubsequences: false).map { UInt32($0) }
+        guard p.count == 4, p.allSatisfy({ $0 != nil && $0! <= 255 }) else { return nil }
+        return p.reduce(0) { $0 << 8 | $1! }
+    }
+
+    public static func text(_ a: UInt32) -> String { "\(a >> 24).\(a >> 16 & 255).\(a >> 8 & 255).\(a & 255)" }
+}
+
+/// Making an application's namespace on this node and joining it to the node.
+public enum AppLink {
+    /// The routes this daemon adds carry this protocol number (ip-route(8) `proto`), so
+    /// that it finds its own again after a restart and touches no other.
+    public static let routeProtocol = "77"
+    /// TCP's minimum retransmission timeout inside an application's namespace.
+    public static let rtoMinMicroseconds = 10_000
+
+    /// Makes a network namespace for application `app` with `address`, joined to this node:
+    /// returns an fd on it, which the caller holds until a process is inside (the namespace
+    /// lives as long as a process or an fd holds it, network_namespaces(7)). `nodeAddress`:
+    /// the node's own address, the source of the node's packets to the application (else
+    /// the kernel would take 169.254.1.1, which every node has).
+    public static func make(app: Int32, address: String, nodeAddress: String?) throws -> Int32 {
+        let host = AppSubnet.hostInterface(app)
+        // A namespace of the same application that is still being torn down (a restart
+        // right after `checkpoint --kill`, a migration back) may still hold the name: the
+        // kernel frees a dead namespace's devices a little later (cleanup_net).
+        for attempt in 0..<50 {
+            guard interfaceExists(host) else { break }
+            _ = try? Proc.run(["ip", "link", "del", host], check: false)
+            if attempt > 0 { usleep(20_000) }
+        }
+        let made: (fd: Int32, errno: Int32) = onThread {
+            let e = ThreadFS.unshareNetwork()
+            guard e == 0 else { return (-1, e) }
+            let fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+            return (fd, fd < 0 ? errno : 0)
+        }
+        guard made.fd >= 0 else {
+            throw SSIError.sys("make a network namespace for application \(app)", errno: made.errno, hint: "application addresses need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
+        }
+        let fd = made.fd
+        do {
+            let nsPath = "/proc/\(getpid())/fd/\(fd)"
+            try batch([
+                "link add \(host) type veth peer name eth0 netns \(nsPath)",
+                "addr add \(AppSubnet.gateway)/32 dev \(host) scope link",
+                "link set \(host) up",
+                "route replace \(address)/32 dev \(host) scope link proto \(routeProtocol)" + (nodeAddress.map { " src \($0)" } ?? ""),
+            ], what: "join application \(app)'s namespace to this node")
+            // Inside: the address as a /32, the gateway reached on the link, and through it
+            // everything else (the node, other applications).
+            try batch([
+                "link set lo up",
+                "link set eth0 up",
+                "addr add \(address)/32 dev eth0",
+                "route add \(AppSubnet.gateway) dev eth0 scope link",
+                "route add default via \(AppSubnet.gateway) dev eth0 src \(address)",
+            ], inside: nsPath, what: "give application \(app) its address \(address)")
+            // Its peers are other applications of the cluster, a LAN away: a lost segment is
+            // sent again after 10 ms rather than Linux's default 200 ms (tcp_rto_min_us,
+            // Linux 6.11, per namespace, taken by each socket when it is made). A migration
+            // drops the packets that arrive during the move (AppAddressLock), and the
+            // stall the peers see is how soon they send them again.
+            _ = try? Spawn.inNetwork(fd) { try ProcFS.write("/proc/sys/net/ipv4/tcp_rto_min_us", "\(AppLink.rtoMinMicroseconds)") }
+            // proxy_arp is not needed (the gateway is a real address of the node's side);
+            // forwarding is: a node passes packets between its applications and the others.
+            try? ProcFS.write("/proc/sys/net/ipv4/conf/\(host)/rp_filter", "0")
+            return fd
+        } catch {
+            close(fd)
+            _ = try? Proc.run(["ip", "link", "del", host], check: false)
+            throw error
+        }
+    }
+
+    /// Whether interface `name` exists in this node's network namespace.
+    public static func interfaceExists(_ name: String) -> Bool {
+        FileManager.default.fileExists(atPath: "/sys/class/net/\(name)")
+    }
+
+    /// Runs `ip -batch` with `lines`, inside the namespace of file `inside` if given.
+    static func batch(_ lines: [String], inside: String? = nil, what: String) throws {
+        let file = "/tmp/ssi-ip-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).batch"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: false, encoding: .utf8)
+        defer { unlink(file) }
+        let argv = (inside.map { ["nsenter", "--net=\($0)", "--"] } ?? []) + ["ip", "-batch", file]
+        let (code, out) = try Proc.run(argv, check: false)
+        if code != 0 {
+            throw SSIError(.system, "could not \(what): ip said: \(out.trimmingCharacters(in: .whitespacesAndNewlines))",
+                           hint: "needs root and iproute2 (scripts/setup.sh installs it)")
+        }
+    }
+
+    /// Runs `body` on a thread of its own and waits for it: unshare(2) of CLONE_NEWNET acts
+    /// on the calling thread only, which then ends, so no thread of the daemon stays moved.
+    static func onThread<T>(_ body: @escaping () -> T) -> T {
+        nonisolated(unsafe) var result: T? = nil
+        nonisolated(unsafe) let work = body
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            defer { done.signal() }
+            result = work()
+        }.start()
+        done.wait()
+        return result!
+    }
+}
+
+/// Where each application address is: the routes of one node. An address of an application
+/// on another online node goes to that node's address; the node's own applications have
+/// their link routes (AppLink.make); the addresses of stopped applications, or of nodes not
+/// online, have none.
+public struct AppRoutes: Sendable, Equatable {
+    /// address -> the next hop (another node's address).
+    public var via: [String: String]
+
+    public init(via: [String: String]) { self.via = via }
+
+    /// `apps`: (address, node) of every application that has an address and has not stopped.
+    public init(me: NodeID, apps: [(address: String, node: NodeID)], nodes: [NodeID: String]) {
+        var v: [String: String] = [:]
+        for a in apps where a.node != me { if let hop = nodes[a.node] { v[a.address] = hop } }
+        via = v
+    }
+
+    /// The `ip -batch` lines that turn `old` into `self`; `local`: addresses whose
+    /// application is on this node now (their link route is AppLink's, not ours to delete).
+    public func changes(from old: AppRoutes, local: Set<String>) -> [String] {
+        var lines: [String] = []
+        for (a, hop) in via.sorted(by: { $0.key < $1.key }) where old.via[a] != hop {
+            lines.append("route replace \(a)/32 via \(hop) proto \(AppLink.routeProtocol)")
+        }
+        for a in old.via.keys.sorted() where via[a] == nil && !local.contains(a) {
+            lines.append("route del \(a)/32 proto \(AppLink.routeProtocol)")
+        }
+        return lines
+    }
+
+    /// The routes to other nodes that a daemon of this node left (after a restart).
+    public static func installed() -> AppRoutes {
+        let out = (try? Proc.run(["ip", "-4", "-o", "route", "show", "proto", AppLink.routeProtocol], check: false))?.1 ?? ""
+        var v: [String: String] = [:]
+        for line in out.split(separator: "\n") {
+            let w = line.split(separator: " ").map(String.init)
+            guard let dst = w.first, let i = w.firstIndex(of: "via"), i + 1 < w.count else { continue }
+            v[dst.hasSuffix("/32") ? String(dst.dropLast(3)) : dst] = w[i + 1]
+        }
+        return AppRoutes(via: v)
+    }
+
+    /// Applies the changes; a line ip refuses (a route that went with its interface) is
+    /// not fatal to the others (`ip -force`).
+    public static func apply(_ lines: [String]) throws {
+        guard !lines.isEmpty else { return }
+        let file = "/tmp/ssi-routes-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).batch"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: false, encoding: .utf8)
+        defer { unlink(file) }
+        let (code, out) = try Proc.run(["ip", "-force", "-batch", file], check: false)
+        if code != 0 { throw SSIError(.system, "application routes: ip said: \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
+    }
+}
+
+/// The lock of an application address on its migration's source node, from before the
+/// freeze: the copy about to go must acknowledge nothing a peer sends after the snapshot,
+/// nor send anything. What it sends is dropped here; what comes to it is held
+/// (PacketHold), or dropped too when `holding` is false (the peers' TCP sends it again).
+public enum AppAddressLock {
+    public static func table(_ app: Int32) -> String { "ssi-applock-\(Int(app) - Int(AppSubnet.firstApp))" }
+
+    public static func ruleset(table: String, address: String, holding: Bool) -> String {
+        let toIt = holding ? "" : " ip daddr \(address) drop;"
+        return """
+        add table ip \(table)
+        delete table ip \(table)
+        table ip \(table) {
+            chain forwarded { type filter hook forward priority -310; policy accept; ip saddr \(address) drop;\(toIt) }
+            chain received { type filter hook input priority -310; policy accept; ip saddr \(address) drop; }
+            chain sent { type filter hook output priority -310; policy accept;\(toIt) }
+        }
+
+        """
+    }
+
+    public static func lock(app: Int32, address: String, holding: Bool) throws {
+        let t = table(app)
+        let file = "/tmp/\(t)-\(getpid()).nft"
+        try ruleset(table: t, address: address, holding: holding).write(toFile: file, atomically: true, encoding: .utf8)
+        defer { unlink(file) }
+        let (code, out) = try Proc.run(["nft", "-f", file], check: false)
+        if code != 0 { throw SSIError(.system, "nft refused the lock of application \(app)'s address \(address): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
+    }
+
+    public static func unlock(app: Int32) {
+        _ = try? Proc.run(["nft", "delete", "table", "ip", table(app)], check: false)
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import SSISystem
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where an application's network is made on this node when it has an address of its own
+/// (`ssi run --net app`; SSINetwork/AppNetwork.swift), installed by the daemon
+/// (SSIDaemon/Wiring.swift). Launch, restart and the target of a migration make the
+/// application's namespace through it before its processes are created or rebuilt in it.
+public protocol ApplicationNetwork: Sendable {
+    /// The address application `app` has, or an error naming why none can be given (no
+    /// application subnet configured on this node).
+    func address(for app: Int32) throws -> String
+    /// Makes application `app`'s namespace on this node with `address`, joined to the node
+    /// and routed: an fd on it that the caller closes once a process is inside.
+    func attach(app: Int32, address: String) throws -> Int32
+}
+
+/// `ssi run --net`: where the application's network is.
+public enum NetworkMode: String, Codable, Sendable, CaseIterable {
+    /// A namespace and an address of its own, which follow it when it moves.
+    case app
+    /// Its node's network (its connections to other applications cannot follow a move).
+    case node
+}
+
+extension NodeApplications {
+    /// The namespace for application `app`'s address, made here (nil: it has none).
+    func attachNetwork(app: Int32, address: String?) throws -> Int32? {
+        guard let address else { return nil }
+        guard let net = appNetwork.withLock({ $0 }) else {
+            throw SSIError(.unsupported, "application \(app) has the address \(address), but node \(me) has no application network",
+                           hint: "set network.app-subnet in node \(me)'s ssid configuration (the local cluster sets it)")
+        }
+        return try net.attach(app: app, address: address)
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import SSILocalCluster
+import SSIProcessTable
+import SSISystem
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Application addresses and the connections between applications (issue 12, docs/streams.md)
+// on the real local cluster: each application started with --net app has a network
+// namespace and an address of its own, which go with it when it moves.
+
+private let canStream = canRunCluster && toolPath("nft") != nil && toolPath("nsenter") != nil
+private let whyNotStream = !canRunCluster ? whyNot : "needs nft and nsenter: run scripts/setup.sh"
+
+/// Packets node k has forwarded so far (Ip: ForwDatagrams of /proc/net/snmp in its namespace).
+private func forwarded(node k: Int) throws -> Int {
+    let r = try Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(k))", "--", "cat", "/proc/net/snmp"], check: false)
+    let ip = r.1.split(separator: "\n").filter { $0.hasPrefix("Ip:") }
+    guard ip.count == 2 else { return -1 }
+    let names = ip[0].split(separator: " "), values = ip[1].split(separator: " ")
+    guard let i = names.firstIndex(of: "ForwDatagrams"), i < values.count else { return -1 }
+    return Int(values[i]) ?? -1
+}
+
+private func address(of app: Int32, node: Int = 1) throws -> String {
+    try #require(try record(app, node: node)?.address, "application \(app) has an address")
+}
+
+/// Moves `app` to node `to` with CAN_MIGRATE given for that move only (the scheduler would
+/// balance busy applications too).
+private func move(_ app: Int32, to: Int) throws {
+    _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+    let r = try ssi("migrate", "\(app)", "\(to)")
+    #expect(r.code == 0 && r.out.contains("to node \(to)"), "\(r.out)")
+    _ = try ssiOK("caps", "\(app)", "-CAN_MIGRATE")
+}
+
+@Suite(.serialized, .enabled(if: canStream, Comment(rawValue: whyNotStream)))
+struct StreamsClusterTests {
+    /// A client and a server application on two nodes exchange numbered lines over one TCP
+    /// connection while the server moves 1 -> 3, the client 2 -> 1, the server 3 -> 2: every
+    /// line answered in order, one accept in all; after each move the old node forwards
+    /// none of their packets and is then cut off for a second without effect; `ssi ps` on
+    /// every node says where each is, with its address.
+    @Test(.timeLimit(.minutes(3))) func connectionFollowsBothEndsWithNoForwarding() throws {
+        try up()
+        defer { try? down() }
+        let dir = "/tmp/ssi-streams-test-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (echo, client) = (try TestEnv.fixture("lineecho"), try TestEnv.fixture("lineclient"))
+        let server = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", echo, "7000", "\(dir)/accepts")))
+        let a = try address(of: server)
+        #expect(a.hasPrefix("10.78."), "the server's address is in the local cluster's application subnet: \(a)")
+        let c = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7000", "12")))
+        #expect(try address(of: c) != a, "every application has an address of its own")
+        usleep(800_000)
+        for (app, to, old) in [(server, 3, 1), (c, 1, 2), (server, 2, 3)] {
+            try move(app, to: to)
+            for k in 1...3 {
+                let r = try record(app, node: k)
+                #expect(r?.node == UInt8(to) && r?.address == (app == server ? a : r?.address), "node \(k) sees application \(app) on node \(to) with its address: \(String(describing: r))")
+            }
+            // Nothing of theirs goes through the old node: it forwards no packet...
+            usleep(300_000)
+            let before = try forwarded(node: old)
+            usleep(1_000_000)
+            let after = try forwarded(node: old)
+            #expect(before >= 0 && after - before < 3, "node \(old) forwarded \(after - before) packets in a second after application \(app) left it")
+            // ...and cut off, the stream goes on.
+            _ = try ssiOK("cluster", "link", "\(old)", "down")
+            usleep(1_000_000)
+            _ = try ssiOK("cluster", "link", "\(old)", "up")
+            _ = try waitFor("node \(old) online again, in its own view too", seconds: 20) {
+                try nodeStates(via: to)[old] == "online" && nodeStates(via: old)[old] == "online" && ssi("ps", "--node", "\(old)").code == 0
+            }
+        }
+        _ = try waitFor("the client ends", seconds: 20) { try record(c, node: 1)?.state == .stopped }
+        let verdict = try ssiOK("logs", "\(c)")
+        #expect(verdict.hasPrefix("PASS"), "the client's one connection went on through the three moves: \(verdict)")
+        #expect((try? String(contentsOfFile: "\(dir)/accepts", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "1",
+                "the server accepted one connection in all")
+        print("streams: lineclient across three moves: \(verdict)")
+    }
+
+    /// UDP between two applications across a move of each: the bound and the connected
+    /// socket keep their addresses and ports, datagrams flow both ways after each move.
+    @Test(.timeLimit(.minutes(2))) func datagramsFollowTheirApplications() throws {
+        try up()
+        defer { try? down() }
+        let ping = try TestEnv.fixture("udpping")
+        let server = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", ping, "server", "7100")))
+        let c = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", ping, "client", try address(of: server), "7100", "5")))
+        usleep(1_000_000)
+        try move(server, to: 3)
+        usleep(800_000)
+        try move(c, to: 1)
+        _ = try waitFor("the client ends", seconds: 20) { try record(c, node: 2)?.state == .stopped }
+        let verdict = try ssiOK("logs", "\(c)")
+        #expect(verdict.hasPrefix("PASS"), "datagrams answered after both moves: \(verdict)")
+        print("streams: udpping across two moves: \(verdict)")
+    }
+
+    /// Refusals: --net app without the cluster (--local) is refused, naming why; and an
+    /// application in its node's network keeps no address.
+    @Test(.timeLimit(.minutes(1))) func nodeNetworkApplicationsHaveNoAddress() throws {
+        try up()
+        defer { try? down() }
+        let plain = try #require(appID(try ssiOK("run", "--node", "2", "-b", "--log", "--", "sleep", "30")))
+        #expect(try record(plain, node: 3)?.address == nil)
+        let ps = try ssiOK("ps", "--node", "1")
+        #expect(!ps.contains("ADDRESS"), "no address column when no application has one: \(ps)")
+        let own = try #require(appID(try ssiOK("run", "--node", "3", "--net", "app", "-b", "--log", "--", "sleep", "30")))
+        let a = try address(of: own)
+        #expect(try ssiOK("ps", "--node", "2").contains(a), "ssi ps shows the address")
+        // Its namespace is its own: the node's eth0 is not there, its eth0 has the address.
+        let pid = try #require(try record(own, node: 3)?.pid)
+        let r = try Proc.run(["nsenter", "--target", "\(pid)", "--net", "--", "ip", "-4", "-o", "addr"], check: false)
+        #expect(r.1.contains("eth0") && r.1.contains("\(a)/32") && !r.1.contains("10.77.0.3"), "\(r.1)")
+        let local = try ssi("run", "--local", "--net", "app", "--", "true")
+        #expect(local.code != 0 && local.out.contains("--net needs a cluster"), "\(local.out)")
+    }
+}
