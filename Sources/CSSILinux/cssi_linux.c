@@ -242,12 +242,17 @@ static int spawn_child(char *const argv[], const struct cssi_spawn_options *o) {
     }
     for (int i = 0; i < 3; i++) if (src[i] >= 0 && dup2(src[i], i) < 0) return errno;
     for (int i = 0; i < 3; i++) if (o->stdio[i].kind == CSSI_STDIO_STDOUT && dup2(1, i) < 0) return errno;
+    // dup2(2) clears close-on-exec on the copy; an fd already at 3 keeps its flag, cleared here.
+    if (o->pass_fd >= 0) {
+        if (o->pass_fd == 3) { if (fcntl(3, F_SETFD, 0) != 0) return errno; }
+        else if (dup2(o->pass_fd, 3) < 0) return errno;
+    }
     if (o->directory && chdir(o->directory) != 0) return errno;
     // Descriptors the caller happened to inherit (a CI runner's pipes...) would become part
     // of the program; mark every fd above stderr close-on-exec (close_range(2)
     // CLOSE_RANGE_CLOEXEC, Linux 5.11) so that only 0-2 reach it, while the error pipe stays
     // usable until exec.
-    if (!o->keep_fds) syscall(SYS_close_range, 3U, ~0U, (unsigned int)(1U << 2));
+    if (!o->keep_fds) syscall(SYS_close_range, o->pass_fd >= 0 ? 4U : 3U, ~0U, (unsigned int)(1U << 2));
     if (o->new_session && syscall(SYS_setsid) < 0) return errno;
     execvpe(argv[0], argv, o->envp ? o->envp : environ);
     return errno;
@@ -256,6 +261,14 @@ static int spawn_child(char *const argv[], const struct cssi_spawn_options *o) {
 pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *o) {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) != 0) return -errno;
+    // The child writes an exec failure to pfd[1]: keep it clear of fd 3, which pass_fd takes.
+    for (int k = 0; k < 2; k++) {
+        if (pfd[k] > 3) continue;
+        int moved = fcntl(pfd[k], F_DUPFD_CLOEXEC, 10);
+        if (moved < 0) { int e = errno; close(pfd[0]); close(pfd[1]); return -e; }
+        close(pfd[k]);
+        pfd[k] = moved;
+    }
     struct cssi_clone_args args;
     memset(&args, 0, sizeof(args));
     args.exit_signal = SIGCHLD;

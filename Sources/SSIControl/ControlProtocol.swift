@@ -128,6 +128,8 @@ public enum NetworkRequest: Codable, Sendable, Equatable {
     /// Claims a port for an application alone (nil: only checks that it could be); answers
     /// `.done` or fails naming the application that has it.
     case claim(port: UInt16, app: Int32?)
+    /// Answers `.streams`: the connections between applications (`ssi streams`).
+    case streams
 }
 
 /// The in-daemon part of `ssi-bench kddm`: measured against `peer`, the owner.
@@ -174,6 +176,7 @@ public enum ControlReply: Codable, Sendable {
     case catalogs([SnapshotCatalog])
     case log(LogChunk)
     case ports(PortsView)
+    case streams([StreamRow])
 }
 
 /// The line the daemon writes back.
@@ -242,6 +245,11 @@ public struct BenchReport: Codable, Sendable {
 }
 
 extension ControlReply {
+    public func streams() throws -> [StreamRow] {
+        guard case .streams(let v) = self else { throw Self.unexpected(self, "the table of streams") }
+        return v
+    }
+
     public func ports() throws -> PortsView {
         guard case .ports(let v) = self else { throw Self.unexpected(self, "the port table") }
         return v

@@ -33,7 +33,12 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         }
     }
 
+    /// Every node's routes brought up to date now (NetworkSubsystem.refreshEverywhere).
+    let refreshAll = Mutex<@Sendable () async -> Void>({})
+
     init(subnet: AppSubnet, core: NodeCore) { (self.subnet, self.core) = (subnet, core) }
+
+    func placed(app: Int32) async { await refreshAll.withLock({ $0 })() }
 
     func address(for app: Int32) throws -> String { try subnet.address(of: app) }
 

@@ -24,13 +24,19 @@ final class NetworkMigrationHooks: MigrationHooks {
     private let locked = Mutex<[Int32: [UInt16]]>([:])
     /// Applications whose own address is held on this node (a migration's source).
     private let addressLocked = Mutex<[Int32: (address: String, target: NodeID)]>([:])
+    /// The byte counts of a moving application's streams, taken at its freeze (StreamBases).
+    private let basesPending = Mutex<[Int32: StreamBases]>([:])
 
     init(net: NetworkSubsystem) { self.net = net }
 
     static func lockTable(_ app: Int32) -> String { "ssi-mig-\(app)" }
 
-    func sourceWillFreeze(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan {
-        if net.apps != nil, let address = await net.appAddress.withLock({ $0 })(app) {
+    func sourceWillFreeze(app: Int32, root: Int32, address: String?, to target: NodeID) async throws -> MigrationPlan {
+        if let address {
+            guard net.apps != nil else {
+                throw SSIError(.unsupported, "application \(app) has the address \(address), but node \(net.core.config.node) has no application network; nothing was changed",
+                               hint: "set network.app-subnet on every node")
+            }
             return try holdAddress(app: app, root: root, address: address, to: target)
         }
         guard let ip = net.clusterIP else { return MigrationPlan() }
@@ -69,7 +75,11 @@ final class NetworkMigrationHooks: MigrationHooks {
         let logger = net.core.logger, n = outside.count
         // From the freeze on (before the sockets are read), not before the memory copy: the
         // peers' traffic stops for the freeze only.
+        let net = self.net, hooks = self
         let lock: @Sendable () throws -> Void = {
+            // The byte counts of its connections, for the target to go on from.
+            let bases = net.streamBases(app: app, root: root, address: address, to: target)
+            hooks.basesPending.withLock { $0[app] = bases }
             try AppAddressLock.lock(app: app, address: address, holding: hold != nil)
             do { try hold?.hold(address) } catch {
                 AppAddressLock.unlock(app: app)
@@ -93,6 +103,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             let all = Connections.established(root: root)
             let inside = Connections.internalPairs(all)
             Connections.silence(all.filter { !inside.contains($0.inode) })
+            if let bases = basesPending.withLock({ $0.removeValue(forKey: app) }) { await net.storeBases(app, bases) }
             return
         }
         guard let ip = net.clusterIP, locked.withLock({ $0[app] }) != nil else { return }
@@ -101,6 +112,7 @@ final class NetworkMigrationHooks: MigrationHooks {
 
     func sourceDidFinish(app: Int32, committed: Bool) async {
         if let (address, _) = addressLocked.withLock({ $0.removeValue(forKey: app) }) {
+            basesPending.withLock { _ = $0.removeValue(forKey: app) }
             if committed {
                 // Every node's route turns to the target; the source copy's namespace went
                 // with its processes.

@@ -36,12 +36,19 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     let appAddresses = Mutex<@Sendable () async -> [(address: String, node: NodeID)]>({ [] })
     /// The address of one application, nil when it has none (Wiring.swift).
     let appAddress = Mutex<@Sendable (Int32) async -> String?>({ _ in nil })
+    /// Where every application is (Wiring.swift).
+    let appPlaces = Mutex<@Sendable () async -> [(app: Int32, node: NodeID)]>({ [] })
 
     struct NetworkState {
         var published: NodePorts?
         var table = PortTable([], online: [])
         var applied: SteeringPlan?
         var lastError: String?
+        /// This node's streams as last published, and when.
+        var streams: NodeStreams?
+        var streamsAt = Date.distantPast
+        /// Byte counts carried over by a migration, per application here (StreamBases).
+        var bases: [Int32: StreamBases] = [:]
     }
 
     init(core: NodeCore, settings: [String: String]) throws {
@@ -51,10 +58,14 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         let subnet = settings["app-subnet"] ?? ""
         apps = subnet.isEmpty ? nil : AppNetworkSide(subnet: try AppSubnet(parsing: subnet), core: core)
         if clusterIP != nil || apps != nil { try NodeNetwork.requireNft(node: core.config.node) }
+        apps?.refreshAll.withLock { [unowned self] f in f = { await self.refreshEverywhere() } }
     }
 
     var serviceBlock: ServiceBlock? { .network }
-    var sets: [KDDMSetInfo] { [KDDMSetInfo(name: Self.portsSet, rule: .hash), KDDMSetInfo(name: Self.claimsSet, rule: .hash)] }
+    var sets: [KDDMSetInfo] {
+        [KDDMSetInfo(name: Self.portsSet, rule: .hash), KDDMSetInfo(name: Self.claimsSet, rule: .hash),
+         KDDMSetInfo(name: Self.streamsSet, rule: .hash), KDDMSetInfo(name: Self.basesSet, rule: .hash)]
+    }
     var services: [any Service] { [NetworkLoop(net: self)] }
 
     func handle(_ request: ControlRequest) async throws -> ControlReply {
@@ -67,6 +78,8 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         case .claim(let port, let app):
             try await claim(port: port, app: app)
             return .done
+        case .streams:
+            return .streams(try await streamTable())
         }
     }
 
@@ -116,7 +129,11 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
                 published.append(p)
             }
         }
-        if let apps { try apps.route(await appAddresses.withLock({ $0 })()) }
+        if let apps {
+            let addresses = await appAddresses.withLock({ $0 })()
+            try apps.route(addresses)
+            try await publishStreams(here: await localApps.withLock({ $0 })())
+        }
         let claims = try await liveClaims()
         let table = PortTable(published, claims: claims, online: Set(online))
         state.withLock { $0.table = table }

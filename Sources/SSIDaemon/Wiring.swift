@@ -53,6 +53,7 @@ extension NodeDaemon {
                 }
             }
             net.appAddress.withLock { f in f = { app in (try? await records.record(app))?.address } }
+            net.appPlaces.withLock { f in f = { ((try? await records.list()) ?? []).map { ($0.app, $0.node) } } }
             if let side = net.apps { apps.appNetwork.withLock { $0 = side } }
             // Connections through the cluster address follow their server when it moves,
             // and those of an application's own address follow it.

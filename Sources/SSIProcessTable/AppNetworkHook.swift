@@ -16,6 +16,10 @@ public protocol ApplicationNetwork: Sendable {
     /// Makes application `app`'s namespace on this node with `address`, joined to the node
     /// and routed: an fd on it that the caller closes once a process is inside.
     func attach(app: Int32, address: String) throws -> Int32
+    /// Application `app` with an address runs on this node now (launched or restarted): every
+    /// node routes its address here before the caller is answered, so that a peer's first
+    /// packet does not meet a node that does not know it yet (a lost SYN waits a second).
+    func placed(app: Int32) async
 }
 
 /// `ssi run --net`: where the application's network is.

@@ -72,10 +72,20 @@ extension NodeApplications {
         let freezer = geteuid() == 0 ? CgroupFreezer.find() : nil
         let group = try freezer.map { try $0.openGroup(id) }
         o.cgroup = group
+        // An application with an address starts once every node routes it (ssi-init
+        // --wait-fd): its first packets would otherwise meet nodes that do not know it, and
+        // a lost SYN is sent again only a second later.
+        var gate: [Int32] = [-1, -1]
+        if address != nil {
+            let p = try Pipe.create(flags: O_CLOEXEC)
+            gate = [p.read, p.write]
+            o.passDescriptor = p.read
+        }
+        defer { for fd in gate where fd >= 0 { close(fd) } }
         let pid: Int32
         do {
             defer { if let group { close(group) } }
-            let argv = [initPath, "--proc"] + joinArguments() + ["--"] + spec.command, opts = o
+            let argv = [initPath, "--proc"] + joinArguments() + (address != nil ? ["--wait-fd", "3"] : []) + ["--"] + spec.command, opts = o
             // clone(2) gives the child the network namespace of the thread that calls it.
             pid = try netFD.map { fd in try Spawn.inNetwork(fd) { try Spawn.start(argv, opts) } } ?? Spawn.start(argv, opts)
         } catch {
@@ -92,6 +102,11 @@ extension NodeApplications {
             throw error
         }
         watch(app: id, pid: pid)
+        if address != nil {
+            await appNetwork.withLock({ $0 })?.placed(app: id)
+            close(gate[1])
+            gate[1] = -1
+        }
         return r
     }
 

@@ -51,7 +51,7 @@ extension NodeApplications {
         let root = try await localRoot(app)
         // What follows it besides its processes (its connections): refused here, before
         // anything stops, if it cannot.
-        let plan = try await planMigration(app: app, root: root, to: target)
+        let plan = try await planMigration(app: app, root: root, address: rec.address, to: target)
         // One migration at a time: the record's state is set under the grab, so a second one
         // (a user's `ssi migrate` while the scheduler moves it, or the other way round) is
         // refused here instead of dumping the application twice at once.
@@ -83,7 +83,7 @@ extension NodeApplications {
                 try engine.checkpoint(app: root, options: opts, to: try RemoteImageWriter(rpc: rpc, node: target, app: app))
             }
         } catch {
-            _ = try? await table.update(app) { $0.state = .running }
+            await settle(app)
             await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
             throw SSIError(.system, "migration of application \(app) to node \(target) failed before it stopped: \(error); it goes on on node \(me)",
                            hint: (error as? SSIError)?.hint ?? "see node \(target)'s log")
@@ -103,7 +103,7 @@ extension NodeApplications {
             try await recorded
         } catch {
             for p in stopped { kill(p, SIGCONT) }
-            _ = try? await table.update(app) { r in if r.node == self.me { r.state = .running } }
+            await settle(app)
             await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
             throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), unchanged",
                            hint: "see node \(target)'s log")
@@ -114,6 +114,23 @@ extension NodeApplications {
         kill(root, SIGKILL)
         await eachHook { await $0.sourceDidFinish(app: app, committed: true) }
         return try await table.record(app)
+    }
+
+    /// After a failed migration: the record says the application runs here again. Retried
+    /// for a while: a node that held a copy of the record and died with the migration (its
+    /// target) holds the write back until KDDM has revoked it (seconds), and `ssi ps` must
+    /// not go on saying `migrating`.
+    func settle(_ app: Int32) async {
+        let me = self.me
+        for attempt in 0..<40 {
+            do {
+                _ = try await table.update(app) { r in if r.node == me { r.state = .running } }
+                return
+            } catch {
+                if attempt == 39 { logger.warning("process table: application \(app) runs on node \(me) again, but its record could not say so: \(error)") }
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
     }
 
     /// Runs on the target: pull, restore, take the record.

@@ -11,7 +11,8 @@ public protocol MigrationHooks: Sendable {
     /// On the source, before anything stops: refuse what cannot follow (naming it), and say
     /// whether the application's TCP connections to peers outside it are to be saved and
     /// rebuilt (the engine's --tcp-established) because they follow it.
-    func sourceWillFreeze(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan
+    /// `address`: the application's own address (AppRecord.address), nil when it has none.
+    func sourceWillFreeze(app: Int32, root: Int32, address: String?, to target: NodeID) async throws -> MigrationPlan
     /// On the target, before the restore.
     func targetWillRestore(app: Int32, from source: NodeID) async throws
     /// On the target, once its copy runs.
@@ -37,7 +38,7 @@ public struct MigrationPlan: Sendable {
 }
 
 extension MigrationHooks {
-    public func sourceWillFreeze(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan { MigrationPlan() }
+    public func sourceWillFreeze(app: Int32, root: Int32, address: String?, to target: NodeID) async throws -> MigrationPlan { MigrationPlan() }
     public func targetWillRestore(app: Int32, from source: NodeID) async throws {}
     public func targetDidResume(app: Int32, root: Int32, from source: NodeID) async {}
     public func sourceWillKill(app: Int32, root: Int32) async {}
@@ -47,12 +48,12 @@ extension MigrationHooks {
 extension NodeApplications {
     /// Every installed hook's plan, merged; the first refusal stops the others (those that
     /// had answered are told the migration did not happen).
-    func planMigration(app: Int32, root: Int32, to target: NodeID) async throws -> MigrationPlan {
+    func planMigration(app: Int32, root: Int32, address: String?, to target: NodeID) async throws -> MigrationPlan {
         var plan = MigrationPlan()
         let all = migrationHooks.withLock { $0 }
         for (i, h) in all.enumerated() {
             do {
-                let p = try await h.sourceWillFreeze(app: app, root: root, to: target)
+                let p = try await h.sourceWillFreeze(app: app, root: root, address: address, to: target)
                 plan.tcpEstablished = plan.tcpEstablished || p.tcpEstablished
                 plan.whenFrozen += p.whenFrozen
             } catch {

@@ -41,9 +41,11 @@ extension NodeApplications {
         joinCPUGroups(root: r.pid)
         watch(app: app, pid: r.pid)
         let me = self.me
-        return try await table.update(app) { rec in
+        let updated = try await table.update(app) { rec in
             (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
         }
+        if rec.address != nil { await appNetwork.withLock({ $0 })?.placed(app: app) }
+        return updated
     }
 
     private func fetchForRestart(_ app: Int32, _ v: Int, _ catalog: SnapshotCatalog) async throws {

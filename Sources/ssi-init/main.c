@@ -16,8 +16,9 @@
 // It holds no state but the command's status, so the checkpoint engine saves and restores
 // it like any other process of the application.
 //
-// Usage: ssi-init [--proc] [--join CGROUP.PROCS]... -- CMD ARGS...
+// Usage: ssi-init [--proc] [--join CGROUP.PROCS]... [--wait-fd N] -- CMD ARGS...
 //   --join   move into the cgroup whose cgroup.procs file is given, before the command starts
+//   --wait-fd  read fd N until end of file (the launcher closed its end) before the command starts
 //   --proc   make the mount namespace's propagation private and mount a fresh /proc for
 //            this PID namespace, so that /proc/<getpid()> names the caller (the launcher
 //            gives the application a mount namespace of its own with CLONE_NEWNS).
@@ -94,14 +95,25 @@ static int join(const char *procs) {
 }
 
 int main(int argc, char **argv) {
-    int proc = 0, i = 1;
+    int proc = 0, i = 1, wait_fd = -1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--proc") == 0) proc = 1;
         else if (strcmp(argv[i], "--join") == 0 && i + 1 < argc) { if (join(argv[++i]) != 0) return 127; }
+        else if (strcmp(argv[i], "--wait-fd") == 0 && i + 1 < argc) wait_fd = atoi(argv[++i]);
         else { fprintf(stderr, "ssi-init: unknown option %s\n", argv[i]); return 127; }
     }
-    if (i + 1 >= argc) { fprintf(stderr, "usage: ssi-init [--proc] [--join CGROUP.PROCS]... -- CMD ARGS...\n"); return 127; }
+    if (i + 1 >= argc) { fprintf(stderr, "usage: ssi-init [--proc] [--join CGROUP.PROCS]... [--wait-fd N] -- CMD ARGS...\n"); return 127; }
     if (proc) mount_proc();
+    // --wait-fd: the launcher has more to do before the command may run (every node must
+    // route the application's own address first); it closes its end of the pipe then.
+    if (wait_fd >= 0) {
+        char c;
+        for (;;) {
+            ssize_t n = read(wait_fd, &c, 1);
+            if (n == 0 || (n < 0 && errno != EINTR)) break;
+        }
+        close(wait_fd);
+    }
 
     // Everything we wait for arrives through sigwaitinfo(2): block it all first, so that
     // nothing is lost between the fork and the first wait.

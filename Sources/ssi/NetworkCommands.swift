@@ -5,7 +5,7 @@ import SSINetwork
 import SSISystem
 
 // The cluster address and the port table (issue 13, docs/network.md).
-let networkCommands: [ParsableCommand.Type] = [Ports.self]
+let networkCommands: [ParsableCommand.Type] = [Ports.self, Streams.self]
 
 struct Ports: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,6 +40,39 @@ struct Ports: ParsableCommand {
             }
             for c in v.claims where !v.entries.contains(where: { $0.port == c.port && $0.app == c.app }) {
                 print(pad("\(c.port)", 6) + " " + pad("-", 5) + " " + pad("\(c.app)", 10) + " claimed exclusively, not listening yet")
+            }
+        } catch let e as SSIError { fail(e) }
+    }
+}
+
+struct Streams: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The connections between applications of the cluster, from any node (docs/streams.md).",
+        discussion: """
+        One row per TCP connection of an application that has an address of its own \
+        (ssi run --net app): both ends (application, node, address:port; the other end's \
+        application is '-' when it is not one), and the bytes each way since the connection \
+        began, across the moves of either end.
+        """)
+    @Flag(help: "Print JSON: one object per connection (a, b, state, bytes_a_to_b, bytes_b_to_a).") var json = false
+    @OptionGroup var daemon: DaemonOptions
+
+    func run() throws {
+        do {
+            let rows = try daemon.call(.network(.streams), timeout: 15).streams()
+            if json {
+                let e = JSONEncoder()
+                e.outputFormatting = [.sortedKeys]
+                print(String(decoding: try e.encode(rows), as: UTF8.self))
+                return
+            }
+            func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
+            func end(_ e: StreamRow.End) -> String {
+                pad(e.app.map(String.init) ?? "-", 10) + " " + pad(e.node.map(String.init) ?? "-", 4) + " " + pad("\(e.address):\(e.port)", 21)
+            }
+            print("A APP      NODE A ADDRESS            B APP      NODE B ADDRESS            STATE        A->B BYTES   B->A BYTES")
+            for r in rows {
+                print(end(r.a) + " " + end(r.b) + " " + pad(r.state, 12) + " " + pad("\(r.bytes_a_to_b)", 12) + " " + "\(r.bytes_b_to_a)")
             }
         } catch let e as SSIError { fail(e) }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import SSILocalCluster
+import SSINetwork
 import SSIProcessTable
 import SSISystem
 import SSITestSupport
@@ -63,6 +64,20 @@ struct StreamsClusterTests {
                 let r = try record(app, node: k)
                 #expect(r?.node == UInt8(to) && r?.address == (app == server ? a : r?.address), "node \(k) sees application \(app) on node \(to) with its address: \(String(describing: r))")
             }
+            // `ssi streams` on every node: the one connection, both ends where they are.
+            let placed = [server: try record(server, node: 1)?.node, c: try record(c, node: 1)?.node]
+            var seen = ""
+            let waited = try waitFor("ssi streams right on every node after moving \(app) to node \(to)", seconds: 10) {
+                try (1...3).allSatisfy { k in
+                    let out = try ssiOK("streams", "--json", "--node", "\(k)")
+                    seen = "node \(k): \(out)"
+                    let rows = try JSONDecoder().decode([StreamRow].self, from: Data(out.utf8))
+                    guard rows.count == 1, let r = rows.first, let x = r.a.app, let y = r.b.app else { return false }
+                    return Set([x, y]) == Set([server, c]) && r.a.node == placed[x] ?? nil && r.b.node == placed[y] ?? nil
+                        && r.bytes_a_to_b > 0 && r.bytes_b_to_a > 0
+                }
+            }
+            if waited >= 10 { print("streams: last seen: \(seen); expected \(placed)") }
             // Nothing of theirs goes through the old node: it forwards no packet...
             usleep(300_000)
             let before = try forwarded(node: old)
@@ -119,6 +134,7 @@ struct StreamsClusterTests {
         let pid = try #require(try record(own, node: 3)?.pid)
         let r = try Proc.run(["nsenter", "--target", "\(pid)", "--net", "--", "ip", "-4", "-o", "addr"], check: false)
         #expect(r.1.contains("eth0") && r.1.contains("\(a)/32") && !r.1.contains("10.77.0.3"), "\(r.1)")
+        #expect(try JSONDecoder().decode([StreamRow].self, from: Data(try ssiOK("streams", "--json").utf8)).isEmpty, "no connection, no stream")
         let local = try ssi("run", "--local", "--net", "app", "--", "true")
         #expect(local.code != 0 && local.out.contains("--net needs a cluster"), "\(local.out)")
     }

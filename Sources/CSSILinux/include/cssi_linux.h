@@ -166,6 +166,7 @@ struct cssi_spawn_options {
     const char *directory;  // chdir() in the child after the stdio files are opened; NULL: stay
     char *const *envp;      // NULL: our environment
     unsigned long long namespaces; // CLONE_NEW* flags added to clone3's (e.g. CLONE_NEWPID|CLONE_NEWNS)
+    int pass_fd;            // >= 0: becomes the child's fd 3, kept across exec; -1: none
 };
 
 // The one spawner: clone3 (into the cgroup whose directory fd is cgroup_fd, with

@@ -41,6 +41,9 @@ public struct SpawnOptions: Sendable {
     /// Namespaces the child is born in (clone(2) CLONE_NEWPID, CLONE_NEWNS...): with
     /// CLONE_NEWPID the child is process 1 of a new PID namespace.
     public var namespaces: Namespaces = []
+    /// An fd of ours that becomes the child's fd 3 (kept across exec), e.g. the read end of
+    /// a pipe it waits on.
+    public var passDescriptor: Int32? = nil
 
     /// clone(2) namespace flags.
     public struct Namespaces: OptionSet, Sendable {
@@ -146,6 +149,7 @@ public enum Spawn {
         o.sibling = options.sibling ? 1 : 0
         o.directory = options.directory.map(c)
         o.namespaces = options.namespaces.rawValue
+        o.pass_fd = options.passDescriptor ?? -1
         return cargs.withUnsafeBufferPointer { argvp in
             guard let cenv else { o.envp = nil; return cssi_spawn(argvp.baseAddress!, &o) }
             return cenv.withUnsafeBufferPointer { envp in
