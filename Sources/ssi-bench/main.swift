@@ -7,6 +7,7 @@
 //   swift run -c release ssi-bench balance [--jobs 12] [--cpus 0.5]
 //   swift run -c release ssi-bench migrate [--sizes 0,256,1024] [--dirty 20] [--moves 3]
 //   swift run -c release ssi-bench cluster-ip [--seconds 3] [--rounds 3] [--window 1] [--migrate]
+//   swift run -c release ssi-bench streams [--seconds 3] [--rounds 3]
 import Foundation
 
 let args = Array(CommandLine.arguments.dropFirst())
@@ -26,10 +27,12 @@ do {
         try MigrateBenchmark(args: Array(args.dropFirst())).run()
     case "cluster-ip":
         try ClusterIPBenchmark(args: Array(args.dropFirst())).run()
+    case "streams":
+        try StreamsBenchmark(args: Array(args.dropFirst())).run()
     case "kddm":
         try await runKDDMBenchmark(args: Array(args.dropFirst()))
     default:
-        print("usage: \(CheckpointBenchmark.usage) | \(IncrementalBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage) | \(MigrateBenchmark.usage)")
+        print("usage: \(CheckpointBenchmark.usage) | \(IncrementalBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage) | \(StreamsBenchmark.usage) | \(MigrateBenchmark.usage)")
         exit(2)
     }
 } catch {

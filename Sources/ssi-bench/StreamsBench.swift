@@ -1,0 +1,162 @@
+import Foundation
+import SSILocalCluster
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ssi-bench streams`: what a stream between two applications costs, and what a migration
+/// of one end does to it (issue 12, docs/streams.md). On a fresh 3-node local cluster with
+/// load balancing off: bulk throughput (Tests/Fixtures/streamer.c, one connection, 64 KiB
+/// writes) and request latency (lineclient, one line outstanding) between two applications
+/// with addresses of their own on nodes 1 and 2, side by side with the same programs
+/// between the two nodes' own addresses in the same run; then both again while the
+/// receiving application migrates 1 -> 3 (the longest stall the receiver sees, the longest
+/// gap the client sees), and after the move.
+struct StreamsBenchmark: RunsSSI {
+    static let usage = "ssi-bench streams [--seconds S] [--rounds N]"
+    var seconds = 3.0
+    var rounds = 3
+
+    init(args: [String]) throws {
+        var it = args.makeIterator()
+        while let a = it.next() {
+            switch a {
+            case "--seconds": seconds = Double(it.next() ?? "") ?? 0
+            case "--rounds": rounds = Int(it.next() ?? "") ?? 0
+            default: throw SSIError(.invalidArgument, "ssi-bench streams: unknown argument '\(a)'", hint: Self.usage)
+            }
+        }
+        guard seconds >= 1, rounds > 0 else { throw SSIError(.invalidArgument, "--seconds must be at least 1 and --rounds positive", hint: Self.usage) }
+    }
+
+    func run() throws {
+        guard geteuid() == 0 else { throw SSIError(.permission, "ssi-bench streams needs root (ssi cluster up with network namespaces)") }
+        Proc.becomeSubreaper()
+        let dir = "/tmp/ssi-bench-streams"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let streamer = try BenchProcess.compile("streamer", into: dir)
+        let echo = try BenchProcess.compile("lineecho", into: dir), client = try BenchProcess.compile("lineclient", into: dir)
+        let lc = LocalCluster()
+        try ssi(["cluster", "up", "--nodes", "3"])
+        defer { _ = try? ssi(["cluster", "down"]); Proc.reapAll() }
+        let none = try noScheduling(in: dir)
+        for k in 1...3 { try ssi(["sched", "load", none, "--node", "\(k)"]) }
+        func inNode(_ k: Int, _ argv: [String]) -> [String] { ["nsenter", "--net=/run/netns/\(lc.nodeNamespace(k))", "--"] + argv }
+
+        // The raw path: the same programs between node 1's and node 2's own addresses.
+        let rawSink = try Proc.spawn(inNode(1, [streamer, "sink", "7600"]), log: "\(dir)/rawsink.log")
+        let rawEcho = try Proc.spawn(inNode(1, [echo, "7601"]), log: "\(dir)/rawecho.log")
+        defer { for p in [rawSink, rawEcho] { kill(p, SIGKILL) }; Proc.reapAll() }
+        // The applications: receivers on node 1, their peers started on node 2 per run.
+        let sink = try app(["run", "--node", "1", "--net", "app", "-b", "--log", "--", streamer, "sink", "7600"])
+        let server = try app(["run", "--node", "1", "--net", "app", "-b", "--log", "--", echo, "7601"])
+        let (sinkAddr, serverAddr) = (try address(sink), try address(server))
+        usleep(500_000)
+        let node1 = lc.nodeHost(1, netns: true)
+        print("streams between applications (addresses \(serverAddr), \(sinkAddr) on node 1; peers on node 2) against raw TCP between node 1's and node 2's own addresses, \(seconds) s per run, median of \(rounds)")
+
+        var raw: [Stream] = [], apps: [Stream] = [], rawLat: [Lines] = [], appLat: [Lines] = []
+        for _ in 0..<rounds {
+            raw.append(try bulk(inNode(2, [streamer, "source", node1, "7600", "\(seconds)"])))
+            apps.append(try bulkFromApp(node: 2, [streamer, "source", sinkAddr, "7600", "\(seconds)"], dir: dir))
+            rawLat.append(try lines(inNode(2, [client, node1, "7601", "\(seconds)"])))
+            appLat.append(try linesFromApp(node: 2, [client, serverAddr, "7601", "\(seconds)"], dir: dir))
+        }
+        // Across a move: the peers run while the receivers migrate 1 -> 3.
+        try ssi(["caps", "\(sink)", "+CAN_MIGRATE"])
+        try ssi(["caps", "\(server)", "+CAN_MIGRATE"])
+        let long = seconds + 3
+        let src = try startApp(node: 2, [streamer, "source", sinkAddr, "7600", "\(long)"])
+        let cli = try startApp(node: 2, [client, serverAddr, "7601", "\(long)"])
+        usleep(1_500_000)
+        let moved1 = try ssi(["migrate", "\(sink)", "3"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let moved2 = try ssi(["migrate", "\(server)", "3"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let across = try parseStream(try waitLog(src, seconds: long + 20))
+        let acrossLat = try parseLines(try waitLog(cli, seconds: long + 20))
+        var after: [Stream] = [], afterLat: [Lines] = []
+        for _ in 0..<rounds {
+            after.append(try bulkFromApp(node: 2, [streamer, "source", sinkAddr, "7600", "\(seconds)"], dir: dir))
+            afterLat.append(try linesFromApp(node: 2, [client, serverAddr, "7601", "\(seconds)"], dir: dir))
+        }
+
+        func med<T>(_ xs: [T], _ f: (T) -> Double) -> Double { xs.map(f).sorted()[xs.count / 2] }
+        print("")
+        print("path                                   Mbit/s   x raw    p50 us   p99 us   longest stall ms")
+        func row(_ label: String, _ mbit: Double, _ p50: Double, _ p99: Double, _ stall: Double) {
+            print(label.padding(toLength: 36, withPad: " ", startingAt: 0)
+                  + String(format: " %8.0f  %6.2f  %8.0f %8.0f  %10.1f", mbit, mbit / med(raw, \.mbit), p50, p99, stall))
+        }
+        row("raw TCP node 2 -> node 1", med(raw, \.mbit), med(rawLat, \.p50), med(rawLat, \.p99), max(med(raw, \.gap), med(rawLat, \.gap)))
+        row("applications, before the move", med(apps, \.mbit), med(appLat, \.p50), med(appLat, \.p99), max(med(apps, \.gap), med(appLat, \.gap)))
+        row("applications, across 1 -> 3", across.mbit, acrossLat.p50, acrossLat.p99, max(across.gap, acrossLat.gap))
+        row("applications, after the move", med(after, \.mbit), med(afterLat, \.p50), med(afterLat, \.p99), max(med(after, \.gap), med(afterLat, \.gap)))
+        print("")
+        print("moves: \(moved1) / \(moved2)")
+        print(String(format: "across the move: the receiver's longest stall %.1f ms (bulk), the client's longest gap %.1f ms (lines); targets: throughput >= 0.95 x raw before and after, stall <= 50 ms", across.gap, acrossLat.gap))
+    }
+
+    struct Stream { var mbit: Double; var gap: Double }
+    struct Lines { var p50: Double; var p99: Double; var gap: Double }
+
+    private func fields(_ text: String) -> [String: Double] {
+        var v: [String: Double] = [:]
+        for f in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
+            let kv = f.split(separator: "=")
+            if kv.count == 2 { v[String(kv[0])] = Double(kv[1]) }
+        }
+        return v
+    }
+
+    private func parseStream(_ text: String) throws -> Stream {
+        guard text.hasPrefix("PASS") else { throw SSIError(.system, "streamer: \(text)") }
+        let v = fields(text)
+        return Stream(mbit: v["mbit_s"] ?? 0, gap: v["sink_max_gap_ms"] ?? 0)
+    }
+
+    private func parseLines(_ text: String) throws -> Lines {
+        guard text.hasPrefix("PASS") else { throw SSIError(.system, "lineclient: \(text)") }
+        let v = fields(text)
+        return Lines(p50: v["p50_us"] ?? 0, p99: v["p99_us"] ?? 0, gap: v["max_gap_ms"] ?? 0)
+    }
+
+    private func bulk(_ argv: [String]) throws -> Stream { try parseStream(try Proc.run(argv, check: false).1) }
+    private func lines(_ argv: [String]) throws -> Lines { try parseLines(try Proc.run(argv, check: false).1) }
+
+    private func app(_ args: [String]) throws -> Int32 {
+        let out = try ssi(args)
+        guard let id = out.split(whereSeparator: { $0 == " " || $0 == "\n" }).last.flatMap({ Int32($0) }) else { throw SSIError(.system, "no application id in '\(out)'") }
+        return id
+    }
+
+    private func address(_ app: Int32) throws -> String {
+        struct Rec: Decodable { var app: Int32; var address: String? }
+        let all = try JSONDecoder().decode([Rec].self, from: Data(try ssi(["ps", "--json"]).utf8))
+        guard let a = all.first(where: { $0.app == app })?.address else { throw SSIError(.system, "application \(app) has no address") }
+        return a
+    }
+
+    private func startApp(node: Int, _ argv: [String]) throws -> Int32 {
+        try app(["run", "--node", "\(node)", "--net", "app", "-b", "--log", "--"] + argv)
+    }
+
+    /// The log of an application once it has stopped.
+    private func waitLog(_ app: Int32, seconds: Double) throws -> String {
+        struct Rec: Decodable { var app: Int32; var state: String }
+        let t0 = Date()
+        while Date().timeIntervalSince(t0) < seconds {
+            let all = try JSONDecoder().decode([Rec].self, from: Data(try ssi(["ps", "--json"]).utf8))
+            if all.first(where: { $0.app == app })?.state == "stopped" { return try ssi(["logs", "\(app)"]).trimmingCharacters(in: .whitespacesAndNewlines) }
+            usleep(100_000)
+        }
+        throw SSIError(.timeout, "application \(app) did not end within \(Int(seconds)) s")
+    }
+
+    private func bulkFromApp(node: Int, _ argv: [String], dir: String) throws -> Stream {
+        try parseStream(try waitLog(try startApp(node: node, argv), seconds: seconds + 20))
+    }
+
+    private func linesFromApp(node: Int, _ argv: [String], dir: String) throws -> Lines {
+        try parseLines(try waitLog(try startApp(node: node, argv), seconds: seconds + 20))
+    }
+}
