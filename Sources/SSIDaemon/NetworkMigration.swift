@@ -24,8 +24,6 @@ final class NetworkMigrationHooks: MigrationHooks {
     private let locked = Mutex<[Int32: [UInt16]]>([:])
     /// Applications whose own address is held on this node (a migration's source).
     private let addressLocked = Mutex<[Int32: (address: String, target: NodeID)]>([:])
-    /// The byte counts of a moving application's streams, taken at its freeze (StreamBases).
-    private let basesPending = Mutex<[Int32: StreamBases]>([:])
 
     init(net: NetworkSubsystem) { self.net = net }
 
@@ -75,11 +73,7 @@ final class NetworkMigrationHooks: MigrationHooks {
         let logger = net.core.logger, n = outside.count
         // From the freeze on (before the sockets are read), not before the memory copy: the
         // peers' traffic stops for the freeze only.
-        let net = self.net, hooks = self
         let lock: @Sendable () throws -> Void = {
-            // The byte counts of its connections, for the target to go on from.
-            let bases = net.streamBases(app: app, root: root, address: address, to: target)
-            hooks.basesPending.withLock { $0[app] = bases }
             try AppAddressLock.lock(app: app, address: address, holding: hold != nil)
             do { try hold?.hold(address) } catch {
                 AppAddressLock.unlock(app: app)
@@ -100,10 +94,13 @@ final class NetworkMigrationHooks: MigrationHooks {
                 let n = hold.release(address, route: ["via", hop])
                 net.core.logger.info("network: application \(app): \(n) packet(s) held during the move passed on to node \(target)")
             }
+            // The byte counts of its connections, for the target to go on from: the same as
+            // at the freeze, since nothing has come in or gone out of the locked copy since.
+            let bases = net.streamBases(app: app, root: root, address: address, to: target)
             let all = Connections.established(root: root)
             let inside = Connections.internalPairs(all)
             Connections.silence(all.filter { !inside.contains($0.inode) })
-            if let bases = basesPending.withLock({ $0.removeValue(forKey: app) }) { await net.storeBases(app, bases) }
+            await net.storeBases(app, bases)
             return
         }
         guard let ip = net.clusterIP, locked.withLock({ $0[app] }) != nil else { return }
@@ -112,17 +109,20 @@ final class NetworkMigrationHooks: MigrationHooks {
 
     func sourceDidFinish(app: Int32, committed: Bool) async {
         if let (address, _) = addressLocked.withLock({ $0.removeValue(forKey: app) }) {
-            basesPending.withLock { _ = $0.removeValue(forKey: app) }
             if committed {
                 // Every node's route turns to the target; the source copy's namespace went
                 // with its processes.
                 await net.refreshEverywhere()
-            } else if let hold = net.apps?.packetHold {
-                // It goes on here: its link route back, and what was held is its own.
-                let src = net.apps?.myAddress.map { ["src", $0] } ?? []
-                hold.release(address, route: ["dev", AppSubnet.hostInterface(app), "scope", "link"] + src)
+                AppAddressLock.unlock(app: app)
+            } else {
+                // It goes on here: its link up again (a route needs it up), its link route
+                // back, and what was held is its own.
+                AppAddressLock.unlock(app: app)
+                if let hold = net.apps?.packetHold {
+                    let src = net.apps?.myAddress.map { ["src", $0] } ?? []
+                    hold.release(address, route: ["dev", AppSubnet.hostInterface(app), "scope", "link"] + src)
+                }
             }
-            AppAddressLock.unlock(app: app)
             return
         }
         guard locked.withLock({ $0.removeValue(forKey: app) }) != nil else { return }
@@ -135,8 +135,12 @@ final class NetworkMigrationHooks: MigrationHooks {
         }
     }
 
+    /// Every node is asked to turn its routes and steering to this node, without waiting
+    /// for the answers: the source passes on what comes to it meanwhile, and the migration's
+    /// freeze ends sooner.
     func targetDidResume(app: Int32, root: Int32, from source: NodeID) async {
-        await net.refreshEverywhere()
+        let net = self.net
+        Task { await net.refreshEverywhere() }
     }
 }
 

@@ -227,37 +227,50 @@ public struct AppRoutes: Sendable, Equatable {
     }
 }
 
-/// The lock of an application address on its migration's source node, from before the
-/// freeze: the copy about to go must acknowledge nothing a peer sends after the snapshot,
-/// nor send anything. What it sends is dropped here; what comes to it is held
-/// (PacketHold), or dropped too when `holding` is false (the peers' TCP sends it again).
+/// The lock of an application address on its migration's source node, from the freeze on:
+/// the copy about to go must acknowledge nothing a peer sends after the snapshot, nor send
+/// anything. With a packet hold (PacketHold), what comes to it is routed to the hold and
+/// what it sends stays in its namespace: the node's side of its link is set down
+/// (SIOCSIFFLAGS, netdevice(7); both ends of a veth lose their carrier), with no program
+/// to run while the application is frozen. Without one, an nft table drops both ways and
+/// the peers send again what was dropped.
 public enum AppAddressLock {
     public static func table(_ app: Int32) -> String { "ssi-applock-\(Int(app) - Int(AppSubnet.firstApp))" }
 
-    public static func ruleset(table: String, address: String, holding: Bool) -> String {
-        let toIt = holding ? "" : " ip daddr \(address) drop;"
-        return """
+    public static func ruleset(table: String, address: String) -> String {
+        """
         add table ip \(table)
         delete table ip \(table)
         table ip \(table) {
-            chain forwarded { type filter hook forward priority -310; policy accept; ip saddr \(address) drop;\(toIt) }
+            chain forwarded { type filter hook forward priority -310; policy accept; ip saddr \(address) drop; ip daddr \(address) drop; }
             chain received { type filter hook input priority -310; policy accept; ip saddr \(address) drop; }
-            chain sent { type filter hook output priority -310; policy accept;\(toIt) }
+            chain sent { type filter hook output priority -310; policy accept; ip daddr \(address) drop; }
         }
 
         """
     }
 
     public static func lock(app: Int32, address: String, holding: Bool) throws {
+        if holding {
+            let host = AppSubnet.hostInterface(app)
+            guard let flags = ThreadFS.interfaceFlags(host) else { throw SSIError(.notFound, "application \(app)'s link \(host) is not on this node") }
+            let e = ThreadFS.setInterfaceFlags(host, flags & ~1 /* IFF_UP */)
+            if e != 0 { throw SSIError.sys("set \(host) down to lock application \(app)'s address \(address)", errno: e) }
+            return
+        }
         let t = table(app)
         let file = "/tmp/\(t)-\(getpid()).nft"
-        try ruleset(table: t, address: address, holding: holding).write(toFile: file, atomically: true, encoding: .utf8)
+        try ruleset(table: t, address: address).write(toFile: file, atomically: true, encoding: .utf8)
         defer { unlink(file) }
         let (code, out) = try Proc.run(["nft", "-f", file], check: false)
         if code != 0 { throw SSIError(.system, "nft refused the lock of application \(app)'s address \(address): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
     }
 
+    /// The lock gone: the link up again if it is still there (a failed migration; after a
+    /// committed one it went with the application's namespace), the nft table removed.
     public static func unlock(app: Int32) {
+        let host = AppSubnet.hostInterface(app)
+        if let flags = ThreadFS.interfaceFlags(host), flags & 1 == 0 { _ = ThreadFS.setInterfaceFlags(host, flags | 1) }
         _ = try? Proc.run(["nft", "delete", "table", "ip", table(app)], check: false)
     }
 }
