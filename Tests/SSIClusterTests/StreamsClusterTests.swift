@@ -118,6 +118,31 @@ struct StreamsClusterTests {
         print("streams: udpping across two moves: \(verdict)")
     }
 
+    /// A migration that fails after the freeze (a listening socket with a connection waiting
+    /// to be accepted is refused by the engine) leaves the application on its node with its
+    /// address: its link up again, its route back, new connections reach it.
+    @Test(.timeLimit(.minutes(1))) func failedMoveLeavesTheAddressWhereItWas() throws {
+        try up()
+        defer { try? down() }
+        let listener = "import socket,time\ns=socket.socket()\ns.bind(('0.0.0.0',7200))\ns.listen(8)\ntime.sleep(600)\n"
+        let server = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", "python3", "-c", listener)))
+        let a = try address(of: server)
+        func connects(from k: Int) -> Bool {
+            let probe = "import socket\nsocket.create_connection(('\(a)',7200),timeout=3)\nprint('connected')\n"
+            return (try? Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(k))", "--", "python3", "-c", probe], check: false))?.1.contains("connected") == true
+        }
+        _ = try waitFor("a connection waits in the server's queue", seconds: 10) { connects(from: 2) }
+        _ = try ssiOK("caps", "\(server)", "+CAN_MIGRATE")
+        let r = try ssi("migrate", "\(server)", "3")
+        #expect(r.code != 0 && r.out.contains("waiting to be accepted") && r.out.contains("node 1"), "\(r.out)")
+        _ = try ssiOK("caps", "\(server)", "-CAN_MIGRATE")
+        let rec = try #require(try record(server, node: 2))
+        #expect(rec.node == 1 && rec.state == .running && rec.address == a, "\(rec)")
+        let link = try Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(1))", "--", "ip", "-o", "link", "show", AppSubnet.hostInterface(server)], check: false)
+        #expect(link.1.contains("state UP") || link.1.contains(",UP"), "its link is up again: \(link.1)")
+        #expect(connects(from: 3), "a new connection from node 3 reaches it on node 1")
+    }
+
     /// Refusals: --net app without the cluster (--local) is refused, naming why; and an
     /// application in its node's network keeps no address.
     @Test(.timeLimit(.minutes(1))) func nodeNetworkApplicationsHaveNoAddress() throws {
