@@ -143,6 +143,28 @@ struct StreamsClusterTests {
         #expect(connects(from: 3), "a new connection from node 3 reaches it on node 1")
     }
 
+    /// `checkpoint --kill` of an application with an address, `restart --node 3`: it comes
+    /// back with the same address, its bound UDP socket on it, and peers reach it there.
+    @Test(.timeLimit(.minutes(2))) func restartElsewhereKeepsTheAddress() throws {
+        try up()
+        defer { try? down() }
+        let ping = try TestEnv.fixture("udpping")
+        let server = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", ping, "server", "7300")))
+        let a = try address(of: server)
+        usleep(300_000)
+        let c = try ssiOK("checkpoint", "--kill=KILL", "\(server)")
+        #expect(c.contains("Version: 1"), "\(c)")
+        _ = try waitFor("stopped", seconds: 5) { try record(server, node: 2)?.state == .stopped }
+        let r = try ssiOK("restart", "\(server)", "--node", "3")
+        #expect(r.contains("on node 3"), "\(r)")
+        let rec = try #require(try record(server, node: 2))
+        #expect(rec.node == 3 && rec.state == .running && rec.address == a, "\(rec)")
+        let client = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", ping, "client", a, "7300", "1")))
+        _ = try waitFor("the client ends", seconds: 15) { try record(client, node: 1)?.state == .stopped }
+        let verdict = try ssiOK("logs", "\(client)")
+        #expect(verdict.hasPrefix("PASS"), "the restarted server answers on its address: \(verdict)")
+    }
+
     /// Refusals: --net app without the cluster (--local) is refused, naming why; and an
     /// application in its node's network keeps no address.
     @Test(.timeLimit(.minutes(1))) func nodeNetworkApplicationsHaveNoAddress() throws {
