@@ -165,6 +165,33 @@ struct StreamsClusterTests {
         #expect(verdict.hasPrefix("PASS"), "the restarted server answers on its address: \(verdict)")
     }
 
+    /// A real program: redis-server and redis-benchmark (10 connections) as two applications
+    /// with addresses; redis moves 1 -> 3, then the benchmark 2 -> 1, while it runs: every
+    /// request answered (the benchmark reports both tests and no error).
+    @Test(.enabled(if: toolPath("redis-server") != nil && toolPath("redis-benchmark") != nil, "needs redis-server and redis-benchmark (scripts/setup.sh installs them)"),
+          .timeLimit(.minutes(3)))
+    func redisAndItsBenchmarkBothMove() throws {
+        try up()
+        defer { try? down() }
+        let redis = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", "redis-server", "--port", "6379",
+                                                 "--save", "", "--appendonly", "no", "--protected-mode", "no")))
+        let a = try address(of: redis)
+        usleep(500_000)
+        let bench = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", "redis-benchmark", "-h", a, "-p", "6379",
+                                                 "-n", "200000", "-c", "10", "-t", "set,get", "-q")))
+        usleep(1_500_000)
+        try move(redis, to: 3)
+        usleep(1_000_000)
+        try move(bench, to: 1)
+        _ = try waitFor("the benchmark ends", seconds: 90) { try record(bench, node: 3)?.state == .stopped }
+        let out = try ssiOK("logs", "\(bench)").replacingOccurrences(of: "\r", with: "\n")
+        let results = out.split(separator: "\n").filter { $0.contains("requests per second") }
+        #expect(results.contains { $0.hasPrefix("SET:") } && results.contains { $0.hasPrefix("GET:") } && !out.contains("rror"),
+                "redis-benchmark finished both tests with no error: \(results)")
+        #expect(try record(bench, node: 3)?.exit_status == 0)
+        print("streams: redis-benchmark across both moves: \(results.joined(separator: "; "))")
+    }
+
     /// Refusals: --net app without the cluster (--local) is refused, naming why; and an
     /// application in its node's network keeps no address.
     @Test(.timeLimit(.minutes(1))) func nodeNetworkApplicationsHaveNoAddress() throws {
