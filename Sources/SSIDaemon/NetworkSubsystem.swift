@@ -106,8 +106,24 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         try await core.kddm.put(Self.claimsSet, id, Array(try JSONEncoder().encode(PortClaim(port: port, app: app))))
     }
 
-    /// One round: publish this node's ports, read everyone's, steer.
+    /// One round at a time: the loop's and those other nodes ask for (RPC 601) would
+    /// otherwise overlap, and a round that read the application table before a change could
+    /// apply its routes after a round that saw it, taking a new route away again.
+    let rounds = RoundGate()
+
     func refresh() async throws {
+        await rounds.enter()
+        do {
+            try await refreshOnce()
+            await rounds.leave()
+        } catch {
+            await rounds.leave()
+            throw error
+        }
+    }
+
+    /// One round: publish this node's ports, read everyone's, steer.
+    private func refreshOnce() async throws {
         let me = core.config.node
         var entries: [PortEntry] = []
         for (app, root, leaving) in await localApps.withLock({ $0 })() {
@@ -194,5 +210,20 @@ struct NetworkLoop: Service {
             }
         }
         net.stop()
+    }
+}
+
+/// Lets one task in at a time, the others waiting in order.
+actor RoundGate {
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func enter() async {
+        if !busy { busy = true; return }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func leave() {
+        if waiting.isEmpty { busy = false } else { waiting.removeFirst().resume() }
     }
 }

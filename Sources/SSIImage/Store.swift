@@ -74,6 +74,10 @@ public final class SnapshotWriter: ImageWriter {
     var pooled: [PooledFile] = []
     private var session: PoolSession? = nil
     private var committed = false
+    /// false: `commit` puts nothing on stable storage (fsync), for a migration's image,
+    /// which the target restores from at once while the source still runs the application;
+    /// the target syncs it (SnapshotStore.sync) once its copy runs, out of the freeze.
+    public var durable = true
 
     init(store: SnapshotStore, app: Int32, tempDir: String) { self.store = store; self.app = app; self.tempDir = tempDir }
 
@@ -108,7 +112,7 @@ public final class SnapshotWriter: ImageWriter {
     public func commit(copying copy: Manifest) throws -> (Int, Manifest) { try commit(copy, version: copy.version) }
 
     private func commit(_ base: Manifest, version fixed: Int?) throws -> (Int, Manifest) {
-        try session?.sync()
+        if durable { try session?.sync() }
         defer { if committed { session?.release() } }
         while true {
             let version = fixed ?? (store.versions(app).last ?? 0) + 1
@@ -119,12 +123,14 @@ public final class SnapshotWriter: ImageWriter {
             do { bytes = Array(try SnapshotFormat.encoder().encode(manifest)) } catch { throw SSIError(.system, "cannot encode manifest: \(error)") }
             try writeWhole("manifest.json", bytes)
             try writeWhole("manifest.crc", Array(String(CRC32C.checksum(bytes), radix: 16).utf8))
-            for entry in entries { try fsyncPath("\(tempDir)/\(entry.name)") }
-            try fsyncPath(tempDir)
+            if durable {
+                for entry in entries { try fsyncPath("\(tempDir)/\(entry.name)") }
+                try fsyncPath(tempDir)
+            }
             let target = store.directory(app, version: version)
             if rename(tempDir, target) == 0 {
                 committed = true
-                try fsyncPath(store.appDirectory(app))
+                if durable { try fsyncPath(store.appDirectory(app)) }
                 return (version, manifest)
             }
             let e = errno
@@ -144,7 +150,22 @@ public final class SnapshotWriter: ImageWriter {
         unlink(path)
         let f = try DirectoryFileWriter(path: path)
         try bytes.withUnsafeBytes { (b) throws in try f.append(b) }
-        try f.sync()
+        if durable { try f.sync() }
+    }
+}
+
+extension SnapshotStore {
+    /// Puts every file of application `app`'s directory (its versions, its page pool) and
+    /// the directories themselves on stable storage: what a non-durable commit left
+    /// (SnapshotWriter.durable).
+    public func sync(app: Int32) throws {
+        let dir = appDirectory(app)
+        guard let walker = FileManager.default.enumerator(atPath: dir) else { return }
+        while let rel = walker.nextObject() as? String {
+            if rel.split(separator: "/").contains(where: { $0.hasPrefix(".tmp") }) { continue }
+            try fsyncPath("\(dir)/\(rel)")
+        }
+        try fsyncPath(dir)
     }
 }
 

@@ -152,6 +152,7 @@ extension NodeApplications {
         let netFD = try attachNetwork(app: app, address: address)
         defer { if let netFD { close(netFD) } }
         o.rootNetwork = netFD
+        clock.mark("migrate in: network")
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         clock.mark("migrate in: restart")
@@ -162,6 +163,12 @@ extension NodeApplications {
             (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
             rec.migrations += 1
         }
+        clock.mark("migrate in: record")
         await eachHook { await $0.targetDidResume(app: app, root: r.pid, from: m.from) }
+        // The image came in without fsync (IncomingSnapshots): on disk now, off the freeze.
+        let store = self.store, logger = self.logger
+        Task.detached {
+            do { try store.sync(app: app) } catch { logger.warning("process table: snapshot v\(v) of application \(app) not synced: \(error)") }
+        }
     }
 }

@@ -65,7 +65,11 @@ final class IncomingSnapshots: @unchecked Sendable {
         defer { lock.unlock() }
         switch step.kind {
         case .begin:
-            writers[step.token] = (try store.beginWrite(app: step.app), [:])
+            // A migration's image: restored at once, synced once the target's copy runs
+            // (NodeApplications.migrateIn), not while the application is frozen.
+            let w = try store.beginWrite(app: step.app)
+            w.durable = false
+            writers[step.token] = (w, [:])
             return IncomingAnswer()
         case .data:
             guard let w = writers[step.token] else { throw Self.unknown(step) }
