@@ -23,6 +23,8 @@
 #include <net/if.h>
 #include <linux/sockios.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 
 #ifndef SYS_clone3
 #define SYS_clone3 435
@@ -510,4 +512,51 @@ int cssi_tun_open(const char *name) {
     strncpy(r.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &r) < 0) { int e = errno; close(fd); return -e; }
     return fd;
+}
+
+static void add_attr(char *msg, unsigned short type, const void *data, unsigned short len) {
+    struct nlmsghdr *n = (struct nlmsghdr *)msg;
+    struct rtattr *a = (struct rtattr *)(msg + NLMSG_ALIGN(n->nlmsg_len));
+    a->rta_type = type;
+    a->rta_len = RTA_LENGTH(len);
+    memcpy(RTA_DATA(a), data, len);
+    n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(a->rta_len);
+}
+
+int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsigned char proto) {
+    char msg[256] __attribute__((aligned(NLMSG_ALIGNTO)));
+    memset(msg, 0, sizeof msg);
+    struct nlmsghdr *n = (struct nlmsghdr *)msg;
+    struct rtmsg *r = (struct rtmsg *)NLMSG_DATA(n);
+    n->nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+    n->nlmsg_type = RTM_NEWROUTE;
+    n->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    n->nlmsg_seq = 1;
+    r->rtm_family = AF_INET;
+    r->rtm_dst_len = 32;
+    r->rtm_table = RT_TABLE_MAIN;
+    r->rtm_protocol = proto;
+    r->rtm_scope = gw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
+    r->rtm_type = RTN_UNICAST;
+    add_attr(msg, RTA_DST, &dst, 4);
+    if (oif > 0) add_attr(msg, RTA_OIF, &oif, 4);
+    if (gw) add_attr(msg, RTA_GATEWAY, &gw, 4);
+    if (src) add_attr(msg, RTA_PREFSRC, &src, 4);
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return -errno;
+    struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+    if (sendto(fd, msg, n->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) { int e = errno; close(fd); return -e; }
+    // The kernel answers with an NLMSG_ERROR whose error is 0 on success (NLM_F_ACK).
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0) { if (errno == EINTR) continue; int e = errno; close(fd); return -e; }
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                int err = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+                close(fd);
+                return err;
+            }
+        }
+    }
 }

@@ -48,7 +48,42 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
                            hint: "every node must have the same network.app-subnet")
         }
         try prepareKernel()
+        // Made ahead by the migration (prepare): only the route is left to do.
+        if let ready = prepared.withLock({ $0.removeValue(forKey: app) }) {
+            if ready.address == address && AppLink.interfaceExists(AppSubnet.hostInterface(app)) {
+                do {
+                    try AppLink.routeHere(app: app, address: address, nodeAddress: myAddress)
+                    return ready.fd
+                } catch { close(ready.fd); throw error }
+            }
+            close(ready.fd)
+        }
         return try AppLink.make(app: app, address: address, nodeAddress: myAddress)
+    }
+
+    /// Namespaces made ahead of migrations coming here (prepare), by application.
+    private let prepared = Mutex<[Int32: (fd: Int32, address: String, made: Date)]>([:])
+
+    /// Makes application `app`'s namespace and link here while it still runs on the source
+    /// (a migration's first step), without its route: the restore then finds them ready,
+    /// and the freeze is shorter by the time they take. One not used within two minutes (a
+    /// migration that failed) goes.
+    func prepare(app: Int32, address: String) throws {
+        guard subnet.contains(address) else { throw SSIError(.invalidArgument, "\(address) is not in the application subnet \(subnet)") }
+        try prepareKernel()
+        if let old = prepared.withLock({ $0.removeValue(forKey: app) }) { close(old.fd) }
+        let fd = try AppLink.make(app: app, address: address, nodeAddress: myAddress, route: false)
+        prepared.withLock { $0[app] = (fd, address, Date()) }
+    }
+
+    /// Closes what was prepared and never used (called every network round).
+    func expirePrepared() {
+        let old = prepared.withLock { p -> [Int32] in
+            let stale = p.filter { Date().timeIntervalSince($0.value.made) > 120 }
+            for (app, _) in stale { p.removeValue(forKey: app) }
+            return stale.map(\.value.fd)
+        }
+        for fd in old { close(fd) }
     }
 
     var myAddress: String? { core.membership.view[core.config.node]?.host }
@@ -71,6 +106,7 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         let view = core.membership.view
         var nodes: [NodeID: String] = [:]
         for n in core.membership.online { if let h = view[n]?.host { nodes[n] = h } }
+        expirePrepared()
         let want = AppRoutes(me: me, apps: apps, nodes: nodes)
         let old = applied.withLock { $0 } ?? AppRoutes.installed()
         guard want != old else { applied.withLock { $0 = want }; return }

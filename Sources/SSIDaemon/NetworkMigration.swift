@@ -9,6 +9,14 @@ extension ServiceBlock {
     /// "Read the port table again now": sent to every node when an application with ports
     /// has moved, so that steering follows it at once rather than at the next round.
     static let networkRefresh = ServiceBlock.network.number(1)
+    /// "Make this application's namespace and link now, for its migration here" (AppAddress).
+    static let networkPrepare = ServiceBlock.network.number(2)
+}
+
+/// What a migration's source asks its target to prepare.
+struct AppAddress: Codable {
+    var app: Int32
+    var address: String
 }
 
 /// The cluster address's side of a migration (docs/network.md, "Migration"): TCP connections
@@ -35,7 +43,7 @@ final class NetworkMigrationHooks: MigrationHooks {
                 throw SSIError(.unsupported, "application \(app) has the address \(address), but node \(net.core.config.node) has no application network; nothing was changed",
                                hint: "set network.app-subnet on every node")
             }
-            return try holdAddress(app: app, root: root, address: address, to: target)
+            return try await holdAddress(app: app, root: root, address: address, to: target)
         }
         guard let ip = net.clusterIP else { return MigrationPlan() }
         let all = Connections.established(root: root)
@@ -60,7 +68,7 @@ final class NetworkMigrationHooks: MigrationHooks {
     /// packets are dropped on this node from now on, so that the copy about to go
     /// acknowledges nothing sent after the snapshot (the peer's TCP sends it again, to the
     /// target once the routes turn).
-    private func holdAddress(app: Int32, root: Int32, address: String, to target: NodeID) throws -> MigrationPlan {
+    private func holdAddress(app: Int32, root: Int32, address: String, to target: NodeID) async throws -> MigrationPlan {
         let all = Connections.established(root: root)
         let inside = Connections.internalPairs(all)
         let outside = all.filter { !inside.contains($0.inode) }
@@ -70,6 +78,13 @@ final class NetworkMigrationHooks: MigrationHooks {
         }
         let hold = net.apps?.packetHold
         addressLocked.withLock { $0[app] = (address, target) }
+        // The target makes the namespace and link while the application still runs here.
+        do {
+            let req = Array(try JSONEncoder().encode(AppAddress(app: app, address: address)))
+            _ = try await net.core.rpc.call(target, service: ServiceBlock.networkPrepare, req, timeout: .seconds(10))
+        } catch {
+            net.core.logger.warning("network: node \(target) could not prepare application \(app)'s namespace ahead (it will at the restore): \(error)")
+        }
         let logger = net.core.logger, n = outside.count
         // From the freeze on (before the sockets are read), not before the memory copy: the
         // peers' traffic stops for the freeze only.
@@ -91,7 +106,7 @@ final class NetworkMigrationHooks: MigrationHooks {
         if let (address, target) = addressLocked.withLock({ $0[app] }) {
             // The target's copy runs: what was held goes there.
             if let hop = net.core.membership.view[target]?.host, let hold = net.apps?.packetHold {
-                let n = hold.release(address, route: ["via", hop])
+                let n = hold.release(address, gateway: hop)
                 net.core.logger.info("network: application \(app): \(n) packet(s) held during the move passed on to node \(target)")
             }
             // The byte counts of its connections, for the target to go on from: the same as
@@ -119,8 +134,7 @@ final class NetworkMigrationHooks: MigrationHooks {
                 // back, and what was held is its own.
                 AppAddressLock.unlock(app: app)
                 if let hold = net.apps?.packetHold {
-                    let src = net.apps?.myAddress.map { ["src", $0] } ?? []
-                    hold.release(address, route: ["dev", AppSubnet.hostInterface(app), "scope", "link"] + src)
+                    hold.release(address, interface: AppSubnet.hostInterface(app), source: net.apps?.myAddress)
                 }
             }
             return
@@ -149,6 +163,14 @@ extension NetworkSubsystem {
         let me = self
         core.rpc.register(ServiceBlock.networkRefresh) { _, _ in
             do { try await me.refresh() } catch { me.failed(error) }
+            return []
+        }
+        core.rpc.register(ServiceBlock.networkPrepare) { _, payload in
+            guard let apps = me.apps else {
+                throw SSIError(.unsupported, "node \(me.core.config.node) has no application network (network.app-subnet is not set)", hint: "set it on every node")
+            }
+            let a = try JSONDecoder().decode(AppAddress.self, from: Data(payload))
+            try apps.prepare(app: a.app, address: a.address)
             return []
         }
     }

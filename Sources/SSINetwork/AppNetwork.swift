@@ -78,6 +78,7 @@ public enum AppLink {
     /// The routes this daemon adds carry this protocol number (ip-route(8) `proto`), so
     /// that it finds its own again after a restart and touches no other.
     public static let routeProtocol = "77"
+    static let routeProtocolNumber: UInt8 = 77
     /// TCP's minimum retransmission timeout inside an application's namespace.
     public static let rtoMinMicroseconds = 10_000
 
@@ -86,7 +87,10 @@ public enum AppLink {
     /// lives as long as a process or an fd holds it, network_namespaces(7)). `nodeAddress`:
     /// the node's own address, the source of the node's packets to the application (else
     /// the kernel would take 169.254.1.1, which every node has).
-    public static func make(app: Int32, address: String, nodeAddress: String?) throws -> Int32 {
+    /// `route`: also route the address to the new link here; false for a namespace made
+    /// ahead of a migration, whose address is still the source's until the restore
+    /// (`routeHere` then).
+    public static func make(app: Int32, address: String, nodeAddress: String?, route: Bool = true) throws -> Int32 {
         let host = AppSubnet.hostInterface(app)
         // A namespace of the same application that is still being torn down (a restart
         // right after `checkpoint --kill`, a migration back) may still hold the name: the
@@ -112,8 +116,7 @@ public enum AppLink {
                 "link add \(host) type veth peer name eth0 netns \(nsPath)",
                 "addr add \(AppSubnet.gateway)/32 dev \(host) scope link",
                 "link set \(host) up",
-                "route replace \(address)/32 dev \(host) scope link proto \(routeProtocol)" + (nodeAddress.map { " src \($0)" } ?? ""),
-            ], what: "join application \(app)'s namespace to this node")
+            ] + (route ? [routeLine(app: app, address: address, nodeAddress: nodeAddress)] : []), what: "join application \(app)'s namespace to this node")
             // Inside: the address as a /32, the gateway reached on the link, and through it
             // everything else (the node, other applications).
             try batch([
@@ -140,10 +143,20 @@ public enum AppLink {
         }
     }
 
-    /// Whether interface `name` exists in this node's network namespace.
-    public static func interfaceExists(_ name: String) -> Bool {
-        FileManager.default.fileExists(atPath: "/sys/class/net/\(name)")
+    static func routeLine(app: Int32, address: String, nodeAddress: String?) -> String {
+        "route replace \(address)/32 dev \(AppSubnet.hostInterface(app)) scope link proto \(routeProtocol)" + (nodeAddress.map { " src \($0)" } ?? "")
     }
+
+    /// Routes the address to the application's link on this node (made ahead, `route: false`).
+    public static func routeHere(app: Int32, address: String, nodeAddress: String?) throws {
+        try Route4.replace(address, interface: AppSubnet.hostInterface(app), source: nodeAddress, proto: routeProtocolNumber)
+    }
+
+    /// Whether interface `name` exists in this node's network namespace: asked of the
+    /// kernel (if_nametoindex(3), an ioctl on a socket of the calling thread's namespace),
+    /// not read from /sys, which shows the namespace that mounted it (`ip netns exec`
+    /// mounts one of its own, not always the daemon's).
+    public static func interfaceExists(_ name: String) -> Bool { if_nametoindex(name) != 0 }
 
     /// Runs `ip -batch` with `lines`, inside the namespace of file `inside` if given.
     static func batch(_ lines: [String], inside: String? = nil, what: String) throws {

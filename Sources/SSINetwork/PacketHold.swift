@@ -59,19 +59,20 @@ public final class PacketHold: @unchecked Sendable {
     /// From now on, packets to `address` are routed here and kept.
     public func hold(_ address: String) throws {
         held.withLock { _ = $0.holding.insert(address) }
-        let (code, out) = try Proc.run(["ip", "route", "replace", "\(address)/32", "dev", Self.interface, "proto", AppLink.routeProtocol], check: false)
-        if code != 0 {
+        do { try Route4.replace(address, interface: Self.interface, proto: AppLink.routeProtocolNumber) } catch {
             held.withLock { _ = $0.holding.remove(address) }
-            throw SSIError(.system, "could not route \(address) to \(Self.interface) to hold its packets: \(out.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw SSIError(.system, "could not route \(address) to \(Self.interface) to hold its packets: \(error)")
         }
     }
 
-    /// Routes `address` with `route` (the `ip route replace` arguments after the address: to
-    /// the target, or back to the application's link) and gives the kernel the packets held
-    /// for it, in the order they came. Returns how many.
+    /// Routes `address` through `gateway` (the target node) or out of `interface` (back to
+    /// the application's link, preferred source `source`) and gives the kernel the packets
+    /// held for it, in the order they came. Returns how many.
     @discardableResult
-    public func release(_ address: String, route: [String]) -> Int {
-        _ = try? Proc.run(["ip", "route", "replace", "\(address)/32"] + route + ["proto", AppLink.routeProtocol], check: false)
+    public func release(_ address: String, gateway: String? = nil, interface: String? = nil, source: String? = nil) -> Int {
+        do { try Route4.replace(address, interface: interface, gateway: gateway, source: source, proto: AppLink.routeProtocolNumber) } catch {
+            FileHandle.standardError.write(Data("ssid: packet hold: \(error)\n".utf8))
+        }
         let packets = held.withLock { h -> [[UInt8]] in
             h.holding.remove(address)
             let p = h.packets.removeValue(forKey: address) ?? []

@@ -25,6 +25,10 @@ struct MigrateIn: Codable {
     var from: NodeID
     /// TCP connections to peers outside the application were saved (they follow it).
     var tcpEstablished: Bool? = nil
+    /// The application's own address, as its record says (`addressSent`: the source said,
+    /// so the target need not read the record while the application is frozen).
+    var address: String? = nil
+    var addressSent: Bool? = nil
 }
 
 /// Stop-and-copy migration, built on checkpoint and restart anywhere (docs/migration.md,
@@ -97,7 +101,7 @@ extension NodeApplications {
             let table = self.table
             let entry = SnapshotCatalog.Version(version: done.version, date: done.date, description: done.description, size: done.pageBytes, nodes: [target])
             async let recorded: Void = table.addSnapshot(app, entry, holder: target)
-            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished)))
+            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished, address: rec.address, addressSent: true)))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
             clock.mark("migrate: target restored")
             try await recorded
@@ -148,7 +152,7 @@ extension NodeApplications {
         o.tcpEstablished = m.tcpEstablished ?? false
         // An application with an address gets its namespace here, address and link, before
         // its processes and sockets are rebuilt inside it.
-        let address = try await table.record(app).address
+        let address = m.addressSent == true ? m.address : try await table.record(app).address
         let netFD = try attachNetwork(app: app, address: address)
         defer { if let netFD { close(netFD) } }
         o.rootNetwork = netFD

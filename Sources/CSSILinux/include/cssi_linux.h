@@ -107,6 +107,12 @@ long cssi_unshare_net(void);
 // IFF_TUN | IFF_NO_PI: each read or write is one bare IP packet; netdevice(7), the kernel's
 // Documentation/networking/tuntap.rst). Returns the fd (close-on-exec) or -errno.
 int cssi_tun_open(const char *name);
+// Replaces (or adds) the IPv4 route dst/32 of the main table over rtnetlink (rtnetlink(7),
+// RTM_NEWROUTE with NLM_F_CREATE | NLM_F_REPLACE): out of interface `oif` (> 0) and/or
+// through gateway `gw` (0: none; scope link when there is none), preferred source `src` (0:
+// none), routing protocol `proto`. Addresses in network byte order. 0 or -errno; no
+// program to start, for the steps a migration takes while the application is frozen.
+int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsigned char proto);
 long cssi_setns(int fd, int nstype);
 // Flags of network interface `name` (SIOCGIFFLAGS, netdevice(7)) in the calling thread's
 // network namespace, or -errno; cssi_if_set_flags sets them (SIOCSIFFLAGS).

@@ -210,3 +210,27 @@ public enum TunDevice {
         return fd
     }
 }
+
+/// IPv4 routes of this network namespace, set over rtnetlink (no `ip` program to start).
+public enum Route4 {
+    /// Replaces (or adds) the route `destination`/32 out of `interface` and/or via `gateway`,
+    /// with preferred source `source`, tagged with routing protocol `proto` (ip-route(8)).
+    public static func replace(_ destination: String, interface: String? = nil, gateway: String? = nil, source: String? = nil, proto: UInt8) throws {
+        func addr(_ s: String?) throws -> UInt32 {
+            guard let s else { return 0 }
+            var a = in_addr()
+            guard inet_pton(AF_INET, s, &a) == 1 else { throw SSIError(.invalidArgument, "\(s) is not an IPv4 address") }
+            return a.s_addr
+        }
+        var oif: Int32 = 0
+        if let interface {
+            oif = Int32(if_nametoindex(interface))
+            if oif == 0 { throw SSIError.sys("route \(destination): interface \(interface)", errno: errno) }
+        }
+        let r = cssi_route4_replace(try addr(destination), oif, try addr(gateway), try addr(source), proto)
+        if r < 0 {
+            let how = [interface.map { "dev \($0)" }, gateway.map { "via \($0)" }].compactMap { $0 }.joined(separator: " ")
+            throw SSIError.sys("route \(destination)/32 \(how)", errno: -r)
+        }
+    }
+}
