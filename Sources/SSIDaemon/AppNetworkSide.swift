@@ -1,4 +1,5 @@
 import Foundation
+import SSICheckpoint
 import SSINetwork
 import SSIProcessTable
 import SSISystem
@@ -35,6 +36,8 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
 
     /// Every node's routes brought up to date now (NetworkSubsystem.refreshEverywhere).
     let refreshAll = Mutex<@Sendable () async -> Void>({})
+    /// Where a connection's peer stands (NetworkSubsystem.peerState, TCPPeersPart.swift).
+    let peerStates = Mutex<(@Sendable (String, UInt16, String, UInt16) async -> TCPPeerCheckResult)?>(nil)
 
     init(subnet: AppSubnet, core: NodeCore) { (self.subnet, self.core) = (subnet, core) }
 

@@ -165,6 +165,7 @@ extension NetworkSubsystem {
             do { try await me.refresh() } catch { me.failed(error) }
             return []
         }
+        registerTCPState()
         core.rpc.register(ServiceBlock.networkPrepare) { _, payload in
             guard let apps = me.apps else {
                 throw SSIError(.unsupported, "node \(me.core.config.node) has no application network (network.app-subnet is not set)", hint: "set it on every node")

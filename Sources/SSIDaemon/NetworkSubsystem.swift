@@ -59,6 +59,9 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         apps = subnet.isEmpty ? nil : AppNetworkSide(subnet: try AppSubnet(parsing: subnet), core: core)
         if clusterIP != nil || apps != nil { try NodeNetwork.requireNft(node: core.config.node) }
         apps?.refreshAll.withLock { [unowned self] f in f = { await self.refreshEverywhere() } }
+        apps?.peerStates.withLock { [unowned self] f in
+            f = { local, localPort, remote, remotePort in await self.peerState(local: local, localPort: localPort, remote: remote, remotePort: remotePort) }
+        }
     }
 
     var serviceBlock: ServiceBlock? { .network }

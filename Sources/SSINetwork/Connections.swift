@@ -96,6 +96,23 @@ public enum Connections {
         _ = try? Proc.run(["nft", "delete", "table", "ip", table], check: false)
     }
 
+    /// Where a live connection stands: its first unacknowledged byte, the next byte it will
+    /// send, the next it expects. Read through a copy of one of its fds, in repair mode for
+    /// an instant (tcp(7): TCP_QUEUE_SEQ; SIOCOUTQ counts the bytes not acknowledged),
+    /// left with TCP_REPAIR_OFF_NO_WP (-1, Linux 4.17): no window probe on the wire.
+    public static func sequenceNumbers(_ c: TCPConnection) -> (sendUnacked: UInt32, sendNext: UInt32, receiveNext: UInt32)? {
+        guard let h = c.holders.first, let fd = try? PidFD.copy(fd: h.fd, of: ProcessID(h.pid)) else { return nil }
+        defer { close(fd) }
+        var outq: Int32 = 0
+        guard ioctl(fd, SocketIoctl.outputQueue, &outq) == 0, SocketOption.tcpRepair.set(fd, 1) else { return nil }
+        defer { SocketOption.tcpRepair.set(fd, -1) }
+        guard SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpSendQueue), let send = SocketOption.tcpQueueSequence.get(fd),
+              SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpReceiveQueue), let receive = SocketOption.tcpQueueSequence.get(fd) else { return nil }
+        SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
+        let next = UInt32(bitPattern: send)
+        return (next &- UInt32(max(0, outq)), next, UInt32(bitPattern: receive))
+    }
+
     /// Puts each connection's socket in repair mode, through a copy of one of its fds
     /// (pidfd_getfd(2): the same socket). Returns how many were.
     @discardableResult

@@ -1,4 +1,5 @@
 import Foundation
+import SSICheckpoint
 import SSISystem
 import Synchronization
 #if canImport(Glibc)
@@ -20,6 +21,9 @@ public protocol ApplicationNetwork: Sendable {
     /// node routes its address here before the caller is answered, so that a peer's first
     /// packet does not meet a node that does not know it yet (a lost SYN waits a second).
     func placed(app: Int32) async
+    /// For a restart from a snapshot: where the peers of its saved connections stand now
+    /// (the engine resets those they have moved past).
+    func tcpPeerCheck() -> TCPPeerCheck?
 }
 
 /// `ssi run --net`: where the application's network is.

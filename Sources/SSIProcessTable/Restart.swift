@@ -36,6 +36,12 @@ extension NodeApplications {
         defer { if let netFD { close(netFD) } }
         var o = CheckpointEngine.RestartOptions()
         o.rootNetwork = netFD
+        // Its connections to other applications were saved (Snapshots.swift); each comes back
+        // as saved, or reset on both sides if its peer has moved past the snapshot.
+        if rec.address != nil {
+            o.tcpEstablished = true
+            o.tcpPeerCheck = appNetwork.withLock({ $0 })?.tcpPeerCheck()
+        }
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         joinCPUGroups(root: r.pid)

@@ -92,6 +92,9 @@ extension NodeApplications {
         o.description = spec.description
         o.applicationID = spec.app
         if let k = spec.kill { o.killSignal = Signal(rawValue: k) }
+        // An application with an address of its own: its connections to other applications
+        // are saved (TCP_REPAIR); a restart rebuilds or resets them (Restart.swift).
+        if (try? await table.record(spec.app))?.address != nil { o.tcpEstablished = true }
         let engine = CheckpointEngine(store: store)
         let opts = o
         let r = try await Self.onThread { try engine.checkpoint(app: root, options: opts) }

@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
             next_send++;
         }
         ssize_t r = read(s, in + have, sizeof in - have - 1);
-        if (r <= 0) { printf("FAIL %s at line %ld\n", r == 0 ? "end of stream" : "read error (reset?)", next_want); return 1; }
+        if (r <= 0) { printf("FAIL %s at line %ld\n", r == 0 ? "end of stream" : strerror(errno), next_want); return 1; }
         have += r;
         char *p = in, *nl;
         while ((nl = memchr(p, '\n', in + have - p))) {

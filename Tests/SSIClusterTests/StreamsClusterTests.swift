@@ -192,6 +192,45 @@ struct StreamsClusterTests {
         print("streams: redis-benchmark across both moves: \(results.joined(separator: "; "))")
     }
 
+    /// Checkpoint and restart of one end: restarted from the snapshot of its kill, a server's
+    /// connection comes back intact (the client had nothing acknowledged since); restarted
+    /// from an older snapshot the client has moved past, it is reset on both sides at once:
+    /// the client reads ECONNRESET, the server goes on and takes new connections.
+    @Test(.timeLimit(.minutes(2))) func restartedEndKeepsOrResetsItsConnection() throws {
+        try up()
+        defer { try? down() }
+        let (echo, client) = (try TestEnv.fixture("lineecho"), try TestEnv.fixture("lineclient"))
+        let server = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", echo, "7000")))
+        let a = try address(of: server)
+        // Intact: checkpoint --kill, restart the latest on node 3; the client goes on.
+        let c1 = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7000", "6")))
+        usleep(1_500_000)
+        #expect(try ssiOK("checkpoint", "--kill=KILL", "\(server)").contains("Version: 1"))
+        _ = try waitFor("the server stopped", seconds: 5) { try record(server, node: 2)?.state == .stopped }
+        _ = try ssiOK("restart", "\(server)", "--node", "3")
+        _ = try waitFor("the first client ends", seconds: 30) { try record(c1, node: 1)?.state == .stopped }
+        let v1 = try ssiOK("logs", "\(c1)")
+        #expect(v1.hasPrefix("PASS"), "restarted from the snapshot of its kill, the connection went on: \(v1)")
+        // Reset: a snapshot (v2) while a second client talks, the talk goes on, then the
+        // server is killed (v3) and restarted from v2, which the client has moved past.
+        let c2 = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7000", "60")))
+        usleep(1_000_000)
+        #expect(try ssiOK("checkpoint", "\(server)").contains("Version: 2"))
+        usleep(1_000_000)
+        #expect(try ssiOK("checkpoint", "--kill=KILL", "\(server)").contains("Version: 3"))
+        _ = try waitFor("the server stopped", seconds: 5) { try record(server, node: 2)?.state == .stopped }
+        _ = try ssiOK("restart", "\(server)", "2", "--node", "1")
+        let ended = try waitFor("the second client sees its connection reset", seconds: 10) { try record(c2, node: 1)?.state == .stopped }
+        let v2 = try ssiOK("logs", "\(c2)")
+        #expect(v2.hasPrefix("FAIL") && v2.contains("reset"), "the client read a reset: \(v2)")
+        #expect(ended < 10, "at once, not after its 60 s")
+        let c3 = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7000", "1")))
+        _ = try waitFor("a new client ends", seconds: 15) { try record(c3, node: 1)?.state == .stopped }
+        let v3 = try ssiOK("logs", "\(c3)")
+        let serverLog = (try? ssiOK("logs", "\(server)")) ?? ""
+        #expect(v3.hasPrefix("PASS"), "the restarted server takes new connections: \(v3); server: \(serverLog)")
+    }
+
     /// Refusals: --net app without the cluster (--local) is refused, naming why; and an
     /// application in its node's network keeps no address.
     @Test(.timeLimit(.minutes(1))) func nodeNetworkApplicationsHaveNoAddress() throws {

@@ -35,6 +35,10 @@ extension CheckpointEngine {
         /// address, made again on this node before the restart (SSINetwork/AppNetwork.swift).
         /// Its sockets are built inside it. nil: the caller's namespace.
         public var rootNetwork: Int32? = nil
+        /// Asked for each saved TCP connection to a peer outside the application: one the
+        /// peer has moved past is reset on both sides instead of rebuilt (TCPPeers.swift).
+        /// nil: every one is rebuilt as saved (a migration: the peer cannot have moved).
+        public var tcpPeerCheck: TCPPeerCheck? = nil
 
         public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
@@ -218,6 +222,7 @@ final class RestartSession {
             pr.takeover = takeover
             pr.netNamespaces = netNamespaces
             pr.rootNetwork = options.rootNetwork
+            pr.tcpPeerCheck = options.tcpPeerCheck
             pr.ipcNamespaces = ipcNamespaces
             pr.ptys = ptys
             pr.pidNamespaceInit = ownNamespace

@@ -41,6 +41,8 @@ final class ProcessRestorer {
     var netNamespaces: [UInt64: Int32] = [:]
     /// The network namespace that stands for the root's (RestartOptions.rootNetwork).
     var rootNetwork: Int32? = nil
+    /// Where the peers of saved TCP connections stand (RestartOptions.tcpPeerCheck).
+    var tcpPeerCheck: TCPPeerCheck? = nil
     /// IPC namespaces the application made, made again with their objects by ssi.
     var ipcNamespaces: [UInt64: Int32] = [:]
     /// Signals of a stopped process queued by ssi once it is stopped again (detach).

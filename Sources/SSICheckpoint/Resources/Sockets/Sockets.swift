@@ -198,6 +198,10 @@ final class SocketRebuilder {
     var repairing: [(fd: Int32, reuse: Int32)] = []
     /// TCP bytes written by the application and not yet sent, written once out of repair mode.
     var unsentTCP: [(fd: Int32, data: Data, what: String)] = []
+    /// Where the peers of saved connections stand (RestartOptions.tcpPeerCheck), and the
+    /// connections to reset once out of repair mode (TCPPeers.swift).
+    var tcpPeerCheck: TCPPeerCheck? = nil
+    var resetting: [Int32] = []
     /// The application's pipes (held by ssi), for pipe ends in flight.
     var pipes: PipeRegistry?
     /// Names a migration's source copy still holds (NameTakeover.swift).
@@ -299,6 +303,7 @@ extension ProcessRestorer {
         let sockets = SocketRebuilder()
         sockets.netNamespaces = netNamespaces
         sockets.rootNetwork = rootNetwork
+        sockets.tcpPeerCheck = tcpPeerCheck
         sockets.pipes = pipes
         sockets.takeover = takeover
         defer { sockets.closeAll() }

@@ -114,6 +114,7 @@ extension SocketRebuilder {
             SocketOption.reuseAddress.set(fd, reuse)   // cleared by leaving repair mode
         }
         repairing = []
+        disconnectStale()
         // Bytes the application had written and TCP had not sent yet: written now, as the
         // application would have had them sent (in repair mode they would count as sent and
         // lost, and go out one retransmission timeout at a time).
@@ -166,6 +167,7 @@ extension SocketRebuilder {
     /// buildTCP once every end exists.
     private func repairTCP(_ f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
         guard let r = s.tcp, let local = s.address, let peer = s.peerAddress else { return }
+        if let stale = staleConnection(f, s, r) { try resetTCP(f, s, fd: fd, at: stale); return }
         // Repair mode (tcp(7), linux/tcp.h): bind and connect set up the connection
         // without a packet on the wire; the port may be taken by the listener or a
         // TIME_WAIT leftover, which repair mode is allowed to share (SK_FORCE_REUSE).
