@@ -190,6 +190,10 @@ public struct LocalCluster: Sendable {
         }
         // Only our own processes: the supervisor (ssi), etcd and ssid.
         pids = pids.filter { p in Proc.alive(p) && ["ssi", "etcd", "ssid"].contains { Proc.cmdline(p).contains($0) } }
+        // And the applications, children of their node's ssid: those with an address of their
+        // own live in network namespaces of their own, which `ip netns pids` of the node's
+        // namespace does not list.
+        for p in pids where Proc.cmdline(p).contains("ssid") { pids += processTree(p).filter { $0 != p } }
         var nsList: [String] = []
         if root, let (_, out) = try? Proc.run(["ip", "netns", "list"], check: false) {
             nsList = out.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
