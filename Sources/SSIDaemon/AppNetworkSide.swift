@@ -110,11 +110,20 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         var nodes: [NodeID: String] = [:]
         for n in core.membership.online { if let h = view[n]?.host { nodes[n] = h } }
         expirePrepared()
-        let want = AppRoutes(me: me, apps: apps, nodes: nodes)
+        // Addresses whose application has its link here (running, being restored, or the
+        // source copy of a move): their routes are not the round's (AppRoutes.changes).
+        // A link made ahead of a migration that has not come yet is not one: until then
+        // the address is where the table says.
+        let ahead = Set(prepared.withLock { $0.values.map(\.address) })
+        let linked = Set(apps.map(\.address).filter { a in
+            !ahead.contains(a) && (subnet.app(of: a).map { AppLink.interfaceExists(AppSubnet.hostInterface($0)) } ?? false)
+        })
+        let local = linked.union(apps.filter { $0.node == me }.map(\.address))
+        var want = AppRoutes(me: me, apps: apps, nodes: nodes)
+        want.via = want.via.filter { !local.contains($0.key) }
         let old = applied.withLock { $0 } ?? AppRoutes.installed()
         guard want != old else { applied.withLock { $0 = want }; return }
         try prepareKernel()
-        let local = Set(apps.filter { $0.node == me }.map(\.address))
         try AppRoutes.apply(want.changes(from: old, local: local))
         applied.withLock { $0 = want }
     }

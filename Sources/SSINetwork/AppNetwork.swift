@@ -52,6 +52,12 @@ public struct AppSubnet: Sendable, Equatable, CustomStringConvertible {
         return IPv4.text(base + UInt32(host))
     }
 
+    /// The application whose address `address` is (the inverse of `address(of:)`).
+    public func app(of address: String) -> Int32? {
+        guard let a = IPv4.parse(address), contains(address), a > base else { return nil }
+        return Self.firstApp + Int32(a - base)
+    }
+
     public func contains(_ address: String) -> Bool {
         guard let a = IPv4.parse(address) else { return false }
         let mask: UInt32 = ~UInt32(0) << UInt32(32 - prefix)
@@ -204,14 +210,17 @@ public struct AppRoutes: Sendable, Equatable {
     }
 
     /// The `ip -batch` lines that turn `old` into `self`; `local`: addresses whose
-    /// application is on this node now (their link route is AppLink's, not ours to delete).
+    /// application has its link on this node (their route is AppLink's or a migration's,
+    /// never the round's: a round that read the table just before a restart or a move here
+    /// must not replace or delete it). A deletion names the hop it was added with, so that
+    /// it can only remove a route of ours.
     public func changes(from old: AppRoutes, local: Set<String>) -> [String] {
         var lines: [String] = []
-        for (a, hop) in via.sorted(by: { $0.key < $1.key }) where old.via[a] != hop {
+        for (a, hop) in via.sorted(by: { $0.key < $1.key }) where old.via[a] != hop && !local.contains(a) {
             lines.append("route replace \(a)/32 via \(hop) proto \(AppLink.routeProtocol)")
         }
-        for a in old.via.keys.sorted() where via[a] == nil && !local.contains(a) {
-            lines.append("route del \(a)/32 proto \(AppLink.routeProtocol)")
+        for (a, hop) in old.via.sorted(by: { $0.key < $1.key }) where via[a] == nil && !local.contains(a) {
+            lines.append("route del \(a)/32 via \(hop) proto \(AppLink.routeProtocol)")
         }
         return lines
     }
