@@ -181,12 +181,23 @@ extension NodeApplications {
             local.withLock { if $0[app] == pid { $0[app] = nil } }
             Task {
                 if let f = CgroupFreezer.find() { rmdir(f.path(app)) }
-                _ = try? await table.update(app) { r in
-                    guard r.node == self.me, r.pid == pid else { return }
-                    r.state = .stopped
-                    r.exit_status = exitStatus
-                    r.processes = 0
-                    r.rss_bytes = 0
+                // Retried: a write can wait for a node that held a copy of the record and was
+                // just cut off (KDDM revokes it after a few seconds); the end must be recorded.
+                let me = self.me
+                for attempt in 0..<60 {
+                    do {
+                        _ = try await table.update(app) { r in
+                            guard r.node == me, r.pid == pid else { return }
+                            r.state = .stopped
+                            r.exit_status = exitStatus
+                            r.processes = 0
+                            r.rss_bytes = 0
+                        }
+                        break
+                    } catch {
+                        if attempt == 59 { self.logger.warning("process table: the end of application \(app) could not be recorded: \(error)") }
+                        try? await Task.sleep(for: .milliseconds(250))
+                    }
                 }
             }
         }
