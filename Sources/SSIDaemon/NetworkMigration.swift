@@ -46,9 +46,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             return try await holdAddress(app: app, root: root, address: address, to: target)
         }
         guard let ip = net.clusterIP else { return MigrationPlan() }
-        let all = Connections.established(root: root)
-        let inside = Connections.internalPairs(all)
-        let outside = all.filter { !inside.contains($0.inode) }
+        let outside = Connections.toOutside(root: root)
         if let other = outside.first(where: { $0.local != ip }) {
             throw SSIError(.unsupported, "application \(app) has a TCP connection \(other.description) to a peer outside it that did not come in through the cluster address \(ip): it cannot follow the application to node \(target); nothing was changed",
                            hint: "close that connection first; connections to the cluster address (\(ip)) follow their server")
@@ -69,9 +67,7 @@ final class NetworkMigrationHooks: MigrationHooks {
     /// acknowledges nothing sent after the snapshot (the peer's TCP sends it again, to the
     /// target once the routes turn).
     private func holdAddress(app: Int32, root: Int32, address: String, to target: NodeID) async throws -> MigrationPlan {
-        let all = Connections.established(root: root)
-        let inside = Connections.internalPairs(all)
-        let outside = all.filter { !inside.contains($0.inode) }
+        let outside = Connections.toOutside(root: root)
         if let other = outside.first(where: { $0.local != address }) {
             throw SSIError(.unsupported, "application \(app) has a TCP connection \(other.description) that is not from its address \(address): it cannot follow the application to node \(target); nothing was changed",
                            hint: "close that connection first")
@@ -112,9 +108,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             // The byte counts of its connections, for the target to go on from: the same as
             // at the freeze, since nothing has come in or gone out of the locked copy since.
             let bases = net.streamBases(app: app, root: root, address: address, to: target)
-            let all = Connections.established(root: root)
-            let inside = Connections.internalPairs(all)
-            Connections.silence(all.filter { !inside.contains($0.inode) })
+            Connections.silence(Connections.toOutside(root: root))
             await net.storeBases(app, bases)
             return
         }

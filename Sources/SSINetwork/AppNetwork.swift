@@ -106,16 +106,10 @@ public enum AppLink {
             _ = try? Proc.run(["ip", "link", "del", host], check: false)
             if attempt > 0 { usleep(20_000) }
         }
-        let made: (fd: Int32, errno: Int32) = onThread {
-            let e = ThreadFS.unshareNetwork()
-            guard e == 0 else { return (-1, e) }
-            let fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-            return (fd, fd < 0 ? errno : 0)
+        let fd: Int32
+        do { fd = try ThreadFS.makeNetworkNamespace() } catch {
+            throw SSIError(.permission, "could not make a network namespace for application \(app): \(error)", hint: "application addresses need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
         }
-        guard made.fd >= 0 else {
-            throw SSIError.sys("make a network namespace for application \(app)", errno: made.errno, hint: "application addresses need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
-        }
-        let fd = made.fd
         do {
             let nsPath = "/proc/\(getpid())/fd/\(fd)"
             try batch([
@@ -164,31 +158,18 @@ public enum AppLink {
     /// mounts one of its own, not always the daemon's).
     public static func interfaceExists(_ name: String) -> Bool { if_nametoindex(name) != 0 }
 
-    /// Runs `ip -batch` with `lines`, inside the namespace of file `inside` if given.
-    static func batch(_ lines: [String], inside: String? = nil, what: String) throws {
+    /// Runs `ip -batch` with `lines`, inside the namespace of file `inside` if given;
+    /// `force`: a line ip refuses does not stop the others (`ip -force`).
+    static func batch(_ lines: [String], inside: String? = nil, force: Bool = false, what: String) throws {
         let file = "/tmp/ssi-ip-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).batch"
         try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: false, encoding: .utf8)
         defer { unlink(file) }
-        let argv = (inside.map { ["nsenter", "--net=\($0)", "--"] } ?? []) + ["ip", "-batch", file]
+        let argv = (inside.map { ["nsenter", "--net=\($0)", "--"] } ?? []) + ["ip"] + (force ? ["-force"] : []) + ["-batch", file]
         let (code, out) = try Proc.run(argv, check: false)
         if code != 0 {
             throw SSIError(.system, "could not \(what): ip said: \(out.trimmingCharacters(in: .whitespacesAndNewlines))",
                            hint: "needs root and iproute2 (scripts/setup.sh installs it)")
         }
-    }
-
-    /// Runs `body` on a thread of its own and waits for it: unshare(2) of CLONE_NEWNET acts
-    /// on the calling thread only, which then ends, so no thread of the daemon stays moved.
-    static func onThread<T>(_ body: @escaping () -> T) -> T {
-        nonisolated(unsafe) var result: T? = nil
-        nonisolated(unsafe) let work = body
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            defer { done.signal() }
-            result = work()
-        }.start()
-        done.wait()
-        return result!
     }
 }
 
@@ -241,11 +222,7 @@ public struct AppRoutes: Sendable, Equatable {
     /// not fatal to the others (`ip -force`).
     public static func apply(_ lines: [String]) throws {
         guard !lines.isEmpty else { return }
-        let file = "/tmp/ssi-routes-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).batch"
-        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: false, encoding: .utf8)
-        defer { unlink(file) }
-        let (code, out) = try Proc.run(["ip", "-force", "-batch", file], check: false)
-        if code != 0 { throw SSIError(.system, "application routes: ip said: \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        try AppLink.batch(lines, force: true, what: "update the routes to other nodes' applications")
     }
 }
 

@@ -113,6 +113,13 @@ public enum Connections {
         return (next &- UInt32(max(0, outq)), next, UInt32(bitPattern: receive))
     }
 
+    /// The established connections of the application whose other end is not in it.
+    public static func toOutside(root: Int32) -> [TCPConnection] {
+        let all = established(root: root)
+        let inside = internalPairs(all)
+        return all.filter { !inside.contains($0.inode) }
+    }
+
     /// Puts each connection's socket in repair mode, through a copy of one of its fds
     /// (pidfd_getfd(2): the same socket). Returns how many were.
     @discardableResult

@@ -104,10 +104,8 @@ public enum StreamScan {
     /// outside, Connections.established), with the kernel's byte counts read through a copy
     /// of one of each socket's fds (pidfd_getfd(2); TCP_INFO, tcp(7)) plus `bases`.
     public static func of(app: Int32, root: Int32, node: NodeID, address: String, bases: StreamBases?) -> [StreamEntry] {
-        let all = Connections.established(root: root)
-        let inside = Connections.internalPairs(all)
         var out: [StreamEntry] = []
-        for c in all where !inside.contains(c.inode) && c.local == address {
+        for c in Connections.toOutside(root: root) where c.local == address {
             var e = StreamEntry(app: app, node: node, local: StreamEnd(address: c.local, port: c.localPort),
                                 remote: StreamEnd(address: c.remote, port: c.remotePort), sent: 0, received: 0)
             if let (sent, received) = counts(c) { (e.sent, e.received) = (sent, received) }

@@ -59,9 +59,9 @@ struct StreamsBenchmark: RunsSSI {
         var raw: [Stream] = [], apps: [Stream] = [], rawLat: [Lines] = [], appLat: [Lines] = []
         for _ in 0..<rounds {
             raw.append(try bulk(inNode(2, [streamer, "source", node1, "7600", "\(seconds)"])))
-            apps.append(try bulkFromApp(node: 2, [streamer, "source", sinkAddr, "7600", "\(seconds)"], dir: dir))
+            apps.append(try bulkFromApp(node: 2, [streamer, "source", sinkAddr, "7600", "\(seconds)"]))
             rawLat.append(try lines(inNode(2, [client, node1, "7601", "\(seconds)"])))
-            appLat.append(try linesFromApp(node: 2, [client, serverAddr, "7601", "\(seconds)"], dir: dir))
+            appLat.append(try linesFromApp(node: 2, [client, serverAddr, "7601", "\(seconds)"]))
         }
         // Across a move: the peers run while the receivers migrate 1 -> 3.
         try ssi(["caps", "\(sink)", "+CAN_MIGRATE"])
@@ -76,8 +76,8 @@ struct StreamsBenchmark: RunsSSI {
         let acrossLat = try parseLines(try waitLog(cli, seconds: long + 20))
         var after: [Stream] = [], afterLat: [Lines] = []
         for _ in 0..<rounds {
-            after.append(try bulkFromApp(node: 2, [streamer, "source", sinkAddr, "7600", "\(seconds)"], dir: dir))
-            afterLat.append(try linesFromApp(node: 2, [client, serverAddr, "7601", "\(seconds)"], dir: dir))
+            after.append(try bulkFromApp(node: 2, [streamer, "source", sinkAddr, "7600", "\(seconds)"]))
+            afterLat.append(try linesFromApp(node: 2, [client, serverAddr, "7601", "\(seconds)"]))
         }
 
         func med<T>(_ xs: [T], _ f: (T) -> Double) -> Double { xs.map(f).sorted()[xs.count / 2] }
@@ -152,11 +152,11 @@ struct StreamsBenchmark: RunsSSI {
         throw SSIError(.timeout, "application \(app) did not end within \(Int(seconds)) s")
     }
 
-    private func bulkFromApp(node: Int, _ argv: [String], dir: String) throws -> Stream {
+    private func bulkFromApp(node: Int, _ argv: [String]) throws -> Stream {
         try parseStream(try waitLog(try startApp(node: node, argv), seconds: seconds + 20))
     }
 
-    private func linesFromApp(node: Int, _ argv: [String], dir: String) throws -> Lines {
+    private func linesFromApp(node: Int, _ argv: [String]) throws -> Lines {
         try parseLines(try waitLog(try startApp(node: node, argv), seconds: seconds + 20))
     }
 }

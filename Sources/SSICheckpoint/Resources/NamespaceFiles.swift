@@ -60,16 +60,7 @@ enum NamespaceFiles {
     }
 
     /// A new, empty network namespace, held by an fd of ssi.
-    static func makeNetworkNamespace() throws -> Int32 {
-        let result: (fd: Int32, errno: Int32) = AppNamespaces.onThread {
-            let e = ThreadFS.unshareNetwork()
-            guard e == 0 else { return (-1, e) }
-            let fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-            return (fd, fd < 0 ? errno : 0)
-        }
-        if result.fd < 0 { throw SSIError.sys("make a network namespace (unshare CLONE_NEWNET)", errno: result.errno, hint: "run ssi as root (CAP_SYS_ADMIN)") }
-        return result.fd
-    }
+    static func makeNetworkNamespace() throws -> Int32 { try ThreadFS.makeNetworkNamespace() }
 }
 
 extension ProcessRestorer {

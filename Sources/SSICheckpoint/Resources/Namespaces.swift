@@ -122,17 +122,7 @@ extension AppNamespaces {
     /// Runs `body` on a new thread of ssi and waits for it: what it does to its own
     /// namespaces (setns(2) and unshare(2) of the net, IPC and UTS kinds move only the
     /// calling thread) ends with it, and ssi's stay as they were.
-    static func onThread<T>(_ body: @escaping () -> T) -> T {
-        nonisolated(unsafe) var result: T? = nil   // written by the thread, read after the semaphore
-        nonisolated(unsafe) let work = body        // run on that thread only, while we wait
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            defer { done.signal() }
-            result = work()
-        }.start()
-        done.wait()
-        return result!
-    }
+    static func onThread<T>(_ body: @escaping () -> T) -> T { ThreadFS.onThread(body) }
 
     /// Runs `body` on a thread of ssi that has entered the namespace of `fd`; nil if it
     /// could not enter.

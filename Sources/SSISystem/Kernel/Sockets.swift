@@ -144,6 +144,33 @@ public enum UnixSocketFile {
 }
 
 public enum ThreadFS {
+    /// Runs `body` on a new thread and waits for it: what it does to its own namespaces
+    /// (setns(2) and unshare(2) of the net, IPC and UTS kinds move only the calling thread)
+    /// ends with it, and every other thread's stay as they were.
+    public static func onThread<T>(_ body: @escaping () -> T) -> T {
+        nonisolated(unsafe) var result: T? = nil   // written by the thread, read after the semaphore
+        nonisolated(unsafe) let work = body        // run on that thread only, while we wait
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            defer { done.signal() }
+            result = work()
+        }.start()
+        done.wait()
+        return result!
+    }
+
+    /// A new, empty network namespace (only "lo", down), held by the returned fd.
+    public static func makeNetworkNamespace() throws -> Int32 {
+        let made: (fd: Int32, errno: Int32) = onThread {
+            let e = unshareNetwork()
+            guard e == 0 else { return (-1, e) }
+            let fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+            return (fd, fd < 0 ? errno : 0)
+        }
+        if made.fd < 0 { throw SSIError.sys("make a network namespace (unshare CLONE_NEWNET)", errno: made.errno, hint: "needs root (CAP_SYS_ADMIN)") }
+        return made.fd
+    }
+
     /// unshare(2) CLONE_NEWNET for the calling thread: a new, empty network namespace (only
     /// "lo", down). Returns 0 or an errno.
     public static func unshareNetwork() -> Int32 {

@@ -93,16 +93,12 @@ public enum Spawn {
     /// is born in that namespace, since clone(2) copies the calling thread's namespaces.
     /// No thread of ours stays in it.
     public static func inNetwork<T>(_ fd: Int32, _ body: @escaping () throws -> T) throws -> T {
-        nonisolated(unsafe) var result: Result<T, Error>? = nil
         nonisolated(unsafe) let work = body
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            defer { done.signal() }
+        let result: Result<T, Error> = ThreadFS.onThread {
             let e = ThreadFS.enter(fd, type: 0x4000_0000 /* CLONE_NEWNET */)
-            result = e == 0 ? Result { try work() } : .failure(SSIError.sys("setns into the network namespace of fd \(fd)", errno: e))
-        }.start()
-        done.wait()
-        return try result!.get()
+            return e == 0 ? Result { try work() } : .failure(SSIError.sys("setns into the network namespace of fd \(fd)", errno: e))
+        }
+        return try result.get()
     }
 
     /// Starts `argv` (looked up in PATH) and returns its pid. Throws what clone3, an open of
