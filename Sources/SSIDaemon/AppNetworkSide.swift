@@ -45,7 +45,7 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
 
     func address(for app: Int32) throws -> String { try subnet.address(of: app) }
 
-    func attach(app: Int32, address: String) throws -> Int32 {
+    func attach(app: Int32, address: String, routed: Bool) throws -> Int32 {
         guard subnet.contains(address) else {
             throw SSIError(.invalidArgument, "application \(app)'s address \(address) is not in node \(core.config.node)'s application subnet \(subnet)",
                            hint: "every node must have the same network.app-subnet")
@@ -55,13 +55,17 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         if let ready = prepared.withLock({ $0.removeValue(forKey: app) }) {
             if ready.address == address && AppLink.interfaceExists(AppSubnet.hostInterface(app)) {
                 do {
-                    try AppLink.routeHere(app: app, address: address, nodeAddress: myAddress)
+                    if routed { try route(app: app, address: address) }
                     return ready.fd
                 } catch { close(ready.fd); throw error }
             }
             close(ready.fd)
         }
-        return try AppLink.make(app: app, address: address, nodeAddress: myAddress)
+        return try AppLink.make(app: app, address: address, nodeAddress: myAddress, route: routed)
+    }
+
+    func route(app: Int32, address: String) throws {
+        try AppLink.routeHere(app: app, address: address, nodeAddress: myAddress)
     }
 
     /// Namespaces made ahead of migrations coming here (prepare), by application.

@@ -122,7 +122,7 @@ final class NetworkMigrationHooks: MigrationHooks {
                 // Every node's route turns to the target; the source copy's namespace went
                 // with its processes.
                 await net.refreshEverywhere()
-                AppAddressLock.unlock(app: app)
+                AppAddressLock.discard(app: app)
             } else {
                 // It goes on here: its link up again (a route needs it up), its link route
                 // back, and what was held is its own.

@@ -597,6 +597,9 @@ public struct TCPRepairState: Codable, Sendable, Equatable {
     /// Version 4: how many bytes at the end of sendQueue had not been sent yet (SIOCOUTQNSD):
     /// restart sends them normally, once out of repair mode, rather than as data in flight.
     public var unsent: UInt32?
+    /// When `timestamp` was read (CLOCK_REALTIME, ns; nil in older snapshots): the restored
+    /// clock goes on from it as if it had kept running.
+    public var timestampRead: Int64?
     public init(sendSeq: UInt32, recvSeq: UInt32, sendQueue: Data, recvQueue: Data, mss: UInt32, sendWindowScale: UInt8,
                 recvWindowScale: UInt8, sack: Bool, timestamps: Bool, timestamp: UInt32, window: [UInt32]) {
         self.sendSeq = sendSeq; self.recvSeq = recvSeq; self.sendQueue = sendQueue; self.recvQueue = recvQueue; self.mss = mss

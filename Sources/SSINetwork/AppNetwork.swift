@@ -265,8 +265,22 @@ public enum AppAddressLock {
         if code != 0 { throw SSIError(.system, "nft refused the lock of application \(app)'s address \(address): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
     }
 
-    /// The lock gone: the link up again if it is still there (a failed migration; after a
-    /// committed one it went with the application's namespace), the nft table removed.
+    /// After a committed migration: the source copy's link deleted if it is still there,
+    /// never brought up. Its namespace outlives the killed processes for a while (the
+    /// kernel tears a network namespace down asynchronously, after its last reference), and
+    /// what the dying copy's kernel sent meanwhile (the acknowledgement that leaving TCP
+    /// repair mode sends, tcp(7)) waits in its eth0's queue for a carrier: set up again, the
+    /// link would deliver it, a second late, to the peers, which take its timestamps, newer
+    /// than the restored copy's (PAWS, RFC 7323), and drop the restored copy's segments, or
+    /// a reset that ends the connection (seen: redis-benchmark's ten connections reset
+    /// after a move to redis's node).
+    public static func discard(app: Int32) {
+        let host = AppSubnet.hostInterface(app)
+        if ThreadFS.interfaceFlags(host) != nil { _ = try? Proc.run(["ip", "link", "del", host], check: false) }
+        _ = try? Proc.run(["nft", "delete", "table", "ip", table(app)], check: false)
+    }
+
+    /// The lock gone after a failed migration: the link up again, the nft table removed.
     public static func unlock(app: Int32) {
         let host = AppSubnet.hostInterface(app)
         if let flags = ThreadFS.interfaceFlags(host), flags & 1 == 0 { _ = ThreadFS.setInterfaceFlags(host, flags | 1) }

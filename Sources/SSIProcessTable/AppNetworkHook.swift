@@ -15,8 +15,13 @@ public protocol ApplicationNetwork: Sendable {
     /// application subnet configured on this node).
     func address(for app: Int32) throws -> String
     /// Makes application `app`'s namespace on this node with `address`, joined to the node
-    /// and routed: an fd on it that the caller closes once a process is inside.
-    func attach(app: Int32, address: String) throws -> Int32
+    /// and, when `routed`, routed here: an fd on it that the caller closes once a process
+    /// is inside. A restart or a migration's target routes later (`route`), once the
+    /// sockets are rebuilt: a packet of a peer on this node that came in before would find
+    /// no socket and be answered with a reset.
+    func attach(app: Int32, address: String, routed: Bool) throws -> Int32
+    /// Routes `address` to application `app`'s link on this node (made by `attach`).
+    func route(app: Int32, address: String) throws
     /// Application `app` with an address runs on this node now (launched or restarted): every
     /// node routes its address here before the caller is answered, so that a peer's first
     /// packet does not meet a node that does not know it yet (a lost SYN waits a second).
@@ -36,12 +41,19 @@ public enum NetworkMode: String, Codable, Sendable, CaseIterable {
 
 extension NodeApplications {
     /// The namespace for application `app`'s address, made here (nil: it has none).
-    func attachNetwork(app: Int32, address: String?) throws -> Int32? {
+    func attachNetwork(app: Int32, address: String?, routed: Bool = true) throws -> Int32? {
         guard let address else { return nil }
         guard let net = appNetwork.withLock({ $0 }) else {
             throw SSIError(.unsupported, "application \(app) has the address \(address), but node \(me) has no application network",
                            hint: "set network.app-subnet in node \(me)'s ssid configuration (the local cluster sets it)")
         }
-        return try net.attach(app: app, address: address)
+        return try net.attach(app: app, address: address, routed: routed)
+    }
+
+    /// The restored processes' sockets exist (RestartOptions.beforeResume): their address
+    /// is routed to them here now, before they run.
+    func routeWhenRebuilt(app: Int32, address: String?) -> (@Sendable () throws -> Void)? {
+        guard let address, let net = appNetwork.withLock({ $0 }) else { return nil }
+        return { try net.route(app: app, address: address) }
     }
 }

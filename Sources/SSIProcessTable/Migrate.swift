@@ -153,9 +153,10 @@ extension NodeApplications {
         // An application with an address gets its namespace here, address and link, before
         // its processes and sockets are rebuilt inside it.
         let address = m.addressSent == true ? m.address : try await table.record(app).address
-        let netFD = try attachNetwork(app: app, address: address)
+        let netFD = try attachNetwork(app: app, address: address, routed: false)
         defer { if let netFD { close(netFD) } }
         o.rootNetwork = netFD
+        o.beforeResume = routeWhenRebuilt(app: app, address: address)
         clock.mark("migrate in: network")
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }

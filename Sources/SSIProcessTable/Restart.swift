@@ -32,10 +32,11 @@ extension NodeApplications {
         if !store.versions(app).contains(v) { try await fetchForRestart(app, v, catalog) }
         let engine = CheckpointEngine(store: store)
         // Its address comes back with it: its namespace is made here first.
-        let netFD = try attachNetwork(app: app, address: rec.address)
+        let netFD = try attachNetwork(app: app, address: rec.address, routed: false)
         defer { if let netFD { close(netFD) } }
         var o = CheckpointEngine.RestartOptions()
         o.rootNetwork = netFD
+        o.beforeResume = routeWhenRebuilt(app: app, address: rec.address)
         // Its connections to other applications were saved (Snapshots.swift); each comes back
         // as saved, or reset on both sides if its peer has moved past the snapshot.
         if rec.address != nil {

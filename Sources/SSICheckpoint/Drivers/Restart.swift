@@ -39,6 +39,10 @@ extension CheckpointEngine {
         /// peer has moved past is reset on both sides instead of rebuilt (TCPPeers.swift).
         /// nil: every one is rebuilt as saved (a migration: the peer cannot have moved).
         public var tcpPeerCheck: TCPPeerCheck? = nil
+        /// Called once every process and socket is rebuilt, before any process runs again
+        /// (a cluster application's address is routed to its namespace then); a throw fails
+        /// the restart like any other step.
+        public var beforeResume: (@Sendable () throws -> Void)? = nil
 
         public init(leaveFrozen: Bool = false, useCallerTerminal: Bool = false, inheritFDs: Set<Int32> = []) {
             self.leaveFrozen = leaveFrozen
@@ -160,6 +164,7 @@ final class RestartSession {
             // theirs are (EIO), not kept open by ssi.
             ptys.closeAll()
             clock.mark("rebuild processes")
+            try options.beforeResume?()
         } catch {
             killCreated()
             takeover.undo()

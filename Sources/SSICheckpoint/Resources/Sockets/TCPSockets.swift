@@ -90,6 +90,7 @@ extension ProcessDumper {
                                    sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
                                    timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: stamp),
                                    window: win)
+        state.timestampRead = Clock.nanoseconds(Clock.realtime)
         if notSent > 0 && notSent <= outq { state.unsent = UInt32(notSent) }
         return state
     }
@@ -163,6 +164,23 @@ extension SocketRebuilder {
         }
     }
 
+    /// The connection's timestamp clock now (RFC 7323, in ms as tcp(7) TCP_TIMESTAMP gives
+    /// it): the saved value moved on by the time since it was read, so that the restored
+    /// copy's clock is the one its peer knows, not one that lags by the freeze. The peer
+    /// keeps the newest timestamp it has seen and drops as old (PAWS) any segment stamped
+    /// below it: anything the source copy's kernel sent after the snapshot (leaving repair
+    /// mode sends an acknowledgement) would otherwise be newer than the restored copy's
+    /// segments for as long as the freeze lasted. Capped at 2^30 ticks (12 days in ms): a
+    /// jump of 2^31 would read as a step backwards. The value's low bit is not time: since Linux 6.7 it says
+    /// the clock counts microseconds (tcp_usec_ts), and setting it back says the same, so
+    /// it is kept as read and the time added in the clock's unit.
+    static func timestampNow(_ r: TCPRepairState) -> UInt32 {
+        guard let read = r.timestampRead else { return r.timestamp }
+        let usec = r.timestamp & 1 == 1
+        let elapsed = min(max(0, Clock.nanoseconds(Clock.realtime) - read) / (usec ? 1_000 : 1_000_000), 1 << 30)
+        return ((r.timestamp &+ UInt32(elapsed)) & ~1) | (r.timestamp & 1)
+    }
+
     /// A connection rebuilt in repair mode, its queues refilled; it leaves repair mode in
     /// buildTCP once every end exists.
     private func repairTCP(_ f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
@@ -184,7 +202,7 @@ extension SocketRebuilder {
                 throw SSIError.sys("set the sequence numbers of \(what)", errno: errno)
             }
         }
-        if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: r.timestamp)) }
+        if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: Self.timestampNow(r))) }
         if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
         // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
         var opts: [UInt32] = [2, r.mss]
