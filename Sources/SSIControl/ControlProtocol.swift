@@ -96,6 +96,14 @@ public enum AppsRequest: Codable, Sendable, Equatable {
     case caps(app: Int32, changes: [String])
     /// Answers `.checkpointed`.
     case checkpoint(CheckpointSpec)
+    /// Several applications frozen together, each dumped, all let go (or killed); answers
+    /// `.checkpointedAll`.
+    case checkpointTogether(TogetherSpec)
+    /// `ssi checkpoint -f`; with `lockNetwork`, its address's traffic is held too (a step of
+    /// checkpointTogether). Answers `.application`.
+    case freeze(app: Int32, lockNetwork: Bool)
+    /// `ssi checkpoint -u [SIG]`; answers `.application`.
+    case unfreeze(app: Int32, signal: Int32?)
     /// Answers `.application`.
     case restart(RestartSpec)
     /// Answers `.catalogs` (nil: every application's).
@@ -173,6 +181,7 @@ public enum ControlReply: Codable, Sendable {
     case application(AppRecord)
     case applications([AppRecord])
     case checkpointed(CheckpointDone)
+    case checkpointedAll([CheckpointDone])
     case catalogs([SnapshotCatalog])
     case log(LogChunk)
     case ports(PortsView)
@@ -332,6 +341,11 @@ extension ControlReply {
 
     public func checkpointed() throws -> CheckpointDone {
         guard case .checkpointed(let c) = self else { throw Self.unexpected(self, "a checkpoint result") }
+        return c
+    }
+
+    public func checkpointedAll() throws -> [CheckpointDone] {
+        guard case .checkpointedAll(let c) = self else { throw Self.unexpected(self, "checkpoint results") }
         return c
     }
 

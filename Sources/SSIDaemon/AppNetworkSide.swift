@@ -64,6 +64,25 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         return try AppLink.make(app: app, address: address, nodeAddress: myAddress, route: routed)
     }
 
+    func lock(app: Int32, address: String) throws {
+        let hold = packetHold
+        try AppAddressLock.lock(app: app, address: address, holding: hold != nil)
+        do { try hold?.hold(address) } catch {
+            AppAddressLock.unlock(app: app)
+            throw error
+        }
+    }
+
+    func unlock(app: Int32, address: String) {
+        AppAddressLock.unlock(app: app)
+        // Killed meanwhile (checkpoint --kill): its link went with it.
+        guard AppLink.interfaceExists(AppSubnet.hostInterface(app)) else {
+            packetHold?.discard(address)
+            return
+        }
+        packetHold?.release(address, interface: AppSubnet.hostInterface(app), source: myAddress)
+    }
+
     func route(app: Int32, address: String) throws {
         try AppLink.routeHere(app: app, address: address, nodeAddress: myAddress)
     }

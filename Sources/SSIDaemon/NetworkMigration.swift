@@ -72,7 +72,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             throw SSIError(.unsupported, "application \(app) has a TCP connection \(other.description) that is not from its address \(address): it cannot follow the application to node \(target); nothing was changed",
                            hint: "close that connection first")
         }
-        let hold = net.apps?.packetHold
+        let side = net.apps
         addressLocked.withLock { $0[app] = (address, target) }
         // The target makes the namespace and link while the application still runs here.
         do {
@@ -85,11 +85,7 @@ final class NetworkMigrationHooks: MigrationHooks {
         // From the freeze on (before the sockets are read), not before the memory copy: the
         // peers' traffic stops for the freeze only.
         let lock: @Sendable () throws -> Void = {
-            try AppAddressLock.lock(app: app, address: address, holding: hold != nil)
-            do { try hold?.hold(address) } catch {
-                AppAddressLock.unlock(app: app)
-                throw error
-            }
+            try side?.lock(app: app, address: address)
             logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s))")
         }
         return MigrationPlan(tcpEstablished: !outside.isEmpty, whenFrozen: [lock])
@@ -126,10 +122,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             } else {
                 // It goes on here: its link up again (a route needs it up), its link route
                 // back, and what was held is its own.
-                AppAddressLock.unlock(app: app)
-                if let hold = net.apps?.packetHold {
-                    hold.release(address, interface: AppSubnet.hostInterface(app), source: net.apps?.myAddress)
-                }
+                net.apps?.unlock(app: app, address: address)
             }
             return
         }

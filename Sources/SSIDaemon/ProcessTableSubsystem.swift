@@ -102,6 +102,20 @@ struct ProcessTableSubsystem: Subsystem {
                 let d = try await apps.checkpoint(spec)
                 return (d, "application \(spec.app): snapshot v\(d.version) on node \(me)\(d.replicas.isEmpty ? "" : ", replicas on \(d.replicas)")", d.version)
             })
+        case .checkpointTogether(let spec):
+            return .checkpointedAll(try await checkpointTogether(spec))
+        case .freeze(let app, let lock):
+            let rec = try await table.record(app)
+            guard rec.state == .running else {
+                throw SSIError(.state, "application \(app) is \(rec.state.rawValue) (node \(rec.node)): only a running application can be frozen",
+                               hint: rec.state == .frozen ? "ssi checkpoint -c \(app) dumps it; ssi checkpoint -u \(app) unfreezes it" : "try again once it settles")
+            }
+            if rec.node != me { return try await forward(r, to: rec.node) }
+            return .application(try await apps.freeze(app, lockNetwork: lock))
+        case .unfreeze(let app, let sig):
+            let rec = try await table.record(app)
+            if rec.node != me { return try await forward(r, to: rec.node) }
+            return .application(try await apps.unfreeze(app, signal: sig))
         case .restart(let spec):
             let target = spec.node ?? me
             if target != me { return try await forward(r, to: target, timeout: .seconds(600)) }
@@ -161,7 +175,7 @@ struct ProcessTableSubsystem: Subsystem {
     }
 
     /// Asks node `n`'s process table to answer `r`.
-    private func forward(_ r: AppsRequest, to n: NodeID, timeout: Duration = .seconds(60)) async throws -> ControlReply {
+    func forward(_ r: AppsRequest, to n: NodeID, timeout: Duration = .seconds(60)) async throws -> ControlReply {
         guard core.membership.view[n]?.state == .online else {
             throw SSIError(.unreachable, "node \(n) is not online (\(core.membership.view[n]?.state.rawValue ?? "unknown"))",
                            hint: "ssi nodes status shows the nodes; choose an online one")

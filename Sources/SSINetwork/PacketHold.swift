@@ -65,6 +65,16 @@ public final class PacketHold: @unchecked Sendable {
         }
     }
 
+    /// Forgets what was held for `address` and its route here: the application it was for
+    /// is gone (killed after a checkpoint), and a restart routes its address anew.
+    public func discard(_ address: String) {
+        held.withLock { h in
+            h.holding.remove(address)
+            h.bytes -= (h.packets.removeValue(forKey: address) ?? []).reduce(0) { $0 + $1.count }
+        }
+        _ = try? Proc.run(["ip", "route", "del", "\(address)/32", "dev", Self.interface], check: false)
+    }
+
     /// Routes `address` through `gateway` (the target node) or out of `interface` (back to
     /// the application's link, preferred source `source`) and gives the kernel the packets
     /// held for it, in the order they came. Returns how many.

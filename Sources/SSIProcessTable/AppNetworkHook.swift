@@ -29,6 +29,12 @@ public protocol ApplicationNetwork: Sendable {
     /// For a restart from a snapshot: where the peers of its saved connections stand now
     /// (the engine resets those they have moved past).
     func tcpPeerCheck() -> TCPPeerCheck?
+    /// Stops application `app`'s traffic while it is frozen for a checkpoint taken together
+    /// with its peers' (Together.swift): what comes for its address is held, nothing it
+    /// sends leaves, so that no peer's state moves past its snapshot.
+    func lock(app: Int32, address: String) throws
+    /// Lets its traffic go again, the held packets delivered to it.
+    func unlock(app: Int32, address: String)
 }
 
 /// `ssi run --net`: where the application's network is.

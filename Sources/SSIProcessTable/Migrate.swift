@@ -162,12 +162,18 @@ extension NodeApplications {
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         clock.mark("migrate in: restart")
         joinCPUGroups(root: r.pid)
-        watch(app: app, pid: r.pid)
+        // Recorded first, then watched (as a restart: Restart.swift).
         let me = self.me
-        try await table.update(app) { rec in
-            (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
-            rec.migrations += 1
+        do {
+            try await table.update(app) { rec in
+                (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
+                rec.migrations += 1
+            }
+        } catch {
+            watch(app: app, pid: r.pid)
+            throw error
         }
+        watch(app: app, pid: r.pid)
         clock.mark("migrate in: record")
         await eachHook { await $0.targetDidResume(app: app, root: r.pid, from: m.from) }
         // The image came in without fsync (IncomingSnapshots): on disk now, off the freeze.

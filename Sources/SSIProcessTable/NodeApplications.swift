@@ -36,6 +36,8 @@ public final class NodeApplications: Sendable {
     public let migrationHooks = Mutex<[any MigrationHooks]>([])
     /// Application addresses, when this node has an application subnet (AppNetworkHook.swift).
     public let appNetwork = Mutex<(any ApplicationNetwork)?>(nil)
+    /// Applications frozen here with their address locked (Together.swift), until unfrozen.
+    let networkLocked = Mutex<[Int32: String]>([:])
 
     public init(table: ProcessTable, rpc: RPCNode, snapshots: String, logs: String, initPath: String, logger: Logger) {
         self.table = table

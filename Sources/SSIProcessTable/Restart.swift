@@ -39,6 +39,10 @@ extension NodeApplications {
         o.beforeResume = routeWhenRebuilt(app: app, address: rec.address)
         // Its connections to other applications were saved (Snapshots.swift); each comes back
         // as saved, or reset on both sides if its peer has moved past the snapshot.
+        // Of two ends restarted one after the other, the first finds its peer stopped and
+        // rebuilds its side as saved; the second is checked against that rebuilt side, so
+        // snapshots taken apart (which the peers had talked past) are reset, not rebuilt to
+        // hang, and snapshots taken together come back intact.
         if rec.address != nil {
             o.tcpEstablished = true
             o.tcpPeerCheck = appNetwork.withLock({ $0 })?.tcpPeerCheck()
@@ -46,11 +50,20 @@ extension NodeApplications {
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
         joinCPUGroups(root: r.pid)
-        watch(app: app, pid: r.pid)
+        // Recorded before it is watched: the watcher records an end only for the pid the
+        // record has, and a program that ends at once (a client finding its connection
+        // reset) would otherwise be left "running" with the old pid overwritten after it.
         let me = self.me
-        let updated = try await table.update(app) { rec in
-            (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
+        let updated: AppRecord
+        do {
+            updated = try await table.update(app) { rec in
+                (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
+            }
+        } catch {
+            watch(app: app, pid: r.pid)
+            throw error
         }
+        watch(app: app, pid: r.pid)
         if rec.address != nil { await appNetwork.withLock({ $0 })?.placed(app: app) }
         return updated
     }

@@ -35,8 +35,11 @@ public struct CheckpointSpec: Codable, Sendable, Equatable {
     public var kill: Int32?
     /// Copies on this many other online nodes.
     public var replicas: Int
-    public init(app: Int32, description: String, kill: Int32?, replicas: Int) {
-        (self.app, self.description, self.kill, self.replicas) = (app, description, kill, replicas)
+    /// `-c`: the application is frozen already (`ssi checkpoint -f`, or a checkpoint taken
+    /// together with others) and stays frozen.
+    public var frozen: Bool?
+    public init(app: Int32, description: String, kill: Int32?, replicas: Int, frozen: Bool? = nil) {
+        (self.app, self.description, self.kill, self.replicas, self.frozen) = (app, description, kill, replicas, frozen)
     }
 }
 
@@ -91,6 +94,7 @@ extension NodeApplications {
         var o = CheckpointEngine.CheckpointOptions()
         o.description = spec.description
         o.applicationID = spec.app
+        o.alreadyFrozen = spec.frozen == true
         if let k = spec.kill { o.killSignal = Signal(rawValue: k) }
         // An application with an address of its own: its connections to other applications
         // are saved (TCP_REPAIR); a restart rebuilds or resets them (Restart.swift).

@@ -191,9 +191,26 @@ struct Logs: ParsableCommand {
 /// `ssi checkpoint APP` and `ssi restart APP` for a cluster application.
 enum ClusterCR {
     @discardableResult
-    static func checkpoint(app: Int32, description: String, kill: Signal?, replicas: Int, json: Bool, via: Int?) throws -> CheckpointDone {
-        let spec = CheckpointSpec(app: app, description: description, kill: kill?.rawValue, replicas: replicas)
+    static func checkpoint(app: Int32, description: String, kill: Signal?, replicas: Int, frozen: Bool = false, json: Bool, via: Int?) throws -> CheckpointDone {
+        let spec = CheckpointSpec(app: app, description: description, kill: kill?.rawValue, replicas: replicas, frozen: frozen ? true : nil)
         let r = try ClusterApps.call(.checkpoint(spec), node: via, timeout: 900).checkpointed()
+        try report(r, json: json)
+        return r
+    }
+
+    /// `ssi checkpoint APP1 APP2 ...`: frozen together, then dumped (TogetherPart.swift).
+    static func checkpoint(together apps: [Int32], description: String, kill: Signal?, replicas: Int, json: Bool, via: Int?) throws {
+        let spec = TogetherSpec(apps: apps, description: description, kill: kill?.rawValue, replicas: replicas)
+        for r in try ClusterApps.call(.checkpointTogether(spec), node: via, timeout: 900).checkpointedAll() { try report(r, json: json) }
+    }
+
+    /// `ssi checkpoint -f / -u` of a cluster application.
+    static func freeze(app: Int32, thaw: Bool, signal: Signal?, via: Int?) throws {
+        let r = try ClusterApps.call(thaw ? .unfreeze(app: app, signal: signal?.rawValue) : .freeze(app: app, lockNetwork: false), node: via).application()
+        print("Application \(r.app) \(thaw ? "unfrozen" : "frozen") on node \(r.node)")
+    }
+
+    private static func report(_ r: CheckpointDone, json: Bool) throws {
         if json {
             let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
                                     "node": Int(r.node), "replicas": r.replicas.map { Int($0) }, "frozenSeconds": r.frozenSeconds]
@@ -205,12 +222,12 @@ enum ClusterCR {
             print("Date: \(r.date)")
             print("Node: \(r.node)\(r.replicas.isEmpty ? "" : " (replicas on \(r.replicas.map(String.init).joined(separator: ",")))")")
         }
-        return r
     }
 
     @discardableResult
     static func restart(app: Int32, version: Int?, node: Int?, json: Bool) throws -> AppRecord {
-        let r = try ClusterApps.call(.restart(RestartSpec(app: app, version: version, node: node.map { UInt8($0) })), timeout: 900).application()
+        let spec = RestartSpec(app: app, version: version, node: node.map { UInt8($0) })
+        let r = try ClusterApps.call(.restart(spec), timeout: 900).application()
         if json {
             print("{\"identifier\":\(r.app),\"node\":\(r.node),\"pid\":\(r.pid)}")
         } else {

@@ -108,6 +108,8 @@ struct Checkpoint: ParsableCommand {
           ssi checkpoint -d "before upgrade" 4242
           ssi checkpoint --kill=9 4242          dump, then kill
           ssi checkpoint -f 4242; ssi checkpoint -c 4242; ssi checkpoint -u 4242
+          ssi checkpoint 10000001 10000002      both frozen together, then dumped: their
+                                                connections agree (ssi restart 10000001 10000002)
         """)
 
     @Flag(name: .shortAndLong, help: "Only freeze the application.") var freeze = false
@@ -124,7 +126,15 @@ struct Checkpoint: ParsableCommand {
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal (on a terminal it is shown anyway).") var progress = false
     @Option(help: "Cluster application: also keep the snapshot on this many other nodes.") var replicas = 0
     @Option(name: .customLong("node"), help: "Cluster application: ask this node of the local cluster (any node will do).") var askNode: Int?
-    @Argument(help: "The application id (PID of its root process).") var app: Int32
+    @Argument(help: "The application id (PID of its root process); several are frozen together, then dumped.") var apps: [Int32]
+    var app: Int32 { apps[0] }
+
+    func validate() throws {
+        if apps.isEmpty { throw ValidationError("give the application to checkpoint (its id, or the PID of its root process)") }
+        if apps.count > 1 && Set(apps.map(ApplicationID.isCluster)).count > 1 {
+            throw ValidationError("\(apps.map(String.init).joined(separator: " ")): cluster applications (ids above 10,000,000) and node-local processes cannot be checkpointed together")
+        }
+    }
 
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
     static let noSignal = "none"
@@ -144,16 +154,57 @@ struct Checkpoint: ParsableCommand {
         }
     }
 
+    /// Several node-local processes: every one frozen before the first is dumped, let go
+    /// after the last (-f, -u and -c apply to each).
+    private func checkpointLocalTogether(_ engine: CheckpointEngine) throws {
+        if freeze || unfreeze != nil {
+            let sig = try unfreeze.flatMap { $0.isEmpty || $0 == Checkpoint.noSignal ? nil : try parseSignal($0) }
+            for a in apps {
+                if freeze { try engine.freeze(app: a); print("Application \(a) frozen") } else { try engine.unfreeze(app: a, signal: sig); print("Application \(a) unfrozen") }
+            }
+            return
+        }
+        var frozen: [Int32] = []
+        defer { if !ckptOnly { for a in frozen { try? engine.unfreeze(app: a, signal: nil) } } }
+        if !ckptOnly {
+            for a in apps { try engine.freeze(app: a); frozen.append(a) }
+        }
+        for a in apps {
+            var o = CheckpointEngine.CheckpointOptions()
+            o.description = description
+            o.alreadyFrozen = true
+            o.tcpEstablished = tcpEstablished
+            if let kill { o.killSignal = try parseSignal(kill) }
+            let r = try engine.checkpoint(app: a, options: o)
+            print("Identifier: \(r.app)\nVersion: \(r.version)\nDescription: \(r.description)\nDate: \(r.date)")
+        }
+    }
+
     func run() throws {
         let engine = CheckpointEngine()
         do {
             if ApplicationID.isCluster(app) {
-                guard !freeze, unfreeze == nil, !ckptOnly, !ignoreUnsupported else {
-                    throw SSIError(.unsupported, "-f, -u, -c and -i are not available for cluster application \(app) yet",
+                guard !ignoreUnsupported else {
+                    throw SSIError(.unsupported, "-i is not available for cluster application \(app) yet",
                                    hint: "ssi checkpoint \(app) [--kill] [-d TEXT] [--replicas K]")
                 }
+                if freeze || unfreeze != nil {
+                    let sig = try unfreeze.flatMap { $0.isEmpty || $0 == Checkpoint.noSignal ? nil : try parseSignal($0) }
+                    for a in apps { try ClusterCR.freeze(app: a, thaw: unfreeze != nil, signal: sig, via: askNode) }
+                    return
+                }
                 // The node that does it records it (ProcessTableSubsystem): no report from here.
-                try ClusterCR.checkpoint(app: app, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json, via: askNode)
+                if apps.count > 1 && !ckptOnly {
+                    try ClusterCR.checkpoint(together: apps, description: description, kill: try kill.map(parseSignal), replicas: replicas, json: json, via: askNode)
+                    return
+                }
+                for a in apps {
+                    try ClusterCR.checkpoint(app: a, description: description, kill: try kill.map(parseSignal), replicas: replicas, frozen: ckptOnly, json: json, via: askNode)
+                }
+                return
+            }
+            if apps.count > 1 {
+                try checkpointLocalTogether(engine)
                 return
             }
             if replicas > 0 {
@@ -208,6 +259,9 @@ struct Restart: ParsableCommand {
           ssi restart 4242                      from the latest snapshot
           ssi restart 4242 2                    from v2
           ssi restart -f -t 4242                in the foreground, with this terminal
+          ssi restart 10000001 10000002         each from its latest snapshot, one after the
+                                                other: connections between snapshots taken
+                                                together come back, others are reset
         """)
 
     @Flag(name: .customShort("U"), help: "Leave it frozen; `ssi checkpoint -u APP` starts it.") var frozen = false
@@ -219,11 +273,24 @@ struct Restart: ParsableCommand {
     @Option(name: .customLong("inherit-fd"),
             help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
     var inheritFD: [Int32] = []
-    @Argument(help: "The application id.") var app: Int32
-    @Argument(help: "The snapshot version (default: the latest).") var version: Int?
+    @Argument(help: ArgumentHelp("The application id, then the snapshot version (default: the latest); or several cluster applications, restarted together from their latest snapshots.",
+                                 valueName: "app [version | app...]"))
+    var ids: [Int64] = []
     @Option(help: "Cluster application: restart it on this node (default: the node asked).") var node: Int?
 
+    var app: Int32 { Int32(truncatingIfNeeded: ids.first ?? 0) }
+    /// A second number that is no cluster application's id is the version.
+    var version: Int? { ids.count == 2 && !ApplicationID.isCluster(Int32(truncatingIfNeeded: ids[1])) ? Int(ids[1]) : nil }
+    var together: [Int32] { ids.count >= 2 && version == nil ? ids.map { Int32(truncatingIfNeeded: $0) } : [app] }
+
     func validate() throws {
+        guard let first = ids.first else { throw ValidationError("give the application to restart") }
+        guard ids.allSatisfy({ $0 > 0 && $0 <= Int64(Int32.max) }) else { throw ValidationError("\(ids.map(String.init).joined(separator: " ")): application ids and versions are positive numbers") }
+        if ids.count > 2 || (ids.count == 2 && version == nil) {
+            guard together.allSatisfy(ApplicationID.isCluster) else {
+                throw ValidationError("only cluster applications (ids above 10,000,000) are restarted together; for \(first) give one application and, optionally, its version")
+            }
+        }
         for fd in inheritFD where { var st = stat(); return fd < 0 || fstat(fd, &st) != 0 }() {
             throw ValidationError("--inherit-fd \(fd): fd \(fd) of this command is not open; open it on what the application should use (e.g. `\(max(fd, 3))> file`)")
         }
@@ -234,6 +301,11 @@ struct Restart: ParsableCommand {
             if ApplicationID.isCluster(app) {
                 guard !frozen, !terminal, !foreground else {
                     throw SSIError(.unsupported, "-U, -t and -f are not available for cluster application \(app) yet", hint: "ssi restart \(app) [VERSION] [--node N]")
+                }
+                if together.count > 1 {
+                    // One after the other: each is checked against those restarted before it.
+                    for a in together { try ClusterCR.restart(app: a, version: nil, node: node, json: json) }
+                    return
                 }
                 try ClusterCR.restart(app: app, version: version, node: node, json: json)
                 return

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,8 @@ static int cmp(const void *a, const void *b) { double x = *(const double *)a, y 
 
 int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: lineclient HOST PORT SECONDS [WINDOW]\n"); return 2; }
+    // A write to a reset connection is a FAIL to print, not a silent death by SIGPIPE.
+    signal(SIGPIPE, SIG_IGN);
     double seconds = atof(argv[3]);
     int window = argc > 4 ? atoi(argv[4]) : 1, one = 1;
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -36,7 +39,7 @@ int main(int argc, char **argv) {
     while (now() - t0 < seconds || next_want < next_send) {
         while (next_send - next_want < window && now() - t0 < seconds) {
             char line[32]; int n = snprintf(line, sizeof line, "%ld\n", next_send);
-            if (write(s, line, n) != n) { printf("FAIL write at line %ld\n", next_send); return 1; }
+            if (write(s, line, n) != n) { printf("FAIL write at line %ld: %s\n", next_send, strerror(errno)); return 1; }
             sent[next_send % (window + 1)] = now();
             next_send++;
         }

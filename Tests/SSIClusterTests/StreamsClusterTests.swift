@@ -280,6 +280,63 @@ struct StreamsClusterTests {
         #expect(v3.hasPrefix("PASS"), "the restarted server takes new connections: \(v3); server: \(serverLog)")
     }
 
+    /// Snapshots taken together: `ssi checkpoint -f/-c/-u` work on a cluster application;
+    /// `ssi checkpoint --kill=KILL SERVER CLIENT` freezes both (their traffic held) before
+    /// dumping either, and `ssi restart SERVER CLIENT --node 3` brings their one connection
+    /// back as it was: the client's every line answered in order, one accept in all. From
+    /// snapshots taken a second apart, the same restarts reset it at once (no hang).
+    @Test(.timeLimit(.minutes(2))) func checkpointTakenTogetherRestoresTheirConnection() throws {
+        try up()
+        defer { try? down() }
+        let dir = "/tmp/ssi-together-test-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let (echo, client) = (try TestEnv.fixture("lineecho"), try TestEnv.fixture("lineclient"))
+        let server = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", echo, "7400", "\(dir)/accepts")))
+        let a = try address(of: server)
+        let c = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7400", "8")))
+        usleep(800_000)
+        // Freeze, dump frozen, unfreeze: one application, through any node.
+        #expect(try ssiOK("checkpoint", "-f", "\(server)", "--node", "3").contains("frozen on node 1"))
+        _ = try waitFor("node 2 sees it frozen", seconds: 5) { try record(server, node: 2)?.state == .frozen }
+        #expect(try ssiOK("checkpoint", "-c", "\(server)").contains("Version: 1"))
+        #expect(try record(server, node: 3)?.state == .frozen, "-c leaves it frozen")
+        #expect(try ssiOK("checkpoint", "-u", "\(server)").contains("unfrozen on node 1"))
+        _ = try waitFor("it runs again", seconds: 5) { try record(server, node: 2)?.state == .running }
+        usleep(500_000)
+        // Both together, killed once both snapshots are on disk.
+        let both = try ssiOK("checkpoint", "--kill=KILL", "\(server)", "\(c)")
+        #expect(both.contains("Identifier: \(server)\nVersion: 2") && both.contains("Identifier: \(c)\nVersion: 1"), "\(both)")
+        _ = try waitFor("both stopped", seconds: 5) { try record(server, node: 3)?.state == .stopped && record(c, node: 3)?.state == .stopped }
+        let r = try ssiOK("restart", "\(server)", "\(c)", "--node", "3")
+        #expect(r.components(separatedBy: "on node 3").count == 3, "\(r)")
+        if try waitFor("the client ends", seconds: 30, { try record(c, node: 1)?.state == .stopped }) >= 30 {
+            print("streams: the client did not end:\n\(diagnose([server, c]))")
+        }
+        let verdict = try ssiOK("logs", "\(c)")
+        #expect(verdict.contains("PASS"), "the connection came back with both ends: \(verdict)")
+        #expect((try? String(contentsOfFile: "\(dir)/accepts", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "1",
+                "the server accepted one connection in all")
+        // A group with an application that is not running changes nothing.
+        let refused = try ssi("checkpoint", "\(server)", "\(c)")
+        #expect(refused.code != 0 && refused.out.contains("application \(c) is stopped") && refused.out.contains("nothing was changed"), "\(refused.out)")
+        #expect(try record(server, node: 1)?.state == .running)
+        // Snapshots taken apart, a second of talk between them: restarted one after the
+        // other, the second finds the first's side not fitting and resets the connection.
+        let c2 = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7400", "60")))
+        usleep(1_000_000)
+        #expect(try ssiOK("checkpoint", "\(server)").contains("Version: 3"))
+        usleep(1_000_000)
+        #expect(try ssiOK("checkpoint", "--kill=KILL", "\(c2)").contains("Version: 1"))
+        _ = try ssiOK("kill", "\(server)", "--signal", "KILL")
+        _ = try waitFor("both stopped", seconds: 5) { try record(server, node: 1)?.state == .stopped && record(c2, node: 1)?.state == .stopped }
+        _ = try ssiOK("restart", "\(server)", "3", "--node", "1")
+        _ = try ssiOK("restart", "\(c2)", "1", "--node", "2")
+        let ended = try waitFor("the client reads a reset", seconds: 10) { try record(c2, node: 3)?.state == .stopped }
+        if ended >= 10 { print("streams: \(String(describing: try record(c2, node: 3))) \(diagnose([server, c2]))") }
+        let v2 = try ssiOK("logs", "\(c2)")
+        #expect(v2.contains("FAIL") && (v2.contains("reset") || v2.contains("Broken pipe")) && ended < 10, "snapshots taken apart: reset at once, not a hang: \(v2)")
+    }
+
     /// Refusals: --net app without the cluster (--local) is refused, naming why; and an
     /// application in its node's network keeps no address.
     @Test(.timeLimit(.minutes(1))) func nodeNetworkApplicationsHaveNoAddress() throws {

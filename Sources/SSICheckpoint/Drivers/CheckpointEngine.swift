@@ -63,22 +63,26 @@ public struct CheckpointEngine: Sendable {
 
     // MARK: freeze / unfreeze
 
-    public func freeze(app: Int32) throws {
+    /// Freezes application `app` (the PID of its root) in its cgroup: its own group
+    /// `applicationID` for a cluster application (made at launch), else one made for it now.
+    public func freeze(app: Int32, applicationID: Int32? = nil) throws {
         try requireRoot("ssi checkpoint --freeze")
         try CheckpointEngine.validateTarget(app)
         let f = try CgroupFreezer.require()
-        if f.isFrozen(app) { throw SSIError(.state, "application \(app) is already frozen", hint: "ssi checkpoint -c \(app) dumps it; ssi checkpoint -u \(app) unfreezes it") }
-        try f.enroll(pid: app, app: app)
-        try f.freeze(app)
+        let group = applicationID ?? app
+        if f.isFrozen(group) { throw SSIError(.state, "application \(group) is already frozen", hint: "ssi checkpoint -c \(group) dumps it; ssi checkpoint -u \(group) unfreezes it") }
+        if applicationID == nil { try f.enroll(pid: app, app: app) }
+        try f.freeze(group)
     }
 
-    public func unfreeze(app: Int32, signal: Signal?) throws {
+    public func unfreeze(app: Int32, applicationID: Int32? = nil, signal: Signal?) throws {
         try requireRoot("ssi checkpoint --unfreeze")
         let f = try CgroupFreezer.require()
+        let group = applicationID ?? app
         guard ProcFS.exists("/proc/\(app)") else { throw SSIError(.notFound, "no process with PID \(app)") }
-        if !f.isFrozen(app) { throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it with ssi checkpoint -f \(app)") }
+        if !f.isFrozen(group) { throw SSIError(.state, "application \(group) is not frozen", hint: "freeze it with ssi checkpoint -f \(group)") }
         // Queued now, delivered as soon as it thaws.
         try signal?.send(to: ProcessID(app))
-        try f.thaw(app)
+        try f.thaw(group)
     }
 }
