@@ -169,14 +169,34 @@ struct Checkpoint: ParsableCommand {
         if !ckptOnly {
             for a in apps { try engine.freeze(app: a); frozen.append(a) }
         }
-        for a in apps {
-            var o = CheckpointEngine.CheckpointOptions()
-            o.description = description
-            o.alreadyFrozen = true
-            o.tcpEstablished = tcpEstablished
-            if let kill { o.killSignal = try parseSignal(kill) }
-            let r = try engine.checkpoint(app: a, options: o)
-            print("Identifier: \(r.app)\nVersion: \(r.version)\nDescription: \(r.description)\nDate: \(r.date)")
+        for a in apps { try dump(a, engine, frozen: true) }
+    }
+
+    /// Checkpoints node-local application `a` with this command's options (`frozen`: it is
+    /// frozen already, -c) and prints the result; the local daemon, if any, records it.
+    private func dump(_ a: Int32, _ engine: CheckpointEngine, frozen: Bool) throws {
+        var o = CheckpointEngine.CheckpointOptions()
+        o.description = description
+        o.alreadyFrozen = frozen
+        o.ignoreUnsupported = ignoreUnsupported
+        o.precopy = precopy
+        o.tcpEstablished = tcpEstablished
+        if let kill { o.killSignal = try parseSignal(kill) }
+        let opts = o
+        let r = try Self.reported(a, progress: OperationProgress("checkpoint \(a)", mode: OperationProgress.mode(json: json, forced: progress))) {
+            try engine.checkpoint(app: a, options: opts)
+        }
+        if json {
+            let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
+                                    "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes),
+                                    "precopyRounds": r.precopyRounds.map { Int($0) }]
+            let data = try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("Identifier: \(r.app)")
+            print("Version: \(r.version)")
+            print("Description: \(r.description)")
+            print("Date: \(r.date)")
         }
     }
 
@@ -222,28 +242,7 @@ struct Checkpoint: ParsableCommand {
                 print("Application \(app) unfrozen")
                 return
             }
-            var o = CheckpointEngine.CheckpointOptions()
-            o.description = description
-            o.alreadyFrozen = ckptOnly
-            o.ignoreUnsupported = ignoreUnsupported
-            o.precopy = precopy
-            o.tcpEstablished = tcpEstablished
-            if let kill { o.killSignal = try parseSignal(kill) }
-            let r = try Self.reported(app, progress: OperationProgress("checkpoint \(app)", mode: OperationProgress.mode(json: json, forced: progress))) {
-                try engine.checkpoint(app: app, options: o)
-            }
-            if json {
-                let d: [String: Any] = ["identifier": Int(r.app), "version": r.version, "description": r.description, "date": r.date,
-                                        "directory": r.directory, "frozenSeconds": r.frozenSeconds, "pageBytes": Int(r.pageBytes),
-                                        "precopyRounds": r.precopyRounds.map { Int($0) }]
-                let data = try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-            } else {
-                print("Identifier: \(r.app)")
-                print("Version: \(r.version)")
-                print("Description: \(r.description)")
-                print("Date: \(r.date)")
-            }
+            try dump(app, engine, frozen: ckptOnly)
         } catch let e as SSIError { fail(e) }
     }
 }
