@@ -4,6 +4,7 @@
 #include <linux/userfaultfd.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 // Debian 12's kernel headers (6.1) predate these; values from include/uapi/linux/fs.h and
 // userfaultfd.h of Linux 6.7.
@@ -106,5 +107,36 @@ long cssi_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len) {
     if (ioctl(uffd, UFFDIO_COPY, &c) == 0) return (long)c.copy;
     // On failure c.copy holds -errno, or the bytes done before an interruption (EAGAIN).
     if (c.copy > 0) return (long)c.copy;
+    return -errno;
+}
+
+int cssi_uffd_enable_events(int uffd) {
+    return uffd_api(uffd, UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP);
+}
+
+int cssi_uffd_read_event(int uffd, struct cssi_uffd_event *ev) {
+    struct uffd_msg msg;
+    ssize_t n = read(uffd, &msg, sizeof(msg));
+    if (n < 0) return errno == EAGAIN ? 0 : -errno;
+    if (n != sizeof(msg)) return -EIO;
+    memset(ev, 0, sizeof(*ev));
+    switch (msg.event) {
+    case UFFD_EVENT_PAGEFAULT: ev->kind = CSSI_UFFD_FAULT; ev->a = msg.arg.pagefault.address; break;
+    case UFFD_EVENT_FORK: ev->kind = CSSI_UFFD_FORK; ev->a = msg.arg.fork.ufd; break;
+    case UFFD_EVENT_REMAP: ev->kind = CSSI_UFFD_REMAP; ev->a = msg.arg.remap.from; ev->b = msg.arg.remap.to; ev->c = msg.arg.remap.len; break;
+    case UFFD_EVENT_REMOVE: ev->kind = CSSI_UFFD_REMOVE; ev->a = msg.arg.remove.start; ev->b = msg.arg.remove.end; break;
+    case UFFD_EVENT_UNMAP: ev->kind = CSSI_UFFD_UNMAP; ev->a = msg.arg.remove.start; ev->b = msg.arg.remove.end; break;
+    default: ev->kind = CSSI_UFFD_OTHER; break;
+    }
+    return 1;
+}
+
+long cssi_uffd_zeropage(int uffd, uint64_t dst, uint64_t len) {
+    struct uffdio_zeropage z;
+    memset(&z, 0, sizeof(z));
+    z.range.start = dst;
+    z.range.len = len;
+    if (ioctl(uffd, UFFDIO_ZEROPAGE, &z) == 0) return (long)z.zeropage;
+    if (z.zeropage > 0) return (long)z.zeropage;
     return -errno;
 }

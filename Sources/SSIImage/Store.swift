@@ -47,8 +47,10 @@ public struct SnapshotStore: Sendable {
         return SnapshotWriter(store: self, app: app, tempDir: tmp)
     }
 
-    /// Opens a committed snapshot and verifies every file before anything uses it.
-    public func open(app: Int32, version: Int?) throws -> Snapshot {
+    /// Opens a committed snapshot and verifies every file before anything uses it (with
+    /// `verify` false, only sizes and the manifest: for a version whose bytes were checked as
+    /// they arrived).
+    public func open(app: Int32, version: Int?, verify: Bool = true) throws -> Snapshot {
         let all = versions(app)
         guard let v = version ?? all.last else {
             throw SSIError(.notFound, "no snapshot of application \(app) in \(appDirectory(app))",
@@ -58,7 +60,7 @@ public struct SnapshotStore: Sendable {
             throw SSIError(.notFound, "application \(app) has no snapshot version \(v) (versions: \(all.map(String.init).joined(separator: ", ")))",
                            hint: "ssi snapshots \(app) lists them")
         }
-        return try Snapshot.load(directory: directory(app, version: v))
+        return try Snapshot.load(directory: directory(app, version: v), verify: verify)
     }
 }
 
@@ -243,7 +245,7 @@ public struct Snapshot: ImageReader, Sendable {
 
     /// Refuses, naming the file, anything truncated, corrupt, of another format version, or
     /// not a SwiftSSI snapshot at all. Nothing is used before everything checks out.
-    public static func load(directory dir: String) throws -> Snapshot {
+    public static func load(directory dir: String, verify checkBytes: Bool = true) throws -> Snapshot {
         let mpath = "\(dir)/manifest.json"
         let mbytes: [UInt8]
         do { mbytes = try ProcFS.readBytes(mpath) } catch {
@@ -255,14 +257,14 @@ public struct Snapshot: ImageReader, Sendable {
         }
         let manifest = try SnapshotFormat.decodeManifest(mbytes, where: mpath)
         for entry in manifest.files {
-            try verify(entry, in: dir)
+            try verify(entry, in: dir, bytes: checkBytes)
         }
         let procs = try SnapshotFormat.decodeProcesses(manifest, where: mpath, read: { try ProcFS.readBytes("\(dir)/\($0)") }, location: dir)
-        guard let pool = try ResolvedPool.load(manifest, dir: dir) else { return Snapshot(directory: dir, manifest: manifest, processes: procs, poolPath: nil) }
+        guard let pool = try ResolvedPool.load(manifest, dir: dir, verify: checkBytes) else { return Snapshot(directory: dir, manifest: manifest, processes: procs, poolPath: nil) }
         return Snapshot(directory: dir, manifest: manifest, processes: try procs.map(pool.translate), poolPath: pool.poolPath)
     }
 
-    static func verify(_ entry: FileEntry, in dir: String) throws {
+    static func verify(_ entry: FileEntry, in dir: String, bytes: Bool = true) throws {
         let path = "\(dir)/\(entry.name)"
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw SSIError(.corrupt, "\(path) is missing from the snapshot", hint: "restart another version") }
@@ -272,6 +274,7 @@ public struct Snapshot: ImageReader, Sendable {
         guard UInt64(st.st_size) == entry.size else {
             throw SSIError(.corrupt, "\(path) is truncated or extended: \(st.st_size) bytes, the manifest says \(entry.size)", hint: "restart another version")
         }
+        guard bytes else { return }
         // Large files are checksummed in one piece per core, in parallel, and the pieces'
         // CRCs combined: verifying comes before every restart, so it is on the critical path.
         let pieces = entry.size >= 64 << 20 ? max(1, ProcessInfo.processInfo.activeProcessorCount) : 1

@@ -149,6 +149,10 @@ extension NodeApplications {
         // The source copy, frozen, still holds the application's names until it is killed.
         var o = CheckpointEngine.RestartOptions()
         o.takeOver = true
+        // Every file's CRC-32C matched the source's as it arrived (RemoteImage.swift).
+        o.checkedOnArrival = true
+        // Its pages are copied in after it runs (LazyMemory): the daemon lives on.
+        o.lazyMemory = true
         o.tcpEstablished = m.tcpEstablished ?? false
         // An application with an address gets its namespace here, address and link, before
         // its processes and sockets are rebuilt inside it.

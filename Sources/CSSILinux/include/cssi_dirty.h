@@ -68,4 +68,23 @@ int cssi_uffd_register_missing(int uffd, uint64_t start, uint64_t len);
 // (possibly fewer: call again for the rest) or -errno (-EEXIST: a page there exists already).
 long cssi_uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len);
 
+// Filling memory after the process runs again (a migration's lazy restore, LazyMemory.swift):
+// the same missing-mode registration, on a userfaultfd that also reports what the process
+// does to its memory meanwhile (fork, mremap, madvise DONTNEED/REMOVE, munmap), so that a
+// child gets its own copy of the pages still to come, a moved area is filled where it went,
+// and pages the process threw away are not filled again.
+// UFFDIO_API with UFFD_FEATURE_EVENT_FORK | EVENT_REMAP | EVENT_REMOVE | EVENT_UNMAP.
+int cssi_uffd_enable_events(int uffd);
+
+enum { CSSI_UFFD_NONE = 0, CSSI_UFFD_FAULT = 1, CSSI_UFFD_FORK = 2, CSSI_UFFD_REMAP = 3,
+       CSSI_UFFD_REMOVE = 4, CSSI_UFFD_UNMAP = 5, CSSI_UFFD_OTHER = 6 };
+// One message of the userfaultfd: FAULT a = address; FORK a = the child's userfaultfd (an
+// fd of ours); REMAP a = from, b = to, c = len; REMOVE and UNMAP a = start, b = end.
+struct cssi_uffd_event { int kind; uint64_t a, b, c; };
+// Reads one message without blocking. Returns 1 (ev filled), 0 (none queued) or -errno.
+int cssi_uffd_read_event(int uffd, struct cssi_uffd_event *ev);
+// UFFDIO_ZEROPAGE over [dst, dst+len): a zero page for a fault on a page the image does not
+// hold. Returns the bytes done or -errno (-EEXIST: it exists already).
+long cssi_uffd_zeropage(int uffd, uint64_t dst, uint64_t len);
+
 #endif

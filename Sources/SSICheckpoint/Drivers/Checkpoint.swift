@@ -52,6 +52,9 @@ extension CheckpointEngine {
     private func checkCheckpointable(_ app: Int32, options: CheckpointOptions) throws -> Bool {
         try requireRoot("ssi checkpoint")
         try CheckpointEngine.validateTarget(app)
+        // A restored process whose pages are still being filled (LazyMemory) is dumped
+        // once they are all in.
+        LazyMemory.waitForAll()
         let frozen = CgroupFreezer.find()?.isFrozen(options.applicationID ?? app) ?? false
         if options.alreadyFrozen && !frozen {
             throw SSIError(.state, "application \(app) is not frozen", hint: "freeze it first with `ssi checkpoint -f \(app)`, or drop -c")

@@ -49,6 +49,10 @@ final class ProcessRestorer {
     var signalsAfterStop: [(info: Data, tid: Int32?)] = []
     /// Pseudo-terminal pairs made again by ssi.
     var ptys: PTYRegistry?
+    /// Set for a process whose fresh private anonymous pages are filled after it runs again
+    /// (RestartOptions.lazyMemory; LazyMemory.swift), and its address space there.
+    var lazy: LazyMemory?
+    var lazySpace: LazyMemory.Space?
     /// The fd of this process on ssi's pidfd (FDTransfer.selfPidFD): the root shell has it
     /// at ssi's own number, a forked child at its parent's slot; rebuild() moves it above
     /// the image's fds and finish() closes it. nil: files are taken by ssi's PID.
@@ -167,6 +171,11 @@ final class ProcessRestorer {
         try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
         clock.mark("restore: teardown, vdso")
         try restoreMemory(pages: pages, high: fds.high)
+        // Its noted runs are copied from now on, and its faults served: the steps below may
+        // touch those pages already (injected calls, clone3 of its threads).
+        if let lazy, let lazySpace {
+            if lazySpace.pending.isEmpty { lazySpace.close() } else { lazy.begin(lazySpace) }
+        }
         clock.mark("restore: memory")
         try restoreMMFields(high: fds.high)
         if fds.ownTable { try restoreFileDescriptors(ttyFD: fds.ttyFD) }

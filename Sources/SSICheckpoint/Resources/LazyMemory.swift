@@ -1,0 +1,304 @@
+import CSSILinux
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The pages of a restored process filled after it runs again (RestartOptions.lazyMemory:
+/// the target of a migration, where every page is on this node already and the time to copy
+/// 1 GiB into place, 0.4 to 1.6 s here, was most of the application's frozen time).
+///
+/// How (userfaultfd(2), ioctl_userfaultfd(2)): each private anonymous area of a process that
+/// has no children in the image is mapped and registered in missing mode on a userfaultfd of
+/// the process (made by an injected userfaultfd(2), taken with pidfd_getfd(2)), and its page
+/// runs are noted instead of copied. One thread of ours then copies them in, a chunk at a
+/// time (UFFDIO_COPY from the image file mapped here), from that moment on: while the rest of
+/// the restore goes on (whose injected calls and clone3 may touch those pages: the kernel
+/// holds the faulting access until we copy the page) and after the processes run again.
+/// Between chunks it reads the userfaultfd's messages:
+/// - a page fault: the run holding that page is copied from there first (64 pages), or a
+///   zero page if the image holds none there (a page the process never touched);
+/// - fork (UFFD_FEATURE_EVENT_FORK): the child's areas stay registered on a new userfaultfd
+///   we receive, and what was still to come for the parent is to come for the child too (the
+///   pages copied already are shared copy-on-write, UFFDIO_COPY finds them: EEXIST);
+/// - mremap (EVENT_REMAP): the runs of the moved range are moved with it;
+/// - madvise DONTNEED/REMOVE, munmap (EVENT_REMOVE, EVENT_UNMAP): the runs of the range are
+///   dropped, so that what the process threw away is not filled again with old bytes.
+/// While such a message waits to be read the kernel refuses UFFDIO_COPY (EAGAIN,
+/// mmap_changing), so no copy can land on a range the process changed meanwhile.
+/// Once a process's runs are all copied, its userfaultfd is closed: the kernel unregisters
+/// every area (userfaultfd_release) and the process is as any other.
+///
+/// What a parent forks during the restore (its children) is made from memory filled before,
+/// as always: only processes with no children in the image are filled this way, and only
+/// areas of 16 MiB of pages or more, not locked, not wiped on fork (Memory.swift, fillPages).
+/// Until its area is filled, /proc/PID/smaps shows "um" in its VmFlags.
+/// A checkpoint of any application on this node waits first until every fill is done
+/// (`waitForAll`): the dirty-page tracker of pre-copy cannot register an area already
+/// registered here (EBUSY), and a dump must read the process's real pages.
+/// If this daemon dies before a fill is done, its userfaultfds close and the pages still to
+/// come read as zeros: the fill of 1 GiB takes about a second after the resume.
+public final class LazyMemory: @unchecked Sendable {
+    struct Run { var address: UInt64; var length: UInt64; var offset: UInt64 }
+
+    /// An image file mapped read-only here: the bytes copied in.
+    final class Source {
+        let base: UnsafeRawPointer
+        let size: UInt64
+        init?(path: String, size: UInt64) {
+            guard size > 0 else { return nil }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            guard let p = mmap(nil, Int(size), PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { return nil }
+            base = UnsafeRawPointer(p)
+            self.size = size
+        }
+        deinit { munmap(UnsafeMutableRawPointer(mutating: base), Int(size)) }
+    }
+
+    /// One address space (mm) still being filled: its userfaultfd (ours), the runs still to
+    /// copy, sorted by address and disjoint.
+    final class Space {
+        let fd: Int32
+        let pid: Int32
+        let source: Source
+        var pending: [Run]
+        /// Faults whose copy the kernel refused for a pending mm change: tried again once the
+        /// messages are read.
+        var retry: [UInt64] = []
+        var dead = false
+        private var closed = false
+        init(fd: Int32, pid: Int32, source: Source, pending: [Run]) { (self.fd, self.pid, self.source, self.pending) = (fd, pid, source, pending) }
+        /// Closing the last reference unregisters every area of it (userfaultfd_release).
+        func close() { if !closed { closed = true; _ = Glibc.close(fd) } }
+        /// A restore that failed before the process was handed over closes it here.
+        deinit { close() }
+    }
+
+    /// Areas with fewer bytes of pages are copied before the process runs.
+    static let smallestArea: UInt64 = 16 << 20
+    static let chunk: UInt64 = 2 << 20
+    static let faultAhead: UInt64 = 64 * SnapshotFormat.pageSize
+
+    private let lock = NSCondition()
+    private var incoming: [Space] = []
+    private var restoreEnded = false
+    private var aborted = false
+    private var running = false
+    private var bytes: UInt64 = 0
+    private var faults = 0
+    private var started = DispatchTime.now()
+
+    init() {}
+
+    // MARK: the restore's side
+
+    /// A userfaultfd of `inj`'s process that reports forks, remaps and removals, ours; nil
+    /// when the kernel refuses one (the caller fills the pages before the process runs).
+    static func userfaultfd(_ inj: Injector) throws -> Int32? {
+        let r = try inj.raw(.userfaultfd, UInt64(O_CLOEXEC | O_NONBLOCK))
+        guard r >= 0 else { return nil }
+        defer { _ = try? inj.raw(.close, UInt64(r)) }
+        let mine = try FDTransfer.copy(fd: Int32(r), from: inj.pid)
+        guard cssi_uffd_enable_events(mine) == 0 else { close(mine); return nil }
+        return mine
+    }
+
+    /// Registers area [start, end) of `space` and notes its runs; false if the kernel
+    /// refuses the area (the caller copies it now).
+    func add(_ space: Space, start: UInt64, end: UInt64, runs: [PageRun]) throws -> Bool {
+        guard cssi_uffd_register_missing(space.fd, start, end - start) == 0 else { return false }
+        for r in runs {
+            let len = r.count * SnapshotFormat.pageSize
+            guard r.fileOffset + len <= space.source.size else {
+                throw SSIError(.corrupt, "the pages file of PID \(space.pid) is shorter than its page index")
+            }
+            space.pending.append(Run(address: r.address, length: len, offset: r.fileOffset))
+        }
+        return true
+    }
+
+    /// The process's areas are all noted: from now on its faults are served and its runs
+    /// copied, by the filling thread (started with the first one).
+    func begin(_ space: Space) {
+        space.pending.sort { $0.address < $1.address }
+        lock.lock()
+        incoming.append(space)
+        let start = !running
+        if start {
+            running = true
+            started = DispatchTime.now()
+            LazyMemory.active.add(1)
+        }
+        lock.unlock()
+        if start {
+            let t = Thread { [self] in serve() }
+            t.name = "ssi-lazy-memory"
+            t.start()
+        }
+    }
+
+    /// No more processes will be added: the thread ends once every run is copied. With
+    /// `failed`, the restore's processes are being killed: it stops at once.
+    func end(failed: Bool) {
+        lock.lock()
+        restoreEnded = true
+        if failed { aborted = true }
+        lock.unlock()
+    }
+
+    // MARK: every fill of this process
+
+    /// Fills still running in this process (a daemon), and their end.
+    private final class Active: @unchecked Sendable {
+        let cond = NSCondition()
+        var count = 0
+        func add(_ n: Int) { cond.lock(); count += n; if count == 0 { cond.broadcast() }; cond.unlock() }
+    }
+    private static let active = Active()
+
+    /// Waits until no restored process of ours has pages still to come (at most `seconds`).
+    public static func waitForAll(seconds: Double = 60) {
+        let a = active
+        let deadline = Date().addingTimeInterval(seconds)
+        a.cond.lock()
+        while a.count > 0 && a.cond.wait(until: deadline) {}
+        a.cond.unlock()
+    }
+
+    // MARK: the filling thread
+
+    private func serve() {
+        var spaces: [Space] = []
+        while true {
+            lock.lock()
+            spaces += incoming
+            incoming.removeAll()
+            let stop = aborted, ended = restoreEnded
+            lock.unlock()
+            if stop { break }
+            for s in spaces where !s.dead { readMessages(s, into: &spaces) }
+            for s in spaces where !s.dead && !s.retry.isEmpty {
+                let again = s.retry
+                s.retry.removeAll()
+                for a in again { serveFault(s, a) }
+            }
+            // Done: its userfaultfd closed, which unregisters its areas.
+            for s in spaces where s.dead || (s.pending.isEmpty && s.retry.isEmpty) { s.close() }
+            spaces.removeAll { $0.dead || ($0.pending.isEmpty && $0.retry.isEmpty) }
+            if spaces.isEmpty {
+                if ended { break }
+                usleep(1000)
+                continue
+            }
+            // One chunk of the first space's first run, then the messages again.
+            if let s = spaces.first(where: { !$0.pending.isEmpty }) { copyChunk(s) } else { waitForMessages(spaces) }
+        }
+        for s in spaces { s.close() }
+        let ms = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
+        if PhaseClock.enabled {
+            FileHandle.standardError.write(Data(String(format: "ssi: profile: lazy memory: %llu MiB in %.1f ms, %d faults served\n", bytes >> 20, ms, faults).utf8))
+        }
+        LazyMemory.active.add(-1)
+    }
+
+    private func waitForMessages(_ spaces: [Space]) {
+        var fds = spaces.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+        _ = poll(&fds, nfds_t(fds.count), 10)
+    }
+
+    private func copyChunk(_ s: Space) {
+        var run = s.pending[0]
+        let n = cssi_uffd_copy(s.fd, run.address, s.source.base + Int(run.offset), min(run.length, Self.chunk))
+        var advance: UInt64 = 0
+        switch n {
+        case let n where n > 0: advance = UInt64(n); bytes += UInt64(n)
+        case -Int(EEXIST): advance = SnapshotFormat.pageSize   // served by a fault already
+        case -Int(EAGAIN), -Int(EINTR): return                 // an mm change to read first
+        case -Int(ESRCH): s.dead = true; return                // the process is gone (exit, exec)
+        case -Int(ENOENT), -Int(EINVAL): advance = run.length  // no longer a registered area
+        default:
+            warn("PID \(s.pid): copying its pages at 0x\(String(run.address, radix: 16)) after the restart failed: \(String(cString: strerror(Int32(-n)))); those pages read as zeros")
+            advance = run.length
+        }
+        run.address += advance; run.offset += advance; run.length -= min(advance, run.length)
+        if run.length == 0 { s.pending.removeFirst() } else { s.pending[0] = run }
+    }
+
+    private func readMessages(_ s: Space, into spaces: inout [Space]) {
+        var ev = cssi_uffd_event()
+        while true {
+            let r = cssi_uffd_read_event(s.fd, &ev)
+            if r == 0 { return }
+            if r < 0 {
+                if r != -Int32(EINTR) { s.dead = true }
+                return
+            }
+            switch Int(ev.kind) {
+            case Int(CSSI_UFFD_FAULT): faults += 1; serveFault(s, ev.a)
+            case Int(CSSI_UFFD_FORK):
+                spaces.append(Space(fd: Int32(truncatingIfNeeded: ev.a), pid: 0, source: s.source, pending: s.pending))
+            case Int(CSSI_UFFD_REMAP): remap(s, from: ev.a, to: ev.b, length: ev.c)
+            case Int(CSSI_UFFD_REMOVE), Int(CSSI_UFFD_UNMAP): s.pending = Self.cut(s.pending, ev.a, ev.b)
+            default: break
+            }
+        }
+    }
+
+    /// The page at `address`: its run from there (up to 64 pages), or a zero page.
+    private func serveFault(_ s: Space, _ address: UInt64) {
+        let page = address & ~(SnapshotFormat.pageSize - 1)
+        var n: Int
+        if let i = Self.index(s.pending, containing: page) {
+            let r = s.pending[i], off = page - r.address
+            n = cssi_uffd_copy(s.fd, page, s.source.base + Int(r.offset + off), min(r.length - off, Self.faultAhead))
+            if n > 0 { bytes += UInt64(n) }
+        } else {
+            n = cssi_uffd_zeropage(s.fd, page, SnapshotFormat.pageSize)
+        }
+        switch n {
+        case -Int(EAGAIN), -Int(EINTR): s.retry.append(page)
+        case -Int(ESRCH): s.dead = true
+        default: break   // done, or there already (EEXIST: the copy woke the faulting thread)
+        }
+    }
+
+    private func remap(_ s: Space, from: UInt64, to: UInt64, length: UInt64) {
+        var moved: [Run] = []
+        var kept = Self.cut(s.pending, from, from + length, removed: &moved)
+        for var r in moved { r.address = r.address - from + to; kept.append(r) }
+        s.pending = kept.sorted { $0.address < $1.address }
+    }
+
+    static func cut(_ runs: [Run], _ start: UInt64, _ end: UInt64) -> [Run] {
+        var removed: [Run] = []
+        return cut(runs, start, end, removed: &removed)
+    }
+
+    /// `runs` without [start, end); the parts taken out go to `removed`.
+    static func cut(_ runs: [Run], _ start: UInt64, _ end: UInt64, removed: inout [Run]) -> [Run] {
+        var out: [Run] = []
+        for r in runs {
+            let rs = r.address, re = r.address + r.length
+            if re <= start || rs >= end { out.append(r); continue }
+            if rs < start { out.append(Run(address: rs, length: start - rs, offset: r.offset)) }
+            let ms = max(rs, start), me = min(re, end)
+            removed.append(Run(address: ms, length: me - ms, offset: r.offset + (ms - rs)))
+            if re > end { out.append(Run(address: end, length: re - end, offset: r.offset + (end - rs))) }
+        }
+        return out
+    }
+
+    static func index(_ runs: [Run], containing a: UInt64) -> Int? {
+        var lo = 0, hi = runs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if runs[mid].address + runs[mid].length <= a { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < runs.count && runs[lo].address <= a ? lo : nil
+    }
+}

@@ -1,0 +1,97 @@
+// Memory that a process changes in the very first moments after a migration, while the
+// target may still be copying its pages in (LazyMemory.swift, the pages of a migrated
+// process are filled after it runs again). Right after the stop (a gap of more than 50 ms
+// in its own CLOCK_MONOTONIC loop), or at SIGUSR1 if it never saw one, it:
+//   - forks a child that checks every page of A and B (what the child gets of pages not
+//     yet copied in the parent),
+//   - moves B elsewhere with mremap (MREMAP_MAYMOVE|MREMAP_FIXED),
+//   - throws C away with madvise(MADV_DONTNEED) (must read zeros, not the old bytes),
+//   - unmaps D and maps fresh anonymous memory at the same place (zeros),
+// then checks A, B where it went, C and D, and waits for SIGUSR1 to print PASS or FAIL.
+//
+//   lazyfill [MIB]     A is MIB MiB (default 128); B, C and D 16 MiB each.
+#include "fixture.h"
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#define SMALL (16ul << 20)
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void fill(uint64_t *p, size_t bytes, uint64_t seed) {
+    for (size_t i = 0; i < bytes / 8; i++) p[i] = (i * 0x9e3779b97f4a7c15ull) ^ seed;
+}
+
+// Index of the first word that is wrong, or -1.
+static long check(const uint64_t *p, size_t bytes, uint64_t seed) {
+    for (size_t i = 0; i < bytes / 8; i++) if (p[i] != ((i * 0x9e3779b97f4a7c15ull) ^ seed)) return (long)i;
+    return -1;
+}
+
+static long nonzero(const uint64_t *p, size_t bytes) {
+    for (size_t i = 0; i < bytes / 8; i++) if (p[i]) return (long)i;
+    return -1;
+}
+
+static void *anon(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); exit(2); }
+    return p;
+}
+
+int main(int argc, char **argv) {
+    size_t big = (argc > 1 ? strtoull(argv[1], NULL, 10) : 128) << 20;
+    uint64_t *a = anon(big), *b = anon(SMALL), *c = anon(SMALL), *d = anon(SMALL);
+    // Where B goes: a range reserved now, so that the move needs no free space later.
+    void *bdest = mmap(NULL, SMALL, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (bdest == MAP_FAILED) { perror("mmap"); return 2; }
+    fill(a, big, 1); fill(b, SMALL, 2); fill(c, SMALL, 3); fill(d, SMALL, 4);
+    fixture_ready();
+
+    uint64_t last = now_ns(), gap = 0;
+    while (!fixture_go) {
+        uint64_t t = now_ns();
+        if (t - last > 50000000ull) { gap = t - last; break; }
+        last = t;
+    }
+    printf("acting %s (gap %.1f ms)\n", gap ? "right after a stop" : "at SIGUSR1", gap / 1e6);
+    fflush(stdout);
+
+    pid_t child = fork();
+    if (child == 0) {
+        long x = check(a, big, 1), y = check(b, SMALL, 2);
+        if (x >= 0) printf("FAIL: the child's A is wrong at word %ld\n", x);
+        if (y >= 0) printf("FAIL: the child's B is wrong at word %ld\n", y);
+        fflush(stdout);
+        _exit(x >= 0 || y >= 0);
+    }
+    EXPECT(child > 0, "fork: %s", strerror(errno));
+    uint64_t *moved = mremap(b, SMALL, SMALL, MREMAP_MAYMOVE | MREMAP_FIXED, bdest);
+    EXPECT(moved != MAP_FAILED, "mremap: %s", strerror(errno));
+    EXPECT(madvise(c, SMALL, MADV_DONTNEED) == 0, "madvise: %s", strerror(errno));
+    EXPECT(munmap(d, SMALL) == 0, "munmap: %s", strerror(errno));
+    uint64_t *d2 = mmap(d, SMALL, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    EXPECT(d2 == d, "mmap again at D: %s", strerror(errno));
+
+    long x;
+    EXPECT((x = check(a, big, 1)) < 0, "A is wrong at word %ld", x);
+    if (moved != MAP_FAILED) EXPECT((x = check(moved, SMALL, 2)) < 0, "B, moved, is wrong at word %ld", x);
+    EXPECT((x = nonzero(c, SMALL)) < 0, "C, thrown away, holds old bytes at word %ld", x);
+    if (d2 == d) EXPECT((x = nonzero(d, SMALL)) < 0, "D, mapped again, holds old bytes at word %ld", x);
+    int st = 0;
+    if (child > 0) {
+        EXPECT(waitpid(child, &st, 0) == child, "waitpid: %s", strerror(errno));
+        EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's check failed (status 0x%x)", st);
+    }
+    // Written after: the pages must still be ours to write.
+    fill(a, big, 5);
+    EXPECT((x = check(a, big, 5)) < 0, "A rewritten is wrong at word %ld", x);
+    fixture_wait();
+    return fixture_finish();
+}
