@@ -41,9 +41,9 @@ extension ImageWriter {
         try f.finish(sync: sync)
     }
 
-    /// A value as pretty, sorted JSON (core files).
+    /// A value as sorted JSON, not indented (core files: SnapshotFormat.encoder).
     public func addJSON<T: Encodable>(_ name: String, _ value: T) throws {
-        do { try addFile(name, Array(try SnapshotFormat.encoder().encode(value))) } catch let e as SSIError { throw e } catch {
+        do { try addFile(name, Array(try SnapshotFormat.encoder(compact: true).encode(value))) } catch let e as SSIError { throw e } catch {
             throw SSIError(.system, "cannot encode \(name): \(error)")
         }
     }
@@ -86,9 +86,12 @@ extension ImageFileReader {
 }
 
 extension SnapshotFormat {
-    static func encoder() -> JSONEncoder {
+    /// Manifests are indented for people; core files are not (`compact`): a process's page
+    /// index can hold tens of thousands of runs, and half its bytes were indentation, written,
+    /// sent and read back inside a migration's frozen time. Readers take either.
+    static func encoder(compact: Bool = false) -> JSONEncoder {
         let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .prettyPrinted]
+        enc.outputFormatting = compact ? [.sortedKeys] : [.sortedKeys, .prettyPrinted]
         return enc
     }
 

@@ -17,8 +17,9 @@ public enum SnapshotFormat {
     /// apps (no bump, optional field): ProcessImage.pidNamespaceInit, ids inside the application's PID namespace.
     /// 7 (ops, issue 16) added Manifest.pooled: pages files kept in the application's page pool
     ///   (`<appid>/pool/pages.img`), the version holding only their maps (`pages-<pid>.map`).
-    public static let version = 7
-    public static let readable: ClosedRange<Int> = 1...7
+    /// 8 (issue 17) writes page runs as arrays `[address, count, fileOffset]` (PageRun).
+    public static let version = 8
+    public static let readable: ClosedRange<Int> = 1...8
     public static let pageSize: UInt64 = 4096
 }
 
@@ -272,6 +273,26 @@ public struct PageRun: Codable, Sendable, Equatable {
     /// Byte offset in the pages file.
     public var fileOffset: UInt64
     public init(address: UInt64, count: UInt64, fileOffset: UInt64) { self.address = address; self.count = count; self.fileOffset = fileOffset }
+
+    enum CodingKeys: String, CodingKey { case address, count, fileOffset }
+
+    /// Written as `[address, count, fileOffset]` since format version 8: a process's index
+    /// can hold tens of thousands of runs, and JSONDecoder read them three times faster as
+    /// arrays than as objects (decoding the core files was most of a migration target's
+    /// "verify snapshot" step). Versions up to 7 wrote objects, still read.
+    public init(from decoder: any Decoder) throws {
+        if var a = try? decoder.unkeyedContainer() {
+            (address, count, fileOffset) = (try a.decode(UInt64.self), try a.decode(UInt64.self), try a.decode(UInt64.self))
+        } else {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            (address, count, fileOffset) = (try c.decode(UInt64.self, forKey: .address), try c.decode(UInt64.self, forKey: .count), try c.decode(UInt64.self, forKey: .fileOffset))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var a = encoder.unkeyedContainer()
+        try a.encode(address); try a.encode(count); try a.encode(fileOffset)
+    }
 }
 
 public struct FileDescriptorImage: Codable, Sendable, Equatable {

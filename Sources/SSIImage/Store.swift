@@ -259,8 +259,12 @@ public struct Snapshot: ImageReader, Sendable {
         for entry in manifest.files {
             try verify(entry, in: dir, bytes: checkBytes)
         }
+        var clock = PhaseClock()
         let procs = try SnapshotFormat.decodeProcesses(manifest, where: mpath, read: { try ProcFS.readBytes("\(dir)/\($0)") }, location: dir)
+        clock.mark("load: core files")
         guard let pool = try ResolvedPool.load(manifest, dir: dir, verify: checkBytes) else { return Snapshot(directory: dir, manifest: manifest, processes: procs, poolPath: nil) }
+        clock.mark("load: page pool maps")
+        defer { clock.mark("load: runs translated") }
         return Snapshot(directory: dir, manifest: manifest, processes: try procs.map(pool.translate), poolPath: pool.poolPath)
     }
 

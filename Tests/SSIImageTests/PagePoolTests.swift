@@ -68,7 +68,7 @@ struct PagePoolTests {
         let v2 = PagePoolTests.pages(1000, seed: 2, changed: Set(stride(from: 3, to: 1000, by: 100)))
         let (_, m1) = try PagePoolTests.write(store, app: 5, files: [5: v1])
         let (_, m2) = try PagePoolTests.write(store, app: 5, files: [5: v2])
-        #expect(m1.formatVersion == 7 && m1.pooled?.first?.addedBytes == UInt64(v1.count))
+        #expect(m1.formatVersion == SnapshotFormat.version && m1.pooled?.first?.addedBytes == UInt64(v1.count))
         #expect(m2.pooled?.first?.addedBytes == UInt64(10 * PagePoolTests.page), "\(m2.pooled ?? [])")
         #expect(m2.totalBytes > UInt64(v2.count) && m2.addedBytes < UInt64(v2.count) / 50)
         #expect(try PagePoolTests.restored(try store.open(app: 5, version: 1), pid: 5) == v1)
