@@ -159,7 +159,14 @@ public actor KDDMClient {
     }
 
     private func write(_ key: ObjKey, _ value: [UInt8]?, service: UInt16) async throws {
-        guard let g = grabbed.removeValue(forKey: key) else { throw SSIError(.state, "kddm: put of \(key) without a grab", hint: "grab it first") }
+        // A grab is this node's, not a task's: two tasks of this node that grab and put the
+        // same object can interleave grab, grab, put, put, and the second put finds none. A
+        // conflict (nothing was written), which the callers' retry loops (ProcessTable.update,
+        // changeCatalog) answer by grabbing again and applying their change to the newer value.
+        guard let g = grabbed.removeValue(forKey: key) else {
+            throw SSIError(.conflict, "kddm: put of \(key) without a grab held by this node (another task of this node put it meanwhile, or it was never grabbed); nothing was written",
+                           hint: "grab it again, then put")
+        }
         let e = epochs[key, default: 0]
         let lease = view.snapshot.lease
         do {

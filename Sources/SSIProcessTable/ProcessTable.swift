@@ -75,16 +75,10 @@ public struct ProcessTable: Sendable {
         }
         // Not released after a failed put: the put has given the grab back itself
         // (KDDMClient.write), and a release by key here would free another task's grab of
-        // the same record on this node, taken meanwhile ("put ... without a grab").
-        do {
-            try await kddm.put(Self.applicationsSet, id, r.encoded())
-        } catch let e as SSIError where e.message.contains("without a grab") {
-            // A grab is this node's, not this task's: another update of the same record here
-            // (two migrations asked at once) grabbed and put in between, which gave the
-            // node's grab back. Nothing was written for this one: it is tried again (update),
-            // reading the other's record, instead of showing KDDM's words to the user.
-            throw SSIError(.conflict, "application \(app)'s record was changed by another update on this node meanwhile", hint: e.hint)
-        }
+        // the same record on this node, taken meanwhile. A put that finds the node's grab
+        // given back by another update of this node (two migrations asked at once) is a
+        // conflict: `update` tries again on the other's record.
+        try await kddm.put(Self.applicationsSet, id, r.encoded())
         return r
     }
 

@@ -9,7 +9,10 @@
 //   - unmaps D and maps fresh anonymous memory at the same place (zeros),
 // then checks A, B where it went, C and D, and waits for SIGUSR1 to print PASS or FAIL.
 //
-//   lazyfill [MIB]     A is MIB MiB (default 128); B, C and D 16 MiB each.
+//   lazyfill [MIB [lazy]]   A is MIB MiB (default 128); B, C and D 16 MiB each. With
+//                           "lazy": FAIL unless it acted right after a stop while A was
+//                           still being filled ("um", userfaultfd missing mode, in A's
+//                           VmFlags in /proc/self/smaps): the case it is there to reach.
 #include "fixture.h"
 #include <stdint.h>
 #include <sys/mman.h>
@@ -39,6 +42,21 @@ static long nonzero(const uint64_t *p, size_t bytes) {
     return -1;
 }
 
+// Whether the VMA holding addr is registered with a userfaultfd in missing mode (A may be
+// merged with the areas mapped next to it into one VMA).
+static int registered(void *addr) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0, um = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long start, end;
+        if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strncmp(line, "VmFlags", 7) != 0) { in = start <= (unsigned long)addr && (unsigned long)addr < end; continue; }
+        if (in && strncmp(line, "VmFlags:", 8) == 0) { um = strstr(line, " um") != NULL; break; }
+    }
+    if (f) fclose(f);
+    return um;
+}
+
 static void *anon(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) { perror("mmap"); exit(2); }
@@ -47,6 +65,7 @@ static void *anon(size_t bytes) {
 
 int main(int argc, char **argv) {
     size_t big = (argc > 1 ? strtoull(argv[1], NULL, 10) : 128) << 20;
+    int expect_lazy = argc > 2 && strcmp(argv[2], "lazy") == 0;
     uint64_t *a = anon(big), *b = anon(SMALL), *c = anon(SMALL), *d = anon(SMALL);
     // Where B goes: a range reserved now, so that the move needs no free space later.
     void *bdest = mmap(NULL, SMALL, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -60,8 +79,11 @@ int main(int argc, char **argv) {
         if (t - last > 50000000ull) { gap = t - last; break; }
         last = t;
     }
-    printf("acting %s (gap %.1f ms)\n", gap ? "right after a stop" : "at SIGUSR1", gap / 1e6);
+    int filling = registered(a);
+    printf("acting %s (gap %.1f ms), A %s\n", gap ? "right after a stop" : "at SIGUSR1", gap / 1e6,
+           filling ? "still being filled" : "filled already");
     fflush(stdout);
+    if (expect_lazy) EXPECT(gap && filling, "did not act while A was being filled after a stop: the case is not reached");
 
     pid_t child = fork();
     if (child == 0) {

@@ -249,7 +249,8 @@ extension ProcessRestorer {
         let imagesFD = try inj.call("open pages", .openat, UInt64(AT_FDCWD), try putString(path), UInt64(O_RDONLY | O_CLOEXEC), 0)
         let pagesFD = try inj.call("dup pages fd", .fcntl, imagesFD, UInt64(F_DUPFD_CLOEXEC), high + 1)
         try inj.call("close", .close, imagesFD)
-        if lazy != nil, let fd = try LazyMemory.userfaultfd(inj) {
+        // A userfaultfd of its own (injected calls: frozen time) only when an area will use it.
+        if lazy != nil, image.vmas.contains(where: fillsLazily), let fd = try LazyMemory.userfaultfd(inj) {
             if let src = LazyMemory.Source(path: path, size: reader.size) {
                 lazySpace = LazyMemory.Space(fd: fd, pid: pid, source: src, pending: [])
             } else {
@@ -360,19 +361,22 @@ extension ProcessRestorer {
         }
     }
 
+    /// Whether area `v` is filled after the process runs again (LazyMemory): a fresh private
+    /// anonymous area of 16 MiB of pages or more (below, copying takes a few ms; and a
+    /// registered area shows "um" in the VmFlags of /proc/PID/smaps until it is filled), whose
+    /// pages are not locked ("lo": mlock faults in every page at once) and that a child forked
+    /// meanwhile gets as it is (not "wf", wiped in the child, nor "dc").
+    func fillsLazily(_ v: VMA) -> Bool {
+        v.kind == .anonymous && !v.shared && v.inherited != true
+            && v.pages.reduce(0, { $0 + $1.count }) * SnapshotFormat.pageSize >= LazyMemory.smallestArea
+            && !v.vmFlags.contains(where: { ["lo", "wf", "dc"].contains($0) })
+    }
+
     /// The saved pages of one area, put back in place.
     private func fillPages(_ v: VMA, pages: PageSource) throws {
         switch pages {
         case .file(let pagesFD, let fast):
-            // Filled after the process runs again (LazyMemory): a fresh private anonymous
-            // area of 16 MiB of pages or more (below, copying takes a few ms; and a registered
-            // area shows "um" in the VmFlags of /proc/PID/smaps until it is filled), whose
-            // pages are not locked ("lo": mlock faults in every page at once) and that a
-            // child forked meanwhile gets as it is (not "wf", wiped in the child, nor "dc").
-            if let lazy, let lazySpace, v.kind == .anonymous, !v.shared, v.inherited != true,
-               v.pages.reduce(0, { $0 + $1.count }) * SnapshotFormat.pageSize >= LazyMemory.smallestArea,
-               !v.vmFlags.contains(where: { ["lo", "wf", "dc"].contains($0) }),
-               try lazy.add(lazySpace, start: v.start, end: v.end, runs: v.pages) { return }
+            if let lazy, let lazySpace, fillsLazily(v), try lazy.add(lazySpace, start: v.start, end: v.end, runs: v.pages) { return }
             if let fast, v.kind == .anonymous, !v.shared, v.inherited != true, try fast.fill(v, location: "\(source.location)/\(image.pagesFile)") { return }
             for run in v.pages {
                 var done: UInt64 = 0
