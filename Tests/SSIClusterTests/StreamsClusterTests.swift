@@ -101,7 +101,7 @@ struct StreamsClusterTests {
         let server = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", echo, "7000", "\(dir)/accepts")))
         let a = try address(of: server)
         #expect(a.hasPrefix("10.78."), "the server's address is in the local cluster's application subnet: \(a)")
-        let c = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7000", "12")))
+        let c = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7000", "until:\(dir)/stop")))
         #expect(try address(of: c) != a, "every application has an address of its own")
         usleep(800_000)
         for (app, to, old) in [(server, 3, 1), (c, 1, 2), (server, 2, 3)] {
@@ -123,7 +123,16 @@ struct StreamsClusterTests {
                         && r.bytes_a_to_b > 0 && r.bytes_b_to_a > 0
                 }
             }
-            if waited >= 10 { print("streams: last seen: \(seen); expected \(placed)") }
+            if waited >= 10 {
+                print("streams: last seen: \(seen); expected \(placed)")
+                print("streams: ssi ps:\n\((try? ssi("ps").out) ?? "?")")
+                for k in 1...3 {
+                    print("streams: node \(k) says: \((try? ssi("streams", "--json", "--node", "\(k)").out) ?? "?")")
+                    let log = String(decoding: FileManager.default.contents(atPath: lc.log(node: k)) ?? Data(), as: UTF8.self)
+                    let tail = log.split(separator: "\n").filter { $0.contains("network") || $0.contains("kddm") || $0.contains("warning") || $0.contains("error") }.suffix(15)
+                    print("streams: node \(k) log:\n" + tail.joined(separator: "\n"))
+                }
+            }
             // Nothing of theirs goes through the old node: it forwards no packet...
             usleep(300_000)
             let before = try forwarded(node: old)
@@ -138,6 +147,10 @@ struct StreamsClusterTests {
                 try nodeStates(via: to)[old] == "online" && nodeStates(via: old)[old] == "online" && ssi("ps", "--node", "\(old)").code == 0
             }
         }
+        // The client sends until told to stop: how long the three moves take depends on how
+        // soon each node cut off comes back (seen: 3 to 12 s), and a client that ended on a
+        // clock of its own before the last check left no connection to see.
+        FileManager.default.createFile(atPath: "\(dir)/stop", contents: nil)
         if try waitFor("the client ends", seconds: 20, { try record(c, node: 1)?.state == .stopped }) >= 20 {
             print("streams: the client did not end:\n\(diagnose([server, c]))")
         }
