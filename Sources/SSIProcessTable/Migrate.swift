@@ -106,6 +106,7 @@ extension NodeApplications {
             clock.mark("migrate: target restored")
             try await recorded
         } catch {
+            done.tracking?.stop()
             for p in stopped { kill(p, SIGCONT) }
             await settle(app)
             await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
@@ -116,6 +117,8 @@ extension NodeApplications {
         // kills every process of the namespace, pid_namespaces(7)).
         await eachHook { await $0.sourceWillKill(app: app, root: root) }
         kill(root, SIGKILL)
+        // Its write tracking goes after it (its pages are being freed: nothing left to walk).
+        done.tracking?.stop()
         await eachHook { await $0.sourceDidFinish(app: app, committed: true) }
         return try await table.record(app)
     }

@@ -82,11 +82,16 @@ final class IncomingSnapshots: @unchecked Sendable {
             let f = try w.files[step.name] ?? w.writer.createFile(step.name)
             writers[step.token]?.files[step.name] = nil
             // The file's last bytes come with its finish: one round trip less per file.
+            var clock = PhaseClock()
             if !bytes.isEmpty { try bytes.withUnsafeBytes { try f.append($0) } }
-            return IncomingAnswer(entry: try f.finish(sync: false))
+            let entry = try f.finish(sync: false)
+            if PhaseClock.enabled { clock.mark("incoming: finish \(step.name)") }
+            return IncomingAnswer(entry: entry)
         case .commit:
+            var clock = PhaseClock()
             guard let w = writers.removeValue(forKey: step.token) else { throw Self.unknown(step) }
             let (v, m) = try w.writer.commit(description: step.description, processes: step.processes, arch: step.arch, date: step.date)
+            if PhaseClock.enabled { clock.mark("incoming: commit") }
             return IncomingAnswer(version: v, manifest: m)
         case .abort:
             writers.removeValue(forKey: step.token)?.writer.abort()

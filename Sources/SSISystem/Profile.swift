@@ -12,7 +12,10 @@ public struct PhaseClock {
         guard PhaseClock.enabled else { return }
         let now = DispatchTime.now()
         let ms = Double(now.uptimeNanoseconds - last.uptimeNanoseconds) / 1e6
-        FileHandle.standardError.write(Data(String(format: "ssi: profile: %-28@ %9.3f ms\n", phase() as NSString, ms).utf8))
+        // The monotonic time as well: the phases of a migration's two nodes (one machine's
+        // clock in the local cluster) line up by it.
+        let at = Double(now.uptimeNanoseconds % 1_000_000_000_000) / 1e6
+        FileHandle.standardError.write(Data(String(format: "ssi: profile: %-28@ %9.3f ms  (at %.3f)\n", phase() as NSString, ms, at).utf8))
         last = now
     }
 }

@@ -69,3 +69,40 @@ struct FormatVersionTests {
         }
     }
 }
+
+/// Format version 9: an area's many page runs are one packed string, its few ones an array.
+@Suite("page runs in core files")
+struct PageRunCodingTests {
+    /// As core files are written (SnapshotFormat.encoder(compact: true)).
+    static let encoder: JSONEncoder = { let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]; return e }()
+
+    static func area(runs: Int) -> VMA {
+        var v = VMA(start: 0x1000_0000, end: 0x2000_0000, read: true, write: true, exec: false, shared: false, kind: .anonymous,
+                    name: "", path: nil, fileOffset: 0, vmFlags: [])
+        v.pages = (0..<runs).map { PageRun(address: 0x1000_0000 + UInt64($0) * 0x2000, count: UInt64($0 % 7 + 1), fileOffset: UInt64($0) << 40) }
+        return v
+    }
+
+    @Test("few runs stay a readable array, many are packed, both read back the same")
+    func roundTrip() throws {
+        for n in [0, 3, PageRuns.packedFrom - 1, PageRuns.packedFrom, 40_000] {
+            var v = PageRunCodingTests.area(runs: n)
+            if n == 3 { v.dropPages = [PageRun(address: 0x1000_0000, count: 1, fileOffset: 0)]; v.inherited = true }
+            let json = try PageRunCodingTests.encoder.encode(v)
+            let text = String(decoding: json, as: UTF8.self)
+            #expect(text.contains("\"pages\":[") == (n < PageRuns.packedFrom), "\(n) runs: \(text.prefix(200))")
+            #expect(text.contains("\"path\"") == false, "an absent optional is left out, as before")
+            #expect(try JSONDecoder().decode(VMA.self, from: json) == v, "\(n) runs")
+        }
+    }
+
+    @Test("packed runs that are not 24-byte records, or not base64, are refused as corrupt")
+    func damaged() throws {
+        let good = String(decoding: try PageRunCodingTests.encoder.encode(PageRunCodingTests.area(runs: 100)), as: UTF8.self)
+        let packed = try #require(good.range(of: #""pages":"[^"]*""#, options: String.CompareOptions.regularExpression))
+        for bad in [#""pages":"AAAA""#, #""pages":"not base64!""#] {
+            let text = good.replacingCharacters(in: packed, with: bad)
+            #expect(throws: DecodingError.self) { try JSONDecoder().decode(VMA.self, from: Data(text.utf8)) }
+        }
+    }
+}

@@ -41,9 +41,15 @@ extension CheckpointEngine {
             // (the pages files it made are written again from the start by the dump).
             precopy = try? Precopy(app: app, writer: writer)
         }
-        defer { precopy?.stop() }
-        var result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy)
+        // A migration (SIGSTOP) takes the tracking along, to stop it once the target runs.
+        let handOver = options.killSignal == .stop
+        var result: CheckpointResult
+        do { result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy) } catch {
+            precopy?.stop()
+            throw error
+        }
         result.precopyRounds = precopy?.rounds ?? []
+        if let precopy { if handOver { result.tracking = WriteTracking(precopy) } else { precopy.stop() } }
         return result
     }
 
@@ -92,6 +98,7 @@ extension CheckpointEngine {
         }
         do {
             var phase = PhaseClock()
+            phase.mark("checkpoint: freeze")
             try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
             phase.mark("checkpoint: seize")
             let t0 = DispatchTime.now()
@@ -110,6 +117,7 @@ extension CheckpointEngine {
                 // The snapshot must be on disk before the application is killed; the signal is
                 // queued while every task is still stopped, so none runs past the snapshot.
                 let result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+                phase.mark("checkpoint: commit")
                 ProcessDumper.silenceExternalTCP(fdTables)
                 letGo(signal: sig)
                 return result
