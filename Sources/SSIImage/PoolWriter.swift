@@ -115,16 +115,25 @@ final class PoolSession: @unchecked Sendable {
         return first
     }
 
-    /// The new pages, gathered into one buffer and written with one pwrite(2).
+    /// The new pages, written where they are: one pwrite(2) per stretch of pages that lie
+    /// next to each other in `pages`' memory (a batch of new pages is usually one stretch of
+    /// the buffer received). Gathering them into one buffer first cost a copy of every byte
+    /// a migration sends.
     private func write(_ pages: [UnsafeRawBufferPointer], at first: UInt64) throws {
         let page = PagePool.page
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: pages.count * page, alignment: page)
-        defer { buf.deallocate() }
-        for (k, p) in pages.enumerated() { (buf.baseAddress! + k * page).copyMemory(from: p.baseAddress!, byteCount: page) }
+        var k = 0
+        while k < pages.count {
+            var n = 1
+            while k + n < pages.count, pages[k + n].baseAddress == pages[k].baseAddress! + n * page { n += 1 }
+            try writeAll(pages[k].baseAddress!, count: n * page, at: off_t((first + UInt64(k)) * SnapshotFormat.pageSize))
+            k += n
+        }
+    }
+
+    private func writeAll(_ base: UnsafeRawPointer, count: Int, at offset: off_t) throws {
         var done = 0
-        let offset = off_t(first * SnapshotFormat.pageSize)
-        while done < buf.count {
-            let w = pwrite(pool.fd, buf.baseAddress! + done, buf.count - done, offset + off_t(done))
+        while done < count {
+            let w = pwrite(pool.fd, base + done, count - done, offset + off_t(done))
             if w < 0 {
                 if errno == EINTR { continue }
                 throw SSIError.sys("write the page pool \(pool.path)", errno: errno, hint: errno == ENOSPC ? "free space in the snapshot directory" : nil)
