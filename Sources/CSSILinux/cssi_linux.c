@@ -560,3 +560,42 @@ int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsign
         }
     }
 }
+
+int cssi_get_nice(int tid, int *nice) {
+    // getpriority(2) may return -1 as a value: errno alone tells a failure.
+    errno = 0;
+    int n = getpriority(PRIO_PROCESS, tid);
+    if (errno) return -errno;
+    *nice = n;
+    return 0;
+}
+
+int cssi_set_nice(int tid, int nice) { return setpriority(PRIO_PROCESS, tid, nice) ? -errno : 0; }
+
+int cssi_get_policy(int tid, int *policy, int *priority) {
+    int p = sched_getscheduler(tid);
+    if (p < 0) return -errno;
+    struct sched_param sp;
+    if (sched_getparam(tid, &sp)) return -errno;
+    *policy = p;
+    *priority = sp.sched_priority;
+    return 0;
+}
+
+int cssi_set_policy(int tid, int policy, int priority) {
+    struct sched_param sp = { .sched_priority = priority };
+    return sched_setscheduler(tid, policy, &sp) ? -errno : 0;
+}
+
+int cssi_get_affinity(int tid, unsigned long long *mask, int words) {
+    memset(mask, 0, (size_t)words * 8);
+    return sched_getaffinity(tid, (size_t)words * 8, (cpu_set_t *)mask) ? -errno : 0;
+}
+
+int cssi_set_affinity(int tid, const unsigned long long *mask, int words) {
+    return sched_setaffinity(tid, (size_t)words * 8, (const cpu_set_t *)mask) ? -errno : 0;
+}
+
+int cssi_get_ioprio(int tid) { long r = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, tid); return r < 0 ? -errno : (int)r; }
+
+int cssi_set_ioprio(int tid, int ioprio) { return syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, tid, ioprio) ? -errno : 0; }

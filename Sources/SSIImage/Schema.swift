@@ -121,6 +121,8 @@ public struct ProcessImage: Codable, Sendable {
     public var pidNamespaceInit: Bool?
     /// Version 2: PR_SET_CHILD_SUBREAPER.
     public var childSubreaper: Bool?
+    /// Version 9: PR_SET_NO_NEW_PRIVS was set (/proc/PID/status NoNewPrivs); nil when not.
+    public var noNewPrivs: Bool?
     /// Version 2: setitimer(2) timers (ITIMER_REAL, _VIRTUAL, _PROF) that are armed.
     public var intervalTimers: [IntervalTimer]?
     /// Version 2: POSIX timers (timer_create(2)), with their ids.
@@ -522,10 +524,33 @@ public struct ThreadImage: Codable, Sendable {
     /// Set when the thread was in a relative nanosleep/clock_nanosleep that the checkpoint
     /// interrupted: what was left to sleep, and when.
     public var interruptedSleep: InterruptedSleep?
+    /// Version 9: its nice value, policy, CPU affinity, timer slack and I/O priority.
+    public var scheduling: ThreadScheduling?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()
         rseq = nil; robustListHead = 0; robustListLength = 0; clearChildTID = 0
+    }
+}
+
+/// What the kernel keeps per thread for the CPU and block schedulers (`nice`, `chrt`,
+/// `taskset`, `ionice` and PR_SET_TIMERSLACK set them; fork and clone copy them), which a
+/// restored thread would otherwise take from the restorer it was forked from.
+public struct ThreadScheduling: Codable, Sendable, Equatable {
+    /// getpriority(PRIO_PROCESS, tid): -20...19.
+    public var nice: Int32
+    /// sched_getscheduler(2), SCHED_RESET_ON_FORK (0x40000000) included, and the static
+    /// priority (1...99 for SCHED_FIFO and SCHED_RR, 0 for the others).
+    public var policy: Int32
+    public var priority: Int32
+    /// sched_getaffinity(2): the CPUs it may run on, bit n of word n / 64 for CPU n.
+    public var cpus: [UInt64]
+    /// PR_GET_TIMERSLACK, in ns (/proc/TID/timerslack_ns).
+    public var timerSlackNs: UInt64
+    /// ioprio_get(IOPRIO_WHO_PROCESS, tid): class << 13 | level.
+    public var ioPriority: Int32
+    public init(nice: Int32, policy: Int32, priority: Int32, cpus: [UInt64], timerSlackNs: UInt64, ioPriority: Int32) {
+        (self.nice, self.policy, self.priority, self.cpus, self.timerSlackNs, self.ioPriority) = (nice, policy, priority, cpus, timerSlackNs, ioPriority)
     }
 }
 

@@ -100,5 +100,6 @@ enum FidelityCases {
         FidelityCase(fixture: "madvise"),
         FidelityCase(fixture: "mprotectro"),
         FidelityCase(fixture: "sigtrap"),
+        FidelityCase(fixture: "schedattrs"),
     ]
 }

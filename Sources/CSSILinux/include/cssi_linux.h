@@ -240,3 +240,19 @@ int cssi_errno(void);
 long cssi_punch_hole(int fd, long long offset, long long len);
 
 #endif
+
+// ---- a task's scheduling attributes, read and set from outside it ----------------------------
+// By thread id, as root (CAP_SYS_NICE). Each returns 0 (or the value) or -errno.
+// nice: getpriority/setpriority(PRIO_PROCESS, tid), which Linux applies to the one thread.
+int cssi_get_nice(int tid, int *nice);
+int cssi_set_nice(int tid, int nice);
+// policy (SCHED_RESET_ON_FORK included) and its static priority: sched_getscheduler(2).
+int cssi_get_policy(int tid, int *policy, int *priority);
+int cssi_set_policy(int tid, int policy, int priority);
+// CPU affinity as 64-bit words of a mask of `words * 64` CPUs: sched_getaffinity(2).
+int cssi_get_affinity(int tid, unsigned long long *mask, int words);
+int cssi_set_affinity(int tid, const unsigned long long *mask, int words);
+// I/O priority (class << 13 | data): ioprio_get/ioprio_set(IOPRIO_WHO_PROCESS, tid), no
+// glibc wrapper.
+int cssi_get_ioprio(int tid);
+int cssi_set_ioprio(int tid, int ioprio);

@@ -212,6 +212,7 @@ final class ProcessRestorer {
         try restoreTimers()
         try queuePendingSignals()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)
+        try restoreScheduling()
         try restoreRegisters()
     }
 

@@ -33,6 +33,7 @@ extension ProcessDumper {
         creds.groups = status.ints("Groups").map { UInt32(truncatingIfNeeded: $0) }
         img.credentials = creds
         if status.fields["THP_enabled"] == "0" { img.thpDisabled = true }
+        if status.fields["NoNewPrivs"] == "1" { img.noNewPrivs = true }
         if status.fields["Seccomp"].map({ $0 != "0" }) ?? false {
             throw SSIError(.unsupported, "PID \(pid) runs under a seccomp filter, which is not supported yet; nothing was written")
         }

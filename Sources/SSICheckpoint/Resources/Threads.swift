@@ -28,6 +28,7 @@ extension ProcessDumper {
         if let list = robustList(of: ProcessID(tid)) { thread.robustListHead = list.head; thread.robustListLength = list.length }
         thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
         thread.interruptedSleep = try interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
+        thread.scheduling = Scheduling.read(tid: tid)
         return thread
     }
 
@@ -72,6 +73,19 @@ extension ProcessRestorer {
         try inj.call("set_tid_address", .set_tid_address, t.clearChildTID)
         if t.robustListHead != 0 { try inj.call("set_robust_list", .set_robust_list, t.robustListHead, t.robustListLength) }
         if let r = t.rseq { try inj.call("rseq register", .rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
+        // Only the thread itself can set it (prctl(2)); it changes nothing the restore does
+        // after (it concerns execve(2), and seccomp filters, which are refused).
+        if image.noNewPrivs == true { try inj.prctl(.setNoNewPrivs, 1) }
+    }
+
+    /// Every thread's scheduling attributes, from outside (Scheduling.swift): after the
+    /// last injected call that needs CPU time, since SCHED_IDLE or a nice of 19 would slow
+    /// the restore down.
+    func restoreScheduling() throws {
+        for t in image.threads {
+            guard let s = t.scheduling else { continue }
+            Scheduling.apply(s, task: t.tid == image.pid ? pid : try taskID(t.tid), who: "PID \(image.pid) thread \(t.tid)")
+        }
     }
 
     /// The other threads, with their old thread ids (clone3 set_tid with CLONE_THREAD).

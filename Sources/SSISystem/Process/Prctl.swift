@@ -17,6 +17,9 @@ public struct PrctlOption: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let setDumpable = PrctlOption(4, "PR_SET_DUMPABLE")
     public static let setName = PrctlOption(15, "PR_SET_NAME")
     public static let setMM = PrctlOption(35, "PR_SET_MM")
+    /// PR_SET_NO_NEW_PRIVS (3.5): execve(2) no longer grants privileges; per thread, kept
+    /// across fork, clone and execve, never cleared.
+    public static let setNoNewPrivs = PrctlOption(38, "PR_SET_NO_NEW_PRIVS")
     public static let setChildSubreaper = PrctlOption(36, "PR_SET_CHILD_SUBREAPER")  // (3.4)
     public static let getChildSubreaper = PrctlOption(37, "PR_GET_CHILD_SUBREAPER")  // (3.4)
     /// PR_SET_THP_DISABLE (3.15): no transparent huge pages for the process, kept across
