@@ -401,6 +401,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case mqueue
         /// The master of a pseudo-terminal pair (/dev/ptmx), with the pair's state.
         case ptyMaster
+        /// Version 9: a pidfd (pidfd_open(2), clone3 CLONE_PIDFD) on a process of the application.
+        case pidfd
     }
     public var fd: Int32
     public var kind: Kind
@@ -429,6 +431,8 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// Version 2, eventfd: its counter and EFD_SEMAPHORE.
     public var eventCount: UInt64?
     public var eventSemaphore: Bool?
+    /// Version 9, pidfd: the process it refers to, by the PID its holder sees.
+    public var pidfdTarget: Int32?
     /// Version 2, timerfd: clock, remaining time and interval (relative), expirations not read.
     public var timer: TimerState?
     /// Version 2, signalfd: the signals it accepts.

@@ -101,5 +101,6 @@ enum FidelityCases {
         FidelityCase(fixture: "mprotectro"),
         FidelityCase(fixture: "sigtrap"),
         FidelityCase(fixture: "schedattrs"),
+        FidelityCase(fixture: "fdmore"),
     ]
 }

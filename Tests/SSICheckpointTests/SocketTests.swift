@@ -75,6 +75,38 @@ struct SocketTests {
 }
 
 extension SocketTests {
+    @Test("a pidfd of a process outside the application fails the checkpoint naming PID, fd and that process; -i restores it closed")
+    func pidfdOutside() throws {
+        let w = try World("pidfdout")
+        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let app = try w.start([py, "-u", "-c", """
+            import os, signal
+            p = os.pidfd_open(os.getppid())
+            print("fd", p, flush=True)
+            signal.signal(signal.SIGUSR1, lambda *a: None)
+            signal.pause()
+            try:
+                os.fstat(p); print("STILL OPEN", flush=True)
+            except OSError as e:
+                print("CLOSED", e.errno, flush=True)
+            """])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("fd "))
+        let fd = w.logValue("fd ")
+        let r = try w.ssi("checkpoint", "\(app)")
+        #expect(r.status != 0 && r.stderr.contains("PID \(app) fd \(fd): a pidfd of PID") && r.stderr.contains("not part of the application"), "\(r.output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"))
+        #expect(processState(app) == "S" || processState(app) == "R")
+        let ri = try w.checkpointKill(app, ["-i"])
+        try #require(ri.status == 0, "\(ri.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("CLOSED 9"), "the fd must be closed after -i: \(w.log())")
+        reap(app)
+    }
+
     @Test("a threaded python3 TCP server and its client, checkpointed mid-conversation, killed and restarted twice: the conversation goes on")
     func pythonServer() throws {
         let w = try World("pyserver")

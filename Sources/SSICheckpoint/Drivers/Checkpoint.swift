@@ -164,6 +164,7 @@ extension CheckpointEngine {
         _ = ProcessDumper.completePTYs(&fdTables)
         try ProcessDumper.completeFifos(&fdTables)
         try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        try ProcessDumper.completePidfds(&fdTables, pids: Set(seized.tree.pids), ignoreUnsupported: options.ignoreUnsupported)
         ProcessDumper.markSharedDescriptions(&fdTables)
         try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         return fdTables

@@ -211,6 +211,7 @@ final class ProcessRestorer {
         try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()
+        try restorePidfds()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)
         try restoreScheduling()
         try restoreRegisters()

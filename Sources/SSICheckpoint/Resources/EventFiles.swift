@@ -37,6 +37,16 @@ extension ProcessDumper {
                 img.timer!.deadlineSeconds = deadline / 1_000_000_000
                 img.timer!.deadlineNanoseconds = deadline % 1_000_000_000
             }
+        case "anon_inode:[pidfd]":
+            // fdinfo's NSpid lists the process's ids from /proc's namespace (ours) down to its
+            // own: the last is the one its holder, in the same namespace, uses (proc(5)).
+            // "Pid: -1": the process was reaped, and nothing can name it again.
+            img.kind = .pidfd
+            guard let ns = info.lines["NSpid"]?.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap({ Int32($0) }), ns > 0 else {
+                throw SSIError(.unsupported, "PID \(pid) fd \(fd): a pidfd of a process that was reaped is not supported; nothing was written",
+                               hint: "close it before checkpointing, or use `ssi checkpoint -i` to restore it as a closed fd")
+            }
+            img.pidfdTarget = ns
         case "anon_inode:[signalfd]":
             img.kind = .signalfd
             img.signalMask = UInt64((info.lines["sigmask"] ?? "0").trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
@@ -92,7 +102,43 @@ extension ProcessDumper {
     }
 }
 
+extension ProcessDumper {
+    /// A pidfd names a process of the application: one outside it (its launcher, a
+    /// daemon) would be another process, or none, wherever the application restarts.
+    /// `pids`: the application's processes, by our ids.
+    static func completePidfds(_ tables: inout [Int32: [FileDescriptorImage]], pids: Set<Int32>, ignoreUnsupported: Bool) throws {
+        for (pid, fds) in tables {
+            var keep = [FileDescriptorImage]()
+            for f in fds {
+                guard f.kind == .pidfd else { keep.append(f); continue }
+                let target = (try? FdInfo.read(pid: pid, fd: f.fd))?.lines["Pid"].flatMap { Int32($0) } ?? -1
+                if pids.contains(target) { keep.append(f); continue }
+                if ignoreUnsupported { continue }
+                throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): a pidfd of PID \(target), which is not part of the application; nothing was written",
+                               hint: "close it before checkpointing, or use `ssi checkpoint -i` to restore it as a closed fd")
+            }
+            tables[pid] = keep
+        }
+    }
+}
+
 extension ProcessRestorer {
+    /// Pidfds, once every process of the application exists (a parent's pidfd of a child
+    /// is restored before the child is): pidfd_open(2) in the process, of the PID it sees,
+    /// with PIDFD_NONBLOCK (O_NONBLOCK) and PIDFD_THREAD (O_EXCL) as they were.
+    func restorePidfds() throws {
+        for f in image.fds where f.kind == .pidfd {
+            guard let target = f.pidfdTarget else { continue }
+            let fd = try inj.call("pidfd_open(\(target)) for fd \(f.fd)", .pidfd_open, UInt64(target), UInt64(f.flags & (O_NONBLOCK | O_EXCL)))
+            if fd != UInt64(f.fd) {
+                try inj.call("dup3 pidfd to \(f.fd)", .dup3, fd, UInt64(f.fd), UInt64(f.closeOnExec ? O_CLOEXEC : 0))
+                try inj.call("close", .close, fd)
+            } else if !f.closeOnExec {
+                try inj.call("fcntl F_SETFD", .fcntl, fd, UInt64(F_SETFD), 0)
+            }
+        }
+    }
+
     /// eventfd, timerfd, signalfd, epoll: created anew with the saved state.
     func createAnonInode(_ f: FileDescriptorImage) throws -> UInt64 {
         let flags = UInt64(f.flags & O_NONBLOCK)

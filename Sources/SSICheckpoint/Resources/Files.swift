@@ -192,7 +192,7 @@ extension ProcessRestorer {
             if (f.kind == .unixSocket || f.kind == .tcpSocket || f.kind == .udpSocket) && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
-            if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil {
+            if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil && f.flags & OpenFlags.path == 0 {
                 try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
         }
@@ -224,6 +224,9 @@ extension ProcessRestorer {
             return (try open("open pipe end", path: path, flags: mode | (f.flags & O_NONBLOCK)), true)
         case .eventfd, .timerfd, .signalfd, .epoll:
             return (try createAnonInode(f), true)
+        case .pidfd:
+            // Its process may not exist yet: made once every one does (restorePidfds).
+            return nil
         case .inotify:
             guard let fsObjects else { return nil }
             return (try fsObjects.receiveInotify(f, pid: image.pid, inj: inj, ssiPidFD: ssiPidFD), true)

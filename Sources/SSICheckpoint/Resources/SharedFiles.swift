@@ -17,7 +17,7 @@ extension ProcessDumper {
         struct Member { var pid: Int32; var index: Int; var fd: Int32 }
         var byInode = [String: [Member]]()
         for (pid, fds) in tables {
-            for (i, f) in fds.enumerated() where f.kind != .pipe && f.kind != .unixSocket && f.kind != .tcpSocket && f.kind != .udpSocket {
+            for (i, f) in fds.enumerated() where f.kind != .pipe && f.kind != .unixSocket && f.kind != .tcpSocket && f.kind != .udpSocket && f.kind != .pidfd {
                 var st = stat()
                 guard stat("/proc/\(pid)/fd/\(f.fd)", &st) == 0 else { continue }
                 byInode["\(st.st_dev):\(st.st_ino)", default: []].append(Member(pid: pid, index: i, fd: f.fd))
@@ -107,7 +107,8 @@ extension ProcessRestorer {
                 fd = try reopen(f, path: path, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
             }
             try inj.call("dup3 shared", .dup3, fd, target, 0)
-            if f.kind == .regular || f.kind == .directory {
+            // An O_PATH fd has no offset (lseek(2) on it is EBADF, open(2)).
+            if (f.kind == .regular || f.kind == .directory) && f.flags & OpenFlags.path == 0 {
                 try inj.call("lseek shared", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
             if !(f.kind == .tty && useCallerTerminal) { try inj.call("close", .close, fd) }
