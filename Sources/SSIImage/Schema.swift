@@ -530,6 +530,8 @@ public struct ThreadImage: Codable, Sendable {
     public var interruptedSleep: InterruptedSleep?
     /// Version 9: its nice value, policy, CPU affinity, timer slack and I/O priority.
     public var scheduling: ThreadScheduling?
+    /// Version 9: its seccomp filters, oldest first (nil: none).
+    public var seccompFilters: [SeccompFilter]?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()
@@ -556,6 +558,14 @@ public struct ThreadScheduling: Codable, Sendable, Equatable {
     public init(nice: Int32, policy: Int32, priority: Int32, cpus: [UInt64], timerSlackNs: UInt64, ioPriority: Int32) {
         (self.nice, self.policy, self.priority, self.cpus, self.timerSlackNs, self.ioPriority) = (nice, policy, priority, cpus, timerSlackNs, ioPriority)
     }
+}
+
+/// One seccomp filter of a thread (seccomp(2) SECCOMP_SET_MODE_FILTER): its classic BPF
+/// program, 8-byte struct sock_filter instructions, and the flags it was installed with.
+public struct SeccompFilter: Codable, Sendable, Equatable {
+    public var program: Data
+    public var flags: UInt64
+    public init(program: Data, flags: UInt64) { (self.program, self.flags) = (program, flags) }
 }
 
 public struct AltStack: Codable, Sendable, Equatable {

@@ -14,6 +14,11 @@ public struct PtraceOptions: OptionSet, Sendable {
     public static let traceClone = PtraceOptions(rawValue: 0x8)
     /// PTRACE_O_EXITKILL (3.8): the tracee is killed if the tracer exits.
     public static let exitKill = PtraceOptions(rawValue: UInt(CSSI_PTRACE_O_EXITKILL))
+    /// PTRACE_O_SUSPEND_SECCOMP (4.3, CONFIG_CHECKPOINT_RESTORE, CAP_SYS_ADMIN): the tracee's
+    /// seccomp filters do not apply while we trace it, so that the syscalls we inject in a
+    /// sandboxed process are neither refused nor fatal (a filter may kill on any call it does
+    /// not expect); they apply again from the detach.
+    public static let suspendSeccomp = PtraceOptions(rawValue: 0x200000)
 }
 
 /// glibc's rseq registration of a thread (PTRACE_GET_RSEQ_CONFIGURATION).
@@ -38,7 +43,10 @@ public struct Tracee {
     /// Returns nil when it no longer exists; throws the raw errno otherwise, for the caller
     /// to word.
     static func seize(_ tid: ProcessID, of pid: ProcessID) throws -> Tracee? {
-        let r = cssi_ptrace(Int32(CSSI_PTRACE_SEIZE), tid.rawValue, 0, 0)
+        var r = cssi_ptrace(Int32(CSSI_PTRACE_SEIZE), tid.rawValue, 0, PtraceOptions.suspendSeccomp.rawValue)
+        // A kernel without CONFIG_CHECKPOINT_RESTORE refuses the option (EINVAL): seized
+        // without it, a process under a seccomp filter is refused at the dump.
+        if r == -Int(EINVAL) || r == -Int(EPERM) { r = cssi_ptrace(Int32(CSSI_PTRACE_SEIZE), tid.rawValue, 0, 0) }
         if r == -Int(ESRCH) { return nil }
         if r < 0 { throw SSIError.sys("PTRACE_SEIZE of PID \(pid) thread \(tid)", errno: Int32(-r)) }
         let t = Tracee(pid: tid)
@@ -160,6 +168,27 @@ public struct Tracee {
         }
         if r < 0 { throw SSIError.sys("PTRACE_GET_RSEQ_CONFIGURATION \(pid)", errno: Int32(-r)) }
         return c.rseq_abi_pointer == 0 ? nil : RseqRegistration(pointer: c.rseq_abi_pointer, length: c.rseq_abi_size, signature: c.signature)
+    }
+
+    /// The tracee's seccomp filters, oldest first, each as its BPF program (8-byte struct
+    /// sock_filter instructions) and its flags (SECCOMP_FILTER_FLAG_LOG is the one the
+    /// kernel reports): PTRACE_SECCOMP_GET_FILTER and PTRACE_SECCOMP_GET_METADATA (ptrace(2),
+    /// Linux 4.4 and 4.16; CAP_SYS_ADMIN). Index 0 is the newest filter; ENOENT ends them.
+    public func seccompFilters() throws -> [(program: [UInt8], flags: UInt64)] {
+        var out: [(program: [UInt8], flags: UInt64)] = []
+        for index in 0..<1024 {
+            let n = cssi_ptrace(Int32(CSSI_PTRACE_SECCOMP_GET_FILTER), pid.rawValue, UInt(index), 0)
+            if n == -Int(ENOENT) { break }
+            if n < 0 { throw SSIError.sys("PTRACE_SECCOMP_GET_FILTER \(pid) filter \(index)", errno: Int32(-n)) }
+            var program = [UInt8](repeating: 0, count: n * 8)
+            let r = program.withUnsafeMutableBytes { cssi_ptrace(Int32(CSSI_PTRACE_SECCOMP_GET_FILTER), pid.rawValue, UInt(index), UInt(bitPattern: $0.baseAddress)) }
+            if r != n { throw SSIError.sys("PTRACE_SECCOMP_GET_FILTER \(pid) filter \(index)", errno: r < 0 ? Int32(-r) : EIO) }
+            // struct seccomp_metadata { u64 filter_off; u64 flags; }
+            var meta: [UInt64] = [UInt64(index), 0]
+            let m = meta.withUnsafeMutableBytes { cssi_ptrace(Int32(CSSI_PTRACE_SECCOMP_GET_METADATA), pid.rawValue, 16, UInt(bitPattern: $0.baseAddress)) }
+            out.append((program, m < 0 ? 0 : meta[1]))
+        }
+        return out.reversed()
     }
 
     public func singleStep(signal: Signal? = nil) throws {

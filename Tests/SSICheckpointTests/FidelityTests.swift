@@ -102,5 +102,6 @@ enum FidelityCases {
         FidelityCase(fixture: "sigtrap"),
         FidelityCase(fixture: "schedattrs"),
         FidelityCase(fixture: "fdmore"),
+        FidelityCase(fixture: "seccomp"),
     ]
 }

@@ -84,7 +84,11 @@ final class ProcessRestorer {
         pid = stub.pid.rawValue
         // If ssi dies mid-restore, the half-built processes die with it (PTRACE_O_EXITKILL);
         // forks and clones we inject stop at birth, traced (TRACEFORK, TRACECLONE).
-        try stub.setOptions([.exitKill, .traceFork, .traceClone])
+        // Seccomp suspended too: the filters restored last (restoreSeccomp) must not apply
+        // to the calls injected after them; forks and clones inherit the options.
+        do { try stub.setOptions([.exitKill, .traceFork, .traceClone, .suspendSeccomp]) } catch {
+            try stub.setOptions([.exitKill, .traceFork, .traceClone])
+        }
         inj = try Injector(pid: stub.pid, base: try stub.registers())
         if image.needsSyscallStops { Injector.useSyscallStops([stub.pid.rawValue]) }
         try stub.setSigmask(~0)
@@ -212,6 +216,7 @@ final class ProcessRestorer {
         try restoreTimers()
         try queuePendingSignals()
         try restorePidfds()
+        try restoreSeccomp()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)
         try restoreScheduling()
         try restoreRegisters()

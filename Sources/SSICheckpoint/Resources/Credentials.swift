@@ -23,7 +23,7 @@ extension ProcessDumper {
     }
 
     /// Credentials, personality, oom_score_adj and resource limits, from /proc. A process
-    /// under a seccomp filter is refused.
+    /// in seccomp strict mode is refused.
     func dumpIdentity(into img: inout ProcessImage, status: ProcStatus) throws {
         img.personality = UInt32((try? ProcFS.read("/proc/\(pid)/personality"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0", radix: 16) ?? 0
         img.oomScoreAdj = Int32((try? ProcFS.read("/proc/\(pid)/oom_score_adj"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0") ?? 0
@@ -34,8 +34,10 @@ extension ProcessDumper {
         img.credentials = creds
         if status.fields["THP_enabled"] == "0" { img.thpDisabled = true }
         if status.fields["NoNewPrivs"] == "1" { img.noNewPrivs = true }
-        if status.fields["Seccomp"].map({ $0 != "0" }) ?? false {
-            throw SSIError(.unsupported, "PID \(pid) runs under a seccomp filter, which is not supported yet; nothing was written")
+        // Filters (mode 2) are saved with each thread; strict mode (1) allows only read,
+        // write, _exit and sigreturn (seccomp(2)): nothing could be restored after it.
+        if status.fields["Seccomp"] == "1" {
+            throw SSIError(.unsupported, "PID \(pid) runs in seccomp strict mode, which cannot be restored; nothing was written")
         }
         for r in ResourceLimits.all {
             if let lim = ResourceLimits.get(ProcessID(pid), r) { img.rlimits.append(RLimit(resource: r, cur: lim.cur, max: lim.max)) }

@@ -29,6 +29,11 @@ extension ProcessDumper {
         thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
         thread.interruptedSleep = try interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
         thread.scheduling = Scheduling.read(tid: tid)
+        // Seccomp mode 2 (filters) is per thread (/proc/PID/task/TID/status); strict mode (1)
+        // is refused with the process (dumpIdentity).
+        if ProcStatus.parse((try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")) ?? "").fields["Seccomp"] == "2" {
+            thread.seccompFilters = try t.seccompFilters().map { SeccompFilter(program: Data($0.program), flags: $0.flags) }
+        }
         return thread
     }
 
@@ -76,6 +81,28 @@ extension ProcessRestorer {
         // Only the thread itself can set it (prctl(2)); it changes nothing the restore does
         // after (it concerns execve(2), and seccomp filters, which are refused).
         if image.noNewPrivs == true { try inj.prctl(.setNoNewPrivs, 1) }
+    }
+
+    /// Every thread's seccomp filters, oldest first, each installed by the thread itself
+    /// (seccomp(2) SECCOMP_SET_MODE_FILTER from its struct sock_fprog in the scratch area).
+    /// The last injected calls of the restore: a filter may forbid what comes after. The
+    /// kernel wants no_new_privs or CAP_SYS_ADMIN, as when the application installed them.
+    func restoreSeccomp() throws {
+        for t in image.threads {
+            guard let filters = t.seccompFilters, !filters.isEmpty else { continue }
+            let tinj = t.tid == image.pid ? inj : threadInjectors[t.tid]
+            guard let tinj else { throw SSIError(.system, "PID \(image.pid) thread \(t.tid): no injector to install its seccomp filters") }
+            for (i, f) in filters.enumerated() {
+                let count = f.program.count / 8
+                guard count > 0, count <= 4096, f.program.count % 8 == 0 else {
+                    throw SSIError(.corrupt, "PID \(image.pid) thread \(t.tid): seccomp filter \(i) is \(f.program.count) bytes, not 1 to 4096 instructions")
+                }
+                // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+                try mem.write(Array(f.program), to: scratch + 4096)
+                try mem.write(words: [UInt64(count), scratch + 4096], to: scratch)
+                try tinj.call("seccomp filter \(i) of thread \(t.tid)", .seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, f.flags, scratch)
+            }
+        }
     }
 
     /// Every thread's scheduling attributes, from outside (Scheduling.swift): after the

@@ -25,7 +25,7 @@ extension Syscall {
     public static let dup3 = Syscall(292, "dup3"), pipe2 = Syscall(293, "pipe2"), rt_tgsigqueueinfo = Syscall(297, "rt_tgsigqueueinfo")
     public static let memfd_create = Syscall(319, "memfd_create"), userfaultfd = Syscall(323, "userfaultfd"), rseq = Syscall(334, "rseq"), pidfd_open = Syscall(434, "pidfd_open")
     public static let clone3 = Syscall(435, "clone3"), close_range = Syscall(436, "close_range"), pidfd_getfd = Syscall(438, "pidfd_getfd")
-    public static let epoll_pwait2 = Syscall(441, "epoll_pwait2")
+    public static let epoll_pwait2 = Syscall(441, "epoll_pwait2"), seccomp = Syscall(317, "seccomp")
     public static let flock = Syscall(73, "flock"), fchmod = Syscall(91, "fchmod"), fchown = Syscall(93, "fchown")
     public static let mlock = Syscall(149, "mlock"), utimensat = Syscall(280, "utimensat"), rt_sigtimedwait = Syscall(128, "rt_sigtimedwait")
     public static let wait4 = Syscall(61, "wait4")
@@ -40,7 +40,7 @@ extension Syscall {
         set_tid_address, restart_syscall, timer_create, timer_settime, timer_gettime, clock_nanosleep, exit_group, epoll_ctl,
         openat, pselect6, ppoll, set_robust_list, epoll_pwait, timerfd_create, timerfd_settime, signalfd4, eventfd2,
         epoll_create1, dup3, pipe2, rt_tgsigqueueinfo, memfd_create, userfaultfd, rseq, pidfd_open, clone3, close_range, pidfd_getfd, epoll_pwait2,
-        flock, fchmod, fchown, mlock, utimensat, rt_sigtimedwait, wait4, sethostname, setdomainname, unshare, setns, mq_open, exit,
+        flock, fchmod, fchown, mlock, utimensat, rt_sigtimedwait, wait4, sethostname, setdomainname, unshare, setns, mq_open, exit, seccomp,
     ]
 }
 #endif
