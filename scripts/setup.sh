@@ -15,6 +15,8 @@ command -v curl >/dev/null || need+=(curl)
 # Real programs the cluster tests run across migrations (redis behind the cluster address).
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-benchmark >/dev/null || need+=(redis-tools)
+# PostgreSQL, checkpointed and restarted by the real-program tests (RealProgramTests).
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 # The dashboard's browser test (Tests/SSIObserveTests) renders the page in headless chromium.
 command -v chromium >/dev/null || need+=(chromium)
 

@@ -1,0 +1,70 @@
+import Foundation
+import SSITestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The PostgreSQL server of this Debian (its postgresql package), if there is one with its
+/// `postgres` user: the server refuses to run as root.
+private let postgresBin: String? = {
+    let root = "/usr/lib/postgresql"
+    let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }
+    return versions.map { "\(root)/\($0)/bin" }.first { FileManager.default.isExecutableFile(atPath: "\($0)/postgres") }
+}()
+/// The `postgres` user's uid and gid.
+private let postgresUser: (uid: uid_t, gid: gid_t)? = getpwnam("postgres").map { ($0.pointee.pw_uid, $0.pointee.pw_gid) }
+private let canPostgres = geteuid() == 0 && postgresBin != nil && postgresUser != nil
+private let whyNotPostgres = geteuid() != 0 ? "needs root" : "needs PostgreSQL (scripts/setup.sh installs the postgresql package)"
+
+/// Real programs of the distribution through checkpoint, kill and restart, checked from
+/// outside by their own clients.
+@Suite("real programs", .serialized, .enabled(if: canPostgres, Comment(rawValue: whyNotPostgres)))
+struct RealProgramTests {
+    /// PostgreSQL: a postmaster and its six workers sharing memory (an anonymous shared
+    /// area, a SysV segment, POSIX segments in /dev/shm), signalled through pipes and
+    /// latches, a unix socket and a TCP listener. Its rows and its writes go on across two
+    /// checkpoint --kill=9 / restart cycles.
+    @Test("PostgreSQL keeps its rows and takes writes across two checkpoint --kill=9 and restart cycles")
+    func postgres() throws {
+        let w = try World("postgres")
+        guard let bin = postgresBin, let user = postgresUser else { return }
+        let home = "\(w.dir)/pg"
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+        chmod(w.dir, 0o755)
+        chown(home, user.uid, user.gid)
+        let asPostgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+        let initdb = try run(asPostgres + ["\(bin)/initdb", "-D", "\(home)/data", "--no-sync"], cwd: home)
+        try #require(initdb.status == 0, "initdb: \(initdb.output)")
+        let port = "\(Int.random(in: 20000...29999))"
+        let app = try w.start(asPostgres + ["\(bin)/postgres", "-D", "\(home)/data", "-k", home, "-p", port, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        defer {
+            // A fast shutdown (SIGINT): the server removes its shared memory segments.
+            kill(app, SIGINT)
+            for _ in 0..<50 where processState(app) != nil && processState(app) != "Z" { usleep(100_000) }
+            w.cleanUp(app)
+        }
+        func sql(_ text: String) throws -> String {
+            var last = ""
+            // Until the server accepts connections (it starts, or comes back): 10 s.
+            for _ in 0..<50 {
+                let r = try run(asPostgres + ["psql", "-h", home, "-p", port, "-d", "postgres", "-Atc", text], cwd: home)
+                // The last statement's result: psql prints each one's (command tags too).
+                if r.status == 0 { return r.stdout.split(separator: "\n").last.map(String.init) ?? "" }
+                last = r.output
+                usleep(200_000)
+            }
+            return "psql failed: \(last)"
+        }
+        #expect(try sql("create table t (x int); insert into t select generate_series(1, 1000); select sum(x) from t") == "500500")
+        for round in 1...2 {
+            let ck = try w.checkpointKill(app)
+            try #require(ck.status == 0, "round \(round): checkpoint --kill=9: \(ck.output)")
+            let rs = try w.ssi("restart", "\(app)")
+            try #require(rs.status == 0, "round \(round): restart: \(rs.output)")
+            #expect(try sql("insert into t values (\(round)); select sum(x), count(*) from t") == "\(500500 + (round == 1 ? 1 : 3))|\(1000 + round)",
+                    "round \(round): the rows, and a write after the restart")
+            #expect(try sql("select count(*) from pg_stat_activity where backend_type = 'checkpointer'") == "1", "round \(round): its workers are back")
+        }
+    }
+}
