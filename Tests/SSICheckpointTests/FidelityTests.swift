@@ -103,5 +103,6 @@ enum FidelityCases {
         FidelityCase(fixture: "schedattrs"),
         FidelityCase(fixture: "fdmore"),
         FidelityCase(fixture: "seccomp"),
+        FidelityCase(fixture: "unlinkedshared"),
     ]
 }

@@ -17,6 +17,46 @@ private let postgresUser: (uid: uid_t, gid: gid_t)? = getpwnam("postgres").map {
 private let canPostgres = geteuid() == 0 && postgresBin != nil && postgresUser != nil
 private let whyNotPostgres = geteuid() != 0 ? "needs root" : "needs PostgreSQL (scripts/setup.sh installs the postgresql package)"
 
+/// Python's multiprocessing: a pool of three workers, a lock and a queue (POSIX semaphores
+/// in /dev/shm, pipes), a shared Value and Array (its heap: an unlinked /dev/shm file
+/// mapped by every process), checkpointed with the pool idle, restarted, then put to work.
+@Suite("real programs without a server", .serialized, .enabled(if: geteuid() == 0, "needs root"))
+struct RealProgramScriptTests {
+    @Test("a Python multiprocessing pool with a shared Value, a lock and a queue works after checkpoint --kill=9 and restart")
+    func pythonMultiprocessing() throws {
+        let w = try World("mpool")
+        let script = """
+            import multiprocessing as mp, time, signal
+            def work(x): return x * x
+            if __name__ == "__main__":
+                q = mp.Queue(); lock = mp.Lock(); val = mp.Value('i', 0); arr = mp.Array('d', 10)
+                with mp.Pool(3) as pool:
+                    arr[3] = 2.5
+                    go = [False]
+                    signal.signal(signal.SIGUSR1, lambda *a: go.__setitem__(0, True))
+                    print("READY", flush=True)
+                    while not go[0]: time.sleep(0.05)
+                    r = pool.map(work, range(100))
+                    with lock: val.value += sum(r)
+                    q.put("hello"); got = q.get(timeout=5)
+                    ok = val.value == 328350 and got == "hello" and arr[3] == 2.5
+                    print("PASS" if ok else "FAIL %d %s %f" % (val.value, got, arr[3]), flush=True)
+            """
+        try script.write(toFile: "\(w.dir)/mpool.py", atomically: true, encoding: .utf8)
+        let app = try w.start(["python3", "\(w.dir)/mpool.py"])
+        defer { w.cleanUp(app) }
+        try #require(w.waitLog("READY"), "\(w.log())")
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "checkpoint --kill=9: \(ck.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "restart: \(rs.output)")
+        usleep(300_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS", 20), "\(w.log())")
+        _ = reap(app)
+    }
+}
+
 /// Real programs of the distribution through checkpoint, kill and restart, checked from
 /// outside by their own clients.
 @Suite("real programs", .serialized, .enabled(if: canPostgres, Comment(rawValue: whyNotPostgres)))

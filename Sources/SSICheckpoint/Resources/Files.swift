@@ -260,7 +260,11 @@ extension ProcessRestorer {
     /// Opens `path` again in the process with the fd's flags (never O_CREAT, O_TRUNC or
     /// O_EXCL; O_NOCTTY, so that no terminal becomes a controlling one). `who` names the fd.
     func reopen(_ f: FileDescriptorImage, path: String, who: String) throws -> UInt64 {
-        let flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
+        var flags = f.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_NOCTTY)
+        // O_NOFOLLOW guarded the open of its own name (mkstemp(3) and Python's tempfile use
+        // it); a file opened again through a /proc/PID/fd link of ssi's (an unlinked file
+        // made again, a FIFO) would fail it with ELOOP (open(2)).
+        if path != f.path { flags &= ~O_NOFOLLOW }
         let r = try openRaw(path, flags: flags | O_NOCTTY)
         if r < 0 {
             throw SSIError.sys("\(who): reopen \(f.path)", errno: Int32(-r),

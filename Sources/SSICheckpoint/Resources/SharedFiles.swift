@@ -102,8 +102,12 @@ extension ProcessRestorer {
             } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
                 fd = try createAnonInode(f)
             } else {
-                // An unlinked FIFO has no path but ssi's fd on it.
-                let path = f.fifoDeleted == true ? (f.fifoID.flatMap { fsObjects?.fifoPath($0) } ?? f.path) : f.path
+                // An unlinked FIFO has no path but ssi's fd on it; an unlinked file (or memfd)
+                // is opened where DeletedFiles made it again (Python's multiprocessing shares
+                // its heap that way: a /dev/shm file unlinked at once, its fd inherited by
+                // every worker).
+                let path = f.fifoDeleted == true ? (f.fifoID.flatMap { fsObjects?.fifoPath($0) } ?? f.path)
+                    : f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? f.path
                 fd = try reopen(f, path: path, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
             }
             try inj.call("dup3 shared", .dup3, fd, target, 0)
