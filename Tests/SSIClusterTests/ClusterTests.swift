@@ -43,7 +43,9 @@ func ssi(_ args: String...) throws -> (code: Int32, out: String) {
     return (r.0, r.1)
 }
 
-func ssiOK(_ args: String...) throws -> String {
+func ssiOK(_ args: String...) throws -> String { try ssiOK(args) }
+
+func ssiOK(_ args: [String]) throws -> String {
     let r = try Proc.run([binDir + "/ssi"] + args, check: false)
     #expect(r.0 == 0, "ssi \(args.joined(separator: " ")) failed: \(r.1)")
     return r.1.trimmingCharacters(in: .whitespacesAndNewlines)
