@@ -5,17 +5,8 @@ import Testing
 import Glibc
 #endif
 
-/// The PostgreSQL server of this Debian (its postgresql package), if there is one with its
-/// `postgres` user: the server refuses to run as root.
-private let postgresBin: String? = {
-    let root = "/usr/lib/postgresql"
-    let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }
-    return versions.map { "\(root)/\($0)/bin" }.first { FileManager.default.isExecutableFile(atPath: "\($0)/postgres") }
-}()
-/// The `postgres` user's uid and gid.
-private let postgresUser: (uid: uid_t, gid: gid_t)? = getpwnam("postgres").map { ($0.pointee.pw_uid, $0.pointee.pw_gid) }
-private let canPostgres = geteuid() == 0 && postgresBin != nil && postgresUser != nil
-private let whyNotPostgres = geteuid() != 0 ? "needs root" : "needs PostgreSQL (scripts/setup.sh installs the postgresql package)"
+private let canPostgres = geteuid() == 0 && Postgres.bin != nil && Postgres.user != nil
+private let whyNotPostgres = geteuid() != 0 ? "needs root" : Postgres.whyNot
 
 /// Python's multiprocessing: a pool of three workers, a lock and a queue (POSIX semaphores
 /// in /dev/shm, pipes), a shared Value and Array (its heap: an unlinked /dev/shm file
@@ -68,12 +59,12 @@ struct RealProgramTests {
     @Test("PostgreSQL keeps its rows and takes writes across two checkpoint --kill=9 and restart cycles")
     func postgres() throws {
         let w = try World("postgres")
-        guard let bin = postgresBin, let user = postgresUser else { return }
+        let bin = try #require(Postgres.bin), user = try #require(Postgres.user)
         let home = "\(w.dir)/pg"
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         chmod(w.dir, 0o755)
         chown(home, user.uid, user.gid)
-        let asPostgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+        let asPostgres = Postgres.asUser
         let initdb = try run(asPostgres + ["\(bin)/initdb", "-D", "\(home)/data", "--no-sync"], cwd: home)
         try #require(initdb.status == 0, "initdb: \(initdb.output)")
         let port = "\(Int.random(in: 20000...29999))"

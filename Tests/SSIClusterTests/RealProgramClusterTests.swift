@@ -8,28 +8,20 @@ import Testing
 import Glibc
 #endif
 
-/// This Debian's PostgreSQL server, if installed with its `postgres` user (it refuses root).
-private let postgresBin: String? = {
-    let root = "/usr/lib/postgresql"
-    let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }
-    return versions.map { "\(root)/\($0)/bin" }.first { FileManager.default.isExecutableFile(atPath: "\($0)/postgres") }
-}()
-private let postgresUser: (uid: uid_t, gid: gid_t)? = getpwnam("postgres").map { ($0.pointee.pw_uid, $0.pointee.pw_gid) }
-
 @Suite(.serialized, .enabled(if: canRunCluster, Comment(rawValue: whyNot)),
-       .enabled(if: postgresBin != nil && postgresUser != nil, "needs PostgreSQL (scripts/setup.sh installs the postgresql package)"))
+       .enabled(if: Postgres.bin != nil && Postgres.user != nil, Comment(rawValue: Postgres.whyNot)))
 struct RealProgramClusterTests {
     /// PostgreSQL (a postmaster and six workers sharing anonymous, SysV and POSIX shared
     /// memory, talking to clients on a unix socket in a directory every node sees) moved
     /// 1 -> 2 -> 3 -> 1 while it runs: after each move it has every row and takes a write,
     /// and every node's `ssi ps` says where it is.
     @Test(.timeLimit(.minutes(3))) func postgresMovesAroundTheCluster() throws {
-        guard let bin = postgresBin, let user = postgresUser else { return }
+        let bin = try #require(Postgres.bin), user = try #require(Postgres.user)
         let home = try TestEnv.makeTempDir("pgcluster")
         defer { try? FileManager.default.removeItem(atPath: home) }
         chmod(home, 0o755)
         chown(home, user.uid, user.gid)
-        let asPostgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+        let asPostgres = Postgres.asUser
         let initdb = try Proc.run(asPostgres + ["\(bin)/initdb", "-D", "\(home)/data", "--no-sync"], check: false)
         try #require(initdb.0 == 0, "initdb: \(initdb.1)")
         try up()
