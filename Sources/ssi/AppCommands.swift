@@ -151,7 +151,7 @@ struct Caps: ParsableCommand {
 
 struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Move a cluster application to another node (Kerrighed: migrate).",
-                                                    discussion: "Stop-and-copy for now: it is stopped, checkpointed, restarted on NODE, and its old copy killed only once the new one runs. Needs the CAN_MIGRATE capability (ssi caps APP +CAN_MIGRATE).")
+                                                    discussion: "Its memory is copied while it runs (pre-copy), then it is frozen, its last changes and state sent, restarted on NODE, and its old copy killed only once the new one runs; a failed move leaves it running where it was. Needs the CAN_MIGRATE capability (ssi caps APP +CAN_MIGRATE).")
     @Argument(help: "The application id.") var app: Int32
     @Argument(help: "The target node.") var target: Int
     @Option(name: .customLong("node"), help: "Ask this node of the local cluster (any node will do).") var askNode: Int?
@@ -163,9 +163,41 @@ struct Migrate: ParsableCommand {
             }
             guard (1...255).contains(target) else { throw SSIError(.invalidArgument, "node \(target) is not a node id (1..255)") }
             let t0 = ContinuousClock.now
-            let r = try ClusterApps.call(.migrate(MigrateSpec(app: app, node: UInt8(target))), node: askNode, timeout: 900).application()
+            let r: AppRecord
+            do {
+                r = try ClusterApps.call(.migrate(MigrateSpec(app: app, node: UInt8(target))), node: askNode, timeout: 900).application()
+            } catch let e as SSIError where [.disconnected, .timeout, .unknownOutcome].contains(e.kind) {
+                // The call was lost on the way (a node between us and the application's node
+                // failed or was cut off, e.g. just after it rejoined): the migration itself
+                // went on or rolled back on its own. Say which, once its record has settled.
+                throw settled(after: e)
+            }
             print("Migrated application \(r.app) to node \(r.node) (pid \(r.pid)) in \(ContinuousClock.now - t0)")
         } catch { appsFail(error) }
+    }
+
+    /// The outcome of a migration whose call was lost: the record, asked again (of any node
+    /// that answers) until it is no longer migrating, says where the application runs.
+    private func settled(after e: SSIError) -> SSIError {
+        let deadline = ContinuousClock.now + .seconds(60)
+        var last: AppRecord?
+        while ContinuousClock.now < deadline {
+            if let r = try? ClusterApps.call(.show(app: app), node: askNode, timeout: 10).application() {
+                last = r
+                if r.state != .migrating { break }
+            }
+            usleep(300_000)
+        }
+        guard let r = last else {
+            return SSIError(e.kind, "the migration of application \(app) to node \(target) lost its answer (\(e.message)), and no node answers about it since",
+                            hint: "ssi ps shows where it runs once the nodes answer")
+        }
+        if r.node == UInt8(target) && r.state != .migrating {
+            print("Migrated application \(r.app) to node \(r.node) (pid \(r.pid)); its answer was lost on the way (\(e.message))")
+            Glibc.exit(0)
+        }
+        return SSIError(e.kind, "the migration of application \(app) to node \(target) was interrupted (\(e.message)): it \(r.state == .migrating ? "is still migrating, from" : "runs on") node \(r.node) (pid \(r.pid))",
+                        hint: "ssi migrate \(app) \(target) again once ssi nodes status shows node \(target) online")
     }
 }
 
