@@ -123,6 +123,9 @@ public struct ProcessImage: Codable, Sendable {
     public var childSubreaper: Bool?
     /// Version 9: PR_SET_NO_NEW_PRIVS was set (/proc/PID/status NoNewPrivs); nil when not.
     public var noNewPrivs: Bool?
+    /// Version 9: PR_GET_SECUREBITS of the main thread (SECBIT_KEEP_CAPS, NO_SETUID_FIXUP,
+    /// NOROOT and their locks); nil when none is set.
+    public var securebits: UInt32?
     /// Version 2: setitimer(2) timers (ITIMER_REAL, _VIRTUAL, _PROF) that are armed.
     public var intervalTimers: [IntervalTimer]?
     /// Version 2: POSIX timers (timer_create(2)), with their ids.
@@ -210,6 +213,20 @@ public struct UTSNamespace: Codable, Sendable, Equatable {
     public var hostname: String
     public var domainname: String
     public init(id: UInt64, hostname: String, domainname: String) { self.id = id; self.hostname = hostname; self.domainname = domainname }
+}
+
+/// One thread's capability sets, as /proc/PID/task/TID/status shows them (CapInh, CapPrm,
+/// CapEff, CapBnd, CapAmb): bit N is capability N.
+public struct CapabilitySets: Codable, Sendable, Equatable {
+    public var inheritable: UInt64
+    public var permitted: UInt64
+    public var effective: UInt64
+    public var bounding: UInt64
+    public var ambient: UInt64
+    public init(inheritable: UInt64, permitted: UInt64, effective: UInt64, bounding: UInt64, ambient: UInt64) {
+        self.inheritable = inheritable; self.permitted = permitted; self.effective = effective
+        self.bounding = bounding; self.ambient = ambient
+    }
 }
 
 public struct Credentials: Codable, Sendable, Equatable {
@@ -532,6 +549,9 @@ public struct ThreadImage: Codable, Sendable {
     public var scheduling: ThreadScheduling?
     /// Version 9: its seccomp filters, oldest first (nil: none).
     public var seccompFilters: [SeccompFilter]?
+    /// Version 9: its capability sets (capabilities(7) are per thread: `capsh`, daemons
+    /// that drop privileges, libcap-ng); nil in older snapshots (the restorer's are kept).
+    public var capabilities: CapabilitySets?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()

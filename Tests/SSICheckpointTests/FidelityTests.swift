@@ -104,5 +104,6 @@ enum FidelityCases {
         FidelityCase(fixture: "fdmore"),
         FidelityCase(fixture: "seccomp"),
         FidelityCase(fixture: "unlinkedshared"),
+        FidelityCase(fixture: "procattrs"),
     ]
 }

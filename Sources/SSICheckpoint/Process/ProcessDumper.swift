@@ -58,6 +58,7 @@ struct ProcessDumper {
         img.parentDeathSignal = inj.parentDeathSignal
         img.dumpable = inj.dumpable
         img.childSubreaper = inj.childSubreaper ? true : nil
+        img.securebits = inj.securebits == 0 ? nil : inj.securebits
         img.intervalTimers = inj.intervalTimers.isEmpty ? nil : inj.intervalTimers
         img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
         img.fds = fds
@@ -104,6 +105,7 @@ struct ProcessDumper {
         var parentDeathSignal: Int32 = 0
         var dumpable: Int32 = 1
         var childSubreaper = false
+        var securebits: UInt32 = 0
         var intervalTimers: [IntervalTimer] = []
         var posixTimers: [PosixTimer] = []
         var threads: [PerThread] = []
@@ -124,6 +126,7 @@ struct ProcessDumper {
         st.sigactions = try dumpSigactions(s, status: status)
         st.brk = try inj.call("brk(0)", .brk, 0)
         (st.parentDeathSignal, st.dumpable, st.childSubreaper) = try dumpProcessFlags(s)
+        st.securebits = UInt32(truncatingIfNeeded: try inj.prctl(.getSecurebits))
         // Timers: remaining time and interval, as getitimer/timer_gettime report them.
         st.intervalTimers = try dumpIntervalTimers(s)
         st.posixTimers = try dumpPosixTimers(s)

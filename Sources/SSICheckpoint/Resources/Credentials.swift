@@ -69,16 +69,79 @@ extension ProcessRestorer {
     }
 
     /// Credentials last but for what they reset: a uid change clears the dumpable flag and
-    /// the parent-death signal (commit_creds), so those come after.
+    /// the parent-death signal (commit_creds), so those come after. Credentials belong to
+    /// each thread (a raw setresuid changes only the caller's; glibc's setuid makes every
+    /// thread call it): each thread sets its own, then its capabilities.
     func restoreCredentials() throws {
+        for t in image.threads {
+            let tinj = t.tid == image.pid ? inj : threadInjectors[t.tid]
+            guard let tinj else { throw SSIError(.system, "PID \(image.pid) thread \(t.tid): no injector to set its credentials") }
+            try restoreCredentials(of: t, inj: tinj)
+        }
+        try inj.prctl(.setDumpable, UInt64(image.dumpable))
+        if image.parentDeathSignal != 0 { try inj.prctl(.setParentDeathSignal, UInt64(image.parentDeathSignal)) }
+    }
+
+    /// One thread's uids, gids, groups, capability sets and securebits. The restorer's thread
+    /// is root with every capability (capabilities(7)); the order follows the kernel's rules:
+    /// - the bounding set is dropped to the saved one first, while CAP_SETPCAP is there;
+    /// - SECBIT_KEEP_CAPS keeps the permitted set across the uid change, which otherwise
+    ///   empties it (and the effective and ambient sets) when no uid stays 0;
+    /// - capset then gives back the effective set the change emptied, with the saved
+    ///   inheritable set, so that ambient capabilities (which need permitted and
+    ///   inheritable) can be raised and securebits set (CAP_SETPCAP);
+    /// - a last capset narrows the sets to the saved ones (ambient ones outside them go).
+    private func restoreCredentials(of t: ThreadImage, inj: Injector) throws {
         let c = image.credentials
+        let task = t.tid == image.pid ? pid : try taskID(t.tid)
+        let now = CapabilitySets.current(task: task)
+        let bits = UInt64(image.securebits ?? 0)
+        let caps = t.capabilities.flatMap { saved in saved == now && bits == 0 ? nil : saved }
+        let who = "PID \(image.pid) thread \(t.tid)"
+        if let caps, let now {
+            for cap in 0..<64 where now.bounding & (1 << cap) != 0 && caps.bounding & (1 << cap) == 0 {
+                let r = try inj.rawPrctl(.capabilityBoundingSetDrop, UInt64(cap))
+                if r < 0 { warn("\(who): capability \(cap) not dropped from the bounding set: \(String(cString: strerror(Int32(-r))))") }
+            }
+            try inj.prctl(.setSecurebits, 0x10 /* SECBIT_KEEP_CAPS */)
+        }
         if c.uids.count == 4 && c.gids.count == 4 {
             try mem.write(words: c.groups + [0], to: scratch)
             try inj.call("setgroups", .setgroups, UInt64(c.groups.count), scratch)
             try inj.call("setresgid", .setresgid, UInt64(c.gids[0]), UInt64(c.gids[1]), UInt64(c.gids[2]))
             try inj.call("setresuid", .setresuid, UInt64(c.uids[0]), UInt64(c.uids[1]), UInt64(c.uids[2]))
         }
-        try inj.prctl(.setDumpable, UInt64(image.dumpable))
-        if image.parentDeathSignal != 0 { try inj.prctl(.setParentDeathSignal, UInt64(image.parentDeathSignal)) }
+        guard let caps, let now else { return }
+        try capset(inj, effective: now.permitted, permitted: now.permitted, inheritable: caps.inheritable, who: who)
+        for cap in 0..<64 where caps.ambient & (1 << cap) != 0 {
+            let r = try inj.rawPrctl(.ambientCapability, 2 /* PR_CAP_AMBIENT_RAISE */, UInt64(cap))
+            if r < 0 { warn("\(who): ambient capability \(cap) not raised: \(String(cString: strerror(Int32(-r))))") }
+        }
+        let r = try inj.rawPrctl(.setSecurebits, bits)
+        if r < 0 { warn("\(who): securebits \(bits) not set: \(String(cString: strerror(Int32(-r))))") }
+        try capset(inj, effective: caps.effective, permitted: caps.permitted, inheritable: caps.inheritable, who: who)
+    }
+
+    /// capset(2) in the thread, version 3 (two 32-bit words per set); a refusal is a warning:
+    /// the application runs with more capabilities than it had, never fewer.
+    private func capset(_ inj: Injector, effective: UInt64, permitted: UInt64, inheritable: UInt64, who: String) throws {
+        // struct __user_cap_header_struct { u32 version; int pid; } then two
+        // struct __user_cap_data_struct { u32 effective, permitted, inheritable; }.
+        let words: [UInt32] = [0x2008_0522 /* _LINUX_CAPABILITY_VERSION_3 */, 0,
+                               UInt32(truncatingIfNeeded: effective), UInt32(truncatingIfNeeded: permitted), UInt32(truncatingIfNeeded: inheritable),
+                               UInt32(truncatingIfNeeded: effective >> 32), UInt32(truncatingIfNeeded: permitted >> 32), UInt32(truncatingIfNeeded: inheritable >> 32)]
+        try mem.write(words: words, to: scratch + 2048)
+        let r = try inj.raw(.capset, scratch + 2048, scratch + 2056)
+        if r < 0 { warn("\(who): capabilities not set to effective \(String(effective, radix: 16)) permitted \(String(permitted, radix: 16)): \(String(cString: strerror(Int32(-r))))") }
+    }
+}
+
+extension CapabilitySets {
+    /// A task's sets now, from /proc/PID/task/TID/status; nil when it cannot be read.
+    static func current(task: Int32) -> CapabilitySets? {
+        let st = ProcStatus.parse((try? ProcFS.read("/proc/\(task)/task/\(task)/status")) ?? "")
+        guard st.fields["CapEff"] != nil else { return nil }
+        return CapabilitySets(inheritable: st.hexMask("CapInh"), permitted: st.hexMask("CapPrm"), effective: st.hexMask("CapEff"),
+                              bounding: st.hexMask("CapBnd"), ambient: st.hexMask("CapAmb"))
     }
 }

@@ -31,7 +31,13 @@ extension ProcessDumper {
         thread.scheduling = Scheduling.read(tid: tid)
         // Seccomp mode 2 (filters) is per thread (/proc/PID/task/TID/status); strict mode (1)
         // is refused with the process (dumpIdentity).
-        if ProcStatus.parse((try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")) ?? "").fields["Seccomp"] == "2" {
+        let status = ProcStatus.parse((try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")) ?? "")
+        if status.fields["CapEff"] != nil {
+            thread.capabilities = CapabilitySets(inheritable: status.hexMask("CapInh"), permitted: status.hexMask("CapPrm"),
+                                                 effective: status.hexMask("CapEff"), bounding: status.hexMask("CapBnd"),
+                                                 ambient: status.hexMask("CapAmb"))
+        }
+        if status.fields["Seccomp"] == "2" {
             thread.seccompFilters = try t.seccompFilters().map { SeccompFilter(program: Data($0.program), flags: $0.flags) }
         }
         return thread

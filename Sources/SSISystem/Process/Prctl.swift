@@ -16,6 +16,13 @@ public struct PrctlOption: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let getDumpable = PrctlOption(3, "PR_GET_DUMPABLE")
     public static let setDumpable = PrctlOption(4, "PR_SET_DUMPABLE")
     public static let setName = PrctlOption(15, "PR_SET_NAME")
+    /// The bounding set and securebits (capabilities(7)): per thread; dropping from the
+    /// bounding set and setting securebits need CAP_SETPCAP.
+    public static let capabilityBoundingSetDrop = PrctlOption(24, "PR_CAPBSET_DROP")
+    public static let getSecurebits = PrctlOption(27, "PR_GET_SECUREBITS")
+    public static let setSecurebits = PrctlOption(28, "PR_SET_SECUREBITS")
+    /// PR_CAP_AMBIENT (4.3), with PR_CAP_AMBIENT_RAISE (2) as its second argument.
+    public static let ambientCapability = PrctlOption(47, "PR_CAP_AMBIENT")
     public static let setMM = PrctlOption(35, "PR_SET_MM")
     /// PR_SET_NO_NEW_PRIVS (3.5): execve(2) no longer grants privileges; per thread, kept
     /// across fork, clone and execve, never cleared.
