@@ -420,6 +420,12 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         case ptyMaster
         /// Version 9: a pidfd (pidfd_open(2), clone3 CLONE_PIDFD) on a process of the application.
         case pidfd
+        /// Version 9: a netlink socket (netlink(7)): its protocol, port id, multicast groups
+        /// and options; never with unread messages (refused at checkpoint).
+        case netlinkSocket
+
+        /// A socket ssi builds before the processes fork (Sockets.swift), by its socketID.
+        public var isSocket: Bool { [.unixSocket, .tcpSocket, .udpSocket, .netlinkSocket].contains(self) }
     }
     public var fd: Int32
     public var kind: Kind
@@ -486,6 +492,10 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// Locks held through this fd: POSIX ones of this process (once per file), OFD and
     /// flock ones of its open file description.
     public var locks: [FileLock]?
+    /// Version 9: who gets SIGIO/SIGURG for this open file description and which signal
+    /// (F_GETOWN_EX, F_GETSIG): kept when O_ASYNC is set or it holds a lease (whose break
+    /// is signalled the same way). The pid is the one the holder sees.
+    public var signalOwner: SignalOwner?
     /// fifo: unlinked while open (its path is the old one): made again nameless.
     public var fifoDeleted: Bool?
     /// namespace: its kind ("net", "uts"...), and whether it is the process's own (reopened
@@ -728,6 +738,12 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// tcp connected: what TCP_REPAIR needs to rebuild the connection.
     public var tcp: TCPRepairState?
 
+    /// Version 9, netlink: the protocol given to socket(2) (NETLINK_ROUTE 0, NETLINK_GENERIC
+    /// 16...), and the multicast groups it is a member of, as NETLINK_LIST_MEMBERSHIPS gives
+    /// them (bit N of word W is group 32 * W + N + 1). Its `address` is the struct
+    /// sockaddr_nl of getsockname(2) (the port id), `peerAddress` that of connect(2).
+    public var `protocol`: Int32?
+    public var netlinkGroups: [UInt32]?
     public init(family: Int32, type: Int32, state: State) { self.family = family; self.type = type; self.state = state }
 }
 
@@ -812,8 +828,18 @@ public struct InterruptedSleep: Codable, Sendable, Equatable {
 }
 
 /// Version 4: a file lock (fcntl(2) record locks, OFD locks, flock(2)).
+public struct SignalOwner: Codable, Sendable, Equatable {
+    /// F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2 (fcntl(2)); pid 0: no owner.
+    public var type: Int32
+    public var pid: Int32
+    /// F_SETSIG's signal; 0: SIGIO.
+    public var signal: Int32
+    public init(type: Int32, pid: Int32, signal: Int32) { self.type = type; self.pid = pid; self.signal = signal }
+}
+
 public struct FileLock: Codable, Sendable, Equatable {
-    /// "POSIX", "OFDLCK" or "FLOCK", as /proc/locks names them.
+    /// "POSIX", "OFDLCK" or "FLOCK", as /proc/locks names them; version 9: "LEASE" for a
+    /// lease (F_SETLEASE) of the open file description, read or write.
     public var kind: String
     public var write: Bool
     /// The byte range, end included; nil end: to the end of the file (flock: 0 and nil).

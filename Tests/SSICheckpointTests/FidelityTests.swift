@@ -105,5 +105,6 @@ enum FidelityCases {
         FidelityCase(fixture: "seccomp"),
         FidelityCase(fixture: "unlinkedshared"),
         FidelityCase(fixture: "procattrs"),
+        FidelityCase(fixture: "fcntlmore"),
     ]
 }

@@ -107,6 +107,51 @@ extension SocketTests {
         reap(app)
     }
 
+    @Test("a netlink socket with a kernel answer not yet read fails the checkpoint naming PID and fd, the application goes on; once read, the socket is saved and answers after restart")
+    func netlinkQueued() throws {
+        let w = try World("netlinkq")
+        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        // RTM_GETLINK (18) with NLM_F_REQUEST|NLM_F_DUMP (0x301): struct nlmsghdr and a
+        // struct rtgenmsg, 20 bytes (netlink(7), rtnetlink(7)).
+        let app = try w.start([py, "-u", "-c", """
+            import socket, struct, signal, select
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+            s.bind((0, 0))
+            def req(seq): s.send(struct.pack("=LHHLLBxxx", 20, 18, 0x301, seq, 0, 0))
+            req(1)
+            print("fd", s.fileno(), flush=True)
+            phase = [0]
+            def on(*a): phase[0] += 1
+            signal.signal(signal.SIGUSR1, on)
+            while phase[0] < 1: signal.pause()
+            while select.select([s], [], [], 0.2)[0]: s.recv(65536)
+            print("DRAINED", flush=True)
+            while phase[0] < 2: signal.pause()
+            req(2)
+            got = s.recv(65536) if select.select([s], [], [], 2)[0] else b""
+            seq = struct.unpack("=LHHLL", got[:16])[3] if len(got) >= 16 else -1
+            print("ANSWERED" if seq == 2 else "NO ANSWER %d" % seq, flush=True)
+            """])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("fd "))
+        let fd = w.logValue("fd ")
+        usleep(200_000)
+        let r = try w.ssi("checkpoint", "\(app)")
+        #expect(r.status != 0 && r.stderr.contains("PID \(app) fd \(fd): netlink socket") && r.stderr.contains("not yet read"), "\(r.output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"))
+        #expect(processState(app) == "S" || processState(app) == "R")
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("DRAINED"), "\(w.log())")
+        let ck = try w.checkpointKill(app, [])
+        try #require(ck.status == 0, "\(ck.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("ANSWERED"), "the restored socket must answer a new request: \(w.log())")
+        reap(app)
+    }
+
     @Test("a threaded python3 TCP server and its client, checkpointed mid-conversation, killed and restarted twice: the conversation goes on")
     func pythonServer() throws {
         let w = try World("pyserver")

@@ -151,7 +151,7 @@ final class RestartSession {
         createdIDs = [root.pid]
         do {
             try pipes.create(from: snap.processes, inherited: inherited)
-            try deletedFiles.create(from: snap.processes, source: snap)
+            try deletedFiles.create(from: snap.processes, source: snap, mountNamespaceOf: ownNamespace ? stub.pid.rawValue : nil)
             try fsObjects.create(from: snap.processes, deletedFiles: deletedFiles, takeover: takeover)
             // Before the tree: the root builds every socket before it forks, and sockets of
             // these namespaces are built inside them (SocketRebuilder).

@@ -54,11 +54,13 @@ extension ProcessDumper {
 final class DeletedFileRegistry {
     private var deleted: [String: Int32] = [:]
 
-    /// Recreates each file, nameless, with its content (and seals).
-    func create(from images: [ProcessImage], source: any ImageReader) throws {
+    /// Recreates each file, nameless, with its content (and seals). `mountNamespaceOf`: a
+    /// process already in the application's own mount namespace (a cluster application's
+    /// root), where the files are made.
+    func create(from images: [ProcessImage], source: any ImageReader, mountNamespaceOf holder: Int32? = nil) throws {
         for image in images {
             for d in image.deletedFiles ?? [] where deleted[d.id] == nil {
-                let fd = try DeletedFileRegistry.makeNameless(d)
+                let fd = try DeletedFileRegistry.makeNameless(d, mountNamespaceOf: holder)
                 deleted[d.id] = fd
                 let content = try source.open(d.contentFile)
                 let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
@@ -101,7 +103,24 @@ final class DeletedFileRegistry {
 
     /// A memfd of the same name, or an O_TMPFILE file (open(2), 3.11) in the same directory
     /// and so the same file system as before; /tmp if that directory is gone.
-    private static func makeNameless(_ d: DeletedFile) throws -> Int32 {
+    ///
+    /// An O_TMPFILE file belongs to the mount it was made on, and linkat(2) gives it a name
+    /// only on that same mount (EXDEV otherwise, even on the same file system): an
+    /// application in a mount namespace of its own (a copy of ssi's, with mounts of its own)
+    /// that names a file it made with O_TMPFILE needs it made on its mount, so it is made
+    /// from a thread of ssi inside that namespace (setns(2) CLONE_NEWNS, which wants the
+    /// thread's cwd and root its own first: unshare CLONE_FS).
+    private static func makeNameless(_ d: DeletedFile, mountNamespaceOf holder: Int32?) throws -> Int32 {
+        if !d.isMemfd, let holder {
+            let made: (fd: Int32, errno: Int32) = ThreadFS.onThread {
+                let ns = open("/proc/\(holder)/ns/mnt", O_RDONLY | O_CLOEXEC)
+                guard ns >= 0 else { return (-1, errno) }
+                defer { close(ns) }
+                if ThreadFS.unshareCwd() != 0 || ThreadFS.enter(ns, type: 0x20000 /* CLONE_NEWNS */) != 0 { return (-1, EPERM) }
+                return ((try? makeNameless(d, mountNamespaceOf: nil)) ?? -1, errno)
+            }
+            if made.fd >= 0 { return made.fd }
+        }
         if d.isMemfd {
             return try Memfd.create(name: String(d.path.dropFirst("/memfd:".count)), flags: Memfd.closeOnExec | Memfd.allowSealing)
         }

@@ -95,6 +95,9 @@ extension ProcessDumper {
             }
         }
         ProcessDumper.dedupPosixLocks(&out)
+        for i in out.indices where out[i].flags & O_ASYNC != 0 || out[i].locks?.contains(where: { $0.kind == "LEASE" }) == true {
+            out[i].signalOwner = try signalOwner(fd: out[i].fd)
+        }
         return out
     }
 
@@ -189,9 +192,10 @@ extension ProcessRestorer {
             } else if f.closeOnExec {
                 try inj.call("fcntl FD_CLOEXEC", .fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
             }
-            if (f.kind == .unixSocket || f.kind == .tcpSocket || f.kind == .udpSocket) && f.flags & O_NONBLOCK != 0 {
+            if f.kind.isSocket && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
+            try restoreSignalOwner(f, target: target)
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil && f.flags & OpenFlags.path == 0 {
                 try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
@@ -230,7 +234,7 @@ extension ProcessRestorer {
         case .inotify:
             guard let fsObjects else { return nil }
             return (try fsObjects.receiveInotify(f, pid: image.pid, inj: inj, ssiPidFD: ssiPidFD), true)
-        case .unixSocket, .tcpSocket, .udpSocket:
+        case .unixSocket, .tcpSocket, .udpSocket, .netlinkSocket:
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
             return (UInt64(slot), false)
@@ -265,11 +269,58 @@ extension ProcessRestorer {
         // it); a file opened again through a /proc/PID/fd link of ssi's (an unlinked file
         // made again, a FIFO) would fail it with ELOOP (open(2)).
         if path != f.path { flags &= ~O_NOFOLLOW }
+        // A file made with O_TMPFILE keeps that flag (with its O_DIRECTORY bit) in f_flags:
+        // opened again by its /proc link it would fail with ENOTDIR. ssi made it again with
+        // O_TMPFILE (DeletedFiles), so linkat(2) can still give it a name.
+        if flags & OpenFlags.tmpfile == OpenFlags.tmpfile { flags &= ~OpenFlags.tmpfile }
         let r = try openRaw(path, flags: flags | O_NOCTTY)
         if r < 0 {
             throw SSIError.sys("\(who): reopen \(f.path)", errno: Int32(-r),
                                hint: f.kind == .tty ? "the terminal is gone: restart with -t to use yours" : nil)
         }
         return UInt64(r)
+    }
+}
+
+// Signal-driven I/O (fcntl(2), "Managing signals"): O_ASYNC, the owner that gets the signal
+// and the signal. open(2) ignores O_ASYNC, so it is set with F_SETFL, after the owner and
+// the signal, so that no SIGIO goes to nobody in between.
+
+extension ProcessDumper {
+    /// F_GETOWN_EX and F_GETSIG of fd `fd`, read on a copy of it (the same open file
+    /// description); the owner's pid as this process sees it (its PID namespace).
+    func signalOwner(fd: Int32) throws -> SignalOwner? {
+        let copy = try fdCopy(fd: fd)
+        defer { close(copy) }
+        // struct f_owner_ex { int type; pid_t pid; }; F_GETOWN_EX 16, F_GETSIG 11 (GNU
+        // values of <fcntl.h>, which Swift does not see).
+        var owner: [Int32] = [0, 0]
+        guard owner.withUnsafeMutableBytes({ fcntl(copy, 16, $0.baseAddress!) }) == 0 else { return nil }
+        let sig = fcntl(copy, 11)
+        var pid = owner[1]
+        if pid > 0, let inner = PIDNamespace.nsIDs(pid).last, inner != pid {
+            // ssi sees its own pid of the owner; the application's namespace another.
+            pid = inner
+        }
+        if pid == 0 && sig <= 0 { return nil }
+        return SignalOwner(type: owner[0], pid: pid, signal: max(sig, 0))
+    }
+}
+
+extension ProcessRestorer {
+    func restoreSignalOwner(_ f: FileDescriptorImage, target: UInt64) throws {
+        if let o = f.signalOwner {
+            if o.signal != 0 { try inj.call("fcntl F_SETSIG fd \(f.fd)", .fcntl, target, 10 /* F_SETSIG */, UInt64(o.signal)) }
+            if o.pid != 0 {
+                // struct f_owner_ex { int type; pid_t pid; }
+                try mem.write(words: [UInt32(bitPattern: o.type), UInt32(bitPattern: o.pid)], to: scratch + 2048)
+                let r = try inj.raw(.fcntl, target, 15 /* F_SETOWN_EX */, scratch + 2048)
+                if r < 0 { warn("PID \(pid) fd \(f.fd): signal owner \(o.pid) not set again: \(String(cString: strerror(Int32(-r))))") }
+            }
+        }
+        if f.flags & O_ASYNC != 0 {
+            let now = try inj.call("fcntl F_GETFL fd \(f.fd)", .fcntl, target, UInt64(F_GETFL))
+            try inj.call("fcntl O_ASYNC fd \(f.fd)", .fcntl, target, UInt64(F_SETFL), now | UInt64(O_ASYNC))
+        }
     }
 }

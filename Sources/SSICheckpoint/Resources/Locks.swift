@@ -21,8 +21,10 @@ extension ProcessDumper {
             // "lock:\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 0 99" (or "-> ..." for a
             // waiter, which holds nothing, and "EOF" for a lock to the end of the file).
             let w = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-            guard w.count >= 9, w[2] != "->", ["POSIX", "OFDLCK", "FLOCK"].contains(w[2]), w[3] == "ADVISORY",
-                  let start = Int64(w[7]) else { continue }
+            // A lease reads "lock:\t1: LEASE  ACTIVE    READ 1234 fe:00:5678 0 EOF"; one being
+            // broken ("BREAKING") is given up by then: not kept.
+            guard w.count >= 9, w[2] != "->", ["POSIX", "OFDLCK", "FLOCK", "LEASE"].contains(w[2]),
+                  w[3] == (w[2] == "LEASE" ? "ACTIVE" : "ADVISORY"), let start = Int64(w[7]) else { continue }
             let end = w[8] == "EOF" ? nil : Int64(w[8])
             // POSIX locks of a process show on every fd of that file: kept once, on the first.
             out.append(FileLock(kind: w[2], write: w[4] == "WRITE", start: start, end: end))
@@ -53,7 +55,15 @@ extension ProcessRestorer {
             for l in f.locks ?? [] {
                 let what = "PID \(pid) fd \(f.fd): \(l.kind) \(l.write ? "write" : "read") lock on \(f.path) [\(l.start), \(l.end.map(String.init) ?? "EOF")]"
                 let r: Int64
-                if l.kind == "FLOCK" {
+                if l.kind == "LEASE" {
+                    // F_SETLEASE 1024 with F_RDLCK 0 / F_WRLCK 1. The kernel refuses a read
+                    // lease on a file someone has open for writing now, and a write lease on
+                    // one open anywhere else (fcntl(2), "Leases"): the application would have
+                    // seen its lease broken by that; it runs on without one, said here.
+                    let r = try inj.raw(.fcntl, UInt64(f.fd), 1024, l.write ? 1 : 0)
+                    if r < 0 { warn("\(what): not taken again: \(String(cString: strerror(Int32(-r))))") }
+                    continue
+                } else if l.kind == "FLOCK" {
                     // flock(2): LOCK_SH 1, LOCK_EX 2, LOCK_NB 4.
                     r = try inj.raw(.flock, UInt64(f.fd), l.write ? 6 : 5)
                 } else {

@@ -17,7 +17,7 @@ extension ProcessDumper {
         struct Member { var pid: Int32; var index: Int; var fd: Int32 }
         var byInode = [String: [Member]]()
         for (pid, fds) in tables {
-            for (i, f) in fds.enumerated() where f.kind != .pipe && f.kind != .unixSocket && f.kind != .tcpSocket && f.kind != .udpSocket && f.kind != .pidfd {
+            for (i, f) in fds.enumerated() where f.kind != .pipe && !f.kind.isSocket && f.kind != .pidfd {
                 var st = stat()
                 guard stat("/proc/\(pid)/fd/\(f.fd)", &st) == 0 else { continue }
                 byInode["\(st.st_dev):\(st.st_ino)", default: []].append(Member(pid: pid, index: i, fd: f.fd))
@@ -64,7 +64,7 @@ final class SharedDescriptions {
         var socketSlot = [UInt32: Int32]()
         for image in images {
             for f in image.fds {
-                if f.kind == .unixSocket || f.kind == .tcpSocket || f.kind == .udpSocket, let id = f.socketID, socketSlot[id] == nil {
+                if f.kind.isSocket, let id = f.socketID, socketSlot[id] == nil {
                     socketSlot[id] = -1
                     socketEnds.append(f)
                 }

@@ -119,7 +119,8 @@ extension ProcessDumper {
         case (AF_INET, 2), (AF_INET6, 2):
             throw UnsupportedSocket(kind: "datagram socket of protocol \(proto)")
         case (AF_NETLINK, _):
-            throw UnsupportedSocket(kind: "netlink socket")
+            img = FileDescriptorImage(fd: fd, kind: .netlinkSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+            img.socket = try dumpNetlink(sock, type: type, protocol: proto)
         default:
             throw UnsupportedSocket(kind: "socket of family \(family), type \(type)")
         }
@@ -217,7 +218,7 @@ final class SocketRebuilder {
     /// `sockets`: one image per socket (the first fd that holds it).
     /// Sockets in flight (SCM_RIGHTS) in the messages queued on `f`.
     static func inFlightSockets(of f: FileDescriptorImage) -> [FileDescriptorImage] {
-        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind == .unixSocket || $0.kind == .tcpSocket || $0.kind == .udpSocket }
+        (f.socket?.datagrams ?? []).flatMap { $0.files ?? [] }.filter { $0.kind.isSocket }
     }
 
     /// Network namespaces the application made (saved id -> ssi's fd on the one made again).
@@ -264,6 +265,7 @@ final class SocketRebuilder {
         try buildUnix(unix)
         try buildTCP(tcp)
         try buildUDP(udp)
+        try buildNetlink(sockets.filter { $0.kind == .netlinkSocket })
         for f in sockets { try applyOptions(f) }
     }
 

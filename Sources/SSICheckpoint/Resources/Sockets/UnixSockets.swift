@@ -332,7 +332,7 @@ extension SocketRebuilder {
         var opened = [Int32]()
         defer { for fd in opened { close(fd) } }
         for g in d.files ?? [] {
-            if g.kind == .unixSocket || g.kind == .tcpSocket || g.kind == .udpSocket {
+            if g.kind.isSocket {
                 guard let id = g.socketID, let fd = made[id] else { throw SSIError(.corrupt, "\(what): a socket in flight was not rebuilt") }
                 fds.append(fd)
                 continue
