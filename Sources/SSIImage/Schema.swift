@@ -728,6 +728,11 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// buffer sizes...), by name, as the bytes getsockopt(2) gave; only those that differed
     /// from a fresh socket's.
     public var rawOptions: [String: Data]?
+    /// Version 9: a classic BPF filter attached with SO_ATTACH_FILTER (socket(7)), as
+    /// SO_GET_FILTER gives it back (8-byte struct sock_filter instructions), and whether
+    /// SO_LOCK_FILTER was set after it.
+    public var filter: Data?
+    public var filterLocked: Bool?
     /// Version 4: a unix socket bound to a relative path: the directory it was bound from
     /// (the name stays relative, as the kernel keeps it).
     public var bindDirectory: String?

@@ -6,13 +6,17 @@
 //   fd D   an O_TMPFILE file with content, never linked: given a name after restart
 //   fd E   a NETLINK_ROUTE socket bound to a chosen port id: its address, and a link dump
 //          request answered after restart
+//   fd F   a UDP socket with a two-instruction classic BPF filter (SO_ATTACH_FILTER), locked
+//          (SO_LOCK_FILTER): the same program read back with SO_GET_FILTER, still locked
 //   memory mlockall(MCL_CURRENT): still locked
 // After restart the fixture checks the flags (F_GETFL, F_GETOWN_EX, F_GETSIG, F_GETLEASE),
 // the signal above, D's content and name, E's address and answer, and VmLck.
 // Not here, because no interface reads them back, so no checkpoint can keep them: dnotify
 // (F_NOTIFY's mask) and mlockall's MCL_FUTURE (the mm's default VM_LOCKED).
 #include "fixture.h"
+#include <linux/filter.h>
 #include <linux/netlink.h>
+#include <netinet/in.h>
 #include <linux/rtnetlink.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -68,6 +72,13 @@ int main(int argc, char **argv) {
     struct sockaddr_nl nl = { .nl_family = AF_NETLINK, .nl_pid = 0x5151 + (unsigned)getpid() };
     if (bind(E, (struct sockaddr *)&nl, sizeof nl)) printf("bind netlink: %s\n", strerror(errno));
 
+    // "ld len; ret a": accept every datagram whole.
+    struct sock_filter prog[2] = { { BPF_LD | BPF_W | BPF_LEN, 0, 0, 0 }, { BPF_RET | BPF_A, 0, 0, 0 } };
+    struct sock_fprog fprog = { 2, prog };
+    int F = socket(AF_INET, SOCK_DGRAM, 0), one = 1;
+    if (setsockopt(F, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) || setsockopt(F, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof one))
+        printf("SO_ATTACH_FILTER: %s\n", strerror(errno));
+
     if (mlockall(MCL_CURRENT)) printf("mlockall: %s\n", strerror(errno));
     long locked_before = vm_locked_kb();
 
@@ -116,6 +127,14 @@ int main(int argc, char **argv) {
     ssize_t n = poll(&pf, 1, 2000) == 1 ? recv(E, reply, sizeof reply, 0) : -1;
     EXPECT(n >= (ssize_t)sizeof(struct nlmsghdr) && ((struct nlmsghdr *)reply)->nlmsg_seq == 77, "no link dump answer (%zd bytes)", n);
 
+
+    // F: the filter and its lock.
+    struct sock_filter back[4];
+    socklen_t count = 4;
+    EXPECT(getsockopt(F, SOL_SOCKET, SO_GET_FILTER, back, &count) == 0 && count == 2 && memcmp(back, prog, sizeof prog) == 0,
+           "socket filter: %u instructions back (%s), want the 2 attached", count, strerror(errno));
+    int lk = 0; socklen_t ll = sizeof lk;
+    EXPECT(getsockopt(F, SOL_SOCKET, SO_LOCK_FILTER, &lk, &ll) == 0 && lk == 1, "SO_LOCK_FILTER %d, want 1", lk);
 
     // Memory: still locked.
     long locked = vm_locked_kb();

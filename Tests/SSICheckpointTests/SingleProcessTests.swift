@@ -35,6 +35,28 @@ struct SingleProcessTests {
         reap(app)
     }
 
+    @Test("a Linux AIO context is refused in the middle of the memory dump, naming PID and ring; the process runs on, no version is written, and once it has let the context go it is checkpointed and restarted")
+    func aioContextRefused() throws {
+        let w = try World("aio")
+        let app = try w.start([try TestEnv.fixture("aioctx")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        let r = try w.ssi("checkpoint", "\(app)")
+        #expect(r.status != 0 && r.stderr.contains("PID \(app) has a Linux AIO context") && r.stderr.contains("nothing was written"), "\(r.output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"))
+        #expect(processState(app) == "S" || processState(app) == "R", "the application runs on after the refusal")
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("DESTROYED"), "\(w.log())")
+        try #require(try w.checkpointKill(app).status == 0)
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS"), "\(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        reap(app)
+    }
+
     @Test("a python3 loop keeps counting, with no number lost or repeated")
     func pythonCounts() throws {
         let w = try World("python")

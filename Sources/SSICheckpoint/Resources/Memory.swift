@@ -59,6 +59,13 @@ extension ProcessDumper {
         let copier = try PageCopier(pid: pid, pages: pages)
         var vmas = [VMA]()
         for m in maps {
+            // The ring of a Linux AIO context (io_setup(2)) is a mapping of the kernel's aio
+            // file system, and the requests in flight live in the kernel: neither can be made
+            // again from what /proc shows.
+            if m.name.hasPrefix("/[aio]") {
+                throw SSIError(.unsupported, "PID \(pid) has a Linux AIO context (io_setup(2); its ring is at 0x\(String(m.start, radix: 16))), which the checkpoint engine does not support yet; nothing was written and the application goes on",
+                               hint: "where the program can choose, have it do its I/O with threads instead of libaio (qemu: aio=threads; MySQL: innodb_use_native_aio=0)")
+            }
             guard let kind = ProcessDumper.classify(m) else { continue }
             var vma = ProcessDumper.area(m, kind: kind, flags: flags[m.start] ?? [])
             // What must be saved: anonymous memory (private or shared) that is present or

@@ -92,8 +92,10 @@ final class PipelinedAppender: @unchecked Sendable {
         buffers = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: PipelinedAppender.bufferSize, alignment: 4096) }
     }
 
+    // No wait for the queue here: every queued write holds the appender, so none is left
+    // when it goes, and the last one may be what lets it go, on the queue itself, where a
+    // sync would trap (a checkpoint that failed during the memory dump crashed ssi so).
     deinit {
-        queue.sync {}
         for b in buffers { b.deallocate() }
     }
 

@@ -99,3 +99,43 @@ enum RawSocketOptions {
         }
     }
 }
+
+/// A classic BPF socket filter (socket(7) SO_ATTACH_FILTER; DHCP clients, udev, systemd
+/// and tcpdump-like programs attach one to take only the packets they want). The kernel
+/// keeps the program as it was given, and SO_GET_FILTER (26, the same number as
+/// SO_ATTACH_FILTER) gives it back: first its length in instructions (a zero-length call),
+/// then the instructions. An eBPF program attached with SO_ATTACH_BPF has no such copy and
+/// reads as no filter.
+enum SocketFilter {
+    static func dump(_ sock: Int32) -> (Data?, Bool?) {
+        var len = socklen_t(0)
+        guard getsockopt(sock, SOL_SOCKET, 26, nil, &len) == 0, len > 0 else { return (nil, nil) }
+        var program = [UInt8](repeating: 0, count: Int(len) * 8)
+        var count = len
+        guard getsockopt(sock, SOL_SOCKET, 26, &program, &count) == 0, count == len else { return (nil, nil) }
+        var locked: Int32 = 0
+        var n = socklen_t(4)
+        _ = getsockopt(sock, SOL_SOCKET, 44 /* SO_LOCK_FILTER */, &locked, &n)
+        return (Data(program), locked != 0 ? true : nil)
+    }
+
+    /// Attaches the saved program again (struct sock_fprog { unsigned short len; struct
+    /// sock_filter *filter; }), then locks it if it was.
+    static func restore(_ fd: Int32, _ program: Data?, locked: Bool, who: String) throws {
+        guard let program, !program.isEmpty else { return }
+        guard program.count % 8 == 0, program.count / 8 <= 4096 else {
+            throw SSIError(.corrupt, "\(who): its socket filter is \(program.count) bytes, not 1 to 4096 instructions")
+        }
+        var bytes = [UInt8](program)
+        let r: Int32 = bytes.withUnsafeMutableBytes { p in
+            // 16 bytes on a 64-bit ABI: the length, padding, then the pointer.
+            var prog: [UInt64] = [UInt64(program.count / 8), UInt64(UInt(bitPattern: p.baseAddress!))]
+            return setsockopt(fd, SOL_SOCKET, 26, &prog, 16)
+        }
+        if r != 0 { throw SSIError.sys("\(who): attach its socket filter again", errno: errno) }
+        if locked {
+            var one: Int32 = 1
+            if setsockopt(fd, SOL_SOCKET, 44, &one, 4) != 0 { warn("\(who): SO_LOCK_FILTER not set again: \(String(cString: strerror(errno)))") }
+        }
+    }
+}

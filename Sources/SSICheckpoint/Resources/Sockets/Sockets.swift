@@ -135,6 +135,7 @@ extension ProcessDumper {
         }
         s.options = opts.isEmpty ? nil : opts
         s.rawOptions = RawSocketOptions.dump(sock, family: family, type: type, tcp: img.kind == .tcpSocket)
+        (s.filter, s.filterLocked) = SocketFilter.dump(sock)
         img.socket = s
         return img
     }
@@ -295,6 +296,7 @@ final class SocketRebuilder {
             if let v = s.options?[o.name] { o.option.set(fd, v) }
         }
         RawSocketOptions.restore(fd, s.rawOptions, who: "socket of fd \(f.fd)")
+        try SocketFilter.restore(fd, s.filter, locked: s.filterLocked == true, who: "socket of fd \(f.fd)")
     }
 }
 
