@@ -423,9 +423,12 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
         /// Version 9: a netlink socket (netlink(7)): its protocol, port id, multicast groups
         /// and options; never with unread messages (refused at checkpoint).
         case netlinkSocket
+        /// Version 9: a packet socket (packet(7)): type, protocol, interface by name,
+        /// memberships and options; refused with a ring mapped.
+        case packetSocket
 
         /// A socket ssi builds before the processes fork (Sockets.swift), by its socketID.
-        public var isSocket: Bool { [.unixSocket, .tcpSocket, .udpSocket, .netlinkSocket].contains(self) }
+        public var isSocket: Bool { [.unixSocket, .tcpSocket, .udpSocket, .netlinkSocket, .packetSocket].contains(self) }
     }
     public var fd: Int32
     public var kind: Kind
@@ -749,6 +752,10 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// sockaddr_nl of getsockname(2) (the port id), `peerAddress` that of connect(2).
     public var `protocol`: Int32?
     public var netlinkGroups: [UInt32]?
+    /// Version 9, packet: the interface the socket was bound to (its `address` is the struct
+    /// sockaddr_ll, whose index is replaced by that name's on restart) and its memberships.
+    public var interfaceName: String?
+    public var packetMemberships: [PacketMembership]?
     public init(family: Int32, type: Int32, state: State) { self.family = family; self.type = type; self.state = state }
 }
 
@@ -833,6 +840,15 @@ public struct InterruptedSleep: Codable, Sendable, Equatable {
 }
 
 /// Version 4: a file lock (fcntl(2) record locks, OFD locks, flock(2)).
+/// A PACKET_ADD_MEMBERSHIP of a packet socket: the interface by name, PACKET_MR_MULTICAST 0,
+/// PACKET_MR_PROMISC 1, PACKET_MR_ALLMULTI 2 or PACKET_MR_UNICAST 3, and the address.
+public struct PacketMembership: Codable, Sendable, Equatable {
+    public var interfaceName: String
+    public var type: UInt16
+    public var address: Data
+    public init(interfaceName: String, type: UInt16, address: Data) { self.interfaceName = interfaceName; self.type = type; self.address = address }
+}
+
 public struct SignalOwner: Codable, Sendable, Equatable {
     /// F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2 (fcntl(2)); pid 0: no owner.
     public var type: Int32

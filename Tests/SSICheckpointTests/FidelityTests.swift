@@ -106,5 +106,6 @@ enum FidelityCases {
         FidelityCase(fixture: "unlinkedshared"),
         FidelityCase(fixture: "procattrs"),
         FidelityCase(fixture: "fcntlmore"),
+        FidelityCase(fixture: "packetsock"),
     ]
 }

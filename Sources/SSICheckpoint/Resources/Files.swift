@@ -234,7 +234,7 @@ extension ProcessRestorer {
         case .inotify:
             guard let fsObjects else { return nil }
             return (try fsObjects.receiveInotify(f, pid: image.pid, inj: inj, ssiPidFD: ssiPidFD), true)
-        case .unixSocket, .tcpSocket, .udpSocket, .netlinkSocket:
+        case .unixSocket, .tcpSocket, .udpSocket, .netlinkSocket, .packetSocket:
             // Created in the root before it forked: inherited at its slot.
             guard let id = f.socketID, let slot = shared?.socketSlot[id] else { return nil }
             return (UInt64(slot), false)

@@ -11,7 +11,7 @@ import Glibc
 // values the kernel would otherwise choose (buffer autotuning, the congestion control default).
 
 /// One option: its snapshot name, level and number, the families it applies to (AF_UNIX 1,
-/// AF_INET 2, AF_INET6 10, AF_NETLINK 16) and whether it is TCP only.
+/// AF_INET 2, AF_INET6 10, AF_NETLINK 16, AF_PACKET 17) and whether it is TCP only.
 struct RawSocketOption {
     let name: String
     let level: Int32
@@ -27,19 +27,19 @@ let rawSocketOptions: [RawSocketOption] = [
     RawSocketOption(name: "IP_TOS", level: Int32(IPPROTO_IP), option: 1, families: [2]),
     RawSocketOption(name: "IP_TTL", level: Int32(IPPROTO_IP), option: 2, families: [2]),
     RawSocketOption(name: "IPV6_TCLASS", level: Int32(IPPROTO_IPV6), option: 67, families: [10]),
-    RawSocketOption(name: "SO_PRIORITY", level: SOL_SOCKET, option: 12, families: [1, 2, 10, 16]),
+    RawSocketOption(name: "SO_PRIORITY", level: SOL_SOCKET, option: 12, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "SO_RCVLOWAT", level: SOL_SOCKET, option: 18, families: [1, 2, 10]),
     RawSocketOption(name: "SO_LINGER", level: SOL_SOCKET, option: 13, families: [1, 2, 10]),
     RawSocketOption(name: "SO_OOBINLINE", level: SOL_SOCKET, option: 10, families: [2, 10]),
-    RawSocketOption(name: "SO_MARK", level: SOL_SOCKET, option: 36, families: [1, 2, 10, 16]),
-    RawSocketOption(name: "SO_RCVTIMEO", level: SOL_SOCKET, option: 20, families: [1, 2, 10, 16]),
-    RawSocketOption(name: "SO_SNDTIMEO", level: SOL_SOCKET, option: 21, families: [1, 2, 10, 16]),
+    RawSocketOption(name: "SO_MARK", level: SOL_SOCKET, option: 36, families: [1, 2, 10, 16, 17]),
+    RawSocketOption(name: "SO_RCVTIMEO", level: SOL_SOCKET, option: 20, families: [1, 2, 10, 16, 17]),
+    RawSocketOption(name: "SO_SNDTIMEO", level: SOL_SOCKET, option: 21, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "SO_BROADCAST", level: SOL_SOCKET, option: 6, families: [2, 10]),
-    RawSocketOption(name: "SO_TIMESTAMP", level: SOL_SOCKET, option: 29, families: [1, 2, 10, 16]),
+    RawSocketOption(name: "SO_TIMESTAMP", level: SOL_SOCKET, option: 29, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "IP_PKTINFO", level: Int32(IPPROTO_IP), option: 8, families: [2]),
     RawSocketOption(name: "IPV6_RECVPKTINFO", level: Int32(IPPROTO_IPV6), option: 49, families: [10]),
-    RawSocketOption(name: "SO_RCVBUF", level: SOL_SOCKET, option: 8, families: [1, 2, 10, 16]),
-    RawSocketOption(name: "SO_SNDBUF", level: SOL_SOCKET, option: 7, families: [1, 2, 10, 16]),
+    RawSocketOption(name: "SO_RCVBUF", level: SOL_SOCKET, option: 8, families: [1, 2, 10, 16, 17]),
+    RawSocketOption(name: "SO_SNDBUF", level: SOL_SOCKET, option: 7, families: [1, 2, 10, 16, 17]),
     // netlink(7) options (SOL_NETLINK 270), which a netlink client sets once after socket(2).
     RawSocketOption(name: "NETLINK_PKTINFO", level: 270, option: 3, families: [16]),
     RawSocketOption(name: "NETLINK_BROADCAST_ERROR", level: 270, option: 4, families: [16]),
@@ -48,6 +48,16 @@ let rawSocketOptions: [RawSocketOption] = [
     RawSocketOption(name: "NETLINK_CAP_ACK", level: 270, option: 10, families: [16]),
     RawSocketOption(name: "NETLINK_EXT_ACK", level: 270, option: 11, families: [16]),
     RawSocketOption(name: "NETLINK_GET_STRICT_CHK", level: 270, option: 12, families: [16]),
+    // packet(7) options (SOL_PACKET 263), ints; PACKET_VERSION before the others.
+    RawSocketOption(name: "PACKET_VERSION", level: 263, option: 10, families: [17]),
+    RawSocketOption(name: "PACKET_RESERVE", level: 263, option: 12, families: [17]),
+    RawSocketOption(name: "PACKET_AUXDATA", level: 263, option: 8, families: [17]),
+    RawSocketOption(name: "PACKET_ORIGDEV", level: 263, option: 9, families: [17]),
+    RawSocketOption(name: "PACKET_LOSS", level: 263, option: 14, families: [17]),
+    RawSocketOption(name: "PACKET_VNET_HDR", level: 263, option: 15, families: [17]),
+    RawSocketOption(name: "PACKET_TIMESTAMP", level: 263, option: 17, families: [17]),
+    RawSocketOption(name: "PACKET_QDISC_BYPASS", level: 263, option: 20, families: [17]),
+    RawSocketOption(name: "PACKET_IGNORE_OUTGOING", level: 263, option: 23, families: [17]),
     RawSocketOption(name: "TCP_KEEPIDLE", level: Int32(IPPROTO_TCP), option: 4, families: [2, 10], tcpOnly: true),
     RawSocketOption(name: "TCP_KEEPINTVL", level: Int32(IPPROTO_TCP), option: 5, families: [2, 10], tcpOnly: true),
     RawSocketOption(name: "TCP_KEEPCNT", level: Int32(IPPROTO_TCP), option: 6, families: [2, 10], tcpOnly: true),

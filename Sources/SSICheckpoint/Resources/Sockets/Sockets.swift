@@ -118,6 +118,9 @@ extension ProcessDumper {
             img.socket = try dumpUDP(sock, family: family, inode: inode)
         case (AF_INET, 2), (AF_INET6, 2):
             throw UnsupportedSocket(kind: "datagram socket of protocol \(proto)")
+        case (AF_PACKET, _):
+            img = FileDescriptorImage(fd: fd, kind: .packetSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+            img.socket = try dumpPacket(sock, type: type, protocol: proto, inode: inode)
         case (AF_NETLINK, _):
             img = FileDescriptorImage(fd: fd, kind: .netlinkSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
             img.socket = try dumpNetlink(sock, type: type, protocol: proto)
@@ -267,6 +270,7 @@ final class SocketRebuilder {
         try buildTCP(tcp)
         try buildUDP(udp)
         try buildNetlink(sockets.filter { $0.kind == .netlinkSocket })
+        try buildPacket(sockets.filter { $0.kind == .packetSocket })
         for f in sockets { try applyOptions(f) }
     }
 
