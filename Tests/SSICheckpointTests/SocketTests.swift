@@ -152,6 +152,29 @@ extension SocketTests {
         reap(app)
     }
 
+    @Test("a packet socket with a ring mapped in memory (PACKET_RX_RING, as tcpdump has) fails the checkpoint naming PID and fd; the application goes on")
+    func packetRingRefused() throws {
+        let w = try World("packetring")
+        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        // struct tpacket_req { block_size, block_nr, frame_size, frame_nr } (packet(7)),
+        // PACKET_RX_RING 5 at SOL_PACKET 263, then the ring mapped.
+        let app = try w.start([py, "-u", "-c", """
+            import socket, struct, mmap, time
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            s.setsockopt(263, 5, struct.pack("IIII", 4096, 1, 2048, 2))
+            ring = mmap.mmap(s.fileno(), 4096)
+            print("fd", s.fileno(), flush=True)
+            while True: time.sleep(0.05)
+            """])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("fd "), "\(w.log())")
+        let fd = w.logValue("fd ")
+        let r = try w.ssi("checkpoint", "\(app)")
+        #expect(r.status != 0 && r.stderr.contains("PID \(app) fd \(fd): packet socket with a ring mapped"), "\(r.output)")
+        #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"))
+        #expect(processState(app) == "S" || processState(app) == "R")
+    }
+
     @Test("a threaded python3 TCP server and its client, checkpointed mid-conversation, killed and restarted twice: the conversation goes on")
     func pythonServer() throws {
         let w = try World("pyserver")
