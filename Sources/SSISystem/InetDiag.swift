@@ -36,29 +36,20 @@ public enum InetDiag {
     /// the INET_DIAG_SHUTDOWN attribute, which every answer carries), for `proto` (IPPROTO_UDP
     /// 17...); nil if it is not found.
     public static func shutdown(family: Int32, protocol proto: Int32, inode: UInt32) -> UInt8? {
-        let fd = socket(16 /* AF_NETLINK */, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        guard let found = request(fd, type: 20, flags: 0x1 | 0x300, family: family, id: [UInt8](repeating: 0, count: 48),
+        guard let found = request(nil, type: 20, flags: 0x1 | 0x300, family: family, id: [UInt8](repeating: 0, count: 48),
                                   protocol: proto, states: 0xffff_ffff) else { return nil }
         // struct inet_diag_msg is 72 bytes, idiag_inode at 68; then the attributes.
         for msg in found where msg.count >= 72 {
             let ino = msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 68, as: UInt32.self) }
             guard ino == inode else { continue }
-            var a = 72
-            while a + 4 <= msg.count {
-                let len = Int(msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: a, as: UInt16.self) })
-                let type = msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: a + 2, as: UInt16.self) }
-                if len < 4 { break }
-                if type == 8, a + 4 < msg.count { return msg[a + 4] }      // INET_DIAG_SHUTDOWN
-                a += (len + 3) & ~3
-            }
-            return 0
+            // INET_DIAG_SHUTDOWN (8): one byte.
+            return SockDiag.attributes(msg, from: 72).first { $0.type == 8 && !$0.value.isEmpty }?.value.first ?? 0
         }
         return nil
     }
 
-    private static func request(_ fd: Int32, type: UInt16, flags: UInt16, family: Int32, id: [UInt8],
+    /// `fd` nil: a sock_diag socket of its own (SockDiag.query).
+    private static func request(_ fd: Int32?, type: UInt16, flags: UInt16, family: Int32, id: [UInt8],
                                 protocol proto: Int32 = Int32(IPPROTO_TCP), states: UInt32 = 1 << 6) -> [[UInt8]]? {
         var req = [UInt8](repeating: 0, count: 16 + 56)
         func put32(_ v: UInt32, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { req.replaceSubrange(at..<(at + 4), with: $0) } }
@@ -67,6 +58,6 @@ public enum InetDiag {
         req[16] = UInt8(family); req[17] = UInt8(proto)
         put32(states, 20)                    // idiag_states (TIME_WAIT: 1 << 6)
         req.replaceSubrange(24..<72, with: id)
-        return try? SockDiag.exchange(fd, req).get()
+        return try? (fd.map { SockDiag.exchange($0, req) } ?? SockDiag.query(req)).get()
     }
 }

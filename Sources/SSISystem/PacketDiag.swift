@@ -23,34 +23,27 @@ public enum PacketDiag {
             // struct packet_diag_msg { u8 family, type; u16 num; u32 ino; u32 cookie[2]; }
             let ino = m.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) }
             guard ino == inode else { continue }
-            var off = 16
-            while off + 4 <= m.count {
-                let len = Int(m.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: off, as: UInt16.self) })
-                let type = m.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: off + 2, as: UInt16.self) }
-                guard len >= 4, off + len <= m.count else { break }
-                if type == 1 {   // PACKET_DIAG_MCLIST: struct packet_diag_mclist, 44 bytes each
-                    var p = off + 4
-                    while p + 44 <= off + len {
-                        let index = m.withUnsafeBytes { Int32(bitPattern: $0.loadUnaligned(fromByteOffset: p, as: UInt32.self)) }
-                        let count = m.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: p + 4, as: UInt32.self) }
-                        let mtype = m.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: p + 8, as: UInt16.self) }
-                        let alen = Int(m.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: p + 10, as: UInt16.self) })
-                        let addr = Data(m[(p + 12)..<(p + 12 + min(alen, 32))])
-                        // A membership added n times is listed once with its count.
-                        for _ in 0..<max(count, 1) { out.append(Membership(index: index, type: mtype, address: addr)) }
-                        p += 44
-                    }
+            // PACKET_DIAG_MCLIST (1): struct packet_diag_mclist { u32 index, count; u16 type,
+            // alen; u8 addr[32]; }, 44 bytes each.
+            for attr in SockDiag.attributes(m, from: 16) where attr.type == 1 {
+                let v = Array(attr.value)
+                var p = 0
+                while p + 44 <= v.count {
+                    let index = v.withUnsafeBytes { Int32(bitPattern: $0.loadUnaligned(fromByteOffset: p, as: UInt32.self)) }
+                    let count = v.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: p + 4, as: UInt32.self) }
+                    let mtype = v.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: p + 8, as: UInt16.self) }
+                    let alen = Int(v.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: p + 10, as: UInt16.self) })
+                    let addr = Data(v[(p + 12)..<(p + 12 + min(alen, 32))])
+                    // A membership added n times is listed once with its count.
+                    for _ in 0..<max(count, 1) { out.append(Membership(index: index, type: mtype, address: addr)) }
+                    p += 44
                 }
-                off += (len + 3) & ~3
             }
         }
         return out
     }
 
     private static func ask() -> Result<[[UInt8]], SockDiag.Failure> {
-        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 4 /* NETLINK_SOCK_DIAG */)
-        guard fd >= 0 else { return .failure(.send(errno)) }
-        defer { close(fd) }
         // nlmsghdr (SOCK_DIAG_BY_FAMILY 20, NLM_F_REQUEST|NLM_F_DUMP) and struct
         // packet_diag_req { u8 family, protocol; u16 pad; u32 ino; u32 show; u32 cookie[2]; }
         // with PACKET_SHOW_MCLIST (2).
@@ -58,8 +51,8 @@ public enum PacketDiag {
         func put32(_ v: UInt32, _ at: Int) { withUnsafeBytes(of: v) { b in for k in 0..<4 { req[at + k] = b[k] } } }
         put32(36, 0)
         req[4] = 20; req[6] = 0x01; req[7] = 0x03
-        req[16] = UInt8(AF_PACKET)
+        req[16] = 17   // AF_PACKET
         put32(2, 24)
-        return SockDiag.exchange(fd, req)
+        return SockDiag.query(req)
     }
 }

@@ -68,6 +68,16 @@ struct World {
         waitUntil(seconds) { log(name).contains(text) }
     }
 
+    /// A checkpoint of `app` that the engine must refuse: it fails with every one of
+    /// `phrases` in its message, writes no version, and leaves the application running.
+    func expectRefused(_ app: Int32, _ phrases: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let r = try ssi("checkpoint", "\(app)")
+        #expect(r.status != 0 && phrases.allSatisfy { r.stderr.contains($0) }, "wanted \(phrases): \(r.output)", sourceLocation: sourceLocation)
+        #expect(!FileManager.default.fileExists(atPath: "\(chkpt)/\(app)/v1"), "a refused checkpoint wrote a version", sourceLocation: sourceLocation)
+        usleep(100_000)
+        #expect(processState(app) == "S" || processState(app) == "R", "the application must be left running, not \(String(describing: processState(app)))", sourceLocation: sourceLocation)
+    }
+
     /// Checkpoints with --kill=9 and reaps every killed process (they are ours: we are the
     /// subreaper), so their PIDs are free for the restart.
     func checkpointKill(_ app: Int32, _ extra: [String] = []) throws -> CommandResult {
