@@ -107,5 +107,6 @@ enum FidelityCases {
         FidelityCase(fixture: "procattrs"),
         FidelityCase(fixture: "fcntlmore"),
         FidelityCase(fixture: "packetsock"),
+        FidelityCase(fixture: "exedeleted"),
     ]
 }

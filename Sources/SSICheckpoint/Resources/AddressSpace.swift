@@ -65,7 +65,19 @@ extension ProcessRestorer {
     func restoreMMFields(high: UInt64) throws {
         var exeFD = UInt64(UInt32.max)
         if (try? ProcFS.readLink("/proc/\(pid)/exe")) != image.exe {
-            let exeFD0 = try inj.call("open exe \(image.exe)", .openat, UInt64(AT_FDCWD), try putString(image.exe), UInt64(O_RDONLY | O_CLOEXEC), 0)
+            // A program whose binary was removed or replaced while it ran (a package
+            // upgrade) has "PATH (deleted)" as its exe: the file it maps its code from was
+            // saved with the snapshot and made again (DeletedFiles); that copy is its exe.
+            var exe = image.exe
+            if exe.hasSuffix(" (deleted)") {
+                let old = String(exe.dropLast(" (deleted)".count))
+                guard let id = image.vmas.first(where: { $0.path == old && $0.deletedFileID != nil })?.deletedFileID,
+                      let copy = deletedFiles?.path(id) else {
+                    throw SSIError(.notFound, "PID \(image.pid): its program \(old) was removed while it ran, and the snapshot holds no copy of it (no area maps it)")
+                }
+                exe = copy
+            }
+            let exeFD0 = try open("open exe \(image.exe)", path: exe, flags: O_RDONLY | O_CLOEXEC)
             exeFD = try inj.call("dup", .fcntl, exeFD0, UInt64(F_DUPFD_CLOEXEC), high + 3)
             try inj.call("close", .close, exeFD0)
         }

@@ -83,6 +83,12 @@ final class DeletedFileRegistry {
                     var ts = [timespec(tv_sec: Int(t[0]), tv_nsec: Int(t[1])), timespec(tv_sec: Int(t[2]), tv_nsec: Int(t[3]))]
                     _ = futimens(fd, &ts)
                 }
+                // Held read-only from now on: a file open for writing anywhere cannot become a
+                // process's exe (PR_SET_MM_MAP's exe_fd: deny_write_access, EACCES), which a
+                // program whose binary was replaced while it ran needs. The processes open it
+                // through /proc/<ssi>/fd/N, a new open of the inode, in whatever mode they had.
+                let readOnly = open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC)
+                if readOnly >= 0 { close(fd); deleted[d.id] = readOnly }
             }
         }
     }
