@@ -839,7 +839,6 @@ public struct InterruptedSleep: Codable, Sendable, Equatable {
     }
 }
 
-/// Version 4: a file lock (fcntl(2) record locks, OFD locks, flock(2)).
 /// A PACKET_ADD_MEMBERSHIP of a packet socket: the interface by name, PACKET_MR_MULTICAST 0,
 /// PACKET_MR_PROMISC 1, PACKET_MR_ALLMULTI 2 or PACKET_MR_UNICAST 3, and the address.
 public struct PacketMembership: Codable, Sendable, Equatable {
@@ -858,6 +857,7 @@ public struct SignalOwner: Codable, Sendable, Equatable {
     public init(type: Int32, pid: Int32, signal: Int32) { self.type = type; self.pid = pid; self.signal = signal }
 }
 
+/// Version 4: a file lock (fcntl(2) record locks, OFD locks, flock(2)).
 public struct FileLock: Codable, Sendable, Equatable {
     /// "POSIX", "OFDLCK" or "FLOCK", as /proc/locks names them; version 9: "LEASE" for a
     /// lease (F_SETLEASE) of the open file description, read or write.

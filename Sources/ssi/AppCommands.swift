@@ -192,7 +192,7 @@ struct Migrate: ParsableCommand {
             return SSIError(e.kind, "the migration of application \(app) to node \(target) lost its answer (\(e.message)), and no node answers about it since",
                             hint: "ssi ps shows where it runs once the nodes answer")
         }
-        if r.node == UInt8(target) && r.state != .migrating {
+        if r.node == UInt8(target) && (r.state == .running || r.state == .frozen) {
             print("Migrated application \(r.app) to node \(r.node) (pid \(r.pid)); its answer was lost on the way (\(e.message))")
             Glibc.exit(0)
         }

@@ -2,7 +2,7 @@
 // clients, arping and LLDP agents keep open.
 //   P   SOCK_RAW, protocol ETH_P_ALL, bound to lo, PACKET_AUXDATA on, a promiscuous
 //       membership on lo (PACKET_ADD_MEMBERSHIP PACKET_MR_PROMISC), a classic BPF filter
-//       that takes every frame whole
+//       that takes every frame whole, locked (SO_LOCK_FILTER)
 //   Q   SOCK_DGRAM, protocol ETH_P_ARP, not bound
 // After restart: P is bound to lo (by its index on this machine) with ETH_P_ALL, AUXDATA is
 // on, its filter is there, lo is promiscuous (its membership), and a UDP datagram sent over
@@ -57,7 +57,8 @@ int main(void) {
     if (setsockopt(P, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr)) printf("PACKET_ADD_MEMBERSHIP: %s\n", strerror(errno));
     struct sock_filter prog[2] = { { BPF_LD | BPF_W | BPF_LEN, 0, 0, 0 }, { BPF_RET | BPF_A, 0, 0, 0 } };
     struct sock_fprog fprog = { 2, prog };
-    if (setsockopt(P, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog)) printf("SO_ATTACH_FILTER: %s\n", strerror(errno));
+    if (setsockopt(P, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) || setsockopt(P, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof one))
+        printf("SO_ATTACH_FILTER: %s\n", strerror(errno));
     int Q = socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_ARP));
 
     fixture_ready();
@@ -71,6 +72,8 @@ int main(void) {
     EXPECT(getsockopt(P, SOL_PACKET, PACKET_AUXDATA, &v, &len) == 0 && v == 1, "PACKET_AUXDATA %d, want 1", v);
     struct sock_filter back[4]; socklen_t count = 4;
     EXPECT(getsockopt(P, SOL_SOCKET, SO_GET_FILTER, back, &count) == 0 && count == 2, "filter: %u instructions", count);
+    v = 0; len = sizeof v;
+    EXPECT(getsockopt(P, SOL_SOCKET, SO_LOCK_FILTER, &v, &len) == 0 && v == 1, "SO_LOCK_FILTER %d, want 1", v);
     EXPECT(lo_promiscuity() >= 1, "lo's promiscuity is %d: the membership was lost", lo_promiscuity());
     // A frame over lo reaches P.
     char drain[65536];

@@ -12,12 +12,17 @@
 //   child     comm "pa-child", parent-death signal SIGUSR2, real/effective/saved uid
 //             1000/1001/0 and gid 2000/2001/0, groups {7}, umask 077, and a thread made
 //             after the uid change (which must not come back as root)
+//   cont      as in a container: uid 0, a seccomp filter installed without no_new_privs,
+//             then CAP_SYS_ADMIN dropped from every set (the restart must install the
+//             filter before it narrows the capabilities)
 // After restart each task checks its own through the same calls (prctl, capget, getgroups,
 // getresuid, getitimer, getrlimit, personality(0xffffffff)).
 #include "fixture.h"
 #include <grp.h>
 #include <stdint.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <linux/securebits.h>
 #include <pthread.h>
 #include <sys/personality.h>
@@ -125,8 +130,41 @@ static int child_main(void) {
     return fixture_finish();
 }
 
+// Like a process in a container: uid 0, a seccomp filter installed without no_new_privs
+// (which needs CAP_SYS_ADMIN), then CAP_SYS_ADMIN dropped everywhere. Its restart must
+// install the filter before it narrows the capabilities.
+static int container_main(void) {
+    fixture_catch_usr1();
+    prctl(PR_SET_NAME, "pa-cont", 0, 0, 0);
+    struct sock_filter allow[1] = { { BPF_RET | BPF_K, 0, 0, SECCOMP_RET_ALLOW } };
+    struct sock_fprog prog = { 1, allow };
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) printf("container: seccomp: %s\n", strerror(errno));
+    struct caps c;
+    capget_self(&c);
+    c.eff &= ~BIT(CAP_SYS_ADMIN);
+    c.perm &= ~BIT(CAP_SYS_ADMIN);
+    if (prctl(PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) || capset_self(c)) printf("container: drop CAP_SYS_ADMIN: %s\n", strerror(errno));
+    struct caps set;
+    capget_self(&set);
+    fflush(stdout);
+    while (!fixture_go) pause();
+    struct caps now;
+    capget_self(&now);
+    EXPECT(now.eff == set.eff && now.perm == set.perm, "container caps %#llx/%#llx, want %#llx/%#llx",
+           (unsigned long long)now.eff, (unsigned long long)now.perm, (unsigned long long)set.eff, (unsigned long long)set.perm);
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256]; int mode = -1;
+    while (f && fgets(line, sizeof line, f)) sscanf(line, "Seccomp: %d", &mode);
+    if (f) fclose(f);
+    EXPECT(mode == 2, "container seccomp mode %d, want 2 (filter)", mode);
+    EXPECT(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 0, "container has no_new_privs set");
+    return fixture_finish();
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    pid_t cont = fork();
+    if (cont == 0) return container_main();
     prctl(PR_SET_NAME, "pa-main", 0, 0, 0);
     umask(027);
     int pers = ADDR_NO_RANDOMIZE | ADDR_COMPAT_LAYOUT;
@@ -207,5 +245,7 @@ int main(void) {
     kill(child, SIGUSR1);
     int st;
     EXPECT(waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child failed (status %#x)", st);
+    kill(cont, SIGUSR1);
+    EXPECT(waitpid(cont, &st, 0) == cont && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the container-like child failed (status %#x)", st);
     return fixture_finish();
 }

@@ -31,6 +31,9 @@ final class ProcessRestorer {
     var pipes: PipeRegistry?
     /// Its unlinked files and memfds, recreated by ssi.
     var deletedFiles: DeletedFileRegistry?
+    /// Each thread's last capset, made after its seccomp filters are installed (which want
+    /// CAP_SYS_ADMIN when no_new_privs is not set, as in a container): Credentials.swift.
+    var pendingCapabilities: [(inj: Injector, caps: CapabilitySets, who: String)] = []
     /// Open file descriptions shared by several fds, inherited from the root at fixed numbers.
     var shared: SharedDescriptions?
     /// inotify instances and FIFOs, prepared by ssi (FSObjects).
@@ -202,6 +205,12 @@ final class ProcessRestorer {
         try restoreForegroundGroup()
         try restoreRootAndCwd()
         try restoreCredentials()
+        // After the credentials: the children and threads that may own them exist, and the
+        // owner's credentials recorded by F_SETOWN (which decide who may be signalled) are
+        // the process's own, not the restorer's.
+        for f in image.fds where f.signalOwner != nil || f.flags & O_ASYNC != 0 {
+            try restoreSignalOwner(f, target: UInt64(f.fd))
+        }
         if let slot = ssiPidFD, image.sharesFilesWithParent != true { _ = try? inj.raw(.close, slot) }
         ssiPidFD = nil
         // The shared descriptions were kept open for the children forked since rebuild().
@@ -217,6 +226,7 @@ final class ProcessRestorer {
         try queuePendingSignals()
         try restorePidfds()
         try restoreSeccomp()
+        try narrowCapabilities()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)
         try restoreScheduling()
         try restoreRegisters()

@@ -84,27 +84,27 @@ extension ProcessRestorer {
 
     /// One thread's uids, gids, groups, capability sets and securebits. The restorer's thread
     /// is root with every capability (capabilities(7)); the order follows the kernel's rules:
-    /// - the bounding set is dropped to the saved one first, while CAP_SETPCAP is there;
     /// - SECBIT_KEEP_CAPS keeps the permitted set across the uid change, which otherwise
     ///   empties it (and the effective and ambient sets) when no uid stays 0;
     /// - capset then gives back the effective set the change emptied, with the saved
-    ///   inheritable set, so that ambient capabilities (which need permitted and
-    ///   inheritable) can be raised and securebits set (CAP_SETPCAP);
-    /// - a last capset narrows the sets to the saved ones (ambient ones outside them go).
+    ///   inheritable set (a new inheritable set must lie within the old one and the bounding
+    ///   set: capset(2), so before the bounding set is narrowed);
+    /// - the bounding set is dropped to the saved one (CAP_SETPCAP, effective again);
+    /// - ambient capabilities (which need permitted and inheritable) are raised, and the
+    ///   securebits set (CAP_SETPCAP);
+    /// - a last capset narrows the sets to the saved ones (ambient ones outside them go),
+    ///   after the seccomp filters (narrowCapabilities).
     private func restoreCredentials(of t: ThreadImage, inj: Injector) throws {
         let c = image.credentials
         let task = t.tid == image.pid ? pid : try taskID(t.tid)
         let now = CapabilitySets.current(task: task)
         let bits = UInt64(image.securebits ?? 0)
-        let caps = t.capabilities.flatMap { saved in saved == now && bits == 0 ? nil : saved }
+        // Nothing to do only when the sets are the restorer's and no uid change will clear
+        // them (a thread whose uids are all 0 keeps them; capabilities(7)).
+        let uidsStayRoot = c.uids.prefix(3).contains(0)
+        let caps = t.capabilities.flatMap { saved in saved == now && bits == 0 && uidsStayRoot ? nil : saved }
         let who = "PID \(image.pid) thread \(t.tid)"
-        if let caps, let now {
-            for cap in 0..<64 where now.bounding & (1 << cap) != 0 && caps.bounding & (1 << cap) == 0 {
-                let r = try inj.rawPrctl(.capabilityBoundingSetDrop, UInt64(cap))
-                if r < 0 { warn("\(who): capability \(cap) not dropped from the bounding set: \(String(cString: strerror(Int32(-r))))") }
-            }
-            try inj.prctl(.setSecurebits, 0x10 /* SECBIT_KEEP_CAPS */)
-        }
+        if caps != nil, now != nil { try inj.prctl(.setSecurebits, 0x10 /* SECBIT_KEEP_CAPS */) }
         if c.uids.count == 4 && c.gids.count == 4 {
             try mem.write(words: c.groups + [0], to: scratch)
             try inj.call("setgroups", .setgroups, UInt64(c.groups.count), scratch)
@@ -113,13 +113,27 @@ extension ProcessRestorer {
         }
         guard let caps, let now else { return }
         try capset(inj, effective: now.permitted, permitted: now.permitted, inheritable: caps.inheritable, who: who)
+        for cap in 0..<64 where now.bounding & (1 << cap) != 0 && caps.bounding & (1 << cap) == 0 {
+            let r = try inj.rawPrctl(.capabilityBoundingSetDrop, UInt64(cap))
+            if r < 0 { warn("\(who): capability \(cap) not dropped from the bounding set: \(String(cString: strerror(Int32(-r))))") }
+        }
         for cap in 0..<64 where caps.ambient & (1 << cap) != 0 {
             let r = try inj.rawPrctl(.ambientCapability, 2 /* PR_CAP_AMBIENT_RAISE */, UInt64(cap))
             if r < 0 { warn("\(who): ambient capability \(cap) not raised: \(String(cString: strerror(Int32(-r))))") }
         }
         let r = try inj.rawPrctl(.setSecurebits, bits)
         if r < 0 { warn("\(who): securebits \(bits) not set: \(String(cString: strerror(Int32(-r))))") }
-        try capset(inj, effective: caps.effective, permitted: caps.permitted, inheritable: caps.inheritable, who: who)
+        pendingCapabilities.append((inj, caps, who))
+    }
+
+    /// Each thread's capability sets narrowed to the saved ones: after its seccomp filters,
+    /// whose installation wants CAP_SYS_ADMIN without no_new_privs (seccomp(2)). The filters
+    /// do not apply to these calls: the restore traces with PTRACE_O_SUSPEND_SECCOMP.
+    func narrowCapabilities() throws {
+        for p in pendingCapabilities {
+            try capset(p.inj, effective: p.caps.effective, permitted: p.caps.permitted, inheritable: p.caps.inheritable, who: p.who)
+        }
+        pendingCapabilities = []
     }
 
     /// capset(2) in the thread, version 3 (two 32-bit words per set); a refusal is a warning:

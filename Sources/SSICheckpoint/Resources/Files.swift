@@ -195,7 +195,6 @@ extension ProcessRestorer {
             if f.kind.isSocket && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
-            try restoreSignalOwner(f, target: target)
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil && f.flags & OpenFlags.path == 0 {
                 try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
             }
@@ -269,6 +268,10 @@ extension ProcessRestorer {
         // it); a file opened again through a /proc/PID/fd link of ssi's (an unlinked file
         // made again, a FIFO) would fail it with ELOOP (open(2)).
         if path != f.path { flags &= ~O_NOFOLLOW }
+        // open(2) records O_ASYNC without enabling signal-driven I/O (open(2), BUGS): it is
+        // set with F_SETFL once the owner is (restoreSignalOwner), and F_SETFL acts only on a
+        // change of the flag.
+        flags &= ~O_ASYNC
         // A file made with O_TMPFILE keeps that flag (with its O_DIRECTORY bit) in f_flags:
         // opened again by its /proc link it would fail with ENOTDIR. ssi made it again with
         // O_TMPFILE (DeletedFiles), so linkat(2) can still give it a name.

@@ -23,6 +23,11 @@ extension ProcessDumper {
         guard type == 3 || type == 2 else {   // SOCK_RAW, SOCK_DGRAM
             throw UnsupportedSocket(kind: "packet socket of type \(type) (SOCK_PACKET is obsolete)")
         }
+        var fanout: UInt32 = 0
+        var flen = socklen_t(4)
+        if getsockopt(sock, solPacket, 18 /* PACKET_FANOUT */, &fanout, &flen) == 0, fanout != 0 {
+            throw UnsupportedSocket(kind: "packet socket in a fanout group (PACKET_FANOUT \(fanout & 0xffff)), which is not saved yet")
+        }
         if let maps = try? ProcFS.read("/proc/\(pid)/maps"), maps.contains("socket:[\(inode)]") {
             throw UnsupportedSocket(kind: "packet socket with a ring mapped in memory (PACKET_RX_RING/PACKET_TX_RING, as tcpdump uses), whose frames cannot be rebuilt")
         }
@@ -62,25 +67,34 @@ extension SocketRebuilder {
         for f in socks {
             guard let id = f.socketID, let s = f.socket else { continue }
             let proto = s.protocol ?? 0
-            let fd = socket(AF_PACKET, s.type | Int32(SOCK_CLOEXEC.rawValue), proto)
+            // Made with protocol 0, which receives nothing (packet(7)), and given its options
+            // and filter before bind(2) sets the protocol and interface: no frame the filter or
+            // the interface would have kept out is queued in between.
+            let fd = socket(AF_PACKET, s.type | Int32(SOCK_CLOEXEC.rawValue), 0)
             if fd < 0 { throw SSIError.sys("socket(AF_PACKET) for fd \(f.fd)", errno: errno, hint: "needs CAP_NET_RAW") }
             made[id] = fd
-            if var addr = s.address, addr.count >= 8 {
-                var index: Int32 = 0
-                if let name = s.interfaceName {
-                    guard let i = PacketInterface.index(of: name, via: fd) else {
-                        throw SSIError(.notFound, "packet socket fd \(f.fd) was bound to interface \(name), which this node does not have (in the application's network namespace)",
-                                       hint: "restart or migrate it where that interface exists")
-                    }
-                    index = i
+            RawSocketOptions.restore(fd, s.rawOptions, who: "packet socket of fd \(f.fd)")
+            try SocketFilter.restore(fd, s.filter, locked: s.filterLocked == true, who: "packet socket of fd \(f.fd)")
+            var addr = s.address ?? Data()
+            if addr.count < 20 {
+                // Never bound: bound now to every interface with its protocol.
+                addr = Data(count: 20)
+                addr.withUnsafeMutableBytes { b in
+                    b.storeBytes(of: UInt16(AF_PACKET), toByteOffset: 0, as: UInt16.self)
+                    b.storeBytes(of: UInt16(truncatingIfNeeded: proto), toByteOffset: 2, as: UInt16.self)
                 }
-                withUnsafeBytes(of: index) { b in for k in 0..<4 { addr[addr.startIndex + 4 + k] = b[k] } }
-                let boundProto = addr.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 2, as: UInt16.self) }
-                // bind(2) of a packet socket to no interface and the protocol it already has
-                // changes nothing: done only when the socket was bound to something.
-                if index != 0 || Int32(boundProto) != proto, SockAddr.bind(fd, addr) != 0 {
-                    throw SSIError.sys("bind packet socket fd \(f.fd) to interface \(s.interfaceName ?? "(any)")", errno: errno)
+            }
+            var index: Int32 = 0
+            if let name = s.interfaceName {
+                guard let i = PacketInterface.index(of: name, via: fd) else {
+                    throw SSIError(.notFound, "packet socket fd \(f.fd) was bound to interface \(name), which this node does not have (in the application's network namespace)",
+                                   hint: "restart or migrate it where that interface exists")
                 }
+                index = i
+            }
+            withUnsafeBytes(of: index) { b in for k in 0..<4 { addr[addr.startIndex + 4 + k] = b[k] } }
+            if SockAddr.bind(fd, addr) != 0 {
+                throw SSIError.sys("bind packet socket fd \(f.fd) to interface \(s.interfaceName ?? "(any)")", errno: errno)
             }
             for m in s.packetMemberships ?? [] {
                 guard let index = PacketInterface.index(of: m.interfaceName, via: fd) else {

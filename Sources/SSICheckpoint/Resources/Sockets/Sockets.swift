@@ -295,7 +295,8 @@ final class SocketRebuilder {
 
 
     private func applyOptions(_ f: FileDescriptorImage) throws {
-        guard let id = f.socketID, let fd = made[id], let s = f.socket else { return }
+        // A packet socket has its options before it is bound (buildPacket).
+        guard f.kind != .packetSocket, let id = f.socketID, let fd = made[id], let s = f.socket else { return }
         for o in keptSocketOptions where o.families.contains(s.family) && o.name != "SO_REUSEADDR" && o.name != "IPV6_V6ONLY" {
             if let v = s.options?[o.name] { o.option.set(fd, v) }
         }
