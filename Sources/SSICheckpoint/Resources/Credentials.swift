@@ -100,8 +100,9 @@ extension ProcessRestorer {
         let now = CapabilitySets.current(task: task)
         let bits = UInt64(image.securebits ?? 0)
         // Nothing to do only when the sets are the restorer's and no uid change will clear
-        // them (a thread whose uids are all 0 keeps them; capabilities(7)).
-        let uidsStayRoot = c.uids.prefix(3).contains(0)
+        // any of them (capabilities(7): an effective uid leaving 0 clears the effective set,
+        // all three leaving 0 the permitted one too).
+        let uidsStayRoot = c.uids.prefix(3).allSatisfy { $0 == 0 }
         let caps = t.capabilities.flatMap { saved in saved == now && bits == 0 && uidsStayRoot ? nil : saved }
         let who = "PID \(image.pid) thread \(t.tid)"
         if caps != nil, now != nil { try inj.prctl(.setSecurebits, 0x10 /* SECBIT_KEEP_CAPS */) }
