@@ -115,3 +115,12 @@ extension CommandResult {
         stdout.split(separator: "\n").first { $0.hasPrefix("\(name): ") }.map { String($0.dropFirst(name.count + 2)) }
     }
 }
+
+/// The python3 interpreter itself, not a launcher in front of it (pyenv's shims are shell
+/// scripts that exec it, and an application must be the process it checks): asked of
+/// python3 once. Throws when there is none.
+func python3Executable() throws -> String {
+    let exe = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard !exe.isEmpty else { throw TestFailure("python3 did not say where it is (sys.executable is empty)") }
+    return exe
+}

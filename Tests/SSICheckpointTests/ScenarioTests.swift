@@ -205,7 +205,7 @@ struct ScenarioTests {
     @Test("an fd the engine does not support fails the checkpoint, naming PID, fd and kind; the app goes on; -i passes")
     func unsupportedFD() throws {
         let w = try World("unsupported")
-        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let py = try python3Executable()
         let app = try w.start([py, "-u", "-c", "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\nprint('fd', s.fileno(), flush=True)\nwhile True:\n    time.sleep(0.05)"])
         defer { w.cleanUp(app) }
         #expect(w.waitLog("fd "))

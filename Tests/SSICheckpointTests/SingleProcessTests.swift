@@ -57,7 +57,7 @@ struct SingleProcessTests {
     @Test("a python3 loop keeps counting, with no number lost or repeated")
     func pythonCounts() throws {
         let w = try World("python")
-        let exe = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let exe = try python3Executable()
         try #require(!exe.isEmpty)
         let app = try w.start([exe, "-u", "-c", "import time\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.02)"])
         defer { w.cleanUp(app) }

@@ -43,7 +43,7 @@ struct SocketTests {
         }
         try #require(ok)
         let port = UInt16(bigEndian: sin.sin_port)
-        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let py = try python3Executable()
         let app = try w.start([py, "-u", "-c", """
             import socket, sys, time, signal
             s = socket.create_connection(("127.0.0.1", \(port)))
@@ -78,7 +78,7 @@ extension SocketTests {
     @Test("a pidfd of a process outside the application fails the checkpoint naming PID, fd and that process; -i restores it closed")
     func pidfdOutside() throws {
         let w = try World("pidfdout")
-        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let py = try python3Executable()
         let app = try w.start([py, "-u", "-c", """
             import os, signal
             p = os.pidfd_open(os.getppid())
@@ -107,7 +107,7 @@ extension SocketTests {
     @Test("a netlink socket with a kernel answer not yet read fails the checkpoint naming PID and fd, the application goes on; once read, the socket is saved and answers after restart")
     func netlinkQueued() throws {
         let w = try World("netlinkq")
-        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let py = try python3Executable()
         // RTM_GETLINK (18) with NLM_F_REQUEST|NLM_F_DUMP (0x301): struct nlmsghdr and a
         // struct rtgenmsg, 20 bytes (netlink(7), rtnetlink(7)).
         let app = try w.start([py, "-u", "-c", """
@@ -149,7 +149,7 @@ extension SocketTests {
     @Test("a packet socket with a ring mapped in memory (PACKET_RX_RING, as tcpdump has) fails the checkpoint naming PID and fd; the application goes on")
     func packetRingRefused() throws {
         let w = try World("packetring")
-        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let py = try python3Executable()
         // struct tpacket_req { block_size, block_nr, frame_size, frame_nr } (packet(7)),
         // PACKET_RX_RING 5 at SOL_PACKET 263, then the ring mapped.
         let app = try w.start([py, "-u", "-c", """

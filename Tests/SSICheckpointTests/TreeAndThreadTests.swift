@@ -54,7 +54,7 @@ struct TreeAndThreadTests {
     @Test("python3 with 4 threads updating shared counters under a lock")
     func pythonThreads() throws {
         let w = try World("pythreads")
-        let py = try run(["python3", "-c", "import sys; print(sys.executable)"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let py = try python3Executable()
         let script = """
         import threading
         lock = threading.Lock()

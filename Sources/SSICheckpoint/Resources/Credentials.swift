@@ -154,9 +154,14 @@ extension ProcessRestorer {
 extension CapabilitySets {
     /// A task's sets now, from /proc/PID/task/TID/status; nil when it cannot be read.
     static func current(task: Int32) -> CapabilitySets? {
-        let st = ProcStatus.parse((try? ProcFS.read("/proc/\(task)/task/\(task)/status")) ?? "")
+        CapabilitySets(status: ProcStatus.parse((try? ProcFS.read("/proc/\(task)/task/\(task)/status")) ?? ""))
+    }
+
+    /// The sets a task's status shows (CapInh, CapPrm, CapEff, CapBnd, CapAmb); nil when it
+    /// shows none.
+    init?(status st: ProcStatus) {
         guard st.fields["CapEff"] != nil else { return nil }
-        return CapabilitySets(inheritable: st.hexMask("CapInh"), permitted: st.hexMask("CapPrm"), effective: st.hexMask("CapEff"),
-                              bounding: st.hexMask("CapBnd"), ambient: st.hexMask("CapAmb"))
+        self.init(inheritable: st.hexMask("CapInh"), permitted: st.hexMask("CapPrm"), effective: st.hexMask("CapEff"),
+                  bounding: st.hexMask("CapBnd"), ambient: st.hexMask("CapAmb"))
     }
 }

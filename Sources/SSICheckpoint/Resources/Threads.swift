@@ -29,14 +29,10 @@ extension ProcessDumper {
         thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
         thread.interruptedSleep = try interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
         thread.scheduling = Scheduling.read(tid: tid)
-        // Seccomp mode 2 (filters) is per thread (/proc/PID/task/TID/status); strict mode (1)
-        // is refused with the process (dumpIdentity).
+        // Capabilities and seccomp mode are per thread (/proc/PID/task/TID/status). Mode 2 is
+        // filters; strict mode (1) is refused with the process (dumpIdentity).
         let status = ProcStatus.parse((try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")) ?? "")
-        if status.fields["CapEff"] != nil {
-            thread.capabilities = CapabilitySets(inheritable: status.hexMask("CapInh"), permitted: status.hexMask("CapPrm"),
-                                                 effective: status.hexMask("CapEff"), bounding: status.hexMask("CapBnd"),
-                                                 ambient: status.hexMask("CapAmb"))
-        }
+        thread.capabilities = CapabilitySets(status: status)
         if status.fields["Seccomp"] == "2" {
             thread.seccompFilters = try t.seccompFilters().map { SeccompFilter(program: Data($0.program), flags: $0.flags) }
         }
