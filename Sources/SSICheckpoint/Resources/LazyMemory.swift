@@ -1,4 +1,3 @@
-import CSSILinux
 import Foundation
 import SSIImage
 import SSIInject
@@ -104,14 +103,14 @@ public final class LazyMemory: @unchecked Sendable {
         guard r >= 0 else { return nil }
         defer { _ = try? inj.raw(.close, UInt64(r)) }
         let mine = try FDTransfer.copy(fd: Int32(r), from: inj.pid)
-        guard cssi_uffd_enable_events(mine) == 0 else { close(mine); return nil }
+        guard Userfaultfd.enableEvents(mine) else { close(mine); return nil }
         return mine
     }
 
     /// Registers area [start, end) of `space` and notes its runs; false if the kernel
     /// refuses the area (the caller copies it now).
     func add(_ space: Space, start: UInt64, end: UInt64, runs: [PageRun]) throws -> Bool {
-        guard cssi_uffd_register_missing(space.fd, start, end - start) == 0 else { return false }
+        guard Userfaultfd.registerMissing(space.fd, start, length: end - start) else { return false }
         for r in runs {
             let len = r.count * SnapshotFormat.pageSize
             guard r.fileOffset + len <= space.source.size else {
@@ -213,7 +212,7 @@ public final class LazyMemory: @unchecked Sendable {
 
     private func copyChunk(_ s: Space) {
         var run = s.pending[0]
-        let n = cssi_uffd_copy(s.fd, run.address, s.source.base + Int(run.offset), min(run.length, Self.chunk))
+        let n = Userfaultfd.copy(s.fd, to: run.address, from: s.source.base + Int(run.offset), count: min(run.length, Self.chunk))
         var advance: UInt64 = 0
         switch n {
         case let n where n > 0: advance = UInt64(n); bytes += UInt64(n)
@@ -230,21 +229,17 @@ public final class LazyMemory: @unchecked Sendable {
     }
 
     private func readMessages(_ s: Space, into spaces: inout [Space]) {
-        var ev = cssi_uffd_event()
         while true {
-            let r = cssi_uffd_read_event(s.fd, &ev)
-            if r == 0 { return }
-            if r < 0 {
-                if r != -Int32(EINTR) { s.dead = true }
+            switch Userfaultfd.next(s.fd) {
+            case .empty: return
+            case .failed(let e):
+                if e != EINTR { s.dead = true }
                 return
-            }
-            switch Int(ev.kind) {
-            case Int(CSSI_UFFD_FAULT): faults += 1; serveFault(s, ev.a)
-            case Int(CSSI_UFFD_FORK):
-                spaces.append(Space(fd: Int32(truncatingIfNeeded: ev.a), pid: 0, source: s.source, pending: s.pending))
-            case Int(CSSI_UFFD_REMAP): remap(s, from: ev.a, to: ev.b, length: ev.c)
-            case Int(CSSI_UFFD_REMOVE), Int(CSSI_UFFD_UNMAP): s.pending = Self.cut(s.pending, ev.a, ev.b)
-            default: break
+            case .event(.fault(let address)): faults += 1; serveFault(s, address)
+            case .event(.fork(let fd)): spaces.append(Space(fd: fd, pid: 0, source: s.source, pending: s.pending))
+            case .event(.remap(let from, let to, let length)): remap(s, from: from, to: to, length: length)
+            case .event(.removed(let start, let end)): s.pending = Self.cut(s.pending, start, end)
+            case .event(.other): break
             }
         }
     }
@@ -255,10 +250,10 @@ public final class LazyMemory: @unchecked Sendable {
         var n: Int
         if let i = Self.index(s.pending, containing: page) {
             let r = s.pending[i], off = page - r.address
-            n = cssi_uffd_copy(s.fd, page, s.source.base + Int(r.offset + off), min(r.length - off, Self.faultAhead))
+            n = Userfaultfd.copy(s.fd, to: page, from: s.source.base + Int(r.offset + off), count: min(r.length - off, Self.faultAhead))
             if n > 0 { bytes += UInt64(n) }
         } else {
-            n = cssi_uffd_zeropage(s.fd, page, SnapshotFormat.pageSize)
+            n = Userfaultfd.zeroPage(s.fd, at: page, count: SnapshotFormat.pageSize)
         }
         switch n {
         case -Int(EAGAIN), -Int(EINTR): s.retry.append(page)

@@ -1,4 +1,3 @@
-import CSSILinux
 import Foundation
 import SSIImage
 import SSISystem
@@ -21,12 +20,10 @@ enum Scheduling {
     /// The thread's attributes, or nil if the kernel would not tell (the thread is then
     /// restored with the restorer's, as before version 9).
     static func read(tid: Int32) -> ThreadScheduling? {
-        var nice: Int32 = 0, policy: Int32 = 0, priority: Int32 = 0
-        guard cssi_get_nice(tid, &nice) == 0, cssi_get_policy(tid, &policy, &priority) == 0 else { return nil }
-        var mask = [UInt64](repeating: 0, count: maskWords)
-        guard cssi_get_affinity(tid, &mask, Int32(maskWords)) == 0 else { return nil }
+        guard let (nice, policy, priority) = TaskScheduling.policy(tid),
+              var mask = TaskScheduling.affinity(tid, words: maskWords) else { return nil }
         while mask.count > 1 && mask.last == 0 { mask.removeLast() }
-        let io = cssi_get_ioprio(tid)
+        let io = TaskScheduling.ioPriority(tid)
         guard io >= 0 else { return nil }
         // /proc/TID/ resolves a thread id too (proc(5): thread directories are reachable by
         // their id though /proc lists only thread group leaders).
@@ -40,13 +37,13 @@ enum Scheduling {
     /// not have). `who`: "PID p thread t" for the messages.
     static func apply(_ s: ThreadScheduling, task: Int32, who: String) {
         // The policy first: a real-time policy makes the kernel ignore the timer slack.
-        var e = cssi_set_policy(task, s.policy, s.priority)
+        var e = TaskScheduling.setPolicy(task, s.policy, priority: s.priority)
         if e != 0 { warn("\(who): scheduling policy \(s.policy) priority \(s.priority) not restored: \(String(cString: strerror(-e)))") }
-        e = cssi_set_nice(task, s.nice)
+        e = TaskScheduling.setNice(task, s.nice)
         if e != 0 { warn("\(who): nice \(s.nice) not restored: \(String(cString: strerror(-e)))") }
         var mask = [UInt64](repeating: 0, count: maskWords)
         for (i, w) in s.cpus.prefix(maskWords).enumerated() { mask[i] = w }
-        e = cssi_set_affinity(task, mask, Int32(maskWords))
+        e = TaskScheduling.setAffinity(task, mask)
         if e != 0 {
             // EINVAL: none of its CPUs is online here (another node, with fewer CPUs).
             warn("\(who): CPU affinity \(cpuList(s.cpus)) not restored (\(String(cString: strerror(-e)))); it may run on any CPU of this node")
@@ -56,7 +53,7 @@ enum Scheduling {
                 warn("\(who): timer slack \(s.timerSlackNs) ns not restored: \(error)")
             }
         }
-        e = cssi_set_ioprio(task, s.ioPriority)
+        e = TaskScheduling.setIOPriority(task, s.ioPriority)
         if e != 0 { warn("\(who): I/O priority 0x\(String(s.ioPriority, radix: 16)) not restored: \(String(cString: strerror(-e)))") }
     }
 

@@ -1,0 +1,160 @@
+import Foundation
+
+// The snapshot format (Schema.swift), memory: an mm's fields, its areas and their saved page runs.
+
+/// The mm_struct fields restored with prctl(PR_SET_MM, PR_SET_MM_MAP) (prctl(2)).
+public struct MMFields: Codable, Sendable, Equatable {
+    public var startCode: UInt64 = 0, endCode: UInt64 = 0, startData: UInt64 = 0, endData: UInt64 = 0
+    public var startBrk: UInt64 = 0, brk: UInt64 = 0, startStack: UInt64 = 0
+    public var argStart: UInt64 = 0, argEnd: UInt64 = 0, envStart: UInt64 = 0, envEnd: UInt64 = 0
+    public var auxv: [UInt64] = []
+    public init() {}
+}
+
+/// An area's page runs in a core file: a JSON array of `[address, count, fileOffset]` while
+/// they are few (a person reads them), packed into one base64 string of little-endian u64
+/// triples from `packedFrom` runs on (format version 9). A pre-copied process has one run
+/// per page written during the rounds, tens of thousands: encoding and decoding them as
+/// JSON arrays took 60 and 66 ms of a 1 GiB migration's frozen time.
+public enum PageRuns {
+    public static let packedFrom = 64
+
+    static func encode(_ runs: [PageRun], to c: inout KeyedEncodingContainer<VMA.CodingKeys>, forKey key: VMA.CodingKeys) throws {
+        guard runs.count >= packedFrom else { try c.encode(runs, forKey: key); return }
+        var bytes = [UInt8](repeating: 0, count: runs.count * 24)
+        bytes.withUnsafeMutableBytes { b in
+            for (i, r) in runs.enumerated() {
+                b.storeBytes(of: r.address.littleEndian, toByteOffset: i * 24, as: UInt64.self)
+                b.storeBytes(of: r.count.littleEndian, toByteOffset: i * 24 + 8, as: UInt64.self)
+                b.storeBytes(of: r.fileOffset.littleEndian, toByteOffset: i * 24 + 16, as: UInt64.self)
+            }
+        }
+        try c.encode(Data(bytes).base64EncodedString(), forKey: key)
+    }
+
+    static func decode(from c: KeyedDecodingContainer<VMA.CodingKeys>, forKey key: VMA.CodingKeys) throws -> [PageRun]? {
+        guard c.contains(key), !(try c.decodeNil(forKey: key)) else { return nil }
+        guard let text = try? c.decode(String.self, forKey: key) else { return try c.decode([PageRun].self, forKey: key) }
+        guard let data = Data(base64Encoded: text), data.count % 24 == 0 else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "packed page runs are not base64 of 24-byte records")
+        }
+        return data.withUnsafeBytes { b in
+            (0..<(data.count / 24)).map { i in
+                PageRun(address: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i * 24, as: UInt64.self)),
+                        count: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i * 24 + 8, as: UInt64.self)),
+                        fileOffset: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i * 24 + 16, as: UInt64.self)))
+            }
+        }
+    }
+}
+
+/// One virtual memory area, as /proc/PID/maps and smaps describe it.
+public struct VMA: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable {
+        case anonymous, file, vdso, vvar, vvarVclock = "vvar_vclock", sysvShm = "sysv_shm"
+    }
+    public var start: UInt64
+    public var end: UInt64
+    public var read: Bool, write: Bool, exec: Bool, shared: Bool
+    public var kind: Kind
+    /// "[heap]", "[stack]", a file path, "/SYSV0000002a (deleted)"...
+    public var name: String
+    public var path: String?
+    public var fileOffset: UInt64
+    /// smaps VmFlags we restore: gd (grows down), dc (dontfork), dd (dontdump), hg/nh (huge page advice), wf (wipe on fork).
+    public var vmFlags: [String]
+    public var sysvShmID: Int32?
+    /// Version 2: set when the mapped file was unlinked or is a memfd: the DeletedFile id.
+    public var deletedFileID: String?
+    /// Version 2: the same area exists in the parent, and the pages the two still share
+    /// copy-on-write are not saved here: restart forks this process from its restored parent
+    /// and keeps the area, so they stay shared. `pages` are this process's own pages;
+    /// `dropPages` are pages the parent has and this process does not (zero or file content).
+    public var inherited: Bool?
+    public var dropPages: [PageRun]?
+    /// Saved pages: runs of consecutive pages and where they start in the pages file.
+    public var pages: [PageRun]
+
+    public init(start: UInt64, end: UInt64, read: Bool, write: Bool, exec: Bool, shared: Bool, kind: Kind, name: String,
+                path: String?, fileOffset: UInt64, vmFlags: [String]) {
+        self.start = start; self.end = end; self.read = read; self.write = write; self.exec = exec; self.shared = shared
+        self.kind = kind; self.name = name; self.path = path; self.fileOffset = fileOffset; self.vmFlags = vmFlags
+        self.sysvShmID = nil; self.pages = []
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case start, end, read, write, exec, shared, kind, name, path, fileOffset, vmFlags, sysvShmID, deletedFileID, inherited, dropPages, pages
+    }
+
+    /// As the synthesized coding (absent optionals left out), the runs as PageRuns says.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        start = try c.decode(UInt64.self, forKey: .start)
+        end = try c.decode(UInt64.self, forKey: .end)
+        read = try c.decode(Bool.self, forKey: .read)
+        write = try c.decode(Bool.self, forKey: .write)
+        exec = try c.decode(Bool.self, forKey: .exec)
+        shared = try c.decode(Bool.self, forKey: .shared)
+        kind = try c.decode(Kind.self, forKey: .kind)
+        name = try c.decode(String.self, forKey: .name)
+        path = try c.decodeIfPresent(String.self, forKey: .path)
+        fileOffset = try c.decode(UInt64.self, forKey: .fileOffset)
+        vmFlags = try c.decode([String].self, forKey: .vmFlags)
+        sysvShmID = try c.decodeIfPresent(Int32.self, forKey: .sysvShmID)
+        deletedFileID = try c.decodeIfPresent(String.self, forKey: .deletedFileID)
+        inherited = try c.decodeIfPresent(Bool.self, forKey: .inherited)
+        dropPages = try PageRuns.decode(from: c, forKey: .dropPages)
+        guard let p = try PageRuns.decode(from: c, forKey: .pages) else {
+            throw DecodingError.keyNotFound(CodingKeys.pages, .init(codingPath: c.codingPath, debugDescription: "an area without its pages"))
+        }
+        pages = p
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(start, forKey: .start)
+        try c.encode(end, forKey: .end)
+        try c.encode(read, forKey: .read)
+        try c.encode(write, forKey: .write)
+        try c.encode(exec, forKey: .exec)
+        try c.encode(shared, forKey: .shared)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(name, forKey: .name)
+        try c.encodeIfPresent(path, forKey: .path)
+        try c.encode(fileOffset, forKey: .fileOffset)
+        try c.encode(vmFlags, forKey: .vmFlags)
+        try c.encodeIfPresent(sysvShmID, forKey: .sysvShmID)
+        try c.encodeIfPresent(deletedFileID, forKey: .deletedFileID)
+        try c.encodeIfPresent(inherited, forKey: .inherited)
+        if let dropPages { try PageRuns.encode(dropPages, to: &c, forKey: .dropPages) }
+        try PageRuns.encode(pages, to: &c, forKey: .pages)
+    }
+}
+
+public struct PageRun: Codable, Sendable, Equatable {
+    public var address: UInt64
+    public var count: UInt64
+    /// Byte offset in the pages file.
+    public var fileOffset: UInt64
+    public init(address: UInt64, count: UInt64, fileOffset: UInt64) { self.address = address; self.count = count; self.fileOffset = fileOffset }
+
+    enum CodingKeys: String, CodingKey { case address, count, fileOffset }
+
+    /// Written as `[address, count, fileOffset]` since format version 8: a process's index
+    /// can hold tens of thousands of runs, and JSONDecoder read them three times faster as
+    /// arrays than as objects (decoding the core files was most of a migration target's
+    /// "verify snapshot" step). Versions up to 7 wrote objects, still read.
+    public init(from decoder: any Decoder) throws {
+        if var a = try? decoder.unkeyedContainer() {
+            (address, count, fileOffset) = (try a.decode(UInt64.self), try a.decode(UInt64.self), try a.decode(UInt64.self))
+        } else {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            (address, count, fileOffset) = (try c.decode(UInt64.self, forKey: .address), try c.decode(UInt64.self, forKey: .count), try c.decode(UInt64.self, forKey: .fileOffset))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var a = encoder.unkeyedContainer()
+        try a.encode(address); try a.encode(count); try a.encode(fileOffset)
+    }
+}
