@@ -13,30 +13,18 @@ import Glibc
 /// makespan (total work / total CPUs).
 struct BalanceBenchmark: RunsSSI {
     static let usage = "balance [--jobs 12] [--nodes 3] [--cpus 0.5] [--min 0.5] [--max 6] (CPU-seconds per job)"
-    var jobs = 12, nodes = 3
-    var cpus = 0.5, minLength = 0.5, maxLength = 6.0
+    var jobs: Int, nodes: Int
+    var cpus: Double, minLength: Double, maxLength: Double
 
     init(args: [String]) throws {
-        var i = 0
-        func value() throws -> String {
-            i += 1
-            guard i < args.count else { throw SSIError(.invalidArgument, "\(args[i - 1]) needs a value", hint: "ssi-bench \(Self.usage)") }
-            return args[i]
-        }
-        while i < args.count {
-            switch args[i] {
-            case "--jobs": jobs = Int(try value()) ?? 0
-            case "--nodes": nodes = Int(try value()) ?? 0
-            case "--cpus": cpus = Double(try value()) ?? 0
-            case "--min": minLength = Double(try value()) ?? 0
-            case "--max": maxLength = Double(try value()) ?? 0
-            default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "ssi-bench \(Self.usage)")
-            }
-            i += 1
-        }
-        guard jobs >= 2, (2...20).contains(nodes), cpus > 0, minLength > 0, maxLength >= minLength else {
-            throw SSIError(.invalidArgument, "need --jobs >= 2, --nodes 2..20, --cpus > 0, 0 < --min <= --max", hint: "ssi-bench \(Self.usage)")
-        }
+        var o = BenchOptions(args, usage: Self.usage)
+        jobs = try o.int("--jobs", default: 12, in: 2...1000)
+        nodes = try o.int("--nodes", default: 3, in: 2...20)
+        cpus = try o.double("--cpus", default: 0.5, above: 0)
+        minLength = try o.double("--min", default: 0.5, above: 0)
+        maxLength = try o.double("--max", default: 6, above: 0)
+        try o.finish()
+        guard maxLength >= minLength else { throw SSIError(.invalidArgument, "--max \(maxLength) is below --min \(minLength)", hint: "ssi-bench \(Self.usage)") }
     }
 
     /// Job lengths in CPU-seconds, geometric from min to max: a few long jobs, many short.
@@ -45,10 +33,8 @@ struct BalanceBenchmark: RunsSSI {
     struct Run { var label: String; var makespan: Double; var slowdown: Double; var migrations: Int }
 
     func run() throws {
-        guard geteuid() == 0 else { throw SSIError(.permission, "ssi-bench balance needs root (ssi cluster up with network namespaces and cgroups)") }
-        Proc.becomeSubreaper()
         let dir = "/tmp/ssi-bench-balance"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try BenchArgs.prepare("ssi-bench balance", directory: dir)
         let work = try BenchProcess.compile("cpuwork", into: dir)
         let perSecond = try calibrate(work)
         let total = lengths.reduce(0, +)

@@ -13,35 +13,26 @@ import Glibc
 /// its stats page), median and worst; after each restore the process checks every page.
 /// With --compare-criu the same rounds run through a CRIU binary too, alternating.
 struct CheckpointBenchmark {
-    var sizes = [0, 256, 1024]
-    var rounds = 5
-    var dir = "/dev/shm/ssi-bench"
-    var dirtyPerMs = 0
+    var sizes: [Int], rounds: Int, dir: String, dirtyPerMs: Int
     /// The application sleeps this long between readings (usleep: the relative sleep with
     /// no buffer for the time left that a checkpoint must measure); 0: it spins, and takes a core.
-    var sleepMicroseconds = 1000
-    var criu: String? = nil
+    var sleepMicroseconds: Int
+    var criu: String?
     /// --precopy / --no-precopy; nil: the engine's default (on from 64 MiB).
-    var precopy: Bool? = nil
+    var precopy: Bool?
 
-    static let usage = "ssi-bench checkpoint [--sizes 0,256,1024] [--rounds N] [--dir DIR] [--dirty PAGES_PER_MS] [--sleep-us N] [--precopy|--no-precopy] [--compare-criu PATH]"
+    static let usage = "checkpoint [--sizes 0,256,1024] [--rounds N] [--dir DIR] [--dirty PAGES_PER_MS] [--sleep-us N] [--precopy|--no-precopy] [--compare-criu PATH]"
 
     init(args: [String]) throws {
-        var i = 0
-        while i < args.count {
-            switch args[i] {
-            case "--sizes", "--mib": sizes = try BenchArgs.sizes(args, i); i += 1
-            case "--rounds", "--runs": rounds = try BenchArgs.int(args, i, min: 1); i += 1
-            case "--dir": dir = try BenchArgs.value(args, i); i += 1
-            case "--dirty": dirtyPerMs = try BenchArgs.int(args, i, min: 0); i += 1
-            case "--sleep-us": sleepMicroseconds = try BenchArgs.int(args, i, min: 0); i += 1
-            case "--precopy": precopy = true
-            case "--no-precopy": precopy = false
-            case "--compare-criu": criu = try BenchArgs.criu(args, i); i += 1
-            default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "usage: \(CheckpointBenchmark.usage)")
-            }
-            i += 1
-        }
+        var o = BenchOptions(args, usage: Self.usage)
+        sizes = try o.sizes("--sizes", default: [0, 256, 1024])
+        rounds = try o.int("--rounds", default: 5, in: 1...10_000)
+        dir = try o.text("--dir") ?? "/dev/shm/ssi-bench"
+        dirtyPerMs = try o.int("--dirty", default: 0, in: 0...1_000_000)
+        sleepMicroseconds = try o.int("--sleep-us", default: 1000, in: 0...10_000_000)
+        criu = try o.text("--compare-criu").map(BenchArgs.criu)
+        precopy = o.flag("--precopy") ? true : o.flag("--no-precopy") ? false : nil
+        try o.finish()
     }
 
     /// One step's figures over the rounds, in seconds.

@@ -14,33 +14,23 @@ import Glibc
 /// `--migrate`, a third run migrates the server 2 -> 3 while a client is connected through
 /// the cluster address and reports the longest gap the client saw.
 struct ClusterIPBenchmark: RunsSSI {
-    static let usage = "ssi-bench cluster-ip [--seconds S] [--rounds N] [--window W] [--migrate]"
-    var seconds = 3.0
-    var rounds = 3
-    var window = 1
-    var migrate = false
+    static let usage = "cluster-ip [--seconds S] [--rounds N] [--window W] [--migrate]"
+    var seconds: Double, rounds: Int, window: Int, migrate: Bool
 
     init(args: [String]) throws {
-        var it = args.makeIterator()
-        while let a = it.next() {
-            switch a {
-            case "--seconds": seconds = Double(it.next() ?? "") ?? 0
-            case "--rounds": rounds = Int(it.next() ?? "") ?? 0
-            case "--window": window = Int(it.next() ?? "") ?? 0
-            case "--migrate": migrate = true
-            default: throw SSIError(.invalidArgument, "ssi-bench cluster-ip: unknown argument '\(a)'", hint: Self.usage)
-            }
-        }
-        guard seconds > 0, rounds > 0, window > 0 else { throw SSIError(.invalidArgument, "--seconds, --rounds and --window must be positive", hint: Self.usage) }
+        var o = BenchOptions(args, usage: Self.usage)
+        seconds = try o.double("--seconds", default: 3, above: 0)
+        rounds = try o.int("--rounds", default: 3, in: 1...1000)
+        window = try o.int("--window", default: 1, in: 1...1024)
+        migrate = o.flag("--migrate")
+        try o.finish()
     }
 
     struct Result { var rps: Double; var p50: Double; var p99: Double; var gap: Double }
 
     func run() throws {
-        guard geteuid() == 0 else { throw SSIError(.permission, "ssi-bench cluster-ip needs root (ssi cluster up with network namespaces)") }
-        Proc.becomeSubreaper()
         let dir = "/tmp/ssi-bench-cip"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try BenchArgs.prepare("ssi-bench cluster-ip", directory: dir)
         let server = try BenchProcess.compile("lineecho", into: dir), client = try BenchProcess.compile("lineclient", into: dir)
         let lc = LocalCluster(), ip = LocalCluster.defaultClusterIP
         try ssi(["cluster", "up", "--nodes", "3", "--cluster-ip", ip])

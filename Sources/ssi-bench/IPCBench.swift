@@ -24,25 +24,20 @@ public func runIPCBenchmark(args: [String]) throws {
 }
 
 struct IPCBenchOptions {
-    var dir = "/dev/shm/ssi-bench-ipc", runs = 5, messages = 10_000, messageBytes = 100
-    var shmMiB = 1024, touchedPercent = 1.0, sems = 1000
+    static let usage = "ipc [--dir DIR] [--runs 5] [--messages 10000] [--message-bytes 100] [--shm-mib 1024] [--touched-percent 1] [--sems 1000]"
+    var dir: String, runs: Int, messages: Int, messageBytes: Int
+    var shmMiB: Int, touchedPercent: Double, sems: Int
 
     init(_ args: [String]) throws {
-        var i = 0
-        while i < args.count {
-            let v = i + 1 < args.count ? args[i + 1] : ""
-            switch args[i] {
-            case "--dir": dir = v
-            case "--runs": runs = Int(v) ?? runs
-            case "--messages": messages = Int(v) ?? messages
-            case "--message-bytes": messageBytes = Int(v) ?? messageBytes
-            case "--shm-mib": shmMiB = Int(v) ?? shmMiB
-            case "--touched-percent": touchedPercent = Double(v) ?? touchedPercent
-            case "--sems": sems = Int(v) ?? sems
-            default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "options: --dir --runs --messages --message-bytes --shm-mib --touched-percent --sems")
-            }
-            i += 2
-        }
+        var o = BenchOptions(args, usage: Self.usage)
+        dir = try o.text("--dir") ?? "/dev/shm/ssi-bench-ipc"
+        runs = try o.int("--runs", default: 5, in: 1...10_000)
+        messages = try o.int("--messages", default: 10_000, in: 1...1_000_000)
+        messageBytes = try o.int("--message-bytes", default: 100, in: 1...65_536)
+        shmMiB = try o.int("--shm-mib", default: 1024, in: 1...1 << 20)
+        touchedPercent = try o.double("--touched-percent", default: 1, above: 0)
+        sems = try o.int("--sems", default: 1000, in: 1...32_000)
+        try o.finish()
     }
 }
 

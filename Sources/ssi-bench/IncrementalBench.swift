@@ -12,23 +12,16 @@ import Glibc
 /// --kill and restored from that version, and checks every page itself. Once into a store
 /// without page pool (every version whole, as before issue 16) and once with it.
 struct IncrementalBenchmark {
-    var mib = 256
-    var rounds = 3
-    var dir = "/dev/shm/ssi-bench-incremental"
+    var mib: Int, rounds: Int, dir: String
 
-    static let usage = "ssi-bench incremental [--mib 256] [--rounds N] [--dir DIR]"
+    static let usage = "incremental [--mib 256] [--rounds N] [--dir DIR]"
 
     init(args: [String]) throws {
-        var i = 0
-        while i < args.count {
-            switch args[i] {
-            case "--mib": mib = try BenchArgs.int(args, i, min: 1); i += 1
-            case "--rounds": rounds = try BenchArgs.int(args, i, min: 1); i += 1
-            case "--dir": dir = try BenchArgs.value(args, i); i += 1
-            default: throw SSIError(.invalidArgument, "unknown option \(args[i])", hint: "usage: \(IncrementalBenchmark.usage)")
-            }
-            i += 1
-        }
+        var o = BenchOptions(args, usage: Self.usage)
+        mib = try o.int("--mib", default: 256, in: 1...1 << 20)
+        rounds = try o.int("--rounds", default: 3, in: 1...10_000)
+        dir = try o.text("--dir") ?? "/dev/shm/ssi-bench-incremental"
+        try o.finish()
     }
 
     struct Figures {

@@ -15,31 +15,22 @@ import Glibc
 /// (a TCP stream from node S to node T), for the "total <= 1.5 x raw" target. After the
 /// moves the application checks every page (CHECK PASS).
 struct MigrateBenchmark: RunsSSI {
-    static let usage = "ssi-bench migrate [--sizes 0,256,1024] [--dirty MB_PER_S] [--moves N]"
-    var sizes = [0, 256, 1024]
-    var dirtyMBps = 20
-    var moves = 3
+    static let usage = "migrate [--sizes 0,256,1024] [--dirty MB_PER_S] [--moves N]"
+    var sizes: [Int], dirtyMBps: Int, moves: Int
 
     init(args: [String]) throws {
-        var it = args.makeIterator()
-        while let a = it.next() {
-            switch a {
-            case "--sizes": sizes = (it.next() ?? "").split(separator: ",").compactMap { Int($0) }
-            case "--dirty": dirtyMBps = Int(it.next() ?? "") ?? -1
-            case "--moves": moves = Int(it.next() ?? "") ?? 0
-            default: throw SSIError(.invalidArgument, "ssi-bench migrate: unknown argument '\(a)'", hint: Self.usage)
-            }
-        }
-        guard !sizes.isEmpty, dirtyMBps >= 0, moves > 0 else { throw SSIError(.invalidArgument, "bad --sizes, --dirty or --moves", hint: Self.usage) }
+        var o = BenchOptions(args, usage: Self.usage)
+        sizes = try o.sizes("--sizes", default: [0, 256, 1024])
+        dirtyMBps = try o.int("--dirty", default: 20, in: 0...100_000)
+        moves = try o.int("--moves", default: 3, in: 1...1000)
+        try o.finish()
     }
 
     struct Move { var size: Int; var from: Int; var to: Int; var frozen: Double; var total: Double; var bytes: UInt64; var raw: Double }
 
     func run() throws {
-        guard geteuid() == 0 else { throw SSIError(.permission, "ssi-bench migrate needs root (ssi cluster up with network namespaces)") }
-        Proc.becomeSubreaper()
         let dir = "/tmp/ssi-bench-migrate"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try BenchArgs.prepare("ssi-bench migrate", directory: dir)
         let meter = try BenchProcess.compile("frozenmeter", into: dir)
         let lc = LocalCluster()
         try ssi(["cluster", "up", "--nodes", "3"])

@@ -14,27 +14,19 @@ import Glibc
 /// receiving application migrates 1 -> 3 (the longest stall the receiver sees, the longest
 /// gap the client sees), and after the move.
 struct StreamsBenchmark: RunsSSI {
-    static let usage = "ssi-bench streams [--seconds S] [--rounds N]"
-    var seconds = 3.0
-    var rounds = 3
+    static let usage = "streams [--seconds S] [--rounds N]"
+    var seconds: Double, rounds: Int
 
     init(args: [String]) throws {
-        var it = args.makeIterator()
-        while let a = it.next() {
-            switch a {
-            case "--seconds": seconds = Double(it.next() ?? "") ?? 0
-            case "--rounds": rounds = Int(it.next() ?? "") ?? 0
-            default: throw SSIError(.invalidArgument, "ssi-bench streams: unknown argument '\(a)'", hint: Self.usage)
-            }
-        }
-        guard seconds >= 1, rounds > 0 else { throw SSIError(.invalidArgument, "--seconds must be at least 1 and --rounds positive", hint: Self.usage) }
+        var o = BenchOptions(args, usage: Self.usage)
+        seconds = try o.double("--seconds", default: 3, above: 0.999)
+        rounds = try o.int("--rounds", default: 3, in: 1...1000)
+        try o.finish()
     }
 
     func run() throws {
-        guard geteuid() == 0 else { throw SSIError(.permission, "ssi-bench streams needs root (ssi cluster up with network namespaces)") }
-        Proc.becomeSubreaper()
         let dir = "/tmp/ssi-bench-streams"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try BenchArgs.prepare("ssi-bench streams", directory: dir)
         let streamer = try BenchProcess.compile("streamer", into: dir)
         let echo = try BenchProcess.compile("lineecho", into: dir), client = try BenchProcess.compile("lineclient", into: dir)
         let lc = LocalCluster()

@@ -9,17 +9,13 @@ import Glibc
 /// Process trees: a 20-process tree, a process with 16 threads, and a 10-process tree
 /// sharing 100 MiB copy-on-write: frozen, checkpoint and restart times, memory before/after.
 struct TreeBenchmark {
-    var dir = "/dev/shm/ssi-bench"
+    static let usage = "trees [--dir DIR]"
+    var dir: String
 
     init(args: [String]) throws {
-        var i = 0
-        while i < args.count {
-            switch args[i] {
-            case "--dir": dir = try BenchArgs.value(args, i); i += 1
-            default: throw SSIError(.invalidArgument, "unknown option \(args[i])")
-            }
-            i += 1
-        }
+        var o = BenchOptions(args, usage: Self.usage)
+        dir = try o.text("--dir") ?? "/dev/shm/ssi-bench"
+        try o.finish()
     }
 
     static let repoRoot: String = {

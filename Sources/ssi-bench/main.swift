@@ -10,31 +10,26 @@
 //   swift run -c release ssi-bench streams [--seconds 3] [--rounds 3]
 import Foundation
 
+/// Each benchmark by name: its usage and how it runs on the arguments after its name.
+let benchmarks: [(name: String, usage: String, run: ([String]) async throws -> Void)] = [
+    ("checkpoint", CheckpointBenchmark.usage, { try CheckpointBenchmark(args: $0).run() }),
+    ("incremental", IncrementalBenchmark.usage, { try IncrementalBenchmark(args: $0).run() }),
+    ("trees", TreeBenchmark.usage, { try TreeBenchmark(args: $0).run() }),
+    ("ipc", IPCBenchOptions.usage, { try runIPCBenchmark(args: $0) }),
+    ("kddm", "kddm", { try await runKDDMBenchmark(args: $0) }),
+    ("balance", BalanceBenchmark.usage, { try BalanceBenchmark(args: $0).run() }),
+    ("migrate", MigrateBenchmark.usage, { try MigrateBenchmark(args: $0).run() }),
+    ("cluster-ip", ClusterIPBenchmark.usage, { try ClusterIPBenchmark(args: $0).run() }),
+    ("streams", StreamsBenchmark.usage, { try StreamsBenchmark(args: $0).run() }),
+]
+
 let args = Array(CommandLine.arguments.dropFirst())
+guard let bench = benchmarks.first(where: { $0.name == args.first }) else {
+    print("usage: ssi-bench " + benchmarks.map(\.usage).joined(separator: "\n       ssi-bench "))
+    exit(2)
+}
 do {
-    switch args.first {
-    case "checkpoint":
-        try CheckpointBenchmark(args: Array(args.dropFirst())).run()
-    case "incremental":
-        try IncrementalBenchmark(args: Array(args.dropFirst())).run()
-    case "trees":
-        try TreeBenchmark(args: Array(args.dropFirst())).run()
-    case "ipc":
-        try runIPCBenchmark(args: Array(args.dropFirst()))
-    case "balance":
-        try BalanceBenchmark(args: Array(args.dropFirst())).run()
-    case "migrate":
-        try MigrateBenchmark(args: Array(args.dropFirst())).run()
-    case "cluster-ip":
-        try ClusterIPBenchmark(args: Array(args.dropFirst())).run()
-    case "streams":
-        try StreamsBenchmark(args: Array(args.dropFirst())).run()
-    case "kddm":
-        try await runKDDMBenchmark(args: Array(args.dropFirst()))
-    default:
-        print("usage: \(CheckpointBenchmark.usage) | \(IncrementalBenchmark.usage) | trees [--dir DIR] | ipc | kddm | \(BalanceBenchmark.usage) | \(ClusterIPBenchmark.usage) | \(StreamsBenchmark.usage) | \(MigrateBenchmark.usage)")
-        exit(2)
-    }
+    try await bench.run(Array(args.dropFirst()))
 } catch {
     FileHandle.standardError.write(Data("ssi-bench: \(error)\n".utf8))
     exit(1)
