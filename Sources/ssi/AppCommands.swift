@@ -117,10 +117,7 @@ struct PS: ParsableCommand {
         do {
             let apps = try ClusterApps.call(.list, via: daemon).applications()
             if json {
-                let e = JSONEncoder()
-                e.outputFormatting = [.sortedKeys]
-                print(String(decoding: try e.encode(apps), as: UTF8.self))
-                return
+                return printJSON(apps)
             }
             // The ADDRESS column only when some application has an address of its own.
             let addresses = apps.contains { $0.address != nil }

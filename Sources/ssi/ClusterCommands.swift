@@ -21,6 +21,15 @@ func orFail<T>(_ body: () throws -> T) -> T {
     do { return try body() } catch { clusterFail(error) }
 }
 
+/// `value` as JSON on stdout, keys sorted (what --json prints): on one line, or indented with
+/// ISO 8601 dates when `pretty` (the scheduler's status and log, read by people too).
+func printJSON<T: Encodable>(_ value: T, pretty: Bool = false) {
+    let e = JSONEncoder()
+    e.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
+    if pretty { e.dateEncodingStrategy = .iso8601 }
+    print(String(decoding: orFail { try e.encode(value) }, as: UTF8.self))
+}
+
 /// Which daemon to ask: --socket, else $SSI_CONTROL, else node --node (default: the first
 /// that answers) of the local cluster, else /run/ssid.sock.
 struct DaemonOptions: ParsableArguments {

@@ -6,7 +6,7 @@ import SSISystem
 
 // Jobs, DRMAA-style (docs/scheduler.md, "Jobs"): submitted commands that the cluster starts
 // as applications where the scheduler places them, and follows to their end.
-let jobCommands: [ParsableCommand.Type] = [Submit.self, Jobs.self, WaitJob.self, Hold.self, Release.self, Suspend.self, Resume.self, Terminate.self]
+let jobCommands: [ParsableCommand.Type] = [Submit.self, Jobs.self, WaitJob.self, JobChange<HoldJob>.self, JobChange<ReleaseJob>.self, JobChange<SuspendJob>.self, JobChange<ResumeJob>.self, JobChange<TerminateJob>.self]
 
 private func callJobs(_ r: JobsRequest, _ daemon: DaemonOptions) -> ControlReply {
     orFail { try daemon.call(.jobs(r)) }
@@ -69,10 +69,7 @@ struct Jobs: ParsableCommand {
     func run() throws {
         let list = orFail { try callJobs(maxRunning.map { .limit($0) } ?? .list, daemon).jobList() }
         if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys]
-            print(String(decoding: orFail { try e.encode(list) }, as: UTF8.self))
-            return
+            return printJSON(list)
         }
         print("JOB    STATE       APP        NODE EXIT NAME")
         for j in list {
@@ -107,47 +104,38 @@ struct WaitJob: ParsableCommand {
 }
 
 /// hold, release, suspend, resume, terminate: one job, one change.
-protocol JobChange: ParsableCommand {
-    var job: Int { get }
-    var daemon: DaemonOptions { get }
+/// One change to a job by its number (hold, release, suspend, resume, terminate): what the
+/// command says of itself and the request it sends.
+protocol JobChangeKind {
+    static var name: String { get }
+    static var abstract: String { get }
     static func request(_ job: Int) -> JobsRequest
 }
 
-extension JobChange {
-    func run() throws { print(describe(orFail { try callJobs(Self.request(job), daemon).job() })) }
-}
-
-struct Hold: JobChange {
-    static let configuration = CommandConfiguration(abstract: "Keep a queued job from starting.")
+struct JobChange<Kind: JobChangeKind>: ParsableCommand {
+    static var configuration: CommandConfiguration { CommandConfiguration(commandName: Kind.name, abstract: Kind.abstract) }
     @Argument(help: "The job number.") var job: Int
     @OptionGroup var daemon: DaemonOptions
+    func run() throws { print(describe(orFail { try callJobs(Kind.request(job), daemon).job() })) }
+}
+
+enum HoldJob: JobChangeKind {
+    static let name = "hold", abstract = "Keep a queued job from starting."
     static func request(_ job: Int) -> JobsRequest { .hold(job) }
 }
-
-struct Release: JobChange {
-    static let configuration = CommandConfiguration(abstract: "Let a held job start.")
-    @Argument(help: "The job number.") var job: Int
-    @OptionGroup var daemon: DaemonOptions
+enum ReleaseJob: JobChangeKind {
+    static let name = "release", abstract = "Let a held job start."
     static func request(_ job: Int) -> JobsRequest { .release(job) }
 }
-
-struct Suspend: JobChange {
-    static let configuration = CommandConfiguration(abstract: "Freeze a running job (cgroup freezer); ssi resume thaws it.")
-    @Argument(help: "The job number.") var job: Int
-    @OptionGroup var daemon: DaemonOptions
+enum SuspendJob: JobChangeKind {
+    static let name = "suspend", abstract = "Freeze a running job (cgroup freezer); ssi resume thaws it."
     static func request(_ job: Int) -> JobsRequest { .suspend(job) }
 }
-
-struct Resume: JobChange {
-    static let configuration = CommandConfiguration(abstract: "Thaw a suspended job.")
-    @Argument(help: "The job number.") var job: Int
-    @OptionGroup var daemon: DaemonOptions
+enum ResumeJob: JobChangeKind {
+    static let name = "resume", abstract = "Thaw a suspended job."
     static func request(_ job: Int) -> JobsRequest { .resume(job) }
 }
-
-struct Terminate: JobChange {
-    static let configuration = CommandConfiguration(abstract: "End a job: TERM to its application (KILL after 5 s), or drop it if it has not started.")
-    @Argument(help: "The job number.") var job: Int
-    @OptionGroup var daemon: DaemonOptions
+enum TerminateJob: JobChangeKind {
+    static let name = "terminate", abstract = "End a job: TERM to its application (KILL after 5 s), or drop it if it has not started."
     static func request(_ job: Int) -> JobsRequest { .terminate(job) }
 }

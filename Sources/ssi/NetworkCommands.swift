@@ -23,11 +23,8 @@ struct Ports: ParsableCommand {
         do {
             let v = try daemon.call(.network(.ports), timeout: 15).ports()
             if json {
-                let e = JSONEncoder()
-                e.outputFormatting = [.sortedKeys]
                 struct Out: Encodable { var cluster_ip: String?; var ports: [PortEntry]; var exclusive: [PortClaim]; var error: String? }
-                print(String(decoding: try e.encode(Out(cluster_ip: v.clusterIP, ports: v.entries, exclusive: v.claims, error: v.error)), as: UTF8.self))
-                return
+                return printJSON(Out(cluster_ip: v.clusterIP, ports: v.entries, exclusive: v.claims, error: v.error))
             }
             print("cluster address: \(v.clusterIP ?? "none (network.cluster-ip is not set)")")
             if let err = v.error { print("steering error on this node: \(err)") }
@@ -61,10 +58,7 @@ struct Streams: ParsableCommand {
         do {
             let rows = try daemon.call(.network(.streams), timeout: 15).streams()
             if json {
-                let e = JSONEncoder()
-                e.outputFormatting = [.sortedKeys]
-                print(String(decoding: try e.encode(rows), as: UTF8.self))
-                return
+                return printJSON(rows)
             }
             func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
             func end(_ e: StreamRow.End) -> String {

@@ -19,12 +19,6 @@ struct Sched: ParsableCommand {
         subcommands: [SchedStatus.self, SchedLoad.self, SchedProbes.self, SchedSet.self, SchedLog.self, SchedCheck.self])
 }
 
-private func jsonPrint<T: Encodable>(_ v: T) {
-    let enc = JSONEncoder()
-    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-    enc.dateEncodingStrategy = .iso8601
-    print(String(decoding: orFail { try enc.encode(v) }, as: UTF8.self))
-}
 
 private func fmt(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? String(Int(x)) : String(format: "%.3f", x) }
 
@@ -37,7 +31,7 @@ struct SchedStatus: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
         let st = orFail { try daemon.call(.scheduler(.status(logLines: lines))).schedulerStatus() }
-        if json { return jsonPrint(st) }
+        if json { return printJSON(st, pretty: true) }
         print("node \(st.node): configuration \(st.active ?? "-") of [\(st.configurations.keys.sorted().joined(separator: ", "))] from \(st.source)")
         if st.stretched { print("probe periods stretched (CPU busy)") }
         for i in st.items {
@@ -88,7 +82,7 @@ struct SchedProbes: ParsableCommand {
         for i in st.items where i.kind != "policy" {
             for (k, v) in i.values { rows[i.kind == "probe" ? "\(i.name).\(k)" : i.name] = v }
         }
-        if json { return jsonPrint(rows) }
+        if json { return printJSON(rows, pretty: true) }
         for (k, v) in rows.sorted(by: { $0.key < $1.key }) { print("\(k) \(fmt(v))") }
     }
 }
@@ -117,7 +111,7 @@ struct SchedLog: ParsableCommand {
     @OptionGroup var daemon: DaemonOptions
     func run() throws {
         let st = orFail { try daemon.call(.scheduler(.status(logLines: lines))).schedulerStatus() }
-        if json { return jsonPrint(st.log) }
+        if json { return printJSON(st.log, pretty: true) }
         for l in st.log { print("\(l.date.formatted(.iso8601)) node \(st.node) \(l.kind): \(l.text)") }
     }
 }

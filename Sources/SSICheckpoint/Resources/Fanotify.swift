@@ -17,18 +17,16 @@ extension ProcessDumper {
     func fanotify(fd: Int32, link: String, flags: Int32, cloexec: Bool) throws -> FileDescriptorImage {
         var img = FileDescriptorImage(fd: fd, kind: .fanotify, path: link, flags: flags, closeOnExec: cloexec, position: 0)
         var marks = [FanotifyMark]()
-        for line in try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n") where line.hasPrefix("fanotify ") {
-            let field = Self.fdinfoFields(line.dropFirst("fanotify ".count))
-            func hex(_ k: Substring) -> UInt64? { field[k].flatMap { UInt64($0, radix: 16) } }
-            if let f = hex("flags"), let e = hex("event-flags") {
+        for line in try fdinfoMarks(fd: fd, prefix: "fanotify ") {
+            if let f = line.hex("flags"), let e = line.hex("event-flags") {
                 img.fanotifyFlags = UInt32(truncatingIfNeeded: f); img.fanotifyEventFlags = UInt32(truncatingIfNeeded: e)
                 continue
             }
             let subject = "PID \(pid) fd \(fd): fanotify mark"
-            guard hex("ino") != nil, let sdev = hex("sdev"), let mflags = hex("mflags"), let mask = hex("mask"),
-                  let ignored = hex("ignored_mask"), let type = hex("fhandle-type"), let size = hex("fhandle-bytes"),
-                  let handleHex = field["f_handle"], handleHex.count == Int(size) * 2 else {
-                throw SSIError(.unsupported, "\(subject) \"\(line)\": only marks on files and directories can be restored (not mount or file-system marks); nothing was written",
+            guard line.hex("ino") != nil, let sdev = line.hex("sdev"), let mflags = line.hex("mflags"), let mask = line.hex("mask"),
+                  let ignored = line.hex("ignored_mask"), let type = line.hex("fhandle-type"), let size = line.hex("fhandle-bytes"),
+                  let handleHex = line.fields["f_handle"], handleHex.count == Int(size) * 2 else {
+                throw SSIError(.unsupported, "\(subject) \"\(line.text)\": only marks on files and directories can be restored (not mount or file-system marks); nothing was written",
                                hint: "use `ssi checkpoint -i` to restore the fanotify fd as a closed fd")
             }
             let handle = FileHandles.bytes(hex: handleHex)

@@ -11,15 +11,24 @@ import Glibc
 // instance with pidfd_getfd(2). Events queued and not read are not restored.
 
 extension ProcessDumper {
-    /// The "key:value" words of one fdinfo line (fs/notify/fdinfo.c writes inotify and
-    /// fanotify marks so, every number in hex).
-    static func fdinfoFields(_ words: Substring) -> [Substring: Substring] {
-        var field = [Substring: Substring]()
-        for word in words.split(separator: " ") {
-            guard let colon = word.firstIndex(of: ":") else { continue }
-            field[word[..<colon]] = word[word.index(after: colon)...]
+    /// One line of /proc/PID/fdinfo/FD that describes a mark: fs/notify/fdinfo.c writes
+    /// inotify and fanotify marks as "key:value" words, every number in hex.
+    struct FdinfoMark {
+        let text: Substring
+        let fields: [Substring: Substring]
+        func hex(_ key: Substring) -> UInt64? { fields[key].flatMap { UInt64($0, radix: 16) } }
+    }
+
+    /// The lines of fd `fd`'s fdinfo that start with `prefix` ("inotify ", "fanotify ").
+    func fdinfoMarks(fd: Int32, prefix: String) throws -> [FdinfoMark] {
+        try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n").filter { $0.hasPrefix(prefix) }.map { line in
+            var fields = [Substring: Substring]()
+            for word in line.dropFirst(prefix.count).split(separator: " ") {
+                guard let colon = word.firstIndex(of: ":") else { continue }
+                fields[word[..<colon]] = word[word.index(after: colon)...]
+            }
+            return FdinfoMark(text: line, fields: fields)
         }
-        return field
     }
 
     /// One inotify fd. fdinfo shows a line per watch (fs/notify/fdinfo.c, inotify_fdinfo):
@@ -29,16 +38,14 @@ extension ProcessDumper {
     func inotify(fd: Int32, link: String, flags: Int32, cloexec: Bool) throws -> FileDescriptorImage {
         var img = FileDescriptorImage(fd: fd, kind: .inotify, path: link, flags: flags, closeOnExec: cloexec, position: 0)
         var watches = [InotifyWatch]()
-        for line in try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n") where line.hasPrefix("inotify ") {
-            let field = Self.fdinfoFields(line.dropFirst("inotify ".count))
-            func hex(_ k: Substring) -> UInt64? { field[k].flatMap { UInt64($0, radix: 16) } }
-            guard let wd = hex("wd"), let ino = hex("ino"), let sdev = hex("sdev"), let mask = hex("mask") else {
-                throw SSIError(.system, "PID \(pid) fd \(fd): cannot parse the inotify watch line \"\(line)\" of /proc/\(pid)/fdinfo/\(fd)",
+        for line in try fdinfoMarks(fd: fd, prefix: "inotify ") {
+            guard let wd = line.hex("wd"), let ino = line.hex("ino"), let sdev = line.hex("sdev"), let mask = line.hex("mask") else {
+                throw SSIError(.system, "PID \(pid) fd \(fd): cannot parse the inotify watch line \"\(line.text)\" of /proc/\(pid)/fdinfo/\(fd)",
                                hint: "this kernel's fdinfo format is not the one SwiftSSI knows; report it")
             }
             let subject = "PID \(pid) fd \(fd): inotify watch \(wd) (inode \(ino) on device \(sdev >> 20):\(sdev & 0xfffff))"
-            let handleHex = field["f_handle"] ?? ""
-            guard let type = hex("fhandle-type"), let size = hex("fhandle-bytes"), size > 0, handleHex.count == Int(size) * 2 else {
+            let handleHex = line.fields["f_handle"] ?? ""
+            guard let type = line.hex("fhandle-type"), let size = line.hex("fhandle-bytes"), size > 0, handleHex.count == Int(size) * 2 else {
                 throw SSIError(.unsupported, "\(subject): its file system gives no file handle, so the watched file cannot be named; nothing was written",
                                hint: "remove the watch before checkpointing, or use `ssi checkpoint -i` to restore the inotify fd as a closed fd")
             }

@@ -286,6 +286,19 @@ final class SocketRebuilder {
         return fd
     }
 
+    /// A TCP (type 1) or UDP (type 2) socket for each image of `socks`, known by its socketID,
+    /// with IPV6_V6ONLY set before anything binds it (bind(2) decides with it which addresses
+    /// the socket takes).
+    func newInetSockets(_ socks: [FileDescriptorImage], type: Int32, _ proto: String) throws -> [(f: FileDescriptorImage, s: SocketImage, fd: Int32)] {
+        try socks.compactMap { f in
+            guard let id = f.socketID, let s = f.socket else { return nil }
+            let fd = try newSocket(s.family, type, "\(proto) socket \(SockAddr.describe(s.address, family: s.family))")
+            made[id] = fd
+            if s.family == AF_INET6 { SocketOption.ipv6Only.set(fd, s.options?["IPV6_V6ONLY"] ?? 0) }
+            return (f, s, fd)
+        }
+    }
+
 
 
 

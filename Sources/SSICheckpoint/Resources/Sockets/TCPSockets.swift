@@ -98,11 +98,7 @@ extension ProcessDumper {
 
 extension SocketRebuilder {
     func buildTCP(_ socks: [FileDescriptorImage]) throws {
-        for f in socks {
-            guard let id = f.socketID, let s = f.socket else { continue }
-            let fd = try newSocket(s.family, 1, "TCP socket \(SockAddr.describe(s.address, family: s.family))")
-            made[id] = fd
-            if s.family == AF_INET6 { SocketOption.ipv6Only.set(fd, s.options?["IPV6_V6ONLY"] ?? 0) }
+        for (f, s, fd) in try newInetSockets(socks, type: 1, "TCP") {
             switch s.state {
             case .listening, .unconnected: try bindTCP(f, s, fd: fd)
             case .connected: try repairTCP(f, s, fd: fd)

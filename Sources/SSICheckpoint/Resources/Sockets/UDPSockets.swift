@@ -88,11 +88,7 @@ extension SockAddr {
 
 extension SocketRebuilder {
     func buildUDP(_ socks: [FileDescriptorImage]) throws {
-        for f in socks {
-            guard let id = f.socketID, let s = f.socket else { continue }
-            let fd = try newSocket(s.family, 2, "UDP socket \(SockAddr.describe(s.address, family: s.family))")
-            made[id] = fd
-            if s.family == AF_INET6 { SocketOption.ipv6Only.set(fd, s.options?["IPV6_V6ONLY"] ?? 0) }
+        for (f, s, fd) in try newInetSockets(socks, type: 2, "UDP") {
             guard let addr = s.address else { continue }
             // SO_REUSEADDR for the bind only (the kill may leave nothing, but another
             // socket of the application may share the port with it set).
