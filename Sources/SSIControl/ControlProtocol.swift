@@ -254,118 +254,64 @@ public struct BenchReport: Codable, Sendable {
 }
 
 extension ControlReply {
-    public func streams() throws -> [StreamRow] {
-        guard case .streams(let v) = self else { throw Self.unexpected(self, "the table of streams") }
-        return v
-    }
+    public func streams() throws -> [StreamRow] { try expect("the table of streams") { if case .streams(let v) = $0 { v } else { nil } } }
 
-    public func ports() throws -> PortsView {
-        guard case .ports(let v) = self else { throw Self.unexpected(self, "the port table") }
-        return v
-    }
+    public func ports() throws -> PortsView { try expect("the port table") { if case .ports(let v) = $0 { v } else { nil } } }
 
     /// A reply of another case than the request answers: a daemon of another version.
     static func unexpected(_ r: ControlReply, _ wanted: String) -> SSIError {
         SSIError(.corrupt, "the daemon answered \(r) where \(wanted) was expected", hint: "are ssi and ssid from the same build?")
     }
 
-    public func status() throws -> DaemonStatus {
-        guard case .status(let s) = self else { throw Self.unexpected(self, "a status") }
-        return s
+    /// The value `extract` finds in this reply; else the error names what was `wanted`.
+    private func expect<T>(_ wanted: String, _ extract: (ControlReply) -> T?) throws -> T {
+        guard let v = extract(self) else { throw Self.unexpected(self, wanted) }
+        return v
     }
 
-    public func nodes() throws -> [NodeID] {
-        guard case .nodes(let n) = self else { throw Self.unexpected(self, "a node list") }
-        return n
-    }
+    public func status() throws -> DaemonStatus { try expect("a status") { if case .status(let v) = $0 { v } else { nil } } }
 
-    public func sets() throws -> [SetSummary] {
-        guard case .sets(let s) = self else { throw Self.unexpected(self, "a set list") }
-        return s
-    }
+    public func nodes() throws -> [NodeID] { try expect("a node list") { if case .nodes(let v) = $0 { v } else { nil } } }
+
+    public func sets() throws -> [SetSummary] { try expect("a set list") { if case .sets(let v) = $0 { v } else { nil } } }
 
     public func object() throws -> (KDDMObjectState, asker: NodeID) {
         guard case .object(let o, let asker) = self else { throw Self.unexpected(self, "an object's state") }
         return (o, asker)
     }
 
-    public func schedulerStatus() throws -> SchedulerStatus {
-        guard case .schedulerStatus(let st) = self else { throw Self.unexpected(self, "the scheduler's status") }
-        return st
-    }
+    public func schedulerStatus() throws -> SchedulerStatus { try expect("the scheduler's status") { if case .schedulerStatus(let v) = $0 { v } else { nil } } }
 
-    public func job() throws -> JobRecord {
-        guard case .job(let j) = self else { throw Self.unexpected(self, "a job") }
-        return j
-    }
+    public func job() throws -> JobRecord { try expect("a job") { if case .job(let v) = $0 { v } else { nil } } }
 
-    public func jobList() throws -> [JobRecord] {
-        guard case .jobList(let j) = self else { throw Self.unexpected(self, "a job list") }
-        return j
-    }
+    public func jobList() throws -> [JobRecord] { try expect("a job list") { if case .jobList(let v) = $0 { v } else { nil } } }
 
-    public func decision() throws -> Decision? {
-        guard case .decision(let d) = self else { throw Self.unexpected(self, "a decision") }
-        return d
-    }
+    public func decision() throws -> Decision? { try expect("a decision") { if case .decision(let v) = $0 { v } else { nil } } }
 
-    public func value() throws -> String? {
-        guard case .value(let v) = self else { throw Self.unexpected(self, "a value") }
-        return v
-    }
+    public func value() throws -> String? { try expect("a value") { if case .value(let v) = $0 { v } else { nil } } }
 
-    public func count() throws -> Int {
-        guard case .count(let n) = self else { throw Self.unexpected(self, "a count") }
-        return n
-    }
+    public func count() throws -> Int { try expect("a count") { if case .count(let v) = $0 { v } else { nil } } }
 
     public func events() throws -> (events: [ObserveEvent], missing: [NodeID]) {
         guard case .events(let e, let missing) = self else { throw Self.unexpected(self, "a list of events") }
         return (e, missing)
     }
 
-    public func cluster() throws -> ClusterView {
-        guard case .cluster(let c) = self else { throw Self.unexpected(self, "a cluster view") }
-        return c
-    }
+    public func cluster() throws -> ClusterView { try expect("a cluster view") { if case .cluster(let v) = $0 { v } else { nil } } }
 
-    public func application() throws -> AppRecord {
-        guard case .application(let a) = self else { throw Self.unexpected(self, "an application") }
-        return a
-    }
+    public func application() throws -> AppRecord { try expect("an application") { if case .application(let v) = $0 { v } else { nil } } }
 
-    public func applications() throws -> [AppRecord] {
-        guard case .applications(let a) = self else { throw Self.unexpected(self, "an application list") }
-        return a
-    }
+    public func applications() throws -> [AppRecord] { try expect("an application list") { if case .applications(let v) = $0 { v } else { nil } } }
 
-    public func checkpointed() throws -> CheckpointDone {
-        guard case .checkpointed(let c) = self else { throw Self.unexpected(self, "a checkpoint result") }
-        return c
-    }
+    public func checkpointed() throws -> CheckpointDone { try expect("a checkpoint result") { if case .checkpointed(let v) = $0 { v } else { nil } } }
 
-    public func checkpointedAll() throws -> [CheckpointDone] {
-        guard case .checkpointedAll(let c) = self else { throw Self.unexpected(self, "checkpoint results") }
-        return c
-    }
+    public func checkpointedAll() throws -> [CheckpointDone] { try expect("checkpoint results") { if case .checkpointedAll(let v) = $0 { v } else { nil } } }
 
-    public func catalogs() throws -> [SnapshotCatalog] {
-        guard case .catalogs(let c) = self else { throw Self.unexpected(self, "a snapshot list") }
-        return c
-    }
+    public func catalogs() throws -> [SnapshotCatalog] { try expect("a snapshot list") { if case .catalogs(let v) = $0 { v } else { nil } } }
 
-    public func log() throws -> LogChunk {
-        guard case .log(let l) = self else { throw Self.unexpected(self, "a log") }
-        return l
-    }
+    public func log() throws -> LogChunk { try expect("a log") { if case .log(let v) = $0 { v } else { nil } } }
 
-    public func objects() throws -> [ObjectValue] {
-        guard case .objects(let o) = self else { throw Self.unexpected(self, "an object listing") }
-        return o
-    }
+    public func objects() throws -> [ObjectValue] { try expect("an object listing") { if case .objects(let v) = $0 { v } else { nil } } }
 
-    public func bench() throws -> BenchReport {
-        guard case .bench(let b) = self else { throw Self.unexpected(self, "a benchmark report") }
-        return b
-    }
+    public func bench() throws -> BenchReport { try expect("a benchmark report") { if case .bench(let v) = $0 { v } else { nil } } }
 }

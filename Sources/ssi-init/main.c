@@ -53,6 +53,16 @@ static void mount_proc(void) {
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) die("mount /proc");
 }
 
+/* The errno the child wrote to the close-on-exec pipe `fd` when exec failed, or 0 when the
+ * pipe closed empty (the exec closed it: pipe2(2) O_CLOEXEC). Closes `fd`. */
+static int exec_error(int fd) {
+    int e = 0;
+    ssize_t n;
+    while ((n = read(fd, &e, sizeof(e))) < 0 && errno == EINTR) {}
+    close(fd);
+    return n == (ssize_t)sizeof(e) ? e : 0;
+}
+
 static pid_t start(char **argv, const sigset_t *none) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) die("pipe");
@@ -71,11 +81,8 @@ static pid_t start(char **argv, const sigset_t *none) {
         _exit(127);
     }
     close(report[1]);
-    int e = 0;
-    ssize_t n;
-    do { n = read(report[0], &e, sizeof(e)); } while (n < 0 && errno == EINTR);
-    close(report[0]);
-    if (n == sizeof(e)) {
+    int e = exec_error(report[0]);
+    if (e != 0) {
         fprintf(stderr, "ssi-init: cannot start %s: %s\n", argv[0], strerror(e));
         exit(127);
     }

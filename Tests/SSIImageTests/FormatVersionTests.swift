@@ -4,30 +4,72 @@ import SSISystem
 import SSITestSupport
 import Testing
 
-/// Snapshots of every format version this ssi reads, as each version wrote them
-/// (Tests/Fixtures/snapshots/v1, v2, v3: one process, its pages, and the fields of that
-/// version), are verified and decoded.
+/// Snapshots of every format version this ssi reads, as each version wrote them, are
+/// verified and decoded: Tests/Fixtures/snapshots/v1 to v4 are version directories (one
+/// process, its pages file, and the fields of that version); v7 and v8 are stores (the
+/// version `100/v1` and the application's page pool `100/pool`), since from version 7 on
+/// pages live in the pool. Versions 5 and 6 were never written (the format went from 4 to 7).
 @Suite("older snapshot formats")
 struct FormatVersionTests {
     static func fixture(_ v: Int) -> String { "\(TestEnv.repoRoot)/Tests/Fixtures/snapshots/v\(v)" }
+    /// Every version a release of ssi wrote, the current one last.
+    /// A new format version fails everyVersionCovered until the one before it has a fixture.
+    static let written = [1, 2, 3, 4, 7, 8, 9]
+    static let directories = [1, 2, 3, 4], stores = [7, 8]
 
-    @Test("every readable version loads and verifies", arguments: [1, 2, 3])
+    /// The older version `v`, opened as a restart opens it. A store's fixture is copied first:
+    /// opening a pooled version may make the pool's lock files.
+    static func open(_ v: Int) throws -> Snapshot {
+        if directories.contains(v) { return try Snapshot.load(directory: fixture(v)) }
+        let root = try TestEnv.makeTempDir("format-v\(v)")
+        try FileManager.default.removeItem(atPath: root)
+        try FileManager.default.copyItem(atPath: fixture(v), toPath: root)
+        return try SnapshotStore(root: root).open(app: 100, version: 1)
+    }
+
+    @Test("every version ssi wrote is readable, and each older one has its fixture")
+    func everyVersionCovered() {
+        #expect(Set(SnapshotFormat.readable).isSuperset(of: Self.written))
+        #expect(Self.written.last == SnapshotFormat.version && Self.directories + Self.stores == Self.written.dropLast())
+        for v in Self.written.dropLast() { #expect(FileManager.default.fileExists(atPath: Self.fixture(v)), "no fixture for version \(v)") }
+    }
+
+    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8])
     func loads(version: Int) throws {
-        let snap = try Snapshot.load(directory: FormatVersionTests.fixture(version))
+        let snap = try Self.open(version)
         #expect(snap.manifest.formatVersion == version)
         #expect(SnapshotFormat.readable.contains(version))
         #expect(snap.manifest.processes == [100] && snap.processes.count == 1)
+        #expect((snap.manifest.pooled != nil) == Self.stores.contains(version))
         let p = try #require(snap.processes.first)
         #expect(p.pid == 100 && p.comm == "app" && p.exe == "/usr/bin/app" && p.umask == 0o22)
         #expect(p.rlimits == [RLimit(resource: 7, cur: 1024, max: 4096)])
         #expect(p.mm.auxv == [6, 4096, 0, 0])
-        #expect(p.vmas.first?.pages == [PageRun(address: 0x1000_0000, count: 2, fileOffset: 0)])
+        #expect(p.vmas.first?.pages.reduce(0) { $0 + $1.count } == 2 && p.vmas.first?.pages.first?.address == 0x1000_0000)
         #expect(p.threads.first?.registers["rip"] == 0x401000 && p.threads.first?.registers["orig_rax"] == UInt64.max)
         #expect(p.threads.first?.registers.count == 27)
         #expect(p.sigactions.first?.signal == 10)
-        // Pages are read through the reader protocol, as a restart reads them.
-        let pages = try snap.open("pages-100.img").readAll()
+        // Pages are read through the reader protocol and the runs, as a restart reads them
+        // (a pooled version's runs point into the pool, where its two equal pages are one).
+        let f = try snap.open(p.pagesFile)
+        var pages = [UInt8]()
+        for run in try #require(p.vmas.first).pages {
+            var b = [UInt8](repeating: 0, count: Int(run.count) * 4096)
+            try b.withUnsafeMutableBytes { try f.read(into: $0, at: run.fileOffset) }
+            pages += b
+        }
         #expect(pages == (0..<8192).map { UInt8(truncatingIfNeeded: $0 * 7) })
+    }
+
+    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7 and 8", arguments: [4, 7, 8])
+    func version4Fields(version: Int) throws {
+        let p = try #require(try Self.open(version).processes.first)
+        #expect(p.thpDisabled == true)
+        #expect(p.fds.first { $0.fd == 1 }?.locks == [FileLock(kind: "POSIX", write: true, start: 0, end: 99), FileLock(kind: "FLOCK", write: false, start: 0, end: nil)])
+        let udp = try #require(p.fds.first { $0.kind == .udpSocket }?.socket)
+        #expect(udp.state == .unconnected && udp.type == 2 && udp.rawOptions == ["SO_PRIORITY": Data([6, 0, 0, 0])])
+        #expect(p.vmas.first?.vmFlags == ["lo"])
+        #expect(p.threads.allSatisfy { $0.scheduling == nil } && p.noNewPrivs == nil)
     }
 
     @Test("version 1 has no version 2 or 3 field; 2 adds trees, threads, pipes, event fds, timers")
