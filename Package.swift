@@ -113,14 +113,14 @@ let package = Package(
         .testTarget(name: "SSIImageTests", dependencies: ["SSIImage", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIClusterTests", dependencies: [
             "SSITransport", "SSIMembership", "SSIKDDM", "SSIControl", "SSILocalCluster", "SSISystem",
-            "SSIProcessTable", "SSINetwork", "SSITestSupport",
+            "SSIProcessTable", "SSINetwork", "SSIScheduler", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .testTarget(name: "SSIIPCTests", dependencies: ["SSIIPC", "SSISystem", "SSITestSupport"], swiftSettings: swiftSettings),
-        .testTarget(name: "SSISchedulerTests", dependencies: ["SSIScheduler", "SSISystem"], swiftSettings: swiftSettings),
+        .testTarget(name: "SSISchedulerTests", dependencies: ["SSIScheduler"], swiftSettings: swiftSettings),
         .testTarget(name: "SSIObserveTests", dependencies: [
-            "SSIObserve", "SSIControl", "SSILocalCluster", "SSISystem", "SSITransport", "SSIMembership", "SSITestSupport",
+            "SSIObserve", "SSILocalCluster", "SSISystem", "SSITransport", "SSIMembership", "SSITestSupport",
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
