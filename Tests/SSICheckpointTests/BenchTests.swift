@@ -5,24 +5,30 @@ import Testing
 import Glibc
 #endif
 
-/// `ssi-bench checkpoint` refuses bad options before it starts anything (no CRIU binary is
-/// installed here: --compare-criu is tested for its argument errors only).
+/// The benchmarks refuse bad options before they start anything, through one option reader
+/// (BenchOptions); no CRIU binary is installed here: --compare-criu is tested for its
+/// argument errors only.
 @Suite struct BenchArgumentTests {
     static var bench: String { "\(TestEnv.productsDir)/ssi-bench" }
 
     @Test("bad options are refused with what to type", arguments: [
-        (["--compare-criu", "/nonexistent/criu"], "--compare-criu /nonexistent/criu: no such file"),
-        (["--compare-criu", "/etc"], "--compare-criu /etc: not an executable file"),
-        (["--compare-criu", "/dev/null"], "--compare-criu /dev/null: not an executable file"),
-        (["--compare-criu"], "option --compare-criu needs a value"),
-        (["--rounds", "0"], "--rounds 0: not a whole number of at least 1"),
-        (["--rounds"], "option --rounds needs a value"),
-        (["--sizes", "0,abc"], "--sizes 0,abc: not a list of sizes in MiB"),
-        (["--sizes", "-5"], "--sizes -5: not a list of sizes in MiB"),
-        (["--frobnicate"], "unknown option --frobnicate"),
+        (["checkpoint", "--compare-criu", "/nonexistent/criu"], "--compare-criu /nonexistent/criu: no such file"),
+        (["checkpoint", "--compare-criu", "/etc"], "--compare-criu /etc: not an executable file"),
+        (["checkpoint", "--compare-criu", "/dev/null"], "--compare-criu /dev/null: not an executable file"),
+        (["checkpoint", "--compare-criu"], "option --compare-criu needs a value"),
+        (["checkpoint", "--rounds", "0"], "--rounds 0: not a whole number from 1 to 10000"),
+        (["checkpoint", "--rounds"], "option --rounds needs a value"),
+        (["checkpoint", "--sizes", "0,abc"], "--sizes 0,abc: not a list of sizes in MiB"),
+        (["checkpoint", "--sizes", "-5"], "--sizes -5: not a list of sizes in MiB"),
+        (["checkpoint", "--frobnicate"], "unknown argument '--frobnicate'"),
+        (["migrate", "--moves", "x"], "--moves x: not a whole number from 1 to 1000"),
+        (["balance", "--min", "2", "--max", "1"], "--max 1.0 is below --min 2.0"),
+        (["cluster-ip", "--window", "0"], "--window 0: not a whole number from 1 to 1024"),
+        (["streams", "--seconds", "-1"], "--seconds -1: not a number above 0.999"),
+        (["ipc", "--touched-percent", "abc"], "--touched-percent abc: not a number above 0.0"),
     ])
     func refused(args: [String], message: String) throws {
-        let r = try run([BenchArgumentTests.bench, "checkpoint"] + args)
+        let r = try run([BenchArgumentTests.bench] + args)
         #expect(r.status != 0, "\(args) accepted: \(r.output)")
         #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
         #expect(r.stderr.contains("hint:"), "\(args): no hint: \(r.stderr)")
