@@ -120,6 +120,14 @@ public struct ProcessImage: Codable, Sendable {
     /// snapshot is then the one seen inside that namespace, and restart creates a new
     /// namespace for them (optional field, apps: no format bump).
     public var pidNamespaceInit: Bool?
+    /// Version 9: the process lives in a PID namespace the application made (unshare(2) or
+    /// clone(2) CLONE_NEWPID, below the application's): its ids in each namespace below the
+    /// application's, outermost first; the last is its getpid(). `pid` stays its id at the
+    /// application's level. nil: it lives in the application's namespace.
+    public var nestedPIDs: [Int32]?
+    /// Version 9: the namespace its next children go to (/proc/PID/ns/pid_for_children),
+    /// when it is not its own: after unshare(CLONE_NEWPID), or setns(2) to a PID namespace.
+    public var childPIDNamespace: ChildPIDNamespace?
     /// Version 2: PR_SET_CHILD_SUBREAPER.
     public var childSubreaper: Bool?
     /// Version 9: PR_SET_NO_NEW_PRIVS was set (/proc/PID/status NoNewPrivs); nil when not.
@@ -172,6 +180,15 @@ public struct ProcessImage: Codable, Sendable {
 /// The namespaces of one process that are not ssi's. Each is named by its inode at
 /// checkpoint time (the number in /proc/PID/ns/KIND), so that processes sharing one
 /// namespace share it again after restart.
+/// Version 9: where a process's next children go when that is not its own PID namespace.
+public struct ChildPIDNamespace: Codable, Sendable, Equatable {
+    /// A process of the snapshot living in that namespace (by `pid`), whose namespace the
+    /// process joins at restart; nil when none lives in it yet (unshare(CLONE_NEWPID) before
+    /// the first fork: restart unshares again).
+    public var holder: Int32?
+    public init(holder: Int32?) { self.holder = holder }
+}
+
 public struct ProcessNamespaces: Codable, Sendable, Equatable {
     public var uts: UTSNamespace?
     /// Compared with the root's network namespace (the launcher's choice, not saved).

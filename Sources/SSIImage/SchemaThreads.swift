@@ -5,6 +5,9 @@ import Foundation
 
 public struct ThreadImage: Codable, Sendable {
     public var tid: Int32
+    /// Version 9: the thread's ids in the PID namespaces below the application's, as
+    /// ProcessImage.nestedPIDs; nil in the application's.
+    public var nestedTIDs: [Int32]?
     /// General-purpose registers by name (Arch's register file), as saved while stopped.
     public var registers: [String: UInt64]
     /// The XSAVE area (PTRACE_GETREGSET NT_X86_XSTATE).

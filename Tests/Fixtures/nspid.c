@@ -4,21 +4,28 @@
 //   k        init's child: PID 2 inside; it forks and exits at once (a zombie, unreaped)
 //   orphan   k's child, PID 3 inside, reparented to init (ppid 1 inside) when k exited
 // Each records its ids inside and (through /proc/self/status NSpid) outside.
+//   thread   a second thread of init, with its own id inside (gettid)
+// A second child ("lone") calls unshare(CLONE_NEWPID) and does not fork before the checkpoint:
+// its pid_for_children is a namespace nobody lives in yet.
 // After restart: getpid()/getppid() inside as before (1/0 for init, 3/1 for orphan), NSpid unchanged
-// (both levels), the root sees the same outer PIDs, the processes are in a PID namespace that
-// is not the root's; a new child forked by init after restart gets a PID inside (> 3), not an
-// outer one; init reaps it, k (exit 0) and the orphan, and everyone exits 0.
+// (both levels), the thread's gettid() unchanged, the root sees the same outer PIDs, the
+// processes are in a PID namespace that is not the root's; a new child forked by init after
+// restart gets a PID inside (> 3), not an outer one; init reaps it, k (exit 0) and the orphan;
+// a child forked by outer after restart lands in init's namespace (two NSpid levels, ppid 0
+// inside); a child forked by lone is PID 1 of a new namespace; everyone exits 0.
 #include "fixture.h"
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <pthread.h>
+#include <sys/syscall.h>
 
 struct rec { pid_t in, inppid; char nspid[64]; };
 static struct rec *tab;                                         // MAP_SHARED, set by each process
 
 static void nspid(char *out, size_t n) {
     FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
+    char line[256];   // NSpid of 3 levels fits: out holds 64
     out[0] = 0;
     while (f && fgets(line, sizeof line, f)) if (!strncmp(line, "NSpid:", 6)) { snprintf(out, n, "%s", line + 6); out[strcspn(out, "\n")] = 0; }
     if (f) fclose(f);
@@ -34,6 +41,18 @@ static int check(int i, const char *who) {
     return ok;
 }
 
+static int levels(void) { char s[64]; nspid(s, sizeof s); int n = 0; for (char *p = strtok(s, " \t"); p; p = strtok(NULL, " \t")) n++; return n; }
+
+static volatile int thread_go, thread_ok;
+static void *thread_main(void *arg) {
+    (void)arg;
+    tab[3].in = (pid_t)syscall(SYS_gettid);
+    while (!thread_go) usleep(1000);
+    thread_ok = (pid_t)syscall(SYS_gettid) == tab[3].in;
+    printf("thread: tid %ld inside (was %d) %s\n", (long)syscall(SYS_gettid), tab[3].in, thread_ok ? "OK" : "FAIL");
+    return NULL;
+}
+
 static void ns_of(pid_t pid, char *out, size_t n) { char p[64]; snprintf(p, sizeof p, "/proc/%d/ns/pid", pid); ssize_t r = readlink(p, out, n - 1); out[r > 0 ? r : 0] = 0; }
 
 int main(void) {
@@ -45,6 +64,8 @@ int main(void) {
         if (unshare(CLONE_NEWPID) < 0) { printf("FAIL: unshare: %s\n", strerror(errno)); _exit(1); }
         pid_t init = fork();
         if (init == 0) {
+            pthread_t th;
+            pthread_create(&th, NULL, thread_main, NULL);
             record(0);
             pid_t k = fork();
             if (k == 0) {
@@ -59,7 +80,11 @@ int main(void) {
                 _exit(0);                                   // its child becomes init's (an orphan)
             }
             fixture_wait();
+            while (!tab[4].in) usleep(1000);                // outer has forked into this namespace
             int ok = check(0, "init");
+            thread_go = 1;
+            pthread_join(th, NULL);
+            ok = ok && thread_ok;
             pid_t n = fork();
             if (n == 0) _exit(getpid() > 3 && getppid() == 1 ? 0 : 1);
             ok = ok && n > 3;
@@ -70,11 +95,29 @@ int main(void) {
             _exit(ok && !bad && reaped == 3 ? 0 : 1);
         }
         fixture_wait();
-        int st;
+        // Its pid_for_children is still init's namespace: a child lands there.
+        pid_t c = fork();
+        if (c == 0) _exit(levels() == 2 && getppid() == 0 && getpid() > 3 ? 0 : 1);
+        tab[4].in = 1;
+        int st, cst = -1;
+        waitpid(c, &cst, 0);
+        if (!(WIFEXITED(cst) && WEXITSTATUS(cst) == 0)) printf("FAIL: outer: its child after restart (%d) was not in init's namespace (status %#x)\n", c, cst);
         waitpid(init, &st, 0);
-        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+        _exit(WIFEXITED(st) && WEXITSTATUS(st) == 0 && WIFEXITED(cst) && WEXITSTATUS(cst) == 0 ? 0 : 1);
     }
-    for (int i = 0; i < 500 && !tab[2].in; i++) usleep(10000);
+    pid_t lone = fork();
+    if (lone == 0) {
+        if (unshare(CLONE_NEWPID) < 0) { printf("FAIL: lone: unshare: %s\n", strerror(errno)); _exit(1); }
+        tab[5].in = 1;
+        fixture_wait();
+        pid_t c = fork();
+        if (c == 0) { char s[64]; nspid(s, sizeof s); printf("lone's child: pid %d NSpid '%s'\n", getpid(), s); _exit(getpid() == 1 && levels() == 2 ? 0 : 1); }
+        int st = -1;
+        waitpid(c, &st, 0);
+        printf("lone: its first child after restart %s (status %#x)\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "was PID 1 of a new namespace: OK" : "FAIL", st);
+        _exit(WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1);
+    }
+    for (int i = 0; i < 500 && (!tab[2].in || !tab[3].in || !tab[5].in); i++) usleep(10000);
     char r0[64], c0[64];
     usleep(100000);
     printf("init %s, k %s, orphan %s\n", tab[0].nspid, tab[1].nspid, tab[2].nspid);
@@ -91,8 +134,11 @@ int main(void) {
     kill(outs[0], SIGUSR1);
     kill(outs[2], SIGUSR1);
     kill(outer, SIGUSR1);
+    kill(lone, SIGUSR1);
     int st = 0;
     waitpid(outer, &st, 0);
     EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the namespace's processes: status %#x", st);
+    waitpid(lone, &st, 0);
+    EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "lone (unshared, no child yet): status %#x", st);
     return fixture_finish();
 }

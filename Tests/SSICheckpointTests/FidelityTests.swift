@@ -85,7 +85,7 @@ enum FidelityCases {
         FidelityCase(fixture: "mqueue"),
         FidelityCase(fixture: "nsnet"),
         FidelityCase(fixture: "nsmnt", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
-        FidelityCase(fixture: "nspid", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
+        FidelityCase(fixture: "nspid"),
         FidelityCase(fixture: "timerfd"),
         FidelityCase(fixture: "epoll"),
         FidelityCase(fixture: "zombies"),

@@ -109,6 +109,8 @@ extension CheckpointEngine {
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
             var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
+            // Processes in PID namespaces the application made keep their ids there too.
+            try PIDNamespace.recordNested(&images, root: root)
             // A cluster application's ids are those inside its own PID namespace.
             if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) }
             phase.mark("checkpoint: all processes")

@@ -230,6 +230,8 @@ final class RestartSession {
         var queue: [(ProcessImage, Tracee, UInt64?)] = [(root, stub, selfPidFD >= 0 ? UInt64(selfPidFD) : nil)]
         let byPID = Dictionary(snap.processes.map { ($0.pid, $0) }, uniquingKeysWith: { a, _ in a })
         var madeNamespaces = [String: Int32]()
+        var hostPIDs: [Int32: Int32] = [root.pid: stub.pid.rawValue]
+        var laterJoins: [(ProcessRestorer, Int32)] = []
         while !queue.isEmpty {
             let (image, t, pidfdSlot) = queue.removeFirst()
             let pr = try ProcessRestorer(image: image, source: snap, stub: t)
@@ -256,22 +258,52 @@ final class RestartSession {
             // Memory and files first, then the children: they are forked from the restored
             // process, so the pages it shared copy-on-write with them are shared again.
             try pr.rebuild()
-            for child in (children[image.pid] ?? []).sorted(by: { $0.pid < $1.pid }) {
+            // The first process of a PID namespace this one made comes first: CLONE_NEWPID
+            // is refused once pid_for_children is another namespace (clone(2) EINVAL).
+            let kids = (children[image.pid] ?? []).sorted {
+                (ProcessRestorer.startsPIDNamespace($0, parent: image) ? 0 : 1, $0.pid) < (ProcessRestorer.startsPIDNamespace($1, parent: image) ? 0 : 1, $1.pid)
+            }
+            var joined = false
+            for child in kids {
+                if ProcessRestorer.needsChildPIDNamespace(child, parent: image), !joined {
+                    guard let h = image.childPIDNamespace?.holder, let host = hostPIDs[h] else {
+                        throw SSIError(.unsupported, "\(snap.location): PID \(child.pid) lives in a PID namespace whose first process is not restored before it; nothing was restarted")
+                    }
+                    try pr.joinChildPIDNamespace(holder: host)
+                    joined = true
+                }
                 // A child whose session lost its leader (not in the snapshot) is made in it.
                 let lostSession = child.sid != image.sid && child.sid != child.pid && !snap.processes.contains { $0.pid == child.sid }
                 let ct = lostSession ? try pr.forkIntoLostSession(child: child) : try pr.fork(child: child)
                 created.append(ct.pid.rawValue)
                 createdIDs.insert(child.pid)
+                hostPIDs[child.pid] = ct.pid.rawValue
+                if image.childPIDNamespace?.holder == child.pid, !joined {
+                    try pr.joinChildPIDNamespace(holder: ct.pid.rawValue)
+                    joined = true
+                }
                 if let status = child.zombieStatus {
                     try pr.makeZombie(ct, status: status)
                 } else {
                     queue.append((child, ct, pr.ssiPidFD))
                 }
             }
+            if let next = image.childPIDNamespace, !joined {
+                if let h = next.holder {
+                    if let host = hostPIDs[h] { try pr.joinChildPIDNamespace(holder: host) } else { laterJoins.append((pr, h)) }
+                } else {
+                    try pr.unshareChildPIDNamespace()
+                }
+            }
             try pr.createThreads()
         }
         for p in snap.processes where !createdIDs.contains(p.pid) {
             throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) has no parent in the snapshot")
+        }
+        // Namespaces joined for later children whose holder was created after the process.
+        for (pr, h) in laterJoins {
+            guard let host = hostPIDs[h] else { throw SSIError(.corrupt, "\(snap.location): PID \(pr.image.pid)'s children go to the PID namespace of PID \(h), which is not in the snapshot") }
+            try pr.joinChildPIDNamespace(holder: host)
         }
     }
 

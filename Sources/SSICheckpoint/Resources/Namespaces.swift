@@ -11,7 +11,8 @@ import Glibc
 // namespaces(7)). UTS namespaces are saved with their names and made again at restart, shared
 // by the same processes. Network namespaces with only their loopback interface are saved
 // with lo's state and their sysctls; ssi makes them again before the processes, builds
-// their sockets inside them (Sockets.swift), and the processes enter them. The other kinds are not saved yet: a restart would put the processes
+// their sockets inside them (Sockets.swift), and the processes enter them. PID namespaces
+// are made again as the processes are created (PIDNamespace.swift). The other kinds are not saved yet: a restart would put the processes
 // back in ssi's own namespaces, where their IPC objects, network, mounts or PIDs are not, so
 // such a checkpoint is refused, naming the process and the namespace, before anything is
 // written.
@@ -22,7 +23,7 @@ extension ProcessDumper {
     /// the PID and mount namespaces ssi-init gives a cluster application, are compared with
     /// the root's only).
     static let namespaceKinds: [(name: String, withSSI: Bool)] = [
-        ("mnt", false), ("pid", false), ("user", false), ("cgroup", false), ("time", false),
+        ("mnt", false), ("user", false), ("cgroup", false), ("time", false),
     ]
 
     static func refuseOwnNamespaces(root: Int32, pids: [Int32]) throws {
@@ -338,7 +339,7 @@ extension ProcessRestorer {
 
     /// setns(2) into the namespace of file `path` (opened by ssi, taken by the process with
     /// pidfd_getfd(2)), then closes the fd.
-    private func joinNamespace(path: String, type: Int32, what: String) throws {
+    func joinNamespace(path: String, type: Int32, what: String) throws {
         let mine = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard mine >= 0 else { throw SSIError.sys("open \(path) (\(what)) for PID \(pid)", errno: errno) }
         defer { close(mine) }

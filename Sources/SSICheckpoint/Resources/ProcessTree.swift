@@ -88,7 +88,10 @@ extension ProcessRestorer {
     /// Forks a child process with its old PID (clone3 set_tid, run by this process, so the
     /// parent/child link is the original one). The child stops at birth, traced by us.
     func fork(child: ProcessImage) throws -> Tracee {
-        let r = try clone3(flags: ProcessRestorer.sharingFlags(child), exitSignal: UInt64(child.exitSignal ?? SIGCHLD), tid: child.pid)
+        // The first process of a PID namespace the application made is that namespace's
+        // init: CLONE_NEWPID makes the namespace, set_tid[0] = 1 (PIDNamespace.swift).
+        let flags = ProcessRestorer.sharingFlags(child) | (ProcessRestorer.startsPIDNamespace(child, parent: image) ? 0x2000_0000 : 0)
+        let r = try clone3(flags: flags, exitSignal: UInt64(child.exitSignal ?? SIGCHLD), tids: PIDNamespace.setTIDs(child.pid, nested: child.nestedPIDs))
         if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(child.pid) is busy (taken while restarting); nothing was changed") }
         if r < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in PID \(pid)", errno: Int32(-r)) }
         let t = Tracee.adoptTraceMe(ProcessID(try childID(child.pid)))
@@ -108,7 +111,7 @@ extension ProcessRestorer {
     func forkIntoLostSession(child: ProcessImage) throws -> Tracee {
         let sid = child.sid
         let signal = UInt64(child.exitSignal ?? SIGCHLD)
-        let r = try clone3(flags: 0, exitSignal: signal, tid: sid)
+        let r = try clone3(flags: 0, exitSignal: signal, tids: [sid])
         if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(sid) (the id of the session of PID \(child.pid)) is taken; nothing was changed",
                                                hint: "the process that has PID \(sid) now must end before this restart") }
         if r < 0 { throw SSIError.sys("clone3 of the session helper \(sid) in PID \(pid)", errno: Int32(-r)) }
@@ -142,14 +145,18 @@ extension ProcessRestorer {
         }
     }
 
-    /// clone3 run in the process with set_tid = `tid` (Linux 5.5): the new task gets its old
-    /// id. Returns the raw result.
-    func clone3(flags: UInt64, exitSignal: UInt64, tid: Int32) throws -> Int64 {
+    /// clone3 run in the process with set_tid = `tids` (Linux 5.5; innermost namespace first,
+    /// one id per level from there out, clone(2)): the new task gets its old ids. Returns the
+    /// raw result.
+    func clone3(flags: UInt64, exitSignal: UInt64, tids: [Int32]) throws -> Int64 {
         // struct clone_args (linux/sched.h): flags, pidfd, child_tid, parent_tid, exit_signal,
         // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-        let args: [UInt64] = [flags, 0, 0, 0, exitSignal, 0, 0, 0, scratch + 256, 1, 0]
+        let args: [UInt64] = [flags, 0, 0, 0, exitSignal, 0, 0, 0, scratch + 256, UInt64(tids.count), 0]
         try mem.write(words: args, to: scratch + 128)
-        try mem.write(words: [tid], to: scratch + 256)
+        // set_tid is an array of pid_t (32 bits each): two to a word, little-endian.
+        var words = [UInt64](repeating: 0, count: (tids.count + 1) / 2)
+        for (i, t) in tids.enumerated() { words[i / 2] |= UInt64(UInt32(bitPattern: t)) << (32 * UInt64(i % 2)) }
+        try mem.write(words: words, to: scratch + 256)
         return try inj.rawArgs(.clone3, [scratch + 128, 88])
     }
 
@@ -190,6 +197,9 @@ extension ProcessRestorer {
         if leaders && image.pgid == image.pid {
             try inj.call("setpgid", .setpgid, 0, 0)
         } else if !leaders && image.pgid != image.pid {
+            // Already there (inherited at fork): nothing to do, and nothing it could do from a
+            // PID namespace of its own, where the group's id does not exist (setpgid(2): EPERM).
+            if PIDNamespace.nsIDs(pid, field: "NSpgid").count > appLevelIndex, PIDNamespace.nsIDs(pid, field: "NSpgid")[appLevelIndex] == image.pgid { return }
             if known.contains(image.pgid) {
                 let r = try inj.raw(.setpgid, 0, UInt64(image.pgid))
                 if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }

@@ -122,7 +122,7 @@ extension ProcessRestorer {
         for t in image.threads where t.tid != image.pid {
             // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, as
             // pthread_create does; no stack: the thread never runs before we set its registers.
-            let r = try clone3(flags: 0x50f00, exitSignal: 0, tid: t.tid)
+            let r = try clone3(flags: 0x50f00, exitSignal: 0, tids: PIDNamespace.setTIDs(t.tid, nested: t.nestedTIDs))
             if r < 0 { throw SSIError.sys("clone3 of thread \(t.tid) in PID \(pid)", errno: Int32(-r)) }
             let th = Tracee.adoptTraceMe(ProcessID(try taskID(t.tid)))
             switch try th.wait() {
