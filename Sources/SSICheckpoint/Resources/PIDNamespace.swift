@@ -62,9 +62,12 @@ enum PIDNamespace {
         var forChildren = [Int32: String]()
         for i in images.indices where images[i].zombieStatus == nil {
             let pid = images[i].pid
-            // A zombie has no pid_for_children (its nsproxy is gone at exit).
-            guard let own = nsOf[pid] else { continue }
-            guard let next = link(pid, "pid_for_children") else {
+            // pid_for_children is kept with a task's other namespaces (its nsproxy), which an
+            // exited task no longer has: read it on a live thread (a leader may have exited
+            // while its threads run), one whose UTS namespace still resolves.
+            func taskLink(_ tid: Int32, _ kind: String) -> String? { try? ProcFS.readLink("/proc/\(pid)/task/\(tid)/ns/\(kind)") }
+            guard let own = nsOf[pid], let live = images[i].threads.map(\.tid).first(where: { taskLink($0, "uts") != nil }) else { continue }
+            guard let next = taskLink(live, "pid_for_children") else {
                 // The link does not resolve while the namespace has no init yet
                 // (pidns_for_children_get, kernel/pid_namespace.c): unshare(CLONE_NEWPID) and
                 // no fork since.
