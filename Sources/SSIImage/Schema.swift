@@ -194,8 +194,68 @@ public struct ProcessNamespaces: Codable, Sendable, Equatable {
     /// Compared with the root's network namespace (the launcher's choice, not saved).
     public var net: NetNamespace?
     public var ipc: IPCNamespace?
+    /// Version 9: compared with the root's mount namespace.
+    public var mnt: MountNamespace?
     public init(uts: UTSNamespace? = nil, net: NetNamespace? = nil, ipc: IPCNamespace? = nil) { self.uts = uts; self.net = net; self.ipc = ipc }
-    public var isEmpty: Bool { uts == nil && net == nil && ipc == nil }
+    public var isEmpty: Bool { uts == nil && net == nil && ipc == nil && mnt == nil }
+}
+
+/// Version 9: a mount namespace the application made (unshare(2) or clone(2) CLONE_NEWNS),
+/// kept as what differs from its root's: restart unshares, sets the propagation, unmounts
+/// what was unmounted, then makes the mounts again in their order.
+public struct MountNamespace: Codable, Sendable, Equatable {
+    public var id: UInt64
+    /// "private" or "slave" (mount(2) MS_REC with MS_PRIVATE or MS_SLAVE over "/"); nil: as
+    /// unshare(2) copies it.
+    public var propagation: String?
+    /// Mount points of the root's namespace that are not in this one, deepest first.
+    public var unmounted: [String]
+    /// Mounts not in the root's namespace, in the order they were made; and mounts of both
+    /// whose flags changed (kind "remount").
+    public var mounts: [MountImage]
+    public init(id: UInt64, propagation: String?, unmounted: [String], mounts: [MountImage]) {
+        (self.id, self.propagation, self.unmounted, self.mounts) = (id, propagation, unmounted, mounts)
+    }
+}
+
+/// One mount of a MountNamespace. Paths are as the process sees them (its root).
+public struct MountImage: Codable, Sendable, Equatable {
+    public var target: String
+    /// "bind" (`source` is the path bound, as the namespace shows it when it is made),
+    /// "remount" (an existing mount's flags), or a file system type: tmpfs, ramfs, proc,
+    /// sysfs, mqueue, cgroup2 (`source` is mount(2)'s source string).
+    public var kind: String
+    public var source: String
+    /// mount(2) flags from the mount's options: MS_RDONLY 1, NOSUID 2, NODEV 4, NOEXEC 8,
+    /// NOATIME 1024, NODIRATIME 2048, RELATIME 1<<21, STRICTATIME 1<<24, NOSYMFOLLOW 256.
+    public var flags: UInt64
+    /// A new file system's options (tmpfs: size=1024k,mode=750), as mountinfo shows them.
+    public var options: String?
+    /// tmpfs and ramfs: the files, their content in `contentFile` of the snapshot.
+    public var files: [MountedFile]?
+    public var contentFile: String?
+    public init(target: String, kind: String, source: String, flags: UInt64) {
+        (self.target, self.kind, self.source, self.flags) = (target, kind, source, flags)
+    }
+}
+
+/// A file of a tmpfs or ramfs the application mounted.
+public struct MountedFile: Codable, Sendable, Equatable {
+    /// Relative to the mount; "" for its top directory.
+    public var path: String
+    /// "dir", "file" or "symlink".
+    public var type: String
+    public var mode: UInt32
+    public var owner: [UInt32]
+    /// atime and mtime: seconds, nanoseconds each.
+    public var times: [Int64]
+    /// A file's bytes in the content file; a symbolic link's target.
+    public var offset: UInt64?
+    public var size: UInt64?
+    public var target: String?
+    public init(path: String, type: String, mode: UInt32, owner: [UInt32], times: [Int64]) {
+        (self.path, self.type, self.mode, self.owner, self.times) = (path, type, mode, owner, times)
+    }
 }
 
 /// An IPC namespace (ipc_namespaces(7)): its limits (/proc/sys/kernel msg*, sem, shm*, and

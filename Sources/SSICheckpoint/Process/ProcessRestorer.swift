@@ -132,7 +132,11 @@ final class ProcessRestorer {
         for t in image.threads where !newNamespace && t.tid != pid && (kill(t.tid, 0) == 0 || ProcFS.exists("/proc/\(t.tid)")) {
             throw SSIError(.busy, "thread id \(t.tid) of PID \(pid) is in use by another task; nothing was changed")
         }
-        for f in image.fds where f.kind == .regular && f.deletedFileID == nil {
+        // A file below a mount of the process's own mount namespace is there only once the
+        // namespace is made again: opening it then says what is wrong.
+        let mounted = (image.namespaces?.mnt?.mounts ?? []).map { $0.target == "/" ? "/" : $0.target + "/" }
+        func inOwnMount(_ path: String) -> Bool { mounted.contains { path.hasPrefix($0) } }
+        for f in image.fds where f.kind == .regular && f.deletedFileID == nil && !inOwnMount(f.path) {
             var st = stat()
             if stat(f.path, &st) != 0 {
                 throw SSIError(.notFound, "PID \(pid) fd \(f.fd): file \(f.path) no longer exists", hint: "put the file back where it was, then restart again")
@@ -143,7 +147,7 @@ final class ProcessRestorer {
             }
         }
         for v in image.vmas where v.kind == .file && v.deletedFileID == nil {
-            if let p = v.path, access(p, R_OK) != 0 {
+            if let p = v.path, !inOwnMount(p), access(p, R_OK) != 0 {
                 throw SSIError(.notFound, "PID \(pid): mapped file \(p) no longer exists or is unreadable", hint: "reinstall the file, then restart again")
             }
         }

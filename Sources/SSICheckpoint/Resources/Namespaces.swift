@@ -12,7 +12,8 @@ import Glibc
 // by the same processes. Network namespaces with only their loopback interface are saved
 // with lo's state and their sysctls; ssi makes them again before the processes, builds
 // their sockets inside them (Sockets.swift), and the processes enter them. PID namespaces
-// are made again as the processes are created (PIDNamespace.swift). The other kinds are not saved yet: a restart would put the processes
+// are made again as the processes are created (PIDNamespace.swift), mount namespaces with
+// their mounts (MountNamespaces.swift). The other kinds are not saved yet: a restart would put the processes
 // back in ssi's own namespaces, where their IPC objects, network, mounts or PIDs are not, so
 // such a checkpoint is refused, naming the process and the namespace, before anything is
 // written.
@@ -23,7 +24,7 @@ extension ProcessDumper {
     /// the PID and mount namespaces ssi-init gives a cluster application, are compared with
     /// the root's only).
     static let namespaceKinds: [(name: String, withSSI: Bool)] = [
-        ("mnt", false), ("user", false), ("cgroup", false), ("time", false),
+        ("user", false), ("cgroup", false), ("time", false),
     ]
 
     static func refuseOwnNamespaces(root: Int32, pids: [Int32]) throws {
@@ -59,6 +60,7 @@ final class NamespaceSaver {
     let writer: any ImageWriter
     private var nets = [UInt64: NetNamespace]()
     private var ipcs = [UInt64: IPCNamespace]()
+    private var mnts = [UInt64: MountNamespace]()
 
     init(root: Int32, writer: any ImageWriter) { (self.root, self.writer) = (root, writer) }
 
@@ -78,6 +80,12 @@ final class NamespaceSaver {
         if let mine = Self.inode("/proc/self/ns/ipc"), let id = Self.inode("/proc/\(pid)/ns/ipc"), mine != id {
             if ipcs[id] == nil { ipcs[id] = try AppNamespaces.ipc(of: pid, id: id, writer: writer) }
             out.ipc = ipcs[id]
+        }
+        // Compared with the root's: a cluster application's root has a mount namespace of
+        // its own, the launcher's (for its /proc), made again by restart.
+        if let rootMnt = Self.inode("/proc/\(root)/ns/mnt"), let id = Self.inode("/proc/\(pid)/ns/mnt"), rootMnt != id {
+            if mnts[id] == nil { mnts[id] = try AppNamespaces.mounts(of: pid, root: root, id: id, writer: writer) }
+            out.mnt = mnts[id]
         }
         if let mine = Self.inode("/proc/self/ns/uts"), let id = Self.inode("/proc/\(pid)/ns/uts"), mine != id {
             guard let names = AppNamespaces.utsNames(of: pid) else {
@@ -298,6 +306,7 @@ extension ProcessRestorer {
         if isRoot, let rootNetwork { try setns(to: rootNetwork, type: AppNamespaces.newNet, what: "the application's network namespace") }
         try enterMade("network", type: AppNamespaces.newNet, want: image.namespaces?.net?.id, parent: parent?.net?.id, fds: netNamespaces)
         try enterMade("IPC", type: AppNamespaces.newIPC, want: image.namespaces?.ipc?.id, parent: parent?.ipc?.id, fds: ipcNamespaces)
+        try enterMount(parent: parent, isRoot: isRoot, made: &made)
         let want = image.namespaces?.uts
         guard want?.id != parent?.uts?.id else { return }      // inherited from the parent
         guard let want else {
@@ -318,6 +327,25 @@ extension ProcessRestorer {
         let dom = try putString(want.domainname, 512)
         try inj.call("setdomainname in PID \(pid)", .setdomainname, dom, UInt64(want.domainname.utf8.count))
         made[key] = pid
+    }
+
+    /// The mount namespace: the parent's (inherited), one made already (joined), the root's
+    /// (joined back), or a new one made here.
+    private func enterMount(parent: ProcessNamespaces?, isRoot: Bool, made: inout [String: Int32]) throws {
+        if isRoot { made["mnt:root"] = pid }
+        let want = image.namespaces?.mnt
+        guard !isRoot, want?.id != parent?.mnt?.id else { return }
+        // setns(2) CLONE_NEWNS: 0x20000.
+        guard let want else {
+            if let root = made["mnt:root"] { try joinNamespace(path: "/proc/\(root)/ns/mnt", type: 0x20000, what: "the application's mount namespace") }
+            return
+        }
+        if let holder = made["mnt:\(want.id)"] {
+            try joinNamespace(path: "/proc/\(holder)/ns/mnt", type: 0x20000, what: "the mount namespace mnt:[\(want.id)] of PID \(holder)")
+            return
+        }
+        try makeMountNamespace(want)
+        made["mnt:\(want.id)"] = pid
     }
 
     /// A namespace ssi made again (`fds`: saved id -> ssi's fd), entered unless the parent

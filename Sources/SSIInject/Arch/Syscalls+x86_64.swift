@@ -31,7 +31,7 @@ extension Syscall {
     public static let wait4 = Syscall(61, "wait4")
     public static let sethostname = Syscall(170, "sethostname"), setdomainname = Syscall(171, "setdomainname")
     public static let unshare = Syscall(272, "unshare"), setns = Syscall(308, "setns"), mq_open = Syscall(240, "mq_open"), exit = Syscall(60, "exit")
-    public static let capset = Syscall(126, "capset")
+    public static let capset = Syscall(126, "capset"), mount = Syscall(165, "mount"), umount2 = Syscall(166, "umount2")
 
     /// Every syscall named above, to name a number read from /proc.
     static let all: [Syscall] = [
@@ -42,6 +42,7 @@ extension Syscall {
         openat, pselect6, ppoll, set_robust_list, epoll_pwait, timerfd_create, timerfd_settime, signalfd4, eventfd2,
         epoll_create1, dup3, pipe2, rt_tgsigqueueinfo, memfd_create, userfaultfd, rseq, pidfd_open, clone3, close_range, pidfd_getfd, epoll_pwait2,
         flock, fchmod, fchown, mlock, utimensat, rt_sigtimedwait, wait4, sethostname, setdomainname, unshare, setns, mq_open, exit, seccomp, capset,
+        mount, umount2,
     ]
 }
 #endif
