@@ -231,6 +231,9 @@ public struct MountImage: Codable, Sendable, Equatable {
     public var flags: UInt64
     /// A new file system's options (tmpfs: size=1024k,mode=750), as mountinfo shows them.
     public var options: String?
+    /// proc: a process of the PID namespace it shows (by `pid`), which mounts it at restart
+    /// (proc(5): an instance shows the PID namespace of the process that mounted it).
+    public var mountedBy: Int32?
     /// tmpfs and ramfs: the files, their content in `contentFile` of the snapshot.
     public var files: [MountedFile]?
     public var contentFile: String?

@@ -84,7 +84,7 @@ enum FidelityCases {
         FidelityCase(fixture: "nsipc"),
         FidelityCase(fixture: "mqueue"),
         FidelityCase(fixture: "nsnet"),
-        FidelityCase(fixture: "nsmnt", notYet: "namespaces of the application are not rebuilt", refusal: "namespace of its own"),
+        FidelityCase(fixture: "nsmnt"),
         FidelityCase(fixture: "nspid"),
         FidelityCase(fixture: "timerfd"),
         FidelityCase(fixture: "epoll"),

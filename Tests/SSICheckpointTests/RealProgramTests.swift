@@ -48,6 +48,33 @@ struct RealProgramScriptTests {
     }
 }
 
+/// `unshare --pid --fork --mount-proc` (util-linux): a shell that is PID 1 of its own PID
+/// namespace, in a mount namespace of its own with a /proc of that namespace, checkpointed
+/// with --kill=9 and restarted; then it lists its namespace with ps: itself as PID 1 and
+/// nothing of the machine's (a /proc of another namespace would show every process).
+extension RealProgramScriptTests {
+    @Test("unshare --pid --fork --mount-proc: the shell is PID 1 of its namespace, with its own /proc, after checkpoint --kill=9 and restart")
+    func unsharePidMountProc() throws {
+        let w = try World("unshare")
+        let script = """
+            echo READY
+            while [ ! -e \(w.dir)/go ]; do sleep 0.1; done
+            ps -e -o pid=,comm= > \(w.dir)/ps.txt
+            if [ "$$" = 1 ] && grep -q '^ *1 sh$' \(w.dir)/ps.txt && [ "$(wc -l < \(w.dir)/ps.txt)" -le 3 ]; then echo PASS; else echo "FAIL pid $$"; cat \(w.dir)/ps.txt; fi
+            """
+        let app = try w.start(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script])
+        defer { w.cleanUp(app) }
+        try #require(w.waitLog("READY"), "\(w.log())")
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "checkpoint --kill=9: \(ck.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "restart: \(rs.output)")
+        FileManager.default.createFile(atPath: "\(w.dir)/go", contents: nil)
+        #expect(w.waitLog("PASS", 20), "\(w.log())")
+        _ = reap(app)
+    }
+}
+
 /// Real programs of the distribution through checkpoint, kill and restart, checked from
 /// outside by their own clients.
 @Suite("real programs", .serialized, .enabled(if: canPostgres, Comment(rawValue: whyNotPostgres)))

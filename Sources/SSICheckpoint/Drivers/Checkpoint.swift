@@ -111,6 +111,7 @@ extension CheckpointEngine {
             var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
             // Processes in PID namespaces the application made keep their ids there too.
             try PIDNamespace.recordNested(&images, root: root)
+            AppNamespaces.resolveProcMounts(&images)
             // A cluster application's ids are those inside its own PID namespace.
             if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) }
             phase.mark("checkpoint: all processes")

@@ -106,6 +106,7 @@ final class RestartSession {
     private let deletedFiles = DeletedFileRegistry()
     private let fsObjects = FSObjects()
     private let ptys = PTYRegistry()
+    private let pendingMounts = PendingMounts()
     private let takeover: NameTakeover
     /// Network namespaces the application made, made again before the tree (saved id -> fd).
     private var netNamespaces: [UInt64: Int32] = [:]
@@ -246,6 +247,7 @@ final class RestartSession {
             pr.tcpPeerCheck = options.tcpPeerCheck
             pr.ipcNamespaces = ipcNamespaces
             pr.ptys = ptys
+            pr.pendingMounts = pendingMounts
             // Its children are forked from its memory during the restore: filled before.
             if (children[image.pid] ?? []).isEmpty { pr.lazy = lazy }
             pr.pidNamespaceInit = ownNamespace

@@ -52,6 +52,8 @@ final class ProcessRestorer {
     var signalsAfterStop: [(info: Data, tid: Int32?)] = []
     /// Pseudo-terminal pairs made again by ssi.
     var ptys: PTYRegistry?
+    /// proc mounts this process makes in a mount namespace another one made.
+    var pendingMounts: PendingMounts?
     /// Set for a process whose fresh private anonymous pages are filled after it runs again
     /// (RestartOptions.lazyMemory; LazyMemory.swift), and its address space there.
     var lazy: LazyMemory?

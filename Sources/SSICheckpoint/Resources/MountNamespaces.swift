@@ -110,6 +110,12 @@ extension AppNamespaces {
                            hint: "unmount it before the checkpoint, or bind it from a path that exists where the application restarts")
         }
         var img = MountImage(target: m.mountPoint, kind: m.fsType, source: m.source, flags: m.flags)
+        if m.fsType == "proc" {
+            // Which PID namespace it shows: its process 1's (resolved to a process of the
+            // snapshot by resolveProcMounts). Kept in `source` until then.
+            img.mountedBy = -1
+            img.source = (try? ProcFS.readLink("/proc/\(pid)/root\(m.mountPoint)/1/ns/pid")).map { "\(m.source)\u{0}\($0)" } ?? m.source
+        }
         let opts = m.superOptions.split(separator: ",").filter { $0 != "rw" && $0 != "ro" && $0 != "seclabel" }
         img.options = opts.isEmpty ? nil : opts.joined(separator: ",")
         if m.fsType == "tmpfs" || m.fsType == "ramfs" {
@@ -171,6 +177,34 @@ extension AppNamespaces {
     }
 }
 
+extension AppNamespaces {
+    /// Each proc mount of a saved mount namespace names the process that mounts it again: one
+    /// of the snapshot in the PID namespace it showed, nearest that namespace's top (`images`
+    /// hold ssi's PIDs, before PIDNamespace.translate). A proc whose namespace has no process
+    /// in the snapshot is mounted by the namespace's first process, as any other mount.
+    static func resolveProcMounts(_ images: inout [ProcessImage]) {
+        func link(_ pid: Int32, _ kind: String) -> String { (try? ProcFS.readLink("/proc/\(pid)/ns/\(kind)")) ?? "" }
+        let pidNS = Dictionary(images.map { ($0.pid, link($0.pid, "pid")) }, uniquingKeysWith: { a, _ in a })
+        let mntNS = Dictionary(images.map { ($0.pid, link($0.pid, "mnt")) }, uniquingKeysWith: { a, _ in a })
+        for i in images.indices {
+            guard var mnt = images[i].namespaces?.mnt else { continue }
+            for k in mnt.mounts.indices where mnt.mounts[k].mountedBy == -1 {
+                let parts = mnt.mounts[k].source.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+                mnt.mounts[k].source = parts.first ?? "proc"
+                mnt.mounts[k].mountedBy = parts.count == 2 ? images.filter { pidNS[$0.pid] == parts[1] && mntNS[$0.pid] == "mnt:[\(mnt.id)]" }
+                    .min { ($0.nestedPIDs?.count ?? 0, $0.pid) < ($1.nestedPIDs?.count ?? 0, $1.pid) }?.pid : nil
+            }
+            images[i].namespaces?.mnt = mnt
+        }
+    }
+}
+
+/// proc mounts that a process other than the one making their mount namespace mounts, once it
+/// exists (by its PID in the snapshot).
+final class PendingMounts {
+    var byProcess: [Int32: [MountImage]] = [:]
+}
+
 extension ProcessRestorer {
     /// Makes mount namespace `ns` for this process: unshare(2) CLONE_NEWNS, then the saved
     /// differences, in the process (mount(2) acts on the caller's namespace).
@@ -193,11 +227,20 @@ extension ProcessRestorer {
             case "bind":
                 try mount(base + m.source, target, nil, 0x1000, nil, what: "bind \(m.source) on \(m.target)")
                 try mount(nil, target, nil, 0x20 | 0x1000 | m.flags, nil, what: "set the flags of \(m.target)")
+            case "proc" where m.mountedBy != nil && m.mountedBy != image.pid:
+                pendingMounts?.byProcess[m.mountedBy!, default: []].append(m)
             default:
                 try mount(m.source, target, m.kind, m.flags, m.options, what: "mount \(m.kind) on \(m.target)")
                 if let files = m.files, let name = m.contentFile { try refill(files, from: name, into: "/proc/\(pid)/root\(target)") }
             }
         }
+    }
+
+    /// The proc mounts left to this process by the one that made its mount namespace.
+    func mountPending() throws {
+        guard let mine = pendingMounts?.byProcess.removeValue(forKey: image.pid) else { return }
+        let base = image.root == "/" ? "" : image.root
+        for m in mine { try mount(m.source, base + m.target, m.kind, m.flags, m.options, what: "mount \(m.kind) on \(m.target)") }
     }
 
     private func mount(_ source: String?, _ target: String, _ type: String?, _ flags: UInt64, _ data: String?, what: String) throws {

@@ -81,10 +81,12 @@ final class NamespaceSaver {
             if ipcs[id] == nil { ipcs[id] = try AppNamespaces.ipc(of: pid, id: id, writer: writer) }
             out.ipc = ipcs[id]
         }
-        // Compared with the root's: a cluster application's root has a mount namespace of
-        // its own, the launcher's (for its /proc), made again by restart.
-        if let rootMnt = Self.inode("/proc/\(root)/ns/mnt"), let id = Self.inode("/proc/\(pid)/ns/mnt"), rootMnt != id {
-            if mnts[id] == nil { mnts[id] = try AppNamespaces.mounts(of: pid, root: root, id: id, writer: writer) }
+        // Compared with the root's; the root's with ssi's (`unshare -m prog` is the root),
+        // except a cluster application's root: its mount namespace is the launcher's (for its
+        // /proc), made again by restart.
+        let reference = pid != root ? root : PIDNamespace.isOwnInit(root) ? nil : getpid()
+        if let reference, let refMnt = Self.inode("/proc/\(reference)/ns/mnt"), let id = Self.inode("/proc/\(pid)/ns/mnt"), refMnt != id {
+            if mnts[id] == nil { mnts[id] = try AppNamespaces.mounts(of: pid, root: reference, id: id, writer: writer) }
             out.mnt = mnts[id]
         }
         if let mine = Self.inode("/proc/self/ns/uts"), let id = Self.inode("/proc/\(pid)/ns/uts"), mine != id {
@@ -307,6 +309,7 @@ extension ProcessRestorer {
         try enterMade("network", type: AppNamespaces.newNet, want: image.namespaces?.net?.id, parent: parent?.net?.id, fds: netNamespaces)
         try enterMade("IPC", type: AppNamespaces.newIPC, want: image.namespaces?.ipc?.id, parent: parent?.ipc?.id, fds: ipcNamespaces)
         try enterMount(parent: parent, isRoot: isRoot, made: &made)
+        try mountPending()
         let want = image.namespaces?.uts
         guard want?.id != parent?.uts?.id else { return }      // inherited from the parent
         guard let want else {
@@ -332,9 +335,9 @@ extension ProcessRestorer {
     /// The mount namespace: the parent's (inherited), one made already (joined), the root's
     /// (joined back), or a new one made here.
     private func enterMount(parent: ProcessNamespaces?, isRoot: Bool, made: inout [String: Int32]) throws {
-        if isRoot { made["mnt:root"] = pid }
+        defer { if isRoot { made["mnt:root"] = pid } }
         let want = image.namespaces?.mnt
-        guard !isRoot, want?.id != parent?.mnt?.id else { return }
+        guard want?.id != parent?.mnt?.id else { return }
         // setns(2) CLONE_NEWNS: 0x20000.
         guard let want else {
             if let root = made["mnt:root"] { try joinNamespace(path: "/proc/\(root)/ns/mnt", type: 0x20000, what: "the application's mount namespace") }
@@ -343,6 +346,10 @@ extension ProcessRestorer {
         if let holder = made["mnt:\(want.id)"] {
             try joinNamespace(path: "/proc/\(holder)/ns/mnt", type: 0x20000, what: "the mount namespace mnt:[\(want.id)] of PID \(holder)")
             return
+        }
+        // The namespace was saved as what differs from the root's: made from the root's.
+        if parent?.mnt != nil, let root = made["mnt:root"] {
+            try joinNamespace(path: "/proc/\(root)/ns/mnt", type: 0x20000, what: "the application's mount namespace")
         }
         try makeMountNamespace(want)
         made["mnt:\(want.id)"] = pid

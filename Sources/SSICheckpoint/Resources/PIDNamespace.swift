@@ -113,6 +113,9 @@ enum PIDNamespace {
             images[i].pgid = inner[images[i].pgid] ?? at(nsIDs(outer, field: "NSpgid")) ?? 0
             images[i].sid = inner[images[i].sid] ?? at(nsIDs(outer, field: "NSsid")) ?? 0
             if let h = images[i].childPIDNamespace?.holder { images[i].childPIDNamespace?.holder = inner[h] }
+            for k in (images[i].namespaces?.mnt?.mounts ?? []).indices {
+                if let by = images[i].namespaces?.mnt?.mounts[k].mountedBy { images[i].namespaces?.mnt?.mounts[k].mountedBy = inner[by] }
+            }
             images[i].foregroundGroup = images[i].foregroundGroup.map { inner[$0] ?? $0 }
             for t in images[i].threads.indices {
                 let tid = images[i].threads[t].tid
