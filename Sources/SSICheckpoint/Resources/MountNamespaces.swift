@@ -183,6 +183,7 @@ extension AppNamespaces {
     /// hold ssi's PIDs, before PIDNamespace.translate). A proc whose namespace has no process
     /// in the snapshot is mounted by the namespace's first process, as any other mount.
     static func resolveProcMounts(_ images: inout [ProcessImage]) {
+        guard images.contains(where: { $0.namespaces?.mnt?.mounts.contains { $0.mountedBy == -1 } == true }) else { return }
         func link(_ pid: Int32, _ kind: String) -> String { (try? ProcFS.readLink("/proc/\(pid)/ns/\(kind)")) ?? "" }
         let pidNS = Dictionary(images.map { ($0.pid, link($0.pid, "pid")) }, uniquingKeysWith: { a, _ in a })
         let mntNS = Dictionary(images.map { ($0.pid, link($0.pid, "mnt")) }, uniquingKeysWith: { a, _ in a })

@@ -49,11 +49,15 @@ enum PIDNamespace {
         func link(_ pid: Int32, _ kind: String) -> String? { try? ProcFS.readLink("/proc/\(pid)/ns/\(kind)") }
         func below(_ ids: [Int32]) -> [Int32]? { ids.count > level + 1 ? Array(ids[(level + 1)...]) : nil }
         var nsOf = [Int32: String]()
-        for i in images.indices {
-            let pid = images[i].pid
-            nsOf[pid] = link(pid, "pid")
-            images[i].nestedPIDs = below(nsIDs(pid))
-            for t in images[i].threads.indices { images[i].threads[t].nestedTIDs = below(nsIDs(pid, task: images[i].threads[t].tid)) }
+        for img in images { nsOf[img.pid] = link(img.pid, "pid") }
+        // This runs while the application is stopped: the ids are read (a /proc status per
+        // thread) only when some process is in another PID namespace than the root.
+        if images.contains(where: { nsOf[$0.pid] != nsOf[root] }) {
+            for i in images.indices {
+                let pid = images[i].pid
+                images[i].nestedPIDs = below(nsIDs(pid))
+                for t in images[i].threads.indices { images[i].threads[t].nestedTIDs = below(nsIDs(pid, task: images[i].threads[t].tid)) }
+            }
         }
         // A namespace's holder: the process of the snapshot nearest its top (its init).
         func holder(of ns: String) -> Int32? {

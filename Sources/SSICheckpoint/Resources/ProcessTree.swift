@@ -197,9 +197,10 @@ extension ProcessRestorer {
         if leaders && image.pgid == image.pid {
             try inj.call("setpgid", .setpgid, 0, 0)
         } else if !leaders && image.pgid != image.pid {
-            // Already there (inherited at fork): nothing to do, and nothing it could do from a
-            // PID namespace of its own, where the group's id does not exist (setpgid(2): EPERM).
-            if PIDNamespace.nsIDs(pid, field: "NSpgid").count > appLevelIndex, PIDNamespace.nsIDs(pid, field: "NSpgid")[appLevelIndex] == image.pgid { return }
+            // In a PID namespace the application made, a group led outside it has no id there
+            // (setpgid(2): EPERM): it is right when inherited at fork, as it was made.
+            if image.nestedPIDs != nil, PIDNamespace.nsIDs(pid, field: "NSpgid").count > appLevelIndex,
+               PIDNamespace.nsIDs(pid, field: "NSpgid")[appLevelIndex] == image.pgid { return }
             if known.contains(image.pgid) {
                 let r = try inj.raw(.setpgid, 0, UInt64(image.pgid))
                 if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }
