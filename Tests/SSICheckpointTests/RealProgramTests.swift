@@ -73,6 +73,19 @@ extension RealProgramScriptTests {
         #expect(w.waitLog("PASS", 20), "\(w.log())")
         _ = reap(app)
     }
+
+    /// A mount that restart could not make again (a devpts instance, as a disk or NFS) is
+    /// refused at checkpoint, naming type, source and mount point; the application goes on.
+    @Test("unshare -m with a devpts mounted: the checkpoint is refused naming the mount, and the shell goes on")
+    func unshareMountRefused() throws {
+        let w = try World("unsharedevpts")
+        try FileManager.default.createDirectory(atPath: "\(w.dir)/pts", withIntermediateDirectories: true)
+        let script = "mount -t devpts -o newinstance fixture-pts \(w.dir)/pts && echo READY; while :; do sleep 0.1; done"
+        let app = try w.start(["unshare", "-m", "sh", "-c", script])
+        defer { w.cleanUp(app) }
+        try #require(w.waitLog("READY"), "\(w.log())")
+        try w.expectRefused(app, ["mounted devpts fixture-pts on \(w.dir)/pts", "nothing was written"])
+    }
 }
 
 /// Real programs of the distribution through checkpoint, kill and restart, checked from
