@@ -23,6 +23,14 @@ public enum ProcFS {
         String(decoding: try readBytes(path), as: UTF8.self)
     }
 
+    /// The parent's PID of `pid`: field 4 of /proc/PID/stat, after the command name in
+    /// parentheses (which may itself hold spaces and parentheses: proc(5)); nil if gone.
+    public static func parentPID(_ pid: Int32) -> Int32? {
+        guard let s = try? read("/proc/\(pid)/stat"), let close = s.lastIndex(of: ")") else { return nil }
+        let f = s[s.index(after: close)...].split(separator: " ")
+        return f.count > 1 ? Int32(f[1]) : nil
+    }
+
     public static func readLink(_ path: String) throws -> String {
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = try checkLibc("readlink \(path)") { readlink(path, &buf, buf.count - 1) }

@@ -6,6 +6,7 @@
 //   bind     bind-mounts ./src on ./mnt-b, then remounts it read-only (MS_REMOUNT|MS_BIND|
 //            MS_RDONLY)
 //   cwd      its cwd is mnt-t (a directory of its own mount)
+//   ro       a second tmpfs on ./mnt-r holding r.txt, then remounted read-only
 // After restart the child checks: its mount namespace is not the root's; /proc/self/mountinfo
 // lists a tmpfs on mnt-t with size=1024k and mode=750 and a read-only bind of src on mnt-b;
 // data.txt's content through the mount; its open fd is on that tmpfs (same st_dev as the
@@ -40,6 +41,7 @@ int main(void) {
     fixture_catch_usr1();
     mkdir("mnt-t", 0755);
     mkdir("mnt-b", 0755);
+    mkdir("mnt-r", 0755);
     mkdir("src", 0755);
     close(open("src/file", O_CREAT | O_WRONLY, 0644));
     struct stat plain;
@@ -49,6 +51,11 @@ int main(void) {
         if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) { printf("FAIL: unshare/private: %s\n", strerror(errno)); _exit(1); }
         if (mount("fixture-tmpfs", "mnt-t", "tmpfs", 0, "size=1m,mode=0750") < 0) { printf("FAIL: mount tmpfs: %s\n", strerror(errno)); _exit(1); }
         mount("src", "mnt-b", NULL, MS_BIND, NULL);
+        if (mount("fixture-ro", "mnt-r", "tmpfs", 0, "size=64k") < 0) { printf("FAIL: mount tmpfs ro: %s\n", strerror(errno)); _exit(1); }
+        int r = open("mnt-r/r.txt", O_CREAT | O_WRONLY, 0640);
+        write(r, "read-only", 9);
+        close(r);
+        if (mount(NULL, "mnt-r", NULL, MS_REMOUNT | MS_RDONLY, "size=64k") < 0) { printf("FAIL: remount ro: %s\n", strerror(errno)); _exit(1); }
         mount(NULL, "mnt-b", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
         int d = open("mnt-t/data.txt", O_CREAT | O_WRONLY, 0644);
         write(d, "on tmpfs", 8);
@@ -79,6 +86,13 @@ int main(void) {
         EXPECT(ks.st_dev == ms.st_dev && ms.st_dev != plain.st_dev, "child: open.txt or cwd not on the tmpfs (dev %lx/%lx, plain %lx)", (long)ks.st_dev, (long)ms.st_dev, (long)plain.st_dev);
         memset(buf, 0, sizeof buf);
         EXPECT(pread(keep, buf, 4, 0) == 4 && !strcmp(buf, "kept"), "child: open.txt '%s'", buf);
+        char rb[16] = {0};
+        int r2 = open("../mnt-r/r.txt", O_RDONLY);
+        EXPECT(r2 >= 0 && read(r2, rb, 9) == 9 && !strcmp(rb, "read-only"), "child: mnt-r/r.txt '%s'", rb);
+        if (strcmp(parent, mine) != 0) {
+            int w2 = open("../mnt-r/new", O_CREAT | O_WRONLY, 0644);
+            EXPECT(w2 < 0 && errno == EROFS, "child: mnt-r is writable (open %d errno %d)", w2, errno);
+        }
         if (strcmp(parent, mine) != 0) {
             int w = open("../mnt-b/new", O_CREAT | O_WRONLY, 0644);
             EXPECT(w < 0 && errno == EROFS, "child: mnt-b is writable (open %d errno %d)", w, errno);

@@ -1,18 +1,22 @@
 // Issue 10, "Refused, though the state is ordinary": applications that made their own
 // namespaces; here a PID namespace. A child ("outer") calls unshare(CLONE_NEWPID) and forks:
+//   sib      outer's child forked before the unshare: it stays in the root's namespace
 //   init     PID 1 in the new namespace (its getpid() is 1, getppid() 0), a subreaper by nature
 //   k        init's child: PID 2 inside; it forks and exits at once (a zombie, unreaped)
 //   orphan   k's child, PID 3 inside, reparented to init (ppid 1 inside) when k exited
 // Each records its ids inside and (through /proc/self/status NSpid) outside.
 //   thread   a second thread of init, with its own id inside (gettid)
-// A second child ("lone") calls unshare(CLONE_NEWPID) and does not fork before the checkpoint:
-// its pid_for_children is a namespace nobody lives in yet.
+//   grp      init's child, leader of a process group of its own inside; its child "member"
+//            joined that group (setpgid with the id inside)
+// A second child ("lone") starts a thread, then calls unshare(CLONE_NEWPID) and does not fork
+// before the checkpoint: its pid_for_children is a namespace nobody lives in yet.
 // After restart: getpid()/getppid() inside as before (1/0 for init, 3/1 for orphan), NSpid unchanged
 // (both levels), the thread's gettid() unchanged, the root sees the same outer PIDs, the
 // processes are in a PID namespace that is not the root's; a new child forked by init after
 // restart gets a PID inside (> 3), not an outer one; init reaps it, k (exit 0) and the orphan;
 // a child forked by outer after restart lands in init's namespace (two NSpid levels, ppid 0
-// inside); a child forked by lone is PID 1 of a new namespace; everyone exits 0.
+// inside); a child forked by lone is PID 1 of a new namespace, and lone's thread runs; member is
+// still in grp's group (getpgrp() == grp's id inside); everyone exits 0.
 #include "fixture.h"
 #include <sched.h>
 #include <sys/mman.h>
@@ -53,6 +57,9 @@ static void *thread_main(void *arg) {
     return NULL;
 }
 
+static volatile int lone_go;
+static void *lone_thread(void *arg) { (void)arg; while (!lone_go) usleep(1000); return NULL; }
+
 static void ns_of(pid_t pid, char *out, size_t n) { char p[64]; snprintf(p, sizeof p, "/proc/%d/ns/pid", pid); ssize_t r = readlink(p, out, n - 1); out[r > 0 ? r : 0] = 0; }
 
 int main(void) {
@@ -61,12 +68,38 @@ int main(void) {
     fixture_catch_usr1();
     pid_t outer = fork();
     if (outer == 0) {
+        // A child of outer from before the unshare: it stays in the root's namespace.
+        pid_t sib = fork();
+        if (sib == 0) {
+            tab[9].in = levels();
+            while (!tab[8].in) usleep(1000);
+            int ok = levels() == tab[9].in;
+            printf("sibling: %d NSpid levels (were %d) %s\n", levels(), tab[9].in, ok ? "OK" : "FAIL");
+            _exit(ok ? 0 : 1);
+        }
         if (unshare(CLONE_NEWPID) < 0) { printf("FAIL: unshare: %s\n", strerror(errno)); _exit(1); }
         pid_t init = fork();
         if (init == 0) {
             pthread_t th;
             pthread_create(&th, NULL, thread_main, NULL);
             record(0);
+            pid_t grp = fork();
+            if (grp == 0) {
+                setpgid(0, 0);
+                tab[6].in = getpid();
+                pid_t member = fork();
+                if (member == 0) {
+                    setpgid(0, tab[6].in);
+                    tab[7].in = getpgrp();
+                    while (!tab[8].in) usleep(1000);
+                    int ok = getpgrp() == tab[6].in;
+                    printf("member: group %d inside (grp is %d) %s\n", getpgrp(), tab[6].in, ok ? "OK" : "FAIL");
+                    _exit(ok ? 0 : 1);
+                }
+                int st = -1;
+                waitpid(member, &st, 0);
+                _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+            }
             pid_t k = fork();
             if (k == 0) {
                 record(1);
@@ -81,6 +114,7 @@ int main(void) {
             }
             fixture_wait();
             while (!tab[4].in) usleep(1000);                // outer has forked into this namespace
+            tab[8].in = 1;                                  // grp and member may check
             int ok = check(0, "init");
             thread_go = 1;
             pthread_join(th, NULL);
@@ -92,7 +126,7 @@ int main(void) {
             int st, bad = 0, reaped = 0;
             pid_t w;
             while ((w = wait(&st)) > 0) { reaped++; if (!WIFEXITED(st) || WEXITSTATUS(st)) { bad++; printf("FAIL: init: %d exited %#x\n", w, st); } }
-            _exit(ok && !bad && reaped == 3 ? 0 : 1);
+            _exit(ok && !bad && reaped == 4 ? 0 : 1);
         }
         fixture_wait();
         // Its pid_for_children is still init's namespace: a child lands there.
@@ -103,13 +137,21 @@ int main(void) {
         waitpid(c, &cst, 0);
         if (!(WIFEXITED(cst) && WEXITSTATUS(cst) == 0)) printf("FAIL: outer: its child after restart (%d) was not in init's namespace (status %#x)\n", c, cst);
         waitpid(init, &st, 0);
-        _exit(WIFEXITED(st) && WEXITSTATUS(st) == 0 && WIFEXITED(cst) && WEXITSTATUS(cst) == 0 ? 0 : 1);
+        int sst = -1;
+        waitpid(sib, &sst, 0);
+        _exit(WIFEXITED(st) && WEXITSTATUS(st) == 0 && WIFEXITED(cst) && WEXITSTATUS(cst) == 0 && WIFEXITED(sst) && WEXITSTATUS(sst) == 0 ? 0 : 1);
     }
     pid_t lone = fork();
     if (lone == 0) {
+        // A thread made before the unshare: threads cannot be made after it (clone(2):
+        // CLONE_THREAD with pid_for_children another namespace is EINVAL), nor at restart.
+        pthread_t lt;
+        pthread_create(&lt, NULL, lone_thread, NULL);
         if (unshare(CLONE_NEWPID) < 0) { printf("FAIL: lone: unshare: %s\n", strerror(errno)); _exit(1); }
         tab[5].in = 1;
         fixture_wait();
+        lone_go = 1;
+        pthread_join(lt, NULL);
         pid_t c = fork();
         if (c == 0) { char s[64]; nspid(s, sizeof s); printf("lone's child: pid %d NSpid '%s'\n", getpid(), s); _exit(getpid() == 1 && levels() == 2 ? 0 : 1); }
         int st = -1;
@@ -117,7 +159,7 @@ int main(void) {
         printf("lone: its first child after restart %s (status %#x)\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "was PID 1 of a new namespace: OK" : "FAIL", st);
         _exit(WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1);
     }
-    for (int i = 0; i < 500 && (!tab[2].in || !tab[3].in || !tab[5].in); i++) usleep(10000);
+    for (int i = 0; i < 500 && (!tab[2].in || !tab[3].in || !tab[5].in || !tab[7].in || !tab[9].in); i++) usleep(10000);
     char r0[64], c0[64];
     usleep(100000);
     printf("init %s, k %s, orphan %s\n", tab[0].nspid, tab[1].nspid, tab[2].nspid);

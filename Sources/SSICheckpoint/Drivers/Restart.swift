@@ -167,8 +167,9 @@ final class RestartSession {
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
             let known = createdIDs
-            for pr in restorers { try pr.joinGroup(leaders: true, known: known) }
-            for pr in restorers { try pr.joinGroup(leaders: false, known: known) }
+            let nested = Dictionary(snap.processes.compactMap { p in p.nestedPIDs.map { (p.pid, $0) } }, uniquingKeysWith: { a, _ in a })
+            for pr in restorers { try pr.joinGroup(leaders: true, known: known, nested: nested) }
+            for pr in restorers { try pr.joinGroup(leaders: false, known: known, nested: nested) }
             for pr in restorers { try pr.finish() }
             // Every process has its fds: let go of the FIFOs before any process runs, or a
             // process that was blocked opening one would find ssi as its partner.
@@ -248,6 +249,7 @@ final class RestartSession {
             pr.ipcNamespaces = ipcNamespaces
             pr.ptys = ptys
             pr.pendingMounts = pendingMounts
+            pr.rootMountNamespace = root.namespaces?.mnt?.id
             // Its children are forked from its memory during the restore: filled before.
             if (children[image.pid] ?? []).isEmpty { pr.lazy = lazy }
             pr.pidNamespaceInit = ownNamespace
@@ -260,44 +262,44 @@ final class RestartSession {
             // Memory and files first, then the children: they are forked from the restored
             // process, so the pages it shared copy-on-write with them are shared again.
             try pr.rebuild()
-            // The first process of a PID namespace this one made comes first: CLONE_NEWPID
-            // is refused once pid_for_children is another namespace (clone(2) EINVAL).
-            let kids = (children[image.pid] ?? []).sorted {
-                (ProcessRestorer.startsPIDNamespace($0, parent: image) ? 0 : 1, $0.pid) < (ProcessRestorer.startsPIDNamespace($1, parent: image) ? 0 : 1, $1.pid)
-            }
-            var joined = false
-            for child in kids {
-                if ProcessRestorer.needsChildPIDNamespace(child, parent: image), !joined {
-                    guard let h = image.childPIDNamespace?.holder, let host = hostPIDs[h] else {
-                        throw SSIError(.unsupported, "\(snap.location): PID \(child.pid) lives in a PID namespace whose first process is not restored before it; nothing was restarted")
-                    }
-                    try pr.joinChildPIDNamespace(holder: host)
-                    joined = true
-                }
+            // Children in three groups (clone(2) refuses CLONE_NEWPID, and CLONE_THREAD, once
+            // pid_for_children is another namespace than the caller's): the first process of
+            // each PID namespace this one made, then those of its own namespace, then its
+            // threads; then it joins the namespace its children go to (or unshares a new one)
+            // and forks the children that live there.
+            func forkChild(_ child: ProcessImage) throws {
                 // A child whose session lost its leader (not in the snapshot) is made in it.
                 let lostSession = child.sid != image.sid && child.sid != child.pid && !snap.processes.contains { $0.pid == child.sid }
                 let ct = lostSession ? try pr.forkIntoLostSession(child: child) : try pr.fork(child: child)
                 created.append(ct.pid.rawValue)
                 createdIDs.insert(child.pid)
                 hostPIDs[child.pid] = ct.pid.rawValue
-                if image.childPIDNamespace?.holder == child.pid, !joined {
-                    try pr.joinChildPIDNamespace(holder: ct.pid.rawValue)
-                    joined = true
-                }
                 if let status = child.zombieStatus {
                     try pr.makeZombie(ct, status: status)
                 } else {
                     queue.append((child, ct, pr.ssiPidFD))
                 }
             }
-            if let next = image.childPIDNamespace, !joined {
-                if let h = next.holder {
-                    if let host = hostPIDs[h] { try pr.joinChildPIDNamespace(holder: host) } else { laterJoins.append((pr, h)) }
-                } else {
+            let kids = (children[image.pid] ?? []).sorted { $0.pid < $1.pid }
+            let inits = kids.filter { ProcessRestorer.startsPIDNamespace($0, parent: image) }
+            let nested = kids.filter { ProcessRestorer.needsChildPIDNamespace($0, parent: image) }
+            for child in inits + kids.filter({ !ProcessRestorer.startsPIDNamespace($0, parent: image) && !ProcessRestorer.needsChildPIDNamespace($0, parent: image) }) {
+                try forkChild(child)
+            }
+            try pr.createThreads()
+            if let next = image.childPIDNamespace {
+                if let h = next.holder, let host = hostPIDs[h] {
+                    try pr.joinChildPIDNamespace(holder: host)
+                } else if let h = next.holder, nested.isEmpty {
+                    laterJoins.append((pr, h))
+                } else if next.holder == nil {
                     try pr.unshareChildPIDNamespace()
                 }
             }
-            try pr.createThreads()
+            guard nested.isEmpty || (image.childPIDNamespace?.holder).flatMap({ hostPIDs[$0] }) != nil else {
+                throw SSIError(.unsupported, "\(snap.location): PID \(nested[0].pid) lives in a PID namespace whose first process is not restored before it; nothing was restarted")
+            }
+            for child in nested { try forkChild(child) }
         }
         for p in snap.processes where !createdIDs.contains(p.pid) {
             throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) has no parent in the snapshot")

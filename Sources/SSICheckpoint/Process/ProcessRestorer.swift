@@ -54,6 +54,9 @@ final class ProcessRestorer {
     var ptys: PTYRegistry?
     /// proc mounts this process makes in a mount namespace another one made.
     var pendingMounts: PendingMounts?
+    /// The root's mount namespace in the snapshot (nil: the restorer's), which a process
+    /// whose record has no mount namespace lives in.
+    var rootMountNamespace: UInt64?
     /// Set for a process whose fresh private anonymous pages are filled after it runs again
     /// (RestartOptions.lazyMemory; LazyMemory.swift), and its address space there.
     var lazy: LazyMemory?
@@ -136,8 +139,8 @@ final class ProcessRestorer {
         }
         // A file below a mount of the process's own mount namespace is there only once the
         // namespace is made again: opening it then says what is wrong.
-        let mounted = (image.namespaces?.mnt?.mounts ?? []).map { $0.target == "/" ? "/" : $0.target + "/" }
-        func inOwnMount(_ path: String) -> Bool { mounted.contains { path.hasPrefix($0) } }
+        let mounted = (image.namespaces?.mnt?.mounts ?? []).map(\.target)
+        func inOwnMount(_ path: String) -> Bool { mounted.contains { path == $0 || path.hasPrefix($0 == "/" ? "/" : $0 + "/") } }
         for f in image.fds where f.kind == .regular && f.deletedFileID == nil && !inOwnMount(f.path) {
             var st = stat()
             if stat(f.path, &st) != 0 {

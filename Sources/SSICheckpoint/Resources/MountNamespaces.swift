@@ -30,7 +30,7 @@ struct MountInfo: Equatable {
     /// Parses /proc/PID/mountinfo; lines it cannot read are skipped.
     static func parse(_ text: String) -> [MountInfo] {
         text.split(separator: "\n").compactMap { line in
-            let f = line.split(separator: " ").map(String.init)
+            let f = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
             // The optional fields end with a lone "-" (from field 7 on).
             guard f.count >= 8, let dash = f[6...].firstIndex(of: "-"), dash + 1 < f.count, let id = Int(f[0]), let parent = Int(f[1]) else { return nil }
             return MountInfo(id: id, parent: parent, device: f[2], root: unescape(f[3]), mountPoint: unescape(f[4]),
@@ -74,17 +74,24 @@ extension AppNamespaces {
         guard let mine = try? ProcFS.read("/proc/\(pid)/mountinfo"), let theirs = try? ProcFS.read("/proc/\(root)/mountinfo") else {
             throw SSIError(.system, "could not read the mounts of PID \(pid) (mnt:[\(id)]); nothing was written and the application goes on", hint: "run ssi as root")
         }
+        // mountinfo shows mount points relative to the reader's root (proc(5)), and hides the
+        // mounts outside it: a chrooted process's cannot be compared with the reference's.
+        if let r = try? ProcFS.readLink("/proc/\(pid)/root"), r != "/" {
+            throw SSIError(.unsupported, "PID \(pid) has a mount namespace of its own (mnt:[\(id)]) and is chrooted to \(r); its mounts cannot be saved yet; nothing was written and the application goes on",
+                           hint: "chroot after the mounts are made is not supported in a mount namespace of its own yet")
+        }
         let own = MountInfo.parse(mine), reference = MountInfo.parse(theirs)
         let refKeys = Dictionary(reference.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         let ownKeys = Set(own.map(\.key))
         var ns = MountNamespace(id: id, propagation: nil, unmounted: reference.filter { !ownKeys.contains($0.key) }.map(\.mountPoint).reversed(), mounts: [])
-        // unshare(1) makes every mount private (or slave) after unshare(2): say so when no
-        // mount is shared any more while the root's were.
-        let shared = { (m: MountInfo) in m.optional.contains { $0.hasPrefix("shared:") } }
-        if reference.contains(where: shared), !own.contains(where: shared) {
-            ns.propagation = own.contains { $0.optional.contains { $0.hasPrefix("master:") } } ? "slave" : "private"
-        }
-        var known = reference
+        // Restart makes every mount private (or slave, when the namespace's were) before it
+        // replays anything, so that no unmount or mount reaches the namespace it was copied
+        // from (mount_namespaces(7): events propagate between peers). Mounts shared with peers
+        // outside the application cannot be shared with them again anyway.
+        ns.propagation = own.contains { $0.optional.contains { $0.hasPrefix("master:") } } ? "slave" : "private"
+        // A bind is made from a mount that is still there when it is replayed: the removed ones
+        // are unmounted first.
+        var known = reference.filter { ownKeys.contains($0.key) }
         for m in own {
             defer { known.append(m) }
             if let r = refKeys[m.key] {
@@ -133,9 +140,11 @@ extension AppNamespaces {
         guard lstat(top, &top0) == 0 else { throw SSIError.sys("\(what): stat \(top)", errno: errno) }
         let stream = try writer.createFile(name)
         var out = [MountedFile](), offset: UInt64 = 0
-        var pending = [""]
-        while let rel = pending.first {
-            pending.removeFirst()
+        var pending = [""], next = 0
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        while next < pending.count {
+            let rel = pending[next]
+            next += 1
             let path = rel.isEmpty ? top : "\(top)/\(rel)"
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }                  // gone meanwhile
@@ -157,7 +166,6 @@ extension AppNamespaces {
                 guard fd >= 0 else { throw SSIError.sys("\(what): open \(rel)", errno: errno) }
                 defer { close(fd) }
                 f.offset = offset
-                var buf = [UInt8](repeating: 0, count: 1 << 20)
                 while true {
                     let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                     if n < 0 { if errno == EINTR { continue }; throw SSIError.sys("\(what): read \(rel)", errno: errno) }
@@ -213,9 +221,9 @@ extension ProcessRestorer {
         try inj.call("unshare(CLONE_NEWNS) in PID \(pid)", .unshare, 0x20000)
         // Paths are as the process sees them; it has ssi's root until its own is set again.
         let base = image.root == "/" ? "" : image.root
-        if let p = ns.propagation {
-            try mount(nil, "/", nil, 0x4000 | (p == "slave" ? 0x80000 : 0x40000), nil, what: "make its mounts \(p)")   // MS_REC | MS_SLAVE/MS_PRIVATE
-        }
+        // Always private (or slave) first: nothing replayed below may reach ssi's namespace.
+        let slave = ns.propagation == "slave"
+        try mount(nil, "/", nil, 0x4000 | (slave ? 0x80000 : 0x40000), nil, what: "make its mounts \(slave ? "slave" : "private")")   // MS_REC | MS_SLAVE/MS_PRIVATE
         for target in ns.unmounted {
             let r = try inj.rawArgs(.umount2, [try putString(base + target), 2 /* MNT_DETACH */])
             if r < 0 { warn("PID \(image.pid): \(target) could not be unmounted in its mount namespace: \(String(cString: strerror(Int32(-r))))") }
@@ -231,8 +239,11 @@ extension ProcessRestorer {
             case "proc" where m.mountedBy != nil && m.mountedBy != image.pid:
                 pendingMounts?.byProcess[m.mountedBy!, default: []].append(m)
             default:
-                try mount(m.source, target, m.kind, m.flags, m.options, what: "mount \(m.kind) on \(m.target)")
+                // Read-write while its files are written back, then read-only if it was.
+                let readOnly = m.files != nil && m.flags & 1 != 0
+                try mount(m.source, target, m.kind, readOnly ? m.flags & ~1 : m.flags, m.options, what: "mount \(m.kind) on \(m.target)")
                 if let files = m.files, let name = m.contentFile { try refill(files, from: name, into: "/proc/\(pid)/root\(target)") }
+                if readOnly { try mount(nil, target, nil, 0x20 | 0x1000 | m.flags, nil, what: "make \(m.target) read-only") }
             }
         }
     }

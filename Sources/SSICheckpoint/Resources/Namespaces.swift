@@ -84,7 +84,11 @@ final class NamespaceSaver {
         // Compared with the root's; the root's with ssi's (`unshare -m prog` is the root),
         // except a cluster application's root: its mount namespace is the launcher's (for its
         // /proc), made again by restart.
-        let reference = pid != root ? root : PIDNamespace.isOwnInit(root) ? nil : getpid()
+        // The root's is compared with its parent's: a root that made its own (`unshare -m prog`)
+        // differs from the process that started it; one started in another namespace than
+        // ssi's (a service with PrivateTmp) is restored where the restart runs, as before.
+        let parentOfRoot = pid == root ? ProcFS.parentPID(root) : nil
+        let reference = pid != root ? root : PIDNamespace.isOwnInit(root) ? nil : parentOfRoot
         if let reference, let refMnt = Self.inode("/proc/\(reference)/ns/mnt"), let id = Self.inode("/proc/\(pid)/ns/mnt"), refMnt != id {
             if mnts[id] == nil { mnts[id] = try AppNamespaces.mounts(of: pid, root: reference, id: id, writer: writer) }
             out.mnt = mnts[id]
@@ -337,7 +341,9 @@ extension ProcessRestorer {
     private func enterMount(parent: ProcessNamespaces?, isRoot: Bool, made: inout [String: Int32]) throws {
         defer { if isRoot { made["mnt:root"] = pid } }
         let want = image.namespaces?.mnt
-        guard want?.id != parent?.mnt?.id else { return }
+        // No record: the root's namespace (the root's own is compared with its parent's).
+        let mine = isRoot ? want?.id : want?.id ?? rootMountNamespace
+        guard mine != (parent?.mnt?.id ?? (isRoot ? nil : rootMountNamespace)) else { return }
         // setns(2) CLONE_NEWNS: 0x20000.
         guard let want else {
             if let root = made["mnt:root"] { try joinNamespace(path: "/proc/\(root)/ns/mnt", type: 0x20000, what: "the application's mount namespace") }

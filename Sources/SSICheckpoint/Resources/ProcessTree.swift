@@ -192,17 +192,26 @@ extension ProcessRestorer {
     }
 
     /// Process groups, after every process exists: leaders first (`leaders`), then members.
-    func joinGroup(leaders: Bool, known: Set<Int32>) throws {
+    /// `nested`: the nestedPIDs of the snapshot's processes that have some, by PID.
+    func joinGroup(leaders: Bool, known: Set<Int32>, nested: [Int32: [Int32]] = [:]) throws {
         guard image.sid != image.pid else { return }               // a session leader leads its group
         if leaders && image.pgid == image.pid {
             try inj.call("setpgid", .setpgid, 0, 0)
         } else if !leaders && image.pgid != image.pid {
-            // In a PID namespace the application made, a group led outside it has no id there
-            // (setpgid(2): EPERM): it is right when inherited at fork, as it was made.
-            if image.nestedPIDs != nil, PIDNamespace.nsIDs(pid, field: "NSpgid").count > appLevelIndex,
-               PIDNamespace.nsIDs(pid, field: "NSpgid")[appLevelIndex] == image.pgid { return }
+            // setpgid(2) takes the group's id in the caller's PID namespace: in one the
+            // application made, the leader's id there; a group led outside it has no id there
+            // (EPERM), and is right when inherited at fork, as it was made.
+            var group = image.pgid
+            if let mine = image.nestedPIDs {
+                if let theirs = nested[image.pgid], theirs.count == mine.count, let id = theirs.last {
+                    group = id
+                } else if PIDNamespace.nsIDs(pid, field: "NSpgid").count > appLevelIndex,
+                          PIDNamespace.nsIDs(pid, field: "NSpgid")[appLevelIndex] == image.pgid {
+                    return
+                }
+            }
             if known.contains(image.pgid) {
-                let r = try inj.raw(.setpgid, 0, UInt64(image.pgid))
+                let r = try inj.raw(.setpgid, 0, UInt64(group))
                 if r < 0 { warn("PID \(pid) could not rejoin process group \(image.pgid): \(String(cString: strerror(Int32(-r))))") }
             } else if !known.contains(image.sid) {
                 warn("PID \(pid) belonged to session \(image.sid) / group \(image.pgid), led by processes outside the snapshot; it now runs in ssi's session")
