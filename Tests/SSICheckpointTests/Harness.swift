@@ -78,6 +78,16 @@ struct World {
         #expect(processState(app) == "S" || processState(app) == "R", "the application must be left running, not \(String(describing: processState(app)))", sourceLocation: sourceLocation)
     }
 
+    /// Waits for READY in the log, then checkpoints with --kill=9 and restarts, each step
+    /// required to succeed.
+    func readyKillRestart(_ app: Int32, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try #require(waitLog("READY"), "\(log())", sourceLocation: sourceLocation)
+        let ck = try checkpointKill(app)
+        try #require(ck.status == 0, "checkpoint --kill=9: \(ck.output)", sourceLocation: sourceLocation)
+        let rs = try ssi("restart", "\(app)")
+        try #require(rs.status == 0, "restart: \(rs.output)", sourceLocation: sourceLocation)
+    }
+
     /// Checkpoints with --kill=9 and reaps every killed process (they are ours: we are the
     /// subreaper), so their PIDs are free for the restart.
     func checkpointKill(_ app: Int32, _ extra: [String] = []) throws -> CommandResult {

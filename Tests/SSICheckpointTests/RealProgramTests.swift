@@ -36,11 +36,7 @@ struct RealProgramScriptTests {
         try script.write(toFile: "\(w.dir)/mpool.py", atomically: true, encoding: .utf8)
         let app = try w.start(["python3", "\(w.dir)/mpool.py"])
         defer { w.cleanUp(app) }
-        try #require(w.waitLog("READY"), "\(w.log())")
-        let ck = try w.checkpointKill(app)
-        try #require(ck.status == 0, "checkpoint --kill=9: \(ck.output)")
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "restart: \(rs.output)")
+        try w.readyKillRestart(app)
         usleep(300_000)
         kill(app, SIGUSR1)
         #expect(w.waitLog("PASS", 20), "\(w.log())")
@@ -64,11 +60,7 @@ extension RealProgramScriptTests {
             """
         let app = try w.start(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script])
         defer { w.cleanUp(app) }
-        try #require(w.waitLog("READY"), "\(w.log())")
-        let ck = try w.checkpointKill(app)
-        try #require(ck.status == 0, "checkpoint --kill=9: \(ck.output)")
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "restart: \(rs.output)")
+        try w.readyKillRestart(app)
         FileManager.default.createFile(atPath: "\(w.dir)/go", contents: nil)
         #expect(w.waitLog("PASS", 20), "\(w.log())")
         _ = reap(app)
