@@ -139,13 +139,22 @@ extension CheckpointEngine {
     /// its pending clients and its listener inside; a pipe both its ends.
     private func describeFiles(_ seized: SeizedApplication, options: CheckpointOptions) throws -> [Int32: [FileDescriptorImage]] {
         var fdTables = [Int32: [FileDescriptorImage]]()
+        let live = seized.tree.pids.filter { seized.threads[$0] != nil }
+        // sock_diag lists every unix socket of a namespace (hundreds on a busy machine), while
+        // the application is stopped: asked only when it holds a socket at all.
+        let hasSockets = live.contains { pid in
+            let dir = "/proc/\(seized.exitedLeaders[pid] ?? pid)/fd"
+            return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? ["?"]).contains {
+                (try? ProcFS.readLink("\(dir)/\($0)"))?.hasPrefix("socket:") ?? true
+            }
+        }
         // sock_diag lists the sockets of the namespace of the socket it is asked on: those of
         // network namespaces the application made are asked from inside each.
-        var unixSockets = (try? UnixDiag.sockets()) ?? [:]
+        var unixSockets = hasSockets ? (try? UnixDiag.sockets()) ?? [:] : [:]
         var rootNetStat = stat()
         let rootNet = stat("/proc/\(seized.root)/ns/net", &rootNetStat) == 0 ? UInt64(rootNetStat.st_ino) : 0
         var asked: Set<String> = [(try? ProcFS.readLink("/proc/self/ns/net")) ?? ""]
-        for pid in seized.tree.pids where seized.threads[pid] != nil {
+        for pid in live where hasSockets {
             guard let ns = try? ProcFS.readLink("/proc/\(pid)/ns/net"), asked.insert(ns).inserted else { continue }
             let fd = open("/proc/\(pid)/ns/net", O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }
