@@ -234,6 +234,8 @@ public struct MountImage: Codable, Sendable, Equatable {
     /// proc: a process of the PID namespace it shows (by `pid`), which mounts it at restart
     /// (proc(5): an instance shows the PID namespace of the process that mounted it).
     public var mountedBy: Int32?
+    /// proc: the PID namespace it shows, as /proc names it ("pid:[N]": its process 1's).
+    public var pidNamespace: String?
     /// tmpfs and ramfs: the files, their content in `contentFile` of the snapshot.
     public var files: [MountedFile]?
     public var contentFile: String?

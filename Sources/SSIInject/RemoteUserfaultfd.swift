@@ -1,4 +1,3 @@
-import CSSILinux
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -23,7 +22,7 @@ public final class RemoteUserfaultfd {
         guard r >= 0 else { return nil }
         defer { _ = try? inj.raw(.close, UInt64(r)) }
         let mine = try FDTransfer.copy(fd: Int32(r), from: inj.pid)
-        guard cssi_uffd_enable_plain(mine) == 0 else { close(mine); return nil }
+        guard Userfaultfd.enablePlain(mine) else { close(mine); return nil }
         return RemoteUserfaultfd(pid: inj.pid, fd: mine)
     }
 
@@ -34,11 +33,11 @@ public final class RemoteUserfaultfd {
     /// Registers [start, end) in missing mode. False if the kernel refuses the area (not
     /// anonymous or shmem): the caller writes it another way.
     public func register(_ start: UInt64, _ end: UInt64) -> Bool {
-        cssi_uffd_register_missing(fd, start, end - start) == 0
+        Userfaultfd.registerMissing(fd, start, length: end - start)
     }
 
     public func unregister(_ start: UInt64, _ end: UInt64) {
-        _ = cssi_uffd_unregister(fd, start, end - start)
+        Userfaultfd.unregister(fd, start, length: end - start)
     }
 
     /// Copies `count` bytes from `bytes` to `address` of the process, inside a registered
@@ -46,7 +45,7 @@ public final class RemoteUserfaultfd {
     public func copy(to address: UInt64, from bytes: UnsafeRawPointer, count: UInt64) throws {
         var done: UInt64 = 0
         while done < count {
-            let n = cssi_uffd_copy(fd, address + done, bytes + Int(done), count - done)
+            let n = Userfaultfd.copy(fd, to: address + done, from: bytes + Int(done), count: count - done)
             if n == -Int(EAGAIN) || n == -Int(EINTR) { continue }
             if n < 0 { throw SSIError.sys("UFFDIO_COPY into PID \(pid) at 0x\(String(address + done, radix: 16))", errno: Int32(-n)) }
             done += UInt64(n)

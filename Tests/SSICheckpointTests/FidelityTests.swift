@@ -15,11 +15,6 @@ struct FidelityCase: CustomStringConvertible, Sendable {
     let fixture: String
     var args: [String] = []
     var options: [String] = []
-    /// Why it does not pass yet, for the ones the engine does not handle: they run as known
-    /// issues (the test fails the day they start passing, so the list stays true).
-    var notYet: String? = nil
-    /// For some of those: the checkpoint refuses cleanly (lifecycle.sh exit 2), saying this.
-    var refusal: String? = nil
     var description: String { ([fixture] + args).joined(separator: " ") }
 }
 
@@ -43,19 +38,7 @@ struct FidelityTests {
     @Test("the fixture checks its own state after restart and prints PASS", arguments: cases)
     func fixturePasses(_ c: FidelityCase) throws {
         let r = try Lifecycle.run(c)
-        if let reason = c.notYet {
-            withKnownIssue("not handled yet: \(reason)") {
-                #expect(r.status == 0, "\(r.output)")
-            }
-            // Not handled yet still means refused cleanly or failing its own check, never a
-            // setup error (exit 4: the fixture did not build or start).
-            #expect(r.status != 4, "\(r.output)")
-            if let refusal = c.refusal {
-                #expect(r.status == 2 && r.output.contains(refusal) && r.output.contains("nothing was written"), "\(r.output)")
-            }
-        } else {
-            #expect(r.status == 0, "\(r.output)")
-        }
+        #expect(r.status == 0, "\(r.output)")
     }
 }
 

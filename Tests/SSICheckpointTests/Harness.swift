@@ -82,8 +82,14 @@ struct World {
     /// required to succeed.
     func readyKillRestart(_ app: Int32, sourceLocation: SourceLocation = #_sourceLocation) throws {
         try #require(waitLog("READY"), "\(log())", sourceLocation: sourceLocation)
-        let ck = try checkpointKill(app)
-        try #require(ck.status == 0, "checkpoint --kill=9: \(ck.output)", sourceLocation: sourceLocation)
+        try killAndRestart(app, sourceLocation: sourceLocation)
+    }
+
+    /// Checkpoints with --kill=9 (and `extra` options), reaps, and restarts: each step
+    /// required to succeed.
+    func killAndRestart(_ app: Int32, _ extra: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let ck = try checkpointKill(app, extra)
+        try #require(ck.status == 0, "checkpoint --kill=9 \(extra.joined(separator: " ")): \(ck.output)", sourceLocation: sourceLocation)
         let rs = try ssi("restart", "\(app)")
         try #require(rs.status == 0, "restart: \(rs.output)", sourceLocation: sourceLocation)
     }

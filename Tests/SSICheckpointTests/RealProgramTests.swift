@@ -121,10 +121,7 @@ struct RealProgramTests {
         }
         #expect(try sql("create table t (x int); insert into t select generate_series(1, 1000); select sum(x) from t") == "500500")
         for round in 1...2 {
-            let ck = try w.checkpointKill(app)
-            try #require(ck.status == 0, "round \(round): checkpoint --kill=9: \(ck.output)")
-            let rs = try w.ssi("restart", "\(app)")
-            try #require(rs.status == 0, "round \(round): restart: \(rs.output)")
+            try w.killAndRestart(app)
             #expect(try sql("insert into t values (\(round)); select sum(x), count(*) from t") == "\(500500 + (round == 1 ? 1 : 3))|\(1000 + round)",
                     "round \(round): the rows, and a write after the restart")
             #expect(try sql("select count(*) from pg_stat_activity where backend_type = 'checkpointer'") == "1", "round \(round): its workers are back")

@@ -21,10 +21,7 @@ struct TreeAndThreadTests {
         let app = try w.start(["/bin/sh", "-c", "seq 1 1000000 | while read i; do echo $i; done > out"])
         defer { w.cleanUp(app) }
         #expect(waitUntil(5) { (try? FileManager.default.attributesOfItem(atPath: "\(w.dir)/out")[.size] as? Int ?? 0) ?? 0 > 10000 })
-        let ck = try w.checkpointKill(app)
-        try #require(ck.status == 0, "\(ck.output)")
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "\(rs.output)")
+        try w.killAndRestart(app)
         #expect(reap(app, within: 60).map { exitCode($0) } == 0)
         let out = (try? String(contentsOfFile: "\(w.dir)/out", encoding: .utf8)) ?? ""
         let lines = out.split(separator: "\n")

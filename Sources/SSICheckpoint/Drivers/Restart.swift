@@ -297,7 +297,8 @@ final class RestartSession {
                 }
             }
             guard nested.isEmpty || (image.childPIDNamespace?.holder).flatMap({ hostPIDs[$0] }) != nil else {
-                throw SSIError(.unsupported, "\(snap.location): PID \(nested[0].pid) lives in a PID namespace whose first process is not restored before it; nothing was restarted")
+                throw SSIError(.unsupported, "\(snap.location): PID \(nested[0].pid) lives in a PID namespace whose first process is not restored before it; nothing was restarted",
+                               hint: "the checkpoint should have refused this tree: restart another version, and report it with this snapshot")
             }
             for child in nested { try forkChild(child) }
         }

@@ -78,7 +78,7 @@ extension AppNamespaces {
         // mounts outside it: a chrooted process's cannot be compared with the reference's.
         if let r = try? ProcFS.readLink("/proc/\(pid)/root"), r != "/" {
             throw SSIError(.unsupported, "PID \(pid) has a mount namespace of its own (mnt:[\(id)]) and is chrooted to \(r); its mounts cannot be saved yet; nothing was written and the application goes on",
-                           hint: "chroot after the mounts are made is not supported in a mount namespace of its own yet")
+                           hint: "to checkpoint it, run it without the chroot, or without a mount namespace of its own")
         }
         let own = MountInfo.parse(mine), reference = MountInfo.parse(theirs)
         let refKeys = Dictionary(reference.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
@@ -118,10 +118,9 @@ extension AppNamespaces {
         }
         var img = MountImage(target: m.mountPoint, kind: m.fsType, source: m.source, flags: m.flags)
         if m.fsType == "proc" {
-            // Which PID namespace it shows: its process 1's (resolved to a process of the
-            // snapshot by resolveProcMounts). Kept in `source` until then.
-            img.mountedBy = -1
-            img.source = (try? ProcFS.readLink("/proc/\(pid)/root\(m.mountPoint)/1/ns/pid")).map { "\(m.source)\u{0}\($0)" } ?? m.source
+            // Which PID namespace it shows: its process 1's (resolveProcMounts names the
+            // process of the snapshot that mounts it again).
+            img.pidNamespace = try? ProcFS.readLink("/proc/\(pid)/root\(m.mountPoint)/1/ns/pid")
         }
         let opts = m.superOptions.split(separator: ",").filter { $0 != "rw" && $0 != "ro" && $0 != "seclabel" }
         img.options = opts.isEmpty ? nil : opts.joined(separator: ",")
@@ -191,17 +190,16 @@ extension AppNamespaces {
     /// hold ssi's PIDs, before PIDNamespace.translate). A proc whose namespace has no process
     /// in the snapshot is mounted by the namespace's first process, as any other mount.
     static func resolveProcMounts(_ images: inout [ProcessImage]) {
-        guard images.contains(where: { $0.namespaces?.mnt?.mounts.contains { $0.mountedBy == -1 } == true }) else { return }
+        guard images.contains(where: { $0.namespaces?.mnt?.mounts.contains { $0.pidNamespace != nil } == true }) else { return }
         func link(_ pid: Int32, _ kind: String) -> String { (try? ProcFS.readLink("/proc/\(pid)/ns/\(kind)")) ?? "" }
         let pidNS = Dictionary(images.map { ($0.pid, link($0.pid, "pid")) }, uniquingKeysWith: { a, _ in a })
         let mntNS = Dictionary(images.map { ($0.pid, link($0.pid, "mnt")) }, uniquingKeysWith: { a, _ in a })
         for i in images.indices {
             guard var mnt = images[i].namespaces?.mnt else { continue }
-            for k in mnt.mounts.indices where mnt.mounts[k].mountedBy == -1 {
-                let parts = mnt.mounts[k].source.split(separator: "\u{0}", maxSplits: 1).map(String.init)
-                mnt.mounts[k].source = parts.first ?? "proc"
-                mnt.mounts[k].mountedBy = parts.count == 2 ? images.filter { pidNS[$0.pid] == parts[1] && mntNS[$0.pid] == "mnt:[\(mnt.id)]" }
-                    .min { ($0.nestedPIDs?.count ?? 0, $0.pid) < ($1.nestedPIDs?.count ?? 0, $1.pid) }?.pid : nil
+            for k in mnt.mounts.indices {
+                guard let shown = mnt.mounts[k].pidNamespace else { continue }
+                mnt.mounts[k].mountedBy = images.filter { pidNS[$0.pid] == shown && mntNS[$0.pid] == "mnt:[\(mnt.id)]" }
+                    .min { ($0.nestedPIDs?.count ?? 0, $0.pid) < ($1.nestedPIDs?.count ?? 0, $1.pid) }?.pid
             }
             images[i].namespaces?.mnt = mnt
         }

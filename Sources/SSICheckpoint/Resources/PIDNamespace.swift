@@ -88,7 +88,7 @@ enum PIDNamespace {
             let depth = (c.nestedPIDs?.count ?? 0) - (p.nestedPIDs?.count ?? 0)
             guard depth == 1, forChildren[p.pid] == mine else {
                 throw SSIError(.unsupported, "PID \(c.pid) is in PID namespace \(mine), neither its parent's (PID \(p.pid)) nor the one its parent's children go to, one level below; restart could not create it there; nothing was written and the application goes on",
-                               hint: "PID namespaces made with unshare(CLONE_NEWPID) or clone(CLONE_NEWPID) by the parent itself are supported")
+                               hint: "to checkpoint it, let the parent make the namespace for its children (unshare(CLONE_NEWPID) then fork, as unshare --pid --fork does)")
             }
         }
     }

@@ -24,6 +24,14 @@ public enum Userfaultfd {
         cssi_uffd_register_missing(fd, start, length) == 0
     }
 
+    /// UFFDIO_API without features (a restore filling fresh memory before the process runs).
+    public static func enablePlain(_ fd: Int32) -> Bool { cssi_uffd_enable_plain(fd) == 0 }
+
+    /// UFFDIO_UNREGISTER over [start, start+length).
+    public static func unregister(_ fd: Int32, _ start: UInt64, length: UInt64) {
+        _ = cssi_uffd_unregister(fd, start, length)
+    }
+
     /// UFFDIO_COPY: bytes copied (possibly fewer than asked) or -errno.
     public static func copy(_ fd: Int32, to address: UInt64, from bytes: UnsafeRawPointer, count: UInt64) -> Int {
         cssi_uffd_copy(fd, address, bytes, count)
