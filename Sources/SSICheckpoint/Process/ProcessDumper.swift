@@ -113,31 +113,73 @@ struct ProcessDumper {
 
     /// Runs the syscalls that read what /proc does not show, in the process (main thread)
     /// and in each of its threads for per-thread state; every task's registers and signal
-    /// mask are put back afterwards.
+    /// mask are put back afterwards. The process-wide reads (64 of them) run as one batch
+    /// (SyscallBatch): one resume of the process instead of one per call.
     func dumpInjected(saved: Registers, status: ProcStatus, threads tids: [Int32]) throws -> InjectedState {
         var st = InjectedState()
         let main = Tracee.adoptTraceMe(ProcessID(pid))
         let inj = try Injector(pid: ProcessID(pid), base: saved)
         let guardMain = try SignalMaskGuard(tracee: main, saved: saved)
         defer { guardMain.restore() }
-        let scratch = try inj.call("mmap scratch page", .mmap, 0, 4096, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
-        defer { _ = try? inj.raw(.munmap, scratch, 4096) }
-        let s = ScratchPage(inj: inj, address: scratch, mem: RemoteMemory(pid: ProcessID(pid)))
-        st.sigactions = try dumpSigactions(s, status: status)
-        st.brk = try inj.call("brk(0)", .brk, 0)
-        (st.parentDeathSignal, st.dumpable, st.childSubreaper) = try dumpProcessFlags(s)
-        st.securebits = UInt32(truncatingIfNeeded: try inj.prctl(.getSecurebits))
-        // Timers: remaining time and interval, as getitimer/timer_gettime report them.
-        st.intervalTimers = try dumpIntervalTimers(s)
+        // Page 0: single calls; page 1: the batch's results; pages 2-3: the batch itself,
+        // executable. A system that refuses executable anonymous memory gets single calls.
+        let size = UInt64(ScratchPage.size)
+        var exec = true
+        var r = try inj.raw(.mmap, 0, size, UInt64(PROT_READ | PROT_WRITE | PROT_EXEC), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
+        if r < 0 && r > -4096 {
+            exec = false
+            r = Int64(bitPattern: try inj.call("mmap scratch pages", .mmap, 0, size, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0))
+        }
+        let scratch = UInt64(bitPattern: r)
+        defer { _ = try? inj.raw(.munmap, scratch, size) }
+        let s = ScratchPage(inj: inj, address: scratch, mem: RemoteMemory(pid: ProcessID(pid)), batchArea: exec ? scratch + 8192 : nil)
+        try dumpProcessWide(s, into: &st)
         st.posixTimers = try dumpPosixTimers(s)
         for tid in tids { st.threads.append(try dumpThreadInjected(s, tid: tid, saved: saved)) }
         return st
     }
+
+    /// Signal dispositions, brk, the prctl flags and the interval timers, in one batch whose
+    /// results land in the scratch's second page.
+    func dumpProcessWide(_ s: ScratchPage, into st: inout InjectedState) throws {
+        let out = s.address + 4096
+        let sigOut = { (sig: Int32) in out + UInt64(sig) * 32 }          // 32 bytes each, up to 64 * 32
+        let timerOut = { (which: Int32) in out + 2112 + UInt64(which) * 32 }
+        let (pdeathOut, subreaperOut) = (out + 2240, out + 2248)
+        let signals = (Int32(1)...64).filter { $0 != SIGKILL && $0 != SIGSTOP }
+        var calls = signals.map { SyscallBatch.Call(.rt_sigaction, UInt64($0), 0, sigOut($0), 8) }
+        calls += (Int32(0)...2).map { SyscallBatch.Call(.getitimer, UInt64($0), timerOut($0)) }
+        calls += [SyscallBatch.Call(.brk, 0),
+                  SyscallBatch.Call(.prctl, UInt64(PrctlOption.getParentDeathSignal.rawValue), pdeathOut),
+                  SyscallBatch.Call(.prctl, UInt64(PrctlOption.getDumpable.rawValue)),
+                  SyscallBatch.Call(.prctl, UInt64(PrctlOption.getChildSubreaper.rawValue), subreaperOut),
+                  SyscallBatch.Call(.prctl, UInt64(PrctlOption.getSecurebits.rawValue))]
+        let results = try SyscallBatch.run(calls, with: s.inj, area: s.batchArea, size: ScratchPage.size - 8192)
+        for (c, r) in zip(calls, results) where r < 0 && r > -4096 {
+            throw SSIError.sys("\(c.syscall)(\(c.args.first ?? 0)) in PID \(pid)", errno: Int32(-r))
+        }
+        let words = try s.mem.read(UInt64.self, count: 2256 / 8, at: out)
+        st.sigactions = try parseSigactions(words, signals: signals)
+        st.intervalTimers = (Int32(0)...2).compactMap { which in
+            let v = (0..<4).map { Int64(bitPattern: words[(2112 + Int(which) * 32) / 8 + $0]) }
+            return v[2] != 0 || v[3] != 0 ? IntervalTimer(which: which, interval: [v[0], v[1]], value: [v[2], v[3]]) : nil
+        }
+        let n = signals.count + 3
+        st.brk = UInt64(bitPattern: results[n])
+        st.parentDeathSignal = Int32(truncatingIfNeeded: words[2240 / 8])
+        st.dumpable = Int32(truncatingIfNeeded: results[n + 2])
+        st.childSubreaper = UInt32(truncatingIfNeeded: words[2248 / 8]) != 0
+        st.securebits = UInt32(truncatingIfNeeded: results[n + 4])
+    }
 }
 
-/// A page mapped in a stopped process for the results of syscalls injected in it.
+/// Pages mapped in a stopped process for the results of syscalls injected in it: the first
+/// for single calls, the second for a batch's results, the last two for the batch itself
+/// (nil when the process may not have executable anonymous memory).
 struct ScratchPage {
+    static let size = 16384
     let inj: Injector
     let address: UInt64
     let mem: RemoteMemory
+    var batchArea: UInt64? = nil
 }

@@ -118,6 +118,12 @@ final class ProcessRestorer {
 
     private var gadgetAddress: UInt64 { scratch + scratchSize - 16 }
 
+    /// Runs independent calls as one batch (SyscallBatch) from the scratch area's second
+    /// half (the first holds single calls' arguments, the last page the gadget).
+    func runBatch(_ calls: [SyscallBatch.Call]) throws -> [Int64] {
+        try SyscallBatch.run(calls, with: inj, area: scratch + scratchSize / 2, size: Int(scratchSize / 2) - 4096)
+    }
+
     /// Writes a NUL-terminated string in the scratch area at `off`; returns its address.
     func putString(_ s: String, _ off: UInt64 = 0) throws -> UInt64 {
         try mem.write(Array(s.utf8) + [0], to: scratch + off)

@@ -11,17 +11,6 @@ import Glibc
 // flag, the personality, oom_score_adj and the resource limits.
 
 extension ProcessDumper {
-    /// The parent-death signal, the dumpable flag and the child-subreaper flag (prctl run in
-    /// the process).
-    func dumpProcessFlags(_ s: ScratchPage) throws -> (parentDeathSignal: Int32, dumpable: Int32, childSubreaper: Bool) {
-        try s.inj.prctl(.getParentDeathSignal, s.address)
-        let pdeath = try s.mem.read(Int32.self, at: s.address)[0]
-        let dumpable = Int32(truncatingIfNeeded: try s.inj.prctl(.getDumpable))
-        try s.inj.prctl(.getChildSubreaper, s.address)
-        let subreaper = try s.mem.read(Int32.self, at: s.address)[0] != 0
-        return (pdeath, dumpable, subreaper)
-    }
-
     /// Credentials, personality, oom_score_adj and resource limits, from /proc. A process
     /// in seccomp strict mode is refused.
     func dumpIdentity(into img: inout ProcessImage, status: ProcStatus) throws {

@@ -12,30 +12,37 @@ import Glibc
 
 extension ProcessDumper {
     /// The sigaction of every signal that is caught, ignored, or SIG_DFL with flags or a mask
-    /// (a handler reset with SA_RESTART kept, which SigCgt/SigIgn do not show; a program reads
-    /// it back with sigaction(2)), by rt_sigaction run in the process.
-    func dumpSigactions(_ s: ScratchPage, status: ProcStatus) throws -> [SigAction] {
-        var out = [SigAction]()
-        for sig in Int32(1)...64 where sig != SIGKILL && sig != SIGSTOP {
-            try s.inj.call("rt_sigaction(\(sig))", .rt_sigaction, UInt64(sig), 0, s.address, 8)
-            let w = try s.mem.read(UInt64.self, count: 4, at: s.address)
-            guard w[0] != 0 || w[1] != 0 || w[3] != 0 else { continue }
-            out.append(SigAction(signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3]))
+    /// (a handler reset by SA_RESETHAND keeps its flags, which SigCgt/SigIgn do not show; a
+    /// program reads them back with sigaction(2)), from the struct kernel_sigaction each
+    /// rt_sigaction wrote at 32 bytes times its number (handler, flags, restorer, mask) in
+    /// `words` (dumpProcessWide).
+    func parseSigactions(_ words: [UInt64], signals: [Int32]) throws -> [SigAction] {
+        signals.compactMap { sig in
+            let w = Array(words[Int(sig) * 4..<Int(sig) * 4 + 4])
+            guard w[0] != 0 || w[1] != 0 || w[3] != 0 else { return nil }
+            return SigAction(signal: sig, handler: w[0], flags: w[1], restorer: w[2], mask: w[3])
         }
-        _ = status
-        return out
     }
 }
 
 extension ProcessRestorer {
-    /// Signal handlers (shared by the threads). Our copy's handlers are reset first.
+    /// Signal handlers (shared by the threads). Our copy's handlers are reset first: every
+    /// signal's struct kernel_sigaction is written in the scratch area (32 bytes each), then
+    /// the 62 rt_sigaction calls run as one batch.
     func restoreSigactions() throws {
         let saved = Dictionary(image.sigactions.map { ($0.signal, $0) }, uniquingKeysWith: { a, _ in a })
-        for sig in Int32(1)...64 where sig != SIGKILL && sig != SIGSTOP {
+        let signals = (Int32(1)...64).filter { $0 != SIGKILL && $0 != SIGSTOP }
+        let table = scratch + 16384
+        var words = [UInt64](repeating: 0, count: 65 * 4)
+        for sig in signals {
             let a = saved[sig] ?? SigAction(signal: sig, handler: 0, flags: 0, restorer: 0, mask: 0)
-            try mem.write(words: [a.handler, a.flags, a.restorer, a.mask], to: scratch)
-            let r = try inj.raw(.rt_sigaction, UInt64(sig), scratch, 0, 8)
-            if r < 0 && saved[sig] != nil { throw SSIError.sys("rt_sigaction(\(sig)) in PID \(pid)", errno: Int32(-r)) }
+            words.replaceSubrange(Int(sig) * 4..<Int(sig) * 4 + 4, with: [a.handler, a.flags, a.restorer, a.mask])
+        }
+        try mem.write(words: words, to: table)
+        let calls = signals.map { SyscallBatch.Call(.rt_sigaction, UInt64($0), table + UInt64($0) * 32, 0, 8) }
+        let results = try runBatch(calls)
+        for (sig, r) in zip(signals, results) where r < 0 && saved[sig] != nil {
+            throw SSIError.sys("rt_sigaction(\(sig)) in PID \(pid)", errno: Int32(-r))
         }
     }
 

@@ -10,17 +10,6 @@ import Glibc
 // and interval and armed again, relative to the restart. timerfds are files (EventFiles).
 
 extension ProcessDumper {
-    /// The armed ITIMER_REAL, _VIRTUAL and _PROF timers (getitimer run in the process).
-    func dumpIntervalTimers(_ s: ScratchPage) throws -> [IntervalTimer] {
-        var out = [IntervalTimer]()
-        for which in Int32(0)...2 {
-            try s.inj.call("getitimer(\(which))", .getitimer, UInt64(which), s.address)
-            let v = try s.mem.read(Int64.self, count: 4, at: s.address)
-            if v[2] != 0 || v[3] != 0 { out.append(IntervalTimer(which: which, interval: [v[0], v[1]], value: [v[2], v[3]])) }
-        }
-        return out
-    }
-
     /// The POSIX timers of /proc/PID/timers, with what timer_gettime reports.
     func dumpPosixTimers(_ s: ScratchPage) throws -> [PosixTimer] {
         var out = [PosixTimer]()

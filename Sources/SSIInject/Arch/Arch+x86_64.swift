@@ -10,6 +10,23 @@ public enum Arch {
     /// `syscall` (0f 05): the instruction we look for in the vDSO to run injected syscalls.
     public static let syscallInstruction: [UInt8] = [0x0f, 0x05]
 
+    /// The loop Injector.batch runs in a tracee: for each entry of a table (rbx: its address,
+    /// r12: how many), load the number and six arguments, `syscall`, store the result in the
+    /// entry's eighth word; then `int3`, which stops the tracee with SIGTRAP. It uses no
+    /// stack and clobbers only rax, rcx, r11 (the syscall ABI) and argument registers,
+    /// all put back by the caller. Entries are 64 bytes (batchEntryWords).
+    ///
+    ///     loop: test r12,r12 ; je done ; mov rax,[rbx] ; mov rdi,[rbx+8] ; mov rsi,[rbx+16]
+    ///           mov rdx,[rbx+24] ; mov r10,[rbx+32] ; mov r8,[rbx+40] ; mov r9,[rbx+48]
+    ///           syscall ; mov [rbx+56],rax ; add rbx,64 ; dec r12 ; jmp loop
+    ///     done: int3
+    public static let batchLoop: [UInt8] = [
+        0x4d, 0x85, 0xe4, 0x74, 0x2a, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10,
+        0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30,
+        0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x83, 0xc3, 0x40, 0x49, 0xff, 0xcc, 0xeb, 0xd1, 0xcc,
+    ]
+    public static let batchEntryWords = 8
+
     /// The extended register state is the XSAVE area (x87, SSE, AVX, AVX-512...):
     /// PTRACE_GETREGSET NT_X86_XSTATE.
     static let extendedStateNote = Int32(CSSI_NT_X86_XSTATE)

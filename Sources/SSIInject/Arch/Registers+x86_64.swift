@@ -52,6 +52,17 @@ public struct Registers {
         return r
     }
 
+    /// A copy of these registers set up to run Arch.batchLoop at `code` over `count`
+    /// entries of the table at `table`.
+    func preparedForBatch(code: UInt64, table: UInt64, count: Int) -> Registers {
+        var r = self
+        r.raw.orig_rax = UInt64.max
+        r.raw.rip = code
+        r.raw.rbx = table
+        r.raw.r12 = UInt64(count)
+        return r
+    }
+
     /// The names of the register file, in struct user_regs_struct order.
     public static let names = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi",
                                "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"]
