@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs ssi, ssid and ssi-bench (release build) to PREFIX/bin (default /usr/local), with
+# Installs ssi, ssid, ssi-init and ssi-bench (release build) to PREFIX/bin (default /usr/local), with
 # Kerrighed's command names as links to ssi: krgcr-run, checkpoint, restart, ipccheckpoint,
 # ipcrestart, krgadm; the man pages (PREFIX/share/man/man1: `man ssi-checkpoint`) and the
 # bash, zsh and fish completions (PREFIX/share/{bash-completion/completions,zsh/site-functions,
@@ -10,7 +10,7 @@ PREFIX=${1:-/usr/local}
 swift build -c release
 BIN=$(swift build -c release --show-bin-path)
 install -d "$PREFIX/bin"
-for b in ssi ssid ssi-bench; do install -m 0755 "$BIN/$b" "$PREFIX/bin/$b"; done
+for b in ssi ssid ssi-init ssi-bench; do install -m 0755 "$BIN/$b" "$PREFIX/bin/$b"; done
 for alias in krgcr-run checkpoint restart ipccheckpoint ipcrestart krgadm; do ln -sf ssi "$PREFIX/bin/$alias"; done
 man=$(mktemp -d)
 trap 'rm -rf "$man"' EXIT

@@ -305,7 +305,7 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *o) {
 
 // The shell a restored process starts as: PID `pid` (in the innermost PID namespace, which
 // `flags` may make new), born in the cgroup, stopped for the restorer under PTRACE_TRACEME.
-static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags) {
+static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, const char *stub, int keep_fd) {
     struct cssi_clone_args args;
     memset(&args, 0, sizeof(args));
     pid_t tid = pid;
@@ -314,6 +314,10 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags) {
     args.set_tid = (uint64_t)(uintptr_t)&tid;
     args.set_tid_size = 1;
     if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
+    // Prepared before the clone: the child of a multithreaded process may only make
+    // async-signal-safe calls (fork(2)), and execve is one.
+    char *const argv[] = {(char *)stub, (char *)"--restore-stub", 0};
+    char *const envp[] = {0};
     long r = raw_clone3(&args);
     if (r < 0) return -errno;
     if (r == 0) {
@@ -326,6 +330,15 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags) {
                 for (;;) syscall(SYS_exit_group, 126);
         }
         syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
+        if (stub && stub[0]) {
+            // The restorer's pidfd stays open across the exec (pidfd_open(2) sets close-on-exec).
+            if (keep_fd >= 0) syscall(SYS_fcntl, keep_fd, F_SETFD, 0);
+            // A traced process stops with SIGTRAP after a successful execve (ptrace(2),
+            // without PTRACE_O_TRACEEXEC), before the stub runs an instruction: a small
+            // static program has a few mappings to tear down instead of the hundreds of
+            // ours. If the exec fails, the copy of ourselves stops instead.
+            syscall(SYS_execve, stub, argv, envp);
+        }
         syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
         // Only reached if the restorer let go without taking over: never run the copy of
         // the restorer's own code.
@@ -334,10 +347,12 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags) {
     return (pid_t)r;
 }
 
-pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd) { return restore_shell(pid, cgroup_fd, 0); }
+pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd, const char *stub, int keep_fd) {
+    return restore_shell(pid, cgroup_fd, 0, stub, keep_fd);
+}
 
-pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces) {
-    return restore_shell(pid, cgroup_fd, CLONE_NEWPID | namespaces);
+pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces, const char *stub, int keep_fd) {
+    return restore_shell(pid, cgroup_fd, CLONE_NEWPID | namespaces, stub, keep_fd);
 }
 
 static uint32_t crc32c_mulmod(uint32_t a, uint32_t b);

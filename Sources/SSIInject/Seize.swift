@@ -13,6 +13,7 @@ public struct ProcessTree: Sendable {
 
     /// Walks /proc once: each process's parent from /proc/PID/stat.
     public static func collect(root: Int32) throws -> ProcessTree {
+        if let tree = fromChildLists(root: root) { return tree }
         var children = [Int32: [Int32]]()
         var parent = [Int32: Int32]()
         guard let all = numericEntries(of: "/proc") else { throw SSIError.sys("opendir /proc", errno: errno) }
@@ -28,6 +29,34 @@ public struct ProcessTree: Sendable {
             tree.pids.append(p)
             if p != root { tree.parent[p] = parent[p] }
             queue += (children[p] ?? []).sorted()
+        }
+        return tree
+    }
+
+    /// The tree from the children lists of every thread (/proc/PID/task/TID/children,
+    /// proc(5), CONFIG_PROC_CHILDREN): a few files for the application's own processes,
+    /// where walking /proc reads the stat of every process of the machine (hundreds, some
+    /// ms, while the application is frozen). proc(5) calls the lists reliable while the
+    /// children are stopped or frozen; when they are not, the seize's next rounds find the
+    /// processes made meanwhile by their numbers (`adding`). Nil if the kernel has no lists.
+    static func fromChildLists(root: Int32) -> ProcessTree? {
+        guard access("/proc/\(root)/task/\(root)/children", R_OK) == 0 else { return nil }
+        var tree = ProcessTree(root: root)
+        var queue = [root], next = 0
+        var seen: Set<Int32> = [root]
+        while next < queue.count {
+            let p = queue[next]
+            next += 1
+            tree.pids.append(p)
+            var kids = [Int32]()
+            for t in numericEntries(of: "/proc/\(p)/task") ?? [] {
+                let text = (try? ProcFS.read("/proc/\(p)/task/\(t)/children")) ?? ""
+                kids += text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+            for k in kids.sorted() where seen.insert(k).inserted {
+                tree.parent[k] = p
+                queue.append(k)
+            }
         }
         return tree
     }

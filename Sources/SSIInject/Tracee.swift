@@ -1,4 +1,5 @@
 import CSSILinux
+import Foundation
 import SSISystem
 #if canImport(Glibc)
 import Glibc
@@ -56,10 +57,11 @@ public struct Tracee {
 
     /// Creates the empty shell of a process being restored, with pid `pid` (clone3 set_tid,
     /// Linux 5.5, CAP_CHECKPOINT_RESTORE), in the cgroup `cgroup` if given: it calls
-    /// PTRACE_TRACEME and stops itself, and never runs its own code again
-    /// (`cssi_spawn_restore_shell`). Returns it, or the raw -errno (-EEXIST: pid in use).
-    public static func spawnRestoreShell(_ pid: ProcessID, cgroup: Int32?) -> Result<Tracee, SSIError> {
-        let r = cssi_spawn_restore_shell(pid.rawValue, cgroup ?? -1)
+    /// PTRACE_TRACEME and execs the restore stub (or stops itself), and never runs its own
+    /// code again (`cssi_spawn_restore_shell`). Returns it, or the raw -errno (-EEXIST: pid
+    /// in use). `keep` is an fd of ours the shell must still have (FDTransfer.selfPidFD).
+    public static func spawnRestoreShell(_ pid: ProcessID, cgroup: Int32?, keep: Int32) -> Result<Tracee, SSIError> {
+        let r = restoreStub.withCString { cssi_spawn_restore_shell(pid.rawValue, cgroup ?? -1, $0, keep) }
         if r < 0 { return .failure(SSIError.sys("clone3 with set_tid=\(pid)", errno: -r)) }
         return .success(Tracee(pid: ProcessID(r)))
     }
@@ -67,11 +69,23 @@ public struct Tracee {
     /// The same shell as process `pid` of a new PID namespace, with a mount namespace of its
     /// own and that namespace's /proc mounted (`cssi_spawn_restore_ns_shell`): the init of a
     /// cluster application being restored. Returns it with its PID in our namespace.
-    public static func spawnRestoreNamespaceShell(_ pid: ProcessID, cgroup: Int32?) -> Result<Tracee, SSIError> {
-        let r = cssi_spawn_restore_ns_shell(pid.rawValue, cgroup ?? -1, SpawnOptions.Namespaces.mount.rawValue)
+    public static func spawnRestoreNamespaceShell(_ pid: ProcessID, cgroup: Int32?, keep: Int32) -> Result<Tracee, SSIError> {
+        let r = restoreStub.withCString { cssi_spawn_restore_ns_shell(pid.rawValue, cgroup ?? -1, SpawnOptions.Namespaces.mount.rawValue, $0, keep) }
         if r < 0 { return .failure(SSIError.sys("clone3 with CLONE_NEWPID|CLONE_NEWNS and set_tid=\(pid)", errno: -r)) }
         return .success(Tracee(pid: ProcessID(r)))
     }
+
+    /// The program a restore shell execs before it stops: ssi-init, statically linked, next
+    /// to our own executable (SSI_RESTORE_STUB names another; empty: none). A copy of ssi or
+    /// ssid has hundreds of mappings and a big page table, which fork copies and the restore
+    /// tears down again, while the application waits; the stub has eight. Without it the shell
+    /// is a copy of ourselves, as before.
+    static let restoreStub: String = {
+        if let s = ProcessInfo.processInfo.environment["SSI_RESTORE_STUB"] { return s }
+        guard let exe = try? ProcFS.readLink("/proc/self/exe") else { return "" }
+        let stub = (exe as NSString).deletingLastPathComponent + "/ssi-init"
+        return access(stub, X_OK) == 0 ? stub : ""
+    }()
 
     public enum Stop: Equatable, Sendable {
         case event(Int32)          // PTRACE_EVENT_* stop (group-stop/interrupt: PTRACE_EVENT_STOP)

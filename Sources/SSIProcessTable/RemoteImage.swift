@@ -106,11 +106,24 @@ final class IncomingSnapshots: @unchecked Sendable {
 
 /// The source's side: an ImageWriter whose files go to `node` as they are written. Called
 /// on the engine's thread, which it blocks for each RPC (never a cooperative thread).
+///
+/// A file's finish (with its last bytes) is sent without waiting for its answer: the engine
+/// goes on with the next process while the target writes the file, which takes a round trip
+/// per file out of a migration's frozen time. `commit` (and `abort`) first waits for every
+/// finish still under way, and a file the target did not get whole (size or CRC-32C
+/// different) fails the commit, so the snapshot is never made from it.
 final class RemoteImageWriter: ImageWriter {
     let rpc: RPCNode
     let node: NodeID
     let token = UInt64.random(in: 1...UInt64.max)
     var location: String { "node \(node) (streamed)" }
+    private struct Pending {
+        var name: String
+        var size: UInt64
+        var crc: UInt32
+        var answer: Task<IncomingAnswer, Error>
+    }
+    private var finishing: [Pending] = []
 
     init(rpc: RPCNode, node: NodeID, app: Int32) throws {
         self.rpc = rpc
@@ -119,21 +132,55 @@ final class RemoteImageWriter: ImageWriter {
     }
 
     func send(_ step: IncomingStep, _ bytes: UnsafeRawBufferPointer? = nil) throws -> IncomingAnswer {
-        let payload = try step.encoded(bytes)
+        let answer = start(step, bytes)
+        return try blockingCall { try await answer.value }
+    }
+
+    private func start(_ step: IncomingStep, _ bytes: UnsafeRawBufferPointer?) -> Task<IncomingAnswer, Error> {
+        let payload = Result { try step.encoded(bytes) }
         let (rpc, node) = (self.rpc, self.node)
-        let out = try blockingCall { try await rpc.call(node, service: ProcessTableService.incoming, payload, timeout: .seconds(120)) }
-        return try JSONDecoder().decode(IncomingAnswer.self, from: Data(out))
+        return Task {
+            let out = try await rpc.call(node, service: ProcessTableService.incoming, try payload.get(), timeout: .seconds(120))
+            return try JSONDecoder().decode(IncomingAnswer.self, from: Data(out))
+        }
+    }
+
+    /// Sends a file's finish; its answer is checked by `settle`.
+    func finishLater(_ step: IncomingStep, _ bytes: UnsafeRawBufferPointer?, size: UInt64, crc: UInt32) -> FileEntry {
+        finishing.append(Pending(name: step.name, size: size, crc: crc, answer: start(step, bytes)))
+        return FileEntry(name: step.name, size: size, crc32c: crc)
+    }
+
+    /// Waits for every finish under way; throws for the first file that did not arrive whole.
+    private func settle() throws {
+        let pending = finishing
+        finishing = []
+        var failure: Error? = nil
+        for p in pending {
+            do {
+                let answer = try blockingCall { try await p.answer.value }
+                guard let e = answer.entry else { throw SSIError(.corrupt, "node \(node) did not acknowledge \(p.name)") }
+                guard e.size == p.size, e.crc32c == p.crc else {
+                    throw SSIError(.corrupt, "\(p.name) arrived on node \(node) as \(e.size) bytes with CRC \(String(e.crc32c, radix: 16)), sent as \(p.size) bytes with CRC \(String(p.crc, radix: 16))")
+                }
+            } catch { if failure == nil { failure = error } }
+        }
+        if let failure { throw failure }
     }
 
     func createFile(_ name: String) throws -> any ImageFileWriter { RemoteFileWriter(writer: self, name: name) }
 
     func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
+        try settle()
         let a = try send(IncomingStep(kind: .commit, token: token, description: description, processes: processes, arch: arch, date: date))
         guard let v = a.version, let m = a.manifest else { throw SSIError(.corrupt, "node \(node) did not say which version it committed") }
         return (v, m)
     }
 
-    func abort() { _ = try? send(IncomingStep(kind: .abort, token: token)) }
+    func abort() {
+        _ = try? settle()
+        _ = try? send(IncomingStep(kind: .abort, token: token))
+    }
 }
 
 final class RemoteFileWriter: ImageFileWriter {
@@ -161,19 +208,15 @@ final class RemoteFileWriter: ImageFileWriter {
         buffer.removeAll(keepingCapacity: true)
     }
 
+    /// The bytes still buffered go with the finish step (the target appends them first), and
+    /// its answer is waited for at the commit (RemoteImageWriter.settle): each round trip is
+    /// part of the application's frozen time in a migration. The entry returned is the
+    /// source's own count; the target's is compared with it then.
     func finish(sync: Bool) throws -> FileEntry {
-        // The bytes still buffered go with the finish step (the target appends them first):
-        // each round trip is part of the application's frozen time in a migration.
         let step = IncomingStep(kind: .finish, token: writer.token, name: name)
-        let answer = try buffer.withUnsafeBytes { try writer.send(step, $0.isEmpty ? nil : $0) }
-        buffer.removeAll(keepingCapacity: true)
-        guard let e = answer.entry else {
-            throw SSIError(.corrupt, "node \(writer.node) did not acknowledge \(name)")
-        }
-        guard e.size == size, e.crc32c == crc else {
-            throw SSIError(.corrupt, "\(name) arrived on node \(writer.node) as \(e.size) bytes with CRC \(String(e.crc32c, radix: 16)), sent as \(size) bytes with CRC \(String(crc, radix: 16))")
-        }
-        return e
+        let entry = buffer.withUnsafeBytes { writer.finishLater(step, $0.isEmpty ? nil : $0, size: size, crc: crc) }
+        buffer = []
+        return entry
     }
 }
 

@@ -192,7 +192,6 @@ public func numericEntries(of path: String) -> [Int32]? {
     return out.sorted()
 }
 
-/// The PIDs of the threads of a process (/proc/PID/task).
 /// A process and all its descendants, parents first, from the children lists of every thread
 /// (/proc/PID/task/TID/children, proc(5), Linux 3.5); at most `limit` processes.
 public func processTree(_ root: Int32, limit: Int = 100_000) -> [Int32] {
@@ -210,6 +209,7 @@ public func processTree(_ root: Int32, limit: Int = 100_000) -> [Int32] {
     return out
 }
 
+/// The PIDs of the threads of a process (/proc/PID/task).
 public func threadIDs(of pid: Int32) throws -> [Int32] {
     guard let tids = numericEntries(of: "/proc/\(pid)/task") else {
         throw SSIError(.notFound, "no process with PID \(pid)", hint: "check the PID with ps")

@@ -102,6 +102,9 @@ static int join(const char *procs) {
 }
 
 int main(int argc, char **argv) {
+    // The restore shell (cssi_spawn_restore_shell) execs us as an empty process for the
+    // restorer to fill; we run only if the restorer let go of it before taking over.
+    if (argc == 2 && strcmp(argv[1], "--restore-stub") == 0) return 127;
     int proc = 0, i = 1, wait_fd = -1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--proc") == 0) proc = 1;

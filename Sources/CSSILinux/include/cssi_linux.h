@@ -189,16 +189,18 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *options);
 
 // Creates the empty shell of a process being restored: clone3 with set_tid = pid (Linux 5.5,
 // needs CAP_CHECKPOINT_RESTORE in the owning user namespace of the pid namespace), into the
-// cgroup cgroup_fd if >= 0. The child calls PTRACE_TRACEME and stops itself with SIGSTOP; from
+// cgroup cgroup_fd if >= 0. The child calls PTRACE_TRACEME and, given a `stub` program
+// (ssi-init), execs it and stops with SIGTRAP before it runs (fd keep_fd, if >= 0, stays open
+// across the exec); without one, or if the exec fails, it stops itself with SIGSTOP. From
 // then on the restorer drives it by syscall injection and it never runs its own code again.
 // Returns the pid, -EEXIST when the pid is in use, or another -errno.
-pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd);
+pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd, const char *stub, int keep_fd);
 // The same shell as process `pid` of a new PID namespace (clone3 CLONE_NEWPID with set_tid of
 // size 1, which sets the PID in the new, innermost namespace: clone(2)); with CLONE_NEWNS in
 // `namespaces` it also gets a mount namespace, where it makes / a slave and mounts a /proc
 // of its PID namespace before stopping, as ssi-init --proc does at launch. Returns the pid in
 // our namespace, or -errno.
-pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces);
+pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces, const char *stub, int keep_fd);
 
 // ---- checksums ----------------------------------------------------------------------------
 

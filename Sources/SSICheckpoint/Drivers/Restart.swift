@@ -148,6 +148,7 @@ final class RestartSession {
         // Opened before the shell is cloned, so that the shell has it (FDTransfer.selfPidFD).
         _ = FDTransfer.selfPidFD
         let stub = try spawnRoot(root, freezer: freezer)
+        clock.mark("restart: spawn root shell")
         created = [stub.pid.rawValue]
         createdIDs = [root.pid]
         do {
@@ -162,8 +163,10 @@ final class RestartSession {
             }
             try MessageQueues.create(from: snap.processes, ipcNamespaces: ipcNamespaces)
             try ptys.create(from: snap.processes)
-            guard try stub.wait() == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected") }
-            clock.mark("restart: root shell, pipes, files")
+            // SIGTRAP: it exec'd the restore stub; SIGSTOP: it is a copy of us (Tracee.restoreStub).
+            let stop = try stub.wait()
+            guard stop == .signal(.trap) || stop == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected (\(stop))") }
+            clock.mark("restart: pipes, files")
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
             let known = createdIDs
@@ -194,6 +197,7 @@ final class RestartSession {
             for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.image.pid)); pr.detach() }
         }
         lazy?.end(failed: false)
+        clock.mark("restart: let go")
         let secs = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
         return CheckpointEngine.RestartResult(app: app, version: snap.manifest.version, pid: created[0], restoreSeconds: secs)
     }
@@ -205,13 +209,13 @@ final class RestartSession {
         if let freezer { cgroupFD = (try? freezer.openGroup(app)) ?? -1 }
         defer { if cgroupFD >= 0 { close(cgroupFD) } }
         let shell = ownNamespace ? Tracee.spawnRestoreNamespaceShell : Tracee.spawnRestoreShell
-        var r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil)
+        var r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil, FDTransfer.selfPidFD)
         // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
         // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.
         for _ in 0..<3 where r.errno == ENOENT && cgroupFD >= 0 {
             close(cgroupFD)
             cgroupFD = (try? freezer?.openGroup(app)) ?? -1
-            r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil)
+            r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil, FDTransfer.selfPidFD)
         }
         if r.errno == EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
         switch r {

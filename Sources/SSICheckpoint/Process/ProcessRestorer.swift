@@ -189,8 +189,12 @@ final class ProcessRestorer {
         raiseFileLimitForRestore()
         let fds = try closeInheritedFiles()
         let pages = try openPages(high: fds.high)
-        try unmapInherited(current)
-        try moveVDSO(inj: &inj, current: current, reserved: (scratch, scratch + scratchSize))
+        // The inherited mappings go and the vDSO moves in one batch (the loop runs from the
+        // scratch area, which stays); the first call that fails is named.
+        let teardown = unmapInherited(current) + (try moveVDSO(current: current, reserved: (scratch, scratch + scratchSize)))
+        for (c, r) in zip(teardown, try runBatch(teardown)) where r < 0 && r > -4096 {
+            throw SSIError.sys("\(c.syscall) 0x\(String(c.args[0], radix: 16)) in PID \(pid)", errno: Int32(-r))
+        }
         clock.mark("restore: teardown, vdso")
         try restoreMemory(pages: pages, high: fds.high)
         // Its noted runs are copied from now on, and its faults served: the steps below may

@@ -23,7 +23,7 @@ extension ProcessDumper {
 }
 
 extension ProcessRestorer {
-    func moveVDSO(inj: inout Injector, current: [MapsEntry], reserved: (UInt64, UInt64)) throws {
+    func moveVDSO(current: [MapsEntry], reserved: (UInt64, UInt64)) throws -> [SyscallBatch.Call] {
         let names: [(VMA.Kind, String)] = [(.vvar, "[vvar]"), (.vvarVclock, "[vvar_vclock]"), (.vdso, "[vdso]")]
         var moves = [(from: UInt64, to: UInt64, size: UInt64)]()
         for (kind, name) in names {
@@ -41,20 +41,19 @@ extension ProcessRestorer {
                 throw SSIError(.unsupported, "the snapshot and this kernel disagree on the \(name) mapping: it was taken under another kernel")
             }
         }
-        guard moves.contains(where: { $0.from != $0.to }) else { return }
+        guard moves.contains(where: { $0.from != $0.to }) else { return [] }
         // Move through a temporary place first, so no move lands on a mapping not yet moved.
         let hole = try findHole(size: moves.reduce(0) { $0 + $1.size } + (1 << 20),
                                 avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) } + [reserved])
         var tmp = hole
-        var staged = [(UInt64, UInt64, UInt64)]()
+        var calls = [SyscallBatch.Call]()
+        var staged = [SyscallBatch.Call]()
         for m in moves {
-            try inj.call("mremap vdso", .mremap, m.from, m.size, m.size, 3 /* MREMAP_MAYMOVE|MREMAP_FIXED */, tmp)
-            staged.append((tmp, m.to, m.size))
+            calls.append(SyscallBatch.Call(.mremap, m.from, m.size, m.size, 3 /* MREMAP_MAYMOVE|MREMAP_FIXED */, tmp))
+            staged.append(SyscallBatch.Call(.mremap, tmp, m.size, m.size, 3, m.to))
             tmp += m.size
         }
-        for (from, to, size) in staged {
-            try inj.call("mremap vdso", .mremap, from, size, size, 3, to)
-        }
+        return calls + staged
     }
 
     /// mm fields and /proc/PID/exe: prctl(PR_SET_MM, PR_SET_MM_MAP) (Linux 3.18), which

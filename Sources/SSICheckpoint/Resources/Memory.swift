@@ -273,39 +273,77 @@ extension ProcessRestorer {
 
     /// Unmaps everything inherited but the vDSO/vvar (moved afterwards), the scratch area and
     /// the areas this process shares with its parent (VMA.inherited).
-    func unmapInherited(_ current: [MapsEntry]) throws {
-        // A few munmap calls over whole spans, not one per mapping: the shell is a copy of
-        // ssi (hundreds of mappings: libraries, thread stacks), and every injected call is a
-        // round of ptrace stops. munmap(2) over a span with holes is not an error ("It is not
+    func unmapInherited(_ current: [MapsEntry]) -> [SyscallBatch.Call] {
+        // A few munmap calls over whole spans, not one per mapping: the shell may be a copy
+        // of ssi (hundreds of mappings: libraries, thread stacks), and every injected call is
+        // a round of ptrace stops. munmap(2) over a span with holes is not an error ("It is not
         // an error if the indicated range does not contain any mapped pages"). Kept: the
         // scratch area, the kernel's special mappings (moved by moveVDSO), and areas kept
-        // from the parent (VMA.inherited).
+        // from the parent (VMA.inherited). The calls run in one batch with moveVDSO's.
         let targets = current.filter { !$0.isSpecialKernelMapping && !($0.start >= scratch && $0.end <= scratch + scratchSize) }
-        guard let low = targets.map(\.start).min(), let high = targets.map(\.end).max() else { return }
+        guard let low = targets.map(\.start).min(), let high = targets.map(\.end).max() else { return [] }
         var keep = image.vmas.filter { $0.inherited == true }.map { ($0.start, $0.end) }
         keep.append((scratch, scratch + scratchSize))
         keep += current.filter(\.isSpecialKernelMapping).map { ($0.start, $0.end) }
         var from = low
+        var calls = [SyscallBatch.Call]()
         for (ks, ke) in keep.sorted(by: { $0.0 < $1.0 }) where ke > from && ks < high {
-            if ks > from { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, ks - from) }
+            if ks > from { calls.append(SyscallBatch.Call(.munmap, from, ks - from)) }
             from = max(from, ke)
         }
-        if from < high { try inj.call("munmap 0x\(String(from, radix: 16))", .munmap, from, high - from) }
+        if from < high { calls.append(SyscallBatch.Call(.munmap, from, high - from)) }
+        return calls
     }
 
     /// Maps each area, writable while we fill it, then gives it its protection. Files are
-    /// opened above `high`.
+    /// opened above `high`. The mmap, pread, mprotect and madvise calls of every area are
+    /// queued and run as one batch (SyscallBatch); the queue is run first whenever ssi
+    /// itself must find an area mapped (its pages filled from outside, a userfaultfd
+    /// registration) and before anything that needs the result of a call.
     func restoreMemory(pages: PageSource, high: UInt64) throws {
         var fileFDs = [String: UInt64]()
+        var q = CallQueue(pid: pid)
         for v in image.vmas {
             switch v.kind {
             case .vdso, .vvar, .vvarVclock: continue
-            case .sysvShm: try attachSharedMemory(v)
+            case .sysvShm:
+                try run(&q)
+                try attachSharedMemory(v)
             case .anonymous, .file:
-                if v.inherited == true { try refillInherited(v, pages: pages) } else { try mapArea(v, pages: pages, high: high, fileFDs: &fileFDs) }
+                if v.inherited == true { try refillInherited(v, pages: pages, queue: &q) } else { try mapArea(v, pages: pages, high: high, fileFDs: &fileFDs, queue: &q) }
             }
         }
-        for (_, fd) in fileFDs { try inj.call("close", .close, fd) }
+        for (_, fd) in fileFDs { q.add(SyscallBatch.Call(.close, fd), fails: "close") }
+        try run(&q)
+    }
+
+    /// Syscalls queued for one batch, each with what to do with its result.
+    struct CallQueue {
+        let pid: Int32
+        var calls: [SyscallBatch.Call] = []
+        var checks: [(Int64) throws -> Void] = []
+
+        /// A call whose failure is an error naming `what` (nil: a failure is ignored).
+        mutating func add(_ call: SyscallBatch.Call, fails what: String?) {
+            let pid = pid
+            add(call) { r in
+                if let what, r < 0 && r > -4096 { throw SSIError.sys("\(what) in PID \(pid)", errno: Int32(-r)) }
+            }
+        }
+
+        mutating func add(_ call: SyscallBatch.Call, check: @escaping (Int64) throws -> Void) {
+            calls.append(call)
+            checks.append(check)
+        }
+    }
+
+    /// Runs the queued calls and checks their results in order (the first failure is
+    /// thrown); empties the queue.
+    func run(_ q: inout CallQueue) throws {
+        guard !q.calls.isEmpty else { return }
+        let (calls, checks) = (q.calls, q.checks)
+        q = CallQueue(pid: pid)
+        for (r, check) in zip(try runBatch(calls), checks) { try check(r) }
     }
 
     private func protection(_ v: VMA) -> Int32 { (v.read ? PROT_READ : 0) | (v.write ? PROT_WRITE : 0) | (v.exec ? PROT_EXEC : 0) }
@@ -321,18 +359,18 @@ extension ProcessRestorer {
     }
 
     /// An area kept from the parent: forget the parent's own pages, write ours over it.
-    private func refillInherited(_ v: VMA, pages: PageSource) throws {
+    private func refillInherited(_ v: VMA, pages: PageSource, queue q: inout CallQueue) throws {
         let finalProt = protection(v)
         let prot = v.pages.isEmpty ? finalProt : finalProt | PROT_READ | PROT_WRITE
         for d in v.dropPages ?? [] {
-            try inj.call("madvise(DONTNEED)", .madvise, d.address, d.count * SnapshotFormat.pageSize, 4)
+            q.add(SyscallBatch.Call(.madvise, d.address, d.count * SnapshotFormat.pageSize, 4), fails: "madvise(DONTNEED)")
         }
-        if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(prot)) }
-        try fillPages(v, pages: pages)
-        if !v.pages.isEmpty && finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+        if !v.pages.isEmpty && finalProt != prot { q.add(SyscallBatch.Call(.mprotect, v.start, v.end - v.start, UInt64(prot)), fails: "mprotect") }
+        try fillPages(v, pages: pages, queue: &q)
+        if !v.pages.isEmpty && finalProt != prot { q.add(SyscallBatch.Call(.mprotect, v.start, v.end - v.start, UInt64(finalProt)), fails: "mprotect") }
     }
 
-    private func mapArea(_ v: VMA, pages: PageSource, high: UInt64, fileFDs: inout [String: UInt64]) throws {
+    private func mapArea(_ v: VMA, pages: PageSource, high: UInt64, fileFDs: inout [String: UInt64], queue q: inout CallQueue) throws {
         let finalProt = protection(v)
         let prot = v.pages.isEmpty ? finalProt : finalProt | PROT_READ | PROT_WRITE
         var flags = MAP_FIXED | (v.shared ? MAP_SHARED : MAP_PRIVATE)
@@ -345,26 +383,29 @@ extension ProcessRestorer {
             let mode = (v.shared && (v.write || v.vmFlags.contains("mw"))) ? O_RDWR : O_RDONLY
             let key = "\(mode):\(path)"
             if let f = fileFDs[key] { fd = f } else {
+                // Opened now (its number is needed below); the queue does not depend on it.
                 let f0 = try open("open \(path)", path: path, flags: mode | O_CLOEXEC)
                 fd = try inj.call("dup", .fcntl, f0, UInt64(F_DUPFD_CLOEXEC), high + 2)
                 try inj.call("close", .close, f0)
                 fileFDs[key] = fd
             }
         }
-        try inj.call("mmap 0x\(String(v.start, radix: 16)) \(v.name)", .mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset)
-        try fillPages(v, pages: pages)
-        if finalProt != prot { try inj.call("mprotect", .mprotect, v.start, v.end - v.start, UInt64(finalProt)) }
+        q.add(SyscallBatch.Call(.mmap, v.start, v.end - v.start, UInt64(prot), UInt64(flags), fd, v.fileOffset), fails: "mmap 0x\(String(v.start, radix: 16)) \(v.name)")
+        try fillPages(v, pages: pages, queue: &q)
+        if finalProt != prot { q.add(SyscallBatch.Call(.mprotect, v.start, v.end - v.start, UInt64(finalProt)), fails: "mprotect") }
         // madvise(2) flags that /proc/PID/smaps shows as VmFlags.
         // MADV_MERGEABLE fails with EINVAL without CONFIG_KSM, as it did for the program.
         let advice: [String: Int32] = ["dc": 10 /* MADV_DONTFORK */, "dd": 16 /* MADV_DONTDUMP */, "hg": 14 /* MADV_HUGEPAGE */,
                                        "nh": 15 /* MADV_NOHUGEPAGE */, "wf": 18 /* MADV_WIPEONFORK */, "rr": 1 /* MADV_RANDOM */,
                                        "sr": 2 /* MADV_SEQUENTIAL */, "mg": 12 /* MADV_MERGEABLE */]
-        for f in v.vmFlags { if let a = advice[f] { _ = try inj.raw(.madvise, v.start, v.end - v.start, UInt64(a)) } }
+        for f in v.vmFlags { if let a = advice[f] { q.add(SyscallBatch.Call(.madvise, v.start, v.end - v.start, UInt64(a)), fails: nil) } }
         if v.vmFlags.contains("lo") {
             // mlock(2) faults every page in and sets VM_LOCKED ("lo"); it can fail on
             // RLIMIT_MEMLOCK for a process without CAP_IPC_LOCK, as the program's could not.
-            let r = try inj.raw(.mlock, v.start, v.end - v.start)
-            if r < 0 { warn("PID \(pid): mlock of 0x\(String(v.start, radix: 16)) failed again: \(String(cString: strerror(Int32(-r))))") }
+            let (pid, start) = (pid, v.start)
+            q.add(SyscallBatch.Call(.mlock, v.start, v.end - v.start)) { r in
+                if r < 0 { warn("PID \(pid): mlock of 0x\(String(start, radix: 16)) failed again: \(String(cString: strerror(Int32(-r))))") }
+            }
         }
     }
 
@@ -380,21 +421,39 @@ extension ProcessRestorer {
     }
 
     /// The saved pages of one area, put back in place.
-    private func fillPages(_ v: VMA, pages: PageSource) throws {
+    /// The area's pages: queued preads from the pages file, or, when ssi fills them from
+    /// outside (later, lazily; with UFFDIO_COPY; from a stream), after the queue has run and
+    /// the area exists.
+    private func fillPages(_ v: VMA, pages: PageSource, queue q: inout CallQueue) throws {
         switch pages {
         case .file(let pagesFD, let fast):
-            if let lazy, let lazySpace, fillsLazily(v), try lazy.add(lazySpace, start: v.start, end: v.end, runs: v.pages) { return }
-            if let fast, v.kind == .anonymous, !v.shared, v.inherited != true, try fast.fill(v, location: "\(source.location)/\(image.pagesFile)") { return }
+            if let lazy, let lazySpace, fillsLazily(v) {
+                try run(&q)
+                if try lazy.add(lazySpace, start: v.start, end: v.end, runs: v.pages) { return }
+            }
+            if let fast, v.kind == .anonymous, !v.shared, v.inherited != true, !v.pages.isEmpty {
+                try run(&q)
+                if try fast.fill(v, location: "\(source.location)/\(image.pagesFile)") { return }
+            }
+            let location = "\(source.location)/\(image.pagesFile)"
             for run in v.pages {
+                // A pread from a regular file returns all it asked for short of its end
+                // (read(2)), in calls of at most 0x7ffff000 bytes: a shorter answer is a pages
+                // file shorter than its index.
                 var done: UInt64 = 0
                 let total = run.count * SnapshotFormat.pageSize
                 while done < total {
-                    let n = try inj.call("pread pages into 0x\(String(run.address, radix: 16))", .pread64, pagesFD, run.address + done, total - done, run.fileOffset + done)
-                    if n == 0 { throw SSIError(.corrupt, "\(source.location)/\(image.pagesFile) is shorter than its page index") }
+                    let n = min(total - done, 1 << 30)
+                    let (at, pid) = (run.address + done, pid)
+                    q.add(SyscallBatch.Call(.pread64, pagesFD, at, n, run.fileOffset + done)) { r in
+                        if r < 0 { throw SSIError.sys("pread pages into 0x\(String(at, radix: 16)) in PID \(pid)", errno: Int32(-r)) }
+                        if UInt64(r) != n { throw SSIError(.corrupt, "\(location) is shorter than its page index") }
+                    }
                     done += n
                 }
             }
         case .image(let reader):
+            try run(&q)
             let chunk = 8 << 20
             let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
             defer { buf.deallocate() }
