@@ -189,6 +189,7 @@ extension CheckpointEngine {
         var deletedDone = Set<String>()
         let namespaces = NamespaceSaver(root: seized.root, writer: writer)
         let ptyMasters = Set(fdTables.values.flatMap { $0 }.compactMap { $0.kind == .ptyMaster ? $0.pty?.index : nil })
+        let areas = DumpedAreas()
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
@@ -200,6 +201,7 @@ extension CheckpointEngine {
             dumper.ignoreUnsupported = options.ignoreUnsupported
             dumper.stoppedAt = seized.stoppedAt
             dumper.precopied = precopy?.processes[pid]
+            dumper.areas = areas
             if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
             var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
             if handle != pid {

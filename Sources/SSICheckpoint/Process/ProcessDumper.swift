@@ -31,6 +31,8 @@ struct ProcessDumper {
     /// The pages copied while the application ran (pre-copy, Drivers/Precopy.swift): they go
     /// on in that pages file, and only what changed since is copied now.
     var precopied: PrecopiedPages? = nil
+    /// Shared by the dumps of one checkpoint: what each read of its areas.
+    var areas: DumpedAreas? = nil
 
     /// The image of this process, stopped with its threads `tids` (main thread first), whose
     /// fds were described already (Files.swift, before anything is written). Its pages and

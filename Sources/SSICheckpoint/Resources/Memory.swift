@@ -53,8 +53,9 @@ extension ProcessDumper {
         // not seen: docs/speed.md).
         let cached = precopied.flatMap { $0.mapsAfterRounds == mapsText ? $0.flagsAfterRounds : nil }
         let flags = try cached ?? vmFlags()
+        areas?.seen[pid] = (mapsText, flags)
         let pm = try OwnedFileDescriptor(opening: "/proc/\(pid)/pagemap", O_RDONLY)
-        let parentView = ParentView(parent)
+        let parentView = ParentView(parent, known: parent.flatMap { areas?.seen[$0] })
         defer { parentView.close() }
         let copier = try PageCopier(pid: pid, pages: pages)
         var vmas = [VMA]()
@@ -225,14 +226,22 @@ struct ParentView {
     private var owned: Int32 = -1
     var pagemap: Int32? { owned >= 0 ? owned : nil }
 
-    init(_ parent: Int32?) {
+    /// `known`: the parent's maps and VmFlags as its own dump read them (it is stopped, so
+    /// they are still its own): smaps is not read again.
+    init(_ parent: Int32?, known: (maps: String, flags: [UInt64: [String]])? = nil) {
         guard let parent else { return }
-        for e in MapsEntry.parse((try? ProcFS.read("/proc/\(parent)/maps")) ?? "") { maps[e.start] = e }
-        flags = (try? ProcessDumper(pid: parent).vmFlags()) ?? [:]
+        for e in MapsEntry.parse(known?.maps ?? (try? ProcFS.read("/proc/\(parent)/maps")) ?? "") { maps[e.start] = e }
+        flags = known?.flags ?? (try? ProcessDumper(pid: parent).vmFlags()) ?? [:]
         owned = open("/proc/\(parent)/pagemap", O_RDONLY | O_CLOEXEC)
     }
 
     func close() { if owned >= 0 { Glibc.close(owned) } }
+}
+
+/// The maps and VmFlags each process's dump read, by PID, for its children's dumps
+/// (ParentView): one checkpoint's, while every process is stopped.
+final class DumpedAreas {
+    var seen: [Int32: (maps: String, flags: [UInt64: [String]])] = [:]
 }
 
 // MARK: - restore
