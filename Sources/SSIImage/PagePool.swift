@@ -42,7 +42,7 @@ public enum PagePool {
 
 /// A map file: for each page of a pages file, its slot in the pool and its hash, 16 bytes
 /// little-endian (slot u64, hash u64).
-struct PageMap {
+struct PageMap: Sendable {
     var slots: [UInt64]
     var hashes: [UInt64]
 
@@ -204,5 +204,41 @@ final class PoolMapping {
         if end > length { try remap() }
         guard let b = base, end <= length else { return nil }
         return UnsafeRawBufferPointer(start: b + end - PagePool.page, count: PagePool.page)
+    }
+}
+
+/// The page maps a migration's target has just written, kept in memory for the restore that
+/// follows at once (ResolvedPool.load), so that it does not read and decode them again while
+/// the application is frozen: a 1 GiB process's map is 4 MiB, 10-15 ms to read into fresh
+/// memory on a virtual machine. Only non-durable writes (a migration's image) put maps here;
+/// each is taken once, and only the last few are kept.
+enum RecentPageMaps {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var maps: [(key: String, map: PageMap)] = []
+    static let kept = 8
+
+    /// A pooled pages file, by its pool and its name, size and CRC as the manifest lists it.
+    static func key(pool: String, name: String, size: UInt64, crc: UInt32) -> String { "\(pool)|\(name)|\(size)|\(crc)" }
+
+    static func put(_ key: String, _ map: PageMap) {
+        lock.lock()
+        defer { lock.unlock() }
+        maps.removeAll { $0.key == key }
+        maps.append((key, map))
+        if maps.count > kept { maps.removeFirst(maps.count - kept) }
+    }
+
+    /// An abandoned snapshot's maps go: their new pages are gone from the pool.
+    static func forget(pool: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        maps.removeAll { $0.key.hasPrefix(pool + "|") }
+    }
+
+    static func take(_ key: String) -> PageMap? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let i = maps.firstIndex(where: { $0.key == key }) else { return nil }
+        return maps.remove(at: i).map
     }
 }

@@ -30,7 +30,9 @@ struct ResolvedPool {
         try pool.remap()
         var slots = [String: [UInt64]]()
         for p in pooled {
-            let map = try PageMap.decode(try ProcFS.readBytes("\(dir)/\(p.map)"), where: "\(dir)/\(p.map)")
+            // The map just written by this daemon (a migration's target), or read from its file.
+            let map = try RecentPageMaps.take(RecentPageMaps.key(pool: path, name: p.name, size: p.size, crc: p.crc32c))
+                ?? PageMap.decode(try ProcFS.readBytes("\(dir)/\(p.map)"), where: "\(dir)/\(p.map)")
             let pages = (p.size + SnapshotFormat.pageSize - 1) / SnapshotFormat.pageSize
             guard UInt64(map.slots.count) == pages else {
                 throw SSIError(.corrupt, "\(what): \(p.map) names \(map.slots.count) pages, \(p.name) has \(pages)", hint: "restart another version")

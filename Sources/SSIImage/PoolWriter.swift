@@ -149,6 +149,7 @@ final class PoolSession: @unchecked Sendable {
     /// The snapshot was abandoned: its new pages go (no committed version refers to them:
     /// other sessions only reuse pages of committed versions and their own).
     func abort() {
+        RecentPageMaps.forget(pool: PagePool.dataPath(appDirectory: appDirectory))
         lock.lock()
         for r in added {
             _ = FileSpace.punchHole(pool.fd, offset: r.first * SnapshotFormat.pageSize, length: r.count * SnapshotFormat.pageSize)
@@ -177,6 +178,7 @@ final class PooledPagesWriter: ImageFileWriter {
     private(set) var size: UInt64 = 0
     private var crc: UInt32 = 0
     private var map = PageMap(slots: [], hashes: [])
+    private var mapFile: (any ImageFileWriter)? = nil
     /// A partial page, kept until the rest arrives (the engine appends whole pages).
     private var tail: [UInt8] = []
     private var added: UInt64 = 0
@@ -211,24 +213,41 @@ final class PooledPagesWriter: ImageFileWriter {
     private func storeWhole(_ pages: UnsafeRawBufferPointer) throws {
         var hashes = [UInt64](repeating: 0, count: pages.count / PagePool.page)
         crc = hashes.withUnsafeMutableBufferPointer { CRC32C.pages(crc, pages, hashes: $0) }
+        let before = map.slots.count
         added += try session.store(pages, hashes: hashes, into: &map)
+        try appendMap(from: before)
     }
 
     /// A last partial page: its bytes into the CRC, then stored padded with zeros.
     private func flushTail() throws {
         crc = tail.withUnsafeBytes { CRC32C.update(crc, $0) }
         tail += [UInt8](repeating: 0, count: PagePool.page - tail.count)
+        let before = map.slots.count
         added += try tail.withUnsafeBytes { try session.store($0, hashes: [PagePool.hash($0)], into: &map) }
         tail = []
+        try appendMap(from: before)
     }
 
-    /// Writes the map into the version and records the file as pooled.
+    /// The map file grows with the pages: its entries from `first` on are written as they are
+    /// made, so that the finish (in a migration, while the application is frozen) writes only
+    /// the last batch's, not the 4 MiB of a 1 GiB process's map at once.
+    private func appendMap(from first: Int) throws {
+        guard let writer, first < map.slots.count else { return }
+        if mapFile == nil { mapFile = try writer.createFile(mapName) }
+        try PageMap(slots: Array(map.slots[first...]), hashes: Array(map.hashes[first...])).encoded().withUnsafeBytes { try mapFile?.append($0) }
+    }
+
+    /// Ends the map in the version and records the file as pooled.
     func finish(sync: Bool) throws -> FileEntry {
         if !tail.isEmpty { try flushTail() }
         if sync { try session.sync() }
         guard let writer else { throw SSIError(.state, "\(name): the snapshot it belonged to was abandoned") }
-        try writer.addFile(mapName, map.encoded(), sync: sync)
+        if mapFile == nil { mapFile = try writer.createFile(mapName) }
+        try mapFile?.finish(sync: sync)
         writer.pooled.append(PooledFile(name: name, size: size, crc32c: crc, map: mapName, addedBytes: added))
+        if !writer.durable {
+            RecentPageMaps.put(RecentPageMaps.key(pool: PagePool.dataPath(appDirectory: session.appDirectory), name: name, size: size, crc: crc), map)
+        }
         return FileEntry(name: name, size: size, crc32c: crc)
     }
 }

@@ -21,8 +21,10 @@ public enum SnapshotFormat {
     /// 8 (issue 17) writes page runs as arrays `[address, count, fileOffset]` (PageRun).
     /// 9 (issue 17) writes an area's runs, when it has many, packed: one base64 string of
     ///   little-endian (address, count, fileOffset) triples (VMA.pages, PageRuns).
-    public static let version = 9
-    public static let readable: ClosedRange<Int> = 1...9
+    /// 10 (issue 17) packs many runs as "d:" and base64 of varint differences (PageRuns), 4-6
+    ///   bytes a run instead of 24: a 1 GiB migration's core file is 5x smaller.
+    public static let version = 10
+    public static let readable: ClosedRange<Int> = 1...10
     public static let pageSize: UInt64 = 4096
 }
 

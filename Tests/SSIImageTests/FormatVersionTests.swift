@@ -6,7 +6,7 @@ import Testing
 
 /// Snapshots of every format version this ssi reads, as each version wrote them, are
 /// verified and decoded: Tests/Fixtures/snapshots/v1 to v4 are version directories (one
-/// process, its pages file, and the fields of that version); v7 and v8 are stores (the
+/// process, its pages file, and the fields of that version); v7 to v9 are stores (the
 /// version `100/v1` and the application's page pool `100/pool`), since from version 7 on
 /// pages live in the pool. Versions 5 and 6 were never written (the format went from 4 to 7).
 @Suite("older snapshot formats")
@@ -14,8 +14,8 @@ struct FormatVersionTests {
     static func fixture(_ v: Int) -> String { "\(TestEnv.repoRoot)/Tests/Fixtures/snapshots/v\(v)" }
     /// Every version a release of ssi wrote, the current one last.
     /// A new format version fails everyVersionCovered until the one before it has a fixture.
-    static let written = [1, 2, 3, 4, 7, 8, 9]
-    static let directories = [1, 2, 3, 4], stores = [7, 8]
+    static let written = [1, 2, 3, 4, 7, 8, 9, 10]
+    static let directories = [1, 2, 3, 4], stores = [7, 8, 9]
 
     /// The older version `v`, opened as a restart opens it. A store's fixture is copied first:
     /// opening a pooled version may make the pool's lock files.
@@ -34,7 +34,7 @@ struct FormatVersionTests {
         for v in Self.written.dropLast() { #expect(FileManager.default.fileExists(atPath: Self.fixture(v)), "no fixture for version \(v)") }
     }
 
-    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8])
+    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8, 9])
     func loads(version: Int) throws {
         let snap = try Self.open(version)
         #expect(snap.manifest.formatVersion == version)
@@ -61,7 +61,7 @@ struct FormatVersionTests {
         #expect(pages == (0..<8192).map { UInt8(truncatingIfNeeded: $0 * 7) })
     }
 
-    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7 and 8", arguments: [4, 7, 8])
+    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7, 8 and 9", arguments: [4, 7, 8, 9])
     func version4Fields(version: Int) throws {
         let p = try #require(try Self.open(version).processes.first)
         #expect(p.thpDisabled == true)
@@ -112,7 +112,7 @@ struct FormatVersionTests {
     }
 }
 
-/// Format version 9: an area's many page runs are one packed string, its few ones an array.
+/// Format versions 9 and 10: an area's many page runs are one packed string, its few ones an array.
 @Suite("page runs in core files")
 struct PageRunCodingTests {
     /// As core files are written (SnapshotFormat.encoder(compact: true)).
@@ -138,11 +138,35 @@ struct PageRunCodingTests {
         }
     }
 
-    @Test("packed runs that are not 24-byte records, or not base64, are refused as corrupt")
+    @Test("format 10 packs runs as varint differences, about 5 bytes a page written in the rounds against 24; format 9's records still read")
+    func formats() throws {
+        // Pages dirtied here and there after a first round: one run each, far in the file.
+        var v = PageRunCodingTests.area(runs: 0)
+        v.pages = (0..<10_000).map { PageRun(address: 0x1000_0000 + UInt64($0) * 3 * 4096, count: 1, fileOffset: (1 << 30) + UInt64($0) * 4096) }
+        let text = String(decoding: try PageRunCodingTests.encoder.encode(v), as: UTF8.self)
+        let packed = try #require(text.range(of: #""pages":"d:[^"]*""#, options: String.CompareOptions.regularExpression))
+        // Format 9 wrote 32 base64 characters a run.
+        #expect(text[packed].count < 10_000 * 8, "\(text[packed].count) characters for 10000 runs")
+        // The same runs as format 9 wrote them.
+        var old = [UInt8](repeating: 0, count: v.pages.count * 24)
+        old.withUnsafeMutableBytes { b in
+            for (i, r) in v.pages.enumerated() {
+                b.storeBytes(of: r.address.littleEndian, toByteOffset: i * 24, as: UInt64.self)
+                b.storeBytes(of: r.count.littleEndian, toByteOffset: i * 24 + 8, as: UInt64.self)
+                b.storeBytes(of: r.fileOffset.littleEndian, toByteOffset: i * 24 + 16, as: UInt64.self)
+            }
+        }
+        let v9 = text.replacingCharacters(in: packed, with: "\"pages\":\"\(Data(old).base64EncodedString())\"")
+        #expect(try JSONDecoder().decode(VMA.self, from: Data(v9.utf8)) == v)
+        #expect(try JSONDecoder().decode(VMA.self, from: Data(text.utf8)) == v)
+    }
+
+    @Test("packed runs that are not 24-byte records, not base64, or cut inside a varint are refused as corrupt")
     func damaged() throws {
         let good = String(decoding: try PageRunCodingTests.encoder.encode(PageRunCodingTests.area(runs: 100)), as: UTF8.self)
         let packed = try #require(good.range(of: #""pages":"[^"]*""#, options: String.CompareOptions.regularExpression))
-        for bad in [#""pages":"AAAA""#, #""pages":"not base64!""#] {
+        // "gA==" is 0x80: a varint with no last byte; "AQI=" is one run cut after its count.
+        for bad in [#""pages":"AAAA""#, #""pages":"not base64!""#, #""pages":"d:gA==""#, #""pages":"d:AQI=""#, #""pages":"d:!!""#] {
             let text = good.replacingCharacters(in: packed, with: bad)
             #expect(throws: DecodingError.self) { try JSONDecoder().decode(VMA.self, from: Data(text.utf8)) }
         }
