@@ -38,12 +38,18 @@ final class PageCopier {
                 if batchBytes == bufSize { try flush() }
             }
         }
-        try flush()
+        // Not flushed here: the batch goes on with the next area's runs, so that a process
+        // of many small areas costs one read pass and one write, not a thread hop per area
+        // (the process is stopped: its pages are the same when the batch is read).
         return result
     }
 
-    /// Waits until every batch is in the file (before the file is finished).
-    func finish() throws { try out.drain() }
+    /// Reads and writes what is still batched, then waits until every batch is in the file
+    /// (before the file is finished).
+    func finish() throws {
+        try flush()
+        try out.drain()
+    }
 
     private func flush() throws {
         guard batchBytes > 0 else { return }
