@@ -98,9 +98,13 @@ struct EnvironmentTests {
         try #require(s1.status == 0, "\(s1.output)")
         let app = try #require(Int32((try String(contentsOfFile: "\(w.dir)/appid", encoding: .utf8)).trimmingCharacters(in: .whitespacesAndNewlines)))
         defer { w.cleanUp(app) }
-        usleep(300_000)
-        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(app)/fd/1")) ?? ""
-        try #require(link.hasPrefix("/dev/pts/"), "fd 1 is \(link)")
+        // Read until it answers (a loaded machine can take longer than a fixed pause).
+        var link = ""
+        for _ in 0..<60 where !link.hasPrefix("/dev/pts/") {
+            usleep(50_000)
+            link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(app)/fd/1")) ?? ""
+        }
+        try #require(link.hasPrefix("/dev/pts/"), "fd 1 is \(link) (state \(processState(app).map(String.init) ?? "gone"))")
         let ck = try w.checkpointKill(app)
         try #require(ck.status == 0, "\(ck.output)")
         // The first terminal is gone with its `script`.
