@@ -73,31 +73,37 @@ public struct Injector {
         let t = tracee
         try t.setRegisters(base.preparedForSyscall(syscall, args, at: gadget))
         if Injector.usesSyscallStops(pid) { return try runBetweenSyscallStops(t, syscall, args) }
-        var attempts = 0
-        while true {
-            try t.singleStep()
-            let stop = try t.wait()
-            if stop.ended {
-                throw SSIError(.system, "PID \(pid) died while SwiftSSI was running syscall \(syscall) in it",
-                               hint: "a checkpoint leaves no snapshot behind then; a restart kills what it created: try again")
-            }
-            if stop == .signal(.trap) { break }
-            if case .signal(let sig) = stop, [.segmentationFault, .bus, .illegalInstruction, .floatingPoint].contains(sig) {
-                let at = (try? t.registers())?.instructionPointer ?? 0
-                throw SSIError(.system, "PID \(pid) faulted (signal \(sig.rawValue)) at 0x\(String(at, radix: 16)) while running syscall \(syscall) in it")
-            }
-            attempts += 1
-            if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (\(stop)) instead of running syscall \(syscall)",
-                                                     hint: "another program is signalling or tracing it; stop that and try again") }
-            // Another stop (a signal that was not blocked, a group stop): the syscall has not
-            // run yet. Suppress it and step again; pending signals stay queued in the kernel.
-        }
+        try Injector.resumeUntilTrap(t, doing: "syscall \(syscall)") { try t.singleStep() }
         let result = try t.registers().returnValue
         if Injector.trace {
             let hex = args.map { "0x" + String($0, radix: 16) }.joined(separator: ", ")
             FileHandle.standardError.write(Data("ssi: [\(pid)] \(syscall)(\(hex)) = \(result)\n".utf8))
         }
         return result
+    }
+
+    /// Resumes `t` with `resume` until it stops with SIGTRAP (the end of a single step, or a
+    /// batch's int3), `doing` naming what it runs for the errors. Another stop (a signal that
+    /// was not blocked, a group stop) means the work has not run yet: it is suppressed and
+    /// the task resumed again; pending signals stay queued in the kernel.
+    static func resumeUntilTrap(_ t: Tracee, doing: @autoclosure () -> String, resume: () throws -> Void) throws {
+        var attempts = 0
+        while true {
+            try resume()
+            let stop = try t.wait()
+            if stop.ended {
+                throw SSIError(.system, "PID \(t.pid) died while SwiftSSI was running \(doing()) in it",
+                               hint: "a checkpoint leaves no snapshot behind then; a restart kills what it created: try again")
+            }
+            if stop == .signal(.trap) { return }
+            if case .signal(let sig) = stop, [.segmentationFault, .bus, .illegalInstruction, .floatingPoint].contains(sig) {
+                let at = (try? t.registers())?.instructionPointer ?? 0
+                throw SSIError(.system, "PID \(t.pid) faulted (signal \(sig.rawValue)) at 0x\(String(at, radix: 16)) while running \(doing()) in it")
+            }
+            attempts += 1
+            if attempts > 100 { throw SSIError(.system, "PID \(t.pid) keeps stopping (\(stop)) instead of running \(doing())",
+                                               hint: "another program is signalling or tracing it; stop that and try again") }
+        }
     }
 
     /// The syscall-enter stop, then the syscall-exit stop; the tracee's signals are blocked

@@ -85,25 +85,7 @@ public struct SyscallBatch {
         try image.withUnsafeBytes { try mem.write($0, to: area) }
         let tableAddress = area + UInt64(codeBytes)
         try tracee.setRegisters(inj.base.preparedForBatch(code: area, table: tableAddress, count: calls.count))
-        var attempts = 0
-        while true {
-            try tracee.cont()
-            let stop = try tracee.wait()
-            if stop.ended {
-                throw SSIError(.system, "PID \(inj.pid) died while SwiftSSI was running \(calls.count) syscalls in it (\(calls[0].syscall)...)",
-                               hint: "a checkpoint leaves no snapshot behind then; a restart kills what it created: try again")
-            }
-            if stop == .signal(.trap) { break }
-            if case .signal(let sig) = stop, [.segmentationFault, .bus, .illegalInstruction, .floatingPoint].contains(sig) {
-                let at = (try? tracee.registers())?.instructionPointer ?? 0
-                throw SSIError(.system, "PID \(inj.pid) faulted (signal \(sig.rawValue)) at 0x\(String(at, radix: 16)) while running a batch of syscalls in it")
-            }
-            attempts += 1
-            if attempts > 100 {
-                throw SSIError(.system, "PID \(inj.pid) keeps stopping (\(stop)) instead of running its batch of syscalls",
-                               hint: "another program is signalling or tracing it; stop that and try again")
-            }
-        }
+        try Injector.resumeUntilTrap(tracee, doing: "a batch of \(calls.count) syscalls (\(calls[0].syscall)...)") { try tracee.cont() }
         // The loop stops at its int3 only after the last entry: anywhere else, a result
         // would be missing.
         let ip = try tracee.registers().instructionPointer
