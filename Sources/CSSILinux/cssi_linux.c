@@ -318,6 +318,8 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, c
     // async-signal-safe calls (fork(2)), and execve is one.
     char *const argv[] = {(char *)stub, (char *)"--restore-stub", 0};
     char *const envp[] = {0};
+    // The stop after the exec is a SIGTRAP: a blocked one would never stop the stub.
+    uint64_t trap = 1ull << (SIGTRAP - 1);
     long r = raw_clone3(&args);
     if (r < 0) return -errno;
     if (r == 0) {
@@ -333,6 +335,7 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, c
         if (stub && stub[0]) {
             // The restorer's pidfd stays open across the exec (pidfd_open(2) sets close-on-exec).
             if (keep_fd >= 0) syscall(SYS_fcntl, keep_fd, F_SETFD, 0);
+            syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &trap, 0, sizeof(trap));
             // A traced process stops with SIGTRAP after a successful execve (ptrace(2),
             // without PTRACE_O_TRACEEXEC), before the stub runs an instruction: a small
             // static program has a few mappings to tear down instead of the hundreds of

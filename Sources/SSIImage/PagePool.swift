@@ -217,8 +217,10 @@ enum RecentPageMaps {
     nonisolated(unsafe) private static var maps: [(key: String, map: PageMap)] = []
     static let kept = 8
 
-    /// A pooled pages file, by its pool and its name, size and CRC as the manifest lists it.
-    static func key(pool: String, name: String, size: UInt64, crc: UInt32) -> String { "\(pool)|\(name)|\(size)|\(crc)" }
+    /// A pooled pages file, by its pool, its name, size and CRC, and its map file's CRC, as
+    /// the manifest lists them: a map kept here is used only for a map file of the very same
+    /// content (same slots), never for another version's.
+    static func key(pool: String, name: String, size: UInt64, crc: UInt32, mapCRC: UInt32) -> String { "\(pool)|\(name)|\(size)|\(crc)|\(mapCRC)" }
 
     static func put(_ key: String, _ map: PageMap) {
         lock.lock()

@@ -31,7 +31,8 @@ struct ResolvedPool {
         var slots = [String: [UInt64]]()
         for p in pooled {
             // The map just written by this daemon (a migration's target), or read from its file.
-            let map = try RecentPageMaps.take(RecentPageMaps.key(pool: path, name: p.name, size: p.size, crc: p.crc32c))
+            let mapCRC = manifest.files.first { $0.name == p.map }?.crc32c
+            let map = try mapCRC.flatMap { RecentPageMaps.take(RecentPageMaps.key(pool: path, name: p.name, size: p.size, crc: p.crc32c, mapCRC: $0)) }
                 ?? PageMap.decode(try ProcFS.readBytes("\(dir)/\(p.map)"), where: "\(dir)/\(p.map)")
             let pages = (p.size + SnapshotFormat.pageSize - 1) / SnapshotFormat.pageSize
             guard UInt64(map.slots.count) == pages else {

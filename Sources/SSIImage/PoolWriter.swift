@@ -243,10 +243,11 @@ final class PooledPagesWriter: ImageFileWriter {
         if sync { try session.sync() }
         guard let writer else { throw SSIError(.state, "\(name): the snapshot it belonged to was abandoned") }
         if mapFile == nil { mapFile = try writer.createFile(mapName) }
-        try mapFile?.finish(sync: sync)
+        let mapEntry = try mapFile?.finish(sync: sync)
         writer.pooled.append(PooledFile(name: name, size: size, crc32c: crc, map: mapName, addedBytes: added))
-        if !writer.durable {
-            RecentPageMaps.put(RecentPageMaps.key(pool: PagePool.dataPath(appDirectory: session.appDirectory), name: name, size: size, crc: crc), map)
+        if !writer.durable, let mapEntry {
+            RecentPageMaps.put(RecentPageMaps.key(pool: PagePool.dataPath(appDirectory: session.appDirectory), name: name, size: size, crc: crc,
+                                                  mapCRC: mapEntry.crc32c), map)
         }
         return FileEntry(name: name, size: size, crc32c: crc)
     }

@@ -12,8 +12,10 @@ public struct ProcessTree: Sendable {
     public var parent: [Int32: Int32] = [:]
 
     /// Walks /proc once: each process's parent from /proc/PID/stat.
-    public static func collect(root: Int32) throws -> ProcessTree {
-        if let tree = fromChildLists(root: root) { return tree }
+    /// `frozen`: every task of the application is frozen (cgroup freezer), so that the
+    /// children lists can be trusted (fromChildLists); otherwise all of /proc is walked.
+    public static func collect(root: Int32, frozen: Bool = false) throws -> ProcessTree {
+        if frozen, let tree = fromChildLists(root: root) { return tree }
         var children = [Int32: [Int32]]()
         var parent = [Int32: Int32]()
         guard let all = numericEntries(of: "/proc") else { throw SSIError.sys("opendir /proc", errno: errno) }
@@ -36,9 +38,10 @@ public struct ProcessTree: Sendable {
     /// The tree from the children lists of every thread (/proc/PID/task/TID/children,
     /// proc(5), CONFIG_PROC_CHILDREN): a few files for the application's own processes,
     /// where walking /proc reads the stat of every process of the machine (hundreds, some
-    /// ms, while the application is frozen). proc(5) calls the lists reliable while the
-    /// children are stopped or frozen; when they are not, the seize's next rounds find the
-    /// processes made meanwhile by their numbers (`adding`). Nil if the kernel has no lists.
+    /// ms, while the application is frozen). proc(5) calls the lists reliable only while the
+    /// children are stopped or frozen (a child exiting or reparented during the read can be
+    /// skipped, and a later round's `adding` looks only at newer PIDs): used only for an
+    /// application the cgroup freezer holds. Nil if the kernel has no lists.
     static func fromChildLists(root: Int32) -> ProcessTree? {
         guard access("/proc/\(root)/task/\(root)/children", R_OK) == 0 else { return nil }
         var tree = ProcessTree(root: root)
@@ -126,7 +129,7 @@ public final class SeizedApplication {
             if round > 0, let l = last, let n = now, let grown = tree.adding(createdAfter: l, upTo: n) {
                 tree = grown
             } else {
-                tree = try ProcessTree.collect(root: root)
+                tree = try ProcessTree.collect(root: root, frozen: thaw != nil && !thawed)
             }
             last = now
             let fresh = try seizeNewTasks()

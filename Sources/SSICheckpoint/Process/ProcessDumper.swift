@@ -83,12 +83,14 @@ struct ProcessDumper {
         return img
     }
 
-    /// Whether SIGTRAP is blocked, caught or pending in the process or one of its threads
-    /// (/proc/PID/task/TID/status SigBlk, SigCgt, SigPnd, ShdPnd: bit 4 is SIGTRAP).
+    /// Whether SIGTRAP is blocked, caught, ignored or pending in the process or one of its
+    /// threads (/proc/PID/task/TID/status SigBlk, SigCgt, SigIgn, SigPnd, ShdPnd: bit 4 is
+    /// SIGTRAP). An ignored one too: the forced SIGTRAP of a single step or an int3 resets an
+    /// ignored handler to SIG_DFL (force_sig_info_to_task).
     static func trapSensitive(pid: Int32, tids: [Int32]) -> Bool {
         for tid in tids {
             guard let text = try? ProcFS.read("/proc/\(pid)/task/\(tid)/status") else { continue }
-            for line in text.split(separator: "\n") where ["SigBlk:", "SigCgt:", "SigPnd:", "ShdPnd:"].contains(where: { line.hasPrefix($0) }) {
+            for line in text.split(separator: "\n") where ["SigBlk:", "SigCgt:", "SigIgn:", "SigPnd:", "ShdPnd:"].contains(where: { line.hasPrefix($0) }) {
                 if let v = UInt64(line.split(separator: "\t").last ?? "", radix: 16), v & (1 << (SIGTRAP - 1)) != 0 { return true }
             }
         }

@@ -10,7 +10,7 @@ public enum Arch {
     /// `syscall` (0f 05): the instruction we look for in the vDSO to run injected syscalls.
     public static let syscallInstruction: [UInt8] = [0x0f, 0x05]
 
-    /// The loop Injector.batch runs in a tracee: for each entry of a table (rbx: its address,
+    /// The loop SyscallBatch.run runs in a tracee: for each entry of a table (rbx: its address,
     /// r12: how many), load the number and six arguments, `syscall`, store the result in the
     /// entry's eighth word; then `int3`, which stops the tracee with SIGTRAP. It uses no
     /// stack and clobbers only rax, rcx, r11 (the syscall ABI) and argument registers,
