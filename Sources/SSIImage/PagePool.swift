@@ -1,5 +1,6 @@
 import Foundation
 import SSISystem
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -213,8 +214,7 @@ final class PoolMapping {
 /// memory on a virtual machine. Only non-durable writes (a migration's image) put maps here;
 /// each is taken once, and only the last few are kept.
 enum RecentPageMaps {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var maps: [(key: String, map: PageMap)] = []
+    private static let maps = Mutex<[(key: String, map: PageMap)]>([])
     static let kept = 8
 
     /// A pooled pages file, by its pool, its name, size and CRC, and its map file's CRC, as
@@ -223,24 +223,19 @@ enum RecentPageMaps {
     static func key(pool: String, name: String, size: UInt64, crc: UInt32, mapCRC: UInt32) -> String { "\(pool)|\(name)|\(size)|\(crc)|\(mapCRC)" }
 
     static func put(_ key: String, _ map: PageMap) {
-        lock.lock()
-        defer { lock.unlock() }
-        maps.removeAll { $0.key == key }
-        maps.append((key, map))
-        if maps.count > kept { maps.removeFirst(maps.count - kept) }
+        maps.withLock { maps in
+            maps.removeAll { $0.key == key }
+            maps.append((key, map))
+            if maps.count > kept { maps.removeFirst(maps.count - kept) }
+        }
     }
 
     /// An abandoned snapshot's maps go: their new pages are gone from the pool.
     static func forget(pool: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        maps.removeAll { $0.key.hasPrefix(pool + "|") }
+        maps.withLock { $0.removeAll { $0.key.hasPrefix(pool + "|") } }
     }
 
     static func take(_ key: String) -> PageMap? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard let i = maps.firstIndex(where: { $0.key == key }) else { return nil }
-        return maps.remove(at: i).map
+        maps.withLock { maps in maps.firstIndex { $0.key == key }.map { maps.remove(at: $0).map } }
     }
 }

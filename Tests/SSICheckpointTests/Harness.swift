@@ -96,8 +96,8 @@ struct World {
 
     /// Checkpoints with --kill=9 and reaps every killed process (they are ours: we are the
     /// subreaper), so their PIDs are free for the restart.
-    func checkpointKill(_ app: Int32, _ extra: [String] = []) throws -> CommandResult {
-        let r = try run([TestEnv.ssi, "checkpoint", "--kill=KILL"] + extra + ["\(app)"], env: ["SSI_CHKPT_DIR": chkpt], cwd: dir)
+    func checkpointKill(_ app: Int32, _ extra: [String] = [], env: [String: String] = [:]) throws -> CommandResult {
+        let r = try run([TestEnv.ssi, "checkpoint", "--kill=KILL"] + extra + ["\(app)"], env: env.merging(["SSI_CHKPT_DIR": chkpt]) { _, b in b }, cwd: dir)
         if r.status == 0 {
             let pids = processes(app, version: r.field("Version"))
             for pid in pids { reap(pid) }
