@@ -83,6 +83,11 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         packetHold?.release(address, interface: AppSubnet.hostInterface(app), source: myAddress)
     }
 
+    func discardLock(app: Int32, address: String) {
+        AppAddressLock.discard(app: app)
+        packetHold?.discard(address)
+    }
+
     func route(app: Int32, address: String) throws {
         try AppLink.routeHere(app: app, address: address, nodeAddress: myAddress)
     }

@@ -35,6 +35,11 @@ public protocol ApplicationNetwork: Sendable {
     func lock(app: Int32, address: String) throws
     /// Lets its traffic go again, the held packets delivered to it.
     func unlock(app: Int32, address: String)
+    /// The locked application was killed after its snapshot (`checkpoint --kill`): what was
+    /// held for it is dropped and its link deleted, never brought up again, so that its dying
+    /// namespace neither acknowledges nor resets anything (its peers send again, to the
+    /// restarted copy).
+    func discardLock(app: Int32, address: String)
 }
 
 /// `ssi run --net`: where the application's network is.

@@ -98,10 +98,40 @@ extension NodeApplications {
         if let k = spec.kill { o.killSignal = Signal(rawValue: k) }
         // An application with an address of its own: its connections to other applications
         // are saved (TCP_REPAIR); a restart rebuilds or resets them (Restart.swift).
-        if (try? await table.record(spec.app))?.address != nil { o.tcpEstablished = true }
+        let address = (try? await table.record(spec.app))?.address
+        if address != nil { o.tcpEstablished = true }
+        // Killed after its snapshot, it is restarted from it: its connections must not move
+        // past what the snapshot has. Its kernel would otherwise go on acknowledging what its
+        // peers send while the snapshot is written (the processes are stopped, their sockets
+        // are not), the peers would drop those bytes as delivered, and the restart would have
+        // to reset the connections (Restart.swift). So its traffic stops at the freeze,
+        // before its sockets are read, and what came meanwhile is dropped with its link after
+        // the kill: the peers send it again, to the restarted copy. One frozen already (a
+        // checkpoint taken together) was locked by its freeze.
+        let net = appNetwork.withLock { $0 }
+        var lockedAddress: String? = nil
+        if spec.kill != nil, let address, let net {
+            if spec.frozen == true {
+                lockedAddress = networkLocked.withLock { $0.removeValue(forKey: spec.app) }
+            } else {
+                let app = spec.app
+                o.whenFrozen = { try net.lock(app: app, address: address) }
+                lockedAddress = address
+            }
+        }
         let engine = CheckpointEngine(store: store)
         let opts = o
-        let r = try await Self.onThread { try engine.checkpoint(app: root, options: opts) }
+        let r: CheckpointEngine.CheckpointResult
+        do {
+            r = try await Self.onThread { try engine.checkpoint(app: root, options: opts) }
+        } catch {
+            // It goes on: its traffic with it (a lock not made yet is undone harmlessly).
+            if let lockedAddress {
+                if spec.frozen == true { networkLocked.withLock { $0[spec.app] = lockedAddress } } else { net?.unlock(app: spec.app, address: lockedAddress) }
+            }
+            throw error
+        }
+        if let lockedAddress { net?.discardLock(app: spec.app, address: lockedAddress) }
         let m = try? store.manifest(app: spec.app, version: r.version)
         var v = SnapshotCatalog.Version(version: r.version, date: r.date, description: r.description, size: m?.totalBytes ?? 0, nodes: [me])
         v.added = m?.addedBytes
