@@ -29,13 +29,55 @@ struct AppAddress: Codable {
 /// again at once.
 final class NetworkMigrationHooks: MigrationHooks {
     let net: NetworkSubsystem
-    private let locked = Mutex<[Int32: [UInt16]]>([:])
+    /// A migration's lock of the cluster address's ports (Connections.lockRuleset) on its
+    /// source, by application.
+    struct ClusterLock {
+        var ports: [UInt16]
+        /// What comes in is held (the node has a PacketHold), not dropped.
+        var holding: Bool
+        /// Given back already.
+        var released = false
+        /// Made (at the freeze): a migration that failed before has nothing to undo.
+        var applied = false
+        /// Where the application goes.
+        var target: NodeID?
+    }
+    private let locked = Mutex<[Int32: ClusterLock]>([:])
     /// Applications whose own address is held on this node (a migration's source).
     private let addressLocked = Mutex<[Int32: (address: String, target: NodeID)]>([:])
 
-    init(net: NetworkSubsystem) { self.net = net }
+    init(net: NetworkSubsystem) {
+        self.net = net
+        net.steered.withLock { f in f = { [weak self] in self?.releaseTurned() } }
+    }
 
     static func lockTable(_ app: Int32) -> String { "ssi-mig-\(app)" }
+    static func holdKey(_ app: Int32) -> String { "cluster-\(app)" }
+
+    /// After each of this node's steering rounds: the packets held for a moving
+    /// application whose ports the table now places on another node (its target published
+    /// them, so its copy runs) are given back to the kernel, which steers them there.
+    func releaseTurned() {
+        let table = net.state.withLock { $0.table }, me = net.core.config.node
+        let turned = locked.withLock { l -> [Int32] in
+            let ready = l.filter { app, lock in
+                lock.holding && !lock.released && table.entries.contains { $0.app == app && $0.exposed }
+                    && !table.entries.contains { $0.app == app && $0.node == me }
+            }.map(\.key)
+            for app in ready { l[app]?.released = true }
+            return ready
+        }
+        for app in turned { giveBack(app, turned: true) }
+    }
+
+    /// The held packets of `app` given back: steered again (to the target once steering has
+    /// turned; back to the source copy after a failed move).
+    private func giveBack(_ app: Int32, turned: Bool) {
+        guard let hold = net.apps?.packetHold else { return }
+        Connections.endHold(table: Self.lockTable(app))
+        let n = hold.release(key: Self.holdKey(app))
+        net.core.logger.info("network: application \(app): \(n) packet(s) held during the move given back\(turned ? ", steered to its new node" : "")")
+    }
 
     func sourceWillFreeze(app: Int32, root: Int32, address: String?, to target: NodeID) async throws -> MigrationPlan {
         if let address {
@@ -54,10 +96,22 @@ final class NetworkMigrationHooks: MigrationHooks {
         let listening = ListeningSockets.of(app: app, root: root, node: net.core.config.node, clusterIP: ip).filter { $0.proto == .tcp && $0.exposed }.map(\.port)
         let ports = Array(Set(listening + outside.map(\.localPort)))
         guard !ports.isEmpty else { return MigrationPlan() }
-        try Connections.lock(table: Self.lockTable(app), clusterIP: ip, ports: ports)
-        locked.withLock { $0[app] = ports }
-        net.core.logger.info("network: application \(app): port(s) \(ports.sorted()) of \(ip) held for the move to node \(target) (\(outside.count) connection(s))")
-        return MigrationPlan(tcpEstablished: !outside.isEmpty)
+        let hold = net.apps?.packetHold, key = Self.holdKey(app), table = Self.lockTable(app), logger = net.core.logger
+        locked.withLock { $0[app] = ClusterLock(ports: ports, holding: hold != nil, target: target) }
+        // From the freeze on (before the sockets are read), not before the memory copy: the
+        // clients' traffic stops for the freeze only. What comes meanwhile is held, given back
+        // once steering has turned to the target (releaseTurned).
+        let n = outside.count
+        let lock: @Sendable () throws -> Void = {
+            try hold?.hold(key: key, address: ip, tcpPorts: Set(ports))
+            do { try Connections.lock(table: table, clusterIP: ip, ports: ports, holdMark: hold != nil ? PacketHold.mark : nil) } catch {
+                hold?.forget(key: key)
+                throw error
+            }
+            self.locked.withLock { $0[app]?.applied = true }
+            logger.info("network: application \(app): port(s) \(ports.sorted()) of \(ip) \(hold != nil ? "held" : "dropped") for the move to node \(target) (\(n) connection(s))")
+        }
+        return MigrationPlan(tcpEstablished: !outside.isEmpty, whenFrozen: [lock])
     }
 
     /// An application with an address of its own (AppNetwork.swift): in its namespace,
@@ -108,8 +162,26 @@ final class NetworkMigrationHooks: MigrationHooks {
             await net.storeBases(app, bases)
             return
         }
-        guard let ip = net.clusterIP, locked.withLock({ $0[app] }) != nil else { return }
+        guard let ip = net.clusterIP, let lock = locked.withLock({ $0[app] }) else { return }
         Connections.silence(Connections.established(root: root).filter { $0.local == ip })
+        // The target's copy runs: this node steers the application's flows there now, and
+        // what it held goes after them (early demux is off here while the lock stands, so the
+        // source copy's sockets, until they go, take none of them: EarlyDemux).
+        guard let target = lock.target else { return }
+        net.place(app, on: target)
+        let now = lock.holding && locked.withLock { l in
+            guard l[app]?.released == false else { return false }
+            l[app]?.released = true
+            return true
+        }
+        if now { giveBack(app, turned: true) }
+    }
+
+    /// The target's sockets are rebuilt: flows that enter here go to them now, before the
+    /// port table says so (a packet of theirs steered on to the source would be dropped:
+    /// early demux gives it the rebuilt socket, and forwarding refuses a packet that has one).
+    func targetRebuilt(app: Int32, from source: NodeID) {
+        net.place(app, on: net.core.config.node)
     }
 
     func sourceDidFinish(app: Int32, committed: Bool) async {
@@ -126,13 +198,38 @@ final class NetworkMigrationHooks: MigrationHooks {
             }
             return
         }
-        guard locked.withLock({ $0.removeValue(forKey: app) }) != nil else { return }
+        guard let lock = locked.withLock({ $0[app] }) else { return }
         let table = Self.lockTable(app)
-        if !committed { Connections.unlock(table: table); return }
+        if !committed {
+            // It goes on here: the drops gone, what was held is steered to it again.
+            let applied = locked.withLock { $0.removeValue(forKey: app)?.applied ?? false }
+            Connections.unlock(table: table, held: lock.holding && applied)
+            if lock.holding { giveBack(app, turned: false) }
+            return
+        }
+        // This node's round gives back what was held once its table has the target's ports.
         await net.refreshEverywhere()
+        let net = self.net
         Task {
-            try? await Task.sleep(for: .seconds(5))
-            Connections.unlock(table: table)
+            // The target publishes its ports at its resume, in parallel with this: a few more
+            // rounds until it has, then whatever is left is given back anyway (the drops
+            // stay: the clients send it again).
+            let start = ContinuousClock.now
+            for _ in 0..<10 where locked.withLock({ $0[app]?.released == false }) && lock.holding {
+                try? await Task.sleep(for: .milliseconds(300))
+                try? await net.refresh()
+            }
+            let left = lock.holding && locked.withLock { l in
+                guard l[app]?.released == false else { return false }
+                l[app]?.released = true
+                return true
+            }
+            if left { giveBack(app, turned: false) }
+            // The drops stay a few seconds, while every node's steering turns, so that no
+            // late packet meets the killed copy's node with no socket (a reset).
+            try? await Task.sleep(until: start + .seconds(5))
+            let applied = locked.withLock { $0.removeValue(forKey: app)?.applied ?? false }
+            Connections.unlock(table: table, held: lock.holding && applied)
         }
     }
 

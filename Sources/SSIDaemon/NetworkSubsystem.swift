@@ -36,6 +36,8 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     let appAddresses = Mutex<@Sendable () async -> [(address: String, node: NodeID)]>({ [] })
     /// The address of one application, nil when it has none (Wiring.swift).
     let appAddress = Mutex<@Sendable (Int32) async -> String?>({ _ in nil })
+    /// Called after each of this node's steering rounds (NetworkMigrationHooks.releaseTurned).
+    let steered = Mutex<@Sendable () -> Void>({})
     /// Where every application is (Wiring.swift).
     let appPlaces = Mutex<@Sendable () async -> [(app: Int32, node: NodeID)]>({ [] })
 
@@ -49,7 +51,13 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         var streamsAt = Date.distantPast
         /// Byte counts carried over by a migration, per application here (StreamBases).
         var bases: [Int32: StreamBases] = [:]
+        /// Applications placed ahead of the port table (SteeringPlan.placed), until the table
+        /// agrees or the deadline passes.
+        var placed: [Int32: (node: NodeID, until: ContinuousClock.Instant)] = [:]
     }
+    /// One steering change at a time: a round's and a migration's (place) each build their
+    /// plan from the state of the moment and apply it.
+    private let applying = Mutex(())
 
     init(core: NodeCore, settings: [String: String]) throws {
         self.core = core
@@ -157,6 +165,7 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         let table = PortTable(published, claims: claims, online: Set(online))
         state.withLock { $0.table = table }
         try steer(table, online: online)
+        steered.withLock { $0 }()
     }
 
     /// The claims of applications that still exist; the lowest online node removes the others.
@@ -177,13 +186,49 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         var nodes: [NodeID: String] = [:]
         for n in online { if let h = view[n]?.host { nodes[n] = h } }
         try ClusterAddress.check(clusterIP, against: nodes)
-        let plan = SteeringPlan(clusterIP: clusterIP, me: core.config.node, nodes: nodes, table: table)
-        guard state.withLock({ $0.applied }) != plan else { return }
-        let net = NodeNetwork(clusterIP: clusterIP, me: core.config.node)
-        if state.withLock({ $0.applied }) == nil { try net.prepareKernel() }
-        try net.apply(plan)
-        state.withLock { $0.applied = plan; $0.lastError = nil }
-        core.logger.info("network: cluster address \(clusterIP): \(table.exposedPorts.count) ports steered over \(nodes.count) nodes")
+        let changed = try applying.withLock { _ -> Bool in
+            let now = ContinuousClock.now
+            let placed = state.withLock { s -> [Int32: NodeID] in
+                // A placement ends once the table has the application where it was placed
+                // (its new node published its ports) and nowhere else, or after its deadline.
+                s.placed = s.placed.filter { app, p in
+                    let nodes = Set(table.entries.filter { $0.app == app }.map(\.node))
+                    return now < p.until && nodes != [p.node]
+                }
+                return s.placed.mapValues(\.node)
+            }
+            let plan = SteeringPlan(clusterIP: clusterIP, me: core.config.node, nodes: nodes, table: table, placed: placed)
+            guard state.withLock({ $0.applied }) != plan else { return false }
+            let net = NodeNetwork(clusterIP: clusterIP, me: core.config.node)
+            if state.withLock({ $0.applied }) == nil { try net.prepareKernel() }
+            try net.apply(plan)
+            state.withLock { $0.applied = plan; $0.lastError = nil }
+            return true
+        }
+        if changed { core.logger.info("network: cluster address \(clusterIP): \(table.exposedPorts.count) ports steered over \(nodes.count) nodes") }
+    }
+
+    /// Steers application `app`'s flows to `node` now, ahead of the port table (a
+    /// migration: its target once its sockets are rebuilt, its source once the target's
+    /// copy runs), for at most ten seconds or until the table agrees. Only this node's nft
+    /// rules change (one transaction, a few milliseconds); nothing when steering has not
+    /// been set up yet.
+    func place(_ app: Int32, on node: NodeID) {
+        guard let clusterIP else { return }
+        applying.withLock { _ in
+            let plan = state.withLock { s -> SteeringPlan? in
+                s.placed[app] = (node, ContinuousClock.now + .seconds(10))
+                // Steering not set up, or no port of the application in it: nothing to change.
+                guard var p = s.applied, p.table.entries.contains(where: { $0.app == app && $0.exposed }) else { return nil }
+                p.placed = s.placed.mapValues(\.node)
+                return p
+            }
+            guard let plan else { return }
+            do {
+                try NodeNetwork(clusterIP: clusterIP, me: core.config.node).applyRules(plan)
+                state.withLock { $0.applied = plan }
+            } catch { failed(error) }
+        }
     }
 
     func failed(_ error: any Error) {

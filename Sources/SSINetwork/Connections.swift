@@ -1,5 +1,6 @@
 import Foundation
 import SSISystem
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -68,32 +69,51 @@ public enum Connections {
     /// ports it listens on, which its accepted connections share), those delivered here (hook
     /// input: after steering chose this node; a packet this node only passes on to the
     /// application's new node goes through) and those its sockets send. A new connection's
-    /// SYN is held too, so that no connection is accepted by a copy about to go: the client
-    /// sends it again, and reaches the new node once steering has turned. TCP sends every
-    /// dropped packet again once the connection answers from its new node.
-    public static func lockRuleset(table: String, clusterIP: String, ports: [UInt16]) -> String {
+    /// SYN is held too, so that no connection is accepted by a copy about to go.
+    ///
+    /// With `holdMark` (the node has a PacketHold), what comes in for those ports is not
+    /// dropped but marked at prerouting, after the steering's mark (priority mangle + 10), so
+    /// that policy routing sends it to the hold (PacketHold.hold(key:address:tcpPorts:)),
+    /// which gives it back to the kernel once steering points at the new node: the client
+    /// sees a delay, not a loss, and no retransmission timeout (200 ms at least, RFC 6298).
+    /// Packets written back come in on the hold's interface and are not marked again. Without
+    /// it, they are dropped and TCP sends them again once the connection answers from its new
+    /// node.
+    public static func lockRuleset(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil, holdInterface: String = PacketHold.interface) -> String {
         let set = ports.sorted().map(String.init).joined(separator: ", ")
+        let hold = holdMark.map {
+            "    chain hold { type filter hook prerouting priority mangle + 10; policy accept; iifname != \"\(holdInterface)\" ip daddr \(clusterIP) tcp dport { \(set) } counter meta mark set 0x\(String($0, radix: 16)); }\n"
+        } ?? ""
         return """
         add table ip \(table)
         delete table ip \(table)
         table ip \(table) {
-            chain in { type filter hook input priority -310; policy accept; ip daddr \(clusterIP) tcp dport { \(set) } drop; }
-            chain out { type filter hook output priority -310; policy accept; ip saddr \(clusterIP) tcp sport { \(set) } drop; }
+        \(hold)    chain in { type filter hook input priority -310; policy accept; ip daddr \(clusterIP) tcp dport { \(set) } counter drop; }
+            chain out { type filter hook output priority -310; policy accept; ip saddr \(clusterIP) tcp sport { \(set) } counter drop; }
         }
 
         """
     }
 
-    public static func lock(table: String, clusterIP: String, ports: [UInt16]) throws {
+    public static func lock(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil) throws {
         let file = "/tmp/\(table)-\(getpid()).nft"
-        try lockRuleset(table: table, clusterIP: clusterIP, ports: ports).write(toFile: file, atomically: true, encoding: .utf8)
+        try lockRuleset(table: table, clusterIP: clusterIP, ports: ports, holdMark: holdMark).write(toFile: file, atomically: true, encoding: .utf8)
         defer { unlink(file) }
         let (code, out) = try Proc.run(["nft", "-f", file], check: false)
         if code != 0 { throw SSIError(.system, "nft refused the lock of the connections: \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        if holdMark != nil { EarlyDemux.suspend() }
     }
 
-    public static func unlock(table: String) {
+    /// The hold of a lock ends (its packets about to be given back): what comes in is
+    /// steered again, the drops stay.
+    public static func endHold(table: String) {
+        _ = try? Proc.run(["nft", "delete", "chain", "ip", table, "hold"], check: false)
+    }
+
+    /// The lock gone (`held`: it was made with a hold mark).
+    public static func unlock(table: String, held: Bool = false) {
         _ = try? Proc.run(["nft", "delete", "table", "ip", table], check: false)
+        if held { EarlyDemux.resume() }
     }
 
     /// Where a live connection stands: its first unacknowledged byte, the next byte it will
@@ -131,5 +151,36 @@ public enum Connections {
             close(fd)
         }
         return n
+    }
+}
+
+/// TCP early demux (ip-sysctl.txt tcp_early_demux), off on this node while a migration holds
+/// packets of its source copy's connections. Early demux gives a packet of an established
+/// connection the socket it belongs to before routing: a packet for the frozen source copy
+/// would then be delivered to it whatever its mark says, and one routed elsewhere (to the
+/// hold, or to the new node once steering has turned) is dropped by the forwarding path,
+/// which refuses a packet that has a local socket (ip_forward). Without it, every packet is
+/// routed by its mark. A count, since several applications may be leaving at once; the
+/// setting is the network namespace's, the node's.
+public enum EarlyDemux {
+    private static let state = Mutex<(count: Int, saved: String?)>((0, nil))
+    static let path = "/proc/sys/net/ipv4/tcp_early_demux"
+
+    public static func suspend() {
+        state.withLock { s in
+            if s.count == 0 {
+                s.saved = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+                try? ProcFS.write(path, "0")
+            }
+            s.count += 1
+        }
+    }
+
+    public static func resume() {
+        state.withLock { s in
+            guard s.count > 0 else { return }
+            s.count -= 1
+            if s.count == 0 { try? ProcFS.write(path, s.saved ?? "1"); s.saved = nil }
+        }
     }
 }

@@ -84,7 +84,12 @@ public struct NodeNetwork: Sendable {
         for (table, via) in plan.routes() {
             try Proc.run(["ip", "route", "replace", "\(clusterIP)/32", "via", via, "table", "\(table)"])
         }
-        let file = "/tmp/ssi-cip-\(getpid()).nft"
+        try applyRules(plan)
+    }
+
+    /// Only the nft rules of `plan` (one transaction): the routing was prepared by `apply`.
+    public func applyRules(_ plan: SteeringPlan) throws {
+        let file = "/tmp/ssi-cip-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).nft"
         try plan.ruleset().write(toFile: file, atomically: true, encoding: .utf8)
         defer { unlink(file) }
         let (code, out) = try Proc.run(["nft", "-f", file], check: false)

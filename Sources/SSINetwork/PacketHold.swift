@@ -20,8 +20,20 @@ public final class PacketHold: @unchecked Sendable {
     public static let limit = 64 << 20
 
     private let fd: Int32
-    private struct Held { var packets: [String: [[UInt8]]] = [:]; var bytes = 0; var holding: Set<String> = [] }
+    /// What is held, by key (an address, or `cluster-<app>`), and what each key takes.
+    private struct Held {
+        var packets: [String: [[UInt8]]] = [:]
+        var bytes = 0
+        var holding: [String: @Sendable (UnsafeRawBufferPointer) -> Bool] = [:]
+    }
     private let held = Mutex(Held())
+    private let markRouted = Mutex(false)
+
+    /// The packet mark that routes a packet to the hold (policy routing, ip-rule(8)):
+    /// outside the steering marks (0x55 in the top byte, Steering.mark).
+    public static let mark: UInt32 = 0x5600_0000
+    public static let markTable = 7099
+    static let markRulePreference = 40
 
     /// The node's hold: its tun interface made and brought up, its reader started.
     public init() throws {
@@ -44,34 +56,83 @@ public final class PacketHold: @unchecked Sendable {
         while true {
             let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 { if errno == EINTR { continue }; return }
-            // IPv4 only: the destination is bytes 16-19 of the header (RFC 791).
+            // IPv4 only (RFC 791: the version in the first nibble).
             guard n >= 20, buf[0] >> 4 == 4 else { continue }
-            let dst = "\(buf[16]).\(buf[17]).\(buf[18]).\(buf[19])"
-            let packet = Array(buf[0..<n])
             held.withLock { h in
-                guard h.holding.contains(dst), h.bytes + n <= Self.limit else { return }
-                h.packets[dst, default: []].append(packet)
+                let key = buf.withUnsafeBytes { b in h.holding.first { $0.value(UnsafeRawBufferPointer(rebasing: b[0..<n])) }?.key }
+                guard let key, h.bytes + n <= Self.limit else { return }
+                h.packets[key, default: []].append(Array(buf[0..<n]))
                 h.bytes += n
             }
         }
     }
 
+    /// An IPv4 packet's destination, bytes 16-19 of its header (RFC 791), as text.
+    static func destination(_ p: UnsafeRawBufferPointer) -> String { "\(p[16]).\(p[17]).\(p[18]).\(p[19])" }
+
     /// From now on, packets to `address` are routed here and kept.
     public func hold(_ address: String) throws {
-        held.withLock { _ = $0.holding.insert(address) }
+        held.withLock { $0.holding[address] = { Self.destination($0) == address } }
         do { try Route4.replace(address, interface: Self.interface, proto: AppLink.routeProtocolNumber) } catch {
-            held.withLock { _ = $0.holding.remove(address) }
+            held.withLock { _ = $0.holding.removeValue(forKey: address) }
             throw SSIError(.system, "could not route \(address) to \(Self.interface) to hold its packets: \(error)")
+        }
+    }
+
+    /// From now on, the TCP packets to `address` (the cluster address) for one of `ports`
+    /// that reach here are kept under `key`. They come by the mark `PacketHold.mark`, which
+    /// a firewall rule of the caller's sets (Connections.lockRuleset): the address itself
+    /// stays local, and its other ports are not held.
+    public func hold(key: String, address: String, tcpPorts ports: Set<UInt16>) throws {
+        try routeMark()
+        held.withLock {
+            $0.holding[key] = { p in
+                // Protocol at byte 9 (6: TCP); the TCP header after the IP header's IHL words,
+                // its destination port in its bytes 2-3 (RFC 793).
+                let ihl = Int(p[0] & 0x0f) * 4
+                guard p[9] == 6, p.count >= ihl + 4, Self.destination(p) == address else { return false }
+                return ports.contains(UInt16(p[ihl + 2]) << 8 | UInt16(p[ihl + 3]))
+            }
+        }
+    }
+
+    /// Gives the kernel the packets held under `key` again, in the order they came (they
+    /// come in on ssihold and are routed as if they had just arrived), and holds no more
+    /// under it. Returns how many.
+    @discardableResult
+    public func release(key: String) -> Int {
+        let packets = held.withLock { h -> [[UInt8]] in
+            h.holding.removeValue(forKey: key)
+            let p = h.packets.removeValue(forKey: key) ?? []
+            h.bytes -= p.reduce(0) { $0 + $1.count }
+            return p
+        }
+        for p in packets { _ = p.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+        return packets.count
+    }
+
+    /// A packet marked `PacketHold.mark` is routed to ssihold (rule at preference 40, before
+    /// the steering's 50 and the local table's 100: Steering.swift), made once.
+    private func routeMark() throws {
+        try markRouted.withLock { done in
+            guard !done else { return }
+            let mark = "0x" + String(Self.mark, radix: 16), table = "\(Self.markTable)", pref = "\(Self.markRulePreference)"
+            _ = try? Proc.run(["ip", "rule", "del", "pref", pref], check: false)
+            for cmd in [["ip", "route", "replace", "default", "dev", Self.interface, "table", table],
+                        ["ip", "rule", "add", "pref", pref, "fwmark", mark, "lookup", table]] {
+                let (code, out) = try Proc.run(cmd, check: false)
+                if code != 0 {
+                    throw SSIError(.system, "could not route packets marked \(mark) to \(Self.interface) (\(cmd.joined(separator: " "))): \(out.trimmingCharacters(in: .whitespacesAndNewlines))")
+                }
+            }
+            done = true
         }
     }
 
     /// Forgets what was held for `address` and its route here: the application it was for
     /// is gone (killed after a checkpoint), and a restart routes its address anew.
     public func discard(_ address: String) {
-        held.withLock { h in
-            h.holding.remove(address)
-            h.bytes -= (h.packets.removeValue(forKey: address) ?? []).reduce(0) { $0 + $1.count }
-        }
+        forget(key: address)
         _ = try? Proc.run(["ip", "route", "del", "\(address)/32", "dev", Self.interface], check: false)
     }
 
@@ -83,13 +144,14 @@ public final class PacketHold: @unchecked Sendable {
         do { try Route4.replace(address, interface: interface, gateway: gateway, source: source, proto: AppLink.routeProtocolNumber) } catch {
             FileHandle.standardError.write(Data("ssid: packet hold: \(error)\n".utf8))
         }
-        let packets = held.withLock { h -> [[UInt8]] in
-            h.holding.remove(address)
-            let p = h.packets.removeValue(forKey: address) ?? []
-            h.bytes -= p.reduce(0) { $0 + $1.count }
-            return p
+        return release(key: address)
+    }
+
+    /// Drops what was held under `key`, and holds no more under it.
+    public func forget(key: String) {
+        held.withLock { h in
+            h.holding.removeValue(forKey: key)
+            h.bytes -= (h.packets.removeValue(forKey: key) ?? []).reduce(0) { $0 + $1.count }
         }
-        for p in packets { _ = p.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
-        return packets.count
     }
 }

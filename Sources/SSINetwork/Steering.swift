@@ -28,9 +28,13 @@ public struct SteeringPlan: Sendable, Equatable {
     /// Every online node's address on the cluster network.
     public var nodes: [NodeID: String]
     public var table: PortTable
+    /// Where applications are known to be before the port table says so (a migration's
+    /// target once its sockets are rebuilt, its source once the target's copy runs), by
+    /// application: their flows are steered there.
+    public var placed: [Int32: NodeID]
 
-    public init(clusterIP: String, me: NodeID, nodes: [NodeID: String], table: PortTable) {
-        (self.clusterIP, self.me, self.nodes, self.table) = (clusterIP, me, nodes, table)
+    public init(clusterIP: String, me: NodeID, nodes: [NodeID: String], table: PortTable, placed: [Int32: NodeID] = [:]) {
+        (self.clusterIP, self.me, self.nodes, self.table, self.placed) = (clusterIP, me, nodes, table, placed)
     }
 
     public static let nftTable = "ssi-cip"
@@ -57,6 +61,7 @@ public struct SteeringPlan: Sendable, Equatable {
         let t = Self.nftTable
         var apps: [Int32: NodeID] = [:]
         for e in table.entries where e.exposed { apps[e.app] = e.node }
+        for (app, node) in placed where apps[app] != nil && (node == me || nodes[node] != nil) { apps[app] = node }
         let elements = apps.sorted { $0.key < $1.key }.map { "\(Self.tag($0.key)) : \(hex($0.value == me ? 0 : Self.mark($0.value)))" }
         var rules: [String] = [
             "add rule ip \(t) raw_pre ip daddr \(clusterIP) notrack",

@@ -163,7 +163,11 @@ extension NodeApplications {
         let netFD = try attachNetwork(app: app, address: address, routed: false)
         defer { if let netFD { close(netFD) } }
         o.rootNetwork = netFD
-        o.beforeResume = routeWhenRebuilt(app: app, address: address)
+        let route = routeWhenRebuilt(app: app, address: address), hooks = migrationHooks.withLock({ $0 }), from = m.from
+        o.beforeResume = {
+            try route?()
+            for h in hooks { h.targetRebuilt(app: app, from: from) }
+        }
         clock.mark("migrate in: network")
         let opts = o
         let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }

@@ -15,6 +15,10 @@ public protocol MigrationHooks: Sendable {
     func sourceWillFreeze(app: Int32, root: Int32, address: String?, to target: NodeID) async throws -> MigrationPlan
     /// On the target, before the restore.
     func targetWillRestore(app: Int32, from source: NodeID) async throws
+    /// On the target, once the application's processes and sockets are rebuilt, just before
+    /// they run (the engine's RestartOptions.beforeResume, on the restore's thread): what
+    /// must point here before the first packet reaches the rebuilt sockets.
+    func targetRebuilt(app: Int32, from source: NodeID)
     /// On the target, once its copy runs.
     func targetDidResume(app: Int32, root: Int32, from source: NodeID) async
     /// On the source, once the target's copy runs, before the source copy is killed.
@@ -40,6 +44,7 @@ public struct MigrationPlan: Sendable {
 extension MigrationHooks {
     public func sourceWillFreeze(app: Int32, root: Int32, address: String?, to target: NodeID) async throws -> MigrationPlan { MigrationPlan() }
     public func targetWillRestore(app: Int32, from source: NodeID) async throws {}
+    public func targetRebuilt(app: Int32, from source: NodeID) {}
     public func targetDidResume(app: Int32, root: Int32, from source: NodeID) async {}
     public func sourceWillKill(app: Int32, root: Int32) async {}
     public func sourceDidFinish(app: Int32, committed: Bool) async {}

@@ -1,0 +1,64 @@
+import Foundation
+import SSINetwork
+import SSISystem
+import SSITransport
+import Testing
+
+/// The nft rules a migration through the cluster address relies on (docs/network.md,
+/// "Migration"): the source's lock holds what comes in rather than dropping it, and a node
+/// steers a moving application's flows where it is placed before the port table says so.
+/// The texts are checked by nft itself (`nft -c`, which parses and validates against the
+/// kernel without changing anything) when it can run.
+@Suite struct SteeringRulesTests {
+    static let ip = "10.77.1.1"
+    static let app: Int32 = 10_000_001
+
+    /// Port 7400 of application 10000001, published by node 2.
+    func plan(me: NodeID, placed: [Int32: NodeID] = [:]) -> SteeringPlan {
+        let entry = PortEntry(port: 7400, proto: .tcp, app: Self.app, node: 2, address: "0.0.0.0", exposed: true)
+        let table = PortTable([NodePorts(node: 2, entries: [entry])], online: [1, 2, 3])
+        return SteeringPlan(clusterIP: Self.ip, me: me, nodes: [1: "10.77.0.1", 2: "10.77.0.2", 3: "10.77.0.3"], table: table, placed: placed)
+    }
+
+    @Test func placedApplicationsAreSteeredAheadOfThePortTable() throws {
+        // The table's word: node 2 (mark 0x55000002) seen from node 1, this node (0) from 2.
+        #expect(plan(me: 1).ruleset().contains("app_node { 1 : 0x55000002 }"))
+        #expect(plan(me: 2).ruleset().contains("app_node { 1 : 0x0 }"))
+        // A migration's source (2) once the target (3) runs, and the target itself.
+        #expect(plan(me: 2, placed: [Self.app: 3]).ruleset().contains("app_node { 1 : 0x55000003 }"))
+        #expect(plan(me: 3, placed: [Self.app: 3]).ruleset().contains("app_node { 1 : 0x0 }"))
+        // A placement on a node that is not online, or of an application with no port, is ignored.
+        #expect(plan(me: 1, placed: [Self.app: 9]).ruleset().contains("app_node { 1 : 0x55000002 }"))
+        #expect(!plan(me: 1, placed: [42: 3]).ruleset().contains("0x55000003 }"))
+        #expect(plan(me: 1) != plan(me: 1, placed: [Self.app: 3]), "a placement changes the plan, so that a round applies it")
+        try Self.nftAccepts(plan(me: 2, placed: [Self.app: 3]).ruleset())
+    }
+
+    @Test func theSourceLockHoldsWhatComesInWhenItCan() throws {
+        let held = Connections.lockRuleset(table: "ssi-mig-test", clusterIP: Self.ip, ports: [7400, 80], holdMark: PacketHold.mark)
+        #expect(held.contains("chain hold { type filter hook prerouting priority mangle + 10;"))
+        #expect(held.contains("iifname != \"ssihold\" ip daddr 10.77.1.1 tcp dport { 80, 7400 } counter meta mark set 0x56000000;"),
+                "what comes in on the hold's own interface (given back) is not taken again")
+        #expect(held.contains("ip saddr 10.77.1.1 tcp sport { 80, 7400 } counter drop;"), "what the source copy sends is still dropped")
+        let dropped = Connections.lockRuleset(table: "ssi-mig-test", clusterIP: Self.ip, ports: [7400])
+        #expect(!dropped.contains("chain hold"), "without a hold, packets are dropped and sent again")
+        #expect(dropped.contains("ip daddr 10.77.1.1 tcp dport { 7400 } counter drop;"))
+        #expect(PacketHold.mark >> 24 != SteeringPlan.mark(1) >> 24, "the hold's mark is none of the steering's")
+        try Self.nftAccepts(held)
+        try Self.nftAccepts(dropped)
+    }
+
+    /// `nft -c -f`: parsed and checked by the kernel, nothing applied. Skipped (printed) when
+    /// nft is missing or this is not root (it needs CAP_NET_ADMIN to ask the kernel).
+    static func nftAccepts(_ rules: String) throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") else {
+            print("SteeringRulesTests: nft check skipped: needs root and /usr/sbin/nft (scripts/setup.sh installs nftables)")
+            return
+        }
+        let file = "/tmp/ssi-steering-test-\(getpid()).nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { unlink(file) }
+        let (code, out) = try Proc.run(["nft", "-c", "-f", file], check: false)
+        #expect(code == 0, "nft refused the rules: \(out)\n\(rules)")
+    }
+}
