@@ -136,13 +136,17 @@ final class NetworkMigrationHooks: MigrationHooks {
             net.core.logger.warning("network: node \(target) could not prepare application \(app)'s namespace ahead (it will at the restore): \(error)")
         }
         let logger = net.core.logger, n = outside.count
-        // From the freeze on (before the sockets are read), not before the memory copy: the
-        // peers' traffic stops for the freeze only.
+        // Just before the freeze, not before the memory copy: the peers' traffic stops for
+        // the freeze only. The application, still running, first reads what its sockets
+        // have received (a bulk receiver's queue holds megabytes, which would otherwise be
+        // saved, sent and rebuilt inside the freeze); what comes meanwhile is held, and
+        // goes to the target.
         let lock: @Sendable () throws -> Void = {
             try side?.lock(app: app, address: address)
-            logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s))")
+            let left = Connections.drain(outside)
+            logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s), \(left) byte(s) left unread)")
         }
-        return MigrationPlan(tcpEstablished: !outside.isEmpty, whenFrozen: [lock])
+        return MigrationPlan(tcpEstablished: !outside.isEmpty, beforeFreeze: [lock])
     }
 
     /// The source copy is stopped: every connection it has through the cluster address (one

@@ -133,6 +133,31 @@ public enum Connections {
         return (next &- UInt32(max(0, outq)), next, UInt32(bitPattern: receive))
     }
 
+    /// Waits, while the application runs with its traffic held, for it to read what its
+    /// connections have received: until at most `limit` bytes are left in all, their
+    /// amount stops falling (an application that does not read), or `within` has passed.
+    /// Returns the bytes left (SIOCINQ, tcp(7), through a pidfd_getfd copy of each).
+    @discardableResult
+    public static func drain(_ conns: [TCPConnection], limit: Int = 64 << 10, within: Duration = .milliseconds(40)) -> Int {
+        let fds = conns.compactMap { c in c.holders.first.flatMap { try? PidFD.copy(fd: $0.fd, of: ProcessID($0.pid)) } }
+        defer { for fd in fds { close(fd) } }
+        func unread() -> Int {
+            fds.reduce(0) { sum, fd in
+                var n: Int32 = 0
+                return ioctl(fd, SocketIoctl.inputQueue, &n) == 0 ? sum + Int(n) : sum
+            }
+        }
+        let end = ContinuousClock.now + within
+        var left = unread(), still = 0
+        while left > limit && ContinuousClock.now < end && still < 4 {
+            usleep(500)
+            let now = unread()
+            still = now < left ? 0 : still + 1
+            left = now
+        }
+        return left
+    }
+
     /// The established connections of the application whose other end is not in it.
     public static func toOutside(root: Int32) -> [TCPConnection] {
         let all = established(root: root)

@@ -77,6 +77,8 @@ extension NodeApplications {
         o.tcpEstablished = plan.tcpEstablished
         let atFreeze = plan.whenFrozen
         if !atFreeze.isEmpty { o.whenFrozen = { for f in atFreeze { try f() } } }
+        let beforeFreeze = plan.beforeFreeze
+        if !beforeFreeze.isEmpty { o.beforeFreeze = { for f in beforeFreeze { try f() } } }
         let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc
         // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
         // that fails leaves nothing there and the application running here (the engine lets

@@ -35,9 +35,14 @@ public struct MigrationPlan: Sendable {
     /// CheckpointOptions.whenFrozen): a network lock placed there stops the application's
     /// traffic for the freeze only, not while its memory is copied.
     public var whenFrozen: [@Sendable () throws -> Void] = []
-    public init(tcpEstablished: Bool = false, whenFrozen: [@Sendable () throws -> Void] = []) {
+    /// Run just before the freeze, after the memory's pre-copy (the engine's
+    /// CheckpointOptions.beforeFreeze): a network lock placed there lets the application read
+    /// what it has received before it stops, so that little is left in its sockets to save.
+    public var beforeFreeze: [@Sendable () throws -> Void] = []
+    public init(tcpEstablished: Bool = false, whenFrozen: [@Sendable () throws -> Void] = [], beforeFreeze: [@Sendable () throws -> Void] = []) {
         self.tcpEstablished = tcpEstablished
         self.whenFrozen = whenFrozen
+        self.beforeFreeze = beforeFreeze
     }
 }
 
@@ -61,6 +66,7 @@ extension NodeApplications {
                 let p = try await h.sourceWillFreeze(app: app, root: root, address: address, to: target)
                 plan.tcpEstablished = plan.tcpEstablished || p.tcpEstablished
                 plan.whenFrozen += p.whenFrozen
+                plan.beforeFreeze += p.beforeFreeze
             } catch {
                 for done in all.prefix(i) { await done.sourceDidFinish(app: app, committed: false) }
                 throw error

@@ -31,7 +31,8 @@ struct StreamsBenchmark: RunsSSI {
         let echo = try BenchProcess.compile("lineecho", into: dir), client = try BenchProcess.compile("lineclient", into: dir)
         let lc = LocalCluster()
         try ssi(["cluster", "up", "--nodes", "3"])
-        defer { _ = try? ssi(["cluster", "down"]); Proc.reapAll() }
+        // SSI_BENCH_KEEP=1 leaves the cluster up afterwards, to look at its logs.
+        defer { if ProcessInfo.processInfo.environment["SSI_BENCH_KEEP"] == nil { _ = try? ssi(["cluster", "down"]); Proc.reapAll() } }
         let none = try noScheduling(in: dir)
         for k in 1...3 { try ssi(["sched", "load", none, "--node", "\(k)"]) }
         func inNode(_ k: Int, _ argv: [String]) -> [String] { ["nsenter", "--net=/run/netns/\(lc.nodeNamespace(k))", "--"] + argv }

@@ -91,6 +91,7 @@ extension CheckpointEngine {
         // every task at once, forks included, before ptrace takes them one by one. Others are
         // taken by ptrace alone, rescanning until no new task appears.
         var freezeFirst = false
+        if !frozen { try options.beforeFreeze?() }
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             try freezer.freeze(app)
             seized.frozenAt = Clock.monotonicNanoseconds()

@@ -35,6 +35,11 @@ public struct CheckpointEngine: Sendable {
         /// application's network there, so that its sockets change no more until they are
         /// saved); a throw fails the checkpoint, the application going on.
         public var whenFrozen: (@Sendable () throws -> Void)? = nil
+        /// Called just before the application is frozen for its dump (after any pre-copy
+        /// rounds): a migration stops the application's incoming traffic there and lets it
+        /// read what it has received, so that its sockets hold little to save. A throw fails
+        /// the checkpoint before anything stops.
+        public var beforeFreeze: (@Sendable () throws -> Void)? = nil
         public init() {}
     }
 
