@@ -73,6 +73,15 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         }
     }
 
+    /// Holds what comes for `address` from now on (PacketHold), the application's own
+    /// traffic still flowing: a migration's first step, before the freeze (`lock` follows at
+    /// the freeze). False when this node cannot hold (nothing was changed).
+    func holdIncoming(app: Int32, address: String) throws -> Bool {
+        guard let hold = packetHold else { return false }
+        try hold.hold(address)
+        return true
+    }
+
     func unlock(app: Int32, address: String) {
         AppAddressLock.unlock(app: app)
         // Killed meanwhile (checkpoint --kill): its link went with it.

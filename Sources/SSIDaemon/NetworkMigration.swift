@@ -98,20 +98,36 @@ final class NetworkMigrationHooks: MigrationHooks {
         guard !ports.isEmpty else { return MigrationPlan() }
         let hold = net.apps?.packetHold, key = Self.holdKey(app), table = Self.lockTable(app), logger = net.core.logger
         locked.withLock { $0[app] = ClusterLock(ports: ports, holding: hold != nil, target: target) }
-        // From the freeze on (before the sockets are read), not before the memory copy: the
-        // clients' traffic stops for the freeze only. What comes meanwhile is held, given back
-        // once steering has turned to the target (releaseTurned).
+        // Just before the freeze (after the memory's pre-copy): the clients' traffic stops for
+        // the freeze only. The application, still running, first reads what its connections
+        // have received and accepts what its listeners have waiting (Connections.drain), so
+        // that little is saved inside the freeze and no connection waiting to be accepted
+        // refuses the migration. What comes meanwhile is held, given back once steering has
+        // turned to the target (sourceWillKill, releaseTurned).
         let n = outside.count
+        // Without a hold, everything is dropped from the freeze on.
+        guard let hold else {
+            let lock: @Sendable () throws -> Void = {
+                try Connections.lock(table: table, clusterIP: ip, ports: ports)
+                self.locked.withLock { $0[app]?.applied = true }
+            }
+            return MigrationPlan(tcpEstablished: true, whenFrozen: [lock])
+        }
+        // What it sends flows until the freeze (its answers; the ends of connections it
+        // closes meanwhile, whose sockets no snapshot has once their fds are gone); then
+        // nothing goes out either.
         let lock: @Sendable () throws -> Void = {
-            try hold?.hold(key: key, address: ip, tcpPorts: Set(ports))
-            do { try Connections.lock(table: table, clusterIP: ip, ports: ports, holdMark: hold != nil ? PacketHold.mark : nil) } catch {
-                hold?.forget(key: key)
+            try hold.hold(key: key, address: ip, tcpPorts: Set(ports))
+            do { try Connections.lock(table: table, clusterIP: ip, ports: ports, holdMark: PacketHold.mark) } catch {
+                hold.forget(key: key)
                 throw error
             }
             self.locked.withLock { $0[app]?.applied = true }
-            logger.info("network: application \(app): port(s) \(ports.sorted()) of \(ip) \(hold != nil ? "held" : "dropped") for the move to node \(target) (\(n) connection(s))")
+            logger.info("network: application \(app): port(s) \(ports.sorted()) of \(ip) held for the move to node \(target) (\(n) connection(s))")
         }
-        return MigrationPlan(tcpEstablished: !outside.isEmpty, whenFrozen: [lock])
+        // At the freeze: held before it, with the application's answers flowing, the moves
+        // measured slower (a retransmission timeout, 205-211 ms, not understood yet).
+        return MigrationPlan(tcpEstablished: true, whenFrozen: [lock])
     }
 
     /// An application with an address of its own (AppNetwork.swift): in its namespace,
@@ -141,12 +157,17 @@ final class NetworkMigrationHooks: MigrationHooks {
         // have received (a bulk receiver's queue holds megabytes, which would otherwise be
         // saved, sent and rebuilt inside the freeze); what comes meanwhile is held, and
         // goes to the target.
-        let lock: @Sendable () throws -> Void = {
-            try side?.lock(app: app, address: address)
-            let left = Connections.drain(outside)
-            logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s), \(left) byte(s) left unread)")
+        // What it sends flows until the freeze: its answers, and the ends (FIN) of connections
+        // it closes meanwhile, whose sockets no snapshot has once their fds are gone.
+        let hold: @Sendable () throws -> Void = {
+            guard try side?.holdIncoming(app: app, address: address) == true else { return }
+            let left = Connections.drain(outside, listeners: Connections.listening(root: root))
+            logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
         }
-        return MigrationPlan(tcpEstablished: !outside.isEmpty, beforeFreeze: [lock])
+        // At the freeze, before the sockets are read: nothing goes out either.
+        let lock: @Sendable () throws -> Void = { try side?.lock(app: app, address: address) }
+        // Connections accepted while it drains are saved too.
+        return MigrationPlan(tcpEstablished: true, whenFrozen: [lock], beforeFreeze: [hold])
     }
 
     /// The source copy is stopped: every connection it has through the cluster address (one

@@ -28,7 +28,15 @@ public struct TCPConnection: Sendable, Hashable {
 
 public enum Connections {
     /// Every established TCP connection (state 01) of the application's processes.
-    public static func established(root: Int32) -> [TCPConnection] {
+    public static func established(root: Int32) -> [TCPConnection] { sockets(root: root, state: "01") }
+
+    /// Every listening TCP socket (state 0A) of the application's processes (the remote
+    /// address and port are the kernel's zeros).
+    public static func listening(root: Int32) -> [TCPConnection] { sockets(root: root, state: "0A") }
+
+    /// The TCP sockets in state `state` (proc(5), /proc/net/tcp's `st`, hex) of the
+    /// application's processes, with the processes and fds that hold them.
+    static func sockets(root: Int32, state: Substring) -> [TCPConnection] {
         var holders: [UInt64: [(Int32, Int32)]] = [:]
         var namespaces: [String: Int32] = [:]
         for pid in processTree(root) {
@@ -45,7 +53,7 @@ public enum Connections {
                 guard let text = try? ProcFS.read("/proc/\(pid)/net/\(file)") else { continue }
                 for line in text.split(separator: "\n").dropFirst() {
                     let f = line.split(separator: " ", omittingEmptySubsequences: true)
-                    guard f.count >= 10, f[3] == "01", let inode = UInt64(f[9]), let h = holders[inode] else { continue }
+                    guard f.count >= 10, f[3] == state, let inode = UInt64(f[9]), let h = holders[inode] else { continue }
                     let l = f[1].split(separator: ":"), r = f[2].split(separator: ":")
                     guard l.count == 2, r.count == 2, let lp = UInt16(l[1], radix: 16), let rp = UInt16(r[1], radix: 16),
                           let la = ListeningSockets.address(String(l[0]), v6: v6), let ra = ListeningSockets.address(String(r[0]), v6: v6) else { continue }
@@ -79,7 +87,10 @@ public enum Connections {
     /// Packets written back come in on the hold's interface and are not marked again. Without
     /// it, they are dropped and TCP sends them again once the connection answers from its new
     /// node.
-    public static func lockRuleset(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil, holdInterface: String = PacketHold.interface) -> String {
+    /// `outgoing: false` leaves what the application sends flowing (stopOutgoing adds that
+    /// part at the freeze).
+    public static func lockRuleset(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil, holdInterface: String = PacketHold.interface,
+                                   outgoing: Bool = true) -> String {
         let set = ports.sorted().map(String.init).joined(separator: ", ")
         let hold = holdMark.map {
             "    chain hold { type filter hook prerouting priority mangle + 10; policy accept; iifname != \"\(holdInterface)\" ip daddr \(clusterIP) tcp dport { \(set) } counter meta mark set 0x\(String($0, radix: 16)); }\n"
@@ -89,19 +100,33 @@ public enum Connections {
         delete table ip \(table)
         table ip \(table) {
         \(hold)    chain in { type filter hook input priority -310; policy accept; ip daddr \(clusterIP) tcp dport { \(set) } counter drop; }
-            chain out { type filter hook output priority -310; policy accept; ip saddr \(clusterIP) tcp sport { \(set) } counter drop; }
-        }
+        \(outgoing ? outChain(clusterIP: clusterIP, set: set) : "")}
 
         """
     }
 
-    public static func lock(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil) throws {
-        let file = "/tmp/\(table)-\(getpid()).nft"
-        try lockRuleset(table: table, clusterIP: clusterIP, ports: ports, holdMark: holdMark).write(toFile: file, atomically: true, encoding: .utf8)
+    static func outChain(clusterIP: String, set: String) -> String {
+        "    chain out { type filter hook output priority -310; policy accept; ip saddr \(clusterIP) tcp sport { \(set) } counter drop; }\n"
+    }
+
+    public static func lock(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil, outgoing: Bool = true) throws {
+        try nft(lockRuleset(table: table, clusterIP: clusterIP, ports: ports, holdMark: holdMark, outgoing: outgoing), file: table, what: "the lock of the connections")
+        if holdMark != nil { EarlyDemux.suspend() }
+    }
+
+    /// The second half of a lock made with `outgoing: false`: what the application sends is
+    /// dropped too (at the freeze).
+    public static func stopOutgoing(table: String, clusterIP: String, ports: [UInt16]) throws {
+        let set = ports.sorted().map(String.init).joined(separator: ", ")
+        try nft("table ip \(table) {\n\(outChain(clusterIP: clusterIP, set: set))}\n", file: table, what: "the lock of what the connections send")
+    }
+
+    private static func nft(_ rules: String, file name: String, what: String) throws {
+        let file = "/tmp/\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
         defer { unlink(file) }
         let (code, out) = try Proc.run(["nft", "-f", file], check: false)
-        if code != 0 { throw SSIError(.system, "nft refused the lock of the connections: \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
-        if holdMark != nil { EarlyDemux.suspend() }
+        if code != 0 { throw SSIError(.system, "nft refused \(what): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
     }
 
     /// The hold of a lock ends (its packets about to be given back): what comes in is
@@ -133,27 +158,45 @@ public enum Connections {
         return (next &- UInt32(max(0, outq)), next, UInt32(bitPattern: receive))
     }
 
-    /// Waits, while the application runs with its traffic held, for it to read what its
-    /// connections have received: until at most `limit` bytes are left in all, their
-    /// amount stops falling (an application that does not read), or `within` has passed.
-    /// Returns the bytes left (SIOCINQ, tcp(7), through a pidfd_getfd copy of each).
+    /// Waits, while the application runs with its incoming traffic held, for it to read what
+    /// its connections have received and to accept the connections its listeners have
+    /// waiting: until at most `limit` bytes are left unread in all and no connection waits,
+    /// their amount stops falling (an application that does not read or accept), or `within`
+    /// has passed. Returns the bytes left unread and the connections left waiting (SIOCINQ,
+    /// tcp(7); a listener's accept queue is TCP_INFO's tcpi_unacked; through a pidfd_getfd
+    /// copy of each socket). A connection waiting to be accepted cannot be saved: the
+    /// checkpoint refuses it.
     @discardableResult
-    public static func drain(_ conns: [TCPConnection], limit: Int = 64 << 10, within: Duration = .milliseconds(40)) -> Int {
-        let fds = conns.compactMap { c in c.holders.first.flatMap { try? PidFD.copy(fd: $0.fd, of: ProcessID($0.pid)) } }
-        defer { for fd in fds { close(fd) } }
-        func unread() -> Int {
-            fds.reduce(0) { sum, fd in
+    public static func drain(_ conns: [TCPConnection], listeners: [TCPConnection] = [], limit: Int = 64 << 10,
+                             within: Duration = .milliseconds(40)) -> (unread: Int, waiting: Int) {
+        func copies(_ list: [TCPConnection]) -> [Int32] {
+            list.compactMap { c in c.holders.first.flatMap { try? PidFD.copy(fd: $0.fd, of: ProcessID($0.pid)) } }
+        }
+        let fds = copies(conns), listenFDs = copies(listeners)
+        defer { for fd in fds + listenFDs { close(fd) } }
+        func now() -> (unread: Int, waiting: Int) {
+            let unread = fds.reduce(0) { sum, fd in
                 var n: Int32 = 0
                 return ioctl(fd, SocketIoctl.inputQueue, &n) == 0 ? sum + Int(n) : sum
             }
+            let waiting = listenFDs.reduce(0) { sum, fd in
+                // struct tcp_info: tcpi_unacked (at 24) is a listener's accept queue.
+                var info = [UInt8](repeating: 0, count: 104)
+                guard SocketOption.tcpInfo.get(fd, into: &info) != nil else { return sum }
+                return sum + Int(info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 24, as: UInt32.self) })
+            }
+            return (unread, waiting)
         }
-        let end = ContinuousClock.now + within
-        var left = unread(), still = 0
-        while left > limit && ContinuousClock.now < end && still < 4 {
+        let start = ContinuousClock.now
+        var left = now(), moved = start
+        // Given up when nothing has moved for 8 ms: an application that does not read or
+        // accept (or one busy elsewhere) costs its peers that much more of a stall, no more.
+        while (left.unread > limit || left.waiting > 0) && ContinuousClock.now - start < within
+                && ContinuousClock.now - moved < .milliseconds(8) {
             usleep(500)
-            let now = unread()
-            still = now < left ? 0 : still + 1
-            left = now
+            let next = now()
+            if next.unread < left.unread || next.waiting < left.waiting { moved = ContinuousClock.now }
+            left = next
         }
         return left
     }

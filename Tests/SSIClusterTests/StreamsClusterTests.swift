@@ -212,6 +212,59 @@ struct StreamsClusterTests {
         #expect(connects(from: 3), "a new connection from node 3 reaches it on node 1")
     }
 
+    /// A busy listener moves: a server that accepts one connection every 3 ms while four
+    /// clients connect, ask, read the answer and the close, and connect again (so that some
+    /// connections are nearly always waiting to be accepted) migrates 1 -> 3 -> 1. Held
+    /// before its freeze, it accepts what waits (Connections.drain): no move is refused for a
+    /// connection waiting to be accepted, and no client's request fails.
+    @Test(.timeLimit(.minutes(2))) func busyListenerMoves() throws {
+        try up()
+        defer { try? down() }
+        let server = """
+        import socket,time
+        s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('0.0.0.0',7300)); s.listen(64)
+        while True:
+            c,_=s.accept(); d=c.recv(64); c.sendall(d); c.close(); time.sleep(0.003)
+        """
+        let app = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", "python3", "-c", server)))
+        let a = try address(of: app)
+        let clients = """
+        import socket,threading,time,sys
+        ok=[0]; bad=[]; end=time.time()+float(sys.argv[1])
+        def run(k):
+            n=0
+            while time.time()<end:
+                n+=1; msg=('%d-%d\\n'%(k,n)).encode()
+                try:
+                    c=socket.create_connection(('\(a)',7300),timeout=5); c.sendall(msg)
+                    got=b''
+                    while True:
+                        d=c.recv(64)
+                        if not d: break
+                        got+=d
+                    c.close()
+                    if got==msg: ok[0]+=1
+                    else: bad.append('%r'%got)
+                except Exception as e: bad.append(str(e))
+        ts=[threading.Thread(target=run,args=(k,)) for k in range(4)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        print(('PASS' if not bad and ok[0]>100 else 'FAIL')+' answered=%d failed=%d %s'%(ok[0],len(bad),bad[:3]))
+        """
+        let c = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", "python3", "-c", clients, "9")))
+        usleep(1_500_000)
+        for to in [3, 1] {
+            _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+            let r = try ssi("migrate", "\(app)", "\(to)")
+            _ = try ssiOK("caps", "\(app)", "-CAN_MIGRATE")
+            #expect(r.code == 0 && r.out.contains("to node \(to)"), "the busy listener moved to node \(to): \(r.out)")
+            usleep(1_000_000)
+        }
+        _ = try waitFor("the clients end", seconds: 30) { try record(c, node: 1)?.state == .stopped }
+        let verdict = try ssiOK("logs", "\(c)")
+        print("streams: busy listener across two moves: \(verdict.trimmingCharacters(in: .whitespacesAndNewlines))")
+        #expect(verdict.hasPrefix("PASS"), "every client request was answered across the moves: \(verdict)")
+    }
+
     /// `checkpoint --kill` of an application with an address, `restart --node 3`: it comes
     /// back with the same address, its bound UDP socket on it, and peers reach it there.
     @Test(.timeLimit(.minutes(2))) func restartElsewhereKeepsTheAddress() throws {
