@@ -35,40 +35,19 @@ final class NetworkMigrationHooks: MigrationHooks {
         var ports: [UInt16]
         /// What comes in is held (the node has a PacketHold), not dropped.
         var holding: Bool
-        /// Given back already.
-        var released = false
         /// Made (at the freeze): a migration that failed before has nothing to undo.
         var applied = false
         /// Where the application goes.
-        var target: NodeID?
+        var target: NodeID
     }
     private let locked = Mutex<[Int32: ClusterLock]>([:])
     /// Applications whose own address is held on this node (a migration's source).
     private let addressLocked = Mutex<[Int32: (address: String, target: NodeID)]>([:])
 
-    init(net: NetworkSubsystem) {
-        self.net = net
-        net.steered.withLock { f in f = { [weak self] in self?.releaseTurned() } }
-    }
+    init(net: NetworkSubsystem) { self.net = net }
 
     static func lockTable(_ app: Int32) -> String { "ssi-mig-\(app)" }
     static func holdKey(_ app: Int32) -> String { "cluster-\(app)" }
-
-    /// After each of this node's steering rounds: the packets held for a moving
-    /// application whose ports the table now places on another node (its target published
-    /// them, so its copy runs) are given back to the kernel, which steers them there.
-    func releaseTurned() {
-        let table = net.state.withLock { $0.table }, me = net.core.config.node
-        let turned = locked.withLock { l -> [Int32] in
-            let ready = l.filter { app, lock in
-                lock.holding && !lock.released && table.entries.contains { $0.app == app && $0.exposed }
-                    && !table.entries.contains { $0.app == app && $0.node == me }
-            }.map(\.key)
-            for app in ready { l[app]?.released = true }
-            return ready
-        }
-        for app in turned { giveBack(app, turned: true) }
-    }
 
     /// The held packets of `app` given back: steered again (to the target once steering has
     /// turned; back to the source copy after a failed move).
@@ -98,12 +77,12 @@ final class NetworkMigrationHooks: MigrationHooks {
         guard !ports.isEmpty else { return MigrationPlan() }
         let hold = net.apps?.packetHold, key = Self.holdKey(app), table = Self.lockTable(app), logger = net.core.logger
         locked.withLock { $0[app] = ClusterLock(ports: ports, holding: hold != nil, target: target) }
-        // Just before the freeze (after the memory's pre-copy): the clients' traffic stops for
-        // the freeze only. The application, still running, first reads what its connections
-        // have received and accepts what its listeners have waiting (Connections.drain), so
-        // that little is saved inside the freeze and no connection waiting to be accepted
-        // refuses the migration. What comes meanwhile is held, given back once steering has
-        // turned to the target (sourceWillKill, releaseTurned).
+        // From the freeze on (before the sockets are read), not during the memory's pre-copy:
+        // the clients' traffic stops for the freeze only. What comes meanwhile is held and
+        // given back once the target runs (sourceWillKill). Holding it before the freeze,
+        // with the application's answers flowing (as for an application's own address), was
+        // tried: the moves measured 205-211 ms again (a retransmission timeout, not
+        // understood yet).
         let n = outside.count
         // Without a hold, everything is dropped from the freeze on.
         guard let hold else {
@@ -125,8 +104,6 @@ final class NetworkMigrationHooks: MigrationHooks {
             self.locked.withLock { $0[app]?.applied = true }
             logger.info("network: application \(app): port(s) \(ports.sorted()) of \(ip) held for the move to node \(target) (\(n) connection(s))")
         }
-        // At the freeze: held before it, with the application's answers flowing, the moves
-        // measured slower (a retransmission timeout, 205-211 ms, not understood yet).
         return MigrationPlan(tcpEstablished: true, whenFrozen: [lock])
     }
 
@@ -152,13 +129,13 @@ final class NetworkMigrationHooks: MigrationHooks {
             net.core.logger.warning("network: node \(target) could not prepare application \(app)'s namespace ahead (it will at the restore): \(error)")
         }
         let logger = net.core.logger, n = outside.count
-        // Just before the freeze, not before the memory copy: the peers' traffic stops for
-        // the freeze only. The application, still running, first reads what its sockets
-        // have received (a bulk receiver's queue holds megabytes, which would otherwise be
-        // saved, sent and rebuilt inside the freeze); what comes meanwhile is held, and
-        // goes to the target.
-        // What it sends flows until the freeze: its answers, and the ends (FIN) of connections
-        // it closes meanwhile, whose sockets no snapshot has once their fds are gone.
+        // Just before the freeze, not during the memory's pre-copy: what comes for it is
+        // held (and goes to the target), and the application, still running, reads what its
+        // sockets have received and accepts what its listeners have waiting (a bulk
+        // receiver's queue holds megabytes, which would otherwise be saved, sent and rebuilt
+        // inside the freeze; a connection waiting to be accepted refuses the migration). What
+        // it sends flows until the freeze: its answers, and the ends (FIN) of connections it
+        // closes meanwhile, whose sockets no snapshot has once their fds are gone.
         let hold: @Sendable () throws -> Void = {
             guard try side?.holdIncoming(app: app, address: address) == true else { return }
             let left = Connections.drain(outside, listeners: Connections.listening(root: root))
@@ -192,14 +169,8 @@ final class NetworkMigrationHooks: MigrationHooks {
         // The target's copy runs: this node steers the application's flows there now, and
         // what it held goes after them (early demux is off here while the lock stands, so the
         // source copy's sockets, until they go, take none of them: EarlyDemux).
-        guard let target = lock.target else { return }
-        net.place(app, on: target)
-        let now = lock.holding && locked.withLock { l in
-            guard l[app]?.released == false else { return false }
-            l[app]?.released = true
-            return true
-        }
-        if now { giveBack(app, turned: true) }
+        net.place(app, on: lock.target)
+        if lock.holding { giveBack(app, turned: true) }
     }
 
     /// The target's sockets are rebuilt: flows that enter here go to them now, before the
@@ -232,27 +203,12 @@ final class NetworkMigrationHooks: MigrationHooks {
             if lock.holding { giveBack(app, turned: false) }
             return
         }
-        // This node's round gives back what was held once its table has the target's ports.
+        // What was held went to the target (sourceWillKill). The drops stay a few seconds,
+        // while every node's steering turns, so that no late packet meets the killed copy's
+        // node with no socket (a reset).
         await net.refreshEverywhere()
-        let net = self.net
         Task {
-            // The target publishes its ports at its resume, in parallel with this: a few more
-            // rounds until it has, then whatever is left is given back anyway (the drops
-            // stay: the clients send it again).
-            let start = ContinuousClock.now
-            for _ in 0..<10 where locked.withLock({ $0[app]?.released == false }) && lock.holding {
-                try? await Task.sleep(for: .milliseconds(300))
-                try? await net.refresh()
-            }
-            let left = lock.holding && locked.withLock { l in
-                guard l[app]?.released == false else { return false }
-                l[app]?.released = true
-                return true
-            }
-            if left { giveBack(app, turned: false) }
-            // The drops stay a few seconds, while every node's steering turns, so that no
-            // late packet meets the killed copy's node with no socket (a reset).
-            try? await Task.sleep(until: start + .seconds(5))
+            try? await Task.sleep(for: .seconds(5))
             let applied = locked.withLock { $0.removeValue(forKey: app)?.applied ?? false }
             Connections.unlock(table: table, held: lock.holding && applied)
         }

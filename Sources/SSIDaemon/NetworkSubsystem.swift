@@ -36,8 +36,6 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     let appAddresses = Mutex<@Sendable () async -> [(address: String, node: NodeID)]>({ [] })
     /// The address of one application, nil when it has none (Wiring.swift).
     let appAddress = Mutex<@Sendable (Int32) async -> String?>({ _ in nil })
-    /// Called after each of this node's steering rounds (NetworkMigrationHooks.releaseTurned).
-    let steered = Mutex<@Sendable () -> Void>({})
     /// Where every application is (Wiring.swift).
     let appPlaces = Mutex<@Sendable () async -> [(app: Int32, node: NodeID)]>({ [] })
 
@@ -165,7 +163,6 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         let table = PortTable(published, claims: claims, online: Set(online))
         state.withLock { $0.table = table }
         try steer(table, online: online)
-        steered.withLock { $0 }()
     }
 
     /// The claims of applications that still exist; the lowest online node removes the others.

@@ -87,10 +87,7 @@ public enum Connections {
     /// Packets written back come in on the hold's interface and are not marked again. Without
     /// it, they are dropped and TCP sends them again once the connection answers from its new
     /// node.
-    /// `outgoing: false` leaves what the application sends flowing (stopOutgoing adds that
-    /// part at the freeze).
-    public static func lockRuleset(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil, holdInterface: String = PacketHold.interface,
-                                   outgoing: Bool = true) -> String {
+    public static func lockRuleset(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil, holdInterface: String = PacketHold.interface) -> String {
         let set = ports.sorted().map(String.init).joined(separator: ", ")
         let hold = holdMark.map {
             "    chain hold { type filter hook prerouting priority mangle + 10; policy accept; iifname != \"\(holdInterface)\" ip daddr \(clusterIP) tcp dport { \(set) } counter meta mark set 0x\(String($0, radix: 16)); }\n"
@@ -100,33 +97,22 @@ public enum Connections {
         delete table ip \(table)
         table ip \(table) {
         \(hold)    chain in { type filter hook input priority -310; policy accept; ip daddr \(clusterIP) tcp dport { \(set) } counter drop; }
-        \(outgoing ? outChain(clusterIP: clusterIP, set: set) : "")}
+            chain out { type filter hook output priority -310; policy accept; ip saddr \(clusterIP) tcp sport { \(set) } counter drop; }
+        }
 
         """
     }
 
-    static func outChain(clusterIP: String, set: String) -> String {
-        "    chain out { type filter hook output priority -310; policy accept; ip saddr \(clusterIP) tcp sport { \(set) } counter drop; }\n"
-    }
-
-    public static func lock(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil, outgoing: Bool = true) throws {
-        try nft(lockRuleset(table: table, clusterIP: clusterIP, ports: ports, holdMark: holdMark, outgoing: outgoing), file: table, what: "the lock of the connections")
-        if holdMark != nil { EarlyDemux.suspend() }
-    }
-
-    /// The second half of a lock made with `outgoing: false`: what the application sends is
-    /// dropped too (at the freeze).
-    public static func stopOutgoing(table: String, clusterIP: String, ports: [UInt16]) throws {
-        let set = ports.sorted().map(String.init).joined(separator: ", ")
-        try nft("table ip \(table) {\n\(outChain(clusterIP: clusterIP, set: set))}\n", file: table, what: "the lock of what the connections send")
-    }
-
-    private static func nft(_ rules: String, file name: String, what: String) throws {
-        let file = "/tmp/\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).nft"
-        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+    public static func lock(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil) throws {
+        let file = "/tmp/\(table)-\(getpid()).nft"
+        try lockRuleset(table: table, clusterIP: clusterIP, ports: ports, holdMark: holdMark).write(toFile: file, atomically: true, encoding: .utf8)
         defer { unlink(file) }
         let (code, out) = try Proc.run(["nft", "-f", file], check: false)
-        if code != 0 { throw SSIError(.system, "nft refused \(what): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        if code != 0 {
+            throw SSIError(.system, "nft refused the lock of the connections (table \(table)): \(out.trimmingCharacters(in: .whitespacesAndNewlines))",
+                           hint: "the migration was not made; is nftables installed (scripts/setup-cluster.sh)? see the node's log")
+        }
+        if holdMark != nil { EarlyDemux.suspend() }
     }
 
     /// The hold of a lock ends (its packets about to be given back): what comes in is
