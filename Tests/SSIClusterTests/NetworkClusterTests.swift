@@ -22,6 +22,25 @@ private func fetch(_ url: String, from k: Int? = nil) -> String? {
     return r.1.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
+/// What a failed fetch says and where each node steers (printed with the failure, so that a
+/// failure on CI tells which node sent the connection where): curl's exit code and error,
+/// every node's application map, pins and routes, and its network error.
+private func steeringState(_ url: String) -> String {
+    var out = ""
+    if let r = try? Proc.run(["nsenter", "--net=/run/netns/\(lc.hub)", "--", "curl", "-sS", "-v", "-m", "4", url], check: false) {
+        out += "curl exit \(r.0): \(r.1.split(separator: "\n").filter { $0.hasPrefix("*") || $0.hasPrefix("curl") }.joined(separator: " | "))\n"
+    }
+    out += ((try? Proc.run(["ip", "-n", lc.hub, "route", "show", clusterIP], check: false).1) ?? "") + "\n"
+    for k in 1...3 {
+        let ns = lc.nodeNamespace(k)
+        let maps = (try? Proc.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", SteeringPlan.nftTable], check: false).1) ?? ""
+        let routes = (try? Proc.run(["ip", "-n", ns, "route", "show", "table", "all", clusterIP], check: false).1) ?? ""
+        let err = (try? ssi("ports", "--node", "\(k)").out.split(separator: "\n").filter { $0.contains("rror") }.joined(separator: " ")) ?? ""
+        out += "node \(k): \(err)\n\(maps)\n\(routes)\n"
+    }
+    return out
+}
+
 private func ports(node: Int) throws -> [PortEntry] {
     struct View: Decodable { var cluster_ip: String?; var ports: [PortEntry] }
     let v = try JSONDecoder().decode(View.self, from: Data(try ssiOK("ports", "--json", "--node", "\(node)").utf8))
@@ -126,7 +145,10 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
         _ = try waitFor("port 9000 keeps one server", seconds: 10) {
             try (1...3).allSatisfy { k in try ports(node: k).filter { $0.port == 9000 }.map(\.app) == [one] }
         }
-        for _ in 0..<5 { #expect(fetch("http://\(clusterIP):9000/") == "one") }
+        for _ in 0..<5 {
+            let page = fetch("http://\(clusterIP):9000/")
+            #expect(page == "one", "\(page == nil ? steeringState("http://\(clusterIP):9000/") : "")")
+        }
     }
 
     /// A server application with a listening socket moves between nodes (its socket is
