@@ -214,7 +214,7 @@ actor SchedulerEngine {
 
     func migrated(_ app: Int, to: Int, ok: Bool) {
         inFlight.remove(app)
-        guard ok else { return }
+        guard ok else { scc.moveFailed(app: app); return }
         moves.append(NodeView.Move(app: app, from: Int(core.config.node), to: to, at: Date()))
         moves.removeAll { Date().timeIntervalSince($0.at) > 3600 }
         lastPublish = .distantPast

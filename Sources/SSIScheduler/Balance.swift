@@ -10,9 +10,16 @@ extension Policy {
     func balance(_ view: SchedulerView, me: Int, rules: MigrationRules) -> Decision? {
         guard let mine = view.node(me), let myLoad = load(mine) else { return nil }
         let threshold = element.double("threshold", 0.5)
-        let others = view.nodes.filter { $0.online && $0.node != me && load($0) != nil }
-        guard let target = others.min(by: { (load($0)!, $0.node) < (load($1)!, $1.node) }), let theirLoad = load(target),
-              myLoad - theirLoad > threshold else { return nil }
+        // Nodes paired by rank: the busiest sends to the least loaded, the second busiest to
+        // the second least loaded, and so on (ties by node number). Every node reads the same
+        // view, so two busy nodes do not both pick the one idle node in the same round and
+        // swamp it (the herd effect of "everyone sends to the minimum"), only to take the
+        // surplus back a few seconds later.
+        let ranked = view.nodes.filter { $0.online && load($0) != nil }
+            .sorted { (-load($0)!, $0.node) < (-load($1)!, $1.node) }
+        guard let rank = ranked.firstIndex(where: { $0.node == me }), ranked.count - 1 - rank > rank else { return nil }
+        let target = ranked[ranked.count - 1 - rank]
+        guard let theirLoad = load(target), myLoad - theirLoad > threshold else { return nil }
         var best: (app: AppView, gain: Double, age: Double)?
         var refusals: [String] = []
         for a in mine.apps where a.cpu > 0 {

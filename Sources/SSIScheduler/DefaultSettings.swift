@@ -24,7 +24,7 @@ public enum DefaultSettings {
     <!-- One move per 500 ms at most; an application stays 2 s where it arrives; a pair of
          nodes reverses direction after 5 s, then 20 s, then 80 s, then not for an hour. -->
     <policy name="lb" type="balance" input="load" threshold="0.5" period-ms="500"
-            min-residence-ms="2000" return-after-ms="5000" max-per-minute="30" settle-ms="5000"/>
+            min-residence-ms="2000" return-after-ms="5000" max-per-minute="30" settle-ms="3000"/>
   </configuration>
 </scheduler>
 """

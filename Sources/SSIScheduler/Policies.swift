@@ -95,7 +95,8 @@ public struct Decision: Codable, Sendable, Equatable {
 }
 
 /// The rules every migrating policy obeys (anti-ping-pong, the seed's future work):
-/// - an application stays at least `min-residence-ms` where it arrived;
+/// - an application that has moved stays at least `min-residence-ms` where it arrived (one
+///   launched and never moved may leave at once);
 /// - an application moved from A to B goes back from B to A (a reversal) only
 ///   `return-after-ms` after its last move, four times longer for each earlier reversal of it
 ///   within `window-s`, and after `max-reversals` no more for the rest of the window;
@@ -151,7 +152,9 @@ public struct MigrationRules: Sendable {
         if !a.canMigrate { return "app \(a.app) lacks CAN_MIGRATE" }
         let now = view.now
         let stayed = now.timeIntervalSince(a.arrived)
-        if stayed < minResidence { return "app \(a.app) arrived \(Int(stayed)) s ago (minimum residence \(Int(minResidence)) s)" }
+        // Residence guards against moving *again*: an application launched here and never
+        // moved may leave at once (a burst started on one node spreads without waiting).
+        if !a.departures.isEmpty && stayed < minResidence { return "app \(a.app) arrived \(Int(stayed)) s ago (minimum residence \(Int(minResidence)) s)" }
         let pair = Self.moves(view).filter { ($0.from == target && $0.to == from) || ($0.from == from && $0.to == target) }
             .filter { now.timeIntervalSince($0.at) < window }.sorted { $0.at < $1.at }
         // The application's own moves between the two nodes; and, when the two nodes run
@@ -233,14 +236,27 @@ public final class Policy {
     }
 
     /// A move this policy decided whose effect the measured values may not show yet.
-    struct Pending { var app: Int; var to: Int; var demand: Double; var at: Date }
+    struct Pending {
+        var app: Int; var to: Int; var demand: Double; var at: Date
+        /// The first round that no longer saw the application here: the move is done, and
+        /// the measures start catching up.
+        var done: Date?
+    }
 
-    /// The view as it will be once this policy's recent moves show in the measures: for
-    /// `settle-ms` (5000) after a move, its application counts on its new node, not here.
-    /// Without it a node reads its own stale load and sends everything away.
+    /// The view as it will be once this policy's recent moves show in the measures: while a
+    /// move runs and for `settle-ms` (3000) after it is done (its application no longer
+    /// listed here: this node's list is read fresh each round), its application counts on
+    /// its new node, not here. Without it a node reads its own stale load (a moving average
+    /// of samples taken before the move) and sends everything away; counted from the
+    /// decision instead, a slow move would leave too little time to catch up, and a long
+    /// settle would hide a real imbalance that has shown in the measures already.
     func settled(_ view: SchedulerView, me: Int) -> SchedulerView {
-        let settle = element.double("settle-ms", 5000) / 1000
-        pending.removeAll { view.now.timeIntervalSince($0.at) > settle }
+        let settle = element.double("settle-ms", 3000) / 1000
+        let here = Set(view.node(me)?.apps.map(\.app) ?? [])
+        for i in pending.indices where pending[i].done == nil && !here.contains(pending[i].app) { pending[i].done = view.now }
+        // A move that failed is dropped at once (SCC.moveFailed); one still not done after a
+        // minute, in case that word was lost.
+        pending.removeAll { p in p.done.map { view.now.timeIntervalSince($0) > settle } ?? (view.now.timeIntervalSince(p.at) > 60) }
         var v = view
         for p in pending {
             guard let i = v.nodes.firstIndex(where: { $0.node == me }), let j = v.nodes.firstIndex(where: { $0.node == p.to }) else { continue }

@@ -73,6 +73,11 @@ public final class SchedulingConfigurationChanger {
         return h.contains { $0.name == previous } ? previous : h[0].name
     }
 
+    /// A move a policy decided failed: its application stayed here, and counts here again.
+    public func moveFailed(app: Int) {
+        for p in policies { p.pending.removeAll { $0.app == app } }
+    }
+
     /// One round: probes that are due, filters, the selector, policies that are due. Returns
     /// the policies' decisions. `cluster(name)` gives a value on every online node (for
     /// aggregate filters); `view()` the cluster as policies see it.

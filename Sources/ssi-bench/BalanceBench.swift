@@ -12,9 +12,15 @@ import Glibc
 /// Prints makespan, mean slowdown (time in system / CPU time), migrations, and the ideal
 /// makespan (total work / total CPUs).
 struct BalanceBenchmark: RunsSSI {
-    static let usage = "balance [--jobs 12] [--nodes 3] [--cpus 0.5] [--min 0.5] [--max 6] (CPU-seconds per job)"
+    static let usage = "balance [--jobs 12] [--nodes 3] [--cpus 0.5] [--min 0.5] [--max 6] (CPU-seconds per job) [--timeline] [--settings FILE] [--no-baseline]"
     var jobs: Int, nodes: Int
     var cpus: Double, minLength: Double, maxLength: Double
+    /// Print where each job ran and when it ended.
+    var timeline: Bool
+    /// Settings to balance with instead of the built-in default (every node loads them).
+    var settings: String?
+    /// Skip the run without balancing (its figures do not change with the settings).
+    var noBaseline: Bool
 
     init(args: [String]) throws {
         var o = BenchOptions(args, usage: Self.usage)
@@ -23,6 +29,9 @@ struct BalanceBenchmark: RunsSSI {
         cpus = try o.double("--cpus", default: 0.5, above: 0)
         minLength = try o.double("--min", default: 0.5, above: 0)
         maxLength = try o.double("--max", default: 6, above: 0)
+        timeline = o.flag("--timeline")
+        settings = try o.text("--settings")
+        noBaseline = o.flag("--no-baseline")
         try o.finish()
         guard maxLength >= minLength else { throw SSIError(.invalidArgument, "--max \(maxLength) is below --min \(minLength)", hint: "ssi-bench \(Self.usage)") }
     }
@@ -41,7 +50,8 @@ struct BalanceBenchmark: RunsSSI {
         print("jobs: \(jobs), \(String(format: "%.1f", total)) CPU-s in all (\(lengths.map { String(format: "%.1f", $0) }.joined(separator: " "))); \(nodes) nodes of \(cpus) CPU; \(perSecond) units per CPU-second")
         let none = try noScheduling(in: dir)
         var runs: [Run] = []
-        for (label, settings) in [("none (all on node 1)", none as String?), ("balance (default.xml)", nil)] {
+        let balanced = ("balance (" + (settings.map { ($0 as NSString).lastPathComponent } ?? "default.xml") + ")", settings)
+        for (label, settings) in (noBaseline ? [] : [("none (all on node 1)", none as String?)]) + [balanced] {
             runs.append(try measure(label, settings: settings, work: work, perSecond: perSecond))
         }
         let ideal = total / (Double(nodes) * cpus)
@@ -66,7 +76,7 @@ struct BalanceBenchmark: RunsSSI {
     }
 
 
-    struct Row: Decodable { var app: Int32; var state: String; var migrations: Int }
+    struct Row: Decodable { var app: Int32; var state: String; var migrations: Int; var node: Int }
 
     func measure(_ label: String, settings: String?, work: String, perSecond: Int) throws -> Run {
         try ssi(["cluster", "up", "--nodes", "\(nodes)", "--cpus", "\(cpus)"])
@@ -85,16 +95,28 @@ struct BalanceBenchmark: RunsSSI {
         }
         var ended: [Int32: Date] = [:]
         var migrations = 0
+        // Where each job was seen, from when (seconds since the first submission), for
+        // --timeline.
+        var places: [Int32: [(node: Int, at: Double)]] = [:]
         let dec = JSONDecoder()
         while ended.count < submitted.count {
             usleep(250_000)
             guard Date().timeIntervalSince(t0) < 600 else { throw SSIError(.timeout, "\(label): jobs still running after 600 s") }
             let rows = (try? dec.decode([Row].self, from: Data(try ssi(["ps", "--json"]).utf8))) ?? []
             for r in rows where submitted[r.app] != nil && r.state == "stopped" && ended[r.app] == nil { ended[r.app] = Date() }
+            for r in rows where submitted[r.app] != nil && ended[r.app] == nil && places[r.app]?.last?.node != r.node {
+                places[r.app, default: []].append((r.node, Date().timeIntervalSince(t0)))
+            }
             migrations = rows.filter { submitted[$0.app] != nil }.map(\.migrations).reduce(0, +)
         }
         let makespan = ended.values.map { $0.timeIntervalSince(t0) }.max() ?? 0
         let slowdowns = submitted.map { id, s in ended[id]!.timeIntervalSince(s.at) / s.cpu }
+        if timeline {
+            for (id, s) in submitted.sorted(by: { $0.value.cpu > $1.value.cpu }) {
+                let seen = (places[id] ?? []).map { String(format: "n%d@%.1f", $0.node, $0.at) }.joined(separator: " ")
+                print(String(format: "  job %5.1f CPU-s: submitted %5.1f s, ended %5.1f s; ", s.cpu, s.at.timeIntervalSince(t0), ended[id]!.timeIntervalSince(t0)) + seen)
+            }
+        }
         print(String(format: "%@: makespan %.1f s, mean slowdown %.2f, %d migrations", label, makespan, slowdowns.reduce(0, +) / Double(slowdowns.count), migrations))
         return Run(label: label, makespan: makespan, slowdown: slowdowns.reduce(0, +) / Double(slowdowns.count), migrations: migrations)
     }

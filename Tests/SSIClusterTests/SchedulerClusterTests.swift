@@ -87,4 +87,80 @@ private func burn(node k: Int, loops: Int, seconds: Int) throws -> [pid_t] {
         let view = try ssiOK("kddm", "get", "scheduler", "1", "--node", "3")
         #expect(view.contains("\"node\":1") && view.contains("cpu.load"), "\(view)")
     }
+
+    /// The policies acting on real nodes of 0.5 CPU: placement at launch avoids the loaded
+    /// node; the built-in default spreads busy applications launched on one node (each
+    /// decision logged with its reason); a consolidating configuration packs light
+    /// applications and reports the nodes left empty.
+    @Test(.enabled(if: canRunCluster && FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), "\(whyNot), and a cgroup v1 cpu controller"))
+    func placementBalancingAndConsolidationOnRealNodes() throws {
+        Proc.becomeSubreaper()
+        _ = try ssiOK("cluster", "up", "--nodes", "3", "--cpus", "0.5")
+        defer { try? down() }
+        func where_(_ apps: [Int32]) throws -> [Int32: Int] {
+            var out: [Int32: Int] = [:]
+            for r in try psJSON(node: 1) where apps.contains(r.app) && r.state == .running { out[r.app] = Int(r.node) }
+            return out
+        }
+        // Four busy applications on node 1, not yet allowed to move.
+        let busy = try (0..<4).map { _ in
+            try #require(appID(try ssiOK("run", "--node", "1", "-b", "--", "/bin/sh", "-c", "while :; do :; done")))
+        }
+        _ = try waitFor("node 1's load measured high", seconds: 15) {
+            (try schedStatus(1).items.first { $0.name == "load" }?.values.values.first ?? 0) > 2
+        }
+        usleep(1_000_000)  // the other nodes read node 1's published values each round
+        // Placement at launch: the least loaded node, not node 1.
+        let placed = try #require(appID(try ssiOK("run", "--node", "auto", "-b", "--", "/bin/sleep", "120")))
+        let placedOn = try #require(try where_([placed])[placed])
+        #expect(placedOn != 1, "ssi run --node auto placed app \(placed) on the loaded node 1")
+
+        // Balancing by migration (the built-in default): once they may move, they spread.
+        for a in busy { _ = try ssiOK("caps", "\(a)", "+CAN_MIGRATE") }
+        var spread: [Int32: Int] = [:]
+        _ = try waitFor("the busy applications spread over the three nodes", seconds: 30) {
+            spread = try where_(busy)
+            let per = Dictionary(grouping: spread.values, by: { $0 }).mapValues(\.count)
+            return spread.count == 4 && (per[1] ?? 0) <= 2 && (per[2] ?? 0) >= 1 && (per[3] ?? 0) >= 1
+        }
+        let log = try ssiOK("sched", "log", "--node", "1")
+        #expect(log.contains("decision: lb: migrate app") && log.contains("here vs"), "every move logged with its reason: \(log)")
+        print("sched: four busy applications launched on node 1 ended on nodes \(spread.values.sorted())")
+
+        // Consolidation: the busy ones stop; light applications on every node are packed
+        // onto fewer nodes, and the empty ones are reported.
+        for a in busy { _ = try ssiOK("kill", "\(a)", "--signal", "KILL") }
+        let light = try (1...3).map { k in
+            try #require(appID(try ssiOK("run", "--node", "\(k)", "-b", "--", "/bin/sleep", "120")))
+        } + [placed]
+        for a in light { _ = try ssiOK("caps", "\(a)", "+CAN_MIGRATE") }
+        let pack = "/tmp/ssi-sched-pack-\(getpid()).xml"
+        try """
+        <scheduler>
+          <probe name="cpu" type="cpu" period-ms="500"/>
+          <probe name="apps" type="apps" period-ms="500"/>
+          <filter name="load" type="moving-average" input="cpu.load" window="2"/>
+          <configuration name="pack" selector="otherwise">
+            <policy name="pack" type="consolidate" input="load" light="0.3" full="0.8" period-ms="500" min-residence-ms="0"/>
+          </configuration>
+        </scheduler>
+
+        """.write(toFile: pack, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: pack) }
+        for k in 1...3 { _ = try ssiOK("sched", "load", pack, "--node", "\(k)") }
+        var packed: [Int32: Int] = [:]
+        _ = try waitFor("the light applications packed, a node left empty", seconds: 40) {
+            packed = try where_(light)
+            return packed.count == light.count && Set(packed.values).count < 3
+        }
+        let empty = Set(1...3).subtracting(packed.values)
+        _ = try waitFor("an empty node (of \(empty.sorted())) reported", seconds: 15) {
+            let lines = try (1...3).flatMap { try ssiOK("sched", "log", "--node", "\($0)").split(separator: "\n") }
+            return lines.contains { l in
+                guard let r = l.range(of: "no application runs on node(s) ") else { return false }
+                return l[r.upperBound...].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }.contains { empty.contains($0) }
+            }
+        }
+        print("sched: light applications packed onto nodes \(Set(packed.values).sorted()), empty: \(empty.sorted())")
+    }
 }

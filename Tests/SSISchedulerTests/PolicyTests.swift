@@ -168,6 +168,27 @@ struct Simulation {
 }
 
 @Suite struct SettleTests {
+    @Test func busyNodesDoNotAllSendToTheOneIdleNode() {
+        // Every node reads the same view and decides in the same round: the busiest sends to
+        // the least loaded, the next to the next, so two busy nodes never swamp one idle node.
+        let now = Date(timeIntervalSince1970: 1_000_000)
+        func view(_ loads: [Int: Double]) -> SchedulerView {
+            SchedulerView(now: now, nodes: loads.keys.sorted().map { k in
+                NodeView(node: k, cpus: 1, values: ["load": loads[k]!],
+                         apps: (0..<Int(loads[k]!)).map { AppView(app: k * 10 + $0, node: k, cpu: 1, arrived: now - 3600) })
+            })
+        }
+        func targets(_ v: SchedulerView) -> [Int: Int] {
+            var out: [Int: Int] = [:]
+            for n in v.nodes {
+                for d in policy("balance").decide(v, me: n.node) { if case .migrate(_, let from, let to) = d.action { out[from] = to } }
+            }
+            return out
+        }
+        #expect(targets(view([1: 4, 2: 4, 3: 0])) == [1: 3], "one busy node sends to the idle one, the other waits its turn")
+        #expect(targets(view([1: 4, 2: 5, 3: 0, 4: 1])) == [2: 3, 1: 4], "pairs by rank, distinct targets")
+    }
+
     @Test func aNodeDoesNotActOnItsOwnStaleLoad() {
         // Measures that do not move (stale for the whole test): four one-CPU jobs on node 1,
         // nodes 2 and 3 idle. Without settling node 1 would send all four away.
@@ -184,5 +205,28 @@ struct Simulation {
             for d in p.decide(view, me: 1) { if case .migrate(let a, _, _) = d.action { moved.append(a) } }
         }
         #expect(moved.count == 2, "two moves even the load (2, 1, 1): \(moved)")
+    }
+
+    @Test func aSlowMoveCountsAtItsTargetUntilDone() {
+        // A move that takes 8 s (a large application): while it runs, the node's list still
+        // has the application and its measures still count it; the policy counts it on its
+        // target all along (settle-ms runs from the end of the move, not from the decision),
+        // so the node does not send a third application meanwhile.
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        let apps = (1...4).map { AppView(app: $0, node: 1, cpu: 1, arrived: t0 - 3600) }
+        let p = policy("balance", ["max-per-minute": "60", "settle-ms": "1000"])
+        var decided: [(app: Int, at: Int)] = []
+        for s in 0..<12 {
+            let now = t0 + Double(s)
+            // Moves finish 8 s after their decision; the measures catch up 1 s after that.
+            let done = decided.filter { s >= $0.at + 8 }.map(\.app), caught = decided.filter { s >= $0.at + 9 }.count
+            let view = SchedulerView(now: now, nodes: [
+                NodeView(node: 1, cpus: 1, values: ["load": Double(4 - caught)], apps: apps.filter { !done.contains($0.app) }),
+                NodeView(node: 2, cpus: 1, values: ["load": Double(decided.filter { s >= $0.at + 9 && $0.app % 2 == 1 }.count)]),
+                NodeView(node: 3, cpus: 1, values: ["load": Double(decided.filter { s >= $0.at + 9 && $0.app % 2 == 0 }.count)]),
+            ])
+            for d in p.decide(view, me: 1) { if case .migrate(let a, _, _) = d.action { decided.append((a, s)) } }
+        }
+        #expect(decided.count == 2, "two moves even the load (2, 1, 1): \(decided)")
     }
 }
