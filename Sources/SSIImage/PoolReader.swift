@@ -14,10 +14,13 @@ struct ResolvedPool {
     let poolPath: String
     /// Per pooled file name: the slot of each of its pages.
     let slots: [String: [UInt64]]
+    /// The page check left for later (`deferCheck`), nil when done or not asked for.
+    let deferred: DeferredPageCheck?
 
     /// Reads every map, checks each page's slot and content, naming the version and page
-    /// that fail. `dir` is the version directory, inside its application's directory.
-    static func load(_ manifest: Manifest, dir: String, verify checkBytes: Bool = true) throws -> ResolvedPool? {
+    /// that fail. `dir` is the version directory, inside its application's directory. With
+    /// `deferCheck`, the pages' check is returned in `deferred` instead of done here.
+    static func load(_ manifest: Manifest, dir: String, verify checkBytes: Bool = true, deferCheck: Bool = false) throws -> ResolvedPool? {
         guard let pooled = manifest.pooled, !pooled.isEmpty else { return nil }
         let appDir = (dir as NSString).deletingLastPathComponent
         let path = PagePool.dataPath(appDirectory: appDir)
@@ -29,6 +32,7 @@ struct ResolvedPool {
         let pool = try PoolMapping(path: path, writable: false)
         try pool.remap()
         var slots = [String: [UInt64]]()
+        var later: [(name: String, map: PageMap)] = []
         for p in pooled {
             // The map just written by this daemon (a migration's target), or read from its file.
             let mapCRC = manifest.files.first { $0.name == p.map }?.crc32c
@@ -38,10 +42,10 @@ struct ResolvedPool {
             guard UInt64(map.slots.count) == pages else {
                 throw SSIError(.corrupt, "\(what): \(p.map) names \(map.slots.count) pages, \(p.name) has \(pages)", hint: "restart another version")
             }
-            if checkBytes { try verify(map, of: p.name, pool: pool, what: what) }
+            if checkBytes && deferCheck { later.append((p.name, map)) } else if checkBytes { try verify(map, of: p.name, pool: pool, what: what) }
             slots[p.name] = map.slots
         }
-        return ResolvedPool(poolPath: path, slots: slots)
+        return ResolvedPool(poolPath: path, slots: slots, deferred: later.isEmpty ? nil : DeferredPageCheck(pool: pool, maps: later, what: what))
     }
 
     /// Each page's hash against the pool's bytes, in one piece per core (verifying comes
@@ -104,6 +108,27 @@ struct ResolvedPool {
             out.vmas[v].pages = runs
         }
         return out
+    }
+}
+
+/// The pages of a pooled version still to be checked against their recorded hashes
+/// (Snapshot.load with `deferPageCheck`): a restart runs the check while it rebuilds the
+/// processes, which read the same pool, and lets none of them run before it passes
+/// (RestartSession). For 1 GiB the check is a fifth of a second (the CRC of every page, the
+/// faults of mapping the pool and the unmapping), which no longer adds to the restore's.
+/// @unchecked Sendable: nothing in it changes after init; the pool is mapped read-only.
+public final class DeferredPageCheck: @unchecked Sendable {
+    let pool: PoolMapping
+    let maps: [(name: String, map: PageMap)]
+    let what: String
+
+    init(pool: PoolMapping, maps: [(name: String, map: PageMap)], what: String) {
+        (self.pool, self.maps, self.what) = (pool, maps, what)
+    }
+
+    /// Checks every page; throws naming the first bad one (ResolvedPool.verify).
+    public func run() throws {
+        for m in maps { try ResolvedPool.verify(m.map, of: m.name, pool: pool, what: what) }
     }
 }
 

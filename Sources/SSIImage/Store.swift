@@ -50,7 +50,9 @@ public struct SnapshotStore: Sendable {
     /// Opens a committed snapshot and verifies every file before anything uses it (with
     /// `verify` false, only sizes and the manifest: for a version whose bytes were checked as
     /// they arrived).
-    public func open(app: Int32, version: Int?, verify: Bool = true) throws -> Snapshot {
+    /// With `deferPageCheck`, the pages kept in the page pool are checked later, by whoever
+    /// runs `Snapshot.pageCheck` (a restart, while it rebuilds the processes).
+    public func open(app: Int32, version: Int?, verify: Bool = true, deferPageCheck: Bool = false) throws -> Snapshot {
         let all = versions(app)
         guard let v = version ?? all.last else {
             throw SSIError(.notFound, "no snapshot of application \(app) in \(appDirectory(app))",
@@ -60,7 +62,7 @@ public struct SnapshotStore: Sendable {
             throw SSIError(.notFound, "application \(app) has no snapshot version \(v) (versions: \(all.map(String.init).joined(separator: ", ")))",
                            hint: "ssi snapshots \(app) lists them")
         }
-        return try Snapshot.load(directory: directory(app, version: v), verify: verify)
+        return try Snapshot.load(directory: directory(app, version: v), verify: verify, deferPageCheck: deferPageCheck)
     }
 }
 
@@ -231,6 +233,9 @@ public struct Snapshot: ImageReader, Sendable {
     public let processes: [ProcessImage]
     /// The page pool file, when the version keeps pages there.
     public let poolPath: String?
+    /// The check of the pool's pages still to run (`load` with `deferPageCheck`); nil when
+    /// every byte was checked already or is not to be.
+    public var pageCheck: DeferredPageCheck? = nil
 
     public var location: String { directory }
 
@@ -245,7 +250,7 @@ public struct Snapshot: ImageReader, Sendable {
 
     /// Refuses, naming the file, anything truncated, corrupt, of another format version, or
     /// not a SwiftSSI snapshot at all. Nothing is used before everything checks out.
-    public static func load(directory dir: String, verify checkBytes: Bool = true) throws -> Snapshot {
+    public static func load(directory dir: String, verify checkBytes: Bool = true, deferPageCheck: Bool = false) throws -> Snapshot {
         let mpath = "\(dir)/manifest.json"
         let mbytes: [UInt8]
         do { mbytes = try ProcFS.readBytes(mpath) } catch {
@@ -262,10 +267,12 @@ public struct Snapshot: ImageReader, Sendable {
         var clock = PhaseClock()
         let procs = try SnapshotFormat.decodeProcesses(manifest, where: mpath, read: { try ProcFS.readBytes("\(dir)/\($0)") }, location: dir)
         clock.mark("load: core files")
-        guard let pool = try ResolvedPool.load(manifest, dir: dir, verify: checkBytes) else { return Snapshot(directory: dir, manifest: manifest, processes: procs, poolPath: nil) }
+        guard let pool = try ResolvedPool.load(manifest, dir: dir, verify: checkBytes, deferCheck: deferPageCheck) else { return Snapshot(directory: dir, manifest: manifest, processes: procs, poolPath: nil) }
         clock.mark("load: page pool maps")
         defer { clock.mark("load: runs translated") }
-        return Snapshot(directory: dir, manifest: manifest, processes: try procs.map(pool.translate), poolPath: pool.poolPath)
+        var snap = Snapshot(directory: dir, manifest: manifest, processes: try procs.map(pool.translate), poolPath: pool.poolPath)
+        snap.pageCheck = pool.deferred
+        return snap
     }
 
     static func verify(_ entry: FileEntry, in dir: String, bytes: Bool = true) throws {

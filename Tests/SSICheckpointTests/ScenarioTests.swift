@@ -202,6 +202,34 @@ struct ScenarioTests {
         expectCounting(w, exact: false)
     }
 
+    @Test("a damaged page in the page pool is found while the processes are rebuilt: the restart is refused naming the page, nothing is left, and the repaired snapshot restarts")
+    func corruptPoolPage() throws {
+        let w = try World("corruptpool")
+        let app = try counter(w)
+        defer { w.cleanUp(app) }
+        try #require(try w.checkpointKill(app).status == 0)
+        // The pool's first page holds memory of the counter (its pages are all the pool has).
+        let pool = "\(w.chkpt)/\(app)/pool/pages.img"
+        func flip() throws {
+            let fh = try #require(FileHandle(forUpdatingAtPath: pool))
+            fh.seek(toFileOffset: 100)
+            let b = fh.readData(ofLength: 1)
+            fh.seek(toFileOffset: 100)
+            fh.write(Data([b[0] ^ 0xff]))
+            fh.closeFile()
+        }
+        try flip()
+        // The pages are checked while the tree is rebuilt (DeferredPageCheck): the restore
+        // read the bad page into place already, and the check stops the process before it runs.
+        let r = try w.ssi("restart", "\(app)")
+        #expect(r.status != 0 && r.stderr.contains("corrupt in the page pool") && r.stderr.contains("page "), "\(r.output)")
+        #expect(processState(app) == nil, "a refused restart leaves no process behind (PID \(app))")
+        try flip()
+        let ok = try w.ssi("restart", "\(app)")
+        #expect(ok.status == 0, "\(ok.output)")
+        expectCounting(w, exact: false)
+    }
+
     @Test("an fd the engine does not support fails the checkpoint, naming PID, fd and kind; the app goes on; -i passes")
     func unsupportedFD() throws {
         let w = try World("unsupported")

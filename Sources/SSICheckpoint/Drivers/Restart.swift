@@ -69,16 +69,19 @@ extension CheckpointEngine {
     }
 
     /// Rebuilds application `app` from snapshot `version` (latest if nil) of the version
-    /// store. The snapshot is verified whole before anything is created; on any failure the
+    /// store. The snapshot is verified whole before any process runs (its files before
+    /// anything is created, the pages of its pool while the processes are rebuilt); on any failure the
     /// half-built process is killed and reaped, so the PID is free again and the snapshot
     /// untouched. The restarted process is a child of the caller, which may wait for it.
     public func restart(app: Int32, version: Int?, options: RestartOptions = RestartOptions()) throws -> RestartResult {
         try requireRoot("ssi restart")
         let t0 = DispatchTime.now()
         var clock = PhaseClock()
-        let snap = try store.open(app: app, version: version, verify: !options.checkedOnArrival)
+        // The pool's pages are checked while the processes are rebuilt (none runs before
+        // the check passes): the restore no longer waits for a pass over every page first.
+        let snap = try store.open(app: app, version: version, verify: !options.checkedOnArrival, deferPageCheck: true)
         clock.mark("verify snapshot")
-        return try RestartSession(snapshot: snap, app: app, options: options).run(startedAt: t0)
+        return try RestartSession(snapshot: snap, app: app, options: options, pageCheck: snap.pageCheck).run(startedAt: t0)
     }
 
     /// Rebuilds the application of a snapshot read through any reader (the version store,
@@ -115,11 +118,14 @@ final class RestartSession {
     private var clock = PhaseClock()
     /// The pages filled after the resume (options.lazyMemory), nil otherwise.
     private let lazy: LazyMemory?
+    /// The check of the snapshot's pages, run meanwhile (Snapshot.pageCheck).
+    private let pageCheck: DeferredPageCheck?
 
-    init(snapshot: any ImageReader, app: Int32, options: CheckpointEngine.RestartOptions) {
+    init(snapshot: any ImageReader, app: Int32, options: CheckpointEngine.RestartOptions, pageCheck: DeferredPageCheck? = nil) {
         snap = snapshot
         self.app = app
         self.options = options
+        self.pageCheck = pageCheck
         takeover = NameTakeover(enabled: options.takeOver)
         lazy = options.lazyMemory ? LazyMemory() : nil
     }
@@ -147,7 +153,13 @@ final class RestartSession {
         Prctl.becomeSubreaper()
         // Opened before the shell is cloned, so that the shell has it (FDTransfer.selfPidFD).
         _ = FDTransfer.selfPidFD
-        let stub = try spawnRoot(root, freezer: freezer)
+        // The snapshot's pages are checked on other threads while the tree is built; the
+        // result is awaited before any process may run (below), and a failed restart waits
+        // for it too, so that a corrupt page is what it reports rather than what a restore
+        // step made of it.
+        let check = pageCheck.map(BackgroundCheck.init)
+        let stub: Tracee
+        do { stub = try spawnRoot(root, freezer: freezer) } catch { throw check?.finish() ?? error }
         clock.mark("restart: spawn root shell")
         created = [stub.pid.rawValue]
         createdIDs = [root.pid]
@@ -181,12 +193,15 @@ final class RestartSession {
             // theirs are (EIO), not kept open by ssi.
             ptys.closeAll()
             clock.mark("rebuild processes")
+            if let failed = check?.finish() { throw failed }
+            if check != nil { clock.mark("restart: pages checked") }
             try options.beforeResume?()
         } catch {
+            let corrupt = check?.finish()
             lazy?.end(failed: true)
             killCreated()
             takeover.undo()
-            throw error
+            throw corrupt ?? error
         }
         takeover.commit()
         if options.leaveFrozen, let freezer {
@@ -349,5 +364,26 @@ final class RestartSession {
             if w < 0 { break }
             if w == 0 { usleep(1000) }
         }
+    }
+}
+
+/// A DeferredPageCheck run on another thread from the moment it is made; `finish` waits for
+/// it and gives its error, if any (as often as asked). @unchecked Sendable: `error` is
+/// written once by the check's thread before it signals, and read only after the wait.
+final class BackgroundCheck: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var error: (any Error)?
+
+    init(_ check: DeferredPageCheck) {
+        DispatchQueue.global(qos: .userInitiated).async { [self] in
+            do { try check.run() } catch { self.error = error }
+            done.signal()
+        }
+    }
+
+    func finish() -> (any Error)? {
+        done.wait()
+        done.signal()
+        return error
     }
 }
