@@ -48,6 +48,19 @@ extension ImageWriter {
         }
     }
 
+    /// A process's core file, and before it its blob file when it has long byte strings
+    /// (version 11, SchemaBlobs.swift).
+    public func addCore(_ image: ProcessImage) throws {
+        let name = "core-\(image.pid).json"
+        let sink = BlobSink()
+        let enc = SnapshotFormat.encoder(compact: true)
+        enc.userInfo[Blobs.key] = sink
+        let json: Data
+        do { json = try enc.encode(image) } catch { throw SSIError(.system, "cannot encode \(name): \(error)") }
+        if !sink.bytes.isEmpty { try addFile(Blobs.fileName(image.pid), sink.bytes) }
+        try addFile(name, Array(json))
+    }
+
     public func commit(description: String, processes: [Int32], arch: String) throws -> (Int, Manifest) {
         try commit(description: description, processes: processes, arch: arch, date: Date())
     }
@@ -125,7 +138,10 @@ extension SnapshotFormat {
         for pid in manifest.processes {
             let name = "core-\(pid).json"
             guard manifest.files.contains(where: { $0.name == name }) else { throw SSIError(.corrupt, "\(mpath) does not list \(name)") }
-            do { procs.append(try JSONDecoder().decode(ProcessImage.self, from: Data(try read(name)))) } catch let e as SSIError { throw e } catch {
+            let dec = JSONDecoder()
+            let blobs = Blobs.fileName(pid)
+            if manifest.files.contains(where: { $0.name == blobs }) { dec.userInfo[Blobs.key] = BlobSource(bytes: try read(blobs), name: "\(location)/\(blobs)") }
+            do { procs.append(try dec.decode(ProcessImage.self, from: Data(try read(name)))) } catch let e as SSIError { throw e } catch {
                 throw SSIError(.corrupt, "\(location)/\(name) does not decode: \(error)")
             }
         }

@@ -23,8 +23,10 @@ public enum SnapshotFormat {
     ///   little-endian (address, count, fileOffset) triples (VMA.pages, PageRuns).
     /// 10 (issue 17) packs many runs as "d:" and base64 of varint differences (PageRuns), 4-6
     ///   bytes a run instead of 24: a 1 GiB migration's core file is 5x smaller.
-    public static let version = 10
-    public static let readable: ClosedRange<Int> = 1...10
+    /// 11 (issue 12) keeps long byte strings (TCP queues, pipe and socket pair buffers) out
+    ///   of the core file, as they are, in `blobs-<pid>.img` (SchemaBlobs.swift).
+    public static let version = 11
+    public static let readable: ClosedRange<Int> = 1...11
     public static let pageSize: UInt64 = 4096
 }
 

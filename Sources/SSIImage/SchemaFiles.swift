@@ -44,7 +44,7 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var size: Int64?
     /// Pipes: the pipe's inode, shared by both ends; its buffered bytes and capacity.
     public var pipeID: UInt64?
-    public var pipeData: Data?
+    @OptionalBlob public var pipeData: Data?
     public var pipeSize: Int32?
     /// Version 2: fds sharing one open file description (after dup() or fork(): one offset,
     /// one set of flags) carry the same id, "<pid>:<fd>" of the first holder.
@@ -56,7 +56,7 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var socketID: UInt32?
     public var peerID: UInt32?
     public var socketType: Int32?
-    public var socketData: Data?
+    @OptionalBlob public var socketData: Data?
     /// Version 2, eventfd: its counter and EFD_SEMAPHORE.
     public var eventCount: UInt64?
     public var eventSemaphore: Bool?

@@ -91,10 +91,11 @@ public struct TCPRepairState: Codable, Sendable, Equatable {
     /// queue), and after the last byte received (on the receive queue).
     public var sendSeq: UInt32
     public var recvSeq: UInt32
-    /// Bytes written by the application and not yet acknowledged by the peer.
-    public var sendQueue: Data
-    /// Bytes received and not yet read by the application.
-    public var recvQueue: Data
+    /// Bytes written by the application and not yet acknowledged by the peer (version 11:
+    /// in the blob file when long, SchemaBlobs.swift).
+    @Blob public var sendQueue: Data
+    /// Bytes received and not yet read by the application (the same).
+    @Blob public var recvQueue: Data
     public var mss: UInt32
     public var sendWindowScale: UInt8
     public var recvWindowScale: UInt8

@@ -8,14 +8,14 @@ import Testing
 /// verified and decoded: Tests/Fixtures/snapshots/v1 to v4 are version directories (one
 /// process, its pages file, and the fields of that version); v7 to v9 are stores (the
 /// version `100/v1` and the application's page pool `100/pool`), since from version 7 on
-/// pages live in the pool. Versions 5 and 6 were never written (the format went from 4 to 7).
+/// pages live in the pool (v10: v9's content as format 10 wrote it). Versions 5 and 6 were never written (the format went from 4 to 7).
 @Suite("older snapshot formats")
 struct FormatVersionTests {
     static func fixture(_ v: Int) -> String { "\(TestEnv.repoRoot)/Tests/Fixtures/snapshots/v\(v)" }
     /// Every version a release of ssi wrote, the current one last.
     /// A new format version fails everyVersionCovered until the one before it has a fixture.
-    static let written = [1, 2, 3, 4, 7, 8, 9, 10]
-    static let directories = [1, 2, 3, 4], stores = [7, 8, 9]
+    static let written = [1, 2, 3, 4, 7, 8, 9, 10, 11]
+    static let directories = [1, 2, 3, 4], stores = [7, 8, 9, 10]
 
     /// The older version `v`, opened as a restart opens it. A store's fixture is copied first:
     /// opening a pooled version may make the pool's lock files.
@@ -34,7 +34,7 @@ struct FormatVersionTests {
         for v in Self.written.dropLast() { #expect(FileManager.default.fileExists(atPath: Self.fixture(v)), "no fixture for version \(v)") }
     }
 
-    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8, 9])
+    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8, 9, 10])
     func loads(version: Int) throws {
         let snap = try Self.open(version)
         #expect(snap.manifest.formatVersion == version)
@@ -61,7 +61,7 @@ struct FormatVersionTests {
         #expect(pages == (0..<8192).map { UInt8(truncatingIfNeeded: $0 * 7) })
     }
 
-    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7, 8 and 9", arguments: [4, 7, 8, 9])
+    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7, 8, 9 and 10", arguments: [4, 7, 8, 9, 10])
     func version4Fields(version: Int) throws {
         let p = try #require(try Self.open(version).processes.first)
         #expect(p.thpDisabled == true)
@@ -170,5 +170,97 @@ struct PageRunCodingTests {
             let text = good.replacingCharacters(in: packed, with: bad)
             #expect(throws: DecodingError.self) { try JSONDecoder().decode(VMA.self, from: Data(text.utf8)) }
         }
+    }
+}
+
+/// Format version 11: long byte strings (TCP queues, pipe buffers) out of the core file.
+@Suite("blob files")
+struct BlobFileTests {
+    /// A process with a connected TCP socket whose send queue is 300 KiB (a bulk sender) and
+    /// receive queue 10 bytes, and a pipe holding 64 KiB.
+    static func image() -> ProcessImage {
+        var p = ProcessImage(pid: 100)
+        var tcp = FileDescriptorImage(fd: 3, kind: .tcpSocket, path: "", flags: 2, closeOnExec: false, position: 0)
+        var s = SocketImage(family: 2, type: 1, state: .connected)
+        s.tcp = TCPRepairState(sendSeq: 1000, recvSeq: 2000, sendQueue: Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }),
+                               recvQueue: Data("0123456789".utf8), mss: 1448, sendWindowScale: 7, recvWindowScale: 7,
+                               sack: true, timestamps: true, timestamp: 5, window: [1, 2, 3, 4, 5])
+        tcp.socket = s
+        var pipe = FileDescriptorImage(fd: 4, kind: .pipe, path: "", flags: 0, closeOnExec: false, position: 0)
+        pipe.pipeID = 9
+        pipe.pipeData = Data(repeating: 0x5a, count: 65536)
+        let plain = FileDescriptorImage(fd: 5, kind: .pipe, path: "", flags: 0, closeOnExec: false, position: 0)
+        p.fds = [tcp, pipe, plain]
+        return p
+    }
+
+    static func write(_ p: ProcessImage, to root: String) throws -> String {
+        let w = try SnapshotStore(root: root).beginWrite(app: 100)
+        try w.addCore(p)
+        _ = try w.commit(description: "", processes: [100], arch: "x86_64")
+        return "\(root)/100/v1"
+    }
+
+    @Test("long queues go to blobs-PID.img as they are, short ones stay inline, and both read back the same")
+    func roundTrip() throws {
+        let root = try TestEnv.makeTempDir("blobs")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let dir = try Self.write(Self.image(), to: root)
+        let snap = try Snapshot.load(directory: dir)
+        #expect(snap.manifest.formatVersion == 11)
+        let back = try #require(snap.processes.first)
+        #expect(back.fds == Self.image().fds)
+        let blobs = try ProcFS.readBytes("\(dir)/blobs-100.img")
+        #expect(blobs.count == 300_000 + 65536, "the bytes as they are, no base64")
+        let core = try String(contentsOfFile: "\(dir)/core-100.json", encoding: .utf8)
+        #expect(core.utf8.count < 4096 && core.contains("\"blob\":[") && core.contains(Data("0123456789".utf8).base64EncodedString()), "\(core.prefix(600))")
+        #expect(!core.contains("socketData"), "a nil byte string is still left out")
+    }
+
+    @Test("a reference outside the blob file, or a blob file the manifest lacks, is refused as corrupt, naming the file")
+    func damaged() throws {
+        let root = try TestEnv.makeTempDir("blobs-bad")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let dir = try Self.write(Self.image(), to: root)
+        // The blob file cut short: its size no longer matches the manifest.
+        truncate("\(dir)/blobs-100.img", 1000)
+        #expect { try Snapshot.load(directory: dir) } throws: { e in
+            let e = e as? SSIError
+            return e?.kind == .corrupt && e?.message.contains("blobs-100.img") == true
+        }
+        // A reference past the end of an intact blob file (the core and manifest rewritten).
+        let dir2 = try Self.write(Self.image(), to: root + "/b")
+        let core = try String(contentsOfFile: "\(dir2)/core-100.json", encoding: .utf8)
+        let bad = core.replacingOccurrences(of: "\"blob\":[0,300000]", with: "\"blob\":[1,400000]")
+        #expect(bad != core)
+        try Self.rewrite(dir2, "core-100.json", Array(bad.utf8))
+        #expect { try Snapshot.load(directory: dir2) } throws: { e in
+            let e = e as? SSIError
+            return e?.kind == .corrupt && e?.message.contains("core-100.json") == true && "\(e!)".contains("blobs-100.img")
+        }
+        // The manifest no longer lists the blob file: the references name bytes it lacks.
+        try Self.rewriteManifest(dir2) { m in m.files.removeAll { $0.name == "blobs-100.img" } }
+        #expect { try Snapshot.load(directory: dir2) } throws: { e in
+            let e = e as? SSIError
+            return e?.kind == .corrupt && "\(e!)".contains("blob file")
+        }
+    }
+
+    /// Replaces a file of the version and its manifest entry (size and CRC).
+    static func rewrite(_ dir: String, _ name: String, _ bytes: [UInt8]) throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+        try rewriteManifest(dir) { m in
+            if let i = m.files.firstIndex(where: { $0.name == name }) { m.files[i].size = UInt64(bytes.count); m.files[i].crc32c = CRC32C.checksum(bytes) }
+        }
+    }
+
+    static func rewriteManifest(_ dir: String, _ change: (inout Manifest) -> Void) throws {
+        var m = try JSONDecoder().decode(Manifest.self, from: Data(ProcFS.readBytes("\(dir)/manifest.json")))
+        change(&m)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .prettyPrinted]
+        let bytes = Array(try enc.encode(m))
+        try Data(bytes).write(to: URL(fileURLWithPath: "\(dir)/manifest.json"))
+        try String(CRC32C.checksum(bytes), radix: 16).write(toFile: "\(dir)/manifest.crc", atomically: false, encoding: .utf8)
     }
 }
