@@ -82,6 +82,50 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         return true
     }
 
+    /// The handshakes under way to the application's listeners while its address is held
+    /// (before its freeze): the source answered a client's SYN just before the hold, and
+    /// the client's last ACK (and what it sent next) is in the hold. Given to the target, it
+    /// would reach a listener that never saw the SYN, which resets the connection. So the
+    /// held packets of those handshakes are given to the application here, straight into
+    /// its namespace (a raw socket there: a packet to a local address is delivered to it,
+    /// raw(7) IP_HDRINCL keeps the client's source address), the handshakes complete, and
+    /// the drain accepts the connections, which the snapshot then has. Returns how many
+    /// handshakes are still waiting for their ACK.
+    func completeHandshakes(app: Int32, address: String, root: Int32) -> Int {
+        let pending = Connections.handshakes(root: root)
+        guard !pending.isEmpty, let hold = packetHold else { return pending.count }
+        let flows = Set(pending.map { "\($0.remote):\($0.remotePort)>\($0.localPort)" })
+        let packets = hold.take(key: address) { p in
+            PacketHold.tcpFlow(p).map { flows.contains("\($0.source):\($0.sourcePort)>\($0.destinationPort)") } ?? false
+        }
+        guard !packets.isEmpty else { return pending.count }
+        let ns = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard ns >= 0 else { return pending.count }
+        defer { close(ns) }
+        let destination = address
+        let sent = (try? Spawn.inNetwork(ns) { () -> Int in
+            let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_RAW))
+            guard s >= 0 else { return 0 }
+            defer { close(s) }
+            var to = sockaddr_in()
+            to.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, destination, &to.sin_addr)
+            var n = 0
+            for p in packets {
+                let r = p.withUnsafeBytes { b in
+                    withUnsafePointer(to: &to) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(s, b.baseAddress, b.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+                }
+                if r == p.count { n += 1 }
+            }
+            return n
+        }) ?? 0
+        core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of \(pending.count) handshake(s) under way given to it before its move")
+        // Those whose ACK has not come yet are still waiting (the others are connections to
+        // accept now, which the drain counts).
+        let served = Set(packets.compactMap { p in p.withUnsafeBytes { PacketHold.tcpFlow($0).map { "\($0.source):\($0.sourcePort)>\($0.destinationPort)" } } })
+        return flows.subtracting(served).count
+    }
+
     func unlock(app: Int32, address: String) {
         AppAddressLock.unlock(app: app)
         // Killed meanwhile (checkpoint --kill): its link went with it.

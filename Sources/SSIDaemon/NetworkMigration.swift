@@ -138,7 +138,8 @@ final class NetworkMigrationHooks: MigrationHooks {
         // closes meanwhile, whose sockets no snapshot has once their fds are gone.
         let hold: @Sendable () throws -> Void = {
             guard try side?.holdIncoming(app: app, address: address) == true else { return }
-            let left = Connections.drain(outside, listeners: Connections.listening(root: root))
+            let left = Connections.drain(outside, listeners: Connections.listening(root: root),
+                                         handshakes: { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 })
             logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
         }
         // At the freeze, before the sockets are read: nothing goes out either.

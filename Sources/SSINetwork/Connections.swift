@@ -34,6 +34,31 @@ public enum Connections {
     /// address and port are the kernel's zeros).
     public static func listening(root: Int32) -> [TCPConnection] { sockets(root: root, state: "0A") }
 
+    /// A handshake under way to one of the application's listeners: the kernel answered the
+    /// client's SYN with its SYN-ACK and waits for the last ACK (SYN_RECV).
+    public struct Handshake: Sendable, Hashable {
+        public var remote: String
+        public var remotePort: UInt16
+        public var localPort: UInt16
+    }
+
+    /// The handshakes under way in the application's network namespace: /proc/PID/net/tcp's
+    /// entries in state 03 (SYN_RECV). They are requests, not sockets: no inode, no fd
+    /// (proc(5); net/ipv4/tcp_ipv4.c shows a request as its listener's port and the client).
+    public static func handshakes(root: Int32) -> [Handshake] {
+        guard let text = try? ProcFS.read("/proc/\(root)/net/tcp") else { return [] }
+        var out: [Handshake] = []
+        for line in text.split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 4, f[3] == "03" else { continue }
+            let l = f[1].split(separator: ":"), r = f[2].split(separator: ":")
+            guard l.count == 2, r.count == 2, let lp = UInt16(l[1], radix: 16), let rp = UInt16(r[1], radix: 16),
+                  let ra = ListeningSockets.address(String(r[0]), v6: false) else { continue }
+            out.append(Handshake(remote: ra, remotePort: rp, localPort: lp))
+        }
+        return out
+    }
+
     /// The TCP sockets in state `state` (proc(5), /proc/net/tcp's `st`, hex) of the
     /// application's processes, with the processes and fds that hold them.
     static func sockets(root: Int32, state: Substring) -> [TCPConnection] {
@@ -152,9 +177,13 @@ public enum Connections {
     /// tcp(7); a listener's accept queue is TCP_INFO's tcpi_unacked; through a pidfd_getfd
     /// copy of each socket). A connection waiting to be accepted cannot be saved: the
     /// checkpoint refuses it.
+    ///
+    /// `handshakes`, called on every look, does what it can for the handshakes under way and
+    /// returns how many are still waiting for their last ACK (counted as waiting: they
+    /// become connections to accept once it comes).
     @discardableResult
     public static func drain(_ conns: [TCPConnection], listeners: [TCPConnection] = [], limit: Int = 64 << 10,
-                             within: Duration = .milliseconds(40)) -> (unread: Int, waiting: Int) {
+                             within: Duration = .milliseconds(40), handshakes: (() -> Int)? = nil) -> (unread: Int, waiting: Int) {
         func copies(_ list: [TCPConnection]) -> [Int32] {
             list.compactMap { c in c.holders.first.flatMap { try? PidFD.copy(fd: $0.fd, of: ProcessID($0.pid)) } }
         }
@@ -171,7 +200,7 @@ public enum Connections {
                 guard SocketOption.tcpInfo.get(fd, into: &info) != nil else { return sum }
                 return sum + Int(info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 24, as: UInt32.self) })
             }
-            return (unread, waiting)
+            return (unread, waiting + (handshakes?() ?? 0))
         }
         let start = ContinuousClock.now
         var left = now(), moved = start

@@ -96,6 +96,27 @@ public final class PacketHold: @unchecked Sendable {
         }
     }
 
+    /// Takes out of the hold the packets held under `key` that `match` chooses, in the order
+    /// they came (the others stay held).
+    public func take(key: String, where match: (UnsafeRawBufferPointer) -> Bool) -> [[UInt8]] {
+        held.withLock { h in
+            guard let all = h.packets[key] else { return [] }
+            var taken: [[UInt8]] = [], kept: [[UInt8]] = []
+            for p in all { if p.withUnsafeBytes(match) { taken.append(p) } else { kept.append(p) } }
+            h.packets[key] = kept
+            h.bytes -= taken.reduce(0) { $0 + $1.count }
+            return taken
+        }
+    }
+
+    /// A held IPv4 TCP packet's source address and ports (RFC 791, RFC 793), nil for another.
+    public static func tcpFlow(_ p: UnsafeRawBufferPointer) -> (source: String, sourcePort: UInt16, destinationPort: UInt16)? {
+        guard p.count >= 20, p[0] >> 4 == 4, p[9] == 6 else { return nil }
+        let ihl = Int(p[0] & 0x0f) * 4
+        guard p.count >= ihl + 4 else { return nil }
+        return ("\(p[12]).\(p[13]).\(p[14]).\(p[15])", UInt16(p[ihl]) << 8 | UInt16(p[ihl + 1]), UInt16(p[ihl + 2]) << 8 | UInt16(p[ihl + 3]))
+    }
+
     /// Gives the kernel the packets held under `key` again, in the order they came (they
     /// come in on ssihold and are routed as if they had just arrived), and holds no more
     /// under it. Returns how many.

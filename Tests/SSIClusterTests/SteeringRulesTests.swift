@@ -61,4 +61,20 @@ import Testing
         let (code, out) = try Proc.run(["nft", "-c", "-f", file], check: false)
         #expect(code == 0, "nft refused the rules: \(out)\n\(rules)")
     }
+
+    /// The flow of a held packet, which picks the packets of handshakes under way
+    /// (AppNetworkSide.completeHandshakes): a TCP segment with IP options (IHL 6) from
+    /// 10.78.0.9:40000 to port 7300; a UDP datagram and a short packet have none.
+    @Test func heldPacketsAreMatchedByTheirFlow() {
+        var tcp = [UInt8](repeating: 0, count: 24 + 20)
+        tcp[0] = 0x46; tcp[9] = 6
+        tcp[12...15] = [10, 78, 0, 9]; tcp[16...19] = [10, 78, 0, 2]
+        tcp[24] = 0x9c; tcp[25] = 0x40; tcp[26] = 0x1c; tcp[27] = 0x84
+        let flow = tcp.withUnsafeBytes { PacketHold.tcpFlow($0) }
+        #expect(flow?.source == "10.78.0.9" && flow?.sourcePort == 40000 && flow?.destinationPort == 7300, "\(String(describing: flow))")
+        var udp = tcp
+        udp[9] = 17
+        #expect(udp.withUnsafeBytes { PacketHold.tcpFlow($0) } == nil)
+        #expect(Array(tcp.prefix(22)).withUnsafeBytes { PacketHold.tcpFlow($0) } == nil, "cut before its ports")
+    }
 }

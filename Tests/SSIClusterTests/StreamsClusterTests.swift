@@ -262,10 +262,11 @@ struct StreamsClusterTests {
         _ = try waitFor("the clients end", seconds: 30) { try record(c, node: 1)?.state == .stopped }
         let verdict = try ssiOK("logs", "\(c)")
         print("streams: busy listener across two moves: \(verdict.trimmingCharacters(in: .whitespacesAndNewlines))")
-        // One connection whose handshake the source answered just before its address was
-        // held can be reset by the target (its last ACK is held and reaches a listener that
-        // never saw the SYN): seen once on CI in about 2,600 connections. A known issue
-        // (docs/streams.md, "Not yet"); anything else fails.
+        // A connection whose handshake the source answered just before its address was held
+        // gets its held ACK inside the source (AppNetworkSide.completeHandshakes), but one
+        // whose ACK comes after the drain is reset by the target (seen once on CI in about
+        // 2,600 connections, before that fix): a known issue (docs/streams.md); anything
+        // else fails.
         let failed = verdict.split(separator: " ").first { $0.hasPrefix("failed=") }.flatMap { Int($0.dropFirst(7)) } ?? -1
         if verdict.hasPrefix("FAIL") && failed == 1 && verdict.contains("Connection reset by peer") && verdict.contains("answered=") {
             withKnownIssue("a handshake under way when the address was held is reset by the target") { Issue.record("\(verdict)") }
