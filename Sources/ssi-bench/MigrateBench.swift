@@ -15,14 +15,18 @@ import Glibc
 /// (a TCP stream from node S to node T), for the "total <= 1.5 x raw" target. After the
 /// moves the application checks every page (CHECK PASS).
 struct MigrateBenchmark: RunsSSI {
-    static let usage = "migrate [--sizes 0,256,1024] [--dirty MB_PER_S] [--moves N]"
+    static let usage = "migrate [--sizes 0,256,1024] [--dirty MB_PER_S] [--moves N] [--sleep-us N]"
     var sizes: [Int], dirtyMBps: Int, moves: Int
+    /// The meter's sleep between clock readings (0: it spins, one CPU busy all along; with
+    /// N, a gap is what exceeds N microseconds, as `ssi-bench checkpoint` measures).
+    var sleepMicroseconds: Int
 
     init(args: [String]) throws {
         var o = BenchOptions(args, usage: Self.usage)
         sizes = try o.sizes("--sizes", default: [0, 256, 1024])
         dirtyMBps = try o.int("--dirty", default: 20, in: 0...100_000)
         moves = try o.int("--moves", default: 3, in: 1...1000)
+        sleepMicroseconds = try o.int("--sleep-us", default: 0, in: 0...10_000_000)
         try o.finish()
     }
 
@@ -42,12 +46,14 @@ struct MigrateBenchmark: RunsSSI {
         for k in 1...3 { try ssi(["sched", "load", none, "--node", "\(k)"]) }
         // 4 KiB pages per millisecond for DIRTY MB/s.
         let pagesPerMs = max(0, dirtyMBps * 1_000_000 / 4096 / 1000)
-        print("frozenmeter as a cluster application, dirtying \(dirtyMBps) MB/s (\(pagesPerMs) pages/ms); \(moves) moves per size; load \(loadAverage())")
+        print("frozenmeter as a cluster application, dirtying \(dirtyMBps) MB/s (\(pagesPerMs) pages/ms), "
+              + (sleepMicroseconds == 0 ? "spinning on its clock" : "sleeping \(sleepMicroseconds) µs between clock readings")
+              + "; \(moves) moves per size; load \(loadAverage())")
         var all: [Move] = []
         for size in sizes {
             let stats = "\(dir)/stats-\(size)"
             unlink(stats)
-            let out = try ssi(["run", "--node", "1", "-b", "--log", "--", meter, "\(size)", stats, "\(pagesPerMs)"])
+            let out = try ssi(["run", "--node", "1", "-b", "--log", "--", meter, "\(size)", stats, "\(pagesPerMs)"] + (sleepMicroseconds > 0 ? ["\(sleepMicroseconds)"] : []))
             guard let app = out.split(separator: " ").last.map({ $0.trimmingCharacters(in: .whitespacesAndNewlines) }) else { throw SSIError(.system, "no application id in '\(out)'") }
             for _ in 0..<1200 where !((try? ssi(["logs", app])) ?? "").contains("READY") { usleep(100_000) }
             try ssi(["caps", app, "+CAN_MIGRATE"])
