@@ -31,9 +31,15 @@ public protocol ImageWriter: AnyObject {
     func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest)
     /// Forgets everything written; nothing of it is left as a snapshot.
     func abort()
+    /// Returns once what was written so far is where it goes, not in a queue on its way: a
+    /// pre-copy calls it before the application is frozen, so that the freeze does not wait
+    /// for its rounds' bytes (a writer to another node queues them there).
+    func drain() throws
 }
 
 extension ImageWriter {
+    public func drain() throws {}
+
     /// A whole file at once.
     public func addFile(_ name: String, _ bytes: [UInt8], sync: Bool = true) throws {
         let f = try createFile(name)

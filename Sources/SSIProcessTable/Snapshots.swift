@@ -66,7 +66,7 @@ extension NodeApplications {
         }
         rpc.register(ProcessTableService.incoming) { [self] _, p in
             let (step, bytes) = try IncomingStep.decode(p)
-            return Array(try JSONEncoder().encode(try incoming.handle(step, bytes, store: store)))
+            return Array(try JSONEncoder().encode(try await incoming.handle(step, bytes, store: store)))
         }
         rpc.register(ProcessTableService.migrateIn) { [self] _, p in
             try await migrateIn(try JSONDecoder().decode(MigrateIn.self, from: Data(p)))

@@ -30,7 +30,7 @@ struct MigrateBenchmark: RunsSSI {
         try o.finish()
     }
 
-    struct Move { var size: Int; var from: Int; var to: Int; var frozen: Double; var total: Double; var bytes: UInt64; var raw: Double }
+    struct Move { var size: Int; var from: Int; var to: Int; var frozen: Double; var total: Double; var bytes: UInt64; var raw: Double; var write: Double }
 
     func run() throws {
         let dir = "/tmp/ssi-bench-migrate"
@@ -70,7 +70,8 @@ struct MigrateBenchmark: RunsSSI {
                 usleep(100_000)
                 let frozen = Double(readGap(stats)) / 1e9
                 let raw = try rawTransfer(lc, from: node, to: target, bytes: bytes, dir: dir)
-                all.append(Move(size: size, from: node, to: target, frozen: frozen, total: total, bytes: bytes, raw: raw))
+                let write = freshWrite(bytes: bytes, into: "\(lc.dir)/node\(target)/chkpt")
+                all.append(Move(size: size, from: node, to: target, frozen: frozen, total: total, bytes: bytes, raw: raw, write: write))
                 node = target
             }
             try ssi(["kill", app, "--signal", "USR2"])
@@ -80,11 +81,13 @@ struct MigrateBenchmark: RunsSSI {
             _ = try? ssi(["kill", app, "--signal", "KILL"])
         }
         print("")
-        print("size MiB  move    frozen (app) ms  total s   MiB received   raw s   total/raw")
+        print("size MiB  move    frozen (app) ms  total s   MiB received   raw s   total/raw   write s")
         for m in all {
-            print(String(format: "%8d  %d -> %d  %15.1f  %7.2f  %13.1f  %6.2f  %9.2f", m.size, m.from, m.to, m.frozen * 1000, m.total,
-                         Double(m.bytes) / 1048576, m.raw, m.raw > 0 ? m.total / m.raw : 0))
+            print(String(format: "%8d  %d -> %d  %15.1f  %7.2f  %13.1f  %6.2f  %9.2f  %8.2f", m.size, m.from, m.to, m.frozen * 1000, m.total,
+                         Double(m.bytes) / 1048576, m.raw, m.raw > 0 ? m.total / m.raw : 0, m.write))
         }
+        print("raw: the same bytes over one TCP connection from S to T; write: the same bytes written into a new file "
+              + "of T's snapshot directory (what T must do to keep the image; on a VM, pages the host has not backed yet make it slow)")
     }
 
     func loadAverage() -> String { ((try? ProcFS.read("/proc/loadavg")) ?? "").split(separator: " ").prefix(3).joined(separator: " ") }
@@ -114,6 +117,29 @@ struct MigrateBenchmark: RunsSSI {
             return line.split(separator: ":")[1].split(separator: " ").first.flatMap { UInt64($0) } ?? 0
         }
         return 0
+    }
+
+    /// Seconds to write `bytes` into a new file of `dir` (no fsync, as a migration's image
+    /// is written), then removed: the floor the target's side of a migration has here.
+    func freshWrite(bytes: UInt64, into dir: String) -> Double {
+        guard bytes > 0 else { return 0 }
+        let path = "\(dir)/.ssi-bench-write"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd); unlink(path) }
+        let chunk = 4 << 20
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buf.deallocate() }
+        // Not zeros: bytes like the pages of an image.
+        for i in 0..<chunk { buf[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 13) }
+        let t0 = Date()
+        var left = bytes
+        while left > 0 {
+            let n = Int(min(UInt64(chunk), left))
+            guard write(fd, buf.baseAddress, n) == n else { return 0 }
+            left -= UInt64(n)
+        }
+        return Date().timeIntervalSince(t0)
     }
 
     /// Seconds to send `bytes` over one TCP connection from node `from` to node `to`.

@@ -148,6 +148,10 @@ final class Precopy {
             clock.mark("precopy: round \(rounds.count), \(bytes >> 10) KiB")
             if bytes < Precopy.stopBelow { break }
         }
+        // The rounds' bytes reach their file before the freeze (a target node writes them
+        // from a queue: up to 16 MiB behind, tens of ms the freeze would otherwise wait).
+        try writer.drain()
+        clock.mark("precopy: drained")
         for p in processes.values {
             p.mapsAfterRounds = try? ProcFS.read("/proc/\(p.pid)/maps")
             p.flagsAfterRounds = (try? ProcessDumper(pid: p.pid).vmFlags()) ?? [:]

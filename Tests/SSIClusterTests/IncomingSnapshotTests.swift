@@ -1,0 +1,90 @@
+import Foundation
+@testable import SSIProcessTable
+import SSIImage
+import SSISystem
+import SSITestSupport
+import Testing
+
+/// The target's side of a snapshot sent over the cluster (RemoteImage.swift): data steps are
+/// answered once queued and written in order from the snapshot's queue; a write that fails
+/// fails the finish and the commit, and leaves no version. No cluster needed: the steps are
+/// handed to IncomingSnapshots as the RPC handler would.
+@Suite("Incoming snapshots")
+struct IncomingSnapshotTests {
+    static func step(_ kind: IncomingStep.Kind, _ token: UInt64, name: String = "", app: Int32 = 77) -> IncomingStep {
+        IncomingStep(kind: kind, token: token, app: app, name: name)
+    }
+
+    /// Bytes that differ from chunk to chunk, so that a chunk written out of order shows.
+    static func chunk(_ k: Int, size: Int) -> [UInt8] {
+        (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ k &* 7 &+ $0 >> 12) }
+    }
+
+    @Test("more data steps than the queue's window arrive whole and in order, with every file's size and CRC in the manifest")
+    func manyStepsInOrder() async throws {
+        let root = try TestEnv.makeTempDir("incoming")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = SnapshotStore(root: root, pool: false)
+        let incoming = IncomingSnapshots()
+        let token: UInt64 = 42
+        _ = try await incoming.handle(Self.step(.begin, token), [], store: store)
+        var pages: [UInt8] = [], core: [UInt8] = []
+        // Interleaved as a pre-copy sends them: pages round after round, the rest at the end.
+        for k in 0..<(IncomingSnapshots.window * 3) {
+            let c = Self.chunk(k, size: 256 << 10)
+            pages += c
+            _ = try await incoming.handle(Self.step(.data, token, name: "pages-1.img"), c[...], store: store)
+            if k % 4 == 0 {
+                let j = Array("{\"k\":\(k)}".utf8)
+                core += j
+                _ = try await incoming.handle(Self.step(.data, token, name: "core-1.json"), j[...], store: store)
+            }
+        }
+        let tail = Self.chunk(99, size: 1000)
+        pages += tail
+        let a = try await incoming.handle(Self.step(.finish, token, name: "pages-1.img"), tail[...], store: store)
+        let b = try await incoming.handle(Self.step(.finish, token, name: "core-1.json"), [], store: store)
+        #expect(a.entry?.size == UInt64(pages.count))
+        #expect(a.entry?.crc32c == CRC32C.checksum(pages))
+        #expect(b.entry?.size == UInt64(core.count))
+        var commit = Self.step(.commit, token)
+        commit.processes = [1]
+        commit.arch = "x86_64"
+        let c = try await incoming.handle(commit, [], store: store)
+        #expect(c.version == 1)
+        let dir = store.directory(77, version: 1)
+        #expect(try ProcFS.readBytes("\(dir)/pages-1.img") == pages, "every chunk where the source put it")
+        #expect(try ProcFS.readBytes("\(dir)/core-1.json") == core)
+    }
+
+    @Test("a write that fails on the target fails that file's finish and the commit, and leaves no version")
+    func failedWrite() async throws {
+        let root = try TestEnv.makeTempDir("incoming-bad")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = SnapshotStore(root: root, pool: false)
+        let incoming = IncomingSnapshots()
+        let token: UInt64 = 43
+        _ = try await incoming.handle(Self.step(.begin, token), [], store: store)
+        // A name the store cannot create (its directory does not exist): the data step is
+        // answered (it was queued), the write fails on the queue.
+        let c = Self.chunk(1, size: 4096)
+        _ = try await incoming.handle(Self.step(.data, token, name: "missing/pages-1.img"), c[...], store: store)
+        _ = try await incoming.handle(Self.step(.data, token, name: "core-1.json"), c[...], store: store)
+        await #expect(throws: (any Error).self) {
+            _ = try await incoming.handle(Self.step(.finish, token, name: "core-1.json"), [], store: store)
+        }
+        await #expect(throws: (any Error).self) {
+            _ = try await incoming.handle(Self.step(.drain, token), [], store: store)
+        }
+        var commit = Self.step(.commit, token)
+        commit.processes = [1]
+        await #expect(throws: (any Error).self) { _ = try await incoming.handle(commit, [], store: store) }
+        #expect(store.versions(77).isEmpty, "nothing committed")
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: store.appDirectory(77))) ?? []
+        #expect(left.isEmpty, "the temporary directory is gone: \(left)")
+        // The token is forgotten: a late step is refused, naming it.
+        await #expect { _ = try await incoming.handle(Self.step(.data, token, name: "core-1.json"), c[...], store: store) } throws: { e in
+            (e as? SSIError)?.kind == .state && (e as? SSIError)?.message.contains("\(token)") == true
+        }
+    }
+}
