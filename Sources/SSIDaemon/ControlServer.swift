@@ -86,7 +86,7 @@ final class ControlServer: Service, Sendable {
         let out = Mutex<[UInt8]>([])
         let done = DispatchSemaphore(value: 0)
         let passed = fds
-        Task {
+        let task = Task {
             let a: ControlAnswer
             do {
                 a = .ok(try await answer(Data(line), fds: passed))
@@ -96,8 +96,21 @@ final class ControlServer: Service, Sendable {
             out.withLock { $0 = Self.encode(a) }
             done.signal()
         }
-        done.wait()
-        Self.write(c, out.withLock { $0 })
+        // A client that hangs up before its answer (killed, interrupted) cancels its request:
+        // a migration it asked for is given up (ProcessTableSubsystem). The client never
+        // half-closes its end, so a hang-up (POLLHUP/POLLRDHUP, poll(2)) means it is gone.
+        // POLLRDHUP (0x2000, <bits/poll.h>) is behind _GNU_SOURCE, which Glibc's module hides.
+        let rdhup: Int16 = 0x2000
+        var cancelled = false
+        while done.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
+            guard !cancelled else { continue }
+            var p = pollfd(fd: c, events: rdhup, revents: 0)
+            if poll(&p, 1, 0) > 0 && p.revents & (Int16(POLLHUP | POLLERR) | rdhup) != 0 {
+                cancelled = true
+                task.cancel()
+            }
+        }
+        if !cancelled { Self.write(c, out.withLock { $0 }) }
     }
 
     private func answer(_ line: Data, fds: [Int32]) async throws -> ControlReply {

@@ -134,11 +134,24 @@ struct ProcessTableSubsystem: Subsystem {
                 throw SSIError(.state, "application \(spec.app) is \(rec.state.rawValue) on node \(rec.node): only a running application can be migrated",
                                hint: rec.state == .lost || rec.state == .stopped ? "ssi restart \(spec.app) --node \(spec.node) brings it back there" : "try again once it settles")
             }
-            if rec.node != me { return try await forward(r, to: rec.node, timeout: .seconds(900)) }
-            return .application(try await reported(spec.app, done: Self.migrationDone, failed: Self.migrationFailed, "migration") {
-                let r = try await apps.migrate(spec)
-                return (r, "application \(spec.app) moved from node \(me) to node \(r.node)", nil)
-            })
+            // The caller going away (ControlServer cancels the request when its client hangs
+            // up) gives the migration up, on whichever node runs it.
+            let source = rec.node, rpc = core.rpc, apps = self.apps
+            if source != me {
+                return try await withTaskCancellationHandler {
+                    try await forward(r, to: source, timeout: .seconds(900))
+                } onCancel: {
+                    Task { _ = try? await rpc.call(source, service: ProcessTableService.migrateCancel, Array((try? JSONEncoder().encode(spec.app)) ?? Data())) }
+                }
+            }
+            return try await withTaskCancellationHandler {
+                .application(try await reported(spec.app, done: Self.migrationDone, failed: Self.migrationFailed, "migration") {
+                    let r = try await apps.migrate(spec)
+                    return (r, "application \(spec.app) moved from node \(me) to node \(r.node)", nil)
+                })
+            } onCancel: {
+                Task { await apps.cancelMigration(spec.app) }
+            }
         case .signal(let app, let sig):
             let rec = try await table.record(app)
             if rec.node != me { return try await forward(r, to: rec.node) }
@@ -216,6 +229,9 @@ struct RefreshService: Service {
     let apps: NodeApplications
     func run() async throws {
         await cancelWhenGracefulShutdown {
+            // The migrations this node was the source of when an earlier ssid died first:
+            // they decide which copies stay, which reconcile then adopts.
+            await apps.reconcileMigrations()
             await apps.reconcile()
             await apps.refreshLoop()
         }

@@ -3,6 +3,7 @@ import SSICheckpoint
 import SSIImage
 import SSISystem
 import SSITransport
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,6 +18,16 @@ public struct MigrateSpec: Codable, Sendable, Equatable {
 extension ProcessTableService {
     /// Asks the target of a migration to pull a version and restore it (a MigrateIn).
     public static let migrateIn = ServiceBlock.processTable.number(5)
+    /// Tells the target of a migration that its source gave it up (a MigrateAbort).
+    public static let migrateAbort = ServiceBlock.processTable.number(7)
+    /// Asks the source of a migration to give it up (its `ssi migrate` client went away on
+    /// another node); the payload is the application id, JSON.
+    public static let migrateCancel = ServiceBlock.processTable.number(8)
+}
+
+struct MigrateAbort: Codable {
+    var app: Int32
+    var token: UInt64
 }
 
 struct MigrateIn: Codable {
@@ -29,6 +40,9 @@ struct MigrateIn: Codable {
     /// so the target need not read the record while the application is frozen).
     var address: String? = nil
     var addressSent: Bool? = nil
+    /// The migration's token, as the record's `migration` says (nil from an older source:
+    /// the target then takes the record over without the check).
+    var token: UInt64? = nil
 }
 
 /// Stop-and-copy migration, built on checkpoint and restart anywhere (docs/migration.md,
@@ -40,6 +54,13 @@ extension NodeApplications {
     /// past the snapshot); T pulls the snapshot and restores it; only once T's copy runs is
     /// S's killed. Any failure before that: S's copy gets SIGCONT and goes on, unchanged.
     public func migrate(_ spec: MigrateSpec) async throws -> AppRecord {
+        // In a task of its own: the caller's cancellation (its client went away) must not cut
+        // a step short, leaving a record half settled; it gives the migration up through
+        // `cancelMigration` instead, at the steps where that is safe.
+        try await Task { try await self.migrateHere(spec) }.value
+    }
+
+    private func migrateHere(_ spec: MigrateSpec) async throws -> AppRecord {
         let app = spec.app, target = spec.node
         let rec = try await table.record(app)
         guard rec.caps.contains("CAN_MIGRATE") else {
@@ -60,6 +81,7 @@ extension NodeApplications {
         // (a user's `ssi migrate` while the scheduler moves it, or the other way round) is
         // refused here instead of dumping the application twice at once.
         let me = self.me
+        let token = UInt64.random(in: 1...UInt64.max)
         try await table.update(app) { r in
             guard r.state == .running || r.state == .frozen else {
                 throw SSIError(.state, "application \(app) is \(r.state.rawValue) (on node \(r.node)); nothing was changed",
@@ -69,7 +91,17 @@ extension NodeApplications {
                 throw SSIError(.state, "application \(app) now runs on node \(r.node), not on node \(me); nothing was changed", hint: "ssi ps shows where it runs")
             }
             r.state = .migrating
+            r.migration = MigrationMark(token: token, to: target)
         }
+        // Where a daemon restarted after dying mid-migration finds what to settle.
+        let marker = markMigration(app: app, root: root)
+        migrationsHere.withLock { $0[app] = ActiveMigration(token: token, target: target) }
+        defer {
+            unlink(marker)
+            migrationsHere.withLock { _ = $0.removeValue(forKey: app) }
+        }
+        let apps = self
+        let givenUp: @Sendable () -> Bool = { apps.migrationsHere.withLock { $0[app]?.cancelled == true } }
         var o = CheckpointEngine.CheckpointOptions()
         o.description = "migration from node \(me) to node \(target)"
         o.applicationID = app
@@ -79,14 +111,17 @@ extension NodeApplications {
         if !atFreeze.isEmpty { o.whenFrozen = { for f in atFreeze { try f() } } }
         let beforeFreeze = plan.beforeFreeze
         if !beforeFreeze.isEmpty { o.beforeFreeze = { for f in beforeFreeze { try f() } } }
-        let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc
+        let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc, logger = self.logger
         // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
         // that fails leaves nothing there and the application running here (the engine lets
         // it go without the signal).
         let done: CheckpointEngine.CheckpointResult
         do {
             done = try await Self.onThread {
-                try engine.checkpoint(app: root, options: opts, to: try RemoteImageWriter(rpc: rpc, node: target, app: app))
+                let w = try RemoteImageWriter(rpc: rpc, node: target, app: app)
+                w.afterFirstData = { try MigrationFaults.at("transfer", app: app, node: me, logger: logger) }
+                w.givenUp = givenUp
+                return try engine.checkpoint(app: root, options: opts, to: w)
             }
         } catch {
             await settle(app)
@@ -103,17 +138,29 @@ extension NodeApplications {
             let table = self.table
             let entry = SnapshotCatalog.Version(version: done.version, date: done.date, description: done.description, size: done.pageBytes, nodes: [target])
             async let recorded: Void = table.addSnapshot(app, entry, holder: target)
-            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished, address: rec.address, addressSent: true)))
+            try await MigrationFaults.atAsync("freeze", app: app, node: me, logger: logger)
+            if givenUp() { throw Self.givenUpError(app) }
+            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished,
+                                                               address: rec.address, addressSent: true, token: token)))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
             clock.mark("migrate: target restored")
-            try await recorded
+            try? await recorded
         } catch {
-            done.tracking?.stop()
-            for p in stopped { kill(p, SIGCONT) }
-            await settle(app)
-            await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
-            throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), unchanged",
-                           hint: "see node \(target)'s log")
+            // The call failed (or the migration was given up), but the target may have taken
+            // the record over before: the record decides, never the error. Until it does, the
+            // copy here stays stopped. The target, if it can be told, gives up a restore under
+            // way instead of taking the record over.
+            _ = try? await rpc.call(target, service: ProcessTableService.migrateAbort,
+                                    Array(try JSONEncoder().encode(MigrateAbort(app: app, token: token))), timeout: .seconds(2))
+            let tookOver = await settleMigration(app: app, token: token, target: target)
+            if !tookOver {
+                done.tracking?.stop()
+                for p in stopped { kill(p, SIGCONT) }
+                await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
+                throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), unchanged",
+                               hint: "see node \(target)'s log")
+            }
+            logger.warning("process table: migration of application \(app) to node \(target): the call failed (\(error)) after node \(target) had taken it over; its copy here goes")
         }
         // T's copy runs and the record names T: ours goes (SIGKILL to the namespace's init
         // kills every process of the namespace, pid_namespaces(7)).
@@ -125,6 +172,92 @@ extension NodeApplications {
         return try await table.record(app)
     }
 
+    /// Settles a migration whose target did not answer: gives it up on the record (state
+    /// running, no migration mark) unless the target has taken the record over already. One
+    /// write under the record's grab decides, which the target also needs to take it over
+    /// (it holds the grab while it restores), so exactly one of the two happens. Tried again
+    /// while KDDM cannot be reached (a node cut off, a grab not yet revoked): until the record
+    /// says, the copy here stays stopped rather than run beside the target's.
+    /// Returns whether the target took the application over.
+    func settleMigration(app: Int32, token: UInt64, target: NodeID) async -> Bool {
+        let me = self.me
+        var attempt = 0
+        while true {
+            do {
+                let r = try await table.update(app) { r in
+                    if r.node == me && (r.migration == nil || r.migration?.token == token) {
+                        r.state = .running
+                        r.migration = nil
+                    }
+                }
+                return r.node != me
+            } catch {
+                attempt += 1
+                if attempt % 20 == 1 {
+                    logger.warning("process table: migration of application \(app) to node \(target) not settled yet (\(error)); its copy here stays stopped until the record can be read")
+                }
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+        }
+    }
+
+    /// A file in this node's snapshot directory naming the application's local root while a
+    /// migration of it is under way: a daemon that died mid-migration finds there, once
+    /// restarted, the copy it must let go on or kill (`reconcileMigrations`).
+    func markMigration(app: Int32, root: Int32) -> String {
+        let dir = "\(store.root)/.migrating"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = "\(dir)/\(app)"
+        try? "\(root)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// After this daemon restarted: the migrations it was the source of when it died. The
+    /// record settles each, as `settleMigration` does: an application the target took over
+    /// has its copy here killed; any other one is let go on here (its processes may have
+    /// been left stopped for the final dump) and adopted.
+    public func reconcileMigrations() async {
+        let dir = "\(store.root)/.migrating"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let app = Int32(name),
+                  let text = try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8),
+                  let root = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { continue }
+            let cmd = String(decoding: ((try? ProcFS.readBytes("/proc/\(root)/cmdline")) ?? []).prefix { $0 != 0 }, as: UTF8.self)
+            let alive = cmd.hasSuffix("ssi-init") && PIDNamespaceIDs.innermost(root) == 1
+            let me = self.me
+            var attempt = 0
+            var record: AppRecord? = nil
+            while record == nil && attempt < 240 {
+                do {
+                    record = try await table.update(app) { r in
+                        if r.node == me && r.migration != nil {
+                            r.state = alive ? .running : .stopped
+                            r.migration = nil
+                        }
+                    }
+                } catch let e as SSIError where e.kind == .notFound {
+                    break
+                } catch {
+                    attempt += 1
+                    try? await Task.sleep(for: .milliseconds(250))
+                }
+            }
+            guard let record else { continue }
+            if alive {
+                if record.node != me {
+                    logger.warning("process table: application \(app) was taken over by node \(record.node) while this daemon was down: its copy here (pid \(root)) goes")
+                    kill(root, SIGKILL)
+                    var st: Int32 = 0
+                    _ = waitpid(root, &st, WNOHANG)
+                } else {
+                    logger.warning("process table: a migration of application \(app) ended with this daemon: it goes on here (pid \(root))")
+                    for p in Self.tree(root) { kill(p, SIGCONT) }
+                }
+            }
+            unlink("\(dir)/\(name)")
+        }
+    }
+
     /// After a failed migration: the record says the application runs here again. Retried
     /// for a while: a node that held a copy of the record and died with the migration (its
     /// target) holds the write back until KDDM has revoked it (seconds), and `ssi ps` must
@@ -133,12 +266,41 @@ extension NodeApplications {
         let me = self.me
         for attempt in 0..<40 {
             do {
-                _ = try await table.update(app) { r in if r.node == me { r.state = .running } }
+                _ = try await table.update(app) { r in if r.node == me { r.state = .running; r.migration = nil } }
                 return
             } catch {
                 if attempt == 39 { logger.warning("process table: application \(app) runs on node \(me) again, but its record could not say so: \(error)") }
                 try? await Task.sleep(for: .milliseconds(250))
             }
+        }
+    }
+
+    static func givenUpError(_ app: Int32) -> SSIError {
+        SSIError(.state, "migration of application \(app) given up: the ssi migrate that asked for it went away", hint: "ssi migrate again to move it")
+    }
+
+    /// Gives up the migration of `app` under way on this node, if any, as long as its target
+    /// has not taken it over: its `ssi migrate` client went away (killed, or interrupted).
+    /// The dump stops at its next 4 MiB, or the target is told not to take the record over.
+    public func cancelMigration(_ app: Int32) async {
+        guard let m = migrationsHere.withLock({ (all: inout [Int32: ActiveMigration]) -> ActiveMigration? in
+            all[app]?.cancelled = true
+            return all[app]
+        }) else { return }
+        logger.warning("process table: migration of application \(app) to node \(m.target) given up: the ssi migrate that asked for it went away")
+        let abort = try? JSONEncoder().encode(MigrateAbort(app: app, token: m.token))
+        if let abort { _ = try? await rpc.call(m.target, service: ProcessTableService.migrateAbort, Array(abort), timeout: .seconds(2)) }
+    }
+
+    /// Runs on the target when the source gave a migration up (its call failed or its client
+    /// went away): a restore under way does not take the record over (the source will not
+    /// wait for it) and its processes go. Remembered for a while, in case it came first.
+    func migrateAbort(_ a: MigrateAbort) {
+        logger.warning("process table: the source of migration \(a.token) gave it up: application \(a.app) is not taken over here")
+        abandonedMigrations.withLock { $0.insert(a.token) }
+        Task { [self] in
+            try? await Task.sleep(for: .seconds(600))
+            _ = abandonedMigrations.withLock { $0.remove(a.token) }
         }
     }
 
@@ -166,21 +328,52 @@ extension NodeApplications {
         defer { if let netFD { close(netFD) } }
         o.rootNetwork = netFD
         let route = routeWhenRebuilt(app: app, address: address), hooks = migrationHooks.withLock({ $0 }), from = m.from
+        // The record's grab, taken while the processes are rebuilt (off the frozen time): the
+        // source cannot give the migration up meanwhile, and the record is taken over with
+        // one write just before anything runs. That write is the migration's point of no
+        // return: before it, the source's copy is the application; after it, this one.
+        let me = self.me, table = self.table, logger = self.logger, token = m.token, apps = self
+        let holding = Task { try await table.hold(app) }
+        let taken = Mutex(false)
         o.beforeResume = {
             try route?()
             for h in hooks { h.targetRebuilt(app: app, from: from) }
+            try MigrationFaults.at("restore", app: app, node: me, logger: logger)
+            var rec = try blockingCall { try await holding.value }
+            guard rec.node == from, token.map({ rec.migration?.token == $0 }) ?? (rec.state == .migrating),
+                  !(token.map { t in apps.abandonedMigrations.withLock { $0.contains(t) } } ?? false) else {
+                throw SSIError(.state, "migration of application \(app) from node \(from) was given up there (its record says \(rec.state.rawValue) on node \(rec.node)); the copy rebuilt on node \(me) goes",
+                               hint: "ssi ps shows where it runs")
+            }
+            (rec.node, rec.state, rec.exit_status, rec.migration) = (me, .running, nil, nil)
+            rec.migrations += 1
+            let written = rec
+            do {
+                try blockingCall { try await table.put(written) }
+            } catch {
+                // A write whose answer was lost may have been made: the record says.
+                let now = try? blockingCall { try await table.raw(app) }
+                guard now?.node == me, now?.migration == nil else { throw error }
+            }
+            taken.withLock { $0 = true }
         }
         clock.mark("migrate in: network")
         let opts = o
-        let r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
+        let r: CheckpointEngine.RestartResult
+        do {
+            r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
+        } catch {
+            if !taken.withLock({ $0 }), (try? await holding.value) != nil { await table.release(app) }
+            throw error
+        }
         clock.mark("migrate in: restart")
         joinCPUGroups(root: r.pid)
-        // Recorded first, then watched (as a restart: Restart.swift).
-        let me = self.me
+        // Taken over before it ran; its pid here now (recorded first, then watched, as a
+        // restart: Restart.swift).
         do {
             try await table.update(app) { rec in
-                (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
-                rec.migrations += 1
+                guard rec.node == me else { return }
+                rec.pid = r.pid
             }
         } catch {
             watch(app: app, pid: r.pid)
@@ -190,7 +383,7 @@ extension NodeApplications {
         clock.mark("migrate in: record")
         await eachHook { await $0.targetDidResume(app: app, root: r.pid, from: m.from) }
         // The image came in without fsync (IncomingSnapshots): on disk now, off the freeze.
-        let store = self.store, logger = self.logger
+        let store = self.store
         Task.detached {
             do { try store.sync(app: app) } catch { logger.warning("process table: snapshot v\(v) of application \(app) not synced: \(error)") }
         }

@@ -36,6 +36,11 @@ public final class NodeApplications: Sendable {
     public let migrationHooks = Mutex<[any MigrationHooks]>([])
     /// Application addresses, when this node has an application subnet (AppNetworkHook.swift).
     public let appNetwork = Mutex<(any ApplicationNetwork)?>(nil)
+    /// Migrations of this node's applications under way, by application: their token and
+    /// target, and whether the one who asked gave them up (`cancelMigration`).
+    let migrationsHere = Mutex<[Int32: ActiveMigration]>([:])
+    /// Migrations to this node whose source gave them up (MigrateAbort), by token.
+    let abandonedMigrations = Mutex<Set<UInt64>>([])
     /// Applications frozen here with their address locked (Together.swift), until unfrozen.
     let networkLocked = Mutex<[Int32: String]>([:])
 
@@ -85,7 +90,9 @@ public final class NodeApplications: Sendable {
         let n = pids.count
         do {
             try await table.update(app) { r in
-                guard r.node == self.me, r.pid == root, r.state != .stopped else { return }
+                // Not while a migration is under way: its state (migrating) and mark are the
+                // migration's to settle (Migrate.swift).
+                guard r.node == self.me, r.pid == root, r.state != .stopped, r.migration == nil, r.state != .migrating else { return }
                 (r.processes, r.rss_bytes, r.state) = (n, rss, state)
             }
             written.withLock { $0[app] = (n, rss, state) }
@@ -142,6 +149,13 @@ public final class NodeApplications: Sendable {
             t.start()
         }
     }
+}
+
+/// A migration under way on its source node.
+struct ActiveMigration: Sendable {
+    var token: UInt64
+    var target: NodeID
+    var cancelled = false
 }
 
 /// A piece of an application's log.

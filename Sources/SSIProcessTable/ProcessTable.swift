@@ -82,6 +82,26 @@ public struct ProcessTable: Sendable {
         return r
     }
 
+    /// Takes the record's grab and returns it as written: no other node changes it until
+    /// `put` or `release` (a migration's target holds it while it restores, so that its
+    /// taking over and the source giving up cannot both happen).
+    public func hold(_ app: Int32) async throws -> AppRecord {
+        guard let bytes = try await kddm.grab(Self.applicationsSet, UInt64(app)) else {
+            try? await kddm.release(Self.applicationsSet, UInt64(app))
+            throw Self.unknown(app)
+        }
+        do { return try AppRecord.decode(bytes) } catch {
+            try? await kddm.release(Self.applicationsSet, UInt64(app))
+            throw error
+        }
+    }
+
+    /// Writes a held record (the grab goes with the write).
+    public func put(_ r: AppRecord) async throws { try await kddm.put(Self.applicationsSet, UInt64(r.app), r.encoded()) }
+
+    /// Gives a held record back unchanged.
+    public func release(_ app: Int32) async { try? await kddm.release(Self.applicationsSet, UInt64(app)) }
+
     /// The record as written (no `lost` marking).
     public func raw(_ app: Int32) async throws -> AppRecord {
         guard let b = try await kddm.get(Self.applicationsSet, UInt64(app)) else { throw Self.unknown(app) }

@@ -37,6 +37,10 @@ public struct AppRecord: Codable, Sendable, Equatable {
     /// Percent of one CPU it used over the scheduler's last sample (`ssi ps`); filled in
     /// when the list is read, never stored.
     public var cpu: Double?
+    /// The migration under way (state `migrating`): set by its source, cleared by whichever
+    /// of the two nodes settles it, the target taking the record over or the source giving
+    /// the migration up (Migrate.swift, "Exactly one copy").
+    public var migration: MigrationMark?
 
     public init(app: Int32, node: NodeID, pid: Int32, command: [String], started: String) {
         (self.app, self.node, self.pid, self.command, self.started) = (app, node, pid, command, started)
@@ -57,6 +61,13 @@ public struct AppRecord: Codable, Sendable, Equatable {
 
     public func encoded() -> [UInt8] { Array((try? JSONEncoder.sorted.encode(self)) ?? Data()) }
     public static func decode(_ bytes: [UInt8]) throws -> AppRecord { try JSONDecoder().decode(AppRecord.self, from: Data(bytes)) }
+}
+
+/// Which migration an application is in: a token the source drew, and its target.
+public struct MigrationMark: Codable, Sendable, Equatable {
+    public var token: UInt64
+    public var to: NodeID
+    public init(token: UInt64, to: NodeID) { (self.token, self.to) = (token, to) }
 }
 
 /// The snapshots of one application: the value of `snapshots/<id>`.

@@ -65,6 +65,9 @@ struct IncomingAnswer: Codable {
 final class IncomingSnapshots: @unchecked Sendable {
     /// Data steps (4 MiB each) queued per snapshot before the source is held back.
     static let window = 4
+    /// A snapshot with no step for this long is given up (the next one to begin aborts it):
+    /// a pre-copy round sends a step at least every 4 MiB, a restore is not waited for here.
+    static let idleLimit: TimeInterval = 600
 
     private final class Receiving: @unchecked Sendable {
         let writer: SnapshotWriter
@@ -78,6 +81,9 @@ final class IncomingSnapshots: @unchecked Sendable {
         var queued = 0
         var failure: Error? = nil
         var waiting: [CheckedContinuation<Void, Never>] = []
+        /// When its last step came: a snapshot whose source went away (its daemon killed
+        /// mid-transfer) is aborted once idle for `idleLimit`.
+        var last = Date()
 
         init(writer: SnapshotWriter, token: UInt64) {
             self.writer = writer
@@ -95,7 +101,13 @@ final class IncomingSnapshots: @unchecked Sendable {
             // (NodeApplications.migrateIn), not while the application is frozen.
             let w = try store.beginWrite(app: step.app)
             w.durable = false
-            lock.withLock { receiving[step.token] = Receiving(writer: w, token: step.token) }
+            let stale: [Receiving] = lock.withLock {
+                let old = receiving.filter { Date().timeIntervalSince($0.value.last) > Self.idleLimit }
+                for k in old.keys { receiving[k] = nil }
+                receiving[step.token] = Receiving(writer: w, token: step.token)
+                return Array(old.values)
+            }
+            for r in stale { r.queue.async { r.writer.abort() } }
             return IncomingAnswer()
         case .data:
             // Queued before any suspension: handlers start in arrival order on the RPC loop,
@@ -173,7 +185,10 @@ final class IncomingSnapshots: @unchecked Sendable {
     }
 
     private func receiver(_ step: IncomingStep) throws -> Receiving {
-        guard let r = lock.withLock({ receiving[step.token] }) else { throw Self.unknown(step) }
+        guard let r = lock.withLock({ () -> Receiving? in
+            receiving[step.token]?.last = Date()
+            return receiving[step.token]
+        }) else { throw Self.unknown(step) }
         return r
     }
 
@@ -209,6 +224,15 @@ final class RemoteImageWriter: ImageWriter {
         var answer: Task<IncomingAnswer, Error>
     }
     private var finishing: [Pending] = []
+    /// Called once, after the first data step went (the migration's `transfer` test phase).
+    var afterFirstData: (() throws -> Void)? = nil
+    /// True once the migration is given up: the next data step or the commit fails instead
+    /// (the dump then lets the application go on, unchanged).
+    var givenUp: (() -> Bool)? = nil
+
+    func checkGivenUp() throws {
+        if givenUp?() == true { throw SSIError(.state, "the image for node \(node) was given up: the ssi migrate that asked for it went away") }
+    }
 
     init(rpc: RPCNode, node: NodeID, app: Int32) throws {
         self.rpc = rpc
@@ -261,6 +285,7 @@ final class RemoteImageWriter: ImageWriter {
 
     func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
         try settle()
+        try checkGivenUp()
         let a = try send(IncomingStep(kind: .commit, token: token, description: description, processes: processes, arch: arch, date: date))
         guard let v = a.version, let m = a.manifest else { throw SSIError(.corrupt, "node \(node) did not say which version it committed") }
         return (v, m)
@@ -292,9 +317,14 @@ final class RemoteFileWriter: ImageFileWriter {
 
     private func flush() throws {
         guard !buffer.isEmpty else { return }
+        try writer.checkGivenUp()
         let step = IncomingStep(kind: .data, token: writer.token, name: name)
         _ = try buffer.withUnsafeBytes { try writer.send(step, $0) }
         buffer.removeAll(keepingCapacity: true)
+        if let f = writer.afterFirstData {
+            writer.afterFirstData = nil
+            try f()
+        }
     }
 
     /// The bytes still buffered go with the finish step (the target appends them first), and

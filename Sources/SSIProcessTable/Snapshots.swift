@@ -68,6 +68,14 @@ extension NodeApplications {
             let (step, bytes) = try IncomingStep.decode(p)
             return Array(try JSONEncoder().encode(try await incoming.handle(step, bytes, store: store)))
         }
+        rpc.register(ProcessTableService.migrateAbort) { [self] _, p in
+            migrateAbort(try JSONDecoder().decode(MigrateAbort.self, from: Data(p)))
+            return []
+        }
+        rpc.register(ProcessTableService.migrateCancel) { [self] _, p in
+            await cancelMigration(try JSONDecoder().decode(Int32.self, from: Data(p)))
+            return []
+        }
         rpc.register(ProcessTableService.migrateIn) { [self] _, p in
             try await migrateIn(try JSONDecoder().decode(MigrateIn.self, from: Data(p)))
             return []
