@@ -191,6 +191,9 @@ extension NodeApplications {
                     }
                 }
                 return r.node != me
+            } catch let e as SSIError where e.kind == .notFound {
+                // No record at all (removed meanwhile): nobody took it over.
+                return false
             } catch {
                 attempt += 1
                 if attempt % 20 == 1 {
