@@ -351,6 +351,8 @@ extension NodeApplications {
             (rec.node, rec.state, rec.exit_status, rec.migration) = (me, .running, nil, nil)
             rec.migrations += 1
             let written = rec
+            var clock = PhaseClock()
+            defer { clock.mark("migrate in: record taken over") }
             do {
                 try blockingCall { try await table.put(written) }
             } catch {
