@@ -99,11 +99,48 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
             PacketHold.tcpFlow(p).map { flows.contains("\($0.source):\($0.sourcePort)>\($0.destinationPort)") } ?? false
         }
         guard !packets.isEmpty else { return pending.count }
+        let sent = Self.inject(packets, into: root, to: address)
+        core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of \(pending.count) handshake(s) under way given to it before its move")
+        // Those whose ACK has not come yet are still waiting (the others are connections to
+        // accept now, which the drain counts).
+        let served = Set(packets.compactMap { p in p.withUnsafeBytes { PacketHold.tcpFlow($0).map { "\($0.source):\($0.sourcePort)>\($0.destinationPort)" } } })
+        return flows.subtracting(served).count
+    }
+
+    /// At the freeze, once nothing goes out of the application any more (`lock`), and
+    /// before its sockets are read: the held packets of its established connections are
+    /// given to it (the frozen copy's kernel takes them). They are mostly the peers'
+    /// acknowledgements of what it sent while only its incoming traffic was held; read
+    /// without them, a connection would be saved with data the peer already has as not yet
+    /// acknowledged, and the copy rebuilt from it would take the peer's acknowledgement
+    /// (beyond anything it has sent itself) for one of data never sent, and drop it (tcp_ack,
+    /// "ACK of unsent data"): a bulk sender then stalls for good (seen: a sender moving with
+    /// 2 MB in flight retransmitting for minutes). Data segments among them go into its
+    /// receive queues, which the snapshot saves; their acknowledgements are dropped by the
+    /// lock, so the peer sends them again to the target, which acknowledges them as
+    /// duplicates. What comes after this is held for the target as before.
+    func deliverHeld(app: Int32, address: String, root: Int32) {
+        let conns = Connections.toOutside(root: root)
+        guard !conns.isEmpty, let hold = packetHold else { return }
+        let flows = Set(conns.map { "\($0.remote):\($0.remotePort)>\($0.localPort)" })
+        let packets = hold.take(key: address) { p in
+            PacketHold.tcpFlow(p).map { flows.contains("\($0.source):\($0.sourcePort)>\($0.destinationPort)") } ?? false
+        }
+        guard !packets.isEmpty else { return }
+        let sent = Self.inject(packets, into: root, to: address)
+        core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of its \(conns.count) connection(s) given to it at the freeze, before they are saved")
+    }
+
+    /// Sends IP packets (their headers as they came) to `destination` from inside the
+    /// network namespace of process `root`, through a raw socket there: a packet to a local
+    /// address is delivered locally (raw(7), IPPROTO_RAW implies IP_HDRINCL, so the peer's
+    /// source address stays), which works with the application's link down. Returns how
+    /// many went.
+    static func inject(_ packets: [[UInt8]], into root: Int32, to destination: String) -> Int {
         let ns = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
-        guard ns >= 0 else { return pending.count }
+        guard ns >= 0 else { return 0 }
         defer { close(ns) }
-        let destination = address
-        let sent = (try? Spawn.inNetwork(ns) { () -> Int in
+        return (try? Spawn.inNetwork(ns) { () -> Int in
             let s = socket(AF_INET, Int32(SOCK_RAW.rawValue), Int32(IPPROTO_RAW))
             guard s >= 0 else { return 0 }
             defer { close(s) }
@@ -119,11 +156,6 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
             }
             return n
         }) ?? 0
-        core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of \(pending.count) handshake(s) under way given to it before its move")
-        // Those whose ACK has not come yet are still waiting (the others are connections to
-        // accept now, which the drain counts).
-        let served = Set(packets.compactMap { p in p.withUnsafeBytes { PacketHold.tcpFlow($0).map { "\($0.source):\($0.sourcePort)>\($0.destinationPort)" } } })
-        return flows.subtracting(served).count
     }
 
     func unlock(app: Int32, address: String) {

@@ -142,8 +142,12 @@ final class NetworkMigrationHooks: MigrationHooks {
                                          handshakes: { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 })
             logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
         }
-        // At the freeze, before the sockets are read: nothing goes out either.
-        let lock: @Sendable () throws -> Void = { try side?.lock(app: app, address: address) }
+        // At the freeze, before the sockets are read: nothing goes out either; then what
+        // was held for its connections is given to it (AppNetworkSide.deliverHeld).
+        let lock: @Sendable () throws -> Void = {
+            try side?.lock(app: app, address: address)
+            side?.deliverHeld(app: app, address: address, root: root)
+        }
         // Connections accepted while it drains are saved too.
         return MigrationPlan(tcpEstablished: true, whenFrozen: [lock], beforeFreeze: [hold])
     }

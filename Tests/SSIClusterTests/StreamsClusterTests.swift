@@ -187,6 +187,34 @@ struct StreamsClusterTests {
         print("streams: udpping across two moves: \(verdict)")
     }
 
+    /// A bulk sender (streamer source) moving while it streams to a receiver on another node,
+    /// megabytes in flight: its connection goes on to the end with every byte checked. The
+    /// peer's acknowledgements held while the sender drained are given to its frozen copy
+    /// before its sockets are read (AppNetworkSide.deliverHeld); without that the rebuilt
+    /// copy dropped them as acknowledging data it had not sent and stalled for good. The
+    /// rebuilt socket keeps its segment size (no 524-byte segments after a move).
+    @Test(.timeLimit(.minutes(2))) func bulkSenderMovesWhileItStreams() throws {
+        try up()
+        defer { try? down() }
+        let streamer = try TestEnv.fixture("streamer")
+        let sink = try #require(appID(try ssiOK("run", "--node", "3", "--net", "app", "-b", "--log", "--", streamer, "sink", "7600")))
+        usleep(500_000)
+        let sender = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", streamer, "source", try address(of: sink), "7600", "5")))
+        _ = try ssiOK("caps", "\(sender)", "+CAN_MIGRATE")
+        usleep(1_500_000)
+        try move(sender, to: 1)
+        let rec = try #require(try record(sender, node: 1))
+        let ss = try Proc.run(["nsenter", "-t", "\(rec.pid)", "-n", "--", "ss", "-tni"], check: false).1
+        let mss = ss.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).first { $0.hasPrefix("mss:") }.flatMap { Int($0.dropFirst(4)) } ?? 0
+        #expect(mss > 1000, "the moved sender's segment size: \(ss)")
+        if try waitFor("the sender ends", seconds: 25, { try record(sender, node: 2)?.state == .stopped }) >= 25 {
+            print("streams: the sender did not end:\n\(diagnose([sink, sender]))")
+        }
+        let verdict = try ssiOK("logs", "\(sender)")
+        #expect(verdict.hasPrefix("PASS"), "the moved sender's verdict: \(verdict)")
+        print("streams: bulk sender moved 2 -> 1 while streaming: \(verdict), mss \(mss)")
+    }
+
     /// A migration that fails after the freeze (a listening socket with a connection waiting
     /// to be accepted is refused by the engine) leaves the application on its node with its
     /// address: its link up again, its route back, new connections reach it.

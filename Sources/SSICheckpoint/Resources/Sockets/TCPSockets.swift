@@ -199,6 +199,12 @@ extension SocketRebuilder {
             }
         }
         if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: Self.timestampNow(r))) }
+        // The segment size, before connect: the repair connect computes the socket's current
+        // MSS then (tcp_connect_init: from TCP_MAXSEG's user_mss and the route's MTU), and
+        // TCP_REPAIR_OPTIONS below only sets the clamp, which nothing recomputes it from while
+        // the path MTU stays the same: the rebuilt connection sent 524-byte segments (the
+        // 536 default less timestamps) for good, and a bulk sender crawled.
+        if r.mss >= 88 { SocketOption.tcpMaxSegment.set(fd, Int32(r.mss)) }
         if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
         // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
         var opts: [UInt32] = [2, r.mss]
