@@ -39,6 +39,10 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// Where a connection's peer stands (NetworkSubsystem.peerState, TCPPeersPart.swift).
     let peerStates = Mutex<(@Sendable (String, UInt16, String, UInt16) async -> TCPPeerCheckResult)?>(nil)
 
+    /// Per held address: the handshakes its listeners still had under way at the last look
+    /// of the drain (completeHandshakes), whose packets `deliverHeld` leaves for the target.
+    private let unfinishedHandshakes = Mutex<[String: Set<String>]>([:])
+
     init(subnet: AppSubnet, core: NodeCore) { (self.subnet, self.core) = (subnet, core) }
 
     func placed(app: Int32) async { await refreshAll.withLock({ $0 })() }
@@ -93,8 +97,9 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// handshakes are still waiting for their ACK.
     func completeHandshakes(app: Int32, address: String, root: Int32) -> Int {
         let pending = Connections.handshakes(root: root)
-        guard !pending.isEmpty, let hold = packetHold else { return pending.count }
         let flows = Set(pending.map { "\($0.remote):\($0.remotePort)>\($0.localPort)" })
+        unfinishedHandshakes.withLock { $0[address] = flows }
+        guard !pending.isEmpty, let hold = packetHold else { return pending.count }
         let packets = hold.take(key: address) { p in
             PacketHold.tcpFlow(p).map { flows.contains("\($0.source):\($0.sourcePort)>\($0.destinationPort)") } ?? false
         }
@@ -104,6 +109,7 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         // Those whose ACK has not come yet are still waiting (the others are connections to
         // accept now, which the drain counts).
         let served = Set(packets.compactMap { p in p.withUnsafeBytes { PacketHold.tcpFlow($0).map { "\($0.source):\($0.sourcePort)>\($0.destinationPort)" } } })
+        unfinishedHandshakes.withLock { $0[address] = flows.subtracting(served) }
         return flows.subtracting(served).count
     }
 
@@ -120,15 +126,24 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// lock, so the peer sends them again to the target, which acknowledges them as
     /// duplicates. What comes after this is held for the target as before.
     func deliverHeld(app: Int32, address: String, root: Int32) {
-        let conns = Connections.toOutside(root: root)
-        guard !conns.isEmpty, let hold = packetHold else { return }
-        let flows = Set(conns.map { "\($0.remote):\($0.remotePort)>\($0.localPort)" })
+        // Every held TCP segment but a SYN (a new connection: the target answers it) and
+        // those of handshakes the drain left under way (completed here, they would leave a
+        // connection to accept, which refuses the dump): the others belong to its
+        // connections, established or closing (a segment of none is answered with a reset,
+        // which the lock drops). Chosen from the packets alone: reading /proc/PID/net/tcp
+        // walks the whole host's TCP hash table, 3.4 ms of the freeze here.
+        guard let hold = packetHold else { return }
+        var clock = PhaseClock()
+        let unfinished = unfinishedHandshakes.withLock { $0.removeValue(forKey: address) } ?? []
         let packets = hold.take(key: address) { p in
-            PacketHold.tcpFlow(p).map { flows.contains("\($0.source):\($0.sourcePort)>\($0.destinationPort)") } ?? false
+            guard let flow = PacketHold.tcpFlow(p), !PacketHold.isSYN(p) else { return false }
+            return unfinished.isEmpty || !unfinished.contains("\(flow.source):\(flow.sourcePort)>\(flow.destinationPort)")
         }
+        clock.mark("network: \(packets.count) held packets taken")
         guard !packets.isEmpty else { return }
         let sent = Self.inject(packets, into: root, to: address)
-        core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of its \(conns.count) connection(s) given to it at the freeze, before they are saved")
+        clock.mark("network: \(sent) injected")
+        core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of its connections given to it at the freeze, before they are saved")
     }
 
     /// Sends IP packets (their headers as they came) to `destination` from inside the

@@ -145,8 +145,11 @@ final class NetworkMigrationHooks: MigrationHooks {
         // At the freeze, before the sockets are read: nothing goes out either; then what
         // was held for its connections is given to it (AppNetworkSide.deliverHeld).
         let lock: @Sendable () throws -> Void = {
+            var clock = PhaseClock()
             try side?.lock(app: app, address: address)
+            clock.mark("network: address locked")
             side?.deliverHeld(app: app, address: address, root: root)
+            clock.mark("network: held packets given to the frozen copy")
         }
         // Connections accepted while it drains are saved too.
         return MigrationPlan(tcpEstablished: true, whenFrozen: [lock], beforeFreeze: [hold])

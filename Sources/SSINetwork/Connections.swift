@@ -45,12 +45,17 @@ public enum Connections {
     /// The handshakes under way in the application's network namespace: /proc/PID/net/tcp's
     /// entries in state 03 (SYN_RECV). They are requests, not sockets: no inode, no fd
     /// (proc(5); net/ipv4/tcp_ipv4.c shows a request as its listener's port and the client).
-    public static func handshakes(root: Int32) -> [Handshake] {
+    public static func handshakes(root: Int32) -> [Handshake] { flows(root: root, states: ["03"]) }
+
+    /// The connections of the application's network namespace in one of `states` (proc(5),
+    /// /proc/PID/net/tcp's `st`, hex), by their two ends only: one read of that file, no
+    /// walk of the processes' fds (which took 7-17 ms, too long inside a freeze).
+    public static func flows(root: Int32, states: Set<Substring>) -> [Handshake] {
         guard let text = try? ProcFS.read("/proc/\(root)/net/tcp") else { return [] }
         var out: [Handshake] = []
         for line in text.split(separator: "\n").dropFirst() {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard f.count >= 4, f[3] == "03" else { continue }
+            guard f.count >= 4, states.contains(f[3]) else { continue }
             let l = f[1].split(separator: ":"), r = f[2].split(separator: ":")
             guard l.count == 2, r.count == 2, let lp = UInt16(l[1], radix: 16), let rp = UInt16(r[1], radix: 16),
                   let ra = ListeningSockets.address(String(r[0]), v6: false) else { continue }

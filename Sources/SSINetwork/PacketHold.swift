@@ -109,6 +109,14 @@ public final class PacketHold: @unchecked Sendable {
         }
     }
 
+    /// Whether a held IPv4 TCP packet has the SYN flag (RFC 793: flags in byte 13 of the
+    /// TCP header, SYN = 0x02).
+    public static func isSYN(_ p: UnsafeRawBufferPointer) -> Bool {
+        guard p.count >= 20, p[0] >> 4 == 4, p[9] == 6 else { return false }
+        let ihl = Int(p[0] & 0x0f) * 4
+        return p.count > ihl + 13 && p[ihl + 13] & 0x02 != 0
+    }
+
     /// A held IPv4 TCP packet's source address and ports (RFC 791, RFC 793), nil for another.
     public static func tcpFlow(_ p: UnsafeRawBufferPointer) -> (source: String, sourcePort: UInt16, destinationPort: UInt16)? {
         guard p.count >= 20, p[0] >> 4 == 4, p[9] == 6 else { return nil }

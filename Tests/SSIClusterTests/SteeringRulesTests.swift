@@ -76,5 +76,16 @@ import Testing
         udp[9] = 17
         #expect(udp.withUnsafeBytes { PacketHold.tcpFlow($0) } == nil)
         #expect(Array(tcp.prefix(22)).withUnsafeBytes { PacketHold.tcpFlow($0) } == nil, "cut before its ports")
+        // Flags at byte 13 of the TCP header (after the 24-byte IP header with options):
+        // a SYN stays held for the target at a freeze, an ACK or a SYN-less data segment does not.
+        var syn = tcp
+        syn[24 + 13] = 0x02
+        #expect(syn.withUnsafeBytes { PacketHold.isSYN($0) })
+        var ack = tcp
+        ack[24 + 13] = 0x10
+        #expect(!ack.withUnsafeBytes { PacketHold.isSYN($0) })
+        syn[9] = 17
+        #expect(!syn.withUnsafeBytes { PacketHold.isSYN($0) }, "not TCP")
+        #expect(!Array(tcp.prefix(30)).withUnsafeBytes { PacketHold.isSYN($0) }, "cut before its flags")
     }
 }
