@@ -39,9 +39,10 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// Where a connection's peer stands (NetworkSubsystem.peerState, TCPPeersPart.swift).
     let peerStates = Mutex<(@Sendable (String, UInt16, String, UInt16) async -> TCPPeerCheckResult)?>(nil)
 
-    /// Per held address: the handshakes its listeners still had under way at the last look
-    /// of the drain (completeHandshakes), whose packets `deliverHeld` leaves for the target.
-    private let unfinishedHandshakes = Mutex<[String: Set<String>]>([:])
+    /// Per held address of an application with listeners: its connections (established or
+    /// closing) at the drain's last look (completeHandshakes); `deliverHeld` gives the frozen
+    /// copy the held packets of those only.
+    private let drainedConnections = Mutex<[String: Set<String>]>([:])
 
     init(subnet: AppSubnet, core: NodeCore) { (self.subnet, self.core) = (subnet, core) }
 
@@ -96,9 +97,12 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// the drain accepts the connections, which the snapshot then has. Returns how many
     /// handshakes are still waiting for their ACK.
     func completeHandshakes(app: Int32, address: String, root: Int32) -> Int {
-        let pending = Connections.handshakes(root: root)
-        let flows = Set(pending.map { "\($0.remote):\($0.remotePort)>\($0.localPort)" })
-        unfinishedHandshakes.withLock { $0[address] = flows }
+        // One read of /proc/PID/net/tcp for both: the handshakes, and the connections.
+        let all = Connections.flows(root: root, states: Self.connected.union(["03"]))
+        func key(_ f: Connections.Handshake) -> String { "\(f.remote):\(f.remotePort)>\(f.localPort)" }
+        let pending = all.filter { $0.state == "03" }
+        drainedConnections.withLock { $0[address] = Set(all.filter { $0.state != "03" }.map(key)) }
+        let flows = Set(pending.map(key))
         guard !pending.isEmpty, let hold = packetHold else { return pending.count }
         let packets = hold.take(key: address) { p in
             PacketHold.tcpFlow(p).map { flows.contains("\($0.source):\($0.sourcePort)>\($0.destinationPort)") } ?? false
@@ -109,7 +113,6 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         // Those whose ACK has not come yet are still waiting (the others are connections to
         // accept now, which the drain counts).
         let served = Set(packets.compactMap { p in p.withUnsafeBytes { PacketHold.tcpFlow($0).map { "\($0.source):\($0.sourcePort)>\($0.destinationPort)" } } })
-        unfinishedHandshakes.withLock { $0[address] = flows.subtracting(served) }
         return flows.subtracting(served).count
     }
 
@@ -126,18 +129,19 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// lock, so the peer sends them again to the target, which acknowledges them as
     /// duplicates. What comes after this is held for the target as before.
     func deliverHeld(app: Int32, address: String, root: Int32) {
-        // Every held TCP segment but a SYN (a new connection: the target answers it) and
-        // those of handshakes the drain left under way (completed here, they would leave a
-        // connection to accept, which refuses the dump): the others belong to its
-        // connections, established or closing (a segment of none is answered with a reset,
-        // which the lock drops). Chosen from the packets alone: reading /proc/PID/net/tcp
-        // walks the whole host's TCP hash table, 3.4 ms of the freeze here.
+        // Which packets, chosen without reading /proc/PID/net/tcp here (it walks the host's
+        // whole TCP hash table: 3.4 ms of the freeze on this machine): with listeners, those
+        // of the connections the drain saw last (a handshake completed here would leave a
+        // connection to accept, which refuses the dump; none starts after, SYNs being held);
+        // without, every TCP segment but a SYN (a new connection, for the target), since
+        // all the others are of its connections (a segment of none is answered with a reset,
+        // which the lock drops).
         guard let hold = packetHold else { return }
         var clock = PhaseClock()
-        let unfinished = unfinishedHandshakes.withLock { $0.removeValue(forKey: address) } ?? []
+        let known = drainedConnections.withLock { $0.removeValue(forKey: address) }
         let packets = hold.take(key: address) { p in
             guard let flow = PacketHold.tcpFlow(p), !PacketHold.isSYN(p) else { return false }
-            return unfinished.isEmpty || !unfinished.contains("\(flow.source):\(flow.sourcePort)>\(flow.destinationPort)")
+            return known.map { $0.contains("\(flow.source):\(flow.sourcePort)>\(flow.destinationPort)") } ?? true
         }
         clock.mark("network: \(packets.count) held packets taken")
         guard !packets.isEmpty else { return }
@@ -145,6 +149,10 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         clock.mark("network: \(sent) injected")
         core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of its connections given to it at the freeze, before they are saved")
     }
+
+    /// /proc/net/tcp states of a connection with segments still to exchange: established,
+    /// FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING.
+    static let connected: Set<Substring> = ["01", "04", "05", "08", "09", "0B"]
 
     /// Sends IP packets (their headers as they came) to `destination` from inside the
     /// network namespace of process `root`, through a raw socket there: a packet to a local

@@ -137,6 +137,8 @@ final class NetworkMigrationHooks: MigrationHooks {
         // it sends flows until the freeze: its answers, and the ends (FIN) of connections it
         // closes meanwhile, whose sockets no snapshot has once their fds are gone.
         let hold: @Sendable () throws -> Void = {
+            var clock = PhaseClock()
+            defer { clock.mark("network: incoming held, connections drained") }
             guard try side?.holdIncoming(app: app, address: address) == true else { return }
             let left = Connections.drain(outside, listeners: Connections.listening(root: root),
                                          handshakes: { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 })

@@ -40,6 +40,8 @@ public enum Connections {
         public var remote: String
         public var remotePort: UInt16
         public var localPort: UInt16
+        /// Its /proc/net/tcp state (hex: 03 for a handshake).
+        public var state: Substring = "03"
     }
 
     /// The handshakes under way in the application's network namespace: /proc/PID/net/tcp's
@@ -59,7 +61,7 @@ public enum Connections {
             let l = f[1].split(separator: ":"), r = f[2].split(separator: ":")
             guard l.count == 2, r.count == 2, let lp = UInt16(l[1], radix: 16), let rp = UInt16(r[1], radix: 16),
                   let ra = ListeningSockets.address(String(r[0]), v6: false) else { continue }
-            out.append(Handshake(remote: ra, remotePort: rp, localPort: lp))
+            out.append(Handshake(remote: ra, remotePort: rp, localPort: lp, state: f[3]))
         }
         return out
     }
