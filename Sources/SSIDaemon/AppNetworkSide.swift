@@ -99,20 +99,17 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     func completeHandshakes(app: Int32, address: String, root: Int32) -> Int {
         // One read of /proc/PID/net/tcp for both: the handshakes, and the connections.
         let all = Connections.flows(root: root, states: Self.connected.union(["03"]))
-        func key(_ f: Connections.Handshake) -> String { "\(f.remote):\(f.remotePort)>\(f.localPort)" }
         let pending = all.filter { $0.state == "03" }
-        drainedConnections.withLock { $0[address] = Set(all.filter { $0.state != "03" }.map(key)) }
-        let flows = Set(pending.map(key))
+        drainedConnections.withLock { $0[address] = Set(all.filter { $0.state != "03" }.map(\.key)) }
+        let flows = Set(pending.map(\.key))
         guard !pending.isEmpty, let hold = packetHold else { return pending.count }
-        let packets = hold.take(key: address) { p in
-            PacketHold.tcpFlow(p).map { flows.contains("\($0.source):\($0.sourcePort)>\($0.destinationPort)") } ?? false
-        }
+        let packets = hold.take(key: address) { p in PacketHold.flowKey(p).map(flows.contains) ?? false }
         guard !packets.isEmpty else { return pending.count }
         let sent = Self.inject(packets, into: root, to: address)
         core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of \(pending.count) handshake(s) under way given to it before its move")
         // Those whose ACK has not come yet are still waiting (the others are connections to
         // accept now, which the drain counts).
-        let served = Set(packets.compactMap { p in p.withUnsafeBytes { PacketHold.tcpFlow($0).map { "\($0.source):\($0.sourcePort)>\($0.destinationPort)" } } })
+        let served = Set(packets.compactMap { p in p.withUnsafeBytes { PacketHold.flowKey($0) } })
         return flows.subtracting(served).count
     }
 
@@ -137,16 +134,13 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         // all the others are of its connections (a segment of none is answered with a reset,
         // which the lock drops).
         guard let hold = packetHold else { return }
-        var clock = PhaseClock()
         let known = drainedConnections.withLock { $0.removeValue(forKey: address) }
         let packets = hold.take(key: address) { p in
-            guard let flow = PacketHold.tcpFlow(p), !PacketHold.isSYN(p) else { return false }
-            return known.map { $0.contains("\(flow.source):\(flow.sourcePort)>\(flow.destinationPort)") } ?? true
+            guard let key = PacketHold.flowKey(p), !PacketHold.isSYN(p) else { return false }
+            return known?.contains(key) ?? true
         }
-        clock.mark("network: \(packets.count) held packets taken")
         guard !packets.isEmpty else { return }
         let sent = Self.inject(packets, into: root, to: address)
-        clock.mark("network: \(sent) injected")
         core.logger.info("network: application \(app): \(sent) of \(packets.count) held packet(s) of its connections given to it at the freeze, before they are saved")
     }
 

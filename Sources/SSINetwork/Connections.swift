@@ -34,34 +34,35 @@ public enum Connections {
     /// address and port are the kernel's zeros).
     public static func listening(root: Int32) -> [TCPConnection] { sockets(root: root, state: "0A") }
 
-    /// A handshake under way to one of the application's listeners: the kernel answered the
-    /// client's SYN with its SYN-ACK and waits for the last ACK (SYN_RECV).
-    public struct Handshake: Sendable, Hashable {
+    /// A TCP connection or handshake of the application's network namespace, by its two ends
+    /// (the local address is the application's own) and its /proc/net/tcp state (hex: 01
+    /// established, 03 a handshake under way: the kernel answered the client's SYN with its
+    /// SYN-ACK and waits for the last ACK). A handshake is a request, not a socket: no inode,
+    /// no fd (proc(5); net/ipv4/tcp_ipv4.c shows a request as its listener's port and the client).
+    public struct Flow: Sendable, Hashable {
         public var remote: String
         public var remotePort: UInt16
         public var localPort: UInt16
-        /// Its /proc/net/tcp state (hex: 03 for a handshake).
-        public var state: Substring = "03"
+        public var state: Substring
+
+        /// The key a held packet of this flow has (PacketHold.flowKey).
+        public var key: String { "\(remote):\(remotePort)>\(localPort)" }
     }
 
-    /// The handshakes under way in the application's network namespace: /proc/PID/net/tcp's
-    /// entries in state 03 (SYN_RECV). They are requests, not sockets: no inode, no fd
-    /// (proc(5); net/ipv4/tcp_ipv4.c shows a request as its listener's port and the client).
-    public static func handshakes(root: Int32) -> [Handshake] { flows(root: root, states: ["03"]) }
-
-    /// The connections of the application's network namespace in one of `states` (proc(5),
+    /// The flows of the application's network namespace in one of `states` (proc(5),
     /// /proc/PID/net/tcp's `st`, hex), by their two ends only: one read of that file, no
-    /// walk of the processes' fds (which took 7-17 ms, too long inside a freeze).
-    public static func flows(root: Int32, states: Set<Substring>) -> [Handshake] {
+    /// walk of the processes' fds. That read still walks the host's whole TCP hash table
+    /// (3.3 ms for a two-line file on this machine): never inside a freeze.
+    public static func flows(root: Int32, states: Set<Substring>) -> [Flow] {
         guard let text = try? ProcFS.read("/proc/\(root)/net/tcp") else { return [] }
-        var out: [Handshake] = []
+        var out: [Flow] = []
         for line in text.split(separator: "\n").dropFirst() {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
             guard f.count >= 4, states.contains(f[3]) else { continue }
             let l = f[1].split(separator: ":"), r = f[2].split(separator: ":")
             guard l.count == 2, r.count == 2, let lp = UInt16(l[1], radix: 16), let rp = UInt16(r[1], radix: 16),
                   let ra = ListeningSockets.address(String(r[0]), v6: false) else { continue }
-            out.append(Handshake(remote: ra, remotePort: rp, localPort: lp, state: f[3]))
+            out.append(Flow(remote: ra, remotePort: rp, localPort: lp, state: f[3]))
         }
         return out
     }

@@ -109,6 +109,12 @@ public final class PacketHold: @unchecked Sendable {
         }
     }
 
+    /// The key of a held IPv4 TCP packet's flow, as Connections.Flow.key spells it, nil for
+    /// another packet.
+    public static func flowKey(_ p: UnsafeRawBufferPointer) -> String? {
+        tcpFlow(p).map { "\($0.source):\($0.sourcePort)>\($0.destinationPort)" }
+    }
+
     /// Whether a held IPv4 TCP packet has the SYN flag (RFC 793: flags in byte 13 of the
     /// TCP header, SYN = 0x02).
     public static func isSYN(_ p: UnsafeRawBufferPointer) -> Bool {

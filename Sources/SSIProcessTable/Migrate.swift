@@ -94,7 +94,7 @@ extension NodeApplications {
             r.migration = MigrationMark(token: token, to: target)
         }
         // Where a daemon restarted after dying mid-migration finds what to settle.
-        let marker = markMigration(app: app, root: root)
+        let marker = markMigration(app: app, root: root, token: token, target: target)
         migrationsHere.withLock { $0[app] = ActiveMigration(token: token, target: target) }
         defer {
             unlink(marker)
@@ -152,8 +152,8 @@ extension NodeApplications {
             // way instead of taking the record over.
             _ = try? await rpc.call(target, service: ProcessTableService.migrateAbort,
                                     Array(try JSONEncoder().encode(MigrateAbort(app: app, token: token))), timeout: .seconds(2))
-            let tookOver = await settleMigration(app: app, token: token, target: target)
-            if !tookOver {
+            let settled = await settleMigration(app: app, token: token, target: target)
+            if settled.map({ $0.node == me }) ?? true {
                 done.tracking?.stop()
                 for p in stopped { kill(p, SIGCONT) }
                 await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
@@ -172,28 +172,28 @@ extension NodeApplications {
         return try await table.record(app)
     }
 
-    /// Settles a migration whose target did not answer: gives it up on the record (state
-    /// running, no migration mark) unless the target has taken the record over already. One
-    /// write under the record's grab decides, which the target also needs to take it over
-    /// (it holds the grab while it restores), so exactly one of the two happens. Tried again
-    /// while KDDM cannot be reached (a node cut off, a grab not yet revoked): until the record
-    /// says, the copy here stays stopped rather than run beside the target's.
-    /// Returns whether the target took the application over.
-    func settleMigration(app: Int32, token: UInt64, target: NodeID) async -> Bool {
+    /// Settles a migration whose target did not answer: gives it up on the record (`state`,
+    /// no migration mark) unless the target has taken the record over already. One write
+    /// under the record's grab decides, which the target also needs to take it over (it
+    /// holds the grab while it restores), so exactly one of the two happens. Tried again
+    /// while KDDM cannot be reached (a node cut off, a grab not yet revoked), `attempts`
+    /// times (nil: until it can): until the record says, the copy here stays stopped rather
+    /// than run beside the target's. Returns the record as settled; nil when it is gone, or
+    /// still unknown after `attempts`.
+    func settleMigration(app: Int32, token: UInt64, target: NodeID, state: AppState = .running, attempts: Int? = nil) async -> AppRecord? {
         let me = self.me
         var attempt = 0
-        while true {
+        while attempts.map({ attempt < $0 }) ?? true {
             do {
-                let r = try await table.update(app) { r in
+                return try await table.update(app) { r in
                     if r.node == me && (r.migration == nil || r.migration?.token == token) {
-                        r.state = .running
+                        r.state = state
                         r.migration = nil
                     }
                 }
-                return r.node != me
             } catch let e as SSIError where e.kind == .notFound {
                 // No record at all (removed meanwhile): nobody took it over.
-                return false
+                return nil
             } catch {
                 attempt += 1
                 if attempt % 20 == 1 {
@@ -202,62 +202,45 @@ extension NodeApplications {
                 try? await Task.sleep(for: .milliseconds(250))
             }
         }
+        return nil
     }
 
-    /// A file in this node's snapshot directory naming the application's local root while a
-    /// migration of it is under way: a daemon that died mid-migration finds there, once
-    /// restarted, the copy it must let go on or kill (`reconcileMigrations`).
-    func markMigration(app: Int32, root: Int32) -> String {
+    /// A file in this node's snapshot directory naming the application's local root and the
+    /// migration's token and target while it is under way: a daemon that died mid-migration
+    /// finds there, once restarted, the copy it must let go on or kill (`reconcileMigrations`).
+    func markMigration(app: Int32, root: Int32, token: UInt64, target: NodeID) -> String {
         let dir = "\(store.root)/.migrating"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let path = "\(dir)/\(app)"
-        try? "\(root)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try? "\(root) \(token) \(target)\n".write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
-    /// After this daemon restarted: the migrations it was the source of when it died. The
-    /// record settles each, as `settleMigration` does: an application the target took over
-    /// has its copy here killed; any other one is let go on here (its processes may have
-    /// been left stopped for the final dump) and adopted.
+    /// After this daemon restarted: the migrations it was the source of when it died,
+    /// settled on the record as `settleMigration` does (for a minute at most: the daemon
+    /// must get on with its other applications): an application the target took over has
+    /// its copy here killed; any other one is let go on here (its processes may have been
+    /// left stopped for the final dump) and adopted by `reconcile`.
     public func reconcileMigrations() async {
         let dir = "\(store.root)/.migrating"
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
-            guard let app = Int32(name),
-                  let text = try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8),
-                  let root = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { continue }
+            defer { unlink("\(dir)/\(name)") }
+            let words = ((try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8)) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
+            guard let app = Int32(name), words.count == 3, let root = Int32(words[0]), let token = UInt64(words[1]),
+                  let target = NodeID(words[2]) else { continue }
             let cmd = String(decoding: ((try? ProcFS.readBytes("/proc/\(root)/cmdline")) ?? []).prefix { $0 != 0 }, as: UTF8.self)
             let alive = cmd.hasSuffix("ssi-init") && PIDNamespaceIDs.innermost(root) == 1
-            let me = self.me
-            var attempt = 0
-            var record: AppRecord? = nil
-            while record == nil && attempt < 240 {
-                do {
-                    record = try await table.update(app) { r in
-                        if r.node == me && r.migration != nil {
-                            r.state = alive ? .running : .stopped
-                            r.migration = nil
-                        }
-                    }
-                } catch let e as SSIError where e.kind == .notFound {
-                    break
-                } catch {
-                    attempt += 1
-                    try? await Task.sleep(for: .milliseconds(250))
-                }
+            guard let record = await settleMigration(app: app, token: token, target: target, state: alive ? .running : .stopped, attempts: 240),
+                  alive else { continue }
+            if record.node != me {
+                logger.warning("process table: application \(app) was taken over by node \(record.node) while this daemon was down: its copy here (pid \(root)) goes")
+                kill(root, SIGKILL)
+                var st: Int32 = 0
+                _ = waitpid(root, &st, WNOHANG)
+            } else {
+                logger.warning("process table: a migration of application \(app) ended with this daemon: it goes on here (pid \(root))")
+                for p in Self.tree(root) { kill(p, SIGCONT) }
             }
-            guard let record else { continue }
-            if alive {
-                if record.node != me {
-                    logger.warning("process table: application \(app) was taken over by node \(record.node) while this daemon was down: its copy here (pid \(root)) goes")
-                    kill(root, SIGKILL)
-                    var st: Int32 = 0
-                    _ = waitpid(root, &st, WNOHANG)
-                } else {
-                    logger.warning("process table: a migration of application \(app) ended with this daemon: it goes on here (pid \(root))")
-                    for p in Self.tree(root) { kill(p, SIGCONT) }
-                }
-            }
-            unlink("\(dir)/\(name)")
         }
     }
 

@@ -60,17 +60,9 @@ public struct ProcessTable: Sendable {
     }
 
     private func updateOnce(_ app: Int32, _ change: @Sendable (inout AppRecord) throws -> Void) async throws -> AppRecord {
-        let id = UInt64(app)
-        guard let bytes = try await kddm.grab(Self.applicationsSet, id) else {
-            try? await kddm.release(Self.applicationsSet, id)
-            throw Self.unknown(app)
-        }
-        var r: AppRecord
-        do {
-            r = try AppRecord.decode(bytes)
-            try change(&r)
-        } catch {
-            try? await kddm.release(Self.applicationsSet, id)
+        var r = try await hold(app)
+        do { try change(&r) } catch {
+            await release(app)
             throw error
         }
         // Not released after a failed put: the put has given the grab back itself
@@ -78,7 +70,7 @@ public struct ProcessTable: Sendable {
         // the same record on this node, taken meanwhile. A put that finds the node's grab
         // given back by another update of this node (two migrations asked at once) is a
         // conflict: `update` tries again on the other's record.
-        try await kddm.put(Self.applicationsSet, id, r.encoded())
+        try await put(r)
         return r
     }
 

@@ -231,7 +231,9 @@ final class RemoteImageWriter: ImageWriter {
     var givenUp: (() -> Bool)? = nil
 
     func checkGivenUp() throws {
-        if givenUp?() == true { throw SSIError(.state, "the image for node \(node) was given up: the ssi migrate that asked for it went away") }
+        if givenUp?() == true {
+            throw SSIError(.state, "the image for node \(node) was given up: the ssi migrate that asked for it went away", hint: "ssi migrate again to move it")
+        }
     }
 
     init(rpc: RPCNode, node: NodeID, app: Int32) throws {

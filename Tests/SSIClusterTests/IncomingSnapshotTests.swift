@@ -20,14 +20,21 @@ struct IncomingSnapshotTests {
         (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ k &* 7 &+ $0 >> 12) }
     }
 
-    @Test("more data steps than the queue's window arrive whole and in order, with every file's size and CRC in the manifest")
-    func manyStepsInOrder() async throws {
-        let root = try TestEnv.makeTempDir("incoming")
-        defer { try? FileManager.default.removeItem(atPath: root) }
+    /// A target's store in a temporary directory (pages as plain files, to read them back),
+    /// with snapshot `token` begun in it.
+    static func begun(_ token: UInt64, _ name: String) async throws -> (root: String, store: SnapshotStore, incoming: IncomingSnapshots) {
+        let root = try TestEnv.makeTempDir(name)
         let store = SnapshotStore(root: root, pool: false)
         let incoming = IncomingSnapshots()
-        let token: UInt64 = 42
         _ = try await incoming.handle(Self.step(.begin, token), [], store: store)
+        return (root, store, incoming)
+    }
+
+    @Test("more data steps than the queue's window arrive whole and in order, with every file's size and CRC in the manifest")
+    func manyStepsInOrder() async throws {
+        let token: UInt64 = 42
+        let (root, store, incoming) = try await Self.begun(token, "incoming")
+        defer { try? FileManager.default.removeItem(atPath: root) }
         var pages: [UInt8] = [], core: [UInt8] = []
         // Interleaved as a pre-copy sends them: pages round after round, the rest at the end.
         for k in 0..<(IncomingSnapshots.window * 3) {
@@ -59,12 +66,9 @@ struct IncomingSnapshotTests {
 
     @Test("a write that fails on the target fails that file's finish and the commit, and leaves no version")
     func failedWrite() async throws {
-        let root = try TestEnv.makeTempDir("incoming-bad")
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let store = SnapshotStore(root: root, pool: false)
-        let incoming = IncomingSnapshots()
         let token: UInt64 = 43
-        _ = try await incoming.handle(Self.step(.begin, token), [], store: store)
+        let (root, store, incoming) = try await Self.begun(token, "incoming-bad")
+        defer { try? FileManager.default.removeItem(atPath: root) }
         // A name the store cannot create (its directory does not exist): the data step is
         // answered (it was queued), the write fails on the queue.
         let c = Self.chunk(1, size: 4096)
@@ -78,7 +82,9 @@ struct IncomingSnapshotTests {
         }
         var commit = Self.step(.commit, token)
         commit.processes = [1]
-        await #expect(throws: (any Error).self) { _ = try await incoming.handle(commit, [], store: store) }
+        await #expect { _ = try await incoming.handle(commit, [], store: store) } throws: { e in
+            "\(e)".contains("missing/pages-1.img")
+        }
         #expect(store.versions(77).isEmpty, "nothing committed")
         let left = (try? FileManager.default.contentsOfDirectory(atPath: store.appDirectory(77))) ?? []
         #expect(left.isEmpty, "the temporary directory is gone: \(left)")

@@ -158,13 +158,12 @@ struct MigrationFaultTests {
             #expect(st != 0 && said.contains("goes on on node 1"), "\(what): ssi migrate said: \(said)")
         }
         // Its memory, checked by itself.
-        if let r = try record(app, node: 3) {
-            kill(r.pid, SIGUSR1)
-            _ = try waitFor("its checksum (\(what))", seconds: 20) { try ssiOK("logs", "\(app)").contains("SUM") }
-            #expect(try ssiOK("logs", "\(app)").contains("SUM \(sum)"), "\(what): memory changed")
-            kill(r.pid, SIGKILL)
-            _ = try waitFor("\(app) stopped", seconds: 10) { try record(app, node: 3)?.state == .stopped }
-        }
+        let r = try #require(try record(app, node: 3), "\(what): no record of \(app)")
+        kill(r.pid, SIGUSR1)
+        _ = try waitFor("its checksum (\(what))", seconds: 20) { try ssiOK("logs", "\(app)").contains("SUM") }
+        #expect(try ssiOK("logs", "\(app)").contains("SUM \(sum)"), "\(what): memory changed")
+        kill(r.pid, SIGKILL)
+        _ = try waitFor("\(app) stopped", seconds: 10) { try record(app, node: 3)?.state == .stopped }
         for p in Self.copies(fixture, tag) { kill(p, SIGKILL) }
         _ = Proc.reapAll()
         return node
