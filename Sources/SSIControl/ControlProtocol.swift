@@ -204,10 +204,15 @@ public struct DaemonStatus: Codable, Sendable {
     public var rpcCalls: Int
     /// Peers dropped for garbage or failed authentication since start.
     public var rejectedPeers: Int
+    /// Milliseconds before this node's KDDM grants writes again after the last change of the
+    /// online nodes (the grace in which nodes may still trust copies read under the previous
+    /// view): a cluster just brought up is usable once every node says 0. nil: an older daemon.
+    public var grantsInMs: Int?
 
-    public init(node: NodeID, session: UInt64, pid: Int32, nodes: [NodeInfo], cutOff: Bool, rpcCalls: Int, rejectedPeers: Int) {
+    public init(node: NodeID, session: UInt64, pid: Int32, nodes: [NodeInfo], cutOff: Bool, rpcCalls: Int, rejectedPeers: Int, grantsInMs: Int? = nil) {
         (self.node, self.session, self.pid) = (node, session, pid)
         (self.nodes, self.cutOff, self.rpcCalls, self.rejectedPeers) = (nodes, cutOff, rpcCalls, rejectedPeers)
+        self.grantsInMs = grantsInMs
     }
 
     public var online: Int { nodes.filter { $0.state == .online }.count }

@@ -35,7 +35,7 @@ struct MembershipSubsystem: Subsystem {
             return .status(DaemonStatus(node: core.config.node, session: core.config.session, pid: getpid(),
                                         nodes: m.view.values.sorted { $0.id < $1.id }, cutOff: m.cutOff,
                                         rpcCalls: core.rpc.callsSent.load(ordering: .relaxed),
-                                        rejectedPeers: core.rpc.rejectedPeers.load(ordering: .relaxed)))
+                                        rejectedPeers: core.rpc.rejectedPeers.load(ordering: .relaxed), grantsInMs: m.grantsIn))
         case .add(let sel):
             let ids = try select(sel, among: [.present], verb: "added")
             for n in ids {

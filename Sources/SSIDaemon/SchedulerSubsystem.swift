@@ -9,7 +9,7 @@ import SSITransport
 import ServiceLifecycle
 
 /// The scheduler in the daemon: this node's Scheduling Configuration Changer, ticked every
-/// 100 ms; the node's values published once a second in the KDDM set `scheduler` (object id =
+/// 100 ms; the node's values published twice a second (and at once when it starts a move) in the KDDM set `scheduler` (object id =
 /// node number), where every node's policies and aggregate filters read them; `ssi sched`.
 /// Decisions go to the migrator once migration is assembled; until then they are logged
 /// as not carried out.
@@ -63,7 +63,7 @@ final class SchedulerSubsystem: Subsystem, @unchecked Sendable {
 actor SchedulerEngine {
     let core: NodeCore
     let scc: SchedulingConfigurationChanger
-    /// Every online node's last published view (node -> view), refreshed each second.
+    /// Every online node's last published view (node -> view), refreshed every `exchangePeriod`.
     var cluster: [Int: NodeView] = [:]
     var lastPublish = Date.distantPast
     /// Where applications come from: the process table (`connect`).
@@ -72,8 +72,9 @@ actor SchedulerEngine {
     var migrator: (@Sendable (Int, Int) async throws -> Void)?
     /// Migrations this node's policies carried out, published with its view.
     var moves: [NodeView.Move] = []
-    /// Applications this node's policies are moving now.
-    var inFlight: Set<Int> = []
+    /// Applications this node's policies are moving now, and where.
+    var moving: [Int: Int] = [:]
+    var inFlight: Set<Int> { Set(moving.keys) }
     /// The empty nodes last reported (an event only when the list changes).
     var lastEmpty: [Int] = []
 
@@ -158,11 +159,11 @@ actor SchedulerEngine {
         return cluster.values.filter { online.contains($0.node) }.sorted { $0.node < $1.node }
     }
 
-    /// One round: publish and refresh the cluster's values once a second, tick the SCC,
+    /// One round: publish and refresh the cluster's values every `exchangePeriod`, tick the SCC,
     /// carry out or log the decisions.
     func round() async {
         let now = Date()
-        if now.timeIntervalSince(lastPublish) >= 1 {
+        if now.timeIntervalSince(lastPublish) >= Self.exchangePeriod {
             lastPublish = now
             await exchange(now)
         }
@@ -191,7 +192,9 @@ actor SchedulerEngine {
             // Several moves at once (a burst spreads in one migration's time, not in one per
             // application); each application once.
             guard !inFlight.contains(app), inFlight.count < Self.maxInFlight else { continue }
-            inFlight.insert(app)
+            moving[app] = to
+            // Published at once: the other nodes count it at its target from now on.
+            lastPublish = .distantPast
             note(Self.decided, app: app, "\(d.policy) moves application \(app) to node \(to): \(d.reason)")
             Task {
                 let t0 = ContinuousClock.now
@@ -211,9 +214,12 @@ actor SchedulerEngine {
     }
 
     static let maxInFlight = 3
+    /// How often this node publishes its view and reads the others': what balancing sees is
+    /// at most this old (plus a move's own publication, at once).
+    static let exchangePeriod: TimeInterval = 0.5
 
     func migrated(_ app: Int, to: Int, ok: Bool) {
-        inFlight.remove(app)
+        moving[app] = nil
         guard ok else { scc.moveFailed(app: app); return }
         moves.append(NodeView.Move(app: app, from: Int(core.config.node), to: to, at: Date()))
         moves.removeAll { Date().timeIntervalSince($0.at) > 3600 }
@@ -223,7 +229,11 @@ actor SchedulerEngine {
     /// Publishes this node's view, then reads every online node's.
     func exchange(_ now: Date) async {
         let me = Int(core.config.node)
-        let apps = await applications()
+        let apps = await applications().map { a -> AppView in
+            var a = a
+            a.movingTo = moving[a.app]
+            return a
+        }
         let mine = NodeView(node: me, cpus: scc.values.first { $0.key.hasSuffix(".cpus") }?.value ?? 1,
                             configuration: scc.active ?? "", values: scc.values, apps: apps.filter { $0.node == me }, moves: moves)
         let enc = JSONEncoder()

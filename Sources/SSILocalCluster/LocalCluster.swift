@@ -147,11 +147,20 @@ public struct LocalCluster: Sendable {
         OperationProgress.report("starting etcd and \(nodes) daemons")
         let sup = try Proc.spawnSibling([ssi, "cluster", "supervise", "--dir", dir], log: "\(dir)/supervisor.log")
         try "\(sup)".write(toFile: "\(dir)/supervisor.pid", atomically: true, encoding: .utf8)
-        // Wait until every node is online, seen from node 1.
+        // Wait until every node is online, seen from node 1, and then until every node's
+        // KDDM grants writes: for 600 ms after the online nodes change, owners hold grants
+        // back (nodes may still trust copies read under the previous view), so the first
+        // `ssi run` after `up` would otherwise wait that long for its application id.
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             let online = try? onlineCount(via: 1)
-            if online == nodes { return plan }
+            if online == nodes {
+                let waits = (1...nodes).map { k in (try? ControlClient.request(socket: socket(node: k), .membership(.status), timeout: 2).status().grantsInMs ?? 0) ?? 1 }
+                if waits.allSatisfy({ $0 == 0 }) { return plan }
+                OperationProgress.report("waiting for the nodes' views to settle")
+                usleep(UInt32(min(100, max(10, waits.max() ?? 10))) * 1000)
+                continue
+            }
             OperationProgress.report("waiting for the nodes: \(online ?? 0) of \(nodes) online")
             if !Proc.alive(sup) { break }
             usleep(100_000)

@@ -129,6 +129,13 @@ public final class Membership: Sendable {
         }
     }
 
+    /// Milliseconds until KDDM owners on this node grant writes again after the last change
+    /// of the online nodes (`ViewSnapshot.grantsFrom`); 0 when they do now.
+    public var grantsIn: Int {
+        let left = snapshot.grantsFrom - ContinuousClock.now
+        return left > .zero ? Int(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000) + 1 : 0
+    }
+
     /// True when this node has not heard from etcd for over a second: it may be cut off, and
     /// must not trust what it caches.
     public var cutOff: Bool {

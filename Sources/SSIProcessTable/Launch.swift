@@ -41,7 +41,9 @@ extension NodeApplications {
         guard FileManager.default.isExecutableFile(atPath: initPath) else {
             throw SSIError(.notFound, "node \(me): ssi-init is not at \(initPath)", hint: "install ssi-init beside ssid (swift build builds it)")
         }
+        var clock = PhaseClock()
         let id = try await freshID()
+        clock.mark("launch: id")
         // Its own network namespace and address (`--net app`), made before the init, which
         // is born in it: nothing of the application ever runs in the node's network.
         var address: String? = nil
@@ -93,6 +95,7 @@ extension NodeApplications {
             throw SSIError(.system, "node \(me): cannot start \(program) as application \(id): \(error)",
                            hint: "cluster applications need root (PID and mount namespaces); see the node's log")
         }
+        clock.mark("launch: spawned")
         var r = AppRecord(app: id, node: me, pid: pid, command: spec.command, started: Self.now())
         r.log_node = logNode
         r.caps = spec.caps
@@ -101,6 +104,7 @@ extension NodeApplications {
             kill(pid, SIGKILL)
             throw error
         }
+        clock.mark("launch: inserted")
         watch(app: id, pid: pid)
         if address != nil {
             await appNetwork.withLock({ $0 })?.placed(app: id)

@@ -35,7 +35,7 @@ extension Policy {
         guard let (a, gain, age) = best else { return nil }
         let f = { (x: Double) in String(format: "%.2f", x) }
         return Decision(policy: name, action: .migrate(app: a.app, from: me, to: target.node),
-                        reason: "\(input) \(f(myLoad)) here vs \(f(theirLoad)) on node \(target.node) (threshold \(f(threshold))); moving app \(a.app) (\(f(a.cpu)) CPU, the oldest that pays: \(Int(age)) s) lowers the busier node by \(f(gain)), worth \(f(gain * rules.horizon)) s against a price of \(f(rules.cost(a))) s"
+                        reason: "\(measuresApps ? "applications' demand" : input) \(f(myLoad)) here vs \(f(theirLoad)) on node \(target.node) (threshold \(f(threshold))); moving app \(a.app) (\(f(a.cpu)) CPU, the oldest that pays: \(Int(age)) s) lowers the busier node by \(f(gain)), worth \(f(gain * rules.horizon)) s against a price of \(f(rules.cost(a))) s"
                             + (refusals.isEmpty ? "" : "; skipped: " + refusals.joined(separator: "; ")))
     }
 

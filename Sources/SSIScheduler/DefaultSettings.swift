@@ -21,9 +21,11 @@ public enum DefaultSettings {
 
   <configuration name="balance" selector="otherwise">
     <policy name="place" type="placement" input="load"/>
-    <!-- One move per 500 ms at most; an application stays 2 s where it arrives; a pair of
-         nodes reverses direction after 5 s, then 20 s, then 80 s, then not for an hour. -->
-    <policy name="lb" type="balance" input="load" threshold="0.5" period-ms="500"
+    <!-- Nodes compared by their applications' demand (fresh, a move counted where it goes);
+         up to 3 moves a round, every 500 ms; an application stays 2 s where it arrives; a
+         pair of nodes reverses direction after 5 s, then 20 s, then 80 s, then not for an
+         hour. -->
+    <policy name="lb" type="balance" input="load" measure="apps" moves-per-round="3" threshold="0.5" period-ms="500"
             min-residence-ms="2000" return-after-ms="5000" max-per-minute="30" settle-ms="3000"/>
   </configuration>
 </scheduler>

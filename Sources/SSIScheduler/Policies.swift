@@ -35,6 +35,9 @@ public struct AppView: Codable, Sendable, Equatable {
     /// Share of a CPU it used over the last sample (what `ssi ps` shows); `cpu` is its
     /// demand (at least one CPU per runnable thread), what balancing weighs.
     public var used: Double?
+    /// The node a migration under way is taking it to (its node publishes it so that every
+    /// node's policies count it there already, `measure="apps"`); nil: not moving.
+    public var movingTo: Int?
 
     public struct Departure: Codable, Sendable, Equatable {
         public var node: Int
@@ -203,7 +206,19 @@ public final class Policy {
     public var input: String { element.parameters["input"] ?? "" }
     public var period: TimeInterval { element.double("period-ms", 2000) / 1000 }
 
-    func load(_ n: NodeView) -> Double? { n.values[input] }
+    /// What the policy compares nodes by: `measure="input"` (the default) the value it is
+    /// connected to, e.g. the node's run queue averaged over a few samples, which counts
+    /// every process of the node; `measure="apps"` the demand of the node's applications
+    /// per CPU (each one's runnable threads, at least its recent CPU use), from the lists the
+    /// nodes publish: fresh each exchange, no average lagging seconds behind a move or a job
+    /// that ended, and a move under way counted where it goes (`movingTo`, `settled`), but
+    /// blind to processes that are not cluster applications.
+    var measuresApps: Bool { element.parameters["measure"] == "apps" }
+
+    func load(_ n: NodeView) -> Double? {
+        if measuresApps { return n.apps.reduce(0) { $0 + $1.cpu } / max(0.01, n.cpus) }
+        return n.values[input]
+    }
 
     /// The node `ssi run --node auto` should use, by this policy: the online node with the
     /// lowest input value; ties go to fewer applications, then the lower node number.
@@ -219,18 +234,29 @@ public final class Policy {
         let rules = MigrationRules(element)
         started.removeAll { view.now.timeIntervalSince($0) > 60 }
         guard started.count < rules.maxPerMinute else { return [] }
-        let seen = settled(view, me: me)
-        let out: [Decision]
-        switch kind {
-        case .balance: out = balance(seen, me: me, rules: rules).map { [$0] } ?? []
-        case .consolidate: out = consolidate(seen, me: me, rules: rules)
-        case .placement, .none, .external: out = []
+        var seen = settled(view, me: me)
+        var out: [Decision] = []
+        func record(_ ds: [Decision]) {
+            for d in ds {
+                out.append(d)
+                guard case .migrate(let app, _, let to) = d.action else { continue }
+                started.append(view.now)
+                let demand = seen.node(me)?.apps.first { $0.app == app }?.cpu ?? 0
+                pending.append(Pending(app: app, to: to, demand: demand, at: view.now))
+            }
         }
-        for d in out {
-            guard case .migrate(let app, _, let to) = d.action else { continue }
-            started.append(view.now)
-            let demand = seen.node(me)?.apps.first { $0.app == app }?.cpu ?? 0
-            pending.append(Pending(app: app, to: to, demand: demand, at: view.now))
+        switch kind {
+        case .balance:
+            // Up to `moves-per-round` moves, each decided on the view as the ones before it
+            // will leave it (counted at their targets): a burst launched on one node spreads
+            // in one round instead of one move per period.
+            let most = max(1, element.int("moves-per-round", 1))
+            while out.count < most, started.count < rules.maxPerMinute, let d = balance(seen, me: me, rules: rules) {
+                record([d])
+                seen = settled(view, me: me)
+            }
+        case .consolidate: record(consolidate(seen, me: me, rules: rules))
+        case .placement, .none, .external: break
         }
         return out
     }
@@ -256,11 +282,36 @@ public final class Policy {
         for i in pending.indices where pending[i].done == nil && !here.contains(pending[i].app) { pending[i].done = view.now }
         // A move that failed is dropped at once (SCC.moveFailed); one still not done after a
         // minute, in case that word was lost.
-        pending.removeAll { p in p.done.map { view.now.timeIntervalSince($0) > settle } ?? (view.now.timeIntervalSince(p.at) > 60) }
+        pending.removeAll { p in
+            // Measuring the applications, a move counts at its target until that node's
+            // list shows it there: exact, whatever the move's length.
+            if measuresApps { return view.node(p.to)?.apps.contains { $0.app == p.app } == true || view.now.timeIntervalSince(p.at) > 60 }
+            return p.done.map { view.now.timeIntervalSince($0) > settle } ?? (view.now.timeIntervalSince(p.at) > 60)
+        }
         var v = view
+        if measuresApps {
+            // Every node's moves under way, as their nodes published them: counted at their
+            // targets by every node alike (the busy nodes' ranks agree), and only once.
+            for (i, n) in v.nodes.enumerated() {
+                for a in n.apps where a.movingTo != nil && a.movingTo != n.node {
+                    guard let j = v.nodes.firstIndex(where: { $0.node == a.movingTo }) else { continue }
+                    v.nodes[i].apps.removeAll { $0.app == a.app }
+                    if !v.nodes[j].apps.contains(where: { $0.app == a.app }) { v.nodes[j].apps.append(a) }
+                }
+            }
+        }
         for p in pending {
             guard let i = v.nodes.firstIndex(where: { $0.node == me }), let j = v.nodes.firstIndex(where: { $0.node == p.to }) else { continue }
-            if let a = v.nodes[i].apps.firstIndex(where: { $0.app == p.app }) { v.nodes[i].apps.remove(at: a) }
+            let moving = v.nodes[i].apps.firstIndex(where: { $0.app == p.app }).map { v.nodes[i].apps.remove(at: $0) }
+            if measuresApps {
+                // Its target's list says where it is once it has arrived: counted there once.
+                if !v.nodes[j].apps.contains(where: { $0.app == p.app }) {
+                    var a = moving ?? AppView(app: p.app, node: p.to, cpu: p.demand, arrived: p.at)
+                    a.node = p.to
+                    v.nodes[j].apps.append(a)
+                }
+                continue
+            }
             // Only while the measure still counts it here: a fresher sample may show it gone.
             if let x = v.nodes[i].values[input] { v.nodes[i].values[input] = max(0, x - p.demand / max(0.01, v.nodes[i].cpus)) }
             if let y = v.nodes[j].values[input] { v.nodes[j].values[input] = y + p.demand / max(0.01, v.nodes[j].cpus) }

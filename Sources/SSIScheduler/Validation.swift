@@ -107,7 +107,10 @@ struct SettingsValidator {
         case .placement, .balance, .consolidate:
             try checkInput(e, names)
         }
-        for key in ["threshold", "period-ms", "max-per-minute", "min-residence-ms", "light", "full", "gain-horizon-s"] {
+        if let m = e.parameters["measure"], m != "input" && m != "apps" {
+            throw fail(e.line, "policy", "'\(e.name)': measure must be \"input\" (the value it is connected to) or \"apps\" (its applications' demand), not '\(m)'")
+        }
+        for key in ["threshold", "period-ms", "moves-per-round", "max-per-minute", "min-residence-ms", "light", "full", "gain-horizon-s"] {
             if let v = e.parameters[key], Double(v) == nil || Double(v)! < 0 {
                 throw fail(e.line, "policy", "'\(e.name)': \(key) must be a number >= 0, not '\(v)'")
             }

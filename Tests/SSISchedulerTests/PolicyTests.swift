@@ -99,6 +99,53 @@ struct Simulation {
         #expect(d.reason.contains("oldest"), "\(d.reason)")
     }
 
+    @Test func measuringAppsSpreadsABurstInOneRound() {
+        // Nine one-CPU jobs on node 1 of three one-CPU nodes, the measured load still zero
+        // everywhere (an average that has not caught up): measuring the applications, node 1
+        // sends three in its first round, alternating between the two idle nodes as each
+        // move counts at its target, and stops at three per node.
+        let now = Date(timeIntervalSince1970: 1_000_000)
+        let apps = (1...9).map { AppView(app: $0, node: 1, cpu: 1, arrived: now - 100) }
+        let v = SchedulerView(now: now, nodes: [
+            NodeView(node: 1, cpus: 1, values: ["load": 0], apps: apps),
+            NodeView(node: 2, cpus: 1, values: ["load": 0]), NodeView(node: 3, cpus: 1, values: ["load": 0]),
+        ])
+        let p = policy("balance", ["measure": "apps", "moves-per-round": "3"])
+        let first = p.decide(v, me: 1)
+        let targets = first.compactMap { d -> Int? in if case .migrate(_, _, let to) = d.action { return to } else { return nil } }
+        #expect(targets.sorted() == [2, 2, 3] || targets.sorted() == [2, 3, 3], "\(first)")
+        #expect(policy("balance").decide(v, me: 1).isEmpty, "measuring the input (0 everywhere), nothing moves")
+        // Three more in the next round (the first three still under way, counted at their
+        // targets); then none: three per node.
+        let second = p.decide(SchedulerView(now: now + 1, nodes: v.nodes), me: 1)
+        #expect(second.count == 3, "\(second)")
+        var after = v
+        after.now = now + 2
+        for d in first + second { if case .migrate(let app, _, let to) = d.action { after.nodes[0].apps.removeAll { $0.app == app }; after.nodes[to - 1].apps.append(AppView(app: app, node: to, cpu: 1, arrived: now)) } }
+        #expect(p.decide(after, me: 1).isEmpty, "three per node: balanced")
+    }
+
+    @Test func measuringAppsCountsOtherNodesMovesAtTheirTargets() throws {
+        // Nodes 1 and 2 hold three jobs each, node 3 none; node 2 is moving one of its jobs
+        // to node 3 (published as movingTo). Node 1 sees node 2 at two and node 3 at one:
+        // it is the busiest and sends to node 3 (the least loaded), instead of waiting its
+        // rank behind node 2 (ties go to the lower node number) or seeing node 3 empty.
+        let now = Date(timeIntervalSince1970: 1_000_000)
+        var two = (4...6).map { AppView(app: $0, node: 2, cpu: 1, arrived: now - 100) }
+        two[0].movingTo = 3
+        let v = SchedulerView(now: now, nodes: [
+            NodeView(node: 1, cpus: 1, values: ["load": 3], apps: (1...3).map { AppView(app: $0, node: 1, cpu: 1, arrived: now - 100) }),
+            NodeView(node: 2, cpus: 1, values: ["load": 3], apps: two),
+            NodeView(node: 3, cpus: 1, values: ["load": 0]),
+        ])
+        let p = policy("balance", ["measure": "apps"])
+        let d = try #require(p.decide(v, me: 1).first)
+        guard case .migrate(_, 1, 3) = d.action else { Issue.record("\(d)"); return }
+        #expect(d.reason.contains("demand 3.00 here vs 1.00 on node 3"), "\(d.reason)")
+        // Node 3, seeing the same, sends nothing (it is the least loaded).
+        #expect(policy("balance", ["measure": "apps"]).decide(v, me: 3).isEmpty)
+    }
+
     @Test func maxPerMinute() {
         var sim = Simulation(cpus: [1: 1, 2: 8], apps: (1...10).map { AppView(app: $0, node: 1, cpu: 1, arrived: t0) })
         let p = policy("balance", ["max-per-minute": "3"])

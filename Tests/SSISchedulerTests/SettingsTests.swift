@@ -80,6 +80,8 @@ func refusal(_ xml: String) -> SettingsError? {
             ("<scheduler><policy name='p' type='none'/><configuration name='a' selector='otherwise'/></scheduler>", "belongs to a <configuration>"),
             ("<scheduler><configuration name='a' selector='otherwise'><policy name='p' type='magic'/></configuration></scheduler>", "unknown policy type"),
             ("<scheduler><probe name='c' type='cpu'/><configuration name='a' selector='otherwise'><policy name='p' type='balance' input='c.load' threshold='-1'/></configuration></scheduler>", "threshold"),
+            ("<scheduler><probe name='c' type='cpu'/><configuration name='a' selector='otherwise'><policy name='p' type='balance' input='c.load' measure='vibes'/></configuration></scheduler>", "measure must be"),
+            ("<scheduler><probe name='c' type='cpu'/><configuration name='a' selector='otherwise'><policy name='p' type='balance' input='c.load' moves-per-round='x'/></configuration></scheduler>", "moves-per-round"),
             ("<scheduler><bogus/></scheduler>", "unknown element"),
             ("<scheduler><probe name='c' type='cpu'/><configuration name='a' selector='otherwise'><probe name='c' type='cpu'/></configuration></scheduler>", "already a shared"),
         ]
