@@ -144,8 +144,14 @@ extension SnapshotFormat {
         for pid in manifest.processes {
             let name = "core-\(pid).json"
             guard manifest.files.contains(where: { $0.name == name }) else { throw SSIError(.corrupt, "\(mpath) does not list \(name)") }
-            let dec = JSONDecoder()
             let blobs = Blobs.fileName(pid)
+            // Decoded already as it arrived (a migration's target), from these very bytes.
+            if let core = manifest.files.first(where: { $0.name == name }),
+               let image = RecentCores.take(core: core, blobs: manifest.files.first { $0.name == blobs }) {
+                procs.append(image)
+                continue
+            }
+            let dec = JSONDecoder()
             if manifest.files.contains(where: { $0.name == blobs }) { dec.userInfo[Blobs.key] = BlobSource(bytes: try read(blobs), name: "\(location)/\(blobs)") }
             do { procs.append(try dec.decode(ProcessImage.self, from: Data(try read(name)))) } catch let e as SSIError { throw e } catch {
                 throw SSIError(.corrupt, "\(location)/\(name) does not decode: \(error)")

@@ -27,6 +27,10 @@ struct IncomingStep: Codable {
     var processes: [Int32] = []
     var arch: String = ""
     var date: Date = Date()
+    /// commit: the files whose finish the source has not seen answered, as it sent them
+    /// (name, size, CRC-32C). The target commits only if each arrived so, which lets the
+    /// source send its commit without first waiting for those answers.
+    var expect: [FileEntry]? = nil
 
     /// JSON header (length first), then the raw bytes of a data step.
     func encoded(_ bytes: UnsafeRawBufferPointer? = nil) throws -> [UInt8] {
@@ -84,6 +88,12 @@ final class IncomingSnapshots: @unchecked Sendable {
         /// When its last step came: a snapshot whose source went away (its daemon killed
         /// mid-transfer) is aborted once idle for `idleLimit`.
         var last = Date()
+        /// The bytes of its core and blob files so far (RecentCores: decoded as they
+        /// arrive), and the blob files finished, by name. Used on `queue` only.
+        var cores: [String: [UInt8]] = [:]
+        var blobs: [String: (entry: FileEntry, bytes: [UInt8])] = [:]
+        /// Every file finished, as written here. Used on `queue` only.
+        var entries: [String: FileEntry] = [:]
 
         init(writer: SnapshotWriter, token: UInt64) {
             self.writer = writer
@@ -123,6 +133,7 @@ final class IncomingSnapshots: @unchecked Sendable {
                     let f = try r.files[step.name] ?? r.writer.createFile(step.name)
                     r.files[step.name] = f
                     try bytes.withUnsafeBytes { try f.append($0) }
+                    if RecentCores.wants(step.name) { r.cores[step.name, default: []] += bytes }
                 } catch { failed = error }
                 let wake: [CheckedContinuation<Void, Never>] = lock.withLock {
                     r.queued -= 1
@@ -159,17 +170,47 @@ final class IncomingSnapshots: @unchecked Sendable {
                 var clock = PhaseClock()
                 if !bytes.isEmpty { try bytes.withUnsafeBytes { try f.append($0) } }
                 let entry = try f.finish(sync: false)
+                r.entries[step.name] = entry
+                if RecentCores.wants(step.name) {
+                    // A process's blob file comes before its core file (SnapshotWriter.addCore):
+                    // the core file is decoded now, off the restore that follows the commit.
+                    let all = (r.cores.removeValue(forKey: step.name) ?? []) + bytes
+                    if step.name.hasPrefix("blobs-") {
+                        r.blobs[step.name] = (entry, all)
+                    } else {
+                        let pid = step.name.dropFirst("core-".count).dropLast(".json".count)
+                        RecentCores.decode(core: entry, bytes: all, blobs: r.blobs.removeValue(forKey: "blobs-\(pid).img"))
+                    }
+                }
                 if PhaseClock.enabled { clock.mark("incoming: finish \(step.name)") }
                 return IncomingAnswer(entry: entry)
             }
         case .commit:
             let r = try receiver(step)
+            // The source sends its commit without waiting for the answers to its last
+            // finishes, each on its own task: a finish may arrive just after the commit. The
+            // commit waits (a few ms at most) until every file it expects is finished here.
+            let expected = Set((step.expect ?? []).map(\.name))
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !expected.isEmpty, ContinuousClock.now < deadline {
+                let missing = try await onQueueValue(r) { expected.subtracting(r.entries.keys) }
+                if missing.isEmpty || lock.withLock({ r.failure != nil }) { break }
+                try await Task.sleep(for: .microseconds(100))
+            }
             lock.withLock { _ = receiving.removeValue(forKey: step.token) }
             return try await onQueue(r) { [self] in
                 var clock = PhaseClock()
                 if let e = lock.withLock({ r.failure }) {
                     r.writer.abort()
                     throw e
+                }
+                for e in step.expect ?? [] {
+                    guard let got = r.entries[e.name], got.size == e.size, got.crc32c == e.crc32c else {
+                        r.writer.abort()
+                        let seen = r.entries[e.name].map { "\($0.size) bytes with CRC \(String($0.crc32c, radix: 16))" } ?? "not at all"
+                        throw SSIError(.corrupt, "\(e.name) arrived on this node as \(seen), sent as \(e.size) bytes with CRC \(String(e.crc32c, radix: 16)): snapshot not committed",
+                                       hint: "the migration is given up; try it again")
+                    }
                 }
                 let (v, m) = try r.writer.commit(description: step.description, processes: step.processes, arch: step.arch, date: step.date)
                 if PhaseClock.enabled { clock.mark("incoming: commit") }
@@ -190,6 +231,12 @@ final class IncomingSnapshots: @unchecked Sendable {
             return receiving[step.token]
         }) else { throw Self.unknown(step) }
         return r
+    }
+
+    private func onQueueValue<T: Sendable>(_ r: Receiving, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            r.queue.async { c.resume(with: Result { try body() }) }
+        }
     }
 
     /// Runs `body` on the snapshot's queue, after every step queued before it.
@@ -286,9 +333,19 @@ final class RemoteImageWriter: ImageWriter {
     func drain() throws { _ = try send(IncomingStep(kind: .drain, token: token)) }
 
     func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
-        try settle()
         try checkGivenUp()
-        let a = try send(IncomingStep(kind: .commit, token: token, description: description, processes: processes, arch: arch, date: date))
+        // Sent at once with the files still unanswered as they were sent: the target checks
+        // them before it commits (each file's finish runs before the commit on its queue), so
+        // the answers and the commit cost one round trip, not two.
+        var step = IncomingStep(kind: .commit, token: token, description: description, processes: processes, arch: arch, date: date)
+        step.expect = finishing.map { FileEntry(name: $0.name, size: $0.size, crc32c: $0.crc) }
+        let committing = start(step, nil)
+        do { try settle() } catch {
+            // Refused there too (the same files checked); its answer is not needed.
+            _ = try? blockingCall { try await committing.value }
+            throw error
+        }
+        let a = try blockingCall { try await committing.value }
         guard let v = a.version, let m = a.manifest else { throw SSIError(.corrupt, "node \(node) did not say which version it committed") }
         return (v, m)
     }

@@ -1,6 +1,6 @@
 import Foundation
 @testable import SSIProcessTable
-import SSIImage
+@testable import SSIImage
 import SSISystem
 import SSITestSupport
 import Testing
@@ -62,6 +62,70 @@ struct IncomingSnapshotTests {
         let dir = store.directory(77, version: 1)
         #expect(try ProcFS.readBytes("\(dir)/pages-1.img") == pages, "every chunk where the source put it")
         #expect(try ProcFS.readBytes("\(dir)/core-1.json") == core)
+    }
+
+    @Test("core files are decoded as they arrive (with their blob file), and the restore's load takes them instead of decoding again")
+    func coresDecodedOnArrival() async throws {
+        // The files as a source makes them: a process whose pipe holds 64 KiB (a blob).
+        let src = try TestEnv.makeTempDir("incoming-src")
+        defer { try? FileManager.default.removeItem(atPath: src) }
+        var image = ProcessImage(pid: 5)
+        var pipe = FileDescriptorImage(fd: 4, kind: .pipe, path: "", flags: 0, closeOnExec: false, position: 0)
+        pipe.pipeID = 9
+        pipe.pipeData = Data((0..<65536).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        image.fds = [pipe]
+        let w = try SnapshotStore(root: src, pool: false).beginWrite(app: 5)
+        try w.addCore(image)
+        _ = try w.commit(description: "", processes: [5], arch: "x86_64")
+        let blobs = try ProcFS.readBytes("\(src)/5/v1/blobs-5.img"), core = try ProcFS.readBytes("\(src)/5/v1/core-5.json")
+
+        let token: UInt64 = 44
+        let (root, store, incoming) = try await Self.begun(token, "incoming-cores")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        _ = try await incoming.handle(Self.step(.data, token, name: "blobs-5.img"), blobs[..<1000], store: store)
+        let b = try #require(try await incoming.handle(Self.step(.finish, token, name: "blobs-5.img"), blobs[1000...], store: store).entry)
+        let c = try #require(try await incoming.handle(Self.step(.finish, token, name: "core-5.json"), core[...], store: store).entry)
+        #expect(RecentCores.holds(core: c, blobs: b), "decoding begun at the core file's finish")
+        var commit = Self.step(.commit, token, app: 77)
+        commit.processes = [5]
+        commit.arch = "x86_64"
+        commit.expect = [b, c]
+        #expect(try await incoming.handle(commit, [], store: store).version == 1)
+        let snap = try Snapshot.load(directory: store.directory(77, version: 1), verify: false)
+        #expect(!RecentCores.holds(core: c, blobs: b), "taken by the load")
+        #expect(snap.processes.first?.fds == image.fds, "the same image as decoding the files gives")
+    }
+
+    @Test("a commit whose expected files did not arrive as the source sent them is refused, naming the file, and leaves no version")
+    func commitChecksExpectedFiles() async throws {
+        let token: UInt64 = 45
+        let (root, store, incoming) = try await Self.begun(token, "incoming-expect")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let bytes = Self.chunk(3, size: 5000)
+        let got = try #require(try await incoming.handle(Self.step(.finish, token, name: "pages-1.img"), bytes[...], store: store).entry)
+        var commit = Self.step(.commit, token)
+        commit.processes = [1]
+        commit.expect = [FileEntry(name: "pages-1.img", size: got.size, crc32c: got.crc32c ^ 1)]
+        await #expect { _ = try await incoming.handle(commit, [], store: store) } throws: { e in
+            "\(e)".contains("pages-1.img") && "\(e)".contains("not committed")
+        }
+        #expect(store.versions(77).isEmpty, "nothing committed")
+    }
+
+    @Test("a commit that arrives before the finish of a file it expects waits for it (the source sends them concurrently)")
+    func commitWaitsForALateFinish() async throws {
+        let token: UInt64 = 46
+        let (root, store, incoming) = try await Self.begun(token, "incoming-late")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let bytes = Self.chunk(4, size: 3000)
+        var commit = Self.step(.commit, token)
+        commit.processes = [1]
+        commit.expect = [FileEntry(name: "core-1.json", size: UInt64(bytes.count), crc32c: CRC32C.checksum(bytes))]
+        let committed = Task { try await incoming.handle(commit, [], store: store) }
+        try await Task.sleep(for: .milliseconds(20))
+        _ = try await incoming.handle(Self.step(.finish, token, name: "core-1.json"), bytes[...], store: store)
+        #expect(try await committed.value.version == 1)
+        #expect(try ProcFS.readBytes("\(store.directory(77, version: 1))/core-1.json") == bytes)
     }
 
     @Test("a write that fails on the target fails that file's finish and the commit, and leaves no version")
