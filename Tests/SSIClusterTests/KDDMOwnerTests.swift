@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import SSIKDDM
 import SSIMembership
@@ -300,5 +301,28 @@ func kind(of body: () async throws -> Void) async -> SSIError.Kind? {
         let g = try await w.grab(2, 21)
         _ = try await w.put(2, 21, "abc", rev: g.rev)
         #expect(await w.store.value(w.key) == "cba")
+    }
+}
+
+/// KDDM's messages on the wire: the value as base64 text (an array of JSON numbers decoded
+/// slowly), any byte preserved, the array form of an earlier daemon still read, and a value
+/// that is neither refused.
+@Suite struct ObjMsgCodingTests {
+    @Test func valueTravelsAsBase64AndComesBackWhole() throws {
+        let m = ObjMsg(key: ObjKey(set: "applications", id: 10000001), value: (0...255).map { UInt8($0) } + [0, 0], rev: 7, view: 3, setRev: 2, grab: 99)
+        let json = try JSONEncoder().encode(m)
+        let text = String(decoding: json, as: UTF8.self)
+        #expect(text.contains("\"value\":\""), "a string, not an array: \(text.prefix(80))")
+        let back = try JSONDecoder().decode(ObjMsg.self, from: json)
+        #expect(back.value == m.value && back.rev == 7 && back.view == 3 && back.setRev == 2 && back.grab == 99 && back.key.id == 10000001)
+        let none = try JSONDecoder().decode(ObjMsg.self, from: JSONEncoder().encode(ObjMsg(key: ObjKey(set: "s", id: 1))))
+        #expect(none.value == nil)
+    }
+
+    @Test func earlierArrayFormIsReadAndGarbageRefused() throws {
+        let old = #"{"key":{"set":"s","id":5},"value":[1,2,255],"rev":1,"view":0,"setRev":0,"grab":0}"#
+        #expect(try JSONDecoder().decode(ObjMsg.self, from: Data(old.utf8)).value == [1, 2, 255])
+        let bad = #"{"key":{"set":"s","id":5},"value":"%%% not base64","rev":1}"#
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(ObjMsg.self, from: Data(bad.utf8)) }
     }
 }
