@@ -40,14 +40,29 @@ public struct Injector {
             throw SSIError(.unsupported, "PID \(pid) has no vDSO mapping; SwiftSSI needs it to run syscalls in the process",
                            hint: "do not boot with vdso=0")
         }
+        let pat = Arch.syscallInstruction
+        // Every process of one kernel maps the same vDSO image (a 32-bit one another, of
+        // another size): where the instruction lies in it is looked for once, and only
+        // checked in the next process (two bytes read instead of the whole image).
+        if let at = gadgetOffsets.withLock({ $0[vdso.size] }) {
+            var here = [UInt8](repeating: 0, count: pat.count)
+            try here.withUnsafeMutableBytes { try RemoteMemory(pid: pid).forcedRead(into: $0, at: vdso.start + UInt64(at)) }
+            if here == pat { return vdso.start + UInt64(at) }
+        }
         var bytes = [UInt8](repeating: 0, count: Int(vdso.size))
         try bytes.withUnsafeMutableBytes { try RemoteMemory(pid: pid).forcedRead(into: $0, at: vdso.start) }
-        let pat = Arch.syscallInstruction
-        for i in 0..<(bytes.count - pat.count) where Array(bytes[i..<(i + pat.count)]) == pat {
-            return vdso.start + UInt64(i)
+        let found: Int? = bytes.withUnsafeBufferPointer { b in
+            guard b.count >= pat.count else { return nil }
+            for i in 0...(b.count - pat.count) where (0..<pat.count).allSatisfy({ b[i + $0] == pat[$0] }) { return i }
+            return nil
         }
-        throw SSIError(.unsupported, "no syscall instruction found in the vDSO of PID \(pid)")
+        guard let i = found else { throw SSIError(.unsupported, "no syscall instruction found in the vDSO of PID \(pid)") }
+        gadgetOffsets.withLock { $0[vdso.size] = i }
+        return vdso.start + UInt64(i)
     }
+
+    /// Where the syscall instruction was found in a vDSO image, by the image's size.
+    private static let gadgetOffsets = Mutex<[UInt64: Int]>([:])
 
     /// Runs one syscall; returns its raw result (negative errno on failure).
     @discardableResult

@@ -28,18 +28,45 @@ extension ProcessDumper {
 
     /// Reads /proc/PID/smaps only for the VmFlags lines (the one place they are shown).
     func vmFlags() throws -> [UInt64: [String]] {
+        try ProcFS.readBytes("/proc/\(pid)/smaps").withUnsafeBufferPointer { Self.vmFlags(smaps: $0) }
+    }
+
+    /// mw: VM_MAYWRITE, which a shared file mapping has only when its file was opened for
+    /// writing (mmap(2), EACCES): the restart opens the file the same way.
+    static let keptFlags: Set<String> = ["gd", "dc", "dd", "hg", "nh", "wf", "rr", "sr", "lo", "mg", "mw"]
+
+    /// The VmFlags line of each area of /proc/PID/smaps (proc(5)), by the area's start, with
+    /// only the flags a restart sets again. Read on the bytes: smaps has some twenty lines per
+    /// area, and splitting its text into Strings was the largest part of a small process's
+    /// memory dump (perf). An area begins with a line "start-end ..." (hex, then '-'); the
+    /// other lines begin "Key:".
+    static func vmFlags(smaps b: UnsafeBufferPointer<UInt8>) -> [UInt64: [String]] {
         var out = [UInt64: [String]]()
         var current: UInt64 = 0
-        // mw: VM_MAYWRITE, which a shared file mapping has only when its file was opened for
-        // writing (mmap(2), EACCES): the restart opens the file the same way.
-        let keep: Set<Substring> = ["gd", "dc", "dd", "hg", "nh", "wf", "rr", "sr", "lo", "mg", "mw"]
-        for line in try ProcFS.read("/proc/\(pid)/smaps").split(separator: "\n") {
-            if line.hasPrefix("VmFlags:") {
-                out[current] = line.dropFirst(8).split(separator: " ").filter { keep.contains($0) }.map(String.init)
-            } else if let dash = line.firstIndex(of: "-"), let start = UInt64(line[..<dash], radix: 16), line.first?.isHexDigit == true,
-                      line.split(separator: " ").count >= 5 {
-                current = start
+        let prefix = Array("VmFlags:".utf8)
+        var i = 0
+        let n = b.count
+        while i < n {
+            var end = i
+            while end < n && b[end] != 10 { end += 1 }
+            defer { i = end + 1 }
+            if end - i >= prefix.count && (0..<prefix.count).allSatisfy({ b[i + $0] == prefix[$0] }) {
+                var flags: [String] = []
+                var p = i + prefix.count
+                while p < end {
+                    ProcText.skipSpaces(b, &p, end)
+                    let start = p
+                    while p < end && b[p] != 32 { p += 1 }
+                    if p - start == 2 {
+                        let f = String(decoding: UnsafeBufferPointer(rebasing: b[start..<p]), as: UTF8.self)
+                        if Self.keptFlags.contains(f) { flags.append(f) }
+                    }
+                }
+                out[current] = flags
+                continue
             }
+            var p = i
+            if let start = ProcText.hex(b, &p, end), p < end, b[p] == UInt8(ascii: "-") { current = start }
         }
         return out
     }
