@@ -13,7 +13,7 @@ import Glibc
 /// while we fill it, before the process runs, and unregistered right after.
 public final class RemoteUserfaultfd {
     public let pid: ProcessID
-    private var fd: Int32
+    public private(set) var fd: Int32
 
     /// Creates it through `inj` (the process is stopped under our ptrace). Nil when the
     /// kernel refuses (no userfaultfd): the caller fills memory another way.

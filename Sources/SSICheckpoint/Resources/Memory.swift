@@ -2,6 +2,7 @@ import Foundation
 import SSIImage
 import SSIInject
 import SSISystem
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -535,15 +536,54 @@ final class FastFill {
     func fill(_ v: VMA, location: String) throws -> Bool {
         guard !v.pages.isEmpty, uffd.register(v.start, v.end) else { return v.pages.isEmpty }
         defer { uffd.unregister(v.start, v.end) }
+        var total: UInt64 = 0
         for run in v.pages {
             let count = run.count * SnapshotFormat.pageSize
             guard run.fileOffset + count <= size else { throw SSIError(.corrupt, "\(location) is shorter than its page index") }
-            do { try uffd.copy(to: run.address, from: base + Int(run.fileOffset), count: count) } catch let e as SSIError where e.errno == EEXIST {
-                // Runs that overlap (an image written by another version?): the whole area
-                // is written again by the plain path, in order, over what is there.
-                return false
+            total += count
+        }
+        // A large area is filled by several threads, 8 MiB pieces dealt in turn: each
+        // UFFDIO_COPY allocates and fills fresh pages of the target (userfaultfd(2): the
+        // ioctl takes the target's mm read-locked, so copies into one mm run side by side),
+        // and that work, not the reading, is what restoring 1 GiB waits for.
+        let workers = total >= Self.parallelFrom ? max(1, min(4, ProcessInfo.processInfo.activeProcessorCount)) : 1
+        var pieces: [(address: UInt64, offset: UInt64, count: UInt64)] = []
+        for run in v.pages {
+            var (a, o, left) = (run.address, run.fileOffset, run.count * SnapshotFormat.pageSize)
+            while left > 0 {
+                let n = workers > 1 ? min(left, Self.piece) : left
+                pieces.append((a, o, n))
+                (a, o, left) = (a + n, o + n, left - n)
             }
         }
-        return true
+        let overlap = Atomic<Bool>(false)
+        let failure = Mutex<SSIError?>(nil)
+        // Plain values across the threads: the fd, the pid and the mapping's address.
+        let (fd, pid, base, all) = (uffd.fd, uffd.pid, UInt(bitPattern: self.base), pieces)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for k in stride(from: w, to: all.count, by: workers) {
+                if overlap.load(ordering: .relaxed) || failure.withLock({ $0 != nil }) { return }
+                let p = all[k]
+                var done: UInt64 = 0
+                while done < p.count {
+                    let from = UnsafeRawPointer(bitPattern: base + UInt(p.offset + done))!
+                    let n = Userfaultfd.copy(fd, to: p.address + done, from: from, count: p.count - done)
+                    if n == -Int(EAGAIN) || n == -Int(EINTR) { continue }
+                    if n == -Int(EEXIST) { overlap.store(true, ordering: .relaxed); return }
+                    if n < 0 {
+                        failure.withLock { $0 = $0 ?? SSIError.sys("UFFDIO_COPY into PID \(pid) at 0x\(String(p.address + done, radix: 16))", errno: Int32(-n)) }
+                        return
+                    }
+                    done += UInt64(n)
+                }
+            }
+        }
+        if let e = failure.withLock({ $0 }) { throw e }
+        // Runs that overlap (an image written by another version?): the whole area is
+        // written again by the plain path, in order, over what is there.
+        return !overlap.load(ordering: .relaxed)
     }
+
+    static let parallelFrom: UInt64 = 64 << 20
+    static let piece: UInt64 = 8 << 20
 }
