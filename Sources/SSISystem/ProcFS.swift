@@ -74,27 +74,22 @@ public struct MapsEntry: Sendable, Equatable {
     /// name may contain spaces, and is the rest of the line after the padding.
     public static func parse(_ b: UnsafeBufferPointer<UInt8>) -> [MapsEntry] {
         var out = [MapsEntry]()
-        var i = 0
-        let n = b.count
-        while i < n {
-            var end = i
-            while end < n && b[end] != 10 { end += 1 }
-            defer { i = end + 1 }
+        ProcText.lines(b) { i, end in
             var p = i
-            guard let s = ProcText.hex(b, &p, end), p < end, b[p] == UInt8(ascii: "-") else { continue }
+            guard let s = ProcText.hex(b, &p, end), p < end, b[p] == UInt8(ascii: "-") else { return }
             p += 1
-            guard let e = ProcText.hex(b, &p, end), p + 5 < end, b[p] == 32 else { continue }
+            guard let e = ProcText.hex(b, &p, end), p + 5 < end, b[p] == 32 else { return }
             p += 1
             let perms = (b[p], b[p + 1], b[p + 2], b[p + 3])
             p += 4
             ProcText.skipSpaces(b, &p, end)
-            guard let offset = ProcText.hex(b, &p, end) else { continue }
+            guard let offset = ProcText.hex(b, &p, end) else { return }
             ProcText.skipSpaces(b, &p, end)
             let devStart = p
             while p < end && b[p] != 32 { p += 1 }
             let device = String(decoding: UnsafeBufferPointer(rebasing: b[devStart..<p]), as: UTF8.self)
             ProcText.skipSpaces(b, &p, end)
-            guard let inode = ProcText.decimal(b, &p, end) else { continue }
+            guard let inode = ProcText.decimal(b, &p, end) else { return }
             ProcText.skipSpaces(b, &p, end)
             let name = p < end ? String(decoding: UnsafeBufferPointer(rebasing: b[p..<end]), as: UTF8.self) : ""
             out.append(MapsEntry(start: s, end: e, read: perms.0 == UInt8(ascii: "r"), write: perms.1 == UInt8(ascii: "w"),
@@ -107,6 +102,18 @@ public struct MapsEntry: Sendable, Equatable {
 
 /// Byte-level reading of /proc text: numbers and fields without making Strings.
 public enum ProcText {
+    /// Calls `body` with the bounds of each line, its newline left out.
+    @inline(__always)
+    public static func lines(_ b: UnsafeBufferPointer<UInt8>, _ body: (_ start: Int, _ end: Int) -> Void) {
+        var i = 0
+        while i < b.count {
+            var end = i
+            while end < b.count && b[end] != 10 { end += 1 }
+            body(i, end)
+            i = end + 1
+        }
+    }
+
     /// Hex digits from `p` (at least one); `p` ends after them.
     @inline(__always)
     public static func hex(_ b: UnsafeBufferPointer<UInt8>, _ p: inout Int, _ end: Int) -> UInt64? {
@@ -221,15 +228,10 @@ public struct ProcStatus: Sendable {
             // On the bytes: "Key:<spaces or tabs>value" per line (a Character-wise split
             // and Foundation's trimming cost more than reading the file).
             var d = [String: String](minimumCapacity: 64)
-            var i = 0
-            let n = b.count
-            while i < n {
-                var end = i
-                while end < n && b[end] != 10 { end += 1 }
-                defer { i = end + 1 }
+            ProcText.lines(b) { i, end in
                 var c = i
                 while c < end && b[c] != UInt8(ascii: ":") { c += 1 }
-                guard c < end else { continue }
+                guard c < end else { return }
                 var v = c + 1
                 while v < end && (b[v] == 32 || b[v] == 9) { v += 1 }
                 var e = end

@@ -72,10 +72,10 @@ struct BalanceBenchmark: RunsSSI {
         }
         print(String(format: "ideal as calibrated (%.1f CPU-s / CPUs): %.1f s", total, nominal))
         if runs.count == 2 {
-            print(String(format: "balanced: makespan %.2f x ideal (target <= 1.15); mean slowdown %.0f%% below none (target >= 35%%)",
+            print(String(format: "balanced: makespan %.3f x ideal (target <= 1.15); mean slowdown %.0f%% below none (target >= 35%%)",
                          runs[1].makespan / ideal(runs[1]), 100 * (1 - runs[1].slowdown / runs[0].slowdown)))
         } else if let r = runs.last {
-            print(String(format: "balanced: makespan %.2f x ideal (target <= 1.15)", r.makespan / ideal(r)))
+            print(String(format: "balanced: makespan %.3f x ideal (target <= 1.15)", r.makespan / ideal(r)))
         }
     }
 

@@ -45,12 +45,7 @@ extension ProcessDumper {
         var out = [UInt64: [String]]()
         var current: UInt64 = 0
         let prefix = Array("VmFlags:".utf8)
-        var i = 0
-        let n = b.count
-        while i < n {
-            var end = i
-            while end < n && b[end] != 10 { end += 1 }
-            defer { i = end + 1 }
+        ProcText.lines(b) { i, end in
             if end - i >= prefix.count && (0..<prefix.count).allSatisfy({ b[i + $0] == prefix[$0] }) {
                 var flags: [String] = []
                 var p = i + prefix.count
@@ -64,7 +59,7 @@ extension ProcessDumper {
                     }
                 }
                 out[current] = flags
-                continue
+                return
             }
             var p = i
             if let start = ProcText.hex(b, &p, end), p < end, b[p] == UInt8(ascii: "-") { current = start }
