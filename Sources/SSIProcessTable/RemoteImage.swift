@@ -193,7 +193,7 @@ final class IncomingSnapshots: @unchecked Sendable {
             let expected = Set((step.expect ?? []).map(\.name))
             let deadline = ContinuousClock.now + .seconds(10)
             while !expected.isEmpty, ContinuousClock.now < deadline {
-                let missing = try await onQueueValue(r) { expected.subtracting(r.entries.keys) }
+                let missing = try await onQueue(r) { expected.subtracting(r.entries.keys) }
                 if missing.isEmpty || lock.withLock({ r.failure != nil }) { break }
                 try await Task.sleep(for: .microseconds(100))
             }
@@ -233,14 +233,8 @@ final class IncomingSnapshots: @unchecked Sendable {
         return r
     }
 
-    private func onQueueValue<T: Sendable>(_ r: Receiving, _ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { c in
-            r.queue.async { c.resume(with: Result { try body() }) }
-        }
-    }
-
     /// Runs `body` on the snapshot's queue, after every step queued before it.
-    private func onQueue(_ r: Receiving, _ body: @escaping @Sendable () throws -> IncomingAnswer) async throws -> IncomingAnswer {
+    private func onQueue<T: Sendable>(_ r: Receiving, _ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { c in
             r.queue.async { c.resume(with: Result { try body() }) }
         }
@@ -334,9 +328,9 @@ final class RemoteImageWriter: ImageWriter {
 
     func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
         try checkGivenUp()
-        // Sent at once with the files still unanswered as they were sent: the target checks
-        // them before it commits (each file's finish runs before the commit on its queue), so
-        // the answers and the commit cost one round trip, not two.
+        // Sent at once with the files still unanswered as they were sent: the target waits
+        // for each of them to be finished there and checks it before it commits, so the
+        // answers and the commit cost one round trip, not two.
         var step = IncomingStep(kind: .commit, token: token, description: description, processes: processes, arch: arch, date: date)
         step.expect = finishing.map { FileEntry(name: $0.name, size: $0.size, crc32c: $0.crc) }
         let committing = start(step, nil)

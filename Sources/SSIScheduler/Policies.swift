@@ -296,7 +296,9 @@ public final class Policy {
                 for a in n.apps where a.movingTo != nil && a.movingTo != n.node {
                     guard let j = v.nodes.firstIndex(where: { $0.node == a.movingTo }) else { continue }
                     v.nodes[i].apps.removeAll { $0.app == a.app }
-                    if !v.nodes[j].apps.contains(where: { $0.app == a.app }) { v.nodes[j].apps.append(a) }
+                    var there = a
+                    there.node = v.nodes[j].node
+                    if !v.nodes[j].apps.contains(where: { $0.app == a.app }) { v.nodes[j].apps.append(there) }
                 }
             }
         }

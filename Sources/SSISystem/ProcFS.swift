@@ -134,7 +134,7 @@ public enum ProcText {
         return p > start ? v : nil
     }
 
-    /// A decimal number from `p`, with an optional '-' (at least one digit).
+    /// A decimal number from `p` (at least one digit; a sign is the caller's).
     @inline(__always)
     public static func decimal(_ b: UnsafeBufferPointer<UInt8>, _ p: inout Int, _ end: Int) -> UInt64? {
         var v: UInt64 = 0

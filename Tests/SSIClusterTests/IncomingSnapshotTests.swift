@@ -15,6 +15,13 @@ struct IncomingSnapshotTests {
         IncomingStep(kind: kind, token: token, app: app, name: name)
     }
 
+    /// The commit of snapshot `token`: its processes, and the files it expects as sent.
+    static func commit(_ token: UInt64, processes: [Int32] = [1], expect: [FileEntry]? = nil) -> IncomingStep {
+        var c = step(.commit, token)
+        (c.processes, c.arch, c.expect) = (processes, "x86_64", expect)
+        return c
+    }
+
     /// Bytes that differ from chunk to chunk, so that a chunk written out of order shows.
     static func chunk(_ k: Int, size: Int) -> [UInt8] {
         (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ k &* 7 &+ $0 >> 12) }
@@ -54,10 +61,7 @@ struct IncomingSnapshotTests {
         #expect(a.entry?.size == UInt64(pages.count))
         #expect(a.entry?.crc32c == CRC32C.checksum(pages))
         #expect(b.entry?.size == UInt64(core.count))
-        var commit = Self.step(.commit, token)
-        commit.processes = [1]
-        commit.arch = "x86_64"
-        let c = try await incoming.handle(commit, [], store: store)
+        let c = try await incoming.handle(Self.commit(token), [], store: store)
         #expect(c.version == 1)
         let dir = store.directory(77, version: 1)
         #expect(try ProcFS.readBytes("\(dir)/pages-1.img") == pages, "every chunk where the source put it")
@@ -86,11 +90,7 @@ struct IncomingSnapshotTests {
         let b = try #require(try await incoming.handle(Self.step(.finish, token, name: "blobs-5.img"), blobs[1000...], store: store).entry)
         let c = try #require(try await incoming.handle(Self.step(.finish, token, name: "core-5.json"), core[...], store: store).entry)
         #expect(RecentCores.holds(core: c, blobs: b), "decoding begun at the core file's finish")
-        var commit = Self.step(.commit, token, app: 77)
-        commit.processes = [5]
-        commit.arch = "x86_64"
-        commit.expect = [b, c]
-        #expect(try await incoming.handle(commit, [], store: store).version == 1)
+        #expect(try await incoming.handle(Self.commit(token, processes: [5], expect: [b, c]), [], store: store).version == 1)
         let snap = try Snapshot.load(directory: store.directory(77, version: 1), verify: false)
         #expect(!RecentCores.holds(core: c, blobs: b), "taken by the load")
         #expect(snap.processes.first?.fds == image.fds, "the same image as decoding the files gives")
@@ -103,9 +103,7 @@ struct IncomingSnapshotTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let bytes = Self.chunk(3, size: 5000)
         let got = try #require(try await incoming.handle(Self.step(.finish, token, name: "pages-1.img"), bytes[...], store: store).entry)
-        var commit = Self.step(.commit, token)
-        commit.processes = [1]
-        commit.expect = [FileEntry(name: "pages-1.img", size: got.size, crc32c: got.crc32c ^ 1)]
+        let commit = Self.commit(token, expect: [FileEntry(name: "pages-1.img", size: got.size, crc32c: got.crc32c ^ 1)])
         await #expect { _ = try await incoming.handle(commit, [], store: store) } throws: { e in
             "\(e)".contains("pages-1.img") && "\(e)".contains("not committed")
         }
@@ -118,9 +116,7 @@ struct IncomingSnapshotTests {
         let (root, store, incoming) = try await Self.begun(token, "incoming-late")
         defer { try? FileManager.default.removeItem(atPath: root) }
         let bytes = Self.chunk(4, size: 3000)
-        var commit = Self.step(.commit, token)
-        commit.processes = [1]
-        commit.expect = [FileEntry(name: "core-1.json", size: UInt64(bytes.count), crc32c: CRC32C.checksum(bytes))]
+        let commit = Self.commit(token, expect: [FileEntry(name: "core-1.json", size: UInt64(bytes.count), crc32c: CRC32C.checksum(bytes))])
         let committed = Task { try await incoming.handle(commit, [], store: store) }
         try await Task.sleep(for: .milliseconds(20))
         _ = try await incoming.handle(Self.step(.finish, token, name: "core-1.json"), bytes[...], store: store)
@@ -144,8 +140,7 @@ struct IncomingSnapshotTests {
         await #expect(throws: (any Error).self) {
             _ = try await incoming.handle(Self.step(.drain, token), [], store: store)
         }
-        var commit = Self.step(.commit, token)
-        commit.processes = [1]
+        let commit = Self.commit(token)
         await #expect { _ = try await incoming.handle(commit, [], store: store) } throws: { e in
             "\(e)".contains("missing/pages-1.img")
         }

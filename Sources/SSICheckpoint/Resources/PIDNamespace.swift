@@ -25,26 +25,8 @@ enum PIDNamespace {
     /// it belongs to, outermost first. `task` reads a thread's entry.
     static func nsIDs(_ pid: Int32, task: Int32? = nil, field: String = "NSpid") -> [Int32] {
         let path = task.map { "/proc/\(pid)/task/\($0)/status" } ?? "/proc/\(pid)/status"
-        guard let s = try? ProcFS.readBytes(path) else { return [] }
-        // On the bytes: the one line "NSpid:\t1234\t1" of some sixty (read for every process
-        // while the application is frozen).
-        let key = Array("\n\(field):".utf8)
-        return s.withUnsafeBufferPointer { b -> [Int32] in
-            var i = 0
-            while i + key.count <= b.count {
-                if (0..<key.count).allSatisfy({ b[i + $0] == key[$0] }) {
-                    var p = i + key.count, out: [Int32] = []
-                    while p < b.count && b[p] != 10 {
-                        while p < b.count && (b[p] == 32 || b[p] == 9) { p += 1 }
-                        guard let v = ProcText.decimal(b, &p, b.count) else { break }
-                        out.append(Int32(truncatingIfNeeded: v))
-                    }
-                    return out
-                }
-                i += 1
-            }
-            return []
-        }
+        guard let s = try? ProcFS.read(path) else { return [] }
+        return ProcStatus.parse(s).ints(field).map { Int32(truncatingIfNeeded: $0) }
     }
 
     /// True when `root` is process 1 of a PID namespace below ours.
