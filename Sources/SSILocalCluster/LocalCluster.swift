@@ -93,6 +93,7 @@ public struct LocalCluster: Sendable {
         try down(quiet: true)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         chmod(dir, 0o700)
+        mountEtcdMemory()
         var secret = [UInt8](repeating: 0, count: 32)
         for i in secret.indices { secret[i] = UInt8.random(in: 0...255) }
         _ = FileManager.default.createFile(atPath: "\(dir)/secret", contents: Data(secret), attributes: [.posixPermissions: 0o600])
@@ -169,6 +170,23 @@ public struct LocalCluster: Sendable {
         throw SSIError(.system, "the local cluster did not come up within 30 s", hint: "see \(dir)/*.log; node 1 says:\n\(tail)")
     }
 
+    /// etcd's data in memory (a tmpfs of its own), as root: etcd syncs its log to disk on
+    /// every write (fdatasync, one per KDDM put), which on this kind of machine's virtual
+    /// disk costs 1-3 ms, and a migration's record take-over is one of the writes inside
+    /// the application's frozen time. The local cluster does not outlive the machine's boot
+    /// (its namespaces and processes do not), so durability across a power cut buys it
+    /// nothing; on most systems /run, where it lives, is a tmpfs already. A production etcd
+    /// keeps its data on a disk of its own. Without root, or if the mount fails, etcd's data
+    /// stays in the directory.
+    func mountEtcdMemory() {
+        guard root else { return }
+        let path = "\(dir)/etcd"
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        if mount("ssi-etcd", path, "tmpfs", 0, "mode=0700,size=512m") != 0 {
+            FileHandle.standardError.write(Data("ssi: etcd's data stays on disk (\(path)): tmpfs mount failed: \(String(cString: strerror(errno)))\n".utf8))
+        }
+    }
+
     func onlineCount(via k: Int) throws -> Int {
         try ControlClient.request(socket: socket(node: k), .membership(.status), timeout: 2).status().online
     }
@@ -224,6 +242,8 @@ public struct LocalCluster: Sendable {
         Proc.reapAll()
         for ns in nsList { _ = try? Proc.run(["ip", "netns", "del", ns], check: false) }
         if root, let n = plan()?.nodes { for k in 1...max(1, n) { removeCPUGroups(k) } }
+        // A lazy unmount (MNT_DETACH, umount(2)): etcd is gone, but a shell may sit in it.
+        if root { _ = umount2("\(dir)/etcd", Int32(MNT_DETACH)) }
         if FileManager.default.fileExists(atPath: dir) {
             try FileManager.default.removeItem(atPath: dir)
         }
