@@ -23,6 +23,9 @@
 #include <net/if.h>
 #include <linux/sockios.h>
 #include <linux/if_tun.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <arpa/inet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 
@@ -128,6 +131,36 @@ long cssi_if_set_flags(const char *name, unsigned int flags) {
     memset(&r, 0, sizeof r);
     r.ifr_flags = (short)flags;
     return if_request(name, SIOCSIFFLAGS, &r);
+}
+
+// Sets the hardware address of Ethernet interface `name` (SIOCSIFHWADDR, netdevice(7)).
+long cssi_if_set_mac(const char *name, const unsigned char mac[6]) {
+    struct ifreq r;
+    memset(&r, 0, sizeof r);
+    r.ifr_hwaddr.sa_family = 1; // ARPHRD_ETHER
+    memcpy(r.ifr_hwaddr.sa_data, mac, 6);
+    return if_request(name, SIOCSIFHWADDR, &r);
+}
+
+// Hands an Ethernet address from one interface to another, possibly in two network
+// namespaces: `app_if` (through socket `app_sock`, made in its namespace) takes `app_new`,
+// then `node_if` (through `node_sock`) takes `node_new`, two ioctls back to back with no
+// system call between (netdevice(7) SIOCSIFHWADDR; an ioctl on a socket acts in the
+// namespace the socket was made in). 0, or -errno with the step: -(1000 * step + errno).
+long cssi_swap_mac(int app_sock, const char *app_if, const unsigned char app_new[6],
+                   int node_sock, const char *node_if, const unsigned char node_new[6]) {
+    struct ifreq a, n;
+    memset(&a, 0, sizeof a);
+    memset(&n, 0, sizeof n);
+    strncpy(a.ifr_name, app_if, IFNAMSIZ - 1);
+    strncpy(n.ifr_name, node_if, IFNAMSIZ - 1);
+    a.ifr_hwaddr.sa_family = 1; // ARPHRD_ETHER
+    n.ifr_hwaddr.sa_family = 1;
+    memcpy(a.ifr_hwaddr.sa_data, app_new, 6);
+    memcpy(n.ifr_hwaddr.sa_data, node_new, 6);
+    if (ioctl(app_sock, SIOCSIFHWADDR, &a) != 0) return -(1000 + errno);
+    if (ioctl(node_sock, SIOCSIFHWADDR, &n) != 0) return -(2000 + errno);
+    return 0;
 }
 
 long cssi_socket_netns(int fd) {
@@ -542,6 +575,10 @@ static void add_attr(char *msg, unsigned short type, const void *data, unsigned 
 }
 
 int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsigned char proto) {
+    return cssi_route4_replace_prefix(dst, 32, oif, gw, src, proto);
+}
+
+int cssi_route4_replace_prefix(uint32_t dst, unsigned char prefix, int oif, uint32_t gw, uint32_t src, unsigned char proto) {
     char msg[256] __attribute__((aligned(NLMSG_ALIGNTO)));
     memset(msg, 0, sizeof msg);
     struct nlmsghdr *n = (struct nlmsghdr *)msg;
@@ -551,7 +588,7 @@ int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsign
     n->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
     n->nlmsg_seq = 1;
     r->rtm_family = AF_INET;
-    r->rtm_dst_len = 32;
+    r->rtm_dst_len = prefix;
     r->rtm_table = RT_TABLE_MAIN;
     r->rtm_protocol = proto;
     r->rtm_scope = gw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK;
@@ -617,3 +654,38 @@ int cssi_set_affinity(int tid, const unsigned long long *mask, int words) {
 int cssi_get_ioprio(int tid) { long r = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, tid); return r < 0 ? -errno : (int)r; }
 
 int cssi_set_ioprio(int tid, int ioprio) { return syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, tid, ioprio) ? -errno : 0; }
+
+// A gratuitous ARP request (RFC 5227 section 3, "ARP Announcement": sender and target
+// protocol address both `ip`, target hardware address zero) broadcast from interface
+// `ifname` of the calling thread's network namespace, with `mac` as the sender. A switch
+// (or a bridge) learns from its source address on which port the MAC is now (an
+// application's direct link after a move), and hosts that have the address in their
+// neighbour table refresh it (arp(7): an existing entry is updated by any ARP it sees).
+// packet(7): a SOCK_DGRAM packet socket builds the Ethernet header from sll_addr.
+int cssi_announce_arp(const char *ifname, const unsigned char mac[6], uint32_t ip_be) {
+    unsigned int index = if_nametoindex(ifname);
+    if (index == 0) return -errno;
+    int s = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP));
+    if (s < 0) return -errno;
+    unsigned char frame[28];
+    frame[0] = 0; frame[1] = 1;            // hardware type: Ethernet
+    frame[2] = 0x08; frame[3] = 0x00;      // protocol type: IPv4
+    frame[4] = 6; frame[5] = 4;            // address lengths
+    frame[6] = 0; frame[7] = 1;            // operation: request
+    memcpy(frame + 8, mac, 6);
+    memcpy(frame + 14, &ip_be, 4);
+    memset(frame + 18, 0, 6);
+    memcpy(frame + 24, &ip_be, 4);
+    struct sockaddr_ll to;
+    memset(&to, 0, sizeof(to));
+    to.sll_family = AF_PACKET;
+    to.sll_protocol = htons(ETH_P_ARP);
+    to.sll_ifindex = (int)index;
+    to.sll_halen = 6;
+    memset(to.sll_addr, 0xff, 6);
+    int r = 0;
+    for (int k = 0; k < 2; k++)
+        if (sendto(s, frame, sizeof(frame), 0, (struct sockaddr *)&to, sizeof(to)) != (ssize_t)sizeof(frame)) r = -errno;
+    close(s);
+    return r;
+}

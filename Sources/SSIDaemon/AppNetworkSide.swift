@@ -44,7 +44,27 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// copy the held packets of those only.
     private let drainedConnections = Mutex<[String: Set<String>]>([:])
 
-    init(subnet: AppSubnet, core: NodeCore) { (self.subnet, self.core) = (subnet, core) }
+    /// `network.app-links`: direct (each application also has a link of its own on the
+    /// node's LAN, AppDirectLink) or routed (through its node only).
+    let directLinks: Bool
+
+    init(subnet: AppSubnet, core: NodeCore, directLinks: Bool = false) { (self.subnet, self.core, self.directLinks) = (subnet, core, directLinks) }
+
+    /// The node's LAN interface for direct links (the one carrying its address), found once;
+    /// nil when direct links are off or it cannot be found (then the routed path alone).
+    private let uplinkState = Mutex<(tried: Bool, name: String?)>((false, nil))
+    var direct: (uplink: String, subnet: AppSubnet)? {
+        guard directLinks, let me = myAddress else { return nil }
+        let name = uplinkState.withLock { s -> String? in
+            if !s.tried || s.name == nil {
+                s.tried = true
+                s.name = AppDirectLink.interface(carrying: me)
+                if s.name == nil { core.logger.warning("network: no interface of node \(core.config.node) carries its address \(me): applications get no direct link (network.app-links), their traffic goes through the node") }
+            }
+            return s.name
+        }
+        return name.map { ($0, subnet) }
+    }
 
     func placed(app: Int32) async { await refreshAll.withLock({ $0 })() }
 
@@ -60,16 +80,22 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         if let ready = prepared.withLock({ $0.removeValue(forKey: app) }) {
             if ready.address == address && AppLink.interfaceExists(AppSubnet.hostInterface(app)) {
                 do {
-                    if routed { try route(app: app, address: address) }
+                    if routed { try route(app: app, address: address, namespace: ready.fd) }
                     return ready.fd
                 } catch { close(ready.fd); throw error }
             }
             close(ready.fd)
         }
-        return try AppLink.make(app: app, address: address, nodeAddress: myAddress, route: routed)
+        return try AppLink.make(app: app, address: address, nodeAddress: myAddress, route: routed, direct: direct)
     }
 
-    func lock(app: Int32, address: String) throws {
+    func lock(app: Int32, address: String, root: Int32) throws {
+        // What its peers send straight to its MAC enters the node from now on, to be held
+        // or dropped there like the rest.
+        if let d = direct {
+            try AppDirectLink.divert(app: app, root: root, uplink: d.uplink)
+            try AppDirectLink.silence(app: app, root: root)
+        }
         let hold = packetHold
         try AppAddressLock.lock(app: app, address: address, holding: hold != nil)
         do { try hold?.hold(address) } catch {
@@ -81,8 +107,11 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     /// Holds what comes for `address` from now on (PacketHold), the application's own
     /// traffic still flowing: a migration's first step, before the freeze (`lock` follows at
     /// the freeze). False when this node cannot hold (nothing was changed).
-    func holdIncoming(app: Int32, address: String) throws -> Bool {
+    func holdIncoming(app: Int32, address: String, root: Int32) throws -> Bool {
         guard let hold = packetHold else { return false }
+        // Its peers' packets to its MAC come to the node, and so to the hold (its own
+        // traffic to them goes through the node meanwhile, by its default route).
+        if let d = direct { try AppDirectLink.divert(app: app, root: root, uplink: d.uplink) }
         try hold.hold(address)
         return true
     }
@@ -134,6 +163,11 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         // all the others are of its connections (a segment of none is answered with a reset,
         // which the lock drops).
         guard let hold = packetHold else { return }
+        // The acknowledgements of what it sent last, still on their way, first: one taken
+        // after its sockets are saved would acknowledge, to the restored copy, data that
+        // copy counts as not yet sent (it sends its queue again), which it drops, and a
+        // bulk sender whose peer is that far ahead stalls (seen with direct links).
+        if direct != nil { hold.settle(key: address) }
         let known = drainedConnections.withLock { $0.removeValue(forKey: address) }
         let packets = hold.take(key: address) { p in
             guard let key = PacketHold.flowKey(p), !PacketHold.isSYN(p) else { return false }
@@ -175,14 +209,24 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         }) ?? 0
     }
 
-    func unlock(app: Int32, address: String) {
+    func unlock(app: Int32, address: String, root: Int32?) {
         AppAddressLock.unlock(app: app)
         // Killed meanwhile (checkpoint --kill): its link went with it.
         guard AppLink.interfaceExists(AppSubnet.hostInterface(app)) else {
+            AppDirectLink.removeStandIn(app: app)
             packetHold?.discard(address)
             return
         }
         packetHold?.release(address, interface: AppSubnet.hostInterface(app), source: myAddress)
+        // Its MAC back to it.
+        if let root {
+            do { try AppDirectLink.restore(app: app, root: root, address: address, subnet: subnet) } catch {
+                core.logger.warning("network: application \(app)'s direct link could not be brought back (its traffic goes through the node): \(error)")
+                AppDirectLink.removeStandIn(app: app)
+            }
+        } else {
+            AppDirectLink.removeStandIn(app: app)
+        }
     }
 
     func discardLock(app: Int32, address: String) {
@@ -190,8 +234,9 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         packetHold?.discard(address)
     }
 
-    func route(app: Int32, address: String) throws {
+    func route(app: Int32, address: String, namespace: Int32?) throws {
         try AppLink.routeHere(app: app, address: address, nodeAddress: myAddress)
+        if let namespace { try AppDirectLink.bringUp(namespace: namespace, app: app, address: address, subnet: subnet) }
     }
 
     /// Namespaces made ahead of migrations coming here (prepare), by application.
@@ -205,7 +250,7 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         guard subnet.contains(address) else { throw SSIError(.invalidArgument, "\(address) is not in the application subnet \(subnet)") }
         try prepareKernel()
         if let old = prepared.withLock({ $0.removeValue(forKey: app) }) { close(old.fd) }
-        let fd = try AppLink.make(app: app, address: address, nodeAddress: myAddress, route: false)
+        let fd = try AppLink.make(app: app, address: address, nodeAddress: myAddress, route: false, direct: direct)
         prepared.withLock { $0[app] = (fd, address, Date()) }
     }
 

@@ -42,7 +42,7 @@ final class NetworkMigrationHooks: MigrationHooks {
     }
     private let locked = Mutex<[Int32: ClusterLock]>([:])
     /// Applications whose own address is held on this node (a migration's source).
-    private let addressLocked = Mutex<[Int32: (address: String, target: NodeID)]>([:])
+    private let addressLocked = Mutex<[Int32: (address: String, target: NodeID, root: Int32)]>([:])
 
     init(net: NetworkSubsystem) { self.net = net }
 
@@ -120,7 +120,7 @@ final class NetworkMigrationHooks: MigrationHooks {
                            hint: "close that connection first")
         }
         let side = net.apps
-        addressLocked.withLock { $0[app] = (address, target) }
+        addressLocked.withLock { $0[app] = (address, target, root) }
         // The target makes the namespace and link while the application still runs here.
         do {
             let req = Array(try JSONEncoder().encode(AppAddress(app: app, address: address)))
@@ -139,7 +139,7 @@ final class NetworkMigrationHooks: MigrationHooks {
         let hold: @Sendable () throws -> Void = {
             var clock = PhaseClock()
             defer { clock.mark("network: incoming held, connections drained") }
-            guard try side?.holdIncoming(app: app, address: address) == true else { return }
+            guard try side?.holdIncoming(app: app, address: address, root: root) == true else { return }
             let left = Connections.drain(outside, listeners: Connections.listening(root: root),
                                          handshakes: { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 })
             logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
@@ -148,20 +148,29 @@ final class NetworkMigrationHooks: MigrationHooks {
         // was held for its connections is given to it (AppNetworkSide.deliverHeld).
         let lock: @Sendable () throws -> Void = {
             var clock = PhaseClock()
-            try side?.lock(app: app, address: address)
+            try side?.lock(app: app, address: address, root: root)
             clock.mark("network: address locked")
             side?.deliverHeld(app: app, address: address, root: root)
             clock.mark("network: held packets given to the frozen copy")
         }
         // Connections accepted while it drains are saved too.
-        return MigrationPlan(tcpEstablished: true, whenFrozen: [lock], beforeFreeze: [hold])
+        var plan = MigrationPlan(tcpEstablished: true, whenFrozen: [lock], beforeFreeze: [hold])
+        // What its peers acknowledged after its sockets were saved (held here meanwhile):
+        // the target's restore starts each send queue there (RestartOptions.tcpPeerAcks).
+        let holder = side
+        plan.peerAcknowledgements = { holder?.packetHold?.latestAcks(key: address) ?? [:] }
+        // With its direct link, what it sent went out through a link with no queue of its
+        // own (macvlan): none of it waits on this node to be lost, and its peers may
+        // acknowledge it late (a delayed acknowledgement came 42 ms after the freeze).
+        plan.keepSentTCP = side?.direct != nil
+        return plan
     }
 
     /// The source copy is stopped: every connection it has through the cluster address (one
     /// accepted between the lock and the freeze included), or from its own address, is
     /// silenced.
     func sourceWillKill(app: Int32, root: Int32) async {
-        if let (address, target) = addressLocked.withLock({ $0[app] }) {
+        if let (address, target, _) = addressLocked.withLock({ $0[app] }) {
             // The target's copy runs: what was held goes there.
             if let hop = net.core.membership.view[target]?.host, let hold = net.apps?.packetHold {
                 let n = hold.release(address, gateway: hop)
@@ -191,7 +200,7 @@ final class NetworkMigrationHooks: MigrationHooks {
     }
 
     func sourceDidFinish(app: Int32, committed: Bool) async {
-        if let (address, _) = addressLocked.withLock({ $0.removeValue(forKey: app) }) {
+        if let (address, _, root) = addressLocked.withLock({ $0.removeValue(forKey: app) }) {
             if committed {
                 // Every node's route turns to the target; the source copy's namespace went
                 // with its processes.
@@ -200,7 +209,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             } else {
                 // It goes on here: its link up again (a route needs it up), its link route
                 // back, and what was held is its own.
-                net.apps?.unlock(app: app, address: address)
+                net.apps?.unlock(app: app, address: address, root: root)
             }
             return
         }

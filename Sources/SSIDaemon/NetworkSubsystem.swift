@@ -17,6 +17,7 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     static let name = "network"
     static let configuration: [ConfigKey] = [
         ConfigKey("cluster-ip", default: "", help: "the cluster's one address for the outside world (IPv4, on no node); empty: none"),
+        ConfigKey("app-links", default: "routed", help: "how applications with addresses reach each other: routed (through their nodes) or direct (each also has a link of its own on the node's LAN, a macvlan with its own MAC, so two applications talk node to node with no forwarding; the nodes must share that LAN; experimental: a migration's stall is longer, docs/streams.md)"),
         ConfigKey("app-subnet", default: "", help: "the application network (IPv4 subnet, e.g. 10.78.0.0/16, the same on every node): `ssi run --net app` gives an application an address of its own there; empty: none"),
     ]
     static let portsSet = "ports"
@@ -62,7 +63,11 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         let ip = settings["cluster-ip"] ?? ""
         clusterIP = ip.isEmpty ? nil : try ClusterAddress.parse(ip)
         let subnet = settings["app-subnet"] ?? ""
-        apps = subnet.isEmpty ? nil : AppNetworkSide(subnet: try AppSubnet(parsing: subnet), core: core)
+        let links = settings["app-links"] ?? "routed"
+        guard links == "direct" || links == "routed" else {
+            throw SSIError(.invalidArgument, "network.app-links = \(links): expected direct or routed")
+        }
+        apps = subnet.isEmpty ? nil : AppNetworkSide(subnet: try AppSubnet(parsing: subnet), core: core, directLinks: links == "direct")
         if clusterIP != nil || apps != nil { try NodeNetwork.requireNft(node: core.config.node) }
         apps?.refreshAll.withLock { [unowned self] f in f = { await self.refreshEverywhere() } }
         apps?.peerStates.withLock { [unowned self] f in

@@ -76,7 +76,10 @@ public struct LocalCluster: Sendable {
     // MARK: up
 
     /// Builds the cluster and returns once every node is online.
-    public func up(nodes: Int, ssid: String, ssi: String, useNetns: Bool? = nil, cpus: Double? = nil, clusterIP: String? = nil) throws -> Plan {
+    public func up(nodes: Int, ssid: String, ssi: String, useNetns: Bool? = nil, cpus: Double? = nil, clusterIP: String? = nil, appLinks: String? = nil) throws -> Plan {
+        if let appLinks, appLinks != "direct" && appLinks != "routed" {
+            throw SSIError(.invalidArgument, "--app-links \(appLinks): expected routed or direct")
+        }
         guard (1...200).contains(nodes) else { throw SSIError(.invalidArgument, "--nodes must be 1..200") }
         if let cpus, !(cpus >= 0.01 && cpus <= 1024) { throw SSIError(.invalidArgument, "--cpus must be between 0.01 and 1024 (CPUs per node), not \(cpus)") }
         let netns = useNetns ?? root
@@ -126,6 +129,7 @@ public struct LocalCluster: Sendable {
             // Application addresses (`ssi run --net app`) need each node in a network
             // namespace of its own: the nodes route the subnet among themselves.
             if netns { conf += "\nnetwork.app-subnet = \(Self.appSubnet)" }
+            if netns, let appLinks { conf += "\nnetwork.app-links = \(appLinks)" }
             let groups = cpuGroups(k)
             if cpus != nil, !groups.isEmpty {
                 // --cpus: the node's applications share its groups' CPUs; the daemon stays

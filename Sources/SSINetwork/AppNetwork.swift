@@ -96,11 +96,16 @@ public enum AppLink {
     /// `route`: also route the address to the new link here; false for a namespace made
     /// ahead of a migration, whose address is still the source's until the restore
     /// (`routeHere` then).
-    public static func make(app: Int32, address: String, nodeAddress: String?, route: Bool = true) throws -> Int32 {
+    /// `direct`: also give it a link of its own on the node's LAN (AppDirectLink), the
+    /// uplink being the node's interface that carries `nodeAddress`.
+    public static func make(app: Int32, address: String, nodeAddress: String?, route: Bool = true,
+                            direct: (uplink: String, subnet: AppSubnet)? = nil) throws -> Int32 {
         let host = AppSubnet.hostInterface(app)
         // A namespace of the same application that is still being torn down (a restart
         // right after `checkpoint --kill`, a migration back) may still hold the name: the
         // kernel frees a dead namespace's devices a little later (cleanup_net).
+        // A direct link's temporary name left by a make that failed half-way.
+        if interfaceExists(AppDirectLink.temporary(app)) { _ = try? Proc.run(["ip", "link", "del", AppDirectLink.temporary(app)], check: false) }
         for attempt in 0..<50 {
             guard interfaceExists(host) else { break }
             _ = try? Proc.run(["ip", "link", "del", host], check: false)
@@ -116,10 +121,11 @@ public enum AppLink {
                 "link add \(host) type veth peer name eth0 netns \(nsPath)",
                 "addr add \(AppSubnet.gateway)/32 dev \(host) scope link",
                 "link set \(host) up",
-            ] + (route ? [routeLine(app: app, address: address, nodeAddress: nodeAddress)] : []), what: "join application \(app)'s namespace to this node")
+            ] + (direct.map { AppDirectLink.makeLines(app: app, uplink: $0.uplink, namespace: nsPath) } ?? [])
+              + (route ? [routeLine(app: app, address: address, nodeAddress: nodeAddress)] : []), what: "join application \(app)'s namespace to this node")
             // Inside: the address as a /32, the gateway reached on the link, and through it
             // everything else (the node, other applications).
-            try batch([
+            try batch((direct != nil ? [AppDirectLink.renameLine(app: app)] : []) + [
                 "link set lo up",
                 "link set eth0 up",
                 "addr add \(address)/32 dev eth0",
@@ -132,6 +138,9 @@ public enum AppLink {
             // drops the packets that arrive during the move (AppAddressLock), and the
             // stall the peers see is how soon they send them again.
             _ = try? Spawn.inNetwork(fd) { try ProcFS.write("/proc/sys/net/ipv4/tcp_rto_min_us", "\(AppLink.rtoMinMicroseconds)") }
+            // Its direct link goes up now only if its address is routed here now; a
+            // namespace made ahead of a migration waits for the restore (routeHere).
+            if route, let direct { try AppDirectLink.bringUp(namespace: fd, app: app, address: address, subnet: direct.subnet) }
             // proxy_arp is not needed (the gateway is a real address of the node's side);
             // forwarding is: a node passes packets between its applications and the others.
             try? ProcFS.write("/proc/sys/net/ipv4/conf/\(host)/rp_filter", "0")
@@ -139,6 +148,7 @@ public enum AppLink {
         } catch {
             close(fd)
             _ = try? Proc.run(["ip", "link", "del", host], check: false)
+            if interfaceExists(AppDirectLink.temporary(app)) { _ = try? Proc.run(["ip", "link", "del", AppDirectLink.temporary(app)], check: false) }
             throw error
         }
     }
@@ -170,6 +180,178 @@ public enum AppLink {
             throw SSIError(.system, "could not \(what): ip said: \(out.trimmingCharacters(in: .whitespacesAndNewlines))",
                            hint: "needs root and iproute2 (scripts/setup.sh installs it)")
         }
+    }
+}
+
+/// An application's direct link (docs/streams.md, "Direct links"): besides its veth pair to
+/// its node, its namespace has `eth1`, a macvlan (bridge mode) of the node's own LAN
+/// interface with a MAC of its own, the same on every node (derived from its id), and routes
+/// the application subnet there. Two applications then talk over the LAN as two hosts do,
+/// with no forwarding by either node and no veth hop: the frame leaves through the node's
+/// interface (macvlan's transmit hands it to the lower device) and comes in through the
+/// peer node's, whose macvlan handler gives it to the namespace whose MAC it is. Everything
+/// else (the node itself, other nodes, the outside world) still goes through the veth pair
+/// and the node: a macvlan cannot talk to its own lower device, and the node's routes and
+/// filters stay in that path. When the application moves, its MAC moves with it: the
+/// target brings its eth1 up and announces the address (ARP), from which the LAN's switches
+/// learn the new port; the peers' neighbour entries stay right (same MAC).
+/// While a migration or a locked checkpoint holds its packets, the node takes the MAC over
+/// (`divert`): eth1 goes down in the namespace, and a stand-in macvlan with the same MAC
+/// comes up on the node, so that what the peers send directly enters the node and meets its
+/// hold (PacketHold) or its drops (AppAddressLock), as with the veth path.
+public enum AppDirectLink {
+    /// The link's name in the application's namespace.
+    public static let name = "eth1"
+
+    /// The application's MAC: locally administered, unicast (IEEE 802: bit 1 of the first
+    /// octet set, bit 0 clear), 02:53:53 and the 24 bits of its host number.
+    public static func mac(_ app: Int32) -> [UInt8] {
+        let h = UInt32(truncatingIfNeeded: Int(app) - Int(AppSubnet.firstApp))
+        return [0x02, 0x53, 0x53, UInt8(h >> 16 & 255), UInt8(h >> 8 & 255), UInt8(h & 255)]
+    }
+
+    public static func macText(_ app: Int32) -> String { mac(app).map { String(format: "%02x", $0) }.joined(separator: ":") }
+
+    /// The node's stand-in for the application's MAC while its packets are held.
+    public static func standIn(_ app: Int32) -> String { "ssim\(Int(app) - Int(AppSubnet.firstApp))" }
+
+    /// Made on the node and moved into the namespace under a temporary name, since its
+    /// name there (eth1) may exist on the node.
+    static func temporary(_ app: Int32) -> String { "ssiv\(Int(app) - Int(AppSubnet.firstApp))" }
+
+    /// The node's `ip -batch` lines that make the link (down) in the namespace at `namespace`.
+    static func makeLines(app: Int32, uplink: String, namespace: String) -> [String] {
+        let t = temporary(app)
+        return ["link add \(t) link \(uplink) address \(macText(app)) type macvlan mode bridge", "link set \(t) netns \(namespace)"]
+    }
+
+    /// The namespace's line that names it.
+    static func renameLine(app: Int32) -> String { "link set \(temporary(app)) name \(name)" }
+
+    /// Brings the link up in the namespace of `fd`, routes the subnet there and announces the
+    /// address. Nothing if the namespace has no direct link.
+    public static func bringUp(namespace fd: Int32, app: Int32, address: String, subnet: AppSubnet) throws {
+        try Spawn.inNetwork(fd) {
+            guard let flags = ThreadFS.interfaceFlags(name) else { return }
+            // Its own MAC again if it was diverted (a migration given up).
+            _ = ThreadFS.setInterfaceMAC(name, mac(app))
+            // The same MAC on a namespace of this application that is still being torn down
+            // on this node (a restart right after a kill): macvlan refuses a second one up
+            // on the same lower device (EADDRINUSE) until the kernel frees the old one.
+            var e: Int32 = 0
+            for attempt in 0..<100 {
+                e = ThreadFS.setInterfaceFlags(name, flags | 1)
+                if e != EADDRINUSE && e != EBUSY { break }
+                if attempt < 99 { usleep(20_000) }
+            }
+            if e != 0 { throw SSIError.sys("bring up application \(app)'s direct link (\(name), MAC \(macText(app)))", errno: e) }
+            // Taking the interface down removed its routes (a route needs its device up).
+            try Route4.replace(IPv4.text(subnet.base), prefix: subnet.prefix, interface: name, source: address, proto: AppLink.routeProtocolNumber)
+            _ = ARP.announce(interface: name, mac: mac(app), address: address)
+        }
+    }
+
+    /// The same, for the namespace of process `root`.
+    public static func bringUp(root: Int32, app: Int32, address: String, subnet: AppSubnet) throws {
+        let fd = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SSIError.sys("open the network namespace of application \(app) (PID \(root))", errno: errno) }
+        defer { close(fd) }
+        try bringUp(namespace: fd, app: app, address: address, subnet: subnet)
+    }
+
+    /// Hands the application's MAC to this node: its link down in its namespace (that of
+    /// process `root`), the stand-in up on the node (no address: arp_ignore 8 answers no
+    /// ARP from it, addrgenmode none gives it no IPv6 link-local address, so it never sends
+    /// a frame of its own with the MAC). Nothing if it has no direct link, or is diverted.
+    public static func divert(app: Int32, root: Int32, uplink: String) throws {
+        let standIn = standIn(app)
+        let fd = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SSIError.sys("open the network namespace of application \(app) (PID \(root))", errno: errno) }
+        defer { close(fd) }
+        guard (try Spawn.inNetwork(fd) { ThreadFS.interfaceFlags(name) != nil }) else { return }
+        if !AppLink.interfaceExists(standIn) {
+            // Made first, up, with an address of its own: macvlan has one device per MAC
+            // on a lower device, and seen here, while a second one with the application's
+            // MAC merely existed, frames for it reached neither.
+            try AppLink.batch(["link add \(standIn) link \(uplink) address \(Self.text(placeholder(app, 0x54))) type macvlan mode bridge",
+                               "link set \(standIn) addrgenmode none"], what: "make the stand-in for application \(app)'s MAC")
+            try? ProcFS.write("/proc/sys/net/ipv4/conf/\(standIn)/arp_ignore", "8")
+            // No IPv6 on it either: even with no address (addrgenmode none), an interface
+            // that comes up sends MLD reports (RFC 3810, repeated for a second or so), and
+            // one sent after the application's move would turn the LAN's switches back to
+            // this node for its MAC.
+            try? ProcFS.write("/proc/sys/net/ipv6/conf/\(standIn)/disable_ipv6", "1")
+            // What comes in on it is for the application, routed on from here (to the hold).
+            try? ProcFS.write("/proc/sys/net/ipv4/conf/\(standIn)/rp_filter", "0")
+            let e = ThreadFS.setInterfaceFlags(standIn, (ThreadFS.interfaceFlags(standIn) ?? 0) | 1)
+            if e != 0 {
+                removeStandIn(app: app)
+                throw SSIError.sys("bring up the stand-in for application \(app)'s MAC", errno: e)
+            }
+        }
+        // Then the MAC moves with two ioctls back to back: the application's link stays up
+        // under another MAC (it still sends, and its peers' frames, addressed to the MAC,
+        // now enter the node). Taking it down and the stand-in up instead lost the peers'
+        // acknowledgements in between (milliseconds at 40 Gbit/s are megabytes): the frozen
+        // copy was saved behind what the peer had received, and a restored sender takes
+        // such an acknowledgement for one of data it has not sent (it sends its whole queue
+        // again, tcp(7) repair) and stalls.
+        let e = try ThreadFS.swapMAC(namespace: fd, from: name, placeholder: placeholder(app, 0x55), to: standIn, mac: mac(app))
+        if e != 0 { throw SSIError.sys("move application \(app)'s MAC \(macText(app)) to this node", errno: e) }
+    }
+
+    /// A MAC of the stand-in's or the diverted link's, never an application's (third octet).
+    static func placeholder(_ app: Int32, _ third: UInt8) -> [UInt8] {
+        var m = mac(app)
+        m[2] = third
+        return m
+    }
+
+    static func text(_ mac: [UInt8]) -> String { mac.map { String(format: "%02x", $0) }.joined(separator: ":") }
+
+    /// Nothing leaves the diverted application any more (its lock, at the freeze): its
+    /// link goes down in its namespace.
+    public static func silence(app: Int32, root: Int32) throws {
+        let fd = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SSIError.sys("open the network namespace of application \(app) (PID \(root))", errno: errno) }
+        defer { close(fd) }
+        try Spawn.inNetwork(fd) {
+            guard let flags = ThreadFS.interfaceFlags(name), flags & 1 != 0 else { return }
+            let e = ThreadFS.setInterfaceFlags(name, flags & ~1)
+            if e != 0 { throw SSIError.sys("set application \(app)'s direct link down", errno: e) }
+        }
+    }
+
+    /// The stand-in gone, if there is one.
+    public static func removeStandIn(app: Int32) {
+        let s = standIn(app)
+        if AppLink.interfaceExists(s) { _ = try? Proc.run(["ip", "link", "del", s], check: false) }
+    }
+
+    /// The MAC back to the application (it goes on here): the stand-in gone, its link up.
+    public static func restore(app: Int32, root: Int32, address: String, subnet: AppSubnet) throws {
+        guard AppLink.interfaceExists(standIn(app)) else { return }
+        removeStandIn(app: app)
+        try bringUp(root: root, app: app, address: address, subnet: subnet)
+    }
+
+    /// The node's interface that carries `address` (its LAN interface), by getifaddrs(3).
+    public static func interface(carrying address: String) -> String? {
+        var list: UnsafeMutablePointer<ifaddrs>? = nil
+        guard getifaddrs(&list) == 0 else { return nil }
+        defer { freeifaddrs(list) }
+        var p = list
+        while let a = p {
+            defer { p = a.pointee.ifa_next }
+            guard let sa = a.pointee.ifa_addr, sa.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+            let ok = sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin -> Bool in
+                var inAddr = sin.pointee.sin_addr
+                return inet_ntop(AF_INET, &inAddr, &text, socklen_t(INET_ADDRSTRLEN)) != nil
+            }
+            if ok, String(cString: text) == address { return String(cString: a.pointee.ifa_name) }
+        }
+        return nil
     }
 }
 
@@ -277,6 +459,7 @@ public enum AppAddressLock {
     public static func discard(app: Int32) {
         let host = AppSubnet.hostInterface(app)
         if ThreadFS.interfaceFlags(host) != nil { _ = try? Proc.run(["ip", "link", "del", host], check: false) }
+        AppDirectLink.removeStandIn(app: app)
         _ = try? Proc.run(["nft", "delete", "table", "ip", table(app)], check: false)
     }
 

@@ -25,6 +25,8 @@ public final class PacketHold: @unchecked Sendable {
         var packets: [String: [[UInt8]]] = [:]
         var bytes = 0
         var holding: [String: @Sendable (UnsafeRawBufferPointer) -> Bool] = [:]
+        /// When a packet last came under each key (uptime ns).
+        var last: [String: UInt64] = [:]
     }
     private let held = Mutex(Held())
     private let markRouted = Mutex(false)
@@ -62,6 +64,7 @@ public final class PacketHold: @unchecked Sendable {
                 let key = buf.withUnsafeBytes { b in h.holding.first { $0.value(UnsafeRawBufferPointer(rebasing: b[0..<n])) }?.key }
                 guard let key, h.bytes + n <= Self.limit else { return }
                 h.packets[key, default: []].append(Array(buf[0..<n]))
+                h.last[key] = DispatchTime.now().uptimeNanoseconds
                 h.bytes += n
             }
         }
@@ -93,6 +96,23 @@ public final class PacketHold: @unchecked Sendable {
                 guard p[9] == 6, p.count >= ihl + 4, Self.destination(p) == address else { return false }
                 return ports.contains(UInt16(p[ihl + 2]) << 8 | UInt16(p[ihl + 3]))
             }
+        }
+    }
+
+    public func lastArrival(key: String) -> UInt64? { held.withLock { $0.last[key] } }
+
+    /// Waits until nothing has come under `key` for `quiet` (or `limit` has passed): the
+    /// peers' answers to what a just-stopped application sent last are still on their way
+    /// (a round trip, longer behind a queue), and they belong in its snapshot.
+    public func settle(key: String, quiet: Duration = .milliseconds(1), limit: Duration = .milliseconds(5)) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let q = UInt64(quiet.components.attoseconds / 1_000_000_000) + UInt64(quiet.components.seconds) * 1_000_000_000
+        let l = UInt64(limit.components.attoseconds / 1_000_000_000) + UInt64(limit.components.seconds) * 1_000_000_000
+        while true {
+            let now = DispatchTime.now().uptimeNanoseconds
+            let last = max(start, held.withLock { $0.last[key] } ?? 0)
+            if now - last >= q || now - start >= l { return }
+            usleep(200)
         }
     }
 
@@ -169,6 +189,28 @@ public final class PacketHold: @unchecked Sendable {
     public func discard(_ address: String) {
         forget(key: address)
         _ = try? Proc.run(["ip", "route", "del", "\(address)/32", "dev", Self.interface], check: false)
+    }
+
+    /// The furthest acknowledgement number of the TCP packets with ACK held under `key`, by
+    /// flow (flowKey: the peer's address and port, and the local port) (RFC 793: acknowledgement number in bytes 8-11 of the TCP header, ACK flag
+    /// 0x10 in byte 13).
+    public func latestAcks(key: String) -> [String: UInt32] {
+        held.withLock { h in
+            var acks: [String: UInt32] = [:]
+            for p in h.packets[key] ?? [] {
+                p.withUnsafeBytes { b in
+                    guard let flow = Self.flowKey(b) else { return }
+                    let ihl = Int(b[0] & 0x0f) * 4
+                    guard b.count >= ihl + 14, b[ihl + 13] & 0x10 != 0 else { return }
+                    let ack = UInt32(b[ihl + 8]) << 24 | UInt32(b[ihl + 9]) << 16 | UInt32(b[ihl + 10]) << 8 | UInt32(b[ihl + 11])
+                    // The furthest in sequence space (RFC 1982 arithmetic: a packet
+                    // reordered on the way may come after a later one).
+                    if let old = acks[flow], Int32(bitPattern: ack &- old) <= 0 { return }
+                    acks[flow] = ack
+                }
+            }
+            return acks
+        }
     }
 
     /// Routes `address` through `gateway` (the target node) or out of `interface` (back to

@@ -20,8 +20,9 @@ public protocol ApplicationNetwork: Sendable {
     /// sockets are rebuilt: a packet of a peer on this node that came in before would find
     /// no socket and be answered with a reset.
     func attach(app: Int32, address: String, routed: Bool) throws -> Int32
-    /// Routes `address` to application `app`'s link on this node (made by `attach`).
-    func route(app: Int32, address: String) throws
+    /// Routes `address` to application `app`'s link on this node (made by `attach`, whose
+    /// namespace `namespace` is: its direct link goes up there).
+    func route(app: Int32, address: String, namespace: Int32?) throws
     /// Application `app` with an address runs on this node now (launched or restarted): every
     /// node routes its address here before the caller is answered, so that a peer's first
     /// packet does not meet a node that does not know it yet (a lost SYN waits a second).
@@ -32,9 +33,10 @@ public protocol ApplicationNetwork: Sendable {
     /// Stops application `app`'s traffic while it is frozen for a checkpoint taken together
     /// with its peers' (Together.swift): what comes for its address is held, nothing it
     /// sends leaves, so that no peer's state moves past its snapshot.
-    func lock(app: Int32, address: String) throws
-    /// Lets its traffic go again, the held packets delivered to it.
-    func unlock(app: Int32, address: String)
+    func lock(app: Int32, address: String, root: Int32) throws
+    /// Lets its traffic go again, the held packets delivered to it (`root`: its root process
+    /// here, nil if it is gone).
+    func unlock(app: Int32, address: String, root: Int32?)
     /// The locked application was killed after its snapshot (`checkpoint --kill`): what was
     /// held for it is dropped and its link deleted, never brought up again, so that its dying
     /// namespace neither acknowledges nor resets anything (its peers send again, to the
@@ -63,8 +65,8 @@ extension NodeApplications {
 
     /// The restored processes' sockets exist (RestartOptions.beforeResume): their address
     /// is routed to them here now, before they run.
-    func routeWhenRebuilt(app: Int32, address: String?) -> (@Sendable () throws -> Void)? {
+    func routeWhenRebuilt(app: Int32, address: String?, namespace: Int32?) -> (@Sendable () throws -> Void)? {
         guard let address, let net = appNetwork.withLock({ $0 }) else { return nil }
-        return { try net.route(app: app, address: address) }
+        return { try net.route(app: app, address: address, namespace: namespace) }
     }
 }

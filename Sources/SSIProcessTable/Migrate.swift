@@ -43,6 +43,11 @@ struct MigrateIn: Codable {
     /// The migration's token, as the record's `migration` says (nil from an older source:
     /// the target then takes the record over without the check).
     var token: UInt64? = nil
+    /// The last acknowledgement each peer sent to the frozen copy, by flow
+    /// (MigrationPlan.peerAcknowledgements).
+    var peerAcks: [String: UInt32]? = nil
+    /// MigrationPlan.keepSentTCP.
+    var keepSent: Bool? = nil
 }
 
 /// Stop-and-copy migration, built on checkpoint and restart anywhere (docs/migration.md,
@@ -140,8 +145,11 @@ extension NodeApplications {
             async let recorded: Void = table.addSnapshot(app, entry, holder: target)
             try await MigrationFaults.atAsync("freeze", app: app, node: me, logger: logger)
             if givenUp() { throw Self.givenUpError(app) }
-            let req = Array(try JSONEncoder().encode(MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished,
-                                                               address: rec.address, addressSent: true, token: token)))
+            var migrateIn = MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished,
+                                      address: rec.address, addressSent: true, token: token)
+            migrateIn.peerAcks = plan.peerAcknowledgements?()
+            migrateIn.keepSent = plan.keepSentTCP
+            let req = Array(try JSONEncoder().encode(migrateIn))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
             clock.mark("migrate: target restored")
             try? await recorded
@@ -307,13 +315,15 @@ extension NodeApplications {
         // Its pages are copied in after it runs (LazyMemory): the daemon lives on.
         o.lazyMemory = true
         o.tcpEstablished = m.tcpEstablished ?? false
+        o.tcpPeerAcks = m.peerAcks ?? [:]
+        o.tcpKeepSent = m.keepSent ?? false
         // An application with an address gets its namespace here, address and link, before
         // its processes and sockets are rebuilt inside it.
         let address = m.addressSent == true ? m.address : try await table.record(app).address
         let netFD = try attachNetwork(app: app, address: address, routed: false)
         defer { if let netFD { close(netFD) } }
         o.rootNetwork = netFD
-        let route = routeWhenRebuilt(app: app, address: address), hooks = migrationHooks.withLock({ $0 }), from = m.from
+        let route = routeWhenRebuilt(app: app, address: address, namespace: netFD), hooks = migrationHooks.withLock({ $0 }), from = m.from
         // The record's grab, taken while the processes are rebuilt (off the frozen time): the
         // source cannot give the migration up meanwhile, and the record is taken over with
         // one write just before anything runs. That write is the migration's point of no

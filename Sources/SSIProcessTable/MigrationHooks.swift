@@ -39,6 +39,15 @@ public struct MigrationPlan: Sendable {
     /// CheckpointOptions.beforeFreeze): a network lock placed there lets the application read
     /// what it has received before it stops, so that little is left in its sockets to save.
     public var beforeFreeze: [@Sendable () throws -> Void] = []
+    /// Read on the source once the image is committed, just before the target restores:
+    /// the last acknowledgement each peer sent to the frozen copy (by flow,
+    /// "peer-address:peer-port>local-port"), for the restore (RestartOptions.tcpPeerAcks).
+    public var peerAcknowledgements: (@Sendable () -> [String: UInt32])? = nil
+    /// Rebuild each TCP send queue with the part the frozen copy had sent counted as sent
+    /// (RestartOptions.tcpKeepSent): true when nothing it sent can have been lost on its
+    /// node (its own link to its peers has no queue of its own), so that a peer's late
+    /// acknowledgement of that part is taken.
+    public var keepSentTCP = false
     public init(tcpEstablished: Bool = false, whenFrozen: [@Sendable () throws -> Void] = [], beforeFreeze: [@Sendable () throws -> Void] = []) {
         self.tcpEstablished = tcpEstablished
         self.whenFrozen = whenFrozen
@@ -67,6 +76,8 @@ extension NodeApplications {
                 plan.tcpEstablished = plan.tcpEstablished || p.tcpEstablished
                 plan.whenFrozen += p.whenFrozen
                 plan.beforeFreeze += p.beforeFreeze
+                if let acks = p.peerAcknowledgements { plan.peerAcknowledgements = acks }
+                plan.keepSentTCP = plan.keepSentTCP || p.keepSentTCP
             } catch {
                 for done in all.prefix(i) { await done.sourceDidFinish(app: app, committed: false) }
                 throw error

@@ -123,7 +123,7 @@ extension NodeApplications {
                 lockedAddress = networkLocked.withLock { $0.removeValue(forKey: spec.app) }
             } else {
                 let app = spec.app
-                o.whenFrozen = { try net.lock(app: app, address: address) }
+                o.whenFrozen = { try net.lock(app: app, address: address, root: root) }
                 lockedAddress = address
             }
         }
@@ -135,7 +135,7 @@ extension NodeApplications {
         } catch {
             // It goes on: its traffic with it (a lock not made yet is undone harmlessly).
             if let lockedAddress {
-                if spec.frozen == true { networkLocked.withLock { $0[spec.app] = lockedAddress } } else { net?.unlock(app: spec.app, address: lockedAddress) }
+                if spec.frozen == true { networkLocked.withLock { $0[spec.app] = lockedAddress } } else { net?.unlock(app: spec.app, address: lockedAddress, root: root) }
             }
             throw error
         }

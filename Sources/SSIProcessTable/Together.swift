@@ -36,7 +36,7 @@ extension NodeApplications {
         let engine = CheckpointEngine(store: store)
         try await Self.onThread { try engine.freeze(app: root, applicationID: app) }
         if lockNetwork, let address = try? await table.record(app).address, let net = appNetwork.withLock({ $0 }) {
-            do { try net.lock(app: app, address: address) } catch {
+            do { try net.lock(app: app, address: address, root: root) } catch {
                 try? engine.unfreeze(app: root, applicationID: app, signal: nil)
                 throw SSIError(.system, "application \(app) on node \(me): its address \(address) could not be locked, so it was let go: \(error)",
                                hint: "nothing was checkpointed; try again")
@@ -49,10 +49,11 @@ extension NodeApplications {
     /// Unfreezes local application `app`, sending `signal` first (delivered as it thaws); its
     /// address, if locked, is let go first, with what was held for it.
     public func unfreeze(_ app: Int32, signal: Int32?) async throws -> AppRecord {
+        let root = try? await localRoot(app)
         if let address = networkLocked.withLock({ $0.removeValue(forKey: app) }) {
-            appNetwork.withLock({ $0 })?.unlock(app: app, address: address)
+            appNetwork.withLock({ $0 })?.unlock(app: app, address: address, root: root)
         }
-        let root = try await localRoot(app)
+        guard let root else { _ = try await localRoot(app); return try await table.record(app) }
         let engine = CheckpointEngine(store: store)
         let sig = signal.flatMap { Signal(rawValue: $0) }
         try await Self.onThread { try engine.unfreeze(app: root, applicationID: app, signal: sig) }

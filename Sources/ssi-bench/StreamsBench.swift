@@ -14,13 +14,16 @@ import Glibc
 /// receiving application migrates 1 -> 3 (the longest stall the receiver sees, the longest
 /// gap the client sees), and after the move.
 struct StreamsBenchmark: RunsSSI {
-    static let usage = "streams [--seconds S] [--rounds N]"
+    static let usage = "streams [--seconds S] [--rounds N] [--direct]"
     var seconds: Double, rounds: Int
+    /// `--direct`: the cluster's applications get direct links (ssi cluster up --app-links direct).
+    var direct: Bool
 
     init(args: [String]) throws {
         var o = BenchOptions(args, usage: Self.usage)
         seconds = try o.double("--seconds", default: 3, above: 0.999)
         rounds = try o.int("--rounds", default: 3, in: 1...1000)
+        direct = o.flag("--direct")
         try o.finish()
     }
 
@@ -30,7 +33,7 @@ struct StreamsBenchmark: RunsSSI {
         let streamer = try BenchProcess.compile("streamer", into: dir)
         let echo = try BenchProcess.compile("lineecho", into: dir), client = try BenchProcess.compile("lineclient", into: dir)
         let lc = LocalCluster()
-        try ssi(["cluster", "up", "--nodes", "3"])
+        try ssi(["cluster", "up", "--nodes", "3"] + (direct ? ["--app-links", "direct"] : []))
         // SSI_BENCH_KEEP=1 leaves the cluster up afterwards, to look at its logs.
         defer { if ProcessInfo.processInfo.environment["SSI_BENCH_KEEP"] == nil { _ = try? ssi(["cluster", "down"]); Proc.reapAll() } }
         let none = try noScheduling(in: dir)

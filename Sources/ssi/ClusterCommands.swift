@@ -150,6 +150,7 @@ struct ClusterUp: ParsableCommand {
     @Flag(help: "Loopback addresses instead of network namespaces, even as root.") var loopback = false
     @Option(help: "Limit each node's processes to this many CPUs (cgroup cpu controller), e.g. 0.5: nodes behave like slower, separate machines.") var cpus: Double?
     @Option(name: .customLong("cluster-ip"), help: "The cluster's one address for the outside world (the hub namespace), e.g. 10.77.1.1: servers of any node answer on it (ssi ports).") var clusterIP: String?
+    @Option(name: .customLong("app-links"), help: "How applications with addresses reach each other (network.app-links): routed (through their nodes, the default) or direct (each also has a macvlan link of its own on the nodes' LAN; experimental, docs/streams.md).") var appLinks: String?
     @Flag(help: "Show progress as plain lines even when stderr is not a terminal.") var progress = false
     func run() throws {
         do {
@@ -159,7 +160,7 @@ struct ClusterUp: ParsableCommand {
             let shown = OperationProgress("cluster up", mode: OperationProgress.mode(json: false, forced: progress), bytes: { 0 })
             shown.start()
             defer { shown.finish() }
-            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus, clusterIP: clusterIP)
+            let plan = try lc.up(nodes: nodes, ssid: sibling("ssid"), ssi: exe, useNetns: loopback ? false : nil, cpus: cpus, clusterIP: clusterIP, appLinks: appLinks)
             shown.finish()
             print("status: up on \(plan.nodes) nodes\(plan.cpus.map { " of \($0) CPU each" } ?? "") (\(plan.netns ? "network namespaces \(lc.nodeNamespace(1))..\(plan.nodes), bridge ssi-br0 in \(lc.hub)" : "loopback addresses"))")
             for k in 1...plan.nodes {

@@ -116,11 +116,19 @@ int cssi_tun_open(const char *name);
 // none), routing protocol `proto`. Addresses in network byte order. 0 or -errno; no
 // program to start, for the steps a migration takes while the application is frozen.
 int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsigned char proto);
+// The same for `dst`/`prefix` (a subnet: dst in network order with its host bits clear).
+int cssi_route4_replace_prefix(uint32_t dst, unsigned char prefix, int oif, uint32_t gw, uint32_t src, unsigned char proto);
 long cssi_setns(int fd, int nstype);
 // Flags of network interface `name` (SIOCGIFFLAGS, netdevice(7)) in the calling thread's
 // network namespace, or -errno; cssi_if_set_flags sets them (SIOCSIFFLAGS).
 long cssi_if_flags(const char *name);
 long cssi_if_set_flags(const char *name, unsigned int flags);
+// Sets interface `name`'s Ethernet address (SIOCSIFHWADDR): 0 or -errno.
+long cssi_if_set_mac(const char *name, const unsigned char mac[6]);
+// Moves a MAC between two interfaces (two namespaces' sockets) with two back-to-back
+// ioctls: 0 or -(1000 * step + errno).
+long cssi_swap_mac(int app_sock, const char *app_if, const unsigned char app_new[6],
+                   int node_sock, const char *node_if, const unsigned char node_new[6]);
 // The inode of the network namespace socket `fd` was made in (SIOCGSKNS, Linux 4.9: an fd
 // on that namespace, closed here), or -errno.
 long cssi_socket_netns(int fd);
@@ -195,6 +203,10 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *options);
 // then on the restorer drives it by syscall injection and it never runs its own code again.
 // Returns the pid, -EEXIST when the pid is in use, or another -errno.
 pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd, const char *stub, int keep_fd);
+
+/// Broadcasts a gratuitous ARP request for `ip_be` (network order) from `ifname` with
+/// sender `mac`: 0 or -errno.
+int cssi_announce_arp(const char *ifname, const unsigned char mac[6], uint32_t ip_be);
 // The same shell as process `pid` of a new PID namespace (clone3 CLONE_NEWPID with set_tid of
 // size 1, which sets the PID in the new, innermost namespace: clone(2)); with CLONE_NEWNS in
 // `namespaces` it also gets a mount namespace, where it makes / a slave and mounts a /proc

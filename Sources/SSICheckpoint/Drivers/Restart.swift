@@ -39,6 +39,21 @@ extension CheckpointEngine {
         /// peer has moved past is reset on both sides instead of rebuilt (TCPPeers.swift).
         /// nil: every one is rebuilt as saved (a migration: the peer cannot have moved).
         public var tcpPeerCheck: TCPPeerCheck? = nil
+        /// The last acknowledgement each peer of a saved TCP connection sent after the
+        /// snapshot, by flow ("peer-address:peer-port>local-port"): the restored send queue
+        /// starts there (what the peer has is not sent again), so that the restored copy,
+        /// which counts its whole queue as not yet sent, does not take the peer's
+        /// acknowledgements for ones of data it never sent and drop them (a migration's
+        /// source holds the peers' packets during the freeze, and gives these).
+        public var tcpPeerAcks: [String: UInt32] = [:]
+        /// Rebuild each TCP send queue with the part that had been sent counted as sent
+        /// (tcp(7) repair mode): a peer's acknowledgement of it, however late, is then taken.
+        /// The default counts the whole queue as unsent and sends it at once, since a part
+        /// sent but lost would otherwise wait for a retransmission timeout (a second on a
+        /// socket that has measured no round trip); that is right when what the copy sent
+        /// last may have been lost on its node, wrong when the peer may acknowledge it after
+        /// the snapshot (it takes that for an acknowledgement of unsent data, and stalls).
+        public var tcpKeepSent = false
         /// Called once every process and socket is rebuilt, before any process runs again
         /// (a cluster application's address is routed to its namespace then); a throw fails
         /// the restart like any other step.
@@ -265,6 +280,8 @@ final class RestartSession {
             pr.netNamespaces = netNamespaces
             pr.rootNetwork = options.rootNetwork
             pr.tcpPeerCheck = options.tcpPeerCheck
+            pr.tcpPeerAcks = options.tcpPeerAcks
+            pr.tcpKeepSent = options.tcpKeepSent
             pr.ipcNamespaces = ipcNamespaces
             pr.ptys = ptys
             pr.pendingMounts = pendingMounts

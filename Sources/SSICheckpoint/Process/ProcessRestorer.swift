@@ -46,6 +46,10 @@ final class ProcessRestorer {
     var rootNetwork: Int32? = nil
     /// Where the peers of saved TCP connections stand (RestartOptions.tcpPeerCheck).
     var tcpPeerCheck: TCPPeerCheck? = nil
+    /// RestartOptions.tcpPeerAcks.
+    var tcpPeerAcks: [String: UInt32] = [:]
+    /// RestartOptions.tcpKeepSent.
+    var tcpKeepSent = false
     /// IPC namespaces the application made, made again with their objects by ssi.
     var ipcNamespaces: [UInt64: Int32] = [:]
     /// Signals of a stopped process queued by ssi once it is stopped again (detach).

@@ -197,6 +197,31 @@ public enum ThreadFS {
         return r < 0 ? Int32(-r) : 0
     }
 
+    /// Moves an Ethernet address from interface `from` of the network namespace of `fd`
+    /// (which gets `placeholder`) to interface `to` of the calling thread's namespace, with
+    /// two ioctls back to back (cssi_swap_mac): frames for the address arriving in between
+    /// reach neither. Returns 0 or an errno.
+    public static func swapMAC(namespace fd: Int32, from: String, placeholder: [UInt8], to: String, mac: [UInt8]) throws -> Int32 {
+        guard mac.count == 6, placeholder.count == 6 else { return EINVAL }
+        let here = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard here >= 0 else { return errno }
+        defer { close(here) }
+        return try Spawn.inNetwork(fd) { () -> Int32 in
+            let there = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard there >= 0 else { return errno }
+            defer { close(there) }
+            let r = placeholder.withUnsafeBufferPointer { p in mac.withUnsafeBufferPointer { m in cssi_swap_mac(there, from, p.baseAddress, here, to, m.baseAddress) } }
+            return r < 0 ? Int32(-r % 1000) : 0
+        }
+    }
+
+    /// Sets its Ethernet address (SIOCSIFHWADDR). Returns 0 or an errno.
+    public static func setInterfaceMAC(_ name: String, _ mac: [UInt8]) -> Int32 {
+        guard mac.count == 6 else { return EINVAL }
+        let r = mac.withUnsafeBufferPointer { cssi_if_set_mac(name, $0.baseAddress) }
+        return r < 0 ? Int32(-r) : 0
+    }
+
     /// The inode of the network namespace socket `fd` was made in (SIOCGSKNS), nil if the
     /// kernel cannot tell.
     public static func socketNetworkNamespace(_ fd: Int32) -> UInt64? {
@@ -243,6 +268,11 @@ public enum Route4 {
     /// Replaces (or adds) the route `destination`/32 out of `interface` and/or via `gateway`,
     /// with preferred source `source`, tagged with routing protocol `proto` (ip-route(8)).
     public static func replace(_ destination: String, interface: String? = nil, gateway: String? = nil, source: String? = nil, proto: UInt8) throws {
+        try replace(destination, prefix: 32, interface: interface, gateway: gateway, source: source, proto: proto)
+    }
+
+    /// The same for `destination`/`prefix`.
+    public static func replace(_ destination: String, prefix: Int, interface: String? = nil, gateway: String? = nil, source: String? = nil, proto: UInt8) throws {
         func addr(_ s: String?) throws -> UInt32 {
             guard let s else { return 0 }
             var a = in_addr()
@@ -254,10 +284,23 @@ public enum Route4 {
             oif = Int32(if_nametoindex(interface))
             if oif == 0 { throw SSIError.sys("route \(destination): interface \(interface)", errno: errno) }
         }
-        let r = cssi_route4_replace(try addr(destination), oif, try addr(gateway), try addr(source), proto)
+        guard (0...32).contains(prefix) else { throw SSIError(.invalidArgument, "route \(destination)/\(prefix): the prefix is 0 to 32") }
+        let r = cssi_route4_replace_prefix(try addr(destination), UInt8(prefix), oif, try addr(gateway), try addr(source), proto)
         if r < 0 {
             let how = [interface.map { "dev \($0)" }, gateway.map { "via \($0)" }].compactMap { $0 }.joined(separator: " ")
-            throw SSIError.sys("route \(destination)/32 \(how)", errno: -r)
+            throw SSIError.sys("route \(destination)/\(prefix) \(how)", errno: -r)
         }
+    }
+}
+
+/// ARP announcements (RFC 5227) from the calling thread's network namespace.
+public enum ARP {
+    /// Broadcasts "`address` is at `mac`" from `interface` (cssi_announce_arp): switches and
+    /// bridges learn the MAC's port from it. Returns 0 or an errno.
+    public static func announce(interface: String, mac: [UInt8], address: String) -> Int32 {
+        var a = in_addr()
+        guard mac.count == 6, inet_pton(AF_INET, address, &a) == 1 else { return EINVAL }
+        let r = mac.withUnsafeBufferPointer { cssi_announce_arp(interface, $0.baseAddress, a.s_addr) }
+        return r < 0 ? -r : 0
     }
 }

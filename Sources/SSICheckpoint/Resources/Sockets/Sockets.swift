@@ -206,6 +206,10 @@ final class SocketRebuilder {
     /// Where the peers of saved connections stand (RestartOptions.tcpPeerCheck), and the
     /// connections to reset once out of repair mode (TCPPeers.swift).
     var tcpPeerCheck: TCPPeerCheck? = nil
+    /// RestartOptions.tcpPeerAcks.
+    var tcpPeerAcks: [String: UInt32] = [:]
+    /// RestartOptions.tcpKeepSent.
+    var tcpKeepSent = false
     var resetting: [Int32] = []
     /// The application's pipes (held by ssi), for pipe ends in flight.
     var pipes: PipeRegistry?
@@ -326,6 +330,8 @@ extension ProcessRestorer {
         sockets.netNamespaces = netNamespaces
         sockets.rootNetwork = rootNetwork
         sockets.tcpPeerCheck = tcpPeerCheck
+        sockets.tcpPeerAcks = tcpPeerAcks
+        sockets.tcpKeepSent = tcpKeepSent
         sockets.pipes = pipes
         sockets.takeover = takeover
         defer { sockets.closeAll() }

@@ -177,11 +177,35 @@ extension SocketRebuilder {
         return ((r.timestamp &+ UInt32(elapsed)) & ~1) | (r.timestamp & 1)
     }
 
+    /// The last acknowledgement its peer sent after the snapshot (RestartOptions.tcpPeerAcks).
+    func peerAck(_ s: SocketImage) -> UInt32? {
+        guard !tcpPeerAcks.isEmpty, let (_, lp) = Self.hostPort(s.address, s.family), let (ra, rp) = Self.hostPort(s.peerAddress, s.family) else { return nil }
+        return tcpPeerAcks["\(ra):\(rp)>\(lp)"]
+    }
+
+    /// The connection with the part of its send queue that `peerAck` acknowledges dropped
+    /// (only within the part it had sent: an acknowledgement of anything else is not one of
+    /// this connection's). The restored copy sends its whole queue again, counting none of
+    /// it as sent (repairTCP), so a peer ahead of the snapshot would acknowledge what that
+    /// copy takes for unsent data: tcp_ack drops such acknowledgements, the copy waits for
+    /// ones it will never get, and a bulk sender stalls.
+    static func trimmed(_ r: TCPRepairState, peerAck: UInt32?) -> TCPRepairState {
+        guard let ack = peerAck else { return r }
+        let firstUnacked = r.sendSeq &- UInt32(r.sendQueue.count)
+        let ahead = Int32(bitPattern: ack &- firstUnacked)
+        let sent = r.sendQueue.count - Int(r.unsent ?? 0)
+        guard ahead > 0, Int(ahead) <= sent else { return r }
+        var t = r
+        t.sendQueue = r.sendQueue.subdata(in: (r.sendQueue.startIndex + Int(ahead))..<r.sendQueue.endIndex)
+        return t
+    }
+
     /// A connection rebuilt in repair mode, its queues refilled; it leaves repair mode in
     /// buildTCP once every end exists.
     private func repairTCP(_ f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
-        guard let r = s.tcp, let local = s.address, let peer = s.peerAddress else { return }
+        guard var r = s.tcp, let local = s.address, let peer = s.peerAddress else { return }
         if let stale = staleConnection(f, s, r) { try resetTCP(f, s, fd: fd, at: stale); return }
+        r = Self.trimmed(r, peerAck: peerAck(s))
         // Repair mode (tcp(7), linux/tcp.h): bind and connect set up the connection
         // without a packet on the wire; the port may be taken by the listener or a
         // TIME_WAIT leftover, which repair mode is allowed to share (SK_FORCE_REUSE).
@@ -217,8 +241,9 @@ extension SocketRebuilder {
         // and go out again only after a retransmission timeout, which is a full second on a
         // socket that has measured no round trip yet (TCP_TIMEOUT_INIT); written anew, it
         // goes out at once. A peer that had it already just acknowledges it again (RFC
-        // 2883, D-SACK). The unsent part was never seen by the peer either way.
-        let unsent = r.sendQueue.count
+        // 2883, D-SACK). The unsent part was never seen by the peer either way. With
+        // tcpKeepSent, the sent part goes back as sent (RestartOptions.tcpKeepSent).
+        let unsent = tcpKeepSent ? min(Int(r.unsent ?? 0), r.sendQueue.count) : r.sendQueue.count
         let sent = r.sendQueue.prefix(r.sendQueue.count - unsent)
         if unsent > 0 {
             unsentTCP.append((fd, r.sendQueue.suffix(unsent), what))
