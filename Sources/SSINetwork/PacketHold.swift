@@ -195,22 +195,31 @@ public final class PacketHold: @unchecked Sendable {
     /// flow (flowKey: the peer's address and port, and the local port) (RFC 793: acknowledgement number in bytes 8-11 of the TCP header, ACK flag
     /// 0x10 in byte 13).
     public func latestAcks(key: String) -> [String: UInt32] {
-        held.withLock { h in
-            var acks: [String: UInt32] = [:]
-            for p in h.packets[key] ?? [] {
-                p.withUnsafeBytes { b in
-                    guard let flow = Self.flowKey(b) else { return }
-                    let ihl = Int(b[0] & 0x0f) * 4
-                    guard b.count >= ihl + 14, b[ihl + 13] & 0x10 != 0 else { return }
-                    let ack = UInt32(b[ihl + 8]) << 24 | UInt32(b[ihl + 9]) << 16 | UInt32(b[ihl + 10]) << 8 | UInt32(b[ihl + 11])
-                    // The furthest in sequence space (RFC 1982 arithmetic: a packet
-                    // reordered on the way may come after a later one).
-                    if let old = acks[flow], Int32(bitPattern: ack &- old) <= 0 { return }
-                    acks[flow] = ack
-                }
+        Self.furthestAcks(held.withLock { $0.packets[key] ?? [] })
+    }
+
+    /// The same over `packets` (IPv4).
+    public static func furthestAcks(_ packets: [[UInt8]]) -> [String: UInt32] {
+        var acks: [String: UInt32] = [:]
+        for p in packets {
+            p.withUnsafeBytes { b in
+                guard let flow = flowKey(b), let ack = acknowledgement(b) else { return }
+                // The furthest in sequence space (RFC 1982 arithmetic: a packet reordered
+                // on the way may come after a later one).
+                if let old = acks[flow], Int32(bitPattern: ack &- old) <= 0 { return }
+                acks[flow] = ack
             }
-            return acks
         }
+        return acks
+    }
+
+    /// An IPv4 TCP packet's acknowledgement number, nil without the ACK flag (RFC 793:
+    /// bytes 8-11 of the TCP header, ACK 0x10 in byte 13).
+    public static func acknowledgement(_ p: UnsafeRawBufferPointer) -> UInt32? {
+        guard p.count >= 20, p[0] >> 4 == 4, p[9] == 6 else { return nil }
+        let ihl = Int(p[0] & 0x0f) * 4
+        guard p.count >= ihl + 14, p[ihl + 13] & 0x10 != 0 else { return nil }
+        return UInt32(p[ihl + 8]) << 24 | UInt32(p[ihl + 9]) << 16 | UInt32(p[ihl + 10]) << 8 | UInt32(p[ihl + 11])
     }
 
     /// Routes `address` through `gateway` (the target node) or out of `interface` (back to
