@@ -49,11 +49,13 @@ extension NodeApplications {
     /// Unfreezes local application `app`, sending `signal` first (delivered as it thaws); its
     /// address, if locked, is let go first, with what was held for it.
     public func unfreeze(_ app: Int32, signal: Int32?) async throws -> AppRecord {
-        let root = try? await localRoot(app)
+        // Its address is let go even if its root cannot be found (the error is said below).
+        let found = try? await localRoot(app)
         if let address = networkLocked.withLock({ $0.removeValue(forKey: app) }) {
-            appNetwork.withLock({ $0 })?.unlock(app: app, address: address, root: root)
+            appNetwork.withLock({ $0 })?.unlock(app: app, address: address, root: found)
         }
-        guard let root else { _ = try await localRoot(app); return try await table.record(app) }
+        let root: Int32
+        if let found { root = found } else { root = try await localRoot(app) }
         let engine = CheckpointEngine(store: store)
         let sig = signal.flatMap { Signal(rawValue: $0) }
         try await Self.onThread { try engine.unfreeze(app: root, applicationID: app, signal: sig) }
