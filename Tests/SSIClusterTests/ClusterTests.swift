@@ -383,3 +383,12 @@ struct LocalClusterTests {
         #expect(try nodeStates(via: 1)[2] == "possible")
     }
 }
+
+/// The load balancer held back on every node (its threshold out of reach): a test's moves are
+/// its own, since the balancer would also move a busy capable application, between the
+/// test's `caps +CAN_MIGRATE` and its `ssi migrate`, or right after it (seen in CI: `ssi
+/// migrate APP 3` answered with the record of a move to node 2 that the balancer had made
+/// meanwhile).
+func holdBalancer() throws {
+    for k in 1...3 { _ = try ssiOK("sched", "set", "lb.threshold", "100", "--node", "\(k)") }
+}

@@ -261,9 +261,3 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
     }
 }
 
-/// The load balancer held back on every node (its threshold out of reach): a test's moves are
-/// its own, since the balancer would also move a busy capable server, between the test's
-/// `caps +CAN_MIGRATE` and its `ssi migrate`.
-private func holdBalancer() throws {
-    for k in 1...3 { _ = try ssiOK("sched", "set", "lb.threshold", "100", "--node", "\(k)") }
-}

@@ -337,6 +337,7 @@ struct StreamsClusterTests {
     func redisAndItsBenchmarkBothMove() throws {
         try up()
         defer { try? down() }
+        try holdBalancer()
         let redis = try #require(appID(try ssiOK("run", "--node", "1", "--net", "app", "-b", "--log", "--", "redis-server", "--port", "6379",
                                                  "--save", "", "--appendonly", "no", "--protected-mode", "no")))
         let a = try address(of: redis)
