@@ -56,10 +56,11 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     var direct: (uplink: String, subnet: AppSubnet)? {
         guard directLinks, let me = myAddress else { return nil }
         let name = uplinkState.withLock { s -> String? in
-            if !s.tried || s.name == nil {
-                s.tried = true
+            // Looked for again while not found (the address may come later), said once.
+            if s.name == nil {
                 s.name = AppDirectLink.interface(carrying: me)
-                if s.name == nil { core.logger.warning("network: no interface of node \(core.config.node) carries its address \(me): applications get no direct link (network.app-links), their traffic goes through the node") }
+                if s.name == nil && !s.tried { core.logger.warning("network: no interface of node \(core.config.node) carries its address \(me): applications get no direct link (network.app-links), their traffic goes through the node") }
+                s.tried = true
             }
             return s.name
         }

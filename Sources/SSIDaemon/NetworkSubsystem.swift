@@ -65,7 +65,8 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         let subnet = settings["app-subnet"] ?? ""
         let links = settings["app-links"] ?? "routed"
         guard links == "direct" || links == "routed" else {
-            throw SSIError(.invalidArgument, "network.app-links = \(links): expected direct or routed")
+            throw SSIError(.invalidArgument, "network.app-links = \(links) in node \(core.config.node)'s configuration: expected routed or direct",
+                           hint: "set network.app-links = routed (the default) or direct, the same on every node")
         }
         apps = subnet.isEmpty ? nil : AppNetworkSide(subnet: try AppSubnet(parsing: subnet), core: core, directLinks: links == "direct")
         if clusterIP != nil || apps != nil { try NodeNetwork.requireNft(node: core.config.node) }

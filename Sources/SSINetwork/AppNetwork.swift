@@ -196,9 +196,9 @@ public enum AppLink {
 /// target brings its eth1 up and announces the address (ARP), from which the LAN's switches
 /// learn the new port; the peers' neighbour entries stay right (same MAC).
 /// While a migration or a locked checkpoint holds its packets, the node takes the MAC over
-/// (`divert`): eth1 goes down in the namespace, and a stand-in macvlan with the same MAC
-/// comes up on the node, so that what the peers send directly enters the node and meets its
-/// hold (PacketHold) or its drops (AppAddressLock), as with the veth path.
+/// (`divert`): a stand-in macvlan on the node takes it and eth1 a placeholder, so that what
+/// the peers send directly enters the node and meets its hold (PacketHold) or its drops
+/// (AppAddressLock), as with the veth path; at the freeze eth1 goes down (`silence`).
 public enum AppDirectLink {
     /// The link's name in the application's namespace.
     public static let name = "eth1"
@@ -210,7 +210,20 @@ public enum AppDirectLink {
         return [0x02, 0x53, 0x53, UInt8(h >> 16 & 255), UInt8(h >> 8 & 255), UInt8(h & 255)]
     }
 
-    public static func macText(_ app: Int32) -> String { mac(app).map { String(format: "%02x", $0) }.joined(separator: ":") }
+    public static func macText(_ app: Int32) -> String { text(mac(app)) }
+
+    static func text(_ mac: [UInt8]) -> String { mac.map { String(format: "%02x", $0) }.joined(separator: ":") }
+
+    /// Runs `body` with an fd on the network namespace of application `app`'s process `root`.
+    static func withNamespace<T>(of root: Int32, app: Int32, _ body: (Int32) throws -> T) throws -> T {
+        let fd = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw SSIError.sys("open the network namespace of application \(app) (PID \(root))", errno: errno,
+                               hint: "the application's root process is gone: ssi ps shows its state")
+        }
+        defer { close(fd) }
+        return try body(fd)
+    }
 
     /// The node's stand-in for the application's MAC while its packets are held.
     public static func standIn(_ app: Int32) -> String { "ssim\(Int(app) - Int(AppSubnet.firstApp))" }
@@ -253,21 +266,21 @@ public enum AppDirectLink {
 
     /// The same, for the namespace of process `root`.
     public static func bringUp(root: Int32, app: Int32, address: String, subnet: AppSubnet) throws {
-        let fd = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SSIError.sys("open the network namespace of application \(app) (PID \(root))", errno: errno) }
-        defer { close(fd) }
-        try bringUp(namespace: fd, app: app, address: address, subnet: subnet)
+        try withNamespace(of: root, app: app) { try bringUp(namespace: $0, app: app, address: address, subnet: subnet) }
     }
 
-    /// Hands the application's MAC to this node: its link down in its namespace (that of
-    /// process `root`), the stand-in up on the node (no address: arp_ignore 8 answers no
-    /// ARP from it, addrgenmode none gives it no IPv6 link-local address, so it never sends
-    /// a frame of its own with the MAC). Nothing if it has no direct link, or is diverted.
+    /// Hands the application's MAC to this node: the stand-in on the node takes it, the
+    /// application's link (in the namespace of process `root`) a placeholder and stays up
+    /// (the stand-in has no address: arp_ignore 8 answers no ARP from it, and with
+    /// addrgenmode none and IPv6 off it never sends a frame of its own with the MAC).
+    /// Nothing if it has no direct link; a second call (the lock after the hold) changes
+    /// nothing (an address set to what it is is no change, netdevice(7)).
     public static func divert(app: Int32, root: Int32, uplink: String) throws {
+        try withNamespace(of: root, app: app) { try divert(app: app, namespace: $0, uplink: uplink) }
+    }
+
+    private static func divert(app: Int32, namespace fd: Int32, uplink: String) throws {
         let standIn = standIn(app)
-        let fd = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SSIError.sys("open the network namespace of application \(app) (PID \(root))", errno: errno) }
-        defer { close(fd) }
         guard (try Spawn.inNetwork(fd) { ThreadFS.interfaceFlags(name) != nil }) else { return }
         if !AppLink.interfaceExists(standIn) {
             // Made first, up, with an address of its own: macvlan has one device per MAC
@@ -307,19 +320,14 @@ public enum AppDirectLink {
         return m
     }
 
-    static func text(_ mac: [UInt8]) -> String { mac.map { String(format: "%02x", $0) }.joined(separator: ":") }
-
     /// Nothing leaves the diverted application any more (its lock, at the freeze): its
     /// link goes down in its namespace.
     public static func silence(app: Int32, root: Int32) throws {
-        let fd = open("/proc/\(root)/ns/net", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SSIError.sys("open the network namespace of application \(app) (PID \(root))", errno: errno) }
-        defer { close(fd) }
-        try Spawn.inNetwork(fd) {
+        try withNamespace(of: root, app: app) { fd in try Spawn.inNetwork(fd) {
             guard let flags = ThreadFS.interfaceFlags(name), flags & 1 != 0 else { return }
             let e = ThreadFS.setInterfaceFlags(name, flags & ~1)
             if e != 0 { throw SSIError.sys("set application \(app)'s direct link down", errno: e) }
-        }
+        } }
     }
 
     /// The stand-in gone, if there is one.

@@ -99,8 +99,6 @@ public final class PacketHold: @unchecked Sendable {
         }
     }
 
-    public func lastArrival(key: String) -> UInt64? { held.withLock { $0.last[key] } }
-
     /// Waits until nothing has come under `key` for `quiet` (or `limit` has passed): the
     /// peers' answers to what a just-stopped application sent last are still on their way
     /// (a round trip, longer behind a queue), and they belong in its snapshot.
@@ -191,9 +189,8 @@ public final class PacketHold: @unchecked Sendable {
         _ = try? Proc.run(["ip", "route", "del", "\(address)/32", "dev", Self.interface], check: false)
     }
 
-    /// The furthest acknowledgement number of the TCP packets with ACK held under `key`, by
-    /// flow (flowKey: the peer's address and port, and the local port) (RFC 793: acknowledgement number in bytes 8-11 of the TCP header, ACK flag
-    /// 0x10 in byte 13).
+    /// The furthest acknowledgement number (`acknowledgement`) of the packets held under
+    /// `key`, by flow (flowKey: the peer's address and port, and the local port).
     public func latestAcks(key: String) -> [String: UInt32] {
         Self.furthestAcks(held.withLock { $0.packets[key] ?? [] })
     }

@@ -129,6 +129,9 @@ long cssi_if_set_mac(const char *name, const unsigned char mac[6]);
 // ioctls: 0 or -(1000 * step + errno).
 long cssi_swap_mac(int app_sock, const char *app_if, const unsigned char app_new[6],
                    int node_sock, const char *node_if, const unsigned char node_new[6]);
+// Broadcasts a gratuitous ARP request for `ip_be` (network order) from `ifname` of the
+// calling thread's network namespace, with sender `mac`: 0 or -errno.
+int cssi_announce_arp(const char *ifname, const unsigned char mac[6], uint32_t ip_be);
 // The inode of the network namespace socket `fd` was made in (SIOCGSKNS, Linux 4.9: an fd
 // on that namespace, closed here), or -errno.
 long cssi_socket_netns(int fd);
@@ -204,9 +207,6 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *options);
 // Returns the pid, -EEXIST when the pid is in use, or another -errno.
 pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd, const char *stub, int keep_fd);
 
-/// Broadcasts a gratuitous ARP request for `ip_be` (network order) from `ifname` with
-/// sender `mac`: 0 or -errno.
-int cssi_announce_arp(const char *ifname, const unsigned char mac[6], uint32_t ip_be);
 // The same shell as process `pid` of a new PID namespace (clone3 CLONE_NEWPID with set_tid of
 // size 1, which sets the PID in the new, innermost namespace: clone(2)); with CLONE_NEWNS in
 // `namespaces` it also gets a mount namespace, where it makes / a slave and mounts a /proc
