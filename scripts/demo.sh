@@ -17,8 +17,10 @@ export SSI_CHKPT_DIR="$work/chkpt"
 gcc -O2 -o "$work/counter" Tests/Fixtures/counter.c
 
 # `ssi run` in the foreground stays the application's parent and reaps it when it is
-# killed, so its PID is free for the restart.
-"$SSI" run -o "$work/app" -- "$work/counter" > "$work/counter.log" 2>&1 < /dev/null &
+# killed, so its PID is free for the restart. --local: a node-local application even if a
+# daemon or a local cluster is up on this machine (it would otherwise become a cluster
+# application, with an id of the cluster's).
+"$SSI" run --local -o "$work/app" -- "$work/counter" > "$work/counter.log" 2>&1 < /dev/null &
 sleep 1
 APP=$(cat "$work/app")
 echo "== started application $APP; its output so far: $(tr '\n' ' ' < "$work/counter.log" | tail -c 60)"
