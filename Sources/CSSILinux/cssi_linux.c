@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 #include <nmmintrin.h>
@@ -466,6 +467,34 @@ uint32_t cssi_crc32c_pages(uint32_t crc, const void *buf, size_t pages, uint64_t
         uint32_t ca = ~(uint32_t)a, cb = ~(uint32_t)b;
         hashes[k] = (uint64_t)ca << 32 | cb;
         crc = crc32c_mulmod(whole, crc) ^ (crc32c_mulmod(half, ca) ^ cb);
+    }
+    return crc;
+}
+
+// Multiplication by a constant modulo P is linear in the other factor, so it is four table
+// lookups (one per byte) instead of 32 conditional steps: for a pages file of a quarter of a
+// million pages taken from the pool by their hashes, 2 ms instead of 50.
+static uint32_t crc_tab_half[4][256], crc_tab_whole[4][256];
+static pthread_once_t crc_tabs_once = PTHREAD_ONCE_INIT;
+
+static void crc_tabs_build(void) {
+    const uint32_t half = crc32c_shift(2048), whole = crc32c_shift(4096);
+    for (int j = 0; j < 4; j++)
+        for (uint32_t v = 0; v < 256; v++) {
+            crc_tab_half[j][v] = crc32c_mulmod(half, v << (8 * j));
+            crc_tab_whole[j][v] = crc32c_mulmod(whole, v << (8 * j));
+        }
+}
+
+static inline uint32_t crc_tab_mul(uint32_t t[4][256], uint32_t x) {
+    return t[0][x & 0xff] ^ t[1][(x >> 8) & 0xff] ^ t[2][(x >> 16) & 0xff] ^ t[3][x >> 24];
+}
+
+uint32_t cssi_crc32c_from_hashes(uint32_t crc, const uint64_t *hashes, size_t pages) {
+    pthread_once(&crc_tabs_once, crc_tabs_build);
+    for (size_t k = 0; k < pages; k++) {
+        uint32_t ca = (uint32_t)(hashes[k] >> 32), cb = (uint32_t)hashes[k];
+        crc = crc_tab_mul(crc_tab_whole, crc) ^ crc_tab_mul(crc_tab_half, ca) ^ cb;
     }
     return crc;
 }

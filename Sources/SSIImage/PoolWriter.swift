@@ -20,14 +20,22 @@ final class PoolSession: @unchecked Sendable {
     private var added: [(first: UInt64, count: UInt64)] = []
     private var released = false
 
-    init(appDirectory: String) throws {
+    /// `known`: the pages to find equal pages among; nil: those of every committed version
+    /// (their maps read from disk).
+    init(appDirectory: String, known given: [PoolPages]? = nil) throws {
         self.appDirectory = appDirectory
         let dir = PagePool.directory(appDirectory: appDirectory)
         if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(dir)", errno: errno, hint: "set SSI_CHKPT_DIR to a writable directory, or run as root") }
         sessionLock = try PoolSession.lockPresent("\(dir)/session.lock")
         allocLock = try LockFile("\(dir)/alloc.lock")
         pool = try PoolMapping(path: PagePool.dataPath(appDirectory: appDirectory), writable: true)
-        known = PoolSession.knownPages(appDirectory: appDirectory, poolSlots: pool.fileSize / SnapshotFormat.pageSize)
+        let slots = pool.fileSize / SnapshotFormat.pageSize
+        if let given {
+            known = HashSlots(capacity: given.reduce(0) { $0 + $1.slots.count })
+            for g in given { for i in g.slots.indices where g.slots[i] < slots { known.insert(g.hashes[i], g.slots[i]) } }
+        } else {
+            known = PoolSession.knownPages(appDirectory: appDirectory, poolSlots: slots)
+        }
     }
 
     deinit { release() }
@@ -142,6 +150,19 @@ final class PoolSession: @unchecked Sendable {
         }
     }
 
+    /// Which pool file this is: a slot means the same bytes only in the same file.
+    var identity: PoolIdentity {
+        var st = stat()
+        fstat(pool.fd, &st)
+        return PoolIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// Whether every slot lies inside the pool file (a slot past its end was never written).
+    func holds(_ slots: UnsafeBufferPointer<UInt64>) -> Bool {
+        let n = pool.fileSize / SnapshotFormat.pageSize
+        return !slots.contains { $0 >= n }
+    }
+
     func sync() throws {
         if fsync(pool.fd) != 0 { throw SSIError.sys("fsync \(pool.path)", errno: errno) }
     }
@@ -170,7 +191,7 @@ final class PoolSession: @unchecked Sendable {
 
 /// A pages file written into the pool: the engine appends its pages as to any file; the
 /// version keeps only its map.
-final class PooledPagesWriter: ImageFileWriter {
+final class PooledPagesWriter: PooledPagesFile {
     let name: String
     let mapName: String
     private let session: PoolSession
@@ -218,6 +239,30 @@ final class PooledPagesWriter: ImageFileWriter {
         try appendMap(from: before)
     }
 
+    var pool: PoolIdentity { session.identity }
+
+    /// Pages the pool holds already, by slot and hash (an incremental checkpoint's pages not
+    /// written since the previous version, whose map names them): nothing is read or
+    /// written but the map; the file's CRC follows from the hashes (CRC32C.fromHashes), as
+    /// if the pages' bytes had been appended. The slots must be named by a committed
+    /// version: the session lock held since the first pages file keeps the sweep from
+    /// freeing them.
+    func appendPooled(slots: UnsafeBufferPointer<UInt64>, hashes: UnsafeBufferPointer<UInt64>) throws {
+        precondition(slots.count == hashes.count, "one hash per slot")
+        guard slots.count > 0 else { return }
+        guard tail.isEmpty else { throw SSIError(.state, "\(name): pages by reference after a partial page") }
+        guard session.holds(slots) else {
+            throw SSIError(.corrupt, "\(name): a page named by the previous version lies past the end of the page pool \(session.pool.path)",
+                           hint: "checkpoint again: the next one reads every page")
+        }
+        crc = CRC32C.fromHashes(crc, hashes)
+        size += UInt64(slots.count) * SnapshotFormat.pageSize
+        let before = map.slots.count
+        map.slots += slots
+        map.hashes += hashes
+        try appendMap(from: before)
+    }
+
     /// A last partial page: its bytes into the CRC, then stored padded with zeros.
     private func flushTail() throws {
         crc = tail.withUnsafeBytes { CRC32C.update(crc, $0) }
@@ -245,10 +290,31 @@ final class PooledPagesWriter: ImageFileWriter {
         if mapFile == nil { mapFile = try writer.createFile(mapName) }
         let mapEntry = try mapFile?.finish(sync: sync)
         writer.pooled.append(PooledFile(name: name, size: size, crc32c: crc, map: mapName, addedBytes: added))
+        writer.pageMaps[name] = PoolPages(slots: map.slots, hashes: map.hashes)
         if !writer.durable, let mapEntry {
             RecentPageMaps.put(RecentPageMaps.key(pool: PagePool.dataPath(appDirectory: session.appDirectory), name: name, size: size, crc: crc,
                                                   mapCRC: mapEntry.crc32c), map)
         }
         return FileEntry(name: name, size: size, crc32c: crc)
     }
+}
+
+/// The identity of an application's page pool file (device and inode).
+public struct PoolIdentity: Hashable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+}
+
+/// A pages file written into the page pool, which also takes pages the pool holds already by
+/// slot and hash, without their bytes (an incremental checkpoint, IncrementalBase.swift).
+public protocol PooledPagesFile: ImageFileWriter {
+    var pool: PoolIdentity { get }
+    func appendPooled(slots: UnsafeBufferPointer<UInt64>, hashes: UnsafeBufferPointer<UInt64>) throws
+}
+
+/// For each page of a pooled pages file, in file order: its slot in the pool and its hash.
+public struct PoolPages: Sendable {
+    public let slots: [UInt64]
+    public let hashes: [UInt64]
+    public init(slots: [UInt64], hashes: [UInt64]) { (self.slots, self.hashes) = (slots, hashes) }
 }

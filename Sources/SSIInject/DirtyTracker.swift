@@ -77,6 +77,30 @@ public final class DirtyTracker {
         return tracker
     }
 
+    /// Whether the userfaultfd is still open (not stopped).
+    public var isTracking: Bool { uffd >= 0 }
+
+    /// Adds `areas` (mapped since the tracking started, or changed) to the tracking, as
+    /// `start` does, without stopping the process: the userfaultfd's ioctls act on the mm it
+    /// was created for, whoever calls them (userfaultfd(2)). Ranges overlapping a new area are
+    /// replaced by it. Returns the areas tracked now.
+    public func track(_ areas: [(UInt64, UInt64)]) -> [(UInt64, UInt64)] {
+        guard uffd >= 0 else { return [] }
+        var added = [(UInt64, UInt64)]()
+        for (start, end) in areas where end > start {
+            guard cssi_uffd_register_wp(uffd, start, end - start) == 0 else { continue }
+            if cssi_uffd_writeprotect(uffd, start, end - start, 1) == 0 {
+                ranges.removeAll { $0.start < end && start < $0.end }
+                ranges.append((start, end))
+                added.append((start, end))
+            } else {
+                _ = cssi_uffd_unregister(uffd, start, end - start)
+            }
+        }
+        ranges.sort { $0.start < $1.start }
+        return added
+    }
+
     /// A userfaultfd of `pid`'s mm, in ssi: created by an injected userfaultfd(2) in one of
     /// its threads (stopped with PTRACE_SEIZE + PTRACE_INTERRUPT meanwhile, every signal
     /// blocked), copied with pidfd_getfd(2), closed in the process. The main thread unless it
@@ -146,7 +170,7 @@ public final class DirtyTracker {
     }
 
     /// Runs sorted by address, overlapping or touching ones merged.
-    static func normalized(_ runs: [(UInt64, UInt64)]) -> [(UInt64, UInt64)] {
+    public static func normalized(_ runs: [(UInt64, UInt64)]) -> [(UInt64, UInt64)] {
         var out = [(UInt64, UInt64)]()
         for (a, n) in runs.sorted(by: { $0.0 < $1.0 }) {
             if let last = out.last, a <= last.0 + last.1 * 4096 {

@@ -1,4 +1,5 @@
 import Foundation
+import SSICheckpoint
 import SSIImage
 import SSITestSupport
 import Testing
@@ -50,5 +51,59 @@ struct IncrementalTests {
         #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
         #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log().suffix(300))")
         #expect(reap(app).map { exitCode($0) } == 0)
+    }
+
+    /// Checkpoints made by one long-lived process (here the test, as the node daemon makes
+    /// a cluster application's) keep the write tracking between versions and read only what
+    /// was written since the previous one (IncrementalBase.swift). Between versions the
+    /// program rewrites pages, drops some (MADV_DONTNEED), replaces an area at the same
+    /// address, maps a new one, and calls execve(2); one base version is deleted. Every
+    /// version restores and checks every page.
+    @Test("versions taken by reference from a kept tracking: drops, a replaced area, a new one, execve, a deleted base; each version checks every page")
+    func keptTrackingReadsOnlyWhatChanged() throws {
+        let w = try World("increments")
+        let app = try w.start([try TestEnv.fixture("increments"), "8"])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        let engine = CheckpointEngine(store: SnapshotStore(root: w.chkpt, pool: true))
+        var o = CheckpointEngine.CheckpointOptions()
+        o.precopy = true
+        let first = try engine.checkpoint(app: app, options: o)
+        #expect(first.referencedBytes == 0 && first.precopyRounds.first ?? 0 >= 8 << 20, "\(first.precopyRounds)")
+        var versions = [first.version]
+        for round in 1...6 {
+            if round == 6 {
+                // The base's version deleted: the next checkpoint reads every page again.
+                let d = try w.ssi("snapshots", "--delete", "\(app)", "\(versions.removeLast())")
+                #expect(d.status == 0, "\(d.output)")
+            }
+            kill(app, SIGUSR1)
+            try #require(w.waitLog("CHANGED \(round)"), "\(w.log())")
+            let r = try engine.checkpoint(app: app, options: o)
+            versions.append(r.version)
+            let copied = r.precopyRounds.first ?? 0
+            switch round {
+            case 5, 6:
+                // After execve(2) the old tracking is of an mm that is gone; after the delete
+                // its references are no longer safe: both read everything.
+                #expect(r.referencedBytes == 0 && copied >= 8 << 20, "round \(round): referenced \(r.referencedBytes), copied \(copied)")
+            default:
+                // 8 MiB of A and 1 MiB of B (replaced in round 3, then copied whole): most of
+                // it by reference, little read.
+                #expect(r.referencedBytes >= 7 << 20 && copied < 2 << 20, "round \(round): referenced \(r.referencedBytes), copied \(copied)")
+            }
+        }
+        kill(app, SIGKILL)
+        reap(app)
+        for v in versions {
+            let before = w.log().components(separatedBy: "PASS").count
+            let rs = try w.ssi("restart", "\(app)", "\(v)")
+            try #require(rs.status == 0, "version \(v): \(rs.output)")
+            kill(app, SIGTERM)
+            let end = Date().addingTimeInterval(20)
+            while w.log().components(separatedBy: "PASS").count == before && !w.log().contains("FAIL") && Date() < end { usleep(20_000) }
+            #expect(w.log().components(separatedBy: "PASS").count == before + 1 && !w.log().contains("FAIL"), "version \(v): \(w.log().suffix(400))")
+            #expect(reap(app).map { exitCode($0) } == 0, "version \(v)")
+        }
     }
 }

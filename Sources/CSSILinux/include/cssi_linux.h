@@ -227,6 +227,9 @@ uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 // independent lanes; returns the CRC-32C of `crc` followed by every page (the halves
 // joined by the CRC's linearity), so a pages file's CRC costs no second pass.
 uint32_t cssi_crc32c_pages(uint32_t crc, const void *buf, size_t pages, uint64_t *hashes);
+// The same CRC from the pages' hashes alone (what cssi_crc32c_pages returns for pages with
+// these hashes): a pages file made of pages already in the pool, never read again.
+uint32_t cssi_crc32c_from_hashes(uint32_t crc, const uint64_t *hashes, size_t pages);
 
 // fcntl/splice constants that glibc only declares under _GNU_SOURCE (fcntl(2), tee(2)).
 enum { CSSI_F_SETPIPE_SZ = 1031, CSSI_F_GETPIPE_SZ = 1032, CSSI_SPLICE_F_NONBLOCK = 2, CSSI_MAP_FIXED_NOREPLACE = 0x100000 };

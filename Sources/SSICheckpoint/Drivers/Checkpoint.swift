@@ -14,20 +14,34 @@ extension CheckpointEngine {
     /// Checkpoints application `app` into the version store (a new version).
     public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions()) throws -> CheckpointResult {
         let frozen = try checkCheckpointable(app, options: options)
+        let key = IncrementalBase.Key(store: store.root, app: options.applicationID ?? app, root: app)
+        // The previous version's tracking, when this process made it (IncrementalBase.swift):
+        // its first round then reads only what was written since, which pays off even
+        // before a --kill. A -c or --no-precopy dump leaves it for the next checkpoint.
+        let base = frozen || options.precopy == false || !store.pool ? nil : IncrementalBase.take(key)
         let writer = try store.beginWrite(app: options.applicationID ?? app)
         var precopy: Precopy? = nil
-        if Precopy.wanted(app: app, options: options, frozen: frozen) {
-            do { precopy = try Precopy(app: app, writer: writer) } catch {
+        if base != nil || Precopy.wanted(app: app, options: options, frozen: frozen) {
+            do { precopy = try Precopy(app: app, writer: writer, base: base) } catch {
                 // Explicitly asked for: say why it cannot be done. Chosen by size: dump frozen.
                 if options.precopy == true { writer.abort(); throw error }
                 writer.abort()
                 return try dump(app: app, options: options, writer: try store.beginWrite(app: options.applicationID ?? app), frozen: frozen)
             }
         }
-        // Lifted once the application runs again: unregistering walks every page table.
-        defer { precopy?.stop() }
-        var result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy)
+        // The tracking is kept for the next version when the application goes on, into a
+        // page pool; otherwise lifted once it runs again (unregistering walks every page table).
+        let keep = options.killSignal == nil && store.pool && IncrementalBase.enabled
+        var kept = false
+        defer { if !kept { precopy?.stop() } }
+        var result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy) { images, version in
+            guard keep, let precopy, let writer = writer as? SnapshotWriter,
+                  let next = IncrementalBase.make(precopy: precopy, images: images, writer: writer, version: version, root: app) else { return }
+            IncrementalBase.put(key, next)
+            kept = true
+        }
         result.precopyRounds = precopy?.rounds ?? []
+        result.referencedBytes = precopy?.referencedBytes ?? 0
         return result
     }
 
@@ -35,6 +49,10 @@ extension CheckpointEngine {
     /// copying its memory first while it runs when pre-copy is wanted (Precopy.wanted).
     public func checkpoint(app: Int32, options: CheckpointOptions = CheckpointOptions(), to writer: any ImageWriter) throws -> CheckpointResult {
         let frozen = try checkCheckpointable(app, options: options)
+        // A tracking kept for incremental versions would keep this one from registering the
+        // application's areas (a range is registered with one userfaultfd at a time), and
+        // the application leaves this node.
+        IncrementalBase.drop(root: app)
         var precopy: Precopy? = nil
         if Precopy.wanted(app: app, options: options, frozen: frozen) {
             // A tracker that cannot start leaves nothing behind: dump frozen, as before
@@ -75,7 +93,10 @@ extension CheckpointEngine {
         return frozen
     }
 
-    private func dump(app root: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool, precopy: Precopy? = nil) throws -> CheckpointResult {
+    /// `committed`: called once the snapshot is committed and the application runs again
+    /// (not with --kill), with the processes' images and the version.
+    private func dump(app root: Int32, options: CheckpointOptions, writer: any ImageWriter, frozen: Bool, precopy: Precopy? = nil,
+                      committed: (([ProcessImage], Int) -> Void)? = nil) throws -> CheckpointResult {
         let freezer = CgroupFreezer.find()
         let seized = SeizedApplication(root: root)
         // The cgroup and the snapshot's id: the root's PID, or a cluster application's id.
@@ -128,7 +149,9 @@ extension CheckpointEngine {
             }
             letGo()
             phase.mark("checkpoint: let go")
-            return try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+            let result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+            committed?(images, result.version)
+            return result
         } catch {
             writer.abort()
             letGo()

@@ -54,6 +54,9 @@ public struct CheckpointEngine: Sendable {
         public var pageBytes: UInt64
         /// Bytes copied in each pre-copy round while the application ran; empty without.
         public var precopyRounds: [UInt64] = []
+        /// Bytes of pages taken from the previous version by reference, never read
+        /// (IncrementalBase.swift); 0 without.
+        public var referencedBytes: UInt64 = 0
         /// A migration's write tracking, still on (CheckpointOptions.killSignal .stop): the
         /// caller stops it once the application runs again somewhere, or dropping it does.
         public var tracking: WriteTracking? = nil

@@ -32,6 +32,8 @@ final class PrecopiedPages {
     let areas: [MapsEntry]
     /// Where the latest copy of each page of the tracked areas is in `pages`.
     var index: PageIndex
+    /// Pages taken by reference from the previous version (IncrementalBase).
+    var referenced: UInt64 = 0
     /// /proc/PID/maps and the VmFlags of /proc/PID/smaps at the end of the last round,
     /// while the application ran: reading smaps walks every page table (20+ ms for 1 GiB),
     /// so the frozen round reuses these flags when maps has not changed since.
@@ -124,23 +126,54 @@ final class Precopy {
 
     /// Tracks and copies every process of `app` into `writer`'s pages files, round after
     /// round, while it runs. Throws (nothing is left tracked, the application runs on) if
-    /// the kernel cannot track writes.
-    init(app: Int32, writer: any ImageWriter) throws {
+    /// the kernel cannot track writes. With `base` (the previous version's, kept by this
+    /// process: IncrementalBase.swift), the first round copies only what each process wrote
+    /// since that version and takes its other pages from the pool by reference; every
+    /// tracker of `base` is either used here or stopped.
+    init(app: Int32, writer: any ImageWriter, base: IncrementalBase? = nil) throws {
+        var since = [Int32: DirtyTracker.Scan]()
+        defer {
+            for (pid, k) in base?.processes ?? [:] where since[pid] == nil { k.tracker.stop() }
+        }
+        // The pages copied from a base are those written since the previous version: they are
+        // compared among themselves, not with every page of every version (whose maps would
+        // be read from disk first: 3-7 ms for one version of 256 MiB, more with each).
+        if base != nil, let w = writer as? SnapshotWriter, w.knownPages == nil { w.knownPages = [] }
         for pid in try ProcessTree.collect(root: app).pids {
             guard let st = try? ProcStat.read(pid: pid), st.state != "Z" else { continue }
             // Private writable areas: where a process's own pages are (shared ones live in
             // their file or shmem object, read-only ones hardly change and are read whole).
             let areas = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
                 .filter { !$0.shared && $0.write && ProcessDumper.classify($0) != nil }
-            let tracker = try DirtyTracker.start(pid: ProcessID(pid), areas: areas.map { ($0.start, $0.end) })
+            // The pages file first: in a pooled store it takes the pool's session lock, after
+            // which the base's version, if it is still there, keeps its slots to the commit.
             let pages = try writer.createFile("pages-\(pid).img")
+            if let base, let k = base.processes[pid], k.startTime == st.startTime, k.tracker.isTracking,
+               (pages as? PooledPagesFile)?.pool == base.pool, (writer as? SnapshotWriter)?.versionExists(base.version) == true,
+               let scan = try? k.tracker.scan(rearm: true) {
+                // (A failed scan: the process called execve(2), its old mm is gone.)
+                since[pid] = scan
+                processes[pid] = PrecopiedPages(pid: pid, tracker: k.tracker, pages: pages, areas: areas)
+                continue
+            }
+            // A kept tracker not used goes first: a range is registered with one userfaultfd
+            // at a time (EBUSY), so the new one would track nothing.
+            base?.processes[pid]?.tracker.stop()
+            let tracker = try DirtyTracker.start(pid: ProcessID(pid), areas: areas.map { ($0.start, $0.end) })
             processes[pid] = PrecopiedPages(pid: pid, tracker: tracker, pages: pages, areas: areas)
         }
         var clock = PhaseClock()
         var first = UInt64(0)
-        for p in processes.values { first += try copyPresent(p) }
+        for p in processes.values {
+            if let scan = since[p.pid], let k = base?.processes[p.pid] {
+                first += try copySince(p, kept: k, scan: scan)
+            } else {
+                first += try copyPresent(p)
+            }
+        }
         rounds.append(first)
-        clock.mark("precopy: round 1, \(first >> 20) MiB")
+        referencedBytes = processes.values.reduce(0) { $0 + $1.referenced * SnapshotFormat.pageSize }
+        clock.mark("precopy: round 1, \(first >> 20) MiB" + (since.isEmpty ? "" : ", \(referencedBytes >> 20) MiB from the previous version"))
         while rounds.count < Precopy.maxRounds {
             var bytes = UInt64(0)
             for p in processes.values { bytes += try copyWritten(p) }
@@ -159,6 +192,9 @@ final class Precopy {
         clock.mark("precopy: smaps")
     }
 
+    /// Pages taken from the previous version by reference in round 1 (never read).
+    private(set) var referencedBytes: UInt64 = 0
+
     /// Lifts every protection: the application runs as before.
     func stop() { for p in processes.values { p.tracker.stop() } }
 
@@ -176,6 +212,76 @@ final class Precopy {
         return try copy(runs, of: p)
     }
 
+    /// Round 1 from the previous version: `scan` (taken when the pages file was made, and
+    /// protecting again what it found) and the pages the base found written right after its
+    /// version are copied; every other page of an area unchanged since (same bounds, still
+    /// tracked) is appended by reference to its slot in the pool; areas new or changed are
+    /// tracked from now and copied whole.
+    private func copySince(_ p: PrecopiedPages, kept: IncrementalBase.Kept, scan: DirtyTracker.Scan) throws -> UInt64 {
+        guard let pooled = p.pages as? PooledPagesFile else { return try copyPresent(p) }
+        let page = SnapshotFormat.pageSize
+        let written = DirtyTracker.normalized(scan.written + kept.written)
+        let tracked = Set(p.tracker.ranges.map { "\($0.start)-\($0.end)" })
+        let keptAreas = Dictionary(kept.areas.map { ("\($0.start)-\($0.end)", $0) }, uniquingKeysWith: { a, _ in a })
+        var known = [(start: UInt64, end: UInt64, slots: [UInt64], hashes: [UInt64])]()
+        var fresh = [MapsEntry]()
+        for m in p.areas {
+            let key = "\(m.start)-\(m.end)"
+            if let a = keptAreas[key], tracked.contains(key), !scan.lost.contains(where: { $0.start < m.end && m.start < $0.end }) {
+                known.append(a)
+            } else {
+                fresh.append(m)
+            }
+        }
+        // Every unwritten page with a slot, by reference, in one batch.
+        var slots = [UInt64](), hashes = [UInt64]()
+        var runs = [(address: UInt64, count: Int, first: Int)]()
+        var copy = [(UInt64, UInt64)]()
+        for a in known {
+            var next = written.firstIndex { $0.0 + $0.1 * page > a.start } ?? written.count
+            var k = 0
+            let n = a.slots.count
+            while k < n {
+                let addr = a.start + UInt64(k) * page
+                if next < written.count, written[next].0 <= addr {
+                    // Written since: copied below, whole run at once (clipped to the area).
+                    let end = min(a.end, written[next].0 + written[next].1 * page)
+                    copy.append((addr, (end - addr) / page))
+                    k = Int((end - a.start) / page)
+                    next += 1
+                    continue
+                }
+                let stop = next < written.count ? min(a.end, written[next].0) : a.end
+                let last = Int((stop - a.start) / page)
+                while k < last {
+                    if a.slots[k] == IncrementalBase.none { k += 1; continue }
+                    let from = k
+                    while k < last && a.slots[k] != IncrementalBase.none { k += 1 }
+                    runs.append((a.start + UInt64(from) * page, k - from, slots.count))
+                    slots += a.slots[from..<k]
+                    hashes += a.hashes[from..<k]
+                }
+            }
+        }
+        let offset = pooled.size
+        try slots.withUnsafeBufferPointer { s in try hashes.withUnsafeBufferPointer { h in try pooled.appendPooled(slots: s, hashes: h) } }
+        for r in runs { p.index.set(r.address, count: r.count, offset: offset + UInt64(r.first) * page) }
+        p.referenced = UInt64(slots.count)
+        var bytes = try self.copy(copy, of: p)
+        // New or changed areas: tracked from now, then copied as a first round would.
+        let added = Set(p.tracker.track(fresh.map { ($0.start, $0.end) }).map(\.0))
+        let pm = open("/proc/\(p.pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        if pm >= 0 {
+            defer { close(pm) }
+            var present = [(UInt64, UInt64)]()
+            for m in fresh where added.contains(m.start) {
+                present += (try? ProcessDumper(pid: p.pid).presentRuns(pagemap: pm, vma: m, fileBacked: ProcessDumper.classify(m) == .file)) ?? []
+            }
+            bytes += try self.copy(present, of: p)
+        }
+        return bytes
+    }
+
     /// Later rounds: the pages written since the last round, protected again.
     private func copyWritten(_ p: PrecopiedPages) throws -> UInt64 {
         let scan = try p.tracker.scan(rearm: true)
@@ -188,30 +294,44 @@ final class Precopy {
 
     /// Appends the runs' pages to the process's pages file and indexes them. A run the
     /// process unmapped meanwhile cannot be read (EIO): it is skipped, and the final dump
-    /// finds what is there then.
+    /// finds what is there then. Runs are packed into each buffer one after the other: the
+    /// written pages of an incremental round are hundreds of one-page runs, and a buffer
+    /// (one pool write, one hash pass) each cost 10 us apiece.
     private func copy(_ runs: [(UInt64, UInt64)], of p: PrecopiedPages) throws -> UInt64 {
+        guard !runs.isEmpty else { return 0 }
         let mem = open("/proc/\(p.pid)/mem", O_RDONLY | O_CLOEXEC)
         guard mem >= 0 else { return 0 }
         defer { close(mem) }
+        let page = Int(SnapshotFormat.pageSize)
         let chunk = PipelinedAppender.bufferSize
         let out = PipelinedAppender(p.pages)
+        var buf = try out.acquire()
+        var used = 0
+        var placed = [(address: UInt64, count: Int, at: Int)]()
         var total = UInt64(0)
+        func submit() {
+            for r in placed { p.index.set(r.address, count: r.count, offset: out.size + UInt64(r.at)) }
+            out.submit(buf, count: used)
+            placed = []
+            used = 0
+        }
         for (addr, count) in runs {
             var done = UInt64(0)
             let bytes = count * SnapshotFormat.pageSize
             while done < bytes {
-                let n = Int(min(UInt64(chunk), bytes - done))
-                let buf = try out.acquire()
-                let got = pread(mem, buf.baseAddress, n, off_t(Int64(bitPattern: addr + done)))
-                let whole = got > 0 ? got - got % Int(SnapshotFormat.pageSize) : 0
-                guard whole > 0 else { out.giveBack(); break }
-                p.index.set(addr + done, count: whole / Int(SnapshotFormat.pageSize), offset: out.size)
-                out.submit(buf, count: whole)
+                if used == chunk { submit(); buf = try out.acquire() }
+                let n = Int(min(UInt64(chunk - used), bytes - done))
+                let got = pread(mem, buf.baseAddress! + used, n, off_t(Int64(bitPattern: addr + done)))
+                let whole = got > 0 ? got - got % page : 0
+                guard whole > 0 else { break }
+                placed.append((addr + done, whole / page, used))
+                used += whole
                 done += UInt64(whole)
                 total += UInt64(whole)
                 if whole < n { break }
             }
         }
+        if used > 0 { submit() } else { out.giveBack() }
         try out.drain()
         return total
     }

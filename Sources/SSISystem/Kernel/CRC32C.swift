@@ -21,6 +21,12 @@ public enum CRC32C {
         return cssi_crc32c_pages(crc, bytes.baseAddress!, n, hashes.baseAddress!)
     }
 
+    /// What `pages` returns for pages whose hashes are `hashes`, without their bytes.
+    public static func fromHashes(_ crc: UInt32, _ hashes: UnsafeBufferPointer<UInt64>) -> UInt32 {
+        guard let base = hashes.baseAddress, hashes.count > 0 else { return crc }
+        return cssi_crc32c_from_hashes(crc, base, hashes.count)
+    }
+
     /// The CRC of A followed by B, from crc(A), crc(B) and the length of B.
     public static func combine(_ a: UInt32, _ b: UInt32, lengthOfB: UInt64) -> UInt32 { cssi_crc32c_combine(a, b, lengthOfB) }
 }
