@@ -77,8 +77,16 @@ public final class DirtyTracker {
         return tracker
     }
 
-    /// Whether the userfaultfd is still open (not stopped).
-    public var isTracking: Bool { uffd >= 0 }
+    /// Whether the userfaultfd is still open and the process still has the address space it
+    /// was made for: after an execve(2) the old mm is gone, and PAGEMAP_SCAN on the pagemap
+    /// opened before fails with ESRCH whatever the range (fs/proc/task_mmu.c takes the mm
+    /// before it walks anything), so a walk of one page at address 0 tells.
+    public var isTracking: Bool {
+        guard uffd >= 0 else { return false }
+        var region = cssi_page_region()
+        var walkEnd: UInt64 = 0
+        return cssi_pagemap_scan_written(pagemap, 0, 4096, 0, &region, 1, &walkEnd) >= 0
+    }
 
     /// Adds `areas` (mapped since the tracking started, or changed) to the tracking, as
     /// `start` does, without stopping the process: the userfaultfd's ioctls act on the mm it
@@ -90,7 +98,15 @@ public final class DirtyTracker {
         for (start, end) in areas where end > start {
             guard cssi_uffd_register_wp(uffd, start, end - start) == 0 else { continue }
             if cssi_uffd_writeprotect(uffd, start, end - start, 1) == 0 {
-                ranges.removeAll { $0.start < end && start < $0.end }
+                // The parts of an older range outside the new area stay tracked (an area
+                // split by a munmap(2) in its middle keeps its registration on both sides).
+                var kept = [(start: UInt64, end: UInt64)]()
+                for r in ranges {
+                    guard r.start < end && start < r.end else { kept.append(r); continue }
+                    if r.start < start { kept.append((r.start, start)) }
+                    if end < r.end { kept.append((end, r.end)) }
+                }
+                ranges = kept
                 ranges.append((start, end))
                 added.append((start, end))
             } else {
@@ -131,12 +147,20 @@ public final class DirtyTracker {
 
     /// The pages written in the tracked areas since they were last protected; with `rearm`,
     /// protects them again in the same walk (the next scan then reports only later writes).
-    public func scan(rearm: Bool) throws -> Scan {
+    /// With `within`, only the parts of the tracked areas inside those ranges are walked
+    /// (the areas a process has now: a part of a tracked area unmapped and mapped again is
+    /// then reported lost alone, not with the rest of the area after it).
+    public func scan(rearm: Bool, within: [(UInt64, UInt64)]? = nil) throws -> Scan {
         var out = Scan()
         let capacity = 4096
         let vec = UnsafeMutablePointer<cssi_page_region>.allocate(capacity: capacity)
         defer { vec.deallocate() }
-        for (start, end) in ranges {
+        var walk = ranges
+        if let within {
+            walk = []
+            for (s, e) in within { for r in ranges where r.start < e && s < r.end { walk.append((max(s, r.start), min(e, r.end))) } }
+        }
+        for (start, end) in walk {
             var from = start
             while from < end {
                 var walkEnd: UInt64 = 0

@@ -144,10 +144,13 @@ final class IncrementalBase: @unchecked Sendable {
                   let start = (try? ProcStat.read(pid: p.pid))?.startTime else { p.tracker.stop(); continue }
             // Everything written since the tracker was last re-armed, re-armed now: the final
             // round's pages (read frozen, counted again: harmless) and any written since.
-            guard let scan = try? p.tracker.scan(rearm: true) else { p.tracker.stop(); continue }
-            let tracked = Set(p.tracker.ranges.map { "\($0.start)-\($0.end)" })
+            guard let scan = try? p.tracker.scan(rearm: true, within: img.vmas.map { ($0.start, $0.end) }) else { p.tracker.stop(); continue }
+            // The version's areas inside a tracked range (a part unmapped and mapped again
+            // since the tracking started is inside one too, but the next checkpoint's scan
+            // finds it unregistered and reads it whole).
             var areas = [(start: UInt64, end: UInt64, slots: [UInt64], hashes: [UInt64])]()
-            for vma in img.vmas where tracked.contains("\(vma.start)-\(vma.end)") && !scan.lost.contains(where: { $0.start < vma.end && vma.start < $0.end }) {
+            for vma in img.vmas where p.tracker.ranges.contains(where: { $0.start <= vma.start && vma.end <= $0.end })
+                && !scan.lost.contains(where: { $0.start < vma.end && vma.start < $0.end }) {
                 let n = Int((vma.end - vma.start) / SnapshotFormat.pageSize)
                 var slots = [UInt64](repeating: none, count: n), hashes = [UInt64](repeating: 0, count: n)
                 var whole = true

@@ -34,6 +34,8 @@ final class PrecopiedPages {
     var index: PageIndex
     /// Pages taken by reference from the previous version (IncrementalBase).
     var referenced: UInt64 = 0
+    /// Ranges a round found no longer tracked: their copies are forgotten.
+    var lost: [(UInt64, UInt64)] = []
     /// /proc/PID/maps and the VmFlags of /proc/PID/smaps at the end of the last round,
     /// while the application ran: reading smaps walks every page table (20+ ms for 1 GiB),
     /// so the frozen round reuses these flags when maps has not changed since.
@@ -138,7 +140,7 @@ final class Precopy {
         // The pages copied from a base are those written since the previous version: they are
         // compared among themselves, not with every page of every version (whose maps would
         // be read from disk first: 3-7 ms for one version of 256 MiB, more with each).
-        if base != nil, let w = writer as? SnapshotWriter, w.knownPages == nil { w.knownPages = [] }
+        if let base, let w = writer as? SnapshotWriter, w.knownPages == nil, w.versionExists(base.version) { w.knownPages = [] }
         for pid in try ProcessTree.collect(root: app).pids {
             guard let st = try? ProcStat.read(pid: pid), st.state != "Z" else { continue }
             // Private writable areas: where a process's own pages are (shared ones live in
@@ -150,7 +152,7 @@ final class Precopy {
             let pages = try writer.createFile("pages-\(pid).img")
             if let base, let k = base.processes[pid], k.startTime == st.startTime, k.tracker.isTracking,
                (pages as? PooledPagesFile)?.pool == base.pool, (writer as? SnapshotWriter)?.versionExists(base.version) == true,
-               let scan = try? k.tracker.scan(rearm: true) {
+               let scan = try? k.tracker.scan(rearm: true, within: areas.map { ($0.start, $0.end) }) {
                 // (A failed scan: the process called execve(2), its old mm is gone.)
                 since[pid] = scan
                 processes[pid] = PrecopiedPages(pid: pid, tracker: k.tracker, pages: pages, areas: areas)
@@ -221,14 +223,17 @@ final class Precopy {
         guard let pooled = p.pages as? PooledPagesFile else { return try copyPresent(p) }
         let page = SnapshotFormat.pageSize
         let written = DirtyTracker.normalized(scan.written + kept.written)
-        let tracked = Set(p.tracker.ranges.map { "\($0.start)-\($0.end)" })
-        let keptAreas = Dictionary(kept.areas.map { ("\($0.start)-\($0.end)", $0) }, uniquingKeysWith: { a, _ in a })
-        var known = [(start: UInt64, end: UInt64, slots: [UInt64], hashes: [UInt64])]()
+        // An area of the version's, or a part of one (an area split by a munmap(2) or an
+        // mprotect(2) of a neighbour keeps its registration and its protection), whose scan
+        // just now found it still under the tracking.
+        var known = [(start: UInt64, end: UInt64, slots: ArraySlice<UInt64>, hashes: ArraySlice<UInt64>)]()
         var fresh = [MapsEntry]()
         for m in p.areas {
-            let key = "\(m.start)-\(m.end)"
-            if let a = keptAreas[key], tracked.contains(key), !scan.lost.contains(where: { $0.start < m.end && m.start < $0.end }) {
-                known.append(a)
+            if let a = kept.areas.first(where: { $0.start <= m.start && m.end <= $0.end }),
+               p.tracker.ranges.contains(where: { $0.start <= m.start && m.end <= $0.end }),
+               !scan.lost.contains(where: { $0.start < m.end && m.start < $0.end }) {
+                let from = Int((m.start - a.start) / page), to = Int((m.end - a.start) / page)
+                known.append((m.start, m.end, a.slots[from..<to], a.hashes[from..<to]))
             } else {
                 fresh.append(m)
             }
@@ -237,7 +242,9 @@ final class Precopy {
         var slots = [UInt64](), hashes = [UInt64]()
         var runs = [(address: UInt64, count: Int, first: Int)]()
         var copy = [(UInt64, UInt64)]()
-        for a in known {
+        for area in known {
+            // Indexed from 0 like the area's pages.
+            let a = (start: area.start, end: area.end, slots: Array(area.slots), hashes: Array(area.hashes))
             var next = written.firstIndex { $0.0 + $0.1 * page > a.start } ?? written.count
             var k = 0
             let n = a.slots.count
@@ -284,10 +291,13 @@ final class Precopy {
 
     /// Later rounds: the pages written since the last round, protected again.
     private func copyWritten(_ p: PrecopiedPages) throws -> UInt64 {
-        let scan = try p.tracker.scan(rearm: true)
+        let scan = try p.tracker.scan(rearm: true, within: p.areas.map { ($0.start, $0.end) })
         for (start, end) in scan.lost {
-            // Unmapped or replaced: forget its copies, the final dump reads the area whole.
+            // Unmapped or replaced: forget its copies, the final dump reads the area whole
+            // (finalRuns refuses any area that overlaps a lost range: its pages that were
+            // not written since would otherwise be taken from copies just forgotten).
             p.index.clear(start, end)
+            p.lost.append((start, end))
         }
         return try copy(scan.written, of: p)
     }
@@ -346,7 +356,8 @@ extension ProcessDumper {
     /// (present, zero page...) with PAGEMAP_SCAN or /proc/PID/pagemap took 20-40 ms for
     /// 1 GiB, frozen.
     func finalRuns(_ pre: PrecopiedPages, vma m: MapsEntry, copier: PageCopier) throws -> [PageRun]? {
-        guard let slot = pre.index.area(m.start), m.end <= pre.index.ends[slot],
+        guard !pre.lost.contains(where: { $0.0 < m.end && m.start < $0.1 }),
+              let slot = pre.index.area(m.start), m.end <= pre.index.ends[slot],
               let written = try pre.tracker.written(in: m.start, m.end) else { return nil }
         let page = SnapshotFormat.pageSize
         let areaStart = pre.index.starts[slot]
