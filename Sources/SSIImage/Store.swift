@@ -84,6 +84,11 @@ public final class SnapshotWriter: ImageWriter {
     /// version of 256 MiB, more with each version). An incremental checkpoint passes none:
     /// the pages it copies are those written since the previous version.
     public var knownPages: [PoolPages]? = nil
+    /// The lowest version number this snapshot may take: a cluster application's versions
+    /// are numbered across the cluster (ProcessTable's catalog), not per node, so that a
+    /// node that never held one (a migration's target) does not number its first one 1
+    /// again while another node holds a different version 1.
+    public var firstVersion = 1
     private var session: PoolSession? = nil
     private var committed = false
     /// false: `commit` puts nothing on stable storage (fsync), for a migration's image,
@@ -131,7 +136,7 @@ public final class SnapshotWriter: ImageWriter {
         if durable { try session?.sync() }
         defer { if committed { session?.release() } }
         while true {
-            let version = fixed ?? (store.versions(app).last ?? 0) + 1
+            let version = fixed ?? max(firstVersion, (store.versions(app).last ?? 0) + 1)
             var manifest = base
             (manifest.format, manifest.formatVersion, manifest.appID, manifest.version) = (SnapshotFormat.magic, SnapshotFormat.version, app, version)
             (manifest.files, manifest.pooled) = (entries, pooled.isEmpty ? nil : pooled)

@@ -116,6 +116,9 @@ extension NodeApplications {
         if !atFreeze.isEmpty { o.whenFrozen = { for f in atFreeze { try f() } } }
         let beforeFreeze = plan.beforeFreeze
         if !beforeFreeze.isEmpty { o.beforeFreeze = { for f in beforeFreeze { try f() } } }
+        // The image becomes a version on the target, numbered after every version the
+        // cluster (and this node) holds: the target may never have held one.
+        let firstVersion = max(await nextVersion(app) ?? 1, (store.versions(app).last ?? 0) + 1)
         let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc, logger = self.logger
         // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
         // that fails leaves nothing there and the application running here (the engine lets
@@ -123,7 +126,7 @@ extension NodeApplications {
         let done: CheckpointEngine.CheckpointResult
         do {
             done = try await Self.onThread {
-                let w = try RemoteImageWriter(rpc: rpc, node: target, app: app)
+                let w = try RemoteImageWriter(rpc: rpc, node: target, app: app, firstVersion: firstVersion)
                 w.afterFirstData = { try MigrationFaults.at("transfer", app: app, node: me, logger: logger) }
                 w.givenUp = givenUp
                 return try engine.checkpoint(app: root, options: opts, to: w)

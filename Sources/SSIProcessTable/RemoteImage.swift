@@ -31,6 +31,8 @@ struct IncomingStep: Codable {
     /// (name, size, CRC-32C). The target commits only if each arrived so, which lets the
     /// source send its commit without first waiting for those answers.
     var expect: [FileEntry]? = nil
+    /// begin: the lowest version number the image may take there (SnapshotWriter.firstVersion).
+    var firstVersion: Int? = nil
 
     /// JSON header (length first), then the raw bytes of a data step.
     func encoded(_ bytes: UnsafeRawBufferPointer? = nil) throws -> [UInt8] {
@@ -111,6 +113,7 @@ final class IncomingSnapshots: @unchecked Sendable {
             // (NodeApplications.migrateIn), not while the application is frozen.
             let w = try store.beginWrite(app: step.app)
             w.durable = false
+            w.firstVersion = step.firstVersion ?? 1
             let stale: [Receiving] = lock.withLock {
                 let old = receiving.filter { Date().timeIntervalSince($0.value.last) > Self.idleLimit }
                 for k in old.keys { receiving[k] = nil }
@@ -277,10 +280,12 @@ final class RemoteImageWriter: ImageWriter {
         }
     }
 
-    init(rpc: RPCNode, node: NodeID, app: Int32) throws {
+    init(rpc: RPCNode, node: NodeID, app: Int32, firstVersion: Int? = nil) throws {
         self.rpc = rpc
         self.node = node
-        _ = try send(IncomingStep(kind: .begin, token: token, app: app))
+        var begin = IncomingStep(kind: .begin, token: token, app: app)
+        begin.firstVersion = firstVersion
+        _ = try send(begin)
     }
 
     func send(_ step: IncomingStep, _ bytes: UnsafeRawBufferPointer? = nil) throws -> IncomingAnswer {

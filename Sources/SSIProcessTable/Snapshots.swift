@@ -55,6 +55,12 @@ public struct CheckpointDone: Codable, Sendable {
 }
 
 extension NodeApplications {
+    /// One above the highest version of `app` the cluster's catalog records (nil when it
+    /// cannot be read: this node's own numbering then).
+    func nextVersion(_ app: Int32) async -> Int? {
+        (try? await table.catalog(app))?.versions.map(\.version).max().map { $0 + 1 }
+    }
+
     public func registerServices() {
         rpc.register(ProcessTableService.files) { [self] _, p in
             let v = try JSONDecoder().decode(VersionRef.self, from: Data(p))
@@ -104,6 +110,7 @@ extension NodeApplications {
         o.applicationID = spec.app
         o.alreadyFrozen = spec.frozen == true
         if let k = spec.kill { o.killSignal = Signal(rawValue: k) }
+        o.firstVersion = await nextVersion(spec.app)
         // An application with an address of its own: its connections to other applications
         // are saved (TCP_REPAIR); a restart rebuilds or resets them (Restart.swift).
         let address = (try? await table.record(spec.app))?.address

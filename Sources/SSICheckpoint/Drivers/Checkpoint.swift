@@ -20,13 +20,16 @@ extension CheckpointEngine {
         // before a --kill. A -c or --no-precopy dump leaves it for the next checkpoint.
         let base = frozen || options.precopy == false || !store.pool ? nil : IncrementalBase.take(key)
         let writer = try store.beginWrite(app: options.applicationID ?? app)
+        writer.firstVersion = options.firstVersion ?? 1
         var precopy: Precopy? = nil
         if base != nil || Precopy.wanted(app: app, options: options, frozen: frozen) {
             do { precopy = try Precopy(app: app, writer: writer, base: base) } catch {
                 // Explicitly asked for: say why it cannot be done. Chosen by size: dump frozen.
                 if options.precopy == true { writer.abort(); throw error }
                 writer.abort()
-                return try dump(app: app, options: options, writer: try store.beginWrite(app: options.applicationID ?? app), frozen: frozen)
+                let again = try store.beginWrite(app: options.applicationID ?? app)
+                again.firstVersion = options.firstVersion ?? 1
+                return try dump(app: app, options: options, writer: again, frozen: frozen)
             }
         }
         // The tracking is kept for the next version when the application goes on, into a

@@ -29,6 +29,9 @@ public struct CheckpointEngine: Sendable {
         /// A cluster application's id when it is not its root's PID (docs/migration.md): the
         /// snapshot is stored under it and its cgroup is `ssi/app-<id>`.
         public var applicationID: Int32? = nil
+        /// The lowest version number the snapshot may take (SnapshotWriter.firstVersion): one
+        /// above the cluster's highest version of a cluster application.
+        public var firstVersion: Int? = nil
         /// Save TCP connections to peers outside the application (`--tcp-established`).
         public var tcpEstablished = false
         /// Called once every task is stopped, before any fd is read (a migration holds the
