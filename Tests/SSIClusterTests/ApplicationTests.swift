@@ -203,6 +203,11 @@ extension ApplicationTests {
         #expect(after.node == 1 && after.state == .running && after.pid == first.pid)
         for p in NodeTree.of(first.pid) { #expect(Proc.state(p) != "T", "PID \(p) was left stopped") }
         var last = first
+        // Versions are numbered across the cluster: a checkpoint after each move takes a
+        // number above every earlier one, wherever it was made (a target that never held a
+        // version once numbered its own from 1 again).
+        func version(_ out: String) -> Int? { out.split(separator: "\n").first { $0.hasPrefix("Version: ") }.flatMap { Int($0.dropFirst(9)) } }
+        var versions = [try #require(version(try ssiOK("checkpoint", "\(app)")))]
         for (target, via) in [(2, 3), (3, 1), (1, 2)] {
             let out = try ssiOK("migrate", "\(app)", "\(target)", "--node", "\(via)")
             #expect(out.contains("to node \(target)"), "\(out)")
@@ -211,7 +216,11 @@ extension ApplicationTests {
             _ = try waitFor("the old copy gone", seconds: 5) { !Proc.alive(last.pid) }
             for k in 1...3 { #expect(try psJSON(node: k).filter { $0.app == app }.map(\.node) == [UInt8(target)]) }
             last = now
+            versions.append(try #require(version(try ssiOK("checkpoint", "\(app)"))))
         }
+        #expect(zip(versions, versions.dropFirst()).allSatisfy { $0 < $1 }, "versions \(versions)")
+        let listed = try ssiOK("snapshots", "\(app)").split(separator: "\n").compactMap { $0.split(separator: "\t").dropFirst().first.map(String.init) }
+        #expect(Set(listed).count == listed.count && listed.count >= versions.count, "\(listed)")
         #expect(last.migrations == 3)
         kill(last.pid, SIGUSR1)
         _ = try waitFor("the program's verdict", seconds: 10) { try record(app, node: 3)?.state == .stopped }
