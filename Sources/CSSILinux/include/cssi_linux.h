@@ -230,6 +230,8 @@ uint32_t cssi_crc32c_pages(uint32_t crc, const void *buf, size_t pages, uint64_t
 // The same CRC from the pages' hashes alone (what cssi_crc32c_pages returns for pages with
 // these hashes): a pages file made of pages already in the pool, never read again.
 uint32_t cssi_crc32c_from_hashes(uint32_t crc, const uint64_t *hashes, size_t pages);
+// One page's hash alone (what cssi_crc32c_pages puts in hashes[i]).
+uint64_t cssi_crc32c_page_hash(const void *page);
 
 // fcntl/splice constants that glibc only declares under _GNU_SOURCE (fcntl(2), tee(2)).
 enum { CSSI_F_SETPIPE_SZ = 1031, CSSI_F_GETPIPE_SZ = 1032, CSSI_SPLICE_F_NONBLOCK = 2, CSSI_MAP_FIXED_NOREPLACE = 0x100000 };

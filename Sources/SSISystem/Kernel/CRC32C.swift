@@ -21,6 +21,9 @@ public enum CRC32C {
         return cssi_crc32c_pages(crc, bytes.baseAddress!, n, hashes.baseAddress!)
     }
 
+    /// One 4096-byte page's content hash (what `pages` gives for it).
+    public static func pageHash(_ page: UnsafeRawPointer) -> UInt64 { cssi_crc32c_page_hash(page) }
+
     /// What `pages` returns for pages whose hashes are `hashes`, without their bytes.
     public static func fromHashes(_ crc: UInt32, _ hashes: UnsafeBufferPointer<UInt64>) -> UInt32 {
         guard let base = hashes.baseAddress, hashes.count > 0 else { return crc }
