@@ -20,22 +20,16 @@ final class PoolSession: @unchecked Sendable {
     private var added: [(first: UInt64, count: UInt64)] = []
     private var released = false
 
-    /// `known`: the pages to find equal pages among; nil: those of every committed version
-    /// (their maps read from disk).
-    init(appDirectory: String, known given: [PoolPages]? = nil) throws {
+    /// `readVersions`: new pages are compared with those of every committed version (their
+    /// maps read from disk); false, only with the session's own.
+    init(appDirectory: String, readVersions: Bool = true) throws {
         self.appDirectory = appDirectory
         let dir = PagePool.directory(appDirectory: appDirectory)
         if mkdir(dir, 0o700) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(dir)", errno: errno, hint: "set SSI_CHKPT_DIR to a writable directory, or run as root") }
         sessionLock = try PoolSession.lockPresent("\(dir)/session.lock")
         allocLock = try LockFile("\(dir)/alloc.lock")
         pool = try PoolMapping(path: PagePool.dataPath(appDirectory: appDirectory), writable: true)
-        let slots = pool.fileSize / SnapshotFormat.pageSize
-        if let given {
-            known = HashSlots(capacity: given.reduce(0) { $0 + $1.slots.count })
-            for g in given { for i in g.slots.indices where g.slots[i] < slots { known.insert(g.hashes[i], g.slots[i]) } }
-        } else {
-            known = PoolSession.knownPages(appDirectory: appDirectory, poolSlots: slots)
-        }
+        known = readVersions ? PoolSession.knownPages(appDirectory: appDirectory, poolSlots: pool.fileSize / SnapshotFormat.pageSize) : HashSlots()
     }
 
     deinit { release() }
@@ -316,5 +310,4 @@ public protocol PooledPagesFile: ImageFileWriter {
 public struct PoolPages: Sendable {
     public let slots: [UInt64]
     public let hashes: [UInt64]
-    public init(slots: [UInt64], hashes: [UInt64]) { (self.slots, self.hashes) = (slots, hashes) }
 }

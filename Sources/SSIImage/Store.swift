@@ -79,11 +79,11 @@ public final class SnapshotWriter: ImageWriter {
     /// The maps of the pooled pages files finished so far, by pages file name: what the
     /// version's pages are in the pool, for the next incremental checkpoint.
     public internal(set) var pageMaps: [String: PoolPages] = [:]
-    /// Set before the first pages file: the pool pages a new page is compared with, instead
-    /// of those of every committed version (whose maps are read from disk: 7 ms for one
-    /// version of 256 MiB, more with each version). An incremental checkpoint passes none:
-    /// the pages it copies are those written since the previous version.
-    public var knownPages: [PoolPages]? = nil
+    /// Whether a new page is compared with the pages of every committed version (their maps
+    /// read from disk when the first pages file starts: 3-7 ms for one version of 256 MiB,
+    /// more with each), or only with this snapshot's own. An incremental checkpoint sets it
+    /// false: the pages it copies are those written since the previous version.
+    public var compareWithVersions = true
     /// The lowest version number this snapshot may take: a cluster application's versions
     /// are numbered across the cluster (ProcessTable's catalog), not per node, so that a
     /// node that never held one (a migration's target) does not number its first one 1
@@ -115,7 +115,7 @@ public final class SnapshotWriter: ImageWriter {
     /// temporary directory.
     public func createFile(_ name: String) throws -> any ImageFileWriter {
         guard store.pool, PooledPagesWriter.isPagesFile(name) else { return try DirectoryFileWriter(writer: self, name: name) }
-        if session == nil { session = try PoolSession(appDirectory: store.appDirectory(app), known: knownPages) }
+        if session == nil { session = try PoolSession(appDirectory: store.appDirectory(app), readVersions: compareWithVersions) }
         return PooledPagesWriter(writer: self, session: session!, name: name)
     }
 

@@ -19,17 +19,19 @@ extension CheckpointEngine {
         // its first round then reads only what was written since, which pays off even
         // before a --kill. A -c or --no-precopy dump leaves it for the next checkpoint.
         let base = frozen || options.precopy == false || !store.pool ? nil : IncrementalBase.take(key)
-        let writer = try store.beginWrite(app: options.applicationID ?? app)
-        writer.firstVersion = options.firstVersion ?? 1
+        func begin() throws -> SnapshotWriter {
+            let w = try store.beginWrite(app: options.applicationID ?? app)
+            w.firstVersion = options.firstVersion ?? 1
+            return w
+        }
+        let writer = try begin()
         var precopy: Precopy? = nil
         if base != nil || Precopy.wanted(app: app, options: options, frozen: frozen) {
             do { precopy = try Precopy(app: app, writer: writer, base: base) } catch {
                 // Explicitly asked for: say why it cannot be done. Chosen by size: dump frozen.
                 if options.precopy == true { writer.abort(); throw error }
                 writer.abort()
-                let again = try store.beginWrite(app: options.applicationID ?? app)
-                again.firstVersion = options.firstVersion ?? 1
-                return try dump(app: app, options: options, writer: again, frozen: frozen)
+                return try dump(app: app, options: options, writer: try begin(), frozen: frozen)
             }
         }
         // The tracking is kept for the next version when the application goes on, into a
@@ -38,7 +40,7 @@ extension CheckpointEngine {
         var kept = false
         defer { if !kept { precopy?.stop() } }
         var result = try dump(app: app, options: options, writer: writer, frozen: frozen, precopy: precopy) { images, version in
-            guard keep, let precopy, let writer = writer as? SnapshotWriter,
+            guard keep, let precopy,
                   let next = IncrementalBase.make(precopy: precopy, images: images, writer: writer, version: version, root: app) else { return }
             IncrementalBase.put(key, next)
             kept = true

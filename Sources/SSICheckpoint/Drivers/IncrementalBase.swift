@@ -44,20 +44,26 @@ final class IncrementalBase: @unchecked Sendable {
         let root: Int32
     }
 
+    /// A tracked area [start, end) of the version: each page's slot in the pool (`none`: not
+    /// in the version) and its hash.
+    struct KeptArea {
+        let start: UInt64
+        let end: UInt64
+        var slots: [UInt64]
+        var hashes: [UInt64]
+    }
+
     /// One process: its tracker, still armed, and each tracked area's pages in the version.
     final class Kept {
         let pid: Int32
         let startTime: UInt64
         let tracker: DirtyTracker
-        /// Per area [start, end): each page's slot in the pool (`none`: not in the version)
-        /// and its hash.
-        var areas: [(start: UInt64, end: UInt64, slots: [UInt64], hashes: [UInt64])]
+        var areas: [KeptArea]
         /// Pages written since the version was taken, found when the tracker was re-armed
         /// right after it (the last, frozen round's pages, and any written since the freeze).
         var written: [(UInt64, UInt64)]
 
-        init(pid: Int32, startTime: UInt64, tracker: DirtyTracker, areas: [(start: UInt64, end: UInt64, slots: [UInt64], hashes: [UInt64])],
-             written: [(UInt64, UInt64)]) {
+        init(pid: Int32, startTime: UInt64, tracker: DirtyTracker, areas: [KeptArea], written: [(UInt64, UInt64)]) {
             (self.pid, self.startTime, self.tracker, self.areas, self.written) = (pid, startTime, tracker, areas, written)
         }
     }
@@ -148,7 +154,7 @@ final class IncrementalBase: @unchecked Sendable {
             // The version's areas inside a tracked range (a part unmapped and mapped again
             // since the tracking started is inside one too, but the next checkpoint's scan
             // finds it unregistered and reads it whole).
-            var areas = [(start: UInt64, end: UInt64, slots: [UInt64], hashes: [UInt64])]()
+            var areas = [KeptArea]()
             for vma in img.vmas where p.tracker.ranges.contains(where: { $0.start <= vma.start && vma.end <= $0.end })
                 && !scan.lost.contains(where: { $0.start < vma.end && vma.start < $0.end }) {
                 let n = Int((vma.end - vma.start) / SnapshotFormat.pageSize)
@@ -163,7 +169,7 @@ final class IncrementalBase: @unchecked Sendable {
                         hashes[first + k] = map.hashes[inFile + k]
                     }
                 }
-                if whole { areas.append((vma.start, vma.end, slots, hashes)) }
+                if whole { areas.append(KeptArea(start: vma.start, end: vma.end, slots: slots, hashes: hashes)) }
             }
             kept[p.pid] = Kept(pid: p.pid, startTime: start, tracker: p.tracker, areas: areas, written: scan.written)
         }

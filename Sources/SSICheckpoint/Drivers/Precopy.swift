@@ -140,7 +140,7 @@ final class Precopy {
         // The pages copied from a base are those written since the previous version: they are
         // compared among themselves, not with every page of every version (whose maps would
         // be read from disk first: 3-7 ms for one version of 256 MiB, more with each).
-        if let base, let w = writer as? SnapshotWriter, w.knownPages == nil, w.versionExists(base.version) { w.knownPages = [] }
+        if let base, let w = writer as? SnapshotWriter, w.versionExists(base.version) { w.compareWithVersions = false }
         for pid in try ProcessTree.collect(root: app).pids {
             guard let st = try? ProcStat.read(pid: pid), st.state != "Z" else { continue }
             // Private writable areas: where a process's own pages are (shared ones live in
@@ -216,9 +216,9 @@ final class Precopy {
 
     /// Round 1 from the previous version: `scan` (taken when the pages file was made, and
     /// protecting again what it found) and the pages the base found written right after its
-    /// version are copied; every other page of an area unchanged since (same bounds, still
-    /// tracked) is appended by reference to its slot in the pool; areas new or changed are
-    /// tracked from now and copied whole.
+    /// version are copied; every other page of an area of the version (or of a part of one)
+    /// still tracked is appended by reference to its slot in the pool; areas new or changed
+    /// are tracked from now and copied whole.
     private func copySince(_ p: PrecopiedPages, kept: IncrementalBase.Kept, scan: DirtyTracker.Scan) throws -> UInt64 {
         guard let pooled = p.pages as? PooledPagesFile else { return try copyPresent(p) }
         let page = SnapshotFormat.pageSize
@@ -226,14 +226,14 @@ final class Precopy {
         // An area of the version's, or a part of one (an area split by a munmap(2) or an
         // mprotect(2) of a neighbour keeps its registration and its protection), whose scan
         // just now found it still under the tracking.
-        var known = [(start: UInt64, end: UInt64, slots: ArraySlice<UInt64>, hashes: ArraySlice<UInt64>)]()
+        // Each known area: its bounds, and the version's area it lies in (its pages from `first`).
+        var known = [(start: UInt64, end: UInt64, kept: IncrementalBase.KeptArea, first: Int)]()
         var fresh = [MapsEntry]()
         for m in p.areas {
             if let a = kept.areas.first(where: { $0.start <= m.start && m.end <= $0.end }),
                p.tracker.ranges.contains(where: { $0.start <= m.start && m.end <= $0.end }),
                !scan.lost.contains(where: { $0.start < m.end && m.start < $0.end }) {
-                let from = Int((m.start - a.start) / page), to = Int((m.end - a.start) / page)
-                known.append((m.start, m.end, a.slots[from..<to], a.hashes[from..<to]))
+                known.append((m.start, m.end, a, Int((m.start - a.start) / page)))
             } else {
                 fresh.append(m)
             }
@@ -241,19 +241,19 @@ final class Precopy {
         // Every unwritten page with a slot, by reference, in one batch.
         var slots = [UInt64](), hashes = [UInt64]()
         var runs = [(address: UInt64, count: Int, first: Int)]()
-        var copy = [(UInt64, UInt64)]()
-        for area in known {
-            // Indexed from 0 like the area's pages.
-            let a = (start: area.start, end: area.end, slots: Array(area.slots), hashes: Array(area.hashes))
+        var writtenRuns = [(UInt64, UInt64)]()
+        for a in known {
             var next = written.firstIndex { $0.0 + $0.1 * page > a.start } ?? written.count
+            // k counts the known area's pages; the version's area holds page k at a.first + k.
             var k = 0
-            let n = a.slots.count
+            let n = Int((a.end - a.start) / page)
+            let isRef = { (k: Int) in a.kept.slots[a.first + k] != IncrementalBase.none }
             while k < n {
                 let addr = a.start + UInt64(k) * page
                 if next < written.count, written[next].0 <= addr {
                     // Written since: copied below, whole run at once (clipped to the area).
                     let end = min(a.end, written[next].0 + written[next].1 * page)
-                    copy.append((addr, (end - addr) / page))
+                    writtenRuns.append((addr, (end - addr) / page))
                     k = Int((end - a.start) / page)
                     next += 1
                     continue
@@ -261,12 +261,12 @@ final class Precopy {
                 let stop = next < written.count ? min(a.end, written[next].0) : a.end
                 let last = Int((stop - a.start) / page)
                 while k < last {
-                    if a.slots[k] == IncrementalBase.none { k += 1; continue }
+                    if !isRef(k) { k += 1; continue }
                     let from = k
-                    while k < last && a.slots[k] != IncrementalBase.none { k += 1 }
+                    while k < last && isRef(k) { k += 1 }
                     runs.append((a.start + UInt64(from) * page, k - from, slots.count))
-                    slots += a.slots[from..<k]
-                    hashes += a.hashes[from..<k]
+                    slots += a.kept.slots[(a.first + from)..<(a.first + k)]
+                    hashes += a.kept.hashes[(a.first + from)..<(a.first + k)]
                 }
             }
         }
@@ -274,7 +274,7 @@ final class Precopy {
         try slots.withUnsafeBufferPointer { s in try hashes.withUnsafeBufferPointer { h in try pooled.appendPooled(slots: s, hashes: h) } }
         for r in runs { p.index.set(r.address, count: r.count, offset: offset + UInt64(r.first) * page) }
         p.referenced = UInt64(slots.count)
-        var bytes = try self.copy(copy, of: p)
+        var bytes = try copy(writtenRuns, of: p)
         // New or changed areas: tracked from now, then copied as a first round would.
         let added = Set(p.tracker.track(fresh.map { ($0.start, $0.end) }).map(\.0))
         let pm = open("/proc/\(p.pid)/pagemap", O_RDONLY | O_CLOEXEC)
@@ -284,7 +284,7 @@ final class Precopy {
             for m in fresh where added.contains(m.start) {
                 present += (try? ProcessDumper(pid: p.pid).presentRuns(pagemap: pm, vma: m, fileBacked: ProcessDumper.classify(m) == .file)) ?? []
             }
-            bytes += try self.copy(present, of: p)
+            bytes += try copy(present, of: p)
         }
         return bytes
     }
@@ -306,7 +306,7 @@ final class Precopy {
     /// process unmapped meanwhile cannot be read (EIO): it is skipped, and the final dump
     /// finds what is there then. Runs are packed into each buffer one after the other: the
     /// written pages of an incremental round are hundreds of one-page runs, and a buffer
-    /// (one pool write, one hash pass) each cost 10 us apiece.
+    /// each (one pool write and one hash pass per buffer) cost about 10 us per run.
     private func copy(_ runs: [(UInt64, UInt64)], of p: PrecopiedPages) throws -> UInt64 {
         guard !runs.isEmpty else { return 0 }
         let mem = open("/proc/\(p.pid)/mem", O_RDONLY | O_CLOEXEC)
