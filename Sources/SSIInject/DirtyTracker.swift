@@ -90,8 +90,8 @@ public final class DirtyTracker {
 
     /// Adds `areas` (mapped since the tracking started, or changed) to the tracking, as
     /// `start` does, without stopping the process: the userfaultfd's ioctls act on the mm it
-    /// was created for, whoever calls them (userfaultfd(2)). Ranges overlapping a new area are
-    /// replaced by it. Returns the areas tracked now.
+    /// was created for, whoever calls them (userfaultfd(2)). An older range overlapping a new
+    /// area keeps only its parts outside it. Returns the areas added.
     public func track(_ areas: [(UInt64, UInt64)]) -> [(UInt64, UInt64)] {
         guard uffd >= 0 else { return [] }
         var added = [(UInt64, UInt64)]()
