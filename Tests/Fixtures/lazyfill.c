@@ -120,7 +120,12 @@ int main(int argc, char **argv) {
     if (d2 == d) EXPECT((x = nonzero(d, SMALL)) < 0, "D, mapped again, holds old bytes at word %ld", x);
     int st = 0;
     if (child > 0) {
-        EXPECT(waitpid(child, &st, 0) == child, "waitpid: %s", strerror(errno));
+        // The test's SIGUSR1 can come while we wait here when we acted on our own, right
+        // after the stop: its handler (no SA_RESTART) interrupts waitpid, EINTR, as it
+        // would any program's; waited for again.
+        pid_t w;
+        while ((w = waitpid(child, &st, 0)) < 0 && errno == EINTR) {}
+        EXPECT(w == child, "waitpid: %s", strerror(errno));
         EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's check failed (status 0x%x)", st);
     }
     // Written after: the pages must still be ours to write.
