@@ -47,12 +47,16 @@ public struct SteeringPlan: Sendable, Equatable {
     /// The nft script, applied in one transaction (nft applies a file atomically, so no
     /// packet sees a half-written table): the table and its chains declared (kept if they
     /// exist), their rules and the application map written again; the map of pinned flows
-    /// is kept, so that a connection stays with its server whatever the table becomes.
+    /// (`flows`) is kept, so that a connection stays with its server whatever the table becomes.
     ///
     /// Each new flow to C:P is given one of P's applications (`jhash` of the client's address
     /// and port over P's servers, a fixed seed: every node picks the same) and pinned to it
-    /// (map `pins`, client address . port -> application tag, 30 minutes after its last
-    /// packet); every packet of the flow then gets the mark of that application's node, from
+    /// (map `flows`, client address . protocol . client port . P -> application tag, 30
+    /// minutes after its last packet). The key holds P and the protocol because a client
+    /// reuses its ephemeral ports across destinations (ip(7) ip_local_port_range is one range
+    /// for all of them): keyed by the client's address and port alone, a connection to 9000
+    /// from a port that earlier reached 8000 took the 8000 server's pin and was sent to a node
+    /// with no server on 9000 (reset). Every packet of the flow then gets the mark of that application's node, from
     /// the map `app_node`, rewritten when an application moves: an established connection
     /// follows its server, and keeps it when other servers of its port come or go. Pins are
     /// per entry node (a router sends one flow through one node while the nodes stay the
@@ -74,16 +78,16 @@ public struct SteeringPlan: Sendable, Equatable {
         for (port, proto) in table.exposedPorts {
             let servers = table.servers(port: port, proto: proto)
             guard !servers.isEmpty else { continue }
-            let flow = "ip saddr . \(proto.rawValue) sport"
+            let flow = "ip saddr . meta l4proto . \(proto.rawValue) sport . \(proto.rawValue) dport"
             let match = "ip daddr \(clusterIP) \(proto.rawValue) dport \(port)"
-            rules.append("add rule ip \(t) steer \(match) meta mark set \(flow) map @pins update @pins { \(flow) : meta mark } \(node)")
+            rules.append("add rule ip \(t) steer \(match) meta mark set \(flow) map @flows update @flows { \(flow) : meta mark } \(node)")
             let choice = servers.count == 1 ? "\(Self.tag(servers[0].app))"
                 : "jhash \(flow) mod \(servers.count) seed \(Self.seed) map { " + servers.enumerated().map { "\($0.offset) : \(Self.tag($0.element.app))" }.joined(separator: ", ") + " }"
-            rules.append("add rule ip \(t) steer \(match) meta mark set \(choice) update @pins { \(flow) : meta mark } \(node)")
+            rules.append("add rule ip \(t) steer \(match) meta mark set \(choice) update @flows { \(flow) : meta mark } \(node)")
         }
         return """
         table ip \(t) {
-            map pins { type ipv4_addr . inet_service : mark; flags dynamic,timeout; timeout 30m; }
+            map flows { type ipv4_addr . inet_proto . inet_service . inet_service : mark; flags dynamic,timeout; timeout 30m; }
             map app_node { type mark : mark; }
             chain steer { }
             chain raw_pre { type filter hook prerouting priority raw; policy accept; }
