@@ -111,6 +111,8 @@ extension NodeApplications {
         o.description = "migration from node \(me) to node \(target)"
         o.applicationID = app
         o.killSignal = .stop
+        // Its file locks go to the target with it (taken back below if it stays here).
+        o.handOverLocks = true
         o.tcpEstablished = plan.tcpEstablished
         let atFreeze = plan.whenFrozen
         if !atFreeze.isEmpty { o.whenFrozen = { for f in atFreeze { try f() } } }
@@ -139,6 +141,8 @@ extension NodeApplications {
         }
         var clock = PhaseClock()
         clock.mark("migrate: source dump sent")
+        // The locks it let go of, where this daemon finds them if it dies before the end.
+        if let locks = done.locks { try? "\(root) \(token) \(target)\n\(locks.encoded())\n".write(toFile: marker, atomically: true, encoding: .utf8) }
         let stopped = Self.tree(root)
         do {
             // The catalog entry is written while the target restores: the application is
@@ -166,8 +170,15 @@ extension NodeApplications {
             let settled = await settleMigration(app: app, token: token, target: target)
             if settled.map({ $0.node == me }) ?? true {
                 done.tracking?.stop()
+                // The locks it let go of for the target, taken back before it runs (ptrace, on
+                // a thread of its own: seize, injection and release from one thread).
+                let back = await takeLocksBack(done.locks, app: app)
                 for p in stopped { kill(p, SIGCONT) }
                 await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
+                if !back.isEmpty {
+                    throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), \(back)",
+                                   hint: "see node \(target)'s log for the failure, and node \(me)'s for the locks")
+                }
                 throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), unchanged",
                                hint: "see node \(target)'s log")
             }
@@ -236,9 +247,12 @@ extension NodeApplications {
         let dir = "\(store.root)/.migrating"
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
             defer { unlink("\(dir)/\(name)") }
-            let words = ((try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8)) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" })
+            let lines = ((try? String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8)) ?? "").split(separator: "\n")
+            let words = (lines.first ?? "").split(separator: " ")
             guard let app = Int32(name), words.count == 3, let root = Int32(words[0]), let token = UInt64(words[1]),
                   let target = NodeID(words[2]) else { continue }
+            // The second line: the file locks the copy let go of for the target.
+            let locks = lines.count > 1 ? HandedOverLocks.decoded(root: root, String(lines[1])) : nil
             let cmd = String(decoding: ((try? ProcFS.readBytes("/proc/\(root)/cmdline")) ?? []).prefix { $0 != 0 }, as: UTF8.self)
             let alive = cmd.hasSuffix("ssi-init") && PIDNamespaceIDs.innermost(root) == 1
             guard let record = await settleMigration(app: app, token: token, target: target, state: alive ? .running : .stopped, attempts: 240),
@@ -250,9 +264,35 @@ extension NodeApplications {
                 _ = waitpid(root, &st, WNOHANG)
             } else {
                 logger.warning("process table: a migration of application \(app) ended with this daemon: it goes on here (pid \(root))")
+                _ = await takeLocksBack(locks, app: app)
                 for p in Self.tree(root) { kill(p, SIGCONT) }
             }
         }
+    }
+
+    /// Takes back, in the stopped source copy of a failed migration, the file locks it let
+    /// go of for the target (ptrace on a thread of its own: seize, injection and release from
+    /// one thread). Those another process still holds (the copy the target was restoring, not
+    /// yet removed) are taken back once it lets them go, the application running meanwhile.
+    /// Returns "" when every lock is back, else what the user is told.
+    func takeLocksBack(_ locks: HandedOverLocks?, app: Int32) async -> String {
+        guard let locks else { return "" }
+        guard let r = try? await Self.onThread({ locks.takeBack() }) else { return "" }
+        let logger = self.logger
+        if !r.failed.isEmpty {
+            logger.error("process table: application \(app) goes on without these file locks after its failed migration: \(r.failed.joined(separator: "; "))")
+        }
+        if let held = r.stillHeld {
+            logger.warning("process table: application \(app) goes on; \(held.count) of its file locks are still held by another process (the copy its target was restoring, being removed): taken back as soon as they are free")
+            held.keepTakingBack { left in
+                if left.isEmpty { logger.notice("process table: application \(app) has every file lock back") }
+                else { logger.error("process table: application \(app) could not take these file locks back: \(left.joined(separator: "; "))") }
+            }
+        }
+        var told: [String] = []
+        if !r.failed.isEmpty { told.append("but without \(r.failed.count) of its file locks: \(r.failed.joined(separator: "; "))") }
+        if let held = r.stillHeld { told.append("\(held.count) of its file locks are taken back once the copy its target was restoring lets them go (node \(me)'s log says when)") }
+        return told.joined(separator: "; ")
     }
 
     /// After a failed migration: the record says the application runs here again. Retried

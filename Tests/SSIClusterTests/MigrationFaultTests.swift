@@ -61,6 +61,26 @@ struct MigrationFaultTests {
         return all.first { $0.app == app }
     }
 
+    /// Whether another process holds an flock(2) and a POSIX write lock on `path`, asked
+    /// from here with LOCK_NB and F_GETLK (which never take anything that is held).
+    static func locksHeld(_ path: String) -> String {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return "cannot open \(path)" }
+        defer { close(fd) }
+        var words: [String] = []
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 {
+            flock(fd, LOCK_UN)
+            words.append("flock free")
+        } else {
+            words.append(errno == EWOULDBLOCK ? "flock held" : "flock: \(String(cString: strerror(errno)))")
+        }
+        var f = flock()
+        f.l_type = Int16(F_WRLCK)
+        f.l_whence = Int16(SEEK_SET)
+        words.append(fcntl(fd, F_GETLK, &f) != 0 ? "F_GETLK: \(String(cString: strerror(errno)))" : f.l_type == Int16(F_WRLCK) ? "POSIX lock held" : "POSIX lock free")
+        return words.joined(separator: " and ")
+    }
+
     func logCount(_ node: Int, _ text: String) -> Int {
         ((try? String(contentsOfFile: lc.log(node: node), encoding: .utf8)) ?? "").components(separatedBy: text).count - 1
     }
@@ -87,7 +107,10 @@ struct MigrationFaultTests {
     /// One case; returns the node the application ends on.
     func runCase(_ fault: Fault, _ phase: Phase, fixture: String, tag: String) throws -> Int? {
         let what = "\(phase.rawValue) / \(fault.rawValue)"
-        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture, tag)), "\(what)")
+        // Its file locks (an flock and a POSIX lock on one file) go with it, or stay with it.
+        let lockFile = "/tmp/ssi-fault-locks-\(getpid())-\(tag)"
+        defer { unlink(lockFile) }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture, tag, lockFile)), "\(what)")
         _ = try waitFor("READY (\(what))", seconds: 20) { try ssiOK("logs", "\(app)").contains("READY") }
         let sum = try #require(try ssiOK("logs", "\(app)").split(separator: "\n").first { $0.hasPrefix("READY") }?.split(separator: " ").last)
         _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
@@ -157,6 +180,11 @@ struct MigrationFaultTests {
         if fault != .sourceDaemonKilled && fault != .clientKilled {
             #expect(st != 0 && said.contains("goes on on node 1"), "\(what): ssi migrate said: \(said)")
         }
+        // Its file locks, held again: at once, or (the copy the target was restoring still
+        // held them when it went on) once that copy is gone, within a few tries.
+        let deadline = Date().addingTimeInterval(10)
+        while Self.locksHeld(lockFile) != "flock held and POSIX lock held" && Date() < deadline { usleep(100_000) }
+        #expect(Self.locksHeld(lockFile) == "flock held and POSIX lock held", "\(what): its file locks: \(Self.locksHeld(lockFile)); ssi migrate said: \(said)")
         // Its memory, checked by itself.
         let r = try #require(try record(app, node: 3), "\(what): no record of \(app)")
         kill(r.pid, SIGUSR1)

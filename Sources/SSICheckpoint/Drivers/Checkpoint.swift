@@ -146,8 +146,15 @@ extension CheckpointEngine {
             if let sig = options.killSignal {
                 // The snapshot must be on disk before the application is killed; the signal is
                 // queued while every task is still stopped, so none runs past the snapshot.
-                let result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
+                var result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
                 phase.mark("checkpoint: commit")
+                if options.handOverLocks && sig == .stop {
+                    // A failure here leaves the locks held and the application going on
+                    // (the catch below lets it go without the signal); the committed image
+                    // is then a version the caller drops or keeps.
+                    result.locks = try HandedOverLocks.letGo(seized, fdTables: fdTables)
+                    if result.locks != nil { phase.mark("checkpoint: locks let go") }
+                }
                 ProcessDumper.silenceExternalTCP(fdTables)
                 letGo(signal: sig)
                 return result

@@ -43,6 +43,10 @@ public struct CheckpointEngine: Sendable {
         /// read what it has received, so that its sockets hold little to save. A throw fails
         /// the checkpoint before anything stops.
         public var beforeFreeze: (@Sendable () throws -> Void)? = nil
+        /// A migration (with killSignal .stop): once the image is committed, the stopped copy
+        /// lets go of its file locks for the target to take (HandedOverLocks, Locks.swift);
+        /// `CheckpointResult.locks` takes them back if the migration fails.
+        public var handOverLocks = false
         public init() {}
     }
 
@@ -63,6 +67,9 @@ public struct CheckpointEngine: Sendable {
         /// A migration's write tracking, still on (CheckpointOptions.killSignal .stop): the
         /// caller stops it once the application runs again somewhere, or dropping it does.
         public var tracking: WriteTracking? = nil
+        /// The locks the stopped copy let go of (CheckpointOptions.handOverLocks); nil when
+        /// it held none.
+        public var locks: HandedOverLocks? = nil
     }
 
     /// The pre-copy's write tracking left on past the dump. Stopping it closes the
