@@ -91,5 +91,6 @@ enum FidelityCases {
         FidelityCase(fixture: "fcntlmore"),
         FidelityCase(fixture: "packetsock"),
         FidelityCase(fixture: "exedeleted"),
+        FidelityCase(fixture: "procfiles"),
     ]
 }

@@ -40,3 +40,17 @@ extension ProcessRestorer {
         return UInt64(r)
     }
 }
+
+/// Files of the kernel's pseudo file systems (proc(5), sysfs(5), cgroups(7), debugfs,
+/// tracefs, securityfs, configfs, bpf, pstore, efivarfs): their size is 0 or made up and
+/// their content is generated on each read, so a saved offset (top(1) keeps /proc/stat open
+/// and has read it) is no promise about the file's size; the restart seeks there when the
+/// file lets it, and leaves the offset at 0 otherwise.
+enum PseudoFiles {
+    static let magics: Set<Int> = [0x9fa0, 0x6265_6572, 0x6367_7270, 0x0027_e0eb, 0x6462_6720, 0x7472_6163,
+                                   0x7363_6673, 0x6265_6570, 0xcafe_4a11, 0x6165_676c, 0xde5e_81e4]
+
+    static func contains(_ path: String) -> Bool {
+        ThreadFS.fileSystemType(path).map { magics.contains($0) } ?? false
+    }
+}

@@ -156,7 +156,7 @@ final class ProcessRestorer {
             if stat(f.path, &st) != 0 {
                 throw SSIError(.notFound, "PID \(pid) fd \(f.fd): file \(f.path) no longer exists", hint: "put the file back where it was, then restart again")
             }
-            if Int64(st.st_size) < f.position {
+            if Int64(st.st_size) < f.position && !PseudoFiles.contains(f.path) {
                 throw SSIError(.state, "PID \(pid) fd \(f.fd): \(f.path) is now \(st.st_size) bytes, shorter than the saved offset \(f.position)",
                                hint: "restore the file's content (e.g. from a copy taken with the snapshot) before restarting")
             }

@@ -196,7 +196,13 @@ extension ProcessRestorer {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
             if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil && f.flags & OpenFlags.path == 0 {
-                try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+                if f.position != 0 && f.kind == .regular && PseudoFiles.contains(f.path) {
+                    // Where the content is generated anew, a seek past its end fails: the
+                    // offset then stays at 0, where the program's next rewind puts it anyway.
+                    _ = try inj.raw(.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+                } else {
+                    try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+                }
             }
         }
     }
