@@ -125,7 +125,11 @@ final class AppCPUSampler: Sendable {
                 var s = seen[r.app] ?? Seen(since: now, ticks: ticks, at: now, cpu: 0)
                 let dt = now.timeIntervalSince(s.at)
                 if dt >= 0.5 {
-                    s.cpu = Double(ticks &- s.ticks) / hz / dt
+                    // Fewer ticks than last time: processes went with theirs before a parent
+                    // waited for them (cutime counts only children waited for), or the
+                    // application was restored (its counts start again at 0). That interval
+                    // is not known, not a wrap-around to 10^17 %.
+                    s.cpu = ticks >= s.ticks ? Double(ticks - s.ticks) / hz / dt : s.cpu
                     s.ticks = ticks
                     s.at = now
                 }
@@ -140,15 +144,17 @@ final class AppCPUSampler: Sendable {
         }
     }
 
-    /// utime + stime (proc(5) fields 14 and 15) of `pid` and all its descendants, found
-    /// through /proc/PID/task/TID/children, and how many of them are runnable now.
+    /// utime + stime + cutime + cstime (proc(5) fields 14 to 17) of `pid` and all its
+    /// descendants, found through /proc/PID/task/TID/children, and how many of them are
+    /// runnable now. The children's times count the processes that exited and were waited
+    /// for (a build's compilers), which leave the tree between two looks.
     static func cpuTicks(under pid: Int32) -> (UInt64, Int) {
         var total: UInt64 = 0
         var runnable = 0
         for p in processTree(pid, limit: 10_000) {
             guard let stat = try? ProcFS.read("/proc/\(p)/stat"), let close = stat.lastIndex(of: ")") else { continue }
             let f = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-            if f.count > 12 { total += (UInt64(f[11]) ?? 0) + (UInt64(f[12]) ?? 0) }
+            if f.count > 14 { total += [11, 12, 13, 14].reduce(UInt64(0)) { $0 + (UInt64(f[$1]) ?? 0) } }
             if f.first == "R" { runnable += 1 }
         }
         return (total, runnable)
