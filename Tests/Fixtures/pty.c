@@ -13,6 +13,9 @@
 // slave has the same name (ptsname, ttyname), termios and window size are as set, and the
 // queued bytes are there in both directions; pair 2 reads "line1\n", then, once the root
 // writes "ial\n" to its master, "partial\n" (the partial line kept in canonical mode).
+// With the argument "moved" (a migration, where the index may be in use on the target and
+// the pair renumbered, PTYRegistry): the names need not be the old ones, but each must name
+// the pair the process holds (ttyname's and ptsname's device is the fd's, tty_nr the slave's).
 #include "fixture.h"
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -42,8 +45,17 @@ static ssize_t read_wait(int fd, char *b, size_t n, int ms) {
     return read(fd, b, n);
 }
 
-int main(void) {
+static int moved;
+
+// The device /dev/pts/N named `name` is, or -1.
+static long rdev_of(const char *name) {
+    struct stat s;
+    return name && stat(name, &s) == 0 ? (long)s.st_rdev : -1;
+}
+
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    moved = argc > 1 && strcmp(argv[1], "moved") == 0;
     int m1 = posix_openpt(O_RDWR | O_NOCTTY);
     grantpt(m1);
     unlockpt(m1);
@@ -77,12 +89,14 @@ int main(void) {
         fixture_wait();
         fixture_failures = 0;
         EXPECT(tcgetsid(s) == getsid(0) && getsid(0) == getpid(), "child: the slave is not its session's controlling terminal (tcgetsid %d, sid %d)", tcgetsid(s), getsid(0));
+        if (moved) fstat(s, &st);                               // the pair as it is now
         EXPECT(tty_nr() == (long)st.st_rdev, "child: tty_nr %ld, expected the slave's %ld", tty_nr(), (long)st.st_rdev);
         int dt = open("/dev/tty", O_RDWR);
         EXPECT(dt >= 0, "child: /dev/tty does not open (no controlling terminal): %s", strerror(errno));
         EXPECT(tcgetpgrp(s) == getpgrp(), "child: foreground group %d, expected %d", tcgetpgrp(s), getpgrp());
         char *tn = ttyname(s);
-        EXPECT(tn && strcmp(tn, name1) == 0, "child: ttyname %s, was %s", tn ? tn : "(none)", name1);
+        if (moved) EXPECT(tn && rdev_of(tn) == (long)st.st_rdev, "child: ttyname %s does not name its slave", tn ? tn : "(none)");
+        else EXPECT(tn && strcmp(tn, name1) == 0, "child: ttyname %s, was %s", tn ? tn : "(none)", name1);
         struct termios now;
         tcgetattr(s, &now);
         EXPECT(same_termios(&now, &saved), "child: termios changed (lflag %o was %o, iflag %o was %o, cflag %o was %o)", now.c_lflag, saved.c_lflag, now.c_iflag, saved.c_iflag, now.c_cflag, saved.c_cflag);
@@ -117,7 +131,17 @@ int main(void) {
     fixture_ready();
     fixture_wait();
 
-    EXPECT(strcmp(ptsname(m1), name1) == 0 && strcmp(ptsname(m2), name2) == 0, "ptsname %s %s, were %s %s", ptsname(m1), ptsname(m2), name1, name2);
+    if (moved) {
+        struct stat s2now;
+        fstat(s2, &s2now);
+        EXPECT(rdev_of(ptsname(m2)) == (long)s2now.st_rdev, "pair 2: ptsname %s does not name the slave the root holds", ptsname(m2));
+        char now1[64], now2[64];                                // ptsname(3) returns a static buffer
+        snprintf(now1, sizeof now1, "%s", ptsname(m1));
+        snprintf(now2, sizeof now2, "%s", ptsname(m2));
+        EXPECT(rdev_of(now1) >= 0 && strcmp(now1, now2) != 0, "ptsname %s %s", now1, now2);
+    } else {
+        EXPECT(strcmp(ptsname(m1), name1) == 0 && strcmp(ptsname(m2), name2) == 0, "ptsname %s %s, were %s %s", ptsname(m1), ptsname(m2), name1, name2);
+    }
     ssize_t n = read_wait(m1, b, 9, 2000);
     EXPECT(n == 9 && memcmp(b, "to-master", 9) == 0, "pair 1: master read %zd '%.*s'", n, (int)(n > 0 ? n : 0), b);
     struct winsize w;

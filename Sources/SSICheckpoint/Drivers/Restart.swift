@@ -189,7 +189,7 @@ final class RestartSession {
                 if let ns = image.namespaces?.ipc, ipcNamespaces[ns.id] == nil { ipcNamespaces[ns.id] = try AppNamespaces.makeIPC(ns, from: snap) }
             }
             try MessageQueues.create(from: snap.processes, ipcNamespaces: ipcNamespaces)
-            try ptys.create(from: snap.processes)
+            try ptys.create(from: snap.processes, anyIndex: options.takeOver)
             // SIGTRAP: it exec'd the restore stub; SIGSTOP: it is a copy of us (Tracee.restoreStub).
             let stop = try stub.wait()
             guard stop == .signal(.trap) || stop == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected (\(stop))") }

@@ -261,7 +261,8 @@ extension ProcessRestorer {
         case .tty where ttyFD != nil && f.ptyIndex == nil:
             return (ttyFD!, false)
         default:
-            let path = f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? f.path
+            // A pair's slave by its index now (PTYRegistry.path: renumbered in a migration).
+            let path = f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? (f.kind == .tty ? ptys?.path(f) : nil) ?? f.path
             return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
         }
     }

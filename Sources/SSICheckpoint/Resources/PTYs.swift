@@ -120,23 +120,44 @@ extension ProcessDumper {
 
 /// The pairs a restart makes again, held by ssi until every process has its fds.
 final class PTYRegistry {
+    /// By the index the snapshot saved.
     private(set) var masters: [Int32: Int32] = [:]
     private var slaves: [Int32] = []
+    /// Saved index -> the index the pair has now, where it differs (`create`, anyIndex).
+    private(set) var renumbered: [Int32: Int32] = [:]
 
-    func create(from images: [ProcessImage]) throws {
+    /// The index pair `n` of the snapshot has now.
+    func current(_ n: Int32) -> Int32 { renumbered[n] ?? n }
+
+    /// The slave's path for a saved one: /dev/pts/N of a renumbered pair gives its new name.
+    func path(_ f: FileDescriptorImage) -> String {
+        guard let n = f.ptyIndex, let now = renumbered[n] else { return f.path }
+        return PTYs.slavePath(now)
+    }
+
+    /// Makes every pair again. With `anyIndex` (a migration's takeover: the source copy,
+    /// frozen on this machine or holding the index on its own, has the same index in use,
+    /// and on another machine someone else may), a pair whose index is taken gets the lowest
+    /// free one: the processes' fds, controlling terminal and foreground group follow it,
+    /// and only a name the program kept (ttyname(3) read before) is the old one.
+    func create(from images: [ProcessImage], anyIndex: Bool = false) throws {
         for image in images {
             for f in image.fds where f.kind == .ptyMaster {
                 guard let p = f.pty, masters[p.index] == nil else { continue }
                 let who = "PID \(image.pid) fd \(f.fd)"
-                let m = try openMaster(index: p.index, who: who)
+                let (m, n) = try openMaster(index: p.index, who: who, anyIndex: anyIndex)
                 masters[p.index] = m
-                guard Terminal.setIntValue(m, Terminal.setPTYLock, 0) else { throw SSIError.sys("\(who): unlock /dev/pts/\(p.index)", errno: errno) }
-                let s = open(PTYs.slavePath(p.index), O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
-                guard s >= 0 else { throw SSIError.sys("\(who): open \(PTYs.slavePath(p.index))", errno: errno) }
+                if n != p.index {
+                    renumbered[p.index] = n
+                    warn("\(who): /dev/pts/\(p.index) is in use here: the pseudo-terminal pair is /dev/pts/\(n) now")
+                }
+                guard Terminal.setIntValue(m, Terminal.setPTYLock, 0) else { throw SSIError.sys("\(who): unlock /dev/pts/\(n)", errno: errno) }
+                let s = open(PTYs.slavePath(n), O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
+                guard s >= 0 else { throw SSIError.sys("\(who): open \(PTYs.slavePath(n))", errno: errno) }
                 slaves.append(s)
                 Terminal.setWindowSize(s, [p.rows, p.columns, p.xPixels, p.yPixels])
                 guard PTYs.refill(master: m, slave: s, termios: [UInt8](p.termios), toSlave: p.toSlave, toMaster: p.toMaster) else {
-                    throw SSIError.sys("\(who): settings or queued bytes of \(PTYs.slavePath(p.index))", errno: errno)
+                    throw SSIError.sys("\(who): settings or queued bytes of \(PTYs.slavePath(n))", errno: errno)
                 }
                 if p.packetMode { Terminal.setIntValue(m, Terminal.packet, 1) }
                 if p.locked { Terminal.setIntValue(m, Terminal.setPTYLock, 1) }
@@ -144,17 +165,26 @@ final class PTYRegistry {
         }
     }
 
-    /// A master whose slave is /dev/pts/`index`: /dev/ptmx gives the lowest free index, so
-    /// lower free ones are held meanwhile; an index in use fails the restart, named.
-    private func openMaster(index: Int32, who: String) throws -> Int32 {
+    /// A master whose slave is /dev/pts/`index`, and that index: /dev/ptmx gives the lowest
+    /// free index, so lower free ones are held meanwhile; an index in use fails the restart,
+    /// named, or with `anyIndex` the pair takes the next free one.
+    private func openMaster(index: Int32, who: String, anyIndex: Bool) throws -> (Int32, Int32) {
         var held = [Int32]()
         defer { for fd in held { close(fd) } }
         while true {
             let m = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
             guard m >= 0 else { throw SSIError.sys("\(who): open /dev/ptmx for /dev/pts/\(index)", errno: errno) }
             guard let n = Terminal.intValue(m, Terminal.getPTYNumber) else { close(m); throw SSIError.sys("\(who): TIOCGPTN", errno: errno) }
-            if n == index { return m }
+            if n == index { return (m, n) }
             if n > index {
+                // The lowest free index, as a new pair would get: the first one held (the
+                // others are let go by the defer), or this one.
+                if anyIndex {
+                    guard !held.isEmpty else { return (m, n) }
+                    close(m)
+                    let first = held.removeFirst()
+                    return (first, Terminal.intValue(first, Terminal.getPTYNumber) ?? n)
+                }
                 close(m)
                 throw SSIError(.busy, "\(who): the pseudo-terminal /dev/pts/\(index) it had is in use here; nothing was restarted",
                                hint: "end the program that holds /dev/pts/\(index) (fuser /dev/pts/\(index)), then restart again")
@@ -186,7 +216,8 @@ extension ProcessRestorer {
     /// (TIOCSCTTY, ioctl_tty(2)), before it forks the session's other processes, which
     /// inherit it.
     func restoreControllingTerminal() throws {
-        guard let n = image.controllingPTY, image.sid == image.pid else { return }
+        guard let saved = image.controllingPTY, image.sid == image.pid else { return }
+        let n = ptys?.current(saved) ?? saved
         let fd = try openRaw(PTYs.slavePath(n), flags: O_RDWR | O_NOCTTY)
         if fd < 0 { throw SSIError.sys("PID \(pid): open \(PTYs.slavePath(n)), its controlling terminal", errno: Int32(-fd)) }
         let r = try inj.raw(.ioctl, UInt64(fd), UInt64(Terminal.setControlling), 0)
@@ -197,7 +228,8 @@ extension ProcessRestorer {
     /// Its foreground process group (TIOCSPGRP), once every group exists; run in the
     /// session leader, whose signals are all blocked (no SIGTTOU).
     func restoreForegroundGroup() throws {
-        guard let n = image.controllingPTY, let fg = image.foregroundGroup, fg > 0, image.sid == image.pid else { return }
+        guard let saved = image.controllingPTY, let fg = image.foregroundGroup, fg > 0, image.sid == image.pid else { return }
+        let n = ptys?.current(saved) ?? saved
         let fd = try openRaw(PTYs.slavePath(n), flags: O_RDWR | O_NOCTTY)
         if fd < 0 { throw SSIError.sys("PID \(pid): open \(PTYs.slavePath(n))", errno: Int32(-fd)) }
         try mem.write(words: [UInt64(UInt32(bitPattern: fg))], to: scratch + 2048)

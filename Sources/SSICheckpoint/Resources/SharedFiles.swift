@@ -107,7 +107,7 @@ extension ProcessRestorer {
                 // its heap that way: a /dev/shm file unlinked at once, its fd inherited by
                 // every worker).
                 let path = f.fifoDeleted == true ? (f.fifoID.flatMap { fsObjects?.fifoPath($0) } ?? f.path)
-                    : f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? f.path
+                    : f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? (f.kind == .tty ? ptys?.path(f) : nil) ?? f.path
                 fd = try reopen(f, path: path, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
             }
             try inj.call("dup3 shared", .dup3, fd, target, 0)
