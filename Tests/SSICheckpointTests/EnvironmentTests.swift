@@ -1,4 +1,6 @@
 import Foundation
+@testable import SSICheckpoint
+import SSISystem
 import SSITestSupport
 import Testing
 #if canImport(Glibc)
@@ -10,6 +12,25 @@ import Glibc
 @Suite("restart and its environment", .serialized,
        .enabled(if: TestEnv.isRoot, "needs root: ptrace of other users' processes, clone3 with set_tid, cgroup freezer"))
 struct EnvironmentTests {
+    /// A group left frozen and empty by an earlier application of the same id (its freeze
+    /// outlived it: a migration refused while it was frozen, before the fix): the next
+    /// application born into it would stop at once and its launch wait forever (seen: every
+    /// `ssi run` of a new local cluster's first application hung).
+    @Test("a frozen, empty application group left behind is thawed before a process is born into it")
+    func staleFrozenGroup() throws {
+        let freezer = try CgroupFreezer.require()
+        let app = Int32.random(in: 1_900_000_000...2_000_000_000)
+        let group = freezer.path(app)
+        try freezer.ensureGroup(group)
+        defer { rmdir(group) }
+        try ProcFS.write("\(group)/cgroup.freeze", "1")
+        #expect(freezer.isFrozen(app))
+        let fd = try freezer.openGroup(app)
+        close(fd)
+        #expect(!freezer.isFrozen(app), "the stale group is still frozen")
+        #expect((try ProcFS.read("\(group)/cgroup.freeze")).hasPrefix("0"))
+    }
+
     @Test("a file that is gone, or now shorter than the saved offset, is a clear error; once back, restart works")
     func filesChanged() throws {
         let w = try World("fileschanged")

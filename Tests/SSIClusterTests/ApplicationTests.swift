@@ -202,6 +202,22 @@ extension ApplicationTests {
         let after = try #require(try record(app, node: 3))
         #expect(after.node == 1 && after.state == .running && after.pid == first.pid)
         for p in NodeTree.of(first.pid) { #expect(Proc.state(p) != "T", "PID \(p) was left stopped") }
+        // An application traced by a program of its own (strace) cannot be seized: refused,
+        // and left running, not frozen (the freezer froze it before the seize failed).
+        if let strace = toolPath("strace") {
+            let traced = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", strace, "-f", "-o", "/dev/null", "/bin/sleep", "300")))
+            _ = try ssiOK("caps", "\(traced)", "+CAN_MIGRATE")
+            _ = try waitFor("the traced sleep", seconds: 10) { try record(traced, node: 1).map { NodeTree.of($0.pid).count >= 3 } ?? false }
+            for _ in 0..<2 {
+                let refused = try ssi("migrate", "\(traced)", "2")
+                #expect(refused.code != 0 && refused.out.contains("cannot trace") && refused.out.contains("goes on on node 1"), "\(refused.out)")
+                let state = try record(traced, node: 1)?.state
+                #expect(state == .running, "left \(state?.rawValue ?? "no record")")
+            }
+            _ = try ssi("kill", "\(traced)", "--signal", "KILL")
+        } else {
+            print("migrateAroundTheCluster: the traced-application case skipped: strace is not installed")
+        }
         var last = first
         // Versions are numbered across the cluster: a checkpoint after each move takes a
         // number above every earlier one, wherever it was made (a target that never held a

@@ -93,7 +93,8 @@ extension CheckpointEngine {
                            hint: "drop --precopy, or unfreeze it (ssi checkpoint -u \(app)) and checkpoint with --precopy")
         }
         if !options.alreadyFrozen && frozen {
-            throw SSIError(.state, "application \(app) is frozen", hint: "use `ssi checkpoint -c \(app)` to dump it as it is, or `ssi checkpoint -u \(app)` to unfreeze it")
+            let id = options.applicationID ?? app
+            throw SSIError(.state, "application \(id) is frozen", hint: "use `ssi checkpoint -c \(id)` to dump it as it is, or `ssi checkpoint -u \(id)` to unfreeze it")
         }
         return frozen
     }
@@ -167,6 +168,10 @@ extension CheckpointEngine {
         } catch {
             writer.abort()
             letGo()
+            // Frozen by us (freezeFirst) and never thawed: the seize failed before it let the
+            // tasks into their ptrace stops (a task already traced, by strace or a debugger).
+            // The application goes on as it was: running.
+            if freezeFirst && !frozen, let freezer, freezer.isFrozen(app) { try? freezer.thaw(app) }
             throw error
         }
     }

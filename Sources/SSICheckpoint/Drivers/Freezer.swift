@@ -61,7 +61,16 @@ public struct CgroupFreezer: Sendable {
 
     func ensureGroup(_ p: String) throws {
         if mkdir(base, 0o755) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(base)", errno: errno, hint: "run as root") }
-        if mkdir(p, 0o755) != 0 && errno != EEXIST { throw SSIError.sys("mkdir \(p)", errno: errno) }
+        if mkdir(p, 0o755) != 0 {
+            guard errno == EEXIST else { throw SSIError.sys("mkdir \(p)", errno: errno) }
+            // A group left frozen and empty (an earlier application with the same id, whose
+            // freeze outlived it): a process born into it would stop at once, and the launch
+            // would wait for it forever. No process is in it: nobody's freeze is undone.
+            if (try? ProcFS.read("\(p)/cgroup.freeze"))?.hasPrefix("1") == true,
+               (try? ProcFS.read("\(p)/cgroup.procs"))?.isEmpty == true {
+                try? ProcFS.write("\(p)/cgroup.freeze", "0")
+            }
+        }
     }
 
     /// Moves a process into its application's group (for processes not started by ssi run).
