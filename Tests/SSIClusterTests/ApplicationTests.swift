@@ -1,4 +1,5 @@
 import Foundation
+import SSILocalCluster
 import SSIProcessTable
 import SSISystem
 import SSITestSupport
@@ -218,6 +219,17 @@ extension ApplicationTests {
         } else {
             print("migrateAroundTheCluster: the traced-application case skipped: strace is not installed")
         }
+        // A TCP connection to a peer outside the cluster's applications (etcd, in the hub):
+        // refused before anything stops, naming the connection, the application untouched.
+        let outside = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", "python3", "-c",
+            "import socket, time\ns = socket.create_connection(('\(LocalCluster.subnet).254', 2379))\nprint('connected', flush=True)\nwhile True: time.sleep(1)")))
+        _ = try ssiOK("caps", "\(outside)", "+CAN_MIGRATE")
+        _ = try waitFor("its connection", seconds: 15) { try ssiOK("logs", "\(outside)").contains("connected") }
+        let refused = try ssi("migrate", "\(outside)", "2")
+        #expect(refused.code != 0 && refused.out.contains("refused: PID") && refused.out.contains("-> \(LocalCluster.subnet).254:2379")
+                && refused.out.contains("goes on on node 1") && !refused.out.contains("--tcp-established"), "\(refused.out)")
+        #expect(try record(outside, node: 1)?.state == .running)
+        _ = try ssi("kill", "\(outside)", "--signal", "KILL")
         var last = first
         // Versions are numbered across the cluster: a checkpoint after each move takes a
         // number above every earlier one, wherever it was made (a target that never held a
