@@ -195,8 +195,8 @@ extension NodeApplications {
 
     /// The error of a migration whose dump failed before the application stopped. What the
     /// engine cannot save (an fd of a kind it does not support, a TCP connection to a peer
-    /// outside the cluster's applications) is said as a refusal, without the checkpoint's
-    /// own advice (its flags `-i` and `--tcp-established` are not `ssi migrate`'s).
+    /// outside the cluster's applications) is said as a refusal, with advice of its own: the
+    /// engine's (`-i`, `--tcp-established`) is `ssi checkpoint`'s, not `ssi migrate`'s.
     static func refusal(_ error: Error, app: Int32, target: NodeID, me: NodeID) -> SSIError {
         guard let e = error as? SSIError else {
             return SSIError(.system, "migration of application \(app) to node \(target) failed before it stopped: \(error); it goes on on node \(me)", hint: "see node \(target)'s log")
@@ -204,9 +204,9 @@ extension NodeApplications {
         guard e.kind == .unsupported else {
             return SSIError(e.kind, "migration of application \(app) to node \(target) failed before it stopped: \(e.message); it goes on on node \(me)", hint: e.hint ?? "see node \(target)'s log")
         }
-        let what = e.message.replacingOccurrences(of: " (use --tcp-established to save it)", with: "")
-            .replacingOccurrences(of: "; nothing was written and the application goes on", with: "")
-            .replacingOccurrences(of: " is not supported yet", with: " cannot move with it")
+        // The engine's closing words say the same as ours, for a checkpoint.
+        let ending = "; nothing was written and the application goes on"
+        let what = e.message.hasSuffix(ending) ? String(e.message.dropLast(ending.count)) : e.message
         return SSIError(.unsupported, "migration of application \(app) to node \(target) refused: \(what); it goes on on node \(me), untouched",
                         hint: "end that in the application first; or checkpoint it with `ssi checkpoint -i \(app)` (such fds come back closed) and `ssi restart \(app) --node \(target)`")
     }

@@ -195,15 +195,20 @@ extension ProcessRestorer {
             if f.kind.isSocket && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
-            if (f.kind == .regular || f.kind == .directory) && f.sharedID == nil && f.flags & OpenFlags.path == 0 {
-                if f.position != 0 && f.kind == .regular && PseudoFiles.contains(f.path) {
-                    // Where the content is generated anew, a seek past its end fails: the
-                    // offset then stays at 0, where the program's next rewind puts it anyway.
-                    _ = try inj.raw(.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
-                } else {
-                    try inj.call("lseek fd \(f.fd)", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
-                }
-            }
+            if f.sharedID == nil { try restoreOffset(f, fd: target) }
+        }
+    }
+
+    /// Puts a file's or directory's offset back on `fd` (none on an O_PATH fd: lseek(2) on it
+    /// is EBADF, open(2)). A file of a pseudo file system (PseudoFiles), whose content is
+    /// generated anew, may refuse a seek past its end: the offset then stays at 0, where the
+    /// program's next rewind puts it anyway.
+    func restoreOffset(_ f: FileDescriptorImage, fd: UInt64) throws {
+        guard f.kind == .regular || f.kind == .directory, f.flags & OpenFlags.path == 0 else { return }
+        if f.position != 0 && f.kind == .regular && PseudoFiles.contains(f.path) {
+            _ = try inj.raw(.lseek, fd, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+        } else {
+            try inj.call("lseek fd \(f.fd)", .lseek, fd, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
         }
     }
 

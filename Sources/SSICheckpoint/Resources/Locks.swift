@@ -116,7 +116,7 @@ enum FileLockCalls {
 /// migration fails, `takeBack` takes them again in the stopped copy before it goes on.
 public final class HandedOverLocks: @unchecked Sendable {
     struct Held: Codable {
-        var pid: Int32          // the process, as /proc and ptrace reach it (a live thread for an exited leader)
+        var pid: Int32
         var fd: Int32
         var path: String
         var lock: FileLock
@@ -143,20 +143,19 @@ public final class HandedOverLocks: @unchecked Sendable {
     /// was let go of, then throws: the application keeps its locks and goes on.
     static func letGo(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]]) throws -> HandedOverLocks? {
         var held = [Held]()
-        for pid in seized.tree.pids {
-            guard seized.threads[pid] != nil, let fds = fdTables[pid] else { continue }
-            let handle = seized.exitedLeaders[pid] ?? pid
-            for f in fds { for l in f.locks ?? [] where l.kind != "LEASE" { held.append(Held(pid: handle, fd: f.fd, path: f.path, lock: l)) } }
+        for pid in seized.tree.pids where seized.threads[pid] != nil {
+            for f in fdTables[pid] ?? [] { for l in f.locks ?? [] where l.kind != "LEASE" { held.append(Held(pid: pid, fd: f.fd, path: f.path, lock: l)) } }
         }
         guard !held.isEmpty else { return nil }
         let locks = HandedOverLocks(root: seized.root, held: held)
-        var done = [Held]()
-        do {
-            try locks.apply(held, take: false, threads: seized.threads, exitedLeaders: seized.exitedLeaders) { done.append($0) }
-        } catch {
-            let notBack = (try? locks.apply(done, take: true, threads: seized.threads, exitedLeaders: seized.exitedLeaders) { _ in }) == nil
-            throw SSIError(.system, "could not let go of the file locks of application \(seized.root) for its target: \(error)"
-                           + (notBack ? "; some were not taken back" : ""), hint: "the application goes on here with its locks")
+        let results = try locks.apply(held, take: false, in: seized)
+        let refused = results.filter { $0.errno != 0 }
+        guard refused.isEmpty else {
+            let released = results.filter { $0.errno == 0 }.map(\.held)
+            let notBack = ((try? locks.apply(released, take: true, in: seized)) ?? []).filter { $0.errno != 0 }.count
+            let why = refused.map { Self.name($0.held) + ": " + String(cString: strerror($0.errno)) }.joined(separator: "; ")
+            throw SSIError(.system, "could not let go of the file locks of application \(seized.root) for its target: \(why)"
+                           + (notBack > 0 ? "; \(notBack) were not taken back" : ""), hint: "the application goes on here with its locks; try the migration again")
         }
         return locks
     }
@@ -203,43 +202,36 @@ public final class HandedOverLocks: @unchecked Sendable {
     }
 
     /// One try at every lock of `locks` in the seized copy: those that failed for good,
-    /// named, and those another process holds.
+    /// named, and those another process holds (a conflict: F_SETLK's EAGAIN or EACCES,
+    /// flock's EWOULDBLOCK).
     private func pass(_ locks: [Held], _ seized: SeizedApplication) -> (failed: [String], held: [Held]) {
-        var failed = [String](), again = [Held]()
-        do {
-            try apply(locks, take: true, threads: seized.threads, exitedLeaders: seized.exitedLeaders, stopOnError: false,
-                      failed: { h, e in
-                          // A conflict: F_SETLK's EAGAIN or EACCES, flock's EWOULDBLOCK.
-                          if e == EAGAIN || e == EACCES { again.append(h) } else { failed.append(Self.name(h) + ": " + String(cString: strerror(e))) }
-                      }) { _ in }
-        } catch {
+        let results: [(held: Held, errno: Int32)]
+        do { results = try apply(locks, take: true, in: seized) } catch {
             return (["\(locks.count) locks of application \(root): \(error)"], [])
         }
-        return (failed, again)
+        let failed = results.filter { $0.errno != 0 && $0.errno != EAGAIN && $0.errno != EACCES }
+        return (failed.map { Self.name($0.held) + ": " + String(cString: strerror($0.errno)) },
+                results.filter { $0.errno == EAGAIN || $0.errno == EACCES }.map(\.held))
     }
 
     static func name(_ h: Held) -> String {
         "PID \(h.pid) fd \(h.fd): \(h.lock.kind) \(h.lock.write ? "write" : "read") lock on \(h.path) [\(h.lock.start), \(h.lock.end.map(String.init) ?? "EOF")]"
     }
 
-    /// Takes or drops `locks`, one injection session per process. With `stopOnError`, the
-    /// first refused call throws; otherwise refused ones go to `failed`.
-    private func apply(_ locks: [Held], take: Bool, threads: [Int32: [Int32]], exitedLeaders: [Int32: Int32], stopOnError: Bool = true,
-                       failed: (Held, Int32) -> Void = { _, _ in }, _ applied: (Held) -> Void) throws {
-        let byProcess = Dictionary(grouping: locks, by: \.pid)
-        for (handle, list) in byProcess.sorted(by: { $0.key < $1.key }) {
-            let pid = exitedLeaders.first { $0.value == handle }?.key ?? handle
-            try FileLockCalls.inProcess(handle, threads: threads[pid] ?? [handle]) { inj, mem, scratch in
+    /// Takes or drops `locks` in the seized processes, one injection session per process;
+    /// each lock's errno (0: done). Throws only when a process cannot be injected into. A
+    /// process whose leader exited is reached through a live thread (ExitedLeader).
+    private func apply(_ locks: [Held], take: Bool, in seized: SeizedApplication) throws -> [(held: Held, errno: Int32)] {
+        var out = [(held: Held, errno: Int32)]()
+        for (pid, list) in Dictionary(grouping: locks, by: \.pid).sorted(by: { $0.key < $1.key }) {
+            let handle = seized.exitedLeaders[pid] ?? pid
+            try FileLockCalls.inProcess(handle, threads: seized.threads[pid] ?? [handle]) { inj, mem, scratch in
                 for h in list {
                     let r = try FileLockCalls.apply(h.lock, fd: h.fd, take: take, inj: inj, mem: mem, scratch: scratch)
-                    if r < 0 {
-                        if stopOnError { throw SSIError.sys("\(Self.name(h)): \(take ? "taking it" : "letting go of it")", errno: Int32(-r)) }
-                        failed(h, Int32(-r))
-                    } else {
-                        applied(h)
-                    }
+                    out.append((h, r < 0 ? Int32(-r) : 0))
                 }
             }
         }
+        return out
     }
 }

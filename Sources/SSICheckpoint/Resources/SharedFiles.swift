@@ -111,14 +111,7 @@ extension ProcessRestorer {
                 fd = try reopen(f, path: path, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
             }
             try inj.call("dup3 shared", .dup3, fd, target, 0)
-            // An O_PATH fd has no offset (lseek(2) on it is EBADF, open(2)).
-            if (f.kind == .regular || f.kind == .directory) && f.flags & OpenFlags.path == 0 {
-                if f.position != 0 && f.kind == .regular && PseudoFiles.contains(f.path) {
-                    _ = try inj.raw(.lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))   // as Files.swift: 0 if it cannot
-                } else {
-                    try inj.call("lseek shared", .lseek, target, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
-                }
-            }
+            try restoreOffset(f, fd: target)
             if !(f.kind == .tty && useCallerTerminal) { try inj.call("close", .close, fd) }
         }
     }

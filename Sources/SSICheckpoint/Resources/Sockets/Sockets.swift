@@ -180,13 +180,14 @@ extension ProcessDumper {
                         if let i = tables[pid]!.firstIndex(where: { $0.fd == carrier.fd }) { tables[pid]![i].external = true }
                         continue
                     }
-                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application (use --tcp-established to save it)"
+                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application"
                 }
                 guard let problem else { continue }
                 let inFlight = f.socketID != carrier.socketID ? "a socket in flight in it: " : ""
                 if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == carrier.fd }; break }
+                let tcp = problem.hasPrefix("TCP connection") ? "`ssi checkpoint --tcp-established` to save it, or " : ""
                 throw SSIError(.unsupported, "PID \(pid) fd \(carrier.fd): \(inFlight)\(problem) is not supported yet; nothing was written and the application goes on",
-                               hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+                               hint: "use \(tcp)`ssi checkpoint -i` to restore it as a closed fd")
               }
             }
         }
