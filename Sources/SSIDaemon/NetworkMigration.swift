@@ -139,8 +139,13 @@ final class NetworkMigrationHooks: MigrationHooks {
         let hold: @Sendable () throws -> Void = {
             var clock = PhaseClock()
             defer { clock.mark("network: incoming held, connections drained") }
+            // Its listeners, found before the hold (a walk of its fds): a new one has no
+            // connection to accept meanwhile, the SYNs being held.
+            let listeners = Connections.listening(root: root)
+            clock.mark("network: listeners found")
             guard try side?.holdIncoming(app: app, address: address, root: root) == true else { return }
-            let left = Connections.drain(outside, listeners: Connections.listening(root: root),
+            clock.mark("network: incoming held")
+            let left = Connections.drain(outside, listeners: listeners,
                                          handshakes: { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 })
             logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
         }

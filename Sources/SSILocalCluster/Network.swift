@@ -16,7 +16,9 @@ extension LocalCluster {
         try Proc.run([ip, "-n", hub, "link", "set", "ssi-br0", "up"])
         for k in 1...nodes {
             let ns = nodeNamespace(k)
-            try Proc.run([ip, "netns", "add", ns])
+            // Its TCP table of its own: /proc/net/tcp of a node is read on every move of its
+            // applications (PrivateTCPHash).
+            try PrivateTCPHash.during { try Proc.run([ip, "netns", "add", ns]) }
             try Proc.run([ip, "-n", hub, "link", "add", "ssi-h\(k)", "type", "veth", "peer", "name", "eth0", "netns", ns])
             try Proc.run([ip, "-n", hub, "link", "set", "ssi-h\(k)", "master", "ssi-br0", "up"])
             try Proc.run([ip, "-n", ns, "link", "set", "lo", "up"])

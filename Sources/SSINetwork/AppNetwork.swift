@@ -112,7 +112,7 @@ public enum AppLink {
             if attempt > 0 { usleep(20_000) }
         }
         let fd: Int32
-        do { fd = try ThreadFS.makeNetworkNamespace() } catch {
+        do { fd = try ThreadFS.makeNetworkNamespace(privateTCPHash: true) } catch {
             throw SSIError(.permission, "could not make a network namespace for application \(app): \(error)", hint: "application addresses need root (CAP_SYS_ADMIN, CAP_NET_ADMIN)")
         }
         do {

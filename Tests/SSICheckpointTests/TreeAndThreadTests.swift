@@ -86,12 +86,24 @@ struct TreeAndThreadTests {
         let app = try w.start([try TestEnv.fixture("threads")])
         defer { w.cleanUp(app) }
         #expect(w.waitLog("READY"))
+        // Each thread's CPUs: the restorer pins itself and what it creates to one CPU while
+        // it works (Restart.swift); every thread must have its own back.
+        func cpus() -> [String] {
+            let tasks = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(app)/task")) ?? []).sorted()
+            return tasks.map { t in
+                let status = (try? String(contentsOfFile: "/proc/\(app)/task/\(t)/status", encoding: .utf8)) ?? ""
+                return t + ":" + (status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") } ?? "?")
+            }
+        }
+        let before = cpus()
+        #expect(before.count > 1, "the fixture has threads: \(before)")
         for round in 1...10 {
             let ck = try w.checkpointKill(app)
             try #require(ck.status == 0, "round \(round): \(ck.output)")
             #expect(ck.field("Version") == "\(round)")
             let rs = try w.ssi("restart", "\(app)")
             try #require(rs.status == 0, "round \(round): \(rs.output)")
+            #expect(cpus() == before, "round \(round): each thread's CPUs as before the checkpoint")
         }
         kill(app, SIGUSR1)
         #expect(w.waitLog("PASS"), "\(w.log())")

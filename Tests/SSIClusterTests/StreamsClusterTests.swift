@@ -472,6 +472,18 @@ struct StreamsClusterTests {
         let pid = try #require(try record(own, node: 3)?.pid)
         let r = try Proc.run(["nsenter", "--target", "\(pid)", "--net", "--", "ip", "-4", "-o", "addr"], check: false)
         #expect(r.1.contains("eth0") && r.1.contains("\(a)/32") && !r.1.contains("10.77.0.3"), "\(r.1)")
+        // Its TCP table is its own (PrivateTCPHash: /proc/net/tcp there is read in a move's
+        // hold), as is each node's; the setting they were made with is put back.
+        func ehash(_ ns: [String]) throws -> String {
+            try Proc.run(["nsenter"] + ns + ["--", "cat", "/proc/sys/net/ipv4/tcp_ehash_entries"], check: false).1.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let hostSetting = try String(contentsOfFile: "/proc/sys/net/ipv4/tcp_child_ehash_entries", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        if hostSetting == "0" {
+            #expect(try ehash(["--target", "\(pid)", "--net"]) == "\(PrivateTCPHash.entries)", "the application's namespace has a TCP table of its own")
+            #expect(try ehash(["--net=/run/netns/\(lc.nodeNamespace(3))"]) == "\(PrivateTCPHash.entries)", "node 3's namespace has a TCP table of its own")
+            let node = try Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(3))", "--", "cat", "/proc/sys/net/ipv4/tcp_child_ehash_entries"], check: false).1
+            #expect(node.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "node 3's setting is put back after its daemon made the namespace")
+        }
         #expect(try JSONDecoder().decode([StreamRow].self, from: Data(try ssiOK("streams", "--json").utf8)).isEmpty, "no connection, no stream")
         let local = try ssi("run", "--local", "--net", "app", "--", "true")
         #expect(local.code != 0 && local.out.contains("--net needs a cluster"), "\(local.out)")

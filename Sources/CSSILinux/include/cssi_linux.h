@@ -274,6 +274,8 @@ int cssi_set_policy(int tid, int policy, int priority);
 // CPU affinity as 64-bit words of a mask of `words * 64` CPUs: sched_getaffinity(2).
 int cssi_get_affinity(int tid, unsigned long long *mask, int words);
 int cssi_set_affinity(int tid, const unsigned long long *mask, int words);
+/* The CPU the calling thread runs on (sched_getcpu(3)), or -errno. */
+int cssi_current_cpu(void);
 // I/O priority (class << 13 | data): ioprio_get/ioprio_set(IOPRIO_WHO_PROCESS, tid), no
 // glibc wrapper.
 int cssi_get_ioprio(int tid);

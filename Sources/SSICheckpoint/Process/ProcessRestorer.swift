@@ -69,6 +69,10 @@ final class ProcessRestorer {
     /// at ssi's own number, a forked child at its parent's slot; rebuild() moves it above
     /// the image's fds and finish() closes it. nil: files are taken by ssi's PID.
     var ssiPidFD: UInt64?
+    /// The restorer's CPU mask before it pinned itself (Restart): what a thread gets whose
+    /// own cannot be set here (none of its CPUs on this node, or not saved), instead of the
+    /// restorer's one CPU.
+    var unpinnedCPUs: [UInt64]?
 
     private(set) var tracee: Tracee
     var inj: Injector

@@ -555,7 +555,7 @@ final class FastFill {
         let failure = Mutex<SSIError?>(nil)
         // Plain values across the threads: the fd, the pid and the mapping's address.
         let (fd, pid, base, all) = (uffd.fd, uffd.pid, UInt(bitPattern: self.base), pieces)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
+        let copy = { DispatchQueue.concurrentPerform(iterations: workers) { w in
             for k in stride(from: w, to: all.count, by: workers) {
                 if overlap.load(ordering: .relaxed) || failure.withLock({ $0 != nil }) { return }
                 let p = all[k]
@@ -579,7 +579,9 @@ final class FastFill {
                 // on one thread, after the last copy and before the process could run.
                 madvise(UnsafeMutableRawPointer(bitPattern: base + UInt(p.offset)), Int(p.count), MADV_DONTNEED)
             }
-        }
+        } }
+        // The restorer is pinned to one CPU (Restart), and workers it starts would be too.
+        if workers > 1 { TaskScheduling.unpinned(copy) } else { copy() }
         if let e = failure.withLock({ $0 }) { throw e }
         // Runs that overlap (an image written by another version?): the whole area is
         // written again by the plain path, in order, over what is there.

@@ -35,7 +35,7 @@ enum Scheduling {
     /// naming it: the process runs, scheduled as the restorer was in that respect (a
     /// real-time policy refused in a cgroup without a real-time budget, CPUs this node does
     /// not have). `who`: "PID p thread t" for the messages.
-    static func apply(_ s: ThreadScheduling, task: Int32, who: String) {
+    static func apply(_ s: ThreadScheduling, task: Int32, who: String, otherwise cpus: [UInt64]? = nil) {
         // The policy first: a real-time policy makes the kernel ignore the timer slack.
         var e = TaskScheduling.setPolicy(task, s.policy, priority: s.priority)
         if e != 0 { warn("\(who): scheduling policy \(s.policy) priority \(s.priority) not restored: \(String(cString: strerror(-e)))") }
@@ -46,6 +46,7 @@ enum Scheduling {
         e = TaskScheduling.setAffinity(task, mask)
         if e != 0 {
             // EINVAL: none of its CPUs is online here (another node, with fewer CPUs).
+            if let cpus { _ = TaskScheduling.setAffinity(task, cpus) }
             warn("\(who): CPU affinity \(cpuList(s.cpus)) not restored (\(String(cString: strerror(-e)))); it may run on any CPU of this node")
         }
         if s.timerSlackNs > 0 {

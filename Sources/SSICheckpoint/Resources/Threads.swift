@@ -112,8 +112,12 @@ extension ProcessRestorer {
     /// the restore down.
     func restoreScheduling() throws {
         for t in image.threads {
-            guard let s = t.scheduling else { continue }
-            Scheduling.apply(s, task: t.tid == image.pid ? pid : try taskID(t.tid), who: "PID \(image.pid) thread \(t.tid)")
+            let task = t.tid == image.pid ? pid : try taskID(t.tid)
+            guard let s = t.scheduling else {
+                if let m = unpinnedCPUs { _ = TaskScheduling.setAffinity(task, m) }
+                continue
+            }
+            Scheduling.apply(s, task: task, who: "PID \(image.pid) thread \(t.tid)", otherwise: unpinnedCPUs)
         }
     }
 
