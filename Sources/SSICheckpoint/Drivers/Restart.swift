@@ -183,7 +183,13 @@ final class RestartSession {
         // migration's freeze of redis: the tree built in 19-24 ms instead of 33-43. Threads
         // of ssi started meanwhile (pthread_create copies the mask too) get theirs back.
         unpinnedCPUs = TaskScheduling.pinCallingThread(words: Scheduling.maskWords)
-        defer { if let m = unpinnedCPUs { TaskScheduling.unpinThreads(from: TaskScheduling.affinity(0, words: m.count), to: m) } }
+        var pinned = unpinnedCPUs != nil
+        func unpin() {
+            guard pinned, let m = unpinnedCPUs else { return }
+            pinned = false
+            TaskScheduling.unpinThreads(from: TaskScheduling.affinity(0, words: m.count), to: m)
+        }
+        defer { unpin() }
         let stub: Tracee
         do { stub = try spawnRoot(root, freezer: freezer) } catch { throw check?.finish() ?? error }
         clock.mark("restart: spawn root shell")
@@ -229,6 +235,10 @@ final class RestartSession {
             takeover.undo()
             throw corrupt ?? error
         }
+        // Before any process runs: one that wakes on this CPU (a spinning loop) would
+        // otherwise keep this pinned thread from the rest for its whole time slice (5 ms
+        // seen between two detaches).
+        unpin()
         takeover.commit()
         if options.leaveFrozen, let freezer {
             try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")
