@@ -65,11 +65,18 @@ public final class RPCNode: Sendable {
         addresses.withLock { $0[node] = (host, port) }
     }
 
+    /// Reads of up to 1 MiB (NIO's default stops at 64 KiB), up to 16 before the loop looks
+    /// at its other channels: a migration's image comes as frames of megabytes, and each
+    /// read is a pass through the decoder, on a loop that shares two CPUs with the dump.
+    static let reads = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 1 << 20)
+
     public func listen(host: String, port: Int) async throws -> Int {
         let ch = try await ServerBootstrap(group: group, childGroup: loop)
             .serverChannelOption(.backlog, value: 128)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.recvAllocator, value: Self.reads)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { [self] ch in
                 ch.eventLoop.makeCompletedFuture { try self.install(on: ch, outgoing: false, expect: nil) }
             }
@@ -109,6 +116,8 @@ public final class RPCNode: Sendable {
             ch = try await ClientBootstrap(group: loop)
                 .connectTimeout(.seconds(1))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.recvAllocator, value: Self.reads)
+                .channelOption(.maxMessagesPerRead, value: 16)
                 .channelInitializer { ch in
                     ch.eventLoop.makeCompletedFuture { made.succeed(try self.install(on: ch, outgoing: true, expect: node)) }
                 }

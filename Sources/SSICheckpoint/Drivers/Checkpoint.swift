@@ -108,7 +108,9 @@ extension CheckpointEngine {
         // The cgroup and the snapshot's id: the root's PID, or a cluster application's id.
         let app = options.applicationID ?? root
         var refreeze = false
+        var pin: DumpPin? = nil
         func letGo(signal: Signal? = nil) {
+            pin?.undo()
             // A -c checkpoint leaves the application frozen: freeze the group again before
             // the tasks leave their ptrace stops.
             if refreeze, let freezer { try? ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1") }
@@ -129,6 +131,7 @@ extension CheckpointEngine {
             phase.mark("checkpoint: freeze")
             try seized.seize(thaw: frozen || freezeFirst ? { try freezer?.thaw(app); refreeze = frozen } : nil)
             phase.mark("checkpoint: seize")
+            pin = DumpPin(seized)
             let t0 = DispatchTime.now()
             phase.mark("checkpoint: stop every task")
             try options.whenFrozen?()

@@ -1,6 +1,8 @@
 import Foundation
 import SSIImage
+import SSIInject
 import SSISystem
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,7 +23,7 @@ enum Scheduling {
     /// restored with the restorer's, as before version 9).
     static func read(tid: Int32) -> ThreadScheduling? {
         guard let (nice, policy, priority) = TaskScheduling.policy(tid),
-              var mask = TaskScheduling.affinity(tid, words: maskWords) else { return nil }
+              var mask = DumpPin.masks.withLock({ $0[tid] }) ?? TaskScheduling.affinity(tid, words: maskWords) else { return nil }
         while mask.count > 1 && mask.last == 0 { mask.removeLast() }
         let io = TaskScheduling.ioPriority(tid)
         guard io >= 0 else { return nil }
@@ -72,4 +74,42 @@ enum Scheduling {
         }
         return parts.isEmpty ? "(none)" : parts.joined(separator: ",")
     }
+}
+
+/// The dump's ptrace round trips on one CPU (as the restore's: Restart.swift): the dumping
+/// thread is pinned to the CPU it runs on, and every seized task to the same one, from the
+/// seize to the release, which gives each its own mask back first. The masks read for the
+/// snapshot are the ones from before (`masks`, by task id on this node).
+final class DumpPin {
+    static let masks = Mutex<[Int32: [UInt64]]>([:])
+    private let mine: [UInt64]
+    private let one: [UInt64]?
+    private var tasks: [Int32: [UInt64]] = [:]
+    private var undone = false
+
+    init?(_ seized: SeizedApplication) {
+        guard let mine = TaskScheduling.pinCallingThread(words: Scheduling.maskWords) else { return nil }
+        self.mine = mine
+        one = TaskScheduling.affinity(0, words: Scheduling.maskWords)
+        guard let one else { return }
+        for tid in seized.threads.values.joined() {
+            guard let m = TaskScheduling.affinity(tid, words: Scheduling.maskWords), m != one,
+                  TaskScheduling.setAffinity(tid, one) == 0 else { continue }
+            tasks[tid] = m
+        }
+        let saved = tasks
+        Self.masks.withLock { $0.merge(saved) { _, new in new } }
+    }
+
+    /// Each task's mask back, and this thread's (and those of threads it started).
+    func undo() {
+        guard !undone else { return }
+        undone = true
+        for (tid, m) in tasks { _ = TaskScheduling.setAffinity(tid, m) }
+        let keys = Array(tasks.keys)
+        Self.masks.withLock { for k in keys { $0[k] = nil } }
+        TaskScheduling.unpinThreads(from: one, to: mine)
+    }
+
+    deinit { undo() }
 }
