@@ -97,10 +97,15 @@ struct TreeAndThreadTests {
         }
         let before = cpus()
         #expect(before.count > 1, "the fixture has threads: \(before)")
+        // A checkpoint that lets it go on: the dump pins every seized task to its own CPU
+        // (DumpPin) and must give each its mask back.
+        let plain = try w.ssi("checkpoint", "\(app)")
+        try #require(plain.status == 0, "\(plain.output)")
+        #expect(cpus() == before, "after a checkpoint, each thread's CPUs as before")
         for round in 1...10 {
             let ck = try w.checkpointKill(app)
             try #require(ck.status == 0, "round \(round): \(ck.output)")
-            #expect(ck.field("Version") == "\(round)")
+            #expect(ck.field("Version") == "\(round + 1)")
             let rs = try w.ssi("restart", "\(app)")
             try #require(rs.status == 0, "round \(round): \(rs.output)")
             #expect(cpus() == before, "round \(round): each thread's CPUs as before the checkpoint")
