@@ -28,7 +28,7 @@ public enum TaskScheduling {
 
     /// Pins the calling thread to the CPU it runs on; returns its mask before (to give back
     /// with `setAffinity(0, mask)`), or nil when either call was refused (nothing changed).
-    /// See CPUPin.
+    /// Used by the restore (RestartSession.run) and the dump (DumpPin).
     public static func pinCallingThread(words: Int = 16) -> [UInt64]? {
         guard let old = affinity(0, words: words) else { return nil }
         let cpu = Int(cssi_current_cpu())
