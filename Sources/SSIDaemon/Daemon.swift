@@ -1,6 +1,8 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SSIImage
 import SSIKDDM
 import SSIMembership
 import SSIObserve
@@ -41,6 +43,9 @@ public final class NodeDaemon: Sendable {
         let (config, logger) = (core.config, core.logger)
         let port = try await core.rpc.listen(host: config.listenHost, port: config.listenPort)
         logger.info("ssid: node \(config.node) session \(config.session) RPC on \(config.listenHost):\(port)")
+        // The runtime's one-time costs of a snapshot's encoding and decoding, paid now rather
+        // than inside the first migration's freeze (SnapshotWarmUp).
+        DispatchQueue.global(qos: .utility).async { SnapshotWarmUp.run() }
         for p in parts { try await p.start() }
         try await join()
         for p in parts {

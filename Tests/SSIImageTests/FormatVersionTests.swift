@@ -264,3 +264,10 @@ struct BlobFileTests {
         try String(CRC32C.checksum(bytes), radix: 16).write(toFile: "\(dir)/manifest.crc", atomically: false, encoding: .utf8)
     }
 }
+
+/// The daemon's warm-up (SnapshotWarmUp, run at its start so that its first migration does
+/// not pay the runtime's one-time costs inside the freeze) must go on exercising the core
+/// file's encoding and decoding: its image round-trips.
+@Test func warmUpImageRoundTrips() {
+    #expect(SnapshotWarmUp.run())
+}
