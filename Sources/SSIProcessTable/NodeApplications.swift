@@ -28,6 +28,10 @@ public final class NodeApplications: Sendable {
     let local = Mutex<[Int32: Int32]>([:])
     /// What the last refresh wrote, per application (processes, rss).
     let written = Mutex<[Int32: (Int, UInt64, AppState)]>([:])
+    /// Applications being checkpointed here: their freezer state is the checkpoint's for a
+    /// moment (frozen for the dump; a frozen one thawed for the seize and frozen again), not
+    /// theirs, and `refresh` leaves their record alone until it is over.
+    let checkpointing = Mutex<Set<Int32>>([])
     /// Snapshots other nodes are streaming into this node's store (RemoteImage.swift).
     let incoming = IncomingSnapshots()
     /// cgroup directories every application of this node is put in (CPUGroups.swift).
@@ -86,6 +90,10 @@ public final class NodeApplications: Sendable {
         let pids = Self.tree(root)
         let rss = pids.reduce(UInt64(0)) { $0 + Self.rss(of: $1) }
         let state: AppState = freezer?.isFrozen(app) == true ? .frozen : .running
+        // Read after the state: seen in CI, `ssi checkpoint -c` of a frozen application,
+        // whose group is thawed for the seize, left its record "running" until the next
+        // refresh, 2 s later (and a checkpoint's freeze could show a running one "frozen").
+        if checkpointing.withLock({ $0.contains(app) }) { return }
         if let w = written.withLock({ $0[app] }), w.0 == pids.count, w.1 == rss, w.2 == state { return }
         let n = pids.count
         do {

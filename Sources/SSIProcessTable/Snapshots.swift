@@ -137,6 +137,9 @@ extension NodeApplications {
         let engine = CheckpointEngine(store: store)
         let opts = o
         let r: CheckpointEngine.CheckpointResult
+        let app = spec.app
+        checkpointing.withLock { _ = $0.insert(app) }
+        defer { checkpointing.withLock { _ = $0.remove(app) } }
         do {
             r = try await Self.onThread { try engine.checkpoint(app: root, options: opts) }
         } catch {
