@@ -175,8 +175,17 @@ private func webServer(node k: Int, port: Int, page: String, extra: [String] = [
         #expect(answered == 10, "with node 1 down, 10 of 10 requests answered, got \(answered)")
         _ = try ssiOK("cluster", "link", "1", "up")
 
-        // A server that stops leaves the table on every node.
-        _ = try ssiOK("kill", "\(three)", "--signal", "KILL")
+        // A server that stops leaves the table on every node. Right after node 1 came back,
+        // its first call to a peer may go out on a connection the peer closed meanwhile
+        // ("node 3 failed or closed the connection during the call", seen in CI; the same
+        // as StreamsClusterTests.move): asked again, as a user would.
+        var killed = try ssi("kill", "\(three)", "--signal", "KILL")
+        for _ in 0..<3 where killed.code != 0 && killed.out.contains("closed the connection") {
+            usleep(500_000)
+            killed = try ssi("kill", "\(three)", "--signal", "KILL")
+        }
+        // (A first call that was done after all leaves it stopped: the retry then says so.)
+        #expect(killed.code == 0 || killed.out.contains("stopped"), "ssi kill \(three): \(killed.out)")
         _ = try waitFor("port 9000 keeps one server", seconds: 10) {
             try (1...3).allSatisfy { k in try ports(node: k).filter { $0.port == 9000 }.map(\.app) == [one] }
         }
