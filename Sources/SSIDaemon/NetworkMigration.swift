@@ -145,7 +145,11 @@ final class NetworkMigrationHooks: MigrationHooks {
             clock.mark("network: listeners found")
             guard try side?.holdIncoming(app: app, address: address, root: root) == true else { return }
             clock.mark("network: incoming held")
-            let left = Connections.drain(outside, listeners: listeners,
+            // With listeners, 15 ms at least (what the hold and the drain took before): a
+            // handshake's last ACK already past the hold when it began lands after a quicker
+            // drain, and the connection it makes waits to be accepted, which refuses the dump
+            // (seen in CI once /proc/net/tcp reads became fast).
+            let left = Connections.drain(outside, listeners: listeners, settle: listeners.isEmpty ? .zero : .milliseconds(15),
                                          handshakes: { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 })
             logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
         }

@@ -191,7 +191,8 @@ public enum Connections {
     /// become connections to accept once it comes).
     @discardableResult
     public static func drain(_ conns: [TCPConnection], listeners: [TCPConnection] = [], limit: Int = 64 << 10,
-                             within: Duration = .milliseconds(40), handshakes: (() -> Int)? = nil) -> (unread: Int, waiting: Int) {
+                             within: Duration = .milliseconds(40), settle: Duration = .zero,
+                             handshakes: (() -> Int)? = nil) -> (unread: Int, waiting: Int) {
         func copies(_ list: [TCPConnection]) -> [Int32] {
             list.compactMap { c in c.holders.first.flatMap { try? PidFD.copy(fd: $0.fd, of: ProcessID($0.pid)) } }
         }
@@ -214,7 +215,9 @@ public enum Connections {
         var left = now(), moved = start
         // Given up when nothing has moved for 8 ms: an application that does not read or
         // accept (or one busy elsewhere) costs its peers that much more of a stall, no more.
-        while (left.unread > limit || left.waiting > 0) && ContinuousClock.now - start < within
+        // `settle`: looked at for at least that long, for the packets already past the hold
+        // when it began (a handshake's last ACK on its way makes a connection to accept).
+        while (left.unread > limit || left.waiting > 0 || ContinuousClock.now - start < settle) && ContinuousClock.now - start < within
                 && ContinuousClock.now - moved < .milliseconds(8) {
             usleep(500)
             let next = now()
