@@ -700,6 +700,8 @@ int cssi_set_affinity(int tid, const unsigned long long *mask, int words) {
 
 int cssi_current_cpu(void) { int c = sched_getcpu(); return c < 0 ? -errno : c; }
 
+long cssi_gettid(void) { return syscall(SYS_gettid); }
+
 int cssi_get_ioprio(int tid) { long r = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, tid); return r < 0 ? -errno : (int)r; }
 
 int cssi_set_ioprio(int tid, int ioprio) { return syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, tid, ioprio) ? -errno : 0; }

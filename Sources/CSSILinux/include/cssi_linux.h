@@ -276,6 +276,8 @@ int cssi_get_affinity(int tid, unsigned long long *mask, int words);
 int cssi_set_affinity(int tid, const unsigned long long *mask, int words);
 /* The CPU the calling thread runs on (sched_getcpu(3)), or -errno. */
 int cssi_current_cpu(void);
+/* The calling thread's id (gettid(2)). */
+long cssi_gettid(void);
 // I/O priority (class << 13 | data): ioprio_get/ioprio_set(IOPRIO_WHO_PROCESS, tid), no
 // glibc wrapper.
 int cssi_get_ioprio(int tid);

@@ -120,7 +120,8 @@ final class RestartSession {
     /// The root is the init of a PID namespace of its own (PIDNamespace.swift).
     private var ownNamespace = false
     private var restorers: [ProcessRestorer] = []
-    /// The CPU mask this thread had before it pinned itself for the restore (run).
+    /// The CPU mask this thread had before it pinned itself for the restore (run): a
+    /// restored task whose own cannot be set gets it.
     private var unpinnedCPUs: [UInt64]?
     private let pipes = PipeRegistry()
     private let deletedFiles = DeletedFileRegistry()
@@ -175,21 +176,11 @@ final class RestartSession {
         // for it too, so that a corrupt page is what it reports rather than what a restore
         // step made of it.
         let check = pageCheck.map(BackgroundCheck.init)
-        // This thread and every task it creates (forks and clones inherit the mask) share
-        // one CPU until each task's own affinity is set (finish: restoreScheduling): the
-        // restore is thousands of ptrace round trips, each a wake-up of the other side, and
-        // a wake-up on another CPU that sleeps (halted) costs an interrupt between CPUs,
-        // tens of microseconds on a virtual machine; on the same CPU it is a switch. A
-        // migration's freeze of redis: the tree built in 19-24 ms instead of 33-43. Threads
-        // of ssi started meanwhile (pthread_create copies the mask too) get theirs back.
-        unpinnedCPUs = TaskScheduling.pinCallingThread(words: Scheduling.maskWords)
-        var pinned = unpinnedCPUs != nil
-        func unpin() {
-            guard pinned, let m = unpinnedCPUs else { return }
-            pinned = false
-            TaskScheduling.unpinThreads(from: TaskScheduling.affinity(0, words: m.count), to: m)
-        }
-        defer { unpin() }
+        // This thread and every task it creates (forks and clones inherit the mask) on one
+        // CPU (CPUPin) until each task's own affinity is set (finish: restoreScheduling).
+        let pin = CPUPin(words: Scheduling.maskWords)
+        unpinnedCPUs = pin?.before
+        defer { pin?.undo() }
         let stub: Tracee
         do { stub = try spawnRoot(root, freezer: freezer) } catch { throw check?.finish() ?? error }
         clock.mark("restart: spawn root shell")
@@ -238,7 +229,7 @@ final class RestartSession {
         // Before any process runs: one that wakes on this CPU (a spinning loop) would
         // otherwise keep this pinned thread from the rest for its whole time slice (5 ms
         // seen between two detaches).
-        unpin()
+        pin?.undo()
         takeover.commit()
         if options.leaveFrozen, let freezer {
             try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")

@@ -76,39 +76,25 @@ enum Scheduling {
     }
 }
 
-/// The dump's ptrace round trips on one CPU (as the restore's: Restart.swift): the dumping
-/// thread is pinned to the CPU it runs on, and every seized task to the same one, from the
-/// seize to the release, which gives each its own mask back first. The masks read for the
-/// snapshot are the ones from before (`masks`, by task id on this node).
+/// The dump's ptrace round trips on one CPU (CPUPin): the dumping thread and every seized
+/// task, from the seize to the release, which gives each its own mask back first. The
+/// masks read for the snapshot are the ones from before (`masks`, by task id on this node).
 final class DumpPin {
     static let masks = Mutex<[Int32: [UInt64]]>([:])
-    private let mine: [UInt64]
-    private let one: [UInt64]?
-    private var tasks: [Int32: [UInt64]] = [:]
-    private var undone = false
+    private let pin: CPUPin
 
     init?(_ seized: SeizedApplication) {
-        guard let mine = TaskScheduling.pinCallingThread(words: Scheduling.maskWords) else { return nil }
-        self.mine = mine
-        one = TaskScheduling.affinity(0, words: Scheduling.maskWords)
-        guard let one else { return }
-        for tid in seized.threads.values.joined() {
-            guard let m = TaskScheduling.affinity(tid, words: Scheduling.maskWords), m != one,
-                  TaskScheduling.setAffinity(tid, one) == 0 else { continue }
-            tasks[tid] = m
-        }
-        let saved = tasks
+        guard let pin = CPUPin(words: Scheduling.maskWords) else { return nil }
+        self.pin = pin
+        for tid in seized.threads.values.joined() { pin.pin(task: tid) }
+        let saved = pin.tasks
         Self.masks.withLock { $0.merge(saved) { _, new in new } }
     }
 
-    /// Each task's mask back, and this thread's (and those of threads it started).
     func undo() {
-        guard !undone else { return }
-        undone = true
-        for (tid, m) in tasks { _ = TaskScheduling.setAffinity(tid, m) }
-        let keys = Array(tasks.keys)
+        let keys = Array(pin.tasks.keys)
         Self.masks.withLock { for k in keys { $0[k] = nil } }
-        TaskScheduling.unpinThreads(from: one, to: mine)
+        pin.undo()
     }
 
     deinit { undo() }
