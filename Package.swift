@@ -102,7 +102,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "ssid", dependencies: [
-            "SSIDaemon",
+            "SSIDaemon", "SSISystem",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         // Process 1 of a cluster application's PID namespace (C: a few pages, no runtime).

@@ -1,6 +1,7 @@
 // CSSILinux: see include/cssi_linux.h for what each function is for.
 #include "cssi_linux.h"
 
+#include <malloc.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -701,6 +702,10 @@ int cssi_set_affinity(int tid, const unsigned long long *mask, int words) {
 int cssi_current_cpu(void) { int c = sched_getcpu(); return c < 0 ? -errno : c; }
 
 long cssi_gettid(void) { return syscall(SYS_gettid); }
+
+int cssi_heap_thresholds(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) && mallopt(M_TRIM_THRESHOLD, trim_threshold);
+}
 
 int cssi_get_ioprio(int tid) { long r = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, tid); return r < 0 ? -errno : (int)r; }
 

@@ -18,6 +18,13 @@ public protocol ImageFileWriter: AnyObject {
     /// by `commit` (the checkpoint passes false while the application is stopped).
     @discardableResult
     func finish(sync: Bool) throws -> FileEntry
+    /// Sends on what it holds back, without ending the file: a writer that buffers bytes on
+    /// their way to another node (RemoteFileWriter) sends them now.
+    func flush() throws
+}
+
+extension ImageFileWriter {
+    public func flush() throws {}
 }
 
 /// Where the engine writes a snapshot.

@@ -99,26 +99,39 @@ struct ResolvedPool {
     /// consecutive pages of the pages file are not consecutive in the pool).
     func translate(_ image: ProcessImage) throws -> ProcessImage {
         guard let slots = slots[image.pagesFile] else { return image }
+        let page = SnapshotFormat.pageSize
         var out = image
-        for v in out.vmas.indices {
-            var runs = [PageRun]()
-            for run in out.vmas[v].pages {
-                let first = run.fileOffset / SnapshotFormat.pageSize
-                guard run.fileOffset % SnapshotFormat.pageSize == 0, first + run.count <= UInt64(slots.count) else {
-                    throw SSIError(.corrupt, "PID \(image.pid): a page run at 0x\(String(run.address, radix: 16)) lies outside \(image.pagesFile)", hint: "restart another version")
-                }
-                for k in 0..<run.count {
-                    let offset = slots[Int(first + k)] * SnapshotFormat.pageSize
-                    let address = run.address + k * SnapshotFormat.pageSize
-                    if let last = runs.last, last.address + last.count * SnapshotFormat.pageSize == address,
-                       last.fileOffset + last.count * SnapshotFormat.pageSize == offset {
-                        runs[runs.count - 1].count += 1
-                    } else {
-                        runs.append(PageRun(address: address, count: 1, fileOffset: offset))
+        // A run's pages are walked stretch by stretch (pages whose slots follow each other),
+        // not page by page through the runs array: a pre-copied 1 GiB process has 262,144
+        // pages, and appending or growing the last run for each took 3-11 ms of a migration's
+        // frozen time.
+        try slots.withUnsafeBufferPointer { s in
+            for v in out.vmas.indices {
+                let pages = out.vmas[v].pages
+                var runs = [PageRun]()
+                runs.reserveCapacity(pages.count)
+                for run in pages {
+                    let first = run.fileOffset / page
+                    guard run.fileOffset % page == 0, first <= UInt64(s.count), run.count <= UInt64(s.count) - first else {
+                        throw SSIError(.corrupt, "PID \(image.pid): a page run at 0x\(String(run.address, radix: 16)) lies outside \(image.pagesFile)", hint: "restart another version")
+                    }
+                    let base = Int(first), n = Int(run.count)
+                    var k = 0
+                    while k < n {
+                        let from = k
+                        let slot = s[base + k]
+                        k += 1
+                        while k < n, s[base + k] == slot &+ UInt64(k - from) { k += 1 }
+                        let address = run.address + UInt64(from) * page, offset = slot &* page, count = UInt64(k - from)
+                        if let last = runs.last, last.address + last.count * page == address, last.fileOffset &+ last.count &* page == offset {
+                            runs[runs.count - 1].count += count
+                        } else {
+                            runs.append(PageRun(address: address, count: count, fileOffset: offset))
+                        }
                     }
                 }
+                out.vmas[v].pages = runs
             }
-            out.vmas[v].pages = runs
         }
         return out
     }

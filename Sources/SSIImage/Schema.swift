@@ -25,8 +25,10 @@ public enum SnapshotFormat {
     ///   bytes a run instead of 24: a 1 GiB migration's core file is 5x smaller.
     /// 11 (issue 12) keeps long byte strings (TCP queues, pipe and socket pair buffers) out
     ///   of the core file, as they are, in `blobs-<pid>.img` (SchemaBlobs.swift).
-    public static let version = 11
-    public static let readable: ClosedRange<Int> = 1...11
+    /// 12 (issue 17) keeps an area's packed page runs (the varint bytes of version 10) in
+    ///   the blob file too: `"pages": {"blob": [offset, length]}`.
+    public static let version = 12
+    public static let readable: ClosedRange<Int> = 1...12
     public static let pageSize: UInt64 = 4096
 }
 

@@ -18,7 +18,7 @@ public final class BlobSink: @unchecked Sendable {
     public init() {}
 
     /// Appends `data`; returns where it went.
-    func add(_ data: Data) -> [UInt64] {
+    func add(_ data: some Collection<UInt8>) -> [UInt64] {
         let at = UInt64(bytes.count)
         bytes.append(contentsOf: data)
         return [at, UInt64(data.count)]

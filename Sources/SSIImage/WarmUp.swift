@@ -21,7 +21,12 @@ public enum SnapshotWarmUp {
         anon.pages = [PageRun(address: 0x10000, count: 2, fileOffset: 0)]
         let file = VMA(start: 0x20000, end: 0x21000, read: true, write: false, exec: true, shared: false,
                        kind: .file, name: "/bin/true", path: "/bin/true", fileOffset: 0, vmFlags: ["rd", "ex"])
-        image.vmas = [anon, file]
+        // Enough runs to be packed into the blob file (PageRuns, format 12), as a pre-copied
+        // process's are.
+        var packed = VMA(start: 0x100000, end: 0x200000, read: true, write: true, exec: false, shared: false,
+                         kind: .anonymous, name: "", path: nil, fileOffset: 0, vmFlags: ["rd", "wr", "mr"])
+        packed.pages = (0..<UInt64(PageRuns.packedFrom)).map { PageRun(address: 0x100000 + $0 * 0x2000, count: 1, fileOffset: 0x2000 + $0 * 0x1000) }
+        image.vmas = [anon, file, packed]
         var thread = ThreadImage(tid: 2)
         thread.registers = ["rip": 1, "rsp": 2]
         thread.xstate = Data(repeating: 0, count: 64)
@@ -51,7 +56,7 @@ public enum SnapshotWarmUp {
         guard let back = try? dec.decode(ProcessImage.self, from: json) else { return false }
         let entry = FileEntry(name: "core-2.json", size: UInt64(json.count), crc32c: 0)
         guard let manifest = try? enc.encode(entry), (try? dec.decode(FileEntry.self, from: manifest)) == entry else { return false }
-        return back.pid == image.pid && back.vmas.count == 2 && back.vmas[0].pages.count == 1 && back.threads.first?.registers == thread.registers
+        return back.pid == image.pid && back.vmas.count == 3 && back.vmas[0].pages.count == 1 && back.vmas[2] == packed && back.threads.first?.registers == thread.registers
             && back.fds.count == image.fds.count && back.fds[2].pipeData == pipe.pipeData && back.fds[3].socket?.state == .connected
     }
 }

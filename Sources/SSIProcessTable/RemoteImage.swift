@@ -373,7 +373,7 @@ final class RemoteFileWriter: ImageFileWriter {
         if buffer.count >= Self.chunk { try flush() }
     }
 
-    private func flush() throws {
+    func flush() throws {
         guard !buffer.isEmpty else { return }
         try writer.checkGivenUp()
         let step = IncomingStep(kind: .data, token: writer.token, name: name)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SSISystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,6 +25,8 @@ struct SSI: AsyncParsableCommand {
         // A daemon that dies while we write to it must give an error that names it, not kill
         // us silently with SIGPIPE (exit 141): writes then fail with EPIPE (write(2)).
         signal(SIGPIPE, SIG_IGN)
+        // A checkpoint or restart run here (not through ssid) allocates the same buffers.
+        Heap.keepFreedMemory()
         var args = Array(CommandLine.arguments.dropFirst())
         let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "ssi"
         if let prefix = aliases[invokedAs] { args = prefix + args }

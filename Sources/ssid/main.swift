@@ -3,10 +3,13 @@
 import Foundation
 import Logging
 import SSIDaemon
+import SSISystem
 
 // A control client or dashboard peer that goes away mid-reply must cost an EPIPE on that one
 // write, not the daemon (write(2): SIGPIPE is sent when the reading end is closed).
 signal(SIGPIPE, SIG_IGN)
+// Buffers of megabytes are allocated for every checkpoint and migration: kept warm (Heap).
+Heap.keepFreedMemory()
 let config: DaemonConfig
 do {
     config = try DaemonConfig.parse(arguments: Array(CommandLine.arguments.dropFirst()))

@@ -8,14 +8,15 @@ import Testing
 /// verified and decoded: Tests/Fixtures/snapshots/v1 to v4 are version directories (one
 /// process, its pages file, and the fields of that version); v7 to v9 are stores (the
 /// version `100/v1` and the application's page pool `100/pool`), since from version 7 on
-/// pages live in the pool (v10: v9's content as format 10 wrote it). Versions 5 and 6 were never written (the format went from 4 to 7).
+/// pages live in the pool (v10: v9's content as format 10 wrote it; v11 the same as format 11
+/// wrote it: nothing in it is long enough for the blob file). Versions 5 and 6 were never written (the format went from 4 to 7).
 @Suite("older snapshot formats")
 struct FormatVersionTests {
     static func fixture(_ v: Int) -> String { "\(TestEnv.repoRoot)/Tests/Fixtures/snapshots/v\(v)" }
     /// Every version a release of ssi wrote, the current one last.
     /// A new format version fails everyVersionCovered until the one before it has a fixture.
-    static let written = [1, 2, 3, 4, 7, 8, 9, 10, 11]
-    static let directories = [1, 2, 3, 4], stores = [7, 8, 9, 10]
+    static let written = [1, 2, 3, 4, 7, 8, 9, 10, 11, 12]
+    static let directories = [1, 2, 3, 4], stores = [7, 8, 9, 10, 11]
 
     /// The older version `v`, opened as a restart opens it. A store's fixture is copied first:
     /// opening a pooled version may make the pool's lock files.
@@ -34,7 +35,7 @@ struct FormatVersionTests {
         for v in Self.written.dropLast() { #expect(FileManager.default.fileExists(atPath: Self.fixture(v)), "no fixture for version \(v)") }
     }
 
-    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8, 9, 10])
+    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8, 9, 10, 11])
     func loads(version: Int) throws {
         let snap = try Self.open(version)
         #expect(snap.manifest.formatVersion == version)
@@ -61,7 +62,7 @@ struct FormatVersionTests {
         #expect(pages == (0..<8192).map { UInt8(truncatingIfNeeded: $0 * 7) })
     }
 
-    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7, 8, 9 and 10", arguments: [4, 7, 8, 9, 10])
+    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7, 8, 9, 10 and 11", arguments: [4, 7, 8, 9, 10, 11])
     func version4Fields(version: Int) throws {
         let p = try #require(try Self.open(version).processes.first)
         #expect(p.thpDisabled == true)
@@ -207,7 +208,7 @@ struct BlobFileTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let dir = try Self.write(Self.image(), to: root)
         let snap = try Snapshot.load(directory: dir)
-        #expect(snap.manifest.formatVersion == 11)
+        #expect(snap.manifest.formatVersion == SnapshotFormat.version)
         let back = try #require(snap.processes.first)
         #expect(back.fds == Self.image().fds)
         let blobs = try ProcFS.readBytes("\(dir)/blobs-100.img")
@@ -243,6 +244,36 @@ struct BlobFileTests {
         #expect { try Snapshot.load(directory: dir2) } throws: { e in
             let e = e as? SSIError
             return e?.kind == .corrupt && "\(e!)".contains("blob file")
+        }
+    }
+
+    @Test("format 12: an area's packed page runs go to the blob file as varint bytes, read back the same; a reference past the file is refused")
+    func pageRunsInBlobs() throws {
+        let root = try TestEnv.makeTempDir("blobs-runs")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var p = ProcessImage(pid: 100)
+        var few = PageRunCodingTests.area(runs: 3)
+        few.start = 0x3000_0000; few.end = 0x3001_0000
+        // Pages written here and there after a first round: one run each (a pre-copy's).
+        var many = PageRunCodingTests.area(runs: 0)
+        many.pages = (0..<20_000).map { PageRun(address: 0x1000_0000 + UInt64($0) * 3 * 4096, count: 1, fileOffset: (1 << 30) + UInt64($0) * 4096) }
+        p.vmas = [many, few]
+        let dir = try Self.write(p, to: root)
+        let core = try String(contentsOfFile: "\(dir)/core-100.json", encoding: .utf8)
+        #expect(core.contains("\"pages\":{\"blob\":[0,"), "\(core.prefix(400))")
+        #expect(core.contains("\"pages\":[["), "few runs stay a readable array")
+        #expect(core.utf8.count < 2048, "\(core.utf8.count) bytes of JSON")
+        let blobs = try ProcFS.readBytes("\(dir)/blobs-100.img")
+        #expect(blobs.count < 20_000 * 7, "\(blobs.count) bytes for 20000 runs")
+        let back = try #require(try Snapshot.load(directory: dir).processes.first)
+        #expect(back.vmas == p.vmas)
+        // The reference cut past the end of the (intact) blob file.
+        let bad = core.replacingOccurrences(of: "\"blob\":[0,\(blobs.count)]", with: "\"blob\":[5,\(blobs.count)]")
+        #expect(bad != core)
+        try Self.rewrite(dir, "core-100.json", Array(bad.utf8))
+        #expect { try Snapshot.load(directory: dir) } throws: { e in
+            let e = e as? SSIError
+            return e?.kind == .corrupt && e?.message.contains("core-100.json") == true && "\(e!)".contains("blobs-100.img")
         }
     }
 

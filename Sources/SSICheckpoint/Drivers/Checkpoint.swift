@@ -269,7 +269,9 @@ extension CheckpointEngine {
     }
 
     private func commit(writer: any ImageWriter, images: [ProcessImage], app: Int32, options: CheckpointOptions, frozenTime: Double) throws -> CheckpointResult {
-        for image in images { try writer.addCore(image) }
+        var pc = PhaseClock()
+        for image in images { try writer.addCore(image); pc.mark("commit: core \(image.pid) (\(image.vmas.count) vmas)") }
+        defer { pc.mark("commit: writer commit") }
         let (version, manifest) = try writer.commit(description: options.description, processes: images.map(\.pid), arch: Arch.name)
         let bytes = images.reduce(UInt64(0)) { acc, image in
             acc + image.vmas.reduce(0) { $0 + $1.pages.reduce(0) { $0 + $1.count * SnapshotFormat.pageSize } }

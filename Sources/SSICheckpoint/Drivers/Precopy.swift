@@ -185,6 +185,10 @@ final class Precopy {
         }
         // The rounds' bytes reach their file before the freeze (a target node writes them
         // from a queue: up to 16 MiB behind, tens of ms the freeze would otherwise wait).
+        // A writer to another node holds up to 4 MiB of each file before it sends them: the
+        // last round's pages go now, not inside the freeze (where 3.4 MiB of them, sent with
+        // the frozen round's and written into the target's fresh page cache, cost 28 ms).
+        for p in processes.values { try p.pages.flush() }
         try writer.drain()
         clock.mark("precopy: drained")
         for p in processes.values {
@@ -192,6 +196,19 @@ final class Precopy {
             p.flagsAfterRounds = (try? ProcessDumper(pid: p.pid).vmFlags()) ?? [:]
         }
         clock.mark("precopy: smaps")
+        // One more short round: what the application wrote during the drain and the smaps
+        // read (50-100 ms of it when a target node writes the rounds into fresh page cache:
+        // 1-3 MB at 20 MB/s) goes now, while it runs, instead of in the frozen dump, where a
+        // 1 GiB application's 2.6 MB cost 7 ms to copy here and 12 ms to store on the target.
+        // What is left for the freeze is what it writes in this round's few ms.
+        var last = UInt64(0)
+        for p in processes.values { last += try copyWritten(p) }
+        if last > 0 {
+            rounds.append(last)
+            for p in processes.values { try p.pages.flush() }
+            try writer.drain()
+            clock.mark("precopy: last round, \(last >> 10) KiB, drained")
+        }
     }
 
     /// Pages taken from the previous version by reference in round 1 (never read).
@@ -375,14 +392,20 @@ extension ProcessDumper {
                     continue
                 }
                 let off = copies[k]
-                if off != PageIndex.none {
-                    if let r = reused.last, r.address + r.count * page == addr, r.fileOffset + r.count * page == off {
-                        reused[reused.count - 1].count += 1
-                    } else {
-                        reused.append(PageRun(address: addr, count: 1, fileOffset: off))
-                    }
-                }
+                if off == PageIndex.none { k += 1; continue }
+                // The stretch of pages copied one after the other, up to the next written
+                // run, at once: page by page through `reused`, a 1 GiB area took 3-3.6 ms
+                // of the frozen time.
+                let limit = next < written.count ? min(last, Int((written[next].0 - areaStart) / page)) : last
+                let from = k
                 k += 1
+                while k < limit, copies[k] == off &+ UInt64(k - from) &* page { k += 1 }
+                let count = UInt64(k - from)
+                if let r = reused.last, r.address + r.count * page == addr, r.fileOffset &+ r.count &* page == off {
+                    reused[reused.count - 1].count += count
+                } else {
+                    reused.append(PageRun(address: addr, count: count, fileOffset: off))
+                }
             }
         }
         return reused + (try copier.copy(written))
