@@ -230,7 +230,9 @@ final class RestartSession {
         // otherwise keep this pinned thread from the rest for its whole time slice (5 ms
         // seen between two detaches).
         pin?.undo()
+        if PhaseClock.enabled { clock.mark("restart: unpinned") }
         takeover.commit()
+        if PhaseClock.enabled { clock.mark("restart: names taken over") }
         if options.leaveFrozen, let freezer {
             try ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1")
             for pr in restorers.reversed() { pr.settleStoppedChildren(children(of: pr.image.pid)); pr.detach() }
