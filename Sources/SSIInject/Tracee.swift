@@ -80,7 +80,7 @@ public struct Tracee {
     /// ssid has hundreds of mappings and a big page table, which fork copies and the restore
     /// tears down again, while the application waits; the stub has eight. Without it the shell
     /// is a copy of ourselves, as before.
-    static let restoreStub: String = {
+    public static let restoreStub: String = {
         if let s = ProcessInfo.processInfo.environment["SSI_RESTORE_STUB"] { return s }
         guard let exe = try? ProcFS.readLink("/proc/self/exe") else { return "" }
         let stub = (exe as NSString).deletingLastPathComponent + "/ssi-init"

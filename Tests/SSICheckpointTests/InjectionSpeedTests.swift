@@ -1,4 +1,5 @@
 import Foundation
+import SSISystem
 import SSITestSupport
 import Testing
 #if canImport(Glibc)
@@ -54,6 +55,27 @@ struct InjectionSpeedTests {
         // binary's at 0x400000, where the teardown's first unmap starts.
         #expect(!Self.unregistersRseq(restore), "the shell unregistered an rseq area: it is a copy of ssi, not the stub")
         #expect(restore.contains("] munmap(0x400000,"), "\(restore.split(separator: "\n").filter { $0.contains("munmap") }.prefix(3))")
+    }
+
+    @Test("a restore stub that cannot be run fails the restart with a message naming it; nothing is left, and the snapshot restarts after")
+    func stubThatCannotRun() throws {
+        let w = try World("badstub")
+        let app = try w.start([try TestEnv.fixture("signals")])
+        defer { w.cleanUp(app) }
+        try #require(w.waitLog("READY"), "\(w.log())")
+        usleep(200_000)
+        let ck = try w.checkpointKill(app, env: [:])
+        try #require(ck.status == 0, "\(ck.output)")
+        let missing = "\(w.dir)/no-such-stub"
+        let bad = try run([TestEnv.ssi, "restart", "\(app)"], env: ["SSI_CHKPT_DIR": w.chkpt, "SSI_RESTORE_STUB": missing], cwd: w.dir)
+        #expect(bad.status != 0 && bad.output.contains("restore stub \(missing) could not be run") && bad.output.contains("SSI_RESTORE_STUB"), "\(bad.output)")
+        #expect(!Proc.alive(app), "PID \(app) was left behind by the failed restart")
+        let good = try run([TestEnv.ssi, "restart", "\(app)"], env: ["SSI_CHKPT_DIR": w.chkpt], cwd: w.dir)
+        try #require(good.status == 0, "\(good.output)")
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS") || w.log().contains("FAIL"), "no verdict: \(w.log())")
+        #expect(w.log().contains("PASS") && !w.log().contains("FAIL"), "\(w.log())")
     }
 
     @Test("without batches (SSI_NO_BATCH=1) and without the stub (SSI_RESTORE_STUB empty), the same state comes back")

@@ -200,7 +200,15 @@ final class RestartSession {
             try ptys.create(from: snap.processes, anyIndex: options.takeOver)
             // SIGTRAP: it exec'd the restore stub; SIGSTOP: it is a copy of us (Tracee.restoreStub).
             let stop = try stub.wait()
-            guard stop == .signal(.trap) || stop == .signal(.stop) else { throw SSIError(.system, "restored process \(root.pid) did not stop as expected (\(stop))") }
+            guard stop == .signal(.trap) || stop == .signal(.stop) else {
+                // The shell shares our memory until its exec (cssi_spawn_restore_shell) and
+                // cannot fall back to stopping as a copy of us: a stub it cannot run ends it.
+                if stop == .exited(127), !Tracee.restoreStub.isEmpty {
+                    throw SSIError(.system, "the restore stub \(Tracee.restoreStub) could not be run as process \(root.pid) (its shell exited with 127); nothing was restarted",
+                                   hint: "SSI_RESTORE_STUB must name an executable (the default is ssi-init next to ssi): fix or unset it")
+                }
+                throw SSIError(.system, "restored process \(root.pid) did not stop as expected (\(stop))")
+            }
             clock.mark("restart: pipes, files")
             try createTree(root: root, stub: stub)
             clock.mark("create process tree")
