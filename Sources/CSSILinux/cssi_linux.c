@@ -245,9 +245,8 @@ static long raw_clone3(struct cssi_clone_args *args) {
 #if defined(__x86_64__)
 // clone3(2) with CLONE_VM: the child starts on args->stack (the kernel sets its stack pointer
 // to stack + stack_size) with our registers, so it must not return into our frames; it calls
-// fn(arg) there and exits with its result. rbx and rbp are callee-saved in the System V ABI
-// and the syscall instruction keeps every register but rax, rcx and r11 (the kernel's entry
-// code), so fn and arg reach the child in them.
+// fn(arg) there and exits with its result. The syscall instruction keeps every register but
+// rax, rcx and r11 (the kernel's entry code), so fn and arg reach the child in r12 and r13.
 #define CSSI_HAVE_CLONE3_VM 1
 static long clone3_vm(struct cssi_clone_args *args, int (*fn)(void *), void *arg) {
     long ret;
@@ -269,6 +268,27 @@ static long clone3_vm(struct cssi_clone_args *args, int (*fn)(void *), void *arg
         : "0"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), "r"(f), "r"(a)
         : "rcx", "r11", "memory");
     return ret;
+}
+
+// A child that shares our memory until its exec (CLONE_VM) and with us suspended until
+// then (CLONE_VFORK), as posix_spawn does: a plain fork copies the page tables of the whole
+// caller (ssid: 80 MB resident; 3.4-7 ms from the fork to a small program's first stop,
+// against 0.4-0.6 ms for a small caller) and the exec tears the copy down again. fn(arg)
+// runs on a stack in this frame, which lives until the child has exec'd or exited; every
+// signal is blocked meanwhile, so that none of our handlers runs on that stack (the child
+// inherits the full mask and sets its own). Returns the child's PID or -errno.
+static long clone3_vfork(struct cssi_clone_args *args, int (*fn)(void *), void *arg) {
+    enum { stack_size = 64 * 1024 };
+    char stack[stack_size] __attribute__((aligned(16)));
+    args->flags |= CLONE_VM | CLONE_VFORK;
+    args->stack = (uint64_t)(uintptr_t)stack;
+    args->stack_size = stack_size;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    long r = clone3_vm(args, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, 0);
+    return r;
 }
 #endif
 
@@ -364,22 +384,10 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *o) {
     if (o->cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)o->cgroup_fd; }
     args.flags |= o->namespaces;
 #if defined(CSSI_HAVE_CLONE3_VM)
-    // Sharing our memory until the exec, and with us suspended until then (CLONE_VM |
-    // CLONE_VFORK, as posix_spawn does): a plain fork copies the page tables of the whole
-    // caller (ssid: 80 MB resident, 2-3 ms, and as much again to tear the copy down at the
-    // exec) for every ip and nft a migration runs. Signals are blocked meanwhile so that
-    // none of our handlers runs on the child's stack before it resets them.
-    enum { stack_size = 64 * 1024 };
-    char stack[stack_size] __attribute__((aligned(16)));
-    args.flags |= CLONE_VM | CLONE_VFORK;
-    args.stack = (uint64_t)(uintptr_t)stack;
-    args.stack_size = stack_size;
+    // Not a fork of the caller (clone3_vfork): every ip and nft a migration runs, and every
+    // application ssid starts, would copy the daemon's page tables.
     struct spawn_child_args child = {argv, o, pfd[1]};
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    long pid = clone3_vm(&args, spawn_child_vm, &child);
-    pthread_sigmask(SIG_SETMASK, &old, 0);
+    long pid = clone3_vfork(&args, spawn_child_vm, &child);
     if (pid < 0) { close(pfd[0]); close(pfd[1]); return (pid_t)pid; }
 #else
     long pid = raw_clone3(&args);
@@ -405,9 +413,6 @@ pid_t cssi_spawn(char *const argv[], const struct cssi_spawn_options *o) {
     return (pid_t)pid;
 }
 
-// The shell a restored process starts as: PID `pid` (in the innermost PID namespace, which
-// `flags` may make new), born in the cgroup, stopped for the restorer under PTRACE_TRACEME.
-
 struct shell_child {
     unsigned long long flags;
     const char *stub;
@@ -415,10 +420,11 @@ struct shell_child {
     char *const *argv, *const *envp;
 };
 
-// The restore shell's side, on its own stack in our memory (CLONE_VM) until its execve:
-// raw syscalls only, no allocation; it never returns into anything of ours.
-static int shell_child(void *p) {
-    const struct shell_child *c = p;
+// The restore shell's side until its execve, on either path below: syscall(2) only, no
+// allocation (a copy of a multithreaded process, or a child sharing our memory). Returns
+// 126 if the mount namespace could not be set up, 127 if the stub could not be run (or
+// there is none).
+static int shell_enter(const struct shell_child *c) {
     if (c->flags & CLONE_NEWNS) {
         // mount_namespaces(7): the copy shares propagation with the node's mounts; a slave
         // keeps our /proc from showing up there. proc(5): the instance shows the PID
@@ -428,48 +434,28 @@ static int shell_child(void *p) {
             return 126;
     }
     syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
+    if (!c->stub || !c->stub[0]) return 127;
+    // The restorer's pidfd stays open across the exec (pidfd_open(2) sets close-on-exec).
     if (c->keep_fd >= 0) syscall(SYS_fcntl, c->keep_fd, F_SETFD, 0);
-    // Every signal stays blocked (as the parent blocked them for the clone: a handler of
-    // ours must never run on this stack) but SIGTRAP, the stop after the exec.
+    // The stop after the exec is a SIGTRAP: a blocked one would never stop the stub.
     uint64_t trap = 1ull << (SIGTRAP - 1);
     syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &trap, 0, sizeof(trap));
+    // A traced process stops with SIGTRAP after a successful execve (ptrace(2), without
+    // PTRACE_O_TRACEEXEC), before the stub runs an instruction: a small static program has
+    // a few mappings to tear down instead of the hundreds of ours.
     syscall(SYS_execve, c->stub, c->argv, c->envp);
-    // The stub cannot be run: the restore sees this exit instead of its stop.
     return 127;
 }
 
-static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, const char *stub, int keep_fd) {
 #if defined(CSSI_HAVE_CLONE3_VM)
-    if (stub && stub[0]) {
-        // Sharing our memory until the exec (CLONE_VM), and with us suspended until then
-        // (CLONE_VFORK), as posix_spawn does: a plain fork copies the page tables of the
-        // whole daemon (80 MB resident) and the exec tears the copy down again, 3.4-7 ms
-        // against 0.4-0.6 ms for a small process, inside a migration's frozen time.
-        struct cssi_clone_args args;
-        memset(&args, 0, sizeof(args));
-        pid_t tid = pid;
-        args.exit_signal = SIGCHLD;
-        args.flags = flags | CLONE_VM | CLONE_VFORK;
-        args.set_tid = (uint64_t)(uintptr_t)&tid;
-        args.set_tid_size = 1;
-        if (cgroup_fd >= 0) { args.flags |= CLONE_INTO_CGROUP; args.cgroup = (uint64_t)cgroup_fd; }
-        // Ours is suspended until the child's exec or exit: its stack can be in our frame.
-        enum { stack_size = 32 * 1024 };
-        char stack[stack_size] __attribute__((aligned(16)));
-        args.stack = (uint64_t)(uintptr_t)stack;
-        args.stack_size = stack_size;
-        char *const argv[] = {(char *)stub, (char *)"--restore-stub", 0};
-        char *const envp[] = {0};
-        struct shell_child c = {flags, stub, keep_fd, argv, envp};
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        long r = clone3_vm(&args, shell_child, &c);
-        pthread_sigmask(SIG_SETMASK, &old, 0);
-        // The raw syscall's result: the child's PID, or -errno (as below).
-        return (pid_t)r;
-    }
+// Sharing our memory, it can only end (the restore reports the exit): it must never stop
+// as a copy of us, which it is not.
+static int shell_child_vm(void *p) { return shell_enter(p); }
 #endif
+
+// The shell a restored process starts as: PID `pid` (in the innermost PID namespace, which
+// `flags` may make new), born in the cgroup, stopped for the restorer under PTRACE_TRACEME.
+static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, const char *stub, int keep_fd) {
     struct cssi_clone_args args;
     memset(&args, 0, sizeof(args));
     pid_t tid = pid;
@@ -482,30 +468,16 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, c
     // async-signal-safe calls (fork(2)), and execve is one.
     char *const argv[] = {(char *)stub, (char *)"--restore-stub", 0};
     char *const envp[] = {0};
-    // The stop after the exec is a SIGTRAP: a blocked one would never stop the stub.
-    uint64_t trap = 1ull << (SIGTRAP - 1);
+    struct shell_child c = {flags, stub, keep_fd, argv, envp};
+#if defined(CSSI_HAVE_CLONE3_VM)
+    // With a stub, not a fork of the daemon (clone3_vfork): inside a migration's freeze.
+    if (stub && stub[0]) return (pid_t)clone3_vfork(&args, shell_child_vm, &c);
+#endif
     long r = raw_clone3(&args);
     if (r < 0) return -errno;
     if (r == 0) {
-        if (flags & CLONE_NEWNS) {
-            // mount_namespaces(7): the copy shares propagation with the node's mounts; a slave
-            // keeps our /proc from showing up there. proc(5): the instance shows the PID
-            // namespace of the mounter, i.e. this new one.
-            if (syscall(SYS_mount, 0, "/", 0, MS_SLAVE | MS_REC, 0) != 0 ||
-                syscall(SYS_mount, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, 0) != 0)
-                for (;;) syscall(SYS_exit_group, 126);
-        }
-        syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0);
-        if (stub && stub[0]) {
-            // The restorer's pidfd stays open across the exec (pidfd_open(2) sets close-on-exec).
-            if (keep_fd >= 0) syscall(SYS_fcntl, keep_fd, F_SETFD, 0);
-            syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, &trap, 0, sizeof(trap));
-            // A traced process stops with SIGTRAP after a successful execve (ptrace(2),
-            // without PTRACE_O_TRACEEXEC), before the stub runs an instruction: a small
-            // static program has a few mappings to tear down instead of the hundreds of
-            // ours. If the exec fails, the copy of ourselves stops instead.
-            syscall(SYS_execve, stub, argv, envp);
-        }
+        if (shell_enter(&c) == 126) for (;;) syscall(SYS_exit_group, 126);
+        // No stub, or it could not be run: the copy of ourselves stops instead.
         syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
         // Only reached if the restorer let go without taking over: never run the copy of
         // the restorer's own code.

@@ -53,18 +53,25 @@ public enum Blobs {
     static func decode(from decoder: any Decoder) throws -> Data {
         let c = try decoder.singleValueContainer()
         if let inline = try? c.decode(Data.self) { return inline }
-        let ref = try c.decode(Reference.self)
-        guard ref.blob.count == 2 else {
-            throw DecodingError.dataCorruptedError(in: c, debugDescription: "a blob reference is [offset, length], not \(ref.blob)")
+        switch bytes(of: try c.decode(Reference.self), in: decoder.userInfo[key] as? BlobSource) {
+        case .success(let b): return Data(b)
+        case .failure(let p): throw DecodingError.dataCorruptedError(in: c, debugDescription: p.what)
         }
-        guard let source = decoder.userInfo[key] as? BlobSource else {
-            throw DecodingError.dataCorruptedError(in: c, debugDescription: "names bytes of a blob file the snapshot does not have")
-        }
+    }
+
+    /// Why a reference names no bytes (each caller throws it from its own container).
+    struct Unresolved: Error { let what: String }
+
+    /// The bytes `ref` names in `source`: the one check of every reference (long byte
+    /// strings, packed page runs).
+    static func bytes(of ref: Reference, in source: BlobSource?) -> Result<ArraySlice<UInt8>, Unresolved> {
+        guard ref.blob.count == 2 else { return .failure(Unresolved(what: "a blob reference is [offset, length], not \(ref.blob)")) }
+        guard let source else { return .failure(Unresolved(what: "names bytes of a blob file the snapshot does not have")) }
         let (start, count) = (ref.blob[0], ref.blob[1])
         guard start <= UInt64(source.bytes.count), count <= UInt64(source.bytes.count) - start else {
-            throw DecodingError.dataCorruptedError(in: c, debugDescription: "names bytes \(start)..<\(start &+ count) of \(source.name), which has \(source.bytes.count)")
+            return .failure(Unresolved(what: "names bytes \(start)..<\(start &+ count) of \(source.name), which has \(source.bytes.count)"))
         }
-        return Data(source.bytes[Int(start)..<Int(start + count)])
+        return .success(source.bytes[Int(start)..<Int(start + count)])
     }
 }
 

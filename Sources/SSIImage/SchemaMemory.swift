@@ -42,15 +42,14 @@ public enum PageRuns {
     static func decode(from c: KeyedDecodingContainer<VMA.CodingKeys>, forKey key: VMA.CodingKeys, blobs: BlobSource?) throws -> [PageRun]? {
         guard c.contains(key), !(try c.decodeNil(forKey: key)) else { return nil }
         if let ref = try? c.decode(Blobs.Reference.self, forKey: key) {
-            guard ref.blob.count == 2, let blobs else {
-                throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "page runs in a blob file the snapshot does not have, or a reference that is not [offset, length]")
+            switch Blobs.bytes(of: ref, in: blobs) {
+            case .failure(let p): throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "page runs: \(p.what)")
+            case .success(let b):
+                guard let runs = unpackDeltas(b) else {
+                    throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "page runs at \(ref.blob) of \(blobs?.name ?? "the blob file") are not varint triples")
+                }
+                return runs
             }
-            let (start, count) = (ref.blob[0], ref.blob[1])
-            guard start <= UInt64(blobs.bytes.count), count <= UInt64(blobs.bytes.count) - start,
-                  let runs = unpackDeltas(blobs.bytes[Int(start)..<Int(start + count)]) else {
-                throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "page runs at bytes \(start)..<\(start &+ count) of \(blobs.name) are not varint triples, or past its \(blobs.bytes.count) bytes")
-            }
-            return runs
         }
         guard let text = try? c.decode(String.self, forKey: key) else { return try c.decode([PageRun].self, forKey: key) }
         if text.hasPrefix(deltaPrefix) {

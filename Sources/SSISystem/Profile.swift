@@ -6,13 +6,6 @@ public struct PhaseClock {
     private var last = DispatchTime.now()
     public init() {}
 
-    public static func note(_ what: @autoclosure () -> String) {
-        guard enabled else { return }
-        let now = DispatchTime.now()
-        let at = Double(now.uptimeNanoseconds % 1_000_000_000_000) / 1e6
-        FileHandle.standardError.write(Data(String(format: "ssi: profile: NOTE %@ (at %.3f)\n", what() as NSString, at).utf8))
-    }
-
     public mutating func mark(_ phase: @autoclosure () -> String) {
         // The operation a command shows progress for (OperationProgress) hears of each phase.
         OperationProgress.report(phase())

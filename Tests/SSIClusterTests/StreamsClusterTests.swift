@@ -474,17 +474,16 @@ struct StreamsClusterTests {
         #expect(r.1.contains("eth0") && r.1.contains("\(a)/32") && !r.1.contains("10.77.0.3"), "\(r.1)")
         // Its TCP table is its own (PrivateTCPHash: /proc/net/tcp there is read in a move's
         // hold), as is each node's; the setting they were made with is put back.
-        func ehash(_ ns: [String]) throws -> String {
-            try Proc.run(["nsenter"] + ns + ["--", "cat", "/proc/sys/net/ipv4/tcp_ehash_entries"], check: false).1.trimmingCharacters(in: .whitespacesAndNewlines)
+        func sysctl(_ ns: [String], _ name: String = "tcp_ehash_entries") throws -> String {
+            try Proc.run(["nsenter"] + ns + ["--", "cat", "/proc/sys/net/ipv4/\(name)"], check: false).1.trimmingCharacters(in: .whitespacesAndNewlines)
         }
         // The node's namespace was made from the host's, whose setting (the administrator's
         // when it is not 0) it got; the application's from the node's, which is 0.
         let hostSetting = try String(contentsOfFile: "/proc/sys/net/ipv4/tcp_child_ehash_entries", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(try ehash(["--target", "\(pid)", "--net"]) == "\(PrivateTCPHash.entries)", "the application's namespace has a TCP table of its own")
-        #expect(try ehash(["--net=/run/netns/\(lc.nodeNamespace(3))"]) == (hostSetting == "0" ? "\(PrivateTCPHash.entries)" : hostSetting),
-                "node 3's namespace has a TCP table of its own")
-        let node = try Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(3))", "--", "cat", "/proc/sys/net/ipv4/tcp_child_ehash_entries"], check: false).1
-        #expect(node.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "node 3's setting is put back after its daemon made the namespace")
+        let node3 = ["--net=/run/netns/\(lc.nodeNamespace(3))"]
+        #expect(try sysctl(["--target", "\(pid)", "--net"]) == "\(PrivateTCPHash.entries)", "the application's namespace has a TCP table of its own")
+        #expect(try sysctl(node3) == (hostSetting == "0" ? "\(PrivateTCPHash.entries)" : hostSetting), "node 3's namespace has a TCP table of its own")
+        #expect(try sysctl(node3, "tcp_child_ehash_entries") == "0", "node 3's setting is put back after its daemon made the namespace")
         #expect(try JSONDecoder().decode([StreamRow].self, from: Data(try ssiOK("streams", "--json").utf8)).isEmpty, "no connection, no stream")
         let local = try ssi("run", "--local", "--net", "app", "--", "true")
         #expect(local.code != 0 && local.out.contains("--net needs a cluster"), "\(local.out)")

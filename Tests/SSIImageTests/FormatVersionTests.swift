@@ -235,10 +235,7 @@ struct BlobFileTests {
         let bad = core.replacingOccurrences(of: "\"blob\":[0,300000]", with: "\"blob\":[1,400000]")
         #expect(bad != core)
         try Self.rewrite(dir2, "core-100.json", Array(bad.utf8))
-        #expect { try Snapshot.load(directory: dir2) } throws: { e in
-            let e = e as? SSIError
-            return e?.kind == .corrupt && e?.message.contains("core-100.json") == true && "\(e!)".contains("blobs-100.img")
-        }
+        Self.expectCorrupt(dir2, message: "core-100.json", naming: "blobs-100.img")
         // The manifest no longer lists the blob file: the references name bytes it lacks.
         try Self.rewriteManifest(dir2) { m in m.files.removeAll { $0.name == "blobs-100.img" } }
         #expect { try Snapshot.load(directory: dir2) } throws: { e in
@@ -271,9 +268,15 @@ struct BlobFileTests {
         let bad = core.replacingOccurrences(of: "\"blob\":[0,\(blobs.count)]", with: "\"blob\":[5,\(blobs.count)]")
         #expect(bad != core)
         try Self.rewrite(dir, "core-100.json", Array(bad.utf8))
-        #expect { try Snapshot.load(directory: dir) } throws: { e in
+        Self.expectCorrupt(dir, message: "core-100.json", naming: "blobs-100.img")
+    }
+
+    /// Loading `dir` is refused as corrupt, the message naming `message` and the whole error
+    /// (with what the decoder said) naming `naming`.
+    static func expectCorrupt(_ dir: String, message: String, naming: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(sourceLocation: sourceLocation) { try Snapshot.load(directory: dir) } throws: { e in
             let e = e as? SSIError
-            return e?.kind == .corrupt && e?.message.contains("core-100.json") == true && "\(e!)".contains("blobs-100.img")
+            return e?.kind == .corrupt && e?.message.contains(message) == true && "\(e!)".contains(naming)
         }
     }
 

@@ -269,10 +269,14 @@ extension CheckpointEngine {
     }
 
     private func commit(writer: any ImageWriter, images: [ProcessImage], app: Int32, options: CheckpointOptions, frozenTime: Double) throws -> CheckpointResult {
-        var pc = PhaseClock()
-        for image in images { try writer.addCore(image); pc.mark("commit: core \(image.pid) (\(image.vmas.count) vmas)") }
-        defer { pc.mark("commit: writer commit") }
+        // Profiled only (not phases a user follows): a migration's commit is in its freeze.
+        var clock = PhaseClock()
+        for image in images {
+            try writer.addCore(image)
+            if PhaseClock.enabled { clock.mark("commit: core \(image.pid) (\(image.vmas.count) vmas)") }
+        }
         let (version, manifest) = try writer.commit(description: options.description, processes: images.map(\.pid), arch: Arch.name)
+        if PhaseClock.enabled { clock.mark("commit: writer commit") }
         let bytes = images.reduce(UInt64(0)) { acc, image in
             acc + image.vmas.reduce(0) { $0 + $1.pages.reduce(0) { $0 + $1.count * SnapshotFormat.pageSize } }
         }

@@ -183,13 +183,8 @@ final class Precopy {
             clock.mark("precopy: round \(rounds.count), \(bytes >> 10) KiB")
             if bytes < Precopy.stopBelow { break }
         }
-        // The rounds' bytes reach their file before the freeze (a target node writes them
-        // from a queue: up to 16 MiB behind, tens of ms the freeze would otherwise wait).
-        // A writer to another node holds up to 4 MiB of each file before it sends them: the
-        // last round's pages go now, not inside the freeze (where 3.4 MiB of them, sent with
-        // the frozen round's and written into the target's fresh page cache, cost 28 ms).
-        for p in processes.values { try p.pages.flush() }
-        try writer.drain()
+        // The rounds' bytes reach their file before the freeze (sendAndDrain).
+        try sendAndDrain(writer)
         clock.mark("precopy: drained")
         for p in processes.values {
             p.mapsAfterRounds = try? ProcFS.read("/proc/\(p.pid)/maps")
@@ -205,10 +200,19 @@ final class Precopy {
         for p in processes.values { last += try copyWritten(p) }
         if last > 0 {
             rounds.append(last)
-            for p in processes.values { try p.pages.flush() }
-            try writer.drain()
+            try sendAndDrain(writer)
             clock.mark("precopy: last round, \(last >> 10) KiB, drained")
         }
+    }
+
+    /// The rounds' bytes to their files, before the freeze: a writer to another node holds
+    /// up to 4 MiB of each file before it sends them (3.4 MiB of a last round went with the
+    /// frozen round's and were written into the target's fresh page cache inside the freeze:
+    /// 28 ms), and the target writes them from a queue (up to 16 MiB behind: tens of ms the
+    /// freeze would otherwise wait).
+    private func sendAndDrain(_ writer: any ImageWriter) throws {
+        for p in processes.values { try p.pages.flush() }
+        try writer.drain()
     }
 
     /// Pages taken from the previous version by reference in round 1 (never read).
