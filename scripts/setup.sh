@@ -17,6 +17,10 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-benchmark >/dev/null || need+=(redis-tools)
 # PostgreSQL, checkpointed and restarted by the real-program tests (RealProgramTests).
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+# Debian daemons moved around the cluster together (ServicesClusterTests).
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v memcached >/dev/null || [ -x /usr/bin/memcached ] || need+=(memcached)
+command -v tmux >/dev/null || need+=(tmux)
 # A traced application (strace inside it) must be refused a migration and left running.
 command -v strace >/dev/null || need+=(strace)
 # The dashboard's browser test (Tests/SSIObserveTests) renders the page in headless chromium.
