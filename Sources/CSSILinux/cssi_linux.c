@@ -804,8 +804,9 @@ int cssi_current_cpu(void) { int c = sched_getcpu(); return c < 0 ? -errno : c; 
 
 long cssi_gettid(void) { return syscall(SYS_gettid); }
 
-int cssi_heap_thresholds(int mmap_threshold, int trim_threshold) {
-    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) && mallopt(M_TRIM_THRESHOLD, trim_threshold);
+int cssi_heap_thresholds(int mmap_threshold, int trim_threshold, int arenas) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) && mallopt(M_TRIM_THRESHOLD, trim_threshold)
+        && (arenas <= 0 || mallopt(M_ARENA_MAX, arenas));
 }
 
 int cssi_get_ioprio(int tid) { long r = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, tid); return r < 0 ? -errno : (int)r; }

@@ -278,9 +278,10 @@ int cssi_set_affinity(int tid, const unsigned long long *mask, int words);
 int cssi_current_cpu(void);
 /* The calling thread's id (gettid(2)). */
 long cssi_gettid(void);
-/* mallopt(M_MMAP_THRESHOLD, mmap_threshold) and mallopt(M_TRIM_THRESHOLD, trim_threshold)
-   (malloc.h is not part of Swift's Glibc module); returns 0 if either was refused. */
-int cssi_heap_thresholds(int mmap_threshold, int trim_threshold);
+/* mallopt(M_MMAP_THRESHOLD, mmap_threshold), mallopt(M_TRIM_THRESHOLD, trim_threshold) and,
+   if arenas > 0, mallopt(M_ARENA_MAX, arenas) (malloc.h is not part of Swift's Glibc module);
+   returns 0 if any was refused. */
+int cssi_heap_thresholds(int mmap_threshold, int trim_threshold, int arenas);
 // I/O priority (class << 13 | data): ioprio_get/ioprio_set(IOPRIO_WHO_PROCESS, tid), no
 // glibc wrapper.
 int cssi_get_ioprio(int tid);
