@@ -10,7 +10,9 @@ import Glibc
 /// as a cluster application on node 1 with SIZE MiB of self-checking random pages, rewriting
 /// about DIRTY MB/s of them, and keeps in a shared stats file the longest gap its own
 /// CLOCK_MONOTONIC loop saw. It is migrated 1 -> 2 -> 3 -> 1; each move reports that gap (the
-/// frozen time as the application saw it), the total time `ssi migrate` took, the bytes
+/// frozen time as the application saw it, from before the move until its pages are all in
+/// place on the target: a fault the lazy fill serves late counts too), the total time
+/// `ssi migrate` took, the time the fill took after the resume, the bytes
 /// node T's interface received, and the time the same bytes take raw over the same link
 /// (a TCP stream from node S to node T), for the "total <= 1.5 x raw" target. After the
 /// moves the application checks every page (CHECK PASS).
