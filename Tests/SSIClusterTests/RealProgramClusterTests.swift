@@ -62,13 +62,12 @@ enum Services {
 @Suite(.serialized, .enabled(if: canRunCluster, Comment(rawValue: whyNot)),
        .enabled(if: Services.nginx != nil && Services.memcached != nil && Services.tmux != nil, Comment(rawValue: Services.whyNot)))
 struct ServicesClusterTests {
-    /// nginx (a master and two workers sharing an accept socket and anonymous shared memory,
-    /// each with its epoll set and eventfd), memcached (five threads, its listener and an item
-    /// stored) with addresses of their own, and a tmux server (its unix socket in a directory
-    /// every node sees, a window running a shell loop on a pseudo-terminal), moved
-    /// 1 -> 2 -> 3 -> 1 together: after each move nginx serves its page from every worker's
-    /// process, memcached still has the item and takes another, the tmux client reaches its
-    /// server and the window's loop goes on.
+    /// nginx (a master and two workers sharing its listening socket) and memcached (its
+    /// worker threads, its listener, an item stored), both with addresses of their own, and a
+    /// tmux server (its unix socket in a directory every node sees, a window running a shell
+    /// loop on a pseudo-terminal), moved 1 -> 2 -> 3 -> 1 together: after each move nginx
+    /// serves its page with its master and workers all there, memcached still has the item
+    /// and takes another, a tmux client reaches its server and the window's loop goes on.
     @Test(.timeLimit(.minutes(3))) func nginxMemcachedAndTmuxMoveAroundTheCluster() throws {
         let dir = try TestEnv.makeTempDir("services")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -120,27 +119,12 @@ struct ServicesClusterTests {
         #expect(get(2).contains(page))
         #expect(fromNode(2, ["python3", "\(dir)/mc.py", cacheAt, "0"]).contains("STORED v0 v0"))
         _ = try waitFor("the tmux window's loop", seconds: 10) { loops() > 0 }
-        // The processes under the application's root (its PID here), from /proc.
-        func processes(under root: Int32) -> Int {
-            var parent = [Int32: Int32]()
-            for e in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-                guard let pid = Int32(e), let stat = try? String(contentsOfFile: "/proc/\(e)/stat", encoding: .utf8),
-                      let close = stat.lastIndex(of: ")") else { continue }
-                let fields = stat[stat.index(after: close)...].split(separator: " ")
-                if fields.count > 1, let pp = Int32(fields[1]) { parent[pid] = pp }
-            }
-            return parent.keys.filter { p in
-                var q = parent[p]
-                while let x = q, x > 1 { if x == root { return true }; q = parent[x] }
-                return false
-            }.count
-        }
-        let workers = processes(under: try #require(try record(web, node: 1)?.pid))
-        #expect(workers >= 3, "nginx's master and two workers under its root")
+        // Under its root (ssi-init, process 1 of its namespace): the master and two workers.
+        let workers = processTree(try #require(try record(web, node: 1)?.pid)).count - 1
+        #expect(workers == 3, "nginx's master and two workers under its root, found \(workers)")
         for a in apps { _ = try ssiOK("caps", "\(a)", "+CAN_MIGRATE") }
         for target in [2, 3, 1] {
             for a in apps { #expect(try ssiOK("migrate", "\(a)", "\(target)").contains("to node \(target)")) }
-            // nginx's workers take connections in turn: a few requests reach both.
             for _ in 0..<4 { #expect(get(target == 2 ? 3 : 2).contains(page), "nginx after the move to node \(target)") }
             #expect(fromNode(2, ["python3", "\(dir)/mc.py", cacheAt, "\(target)"]).contains("STORED v0 v\(target)"), "memcached after the move to node \(target)")
             let before = loops()
@@ -150,7 +134,7 @@ struct ServicesClusterTests {
             for a in apps {
                 for n in 1...3 { #expect(try psJSON(node: n).filter { $0.app == a }.map(\.node) == [UInt8(target)], "node \(n)'s ssi ps, application \(a)") }
             }
-            #expect(processes(under: try #require(try record(web, node: target)?.pid)) == workers, "nginx keeps its master and workers")
+            #expect(processTree(try #require(try record(web, node: target)?.pid)).count - 1 == workers, "nginx keeps its master and workers")
         }
     }
 }
