@@ -164,9 +164,9 @@ extension NodeApplications {
     func watch(app: Int32, pid: Int32) {
         local.withLock { $0[app] = pid }
         written.withLock { $0[app] = nil }
-        // Its first count and resident memory a moment after it starts (or lands, or comes
-        // back), not at the next 2 s refresh: `ssi ps` right after `ssi run` or `ssi migrate`
-        // said 1 process and 0 KiB.
+        // Its count and resident memory again a moment after it starts (or lands, or comes
+        // back), not at the next 2 s refresh: a program just exec'd has not forked or
+        // touched its memory yet (`ssi ps` right after `ssi run` said 1 process and 0 KiB).
         Task { [self] in
             try? await Task.sleep(for: .milliseconds(250))
             if local.withLock({ $0[app] }) == pid { await refresh(app, root: pid) }

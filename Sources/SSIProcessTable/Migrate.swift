@@ -427,11 +427,13 @@ extension NodeApplications {
         clock.mark("migrate in: restart")
         joinCPUGroups(root: r.pid)
         // Taken over before it ran; its pid here now (recorded first, then watched, as a
-        // restart: Restart.swift).
+        // restart: Restart.swift), with its processes and memory as they are here.
+        let usage = Self.usage(r.pid)
         do {
             try await table.update(app) { rec in
                 guard rec.node == me else { return }
                 rec.pid = r.pid
+                (rec.processes, rec.rss_bytes) = usage
             }
         } catch {
             watch(app: app, pid: r.pid)

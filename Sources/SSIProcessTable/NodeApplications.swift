@@ -87,15 +87,13 @@ public final class NodeApplications: Sendable {
 
     func refresh(_ app: Int32, root: Int32) async {
         let freezer = CgroupFreezer.find()
-        let pids = Self.tree(root)
-        let rss = pids.reduce(UInt64(0)) { $0 + Self.rss(of: $1) }
+        let (n, rss) = Self.usage(root)
         let state: AppState = freezer?.isFrozen(app) == true ? .frozen : .running
         // Read after the state: seen in CI, `ssi checkpoint -c` of a frozen application,
         // whose group is thawed for the seize, left its record "running" until the next
         // refresh, 2 s later (and a checkpoint's freeze could show a running one "frozen").
         if checkpointing.withLock({ $0.contains(app) }) { return }
-        if let w = written.withLock({ $0[app] }), w.0 == pids.count, w.1 == rss, w.2 == state { return }
-        let n = pids.count
+        if let w = written.withLock({ $0[app] }), w.0 == n, w.1 == rss, w.2 == state { return }
         do {
             try await table.update(app) { r in
                 // Not while a migration is under way: its state (migrating) and mark are the
@@ -111,6 +109,13 @@ public final class NodeApplications: Sendable {
 
     /// The root and its descendants (SSISystem.processTree).
     static func tree(_ root: Int32) -> [Int32] { processTree(root) }
+
+    /// What a record says of the processes under `root`: their count (the root included)
+    /// and resident memory.
+    static func usage(_ root: Int32) -> (processes: Int, rss: UInt64) {
+        let pids = tree(root)
+        return (pids.count, pids.reduce(UInt64(0)) { $0 + rss(of: $1) })
+    }
 
     static func rss(of pid: Int32) -> UInt64 {
         guard let s = try? ProcFS.read("/proc/\(pid)/status") else { return 0 }

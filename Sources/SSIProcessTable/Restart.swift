@@ -53,11 +53,12 @@ extension NodeApplications {
         // Recorded before it is watched: the watcher records an end only for the pid the
         // record has, and a program that ends at once (a client finding its connection
         // reset) would otherwise be left "running" with the old pid overwritten after it.
-        let me = self.me
+        let me = self.me, usage = Self.usage(r.pid)
         let updated: AppRecord
         do {
             updated = try await table.update(app) { rec in
                 (rec.node, rec.pid, rec.state, rec.exit_status) = (me, r.pid, .running, nil)
+                (rec.processes, rec.rss_bytes) = usage
             }
         } catch {
             watch(app: app, pid: r.pid)

@@ -243,6 +243,8 @@ extension ApplicationTests {
             #expect(out.contains("to node \(target)"), "\(out)")
             let now = try #require(try record(app, node: via))
             #expect(now.node == UInt8(target) && now.state == .running && Proc.alive(now.pid))
+            // Counted on the target as it landed, not 2 s later.
+            #expect(now.processes == NodeTree.of(now.pid).count && now.rss_bytes > 0, "ssi ps right after the move: \(now.processes) processes, \(now.rss_bytes) bytes")
             _ = try waitFor("the old copy gone", seconds: 5) { !Proc.alive(last.pid) }
             for k in 1...3 { #expect(try psJSON(node: k).filter { $0.app == app }.map(\.node) == [UInt8(target)]) }
             last = now
