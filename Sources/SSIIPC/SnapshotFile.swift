@@ -96,7 +96,7 @@ public struct IPCSnapshotInfo: Codable, Sendable, Equatable {
         self.id = id
         uid = perm.uid; gid = perm.gid; cuid = perm.cuid; cgid = perm.cgid
         mode = perm.mode & 0o777
-        date = ISO8601DateFormatter().string(from: Date())
+        date = ISOTime.now()
         var u = utsname()
         uname(&u)
         kernel = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }

@@ -22,7 +22,7 @@ public final class ArchiveImageWriter: ImageWriter {
     public func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
         var manifest: Manifest? = nil
         try archive.finish { files in
-            let m = Manifest(appID: app, version: version, description: description, date: ISO8601DateFormatter().string(from: date),
+            let m = Manifest(appID: app, version: version, description: description, date: ISOTime.string(from: date),
                              arch: arch, kernel: SnapshotFormat.kernelRelease(), processes: processes, files: files)
             manifest = m
             return Array(try SnapshotFormat.encoder().encode(m))

@@ -124,7 +124,7 @@ public final class SnapshotWriter: ImageWriter {
     /// snapshot holds (the injection library's Arch.name).
     public func commit(description: String, processes: [Int32], arch: String, date: Date) throws -> (Int, Manifest) {
         // The root of the application comes first in `processes`.
-        try commit(Manifest(appID: app, version: 0, description: description, date: ISO8601DateFormatter().string(from: date),
+        try commit(Manifest(appID: app, version: 0, description: description, date: ISOTime.string(from: date),
                             arch: arch, kernel: SnapshotFormat.kernelRelease(), processes: processes, files: []), version: nil)
     }
 

@@ -144,11 +144,8 @@ extension NodeApplications {
         }
     }
 
-    static func now() -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f.string(from: Date())
-    }
+    /// The record's `started` (ISO 8601, UTC; read back by ISO8601DateFormatter).
+    static func now() -> String { ISOTime.now() }
 
     func logPath(_ app: Int32) -> String { "\(logDir)/\(app).log" }
 

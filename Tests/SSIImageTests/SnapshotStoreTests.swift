@@ -60,6 +60,18 @@ struct SnapshotStoreTests {
         #expect(throws: SSIError.self) { try store.open(app: 9, version: 1) }
     }
 
+    @Test("a manifest's date is written as ISO8601DateFormatter writes it, and reads back")
+    func isoDates() {
+        let iso = ISO8601DateFormatter()
+        // Leap day, year ends, single digits, the epoch, a far year, fractions of a second.
+        for t: Double in [0.0, 951_782_400.5, 1_798_761_599.999, 1_764_979_200, 4_102_444_800 + 86_399, 1_765_038_601.25] {
+            let d = Date(timeIntervalSince1970: t)
+            #expect(ISOTime.string(from: d) == iso.string(from: d), "at \(t)")
+            #expect(iso.date(from: ISOTime.string(from: d)) == Date(timeIntervalSince1970: t.rounded(.down)))
+        }
+        #expect(ISOTime.now().count == 20)
+    }
+
     @Test("versions are numbered from 1, committed whole, and verified on open")
     func writeAndVerify() throws {
         let dir = try TestEnv.makeTempDir("store")

@@ -24,3 +24,22 @@ public enum Clock {
         (try? ProcFS.read("/proc/sys/kernel/random/boot_id"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 }
+
+/// A UTC time as ISO 8601 (`2026-12-06T16:36:41Z`, what ISO8601DateFormatter writes by
+/// default), from gmtime_r(3). Foundation's formatter goes through ICU: making one and
+/// formatting took 0.3-2 ms in the daemon (2 ms the first time on a thread), and a
+/// migration's target commits its received snapshot, manifest date included, while the
+/// application is frozen.
+public enum ISOTime {
+    public static func string(from date: Date) -> String {
+        var t = time_t(date.timeIntervalSince1970.rounded(.down))
+        var tm = Glibc.tm()
+        guard gmtime_r(&t, &tm) != nil else { return ISO8601DateFormatter().string(from: date) }
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let year = Int(tm.tm_year) + 1900
+        let y = year < 1000 ? String(repeating: "0", count: 4 - String(year).count) + String(year) : String(year)
+        return "\(y)-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec))Z"
+    }
+
+    public static func now() -> String { string(from: Date()) }
+}
