@@ -117,6 +117,19 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         return true
     }
 
+    /// Holds the new connections to `address` from now on (PacketHold.holdNew), its
+    /// streams still flowing: the first step of a migration of an application with
+    /// listeners. False when this node cannot (no hold, or a direct link, whose peers'
+    /// frames reach the application without the node's routing): nothing was changed.
+    func holdNewConnections(address: String) throws -> Bool {
+        guard let hold = packetHold, direct == nil else { return false }
+        try hold.holdNew(address)
+        return true
+    }
+
+    /// The hold of new connections to `address` ends (what it held stays held).
+    func endHoldNewConnections(address: String) { packetHold?.endHoldNew(address) }
+
     /// The handshakes under way to the application's listeners while its address is held
     /// (before its freeze): the source answered a client's SYN just before the hold, and
     /// the client's last ACK (and what it sent next) is in the hold. Given to the target, it
@@ -144,17 +157,16 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     }
 
     /// At the freeze, once nothing goes out of the application any more (`lock`), and
-    /// before its sockets are read: the held packets of its established connections are
-    /// given to it (the frozen copy's kernel takes them). They are mostly the peers'
+    /// before its sockets are read: the held bare acknowledgements of its established
+    /// connections are given to it (the frozen copy's kernel takes them): the peers'
     /// acknowledgements of what it sent while only its incoming traffic was held; read
     /// without them, a connection would be saved with data the peer already has as not yet
     /// acknowledged, and the copy rebuilt from it would take the peer's acknowledgement
     /// (beyond anything it has sent itself) for one of data never sent, and drop it (tcp_ack,
     /// "ACK of unsent data"): a bulk sender then stalls for good (seen: a sender moving with
-    /// 2 MB in flight retransmitting for minutes). Data segments among them go into its
-    /// receive queues, which the snapshot saves; their acknowledgements are dropped by the
-    /// lock, so the peer sends them again to the target, which acknowledges them as
-    /// duplicates. What comes after this is held for the target as before.
+    /// 2 MB in flight retransmitting for minutes). Segments with data (and FIN, RST) stay
+    /// held and go to the target's copy once it runs, in order after what its snapshot
+    /// received. What comes after this is held for the target as before.
     func deliverHeld(app: Int32, address: String, root: Int32) {
         // Which packets, chosen without reading /proc/PID/net/tcp here (it walks the host's
         // whole TCP hash table: 3.4 ms of the freeze on this machine): with listeners, those
@@ -170,8 +182,17 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         // bulk sender whose peer is that far ahead stalls (seen with direct links).
         if direct != nil { hold.settle(key: address) }
         let known = drainedConnections.withLock { $0.removeValue(forKey: address) }
+        // Only bare acknowledgements (and window updates): a bulk
+        // receiver's peer sends a window's worth (megabytes) while the drain runs, which,
+        // given to the frozen copy, its snapshot saved and its target rebuilt, all inside the
+        // freeze (27 ms for one core file's queue on this machine, under the stream's load).
+        // Held, they go to the target's copy once it runs, in order (its receive queue ends
+        // where the frozen copy's did), and their acknowledgement fields still count in what
+        // the peer acknowledged (MigrateIn.peerAcks: PacketHold.latestAcks reads the hold).
+        // A FIN or RST goes there too, after the data before it (given here alone, a FIN
+        // past held data would wait out of order in a queue no snapshot keeps).
         let packets = hold.take(key: address) { p in
-            guard let key = PacketHold.flowKey(p), !PacketHold.isSYN(p) else { return false }
+            guard let key = PacketHold.flowKey(p), PacketHold.isBareAck(p) else { return false }
             return known?.contains(key) ?? true
         }
         guard !packets.isEmpty else { return }
@@ -211,6 +232,7 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     }
 
     func unlock(app: Int32, address: String, root: Int32?) {
+        packetHold?.endHoldNew(address)
         AppAddressLock.unlock(app: app)
         // Killed meanwhile (checkpoint --kill): its link went with it.
         guard AppLink.interfaceExists(AppSubnet.hostInterface(app)) else {

@@ -143,14 +143,28 @@ final class NetworkMigrationHooks: MigrationHooks {
             // connection to accept meanwhile, the SYNs being held.
             let listeners = Connections.listening(root: root)
             clock.mark("network: listeners found")
+            let handshakes = { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 }
+            // With listeners, first only the new connections are held, for 15 ms, while its
+            // streams flow (its peers see no stall yet): a handshake's last ACK already on its
+            // way lands meanwhile and the connection is accepted. Held at once with the rest
+            // (before), such an ACK could land after a quicker drain and leave a connection
+            // waiting to be accepted, which refuses the dump (seen in CI once /proc/net/tcp
+            // reads became fast); so every migration of a listener stalled its streams for
+            // the 15 ms as well.
+            var newHeld = false
+            if !listeners.isEmpty { newHeld = try side?.holdNewConnections(address: address) == true }
+            if newHeld {
+                clock.mark("network: new connections held")
+                Connections.drain([], listeners: listeners, settle: .milliseconds(15), handshakes: handshakes)
+                clock.mark("network: handshakes under way accepted")
+            }
             guard try side?.holdIncoming(app: app, address: address, root: root) == true else { return }
             clock.mark("network: incoming held")
-            // With listeners, 15 ms at least (what the hold and the drain took before): a
-            // handshake's last ACK already past the hold when it began lands after a quicker
-            // drain, and the connection it makes waits to be accepted, which refuses the dump
-            // (seen in CI once /proc/net/tcp reads became fast).
-            let left = Connections.drain(outside, listeners: listeners, settle: listeners.isEmpty ? .zero : .milliseconds(15),
-                                         handshakes: { side?.completeHandshakes(app: app, address: address, root: root) ?? 0 })
+            // The mark of new connections is not needed once everything is held: removed while
+            // the streams drain (an nft run), and on every other path (unlock, sourceWillKill).
+            if newHeld { Thread { side?.endHoldNewConnections(address: address) }.start() }
+            let left = Connections.drain(outside, listeners: listeners, settle: listeners.isEmpty || newHeld ? .zero : .milliseconds(15),
+                                         handshakes: handshakes)
             logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
         }
         // At the freeze, before the sockets are read: nothing goes out either; then what
@@ -180,6 +194,7 @@ final class NetworkMigrationHooks: MigrationHooks {
     /// silenced.
     func sourceWillKill(app: Int32, root: Int32) async {
         if let (address, target, _) = addressLocked.withLock({ $0[app] }) {
+            net.apps?.endHoldNewConnections(address: address)
             // The target's copy runs: what was held goes there.
             if let hop = net.core.membership.view[target]?.host, let hold = net.apps?.packetHold {
                 let n = hold.release(address, gateway: hop)

@@ -82,6 +82,47 @@ public final class PacketHold: @unchecked Sendable {
         }
     }
 
+    /// The nft table of `holdNew(_:)` for `address`.
+    static func newConnectionsTable(_ address: String) -> String { "ssi-holdsyn-" + address.replacingOccurrences(of: ".", with: "-") }
+
+    /// From now on, new connections to `address` wait here: the TCP segments that open one
+    /// (SYN without ACK, RFC 793) are marked at prerouting (priority mangle + 10, as the
+    /// cluster address's hold) and policy routing sends them to this hold, under the key
+    /// `address`, while every other packet to the address still reaches it. A migration's
+    /// first step for an application with listeners: the handshakes already under way end
+    /// and are accepted while its streams go on, so that the full hold (`hold(_:)`) that
+    /// follows needs no wait of its own for a handshake's last ACK on its way. Packets
+    /// written back by `release` come in on the hold's interface and are not marked again.
+    /// Undone by `endHoldNew(_:)`, which every path of the migration calls: left behind, the
+    /// rule would keep sending the address's SYNs here.
+    public func holdNew(_ address: String) throws {
+        try routeMark()
+        held.withLock { $0.holding[address] = { Self.destination($0) == address } }
+        let table = Self.newConnectionsTable(address), mark = "0x" + String(Self.mark, radix: 16)
+        let rules = """
+        add table ip \(table)
+        delete table ip \(table)
+        table ip \(table) {
+            chain syn { type filter hook prerouting priority mangle + 10; policy accept; iifname != "\(Self.interface)" ip daddr \(address) tcp flags & (syn | ack) == syn counter meta mark set \(mark); }
+        }
+
+        """
+        let file = "/tmp/\(table)-\(getpid()).nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+        defer { unlink(file) }
+        let (code, out) = try Proc.run(["nft", "-f", file], check: false)
+        if code != 0 {
+            held.withLock { _ = $0.holding.removeValue(forKey: address) }
+            throw SSIError(.system, "nft refused to hold the new connections to \(address): \(out.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// New connections to `address` are no longer sent here by their mark (what was held
+    /// stays held, under `address`, for `release`). Harmless when there was no such hold.
+    public func endHoldNew(_ address: String) {
+        _ = try? Proc.run(["nft", "delete", "table", "ip", Self.newConnectionsTable(address)], check: false)
+    }
+
     /// From now on, the TCP packets to `address` (the cluster address) for one of `ports`
     /// that reach here are kept under `key`. They come by the mark `PacketHold.mark`, which
     /// a firewall rule of the caller's sets (Connections.lockRuleset): the address itself
@@ -139,6 +180,25 @@ public final class PacketHold: @unchecked Sendable {
         guard p.count >= 20, p[0] >> 4 == 4, p[9] == 6 else { return false }
         let ihl = Int(p[0] & 0x0f) * 4
         return p.count > ihl + 13 && p[ihl + 13] & 0x02 != 0
+    }
+
+    /// The bytes of data a held IPv4 TCP packet carries: its total length (bytes 2-3 of the
+    /// IP header, RFC 791) less the IP header and the TCP header (data offset, the high
+    /// nibble of the TCP header's byte 12, RFC 793); nil for another packet.
+    public static func tcpPayload(_ p: UnsafeRawBufferPointer) -> Int? {
+        guard p.count >= 20, p[0] >> 4 == 4, p[9] == 6 else { return nil }
+        let ihl = Int(p[0] & 0x0f) * 4
+        guard p.count > ihl + 12 else { return nil }
+        let total = Int(p[2]) << 8 | Int(p[3])
+        return max(0, total - ihl - Int(p[ihl + 12] >> 4) * 4)
+    }
+
+    /// Whether a held IPv4 TCP packet is a bare acknowledgement: no data and none of SYN,
+    /// FIN, RST (RFC 793: flags in byte 13 of the TCP header, FIN 0x01, SYN 0x02, RST 0x04).
+    public static func isBareAck(_ p: UnsafeRawBufferPointer) -> Bool {
+        guard let n = tcpPayload(p), n == 0 else { return false }
+        let ihl = Int(p[0] & 0x0f) * 4
+        return p.count > ihl + 13 && p[ihl + 13] & 0x07 == 0
     }
 
     /// A held IPv4 TCP packet's source address and ports (RFC 791, RFC 793), nil for another.

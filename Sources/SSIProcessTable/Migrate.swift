@@ -391,7 +391,7 @@ extension NodeApplications {
         let me = self.me, table = self.table, logger = self.logger, token = m.token, apps = self
         let holding = Task { try await table.hold(app) }
         let taken = Mutex(false)
-        o.beforeResume = {
+        o.beforeResume = { root in
             try route?()
             for h in hooks { h.targetRebuilt(app: app, from: from) }
             try MigrationFaults.at("restore", app: app, node: me, logger: logger)
@@ -401,7 +401,11 @@ extension NodeApplications {
                 throw SSIError(.state, "migration of application \(app) from node \(from) was given up there (its record says \(rec.state.rawValue) on node \(rec.node)); the copy rebuilt on node \(me) goes",
                                hint: "ssi ps shows where it runs")
             }
-            (rec.node, rec.state, rec.exit_status, rec.migration) = (me, .running, nil, nil)
+            // Its root's PID here goes with it: the source, answered once this copy runs,
+            // then reads a record that says where it runs and as which process. Its processes
+            // and memory stay the source's figures (the same processes, and its pages are
+            // still coming in here) until the first refresh (`watch`, 250 ms).
+            (rec.node, rec.state, rec.exit_status, rec.migration, rec.pid) = (me, .running, nil, nil, root)
             rec.migrations += 1
             let written = rec
             var clock = PhaseClock()
@@ -426,21 +430,12 @@ extension NodeApplications {
         }
         clock.mark("migrate in: restart")
         joinCPUGroups(root: r.pid)
-        // Taken over before it ran; its pid here now (recorded first, then watched, as a
-        // restart: Restart.swift), with its processes and memory as they are here.
-        let usage = Self.usage(r.pid)
-        do {
-            try await table.update(app) { rec in
-                guard rec.node == me else { return }
-                rec.pid = r.pid
-                (rec.processes, rec.rss_bytes) = usage
-            }
-        } catch {
-            watch(app: app, pid: r.pid)
-            throw error
-        }
+        // Taken over before it ran, with its pid here (beforeResume): the source is answered
+        // at once, so that it kills its copy and hands on what it held for it (packets of its
+        // connections) without waiting for another write of the record (2-4 ms of every
+        // peer's stall); its processes and memory as they are here come with the first
+        // refresh.
         watch(app: app, pid: r.pid)
-        clock.mark("migrate in: record")
         await eachHook { await $0.targetDidResume(app: app, root: r.pid, from: m.from) }
         // The image came in without fsync (IncomingSnapshots): on disk now, off the freeze.
         let store = self.store

@@ -36,7 +36,7 @@ extension NodeApplications {
         defer { if let netFD { close(netFD) } }
         var o = CheckpointEngine.RestartOptions()
         o.rootNetwork = netFD
-        o.beforeResume = routeWhenRebuilt(app: app, address: rec.address, namespace: netFD)
+        if let route = routeWhenRebuilt(app: app, address: rec.address, namespace: netFD) { o.beforeResume = { _ in try route() } }
         // Its connections to other applications were saved (Snapshots.swift); each comes back
         // as saved, or reset on both sides if its peer has moved past the snapshot.
         // Of two ends restarted one after the other, the first finds its peer stopped and

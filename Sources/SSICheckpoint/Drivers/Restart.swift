@@ -55,9 +55,9 @@ extension CheckpointEngine {
         /// the snapshot (it takes that for an acknowledgement of unsent data, and stalls).
         public var tcpKeepSent = false
         /// Called once every process and socket is rebuilt, before any process runs again
-        /// (a cluster application's address is routed to its namespace then); a throw fails
-        /// the restart like any other step.
-        public var beforeResume: (@Sendable () throws -> Void)? = nil
+        /// (a cluster application's address is routed to its namespace then), with the
+        /// root's PID as this node sees it; a throw fails the restart like any other step.
+        public var beforeResume: (@Sendable (_ root: Int32) throws -> Void)? = nil
         /// The version's bytes were checked as they arrived (a migration's stream: the source
         /// and this node each computed every file's CRC-32C and they matched, RemoteImage.swift),
         /// so the restart checks sizes and the manifest only and does not read every page
@@ -226,7 +226,7 @@ final class RestartSession {
             clock.mark("rebuild processes")
             if let failed = check?.finish() { throw failed }
             if check != nil { clock.mark("restart: pages checked") }
-            try options.beforeResume?()
+            try options.beforeResume?(created[0])
         } catch {
             let corrupt = check?.finish()
             lazy?.end(failed: true)
