@@ -342,6 +342,9 @@ static int spawn_child(char *const argv[], const struct cssi_spawn_options *o) {
     // usable until exec.
     if (!o->keep_fds) syscall(SYS_close_range, o->pass_fd >= 0 ? 4U : 3U, ~0U, (unsigned int)(1U << 2));
     if (o->new_session && syscall(SYS_setsid) < 0) return errno;
+    // The nice value is per thread and copied at clone (setpriority(2)): a program the daemon
+    // starts would otherwise run at the daemon's own.
+    if (o->set_nice && syscall(SYS_setpriority, PRIO_PROCESS, 0, o->nice) < 0) return errno;
     execvpe(argv[0], argv, o->envp ? o->envp : environ);
     return errno;
 }

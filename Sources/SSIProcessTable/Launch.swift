@@ -18,6 +18,9 @@ public struct LaunchSpec: Codable, Sendable, Equatable {
     public var caps: [String]
     /// `--net`: nil is the node's network.
     public var network: NetworkMode?
+    /// The nice value it starts with: the caller's (`nice -n 5 ssi run ...`, as a program
+    /// started from the shell gets), not the daemon's; nil (an older client, a job): 0.
+    public var nice: Int32?
     public init(command: [String], environment: [String: String], directory: String, node: NodeID?, log: Bool, caps: [String] = [], network: NetworkMode? = nil) {
         (self.command, self.environment, self.directory, self.node, self.log, self.caps) = (command, environment, directory, node, log, caps)
         self.network = network
@@ -74,6 +77,8 @@ extension NodeApplications {
         let freezer = geteuid() == 0 ? CgroupFreezer.find() : nil
         let group = try freezer.map { try $0.openGroup(id) }
         o.cgroup = group
+        // The caller's nice value, not the daemon's (which its threads would pass on).
+        o.nice = spec.nice ?? 0
         // An application with an address starts once every node routes it (ssi-init
         // --wait-fd): its first packets would otherwise meet nodes that do not know it, and
         // a lost SYN is sent again only a second later.

@@ -77,8 +77,12 @@ enum ClusterApps {
         let local = lc.plan() != nil && ProcessInfo.processInfo.environment["SSI_CONTROL"] == nil
         let env = ProcessInfo.processInfo.environment
         let cwd = FileManager.default.currentDirectoryPath
-        let spec = LaunchSpec(command: cmd, environment: env, directory: cwd,
+        var spec = LaunchSpec(command: cmd, environment: env, directory: cwd,
                               node: local ? nil : node.map { UInt8($0) }, log: log, network: network)
+        // getpriority(2) returns the nice value itself for PRIO_PROCESS through glibc.
+        errno = 0
+        let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        if errno == 0 { spec.nice = mine }
         let conn = try connect(node: local ? node : nil)
         let pass: [Int32] = (local || node == nil) && !log ? [0, 1, 2] : []
         return try conn.send(.apps(.launch(spec)), timeout: 60, passing: pass).application()

@@ -75,6 +75,19 @@ struct ApplicationTests {
         #expect(missing.code != 0 && missing.out.contains("no application"), "\(missing.out)")
         let down = try ssi("run", "--node", "9", "--", "/bin/true")
         #expect(down.code != 0 && down.out.contains("node 9"), "\(down.out)")
+        // Its nice value is its caller's (`nice -n 7 ssi run`), not the daemon's: field 19 of
+        // /proc/PID/stat (proc(5)), after the command's parenthesised name.
+        func nice(_ pid: Int32) -> Int? {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+            return stat[stat.index(after: close)...].split(separator: " ").dropFirst(16).first.flatMap { Int($0) }
+        }
+        #expect(nice(r.pid) == 0, "the application runs at nice \(nice(r.pid).map(String.init) ?? "?")")
+        let niced = try Proc.run(["nice", "-n", "7", binDir + "/ssi", "run", "-b", "--log", "--node", "2", "--", "sleep", "30"], check: false)
+        let nicedApp = try #require(appID(niced.1), "no id in \(niced.1)")
+        let nicedRec = try #require(try record(nicedApp, node: 2))
+        _ = try waitFor("the niced application's sleep", seconds: 5) { processTree(nicedRec.pid).count >= 2 }
+        for p in processTree(nicedRec.pid) { #expect(nice(p) == 7, "PID \(p) of the application started under nice -n 7 runs at nice \(nice(p).map(String.init) ?? "?")") }
+        kill(nicedRec.pid, SIGTERM)
         // ps shows each application's CPU use (percent of one CPU), from any node.
         let busyOut = try ssiOK("run", "-b", "--log", "--node", "3", "--", "/bin/sh", "-c", "exec timeout 30 sh -c 'while :; do :; done'")
         let busy = try #require(appID(busyOut))

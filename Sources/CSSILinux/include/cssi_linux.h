@@ -187,6 +187,8 @@ struct cssi_spawn_options {
     char *const *envp;      // NULL: our environment
     unsigned long long namespaces; // CLONE_NEW* flags added to clone3's (e.g. CLONE_NEWPID|CLONE_NEWNS)
     int pass_fd;            // >= 0: becomes the child's fd 3, kept across exec; -1: none
+    int set_nice;           // nonzero: setpriority(PRIO_PROCESS, 0, nice) in the child
+    int nice;
 };
 
 // The one spawner: clone3 (into the cgroup whose directory fd is cgroup_fd, with

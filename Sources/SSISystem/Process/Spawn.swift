@@ -44,6 +44,8 @@ public struct SpawnOptions: Sendable {
     /// An fd of ours that becomes the child's fd 3 (kept across exec), e.g. the read end of
     /// a pipe it waits on.
     public var passDescriptor: Int32? = nil
+    /// The child's nice value (setpriority(2)); nil: ours.
+    public var nice: Int32? = nil
 
     /// clone(2) namespace flags.
     public struct Namespaces: OptionSet, Sendable {
@@ -146,6 +148,7 @@ public enum Spawn {
         o.directory = options.directory.map(c)
         o.namespaces = options.namespaces.rawValue
         o.pass_fd = options.passDescriptor ?? -1
+        (o.set_nice, o.nice) = options.nice.map { (1, $0) } ?? (0, 0)
         return cargs.withUnsafeBufferPointer { argvp in
             guard let cenv else { o.envp = nil; return cssi_spawn(argvp.baseAddress!, &o) }
             return cenv.withUnsafeBufferPointer { envp in
