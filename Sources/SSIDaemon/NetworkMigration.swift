@@ -152,7 +152,12 @@ final class NetworkMigrationHooks: MigrationHooks {
             // reads became fast); so every migration of a listener stalled its streams for
             // the 15 ms as well.
             var newHeld = false
-            if !listeners.isEmpty { newHeld = try side?.holdNewConnections(address: address) == true }
+            if !listeners.isEmpty {
+                // Without it (nft refused), the full hold waits the 15 ms as before.
+                do { newHeld = try side?.holdNewConnections(address: address) == true } catch {
+                    logger.warning("network: application \(app): its new connections could not be held apart (\(error)); its streams wait with them")
+                }
+            }
             if newHeld {
                 clock.mark("network: new connections held")
                 Connections.drain([], listeners: listeners, settle: .milliseconds(15), handshakes: handshakes)
