@@ -401,11 +401,15 @@ extension NodeApplications {
                 throw SSIError(.state, "migration of application \(app) from node \(from) was given up there (its record says \(rec.state.rawValue) on node \(rec.node)); the copy rebuilt on node \(me) goes",
                                hint: "ssi ps shows where it runs")
             }
-            // Its root's PID here goes with it: the source, answered once this copy runs,
-            // then reads a record that says where it runs and as which process. Its processes
-            // and memory stay the source's figures (the same processes, and its pages are
-            // still coming in here) until the first refresh (`watch`, 250 ms).
+            // Its root's PID here goes with it, and its processes and memory as they are here
+            // (a /proc read of its few processes, 0.1-0.3 ms): the source, answered once this
+            // copy runs, then reads a record that says where it runs, as which process, and
+            // how big it is (`ssi ps` right after `ssi migrate`, before the first refresh).
+            // Pages still to come in (LazyMemory) are not resident yet: the source's figure
+            // stands for them until that refresh (`watch`, 250 ms).
+            let usage = NodeApplications.usage(root)
             (rec.node, rec.state, rec.exit_status, rec.migration, rec.pid) = (me, .running, nil, nil, root)
+            (rec.processes, rec.rss_bytes) = (usage.processes, max(rec.rss_bytes, usage.rss))
             rec.migrations += 1
             let written = rec
             var clock = PhaseClock()
@@ -430,11 +434,10 @@ extension NodeApplications {
         }
         clock.mark("migrate in: restart")
         joinCPUGroups(root: r.pid)
-        // Taken over before it ran, with its pid here (beforeResume): the source is answered
-        // at once, so that it kills its copy and hands on what it held for it (packets of its
-        // connections) without waiting for another write of the record (2-4 ms of every
-        // peer's stall); its processes and memory as they are here come with the first
-        // refresh.
+        // Taken over before it ran, with its pid, processes and memory here (beforeResume):
+        // the source is answered at once, so that it kills its copy and hands on what it held
+        // for it (packets of its connections) without waiting for another write of the
+        // record (2-4 ms of every peer's stall).
         watch(app: app, pid: r.pid)
         await eachHook { await $0.targetDidResume(app: app, root: r.pid, from: m.from) }
         // The image came in without fsync (IncomingSnapshots): on disk now, off the freeze.
