@@ -182,15 +182,14 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         // bulk sender whose peer is that far ahead stalls (seen with direct links).
         if direct != nil { hold.settle(key: address) }
         let known = drainedConnections.withLock { $0.removeValue(forKey: address) }
-        // Only bare acknowledgements (and window updates): a bulk
-        // receiver's peer sends a window's worth (megabytes) while the drain runs, which,
-        // given to the frozen copy, its snapshot saved and its target rebuilt, all inside the
-        // freeze (27 ms for one core file's queue on this machine, under the stream's load).
-        // Held, they go to the target's copy once it runs, in order (its receive queue ends
-        // where the frozen copy's did), and their acknowledgement fields still count in what
-        // the peer acknowledged (MigrateIn.peerAcks: PacketHold.latestAcks reads the hold).
-        // A FIN or RST goes there too, after the data before it (given here alone, a FIN
-        // past held data would wait out of order in a queue no snapshot keeps).
+        // Bare acknowledgements only (window updates included): the data a bulk receiver's
+        // peer sends while the drain runs (megabytes) would otherwise be saved with the
+        // frozen copy and rebuilt on the target inside the freeze (27 ms for one core file
+        // here, under the stream's load). Held, it reaches the target's copy once it runs, in
+        // order after what its snapshot received, and its acknowledgement fields still count
+        // (MigrateIn.peerAcks: PacketHold.latestAcks reads the hold). A FIN or RST goes there
+        // too, after the data before it (given here alone, a FIN past held data would wait
+        // out of order in a queue no snapshot keeps).
         let packets = hold.take(key: address) { p in
             guard let key = PacketHold.flowKey(p), PacketHold.isBareAck(p) else { return false }
             return known?.contains(key) ?? true

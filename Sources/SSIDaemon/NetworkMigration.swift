@@ -170,7 +170,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             if newHeld { Thread { side?.endHoldNewConnections(address: address) }.start() }
             let left = Connections.drain(outside, listeners: listeners, settle: listeners.isEmpty || newHeld ? .zero : .milliseconds(15),
                                          handshakes: handshakes)
-            logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept)")
+            logger.info("network: application \(app): address \(address) held for the move to node \(target) (\(n) connection(s); \(left.unread) byte(s) left unread, \(left.waiting) connection(s) left to accept\(newHeld ? "; its new connections held first" : ""))")
         }
         // At the freeze, before the sockets are read: nothing goes out either; then what
         // was held for its connections is given to it (AppNetworkSide.deliverHeld).

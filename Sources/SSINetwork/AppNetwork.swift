@@ -448,11 +448,8 @@ public enum AppAddressLock {
             return
         }
         let t = table(app)
-        let file = "/tmp/\(t)-\(getpid()).nft"
-        try ruleset(table: t, address: address).write(toFile: file, atomically: true, encoding: .utf8)
-        defer { unlink(file) }
-        let (code, out) = try Proc.run(["nft", "-f", file], check: false)
-        if code != 0 { throw SSIError(.system, "nft refused the lock of application \(app)'s address \(address): \(out.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        let (code, out) = try NFTables.apply(ruleset(table: t, address: address), tag: t)
+        if code != 0 { throw SSIError(.system, "nft refused the lock of application \(app)'s address \(address): \(out)") }
     }
 
     /// After a committed migration: the source copy's link deleted if it is still there,

@@ -137,12 +137,9 @@ public enum Connections {
     }
 
     public static func lock(table: String, clusterIP: String, ports: [UInt16], holdMark: UInt32? = nil) throws {
-        let file = "/tmp/\(table)-\(getpid()).nft"
-        try lockRuleset(table: table, clusterIP: clusterIP, ports: ports, holdMark: holdMark).write(toFile: file, atomically: true, encoding: .utf8)
-        defer { unlink(file) }
-        let (code, out) = try Proc.run(["nft", "-f", file], check: false)
+        let (code, out) = try NFTables.apply(lockRuleset(table: table, clusterIP: clusterIP, ports: ports, holdMark: holdMark), tag: table)
         if code != 0 {
-            throw SSIError(.system, "nft refused the lock of the connections (table \(table)): \(out.trimmingCharacters(in: .whitespacesAndNewlines))",
+            throw SSIError(.system, "nft refused the lock of the connections (table \(table)): \(out)",
                            hint: "the migration was not made; is nftables installed (scripts/setup-cluster.sh)? see the node's log")
         }
         if holdMark != nil { EarlyDemux.suspend() }

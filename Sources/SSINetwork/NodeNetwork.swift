@@ -89,12 +89,9 @@ public struct NodeNetwork: Sendable {
 
     /// Only the nft rules of `plan` (one transaction): the routing was prepared by `apply`.
     public func applyRules(_ plan: SteeringPlan) throws {
-        let file = "/tmp/ssi-cip-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).nft"
-        try plan.ruleset().write(toFile: file, atomically: true, encoding: .utf8)
-        defer { unlink(file) }
-        let (code, out) = try Proc.run(["nft", "-f", file], check: false)
+        let (code, out) = try NFTables.apply(plan.ruleset(), tag: "ssi-cip")
         if code != 0 {
-            throw SSIError(.system, "node \(me): nft refused the cluster address's rules: \(out.trimmingCharacters(in: .whitespacesAndNewlines))",
+            throw SSIError(.system, "node \(me): nft refused the cluster address's rules: \(out)",
                            hint: "is nftables installed (scripts/setup-cluster.sh)? see the node's log")
         }
     }

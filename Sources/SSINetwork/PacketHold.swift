@@ -85,6 +85,22 @@ public final class PacketHold: @unchecked Sendable {
     /// The nft table of `holdNew(_:)` for `address`.
     static func newConnectionsTable(_ address: String) -> String { "ssi-holdsyn-" + address.replacingOccurrences(of: ".", with: "-") }
 
+    /// The rules of `holdNew(_:)`: at prerouting (priority mangle + 10, as the cluster
+    /// address's hold, Connections.lockRuleset), a TCP segment to `address` with SYN and
+    /// without ACK is marked `mark`, unless it comes in on the hold's own interface (given
+    /// back by `release`).
+    public static func newConnectionsRuleset(_ address: String) -> String {
+        let table = newConnectionsTable(address), mark = "0x" + String(Self.mark, radix: 16)
+        return """
+        add table ip \(table)
+        delete table ip \(table)
+        table ip \(table) {
+            chain syn { type filter hook prerouting priority mangle + 10; policy accept; iifname != "\(Self.interface)" ip daddr \(address) tcp flags & (syn | ack) == syn counter meta mark set \(mark); }
+        }
+
+        """
+    }
+
     /// From now on, new connections to `address` wait here: the TCP segments that open one
     /// (SYN without ACK, RFC 793) are marked at prerouting (priority mangle + 10, as the
     /// cluster address's hold) and policy routing sends them to this hold, under the key
@@ -98,22 +114,11 @@ public final class PacketHold: @unchecked Sendable {
     public func holdNew(_ address: String) throws {
         try routeMark()
         held.withLock { $0.holding[address] = { Self.destination($0) == address } }
-        let table = Self.newConnectionsTable(address), mark = "0x" + String(Self.mark, radix: 16)
-        let rules = """
-        add table ip \(table)
-        delete table ip \(table)
-        table ip \(table) {
-            chain syn { type filter hook prerouting priority mangle + 10; policy accept; iifname != "\(Self.interface)" ip daddr \(address) tcp flags & (syn | ack) == syn counter meta mark set \(mark); }
-        }
-
-        """
-        let file = "/tmp/\(table)-\(getpid()).nft"
-        try rules.write(toFile: file, atomically: true, encoding: .utf8)
-        defer { unlink(file) }
-        let (code, out) = try Proc.run(["nft", "-f", file], check: false)
+        let (code, out) = try NFTables.apply(Self.newConnectionsRuleset(address), tag: Self.newConnectionsTable(address))
         if code != 0 {
             held.withLock { _ = $0.holding.removeValue(forKey: address) }
-            throw SSIError(.system, "nft refused to hold the new connections to \(address): \(out.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw SSIError(.system, "nft refused to hold the new connections to \(address): \(out)",
+                           hint: "the migration holds them with the rest instead; is nftables installed (scripts/setup-cluster.sh)?")
         }
     }
 

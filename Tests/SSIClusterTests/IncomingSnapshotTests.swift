@@ -124,6 +124,23 @@ struct IncomingSnapshotTests {
         #expect(try ProcFS.readBytes("\(store.directory(77, version: 1))/core-1.json") == bytes)
     }
 
+    @Test("a commit waiting for a file is woken by a failed write and fails at once, not after its 10 s wait")
+    func commitWokenByAFailedWrite() async throws {
+        let token: UInt64 = 47
+        let (root, store, incoming) = try await Self.begun(token, "incoming-woken")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let bytes = Self.chunk(5, size: 4096)
+        let commit = Self.commit(token, expect: [FileEntry(name: "missing/pages-1.img", size: 4096, crc32c: CRC32C.checksum(bytes))])
+        let t0 = ContinuousClock.now
+        let committed = Task { try await incoming.handle(commit, [], store: store) }
+        try await Task.sleep(for: .milliseconds(20))
+        // Its directory does not exist: the write fails on the snapshot's queue.
+        _ = try await incoming.handle(Self.step(.data, token, name: "missing/pages-1.img"), bytes[...], store: store)
+        await #expect(throws: (any Error).self) { _ = try await committed.value }
+        #expect(ContinuousClock.now - t0 < .seconds(5), "the commit waited \(ContinuousClock.now - t0) for a file whose write had failed")
+        #expect(store.versions(77).isEmpty, "nothing committed")
+    }
+
     @Test("a write that fails on the target fails that file's finish and the commit, and leaves no version")
     func failedWrite() async throws {
         let token: UInt64 = 43

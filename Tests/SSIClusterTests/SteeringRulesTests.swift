@@ -87,5 +87,36 @@ import Testing
         syn[9] = 17
         #expect(!syn.withUnsafeBytes { PacketHold.isSYN($0) }, "not TCP")
         #expect(!Array(tcp.prefix(30)).withUnsafeBytes { PacketHold.isSYN($0) }, "cut before its flags")
+        // Data: the IP total length (bytes 2-3) less both headers (TCP's data offset, the
+        // high nibble of its byte 12). Only a bare acknowledgement goes to a frozen copy.
+        var bare = ack
+        bare[2] = 0; bare[3] = 44; bare[24 + 12] = 0x50
+        #expect(bare.withUnsafeBytes { PacketHold.tcpPayload($0) } == 0)
+        #expect(bare.withUnsafeBytes { PacketHold.isBareAck($0) })
+        var data = bare + [UInt8](repeating: 7, count: 100)
+        data[3] = 144
+        #expect(data.withUnsafeBytes { PacketHold.tcpPayload($0) } == 100)
+        #expect(!data.withUnsafeBytes { PacketHold.isBareAck($0) }, "a segment with data stays held for the target")
+        var withOptions = data
+        withOptions[24 + 12] = 0x80  // 32-byte TCP header (timestamps): 88 bytes of data
+        #expect(withOptions.withUnsafeBytes { PacketHold.tcpPayload($0) } == 88)
+        for (flag, name) in [(UInt8(0x01), "FIN"), (0x02, "SYN"), (0x04, "RST")] {
+            var f = bare
+            f[24 + 13] = 0x10 | flag
+            #expect(!f.withUnsafeBytes { PacketHold.isBareAck($0) }, "a \(name) stays held for the target")
+        }
+        var notTCP = bare
+        notTCP[9] = 17
+        #expect(notTCP.withUnsafeBytes { PacketHold.tcpPayload($0) } == nil && !notTCP.withUnsafeBytes { PacketHold.isBareAck($0) })
+    }
+
+    /// The hold of new connections (PacketHold.holdNew): only a TCP segment to the address
+    /// with SYN and without ACK is marked for the hold, and not one given back by it.
+    @Test func newConnectionsAreHeldApart() throws {
+        let rules = PacketHold.newConnectionsRuleset("10.78.0.5")
+        #expect(rules.contains("table ip ssi-holdsyn-10-78-0-5 {"))
+        #expect(rules.contains("type filter hook prerouting priority mangle + 10;"))
+        #expect(rules.contains("iifname != \"ssihold\" ip daddr 10.78.0.5 tcp flags & (syn | ack) == syn counter meta mark set 0x56000000;"))
+        try Self.nftAccepts(rules)
     }
 }

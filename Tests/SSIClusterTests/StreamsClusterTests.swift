@@ -290,6 +290,18 @@ struct StreamsClusterTests {
         _ = try waitFor("the clients end", seconds: 30) { try record(c, node: 1)?.state == .stopped }
         let verdict = try ssiOK("logs", "\(c)")
         print("streams: busy listener across two moves: \(verdict.trimmingCharacters(in: .whitespacesAndNewlines))")
+        // Each source held its new connections apart first (PacketHold.holdNew), and no node
+        // keeps the nft table that did it: left behind, it would send the address's SYNs to
+        // a hold nobody empties.
+        for source in [1, 3] {
+            let log = (try? String(contentsOfFile: lc.log(node: source), encoding: .utf8)) ?? ""
+            #expect(log.contains("application \(app): address \(a) held for the move") && log.contains("its new connections held first"),
+                    "node \(source) held application \(app)'s new connections apart before the rest")
+        }
+        for k in 1...3 {
+            let tables = try Proc.run(["ip", "netns", "exec", lc.nodeNamespace(k), "nft", "list", "tables"], check: false).1
+            #expect(!tables.contains("ssi-holdsyn"), "node \(k) still has the hold of new connections: \(tables)")
+        }
         // A connection whose handshake the source answered just before its address was held
         // gets its held ACK inside the source (AppNetworkSide.completeHandshakes), but one
         // whose ACK comes after the drain is reset by the target (seen once on CI in about
