@@ -75,12 +75,9 @@ struct ApplicationTests {
         #expect(missing.code != 0 && missing.out.contains("no application"), "\(missing.out)")
         let down = try ssi("run", "--node", "9", "--", "/bin/true")
         #expect(down.code != 0 && down.out.contains("node 9"), "\(down.out)")
-        // Its nice value is its caller's (`nice -n 7 ssi run`), not the daemon's: field 19 of
-        // /proc/PID/stat (proc(5)), after the command's parenthesised name.
-        func nice(_ pid: Int32) -> Int? {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
-            return stat[stat.index(after: close)...].split(separator: " ").dropFirst(16).first.flatMap { Int($0) }
-        }
+        // Its nice value is its caller's (`nice -n 7 ssi run`), not the daemon's (the
+        // engine's own reader, getpriority(2) by thread id).
+        func nice(_ pid: Int32) -> Int32? { TaskScheduling.policy(pid)?.nice }
         #expect(nice(r.pid) == 0, "the application runs at nice \(nice(r.pid).map(String.init) ?? "?")")
         let niced = try Proc.run(["nice", "-n", "7", binDir + "/ssi", "run", "-b", "--log", "--node", "2", "--", "sleep", "30"], check: false)
         let nicedApp = try #require(appID(niced.1), "no id in \(niced.1)")
