@@ -458,7 +458,8 @@ static int shell_child_vm(void *p) { return shell_enter(p); }
 
 // The shell a restored process starts as: PID `pid` (in the innermost PID namespace, which
 // `flags` may make new), born in the cgroup, stopped for the restorer under PTRACE_TRACEME.
-static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, const char *stub, int keep_fd) {
+static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, const char *stub, int keep_fd,
+                           char *const *given_argv, char *const *given_envp) {
     struct cssi_clone_args args;
     memset(&args, 0, sizeof(args));
     pid_t tid = pid;
@@ -471,7 +472,7 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, c
     // async-signal-safe calls (fork(2)), and execve is one.
     char *const argv[] = {(char *)stub, (char *)"--restore-stub", 0};
     char *const envp[] = {0};
-    struct shell_child c = {flags, stub, keep_fd, argv, envp};
+    struct shell_child c = {flags, stub, keep_fd, given_argv ? given_argv : argv, given_envp ? given_envp : envp};
 #if defined(CSSI_HAVE_CLONE3_VM)
     // With a stub, not a fork of the daemon (clone3_vfork): inside a migration's freeze.
     if (stub && stub[0]) return (pid_t)clone3_vfork(&args, shell_child_vm, &c);
@@ -490,11 +491,12 @@ static pid_t restore_shell(pid_t pid, int cgroup_fd, unsigned long long flags, c
 }
 
 pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd, const char *stub, int keep_fd) {
-    return restore_shell(pid, cgroup_fd, 0, stub, keep_fd);
+    return restore_shell(pid, cgroup_fd, 0, stub, keep_fd, 0, 0);
 }
 
-pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces, const char *stub, int keep_fd) {
-    return restore_shell(pid, cgroup_fd, CLONE_NEWPID | namespaces, stub, keep_fd);
+pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces, const char *stub, int keep_fd,
+                                  char *const *argv, char *const *envp) {
+    return restore_shell(pid, cgroup_fd, CLONE_NEWPID | namespaces, stub, keep_fd, argv, envp);
 }
 
 static uint32_t crc32c_mulmod(uint32_t a, uint32_t b);

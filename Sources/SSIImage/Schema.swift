@@ -27,8 +27,10 @@ public enum SnapshotFormat {
     ///   of the core file, as they are, in `blobs-<pid>.img` (SchemaBlobs.swift).
     /// 12 (issue 17) keeps an area's packed page runs (the varint bytes of version 10) in
     ///   the blob file too: `"pages": {"blob": [offset, length]}`.
-    public static let version = 12
-    public static let readable: ClosedRange<Int> = 1...12
+    /// 13 (issue 17) may save a cluster application's ssi-init as its state alone
+    ///   (ProcessImage.freshInit); an older reader must not restore such an image.
+    public static let version = 13
+    public static let readable: ClosedRange<Int> = 1...13
     public static let pageSize: UInt64 = 4096
 }
 
@@ -175,6 +177,11 @@ public struct ProcessImage: Codable, Sendable {
     /// Namespaces the application made for itself (unshare(2), clone(2) CLONE_NEW*) that
     /// restart makes again; nil: the process shares ssi's.
     public var namespaces: ProcessNamespaces?
+    /// Version 13: this process is ssi-init, process 1 of a cluster application, saved as
+    /// what it does rather than as its memory (FreshInit): restart runs a new ssi-init in
+    /// its place, with its fds, credentials, signal mask and pending signals, which goes on
+    /// waiting for the same command. Such an image has no areas and no pages file.
+    public var freshInit: FreshInit?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
@@ -331,4 +338,27 @@ public struct RLimit: Codable, Sendable, Equatable {
     public var cur: UInt64
     public var max: UInt64
     public init(resource: Int32, cur: UInt64, max: UInt64) { self.resource = resource; self.cur = cur; self.max = max }
+}
+
+/// What ssi-init (Sources/ssi-init/main.c) is doing, all a restart needs to run it again:
+/// the command it started, still running (so it has not reaped it and holds no exit status
+/// yet), and its command line, which process 1 of the application shows again.
+public struct FreshInit: Codable, Sendable, Equatable {
+    /// The command's PID inside the application's namespace.
+    public var command: Int32
+    /// /proc/1/cmdline as it was, argv[0] first.
+    public var arguments: [String]
+    /// /proc/1/environ as it was.
+    public var environment: [String]
+
+    public init(command: Int32, arguments: [String], environment: [String]) {
+        self.command = command
+        self.arguments = arguments
+        self.environment = environment
+    }
+
+    /// The environment variable that tells a new ssi-init it takes over from a saved one:
+    /// its value is the command's PID. argv and the rest of the environment are the saved
+    /// ones, as /proc/1/cmdline and /proc/1/environ showed them.
+    public static let resumeVariable = "SSI_INIT_RESUME"
 }

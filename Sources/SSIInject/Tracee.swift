@@ -69,8 +69,21 @@ public struct Tracee {
     /// The same shell as process `pid` of a new PID namespace, with a mount namespace of its
     /// own and that namespace's /proc mounted (`cssi_spawn_restore_ns_shell`): the init of a
     /// cluster application being restored. Returns it with its PID in our namespace.
-    public static func spawnRestoreNamespaceShell(_ pid: ProcessID, cgroup: Int32?, keep: Int32) -> Result<Tracee, SSIError> {
-        let r = restoreStub.withCString { cssi_spawn_restore_ns_shell(pid.rawValue, cgroup ?? -1, SpawnOptions.Namespaces.mount.rawValue, $0, keep) }
+    /// `arguments` and `environment`, when given, are what the stub is exec'd with instead of
+    /// `--restore-stub` and nothing: a new ssi-init that takes over from a saved one.
+    public static func spawnRestoreNamespaceShell(_ pid: ProcessID, cgroup: Int32?, keep: Int32,
+                                                  arguments: [String]? = nil, environment: [String]? = nil) -> Result<Tracee, SSIError> {
+        // Made before the clone: the child may only make async-signal-safe calls.
+        func cArray(_ strings: [String]?) -> [UnsafeMutablePointer<CChar>?]? { strings.map { $0.map { strdup($0) } + [nil] } }
+        let argv = cArray(arguments), envp = cArray(environment)
+        defer { for p in (argv ?? []) + (envp ?? []) { free(p) } }
+        let r = restoreStub.withCString { stub in
+            argv.withOptionalBuffer { a in
+                envp.withOptionalBuffer { e in
+                    cssi_spawn_restore_ns_shell(pid.rawValue, cgroup ?? -1, SpawnOptions.Namespaces.mount.rawValue, stub, keep, a, e)
+                }
+            }
+        }
         if r < 0 { return .failure(SSIError.sys("clone3 with CLONE_NEWPID|CLONE_NEWNS and set_tid=\(pid)", errno: -r)) }
         return .success(Tracee(pid: ProcessID(r)))
     }
@@ -234,5 +247,13 @@ extension Result where Failure == SSIError {
     public var errno: Int32? {
         if case .failure(let e) = self { return e.errno }
         return nil
+    }
+}
+
+private extension Optional where Wrapped == [UnsafeMutablePointer<CChar>?] {
+    /// The array's storage for a C `char *const *`, or NULL when there is no array.
+    func withOptionalBuffer<R>(_ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>?) -> R) -> R {
+        guard let a = self else { return body(nil) }
+        return a.withUnsafeBufferPointer { body($0.baseAddress) }
     }
 }

@@ -143,12 +143,14 @@ extension NodeApplications {
         // The locks it let go of, where this daemon finds them if it dies before the end.
         if let locks = done.locks { try? "\(root) \(token) \(target)\n\(locks.encoded())\n".write(toFile: marker, atomically: true, encoding: .utf8) }
         let stopped = Self.tree(root)
+        // The catalog entry of the version the target now holds is written once the move is
+        // over, either way: a KDDM write (a grab and a put at the object's owner) while the
+        // application is frozen competed with the restore for the RPC loop and the CPUs
+        // (profiled: the request to the target left up to a millisecond later); the target
+        // needs only its own store to restore.
+        let entry = SnapshotCatalog.Version(version: done.version, date: done.date, description: done.description, size: done.pageBytes, nodes: [target])
+        let table = self.table
         do {
-            // The catalog entry is written while the target restores: the application is
-            // stopped until the target's copy runs, and the target needs only its own store.
-            let table = self.table
-            let entry = SnapshotCatalog.Version(version: done.version, date: done.date, description: done.description, size: done.pageBytes, nodes: [target])
-            async let recorded: Void = table.addSnapshot(app, entry, holder: target)
             try await MigrationFaults.atAsync("freeze", app: app, node: me, logger: logger)
             if givenUp() { throw Self.givenUpError(app) }
             var migrateIn = MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished,
@@ -158,7 +160,6 @@ extension NodeApplications {
             let req = Array(try JSONEncoder().encode(migrateIn))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
             clock.mark("migrate: target restored")
-            try? await recorded
         } catch {
             // The call failed (or the migration was given up), but the target may have taken
             // the record over before: the record decides, never the error. Until it does, the
@@ -173,6 +174,7 @@ extension NodeApplications {
                 // a thread of its own: seize, injection and release from one thread).
                 let back = await takeLocksBack(done.locks, app: app)
                 for p in stopped { kill(p, SIGCONT) }
+                try? await table.addSnapshot(app, entry, holder: target)
                 await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
                 if !back.isEmpty {
                     throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), \(back)",
@@ -190,6 +192,7 @@ extension NodeApplications {
         // Its write tracking goes after it (its pages are being freed: nothing left to walk).
         done.tracking?.stop()
         await eachHook { await $0.sourceDidFinish(app: app, committed: true) }
+        try? await table.addSnapshot(app, entry, holder: target)
         return try await table.record(app)
     }
 

@@ -13,8 +13,11 @@
 //   - it reaps every orphan;
 //   - it exits once no process is left, with the command's exit status (128+N when the
 //     command was killed by signal N).
-// It holds no state but the command's status, so the checkpoint engine saves and restores
-// it like any other process of the application.
+// It holds no state but its command's PID and, once the command has ended, its status.
+// While the command runs, the checkpoint engine saves it as that state alone and a restart
+// runs a new ssi-init that takes over (SSI_INIT_RESUME, ProcessImage.freshInit: no memory
+// to save, move and rebuild inside a migration's freeze); otherwise it is saved and
+// restored like any other process of the application.
 //
 // Usage: ssi-init [--proc] [--join CGROUP.PROCS]... [--wait-fd N] -- CMD ARGS...
 //   --join   move into the cgroup whose cgroup.procs file is given, before the command starts
@@ -101,10 +104,54 @@ static int join(const char *procs) {
     return 0;
 }
 
+/* Everything we wait for arrives through sigwaitinfo(2): blocked before the command is
+ * forked, so that nothing is lost between the fork and the first wait. Returns the set. */
+static sigset_t block_waited(void) {
+    sigset_t waited;
+    sigemptyset(&waited);
+    sigaddset(&waited, SIGCHLD);
+    for (size_t k = 0; k < sizeof(forwarded) / sizeof(forwarded[0]); k++) sigaddset(&waited, forwarded[k]);
+    sigprocmask(SIG_BLOCK, &waited, NULL);
+    return waited;
+}
+
+/* Waits for the command and every orphan, forwarding the signals a user sends, until no
+ * process is left; returns the command's exit status as our own. */
+static int wait_all(pid_t command) {
+    sigset_t waited = block_waited();
+    int status = 0, done = 0;
+    for (;;) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+            if (p == command) { status = st; done = 1; }
+        }
+        if (p < 0 && errno == ECHILD) break;
+        siginfo_t si;
+        int sig = sigwaitinfo(&waited, &si);
+        if (sig < 0 || sig == SIGCHLD) continue;
+        if (!done) kill(command, sig);
+    }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
+
 int main(int argc, char **argv) {
     // The restore shell (cssi_spawn_restore_shell) execs us as an empty process for the
     // restorer to fill; we run only if the restorer let go of it before taking over.
     if (argc == 2 && strcmp(argv[1], "--restore-stub") == 0) return 127;
+    // A restart in place of a saved ssi-init (ProcessImage.freshInit): the restorer gave
+    // this new one the saved fds, ids, signal mask and pending signals and lets it start
+    // from its entry point; what the saved one knew is its command's PID, still running.
+    // The options were acted on by the first one (its /proc, its cgroup, its wait): argv is
+    // only shown again as it was.
+    const char *resume = getenv("SSI_INIT_RESUME");
+    if (resume) {
+        pid_t command = (pid_t)atoi(resume);
+        if (command < 2) { fprintf(stderr, "ssi-init: bad SSI_INIT_RESUME=%s\n", resume); return 127; }
+        unsetenv("SSI_INIT_RESUME");
+        return wait_all(command);
+    }
     int proc = 0, i = 1, wait_fd = -1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--proc") == 0) proc = 1;
@@ -125,29 +172,9 @@ int main(int argc, char **argv) {
         close(wait_fd);
     }
 
-    // Everything we wait for arrives through sigwaitinfo(2): block it all first, so that
-    // nothing is lost between the fork and the first wait.
-    sigset_t none, waited;
+    // The command starts with an empty mask (start), ours blocking what we wait for.
+    sigset_t none;
     sigemptyset(&none);
-    sigemptyset(&waited);
-    sigaddset(&waited, SIGCHLD);
-    for (size_t k = 0; k < sizeof(forwarded) / sizeof(forwarded[0]); k++) sigaddset(&waited, forwarded[k]);
-    sigprocmask(SIG_BLOCK, &waited, NULL);
-
-    pid_t command = start(&argv[i + 1], &none);
-    int status = 0, done = 0;
-    for (;;) {
-        int st;
-        pid_t p;
-        while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
-            if (p == command) { status = st; done = 1; }
-        }
-        if (p < 0 && errno == ECHILD) break;
-        siginfo_t si;
-        int sig = sigwaitinfo(&waited, &si);
-        if (sig < 0 || sig == SIGCHLD) continue;
-        if (!done) kill(command, sig);
-    }
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return 128 + WTERMSIG(status);
+    block_waited();
+    return wait_all(start(&argv[i + 1], &none));
 }

@@ -501,3 +501,63 @@ enum ProcStatParent {
         return f.count > 1 ? Int32(f[1]) ?? 0 : 0
     }
 }
+
+extension ApplicationTests {
+    /// ssi-init, process 1 of every application, moves as its state alone while its command
+    /// runs (FreshInit): after a migration, a new ssi-init (its environment says
+    /// SSI_INIT_RESUME) shows the same command line and environment, is still process 1
+    /// with the command as its child, passes a user's SIGTERM on and ends with the
+    /// command's status. Once the command has ended with an orphan left, the init holds
+    /// the command's exit status: it is then saved whole, and the status survives the move.
+    @Test(.timeLimit(.minutes(2))) func initMovesAsItsStateAlone() throws {
+        try up()
+        defer { try? down() }
+        func strings(_ path: String) -> [String] {
+            ((try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data()).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        }
+        func children(_ pid: Int32) -> [Int32] {
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int32($0) }
+        }
+        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", "/bin/sleep", "300")))
+        _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
+        let before = try #require(try record(app, node: 1))
+        let (argv, env) = (strings("/proc/\(before.pid)/cmdline"), strings("/proc/\(before.pid)/environ"))
+        // Signals it was started with ignored (this test's runner ignores SIGPIPE) stay so.
+        func ignored(_ pid: Int32) -> String? {
+            (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8))?.split(separator: "\n").first { $0.hasPrefix("SigIgn:") }.map(String.init)
+        }
+        let ignoredBefore = ignored(before.pid)
+        #expect(argv.contains("--") && argv.last == "300", "\(argv)")
+        _ = try ssiOK("migrate", "\(app)", "2")
+        let moved = try #require(try record(app, node: 3))
+        #expect(moved.node == 2 && moved.state == .running)
+        #expect(strings("/proc/\(moved.pid)/cmdline") == argv)
+        let movedEnv = strings("/proc/\(moved.pid)/environ")
+        #expect(movedEnv.contains("SSI_INIT_RESUME=2"), "the init was not started again from its state: \(movedEnv)")
+        #expect(movedEnv.filter { !$0.hasPrefix("SSI_INIT_RESUME=") } == env.filter { !$0.hasPrefix("SSI_INIT_RESUME=") })
+        #expect(ignored(moved.pid) == ignoredBefore && ignoredBefore != nil)
+        let ids = try String(contentsOfFile: "/proc/\(moved.pid)/status", encoding: .utf8)
+        #expect(ids.split(separator: "\n").contains { $0.hasPrefix("NSpid:") && $0.hasSuffix("\t1") })
+        #expect(children(moved.pid).count == 1, "the command is not the new init's child")
+        // Moved again, from a new init: still its state alone.
+        _ = try ssiOK("migrate", "\(app)", "3")
+        let again = try #require(try record(app, node: 1))
+        #expect(again.node == 3 && strings("/proc/\(again.pid)/environ").contains("SSI_INIT_RESUME=2"))
+        kill(again.pid, SIGTERM)
+        _ = try waitFor("the application's end", seconds: 10) { try record(app, node: 2)?.state == .stopped }
+        #expect(try record(app, node: 2)?.exit_status == 128 + SIGTERM)
+
+        // The command exits with 7, its child left to the init: saved whole.
+        let orphaned = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", "/bin/sh", "-c", "/bin/sleep 300 & exit 7")))
+        _ = try ssiOK("caps", "\(orphaned)", "+CAN_MIGRATE")
+        let first = try #require(try record(orphaned, node: 1))
+        _ = try waitFor("the command's end", seconds: 10) { children(first.pid).count == 1 && (try? String(contentsOfFile: "/proc/\(children(first.pid)[0])/cmdline", encoding: .utf8))?.hasPrefix("/bin/sleep") == true }
+        _ = try ssiOK("migrate", "\(orphaned)", "2")
+        let there = try #require(try record(orphaned, node: 1))
+        #expect(there.node == 2 && !strings("/proc/\(there.pid)/environ").contains("SSI_INIT_RESUME=2"), "an init holding its command's status was started again from nothing")
+        let orphan = try #require(children(there.pid).first)
+        kill(orphan, SIGKILL)
+        _ = try waitFor("the application's end", seconds: 10) { try record(orphaned, node: 3)?.state == .stopped }
+        #expect(try record(orphaned, node: 3)?.exit_status == 7)
+    }
+}

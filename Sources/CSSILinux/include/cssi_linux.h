@@ -213,8 +213,12 @@ pid_t cssi_spawn_restore_shell(pid_t pid, int cgroup_fd, const char *stub, int k
 // size 1, which sets the PID in the new, innermost namespace: clone(2)); with CLONE_NEWNS in
 // `namespaces` it also gets a mount namespace, where it makes / a slave and mounts a /proc
 // of its PID namespace before stopping, as ssi-init --proc does at launch. Returns the pid in
-// our namespace, or -errno.
-pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces, const char *stub, int keep_fd);
+// our namespace, or -errno. `argv` and `envp` (NULL-terminated, or NULL for the stub's usual
+// `STUB --restore-stub` and an empty environment) are what the stub is exec'd with: a saved
+// ssi-init that a new one takes over from (ProcessImage.freshInit) gets its saved command
+// line and SSI_INIT_RESUME.
+pid_t cssi_spawn_restore_ns_shell(pid_t pid, int cgroup_fd, unsigned long long namespaces, const char *stub, int keep_fd,
+                                  char *const *argv, char *const *envp);
 
 // ---- checksums ----------------------------------------------------------------------------
 

@@ -122,9 +122,11 @@ extension CheckpointEngine {
         var freezeFirst = false
         if !frozen { try options.beforeFreeze?() }
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
+            var waited = PhaseClock()
             try freezer.freeze(app)
             seized.frozenAt = Clock.monotonicNanoseconds()
             freezeFirst = true
+            if PhaseClock.enabled { waited.mark("checkpoint: cgroup frozen") }
         }
         do {
             var phase = PhaseClock()
@@ -234,6 +236,10 @@ extension CheckpointEngine {
         let namespaces = NamespaceSaver(root: seized.root, writer: writer)
         let ptyMasters = Set(fdTables.values.flatMap { $0 }.compactMap { $0.kind == .ptyMaster ? $0.pty?.index : nil })
         let areas = DumpedAreas()
+        // ssi-init as process 1, its command running: saved as that state (FreshInit.swift).
+        let root = seized.root
+        let fresh = seized.threads[root]?.count == 1 && !seized.jobStopped.contains(root) && seized.exitedLeaders[root] == nil
+            ? FreshInit.detect(root: root) : nil
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
@@ -246,8 +252,12 @@ extension CheckpointEngine {
             dumper.stoppedAt = seized.stoppedAt
             dumper.precopied = precopy?.processes[pid]
             dumper.areas = areas
-            if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil { dumper.parent = ppid }
-            var img = try dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
+            // Pages shared copy-on-write with the parent are left to the parent's copy, which a
+            // fresh init does not have (its command exec'd anyway, sharing nothing with it).
+            if let ppid = seized.tree.parent[pid], seized.threads[ppid] != nil, !(fresh != nil && ppid == root) { dumper.parent = ppid }
+            var img = try pid == root && fresh != nil
+                ? dumper.dumpFreshInit(fresh!, threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
+                : dumper.dumpProcess(threads: tids, fds: fdTables[pid] ?? [], writer: writer, deletedDone: &deletedDone)
             if handle != pid {
                 img.pid = pid
                 img.leaderExited = true

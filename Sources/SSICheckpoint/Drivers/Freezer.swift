@@ -87,13 +87,47 @@ public struct CgroupFreezer: Sendable {
     }
 
     /// Freezes the group and waits until the kernel reports it frozen (cgroup.events).
+    ///
+    /// The application is stopped from the write on, so the wait is part of its frozen time:
+    /// a loop of reads and 1 ms sleeps cost it a sleep's wake-up past the freeze (1-2 ms on a
+    /// busy VM). The last task usually freezes within microseconds (it only has to take the
+    /// signal-delivery trap, kernel/cgroup/freezer.c), so the file is read again at once a few
+    /// times, giving the CPU to the freezing tasks in between, and then waited on with
+    /// poll(2): a change of cgroup.events is a kernfs notification, which wakes POLLPRI
+    /// (cgroup-v2.rst "cgroup.events"; kernfs_generic_poll). cgroup_file_notify delays a
+    /// notification that comes within 10 ms of the previous one, so the poll is bounded by
+    /// 1 ms and the file read again each time.
     public func freeze(_ app: Int32) throws {
         try ProcFS.write("\(path(app))/cgroup.freeze", "1")
-        for _ in 0..<2000 {
-            if let ev = try? ProcFS.read("\(path(app))/cgroup.events"), ev.contains("frozen 1") { return }
-            usleep(1000)
+        let events = "\(path(app))/cgroup.events"
+        let fd = open(events, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SSIError.sys("open \(events)", errno: errno) }
+        defer { close(fd) }
+        let deadline = Clock.monotonicNanoseconds() + 2_000_000_000
+        var buf = [UInt8](repeating: 0, count: 512)
+        for attempt in 0... {
+            // From offset 0 each time: the read is also what re-arms the poll (kernfs
+            // remembers the event count it last showed this open file).
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0, Self.isFrozen(events: buf[0..<n]) { return }
+            if Clock.monotonicNanoseconds() > deadline { break }
+            if attempt < 20 {
+                sched_yield()
+            } else {
+                var p = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
+                _ = poll(&p, 1, 1)
+            }
         }
-        throw SSIError(.system, "application \(app) did not freeze within 2 s (\(path(app))/cgroup.events)")
+        // Not left half frozen: whoever asked goes on without the freeze (a checkpoint
+        // fails, and the application runs on).
+        try? thaw(app)
+        throw SSIError(.system, "application \(app) did not freeze within 2 s (\(events)); it was let go again",
+                       hint: "a task of it may be stuck in the kernel (state D in /proc/PID/stat); try again once it is not")
+    }
+
+    /// cgroup.events says "frozen 1" (one "key value" pair per line).
+    static func isFrozen<C: Collection>(events: C) -> Bool where C.Element == UInt8 {
+        String(decoding: events, as: UTF8.self).split(separator: "\n").contains("frozen 1")
     }
 
     public func thaw(_ app: Int32) throws {

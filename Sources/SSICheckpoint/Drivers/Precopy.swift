@@ -141,7 +141,10 @@ final class Precopy {
         // compared among themselves, not with every page of every version (whose maps would
         // be read from disk first: 3-7 ms for one version of 256 MiB, more with each).
         if let base, let w = writer as? SnapshotWriter, w.versionExists(base.version) { w.compareWithVersions = false }
+        // A fresh init's memory is not saved (FreshInit.swift): nothing to copy ahead.
+        let freshRoot = FreshInit.detect(root: app) != nil
         for pid in try ProcessTree.collect(root: app).pids {
+            if freshRoot && pid == app { continue }
             guard let st = try? ProcStat.read(pid: pid), st.state != "Z" else { continue }
             // Private writable areas: where a process's own pages are (shared ones live in
             // their file or shmem object, read-only ones hardly change and are read whole).

@@ -160,6 +160,11 @@ final class RestartSession {
     func run(startedAt t0: DispatchTime) throws -> CheckpointEngine.RestartResult {
         guard let root = snap.processes.first else { throw SSIError(.corrupt, "\(snap.location) holds no process") }
         ownNamespace = root.pidNamespaceInit == true
+        // Only the root of an application's own PID namespace is ever saved as a fresh init.
+        for p in snap.processes where p.freshInit != nil && (p.pid != root.pid || !ownNamespace) {
+            throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) is saved as ssi-init's state alone but is not process 1 of the application's namespace; nothing was restarted",
+                           hint: "restart another version")
+        }
         for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal, newNamespace: ownNamespace) }
         try checkExternalFDs()
         let freezer = CgroupFreezer.find()
@@ -260,7 +265,13 @@ final class RestartSession {
         var cgroupFD: Int32 = -1
         if let freezer { cgroupFD = (try? freezer.openGroup(app)) ?? -1 }
         defer { if cgroupFD >= 0 { close(cgroupFD) } }
-        let shell = ownNamespace ? Tracee.spawnRestoreNamespaceShell : Tracee.spawnRestoreShell
+        // A fresh init (FreshInit.swift) is the stub exec'd with its saved command line and
+        // the command it takes over.
+        let fresh = root.freshInit
+        let shell: (ProcessID, Int32?, Int32) -> Result<Tracee, SSIError> = ownNamespace
+            ? { Tracee.spawnRestoreNamespaceShell($0, cgroup: $1, keep: $2, arguments: fresh?.arguments,
+                                                  environment: fresh.map { $0.environment + ["\(FreshInit.resumeVariable)=\($0.command)"] }) }
+            : { Tracee.spawnRestoreShell($0, cgroup: $1, keep: $2) }
         var r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil, FDTransfer.selfPidFD)
         // Another `ssi run` may have removed the group while it was empty (CgroupFreezer.sweep),
         // after we opened it: CLONE_INTO_CGROUP then fails with ENOENT. Make it again.

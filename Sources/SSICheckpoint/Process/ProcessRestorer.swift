@@ -76,6 +76,9 @@ final class ProcessRestorer {
 
     private(set) var tracee: Tracee
     var inj: Injector
+    /// The stub's registers as it stopped after its exec: where a fresh init starts from
+    /// (FreshInit.swift).
+    let stubRegisters: Registers
     /// A scratch area mapped in the process for syscall arguments (and the `syscall`
     /// instruction the injected calls run from, at its end).
     private(set) var scratch: UInt64 = 0
@@ -105,7 +108,8 @@ final class ProcessRestorer {
         do { try stub.setOptions([.exitKill, .traceFork, .traceClone, .suspendSeccomp]) } catch {
             try stub.setOptions([.exitKill, .traceFork, .traceClone])
         }
-        inj = try Injector(pid: stub.pid, base: try stub.registers())
+        stubRegisters = try stub.registers()
+        inj = try Injector(pid: stub.pid, base: stubRegisters)
         if image.needsSyscallStops { Injector.useSyscallStops([stub.pid.rawValue]) }
         try stub.setSigmask(~0)
         // glibc in our copy registered rseq for its thread; unregister it while its memory
@@ -193,6 +197,11 @@ final class ProcessRestorer {
     /// Everything of the process but its threads, ids, credentials and registers.
     func rebuild() throws {
         var clock = PhaseClock()
+        if image.freshInit != nil {
+            try rebuildFreshInit()
+            clock.mark("restore: fresh init")
+            return
+        }
         let current = MapsEntry.parse(try ProcFS.read("/proc/\(pid)/maps"))
         raiseFileLimitForRestore()
         let fds = try closeInheritedFiles()
@@ -256,7 +265,7 @@ final class ProcessRestorer {
         try narrowCapabilities()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)
         try restoreScheduling()
-        try restoreRegisters()
+        if image.freshInit != nil { try restoreFreshInitRegisters() } else { try restoreRegisters() }
     }
 
     /// Every thread of the process leaves its ptrace stop.
