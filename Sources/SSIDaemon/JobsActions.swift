@@ -136,8 +136,10 @@ extension JobsSubsystem {
         var node = me
         if let asked = j.node { node = asked } else if let placed = await place?() { node = placed }
         do {
-            let r = try await launch(LaunchSpec(command: j.command, environment: j.environment, directory: j.directory,
-                                                node: NodeID(node), log: true, caps: ["CAN_MIGRATE"]))
+            var spec = LaunchSpec(command: j.command, environment: j.environment, directory: j.directory,
+                                  node: NodeID(node), log: true, caps: ["CAN_MIGRATE"])
+            spec.nice = j.nice
+            let r = try await launch(spec)
             (j.state, j.app, j.startedOn, j.started) = (.running, r.app, Int(r.node), Date().timeIntervalSince1970)
         } catch {
             (j.state, j.error, j.ended) = (.failed, "\(error)", Date().timeIntervalSince1970)

@@ -106,8 +106,9 @@ final class JobsSubsystem: Subsystem, @unchecked Sendable {
                 throw SSIError(.unreachable, "node \(n) is not online: job not submitted", hint: "ssi nodes status lists them; --node auto lets the scheduler choose")
             }
             let id = try await core.kddm.increment("counters", Self.counter, count: 1)
-            let j = JobRecord(job: id, name: s.name ?? URL(fileURLWithPath: s.command[0]).lastPathComponent, command: s.command,
+            var j = JobRecord(job: id, name: s.name ?? URL(fileURLWithPath: s.command[0]).lastPathComponent, command: s.command,
                               directory: s.directory, environment: s.environment, node: s.node, owner: me, held: s.hold)
+            j.nice = s.nice
             try await write(j)
             return .job(j)
         case .list:

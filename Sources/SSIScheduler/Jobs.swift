@@ -28,6 +28,9 @@ public struct JobRecord: Codable, Sendable, Equatable {
     public var error: String?
     /// Why a queued job has not started yet (the cluster's limit on running jobs).
     public var waiting: String?
+    /// The submitter's nice value, which the job starts with (as `nice -n 5 ssi submit`
+    /// would give a local program); nil: 0.
+    public var nice: Int32?
 
     public init(job: Int, name: String, command: [String], directory: String, environment: [String: String], node: Int?, owner: Int, held: Bool, now: Date = Date()) {
         (self.job, self.name, self.command, self.directory, self.environment) = (job, name, command, directory, environment)
@@ -67,8 +70,11 @@ public struct JobSubmission: Codable, Sendable, Equatable {
     public var node: Int?
     public var hold: Bool
     public var name: String?
-    public init(command: [String], directory: String, environment: [String: String], node: Int?, hold: Bool, name: String?) {
+    /// The submitter's nice value (JobRecord.nice).
+    public var nice: Int32?
+    public init(command: [String], directory: String, environment: [String: String], node: Int?, hold: Bool, name: String?, nice: Int32? = nil) {
         (self.command, self.directory, self.environment, self.node, self.hold, self.name) = (command, directory, environment, node, hold, name)
+        self.nice = nice
     }
 }
 

@@ -55,6 +55,20 @@ private func submitted(_ out: String) -> Int? {
         }
         #expect(try job(long)?.state == .terminated)
 
+        // A job starts at its submitter's nice value (`nice -n 6 ssi submit`), as `ssi run`
+        // passes it on.
+        let niced = try Proc.run(["nice", "-n", "6", binDir + "/ssi", "submit", "--node", "2", "--", "/bin/sleep", "60"], check: false)
+        let nicedJob = try #require(submitted(niced.1), "\(niced.1)")
+        _ = try waitFor("the niced job runs", seconds: 10) { try job(nicedJob)?.state == .running }
+        let nicedApp = try #require(try job(nicedJob)?.app)
+        let nicedRec = try #require(try record(nicedApp, node: 1))
+        _ = try waitFor("the niced job's sleep", seconds: 5) { processTree(nicedRec.pid).count >= 2 }
+        for p in processTree(nicedRec.pid) {
+            let n = TaskScheduling.policy(p)?.nice
+            #expect(n == 6, "PID \(p) of a job submitted under nice -n 6 runs at nice \(n.map(String.init) ?? "?")")
+        }
+        _ = try ssiOK("terminate", "\(nicedJob)")
+
         // Refusals name the job and what to do.
         let bad = try ssi("hold", "\(long)")
         #expect(bad.code != 0 && bad.out.contains("job \(long) is terminated: only a queued job can be held"), "\(bad.out)")
