@@ -152,8 +152,6 @@ final class IncomingSnapshots: @unchecked Sendable {
                     try bytes.withUnsafeBytes { try f.append($0) }
                     if RecentCores.wants(step.name) { r.cores[step.name, default: []] += bytes }
                 } catch { failed = error }
-                // A failed write fails the commit: it need not wait for the rest.
-                if failed != nil { r.wakeCommit(force: true) }
                 let wake: [CheckedContinuation<Void, Never>] = lock.withLock {
                     r.queued -= 1
                     if let failed, r.failure == nil { r.failure = failed }
@@ -161,6 +159,9 @@ final class IncomingSnapshots: @unchecked Sendable {
                     r.waiting = []
                     return w
                 }
+                // A failed write fails the commit, with its own error (recorded just above):
+                // it need not wait for the rest.
+                if failed != nil { r.wakeCommit(force: true) }
                 for c in wake { c.resume() }
             }
             if full {

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,14 +118,19 @@ static sigset_t block_waited(void) {
 
 /* Waits for the command and every orphan, forwarding the signals a user sends, until no
  * process is left; returns the command's exit status as our own. */
-static int wait_all(pid_t command) {
+/* Once the command is reaped, its status lives in our memory only: our name says so
+ * (/proc/1/comm), so that a checkpoint saves us whole from then on rather than as a
+ * running command's init (FreshInit.detect), even if a later process gets PID 2. */
+static void reaped(void) { prctl(PR_SET_NAME, "ssi-init-ended", 0, 0, 0); }
+
+static int wait_all(pid_t command, int done, int status) {
     sigset_t waited = block_waited();
-    int status = 0, done = 0;
+    if (done) reaped();
     for (;;) {
         int st;
         pid_t p;
         while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
-            if (p == command) { status = st; done = 1; }
+            if (p == command && !done) { status = st; done = 1; reaped(); }
         }
         if (p < 0 && errno == ECHILD) break;
         siginfo_t si;
@@ -145,12 +151,18 @@ int main(int argc, char **argv) {
     // from its entry point; what the saved one knew is its command's PID, still running.
     // The options were acted on by the first one (its /proc, its cgroup, its wait): argv is
     // only shown again as it was.
+    // Only with that command as our child: the variable in a user's environment at a
+    // normal launch (we have no child yet, ECHILD) starts the command as usual.
     const char *resume = getenv("SSI_INIT_RESUME");
     if (resume) {
         pid_t command = (pid_t)atoi(resume);
-        if (command < 2) { fprintf(stderr, "ssi-init: bad SSI_INIT_RESUME=%s\n", resume); return 127; }
-        unsetenv("SSI_INIT_RESUME");
-        return wait_all(command);
+        int st = 0;
+        pid_t r = command >= 2 ? waitpid(command, &st, WNOHANG) : -1;
+        if (r == 0 || r == command) {
+            unsetenv("SSI_INIT_RESUME");
+            // Ended between the restore and now: its status is ours already.
+            return wait_all(command, r == command, st);
+        }
     }
     int proc = 0, i = 1, wait_fd = -1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
@@ -176,5 +188,5 @@ int main(int argc, char **argv) {
     sigset_t none;
     sigemptyset(&none);
     block_waited();
-    return wait_all(start(&argv[i + 1], &none));
+    return wait_all(start(&argv[i + 1], &none), 0, 0);
 }

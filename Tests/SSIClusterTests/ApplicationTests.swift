@@ -552,12 +552,25 @@ extension ApplicationTests {
         _ = try ssiOK("caps", "\(orphaned)", "+CAN_MIGRATE")
         let first = try #require(try record(orphaned, node: 1))
         _ = try waitFor("the command's end", seconds: 10) { children(first.pid).count == 1 && (try? String(contentsOfFile: "/proc/\(children(first.pid)[0])/cmdline", encoding: .utf8))?.hasPrefix("/bin/sleep") == true }
+        // Its name says it holds the status (a later PID 2 would not be its command).
+        let comm = { (pid: Int32) in (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .newlines) }
+        #expect(comm(first.pid) == "ssi-init-ended")
         _ = try ssiOK("migrate", "\(orphaned)", "2")
         let there = try #require(try record(orphaned, node: 1))
+        #expect(comm(there.pid) == "ssi-init-ended")
         #expect(there.node == 2 && !strings("/proc/\(there.pid)/environ").contains("SSI_INIT_RESUME=2"), "an init holding its command's status was started again from nothing")
         let orphan = try #require(children(there.pid).first)
         kill(orphan, SIGKILL)
         _ = try waitFor("the application's end", seconds: 10) { try record(orphaned, node: 3)?.state == .stopped }
         #expect(try record(orphaned, node: 3)?.exit_status == 7)
+
+        // SSI_INIT_RESUME in a user's environment does not keep a normal launch from
+        // starting its command (the init has no such child).
+        let withVariable = try Proc.run(["env", "SSI_INIT_RESUME=2", binDir + "/ssi", "run", "-b", "--log", "--node", "1", "--", "/bin/sleep", "300"], check: false)
+        let plain = try #require(appID(withVariable.1), "\(withVariable.1)")
+        let plainRec = try #require(try record(plain, node: 1))
+        _ = try waitFor("its command", seconds: 5) { children(plainRec.pid).count == 1 }
+        #expect(try record(plain, node: 2)?.state == .running)
+        kill(plainRec.pid, SIGTERM)
     }
 }

@@ -239,7 +239,7 @@ extension CheckpointEngine {
         // ssi-init as process 1, its command running: saved as that state (FreshInit.swift).
         let root = seized.root
         let fresh = seized.threads[root]?.count == 1 && !seized.jobStopped.contains(root) && seized.exitedLeaders[root] == nil
-            ? FreshInit.detect(root: root) : nil
+            ? FreshInit.detect(root: root, stopped: true) : nil
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))

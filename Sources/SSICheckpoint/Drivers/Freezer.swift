@@ -98,6 +98,7 @@ public struct CgroupFreezer: Sendable {
     /// notification that comes within 10 ms of the previous one, so the poll is bounded by
     /// 1 ms and the file read again each time.
     public func freeze(_ app: Int32) throws {
+        let already = isFrozen(app)
         try ProcFS.write("\(path(app))/cgroup.freeze", "1")
         let events = "\(path(app))/cgroup.events"
         let fd = open(events, O_RDONLY | O_CLOEXEC)
@@ -118,10 +119,11 @@ public struct CgroupFreezer: Sendable {
                 _ = poll(&p, 1, 1)
             }
         }
-        // Not left half frozen: whoever asked goes on without the freeze (a checkpoint
-        // fails, and the application runs on).
-        try? thaw(app)
-        throw SSIError(.system, "application \(app) did not freeze within 2 s (\(events)); it was let go again",
+        // Not left half frozen by us: whoever asked goes on without the freeze (a checkpoint
+        // fails, and the application runs on). A freeze asked before (ssi freeze, a job's
+        // suspend) stays.
+        if !already { try? thaw(app) }
+        throw SSIError(.system, "application \(app) did not freeze within 2 s (\(events))\(already ? "" : "; it was let go again")",
                        hint: "a task of it may be stuck in the kernel (state D in /proc/PID/stat); try again once it is not")
     }
 

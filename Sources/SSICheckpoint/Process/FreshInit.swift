@@ -33,9 +33,18 @@ extension FreshInit {
     /// its command, process 2 of the namespace (its first and
     /// only fork), running. Anything else (the command has ended and its status is kept,
     /// another program as process 1, an init a debugger changed) is saved whole, as before.
-    static func detect(root: Int32) -> FreshInit? {
+    ///
+    /// An init that has reaped its command names itself `ssi-init-ended` (its status is then
+    /// in its memory): a restart gives out PIDs from the bottom again (clone3 set_tid does
+    /// not move the namespace's last PID), so a later process may be PID 2 without being
+    /// its command. `stopped`: the application is held by the checkpoint, and ssi-init must
+    /// be inside sigwaitinfo(2) with no signal taken (rt_sigtimedwait returning -EINTR or a
+    /// restart code): stopped just after it took a signal, before it passed it on, or
+    /// anywhere else in its loop, it is saved whole, so that nothing it holds is lost.
+    static func detect(root: Int32, stopped: Bool = false) -> FreshInit? {
         guard PIDNamespace.isOwnInit(root),
               let exe = try? ProcFS.readLink("/proc/\(root)/exe"), (exe as NSString).lastPathComponent == "ssi-init",
+              (try? ProcFS.read("/proc/\(root)/comm"))?.trimmingCharacters(in: .newlines) == "ssi-init",
               let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(root)/task"), tasks.count == 1,
               let status = try? ProcStatus.read(pid: root),
               status.fields["SigCgt"].flatMap({ UInt64($0, radix: 16) }) == 0,
@@ -43,6 +52,9 @@ extension FreshInit {
         else { return nil }
         // Started with a command (`ssi-init [options] -- CMD ...`), not a restore stub.
         guard let dashes = arguments.firstIndex(of: "--"), dashes + 1 < arguments.count else { return nil }
+        if stopped {
+            guard let regs = try? Tracee.adoptTraceMe(ProcessID(root)).registers(), regs.syscall == .rt_sigtimedwait, regs.returnValue < 0 else { return nil }
+        }
         let level = PIDNamespace.appLevel(root: root)
         let children = ((try? ProcFS.read("/proc/\(root)/task/\(root)/children")) ?? "").split(separator: " ").compactMap { Int32($0) }
         let command: Int32 = 2
@@ -66,8 +78,10 @@ extension ProcessDumper {
     /// The image of a fresh init (`FreshInit.detect`): what /proc and ptrace show of it (fds,
     /// ids, credentials, limits, its thread's mask and pending signals), no memory, and no
     /// injected reads: its dispositions are the default or SIG_IGN (SigIgn; `detect` checked
-    /// that none is caught), and ssi-init sets no alternate stack, timer, parent death signal
-    /// or child-subreaper flag (process 1 reaps orphans without it).
+    /// that none is caught), and ssi-init sets no alternate stack, timer, parent death signal,
+    /// child-subreaper flag (process 1 reaps orphans without it) or securebits. Its
+    /// securebits are those it was started with, the daemon's (none normally); they only
+    /// come from an injected prctl(2), so the new init gets none set.
     func dumpFreshInit(_ fresh: FreshInit, threads tids: [Int32], fds: [FileDescriptorImage], writer: any ImageWriter,
                        deletedDone: inout Set<String>) throws -> ProcessImage {
         guard tids == [pid] else { throw SSIError(.state, "PID \(pid): ssi-init has \(tids.count) threads; it is saved whole instead") }
