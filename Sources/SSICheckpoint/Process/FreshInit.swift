@@ -84,7 +84,12 @@ extension ProcessDumper {
     /// come from an injected prctl(2), so the new init gets none set.
     func dumpFreshInit(_ fresh: FreshInit, threads tids: [Int32], fds: [FileDescriptorImage], writer: any ImageWriter,
                        deletedDone: inout Set<String>) throws -> ProcessImage {
-        guard tids == [pid] else { throw SSIError(.state, "PID \(pid): ssi-init has \(tids.count) threads; it is saved whole instead") }
+        // The caller checked its one thread (Checkpoint.dumpProcesses); a change in between
+        // fails the checkpoint, the application going on, rather than lose a thread.
+        guard tids == [pid] else {
+            throw SSIError(.state, "PID \(pid): ssi-init has \(tids.count) threads, not the one it was seen with; nothing was saved and the application goes on",
+                           hint: "checkpoint it again")
+        }
         var clock = PhaseClock()
         defer { clock.mark("dump: fresh init") }
         var img = ProcessImage(pid: pid)
@@ -104,13 +109,7 @@ extension ProcessDumper {
         let ignored = status.fields["SigIgn"].flatMap { UInt64($0, radix: 16) } ?? 0
         img.sigactions = (Int32(1)...64).filter { ignored & (1 << UInt64($0 - 1)) != 0 }
             .map { SigAction(signal: $0, handler: 1, flags: 0, restorer: 0, mask: 0) }
-        img.fds = fds
-        img.ppid = stat.ppid; img.pgid = stat.pgid; img.sid = stat.sid
-        img.exitSignal = stat.exitSignal
-        img.comm = (try? ProcFS.read("/proc/\(pid)/comm"))?.trimmingCharacters(in: .newlines) ?? stat.comm
-        img.exe = try ProcFS.readLink("/proc/\(pid)/exe")
-        try dumpFSContext(into: &img, status: status)
-        try dumpIdentity(into: &img, status: status)
+        try dumpProcFields(into: &img, stat: stat, status: status, fds: fds)
         // Pages a pre-copy may have sent already go unused: their file is closed whole.
         _ = try precopied?.pages.finish(sync: false)
         let deleted = try dumpDeletedFiles(fds: fds, vmas: [], writer: writer, done: &deletedDone)

@@ -63,13 +63,7 @@ struct ProcessDumper {
         img.securebits = inj.securebits == 0 ? nil : inj.securebits
         img.intervalTimers = inj.intervalTimers.isEmpty ? nil : inj.intervalTimers
         img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
-        img.fds = fds
-        img.ppid = stat.ppid; img.pgid = stat.pgid; img.sid = stat.sid
-        img.exitSignal = stat.exitSignal
-        img.comm = (try? ProcFS.read("/proc/\(pid)/comm"))?.trimmingCharacters(in: .newlines) ?? stat.comm
-        img.exe = try ProcFS.readLink("/proc/\(pid)/exe")
-        try dumpFSContext(into: &img, status: status)
-        try dumpIdentity(into: &img, status: status)
+        try dumpProcFields(into: &img, stat: stat, status: status, fds: fds)
         img.mm = try mmFields(stat: stat, brk: inj.brk)
         clock.mark("dump: /proc, fds, registers")
         let pages = try precopied?.pages ?? writer.createFile("pages-\(pid).img")
@@ -81,6 +75,19 @@ struct ProcessDumper {
         img.deletedFiles = deleted.isEmpty ? nil : deleted
         clock.mark("dump: fsync pages")
         return img
+    }
+
+    /// What /proc shows of the stopped process besides its threads and memory: its fds
+    /// (described already), family, names, file-system context, identity and limits. Shared
+    /// by a whole dump and a fresh init's (FreshInit.swift).
+    func dumpProcFields(into img: inout ProcessImage, stat: ProcStat, status: ProcStatus, fds: [FileDescriptorImage]) throws {
+        img.fds = fds
+        img.ppid = stat.ppid; img.pgid = stat.pgid; img.sid = stat.sid
+        img.exitSignal = stat.exitSignal
+        img.comm = (try? ProcFS.read("/proc/\(pid)/comm"))?.trimmingCharacters(in: .newlines) ?? stat.comm
+        img.exe = try ProcFS.readLink("/proc/\(pid)/exe")
+        try dumpFSContext(into: &img, status: status)
+        try dumpIdentity(into: &img, status: status)
     }
 
     /// Whether SIGTRAP is blocked, caught, ignored or pending in the process or one of its
