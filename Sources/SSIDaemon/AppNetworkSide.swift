@@ -35,9 +35,9 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     }
 
     /// Every node's routes brought up to date now (NetworkSubsystem.refreshEverywhere).
-    let refreshAll = Mutex<@Sendable () async -> Void>({})
+    let refreshAll = ClosureCell<@Sendable () async -> Void>({})
     /// Where a connection's peer stands (NetworkSubsystem.peerState, TCPPeersPart.swift).
-    let peerStates = Mutex<(@Sendable (String, UInt16, String, UInt16) async -> TCPPeerCheckResult)?>(nil)
+    let peerStates = ClosureCell<(@Sendable (String, UInt16, String, UInt16) async -> TCPPeerCheckResult)?>(nil)
 
     /// Per held address of an application with listeners: its connections (established or
     /// closing) at the drain's last look (completeHandshakes); `deliverHeld` gives the frozen
@@ -67,7 +67,7 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         return name.map { ($0, subnet) }
     }
 
-    func placed(app: Int32) async { await refreshAll.withLock({ $0 })() }
+    func placed(app: Int32) async { await refreshAll.value() }
 
     func address(for app: Int32) throws -> String { try subnet.address(of: app) }
 

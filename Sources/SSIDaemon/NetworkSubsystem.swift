@@ -28,17 +28,17 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     let state = Mutex(NetworkState())
     /// The applications whose processes are on this node, their roots, and whether their
     /// record names another node (a migration's source copy) (Wiring.swift).
-    let localApps = Mutex<@Sendable () async -> [(app: Int32, root: Int32, leaving: Bool)]>({ [] })
+    let localApps = ClosureCell<@Sendable () async -> [(app: Int32, root: Int32, leaving: Bool)]>({ [] })
     /// Whether an application exists and has not stopped (Wiring.swift).
-    let appAlive = Mutex<@Sendable (Int32) async -> Bool>({ _ in true })
+    let appAlive = ClosureCell<@Sendable (Int32) async -> Bool>({ _ in true })
     /// Application addresses (AppNetworkSide.swift), when network.app-subnet is set.
     let apps: AppNetworkSide?
     /// (address, node) of every application with an address that has not stopped (Wiring.swift).
-    let appAddresses = Mutex<@Sendable () async -> [(address: String, node: NodeID)]>({ [] })
+    let appAddresses = ClosureCell<@Sendable () async -> [(address: String, node: NodeID)]>({ [] })
     /// The address of one application, nil when it has none (Wiring.swift).
-    let appAddress = Mutex<@Sendable (Int32) async -> String?>({ _ in nil })
+    let appAddress = ClosureCell<@Sendable (Int32) async -> String?>({ _ in nil })
     /// Where every application is (Wiring.swift).
-    let appPlaces = Mutex<@Sendable () async -> [(app: Int32, node: NodeID)]>({ [] })
+    let appPlaces = ClosureCell<@Sendable () async -> [(app: Int32, node: NodeID)]>({ [] })
 
     struct NetworkState {
         var published: NodePorts?
@@ -70,9 +70,9 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         }
         apps = subnet.isEmpty ? nil : AppNetworkSide(subnet: try AppSubnet(parsing: subnet), core: core, directLinks: links == "direct")
         if clusterIP != nil || apps != nil { try NodeNetwork.requireNft(node: core.config.node) }
-        apps?.refreshAll.withLock { [unowned self] f in f = { await self.refreshEverywhere() } }
-        apps?.peerStates.withLock { [unowned self] f in
-            f = { local, localPort, remote, remotePort in await self.peerState(local: local, localPort: localPort, remote: remote, remotePort: remotePort) }
+        apps?.refreshAll.set { [unowned self] in await self.refreshEverywhere() }
+        apps?.peerStates.set { [unowned self] local, localPort, remote, remotePort in
+            await self.peerState(local: local, localPort: localPort, remote: remote, remotePort: remotePort)
         }
     }
 
@@ -107,7 +107,7 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
         let id = UInt64(port)
         let held = try await core.kddm.grab(Self.claimsSet, id)
         var refusal: String? = nil
-        if let held, let c = try? JSONDecoder().decode(PortClaim.self, from: Data(held)), c.app != app, await appAlive.withLock({ $0 })(c.app) {
+        if let held, let c = try? JSONDecoder().decode(PortClaim.self, from: Data(held)), c.app != app, await appAlive.value(c.app) {
             refusal = "port \(port) is claimed exclusively by application \(c.app)"
         } else if let r = table.claimRefusal(port: port, app: app) {
             refusal = r
@@ -141,7 +141,7 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
     private func refreshOnce() async throws {
         let me = core.config.node
         var entries: [PortEntry] = []
-        for (app, root, leaving) in await localApps.withLock({ $0 })() {
+        for (app, root, leaving) in await localApps.value() {
             entries += ListeningSockets.of(app: app, root: root, node: me, clusterIP: clusterIP).map { e in
                 var e = e
                 if leaving { e.leaving = true }
@@ -161,9 +161,9 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
             }
         }
         if let apps {
-            let addresses = await appAddresses.withLock({ $0 })()
+            let addresses = await appAddresses.value()
             try apps.route(addresses)
-            try await publishStreams(here: await localApps.withLock({ $0 })())
+            try await publishStreams(here: await localApps.value())
         }
         let claims = try await liveClaims()
         let table = PortTable(published, claims: claims, online: Set(online))
@@ -173,7 +173,7 @@ final class NetworkSubsystem: Subsystem, @unchecked Sendable {
 
     /// The claims of applications that still exist; the lowest online node removes the others.
     private func liveClaims() async throws -> [PortClaim] {
-        let alive = appAlive.withLock { $0 }
+        let alive = appAlive.value
         var out: [PortClaim] = []
         let sweeper = core.membership.online.min() == core.config.node
         for (id, bytes) in (try? await core.kddm.list(Self.claimsSet)) ?? [] {

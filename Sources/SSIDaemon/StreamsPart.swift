@@ -16,7 +16,7 @@ extension NetworkSubsystem {
     /// migration's source copy (`leaving`) is left to its target.
     func publishStreams(here: [(app: Int32, root: Int32, leaving: Bool)]) async throws {
         let me = core.config.node
-        let addressOf = appAddress.withLock { $0 }
+        let addressOf = appAddress.value
         var entries: [StreamEntry] = []
         var known: [Int32: StreamBases] = state.withLock { $0.bases }
         for (app, root, leaving) in here where !leaving {
@@ -53,7 +53,7 @@ extension NetworkSubsystem {
             }
         }
         var placed: [Int32: NodeID] = [:]
-        for r in await appPlaces.withLock({ $0 })() { placed[r.app] = r.node }
+        for r in await appPlaces.value() { placed[r.app] = r.node }
         return StreamRow.table(published, where: placed)
     }
 

@@ -34,8 +34,8 @@ extension NetworkSubsystem {
 
     /// Among this node's applications, the one with `ask.address`, and its connection.
     func localTCPState(_ ask: TCPStateAsk) async -> TCPStateAnswer {
-        let addressOf = appAddress.withLock { $0 }
-        for (app, root, leaving) in await localApps.withLock({ $0 })() where !leaving {
+        let addressOf = appAddress.value
+        for (app, root, leaving) in await localApps.value() where !leaving {
             guard await addressOf(app) == ask.address else { continue }
             let c = Connections.established(root: root).first {
                 $0.local == ask.address && $0.localPort == ask.port && $0.remote == ask.peer && $0.remotePort == ask.peerPort
@@ -49,7 +49,7 @@ extension NetworkSubsystem {
 
     /// The engine's check, for a restart here: each peer asked where it runs.
     func peerState(local: String, localPort: UInt16, remote: String, remotePort: UInt16) async -> TCPPeerCheckResult {
-        guard let node = await appAddresses.withLock({ $0 })().first(where: { $0.address == remote })?.node else {
+        guard let node = await appAddresses.value().first(where: { $0.address == remote })?.node else {
             // Not an application's address (or one that stopped): its connection is gone
             // only if it was an application's; a node's own process cannot be asked.
             return .unknown
@@ -70,7 +70,7 @@ extension NetworkSubsystem {
 
 extension AppNetworkSide {
     func tcpPeerCheck() -> TCPPeerCheck? {
-        guard let ask = peerStates.withLock({ $0 }) else { return nil }
+        guard let ask = peerStates.value else { return nil }
         // Called on the engine's thread, which may block (never a cooperative thread).
         return { local, localPort, remote, remotePort in
             let done = DispatchSemaphore(value: 0)

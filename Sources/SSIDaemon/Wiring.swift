@@ -35,25 +35,19 @@ extension NodeDaemon {
             // The processes that are here, not the records: a migration's source copy keeps
             // publishing its ports until it is killed, so that the port is never without a
             // server while the target's copy starts (its record wins once it publishes).
-            net.localApps.withLock { f in
-                f = {
-                    let here = apps.localApplications
-                    let nodes = Dictionary(((try? await records.list()) ?? []).map { ($0.app, $0.node) }, uniquingKeysWith: { a, _ in a })
-                    return here.map { app, root in (app, root, nodes[app].map { $0 != me } ?? false) }
+            net.localApps.set {
+                let here = apps.localApplications
+                let nodes = Dictionary(((try? await records.list()) ?? []).map { ($0.app, $0.node) }, uniquingKeysWith: { a, _ in a })
+                return here.map { app, root in (app, root, nodes[app].map { $0 != me } ?? false) }
+            }
+            net.appAlive.set { app in ((try? await records.record(app)).map { $0.state != .stopped }) ?? false }
+            net.appAddresses.set {
+                ((try? await records.list()) ?? []).compactMap { r in
+                    r.state == .stopped ? nil : r.address.map { ($0, r.node) }
                 }
             }
-            net.appAlive.withLock { f in
-                f = { app in ((try? await records.record(app)).map { $0.state != .stopped }) ?? false }
-            }
-            net.appAddresses.withLock { f in
-                f = {
-                    ((try? await records.list()) ?? []).compactMap { r in
-                        r.state == .stopped ? nil : r.address.map { ($0, r.node) }
-                    }
-                }
-            }
-            net.appAddress.withLock { f in f = { app in (try? await records.record(app))?.address } }
-            net.appPlaces.withLock { f in f = { ((try? await records.list()) ?? []).map { ($0.app, $0.node) } } }
+            net.appAddress.set { app in (try? await records.record(app))?.address }
+            net.appPlaces.set { ((try? await records.list()) ?? []).map { ($0.app, $0.node) } }
             if let side = net.apps { apps.appNetwork.withLock { $0 = side } }
             // Connections through the cluster address follow their server when it moves,
             // and those of an application's own address follow it.
@@ -95,10 +89,10 @@ extension ApplicationRow {
 /// Where `ssi ps` finds each application's CPU use: every online node's published view, as
 /// this node's scheduler last read it (at most a second old).
 final class CPUUse: Sendable {
-    private let source = Mutex<(@Sendable () async -> [Int32: Double])?>(nil)
-    func set(_ f: @escaping @Sendable () async -> [Int32: Double]) { source.withLock { $0 = f } }
+    private let source = ClosureCell<(@Sendable () async -> [Int32: Double])?>(nil)
+    func set(_ f: @escaping @Sendable () async -> [Int32: Double]) { source.set(f) }
     func now() async -> [Int32: Double] {
-        guard let f = source.withLock({ $0 }) else { return [:] }
+        guard let f = source.value else { return [:] }
         return await f()
     }
 }

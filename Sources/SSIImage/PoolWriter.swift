@@ -133,15 +133,7 @@ final class PoolSession: @unchecked Sendable {
     }
 
     private func writeAll(_ base: UnsafeRawPointer, count: Int, at offset: off_t) throws {
-        var done = 0
-        while done < count {
-            let w = pwrite(pool.fd, base + done, count - done, offset + off_t(done))
-            if w < 0 {
-                if errno == EINTR { continue }
-                throw SSIError.sys("write the page pool \(pool.path)", errno: errno, hint: errno == ENOSPC ? "free space in the snapshot directory" : nil)
-            }
-            done += w
-        }
+        try pwriteAll(pool.fd, base, count: count, at: offset, what: "write the page pool \(pool.path)", whenFull: "free space in the snapshot directory")
     }
 
     /// Which pool file this is: a slot means the same bytes only in the same file.

@@ -22,7 +22,7 @@ public final class KDDM: Sendable {
     let logger: Logger
     public let owner: KDDMOwner
     public let client: KDDMClient
-    private let operationObserver = Mutex<(@Sendable (String) -> Void)?>(nil)
+    private let operationObserver = ClosureCell<(@Sendable (String) -> Void)?>(nil)
 
     public init(rpc: RPCNode, etcd: EtcdClient, membership: Membership, logger: Logger) {
         self.rpc = rpc
@@ -161,6 +161,6 @@ public final class KDDM: Sendable {
 
     /// Told of every object operation asked of this node (get, grab, put, store, remove,
     /// increment): the metrics (SSIObserve) count them.
-    public func observeOperations(_ f: @escaping @Sendable (String) -> Void) { operationObserver.withLock { $0 = f } }
-    private func counted(_ op: String) { operationObserver.withLock { $0 }?(op) }
+    public func observeOperations(_ f: @escaping @Sendable (String) -> Void) { operationObserver.set(f) }
+    private func counted(_ op: String) { operationObserver.value?(op) }
 }

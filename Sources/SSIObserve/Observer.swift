@@ -29,7 +29,7 @@ public final class Observer: Sendable {
         var restarts = 0
     }
     private let known = Mutex<[Int32: Known]>([:])
-    private let source = Mutex<(@Sendable () async -> [ApplicationRow])?>(nil)
+    private let source = ClosureCell<(@Sendable () async -> [ApplicationRow])?>(nil)
     private let dashboardAddress = Mutex<String?>(nil)
 
     public init(node: NodeID, session: UInt64, rpc: RPCNode, membership: Membership, logger: Logger,
@@ -72,7 +72,7 @@ public final class Observer: Sendable {
     /// The cluster process table (issue 17) plugs in here: from then on `/api/applications`
     /// lists what it returns for this node instead of the applications heard of in events.
     public func setApplicationSource(_ f: @escaping @Sendable () async -> [ApplicationRow]) {
-        source.withLock { $0 = f }
+        source.set(f)
     }
 
     /// Where this node's dashboard listens, once it does (shown in the node table).
@@ -83,7 +83,7 @@ public final class Observer: Sendable {
     /// with the checkpoint counts heard of in events, then the other applications heard of
     /// (processes checkpointed by PID), each looked up in /proc for state, command, memory.
     public func localApplications() async -> [ApplicationRow] {
-        let sourced = await source.withLock({ $0 })?() ?? []
+        let sourced = await source.value?() ?? []
         let heard = known.withLock { $0 }
         let fromSource = sourced.map { row in
             var r = row

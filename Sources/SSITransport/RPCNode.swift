@@ -27,7 +27,7 @@ public final class RPCNode: Sendable {
     private let outgoing = Mutex<[NodeID: RPCConnection]>([:])
     private let all = Mutex<[ObjectIdentifier: RPCConnection]>([:])
     private let listener = Mutex<Channel?>(nil)
-    private let callObserver = Mutex<(@Sendable (UInt16, Duration, Bool) -> Void)?>(nil)
+    private let callObserver = ClosureCell<(@Sendable (UInt16, Duration, Bool) -> Void)?>(nil)
     /// Requests sent to other nodes (self-calls excluded): the benchmark reads it.
     public let callsSent = Atomic<Int>(0)
     /// Peers dropped for garbage or failed authentication: tests read it.
@@ -165,10 +165,10 @@ public final class RPCNode: Sendable {
             let c = try await connection(to: node)
             callsSent.add(1, ordering: .relaxed)
             let r = try await c.call(service: service, payload: payload, timeout: timeout)
-            callObserver.withLock { $0 }?(service, ContinuousClock.now - t0, true)
+            callObserver.value?(service, ContinuousClock.now - t0, true)
             return r
         } catch {
-            callObserver.withLock { $0 }?(service, ContinuousClock.now - t0, false)
+            callObserver.value?(service, ContinuousClock.now - t0, false)
             throw error
         }
     }
@@ -176,7 +176,7 @@ public final class RPCNode: Sendable {
     /// Told of every call to another node: its service, how long it took (connecting
     /// included) and whether it succeeded. The metrics (SSIObserve) set it.
     public func observeCalls(_ f: @escaping @Sendable (UInt16, Duration, Bool) -> Void) {
-        callObserver.withLock { $0 = f }
+        callObserver.set(f)
     }
 
     /// A one-way message; delivered in order per peer connection, or lost with it.
