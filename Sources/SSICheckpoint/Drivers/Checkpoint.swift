@@ -224,7 +224,7 @@ extension CheckpointEngine {
         try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         try ProcessDumper.completePidfds(&fdTables, pids: Set(seized.tree.pids), ignoreUnsupported: options.ignoreUnsupported)
         ProcessDumper.markSharedDescriptions(&fdTables)
-        try ProcessDumper.refuseSharedEpoll(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
+        try ProcessDumper.checkSharedEpolls(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         return fdTables
     }
 

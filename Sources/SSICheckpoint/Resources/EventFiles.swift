@@ -85,18 +85,60 @@ extension ProcessDumper {
         return out
     }
 
-    /// An epoll instance shared by several fds (after dup() or fork()) cannot be rebuilt yet:
-    /// shared descriptions are opened once in the root before it forks, where the fds the
-    /// instance watches do not exist. Without this check such a checkpoint succeeded and its
-    /// restart failed, after `--kill` had ended the application. With `-i` the fds are
-    /// restored closed.
-    static func refuseSharedEpoll(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
-        for pid in tables.keys.sorted() {
-            for f in tables[pid]! where f.kind == .epoll && f.sharedID != nil {
-                if ignoreUnsupported { tables[pid]!.removeAll { $0.fd == f.fd }; continue }
-                let holders = tables.flatMap { p, fds in fds.filter { $0.sharedID == f.sharedID }.map { "PID \(p) fd \($0.fd)" } }.sorted()
-                throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): an epoll instance shared by several fds (\(holders.joined(separator: ", ")), after dup or fork) is not supported yet; nothing was written and the application goes on",
-                               hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+    /// An epoll instance shared by several fds (after dup() or fork()) is rebuilt once, by
+    /// one of its holders, and handed to the others (ProcessRestorer.restoreSharedEpolls):
+    /// its entries are keyed by file and fd number (epoll_ctl(2)), so it must be built in a
+    /// process that has every file it watches. The first holder (by PID, then fd) where
+    /// kcmp(2) KCMP_EPOLL_TFD finds each entry's file keeps the entries in its image; the
+    /// others' are dropped (nil), which is how the restart tells the builder. Refused, naming
+    /// the holders: an instance none of whose holders has every watched file open (an entry
+    /// whose file only lives on in a process that does not hold the instance), and epoll
+    /// sets nested with a shared one (one is built before the other exists). With -i those
+    /// fds are restored closed.
+    static func checkSharedEpolls(_ tables: inout [Int32: [FileDescriptorImage]], ignoreUnsupported: Bool) throws {
+        var groups = [String: [(pid: Int32, fd: Int32)]]()
+        for (pid, fds) in tables {
+            for f in fds where f.kind == .epoll { if let id = f.sharedID { groups[id, default: []].append((pid, f.fd)) } }
+        }
+        func image(_ m: (pid: Int32, fd: Int32)) -> FileDescriptorImage? { tables[m.pid]?.first { $0.fd == m.fd } }
+        func refuse(_ id: String, _ why: String) throws {
+            let members = groups[id]!.sorted { ($0.pid, $0.fd) < ($1.pid, $1.fd) }
+            if ignoreUnsupported {
+                for m in members { tables[m.pid]!.removeAll { $0.fd == m.fd } }
+                return
+            }
+            let holders = members.map { "PID \($0.pid) fd \($0.fd)" }.joined(separator: ", ")
+            throw SSIError(.unsupported, "PID \(members[0].pid) fd \(members[0].fd): an epoll instance shared by several fds (\(holders)) \(why); nothing was written and the application goes on",
+                           hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+        }
+        for id in groups.keys.sorted() {
+            let members = groups[id]!.sorted { ($0.pid, $0.fd) < ($1.pid, $1.fd) }
+            let sharedHere = { (pid: Int32) in Set(groups.values.flatMap { $0 }.filter { $0.pid == pid }.map(\.fd)) }
+            // Nested with another epoll set, either way.
+            let nested = members.contains { m in
+                let epolls = Set(tables[m.pid]!.filter { $0.kind == .epoll }.map(\.fd))
+                let watchesEpoll = (image(m)?.epollTargets ?? []).contains { epolls.contains($0.viaFD ?? $0.fd) }
+                let shared = sharedHere(m.pid)
+                let watchedBy = tables[m.pid]!.contains { e in e.kind == .epoll && (e.epollTargets ?? []).contains { shared.contains($0.viaFD ?? $0.fd) } }
+                return watchesEpoll || watchedBy
+            }
+            if nested { try refuse(id, "watches or is watched by another epoll set, which is not supported yet"); continue }
+            // The builder: every entry's file found in its own fd table.
+            let builder = members.first { m in
+                guard let f = image(m) else { return false }
+                var seen = [Int32: Int]()
+                return (f.epollTargets ?? []).allSatisfy { t in
+                    let nth = seen[t.fd, default: 0]
+                    seen[t.fd] = nth + 1
+                    return Kcmp.isEpollTarget(ProcessID(m.pid), fd: t.viaFD ?? t.fd, epoll: m.fd, target: t.fd, nth: nth)
+                }
+            }
+            guard let builder else {
+                try refuse(id, "watches a file that none of its holders has open")
+                continue
+            }
+            for m in members where m != builder {
+                if let i = tables[m.pid]!.firstIndex(where: { $0.fd == m.fd }) { tables[m.pid]![i].epollTargets = nil }
             }
         }
     }
@@ -135,6 +177,50 @@ extension ProcessRestorer {
                 try inj.call("close", .close, fd)
             } else if !f.closeOnExec {
                 try inj.call("fcntl F_SETFD", .fcntl, fd, UInt64(F_SETFD), 0)
+            }
+        }
+    }
+
+    /// Epoll instances shared by several fds (checkSharedEpolls), once every process has its
+    /// other fds: built by the holder whose image keeps the entries, put at each of its fds
+    /// of the instance, then copied by ssi from it (pidfd_getfd(2)) and taken by every other
+    /// holder (FDTransfer): one open file description, as before. Before `finish`, while the
+    /// processes still run with ssi's credentials (pidfd_getfd needs
+    /// PTRACE_MODE_ATTACH_REALCREDS) and hold ssi's pidfd.
+    static func restoreSharedEpolls(_ restorers: [ProcessRestorer]) throws {
+        var holders = [String: [(ProcessRestorer, FileDescriptorImage)]]()
+        var order = [String]()
+        for pr in restorers {
+            for f in pr.image.fds where f.kind == .epoll {
+                guard let id = f.sharedID else { continue }
+                if holders[id] == nil { order.append(id) }
+                holders[id, default: []].append((pr, f))
+            }
+        }
+        for id in order {
+            let all = holders[id]!
+            guard let (builder, model) = all.first(where: { $0.1.epollTargets != nil }) else {
+                throw SSIError(.corrupt, "the epoll instance \(id) shared by \(all.map { "PID \($0.0.pid) fd \($0.1.fd)" }.joined(separator: ", ")) has no holder that keeps its entries")
+            }
+            let made = try builder.createAnonInode(model)
+            // `fd` becomes the image's `f` (dup3(2) refuses to copy an fd onto itself: EINVAL).
+            func place(_ pr: ProcessRestorer, _ fd: UInt64, as f: FileDescriptorImage) throws {
+                if fd == UInt64(f.fd) {
+                    try pr.inj.call("fcntl F_SETFD fd \(f.fd)", .fcntl, fd, UInt64(F_SETFD), UInt64(f.closeOnExec ? FD_CLOEXEC : 0))
+                } else {
+                    try pr.inj.call("dup3 shared epoll to fd \(f.fd)", .dup3, fd, UInt64(f.fd), UInt64(f.closeOnExec ? O_CLOEXEC : 0))
+                }
+            }
+            let mine = all.filter { $0.0 === builder }.map(\.1)
+            for f in mine { try place(builder, made, as: f) }
+            if !mine.contains(where: { UInt64($0.fd) == made }) { try builder.inj.call("close", .close, made) }
+            guard let placed = mine.first?.fd else { continue }
+            let copy = try FDTransfer.copy(fd: placed, from: builder.inj.pid)
+            defer { close(copy) }
+            for (pr, f) in all where pr !== builder {
+                let got = try FDTransfer.take(copy, inj: pr.inj, ssiPidFD: pr.ssiPidFD, what: "PID \(pr.pid) fd \(f.fd) (an epoll instance of PID \(builder.pid))")
+                try place(pr, got, as: f)
+                if got != UInt64(f.fd) { try pr.inj.call("close", .close, got) }
             }
         }
     }

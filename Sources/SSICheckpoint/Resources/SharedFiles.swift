@@ -17,7 +17,11 @@ extension ProcessDumper {
         struct Member { var pid: Int32; var index: Int; var fd: Int32 }
         var byInode = [String: [Member]]()
         for (pid, fds) in tables {
-            for (i, f) in fds.enumerated() where f.kind != .pipe && !f.kind.isSocket && f.kind != .pidfd {
+            // A pipe's end is one open file description in every process that inherited it
+            // (its O_NONBLOCK, its owner for SIGIO, the key of epoll entries are the
+            // description's): restored once, as any shared description. Not one whose pipe
+            // leads outside the application: each fd becomes the restarting caller's own.
+            for (i, f) in fds.enumerated() where !(f.kind == .pipe && f.external == true) && !f.kind.isSocket && f.kind != .pidfd {
                 var st = stat()
                 guard stat("/proc/\(pid)/fd/\(f.fd)", &st) == 0 else { continue }
                 byInode["\(st.st_dev):\(st.st_ino)", default: []].append(Member(pid: pid, index: i, fd: f.fd))
@@ -68,7 +72,9 @@ final class SharedDescriptions {
                     socketSlot[id] = -1
                     socketEnds.append(f)
                 }
-                guard let id = f.sharedID, index[id] == nil else { continue }
+                // A shared epoll instance is built by one of its holders once every
+                // process exists (ProcessRestorer.restoreSharedEpolls), not in the root.
+                guard let id = f.sharedID, f.kind != .epoll, index[id] == nil else { continue }
                 index[id] = list.count
                 list.append(f)
             }
@@ -99,6 +105,14 @@ extension ProcessRestorer {
                 fd = try takePTYMaster(f)
             } else if f.kind == .inotify, let fsObjects {
                 fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj, ssiPidFD: ssiPidFD)
+            } else if f.kind == .pipe {
+                // The pipe is held by ssi (PipeRegistry); opening its end through /proc opens
+                // the same pipe (fifo_open).
+                let write = (f.flags & O_ACCMODE) == O_WRONLY
+                guard let id = f.pipeID, let path = pipes?.path(id, write: write) else {
+                    throw SSIError(.corrupt, "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd): pipe \(f.pipeID.map(String.init) ?? "with no id") is not in the snapshot")
+                }
+                fd = try open("open pipe end", path: path, flags: (write ? O_WRONLY : O_RDONLY) | (f.flags & O_NONBLOCK))
             } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
                 fd = try createAnonInode(f)
             } else {
