@@ -29,8 +29,11 @@ public enum SnapshotFormat {
     ///   the blob file too: `"pages": {"blob": [offset, length]}`.
     /// 13 (issue 17) may save a cluster application's ssi-init as its state alone
     ///   (ProcessImage.freshInit); an older reader must not restore such an image.
-    public static let version = 13
-    public static let readable: ClosedRange<Int> = 1...13
+    /// 14 restores fork-inherited pipe ends and epoll instances held by several fds as one
+    ///   open file description (a `sharedID` on such pipe fds; one holder of a shared epoll
+    ///   keeps its entries): an older reader would reopen the pipe by its name and fail.
+    public static let version = 14
+    public static let readable: ClosedRange<Int> = 1...14
     public static let pageSize: UInt64 = 4096
 }
 

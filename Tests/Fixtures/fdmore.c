@@ -8,6 +8,7 @@
 //   pidfd       a pidfd of a child (pidfd_open): signals through it, sees the child exit
 // Each is checked after restart by using it, not only by its flags.
 #include "fixture.h"
+#include <sys/epoll.h>
 #include <dirent.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -76,6 +77,11 @@ int main(void) {
     if (child == 0) { fixture_catch_usr1(); while (!fixture_go) pause(); _exit(7); }
     int pfd = (int)syscall(SYS_pidfd_open, child, 0);
     if (pfd < 0) { printf("pidfd_open: %s\n", strerror(errno)); return 2; }
+    // An epoll set watching the pidfd (as asyncio's pidfd child watcher does): built after
+    // the restart once the pidfd exists again.
+    int pep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event pe = { .events = EPOLLIN, .data.u64 = 77 };
+    if (epoll_ctl(pep, EPOLL_CTL_ADD, pfd, &pe) != 0) { printf("epoll_ctl pidfd: %s\n", strerror(errno)); return 2; }
     fixture_ready();
     fixture_wait();
 
@@ -114,6 +120,8 @@ int main(void) {
     EXPECT(syscall(SYS_pidfd_send_signal, pfd, SIGUSR1, NULL, 0) == 0, "pidfd_send_signal: %s", strerror(errno));
     struct pollfd pf = { .fd = pfd, .events = POLLIN };
     EXPECT(poll(&pf, 1, 5000) == 1 && (pf.revents & POLLIN), "the pidfd is readable once the child exits");
+    struct epoll_event got = { 0 };
+    EXPECT(epoll_wait(pep, &got, 1, 1000) == 1 && got.data.u64 == 77, "the epoll set watching the pidfd does not report the child's exit");
     int status = 0;
     EXPECT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 7, "the child's status 0x%x", status);
     char cmd[600]; snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

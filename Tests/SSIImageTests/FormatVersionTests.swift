@@ -8,15 +8,15 @@ import Testing
 /// verified and decoded: Tests/Fixtures/snapshots/v1 to v4 are version directories (one
 /// process, its pages file, and the fields of that version); v7 to v9 are stores (the
 /// version `100/v1` and the application's page pool `100/pool`), since from version 7 on
-/// pages live in the pool (v10: v9's content as format 10 wrote it; v11 and v12 the same as formats 11
-/// and 12 wrote it: nothing in it is long enough for the blob file). Versions 5 and 6 were never written (the format went from 4 to 7).
+/// pages live in the pool (v10: v9's content as format 10 wrote it; v11, v12 and v13 the same as formats 11,
+/// 12 and 13 wrote it: nothing in it is long enough for the blob file). Versions 5 and 6 were never written (the format went from 4 to 7).
 @Suite("older snapshot formats")
 struct FormatVersionTests {
     static func fixture(_ v: Int) -> String { "\(TestEnv.repoRoot)/Tests/Fixtures/snapshots/v\(v)" }
     /// Every version a release of ssi wrote, the current one last.
     /// A new format version fails everyVersionCovered until the one before it has a fixture.
-    static let written = [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13]
-    static let directories = [1, 2, 3, 4], stores = [7, 8, 9, 10, 11, 12]
+    static let written = [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14]
+    static let directories = [1, 2, 3, 4], stores = [7, 8, 9, 10, 11, 12, 13]
 
     /// The older version `v`, opened as a restart opens it. A store's fixture is copied first:
     /// opening a pooled version may make the pool's lock files.
@@ -35,7 +35,7 @@ struct FormatVersionTests {
         for v in Self.written.dropLast() { #expect(FileManager.default.fileExists(atPath: Self.fixture(v)), "no fixture for version \(v)") }
     }
 
-    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8, 9, 10, 11, 12])
+    @Test("every older version loads and verifies; its pages read back through its runs", arguments: [1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13])
     func loads(version: Int) throws {
         let snap = try Self.open(version)
         #expect(snap.manifest.formatVersion == version)
@@ -62,7 +62,7 @@ struct FormatVersionTests {
         #expect(pages == (0..<8192).map { UInt8(truncatingIfNeeded: $0 * 7) })
     }
 
-    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7, 8, 9, 10, 11 and 12", arguments: [4, 7, 8, 9, 10, 11, 12])
+    @Test("version 4's fields (locks, THP, UDP with raw options, mlock flag) read the same from 4, 7, 8, 9, 10, 11, 12 and 13", arguments: [4, 7, 8, 9, 10, 11, 12, 13])
     func version4Fields(version: Int) throws {
         let p = try #require(try Self.open(version).processes.first)
         #expect(p.thpDisabled == true)

@@ -221,8 +221,11 @@ final class RestartSession {
             let nested = Dictionary(snap.processes.compactMap { p in p.nestedPIDs.map { (p.pid, $0) } }, uniquingKeysWith: { a, _ in a })
             for pr in restorers { try pr.joinGroup(leaders: true, known: known, nested: nested) }
             for pr in restorers { try pr.joinGroup(leaders: false, known: known, nested: nested) }
-            // Before finish: it takes fds from one process to another (EventFiles.swift).
-            try ProcessRestorer.restoreSharedEpolls(restorers)
+            // Once every process exists: pidfds name them, and epoll instances shared by
+            // several processes or watching a pidfd are built from them (EventFiles.swift);
+            // before finish, which gives each process its own credentials.
+            for pr in restorers { try pr.restorePidfds() }
+            try ProcessRestorer.restoreLateEpolls(restorers)
             for pr in restorers { try pr.finish() }
             // Every process has its fds: let go of the FIFOs before any process runs, or a
             // process that was blocked opening one would find ssi as its partner.

@@ -260,7 +260,6 @@ final class ProcessRestorer {
         try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()
-        try restorePidfds()
         try restoreSeccomp()
         try narrowCapabilities()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)

@@ -86,7 +86,7 @@ extension ProcessDumper {
     }
 
     /// An epoll instance shared by several fds (after dup() or fork()) is rebuilt once, by
-    /// one of its holders, and handed to the others (ProcessRestorer.restoreSharedEpolls):
+    /// one of its holders, and handed to the others (ProcessRestorer.restoreLateEpolls):
     /// its entries are keyed by file and fd number (epoll_ctl(2)), so it must be built in a
     /// process that has every file it watches. The first holder (by PID, then fd) where
     /// kcmp(2) KCMP_EPOLL_TFD finds each entry's file keeps the entries in its image; the
@@ -104,7 +104,13 @@ extension ProcessDumper {
         func refuse(_ id: String, _ why: String) throws {
             let members = groups[id]!.sorted { ($0.pid, $0.fd) < ($1.pid, $1.fd) }
             if ignoreUnsupported {
-                for m in members { tables[m.pid]!.removeAll { $0.fd == m.fd } }
+                for m in members {
+                    tables[m.pid]!.removeAll { $0.fd == m.fd }
+                    // Another epoll set of the process that watched it must not add it again.
+                    for i in tables[m.pid]!.indices where tables[m.pid]![i].kind == .epoll {
+                        tables[m.pid]![i].epollTargets?.removeAll { ($0.viaFD ?? $0.fd) == m.fd }
+                    }
+                }
                 return
             }
             let holders = members.map { "PID \($0.pid) fd \($0.fd)" }.joined(separator: ", ")
@@ -134,7 +140,7 @@ extension ProcessDumper {
                 }
             }
             guard let builder else {
-                try refuse(id, "watches a file that none of its holders has open")
+                try refuse(id, "watches files that no single one of its holders has all open")
                 continue
             }
             for m in members where m != builder {
@@ -181,22 +187,40 @@ extension ProcessRestorer {
         }
     }
 
-    /// Epoll instances shared by several fds (checkSharedEpolls), once every process has its
-    /// other fds: built by the holder whose image keeps the entries, put at each of its fds
-    /// of the instance, then copied by ssi from it (pidfd_getfd(2)) and taken by every other
-    /// holder (FDTransfer): one open file description, as before. Before `finish`, while the
-    /// processes still run with ssi's credentials (pidfd_getfd needs
-    /// PTRACE_MODE_ATTACH_REALCREDS) and hold ssi's pidfd.
-    static func restoreSharedEpolls(_ restorers: [ProcessRestorer]) throws {
+    /// Whether epoll fd `f` is built after every process exists (restoreLateEpolls) rather
+    /// than with the process's other fds: shared with other fds (checkSharedEpolls), or
+    /// watching a pidfd (made once the process it names exists), or watching such a set.
+    func isLateEpoll(_ f: FileDescriptorImage, depth: Int = 0) -> Bool {
+        guard f.kind == .epoll else { return false }
+        if f.sharedID != nil { return true }
+        guard depth < 4 else { return false }
+        return (f.epollTargets ?? []).contains { t in
+            guard let w = image.fds.first(where: { $0.fd == (t.viaFD ?? t.fd) }) else { return false }
+            return w.kind == .pidfd || isLateEpoll(w, depth: depth + 1)
+        }
+    }
+
+    /// Epoll instances left for when every process has its other fds and its pidfds
+    /// (isLateEpoll). A shared one (checkSharedEpolls) is built by the holder whose image
+    /// keeps the entries, put at each of its fds of it, then copied by ssi from it
+    /// (pidfd_getfd(2)) and taken by every other holder (FDTransfer): one open file
+    /// description, as before. Before `finish`, while the processes still run with ssi's
+    /// credentials (pidfd_getfd needs PTRACE_MODE_ATTACH_REALCREDS) and hold ssi's pidfd.
+    /// Sets that watch another epoll set come after it.
+    static func restoreLateEpolls(_ restorers: [ProcessRestorer]) throws {
         var holders = [String: [(ProcessRestorer, FileDescriptorImage)]]()
         var order = [String]()
         for pr in restorers {
-            for f in pr.image.fds where f.kind == .epoll {
-                guard let id = f.sharedID else { continue }
+            for f in pr.image.fds where pr.isLateEpoll(f) {
+                let id = f.sharedID ?? "late \(pr.pid):\(f.fd)"
                 if holders[id] == nil { order.append(id) }
                 holders[id, default: []].append((pr, f))
             }
         }
+        func watchesEpoll(_ id: String) -> Bool {
+            holders[id]!.contains { pr, f in (f.epollTargets ?? []).contains { t in pr.image.fds.contains { $0.fd == (t.viaFD ?? t.fd) && $0.kind == .epoll } } }
+        }
+        order = order.filter { !watchesEpoll($0) } + order.filter(watchesEpoll)
         for id in order {
             let all = holders[id]!
             guard let (builder, model) = all.first(where: { $0.1.epollTargets != nil }) else {
@@ -262,7 +286,17 @@ extension ProcessRestorer {
             try mem.write(words: [f.signalMask ?? 0], to: scratch)
             return try inj.call("signalfd4", .signalfd4, UInt64.max, scratch, 8, flags)
         case .epoll:
-            let fd = try inj.call("epoll_create1", .epoll_create1, 0)
+            var fd = try inj.call("epoll_create1", .epoll_create1, 0)
+            // The new instance takes the lowest free number, which may be the number an entry
+            // is keyed by (its file now lives at another fd, or is lent to it below): moved
+            // above every number the image uses first.
+            let numbers = Set((f.epollTargets ?? []).flatMap { [$0.fd, $0.viaFD ?? $0.fd] })
+            if numbers.contains(Int32(truncatingIfNeeded: fd)) {
+                let top = UInt64(max(image.fds.map(\.fd).max() ?? 2, numbers.max() ?? 2)) + 1
+                let moved = try inj.call("fcntl F_DUPFD epoll", .fcntl, fd, UInt64(F_DUPFD_CLOEXEC), top)
+                try inj.call("close", .close, fd)
+                fd = moved
+            }
             for t in f.epollTargets ?? [] {
                 try mem.write(Arch.epollEvent(events: t.events, data: t.data), to: scratch)
                 guard let via = t.viaFD else {

@@ -215,8 +215,9 @@ extension ProcessRestorer {
     /// The fd that becomes `f`, and whether it is a temporary one to close after the dup;
     /// nil when there is nothing to restore.
     private func sourceFD(for f: FileDescriptorImage, ttyFD: UInt64?) throws -> (UInt64, Bool)? {
-        // A shared epoll instance: put in place later (restoreSharedEpolls).
-        if f.kind == .epoll && f.sharedID != nil { return nil }
+        // An epoll instance shared with other fds or watching a pidfd: built once every
+        // process exists (restoreLateEpolls).
+        if f.kind == .epoll && isLateEpoll(f) { return nil }
         if let id = f.sharedID, let i = shared?.index[id], let base = shared?.base {
             // One description shared with other fds: inherited from the root.
             return (UInt64(base + Int32(i)), false)

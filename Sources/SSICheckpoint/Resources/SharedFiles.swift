@@ -73,7 +73,7 @@ final class SharedDescriptions {
                     socketEnds.append(f)
                 }
                 // A shared epoll instance is built by one of its holders once every
-                // process exists (ProcessRestorer.restoreSharedEpolls), not in the root.
+                // process exists (ProcessRestorer.restoreLateEpolls), not in the root.
                 guard let id = f.sharedID, f.kind != .epoll, index[id] == nil else { continue }
                 index[id] = list.count
                 list.append(f)
@@ -92,6 +92,9 @@ extension ProcessRestorer {
     /// Opens each shared description once, at `shared.base + index`, before any fork.
     func openShared(useCallerTerminal: Bool) throws {
         guard let shared, shared.count > 0 else { return }
+        // Its slots lie above every fd of the image: past the fresh soft RLIMIT_NOFILE when
+        // the program had raised it (rebuild raises it too, but after this).
+        raiseFileLimitForRestore()
         // Sockets are built in ssi, where they can be bound, connected and filled with plain
         // calls; this process takes each one and keeps it at its slot.
         if !shared.socketEnds.isEmpty { try takeSockets(shared) }
