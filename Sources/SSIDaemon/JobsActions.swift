@@ -107,7 +107,14 @@ extension JobsSubsystem {
                 default: break
                 }
             }
-            if j != before { try? await write(j) }
+            // A change asked meanwhile (ssi terminate: it ends the application, then writes
+            // `terminated`) wins over what this pass saw of a started job: the record is read
+            // again just before, and left alone if it moved. Not a grab: a write may still
+            // slip in between the two, a window of one KDDM read instead of this whole pass.
+            // A job this pass started is written whatever happened: its application runs.
+            guard j != before else { continue }
+            if before.state != .queued, (try? await read(id)) != before { continue }
+            try? await write(j)
         }
     }
 

@@ -443,33 +443,31 @@ final class RemoteFileWriter: ImageFileWriter {
     }
 }
 
-/// An answer a thread that may block (the engine's) waits for, given by a task.
-final class AwaitedAnswer: Sendable {
+/// A result a thread that may block (the engine's) waits for, given by a task: what
+/// `blockingCall` and the image steps' answers (`RemoteImageWriter.start`) both wait on.
+final class Awaited<T: Sendable>: Sendable {
     private let done = DispatchSemaphore(value: 0)
-    private let result = Mutex<Result<IncomingAnswer, Error>?>(nil)
+    private let result = Mutex<Result<T, Error>?>(nil)
 
-    func fulfil(_ r: Result<IncomingAnswer, Error>) {
+    func fulfil(_ r: Result<T, Error>) {
         result.withLock { $0 = r }
         done.signal()
     }
 
-    /// Blocks until the answer is there (at most once per answer).
-    func wait() throws -> IncomingAnswer {
+    /// Blocks until the result is there (at most once per result).
+    func wait() throws -> T {
         done.wait()
         return try result.withLock { $0! }.get()
     }
 }
 
+typealias AwaitedAnswer = Awaited<IncomingAnswer>
+
 /// Runs an async call from a thread that may block (the engine's), and waits for it.
 func blockingCall<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let box = Mutex<Result<T, Error>?>(nil)
-    let done = DispatchSemaphore(value: 0)
+    let awaited = Awaited<T>()
     Task {
-        let r: Result<T, Error>
-        do { r = .success(try await body()) } catch { r = .failure(error) }
-        box.withLock { $0 = r }
-        done.signal()
+        do { awaited.fulfil(.success(try await body())) } catch { awaited.fulfil(.failure(error)) }
     }
-    done.wait()
-    return try box.withLock { $0! }.get()
+    return try awaited.wait()
 }

@@ -29,7 +29,7 @@ public struct JobRecord: Codable, Sendable, Equatable {
     /// Why a queued job has not started yet (the cluster's limit on running jobs).
     public var waiting: String?
     /// The submitter's nice value, which the job starts with (as `nice -n 5 ssi submit`
-    /// would give a local program); nil: 0.
+    /// would give a local program); nil (a submission from an older ssi): the daemon's.
     public var nice: Int32?
 
     public init(job: Int, name: String, command: [String], directory: String, environment: [String: String], node: Int?, owner: Int, held: Bool, now: Date = Date()) {

@@ -116,13 +116,14 @@ static sigset_t block_waited(void) {
     return waited;
 }
 
-/* Waits for the command and every orphan, forwarding the signals a user sends, until no
- * process is left; returns the command's exit status as our own. */
 /* Once the command is reaped, its status lives in our memory only: our name says so
  * (/proc/1/comm), so that a checkpoint saves us whole from then on rather than as a
  * running command's init (FreshInit.detect), even if a later process gets PID 2. */
 static void reaped(void) { prctl(PR_SET_NAME, "ssi-init-ended", 0, 0, 0); }
 
+/* Waits for the command and every orphan, forwarding the signals a user sends, until no
+ * process is left; returns the command's exit status as our own. `done`: the command was
+ * reaped already (a resumed init whose command ended meanwhile), with `status`. */
 static int wait_all(pid_t command, int done, int status) {
     sigset_t waited = block_waited();
     if (done) reaped();

@@ -79,10 +79,7 @@ enum ClusterApps {
         let cwd = FileManager.default.currentDirectoryPath
         var spec = LaunchSpec(command: cmd, environment: env, directory: cwd,
                               node: local ? nil : node.map { UInt8($0) }, log: log, network: network)
-        // getpriority(2) returns the nice value itself for PRIO_PROCESS through glibc.
-        errno = 0
-        let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
-        if errno == 0 { spec.nice = mine }
+        spec.nice = callerNice()
         let conn = try connect(node: local ? node : nil)
         let pass: [Int32] = (local || node == nil) && !log ? [0, 1, 2] : []
         return try conn.send(.apps(.launch(spec)), timeout: 60, passing: pass).application()
@@ -297,4 +294,13 @@ struct Kill: ParsableCommand {
             print("Sent \(sig) to application \(r.app) on node \(r.node)")
         } catch { appsFail(error) }
     }
+}
+
+/// This process's nice value, which `ssi run` and `ssi submit` pass on to what they start;
+/// nil if it cannot be read. getpriority(2) returns the nice value itself for PRIO_PROCESS
+/// through glibc, and may return -1 as a value: errno alone tells a failure.
+func callerNice() -> Int32? {
+    errno = 0
+    let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+    return errno == 0 ? mine : nil
 }

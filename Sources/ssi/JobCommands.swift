@@ -49,12 +49,9 @@ struct Submit: ParsableCommand {
             n = k
         }
         let env = ProcessInfo.processInfo.environment
-        // The submitter's nice value goes with the job, as `ssi run` passes it on
-        // (getpriority(2) returns the nice value itself for PRIO_PROCESS through glibc).
-        errno = 0
-        let mine = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        // The submitter's nice value goes with the job, as `ssi run` passes it on.
         let sub = JobSubmission(command: cmd, directory: FileManager.default.currentDirectoryPath, environment: env, node: n, hold: hold, name: name,
-                                nice: errno == 0 && mine != 0 ? mine : nil)
+                                nice: callerNice())
         // --node here is where the job runs; the request goes to this machine's node.
         let daemon = orFail { try DaemonOptions.parse(socket.map { ["--socket", $0] } ?? []) }
         let j = orFail { try callJobs(.submit(sub), daemon).job() }

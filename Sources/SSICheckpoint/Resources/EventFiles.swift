@@ -119,14 +119,15 @@ extension ProcessDumper {
         }
         for id in groups.keys.sorted() {
             let members = groups[id]!.sorted { ($0.pid, $0.fd) < ($1.pid, $1.fd) }
-            let sharedHere = { (pid: Int32) in Set(groups.values.flatMap { $0 }.filter { $0.pid == pid }.map(\.fd)) }
-            // Nested with another epoll set, either way.
+            // Nested with another epoll set, either way: an epoll fd of a holder among its
+            // entries, or one of its fds among the entries of an epoll set of that holder.
             let nested = members.contains { m in
-                let epolls = Set(tables[m.pid]!.filter { $0.kind == .epoll }.map(\.fd))
-                let watchesEpoll = (image(m)?.epollTargets ?? []).contains { epolls.contains($0.viaFD ?? $0.fd) }
-                let shared = sharedHere(m.pid)
-                let watchedBy = tables[m.pid]!.contains { e in e.kind == .epoll && (e.epollTargets ?? []).contains { shared.contains($0.viaFD ?? $0.fd) } }
-                return watchesEpoll || watchedBy
+                let epolls = tables[m.pid]!.filter { $0.kind == .epoll }
+                let own = Set(members.filter { $0.pid == m.pid }.map(\.fd)), all = Set(epolls.map(\.fd))
+                return epolls.contains { e in (e.epollTargets ?? []).contains { t in
+                    let watched = t.viaFD ?? t.fd
+                    return own.contains(e.fd) ? all.contains(watched) : own.contains(watched)
+                } }
             }
             if nested { try refuse(id, "watches or is watched by another epoll set, which is not supported yet"); continue }
             // The builder: every entry's file found in its own fd table.
@@ -224,26 +225,19 @@ extension ProcessRestorer {
         for id in order {
             let all = holders[id]!
             guard let (builder, model) = all.first(where: { $0.1.epollTargets != nil }) else {
-                throw SSIError(.corrupt, "the epoll instance \(id) shared by \(all.map { "PID \($0.0.pid) fd \($0.1.fd)" }.joined(separator: ", ")) has no holder that keeps its entries")
+                throw SSIError(.corrupt, "the epoll instance \(id) shared by \(all.map { "PID \($0.0.pid) fd \($0.1.fd)" }.joined(separator: ", ")) has no holder that keeps its entries",
+                               hint: "restart another version")
             }
             let made = try builder.createAnonInode(model)
-            // `fd` becomes the image's `f` (dup3(2) refuses to copy an fd onto itself: EINVAL).
-            func place(_ pr: ProcessRestorer, _ fd: UInt64, as f: FileDescriptorImage) throws {
-                if fd == UInt64(f.fd) {
-                    try pr.inj.call("fcntl F_SETFD fd \(f.fd)", .fcntl, fd, UInt64(F_SETFD), UInt64(f.closeOnExec ? FD_CLOEXEC : 0))
-                } else {
-                    try pr.inj.call("dup3 shared epoll to fd \(f.fd)", .dup3, fd, UInt64(f.fd), UInt64(f.closeOnExec ? O_CLOEXEC : 0))
-                }
-            }
             let mine = all.filter { $0.0 === builder }.map(\.1)
-            for f in mine { try place(builder, made, as: f) }
+            for f in mine { try builder.placeFD(made, as: f) }
             if !mine.contains(where: { UInt64($0.fd) == made }) { try builder.inj.call("close", .close, made) }
             guard let placed = mine.first?.fd else { continue }
             let copy = try FDTransfer.copy(fd: placed, from: builder.inj.pid)
             defer { close(copy) }
             for (pr, f) in all where pr !== builder {
                 let got = try FDTransfer.take(copy, inj: pr.inj, ssiPidFD: pr.ssiPidFD, what: "PID \(pr.pid) fd \(f.fd) (an epoll instance of PID \(builder.pid))")
-                try place(pr, got, as: f)
+                try pr.placeFD(got, as: f)
                 if got != UInt64(f.fd) { try pr.inj.call("close", .close, got) }
             }
         }

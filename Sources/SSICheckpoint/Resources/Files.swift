@@ -186,12 +186,8 @@ extension ProcessRestorer {
         for f in image.fds.sorted(by: { (rank($0), $0.fd) < (rank($1), $1.fd) }) {
             let target = UInt64(f.fd)
             guard let (src, temporary) = try sourceFD(for: f, ttyFD: ttyFD) else { continue }
-            if src != target {
-                try inj.call("dup3 to fd \(f.fd)", .dup3, src, target, UInt64(f.closeOnExec ? O_CLOEXEC : 0))
-                if temporary { try inj.call("close", .close, src) }
-            } else if f.closeOnExec {
-                try inj.call("fcntl FD_CLOEXEC", .fcntl, target, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
-            }
+            try placeFD(src, as: f)
+            if temporary && src != target { try inj.call("close", .close, src) }
             if f.kind.isSocket && f.flags & O_NONBLOCK != 0 {
                 try inj.call("fcntl O_NONBLOCK", .fcntl, target, UInt64(F_SETFL), UInt64(O_NONBLOCK))
             }
@@ -209,6 +205,25 @@ extension ProcessRestorer {
             _ = try inj.raw(.lseek, fd, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
         } else {
             try inj.call("lseek fd \(f.fd)", .lseek, fd, UInt64(bitPattern: f.position), UInt64(SEEK_SET))
+        }
+    }
+
+    /// An end of a pipe held by ssi (PipeRegistry), opened through /proc/<ssi>/fd/N, which
+    /// opens the same pipe (fifo_open); nil when the snapshot has no such pipe.
+    func openPipeEnd(_ f: FileDescriptorImage) throws -> UInt64? {
+        let write = (f.flags & O_ACCMODE) == O_WRONLY
+        guard let id = f.pipeID, let path = pipes?.path(id, write: write) else { return nil }
+        return try open("open pipe end", path: path, flags: (write ? O_WRONLY : O_RDONLY) | (f.flags & O_NONBLOCK))
+    }
+
+    /// Puts `src` at `f`'s number with `f`'s FD_CLOEXEC. A `src` already at that number has
+    /// none (a new fd, or one taken with FDTransfer); dup3(2) refuses to copy an fd onto
+    /// itself (EINVAL).
+    func placeFD(_ src: UInt64, as f: FileDescriptorImage) throws {
+        if src != UInt64(f.fd) {
+            try inj.call("dup3 to fd \(f.fd)", .dup3, src, UInt64(f.fd), UInt64(f.closeOnExec ? O_CLOEXEC : 0))
+        } else if f.closeOnExec {
+            try inj.call("fcntl FD_CLOEXEC", .fcntl, src, UInt64(F_SETFD), UInt64(FD_CLOEXEC))
         }
     }
 
@@ -234,11 +249,7 @@ extension ProcessRestorer {
             try inj.call("fcntl F_SETFL", .fcntl, fd, UInt64(F_SETFL), UInt64(f.flags & ~O_ACCMODE))
             return (fd, true)
         case .pipe:
-            // The pipe is held by ssi; this process opens its end through /proc, which opens
-            // the same pipe (fifo_open), so processes share it as before.
-            guard let id = f.pipeID, let path = pipes?.path(id, write: (f.flags & O_ACCMODE) == O_WRONLY) else { return nil }
-            let mode = (f.flags & O_ACCMODE) == O_WRONLY ? O_WRONLY : O_RDONLY
-            return (try open("open pipe end", path: path, flags: mode | (f.flags & O_NONBLOCK)), true)
+            return try openPipeEnd(f).map { ($0, true) }
         case .eventfd, .timerfd, .signalfd, .epoll:
             return (try createAnonInode(f), true)
         case .pidfd:

@@ -109,13 +109,11 @@ extension ProcessRestorer {
             } else if f.kind == .inotify, let fsObjects {
                 fd = try fsObjects.receiveInotify(f, pid: pid, inj: inj, ssiPidFD: ssiPidFD)
             } else if f.kind == .pipe {
-                // The pipe is held by ssi (PipeRegistry); opening its end through /proc opens
-                // the same pipe (fifo_open).
-                let write = (f.flags & O_ACCMODE) == O_WRONLY
-                guard let id = f.pipeID, let path = pipes?.path(id, write: write) else {
-                    throw SSIError(.corrupt, "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd): pipe \(f.pipeID.map(String.init) ?? "with no id") is not in the snapshot")
+                guard let end = try openPipeEnd(f) else {
+                    throw SSIError(.corrupt, "fd \(f.fd) shared by several processes is an end of pipe \(f.pipeID.map(String.init) ?? "with no id"), which the snapshot does not hold",
+                                   hint: "restart another version")
                 }
-                fd = try open("open pipe end", path: path, flags: (write ? O_WRONLY : O_RDONLY) | (f.flags & O_NONBLOCK))
+                fd = end
             } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
                 fd = try createAnonInode(f)
             } else {
