@@ -40,6 +40,9 @@ let rawSocketOptions: [RawSocketOption] = [
     RawSocketOption(name: "IPV6_RECVPKTINFO", level: Int32(IPPROTO_IPV6), option: 49, families: [10]),
     RawSocketOption(name: "SO_RCVBUF", level: SOL_SOCKET, option: 8, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "SO_SNDBUF", level: SOL_SOCKET, option: 7, families: [1, 2, 10, 16, 17]),
+    // Which of the two sizes the program fixed (SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2; Linux
+    // 5.14, socket(7) SO_BUF_LOCK): after the sizes, whose FORCE forms lock both.
+    RawSocketOption(name: "SO_BUF_LOCK", level: SOL_SOCKET, option: 72, families: [1, 2, 10, 16, 17]),
     // netlink(7) options (SOL_NETLINK 270), which a netlink client sets once after socket(2).
     RawSocketOption(name: "NETLINK_PKTINFO", level: 270, option: 3, families: [16]),
     RawSocketOption(name: "NETLINK_BROADCAST_ERROR", level: 270, option: 4, families: [16]),
@@ -94,6 +97,7 @@ enum RawSocketOptions {
     /// Sets the saved options on `fd`; one that the kernel refuses now is said on stderr.
     static func restore(_ fd: Int32, _ saved: [String: Data]?, who: String) {
         guard let saved else { return }
+        var sizesSet = false
         for o in rawSocketOptions {
             guard var v = saved[o.name] else { continue }
             var option = o.option
@@ -103,9 +107,19 @@ enum RawSocketOptions {
                 option = o.option == 7 ? 32 : 33
                 let n = v.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } / 2
                 v = withUnsafeBytes(of: n) { Data($0) }
+                sizesSet = true
             }
             let r = v.withUnsafeBytes { setsockopt(fd, o.level, option, $0.baseAddress, socklen_t($0.count)) }
             if r != 0 { warn("\(who): \(o.name) could not be set again: \(String(cString: strerror(errno)))") }
+        }
+        if sizesSet && saved["SO_BUF_LOCK"] == nil {
+            // Sizes the kernel had grown (TCP's buffer autotuning, tcp(7) tcp_rmem/tcp_wmem)
+            // differ from a fresh socket's and come back too, but setting a size locks it
+            // (sk_userlocks), which would end autotuning on the restored connection: a bulk
+            // stream moved by a migration ran at 0.8 of its speed. Unlock them; a snapshot
+            // from before SO_BUF_LOCK was saved counts as unlocked too.
+            var zero: Int32 = 0
+            if setsockopt(fd, SOL_SOCKET, 72, &zero, 4) != 0 { warn("\(who): SO_BUF_LOCK could not be cleared: \(String(cString: strerror(errno)))") }
         }
     }
 }
