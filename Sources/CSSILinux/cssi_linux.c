@@ -728,6 +728,8 @@ static void add_attr(char *msg, unsigned short type, const void *data, unsigned 
     n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(a->rta_len);
 }
 
+static int netlink_route_request(struct nlmsghdr *n);
+
 int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsigned char proto) {
     return cssi_route4_replace_prefix(dst, 32, oif, gw, src, proto);
 }
@@ -751,10 +753,30 @@ int cssi_route4_replace_prefix(uint32_t dst, unsigned char prefix, int oif, uint
     if (oif > 0) add_attr(msg, RTA_OIF, &oif, 4);
     if (gw) add_attr(msg, RTA_GATEWAY, &gw, 4);
     if (src) add_attr(msg, RTA_PREFSRC, &src, 4);
+    return netlink_route_request(n);
+}
+
+int cssi_link_delete(int ifindex) {
+    // RTM_DELLINK names the link by index alone (rtnetlink(7)): a link of the same name
+    // made since (another index) is not touched.
+    char msg[128] __attribute__((aligned(NLMSG_ALIGNTO)));
+    memset(msg, 0, sizeof msg);
+    struct nlmsghdr *n = (struct nlmsghdr *)msg;
+    struct ifinfomsg *i = (struct ifinfomsg *)NLMSG_DATA(n);
+    n->nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    n->nlmsg_type = RTM_DELLINK;
+    n->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    n->nlmsg_seq = 1;
+    i->ifi_family = AF_UNSPEC;
+    i->ifi_index = ifindex;
+    return netlink_route_request(n);
+}
+
+static int netlink_route_request(struct nlmsghdr *n) {
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (fd < 0) return -errno;
     struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
-    if (sendto(fd, msg, n->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) { int e = errno; close(fd); return -e; }
+    if (sendto(fd, n, n->nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) { int e = errno; close(fd); return -e; }
     // The kernel answers with an NLMSG_ERROR whose error is 0 on success (NLM_F_ACK).
     char buf[4096];
     for (;;) {

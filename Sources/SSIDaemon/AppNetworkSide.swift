@@ -256,6 +256,17 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
         packetHold?.discard(address)
     }
 
+    func link(of app: Int32) -> UInt32? {
+        let index = if_nametoindex(AppSubnet.hostInterface(app))
+        return index == 0 ? nil : index
+    }
+
+    func ended(app: Int32, link: UInt32) {
+        guard if_nametoindex(AppSubnet.hostInterface(app)) == link else { return }
+        let e = ThreadFS.deleteInterface(index: link)
+        if e != 0 && e != ENODEV { core.logger.warning("network: the link of ended application \(app) (\(AppSubnet.hostInterface(app))) could not be deleted: \(String(cString: strerror(e)))") }
+    }
+
     func route(app: Int32, address: String, namespace: Int32?) throws {
         try AppLink.routeHere(app: app, address: address, nodeAddress: myAddress)
         if let namespace { try AppDirectLink.bringUp(namespace: namespace, app: app, address: address, subnet: subnet) }

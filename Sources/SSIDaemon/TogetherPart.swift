@@ -45,6 +45,18 @@ extension ProcessTableSubsystem {
         let made = done.withLock { $0 }
         // 3. Let go; a --kill signal is queued already and delivered as each thaws.
         await letGo(group)
+        if dumped.isEmpty {
+            // Each member's catalog entry names the group, so that `ssi restart APP1 APP2`
+            // takes these versions back together even after one of them was checkpointed
+            // alone (SnapshotCatalog.takenTogether).
+            let together = SnapshotCatalog.Together(group: UUID().uuidString.lowercased(),
+                                                    members: group.compactMap { a in made[a].map { .init(app: a, version: $0.version) } })
+            for m in together.members {
+                do { try await apps.table.markTogether(m.app, m.version, together) } catch {
+                    core.logger.warning("apps: snapshot v\(m.version) of application \(m.app) was not marked as taken together: \(error)")
+                }
+            }
+        }
         if let (app, error) = group.compactMap({ a in dumped[a].map { (a, $0) } }).first {
             var dropped: [String] = []
             for (other, d) in made.sorted(by: { $0.key < $1.key }) {

@@ -42,6 +42,17 @@ public protocol ApplicationNetwork: Sendable {
     /// namespace neither acknowledges nor resets anything (its peers send again, to the
     /// restarted copy).
     func discardLock(app: Int32, address: String)
+    /// Application `app`'s link on this node, to know it again when the application ends
+    /// (`ended`); nil when it has none here.
+    func link(of app: Int32) -> UInt32?
+    /// Application `app` ended on this node (its process 1 exited or was killed): its link
+    /// `link` goes, if it is still there. Its namespace can outlive its processes (each TCP
+    /// socket it left holds it, tcp(7): FIN_WAIT, LAST_ACK, a FIN sent again and again), and
+    /// what those sockets send would reach the copy restarted from a snapshot on another
+    /// node, a stranger with the same address and ports: a FIN its peer took in order once
+    /// the restarted client had sent as far (seen: a connection restored whole that then
+    /// hung in LAST_ACK). A link made since for a new copy here (another index) stays.
+    func ended(app: Int32, link: UInt32)
 }
 
 /// `ssi run --net`: where the application's network is.

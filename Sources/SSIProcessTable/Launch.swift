@@ -173,6 +173,7 @@ extension NodeApplications {
             try? await Task.sleep(for: .milliseconds(250))
             if local.withLock({ $0[app] }) == pid { await refresh(app, root: pid) }
         }
+        let link = appNetwork.withLock({ $0 })?.link(of: app)
         let t = Thread { [self] in
             let pidfd = (try? PidFD.open(ProcessID(pid))) ?? -1
             var st: Int32 = 0
@@ -191,6 +192,7 @@ extension NodeApplications {
             }
             if pidfd >= 0 { close(pidfd) }
             let exitStatus = status
+            if let link { appNetwork.withLock({ $0 })?.ended(app: app, link: link) }
             local.withLock { if $0[app] == pid { $0[app] = nil } }
             Task {
                 if let f = CgroupFreezer.find() { rmdir(f.path(app)) }

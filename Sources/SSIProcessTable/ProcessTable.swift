@@ -136,6 +136,13 @@ public struct ProcessTable: Sendable {
         try await changeCatalog(app) { $0.add(v, holder: node) }
     }
 
+    /// Marks version `version` of `app` as one of a group taken together.
+    public func markTogether(_ app: Int32, _ version: Int, _ together: SnapshotCatalog.Together) async throws {
+        try await changeCatalog(app) { c in
+            if let i = c.versions.firstIndex(where: { $0.version == version }) { c.versions[i].together = together }
+        }
+    }
+
     /// A catalog change under a grab, done again on the newer catalog when the grab was lost
     /// to a membership change or is held by another task of this node (as `update`). A
     /// failed put has given the grab back itself: no release by key after it.

@@ -83,13 +83,47 @@ public struct SnapshotCatalog: Codable, Sendable, Equatable {
         public var added: UInt64?
         /// The nodes holding a copy, first the one that made it.
         public var nodes: [NodeID]
+        /// Made by a checkpoint of several applications frozen together (`ssi checkpoint APP1
+        /// APP2`): the group's id, the same in each member's entry, and every member's
+        /// version, itself included. Nil for a snapshot taken alone.
+        public var together: Together?
         public init(version: Int, date: String, description: String, size: UInt64, nodes: [NodeID]) {
             (self.version, self.date, self.description, self.size, self.nodes) = (version, date, description, size, nodes)
         }
     }
+    public struct Together: Codable, Sendable, Equatable {
+        public var group: String
+        /// Each member's version of the group, by application.
+        public var members: [Member]
+        public struct Member: Codable, Sendable, Equatable {
+            public var app: Int32
+            public var version: Int
+            public init(app: Int32, version: Int) { (self.app, self.version) = (app, version) }
+        }
+        public init(group: String, members: [Member]) { (self.group, self.members) = (group, members) }
+    }
     public var app: Int32
     public var versions: [Version]
     public init(app: Int32, versions: [Version] = []) { (self.app, self.versions) = (app, versions) }
+
+    /// The versions `ssi restart APP1 APP2 ...` brings back: those of the latest checkpoint
+    /// that took every one of `apps` together, found in each one's catalog (a member whose
+    /// version was deleted since breaks the group). Nil when no such group is whole.
+    public static func takenTogether(_ apps: [Int32], in catalogs: [SnapshotCatalog]) -> [Int32: Int]? {
+        guard let first = apps.first, let mine = catalogs.first(where: { $0.app == first }) else { return nil }
+        for v in mine.versions.reversed() {
+            guard let t = v.together else { continue }
+            var chosen: [Int32: Int] = [:]
+            for app in apps {
+                guard let m = t.members.first(where: { $0.app == app }),
+                      let c = catalogs.first(where: { $0.app == app }),
+                      c.versions.contains(where: { $0.version == m.version && $0.together?.group == t.group }) else { break }
+                chosen[app] = m.version
+            }
+            if chosen.count == Set(apps).count { return chosen }
+        }
+        return nil
+    }
 
     /// Adds `node` as a holder of `v` (the version itself when new).
     public mutating func add(_ v: Version, holder node: NodeID) {

@@ -266,6 +266,22 @@ enum ClusterCR {
         return r
     }
 
+    /// The versions `ssi restart APP1 APP2 ...` takes: those of the latest checkpoint that
+    /// froze them all together, so that their connections come back whole even if one was
+    /// checkpointed alone since; nil (each its latest) when no checkpoint took them together.
+    static func versions(together apps: [Int32], json: Bool) throws -> [Int32: Int]? {
+        let catalogs = try ClusterApps.call(.snapshots(app: nil)).catalogs()
+        let chosen = SnapshotCatalog.takenTogether(apps, in: catalogs)
+        if !json {
+            if let chosen {
+                print("From the snapshots taken together: \(apps.map { "\($0) v\(chosen[$0] ?? 0)" }.joined(separator: ", "))")
+            } else {
+                print("No checkpoint took \(apps.map(String.init).joined(separator: " ")) together: each comes back from its latest snapshot, and a connection one end talked past is reset")
+            }
+        }
+        return chosen
+    }
+
     static func snapshots(app: Int32?, delete version: Int? = nil) throws {
         if let app, let version {
             _ = try ClusterApps.call(.deleteSnapshot(app: app, version: version), timeout: 120)
@@ -275,7 +291,10 @@ enum ClusterCR {
         for c in try ClusterApps.call(.snapshots(app: app)).catalogs() {
             for v in c.versions {
                 let size = v.added.map { Snapshots.added($0, of: v.size) } ?? "\(v.size) bytes"
-                print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(size)\t\(v.description)")
+                let with = v.together.map { t in
+                    "\ttaken together with " + t.members.filter { $0.app != c.app }.map { "\($0.app) v\($0.version)" }.joined(separator: ", ")
+                } ?? ""
+                print("\(c.app)\tv\(v.version)\t\(v.date)\tnodes \(v.nodes.map(String.init).joined(separator: ","))\t\(size)\t\(v.description)\(with)")
             }
         }
     }

@@ -258,9 +258,11 @@ struct Restart: ParsableCommand {
           ssi restart 4242                      from the latest snapshot
           ssi restart 4242 2                    from v2
           ssi restart -f -t 4242                in the foreground, with this terminal
-          ssi restart 10000001 10000002         each from its latest snapshot, one after the
-                                                other: connections between snapshots taken
-                                                together come back, others are reset
+          ssi restart 10000001 10000002         from the latest snapshots taken together
+                                                (ssi checkpoint 10000001 10000002), or else
+                                                each from its latest; one after the other:
+                                                connections between snapshots taken together
+                                                come back, others are reset
         """)
 
     @Flag(name: .customShort("U"), help: "Leave it frozen; `ssi checkpoint -u APP` starts it.") var frozen = false
@@ -272,7 +274,7 @@ struct Restart: ParsableCommand {
     @Option(name: .customLong("inherit-fd"),
             help: "An fd that was a pipe to a process outside the application becomes this command's fd of the same number (0-2 always do; repeatable).")
     var inheritFD: [Int32] = []
-    @Argument(help: ArgumentHelp("The application id, then the snapshot version (default: the latest); or several cluster applications, restarted together from their latest snapshots.",
+    @Argument(help: ArgumentHelp("The application id, then the snapshot version (default: the latest); or several cluster applications, restarted together from the latest snapshots taken together.",
                                  valueName: "app [version | app...]"))
     var ids: [Int64] = []
     @Option(help: "Cluster application: restart it on this node (default: the node asked).") var node: Int?
@@ -303,7 +305,8 @@ struct Restart: ParsableCommand {
                 }
                 if together.count > 1 {
                     // One after the other: each is checked against those restarted before it.
-                    for a in together { try ClusterCR.restart(app: a, version: nil, node: node, json: json) }
+                    let versions = try ClusterCR.versions(together: together, json: json)
+                    for a in together { try ClusterCR.restart(app: a, version: versions?[a], node: node, json: json) }
                     return
                 }
                 try ClusterCR.restart(app: app, version: version, node: node, json: json)

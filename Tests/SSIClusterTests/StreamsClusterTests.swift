@@ -412,9 +412,10 @@ struct StreamsClusterTests {
     }
 
     /// Snapshots taken together: `ssi checkpoint -f/-c/-u` work on a cluster application;
-    /// `ssi checkpoint --kill=KILL SERVER CLIENT` freezes both (their traffic held) before
-    /// dumping either, and `ssi restart SERVER CLIENT --node 3` brings their one connection
-    /// back as it was: the client's every line answered in order, one accept in all. From
+    /// `ssi checkpoint SERVER CLIENT` freezes both (their traffic held) before dumping
+    /// either, and `ssi restart SERVER CLIENT --node 3`, after a later checkpoint of the
+    /// server alone, takes the versions taken together and brings their one connection back
+    /// as it was: the client's every line answered in order, one accept in all. From
     /// snapshots taken a second apart, the same restarts reset it at once (no hang).
     @Test(.timeLimit(.minutes(2))) func checkpointTakenTogetherRestoresTheirConnection() throws {
         try up()
@@ -434,14 +435,29 @@ struct StreamsClusterTests {
         #expect(try ssiOK("checkpoint", "-u", "\(server)").contains("unfrozen on node 1"))
         _ = try waitFor("it runs again", seconds: 5) { try record(server, node: 2)?.state == .running }
         usleep(500_000)
-        // Both together, killed once both snapshots are on disk.
-        let both = try ssiOK("checkpoint", "--kill=KILL", "\(server)", "\(c)")
+        // Both together; then the server alone, killed, a moment of talk later, and the
+        // client killed: `ssi restart SERVER CLIENT` takes the versions taken together.
+        let both = try ssiOK("checkpoint", "\(server)", "\(c)")
         #expect(both.contains("Identifier: \(server)\nVersion: 2") && both.contains("Identifier: \(c)\nVersion: 1"), "\(both)")
+        usleep(300_000)
+        #expect(try ssiOK("checkpoint", "--kill=KILL", "\(server)").contains("Version: 3"))
+        _ = try ssiOK("kill", "\(c)", "--signal", "KILL")
         _ = try waitFor("both stopped", seconds: 5) { try record(server, node: 3)?.state == .stopped && record(c, node: 3)?.state == .stopped }
+        // The killed client's sockets outlive it in its namespace (FIN_WAIT, a FIN sent
+        // again), which must not reach its copy restarted elsewhere: its link on node 2 goes
+        // with it.
+        let link = AppSubnet.hostInterface(c)
+        _ = try waitFor("the killed client's link on node 2 goes", seconds: 5) {
+            let out = try Proc.run(["nsenter", "--net=/run/netns/\(lc.nodeNamespace(2))", "--", "ip", "-o", "link", "show"], check: false).1
+            return !out.contains(" \(link)@")
+        }
+        let listed = try ssiOK("snapshots", "\(server)")
+        #expect(listed.contains("v2\t") && listed.contains("taken together with \(c) v1"), "\(listed)")
         let r = try ssiOK("restart", "\(server)", "\(c)", "--node", "3")
+        #expect(r.contains("From the snapshots taken together: \(server) v2, \(c) v1"), "\(r)")
         #expect(r.components(separatedBy: "on node 3").count == 3, "\(r)")
         if try waitFor("the client ends", seconds: 30, { try record(c, node: 1)?.state == .stopped }) >= 30 {
-            print("streams: the client did not end:\n\(diagnose([server, c]))")
+            print("streams: the client did not end (restart: \(r)):\n\(diagnose([server, c]))")
         }
         let verdict = try ssiOK("logs", "\(c)")
         #expect(verdict.contains("PASS"), "the connection came back with both ends: \(verdict)")
@@ -455,12 +471,12 @@ struct StreamsClusterTests {
         // other, the second finds the first's side not fitting and resets the connection.
         let c2 = try #require(appID(try ssiOK("run", "--node", "2", "--net", "app", "-b", "--log", "--", client, a, "7400", "60")))
         usleep(1_000_000)
-        #expect(try ssiOK("checkpoint", "\(server)").contains("Version: 3"))
+        #expect(try ssiOK("checkpoint", "\(server)").contains("Version: 4"))
         usleep(1_000_000)
         #expect(try ssiOK("checkpoint", "--kill=KILL", "\(c2)").contains("Version: 1"))
         _ = try ssiOK("kill", "\(server)", "--signal", "KILL")
         _ = try waitFor("both stopped", seconds: 5) { try record(server, node: 1)?.state == .stopped && record(c2, node: 1)?.state == .stopped }
-        _ = try ssiOK("restart", "\(server)", "3", "--node", "1")
+        _ = try ssiOK("restart", "\(server)", "4", "--node", "1")
         _ = try ssiOK("restart", "\(c2)", "1", "--node", "2")
         let ended = try waitFor("the client reads a reset", seconds: 10) { try record(c2, node: 3)?.state == .stopped }
         if ended >= 10 { print("streams: \(String(describing: try record(c2, node: 3))) \(diagnose([server, c2]))") }

@@ -118,6 +118,8 @@ int cssi_tun_open(const char *name);
 int cssi_route4_replace(uint32_t dst, int oif, uint32_t gw, uint32_t src, unsigned char proto);
 // The same for `dst`/`prefix` (a subnet: dst in network order with its host bits clear).
 int cssi_route4_replace_prefix(uint32_t dst, unsigned char prefix, int oif, uint32_t gw, uint32_t src, unsigned char proto);
+// Deletes network interface `ifindex` of the caller's namespace (RTM_DELLINK): 0 or -errno.
+int cssi_link_delete(int ifindex);
 long cssi_setns(int fd, int nstype);
 // Flags of network interface `name` (SIOCGIFFLAGS, netdevice(7)) in the calling thread's
 // network namespace, or -errno; cssi_if_set_flags sets them (SIOCSIFFLAGS).

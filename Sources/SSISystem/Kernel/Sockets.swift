@@ -192,6 +192,12 @@ public enum ThreadFS {
         return r < 0 ? nil : UInt32(r)
     }
 
+    /// Deletes the interface with index `index` (rtnetlink RTM_DELLINK). Returns 0 or an errno.
+    public static func deleteInterface(index: UInt32) -> Int32 {
+        let r = cssi_link_delete(Int32(bitPattern: index))
+        return r < 0 ? -r : 0
+    }
+
     /// Sets them (SIOCSIFFLAGS). Returns 0 or an errno.
     public static func setInterfaceFlags(_ name: String, _ flags: UInt32) -> Int32 {
         let r = cssi_if_set_flags(name, flags)
