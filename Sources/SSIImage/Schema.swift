@@ -165,6 +165,13 @@ public struct ProcessImage: Codable, Sendable {
 
     /// prctl(PR_SET_THP_DISABLE) was set ("THP_enabled: 0" in /proc/PID/status).
     public var thpDisabled: Bool?
+    /// PR_GET_MDWE's flags (memory-deny-write-execute); nil when none. Older readers leave
+    /// the restored process without it, as it was before the flag was saved.
+    public var mdwe: UInt32?
+    /// PR_SET_MEMORY_MERGE was set (KSM for the whole process); nil when not.
+    public var memoryMerge: Bool?
+    /// /proc/PID/coredump_filter (core(5)) when it is not the kernel's default 0x33.
+    public var coredumpFilter: UInt32?
     /// The current directory had been removed (cwd reads "PATH (deleted)"): its mode.
     public var cwdDeletedMode: UInt32?
     /// A job-stopped process: the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU)

@@ -4,7 +4,7 @@
 #
 #   lifecycle.sh [options] FIXTURE.c [args...]
 #
-#   compile (gcc -O2 -pthread -Wall ... -lrt), `ssi run -b -o APPFILE -- ./prog args` in a temp
+#   compile (gcc -O2 -pthread -Wall ... -lrt), `ssi run --local -b -o APPFILE -- ./prog args` (--local: on this machine even while a local cluster is up) in a temp
 #   dir with its stdout in out.log, wait for READY, `ssi checkpoint --kill=KILL APP`, reap what
 #   was killed, `ssi restart APP`, send SIGUSR1, wait for PASS/FAIL, print the verdict and the
 #   log. Exit 0 on PASS; 1 on FAIL or no verdict; 2 refused at checkpoint; 3 refused at
@@ -181,10 +181,10 @@ if [ -n "$peer" ]; then
     for i in "${!args[@]}"; do args[$i]=${args[$i]//@PORT/$port}; done
 fi
 
-start_cmd=("$ssi" run -b -o "$tmp/app" -- "$tmp/prog" "${args[@]}")
+start_cmd=("$ssi" run --local -b -o "$tmp/app" -- "$tmp/prog" "${args[@]}")
 if [ "$pipes" = 1 ]; then
     mkfifo "$tmp/in1.fifo" "$tmp/in2.fifo"
-    start_cmd=("$ssi" run -b --keep-fds -o "$tmp/app" -- "$tmp/prog" "${args[@]}")
+    start_cmd=("$ssi" run --local -b --keep-fds -o "$tmp/app" -- "$tmp/prog" "${args[@]}")
     # stdin: a pipe from a feeder outside the application; stdout: a pipe to cat; fd 5: a pipe
     # to another cat. The feeder holds the write end of the pipe; we write to it through a FIFO.
     (cd "$tmp/run" && exec "${start_cmd[@]}") < <(exec cat "$tmp/in1.fifo") > >(exec cat >> "$log") 2>&1 5> >(exec cat >> "$tmp/side.log")

@@ -38,3 +38,26 @@ import Testing
         #expect(SocketRebuilder.trimmed(r, peerAck: 100).sendQueue.count == 400)
     }
 }
+
+/// Where a restore keeps its own fd numbers (SharedDescriptions.region): above the image's
+/// fds when they fit under the hard RLIMIT_NOFILE, else in the highest free run below it.
+@Suite struct FDRegionTests {
+    @Test func aboveTheImagesFdsWhenThereIsRoom() {
+        #expect(SharedDescriptions.region(used: [0, 1, 2, 7], need: 60, limit: 1024) == 17)
+        #expect(SharedDescriptions.region(used: [], need: 60, limit: 1024) == 12)
+    }
+
+    @Test func belowTheLimitWhenTheImageReachesIt() {
+        // fd 19999 under a limit of 20000, a few more below: the run just under 19000.
+        let used: Set<Int32> = [0, 1, 2, 5, 1000, 5000, 18990, 19999]
+        let r = SharedDescriptions.region(used: used, need: 60, limit: 20000)
+        #expect(r == 19999 - 60)
+        #expect(!(r..<(r + 60)).contains(where: used.contains))
+        // The top run too short: the next one down.
+        let crowded: Set<Int32> = [0, 1, 2, 19950, 19999]
+        let c = SharedDescriptions.region(used: crowded, need: 60, limit: 20000)
+        #expect(c == 19950 - 60)
+        // No run long enough anywhere: the usual place (the restore then names the failure).
+        #expect(SharedDescriptions.region(used: Set((0..<100).map(Int32.init)), need: 60, limit: 100) == 109)
+    }
+}

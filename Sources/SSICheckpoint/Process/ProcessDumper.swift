@@ -61,6 +61,8 @@ struct ProcessDumper {
         img.dumpable = inj.dumpable
         img.childSubreaper = inj.childSubreaper ? true : nil
         img.securebits = inj.securebits == 0 ? nil : inj.securebits
+        img.mdwe = inj.mdwe == 0 ? nil : inj.mdwe
+        img.memoryMerge = inj.memoryMerge ? true : nil
         img.intervalTimers = inj.intervalTimers.isEmpty ? nil : inj.intervalTimers
         img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
         try dumpProcFields(into: &img, stat: stat, status: status, fds: fds)
@@ -117,6 +119,8 @@ struct ProcessDumper {
         var dumpable: Int32 = 1
         var childSubreaper = false
         var securebits: UInt32 = 0
+        var mdwe: UInt32 = 0
+        var memoryMerge = false
         var intervalTimers: [IntervalTimer] = []
         var posixTimers: [PosixTimer] = []
         var threads: [PerThread] = []
@@ -165,8 +169,12 @@ struct ProcessDumper {
                   SyscallBatch.Call(.prctl, UInt64(PrctlOption.getDumpable.rawValue)),
                   SyscallBatch.Call(.prctl, UInt64(PrctlOption.getChildSubreaper.rawValue), subreaperOut),
                   SyscallBatch.Call(.prctl, UInt64(PrctlOption.getSecurebits.rawValue))]
+        // Last, and allowed to fail (EINVAL before Linux 6.3 and 6.4, or without KSM).
+        let optional = [SyscallBatch.Call(.prctl, UInt64(PrctlOption.getMDWE.rawValue), 0, 0, 0, 0),
+                        SyscallBatch.Call(.prctl, UInt64(PrctlOption.getMemoryMerge.rawValue), 0, 0, 0, 0)]
+        calls += optional
         let results = try SyscallBatch.run(calls, with: s.inj, area: s.batchArea, size: ScratchPage.size - 8192)
-        for (c, r) in zip(calls, results) where r < 0 && r > -4096 {
+        for (c, r) in zip(calls.dropLast(optional.count), results) where r < 0 && r > -4096 {
             throw SSIError.sys("\(c.syscall)(\(c.args.first ?? 0)) in PID \(pid)", errno: Int32(-r))
         }
         let words = try s.mem.read(UInt64.self, count: 2256 / 8, at: out)
@@ -181,6 +189,8 @@ struct ProcessDumper {
         st.dumpable = Int32(truncatingIfNeeded: results[n + 2])
         st.childSubreaper = UInt32(truncatingIfNeeded: words[2248 / 8]) != 0
         st.securebits = UInt32(truncatingIfNeeded: results[n + 4])
+        st.mdwe = results[n + 5] > 0 ? UInt32(truncatingIfNeeded: results[n + 5]) : 0
+        st.memoryMerge = results[n + 6] == 1
     }
 }
 

@@ -260,6 +260,10 @@ final class ProcessRestorer {
         try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()
+        // Memory-deny-write-execute once no mapping is left to make (it refuses an
+        // executable mapping of anonymous memory, as the restore's scratch code is), before
+        // the seccomp filters, which could refuse the prctl.
+        if let flags = image.mdwe { try inj.prctl(.setMDWE, UInt64(flags), 0, 0, 0) }
         try restoreSeccomp()
         try narrowCapabilities()
         try inj.call("munmap scratch", .munmap, scratch, scratchSize)

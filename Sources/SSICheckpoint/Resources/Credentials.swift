@@ -16,6 +16,11 @@ extension ProcessDumper {
     func dumpIdentity(into img: inout ProcessImage, status: ProcStatus) throws {
         img.personality = UInt32((try? ProcFS.read("/proc/\(pid)/personality"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0", radix: 16) ?? 0
         img.oomScoreAdj = Int32((try? ProcFS.read("/proc/\(pid)/oom_score_adj"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0") ?? 0
+        // Which mappings a core dump holds (core(5)), set by the program or inherited; the
+        // restored process would otherwise have the restorer's.
+        if let f = (try? ProcFS.read("/proc/\(pid)/coredump_filter")).flatMap({ UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }), f != 0x33 {
+            img.coredumpFilter = f
+        }
         var creds = Credentials()
         creds.uids = status.ints("Uid").map { UInt32(truncatingIfNeeded: $0) }
         creds.gids = status.ints("Gid").map { UInt32(truncatingIfNeeded: $0) }
@@ -49,6 +54,13 @@ extension ProcessRestorer {
         try inj.call("personality", .personality, UInt64(image.personality))
         if image.childSubreaper == true { try inj.prctl(.setChildSubreaper, 1) }
         if image.thpDisabled == true { try inj.prctl(.setTHPDisable, 1) }
+        if image.memoryMerge == true {
+            do { try inj.prctl(.setMemoryMerge, 1, 0, 0, 0) } catch { warn("PID \(pid): PR_SET_MEMORY_MERGE could not be set again: \(error)") }
+        }
+        if let f = image.coredumpFilter {
+            // Parsed with base 0 (kstrtoul): without its 0x prefix "3b" is no number.
+            do { try ProcFS.write("/proc/\(pid)/coredump_filter", "0x" + String(f, radix: 16)) } catch { warn("PID \(pid): coredump_filter could not be set again: \(error)") }
+        }
         for l in image.rlimits {
             if let old = ResourceLimits.get(ProcessID(pid), l.resource), old.cur == l.cur && old.max == l.max { continue }
             let r = ResourceLimits.set(ProcessID(pid), l.resource, cur: l.cur, max: l.max)

@@ -148,7 +148,7 @@ extension ProcessRestorer {
     /// high number) and the shared descriptions.
     func closeInheritedFiles() throws -> FDLayout {
         let maxFD = UInt64(max(image.fds.map(\.fd).max() ?? 2, 2))
-        let high = maxFD + 10
+        let high = shared.map { UInt64($0.high) } ?? maxFD + 10
         if let shared, shared.count > 0, high + 8 >= UInt64(shared.base) {
             throw SSIError(.system, "internal: fd layout of PID \(pid) overlaps the shared descriptions")
         }

@@ -34,7 +34,7 @@ extension ProcessDumper {
 
     /// mw: VM_MAYWRITE, which a shared file mapping has only when its file was opened for
     /// writing (mmap(2), EACCES): the restart opens the file the same way.
-    static let keptFlags: Set<String> = ["gd", "dc", "dd", "hg", "nh", "wf", "rr", "sr", "lo", "mg", "mw"]
+    static let keptFlags: Set<String> = ["gd", "dc", "dd", "hg", "nh", "wf", "rr", "sr", "lo", "lf", "mg", "mw"]
 
     /// The VmFlags line of each area of /proc/PID/smaps (proc(5)), by the area's start, with
     /// only the flags a restart sets again. Read on the bytes: smaps has some twenty lines per
@@ -434,8 +434,12 @@ extension ProcessRestorer {
         if v.vmFlags.contains("lo") {
             // mlock(2) faults every page in and sets VM_LOCKED ("lo"); it can fail on
             // RLIMIT_MEMLOCK for a process without CAP_IPC_LOCK, as the program's could not.
+            // "lf" (VM_LOCKONFAULT): mlock2(2) MLOCK_ONFAULT, pages locked as they are
+            // touched, not all faulted in.
             let (pid, start) = (pid, v.start)
-            q.add(SyscallBatch.Call(.mlock, v.start, v.end - v.start)) { r in
+            let call = v.vmFlags.contains("lf") ? SyscallBatch.Call(.mlock2, v.start, v.end - v.start, 1 /* MLOCK_ONFAULT */)
+                                                : SyscallBatch.Call(.mlock, v.start, v.end - v.start)
+            q.add(call) { r in
                 if r < 0 { warn("PID \(pid): mlock of 0x\(String(start, radix: 16)) failed again: \(String(cString: strerror(Int32(-r))))") }
             }
         }

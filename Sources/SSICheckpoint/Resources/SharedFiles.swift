@@ -53,6 +53,9 @@ final class SharedDescriptions {
     let index: [String: Int]
     /// The fd number of the first one in every process; above every fd the restore uses.
     let base: Int32
+    /// The first of the numbers each process keeps for the restore's own files (FDLayout),
+    /// below `base`: no fd of the image uses them, in any process.
+    let high: Int32
 
     /// Socketpairs (both ends in the application): created in the root too, each end at
     /// its own slot after the shared descriptions.
@@ -61,7 +64,11 @@ final class SharedDescriptions {
     /// How many fd numbers from `base` are used.
     var count: Int { list.count + socketEnds.count }
 
-    init(images: [ProcessImage]) {
+    /// Numbers kept below `base` for each process's own files during its restore.
+    static let restoreFiles: Int32 = 54
+
+    /// `limit`: the hard RLIMIT_NOFILE the restored processes start with (ours).
+    init(images: [ProcessImage], limit: Int32 = SharedDescriptions.fileLimit) {
         var list = [FileDescriptorImage]()
         var index = [String: Int]()
         var socketEnds = [FileDescriptorImage]()
@@ -81,10 +88,38 @@ final class SharedDescriptions {
         }
         self.list = list
         self.index = index
-        base = (images.flatMap { $0.fds.map(\.fd) }.max() ?? 2) + 64
+        high = Self.region(used: Set(images.flatMap { $0.fds.map(\.fd) }), need: Self.restoreFiles + Int32(list.count + socketEnds.count), limit: limit)
+        base = high + Self.restoreFiles
         for (k, f) in socketEnds.enumerated() { socketSlot[f.socketID!] = base + Int32(list.count + k) }
         self.socketEnds = socketEnds
         self.socketSlot = socketSlot
+    }
+}
+
+extension SharedDescriptions {
+    /// Our hard RLIMIT_NOFILE, which the restore's processes inherit.
+    static var fileLimit: Int32 {
+        var r = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &r) == 0 else { return Int32.max }
+        return r.rlim_max >= UInt64(Int32.max) ? Int32.max : Int32(r.rlim_max)
+    }
+
+    /// Where the restore's own fd numbers start: above every fd of the image (ten above its
+    /// highest) when `need` numbers fit there under the hard limit; else, for a program whose
+    /// fds reach up to its RLIMIT_NOFILE (dup2 to the top, as some servers do), the highest
+    /// run of `need` numbers no fd of the image uses, below the limit (dup3(2) and F_DUPFD
+    /// fail with EBADF/EINVAL at or past it).
+    static func region(used: Set<Int32>, need: Int32, limit: Int32) -> Int32 {
+        let preferred = max(used.max() ?? 2, 2) + 10
+        if Int64(preferred) + Int64(need) <= Int64(limit) { return preferred }
+        var end = limit
+        for fd in used.sorted(by: >) where fd < end {
+            if end - (fd + 1) >= need { return end - need }
+            end = fd
+        }
+        if end - 3 >= need { return end - need }
+        // No room: the restore fails at the first number past the limit, naming it.
+        return preferred
     }
 }
 

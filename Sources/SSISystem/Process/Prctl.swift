@@ -34,6 +34,13 @@ public struct PrctlOption: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let setTHPDisable = PrctlOption(41, "PR_SET_THP_DISABLE")
     public static let getTidAddress = PrctlOption(40, "PR_GET_TID_ADDRESS")  // (CONFIG_CHECKPOINT_RESTORE)
     public static let timerCreateRestoreIDs = PrctlOption(77, "PR_TIMER_CREATE_RESTORE_IDS")  // (6.14)
+    /// Memory-deny-write-execute (6.3): no mapping may become executable after being
+    /// writable (systemd's MemoryDenyWriteExecute= on recent versions); kept across fork.
+    public static let setMDWE = PrctlOption(65, "PR_SET_MDWE")
+    public static let getMDWE = PrctlOption(66, "PR_GET_MDWE")
+    /// KSM for every mergeable area of the process (6.4), kept across fork.
+    public static let setMemoryMerge = PrctlOption(67, "PR_SET_MEMORY_MERGE")
+    public static let getMemoryMerge = PrctlOption(68, "PR_GET_MEMORY_MERGE")
 
     /// PR_SET_MM's second argument: PR_SET_MM_MAP (3.18) sets every mm field at once from a
     /// struct prctl_mm_map.

@@ -37,6 +37,50 @@ let rawSocketOptions: [RawSocketOption] = [
     RawSocketOption(name: "SO_BROADCAST", level: SOL_SOCKET, option: 6, families: [2, 10]),
     RawSocketOption(name: "SO_TIMESTAMP", level: SOL_SOCKET, option: 29, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "IP_PKTINFO", level: Int32(IPPROTO_IP), option: 8, families: [2]),
+    // Multicast senders and receivers (ip(7), ipv6(7)): the interface, hops and loopback of
+    // what they send, and whether they take every group's datagrams. A membership
+    // (IP_ADD_MEMBERSHIP) has no getsockopt to read it back and is not kept.
+    RawSocketOption(name: "IP_MULTICAST_IF", level: Int32(IPPROTO_IP), option: 32, families: [2]),
+    RawSocketOption(name: "IP_MULTICAST_TTL", level: Int32(IPPROTO_IP), option: 33, families: [2]),
+    RawSocketOption(name: "IP_MULTICAST_LOOP", level: Int32(IPPROTO_IP), option: 34, families: [2]),
+    RawSocketOption(name: "IP_MULTICAST_ALL", level: Int32(IPPROTO_IP), option: 49, families: [2]),
+    RawSocketOption(name: "IPV6_UNICAST_HOPS", level: Int32(IPPROTO_IPV6), option: 16, families: [10]),
+    RawSocketOption(name: "IPV6_MULTICAST_IF", level: Int32(IPPROTO_IPV6), option: 17, families: [10]),
+    RawSocketOption(name: "IPV6_MULTICAST_HOPS", level: Int32(IPPROTO_IPV6), option: 18, families: [10]),
+    RawSocketOption(name: "IPV6_MULTICAST_LOOP", level: Int32(IPPROTO_IPV6), option: 19, families: [10]),
+    RawSocketOption(name: "IPV6_MULTICAST_ALL", level: Int32(IPPROTO_IPV6), option: 29, families: [10]),
+    // What a program asks to be told with each datagram, or on its error queue (traceroute,
+    // DNS and NTP servers, QUIC stacks): extended errors, TTL/hop limit, TOS/traffic class,
+    // the original destination (transparent proxies), path MTU discovery, a minimum TTL
+    // (BGP's GTSM).
+    RawSocketOption(name: "IP_MTU_DISCOVER", level: Int32(IPPROTO_IP), option: 10, families: [2]),
+    RawSocketOption(name: "IP_RECVERR", level: Int32(IPPROTO_IP), option: 11, families: [2]),
+    RawSocketOption(name: "IP_RECVTTL", level: Int32(IPPROTO_IP), option: 12, families: [2]),
+    RawSocketOption(name: "IP_RECVTOS", level: Int32(IPPROTO_IP), option: 13, families: [2]),
+    RawSocketOption(name: "IP_RECVORIGDSTADDR", level: Int32(IPPROTO_IP), option: 20, families: [2]),
+    RawSocketOption(name: "IP_MINTTL", level: Int32(IPPROTO_IP), option: 21, families: [2]),
+    RawSocketOption(name: "IP_BIND_ADDRESS_NO_PORT", level: Int32(IPPROTO_IP), option: 24, families: [2]),
+    RawSocketOption(name: "IPV6_MTU_DISCOVER", level: Int32(IPPROTO_IPV6), option: 23, families: [10]),
+    RawSocketOption(name: "IPV6_RECVERR", level: Int32(IPPROTO_IPV6), option: 25, families: [10]),
+    RawSocketOption(name: "IPV6_RECVHOPLIMIT", level: Int32(IPPROTO_IPV6), option: 51, families: [10]),
+    RawSocketOption(name: "IPV6_RECVTCLASS", level: Int32(IPPROTO_IPV6), option: 66, families: [10]),
+    RawSocketOption(name: "IPV6_RECVORIGDSTADDR", level: Int32(IPPROTO_IPV6), option: 74, families: [10]),
+    // Also set before the bind (RawSocketOptions.beforeBind): they decide what it may take.
+    RawSocketOption(name: "SO_BINDTODEVICE", level: SOL_SOCKET, option: 25, families: [2, 10]),
+    RawSocketOption(name: "IP_FREEBIND", level: Int32(IPPROTO_IP), option: 15, families: [2]),
+    RawSocketOption(name: "IP_TRANSPARENT", level: Int32(IPPROTO_IP), option: 19, families: [2]),
+    RawSocketOption(name: "IPV6_TRANSPARENT", level: Int32(IPPROTO_IPV6), option: 75, families: [10]),
+    RawSocketOption(name: "IPV6_FREEBIND", level: Int32(IPPROTO_IPV6), option: 78, families: [10]),
+    RawSocketOption(name: "SO_DONTROUTE", level: SOL_SOCKET, option: 5, families: [2, 10]),
+    RawSocketOption(name: "SO_TIMESTAMPNS", level: SOL_SOCKET, option: 35, families: [1, 2, 10, 16, 17]),
+    RawSocketOption(name: "SO_TIMESTAMPING", level: SOL_SOCKET, option: 37, families: [2, 10, 17]),
+    RawSocketOption(name: "SO_RXQ_OVFL", level: SOL_SOCKET, option: 40, families: [2, 10, 16, 17]),
+    RawSocketOption(name: "SO_BUSY_POLL", level: SOL_SOCKET, option: 46, families: [2, 10]),
+    RawSocketOption(name: "SO_PASSSEC", level: SOL_SOCKET, option: 34, families: [1, 16]),
+    RawSocketOption(name: "SO_PASSPIDFD", level: SOL_SOCKET, option: 76, families: [1]),
+    // Where the next MSG_PEEK starts (socket(7)); -1, off, on a fresh socket. The queues are
+    // read with it off and given back their bytes before the options are set.
+    RawSocketOption(name: "SO_PEEK_OFF", level: SOL_SOCKET, option: 42, families: [1, 2, 10]),
     RawSocketOption(name: "IPV6_RECVPKTINFO", level: Int32(IPPROTO_IPV6), option: 49, families: [10]),
     RawSocketOption(name: "SO_RCVBUF", level: SOL_SOCKET, option: 8, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "SO_SNDBUF", level: SOL_SOCKET, option: 7, families: [1, 2, 10, 16, 17]),
@@ -71,7 +115,15 @@ let rawSocketOptions: [RawSocketOption] = [
     RawSocketOption(name: "TCP_WINDOW_CLAMP", level: Int32(IPPROTO_TCP), option: 10, families: [2, 10], tcpOnly: true),
     RawSocketOption(name: "TCP_DEFER_ACCEPT", level: Int32(IPPROTO_TCP), option: 9, families: [2, 10], tcpOnly: true),
     RawSocketOption(name: "TCP_FASTOPEN", level: Int32(IPPROTO_TCP), option: 23, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_SYNCNT", level: Int32(IPPROTO_TCP), option: 7, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_LINGER2", level: Int32(IPPROTO_TCP), option: 8, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_THIN_LINEAR_TIMEOUTS", level: Int32(IPPROTO_TCP), option: 16, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "TCP_INQ", level: Int32(IPPROTO_TCP), option: 36, families: [2, 10], tcpOnly: true),
 ]
+
+/// Set on a new socket before its bind as well: the device it is bound to, and binding an
+/// address the node does not have (IP_FREEBIND, IP_TRANSPARENT; ip(7)).
+let beforeBindSocketOptions: Set<String> = ["SO_BINDTODEVICE", "IP_FREEBIND", "IP_TRANSPARENT", "IPV6_TRANSPARENT", "IPV6_FREEBIND"]
 
 enum RawSocketOptions {
     static func get(_ fd: Int32, _ o: RawSocketOption) -> Data? {
@@ -95,10 +147,11 @@ enum RawSocketOptions {
     }
 
     /// Sets the saved options on `fd`; one that the kernel refuses now is said on stderr.
-    static func restore(_ fd: Int32, _ saved: [String: Data]?, who: String) {
+    /// `only`: just these (beforeBindSocketOptions).
+    static func restore(_ fd: Int32, _ saved: [String: Data]?, who: String, only: Set<String>? = nil) {
         guard let saved else { return }
         var sizesSet = false
-        for o in rawSocketOptions {
+        for o in rawSocketOptions where only?.contains(o.name) ?? true {
             guard var v = saved[o.name] else { continue }
             var option = o.option
             if o.level == SOL_SOCKET && (o.option == 7 || o.option == 8) && v.count == 4 {

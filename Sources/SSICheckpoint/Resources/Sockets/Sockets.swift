@@ -300,17 +300,14 @@ final class SocketRebuilder {
             let fd = try newSocket(s.family, type, "\(proto) socket \(SockAddr.describe(s.address, family: s.family))")
             made[id] = fd
             if s.family == AF_INET6 { SocketOption.ipv6Only.set(fd, s.options?["IPV6_V6ONLY"] ?? 0) }
+            // Sockets sharing a port with SO_REUSEPORT (nginx's `reuseport`, a server's
+            // worker per CPU) each need it before their bind, or the second bind finds the
+            // port taken (socket(7)).
+            if (s.options?["SO_REUSEPORT"] ?? 0) != 0 { SocketOption.reusePort.set(fd, 1) }
+            RawSocketOptions.restore(fd, s.rawOptions, who: "\(proto) socket of fd \(f.fd)", only: beforeBindSocketOptions)
             return (f, s, fd)
         }
     }
-
-
-
-
-
-
-
-
 
     private func applyOptions(_ f: FileDescriptorImage) throws {
         // A packet socket has its options before it is bound (buildPacket).

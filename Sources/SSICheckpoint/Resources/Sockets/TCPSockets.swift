@@ -48,6 +48,19 @@ extension ProcessDumper {
         // put it back, or its connection would end in a TIME_WAIT that keeps its own listener
         // from binding the port again after a restart.
         let reuse = SocketOption.reuseAddress.get(sock) ?? 0
+        // Urgent data not read yet (send(2) MSG_OOB, tcp(7)): a peek stops at its mark, and
+        // repair mode has no way to queue a byte as urgent again, so the connection cannot be
+        // saved whole. tcp_poll reports it as POLLPRI.
+        var urgent = pollfd(fd: sock, events: Int16(POLLPRI), revents: 0)
+        if poll(&urgent, 1, 0) > 0 && urgent.revents & Int16(POLLPRI) != 0 {
+            throw UnsupportedSocket(kind: "TCP connection with urgent data (MSG_OOB) not read yet (repair mode cannot queue it as urgent again; once the program has read it, a checkpoint succeeds)")
+        }
+        // A peek offset the program set (SO_PEEK_OFF, TCP since Linux 6.10) would make the
+        // queue's peek below start past its first bytes and move the offset: off while the
+        // queue is read, the program's value back after.
+        let peekOffset = SocketOption.peekOffset.get(sock) ?? -1
+        if peekOffset >= 0 { SocketOption.peekOffset.set(sock, -1) }
+        defer { if peekOffset >= 0 { SocketOption.peekOffset.set(sock, peekOffset) } }
         guard SocketOption.tcpRepair.set(sock, 1) else {
             throw SSIError.sys("TCP_REPAIR on a socket of PID \(pid)", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
         }
