@@ -92,5 +92,8 @@ enum FidelityCases {
         FidelityCase(fixture: "packetsock"),
         FidelityCase(fixture: "exedeleted"),
         FidelityCase(fixture: "procfiles"),
+        FidelityCase(fixture: "sockmore"),
+        FidelityCase(fixture: "procmore"),
+        FidelityCase(fixture: "highfd"),
     ]
 }
