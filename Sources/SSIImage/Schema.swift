@@ -150,6 +150,9 @@ public struct ProcessImage: Codable, Sendable {
     public var intervalTimers: [IntervalTimer]?
     /// Version 2: POSIX timers (timer_create(2)), with their ids.
     public var posixTimers: [PosixTimer]?
+    /// When its timers (interval, POSIX, timerfd) were read; nil in older snapshots, whose
+    /// timers restart with the time they had left.
+    public var timersReadAt: ClockStamp?
     /// Version 2: files this process uses that have no name any more (unlinked files, memfd),
     /// whose content is saved in the snapshot.
     public var deletedFiles: [DeletedFile]?

@@ -135,6 +135,16 @@ public struct PosixTimer: Codable, Sendable, Equatable {
     }
 }
 
+/// The clocks when a process's timers were read: a restart moves each relative timer on by
+/// the time since (CLOCK_MONOTONIC on the same boot, CLOCK_REALTIME across machines or boots),
+/// so that it fires when it would have, not later by the time the application was down.
+public struct ClockStamp: Codable, Sendable, Equatable {
+    public var monotonic: Int64
+    public var realtime: Int64
+    public var bootID: String
+    public init(monotonic: Int64, realtime: Int64, bootID: String) { (self.monotonic, self.realtime, self.bootID) = (monotonic, realtime, bootID) }
+}
+
 /// A relative sleep (nanosleep(2), clock_nanosleep(2) without TIMER_ABSTIME) interrupted by
 /// the checkpoint: the kernel wrote what was left to the caller's `rem` buffer.
 public struct InterruptedSleep: Codable, Sendable, Equatable {

@@ -1,3 +1,4 @@
+import CSSILinux
 import SSISystem
 
 /// A system call, by name. Its number is the architecture's (Arch/Syscalls+<arch>.swift
@@ -18,6 +19,11 @@ public struct Syscall: Hashable, Sendable, CustomStringConvertible {
     init(number: Int) { self = Syscall.known[number] ?? Syscall(number, "syscall \(number)") }
 
     private static let known: [Int: Syscall] = Dictionary(Syscall.all.map { ($0.number, $0) }, uniquingKeysWith: { a, _ in a })
+
+    /// Makes this syscall in the calling process (not injected): its result, or -errno.
+    public func callHere(_ a1: Int = 0, _ a2: Int = 0, _ a3: Int = 0, _ a4: Int = 0, _ a5: Int = 0, _ a6: Int = 0) -> Int {
+        cssi_syscall6(number, a1, a2, a3, a4, a5, a6)
+    }
 
     public static func == (a: Syscall, b: Syscall) -> Bool { a.number == b.number }
     public func hash(into h: inout Hasher) { h.combine(number) }

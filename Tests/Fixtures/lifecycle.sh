@@ -28,6 +28,8 @@
 #                     file "go" is created in the peer's directory after SIGUSR1 is sent; the
 #                     peer must print "PEER PASS" for the run to pass (see tcp_external.c)
 #   --timeout S       seconds to wait for the verdict after SIGUSR1 (default 40)
+#   --gap S           seconds between the checkpoint's kill and the restart (default 0): the
+#                     application is down that long, as after a failure (timeouts.c)
 #   --keep            keep the temp dir (printed)
 #
 # Needs root. PID 1 may not reap orphans: the script runs itself under a python3 wrapper that
@@ -79,7 +81,7 @@ fi
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 ssi=${SSI:-}
-nocr=0 pipes=0 keep=0 timeout=40 peer=""
+nocr=0 pipes=0 keep=0 timeout=40 peer="" gap=0
 ckargs=() rsargs=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -90,6 +92,7 @@ while [ $# -gt 0 ]; do
         --pipes) pipes=1; shift ;;
         --peer) peer=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
+        --gap) gap=$2; shift 2 ;;
         --keep) keep=1; shift ;;
         -h|--help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
@@ -218,6 +221,7 @@ if [ "$nocr" = 0 ]; then
         [ -e /proc/"$p" ] && echo "warning: PID $p still there after checkpoint --kill: $(head -c 200 /proc/$p/stat)"
     done
     sleep 0.1
+    sleep "$gap"
     skip=$(wc -l < "$LIFECYCLE_REAPED")       # what the checkpoint's kill left there
     if [ "$pipes" = 1 ]; then
         exec 7>&-

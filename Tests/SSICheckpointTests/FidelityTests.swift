@@ -95,5 +95,6 @@ enum FidelityCases {
         FidelityCase(fixture: "sockmore"),
         FidelityCase(fixture: "procmore"),
         FidelityCase(fixture: "highfd"),
+        FidelityCase(fixture: "timeouts", options: ["--gap", "2"]),
     ]
 }

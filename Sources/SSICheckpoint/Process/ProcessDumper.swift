@@ -64,6 +64,7 @@ struct ProcessDumper {
         img.mdwe = inj.mdwe == 0 ? nil : inj.mdwe
         img.memoryMerge = inj.memoryMerge ? true : nil
         img.intervalTimers = inj.intervalTimers.isEmpty ? nil : inj.intervalTimers
+        img.timersReadAt = ClockStamp(monotonic: Clock.monotonicNanoseconds(), realtime: Clock.nanoseconds(Clock.realtime), bootID: Clock.bootID())
         img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
         try dumpProcFields(into: &img, stat: stat, status: status, fds: fds)
         img.mm = try mmFields(stat: stat, brk: inj.brk)

@@ -12,8 +12,22 @@ import Glibc
 extension ProcessDumper {
     /// eventfd, timerfd, signalfd and epoll: /proc/PID/fdinfo shows all their state
     /// (proc(5), "/proc/pid/fdinfo").
-    func anonInode(fd: Int32, link: String, flags: Int32, cloexec: Bool, info: FdInfo) throws -> FileDescriptorImage? {
+    func anonInode(fd: Int32, link: String, flags: Int32, cloexec: Bool, info fdinfo: FdInfo) throws -> FileDescriptorImage? {
         var img = FileDescriptorImage(fd: fd, kind: .eventfd, path: link, flags: flags, closeOnExec: cloexec, position: 0)
+        var info = fdinfo
+        if link == "anon_inode:[timerfd]", (info.lines["it_interval"] ?? "(0, 0)") != "(0, 0)", (info.lines["it_value"] ?? "") == "(0, 0)" {
+            // A periodic timer that expired and has not been read stays expired, unarmed, until
+            // a read or timerfd_gettime forwards it (fs/timerfd.c): fdinfo then shows no time
+            // left and only the first expiration, and the restart made it a disarmed timer.
+            // timerfd_gettime through a copy forwards it as the program's next read would,
+            // counting the periods it missed into its unread expirations.
+            if let copy = try? fdCopy(fd: fd) {
+                var spec = [Int64](repeating: 0, count: 4)   // struct itimerspec
+                _ = spec.withUnsafeMutableBytes { Syscall.timerfd_gettime.callHere(Int(copy), Int(bitPattern: $0.baseAddress)) }
+                close(copy)
+                info = (try? FdInfo.read(pid: pid, fd: fd)) ?? info
+            }
+        }
         func pair(_ key: String) -> (Int64, Int64) {
             let nums = (info.lines[key] ?? "").split(whereSeparator: { !"0123456789-".contains($0) }).compactMap { Int64($0) }
             return nums.count == 2 ? (nums[0], nums[1]) : (0, 0)
@@ -255,7 +269,16 @@ extension ProcessRestorer {
             }
             return fd
         case .timerfd:
-            let t = f.timer ?? TimerState(clockID: Clock.monotonic, valueSeconds: 0, valueNanoseconds: 0, intervalSeconds: 0, intervalNanoseconds: 0, ticks: 0)
+            var t = f.timer ?? TimerState(clockID: Clock.monotonic, valueSeconds: 0, valueNanoseconds: 0, intervalSeconds: 0, intervalNanoseconds: 0, ticks: 0)
+            let elapsed = timeSinceTimersRead()
+            if (t.settimeFlags ?? 0) & 1 == 0, t.valueSeconds != 0 || t.valueNanoseconds != 0, elapsed > 0, clocksThatRun.contains(t.clockID) {
+                // A relative timer moves on by the time since the checkpoint; the periods it
+                // missed meanwhile are expirations not read yet (ticks), as they would be.
+                let (left, missed) = Self.timeLeft(t.valueSeconds * 1_000_000_000 + t.valueNanoseconds,
+                                                   interval: t.intervalSeconds * 1_000_000_000 + t.intervalNanoseconds, elapsed: elapsed, floor: 1)
+                (t.valueSeconds, t.valueNanoseconds) = (left / 1_000_000_000, left % 1_000_000_000)
+                t.ticks += UInt64(missed)
+            }
             let fd = try inj.call("timerfd_create", .timerfd_create, UInt64(t.clockID), flags)
             let flags = t.settimeFlags ?? 0
             if t.valueSeconds != 0 || t.valueNanoseconds != 0 || flags & 2 != 0 {

@@ -151,6 +151,12 @@ extension ProcessRestorer {
                 fd = end
             } else if f.kind == .eventfd || f.kind == .timerfd || f.kind == .signalfd { // no path to open
                 fd = try createAnonInode(f)
+            } else if f.kind == .mqueue {
+                // A message queue kept across fork (its name is in the queue's file system,
+                // not a path to open).
+                fd = try openMessageQueue(f)
+            } else if f.kind == .namespace {
+                fd = try openNamespace(f)
             } else {
                 // An unlinked FIFO has no path but ssi's fd on it; an unlinked file (or memfd)
                 // is opened where DeletedFiles made it again (Python's multiprocessing shares

@@ -24,10 +24,6 @@ import Glibc
 // (see measureSleep). At restart the request goes on the thread's stack, below the red zone.
 // If the timer cannot be told apart, the sleep restarts whole, with a warning.
 
-/// Clocks whose time goes on while the application is down; a sleep on a CPU-time clock
-/// keeps its time left as it was.
-private let clocksThatRun: Set<Int32> = [Clock.realtime, Clock.monotonic, Clock.boottime, Clock.realtimeAlarm, Clock.boottimeAlarm, Clock.tai]
-
 extension ProcessDumper {
     /// The interrupted relative sleep thread `tid` is in, if any, with the time it had left.
     func interruptedSleep(tid: Int32, registers: Registers) throws -> InterruptedSleep? {
@@ -36,7 +32,8 @@ extension ProcessDumper {
             if let m = try measureSleep(tid: tid, registers: registers) {
                 return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: m.remaining, monotonicAtCheckpoint: m.monotonic, bootID: Clock.bootID())
             }
-            warn("PID \(pid) thread \(tid) is in a relative sleep with no buffer for the time left (rem == NULL, as usleep(3) passes), and its timer could not be found in /proc/timer_list: after restart it sleeps its whole duration again")
+            let what = call.kind == .sleep ? "a relative sleep with no buffer for the time left (rem == NULL, as usleep(3) passes)" : "a \(call.kind == .poll ? "poll(2)" : "futex(2) wait") with a timeout"
+            warn("PID \(pid) thread \(tid) is in \(what), and its timer could not be found in /proc/timer_list (it may have ended as it was measured): after restart the call is made again with its whole timeout")
             return nil
         }
         // struct timespec { tv_sec; tv_nsec }. Through /proc/PID/mem: process_vm_readv would
@@ -134,7 +131,9 @@ extension ProcessDumper {
                     if !sawStep, try t.registers().instructionPointer == gadget { entered = false; sawStep = true }
                 case .signal(.trap):
                     sawStep = true
-                    ended = try t.registers().returnValue == 0
+                    // 0: the sleep or poll timed out; -ETIMEDOUT: the futex wait did.
+                    let r = try t.registers().returnValue
+                    ended = r == 0 || r == -110
                 case .exited, .killed:
                     throw SSIError(.state, "PID \(pid) thread \(tid) ended while its sleep was measured; nothing was written", hint: "try again")
                 case let other:
@@ -169,6 +168,12 @@ extension ProcessRestorer {
             }
         }
         left = max(0, left)
+        if call.kind == .poll {
+            // poll's timeout is a register: nothing to write.
+            var r = regs
+            SyscallRestart.setPollTimeout(&r, nanoseconds: left)
+            return r
+        }
         // The program's own `rem` becomes the request, as in the usual loop
         // `while (nanosleep(&t, &t) == -1 && errno == EINTR);`; the kernel reads the request
         // before it writes `rem` again. Only the register changes, not the program's request.

@@ -62,10 +62,40 @@ extension ProcessDumper {
     }
 }
 
+/// Clocks whose time goes on while the application is down (not the CPU-time ones): a timer
+/// or sleep on them moves on by the time the application was down; one on a CPU-time clock
+/// keeps its time left as it was.
+let clocksThatRun: Set<Int32> = [Clock.realtime, Clock.monotonic, Clock.boottime, Clock.realtimeAlarm, Clock.boottimeAlarm, Clock.tai]
+
 extension ProcessRestorer {
-    /// Interval and POSIX timers, armed with their remaining time (relative to now).
+    /// The time since the process's timers were read: CLOCK_MONOTONIC's on the same boot, else
+    /// CLOCK_REALTIME's (another machine: a migration); 0 for an older snapshot.
+    func timeSinceTimersRead() -> Int64 {
+        guard let s = image.timersReadAt else { return 0 }
+        let d = s.bootID == Clock.bootID() ? Clock.monotonicNanoseconds() - s.monotonic : Clock.nanoseconds(Clock.realtime) - s.realtime
+        return max(0, d)
+    }
+
+    /// A timer's time left, moved on by `elapsed`: at least `floor` (a timer given 0 would be
+    /// disarmed), so one that came due while the application was down fires at once; and how
+    /// many periods of `interval` it missed besides that one.
+    static func timeLeft(_ left: Int64, interval: Int64, elapsed: Int64, floor: Int64) -> (left: Int64, missed: Int64) {
+        let l = left - elapsed
+        if l > 0 { return (l, 0) }
+        return (floor, interval > 0 ? -l / interval : 0)
+    }
+
+    /// Interval and POSIX timers, armed with their remaining time less the time since the
+    /// checkpoint (Linux keeps them running while a process is stopped: so does a restart).
     func restoreTimers() throws {
-        for t in image.intervalTimers ?? [] {
+        let elapsed = timeSinceTimersRead()
+        for var t in image.intervalTimers ?? [] {
+            // ITIMER_REAL counts real time; ITIMER_VIRTUAL and ITIMER_PROF the process's CPU.
+            if t.which == 0, elapsed > 0, t.value.count == 2, t.interval.count == 2 {
+                let left = Self.timeLeft(t.value[0] * 1_000_000 + t.value[1], interval: t.interval[0] * 1_000_000 + t.interval[1],
+                                         elapsed: elapsed / 1000, floor: 1).left
+                t.value = [left / 1_000_000, left % 1_000_000]
+            }
             try mem.write(words: t.interval + t.value, to: scratch)
             try inj.call("setitimer(\(t.which))", .setitimer, UInt64(t.which), scratch, 0)
         }
@@ -76,7 +106,12 @@ extension ProcessRestorer {
         // /proc/PID/timers lists timers newest first (each is added at the head of the
         // process's list); with chosen ids they are made oldest first, so that the list reads
         // as before. Without, ids come in order, so timers are made by increasing id.
-        for t in restoreIDs ? timers.reversed() : timers.sorted(by: { $0.id < $1.id }) {
+        for var t in restoreIDs ? timers.reversed() : timers.sorted(by: { $0.id < $1.id }) {
+            if t.value != [0, 0], elapsed > 0, clocksThatRun.contains(t.clockID), t.value.count == 2, t.interval.count == 2 {
+                let left = Self.timeLeft(t.value[0] * 1_000_000_000 + t.value[1], interval: t.interval[0] * 1_000_000_000 + t.interval[1],
+                                         elapsed: elapsed, floor: 1).left
+                t.value = [left / 1_000_000_000, left % 1_000_000_000]
+            }
             // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
             var ev = [UInt8](repeating: 0, count: 64)
             withUnsafeBytes(of: t.sigevValue) { ev.replaceSubrange(0..<8, with: $0) }

@@ -35,9 +35,17 @@ public enum SyscallRestart {
     /// (clock=rdi, flags=rsi, req=rdx, rem=r10) without TIMER_ABSTIME (an absolute sleep
     /// returns -ERESTARTNOHAND instead and is re-issued as it was). `rem` is 0 when the
     /// caller passed NULL.
+    /// Two waits with a timeout end the same way and keep their deadline only in the
+    /// restart_block: poll(fds=rdi, nfds=rsi, timeout_ms=rdx) (do_restart_poll, fs/select.c)
+    /// and futex(uaddr=rdi, FUTEX_WAIT, val=rdx, timeout=r10) with a relative timeout
+    /// (futex_wait_restart, kernel/futex/waitwake.c; Go's runtime sleeps so). Re-issued with
+    /// their first arguments they would wait their whole timeout again: the restart gives
+    /// them what was left (`kind`).
     public struct RelativeSleep {
         public var clockID: Int32
         public var rem: UInt64
+        public var kind: Kind = .sleep
+        public enum Kind { case sleep, poll, futexWait }
     }
 
     public static func interruptedRelativeSleep(_ regs: Registers) -> RelativeSleep? {
@@ -47,13 +55,28 @@ public enum SyscallRestart {
         case .nanosleep?: return RelativeSleep(clockID: Clock.monotonic, rem: r.rsi)
         case .clock_nanosleep? where r.rsi & 1 /* TIMER_ABSTIME */ == 0:
             return RelativeSleep(clockID: Int32(truncatingIfNeeded: r.rdi), rem: r.r10)
+        case .poll?:
+            return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .poll)
+        // FUTEX_WAIT (0) with FUTEX_PRIVATE_FLAG (128) or not; not FUTEX_CLOCK_REALTIME (256).
+        case .futex? where r.rsi & ~128 == 0 && r.r10 != 0:
+            return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .futexWait)
         default: return nil
         }
     }
 
-    /// Points the request argument of the sleep syscall in `r` at `address`.
+    /// Points the request argument of the sleep syscall in `r` at `address` (a struct
+    /// timespec): nanosleep's req, clock_nanosleep's req, futex's timeout.
     public static func setSleepRequest(_ r: inout Registers, to address: UInt64) {
-        if r.syscall == .nanosleep { r.raw.rdi = address } else { r.raw.rdx = address }
+        switch r.syscall {
+        case .nanosleep?: r.raw.rdi = address
+        case .futex?: r.raw.r10 = address
+        default: r.raw.rdx = address
+        }
+    }
+
+    /// Gives poll(2) the time left, in milliseconds rounded up (a wait never ends early).
+    public static func setPollTimeout(_ r: inout Registers, nanoseconds: Int64) {
+        r.raw.rdx = UInt64((max(0, nanoseconds) + 999_999) / 1_000_000)
     }
 
     /// Syscalls that install a temporary signal mask while they sleep (TIF_RESTORE_SIGMASK):

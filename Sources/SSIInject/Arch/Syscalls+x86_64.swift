@@ -21,12 +21,14 @@ extension Syscall {
     public static let epoll_ctl = Syscall(233, "epoll_ctl"), openat = Syscall(257, "openat"), pselect6 = Syscall(270, "pselect6")
     public static let ppoll = Syscall(271, "ppoll"), set_robust_list = Syscall(273, "set_robust_list"), epoll_pwait = Syscall(281, "epoll_pwait")
     public static let timerfd_create = Syscall(283, "timerfd_create"), timerfd_settime = Syscall(286, "timerfd_settime")
+    public static let timerfd_gettime = Syscall(287, "timerfd_gettime")
     public static let signalfd4 = Syscall(289, "signalfd4"), eventfd2 = Syscall(290, "eventfd2"), epoll_create1 = Syscall(291, "epoll_create1")
     public static let dup3 = Syscall(292, "dup3"), pipe2 = Syscall(293, "pipe2"), rt_tgsigqueueinfo = Syscall(297, "rt_tgsigqueueinfo")
     public static let memfd_create = Syscall(319, "memfd_create"), userfaultfd = Syscall(323, "userfaultfd"), rseq = Syscall(334, "rseq"), pidfd_open = Syscall(434, "pidfd_open")
     public static let clone3 = Syscall(435, "clone3"), close_range = Syscall(436, "close_range"), pidfd_getfd = Syscall(438, "pidfd_getfd")
     public static let epoll_pwait2 = Syscall(441, "epoll_pwait2"), seccomp = Syscall(317, "seccomp")
     public static let flock = Syscall(73, "flock"), fchmod = Syscall(91, "fchmod"), fchown = Syscall(93, "fchown")
+    public static let poll = Syscall(7, "poll"), futex = Syscall(202, "futex")
     public static let mlock = Syscall(149, "mlock"), mlock2 = Syscall(325, "mlock2"), utimensat = Syscall(280, "utimensat"), rt_sigtimedwait = Syscall(128, "rt_sigtimedwait")
     public static let wait4 = Syscall(61, "wait4")
     public static let sethostname = Syscall(170, "sethostname"), setdomainname = Syscall(171, "setdomainname")
@@ -42,7 +44,7 @@ extension Syscall {
         openat, pselect6, ppoll, set_robust_list, epoll_pwait, timerfd_create, timerfd_settime, signalfd4, eventfd2,
         epoll_create1, dup3, pipe2, rt_tgsigqueueinfo, memfd_create, userfaultfd, rseq, pidfd_open, clone3, close_range, pidfd_getfd, epoll_pwait2,
         flock, fchmod, fchown, mlock, mlock2, utimensat, rt_sigtimedwait, wait4, sethostname, setdomainname, unshare, setns, mq_open, exit, seccomp, capset,
-        mount, umount2,
+        mount, umount2, poll, futex, timerfd_gettime,
     ]
 }
 #endif
