@@ -4,6 +4,19 @@ import Foundation
 
 /// Version 3: what a socket was, beyond its kind: enough to rebuild it with the same address,
 /// state, connections and queued data.
+/// One multicast group a socket joined: the interface by name (its index is another on
+/// another node), the group's address (4 or 16 bytes, network order) and its source filter
+/// (MCAST_MSFILTER, RFC 3678): exclude mode with no source is a plain join.
+public struct MulticastMembership: Codable, Sendable, Equatable {
+    public var interface: String
+    public var group: Data
+    public var exclude: Bool
+    public var sources: [Data]?
+    public init(interface: String, group: Data, exclude: Bool, sources: [Data]?) {
+        (self.interface, self.group, self.exclude, self.sources) = (interface, group, exclude, sources)
+    }
+}
+
 public struct SocketImage: Codable, Sendable, Equatable {
     public enum State: String, Codable, Sendable {
         /// Created, maybe bound, not connected (a datagram socket receiving by its name).
@@ -51,6 +64,9 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// SO_LOCK_FILTER was set after it.
     public var filter: Data?
     public var filterLocked: Bool?
+    /// Multicast groups a UDP socket joined (IP_ADD_MEMBERSHIP, MCAST_JOIN_GROUP, ...);
+    /// nil when none. Older readers restore the socket without them, as before.
+    public var multicast: [MulticastMembership]?
     /// Version 4: a unix socket bound to a relative path: the directory it was bound from
     /// (the name stays relative, as the kernel keeps it).
     public var bindDirectory: String?

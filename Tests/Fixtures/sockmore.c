@@ -8,8 +8,11 @@
 //              member can still join
 //   mcast      a sender with IP_MULTICAST_TTL 7, IP_MULTICAST_LOOP 1 and IP_MULTICAST_IF
 //              127.0.0.1; another with IP_MULTICAST_LOOP 0; IPv6 with IPV6_MULTICAST_HOPS 5
-//              and IPV6_UNICAST_HOPS 9 (all came back as defaults). A membership
-//              (IP_ADD_MEMBERSHIP) has no getsockopt to read it back: not checked here
+//              and IPV6_UNICAST_HOPS 9 (all came back as defaults); a receiver that joined
+//              239.1.2.3 on lo (IP_ADD_MEMBERSHIP: it was lost, and the group's datagrams
+//              with it) gets the sender's datagram after restart and can leave the group; one
+//              that joined 232.1.1.1 from source 127.0.0.1 only (IP_ADD_SOURCE_MEMBERSHIP)
+//              has that filter (MCAST_MSFILTER: include mode, one source)
 //   recverr    a connected UDP socket with IP_RECVERR and IP_RECVTTL (the queued ICMP error
 //              itself is not kept: the error queue cannot be written)
 //   peekoff    a unix stream pair peeked 4 bytes in with SO_PEEK_OFF (the next peek must
@@ -69,6 +72,19 @@ int main(void) {
     seti(noloop, IPPROTO_IP, IP_MULTICAST_LOOP, 0);
     seti(m6, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, 5);
     seti(m6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 9);
+    int mr = socket(AF_INET, SOCK_DGRAM, 0);
+    seti(mr, SOL_SOCKET, SO_REUSEADDR, 1);
+    struct sockaddr_in ma = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
+    bind(mr, (struct sockaddr *)&ma, sizeof ma);
+    l = sizeof ma;
+    getsockname(mr, (struct sockaddr *)&ma, &l);
+    struct ip_mreqn join = { .imr_address.s_addr = htonl(INADDR_LOOPBACK), .imr_ifindex = (int)if_nametoindex("lo") };
+    inet_pton(AF_INET, "239.1.2.3", &join.imr_multiaddr);
+    EXPECT(setsockopt(mr, IPPROTO_IP, IP_ADD_MEMBERSHIP, &join, sizeof join) == 0, "setup: IP_ADD_MEMBERSHIP: %s", strerror(errno));
+    int ssm = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ip_mreq_source src = { .imr_interface.s_addr = htonl(INADDR_LOOPBACK), .imr_sourceaddr.s_addr = htonl(INADDR_LOOPBACK) };
+    inet_pton(AF_INET, "232.1.1.1", &src.imr_multiaddr);
+    EXPECT(setsockopt(ssm, IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, &src, sizeof src) == 0, "setup: IP_ADD_SOURCE_MEMBERSHIP: %s", strerror(errno));
 
     // recverr
     int dead = socket(AF_INET, SOCK_DGRAM, 0);
@@ -148,6 +164,25 @@ int main(void) {
     EXPECT(ga.s_addr == htonl(INADDR_LOOPBACK), "mcast: IP_MULTICAST_IF %s", inet_ntoa(ga));
     EXPECT(geti(m6, IPPROTO_IPV6, IPV6_MULTICAST_HOPS) == 5, "mcast: IPV6_MULTICAST_HOPS %d", geti(m6, IPPROTO_IPV6, IPV6_MULTICAST_HOPS));
     EXPECT(geti(m6, IPPROTO_IPV6, IPV6_UNICAST_HOPS) == 9, "mcast: IPV6_UNICAST_HOPS %d", geti(m6, IPPROTO_IPV6, IPV6_UNICAST_HOPS));
+    struct sockaddr_in group = { .sin_family = AF_INET, .sin_port = ma.sin_port, .sin_addr = join.imr_multiaddr };
+    EXPECT(sendto(ms, "m2", 2, 0, (struct sockaddr *)&group, sizeof group) == 2, "mcast: sendto the group: %s", strerror(errno));
+    struct pollfd mp = { .fd = mr, .events = POLLIN };
+    memset(b, 0, sizeof b);
+    EXPECT(poll(&mp, 1, 1000) == 1 && recv(mr, b, sizeof b, 0) == 2 && !strcmp(b, "m2"), "mcast: the group's datagram did not arrive (membership lost)");
+    EXPECT(setsockopt(mr, IPPROTO_IP, IP_DROP_MEMBERSHIP, &join, sizeof join) == 0, "mcast: IP_DROP_MEMBERSHIP: %s (it was not a member)", strerror(errno));
+    // struct group_filter: gf_interface, gf_group at 8, gf_fmode at 136, gf_numsrc at 140,
+    // gf_slist at 144 (x86_64).
+    unsigned char gf[144 + 128 * 4] = {0};
+    *(unsigned *)gf = if_nametoindex("lo");
+    struct sockaddr_in *gg = (struct sockaddr_in *)(gf + 8);
+    gg->sin_family = AF_INET;
+    gg->sin_addr = src.imr_multiaddr;
+    *(unsigned *)(gf + 140) = 4;
+    socklen_t gl = sizeof gf;
+    int gr = getsockopt(ssm, IPPROTO_IP, MCAST_MSFILTER, gf, &gl);
+    struct sockaddr_in *s0 = (struct sockaddr_in *)(gf + 144);
+    EXPECT(gr == 0 && *(unsigned *)(gf + 136) == MCAST_INCLUDE && *(unsigned *)(gf + 140) == 1 && s0->sin_addr.s_addr == htonl(INADDR_LOOPBACK),
+           "mcast: source filter of 232.1.1.1: getsockopt %d (%s), mode %u, %u sources", gr, gr ? strerror(errno) : "", *(unsigned *)(gf + 136), *(unsigned *)(gf + 140));
 
     // recverr: the option works: a new send to the closed port queues an error again.
     EXPECT(geti(re, IPPROTO_IP, IP_RECVERR) == 1, "recverr: IP_RECVERR %d", geti(re, IPPROTO_IP, IP_RECVERR));

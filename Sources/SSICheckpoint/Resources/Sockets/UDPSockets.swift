@@ -18,6 +18,7 @@ extension ProcessDumper {
         if let peer = SockAddr.name(sock, peer: true) { s.peerAddress = peer; s.state = .connected }
         if let sh = InetDiag.shutdown(family: family, protocol: Int32(IPPROTO_UDP), inode: inode), sh != 0 { s.shutdown = Int32(sh) }
         s.datagrams = try peekUDP(sock)
+        s.multicast = Multicast.dump(sock, family: family, pid: pid)
         return s
     }
 
@@ -98,6 +99,10 @@ extension SocketRebuilder {
                                    hint: "another program uses that port now: stop it, then restart again")
             }
             SocketOption.reuseAddress.set(fd, s.options?["SO_REUSEADDR"] ?? 0)
+        }
+        for f in socks {
+            guard let id = f.socketID, let fd = made[id], let s = f.socket, s.multicast != nil else { continue }
+            Multicast.restore(fd, family: s.family, s.multicast, who: "UDP socket of fd \(f.fd)")
         }
         for f in socks { try requeueUDP(f, socks) }
         for f in socks {
