@@ -54,6 +54,25 @@ struct SingleProcessTests {
         reap(app)
     }
 
+    @Test("TCP urgent data not read yet is refused by name (it was lost silently); the process runs on, and once it has read it the connection is checkpointed and restarted whole")
+    func tcpUrgentDataRefused() throws {
+        let w = try World("urgent")
+        let app = try w.start([try TestEnv.fixture("tcpurgent")])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        try w.expectRefused(app, ["PID \(app) fd", "urgent data (MSG_OOB) not read yet", "nothing was written"])
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("OOB-READ"), "\(w.log())")
+        try #require(try w.checkpointKill(app).status == 0)
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(200_000)
+        kill(app, SIGUSR1)
+        #expect(w.waitLog("PASS"), "\(w.log())")
+        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        reap(app)
+    }
+
     @Test("a python3 loop keeps counting, with no number lost or repeated")
     func pythonCounts() throws {
         let w = try World("python")
