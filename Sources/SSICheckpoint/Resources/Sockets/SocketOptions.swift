@@ -18,6 +18,10 @@ struct RawSocketOption {
     let option: Int32
     let families: Set<Int32>
     var tcpOnly = false
+    /// Refused on stream sockets (the multicast options: EINVAL on TCP, ip(7)), whose
+    /// values can still differ from a fresh socket's (an accepted connection's multicast TTL
+    /// is its SYN's TTL).
+    var datagramOnly = false
 }
 
 /// In the order they are set back: IP_TOS before SO_PRIORITY (setting IP_TOS sets the
@@ -40,15 +44,15 @@ let rawSocketOptions: [RawSocketOption] = [
     // Multicast senders and receivers (ip(7), ipv6(7)): the interface, hops and loopback of
     // what they send, and whether they take every group's datagrams. A membership
     // (IP_ADD_MEMBERSHIP) has no getsockopt to read it back and is not kept.
-    RawSocketOption(name: "IP_MULTICAST_IF", level: Int32(IPPROTO_IP), option: 32, families: [2]),
-    RawSocketOption(name: "IP_MULTICAST_TTL", level: Int32(IPPROTO_IP), option: 33, families: [2]),
-    RawSocketOption(name: "IP_MULTICAST_LOOP", level: Int32(IPPROTO_IP), option: 34, families: [2]),
-    RawSocketOption(name: "IP_MULTICAST_ALL", level: Int32(IPPROTO_IP), option: 49, families: [2]),
+    RawSocketOption(name: "IP_MULTICAST_IF", level: Int32(IPPROTO_IP), option: 32, families: [2], datagramOnly: true),
+    RawSocketOption(name: "IP_MULTICAST_TTL", level: Int32(IPPROTO_IP), option: 33, families: [2], datagramOnly: true),
+    RawSocketOption(name: "IP_MULTICAST_LOOP", level: Int32(IPPROTO_IP), option: 34, families: [2], datagramOnly: true),
+    RawSocketOption(name: "IP_MULTICAST_ALL", level: Int32(IPPROTO_IP), option: 49, families: [2], datagramOnly: true),
     RawSocketOption(name: "IPV6_UNICAST_HOPS", level: Int32(IPPROTO_IPV6), option: 16, families: [10]),
-    RawSocketOption(name: "IPV6_MULTICAST_IF", level: Int32(IPPROTO_IPV6), option: 17, families: [10]),
-    RawSocketOption(name: "IPV6_MULTICAST_HOPS", level: Int32(IPPROTO_IPV6), option: 18, families: [10]),
-    RawSocketOption(name: "IPV6_MULTICAST_LOOP", level: Int32(IPPROTO_IPV6), option: 19, families: [10]),
-    RawSocketOption(name: "IPV6_MULTICAST_ALL", level: Int32(IPPROTO_IPV6), option: 29, families: [10]),
+    RawSocketOption(name: "IPV6_MULTICAST_IF", level: Int32(IPPROTO_IPV6), option: 17, families: [10], datagramOnly: true),
+    RawSocketOption(name: "IPV6_MULTICAST_HOPS", level: Int32(IPPROTO_IPV6), option: 18, families: [10], datagramOnly: true),
+    RawSocketOption(name: "IPV6_MULTICAST_LOOP", level: Int32(IPPROTO_IPV6), option: 19, families: [10], datagramOnly: true),
+    RawSocketOption(name: "IPV6_MULTICAST_ALL", level: Int32(IPPROTO_IPV6), option: 29, families: [10], datagramOnly: true),
     // What a program asks to be told with each datagram, or on its error queue (traceroute,
     // DNS and NTP servers, QUIC stacks): extended errors, TTL/hop limit, TOS/traffic class,
     // the original destination (transparent proxies), path MTU discovery, a minimum TTL
@@ -139,7 +143,7 @@ enum RawSocketOptions {
         guard fresh >= 0 else { return nil }
         defer { close(fresh) }
         var out = [String: Data]()
-        for o in rawSocketOptions where o.families.contains(family) && (tcp || !o.tcpOnly) {
+        for o in rawSocketOptions where o.families.contains(family) && (tcp || !o.tcpOnly) && !(o.datagramOnly && type == Int32(SOCK_STREAM.rawValue)) {
             guard let v = get(sock, o), let d = get(fresh, o), v != d else { continue }
             out[o.name] = v
         }

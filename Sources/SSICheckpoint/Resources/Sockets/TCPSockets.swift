@@ -84,7 +84,21 @@ extension ProcessDumper {
             // In repair mode a peek reads the selected queue, the send queue included.
             let n = recv(sock, &buf, buf.count, Int32(MSG_PEEK | MSG_DONTWAIT))
             if n != Int(count) { throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection") }
-            return (seq, Data(buf))
+            var data = Data(buf)
+            if q == SocketOption.tcpReceiveQueue, SocketOption.peekOffset.set(sock, count) {
+                // SIOCINQ counts up to an urgent mark ahead (tcp_inq): once the program has
+                // read the urgent byte (MSG_OOB), its place in the stream is a hole reads skip,
+                // and the bytes past it are not counted. A peek from there takes them (it
+                // skips the hole, as the program's reads will): the restored queue is the bytes
+                // the program has yet to read, ending at the same sequence number.
+                // One peek, as large as the queue can be: the offset it moves on by counts the
+                // bytes copied, not the hole, so a second peek would read the last byte again.
+                var more = [UInt8](repeating: 0, count: max(1 << 16, 2 * Int(SocketOption.receiveBuffer.get(sock) ?? 0)))
+                let m = recv(sock, &more, more.count, Int32(MSG_PEEK | MSG_DONTWAIT))
+                if m > 0 { data.append(contentsOf: more[..<m]) }
+                SocketOption.peekOffset.set(sock, -1)
+            }
+            return (seq, data)
         }
         let (recvSeq, recvQueue) = try queue(SocketOption.tcpReceiveQueue, inq)
         let (sendSeq, sendQueue) = try queue(SocketOption.tcpSendQueue, outq)
