@@ -96,5 +96,6 @@ enum FidelityCases {
         FidelityCase(fixture: "procmore"),
         FidelityCase(fixture: "highfd"),
         FidelityCase(fixture: "timeouts", options: ["--gap", "2"]),
+        FidelityCase(fixture: "nsroot"),
     ]
 }

@@ -73,6 +73,15 @@ struct SingleProcessTests {
         reap(app)
     }
 
+    @Test("a root process in a user namespace of its own (unshare -U) is refused by name: it came back in ssi's, with ssi's capabilities", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "needs /usr/bin/unshare"))
+    func ownUserNamespaceRefused() throws {
+        let w = try World("userns")
+        let app = try w.start(["/usr/bin/unshare", "-Ur", "/bin/sleep", "60"])
+        defer { w.cleanUp(app) }
+        usleep(300_000)
+        try w.expectRefused(app, ["PID \(app) is in a user namespace of its own", "nothing was written"])
+    }
+
     @Test("a python3 loop keeps counting, with no number lost or repeated")
     func pythonCounts() throws {
         let w = try World("python")

@@ -198,7 +198,7 @@ extension CheckpointEngine {
         // network namespaces the application made are asked from inside each.
         var unixSockets = hasSockets ? (try? UnixDiag.sockets()) ?? [:] : [:]
         var rootNetStat = stat()
-        let rootNet = stat("/proc/\(seized.root)/ns/net", &rootNetStat) == 0 ? UInt64(rootNetStat.st_ino) : 0
+        let rootNet = stat(ProcessDumper.referenceNetwork(root: seized.root), &rootNetStat) == 0 ? UInt64(rootNetStat.st_ino) : 0
         var asked: Set<String> = [(try? ProcFS.readLink("/proc/self/ns/net")) ?? ""]
         for pid in live where hasSockets {
             guard let ns = try? ProcFS.readLink("/proc/\(pid)/ns/net"), asked.insert(ns).inserted else { continue }

@@ -23,9 +23,21 @@ extension ProcessDumper {
     /// share ssi's own (the others may be the launcher's choice: a node's network namespace,
     /// the PID and mount namespaces ssi-init gives a cluster application, are compared with
     /// the root's only).
+    /// User, cgroup and time namespaces are never the launcher's: a root in one of its own
+    /// (`unshare -U prog`, `unshare -C prog`) is refused too; it used to come back in ssi's,
+    /// with ssi's capabilities (found by probing, December 2026).
     static let namespaceKinds: [(name: String, withSSI: Bool)] = [
-        ("user", false), ("cgroup", false), ("time", false),
+        ("user", true), ("cgroup", true), ("time", true),
     ]
+
+    /// The network namespace a root process's own is compared with: a cluster
+    /// application's root (ssi-init) is in the one its node gave it, restored as such
+    /// (RestartOptions.rootNetwork); any other root shares ssi's unless it made its own
+    /// (`unshare -n prog`), which is then saved like any namespace the application made
+    /// (it used to come back in ssi's: a sandboxed server reachable from the host).
+    static func referenceNetwork(root: Int32) -> String {
+        PIDNamespace.isOwnInit(root) ? "/proc/\(root)/ns/net" : "/proc/self/ns/net"
+    }
 
     static func refuseOwnNamespaces(root: Int32, pids: [Int32]) throws {
         func ns(_ pid: Int32, _ kind: String) -> String? { try? ProcFS.readLink("/proc/\(pid)/ns/\(kind)") }
@@ -73,7 +85,7 @@ final class NamespaceSaver {
     /// root's, for the network namespace: the launcher's choice).
     func namespaces(of pid: Int32) throws -> ProcessNamespaces? {
         var out = ProcessNamespaces()
-        if let rootNet = Self.inode("/proc/\(root)/ns/net"), let id = Self.inode("/proc/\(pid)/ns/net"), rootNet != id {
+        if let rootNet = Self.inode(ProcessDumper.referenceNetwork(root: root)), let id = Self.inode("/proc/\(pid)/ns/net"), rootNet != id {
             if nets[id] == nil { nets[id] = try AppNamespaces.network(of: pid, id: id) }
             out.net = nets[id]
         }
