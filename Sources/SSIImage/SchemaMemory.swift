@@ -146,6 +146,12 @@ public struct VMA: Codable, Sendable, Equatable {
     public var sysvShmID: Int32?
     /// Version 2: set when the mapped file was unlinked or is a memfd: the DeletedFile id.
     public var deletedFileID: String?
+    /// The mapped file's size and modification time (seconds) at checkpoint, for the files
+    /// of executable areas (programs and libraries): a restart refuses to map a file that has
+    /// changed since (a package upgrade), whose code and data would not be the process's.
+    /// Nil in older snapshots and for other files.
+    public var fileSize: Int64?
+    public var fileMTime: Int64?
     /// Version 2: the same area exists in the parent, and the pages the two still share
     /// copy-on-write are not saved here: restart forks this process from its restored parent
     /// and keeps the area, so they stay shared. `pages` are this process's own pages;
@@ -164,6 +170,7 @@ public struct VMA: Codable, Sendable, Equatable {
 
     public enum CodingKeys: String, CodingKey {
         case start, end, read, write, exec, shared, kind, name, path, fileOffset, vmFlags, sysvShmID, deletedFileID, inherited, dropPages, pages
+        case fileSize, fileMTime
     }
 
     /// As the synthesized coding (absent optionals left out), the runs as PageRuns says.
@@ -183,6 +190,8 @@ public struct VMA: Codable, Sendable, Equatable {
         sysvShmID = try c.decodeIfPresent(Int32.self, forKey: .sysvShmID)
         deletedFileID = try c.decodeIfPresent(String.self, forKey: .deletedFileID)
         inherited = try c.decodeIfPresent(Bool.self, forKey: .inherited)
+        fileSize = try c.decodeIfPresent(Int64.self, forKey: .fileSize)
+        fileMTime = try c.decodeIfPresent(Int64.self, forKey: .fileMTime)
         let blobs = decoder.userInfo[Blobs.key] as? BlobSource
         dropPages = try PageRuns.decode(from: c, forKey: .dropPages, blobs: blobs)
         guard let p = try PageRuns.decode(from: c, forKey: .pages, blobs: blobs) else {
@@ -207,6 +216,8 @@ public struct VMA: Codable, Sendable, Equatable {
         try c.encodeIfPresent(sysvShmID, forKey: .sysvShmID)
         try c.encodeIfPresent(deletedFileID, forKey: .deletedFileID)
         try c.encodeIfPresent(inherited, forKey: .inherited)
+        try c.encodeIfPresent(fileSize, forKey: .fileSize)
+        try c.encodeIfPresent(fileMTime, forKey: .fileMTime)
         let sink = encoder.userInfo[Blobs.key] as? BlobSink
         if let dropPages { try PageRuns.encode(dropPages, to: &c, forKey: .dropPages, sink: sink) }
         try PageRuns.encode(pages, to: &c, forKey: .pages, sink: sink)

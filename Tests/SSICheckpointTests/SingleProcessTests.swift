@@ -82,6 +82,32 @@ struct SingleProcessTests {
         try w.expectRefused(app, ["PID \(app) is in a user namespace of its own", "nothing was written"])
     }
 
+    @Test("a program whose executable was replaced after the checkpoint (a package upgrade) is refused at restart, naming the file and both versions; put back as it was, it restarts")
+    func replacedExecutableRefused() throws {
+        let w = try World("replaced")
+        let exe = "\(w.dir)/mysleep", fm = FileManager.default
+        try fm.copyItem(atPath: "/bin/sleep", toPath: exe)
+        let original = try fm.attributesOfItem(atPath: exe)[.modificationDate] as! Date
+        let app = try w.start([exe, "60"])
+        defer { w.cleanUp(app) }
+        usleep(300_000)
+        try #require(try w.checkpointKill(app).status == 0)
+        reap(app)
+        // Replaced as dpkg does: a new file renamed over the old one.
+        try fm.copyItem(atPath: "/bin/cat", toPath: exe + ".new")
+        _ = rename(exe + ".new", exe)
+        let refused = try w.ssi("restart", "\(app)")
+        #expect(refused.status != 0 && refused.output.contains("the file \(exe) it runs") && refused.output.contains("changed since the checkpoint")
+                && refused.output.contains("nothing was restarted"), "\(refused.output)")
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(app)"), "nothing runs after the refusal")
+        try fm.removeItem(atPath: exe)
+        try fm.copyItem(atPath: "/bin/sleep", toPath: exe)
+        try fm.setAttributes([.modificationDate: original], ofItemAtPath: exe)
+        let rs = try w.ssi("restart", "\(app)")
+        #expect(rs.status == 0, "put back as it was, it restarts: \(rs.output)")
+        reap(app)
+    }
+
     @Test("a python3 loop keeps counting, with no number lost or repeated")
     func pythonCounts() throws {
         let w = try World("python")

@@ -169,9 +169,22 @@ final class ProcessRestorer {
                                hint: "restore the file's content (e.g. from a copy taken with the snapshot) before restarting")
             }
         }
+        // Programs and libraries (the files of executable areas) must be the
+        // ones the process had: a file replaced since (a package upgrade) would give it other
+        // code and data at the same addresses (seen: "pread pages ... Bad address", or a
+        // restart that succeeded and crashed a moment later). dpkg and rpm give a file its
+        // package's mtime, so the same version on another node passes. Data files a program
+        // maps and writes are not checked: their changes are the program's own.
         for v in image.vmas where v.kind == .file && v.deletedFileID == nil {
-            if let p = v.path, !inOwnMount(p), access(p, R_OK) != 0 {
+            guard let p = v.path, !inOwnMount(p) else { continue }
+            if access(p, R_OK) != 0 {
                 throw SSIError(.notFound, "PID \(pid): mapped file \(p) no longer exists or is unreadable", hint: "reinstall the file, then restart again")
+            }
+            var st = stat()
+            if let size = v.fileSize, let mtime = v.fileMTime, stat(p, &st) == 0, Int64(st.st_size) != size || Int64(st.st_mtim.tv_sec) != mtime {
+                let when = { (t: Int64) in ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(t))) }
+                throw SSIError(.state, "PID \(pid): the file \(p) it runs (mapped at 0x\(String(v.start, radix: 16))) changed since the checkpoint: \(size) bytes modified \(when(mtime)) then, \(st.st_size) bytes modified \(when(Int64(st.st_mtim.tv_sec))) now; its code would not be the process's, so nothing was restarted",
+                               hint: "put back the version it had (e.g. reinstall that package version), or restart a snapshot taken after the change")
             }
         }
         // SysV shared memory is not in the snapshot: the segment must exist (ssi ipc restart).

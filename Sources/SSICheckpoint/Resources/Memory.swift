@@ -91,7 +91,7 @@ extension ProcessDumper {
                                hint: "where the program can choose, have it do its I/O with threads instead of libaio (qemu: aio=threads; MySQL: innodb_use_native_aio=0)")
             }
             guard let kind = ProcessDumper.classify(m) else { continue }
-            var vma = ProcessDumper.area(m, kind: kind, flags: flags[m.start] ?? [])
+            var vma = ProcessDumper.area(m, kind: kind, flags: flags[m.start] ?? [], pid: pid)
             // What must be saved: anonymous memory (private or shared) that is present or
             // swapped; for private file mappings only pages the process changed (COW copies,
             // which pagemap shows as not file-backed); shared file mappings live in their file.
@@ -132,7 +132,7 @@ extension ProcessDumper {
     }
 
     /// The image of one area of /proc/PID/maps, without its pages.
-    static func area(_ m: MapsEntry, kind: VMA.Kind, flags: [String]) -> VMA {
+    static func area(_ m: MapsEntry, kind: VMA.Kind, flags: [String], pid: Int32? = nil) -> VMA {
         var path: String? = nil
         var deletedID: String? = nil
         if kind == .file {
@@ -147,6 +147,14 @@ extension ProcessDumper {
                       name: m.name, path: path, fileOffset: m.offset, vmFlags: flags)
         if kind == .sysvShm { vma.sysvShmID = Int32(truncatingIfNeeded: m.inode) }
         vma.deletedFileID = deletedID
+        if let pid, kind == .file, deletedID == nil, m.exec {
+            // The file of an executable area (a program, a library), through map_files: the
+            // file the area maps, even if its path names another now. Checked at restart.
+            var st = stat()
+            if stat("/proc/\(pid)/map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))", &st) == 0 {
+                (vma.fileSize, vma.fileMTime) = (Int64(st.st_size), Int64(st.st_mtim.tv_sec))
+            }
+        }
         return vma
     }
 
