@@ -37,40 +37,34 @@ struct SingleProcessTests {
 
     @Test("a Linux AIO context is refused in the middle of the memory dump, naming PID and ring; the process runs on, no version is written, and once it has let the context go it is checkpointed and restarted")
     func aioContextRefused() throws {
-        let w = try World("aio")
-        let app = try w.start([try TestEnv.fixture("aioctx")])
+        try refusedUntilLetGo("aioctx", refusal: { ["PID \($0) has a Linux AIO context", "nothing was written"] }, letGo: "DESTROYED")
+    }
+
+    /// A fixture whose state is refused at checkpoint (`refusal`: the phrases, given its PID):
+    /// the process runs on; at a first SIGUSR1 it lets the state go and prints `letGo`; then
+    /// it is checkpointed, killed and restarted, and checks itself at a second SIGUSR1.
+    private func refusedUntilLetGo(_ fixture: String, refusal: (Int32) -> [String], letGo: String,
+                                   sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let w = try World(fixture)
+        let app = try w.start([try TestEnv.fixture(fixture)])
         defer { w.cleanUp(app) }
-        #expect(w.waitLog("READY"))
-        try w.expectRefused(app, ["PID \(app) has a Linux AIO context", "nothing was written"])
+        #expect(w.waitLog("READY"), sourceLocation: sourceLocation)
+        try w.expectRefused(app, refusal(app), sourceLocation: sourceLocation)
         kill(app, SIGUSR1)
-        #expect(w.waitLog("DESTROYED"), "\(w.log())")
-        try #require(try w.checkpointKill(app).status == 0)
+        #expect(w.waitLog(letGo), "\(w.log())", sourceLocation: sourceLocation)
+        try #require(try w.checkpointKill(app).status == 0, sourceLocation: sourceLocation)
         let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "\(rs.output)")
+        try #require(rs.status == 0, "\(rs.output)", sourceLocation: sourceLocation)
         usleep(200_000)
         kill(app, SIGUSR1)
-        #expect(w.waitLog("PASS"), "\(w.log())")
-        #expect(!w.log().contains("FAIL"), "\(w.log())")
+        #expect(w.waitLog("PASS"), "\(w.log())", sourceLocation: sourceLocation)
+        #expect(!w.log().contains("FAIL"), "\(w.log())", sourceLocation: sourceLocation)
         reap(app)
     }
 
     @Test("TCP urgent data not read yet is refused by name (it was lost silently); the process runs on, and once it has read it the connection is checkpointed and restarted whole")
     func tcpUrgentDataRefused() throws {
-        let w = try World("urgent")
-        let app = try w.start([try TestEnv.fixture("tcpurgent")])
-        defer { w.cleanUp(app) }
-        #expect(w.waitLog("READY"))
-        try w.expectRefused(app, ["PID \(app) fd", "urgent data (MSG_OOB) not read yet", "nothing was written"])
-        kill(app, SIGUSR1)
-        #expect(w.waitLog("OOB-READ"), "\(w.log())")
-        try #require(try w.checkpointKill(app).status == 0)
-        let rs = try w.ssi("restart", "\(app)")
-        try #require(rs.status == 0, "\(rs.output)")
-        usleep(200_000)
-        kill(app, SIGUSR1)
-        #expect(w.waitLog("PASS"), "\(w.log())")
-        #expect(!w.log().contains("FAIL"), "\(w.log())")
-        reap(app)
+        try refusedUntilLetGo("tcpurgent", refusal: { ["PID \($0) fd", "urgent data (MSG_OOB) not read yet", "nothing was written"] }, letGo: "OOB-READ")
     }
 
     @Test("a root process in a user namespace of its own (unshare -U) is refused by name: it came back in ssi's, with ssi's capabilities", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "needs /usr/bin/unshare"))
