@@ -94,6 +94,8 @@ int cssi_ipc_sem_setall(int id, const uint16_t *values) {
 
 int cssi_ipc_sem_rmid(int id) { RET(semctl(id, 0, IPC_RMID)); }
 
+int cssi_ipc_sem_getpid(int id, int num) { RET(semctl(id, num, GETPID)); }
+
 int cssi_ipc_shmget(int32_t key, uint64_t size, int flags) { RET(shmget((key_t)key, (size_t)size, flags)); }
 
 int cssi_ipc_shm_stat(int id, struct cssi_ipc_shm_stat *out) {

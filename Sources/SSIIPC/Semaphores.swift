@@ -49,3 +49,32 @@ enum SemaphoreCheckpoint {
         return IPCRestoreResult(info: info, warnings: [])
     }
 }
+
+/// The values of one semaphore array of the calling thread's IPC namespace.
+public struct SemaphoreArrayValues: Sendable, Equatable {
+    public var id: Int32
+    public var key: Int32
+    public var values: [UInt16]
+}
+
+extension SysVIPC {
+    /// Every semaphore array of the calling thread's IPC namespace with its values (semctl
+    /// GETALL), by id. An array removed meanwhile, or one that cannot be read, is left out.
+    public static func semaphoreArrays() -> [Int32: SemaphoreArrayValues] {
+        var out = [Int32: SemaphoreArrayValues]()
+        for entry in (try? IPCObjectList.read(.semaphoreArray)) ?? [] {
+            guard let st = try? SemaphoreCheckpoint.stat(entry.id), st.nsems > 0 else { continue }
+            var values = [UInt16](repeating: 0, count: Int(st.nsems))
+            let r = values.withUnsafeMutableBufferPointer { cssi_ipc_sem_getall(entry.id, $0.baseAddress!) }
+            if r >= 0 { out[entry.id] = SemaphoreArrayValues(id: entry.id, key: entry.key, values: values) }
+        }
+        return out
+    }
+
+    /// The process that last changed semaphore `num` of array `id` (semctl GETPID), in the
+    /// calling thread's PID namespace; nil on error.
+    public static func semaphorePID(id: Int32, num: Int) -> Int32? {
+        let r = cssi_ipc_sem_getpid(id, Int32(num))
+        return r < 0 ? nil : r
+    }
+}

@@ -195,12 +195,27 @@ public struct ProcessImage: Codable, Sendable {
     /// its place, with its fds, credentials, signal mask and pending signals, which goes on
     /// waiting for the same command. Such an image has no areas and no pages file.
     public var freshInit: FreshInit?
+    /// Its SEM_UNDO adjustments (semop(2)): what its exit would add to each semaphore, which
+    /// restart registers again in the restored process. nil: none. Older readers restore
+    /// the process without them, as before they were saved.
+    public var semaphoreUndo: [SemaphoreAdjustment]?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()
         umask = 0o022; cwd = "/"; root = "/"; personality = 0; parentDeathSignal = 0; dumpable = 1; rlimits = []
         mm = MMFields(); vmas = []; pagesFile = ""; fds = []; sigactions = []; sharedPending = []; threads = []; oomScoreAdj = 0
     }
+}
+
+/// One semaphore's SEM_UNDO adjustment (semadj) in a process: the value its exit would add
+/// to semaphore `num` of the array `id` (key `key`), the opposite of what its semop calls with
+/// SEM_UNDO took or gave.
+public struct SemaphoreAdjustment: Codable, Sendable, Equatable {
+    public var id: Int32
+    public var key: Int32
+    public var num: UInt16
+    public var adjustment: Int32
+    public init(id: Int32, key: Int32, num: UInt16, adjustment: Int32) { (self.id, self.key, self.num, self.adjustment) = (id, key, num, adjustment) }
 }
 
 /// The namespaces of one process that are not ssi's. Each is named by its inode at

@@ -28,6 +28,8 @@
 #                     file "go" is created in the peer's directory after SIGUSR1 is sent; the
 #                     peer must print "PEER PASS" for the run to pass (see tcp_external.c)
 #   --timeout S       seconds to wait for the verdict after SIGUSR1 (default 40)
+#   --continue        `ssi checkpoint APP` without --kill, then SIGUSR1 to the application that
+#                     went on: checks what a checkpoint leaves in a running application
 #   --gap S           seconds between the checkpoint's kill and the restart (default 0): the
 #                     application is down that long, as after a failure (timeouts.c)
 #   --keep            keep the temp dir (printed)
@@ -81,12 +83,13 @@ fi
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 ssi=${SSI:-}
-nocr=0 pipes=0 keep=0 timeout=40 peer="" gap=0
+nocr=0 pipes=0 keep=0 timeout=40 peer="" gap=0 cont=0
 ckargs=() rsargs=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --ssi) ssi=$2; shift 2 ;;
         --no-cr) nocr=1; shift ;;
+        --continue) cont=1; shift ;;
         --ck-arg) ckargs+=("$2"); shift 2 ;;
         --rs-arg) rsargs+=("$2"); shift 2 ;;
         --pipes) pipes=1; shift ;;
@@ -203,7 +206,16 @@ app=$(cat "$tmp/app")
 wait_for 20 "$log" "^READY" || finish 4 "no READY"
 sleep 0.3
 
-if [ "$nocr" = 0 ]; then
+if [ "$nocr" = 0 ] && [ "$cont" = 1 ]; then
+    ck=$("$ssi" checkpoint "${ckargs[@]}" "$app" 2>&1)
+    rc=$?
+    printf '%s\n' "$ck" >> "$tmp/ssi.out"
+    if [ $rc != 0 ]; then
+        echo "---- ssi checkpoint:"; echo "$ck"
+        finish 2 "REFUSED at checkpoint: $(echo "$ck" | grep -v '^$' | tail -3 | tr '\n' ' ')"
+    fi
+    sleep 0.3
+elif [ "$nocr" = 0 ]; then
     ck=$("$ssi" checkpoint --kill=KILL "${ckargs[@]}" "$app" 2>&1)
     rc=$?
     if [ $rc != 0 ]; then
@@ -273,4 +285,4 @@ if grep -q "FAIL" "$log" || ! grep -q "^PASS" "$log"; then
     finish 1 "FAIL: $(grep FAIL "$log" | head -8 | tr '\n' ';')"
 fi
 [ "$status" = 0 ] || finish 1 "FAIL: PASS printed but the root $(describe_status "$status")"
-finish 0 "PASS$([ "$nocr" = 1 ] && echo ' (no C/R)')"
+finish 0 "PASS$([ "$nocr" = 1 ] && echo ' (no C/R)')$([ "$nocr" = 0 ] && [ "$cont" = 1 ] && echo ' (checkpoint, no kill)')"

@@ -97,5 +97,8 @@ enum FidelityCases {
         FidelityCase(fixture: "highfd"),
         FidelityCase(fixture: "timeouts", options: ["--gap", "2"]),
         FidelityCase(fixture: "nsroot"),
+        FidelityCase(fixture: "semundo"),
+        FidelityCase(fixture: "semundo", args: ["ns"]),
+        FidelityCase(fixture: "semundo", args: ["continue"], options: ["--continue"]),
     ]
 }

@@ -69,6 +69,9 @@ int cssi_ipc_sem_set(int id, uint32_t uid, uint32_t gid, uint32_t mode);
 int cssi_ipc_sem_getall(int id, uint16_t *values);
 int cssi_ipc_sem_setall(int id, const uint16_t *values);
 int cssi_ipc_sem_rmid(int id);
+// GETPID: the process (in the caller's PID namespace) that last changed semaphore `num`,
+// by semop or by its exit's SEM_UNDO adjustment; -errno on error.
+int cssi_ipc_sem_getpid(int id, int num);
 
 // ---- shared memory (shmget(2), shmctl(2), shmat(2)) -------------------------------------------
 int cssi_ipc_shmget(int32_t key, uint64_t size, int flags);

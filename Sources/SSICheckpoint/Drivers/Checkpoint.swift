@@ -240,6 +240,9 @@ extension CheckpointEngine {
         let root = seized.root
         let fresh = seized.threads[root]?.count == 1 && !seized.jobStopped.contains(root) && seized.exitedLeaders[root] == nil
             ? FreshInit.detect(root: root, stopped: true) : nil
+        // Before the IPC namespaces' values are saved: measuring an adjustment changes them
+        // for a moment (SemaphoreUndo.swift).
+        let undo = try SemaphoreUndo.measure(seized, skip: fresh != nil ? [root] : [])
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
@@ -268,6 +271,7 @@ extension CheckpointEngine {
             img.jobStopped = seized.jobStopped.contains(pid) ? true : nil
             if img.jobStopped == true { img.stopSignal = seized.stopSignals[pid] ?? 0 }
             sharing.apply(to: &img)
+            img.semaphoreUndo = undo[pid]
             img.namespaces = try namespaces.namespaces(of: handle)
             if let c = ProcessDumper.controllingPTY(handle, masters: ptyMasters) {
                 img.controllingPTY = c.index

@@ -270,6 +270,9 @@ final class ProcessRestorer {
         // it (fcntl(2), "record locks are automatically released when the process ... closes
         // any file descriptor referring to a file").
         try restoreLocks()
+        // With its credentials (semop checks the array's permissions against them), before
+        // its seccomp filters, which could refuse the call.
+        try restoreSemaphoreUndo()
         try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()
