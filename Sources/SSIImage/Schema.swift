@@ -199,6 +199,12 @@ public struct ProcessImage: Codable, Sendable {
     /// restart registers again in the restored process. nil: none. Older readers restore
     /// the process without them, as before they were saved.
     public var semaphoreUndo: [SemaphoreAdjustment]?
+    /// membarrier(2) MEMBARRIER_CMD_GET_REGISTRATIONS (Linux 6.3): the REGISTER_* commands
+    /// the process made (liburcu, .NET, folly), made again at restart; nil: none.
+    public var membarrierRegistrations: UInt32?
+    /// mlockall(2) flags for memory mapped from now on (MCL_FUTURE 2, with MCL_ONFAULT 4):
+    /// nil when new mappings are not locked.
+    public var lockFuture: Int32?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()

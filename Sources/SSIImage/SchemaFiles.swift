@@ -104,6 +104,9 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var signalOwner: SignalOwner?
     /// fifo: unlinked while open (its path is the old one): made again nameless.
     public var fifoDeleted: Bool?
+    /// directory: removed while open (rmdir(2); its path is the old one), with this mode:
+    /// made again empty there, opened and removed again.
+    public var removedDirectoryMode: UInt32?
     /// namespace: its kind ("net", "uts"...), and whether it is the process's own (reopened
     /// from /proc/self/ns) rather than one no process of the application is in (made anew:
     /// only an empty network namespace can be).

@@ -160,6 +160,9 @@ public struct VMA: Codable, Sendable, Equatable {
     public var dropPages: [PageRun]?
     /// Saved pages: runs of consecutive pages and where they start in the pages file.
     public var pages: [PageRun]
+    /// Guard regions (madvise(2) MADV_GUARD_INSTALL, Linux 6.13): [address, page count] of
+    /// each run, where a touch raises SIGSEGV; installed again at restart. nil: none.
+    public var guardPages: [[UInt64]]?
 
     public init(start: UInt64, end: UInt64, read: Bool, write: Bool, exec: Bool, shared: Bool, kind: Kind, name: String,
                 path: String?, fileOffset: UInt64, vmFlags: [String]) {
@@ -170,7 +173,7 @@ public struct VMA: Codable, Sendable, Equatable {
 
     public enum CodingKeys: String, CodingKey {
         case start, end, read, write, exec, shared, kind, name, path, fileOffset, vmFlags, sysvShmID, deletedFileID, inherited, dropPages, pages
-        case fileSize, fileMTime
+        case fileSize, fileMTime, guardPages
     }
 
     /// As the synthesized coding (absent optionals left out), the runs as PageRuns says.
@@ -192,6 +195,7 @@ public struct VMA: Codable, Sendable, Equatable {
         inherited = try c.decodeIfPresent(Bool.self, forKey: .inherited)
         fileSize = try c.decodeIfPresent(Int64.self, forKey: .fileSize)
         fileMTime = try c.decodeIfPresent(Int64.self, forKey: .fileMTime)
+        guardPages = try c.decodeIfPresent([[UInt64]].self, forKey: .guardPages)
         let blobs = decoder.userInfo[Blobs.key] as? BlobSource
         dropPages = try PageRuns.decode(from: c, forKey: .dropPages, blobs: blobs)
         guard let p = try PageRuns.decode(from: c, forKey: .pages, blobs: blobs) else {
@@ -218,6 +222,7 @@ public struct VMA: Codable, Sendable, Equatable {
         try c.encodeIfPresent(inherited, forKey: .inherited)
         try c.encodeIfPresent(fileSize, forKey: .fileSize)
         try c.encodeIfPresent(fileMTime, forKey: .fileMTime)
+        try c.encodeIfPresent(guardPages, forKey: .guardPages)
         let sink = encoder.userInfo[Blobs.key] as? BlobSink
         if let dropPages { try PageRuns.encode(dropPages, to: &c, forKey: .dropPages, sink: sink) }
         try PageRuns.encode(pages, to: &c, forKey: .pages, sink: sink)

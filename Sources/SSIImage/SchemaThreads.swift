@@ -34,6 +34,12 @@ public struct ThreadImage: Codable, Sendable {
     /// Version 9: its capability sets (capabilities(7) are per thread: `capsh`, daemons
     /// that drop privileges, libcap-ng); nil in older snapshots (the restorer's are kept).
     public var capabilities: CapabilitySets?
+    /// A thread other than the main one whose parent-death signal is set (PR_SET_PDEATHSIG
+    /// is per thread: the main thread's is ProcessImage.parentDeathSignal); nil: none.
+    public var parentDeathSignal: Int32?
+    /// PR_MCE_KILL_GET when it is not the system default (2): 0 late, 1 early (QEMU sets
+    /// early on its vCPU threads); per thread.
+    public var machineCheckKill: Int32?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()

@@ -100,5 +100,8 @@ enum FidelityCases {
         FidelityCase(fixture: "semundo"),
         FidelityCase(fixture: "semundo", args: ["ns"]),
         FidelityCase(fixture: "semundo", args: ["continue"], options: ["--continue"]),
+        FidelityCase(fixture: "filesmore"),
+        FidelityCase(fixture: "memmore"),
+        FidelityCase(fixture: "sigmore"),
     ]
 }

@@ -63,6 +63,8 @@ struct ProcessDumper {
         img.securebits = inj.securebits == 0 ? nil : inj.securebits
         img.mdwe = inj.mdwe == 0 ? nil : inj.mdwe
         img.memoryMerge = inj.memoryMerge ? true : nil
+        img.membarrierRegistrations = inj.membarrier == 0 ? nil : inj.membarrier
+        img.lockFuture = inj.lockFuture == 0 ? nil : inj.lockFuture
         img.intervalTimers = inj.intervalTimers.isEmpty ? nil : inj.intervalTimers
         img.timersReadAt = ClockStamp(monotonic: Clock.monotonicNanoseconds(), realtime: Clock.nanoseconds(Clock.realtime), bootID: Clock.bootID())
         img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
@@ -113,6 +115,8 @@ struct ProcessDumper {
         struct PerThread {
             var altStack = AltStack()
             var clearChildTID: UInt64 = 0
+            var parentDeathSignal: Int32 = 0
+            var machineCheckKill: Int32 = 2
         }
         var sigactions: [SigAction] = []
         var brk: UInt64 = 0
@@ -122,6 +126,8 @@ struct ProcessDumper {
         var securebits: UInt32 = 0
         var mdwe: UInt32 = 0
         var memoryMerge = false
+        var membarrier: UInt32 = 0
+        var lockFuture: Int32 = 0
         var intervalTimers: [IntervalTimer] = []
         var posixTimers: [PosixTimer] = []
         var threads: [PerThread] = []
@@ -148,6 +154,7 @@ struct ProcessDumper {
         }
         let scratch = UInt64(bitPattern: r)
         defer { _ = try? inj.raw(.munmap, scratch, size) }
+        st.lockFuture = lockedFuture(scratch: scratch, before: status)
         let s = ScratchPage(inj: inj, address: scratch, mem: RemoteMemory(pid: ProcessID(pid)), batchArea: exec ? scratch + 8192 : nil)
         try dumpProcessWide(s, into: &st)
         st.posixTimers = try dumpPosixTimers(s)
@@ -172,7 +179,8 @@ struct ProcessDumper {
                   SyscallBatch.Call(.prctl, UInt64(PrctlOption.getSecurebits.rawValue))]
         // Last, and allowed to fail (EINVAL before Linux 6.3 and 6.4, or without KSM).
         let optional = [SyscallBatch.Call(.prctl, UInt64(PrctlOption.getMDWE.rawValue), 0, 0, 0, 0),
-                        SyscallBatch.Call(.prctl, UInt64(PrctlOption.getMemoryMerge.rawValue), 0, 0, 0, 0)]
+                        SyscallBatch.Call(.prctl, UInt64(PrctlOption.getMemoryMerge.rawValue), 0, 0, 0, 0),
+                        SyscallBatch.Call(.membarrier, 512 /* MEMBARRIER_CMD_GET_REGISTRATIONS, 6.3 */, 0, 0)]
         calls += optional
         let results = try SyscallBatch.run(calls, with: s.inj, area: s.batchArea, size: ScratchPage.size - 8192)
         for (c, r) in zip(calls.dropLast(optional.count), results) where r < 0 && r > -4096 {
@@ -192,6 +200,20 @@ struct ProcessDumper {
         st.securebits = UInt32(truncatingIfNeeded: results[n + 4])
         st.mdwe = results[n + 5] > 0 ? UInt32(truncatingIfNeeded: results[n + 5]) : 0
         st.memoryMerge = results[n + 6] == 1
+        st.membarrier = results[n + 7] > 0 ? UInt32(truncatingIfNeeded: results[n + 7]) : 0
+    }
+
+    /// mlockall(2) MCL_FUTURE leaves no mark in /proc but on what is mapped afterwards: the
+    /// scratch area just mapped is then locked (VmLck of /proc/PID/status grew), and, without
+    /// MCL_ONFAULT, already faulted in (present in pagemap before anything touched it).
+    func lockedFuture(scratch: UInt64, before: ProcStatus) -> Int32 {
+        guard let after = try? ProcStatus.read(pid: pid), (after.ints("VmLck").first ?? 0) > (before.ints("VmLck").first ?? 0) else { return 0 }
+        let fd = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return 2 }
+        defer { close(fd) }
+        var e: UInt64 = 0
+        let present = pread(fd, &e, 8, off_t(scratch / SnapshotFormat.pageSize * 8)) == 8 && e & (1 << 63) != 0
+        return present ? 2 /* MCL_FUTURE */ : 2 | 4 /* MCL_ONFAULT */
     }
 }
 

@@ -161,10 +161,13 @@ final class ProcessRestorer {
         func inOwnMount(_ path: String) -> Bool { mounted.contains { path == $0 || path.hasPrefix($0 == "/" ? "/" : $0 + "/") } }
         for f in image.fds where f.kind == .regular && f.deletedFileID == nil && !inOwnMount(f.path) {
             var st = stat()
-            if stat(f.path, &st) != 0 {
+            // An O_PATH fd may be on a symbolic link itself (O_NOFOLLOW) or a socket's file.
+            if (f.flags & OpenFlags.path != 0 ? lstat(f.path, &st) : stat(f.path, &st)) != 0 {
                 throw SSIError(.notFound, "PID \(pid) fd \(f.fd): file \(f.path) no longer exists", hint: "put the file back where it was, then restart again")
             }
-            if Int64(st.st_size) < f.position && !PseudoFiles.contains(f.path) {
+            // An offset past the end is a program's own (lseek(2) allows it): only a file
+            // that shrank below it since the checkpoint lost what it pointed at.
+            if Int64(st.st_size) < f.position && Int64(st.st_size) < (f.size ?? f.position) && !PseudoFiles.contains(f.path) {
                 throw SSIError(.state, "PID \(pid) fd \(f.fd): \(f.path) is now \(st.st_size) bytes, shorter than the saved offset \(f.position)",
                                hint: "restore the file's content (e.g. from a copy taken with the snapshot) before restarting")
             }
@@ -253,6 +256,7 @@ final class ProcessRestorer {
     func finish() throws {
         try restoreForegroundGroup()
         try restoreRootAndCwd()
+        restoreResourceLimits()
         try restoreCredentials()
         // After the credentials: the children and threads that may own them exist, and the
         // owner's credentials recorded by F_SETOWN (which decide who may be signalled) are
@@ -276,6 +280,13 @@ final class ProcessRestorer {
         try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()
+        try restoreSeals()
+        if let f = image.lockFuture {
+            // After the last mapping the restore makes: MCL_FUTURE locks what is mapped from
+            // now on (mlockall(2)); what was locked already has its areas' "lo".
+            let r = try inj.raw(.mlockall, UInt64(f))
+            if r < 0 { warn("PID \(pid): mlockall(MCL_FUTURE) not made again: \(String(cString: strerror(Int32(-r))))") }
+        }
         // Memory-deny-write-execute once no mapping is left to make (it refuses an
         // executable mapping of anonymous memory, as the restore's scratch code is), before
         // the seccomp filters, which could refuse the prctl.

@@ -42,18 +42,27 @@ extension ProcessDumper {
 extension ProcessRestorer {
     /// A program that raised its RLIMIT_NOFILE may use fd numbers above the soft limit a
     /// fresh process has (dup3(2) and fcntl F_DUPFD fail with EBADF/EINVAL past it): the soft
-    /// limit is raised to the hard one while the fds are made; restoreProcessFlags then sets
+    /// limit is raised to the hard one while the fds are made; restoreResourceLimits then sets
     /// the saved values. Raising the soft limit up to the hard one needs no privilege.
     func raiseFileLimitForRestore() {
         guard let cur = ResourceLimits.get(ProcessID(pid), 7 /* RLIMIT_NOFILE */), cur.cur < cur.max else { return }
         _ = ResourceLimits.set(ProcessID(pid), 7, cur: cur.max, max: cur.max)
     }
 
-    /// Personality, child-subreaper flag, resource limits and oom_score_adj (while rebuilding).
+    /// Personality, child-subreaper flag, THP and KSM flags, coredump filter and oom_score_adj
+    /// (while rebuilding; the resource limits come in finish: restoreResourceLimits).
     func restoreProcessFlags() throws {
         try inj.call("personality", .personality, UInt64(image.personality))
         if image.childSubreaper == true { try inj.prctl(.setChildSubreaper, 1) }
         if image.thpDisabled == true { try inj.prctl(.setTHPDisable, 1) }
+        if let mask = image.membarrierRegistrations {
+            // Each REGISTER_* command the process had made: GLOBAL_EXPEDITED (4),
+            // PRIVATE_EXPEDITED (16), its SYNC_CORE (64) and RSEQ (256) forms.
+            for cmd: UInt32 in [4, 16, 64, 256] where mask & cmd != 0 {
+                let r = try inj.raw(.membarrier, UInt64(cmd), 0, 0)
+                if r < 0 { warn("PID \(pid): membarrier registration \(cmd) not made again: \(String(cString: strerror(Int32(-r))))") }
+            }
+        }
         if image.memoryMerge == true {
             do { try inj.prctl(.setMemoryMerge, 1, 0, 0, 0) } catch { warn("PID \(pid): PR_SET_MEMORY_MERGE could not be set again: \(error)") }
         }
@@ -61,12 +70,20 @@ extension ProcessRestorer {
             // Parsed with base 0 (kstrtoul): without its 0x prefix "3b" is no number.
             do { try ProcFS.write("/proc/\(pid)/coredump_filter", "0x" + String(f, radix: 16)) } catch { warn("PID \(pid): coredump_filter could not be set again: \(error)") }
         }
+        try? ProcFS.write("/proc/\(pid)/oom_score_adj", "\(image.oomScoreAdj)")
+    }
+
+    /// The saved resource limits, once every process of the tree is forked (finish): set
+    /// before a fork, a parent's lowered hard limit would be its children's, and raising a
+    /// hard limit again needs CAP_SYS_RESOURCE (setrlimit(2)), which containers often lack
+    /// (a server that forks its workers, then lowers its own RLIMIT_NOFILE or RLIMIT_CORE).
+    /// Set from outside (prlimit(2)), which the credentials set since do not change.
+    func restoreResourceLimits() {
         for l in image.rlimits {
             if let old = ResourceLimits.get(ProcessID(pid), l.resource), old.cur == l.cur && old.max == l.max { continue }
             let r = ResourceLimits.set(ProcessID(pid), l.resource, cur: l.cur, max: l.max)
             if r < 0 { warn("rlimit \(l.resource) of PID \(pid) could not be set to \(l.cur)/\(l.max): \(String(cString: strerror(Int32(-r))))") }
         }
-        try? ProcFS.write("/proc/\(pid)/oom_score_adj", "\(image.oomScoreAdj)")
     }
 
     /// Credentials last but for what they reset: a uid change clears the dumpable flag and
@@ -81,6 +98,10 @@ extension ProcessRestorer {
         }
         try inj.prctl(.setDumpable, UInt64(image.dumpable))
         if image.parentDeathSignal != 0 { try inj.prctl(.setParentDeathSignal, UInt64(image.parentDeathSignal)) }
+        for t in image.threads where t.tid != image.pid {
+            guard let sig = t.parentDeathSignal, let tinj = threadInjectors[t.tid] else { continue }
+            try tinj.prctl(.setParentDeathSignal, UInt64(sig))
+        }
     }
 
     /// One thread's uids, gids, groups, capability sets and securebits. The restorer's thread

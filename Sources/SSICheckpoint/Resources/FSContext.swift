@@ -40,7 +40,7 @@ extension ProcessRestorer {
             return path.hasPrefix(root + "/") ? String(path.dropFirst(root.count)) : nil
         }
         let cwd = image.cwdDeletedMode == nil ? image.cwd : String(image.cwd.dropLast(" (deleted)".count))
-        if let mode = image.cwdDeletedMode { try makeRemovedDirectory(cwd, mode: mode) }
+        if let mode = image.cwdDeletedMode { try makeRemovedDirectory(cwd, mode: mode, what: "PID \(pid) sat in the removed directory \(cwd)") }
         defer { if image.cwdDeletedMode != nil { rmdir(cwd) } }
         let cwdInRoot = inside(cwd, image.root)
         if cwdInRoot == nil { try inj.call("chdir \(cwd)", .chdir, try putString(cwd)) }
@@ -52,10 +52,10 @@ extension ProcessRestorer {
     /// with its old mode, the process enters it, and it is removed again (the caller's
     /// defer): the process sits in a removed directory of that name, under the same parent,
     /// as before (getcwd(3) then fails with ENOENT, as it did).
-    private func makeRemovedDirectory(_ path: String, mode: UInt32) throws {
+    func makeRemovedDirectory(_ path: String, mode: UInt32, what: String) throws {
         if mkdir(path, mode_t(mode)) != 0 {
             let e = errno
-            throw SSIError.sys("PID \(pid) sat in the removed directory \(path): making it again for the restart", errno: e,
+            throw SSIError.sys("\(what): making it again for the restart", errno: e,
                                hint: e == EEXIST ? "something now exists at \(path): move it away, then restart again"
                                    : "its parent directory must exist: create it, then restart again")
         }

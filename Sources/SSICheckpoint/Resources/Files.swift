@@ -53,8 +53,10 @@ extension ProcessDumper {
                 continue
             }
             // A terminal whose pty is gone reads "/dev/pts/N (deleted)": still a terminal, which
-            // `restart -t` replaces by the caller's.
-            if link.hasSuffix(" (deleted)") && mode == S_IFREG {
+            // `restart -t` replaces by the caller's. A file really named "... (deleted)" is
+            // not one: its name still leads to the same inode.
+            let deleted = link.hasSuffix(" (deleted)") && !ProcessDumper.nameLeads(link, to: st)
+            if deleted && mode == S_IFREG {
                 // An unlinked file or a memfd: its content goes into the snapshot.
                 var img = FileDescriptorImage(fd: fd, kind: .regular, path: String(link.dropLast(" (deleted)".count)), flags: flags,
                                               closeOnExec: cloexec, position: info.pos)
@@ -63,15 +65,24 @@ extension ProcessDumper {
                 out.append(img)
                 continue
             }
-            if link.hasSuffix(" (deleted)") && mode == S_IFIFO {
+            if deleted && mode == S_IFIFO {
                 // A FIFO unlinked while open: only its fds hold it.
                 var img = fifo(fd: fd, path: String(link.dropLast(" (deleted)".count)), flags: flags, cloexec: cloexec, st: st)
                 img.fifoDeleted = true
                 out.append(img)
                 continue
             }
-            if link.hasSuffix(" (deleted)") && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
-            let path = link.hasSuffix(" (deleted)") ? String(link.dropLast(" (deleted)".count)) : link
+            if deleted && mode == S_IFDIR && link.hasPrefix("/") {
+                // A directory removed while open (rmdir(2) of a program's work directory):
+                // made again empty, opened and removed again at restart.
+                var img = FileDescriptorImage(fd: fd, kind: .directory, path: String(link.dropLast(" (deleted)".count)), flags: flags,
+                                              closeOnExec: cloexec, position: 0)
+                img.removedDirectoryMode = UInt32(st.st_mode & 0o7777)
+                out.append(img)
+                continue
+            }
+            if deleted && mode != S_IFCHR { try unsupported("unlinked special file"); continue }
+            let path = deleted ? String(link.dropLast(" (deleted)".count)) : link
             if let ns = try namespaceFile(fd: fd, link: link, flags: flags, cloexec: cloexec, st: st) { out.append(ns); continue }
             guard link.hasPrefix("/") else { try unsupported("special file"); continue }
             switch mode {
@@ -90,6 +101,12 @@ extension ProcessDumper {
                 out.append(FileDescriptorImage(fd: fd, kind: kind, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
             case S_IFIFO:
                 out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))
+            case S_IFSOCK where flags & OpenFlags.path != 0, S_IFLNK where flags & OpenFlags.path != 0:
+                // O_PATH on a unix socket's file (systemd connects through /proc/self/fd/N
+                // when the path is too long for sun_path) or, with O_NOFOLLOW, on a symbolic
+                // link itself (path resolvers hold those): opened again by path, as O_PATH
+                // files are (open(2): nothing of the file is opened but its place).
+                out.append(FileDescriptorImage(fd: fd, kind: .regular, path: link, flags: flags, closeOnExec: cloexec, position: 0))
             default:
                 try unsupported("block device or special file")
             }
@@ -99,6 +116,13 @@ extension ProcessDumper {
             out[i].signalOwner = try signalOwner(fd: out[i].fd)
         }
         return out
+    }
+
+    /// Whether `name` (a /proc/PID/fd link ending in " (deleted)") is the file's real name:
+    /// a file may be called that, and its name then still leads to the same inode.
+    static func nameLeads(_ name: String, to st: stat) -> Bool {
+        var other = stat()
+        return name.hasPrefix("/") && lstat(name, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino
     }
 
     /// Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5:0,
@@ -279,11 +303,23 @@ extension ProcessRestorer {
             return (try takePTYMaster(f), true)
         case .tty where ttyFD != nil && f.ptyIndex == nil:
             return (ttyFD!, false)
+        case .directory where f.removedDirectoryMode != nil:
+            return (try reopenRemovedDirectory(f, who: "PID \(pid) fd \(f.fd)"), true)
         default:
             // A pair's slave by its index now (PTYRegistry.path: renumbered in a migration).
             let path = f.deletedFileID.flatMap { deletedFiles?.path($0) } ?? (f.kind == .tty ? ptys?.path(f) : nil) ?? f.path
             return (try reopen(f, path: path, who: "PID \(pid) fd \(f.fd)"), true)
         }
+    }
+
+    /// A directory removed while open: made again empty at its old path with its mode,
+    /// opened, and removed again, so that the fd is on a removed directory of that name under
+    /// the same parent, as before (getdents(2) on it reads nothing, openat(2) in it fails
+    /// with ENOENT).
+    func reopenRemovedDirectory(_ f: FileDescriptorImage, who: String) throws -> UInt64 {
+        try makeRemovedDirectory(f.path, mode: f.removedDirectoryMode ?? 0o755, what: "\(who) was open on the removed directory \(f.path)")
+        defer { rmdir(f.path) }
+        return try reopen(f, path: f.path, who: who)
     }
 
     /// Opens `path` again in the process with the fd's flags (never O_CREAT, O_TRUNC or

@@ -33,8 +33,10 @@ extension ProcessDumper {
     }
 
     /// mw: VM_MAYWRITE, which a shared file mapping has only when its file was opened for
-    /// writing (mmap(2), EACCES): the restart opens the file the same way.
-    static let keptFlags: Set<String> = ["gd", "dc", "dd", "hg", "nh", "wf", "rr", "sr", "lo", "lf", "mg", "mw"]
+    /// writing (mmap(2), EACCES): the restart opens the file the same way. nr: MAP_NORESERVE
+    /// (no commit charge: AddressSanitizer's shadow, allocators' reservations larger than
+    /// memory). dp: MAP_DROPPABLE (6.11; glibc's getrandom state). sl: sealed (mseal(2), 6.10).
+    static let keptFlags: Set<String> = ["gd", "dc", "dd", "hg", "nh", "wf", "rr", "sr", "lo", "lf", "mg", "mw", "nr", "dp", "sl"]
 
     /// The VmFlags line of each area of /proc/PID/smaps (proc(5)), by the area's start, with
     /// only the flags a restart sets again. Read on the bytes: smaps has some twenty lines per
@@ -95,12 +97,16 @@ extension ProcessDumper {
             // What must be saved: anonymous memory (private or shared) that is present or
             // swapped; for private file mappings only pages the process changed (COW copies,
             // which pagemap shows as not file-backed); shared file mappings live in their file.
-            let wantsPages: Bool
+            var wantsPages: Bool
             switch kind {
             case .anonymous: wantsPages = true
             case .file: wantsPages = !m.shared
             default: wantsPages = false
             }
+            // A droppable area's content is the kernel's to throw away at any time
+            // (mmap(2) MAP_DROPPABLE): glibc keeps its getrandom(3) state there, which two
+            // restarts of one snapshot must not share. It comes back empty, as after a drop.
+            if vma.vmFlags.contains("dp") { wantsPages = false }
             if wantsPages {
                 let runs: [(UInt64, UInt64)]
                 // An area the parent has identically (same range, protection, file, offset and
@@ -121,7 +127,9 @@ extension ProcessDumper {
                 } else if kind == .anonymous && m.shared, let shm = shmemRuns(m) {
                     runs = shm
                 } else {
-                    runs = try presentRuns(pagemap: pm.rawValue, vma: m, fileBacked: kind == .file)
+                    let found = try pageRuns(pagemap: pm.rawValue, vma: m, fileBacked: kind == .file)
+                    runs = found.keep
+                    if !found.guards.isEmpty { vma.guardPages = found.guards.map { [$0.0, $0.1] } }
                 }
                 vma.pages = try copier.copy(runs)
             }
@@ -172,10 +180,7 @@ extension ProcessDumper {
         }
         let c = try entries(pagemap), p = try entries(parentPagemap)
         let pfnMask: UInt64 = (1 << 55) - 1
-        func own(_ e: UInt64) -> Bool {
-            let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
-            return fileBacked ? ((present && !file) || swapped) : (present || swapped)
-        }
+        let own = { (e: UInt64) in Self.holdsPage(e, fileBacked: fileBacked) }
         var save = [Bool](repeating: false, count: n), drop = [Bool](repeating: false, count: n)
         for i in 0..<n {
             let sharedFrame = c[i] & (1 << 63) != 0 && p[i] & (1 << 63) != 0 && c[i] & pfnMask == p[i] & pfnMask && c[i] & pfnMask != 0
@@ -226,28 +231,74 @@ extension ProcessDumper {
     }
 
     func presentRuns(pagemap: Int32, vma: MapsEntry, fileBacked: Bool) throws -> [(UInt64, UInt64)] {
+        try pageRuns(pagemap: pagemap, vma: vma, fileBacked: fileBacked).keep
+    }
+
+    /// The runs of pages to save in area `vma`, and its guard regions.
+    func pageRuns(pagemap: Int32, vma: MapsEntry, fileBacked: Bool) throws -> (keep: [(UInt64, UInt64)], guards: [(UInt64, UInt64)]) {
         let n = Int(vma.size / SnapshotFormat.pageSize)
         var entries = [UInt64](repeating: 0, count: n)
         let want = n * 8
         let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, want, off_t((vma.start / SnapshotFormat.pageSize) * 8)) }
         if got != want { throw SSIError.sys("read /proc/\(pid)/pagemap", errno: errno) }
-        var runs = [(UInt64, UInt64)]()
-        var runStart = -1
+        var runs = [(UInt64, UInt64)](), guards = [(UInt64, UInt64)]()
+        var runStart = -1, guardStart = -1
         for i in 0...n {
-            var keep = false
-            if i < n {
-                let e = entries[i]
-                let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
-                keep = fileBacked ? ((present && !file) || swapped) : (present || swapped)
-            }
+            let e = i < n ? entries[i] : 0
+            let keep = i < n && Self.holdsPage(e, fileBacked: fileBacked)
+            let guarded = i < n && e & Self.guardBit != 0
             if keep && runStart < 0 { runStart = i }
             if !keep && runStart >= 0 {
                 runs.append((vma.start + UInt64(runStart) * SnapshotFormat.pageSize, UInt64(i - runStart)))
                 runStart = -1
             }
+            if guarded && guardStart < 0 { guardStart = i }
+            if !guarded && guardStart >= 0 {
+                guards.append((vma.start + UInt64(guardStart) * SnapshotFormat.pageSize, UInt64(i - guardStart)))
+                guardStart = -1
+            }
         }
-        return runs
+        return (runs, guards)
     }
+
+    /// pagemap bit 58: the entry is a guard region's marker (Linux 6.15; it also sets bit 62,
+    /// "swapped", though no page is behind it, and reading it fails with EIO).
+    static let guardBit: UInt64 = 1 << 58
+
+    /// Whether a pagemap entry (Documentation/admin-guide/mm/pagemap.rst: bit 63 present, 62
+    /// swapped, 61 file page or shared anonymous, 0-54 the page frame) holds a page to save:
+    /// in a file mapping, a private copy (present, not the file's) or a swapped one; else any
+    /// page, but a guard marker and the shared zero page, which an area only read maps
+    /// (saving it would make every such page real memory at restart: 512 MiB only read came
+    /// back as 512 MiB resident).
+    static func holdsPage(_ e: UInt64, fileBacked: Bool) -> Bool {
+        if e & guardBit != 0 { return false }
+        let present = e & (1 << 63) != 0, swapped = e & (1 << 62) != 0, file = e & (1 << 61) != 0
+        if fileBacked { return (present && !file) || swapped }
+        if present, let zero = ZeroPage.frame, e & ((1 << 55) - 1) == zero { return false }
+        return present || swapped
+    }
+}
+
+/// The page frame of the kernel's shared zero page, which private anonymous memory only
+/// read maps (pagemap shows it present): found by reading a fresh page of ssi's own. nil
+/// when pagemap hides frames (without CAP_SYS_ADMIN, Documentation/admin-guide/mm/pagemap.rst).
+enum ZeroPage {
+    static let frame: UInt64? = {
+        let size = Int(SnapshotFormat.pageSize)
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else { return nil }
+        defer { munmap(p, size) }
+        // A read fault on an untouched private anonymous page maps the zero page.
+        let touched = p.load(as: UInt8.self)
+        let fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0, touched == 0 else { return nil }
+        defer { close(fd) }
+        var e: UInt64 = 0
+        let at = off_t(UInt64(UInt(bitPattern: p)) / SnapshotFormat.pageSize * 8)
+        guard pread(fd, &e, 8, at) == 8, e & (1 << 63) != 0 else { return nil }
+        let frame = e & ((1 << 55) - 1)
+        return frame == 0 ? nil : frame
+    }()
 }
 
 /// The parent's areas, to find those inherited at fork and still identical.
@@ -408,6 +459,27 @@ extension ProcessRestorer {
         if !v.pages.isEmpty && finalProt != prot { q.add(SyscallBatch.Call(.mprotect, v.start, v.end - v.start, UInt64(prot)), fails: "mprotect") }
         try fillPages(v, pages: pages, queue: &q)
         if !v.pages.isEmpty && finalProt != prot { q.add(SyscallBatch.Call(.mprotect, v.start, v.end - v.start, UInt64(finalProt)), fails: "mprotect") }
+        installGuards(v, queue: &q)
+    }
+
+    /// The area's guard regions, after its pages (a guard marker refuses a page in its
+    /// place): madvise(2) MADV_GUARD_INSTALL (102), which an inherited area may have already
+    /// (fork keeps them; installing one again is harmless).
+    private func installGuards(_ v: VMA, queue q: inout CallQueue) {
+        for g in v.guardPages ?? [] where g.count == 2 {
+            q.add(SyscallBatch.Call(.madvise, g[0], g[1] * SnapshotFormat.pageSize, 102), fails: "madvise(MADV_GUARD_INSTALL) 0x\(String(g[0], radix: 16))")
+        }
+    }
+
+    /// Seals the areas that were sealed (mseal(2), Linux 6.10): last of all, since a sealed
+    /// area refuses mprotect, munmap, MAP_FIXED and the madvise calls that drop pages, and
+    /// only in the process itself (a child forked from it during the restore was made
+    /// before, and seals its own copies).
+    func restoreSeals() throws {
+        for v in image.vmas where v.vmFlags.contains("sl") {
+            let r = try inj.raw(.mseal, v.start, v.end - v.start, 0)
+            if r < 0 { throw SSIError.sys("mseal 0x\(String(v.start, radix: 16))-0x\(String(v.end, radix: 16)) in PID \(pid)", errno: Int32(-r)) }
+        }
     }
 
     private func mapArea(_ v: VMA, pages: PageSource, high: UInt64, fileFDs: inout [String: UInt64], queue q: inout CallQueue) throws {
@@ -415,6 +487,9 @@ extension ProcessRestorer {
         let prot = v.pages.isEmpty ? finalProt : finalProt | PROT_READ | PROT_WRITE
         var flags = MAP_FIXED | (v.shared ? MAP_SHARED : MAP_PRIVATE)
         if v.vmFlags.contains("gd") { flags |= MAP_GROWSDOWN }
+        if v.vmFlags.contains("nr") { flags |= 0x4000 /* MAP_NORESERVE */ }
+        // MAP_DROPPABLE (0x08) is a mapping type of its own, in place of MAP_PRIVATE.
+        if v.vmFlags.contains("dp") && v.kind == .anonymous && !v.shared { flags = MAP_FIXED | 0x08 }
         var fd = UInt64.max
         if v.kind == .anonymous {
             flags |= MAP_ANONYMOUS
@@ -439,6 +514,7 @@ extension ProcessRestorer {
                                        "nh": 15 /* MADV_NOHUGEPAGE */, "wf": 18 /* MADV_WIPEONFORK */, "rr": 1 /* MADV_RANDOM */,
                                        "sr": 2 /* MADV_SEQUENTIAL */, "mg": 12 /* MADV_MERGEABLE */]
         for f in v.vmFlags { if let a = advice[f] { q.add(SyscallBatch.Call(.madvise, v.start, v.end - v.start, UInt64(a)), fails: nil) } }
+        installGuards(v, queue: &q)
         if v.vmFlags.contains("lo") {
             // mlock(2) faults every page in and sets VM_LOCKED ("lo"); it can fail on
             // RLIMIT_MEMLOCK for a process without CAP_IPC_LOCK, as the program's could not.

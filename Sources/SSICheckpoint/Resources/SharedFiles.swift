@@ -157,6 +157,13 @@ extension ProcessRestorer {
                 fd = try openMessageQueue(f)
             } else if f.kind == .namespace {
                 fd = try openNamespace(f)
+            } else if f.kind == .directory && f.removedDirectoryMode != nil {
+                fd = try reopenRemovedDirectory(f, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
+            } else if f.kind == .fanotify {
+                // A group shared by dup or fork: made by ssi with its marks, then taken.
+                let mine = try makeFanotifyGroup(f, pid: pid)
+                defer { close(mine) }
+                fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "fanotify fd \(f.fd)")
             } else {
                 // An unlinked FIFO has no path but ssi's fd on it; an unlinked file (or memfd)
                 // is opened where DeletedFiles made it again (Python's multiprocessing shares

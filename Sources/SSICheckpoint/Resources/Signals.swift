@@ -68,7 +68,11 @@ extension ProcessRestorer {
             let sig = info.withUnsafeBytes { $0.load(as: Int32.self) }
             try mem.write(Array(info), to: scratch)
             if let tid {
-                try inj.call("rt_tgsigqueueinfo(\(sig))", .rt_tgsigqueueinfo, UInt64(image.pid), UInt64(tid), UInt64(sig), scratch)
+                // By the thread itself: a kernel-made or tkill'd signal (si_code >= 0, or
+                // SI_TKILL: SIGPIPE of a write, pthread_kill) may only be queued by its target
+                // (rt_tgsigqueueinfo(2), EPERM otherwise).
+                let tinj = tid == image.pid ? inj : threadInjectors[tid] ?? inj
+                try tinj.call("rt_tgsigqueueinfo(\(sig)) to thread \(tid)", .rt_tgsigqueueinfo, UInt64(image.pid), UInt64(tid), UInt64(sig), scratch)
             } else {
                 try inj.call("rt_sigqueueinfo(\(sig))", .rt_sigqueueinfo, UInt64(image.pid), UInt64(sig), scratch)
             }

@@ -22,6 +22,8 @@ extension ProcessDumper {
         thread.pending = try t.pendingSiginfo(shared: false).map { Data($0) }
         thread.altStack = injected.altStack
         thread.clearChildTID = injected.clearChildTID
+        thread.parentDeathSignal = injected.parentDeathSignal == 0 ? nil : injected.parentDeathSignal
+        thread.machineCheckKill = injected.machineCheckKill == 2 ? nil : injected.machineCheckKill
         if let r = try t.rseqConfiguration() {
             thread.rseq = RSeq(pointer: r.pointer, length: r.length, signature: r.signature)
         }
@@ -55,6 +57,13 @@ extension ProcessDumper {
         if (try? tinj.prctl(.getTidAddress, s.address)) != nil {
             t.clearChildTID = try s.mem.read(UInt64.self, at: s.address)[0]
         }
+        // Per thread too (prctl(2)): the main thread's parent-death signal is read with the
+        // process-wide state.
+        if tid != pid, (try? tinj.prctl(.getParentDeathSignal, s.address)) != nil {
+            t.parentDeathSignal = Int32(truncatingIfNeeded: try s.mem.read(UInt64.self, at: s.address)[0])
+        }
+        let mce = try tinj.rawPrctl(.machineCheckKillGet, 0, 0, 0, 0)
+        if mce >= 0 { t.machineCheckKill = Int32(mce) }
         return t
     }
 }
@@ -70,6 +79,11 @@ extension ProcessRestorer {
         let flags = ss.flags & 2 == 0 ? UInt64(UInt32(bitPattern: ss.flags & ~1)) : 2 /* SS_DISABLE */
         try mem.write(words: [ss.flags & 2 == 0 ? ss.sp : 0, flags, ss.flags & 2 == 0 ? ss.size : 0], to: scratch + 512)
         try inj.call("sigaltstack", .sigaltstack, scratch + 512, 0)
+        if let mce = t.machineCheckKill {
+            // PR_MCE_KILL_SET (1) with PR_MCE_KILL_EARLY (1) or _LATE (0).
+            let r = try inj.rawPrctl(.machineCheckKill, 1, UInt64(mce), 0, 0)
+            if r < 0 { warn("PID \(image.pid) thread \(t.tid): PR_MCE_KILL \(mce) not set again: \(String(cString: strerror(Int32(-r))))") }
+        }
         let name = t.name ?? (t.tid == image.pid ? image.comm : nil)
         if let name {
             var comm = Array(name.utf8.prefix(15)) + [0]

@@ -24,6 +24,10 @@ public struct PrctlOption: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// PR_CAP_AMBIENT (4.3), with PR_CAP_AMBIENT_RAISE (2) as its second argument.
     public static let ambientCapability = PrctlOption(47, "PR_CAP_AMBIENT")
     public static let setMM = PrctlOption(35, "PR_SET_MM")
+    /// PR_MCE_KILL (2.6.32): per thread, what a memory machine-check error does to it;
+    /// PR_MCE_KILL_GET returns 0 (late), 1 (early) or 2 (the system's default).
+    public static let machineCheckKill = PrctlOption(33, "PR_MCE_KILL")
+    public static let machineCheckKillGet = PrctlOption(34, "PR_MCE_KILL_GET")
     /// PR_SET_NO_NEW_PRIVS (3.5): execve(2) no longer grants privileges; per thread, kept
     /// across fork, clone and execve, never cleared.
     public static let setNoNewPrivs = PrctlOption(38, "PR_SET_NO_NEW_PRIVS")
