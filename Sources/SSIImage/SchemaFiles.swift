@@ -46,6 +46,9 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     public var pipeID: UInt64?
     @OptionalBlob public var pipeData: Data?
     public var pipeSize: Int32?
+    /// pipe: the lengths of the packets `pipeData` holds, when the pipe is in packet mode
+    /// (pipe2(2) O_DIRECT: each write one packet, each read at most one); nil: a byte stream.
+    public var pipePackets: [Int]?
     /// Version 2: fds sharing one open file description (after dup() or fork(): one offset,
     /// one set of flags) carry the same id, "<pid>:<fd>" of the first holder.
     public var sharedID: String?

@@ -170,6 +170,15 @@ public final class SeizedApplication {
                 do {
                     guard try Tracee.seize(ProcessID(tid), of: ProcessID(pid)) != nil else { continue }   // exited meanwhile
                 } catch let e as SSIError where e.errno == EPERM && e.message.hasPrefix("PTRACE_SEIZE") {
+                    // A task has one tracer (ptrace(2)): TracerPid of its status names it.
+                    let tracer = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")).flatMap { ProcStatus.parse($0).fields["TracerPid"] }.flatMap { Int32($0) } ?? 0
+                    if tracer > 0 {
+                        let name = (try? ProcFS.read("/proc/\(tracer)/comm"))?.trimmingCharacters(in: .newlines) ?? "?"
+                        let inside = Set(tree.pids).contains(tracer)
+                        throw SSIError(.unsupported, "cannot checkpoint PID \(pid) (thread \(tid)): it is traced by PID \(tracer) (\(name))\(inside ? ", a process of the application (a debugger or tracer inside it)" : ""), and a task has only one tracer; nothing was written and the application goes on",
+                                       hint: inside ? "checkpoint it once the tracer has detached (PTRACE_DETACH); a tracer's state (its options, the stops it has seen) cannot be saved"
+                                                    : "detach the debugger or strace (PID \(tracer)), then checkpoint again")
+                    }
                     throw SSIError(.permission, "cannot trace PID \(pid) (thread \(tid)): operation not permitted",
                                    hint: "the process may already be traced (a debugger, strace) or you are not root")
                 }

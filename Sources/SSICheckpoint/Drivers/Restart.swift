@@ -227,6 +227,7 @@ final class RestartSession {
             for pr in restorers { try pr.restorePidfds() }
             try ProcessRestorer.restoreLateEpolls(restorers)
             for pr in restorers { try pr.finish() }
+            try deletedFiles.sealLate()
             // Every process has its fds: let go of the FIFOs before any process runs, or a
             // process that was blocked opening one would find ssi as its partner.
             fsObjects.closeAll()

@@ -55,6 +55,13 @@ struct ProcessDumper {
         for (i, tid) in tids.enumerated() {
             img.threads.append(try dumpThread(tid, saved: tid == pid ? saved : nil, injected: inj.threads[i]))
         }
+        // A call the seize itself ended with -EINTR (epoll_wait, semop, sigtimedwait...) goes
+        // on as a restart when the application does (SyscallRestart.restartedAfterStop); the
+        // image keeps -EINTR, which a restart turns the same way.
+        for t in img.threads {
+            guard let regs = try? Registers(named: t.registers), let fixed = SyscallRestart.restartedAfterStop(regs) else { continue }
+            try Tracee.adoptTraceMe(ProcessID(t.tid)).setRegisters(fixed)
+        }
         img.sharedPending = try main.pendingSiginfo(shared: true).map { Data($0) }
         img.sigactions = inj.sigactions
         img.parentDeathSignal = inj.parentDeathSignal

@@ -53,6 +53,22 @@ extension ProcessDumper {
 /// The unlinked files and memfds of an application being restarted.
 final class DeletedFileRegistry {
     private var deleted: [String: Int32] = [:]
+    /// Seals added once every process has its mappings (sealLate), by file id.
+    private var lateSeals: [String: Int32] = [:]
+
+    /// Adds the seals that had to wait for the processes' mappings, through a writable open
+    /// of each file (F_ADD_SEALS wants write access; ssi holds them read-only).
+    func sealLate() throws {
+        for (id, seals) in lateSeals.sorted(by: { $0.key < $1.key }) {
+            guard let fd = deleted[id] else { continue }
+            let w = open("/proc/self/fd/\(fd)", O_RDWR | O_CLOEXEC)
+            if w < 0 { throw SSIError.sys("seal the memfd \(id) again (open for writing)", errno: errno) }
+            defer { close(w) }
+            let r = FileSeals.add(w, seals)
+            if r < 0 { throw SSIError.sys("seal the memfd \(id) again (F_ADD_SEALS 0x\(String(seals, radix: 16)))", errno: -r) }
+        }
+        lateSeals = [:]
+    }
 
     /// Recreates each file, nameless, with its content (and seals). `mountNamespaceOf`: a
     /// process already in the application's own mount namespace (a cluster application's
@@ -78,7 +94,12 @@ final class DeletedFileRegistry {
                 if ftruncate(fd, off_t(d.size)) != 0 { throw SSIError.sys("set the size of \(d.path)", errno: errno) }
                 if let o = d.owner, o.count == 2 { _ = fchown(fd, o[0], o[1]) }
                 _ = fchmod(fd, mode_t(d.mode))
-                if d.seals != 0 { FileSeals.add(fd, d.seals) }
+                // F_SEAL_FUTURE_WRITE (0x10) refuses a writable shared mapping made from now
+                // on (memfd_create(2)), which the restored processes must make again: added
+                // once they have (sealLate), with F_SEAL_SEAL (0x1), which would refuse it.
+                let late = d.seals & 0x10 != 0 ? d.seals & (0x10 | 0x1) : 0
+                if d.seals & ~late != 0 { FileSeals.add(fd, d.seals & ~late) }
+                if late != 0 { lateSeals[d.id] = late }
                 if let t = d.times, t.count == 4 {
                     var ts = [timespec(tv_sec: Int(t[0]), tv_nsec: Int(t[1])), timespec(tv_sec: Int(t[2]), tv_nsec: Int(t[3]))]
                     _ = futimens(fd, &ts)

@@ -94,6 +94,12 @@ extension ProcessDumper {
             if Kcmp.isEpollTarget(ProcessID(pid), fd: t, epoll: efd, target: t, nth: nth) { continue }
             if let via = fds.first(where: { $0 != t && Kcmp.isEpollTarget(ProcessID(pid), fd: $0, epoll: efd, target: t, nth: nth) }) {
                 out[i].viaFD = via
+            } else {
+                // No fd of this process holds the entry's file: it lives on in another
+                // process (a child that inherited it before this one closed its own fd, the
+                // epoll(7) FAQ's case), where no epoll_ctl of this process can reach it.
+                // checkSharedEpolls decides (-1: not here).
+                out[i].viaFD = -1
             }
         }
         return out
@@ -130,6 +136,19 @@ extension ProcessDumper {
             let holders = members.map { "PID \($0.pid) fd \($0.fd)" }.joined(separator: ", ")
             throw SSIError(.unsupported, "PID \(members[0].pid) fd \(members[0].fd): an epoll instance shared by several fds (\(holders)) \(why); nothing was written and the application goes on",
                            hint: "use `ssi checkpoint -i` to restore it as a closed fd")
+        }
+        // An instance of one fd with an entry whose file no fd of its process holds
+        // (findMovedTargets): refused by name, or with -i restored without that entry.
+        for (pid, fds) in tables.sorted(by: { $0.key < $1.key }) {
+            for (i, f) in fds.enumerated() where f.kind == .epoll && f.sharedID == nil {
+                guard let lost = f.epollTargets?.first(where: { $0.viaFD == -1 }) else { continue }
+                if ignoreUnsupported {
+                    tables[pid]![i].epollTargets?.removeAll { $0.viaFD == -1 }
+                    continue
+                }
+                throw SSIError(.unsupported, "PID \(pid) fd \(f.fd): an entry of this epoll set (added as fd \(lost.fd)) watches a file that no fd of PID \(pid) holds any more: it lives on in another process (a child that inherited it before PID \(pid) closed its own), and the restart could not register it again; nothing was written and the application goes on",
+                               hint: "have the program remove the entry (EPOLL_CTL_DEL) before closing its fd, or use `ssi checkpoint -i` to restore the epoll set without that entry")
+            }
         }
         for id in groups.keys.sorted() {
             let members = groups[id]!.sorted { ($0.pid, $0.fd) < ($1.pid, $1.fd) }

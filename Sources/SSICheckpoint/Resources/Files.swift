@@ -56,6 +56,7 @@ extension ProcessDumper {
             // `restart -t` replaces by the caller's. A file really named "... (deleted)" is
             // not one: its name still leads to the same inode.
             let deleted = link.hasSuffix(" (deleted)") && !ProcessDumper.nameLeads(link, to: st)
+            if deleted && link.hasPrefix("/secretmem") { try unsupported(ProcessDumper.secretMemory); continue }
             if deleted && mode == S_IFREG {
                 // An unlinked file or a memfd: its content goes into the snapshot.
                 var img = FileDescriptorImage(fd: fd, kind: .regular, path: String(link.dropLast(" (deleted)".count)), flags: flags,
@@ -117,6 +118,10 @@ extension ProcessDumper {
         }
         return out
     }
+
+    /// memfd_secret(2) memory is taken out of the kernel's own mappings: nothing outside the
+    /// process can read it (/proc/PID/mem, process_vm_readv and the file all refuse).
+    static let secretMemory = "memfd_secret area (secret memory, which no other process can read by design)"
 
     /// Whether `name` (a /proc/PID/fd link ending in " (deleted)") is the file's real name:
     /// a file may be called that, and its name then still leads to the same inode.
@@ -232,12 +237,18 @@ extension ProcessRestorer {
         }
     }
 
-    /// An end of a pipe held by ssi (PipeRegistry), opened through /proc/<ssi>/fd/N, which
-    /// opens the same pipe (fifo_open); nil when the snapshot has no such pipe.
+    /// An end of a pipe held by ssi (PipeRegistry), taken from ssi (pidfd_getfd): the end
+    /// pipe(2) made, whose flags are a pipe's own. Opened through /proc/<ssi>/fd/N instead,
+    /// it would be a new open of the pipe (fifo_open) with O_LARGEFILE, which open(2) adds on
+    /// 64-bit systems and F_SETFL cannot take away: F_GETFL would differ from the program's.
+    /// Its O_NONBLOCK and packet mode (O_DIRECT) set as they were. nil when the snapshot has
+    /// no such pipe.
     func openPipeEnd(_ f: FileDescriptorImage) throws -> UInt64? {
         let write = (f.flags & O_ACCMODE) == O_WRONLY
-        guard let id = f.pipeID, let path = pipes?.path(id, write: write) else { return nil }
-        return try open("open pipe end", path: path, flags: (write ? O_WRONLY : O_RDONLY) | (f.flags & O_NONBLOCK))
+        guard let id = f.pipeID, let mine = pipes?.fd(id, write: write) else { return nil }
+        let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "pipe end fd \(f.fd)")
+        try inj.call("fcntl F_SETFL pipe end fd \(f.fd)", .fcntl, fd, UInt64(F_SETFL), UInt64(f.flags & (O_NONBLOCK | OpenFlags.direct)))
+        return fd
     }
 
     /// Puts `src` at `f`'s number with `f`'s FD_CLOEXEC. A `src` already at that number has

@@ -92,6 +92,10 @@ extension ProcessDumper {
                 throw SSIError(.unsupported, "PID \(pid) has a Linux AIO context (io_setup(2); its ring is at 0x\(String(m.start, radix: 16))), which the checkpoint engine does not support yet; nothing was written and the application goes on",
                                hint: "where the program can choose, have it do its I/O with threads instead of libaio (qemu: aio=threads; MySQL: innodb_use_native_aio=0)")
             }
+            if m.name.hasPrefix("/secretmem") {
+                throw SSIError(.unsupported, "PID \(pid) maps a \(ProcessDumper.secretMemory) at 0x\(String(m.start, radix: 16)); nothing was written and the application goes on",
+                               hint: "checkpoint it once it has unmapped that area")
+            }
             guard let kind = ProcessDumper.classify(m) else { continue }
             var vma = ProcessDumper.area(m, kind: kind, flags: flags[m.start] ?? [], pid: pid)
             // What must be saved: anonymous memory (private or shared) that is present or

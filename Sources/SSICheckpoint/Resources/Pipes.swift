@@ -40,11 +40,17 @@ extension ProcessDumper {
             // Opening any end through /proc opens the pipe itself (fifo_open), so the bytes can
             // be peeked from either end. Bytes queued for an outside reader are that reader's.
             let peekFrom = list.first { $0.pid != 0 && !$0.write } ?? list.first { $0.pid != 0 }
-            var (data, size) = try peekFrom.map { try ProcessDumper(pid: $0.pid).peekPipe(fd: $0.fd) } ?? inFlightData[ino] ?? (Data(), 0)
-            if external && reader == nil { data = Data() }
+            var (data, size, segments) = try peekFrom.map { try ProcessDumper(pid: $0.pid).peekPipeSegments(fd: $0.fd) }
+                ?? inFlightData[ino].map { ($0.0, $0.1, [$0.0.count]) } ?? (Data(), 0, [])
+            if external && reader == nil { data = Data(); segments = [] }
+            // Packet mode (O_DIRECT) is each end's own flag; the packets already queued read
+            // one at a time (several reads to drain them).
+            let packetMode = tables.values.joined().contains { $0.pipeID == ino && $0.flags & OpenFlags.direct != 0 }
+            let packets = !data.isEmpty && (segments.count > 1 || packetMode) ? segments : nil
             for pid in tables.keys {
                 for i in tables[pid]!.indices where tables[pid]![i].pipeID == ino {
                     tables[pid]![i].pipeData = data
+                    tables[pid]![i].pipePackets = packets
                     tables[pid]![i].pipeSize = size
                     if external { tables[pid]![i].external = true }
                 }
@@ -68,6 +74,14 @@ extension ProcessDumper {
     }
 
     func peekPipe(fd: Int32) throws -> (Data, Int32) {
+        let (data, size, _) = try peekPipeSegments(fd: fd)
+        return (data, size)
+    }
+
+    /// The bytes queued in the pipe of fd `fd`, its capacity, and the lengths of the reads
+    /// that drained the copy: one for a byte stream, one per packet for packets written in
+    /// packet mode (pipe(7): a packet's buffer ends a read; tee(2) keeps that mark).
+    func peekPipeSegments(fd: Int32) throws -> (Data, Int32, [Int]) {
         // Opening /proc/PID/fd/N of a pipe opens the same pipe (fifo_open).
         let src = open("/proc/\(pid)/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         if src < 0 { throw SSIError.sys("open pipe fd \(fd) of PID \(pid)", errno: errno) }
@@ -77,16 +91,22 @@ extension ProcessDumper {
         defer { close(p.read); close(p.write) }
         Pipe.setCapacity(p.write, max(size, 65536))
         var data = Data()
+        var segments = [Int]()
         let n = Pipe.tee(from: src, to: p.write, count: Int(size))
         if n > 0 {
             var buf = [UInt8](repeating: 0, count: Int(n))
-            let r = read(p.read, &buf, Int(n))
-            if r != n { throw SSIError(.system, "short read while copying the pipe of PID \(pid) fd \(fd)") }
+            var got = 0
+            while got < n {
+                let r = buf.withUnsafeMutableBytes { read(p.read, $0.baseAddress! + got, Int(n) - got) }
+                if r <= 0 { throw SSIError(.system, "short read while copying the pipe of PID \(pid) fd \(fd) (\(got) of \(n) bytes)") }
+                segments.append(r)
+                got += r
+            }
             data = Data(buf)
         } else if n < 0 && n != -Int(EAGAIN) {
             throw SSIError.sys("tee from pipe fd \(fd) of PID \(pid)", errno: Int32(-n))
         }
-        return (data, size)
+        return (data, size, segments)
     }
 }
 
@@ -109,8 +129,18 @@ final class PipeRegistry {
                 ends[id] = (p.read, p.write)
                 if let size = f.pipeSize, size > 0 { Pipe.setCapacity(p.write, size) }
                 if let data = f.pipeData, !data.isEmpty {
-                    let n = data.withUnsafeBytes { Glibc.write(p.write, $0.baseAddress, $0.count) }
-                    if n != data.count { throw SSIError(.system, "could not refill pipe \(id) of PID \(image.pid) (\(n) of \(data.count) bytes)") }
+                    // Packets go back one write each through an end in packet mode.
+                    let packets = f.pipePackets ?? [data.count]
+                    if f.pipePackets != nil { _ = fcntl(p.write, F_SETFL, O_NONBLOCK | OpenFlags.direct) }
+                    guard packets.reduce(0, +) == data.count, packets.allSatisfy({ $0 > 0 }) else {
+                        throw SSIError(.corrupt, "pipe \(id) of PID \(image.pid): its packets (\(packets.count)) do not add up to its \(data.count) bytes")
+                    }
+                    var at = 0
+                    for len in packets {
+                        let n = data.withUnsafeBytes { Glibc.write(p.write, $0.baseAddress! + at, len) }
+                        if n != len { throw SSIError(.system, "could not refill pipe \(id) of PID \(image.pid) (\(at + max(n, 0)) of \(data.count) bytes)") }
+                        at += len
+                    }
                 }
             }
         }
@@ -144,6 +174,12 @@ final class PipeRegistry {
         return path
     }
     private var refilledExternal = Set<UInt64>()
+
+    /// ssi's own end of pipe `id`.
+    func fd(_ id: UInt64, write: Bool) -> Int32? {
+        guard let e = ends[id] else { return nil }
+        return write ? e.w : e.r
+    }
 
     func path(_ id: UInt64, write: Bool) -> String? {
         guard let e = ends[id] else { return nil }

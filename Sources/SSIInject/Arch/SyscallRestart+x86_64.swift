@@ -27,6 +27,30 @@ public enum SyscallRestart {
         if Int64(bitPattern: r.raw.orig_rax) >= 0 && Int64(bitPattern: r.raw.rax) == ERESTART_RESTARTBLOCK {
             r.raw.rax = UInt64(bitPattern: ERESTARTNOHAND)
         }
+        return restartedAfterStop(r) ?? r
+    }
+
+    /// Calls that a stop ends with -EINTR rather than a restart code (signal(7), "Interruption
+    /// of system calls and library functions by stop signals"): epoll_wait, epoll_pwait,
+    /// epoll_pwait2, semop, semtimedop, sigtimedwait/sigwaitinfo, io_getevents, and socket
+    /// calls on a socket with a receive or send timeout (sock_intr_errno: -EINTR when a
+    /// timeout is set): read, write, readv, writev, recvfrom, recvmsg, recvmmsg, sendto,
+    /// sendmsg, sendmmsg, accept, accept4. Not connect: re-issued it would fail (EALREADY).
+    static let endedByStop: Set<UInt64> = [232, 281, 441, 65, 220, 128, 208, 333, 0, 1, 19, 20, 45, 47, 299, 44, 46, 307, 43, 288]
+    static let EINTR: Int64 = -4
+
+    /// The checkpoint's own stop (PTRACE_INTERRUPT, like a stop signal) ends such a call with
+    /// -EINTR, which the program would then see (epoll_wait returning EINTR with no signal
+    /// handled). A task stopped on the way out of one (orig_rax its number: a task stopped
+    /// in user space has orig_rax -1, set by the interrupt's entry) with rax -EINTR is given
+    /// -ERESTARTNOHAND instead: re-issued when it goes on and no handler runs, -EINTR when a
+    /// signal's handler does, as without the stop. The registers to set, or nil. A relative
+    /// timeout starts again whole (the kernel keeps no time left for these calls).
+    public static func restartedAfterStop(_ regs: Registers) -> Registers? {
+        guard Int64(bitPattern: regs.raw.orig_rax) >= 0, Int64(bitPattern: regs.raw.rax) == EINTR,
+              endedByStop.contains(regs.raw.orig_rax) else { return nil }
+        var r = regs
+        r.raw.rax = UInt64(bitPattern: ERESTARTNOHAND)
         return r
     }
 

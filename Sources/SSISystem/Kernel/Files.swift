@@ -40,7 +40,12 @@ public enum FileSeals {
     static let getSeals: Int32 = 1034, addSeals: Int32 = 1033   // F_GET_SEALS, F_ADD_SEALS (Linux 3.17)
 
     public static func get(_ fd: Int32) -> Int32 { max(Int32(truncatingIfNeeded: cssi_fcntl_int(fd, getSeals, 0)), 0) }
-    public static func add(_ fd: Int32, _ seals: Int32) { _ = cssi_fcntl_int(fd, addSeals, seals) }
+    /// F_ADD_SEALS; 0, or -errno.
+    @discardableResult
+    public static func add(_ fd: Int32, _ seals: Int32) -> Int32 {
+        let r = cssi_fcntl_int(fd, addSeals, seals)   // -errno on failure
+        return r < 0 ? Int32(truncatingIfNeeded: r) : 0
+    }
 }
 
 /// Anonymous memory files (memfd_create(2), Linux 3.17).
@@ -58,6 +63,13 @@ public enum OpenFlags {
     public static let path: Int32 = 0o10_000_000
     /// O_TMPFILE (Linux 3.11), with O_DIRECTORY as the kernel wants it.
     public static let tmpfile: Int32 = 0o20_200_000
+    /// O_DIRECT, which differs between architectures (asm/fcntl.h); on a pipe, packet mode
+    /// (pipe(2)).
+    #if arch(arm64)
+    public static let direct: Int32 = 0o200_000
+    #else
+    public static let direct: Int32 = 0o40_000
+    #endif
 }
 
 /// File handles (name_to_handle_at(2), open_by_handle_at(2)).
