@@ -139,3 +139,16 @@ enum SharedMemoryCheckpoint {
         return IPCRestoreResult(info: info, warnings: warnings)
     }
 }
+
+extension SysVIPC {
+    /// Whether shared memory segment `id` of the calling thread's IPC namespace is marked for
+    /// removal (IPC_RMID while attached: SHM_DEST in its mode).
+    public static func segmentMarkedForRemoval(_ id: Int32) -> Bool {
+        guard let st = try? SharedMemoryCheckpoint.stat(id) else { return false }
+        return st.perm.mode & UInt32(CSSI_IPC_SHM_DEST) != 0
+    }
+
+    /// IPC_RMID of segment `id`: it goes once its last process detaches. 0 or -errno.
+    @discardableResult
+    public static func removeSegment(_ id: Int32) -> Int32 { cssi_ipc_shm_rmid(id) }
+}

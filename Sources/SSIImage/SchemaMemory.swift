@@ -144,6 +144,10 @@ public struct VMA: Codable, Sendable, Equatable {
     /// smaps VmFlags we restore: gd (grows down), dc (dontfork), dd (dontdump), hg/nh (huge page advice), wf (wipe on fork).
     public var vmFlags: [String]
     public var sysvShmID: Int32?
+    /// A SysV segment that had been removed (IPC_RMID) while attached, in ssi's own IPC
+    /// namespace: it dies with the application, so its content is in this snapshot file
+    /// (SSIIPC's format), made again for the restart and removed again once attached.
+    public var removedSegmentFile: String?
     /// Version 2: set when the mapped file was unlinked or is a memfd: the DeletedFile id.
     public var deletedFileID: String?
     /// The mapped file's size and modification time (seconds) at checkpoint, for the files
@@ -173,7 +177,7 @@ public struct VMA: Codable, Sendable, Equatable {
 
     public enum CodingKeys: String, CodingKey {
         case start, end, read, write, exec, shared, kind, name, path, fileOffset, vmFlags, sysvShmID, deletedFileID, inherited, dropPages, pages
-        case fileSize, fileMTime, guardPages
+        case fileSize, fileMTime, guardPages, removedSegmentFile
     }
 
     /// As the synthesized coding (absent optionals left out), the runs as PageRuns says.
@@ -196,6 +200,7 @@ public struct VMA: Codable, Sendable, Equatable {
         fileSize = try c.decodeIfPresent(Int64.self, forKey: .fileSize)
         fileMTime = try c.decodeIfPresent(Int64.self, forKey: .fileMTime)
         guardPages = try c.decodeIfPresent([[UInt64]].self, forKey: .guardPages)
+        removedSegmentFile = try c.decodeIfPresent(String.self, forKey: .removedSegmentFile)
         let blobs = decoder.userInfo[Blobs.key] as? BlobSource
         dropPages = try PageRuns.decode(from: c, forKey: .dropPages, blobs: blobs)
         guard let p = try PageRuns.decode(from: c, forKey: .pages, blobs: blobs) else {
@@ -223,6 +228,7 @@ public struct VMA: Codable, Sendable, Equatable {
         try c.encodeIfPresent(fileSize, forKey: .fileSize)
         try c.encodeIfPresent(fileMTime, forKey: .fileMTime)
         try c.encodeIfPresent(guardPages, forKey: .guardPages)
+        try c.encodeIfPresent(removedSegmentFile, forKey: .removedSegmentFile)
         let sink = encoder.userInfo[Blobs.key] as? BlobSink
         if let dropPages { try PageRuns.encode(dropPages, to: &c, forKey: .dropPages, sink: sink) }
         try PageRuns.encode(pages, to: &c, forKey: .pages, sink: sink)

@@ -243,6 +243,7 @@ extension CheckpointEngine {
         // Before the IPC namespaces' values are saved: measuring an adjustment changes them
         // for a moment (SemaphoreUndo.swift).
         let undo = try SemaphoreUndo.measure(seized, skip: fresh != nil ? [root] : [])
+        var removedSegments = Set<Int32>()
         for pid in seized.tree.pids {
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
@@ -273,6 +274,7 @@ extension CheckpointEngine {
             sharing.apply(to: &img)
             img.semaphoreUndo = undo[pid]
             img.namespaces = try namespaces.namespaces(of: handle)
+            try RemovedSegments.save(&img, writer: writer, done: &removedSegments)
             if let c = ProcessDumper.controllingPTY(handle, masters: ptyMasters) {
                 img.controllingPTY = c.index
                 if img.sid == pid { img.foregroundGroup = c.foreground }

@@ -125,6 +125,7 @@ final class RestartSession {
     private var unpinnedCPUs: [UInt64]?
     private let pipes = PipeRegistry()
     private let deletedFiles = DeletedFileRegistry()
+    private let removedSegments = RemovedSegmentRegistry()
     private let fsObjects = FSObjects()
     private let ptys = PTYRegistry()
     private let pendingMounts = PendingMounts()
@@ -150,6 +151,8 @@ final class RestartSession {
 
     deinit {
         pipes.closeAll()
+        // A restart that failed leaves no segment behind: it goes with the processes killed.
+        removedSegments.removeAll()
         deletedFiles.closeAll()
         fsObjects.closeAll()
         ptys.closeAll()
@@ -202,6 +205,7 @@ final class RestartSession {
                 if let ns = image.namespaces?.ipc, ipcNamespaces[ns.id] == nil { ipcNamespaces[ns.id] = try AppNamespaces.makeIPC(ns, from: snap) }
             }
             try MessageQueues.create(from: snap.processes, ipcNamespaces: ipcNamespaces)
+            try removedSegments.create(from: snap.processes, source: snap)
             try ptys.create(from: snap.processes, anyIndex: options.takeOver)
             // SIGTRAP: it exec'd the restore stub; SIGSTOP: it is a copy of us (Tracee.restoreStub).
             let stop = try stub.wait()
@@ -228,6 +232,7 @@ final class RestartSession {
             try ProcessRestorer.restoreLateEpolls(restorers)
             for pr in restorers { try pr.finish() }
             try deletedFiles.sealLate()
+            removedSegments.removeAll()
             // Every process has its fds: let go of the FIFOs before any process runs, or a
             // process that was blocked opening one would find ssi as its partner.
             fsObjects.closeAll()

@@ -192,7 +192,7 @@ final class ProcessRestorer {
         }
         // SysV shared memory is not in the snapshot: the segment must exist (ssi ipc restart).
         // In an IPC namespace of its own, the segments come with the snapshot.
-        for v in image.vmas where v.kind == .sysvShm && image.namespaces?.ipc == nil {
+        for v in image.vmas where v.kind == .sysvShm && image.namespaces?.ipc == nil && v.removedSegmentFile == nil {
             guard let id = v.sysvShmID else { continue }
             let keyHex = v.name.dropFirst("/SYSV".count).prefix(8)
             let key = Int32(bitPattern: UInt32(keyHex, radix: 16) ?? 0)

@@ -112,7 +112,7 @@ extension ProcessDumper {
             img.socketType = type
         case (AF_INET, 1) where proto == IPPROTO_TCP, (AF_INET6, 1) where proto == IPPROTO_TCP:
             img = FileDescriptorImage(fd: fd, kind: .tcpSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
-            img.socket = try dumpTCP(sock, family: family)
+            img.socket = try dumpTCP(sock, family: family, inode: inode)
         case (AF_INET, 2) where proto == IPPROTO_UDP, (AF_INET6, 2) where proto == IPPROTO_UDP:
             img = FileDescriptorImage(fd: fd, kind: .udpSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
             img.socket = try dumpUDP(sock, family: family, inode: inode)
@@ -155,7 +155,10 @@ extension ProcessDumper {
         let all = tables.values.flatMap { $0 }.flatMap { [$0] + SocketRebuilder.inFlightSockets(of: $0) }
         let unixIDs = Set(all.filter { $0.kind == .unixSocket }.compactMap(\.socketID))
         let pendingIDs = Set(all.compactMap { $0.socket?.pendingClients }.flatMap { $0 })
-        let tcpEnds = Set(all.filter { $0.kind == .tcpSocket && $0.socket?.state == .connected }.map { [$0.socket?.address, $0.socket?.peerAddress] })
+        // Compared as IPv4 where an IPv6 socket holds a v4-mapped address: a dual-stack
+        // listener's connection from an IPv4 client of the application names both ends so.
+        let v4 = { (a: Data?) in a.map(SockAddr.unmapped) }
+        let tcpEnds = Set(all.filter { $0.kind == .tcpSocket && $0.socket?.state == .connected }.map { [v4($0.socket?.address), v4($0.socket?.peerAddress)] })
         for (pid, fds) in tables {
             for carrier in fds {
               for f in [carrier] + SocketRebuilder.inFlightSockets(of: carrier) {
@@ -172,7 +175,7 @@ extension ProcessDumper {
                     for c in s?.pendingClients ?? [] where !unixIDs.contains(c) {
                         problem = "unix listener \(SockAddr.describe(s?.address, family: 1)) with a pending connection from outside the application"
                     }
-                } else if f.kind == .tcpSocket, let s = f.socket, s.state == .connected, !tcpEnds.contains([s.peerAddress, s.address]) {
+                } else if f.kind == .tcpSocket, let s = f.socket, s.state == .connected, !tcpEnds.contains([v4(s.peerAddress), v4(s.address)]) {
                     // With --tcp-established (CRIU's name) it is saved as external: rebuilt in
                     // repair mode against the same peer, which sees nothing if the restart
                     // comes before it sends or times out.
@@ -204,6 +207,9 @@ final class SocketRebuilder {
     var repairing: [(fd: Int32, reuse: Int32)] = []
     /// TCP bytes written by the application and not yet sent, written once out of repair mode.
     var unsentTCP: [(fd: Int32, data: Data, what: String)] = []
+    /// Connections whose receiving side the program had shut (shutdown(2) SHUT_RD), shut
+    /// again once out of repair mode (it sends nothing).
+    var shutReading: [Int32] = []
     /// Where the peers of saved connections stand (RestartOptions.tcpPeerCheck), and the
     /// connections to reset once out of repair mode (TCPPeers.swift).
     var tcpPeerCheck: TCPPeerCheck? = nil

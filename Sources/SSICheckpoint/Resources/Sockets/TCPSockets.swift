@@ -11,7 +11,7 @@ import Glibc
 // queues, negotiated options and window, with no packet on the wire.
 
 extension ProcessDumper {
-    func dumpTCP(_ sock: Int32, family: Int32) throws -> SocketImage {
+    func dumpTCP(_ sock: Int32, family: Int32, inode: UInt32) throws -> SocketImage {
         var info = [UInt8](repeating: 0, count: 232)
         if SocketOption.tcpInfo.get(sock, into: &info) == nil { throw SSIError.sys("TCP_INFO of a socket of PID \(pid)", errno: errno) }
         func u32(_ at: Int) -> UInt32 { info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } }
@@ -32,6 +32,9 @@ extension ProcessDumper {
             s.state = .connected
             s.peerAddress = SockAddr.name(sock, peer: true)
             s.tcp = try repairDump(sock, info: info)
+            // shutdown(SHUT_RD) leaves the state ESTABLISHED (only SHUT_WR sends a FIN):
+            // inet_diag's shutdown bits tell (RCV_SHUTDOWN 1).
+            if let sh = InetDiag.shutdown(family: family, protocol: Int32(IPPROTO_TCP), inode: inode), sh & 1 != 0 { s.shutdown = 1 }
         default:
             let names = [2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT", 8: "CLOSE_WAIT", 9: "LAST_ACK", 11: "CLOSING"]
             throw UnsupportedSocket(kind: "TCP socket in state \(names[Int(state)] ?? "\(state)")")
@@ -138,6 +141,8 @@ extension SocketRebuilder {
             SocketOption.reuseAddress.set(fd, reuse)   // cleared by leaving repair mode
         }
         repairing = []
+        for fd in shutReading { Glibc.shutdown(fd, Int32(SHUT_RD)) }
+        shutReading = []
         disconnectStale()
         // Bytes the application had written and TCP had not sent yet: written now, as the
         // application would have had them sent (in repair mode they would count as sent and
@@ -240,6 +245,7 @@ extension SocketRebuilder {
             throw SSIError.sys("TCP_REPAIR", errno: errno, hint: errno == EPERM ? "run as root (CAP_NET_ADMIN)" : nil)
         }
         repairing.append((fd, s.options?["SO_REUSEADDR"] ?? 0))
+        if (s.shutdown ?? 0) & 1 != 0 { shutReading.append(fd) }
         let what = "TCP connection \(SockAddr.describe(local, family: s.family)) -> \(SockAddr.describe(peer, family: s.family))"
         if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
         // TCP_QUEUE_SEQ sets where each queue starts; the bytes put back below move
@@ -255,7 +261,11 @@ extension SocketRebuilder {
         // TCP_REPAIR_OPTIONS below only sets the clamp, which nothing recomputes it from while
         // the path MTU stays the same: the rebuilt connection sent 524-byte segments (the
         // 536 default less timestamps) for good, and a bulk sender crawled.
-        if r.mss >= 88 { SocketOption.tcpMaxSegment.set(fd, Int32(r.mss)) }
+        // TCP_MAXSEG takes 88 to 32767 (MAX_TCP_WINDOW): loopback's 65483 is refused, and
+        // the segment size stayed 524; the clamp below still says the whole value.
+        if r.mss >= 88 && !SocketOption.tcpMaxSegment.set(fd, Int32(min(r.mss, 32767))) {
+            warn("\(what): TCP_MAXSEG \(min(r.mss, 32767)) refused (\(String(cString: strerror(errno)))): it starts with the default segment size")
+        }
         if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
         // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
         var opts: [UInt32] = [2, r.mss]

@@ -14,6 +14,12 @@ import Glibc
 extension ProcessDumper {
     func dumpUDP(_ sock: Int32, family: Int32, inode: UInt32) throws -> SocketImage {
         var s = SocketImage(family: family, type: 2, state: .unconnected)
+        // UDP_CORK (udp(7)) holds what was written until the cork comes off, as one
+        // datagram: nothing reads such a pending datagram back (SIOCOUTQ counts it).
+        var corked: Int32 = 0, len = socklen_t(4), outq: Int32 = 0
+        if getsockopt(sock, 17, 1 /* UDP_CORK */, &corked, &len) == 0, corked != 0, ioctl(sock, SocketIoctl.outputQueue, &outq) == 0, outq > 0 {
+            throw UnsupportedSocket(kind: "UDP socket corked (UDP_CORK) with \(outq) bytes written and not sent yet (a corked datagram cannot be read back; once the program uncorks it, a checkpoint succeeds)")
+        }
         if let name = SockAddr.name(sock, peer: false), SockAddr.port(name) != 0 { s.address = name }
         if let peer = SockAddr.name(sock, peer: true) { s.peerAddress = peer; s.state = .connected }
         if let sh = InetDiag.shutdown(family: family, protocol: Int32(IPPROTO_UDP), inode: inode), sh != 0 { s.shutdown = Int32(sh) }
