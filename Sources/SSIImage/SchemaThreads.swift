@@ -40,6 +40,9 @@ public struct ThreadImage: Codable, Sendable {
     /// PR_MCE_KILL_GET when it is not the system default (2): 0 late, 1 early (QEMU sets
     /// early on its vCPU threads); per thread.
     public var machineCheckKill: Int32?
+    /// Its uids, gids and groups when they are not the process's (a raw setresuid(2) or
+    /// setgroups(2) changes only the calling thread's; glibc's wrappers change every thread's).
+    public var credentials: Credentials?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()

@@ -103,5 +103,8 @@ enum FidelityCases {
         FidelityCase(fixture: "filesmore"),
         FidelityCase(fixture: "memmore"),
         FidelityCase(fixture: "sigmore"),
+        FidelityCase(fixture: "ptydevtty"),
+        FidelityCase(fixture: "fsuid"),
+        FidelityCase(fixture: "threadcreds"),
     ]
 }

@@ -76,6 +76,8 @@ struct ProcessDumper {
         img.timersReadAt = ClockStamp(monotonic: Clock.monotonicNanoseconds(), realtime: Clock.nanoseconds(Clock.realtime), bootID: Clock.bootID())
         img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
         try dumpProcFields(into: &img, stat: stat, status: status, fds: fds)
+        // A thread's own credentials are kept only where they are not the process's.
+        for i in img.threads.indices where img.threads[i].credentials == img.credentials { img.threads[i].credentials = nil }
         img.mm = try mmFields(stat: stat, brk: inj.brk)
         clock.mark("dump: /proc, fds, registers")
         let pages = try precopied?.pages ?? writer.createFile("pages-\(pid).img")

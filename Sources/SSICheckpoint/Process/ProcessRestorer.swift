@@ -237,8 +237,10 @@ final class ProcessRestorer {
         }
         clock.mark("restore: memory")
         try restoreMMFields(high: fds.high)
-        if fds.ownTable { try restoreFileDescriptors(ttyFD: fds.ttyFD) }
+        // The controlling terminal first: a session leader's fd on /dev/tty opens its
+        // controlling terminal (tty(4)), ENXIO without one.
         try restoreControllingTerminal()
+        if fds.ownTable { try restoreFileDescriptors(ttyFD: fds.ttyFD) }
         try restoreUmask()
         if let ttyFD = fds.ttyFD { try inj.call("close", .close, ttyFD) }
         try closePages(pages)

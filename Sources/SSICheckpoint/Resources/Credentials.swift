@@ -117,7 +117,7 @@ extension ProcessRestorer {
     /// - a last capset narrows the sets to the saved ones (ambient ones outside them go),
     ///   after the seccomp filters (narrowCapabilities).
     private func restoreCredentials(of t: ThreadImage, inj: Injector) throws {
-        let c = image.credentials
+        let c = t.credentials ?? image.credentials
         let task = t.tid == image.pid ? pid : try taskID(t.tid)
         let now = CapabilitySets.current(task: task)
         let bits = UInt64(image.securebits ?? 0)
@@ -132,7 +132,14 @@ extension ProcessRestorer {
             try mem.write(words: c.groups + [0], to: scratch)
             try inj.call("setgroups", .setgroups, UInt64(c.groups.count), scratch)
             try inj.call("setresgid", .setresgid, UInt64(c.gids[0]), UInt64(c.gids[1]), UInt64(c.gids[2]))
+            // The file-system ids (setfsuid(2)): setresgid and setresuid set them to the
+            // effective ones; one a program set apart (a file server acting for a user) is
+            // set again after each, while the thread may still (it was one of its ids, or it
+            // had CAP_SETUID, which the keep-caps bit above keeps). setfs*id return the old
+            // value, never an error.
+            if c.gids[3] != c.gids[1] { _ = try inj.raw(.setfsgid, UInt64(c.gids[3])) }
             try inj.call("setresuid", .setresuid, UInt64(c.uids[0]), UInt64(c.uids[1]), UInt64(c.uids[2]))
+            if c.uids[3] != c.uids[1] { _ = try inj.raw(.setfsuid, UInt64(c.uids[3])) }
         }
         guard let caps, let now else { return }
         try capset(inj, effective: now.permitted, permitted: now.permitted, inheritable: caps.inheritable, who: who)
