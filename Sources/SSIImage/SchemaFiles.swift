@@ -237,6 +237,9 @@ public struct MessageQueueImage: Codable, Sendable, Equatable {
     public var messages: [Message]
     /// The IPC namespace the queue is in, when the application made it (IPCNamespace.id).
     public var ipcNamespace: UInt64?
+    /// This process's mq_notify(3) registration on the queue, kept on one of its fds of it:
+    /// [sigev_notify (0 SIGEV_SIGNAL, 1 SIGEV_NONE), signal]. nil: none of its own.
+    public var notify: [Int32]?
     public init(name: String, maxMessages: Int, messageSize: Int, mode: UInt32, uid: UInt32, gid: UInt32, messages: [Message]) {
         self.name = name; self.maxMessages = maxMessages; self.messageSize = messageSize
         self.mode = mode; self.uid = uid; self.gid = gid; self.messages = messages

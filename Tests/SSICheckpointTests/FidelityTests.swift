@@ -106,5 +106,9 @@ enum FidelityCases {
         FidelityCase(fixture: "ptydevtty"),
         FidelityCase(fixture: "fsuid"),
         FidelityCase(fixture: "threadcreds"),
+        FidelityCase(fixture: "ipcmore", args: ["shmrm", "sem", "msg", "mqn"]),
+        FidelityCase(fixture: "tcpmore"),
+        FidelityCase(fixture: "eintr"),
+        FidelityCase(fixture: "eintr", options: ["--continue"]),
     ]
 }

@@ -279,6 +279,7 @@ final class ProcessRestorer {
         // With its credentials (semop checks the array's permissions against them), before
         // its seccomp filters, which could refuse the call.
         try restoreSemaphoreUndo()
+        try restoreQueueNotifications()
         try dropRestoreSignals()
         try restoreTimers()
         try queuePendingSignals()

@@ -32,7 +32,7 @@ extension Syscall {
     public static let mlock = Syscall(149, "mlock"), mlock2 = Syscall(325, "mlock2"), utimensat = Syscall(280, "utimensat"), rt_sigtimedwait = Syscall(128, "rt_sigtimedwait")
     public static let wait4 = Syscall(61, "wait4"), semop = Syscall(65, "semop"), mseal = Syscall(462, "mseal")
     public static let membarrier = Syscall(324, "membarrier"), mlockall = Syscall(151, "mlockall")
-    public static let setfsuid = Syscall(122, "setfsuid"), setfsgid = Syscall(123, "setfsgid")
+    public static let setfsuid = Syscall(122, "setfsuid"), setfsgid = Syscall(123, "setfsgid"), mq_notify = Syscall(244, "mq_notify")
     public static let sethostname = Syscall(170, "sethostname"), setdomainname = Syscall(171, "setdomainname")
     public static let unshare = Syscall(272, "unshare"), setns = Syscall(308, "setns"), mq_open = Syscall(240, "mq_open"), exit = Syscall(60, "exit")
     public static let capset = Syscall(126, "capset"), mount = Syscall(165, "mount"), umount2 = Syscall(166, "umount2")
@@ -46,7 +46,7 @@ extension Syscall {
         openat, pselect6, ppoll, set_robust_list, epoll_pwait, timerfd_create, timerfd_settime, signalfd4, eventfd2,
         epoll_create1, dup3, pipe2, rt_tgsigqueueinfo, memfd_create, userfaultfd, rseq, pidfd_open, clone3, close_range, pidfd_getfd, epoll_pwait2,
         flock, fchmod, fchown, mlock, mlock2, utimensat, rt_sigtimedwait, wait4, sethostname, setdomainname, unshare, setns, mq_open, exit, seccomp, capset,
-        mount, umount2, poll, futex, timerfd_gettime, semop, mseal, membarrier, mlockall, setfsuid, setfsgid,
+        mount, umount2, poll, futex, timerfd_gettime, semop, mseal, membarrier, mlockall, setfsuid, setfsgid, mq_notify,
     ]
 }
 #endif
