@@ -110,6 +110,9 @@ public struct FileDescriptorImage: Codable, Sendable, Equatable {
     /// directory: removed while open (rmdir(2); its path is the old one), with this mode:
     /// made again empty there, opened and removed again.
     public var removedDirectoryMode: UInt32?
+    /// tty: the slave of a pseudo-terminal pair whose master was closed (its /dev/pts node
+    /// is gone; reads give EOF or EIO, writes EIO): made so again with a pair of its own.
+    public var ttyHungUp: Bool?
     /// namespace: its kind ("net", "uts"...), and whether it is the process's own (reopened
     /// from /proc/self/ns) rather than one no process of the application is in (made anew:
     /// only an empty network namespace can be).
@@ -255,6 +258,8 @@ public struct PTYImage: Codable, Sendable, Equatable {
     public var rows: UInt16, columns: UInt16, xPixels: UInt16, yPixels: UInt16
     public var locked: Bool
     public var packetMode: Bool
+    /// TIOCEXCL: opens of the slave refused but to CAP_SYS_ADMIN (tty_ioctl(4)); nil: not set.
+    public var exclusive: Bool?
     /// Written to the master, not yet read from the slave (a partial line included).
     public var toSlave: Data
     /// Written to the slave, not yet read from the master.

@@ -110,5 +110,8 @@ enum FidelityCases {
         FidelityCase(fixture: "tcpmore"),
         FidelityCase(fixture: "eintr"),
         FidelityCase(fixture: "eintr", options: ["--continue"]),
+        FidelityCase(fixture: "ptyhangup"),
+        FidelityCase(fixture: "ptyexcl"),
+        FidelityCase(fixture: "ptylocked"),
     ]
 }

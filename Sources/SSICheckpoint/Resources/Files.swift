@@ -99,7 +99,12 @@ extension ProcessDumper {
                     out.append(try ptyMaster(fd: fd, flags: flags, cloexec: cloexec))
                     continue
                 }
-                out.append(FileDescriptorImage(fd: fd, kind: kind, path: path, flags: flags, closeOnExec: cloexec, position: info.pos))
+                var img = FileDescriptorImage(fd: fd, kind: kind, path: path, flags: flags, closeOnExec: cloexec, position: info.pos)
+                // A pty slave whose master was closed (a nohup'd child of a closed terminal):
+                // its node is gone. Opened again by path it would be another session's
+                // terminal, or none.
+                if deleted && kind == .tty && (136...143).contains((st.st_rdev >> 8) & 0xfff) { img.ttyHungUp = true }
+                out.append(img)
             case S_IFIFO:
                 out.append(fifo(fd: fd, path: path, flags: flags, cloexec: cloexec, st: st))
             case S_IFSOCK where flags & OpenFlags.path != 0, S_IFLNK where flags & OpenFlags.path != 0:
@@ -314,6 +319,8 @@ extension ProcessRestorer {
             return (try takePTYMaster(f), true)
         case .tty where ttyFD != nil && f.ptyIndex == nil:
             return (ttyFD!, false)
+        case .tty where f.ttyHungUp == true && ttyFD == nil:
+            return (try hungUpTerminal(f), true)
         case .directory where f.removedDirectoryMode != nil:
             return (try reopenRemovedDirectory(f, who: "PID \(pid) fd \(f.fd)"), true)
         default:

@@ -43,14 +43,20 @@ enum PTYs {
     /// The pair of master `m` (a copy of the application's fd): its state and queued bytes,
     /// put back before returning.
     static func save(master m: Int32, index: Int32, who: String) throws -> PTYImage {
+        // A master not unlocked yet (posix_openpt(3) without unlockpt(3)): its slave opens
+        // with EIO until it is. Unlocked for ssi's open, locked again after.
+        let wasLocked = (Terminal.intValue(m, Terminal.getPTYLock) ?? 0) != 0
+        if wasLocked { Terminal.setIntValue(m, Terminal.setPTYLock, 0) }
         let s = open(slavePath(index), O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
+        if wasLocked { Terminal.setIntValue(m, Terminal.setPTYLock, 1) }
         guard s >= 0 else { throw SSIError.sys("\(who): open the slave \(slavePath(index)) of its pseudo-terminal", errno: errno) }
         defer { close(s) }
         guard let t = Terminal.attributes(s) else { throw SSIError.sys("\(who): TCGETS on \(slavePath(index))", errno: errno) }
         var img = PTYImage(index: index, termios: Data(t))
         if let w = Terminal.windowSize(s) { (img.rows, img.columns, img.xPixels, img.yPixels) = (w[0], w[1], w[2], w[3]) }
-        img.locked = (Terminal.intValue(m, Terminal.getPTYLock) ?? 0) != 0
+        img.locked = wasLocked
         img.packetMode = (Terminal.intValue(m, Terminal.getPacket) ?? 0) != 0
+        if (Terminal.intValue(s, Terminal.getExclusive) ?? 0) != 0 { img.exclusive = true }
         // Everything queued for the slave, a partial line included: non-canonical with VMIN
         // 0 makes every byte readable at once (leaving canonical mode ends the line editing,
         // n_tty_set_termios).
@@ -161,6 +167,9 @@ final class PTYRegistry {
                 }
                 if p.packetMode { Terminal.setIntValue(m, Terminal.packet, 1) }
                 if p.locked { Terminal.setIntValue(m, Terminal.setPTYLock, 1) }
+                // The restore opens the slave as root (credentials come last), which
+                // exclusive mode lets through.
+                if p.exclusive == true { _ = ioctl(s, Terminal.setExclusive) }
             }
         }
     }
@@ -236,5 +245,24 @@ extension ProcessRestorer {
         let r = try inj.raw(.ioctl, UInt64(fd), UInt64(Terminal.setForeground), scratch + 2048)
         _ = try inj.raw(.close, UInt64(fd))
         if r < 0 { warn("PID \(pid): foreground group \(fg) of \(PTYs.slavePath(n)) not restored: \(String(cString: strerror(Int32(-r))))") }
+    }
+}
+
+extension ProcessRestorer {
+    /// A hung-up terminal fd: the slave of a new pair of ssi's, given to the process, whose
+    /// master ssi then closes (pty(7): the slave is hung up, as the program's was).
+    func hungUpTerminal(_ f: FileDescriptorImage) throws -> UInt64 {
+        let who = "PID \(image.pid) fd \(f.fd)"
+        let m = Glibc.open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard m >= 0 else { throw SSIError.sys("\(who): open /dev/ptmx for its hung-up terminal", errno: errno) }
+        defer { close(m) }
+        Terminal.setIntValue(m, Terminal.setPTYLock, 0)
+        guard let n = Terminal.intValue(m, Terminal.getPTYNumber) else { throw SSIError.sys("\(who): TIOCGPTN", errno: errno) }
+        let s = Glibc.open(PTYs.slavePath(n), O_RDWR | O_NOCTTY | O_CLOEXEC)
+        guard s >= 0 else { throw SSIError.sys("\(who): open \(PTYs.slavePath(n)) for its hung-up terminal", errno: errno) }
+        defer { close(s) }
+        let fd = try FDTransfer.take(s, inj: inj, ssiPidFD: ssiPidFD, what: "hung-up terminal fd \(f.fd)")
+        try inj.call("fcntl F_SETFL fd \(f.fd)", .fcntl, fd, UInt64(F_SETFL), UInt64(f.flags & (O_NONBLOCK | O_APPEND)))
+        return fd
     }
 }

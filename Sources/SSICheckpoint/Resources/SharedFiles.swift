@@ -157,6 +157,8 @@ extension ProcessRestorer {
                 fd = try openMessageQueue(f)
             } else if f.kind == .namespace {
                 fd = try openNamespace(f)
+            } else if f.kind == .tty && f.ttyHungUp == true && !useCallerTerminal {
+                fd = try hungUpTerminal(f)
             } else if f.kind == .directory && f.removedDirectoryMode != nil {
                 fd = try reopenRemovedDirectory(f, who: "PID \(f.sharedID?.split(separator: ":").first.map(String.init) ?? "?") fd \(f.fd)")
             } else if f.kind == .fanotify {

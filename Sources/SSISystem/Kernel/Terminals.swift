@@ -18,6 +18,8 @@ public enum Terminal {
     public static let setPTYLock: UInt = 0x4004_5431     // TIOCSPTLCK
     public static let getPacket: UInt = 0x8004_5438      // TIOCGPKT
     public static let getPTYLock: UInt = 0x8004_5439     // TIOCGPTLCK
+    public static let setExclusive: UInt = 0x540C        // TIOCEXCL
+    public static let getExclusive: UInt = 0x8004_5440   // TIOCGEXCL
 
     /// Offsets and bits of the kernel termios (asm-generic/termbits.h).
     public static let iflagOffset = 0, oflagOffset = 4, lflagOffset = 12, ccOffset = 17
