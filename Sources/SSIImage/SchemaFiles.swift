@@ -167,6 +167,11 @@ public struct EpollTarget: Codable, Sendable, Equatable {
     /// reused): another fd of the process that holds that file; restart registers it under
     /// the number `fd`.
     public var viaFD: Int32?
+    /// An edge-triggered entry (EPOLLET) whose file was ready at checkpoint and whose edge
+    /// the program had already been told of (not on the instance's ready list): restart
+    /// takes it off the ready list its EPOLL_CTL_ADD put it on, so that it is not reported
+    /// twice. nil: reported as the kernel decides.
+    public var edgeReported: Bool?
     public init(fd: Int32, events: UInt32, data: UInt64) { self.fd = fd; self.events = events; self.data = data }
 }
 

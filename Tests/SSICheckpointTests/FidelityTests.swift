@@ -113,5 +113,7 @@ enum FidelityCases {
         FidelityCase(fixture: "ptyhangup"),
         FidelityCase(fixture: "ptyexcl"),
         FidelityCase(fixture: "ptylocked"),
+        FidelityCase(fixture: "epollet"),
+        FidelityCase(fixture: "epollet", options: ["--continue"]),
     ]
 }

@@ -50,7 +50,8 @@ struct ProcessDumper {
         let trapSensitive = ProcessDumper.trapSensitive(pid: pid, tids: tids)
         if trapSensitive { Injector.useSyscallStops(tids) }
         defer { if trapSensitive { Injector.useSyscallStops(tids, false) } }
-        let inj = try dumpInjected(saved: saved, status: status, threads: tids)
+        var fds = fds
+        let inj = try dumpInjected(saved: saved, status: status, threads: tids, fds: &fds)
         clock.mark("dump: injected syscalls")
         for (i, tid) in tids.enumerated() {
             img.threads.append(try dumpThread(tid, saved: tid == pid ? saved : nil, injected: inj.threads[i]))
@@ -146,7 +147,7 @@ struct ProcessDumper {
     /// and in each of its threads for per-thread state; every task's registers and signal
     /// mask are put back afterwards. The process-wide reads (64 of them) run as one batch
     /// (SyscallBatch): one resume of the process instead of one per call.
-    func dumpInjected(saved: Registers, status: ProcStatus, threads tids: [Int32]) throws -> InjectedState {
+    func dumpInjected(saved: Registers, status: ProcStatus, threads tids: [Int32], fds: inout [FileDescriptorImage]) throws -> InjectedState {
         var st = InjectedState()
         let main = Tracee.adoptTraceMe(ProcessID(pid))
         let inj = try Injector(pid: ProcessID(pid), base: saved)
@@ -167,6 +168,7 @@ struct ProcessDumper {
         let s = ScratchPage(inj: inj, address: scratch, mem: RemoteMemory(pid: ProcessID(pid)), batchArea: exec ? scratch + 8192 : nil)
         try dumpProcessWide(s, into: &st)
         st.posixTimers = try dumpPosixTimers(s)
+        try markReportedEdges(s, fds: &fds)
         for tid in tids { st.threads.append(try dumpThreadInjected(s, tid: tid, saved: saved)) }
         return st
     }

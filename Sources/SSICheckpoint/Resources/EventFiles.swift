@@ -352,9 +352,83 @@ extension ProcessRestorer {
                     try inj.call("close", .close, UInt64(t.fd))
                 }
             }
+            try settleReportedEdges(epoll: fd, f)
             return fd
         default:
             throw SSIError(.corrupt, "fd \(f.fd) of PID \(pid) has kind \(f.kind), which is not an anonymous inode")
+        }
+    }
+}
+
+// Edge-triggered epoll entries (epoll(7), EPOLLET): an entry is reported when its file
+// becomes ready, and not again until the next change. EPOLL_CTL_ADD of a file that is ready
+// puts the entry on the new instance's ready list, so after a restart every ready ET entry
+// was reported once more, though the program had had that edge (nginx, Go and libuv read
+// until EAGAIN, but a program that counts on one report per edge does not). The ready list
+// cannot be read, only taken: the dump runs epoll_wait in the process (timeout 0) for each
+// instance with ET entries, which tells the entries on the list, and gives them back at once
+// with EPOLL_CTL_MOD (which queues an entry whose file is ready, and arms a one-shot one
+// again); then a poll(2) of the other ET entries' files tells those ready off the list: their
+// edge was reported. Restart, after the ADDs, takes the whole list (epoll_wait) and MODs back
+// every entry but those.
+extension ProcessDumper {
+    static let epollET: UInt32 = 1 << 31, epollExclusive: UInt32 = 1 << 28
+
+    /// Marks `edgeReported` on the ET entries of this process's epoll instances whose edge
+    /// was reported. An instance is left as it is when it cannot be told exactly: an entry
+    /// under a reused number (viaFD), EPOLLEXCLUSIVE (refuses MOD), two entries with one data
+    /// value, or an epoll set among its entries.
+    func markReportedEdges(_ s: ScratchPage, fds: inout [FileDescriptorImage]) throws {
+        let epollFDs = Set(fds.filter { $0.kind == .epoll }.map(\.fd))
+        for i in fds.indices where fds[i].kind == .epoll {
+            guard let targets = fds[i].epollTargets, targets.contains(where: { $0.events & Self.epollET != 0 }),
+                  !targets.contains(where: { $0.viaFD != nil || $0.events & Self.epollExclusive != 0 || epollFDs.contains($0.fd) }),
+                  Set(targets.map(\.data)).count == targets.count else { continue }
+            let e = UInt64(fds[i].fd)
+            let size = UInt64((targets.count + 1) * max(Arch.epollEventSize, 8) + 4095) / 4096 * 4096
+            let area = try s.inj.call("mmap for epoll_wait", .mmap, 0, size, UInt64(PROT_READ | PROT_WRITE), UInt64(MAP_PRIVATE | MAP_ANONYMOUS), UInt64.max, 0)
+            defer { _ = try? s.inj.raw(.munmap, area, size) }
+            let n = try s.inj.raw(.epoll_pwait, e, area, UInt64(targets.count + 1), 0, 0, 8)
+            guard n >= 0 else { continue }
+            let reported = n == 0 ? [] : Set(Arch.epollEventData(try s.mem.read(UInt8.self, count: Int(n) * Arch.epollEventSize, at: area), count: Int(n)))
+            for t in targets where reported.contains(t.data) {
+                try s.mem.write(Arch.epollEvent(events: t.events, data: t.data), to: area)
+                let r = try s.inj.raw(.epoll_ctl, e, 3 /* EPOLL_CTL_MOD */, UInt64(t.fd), area)
+                if r < 0 { warn("PID \(pid) fd \(fds[i].fd): epoll entry of fd \(t.fd) not queued again after the checkpoint read it: \(String(cString: strerror(Int32(-r))))") }
+            }
+            let off = targets.indices.filter { targets[$0].events & Self.epollET != 0 && !reported.contains(targets[$0].data) }
+            guard !off.isEmpty else { continue }
+            // struct pollfd { int fd; short events; short revents; }
+            var polls = [UInt8]()
+            for k in off {
+                withUnsafeBytes(of: targets[k].fd.littleEndian) { polls += $0 }
+                withUnsafeBytes(of: Int16(truncatingIfNeeded: targets[k].events & 0xffff).littleEndian) { polls += $0 }
+                polls += [0, 0]
+            }
+            try s.mem.write(polls, to: area)
+            guard try s.inj.raw(.poll, area, UInt64(off.count), 0) >= 0 else { continue }
+            let back = try s.mem.read(UInt8.self, count: polls.count, at: area)
+            for (j, k) in off.enumerated() {
+                let revents = UInt32(UInt16(back[j * 8 + 6]) | UInt16(back[j * 8 + 7]) << 8)
+                if revents & (targets[k].events | UInt32(POLLERR) | UInt32(POLLHUP)) & 0xffff != 0 { fds[i].epollTargets![k].edgeReported = true }
+            }
+        }
+    }
+}
+
+extension ProcessRestorer {
+    /// After an instance's ADDs: its ready list taken, and every entry but those whose edge
+    /// was reported queued again (EPOLL_CTL_MOD queues an entry whose file is ready).
+    func settleReportedEdges(epoll fd: UInt64, _ f: FileDescriptorImage) throws {
+        let targets = f.epollTargets ?? []
+        guard targets.contains(where: { $0.edgeReported == true }) else { return }
+        let need = UInt64((targets.count + 1) * Arch.epollEventSize)
+        guard need < scratchSize / 2 else { return }
+        _ = try inj.raw(.epoll_pwait, fd, scratch, UInt64(targets.count + 1), 0, 0, 8)
+        for t in targets where t.edgeReported != true && t.viaFD == nil {
+            try mem.write(Arch.epollEvent(events: t.events, data: t.data), to: scratch)
+            let r = try inj.raw(.epoll_ctl, fd, 3 /* EPOLL_CTL_MOD */, UInt64(t.fd), scratch)
+            if r < 0 { warn("PID \(pid) fd \(f.fd): epoll entry of fd \(t.fd) not queued again: \(String(cString: strerror(Int32(-r))))") }
         }
     }
 }

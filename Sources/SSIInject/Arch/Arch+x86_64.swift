@@ -37,6 +37,14 @@ public enum Arch {
     /// ABI's red zone): scratch data put on a thread's stack goes below them.
     public static let stackRedZone: UInt64 = 128
 
+    /// The size of struct epoll_event (packed on x86_64).
+    public static let epollEventSize = 12
+
+    /// The data fields of `count` struct epoll_event read from `bytes`.
+    public static func epollEventData(_ bytes: [UInt8], count: Int) -> [UInt64] {
+        (0..<count).map { i in bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: i * 12 + 4, as: UInt64.self)) } }
+    }
+
     /// struct epoll_event: packed on x86_64 (u32 events, u64 data; 12 bytes).
     public static func epollEvent(events: UInt32, data: UInt64) -> [UInt8] {
         var ev = [UInt8](repeating: 0, count: 12)
