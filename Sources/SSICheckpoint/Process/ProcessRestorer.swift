@@ -54,6 +54,10 @@ final class ProcessRestorer {
     var ipcNamespaces: [UInt64: Int32] = [:]
     /// Signals of a stopped process queued by ssi once it is stopped again (detach).
     var signalsAfterStop: [(info: Data, tid: Int32?)] = []
+    /// Periodic POSIX timers whose signal was pending at checkpoint: armed to expire at once
+    /// (restoreTimers), so that the pending signal is the timer's own again and not queued a
+    /// second time (queuePendingSignals).
+    var timersFiringAtOnce: Set<Int32> = []
     /// Pseudo-terminal pairs made again by ssi.
     var ptys: PTYRegistry?
     /// proc mounts this process makes in a mount namespace another one made.

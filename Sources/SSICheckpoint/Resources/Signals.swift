@@ -66,6 +66,7 @@ extension ProcessRestorer {
         func queue(_ info: Data, tid: Int32?) throws {
             guard info.count == 128 else { return }
             let sig = info.withUnsafeBytes { $0.load(as: Int32.self) }
+
             try mem.write(Array(info), to: scratch)
             if let tid {
                 // By the thread itself: a kernel-made or tkill'd signal (si_code >= 0, or
@@ -90,13 +91,19 @@ extension ProcessRestorer {
             let (sig, code) = info.withUnsafeBytes { ($0.load(as: Int32.self), $0.load(fromByteOffset: 8, as: Int32.self)) }
             return sig > 0 && sig <= 64 && mask & (1 << UInt64(sig - 1)) == 0 && code < 0 && code != -6 /* SI_TKILL */
         }
+        // A periodic timer's pending signal comes from the timer itself (restoreTimers).
+        func timersOwn(_ info: Data) -> Bool {
+            guard info.count == 128 else { return false }
+            let (code, timer) = info.withUnsafeBytes { ($0.load(fromByteOffset: 8, as: Int32.self), $0.load(fromByteOffset: 16, as: Int32.self)) }
+            return code == -2 /* SI_TIMER */ && timersFiringAtOnce.contains(timer)
+        }
         let allBlocked = image.threads.reduce(~UInt64(0)) { $0 & $1.blockedMask }
-        for info in image.sharedPending {
+        for info in image.sharedPending where !timersOwn(info) {
             if waitsForStop(info, mask: allBlocked) { signalsAfterStop.append((info, nil)); continue }
             try queue(info, tid: nil)
         }
         for t in image.threads {
-            for info in t.pending {
+            for info in t.pending where !timersOwn(info) {
                 if waitsForStop(info, mask: t.blockedMask) { signalsAfterStop.append((info, t.tid)); continue }
                 try queue(info, tid: t.tid)
             }

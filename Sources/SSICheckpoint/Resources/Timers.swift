@@ -106,8 +106,21 @@ extension ProcessRestorer {
         // /proc/PID/timers lists timers newest first (each is added at the head of the
         // process's list); with chosen ids they are made oldest first, so that the list reads
         // as before. Without, ids come in order, so timers are made by increasing id.
+        // A periodic timer whose signal is pending (blocked, or not delivered yet): its
+        // expirations meanwhile count as overruns on that one signal (timer_getoverrun(2)).
+        // Queued again as a plain siginfo, the signal would be a second one beside the
+        // timer's own at its next expiry: armed to expire at once instead, the pending signal
+        // is the timer's, and later expirations count as overruns again (those counted
+        // before the checkpoint are not known: nothing reads a pending timer's overrun).
+        let pending = Set((image.sharedPending + image.threads.flatMap(\.pending)).compactMap { info -> Int32? in
+            guard info.count == 128 else { return nil }
+            return info.withUnsafeBytes { $0.load(fromByteOffset: 8, as: Int32.self) == -2 /* SI_TIMER */ ? $0.load(fromByteOffset: 16, as: Int32.self) : nil }
+        })
         for var t in restoreIDs ? timers.reversed() : timers.sorted(by: { $0.id < $1.id }) {
-            if t.value != [0, 0], elapsed > 0, clocksThatRun.contains(t.clockID), t.value.count == 2, t.interval.count == 2 {
+            if pending.contains(t.id), t.value != [0, 0], t.interval != [0, 0], t.interval.count == 2 {
+                t.value = [0, 1]
+                timersFiringAtOnce.insert(t.id)
+            } else if t.value != [0, 0], elapsed > 0, clocksThatRun.contains(t.clockID), t.value.count == 2, t.interval.count == 2 {
                 let left = Self.timeLeft(t.value[0] * 1_000_000_000 + t.value[1], interval: t.interval[0] * 1_000_000_000 + t.interval[1],
                                          elapsed: elapsed, floor: 1).left
                 t.value = [left / 1_000_000_000, left % 1_000_000_000]
