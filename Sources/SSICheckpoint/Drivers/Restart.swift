@@ -291,7 +291,7 @@ final class RestartSession {
             cgroupFD = (try? freezer?.openGroup(app)) ?? -1
             r = shell(ProcessID(root.pid), cgroupFD >= 0 ? cgroupFD : nil, FDTransfer.selfPidFD)
         }
-        if r.errno == EEXIST { throw SSIError(.busy, "PID \(root.pid) is busy (taken while restarting); nothing was changed") }
+        if r.errno == EEXIST { throw ProcessTreeBuilder.pidBusy(root.pid) }
         switch r {
         case .success(let t): return t
         case .failure(let e): throw SSIError(e.kind, e.message, hint: e.errno == EPERM ? "run as root (CAP_CHECKPOINT_RESTORE)" : nil, errno: e.errno)

@@ -92,7 +92,7 @@ extension ProcessRestorer {
         // init: CLONE_NEWPID makes the namespace, set_tid[0] = 1 (PIDNamespace.swift).
         let flags = ProcessRestorer.sharingFlags(child) | (ProcessRestorer.startsPIDNamespace(child, parent: image) ? 0x2000_0000 : 0)
         let r = try clone3(flags: flags, exitSignal: UInt64(child.exitSignal ?? SIGCHLD), tids: PIDNamespace.setTIDs(child.pid, nested: child.nestedPIDs))
-        if r == -Int64(EEXIST) { throw SSIError(.busy, "PID \(child.pid) is busy (taken while restarting); nothing was changed") }
+        if r == -Int64(EEXIST) { throw ProcessTreeBuilder.pidBusy(child.pid) }
         if r < 0 { throw SSIError.sys("clone3 of PID \(child.pid) in PID \(pid)", errno: Int32(-r)) }
         let t = Tracee.adoptTraceMe(ProcessID(try childID(child.pid)))
         switch try t.wait() {
@@ -228,5 +228,22 @@ extension ProcessDumper {
         img.zombieStatus = status
         if let st = try? ProcStat.read(pid: pid) { img.pgid = st.pgid; img.sid = st.sid; img.comm = st.comm; img.exitSignal = st.exitSignal }
         return img
+    }
+}
+
+enum ProcessTreeBuilder {
+    /// clone3 set_tid refused a PID no process has (EEXIST): the number is still held as the
+    /// id of a session or process group that outlived its leader, in which some process lives
+    /// on (a daemon that double-forked out of the application, its group and session kept).
+    /// That process is named when /proc shows it.
+    static func pidBusy(_ pid: Int32) -> SSIError {
+        var holders = [String]()
+        for p in numericEntries(of: "/proc") ?? [] where holders.count < 3 {
+            guard let st = try? ProcStat.read(pid: p), st.sid == pid || st.pgid == pid else { continue }
+            holders.append("PID \(p) (\(st.comm))")
+        }
+        if holders.isEmpty { return SSIError(.busy, "PID \(pid) is busy (taken while restarting); nothing was changed") }
+        return SSIError(.busy, "PID \(pid) is still in use as the session or process group id of \(holders.joined(separator: ", ")), which left the application's process tree (a double fork) and lives on; a PID cannot be given again while its session or group lives; nothing was changed",
+                        hint: "end \(holders.count == 1 ? "that process (or wait for it" : "those processes (or wait for them") to exit), then restart again")
     }
 }
