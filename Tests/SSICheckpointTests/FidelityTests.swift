@@ -40,6 +40,20 @@ struct FidelityTests {
         let r = try Lifecycle.run(c)
         #expect(r.status == 0, "\(r.output)")
     }
+
+    /// A double-forked grandchild leaves the tree but keeps the root's PID as its session and
+    /// group id: the restart cannot give that PID again, and says which process holds it.
+    @Test("a restart whose PID an escaped process holds as its session id names that process")
+    func escapedProcessNamed() throws {
+        let r = try Lifecycle.run(FidelityCase(fixture: "escaped"))
+        // The escaped process sleeps 60 s: ended here, by the PID the refusal names.
+        if let range = r.output.range(of: #"group id of PID (\d+)"#, options: .regularExpression),
+           let pid = Int32(r.output[range].split(separator: " ").last ?? "") {
+            kill(pid, SIGKILL)
+        }
+        #expect(r.status == 3, "\(r.output)")
+        #expect(r.output.contains("left the application's process tree"), "\(r.output)")
+    }
 }
 
 /// The 34 runs of ISSUE10.md's table: 33 fixtures, dgramclosed.c also without its seqpacket
