@@ -265,6 +265,9 @@ public struct PTYImage: Codable, Sendable, Equatable {
     public var packetMode: Bool
     /// TIOCEXCL: opens of the slave refused but to CAP_SYS_ADMIN (tty_ioctl(4)); nil: not set.
     public var exclusive: Bool?
+    /// Its output was stopped: 1 by the STOP character (^S with IXON, which ^Q or TCOON
+    /// undo), 2 by tcflow(3) TCOOFF (which only TCOON undoes); nil: running.
+    public var outputStop: Int32?
     /// Written to the master, not yet read from the slave (a partial line included).
     public var toSlave: Data
     /// Written to the slave, not yet read from the master.

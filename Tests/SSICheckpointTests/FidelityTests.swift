@@ -129,5 +129,7 @@ enum FidelityCases {
         FidelityCase(fixture: "ptylocked"),
         FidelityCase(fixture: "epollet"),
         FidelityCase(fixture: "epollet", options: ["--continue"]),
+        FidelityCase(fixture: "ptystop"),
+        FidelityCase(fixture: "ptystop", args: ["tcooff"], options: ["--continue"]),
     ]
 }

@@ -34,10 +34,15 @@ enum PTYs {
 
     /// Queues `toSlave` (as if typed) and `toMaster` (as if output) on the pair, then gives
     /// the slave its settings `t` (TCSETS neither drains nor flushes).
-    static func refill(master m: Int32, slave s: Int32, termios t: [UInt8], toSlave: Data, toMaster: Data) -> Bool {
+    /// Stopped output is started for the bytes written to the slave, and stopped again after
+    /// (`stopped`).
+    static func refill(master m: Int32, slave s: Int32, termios t: [UInt8], toSlave: Data, toMaster: Data, stopped: Int32? = nil) -> Bool {
         guard Terminal.setAttributes(s, quiet(t)) else { return false }
-        defer { Terminal.setAttributes(s, t) }
-        return Terminal.writeAll(m, toSlave) && Terminal.writeAll(s, toMaster)
+        if stopped != nil { Terminal.startOutput(s) }
+        let ok = Terminal.writeAll(m, toSlave) && Terminal.writeAll(s, toMaster)
+        Terminal.setAttributes(s, t)
+        if let how = stopped { Terminal.stopOutput(slave: s, master: m, termios: t, how: how) }
+        return ok
     }
 
     /// The pair of master `m` (a copy of the application's fd): its state and queued bytes,
@@ -55,6 +60,8 @@ enum PTYs {
         var img = PTYImage(index: index, termios: Data(t))
         if let w = Terminal.windowSize(s) { (img.rows, img.columns, img.xPixels, img.yPixels) = (w[0], w[1], w[2], w[3]) }
         img.locked = wasLocked
+        // Before anything changes it: leaving IXON off (quiet) would start stopped output.
+        var stopped: Int32? = Terminal.outputStopped(slave: s, master: m) ? 1 : nil
         img.packetMode = (Terminal.intValue(m, Terminal.getPacket) ?? 0) != 0
         if (Terminal.intValue(s, Terminal.getExclusive) ?? 0) != 0 { img.exclusive = true }
         // Everything queued for the slave, a partial line included: non-canonical with VMIN
@@ -65,6 +72,10 @@ enum PTYs {
         raw[Terminal.ccOffset + Terminal.vmin] = 0
         raw[Terminal.ccOffset + Terminal.vtime] = 0
         guard Terminal.setAttributes(s, raw) else { throw SSIError.sys("\(who): TCSETS on \(slavePath(index))", errno: errno) }
+        // IXON now off: output stopped by the STOP character runs again (n_tty_set_termios);
+        // stopped by TCOOFF it stays so.
+        if stopped != nil, Terminal.outputStopped(slave: s, master: m) { stopped = 2 }
+        img.outputStop = stopped
         img.toSlave = Terminal.drain(s)
         Terminal.setAttributes(s, t)
         // Everything queued for the master, through the application's own description: made
@@ -76,7 +87,7 @@ enum PTYs {
         img.toMaster = Terminal.drain(m)
         if img.packetMode { Terminal.setIntValue(m, Terminal.packet, 1) }
         _ = fcntl(m, F_SETFL, fl)
-        guard refill(master: m, slave: s, termios: t, toSlave: img.toSlave, toMaster: img.toMaster) else {
+        guard refill(master: m, slave: s, termios: t, toSlave: img.toSlave, toMaster: img.toMaster, stopped: stopped) else {
             throw SSIError.sys("\(who): writing back the \(img.toSlave.count) + \(img.toMaster.count) bytes queued on \(slavePath(index))", errno: errno)
         }
         return img
@@ -162,7 +173,7 @@ final class PTYRegistry {
                 guard s >= 0 else { throw SSIError.sys("\(who): open \(PTYs.slavePath(n))", errno: errno) }
                 slaves.append(s)
                 Terminal.setWindowSize(s, [p.rows, p.columns, p.xPixels, p.yPixels])
-                guard PTYs.refill(master: m, slave: s, termios: [UInt8](p.termios), toSlave: p.toSlave, toMaster: p.toMaster) else {
+                guard PTYs.refill(master: m, slave: s, termios: [UInt8](p.termios), toSlave: p.toSlave, toMaster: p.toMaster, stopped: p.outputStop) else {
                     throw SSIError.sys("\(who): settings or queued bytes of \(PTYs.slavePath(n))", errno: errno)
                 }
                 if p.packetMode { Terminal.setIntValue(m, Terminal.packet, 1) }

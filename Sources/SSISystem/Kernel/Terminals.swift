@@ -87,14 +87,52 @@ public enum Terminal {
     }
 
     /// Writes all of `data` (the fd may be non-blocking: a pty's buffers hold 4 KiB and more).
+    /// Gives up (errno EAGAIN) after two seconds without progress: a terminal whose output is
+    /// stopped never takes a byte (a checkpoint hung there).
     public static func writeAll(_ fd: Int32, _ data: Data) -> Bool {
-        var off = 0
+        var off = 0, waited = 0
         while off < data.count {
             let n = data.withUnsafeBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
-            if n < 0 && errno == EAGAIN { usleep(1000); continue }
+            if n < 0 && errno == EAGAIN {
+                waited += 1
+                if waited > 2000 { errno = EAGAIN; return false }
+                usleep(1000)
+                continue
+            }
             if n <= 0 { return false }
             off += n
+            waited = 0
         }
         return true
+    }
+
+    public static let flowControl: UInt = 0x540A          // TCXONC
+    public static let IXON: UInt32 = 0x400
+    public static let vstop = 9                            // c_cc[VSTOP]
+
+    /// Whether the output of the terminal whose slave is `s` and master `m` is stopped (^S
+    /// with IXON, or tcflow(3) TCOOFF): a pty slave then has no room to write (pty_write_room
+    /// is 0, so poll gives no POLLOUT). A master whose queue is full looks the same, and is
+    /// told apart by its queue: a stopped terminal's is not full.
+    public static func outputStopped(slave s: Int32, master m: Int32) -> Bool {
+        var p = pollfd(fd: s, events: Int16(POLLOUT), revents: 0)
+        guard poll(&p, 1, 0) == 0 || p.revents & Int16(POLLOUT) == 0 else { return false }
+        let queued = intValue(m, 0x541B /* FIONREAD */) ?? 0
+        return queued < 4000
+    }
+
+    /// Starts the output of slave `s` again (TCXONC TCOON; also after TCOOFF, which a change
+    /// of IXON does not undo).
+    public static func startOutput(_ s: Int32) { _ = ioctl(s, flowControl, 1) }
+
+    /// Stops it as the program or its user had (`how`: 1 the STOP character, typed on the
+    /// master as ^S is, when IXON is on; 2 tcflow(3) TCOOFF, which the kernel marks apart:
+    /// ^Q does not undo it).
+    public static func stopOutput(slave s: Int32, master m: Int32, termios t: [UInt8], how: Int32) {
+        if how == 1, flag(t, iflagOffset) & IXON != 0, t.count > ccOffset + vstop, t[ccOffset + vstop] != 0 {
+            var c = t[ccOffset + vstop]
+            if write(m, &c, 1) == 1 { return }
+        }
+        _ = ioctl(s, flowControl, 0)
     }
 }
