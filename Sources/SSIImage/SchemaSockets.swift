@@ -70,6 +70,13 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// Version 4: a unix socket bound to a relative path: the directory it was bound from
     /// (the name stays relative, as the kernel keeps it).
     public var bindDirectory: String?
+    /// A unix socket bound to a path whose file was renamed since (haproxy binds its stats
+    /// socket under a temporary name, then renames it): where the file is now. The name
+    /// (getsockname) stays the one bound.
+    public var filePath: String?
+    /// A unix socket whose file was removed after the bind (unlink(2)): bound again, its file
+    /// is removed again.
+    public var fileRemoved: Bool?
     /// Version 4: a socket bound to a path: the times of its file and of its directory,
     /// put back after it is bound again (binding creates the file, in the directory).
     public var fileTimes: [Int64]?

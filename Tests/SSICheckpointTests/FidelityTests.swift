@@ -131,5 +131,6 @@ enum FidelityCases {
         FidelityCase(fixture: "epollet", options: ["--continue"]),
         FidelityCase(fixture: "ptystop"),
         FidelityCase(fixture: "ptystop", args: ["tcooff"], options: ["--continue"]),
+        FidelityCase(fixture: "unixmoved"),
     ]
 }

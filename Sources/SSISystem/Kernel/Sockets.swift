@@ -130,6 +130,19 @@ public enum Socket {
 }
 
 public enum UnixSocketFile {
+    public enum Location: Equatable { case unknown, path(String), removed }
+
+    /// Where the file of a unix socket bound to a path is now (SIOCUNIXFILE): at a path
+    /// (renamed since the bind, or not), removed (unlinked: the socket keeps its name, but
+    /// no file leads to it), or unknown (no such ioctl before Linux 6.11, or no file).
+    public static func location(of socket: Int32) -> Location {
+        let r = cssi_ioctl_long(socket, 0x89E0, 0)
+        guard r >= 0 else { return .unknown }
+        defer { close(Int32(r)) }
+        guard let link = try? ProcFS.readLink("/proc/self/fd/\(r)"), link.hasPrefix("/") else { return .unknown }
+        return link.hasSuffix(" (deleted)") ? .removed : .path(link)
+    }
+
     /// The absolute path of the file a unix socket is bound to, through SIOCUNIXFILE
     /// (0x89E0, SIOCPROTOPRIVATE; Linux 6.11): an O_PATH fd on that very file, whatever the
     /// cwd its bind was relative to; /proc/self/fd names it. nil if the kernel lacks it, the

@@ -26,6 +26,13 @@ extension ProcessDumper {
                 throw UnsupportedSocket(kind: "unix socket bound to the relative path \(rel), whose file cannot be found (SIOCUNIXFILE needs Linux 6.11)")
             }
             s.bindDirectory = String(file.dropLast(rel.count + 1))
+        } else if let name = info.name, name.first == UInt8(ascii: "/") {
+            // The kernel keeps the name bound; the file may have moved or gone since.
+            switch UnixSocketFile.location(of: sock) {
+            case .removed: s.fileRemoved = true
+            case .path(let p) where p != SockAddr.describe(Data(name), family: 1): s.filePath = p
+            default: break
+            }
         }
         switch info.state {
         case 10: // TCP_LISTEN
@@ -49,9 +56,9 @@ extension ProcessDumper {
             s.datagrams = try peekAll(sock, datagrams: type != 1, eofAtEnd: type == 5 && info.shutdown & 1 != 0)
         }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
-        if let name = info.name, name.first == UInt8(ascii: "/") || s.bindDirectory != nil {
+        if let name = info.name, name.first == UInt8(ascii: "/") || s.bindDirectory != nil, s.fileRemoved != true {
             var st = stat()
-            let path = SocketRebuilder.filePath(Data(name), s)
+            let path = s.filePath ?? SocketRebuilder.filePath(Data(name), s)
             if stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK {
                 s.fileTimes = FileTimes.get(path)
                 s.directoryTimes = FileTimes.get((path as NSString).deletingLastPathComponent)
@@ -172,8 +179,19 @@ extension SocketRebuilder {
                 throw SSIError.sys("bind unix socket to \(SockAddr.describe(name, family: 1))\(s.bindDirectory.map { " in \($0)" } ?? "")", errno: err,
                                    hint: "another program uses that name now: stop it, then restart again")
             }
-            if name.first != 0, let mode = s.fileMode {
-                let path = SocketRebuilder.filePath(name, s)
+            if name.first != 0, s.fileRemoved == true {
+                // Bound, its file removed again: the name stays, no file leads to it.
+                unlink(SocketRebuilder.filePath(name, s))
+            } else if name.first != 0, let moved = s.filePath {
+                // The file where the program had moved it: a socket file the killed copy left
+                // there is replaced, one a running program listens on refuses the restart.
+                try freeName(Data(moved.utf8), for: f)
+                if rename(SocketRebuilder.filePath(name, s), moved) != 0 {
+                    throw SSIError.sys("move the file of unix socket \(SockAddr.describe(name, family: 1)) to \(moved), where it was", errno: errno)
+                }
+            }
+            if name.first != 0, s.fileRemoved != true, let mode = s.fileMode {
+                let path = s.filePath ?? SocketRebuilder.filePath(name, s)
                 chmod(path, mode_t(mode))
                 if let u = s.fileUID, let g = s.fileGID { chown(path, u, g) }
                 // Binding made the file (and removing the old one changed the directory):
