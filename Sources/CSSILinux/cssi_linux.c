@@ -818,6 +818,34 @@ int cssi_set_policy(int tid, int policy, int priority) {
     return sched_setscheduler(tid, policy, &sp) ? -errno : 0;
 }
 
+// SCHED_DEADLINE's parameters go through sched_getattr(2)/sched_setattr(2) only (no glibc
+// wrapper before 2.41): struct sched_attr, SCHED_ATTR_SIZE_VER0 (48 bytes).
+struct cssi_sched_attr {
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+};
+
+int cssi_get_deadline(int tid, unsigned long long out[4]) {
+    struct cssi_sched_attr a;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, tid, &a, (unsigned)sizeof a, 0) != 0) return -errno;
+    out[0] = a.sched_runtime; out[1] = a.sched_deadline; out[2] = a.sched_period; out[3] = a.sched_flags;
+    return 0;
+}
+
+int cssi_set_deadline(int tid, unsigned long long runtime, unsigned long long deadline, unsigned long long period, unsigned long long flags) {
+    struct cssi_sched_attr a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.sched_policy = 6;   // SCHED_DEADLINE
+    a.sched_flags = flags;
+    a.sched_runtime = runtime; a.sched_deadline = deadline; a.sched_period = period;
+    return syscall(SYS_sched_setattr, tid, &a, 0) ? -errno : 0;
+}
+
 int cssi_get_affinity(int tid, unsigned long long *mask, int words) {
     memset(mask, 0, (size_t)words * 8);
     return sched_getaffinity(tid, (size_t)words * 8, (cpu_set_t *)mask) ? -errno : 0;

@@ -77,6 +77,8 @@ public struct ThreadScheduling: Codable, Sendable, Equatable {
     public var timerSlackNs: UInt64
     /// ioprio_get(IOPRIO_WHO_PROCESS, tid): class << 13 | level.
     public var ioPriority: Int32
+    /// SCHED_DEADLINE (policy 6): runtime, deadline and period in ns, and sched_flags.
+    public var deadline: [UInt64]?
     public init(nice: Int32, policy: Int32, priority: Int32, cpus: [UInt64], timerSlackNs: UInt64, ioPriority: Int32) {
         (self.nice, self.policy, self.priority, self.cpus, self.timerSlackNs, self.ioPriority) = (nice, policy, priority, cpus, timerSlackNs, ioPriority)
     }

@@ -279,6 +279,10 @@ int cssi_set_nice(int tid, int nice);
 // policy (SCHED_RESET_ON_FORK included) and its static priority: sched_getscheduler(2).
 int cssi_get_policy(int tid, int *policy, int *priority);
 int cssi_set_policy(int tid, int policy, int priority);
+// SCHED_DEADLINE (sched_getattr(2), sched_setattr(2)): out = runtime, deadline, period (ns),
+// sched_flags. 0 or -errno.
+int cssi_get_deadline(int tid, unsigned long long out[4]);
+int cssi_set_deadline(int tid, unsigned long long runtime, unsigned long long deadline, unsigned long long period, unsigned long long flags);
 // CPU affinity as 64-bit words of a mask of `words * 64` CPUs: sched_getaffinity(2).
 int cssi_get_affinity(int tid, unsigned long long *mask, int words);
 int cssi_set_affinity(int tid, const unsigned long long *mask, int words);

@@ -30,7 +30,10 @@ enum Scheduling {
         // /proc/TID/ resolves a thread id too (proc(5): thread directories are reachable by
         // their id though /proc lists only thread group leaders).
         let slack = (try? ProcFS.read("/proc/\(tid)/timerslack_ns")).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
-        return ThreadScheduling(nice: nice, policy: policy, priority: priority, cpus: mask, timerSlackNs: slack, ioPriority: io)
+        var s = ThreadScheduling(nice: nice, policy: policy, priority: priority, cpus: mask, timerSlackNs: slack, ioPriority: io)
+        // SCHED_DEADLINE's parameters are not the static priority sched_getparam gives.
+        if policy & 0xff == 6 { s.deadline = TaskScheduling.deadline(tid) }
+        return s
     }
 
     /// Sets thread `task` (its id on this node) to `s`. What the kernel refuses is a warning
@@ -39,8 +42,20 @@ enum Scheduling {
     /// not have). `who`: "PID p thread t" for the messages.
     static func apply(_ s: ThreadScheduling, task: Int32, who: String, otherwise cpus: [UInt64]? = nil) {
         // The policy first: a real-time policy makes the kernel ignore the timer slack.
-        var e = TaskScheduling.setPolicy(task, s.policy, priority: s.priority)
-        if e != 0 { warn("\(who): scheduling policy \(s.policy) priority \(s.priority) not restored: \(String(cString: strerror(-e)))") }
+        var e: Int32
+        if let d = s.deadline {
+            // sched_setattr(2): admission control may refuse a bandwidth the node lacks, and
+            // a deadline task must be free to run on every CPU of its root domain (the
+            // restore pinned it to one): its own mask first.
+            var all = [UInt64](repeating: 0, count: maskWords)
+            for (i, w) in s.cpus.prefix(maskWords).enumerated() { all[i] = w }
+            _ = TaskScheduling.setAffinity(task, all)
+            e = TaskScheduling.setDeadline(task, d)
+            if e != 0 { warn("\(who): SCHED_DEADLINE runtime \(d[0]) deadline \(d[1]) period \(d[2]) ns not restored: \(String(cString: strerror(-e)))") }
+        } else {
+            e = TaskScheduling.setPolicy(task, s.policy, priority: s.priority)
+            if e != 0 { warn("\(who): scheduling policy \(s.policy) priority \(s.priority) not restored: \(String(cString: strerror(-e)))") }
+        }
         e = TaskScheduling.setNice(task, s.nice)
         if e != 0 { warn("\(who): nice \(s.nice) not restored: \(String(cString: strerror(-e)))") }
         var mask = [UInt64](repeating: 0, count: maskWords)

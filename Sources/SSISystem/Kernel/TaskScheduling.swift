@@ -22,6 +22,15 @@ public enum TaskScheduling {
     public static func ioPriority(_ tid: Int32) -> Int32 { cssi_get_ioprio(tid) }
 
     public static func setPolicy(_ tid: Int32, _ policy: Int32, priority: Int32) -> Int32 { cssi_set_policy(tid, policy, priority) }
+    /// SCHED_DEADLINE's runtime, deadline and period (ns) and sched_flags, or nil.
+    public static func deadline(_ tid: Int32) -> [UInt64]? {
+        var out = [UInt64](repeating: 0, count: 4)
+        return out.withUnsafeMutableBufferPointer { cssi_get_deadline(tid, $0.baseAddress!) } == 0 ? out : nil
+    }
+    public static func setDeadline(_ tid: Int32, _ v: [UInt64]) -> Int32 {
+        guard v.count == 4 else { return -EINVAL }
+        return cssi_set_deadline(tid, v[0], v[1], v[2], v[3])
+    }
     public static func setNice(_ tid: Int32, _ nice: Int32) -> Int32 { cssi_set_nice(tid, nice) }
     public static func setAffinity(_ tid: Int32, _ mask: [UInt64]) -> Int32 { cssi_set_affinity(tid, mask, Int32(mask.count)) }
     public static func setIOPriority(_ tid: Int32, _ value: Int32) -> Int32 { cssi_set_ioprio(tid, value) }
