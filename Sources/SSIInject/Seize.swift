@@ -175,7 +175,7 @@ public final class SeizedApplication {
                     if tracer > 0 {
                         let name = (try? ProcFS.read("/proc/\(tracer)/comm"))?.trimmingCharacters(in: .newlines) ?? "?"
                         let inside = Set(tree.pids).contains(tracer)
-                        throw SSIError(.unsupported, "cannot checkpoint PID \(pid) (thread \(tid)): it is traced by PID \(tracer) (\(name))\(inside ? ", a process of the application (a debugger or tracer inside it)" : ""), and a task has only one tracer; nothing was written and the application goes on",
+                        throw SSIError(.permission, "cannot trace PID \(pid) (thread \(tid)): it is traced by PID \(tracer) (\(name))\(inside ? ", a process of the application (a debugger or tracer inside it)" : ""), and a task has only one tracer; nothing was written and the application goes on",
                                        hint: inside ? "checkpoint it once the tracer has detached (PTRACE_DETACH); a tracer's state (its options, the stops it has seen) cannot be saved"
                                                     : "detach the debugger or strace (PID \(tracer)), then checkpoint again")
                     }

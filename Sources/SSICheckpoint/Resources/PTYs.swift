@@ -273,6 +273,7 @@ extension ProcessRestorer {
         guard s >= 0 else { throw SSIError.sys("\(who): open \(PTYs.slavePath(n)) for its hung-up terminal", errno: errno) }
         defer { close(s) }
         let fd = try FDTransfer.take(s, inj: inj, ssiPidFD: ssiPidFD, what: "hung-up terminal fd \(f.fd)")
+        warn("\(who): its terminal \(f.path) was gone when it was checkpointed (hung up: the session that ran it had ended); it is restored hung up, reads giving end of file and writes EIO; `ssi restart -t` gives it this terminal instead")
         try inj.call("fcntl F_SETFL fd \(f.fd)", .fcntl, fd, UInt64(F_SETFL), UInt64(f.flags & (O_NONBLOCK | O_APPEND)))
         return fd
     }

@@ -261,11 +261,11 @@ extension SocketRebuilder {
         // TCP_REPAIR_OPTIONS below only sets the clamp, which nothing recomputes it from while
         // the path MTU stays the same: the rebuilt connection sent 524-byte segments (the
         // 536 default less timestamps) for good, and a bulk sender crawled.
-        // TCP_MAXSEG takes 88 to 32767 (MAX_TCP_WINDOW): loopback's 65483 is refused, and
-        // the segment size stayed 524; the clamp below still says the whole value.
-        if r.mss >= 88 && !SocketOption.tcpMaxSegment.set(fd, Int32(min(r.mss, 32767))) {
-            warn("\(what): TCP_MAXSEG \(min(r.mss, 32767)) refused (\(String(cString: strerror(errno)))): it starts with the default segment size")
-        }
+        // TCP_MAXSEG takes 88 to 32767 (MAX_TCP_WINDOW): loopback's 65483 is refused and the
+        // connection starts with the default segment size. Setting 32767 instead made a
+        // restored connection to an outside peer with megabytes queued stall (tcpexternal.c),
+        // so such a size is left to the default, as before.
+        if r.mss >= 88 && r.mss <= 32767 { SocketOption.tcpMaxSegment.set(fd, Int32(r.mss)) }
         if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
         // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
         var opts: [UInt32] = [2, r.mss]
