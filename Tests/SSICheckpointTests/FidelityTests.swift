@@ -132,5 +132,6 @@ enum FidelityCases {
         FidelityCase(fixture: "ptystop"),
         FidelityCase(fixture: "ptystop", args: ["tcooff"], options: ["--continue"]),
         FidelityCase(fixture: "unixmoved"),
+        FidelityCase(fixture: "schedddl"),
     ]
 }
