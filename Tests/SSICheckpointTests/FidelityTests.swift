@@ -133,5 +133,8 @@ enum FidelityCases {
         FidelityCase(fixture: "ptystop", args: ["tcooff"], options: ["--continue"]),
         FidelityCase(fixture: "unixmoved"),
         FidelityCase(fixture: "schedddl"),
+        FidelityCase(fixture: "ptynoctty"),
+        FidelityCase(fixture: "unixnames"),
+        FidelityCase(fixture: "shmremovedns"),
     ]
 }

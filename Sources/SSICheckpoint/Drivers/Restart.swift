@@ -1,5 +1,6 @@
 import Foundation
 import SSIImage
+import SSIIPC
 import SSIInject
 import SSISystem
 #if canImport(Glibc)
@@ -126,6 +127,9 @@ final class RestartSession {
     private let pipes = PipeRegistry()
     private let deletedFiles = DeletedFileRegistry()
     private let removedSegments = RemovedSegmentRegistry()
+    /// Segments of IPC namespaces made again that had been removed while attached, by the
+    /// namespace's fd: removed again once every process has attached them.
+    private var removedInNamespaces: [Int32: [Int32]] = [:]
     private let fsObjects = FSObjects()
     private let ptys = PTYRegistry()
     private let pendingMounts = PendingMounts()
@@ -202,7 +206,11 @@ final class RestartSession {
             // these namespaces are built inside them (SocketRebuilder).
             for image in snap.processes {
                 if let ns = image.namespaces?.net, netNamespaces[ns.id] == nil { netNamespaces[ns.id] = try AppNamespaces.makeNetwork(ns) }
-                if let ns = image.namespaces?.ipc, ipcNamespaces[ns.id] == nil { ipcNamespaces[ns.id] = try AppNamespaces.makeIPC(ns, from: snap) }
+                if let ns = image.namespaces?.ipc, ipcNamespaces[ns.id] == nil {
+                    let made = try AppNamespaces.makeIPC(ns, from: snap)
+                    ipcNamespaces[ns.id] = made.fd
+                    if !made.removedSegments.isEmpty { removedInNamespaces[made.fd] = made.removedSegments }
+                }
             }
             try MessageQueues.create(from: snap.processes, ipcNamespaces: ipcNamespaces)
             try removedSegments.create(from: snap.processes, source: snap)
@@ -233,6 +241,9 @@ final class RestartSession {
             for pr in restorers { try pr.finish() }
             try deletedFiles.sealLate()
             removedSegments.removeAll()
+            for (fd, ids) in removedInNamespaces {
+                _ = AppNamespaces.inside(fd, type: AppNamespaces.newIPC) { for id in ids { SysVIPC.removeSegment(id) } }
+            }
             // Every process has its fds: let go of the FIFOs before any process runs, or a
             // process that was blocked opening one would find ssi as its partner.
             fsObjects.closeAll()
@@ -329,6 +340,11 @@ final class RestartSession {
             pr.tcpKeepSent = options.tcpKeepSent
             pr.ipcNamespaces = ipcNamespaces
             pr.ptys = ptys
+            // A member of a session whose terminal is a pair of the application, that had none
+            // itself (forked before its leader's TIOCSCTTY, or after TIOCNOTTY): it gets the
+            // terminal by its fork from the restored leader, and lets it go (finish).
+            if image.sid != image.pid, image.controllingPTY == nil,
+               snap.processes.contains(where: { $0.pid == image.sid && $0.controllingPTY != nil }) { pr.dropsControllingTerminal = true }
             pr.pendingMounts = pendingMounts
             pr.rootMountNamespace = root.namespaces?.mnt?.id
             // Its children are forked from its memory during the restore: filled before.

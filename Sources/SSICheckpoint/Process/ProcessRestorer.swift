@@ -58,6 +58,8 @@ final class ProcessRestorer {
     /// (restoreTimers), so that the pending signal is the timer's own again and not queued a
     /// second time (queuePendingSignals).
     var timersFiringAtOnce: Set<Int32> = []
+    /// It had no controlling terminal, though its session has one (Restart).
+    var dropsControllingTerminal = false
     /// Pseudo-terminal pairs made again by ssi.
     var ptys: PTYRegistry?
     /// proc mounts this process makes in a mount namespace another one made.
@@ -261,6 +263,17 @@ final class ProcessRestorer {
     /// registers of every thread: once every process of the tree exists.
     func finish() throws {
         try restoreForegroundGroup()
+        if dropsControllingTerminal {
+            // TIOCNOTTY from a process that is not its session's leader clears only its own
+            // controlling terminal (tty_ioctl(4)); /dev/tty opens that terminal. Before the
+            // root and cwd: a chroot may have no /dev/tty.
+            let fd = try openRaw("/dev/tty", flags: O_RDWR | O_NOCTTY)
+            if fd >= 0 {
+                let r = try inj.raw(.ioctl, UInt64(fd), 0x5422 /* TIOCNOTTY */, 0)
+                _ = try inj.raw(.close, UInt64(fd))
+                if r < 0 { warn("PID \(image.pid): could not give up the controlling terminal it did not have: \(String(cString: strerror(Int32(-r))))") }
+            }
+        }
         try restoreRootAndCwd()
         restoreResourceLimits()
         try restoreCredentials()

@@ -238,7 +238,10 @@ extension AppNamespaces {
 
     /// Makes the IPC namespace `ns` again, held by an fd of ssi: a thread of ssi unshares
     /// one, writes the limits, then recreates every object with its key and id (SSIIPC).
-    static func makeIPC(_ ns: IPCNamespace, from snapshot: any ImageReader) throws -> Int32 {
+    /// Returns ssi's fd on it and the segments that had been removed while attached (made
+    /// again unmarked so that the processes can attach them; removed again once they have:
+    /// Restart).
+    static func makeIPC(_ ns: IPCNamespace, from snapshot: any ImageReader) throws -> (fd: Int32, removedSegments: [Int32]) {
         try withScratchDirectory("ssi-ipcns-restore-\(ns.id)") { dir in
             var files = [(IPCKind, String)]()
             for o in ns.objects {
@@ -248,19 +251,23 @@ extension AppNamespaces {
                 files.append((kind, path))
             }
             let limits = ns.limits, toRestore = files
-            let made: Result<Int32, Error> = onThread {
+            let made: Result<(fd: Int32, removedSegments: [Int32]), Error> = onThread {
                 Result {
                     try IPCObjects.unshareNamespace()
                     let fd = open("/proc/thread-self/ns/ipc", O_RDONLY | O_CLOEXEC)
                     guard fd >= 0 else { throw SSIError.sys("open /proc/thread-self/ns/ipc", errno: errno) }
+                    var removed = [Int32]()
                     do {
                         for f in writeSysctls(limits) { warn("IPC namespace ipc:[\(ns.id)]: could not set \(f); it keeps the kernel's default") }
-                        for (kind, path) in toRestore { try SysVIPC.restore(from: path, kind: kind) }
+                        for (kind, path) in toRestore {
+                            let r = try SysVIPC.restore(from: path, kind: kind)
+                            if r.info.segment?.markedForRemoval == true { removed.append(r.info.id) }
+                        }
                     } catch {
                         close(fd)
                         throw error
                     }
-                    return fd
+                    return (fd, removed)
                 }
             }
             do { return try made.get() } catch {

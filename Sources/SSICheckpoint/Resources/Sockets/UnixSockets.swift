@@ -150,7 +150,17 @@ extension SocketRebuilder {
     /// A unix stream socket bound to the name of a listener it was accepted from: its name is
     /// the listener's, not its own binding.
     func isAccepted(_ f: FileDescriptorImage, _ s: SocketImage) -> Bool {
-        s.state == .connected && s.type != 2 && s.address != nil
+        s.state == .connected && s.type != 2 && s.address != nil && !isNamedClient(f, s)
+    }
+
+    /// A client that had a name of its own when it connected (bound first, or autobound
+    /// because it had SO_PASSCRED set: unix(7)), connected to a listener of the application:
+    /// its name is no listener's, and its peer's is. Bound again before it connects, so that
+    /// both ends name it as before (it came back unnamed).
+    func isNamedClient(_ f: FileDescriptorImage, _ s: SocketImage) -> Bool {
+        guard s.state == .connected, s.type != 2, let name = s.address, listenerID(named: name) == nil,
+              let peer = f.peerID, let pf = images[peer], let lname = state(pf).address else { return false }
+        return listenerID(named: lname) != nil
     }
 
     /// Unix sockets, in steps: named sockets, established connections, pending clients, the
@@ -211,13 +221,19 @@ extension SocketRebuilder {
     private func connectEstablished(_ socks: [FileDescriptorImage]) throws {
         for f in socks {
             let s = state(f)
-            guard let id = f.socketID, made[id] == nil, s.state == .connected, let peer = f.peerID, let pf = images[peer], made[peer] == nil else { continue }
+            guard let id = f.socketID, s.state == .connected, let peer = f.peerID, let pf = images[peer] else { continue }
             if s.type == 2 && (s.address != nil || state(pf).address != nil) { continue }   // named datagram: step 1 and 5
+            // Neither end made yet; or the client alone, bound to its own name (bindNamed).
+            let clientBound = (made[id] != nil && isNamedClient(f, s)) || (made[peer] != nil && isNamedClient(pf, state(pf)))
+            guard (made[id] == nil && made[peer] == nil) || (clientBound && (made[id] == nil || made[peer] == nil)) else { continue }
             let server = isAccepted(f, s) ? f : (isAccepted(pf, state(pf)) ? pf : nil)
             if let server, let lname = state(server).address, let lid = listenerID(named: lname), let lfd = made[lid] {
                 let client = server.socketID == id ? pf : f
-                let cfd = try newSocket(AF_UNIX, s.type, "a connection to \(SockAddr.describe(lname, family: 1))")
-                made[client.socketID!] = cfd
+                let cfd: Int32
+                if let bound = made[client.socketID!] { cfd = bound } else {
+                    cfd = try newSocket(AF_UNIX, s.type, "a connection to \(SockAddr.describe(lname, family: 1))")
+                    made[client.socketID!] = cfd
+                }
                 if SockAddr.connect(cfd, Data(unixAddr(lname))) != 0 {
                     throw SSIError.sys("connect to \(SockAddr.describe(lname, family: 1))", errno: errno)
                 }
