@@ -21,11 +21,7 @@ extension ProcessDumper {
         if let f = (try? ProcFS.read("/proc/\(pid)/coredump_filter")).flatMap({ UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }), f != 0x33 {
             img.coredumpFilter = f
         }
-        var creds = Credentials()
-        creds.uids = status.ints("Uid").map { UInt32(truncatingIfNeeded: $0) }
-        creds.gids = status.ints("Gid").map { UInt32(truncatingIfNeeded: $0) }
-        creds.groups = status.ints("Groups").map { UInt32(truncatingIfNeeded: $0) }
-        img.credentials = creds
+        img.credentials = ProcessDumper.credentials(status)
         if status.fields["THP_enabled"] == "0" { img.thpDisabled = true }
         if status.fields["NoNewPrivs"] == "1" { img.noNewPrivs = true }
         // Filters (mode 2) are saved with each thread; strict mode (1) allows only read,
@@ -36,6 +32,18 @@ extension ProcessDumper {
         for r in ResourceLimits.all {
             if let lim = ResourceLimits.get(ProcessID(pid), r) { img.rlimits.append(RLimit(resource: r, cur: lim.cur, max: lim.max)) }
         }
+    }
+}
+
+extension ProcessDumper {
+    /// The uids, gids (real, effective, saved, file system) and groups a status file of
+    /// /proc shows: the process's (/proc/PID/status) or one thread's (/proc/PID/task/TID).
+    static func credentials(_ status: ProcStatus) -> Credentials {
+        var creds = Credentials()
+        creds.uids = status.ints("Uid").map { UInt32(truncatingIfNeeded: $0) }
+        creds.gids = status.ints("Gid").map { UInt32(truncatingIfNeeded: $0) }
+        creds.groups = status.ints("Groups").map { UInt32(truncatingIfNeeded: $0) }
+        return creds
     }
 }
 

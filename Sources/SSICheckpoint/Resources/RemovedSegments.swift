@@ -29,7 +29,8 @@ enum RemovedSegments {
             try AppNamespaces.withScratchDirectory("ssi-shm-\(id)") { dir in
                 let path = "\(dir)/segment"
                 do { try SysVIPC.checkpoint(kind: .sharedMemory, id: id, to: path) } catch {
-                    throw SSIError(.system, "PID \(image.pid): saving the shared memory segment id \(id) it has attached at 0x\(String(image.vmas[i].start, radix: 16)) (removed with IPC_RMID while attached) failed: \(error); nothing was written and the application goes on")
+                    throw SSIError(.system, "PID \(image.pid): saving the shared memory segment id \(id) it has attached at 0x\(String(image.vmas[i].start, radix: 16)) (removed with IPC_RMID while attached) failed: \(error); nothing was written and the application goes on",
+                                   hint: "a segment whose pages keep changing is saved once its users are frozen: checkpoint again (ipcs -m -i \(id) shows it)")
                 }
                 try writer.addFile(name, Array(try Data(contentsOf: URL(fileURLWithPath: path))), sync: false)
             }

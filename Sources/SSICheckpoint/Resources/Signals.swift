@@ -92,11 +92,7 @@ extension ProcessRestorer {
             return sig > 0 && sig <= 64 && mask & (1 << UInt64(sig - 1)) == 0 && code < 0 && code != -6 /* SI_TKILL */
         }
         // A periodic timer's pending signal comes from the timer itself (restoreTimers).
-        func timersOwn(_ info: Data) -> Bool {
-            guard info.count == 128 else { return false }
-            let (code, timer) = info.withUnsafeBytes { ($0.load(fromByteOffset: 8, as: Int32.self), $0.load(fromByteOffset: 16, as: Int32.self)) }
-            return code == -2 /* SI_TIMER */ && timersFiringAtOnce.contains(timer)
-        }
+        func timersOwn(_ info: Data) -> Bool { ProcessRestorer.timerID(info).map(timersFiringAtOnce.contains) ?? false }
         let allBlocked = image.threads.reduce(~UInt64(0)) { $0 & $1.blockedMask }
         for info in image.sharedPending where !timersOwn(info) {
             if waitsForStop(info, mask: allBlocked) { signalsAfterStop.append((info, nil)); continue }
@@ -108,5 +104,15 @@ extension ProcessRestorer {
                 try queue(info, tid: t.tid)
             }
         }
+    }
+}
+
+extension ProcessRestorer {
+    /// The POSIX timer a saved siginfo (128 bytes, PTRACE_PEEKSIGINFO) comes from: si_code
+    /// SI_TIMER (-2) and its _timer.si_tid (the timer id, at offset 16 after si_signo,
+    /// si_errno, si_code and the union's alignment); nil for any other signal.
+    static func timerID(_ info: Data) -> Int32? {
+        guard info.count == 128 else { return nil }
+        return info.withUnsafeBytes { $0.load(fromByteOffset: 8, as: Int32.self) == -2 ? $0.load(fromByteOffset: 16, as: Int32.self) : nil }
     }
 }

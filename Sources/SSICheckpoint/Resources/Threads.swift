@@ -35,10 +35,7 @@ extension ProcessDumper {
         // filters; strict mode (1) is refused with the process (dumpIdentity).
         let status = ProcStatus.parse((try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")) ?? "")
         thread.capabilities = CapabilitySets(status: status)
-        var creds = Credentials()
-        creds.uids = status.ints("Uid").map { UInt32(truncatingIfNeeded: $0) }
-        creds.gids = status.ints("Gid").map { UInt32(truncatingIfNeeded: $0) }
-        creds.groups = status.ints("Groups").map { UInt32(truncatingIfNeeded: $0) }
+        let creds = ProcessDumper.credentials(status)
         if creds.uids.count == 4 && creds.gids.count == 4 { thread.credentials = creds }
         if status.fields["Seccomp"] == "2" {
             thread.seccompFilters = try t.seccompFilters().map { SeccompFilter(program: Data($0.program), flags: $0.flags) }

@@ -112,10 +112,7 @@ extension ProcessRestorer {
         // timer's own at its next expiry: armed to expire at once instead, the pending signal
         // is the timer's, and later expirations count as overruns again (those counted
         // before the checkpoint are not known: nothing reads a pending timer's overrun).
-        let pending = Set((image.sharedPending + image.threads.flatMap(\.pending)).compactMap { info -> Int32? in
-            guard info.count == 128 else { return nil }
-            return info.withUnsafeBytes { $0.load(fromByteOffset: 8, as: Int32.self) == -2 /* SI_TIMER */ ? $0.load(fromByteOffset: 16, as: Int32.self) : nil }
-        })
+        let pending = Set((image.sharedPending + image.threads.flatMap(\.pending)).compactMap(ProcessRestorer.timerID))
         for var t in restoreIDs ? timers.reversed() : timers.sorted(by: { $0.id < $1.id }) {
             if pending.contains(t.id), t.value != [0, 0], t.interval != [0, 0], t.interval.count == 2 {
                 t.value = [0, 1]
