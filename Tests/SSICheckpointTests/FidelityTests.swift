@@ -139,5 +139,10 @@ enum FidelityCases {
         FidelityCase(fixture: "ptynoctty"),
         FidelityCase(fixture: "unixnames"),
         FidelityCase(fixture: "shmremovedns"),
+        FidelityCase(fixture: "linkedname"),
+        FidelityCase(fixture: "waitleft", options: ["--gap", "2"]),
+        FidelityCase(fixture: "robustshared"),
+        FidelityCase(fixture: "fdowner"),
+        FidelityCase(fixture: "sockopts3"),
     ]
 }

@@ -162,6 +162,8 @@ extension CheckpointEngine {
                     if result.locks != nil { phase.mark("checkpoint: locks let go") }
                 }
                 ProcessDumper.silenceExternalTCP(fdTables)
+                // A migration's stopped copy goes on if the migration fails: only a kill here.
+                if sig != .stop { ProcessDumper.forgetRobustLists(seized) }
                 letGo(signal: sig)
                 return result
             }

@@ -15,7 +15,7 @@ extension ProcessDumper {
     func dumpFileDescriptors() throws -> [FileDescriptorImage] {
         var out = [FileDescriptorImage]()
         for fd in try openFDs(of: pid) {
-            let link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)")
+            var link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)")
             let info = try FdInfo.read(pid: pid, fd: fd)
             let cloexec = info.flags & O_CLOEXEC != 0
             let flags = info.flags & ~O_CLOEXEC
@@ -55,6 +55,13 @@ extension ProcessDumper {
             // A terminal whose pty is gone reads "/dev/pts/N (deleted)": still a terminal, which
             // `restart -t` replaces by the caller's. A file really named "... (deleted)" is
             // not one: its name still leads to the same inode.
+            if mode == S_IFREG, st.st_nlink > 0, link.hasSuffix(" (deleted)"), !ProcessDumper.nameLeads(link, to: st),
+               let name = ProcessDumper.linkedName(of: link, st) {
+                // Opened by a name since removed, but linked elsewhere (link(2) then unlink(2):
+                // glibc's sem_open, maildir and git publish files that way): the file is the
+                // one at its other name, not a copy.
+                link = name
+            }
             let deleted = link.hasSuffix(" (deleted)") && !ProcessDumper.nameLeads(link, to: st)
             if deleted && link.hasPrefix("/secretmem") { try unsupported(ProcessDumper.secretMemory); continue }
             if deleted && mode == S_IFREG {
@@ -118,7 +125,14 @@ extension ProcessDumper {
             }
         }
         ProcessDumper.dedupPosixLocks(&out)
-        for i in out.indices where out[i].flags & O_ASYNC != 0 || out[i].locks?.contains(where: { $0.kind == "LEASE" }) == true {
+        // The owner and signal are kept whatever O_ASYNC says: a server sets F_SETOWN on a TCP
+        // connection for SIGURG alone (fcntl(2): urgent data signals the owner without
+        // O_ASYNC), and a program may set F_SETSIG and the owner before it turns O_ASYNC on.
+        // The kinds that have an owner of their own to signal (sockets, pipes, terminals,
+        // directories for dnotify); a regular file's is read only with a lease or O_ASYNC.
+        let owned: Set<FileDescriptorImage.Kind> = [.pipe, .fifo, .directory, .tty, .ptyMaster, .unixSocket, .tcpSocket, .udpSocket, .inotify, .eventfd]
+        for i in out.indices where out[i].flags & O_ASYNC != 0 || owned.contains(out[i].kind)
+                                   || out[i].locks?.contains(where: { $0.kind == "LEASE" }) == true {
             out[i].signalOwner = try signalOwner(fd: out[i].fd)
         }
         return out
@@ -133,6 +147,49 @@ extension ProcessDumper {
     static func nameLeads(_ name: String, to st: stat) -> Bool {
         var other = stat()
         return name.hasPrefix("/") && lstat(name, &other) == 0 && other.st_dev == st.st_dev && other.st_ino == st.st_ino
+    }
+
+    /// The name a file shown as "NAME (deleted)" still has (`st.st_nlink > 0`: another link
+    /// leads to it), looked for where programs that publish a file by link(2) and unlink(2)
+    /// put it: the directory of the removed name (glibc's sem_open: /dev/shm/sem.XXXXXX
+    /// linked to sem.NAME), that directory's subdirectories and its siblings (maildir's
+    /// tmp/ to new/, git's objects/tmp_obj_* to objects/xx/). At most `budget` entries are
+    /// read; nil when not found there (the file is then saved as unlinked, a copy).
+    static func linkedName(of deletedLink: String, _ st: stat, budget: Int = 50_000) -> String? {
+        guard deletedLink.hasPrefix("/") else { return nil }
+        let old = String(deletedLink.dropLast(" (deleted)".count))
+        let dir = (old as NSString).deletingLastPathComponent
+        let parent = (dir as NSString).deletingLastPathComponent
+        var left = budget
+        func subdirectories(_ d: String) -> [String] {
+            guard let dp = opendir(d) else { return [] }
+            defer { closedir(dp) }
+            var out = [String]()
+            while left > 0, out.count < 1024, let e = readdir(dp) {
+                left -= 1
+                guard e.pointee.d_type == UInt8(DT_DIR) else { continue }
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != ".", name != ".." { out.append(d == "/" ? "/\(name)" : "\(d)/\(name)") }
+            }
+            return out
+        }
+        func search(_ d: String) -> String? {
+            guard let dp = opendir(d) else { return nil }
+            defer { closedir(dp) }
+            while left > 0, let e = readdir(dp) {
+                left -= 1
+                guard e.pointee.d_ino == st.st_ino else { continue }
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                let path = d == "/" ? "/\(name)" : "\(d)/\(name)"
+                var other = stat()
+                if lstat(path, &other) == 0, other.st_dev == st.st_dev, other.st_ino == st.st_ino { return path }
+            }
+            return nil
+        }
+        if let found = search(dir) { return found }
+        for d in subdirectories(dir) { if let found = search(d) { return found } }
+        if dir != "/" { for d in subdirectories(parent) where d != dir { if let found = search(d) { return found } } }
+        return nil
     }
 
     /// Terminals: /dev/pts/N (136-143), virtual consoles (4), /dev/tty and /dev/console (5:0,

@@ -148,7 +148,15 @@ extension ProcessDumper {
         var path: String? = nil
         var deletedID: String? = nil
         if kind == .file {
-            if m.name.hasSuffix(" (deleted)") {
+            var st = stat()
+            if m.name.hasSuffix(" (deleted)"), let pid,
+               stat("/proc/\(pid)/map_files/\(String(m.start, radix: 16))-\(String(m.end, radix: 16))", &st) == 0, st.st_nlink > 0,
+               let name = ProcessDumper.linkedName(of: m.name, st) {
+                // Mapped by a name since removed but linked elsewhere (glibc's sem_open maps
+                // /dev/shm/sem.XXXXXX, links it to sem.NAME and unlinks the first): the file
+                // at its other name, shared with every process that opens that name.
+                path = name
+            } else if m.name.hasSuffix(" (deleted)") {
                 deletedID = "\(m.device):\(m.inode)"
                 path = String(m.name.dropLast(" (deleted)".count))
             } else {

@@ -28,6 +28,20 @@ extension ProcessDumper {
     /// The interrupted relative sleep thread `tid` is in, if any, with the time it had left.
     func interruptedSleep(tid: Int32, registers: Registers) throws -> InterruptedSleep? {
         guard let call = SyscallRestart.interruptedRelativeSleep(registers) else { return nil }
+        let monotonic = stoppedAt[tid] ?? Clock.monotonicNanoseconds()
+        switch call.kind {
+        case .epollTimeout:
+            // Its whole timeout: the time it waited before the stop is kept nowhere.
+            return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: SyscallRestart.epollTimeout(registers) * 1_000_000,
+                                    monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
+        case .timeLeftTimeval:
+            // struct timeval { tv_sec; tv_usec }, the time left as the kernel wrote it.
+            var tv: (Int64, Int64) = (0, 0)
+            try withUnsafeMutableBytes(of: &tv) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: call.rem) }
+            return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: tv.0 * 1_000_000_000 + tv.1 * 1000,
+                                    monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
+        default: break
+        }
         guard call.rem != 0 else {
             if let m = try measureSleep(tid: tid, registers: registers) {
                 return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: m.remaining, monotonicAtCheckpoint: m.monotonic, bootID: Clock.bootID())
@@ -168,6 +182,20 @@ extension ProcessRestorer {
             }
         }
         left = max(0, left)
+        switch call.kind {
+        case .epollTimeout:
+            var r = regs
+            SyscallRestart.setEpollTimeout(&r, nanoseconds: left)
+            return r
+        case .timeLeftTimeval, .timeLeftTimespec:
+            // The program's own struct, which the kernel reads again when it re-issues the
+            // call; the registers stay as they are. A timeval in microseconds, rounded up.
+            let us = (left + 999) / 1000
+            let words: [Int64] = call.kind == .timeLeftTimeval ? [us / 1_000_000, us % 1_000_000] : [left / 1_000_000_000, left % 1_000_000_000]
+            try RemoteMemory(pid: ProcessID(try taskID(t.tid))).write(words.withUnsafeBytes { Array($0) }, to: call.rem)
+            return regs
+        default: break
+        }
         if call.kind == .poll {
             // poll's timeout is a register: nothing to write.
             var r = regs

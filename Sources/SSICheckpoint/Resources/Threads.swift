@@ -168,3 +168,29 @@ extension ProcessRestorer {
         }
     }
 }
+
+extension ProcessDumper {
+    /// Before a checkpoint's kill, while every thread is still stopped: each thread of a
+    /// process that has shared writable memory outliving it (a file, a /dev/shm object, a
+    /// SysV segment) forgets its robust futex list. At exit the kernel walks that list and
+    /// marks every robust mutex the thread holds FUTEX_OWNER_DIED (set_robust_list(2),
+    /// Documentation/locking/robust-futexes.rst); in such memory, which the restart does not
+    /// bring back from the snapshot, the restored owner could then not unlock its mutex
+    /// (EPERM) and its waiters would get EOWNERDEAD. The snapshot already holds each list's
+    /// head, registered again at restart. Private and shared anonymous memory come back from
+    /// the snapshot: nothing to do for processes with no other.
+    static func forgetRobustLists(_ seized: SeizedApplication) {
+        for pid in seized.tree.pids {
+            guard let tids = seized.threads[pid] else { continue }
+            let handle = seized.exitedLeaders[pid] ?? pid
+            guard let maps = try? ProcFS.read("/proc/\(handle)/maps"),
+                  MapsEntry.parse(maps).contains(where: { $0.shared && $0.write && $0.inode != 0 && $0.name != "/dev/zero (deleted)" && !$0.name.hasPrefix("[anon_shmem") }),
+                  let gadget = try? Injector.findGadget(pid: ProcessID(handle)) else { continue }
+            for tid in tids {
+                guard let regs = try? Tracee.adoptTraceMe(ProcessID(tid)).registers() else { continue }
+                // A NULL head with the struct's size (24 bytes on x86_64) unregisters the list.
+                _ = try? Injector(pid: ProcessID(tid), base: regs, gadget: gadget).raw(.set_robust_list, 0, 24)
+            }
+        }
+    }
+}

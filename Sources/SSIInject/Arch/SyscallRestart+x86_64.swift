@@ -69,11 +69,34 @@ public enum SyscallRestart {
         public var clockID: Int32
         public var rem: UInt64
         public var kind: Kind = .sleep
-        public enum Kind { case sleep, poll, futexWait }
+        /// `timeLeftTimeval`, `timeLeftTimespec`: select(2) (timeval at r8), pselect6 (timespec
+        /// at r8) and ppoll (timespec at rdx) end with -ERESTARTNOHAND and write the time left
+        /// into the caller's struct (poll_select_finish, fs/select.c), which the re-issued
+        /// call reads: only the time the application was down is missing, taken off that
+        /// struct at restart (`rem` is its address). `epollTimeout`: epoll_wait and epoll_pwait (ms in
+        /// r10, their fourth argument), ended by the stop with -EINTR and re-issued whole
+        /// (restartedAfterStop): the kernel keeps no time left, but the time the application
+        /// was down is taken off the register at least.
+        public enum Kind { case sleep, poll, futexWait, timeLeftTimeval, timeLeftTimespec, epollTimeout }
     }
 
     public static func interruptedRelativeSleep(_ regs: Registers) -> RelativeSleep? {
         let r = regs.raw
+        if Int64(bitPattern: r.rax) == ERESTARTNOHAND {
+            switch regs.syscall {
+            case .select? where r.r8 != 0: return RelativeSleep(clockID: Clock.monotonic, rem: r.r8, kind: .timeLeftTimeval)
+            case .pselect6? where r.r8 != 0: return RelativeSleep(clockID: Clock.monotonic, rem: r.r8, kind: .timeLeftTimespec)
+            case .ppoll? where r.rdx != 0: return RelativeSleep(clockID: Clock.monotonic, rem: r.rdx, kind: .timeLeftTimespec)
+            default: return nil
+            }
+        }
+        if Int64(bitPattern: r.orig_rax) >= 0, Int64(bitPattern: r.rax) == EINTR || Int64(bitPattern: r.rax) == ERESTARTNOHAND {
+            switch regs.syscall {
+            case .epoll_wait? where Int32(truncatingIfNeeded: r.r10) > 0, .epoll_pwait? where Int32(truncatingIfNeeded: r.r10) > 0:
+                return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .epollTimeout)
+            default: return nil
+            }
+        }
         guard Int64(bitPattern: r.rax) == ERESTART_RESTARTBLOCK else { return nil }
         switch regs.syscall {
         case .nanosleep?: return RelativeSleep(clockID: Clock.monotonic, rem: r.rsi)
@@ -101,6 +124,16 @@ public enum SyscallRestart {
     /// Gives poll(2) the time left, in milliseconds rounded up (a wait never ends early).
     public static func setPollTimeout(_ r: inout Registers, nanoseconds: Int64) {
         r.raw.rdx = UInt64((max(0, nanoseconds) + 999_999) / 1_000_000)
+    }
+
+    /// The timeout of an epoll_wait or epoll_pwait (their fourth argument, r10), in ms;
+    /// setEpollTimeout gives it the time left, rounded up.
+    public static func epollTimeout(_ r: Registers) -> Int64 {
+        Int64(Int32(truncatingIfNeeded: r.raw.r10))
+    }
+
+    public static func setEpollTimeout(_ r: inout Registers, nanoseconds: Int64) {
+        r.raw.r10 = UInt64((max(0, nanoseconds) + 999_999) / 1_000_000)
     }
 
     /// Syscalls that install a temporary signal mask while they sleep (TIF_RESTORE_SIGMASK):

@@ -29,6 +29,7 @@ extension Syscall {
     public static let epoll_pwait2 = Syscall(441, "epoll_pwait2"), seccomp = Syscall(317, "seccomp")
     public static let flock = Syscall(73, "flock"), fchmod = Syscall(91, "fchmod"), fchown = Syscall(93, "fchown")
     public static let poll = Syscall(7, "poll"), futex = Syscall(202, "futex")
+    public static let select = Syscall(23, "select"), epoll_wait = Syscall(232, "epoll_wait")
     public static let mlock = Syscall(149, "mlock"), mlock2 = Syscall(325, "mlock2"), utimensat = Syscall(280, "utimensat"), rt_sigtimedwait = Syscall(128, "rt_sigtimedwait")
     public static let wait4 = Syscall(61, "wait4"), semop = Syscall(65, "semop"), mseal = Syscall(462, "mseal")
     public static let membarrier = Syscall(324, "membarrier"), mlockall = Syscall(151, "mlockall")
@@ -46,7 +47,7 @@ extension Syscall {
         openat, pselect6, ppoll, set_robust_list, epoll_pwait, timerfd_create, timerfd_settime, signalfd4, eventfd2,
         epoll_create1, dup3, pipe2, rt_tgsigqueueinfo, memfd_create, userfaultfd, rseq, pidfd_open, clone3, close_range, pidfd_getfd, epoll_pwait2,
         flock, fchmod, fchown, mlock, mlock2, utimensat, rt_sigtimedwait, wait4, sethostname, setdomainname, unshare, setns, mq_open, exit, seccomp, capset,
-        mount, umount2, poll, futex, timerfd_gettime, semop, mseal, membarrier, mlockall, setfsuid, setfsgid, mq_notify,
+        mount, umount2, poll, futex, select, epoll_wait, timerfd_gettime, semop, mseal, membarrier, mlockall, setfsuid, setfsgid, mq_notify,
     ]
 }
 #endif

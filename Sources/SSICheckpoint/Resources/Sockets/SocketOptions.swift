@@ -161,6 +161,17 @@ let rawSocketOptions: [RawSocketOption] = [
     RawSocketOption(name: "IPV6_ADDR_PREFERENCES", level: Int32(IPPROTO_IPV6), option: 72, families: [10]),
     RawSocketOption(name: "IPV6_MINHOPCOUNT", level: Int32(IPPROTO_IPV6), option: 73, families: [10]),
     RawSocketOption(name: "IPV6_RECVFRAGSIZE", level: Int32(IPPROTO_IPV6), option: 77, families: [10]),
+    // Found by the third probing round (December 7 2026): the outgoing interface by index
+    // without a bind to it (IP_UNICAST_IF, IPV6_UNICAST_IF: DNS resolvers, ip(7)), the
+    // fragment size told with each datagram, the flow label sent with IPV6_FLOWINFO, a
+    // delay added to every TCP segment (TCP_TX_DELAY, testing), and SO_TXTIME's clock and
+    // flags (struct sock_txtime, 8 bytes; socket(7)), which time-sensitive senders set once.
+    RawSocketOption(name: "IP_UNICAST_IF", level: Int32(IPPROTO_IP), option: 50, families: [2]),
+    RawSocketOption(name: "IP_RECVFRAGSIZE", level: Int32(IPPROTO_IP), option: 25, families: [2]),
+    RawSocketOption(name: "IPV6_UNICAST_IF", level: Int32(IPPROTO_IPV6), option: 76, families: [10]),
+    RawSocketOption(name: "IPV6_FLOWINFO_SEND", level: Int32(IPPROTO_IPV6), option: 33, families: [10]),
+    RawSocketOption(name: "TCP_TX_DELAY", level: Int32(IPPROTO_TCP), option: 37, families: [2, 10], tcpOnly: true),
+    RawSocketOption(name: "SO_TXTIME", level: SOL_SOCKET, option: 61, families: [2, 10, 17]),
 ]
 
 /// Set on a new socket before its bind as well: the device it is bound to, and binding an

@@ -52,7 +52,8 @@ extension ProcessDumper {
         // For datagrams sock_diag gives only the first message's length (unix_inq_len): always peek.
         // A seqpacket socket whose peer is gone (shut down for reading) reads 0 at the end:
         // that is its EOF, not an empty message.
-        if s.state != .listening, info.receiveQueue > 0 || type != 1 {
+        // An unconnected seqpacket socket has no queue: reading it fails with ENOTCONN.
+        if s.state != .listening, info.receiveQueue > 0 || type == 2 || (type == 5 && s.state == .connected) {
             s.datagrams = try peekAll(sock, datagrams: type != 1, eofAtEnd: type == 5 && info.shutdown & 1 != 0)
         }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
@@ -70,6 +71,11 @@ extension ProcessDumper {
 
     /// Everything queued to `sock`, without consuming it: SO_PEEK_OFF (socket(7)) makes each
     /// MSG_PEEK start where the previous one ended, so every message is seen once.
+    /// On a stream, a peek goes on from skb to skb until one carries fds, whatever the size
+    /// asked (unix_stream_read_generic, Linux 6.18: even a one-byte peek returns the fds of the
+    /// next write that has some), so where that write begins cannot be told: its fds come
+    /// back with the unread bytes of the writes before it, as a read with a large buffer
+    /// receives them anyway; a reader reading exactly up to that write sees them early.
     func peekAll(_ sock: Int32, datagrams: Bool, eofAtEnd: Bool = false) throws -> [QueuedDatagram] {
         // The application's own peek offset is put back afterwards.
         let appPeekOffset = SocketOption.peekOffset.get(sock) ?? -1
