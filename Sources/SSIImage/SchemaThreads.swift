@@ -43,6 +43,10 @@ public struct ThreadImage: Codable, Sendable {
     /// Its uids, gids and groups when they are not the process's (a raw setresuid(2) or
     /// setgroups(2) changes only the calling thread's; glibc's wrappers change every thread's).
     public var credentials: Credentials?
+    /// Syscall user dispatch switched on (prctl PR_SET_SYSCALL_USER_DISPATCH: Wine's threads,
+    /// which run Windows code): mode, selector address, offset and length of the region
+    /// whose syscalls go through (struct ptrace_sud_config); nil: off.
+    public var syscallUserDispatch: [UInt64]?
 
     public init(tid: Int32) {
         self.tid = tid; registers = [:]; xstate = Data(); blockedMask = 0; pending = []; altStack = AltStack()

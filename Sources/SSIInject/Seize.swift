@@ -115,6 +115,13 @@ public final class SeizedApplication {
     /// frozen first: freezing already ended the sleeps (the freezer wakes every task), so
     /// their time left dates from then rather than from the ptrace stop.
     public var frozenAt: Int64? = nil
+    /// Threads with syscall user dispatch on when seized: their setting, switched off while
+    /// they are held and set back when they are let go. With it on, a syscall injected from
+    /// the vDSO (outside the region allowed through) would raise SIGSYS instead of running,
+    /// and the kernel, finding SIGSYS blocked by the injection, would reset the program's
+    /// SIGSYS handler (force_sig_info): the application, let go, would die of its next
+    /// dispatched syscall.
+    public private(set) var syscallDispatch: [Int32: [UInt64]] = [:]
     private var released = false
 
     public init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
@@ -139,7 +146,15 @@ public final class SeizedApplication {
                 throw SSIError(.unsupported, "PID \(pid) is blocked in vfork until its child, which shares its memory, calls exec or exits; such a process cannot be checkpointed; nothing was written",
                                hint: "checkpoint again once the child has called exec")
             }
-            for tid in fresh { try waitForStop(tid); stoppedAt[tid] = min(Clock.monotonicNanoseconds(), frozenAt ?? .max) }
+            for tid in fresh {
+                try waitForStop(tid)
+                stoppedAt[tid] = min(Clock.monotonicNanoseconds(), frozenAt ?? .max)
+                let t = Tracee.adoptTraceMe(ProcessID(tid))
+                if let sud = t.syscallUserDispatch() {
+                    syscallDispatch[tid] = sud
+                    t.setSyscallUserDispatch([0])
+                }
+            }
             if fresh.isEmpty { return }
             if round == 19 { throw SSIError(.system, "application \(root) keeps creating tasks faster than they can be stopped") }
         }
@@ -234,6 +249,7 @@ public final class SeizedApplication {
         guard !released else { return }
         released = true
         if let signal { for pid in threads.keys { try? signal.send(to: ProcessID(pid)) } }
+        for (tid, sud) in syscallDispatch { Tracee.adoptTraceMe(ProcessID(tid)).setSyscallUserDispatch(sud) }
         for (_, tids) in threads { for t in tids { try? Tracee.adoptTraceMe(ProcessID(t)).detach() } }
     }
 

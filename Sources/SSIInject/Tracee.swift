@@ -188,6 +188,21 @@ public struct Tracee {
     }
 
     /// glibc's rseq registration (PTRACE_GET_RSEQ_CONFIGURATION, Linux 5.13); nil if none.
+    /// The thread's syscall user dispatch (PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG, Linux
+    /// 6.11): mode, selector, offset, len; nil when off or when the kernel cannot tell.
+    public func syscallUserDispatch() -> [UInt64]? {
+        var c: [UInt64] = [0, 0, 0, 0]
+        let r = c.withUnsafeMutableBytes { cssi_ptrace(Int32(CSSI_PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG), pid.rawValue, UInt($0.count), UInt(bitPattern: $0.baseAddress)) }
+        return r < 0 || c[0] == 0 ? nil : c
+    }
+
+    /// Sets it (mode 0: off); -errno or 0.
+    @discardableResult
+    public func setSyscallUserDispatch(_ config: [UInt64]) -> Int {
+        var c = config + Array(repeating: 0, count: max(0, 4 - config.count))
+        return c.withUnsafeMutableBytes { cssi_ptrace(Int32(CSSI_PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG), pid.rawValue, UInt($0.count), UInt(bitPattern: $0.baseAddress)) }
+    }
+
     public func rseqConfiguration() throws -> RseqRegistration? {
         var c = cssi_rseq_configuration()
         let r = withUnsafeMutablePointer(to: &c) {

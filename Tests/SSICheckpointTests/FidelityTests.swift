@@ -144,5 +144,7 @@ enum FidelityCases {
         FidelityCase(fixture: "robustshared"),
         FidelityCase(fixture: "fdowner"),
         FidelityCase(fixture: "sockopts3"),
+        FidelityCase(fixture: "syscalldispatch"),
+        FidelityCase(fixture: "syscalldispatch", options: ["--continue"]),
     ]
 }

@@ -42,6 +42,9 @@ enum {
     CSSI_PTRACE_GETSIGMASK = 0x420a,
     CSSI_PTRACE_SETSIGMASK = 0x420b,
     CSSI_PTRACE_GET_RSEQ_CONFIGURATION = 0x420f,
+    // ptrace(2), Linux 6.11: a thread's syscall user dispatch (struct ptrace_sud_config).
+    CSSI_PTRACE_SET_SYSCALL_USER_DISPATCH_CONFIG = 0x4210,
+    CSSI_PTRACE_GET_SYSCALL_USER_DISPATCH_CONFIG = 0x4211,
     // ptrace(2): a seccomp filter's BPF program by index (0: the newest), and its flags.
     CSSI_PTRACE_SECCOMP_GET_FILTER = 0x420c,
     CSSI_PTRACE_SECCOMP_GET_METADATA = 0x420d,

@@ -256,6 +256,7 @@ extension CheckpointEngine {
             var dumper = ProcessDumper(pid: handle)
             dumper.ignoreUnsupported = options.ignoreUnsupported
             dumper.stoppedAt = seized.stoppedAt
+            dumper.syscallDispatch = seized.syscallDispatch
             dumper.precopied = precopy?.processes[pid]
             dumper.areas = areas
             // Pages shared copy-on-write with the parent are left to the parent's copy, which a

@@ -28,6 +28,8 @@ struct ProcessDumper {
     var inFlightDepth = 0
     /// CLOCK_MONOTONIC (ns) when each task was seen stopped (SeizedApplication.stoppedAt).
     var stoppedAt: [Int32: Int64] = [:]
+    /// Syscall user dispatch of the threads that had it on (SeizedApplication.syscallDispatch).
+    var syscallDispatch: [Int32: [UInt64]] = [:]
     /// The pages copied while the application ran (pre-copy, Drivers/Precopy.swift): they go
     /// on in that pages file, and only what changed since is copied now.
     var precopied: PrecopiedPages? = nil

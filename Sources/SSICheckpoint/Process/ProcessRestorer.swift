@@ -329,6 +329,13 @@ final class ProcessRestorer {
             try? sig.send(to: ProcessID(pid))
         }
         let threadIDs = Dictionary(uniqueKeysWithValues: image.threads.map { ($0.tid, (try? taskID($0.tid)) ?? $0.tid) })
+        // Syscall user dispatch last, once nothing more is injected: with it on, a syscall
+        // made from outside the allowed region raises SIGSYS instead of running.
+        for t in image.threads {
+            guard let sud = t.syscallUserDispatch, let id = threadIDs[t.tid] else { continue }
+            let r = Tracee.adoptTraceMe(ProcessID(t.tid == image.pid ? pid : id)).setSyscallUserDispatch(sud)
+            if r < 0 { warn("PID \(image.pid) thread \(t.tid): syscall user dispatch not set again: \(String(cString: strerror(Int32(-r))))") }
+        }
         for t in image.threads where t.tid != image.pid {
             if let id = threadIDs[t.tid] { try? Tracee.adoptTraceMe(ProcessID(id)).detach() }
         }

@@ -29,6 +29,7 @@ extension ProcessDumper {
         }
         if let list = robustList(of: ProcessID(tid)) { thread.robustListHead = list.head; thread.robustListLength = list.length }
         thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
+        thread.syscallUserDispatch = syscallDispatch[tid]
         thread.interruptedSleep = try interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
         thread.scheduling = Scheduling.read(tid: tid)
         // Capabilities and seccomp mode are per thread (/proc/PID/task/TID/status). Mode 2 is
