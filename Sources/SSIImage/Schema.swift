@@ -205,6 +205,11 @@ public struct ProcessImage: Codable, Sendable {
     /// mlockall(2) flags for memory mapped from now on (MCL_FUTURE 2, with MCL_ONFAULT 4):
     /// nil when new mappings are not locked.
     public var lockFuture: Int32?
+    /// Its audit login uid (/proc/PID/loginuid, set by pam_loginuid for a login, sshd or
+    /// cron session); nil: unset (4294967295).
+    public var loginUID: UInt32?
+    /// The nice value of its session's autogroup (/proc/PID/autogroup, sched(7)) when not 0.
+    public var autogroupNice: Int32?
 
     public init(pid: Int32) {
         self.pid = pid; ppid = 0; pgid = 0; sid = 0; comm = ""; exe = ""; credentials = Credentials()

@@ -146,5 +146,6 @@ enum FidelityCases {
         FidelityCase(fixture: "sockopts3"),
         FidelityCase(fixture: "syscalldispatch"),
         FidelityCase(fixture: "syscalldispatch", options: ["--continue"]),
+        FidelityCase(fixture: "loginuid"),
     ]
 }

@@ -276,6 +276,7 @@ final class ProcessRestorer {
         }
         try restoreRootAndCwd()
         restoreResourceLimits()
+        try restoreAuditAndAutogroup()
         try restoreCredentials()
         // After the credentials: the children and threads that may own them exist, and the
         // owner's credentials recorded by F_SETOWN (which decide who may be signalled) are

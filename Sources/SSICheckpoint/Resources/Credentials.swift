@@ -22,6 +22,13 @@ extension ProcessDumper {
             img.coredumpFilter = f
         }
         img.credentials = ProcessDumper.credentials(status)
+        if let l = (try? ProcFS.read("/proc/\(pid)/loginuid")).flatMap({ UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }), l != UInt32.max {
+            img.loginUID = l
+        }
+        // "/autogroup-899 nice 5" (sched(7)): the nice value of the session's autogroup.
+        if let a = try? ProcFS.read("/proc/\(pid)/autogroup"), let n = a.split(separator: " ").last.flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }), n != 0 {
+            img.autogroupNice = n
+        }
         if status.fields["THP_enabled"] == "0" { img.thpDisabled = true }
         if status.fields["NoNewPrivs"] == "1" { img.noNewPrivs = true }
         // Filters (mode 2) are saved with each thread; strict mode (1) allows only read,
@@ -91,6 +98,28 @@ extension ProcessRestorer {
             if let old = ResourceLimits.get(ProcessID(pid), l.resource), old.cur == l.cur && old.max == l.max { continue }
             let r = ResourceLimits.set(ProcessID(pid), l.resource, cur: l.cur, max: l.max)
             if r < 0 { warn("rlimit \(l.resource) of PID \(pid) could not be set to \(l.cur)/\(l.max): \(String(cString: strerror(Int32(-r))))") }
+        }
+    }
+
+    /// The audit login uid and the autogroup's nice value (finish: the session exists, and
+    /// the credentials are still the restorer's). The login uid can only be written by the
+    /// process itself (proc_loginuid_write refuses any other writer) with CAP_AUDIT_CONTROL:
+    /// an injected open, write and close of /proc/self/loginuid. The kernel gives the
+    /// process a new audit session id with it, which cannot be chosen. The autogroup is
+    /// written from here (any writer with CAP_SYS_NICE).
+    func restoreAuditAndAutogroup() throws {
+        if let want = image.loginUID,
+           (try? ProcFS.read("/proc/\(pid)/loginuid")).flatMap({ UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) != want {
+            let path = Array("/proc/self/loginuid".utf8) + [0], text = Array("\(want)".utf8)
+            try mem.write(path, to: scratch)
+            try mem.write(text, to: scratch + 64)
+            let fd = try inj.raw(.openat, UInt64(bitPattern: Int64(AT_FDCWD)), scratch, UInt64(O_WRONLY | O_CLOEXEC))
+            let r = fd < 0 ? fd : try inj.raw(.write, UInt64(fd), scratch + 64, UInt64(text.count))
+            if fd >= 0 { _ = try inj.raw(.close, UInt64(fd)) }
+            if r < 0 { warn("PID \(image.pid): its audit login uid \(want) could not be set again: \(String(cString: strerror(Int32(-r))))") }
+        }
+        if let nice = image.autogroupNice {
+            do { try ProcFS.write("/proc/\(pid)/autogroup", "\(nice)") } catch { warn("PID \(image.pid): its autogroup's nice value \(nice) could not be set again: \(error)") }
         }
     }
 

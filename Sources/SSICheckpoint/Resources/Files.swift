@@ -15,7 +15,14 @@ extension ProcessDumper {
     func dumpFileDescriptors() throws -> [FileDescriptorImage] {
         var out = [FileDescriptorImage]()
         for fd in try openFDs(of: pid) {
-            var link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)")
+            var link: String
+            do { link = try ProcFS.readLink("/proc/\(pid)/fd/\(fd)") } catch let e as SSIError where e.errno == ENAMETOOLONG {
+                // readlink(2) of /proc/PID/fd/N fails for a path longer than PATH_MAX (a file
+                // reached through openat from deep directories): it cannot be opened by name.
+                if ignoreUnsupported { continue }
+                throw SSIError(.unsupported, "PID \(pid) fd \(fd): its path is longer than PATH_MAX (\(PATH_MAX) bytes), and a file is opened again by its path; nothing was written and the application goes on",
+                               hint: "close it before checkpointing, or use `ssi checkpoint -i` to restore it as a closed fd")
+            }
             let info = try FdInfo.read(pid: pid, fd: fd)
             let cloexec = info.flags & O_CLOEXEC != 0
             let flags = info.flags & ~O_CLOEXEC
