@@ -147,5 +147,6 @@ enum FidelityCases {
         FidelityCase(fixture: "syscalldispatch"),
         FidelityCase(fixture: "syscalldispatch", options: ["--continue"]),
         FidelityCase(fixture: "loginuid"),
+        FidelityCase(fixture: "restartsyscall"),
     ]
 }

@@ -25,8 +25,31 @@ import Glibc
 // If the timer cannot be told apart, the sleep restarts whole, with a warning.
 
 extension ProcessDumper {
-    /// The interrupted relative sleep thread `tid` is in, if any, with the time it had left.
-    func interruptedSleep(tid: Int32, registers: Registers) throws -> InterruptedSleep? {
+    /// The interrupted relative sleep thread `tid` is in, if any, with the time it had left,
+    /// and the registers the image keeps for the thread when they are not those it has: a
+    /// sleep or timed wait resumed through restart_syscall after an earlier stop
+    /// (SyscallRestart.isRestartedCall: a SIGSTOP and SIGCONT, a checkpoint without kill, a
+    /// freeze and thaw) is saved as its original call, told from the kernel function the
+    /// measure (which runs the restart) finds it sleeping in; one that ends meanwhile as
+    /// having returned what it returned.
+    func interruptedSleep(tid: Int32, registers: Registers) throws -> (InterruptedSleep?, Registers?) {
+        if SyscallRestart.isRestartedCall(registers) {
+            guard let m = try measureSleep(tid: tid, registers: registers, identify: true) else {
+                warn("PID \(pid) thread \(tid) was resumed into a sleep or timed wait after an earlier stop, whose kind or time left could not be told: after restart the call returns EINTR")
+                return (nil, nil)
+            }
+            if let value = m.returned { return (nil, SyscallRestart.returned(registers, value: value)) }
+            guard let stack = m.stack, let original = SyscallRestart.originalCall(registers, kernelStack: stack),
+                  let call = SyscallRestart.interruptedRelativeSleep(original) else {
+                warn("PID \(pid) thread \(tid) was resumed into a wait after an earlier stop that is not a sleep, poll or futex wait (kernel stack: \(m.stack?.split(separator: "\n").prefix(3).joined(separator: " | ") ?? "unread")): after restart the call returns EINTR")
+                return (nil, nil)
+            }
+            return (InterruptedSleep(clockID: call.clockID, remainingNanoseconds: m.remaining, monotonicAtCheckpoint: m.monotonic, bootID: Clock.bootID()), original)
+        }
+        return (try interruptedCall(tid: tid, registers: registers), nil)
+    }
+
+    private func interruptedCall(tid: Int32, registers: Registers) throws -> InterruptedSleep? {
         guard let call = SyscallRestart.interruptedRelativeSleep(registers) else { return nil }
         let monotonic = stoppedAt[tid] ?? Clock.monotonicNanoseconds()
         switch call.kind {
@@ -102,13 +125,17 @@ extension ProcessDumper {
     /// at the same moment, so the measure is repeated until one expiry is common to all of
     /// them. The thread is then interrupted again; its registers, signal mask and
     /// restart_block are as before. Nil if the timer could not be told apart.
-    func measureSleep(tid: Int32, registers saved: Registers) throws -> (remaining: Int64, monotonic: Int64)? {
+    func measureSleep(tid: Int32, registers saved: Registers, identify: Bool = false) throws -> (remaining: Int64, monotonic: Int64, stack: String?, returned: Int64?)? {
         let t = Tracee.adoptTraceMe(ProcessID(tid))
         let guardMask = try SignalMaskGuard(tracee: t, saved: saved)
         defer { guardMask.restore() }
         let gadget = try Injector.findGadget(pid: ProcessID(pid))
         var common: Set<WakeupTimer>? = nil
         var clocksAt = [Int32: Int64](), monotonicAt: Int64 = 0
+        // With `identify`, the kernel stack of the sleeping restart (which restart function
+        // runs), and what the call returned if it ended meanwhile.
+        var stack: String? = nil
+        var value: Int64 = 0
         for _ in 0..<3 {
             let before = WakeupTimer.all()
             try t.setRegisters(saved.preparedForSyscall(.restart_syscall, [], at: gadget))
@@ -123,7 +150,10 @@ extension ProcessDumper {
             for _ in 0..<2000 {
                 if let st = try? ProcStat.read(pid: tid) {
                     if st.state == "t" || st.state == "T" { break }
-                    if st.state == "S", BlockedSyscall.of(ProcessID(tid))?.syscall == .restart_syscall { break }
+                    if st.state == "S", BlockedSyscall.of(ProcessID(tid))?.syscall == .restart_syscall {
+                        if identify && stack == nil { stack = try? ProcFS.read("/proc/\(pid)/task/\(tid)/stack") }
+                        break
+                    }
                 }
                 usleep(50)
             }
@@ -148,6 +178,7 @@ extension ProcessDumper {
                     // 0: the sleep or poll timed out; -ETIMEDOUT: the futex wait did.
                     let r = try t.registers().returnValue
                     ended = r == 0 || r == -110
+                    value = r
                 case .exited, .killed:
                     throw SSIError(.state, "PID \(pid) thread \(tid) ended while its sleep was measured; nothing was written", hint: "try again")
                 case let other:
@@ -156,13 +187,13 @@ extension ProcessDumper {
                 if !(sawInterrupt && sawStep) { try t.cont() }
             }
             if !entered { return nil }
-            if ended { return (0, monotonicAt) }
+            if ended { return (0, monotonicAt, stack, identify ? value : nil) }
             let fresh = after.subtracting(before)
             common = common.map { $0.intersection(fresh) } ?? fresh
             if common!.count <= 1 { break }
         }
         guard let c = common, c.count == 1, let timer = c.first, let now = clocksAt[timer.clockID] else { return nil }
-        return (max(0, timer.expiry - now), monotonicAt)
+        return (max(0, timer.expiry - now), monotonicAt, stack, nil)
     }
 }
 

@@ -30,7 +30,9 @@ extension ProcessDumper {
         if let list = robustList(of: ProcessID(tid)) { thread.robustListHead = list.head; thread.robustListLength = list.length }
         thread.name = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/comm"))?.trimmingCharacters(in: .newlines)
         thread.syscallUserDispatch = syscallDispatch[tid]
-        thread.interruptedSleep = try interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
+        let (sleep, registers) = try interruptedSleep(tid: tid, registers: try Registers(named: thread.registers))
+        thread.interruptedSleep = sleep
+        if let registers { thread.registers = registers.named }
         thread.scheduling = Scheduling.read(tid: tid)
         // Capabilities and seccomp mode are per thread (/proc/PID/task/TID/status). Mode 2 is
         // filters; strict mode (1) is refused with the process (dumpIdentity).

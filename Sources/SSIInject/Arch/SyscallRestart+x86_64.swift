@@ -80,6 +80,48 @@ public enum SyscallRestart {
         public enum Kind { case sleep, poll, futexWait, timeLeftTimeval, timeLeftTimespec, epollTimeout }
     }
 
+    /// A relative sleep or timed wait that an earlier stop interrupted and a SIGCONT (or a
+    /// thaw) resumed: the kernel re-entered it through restart_syscall (orig_rax 219) with
+    /// its deadline in the task's restart_block, and a stop now leaves rax at
+    /// -ERESTART_RESTARTBLOCK again. A restored task has no restart_block: its restart_syscall
+    /// would fail with EINTR (do_no_restart_syscall). The original call's arguments are still
+    /// in the registers (restart_syscall ignores them); its number is not.
+    public static func isRestartedCall(_ regs: Registers) -> Bool {
+        regs.syscall == .restart_syscall && Int64(bitPattern: regs.raw.rax) == ERESTART_RESTARTBLOCK
+    }
+
+    /// The registers of the original call behind a restart_syscall (isRestartedCall), told
+    /// from the task's kernel stack while it sleeps in the restart (/proc/TID/stack, Linux
+    /// 6.18): a poll's restart shows do_sys_poll and poll_schedule_timeout, a futex wait's
+    /// futex_wait and futex_wait_queue; a sleep's shows nothing but the syscall entry
+    /// (sys_restart_syscall tail-calls hrtimer_nanosleep_restart, and do_nanosleep is a
+    /// scheduler function the trace skips): nanosleep, or clock_nanosleep when rdi holds a
+    /// clock id (small, or negative for a CPU clock) rather than a pointer. nil otherwise.
+    public static func originalCall(_ regs: Registers, kernelStack: String) -> Registers? {
+        var r = regs
+        let frames = kernelStack.split(separator: "\n").filter { !$0.contains("do_syscall_64") && !$0.contains("entry_SYSCALL") }
+        if kernelStack.contains("do_sys_poll") || kernelStack.contains("poll_schedule_timeout") {
+            r.raw.orig_rax = 7
+        } else if kernelStack.contains("futex_wait") {
+            r.raw.orig_rax = 202
+        } else if frames.isEmpty {
+            r.raw.orig_rax = r.raw.rdi < 4096 || Int64(bitPattern: r.raw.rdi) < 0 ? 230 : 35
+        } else {
+            return nil
+        }
+        return r
+    }
+
+    /// The registers of a task as if the call it was inside had returned `value` (its rip is
+    /// already past the syscall instruction): used when a restarted wait ended while it was
+    /// measured.
+    public static func returned(_ regs: Registers, value: Int64) -> Registers {
+        var r = regs
+        r.raw.rax = UInt64(bitPattern: value)
+        r.raw.orig_rax = UInt64.max
+        return r
+    }
+
     public static func interruptedRelativeSleep(_ regs: Registers) -> RelativeSleep? {
         let r = regs.raw
         if Int64(bitPattern: r.rax) == ERESTARTNOHAND {
