@@ -148,5 +148,6 @@ enum FidelityCases {
         FidelityCase(fixture: "syscalldispatch", options: ["--continue"]),
         FidelityCase(fixture: "loginuid"),
         FidelityCase(fixture: "restartsyscall"),
+        FidelityCase(fixture: "procself"),
     ]
 }

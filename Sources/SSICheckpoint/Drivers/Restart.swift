@@ -236,7 +236,7 @@ final class RestartSession {
             // Once every process exists: pidfds name them, and epoll instances shared by
             // several processes or watching a pidfd are built from them (EventFiles.swift);
             // before finish, which gives each process its own credentials.
-            for pr in restorers { try pr.restorePidfds() }
+            for pr in restorers { try pr.restorePidfds(); try pr.restoreProcessFiles() }
             try ProcessRestorer.restoreLateEpolls(restorers)
             for pr in restorers { try pr.finish() }
             try deletedFiles.sealLate()

@@ -165,7 +165,7 @@ final class ProcessRestorer {
         // namespace is made again: opening it then says what is wrong.
         let mounted = (image.namespaces?.mnt?.mounts ?? []).map(\.target)
         func inOwnMount(_ path: String) -> Bool { mounted.contains { path == $0 || path.hasPrefix($0 == "/" ? "/" : $0 + "/") } }
-        for f in image.fds where f.kind == .regular && f.deletedFileID == nil && !inOwnMount(f.path) {
+        for f in image.fds where f.kind == .regular && f.deletedFileID == nil && !inOwnMount(f.path) && !(isProcessFile(f) && !newNamespace) {
             var st = stat()
             // An O_PATH fd may be on a symbolic link itself (O_NOFOLLOW) or a socket's file.
             if (f.flags & OpenFlags.path != 0 ? lstat(f.path, &st) : stat(f.path, &st)) != 0 {

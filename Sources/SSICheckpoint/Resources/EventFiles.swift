@@ -292,9 +292,10 @@ extension ProcessRestorer {
             let elapsed = timeSinceTimersRead()
             if (t.settimeFlags ?? 0) & 1 == 0, t.valueSeconds != 0 || t.valueNanoseconds != 0, elapsed > 0, clocksThatRun.contains(t.clockID) {
                 // A relative timer moves on by the time since the checkpoint; the periods it
-                // missed meanwhile are expirations not read yet (ticks), as they would be.
-                let (left, missed) = Self.timeLeft(t.valueSeconds * 1_000_000_000 + t.valueNanoseconds,
-                                                   interval: t.intervalSeconds * 1_000_000_000 + t.intervalNanoseconds, elapsed: elapsed, floor: 1)
+                // missed meanwhile are expirations not read yet (ticks), as they would be, and
+                // its next expiry stays on its schedule.
+                let (left, missed) = Self.scheduleKept(t.valueSeconds * 1_000_000_000 + t.valueNanoseconds,
+                                                       interval: t.intervalSeconds * 1_000_000_000 + t.intervalNanoseconds, elapsed: elapsed)
                 (t.valueSeconds, t.valueNanoseconds) = (left / 1_000_000_000, left % 1_000_000_000)
                 t.ticks += UInt64(missed)
             }

@@ -293,6 +293,28 @@ extension ProcessRestorer {
         }
     }
 
+    /// A regular file of a process's own /proc directory (/proc/PID/statm, /proc/PID/status,
+    /// /proc/PID/task/TID/stat: top-like monitors and runtimes keep them open and read them
+    /// again): it exists only once that process does. The PIDs are the ones the application
+    /// had; in a PID namespace of its own they are not (nor opened late: refused as before).
+    static func isProcessFile(_ f: FileDescriptorImage) -> Bool {
+        guard f.path.hasPrefix("/proc/") else { return false }
+        let first = f.path.dropFirst("/proc/".count).prefix { $0 != "/" }
+        return !first.isEmpty && first.allSatisfy(\.isNumber)
+    }
+
+    /// The files of processes' /proc directories (isProcessFile), once every process of the
+    /// tree exists (after restorePidfds): opened by path, at their number and offset.
+    func restoreProcessFiles() throws {
+        guard !ownNamespace else { return }
+        for f in image.fds where f.kind == .regular && f.sharedID == nil && Self.isProcessFile(f) {
+            let src = try reopen(f, path: f.path, who: "PID \(pid) fd \(f.fd)")
+            try placeFD(src, as: f)
+            if src != UInt64(f.fd) { try inj.call("close", .close, src) }
+            try restoreOffset(f, fd: UInt64(f.fd))
+        }
+    }
+
     /// Puts a file's or directory's offset back on `fd` (none on an O_PATH fd: lseek(2) on it
     /// is EBADF, open(2)). A file of a pseudo file system (PseudoFiles), whose content is
     /// generated anew, may refuse a seek past its end: the offset then stays at 0, where the
@@ -358,6 +380,10 @@ extension ProcessRestorer {
             return (try createAnonInode(f), true)
         case .pidfd:
             // Its process may not exist yet: made once every one does (restorePidfds).
+            return nil
+        case .regular where f.sharedID == nil && !ownNamespace && Self.isProcessFile(f):
+            // A file of a process's /proc directory: opened once every process exists
+            // (restoreProcessFiles).
             return nil
         case .inotify:
             guard let fsObjects else { return nil }

@@ -85,6 +85,18 @@ extension ProcessRestorer {
         return (floor, interval > 0 ? -l / interval : 0)
     }
 
+    /// A timerfd's time left, moved on by `elapsed`, keeping its schedule: expirations that
+    /// fell while the application was down become unread ones (`ticks`: the one due, and
+    /// every period after it), and the next comes when it would have (a period's remainder
+    /// later), not a period after the restart (which shifted a periodic timerfd by up to a
+    /// period per restart). A one-shot timer that came due is expired and disarmed (left 0).
+    static func scheduleKept(_ left: Int64, interval: Int64, elapsed: Int64) -> (left: Int64, ticks: Int64) {
+        let l = left - elapsed
+        if l > 0 { return (l, 0) }
+        guard interval > 0 else { return (0, 1) }
+        return (interval - (-l) % interval, 1 + (-l) / interval)
+    }
+
     /// Interval and POSIX timers, armed with their remaining time less the time since the
     /// checkpoint (Linux keeps them running while a process is stopped: so does a restart).
     func restoreTimers() throws {
