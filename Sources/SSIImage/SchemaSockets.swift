@@ -134,6 +134,18 @@ public struct TCPRepairState: Codable, Sendable, Equatable {
     /// When `timestamp` was read (CLOCK_REALTIME, ns; nil in older snapshots): the restored
     /// clock goes on from it as if it had kept running.
     public var timestampRead: Int64?
+    /// A half-closed connection (December 2026): it had sent its FIN (FIN_WAIT1, FIN_WAIT2,
+    /// LAST_ACK, CLOSING) or received its peer's (CLOSE_WAIT, LAST_ACK, CLOSING). The
+    /// sequence numbers above stop before each FIN; restart rebuilds the connection
+    /// established and sends its FIN again with shutdown(SHUT_WR) once out of repair mode,
+    /// and the peer's comes from the peer, inside the application, the same way.
+    public var finSent: Bool?
+    public var finReceived: Bool?
+    /// A connection whose peer closed it and is gone (its program closed its end: the
+    /// socket is an orphan the kernel is closing, or no longer exists), with the bytes it
+    /// sent still unread here (CLOSE_WAIT): restart rebuilds it against a stand-in peer
+    /// that sends the FIN again and is closed, as the peer was.
+    public var peerGone: Bool?
     public init(sendSeq: UInt32, recvSeq: UInt32, sendQueue: Data, recvQueue: Data, mss: UInt32, sendWindowScale: UInt8,
                 recvWindowScale: UInt8, sack: Bool, timestamps: Bool, timestamp: UInt32, window: [UInt32]) {
         self.sendSeq = sendSeq; self.recvSeq = recvSeq; self.sendQueue = sendQueue; self.recvQueue = recvQueue; self.mss = mss

@@ -48,6 +48,30 @@ public enum InetDiag {
         return nil
     }
 
+    /// Whether the TCP socket at `local` connected to `remote` (sockaddr bytes of `family`)
+    /// belongs to a process: true when it has an inode, false when it is an orphan the
+    /// kernel keeps closing (its program closed it: FIN_WAIT, TIME_WAIT), nil when there is
+    /// no such socket (gone) or sock_diag cannot tell.
+    public static func owned(family: Int32, local: Data, remote: Data) -> Bool? {
+        // struct inet_diag_sockid: sport, dport (network order), src[16], dst[16], ...
+        func parts(_ a: Data) -> (port: [UInt8], addr: [UInt8])? {
+            let b = [UInt8](a)
+            if family == AF_INET, b.count >= 8 { return (Array(b[2..<4]), Array(b[4..<8])) }
+            if family == AF_INET6, b.count >= 24 { return (Array(b[2..<4]), Array(b[8..<24])) }
+            return nil
+        }
+        guard let l = parts(local), let r = parts(remote),
+              let found = request(nil, type: 20, flags: 0x1 | 0x300, family: family, id: [UInt8](repeating: 0, count: 48), states: 0xffff_ffff) else { return nil }
+        let n = l.addr.count
+        for msg in found where msg.count >= 72 {
+            // The id at 4: sport 4..<6, dport 6..<8, src 8..<24, dst 24..<40.
+            guard Array(msg[4..<6]) == l.port, Array(msg[6..<8]) == r.port,
+                  Array(msg[8..<(8 + n)]) == l.addr, Array(msg[24..<(24 + n)]) == r.addr else { continue }
+            return msg.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 68, as: UInt32.self) } != 0
+        }
+        return nil
+    }
+
     /// `fd` nil: a sock_diag socket of its own (SockDiag.query).
     private static func request(_ fd: Int32?, type: UInt16, flags: UInt16, family: Int32, id: [UInt8],
                                 protocol proto: Int32 = Int32(IPPROTO_TCP), states: UInt32 = 1 << 6) -> [[UInt8]]? {

@@ -149,5 +149,7 @@ enum FidelityCases {
         FidelityCase(fixture: "loginuid"),
         FidelityCase(fixture: "restartsyscall"),
         FidelityCase(fixture: "procself"),
+        FidelityCase(fixture: "tcphalfclosed", args: ["closewait"]),
+        FidelityCase(fixture: "tcphalfclosed", args: ["finwait2"]),
     ]
 }

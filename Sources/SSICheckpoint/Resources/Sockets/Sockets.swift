@@ -179,11 +179,21 @@ extension ProcessDumper {
                     // With --tcp-established (CRIU's name) it is saved as external: rebuilt in
                     // repair mode against the same peer, which sees nothing if the restart
                     // comes before it sends or times out.
-                    if tcpEstablished && f.socketID == carrier.socketID {
+                    if s.tcp?.finReceived == true, s.tcp?.finSent != true, f.socketID == carrier.socketID, let local = s.address, let remote = s.peerAddress,
+                       InetDiag.owned(family: s.family, local: remote, remote: local) != true {
+                        // Its peer closed it and is gone (no process holds the other end): a
+                        // stand-in peer sends the FIN again at restart (repairTCP).
+                        if let i = tables[pid]!.firstIndex(where: { $0.fd == carrier.fd }) { tables[pid]![i].socket?.tcp?.peerGone = true }
+                        continue
+                    } else if s.tcp?.finSent == true || s.tcp?.finReceived == true {
+                        // Its FIN would have to come from the peer (or reach it) again.
+                        problem = "half-closed TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) (\(s.tcp?.finReceived == true ? "its peer closed" : "it shut its side down")) whose peer is outside the application"
+                    } else if tcpEstablished && f.socketID == carrier.socketID {
                         if let i = tables[pid]!.firstIndex(where: { $0.fd == carrier.fd }) { tables[pid]![i].external = true }
                         continue
+                    } else {
+                        problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application"
                     }
-                    problem = "TCP connection \(SockAddr.describe(s.address, family: s.family)) -> \(SockAddr.describe(s.peerAddress, family: s.family)) whose peer is outside the application"
                 }
                 guard let problem else { continue }
                 let inFlight = f.socketID != carrier.socketID ? "a socket in flight in it: " : ""
@@ -210,6 +220,12 @@ final class SocketRebuilder {
     /// Connections whose receiving side the program had shut (shutdown(2) SHUT_RD), shut
     /// again once out of repair mode (it sends nothing).
     var shutReading: [Int32] = []
+    /// TCP connections that had sent their FIN (TCPRepairState.finSent): shut down for
+    /// writing once out of repair mode and their unsent bytes written.
+    var finishing: [Int32] = []
+    /// Stand-in peers of connections whose peer was gone (TCPRepairState.peerGone), closed
+    /// once they have sent their FIN.
+    var standIns: [Int32] = []
     /// Where the peers of saved connections stand (RestartOptions.tcpPeerCheck), and the
     /// connections to reset once out of repair mode (TCPPeers.swift).
     var tcpPeerCheck: TCPPeerCheck? = nil

@@ -28,15 +28,19 @@ extension ProcessDumper {
         case 7: // TCP_CLOSE: created, maybe bound
             // Port 0 (bytes 2-3 of sockaddr_in and sockaddr_in6): not bound.
             if let a = s.address, a.count >= 4, a[a.startIndex + 2] == 0, a[a.startIndex + 3] == 0 { s.address = nil }
-        case 1: // TCP_ESTABLISHED
+        case 1, 4, 5, 8, 9, 11: // ESTABLISHED; FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING
             s.state = .connected
             s.peerAddress = SockAddr.name(sock, peer: true)
-            s.tcp = try repairDump(sock, info: info)
+            // A half-closed connection (a peer that closed with bytes unread: CLOSE_WAIT; a
+            // client that shut its side down: FIN_WAIT2): saved as established with where
+            // each FIN stands, and rebuilt so (repairTCP, buildTCP). Its peer must be inside
+            // the application (checkSockets).
+            s.tcp = try repairDump(sock, info: info, finSent: [4, 5, 9, 11].contains(state), finReceived: [8, 9, 11].contains(state))
             // shutdown(SHUT_RD) leaves the state ESTABLISHED (only SHUT_WR sends a FIN):
             // inet_diag's shutdown bits tell (RCV_SHUTDOWN 1).
             if let sh = InetDiag.shutdown(family: family, protocol: Int32(IPPROTO_TCP), inode: inode), sh & 1 != 0 { s.shutdown = 1 }
         default:
-            let names = [2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT", 8: "CLOSE_WAIT", 9: "LAST_ACK", 11: "CLOSING"]
+            let names = [2: "SYN_SENT", 3: "SYN_RECV", 6: "TIME_WAIT"]
             throw UnsupportedSocket(kind: "TCP socket in state \(names[Int(state)] ?? "\(state)")")
         }
         return s
@@ -45,7 +49,12 @@ extension ProcessDumper {
     /// Reads a connection's sequence numbers, queues and options in repair mode (tcp(7),
     /// TCP_REPAIR needs CAP_NET_ADMIN). Leaving repair mode sends a window probe, which the
     /// peer answers like any duplicate ACK: the connection goes on unchanged.
-    func repairDump(_ sock: Int32, info: [UInt8]) throws -> TCPRepairState {
+    /// `finSent`, `finReceived`: the connection is half-closed (dumpTCP). The FIN this end sent
+    /// counts in the send queue's sequence number (write_seq) and, until acknowledged, in
+    /// SIOCOUTQ, with no byte to read; the peer's counts in the receive queue's (rcv_nxt) and
+    /// not in SIOCINQ (tcp_inq). Both are taken off, so that the numbers are those of the
+    /// data, and the FINs are sent again after it at restart.
+    func repairDump(_ sock: Int32, info: [UInt8], finSent: Bool = false, finReceived: Bool = false) throws -> TCPRepairState {
         // Entering and leaving repair mode change the socket's SO_REUSEADDR (the kernel sets
         // sk_reuse to SK_FORCE_REUSE, then SK_NO_REUSE): read the application's value first and
         // put it back, or its connection would end in a TIME_WAIT that keeps its own listener
@@ -86,8 +95,10 @@ extension ProcessDumper {
             var buf = [UInt8](repeating: 0, count: Int(count))
             // In repair mode a peek reads the selected queue, the send queue included.
             let n = recv(sock, &buf, buf.count, Int32(MSG_PEEK | MSG_DONTWAIT))
-            if n != Int(count) { throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection") }
-            var data = Data(buf)
+            // A FIN sent and not yet acknowledged is the send queue's last "byte".
+            let finQueued = finSent && q == SocketOption.tcpSendQueue && n == Int(count) - 1
+            if n != Int(count) && !finQueued { throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection") }
+            var data = Data(buf.prefix(max(0, n)))
             if q == SocketOption.tcpReceiveQueue, SocketOption.peekOffset.set(sock, count) {
                 // SIOCINQ counts up to an urgent mark ahead (tcp_inq): once the program has
                 // read the urgent byte (MSG_OOB), its place in the stream is a hole reads skip,
@@ -116,10 +127,16 @@ extension ProcessDumper {
         // current segment size, smaller by the options, and would shrink at every restart.
         let mss = SocketOption.tcpMaxSegment.get(sock).map { UInt32($0) } ?? info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 16, as: UInt32.self) }
         guard let stamp = SocketOption.tcpTimestamp.get(sock) else { throw SSIError.sys("PID \(pid): TCP_TIMESTAMP", errno: errno) }
-        var state = TCPRepairState(sendSeq: sendSeq, recvSeq: recvSeq, sendQueue: sendQueue, recvQueue: recvQueue, mss: mss,
-                                   sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
+        var state = TCPRepairState(sendSeq: finSent ? sendSeq &- 1 : sendSeq, recvSeq: finReceived ? recvSeq &- 1 : recvSeq, sendQueue: sendQueue,
+                                   recvQueue: recvQueue, mss: mss, sendWindowScale: scales & 0xf, recvWindowScale: scales >> 4, sack: opts & 2 != 0,
                                    timestamps: opts & 1 != 0, timestamp: UInt32(bitPattern: stamp),
                                    window: win)
+        if finSent { state.finSent = true }
+        if finReceived {
+            state.finReceived = true
+            // rcv_wup may stand past the FIN; TCP_REPAIR_WINDOW refuses one after rcv_nxt.
+            if state.window.count == 5, Int32(bitPattern: state.window[4] &- state.recvSeq) > 0 { state.window[4] = state.recvSeq }
+        }
         state.timestampRead = Clock.nanoseconds(Clock.realtime)
         if notSent > 0 && notSent <= outq { state.unsent = UInt32(notSent) }
         return state
@@ -156,6 +173,12 @@ extension SocketRebuilder {
             }
         }
         unsentTCP = []
+        // Half-closed connections: each FIN sent again after the data, from the end that had
+        // sent it; its peer, rebuilt before the FIN, takes it as the first time.
+        for fd in finishing { Glibc.shutdown(fd, Int32(SHUT_WR)) }
+        finishing = []
+        for fd in standIns { close(fd) }
+        standIns = []
     }
 
     /// A listening or merely bound socket: bound to its address again (and listening).
@@ -246,6 +269,7 @@ extension SocketRebuilder {
         }
         repairing.append((fd, s.options?["SO_REUSEADDR"] ?? 0))
         if (s.shutdown ?? 0) & 1 != 0 { shutReading.append(fd) }
+        if r.finSent == true { finishing.append(fd) }
         let what = "TCP connection \(SockAddr.describe(local, family: s.family)) -> \(SockAddr.describe(peer, family: s.family))"
         if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
         // TCP_QUEUE_SEQ sets where each queue starts; the bytes put back below move
@@ -311,6 +335,40 @@ extension SocketRebuilder {
         if r.window.count == 5 {
             try SocketOption.tcpRepairWindow.set(fd, bytes: r.window.withUnsafeBytes { Array($0) }, "TCP_REPAIR_WINDOW on \(what)")
         }
+        if r.peerGone == true { try standInPeer(s, r, what: what) }
+    }
+
+    /// The peer of a connection whose peer had closed it and gone (TCPRepairState.peerGone):
+    /// a socket at the peer's address, connected in repair mode with the sequence numbers
+    /// the peer had (it sends from where this end receives, and receives from this end's
+    /// first unacknowledged byte), the same options mirrored. Once out of repair mode it
+    /// sends its FIN (this end goes to CLOSE_WAIT, its unread bytes then end of file) and is
+    /// closed, as the peer's program had closed it: data written to it afterwards is answered
+    /// with a reset, as the peer's kernel would have answered. The killed copy's end of the
+    /// connection may linger in TIME_WAIT at the peer's port: ended first.
+    private func standInPeer(_ s: SocketImage, _ r: TCPRepairState, what: String) throws {
+        guard let local = s.address, let peer = s.peerAddress, let (_, port) = Self.hostPort(peer, s.family) else { return }
+        InetDiag.destroyTimeWait(family: s.family, localPort: UInt16(port).bigEndian)
+        let fd = try newSocket(s.family, 1, "stand-in peer of \(what)")
+        standIns.append(fd)
+        guard SocketOption.tcpRepair.set(fd, 1) else { throw SSIError.sys("TCP_REPAIR on the stand-in peer of \(what)", errno: errno) }
+        repairing.append((fd, 0))
+        if SockAddr.bind(fd, peer) != 0 { throw SSIError.sys("bind the stand-in peer of \(what) to \(SockAddr.describe(peer, family: s.family))", errno: errno) }
+        for (q, seq) in [(SocketOption.tcpSendQueue, r.recvSeq), (SocketOption.tcpReceiveQueue, r.sendSeq &- UInt32(r.sendQueue.count))] {
+            guard SocketOption.tcpRepairQueue.set(fd, q), SocketOption.tcpQueueSequence.set(fd, Int32(bitPattern: seq)) else {
+                throw SSIError.sys("set the sequence numbers of the stand-in peer of \(what)", errno: errno)
+            }
+        }
+        SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
+        if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: Self.timestampNow(r))) }
+        if r.mss >= 88 && r.mss <= 32767 { SocketOption.tcpMaxSegment.set(fd, Int32(r.mss)) }
+        if SockAddr.connect(fd, local) != 0 { throw SSIError.sys("connect (repair) the stand-in peer of \(what)", errno: errno) }
+        var opts: [UInt32] = [2, r.mss]
+        if r.sendWindowScale != 0 || r.recvWindowScale != 0 { opts += [3, UInt32(r.recvWindowScale) | UInt32(r.sendWindowScale) << 16] }
+        if r.sack { opts += [4, 0] }
+        if r.timestamps { opts += [8, 0] }
+        try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on the stand-in peer of \(what)")
+        finishing.append(fd)
     }
 }
 
