@@ -245,6 +245,18 @@ struct ScenarioTests {
         #expect(ri.status == 0, "\(ri.output)")
     }
 
+    @Test("a thread with a cwd of its own (unshare CLONE_FS in it, as Samba's thread pool does) is refused by name; the app goes on")
+    func threadOwnContext() throws {
+        let w = try World("threadcontext")
+        let py = try python3Executable()
+        let program = "import ctypes, os, threading, time\nlibc = ctypes.CDLL(None, use_errno=True)\ndef worker():\n    assert libc.unshare(0x200) == 0\n    os.chdir('/tmp')\n    print('tid', threading.get_native_id(), flush=True)\n    while True:\n        time.sleep(0.05)\nthreading.Thread(target=worker, daemon=True).start()\nwhile True:\n    time.sleep(0.05)"
+        let app = try w.start([py, "-u", "-c", program])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("tid "))
+        let tid = w.logValue("tid ")
+        try w.expectRefused(app, ["PID \(app) thread \(tid) has its own cwd, root and umask (unshare CLONE_FS)", "nothing was written"])
+    }
+
     @Test("checkpointing PID 1, a kernel thread, a missing PID or ssi itself: clear errors")
     func badTargets() throws {
         let w = try World("bad")

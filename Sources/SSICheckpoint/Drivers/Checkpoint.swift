@@ -139,6 +139,7 @@ extension CheckpointEngine {
             try options.whenFrozen?()
             try ProcessDumper.refuseOwnNamespaces(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
+            try ProcessSharing.refuseThreadContexts(seized.threads, exitedLeaders: seized.exitedLeaders)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
             var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)

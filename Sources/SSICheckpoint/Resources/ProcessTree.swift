@@ -68,6 +68,31 @@ struct ProcessSharing {
         return out
     }
 
+    /// Threads with a context of their own: unshare(2) in a thread gives it its own fd table
+    /// (CLONE_FILES), cwd, root and umask (CLONE_FS: Samba's per-thread working directories),
+    /// or its own UTS, IPC, network or mount namespace (setns in a thread that locked itself
+    /// to its OS thread). The snapshot keeps one of each per process, and the restored
+    /// threads would silently share the leader's: refused by name. `threads`: pid -> its
+    /// threads, main first (SeizedApplication.threads).
+    static func refuseThreadContexts(_ threads: [Int32: [Int32]], exitedLeaders: [Int32: Int32]) throws {
+        let namespaces = ["uts", "ipc", "net", "mnt"]
+        for (pid, tids) in threads {
+            let lead = exitedLeaders[pid] ?? pid
+            let leadNS = namespaces.map { try? ProcFS.readLink("/proc/\(lead)/task/\(lead)/ns/\($0)") }
+            for tid in tids where tid != lead {
+                var own: [String] = []
+                if Kcmp.compare(ProcessID(lead), ProcessID(tid), .files) > 0 { own.append("fd table (unshare CLONE_FILES)") }
+                if Kcmp.compare(ProcessID(lead), ProcessID(tid), .fs) > 0 { own.append("cwd, root and umask (unshare CLONE_FS)") }
+                for (i, ns) in namespaces.enumerated() {
+                    if let mine = try? ProcFS.readLink("/proc/\(lead)/task/\(tid)/ns/\(ns)"), let theirs = leadNS[i], mine != theirs { own.append("\(ns) namespace") }
+                }
+                guard !own.isEmpty else { continue }
+                throw SSIError(.unsupported, "PID \(pid) thread \(tid) has its own \(own.joined(separator: ", ")), apart from its process's other threads; a thread's own context is not supported by the checkpoint engine yet; nothing was written and the application goes on",
+                               hint: "checkpoint it once that thread has gone back to its process's context (or ended)")
+            }
+        }
+    }
+
     func apply(to image: inout ProcessImage) {
         image.sharesFilesWithParent = filesWithParent.contains(image.pid) ? true : nil
         image.sharesFSWithParent = fsWithParent.contains(image.pid) ? true : nil
