@@ -696,6 +696,59 @@ long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsig
     return r;
 }
 
+long cssi_peek_datagram(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, struct cssi_packet_info *info) {
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    union { struct cmsghdr align; char buf[512]; } u;
+    struct msghdr m = { .msg_name = name, .msg_namelen = name ? *namelen : 0, .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    memset(info, 0, sizeof *info);
+    info->ttl = info->tos = -1;
+    ssize_t r = recvmsg(sock, &m, MSG_PEEK | MSG_DONTWAIT);
+    if (r < 0) return -errno;
+    if (name) *namelen = m.msg_namelen;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo p; memcpy(&p, CMSG_DATA(c), sizeof p);
+            memcpy(info->dst, &p.ipi_addr, 4); info->dst_len = 4;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo p; memcpy(&p, CMSG_DATA(c), sizeof p);
+            memcpy(info->dst, &p.ipi6_addr, 16); info->dst_len = 16;
+        } else if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) || (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT)) {
+            memcpy(&info->ttl, CMSG_DATA(c), sizeof(int));
+        } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
+            info->tos = *(unsigned char *)CMSG_DATA(c);
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+            memcpy(&info->tos, CMSG_DATA(c), sizeof(int));
+        }
+    }
+    return r;
+}
+
+long cssi_send_datagram(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, int v6, int ttl, int tos) {
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    union { struct cmsghdr align; char buf[2 * CMSG_SPACE(sizeof(int))]; } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = { .msg_name = (void *)addr, .msg_namelen = addrlen, .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = u.buf, .msg_controllen = 0 };
+    struct cmsghdr *c = (struct cmsghdr *)u.buf;
+    // ip(7): IP_TTL and IP_TOS are taken as ints in a send's ancillary data; ipv6(7) the same
+    // for IPV6_HOPLIMIT and IPV6_TCLASS.
+    int values[2] = { ttl, tos };
+    int types[2] = { v6 ? IPV6_HOPLIMIT : IP_TTL, v6 ? IPV6_TCLASS : IP_TOS };
+    for (int i = 0; i < 2; i++) {
+        if (values[i] < 0) continue;
+        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = types[i];
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &values[i], sizeof(int));
+        m.msg_controllen += CMSG_SPACE(sizeof(int));
+        c = (struct cmsghdr *)((char *)c + CMSG_SPACE(sizeof(int)));
+    }
+    if (m.msg_controllen == 0) m.msg_control = NULL;
+    ssize_t r = sendmsg(sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return r < 0 ? -errno : r;
+}
+
 long cssi_punch_hole(int fd, long long offset, long long len) {
     return neg_errno(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len));
 }

@@ -104,6 +104,13 @@ public struct QueuedDatagram: Codable, Sendable, Equatable {
     /// File descriptors in flight with this message (SCM_RIGHTS), in order: regular files,
     /// directories and sockets, described like fds (their `fd` is their index here).
     public var files: [FileDescriptorImage]?
+    /// A UDP datagram's destination address as its packet's header had it (IP_PKTINFO: a
+    /// socket bound to the wildcard address receives for every local address; DNS and NTP
+    /// servers answer from the one asked), 4 or 16 bytes; its TTL or hop limit and its TOS or
+    /// traffic class (IP_RECVTTL, IP_RECVTOS). nil in older snapshots, and for unix messages.
+    public var destination: Data?
+    public var ttl: Int32?
+    public var tos: Int32?
     public init(data: Data, sender: Data?) { self.data = data; self.sender = sender }
 }
 

@@ -151,5 +151,6 @@ enum FidelityCases {
         FidelityCase(fixture: "procself"),
         FidelityCase(fixture: "tcphalfclosed", args: ["closewait"]),
         FidelityCase(fixture: "tcphalfclosed", args: ["finwait2"]),
+        FidelityCase(fixture: "udpdest"),
     ]
 }

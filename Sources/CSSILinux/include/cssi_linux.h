@@ -259,6 +259,22 @@ long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void
 // caller: up to 253 are stored in fds (*nfds of them, close-on-exec), the caller owns them.
 // *nfds is -1 when some were cut off. Returns the byte count or -errno.
 long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds);
+
+// What a datagram's ancillary data says of the packet it came in (ip(7) IP_PKTINFO,
+// IP_RECVTTL, IP_RECVTOS; ipv6(7) IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVTCLASS),
+// when the socket asks for it: the destination address of its header (4 or 16 bytes,
+// dst_len 0 when not told), its TTL or hop limit and its TOS or traffic class (-1 when not
+// told).
+struct cssi_packet_info {
+    unsigned char dst[16];
+    int dst_len;
+    int ttl;
+    int tos;
+};
+long cssi_peek_datagram(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, struct cssi_packet_info *info);
+// sendto(2) of one datagram with an IP_TTL/IP_TOS (v6 0) or IPV6_HOPLIMIT/IPV6_TCLASS (v6 1)
+// ancillary message for each of ttl and tos that is >= 0. Returns the bytes sent or -errno.
+long cssi_send_datagram(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, int v6, int ttl, int tos);
 // recvmsg(2), blocking, with MSG_CMSG_CLOEXEC: bytes into buf, and up to 3 fds that came as
 // SCM_RIGHTS into fds (*nfds of them; the caller owns them). Returns the byte count or -errno.
 long cssi_recv_with_fds(int sock, void *buf, unsigned long len, int *fds, int *nfds);

@@ -106,6 +106,30 @@ public enum Socket {
         return PeekedMessage(bytes: Array(buf[0..<n]), name: Array(name.prefix(Int(namelen))), fds: nfds < 0 ? nil : Array(fds.prefix(Int(nfds))))
     }
 
+    /// The next datagram of `sock` (MSG_PEEK|MSG_DONTWAIT, into `buf`) with its sender's name
+    /// and what its ancillary data tells of its packet (CSSILinux cssi_packet_info: the
+    /// destination address of its header, TTL or hop limit, TOS or traffic class), as far as
+    /// the socket asks for them. nil when nothing is queued.
+    public static func peekDatagram(_ sock: Int32, buffer buf: inout [UInt8], what: @autoclosure () -> String)
+        throws -> (bytes: [UInt8], name: [UInt8], destination: [UInt8]?, ttl: Int32?, tos: Int32?)? {
+        var name = [UInt8](repeating: 0, count: MemoryLayout<sockaddr_storage>.size)
+        var namelen = UInt32(name.count)
+        var info = cssi_packet_info()
+        let n = cssi_peek_datagram(sock, &buf, UInt(buf.count), &name, &namelen, &info)
+        if n == -Int(EAGAIN) { return nil }
+        if n < 0 { throw SSIError.sys(what(), errno: Int32(-n)) }
+        let dst = withUnsafeBytes(of: info.dst) { Array($0.prefix(Int(info.dst_len))) }
+        return (Array(buf[0..<n]), Array(name.prefix(Int(namelen))), dst.isEmpty ? nil : dst, info.ttl >= 0 ? info.ttl : nil, info.tos >= 0 ? info.tos : nil)
+    }
+
+    /// One datagram to `address` with the TTL (hop limit) and TOS (traffic class) it is given
+    /// as ancillary data (nil: the socket's own). Returns the bytes sent or -errno.
+    public static func sendDatagram(_ sock: Int32, _ bytes: Data, to address: Data, ipv6: Bool, ttl: Int32?, tos: Int32?) -> Int {
+        bytes.withUnsafeBytes { b in
+            address.withUnsafeBytes { cssi_send_datagram(sock, $0.baseAddress, UInt32($0.count), b.baseAddress, UInt(b.count), ipv6 ? 1 : 0, ttl ?? -1, tos ?? -1) }
+        }
+    }
+
     /// recvmsg(2), blocking: up to `max` bytes, and the fds (at most 3) that came with them
     /// as SCM_RIGHTS, close-on-exec, owned by the caller. Throws on an error.
     public static func receive(_ sock: Int32, max: Int) throws -> (bytes: [UInt8], fds: [Int32]) {

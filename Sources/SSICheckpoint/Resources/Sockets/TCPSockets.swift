@@ -333,7 +333,17 @@ extension SocketRebuilder {
         }
         SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
         if r.window.count == 5 {
-            try SocketOption.tcpRepairWindow.set(fd, bytes: r.window.withUnsafeBytes { Array($0) }, "TCP_REPAIR_WINDOW on \(what)")
+            // struct tcp_repair_window: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup. The
+            // kernel refuses (EINVAL, tcp_repair_set_window) a max_window below snd_wnd, an
+            // snd_wl1 past rcv_nxt + rcv_wnd or an rcv_wup past rcv_nxt: values read while
+            // segments between two ends of the application were still being processed (the
+            // freeze stops the programs, not their kernel's TCP; two full windows exchange
+            // probes) may not fit the queue's end read a moment before. Brought within it.
+            var w = r.window
+            if w[2] < w[1] { w[2] = w[1] }
+            if Int32(bitPattern: w[4] &- r.recvSeq) > 0 { w[4] = r.recvSeq }
+            if Int32(bitPattern: w[0] &- (r.recvSeq &+ w[3])) > 0 { w[0] = r.recvSeq }
+            try SocketOption.tcpRepairWindow.set(fd, bytes: w.withUnsafeBytes { Array($0) }, "TCP_REPAIR_WINDOW on \(what)")
         }
         if r.peerGone == true { try standInPeer(s, r, what: what) }
     }

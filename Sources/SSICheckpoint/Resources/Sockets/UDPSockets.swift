@@ -38,10 +38,32 @@ extension ProcessDumper {
             throw UnsupportedSocket(kind: "UDP socket with queued datagrams (reading them without taking them needs SO_PEEK_OFF, Linux 6.9)")
         }
         defer { SocketOption.peekOffset.set(sock, appPeekOffset) }
+        // Each datagram's destination, TTL and TOS come with it as ancillary data when the
+        // socket asks for them: asked for while the queue is read (ip(7): a datagram's are
+        // taken from its packet when it is read, not when it arrived), the program's own
+        // settings put back after. An IPv6 socket's IPv4 datagrams are told in the IPv6 forms.
+        let v6 = (SocketOption.domain.get(sock) ?? AF_INET) == AF_INET6
+        // IPV6_RECVPKTINFO 49, IPV6_RECVHOPLIMIT 51, IPV6_RECVTCLASS 66; IP_PKTINFO 8,
+        // IP_RECVTTL 12, IP_RECVTOS 13.
+        let level: Int32 = v6 ? Int32(IPPROTO_IPV6) : Int32(IPPROTO_IP)
+        let options: [Int32] = v6 ? [49, 51, 66] : [8, 12, 13]
+        let asks: [(Int32, Int32)] = options.map { (level, $0) }
+        var before: [Int32] = []
+        for (level, option) in asks {
+            var v: Int32 = 0, l = socklen_t(4), one: Int32 = 1
+            _ = getsockopt(sock, level, option, &v, &l)
+            before.append(v)
+            if v == 0 { _ = setsockopt(sock, level, option, &one, 4) }
+        }
+        defer {
+            for ((level, option), v) in zip(asks, before) where v == 0 { var zero: Int32 = 0; _ = setsockopt(sock, level, option, &zero, 4) }
+        }
         var out = [QueuedDatagram]()
         var buf = [UInt8](repeating: 0, count: 65536)
-        while out.count < 1 << 20, let m = try Socket.peek(sock, buffer: &buf, what: "peek a UDP socket of PID \(pid)") {
-            out.append(QueuedDatagram(data: Data(m.bytes), sender: Data(m.name)))
+        while out.count < 1 << 20, let m = try Socket.peekDatagram(sock, buffer: &buf, what: "peek a UDP socket of PID \(pid)") {
+            var d = QueuedDatagram(data: Data(m.bytes), sender: Data(m.name))
+            (d.destination, d.ttl, d.tos) = (m.destination.map { Data($0) }, m.ttl, m.tos)
+            out.append(d)
         }
         return out.isEmpty ? nil : out
     }
@@ -139,13 +161,39 @@ extension SocketRebuilder {
                 if let source { SocketOption.reuseAddress.set(from, 1); _ = SockAddr.bind(from, source) }
             }
             defer { if temporary { close(from) } }
-            let n = Socket.send(from, d.data, to: SockAddr.reach(to, from: family), fds: [])
+            // To the address its packet was sent to (a wildcard socket receives for every
+            // local address), with its TTL and TOS, so that IP_PKTINFO, IP_RECVTTL and
+            // IP_RECVTOS say the same again.
+            let dest = d.destination.flatMap { SockAddr.with(address: $0, port: SockAddr.port(to), family: family) } ?? SockAddr.reach(to, from: family)
+            let n = Socket.sendDatagram(from, d.data, to: dest, ipv6: family == AF_INET6, ttl: d.ttl, tos: d.tos)
             if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte datagram on UDP socket fd \(f.fd)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
         }
     }
 }
 
 extension SockAddr {
+    /// A sockaddr of `family` for `address` (4 bytes, or 16; a v4-mapped one for an IPv6
+    /// socket) and `port`; nil when they do not fit together.
+    static func with(address given: Data, port: UInt16, family: Int32) -> Data? {
+        var a = given
+        // An IPv4 packet to an IPv6 socket is told with a v4-mapped address (::ffff:a.b.c.d).
+        if family == AF_INET, a.count == 16, a.prefix(10).allSatisfy({ $0 == 0 }), a[a.startIndex + 10] == 0xff, a[a.startIndex + 11] == 0xff { a = a.suffix(4) }
+        if family == AF_INET, a.count == 4 {
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = in_port_t(port).bigEndian
+            sin.sin_addr.s_addr = a.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+            return withUnsafeBytes(of: sin) { Data($0) }
+        }
+        guard family == AF_INET6, a.count == 4 || a.count == 16 else { return nil }
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = in_port_t(port).bigEndian
+        let bytes = a.count == 16 ? [UInt8](a) : [UInt8](repeating: 0, count: 10) + [0xff, 0xff] + [UInt8](a)
+        withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: bytes) }
+        return withUnsafeBytes(of: sin6) { Data($0) }
+    }
+
     static func isWildcard(_ a: Data) -> Bool {
         let isV6 = a.withUnsafeBytes { $0.loadUnaligned(as: UInt16.self) } == UInt16(AF_INET6)
         return isV6 ? (a.count >= 24 && a[a.startIndex + 8..<a.startIndex + 24].allSatisfy { $0 == 0 })
