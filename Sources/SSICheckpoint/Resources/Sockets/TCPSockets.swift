@@ -85,34 +85,61 @@ extension ProcessDumper {
             throw SSIError.sys("PID \(pid): queue sizes of a TCP connection (SIOCINQ/SIOCOUTQ)", errno: errno)
         }
         if ioctl(sock, SocketIoctl.outputQueueNotSent, &notSent) != 0 { notSent = 0 }
-        func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) {
-            guard SocketOption.tcpRepairQueue.set(sock, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
+        // Segments between two ends of the application are still processed while it is
+        // frozen (the freeze stops programs, not their kernel's TCP: two full windows go on
+        // exchanging probes, and a receive queue the kernel collapses into less memory opens
+        // its window again), so a queue may change while it is read: the receive queue grows
+        // at its end, the send queue loses acknowledged bytes at its head (its end, write_seq,
+        // cannot move: the program is stopped). The send queue is what a peek returns, the
+        // last bytes before its sequence number; the receive queue is read again until its
+        // sequence number did not move during the read.
+        func sequence() throws -> UInt32 {
             guard let rawSeq = SocketOption.tcpQueueSequence.get(sock) else {
                 throw SSIError.sys("PID \(pid): sequence number of a TCP connection (TCP_QUEUE_SEQ)", errno: errno)
             }
-            let seq = UInt32(bitPattern: rawSeq)
-            guard count > 0 else { return (seq, Data()) }
-            var buf = [UInt8](repeating: 0, count: Int(count))
-            // In repair mode a peek reads the selected queue, the send queue included.
-            let n = recv(sock, &buf, buf.count, Int32(MSG_PEEK | MSG_DONTWAIT))
-            // A FIN sent and not yet acknowledged is the send queue's last "byte".
-            let finQueued = finSent && q == SocketOption.tcpSendQueue && n == Int(count) - 1
-            if n != Int(count) && !finQueued { throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection") }
-            var data = Data(buf.prefix(max(0, n)))
-            if q == SocketOption.tcpReceiveQueue, SocketOption.peekOffset.set(sock, count) {
-                // SIOCINQ counts up to an urgent mark ahead (tcp_inq): once the program has
-                // read the urgent byte (MSG_OOB), its place in the stream is a hole reads skip,
-                // and the bytes past it are not counted. A peek from there takes them (it
-                // skips the hole, as the program's reads will): the restored queue is the bytes
-                // the program has yet to read, ending at the same sequence number.
-                // One peek, as large as the queue can be: the offset it moves on by counts the
-                // bytes copied, not the hole, so a second peek would read the last byte again.
-                var more = [UInt8](repeating: 0, count: max(1 << 16, 2 * Int(SocketOption.receiveBuffer.get(sock) ?? 0)))
-                let m = recv(sock, &more, more.count, Int32(MSG_PEEK | MSG_DONTWAIT))
-                if m > 0 { data.append(contentsOf: more[..<m]) }
-                SocketOption.peekOffset.set(sock, -1)
+            return UInt32(bitPattern: rawSeq)
+        }
+        func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) {
+            guard SocketOption.tcpRepairQueue.set(sock, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
+            let receive = q == SocketOption.tcpReceiveQueue
+            for attempt in 0..<5 {
+                let seq = try sequence()
+                // The receive queue's size again on a second reading: bytes came meanwhile.
+                var count = count
+                if receive && attempt > 0 {
+                    var inq: Int32 = 0
+                    if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 { throw SSIError.sys("PID \(pid): SIOCINQ of a TCP connection", errno: errno) }
+                    count = inq
+                }
+                guard count > 0 else {
+                    if receive, try sequence() != seq { continue }
+                    return (seq, Data())
+                }
+                var buf = [UInt8](repeating: 0, count: Int(count))
+                // In repair mode a peek reads the selected queue, the send queue included.
+                let n = recv(sock, &buf, buf.count, Int32(MSG_PEEK | MSG_DONTWAIT))
+                if n < 0 || (receive && n != Int(count)) {
+                    throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection")
+                }
+                var data = Data(buf.prefix(n))
+                if receive, SocketOption.peekOffset.set(sock, count) {
+                    // SIOCINQ counts up to an urgent mark ahead (tcp_inq): once the program has
+                    // read the urgent byte (MSG_OOB), its place in the stream is a hole reads skip,
+                    // and the bytes past it are not counted. A peek from there takes them (it
+                    // skips the hole, as the program's reads will): the restored queue is the bytes
+                    // the program has yet to read, ending at the same sequence number.
+                    // One peek, as large as the queue can be: the offset it moves on by counts the
+                    // bytes copied, not the hole, so a second peek would read the last byte again.
+                    var more = [UInt8](repeating: 0, count: max(1 << 16, 2 * Int(SocketOption.receiveBuffer.get(sock) ?? 0)))
+                    let m = recv(sock, &more, more.count, Int32(MSG_PEEK | MSG_DONTWAIT))
+                    if m > 0 { data.append(contentsOf: more[..<m]) }
+                    SocketOption.peekOffset.set(sock, -1)
+                }
+                if receive, try sequence() != seq { continue }
+                return (seq, data)
             }
-            return (seq, data)
+            throw SSIError(.state, "PID \(pid): a TCP connection of the application kept receiving while it was read (frozen, its peer's kernel still sends); nothing was written and the application goes on",
+                           hint: "checkpoint again")
         }
         let (recvSeq, recvQueue) = try queue(SocketOption.tcpReceiveQueue, inq)
         let (sendSeq, sendQueue) = try queue(SocketOption.tcpSendQueue, outq)
