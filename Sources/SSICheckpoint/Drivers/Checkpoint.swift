@@ -221,6 +221,7 @@ extension CheckpointEngine {
             fdTables[pid] = try d.dumpFileDescriptors()
         }
         try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported, tcpEstablished: options.tcpEstablished)
+        try ProcessDumper.rereadReceiveQueues(&fdTables, exitedLeaders: seized.exitedLeaders)
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         _ = ProcessDumper.completePTYs(&fdTables)
         try ProcessDumper.completeFifos(&fdTables)

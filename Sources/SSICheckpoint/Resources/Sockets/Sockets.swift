@@ -231,6 +231,9 @@ final class SocketRebuilder {
     var tcpPeerCheck: TCPPeerCheck? = nil
     /// RestartOptions.tcpPeerAcks.
     var tcpPeerAcks: [String: UInt32] = [:]
+    /// Where each TCP connection of the application's receive queue ends, by "local>peer"
+    /// (buildTCP, trimmedToPeer).
+    var receivedByConnection: [String: UInt32] = [:]
     /// RestartOptions.tcpKeepSent.
     var tcpKeepSent = false
     var resetting: [Int32] = []

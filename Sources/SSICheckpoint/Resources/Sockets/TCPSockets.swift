@@ -85,62 +85,7 @@ extension ProcessDumper {
             throw SSIError.sys("PID \(pid): queue sizes of a TCP connection (SIOCINQ/SIOCOUTQ)", errno: errno)
         }
         if ioctl(sock, SocketIoctl.outputQueueNotSent, &notSent) != 0 { notSent = 0 }
-        // Segments between two ends of the application are still processed while it is
-        // frozen (the freeze stops programs, not their kernel's TCP: two full windows go on
-        // exchanging probes, and a receive queue the kernel collapses into less memory opens
-        // its window again), so a queue may change while it is read: the receive queue grows
-        // at its end, the send queue loses acknowledged bytes at its head (its end, write_seq,
-        // cannot move: the program is stopped). The send queue is what a peek returns, the
-        // last bytes before its sequence number; the receive queue is read again until its
-        // sequence number did not move during the read.
-        func sequence() throws -> UInt32 {
-            guard let rawSeq = SocketOption.tcpQueueSequence.get(sock) else {
-                throw SSIError.sys("PID \(pid): sequence number of a TCP connection (TCP_QUEUE_SEQ)", errno: errno)
-            }
-            return UInt32(bitPattern: rawSeq)
-        }
-        func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) {
-            guard SocketOption.tcpRepairQueue.set(sock, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
-            let receive = q == SocketOption.tcpReceiveQueue
-            for attempt in 0..<5 {
-                let seq = try sequence()
-                // The receive queue's size again on a second reading: bytes came meanwhile.
-                var count = count
-                if receive && attempt > 0 {
-                    var inq: Int32 = 0
-                    if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 { throw SSIError.sys("PID \(pid): SIOCINQ of a TCP connection", errno: errno) }
-                    count = inq
-                }
-                guard count > 0 else {
-                    if receive, try sequence() != seq { continue }
-                    return (seq, Data())
-                }
-                var buf = [UInt8](repeating: 0, count: Int(count))
-                // In repair mode a peek reads the selected queue, the send queue included.
-                let n = recv(sock, &buf, buf.count, Int32(MSG_PEEK | MSG_DONTWAIT))
-                if n < 0 || (receive && n != Int(count)) {
-                    throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection")
-                }
-                var data = Data(buf.prefix(n))
-                if receive, SocketOption.peekOffset.set(sock, count) {
-                    // SIOCINQ counts up to an urgent mark ahead (tcp_inq): once the program has
-                    // read the urgent byte (MSG_OOB), its place in the stream is a hole reads skip,
-                    // and the bytes past it are not counted. A peek from there takes them (it
-                    // skips the hole, as the program's reads will): the restored queue is the bytes
-                    // the program has yet to read, ending at the same sequence number.
-                    // One peek, as large as the queue can be: the offset it moves on by counts the
-                    // bytes copied, not the hole, so a second peek would read the last byte again.
-                    var more = [UInt8](repeating: 0, count: max(1 << 16, 2 * Int(SocketOption.receiveBuffer.get(sock) ?? 0)))
-                    let m = recv(sock, &more, more.count, Int32(MSG_PEEK | MSG_DONTWAIT))
-                    if m > 0 { data.append(contentsOf: more[..<m]) }
-                    SocketOption.peekOffset.set(sock, -1)
-                }
-                if receive, try sequence() != seq { continue }
-                return (seq, data)
-            }
-            throw SSIError(.state, "PID \(pid): a TCP connection of the application kept receiving while it was read (frozen, its peer's kernel still sends); nothing was written and the application goes on",
-                           hint: "checkpoint again")
-        }
+        func queue(_ q: Int32, _ count: Int32) throws -> (UInt32, Data) { try repairQueue(sock, q, count: count) }
         let (recvSeq, recvQueue) = try queue(SocketOption.tcpReceiveQueue, inq)
         let (sendSeq, sendQueue) = try queue(SocketOption.tcpSendQueue, outq)
         SocketOption.tcpRepairQueue.set(sock, SocketOption.tcpNoQueue)
@@ -168,10 +113,112 @@ extension ProcessDumper {
         if notSent > 0 && notSent <= outq { state.unsent = UInt32(notSent) }
         return state
     }
+
+    /// One queue of a connection in repair mode (TCP_REPAIR_QUEUE `q`), of `count` bytes as
+    /// SIOCINQ or SIOCOUTQ said: its sequence number (TCP_QUEUE_SEQ) and its bytes.
+    /// Segments between two ends of the application are still processed while it is
+    /// frozen (the freeze stops programs, not their kernel's TCP: two full windows go on
+    /// exchanging probes, and a receive queue the kernel collapses into less memory opens
+    /// its window again), so a queue may change while it is read: the receive queue grows
+    /// at its end, the send queue loses acknowledged bytes at its head (its end, write_seq,
+    /// cannot move: the program is stopped). The send queue is what a peek returns, the
+    /// last bytes before its sequence number; the receive queue is read again until its
+    /// sequence number did not move during the read.
+    func repairQueue(_ sock: Int32, _ q: Int32, count firstCount: Int32) throws -> (UInt32, Data) {
+        func sequence() throws -> UInt32 {
+            guard let rawSeq = SocketOption.tcpQueueSequence.get(sock) else {
+                throw SSIError.sys("PID \(pid): sequence number of a TCP connection (TCP_QUEUE_SEQ)", errno: errno)
+            }
+            return UInt32(bitPattern: rawSeq)
+        }
+        guard SocketOption.tcpRepairQueue.set(sock, q) else { throw SSIError.sys("TCP_REPAIR_QUEUE", errno: errno) }
+        let receive = q == SocketOption.tcpReceiveQueue
+        for attempt in 0..<5 {
+            let seq = try sequence()
+            // The receive queue's size again on a second reading: bytes came meanwhile.
+            var count = firstCount
+            if receive && attempt > 0 {
+                var inq: Int32 = 0
+                if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 { throw SSIError.sys("PID \(pid): SIOCINQ of a TCP connection", errno: errno) }
+                count = inq
+            }
+            guard count > 0 else {
+                if receive, try sequence() != seq { continue }
+                return (seq, Data())
+            }
+            var buf = [UInt8](repeating: 0, count: Int(count))
+            // In repair mode a peek reads the selected queue, the send queue included.
+            let n = recv(sock, &buf, buf.count, Int32(MSG_PEEK | MSG_DONTWAIT))
+            if n < 0 || (receive && n != Int(count)) {
+                throw SSIError(.system, "PID \(pid): read \(n) of the \(count) bytes queued on a TCP connection")
+            }
+            var data = Data(buf.prefix(n))
+            if receive, SocketOption.peekOffset.set(sock, count) {
+                // SIOCINQ counts up to an urgent mark ahead (tcp_inq): once the program has
+                // read the urgent byte (MSG_OOB), its place in the stream is a hole reads skip,
+                // and the bytes past it are not counted. A peek from there takes them (it
+                // skips the hole, as the program's reads will): the restored queue is the bytes
+                // the program has yet to read, ending at the same sequence number.
+                // One peek, as large as the queue can be: the offset it moves on by counts the
+                // bytes copied, not the hole, so a second peek would read the last byte again.
+                var more = [UInt8](repeating: 0, count: max(1 << 16, 2 * Int(SocketOption.receiveBuffer.get(sock) ?? 0)))
+                let m = recv(sock, &more, more.count, Int32(MSG_PEEK | MSG_DONTWAIT))
+                if m > 0 { data.append(contentsOf: more[..<m]) }
+                SocketOption.peekOffset.set(sock, -1)
+            }
+            if receive, try sequence() != seq { continue }
+            return (seq, data)
+        }
+        throw SSIError(.state, "PID \(pid): a TCP connection of the application kept receiving while it was read (frozen, its peer's kernel still sends); nothing was written and the application goes on",
+                       hint: "checkpoint again")
+    }
+
+    /// Once every socket of the application has been read, the receive queues of its
+    /// connections between two of its own ends are read again. The two ends were read one
+    /// after the other while their kernel still moved data between them (repairQueue): a
+    /// receiver read before its sender could have taken more bytes since, which the sender,
+    /// read after, no longer has queued (acknowledged). Rebuilt so, those bytes were in
+    /// neither queue: the receiver waited for them for good (tcpmore.c's two full windows
+    /// stalled 1 run in 5). Read last, every receive queue reaches at least where its
+    /// sender's queue begins; bytes in both are sent again and dropped by the receiver as
+    /// old, as TCP does.
+    static func rereadReceiveQueues(_ tables: inout [Int32: [FileDescriptorImage]], exitedLeaders: [Int32: Int32]) throws {
+        for (pid, fds) in tables {
+            for (i, f) in fds.enumerated() {
+                guard f.kind == .tcpSocket, f.external != true, let s = f.socket, s.state == .connected, var r = s.tcp, r.peerGone != true else { continue }
+                let d = ProcessDumper(pid: exitedLeaders[pid] ?? pid)
+                let sock = try d.fdCopy(fd: f.fd)
+                defer { close(sock) }
+                let reuse = SocketOption.reuseAddress.get(sock) ?? 0
+                let peekOffset = SocketOption.peekOffset.get(sock) ?? -1
+                if peekOffset >= 0 { SocketOption.peekOffset.set(sock, -1) }
+                guard SocketOption.tcpRepair.set(sock, 1) else { throw SSIError.sys("TCP_REPAIR on a socket of PID \(pid)", errno: errno) }
+                defer {
+                    SocketOption.tcpRepair.set(sock, 0)
+                    SocketOption.reuseAddress.set(sock, reuse)
+                    if peekOffset >= 0 { SocketOption.peekOffset.set(sock, peekOffset) }
+                }
+                var inq: Int32 = 0
+                if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 { throw SSIError.sys("PID \(pid): SIOCINQ of a TCP connection", errno: errno) }
+                let (seq, data) = try d.repairQueue(sock, SocketOption.tcpReceiveQueue, count: inq)
+                SocketOption.tcpRepairQueue.set(sock, SocketOption.tcpNoQueue)
+                r.recvSeq = r.finReceived == true ? seq &- 1 : seq
+                r.recvQueue = data
+                if r.window.count == 5, Int32(bitPattern: r.window[4] &- r.recvSeq) > 0 { r.window[4] = r.recvSeq }
+                tables[pid]![i].socket?.tcp = r
+            }
+        }
+    }
 }
 
 extension SocketRebuilder {
     func buildTCP(_ socks: [FileDescriptorImage]) throws {
+        // Where each connection's receive queue ends, by its two ends' addresses, for its
+        // peer's send queue (trimmedToPeer).
+        for f in socks {
+            guard let s = f.socket, s.state == .connected, let r = s.tcp, let key = Self.connectionKey(s.address, s.peerAddress, s.family) else { continue }
+            receivedByConnection[key] = r.recvSeq
+        }
         for (f, s, fd) in try newInetSockets(socks, type: 1, "TCP") {
             switch s.state {
             case .listening, .unconnected: try bindTCP(f, s, fd: fd)
@@ -282,12 +329,40 @@ extension SocketRebuilder {
         return t
     }
 
+    /// "local>peer" of a connection, IPv4 addresses of v4-mapped IPv6 ones (a dual-stack
+    /// listener's accepted end names its IPv4 client so).
+    static func connectionKey(_ local: Data?, _ peer: Data?, _ family: Int32) -> String? {
+        guard let local, let peer else { return nil }
+        let l = SockAddr.unmapped(local), p = SockAddr.unmapped(peer)
+        let lf = l.withUnsafeBytes { Int32($0.loadUnaligned(as: UInt16.self)) }, pf = p.withUnsafeBytes { Int32($0.loadUnaligned(as: UInt16.self)) }
+        return "\(SockAddr.describe(l, family: lf))>\(SockAddr.describe(p, family: pf))"
+    }
+
+    /// A connection whose peer is inside the application, with the part of its send queue
+    /// that the peer's saved receive queue already holds dropped. The two ends are read one
+    /// after the other while their kernel still moves data between them, and the receive
+    /// queues last (ProcessDumper.rereadReceiveQueues): the receiver may be ahead of where
+    /// the sender's queue begins. The restored sender counts its whole queue unsent
+    /// (repairTCP): the receiver's acknowledgement of bytes it has not sent yet would be
+    /// dropped (tcp_ack, "ack of unsent data"), its window updates with it, and the sender,
+    /// waiting for a window, would wait for good (tcpmore.c's two full windows, 1 run in 5).
+    static func trimmedToPeer(_ r: TCPRepairState, received: UInt32) -> TCPRepairState {
+        let start = r.sendSeq &- UInt32(r.sendQueue.count)
+        let ahead = Int32(bitPattern: received &- start)
+        guard ahead > 0, Int(ahead) <= r.sendQueue.count else { return r }
+        var t = r
+        t.sendQueue = r.sendQueue.subdata(in: (r.sendQueue.startIndex + Int(ahead))..<r.sendQueue.endIndex)
+        if let unsent = r.unsent { t.unsent = min(unsent, UInt32(t.sendQueue.count)) }
+        return t
+    }
+
     /// A connection rebuilt in repair mode, its queues refilled; it leaves repair mode in
     /// buildTCP once every end exists.
     private func repairTCP(_ f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
         guard var r = s.tcp, let local = s.address, let peer = s.peerAddress else { return }
         if let stale = staleConnection(f, s, r) { try resetTCP(f, s, fd: fd, at: stale); return }
         r = Self.trimmed(r, peerAck: peerAck(s))
+        if let key = Self.connectionKey(peer, local, s.family), let received = receivedByConnection[key] { r = Self.trimmedToPeer(r, received: received) }
         // Repair mode (tcp(7), linux/tcp.h): bind and connect set up the connection
         // without a packet on the wire; the port may be taken by the listener or a
         // TIME_WAIT leftover, which repair mode is allowed to share (SK_FORCE_REUSE).
