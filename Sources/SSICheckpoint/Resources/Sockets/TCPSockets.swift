@@ -55,11 +55,6 @@ extension ProcessDumper {
     /// not in SIOCINQ (tcp_inq). Both are taken off, so that the numbers are those of the
     /// data, and the FINs are sent again after it at restart.
     func repairDump(_ sock: Int32, info: [UInt8], finSent: Bool = false, finReceived: Bool = false) throws -> TCPRepairState {
-        // Entering and leaving repair mode change the socket's SO_REUSEADDR (the kernel sets
-        // sk_reuse to SK_FORCE_REUSE, then SK_NO_REUSE): read the application's value first and
-        // put it back, or its connection would end in a TIME_WAIT that keeps its own listener
-        // from binding the port again after a restart.
-        let reuse = SocketOption.reuseAddress.get(sock) ?? 0
         // Urgent data not read yet (send(2) MSG_OOB, tcp(7)): a peek stops at its mark, and
         // repair mode has no way to queue a byte as urgent again, so the connection cannot be
         // saved whole. tcp_poll reports it as POLLPRI.
@@ -67,9 +62,18 @@ extension ProcessDumper {
         if poll(&urgent, 1, 0) > 0 && urgent.revents & Int16(POLLPRI) != 0 {
             throw UnsupportedSocket(kind: "TCP connection with urgent data (MSG_OOB) not read yet (repair mode cannot queue it as urgent again; once the program has read it, a checkpoint succeeds)")
         }
-        // A peek offset the program set (SO_PEEK_OFF, TCP since Linux 6.10) would make the
-        // queue's peek below start past its first bytes and move the offset: off while the
-        // queue is read, the program's value back after.
+        return try inRepairMode(sock) { try repairRead(sock, info: info, finSent: finSent, finReceived: finReceived) }
+    }
+
+    /// Runs `body` with `sock` in repair mode, the program's settings that entering and
+    /// leaving it would change put back after:
+    /// - SO_REUSEADDR: the kernel sets sk_reuse to SK_FORCE_REUSE, then SK_NO_REUSE; the
+    ///   connection would otherwise end in a TIME_WAIT that keeps its own listener from
+    ///   binding the port again after a restart;
+    /// - a peek offset the program set (SO_PEEK_OFF, TCP since Linux 6.10), which would make
+    ///   the queues' peeks start past their first bytes and move the offset: off meanwhile.
+    func inRepairMode<T>(_ sock: Int32, _ body: () throws -> T) throws -> T {
+        let reuse = SocketOption.reuseAddress.get(sock) ?? 0
         let peekOffset = SocketOption.peekOffset.get(sock) ?? -1
         if peekOffset >= 0 { SocketOption.peekOffset.set(sock, -1) }
         defer { if peekOffset >= 0 { SocketOption.peekOffset.set(sock, peekOffset) } }
@@ -80,6 +84,11 @@ extension ProcessDumper {
             SocketOption.tcpRepair.set(sock, 0)
             SocketOption.reuseAddress.set(sock, reuse)
         }
+        return try body()
+    }
+
+    /// repairDump's reading, the socket in repair mode.
+    private func repairRead(_ sock: Int32, info: [UInt8], finSent: Bool, finReceived: Bool) throws -> TCPRepairState {
         var inq: Int32 = 0, outq: Int32 = 0, notSent: Int32 = 0
         if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 || ioctl(sock, SocketIoctl.outputQueue, &outq) != 0 {
             throw SSIError.sys("PID \(pid): queue sizes of a TCP connection (SIOCINQ/SIOCOUTQ)", errno: errno)
@@ -189,19 +198,12 @@ extension ProcessDumper {
                 let d = ProcessDumper(pid: exitedLeaders[pid] ?? pid)
                 let sock = try d.fdCopy(fd: f.fd)
                 defer { close(sock) }
-                let reuse = SocketOption.reuseAddress.get(sock) ?? 0
-                let peekOffset = SocketOption.peekOffset.get(sock) ?? -1
-                if peekOffset >= 0 { SocketOption.peekOffset.set(sock, -1) }
-                guard SocketOption.tcpRepair.set(sock, 1) else { throw SSIError.sys("TCP_REPAIR on a socket of PID \(pid)", errno: errno) }
-                defer {
-                    SocketOption.tcpRepair.set(sock, 0)
-                    SocketOption.reuseAddress.set(sock, reuse)
-                    if peekOffset >= 0 { SocketOption.peekOffset.set(sock, peekOffset) }
+                let (seq, data) = try d.inRepairMode(sock) { () throws -> (UInt32, Data) in
+                    var inq: Int32 = 0
+                    if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 { throw SSIError.sys("PID \(pid): SIOCINQ of a TCP connection", errno: errno) }
+                    defer { SocketOption.tcpRepairQueue.set(sock, SocketOption.tcpNoQueue) }
+                    return try d.repairQueue(sock, SocketOption.tcpReceiveQueue, count: inq)
                 }
-                var inq: Int32 = 0
-                if ioctl(sock, SocketIoctl.inputQueue, &inq) != 0 { throw SSIError.sys("PID \(pid): SIOCINQ of a TCP connection", errno: errno) }
-                let (seq, data) = try d.repairQueue(sock, SocketOption.tcpReceiveQueue, count: inq)
-                SocketOption.tcpRepairQueue.set(sock, SocketOption.tcpNoQueue)
                 r.recvSeq = r.finReceived == true ? seq &- 1 : seq
                 r.recvQueue = data
                 if r.window.count == 5, Int32(bitPattern: r.window[4] &- r.recvSeq) > 0 { r.window[4] = r.recvSeq }
@@ -356,6 +358,42 @@ extension SocketRebuilder {
         return t
     }
 
+    /// `fd`, in repair mode, made one end of a connection without a packet on the wire
+    /// (tcp(7), linux/tcp.h): bound to `local`, its send and receive queues starting at
+    /// `sendStart` and `receiveStart` (TCP_QUEUE_SEQ), the timestamp clock, segment size and
+    /// options negotiated as `r` says (`mirrored`: for the other end of `r`, whose window
+    /// scales are the other way round), connected to `peer`. The port may be taken by a
+    /// listener or a TIME_WAIT leftover, which repair mode may share (SK_FORCE_REUSE).
+    private func repairConnect(_ fd: Int32, _ r: TCPRepairState, local: Data, peer: Data, sendStart: UInt32, receiveStart: UInt32,
+                               mirrored: Bool, what: String) throws {
+        if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
+        for (q, seq) in [(SocketOption.tcpSendQueue, sendStart), (SocketOption.tcpReceiveQueue, receiveStart)] {
+            guard SocketOption.tcpRepairQueue.set(fd, q), SocketOption.tcpQueueSequence.set(fd, Int32(bitPattern: seq)) else {
+                throw SSIError.sys("set the sequence numbers of \(what)", errno: errno)
+            }
+        }
+        SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
+        if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: Self.timestampNow(r))) }
+        // The segment size, before connect: the repair connect computes the socket's current
+        // MSS then (tcp_connect_init: from TCP_MAXSEG's user_mss and the route's MTU), and
+        // TCP_REPAIR_OPTIONS below only sets the clamp, which nothing recomputes it from while
+        // the path MTU stays the same: the rebuilt connection sent 524-byte segments (the
+        // 536 default less timestamps) for good, and a bulk sender crawled.
+        // TCP_MAXSEG takes 88 to 32767 (MAX_TCP_WINDOW): loopback's 65483 is refused and the
+        // connection starts with the default segment size. Setting 32767 instead made a
+        // restored connection to an outside peer with megabytes queued stall (tcpexternal.c),
+        // so such a size is left to the default, as before.
+        if r.mss >= 88 && r.mss <= 32767 { SocketOption.tcpMaxSegment.set(fd, Int32(r.mss)) }
+        if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
+        // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
+        let (mine, theirs) = mirrored ? (r.recvWindowScale, r.sendWindowScale) : (r.sendWindowScale, r.recvWindowScale)
+        var opts: [UInt32] = [2, r.mss]
+        if mine != 0 || theirs != 0 { opts += [3, UInt32(mine) | UInt32(theirs) << 16] }
+        if r.sack { opts += [4, 0] }
+        if r.timestamps { opts += [8, 0] }
+        try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on \(what)")
+    }
+
     /// A connection rebuilt in repair mode, its queues refilled; it leaves repair mode in
     /// buildTCP once every end exists.
     private func repairTCP(_ f: FileDescriptorImage, _ s: SocketImage, fd: Int32) throws {
@@ -373,32 +411,10 @@ extension SocketRebuilder {
         if (s.shutdown ?? 0) & 1 != 0 { shutReading.append(fd) }
         if r.finSent == true { finishing.append(fd) }
         let what = "TCP connection \(SockAddr.describe(local, family: s.family)) -> \(SockAddr.describe(peer, family: s.family))"
-        if SockAddr.bind(fd, local) != 0 { throw SSIError.sys("bind \(what)", errno: errno) }
-        // TCP_QUEUE_SEQ sets where each queue starts; the bytes put back below move
-        // it on to the saved value.
-        for (q, seq) in [(SocketOption.tcpSendQueue, r.sendSeq &- UInt32(r.sendQueue.count)), (SocketOption.tcpReceiveQueue, r.recvSeq &- UInt32(r.recvQueue.count))] {
-            guard SocketOption.tcpRepairQueue.set(fd, q), SocketOption.tcpQueueSequence.set(fd, Int32(bitPattern: seq)) else {
-                throw SSIError.sys("set the sequence numbers of \(what)", errno: errno)
-            }
-        }
-        if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: Self.timestampNow(r))) }
-        // The segment size, before connect: the repair connect computes the socket's current
-        // MSS then (tcp_connect_init: from TCP_MAXSEG's user_mss and the route's MTU), and
-        // TCP_REPAIR_OPTIONS below only sets the clamp, which nothing recomputes it from while
-        // the path MTU stays the same: the rebuilt connection sent 524-byte segments (the
-        // 536 default less timestamps) for good, and a bulk sender crawled.
-        // TCP_MAXSEG takes 88 to 32767 (MAX_TCP_WINDOW): loopback's 65483 is refused and the
-        // connection starts with the default segment size. Setting 32767 instead made a
-        // restored connection to an outside peer with megabytes queued stall (tcpexternal.c),
-        // so such a size is left to the default, as before.
-        if r.mss >= 88 && r.mss <= 32767 { SocketOption.tcpMaxSegment.set(fd, Int32(r.mss)) }
-        if SockAddr.connect(fd, peer) != 0 { throw SSIError.sys("connect (repair) \(what)", errno: errno) }
-        // struct tcp_repair_opt { opt_code, opt_val }: TCPOPT_MSS 2, WINDOW 3, SACK_PERM 4, TIMESTAMP 8.
-        var opts: [UInt32] = [2, r.mss]
-        if r.sendWindowScale != 0 || r.recvWindowScale != 0 { opts += [3, UInt32(r.sendWindowScale) | UInt32(r.recvWindowScale) << 16] }
-        if r.sack { opts += [4, 0] }
-        if r.timestamps { opts += [8, 0] }
-        try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on \(what)")
+        // The queues start where the saved bytes put back below move them on to the saved
+        // sequence numbers.
+        try repairConnect(fd, r, local: local, peer: peer, sendStart: r.sendSeq &- UInt32(r.sendQueue.count),
+                          receiveStart: r.recvSeq &- UInt32(r.recvQueue.count), mirrored: false, what: what)
         // The whole send queue is written once out of repair mode (buildTCP), from the
         // first unacknowledged byte: the part already sent would otherwise count as sent
         // and go out again only after a retransmission timeout, which is a full second on a
@@ -465,21 +481,10 @@ extension SocketRebuilder {
         standIns.append(fd)
         guard SocketOption.tcpRepair.set(fd, 1) else { throw SSIError.sys("TCP_REPAIR on the stand-in peer of \(what)", errno: errno) }
         repairing.append((fd, 0))
-        if SockAddr.bind(fd, peer) != 0 { throw SSIError.sys("bind the stand-in peer of \(what) to \(SockAddr.describe(peer, family: s.family))", errno: errno) }
-        for (q, seq) in [(SocketOption.tcpSendQueue, r.recvSeq), (SocketOption.tcpReceiveQueue, r.sendSeq &- UInt32(r.sendQueue.count))] {
-            guard SocketOption.tcpRepairQueue.set(fd, q), SocketOption.tcpQueueSequence.set(fd, Int32(bitPattern: seq)) else {
-                throw SSIError.sys("set the sequence numbers of the stand-in peer of \(what)", errno: errno)
-            }
-        }
-        SocketOption.tcpRepairQueue.set(fd, SocketOption.tcpNoQueue)
-        if r.timestamps { SocketOption.tcpTimestamp.set(fd, Int32(bitPattern: Self.timestampNow(r))) }
-        if r.mss >= 88 && r.mss <= 32767 { SocketOption.tcpMaxSegment.set(fd, Int32(r.mss)) }
-        if SockAddr.connect(fd, local) != 0 { throw SSIError.sys("connect (repair) the stand-in peer of \(what)", errno: errno) }
-        var opts: [UInt32] = [2, r.mss]
-        if r.sendWindowScale != 0 || r.recvWindowScale != 0 { opts += [3, UInt32(r.recvWindowScale) | UInt32(r.sendWindowScale) << 16] }
-        if r.sack { opts += [4, 0] }
-        if r.timestamps { opts += [8, 0] }
-        try SocketOption.tcpRepairOptions.set(fd, bytes: opts.withUnsafeBytes { Array($0) }, "TCP_REPAIR_OPTIONS on the stand-in peer of \(what)")
+        // It sends from where this end receives, and receives from this end's first
+        // unacknowledged byte.
+        try repairConnect(fd, r, local: peer, peer: local, sendStart: r.recvSeq, receiveStart: r.sendSeq &- UInt32(r.sendQueue.count),
+                          mirrored: true, what: "the stand-in peer of \(what)")
         finishing.append(fd)
     }
 }
