@@ -955,3 +955,61 @@ int cssi_announce_arp(const char *ifname, const unsigned char mac[6], uint32_t i
     close(s);
     return r;
 }
+
+// A unix socket's peer credentials (SO_PEERCRED, unix(7)) are those of the process that
+// called socketpair(2), listen(2) (for the clients that connect to it) or connect(2) (for
+// the end accept(2) gives), taken then from the calling task: its thread group's PID, as the
+// reader's PID namespace numbers it, and its effective uid and gid (cred_to_ucred). A
+// restart makes the call in a short-lived child that shares our memory, fd table and cwd
+// (CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_FS), in the application's PID namespace with
+// the original caller's PID (set_tid; that PID is free while the application's processes are
+// not yet forked) and its effective ids, and exits; the kernel keeps its PID number in the
+// socket after it is reaped (pid_nr_ns does not look for a live task), and the PID is free
+// again for the process that really has it.
+static int creator_child(void *arg) {
+    struct cssi_creator_call *c = arg;
+    // Raw calls: glibc's setresuid would signal every thread of the process to change
+    // theirs too (nptl's setxid), and they are our parent's threads.
+    if (syscall(SYS_setresgid, c->gid, c->gid, c->gid) != 0 || syscall(SYS_setresuid, c->uid, c->uid, c->uid) != 0) {
+        c->result = -errno;
+        return 0;
+    }
+    long r;
+    switch (c->op) {
+    case CSSI_CREATOR_SOCKETPAIR: r = socketpair(AF_UNIX, c->type | SOCK_CLOEXEC, 0, c->sv); break;
+    case CSSI_CREATOR_CONNECT: r = connect(c->fd, (const struct sockaddr *)c->addr, c->addrlen); break;
+    case CSSI_CREATOR_LISTEN: r = listen(c->fd, c->backlog); break;
+    default: errno = EINVAL; r = -1;
+    }
+    c->result = r < 0 ? -errno : 0;
+    return 0;
+}
+
+long cssi_creator_call(int pidns_fd, pid_t pid, struct cssi_creator_call *c) {
+#ifdef CSSI_HAVE_CLONE3_VM
+    int back = -1;
+    if (pidns_fd >= 0) {
+        // setns(2) CLONE_NEWPID changes only where this thread's next children go; the
+        // namespace we live in is where they go back to.
+        back = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (back < 0) return -errno;
+        if (setns(pidns_fd, CLONE_NEWPID) != 0) { int e = errno; close(back); return -e; }
+    }
+    struct cssi_clone_args args;
+    memset(&args, 0, sizeof(args));
+    pid_t tid = pid;
+    args.flags = CLONE_FILES | CLONE_FS;
+    args.exit_signal = 0;   // no SIGCHLD for a daemon's reaper: reaped below with __WALL
+    if (pid > 0) { args.set_tid = (uint64_t)(uintptr_t)&tid; args.set_tid_size = 1; }
+    c->result = -ECHILD;
+    long r = clone3_vfork(&args, creator_child, c);
+    if (back >= 0) { setns(back, CLONE_NEWPID); close(back); }
+    if (r < 0) return r;
+    int status;
+    while (waitpid((pid_t)r, &status, __WALL) < 0 && errno == EINTR) {}
+    return 0;
+#else
+    (void)pidns_fd; (void)pid; (void)c;
+    return -ENOSYS;
+#endif
+}

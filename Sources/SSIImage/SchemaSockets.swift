@@ -94,7 +94,26 @@ public struct SocketImage: Codable, Sendable, Equatable {
     /// sockaddr_ll, whose index is replaced by that name's on restart) and its memberships.
     public var interfaceName: String?
     public var packetMemberships: [PacketMembership]?
+    /// December 2026 (evening): the socket's owner when it is not root: its inode's uid and
+    /// gid, which the kernel also keeps as the socket's sk_uid (SO_REUSEPORT groups only
+    /// sockets of one owner, netfilter's owner match and `ss -e` read it). Restart gives them
+    /// back with fchown(2) on the socket. nil: root's, or an older snapshot.
+    public var ownerUID: UInt32?
+    public var ownerGID: UInt32?
+    /// December 2026 (evening), unix stream and seqpacket sockets, connected or listening:
+    /// SO_PEERCRED as the application read it (unix(7)): the process that made the pair,
+    /// connected to this end's listener, or (a listener) called listen(2).
+    public var peerCredentials: PeerCredentials?
     public init(family: Int32, type: Int32, state: State) { self.family = family; self.type = type; self.state = state }
+}
+
+/// struct ucred of SO_PEERCRED: the PID as the application's namespace numbers it (nil when
+/// that process was not one of the application's), the effective uid and gid.
+public struct PeerCredentials: Codable, Sendable, Equatable, Hashable {
+    public var pid: Int32?
+    public var uid: UInt32
+    public var gid: UInt32
+    public init(pid: Int32?, uid: UInt32, gid: UInt32) { self.pid = pid; self.uid = uid; self.gid = gid }
 }
 
 public struct QueuedDatagram: Codable, Sendable, Equatable {

@@ -188,7 +188,8 @@ extension NodeApplications {
         // T's copy runs and the record names T: ours goes (SIGKILL to the namespace's init
         // kills every process of the namespace, pid_namespaces(7)).
         await eachHook { await $0.sourceWillKill(app: app, root: root) }
-        kill(root, SIGKILL)
+        // Seized first (its robust mutex lists forgotten): ptrace on one thread of its own.
+        try? await Self.onThread { MigrationSourceCopy.kill(root: root) }
         // Its write tracking goes after it (its pages are being freed: nothing left to walk).
         done.tracking?.stop()
         await eachHook { await $0.sourceDidFinish(app: app, committed: true) }
@@ -279,7 +280,7 @@ extension NodeApplications {
                   alive else { continue }
             if record.node != me {
                 logger.warning("process table: application \(app) was taken over by node \(record.node) while this daemon was down: its copy here (pid \(root)) goes")
-                kill(root, SIGKILL)
+                try? await Self.onThread { MigrationSourceCopy.kill(root: root) }
                 var st: Int32 = 0
                 _ = waitpid(root, &st, WNOHANG)
             } else {

@@ -152,5 +152,7 @@ enum FidelityCases {
         FidelityCase(fixture: "tcphalfclosed", args: ["closewait"]),
         FidelityCase(fixture: "tcphalfclosed", args: ["finwait2"]),
         FidelityCase(fixture: "udpdest"),
+        FidelityCase(fixture: "peercred"),
+        FidelityCase(fixture: "peercred", options: ["--continue"]),
     ]
 }

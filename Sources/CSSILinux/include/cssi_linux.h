@@ -288,7 +288,6 @@ int cssi_errno(void);
 // the blocks of [offset, offset + len), which then read as zeros; 0 or -errno.
 long cssi_punch_hole(int fd, long long offset, long long len);
 
-#endif
 
 // ---- a task's scheduling attributes, read and set from outside it ----------------------------
 // By thread id, as root (CAP_SYS_NICE). Each returns 0 (or the value) or -errno.
@@ -317,3 +316,25 @@ int cssi_heap_thresholds(int mmap_threshold, int trim_threshold, int arenas);
 // glibc wrapper.
 int cssi_get_ioprio(int tid);
 int cssi_set_ioprio(int tid, int ioprio);
+
+// One call that fixes a unix socket's peer credentials (SO_PEERCRED), made by a child that
+// shares our memory, fd table and cwd, with PID `pid` (when > 0) in the PID namespace of
+// `pidns_fd` (when >= 0; else ours) and effective ids uid/gid (cssi_linux.c). `result`: 0 or
+// -errno of the call; `sv`: the pair made. Returns 0 once the child is reaped, or -errno
+// (-EEXIST: the PID is taken).
+enum { CSSI_CREATOR_SOCKETPAIR = 1, CSSI_CREATOR_CONNECT = 2, CSSI_CREATOR_LISTEN = 3 };
+struct cssi_creator_call {
+    int op;
+    int fd;
+    int type;
+    int backlog;
+    const void *addr;
+    unsigned addrlen;
+    unsigned uid;
+    unsigned gid;
+    int sv[2];
+    long result;
+};
+long cssi_creator_call(int pidns_fd, pid_t pid, struct cssi_creator_call *c);
+
+#endif

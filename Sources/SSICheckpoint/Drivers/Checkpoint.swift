@@ -147,7 +147,7 @@ extension CheckpointEngine {
             try PIDNamespace.recordNested(&images, root: root)
             AppNamespaces.resolveProcMounts(&images)
             // A cluster application's ids are those inside its own PID namespace.
-            if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) }
+            if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) } else { SocketOwners.keepApplicationCreators(&images) }
             phase.mark("checkpoint: all processes")
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
             if let sig = options.killSignal {

@@ -126,6 +126,8 @@ enum PIDNamespace {
                 images[i].threads[t].tid = id
             }
         }
+        // Unix sockets' peers (SO_PEERCRED), by the same numbers.
+        SocketOwners.keepApplicationCreators(&images, inner: inner)
         if !images.isEmpty { images[0].pidNamespaceInit = true }
     }
 }

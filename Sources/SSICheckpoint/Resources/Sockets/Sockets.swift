@@ -138,6 +138,7 @@ extension ProcessDumper {
         }
         s.options = opts.isEmpty ? nil : opts
         s.rawOptions = RawSocketOptions.dump(sock, family: family, type: type, tcp: img.kind == .tcpSocket)
+        if let (uid, gid) = Self.socketOwner(sock) { (s.ownerUID, s.ownerGID) = (uid, gid) }
         (s.filter, s.filterLocked) = SocketFilter.dump(sock)
         img.socket = s
         return img
@@ -241,6 +242,10 @@ final class SocketRebuilder {
     var pipes: PipeRegistry?
     /// Names a migration's source copy still holds (NameTakeover.swift).
     var takeover: NameTakeover?
+    /// Who makes the calls that fix unix sockets' peer credentials (PeerCredentials.swift).
+    var creators = SocketCreators()
+    /// Listeners whose credentials were changed for a client's connect (UnixSockets.swift).
+    var relistened = Set<UInt32>()
 
     deinit { closeAll() }
 
@@ -342,6 +347,9 @@ final class SocketRebuilder {
         }
         RawSocketOptions.restore(fd, s.rawOptions, who: "socket of fd \(f.fd)")
         try SocketFilter.restore(fd, s.filter, locked: s.filterLocked == true, who: "socket of fd \(f.fd)")
+        if s.ownerUID != nil || s.ownerGID != nil, fchown(fd, s.ownerUID ?? 0, s.ownerGID ?? 0) != 0 {
+            throw SSIError.sys("give socket of fd \(f.fd) its owner \(s.ownerUID ?? 0):\(s.ownerGID ?? 0) back (fchown)", errno: errno)
+        }
     }
 }
 
@@ -357,13 +365,76 @@ extension ProcessRestorer {
         sockets.tcpKeepSent = tcpKeepSent
         sockets.pipes = pipes
         sockets.takeover = takeover
+        sockets.creators = try socketCreators()
         defer { sockets.closeAll() }
         try sockets.build(shared.socketEnds)
+        if !sockets.creators.missed.isEmpty {
+            warn("unix sockets' peer credentials (SO_PEERCRED) are ssi's, not the application's, for: \(Set(sockets.creators.missed).sorted().joined(separator: ", "))")
+        }
         for f in shared.socketEnds {
             guard let id = f.socketID, let mine = sockets.made[id], let slot = shared.socketSlot[id] else { continue }
             let fd = try FDTransfer.take(mine, inj: inj, ssiPidFD: ssiPidFD, what: "socket of fd \(f.fd)")
             try inj.call("dup3 socket", .dup3, fd, UInt64(slot), 0)
             try inj.call("close", .close, fd)
         }
+    }
+
+    /// Who makes the calls that fix peer credentials (PeerCredentials.swift): a process with
+    /// the caller's PID in the application's PID namespace (when it has its own, the one
+    /// this root made), or this root itself for the calls it made.
+    private func socketCreators() throws -> SocketCreators {
+        var ns: Int32 = -1
+        if ownNamespace {
+            ns = Glibc.open("/proc/\(pid)/ns/pid", O_RDONLY | O_CLOEXEC)
+            if ns < 0 { throw SSIError.sys("open /proc/\(pid)/ns/pid", errno: errno) }
+        }
+        return SocketCreators(pidNamespace: ns, rootPID: image.pid) { [self] call, creds in try socketCallInRoot(call, creds) }
+    }
+
+    /// `call` made by this root with `creds`' effective ids (setresuid(2) with the real and
+    /// saved ids left at root's, so that it may switch back: capabilities(7), the effective
+    /// set comes back when the effective uid is 0 again). The fds are ssi's, copied in and
+    /// out with pidfd_getfd.
+    private func socketCallInRoot(_ call: CreatorCall, _ creds: PeerCredentials) throws -> (result: Int64, pair: (Int32, Int32)?) {
+        let keep = UInt64(UInt32.max)   // -1: unchanged
+        let switchIDs = creds.uid != 0 || creds.gid != 0
+        if switchIDs {
+            try inj.call("setresgid for a socket's credentials", .setresgid, keep, UInt64(creds.gid), keep)
+            try inj.call("setresuid for a socket's credentials", .setresuid, keep, UInt64(creds.uid), keep)
+        }
+        var r: Int64 = 0
+        var pair: (Int32, Int32)? = nil
+        var theirs: [UInt64] = []
+        do {
+            switch call {
+            case .socketpair(let type):
+                r = try inj.rawArgs(.socketpair, [UInt64(AF_UNIX), UInt64(type | Int32(SOCK_CLOEXEC.rawValue)), 0, scratch + 20480])
+                if r == 0 {
+                    let sv = try mem.read(Int32.self, count: 2, at: scratch + 20480)
+                    let a = sv[0], b = sv[1]
+                    theirs = [UInt64(a), UInt64(b)]
+                    pair = (try FDTransfer.copy(fd: a, from: ProcessID(pid)), try FDTransfer.copy(fd: b, from: ProcessID(pid)))
+                }
+            case .connect(let fd, let address):
+                let in_ = try FDTransfer.take(fd, inj: inj, ssiPidFD: ssiPidFD, what: "a unix socket to connect")
+                theirs = [in_]
+                try mem.write(Array(address), to: scratch + 20480)
+                r = try inj.rawArgs(.connect, [in_, scratch + 20480, UInt64(address.count)])
+            case .listen(let fd, let backlog):
+                let in_ = try FDTransfer.take(fd, inj: inj, ssiPidFD: ssiPidFD, what: "a unix socket to listen on")
+                theirs = [in_]
+                r = try inj.rawArgs(.listen, [in_, UInt64(UInt32(bitPattern: backlog))])
+            }
+        } catch {
+            for fd in theirs { _ = try? inj.raw(.close, fd) }
+            if switchIDs { _ = try? inj.raw(.setresuid, keep, 0, keep); _ = try? inj.raw(.setresgid, keep, 0, keep) }
+            throw error
+        }
+        for fd in theirs { _ = try inj.raw(.close, fd) }
+        if switchIDs {
+            try inj.call("setresuid back to root", .setresuid, keep, 0, keep)
+            try inj.call("setresgid back to root", .setresgid, keep, 0, keep)
+        }
+        return (r, pair)
     }
 }

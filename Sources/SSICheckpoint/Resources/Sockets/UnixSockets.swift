@@ -57,6 +57,7 @@ extension ProcessDumper {
             s.datagrams = try peekAll(sock, datagrams: type != 1, eofAtEnd: type == 5 && info.shutdown & 1 != 0)
         }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
+        if type != 2, s.state != .unconnected { s.peerCredentials = Self.peerCredentials(sock) }
         if let name = info.name, name.first == UInt8(ascii: "/") || s.bindDirectory != nil, s.fileRemoved != true {
             var st = stat()
             let path = s.filePath ?? SocketRebuilder.filePath(Data(name), s)
@@ -215,7 +216,7 @@ extension SocketRebuilder {
                 FileTimes.set(path, s.fileTimes)
                 FileTimes.set((path as NSString).deletingLastPathComponent, s.directoryTimes)
             }
-            if s.state == .listening, listen(fd, s.backlog ?? 128) != 0 {
+            if s.state == .listening, creators.listen(fd, s.backlog ?? 128, as: s.peerCredentials) != 0 {
                 throw SSIError.sys("listen on \(SockAddr.describe(name, family: 1))", errno: errno)
             }
         }
@@ -240,28 +241,48 @@ extension SocketRebuilder {
                     cfd = try newSocket(AF_UNIX, s.type, "a connection to \(SockAddr.describe(lname, family: 1))")
                     made[client.socketID!] = cfd
                 }
-                if SockAddr.connect(cfd, Data(unixAddr(lname))) != 0 {
+                // The client reads as its peer the listener's credentials when it connected,
+                // the accepted end the connecting process's (SO_PEERCRED, PeerCredentials.swift).
+                listenAs(lid, lfd, state(client).peerCredentials)
+                if creators.connect(cfd, Data(unixAddr(lname)), as: state(server).peerCredentials) != 0 {
                     throw SSIError.sys("connect to \(SockAddr.describe(lname, family: 1))", errno: errno)
                 }
                 let sfd = accept(lfd, nil, nil)
                 if sfd < 0 { throw SSIError.sys("accept on \(SockAddr.describe(lname, family: 1))", errno: errno) }
                 made[server.socketID!] = sfd
             } else {
-                var sv: [Int32] = [0, 0]
-                if socketpair(AF_UNIX, s.type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
-                made[id] = sv[0]; made[peer] = sv[1]
+                let (a, b) = try creators.socketpair(s.type, as: s.peerCredentials ?? state(pf).peerCredentials)
+                made[id] = a; made[peer] = b
             }
         }
     }
 
+    /// A listener's credentials as they were when a client connected (listen(2) sets them
+    /// again each time it is called; the client copies them at connect(2)). The listener's
+    /// own are given back once every client is connected (`relisten`).
+    private func listenAs(_ lid: UInt32, _ lfd: Int32, _ creds: PeerCredentials?) {
+        guard let creds, let l = images[lid], state(l).peerCredentials != creds else { return }
+        if creators.listen(lfd, state(l).backlog ?? 128, as: creds) == 0 { relistened.insert(lid) }
+    }
+
+    private func relisten() {
+        for lid in relistened.sorted() {
+            guard let l = images[lid], let lfd = made[lid] else { continue }
+            _ = creators.listen(lfd, state(l).backlog ?? 128, as: state(l).peerCredentials)
+        }
+        relistened = []
+    }
+
     /// Connections waiting to be accepted, in their order.
     private func connectPending(_ socks: [FileDescriptorImage]) throws {
+        defer { relisten() }
         for f in socks {
             let s = state(f)
             guard s.state == .listening, let name = s.address else { continue }
             for c in s.pendingClients ?? [] where made[c] == nil {
                 let cfd = try newSocket(AF_UNIX, s.type, "a pending connection to \(SockAddr.describe(name, family: 1))")
                 made[c] = cfd
+                if let id = f.socketID, let lfd = made[id], let client = images[c] { listenAs(id, lfd, state(client).peerCredentials) }
                 if SockAddr.connect(cfd, Data(unixAddr(name))) != 0 {
                     throw SSIError.sys("connect a pending client to \(SockAddr.describe(name, family: 1))", errno: errno)
                 }
@@ -287,12 +308,11 @@ extension SocketRebuilder {
             let s = state(f)
             guard let id = f.socketID, made[id] == nil else { continue }
             if rebuiltAsPair(f, s) {
-                var sv: [Int32] = [0, 0]
-                if socketpair(AF_UNIX, s.type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
-                made[id] = sv[0]
-                defer { close(sv[1]) }
+                let (mine, other) = try creators.socketpair(s.type, as: s.peerCredentials)
+                made[id] = mine
+                defer { close(other) }
                 let messages = s.datagrams ?? (f.socketData.map { [QueuedDatagram(data: $0, sender: nil)] } ?? [])
-                for d in messages { try sendMessage(d, from: sv[1], to: nil, what: "unix socket fd \(f.fd)") }
+                for d in messages { try sendMessage(d, from: other, to: nil, what: "unix socket fd \(f.fd)") }
                 continue
             }
             made[id] = try newSocket(AF_UNIX, s.type, "an unnamed unix socket")

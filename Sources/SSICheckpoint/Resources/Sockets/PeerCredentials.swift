@@ -1,0 +1,179 @@
+import CSSILinux
+import Foundation
+import SSIImage
+import SSIInject
+import SSISystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Who a socket belongs to and who its peer is, as the application reads them:
+//
+// - The owner: a socket's inode has the uid and gid of the process that made it (its
+//   fsuid/fsgid), and the kernel keeps the uid as the socket's sk_uid too. SO_REUSEPORT lets
+//   only sockets of one owner share a port (a program that drops root and binds another
+//   worker's socket to its port gets EADDRINUSE otherwise), netfilter's owner match and
+//   `ss -e` read it. Restart makes every socket in ssi, as root: fchown(2) on the socket
+//   gives it its owner back (sockfs_setattr changes sk_uid with the inode's uid).
+// - A unix stream or seqpacket socket's peer credentials (SO_PEERCRED, unix(7)): the PID
+//   and effective ids of the process that called socketpair(2) (both ends), listen(2) (a
+//   listener's, which the clients that connect copy), or connect(2) (what the accepted end
+//   reads). Servers check them (who may talk to the D-Bus daemon, to Postgres through
+//   peer authentication, to a privileged helper). Restart makes each such call in a
+//   short-lived process with the original caller's PID and ids (cssi_creator_call); when
+//   that caller is the root being restored, whose PID is already taken, in the root itself
+//   (an injected call, with its effective ids switched around it).
+
+extension ProcessDumper {
+    /// SO_PEERCRED of a unix socket, the PID in ssi's namespace (translated with the
+    /// application's processes, SocketOwners.keepApplicationCreators); nil when the kernel
+    /// holds none (an unconnected socket, a datagram socket: pid 0 and the overflow ids).
+    static func peerCredentials(_ sock: Int32) -> PeerCredentials? {
+        var cred = UCred()
+        var len = socklen_t(MemoryLayout<UCred>.size)
+        guard getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0, cred.pid > 0 else { return nil }
+        return PeerCredentials(pid: cred.pid, uid: cred.uid, gid: cred.gid)
+    }
+
+    /// The owner of socket `sock` when it is not root (fstat(2) of the socket's inode).
+    static func socketOwner(_ sock: Int32) -> (uid: UInt32, gid: UInt32)? {
+        var st = stat()
+        guard fstat(sock, &st) == 0, st.st_uid != 0 || st.st_gid != 0 else { return nil }
+        return (st.st_uid, st.st_gid)
+    }
+}
+
+/// struct ucred (socket(7)), which glibc declares only with _GNU_SOURCE.
+private struct UCred {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+enum SocketOwners {
+    /// Every socket image of `images`, in-flight ones included, changed by `body`.
+    static func eachSocket(_ images: inout [ProcessImage], _ body: (inout SocketImage) -> Void) {
+        func visit(_ f: inout FileDescriptorImage) {
+            if f.socket != nil { body(&f.socket!) }
+            guard var grams = f.socket?.datagrams else { return }
+            for d in grams.indices {
+                guard var files = grams[d].files else { continue }
+                for k in files.indices { visit(&files[k]) }
+                grams[d].files = files
+            }
+            f.socket?.datagrams = grams
+        }
+        for i in images.indices {
+            for k in images[i].fds.indices { visit(&images[i].fds[k]) }
+        }
+    }
+
+    /// A peer's PID is kept only when it is one of the application's processes (a PID of
+    /// another process means nothing after a restart, and may be anyone's then); with
+    /// `inner`, translated to the application's own PID namespace.
+    static func keepApplicationCreators(_ images: inout [ProcessImage], inner: [Int32: Int32]? = nil) {
+        let pids = Set(images.map(\.pid))
+        eachSocket(&images) { s in
+            guard let pid = s.peerCredentials?.pid else { return }
+            if let inner { s.peerCredentials?.pid = inner[pid] } else if !pids.contains(pid) { s.peerCredentials?.pid = nil }
+        }
+    }
+}
+
+/// One call that fixes peer credentials, with the ids it is made as.
+enum CreatorCall {
+    case socketpair(type: Int32)
+    case connect(fd: Int32, address: Data)
+    case listen(fd: Int32, backlog: Int32)
+
+    var name: String {
+        switch self {
+        case .socketpair: return "socketpair"
+        case .connect: return "connect"
+        case .listen: return "listen"
+        }
+    }
+}
+
+/// Makes the calls that fix a unix socket's peer credentials, as the process that made the
+/// original call (see the top of this file). Without credentials, or when they cannot be
+/// had (the PID taken by a process outside the application, ids that may not connect to
+/// the socket's file), a plain call from ssi: the connection is what matters, its
+/// credentials are then ssi's, and the restart says so.
+final class SocketCreators {
+    /// The application's PID namespace when it has its own (an fd of ssi), else -1.
+    let pidNamespace: Int32
+    /// The root being restored (its PID in the application's namespace), and the call made
+    /// in it (injected, only from the thread that traces it): its PID is taken already.
+    let rootPID: Int32?
+    let inRoot: ((CreatorCall, PeerCredentials) throws -> (result: Int64, pair: (Int32, Int32)?))?
+    /// Credentials that could not be given, for one warning.
+    private(set) var missed: [String] = []
+
+    init(pidNamespace: Int32 = -1, rootPID: Int32? = nil,
+         inRoot: ((CreatorCall, PeerCredentials) throws -> (result: Int64, pair: (Int32, Int32)?))? = nil) {
+        (self.pidNamespace, self.rootPID, self.inRoot) = (pidNamespace, rootPID, inRoot)
+    }
+
+    /// ptrace requests come only from the thread that traces the root: sockets of another
+    /// network namespace are built on a thread of their own (SocketRebuilder.build).
+    private let tracer = Int32(truncatingIfNeeded: cssi_gettid())
+
+    deinit { if pidNamespace >= 0 { close(pidNamespace) } }
+
+    /// socketpair(2) as `creds`' process; the two ends, close-on-exec.
+    func socketpair(_ type: Int32, as creds: PeerCredentials?) throws -> (Int32, Int32) {
+        if let creds, let (r, pair) = try make(.socketpair(type: type), creds), r == 0, let pair { return pair }
+        var sv: [Int32] = [0, 0]
+        if Glibc.socketpair(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0, &sv) != 0 { throw SSIError.sys("socketpair", errno: errno) }
+        return (sv[0], sv[1])
+    }
+
+    /// connect(2) of `fd` to `addr` as `creds`' process; 0, or -1 with errno set.
+    func connect(_ fd: Int32, _ addr: Data, as creds: PeerCredentials?) -> Int32 {
+        if let creds, let (r, _) = (try? make(.connect(fd: fd, address: addr), creds)) ?? nil, r == 0 { return 0 }
+        return SockAddr.connect(fd, addr)
+    }
+
+    /// listen(2) on `fd` as `creds`' process; 0, or -1 with errno set.
+    func listen(_ fd: Int32, _ backlog: Int32, as creds: PeerCredentials?) -> Int32 {
+        if let creds, let (r, _) = (try? make(.listen(fd: fd, backlog: backlog), creds)) ?? nil, r == 0 { return 0 }
+        return Glibc.listen(fd, backlog)
+    }
+
+    /// The call's result (0 or -errno) and the pair made, or nil when it could not be made
+    /// as `creds`' process.
+    private func make(_ call: CreatorCall, _ creds: PeerCredentials) throws -> (Int64, (Int32, Int32)?)? {
+        if let pid = creds.pid, pid == rootPID, let inRoot, Int32(truncatingIfNeeded: cssi_gettid()) == tracer {
+            let (r, pair) = try inRoot(call, creds)
+            if r == -Int64(EACCES) || r == -Int64(EPERM) { missed.append("\(call.name) as PID \(pid)"); return nil }
+            return (r, pair)
+        }
+        var c = cssi_creator_call()
+        c.uid = creds.uid
+        c.gid = creds.gid
+        switch call {
+        case .socketpair(let type): c.op = Int32(CSSI_CREATOR_SOCKETPAIR); c.type = type
+        case .listen(let fd, let backlog): c.op = Int32(CSSI_CREATOR_LISTEN); c.fd = fd; c.backlog = backlog
+        case .connect(let fd, _): c.op = Int32(CSSI_CREATOR_CONNECT); c.fd = fd
+        }
+        let address: [UInt8] = { if case .connect(_, let a) = call { return Array(a) } else { return [] } }()
+        var pid = creds.pid ?? 0
+        let r: Int = address.withUnsafeBytes { a in
+            c.addr = a.baseAddress
+            c.addrlen = UInt32(a.count)
+            var r = cssi_creator_call(pidNamespace, pid, &c)
+            if r == -Int(EEXIST) {
+                // The PID is taken (by ssi-init, or a process outside the application): the
+                // ids without the PID.
+                missed.append("\(call.name) as PID \(pid) (taken)")
+                pid = 0
+                r = cssi_creator_call(pidNamespace, 0, &c)
+            }
+            return r
+        }
+        guard r == 0 else { missed.append("\(call.name): \(String(cString: strerror(Int32(-r))))"); return nil }
+        if c.result == -Int(EACCES) || c.result == -Int(EPERM) { missed.append("\(call.name) as uid \(creds.uid)"); return nil }
+        return (Int64(c.result), c.op == Int32(CSSI_CREATOR_SOCKETPAIR) && c.result == 0 ? (c.sv.0, c.sv.1) : nil)
+    }
+}
