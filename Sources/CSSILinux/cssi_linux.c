@@ -638,19 +638,35 @@ uint32_t cssi_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b) {
 // ---- sockets --------------------------------------------------------------------------------
 
 long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n) {
+    return cssi_send_with_creds(sock, addr, addrlen, buf, len, fds, n, NULL);
+}
+
+long cssi_send_with_creds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n,
+                          const unsigned *cred) {
     if (n < 0 || n > 253) return -EINVAL;
     struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-    union { struct cmsghdr align; char buf[CMSG_SPACE(253 * sizeof(int))]; } u;
+    union { struct cmsghdr align; char buf[CMSG_SPACE(253 * sizeof(int)) + CMSG_SPACE(3 * sizeof(unsigned))]; } u;
     memset(&u, 0, sizeof u);
     struct msghdr m = { .msg_name = (void *)addr, .msg_namelen = addr ? addrlen : 0, .msg_iov = &iov, .msg_iovlen = 1 };
-    if (n > 0) {
+    if (n > 0 || cred) {
         m.msg_control = u.buf;
-        m.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        m.msg_controllen = (n > 0 ? CMSG_SPACE(n * sizeof(int)) : 0) + (cred ? CMSG_SPACE(3 * sizeof(unsigned)) : 0);
         struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(n * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+        if (n > 0) {
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(n * sizeof(int));
+            memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+            c = CMSG_NXTHDR(&m, c);
+        }
+        if (cred) {
+            // struct ucred: pid, uid, gid. Another process's PID needs CAP_SYS_ADMIN, other
+            // ids CAP_SETUID/CAP_SETGID (unix(7), SCM_CREDENTIALS).
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_CREDENTIALS;
+            c->cmsg_len = CMSG_LEN(3 * sizeof(unsigned));
+            memcpy(CMSG_DATA(c), cred, 3 * sizeof(unsigned));
+        }
     }
     ssize_t r = sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
     return r < 0 ? -errno : r;
@@ -674,16 +690,18 @@ long cssi_recv_with_fds(int sock, void *buf, unsigned long len, int *fds, int *n
     return r;
 }
 
-long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds) {
+long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds, unsigned *cred) {
     struct iovec iov = { .iov_base = buf, .iov_len = len };
     union { struct cmsghdr align; char buf[CMSG_SPACE(253 * sizeof(int)) + 256]; } u;
     struct msghdr m = { .msg_name = name, .msg_namelen = name ? *namelen : 0, .msg_iov = &iov, .msg_iovlen = 1,
                         .msg_control = u.buf, .msg_controllen = sizeof u.buf };
     *nfds = 0;
+    if (cred) cred[0] = cred[1] = cred[2] = 0;
     ssize_t r = recvmsg(sock, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (r < 0) return -errno;
     if (name) *namelen = m.msg_namelen;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (cred && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) memcpy(cred, CMSG_DATA(c), 3 * sizeof(unsigned));
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             int count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             int *in = (int *)CMSG_DATA(c);
@@ -979,6 +997,16 @@ static int creator_child(void *arg) {
     case CSSI_CREATOR_SOCKETPAIR: r = socketpair(AF_UNIX, c->type | SOCK_CLOEXEC, 0, c->sv); break;
     case CSSI_CREATOR_CONNECT: r = connect(c->fd, (const struct sockaddr *)c->addr, c->addrlen); break;
     case CSSI_CREATOR_LISTEN: r = listen(c->fd, c->backlog); break;
+    case CSSI_CREATOR_SEND: {
+        // A queued message sent again by its sender, naming itself in SCM_CREDENTIALS: the
+        // kernel attaches a sender's credentials on its own only when the receiver has
+        // SO_PASSCRED at that moment (maybe_add_creds, net/unix/af_unix.c), and the
+        // receiver's options are set after its queue is refilled. Its own PID and ids need
+        // no privilege (unix(7)).
+        unsigned cred[3] = { (unsigned)syscall(SYS_getpid), c->uid, c->gid };
+        c->result = cssi_send_with_creds(c->fd, c->addr, c->addrlen, c->buf, c->len, c->fds, c->nfds, cred);
+        return 0;
+    }
     default: errno = EINVAL; r = -1;
     }
     c->result = r < 0 ? -errno : 0;

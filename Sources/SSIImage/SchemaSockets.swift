@@ -130,6 +130,10 @@ public struct QueuedDatagram: Codable, Sendable, Equatable {
     public var destination: Data?
     public var ttl: Int32?
     public var tos: Int32?
+    /// A unix message queued to a socket with SO_PASSCRED: its SCM_CREDENTIALS (the
+    /// sender's PID in the application's namespace, nil when not one of its processes; its
+    /// uid and gid). Restart sends it again as that process. nil in older snapshots.
+    public var credentials: PeerCredentials?
     public init(data: Data, sender: Data?) { self.data = data; self.sender = sender }
 }
 

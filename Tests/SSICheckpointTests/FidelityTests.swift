@@ -154,5 +154,6 @@ enum FidelityCases {
         FidelityCase(fixture: "udpdest"),
         FidelityCase(fixture: "peercred"),
         FidelityCase(fixture: "peercred", options: ["--continue"]),
+        FidelityCase(fixture: "scmcreds"),
     ]
 }

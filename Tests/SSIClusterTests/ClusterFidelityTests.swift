@@ -40,7 +40,7 @@ private let clusterCases: [ClusterCase] = [
     .init(fixture: "fpu"), .init(fixture: "onstack"), .init(fixture: "unlinked"), .init(fixture: "clonefiles"),
     .init(fixture: "chroot"), .init(fixture: "lazyfill", args: ["128", "lazy"]), .init(fixture: "schedattrs"), .init(fixture: "fdmore"), .init(fixture: "seccomp"), .init(fixture: "unlinkedshared"), .init(fixture: "procattrs"), .init(fixture: "fcntlmore"), .init(fixture: "packetsock"), .init(fixture: "exedeleted"), .init(fixture: "nspid"), .init(fixture: "nsmnt"),
     .init(fixture: "locks"), .init(fixture: "procfiles"), .init(fixture: "pty", args: ["moved"]),
-    .init(fixture: "robustshared"), .init(fixture: "peercred"), .init(fixture: "restartsyscall"), .init(fixture: "linkedname"),
+    .init(fixture: "robustshared"), .init(fixture: "peercred"), .init(fixture: "restartsyscall"), .init(fixture: "linkedname"), .init(fixture: "scmcreds"),
 ]
 
 private func record(_ app: Int32) throws -> AppRecord? {

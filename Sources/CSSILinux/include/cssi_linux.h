@@ -253,12 +253,17 @@ long cssi_pipe2(int fds[2], int flags);
 // sendmsg(2) of len bytes from buf, to addr (NULL: the connected peer), with fds[0..n) as
 // SCM_RIGHTS when n > 0, MSG_DONTWAIT. Returns the bytes sent or -errno.
 long cssi_send_with_fds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n);
+// The same with SCM_CREDENTIALS cred[0..3) (pid, uid, gid) when cred is not NULL.
+long cssi_send_with_creds(int sock, const void *addr, unsigned addrlen, const void *buf, unsigned long len, const int *fds, int n,
+                          const unsigned *cred);
 // recvmsg(2) with MSG_PEEK|MSG_DONTWAIT: copies the next message (or, on a stream socket,
 // bytes) into buf without consuming it, and the sender's name into name (*namelen in/out).
 // File descriptors in flight (SCM_RIGHTS) are installed by a peek too, as new fds of the
 // caller: up to 253 are stored in fds (*nfds of them, close-on-exec), the caller owns them.
-// *nfds is -1 when some were cut off. Returns the byte count or -errno.
-long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds);
+// *nfds is -1 when some were cut off. cred (when not NULL) gets the message's
+// SCM_CREDENTIALS (pid, uid, gid; zeros without: the socket must have SO_PASSCRED).
+// Returns the byte count or -errno.
+long cssi_peek_message(int sock, void *buf, unsigned long len, void *name, unsigned *namelen, int *fds, int *nfds, unsigned *cred);
 
 // What a datagram's ancillary data says of the packet it came in (ip(7) IP_PKTINFO,
 // IP_RECVTTL, IP_RECVTOS; ipv6(7) IPV6_RECVPKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVTCLASS),
@@ -322,7 +327,7 @@ int cssi_set_ioprio(int tid, int ioprio);
 // `pidns_fd` (when >= 0; else ours) and effective ids uid/gid (cssi_linux.c). `result`: 0 or
 // -errno of the call; `sv`: the pair made. Returns 0 once the child is reaped, or -errno
 // (-EEXIST: the PID is taken).
-enum { CSSI_CREATOR_SOCKETPAIR = 1, CSSI_CREATOR_CONNECT = 2, CSSI_CREATOR_LISTEN = 3 };
+enum { CSSI_CREATOR_SOCKETPAIR = 1, CSSI_CREATOR_CONNECT = 2, CSSI_CREATOR_LISTEN = 3, CSSI_CREATOR_SEND = 4 };
 struct cssi_creator_call {
     int op;
     int fd;
@@ -333,6 +338,12 @@ struct cssi_creator_call {
     unsigned uid;
     unsigned gid;
     int sv[2];
+    // CSSI_CREATOR_SEND: cssi_send_with_fds on `fd` to `addr` (NULL: its peer); `result` is
+    // the bytes sent or -errno.
+    const void *buf;
+    unsigned long len;
+    const int *fds;
+    int nfds;
     long result;
 };
 long cssi_creator_call(int pidns_fd, pid_t pid, struct cssi_creator_call *c);

@@ -88,6 +88,9 @@ public struct PeekedMessage {
     /// File descriptors in flight, installed in this process by the peek (close-on-exec);
     /// the caller owns them. nil when more came than could be read.
     public var fds: [Int32]?
+    /// Its SCM_CREDENTIALS (the socket must have SO_PASSCRED): the sender's PID (in our PID
+    /// namespace), uid and gid; nil without.
+    public var credentials: (pid: Int32, uid: UInt32, gid: UInt32)?
 }
 
 /// Socket calls that C must make (ancillary data).
@@ -100,10 +103,13 @@ public enum Socket {
         var namelen = UInt32(name.count)
         var fds = [Int32](repeating: -1, count: 253)
         var nfds: Int32 = 0
-        let n = cssi_peek_message(sock, &buf, UInt(buf.count), &name, &namelen, &fds, &nfds)
+        var cred: [UInt32] = [0, 0, 0]
+        let n = cssi_peek_message(sock, &buf, UInt(buf.count), &name, &namelen, &fds, &nfds, &cred)
         if n == -Int(EAGAIN) { return nil }
         if n < 0 { throw SSIError.sys(what(), errno: Int32(-n)) }
-        return PeekedMessage(bytes: Array(buf[0..<n]), name: Array(name.prefix(Int(namelen))), fds: nfds < 0 ? nil : Array(fds.prefix(Int(nfds))))
+        var m = PeekedMessage(bytes: Array(buf[0..<n]), name: Array(name.prefix(Int(namelen))), fds: nfds < 0 ? nil : Array(fds.prefix(Int(nfds))))
+        if cred[0] != 0 { m.credentials = (Int32(bitPattern: cred[0]), cred[1], cred[2]) }
+        return m
     }
 
     /// The next datagram of `sock` (MSG_PEEK|MSG_DONTWAIT, into `buf`) with its sender's name
@@ -143,11 +149,17 @@ public enum Socket {
 
     /// sendmsg(2), MSG_DONTWAIT|MSG_NOSIGNAL, of `bytes` to `address` (nil: the connected
     /// peer) with `fds` as SCM_RIGHTS. Returns the bytes sent or -errno.
-    public static func send(_ sock: Int32, _ bytes: Data, to address: Data?, fds: [Int32]) -> Int {
-        bytes.withUnsafeBytes { b in
+    /// `credentials`: SCM_CREDENTIALS to send (pid in our namespace, uid, gid: another
+    /// process's needs CAP_SYS_ADMIN, other ids CAP_SETUID/CAP_SETGID).
+    public static func send(_ sock: Int32, _ bytes: Data, to address: Data?, fds: [Int32], credentials: (pid: Int32, uid: UInt32, gid: UInt32)? = nil) -> Int {
+        let cred: [UInt32]? = credentials.map { [UInt32(bitPattern: $0.pid), $0.uid, $0.gid] }
+        return bytes.withUnsafeBytes { b in
             fds.withUnsafeBufferPointer { f in
-                guard let address else { return cssi_send_with_fds(sock, nil, 0, b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count)) }
-                return address.withUnsafeBytes { cssi_send_with_fds(sock, $0.baseAddress, UInt32($0.count), b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count)) }
+                (cred ?? []).withUnsafeBufferPointer { c in
+                    let cp = cred == nil ? nil : c.baseAddress
+                    guard let address else { return cssi_send_with_creds(sock, nil, 0, b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count), cp) }
+                    return address.withUnsafeBytes { cssi_send_with_creds(sock, $0.baseAddress, UInt32($0.count), b.baseAddress, UInt(b.count), f.baseAddress, Int32(f.count), cp) }
+                }
             }
         }
     }

@@ -73,9 +73,17 @@ enum SocketOwners {
     /// `inner`, translated to the application's own PID namespace.
     static func keepApplicationCreators(_ images: inout [ProcessImage], inner: [Int32: Int32]? = nil) {
         let pids = Set(images.map(\.pid))
+        func known(_ pid: Int32?) -> Int32? {
+            guard let pid else { return nil }
+            if let inner { return inner[pid] }
+            return pids.contains(pid) ? pid : nil
+        }
         eachSocket(&images) { s in
-            guard let pid = s.peerCredentials?.pid else { return }
-            if let inner { s.peerCredentials?.pid = inner[pid] } else if !pids.contains(pid) { s.peerCredentials?.pid = nil }
+            if let c = s.peerCredentials { s.peerCredentials?.pid = known(c.pid) }
+            // The senders of queued messages (SCM_CREDENTIALS) likewise.
+            guard var grams = s.datagrams, grams.contains(where: { $0.credentials != nil }) else { return }
+            for k in grams.indices { if let c = grams[k].credentials { grams[k].credentials?.pid = known(c.pid) } }
+            s.datagrams = grams
         }
     }
 }
@@ -106,6 +114,8 @@ final class SocketCreators {
     /// The root being restored (its PID in the application's namespace), and the call made
     /// in it (injected, only from the thread that traces it): its PID is taken already.
     let rootPID: Int32?
+    /// The root's PID in ssi's namespace.
+    var rootOuterPID: Int32?
     let inRoot: ((CreatorCall, PeerCredentials) throws -> (result: Int64, pair: (Int32, Int32)?))?
     /// Credentials that could not be given, for one warning.
     private(set) var missed: [String] = []
@@ -139,6 +149,40 @@ final class SocketCreators {
     func listen(_ fd: Int32, _ backlog: Int32, as creds: PeerCredentials?) -> Int32 {
         if let creds, let (r, _) = (try? make(.listen(fd: fd, backlog: backlog), creds)) ?? nil, r == 0 { return 0 }
         return Glibc.listen(fd, backlog)
+    }
+
+    /// A queued message sent again by its sender, whose credentials the kernel attaches to it
+    /// (SCM_CREDENTIALS): from a process with the sender's PID and ids, or, for the root,
+    /// from ssi naming the root's PID (`rootOuterPID`, which exists: root may name any
+    /// process, unix(7)). The bytes sent or -errno.
+    func send(_ fd: Int32, _ data: Data, to addr: Data?, fds: [Int32], as creds: PeerCredentials) -> Int {
+        if let pid = creds.pid, pid == rootPID, let outer = rootOuterPID {
+            return Socket.send(fd, data, to: addr, fds: fds, credentials: (outer, creds.uid, creds.gid))
+        }
+        var c = cssi_creator_call()
+        c.op = Int32(CSSI_CREATOR_SEND)
+        c.fd = fd
+        c.uid = creds.uid
+        c.gid = creds.gid
+        let address = addr.map(Array.init) ?? []
+        let r: Int = data.withUnsafeBytes { b in
+            fds.withUnsafeBufferPointer { f in
+                address.withUnsafeBytes { a in
+                    c.addr = addr == nil ? nil : a.baseAddress
+                    c.addrlen = UInt32(a.count)
+                    c.buf = b.baseAddress
+                    c.len = UInt(b.count)
+                    c.fds = f.baseAddress
+                    c.nfds = Int32(f.count)
+                    var r = cssi_creator_call(pidNamespace, creds.pid ?? 0, &c)
+                    if r == -Int(EEXIST) { missed.append("a queued message as PID \(creds.pid ?? 0) (taken)"); r = cssi_creator_call(pidNamespace, 0, &c) }
+                    return r
+                }
+            }
+        }
+        if r == 0, c.result != -Int(EACCES), c.result != -Int(EPERM) { return c.result }
+        missed.append("a queued message's sender")
+        return Socket.send(fd, data, to: addr, fds: fds)
     }
 
     /// The call's result (0 or -errno) and the pair made, or nil when it could not be made

@@ -104,7 +104,7 @@ extension ProcessDumper {
         case (AF_UNIX, _):
             img = FileDescriptorImage(fd: fd, kind: .unixSocket, path: link, flags: flags, closeOnExec: cloexec, position: 0)
             img.socket = try dumpUnix(sock, inode: inode)
-            if type == 1, let parts = img.socket?.datagrams, !parts.contains(where: { $0.files != nil }) {
+            if type == 1, let parts = img.socket?.datagrams, !parts.contains(where: { $0.files != nil || $0.credentials != nil }) {
                 img.socketData = parts.reduce(into: Data()) { $0.append($1.data) }
                 img.socket?.datagrams = nil
             }
@@ -366,6 +366,7 @@ extension ProcessRestorer {
         sockets.pipes = pipes
         sockets.takeover = takeover
         sockets.creators = try socketCreators()
+        sockets.creators.rootOuterPID = pid
         defer { sockets.closeAll() }
         try sockets.build(shared.socketEnds)
         if !sockets.creators.missed.isEmpty {

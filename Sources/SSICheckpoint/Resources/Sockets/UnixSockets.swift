@@ -87,6 +87,9 @@ extension ProcessDumper {
         // take the whole message would leave the offset inside it.
         let sndbuf = Int(SocketOption.sendBuffer.get(sock) ?? 0)
         var buf = [UInt8](repeating: 0, count: max(4 << 20, 2 * sndbuf))
+        // With SO_PASSCRED the program reads each message's sender (SCM_CREDENTIALS), and a
+        // stream read stops where the sender changes (unix_stream_read_generic): kept.
+        let passCredentials = (SocketOption.passCredentials.get(sock) ?? 0) != 0
         while true {
             guard let peeked = try Socket.peek(sock, buffer: &buf, what: "peek a socket of PID \(pid)") else { break }
             // A peek installs the fds in flight in ssi: copies of the very files, which are
@@ -100,6 +103,7 @@ extension ProcessDumper {
             }
             if peeked.fds == nil { throw UnsupportedSocket(kind: "unix socket with more file descriptors in flight in one message than can be read") }
             var msg = QueuedDatagram(data: Data(peeked.bytes), sender: nil)
+            if passCredentials, let c = peeked.credentials { msg.credentials = PeerCredentials(pid: c.pid, uid: c.uid, gid: c.gid) }
             if !held.isEmpty {
                 if inFlightDepth > 0 { throw UnsupportedSocket(kind: "socket in flight that itself carries file descriptors in flight") }
                 msg.files = try held.enumerated().map { try describeInFlight($0.element, index: Int32($0.offset)) }
@@ -410,7 +414,7 @@ extension SocketRebuilder {
             lseek(fd, off_t(g.position), SEEK_SET)
             fds.append(fd)
         }
-        let n = Socket.send(from, d.data, to: addr, fds: fds)
+        let n = d.credentials.map { creators.send(from, d.data, to: addr, fds: fds, as: $0) } ?? Socket.send(from, d.data, to: addr, fds: fds)
         if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
     }
 
