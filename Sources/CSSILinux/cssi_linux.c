@@ -1041,3 +1041,29 @@ long cssi_creator_call(int pidns_fd, pid_t pid, struct cssi_creator_call *c) {
     return -ENOSYS;
 #endif
 }
+
+// Interruption of a command that holds an application (interrupts.swift): SIGINT, SIGTERM
+// and SIGHUP only set a flag, which the engine reads between two safe steps. A tracer that
+// dies while its tracee runs an injected call leaves the tracee at the call's trap
+// instruction, where SIGTRAP kills it (ptrace(2): the tracees are detached as they are).
+static volatile sig_atomic_t cssi_interrupt_signal;
+static struct sigaction cssi_interrupt_old[3];
+static const int cssi_interrupt_signals[3] = { SIGINT, SIGTERM, SIGHUP };
+
+static void cssi_on_interrupt(int sig) { if (!cssi_interrupt_signal) cssi_interrupt_signal = sig; }
+
+void cssi_interrupts_defer(void) {
+    cssi_interrupt_signal = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = cssi_on_interrupt;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    for (int i = 0; i < 3; i++) sigaction(cssi_interrupt_signals[i], &sa, &cssi_interrupt_old[i]);
+}
+
+void cssi_interrupts_restore(void) {
+    for (int i = 0; i < 3; i++) sigaction(cssi_interrupt_signals[i], &cssi_interrupt_old[i], NULL);
+}
+
+int cssi_interrupt_pending(void) { return cssi_interrupt_signal; }

@@ -29,6 +29,10 @@ public struct ThreadImage: Codable, Sendable {
     public var interruptedSleep: InterruptedSleep?
     /// Version 9: its nice value, policy, CPU affinity, timer slack and I/O priority.
     public var scheduling: ThreadScheduling?
+    /// December 2026 (late): PR_SET_NO_NEW_PRIVS is per thread (prctl(2); a thread that set
+    /// it alone, or one made before the main thread set it, differ): this thread's. nil in
+    /// older snapshots, where the process's `noNewPrivs` applies to every thread.
+    public var noNewPrivs: Bool?
     /// Version 9: its seccomp filters, oldest first (nil: none).
     public var seccompFilters: [SeccompFilter]?
     /// Version 9: its capability sets (capabilities(7) are per thread: `capsh`, daemons

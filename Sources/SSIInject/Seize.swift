@@ -251,6 +251,12 @@ public final class SeizedApplication {
         if let signal { for pid in threads.keys { try? signal.send(to: ProcessID(pid)) } }
         for (tid, sud) in syscallDispatch { Tracee.adoptTraceMe(ProcessID(tid)).setSyscallUserDispatch(sud) }
         for (_, tids) in threads { for t in tids { try? Tracee.adoptTraceMe(ProcessID(t)).detach() } }
+        // A process stopped by job control (SIGSTOP, Ctrl-Z) keeps any other signal pending
+        // until it is continued (signal(7)): `--kill` would leave it stopped, alive, its PID
+        // taken. SIGCONT after the kill signal lets that signal act.
+        if let signal, signal != .stop, signal != .kill {
+            for pid in jobStopped where threads[pid] != nil { try? Signal.continue.send(to: ProcessID(pid)) }
+        }
     }
 
     deinit { release() }

@@ -58,6 +58,15 @@ struct Run: ParsableCommand {
         var cmd = command
         if cmd.first == "--" { cmd.removeFirst() }
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
+        // The file for the id must be writable before anything starts: an application
+        // started whose id cannot be written is one nobody knows of.
+        if let output {
+            let fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd < 0 {
+                fail(SSIError.sys("open \(output) for the application's id (-o)", errno: errno, hint: "give a file in a directory that exists and can be written; nothing was started"))
+            }
+            close(fd)
+        }
         if !local && (node != nil || log || ClusterApps.daemonReachable()) {
             do {
                 let node = try ClusterApps.node(self.node)
@@ -131,6 +140,20 @@ struct Checkpoint: ParsableCommand {
 
     func validate() throws {
         if apps.isEmpty { throw ValidationError("give the application to checkpoint (its id, or the PID of its root process)") }
+        if let a = Checkpoint.ambiguousKill {
+            let opt = a.split(separator: " ")
+            throw ValidationError("\(a): give the signal with '=' (\(opt[0])=\(opt[1])): a bare \(opt[0]) means \(opt[0].contains("u") ? "no signal" : "TERM"), and \(opt[1]) would be taken as another application to checkpoint")
+        }
+        // One action at a time: -f only freezes, -u only unfreezes, the others dump.
+        let actions = [freeze ? "-f" : nil, unfreeze != nil ? "-u" : nil].compactMap { $0 }
+        if actions.count > 1 { throw ValidationError("-f and -u cannot be given together: -f only freezes, -u only unfreezes") }
+        if let only = actions.first {
+            let dumping = [kill != nil ? "-k" : nil, ckptOnly ? "-c" : nil, !description.isEmpty ? "-d" : nil, json ? "--json" : nil,
+                           ignoreUnsupported ? "-i" : nil, replicas > 0 ? "--replicas" : nil].compactMap { $0 }
+            if let d = dumping.first {
+                throw ValidationError("\(only) \(d): \(only) only \(only == "-f" ? "freezes" : "unfreezes") the application, it writes no snapshot; \(d) is for a checkpoint (drop \(only))")
+            }
+        }
         if apps.count > 1 && Set(apps.map(ApplicationID.isCluster)).count > 1 {
             throw ValidationError("\(apps.map(String.init).joined(separator: " ")): cluster applications (ids above 10,000,000) and node-local processes cannot be checkpointed together")
         }
@@ -139,19 +162,39 @@ struct Checkpoint: ParsableCommand {
     /// What a bare --unfreeze becomes: unfreeze without sending a signal.
     static let noSignal = "none"
 
+    /// A bare -k/--kill followed by a number a signal could be (`-k 9 4242`): that number
+    /// would be read as a second application to checkpoint, and killed with TERM. Refused
+    /// by validate().
+    nonisolated(unsafe) static var ambiguousKill: String? = nil
+
     static func normalize(_ args: [String]) -> [String] {
         // --kill and --unfreeze take an optional value (--kill=9); bare forms mean the default.
-        args.map { a in
+        var out = [String]()
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            let next = i + 1 < args.count ? args[i + 1] : nil
             switch a {
-            case "--kill", "-k": return "--kill=TERM"
-            case "--unfreeze", "-u": return "--unfreeze=" + Checkpoint.noSignal
+            case "--kill", "-k", "--unfreeze", "-u":
+                let kill = a == "--kill" || a == "-k"
+                let option = kill ? "--kill=" : "--unfreeze="
+                if let next, !next.hasPrefix("-"), next.first?.isLetter == true {
+                    // A signal by name (`-k KILL`, `-u SIGCONT`): its value.
+                    out.append(option + next)
+                    i += 2
+                    continue
+                }
+                if let next, let n = Int(next), n >= 1, n <= 64, i + 2 < args.count { ambiguousKill = "\(a) \(next)" }
+                out.append(kill ? "--kill=TERM" : "--unfreeze=" + Checkpoint.noSignal)
             default:
-                if a.hasPrefix("-u=") { return "--unfreeze=" + a.dropFirst(3) }
-                if a == "--unfreeze=" { return "--unfreeze=" + Checkpoint.noSignal }
-                if a.hasPrefix("-k=") { return "--kill=" + a.dropFirst(3) }
-                return a
+                if a.hasPrefix("-u=") { out.append("--unfreeze=" + a.dropFirst(3)) }
+                else if a == "--unfreeze=" { out.append("--unfreeze=" + Checkpoint.noSignal) }
+                else if a.hasPrefix("-k=") { out.append("--kill=" + a.dropFirst(3)) }
+                else { out.append(a) }
             }
+            i += 1
         }
+        return out
     }
 
     /// Several node-local processes: every one frozen before the first is dumped, let go
@@ -223,27 +266,33 @@ struct Checkpoint: ParsableCommand {
                 }
                 return
             }
-            if apps.count > 1 {
-                try checkpointLocalTogether(engine)
-                return
-            }
-            if replicas > 0 {
-                throw SSIError(.invalidArgument, "--replicas is for cluster applications (ids above 10,000,000); \(app) is a node-local one",
-                               hint: "start it with ssi run --node N to make it a cluster application")
-            }
-            if freeze {
-                try engine.freeze(app: app)
-                print("Application \(app) frozen")
-                return
-            }
-            if unfreeze != nil {
-                let sig = try unfreeze.flatMap { $0.isEmpty || $0 == Checkpoint.noSignal ? nil : try parseSignal($0) }
-                try engine.unfreeze(app: app, signal: sig)
-                print("Application \(app) unfrozen")
-                return
-            }
-            try dump(app, engine, frozen: ckptOnly)
+            // Ctrl-C, SIGTERM and SIGHUP stop the checkpoint where it can stop, never between
+            // two injected calls (Interrupts.swift): the application goes on as it was.
+            _ = try Interrupts.deferred { try checkpointLocal(engine) }
         } catch let e as SSIError { fail(e) }
+    }
+
+    private func checkpointLocal(_ engine: CheckpointEngine) throws {
+        if apps.count > 1 {
+            try checkpointLocalTogether(engine)
+            return
+        }
+        if replicas > 0 {
+            throw SSIError(.invalidArgument, "--replicas is for cluster applications (ids above 10,000,000); \(app) is a node-local one",
+                           hint: "start it with ssi run --node N to make it a cluster application")
+        }
+        if freeze {
+            try engine.freeze(app: app)
+            print("Application \(app) frozen")
+            return
+        }
+        if unfreeze != nil {
+            let sig = try unfreeze.flatMap { $0.isEmpty || $0 == Checkpoint.noSignal ? nil : try parseSignal($0) }
+            try engine.unfreeze(app: app, signal: sig)
+            print("Application \(app) unfrozen")
+            return
+        }
+        try dump(app, engine, frozen: ckptOnly)
     }
 }
 

@@ -348,4 +348,11 @@ struct cssi_creator_call {
 };
 long cssi_creator_call(int pidns_fd, pid_t pid, struct cssi_creator_call *c);
 
+// SIGINT, SIGTERM and SIGHUP set a flag instead of ending us (cssi_interrupts_defer), until
+// cssi_interrupts_restore puts the earlier dispositions back; cssi_interrupt_pending: the
+// first of them that came since the defer, or 0.
+void cssi_interrupts_defer(void);
+void cssi_interrupts_restore(void);
+int cssi_interrupt_pending(void);
+
 #endif

@@ -150,6 +150,8 @@ extension CheckpointEngine {
             if PIDNamespace.isOwnInit(root) { try PIDNamespace.translate(&images) } else { SocketOwners.keepApplicationCreators(&images) }
             phase.mark("checkpoint: all processes")
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
+            // The last place to stop: once committed, the snapshot is whole and kept.
+            try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
             if let sig = options.killSignal {
                 // The snapshot must be on disk before the application is killed; the signal is
                 // queued while every task is still stopped, so none runs past the snapshot.
@@ -226,7 +228,9 @@ extension CheckpointEngine {
         _ = ProcessDumper.completePTYs(&fdTables)
         try ProcessDumper.completeFifos(&fdTables)
         try ProcessDumper.completeInotify(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
-        try ProcessDumper.completePidfds(&fdTables, pids: Set(seized.tree.pids), ignoreUnsupported: options.ignoreUnsupported)
+        // A pidfd of a thread (PIDFD_THREAD, Linux 6.9) names a thread id.
+        let tasks = Set(seized.tree.pids).union(seized.threads.values.joined())
+        try ProcessDumper.completePidfds(&fdTables, pids: tasks, ignoreUnsupported: options.ignoreUnsupported)
         ProcessDumper.markSharedDescriptions(&fdTables)
         try ProcessDumper.checkSharedEpolls(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         return fdTables
@@ -249,6 +253,7 @@ extension CheckpointEngine {
         let undo = try SemaphoreUndo.measure(seized, skip: fresh != nil ? [root] : [])
         var removedSegments = Set<Int32>()
         for pid in seized.tree.pids {
+            try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
                 continue

@@ -98,6 +98,18 @@ public struct CheckpointEngine: Sendable {
         let st = try ProcStat.read(pid: pid)
         if st.isKernelThread { throw SSIError(.invalidArgument, "PID \(pid) (\(st.comm)) is a kernel thread; only user processes can be checkpointed") }
         if (st.state == "Z" || st.state == "X") && ExitedLeader.liveThread(pid) == nil { throw SSIError(.state, "PID \(pid) has exited (it is a zombie)", hint: "its parent must reap it; restart it from a snapshot instead") }
+        // /proc/TID answers for a thread too (proc(5)): a thread id is not an application.
+        if let tgid = ProcStatus.parse((try? ProcFS.read("/proc/\(pid)/status")) ?? "").fields["Tgid"].flatMap({ Int32($0) }), tgid != pid {
+            throw SSIError(.invalidArgument, "\(pid) is a thread of process \(tgid), not a process", hint: "give the process: ssi checkpoint \(tgid)")
+        }
+        // The tree under PID holds this very command (a shell that runs ssi): it would trace
+        // itself.
+        var p = getppid()
+        while p > 1 {
+            if p == pid { throw SSIError(.invalidArgument, "PID \(pid) is an ancestor of this ssi command (its tree holds ssi itself)", hint: "run ssi from outside the application, e.g. another terminal") }
+            guard let up = try? ProcStat.read(pid: p) else { break }
+            p = up.ppid
+        }
     }
 
     // MARK: freeze / unfreeze

@@ -180,6 +180,7 @@ final class Precopy {
         referencedBytes = processes.values.reduce(0) { $0 + $1.referenced * SnapshotFormat.pageSize }
         clock.mark("precopy: round 1, \(first >> 20) MiB" + (since.isEmpty ? "" : ", \(referencedBytes >> 20) MiB from the previous version"))
         while rounds.count < Precopy.maxRounds {
+            try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
             var bytes = UInt64(0)
             for p in processes.values { bytes += try copyWritten(p) }
             rounds.append(bytes)
@@ -353,7 +354,12 @@ final class Precopy {
             var done = UInt64(0)
             let bytes = count * SnapshotFormat.pageSize
             while done < bytes {
-                if used == chunk { submit(); buf = try out.acquire() }
+                if used == chunk {
+                    submit()
+                    // Between two buffers, while the application runs: a place to stop.
+                    if Interrupts.pending { try out.drain(); try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was") }
+                    buf = try out.acquire()
+                }
                 let n = Int(min(UInt64(chunk - used), bytes - done))
                 let got = pread(mem, buf.baseAddress! + used, n, off_t(Int64(bitPattern: addr + done)))
                 let whole = got > 0 ? got - got % page : 0

@@ -236,6 +236,7 @@ final class ProcessRestorer {
         }
         clock.mark("restore: teardown, vdso")
         try restoreMemory(pages: pages, high: fds.high)
+        try restoreProtectionKeys()
         // Its noted runs are copied from now on, and its faults served: the steps below may
         // touch those pages already (injected calls, clone3 of its threads).
         if let lazy, let lazySpace {

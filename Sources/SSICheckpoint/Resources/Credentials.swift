@@ -36,9 +36,28 @@ extension ProcessDumper {
         if status.fields["Seccomp"] == "1" {
             throw SSIError(.unsupported, "PID \(pid) runs in seccomp strict mode, which cannot be restored; nothing was written")
         }
+        // prlimit(2) of another user's process needs CAP_SYS_RESOURCE, even to read (a
+        // daemon that dropped to its own uid; a root without the capability, in a
+        // container): /proc/PID/limits shows them to anyone.
+        let shown = Self.limitsFile(pid)
         for r in ResourceLimits.all {
-            if let lim = ResourceLimits.get(ProcessID(pid), r) { img.rlimits.append(RLimit(resource: r, cur: lim.cur, max: lim.max)) }
+            if let lim = ResourceLimits.get(ProcessID(pid), r) ?? shown[r] { img.rlimits.append(RLimit(resource: r, cur: lim.cur, max: lim.max)) }
         }
+    }
+
+    /// /proc/PID/limits (proc(5)): a header, then one line per resource in getrlimit's
+    /// order, "%-25s %-20s %-20s %-10s" (fs/proc/base.c): name, soft, hard, units;
+    /// "unlimited" is RLIM_INFINITY.
+    static func limitsFile(_ pid: Int32) -> [Int32: (cur: UInt64, max: UInt64)] {
+        guard let text = try? ProcFS.read("/proc/\(pid)/limits") else { return [:] }
+        var out = [Int32: (cur: UInt64, max: UInt64)]()
+        for (i, line) in text.split(separator: "\n").dropFirst().enumerated() where ResourceLimits.all.contains(Int32(i)) {
+            let fields = line.dropFirst(26).split(separator: " ")
+            func value(_ s: Substring) -> UInt64? { s == "unlimited" ? UInt64.max : UInt64(s) }
+            guard fields.count >= 2, let cur = value(fields[0]), let max = value(fields[1]) else { continue }
+            out[Int32(i)] = (cur, max)
+        }
+        return out
     }
 }
 

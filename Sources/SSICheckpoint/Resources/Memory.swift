@@ -43,13 +43,28 @@ extension ProcessDumper {
     /// area, and splitting its text into Strings was the largest part of a small process's
     /// memory dump (perf). An area begins with a line "start-end ..." (hex, then '-'); the
     /// other lines begin "Key:".
+    ///
+    /// An area's memory protection key (pkeys(7), "ProtectionKey:" just before VmFlags, on
+    /// CPUs that have them) joins its flags as "pkN" when it is not 0: it travels with them
+    /// (pre-copy's cached flags, a parent's inherited areas) and comes back with
+    /// restoreProtectionKeys.
     static func vmFlags(smaps b: UnsafeBufferPointer<UInt8>) -> [UInt64: [String]] {
         var out = [UInt64: [String]]()
         var current: UInt64 = 0
+        var key: UInt64 = 0
         let prefix = Array("VmFlags:".utf8)
+        let keyPrefix = Array("ProtectionKey:".utf8)
         ProcText.lines(b) { i, end in
+            if end - i >= keyPrefix.count && (0..<keyPrefix.count).allSatisfy({ b[i + $0] == keyPrefix[$0] }) {
+                var p = i + keyPrefix.count
+                ProcText.skipSpaces(b, &p, end)
+                key = 0
+                while p < end, b[p] >= 48, b[p] <= 57 { key = key * 10 + UInt64(b[p] - 48); p += 1 }
+                return
+            }
             if end - i >= prefix.count && (0..<prefix.count).allSatisfy({ b[i + $0] == prefix[$0] }) {
-                var flags: [String] = []
+                var flags: [String] = key != 0 ? ["pk\(key)"] : []
+                key = 0
                 var p = i + prefix.count
                 while p < end {
                     ProcText.skipSpaces(b, &p, end)
@@ -95,6 +110,13 @@ extension ProcessDumper {
             if m.name.hasPrefix("/secretmem") {
                 throw SSIError(.unsupported, "PID \(pid) maps a \(ProcessDumper.secretMemory) at 0x\(String(m.start, radix: 16)); nothing was written and the application goes on",
                                hint: "checkpoint it once it has unmapped that area")
+            }
+            // A mapping of an anonymous inode (an io_uring ring, a perf_event buffer, a KVM
+            // vCPU) belongs to a kernel object no path leads to: it stays mapped after its fd
+            // is closed (io_uring_close_ring_fd), and the restart could not map it again.
+            if m.name.hasPrefix("anon_inode:") {
+                throw SSIError(.unsupported, "PID \(pid) maps \(m.name) at 0x\(String(m.start, radix: 16)) (a kernel object's memory, which the checkpoint engine cannot make again); nothing was written and the application goes on",
+                               hint: "checkpoint it once it has unmapped that area (an io_uring program: after io_uring_queue_exit)")
             }
             guard let kind = ProcessDumper.classify(m) else { continue }
             var vma = ProcessDumper.area(m, kind: kind, flags: flags[m.start] ?? [], pid: pid)
@@ -480,6 +502,36 @@ extension ProcessRestorer {
     private func installGuards(_ v: VMA, queue q: inout CallQueue) {
         for g in v.guardPages ?? [] where g.count == 2 {
             q.add(SyscallBatch.Call(.madvise, g[0], g[1] * SnapshotFormat.pageSize, 102), fails: "madvise(MADV_GUARD_INSTALL) 0x\(String(g[0], radix: 16))")
+        }
+    }
+
+    /// Memory protection keys (pkeys(7)): each area's key ("pkN" among its flags), once the
+    /// areas are mapped and before the threads get their registers back. The keys are
+    /// allocated first, lowest free first as pkey_alloc(2) gives them, up to the highest
+    /// one an area has (a key allocated and used by no area cannot be seen: one above that
+    /// is lost, one below comes back allocated). pkey_alloc also opens the new key in the
+    /// calling thread's PKRU register, which each thread's saved extended state then sets
+    /// back to its own. An area that is execute-only gets the kernel's execute-only key by
+    /// mprotect alone, and is left to it.
+    func restoreProtectionKeys() throws {
+        let keyed: [(VMA, UInt64)] = image.vmas.compactMap { v in
+            guard let f = v.vmFlags.first(where: { $0.hasPrefix("pk") }), let k = UInt64(f.dropFirst(2)), k != 0, v.read || v.write else { return nil }
+            return (v, k)
+        }
+        guard let highest = keyed.map(\.1).max() else { return }
+        while true {
+            // A child forked during the restore has its parent's keys already.
+            let k = try inj.raw(.pkey_alloc, 0, 0)
+            if k < 0 {
+                throw SSIError.sys("pkey_alloc in PID \(pid), whose memory had protection keys up to \(highest)", errno: Int32(-k),
+                                   hint: "restart it on a machine whose CPU has protection keys (pku in /proc/cpuinfo)")
+            }
+            if UInt64(k) == highest { break }
+            if UInt64(k) > highest { _ = try inj.raw(.pkey_free, UInt64(k)); break }
+        }
+        for (v, k) in keyed {
+            let r = try inj.raw(.pkey_mprotect, v.start, v.end - v.start, UInt64(protection(v)), k)
+            if r < 0 { throw SSIError.sys("pkey_mprotect 0x\(String(v.start, radix: 16))-0x\(String(v.end, radix: 16)) with key \(k) in PID \(pid)", errno: Int32(-r)) }
         }
     }
 

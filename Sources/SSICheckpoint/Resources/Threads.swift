@@ -40,6 +40,7 @@ extension ProcessDumper {
         thread.capabilities = CapabilitySets(status: status)
         let creds = ProcessDumper.credentials(status)
         if creds.uids.count == 4 && creds.gids.count == 4 { thread.credentials = creds }
+        if let nnp = status.fields["NoNewPrivs"] { thread.noNewPrivs = nnp == "1" }
         if status.fields["Seccomp"] == "2" {
             thread.seccompFilters = try t.seccompFilters().map { SeccompFilter(program: Data($0.program), flags: $0.flags) }
         }
@@ -99,9 +100,6 @@ extension ProcessRestorer {
         try inj.call("set_tid_address", .set_tid_address, t.clearChildTID)
         if t.robustListHead != 0 { try inj.call("set_robust_list", .set_robust_list, t.robustListHead, t.robustListLength) }
         if let r = t.rseq { try inj.call("rseq register", .rseq, r.pointer, UInt64(r.length), 0, UInt64(r.signature)) }
-        // Only the thread itself can set it (prctl(2)); it changes nothing the restore does
-        // after (it concerns execve(2), and seccomp filters, which are refused).
-        if image.noNewPrivs == true { try inj.prctl(.setNoNewPrivs, 1) }
     }
 
     /// Every thread's seccomp filters, oldest first, each installed by the thread itself
@@ -109,6 +107,13 @@ extension ProcessRestorer {
     /// The last injected calls of the restore: a filter may forbid what comes after. The
     /// kernel wants no_new_privs or CAP_SYS_ADMIN, as when the application installed them.
     func restoreSeccomp() throws {
+        // no_new_privs first, per thread (prctl(2): only the thread itself can set it, and
+        // never clear it): here, once every thread and child exists, since a thread or
+        // child inherits it from the thread that makes it.
+        for t in image.threads where (t.noNewPrivs ?? image.noNewPrivs) == true {
+            guard let tinj = t.tid == image.pid ? inj : threadInjectors[t.tid] else { continue }
+            try tinj.prctl(.setNoNewPrivs, 1)
+        }
         for t in image.threads {
             guard let filters = t.seccompFilters, !filters.isEmpty else { continue }
             let tinj = t.tid == image.pid ? inj : threadInjectors[t.tid]

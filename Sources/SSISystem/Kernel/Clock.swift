@@ -11,7 +11,12 @@ public enum Clock {
     /// clock_gettime(clock) in ns.
     public static func nanoseconds(_ clock: Int32) -> Int64 {
         var ts = timespec()
-        clock_gettime(clockid_t(clock), &ts)
+        // CLOCK_REALTIME_ALARM (8) and CLOCK_BOOTTIME_ALARM (9) read CLOCK_REALTIME and
+        // CLOCK_BOOTTIME (they differ only in waking a suspended machine), but clock_gettime
+        // refuses them with EINVAL on a machine without a wake-capable RTC
+        // (kernel/time/alarmtimer.c): a timer's deadline would then be its value since 1970.
+        let base: Int32 = clock == 8 ? 0 : clock == 9 ? 7 : clock
+        clock_gettime(clockid_t(base), &ts)
         return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
     }
 

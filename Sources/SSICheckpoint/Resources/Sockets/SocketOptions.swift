@@ -34,7 +34,7 @@ let rawSocketOptions: [RawSocketOption] = [
     RawSocketOption(name: "SO_PRIORITY", level: SOL_SOCKET, option: 12, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "SO_RCVLOWAT", level: SOL_SOCKET, option: 18, families: [1, 2, 10]),
     RawSocketOption(name: "SO_LINGER", level: SOL_SOCKET, option: 13, families: [1, 2, 10]),
-    RawSocketOption(name: "SO_OOBINLINE", level: SOL_SOCKET, option: 10, families: [2, 10]),
+    RawSocketOption(name: "SO_OOBINLINE", level: SOL_SOCKET, option: 10, families: [1, 2, 10]),   // unix streams have MSG_OOB since Linux 5.15
     RawSocketOption(name: "SO_MARK", level: SOL_SOCKET, option: 36, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "SO_RCVTIMEO", level: SOL_SOCKET, option: 20, families: [1, 2, 10, 16, 17]),
     RawSocketOption(name: "SO_SNDTIMEO", level: SOL_SOCKET, option: 21, families: [1, 2, 10, 16, 17]),

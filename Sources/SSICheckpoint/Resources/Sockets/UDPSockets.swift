@@ -14,11 +14,18 @@ import Glibc
 extension ProcessDumper {
     func dumpUDP(_ sock: Int32, family: Int32, inode: UInt32) throws -> SocketImage {
         var s = SocketImage(family: family, type: 2, state: .unconnected)
-        // UDP_CORK (udp(7)) holds what was written until the cork comes off, as one
-        // datagram: nothing reads such a pending datagram back (SIOCOUTQ counts it).
+        // UDP_CORK, and a send with MSG_MORE without the cork, hold what was written until
+        // the datagram is complete (udp(7)): nothing reads such a pending datagram back, and
+        // SIOCOUTQ counts it. A datagram just sent counts too until loopback has delivered
+        // it: asked again for a few ms before refusing.
         var corked: Int32 = 0, len = socklen_t(4), outq: Int32 = 0
-        if getsockopt(sock, 17, 1 /* UDP_CORK */, &corked, &len) == 0, corked != 0, ioctl(sock, SocketIoctl.outputQueue, &outq) == 0, outq > 0 {
-            throw UnsupportedSocket(kind: "UDP socket corked (UDP_CORK) with \(outq) bytes written and not sent yet (a corked datagram cannot be read back; once the program uncorks it, a checkpoint succeeds)")
+        for attempt in 0..<10 {
+            guard ioctl(sock, SocketIoctl.outputQueue, &outq) == 0, outq > 0 else { break }
+            if attempt == 9 {
+                let how = getsockopt(sock, 17, 1 /* UDP_CORK */, &corked, &len) == 0 && corked != 0 ? "corked (UDP_CORK)" : "held by a send with MSG_MORE"
+                throw UnsupportedSocket(kind: "UDP socket with a datagram written and \(how), not sent yet (a pending datagram cannot be read back; once the program completes it, a checkpoint succeeds)")
+            }
+            usleep(1_000)
         }
         if let name = SockAddr.name(sock, peer: false), SockAddr.port(name) != 0 { s.address = name }
         if let peer = SockAddr.name(sock, peer: true) { s.peerAddress = peer; s.state = .connected }
@@ -71,6 +78,11 @@ extension ProcessDumper {
     /// FIONREAD gives the size of the first datagram only, 0 for an empty one: a
     /// non-blocking peek tells whether one is there.
     private func hasEmptyDatagram(_ sock: Int32) -> Bool {
+        // poll(2) first: a recv on a socket with nothing queued returns its pending error
+        // (a connected socket's ECONNREFUSED after an ICMP port unreachable) and clears it,
+        // which the application would then never see.
+        var p = pollfd(fd: sock, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, 0) == 1, p.revents & Int16(POLLIN) != 0 else { return false }
         var b: UInt8 = 0
         return recv(sock, &b, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) >= 0
     }

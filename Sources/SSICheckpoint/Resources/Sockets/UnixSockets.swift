@@ -56,6 +56,14 @@ extension ProcessDumper {
         if s.state != .listening, info.receiveQueue > 0 || type == 2 || (type == 5 && s.state == .connected) {
             s.datagrams = try peekAll(sock, datagrams: type != 1, eofAtEnd: type == 5 && info.shutdown & 1 != 0)
         }
+        // An urgent byte (send(2) MSG_OOB, unix streams since Linux 5.15) not read yet: a peek
+        // passes over it, or (SO_OOBINLINE) takes it as an ordinary byte with no mark to stop
+        // a read at, and nothing queues one again in its place. poll(2) says POLLPRI while
+        // one is queued (unix_poll), inline or not.
+        var pri = pollfd(fd: sock, events: Int16(POLLPRI), revents: 0)
+        if type == 1, s.state == .connected, poll(&pri, 1, 0) == 1, pri.revents & Int16(POLLPRI) != 0 {
+            throw UnsupportedSocket(kind: "unix stream socket with an urgent byte (MSG_OOB) not read yet")
+        }
         s.shutdown = info.shutdown == 0 ? nil : Int32(info.shutdown)
         if type != 2, s.state != .unconnected { s.peerCredentials = Self.peerCredentials(sock) }
         if let name = info.name, name.first == UInt8(ascii: "/") || s.bindDirectory != nil, s.fileRemoved != true {
