@@ -57,6 +57,23 @@ struct FidelityTests {
         #expect(r.status == 3, "\(r.output)")
         #expect(r.output.contains("left the application's process tree"), "\(r.output)")
     }
+
+    /// States whose content cannot be read back are refused by name at checkpoint, nothing
+    /// written (refusedstates.c): an io_uring ring mapped with no fd, a unix urgent byte, a
+    /// UDP datagram held by MSG_MORE. Where the kernel lacks the feature the fixture says
+    /// SKIP and passes.
+    @Test("a state that cannot be saved is refused by name at checkpoint", arguments: [
+        ("uring", "maps anon_inode:[io_uring]"), ("oob", "urgent byte (MSG_OOB) not read yet"), ("more", "held by a send with MSG_MORE"),
+    ])
+    func refusedByName(_ mode: String, _ phrase: String) throws {
+        let r = try Lifecycle.run(FidelityCase(fixture: "refusedstates", args: [mode]))
+        if r.status == 0, let skip = r.output.split(separator: "\n").first(where: { $0.hasPrefix("SKIP") }) {
+            print("refusedstates \(mode): \(skip)")
+            return
+        }
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.output.contains(phrase) && r.output.contains("nothing was written"), "\(r.output)")
+    }
 }
 
 /// The 34 runs of ISSUE10.md's table: 33 fixtures, dgramclosed.c also without its seqpacket
@@ -155,5 +172,11 @@ enum FidelityCases {
         FidelityCase(fixture: "peercred"),
         FidelityCase(fixture: "peercred", options: ["--continue"]),
         FidelityCase(fixture: "scmcreds"),
+        FidelityCase(fixture: "pkeys"),
+        FidelityCase(fixture: "nnpthread"),
+        FidelityCase(fixture: "nnpthread", args: ["main"]),
+        FidelityCase(fixture: "rlimuid"),
+        FidelityCase(fixture: "alarmabs"),
+        FidelityCase(fixture: "pidfdthread"),
     ]
 }

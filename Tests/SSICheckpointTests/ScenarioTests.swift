@@ -272,6 +272,65 @@ struct ScenarioTests {
         let norestart = try w.ssi("restart", "4000000")
         #expect(norestart.status != 0 && norestart.stderr.contains("no snapshot"), "\(norestart.output)")
     }
+
+    @Test("command-line mistakes are refused before anything happens: -k N, -f with -k, a thread id, run -o into a missing directory")
+    func commandLineMistakes() throws {
+        let w = try World("climistakes")
+        let py = try python3Executable()
+        let program = "import threading, time\ndef t():\n    print('tid', threading.get_native_id(), flush=True)\n    while True:\n        time.sleep(0.05)\nthreading.Thread(target=t, daemon=True).start()\nwhile True:\n    time.sleep(0.05)"
+        let app = try w.start([py, "-u", "-c", program])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("tid "))
+        let tid = w.logValue("tid ")
+        let thread = try w.ssi("checkpoint", tid)
+        #expect(thread.status != 0 && thread.stderr.contains("is a thread of process \(app)"), "\(thread.output)")
+        // `-k 9 APP` read 9 as a second application, froze it and sent it TERM.
+        let k9 = try w.ssi("checkpoint", "-k", "9", "\(app)")
+        #expect(k9.status != 0 && k9.stderr.contains("-k=9"), "\(k9.output)")
+        let fk = try w.ssi("checkpoint", "-f", "-k", "\(app)")
+        #expect(fk.status != 0 && fk.stderr.contains("-f only freezes"), "\(fk.output)")
+        #expect(processState(app) == "S" || processState(app) == "R", "application \(app) left in state \(String(describing: processState(app)))")
+        #expect(!FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"), "a refused command wrote a snapshot")
+        // An application whose id cannot be written to -o's file is not started at all.
+        let marker = "sleep 33.\(UInt16.random(in: 100...999))"
+        let bad = try run([TestEnv.ssi, "run", "--local", "-b", "-o", "\(w.dir)/no/such/dir/app", "--", "/bin/sh", "-c", marker], env: ["SSI_CHKPT_DIR": w.chkpt])
+        #expect(bad.status != 0 && bad.stderr.contains("nothing was started"), "\(bad.output)")
+        let started = try run(["pgrep", "-f", marker])
+        #expect(started.status == 1, "ssi run started \(marker) though it refused: \(started.output)")
+        if started.status == 0 { for p in started.stdout.split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) } }
+    }
+
+    @Test("Ctrl-C during ssi checkpoint stops it at a safe point and leaves the application running")
+    func interruptedCheckpoint() throws {
+        let w = try World("interrupt")
+        let py = try python3Executable()
+        let program = "import time\nb = bytearray(256 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\nprint('ready', flush=True)\nn = 0\nwhile True:\n    n += 1\n    if n % 20 == 0:\n        print('tick', n, flush=True)\n    time.sleep(0.01)"
+        let app = try w.start([py, "-u", "-c", program])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("ready", 30))
+        // Before: ssi died at once and the application, stopped in an injected call, took
+        // SIGTRAP at its trap instruction.
+        for delay in [50_000, 150_000, 300_000] as [useconds_t] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: TestEnv.ssi)
+            p.arguments = ["checkpoint", "--no-precopy", "\(app)"]
+            p.environment = ProcessInfo.processInfo.environment.merging(["SSI_CHKPT_DIR": w.chkpt]) { $1 }
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            usleep(delay)
+            kill(p.processIdentifier, SIGINT)
+            p.waitUntilExit()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(p.terminationStatus == 0 || text.contains("interrupted by SIGINT"), "after \(delay) us: \(text)")
+            usleep(100_000)
+            let st = processState(app)
+            #expect(st == "S" || st == "R", "application \(app) after a checkpoint interrupted at \(delay) us: state \(String(describing: st)); \(text)")
+        }
+        let ticks = w.log().components(separatedBy: "tick").count
+        #expect(waitUntil(5) { w.log().components(separatedBy: "tick").count > ticks + 2 }, "the application stopped running: \(w.log().suffix(200))")
+    }
 }
 
 @Suite("ssi without root")
