@@ -115,6 +115,9 @@ public struct Injector {
                 let at = (try? t.registers())?.instructionPointer ?? 0
                 throw SSIError(.system, "PID \(t.pid) faulted (signal \(sig.rawValue)) at 0x\(String(at, radix: 16)) while running \(doing()) in it")
             }
+            // A signal of the application's, dequeued on the way back from the call: resumed
+            // without it, it would be lost. Kept, and queued again before the thread goes.
+            if case .signal(let sig) = stop, sig != .stop { HeldSignals.hold(t) }
             attempts += 1
             if attempts > 100 { throw SSIError(.system, "PID \(t.pid) keeps stopping (\(stop)) instead of running \(doing())",
                                                hint: "another program is signalling or tracing it; stop that and try again") }
@@ -136,6 +139,10 @@ public struct Injector {
             switch stop {
             case .signal(.trap): traps += 1
             case .event: continue
+            case .signal(let sig) where sig != .stop:
+                HeldSignals.hold(t)
+                attempts += 1
+                if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (\(stop)) instead of running syscall \(syscall)") }
             default:
                 attempts += 1
                 if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (\(stop)) instead of running syscall \(syscall)") }

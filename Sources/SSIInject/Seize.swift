@@ -122,7 +122,7 @@ public final class SeizedApplication {
     /// SIGSYS handler (force_sig_info): the application, let go, would die of its next
     /// dispatched syscall.
     public private(set) var syscallDispatch: [Int32: [UInt64]] = [:]
-    private var released = false
+    public private(set) var released = false
 
     public init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
 
@@ -244,10 +244,21 @@ public final class SeizedApplication {
         return f.count >= 50 ? Int32(f[49]) ?? 0 : 0
     }
 
+    /// Signals the threads dequeued during injected calls (HeldSignals), queued again unless
+    /// the application is being killed. Before a cgroup freeze, if the caller freezes the
+    /// application again: a frozen task runs no injected call. Done once.
+    public func requeueHeldSignals(killing signal: Signal? = nil) {
+        for (pid, tids) in threads {
+            if let signal, signal != .stop { HeldSignals.forget(tids); continue }
+            for t in tids { HeldSignals.requeue(tid: t, pid: pid, handle: exitedLeaders[pid]) }
+        }
+    }
+
     /// Lets every task go; `signal` is queued first to every process (checkpoint --kill).
     public func release(signal: Signal? = nil) {
         guard !released else { return }
         released = true
+        requeueHeldSignals(killing: signal)
         if let signal { for pid in threads.keys { try? signal.send(to: ProcessID(pid)) } }
         for (tid, sud) in syscallDispatch { Tracee.adoptTraceMe(ProcessID(tid)).setSyscallUserDispatch(sud) }
         for (_, tids) in threads { for t in tids { try? Tracee.adoptTraceMe(ProcessID(t)).detach() } }

@@ -111,6 +111,7 @@ extension CheckpointEngine {
         var pin: DumpPin? = nil
         func letGo(signal: Signal? = nil) {
             pin?.undo()
+            if !seized.released { seized.requeueHeldSignals(killing: signal) }
             // A -c checkpoint leaves the application frozen: freeze the group again before
             // the tasks leave their ptrace stops.
             if refreeze, let freezer { try? ProcFS.write("\(freezer.path(app))/cgroup.freeze", "1") }
@@ -143,6 +144,12 @@ extension CheckpointEngine {
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
             var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
+            // Signals a thread dequeued during the injected calls are still its pending ones.
+            for i in images.indices {
+                for k in images[i].threads.indices {
+                    images[i].threads[k].pending += HeldSignals.of(images[i].threads[k].tid).map { Data($0) }
+                }
+            }
             // Processes in PID namespaces the application made keep their ids there too.
             try PIDNamespace.recordNested(&images, root: root)
             AppNamespaces.resolveProcMounts(&images)

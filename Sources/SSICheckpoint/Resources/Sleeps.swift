@@ -39,6 +39,17 @@ extension ProcessDumper {
                 return (nil, nil)
             }
             if let value = m.returned { return (nil, SyscallRestart.returned(registers, value: value)) }
+            if m.remaining < 0 {
+                // A poll with no timeout, resumed after an earlier stop (glib's main loop idles
+                // so): its original call, re-issued whole at restart (its arguments are still
+                // in their registers; restart_syscall changed only rax).
+                if let stack = m.stack, stack.contains("do_sys_poll") || stack.contains("poll_schedule_timeout"),
+                   SyscallRestart.pollWithoutTimeout(registers), let original = SyscallRestart.originalCall(registers, kernelStack: stack) {
+                    return (nil, original)
+                }
+                warn("PID \(pid) thread \(tid) was resumed into a sleep or timed wait after an earlier stop, whose kind or time left could not be told: after restart the call returns EINTR")
+                return (nil, nil)
+            }
             guard let stack = m.stack, let original = SyscallRestart.originalCall(registers, kernelStack: stack),
                   let call = SyscallRestart.interruptedRelativeSleep(original) else {
                 warn("PID \(pid) thread \(tid) was resumed into a wait after an earlier stop that is not a sleep, poll or futex wait (kernel stack: \(m.stack?.split(separator: "\n").prefix(3).joined(separator: " | ") ?? "unread")): after restart the call returns EINTR")
@@ -192,7 +203,12 @@ extension ProcessDumper {
             common = common.map { $0.intersection(fresh) } ?? fresh
             if common!.count <= 1 { break }
         }
-        guard let c = common, c.count == 1, let timer = c.first, let now = clocksAt[timer.clockID] else { return nil }
+        guard let c = common, c.count == 1, let timer = c.first, let now = clocksAt[timer.clockID] else {
+            // No timer of its own: with `identify`, a wait that has none (a poll with timeout
+            // -1) is told by its stack (remaining -1).
+            if identify, let stack { return (-1, monotonicAt, stack, nil) }
+            return nil
+        }
         return (max(0, timer.expiry - now), monotonicAt, stack, nil)
     }
 }

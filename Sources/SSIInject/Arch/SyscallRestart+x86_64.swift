@@ -122,6 +122,10 @@ public enum SyscallRestart {
         return r
     }
 
+    /// A poll(fds=rdi, nfds=rsi, timeout_ms=rdx) call's registers (or those of its restart,
+    /// which keeps them) with a negative timeout: it waits with no end.
+    public static func pollWithoutTimeout(_ regs: Registers) -> Bool { Int32(truncatingIfNeeded: regs.raw.rdx) < 0 }
+
     public static func interruptedRelativeSleep(_ regs: Registers) -> RelativeSleep? {
         let r = regs.raw
         if Int64(bitPattern: r.rax) == ERESTARTNOHAND {
@@ -144,7 +148,9 @@ public enum SyscallRestart {
         case .nanosleep?: return RelativeSleep(clockID: Clock.monotonic, rem: r.rsi)
         case .clock_nanosleep? where r.rsi & 1 /* TIMER_ABSTIME */ == 0:
             return RelativeSleep(clockID: Int32(truncatingIfNeeded: r.rdi), rem: r.r10)
-        case .poll?:
+        // A poll with no timeout (-1) is restarted the same way (do_restart_poll with
+        // has_timeout 0) but has no time to keep: re-issued as it was.
+        case .poll? where Int32(truncatingIfNeeded: r.rdx) >= 0:
             return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .poll)
         // FUTEX_WAIT (0) with FUTEX_PRIVATE_FLAG (128) or not; not FUTEX_CLOCK_REALTIME (256).
         case .futex? where r.rsi & ~128 == 0 && r.r10 != 0:
