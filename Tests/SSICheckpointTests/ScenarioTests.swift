@@ -300,6 +300,54 @@ struct ScenarioTests {
         if started.status == 0 { for p in started.stdout.split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) } }
     }
 
+    @Test("a signal sent while a checkpoint holds a thread waiting in ppoll reaches it: after the checkpoint, and after a restart")
+    func signalDuringCheckpoint() throws {
+        for kill in [false, true] {
+            let w = try World("sigheld")
+            let app = try w.start([try TestEnv.fixture("sigwait"), "ppoll"])
+            defer { w.cleanUp(app) }
+            #expect(w.waitLog("READY"))
+            usleep(200_000)
+            // Frozen, the signal arrives; the dump's injected calls run while it is pending.
+            try #require(try w.ssi("checkpoint", "-f", "\(app)").status == 0)
+            Glibc.kill(app, SIGUSR2)
+            usleep(100_000)
+            let ck = kill ? try w.ssi("checkpoint", "-c", "--kill=KILL", "\(app)") : try w.ssi("checkpoint", "-c", "\(app)")
+            try #require(ck.status == 0, "\(ck.output)")
+            if kill {
+                _ = reap(app)
+                _ = try w.ssi("checkpoint", "-u", "\(app)")
+                let rs = try w.ssi("restart", "\(app)")
+                try #require(rs.status == 0, "\(rs.output)")
+            } else {
+                try #require(try w.ssi("checkpoint", "-u", "\(app)").status == 0)
+            }
+            #expect(w.waitLog("got=1", 5), "SIGUSR2 never reached its handler\(kill ? " after the restart" : ""): \(w.log())")
+        }
+    }
+
+    @Test("a poll with no timeout, resumed after earlier checkpoints, is still waiting after a restart")
+    func pollWithoutTimeout() throws {
+        let w = try World("pollnotimeout")
+        let app = try w.start([try TestEnv.fixture("sigwait"), "poll"])
+        defer { w.cleanUp(app) }
+        #expect(w.waitLog("READY"))
+        usleep(200_000)
+        for _ in 0..<2 {
+            let ck = try w.ssi("checkpoint", "\(app)")
+            try #require(ck.status == 0, "\(ck.output)")
+            #expect(!ck.stderr.contains("EINTR") && !ck.stderr.contains("timer could not be found"), "\(ck.stderr)")
+        }
+        let ck = try w.checkpointKill(app)
+        try #require(ck.status == 0, "\(ck.output)")
+        let rs = try w.ssi("restart", "\(app)")
+        try #require(rs.status == 0, "\(rs.output)")
+        usleep(700_000)
+        #expect(!w.log().contains("woke"), "poll returned with no signal sent: \(w.log())")
+        Glibc.kill(app, SIGUSR2)
+        #expect(w.waitLog("got=1", 5), "\(w.log())")
+    }
+
     @Test("Ctrl-C during ssi checkpoint stops it at a safe point and leaves the application running")
     func interruptedCheckpoint() throws {
         let w = try World("interrupt")
