@@ -49,14 +49,21 @@ public struct CgroupFreezer: Sendable {
         return (p, fd)
     }
 
-    /// Renames the temporary group of `ssi run` once the appid is known.
+    /// Moves what `ssi run` started in its temporary group into the application's own once
+    /// the appid is known, and removes the temporary group. cgroup v2 cannot rename a group
+    /// (its kernfs has no rename: EPERM; only cgroup v1 could), so every process is moved,
+    /// again until the temporary group is empty: a process forks meanwhile into the group it
+    /// is in. Without this the first checkpoint found no group of the application's, froze
+    /// nothing first, and `ssi checkpoint -f` froze the root alone.
     public func adopt(temporary: String, app: Int32) {
-        if rename(temporary, path(app)) != 0 {
-            // A stale group of an earlier application with the same pid: remove it (rmdir
-            // only succeeds when empty) and retry.
-            rmdir(path(app))
-            _ = rename(temporary, path(app))
+        if rename(temporary, path(app)) == 0 { return }
+        guard (try? ensureGroup(path(app))) != nil else { return }
+        for _ in 0..<50 {
+            let pids = ((try? ProcFS.read("\(temporary)/cgroup.procs")) ?? "").split(separator: "\n")
+            if pids.isEmpty { break }
+            for p in pids { try? ProcFS.write("\(path(app))/cgroup.procs", String(p)) }
         }
+        rmdir(temporary)
     }
 
     func ensureGroup(_ p: String) throws {
