@@ -13,7 +13,8 @@ public struct SnapshotStore: Sendable {
 
     public init(root: String? = nil, pool: Bool? = nil) {
         let env = ProcessInfo.processInfo.environment
-        self.root = root ?? env["SSI_CHKPT_DIR"] ?? "/var/chkpt"
+        // An empty SSI_CHKPT_DIR is unset (it would make "/<app>" the snapshot directory).
+        self.root = root ?? env["SSI_CHKPT_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/var/chkpt"
         self.pool = pool ?? !["off", "0", "no"].contains(env["SSI_PAGE_POOL"] ?? "")
     }
 
@@ -34,7 +35,13 @@ public struct SnapshotStore: Sendable {
     public func beginWrite(app: Int32) throws -> SnapshotWriter {
         let dir = appDirectory(app)
         do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
-            throw SSIError(.permission, "cannot create snapshot directory \(dir): \(error.localizedDescription)",
+            // Foundation's text ("error 512") says nothing: a part of the path that is a file
+            // is the usual mistake.
+            var st = stat()
+            var probe = dir
+            while !probe.isEmpty && probe != "/" && stat(probe, &st) != 0 { probe = (probe as NSString).deletingLastPathComponent }
+            let why = stat(probe, &st) == 0 && st.st_mode & S_IFMT != S_IFDIR ? "\(probe) is not a directory" : error.localizedDescription
+            throw SSIError(.permission, "cannot create snapshot directory \(dir): \(why)",
                            hint: "set SSI_CHKPT_DIR to a writable directory, or run as root")
         }
         // Leftovers of checkpoints killed mid-way: never a version, safe to remove.
@@ -270,6 +277,12 @@ public struct Snapshot: ImageReader, Sendable {
     public static func load(directory dir: String, verify checkBytes: Bool = true, deferPageCheck: Bool = false) throws -> Snapshot {
         let mpath = "\(dir)/manifest.json"
         let mbytes: [UInt8]
+        // A manifest lists files and processes: a few MB for the largest application. One of
+        // gigabytes (a damaged or planted file) is refused before it is read into memory.
+        var mst = stat()
+        if stat(mpath, &mst) == 0, mst.st_size > 64 << 20 {
+            throw SSIError(.corrupt, "\(mpath) is \(mst.st_size) bytes, far more than a SwiftSSI manifest (64 MiB at most): \(dir) is not a sound snapshot", hint: "restart another version")
+        }
         do { mbytes = try ProcFS.readBytes(mpath) } catch {
             throw SSIError(.corrupt, "\(mpath) is missing or unreadable: \(dir) is not a complete SwiftSSI snapshot", hint: "restart another version")
         }
@@ -278,6 +291,14 @@ public struct Snapshot: ImageReader, Sendable {
             throw SSIError(.corrupt, "\(mpath) is corrupt (its checksum in manifest.crc does not match)", hint: "restart another version")
         }
         let manifest = try SnapshotFormat.decodeManifest(mbytes, where: mpath)
+        // Registers, syscall numbers and the restorer are this machine's (uname(2) names it
+        // as the snapshot does: "x86_64").
+        var u = utsname()
+        uname(&u)
+        let machine = withUnsafeBytes(of: &u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if !manifest.arch.isEmpty, !machine.isEmpty, manifest.arch != machine {
+            throw SSIError(.unsupported, "\(dir) is a snapshot of an \(manifest.arch) machine; this one is \(machine)", hint: "restart it on an \(manifest.arch) node")
+        }
         for entry in manifest.files {
             try verify(entry, in: dir, bytes: checkBytes)
         }

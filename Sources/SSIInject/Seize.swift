@@ -123,6 +123,9 @@ public final class SeizedApplication {
     /// dispatched syscall.
     public private(set) var syscallDispatch: [Int32: [UInt64]] = [:]
     public private(set) var released = false
+    /// Tasks whose stop was waited for, and those let go this round (a vfork child).
+    private var stoppedTasks = Set<Int32>()
+    private var letGo = Set<Int32>()
 
     public init(root: Int32) { self.root = root; tree = ProcessTree(root: root) }
 
@@ -141,13 +144,19 @@ public final class SeizedApplication {
             last = now
             let fresh = try seizeNewTasks()
             if !thawed, let thaw { try thaw(); thawed = true }
-            for tid in fresh where waitingForVfork(tid) {
-                let pid = threads.first { $0.value.contains(tid) }?.key ?? tid
-                throw SSIError(.unsupported, "PID \(pid) is blocked in vfork until its child, which shares its memory, calls exec or exits; such a process cannot be checkpointed; nothing was written",
-                               hint: "checkpoint again once the child has called exec")
-            }
-            for tid in fresh {
-                try waitForStop(tid)
+            letGo = []
+            for tid in fresh where !letGo.contains(tid) {
+                // A task that exits while it is being stopped (a child of a program that
+                // spawns all the time) is dropped; the next round finds its zombie.
+                guard try waitForStop(tid) else {
+                    let pid = threads.first { $0.value.contains(tid) }?.key ?? tid
+                    if pid == root && tid == root {
+                        throw SSIError(.state, "application \(root) exited while being stopped; nothing was written", hint: "try again")
+                    }
+                    threads[pid]?.removeAll { $0 == tid }
+                    if threads[pid]?.isEmpty == true { threads[pid] = nil }
+                    continue
+                }
                 stoppedAt[tid] = min(Clock.monotonicNanoseconds(), frozenAt ?? .max)
                 let t = Tracee.adoptTraceMe(ProcessID(tid))
                 if let sud = t.syscallUserDispatch() {
@@ -185,11 +194,19 @@ public final class SeizedApplication {
                 do {
                     guard try Tracee.seize(ProcessID(tid), of: ProcessID(pid)) != nil else { continue }   // exited meanwhile
                 } catch let e as SSIError where e.errno == EPERM && e.message.hasPrefix("PTRACE_SEIZE") {
+                    // A task already exiting refuses to be traced (ptrace_attach: EPERM once
+                    // its exit_state is set): it exited meanwhile, the next round finds it.
+                    if let now = try? ProcStat.read(pid: tid), now.state == "Z" || now.state == "X" { continue }
+                    if (try? ProcStat.read(pid: tid)) == nil { continue }
                     // A task has one tracer (ptrace(2)): TracerPid of its status names it.
                     let tracer = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")).flatMap { ProcStatus.parse($0).fields["TracerPid"] }.flatMap { Int32($0) } ?? 0
                     if tracer > 0 {
                         let name = (try? ProcFS.read("/proc/\(tracer)/comm"))?.trimmingCharacters(in: .newlines) ?? "?"
                         let inside = Set(tree.pids).contains(tracer)
+                        if !inside && (name == "ssi" || name == "ssid") {
+                            throw SSIError(.busy, "cannot checkpoint PID \(pid): \(name == "ssi" ? "another ssi command" : "the node's daemon") (PID \(tracer)) holds it now (a checkpoint, a restart or a migration under way); nothing was written and the application goes on",
+                                           hint: "wait for that command to end, then try again")
+                        }
                         throw SSIError(.permission, "cannot trace PID \(pid) (thread \(tid)): it is traced by PID \(tracer) (\(name))\(inside ? ", a process of the application (a debugger or tracer inside it)" : ""), and a task has only one tracer; nothing was written and the application goes on",
                                        hint: inside ? "checkpoint it once the tracer has detached (PTRACE_DETACH); a tracer's state (its options, the stops it has seen) cannot be saved"
                                                     : "detach the debugger or strace (PID \(tracer)), then checkpoint again")
@@ -204,17 +221,54 @@ public final class SeizedApplication {
         return fresh
     }
 
-    private func waitForStop(_ tid: Int32) throws {
+    /// False when the task exited instead of stopping. A task blocked in vfork (now, or by
+    /// the time it is waited for: it may still be making the child when seized) never stops
+    /// while we hold its child: the child is let go until it has exec'd (letVforkChildGo).
+    private func waitForStop(_ tid: Int32) throws -> Bool {
         let t = Tracee.adoptTraceMe(ProcessID(tid))
+        var polls = 0
         while true {
-            let stop = try t.wait()
-            if stop.ended {
-                throw SSIError(.state, "task \(tid) of application \(root) exited while being stopped; nothing was written", hint: "try again")
+            guard let stop = try t.waitIfStopped() else {
+                polls += 1
+                if polls % 16 == 1, waitingForVfork(tid) {
+                    let pid = threads.first { $0.value.contains(tid) }?.key ?? tid
+                    guard let gone = letVforkChildGo(parent: pid, waiter: tid) else {
+                        throw SSIError(.unsupported, "PID \(pid) is blocked in vfork until its child, which shares its memory, calls exec or exits; such a process cannot be checkpointed; nothing was written",
+                                       hint: "checkpoint again once the child has called exec")
+                    }
+                    letGo.formUnion(gone)
+                }
+                usleep(polls < 200 ? 50 : 1_000)
+                continue
             }
-            if stop == .interruptStop { return }
+            if stop.ended { return false }
+            if stop == .interruptStop { stoppedTasks.insert(tid); return true }
             // A signal arrived before our interrupt: deliver it; the interrupt stop follows.
             if case .signal(let sig) = stop { try t.cont(signal: sig) } else { try t.cont() }
         }
+    }
+
+    /// Lets the children of `parent` we hold go (PTRACE_DETACH, once in their stop: detach
+    /// is a restarting request) so that its vfork child can exec or exit, and waits up to
+    /// half a second for `waiter` to leave the vfork; the children are seized again by the
+    /// next round. The tasks let go, or nil if it stays blocked.
+    private func letVforkChildGo(parent: Int32, waiter: Int32) -> Set<Int32>? {
+        var gone = Set<Int32>()
+        for (pid, tids) in threads where tree.parent[pid] == parent && !jobStopped.contains(pid) && !waitingForVfork(pid) {
+            for t in tids {
+                if let sud = syscallDispatch.removeValue(forKey: t) { Tracee.adoptTraceMe(ProcessID(t)).setSyscallUserDispatch(sud) }
+                stoppedAt[t] = nil
+                if stoppedTasks.contains(t) || (try? waitForStop(t)) == true { try? Tracee.adoptTraceMe(ProcessID(t)).detach() }
+                stoppedTasks.remove(t)
+                gone.insert(t)
+            }
+            threads[pid] = nil
+        }
+        for _ in 0..<500 {
+            if !waitingForVfork(waiter) { return gone }
+            usleep(1_000)
+        }
+        return nil
     }
 
     /// A task blocked in vfork(2), or clone/clone3 with CLONE_VFORK, until its child execs or

@@ -117,9 +117,16 @@ public struct Tracee {
         }
     }
 
-    public func wait() throws -> Stop {
+    public func wait() throws -> Stop { try wait(noHang: false)! }
+
+    /// The next stop, or nil at once when there is none yet (WNOHANG).
+    public func waitIfStopped() throws -> Stop? { try wait(noHang: true) }
+
+    private func wait(noHang: Bool) throws -> Stop? {
         var status: Int32 = 0
-        try check(Int(cssi_waitpid(pid.rawValue, &status, 0)), "waitpid \(pid)")
+        let r = cssi_waitpid(pid.rawValue, &status, noHang ? WNOHANG : 0)
+        if noHang && r == 0 { return nil }
+        try check(Int(r), "waitpid \(pid)")
         if cssi_wifexited(status) != 0 { return .exited(cssi_wexitstatus(status)) }
         if cssi_wifsignaled(status) != 0 { return .killed(Signal(cssi_wtermsig(status))) }
         let ev = cssi_wptrace_event(status)

@@ -60,12 +60,20 @@ struct Run: ParsableCommand {
         guard !cmd.isEmpty else { throw ValidationError("give the command to run after --, e.g. ssi run -- ./myapp") }
         // The file for the id must be writable before anything starts: an application
         // started whose id cannot be written is one nobody knows of.
+        // (Checked, not created: the file appears whole once the id is known, and a script
+        // that waits for the application's output and then reads it must not find it empty.)
         if let output {
-            let fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if fd < 0 {
-                fail(SSIError.sys("open \(output) for the application's id (-o)", errno: errno, hint: "give a file in a directory that exists and can be written; nothing was started"))
+            let dir = (output as NSString).deletingLastPathComponent
+            var st = stat()
+            let exists = stat(output, &st) == 0
+            let problem: String? = exists && st.st_mode & S_IFMT == S_IFDIR ? "it is a directory"
+                : exists && access(output, W_OK) != 0 ? "it cannot be written"
+                : !exists && access(dir.isEmpty ? "." : dir, W_OK) != 0 ? "its directory \(dir.isEmpty ? "." : dir) \(access(dir.isEmpty ? "." : dir, F_OK) != 0 ? "does not exist" : "cannot be written")"
+                : nil
+            if let problem {
+                fail(SSIError(.invalidArgument, "cannot write the application's id to \(output) (-o): \(problem); nothing was started",
+                              hint: "give a file in a directory that exists and can be written"))
             }
-            close(fd)
         }
         if !local && (node != nil || log || ClusterApps.daemonReachable()) {
             do {
@@ -425,10 +433,16 @@ struct Snapshots: ParsableCommand {
             } catch { fail(error) }
             return
         }
+        if let app, store.versions(app).isEmpty {
+            fail(SSIError(.notFound, "no snapshot of application \(app) in \(store.appDirectory(app))",
+                          hint: "checkpoint it first (ssi checkpoint \(app)), or set SSI_CHKPT_DIR to where its snapshots are"))
+        }
         for a in app.map({ [$0] }) ?? store.applications() {
             for v in store.versions(a) {
                 guard let i = store.info(app: a, version: v) else { print("\(a)\tv\(v)\t?\t(unreadable manifest)"); continue }
-                print("\(a)\tv\(v)\t\(i.date)\t\(Snapshots.added(i.addedBytes, of: i.totalBytes))\t\(i.description)")
+                // One line per snapshot: a description's line breaks and tabs become spaces.
+                let text = i.description.map { $0.isNewline || $0 == "\t" ? " " : $0 }
+                print("\(a)\tv\(v)\t\(i.date)\t\(Snapshots.added(i.addedBytes, of: i.totalBytes))\t\(String(text))")
             }
         }
     }

@@ -172,7 +172,7 @@ final class RestartSession {
             throw SSIError(.corrupt, "\(snap.location): PID \(p.pid) is saved as ssi-init's state alone but is not process 1 of the application's namespace; nothing was restarted",
                            hint: "restart another version")
         }
-        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal, newNamespace: ownNamespace) }
+        for image in snap.processes { try ProcessRestorer.preflight(image, useCallerTerminal: options.useCallerTerminal, newNamespace: ownNamespace, app: snap.processes.first?.pid) }
         try checkExternalFDs()
         let freezer = CgroupFreezer.find()
         if options.leaveFrozen && freezer == nil {

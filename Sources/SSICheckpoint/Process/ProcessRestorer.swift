@@ -151,10 +151,16 @@ final class ProcessRestorer {
     // MARK: checks before anything is created
 
     /// Checks, before creating anything, what can be checked from outside.
-    static func preflight(_ image: ProcessImage, useCallerTerminal: Bool, newNamespace: Bool = false) throws {
+    /// `app`: the application's id, when the process is not its root.
+    static func preflight(_ image: ProcessImage, useCallerTerminal: Bool, newNamespace: Bool = false, app: Int32? = nil) throws {
         let pid = image.pid
         // In a new PID namespace every number is free: what the node runs does not matter.
         if !newNamespace, kill(pid, 0) == 0 || errno != ESRCH || ProcFS.exists("/proc/\(pid)") {
+            if let app, app != pid {
+                let holder = ((try? ProcFS.read("/proc/\(pid)/cmdline")) ?? "").split(separator: "\0").joined(separator: " ")
+                throw SSIError(.busy, "PID \(pid) (\(image.comm), a process of application \(app)) is held by another process now (\(holder.isEmpty ? "?" : holder)), so application \(app) cannot be restarted with its PIDs; nothing was changed",
+                               hint: "end that process (PID \(pid)), then restart again")
+            }
             throw SSIError(.busy, "PID \(pid) is busy: a process with that PID exists, so application \(pid) cannot be restarted with its PID; nothing was changed",
                            hint: "if it is the running application, checkpoint it with --kill first; if it is a zombie, its parent must reap it")
         }

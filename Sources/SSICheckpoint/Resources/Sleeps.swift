@@ -50,6 +50,12 @@ extension ProcessDumper {
                 warn("PID \(pid) thread \(tid) was resumed into a sleep or timed wait after an earlier stop, whose kind or time left could not be told: after restart the call returns EINTR")
                 return (nil, nil)
             }
+            // A poll with no timeout has no time to keep, whatever timer the measure took
+            // for its own (another task's may coincide).
+            if let stack = m.stack, stack.contains("do_sys_poll") || stack.contains("poll_schedule_timeout"), SyscallRestart.pollWithoutTimeout(registers),
+               let original = SyscallRestart.originalCall(registers, kernelStack: stack) {
+                return (nil, original)
+            }
             guard let stack = m.stack, let original = SyscallRestart.originalCall(registers, kernelStack: stack),
                   let call = SyscallRestart.interruptedRelativeSleep(original) else {
                 warn("PID \(pid) thread \(tid) was resumed into a wait after an earlier stop that is not a sleep, poll or futex wait (kernel stack: \(m.stack?.split(separator: "\n").prefix(3).joined(separator: " | ") ?? "unread")): after restart the call returns EINTR")

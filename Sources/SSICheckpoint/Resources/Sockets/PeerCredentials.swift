@@ -51,6 +51,28 @@ private struct UCred {
 }
 
 enum SocketOwners {
+    /// Who holds the other end of a connection that leads out of the application, for the
+    /// refusal (" (held by PID N, name, ...)"), or "". A process in the cgroup of `pid` but
+    /// outside its tree has left it by a double fork (a service dbus-daemon starts
+    /// on demand, a daemonizing helper): the application's own, which it cannot take along.
+    /// Only on this error path: every process's fds are read.
+    static func describeHolder(ofSocket inode: UInt32, near pid: Int32) -> String {
+        let link = "socket:[\(inode)]"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let p = Int32(name), p != getpid() else { continue }
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p)/fd")) ?? []
+            guard fds.contains(where: { (try? ProcFS.readLink("/proc/\(p)/fd/\($0)")) == link }) else { continue }
+            let comm = (try? ProcFS.read("/proc/\(p)/comm"))?.trimmingCharacters(in: .newlines) ?? "?"
+            // The application's own cgroup (ssi/app-N), which its processes never leave.
+            let group = { (q: Int32) in (try? ProcFS.read("/proc/\(q)/cgroup"))?.split(separator: "\n").first { $0.hasPrefix("0::") && $0.contains("/ssi/app-") } }
+            if let g = group(pid), group(p) == g {
+                return " (held by PID \(p), \(comm), which is in the application's cgroup but left its process tree: a double fork, as a service a D-Bus daemon starts on demand; only a process tree is checkpointed)"
+            }
+            return " (held by PID \(p), \(comm))"
+        }
+        return ""
+    }
+
     /// Every socket image of `images`, in-flight ones included, changed by `body`.
     static func eachSocket(_ images: inout [ProcessImage], _ body: (inout SocketImage) -> Void) {
         func visit(_ f: inout FileDescriptorImage) {

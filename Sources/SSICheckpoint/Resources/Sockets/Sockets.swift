@@ -169,7 +169,9 @@ extension ProcessDumper {
                     let stream = (f.socketType ?? s?.type ?? 1) != 2
                     if let peer = f.peerID, !unixIDs.contains(peer) {
                         // A datagram socket connected to an outside name is reconnected by name.
-                        if stream || s?.peerAddress == nil { problem = "unix socket connected to \(SockAddr.describe(s?.peerAddress, family: 1)) outside the application" }
+                        if stream || s?.peerAddress == nil {
+                            problem = "unix socket connected to \(SockAddr.describe(s?.peerAddress, family: 1)) outside the application" + SocketOwners.describeHolder(ofSocket: peer, near: pid)
+                        }
                     } else if f.peerID == nil, s?.state == .connected, stream, !pendingIDs.contains(f.socketID ?? 0), s?.shutdown != 3 {
                         problem = "unix connection waiting in the accept queue of a listener outside the application"
                     }
