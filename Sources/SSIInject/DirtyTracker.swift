@@ -127,6 +127,9 @@ public final class DirtyTracker {
             throw SSIError(.notFound, "PID \(pid) exited before its pages could be tracked")
         }
         defer { try? t.detach() }
+        // A signal the thread dequeued during the injected calls goes back to it before it
+        // is let go (after its registers and mask: this runs after the guard's restore).
+        defer { HeldSignals.requeue(tid: tid, pid: pid.rawValue) }
         while true {
             let stop = try t.wait()
             if stop.ended { throw SSIError(.state, "PID \(pid) exited before its pages could be tracked") }

@@ -347,6 +347,9 @@ final class ProcessRestorer {
         for t in image.threads where t.tid != image.pid {
             if let id = threadIDs[t.tid] { try? Tracee.adoptTraceMe(ProcessID(id)).detach() }
         }
+        // Its signals were blocked while it was rebuilt: nothing held for it belongs to it
+        // (a task of an earlier process with one of its ids).
+        HeldSignals.forget([pid] + Array(threadIDs.values))
         if image.leaderExited == true, let regs = try? tracee.registers(), let gadget = try? Injector.findGadget(pid: ProcessID(pid)) {
             // Its leader had exited: it leaves again with exit(2) (the thread alone; the
             // group goes on), run from the vDSO's syscall instruction once let go, with every
