@@ -1048,6 +1048,7 @@ long cssi_creator_call(int pidns_fd, pid_t pid, struct cssi_creator_call *c) {
 // instruction, where SIGTRAP kills it (ptrace(2): the tracees are detached as they are).
 static volatile sig_atomic_t cssi_interrupt_signal;
 static struct sigaction cssi_interrupt_old[3];
+static sigset_t cssi_interrupt_old_mask;
 static const int cssi_interrupt_signals[3] = { SIGINT, SIGTERM, SIGHUP };
 
 static void cssi_on_interrupt(int sig) { if (!cssi_interrupt_signal) cssi_interrupt_signal = sig; }
@@ -1059,10 +1060,20 @@ void cssi_interrupts_defer(void) {
     sa.sa_handler = cssi_on_interrupt;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    for (int i = 0; i < 3; i++) sigaction(cssi_interrupt_signals[i], &sa, &cssi_interrupt_old[i]);
+    sigset_t mine;
+    sigemptyset(&mine);
+    for (int i = 0; i < 3; i++) {
+        sigaction(cssi_interrupt_signals[i], &sa, &cssi_interrupt_old[i]);
+        sigaddset(&mine, cssi_interrupt_signals[i]);
+    }
+    // Handled now: unblocked in this (the calling) thread, whatever mask the parent left us
+    // (a blocked mask is inherited across fork and exec, signal(7): a caller that blocks
+    // SIGINT would otherwise see its Ctrl-C wait for the end of the checkpoint).
+    pthread_sigmask(SIG_UNBLOCK, &mine, &cssi_interrupt_old_mask);
 }
 
 void cssi_interrupts_restore(void) {
+    pthread_sigmask(SIG_SETMASK, &cssi_interrupt_old_mask, NULL);
     for (int i = 0; i < 3; i++) sigaction(cssi_interrupt_signals[i], &cssi_interrupt_old[i], NULL);
 }
 

@@ -139,11 +139,9 @@ public struct Injector {
             switch stop {
             case .signal(.trap): traps += 1
             case .event: continue
-            case .signal(let sig) where sig != .stop:
-                HeldSignals.hold(t)
-                attempts += 1
-                if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (\(stop)) instead of running syscall \(syscall)") }
             default:
+                // As in resumeUntilTrap: a signal of the application's is kept (HeldSignals).
+                if case .signal(let sig) = stop, sig != .stop { HeldSignals.hold(t) }
                 attempts += 1
                 if attempts > 100 { throw SSIError(.system, "PID \(pid) keeps stopping (\(stop)) instead of running syscall \(syscall)") }
             }

@@ -196,8 +196,7 @@ public final class SeizedApplication {
                 } catch let e as SSIError where e.errno == EPERM && e.message.hasPrefix("PTRACE_SEIZE") {
                     // A task already exiting refuses to be traced (ptrace_attach: EPERM once
                     // its exit_state is set): it exited meanwhile, the next round finds it.
-                    if let now = try? ProcStat.read(pid: tid), now.state == "Z" || now.state == "X" { continue }
-                    if (try? ProcStat.read(pid: tid)) == nil { continue }
+                    guard let now = try? ProcStat.read(pid: tid), now.state != "Z", now.state != "X" else { continue }
                     // A task has one tracer (ptrace(2)): TracerPid of its status names it.
                     let tracer = (try? ProcFS.read("/proc/\(pid)/task/\(tid)/status")).flatMap { ProcStatus.parse($0).fields["TracerPid"] }.flatMap { Int32($0) } ?? 0
                     if tracer > 0 {

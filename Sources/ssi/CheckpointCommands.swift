@@ -63,13 +63,15 @@ struct Run: ParsableCommand {
         // (Checked, not created: the file appears whole once the id is known, and a script
         // that waits for the application's output and then reads it must not find it empty.)
         if let output {
-            let dir = (output as NSString).deletingLastPathComponent
+            let given = (output as NSString).deletingLastPathComponent
+            let dir = given.isEmpty ? "." : given
             var st = stat()
-            let exists = stat(output, &st) == 0
-            let problem: String? = exists && st.st_mode & S_IFMT == S_IFDIR ? "it is a directory"
-                : exists && access(output, W_OK) != 0 ? "it cannot be written"
-                : !exists && access(dir.isEmpty ? "." : dir, W_OK) != 0 ? "its directory \(dir.isEmpty ? "." : dir) \(access(dir.isEmpty ? "." : dir, F_OK) != 0 ? "does not exist" : "cannot be written")"
-                : nil
+            let problem: String?
+            if stat(output, &st) == 0 {
+                problem = st.st_mode & S_IFMT == S_IFDIR ? "it is a directory" : access(output, W_OK) != 0 ? "it cannot be written" : nil
+            } else {
+                problem = access(dir, F_OK) != 0 ? "its directory \(dir) does not exist" : access(dir, W_OK) != 0 ? "its directory \(dir) cannot be written" : nil
+            }
             if let problem {
                 fail(SSIError(.invalidArgument, "cannot write the application's id to \(output) (-o): \(problem); nothing was started",
                               hint: "give a file in a directory that exists and can be written"))

@@ -158,7 +158,7 @@ extension CheckpointEngine {
             phase.mark("checkpoint: all processes")
             let frozenTime = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
             // The last place to stop: once committed, the snapshot is whole and kept.
-            try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
+            try CheckpointEngine.stopIfInterrupted()
             if let sig = options.killSignal {
                 // The snapshot must be on disk before the application is killed; the signal is
                 // queued while every task is still stopped, so none runs past the snapshot.
@@ -260,7 +260,7 @@ extension CheckpointEngine {
         let undo = try SemaphoreUndo.measure(seized, skip: fresh != nil ? [root] : [])
         var removedSegments = Set<Int32>()
         for pid in seized.tree.pids {
-            try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
+            try CheckpointEngine.stopIfInterrupted()
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
                 continue

@@ -112,6 +112,13 @@ public struct CheckpointEngine: Sendable {
         }
     }
 
+    /// Between two safe steps of a checkpoint (page batches, pre-copy buffers, processes, the
+    /// commit): throws when the command that runs it was interrupted (Interrupts.swift); the
+    /// caller's error path then lets the application go on as it was.
+    static func stopIfInterrupted() throws {
+        try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
+    }
+
     // MARK: freeze / unfreeze
 
     /// Freezes application `app` (the PID of its root) in its cgroup: its own group

@@ -180,7 +180,7 @@ final class Precopy {
         referencedBytes = processes.values.reduce(0) { $0 + $1.referenced * SnapshotFormat.pageSize }
         clock.mark("precopy: round 1, \(first >> 20) MiB" + (since.isEmpty ? "" : ", \(referencedBytes >> 20) MiB from the previous version"))
         while rounds.count < Precopy.maxRounds {
-            try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
+            try CheckpointEngine.stopIfInterrupted()
             var bytes = UInt64(0)
             for p in processes.values { bytes += try copyWritten(p) }
             rounds.append(bytes)
@@ -357,7 +357,7 @@ final class Precopy {
                 if used == chunk {
                     submit()
                     // Between two buffers, while the application runs: a place to stop.
-                    if Interrupts.pending { try out.drain(); try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was") }
+                    if Interrupts.pending { try out.drain(); try CheckpointEngine.stopIfInterrupted() }
                     buf = try out.acquire()
                 }
                 let n = Int(min(UInt64(chunk - used), bytes - done))

@@ -54,7 +54,7 @@ final class PageCopier {
     private func flush() throws {
         guard batchBytes > 0 else { return }
         // Between two batches: a place where the dump may stop (Interrupts.swift).
-        try Interrupts.check("the checkpoint stopped before its end; nothing was written and the application goes on as it was")
+        try CheckpointEngine.stopIfInterrupted()
         let buf = try out.acquire()
         // Through /proc/PID/mem, not process_vm_readv: the latter pins pages (FOLL_PIN), and
         // since Linux 5.19 pinning an anonymous page shared copy-on-write unshares it

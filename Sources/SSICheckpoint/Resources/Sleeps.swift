@@ -39,22 +39,17 @@ extension ProcessDumper {
                 return (nil, nil)
             }
             if let value = m.returned { return (nil, SyscallRestart.returned(registers, value: value)) }
-            if m.remaining < 0 {
-                // A poll with no timeout, resumed after an earlier stop (glib's main loop idles
-                // so): its original call, re-issued whole at restart (its arguments are still
-                // in their registers; restart_syscall changed only rax).
-                if let stack = m.stack, stack.contains("do_sys_poll") || stack.contains("poll_schedule_timeout"),
-                   SyscallRestart.pollWithoutTimeout(registers), let original = SyscallRestart.originalCall(registers, kernelStack: stack) {
-                    return (nil, original)
-                }
-                warn("PID \(pid) thread \(tid) was resumed into a sleep or timed wait after an earlier stop, whose kind or time left could not be told: after restart the call returns EINTR")
-                return (nil, nil)
-            }
-            // A poll with no timeout has no time to keep, whatever timer the measure took
-            // for its own (another task's may coincide).
+            // A poll with no timeout, resumed after an earlier stop (glib's main loop idles
+            // so): its original call, re-issued whole at restart (its arguments are still in
+            // their registers; restart_syscall changed only rax). It has no time to keep,
+            // whatever timer the measure took for its own (another task's may coincide).
             if let stack = m.stack, stack.contains("do_sys_poll") || stack.contains("poll_schedule_timeout"), SyscallRestart.pollWithoutTimeout(registers),
                let original = SyscallRestart.originalCall(registers, kernelStack: stack) {
                 return (nil, original)
+            }
+            if m.remaining < 0 {
+                warn("PID \(pid) thread \(tid) was resumed into a sleep or timed wait after an earlier stop, whose kind or time left could not be told: after restart the call returns EINTR")
+                return (nil, nil)
             }
             guard let stack = m.stack, let original = SyscallRestart.originalCall(registers, kernelStack: stack),
                   let call = SyscallRestart.interruptedRelativeSleep(original) else {

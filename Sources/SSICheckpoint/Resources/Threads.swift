@@ -202,26 +202,24 @@ extension ProcessDumper {
         }
     }
 
-    /// A migration's source copy, stopped since its dump, killed once the target's copy
-    /// runs. Its threads' robust lists go first, as before a checkpoint's kill: the lists
-    /// run through mutexes in the shared files both copies map, and the target's threads
-    /// have the same TIDs (the application's PID namespace), so the source's exit would mark
-    /// FUTEX_OWNER_DIED every robust mutex the running target copy holds there (LMDB's lock
-    /// file, a pthread_mutex in a shared mapping). Seizing a stopped process works
-    /// (ptrace(2) PTRACE_SEIZE, then PTRACE_INTERRUPT); if it cannot be seized it is killed
-    /// all the same: the copy must go.
-    static func killStoppedCopy(root: Int32) {
-        let seized = SeizedApplication(root: root)
-        if (try? seized.seize()) != nil {
-            forgetRobustLists(seized)
-            seized.release(signal: .kill)
-        }
-        kill(root, SIGKILL)
-    }
 }
 
 /// The engine's calls for a migration's source copy (SSIProcessTable's Migrate.swift).
 public enum MigrationSourceCopy {
-    /// ProcessDumper.killStoppedCopy: killed without marking the target's robust mutexes.
-    public static func kill(root: Int32) { ProcessDumper.killStoppedCopy(root: root) }
+    /// The source copy, stopped since its dump, killed once the target's copy runs. Its
+    /// threads' robust lists go first, as before a checkpoint's kill: the lists run through
+    /// mutexes in the shared files both copies map, and the target's threads have the same
+    /// TIDs (the application's PID namespace), so the source's exit would mark
+    /// FUTEX_OWNER_DIED every robust mutex the running target copy holds there (LMDB's lock
+    /// file, a pthread_mutex in a shared mapping). Seizing a stopped process works
+    /// (ptrace(2) PTRACE_SEIZE, then PTRACE_INTERRUPT); if it cannot be seized it is killed
+    /// all the same: the copy must go.
+    public static func kill(root: Int32) {
+        let seized = SeizedApplication(root: root)
+        if (try? seized.seize()) != nil {
+            ProcessDumper.forgetRobustLists(seized)
+            seized.release(signal: .kill)
+        }
+        Glibc.kill(root, SIGKILL)
+    }
 }

@@ -137,14 +137,14 @@ final class SocketCreators {
     /// in it (injected, only from the thread that traces it): its PID is taken already.
     let rootPID: Int32?
     /// The root's PID in ssi's namespace.
-    var rootOuterPID: Int32?
+    let rootOuterPID: Int32?
     let inRoot: ((CreatorCall, PeerCredentials) throws -> (result: Int64, pair: (Int32, Int32)?))?
     /// Credentials that could not be given, for one warning.
     private(set) var missed: [String] = []
 
-    init(pidNamespace: Int32 = -1, rootPID: Int32? = nil,
+    init(pidNamespace: Int32 = -1, rootPID: Int32? = nil, rootOuterPID: Int32? = nil,
          inRoot: ((CreatorCall, PeerCredentials) throws -> (result: Int64, pair: (Int32, Int32)?))? = nil) {
-        (self.pidNamespace, self.rootPID, self.inRoot) = (pidNamespace, rootPID, inRoot)
+        (self.pidNamespace, self.rootPID, self.rootOuterPID, self.inRoot) = (pidNamespace, rootPID, rootOuterPID, inRoot)
     }
 
     /// ptrace requests come only from the thread that traces the root: sockets of another
@@ -196,15 +196,23 @@ final class SocketCreators {
                     c.len = UInt(b.count)
                     c.fds = f.baseAddress
                     c.nfds = Int32(f.count)
-                    var r = cssi_creator_call(pidNamespace, creds.pid ?? 0, &c)
-                    if r == -Int(EEXIST) { missed.append("a queued message as PID \(creds.pid ?? 0) (taken)"); r = cssi_creator_call(pidNamespace, 0, &c) }
-                    return r
+                    return spawn(&c, as: creds.pid, what: "a queued message")
                 }
             }
         }
         if r == 0, c.result != -Int(EACCES), c.result != -Int(EPERM) { return c.result }
         missed.append("a queued message's sender")
         return Socket.send(fd, data, to: addr, fds: fds)
+    }
+
+    /// Runs `c` in a short-lived process with PID `pid` (cssi_creator_call); when the PID is
+    /// taken (by ssi-init, or a process outside the application), with the ids alone.
+    /// 0 once it ran (its result in `c.result`), or -errno.
+    private func spawn(_ c: inout cssi_creator_call, as pid: Int32?, what: String) -> Int {
+        let r = cssi_creator_call(pidNamespace, pid ?? 0, &c)
+        guard r == -Int(EEXIST) else { return r }
+        missed.append("\(what) as PID \(pid ?? 0) (taken)")
+        return cssi_creator_call(pidNamespace, 0, &c)
     }
 
     /// The call's result (0 or -errno) and the pair made, or nil when it could not be made
@@ -224,19 +232,10 @@ final class SocketCreators {
         case .connect(let fd, _): c.op = Int32(CSSI_CREATOR_CONNECT); c.fd = fd
         }
         let address: [UInt8] = { if case .connect(_, let a) = call { return Array(a) } else { return [] } }()
-        var pid = creds.pid ?? 0
         let r: Int = address.withUnsafeBytes { a in
             c.addr = a.baseAddress
             c.addrlen = UInt32(a.count)
-            var r = cssi_creator_call(pidNamespace, pid, &c)
-            if r == -Int(EEXIST) {
-                // The PID is taken (by ssi-init, or a process outside the application): the
-                // ids without the PID.
-                missed.append("\(call.name) as PID \(pid) (taken)")
-                pid = 0
-                r = cssi_creator_call(pidNamespace, 0, &c)
-            }
-            return r
+            return spawn(&c, as: creds.pid, what: call.name)
         }
         guard r == 0 else { missed.append("\(call.name): \(String(cString: strerror(Int32(-r))))"); return nil }
         if c.result == -Int(EACCES) || c.result == -Int(EPERM) { missed.append("\(call.name) as uid \(creds.uid)"); return nil }

@@ -368,7 +368,6 @@ extension ProcessRestorer {
         sockets.pipes = pipes
         sockets.takeover = takeover
         sockets.creators = try socketCreators()
-        sockets.creators.rootOuterPID = pid
         defer { sockets.closeAll() }
         try sockets.build(shared.socketEnds)
         if !sockets.creators.missed.isEmpty {
@@ -391,7 +390,7 @@ extension ProcessRestorer {
             ns = Glibc.open("/proc/\(pid)/ns/pid", O_RDONLY | O_CLOEXEC)
             if ns < 0 { throw SSIError.sys("open /proc/\(pid)/ns/pid", errno: errno) }
         }
-        return SocketCreators(pidNamespace: ns, rootPID: image.pid) { [self] call, creds in try socketCallInRoot(call, creds) }
+        return SocketCreators(pidNamespace: ns, rootPID: image.pid, rootOuterPID: pid) { [self] call, creds in try socketCallInRoot(call, creds) }
     }
 
     /// `call` made by this root with `creds`' effective ids (setresuid(2) with the real and
