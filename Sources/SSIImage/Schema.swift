@@ -66,10 +66,11 @@ public struct Manifest: Codable, Sendable, Equatable {
         files.reduce(0) { $0 + $1.size } + (pooled ?? []).reduce(0) { $0 + $1.addedBytes }
     }
 
-    /// Bytes of the snapshot as the engine wrote it (every pages file whole, no map).
+    /// Bytes of the whole snapshot were it alone on disk: its files (the pool maps
+    /// included, as `addedBytes` counts them, so that a first version never adds more than
+    /// its whole) and every pages file whole.
     public var totalBytes: UInt64 {
-        let maps = Set((pooled ?? []).map(\.map))
-        return files.filter { !maps.contains($0.name) }.reduce(0) { $0 + $1.size } + (pooled ?? []).reduce(0) { $0 + $1.size }
+        files.reduce(0) { $0 + $1.size } + (pooled ?? []).reduce(0) { $0 + $1.size }
     }
 }
 

@@ -69,7 +69,15 @@ public struct SnapshotStore: Sendable {
             throw SSIError(.notFound, "application \(app) has no snapshot version \(v) (versions: \(all.map(String.init).joined(separator: ", ")))",
                            hint: "ssi snapshots \(app) lists them")
         }
-        return try Snapshot.load(directory: directory(app, version: v), verify: verify, deferPageCheck: deferPageCheck)
+        let snap = try Snapshot.load(directory: directory(app, version: v), verify: verify, deferPageCheck: deferPageCheck)
+        // A version directory renamed or copied in from another application's snapshots
+        // would restore that other application under this one's id (its PIDs, its
+        // catalog entries): the manifest says whose it is.
+        guard snap.manifest.appID == app, snap.manifest.version == v else {
+            throw SSIError(.corrupt, "\(directory(app, version: v))/manifest.json is the manifest of application \(snap.manifest.appID) version \(snap.manifest.version), not of application \(app) version \(v)",
+                           hint: "the directory was renamed or copied from another snapshot: put it back under \(appDirectory(snap.manifest.appID)), or restart another version")
+        }
+        return snap
     }
 }
 

@@ -194,6 +194,17 @@ struct Checkpoint: ParsableCommand {
                     i += 2
                     continue
                 }
+                if let next, next.hasPrefix("-"), next.count > 1 {
+                    // kill(1)'s way (`-k -9`, `-k -KILL`): the argument parser would take
+                    // it for an unknown option. A number of a signal or an upper-case
+                    // name only: the lower-case letters are this command's own options.
+                    let sig = next.dropFirst()
+                    if (Int(sig).map { $0 >= 1 && $0 <= 64 } ?? false) || sig.allSatisfy({ $0.isUppercase || $0.isNumber || $0 == "+" || $0 == "-" }) {
+                        out.append(option + sig)
+                        i += 2
+                        continue
+                    }
+                }
                 if let next, let n = Int(next), n >= 1, n <= 64, i + 2 < args.count { ambiguousKill = "\(a) \(next)" }
                 out.append(kill ? "--kill=TERM" : "--unfreeze=" + Checkpoint.noSignal)
             default:

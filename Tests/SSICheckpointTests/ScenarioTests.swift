@@ -298,6 +298,13 @@ struct ScenarioTests {
         let started = try run(["pgrep", "-f", marker])
         #expect(started.status == 1, "ssi run started \(marker) though it refused: \(started.output)")
         if started.status == 0 { for p in started.stdout.split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) } }
+        // kill(1)'s form, `-k -KILL`: a checkpoint, then the signal (the argument parser
+        // took -KILL for an unknown option).
+        let kk = try w.ssi("checkpoint", "-k", "-KILL", "\(app)")
+        #expect(kk.status == 0 && FileManager.default.fileExists(atPath: "\(w.chkpt)/\(app)/v1"), "\(kk.output)")
+        let gone = Date().addingTimeInterval(5)
+        while processState(app).map({ $0 != "Z" }) ?? false, Date() < gone { usleep(10_000) }
+        #expect(processState(app) == nil || processState(app) == "Z", "application \(app) still running after -k -KILL")
     }
 
     @Test("a signal sent while a checkpoint holds a thread waiting in ppoll reaches it: after the checkpoint, and after a restart")

@@ -102,6 +102,19 @@ struct SnapshotStoreTests {
         } catch let e as SSIError {
             #expect(e.kind == .corrupt && e.message.contains("pages-42.img"), "\(e)")
         }
+        // A version copied under another application's id, or renamed to another version,
+        // is refused by what its manifest says (it would restore as the wrong application).
+        for (app, v) in [(43 as Int32, 2), (42 as Int32, 5)] {
+            try FileManager.default.createDirectory(atPath: "\(dir)/\(app)", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: "\(dir)/42/v2", toPath: "\(dir)/\(app)/v\(v)")
+            do {
+                _ = try store.open(app: app, version: v)
+                Issue.record("v2 of application 42 opened as v\(v) of \(app)")
+            } catch let e as SSIError {
+                #expect(e.kind == .corrupt && e.message.contains("manifest of application 42 version 2"), "\(e)")
+            }
+            try FileManager.default.removeItem(atPath: "\(dir)/\(app)/v\(v)")
+        }
         // An abandoned write leaves no version.
         let w = try store.beginWrite(app: 42)
         try w.addFile("pages-42.img", [1, 2, 3])
