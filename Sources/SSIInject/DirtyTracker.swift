@@ -138,6 +138,12 @@ public final class DirtyTracker {
             if case .signal(let sig) = stop { try t.cont(signal: sig) } else { try t.cont() }
         }
         let saved = try t.registers()
+        // The interrupt ended an epoll_wait, semop, sigtimedwait or a socket call with a
+        // timeout with -EINTR (signal(7): calls a stop interrupts); let go as it is, the
+        // thread would return EINTR to a program that got no signal (a child in semop exits
+        // on it). Given the restart code instead, after the guard has put the registers
+        // back (defers run last first), the kernel re-issues the call on the way out.
+        defer { if let fixed = SyscallRestart.restartedAfterStop(saved) { try? t.setRegisters(fixed) } }
         let guardMask = try SignalMaskGuard(tracee: t, saved: saved)
         defer { guardMask.restore() }
         let inj = try Injector(pid: ProcessID(tid), base: saved)

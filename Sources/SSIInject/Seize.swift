@@ -314,7 +314,19 @@ public final class SeizedApplication {
         requeueHeldSignals(killing: signal)
         if let signal { for pid in threads.keys { try? signal.send(to: ProcessID(pid)) } }
         for (tid, sud) in syscallDispatch { Tracee.adoptTraceMe(ProcessID(tid)).setSyscallUserDispatch(sud) }
-        for (_, tids) in threads { for t in tids { try? Tracee.adoptTraceMe(ProcessID(t)).detach() } }
+        for (_, tids) in threads {
+            for t in tids {
+                let tracee = Tracee.adoptTraceMe(ProcessID(t))
+                // A call our interrupt ended with -EINTR (epoll_wait, semop, sigtimedwait, a
+                // socket call with a timeout: signal(7)) is re-issued on the way out instead
+                // of returning EINTR to a program that got no signal; whoever held the task
+                // (a dump, a lock hand-over) may have done so already.
+                if signal != .kill, let regs = try? tracee.registers(), let fixed = SyscallRestart.restartedAfterStop(regs) {
+                    try? tracee.setRegisters(fixed)
+                }
+                try? tracee.detach()
+            }
+        }
         // A process stopped by job control (SIGSTOP, Ctrl-Z) keeps any other signal pending
         // until it is continued (signal(7)): `--kill` would leave it stopped, alive, its PID
         // taken. SIGCONT after the kill signal lets that signal act.

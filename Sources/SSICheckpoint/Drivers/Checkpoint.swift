@@ -263,6 +263,9 @@ extension CheckpointEngine {
             try CheckpointEngine.stopIfInterrupted()
             if let status = seized.zombies[pid] {
                 images.append(ProcessDumper.zombieImage(pid, status: status, parent: seized.tree.parent[pid]))
+                // Exited after pre-copy's rounds: its pages file ends empty of use (a
+                // migration's target waits for every file's end before its commit).
+                if let p = precopy?.processes[pid], !p.exited { p.exited = true; try p.pages.finish(sync: false) }
                 continue
             }
             guard let tids = seized.threads[pid] else { continue }
@@ -271,7 +274,7 @@ extension CheckpointEngine {
             dumper.ignoreUnsupported = options.ignoreUnsupported
             dumper.stoppedAt = seized.stoppedAt
             dumper.syscallDispatch = seized.syscallDispatch
-            dumper.precopied = precopy?.processes[pid]
+            dumper.precopied = precopy?.processes[pid].flatMap { $0.exited ? nil : $0 }
             dumper.areas = areas
             // Pages shared copy-on-write with the parent are left to the parent's copy, which a
             // fresh init does not have (its command exec'd anyway, sharing nothing with it).

@@ -41,6 +41,9 @@ final class PrecopiedPages {
     /// so the frozen round reuses these flags when maps has not changed since.
     var mapsAfterRounds: String? = nil
     var flagsAfterRounds: [UInt64: [String]] = [:]
+    /// The process exited during the rounds (a short-lived child of the application): no
+    /// more rounds for it; the final dump finds its zombie, or nothing.
+    var exited = false
 
     init(pid: Int32, tracker: DirtyTracker, pages: any ImageFileWriter, areas: [MapsEntry]) {
         self.pid = pid; self.tracker = tracker; self.pages = pages; self.areas = areas
@@ -164,7 +167,13 @@ final class Precopy {
             // A kept tracker not used goes first: a range is registered with one userfaultfd
             // at a time (EBUSY), so the new one would track nothing.
             base?.processes[pid]?.tracker.stop()
-            let tracker = try DirtyTracker.start(pid: ProcessID(pid), areas: areas.map { ($0.start, $0.end) })
+            let tracker: DirtyTracker
+            do { tracker = try DirtyTracker.start(pid: ProcessID(pid), areas: areas.map { ($0.start, $0.end) }) } catch {
+                // A child that exited meanwhile is no reason to fail: it has no pages to copy.
+                guard Precopy.isGone(pid) else { throw error }
+                try pages.finish(sync: false)
+                continue
+            }
             processes[pid] = PrecopiedPages(pid: pid, tracker: tracker, pages: pages, areas: areas)
         }
         var clock = PhaseClock()
@@ -224,6 +233,12 @@ final class Precopy {
 
     /// Lifts every protection: the application runs as before.
     func stop() { for p in processes.values { p.tracker.stop() } }
+
+    /// Whether process `pid` has exited (reaped, or a zombie).
+    static func isGone(_ pid: Int32) -> Bool {
+        guard let st = try? ProcStat.read(pid: pid) else { return true }
+        return st.state == "Z" || st.state == "X"
+    }
 
     /// Round 1: every present page of the tracked areas (they are protected already, so a
     /// write during the copy shows in the next round).
@@ -316,7 +331,19 @@ final class Precopy {
 
     /// Later rounds: the pages written since the last round, protected again.
     private func copyWritten(_ p: PrecopiedPages) throws -> UInt64 {
-        let scan = try p.tracker.scan(rearm: true, within: p.areas.map { ($0.start, $0.end) })
+        guard !p.exited else { return 0 }
+        let scan: DirtyTracker.Scan
+        do { scan = try p.tracker.scan(rearm: true, within: p.areas.map { ($0.start, $0.end) }) } catch {
+            // PAGEMAP_SCAN fails with ESRCH once the process has released its memory on the
+            // way out (a child of a shell script, of a program that spawns workers): it is
+            // dropped from the rounds, and its pages file ends here (a migration's target
+            // waits for every file's end before its commit). The final dump finds its zombie.
+            guard Precopy.isGone(p.pid) || (error as? SSIError)?.errno == ESRCH else { throw error }
+            p.exited = true
+            p.tracker.stop()
+            try p.pages.finish(sync: false)
+            return 0
+        }
         for (start, end) in scan.lost {
             // Unmapped or replaced: forget its copies, the final dump reads the area whole
             // (finalRuns refuses any area that overlaps a lost range: its pages that were

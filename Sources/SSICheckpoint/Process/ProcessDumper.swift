@@ -76,7 +76,7 @@ struct ProcessDumper {
         img.membarrierRegistrations = inj.membarrier == 0 ? nil : inj.membarrier
         img.lockFuture = inj.lockFuture == 0 ? nil : inj.lockFuture
         img.intervalTimers = inj.intervalTimers.isEmpty ? nil : inj.intervalTimers
-        img.timersReadAt = ClockStamp(monotonic: Clock.monotonicNanoseconds(), realtime: Clock.nanoseconds(Clock.realtime), bootID: Clock.bootID())
+        img.timersReadAt = inj.timersReadAt
         img.posixTimers = inj.posixTimers.isEmpty ? nil : inj.posixTimers
         try dumpProcFields(into: &img, stat: stat, status: status, fds: fds)
         // A thread's own credentials are kept only where they are not the process's.
@@ -142,6 +142,11 @@ struct ProcessDumper {
         var lockFuture: Int32 = 0
         var intervalTimers: [IntervalTimer] = []
         var posixTimers: [PosixTimer] = []
+        /// When the timers were read: the restart takes the time since off their time left.
+        /// Stamped once they are (the thread dumps after them can take milliseconds, a sleep's
+        /// measure up to three restarts: time that would count as not elapsed, every timer
+        /// firing that much late).
+        var timersReadAt: ClockStamp? = nil
         var threads: [PerThread] = []
     }
 
@@ -170,6 +175,7 @@ struct ProcessDumper {
         let s = ScratchPage(inj: inj, address: scratch, mem: RemoteMemory(pid: ProcessID(pid)), batchArea: exec ? scratch + 8192 : nil)
         try dumpProcessWide(s, into: &st)
         st.posixTimers = try dumpPosixTimers(s)
+        st.timersReadAt = ClockStamp(monotonic: Clock.monotonicNanoseconds(), realtime: Clock.nanoseconds(Clock.realtime), bootID: Clock.bootID())
         try markReportedEdges(s, fds: &fds)
         for tid in tids { st.threads.append(try dumpThreadInjected(s, tid: tid, saved: saved)) }
         return st

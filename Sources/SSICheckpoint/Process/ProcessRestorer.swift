@@ -58,6 +58,9 @@ final class ProcessRestorer {
     /// (restoreTimers), so that the pending signal is the timer's own again and not queued a
     /// second time (queuePendingSignals).
     var timersFiringAtOnce: Set<Int32> = []
+    /// Signals of timers that came due while the application was down (restoreTimers),
+    /// queued with the pending ones.
+    var timerSignalsDue: [Data] = []
     /// It had no controlling terminal, though its session has one (Restart).
     var dropsControllingTerminal = false
     /// Pseudo-terminal pairs made again by ssi.

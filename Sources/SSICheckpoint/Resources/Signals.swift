@@ -98,6 +98,7 @@ extension ProcessRestorer {
             if waitsForStop(info, mask: allBlocked) { signalsAfterStop.append((info, nil)); continue }
             try queue(info, tid: nil)
         }
+        for info in timerSignalsDue { try queue(info, tid: nil) }
         for t in image.threads {
             for info in t.pending where !timersOwn(info) {
                 if waitsForStop(info, mask: t.blockedMask) { signalsAfterStop.append((info, t.tid)); continue }

@@ -69,6 +69,12 @@ extension ProcessDumper {
             // Its whole timeout: the time it waited before the stop is kept nowhere.
             return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: SyscallRestart.epollTimeout(registers) * 1_000_000,
                                     monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
+        case .epollTimespec:
+            // Its whole timeout, from the program's struct (kept nowhere else), as for epoll_wait.
+            var ts: (Int64, Int64) = (0, 0)
+            try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: SyscallRestart.epollTimespecAddress(registers)) }
+            return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: ts.0 * 1_000_000_000 + ts.1,
+                                    monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
         case .timeLeftTimeval:
             // struct timeval { tv_sec; tv_usec }, the time left as the kernel wrote it.
             var tv: (Int64, Int64) = (0, 0)

@@ -62,6 +62,15 @@ extension ProcessDumper {
     }
 }
 
+extension ProcessRestorer {
+    /// A siginfo (128 bytes) for a signal the kernel sends itself: si_code SI_KERNEL (0x80).
+    static func kernelSiginfo(_ sig: Int32) -> Data {
+        var info = Data(count: 128)
+        info.withUnsafeMutableBytes { $0.storeBytes(of: sig, as: Int32.self); $0.storeBytes(of: Int32(0x80), toByteOffset: 8, as: Int32.self) }
+        return info
+    }
+}
+
 /// Clocks whose time goes on while the application is down (not the CPU-time ones): a timer
 /// or sleep on them moves on by the time the application was down; one on a CPU-time clock
 /// keeps its time left as it was.
@@ -98,14 +107,23 @@ extension ProcessRestorer {
     }
 
     /// Interval and POSIX timers, armed with their remaining time less the time since the
-    /// checkpoint (Linux keeps them running while a process is stopped: so does a restart).
+    /// checkpoint (Linux keeps them running while a process is stopped: so does a restart),
+    /// on their schedule: a periodic timer that came due while the application was down
+    /// fires at once and then when it would have, not a period after the restart.
     func restoreTimers() throws {
         let elapsed = timeSinceTimersRead()
         for var t in image.intervalTimers ?? [] {
             // ITIMER_REAL counts real time; ITIMER_VIRTUAL and ITIMER_PROF the process's CPU.
             if t.which == 0, elapsed > 0, t.value.count == 2, t.interval.count == 2 {
-                let left = Self.timeLeft(t.value[0] * 1_000_000 + t.value[1], interval: t.interval[0] * 1_000_000 + t.interval[1],
-                                         elapsed: elapsed / 1000, floor: 1).left
+                let kept = Self.scheduleKept(t.value[0] * 1_000_000 + t.value[1], interval: t.interval[0] * 1_000_000 + t.interval[1],
+                                             elapsed: elapsed / 1000)
+                // setitimer has no absolute mode: the next expiry on the old schedule, and the
+                // SIGALRM of those that fell while the application was down, sent once as the
+                // timer sends it (it_real_fn: SEND_SIG_PRIV, si_code SI_KERNEL; a standard
+                // signal pending already is not queued twice). A one-shot timer that came due
+                // fires at once (1 us: 0 would disarm it).
+                let left = kept.left > 0 ? kept.left : 1
+                if kept.left > 0 && kept.ticks > 0 { timerSignalsDue.append(ProcessRestorer.kernelSiginfo(SIGALRM)) }
                 t.value = [left / 1_000_000, left % 1_000_000]
             }
             try mem.write(words: t.interval + t.value, to: scratch)
@@ -126,13 +144,28 @@ extension ProcessRestorer {
         // before the checkpoint are not known: nothing reads a pending timer's overrun).
         let pending = Set((image.sharedPending + image.threads.flatMap(\.pending)).compactMap(ProcessRestorer.timerID))
         for var t in restoreIDs ? timers.reversed() : timers.sorted(by: { $0.id < $1.id }) {
+            var flags: UInt64 = 0
+            let running = elapsed > 0 && clocksThatRun.contains(t.clockID) && t.value.count == 2 && t.interval.count == 2
             if pending.contains(t.id), t.value != [0, 0], t.interval != [0, 0], t.interval.count == 2 {
+                let next = t.value[0] * 1_000_000_000 + t.value[1]
                 t.value = [0, 1]
+                if running {
+                    // Its signal pending since an expiry before the checkpoint: armed at the
+                    // period before its next expiry, in the past, it fires at once (the
+                    // pending signal is the timer's own) and its overruns count from there.
+                    let interval = t.interval[0] * 1_000_000_000 + t.interval[1]
+                    let due = Clock.nanoseconds(t.clockID) - elapsed + next - interval
+                    if due > 0 { t.value = [due / 1_000_000_000, due % 1_000_000_000]; flags = 1 }
+                }
                 timersFiringAtOnce.insert(t.id)
-            } else if t.value != [0, 0], elapsed > 0, clocksThatRun.contains(t.clockID), t.value.count == 2, t.interval.count == 2 {
-                let left = Self.timeLeft(t.value[0] * 1_000_000_000 + t.value[1], interval: t.interval[0] * 1_000_000_000 + t.interval[1],
-                                         elapsed: elapsed, floor: 1).left
-                t.value = [left / 1_000_000_000, left % 1_000_000_000]
+            } else if t.value != [0, 0], running {
+                // Armed at the expiry it had (TIMER_ABSTIME), in the past if it came due while
+                // the application was down: the kernel fires it at once and counts the periods
+                // missed since as overruns (timer_getoverrun(2)), and the next comes on its
+                // schedule, as across a stop. The clock read is the same as the process's
+                // (ssi refuses applications with a time namespace of their own).
+                let due = Clock.nanoseconds(t.clockID) - elapsed + t.value[0] * 1_000_000_000 + t.value[1]
+                if due > 0 { t.value = [due / 1_000_000_000, due % 1_000_000_000]; flags = 1 }
             }
             // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
             var ev = [UInt8](repeating: 0, count: 64)
@@ -147,7 +180,7 @@ extension ProcessRestorer {
             if got != t.id { warn("PID \(pid): POSIX timer \(t.id) was restored as timer \(got) (this kernel cannot choose timer ids: PR_TIMER_CREATE_RESTORE_IDS needs Linux 6.14)") }
             if t.value != [0, 0] {
                 try mem.write(words: t.interval + t.value, to: scratch + 128)
-                try inj.call("timer_settime(\(got))", .timer_settime, UInt64(got), 0, scratch + 128, 0)
+                try inj.call("timer_settime(\(got))", .timer_settime, UInt64(got), flags /* TIMER_ABSTIME */, scratch + 128, 0)
             }
         }
         if restoreIDs { _ = try inj.rawPrctl(.timerCreateRestoreIDs, 0, 0, 0, 0) }

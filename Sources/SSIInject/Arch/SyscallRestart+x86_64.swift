@@ -35,8 +35,11 @@ public enum SyscallRestart {
     /// epoll_pwait2, semop, semtimedop, sigtimedwait/sigwaitinfo, io_getevents, and socket
     /// calls on a socket with a receive or send timeout (sock_intr_errno: -EINTR when a
     /// timeout is set): read, write, readv, writev, recvfrom, recvmsg, recvmmsg, sendto,
-    /// sendmsg, sendmmsg, accept, accept4. Not connect: re-issued it would fail (EALREADY).
-    static let endedByStop: Set<UInt64> = [232, 281, 441, 65, 220, 128, 208, 333, 0, 1, 19, 20, 45, 47, 299, 44, 46, 307, 43, 288]
+    /// sendmsg, sendmmsg, accept, accept4, and a blocking connect with a send timeout:
+    /// re-issued on a socket still connecting, connect waits again (__inet_stream_connect,
+    /// SS_CONNECTING: inet_wait_for_connect) and returns 0 once connected, EALREADY rather than
+    /// EINPROGRESS if that wait times out; a unix socket's connect starts over.
+    static let endedByStop: Set<UInt64> = [232, 281, 441, 65, 220, 128, 208, 333, 0, 1, 19, 20, 45, 47, 299, 44, 46, 307, 43, 288, 42]
     static let EINTR: Int64 = -4
 
     /// The checkpoint's own stop (PTRACE_INTERRUPT, like a stop signal) ends such a call with
@@ -77,7 +80,10 @@ public enum SyscallRestart {
         /// r10, their fourth argument), ended by the stop with -EINTR and re-issued whole
         /// (restartedAfterStop): the kernel keeps no time left, but the time the application
         /// was down is taken off the register at least.
-        public enum Kind { case sleep, poll, futexWait, timeLeftTimeval, timeLeftTimespec, epollTimeout }
+        /// `epollTimespec`: epoll_pwait2 (a struct timespec at r10), ended and re-issued as
+        /// epoll_wait is; its time left goes into a struct of its own (the program's may be
+        /// const and reused), pointed at by r10 (setSleepRequest).
+        public enum Kind { case sleep, poll, futexWait, timeLeftTimeval, timeLeftTimespec, epollTimeout, epollTimespec }
     }
 
     /// A relative sleep or timed wait that an earlier stop interrupted and a SIGCONT (or a
@@ -140,6 +146,8 @@ public enum SyscallRestart {
             switch regs.syscall {
             case .epoll_wait? where Int32(truncatingIfNeeded: r.r10) > 0, .epoll_pwait? where Int32(truncatingIfNeeded: r.r10) > 0:
                 return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .epollTimeout)
+            case .epoll_pwait2? where r.r10 != 0:
+                return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .epollTimespec)
             default: return nil
             }
         }
@@ -160,11 +168,11 @@ public enum SyscallRestart {
     }
 
     /// Points the request argument of the sleep syscall in `r` at `address` (a struct
-    /// timespec): nanosleep's req, clock_nanosleep's req, futex's timeout.
+    /// timespec): nanosleep's req, clock_nanosleep's req, futex's and epoll_pwait2's timeout.
     public static func setSleepRequest(_ r: inout Registers, to address: UInt64) {
         switch r.syscall {
         case .nanosleep?: r.raw.rdi = address
-        case .futex?: r.raw.r10 = address
+        case .futex?, .epoll_pwait2?: r.raw.r10 = address
         default: r.raw.rdx = address
         }
     }
@@ -179,6 +187,9 @@ public enum SyscallRestart {
     public static func epollTimeout(_ r: Registers) -> Int64 {
         Int64(Int32(truncatingIfNeeded: r.raw.r10))
     }
+
+    /// Where epoll_pwait2's struct timespec is (r10, its fourth argument).
+    public static func epollTimespecAddress(_ r: Registers) -> UInt64 { r.raw.r10 }
 
     public static func setEpollTimeout(_ r: inout Registers, nanoseconds: Int64) {
         r.raw.r10 = UInt64((max(0, nanoseconds) + 999_999) / 1_000_000)
