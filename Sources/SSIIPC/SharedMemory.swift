@@ -34,7 +34,8 @@ enum SharedMemoryCheckpoint {
     /// The kernel page size of our mapping at `addr` (smaps KernelPageSize): 4 KiB unless
     /// the segment was made with SHM_HUGETLB.
     static func kernelPageSize(at addr: UnsafeMutableRawPointer) -> Int {
-        guard let smaps = try? String(contentsOfFile: "/proc/self/smaps", encoding: .utf8) else { return pageSize }
+        // ProcFS reads to the end (String(contentsOfFile:) stops after 4 KiB of a /proc file).
+        guard let smaps = try? ProcFS.read("/proc/self/smaps") else { return pageSize }
         let start = String(UInt(bitPattern: addr), radix: 16) + "-"
         var inside = false
         for line in smaps.split(separator: "\n") {

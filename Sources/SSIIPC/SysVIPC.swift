@@ -175,7 +175,10 @@ struct IPCObjectEntry {
 enum IPCObjectList {
     /// Parses /proc/sysvipc/KIND: a header line naming the columns, then one object per line.
     static func read(_ kind: IPCKind) throws -> [IPCObjectEntry] {
-        guard let text = try? String(contentsOfFile: kind.procListPath, encoding: .utf8) else {
+        // Read to its end (ProcFS): Foundation's String(contentsOfFile:) stops after the
+        // first 4 KiB of a /proc file (st_size 0), about 40 objects, and every object after
+        // those was taken for one that does not exist.
+        guard let text = try? ProcFS.read(kind.procListPath) else {
             throw SSIError(.unsupported, "cannot read \(kind.procListPath)", hint: "mount /proc; the kernel needs CONFIG_SYSVIPC and CONFIG_PROC_FS")
         }
         var lines = text.split(separator: "\n")

@@ -8,13 +8,18 @@ import Glibc
 
 /// Process trees: a 20-process tree, a process with 16 threads, and a 10-process tree
 /// sharing 100 MiB copy-on-write: frozen, checkpoint and restart times, memory before/after.
+/// Then the shapes whose cost once grew with the square of their size (benchfds.c), at
+/// `--fds N` and N/4, so that a reader sees the growth: N eventfds in one epoll set, N/2
+/// pipes, N fds on 64 files, N small memory areas.
 struct TreeBenchmark {
-    static let usage = "trees [--dir DIR]"
+    static let usage = "trees [--dir DIR] [--fds N (4000; 0: none)]"
     var dir: String
+    var fds: Int
 
     init(args: [String]) throws {
         var o = BenchOptions(args, usage: Self.usage)
         dir = try o.text("--dir") ?? "/dev/shm/ssi-bench"
+        fds = try o.int("--fds", default: 4000, in: 0...100_000)
         try o.finish()
     }
 
@@ -76,10 +81,18 @@ struct TreeBenchmark {
         // 3. A 20-process tree, a process with 16 threads, and a 10-process tree sharing
         //    100 MiB copy-on-write.
         let tree = try compile("benchtree")
-        for (label, args) in [("20-process tree", ["20", "1", "1"]), ("process with 16 threads", ["1", "16", "1"]),
-                              ("10-process tree sharing 100 MiB copy-on-write", ["10", "1", "100"])] {
+        var shapes: [(String, [String])] = [("20-process tree", [tree, "20", "1", "1"]), ("process with 16 threads", [tree, "1", "16", "1"]),
+                                            ("10-process tree sharing 100 MiB copy-on-write", [tree, "10", "1", "100"])]
+        if fds > 0 {
+            let many = try compile("benchfds")
+            for n in [fds / 4, fds] {
+                shapes += [("\(n) eventfds in one epoll set", [many, "epoll", "\(n)"]), ("\(n / 2) pipes", [many, "pipes", "\(n)"]),
+                           ("\(n) fds on 64 files", [many, "files", "\(n)", dir]), ("\(n) small memory areas", [many, "areas", "\(n)"])]
+            }
+        }
+        for (label, argv) in shapes {
             let log = "\(dir)/tree.log"
-            let root = try start([tree] + args, log: log)
+            let root = try start(argv, log: log)
             _ = try waitFor(log, "READY")
             let before = try pssOfTree(root)
             let t0 = DispatchTime.now()

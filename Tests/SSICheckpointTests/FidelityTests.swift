@@ -163,6 +163,8 @@ enum FidelityCases {
         FidelityCase(fixture: "linkedname"),
         FidelityCase(fixture: "waitleft", options: ["--gap", "2"]),
         FidelityCase(fixture: "timerphase", options: ["--gap", "2"]),
+        FidelityCase(fixture: "timedwaits", options: ["--gap", "2"]),
+        FidelityCase(fixture: "timedwaits", options: ["--continue"]),
         FidelityCase(fixture: "robustshared"),
         FidelityCase(fixture: "fdowner"),
         FidelityCase(fixture: "sockopts3"),

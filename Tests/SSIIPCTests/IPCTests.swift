@@ -147,6 +147,31 @@ struct IPCTests {
         #expect(w.values(r, "AFTER") == before, "\(r.output)")
     }
 
+    @Test("every object of a namespace with many is seen: /proc/sysvipc read to its end")
+    func manyObjects() throws {
+        // Foundation's String(contentsOfFile:) read the first 4 KiB of /proc/sysvipc/sem
+        // (about 40 arrays): the SEM_UNDO holds of a process using a later one were never
+        // measured, and a process attached to a later segment was refused at restart as
+        // attached to one that does not exist. Made here in ssi's own namespace (private
+        // keys, removed after), as the engine reads it.
+        let tool = try TestEnv.fixture("ipc_tool")
+        var sems = [Int32](), segments = [Int32]()
+        defer {
+            for id in sems { _ = try? run([tool, "rm", "s", "\(id)"]) }
+            for id in segments { _ = try? run([tool, "rm", "m", "\(id)"]) }
+        }
+        for _ in 0..<80 {
+            if let id = Int32(try run([tool, "mksem", "0", "2"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)) { sems.append(id) }
+            if let id = Int32(try run([tool, "mkshm", "0", "4096"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)) { segments.append(id) }
+        }
+        #expect(sems.count == 80 && segments.count == 80)
+        let seen = Set(SysVIPC.semaphoreArrays().keys)
+        #expect(sems.allSatisfy(seen.contains), "arrays not listed: \(sems.filter { !seen.contains($0) })")
+        let listed = Set(try SysVIPC.ids(.sharedMemory))
+        #expect(segments.allSatisfy(listed.contains), "segments not listed: \(segments.filter { !listed.contains($0) })")
+        #expect(segments.allSatisfy { SysVIPC.segmentExists(key: nil, id: $0) })
+    }
+
     @Test("a shared memory segment saves only its touched pages and gets them back")
     func sharedMemory() throws {
         let w = try IPCWorld("shm")

@@ -122,6 +122,8 @@ extension CheckpointEngine {
         // taken by ptrace alone, rescanning until no new task appears.
         var freezeFirst = false
         if !frozen { try options.beforeFreeze?() }
+        // The timers of the waits the stop is about to end (0.3 ms, before the freeze).
+        let witness = frozen ? nil : TimerWitness()
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             var waited = PhaseClock()
             try freezer.freeze(app)
@@ -143,7 +145,7 @@ extension CheckpointEngine {
             try ProcessSharing.refuseThreadContexts(seized.threads, exitedLeaders: seized.exitedLeaders)
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
-            var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy)
+            var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy, witness: witness)
             // Signals a thread dequeued during the injected calls are still its pending ones.
             for i in images.indices {
                 for k in images[i].threads.indices {
@@ -245,7 +247,7 @@ extension CheckpointEngine {
 
     /// Every process's image, root first, zombies included; pages go to `writer`.
     private func dumpProcesses(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]], sharing: ProcessSharing,
-                               options: CheckpointOptions, writer: any ImageWriter, precopy: Precopy?) throws -> [ProcessImage] {
+                               options: CheckpointOptions, writer: any ImageWriter, precopy: Precopy?, witness: TimerWitness?) throws -> [ProcessImage] {
         var images = [ProcessImage]()
         var deletedDone = Set<String>()
         let namespaces = NamespaceSaver(root: seized.root, writer: writer)
@@ -273,6 +275,7 @@ extension CheckpointEngine {
             var dumper = ProcessDumper(pid: handle)
             dumper.ignoreUnsupported = options.ignoreUnsupported
             dumper.stoppedAt = seized.stoppedAt
+            dumper.timerWitness = witness
             dumper.syscallDispatch = seized.syscallDispatch
             dumper.precopied = precopy?.processes[pid].flatMap { $0.exited ? nil : $0 }
             dumper.areas = areas

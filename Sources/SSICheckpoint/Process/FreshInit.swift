@@ -67,7 +67,9 @@ extension FreshInit {
 
     /// The strings of a /proc file of NUL-terminated ones (cmdline, environ).
     private static func nulSeparated(_ path: String) -> [String]? {
-        guard let raw = try? Data(contentsOf: URL(fileURLWithPath: path)) else { return nil }
+        // ProcFS reads to the end: Data(contentsOf:) stops after the first 4 KiB of a /proc
+        // file (st_size 0), and an environment is often longer.
+        guard let raw = try? ProcFS.readBytes(path) else { return nil }
         var strings = raw.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
         if strings.last == "" { strings.removeLast() }
         return strings

@@ -28,6 +28,8 @@ struct ProcessDumper {
     var inFlightDepth = 0
     /// CLOCK_MONOTONIC (ns) when each task was seen stopped (SeizedApplication.stoppedAt).
     var stoppedAt: [Int32: Int64] = [:]
+    /// The sleeping tasks' timers before and after the stop (TimerWitness).
+    var timerWitness: TimerWitness? = nil
     /// Syscall user dispatch of the threads that had it on (SeizedApplication.syscallDispatch).
     var syscallDispatch: [Int32: [UInt64]] = [:]
     /// The pages copied while the application ran (pre-copy, Drivers/Precopy.swift): they go
@@ -63,7 +65,7 @@ struct ProcessDumper {
         // image keeps -EINTR, which a restart turns the same way.
         for t in img.threads {
             guard let regs = try? Registers(named: t.registers), let fixed = SyscallRestart.restartedAfterStop(regs) else { continue }
-            try Tracee.adoptTraceMe(ProcessID(t.tid)).setRegisters(fixed)
+            try Tracee.adoptTraceMe(ProcessID(t.tid)).setRegisters(continuingWait(t, stopped: regs, fixed: fixed))
         }
         img.sharedPending = try main.pendingSiginfo(shared: true).map { Data($0) }
         img.sigactions = inj.sigactions

@@ -58,6 +58,9 @@ final class ProcessRestorer {
     /// (restoreTimers), so that the pending signal is the timer's own again and not queued a
     /// second time (queuePendingSignals).
     var timersFiringAtOnce: Set<Int32> = []
+    /// The image's fds by number: epoll sets look their entries' files up (a set of 10,000
+    /// entries searched the list for each, O(entries x fds)).
+    lazy var fdByNumber: [Int32: FileDescriptorImage] = Dictionary(image.fds.map { ($0.fd, $0) }, uniquingKeysWith: { a, _ in a })
     /// Signals of timers that came due while the application was down (restoreTimers),
     /// queued with the pending ones.
     var timerSignalsDue: [Data] = []

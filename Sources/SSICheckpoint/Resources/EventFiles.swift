@@ -229,7 +229,7 @@ extension ProcessRestorer {
         if f.sharedID != nil { return true }
         guard depth < 4 else { return false }
         return (f.epollTargets ?? []).contains { t in
-            guard let w = image.fds.first(where: { $0.fd == (t.viaFD ?? t.fd) }) else { return false }
+            guard let w = fdByNumber[t.viaFD ?? t.fd] else { return false }
             return w.kind == .pidfd || isLateEpoll(w, depth: depth + 1)
         }
     }
@@ -346,7 +346,7 @@ extension ProcessRestorer {
                 try inj.call("dup3 \(via) to \(t.fd)", .dup3, UInt64(via), UInt64(t.fd), 0)
                 try inj.call("epoll_ctl(ADD \(t.fd) of fd \(via))", .epoll_ctl, fd, 1, UInt64(t.fd), scratch)
                 if aside >= 0 {
-                    let cloexec = image.fds.first { $0.fd == t.fd }?.closeOnExec == true
+                    let cloexec = fdByNumber[t.fd]?.closeOnExec == true
                     try inj.call("dup3 back", .dup3, UInt64(aside), UInt64(t.fd), UInt64(cloexec ? O_CLOEXEC : 0))
                     try inj.call("close", .close, UInt64(aside))
                 } else {

@@ -65,16 +65,18 @@ extension ProcessDumper {
         guard let call = SyscallRestart.interruptedRelativeSleep(registers) else { return nil }
         let monotonic = stoppedAt[tid] ?? Clock.monotonicNanoseconds()
         switch call.kind {
-        case .epollTimeout:
-            // Its whole timeout: the time it waited before the stop is kept nowhere.
-            return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: SyscallRestart.epollTimeout(registers) * 1_000_000,
-                                    monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
-        case .epollTimespec:
-            // Its whole timeout, from the program's struct (kept nowhere else), as for epoll_wait.
-            var ts: (Int64, Int64) = (0, 0)
-            try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: SyscallRestart.epollTimespecAddress(registers)) }
-            return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: ts.0 * 1_000_000_000 + ts.1,
-                                    monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
+        case .epollTimeout, .epollTimespec, .timedWait:
+            // The kernel keeps no time left for these (the stop ended them with EINTR): their
+            // timer, seen armed before the stop and gone after it, tells when they would have
+            // ended (TimerWitness); if it cannot be told apart, the whole timeout.
+            var whole = SyscallRestart.epollTimeout(registers) * 1_000_000
+            if call.kind != .epollTimeout {
+                var ts: (Int64, Int64) = (0, 0)
+                try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: SyscallRestart.timeoutAddress(registers)) }
+                whole = ts.0 * 1_000_000_000 + ts.1
+            }
+            let left = timerWitness?.remaining(timeout: whole, stoppedAt: monotonic) ?? whole
+            return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: left, monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
         case .timeLeftTimeval:
             // struct timeval { tv_sec; tv_usec }, the time left as the kernel wrote it.
             var tv: (Int64, Int64) = (0, 0)
@@ -97,6 +99,68 @@ extension ProcessDumper {
         try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: call.rem) }
         return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: ts.0 * 1_000_000_000 + ts.1,
                                 monotonicAtCheckpoint: stoppedAt[tid] ?? Clock.monotonicNanoseconds(), bootID: Clock.bootID())
+    }
+}
+
+extension ProcessDumper {
+    /// The registers with which thread `t`, stopped in a timed wait that the stop ended with
+    /// EINTR (`stopped`; `fixed`: re-issued when it goes on, SyscallRestart.restartedAfterStop), goes
+    /// on after a checkpoint without kill: the time it had left when it was stopped, less
+    /// what has passed since, rather than its whole timeout again. A timespec's goes on the
+    /// thread's stack below the red zone (the program's own may be const and reused), which
+    /// nothing uses before the kernel reads it; if it cannot be written there, `fixed`.
+    func continuingWait(_ t: ThreadImage, stopped: Registers, fixed: Registers) -> Registers {
+        guard let sleep = t.interruptedSleep, let call = SyscallRestart.interruptedRelativeSleep(stopped),
+              [.epollTimeout, .epollTimespec, .timedWait].contains(call.kind) else { return fixed }
+        let left = max(0, sleep.remainingNanoseconds - max(0, Clock.monotonicNanoseconds() - sleep.monotonicAtCheckpoint))
+        var r = fixed
+        if call.kind == .epollTimeout {
+            SyscallRestart.setEpollTimeout(&r, nanoseconds: left)
+            return r
+        }
+        let at = (fixed.stackPointer - Arch.stackRedZone - 16) & ~15
+        let ts: [Int64] = [left / 1_000_000_000, left % 1_000_000_000]
+        guard (try? RemoteMemory(pid: ProcessID(t.tid)).write(ts.withUnsafeBytes { Array($0) }, to: at)) != nil else { return fixed }
+        SyscallRestart.setSleepRequest(&r, to: at)
+        return r
+    }
+}
+
+/// When a timed wait that the stop ended with EINTR would have ended (epoll_wait,
+/// epoll_pwait2, rt_sigtimedwait, semtimedop: the kernel keeps no time left for them, unlike
+/// a sleep's restart_block). Each waits on an hrtimer (hrtimer_wakeup) armed at its start
+/// plus its timeout, listed in /proc/timer_list while it waits and cancelled when the stop
+/// wakes it. The list is read just before the application is stopped and again, once a
+/// thread needs it, after: the thread's timer is among those gone in between whose expiry
+/// lies after the stop and no later than the first read plus the call's timeout. Which one
+/// cannot be told (the list names no task: other threads' waits, other tasks of the
+/// machine), so the latest is taken: the wait never ends before its time, and ends late
+/// only by how far apart the candidates are, where the whole timeout again is the
+/// alternative.
+final class TimerWitness: @unchecked Sendable {
+    let before: Set<WakeupTimer>
+    /// CLOCK_MONOTONIC once `before` was read: no wait that was armed then started later.
+    let readAt: Int64
+    private var after: Set<WakeupTimer>? = nil
+    private let lock = NSLock()
+
+    init() {
+        before = WakeupTimer.all()
+        readAt = Clock.monotonicNanoseconds()
+    }
+
+    /// The time a relative wait of `timeout` ns had left when the stop at `stoppedAt` ended
+    /// it; nil when no timer fits (it started after the first read: then its whole timeout).
+    func remaining(timeout: Int64, stoppedAt: Int64) -> Int64? {
+        lock.lock()
+        defer { lock.unlock() }
+        if after == nil { after = WakeupTimer.all() }
+        // A timer whose expiry passed before the stop would have ended the call normally
+        // (a millisecond allowed for the timer's slack and the wake-up).
+        let fits = before.subtracting(after!).filter {
+            $0.clockID == Clock.monotonic && $0.expiry > stoppedAt - 1_000_000 && $0.expiry <= readAt + timeout
+        }
+        return fits.map(\.expiry).max().map { max(0, $0 - stoppedAt) }
     }
 }
 

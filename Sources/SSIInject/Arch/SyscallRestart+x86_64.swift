@@ -82,8 +82,9 @@ public enum SyscallRestart {
         /// was down is taken off the register at least.
         /// `epollTimespec`: epoll_pwait2 (a struct timespec at r10), ended and re-issued as
         /// epoll_wait is; its time left goes into a struct of its own (the program's may be
-        /// const and reused), pointed at by r10 (setSleepRequest).
-        public enum Kind { case sleep, poll, futexWait, timeLeftTimeval, timeLeftTimespec, epollTimeout, epollTimespec }
+        /// const and reused), pointed at by r10 (setSleepRequest). `timedWait`: likewise
+        /// rt_sigtimedwait (timespec at rdx) and semtimedop (at r10).
+        public enum Kind { case sleep, poll, futexWait, timeLeftTimeval, timeLeftTimespec, epollTimeout, epollTimespec, timedWait }
     }
 
     /// A relative sleep or timed wait that an earlier stop interrupted and a SIGCONT (or a
@@ -148,6 +149,8 @@ public enum SyscallRestart {
                 return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .epollTimeout)
             case .epoll_pwait2? where r.r10 != 0:
                 return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .epollTimespec)
+            case .rt_sigtimedwait? where r.rdx != 0, .semtimedop? where r.r10 != 0:
+                return RelativeSleep(clockID: Clock.monotonic, rem: 0, kind: .timedWait)
             default: return nil
             }
         }
@@ -168,11 +171,12 @@ public enum SyscallRestart {
     }
 
     /// Points the request argument of the sleep syscall in `r` at `address` (a struct
-    /// timespec): nanosleep's req, clock_nanosleep's req, futex's and epoll_pwait2's timeout.
+    /// timespec): nanosleep's req, clock_nanosleep's req (and rt_sigtimedwait's timeout, also
+    /// the third argument), futex's, epoll_pwait2's and semtimedop's timeout.
     public static func setSleepRequest(_ r: inout Registers, to address: UInt64) {
         switch r.syscall {
         case .nanosleep?: r.raw.rdi = address
-        case .futex?, .epoll_pwait2?: r.raw.r10 = address
+        case .futex?, .epoll_pwait2?, .semtimedop?: r.raw.r10 = address
         default: r.raw.rdx = address
         }
     }
@@ -188,8 +192,9 @@ public enum SyscallRestart {
         Int64(Int32(truncatingIfNeeded: r.raw.r10))
     }
 
-    /// Where epoll_pwait2's struct timespec is (r10, its fourth argument).
-    public static func epollTimespecAddress(_ r: Registers) -> UInt64 { r.raw.r10 }
+    /// Where the relative timeout (a struct timespec) of epoll_pwait2 or semtimedop (r10,
+    /// their fourth argument) or rt_sigtimedwait (rdx, its third) is.
+    public static func timeoutAddress(_ r: Registers) -> UInt64 { r.syscall == .rt_sigtimedwait ? r.raw.rdx : r.raw.r10 }
 
     public static func setEpollTimeout(_ r: inout Registers, nanoseconds: Int64) {
         r.raw.r10 = UInt64((max(0, nanoseconds) + 999_999) / 1_000_000)

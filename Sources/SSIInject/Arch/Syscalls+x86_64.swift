@@ -39,6 +39,7 @@ extension Syscall {
     public static let capset = Syscall(126, "capset"), mount = Syscall(165, "mount"), umount2 = Syscall(166, "umount2")
     public static let connect = Syscall(42, "connect"), listen = Syscall(50, "listen"), socketpair = Syscall(53, "socketpair")
     public static let pkey_mprotect = Syscall(329, "pkey_mprotect"), pkey_alloc = Syscall(330, "pkey_alloc"), pkey_free = Syscall(331, "pkey_free")
+    public static let semtimedop = Syscall(220, "semtimedop")
 
     /// Every syscall named above, to name a number read from /proc.
     static let all: [Syscall] = [
@@ -50,7 +51,7 @@ extension Syscall {
         epoll_create1, dup3, pipe2, rt_tgsigqueueinfo, memfd_create, userfaultfd, rseq, pidfd_open, clone3, close_range, pidfd_getfd, epoll_pwait2,
         flock, fchmod, fchown, mlock, mlock2, utimensat, rt_sigtimedwait, wait4, sethostname, setdomainname, unshare, setns, mq_open, exit, seccomp, capset,
         mount, umount2, poll, futex, select, epoll_wait, timerfd_gettime, semop, mseal, membarrier, mlockall, setfsuid, setfsgid, mq_notify,
-        connect, listen, socketpair, pkey_mprotect, pkey_alloc, pkey_free,
+        connect, listen, socketpair, pkey_mprotect, pkey_alloc, pkey_free, semtimedop,
     ]
 }
 #endif

@@ -341,8 +341,7 @@ extension SocketRebuilder {
             if rebuiltAsPair(f, s) { continue }   // done in 4
             if s.type == 1, let data = f.socketData, !data.isEmpty {
                 guard let peer = f.peerID, let pfd = made[peer] else { continue }
-                let n = data.withUnsafeBytes { send(pfd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
-                if n != data.count { throw SSIError.sys("requeue \(data.count) bytes on unix socket fd \(f.fd)", errno: errno) }
+                try SocketRebuilder.sendAll(data, from: pfd, what: "unix socket fd \(f.fd)")
                 continue
             }
             if s.type == 1 {
@@ -355,6 +354,34 @@ extension SocketRebuilder {
                 try requeue(d, to: f, s, fd: fd)
             }
         }
+    }
+
+    /// Puts `data` back in the queue of the socket connected to `sender`. A unix stream's
+    /// bytes in flight count against the SENDER's buffer (unix_stream_sendmsg waits on its
+    /// sk_sndbuf), and the program may have raised its buffers (SO_SNDBUFFORCE) to queue
+    /// megabytes, more than a fresh socket takes: the sender's is forced above the bytes
+    /// for the send (the kernel doubles the value, for its bookkeeping) and set back after.
+    /// Sent in as many pieces as the kernel takes.
+    static func sendAll(_ data: Data, from sender: Int32, what: String) throws {
+        let restore = makeSendRoom(sender, for: data.count)
+        defer { restore() }
+        var done = 0
+        while done < data.count {
+            let n = data.withUnsafeBytes { send(sender, $0.baseAddress! + done, $0.count - done, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if n <= 0 {
+                throw SSIError.sys("requeue \(data.count) bytes on \(what) (\(done) went back)", errno: n < 0 ? errno : EAGAIN,
+                                   hint: "the snapshot is intact; the restart stopped before any process ran")
+            }
+            done += n
+        }
+    }
+
+    /// Forces `sender`'s send buffer above `bytes` if it is not (SO_SNDBUFFORCE, as root);
+    /// returns what sets it back.
+    static func makeSendRoom(_ sender: Int32, for bytes: Int) -> () -> Void {
+        guard let before = SocketOption.sendBuffer.get(sender), bytes + 65536 > Int(before) / 2 else { return {} }
+        _ = SocketOption.sendBufferForce.set(sender, Int32(clamping: min(bytes * 2 + (1 << 20), Int(Int32.max) / 2)))
+        return { _ = SocketOption.sendBufferForce.set(sender, before / 2) }
     }
 
     /// Datagram sockets connected to a name.
@@ -422,6 +449,10 @@ extension SocketRebuilder {
             lseek(fd, off_t(g.position), SEEK_SET)
             fds.append(fd)
         }
+        // A message of megabytes (buffers the program raised): room for it in the sender's
+        // buffer first, or the send fails (datagram: EMSGSIZE) or waits for good (stream).
+        let restore = SocketRebuilder.makeSendRoom(from, for: d.data.count)
+        defer { restore() }
         let n = d.credentials.map { creators.send(from, d.data, to: addr, fds: fds, as: $0) } ?? Socket.send(from, d.data, to: addr, fds: fds)
         if n != d.data.count { throw SSIError.sys("requeue a \(d.data.count)-byte message on \(what)", errno: n < 0 ? Int32(-n) : EMSGSIZE) }
     }
