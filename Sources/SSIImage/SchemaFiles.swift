@@ -270,6 +270,10 @@ public struct PTYImage: Codable, Sendable, Equatable {
     public var outputStop: Int32?
     /// Written to the master, not yet read from the slave (a partial line included).
     public var toSlave: Data
+    /// Where in `toSlave` an end-of-file mark stood (the VEOF character typed in canonical
+    /// mode, which a read sees as the end of a line, or as end of file at a line's start:
+    /// `script < /dev/null` leaves one); nil: none. Added December 2026 (late).
+    public var toSlaveEOFs: [Int]?
     /// Written to the slave, not yet read from the master.
     public var toMaster: Data
     public init(index: Int32, termios: Data) {

@@ -165,6 +165,8 @@ enum FidelityCases {
         FidelityCase(fixture: "timerphase", options: ["--gap", "2"]),
         FidelityCase(fixture: "timedwaits", options: ["--gap", "2"]),
         FidelityCase(fixture: "timedwaits", options: ["--continue"]),
+        FidelityCase(fixture: "ptyeof"),
+        FidelityCase(fixture: "ptyeof", options: ["--continue"]),
         FidelityCase(fixture: "robustshared"),
         FidelityCase(fixture: "fdowner"),
         FidelityCase(fixture: "sockopts3"),

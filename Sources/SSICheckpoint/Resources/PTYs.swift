@@ -36,10 +36,25 @@ enum PTYs {
     /// the slave its settings `t` (TCSETS neither drains nor flushes).
     /// Stopped output is started for the bytes written to the slave, and stopped again after
     /// (`stopped`).
-    static func refill(master m: Int32, slave s: Int32, termios t: [UInt8], toSlave: Data, toMaster: Data, stopped: Int32? = nil) -> Bool {
+    static func refill(master m: Int32, slave s: Int32, termios t: [UInt8], toSlave: Data, toMaster: Data, eofs: [Int]? = nil,
+                       stopped: Int32? = nil) -> Bool {
         guard Terminal.setAttributes(s, quiet(t)) else { return false }
         if stopped != nil { Terminal.startOutput(s) }
-        let ok = Terminal.writeAll(m, toSlave) && Terminal.writeAll(s, toMaster)
+        // Typed into the slave's queue by TIOCSTI, taken at once under the quiet settings.
+        // Written to the master, they were taken later (flush_to_ldisc, a work queue),
+        // often once the settings were back: echoed to the master a second time, and an
+        // EOF mark turned into ^@. Each EOF mark is the terminal's VEOF again, which
+        // canonical mode (kept by quiet) makes a mark. The master's way if TIOCSTI is refused.
+        let veof = t[Terminal.ccOffset + Terminal.veof]
+        var typed = Data()
+        var from = 0
+        for at in (eofs ?? []) where at >= from && at <= toSlave.count {
+            typed += toSlave[toSlave.startIndex + from..<toSlave.startIndex + at]
+            typed.append(veof)
+            from = at
+        }
+        typed += toSlave[toSlave.startIndex + from..<toSlave.endIndex]
+        let ok = (Terminal.simulateInput(s, typed) || Terminal.writeAll(m, typed)) && Terminal.writeAll(s, toMaster)
         Terminal.setAttributes(s, t)
         if let how = stopped { Terminal.stopOutput(slave: s, master: m, termios: t, how: how) }
         return ok
@@ -67,6 +82,18 @@ enum PTYs {
         // Everything queued for the slave, a partial line included: non-canonical with VMIN
         // 0 makes every byte readable at once (leaving canonical mode ends the line editing,
         // n_tty_set_termios).
+        // In canonical mode, the complete lines first, read one by one, which tells where
+        // an EOF mark stood (read raw, a mark is a 0 byte like a typed NUL).
+        if Terminal.flag(t, Terminal.lflagOffset) & Terminal.ICANON != 0, Terminal.setAttributes(s, quiet(t)) {
+            // NL and VEOL end a line, VEOL2 with IEXTEN; unset (0), they make NUL one
+            // (n_tty_receive_char_canon compares with the value as it is).
+            let cc = { (i: Int) in t[Terminal.ccOffset + i] }
+            let extended = Terminal.flag(t, Terminal.lflagOffset) & Terminal.IEXTEN != 0
+            let ends = Set([UInt8(ascii: "\n"), cc(Terminal.veol)] + (extended ? [cc(Terminal.veol2)] : []))
+            let lines = Terminal.readLines(s, lineEnds: ends)
+            img.toSlave = lines.bytes
+            img.toSlaveEOFs = lines.eofs.isEmpty ? nil : lines.eofs
+        }
         var raw = quiet(t)
         Terminal.setFlag(&raw, Terminal.lflagOffset, Terminal.flag(raw, Terminal.lflagOffset) & ~Terminal.ICANON)
         raw[Terminal.ccOffset + Terminal.vmin] = 0
@@ -76,7 +103,7 @@ enum PTYs {
         // stopped by TCOOFF it stays so.
         if stopped != nil, Terminal.outputStopped(slave: s, master: m) { stopped = 2 }
         img.outputStop = stopped
-        img.toSlave = Terminal.drain(s)
+        img.toSlave += Terminal.drain(s)
         Terminal.setAttributes(s, t)
         // Everything queued for the master, through the application's own description: made
         // non-blocking for the read, packet mode off (it would add a status byte per read),
@@ -87,7 +114,7 @@ enum PTYs {
         img.toMaster = Terminal.drain(m)
         if img.packetMode { Terminal.setIntValue(m, Terminal.packet, 1) }
         _ = fcntl(m, F_SETFL, fl)
-        guard refill(master: m, slave: s, termios: t, toSlave: img.toSlave, toMaster: img.toMaster, stopped: stopped) else {
+        guard refill(master: m, slave: s, termios: t, toSlave: img.toSlave, toMaster: img.toMaster, eofs: img.toSlaveEOFs, stopped: stopped) else {
             throw SSIError.sys("\(who): writing back the \(img.toSlave.count) + \(img.toMaster.count) bytes queued on \(slavePath(index))", errno: errno)
         }
         return img
@@ -173,7 +200,8 @@ final class PTYRegistry {
                 guard s >= 0 else { throw SSIError.sys("\(who): open \(PTYs.slavePath(n))", errno: errno) }
                 slaves.append(s)
                 Terminal.setWindowSize(s, [p.rows, p.columns, p.xPixels, p.yPixels])
-                guard PTYs.refill(master: m, slave: s, termios: [UInt8](p.termios), toSlave: p.toSlave, toMaster: p.toMaster, stopped: p.outputStop) else {
+                guard PTYs.refill(master: m, slave: s, termios: [UInt8](p.termios), toSlave: p.toSlave, toMaster: p.toMaster, eofs: p.toSlaveEOFs,
+                                  stopped: p.outputStop) else {
                     throw SSIError.sys("\(who): settings or queued bytes of \(PTYs.slavePath(n))", errno: errno)
                 }
                 if p.packetMode { Terminal.setIntValue(m, Terminal.packet, 1) }

@@ -23,7 +23,7 @@ public enum Terminal {
 
     /// Offsets and bits of the kernel termios (asm-generic/termbits.h).
     public static let iflagOffset = 0, oflagOffset = 4, lflagOffset = 12, ccOffset = 17
-    public static let vtime = 5, vmin = 6
+    public static let veof = 4, vtime = 5, vmin = 6, veol = 11, veol2 = 16
     public static let ISIG: UInt32 = 0x1, ICANON: UInt32 = 0x2, ECHO: UInt32 = 0x8, ECHOE: UInt32 = 0x10, ECHOK: UInt32 = 0x20
     public static let ECHONL: UInt32 = 0x40, ECHOCTL: UInt32 = 0x200, ECHOKE: UInt32 = 0x800, IEXTEN: UInt32 = 0x8000
     public static let inputTranslations: UInt32 = 0x8 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400   // PARMRK ISTRIP INLCR IGNCR ICRNL IUCLC IXON
@@ -72,6 +72,39 @@ public enum Terminal {
     public static func setWindowSize(_ fd: Int32, _ w: [UInt16]) -> Bool {
         var v = w
         return v.withUnsafeMutableBytes { ioctl(fd, setWindowSize, $0.baseAddress!) } == 0
+    }
+
+    public static let simulateInput: UInt = 0x5412       // TIOCSTI
+
+    /// Puts `bytes` in the input queue of terminal `fd` as if typed, one TIOCSTI each
+    /// (ioctl_tty(2); CAP_SYS_ADMIN for a terminal other than the caller's own): the line
+    /// discipline takes each at once, under the settings the terminal has now. Bytes
+    /// written to a pty master are taken later, from a work queue (flush_to_ldisc), maybe
+    /// under settings changed meanwhile. False at the first byte refused.
+    public static func simulateInput(_ fd: Int32, _ bytes: Data) -> Bool {
+        for b in bytes {
+            var c = b
+            if ioctl(fd, simulateInput, &c) != 0 { return false }
+        }
+        return true
+    }
+
+    /// The lines of a terminal in canonical mode (`fd` non-blocking) read one by one: the
+    /// bytes, and where in them an end-of-file mark stood. A canonical read ends at a line
+    /// end (NL, EOL, EOL2, kept in the bytes) or at an EOF mark (not returned: then the
+    /// read returns what came before it, 0 bytes at a line's start). `lineEnds`: the
+    /// terminal's NL, VEOL and VEOL2. Stops at the partial line being typed (EAGAIN).
+    public static func readLines(_ fd: Int32, lineEnds: Set<UInt8>) -> (bytes: Data, eofs: [Int]) {
+        var out = Data(), eofs = [Int]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        // A hung-up terminal reads 0 for good: bounded by the queue's size (4 KiB).
+        for _ in 0..<8192 {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { break }
+            out.append(contentsOf: buf[0..<n])
+            if n == 0 || !lineEnds.contains(buf[n - 1]) { eofs.append(out.count) }
+        }
+        return (out, eofs)
     }
 
     /// Reads what is queued on `fd` without waiting (the fd must be O_NONBLOCK).
