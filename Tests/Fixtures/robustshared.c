@@ -27,6 +27,7 @@ static void *waiter(void *a) {
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     snprintf(shmname, sizeof shmname, "/ssi-robust-%d", getpid());
+    shm_unlink(shmname);   // one a failed run left (PIDs repeat in a PID namespace)
     int fd = shm_open(shmname, O_CREAT | O_RDWR | O_EXCL, 0600); if (fd < 0 || ftruncate(fd, 4096)) return 4;
     m[0] = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0); close(fd);
     int ff = open("robust.dat", O_CREAT | O_RDWR | O_TRUNC, 0600); if (ff < 0 || ftruncate(ff, 4096)) return 4;
