@@ -194,7 +194,7 @@ struct Checkpoint: ParsableCommand {
                     i += 2
                     continue
                 }
-                if let next, next.hasPrefix("-"), next.count > 1 {
+                if let next, next.hasPrefix("-"), next != "--", next.dropFirst().first.map({ $0.isLetter || $0.isNumber }) == true {
                     // kill(1)'s way (`-k -9`, `-k -KILL`): the argument parser would take
                     // it for an unknown option. A number of a signal or an upper-case
                     // name only: the lower-case letters are this command's own options.

@@ -123,7 +123,7 @@ extension CheckpointEngine {
         var freezeFirst = false
         if !frozen { try options.beforeFreeze?() }
         // The timers of the waits the stop is about to end (0.3 ms, before the freeze).
-        let witness = frozen ? nil : TimerWitness()
+        let witness = frozen ? nil : TimerWitness(root: root)
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             var waited = PhaseClock()
             try freezer.freeze(app)
@@ -249,6 +249,7 @@ extension CheckpointEngine {
     private func dumpProcesses(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]], sharing: ProcessSharing,
                                options: CheckpointOptions, writer: any ImageWriter, precopy: Precopy?, witness: TimerWitness?) throws -> [ProcessImage] {
         var images = [ProcessImage]()
+        var precopyUsed = Set<Int32>()
         var deletedDone = Set<String>()
         let namespaces = NamespaceSaver(root: seized.root, writer: writer)
         let ptyMasters = Set(fdTables.values.flatMap { $0 }.compactMap { $0.kind == .ptyMaster ? $0.pty?.index : nil })
@@ -278,6 +279,7 @@ extension CheckpointEngine {
             dumper.timerWitness = witness
             dumper.syscallDispatch = seized.syscallDispatch
             dumper.precopied = precopy?.processes[pid].flatMap { $0.exited ? nil : $0 }
+            if dumper.precopied != nil { precopyUsed.insert(pid) }
             dumper.areas = areas
             // Pages shared copy-on-write with the parent are left to the parent's copy, which a
             // fresh init does not have (its command exec'd anyway, sharing nothing with it).
@@ -303,6 +305,12 @@ extension CheckpointEngine {
                 if img.sid == pid { img.foregroundGroup = c.foreground }
             }
             images.append(img)
+        }
+        // A process reaped (or gone from the tree) after the rounds: its pages file ends
+        // unused (a migration's target waits for every file's end).
+        for (pid, p) in precopy?.processes ?? [:] where !p.exited && !precopyUsed.contains(pid) {
+            p.exited = true
+            try p.pages.finish(sync: false)
         }
         return images
     }

@@ -234,10 +234,11 @@ final class Precopy {
     /// Lifts every protection: the application runs as before.
     func stop() { for p in processes.values { p.tracker.stop() } }
 
-    /// Whether process `pid` has exited (reaped, or a zombie).
+    /// Whether process `pid` has exited: reaped, a zombie, or on its way out with its
+    /// memory already released (no mappings left: exit_mm).
     static func isGone(_ pid: Int32) -> Bool {
-        guard let st = try? ProcStat.read(pid: pid) else { return true }
-        return st.state == "Z" || st.state == "X"
+        guard let st = try? ProcStat.read(pid: pid), st.state != "Z", st.state != "X" else { return true }
+        return (try? ProcFS.read("/proc/\(pid)/maps"))?.isEmpty ?? true
     }
 
     /// Round 1: every present page of the tracked areas (they are protected already, so a
@@ -338,7 +339,9 @@ final class Precopy {
             // way out (a child of a shell script, of a program that spawns workers): it is
             // dropped from the rounds, and its pages file ends here (a migration's target
             // waits for every file's end before its commit). The final dump finds its zombie.
-            guard Precopy.isGone(p.pid) || (error as? SSIError)?.errno == ESRCH else { throw error }
+            // (ESRCH also follows an execve, with a new memory: that one still fails the
+            // rounds, and the checkpoint falls back to a frozen dump.)
+            guard Precopy.isGone(p.pid) else { throw error }
             p.exited = true
             p.tracker.stop()
             try p.pages.finish(sync: false)

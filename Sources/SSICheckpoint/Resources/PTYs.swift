@@ -54,7 +54,8 @@ enum PTYs {
             from = at
         }
         typed += toSlave[toSlave.startIndex + from..<toSlave.endIndex]
-        let ok = (Terminal.simulateInput(s, typed) || Terminal.writeAll(m, typed)) && Terminal.writeAll(s, toMaster)
+        let taken = Terminal.simulateInput(s, typed)
+        let ok = (taken == typed.count || Terminal.writeAll(m, typed.dropFirst(taken))) && Terminal.writeAll(s, toMaster)
         Terminal.setAttributes(s, t)
         if let how = stopped { Terminal.stopOutput(slave: s, master: m, termios: t, how: how) }
         return ok

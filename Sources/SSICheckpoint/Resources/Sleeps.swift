@@ -73,9 +73,9 @@ extension ProcessDumper {
             if call.kind != .epollTimeout {
                 var ts: (Int64, Int64) = (0, 0)
                 try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: SyscallRestart.timeoutAddress(registers)) }
-                whole = ts.0 * 1_000_000_000 + ts.1
+                whole = ProcessDumper.nanoseconds(ts)
             }
-            let left = timerWitness?.remaining(timeout: whole, stoppedAt: monotonic) ?? whole
+            let left = timerWitness?.remaining(tid: tid, timeout: whole, stoppedAt: monotonic) ?? whole
             return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: left, monotonicAtCheckpoint: monotonic, bootID: Clock.bootID())
         case .timeLeftTimeval:
             // struct timeval { tv_sec; tv_usec }, the time left as the kernel wrote it.
@@ -97,8 +97,15 @@ extension ProcessDumper {
         // unshare a page still shared copy-on-write with the parent (see dumpMemory).
         var ts: (Int64, Int64) = (0, 0)
         try withUnsafeMutableBytes(of: &ts) { try RemoteMemory(pid: ProcessID(pid)).forcedRead(into: $0, at: call.rem) }
-        return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: ts.0 * 1_000_000_000 + ts.1,
+        return InterruptedSleep(clockID: call.clockID, remainingNanoseconds: ProcessDumper.nanoseconds(ts),
                                 monotonicAtCheckpoint: stoppedAt[tid] ?? Clock.monotonicNanoseconds(), bootID: Clock.bootID())
+    }
+
+    /// A struct timespec in ns, saturated: a valid "forever" ({LONG_MAX, 0}, which the kernel
+    /// takes as no end) would overflow.
+    static func nanoseconds(_ ts: (Int64, Int64)) -> Int64 {
+        let (ns, over) = ts.0.multipliedReportingOverflow(by: 1_000_000_000)
+        return over || ns > Int64.max - max(0, ts.1) ? Int64.max : ns + ts.1
     }
 }
 
@@ -134,31 +141,51 @@ extension ProcessDumper {
 /// thread needs it, after: the thread's timer is among those gone in between whose expiry
 /// lies after the stop and no later than the first read plus the call's timeout. Which one
 /// cannot be told (the list names no task: other threads' waits, other tasks of the
-/// machine), so the latest is taken: the wait never ends before its time, and ends late
-/// only by how far apart the candidates are, where the whole timeout again is the
-/// alternative.
+/// machine), so the latest is taken, which is never before the thread's own. That holds
+/// only for a thread that was in that very call when the list was read (its timer is then
+/// in the first read): each thread's /proc/TID/syscall is read just before, and a thread
+/// that was elsewhere then gets its whole timeout again (late, never early).
 final class TimerWitness: @unchecked Sendable {
+    /// The timed waits whose timer is told (their numbers, as /proc/TID/syscall shows them).
+    static let timedCalls: Set<Substring> = ["232", "281", "441", "128", "220"]
     let before: Set<WakeupTimer>
     /// CLOCK_MONOTONIC once `before` was read: no wait that was armed then started later.
     let readAt: Int64
+    /// /proc/TID/syscall of each thread of the application blocked in one of `timedCalls`
+    /// when the list was read.
+    private let waiting: [Int32: String]
     private var after: Set<WakeupTimer>? = nil
     private let lock = NSLock()
 
-    init() {
-        before = WakeupTimer.all()
+    init(root: Int32) {
+        var waiting = [Int32: String]()
+        for pid in (try? ProcessTree.collect(root: root))?.pids ?? [root] {
+            for tid in numericEntries(of: "/proc/\(pid)/task") ?? [] {
+                if let line = try? ProcFS.read("/proc/\(pid)/task/\(tid)/syscall"), let nr = line.split(separator: " ").first,
+                   TimerWitness.timedCalls.contains(nr) {
+                    waiting[tid] = line
+                }
+            }
+        }
+        self.waiting = waiting
+        before = waiting.isEmpty ? [] : WakeupTimer.all()
         readAt = Clock.monotonicNanoseconds()
     }
 
-    /// The time a relative wait of `timeout` ns had left when the stop at `stoppedAt` ended
-    /// it; nil when no timer fits (it started after the first read: then its whole timeout).
-    func remaining(timeout: Int64, stoppedAt: Int64) -> Int64? {
+    /// The time the relative wait of `timeout` ns that thread `tid` was in had left when the
+    /// stop at `stoppedAt` ended it; nil when that cannot be told.
+    func remaining(tid: Int32, timeout: Int64, stoppedAt: Int64) -> Int64? {
         lock.lock()
         defer { lock.unlock() }
+        // The same call, same arguments, stack and place, as when the list was read (the
+        // stopped thread's registers still hold them).
+        guard let was = waiting[tid], (try? ProcFS.read("/proc/\(tid)/syscall")) == was else { return nil }
         if after == nil { after = WakeupTimer.all() }
         // A timer whose expiry passed before the stop would have ended the call normally
         // (a millisecond allowed for the timer's slack and the wake-up).
+        let latest = readAt > Int64.max - timeout ? Int64.max : readAt + timeout
         let fits = before.subtracting(after!).filter {
-            $0.clockID == Clock.monotonic && $0.expiry > stoppedAt - 1_000_000 && $0.expiry <= readAt + timeout
+            $0.clockID == Clock.monotonic && $0.expiry > stoppedAt - 1_000_000 && $0.expiry <= latest
         }
         return fits.map(\.expiry).max().map { max(0, $0 - stoppedAt) }
     }

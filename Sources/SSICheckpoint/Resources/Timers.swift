@@ -155,7 +155,9 @@ extension ProcessRestorer {
                     // pending signal is the timer's own) and its overruns count from there.
                     let interval = t.interval[0] * 1_000_000_000 + t.interval[1]
                     let due = Clock.nanoseconds(t.clockID) - elapsed + next - interval
-                    if due > 0 { t.value = [due / 1_000_000_000, due % 1_000_000_000]; flags = 1 }
+                    // (At least 1 ns: a clock younger than the time since, after a reboot.)
+                    let at = max(1, due)
+                    (t.value, flags) = ([at / 1_000_000_000, at % 1_000_000_000], 1)
                 }
                 timersFiringAtOnce.insert(t.id)
             } else if t.value != [0, 0], running {
@@ -164,8 +166,8 @@ extension ProcessRestorer {
                 // missed since as overruns (timer_getoverrun(2)), and the next comes on its
                 // schedule, as across a stop. The clock read is the same as the process's
                 // (ssi refuses applications with a time namespace of their own).
-                let due = Clock.nanoseconds(t.clockID) - elapsed + t.value[0] * 1_000_000_000 + t.value[1]
-                if due > 0 { t.value = [due / 1_000_000_000, due % 1_000_000_000]; flags = 1 }
+                let due = max(1, Clock.nanoseconds(t.clockID) - elapsed + t.value[0] * 1_000_000_000 + t.value[1])
+                (t.value, flags) = ([due / 1_000_000_000, due % 1_000_000_000], 1)
             }
             // struct sigevent: sigev_value, sigev_signo, sigev_notify, sigev_notify_thread_id.
             var ev = [UInt8](repeating: 0, count: 64)

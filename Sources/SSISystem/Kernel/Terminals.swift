@@ -80,13 +80,16 @@ public enum Terminal {
     /// (ioctl_tty(2); CAP_SYS_ADMIN for a terminal other than the caller's own): the line
     /// discipline takes each at once, under the settings the terminal has now. Bytes
     /// written to a pty master are taken later, from a work queue (flush_to_ldisc), maybe
-    /// under settings changed meanwhile. False at the first byte refused.
-    public static func simulateInput(_ fd: Int32, _ bytes: Data) -> Bool {
+    /// under settings changed meanwhile. Returns how many were taken (all, or up to the
+    /// first refused).
+    public static func simulateInput(_ fd: Int32, _ bytes: Data) -> Int {
+        var n = 0
         for b in bytes {
             var c = b
-            if ioctl(fd, simulateInput, &c) != 0 { return false }
+            if ioctl(fd, simulateInput, &c) != 0 { break }
+            n += 1
         }
-        return true
+        return n
     }
 
     /// The lines of a terminal in canonical mode (`fd` non-blocking) read one by one: the
@@ -101,6 +104,9 @@ public enum Terminal {
         for _ in 0..<8192 {
             let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 { break }
+            // A hung-up terminal reads 0 for good, with POLLHUP: not a mark.
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if n == 0, poll(&p, 1, 0) == 1, p.revents & Int16(POLLHUP) != 0 { break }
             out.append(contentsOf: buf[0..<n])
             if n == 0 || !lineEnds.contains(buf[n - 1]) { eofs.append(out.count) }
         }
