@@ -9,8 +9,8 @@ import Glibc
 /// Process trees: a 20-process tree, a process with 16 threads, and a 10-process tree
 /// sharing 100 MiB copy-on-write: frozen, checkpoint and restart times, memory before/after.
 /// Then the shapes whose cost once grew with the square of their size (benchfds.c), at
-/// `--fds N` and N/4, so that a reader sees the growth: N eventfds in one epoll set, N/2
-/// pipes, N fds on 64 files, N small memory areas.
+/// `--fds N` and N/4, so that a reader sees the growth: N eventfds, and N unix sockets, in
+/// one epoll set, N/2 pipes, N fds on 64 files, N small memory areas.
 struct TreeBenchmark {
     static let usage = "trees [--dir DIR] [--fds N (4000; 0: none)]"
     var dir: String
@@ -86,7 +86,8 @@ struct TreeBenchmark {
         if fds > 0 {
             let many = try compile("benchfds")
             for n in [fds / 4, fds] {
-                shapes += [("\(n) eventfds in one epoll set", [many, "epoll", "\(n)"]), ("\(n / 2) pipes", [many, "pipes", "\(n)"]),
+                shapes += [("\(n) eventfds in one epoll set", [many, "epoll", "\(n)"]), ("\(n) unix sockets in one epoll set", [many, "sockets", "\(n)"]),
+                           ("\(n / 2) pipes", [many, "pipes", "\(n)"]),
                            ("\(n) fds on 64 files", [many, "files", "\(n)", dir]), ("\(n) small memory areas", [many, "areas", "\(n)"])]
             }
         }

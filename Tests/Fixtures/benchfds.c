@@ -1,6 +1,7 @@
 // Benchmark load: `benchfds KIND N`: one process holding N of something the engine walks
 // per item, the shapes whose cost once grew with the square of N (probing, December 2026):
 //   epoll   N eventfds, all registered in one epoll set (every anon-inode fd shares one inode)
+//   sockets N unix sockets (N/2 pairs), all registered in one epoll set (a server's shape)
 //   pipes   N/2 pipes, both ends held
 //   files   N fds opened on 64 files in directory DIR (`benchfds files N DIR`): distinct open
 //           file descriptions of few inodes
@@ -12,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 int main(int argc, char **argv) {
     const char *kind = argc > 1 ? argv[1] : "epoll";
@@ -27,6 +29,16 @@ int main(int argc, char **argv) {
             if (e < 0) { perror("eventfd"); return 4; }
             struct epoll_event ev = { .events = EPOLLIN, .data.u32 = i };
             epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev);
+        }
+    } else if (!strcmp(kind, "sockets")) {
+        int ep = epoll_create1(0);
+        for (int i = 0; i < n / 2; i++) {
+            int sp[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) { perror("socketpair"); return 4; }
+            for (int k = 0; k < 2; k++) {
+                struct epoll_event ev = { .events = EPOLLIN, .data.u32 = 2 * i + k };
+                epoll_ctl(ep, EPOLL_CTL_ADD, sp[k], &ev);
+            }
         }
     } else if (!strcmp(kind, "pipes")) {
         for (int i = 0; i < n / 2; i++) {

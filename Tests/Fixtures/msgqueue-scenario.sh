@@ -11,7 +11,9 @@ cd "$DIR"
 export SSI_CHKPT_DIR="$DIR/chkpt"
 COUNT=60
 "$SSI" run -o app -- "$APPBIN" 0x5151 $COUNT > out.log 2>&1 < /dev/null &
-for i in $(seq 100); do grep -q READY out.log 2>/dev/null && break; sleep 0.05; done
+# The id file appears once ssi run knows the id, which may be after the program's first
+# output: wait for both.
+for i in $(seq 100); do grep -q READY out.log 2>/dev/null && [ -s app ] && break; sleep 0.05; done
 APP=$(cat app)
 Q=$(sed -n 's/.*queue \([0-9]*\).*/\1/p' out.log)
 sleep 0.5

@@ -9,7 +9,9 @@ export SSI_CHKPT_DIR="$DIR/chkpt"
 ID=$("$TOOL" mkshm 0x7777 65536 0600)
 "$TOOL" touch "$ID" 3 0x5a > /dev/null
 "$SSI" run -o app -- "$TOOL" hold "$ID" 100 > out.log 2>&1 < /dev/null &
-for i in $(seq 100); do grep -q attached out.log 2>/dev/null && break; sleep 0.05; done
+# The id file appears once ssi run knows the id, which may be after the program's first
+# output: wait for both.
+for i in $(seq 100); do grep -q attached out.log 2>/dev/null && [ -s app ] && break; sleep 0.05; done
 APP=$(cat app)
 ADDR=$(grep SYSV "/proc/$APP/maps" | cut -d' ' -f1)
 "$SSI" checkpoint --kill=KILL "$APP" > /dev/null || echo "CHECKPOINT FAILED"

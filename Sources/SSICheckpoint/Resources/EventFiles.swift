@@ -68,12 +68,16 @@ extension ProcessDumper {
             img.kind = .epoll
             // "tfd: N events: HEX data: HEX ...", one line per registered fd.
             var targets = [EpollTarget]()
+            var files = [(ino: UInt64, sdev: UInt64)?]()
             for line in try ProcFS.read("/proc/\(pid)/fdinfo/\(fd)").split(separator: "\n") where line.hasPrefix("tfd:") {
                 let w = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
                 guard w.count >= 6, let t = Int32(w[1]), let ev = UInt32(w[3], radix: 16), let data = UInt64(w[5], radix: 16) else { continue }
                 targets.append(EpollTarget(fd: t, events: ev, data: data))
+                // "ino:HEX sdev:HEX": the entry's file (ep_show_fdinfo).
+                let field = { (name: String) in w.first { $0.hasPrefix(name) }.flatMap { UInt64($0.dropFirst(name.count), radix: 16) } }
+                files.append(field("ino:").flatMap { ino in field("sdev:").map { (ino, $0) } })
             }
-            img.epollTargets = try findMovedTargets(targets, epoll: fd)
+            img.epollTargets = try findMovedTargets(targets, files: files, epoll: fd)
         default:
             return nil
         }
@@ -83,7 +87,12 @@ extension ProcessDumper {
     /// An epoll entry is keyed by its file and the fd number it was added with; the number
     /// may since name another file (closed, reused by dup2) while the entry's file lives on
     /// at another number. kcmp(2) KCMP_EPOLL_TFD tells which fd holds each entry's file.
-    func findMovedTargets(_ targets: [EpollTarget], epoll efd: Int32) throws -> [EpollTarget] {
+    /// `files`: each entry's inode and device as the epoll set's fdinfo names them. A socket
+    /// at the entry's number with that inode is the entry's file (a socket has one open file
+    /// description: it cannot be opened again through /proc), told without kcmp, whose
+    /// KCMP_EPOLL_TFD walks the set from its start for each entry (get_epoll_tfile_raw_ptr:
+    /// O(entries^2) for a server's set of 10,000 connections).
+    func findMovedTargets(_ targets: [EpollTarget], files: [(ino: UInt64, sdev: UInt64)?] = [], epoll efd: Int32) throws -> [EpollTarget] {
         var out = targets
         var seen = [Int32: Int]()
         lazy var fds = (try? openFDs(of: pid)) ?? []
@@ -91,6 +100,7 @@ extension ProcessDumper {
             let t = out[i].fd
             let nth = seen[t, default: 0]
             seen[t] = nth + 1
+            if i < files.count, let f = files[i], isSocket(fd: t, inode: f.ino, device: f.sdev) { continue }
             if Kcmp.isEpollTarget(ProcessID(pid), fd: t, epoll: efd, target: t, nth: nth) { continue }
             if let via = fds.first(where: { $0 != t && Kcmp.isEpollTarget(ProcessID(pid), fd: $0, epoll: efd, target: t, nth: nth) }) {
                 out[i].viaFD = via
@@ -103,6 +113,16 @@ extension ProcessDumper {
             }
         }
         return out
+    }
+
+    /// Whether fd `fd` of the process is a socket with this inode on this device (the
+    /// kernel's dev_t, major << 20 | minor, as fdinfo prints it; stat(2) encodes it another way).
+    func isSocket(fd: Int32, inode: UInt64, device: UInt64) -> Bool {
+        var st = stat()
+        guard stat("/proc/\(pid)/fd/\(fd)", &st) == 0, st.st_mode & S_IFMT == S_IFSOCK, UInt64(st.st_ino) == inode else { return false }
+        let d = UInt64(st.st_dev)
+        let major = ((d >> 8) & 0xfff) | ((d >> 32) & ~UInt64(0xfff)), minor = (d & 0xff) | ((d >> 12) & ~UInt64(0xff))
+        return major << 20 | minor == device
     }
 
     /// An epoll instance shared by several fds (after dup() or fork()) is rebuilt once, by
