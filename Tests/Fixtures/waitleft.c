@@ -7,8 +7,9 @@
 //     (not before it, at most 0.9 s after);
 //   - epoll_wait and epoll_pwait are ended by the stop with -EINTR and re-issued with their
 //     whole timeout (the kernel keeps no time left): they ended the downtime plus the time
-//     they had waited late. The time waited before the stop is still lost, the downtime no
-//     longer: each must end at most 1.6 s late (the checkpoint follows READY at once).
+//     they had waited late. The downtime is taken off, and since the fifth probing round the
+//     time waited before the stop too, when their timer is told in /proc/timer_list
+//     (TimerWitness; timedwaits.c checks that closely): each must end at most 1.6 s late.
 // poll(2) and futex waits are timeouts.c's.
 #include "fixture.h"
 #include <poll.h>

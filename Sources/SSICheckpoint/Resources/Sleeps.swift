@@ -125,7 +125,7 @@ extension ProcessDumper {
             SyscallRestart.setEpollTimeout(&r, nanoseconds: left)
             return r
         }
-        let at = (fixed.stackPointer - Arch.stackRedZone - 16) & ~15
+        let at = Arch.scratchBelowRedZone(fixed.stackPointer)
         let ts: [Int64] = [left / 1_000_000_000, left % 1_000_000_000]
         guard (try? RemoteMemory(pid: ProcessID(t.tid)).write(ts.withUnsafeBytes { Array($0) }, to: at)) != nil else { return fixed }
         SyscallRestart.setSleepRequest(&r, to: at)
@@ -354,7 +354,7 @@ extension ProcessRestorer {
         // Arch.stackRedZone), which nothing uses before the kernel reads the request.
         var at = call.rem
         if at == 0 {
-            at = (regs.stackPointer - Arch.stackRedZone - 16) & ~15
+            at = Arch.scratchBelowRedZone(regs.stackPointer)
             guard image.vmas.contains(where: { $0.start <= at && at + 16 <= $0.end && $0.write }) else {
                 warn("PID \(pid) thread \(t.tid): no room on its stack for the time left of its sleep: it sleeps its whole duration again")
                 return regs

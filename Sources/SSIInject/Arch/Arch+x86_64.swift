@@ -37,6 +37,11 @@ public enum Arch {
     /// ABI's red zone): scratch data put on a thread's stack goes below them.
     public static let stackRedZone: UInt64 = 128
 
+    /// Where a thread stopped with stack pointer `sp` can be given a 16-byte struct (a
+    /// timespec a re-issued call reads) that nothing uses before the kernel reads it: just
+    /// below the red zone, 16-byte aligned.
+    public static func scratchBelowRedZone(_ sp: UInt64) -> UInt64 { (sp - stackRedZone - 16) & ~15 }
+
     /// The size of struct epoll_event (packed on x86_64).
     public static let epollEventSize = 12
 
