@@ -25,6 +25,10 @@ struct stats {
     volatile uint64_t loops;
     volatile uint64_t rewrites;
     volatile uint64_t checks;
+    // The last 128 gaps of 5 ms or more: where each ended (CLOCK_MONOTONIC ns) and how long
+    // it was, so that a long one can be matched with the phases of the move that caused it.
+    volatile uint64_t long_gaps;
+    struct { volatile uint64_t end_ns, gap_ns; } ring[128];
 };
 
 static volatile sig_atomic_t check_requested;
@@ -87,6 +91,12 @@ int main(int argc, char **argv) {
         uint64_t t = now_ns();
         uint64_t gap = t - last > sleep_us * 1000 ? t - last - sleep_us * 1000 : 0;
         if (gap > st->max_gap_ns) st->max_gap_ns = gap;
+        if (gap >= 5000000) {
+            uint64_t k = st->long_gaps % 128;
+            st->ring[k].end_ns = t;
+            st->ring[k].gap_ns = gap;
+            st->long_gaps++;
+        }
         st->loops++;
         if (per_ms && npages && t / 1000000 != last_ms) {
             last_ms = t / 1000000;

@@ -65,13 +65,39 @@ public final class LazyMemory: @unchecked Sendable {
         let fd: Int32
         let pid: Int32
         let source: Source
-        var pending: [Run]
+        /// The runs still to copy are `runs[head...]`: those copied leave the front in bulk,
+        /// not one by one (a pre-copied GiB has tens of thousands of runs, and taking each
+        /// from the front of the array moved all the others every time).
+        private var runs: [Run]
+        private var head = 0
+        var pending: [Run] {
+            get { head == 0 ? runs : Array(runs[head...]) }
+            set { runs = newValue; head = 0 }
+        }
+        var hasPending: Bool { head < runs.count }
+        /// Noting the runs, before the fill starts (in place: `pending.append` would copy
+        /// the whole array each time).
+        func note(_ r: Run) { runs.append(r) }
+        func sortRuns() { runs.sort { $0.address < $1.address } }
+        /// The first run still to copy; a caller that copied part of it puts back the rest.
+        var first: Run {
+            get { runs[head] }
+            set {
+                if newValue.length > 0 { runs[head] = newValue; return }
+                head += 1
+                if head >= 4096 && head * 2 >= runs.count { runs.removeFirst(head); head = 0 }
+            }
+        }
+        /// The pending run holding address `a`, if any.
+        func run(containing a: UInt64) -> Run? {
+            LazyMemory.index(runs, from: head, containing: a).map { runs[$0] }
+        }
         /// Faults whose copy the kernel refused for a pending mm change: tried again once the
         /// messages are read.
         var retry: [UInt64] = []
         var dead = false
         private var closed = false
-        init(fd: Int32, pid: Int32, source: Source, pending: [Run]) { (self.fd, self.pid, self.source, self.pending) = (fd, pid, source, pending) }
+        init(fd: Int32, pid: Int32, source: Source, pending: [Run]) { (self.fd, self.pid, self.source, self.runs) = (fd, pid, source, pending) }
         /// Closing the last reference unregisters every area of it (userfaultfd_release).
         func close() { if !closed { closed = true; _ = Glibc.close(fd) } }
         /// A restore that failed before the process was handed over closes it here.
@@ -80,7 +106,7 @@ public final class LazyMemory: @unchecked Sendable {
 
     /// Areas with fewer bytes of pages are copied before the process runs.
     static let smallestArea: UInt64 = 16 << 20
-    static let chunk: UInt64 = 2 << 20
+    static let chunk: UInt64 = 1 << 20
     static let faultAhead: UInt64 = 64 * SnapshotFormat.pageSize
 
     private let lock = NSCondition()
@@ -91,6 +117,10 @@ public final class LazyMemory: @unchecked Sendable {
     private var bytes: UInt64 = 0
     private var faults = 0
     private var started = DispatchTime.now()
+    /// The filling thread's longest turn (a fault that comes during one waits that long at
+    /// most), for the profile.
+    private var longestTurn: UInt64 = 0
+    private var longestCopy: UInt64 = 0, longestDrop: UInt64 = 0, longestFault: UInt64 = 0
 
     init() {}
 
@@ -116,7 +146,7 @@ public final class LazyMemory: @unchecked Sendable {
             guard r.fileOffset + len <= space.source.size else {
                 throw SSIError(.corrupt, "the pages file of PID \(space.pid) is shorter than its page index")
             }
-            space.pending.append(Run(address: r.address, length: len, offset: r.fileOffset))
+            space.note(Run(address: r.address, length: len, offset: r.fileOffset))
         }
         return true
     }
@@ -124,7 +154,7 @@ public final class LazyMemory: @unchecked Sendable {
     /// The process's areas are all noted: from now on its faults are served and its runs
     /// copied, by the filling thread (started with the first one).
     func begin(_ space: Space) {
-        space.pending.sort { $0.address < $1.address }
+        space.sortRuns()
         lock.lock()
         incoming.append(space)
         let start = !running
@@ -172,8 +202,18 @@ public final class LazyMemory: @unchecked Sendable {
     // MARK: the filling thread
 
     private func serve() {
+        // Started by the restore's thread while it is pinned to one CPU (CPUPin), this
+        // thread kept that one CPU for good (a new thread inherits its creator's mask,
+        // sched_setaffinity(2)): the fill, and the faults it serves, shared it with whatever
+        // ran there, the restored application among them, while the other CPU could be
+        // idle. It takes the daemon's own mask, its main thread's.
+        if let mask = TaskScheduling.affinity(getpid(), words: Scheduling.maskWords) { _ = TaskScheduling.setAffinity(0, mask) }
         var spaces: [Space] = []
+        var turn = DispatchTime.now().uptimeNanoseconds
         while true {
+            let now = DispatchTime.now().uptimeNanoseconds
+            longestTurn = max(longestTurn, now - turn)
+            turn = now
             lock.lock()
             spaces += incoming
             incoming.removeAll()
@@ -187,50 +227,66 @@ public final class LazyMemory: @unchecked Sendable {
                 for a in again { serveFault(s, a) }
             }
             // Done: its userfaultfd closed, which unregisters its areas.
-            for s in spaces where s.dead || (s.pending.isEmpty && s.retry.isEmpty) { s.close() }
-            spaces.removeAll { $0.dead || ($0.pending.isEmpty && $0.retry.isEmpty) }
+            for s in spaces where s.dead || (!s.hasPending && s.retry.isEmpty) { s.close() }
+            spaces.removeAll { $0.dead || (!$0.hasPending && $0.retry.isEmpty) }
             if spaces.isEmpty {
                 if ended { break }
                 usleep(1000)
                 continue
             }
             // One chunk of the first space's first run, then the messages again.
-            if let s = spaces.first(where: { !$0.pending.isEmpty }) { copyChunk(s) } else { waitForMessages(spaces) }
+            if let s = spaces.first(where: { $0.hasPending }) {
+                copyChunk(s)
+            } else {
+                waitForMessages(spaces, nanoseconds: 10_000_000)
+            }
         }
         for s in spaces { s.close() }
         let ms = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e6
         if PhaseClock.enabled {
-            FileHandle.standardError.write(Data(String(format: "ssi: profile: lazy memory: %llu MiB in %.1f ms, %d faults served\n", bytes >> 20, ms, faults).utf8))
+            FileHandle.standardError.write(Data(String(format: "ssi: profile: lazy memory: %llu MiB in %.1f ms, %d faults served, longest turn %.1f ms (longest copy %.1f, page drop %.1f, fault's copy %.1f)\n", bytes >> 20, ms, faults, Double(longestTurn) / 1e6, Double(longestCopy) / 1e6, Double(longestDrop) / 1e6, Double(longestFault) / 1e6).utf8))
         }
         LazyMemory.active.add(-1)
     }
 
-    private func waitForMessages(_ spaces: [Space]) {
+    /// Until a message comes from any of `spaces`, for `nanoseconds` at most (rounded up to
+    /// poll(2)'s milliseconds).
+    private func waitForMessages(_ spaces: [Space], nanoseconds: UInt64) {
         var fds = spaces.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-        _ = poll(&fds, nfds_t(fds.count), 10)
+        _ = poll(&fds, nfds_t(fds.count), Int32(min((nanoseconds + 999_999) / 1_000_000, 1000)))
     }
 
+    /// Up to `chunk` bytes of `s`'s first runs (a pre-copied area's runs are often a few
+    /// pages each: one copy per run would make a turn of each).
     private func copyChunk(_ s: Space) {
-        var run = s.pending[0]
-        let n = Userfaultfd.copy(s.fd, to: run.address, from: s.source.base + Int(run.offset), count: min(run.length, Self.chunk))
-        var advance: UInt64 = 0
-        switch n {
-        case let n where n > 0:
-            advance = UInt64(n); bytes += UInt64(n)
-            // The source pages the copy mapped into the daemon go again now (MADV_DONTNEED
-            // only unmaps a shared file mapping), not all at the munmap: 35 ms per GiB with
-            // the daemon's mm locked for writing, which every other thread of it waits on.
-            madvise(UnsafeMutableRawPointer(mutating: s.source.base + Int(run.offset)), n, MADV_DONTNEED)
-        case -Int(EEXIST): advance = SnapshotFormat.pageSize   // served by a fault already
-        case -Int(EAGAIN), -Int(EINTR): return                 // an mm change to read first
-        case -Int(ESRCH): s.dead = true; return                // the process is gone (exit, exec)
-        case -Int(ENOENT), -Int(EINVAL): advance = run.length  // no longer a registered area
-        default:
-            warn("PID \(s.pid): copying its pages at 0x\(String(run.address, radix: 16)) after the restart failed: \(String(cString: strerror(Int32(-n)))); those pages read as zeros")
-            advance = run.length
+        var copied: UInt64 = 0
+        while copied < Self.chunk && s.hasPending && !s.dead {
+            var run = s.first
+            let c0 = DispatchTime.now().uptimeNanoseconds
+            let n = Userfaultfd.copy(s.fd, to: run.address, from: s.source.base + Int(run.offset), count: min(run.length, Self.chunk - copied))
+            let c1 = DispatchTime.now().uptimeNanoseconds
+            longestCopy = max(longestCopy, c1 - c0)
+            var advance: UInt64 = 0
+            switch n {
+            case let n where n > 0:
+                advance = UInt64(n); bytes += UInt64(n); copied += UInt64(n)
+                // The source pages the copy mapped into the daemon go again now (MADV_DONTNEED
+                // only unmaps a shared file mapping), not all at the munmap: 35 ms per GiB with
+                // the daemon's mm locked for writing, which every other thread of it waits on.
+                madvise(UnsafeMutableRawPointer(mutating: s.source.base + Int(run.offset)), n, MADV_DONTNEED)
+                longestDrop = max(longestDrop, DispatchTime.now().uptimeNanoseconds - c1)
+            case -Int(EEXIST):                                     // served by a fault already
+                advance = SnapshotFormat.pageSize; copied += advance
+            case -Int(EAGAIN), -Int(EINTR): return                 // an mm change to read first
+            case -Int(ESRCH): s.dead = true; return                // the process is gone (exit, exec)
+            case -Int(ENOENT), -Int(EINVAL): advance = run.length  // no longer a registered area
+            default:
+                warn("PID \(s.pid): copying its pages at 0x\(String(run.address, radix: 16)) after the restart failed: \(String(cString: strerror(Int32(-n)))); those pages read as zeros")
+                advance = run.length
+            }
+            run.address += advance; run.offset += advance; run.length -= min(advance, run.length)
+            s.first = run
         }
-        run.address += advance; run.offset += advance; run.length -= min(advance, run.length)
-        if run.length == 0 { s.pending.removeFirst() } else { s.pending[0] = run }
     }
 
     private func readMessages(_ s: Space, into spaces: inout [Space]) {
@@ -253,9 +309,11 @@ public final class LazyMemory: @unchecked Sendable {
     private func serveFault(_ s: Space, _ address: UInt64) {
         let page = address & ~(SnapshotFormat.pageSize - 1)
         var n: Int
-        if let i = Self.index(s.pending, containing: page) {
-            let r = s.pending[i], off = page - r.address
+        if let r = s.run(containing: page) {
+            let off = page - r.address
+            let f0 = DispatchTime.now().uptimeNanoseconds
             n = Userfaultfd.copy(s.fd, to: page, from: s.source.base + Int(r.offset + off), count: min(r.length - off, Self.faultAhead))
+            longestFault = max(longestFault, DispatchTime.now().uptimeNanoseconds - f0)
             if n > 0 { bytes += UInt64(n) }
         } else {
             n = Userfaultfd.zeroPage(s.fd, at: page, count: SnapshotFormat.pageSize)
@@ -293,8 +351,9 @@ public final class LazyMemory: @unchecked Sendable {
         return out
     }
 
-    static func index(_ runs: [Run], containing a: UInt64) -> Int? {
-        var lo = 0, hi = runs.count
+    /// The index of the run of `runs[from...]` holding `a` (sorted, disjoint runs).
+    static func index(_ runs: [Run], from: Int = 0, containing a: UInt64) -> Int? {
+        var lo = from, hi = runs.count
         while lo < hi {
             let mid = (lo + hi) / 2
             if runs[mid].address + runs[mid].length <= a { lo = mid + 1 } else { hi = mid }
