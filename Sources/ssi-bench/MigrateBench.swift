@@ -32,7 +32,7 @@ struct MigrateBenchmark: RunsSSI {
         try o.finish()
     }
 
-    struct Move { var size: Int; var from: Int; var to: Int; var frozen: Double; var total: Double; var fill: Double; var bytes: UInt64; var raw: Double; var write: Double }
+    struct Move { var size: Int; var from: Int; var to: Int; var frozen: Double; var after: Double; var total: Double; var fill: Double; var bytes: UInt64; var raw: Double; var write: Double }
 
     func run() throws {
         let dir = "/tmp/ssi-bench-migrate"
@@ -68,14 +68,18 @@ struct MigrateBenchmark: RunsSSI {
                 let t0 = Date()
                 try ssi(["migrate", app, "\(target)"])
                 let total = Date().timeIntervalSince(t0)
+                let resumed = monotonicNanoseconds()
                 // Until every page is in place on the target (its lazy fill), from the resume.
                 let fill = fillSeconds(app: app)
                 let bytes = rxBytes(lc, target) &- rx0
                 usleep(100_000)
                 let frozen = Double(readGap(stats)) / 1e9
+                // Of it, the longest gap that ended after `ssi migrate` returned: the
+                // application waiting, on the target, for pages still to come in.
+                let after = Double(longGaps(stats).filter { $0.end > resumed }.map(\.gap).max() ?? 0) / 1e9
                 let raw = try rawTransfer(lc, from: node, to: target, bytes: bytes, dir: dir)
                 let write = freshWrite(bytes: bytes, into: "\(lc.dir)/node\(target)/chkpt")
-                all.append(Move(size: size, from: node, to: target, frozen: frozen, total: total, fill: fill, bytes: bytes, raw: raw, write: write))
+                all.append(Move(size: size, from: node, to: target, frozen: frozen, after: after, total: total, fill: fill, bytes: bytes, raw: raw, write: write))
                 node = target
             }
             try ssi(["kill", app, "--signal", "USR2"])
@@ -85,11 +89,13 @@ struct MigrateBenchmark: RunsSSI {
             _ = try? ssi(["kill", app, "--signal", "KILL"])
         }
         print("")
-        print("size MiB  move    frozen (app) ms  total s   fill s   MiB received   raw s   total/raw   write s")
+        print("size MiB  move    frozen (app) ms  after resume ms  total s   fill s   MiB received   raw s   total/raw   write s")
         for m in all {
-            print(String(format: "%8d  %d -> %d  %15.1f  %7.2f  %6.2f  %13.1f  %6.2f  %9.2f  %8.2f", m.size, m.from, m.to, m.frozen * 1000, m.total,
+            print(String(format: "%8d  %d -> %d  %15.1f  %15.1f  %7.2f  %6.2f  %13.1f  %6.2f  %9.2f  %8.2f", m.size, m.from, m.to, m.frozen * 1000, m.after * 1000, m.total,
                          m.fill, Double(m.bytes) / 1048576, m.raw, m.raw > 0 ? m.total / m.raw : 0, m.write))
         }
+        print("frozen: the application's longest gap from before `ssi migrate` until its pages are all in place; after resume: "
+              + "the longest of those gaps that ended after `ssi migrate` returned (waiting for pages still coming in); ")
         print("total: `ssi migrate`, to the resume on T; fill: after the resume, until every page is in place on T (no area "
               + "of its processes still marked `um` in /proc/PID/smaps: LazyMemory); raw: the same bytes over one TCP connection "
               + "from S to T; write: the same bytes written into a new file of T's snapshot directory (what T must do to keep "
@@ -105,6 +111,24 @@ struct MigrateBenchmark: RunsSSI {
         var v: UInt64 = 0
         _ = pread(fd, &v, 8, 0)
         return v
+    }
+
+    /// frozenmeter's last 128 gaps of 5 ms or more: where each ended (CLOCK_MONOTONIC ns)
+    /// and how long it was.
+    func longGaps(_ path: String) -> [(end: UInt64, gap: UInt64)] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var page = [UInt64](repeating: 0, count: 512)
+        guard pread(fd, &page, 4096, 0) == 4096 else { return [] }
+        let n = Int(page[4])
+        return (max(0, n - 128)..<n).map { k in (page[5 + 2 * (k % 128)], page[6 + 2 * (k % 128)]) }
+    }
+
+    func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
     func writeGap(_ path: String, _ value: UInt64) {

@@ -11,6 +11,9 @@ public enum Kcmp {
         public let rawValue: Int32
         public init(rawValue: Int32) { self.rawValue = rawValue }
         public static let file = Kind(rawValue: 0), vm = Kind(rawValue: 1), files = Kind(rawValue: 2), fs = Kind(rawValue: 3)
+        /// The SysV semaphore undo list (task->sysvsem.undo_list): two tasks that have none
+        /// compare equal (kernel/kcmp.c compares the pointers, NULL included).
+        public static let sysvsem = Kind(rawValue: 6)
     }
 
     /// 0 when both have the same object, 1 or 2 when the first one's comes before or after (the
