@@ -41,6 +41,8 @@ private let clusterCases: [ClusterCase] = [
     .init(fixture: "chroot"), .init(fixture: "lazyfill", args: ["128", "lazy"]), .init(fixture: "schedattrs"), .init(fixture: "fdmore"), .init(fixture: "seccomp"), .init(fixture: "unlinkedshared"), .init(fixture: "procattrs"), .init(fixture: "fcntlmore"), .init(fixture: "packetsock"), .init(fixture: "exedeleted"), .init(fixture: "nspid"), .init(fixture: "nsmnt"),
     .init(fixture: "locks"), .init(fixture: "procfiles"), .init(fixture: "pty", args: ["moved"]),
     .init(fixture: "robustshared"), .init(fixture: "peercred"), .init(fixture: "restartsyscall"), .init(fixture: "linkedname"), .init(fixture: "scmcreds"),
+    // Under ssi-init, whose lack of an undo list tells which processes have none (SemaphoreUndo).
+    .init(fixture: "semundo", args: ["ns"]),
 ]
 
 private func record(_ app: Int32) throws -> AppRecord? {

@@ -260,7 +260,9 @@ extension CheckpointEngine {
             ? FreshInit.detect(root: root, stopped: true) : nil
         // Before the IPC namespaces' values are saved: measuring an adjustment changes them
         // for a moment (SemaphoreUndo.swift).
-        let undo = try SemaphoreUndo.measure(seized, skip: fresh != nil ? [root] : [])
+        // ssi-init, one thread that never makes a semop, has no undo list: a process whose
+        // list equals its has none either.
+        let undo = try SemaphoreUndo.measure(seized, skip: fresh != nil ? [root] : [], withoutList: fresh != nil ? root : nil)
         var removedSegments = Set<Int32>()
         for pid in seized.tree.pids {
             try CheckpointEngine.stopIfInterrupted()

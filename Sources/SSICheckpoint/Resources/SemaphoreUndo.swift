@@ -34,15 +34,17 @@ enum SemaphoreUndo {
     /// The adjustments of each live process of `seized` (but those in `skip`), measured and
     /// given back as the file's header says. Only processes whose IPC namespace has
     /// semaphore arrays are touched.
-    static func measure(_ seized: SeizedApplication, skip: Set<Int32>) throws -> [Int32: [SemaphoreAdjustment]] {
+    static func measure(_ seized: SeizedApplication, skip: Set<Int32>, withoutList: Int32? = nil) throws -> [Int32: [SemaphoreAdjustment]] {
         var byNamespace = [String: [Int32]]()
         for pid in seized.tree.pids where seized.threads[pid] != nil && !skip.contains(pid) {
-            // A process that never made a semop with SEM_UNDO has no undo list, as this one
-            // has none (ssi never makes one): kcmp(2) KCMP_SYSVSEM finds both lists equal
-            // (NULL). Measuring it anyway injects calls into it inside the freeze (2-3 ms a
+            // A process with no undo list at all has no adjustment to measure: kcmp(2)
+            // KCMP_SYSVSEM finds its list equal to that of `withoutList` (NULL: a process
+            // that never made a semop with SEM_UNDO and made no thread, since clone with
+            // CLONE_SYSVSEM, as pthread_create does, gives every threaded process an empty
+            // list). Measuring it anyway injects calls into it inside the freeze (2-3 ms a
             // process) whenever its IPC namespace holds any semaphore array, as a machine's
             // shared namespace often does. Any other answer (a list, an error) measures.
-            if Kcmp.compare(ProcessID(seized.exitedLeaders[pid] ?? pid), ProcessID(getpid()), .sysvsem) == 0 { continue }
+            if let withoutList, Kcmp.compare(ProcessID(seized.exitedLeaders[pid] ?? pid), ProcessID(withoutList), .sysvsem) == 0 { continue }
             guard let ns = try? ProcFS.readLink("/proc/\(seized.exitedLeaders[pid] ?? pid)/ns/ipc") else { continue }
             byNamespace[ns, default: []].append(pid)
         }
