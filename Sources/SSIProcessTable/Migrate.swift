@@ -444,9 +444,12 @@ extension NodeApplications {
         // record (2-4 ms of every peer's stall).
         watch(app: app, pid: r.pid)
         await eachHook { await $0.targetDidResume(app: app, root: r.pid, from: m.from) }
-        // The image came in without fsync (IncomingSnapshots): on disk now, off the freeze.
+        // The image came in without fsync (IncomingSnapshots): on disk now, off the freeze,
+        // once its pages are in the processes (LazyMemory). Written back during the fill, its
+        // GiB of disk writes made the restored application wait longer for its pages.
         let store = self.store
-        Task.detached {
+        Thread.detachNewThread {
+            LazyMemory.waitForAll(seconds: 120)
             do { try store.sync(app: app) } catch { logger.warning("process table: snapshot v\(v) of application \(app) not synced: \(error)") }
         }
     }
