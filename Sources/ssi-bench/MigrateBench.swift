@@ -74,9 +74,10 @@ struct MigrateBenchmark: RunsSSI {
                 let bytes = rxBytes(lc, target) &- rx0
                 usleep(100_000)
                 let frozen = Double(readGap(stats)) / 1e9
-                // Of it, the longest gap that ended after `ssi migrate` returned: the
-                // application waiting, on the target, for pages still to come in.
-                let after = Double(longGaps(stats).filter { $0.end > resumed }.map(\.gap).max() ?? 0) / 1e9
+                // Of it, the longest stretch of a gap after `ssi migrate` returned: the
+                // application waiting, on the target, for pages still to come in (a gap that
+                // began in the freeze counts from the return on).
+                let after = Double(longGaps(stats).filter { $0.end > resumed }.map { min($0.gap, $0.end - resumed) }.max() ?? 0) / 1e9
                 let raw = try rawTransfer(lc, from: node, to: target, bytes: bytes, dir: dir)
                 let write = freshWrite(bytes: bytes, into: "\(lc.dir)/node\(target)/chkpt")
                 all.append(Move(size: size, from: node, to: target, frozen: frozen, after: after, total: total, fill: fill, bytes: bytes, raw: raw, write: write))
@@ -95,7 +96,7 @@ struct MigrateBenchmark: RunsSSI {
                          m.fill, Double(m.bytes) / 1048576, m.raw, m.raw > 0 ? m.total / m.raw : 0, m.write))
         }
         print("frozen: the application's longest gap from before `ssi migrate` until its pages are all in place; after resume: "
-              + "the longest of those gaps that ended after `ssi migrate` returned (waiting for pages still coming in); ")
+              + "the longest stretch of those gaps after `ssi migrate` returned (waiting for pages still coming in); ")
         print("total: `ssi migrate`, to the resume on T; fill: after the resume, until every page is in place on T (no area "
               + "of its processes still marked `um` in /proc/PID/smaps: LazyMemory); raw: the same bytes over one TCP connection "
               + "from S to T; write: the same bytes written into a new file of T's snapshot directory (what T must do to keep "

@@ -252,7 +252,7 @@ final class ProcessRestorer {
         // Its noted runs are copied from now on, and its faults served: the steps below may
         // touch those pages already (injected calls, clone3 of its threads).
         if let lazy, let lazySpace {
-            if lazySpace.pending.isEmpty { lazySpace.close() } else { lazy.begin(lazySpace) }
+            if !lazySpace.hasPending { lazySpace.close() } else { lazy.begin(lazySpace) }
         }
         clock.mark("restore: memory")
         try restoreMMFields(high: fds.high)

@@ -117,8 +117,8 @@ public final class LazyMemory: @unchecked Sendable {
     private var bytes: UInt64 = 0
     private var faults = 0
     private var started = DispatchTime.now()
-    /// The filling thread's longest turn (a fault that comes during one waits that long at
-    /// most), for the profile.
+    /// The filling thread's longest turn, for the profile (waits for a message included:
+    /// a fault waits less than that).
     private var longestTurn: UInt64 = 0
     private var longestCopy: UInt64 = 0, longestDrop: UInt64 = 0, longestFault: UInt64 = 0
 
@@ -202,12 +202,6 @@ public final class LazyMemory: @unchecked Sendable {
     // MARK: the filling thread
 
     private func serve() {
-        // Started by the restore's thread while it is pinned to one CPU (CPUPin), this
-        // thread kept that one CPU for good (a new thread inherits its creator's mask,
-        // sched_setaffinity(2)): the fill, and the faults it serves, shared it with whatever
-        // ran there, the restored application among them, while the other CPU could be
-        // idle. It takes the daemon's own mask, its main thread's.
-        if let mask = TaskScheduling.affinity(getpid(), words: Scheduling.maskWords) { _ = TaskScheduling.setAffinity(0, mask) }
         var spaces: [Space] = []
         var turn = DispatchTime.now().uptimeNanoseconds
         while true {
@@ -234,7 +228,7 @@ public final class LazyMemory: @unchecked Sendable {
                 usleep(1000)
                 continue
             }
-            // One chunk of the first space's first run, then the messages again.
+            // Up to a chunk of the first space's first runs, then the messages again.
             if let s = spaces.first(where: { $0.hasPending }) {
                 copyChunk(s)
             } else {

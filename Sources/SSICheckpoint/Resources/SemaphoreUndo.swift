@@ -37,14 +37,17 @@ enum SemaphoreUndo {
     static func measure(_ seized: SeizedApplication, skip: Set<Int32>, withoutList: Int32? = nil) throws -> [Int32: [SemaphoreAdjustment]] {
         var byNamespace = [String: [Int32]]()
         for pid in seized.tree.pids where seized.threads[pid] != nil && !skip.contains(pid) {
-            // A process with no undo list at all has no adjustment to measure: kcmp(2)
-            // KCMP_SYSVSEM finds its list equal to that of `withoutList` (NULL: a process
-            // that never made a semop with SEM_UNDO and made no thread, since clone with
-            // CLONE_SYSVSEM, as pthread_create does, gives every threaded process an empty
-            // list). Measuring it anyway injects calls into it inside the freeze (2-3 ms a
-            // process) whenever its IPC namespace holds any semaphore array, as a machine's
-            // shared namespace often does. Any other answer (a list, an error) measures.
-            if let withoutList, Kcmp.compare(ProcessID(seized.exitedLeaders[pid] ?? pid), ProcessID(withoutList), .sysvsem) == 0 { continue }
+            // A process none of whose threads has an undo list has no adjustment to measure:
+            // kcmp(2) KCMP_SYSVSEM finds each thread's list equal to that of `withoutList`
+            // (NULL: a process that never made a semop with SEM_UNDO and made no thread, since
+            // clone with CLONE_SYSVSEM, as pthread_create does, gives its threads a shared list
+            // at once). Every thread, not the leader alone: after a checkpoint without kill
+            // the threads' lists are their own (above), and one may have made a list since.
+            // Measuring anyway injects calls into the process inside the freeze (2-3 ms each)
+            // whenever its IPC namespace holds any semaphore array, as a machine's shared
+            // namespace often does. Any other answer (a list, an error) measures.
+            if let withoutList, (seized.threads[pid] ?? []).allSatisfy({ Kcmp.compare(ProcessID($0), ProcessID(withoutList), .sysvsem) == 0 }),
+               !(seized.threads[pid] ?? []).isEmpty { continue }
             guard let ns = try? ProcFS.readLink("/proc/\(seized.exitedLeaders[pid] ?? pid)/ns/ipc") else { continue }
             byNamespace[ns, default: []].append(pid)
         }

@@ -12,8 +12,10 @@ public enum Kcmp {
         public init(rawValue: Int32) { self.rawValue = rawValue }
         public static let file = Kind(rawValue: 0), vm = Kind(rawValue: 1), files = Kind(rawValue: 2), fs = Kind(rawValue: 3)
         /// The SysV semaphore undo list (task->sysvsem.undo_list): two tasks that have none
-        /// compare equal (kernel/kcmp.c compares the pointers, NULL included). A threaded
-        /// process always has one: clone with CLONE_SYSVSEM (pthread_create) makes it.
+        /// compare equal (kernel/kcmp.c compares the pointers, NULL included). A thread made
+        /// by pthread_create shares one with its process from then on (clone with
+        /// CLONE_SYSVSEM makes it), until an unshare(CLONE_SYSVSEM) or setns of the IPC
+        /// namespace drops it.
         public static let sysvsem = Kind(rawValue: 6)
     }
 
