@@ -261,8 +261,8 @@ extension CheckpointEngine {
         // Before the IPC namespaces' values are saved: measuring an adjustment changes them
         // for a moment (SemaphoreUndo.swift).
         // ssi-init, one thread that never makes a semop, has no undo list: a process whose
-        // list equals its has none either.
-        let undo = try SemaphoreUndo.measure(seized, skip: fresh != nil ? [root] : [], withoutList: fresh != nil ? root : nil)
+        // list equals its (ssi-init itself included) has none either.
+        let undo = try SemaphoreUndo.measure(seized, withoutList: fresh != nil ? root : nil)
         var removedSegments = Set<Int32>()
         for pid in seized.tree.pids {
             try CheckpointEngine.stopIfInterrupted()

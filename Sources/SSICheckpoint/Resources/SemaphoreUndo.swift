@@ -34,9 +34,10 @@ enum SemaphoreUndo {
     /// The adjustments of each live process of `seized` (but those in `skip`), measured and
     /// given back as the file's header says. Only processes whose IPC namespace has
     /// semaphore arrays are touched.
-    static func measure(_ seized: SeizedApplication, skip: Set<Int32>, withoutList: Int32? = nil) throws -> [Int32: [SemaphoreAdjustment]] {
+    static func measure(_ seized: SeizedApplication, withoutList: Int32? = nil) throws -> [Int32: [SemaphoreAdjustment]] {
         var byNamespace = [String: [Int32]]()
-        for pid in seized.tree.pids where seized.threads[pid] != nil && !skip.contains(pid) {
+        for pid in seized.tree.pids {
+            guard let tids = seized.threads[pid], !tids.isEmpty else { continue }
             // A process none of whose threads has an undo list has no adjustment to measure:
             // kcmp(2) KCMP_SYSVSEM finds each thread's list equal to that of `withoutList`
             // (NULL: a process that never made a semop with SEM_UNDO and made no thread, since
@@ -46,8 +47,7 @@ enum SemaphoreUndo {
             // Measuring anyway injects calls into the process inside the freeze (2-3 ms each)
             // whenever its IPC namespace holds any semaphore array, as a machine's shared
             // namespace often does. Any other answer (a list, an error) measures.
-            if let withoutList, (seized.threads[pid] ?? []).allSatisfy({ Kcmp.compare(ProcessID($0), ProcessID(withoutList), .sysvsem) == 0 }),
-               !(seized.threads[pid] ?? []).isEmpty { continue }
+            if let withoutList, tids.allSatisfy({ Kcmp.compare(ProcessID($0), ProcessID(withoutList), .sysvsem) == 0 }) { continue }
             guard let ns = try? ProcFS.readLink("/proc/\(seized.exitedLeaders[pid] ?? pid)/ns/ipc") else { continue }
             byNamespace[ns, default: []].append(pid)
         }
