@@ -30,6 +30,8 @@ public final class PacketHold: @unchecked Sendable {
     }
     private let held = Mutex(Held())
     private let markRouted = Mutex(false)
+    /// The addresses whose new connections this daemon holds (holdNew), until endHoldNew.
+    private let newHolds = Mutex(Set<String>())
 
     /// The packet mark that routes a packet to the hold (policy routing, ip-rule(8)):
     /// outside the steering marks (0x55 in the top byte, Steering.mark).
@@ -114,9 +116,16 @@ public final class PacketHold: @unchecked Sendable {
     public func holdNew(_ address: String) throws {
         try routeMark()
         held.withLock { $0.holding[address] = { Self.destination($0) == address } }
-        let (code, out) = try NFTables.apply(Self.newConnectionsRuleset(address), tag: Self.newConnectionsTable(address))
+        newHolds.withLock { _ = $0.insert(address) }
+        let code: Int32, out: String
+        do { (code, out) = try NFTables.apply(Self.newConnectionsRuleset(address), tag: Self.newConnectionsTable(address)) } catch {
+            held.withLock { _ = $0.holding.removeValue(forKey: address) }
+            newHolds.withLock { _ = $0.remove(address) }
+            throw error
+        }
         if code != 0 {
             held.withLock { _ = $0.holding.removeValue(forKey: address) }
+            newHolds.withLock { _ = $0.remove(address) }
             throw SSIError(.system, "nft refused to hold the new connections to \(address): \(out)",
                            hint: "the migration holds them with the rest instead; is nftables installed (scripts/setup-cluster.sh)?")
         }
@@ -124,7 +133,12 @@ public final class PacketHold: @unchecked Sendable {
 
     /// New connections to `address` are no longer sent here by their mark (what was held
     /// stays held, under `address`, for `release`). Harmless when there was no such hold.
-    public func endHoldNew(_ address: String) {
+    /// `ifHeld`: only if this daemon's holdNew made it and no endHoldNew has taken it away
+    /// yet; nft is a program started (10-30 ms on a busy machine), which a migration's
+    /// last steps must not wait for once the hold has ended on another path.
+    public func endHoldNew(_ address: String, ifHeld: Bool = false) {
+        let was = newHolds.withLock { $0.remove(address) != nil }
+        guard was || !ifHeld else { return }
         _ = try? Proc.run(["nft", "delete", "table", "ip", Self.newConnectionsTable(address)], check: false)
     }
 

@@ -121,9 +121,12 @@ extension CheckpointEngine {
         // every task at once, forks included, before ptrace takes them one by one. Others are
         // taken by ptrace alone, rescanning until no new task appears.
         var freezeFirst = false
+        var pre = PhaseClock()
         if !frozen { try options.beforeFreeze?() }
+        pre.mark("checkpoint: before the freeze")
         // The timers of the waits the stop is about to end (0.3 ms, before the freeze).
         let witness = frozen ? nil : TimerWitness(root: root)
+        pre.mark("checkpoint: timer witness")
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             var waited = PhaseClock()
             try freezer.freeze(app)
@@ -143,6 +146,7 @@ extension CheckpointEngine {
             try ProcessDumper.refuseOwnNamespaces(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             try ProcessSharing.refuseThreadContexts(seized.threads, exitedLeaders: seized.exitedLeaders)
+            phase.mark("checkpoint: sharing (kcmp)")
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
             var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy, witness: witness)
@@ -199,6 +203,7 @@ extension CheckpointEngine {
     /// its pending clients and its listener inside; a pipe both its ends.
     private func describeFiles(_ seized: SeizedApplication, options: CheckpointOptions) throws -> [Int32: [FileDescriptorImage]] {
         var fdTables = [Int32: [FileDescriptorImage]]()
+        var clock = PhaseClock()
         let live = seized.tree.pids.filter { seized.threads[$0] != nil }
         // sock_diag lists every unix socket of a namespace (hundreds on a busy machine), while
         // the application is stopped: asked only when it holds a socket at all.
@@ -223,6 +228,7 @@ extension CheckpointEngine {
                 unixSockets.merge(more) { a, _ in a }
             }
         }
+        clock.mark("files: unix sockets listed")
         for pid in seized.tree.pids where seized.threads[pid] != nil {
             // A process whose leader exited is read through a live thread (ExitedLeader).
             var d = ProcessDumper(pid: seized.exitedLeaders[pid] ?? pid)
@@ -231,8 +237,10 @@ extension CheckpointEngine {
             d.rootNetworkNamespace = rootNet
             fdTables[pid] = try d.dumpFileDescriptors()
         }
+        clock.mark("files: each process's fds")
         try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported, tcpEstablished: options.tcpEstablished)
         try ProcessDumper.rereadReceiveQueues(&fdTables, exitedLeaders: seized.exitedLeaders)
+        clock.mark("files: sockets checked, queues read again")
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         _ = ProcessDumper.completePTYs(&fdTables)
         try ProcessDumper.completeFifos(&fdTables)

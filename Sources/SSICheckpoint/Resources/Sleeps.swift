@@ -159,7 +159,9 @@ final class TimerWitness: @unchecked Sendable {
 
     init(root: Int32) {
         var waiting = [Int32: String]()
-        for pid in (try? ProcessTree.collect(root: root))?.pids ?? [root] {
+        // A process the lists miss (forked meanwhile) has no wait here: its threads get their
+        // whole timeout again, as one that was elsewhere does.
+        for pid in (try? ProcessTree.approximate(root: root))?.pids ?? [root] {
             for tid in numericEntries(of: "/proc/\(pid)/task") ?? [] {
                 if let line = try? ProcFS.read("/proc/\(pid)/task/\(tid)/syscall"), let nr = line.split(separator: " ").first,
                    TimerWitness.timedCalls.contains(nr) {
