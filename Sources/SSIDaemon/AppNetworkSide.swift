@@ -128,7 +128,7 @@ final class AppNetworkSide: ApplicationNetwork, @unchecked Sendable {
     }
 
     /// The hold of new connections to `address` ends (what it held stays held).
-    func endHoldNewConnections(address: String, ifHeld: Bool = false) { packetHold?.endHoldNew(address, ifHeld: ifHeld) }
+    func endHoldNewConnections(address: String) { packetHold?.endHoldNew(address) }
 
     /// The handshakes under way to the application's listeners while its address is held
     /// (before its freeze): the source answered a client's SYN just before the hold, and

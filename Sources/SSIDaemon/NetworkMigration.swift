@@ -199,16 +199,21 @@ final class NetworkMigrationHooks: MigrationHooks {
     /// silenced.
     func sourceWillKill(app: Int32, root: Int32) async {
         if let (address, target, _) = addressLocked.withLock({ $0[app] }) {
-            // The target's copy runs: what was held goes there, first (every peer waits for it).
+            // The hold of its new connections ended during the drain (the hold, above); only
+            // if that nft run has not finished (or failed) is it ended here, before the
+            // release: a SYN the rule still marked after it would meet no hold and be lost
+            // (the client tries again a second later). Otherwise no nft run (10-30 ms) stands
+            // between its peers and what was held for them.
+            if net.apps?.packetHold?.newConnectionsHeld(address) == true {
+                net.apps?.endHoldNewConnections(address: address)
+            }
+            // The target's copy runs: what was held goes there (every peer waits for it).
             if let hop = net.core.membership.view[target]?.host, let hold = net.apps?.packetHold {
                 var clock = PhaseClock()
                 let n = hold.release(address, gateway: hop)
                 clock.mark("network: held packets passed on")
                 net.core.logger.info("network: application \(app): \(n) packet(s) held during the move passed on to node \(target)")
             }
-            // Ended during the drain already (NetworkMigration's hold): an nft run only if
-            // that has not begun (it ran before the release, 10-30 ms more for every peer).
-            net.apps?.endHoldNewConnections(address: address, ifHeld: true)
             // The byte counts of its connections, for the target to go on from: the same as
             // at the freeze, since nothing has come in or gone out of the locked copy since.
             let bases = net.streamBases(app: app, root: root, address: address, to: target)

@@ -376,7 +376,8 @@ extension NodeApplications {
     /// Runs on the target: pull, restore, take the record.
     func migrateIn(_ m: MigrateIn) async throws {
         // The application is frozen at its source until this restore lets it go: this
-        // daemon's threads go first meanwhile (RealtimeBoost).
+        // daemon's threads go first meanwhile (RealtimeBoost), and the restore's own thread,
+        // made below (a thread created by a boosted one starts as SCHED_OTHER), from its start.
         let boost = RealtimeBoost()
         defer { boost.end() }
         var clock = PhaseClock()
@@ -446,7 +447,11 @@ extension NodeApplications {
         let opts = o
         let r: CheckpointEngine.RestartResult
         do {
-            r = try await Self.onThread { try engine.restart(app: app, version: v, options: opts) }
+            r = try await Self.onThread {
+                let mine = RealtimeBoost()
+                defer { mine.end() }
+                return try engine.restart(app: app, version: v, options: opts)
+            }
         } catch {
             if !taken.withLock({ $0 }), (try? await holding.value) != nil { await table.release(app) }
             throw error

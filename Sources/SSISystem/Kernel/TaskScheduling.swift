@@ -115,7 +115,8 @@ public final class CPUPin: @unchecked Sendable {
 /// value for the normal policies); the kernel's real-time throttling (sched_rt_runtime_us,
 /// 0.95 s of each second by default) leaves the rest of the machine some time whatever
 /// happens; and a boost ends by itself after `limit`. Boosts overlap (two migrations at
-/// once): the threads go back once the last ends. Where the kernel refuses (a cgroup with
+/// once): the threads go back once the last ends, or after 2 s of boosts without a pause
+/// (a node drained, one move after another). Where the kernel refuses (a cgroup with
 /// no real-time budget: cpu.rt_runtime_us 0), nothing changes. SSI_REALTIME_BOOST=0 in the
 /// daemon's environment turns it off.
 public final class RealtimeBoost: Sendable {
@@ -127,34 +128,65 @@ public final class RealtimeBoost: Sendable {
         var users = 0
         /// Threads boosted, with their policy and priority before.
         var boosted: [Int32: (policy: Int32, priority: Int32)] = [:]
+        /// When the first of the boosts under way began (CLOCK_MONOTONIC ns).
+        var since: Int64 = 0
+        /// Bumped when boosts are ended for having lasted too long: those begun before end
+        /// nothing more.
+        var generation = 0
     }
     private static let shared = Mutex(Shared())
     private let ended = Mutex(false)
+    private let generation: Int
+    /// However boosts overlap (a node drained, one move after another), the threads go back
+    /// once boosts have lasted this long without a pause.
+    static let longest: Int64 = 2_000_000_000
 
-    /// Boosts every thread of the process now; `end` (or `limit`) puts them back.
+    /// Boosts every thread of the process now (the calling one included); `end` (or
+    /// `limit`) puts them back.
     public init(limit: Duration = .milliseconds(500)) {
-        Self.shared.withLock { s in
+        generation = Self.shared.withLock { s in
             s.users += 1
-            guard Self.enabled, let all = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return }
+            if s.users == 1 { s.since = Clock.monotonicNanoseconds() }
+            guard Self.enabled, let all = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return s.generation }
             for tid in all.compactMap({ Int32($0) }) where s.boosted[tid] == nil {
                 guard let p = TaskScheduling.policy(tid), p.policy == 0,
                       TaskScheduling.setPolicy(tid, Self.policy, priority: 1) == 0 else { continue }
                 s.boosted[tid] = (p.policy, p.priority)
             }
+            return s.generation
         }
         let ns = limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
         DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(ns))) { [weak self] in self?.end() }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(Self.longest))) {
+            Self.shared.withLock { s in
+                guard s.users > 0, Clock.monotonicNanoseconds() - s.since >= Self.longest else { return }
+                Self.unboost(&s)
+                s.users = 0
+                s.generation += 1
+            }
+        }
     }
 
     /// Once: the threads go back when no other boost is under way.
     public func end() {
         guard ended.withLock({ e in defer { e = true }; return !e }) else { return }
         Self.shared.withLock { s in
+            guard s.generation == generation else { return }
             s.users -= 1
             guard s.users == 0 else { return }
-            for (tid, p) in s.boosted { _ = TaskScheduling.setPolicy(tid, p.policy, priority: p.priority) }
-            s.boosted = [:]
+            Self.unboost(&s)
         }
+    }
+
+    /// Each boosted thread back as it was: only a thread of this process still (a thread
+    /// that ended gives its id back, which a restored application's thread may take, with a
+    /// policy of its own) and still as boosted.
+    private static func unboost(_ s: inout Shared) {
+        for (tid, p) in s.boosted where access("/proc/self/task/\(tid)", F_OK) == 0 {
+            guard let now = TaskScheduling.policy(tid), now.policy == policy, now.priority == 1 else { continue }
+            _ = TaskScheduling.setPolicy(tid, p.policy, priority: p.priority)
+        }
+        s.boosted = [:]
     }
 
     deinit { end() }
