@@ -137,8 +137,9 @@ public final class PacketHold: @unchecked Sendable {
     /// found none): a removal still under way, or one that failed, is done again by the next
     /// call, and a caller that finds it ended saves an nft run (10-30 ms on a busy machine).
     public func endHoldNew(_ address: String) {
-        let r = try? Proc.run(["nft", "delete", "table", "ip", Self.newConnectionsTable(address)], check: false)
-        if let r, r.0 == 0 || r.1.contains("No such file or directory") { newHolds.withLock { _ = $0.remove(address) } }
+        guard let (code, out) = try? Proc.run(["nft", "delete", "table", "ip", Self.newConnectionsTable(address)], check: false) else { return }
+        // nft says "No such file or directory" for a table that is not there (any more).
+        if code == 0 || out.contains("No such file or directory") { newHolds.withLock { _ = $0.remove(address) } }
     }
 
     /// Whether the rule of holdNew may still send new connections to `address` here.

@@ -112,15 +112,11 @@ struct StreamsBenchmark: RunsSSI {
     }
 
     struct Stream { var mbit: Double; var gap: Double }
+    struct Lines { var p50: Double; var p99: Double; var gap: Double }
 
-    /// CLOCK_MONOTONIC in ms, modulo 10^6 ms: as streamer.c logs a gap's end (and the
-    /// daemons' SSI_PROFILE lines their "at"). A window across the wrap (every 1,000 s)
-    /// finds no gap.
-    static func monotonicMs() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double((Int64(t.tv_sec) * 1000) % 1_000_000) + Double(t.tv_nsec) / 1e6
-    }
+    /// CLOCK_MONOTONIC in ms, modulo 10^6 ms: as streamer.c logs a gap's end (and PhaseClock
+    /// the daemons' "at"). A window across the wrap (every 1,000 s) finds no gap.
+    static func monotonicMs() -> Double { Double(Clock.monotonicNanoseconds() % 1_000_000_000_000) / 1e6 }
 
     /// "streamer: gap G ms ending at E" lines of a sink's log.
     static func sinkGaps(_ log: String) -> [(ms: Double, end: Double)] {
@@ -130,8 +126,6 @@ struct StreamsBenchmark: RunsSSI {
             return (g, e)
         }
     }
-    struct Lines { var p50: Double; var p99: Double; var gap: Double }
-
     private func fields(_ text: String) -> [String: Double] {
         var v: [String: Double] = [:]
         for f in text.split(whereSeparator: { $0 == " " || $0 == "\n" }) {

@@ -36,8 +36,9 @@ int main(int argc, char **argv) {
                 if (n <= 0) break;
                 double t = now();
                 if (last > 0 && t - last > gap) gap = t - last;
-                // Each long gap on the log, with its end on CLOCK_MONOTONIC (ms, modulo 10^6
-                // s as the daemons' SSI_PROFILE lines print it): lines up with a move's steps.
+                // Each long gap on the log, with its end on CLOCK_MONOTONIC (in ms, modulo
+                // 10^6 ms, as the daemons' SSI_PROFILE lines print their "at"): lines up with
+                // a move's steps.
                 if (last > 0 && t - last > 0.02) {
                     double ms = t * 1000;
                     fprintf(stderr, "streamer: gap %.1f ms ending at %.3f\n", (t - last) * 1000, ms - 1e6 * (double)(long long)(ms / 1e6));

@@ -31,7 +31,8 @@ enum SemaphoreUndo {
     static let semUndo: Int16 = 0x1000               // SEM_UNDO
     static let ipcNoWait: Int16 = 0o4000             // IPC_NOWAIT
 
-    /// The adjustments of each live process of `seized` (but those in `skip`), measured and
+    /// The adjustments of each live process of `seized` (but those known to have no undo
+    /// list: see `withoutList` below), measured and
     /// given back as the file's header says. Only processes whose IPC namespace has
     /// semaphore arrays are touched.
     static func measure(_ seized: SeizedApplication, withoutList: Int32? = nil) throws -> [Int32: [SemaphoreAdjustment]] {
