@@ -94,6 +94,22 @@ long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int
     return r < 0 ? -errno : r;
 }
 
+long cssi_pagemap_scan_guard(int pagemap_fd, uint64_t start, uint64_t end) {
+    struct cssi_pm_scan_arg a;
+    struct cssi_page_region one;
+    memset(&a, 0, sizeof(a));
+    a.size = sizeof(a);
+    a.start = start;
+    a.end = end;
+    a.vec = (uint64_t)(uintptr_t)&one;
+    a.vec_len = 1;
+    a.max_pages = 1;
+    a.category_mask = CSSI_PAGE_IS_GUARD;
+    a.return_mask = CSSI_PAGE_IS_GUARD;
+    long r = ioctl(pagemap_fd, CSSI_PAGEMAP_SCAN, &a);
+    return r < 0 ? -errno : (r > 0 ? 1 : 0);
+}
+
 int cssi_uffd_enable_plain(int uffd) { return uffd_api(uffd, 0); }
 
 int cssi_uffd_register_missing(int uffd, uint64_t start, uint64_t len) { return uffd_register(uffd, start, len, UFFDIO_REGISTER_MODE_MISSING); }

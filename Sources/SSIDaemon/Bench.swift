@@ -55,6 +55,16 @@ struct BenchSubsystem: Subsystem {
             _ = try await k.grab(set, 2)
             try await k.put(set, 2, Array(repeating: UInt8(ascii: "y"), count: 64))
         })
+        // The put alone (the grab taken before the clock starts), as a migration's take-over
+        // of its record does; and the store's part of it, a write to etcd from this daemon.
+        results.append(try await measure("put (grab held)", n: min(n, 1000), before: { _ = try await k.grab(set, 3) }) {
+            try await k.put(set, 3, Array(repeating: UInt8(ascii: "z"), count: 64))
+        })
+        let etcd = core.etcd, benchKey = core.membership.prefix + "bench/\(core.config.node)"
+        results.append(try await measure("etcd put (this daemon's client)", n: min(n, 1000)) {
+            try await etcd.put(benchKey, Array(repeating: UInt8(ascii: "e"), count: 64))
+        })
+        try? await etcd.delete(benchKey)
         let ping = [UInt8](repeating: 7, count: 64)
         // The daemon's services (KDDM, request handlers) run on the RPC loop, so that is where
         // the round trip is measured; the second row is a caller on the global pool, which

@@ -240,6 +240,15 @@ public final class DirtyTracker {
         return DirtyTracker.normalized(out)
     }
 
+    /// Whether [start, end) holds a guard region's marker (madvise(2) MADV_GUARD_INSTALL). A
+    /// write scan reports such a page as written, yet it has no page to read (EIO through
+    /// /proc/PID/mem), and a pre-copied area's saved pages know nothing of it: such an
+    /// area is saved as without pre-copy, guards included. False where the kernel cannot
+    /// tell (older than 6.15, which has no scan category for them).
+    public func hasGuards(in start: UInt64, _ end: UInt64) -> Bool {
+        cssi_pagemap_scan_guard(pagemap, start, end) > 0
+    }
+
     /// Stops tracking: closing the userfaultfd unregisters every area and lifts the
     /// protection. Safe to call twice.
     public func stop() {

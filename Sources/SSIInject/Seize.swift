@@ -315,6 +315,15 @@ public final class SeizedApplication {
         }
     }
 
+    /// Queues SIGSTOP to every process while each task is still in its ptrace stop: it acts
+    /// as soon as the task leaves that stop, whoever lets it go (`release(signal: .stop)`,
+    /// or the kernel's detach when this process dies, ptrace(2)). A release without a
+    /// signal then leaves the tasks stopped; SIGCONT continues them (and discards a stop
+    /// still pending, signal(7)).
+    public func queueStop() {
+        for pid in threads.keys { try? Signal.stop.send(to: ProcessID(pid)) }
+    }
+
     /// Lets every task go; `signal` is queued first to every process (checkpoint --kill).
     public func release(signal: Signal? = nil) {
         guard !released else { return }

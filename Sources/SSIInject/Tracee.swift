@@ -1,6 +1,7 @@
 import CSSILinux
 import Foundation
 import SSISystem
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -240,17 +241,29 @@ public struct Tracee {
         return out.reversed()
     }
 
+    /// Tasks our last resume left in single-step mode (PTRACE_SINGLESTEP: TIF_SINGLESTEP,
+    /// and the trap flag forced in their flags). The kernel takes a task out of it on its
+    /// next resume of another kind (ptrace_resume) or on PTRACE_DETACH (ptrace_disable), but
+    /// not when its tracer dies (exit_ptrace detaches without ptrace_disable): a task still
+    /// in it then traps at its next instruction or syscall exit with nobody to take the
+    /// SIGTRAP, which kills it (seen: a migration's source daemon killed mid-dump, its
+    /// application killed by SIGTRAP). `Injector.leaveSingleStep` takes it out.
+    static let singleStepped = Mutex<Set<Int32>>([])
+
     public func singleStep(signal: Signal? = nil) throws {
+        Tracee.singleStepped.withLock { _ = $0.insert(pid.rawValue) }
         try check(cssi_ptrace(Int32(CSSI_PTRACE_SINGLESTEP), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_SINGLESTEP \(pid)")
     }
 
     /// PTRACE_SYSCALL (24): runs to the next syscall-enter or syscall-exit stop.
     public func syscallStep() throws {
         try check(cssi_ptrace(24 /* PTRACE_SYSCALL */, pid.rawValue, 0, 0), "PTRACE_SYSCALL \(pid)")
+        Tracee.singleStepped.withLock { _ = $0.remove(pid.rawValue) }
     }
 
     public func cont(signal: Signal? = nil) throws {
         try check(cssi_ptrace(Int32(CSSI_PTRACE_CONT), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_CONT \(pid)")
+        Tracee.singleStepped.withLock { _ = $0.remove(pid.rawValue) }
     }
 
     /// PTRACE_INTERRUPT (3.4) of a seized task: it enters PTRACE_EVENT_STOP.
@@ -260,6 +273,7 @@ public struct Tracee {
 
     /// Lets the process go; it resumes (or stays in the cgroup freezer if that is frozen).
     public func detach(signal: Signal? = nil) throws {
+        Tracee.singleStepped.withLock { _ = $0.remove(pid.rawValue) }
         try check(cssi_ptrace(Int32(CSSI_PTRACE_DETACH), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_DETACH \(pid)")
     }
 }

@@ -7,7 +7,10 @@ extension KDDMOwner {
     /// Writes `m.value` (or deletes the object) for the grab `m.grab` of `from`, and releases
     /// it. The value is committed only under the view the grab was granted in.
     public func put(_ m: ObjMsg, from: NodeID, delete: Bool) async throws -> ObjMsg {
+        var clock = PhaseClock()
         let snap = try await currentView(m, from: from)
+        clock.mark("kddm owner: view checked")
+        defer { clock.mark("kddm owner: \(m.key.set) written") }
         guard holds(m.key, from, grab: m.grab, view: snap.viewID) else {
             throw SSIError(.conflict, "kddm: write of \(m.key) refused: node \(from) does not hold its grab at node \(me) (the membership view changed since the grab)",
                            hint: "grab it again")

@@ -77,7 +77,7 @@ public final class EtcdClient: Sendable {
     /// not be reached: once it was sent, it may have been done, and doing it again elsewhere
     /// would turn one write into a compare failure that hides it.
     func post(_ path: String, _ body: [String: Any], timeout: TimeAmount = .seconds(2), idempotent: Bool = true) async throws -> [String: Any] {
-        let data = Array(try JSONSerialization.data(withJSONObject: body))
+        let data = try EtcdJSON.encode(body) ?? Array(JSONSerialization.data(withJSONObject: body))
         var lastError: Error = SSIError(.unreachable, "no etcd endpoint to send \(path) to")
         for ep in endpoints {
             let bytes: [UInt8]

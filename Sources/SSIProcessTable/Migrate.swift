@@ -131,43 +131,78 @@ extension NodeApplications {
         // The image becomes a version on the target, numbered after every version the
         // cluster (and this node) holds: the target may never have held one.
         let firstVersion = max(await nextVersion(app) ?? 1, (store.versions(app).last ?? 0) + 1)
-        let engine = CheckpointEngine(store: store), opts = o, rpc = self.rpc, logger = self.logger
+        let engine = CheckpointEngine(store: store), rpc = self.rpc, logger = self.logger
+        let address = rec.address
+        let request: @Sendable (Int) -> MigrateIn = { version in
+            var m = MigrateIn(app: app, version: version, from: me, tcpEstablished: plan.tcpEstablished,
+                              address: address, addressSent: true, token: token)
+            m.peerAcks = plan.peerAcknowledgements?()
+            m.keepSent = plan.keepSentTCP
+            return m
+        }
+        // With no file lock to hand over, the engine queues the copy's SIGSTOP before its
+        // commit, and the commit carries the request to restore: the target starts as soon
+        // as the image is committed there (IncomingSnapshots.restoreOnCommit), while the
+        // answer comes back and this node lets its stopped copy go (a small application's
+        // freeze: 2-3 ms less). The `freeze` test phase is then here, before the commit.
+        let early = Mutex<String?>(nil), earlySent = Mutex(false)
+        o.beforeCommit = { stopQueued in
+            guard stopQueued else { return }
+            try MigrationFaults.at("freeze", app: app, node: me, logger: logger)
+            if givenUp() { throw Self.givenUpError(app) }
+            // Its version is the target's to fill in: the commit there numbers the image.
+            let text = String(decoding: try JSONEncoder().encode(request(0)), as: UTF8.self)
+            early.withLock { $0 = text }
+        }
+        let opts = o
         // The image goes to the target's store as it is produced (RemoteImage.swift); a dump
         // that fails leaves nothing there and the application running here (the engine lets
-        // it go without the signal).
-        let done: CheckpointEngine.CheckpointResult
+        // it go without the signal), unless its commit carried the request to restore (below).
+        var done: CheckpointEngine.CheckpointResult? = nil
+        var failure: Error? = nil
         do {
             done = try await Self.onThread {
                 let w = try RemoteImageWriter(rpc: rpc, node: target, app: app, firstVersion: firstVersion)
                 w.afterFirstData = { try MigrationFaults.at("transfer", app: app, node: me, logger: logger) }
                 w.givenUp = givenUp
-                return try engine.checkpoint(app: root, options: opts, to: w)
+                w.restoreRequest = { early.withLock { $0 } }
+                do { return try engine.checkpoint(app: root, options: opts, to: w) } catch {
+                    if w.restoreSent { earlySent.withLock { $0 = true } }
+                    throw error
+                }
             }
         } catch {
-            await settle(app)
-            await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
-            throw Self.refusal(error, app: app, target: target, me: me)
+            // The commit left with the request to restore, and its answer did not come (or
+            // said it failed): the target may have taken the application over; the copy
+            // here is stopped (its SIGSTOP was queued first). The record decides, below.
+            guard earlySent.withLock({ $0 }) else {
+                await settle(app)
+                await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
+                throw Self.refusal(error, app: app, target: target, me: me)
+            }
+            failure = error
         }
         var clock = PhaseClock()
         clock.mark("migrate: source dump sent")
         // The locks it let go of, where this daemon finds them if it dies before the end.
-        if let locks = done.locks { try? "\(root) \(token) \(target)\n\(locks.encoded())\n".write(toFile: marker, atomically: true, encoding: .utf8) }
+        if let locks = done?.locks { try? "\(root) \(token) \(target)\n\(locks.encoded())\n".write(toFile: marker, atomically: true, encoding: .utf8) }
         let stopped = Self.tree(root)
         // The catalog entry of the version the target now holds is written once the move is
         // over, either way: a KDDM write (a grab and a put at the object's owner) while the
         // application is frozen competed with the restore for the RPC loop and the CPUs
         // (profiled: the request to the target left up to a millisecond later); the target
         // needs only its own store to restore.
-        let entry = SnapshotCatalog.Version(version: done.version, date: done.date, description: done.description, size: done.pageBytes, nodes: [target])
+        let entry = done.map { SnapshotCatalog.Version(version: $0.version, date: $0.date, description: $0.description, size: $0.pageBytes, nodes: [target]) }
         let table = self.table
         do {
-            try await MigrationFaults.atAsync("freeze", app: app, node: me, logger: logger)
-            if givenUp() { throw Self.givenUpError(app) }
-            var migrateIn = MigrateIn(app: app, version: done.version, from: me, tcpEstablished: plan.tcpEstablished,
-                                      address: rec.address, addressSent: true, token: token)
-            migrateIn.peerAcks = plan.peerAcknowledgements?()
-            migrateIn.keepSent = plan.keepSentTCP
-            let req = Array(try JSONEncoder().encode(migrateIn))
+            if let failure { throw failure }
+            if early.withLock({ $0 }) == nil {
+                try await MigrationFaults.atAsync("freeze", app: app, node: me, logger: logger)
+                if givenUp() { throw Self.givenUpError(app) }
+            }
+            // Sent with the commit or not, asked (again) here: the target answers once its copy
+            // runs, from the restore the commit started if it did (by the migration's token).
+            let req = Array(try JSONEncoder().encode(request(done?.version ?? 0)))
             _ = try await rpc.call(target, service: ProcessTableService.migrateIn, req, timeout: .seconds(600))
             clock.mark("migrate: target restored")
         } catch {
@@ -179,12 +214,12 @@ extension NodeApplications {
                                     Array(try JSONEncoder().encode(MigrateAbort(app: app, token: token))), timeout: .seconds(2))
             let settled = await settleMigration(app: app, token: token, target: target)
             if settled.map({ $0.node == me }) ?? true {
-                done.tracking?.stop()
+                done?.tracking?.stop()
                 // The locks it let go of for the target, taken back before it runs (ptrace, on
                 // a thread of its own: seize, injection and release from one thread).
-                let back = await takeLocksBack(done.locks, app: app)
+                let back = await takeLocksBack(done?.locks, app: app)
                 for p in stopped { kill(p, SIGCONT) }
-                try? await table.addSnapshot(app, entry, holder: target)
+                if let entry { try? await table.addSnapshot(app, entry, holder: target) }
                 await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
                 if !back.isEmpty {
                     throw SSIError(.system, "migration of application \(app) to node \(target) failed: \(error); it goes on on node \(me), \(back)",
@@ -202,9 +237,9 @@ extension NodeApplications {
         // Seized first (its robust mutex lists forgotten): ptrace on one thread of its own.
         try? await Self.onThread { MigrationSourceCopy.kill(root: root) }
         // Its write tracking goes after it (its pages are being freed: nothing left to walk).
-        done.tracking?.stop()
+        done?.tracking?.stop()
         await eachHook { await $0.sourceDidFinish(app: app, committed: true) }
-        try? await table.addSnapshot(app, entry, holder: target)
+        if let entry { try? await table.addSnapshot(app, entry, holder: target) }
         return try await table.record(app)
     }
 
@@ -370,6 +405,26 @@ extension NodeApplications {
         Task { [self] in
             try? await Task.sleep(for: .seconds(600))
             _ = abandonedMigrations.withLock { $0.remove(a.token) }
+        }
+    }
+
+    /// Runs on the target when a migration's image is committed here with its request to
+    /// restore (`IncomingStep.restore`): the restore starts at once, and the source's own
+    /// request, which comes once it has heard of the commit, waits for its outcome. Kept
+    /// for a while only: a source that never asks (its daemon died) has it dropped.
+    func restoreOnCommit(_ request: String, version: Int) {
+        guard var m = try? JSONDecoder().decode(MigrateIn.self, from: Data(request.utf8)), let token = m.token else {
+            logger.warning("process table: a snapshot committed here came with a request to restore that does not parse; the source's own request will do")
+            return
+        }
+        m.version = version
+        let numbered = m
+        let started = Task { [self] in try await migrateIn(numbered) }
+        restoresOnCommit.withLock { $0[token] = started }
+        logger.info("process table: application \(numbered.app)'s image from node \(numbered.from) committed here as v\(version): restoring it at once (migration \(token))")
+        Task { [self] in
+            try? await Task.sleep(for: .seconds(900))
+            _ = restoresOnCommit.withLock { $0.removeValue(forKey: token) }
         }
     }
 

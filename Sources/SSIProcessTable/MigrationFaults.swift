@@ -16,7 +16,9 @@ import Glibc
 /// - `transfer`: the source, after the first 4 MiB of the image left while the application
 ///   runs (pre-copy);
 /// - `freeze`: the source, the application stopped and its image committed on the target,
-///   before it asks the target to restore;
+///   before it asks the target to restore; or, when the commit itself carries that request
+///   (no file lock to hand over: CheckpointOptions.beforeCommit), the image sent but not
+///   committed, the application still stopped for its dump;
 /// - `restore`: the target, every process rebuilt, before the record is taken over and
 ///   anything runs.
 public enum MigrationFaults {

@@ -45,6 +45,9 @@ public final class NodeApplications: Sendable {
     let migrationsHere = Mutex<[Int32: ActiveMigration]>([:])
     /// Migrations to this node whose source gave them up (MigrateAbort), by token.
     let abandonedMigrations = Mutex<Set<UInt64>>([])
+    /// Restores started here by the commit of their image (`IncomingStep.restore`), by
+    /// token, until the source's request to restore comes for their outcome.
+    let restoresOnCommit = Mutex<[UInt64: Task<Void, Error>]>([:])
     /// Applications frozen here with their address locked (Together.swift), until unfrozen.
     let networkLocked = Mutex<[Int32: String]>([:])
 

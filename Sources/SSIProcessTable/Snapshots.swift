@@ -62,6 +62,7 @@ extension NodeApplications {
     }
 
     public func registerServices() {
+        incoming.restoreOnCommit = { [self] request, version in restoreOnCommit(request, version: version) }
         rpc.register(ProcessTableService.files) { [self] _, p in
             let v = try JSONDecoder().decode(VersionRef.self, from: Data(p))
             return Array(try JSONEncoder().encode(try files(v.app, v.version)))
@@ -83,7 +84,13 @@ extension NodeApplications {
             return []
         }
         rpc.register(ProcessTableService.migrateIn) { [self] _, p in
-            try await migrateIn(try JSONDecoder().decode(MigrateIn.self, from: Data(p)))
+            let m = try JSONDecoder().decode(MigrateIn.self, from: Data(p))
+            // Started by the image's commit already: its outcome.
+            if let token = m.token, let started = restoresOnCommit.withLock({ $0.removeValue(forKey: token) }) {
+                try await started.value
+            } else {
+                try await migrateIn(m)
+            }
             return []
         }
         rpc.register(ProcessTableService.deleteVersion) { [self] _, p in

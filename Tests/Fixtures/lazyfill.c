@@ -8,7 +8,13 @@
 //   - moves B elsewhere with mremap (MREMAP_MAYMOVE|MREMAP_FIXED),
 //   - throws C away with madvise(MADV_DONTNEED) (must read zeros, not the old bytes),
 //   - unmaps D and maps fresh anonymous memory at the same place (zeros),
-// then checks A, B where it went, C and D, and waits for SIGUSR1 to print PASS or FAIL.
+//   - splits E with mprotect (a page read-only every 1 MiB) and unmaps a page next to
+//     each (the kernel copies into one area at a time: a copy across the new boundary
+//     once dropped the rest of E's run, read as zeros),
+//   - marks W MADV_WIPEONFORK before that fork (the child must read zeros there, not
+//     the parent's bytes still being copied in),
+// then checks A, B where it went, C, D, E and W, and waits for SIGUSR1 to print PASS or FAIL.
+// E and W are mapped first (the highest addresses: filled after A, lowest first).
 //
 //   lazyfill [MIB [lazy]]   A is MIB MiB (default 128); B, C and D 16 MiB each. With
 //                           "lazy": FAIL unless it acted right after a stop while A was
@@ -67,11 +73,12 @@ static void *anon(size_t bytes) {
 int main(int argc, char **argv) {
     size_t big = (argc > 1 ? strtoull(argv[1], NULL, 10) : 128) << 20;
     int expect_lazy = argc > 2 && strcmp(argv[2], "lazy") == 0;
+    uint64_t *w = anon(SMALL), *e = anon(SMALL);
     uint64_t *a = anon(big), *b = anon(SMALL), *c = anon(SMALL), *d = anon(SMALL);
     // Where B goes: a range reserved now, so that the move needs no free space later.
     void *bdest = mmap(NULL, SMALL, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (bdest == MAP_FAILED) { perror("mmap"); return 2; }
-    fill(a, big, 1); fill(b, SMALL, 2); fill(c, SMALL, 3); fill(d, SMALL, 4);
+    fill(a, big, 1); fill(b, SMALL, 2); fill(c, SMALL, 3); fill(d, SMALL, 4); fill(e, SMALL, 6); fill(w, SMALL, 7);
     fixture_ready();
 
     // A stop is a gap of more than 50 ms in this loop, or, for a migration quicker than
@@ -97,13 +104,24 @@ int main(int argc, char **argv) {
     fflush(stdout);
     if (expect_lazy) EXPECT(stopped && filling, "did not act while A was being filled after a stop: the case is not reached");
 
+    // E: a read-only page every MiB (its area split in three around each), and the page
+    // after each unmapped.
+    const size_t page = 4096, step = 1 << 20;
+    int split = 1;
+    for (size_t off = step / 2; off + 2 * page <= SMALL; off += step) {
+        split &= mprotect((char *)e + off, page, PROT_READ) == 0;
+        split &= munmap((char *)e + off + page, page) == 0;
+    }
+    EXPECT(split, "mprotect/munmap in E: %s", strerror(errno));
+    EXPECT(madvise(w, SMALL, MADV_WIPEONFORK) == 0, "madvise(MADV_WIPEONFORK): %s", strerror(errno));
     pid_t child = fork();
     if (child == 0) {
-        long x = check(a, big, 1), y = check(b, SMALL, 2);
+        long x = check(a, big, 1), y = check(b, SMALL, 2), z = nonzero(w, SMALL);
         if (x >= 0) printf("FAIL: the child's A is wrong at word %ld\n", x);
         if (y >= 0) printf("FAIL: the child's B is wrong at word %ld\n", y);
+        if (z >= 0) printf("FAIL: the child's W (wiped on fork) holds the parent's bytes at word %ld\n", z);
         fflush(stdout);
-        _exit(x >= 0 || y >= 0);
+        _exit(x >= 0 || y >= 0 || z >= 0);
     }
     EXPECT(child > 0, "fork: %s", strerror(errno));
     uint64_t *moved = mremap(b, SMALL, SMALL, MREMAP_MAYMOVE | MREMAP_FIXED, bdest);
@@ -118,6 +136,15 @@ int main(int argc, char **argv) {
     if (moved != MAP_FAILED) EXPECT((x = check(moved, SMALL, 2)) < 0, "B, moved, is wrong at word %ld", x);
     EXPECT((x = nonzero(c, SMALL)) < 0, "C, thrown away, holds old bytes at word %ld", x);
     if (d2 == d) EXPECT((x = nonzero(d, SMALL)) < 0, "D, mapped again, holds old bytes at word %ld", x);
+    // E, around its holes: every page still mapped holds its bytes.
+    long wrong = 0, first = -1;
+    for (size_t i = 0; i < SMALL / 8; i++) {
+        size_t off = i * 8, in = off % step;
+        if (off >= step / 2 && in >= step / 2 + page && in < step / 2 + 2 * page && off + page <= SMALL) continue;  // a hole
+        if (e[i] != ((i * 0x9e3779b97f4a7c15ull) ^ 6)) { if (first < 0) first = (long)i; wrong++; }
+    }
+    EXPECT(wrong == 0, "E, split and holed, is wrong in %ld words (first %ld)", wrong, first);
+    EXPECT((x = check(w, SMALL, 7)) < 0, "W (the parent's) is wrong at word %ld", x);
     int st = 0;
     if (child > 0) {
         // The test's SIGUSR1 can come while we wait here when we acted on our own, right

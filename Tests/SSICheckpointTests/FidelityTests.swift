@@ -148,6 +148,9 @@ enum FidelityCases {
         // semop or epoll_wait returned EINTR (the child exited), and the next round's
         // PAGEMAP_SCAN of the exited child failed the checkpoint (ESRCH).
         FidelityCase(fixture: "eintr", options: ["--continue", "--ck-arg", "--precopy"]),
+        // Guard regions and dropped pages of a private file mapping in a pre-copied
+        // application (the final round's copies knew of neither).
+        FidelityCase(fixture: "precopymem", options: ["--ck-arg", "--precopy"]),
         FidelityCase(fixture: "ptyhangup"),
         FidelityCase(fixture: "ptyexcl"),
         FidelityCase(fixture: "ptylocked"),

@@ -38,7 +38,7 @@ private let clusterCases: [ClusterCase] = [
     .init(fixture: "fifo"), .init(fixture: "inotify"), .init(fixture: "memory"), .init(fixture: "piperead"),
     .init(fixture: "sockpair"), .init(fixture: "sharedanon"), .init(fixture: "sharedmap"), .init(fixture: "tree"),
     .init(fixture: "fpu"), .init(fixture: "onstack"), .init(fixture: "unlinked"), .init(fixture: "clonefiles"),
-    .init(fixture: "chroot"), .init(fixture: "lazyfill", args: ["128", "lazy"]), .init(fixture: "schedattrs"), .init(fixture: "fdmore"), .init(fixture: "seccomp"), .init(fixture: "unlinkedshared"), .init(fixture: "procattrs"), .init(fixture: "fcntlmore"), .init(fixture: "packetsock"), .init(fixture: "exedeleted"), .init(fixture: "nspid"), .init(fixture: "nsmnt"),
+    .init(fixture: "chroot"), .init(fixture: "lazyfill", args: ["128", "lazy"]), .init(fixture: "precopymem"), .init(fixture: "schedattrs"), .init(fixture: "fdmore"), .init(fixture: "seccomp"), .init(fixture: "unlinkedshared"), .init(fixture: "procattrs"), .init(fixture: "fcntlmore"), .init(fixture: "packetsock"), .init(fixture: "exedeleted"), .init(fixture: "nspid"), .init(fixture: "nsmnt"),
     .init(fixture: "locks"), .init(fixture: "procfiles"), .init(fixture: "pty", args: ["moved"]),
     .init(fixture: "robustshared"), .init(fixture: "peercred"), .init(fixture: "restartsyscall"), .init(fixture: "linkedname"), .init(fixture: "scmcreds"),
     // Under ssi-init, whose lack of an undo list tells which processes have none (SemaphoreUndo).

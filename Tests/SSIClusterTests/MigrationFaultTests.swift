@@ -85,39 +85,67 @@ struct MigrationFaultTests {
         ((try? String(contentsOfFile: lc.log(node: node), encoding: .utf8)) ?? "").components(separatedBy: text).count - 1
     }
 
-    @Test(.timeLimit(.minutes(15))) func everyFaultAtEveryPhaseLeavesExactlyOneCopy() throws {
+    /// The 3-node cluster, its daemons reading the fault file, and bigmem's path.
+    func withFaultCluster(_ body: (String) throws -> Void) throws {
         let fixture = try TestEnv.fixture("bigmem")
         unlink(faultFile)
         setenv("SSI_TEST_MIGRATION_FAULT", faultFile, 1)
         defer { unsetenv("SSI_TEST_MIGRATION_FAULT"); unlink(faultFile) }
         try up()
         defer { try? down() }
-        var results: [String] = []
-        // 80 MiB: above the pre-copy threshold (64 MiB), so the image streams while it runs.
-        for (i, phase) in Phase.allCases.enumerated() {
-            for (j, fault) in Fault.allCases.enumerated() {
-                let tag = "\(80 + i * 8 + j)"
-                let ended = try runCase(fault, phase, fixture: fixture, tag: tag)
-                results.append("\(phase.rawValue) / \(fault.rawValue): on node \(ended.map(String.init) ?? "?")")
-            }
-        }
-        print("migration faults:\n  " + results.joined(separator: "\n  "))
+        try body(fixture)
     }
 
-    /// One case; returns the node the application ends on.
-    func runCase(_ fault: Fault, _ phase: Phase, fixture: String, tag: String) throws -> Int? {
-        let what = "\(phase.rawValue) / \(fault.rawValue)"
+    @Test(.timeLimit(.minutes(15))) func everyFaultAtEveryPhaseLeavesExactlyOneCopy() throws {
+        try withFaultCluster { fixture in
+            var results: [String] = []
+            // 80 MiB: above the pre-copy threshold (64 MiB), so the image streams while it runs.
+            for (i, phase) in Phase.allCases.enumerated() {
+                for (j, fault) in Fault.allCases.enumerated() {
+                    let tag = "\(80 + i * 8 + j)"
+                    let ended = try runCase(fault, phase, fixture: fixture, tag: tag)
+                    results.append("\(phase.rawValue) / \(fault.rawValue): on node \(ended.map(String.init) ?? "?")")
+                }
+            }
+            print("migration faults:\n  " + results.joined(separator: "\n  "))
+        }
+    }
+
+    /// Without a file lock to hand over, the source queues its copy's SIGSTOP before the
+    /// commit and the commit carries the request to restore (the target starts at once):
+    /// the faults of the phases around that commit, and a move with none.
+    @Test(.timeLimit(.minutes(10))) func withoutLocksTheCommitStartsTheRestore() throws {
+        try withFaultCluster { fixture in
+            var results: [String] = []
+            let cases: [(Fault?, Phase)] = Fault.allCases.map { ($0, .freeze) } + [(.targetDaemonKilled, .restore), (.sourceDaemonKilled, .restore), (nil, .freeze)]
+            for (i, c) in cases.enumerated() {
+                let ended = try runCase(c.0, c.1, fixture: fixture, tag: "\(120 + i)", locks: false)
+                results.append("\(c.1.rawValue) / \(c.0?.rawValue ?? "no fault"), no lock: on node \(ended.map(String.init) ?? "?")")
+            }
+            // The restore was started by the commit (the target says so), in the move without
+            // a fault at least.
+            #expect(logCount(2, "restoring it at once") > 0, "node 2 never restored an image on its commit")
+            print("migration faults without locks:\n  " + results.joined(separator: "\n  "))
+        }
+    }
+
+    /// One case; returns the node the application ends on. No fault: a move that must end
+    /// on node 2.
+    func runCase(_ fault: Fault?, _ phase: Phase, fixture: String, tag: String, locks: Bool = true) throws -> Int? {
+        let what = "\(phase.rawValue) / \(fault?.rawValue ?? "no fault")\(locks ? "" : ", no lock")"
         // Its file locks (an flock and a POSIX lock on one file) go with it, or stay with it.
         let lockFile = "/tmp/ssi-fault-locks-\(getpid())-\(tag)"
         defer { unlink(lockFile) }
-        let app = try #require(appID(try ssiOK("run", "-b", "--log", "--node", "1", "--", fixture, tag, lockFile)), "\(what)")
+        let app = try #require(appID(try ssiOK(["run", "-b", "--log", "--node", "1", "--", fixture, tag] + (locks ? [lockFile] : []))), "\(what)")
         _ = try waitFor("READY (\(what))", seconds: 20) { try ssiOK("logs", "\(app)").contains("READY") }
         let sum = try #require(try ssiOK("logs", "\(app)").split(separator: "\n").first { $0.hasPrefix("READY") }?.split(separator: " ").last)
         _ = try ssiOK("caps", "\(app)", "+CAN_MIGRATE")
         let before = Self.copies(fixture, tag)
         #expect(before.count == 1, "\(what): one copy before: \(before)")
 
-        try (fault == .injectedError ? "\(phase.rawValue) fail\n" : "\(phase.rawValue) pause 6\n").write(toFile: faultFile, atomically: true, encoding: .utf8)
+        if let fault {
+            try (fault == .injectedError ? "\(phase.rawValue) fail\n" : "\(phase.rawValue) pause 6\n").write(toFile: faultFile, atomically: true, encoding: .utf8)
+        }
         // The phase's daemon: the source stops at transfer and freeze, the target at restore.
         let pausing = phase == .restore ? 2 : 1
         let marker = "migration of application \(app): paused at \(phase.rawValue)"
@@ -125,7 +153,7 @@ struct MigrationFaultTests {
         unlink(log)
         let mig = try Proc.spawn([binDir + "/ssi", "migrate", "\(app)", "2"], log: log)
         var restartNode: Int? = nil, linkDown = false
-        if fault != .injectedError {
+        if let fault, fault != .injectedError {
             _ = try waitFor("\(marker) in node \(pausing)'s log", seconds: 20) { logCount(pausing, marker) > 0 }
             switch fault {
             case .targetDaemonKilled: kill(nodePid(2), SIGKILL); restartNode = 2
@@ -170,21 +198,26 @@ struct MigrationFaultTests {
         // killed while the target restores may let the target take over (the grab it held
         // is revoked when node 1 is declared failed, so it usually cannot).
         switch (fault, phase) {
-        case (.sourceDaemonKilled, .restore): #expect(node != nil, "\(what)")
+        case (nil, _): #expect(node == 2, "\(what): it should have moved to node 2, is on \(node.map(String.init) ?? "none"); ssi migrate said: \(said)")
+        case (.sourceDaemonKilled?, .restore): #expect(node != nil, "\(what)")
         default: #expect(node == 1, "\(what): it should go on on node 1, is on \(node.map(String.init) ?? "none"); ssi migrate said: \(said)")
         }
         if fault == .clientKilled {
             #expect(logCount(1, "migration of application \(app) to node 2 given up: the ssi migrate that asked for it went away") > 0,
                     "\(what): node 1 should say it gave the migration up")
         }
-        if fault != .sourceDaemonKilled && fault != .clientKilled {
+        if fault == nil {
+            #expect(st == 0, "\(what): ssi migrate said: \(said)")
+        } else if fault != .sourceDaemonKilled && fault != .clientKilled {
             #expect(st != 0 && said.contains("goes on on node 1"), "\(what): ssi migrate said: \(said)")
         }
         // Its file locks, held again: at once, or (the copy the target was restoring still
         // held them when it went on) once that copy is gone, within a few tries.
-        let deadline = Date().addingTimeInterval(10)
-        while Self.locksHeld(lockFile) != "flock held and POSIX lock held" && Date() < deadline { usleep(100_000) }
-        #expect(Self.locksHeld(lockFile) == "flock held and POSIX lock held", "\(what): its file locks: \(Self.locksHeld(lockFile)); ssi migrate said: \(said)")
+        if locks {
+            let deadline = Date().addingTimeInterval(10)
+            while Self.locksHeld(lockFile) != "flock held and POSIX lock held" && Date() < deadline { usleep(100_000) }
+            #expect(Self.locksHeld(lockFile) == "flock held and POSIX lock held", "\(what): its file locks: \(Self.locksHeld(lockFile)); ssi migrate said: \(said)")
+        }
         // Its memory, checked by itself.
         let r = try #require(try record(app, node: 3), "\(what): no record of \(app)")
         kill(r.pid, SIGUSR1)

@@ -35,6 +35,9 @@ enum {
     CSSI_PAGE_IS_SWAPPED = 1 << 4,
     CSSI_PAGE_IS_PFNZERO = 1 << 5,
     CSSI_PAGE_IS_HUGE = 1 << 6,
+    CSSI_PAGE_IS_SOFT_DIRTY = 1 << 7,
+    // A guard region's marker (madvise MADV_GUARD_INSTALL): Linux 6.15 on.
+    CSSI_PAGE_IS_GUARD = 1 << 8,
 };
 
 // UFFDIO_API on a fresh userfaultfd, asking for asynchronous write-protection, including
@@ -55,6 +58,11 @@ int cssi_uffd_writeprotect(int uffd, uint64_t start, uint64_t len, int protect);
 // Returns the number of regions stored or -errno.
 long cssi_pagemap_scan_written(int pagemap_fd, uint64_t start, uint64_t end, int rearm,
                                struct cssi_page_region *vec, size_t n, uint64_t *walk_end);
+
+// PAGEMAP_SCAN over [start, end) for guard markers (PAGE_IS_GUARD). Returns 1 if there is
+// one, 0 if none, or -errno (-EINVAL: a kernel that does not know the category, older than
+// 6.15).
+long cssi_pagemap_scan_guard(int pagemap_fd, uint64_t start, uint64_t end);
 
 // Filling memory from outside (restore): a userfaultfd of the restored process, registered
 // in missing mode over a freshly mapped anonymous area, and UFFDIO_COPY from a buffer of

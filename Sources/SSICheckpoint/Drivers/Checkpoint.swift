@@ -168,6 +168,13 @@ extension CheckpointEngine {
             if let sig = options.killSignal {
                 // The snapshot must be on disk before the application is killed; the signal is
                 // queued while every task is still stopped, so none runs past the snapshot.
+                if sig == .stop, let before = options.beforeCommit {
+                    // Queued before the commit when nothing is left to do after it: a commit
+                    // that carries the target's restore may be acted on at once there.
+                    let early = !(options.handOverLocks && HandedOverLocks.held(seized, fdTables: fdTables))
+                    try before(early)
+                    if early { seized.queueStop() }
+                }
                 var result = try commit(writer: writer, images: images, app: app, options: options, frozenTime: frozenTime)
                 phase.mark("checkpoint: commit")
                 if options.handOverLocks && sig == .stop {

@@ -47,6 +47,14 @@ public struct CheckpointEngine: Sendable {
         /// lets go of its file locks for the target to take (HandedOverLocks, Locks.swift);
         /// `CheckpointResult.locks` takes them back if the migration fails.
         public var handOverLocks = false
+        /// A migration (with killSignal .stop): called once every process is dumped, just
+        /// before the commit, with whether the stop signal is queued right after it (the
+        /// application holds no file lock to hand over): the commit may then carry the
+        /// request to restore at once (the target takes the application over before this
+        /// node hears back), since from then on the stopped copy never runs by itself, not
+        /// even if this daemon dies (the kernel detaches its tracees, and the queued SIGSTOP
+        /// stops them). A throw fails the checkpoint, the application going on.
+        public var beforeCommit: (@Sendable (_ stopQueued: Bool) throws -> Void)? = nil
         public init() {}
     }
 

@@ -416,7 +416,9 @@ extension ProcessDumper {
     /// (present, zero page...) with PAGEMAP_SCAN or /proc/PID/pagemap took 20-40 ms for
     /// 1 GiB, frozen.
     func finalRuns(_ pre: PrecopiedPages, vma m: MapsEntry, copier: PageCopier) throws -> [PageRun]? {
-        guard !pre.lost.contains(where: { $0.0 < m.end && m.start < $0.1 }),
+        // Guard regions inside (madvise MADV_GUARD_INSTALL, before or during the rounds):
+        // the area is saved from /proc/PID/pagemap, which records them (pageRuns).
+        guard !pre.lost.contains(where: { $0.0 < m.end && m.start < $0.1 }), !pre.tracker.hasGuards(in: m.start, m.end),
               let slot = pre.index.area(m.start), m.end <= pre.index.ends[slot],
               let written = try pre.tracker.written(in: m.start, m.end) else { return nil }
         let page = SnapshotFormat.pageSize

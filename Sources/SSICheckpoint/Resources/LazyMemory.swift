@@ -257,7 +257,7 @@ public final class LazyMemory: @unchecked Sendable {
         while copied < Self.chunk && s.hasPending && !s.dead {
             var run = s.first
             let c0 = DispatchTime.now().uptimeNanoseconds
-            let n = Userfaultfd.copy(s.fd, to: run.address, from: s.source.base + Int(run.offset), count: min(run.length, Self.chunk - copied))
+            let n = Self.copyWithin(s, to: run.address, offset: run.offset, count: min(run.length, Self.chunk - copied))
             let c1 = DispatchTime.now().uptimeNanoseconds
             longestCopy = max(longestCopy, c1 - c0)
             var advance: UInt64 = 0
@@ -273,7 +273,9 @@ public final class LazyMemory: @unchecked Sendable {
                 advance = SnapshotFormat.pageSize; copied += advance
             case -Int(EAGAIN), -Int(EINTR): return                 // an mm change to read first
             case -Int(ESRCH): s.dead = true; return                // the process is gone (exit, exec)
-            case -Int(ENOENT), -Int(EINVAL): advance = run.length  // no longer a registered area
+            // This very page is in no registered area any more (its runs were cut by the
+            // event that said so: this is one we missed); the rest of the run is not lost.
+            case -Int(ENOENT), -Int(EINVAL): advance = SnapshotFormat.pageSize
             default:
                 warn("PID \(s.pid): copying its pages at 0x\(String(run.address, radix: 16)) after the restart failed: \(String(cString: strerror(Int32(-n)))); those pages read as zeros")
                 advance = run.length
@@ -291,7 +293,13 @@ public final class LazyMemory: @unchecked Sendable {
                 if e != EINTR { s.dead = true }
                 return
             case .event(.fault(let address)): faults += 1; serveFault(s, address)
-            case .event(.fork(let fd)): spaces.append(Space(fd: fd, pid: 0, source: s.source, pending: s.pending))
+            case .event(.fork(let fd)):
+                // What was still to come for the parent is to come for the child, but in the
+                // areas it did not inherit as they are: a wiped one reads zeros (its faults
+                // get zero pages), a DONTFORK one is not there.
+                var runs = s.pending
+                for (start, end) in Self.notInherited(pid: s.pid) { runs = Self.cut(runs, start, end) }
+                spaces.append(Space(fd: fd, pid: 0, source: s.source, pending: runs))
             case .event(.remap(let from, let to, let length)): remap(s, from: from, to: to, length: length)
             case .event(.removed(let start, let end)): s.pending = Self.cut(s.pending, start, end)
             case .event(.other): break
@@ -306,7 +314,7 @@ public final class LazyMemory: @unchecked Sendable {
         if let r = s.run(containing: page) {
             let off = page - r.address
             let f0 = DispatchTime.now().uptimeNanoseconds
-            n = Userfaultfd.copy(s.fd, to: page, from: s.source.base + Int(r.offset + off), count: min(r.length - off, Self.faultAhead))
+            n = Self.copyWithin(s, to: page, offset: r.offset + off, count: min(r.length - off, Self.faultAhead))
             longestFault = max(longestFault, DispatchTime.now().uptimeNanoseconds - f0)
             if n > 0 { bytes += UInt64(n) }
         } else {
@@ -317,6 +325,46 @@ public final class LazyMemory: @unchecked Sendable {
         case -Int(ESRCH): s.dead = true
         default: break   // done, or there already (EEXIST: the copy woke the faulting thread)
         }
+    }
+
+    /// UFFDIO_COPY of `count` bytes from the image at `offset` to `address`, cut short to
+    /// the area it starts in. The kernel copies only into one registered VMA: a range that
+    /// crosses into the next (an area the process split since with mprotect, or two areas
+    /// merged when the image was made and split again) fails whole with ENOENT
+    /// (mfill_atomic, validate_dst_vma), which once dropped the rest of a run, megabytes
+    /// of the process's memory left to read as zeros. Halved until it fits (a few tries at
+    /// an area's end); ENOENT for a single page: that page is in no registered area.
+    static func copyWithin(_ s: Space, to address: UInt64, offset: UInt64, count: UInt64) -> Int {
+        var count = count
+        while true {
+            let n = Userfaultfd.copy(s.fd, to: address, from: s.source.base + Int(offset), count: count)
+            let page = SnapshotFormat.pageSize
+            guard n == -Int(ENOENT) || n == -Int(EINVAL), count > page else { return n }
+            count = max(page, (count / 2) & ~(page - 1))
+        }
+    }
+
+    /// The areas of process `pid` that a child does not get as they are at fork: MADV_DONTFORK
+    /// (no such area in the child) and MADV_WIPEONFORK (empty in the child), from the "dc"
+    /// and "wf" of their VmFlags (proc(5)). The parent is still inside fork(2) while its
+    /// fork event is read (userfaultfd(2): the event waits to be read), so they are those of
+    /// the fork.
+    static func notInherited(pid: Int32) -> [(UInt64, UInt64)] {
+        guard pid > 0, let text = try? ProcFS.read("/proc/\(pid)/smaps") else { return [] }
+        var out: [(UInt64, UInt64)] = []
+        var current: (UInt64, UInt64)? = nil
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("VmFlags:") {
+                let flags = line.split(separator: " ")
+                if let c = current, flags.contains("dc") || flags.contains("wf") { out.append(c) }
+                continue
+            }
+            // An area's first line: "start-end perms offset dev inode [name]".
+            guard let dash = line.firstIndex(of: "-"), let space = line.firstIndex(of: " "), dash < space,
+                  let start = UInt64(line[..<dash], radix: 16), let end = UInt64(line[line.index(after: dash)..<space], radix: 16) else { continue }
+            current = (start, end)
+        }
+        return out
     }
 
     private func remap(_ s: Space, from: UInt64, to: UInt64, length: UInt64) {

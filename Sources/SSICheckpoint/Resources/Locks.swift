@@ -141,6 +141,13 @@ public final class HandedOverLocks: @unchecked Sendable {
 
     /// Lets go of every lock but leases in the seized processes. A failure takes back what
     /// was let go of, then throws: the application keeps its locks and goes on.
+    /// Whether any process of the application holds a lock `letGo` would let go of.
+    static func held(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]]) -> Bool {
+        seized.tree.pids.contains { pid in
+            seized.threads[pid] != nil && (fdTables[pid] ?? []).contains { f in (f.locks ?? []).contains { $0.kind != "LEASE" } }
+        }
+    }
+
     static func letGo(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]]) throws -> HandedOverLocks? {
         var held = [Held]()
         for pid in seized.tree.pids where seized.threads[pid] != nil {

@@ -146,7 +146,13 @@ extension ProcessDumper {
                     runs = own
                     vma.inherited = true
                     vma.dropPages = drop.map { PageRun(address: $0.0, count: $0.1, fileOffset: 0) }
-                } else if let pre = precopied, !m.shared, let final = try finalRuns(pre, vma: m, copier: copier) {
+                } else if let pre = precopied, !m.shared, kind == .anonymous, let final = try finalRuns(pre, vma: m, copier: copier) {
+                    // Only anonymous areas: in a private file mapping registered for
+                    // asynchronous write-protection, a page dropped with MADV_DONTNEED (which
+                    // must read the file's bytes again) is replaced by a write-protect marker
+                    // that the scan does not report as written, so its old copy would come back
+                    // (seen on 6.18). Such an area is saved from /proc/PID/pagemap (below),
+                    // which keeps only the pages still the process's own.
                     vma.pages = final
                     vmas.append(vma)
                     continue
