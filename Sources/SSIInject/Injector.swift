@@ -88,6 +88,7 @@ public struct Injector {
         let t = tracee
         try t.setRegisters(base.preparedForSyscall(syscall, args, at: gadget))
         if Injector.usesSyscallStops(pid) { return try runBetweenSyscallStops(t, syscall, args) }
+        Tracee.singleStepped.withLock { $0[pid.rawValue] = gadget }
         try Injector.resumeUntilTrap(t, doing: "syscall \(syscall)") { try t.singleStep() }
         let result = try t.registers().returnValue
         if Injector.trace {
@@ -125,21 +126,22 @@ public struct Injector {
     }
 
     /// Takes task `t` out of single-step mode if our last resume left it there (see
-    /// `Tracee.singleStepped`), by one getpid(2) run between syscall stops: a resume that is
-    /// not a step clears the mode (ptrace_resume, user_disable_single_step). Called at the
-    /// end of every run of injected calls (SignalMaskGuard.restore), before the task's mask
-    /// and registers go back, so that a task left stopped meanwhile (a dump before its
-    /// commit) survives this daemon's death. About two syscall stops per task and dump.
+    /// `Tracee.singleStepped`): a resume that is not a step clears the mode (ptrace_resume,
+    /// user_disable_single_step). PTRACE_SYSEMU from the `syscall` instruction it was
+    /// stepped through stops it again at once, at that call's entry, without making the
+    /// call: one stop. Called at the end of every run of injected calls
+    /// (SignalMaskGuard.restore), before the task's mask and registers go back, so that a
+    /// task left stopped meanwhile (a dump until its commit) survives this daemon's death.
     public static func leaveSingleStep(_ t: Tracee, base: Registers) {
-        guard Tracee.singleStepped.withLock({ $0.contains(t.pid.rawValue) }), let inj = try? Injector(pid: t.pid, base: base) else { return }
-        guard (try? t.setRegisters(base.preparedForSyscall(.getpid, [], at: inj.gadget))) != nil else { return }
-        _ = try? inj.runBetweenSyscallStops(t, .getpid, [])
+        guard let gadget = Tracee.singleStepped.withLock({ $0[t.pid.rawValue] }),
+              (try? t.setRegisters(base.preparedForSyscall(.getpid, [], at: gadget))) != nil else { return }
+        try? resumeUntilTrap(t, doing: "a step out of single-step mode") { try t.syscallEmulationStep() }
     }
 
     /// The syscall-enter stop, then the syscall-exit stop; the tracee's signals are blocked
     /// (SignalMaskGuard, the restorer's mask), so both report as SIGTRAP and no signal is
     /// delivered in between. Fork and clone events on the way are let through.
-    func runBetweenSyscallStops(_ t: Tracee, _ syscall: Syscall, _ args: [UInt64]) throws -> Int64 {
+    private func runBetweenSyscallStops(_ t: Tracee, _ syscall: Syscall, _ args: [UInt64]) throws -> Int64 {
         var traps = 0, attempts = 0
         while traps < 2 {
             try t.syscallStep()
