@@ -41,7 +41,7 @@ public enum HeldSignals {
         // already ended any temporary mask of its sleep (restore_saved_sigmask).
         guard let mask = try? t.sigmask() else { return }
         try? t.setSigmask(~0)
-        defer { try? t.setRegisters(regs); try? t.setSigmask(mask) }
+        defer { Injector.leaveSingleStep(t); try? t.setRegisters(regs); try? t.setSigmask(mask) }
         // The ids the thread itself knows: its innermost PID namespace's (proc(5), NSpid).
         func inner(_ id: Int32) -> Int32 {
             let s = (try? ProcFS.read("/proc/\(id)/status")) ?? ""

@@ -88,7 +88,6 @@ public struct Injector {
         let t = tracee
         try t.setRegisters(base.preparedForSyscall(syscall, args, at: gadget))
         if Injector.usesSyscallStops(pid) { return try runBetweenSyscallStops(t, syscall, args) }
-        Tracee.singleStepped.withLock { $0[pid.rawValue] = gadget }
         try Injector.resumeUntilTrap(t, doing: "syscall \(syscall)") { try t.singleStep() }
         let result = try t.registers().returnValue
         if Injector.trace {
@@ -127,15 +126,20 @@ public struct Injector {
 
     /// Takes task `t` out of single-step mode if our last resume left it there (see
     /// `Tracee.singleStepped`): a resume that is not a step clears the mode (ptrace_resume,
-    /// user_disable_single_step). PTRACE_SYSEMU from the `syscall` instruction it was
-    /// stepped through stops it again at once, at that call's entry, without making the
-    /// call: one stop. Called at the end of every run of injected calls
-    /// (SignalMaskGuard.restore), before the task's mask and registers go back, so that a
-    /// task left stopped meanwhile (a dump until its commit) survives this daemon's death.
-    public static func leaveSingleStep(_ t: Tracee, base: Registers) {
-        guard let gadget = Tracee.singleStepped.withLock({ $0[t.pid.rawValue] }),
-              (try? t.setRegisters(base.preparedForSyscall(.getpid, [], at: gadget))) != nil else { return }
-        try? resumeUntilTrap(t, doing: "a step out of single-step mode") { try t.syscallEmulationStep() }
+    /// user_disable_single_step). PTRACE_INTERRUPT, then PTRACE_CONT: the task leaves its
+    /// stop and traps at once in its signal handling (PTRACE_EVENT_STOP, as at the seize),
+    /// before any instruction of its own: one stop, its registers and a syscall it was in
+    /// (to be restarted) as they were. A signal of the application's that comes first is
+    /// held, as during injected calls. Called at the end of every run of injected calls
+    /// (SignalMaskGuard.restore, HeldSignals.requeue), before the task's mask and registers
+    /// go back, so that a task left stopped meanwhile survives this daemon's death.
+    public static func leaveSingleStep(_ t: Tracee) {
+        guard Tracee.singleStepped.withLock({ $0.contains(t.pid.rawValue) }), (try? t.interrupt()) != nil else { return }
+        for _ in 0..<100 {
+            guard (try? t.cont()) != nil, let stop = try? t.wait(), !stop.ended else { return }
+            if case .event = stop { return }
+            if case .signal(let sig) = stop, sig != .stop { HeldSignals.hold(t) }
+        }
     }
 
     /// The syscall-enter stop, then the syscall-exit stop; the tracee's signals are blocked

@@ -320,7 +320,11 @@ public final class SeizedApplication {
     /// or the kernel's detach when this process dies, ptrace(2)). A release without a
     /// signal then leaves the tasks stopped; SIGCONT continues them (and discards a stop
     /// still pending, signal(7)).
+    /// The signals held for the tasks are queued again first: requeueing injects a call in
+    /// the task, and a stop signal it meets on the way is taken off by the kernel
+    /// (reported to us, and resumed without), so none may be pending yet.
     public func queueStop() {
+        requeueHeldSignals()
         for pid in threads.keys { try? Signal.stop.send(to: ProcessID(pid)) }
     }
 

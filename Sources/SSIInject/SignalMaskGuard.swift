@@ -19,7 +19,7 @@ public struct SignalMaskGuard {
 
     public func restore() {
         // While its signals are still blocked (the call's stops are SIGTRAPs only).
-        Injector.leaveSingleStep(tracee, base: saved)
+        Injector.leaveSingleStep(tracee)
         if blocked { try? tracee.setSigmask(mask) }
         try? tracee.setRegisters(saved)
     }

@@ -247,30 +247,23 @@ public struct Tracee {
     /// not when its tracer dies (exit_ptrace detaches without ptrace_disable): a task still
     /// in it then traps at its next instruction or syscall exit with nobody to take the
     /// SIGTRAP, which kills it (seen: a migration's source daemon killed mid-dump, its
-    /// application killed by SIGTRAP). `Injector.leaveSingleStep` takes it out. By task:
-    /// the `syscall` instruction it was stepped through (Injector.gadget).
-    static let singleStepped = Mutex<[Int32: UInt64]>([:])
+    /// application killed by SIGTRAP). `Injector.leaveSingleStep` takes it out.
+    static let singleStepped = Mutex<Set<Int32>>([])
 
     public func singleStep(signal: Signal? = nil) throws {
+        Tracee.singleStepped.withLock { _ = $0.insert(pid.rawValue) }
         try check(cssi_ptrace(Int32(CSSI_PTRACE_SINGLESTEP), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_SINGLESTEP \(pid)")
     }
 
     /// PTRACE_SYSCALL (24): runs to the next syscall-enter or syscall-exit stop.
     public func syscallStep() throws {
         try check(cssi_ptrace(24 /* PTRACE_SYSCALL */, pid.rawValue, 0, 0), "PTRACE_SYSCALL \(pid)")
-        Tracee.singleStepped.withLock { _ = $0.removeValue(forKey: pid.rawValue) }
-    }
-
-    /// PTRACE_SYSEMU (31 on x86-64 and arm64): runs to the next syscall entry and stops there
-    /// without making the call (its registers are ours to set before it goes on).
-    public func syscallEmulationStep() throws {
-        try check(cssi_ptrace(31 /* PTRACE_SYSEMU */, pid.rawValue, 0, 0), "PTRACE_SYSEMU \(pid)")
-        Tracee.singleStepped.withLock { _ = $0.removeValue(forKey: pid.rawValue) }
+        Tracee.singleStepped.withLock { _ = $0.remove(pid.rawValue) }
     }
 
     public func cont(signal: Signal? = nil) throws {
         try check(cssi_ptrace(Int32(CSSI_PTRACE_CONT), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_CONT \(pid)")
-        Tracee.singleStepped.withLock { _ = $0.removeValue(forKey: pid.rawValue) }
+        Tracee.singleStepped.withLock { _ = $0.remove(pid.rawValue) }
     }
 
     /// PTRACE_INTERRUPT (3.4) of a seized task: it enters PTRACE_EVENT_STOP.
@@ -280,7 +273,7 @@ public struct Tracee {
 
     /// Lets the process go; it resumes (or stays in the cgroup freezer if that is frozen).
     public func detach(signal: Signal? = nil) throws {
-        Tracee.singleStepped.withLock { _ = $0.removeValue(forKey: pid.rawValue) }
+        Tracee.singleStepped.withLock { _ = $0.remove(pid.rawValue) }
         try check(cssi_ptrace(Int32(CSSI_PTRACE_DETACH), pid.rawValue, 0, UInt(signal?.rawValue ?? 0)), "PTRACE_DETACH \(pid)")
     }
 }

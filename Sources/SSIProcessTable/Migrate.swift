@@ -176,6 +176,10 @@ extension NodeApplications {
             // said it failed): the target may have taken the application over; the copy
             // here is stopped (its SIGSTOP was queued first). The record decides, below.
             guard earlySent.withLock({ $0 }) else {
+                // Its SIGSTOP was queued for a commit that never left (a step before it
+                // failed, or the migration was given up): nothing was asked of the target,
+                // and the copy here, let go by the engine, is stopped. It goes on.
+                if early.withLock({ $0 }) != nil { for p in Self.tree(root) { kill(p, SIGCONT) } }
                 await settle(app)
                 await eachHook { await $0.sourceDidFinish(app: app, committed: false) }
                 throw Self.refusal(error, app: app, target: target, me: me)
@@ -418,6 +422,9 @@ extension NodeApplications {
             return
         }
         m.version = version
+        // Given up already (MigrateAbort came first): the source's own request, if any, will
+        // find no restore and run one that stops at the same check.
+        guard !abandonedMigrations.withLock({ $0.contains(token) }) else { return }
         let numbered = m
         let started = Task { [self] in try await migrateIn(numbered) }
         restoresOnCommit.withLock { $0[token] = started }

@@ -346,9 +346,9 @@ public final class LazyMemory: @unchecked Sendable {
 
     /// The areas of process `pid` that a child does not get as they are at fork: MADV_DONTFORK
     /// (no such area in the child) and MADV_WIPEONFORK (empty in the child), from the "dc"
-    /// and "wf" of their VmFlags (proc(5)). The parent is still inside fork(2) while its
-    /// fork event is read (userfaultfd(2): the event waits to be read), so they are those of
-    /// the fork.
+    /// and "wf" of their VmFlags (proc(5)). Read just after the fork event (the parent goes
+    /// on once it is read): a flag changed in between by another thread of the parent is
+    /// missed. A child of a child (its space has no pid here) keeps every run.
     static func notInherited(pid: Int32) -> [(UInt64, UInt64)] {
         guard pid > 0, let text = try? ProcFS.read("/proc/\(pid)/smaps") else { return [] }
         var out: [(UInt64, UInt64)] = []
