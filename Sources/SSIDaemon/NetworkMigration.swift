@@ -211,7 +211,7 @@ final class NetworkMigrationHooks: MigrationHooks {
             if let hop = net.core.membership.view[target]?.host, let hold = net.apps?.packetHold {
                 var clock = PhaseClock()
                 let n = hold.release(address, gateway: hop)
-                clock.mark("network: held packets passed on")
+                clock.profile("network: held packets passed on")
                 net.core.logger.info("network: application \(app): \(n) packet(s) held during the move passed on to node \(target)")
             }
             // The byte counts of its connections, for the target to go on from: the same as

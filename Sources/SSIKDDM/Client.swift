@@ -172,7 +172,7 @@ public actor KDDMClient {
         do {
             try checkReachable()
             var clock = PhaseClock()
-            defer { clock.mark("kddm: write at node \(g.owner)") }
+            defer { clock.profile("kddm: write at node \(g.owner)") }
             let r = try KDDMCoding.dec(ObjMsg.self, try await rpc.call(g.owner, service: service,
                                                                  try KDDMCoding.enc(ObjMsg(key: key, value: value, rev: g.rev, view: g.view, grab: g.grab))))
             cache[key] = nil

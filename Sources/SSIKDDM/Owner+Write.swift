@@ -9,8 +9,8 @@ extension KDDMOwner {
     public func put(_ m: ObjMsg, from: NodeID, delete: Bool) async throws -> ObjMsg {
         var clock = PhaseClock()
         let snap = try await currentView(m, from: from)
-        clock.mark("kddm owner: view checked")
-        defer { clock.mark("kddm owner: \(m.key.set) written") }
+        clock.profile("kddm owner: view checked")
+        defer { clock.profile("kddm owner: \(m.key.set) written") }
         guard holds(m.key, from, grab: m.grab, view: snap.viewID) else {
             throw SSIError(.conflict, "kddm: write of \(m.key) refused: node \(from) does not hold its grab at node \(me) (the membership view changed since the grab)",
                            hint: "grab it again")

@@ -9,6 +9,13 @@ public struct PhaseClock {
     public mutating func mark(_ phase: @autoclosure () -> String) {
         // The operation a command shows progress for (OperationProgress) hears of each phase.
         OperationProgress.report(phase())
+        profile(phase())
+    }
+
+    /// A phase for the profile only, not one a command shows its user: the operation in
+    /// progress is the process's (a daemon's migration), and a mark deep in a shared layer
+    /// (a KDDM write, one step of the fds) would print on that user's terminal.
+    public mutating func profile(_ phase: @autoclosure () -> String) {
         guard PhaseClock.enabled else { return }
         let now = DispatchTime.now()
         let ms = Double(now.uptimeNanoseconds - last.uptimeNanoseconds) / 1e6

@@ -11,14 +11,9 @@ import Glibc
 struct DirtyTrackerTests {
     @Test("a scan reports exactly the pages the running process wrote, and re-arms", .timeLimit(.minutes(1)))
     func writtenPages() throws {
-        TestEnv.becomeSubreaper()
-        let dir = try TestEnv.makeTempDir("dirty")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let log = "\(dir)/out.log"
-        let pid = try Spawn.start([try TestEnv.fixture("dirtypages")], SpawnOptions.logging(to: log))
-        defer { kill(pid, SIGKILL); _ = reap(pid) }
-        func text() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-        try #require(waitUntil(10) { text().contains("READY") }, "\(text())")
+        let app = try LoggedFixture("dirtypages")
+        defer { app.stop() }
+        let pid = app.pid, text = app.text
         let areaLine = try #require(text().split(separator: "\n").first { $0.hasPrefix("AREA ") })
         let area = try #require(UInt64(areaLine.dropFirst(7), radix: 16))
         let page: UInt64 = 4096
@@ -56,7 +51,7 @@ struct DirtyTrackerTests {
         kill(pid, SIGUSR1)
         try #require(waitUntil(10) { text().contains("DONE 5") }, "\(text())")
         kill(pid, SIGTERM)
-        let status = reap(pid)
+        let status = app.exit(within: 5)
         #expect(text().contains("PASS") && status.map { exitCode($0) } == 0, "\(text())")
     }
 

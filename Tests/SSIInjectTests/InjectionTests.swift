@@ -16,14 +16,9 @@ import Glibc
 struct InjectionTests {
     @Test("consecutive runs of injected calls each run their calls, and the task's own sleep goes on as it was", .timeLimit(.minutes(1)))
     func consecutiveRuns() throws {
-        TestEnv.becomeSubreaper()
-        let dir = try TestEnv.makeTempDir("inject")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let log = "\(dir)/out.log"
-        let pid = try Spawn.start([try TestEnv.fixture("sleeper")], SpawnOptions.logging(to: log))
-        defer { kill(pid, SIGKILL); _ = reap(pid) }
-        func text() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
-        try #require(waitUntil(10) { text().contains("READY") }, "\(text())")
+        let app = try LoggedFixture("sleeper")
+        defer { app.stop() }
+        let pid = app.pid
         usleep(200_000)   // inside its 2 s nanosleep
 
         let seized = SeizedApplication(root: pid)
@@ -41,7 +36,7 @@ struct InjectionTests {
         }
         #expect(results[1] == [0o077, Int64(pid)] && results[2] == [0o027, Int64(pid)], "umask, getpid per run: \(results)")
         seized.release()
-        let status = reap(pid, within: 10)
-        #expect(text().contains("PASS") && status.map { exitCode($0) } == 0, "\(text())")
+        let status = app.exit(within: 10)
+        #expect(app.text().contains("PASS") && status.map { exitCode($0) } == 0, "\(app.text())")
     }
 }

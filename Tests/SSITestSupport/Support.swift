@@ -132,3 +132,41 @@ public func processState(_ pid: Int32) -> Character? { Proc.state(pid) }
 
 /// The exit code of a wait status, or 128+signal when it was killed.
 public func exitCode(_ status: Int32) -> Int32 { WaitStatus(raw: status).exitCode }
+
+/// A fixture of Tests/Fixtures run as a child of the test (which becomes a subreaper), its
+/// output in a log of its own temporary directory, waited for until it says READY.
+/// `stop()` kills it if it still runs, reaps it and removes the directory.
+public final class LoggedFixture {
+    public let pid: Int32
+    public let dir: String
+    public var log: String { "\(dir)/out.log" }
+
+    public init(_ name: String, _ args: [String] = []) throws {
+        TestEnv.becomeSubreaper()
+        dir = try TestEnv.makeTempDir(name)
+        pid = try Spawn.start([try TestEnv.fixture(name)] + args, SpawnOptions.logging(to: "\(dir)/out.log"))
+        guard waitUntil(10, { text().contains("READY") }) else {
+            stop()
+            throw TestFailure("\(name) never said READY: \(text())")
+        }
+    }
+
+    private var ended = false
+
+    /// Everything it printed so far.
+    public func text() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// Its wait status once it ends by itself, nil if it still runs after `seconds`.
+    public func exit(within seconds: Double) -> Int32? {
+        let status = reap(pid, within: seconds)
+        if status != nil { ended = true }
+        return status
+    }
+
+    public func stop() {
+        // Not once reaped: its PID may be another process's by now.
+        if !ended { kill(pid, SIGKILL); _ = reap(pid) }
+        ended = true
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}

@@ -123,10 +123,10 @@ extension CheckpointEngine {
         var freezeFirst = false
         var pre = PhaseClock()
         if !frozen { try options.beforeFreeze?() }
-        pre.mark("checkpoint: before the freeze")
+        pre.profile("checkpoint: before the freeze")
         // The timers of the waits the stop is about to end (0.3 ms, before the freeze).
         let witness = frozen ? nil : TimerWitness(root: root)
-        pre.mark("checkpoint: timer witness")
+        pre.profile("checkpoint: timer witness")
         if !frozen, let freezer, (try? ProcFS.read("/proc/\(root)/cgroup"))?.contains("/ssi/app-\(app)\n") == true {
             var waited = PhaseClock()
             try freezer.freeze(app)
@@ -146,7 +146,7 @@ extension CheckpointEngine {
             try ProcessDumper.refuseOwnNamespaces(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil })
             let sharing = try ProcessSharing.detect(root: root, pids: seized.tree.pids.filter { seized.threads[$0] != nil }, parent: seized.tree.parent)
             try ProcessSharing.refuseThreadContexts(seized.threads, exitedLeaders: seized.exitedLeaders)
-            phase.mark("checkpoint: sharing (kcmp)")
+            phase.profile("checkpoint: sharing (kcmp)")
             let fdTables = try describeFiles(seized, options: options)
             phase.mark("checkpoint: file descriptors")
             var images = try dumpProcesses(seized, fdTables: fdTables, sharing: sharing, options: options, writer: writer, precopy: precopy, witness: witness)
@@ -171,7 +171,7 @@ extension CheckpointEngine {
                 if sig == .stop, let before = options.beforeCommit {
                     // Queued before the commit when nothing is left to do after it: a commit
                     // that carries the target's restore may be acted on at once there.
-                    let early = !(options.handOverLocks && HandedOverLocks.held(seized, fdTables: fdTables))
+                    let early = !(options.handOverLocks && !HandedOverLocks.toHandOver(seized, fdTables: fdTables).isEmpty)
                     try before(early)
                     if early { seized.queueStop() }
                 }
@@ -235,7 +235,7 @@ extension CheckpointEngine {
                 unixSockets.merge(more) { a, _ in a }
             }
         }
-        clock.mark("files: unix sockets listed")
+        clock.profile("files: unix sockets listed")
         for pid in seized.tree.pids where seized.threads[pid] != nil {
             // A process whose leader exited is read through a live thread (ExitedLeader).
             var d = ProcessDumper(pid: seized.exitedLeaders[pid] ?? pid)
@@ -244,10 +244,10 @@ extension CheckpointEngine {
             d.rootNetworkNamespace = rootNet
             fdTables[pid] = try d.dumpFileDescriptors()
         }
-        clock.mark("files: each process's fds")
+        clock.profile("files: each process's fds")
         try ProcessDumper.checkSockets(&fdTables, ignoreUnsupported: options.ignoreUnsupported, tcpEstablished: options.tcpEstablished)
         try ProcessDumper.rereadReceiveQueues(&fdTables, exitedLeaders: seized.exitedLeaders)
-        clock.mark("files: sockets checked, queues read again")
+        clock.profile("files: sockets checked, queues read again")
         try ProcessDumper.completePipes(&fdTables, ignoreUnsupported: options.ignoreUnsupported)
         _ = ProcessDumper.completePTYs(&fdTables)
         try ProcessDumper.completeFifos(&fdTables)

@@ -139,20 +139,19 @@ public final class HandedOverLocks: @unchecked Sendable {
         return HandedOverLocks(root: root, held: held)
     }
 
-    /// Lets go of every lock but leases in the seized processes. A failure takes back what
-    /// was let go of, then throws: the application keeps its locks and goes on.
-    /// Whether any process of the application holds a lock `letGo` would let go of.
-    static func held(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]]) -> Bool {
-        seized.tree.pids.contains { pid in
-            seized.threads[pid] != nil && (fdTables[pid] ?? []).contains { f in (f.locks ?? []).contains { $0.kind != "LEASE" } }
-        }
-    }
-
-    static func letGo(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]]) throws -> HandedOverLocks? {
+    /// The locks of the seized processes that go to a migration's target: all but leases.
+    static func toHandOver(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]]) -> [Held] {
         var held = [Held]()
         for pid in seized.tree.pids where seized.threads[pid] != nil {
             for f in fdTables[pid] ?? [] { for l in f.locks ?? [] where l.kind != "LEASE" { held.append(Held(pid: pid, fd: f.fd, path: f.path, lock: l)) } }
         }
+        return held
+    }
+
+    /// Lets go of every lock but leases in the seized processes. A failure takes back what
+    /// was let go of, then throws: the application keeps its locks and goes on.
+    static func letGo(_ seized: SeizedApplication, fdTables: [Int32: [FileDescriptorImage]]) throws -> HandedOverLocks? {
+        let held = toHandOver(seized, fdTables: fdTables)
         guard !held.isEmpty else { return nil }
         let locks = HandedOverLocks(root: seized.root, held: held)
         let results = try locks.apply(held, take: false, in: seized)
